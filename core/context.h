@@ -1,0 +1,27 @@
+/* Execution contexts: one per fiber plus the shard loop's own. The switch saves callee-saved
+ * state only. One backend per file, chosen in meson: switch_x86_64.S, switch_aarch64.S, or the
+ * portable switch_ucontext.c. */
+#ifndef TPC_CORE_CONTEXT_H
+#define TPC_CORE_CONTEXT_H
+
+#include <stddef.h>
+
+#ifdef TPC_CTX_UCONTEXT
+#include <ucontext.h>
+typedef struct tpc__ctx {
+    ucontext_t uc;
+} tpc__ctx;
+#else
+typedef struct tpc__ctx {
+    void *sp;
+} tpc__ctx;
+#endif
+
+/* Prepares ctx so that switching to it calls entry(arg) on the given stack. entry must never
+ * return. */
+void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *), void *arg);
+
+/* Saves the current context in from and resumes to. */
+void tpc__ctx_switch(tpc__ctx *from, tpc__ctx *to);
+
+#endif

@@ -1,0 +1,231 @@
+/* Private core definitions shared by core/, timer/, io/ and net/. Never installed. */
+#ifndef TPC_CORE_INTERNAL_H
+#define TPC_CORE_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "tpc.h"
+#include "context.h"
+#include "list.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TPC_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TPC_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define TPC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TPC_TSAN 1
+#endif
+#endif
+
+#define TPC_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define TPC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TPC_CACHELINE   64
+
+#ifdef TPC_ASAN
+#define TPC_DEFAULT_STACK (256u * 1024)
+#else
+#define TPC_DEFAULT_STACK (128u * 1024)
+#endif
+#define TPC_MIN_STACK (16u * 1024)
+#define TPC_MAX_STACK ((size_t)1 << 30)
+
+struct tpc__shard;
+struct tpc__runtime;
+
+/* What a suspended fiber waits on. A waker unlinks it (if queued) and calls tpc__wake();
+ * cancellation does the same with -ECANCELED. */
+struct tpc__wait {
+    tpc_list node;      /* in the object's waiter list; self-linked when not queued */
+    tpc_fiber *fiber;
+    int result;
+    void *value;        /* payload for channels */
+};
+
+/* The common head of everything the run queue holds. */
+enum { TPC__TASK_FIBER = 1, TPC__TASK_CALLBACK = 2 };
+struct tpc__task {
+    struct tpc__qnode qnode;
+    uint8_t kind;
+    uint8_t queued;
+};
+
+enum { TPC__F_READY = 0, TPC__F_RUNNING, TPC__F_WAITING, TPC__F_DONE };
+
+struct tpc_fiber {
+    struct tpc__task task;
+    tpc__ctx ctx;
+    struct tpc__shard *shard;
+    uint8_t state;
+    bool cancelled;
+    bool detached;
+    bool joined;          /* a joiner exists */
+    struct tpc__wait *wait; /* while WAITING: the record to wake */
+    struct tpc__wait *joiner;
+    tpc_fiber_fn fn;
+    void *arg;
+    int result;
+    void *stack;          /* lowest usable byte; the guard page sits below */
+    size_t stack_size;
+    tpc_list all;         /* in shard->fibers */
+    unsigned vg_stack;    /* valgrind stack id */
+#ifdef TPC_ASAN
+    void *asan_fake;
+#endif
+#ifdef TPC_TSAN
+    void *tsan_fiber;
+#endif
+    char name[32];
+};
+
+struct tpc__callback {
+    struct tpc__task task;
+    tpc_callback_fn fn;
+    void *arg;
+};
+
+/* A message from another thread: runs fn(arg) on the target shard (multi-producer inbox). */
+struct tpc__msg {
+    struct tpc__msg *next;
+    tpc_callback_fn fn;
+    void *arg;
+};
+
+/* An io_uring operation: the SQE's user_data points at it; the loop calls complete() for each
+ * CQE. Every in-flight operation belongs to some waiting task or to the loop itself. */
+struct tpc__op {
+    void (*complete)(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags);
+};
+
+struct tpc__stack {
+    struct tpc__stack *next;
+};
+
+struct tpc__shard {
+    /* Hot, owned by the shard thread. */
+    tpc_fiber *current;
+    struct tpc__queue runq;
+    tpc__ctx loop_ctx;
+    uint64_t slice_start;      /* ns, at the start of the current run phase */
+    uint64_t time_slice;
+    struct tpc__runtime *rt;
+    unsigned id;
+    int cpu;                   /* pinned OS CPU, or -1 */
+    bool stopping;
+    size_t nfibers;            /* fibers not yet freed */
+    size_t nlive;              /* fibers that have not returned */
+    bool now_valid;            /* cached clock for this loop iteration */
+    uint64_t now;
+    tpc_list fibers;
+    struct tpc__callback *cb_free; /* callback task free list (linked through qnode) */
+    struct tpc__stack *stacks; /* pooled default-size stacks */
+    unsigned nstacks;
+    struct io_uring ring;
+    bool ring_ok;
+    unsigned inflight;         /* ops submitted and not completed, the wake-up read excluded */
+    int wake_fd;
+    uint64_t wake_buf;
+    struct tpc__op wake_op;
+    void *altstack;
+#ifdef TPC_ASAN
+    const void *loop_stack_bottom;
+    size_t loop_stack_size;
+#endif
+#ifdef TPC_TSAN
+    void *tsan_loop;
+#endif
+    pthread_t thread;
+    int start_err;
+    /* Counters (read by tests and the demo). */
+    uint64_t n_tasks, n_switches, n_loops, n_wakeups;
+
+    /* Written by other threads. */
+    _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;
+    _Atomic int sleeping;
+};
+
+struct tpc__runtime {
+    unsigned nshards;
+    struct tpc__shard *shards;
+    size_t stack_size;
+    unsigned stack_cache;
+    unsigned ring_entries;
+    tpc_fiber_fn main_fn;
+    void *main_arg;
+    _Atomic int stop;
+    int exit_status;
+    /* Start-up handshake. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned started;
+    int start_err;
+    bool go;
+};
+
+/* The shard running on this thread, or NULL. */
+extern __thread struct tpc__shard *tpc__self;
+
+static inline struct tpc__shard *tpc__shard_get(void)
+{
+    return tpc__self;
+}
+
+uint64_t tpc__clock_ns(void);
+
+/* Run queue. */
+void tpc__ready(struct tpc__task *t);
+void tpc__fiber_ready(tpc_fiber *f);
+
+/* Fibers. tpc__park suspends the calling fiber until tpc__wake(w); if q is not NULL, w is
+ * appended to q first. Returns w->result, or -ECANCELED at once if already cancelled. */
+int tpc__park(tpc_list *q, struct tpc__wait *w);
+void tpc__wake(struct tpc__wait *w, int result);
+void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f);
+void tpc__fiber_cancel_all(struct tpc__shard *s);
+void tpc__fiber_free_all(struct tpc__shard *s);
+int tpc__spawn_main(struct tpc__shard *s);
+
+/* Stacks. */
+int tpc__stack_alloc(struct tpc__shard *s, size_t size, void **stack);
+void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size);
+void tpc__stack_pool_drain(struct tpc__shard *s);
+int tpc__overflow_guard_init(struct tpc__shard *s);
+void tpc__overflow_guard_fini(struct tpc__shard *s);
+
+/* Shard loop and wake-ups. */
+void tpc__shard_loop(struct tpc__shard *s);
+int tpc__shard_io_init(struct tpc__shard *s);
+void tpc__shard_io_fini(struct tpc__shard *s);
+void tpc__shard_wake(struct tpc__shard *s);
+int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg);
+void tpc__inbox_free(struct tpc__shard *s);
+
+/* Placement (core/placement.c). */
+int tpc__placement(const tpc_config *cfg, unsigned *nshards, int **cpus);
+int tpc__pin_thread(int cpu);
+
+/* Checks shared by the sync objects. */
+#define TPC__CHECK_SHARD(obj)                                                                      \
+    do {                                                                                           \
+        struct tpc__shard *s_ = tpc__self;                                                         \
+        if (TPC_UNLIKELY(!s_))                                                                     \
+            return -EPERM;                                                                         \
+        if (TPC_UNLIKELY((obj)->shard != s_))                                                      \
+            return -EXDEV;                                                                         \
+    } while (0)
+
+#define TPC__CHECK_FIBER()                                                                         \
+    do {                                                                                           \
+        if (TPC_UNLIKELY(!tpc__self || !tpc__self->current))                                       \
+            return -EPERM;                                                                         \
+    } while (0)
+
+#endif

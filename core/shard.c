@@ -1,0 +1,221 @@
+/* The shard loop, its io_uring, and cross-thread wake-ups.
+ *
+ * One iteration, in this order (docs/design.md keeps the same list):
+ *   1. run the tasks that were ready when the phase began, FIFO;
+ *   2. drain the inbox (messages from other threads);
+ *   3. notice a runtime stop: cancel every fiber once, exit when none is left;
+ *   4. submit prepared SQEs and reap CQEs; when nothing is ready, announce sleep and block in
+ *      io_uring_enter until a completion (the eventfd read armed for wake-ups is one). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include "internal.h"
+
+void tpc__run_callback(struct tpc__shard *s, struct tpc__callback *cb);
+
+/* ---- io_uring set-up: the best flags this kernel takes, falling back one by one. ---- */
+
+static void arm_wake(struct tpc__shard *s);
+
+static void wake_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
+{
+    (void)op;
+    (void)res;
+    (void)flags;
+    s->n_wakeups++;
+    arm_wake(s);
+}
+
+static void arm_wake(struct tpc__shard *s)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+    if (!sqe) {
+        io_uring_submit(&s->ring);
+        sqe = io_uring_get_sqe(&s->ring);
+    }
+    io_uring_prep_read(sqe, s->wake_fd, &s->wake_buf, sizeof(s->wake_buf), 0);
+    io_uring_sqe_set_data(sqe, &s->wake_op);
+}
+
+int tpc__shard_io_init(struct tpc__shard *s)
+{
+    static const unsigned try_flags[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int rc = -EINVAL;
+    for (size_t i = 0; i < sizeof(try_flags) / sizeof(try_flags[0]); i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof(p));
+        p.flags = try_flags[i];
+        rc = io_uring_queue_init_params(s->rt->ring_entries, &s->ring, &p);
+        if (rc != -EINVAL)
+            break;
+    }
+    if (rc < 0) {
+        const char *why = rc == -EPERM    ? "io_uring is not permitted (check sysctl "
+                                            "kernel.io_uring_disabled and seccomp filters)"
+                          : rc == -ENOMEM ? "not enough lockable memory (raise RLIMIT_MEMLOCK "
+                                            "with ulimit -l, or use fewer ring entries)"
+                          : rc == -ENOSYS ? "this kernel has no io_uring (Linux >= 5.19 needed)"
+                                          : "io_uring_setup failed";
+        fprintf(stderr, "libtpc: shard %u: cannot create its io_uring: %s: %s\n", s->id, why,
+                strerror(-rc));
+        return rc;
+    }
+    s->ring_ok = true;
+    s->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (s->wake_fd < 0) {
+        rc = -errno;
+        fprintf(stderr, "libtpc: shard %u: eventfd: %s\n", s->id, strerror(errno));
+        return rc;
+    }
+    s->wake_op.complete = wake_complete;
+    arm_wake(s);
+    io_uring_submit(&s->ring);
+    return 0;
+}
+
+void tpc__shard_io_fini(struct tpc__shard *s)
+{
+    if (s->ring_ok)
+        io_uring_queue_exit(&s->ring); /* cancels the pending wake-up read */
+    s->ring_ok = false;
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
+    s->wake_fd = -1;
+}
+
+/* ---- Wake-ups and the inbox. ----
+ * A shard about to block stores sleeping = 1 and then checks its inbox; a sender pushes and then
+ * checks sleeping. Both sides use sequentially consistent operations, so at least one of them
+ * sees the other: either the shard finds the message, or the sender sees it asleep and pays
+ * for the eventfd write. The exchange makes only one sender pay. */
+
+void tpc__shard_wake(struct tpc__shard *s)
+{
+    if (atomic_load(&s->sleeping) && atomic_exchange(&s->sleeping, 0)) {
+        uint64_t one = 1;
+        ssize_t n = write(s->wake_fd, &one, sizeof(one));
+        (void)n; /* an eventfd write only fails when the counter is saturated: already woken */
+    }
+}
+
+int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg)
+{
+    struct tpc__msg *m = malloc(sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    m->fn = fn;
+    m->arg = arg;
+    struct tpc__msg *head = atomic_load_explicit(&s->inbox, memory_order_relaxed);
+    do {
+        m->next = head;
+    } while (!atomic_compare_exchange_weak(&s->inbox, &head, m));
+    tpc__shard_wake(s);
+    return 0;
+}
+
+static void drain_inbox(struct tpc__shard *s)
+{
+    struct tpc__msg *m = atomic_exchange(&s->inbox, NULL), *rev = NULL;
+    while (m) { /* the stack is newest first: reverse it to run in send order */
+        struct tpc__msg *next = m->next;
+        m->next = rev;
+        rev = m;
+        m = next;
+    }
+    while (rev) {
+        struct tpc__msg *next = rev->next;
+        rev->fn(rev->arg);
+        free(rev);
+        rev = next;
+    }
+}
+
+void tpc__inbox_free(struct tpc__shard *s)
+{
+    struct tpc__msg *m = atomic_exchange(&s->inbox, NULL);
+    while (m) {
+        struct tpc__msg *next = m->next;
+        free(m);
+        m = next;
+    }
+}
+
+/* ---- The loop. ---- */
+
+static void reap(struct tpc__shard *s)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&s->ring, head, cqe)
+    {
+        struct tpc__op *op = io_uring_cqe_get_data(cqe);
+        int res = cqe->res;
+        unsigned flags = cqe->flags;
+        n++;
+        /* Advance before the callback so that it may submit and reap re-entrantly. */
+        io_uring_cq_advance(&s->ring, 1);
+        if (op)
+            op->complete(s, op, res, flags);
+    }
+    (void)head;
+    (void)n;
+}
+
+static void run_phase(struct tpc__shard *s)
+{
+    size_t n = s->runq.len; /* tasks queued during the phase wait for the next iteration */
+    while (n--) {
+        struct tpc__task *t = (struct tpc__task *)tpc__queue_pop(&s->runq);
+        t->queued = 0;
+        s->n_tasks++;
+        if (t->kind == TPC__TASK_FIBER)
+            tpc__run_fiber(s, (tpc_fiber *)t);
+        else
+            tpc__run_callback(s, (struct tpc__callback *)t);
+    }
+}
+
+void tpc__shard_loop(struct tpc__shard *s)
+{
+    struct tpc__runtime *rt = s->rt;
+    for (;;) {
+        s->n_loops++;
+        s->now_valid = false;
+        run_phase(s);
+        if (atomic_load_explicit(&s->inbox, memory_order_relaxed))
+            drain_inbox(s);
+        if (TPC_UNLIKELY(atomic_load_explicit(&rt->stop, memory_order_acquire))) {
+            if (!s->stopping) {
+                s->stopping = true;
+                tpc__fiber_cancel_all(s);
+            }
+            if (s->nlive == 0 && s->runq.len == 0 && s->inflight == 0)
+                break;
+        }
+        if (s->runq.len) {
+            if (io_uring_sq_ready(&s->ring) || s->inflight)
+                io_uring_submit_and_get_events(&s->ring);
+            reap(s);
+            continue;
+        }
+        atomic_store(&s->sleeping, 1);
+        if (atomic_load(&s->inbox) || (atomic_load(&rt->stop) && !s->stopping)) {
+            atomic_store(&s->sleeping, 0);
+            continue;
+        }
+        int rc = io_uring_submit_and_wait(&s->ring, 1);
+        atomic_store(&s->sleeping, 0);
+        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
+            fprintf(stderr, "libtpc: shard %u: io_uring_enter: %s\n", s->id, strerror(-rc));
+            abort();
+        }
+        reap(s);
+    }
+}

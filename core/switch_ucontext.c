@@ -1,0 +1,29 @@
+/* Portable context backend on ucontext: slower (swapcontext saves the signal mask with a
+ * syscall) but works on any architecture glibc supports. */
+#include <stdint.h>
+#include <stdlib.h>
+#include "context.h"
+
+static void start(unsigned hi, unsigned lo, unsigned ahi, unsigned alo)
+{
+    void (*entry)(void *) = (void (*)(void *))(((uintptr_t)hi << 32) | lo);
+    void *arg = (void *)(((uintptr_t)ahi << 32) | alo);
+    entry(arg);
+    abort();
+}
+
+void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *), void *arg)
+{
+    uint64_t e = (uintptr_t)entry, a = (uintptr_t)arg;
+    getcontext(&ctx->uc);
+    ctx->uc.uc_stack.ss_sp = stack;
+    ctx->uc.uc_stack.ss_size = size;
+    ctx->uc.uc_link = NULL;
+    makecontext(&ctx->uc, (void (*)(void))start, 4, (unsigned)(e >> 32), (unsigned)e,
+                (unsigned)(a >> 32), (unsigned)a);
+}
+
+void tpc__ctx_switch(tpc__ctx *from, tpc__ctx *to)
+{
+    swapcontext(&from->uc, &to->uc);
+}

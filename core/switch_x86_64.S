@@ -1,0 +1,49 @@
+/* x86_64 System V context switch: saves rbp, rbx, r12-r15, MXCSR and the x87 control word on
+ * the old stack, stores the stack pointer in from->sp and loads to->sp.
+ *   void tpc__ctx_switch(tpc__ctx *from, tpc__ctx *to)
+ * A new context starts in tpc__ctx_trampoline with r12 = entry, r13 = arg (see context.c). */
+    .text
+    .globl  tpc__ctx_switch
+    .hidden tpc__ctx_switch
+    .type   tpc__ctx_switch, @function
+    .p2align 4
+tpc__ctx_switch:
+    .cfi_startproc
+    pushq   %rbp
+    pushq   %rbx
+    pushq   %r12
+    pushq   %r13
+    pushq   %r14
+    pushq   %r15
+    subq    $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw  4(%rsp)
+    movq    %rsp, (%rdi)
+    movq    (%rsi), %rsp
+    ldmxcsr (%rsp)
+    fldcw   4(%rsp)
+    addq    $8, %rsp
+    popq    %r15
+    popq    %r14
+    popq    %r13
+    popq    %r12
+    popq    %rbx
+    popq    %rbp
+    ret
+    .cfi_endproc
+    .size   tpc__ctx_switch, .-tpc__ctx_switch
+
+    .globl  tpc__ctx_trampoline
+    .hidden tpc__ctx_trampoline
+    .type   tpc__ctx_trampoline, @function
+    .p2align 4
+tpc__ctx_trampoline:
+    .cfi_startproc
+    .cfi_undefined rip
+    movq    %r13, %rdi
+    callq   *%r12
+    ud2
+    .cfi_endproc
+    .size   tpc__ctx_trampoline, .-tpc__ctx_trampoline
+
+    .section .note.GNU-stack, "", @progbits

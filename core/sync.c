@@ -1,0 +1,339 @@
+/* Shard-local synchronisation: mutex, semaphore, event, wait group and channel.
+ *
+ * One mechanism serves all five: a waiting fiber parks a struct tpc__wait (on its own stack) in
+ * the object's FIFO waiter list; whoever satisfies it unlinks it and makes the fiber ready,
+ * handing over what it waited for (ownership, a unit, a value) before the fiber even runs. So
+ * there is no barging: a fiber that arrives later cannot take what a waiter was promised. */
+#include <stdlib.h>
+#include "internal.h"
+
+static struct tpc__wait *first_waiter(tpc_list *q)
+{
+    tpc_list *n = tpc__list_first(q);
+    return n ? tpc__container_of(n, struct tpc__wait, node) : NULL;
+}
+
+static void wake_all(tpc_list *q, int result)
+{
+    struct tpc__wait *w;
+    while ((w = first_waiter(q)))
+        tpc__wake(w, result);
+}
+
+static int obj_init(tpc_list *waiters, void **shard)
+{
+    if (!tpc__self)
+        return -EPERM;
+    tpc__list_init(waiters);
+    *shard = tpc__self;
+    return 0;
+}
+
+static int obj_destroy(tpc_list *waiters, void **shard)
+{
+    if (!tpc__list_empty(waiters))
+        return -EBUSY;
+    *shard = NULL;
+    return 0;
+}
+
+/* ---- Mutex ---- */
+
+int tpc_mutex_init(tpc_mutex *m)
+{
+    m->owner = NULL;
+    return obj_init(&m->waiters, &m->shard);
+}
+
+int tpc_mutex_trylock(tpc_mutex *m)
+{
+    TPC__CHECK_SHARD(m);
+    TPC__CHECK_FIBER();
+    tpc_fiber *self = tpc__self->current;
+    if (m->owner == self)
+        return -EDEADLK;
+    if (m->owner)
+        return -EBUSY;
+    m->owner = self;
+    return 0;
+}
+
+int tpc_mutex_lock(tpc_mutex *m)
+{
+    int rc = tpc_mutex_trylock(m);
+    if (rc != -EBUSY)
+        return rc;
+    struct tpc__wait w;
+    return tpc__park(&m->waiters, &w); /* 0: unlock handed us ownership */
+}
+
+int tpc_mutex_unlock(tpc_mutex *m)
+{
+    TPC__CHECK_SHARD(m);
+    if (!m->owner || m->owner != tpc__self->current)
+        return -EPERM;
+    struct tpc__wait *w = first_waiter(&m->waiters);
+    m->owner = w ? w->fiber : NULL;
+    if (w)
+        tpc__wake(w, 0);
+    return 0;
+}
+
+int tpc_mutex_destroy(tpc_mutex *m)
+{
+    TPC__CHECK_SHARD(m);
+    if (m->owner)
+        return -EBUSY;
+    return obj_destroy(&m->waiters, &m->shard);
+}
+
+/* ---- Semaphore ---- */
+
+int tpc_sem_init(tpc_sem *s, uint64_t count)
+{
+    s->count = count;
+    return obj_init(&s->waiters, &s->shard);
+}
+
+int tpc_sem_tryacquire(tpc_sem *s)
+{
+    TPC__CHECK_SHARD(s);
+    if (s->count == 0 || !tpc__list_empty(&s->waiters))
+        return -EAGAIN;
+    s->count--;
+    return 0;
+}
+
+int tpc_sem_acquire(tpc_sem *s)
+{
+    TPC__CHECK_SHARD(s);
+    TPC__CHECK_FIBER();
+    if (tpc_sem_tryacquire(s) == 0)
+        return 0;
+    struct tpc__wait w;
+    return tpc__park(&s->waiters, &w);
+}
+
+int tpc_sem_release(tpc_sem *s, uint64_t n)
+{
+    TPC__CHECK_SHARD(s);
+    struct tpc__wait *w;
+    uint64_t handed = 0;
+    /* Count the waiters that would be served, to check for overflow before changing anything. */
+    for (tpc_list *p = s->waiters.next; p != &s->waiters && handed < n; p = p->next)
+        handed++;
+    if (n - handed > UINT64_MAX - s->count)
+        return -EOVERFLOW;
+    for (uint64_t i = 0; i < handed && (w = first_waiter(&s->waiters)); i++)
+        tpc__wake(w, 0);
+    s->count += n - handed;
+    return 0;
+}
+
+uint64_t tpc_sem_value(const tpc_sem *s)
+{
+    return s->count;
+}
+
+int tpc_sem_destroy(tpc_sem *s)
+{
+    TPC__CHECK_SHARD(s);
+    return obj_destroy(&s->waiters, &s->shard);
+}
+
+/* ---- Event ---- */
+
+int tpc_event_init(tpc_event *e, bool set)
+{
+    e->set = set;
+    return obj_init(&e->waiters, &e->shard);
+}
+
+int tpc_event_set(tpc_event *e)
+{
+    TPC__CHECK_SHARD(e);
+    e->set = true;
+    wake_all(&e->waiters, 0);
+    return 0;
+}
+
+int tpc_event_reset(tpc_event *e)
+{
+    TPC__CHECK_SHARD(e);
+    e->set = false;
+    return 0;
+}
+
+int tpc_event_wait(tpc_event *e)
+{
+    TPC__CHECK_SHARD(e);
+    TPC__CHECK_FIBER();
+    if (e->set)
+        return 0;
+    struct tpc__wait w;
+    return tpc__park(&e->waiters, &w);
+}
+
+bool tpc_event_is_set(const tpc_event *e)
+{
+    return e->set;
+}
+
+int tpc_event_destroy(tpc_event *e)
+{
+    TPC__CHECK_SHARD(e);
+    return obj_destroy(&e->waiters, &e->shard);
+}
+
+/* ---- Wait group ---- */
+
+int tpc_wg_init(tpc_waitgroup *wg)
+{
+    wg->count = 0;
+    return obj_init(&wg->waiters, &wg->shard);
+}
+
+int tpc_wg_add(tpc_waitgroup *wg, int64_t n)
+{
+    TPC__CHECK_SHARD(wg);
+    if ((n < 0 && wg->count < -n) || (n > 0 && wg->count > INT64_MAX - n))
+        return -EINVAL;
+    wg->count += n;
+    if (wg->count == 0)
+        wake_all(&wg->waiters, 0);
+    return 0;
+}
+
+int tpc_wg_done(tpc_waitgroup *wg)
+{
+    return tpc_wg_add(wg, -1);
+}
+
+int tpc_wg_wait(tpc_waitgroup *wg)
+{
+    TPC__CHECK_SHARD(wg);
+    TPC__CHECK_FIBER();
+    if (wg->count == 0)
+        return 0;
+    struct tpc__wait w;
+    return tpc__park(&wg->waiters, &w);
+}
+
+int tpc_wg_destroy(tpc_waitgroup *wg)
+{
+    TPC__CHECK_SHARD(wg);
+    return obj_destroy(&wg->waiters, &wg->shard);
+}
+
+/* ---- Channel ---- */
+
+int tpc_chan_init(tpc_chan *c, size_t capacity)
+{
+    if (!tpc__self)
+        return -EPERM;
+    if (capacity > ((size_t)1 << 31))
+        return -EINVAL;
+    c->buf = NULL;
+    if (capacity && !(c->buf = malloc(capacity * sizeof(void *))))
+        return -ENOMEM;
+    c->cap = capacity;
+    c->head = c->len = 0;
+    c->closed = false;
+    tpc__list_init(&c->senders);
+    return obj_init(&c->receivers, &c->shard);
+}
+
+int tpc_chan_trysend(tpc_chan *c, void *value)
+{
+    TPC__CHECK_SHARD(c);
+    if (c->closed)
+        return -EPIPE;
+    struct tpc__wait *w = first_waiter(&c->receivers);
+    if (w) { /* receivers wait only when the buffer is empty: hand over directly */
+        w->value = value;
+        tpc__wake(w, 0);
+        return 0;
+    }
+    if (c->len == c->cap)
+        return -EAGAIN;
+    size_t tail = c->head + c->len++;
+    c->buf[tail >= c->cap ? tail - c->cap : tail] = value;
+    return 0;
+}
+
+int tpc_chan_send(tpc_chan *c, void *value)
+{
+    TPC__CHECK_SHARD(c);
+    TPC__CHECK_FIBER();
+    int rc = tpc_chan_trysend(c, value);
+    if (rc != -EAGAIN)
+        return rc;
+    struct tpc__wait w;
+    w.value = value;
+    return tpc__park(&c->senders, &w);
+}
+
+int tpc_chan_tryrecv(tpc_chan *c, void **out)
+{
+    TPC__CHECK_SHARD(c);
+    struct tpc__wait *w = first_waiter(&c->senders);
+    if (c->len) {
+        *out = c->buf[c->head];
+        c->head = c->head + 1 == c->cap ? 0 : c->head + 1;
+        c->len--;
+        if (w) { /* a slot freed: the first blocked sender's value takes it */
+            size_t tail = c->head + c->len;
+            c->buf[tail >= c->cap ? tail - c->cap : tail] = w->value;
+            c->len++;
+            tpc__wake(w, 0);
+        }
+        return 0;
+    }
+    if (w) { /* rendezvous channel */
+        *out = w->value;
+        tpc__wake(w, 0);
+        return 0;
+    }
+    return c->closed ? -EPIPE : -EAGAIN;
+}
+
+int tpc_chan_recv(tpc_chan *c, void **out)
+{
+    TPC__CHECK_SHARD(c);
+    TPC__CHECK_FIBER();
+    int rc = tpc_chan_tryrecv(c, out);
+    if (rc != -EAGAIN)
+        return rc;
+    struct tpc__wait w;
+    rc = tpc__park(&c->receivers, &w);
+    if (rc == 0)
+        *out = w.value;
+    return rc;
+}
+
+int tpc_chan_close(tpc_chan *c)
+{
+    TPC__CHECK_SHARD(c);
+    c->closed = true;
+    wake_all(&c->senders, -EPIPE);
+    wake_all(&c->receivers, -EPIPE);
+    return 0;
+}
+
+size_t tpc_chan_len(const tpc_chan *c)
+{
+    return c->len;
+}
+
+int tpc_chan_destroy(tpc_chan *c)
+{
+    TPC__CHECK_SHARD(c);
+    if (!tpc__list_empty(&c->senders))
+        return -EBUSY;
+    int rc = obj_destroy(&c->receivers, &c->shard);
+    if (rc == 0) {
+        free(c->buf);
+        c->buf = NULL;
+    }
+    return rc;
+}

@@ -1,0 +1,379 @@
+/* Tasks: fibers and callback tasks, the run queue, suspension and wake-up, cancellation.
+ *
+ * Scheduling is asymmetric: a fiber always switches back to its shard's loop context, and the
+ * loop picks the next task. That keeps one place (the loop) deciding what runs, which is what
+ * makes the run queue strictly FIFO and lets the loop poll I/O between batches. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "internal.h"
+
+#ifdef TPC_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+#ifdef TPC_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define TPC_HAVE_VALGRIND 1
+#endif
+
+__thread struct tpc__shard *tpc__self;
+
+uint64_t tpc__clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void tpc__ready(struct tpc__task *t)
+{
+    if (t->queued)
+        return;
+    t->queued = 1;
+    tpc__queue_push(&tpc__self->runq, &t->qnode);
+}
+
+void tpc__fiber_ready(tpc_fiber *f)
+{
+    f->state = TPC__F_READY;
+    if (!f->task.queued) {
+        f->task.queued = 1;
+        tpc__queue_push(&f->shard->runq, &f->task.qnode);
+    }
+}
+
+/* ---- Switching, with the sanitizers told about every stack change. ---- */
+
+static void switch_to_fiber(struct tpc__shard *s, tpc_fiber *f)
+{
+#ifdef TPC_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(&fake, f->stack, f->stack_size);
+#endif
+#ifdef TPC_TSAN
+    __tsan_switch_to_fiber(f->tsan_fiber, 0);
+#endif
+    tpc__ctx_switch(&s->loop_ctx, &f->ctx);
+#ifdef TPC_ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+static void switch_to_loop(struct tpc__shard *s, tpc_fiber *f, bool exiting)
+{
+#ifdef TPC_ASAN
+    /* A fiber that exits passes NULL so ASan frees its fake stack. */
+    __sanitizer_start_switch_fiber(exiting ? NULL : &f->asan_fake, s->loop_stack_bottom,
+                                   s->loop_stack_size);
+#else
+    (void)exiting;
+#endif
+#ifdef TPC_TSAN
+    __tsan_switch_to_fiber(s->tsan_loop, 0);
+#endif
+    tpc__ctx_switch(&f->ctx, &s->loop_ctx);
+#ifdef TPC_ASAN
+    __sanitizer_finish_switch_fiber(f->asan_fake, NULL, NULL);
+#endif
+}
+
+/* Suspends the running fiber; it continues when something makes it ready again. */
+static void suspend(tpc_fiber *f)
+{
+    struct tpc__shard *s = f->shard;
+    s->n_switches++;
+    switch_to_loop(s, f, false);
+}
+
+static void fiber_entry(void *p)
+{
+    tpc_fiber *f = p;
+    struct tpc__shard *s = f->shard;
+#ifdef TPC_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &s->loop_stack_bottom, &s->loop_stack_size);
+#endif
+    f->result = f->fn(f->arg);
+    f->state = TPC__F_DONE;
+    if (f->joiner)
+        tpc__wake(f->joiner, 0);
+    switch_to_loop(s, f, true);
+    abort(); /* unreachable: a finished fiber is never resumed */
+}
+
+static void release_stack(struct tpc__shard *s, tpc_fiber *f)
+{
+#ifdef TPC_HAVE_VALGRIND
+    VALGRIND_STACK_DEREGISTER(f->vg_stack);
+#endif
+    tpc__stack_free(s, f->stack, f->stack_size);
+    f->stack = NULL;
+}
+
+static void fiber_free(struct tpc__shard *s, tpc_fiber *f)
+{
+    tpc__list_remove(&f->all);
+#ifdef TPC_TSAN
+    __tsan_destroy_fiber(f->tsan_fiber);
+#endif
+    free(f);
+    s->nfibers--;
+}
+
+/* Called by the loop after a fiber returned to it. */
+static void fiber_finished(struct tpc__shard *s, tpc_fiber *f)
+{
+    release_stack(s, f);
+    s->nlive--;
+    if (f->detached)
+        fiber_free(s, f);
+}
+
+void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f)
+{
+    s->current = f;
+    f->state = TPC__F_RUNNING;
+    s->n_switches++;
+    switch_to_fiber(s, f);
+    s->current = NULL;
+    if (f->state == TPC__F_DONE)
+        fiber_finished(s, f);
+}
+
+int tpc__park(tpc_list *q, struct tpc__wait *w)
+{
+    tpc_fiber *f = tpc__self->current;
+    if (f->cancelled)
+        return -ECANCELED;
+    w->fiber = f;
+    w->result = 0;
+    if (q)
+        tpc__list_push(q, &w->node);
+    else
+        tpc__list_init(&w->node);
+    f->wait = w;
+    f->state = TPC__F_WAITING;
+    suspend(f);
+    f->wait = NULL;
+    return w->result;
+}
+
+void tpc__wake(struct tpc__wait *w, int result)
+{
+    tpc__list_remove(&w->node);
+    w->result = result;
+    w->fiber->wait = NULL;
+    tpc__fiber_ready(w->fiber);
+}
+
+/* ---- Public task API. ---- */
+
+int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!fn)
+        return -EINVAL;
+    if (s->stopping)
+        return -ESHUTDOWN;
+    size_t size = s->rt->stack_size;
+    if (opts && opts->stack_size) {
+        if (opts->stack_size < TPC_MIN_STACK || opts->stack_size > TPC_MAX_STACK)
+            return -EINVAL;
+        size = opts->stack_size;
+    }
+    tpc_fiber *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -ENOMEM;
+    int rc = tpc__stack_alloc(s, size, &f->stack);
+    if (rc < 0) {
+        free(f);
+        return rc;
+    }
+    size = (size + 4095) & ~(size_t)4095;
+    f->stack_size = size;
+    f->task.kind = TPC__TASK_FIBER;
+    f->shard = s;
+    f->fn = fn;
+    f->arg = arg;
+    f->detached = !out || (opts && opts->detached);
+    const char *name = opts && opts->name ? opts->name : "fiber";
+    strncpy(f->name, name, sizeof(f->name) - 1);
+    tpc__ctx_init(&f->ctx, f->stack, size, fiber_entry, f);
+#ifdef TPC_TSAN
+    f->tsan_fiber = __tsan_create_fiber(0);
+#endif
+#ifdef TPC_HAVE_VALGRIND
+    f->vg_stack = VALGRIND_STACK_REGISTER(f->stack, (char *)f->stack + size);
+#endif
+    tpc__list_push(&s->fibers, &f->all);
+    s->nfibers++;
+    s->nlive++;
+    tpc__fiber_ready(f);
+    if (out)
+        *out = (opts && opts->detached) ? NULL : f;
+    return 0;
+}
+
+int tpc_spawn(tpc_fiber **out, tpc_fiber_fn fn, void *arg)
+{
+    return tpc_spawn_opts(out, NULL, fn, arg);
+}
+
+int tpc_join(tpc_fiber *f, int *result)
+{
+    TPC__CHECK_FIBER();
+    struct tpc__shard *s = tpc__self;
+    if (!f)
+        return -EINVAL;
+    if (f->shard != s)
+        return -EXDEV;
+    if (f == s->current)
+        return -EDEADLK;
+    if (f->detached || f->joined)
+        return -EINVAL;
+    if (f->state != TPC__F_DONE) {
+        struct tpc__wait w;
+        f->joined = true;
+        f->joiner = &w;
+        int rc = tpc__park(NULL, &w);
+        f->joined = false;
+        f->joiner = NULL;
+        if (rc < 0)
+            return rc;
+    }
+    if (result)
+        *result = f->result;
+    fiber_free(s, f);
+    return 0;
+}
+
+int tpc_detach(tpc_fiber *f)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!f)
+        return -EINVAL;
+    if (f->shard != s)
+        return -EXDEV;
+    if (f->detached || f->joined)
+        return -EINVAL;
+    f->detached = true;
+    if (f->state == TPC__F_DONE && !f->stack)
+        fiber_free(s, f);
+    return 0;
+}
+
+int tpc_cancel(tpc_fiber *f)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!f)
+        return -EINVAL;
+    if (f->shard != s)
+        return -EXDEV;
+    if (f->state == TPC__F_DONE)
+        return 0;
+    f->cancelled = true;
+    if (f->state == TPC__F_WAITING && f->wait)
+        tpc__wake(f->wait, -ECANCELED);
+    return 0;
+}
+
+bool tpc_cancelled(void)
+{
+    struct tpc__shard *s = tpc__self;
+    return s && s->current && s->current->cancelled;
+}
+
+int tpc_yield(void)
+{
+    TPC__CHECK_FIBER();
+    tpc_fiber *f = tpc__self->current;
+    tpc__fiber_ready(f);
+    suspend(f);
+    return f->cancelled ? -ECANCELED : 0;
+}
+
+int tpc_maybe_yield(void)
+{
+    TPC__CHECK_FIBER();
+    struct tpc__shard *s = tpc__self;
+    if (tpc__clock_ns() - s->slice_start < s->time_slice)
+        return 0;
+    return tpc_yield();
+}
+
+tpc_fiber *tpc_self(void)
+{
+    return tpc__self ? tpc__self->current : NULL;
+}
+
+const char *tpc_fiber_name(const tpc_fiber *f)
+{
+    return f ? f->name : "";
+}
+
+int tpc_defer(tpc_callback_fn fn, void *arg)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!fn)
+        return -EINVAL;
+    struct tpc__callback *cb = s->cb_free;
+    if (cb) {
+        s->cb_free = (struct tpc__callback *)cb->task.qnode.next;
+    } else {
+        cb = malloc(sizeof(*cb));
+        if (!cb)
+            return -ENOMEM;
+    }
+    cb->task.kind = TPC__TASK_CALLBACK;
+    cb->task.queued = 0;
+    cb->fn = fn;
+    cb->arg = arg;
+    tpc__ready(&cb->task);
+    return 0;
+}
+
+/* Runs one callback task and recycles its record. */
+void tpc__run_callback(struct tpc__shard *s, struct tpc__callback *cb);
+void tpc__run_callback(struct tpc__shard *s, struct tpc__callback *cb)
+{
+    tpc_callback_fn fn = cb->fn;
+    void *arg = cb->arg;
+    cb->task.qnode.next = (struct tpc__qnode *)s->cb_free;
+    s->cb_free = cb;
+    fn(arg);
+}
+
+void tpc__fiber_cancel_all(struct tpc__shard *s)
+{
+    for (tpc_list *n = s->fibers.next; n != &s->fibers;) {
+        tpc_fiber *f = tpc__container_of(n, tpc_fiber, all);
+        n = n->next; /* waking does not free, but keep the walk independent of it */
+        tpc_cancel(f);
+    }
+}
+
+/* At shard exit: fibers that finished but were never joined, and pooled callback records. */
+void tpc__fiber_free_all(struct tpc__shard *s)
+{
+    while (!tpc__list_empty(&s->fibers)) {
+        tpc_fiber *f = tpc__container_of(s->fibers.next, tpc_fiber, all);
+        if (f->stack)
+            release_stack(s, f);
+        fiber_free(s, f);
+    }
+    while (s->cb_free) {
+        struct tpc__callback *cb = s->cb_free;
+        s->cb_free = (struct tpc__callback *)cb->task.qnode.next;
+        free(cb);
+    }
+}

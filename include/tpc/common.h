@@ -1,0 +1,23 @@
+/* Shared definitions of the public headers: export macro and forward types. */
+#ifndef TPC_COMMON_H
+#define TPC_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(TPC_BUILDING) && defined(__GNUC__)
+#define TPC_EXTERN __attribute__((visibility("default")))
+#else
+#define TPC_EXTERN
+#endif
+
+/* A fiber: a task with its own stack. Opaque; owned by the runtime. */
+typedef struct tpc_fiber tpc_fiber;
+
+/* A fiber's body. Its return value is what tpc_join() hands back. */
+typedef int (*tpc_fiber_fn)(void *arg);
+
+/* A callback task: runs once, to completion, on the shard's own stack. It may not suspend. */
+typedef void (*tpc_callback_fn)(void *arg);
+
+#endif

@@ -1,0 +1,67 @@
+/* Runtime and shards: start, stop, and where am I. */
+#ifndef TPC_RUNTIME_H
+#define TPC_RUNTIME_H
+
+#include "common.h"
+
+/* Maximum number of shards one runtime can run. */
+#define TPC_MAX_SHARDS 1024
+
+/* Runtime configuration. Zero-initialise it, then set what you need; every zero field takes its
+ * default. Fields left zero fall back to the environment where noted. */
+typedef struct tpc_config {
+    /* Number of shards. 0: TPC_SHARDS from the environment, else one per CPU of `cpus`
+     * (or of the process's affinity mask). More shards than CPUs is allowed: the shards are then
+     * not pinned, and the kernel schedules them. */
+    unsigned shards;
+    /* CPU list such as "0-3,8". NULL: TPC_CPUS from the environment, else the process's CPU
+     * affinity mask. Every CPU listed must be in the affinity mask. */
+    const char *cpus;
+    /* Default fiber stack size in bytes (rounded up to pages). 0: 128 KiB (256 KiB with ASan).
+     * Minimum 16 KiB. */
+    size_t stack_size;
+    /* Fiber stacks each shard keeps for reuse. 0: 64. */
+    unsigned stack_cache;
+    /* The shard's time slice in ns, after which tpc_maybe_yield() yields. 0: 500 us. */
+    uint64_t time_slice_ns;
+    /* io_uring submission queue entries per shard (power of two). 0: 256. */
+    unsigned ring_entries;
+} tpc_config;
+
+/* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
+ * per CPU, each with its own run queue and io_uring. Runs main_fn(arg) as a fiber on shard 0.
+ * Blocks the calling thread until every shard has stopped: that happens when main_fn returns
+ * (its return value is the exit status) or when any fiber calls tpc_shutdown().
+ * config may be NULL (all defaults). Returns the exit status (>= 0 when main_fn returns one),
+ * or a negative errno when the runtime could not start (a message on stderr names the cause):
+ * -EBUSY when called from inside a shard, -EINVAL for a bad config or environment value.
+ * Several runtimes may run at once from different threads. */
+TPC_EXTERN int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg);
+
+/* Stops the runtime this shard belongs to: every fiber on every shard is cancelled (its current
+ * or next suspension returns -ECANCELED) and each shard stops once its fibers have returned.
+ * tpc_run() then returns `status`. Only the first call's status counts. Returns 0, or -EPERM
+ * outside a shard. Does not suspend. */
+TPC_EXTERN int tpc_shutdown(int status);
+
+/* This shard's index in [0, tpc_shard_count()), or -EPERM outside a shard. */
+TPC_EXTERN int tpc_shard_id(void);
+
+/* Number of shards of the running runtime, or -EPERM outside a shard. */
+TPC_EXTERN int tpc_shard_count(void);
+
+/* The OS CPU this shard is pinned to, -ENOENT if it is not pinned (more shards than CPUs),
+ * -EPERM outside a shard. */
+TPC_EXTERN int tpc_shard_cpu(void);
+
+/* Runs fn(arg) as a callback task on shard `shard`, fire and forget. From the same shard it is
+ * queued like tpc_defer(). The callback owns arg once this returns 0; if it fails, fn is never
+ * called and the caller keeps arg. Returns 0, -EINVAL for a bad shard index, -ENOMEM,
+ * -ESHUTDOWN once the runtime is stopping, -EPERM outside a shard. */
+TPC_EXTERN int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg);
+
+/* libtpc's version as TPC_VERSION_HEX, and as a "major.minor.patch" string. */
+TPC_EXTERN unsigned tpc_version(void);
+TPC_EXTERN const char *tpc_version_string(void);
+
+#endif

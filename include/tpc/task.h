@@ -1,0 +1,69 @@
+/* Tasks: fibers (stackful, may suspend) and callback tasks (run once, never suspend).
+ *
+ * All tasks of a shard run on that shard's thread, one at a time, in FIFO order; a task never
+ * moves to another shard. A fiber suspends only inside libtpc calls that say so ("suspends").
+ * Calls that suspend may only be made from a fiber: elsewhere they return -EPERM.
+ *
+ * Cancellation is cooperative. After tpc_cancel(f), the suspension f is in (or its next one)
+ * returns -ECANCELED, and so does every later suspension of f: the fiber is expected to unwind
+ * and return. tpc_yield() still yields when cancelled. */
+#ifndef TPC_TASK_H
+#define TPC_TASK_H
+
+#include <stdbool.h>
+#include "common.h"
+
+/* Options for tpc_spawn_opts(). Zero-initialise; zero fields take defaults. */
+typedef struct tpc_fiber_opts {
+    size_t stack_size; /* 0: the runtime's default. Minimum 16 KiB; rounded up to pages. */
+    const char *name;  /* Shown in diagnostics such as a stack overflow report; copied
+                          (first 31 bytes). NULL: "fiber". */
+    bool detached;     /* The fiber frees itself when it returns; it cannot be joined. */
+} tpc_fiber_opts;
+
+/* Spawns fiber fn(arg) on the current shard, queued at the tail of the run queue (the caller
+ * keeps running). On success stores the handle in *out (if out is not NULL) and returns 0.
+ * With out == NULL the fiber is detached. The handle stays valid until tpc_join() returns or
+ * tpc_detach() is called. Allowed from fibers and callback tasks. Returns -EPERM outside a
+ * shard, -EINVAL for a bad stack size or fn == NULL, -ENOMEM, -ESHUTDOWN while stopping. */
+TPC_EXTERN int tpc_spawn(tpc_fiber **out, tpc_fiber_fn fn, void *arg);
+TPC_EXTERN int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
+                              void *arg);
+
+/* Suspends until fiber f has returned, stores its return value in *result (if not NULL), frees
+ * f and returns 0. Returns -ECANCELED if the caller is cancelled (f stays joinable), -EINVAL
+ * for a detached fiber or one that already has a joiner, -EDEADLK when f is the caller,
+ * -EXDEV when f belongs to another shard, -EPERM outside a fiber. */
+TPC_EXTERN int tpc_join(tpc_fiber *f, int *result);
+
+/* Lets f free itself when it returns. Returns 0, -EINVAL if already detached or being joined,
+ * -EXDEV for another shard's fiber, -EPERM outside a shard. */
+TPC_EXTERN int tpc_detach(tpc_fiber *f);
+
+/* Requests cancellation of f (which may be the caller). Returns 0 (also for a fiber that has
+ * already returned), -EXDEV for another shard's fiber, -EPERM outside a shard. Does not
+ * suspend. */
+TPC_EXTERN int tpc_cancel(tpc_fiber *f);
+
+/* True once the calling fiber has been cancelled. */
+TPC_EXTERN bool tpc_cancelled(void);
+
+/* Moves the calling fiber to the tail of the run queue and runs the others. Suspends.
+ * Returns 0, -ECANCELED if the fiber is cancelled (it still yielded), -EPERM outside a fiber. */
+TPC_EXTERN int tpc_yield(void);
+
+/* Yields only if the shard's time slice (tpc_config.time_slice_ns) is used up; otherwise
+ * returns at once. For long computations. Returns as tpc_yield(), or 0 when it did not yield. */
+TPC_EXTERN int tpc_maybe_yield(void);
+
+/* The calling fiber, or NULL outside a fiber. */
+TPC_EXTERN tpc_fiber *tpc_self(void);
+
+/* The fiber's name as given at spawn ("fiber" by default). */
+TPC_EXTERN const char *tpc_fiber_name(const tpc_fiber *f);
+
+/* Queues callback fn(arg) at the tail of this shard's run queue. Returns 0, -EINVAL for a NULL
+ * fn, -ENOMEM, -EPERM outside a shard. If it fails fn is never called. */
+TPC_EXTERN int tpc_defer(tpc_callback_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,48 @@
+/* Test helpers. cmocka's assert_* longjmp back to the test function, which must not happen from
+ * a shard thread; inside the runtime use CHECK*, which records the failure, and let the test
+ * function assert that no CHECK failed once tpc_run() has returned. */
+#ifndef TPC_TEST_HELPERS_H
+#define TPC_TEST_HELPERS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <cmocka.h>
+#include "tpc.h"
+
+static atomic_int t_failures;
+
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                  \
+            atomic_fetch_add(&t_failures, 1);                                                      \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                                             \
+    do {                                                                                           \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                        \
+        if (a_ != b_) {                                                                            \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__,  \
+                    #a, #b, a_, b_);                                                               \
+            atomic_fetch_add(&t_failures, 1);                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* Runs fn as the main fiber of an n-shard runtime and asserts that it returned 0 and that no
+ * CHECK failed. */
+static inline void run_main(unsigned shards, tpc_fiber_fn fn, void *arg)
+{
+    tpc_config c = {.shards = shards};
+    atomic_store(&t_failures, 0);
+    int rc = tpc_run(&c, fn, arg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(atomic_load(&t_failures), 0);
+}
+
+#endif

@@ -1,0 +1,386 @@
+/* Fibers and callback tasks: spawn, join, yield, FIFO order, cancel, detach, defer. */
+#include <errno.h>
+#include <string.h>
+#include "helpers.h"
+
+static int ret_arg(void *arg)
+{
+    return (int)(intptr_t)arg;
+}
+
+static int spawn_join_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *f[100];
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(tpc_spawn(&f[i], ret_arg, (void *)(intptr_t)(i * 3)), 0);
+    for (int i = 99; i >= 0; i--) { /* join order does not matter */
+        int r = -1;
+        CHECK_EQ(tpc_join(f[i], &r), 0);
+        CHECK_EQ(r, i * 3);
+    }
+    return 0;
+}
+
+static void test_spawn_join(void **state)
+{
+    (void)state;
+    run_main(1, spawn_join_main, NULL);
+}
+
+/* ---- FIFO order and yield interleaving. ---- */
+static int order[64], norder;
+
+static int record(void *arg)
+{
+    order[norder++] = (int)(intptr_t)arg;
+    return 0;
+}
+
+static void record_cb(void *arg)
+{
+    order[norder++] = (int)(intptr_t)arg;
+}
+
+static int fifo_main(void *arg)
+{
+    (void)arg;
+    norder = 0;
+    tpc_fiber *f[8];
+    /* Fibers and callbacks share one FIFO queue. */
+    for (int i = 0; i < 8; i++) {
+        if (i % 2)
+            CHECK_EQ(tpc_defer(record_cb, (void *)(intptr_t)i), 0);
+        else
+            CHECK_EQ(tpc_spawn(&f[i], record, (void *)(intptr_t)i), 0);
+    }
+    CHECK_EQ(norder, 0); /* spawning does not run anything */
+    for (int i = 0; i < 8; i += 2)
+        CHECK_EQ(tpc_join(f[i], NULL), 0);
+    CHECK_EQ(norder, 8);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(order[i], i);
+    return 0;
+}
+
+static void test_fifo_order(void **state)
+{
+    (void)state;
+    run_main(1, fifo_main, NULL);
+}
+
+static int yielder(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int i = 0; i < 3; i++) {
+        order[norder++] = id * 10 + i;
+        CHECK_EQ(tpc_yield(), 0);
+    }
+    return 0;
+}
+
+static int yield_main(void *arg)
+{
+    (void)arg;
+    norder = 0;
+    tpc_fiber *a, *b;
+    CHECK_EQ(tpc_spawn(&a, yielder, (void *)1), 0);
+    CHECK_EQ(tpc_spawn(&b, yielder, (void *)2), 0);
+    CHECK_EQ(tpc_join(a, NULL), 0);
+    CHECK_EQ(tpc_join(b, NULL), 0);
+    static const int want[] = {10, 20, 11, 21, 12, 22};
+    CHECK_EQ(norder, 6);
+    for (int i = 0; i < 6; i++)
+        CHECK_EQ(order[i], want[i]);
+    return 0;
+}
+
+static void test_yield_interleaving(void **state)
+{
+    (void)state;
+    run_main(1, yield_main, NULL);
+}
+
+/* ---- Cancellation. ---- */
+static int wait_forever(void *arg)
+{
+    tpc_event *e = arg;
+    int rc = tpc_event_wait(e);
+    /* Sticky: every later suspension fails too, but yield still yields. */
+    CHECK_EQ(tpc_event_wait(e), -ECANCELED);
+    CHECK_EQ(tpc_yield(), -ECANCELED);
+    CHECK(tpc_cancelled());
+    return rc;
+}
+
+static int wait_event(void *arg)
+{
+    return tpc_event_wait(arg);
+}
+
+static int cancel_self(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(tpc_cancel(tpc_self()), 0);
+    CHECK(tpc_cancelled());
+    return tpc_yield();
+}
+
+static int cancel_main(void *arg)
+{
+    (void)arg;
+    tpc_event e;
+    CHECK_EQ(tpc_event_init(&e, false), 0);
+    tpc_fiber *f;
+    int r = 0;
+    /* Cancelled while waiting. */
+    CHECK_EQ(tpc_spawn(&f, wait_forever, &e), 0);
+    CHECK_EQ(tpc_yield(), 0); /* f runs and parks */
+    CHECK_EQ(tpc_cancel(f), 0);
+    CHECK_EQ(tpc_join(f, &r), 0);
+    CHECK_EQ(r, -ECANCELED);
+    /* Cancelled before it first ran: its first suspension fails. */
+    CHECK_EQ(tpc_spawn(&f, wait_forever, &e), 0);
+    CHECK_EQ(tpc_cancel(f), 0);
+    CHECK_EQ(tpc_join(f, &r), 0);
+    CHECK_EQ(r, -ECANCELED);
+    /* Cancelling oneself. */
+    CHECK_EQ(tpc_spawn(&f, cancel_self, NULL), 0);
+    CHECK_EQ(tpc_join(f, &r), 0);
+    CHECK_EQ(r, -ECANCELED);
+    /* Cancelling a finished fiber is a no-op. */
+    CHECK_EQ(tpc_spawn(&f, ret_arg, (void *)7), 0);
+    CHECK_EQ(tpc_yield(), 0);
+    CHECK_EQ(tpc_cancel(f), 0);
+    CHECK_EQ(tpc_join(f, &r), 0);
+    CHECK_EQ(r, 7);
+    CHECK_EQ(tpc_event_destroy(&e), 0);
+    return 0;
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    run_main(1, cancel_main, NULL);
+}
+
+/* A cancelled joiner gets -ECANCELED and the target stays joinable. */
+static int joiner(void *arg)
+{
+    return tpc_join(arg, NULL);
+}
+
+static int cancel_join_main(void *arg)
+{
+    (void)arg;
+    tpc_event e;
+    tpc_event_init(&e, false);
+    tpc_fiber *target, *j;
+    int r;
+    CHECK_EQ(tpc_spawn(&target, wait_event, &e), 0);
+    CHECK_EQ(tpc_spawn(&j, joiner, target), 0);
+    CHECK_EQ(tpc_yield(), 0);
+    CHECK_EQ(tpc_cancel(j), 0);
+    CHECK_EQ(tpc_join(j, &r), 0);
+    CHECK_EQ(r, -ECANCELED);
+    CHECK_EQ(tpc_event_set(&e), 0);
+    CHECK_EQ(tpc_join(target, &r), 0);
+    CHECK_EQ(r, 0);
+    return 0;
+}
+
+static void test_cancel_joiner(void **state)
+{
+    (void)state;
+    run_main(1, cancel_join_main, NULL);
+}
+
+/* ---- Detach and join misuse. ---- */
+static int ndone;
+static int count_done(void *arg)
+{
+    (void)arg;
+    ndone++;
+    return 0;
+}
+
+static int join_self(void *arg)
+{
+    (void)arg;
+    return tpc_join(tpc_self(), NULL);
+}
+
+static int detach_main(void *arg)
+{
+    (void)arg;
+    ndone = 0;
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(&f, count_done, NULL), 0);
+    CHECK_EQ(tpc_detach(f), 0);
+    CHECK_EQ(tpc_detach(f), -EINVAL);
+    CHECK_EQ(tpc_join(f, NULL), -EINVAL);
+    CHECK_EQ(tpc_spawn(NULL, count_done, NULL), 0); /* NULL out: detached */
+    tpc_fiber_opts o = {.detached = true, .name = "d"};
+    f = (tpc_fiber *)1;
+    CHECK_EQ(tpc_spawn_opts(&f, &o, count_done, NULL), 0);
+    CHECK(f == NULL);
+    /* Detach after it finished frees it at once. */
+    CHECK_EQ(tpc_spawn(&f, count_done, NULL), 0);
+    CHECK_EQ(tpc_yield(), 0);
+    CHECK_EQ(tpc_yield(), 0);
+    CHECK_EQ(ndone, 4);
+    CHECK_EQ(tpc_detach(f), 0);
+    /* Joining oneself, joining twice at once. */
+    int r;
+    CHECK_EQ(tpc_spawn(&f, join_self, NULL), 0);
+    CHECK_EQ(tpc_join(f, &r), 0);
+    CHECK_EQ(r, -EDEADLK);
+    tpc_event e;
+    tpc_event_init(&e, false);
+    tpc_fiber *j;
+    CHECK_EQ(tpc_spawn(&f, wait_event, &e), 0);
+    CHECK_EQ(tpc_spawn(&j, joiner, f), 0);
+    CHECK_EQ(tpc_yield(), 0);
+    CHECK_EQ(tpc_join(f, NULL), -EINVAL); /* j is already joining */
+    tpc_event_set(&e);
+    CHECK_EQ(tpc_join(j, &r), 0);
+    CHECK_EQ(r, 0);
+    CHECK_EQ(tpc_spawn(&f, NULL, NULL), -EINVAL);
+    return 0;
+}
+
+static void test_detach_and_join_errors(void **state)
+{
+    (void)state;
+    run_main(1, detach_main, NULL);
+}
+
+/* ---- Spawn options, stack reuse, deep stacks. ---- */
+static int use_stack(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    volatile char buf[n];
+    memset((char *)buf, 0x5a, n);
+    CHECK(strcmp(tpc_fiber_name(tpc_self()), "big") == 0);
+    return buf[n - 1];
+}
+
+static int opts_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber_opts o = {.stack_size = 1 << 20, .name = "big"};
+    tpc_fiber *f;
+    int r;
+    CHECK_EQ(tpc_spawn_opts(&f, &o, use_stack, (void *)(uintptr_t)(900 * 1024)), 0);
+    CHECK_EQ(tpc_join(f, &r), 0);
+    CHECK_EQ(r, 0x5a);
+    o.stack_size = 1024;
+    CHECK_EQ(tpc_spawn_opts(&f, &o, use_stack, NULL), -EINVAL);
+    o.stack_size = (size_t)1 << 40;
+    CHECK_EQ(tpc_spawn_opts(&f, &o, use_stack, NULL), -EINVAL);
+    /* 10k spawn/join cycles reuse pooled stacks. */
+    for (int i = 0; i < 10000; i++) {
+        CHECK_EQ(tpc_spawn(&f, ret_arg, (void *)(intptr_t)i), 0);
+        CHECK_EQ(tpc_join(f, &r), 0);
+        CHECK_EQ(r, i);
+    }
+    CHECK(strcmp(tpc_fiber_name(tpc_self()), "main") == 0);
+    return 0;
+}
+
+static void test_spawn_options(void **state)
+{
+    (void)state;
+    run_main(1, opts_main, NULL);
+}
+
+/* ---- maybe_yield. ---- */
+static int spinner_done;
+static int spinner(void *arg)
+{
+    (void)arg;
+    int yields = 0;
+    while (!spinner_done) {
+        int rc = tpc_maybe_yield();
+        CHECK(rc == 0);
+        yields++;
+    }
+    return 0;
+}
+
+static int setter(void *arg)
+{
+    (void)arg;
+    spinner_done = 1;
+    return 0;
+}
+
+static int maybe_yield_main(void *arg)
+{
+    (void)arg;
+    spinner_done = 0;
+    tpc_fiber *a, *b;
+    /* The spinner never suspends on its own: only maybe_yield lets the setter run. */
+    CHECK_EQ(tpc_spawn(&a, spinner, NULL), 0);
+    CHECK_EQ(tpc_spawn(&b, setter, NULL), 0);
+    CHECK_EQ(tpc_join(a, NULL), 0);
+    CHECK_EQ(tpc_join(b, NULL), 0);
+    return 0;
+}
+
+static void test_maybe_yield(void **state)
+{
+    (void)state;
+    run_main(1, maybe_yield_main, NULL);
+}
+
+/* ---- Floating-point state is per fiber. ---- */
+static int fp_work(void *arg)
+{
+    double x = (double)(intptr_t)arg;
+    for (int i = 0; i < 100; i++) {
+        x = x * 1.000001 + 0.5;
+        tpc_yield();
+    }
+    return (int)x;
+}
+
+static int fp_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *f[4];
+    int r[4];
+    for (int i = 0; i < 4; i++)
+        tpc_spawn(&f[i], fp_work, (void *)(intptr_t)(i * 1000));
+    for (int i = 0; i < 4; i++)
+        tpc_join(f[i], &r[i]);
+    for (int i = 0; i < 4; i++) {
+        double x = i * 1000;
+        for (int k = 0; k < 100; k++)
+            x = x * 1.000001 + 0.5;
+        CHECK_EQ(r[i], (int)x);
+    }
+    return 0;
+}
+
+static void test_fp_state(void **state)
+{
+    (void)state;
+    run_main(1, fp_main, NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spawn_join),
+        cmocka_unit_test(test_fifo_order),
+        cmocka_unit_test(test_yield_interleaving),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_cancel_joiner),
+        cmocka_unit_test(test_detach_and_join_errors),
+        cmocka_unit_test(test_spawn_options),
+        cmocka_unit_test(test_maybe_yield),
+        cmocka_unit_test(test_fp_state),
+    };
+    return cmocka_run_group_tests_name("fiber", tests, NULL, NULL);
+}
