@@ -205,6 +205,7 @@ void tpc__shard_loop(struct tpc__shard *s);
 int tpc__shard_io_init(struct tpc__shard *s);
 void tpc__shard_io_fini(struct tpc__shard *s);
 void tpc__shard_wake(struct tpc__shard *s);
+void tpc__shard_wake_fini(struct tpc__shard *s);
 int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg);
 void tpc__inbox_free(struct tpc__shard *s);
 

@@ -160,8 +160,10 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
         pthread_join(shards[i].thread, NULL);
 
     int status = rt->start_err ? rt->start_err : rt->exit_status;
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
         tpc__inbox_free(&shards[i]);
+        tpc__shard_wake_fini(&shards[i]);
+    }
     pthread_mutex_destroy(&rt->lock);
     pthread_cond_destroy(&rt->cond);
     free(shards);

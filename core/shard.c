@@ -13,6 +13,19 @@
 #include <unistd.h>
 #include "internal.h"
 
+#ifdef TPC_TSAN
+#include <sanitizer/tsan_interface.h>
+/* liburing maps its rings with raw syscalls that TSan does not see, so when a new ring lands at
+ * the address of one that was unmapped, TSan takes the old owner's writes for racing ones.
+ * munmap-then-mmap orders them; this edge tells TSan so. */
+static char ring_reuse;
+#define RING_CREATED() __tsan_acquire(&ring_reuse)
+#define RING_DESTROYED() __tsan_release(&ring_reuse)
+#else
+#define RING_CREATED()
+#define RING_DESTROYED()
+#endif
+
 void tpc__run_callback(struct tpc__shard *s, struct tpc__callback *cb);
 
 /* ---- io_uring set-up: the best flags this kernel takes, falling back one by one. ---- */
@@ -48,6 +61,12 @@ int tpc__shard_io_init(struct tpc__shard *s)
         0,
     };
     int rc = -EINVAL;
+    s->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (s->wake_fd < 0) {
+        rc = -errno;
+        fprintf(stderr, "libtpc: shard %u: eventfd: %s\n", s->id, strerror(errno));
+        return rc;
+    }
     for (size_t i = 0; i < sizeof(try_flags) / sizeof(try_flags[0]); i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof(p));
@@ -68,12 +87,7 @@ int tpc__shard_io_init(struct tpc__shard *s)
         return rc;
     }
     s->ring_ok = true;
-    s->wake_fd = eventfd(0, EFD_CLOEXEC);
-    if (s->wake_fd < 0) {
-        rc = -errno;
-        fprintf(stderr, "libtpc: shard %u: eventfd: %s\n", s->id, strerror(errno));
-        return rc;
-    }
+    RING_CREATED();
     s->wake_op.complete = wake_complete;
     arm_wake(s);
     io_uring_submit(&s->ring);
@@ -82,9 +96,17 @@ int tpc__shard_io_init(struct tpc__shard *s)
 
 void tpc__shard_io_fini(struct tpc__shard *s)
 {
-    if (s->ring_ok)
+    if (s->ring_ok) {
         io_uring_queue_exit(&s->ring); /* cancels the pending wake-up read */
+        RING_DESTROYED();
+    }
     s->ring_ok = false;
+}
+
+/* Other shards may still wake this one while it exits, so its eventfd is closed only once every
+ * shard thread has been joined. */
+void tpc__shard_wake_fini(struct tpc__shard *s)
+{
     if (s->wake_fd >= 0)
         close(s->wake_fd);
     s->wake_fd = -1;

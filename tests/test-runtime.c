@@ -251,7 +251,7 @@ static void test_shutdown_from_any_shard(void **state)
 
 /* ---- An idle runtime sleeps in the kernel. ---- */
 static struct tpc__shard *idle_shard;
-static atomic_int idle_ready;
+static atomic_int idle_ready, idle_posted;
 static tpc_event idle_ev;
 
 static void idle_release(void *arg)
@@ -266,7 +266,11 @@ static int idle_main(void *arg)
     tpc_event_init(&idle_ev, false);
     idle_shard = tpc__self;
     atomic_store(&idle_ready, 1);
-    return tpc_event_wait(&idle_ev);
+    int rc = tpc_event_wait(&idle_ev);
+    /* A foreign thread must be done with a runtime before it stops. */
+    while (!atomic_load(&idle_posted))
+        tpc_yield();
+    return rc;
 }
 
 static double cpu_seconds(void)
@@ -288,6 +292,7 @@ static void *idle_observer(void *arg)
     nanosleep(&ts, NULL);
     *used = cpu_seconds() - t0;
     tpc__post(idle_shard, idle_release, NULL);
+    atomic_store(&idle_posted, 1);
     return NULL;
 }
 
@@ -297,6 +302,7 @@ static void test_idle_sleeps(void **state)
     pthread_t t;
     double used = -1;
     atomic_store(&idle_ready, 0);
+    atomic_store(&idle_posted, 0);
     pthread_create(&t, NULL, idle_observer, &used);
     tpc_config c = {.shards = 2};
     assert_int_equal(tpc_run(&c, idle_main, NULL), 0);
