@@ -130,6 +130,7 @@ struct tpc__shard {
     unsigned nstacks;
     struct io_uring ring;
     bool ring_ok;
+    bool poll_wait;            /* sleep in ppoll() on the ring fd (under valgrind) */
     unsigned inflight;         /* ops submitted and not completed, the wake-up read excluded */
     int wake_fd;
     uint64_t wake_buf;
