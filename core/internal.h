@@ -35,6 +35,8 @@
 #else
 #define TPC_DEFAULT_STACK (128u * 1024)
 #endif
+/* Tasks one run phase may run before the loop polls I/O, the inbox and timers. */
+#define TPC_PHASE_TASKS 64
 #define TPC_MIN_STACK (16u * 1024)
 #define TPC_MAX_STACK ((size_t)1 << 30)
 
@@ -113,6 +115,7 @@ struct tpc__shard {
     /* Hot, owned by the shard thread. */
     tpc_fiber *current;
     struct tpc__queue runq;
+    size_t phase_left;         /* tasks the current run phase may still run */
     tpc__ctx loop_ctx;
     uint64_t slice_start;      /* ns, at the start of the current run phase */
     uint64_t time_slice;
@@ -126,6 +129,8 @@ struct tpc__shard {
     uint64_t now;
     tpc_list fibers;
     struct tpc__callback *cb_free; /* callback task free list (linked through qnode) */
+    tpc_fiber *free_fibers;    /* recycled fiber records (linked through task.qnode) */
+    unsigned nfree_fibers;
     struct tpc__stack *stacks; /* pooled default-size stacks */
     unsigned nstacks;
     struct io_uring ring;
@@ -172,7 +177,7 @@ struct tpc__runtime {
 };
 
 /* The shard running on this thread, or NULL. */
-extern __thread struct tpc__shard *tpc__self;
+extern __thread struct tpc__shard *tpc__self __attribute__((tls_model("initial-exec")));
 
 static inline struct tpc__shard *tpc__shard_get(void)
 {

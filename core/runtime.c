@@ -41,6 +41,15 @@ static void *shard_thread(void *p)
 #ifdef TPC_TSAN
     s->tsan_loop = __tsan_get_current_fiber();
 #endif
+#ifdef TPC_ASAN
+    pthread_attr_t attr;
+    void *lo;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &lo, &s->loop_stack_size);
+        s->loop_stack_bottom = lo;
+        pthread_attr_destroy(&attr);
+    }
+#endif
     if (s->cpu >= 0 && (err = tpc__pin_thread(s->cpu)) != 0)
         fprintf(stderr, "libtpc: shard %u: cannot pin to CPU %d: %s\n", s->id, s->cpu,
                 strerror(-err));

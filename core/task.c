@@ -47,59 +47,86 @@ void tpc__fiber_ready(tpc_fiber *f)
 
 /* ---- Switching, with the sanitizers told about every stack change. ---- */
 
-static void switch_to_fiber(struct tpc__shard *s, tpc_fiber *f)
+static inline void switch_ctx(tpc__ctx *from, void **from_fake, tpc__ctx *to, const void *to_stack,
+                              size_t to_size, void *to_tsan)
 {
 #ifdef TPC_ASAN
-    void *fake = NULL;
-    __sanitizer_start_switch_fiber(&fake, f->stack, f->stack_size);
+    __sanitizer_start_switch_fiber(from_fake, to_stack, to_size);
+#else
+    (void)from_fake;
+    (void)to_stack;
+    (void)to_size;
 #endif
 #ifdef TPC_TSAN
-    __tsan_switch_to_fiber(f->tsan_fiber, 0);
+    __tsan_switch_to_fiber(to_tsan, 0);
+#else
+    (void)to_tsan;
 #endif
-    tpc__ctx_switch(&s->loop_ctx, &f->ctx);
+    tpc__ctx_switch(from, to);
 #ifdef TPC_ASAN
-    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+    __sanitizer_finish_switch_fiber(from_fake ? *from_fake : NULL, NULL, NULL);
 #endif
 }
+
+#ifdef TPC_ASAN
+#define FAKE(f) (&(f)->asan_fake)
+#define LOOP_STACK(s) (s)->loop_stack_bottom, (s)->loop_stack_size
+#else
+#define FAKE(f) NULL
+#define LOOP_STACK(s) NULL, 0
+#endif
+#ifdef TPC_TSAN
+#define TSAN_FIBER(f) (f)->tsan_fiber
+#define TSAN_LOOP(s) (s)->tsan_loop
+#else
+#define TSAN_FIBER(f) NULL
+#define TSAN_LOOP(s) NULL
+#endif
+
+/* The loop's own context saves no fake stack: it is the thread's real stack. */
+static void *loop_fake;
 
 static void switch_to_loop(struct tpc__shard *s, tpc_fiber *f, bool exiting)
 {
-#ifdef TPC_ASAN
-    /* A fiber that exits passes NULL so ASan frees its fake stack. */
-    __sanitizer_start_switch_fiber(exiting ? NULL : &f->asan_fake, s->loop_stack_bottom,
-                                   s->loop_stack_size);
-#else
-    (void)exiting;
-#endif
-#ifdef TPC_TSAN
-    __tsan_switch_to_fiber(s->tsan_loop, 0);
-#endif
-    tpc__ctx_switch(&f->ctx, &s->loop_ctx);
-#ifdef TPC_ASAN
-    __sanitizer_finish_switch_fiber(f->asan_fake, NULL, NULL);
-#endif
+    /* A fiber that exits passes NULL so that ASan frees its fake stack. */
+    switch_ctx(&f->ctx, exiting ? NULL : FAKE(f), &s->loop_ctx, LOOP_STACK(s), TSAN_LOOP(s));
 }
 
-/* Suspends the running fiber; it continues when something makes it ready again. */
+/* Suspends the running fiber f; it continues when something makes it ready again. While the
+ * loop's run phase has budget left and the next queued task is a fiber, switch to it directly
+ * instead of through the loop: one context switch per hand-off instead of two. */
 static void suspend(tpc_fiber *f)
 {
     struct tpc__shard *s = f->shard;
     s->n_switches++;
+    struct tpc__task *next = (struct tpc__task *)s->runq.head;
+    if (s->phase_left && next && next->kind == TPC__TASK_FIBER) {
+        tpc__queue_pop(&s->runq);
+        next->queued = 0;
+        s->phase_left--;
+        s->n_tasks++;
+        tpc_fiber *to = (tpc_fiber *)next;
+        to->state = TPC__F_RUNNING;
+        if (to != f) {
+            s->current = to;
+            switch_ctx(&f->ctx, FAKE(f), &to->ctx, to->stack, to->stack_size, TSAN_FIBER(to));
+        }
+        return;
+    }
     switch_to_loop(s, f, false);
 }
 
 static void fiber_entry(void *p)
 {
     tpc_fiber *f = p;
-    struct tpc__shard *s = f->shard;
 #ifdef TPC_ASAN
-    __sanitizer_finish_switch_fiber(NULL, &s->loop_stack_bottom, &s->loop_stack_size);
+    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
     f->result = f->fn(f->arg);
     f->state = TPC__F_DONE;
     if (f->joiner)
         tpc__wake(f->joiner, 0);
-    switch_to_loop(s, f, true);
+    switch_to_loop(f->shard, f, true);
     abort(); /* unreachable: a finished fiber is never resumed */
 }
 
@@ -112,14 +139,21 @@ static void release_stack(struct tpc__shard *s, tpc_fiber *f)
     f->stack = NULL;
 }
 
+/* Fiber records are recycled per shard (up to stack_cache of them), like their stacks. */
 static void fiber_free(struct tpc__shard *s, tpc_fiber *f)
 {
     tpc__list_remove(&f->all);
 #ifdef TPC_TSAN
     __tsan_destroy_fiber(f->tsan_fiber);
 #endif
-    free(f);
     s->nfibers--;
+    if (s->nfree_fibers < s->rt->stack_cache) {
+        f->task.qnode.next = (struct tpc__qnode *)s->free_fibers;
+        s->free_fibers = f;
+        s->nfree_fibers++;
+    } else {
+        free(f);
+    }
 }
 
 /* Called by the loop after a fiber returned to it. */
@@ -136,10 +170,12 @@ void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f)
     s->current = f;
     f->state = TPC__F_RUNNING;
     s->n_switches++;
-    switch_to_fiber(s, f);
+    switch_ctx(&s->loop_ctx, &loop_fake, &f->ctx, f->stack, f->stack_size, TSAN_FIBER(f));
+    /* Whichever fiber came back to the loop (f may have handed over to others). */
+    tpc_fiber *last = s->current;
     s->current = NULL;
-    if (f->state == TPC__F_DONE)
-        fiber_finished(s, f);
+    if (last->state == TPC__F_DONE)
+        fiber_finished(s, last);
 }
 
 int tpc__park(tpc_list *q, struct tpc__wait *w)
@@ -185,9 +221,14 @@ int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
             return -EINVAL;
         size = opts->stack_size;
     }
-    tpc_fiber *f = calloc(1, sizeof(*f));
-    if (!f)
+    tpc_fiber *f = s->free_fibers;
+    if (f) {
+        s->free_fibers = (tpc_fiber *)f->task.qnode.next;
+        s->nfree_fibers--;
+    } else if (!(f = malloc(sizeof(*f)))) {
         return -ENOMEM;
+    }
+    memset(f, 0, offsetof(tpc_fiber, name));
     int rc = tpc__stack_alloc(s, size, &f->stack);
     if (rc < 0) {
         free(f);
@@ -200,8 +241,12 @@ int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
     f->fn = fn;
     f->arg = arg;
     f->detached = !out || (opts && opts->detached);
-    const char *name = opts && opts->name ? opts->name : "fiber";
-    strncpy(f->name, name, sizeof(f->name) - 1);
+    if (opts && opts->name) {
+        strncpy(f->name, opts->name, sizeof(f->name) - 1);
+        f->name[sizeof(f->name) - 1] = 0;
+    } else {
+        memcpy(f->name, "fiber", 6);
+    }
     tpc__ctx_init(&f->ctx, f->stack, size, fiber_entry, f);
 #ifdef TPC_TSAN
     f->tsan_fiber = __tsan_create_fiber(0);
@@ -371,6 +416,12 @@ void tpc__fiber_free_all(struct tpc__shard *s)
             release_stack(s, f);
         fiber_free(s, f);
     }
+    while (s->free_fibers) {
+        tpc_fiber *f = s->free_fibers;
+        s->free_fibers = (tpc_fiber *)f->task.qnode.next;
+        free(f);
+    }
+    s->nfree_fibers = 0;
     while (s->cb_free) {
         struct tpc__callback *cb = s->cb_free;
         s->cb_free = (struct tpc__callback *)cb->task.qnode.next;
