@@ -22,8 +22,8 @@ void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *
 #elif defined(__aarch64__)
     uint64_t *sp = (uint64_t *)(top - 176);
     memset(sp, 0, 176);
-    sp[0] = (uint64_t)(uintptr_t)entry;  /* x19 */
-    sp[1] = (uint64_t)(uintptr_t)arg;    /* x20 */
+    sp[0] = (uint64_t)(uintptr_t)entry;                /* x19 */
+    sp[1] = (uint64_t)(uintptr_t)arg;                  /* x20 */
     sp[11] = (uint64_t)(uintptr_t)tpc__ctx_trampoline; /* x30 */
     ctx->sp = sp;
 #else

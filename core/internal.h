@@ -37,8 +37,8 @@
 #endif
 /* Tasks one run phase may run before the loop polls I/O, the inbox and timers. */
 #define TPC_PHASE_TASKS 64
-#define TPC_MIN_STACK (16u * 1024)
-#define TPC_MAX_STACK ((size_t)1 << 30)
+#define TPC_MIN_STACK   (16u * 1024)
+#define TPC_MAX_STACK   ((size_t)1 << 30)
 
 struct tpc__shard;
 struct tpc__runtime;
@@ -46,10 +46,10 @@ struct tpc__runtime;
 /* What a suspended fiber waits on. A waker unlinks it (if queued) and calls tpc__wake();
  * cancellation does the same with -ECANCELED. */
 struct tpc__wait {
-    tpc_list node;      /* in the object's waiter list; self-linked when not queued */
+    tpc_list node; /* in the object's waiter list; self-linked when not queued */
     tpc_fiber *fiber;
     int result;
-    void *value;        /* payload for channels */
+    void *value; /* payload for channels */
 };
 
 /* The common head of everything the run queue holds. */
@@ -69,16 +69,16 @@ struct tpc_fiber {
     uint8_t state;
     bool cancelled;
     bool detached;
-    bool joined;          /* a joiner exists */
+    bool joined;            /* a joiner exists */
     struct tpc__wait *wait; /* while WAITING: the record to wake */
     struct tpc__wait *joiner;
     tpc_fiber_fn fn;
     void *arg;
     int result;
-    void *stack;          /* lowest usable byte; the guard page sits below */
+    void *stack; /* lowest usable byte; the guard page sits below */
     size_t stack_size;
-    tpc_list all;         /* in shard->fibers */
-    unsigned vg_stack;    /* valgrind stack id */
+    tpc_list all;      /* in shard->fibers */
+    unsigned vg_stack; /* valgrind stack id */
 #ifdef TPC_ASAN
     void *asan_fake;
 #endif
@@ -115,28 +115,28 @@ struct tpc__shard {
     /* Hot, owned by the shard thread. */
     tpc_fiber *current;
     struct tpc__queue runq;
-    size_t phase_left;         /* tasks the current run phase may still run */
+    size_t phase_left; /* tasks the current run phase may still run */
     tpc__ctx loop_ctx;
-    uint64_t slice_start;      /* ns, at the start of the current run phase */
+    uint64_t slice_start; /* ns, at the start of the current run phase */
     uint64_t time_slice;
     struct tpc__runtime *rt;
     unsigned id;
-    int cpu;                   /* pinned OS CPU, or -1 */
+    int cpu; /* pinned OS CPU, or -1 */
     bool stopping;
-    size_t nfibers;            /* fibers not yet freed */
-    size_t nlive;              /* fibers that have not returned */
-    bool now_valid;            /* cached clock for this loop iteration */
+    size_t nfibers; /* fibers not yet freed */
+    size_t nlive;   /* fibers that have not returned */
+    bool now_valid; /* cached clock for this loop iteration */
     uint64_t now;
     tpc_list fibers;
     struct tpc__callback *cb_free; /* callback task free list (linked through qnode) */
-    tpc_fiber *free_fibers;    /* recycled fiber records (linked through task.qnode) */
+    tpc_fiber *free_fibers;        /* recycled fiber records (linked through task.qnode) */
     unsigned nfree_fibers;
     struct tpc__stack *stacks; /* pooled default-size stacks */
     unsigned nstacks;
     struct io_uring ring;
     bool ring_ok;
-    bool poll_wait;            /* sleep in ppoll() on the ring fd (under valgrind) */
-    unsigned inflight;         /* ops submitted and not completed, the wake-up read excluded */
+    bool poll_wait;    /* sleep in ppoll() on the ring fd (under valgrind) */
+    unsigned inflight; /* ops submitted and not completed, the wake-up read excluded */
     int wake_fd;
     uint64_t wake_buf;
     struct tpc__op wake_op;

@@ -88,8 +88,10 @@ int tpc__placement(const tpc_config *cfg, unsigned *nshards, int **cpus_out)
         cpu_set_t both;
         CPU_AND(&both, &want, &allowed);
         if (!CPU_EQUAL(&both, &want)) {
-            fprintf(stderr, "libtpc: %s: CPU list '%s' names CPUs outside this process's "
-                            "affinity mask\n", src, list);
+            fprintf(stderr,
+                    "libtpc: %s: CPU list '%s' names CPUs outside this process's "
+                    "affinity mask\n",
+                    src, list);
             return -EINVAL;
         }
     } else {

@@ -9,7 +9,6 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-
 static int main_fiber(void *p)
 {
     struct tpc__runtime *rt = p;
@@ -244,6 +243,5 @@ unsigned tpc_version(void)
 #define TPC_STR(x)  TPC_STR2(x)
 const char *tpc_version_string(void)
 {
-    return TPC_STR(TPC_VERSION_MAJOR) "." TPC_STR(TPC_VERSION_MINOR) "." TPC_STR(
-        TPC_VERSION_PATCH);
+    return TPC_STR(TPC_VERSION_MAJOR) "." TPC_STR(TPC_VERSION_MINOR) "." TPC_STR(TPC_VERSION_PATCH);
 }

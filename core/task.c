@@ -69,18 +69,18 @@ static inline void switch_ctx(tpc__ctx *from, void **from_fake, tpc__ctx *to, co
 }
 
 #ifdef TPC_ASAN
-#define FAKE(f) (&(f)->asan_fake)
+#define FAKE(f)       (&(f)->asan_fake)
 #define LOOP_STACK(s) (s)->loop_stack_bottom, (s)->loop_stack_size
 #else
-#define FAKE(f) NULL
+#define FAKE(f)       NULL
 #define LOOP_STACK(s) NULL, 0
 #endif
 #ifdef TPC_TSAN
 #define TSAN_FIBER(f) (f)->tsan_fiber
-#define TSAN_LOOP(s) (s)->tsan_loop
+#define TSAN_LOOP(s)  (s)->tsan_loop
 #else
 #define TSAN_FIBER(f) NULL
-#define TSAN_LOOP(s) NULL
+#define TSAN_LOOP(s)  NULL
 #endif
 
 /* The loop's own context saves no fake stack: it is the thread's real stack. */

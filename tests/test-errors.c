@@ -15,8 +15,8 @@ static void test_strerror(void **state)
     assert_non_null(strstr(tpc_strerror(-EXDEV), "another shard"));
     assert_non_null(strstr(tpc_strerror(-ESHUTDOWN), "shutting down"));
     /* Every code in the table has a distinct, non-empty description. */
-    static const int codes[] = {EPERM,  EAGAIN, ENOMEM,    EBUSY,   EXDEV,     EINVAL,
-                                EPIPE,  EDEADLK, ECANCELED, ETIMEDOUT, ESHUTDOWN, EOVERFLOW};
+    static const int codes[] = {EPERM, EAGAIN,  ENOMEM,    EBUSY,     EXDEV,     EINVAL,
+                                EPIPE, EDEADLK, ECANCELED, ETIMEDOUT, ESHUTDOWN, EOVERFLOW};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         assert_true(strlen(tpc_strerror(-codes[i])) > 3);
         for (size_t j = 0; j < i; j++)

@@ -383,14 +383,10 @@ static void test_fp_state(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spawn_join),
-        cmocka_unit_test(test_fifo_order),
-        cmocka_unit_test(test_yield_interleaving),
-        cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_cancel_joiner),
-        cmocka_unit_test(test_detach_and_join_errors),
-        cmocka_unit_test(test_spawn_options),
-        cmocka_unit_test(test_maybe_yield),
+        cmocka_unit_test(test_spawn_join),         cmocka_unit_test(test_fifo_order),
+        cmocka_unit_test(test_yield_interleaving), cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_cancel_joiner),      cmocka_unit_test(test_detach_and_join_errors),
+        cmocka_unit_test(test_spawn_options),      cmocka_unit_test(test_maybe_yield),
         cmocka_unit_test(test_fp_state),
     };
     return cmocka_run_group_tests_name("fiber", tests, NULL, NULL);

@@ -387,9 +387,9 @@ static void test_misuse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mutex),          cmocka_unit_test(test_mutex_cancel),
-        cmocka_unit_test(test_semaphore),      cmocka_unit_test(test_event_and_waitgroup),
-        cmocka_unit_test(test_channel),        cmocka_unit_test(test_misuse),
+        cmocka_unit_test(test_mutex),     cmocka_unit_test(test_mutex_cancel),
+        cmocka_unit_test(test_semaphore), cmocka_unit_test(test_event_and_waitgroup),
+        cmocka_unit_test(test_channel),   cmocka_unit_test(test_misuse),
     };
     return cmocka_run_group_tests_name("sync", tests, NULL, NULL);
 }

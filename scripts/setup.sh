@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what libtpc needs to build, test and demo, on Debian 12 as root. Idempotent: installs
+# only packages that are missing, and runs `apt-get update` only when it has to install.
+set -euo pipefail
+
+pkgs=(gcc libc6-dev meson ninja-build pkg-config python3 liburing-dev libhwloc-dev
+      libcmocka-dev valgrind clang-format)
+pkgs+=("$@") # callers may ask for more (the demo asks for wrk)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "setup: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then
+        SUDO=sudo
+    else
+        echo "setup: missing packages (${missing[*]}) and not root: run as root or install them" >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+${SUDO:-} apt-get update -qq
+${SUDO:-} apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Builds libtpc and runs the whole cmocka suite four ways: release, ASan+UBSan, TSan, and the
+# release build under valgrind. Prints each failing test's output, then one line
+# "N passed, N failed" counting test cases over all runs, and exits non-zero on any failure.
+#   scripts/test.sh            everything
+#   scripts/test.sh release    only the named configurations (release asan tsan valgrind)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+bash scripts/setup.sh || exit 1
+
+configs=("$@")
+[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind)
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+fail_setup=0
+configure() { # name, meson args...
+    local dir=build/$1
+    shift
+    if [ ! -f "$dir/build.ninja" ]; then
+        meson setup "$dir" --werror "$@" >"$dir.setup.log" 2>&1 ||
+            { mkdir -p build; cat "$dir.setup.log"; return 1; }
+    fi
+    ninja -C "$dir" >"$dir.build.log" 2>&1 || { cat "$dir.build.log"; return 1; }
+}
+
+mkdir -p build
+summary=()
+for cfg in "${configs[@]}"; do
+    case $cfg in
+    release) dir=build/release setup_name= args=(-Dbuildtype=release) ;;
+    asan) dir=build/asan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false) ;;
+    tsan) dir=build/tsan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
+    valgrind) dir=build/release setup_name=valgrind args=(-Dbuildtype=release) ;;
+    *) echo "unknown configuration '$cfg' (release asan tsan valgrind)" >&2; exit 2 ;;
+    esac
+    name=${dir#build/}
+    echo "== $cfg: building"
+    if ! configure "$name" "${args[@]}"; then
+        echo "== $cfg: BUILD FAILED"
+        summary+=("$cfg: build failed")
+        fail_setup=$((fail_setup + 1))
+        continue
+    fi
+    echo "== $cfg: testing"
+    log=testlog.json
+    [ -n "$setup_name" ] && log=testlog-$setup_name.json
+    rm -f "$dir/meson-logs/$log"
+    (cd "$dir" && meson test ${setup_name:+--setup "$setup_name"} --print-errorlogs --num-processes 2 \
+        >"$root/$dir/test-$cfg.log" 2>&1)
+    grep -E "^ *[0-9]+/[0-9]+ " "$dir/test-$cfg.log"
+    python3 - "$dir/meson-logs/$log" "$cfg" >"$dir/counts-$cfg" <<'PY'
+import json, re, sys
+passed = failed = skipped = 0
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    out = (t.get("stdout") or "") + "\n" + (t.get("stderr") or "")
+    p = len(re.findall(r"^\[       OK \] \w+$", out, re.M))
+    f = len(set(re.findall(r"^\[  (?:FAILED|ERROR)  ? *\] (\w+)$", out, re.M)))
+    if t["result"] == "SKIP":
+        skipped += 1
+        continue
+    if t["result"] != "OK" and f == 0:
+        f = 1  # crashed, timed out or leaked: count the executable as one failed case
+    if t["result"] != "OK" or f:
+        print(f"FAILED {t['name']} ({t['result']})", file=sys.stderr)
+        print(out[-8000:], file=sys.stderr)
+    passed += p
+    failed += f
+print(passed, failed, skipped)
+PY
+    read -r p f s <"$dir/counts-$cfg"
+    summary+=("$cfg: $p passed, $f failed, $s skipped executables")
+done
+
+# Formatting is part of the contract: the repo's .clang-format, checked like a test case.
+fmt_files=$(git ls-files '*.c' '*.h' 2>/dev/null || find core include tests bench examples -name '*.[ch]')
+if command -v clang-format >/dev/null; then
+    if clang-format --dry-run --Werror $fmt_files >build/format.log 2>&1; then
+        summary+=("format: 1 passed")
+        fmt_pass=1
+    else
+        head -40 build/format.log
+        summary+=("format: FAILED (run clang-format -i on the files above)")
+        fail_setup=$((fail_setup + 1)) fmt_pass=0
+    fi
+fi
+
+total_p=${fmt_pass:-0} total_f=$fail_setup total_s=0
+for cfg in "${configs[@]}"; do
+    case $cfg in valgrind) d=build/release ;; *) d=build/$cfg ;; esac
+    [ -f "$d/counts-$cfg" ] || continue
+    read -r p f s <"$d/counts-$cfg"
+    total_p=$((total_p + p)) total_f=$((total_f + f)) total_s=$((total_s + s))
+done
+echo
+printf '%s\n' "${summary[@]}"
+echo "$total_p passed, $total_f failed"
+[ "$total_f" -eq 0 ]
