@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds libtpc and runs the whole cmocka suite four ways: release, ASan+UBSan, TSan, and the
-# release build under valgrind. Prints each failing test's output, then one line
+# Builds libtpc and runs the whole cmocka suite five ways: release, ASan+UBSan, TSan, the
+# release build under valgrind, and the portable ucontext context-switch backend. Prints each failing test's output, then one line
 # "N passed, N failed" counting test cases over all runs, and exits non-zero on any failure.
 #   scripts/test.sh            everything
-#   scripts/test.sh release    only the named configurations (release asan tsan valgrind)
+#   scripts/test.sh release    only the named configurations (release asan tsan valgrind ucontext)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -11,7 +11,7 @@ root=$PWD
 bash scripts/setup.sh || exit 1
 
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind)
+[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind ucontext)
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -36,7 +36,8 @@ for cfg in "${configs[@]}"; do
     asan) dir=build/asan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false) ;;
     tsan) dir=build/tsan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
     valgrind) dir=build/release setup_name=valgrind args=(-Dbuildtype=release) ;;
-    *) echo "unknown configuration '$cfg' (release asan tsan valgrind)" >&2; exit 2 ;;
+    ucontext) dir=build/ucontext setup_name= args=(-Dbuildtype=release -Dcontext=ucontext) ;;
+    *) echo "unknown configuration '$cfg' (release asan tsan valgrind ucontext)" >&2; exit 2 ;;
     esac
     name=${dir#build/}
     echo "== $cfg: building"
