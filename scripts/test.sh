@@ -3,7 +3,8 @@
 # release build under valgrind, and the portable ucontext context-switch backend. Prints each failing test's output, then one line
 # "N passed, N failed" counting test cases over all runs, and exits non-zero on any failure.
 #   scripts/test.sh            everything
-#   scripts/test.sh release    only the named configurations (release asan tsan valgrind ucontext)
+#   scripts/test.sh release    only the named configurations (release asan tsan valgrind ucontext
+#                              aarch64)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -37,7 +38,8 @@ for cfg in "${configs[@]}"; do
     tsan) dir=build/tsan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
     valgrind) dir=build/release setup_name=valgrind args=(-Dbuildtype=release) ;;
     ucontext) dir=build/ucontext setup_name= args=(-Dbuildtype=release -Dcontext=ucontext) ;;
-    *) echo "unknown configuration '$cfg' (release asan tsan valgrind ucontext)" >&2; exit 2 ;;
+    aarch64) continue ;; # below
+    *) echo "unknown configuration '$cfg' (release asan tsan valgrind ucontext aarch64)" >&2; exit 2 ;;
     esac
     name=${dir#build/}
     echo "== $cfg: building"
@@ -78,6 +80,22 @@ PY
     summary+=("$cfg: $p passed, $f failed, $s skipped executables")
 done
 
+# The aarch64 context switch, cross-built and run under qemu (tests/test-context.c).
+if [[ " ${configs[*]} " == *" aarch64 "* ]] || [ $# -eq 0 ]; then
+    echo "== aarch64: context switch under qemu"
+    if aarch64-linux-gnu-gcc -O2 -static -DTPC_TEST_STANDALONE -Icore tests/test-context.c \
+        core/context.c core/switch_aarch64.S -lm -o build/test-context-aarch64 &&
+        qemu-aarch64 build/test-context-aarch64 >build/test-context-aarch64.log 2>&1; then
+        n=$(grep -c '^\[       OK \]' build/test-context-aarch64.log)
+        summary+=("aarch64: $n passed")
+        aarch64_pass=$n
+    else
+        cat build/test-context-aarch64.log 2>/dev/null
+        summary+=("aarch64: FAILED")
+        fail_setup=$((fail_setup + 1))
+    fi
+fi
+
 # Formatting is part of the contract: the repo's .clang-format, checked like a test case.
 fmt_files=$(git ls-files '*.c' '*.h' 2>/dev/null || find core include tests bench examples -name '*.[ch]')
 if command -v clang-format >/dev/null; then
@@ -91,7 +109,7 @@ if command -v clang-format >/dev/null; then
     fi
 fi
 
-total_p=${fmt_pass:-0} total_f=$fail_setup total_s=0
+total_p=$((${fmt_pass:-0} + ${aarch64_pass:-0})) total_f=$fail_setup total_s=0
 for cfg in "${configs[@]}"; do
     case $cfg in valgrind) d=build/release ;; *) d=build/$cfg ;; esac
     [ -f "$d/counts-$cfg" ] || continue

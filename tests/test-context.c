@@ -1,0 +1,161 @@
+/* The context switch on its own: entry on an ABI-aligned stack, callee-saved integer and FP
+ * registers preserved, FP control state (rounding mode) kept per context, many switches.
+ * Built with cmocka in the suite; scripts/test.sh also cross-builds it for aarch64 with
+ * -DTPC_TEST_STANDALONE and runs it under qemu, so both assembly backends are tested. */
+#include <fenv.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "context.h"
+
+#ifdef TPC_TEST_STANDALONE
+#define assert_true(c)                                                                             \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            printf("%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #c);                       \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+#define assert_int_equal(a, b) assert_true((a) == (b))
+#else
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#endif
+
+static tpc__ctx main_ctx, co_ctx;
+static volatile long co_counter;
+static volatile int co_aligned, co_round;
+
+static void co_entry(void *arg)
+{
+    _Alignas(16) volatile char probe[16];
+    co_aligned = ((uintptr_t)probe % 16) == 0 && arg == (void *)&co_ctx;
+    fesetround(FE_DOWNWARD); /* this context's own rounding mode */
+    for (;;) {
+        co_counter++;
+        co_round = fegetround();
+        tpc__ctx_switch(&co_ctx, &main_ctx);
+    }
+}
+
+static void *new_stack(size_t size)
+{
+    void *p = malloc(size);
+    assert_true(p != NULL);
+    return p;
+}
+
+static void test_switch_basics(void **state)
+{
+    (void)state;
+    void *stack = new_stack(64 * 1024);
+    tpc__ctx_init(&co_ctx, stack, 64 * 1024, co_entry, &co_ctx);
+    fesetround(FE_TONEAREST);
+    tpc__ctx_switch(&main_ctx, &co_ctx);
+    assert_true(co_aligned);
+    assert_int_equal(co_counter, 1);
+    /* The coroutine set FE_DOWNWARD; ours is unchanged, and its own persists. */
+    assert_int_equal(fegetround(), FE_TONEAREST);
+    assert_int_equal(co_round, FE_DOWNWARD);
+    tpc__ctx_switch(&main_ctx, &co_ctx);
+    assert_int_equal(co_round, FE_DOWNWARD);
+    assert_int_equal(fegetround(), FE_TONEAREST);
+    free(stack);
+}
+
+/* Many live integer and FP values across switches: whatever the compiler keeps in callee-saved
+ * registers must survive. */
+static volatile double co_fp_out;
+
+static void fp_entry(void *arg)
+{
+    (void)arg;
+    double a = 1.0, b = 2.0, c = 3.0, d = 4.0, e = 5.0, f = 6.0, g = 7.0, h = 8.0;
+    for (;;) {
+        a = a * 1.0001 + b;
+        b = b * 0.9999 + c;
+        c = c + d * 0.5;
+        d = d - e * 0.25;
+        e = e + f;
+        f = f * 1.01;
+        g = g + h;
+        h = h - 1.0;
+        co_fp_out = a + b + c + d + e + f + g + h;
+        tpc__ctx_switch(&co_ctx, &main_ctx);
+    }
+}
+
+static double fp_reference(int rounds)
+{
+    double a = 1.0, b = 2.0, c = 3.0, d = 4.0, e = 5.0, f = 6.0, g = 7.0, h = 8.0, out = 0;
+    for (int i = 0; i < rounds; i++) {
+        a = a * 1.0001 + b;
+        b = b * 0.9999 + c;
+        c = c + d * 0.5;
+        d = d - e * 0.25;
+        e = e + f;
+        f = f * 1.01;
+        g = g + h;
+        h = h - 1.0;
+        out = a + b + c + d + e + f + g + h;
+    }
+    return out;
+}
+
+static void test_registers_survive(void **state)
+{
+    (void)state;
+    void *stack = new_stack(64 * 1024);
+    tpc__ctx_init(&co_ctx, stack, 64 * 1024, fp_entry, NULL);
+    long i0 = 11, i1 = 13, i2 = 17, i3 = 19, i4 = 23, i5 = 29;
+    double x = 0.5, y = 0.25;
+    for (int r = 0; r < 1000; r++) {
+        tpc__ctx_switch(&main_ctx, &co_ctx);
+        i0 += i1;
+        i1 ^= i2;
+        i2 += i3 * 3;
+        i3 -= i4;
+        i4 += i5;
+        i5 = i5 * 7 + 1;
+        x = x * 1.5 + y;
+        y = y * 0.5 + 1.0;
+    }
+    long j0 = 11, j1 = 13, j2 = 17, j3 = 19, j4 = 23, j5 = 29;
+    double xx = 0.5, yy = 0.25;
+    for (int r = 0; r < 1000; r++) {
+        j0 += j1;
+        j1 ^= j2;
+        j2 += j3 * 3;
+        j3 -= j4;
+        j4 += j5;
+        j5 = j5 * 7 + 1;
+        xx = xx * 1.5 + yy;
+        yy = yy * 0.5 + 1.0;
+    }
+    assert_true(i0 == j0 && i1 == j1 && i2 == j2 && i3 == j3 && i4 == j4 && i5 == j5);
+    assert_true(x == xx && y == yy);
+    assert_true(co_fp_out == fp_reference(1000));
+    free(stack);
+}
+
+#ifdef TPC_TEST_STANDALONE
+int main(void)
+{
+    test_switch_basics(NULL);
+    printf("[       OK ] test_switch_basics\n");
+    test_registers_survive(NULL);
+    printf("[       OK ] test_registers_survive\n");
+    return 0;
+}
+#else
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_switch_basics),
+        cmocka_unit_test(test_registers_survive),
+    };
+    return cmocka_run_group_tests_name("context", tests, NULL, NULL);
+}
+#endif
