@@ -10,6 +10,7 @@
 #include "tpc.h"
 #include "context.h"
 #include "list.h"
+#include "timer/wheel.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define TPC_ASAN 1
@@ -49,6 +50,7 @@ struct tpc__wait {
     tpc_list node; /* in the object's waiter list; self-linked when not queued */
     tpc_fiber *fiber;
     int result;
+    int timeout_result; /* result when its timer fires: 0 (sleep) or -ETIMEDOUT (deadline) */
     void *value; /* payload for channels */
 };
 
@@ -75,6 +77,7 @@ struct tpc_fiber {
     tpc_fiber_fn fn;
     void *arg;
     int result;
+    uint64_t deadline; /* ns; 0: none */
     void *stack; /* lowest usable byte; the guard page sits below */
     size_t stack_size;
     tpc_list all;      /* in shard->fibers */
@@ -119,6 +122,8 @@ struct tpc__shard {
     tpc__ctx loop_ctx;
     uint64_t slice_start; /* ns, at the start of the current run phase */
     uint64_t time_slice;
+    uint64_t tick_ns;
+    struct tpc__wheel wheel;
     struct tpc__runtime *rt;
     unsigned id;
     int cpu; /* pinned OS CPU, or -1 */
@@ -151,7 +156,7 @@ struct tpc__shard {
     pthread_t thread;
     int start_err;
     /* Counters (read by tests and the demo). */
-    uint64_t n_tasks, n_switches, n_loops, n_wakeups;
+    uint64_t n_tasks, n_switches, n_loops, n_wakeups, n_timers;
 
     /* Written by other threads. */
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;
@@ -193,6 +198,9 @@ void tpc__fiber_ready(tpc_fiber *f);
 /* Fibers. tpc__park suspends the calling fiber until tpc__wake(w); if q is not NULL, w is
  * appended to q first. Returns w->result, or -ECANCELED at once if already cancelled. */
 int tpc__park(tpc_list *q, struct tpc__wait *w);
+/* As tpc__park, and also woken with 0 at `until` (ns; 0: no limit). The fiber's deadline, if
+ * earlier, wakes it with -ETIMEDOUT; one already passed fails at once. */
+int tpc__park_until(tpc_list *q, struct tpc__wait *w, uint64_t until);
 void tpc__wake(struct tpc__wait *w, int result);
 void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f);
 void tpc__fiber_cancel_all(struct tpc__shard *s);
@@ -214,6 +222,13 @@ void tpc__shard_wake(struct tpc__shard *s);
 void tpc__shard_wake_fini(struct tpc__shard *s);
 int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg);
 void tpc__inbox_free(struct tpc__shard *s);
+
+/* Timers (timer/timer.c). */
+void tpc__timers_init(struct tpc__shard *s);
+void tpc__timers_run(struct tpc__shard *s);
+int64_t tpc__timers_timeout(struct tpc__shard *s); /* ns until the next timer work, -1: none */
+void tpc__timer_arm(struct tpc__shard *s, tpc_timer *t, uint64_t deadline);
+void tpc__timer_disarm(struct tpc__shard *s, tpc_timer *t);
 
 /* Placement (core/placement.c). */
 int tpc__placement(const tpc_config *cfg, unsigned *nshards, int **cpus);

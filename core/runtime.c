@@ -56,6 +56,7 @@ static void *shard_thread(void *p)
         err = tpc__overflow_guard_init(s);
     if (!err)
         err = tpc__shard_io_init(s);
+    tpc__timers_init(s);
     if (start_handshake(s, err) == 0) {
         if (s->id == 0) {
             tpc_fiber *f;
@@ -81,6 +82,11 @@ static int check_config(const tpc_config *c)
     if (c->stack_size && (c->stack_size < TPC_MIN_STACK || c->stack_size > TPC_MAX_STACK)) {
         fprintf(stderr, "libtpc: tpc_config.stack_size %zu outside [%u, %zu]\n", c->stack_size,
                 TPC_MIN_STACK, TPC_MAX_STACK);
+        return -EINVAL;
+    }
+    if (c->timer_tick_ns && (c->timer_tick_ns < 10000 || c->timer_tick_ns > 1000000000)) {
+        fprintf(stderr, "libtpc: tpc_config.timer_tick_ns %llu outside [10000, 1000000000]\n",
+                (unsigned long long)c->timer_tick_ns);
         return -EINVAL;
     }
     if (c->ring_entries && (c->ring_entries & (c->ring_entries - 1) || c->ring_entries > 32768)) {
@@ -141,6 +147,7 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
         s->cpu = cpus[i];
         s->wake_fd = -1;
         s->time_slice = c.time_slice_ns ? c.time_slice_ns : 500000;
+        s->tick_ns = c.timer_tick_ns ? c.timer_tick_ns : 1000000;
         tpc__queue_init(&s->runq);
         tpc__list_init(&s->fibers);
         atomic_init(&s->inbox, NULL);

@@ -4,8 +4,10 @@
  *   1. run ready tasks FIFO until the queue is empty or TPC_PHASE_TASKS have run;
  *   2. drain the inbox (messages from other threads);
  *   3. notice a runtime stop: cancel every fiber once, exit when none is left;
- *   4. submit prepared SQEs and reap CQEs; when nothing is ready, announce sleep and block in
- *      io_uring_enter until a completion (the eventfd read armed for wake-ups is one). */
+ *   4. submit prepared SQEs and reap CQEs (no syscall when nothing is pending);
+ *   5. expire due timers;
+ *   6. when nothing is ready, announce sleep and block in io_uring_enter until a completion (the
+ *      eventfd read armed for wake-ups is one) or the next timer's tick. */
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,25 +254,33 @@ void tpc__shard_loop(struct tpc__shard *s)
             if (s->nlive == 0 && s->runq.len == 0 && s->inflight == 0)
                 break;
         }
-        if (s->runq.len) {
-            if (io_uring_sq_ready(&s->ring) || s->inflight)
-                io_uring_submit_and_get_events(&s->ring);
-            reap(s);
+        if (io_uring_sq_ready(&s->ring) || s->inflight)
+            io_uring_submit_and_get_events(&s->ring);
+        reap(s);
+        tpc__timers_run(s);
+        if (s->runq.head)
             continue;
-        }
+        int64_t timeout = tpc__timers_timeout(s);
+        if (timeout == 0)
+            continue;
         atomic_store(&s->sleeping, 1);
         if (atomic_load(&s->inbox) || (atomic_load(&rt->stop) && !s->stopping)) {
             atomic_store(&s->sleeping, 0);
             continue;
         }
+        struct __kernel_timespec kts = {.tv_sec = timeout / 1000000000,
+                                        .tv_nsec = timeout % 1000000000};
         int rc;
         if (TPC_UNLIKELY(s->poll_wait)) {
             struct pollfd pfd = {.fd = s->ring.ring_fd, .events = POLLIN};
             io_uring_submit(&s->ring);
-            rc = io_uring_cq_ready(&s->ring) ? 0 : ppoll(&pfd, 1, NULL, NULL);
+            struct timespec ts = {.tv_sec = kts.tv_sec, .tv_nsec = kts.tv_nsec};
+            rc = io_uring_cq_ready(&s->ring) ? 0 : ppoll(&pfd, 1, timeout > 0 ? &ts : NULL, NULL);
             rc = rc < 0 ? -errno : 0;
         } else {
-            rc = io_uring_submit_and_wait(&s->ring, 1);
+            struct io_uring_cqe *cqe;
+            rc = timeout > 0 ? io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &kts, NULL)
+                             : io_uring_submit_and_wait(&s->ring, 1);
         }
         atomic_store(&s->sleeping, 0);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {

@@ -178,22 +178,55 @@ void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f)
         fiber_finished(s, last);
 }
 
-int tpc__park(tpc_list *q, struct tpc__wait *w)
+static void park_timeout(tpc_timer *t, void *arg)
 {
-    tpc_fiber *f = tpc__self->current;
+    (void)t;
+    struct tpc__wait *w = arg;
+    tpc__wake(w, w->timeout_result);
+}
+
+int tpc__park_until(tpc_list *q, struct tpc__wait *w, uint64_t until)
+{
+    struct tpc__shard *s = tpc__self;
+    tpc_fiber *f = s->current;
     if (f->cancelled)
         return -ECANCELED;
+    uint64_t when = until;
+    w->timeout_result = 0;
+    if (f->deadline) {
+        if (f->deadline <= tpc_now())
+            return -ETIMEDOUT;
+        if (!until || f->deadline <= until) {
+            when = f->deadline;
+            w->timeout_result = -ETIMEDOUT;
+        }
+    }
     w->fiber = f;
     w->result = 0;
     if (q)
         tpc__list_push(q, &w->node);
     else
         tpc__list_init(&w->node);
+    tpc_timer tm;
+    if (when) {
+        tm.pending = false;
+        tm.fn = park_timeout;
+        tm.arg = w;
+        tm.period = 0;
+        tpc__timer_arm(s, &tm, when);
+    }
     f->wait = w;
     f->state = TPC__F_WAITING;
     suspend(f);
     f->wait = NULL;
+    if (when)
+        tpc__timer_disarm(s, &tm);
     return w->result;
+}
+
+int tpc__park(tpc_list *q, struct tpc__wait *w)
+{
+    return tpc__park_until(q, w, 0);
 }
 
 void tpc__wake(struct tpc__wait *w, int result)

@@ -15,6 +15,7 @@ extern "C" {
 #include "tpc/runtime.h"
 #include "tpc/task.h"
 #include "tpc/sync.h"
+#include "tpc/timer.h"
 
 #ifdef __cplusplus
 }

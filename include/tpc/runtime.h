@@ -26,6 +26,9 @@ typedef struct tpc_config {
     uint64_t time_slice_ns;
     /* io_uring submission queue entries per shard (power of two). 0: 256. */
     unsigned ring_entries;
+    /* The timing wheel's tick in ns: timers fire at most one tick late. 0: 1 ms. Range
+     * [10 us, 1 s]. */
+    uint64_t timer_tick_ns;
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)

@@ -1,0 +1,233 @@
+/* The timing wheel against a simple reference, with a virtual clock: millions of random starts,
+ * stops, restarts and advances (near, far, beyond the wheel's range, and already due), checking
+ * after every advance exactly which timers fired and in which order, the pending count, and that
+ * tpc__wheel_next() never promises work later than the earliest due timer. Seeded: the seed is
+ * printed, and TPC_TEST_SEED replays one. */
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+#include "helpers.h"
+#include "core/list.h"
+#include "timer/wheel.h"
+
+#define NT 256
+
+struct ref {
+    bool pending, immediate;
+    uint64_t due, seq;
+};
+
+static struct tpc__wheel wheel;
+static tpc_timer timers[NT];
+static struct ref ref[NT];
+static int fired[NT], nfired;
+static uint64_t rng_state;
+
+static uint64_t rnd(void) /* xorshift64* */
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 2685821657736338717ull;
+}
+
+static void on_fire(tpc_timer *t, void *ctx)
+{
+    (void)ctx;
+    fired[nfired++] = (int)(t - timers);
+}
+
+static uint64_t random_due(void)
+{
+    uint64_t now = wheel.now;
+    if (rnd() % 4 == 0) { /* the same tick as another pending timer, placed by another path */
+        int j = (int)(rnd() % NT);
+        if (ref[j].pending && ref[j].due > now)
+            return ref[j].due;
+    }
+    switch (rnd() % 8) {
+    case 0: /* already due */
+        return now - (now ? rnd() % (now < 100 ? now + 1 : 100) : 0);
+    case 1:
+    case 2:
+        return now + 1 + rnd() % 64;
+    case 3:
+    case 4:
+        return now + 1 + rnd() % 5000;
+    case 5:
+        return now + 1 + rnd() % ((uint64_t)1 << 24);
+    case 6:
+        return now + 1 + rnd() % ((uint64_t)1 << 36);
+    default: /* beyond the wheel's range */
+        return now + ((uint64_t)1 << 36) + rnd() % ((uint64_t)1 << 40);
+    }
+}
+
+static void start(int i)
+{
+    if (ref[i].pending)
+        tpc__wheel_del(&wheel, &timers[i]);
+    timers[i].due = random_due();
+    tpc__wheel_add(&wheel, &timers[i]);
+    ref[i] = (struct ref){true, timers[i].due <= wheel.now, timers[i].due, timers[i].seq};
+}
+
+static int cmp_expected(const void *a, const void *b)
+{
+    const struct ref *x = &ref[*(const int *)a], *y = &ref[*(const int *)b];
+    /* Already-due timers first, then by due tick, then by start order. */
+    if (x->immediate != y->immediate)
+        return x->immediate ? -1 : 1;
+    if (!x->immediate && x->due != y->due)
+        return x->due < y->due ? -1 : 1;
+    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+}
+
+static bool advance_and_check(uint64_t to)
+{
+    int expect[NT], n = 0;
+    for (int i = 0; i < NT; i++)
+        if (ref[i].pending && (ref[i].immediate || ref[i].due <= to))
+            expect[n++] = i;
+    qsort(expect, (size_t)n, sizeof(int), cmp_expected);
+    nfired = 0;
+    size_t got = tpc__wheel_advance(&wheel, to, on_fire, NULL);
+    if ((int)got != n || nfired != n) {
+        fprintf(stderr, "advance to %llu: fired %d, expected %d\n", (unsigned long long)to, nfired,
+                n);
+        return false;
+    }
+    for (int k = 0; k < n; k++) {
+        if (fired[k] != expect[k]) {
+            fprintf(stderr,
+                    "advance to %llu: #%d fired timer %d (due %llu), expected %d (due %llu)\n",
+                    (unsigned long long)to, k, fired[k], (unsigned long long)ref[fired[k]].due,
+                    expect[k], (unsigned long long)ref[expect[k]].due);
+            return false;
+        }
+        ref[expect[k]].pending = false;
+    }
+    return true;
+}
+
+static bool check_invariants(void)
+{
+    size_t pending = 0;
+    uint64_t earliest = UINT64_MAX;
+    bool immediate = false;
+    for (int i = 0; i < NT; i++) {
+        if (!ref[i].pending)
+            continue;
+        pending++;
+        immediate |= ref[i].immediate;
+        if (ref[i].due < earliest)
+            earliest = ref[i].due;
+    }
+    if (pending != wheel.count) {
+        fprintf(stderr, "count %zu, expected %zu\n", wheel.count, pending);
+        return false;
+    }
+    uint64_t next = tpc__wheel_next(&wheel);
+    if (immediate ? next != wheel.now
+                  : (pending ? next > earliest || next <= wheel.now : next != UINT64_MAX)) {
+        fprintf(stderr, "next %llu, now %llu, earliest due %llu\n", (unsigned long long)next,
+                (unsigned long long)wheel.now, (unsigned long long)earliest);
+        return false;
+    }
+    return true;
+}
+
+static void test_wheel_model(void **state)
+{
+    (void)state;
+    const char *env = getenv("TPC_TEST_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 0) : 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
+    rng_state = seed ? seed : 1;
+    print_message("wheel model seed 0x%llx (TPC_TEST_SEED replays it)\n", (unsigned long long)seed);
+    long ops = getenv("TPC_TEST_SLOW") ? 500000 : 2000000;
+    tpc__wheel_init(&wheel, rnd() % 1000000);
+    memset(ref, 0, sizeof(ref));
+    for (int i = 0; i < NT; i++)
+        tpc__list_init(&timers[i].node);
+    long advances = 0;
+    for (long op = 0; op < ops; op++) {
+        int i = (int)(rnd() % NT);
+        unsigned r = (unsigned)(rnd() % 16);
+        if (r < 7) {
+            start(i); /* a start of a pending timer is a restart */
+        } else if (r < 10) {
+            if (ref[i].pending) {
+                tpc__wheel_del(&wheel, &timers[i]);
+                ref[i].pending = false;
+            }
+        } else {
+            uint64_t step;
+            unsigned kind = (unsigned)(rnd() % 16);
+            if (kind < 8)
+                step = rnd() % 4;
+            else if (kind < 14)
+                step = rnd() % 5000;
+            else if (kind < 15)
+                step = rnd() % ((uint64_t)1 << 26);
+            else
+                step = rnd() % ((uint64_t)1 << 38);
+            advances++;
+            if (!advance_and_check(wheel.now + step)) {
+                fail_msg("mismatch after %ld operations (seed 0x%llx)", op,
+                         (unsigned long long)seed);
+            }
+        }
+        if (!check_invariants())
+            fail_msg("invariant broken after %ld operations (seed 0x%llx)", op,
+                     (unsigned long long)seed);
+    }
+    print_message("%ld operations, %ld advances, checked\n", ops, advances);
+}
+
+/* Callbacks that change the wheel while it fires: restart self, stop a timer due in the same
+ * tick, add an already-due timer (fires at the next advance, not this one). */
+static struct tpc__wheel w2;
+static tpc_timer a, b, c, d;
+static int log2_[16], nlog2;
+
+static void cb_mutating(tpc_timer *t, void *ctx)
+{
+    (void)ctx;
+    log2_[nlog2++] = t == &a ? 'a' : t == &b ? 'b' : t == &c ? 'c' : 'd';
+    if (t == &a) {
+        tpc__wheel_del(&w2, &b); /* b was due in the same tick, after a */
+        a.due = w2.now + 10;     /* restart self */
+        tpc__wheel_add(&w2, &a);
+        d.due = w2.now; /* already due: waits for the next advance */
+        tpc__wheel_add(&w2, &d);
+    }
+}
+
+static void test_wheel_callbacks(void **state)
+{
+    (void)state;
+    tpc__wheel_init(&w2, 100);
+    a.due = b.due = c.due = 105;
+    tpc__wheel_add(&w2, &a);
+    tpc__wheel_add(&w2, &b);
+    tpc__wheel_add(&w2, &c);
+    assert_int_equal(tpc__wheel_advance(&w2, 104, cb_mutating, NULL), 0);
+    assert_int_equal(tpc__wheel_advance(&w2, 105, cb_mutating, NULL), 2);
+    assert_int_equal(nlog2, 2);
+    assert_int_equal(log2_[0], 'a');
+    assert_int_equal(log2_[1], 'c');
+    assert_int_equal(w2.count, 2); /* a (restarted) and d */
+    assert_int_equal(tpc__wheel_next(&w2), 105);
+    assert_int_equal(tpc__wheel_advance(&w2, 105, cb_mutating, NULL), 1);
+    assert_int_equal(log2_[2], 'd');
+    assert_int_equal(tpc__wheel_next(&w2), 115);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wheel_model),
+        cmocka_unit_test(test_wheel_callbacks),
+    };
+    return cmocka_run_group_tests_name("wheel", tests, NULL, NULL);
+}

@@ -1,0 +1,40 @@
+/* A hierarchical hashed timing wheel over integer ticks: 6 levels of 64 slots, O(1) insert and
+ * delete, cascading on advance, empty spans skipped with per-level occupancy bitmaps. Timers
+ * further than 64^6 ticks away are clamped into the last level and re-placed when they cascade.
+ * Pure data structure: no clock, no shard (tests drive it with a virtual clock). */
+#ifndef TPC_TIMER_WHEEL_H
+#define TPC_TIMER_WHEEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "tpc/timer.h"
+
+#define TPC_WHEEL_BITS   6
+#define TPC_WHEEL_SLOTS  (1u << TPC_WHEEL_BITS)
+#define TPC_WHEEL_LEVELS 6
+
+struct tpc__wheel {
+    uint64_t now;   /* ticks up to and including now have been processed */
+    uint64_t seq;   /* start order given to timers */
+    size_t count;   /* pending timers */
+    uint64_t occupied[TPC_WHEEL_LEVELS];
+    tpc_list due;   /* added already due: fire at the next advance */
+    tpc_list slots[TPC_WHEEL_LEVELS][TPC_WHEEL_SLOTS];
+};
+
+typedef void (*tpc__wheel_fire_fn)(tpc_timer *t, void *ctx);
+
+void tpc__wheel_init(struct tpc__wheel *w, uint64_t now);
+/* Adds t, whose t->due (tick) is set, and gives it the next start sequence number. */
+void tpc__wheel_add(struct tpc__wheel *w, tpc_timer *t);
+/* Removes a pending t (also from inside a fire callback). */
+void tpc__wheel_del(struct tpc__wheel *w, tpc_timer *t);
+/* Processes every tick up to `to`: timers fire in due-tick order, and in start order within a
+ * tick; already-due timers first. fire() may add and delete timers; timers it adds that are
+ * already due fire at the next advance, not this one. Returns the number fired. */
+size_t tpc__wheel_advance(struct tpc__wheel *w, uint64_t to, tpc__wheel_fire_fn fire, void *ctx);
+/* The next tick at which advance has work: w->now when something is already due, UINT64_MAX
+ * when the wheel is empty. */
+uint64_t tpc__wheel_next(const struct tpc__wheel *w);
+
+#endif
