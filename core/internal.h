@@ -72,6 +72,7 @@ struct tpc_fiber {
     bool cancelled;
     bool detached;
     bool joined;            /* a joiner exists */
+    bool guard;             /* the stack has a guard page */
     struct tpc__wait *wait; /* while WAITING: the record to wake */
     struct tpc__wait *joiner;
     tpc_fiber_fn fn;
@@ -208,8 +209,8 @@ void tpc__fiber_free_all(struct tpc__shard *s);
 int tpc__spawn_main(struct tpc__shard *s);
 
 /* Stacks. */
-int tpc__stack_alloc(struct tpc__shard *s, size_t size, void **stack);
-void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size);
+int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack);
+void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard);
 void tpc__stack_pool_drain(struct tpc__shard *s);
 int tpc__overflow_guard_init(struct tpc__shard *s);
 void tpc__overflow_guard_fini(struct tpc__shard *s);

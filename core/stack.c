@@ -28,10 +28,18 @@ static size_t page_size(void)
     return v;
 }
 
-int tpc__stack_alloc(struct tpc__shard *s, size_t size, void **stack)
+int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack)
 {
     size_t ps = page_size();
     size = (size + ps - 1) & ~(ps - 1);
+    if (!guard) { /* neighbouring unguarded stacks merge into one mapping */
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        if (p == MAP_FAILED)
+            return -ENOMEM;
+        *stack = p;
+        return 0;
+    }
     if (size == s->rt->stack_size && s->stacks) {
         struct tpc__stack *st = s->stacks;
         s->stacks = st->next;
@@ -51,12 +59,16 @@ int tpc__stack_alloc(struct tpc__shard *s, size_t size, void **stack)
     return 0;
 }
 
-void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size)
+void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
 {
 #ifdef TPC_ASAN
     /* Frames of a fiber that exited by switching away stay poisoned: clear them for reuse. */
     ASAN_UNPOISON_MEMORY_REGION(stack, size);
 #endif
+    if (!guard) {
+        munmap(stack, size);
+        return;
+    }
     if (size == s->rt->stack_size && s->nstacks < s->rt->stack_cache) {
         struct tpc__stack *st = stack;
         st->next = s->stacks;
@@ -87,7 +99,7 @@ static void on_fault(int sig, siginfo_t *si, void *uctx)
     struct tpc__shard *s = tpc__self;
     tpc_fiber *f = s ? s->current : NULL;
     char *addr = si->si_addr;
-    if (f && f->stack && addr < (char *)f->stack && addr >= (char *)f->stack - page_size()) {
+    if (f && f->stack && f->guard && addr < (char *)f->stack && addr >= (char *)f->stack - page_size()) {
         char msg[160];
         int n = snprintf(msg, sizeof(msg),
                          "libtpc: stack overflow in fiber '%s' on shard %u (stack size %zu "

@@ -135,7 +135,7 @@ static void release_stack(struct tpc__shard *s, tpc_fiber *f)
 #ifdef TPC_HAVE_VALGRIND
     VALGRIND_STACK_DEREGISTER(f->vg_stack);
 #endif
-    tpc__stack_free(s, f->stack, f->stack_size);
+    tpc__stack_free(s, f->stack, f->stack_size, f->guard);
     f->stack = NULL;
 }
 
@@ -262,7 +262,8 @@ int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
         return -ENOMEM;
     }
     memset(f, 0, offsetof(tpc_fiber, name));
-    int rc = tpc__stack_alloc(s, size, &f->stack);
+    f->guard = !(opts && opts->no_guard);
+    int rc = tpc__stack_alloc(s, size, f->guard, &f->stack);
     if (rc < 0) {
         free(f);
         return rc;

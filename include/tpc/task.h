@@ -19,6 +19,9 @@ typedef struct tpc_fiber_opts {
     const char *name;  /* Shown in diagnostics such as a stack overflow report; copied
                           (first 31 bytes). NULL: "fiber". */
     bool detached;     /* The fiber frees itself when it returns; it cannot be joined. */
+    bool no_guard;     /* No guard page under the stack: an overflow is not caught. For very
+                          many small fibers: Linux limits a process to vm.max_map_count mappings
+                          (65530 by default) and each guarded stack takes two. */
 } tpc_fiber_opts;
 
 /* Spawns fiber fn(arg) on the current shard, queued at the tail of the run queue (the caller
