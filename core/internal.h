@@ -51,7 +51,7 @@ struct tpc__wait {
     tpc_fiber *fiber;
     int result;
     int timeout_result; /* result when its timer fires: 0 (sleep) or -ETIMEDOUT (deadline) */
-    void *value; /* payload for channels */
+    void *value;        /* payload for channels */
 };
 
 /* The common head of everything the run queue holds. */
@@ -79,7 +79,7 @@ struct tpc_fiber {
     void *arg;
     int result;
     uint64_t deadline; /* ns; 0: none */
-    void *stack; /* lowest usable byte; the guard page sits below */
+    void *stack;       /* lowest usable byte; the guard page sits below */
     size_t stack_size;
     tpc_list all;      /* in shard->fibers */
     unsigned vg_stack; /* valgrind stack id */
@@ -113,6 +113,7 @@ struct tpc__op {
 
 struct tpc__stack {
     struct tpc__stack *next;
+    size_t size;
 };
 
 struct tpc__shard {
@@ -139,6 +140,8 @@ struct tpc__shard {
     unsigned nfree_fibers;
     struct tpc__stack *stacks; /* pooled default-size stacks */
     unsigned nstacks;
+    struct tpc__stack *nog_stacks; /* pooled unguarded stacks */
+    unsigned nnog;
     struct io_uring ring;
     bool ring_ok;
     bool poll_wait;    /* sleep in ppoll() on the ring fd (under valgrind) */

@@ -28,34 +28,42 @@ static size_t page_size(void)
     return v;
 }
 
+/* A pooled stack keeps its free-list record at its top, in the page the fiber used last, so
+ * that pooling never touches (and faults in) a page the fiber did not. */
+static struct tpc__stack *top_of(void *stack, size_t size)
+{
+    return (struct tpc__stack *)((char *)stack + size) - 1;
+}
+
+static void *pop(struct tpc__stack **list, unsigned *n, size_t size)
+{
+    struct tpc__stack *st = *list;
+    if (!st || st->size != size)
+        return NULL;
+    *list = st->next;
+    (*n)--;
+    return (char *)(st + 1) - size;
+}
+
 int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack)
 {
     size_t ps = page_size();
     size = (size + ps - 1) & ~(ps - 1);
-    if (!guard) { /* neighbouring unguarded stacks merge into one mapping */
-        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-        if (p == MAP_FAILED)
-            return -ENOMEM;
+    void *p = guard ? pop(&s->stacks, &s->nstacks, size) : pop(&s->nog_stacks, &s->nnog, size);
+    if (p) {
         *stack = p;
         return 0;
     }
-    if (size == s->rt->stack_size && s->stacks) {
-        struct tpc__stack *st = s->stacks;
-        s->stacks = st->next;
-        s->nstacks--;
-        *stack = st;
-        return 0;
-    }
-    char *base = mmap(NULL, size + ps, PROT_READ | PROT_WRITE,
+    size_t guard_size = guard ? ps : 0; /* unguarded neighbours merge into one mapping */
+    char *base = mmap(NULL, size + guard_size, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED)
         return -ENOMEM;
-    if (mprotect(base, ps, PROT_NONE) != 0) {
+    if (guard && mprotect(base, ps, PROT_NONE) != 0) {
         munmap(base, size + ps);
         return -ENOMEM;
     }
-    *stack = base + ps;
+    *stack = base + guard_size;
     return 0;
 }
 
@@ -65,28 +73,30 @@ void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
     /* Frames of a fiber that exited by switching away stay poisoned: clear them for reuse. */
     ASAN_UNPOISON_MEMORY_REGION(stack, size);
 #endif
-    if (!guard) {
-        munmap(stack, size);
+    struct tpc__stack **list = guard ? &s->stacks : &s->nog_stacks;
+    unsigned *n = guard ? &s->nstacks : &s->nnog;
+    /* Guarded stacks are pooled at the default size only; unguarded ones at any size, though
+     * only a run of one size is reused (the pool is LIFO and checks the head). */
+    if (*n < s->rt->stack_cache && (!guard || size == s->rt->stack_size)) {
+        struct tpc__stack *st = top_of(stack, size);
+        st->next = *list;
+        st->size = size;
+        *list = st;
+        (*n)++;
         return;
     }
-    if (size == s->rt->stack_size && s->nstacks < s->rt->stack_cache) {
-        struct tpc__stack *st = stack;
-        st->next = s->stacks;
-        s->stacks = st;
-        s->nstacks++;
-        return;
-    }
-    munmap((char *)stack - page_size(), size + page_size());
+    size_t guard_size = guard ? page_size() : 0;
+    munmap((char *)stack - guard_size, size + guard_size);
 }
 
 void tpc__stack_pool_drain(struct tpc__shard *s)
 {
-    while (s->stacks) {
-        struct tpc__stack *st = s->stacks;
-        s->stacks = st->next;
-        munmap((char *)st - page_size(), s->rt->stack_size + page_size());
-    }
-    s->nstacks = 0;
+    void *p;
+    while ((p = pop(&s->stacks, &s->nstacks, s->stacks ? s->stacks->size : 0)))
+        munmap((char *)p - page_size(), s->rt->stack_size + page_size());
+    size_t size;
+    while (s->nog_stacks && (size = s->nog_stacks->size, p = pop(&s->nog_stacks, &s->nnog, size)))
+        munmap(p, size);
 }
 
 /* ---- Stack overflow report. ---- */
@@ -99,7 +109,8 @@ static void on_fault(int sig, siginfo_t *si, void *uctx)
     struct tpc__shard *s = tpc__self;
     tpc_fiber *f = s ? s->current : NULL;
     char *addr = si->si_addr;
-    if (f && f->stack && f->guard && addr < (char *)f->stack && addr >= (char *)f->stack - page_size()) {
+    if (f && f->stack && f->guard && addr < (char *)f->stack &&
+        addr >= (char *)f->stack - page_size()) {
         char msg[160];
         int n = snprintf(msg, sizeof(msg),
                          "libtpc: stack overflow in fiber '%s' on shard %u (stack size %zu "

@@ -109,7 +109,7 @@ static void test_registers_survive(void **state)
     (void)state;
     void *stack = new_stack(64 * 1024);
     tpc__ctx_init(&co_ctx, stack, 64 * 1024, fp_entry, NULL);
-    long i0 = 11, i1 = 13, i2 = 17, i3 = 19, i4 = 23, i5 = 29;
+    unsigned long i0 = 11, i1 = 13, i2 = 17, i3 = 19, i4 = 23, i5 = 29;
     double x = 0.5, y = 0.25;
     for (int r = 0; r < 1000; r++) {
         tpc__ctx_switch(&main_ctx, &co_ctx);
@@ -122,7 +122,7 @@ static void test_registers_survive(void **state)
         x = x * 1.5 + y;
         y = y * 0.5 + 1.0;
     }
-    long j0 = 11, j1 = 13, j2 = 17, j3 = 19, j4 = 23, j5 = 29;
+    unsigned long j0 = 11, j1 = 13, j2 = 17, j3 = 19, j4 = 23, j5 = 29;
     double xx = 0.5, yy = 0.25;
     for (int r = 0; r < 1000; r++) {
         j0 += j1;

@@ -14,11 +14,11 @@
 #define TPC_WHEEL_LEVELS 6
 
 struct tpc__wheel {
-    uint64_t now;   /* ticks up to and including now have been processed */
-    uint64_t seq;   /* start order given to timers */
-    size_t count;   /* pending timers */
+    uint64_t now; /* ticks up to and including now have been processed */
+    uint64_t seq; /* start order given to timers */
+    size_t count; /* pending timers */
     uint64_t occupied[TPC_WHEEL_LEVELS];
-    tpc_list due;   /* added already due: fire at the next advance */
+    tpc_list due; /* added already due: fire at the next advance */
     tpc_list slots[TPC_WHEEL_LEVELS][TPC_WHEEL_SLOTS];
 };
 

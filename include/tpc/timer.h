@@ -48,14 +48,14 @@ typedef void (*tpc_timer_fn)(tpc_timer *t, void *arg);
 struct tpc_timer {
     /* private */
     tpc_list node;
-    uint64_t due;     /* tick */
-    uint64_t seq;     /* start order */
+    uint64_t due; /* tick */
+    uint64_t seq; /* start order */
     uint64_t deadline;
     uint64_t period;
     tpc_timer_fn fn;
     void *arg;
     void *shard;
-    uint16_t slot;    /* where the wheel keeps it */
+    uint16_t slot; /* where the wheel keeps it */
     bool pending;
 };
 
