@@ -69,19 +69,38 @@ static void test_switch_basics(void **state)
  * registers must survive. */
 static volatile double co_fp_out;
 
+/* One step of work on many locals, written once and used by both sides; a macro (not a
+ * function) so that the locals stay in registers across the switch. */
+#define FP_STEP(a, b, c, d, e, f, g, h)                                                            \
+    do {                                                                                           \
+        a = a * 1.0001 + b;                                                                        \
+        b = b * 0.9999 + c;                                                                        \
+        c = c + d * 0.5;                                                                           \
+        d = d - e * 0.25;                                                                          \
+        e = e + f;                                                                                 \
+        f = f * 1.01;                                                                              \
+        g = g + h;                                                                                 \
+        h = h - 1.0;                                                                               \
+    } while (0)
+
+#define INT_STEP(i0, i1, i2, i3, i4, i5, x, y)                                                     \
+    do {                                                                                           \
+        i0 += i1;                                                                                  \
+        i1 ^= i2;                                                                                  \
+        i2 += i3 * 3;                                                                              \
+        i3 -= i4;                                                                                  \
+        i4 += i5;                                                                                  \
+        i5 = i5 * 7 + 1;                                                                           \
+        x = x * 1.5 + y;                                                                           \
+        y = y * 0.5 + 1.0;                                                                         \
+    } while (0)
+
 static void fp_entry(void *arg)
 {
     (void)arg;
     double a = 1.0, b = 2.0, c = 3.0, d = 4.0, e = 5.0, f = 6.0, g = 7.0, h = 8.0;
     for (;;) {
-        a = a * 1.0001 + b;
-        b = b * 0.9999 + c;
-        c = c + d * 0.5;
-        d = d - e * 0.25;
-        e = e + f;
-        f = f * 1.01;
-        g = g + h;
-        h = h - 1.0;
+        FP_STEP(a, b, c, d, e, f, g, h);
         co_fp_out = a + b + c + d + e + f + g + h;
         tpc__ctx_switch(&co_ctx, &main_ctx);
     }
@@ -91,14 +110,7 @@ static double fp_reference(int rounds)
 {
     double a = 1.0, b = 2.0, c = 3.0, d = 4.0, e = 5.0, f = 6.0, g = 7.0, h = 8.0, out = 0;
     for (int i = 0; i < rounds; i++) {
-        a = a * 1.0001 + b;
-        b = b * 0.9999 + c;
-        c = c + d * 0.5;
-        d = d - e * 0.25;
-        e = e + f;
-        f = f * 1.01;
-        g = g + h;
-        h = h - 1.0;
+        FP_STEP(a, b, c, d, e, f, g, h);
         out = a + b + c + d + e + f + g + h;
     }
     return out;
@@ -113,26 +125,12 @@ static void test_registers_survive(void **state)
     double x = 0.5, y = 0.25;
     for (int r = 0; r < 1000; r++) {
         tpc__ctx_switch(&main_ctx, &co_ctx);
-        i0 += i1;
-        i1 ^= i2;
-        i2 += i3 * 3;
-        i3 -= i4;
-        i4 += i5;
-        i5 = i5 * 7 + 1;
-        x = x * 1.5 + y;
-        y = y * 0.5 + 1.0;
+        INT_STEP(i0, i1, i2, i3, i4, i5, x, y);
     }
     unsigned long j0 = 11, j1 = 13, j2 = 17, j3 = 19, j4 = 23, j5 = 29;
     double xx = 0.5, yy = 0.25;
     for (int r = 0; r < 1000; r++) {
-        j0 += j1;
-        j1 ^= j2;
-        j2 += j3 * 3;
-        j3 -= j4;
-        j4 += j5;
-        j5 = j5 * 7 + 1;
-        xx = xx * 1.5 + yy;
-        yy = yy * 0.5 + 1.0;
+        INT_STEP(j0, j1, j2, j3, j4, j5, xx, yy);
     }
     assert_true(i0 == j0 && i1 == j1 && i2 == j2 && i3 == j3 && i4 == j4 && i5 == j5);
     assert_true(x == xx && y == yy);
