@@ -45,14 +45,12 @@ struct tpc__qnode {
 
 struct tpc__queue {
     struct tpc__qnode *head, **tail;
-    size_t len;
 };
 
 static inline void tpc__queue_init(struct tpc__queue *q)
 {
     q->head = NULL;
     q->tail = &q->head;
-    q->len = 0;
 }
 
 static inline void tpc__queue_push(struct tpc__queue *q, struct tpc__qnode *n)
@@ -60,7 +58,6 @@ static inline void tpc__queue_push(struct tpc__queue *q, struct tpc__qnode *n)
     n->next = NULL;
     *q->tail = n;
     q->tail = &n->next;
-    q->len++;
 }
 
 static inline struct tpc__qnode *tpc__queue_pop(struct tpc__queue *q)
@@ -70,7 +67,6 @@ static inline struct tpc__qnode *tpc__queue_pop(struct tpc__queue *q)
         q->head = n->next;
         if (!q->head)
             q->tail = &q->head;
-        q->len--;
     }
     return n;
 }

@@ -251,7 +251,7 @@ void tpc__shard_loop(struct tpc__shard *s)
                 s->stopping = true;
                 tpc__fiber_cancel_all(s);
             }
-            if (s->nlive == 0 && s->runq.len == 0 && s->inflight == 0)
+            if (s->nlive == 0 && !s->runq.head && s->inflight == 0)
                 break;
         }
         if (io_uring_sq_ready(&s->ring) || s->inflight)
