@@ -122,6 +122,7 @@ struct tpc__shard {
     struct tpc__queue runq;
     size_t phase_left; /* tasks the current run phase may still run */
     tpc__ctx loop_ctx;
+    void *loop_fake;      /* ASan's fake-stack handle of the loop context */
     uint64_t slice_start; /* ns, at the start of the current run phase */
     uint64_t time_slice;
     uint64_t tick_ns;
@@ -146,6 +147,7 @@ struct tpc__shard {
     bool ring_ok;
     bool poll_wait;    /* sleep in ppoll() on the ring fd (under valgrind) */
     unsigned inflight; /* ops submitted and not completed, the wake-up read excluded */
+    bool wake_armed;   /* the eventfd read is in the ring */
     int wake_fd;
     uint64_t wake_buf;
     struct tpc__op wake_op;
@@ -212,6 +214,7 @@ void tpc__fiber_free_all(struct tpc__shard *s);
 int tpc__spawn_main(struct tpc__shard *s);
 
 /* Stacks. */
+size_t tpc__page_round(size_t size);
 int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack);
 void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard);
 void tpc__stack_pool_drain(struct tpc__shard *s);

@@ -133,7 +133,7 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
     memset(shards, 0, sizeof(*shards) * n);
     rt->nshards = n;
     rt->shards = shards;
-    rt->stack_size = ((c.stack_size ? c.stack_size : TPC_DEFAULT_STACK) + 4095) & ~(size_t)4095;
+    rt->stack_size = tpc__page_round(c.stack_size ? c.stack_size : TPC_DEFAULT_STACK);
     rt->stack_cache = c.stack_cache ? c.stack_cache : 64;
     rt->ring_entries = c.ring_entries ? c.ring_entries : 256;
     rt->main_fn = main_fn;

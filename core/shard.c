@@ -64,6 +64,7 @@ static void wake_complete(struct tpc__shard *s, struct tpc__op *op, int res, uns
     (void)res;
     (void)flags;
     s->n_wakeups++;
+    s->wake_armed = false;
     arm_wake(s);
 }
 
@@ -74,8 +75,11 @@ static void arm_wake(struct tpc__shard *s)
         io_uring_submit(&s->ring);
         sqe = io_uring_get_sqe(&s->ring);
     }
+    if (!sqe) /* still full: the loop retries before it sleeps, and does not sleep unarmed */
+        return;
     io_uring_prep_read(sqe, s->wake_fd, &s->wake_buf, sizeof(s->wake_buf), 0);
     io_uring_sqe_set_data(sqe, &s->wake_op);
+    s->wake_armed = true;
 }
 
 int tpc__shard_io_init(struct tpc__shard *s)
@@ -156,6 +160,11 @@ void tpc__shard_wake(struct tpc__shard *s)
     }
 }
 
+/* The inbox of a shard that has left its loop: posting fails instead of queueing a message that
+ * would never run. */
+static struct tpc__msg inbox_closed;
+#define INBOX_CLOSED (&inbox_closed)
+
 int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg)
 {
     struct tpc__msg *m = malloc(sizeof(*m));
@@ -165,15 +174,21 @@ int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg)
     m->arg = arg;
     struct tpc__msg *head = atomic_load_explicit(&s->inbox, memory_order_relaxed);
     do {
+        if (head == INBOX_CLOSED) {
+            free(m);
+            return -ESHUTDOWN;
+        }
         m->next = head;
     } while (!atomic_compare_exchange_weak(&s->inbox, &head, m));
     tpc__shard_wake(s);
     return 0;
 }
 
-static void drain_inbox(struct tpc__shard *s)
+/* Runs every message in the inbox, in send order, and leaves `then` (NULL, or INBOX_CLOSED) in
+ * its place. */
+static void drain_inbox(struct tpc__shard *s, struct tpc__msg *then)
 {
-    struct tpc__msg *m = atomic_exchange(&s->inbox, NULL), *rev = NULL;
+    struct tpc__msg *m = atomic_exchange(&s->inbox, then), *rev = NULL;
     while (m) { /* the stack is newest first: reverse it to run in send order */
         struct tpc__msg *next = m->next;
         m->next = rev;
@@ -191,7 +206,7 @@ static void drain_inbox(struct tpc__shard *s)
 void tpc__inbox_free(struct tpc__shard *s)
 {
     struct tpc__msg *m = atomic_exchange(&s->inbox, NULL);
-    while (m) {
+    while (m && m != INBOX_CLOSED) {
         struct tpc__msg *next = m->next;
         free(m);
         m = next;
@@ -225,6 +240,8 @@ static void run_phase(struct tpc__shard *s)
      * inbound messages and timers are looked at least every TPC_PHASE_TASKS tasks. Fibers that
      * hand over to each other directly (task.c) spend the same quota. */
     s->phase_left = TPC_PHASE_TASKS;
+    s->slice_start = s->now = tpc__clock_ns(); /* for tpc_maybe_yield, and tpc_now()'s cache */
+    s->now_valid = true;
     while (s->phase_left && s->runq.head) {
         s->phase_left--;
         struct tpc__task *t = (struct tpc__task *)tpc__queue_pop(&s->runq);
@@ -242,16 +259,15 @@ void tpc__shard_loop(struct tpc__shard *s)
     struct tpc__runtime *rt = s->rt;
     for (;;) {
         s->n_loops++;
-        s->now_valid = false;
         run_phase(s);
         if (atomic_load_explicit(&s->inbox, memory_order_relaxed))
-            drain_inbox(s);
+            drain_inbox(s, NULL);
         if (TPC_UNLIKELY(atomic_load_explicit(&rt->stop, memory_order_acquire))) {
             if (!s->stopping) {
                 s->stopping = true;
                 tpc__fiber_cancel_all(s);
             }
-            if (s->nlive == 0 && !s->runq.head && s->inflight == 0)
+            if (s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox))
                 break;
         }
         if (io_uring_sq_ready(&s->ring) || s->inflight)
@@ -261,7 +277,9 @@ void tpc__shard_loop(struct tpc__shard *s)
         if (s->runq.head)
             continue;
         int64_t timeout = tpc__timers_timeout(s);
-        if (timeout == 0)
+        if (!s->wake_armed)
+            arm_wake(s);
+        if (timeout == 0 || !s->wake_armed)
             continue;
         atomic_store(&s->sleeping, 1);
         if (atomic_load(&s->inbox) || (atomic_load(&rt->stop) && !s->stopping)) {
@@ -289,4 +307,9 @@ void tpc__shard_loop(struct tpc__shard *s)
         }
         reap(s);
     }
+    /* Close the inbox. Messages that arrived since the check above still run (their senders
+     * were told 0), with what they queue here; later senders get -ESHUTDOWN. */
+    drain_inbox(s, INBOX_CLOSED);
+    while (s->runq.head)
+        run_phase(s);
 }

@@ -45,6 +45,12 @@ static void *pop(struct tpc__stack **list, unsigned *n, size_t size)
     return (char *)(st + 1) - size;
 }
 
+size_t tpc__page_round(size_t size)
+{
+    size_t ps = page_size();
+    return (size + ps - 1) & ~(ps - 1);
+}
+
 int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack)
 {
     size_t ps = page_size();

@@ -196,7 +196,8 @@ int tpc_wg_init(tpc_waitgroup *wg)
 int tpc_wg_add(tpc_waitgroup *wg, int64_t n)
 {
     TPC__CHECK_SHARD(wg);
-    if ((n < 0 && wg->count < -n) || (n > 0 && wg->count > INT64_MAX - n))
+    /* count >= 0, so count + n cannot overflow for n < 0. */
+    if ((n < 0 && wg->count + n < 0) || (n > 0 && wg->count > INT64_MAX - n))
         return -EINVAL;
     wg->count += n;
     if (wg->count == 0)

@@ -83,9 +83,6 @@ static inline void switch_ctx(tpc__ctx *from, void **from_fake, tpc__ctx *to, co
 #define TSAN_LOOP(s)  NULL
 #endif
 
-/* The loop's own context saves no fake stack: it is the thread's real stack. */
-static void *loop_fake;
-
 static void switch_to_loop(struct tpc__shard *s, tpc_fiber *f, bool exiting)
 {
     /* A fiber that exits passes NULL so that ASan frees its fake stack. */
@@ -170,7 +167,7 @@ void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f)
     s->current = f;
     f->state = TPC__F_RUNNING;
     s->n_switches++;
-    switch_ctx(&s->loop_ctx, &loop_fake, &f->ctx, f->stack, f->stack_size, TSAN_FIBER(f));
+    switch_ctx(&s->loop_ctx, &s->loop_fake, &f->ctx, f->stack, f->stack_size, TSAN_FIBER(f));
     /* Whichever fiber came back to the loop (f may have handed over to others). */
     tpc_fiber *last = s->current;
     s->current = NULL;
@@ -231,6 +228,11 @@ int tpc__park(tpc_list *q, struct tpc__wait *w)
 
 void tpc__wake(struct tpc__wait *w, int result)
 {
+    /* The first wake wins. A fiber can be woken by its waker (handing it ownership, a unit or
+     * a value) and, before it runs, by its own timer or a cancel: those later wakes must not
+     * overwrite what the first delivered. */
+    if (w->fiber->wait != w)
+        return;
     tpc__list_remove(&w->node);
     w->result = result;
     w->fiber->wait = NULL;
@@ -268,7 +270,7 @@ int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
         free(f);
         return rc;
     }
-    size = (size + 4095) & ~(size_t)4095;
+    size = tpc__page_round(size);
     f->stack_size = size;
     f->task.kind = TPC__TASK_FIBER;
     f->shard = s;

@@ -195,6 +195,37 @@ static void test_cancel_joiner(void **state)
     run_main(1, cancel_join_main, NULL);
 }
 
+/* A cancelled joiner whose target finishes before the joiner runs still sees -ECANCELED, and
+ * the target stays joinable. */
+static int yield_once_then_5(void *arg)
+{
+    (void)arg;
+    tpc_yield();
+    return 5;
+}
+
+static int cancel_join_race_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *t, *j;
+    int r = 0;
+    CHECK_EQ(tpc_spawn(&t, yield_once_then_5, NULL), 0);
+    CHECK_EQ(tpc_spawn(&j, joiner, t), 0);
+    tpc_yield();                /* t yields, j parks joining t */
+    CHECK_EQ(tpc_cancel(j), 0); /* j is queued behind t: t finishes first and wakes j too */
+    CHECK_EQ(tpc_join(j, &r), 0);
+    CHECK_EQ(r, -ECANCELED);
+    CHECK_EQ(tpc_join(t, &r), 0);
+    CHECK_EQ(r, 5);
+    return 0;
+}
+
+static void test_cancelled_joiner_target_finishes_first(void **state)
+{
+    (void)state;
+    run_main(1, cancel_join_race_main, NULL);
+}
+
 /* ---- Detach and join misuse. ---- */
 static int ndone;
 static int count_done(void *arg)
@@ -339,10 +370,42 @@ static int maybe_yield_main(void *arg)
     return 0;
 }
 
+static int bystander_ran;
+static int bystander(void *arg)
+{
+    (void)arg;
+    bystander_ran = 1;
+    return 0;
+}
+
+/* Within the slice, maybe_yield returns at once; once it is used up, it yields. */
+static int slice_main(void *arg)
+{
+    (void)arg;
+    bystander_ran = 0;
+    tpc_fiber *b;
+    CHECK_EQ(tpc_yield(), 0); /* start a fresh run phase */
+    CHECK_EQ(tpc_spawn(&b, bystander, NULL), 0);
+    for (int i = 0; i < 1000; i++)
+        CHECK_EQ(tpc_maybe_yield(), 0);
+    CHECK_EQ(bystander_ran, 0); /* 1000 calls are far inside a 100 ms slice */
+    uint64_t t0 = tpc_now_fresh();
+    while (tpc_now_fresh() - t0 < 1200000000ull) /* use the slice up (bounded) */
+        if (tpc_maybe_yield() != 0 || bystander_ran)
+            break;
+    CHECK_EQ(bystander_ran, 1);
+    CHECK_EQ(tpc_join(b, NULL), 0);
+    return 0;
+}
+
 static void test_maybe_yield(void **state)
 {
     (void)state;
     run_main(1, maybe_yield_main, NULL);
+    tpc_config c = {.shards = 1, .time_slice_ns = 100 * 1000 * 1000};
+    atomic_store(&t_failures, 0);
+    assert_int_equal(tpc_run(&c, slice_main, NULL), 0);
+    assert_int_equal(atomic_load(&t_failures), 0);
 }
 
 /* ---- Floating-point state is per fiber. ---- */
@@ -383,10 +446,15 @@ static void test_fp_state(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spawn_join),         cmocka_unit_test(test_fifo_order),
-        cmocka_unit_test(test_yield_interleaving), cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_cancel_joiner),      cmocka_unit_test(test_detach_and_join_errors),
-        cmocka_unit_test(test_spawn_options),      cmocka_unit_test(test_maybe_yield),
+        cmocka_unit_test(test_spawn_join),
+        cmocka_unit_test(test_fifo_order),
+        cmocka_unit_test(test_yield_interleaving),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_cancel_joiner),
+        cmocka_unit_test(test_cancelled_joiner_target_finishes_first),
+        cmocka_unit_test(test_detach_and_join_errors),
+        cmocka_unit_test(test_spawn_options),
+        cmocka_unit_test(test_maybe_yield),
         cmocka_unit_test(test_fp_state),
     };
     return cmocka_run_group_tests_name("fiber", tests, NULL, NULL);

@@ -249,6 +249,59 @@ static void test_shutdown_from_any_shard(void **state)
     assert_int_equal(atomic_load(&t_failures), 0);
 }
 
+/* ---- While the runtime stops, a 0 from tpc_submit_to still means the callback runs. ---- */
+static atomic_long posted, delivered;
+
+static void delivered_cb(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&delivered, 1);
+}
+
+static int hammer(void *arg)
+{
+    int target = (int)(intptr_t)arg;
+    for (;;) {
+        int rc = tpc_submit_to(target, delivered_cb, NULL);
+        if (rc == 0)
+            atomic_fetch_add(&posted, 1);
+        else if (rc == -ESHUTDOWN)
+            return 0;
+        else
+            CHECK_EQ(rc, 0);
+        tpc_yield(); /* cancelled at shutdown: yields still yield, submit tells us to stop */
+    }
+}
+
+static void start_hammer(void *arg)
+{
+    int rc = tpc_spawn(NULL, hammer, arg); /* -ESHUTDOWN if it runs in the closing drain */
+    CHECK(rc == 0 || rc == -ESHUTDOWN);
+}
+
+static int race_main(void *arg)
+{
+    (void)arg;
+    /* Shards 1-3 post to each other and to 0 while shard 0 stops the runtime. */
+    for (int i = 1; i < 4; i++)
+        CHECK_EQ(tpc_submit_to(i, start_hammer, (void *)(intptr_t)((i + 1) % 4)), 0);
+    while (atomic_load(&delivered) < 2000)
+        tpc_sleep(100 * 1000);
+    return 0;
+}
+
+static void test_submit_during_shutdown(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        atomic_store(&posted, 0);
+        atomic_store(&delivered, 0);
+        run_main(4, race_main, NULL);
+        /* The 3 start_hammer messages are posted by race_main, not counted in `posted`. */
+        assert_int_equal(atomic_load(&posted), atomic_load(&delivered));
+    }
+}
+
 /* ---- An idle runtime sleeps in the kernel. ---- */
 static struct tpc__shard *idle_shard;
 static atomic_int idle_ready, idle_posted;
@@ -361,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_nested_run),
         cmocka_unit_test(test_shutdown_from_any_shard),
+        cmocka_unit_test(test_submit_during_shutdown),
         cmocka_unit_test(test_idle_sleeps),
         cmocka_unit_test(test_start_stop_many),
         cmocka_unit_test(test_two_runtimes),

@@ -193,6 +193,8 @@ static int event_wg_main(void *arg)
     CHECK_EQ(tpc_wg_add(&wg, INT64_MAX), 0);
     CHECK_EQ(tpc_wg_add(&wg, 1), -EINVAL);
     CHECK_EQ(tpc_wg_add(&wg, -INT64_MAX), 0);
+    CHECK_EQ(tpc_wg_add(&wg, INT64_MIN), -EINVAL);
+    CHECK_EQ(wg.count, 0);
     CHECK_EQ(tpc_wg_destroy(&wg), 0);
     return 0;
 }
@@ -324,6 +326,11 @@ static void in_callback(void *arg)
     CHECK_EQ(tpc_chan_trysend(&shared_ch, (void *)5), 0);
     CHECK_EQ(tpc_yield(), -EPERM);
     CHECK_EQ(tpc_join(NULL, NULL), -EPERM);
+    tpc_mutex m; /* a mutex is owned by a fiber */
+    CHECK_EQ(tpc_mutex_init(&m), 0);
+    CHECK_EQ(tpc_mutex_trylock(&m), -EPERM);
+    CHECK_EQ(tpc_mutex_unlock(&m), -EPERM);
+    CHECK_EQ(tpc_mutex_destroy(&m), 0);
     CHECK(tpc_self() == NULL);
     CHECK_EQ(tpc_wg_done(&done_wg), 0);
 }

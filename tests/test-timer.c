@@ -403,13 +403,80 @@ static void test_many_sleepers(void **state)
     run_main(1, many_main, NULL);
 }
 
+/* ---- A wake that delivered something is not overwritten by a later one. ---- */
+static tpc_chan race_chan;
+static tpc_fiber *race_victim;
+static uint64_t race_at;
+
+static void hand_value(tpc_timer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    CHECK_EQ(tpc_chan_trysend(&race_chan, (void *)42), 0); /* straight to the waiting receiver */
+}
+
+static int receive_by_deadline(void *arg)
+{
+    (void)arg;
+    void *v = NULL;
+    CHECK_EQ(tpc_deadline_set_at(race_at), 0); /* the same tick as the sender's timer */
+    int rc = tpc_chan_recv(&race_chan, &v);
+    return rc < 0 ? rc : (int)(intptr_t)v;
+}
+
+static void cancel_victim(tpc_timer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    CHECK_EQ(tpc_cancel(race_victim), 0);
+}
+
+static int sleep_to_race(void *arg)
+{
+    (void)arg;
+    return tpc_sleep_until(race_at);
+}
+
+static int wake_race_main(void *arg)
+{
+    (void)arg;
+    tpc_timer t;
+    tpc_fiber *f;
+    int r = 0;
+    /* The timer started first fires first within the tick: it hands the receiver a value;
+     * then the receiver's deadline fires in the same tick. The value must win. */
+    CHECK_EQ(tpc_chan_init(&race_chan, 0), 0);
+    race_at = tpc_now_fresh() + 5 * MS;
+    CHECK_EQ(tpc_timer_init(&t, hand_value, NULL), 0);
+    CHECK_EQ(tpc_timer_start_at(&t, race_at, 0), 0);
+    CHECK_EQ(tpc_spawn(&f, receive_by_deadline, NULL), 0);
+    CHECK_EQ(tpc_join(f, &r), 0);
+    CHECK_EQ(r, 42);
+    CHECK_EQ(tpc_chan_destroy(&race_chan), 0);
+    /* A cancel in the same tick as the sleep's own end: -ECANCELED must win. */
+    race_at = tpc_now_fresh() + 5 * MS;
+    CHECK_EQ(tpc_timer_init(&t, cancel_victim, NULL), 0);
+    CHECK_EQ(tpc_timer_start_at(&t, race_at, 0), 0);
+    CHECK_EQ(tpc_spawn(&race_victim, sleep_to_race, NULL), 0);
+    CHECK_EQ(tpc_join(race_victim, &r), 0);
+    CHECK_EQ(r, -ECANCELED);
+    return 0;
+}
+
+static void test_first_wake_wins(void **state)
+{
+    (void)state;
+    run_main(1, wake_race_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sleep),          cmocka_unit_test(test_cancel_sleep),
-        cmocka_unit_test(test_deadlines),      cmocka_unit_test(test_timer_order),
-        cmocka_unit_test(test_timer_periodic), cmocka_unit_test(test_timer_other_shard),
-        cmocka_unit_test(test_fine_tick),      cmocka_unit_test(test_many_sleepers),
+        cmocka_unit_test(test_sleep),           cmocka_unit_test(test_cancel_sleep),
+        cmocka_unit_test(test_deadlines),       cmocka_unit_test(test_timer_order),
+        cmocka_unit_test(test_timer_periodic),  cmocka_unit_test(test_timer_other_shard),
+        cmocka_unit_test(test_fine_tick),       cmocka_unit_test(test_many_sleepers),
+        cmocka_unit_test(test_first_wake_wins),
     };
     return cmocka_run_group_tests_name("timer", tests, NULL, NULL);
 }

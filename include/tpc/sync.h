@@ -7,7 +7,8 @@
  *
  * Calls that wait suspend the calling fiber; they return -ECANCELED if it is cancelled while
  * waiting (having taken nothing), and -EPERM outside a fiber. The try_ forms never suspend and
- * may be called from callback tasks too. */
+ * may be called from callback tasks too, except the mutex's: a mutex is owned by a fiber, so
+ * tpc_mutex_trylock and tpc_mutex_unlock return -EPERM from a callback task. */
 #ifndef TPC_SYNC_H
 #define TPC_SYNC_H
 
