@@ -2,6 +2,7 @@
 #ifndef TPC_CORE_INTERNAL_H
 #define TPC_CORE_INTERNAL_H
 
+#include <hwloc.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -129,7 +130,8 @@ struct tpc__shard {
     struct tpc__wheel wheel;
     struct tpc__runtime *rt;
     unsigned id;
-    int cpu; /* pinned OS CPU, or -1 */
+    int cpu;        /* pinned OS CPU, or -1 */
+    int core, node; /* its core (hwloc logical index) and NUMA node, or -1 */
     bool stopping;
     size_t nfibers; /* fibers not yet freed */
     size_t nlive;   /* fibers that have not returned */
@@ -238,8 +240,16 @@ void tpc__timer_arm(struct tpc__shard *s, tpc_timer *t, uint64_t deadline);
 void tpc__timer_disarm(struct tpc__shard *s, tpc_timer *t);
 
 /* Placement (core/placement.c). */
-int tpc__placement(const tpc_config *cfg, unsigned *nshards, int **cpus);
-int tpc__pin_thread(int cpu);
+struct tpc__place {
+    int cpu;  /* OS index of the PU, -1: not pinned */
+    int core; /* hwloc logical index of its core, -1: unknown */
+    int node; /* OS index of its NUMA node, -1: unknown */
+};
+int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place **places);
+int tpc__pin_thread(int cpu, int node);
+/* The places policy picks from `want` on topology t (tests pass synthetic topologies). */
+int tpc__place_on(hwloc_topology_t t, const cpu_set_t *want, int policy, struct tpc__place *out,
+                  int max);
 
 /* Checks shared by the sync objects. */
 #define TPC__CHECK_SHARD(obj)                                                                      \

@@ -1,5 +1,6 @@
 /* Where shards run: the CPU list (config, TPC_CPUS, or the affinity mask) in hwloc's logical
- * PU order, so consecutive shards fill a core's hyperthreads and a NUMA node before the next. */
+ * PU order, so consecutive shards fill a core's hyperthreads and a NUMA node before the next;
+ * the policy keeps every PU, or the first of each core or NUMA node. */
 
 #include <hwloc.h>
 #include <sched.h>
@@ -68,9 +69,67 @@ static int parse_count(const char *str, unsigned *out)
     return 0;
 }
 
-int tpc__placement(const tpc_config *cfg, unsigned *nshards, int **cpus_out)
+int tpc__place_on(hwloc_topology_t t, const cpu_set_t *want, int policy, struct tpc__place *out,
+                  int max)
+{
+    int depth = hwloc_get_type_depth(t, HWLOC_OBJ_PU);
+    unsigned npu = hwloc_get_nbobjs_by_depth(t, depth);
+    hwloc_bitmap_t seen = hwloc_bitmap_alloc();
+    if (!seen)
+        return -ENOMEM;
+    int n = 0;
+    for (unsigned i = 0; i < npu && n < max; i++) {
+        hwloc_obj_t pu = hwloc_get_obj_by_depth(t, depth, i);
+        if (pu->os_index >= CPU_SETSIZE || !CPU_ISSET((int)pu->os_index, want))
+            continue;
+        hwloc_obj_t core = hwloc_get_ancestor_obj_by_type(t, HWLOC_OBJ_CORE, pu);
+        int node = pu->nodeset ? hwloc_bitmap_first(pu->nodeset) : -1;
+        int key = policy == TPC_PLACE_CORE   ? (core ? (int)core->logical_index : -1)
+                  : policy == TPC_PLACE_NODE ? node
+                                             : -1;
+        if (key >= 0) { /* the first allowed PU of each core or node */
+            if (hwloc_bitmap_isset(seen, (unsigned)key))
+                continue;
+            hwloc_bitmap_set(seen, (unsigned)key);
+        }
+        out[n++] =
+            (struct tpc__place){(int)pu->os_index, core ? (int)core->logical_index : -1, node};
+    }
+    hwloc_bitmap_free(seen);
+    return n;
+}
+
+static int parse_policy(const tpc_config *cfg, int *policy)
+{
+    *policy = cfg->placement;
+    if (cfg->placement > TPC_PLACE_NODE) {
+        fprintf(stderr, "libtpc: tpc_config.placement %d is not a tpc_placement\n",
+                (int)cfg->placement);
+        return -EINVAL;
+    }
+    const char *env = getenv("TPC_PLACEMENT");
+    if (cfg->placement != TPC_PLACE_PU || !env || !*env)
+        return 0;
+    if (!strcmp(env, "pu"))
+        *policy = TPC_PLACE_PU;
+    else if (!strcmp(env, "core"))
+        *policy = TPC_PLACE_CORE;
+    else if (!strcmp(env, "node"))
+        *policy = TPC_PLACE_NODE;
+    else {
+        fprintf(stderr, "libtpc: TPC_PLACEMENT='%s' is not one of pu, core, node\n", env);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place **out)
 {
     cpu_set_t allowed, want;
+    int policy;
+    int rc = parse_policy(cfg, &policy);
+    if (rc < 0)
+        return rc;
     if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
         return -errno;
     const char *list = cfg->cpus;
@@ -99,56 +158,47 @@ int tpc__placement(const tpc_config *cfg, unsigned *nshards, int **cpus_out)
     }
 
     int ncpu = CPU_COUNT(&want);
-    int *cpus = calloc((size_t)ncpu + 1, sizeof(int));
-    if (!cpus)
+    struct tpc__place *places = calloc((size_t)ncpu + 1, sizeof(*places));
+    if (!places)
         return -ENOMEM;
-    int k = 0;
     hwloc_topology_t t = topology();
-    if (t) {
-        int depth = hwloc_get_type_depth(t, HWLOC_OBJ_PU);
-        unsigned npu = hwloc_get_nbobjs_by_depth(t, depth);
-        for (unsigned i = 0; i < npu && k < ncpu; i++) {
-            hwloc_obj_t pu = hwloc_get_obj_by_depth(t, depth, i);
-            if (pu->os_index < CPU_SETSIZE && CPU_ISSET((int)pu->os_index, &want))
-                cpus[k++] = (int)pu->os_index;
-        }
-    }
-    if (k != ncpu) { /* no topology, or it disagrees with the mask: plain OS order */
+    int k = t ? tpc__place_on(t, &want, policy, places, ncpu) : 0;
+    if (k <= 0) { /* no topology, or it disagrees with the mask: plain OS order, one per CPU */
         k = 0;
         for (int c = 0; c < CPU_SETSIZE && k < ncpu; c++)
             if (CPU_ISSET(c, &want))
-                cpus[k++] = c;
+                places[k++] = (struct tpc__place){c, -1, -1};
     }
 
     unsigned n = cfg->shards;
     const char *env = getenv("TPC_SHARDS");
     if (n > TPC_MAX_SHARDS) {
         fprintf(stderr, "libtpc: tpc_config.shards = %u is more than %d\n", n, TPC_MAX_SHARDS);
-        free(cpus);
+        free(places);
         return -EINVAL;
     }
     if (!n && env && *env && parse_count(env, &n) != 0) {
         fprintf(stderr, "libtpc: TPC_SHARDS='%s' is not a number from 1 to %d\n", env,
                 TPC_MAX_SHARDS);
-        free(cpus);
+        free(places);
         return -EINVAL;
     }
     if (!n)
-        n = (unsigned)ncpu;
-    if (n > (unsigned)ncpu) { /* oversubscribed: let the kernel schedule them */
-        free(cpus);
-        cpus = malloc(n * sizeof(int));
-        if (!cpus)
+        n = (unsigned)k;
+    if (n > (unsigned)k) { /* oversubscribed: let the kernel schedule them */
+        free(places);
+        places = malloc(n * sizeof(*places));
+        if (!places)
             return -ENOMEM;
         for (unsigned i = 0; i < n; i++)
-            cpus[i] = -1;
+            places[i] = (struct tpc__place){-1, -1, -1};
     }
     *nshards = n;
-    *cpus_out = cpus;
+    *out = places;
     return 0;
 }
 
-int tpc__pin_thread(int cpu)
+int tpc__pin_thread(int cpu, int node)
 {
     hwloc_topology_t t = topology();
     if (t) {
@@ -159,9 +209,20 @@ int tpc__pin_thread(int cpu)
         int rc = hwloc_set_cpubind(t, set, HWLOC_CPUBIND_THREAD | HWLOC_CPUBIND_STRICT);
         if (rc != 0)
             rc = hwloc_set_cpubind(t, set, HWLOC_CPUBIND_THREAD);
+        rc = rc == 0 ? 0 : -errno;
+        /* Memory the shard allocates from now on (stacks, rings, queues) comes from its own
+         * node. Only worth a call where there is more than one node. */
+        if (rc == 0 && node >= 0 && hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_NUMANODE) > 1) {
+            hwloc_bitmap_only(set, (unsigned)node);
+            if (hwloc_set_membind(t, set, HWLOC_MEMBIND_BIND,
+                                  HWLOC_MEMBIND_THREAD | HWLOC_MEMBIND_BYNODESET) != 0)
+                fprintf(stderr, "libtpc: cannot bind memory to NUMA node %d: %s\n", node,
+                        strerror(errno));
+        }
         hwloc_bitmap_free(set);
-        return rc == 0 ? 0 : -errno;
+        return rc;
     }
+    (void)node;
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);

@@ -49,7 +49,7 @@ static void *shard_thread(void *p)
         pthread_attr_destroy(&attr);
     }
 #endif
-    if (s->cpu >= 0 && (err = tpc__pin_thread(s->cpu)) != 0)
+    if (s->cpu >= 0 && (err = tpc__pin_thread(s->cpu, s->node)) != 0)
         fprintf(stderr, "libtpc: shard %u: cannot pin to CPU %d: %s\n", s->id, s->cpu,
                 strerror(-err));
     if (!err)
@@ -112,8 +112,8 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
     if (rc < 0)
         return rc;
     unsigned n;
-    int *cpus;
-    rc = tpc__placement(&c, &n, &cpus);
+    struct tpc__place *places;
+    rc = tpc__placement(&c, &n, &places);
     if (rc < 0)
         return rc;
 
@@ -127,7 +127,7 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
     if (!rt || !shards) {
         free(rt);
         free(shards);
-        free(cpus);
+        free(places);
         return -ENOMEM;
     }
     memset(shards, 0, sizeof(*shards) * n);
@@ -144,7 +144,9 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
         struct tpc__shard *s = &shards[i];
         s->rt = rt;
         s->id = i;
-        s->cpu = cpus[i];
+        s->cpu = places[i].cpu;
+        s->core = places[i].core;
+        s->node = places[i].node;
         s->wake_fd = -1;
         s->time_slice = c.time_slice_ns ? c.time_slice_ns : 500000;
         s->tick_ns = c.timer_tick_ns ? c.timer_tick_ns : 1000000;
@@ -153,7 +155,7 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
         atomic_init(&s->inbox, NULL);
         atomic_init(&s->sleeping, 0);
     }
-    free(cpus);
+    free(places);
 
     unsigned created = 0;
     for (; created < n; created++) {
@@ -223,6 +225,24 @@ int tpc_shard_cpu(void)
     if (!tpc__self)
         return -EPERM;
     return tpc__self->cpu >= 0 ? tpc__self->cpu : -ENOENT;
+}
+
+int tpc_topology_report(FILE *out)
+{
+    struct tpc__shard *self = tpc__self;
+    if (!self)
+        return -EPERM;
+    if (!out)
+        return -EINVAL;
+    struct tpc__runtime *rt = self->rt;
+    for (unsigned i = 0; i < rt->nshards; i++) {
+        struct tpc__shard *s = &rt->shards[i];
+        if (s->cpu < 0)
+            fprintf(out, "shard %u: not pinned\n", i);
+        else
+            fprintf(out, "shard %u: cpu %d, core %d, NUMA node %d\n", i, s->cpu, s->core, s->node);
+    }
+    return 0;
 }
 
 int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg)

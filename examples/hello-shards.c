@@ -6,7 +6,8 @@
  * collector sends one report back to shard 0, where a wait group counts the replies. Nothing is
  * shared between shards except those messages.
  *
- *   tpc-hello-shards [numbers-per-shard]     (TPC_SHARDS / TPC_CPUS choose the shards) */
+ *   tpc-hello-shards [numbers-per-shard]
+ * TPC_SHARDS, TPC_CPUS and TPC_PLACEMENT (pu, core, node) choose the shards. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,9 +103,10 @@ static int main_fiber(void *arg)
     tpc_waitgroup done;
     tpc_wg_init(&done);
     tpc_wg_add(&done, n);
-    printf("libtpc %s: %d shard(s); each counts the primes in its own %" PRIu64
-           " numbers with %d fibers\n\n",
-           tpc_version_string(), n, per_shard, WORKERS);
+    printf("libtpc %s: %d shard(s)\n", tpc_version_string(), n);
+    tpc_topology_report(stdout);
+    printf("\neach shard counts the primes in its own %" PRIu64 " numbers with %d fibers\n\n",
+           per_shard, WORKERS);
     uint64_t t0 = now_ns();
     for (int i = 0; i < n; i++) {
         jobs[i] = (struct shard_job){.lo = i * per_shard, .hi = (i + 1) * per_shard, .done = &done};

@@ -2,10 +2,19 @@
 #ifndef TPC_RUNTIME_H
 #define TPC_RUNTIME_H
 
+#include <stdio.h>
 #include "common.h"
 
 /* Maximum number of shards one runtime can run. */
 #define TPC_MAX_SHARDS 1024
+
+/* Where shards go, among the CPUs allowed (tpc_config.cpus, TPC_CPUS, or the affinity mask),
+ * taken in hwloc's logical order (so neighbours share caches): */
+typedef enum tpc_placement {
+    TPC_PLACE_PU = 0, /* one shard per processing unit (hardware thread); the default */
+    TPC_PLACE_CORE,   /* one per core: its first allowed PU */
+    TPC_PLACE_NODE,   /* one per NUMA node: its first allowed PU */
+} tpc_placement;
 
 /* Runtime configuration. Zero-initialise it, then set what you need; every zero field takes its
  * default. Fields left zero fall back to the environment where noted. */
@@ -17,6 +26,10 @@ typedef struct tpc_config {
     /* CPU list such as "0-3,8". NULL: TPC_CPUS from the environment, else the process's CPU
      * affinity mask. Every CPU listed must be in the affinity mask. */
     const char *cpus;
+    /* Placement policy. TPC_PLACE_PU (0): TPC_PLACEMENT from the environment ("pu", "core" or
+     * "node"), else one shard per PU. Each pinned shard binds its memory to its NUMA node when
+     * the machine has more than one. */
+    tpc_placement placement;
     /* Default fiber stack size in bytes (rounded up to pages). 0: 128 KiB (256 KiB with ASan).
      * Minimum 16 KiB. */
     size_t stack_size;
@@ -56,6 +69,10 @@ TPC_EXTERN int tpc_shard_count(void);
 /* The OS CPU this shard is pinned to, -ENOENT if it is not pinned (more shards than CPUs),
  * -EPERM outside a shard. */
 TPC_EXTERN int tpc_shard_cpu(void);
+
+/* Writes one line per shard to out: shard -> CPU (PU) -> core -> NUMA node, or "not pinned".
+ * Returns 0, -EINVAL for a NULL out, -EPERM outside a shard. */
+TPC_EXTERN int tpc_topology_report(FILE *out);
 
 /* Runs fn(arg) as a callback task on shard `shard`, fire and forget. From the same shard it is
  * queued like tpc_defer(). The callback owns arg once this returns 0; if it fails, fn is never
