@@ -120,6 +120,7 @@ struct tpc__stack {
 struct tpc__shard {
     /* Hot, owned by the shard thread. */
     tpc_fiber *current;
+    tpc_fiber *zombie; /* returned, its stack not yet released */
     struct tpc__queue runq;
     size_t phase_left; /* tasks the current run phase may still run */
     tpc__ctx loop_ctx;

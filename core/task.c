@@ -89,12 +89,25 @@ static void switch_to_loop(struct tpc__shard *s, tpc_fiber *f, bool exiting)
     switch_ctx(&f->ctx, exiting ? NULL : FAKE(f), &s->loop_ctx, LOOP_STACK(s), TSAN_LOOP(s));
 }
 
-/* Suspends the running fiber f; it continues when something makes it ready again. While the
- * loop's run phase has budget left and the next queued task is a fiber, switch to it directly
- * instead of through the loop: one context switch per hand-off instead of two. */
-static void suspend(tpc_fiber *f)
+static void fiber_finished(struct tpc__shard *s, tpc_fiber *f);
+
+/* A fiber that returned leaves itself as the shard's zombie; whatever runs next on the shard
+ * releases its stack (it cannot free the stack it is running on). */
+static inline void reap_zombie(struct tpc__shard *s)
 {
-    struct tpc__shard *s = f->shard;
+    if (TPC_UNLIKELY(s->zombie != NULL)) {
+        tpc_fiber *z = s->zombie;
+        s->zombie = NULL;
+        fiber_finished(s, z);
+    }
+}
+
+/* Leaves fiber f, which is suspending (or, if exiting, has returned). While the loop's run phase
+ * has budget left and the next queued task is a fiber, switch to it directly rather than
+ * through the loop: one context switch per hand-off instead of two, and a return address the
+ * branch predictor has seen when both sides suspended from here. */
+static void switch_away(struct tpc__shard *s, tpc_fiber *f, bool exiting)
+{
     s->n_switches++;
     struct tpc__task *next = (struct tpc__task *)s->runq.head;
     if (s->phase_left && next && next->kind == TPC__TASK_FIBER) {
@@ -104,26 +117,38 @@ static void suspend(tpc_fiber *f)
         s->n_tasks++;
         tpc_fiber *to = (tpc_fiber *)next;
         to->state = TPC__F_RUNNING;
-        if (to != f) {
-            s->current = to;
-            switch_ctx(&f->ctx, FAKE(f), &to->ctx, to->stack, to->stack_size, TSAN_FIBER(to));
-        }
-        return;
+        if (to == f) /* it was the only one ready (never when exiting: not queued) */
+            return;
+        s->current = to;
+        /* An exiting fiber passes no fake-stack slot, so that ASan frees its fake stack. */
+        switch_ctx(&f->ctx, exiting ? NULL : FAKE(f), &to->ctx, to->stack, to->stack_size,
+                   TSAN_FIBER(to));
+    } else {
+        switch_to_loop(s, f, exiting);
     }
-    switch_to_loop(s, f, false);
+    reap_zombie(s); /* resumed */
+}
+
+/* Suspends the running fiber; it continues when something makes it ready again. */
+static void suspend(tpc_fiber *f)
+{
+    switch_away(f->shard, f, false);
 }
 
 static void fiber_entry(void *p)
 {
     tpc_fiber *f = p;
+    struct tpc__shard *s = f->shard;
 #ifdef TPC_ASAN
     __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
+    reap_zombie(s); /* the fiber before may have returned straight into this one */
     f->result = f->fn(f->arg);
     f->state = TPC__F_DONE;
     if (f->joiner)
         tpc__wake(f->joiner, 0);
-    switch_to_loop(f->shard, f, true);
+    s->zombie = f;
+    switch_away(s, f, true);
     abort(); /* unreachable: a finished fiber is never resumed */
 }
 
@@ -169,10 +194,8 @@ void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f)
     s->n_switches++;
     switch_ctx(&s->loop_ctx, &s->loop_fake, &f->ctx, f->stack, f->stack_size, TSAN_FIBER(f));
     /* Whichever fiber came back to the loop (f may have handed over to others). */
-    tpc_fiber *last = s->current;
     s->current = NULL;
-    if (last->state == TPC__F_DONE)
-        fiber_finished(s, last);
+    reap_zombie(s);
 }
 
 static void park_timeout(tpc_timer *t, void *arg)
