@@ -28,7 +28,6 @@
 #endif
 #endif
 
-#define TPC_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define TPC_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TPC_CACHELINE   64
 
@@ -134,7 +133,6 @@ struct tpc__shard {
     int cpu;        /* pinned OS CPU, or -1 */
     int core, node; /* its core (hwloc logical index) and NUMA node, or -1 */
     bool stopping;
-    size_t nfibers; /* fibers not yet freed */
     size_t nlive;   /* fibers that have not returned */
     bool now_valid; /* cached clock for this loop iteration */
     uint64_t now;
@@ -163,8 +161,7 @@ struct tpc__shard {
     void *tsan_loop;
 #endif
     pthread_t thread;
-    int start_err;
-    /* Counters (read by tests and the demo). */
+    /* Counters, written only by this shard; issue 4's tpc_stats() will read them. */
     uint64_t n_tasks, n_switches, n_loops, n_wakeups, n_timers;
 
     /* Written by other threads. */
@@ -192,11 +189,6 @@ struct tpc__runtime {
 
 /* The shard running on this thread, or NULL. */
 extern __thread struct tpc__shard *tpc__self __attribute__((tls_model("initial-exec")));
-
-static inline struct tpc__shard *tpc__shard_get(void)
-{
-    return tpc__self;
-}
 
 uint64_t tpc__clock_ns(void);
 

@@ -168,7 +168,6 @@ static void fiber_free(struct tpc__shard *s, tpc_fiber *f)
 #ifdef TPC_TSAN
     __tsan_destroy_fiber(f->tsan_fiber);
 #endif
-    s->nfibers--;
     if (s->nfree_fibers < s->rt->stack_cache) {
         f->task.qnode.next = (struct tpc__qnode *)s->free_fibers;
         s->free_fibers = f;
@@ -314,7 +313,6 @@ int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
     f->vg_stack = VALGRIND_STACK_REGISTER(f->stack, (char *)f->stack + size);
 #endif
     tpc__list_push(&s->fibers, &f->all);
-    s->nfibers++;
     s->nlive++;
     tpc__fiber_ready(f);
     if (out)
