@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds libtpc and runs the whole cmocka suite five ways: release, ASan+UBSan, TSan, the
-# release build under valgrind, and the portable ucontext context-switch backend. Prints each failing test's output, then one line
+# release build under valgrind, and the portable ucontext context-switch backend; then the
+# aarch64 context switch under qemu, an install + README-example check, and formatting. Prints each failing test's output, then one line
 # "N passed, N failed" counting test cases over all runs, and exits non-zero on any failure.
 #   scripts/test.sh            everything
 #   scripts/test.sh release    only the named configurations (release asan tsan valgrind ucontext
@@ -80,6 +81,29 @@ PY
     summary+=("$cfg: $p passed, $f failed, $s skipped executables")
 done
 
+# Installing works, and the README's example program builds against the installed library
+# through pkg-config and runs.
+if [[ " ${configs[*]} " == *" release "* ]]; then
+    echo "== install: README example against the installed library"
+    dest=$root/build/install-test
+    rm -rf "$dest"
+    sed -n '/^```c$/,/^```$/p' README.md | sed '1d;$d' >build/readme-example.c
+    if DESTDIR=$dest meson install -C build/release --quiet >build/install.log 2>&1 &&
+        pc=$(dirname "$(find "$dest" -name libtpc.pc | head -1)") &&
+        libdir=$(dirname "$(find "$dest" -name libtpc.so | head -1)") &&
+        flags=$(PKG_CONFIG_SYSROOT_DIR=$dest PKG_CONFIG_PATH=$pc pkg-config --cflags --libs libtpc) &&
+        cc -Wall -Wextra -Werror build/readme-example.c $flags -Wl,-rpath,"$libdir" \
+            -o build/readme-example >>build/install.log 2>&1 &&
+        build/readme-example | grep -q "fibers done"; then
+        summary+=("install: 1 passed")
+        install_pass=1
+    else
+        cat build/install.log
+        summary+=("install: FAILED")
+        fail_setup=$((fail_setup + 1))
+    fi
+fi
+
 # The aarch64 context switch, cross-built and run under qemu (tests/test-context.c).
 if [[ " ${configs[*]} " == *" aarch64 "* ]] || [ $# -eq 0 ]; then
     echo "== aarch64: context switch under qemu"
@@ -109,7 +133,7 @@ if command -v clang-format >/dev/null; then
     fi
 fi
 
-total_p=$((${fmt_pass:-0} + ${aarch64_pass:-0})) total_f=$fail_setup total_s=0
+total_p=$((${fmt_pass:-0} + ${aarch64_pass:-0} + ${install_pass:-0})) total_f=$fail_setup total_s=0
 for cfg in "${configs[@]}"; do
     case $cfg in valgrind) d=build/release ;; *) d=build/$cfg ;; esac
     [ -f "$d/counts-$cfg" ] || continue
