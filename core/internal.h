@@ -5,6 +5,8 @@
 #include <hwloc.h>
 #include <liburing.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/signalfd.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -152,6 +154,9 @@ struct tpc__shard {
     int wake_fd;
     uint64_t wake_buf;
     struct tpc__op wake_op;
+    int sig_fd; /* shard 0: signalfd of rt->sigset, or -1 */
+    struct tpc__op sig_op;
+    struct signalfd_siginfo sig_buf;
     void *altstack;
 #ifdef TPC_ASAN
     const void *loop_stack_bottom;
@@ -179,6 +184,8 @@ struct tpc__runtime {
     void *main_arg;
     _Atomic int stop;
     int exit_status;
+    bool signals; /* shard 0 turns `sigset` into a shutdown */
+    sigset_t sigset;
     /* Start-up handshake. */
     pthread_mutex_t lock;
     pthread_cond_t cond;

@@ -117,6 +117,20 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
     if (rc < 0)
         return rc;
 
+    /* SIGINT and SIGTERM, where nobody else handles them, become a graceful shutdown: blocked
+     * here (the shards inherit the mask) and read by shard 0 from a signalfd. */
+    sigset_t sigs, oldmask;
+    sigemptyset(&sigs);
+    if (!c.no_signals) {
+        static const int stop_signals[] = {SIGINT, SIGTERM};
+        for (size_t i = 0; i < 2; i++) {
+            struct sigaction cur;
+            if (sigaction(stop_signals[i], NULL, &cur) == 0 && cur.sa_handler == SIG_DFL)
+                sigaddset(&sigs, stop_signals[i]);
+        }
+    }
+    bool signals = !sigisemptyset(&sigs);
+
     /* A write to a closed socket must return -EPIPE, not kill the process. */
     struct sigaction old;
     if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
@@ -138,6 +152,10 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
     rt->ring_entries = c.ring_entries ? c.ring_entries : 256;
     rt->main_fn = main_fn;
     rt->main_arg = arg;
+    rt->signals = signals;
+    rt->sigset = sigs;
+    if (signals)
+        pthread_sigmask(SIG_BLOCK, &sigs, &oldmask);
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->cond, NULL);
     for (unsigned i = 0; i < n; i++) {
@@ -148,6 +166,7 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
         s->core = places[i].core;
         s->node = places[i].node;
         s->wake_fd = -1;
+        s->sig_fd = -1;
         s->time_slice = c.time_slice_ns ? c.time_slice_ns : 500000;
         s->tick_ns = c.timer_tick_ns ? c.timer_tick_ns : 1000000;
         tpc__queue_init(&s->runq);
@@ -177,6 +196,14 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
         pthread_join(shards[i].thread, NULL);
 
     int status = rt->start_err ? rt->start_err : rt->exit_status;
+    if (signals) {
+        /* Signals that came during the shutdown were for this runtime: take them before
+         * unblocking, or they would kill the process now. */
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&sigs, NULL, &zero) > 0)
+            ;
+        pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+    }
     for (unsigned i = 0; i < n; i++) {
         tpc__inbox_free(&shards[i]);
         tpc__shard_wake_fini(&shards[i]);

@@ -82,6 +82,35 @@ static void arm_wake(struct tpc__shard *s)
     s->wake_armed = true;
 }
 
+/* Shard 0 reads the runtime's signals (SIGINT, SIGTERM) from a signalfd through its ring; the
+ * first one starts the graceful shutdown. */
+static void arm_signal(struct tpc__shard *s);
+
+static void signal_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
+{
+    (void)op;
+    (void)flags;
+    if (res == (int)sizeof(s->sig_buf))
+        tpc_shutdown(128 + (int)s->sig_buf.ssi_signo);
+    else if (res != -ECANCELED)
+        arm_signal(s);
+}
+
+static void arm_signal(struct tpc__shard *s)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+    if (!sqe) {
+        io_uring_submit(&s->ring);
+        sqe = io_uring_get_sqe(&s->ring);
+    }
+    if (!sqe) {
+        fputs("libtpc: no submission slot to watch for signals\n", stderr);
+        return;
+    }
+    io_uring_prep_read(sqe, s->sig_fd, &s->sig_buf, sizeof(s->sig_buf), 0);
+    io_uring_sqe_set_data(sqe, &s->sig_op);
+}
+
 int tpc__shard_io_init(struct tpc__shard *s)
 {
     static const unsigned try_flags[] = {
@@ -123,6 +152,16 @@ int tpc__shard_io_init(struct tpc__shard *s)
     s->ring_ok = true;
     s->wake_op.complete = wake_complete;
     arm_wake(s);
+    if (s->id == 0 && s->rt->signals) {
+        s->sig_fd = signalfd(-1, &s->rt->sigset, SFD_CLOEXEC);
+        if (s->sig_fd < 0) {
+            rc = -errno;
+            fprintf(stderr, "libtpc: signalfd: %s\n", strerror(errno));
+            return rc;
+        }
+        s->sig_op.complete = signal_complete;
+        arm_signal(s);
+    }
     io_uring_submit(&s->ring);
     return 0;
 }
@@ -131,9 +170,12 @@ void tpc__shard_io_fini(struct tpc__shard *s)
 {
     if (s->ring_ok) {
         RING_DESTROYING(&s->ring);
-        io_uring_queue_exit(&s->ring); /* cancels the pending wake-up read */
+        io_uring_queue_exit(&s->ring); /* cancels the pending wake-up and signal reads */
     }
     s->ring_ok = false;
+    if (s->sig_fd >= 0)
+        close(s->sig_fd);
+    s->sig_fd = -1;
 }
 
 /* Other shards may still wake this one while it exits, so its eventfd is closed only once every

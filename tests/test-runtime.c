@@ -4,7 +4,9 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <time.h>
 #include "helpers.h"
 #include "internal.h"
@@ -302,6 +304,82 @@ static void test_submit_during_shutdown(void **state)
     }
 }
 
+/* ---- SIGINT/SIGTERM start the graceful shutdown. ---- */
+static int blocked_in_shard(int sig)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    return sigismember(&cur, sig);
+}
+
+static void park_on_shard(void *arg)
+{
+    (void)arg;
+    tpc_event_init(&never[1], false);
+    CHECK_EQ(tpc_spawn(NULL, wait_never, &never[1]), 0);
+}
+
+static int sigterm_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&unwound, 0);
+    CHECK(blocked_in_shard(SIGINT) && blocked_in_shard(SIGTERM));
+    CHECK_EQ(tpc_submit_to(1, park_on_shard, NULL), 0);
+    tpc_event_init(&never[0], false);
+    CHECK_EQ(kill(getpid(), SIGTERM), 0);
+    CHECK_EQ(tpc_event_wait(&never[0]), -ECANCELED); /* until the signal stops everything */
+    atomic_fetch_add(&unwound, 1);
+    return 0;
+}
+
+static int report_mask(void *arg)
+{
+    (void)arg;
+    return blocked_in_shard(SIGINT) * 2 + blocked_in_shard(SIGTERM);
+}
+
+static volatile sig_atomic_t user_handler_ran;
+static void user_handler(int sig)
+{
+    (void)sig;
+    user_handler_ran = 1;
+}
+
+static int raise_sigint(void *arg)
+{
+    (void)arg;
+    CHECK(!blocked_in_shard(SIGINT)); /* the user's handler is left alone */
+    CHECK(blocked_in_shard(SIGTERM));
+    raise(SIGINT);
+    return user_handler_ran;
+}
+
+static void test_signals(void **state)
+{
+    (void)state;
+    tpc_config c = {.shards = 2};
+    atomic_store(&t_failures, 0);
+    assert_int_equal(tpc_run(&c, sigterm_main, NULL), 128 + SIGTERM);
+    assert_int_equal(atomic_load(&unwound), 2); /* the fibers of both shards were cancelled */
+    assert_int_equal(atomic_load(&t_failures), 0);
+    sigset_t cur; /* the caller's mask is back */
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    assert_false(sigismember(&cur, SIGTERM));
+
+    c.no_signals = true;
+    assert_int_equal(tpc_run(&c, report_mask, NULL), 0);
+    c.no_signals = false;
+    assert_int_equal(tpc_run(&c, report_mask, NULL), 3);
+
+    struct sigaction sa = {.sa_handler = user_handler}, old;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old);
+    user_handler_ran = 0;
+    assert_int_equal(tpc_run(&c, raise_sigint, NULL), 1);
+    sigaction(SIGINT, &old, NULL);
+    assert_int_equal(atomic_load(&t_failures), 0);
+}
+
 /* ---- An idle runtime sleeps in the kernel. ---- */
 static struct tpc__shard *idle_shard;
 static atomic_int idle_ready, idle_posted;
@@ -415,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_nested_run),
         cmocka_unit_test(test_shutdown_from_any_shard),
         cmocka_unit_test(test_submit_during_shutdown),
+        cmocka_unit_test(test_signals),
         cmocka_unit_test(test_idle_sleeps),
         cmocka_unit_test(test_start_stop_many),
         cmocka_unit_test(test_two_runtimes),

@@ -2,6 +2,7 @@
 #ifndef TPC_RUNTIME_H
 #define TPC_RUNTIME_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include "common.h"
 
@@ -42,6 +43,12 @@ typedef struct tpc_config {
     /* The timing wheel's tick in ns: timers fire at most one tick late. 0: 1 ms. Range
      * [10 us, 1 s]. */
     uint64_t timer_tick_ns;
+    /* By default SIGINT and SIGTERM start tpc_shutdown(128 + signal number), for each of the two
+     * whose disposition is the default when tpc_run starts (a handler of yours is left alone).
+     * The runtime blocks them in the calling thread and the shards while it runs and reads them
+     * through shard 0's io_uring; threads you created earlier should block them too. true: leave
+     * both signals alone. */
+    bool no_signals;
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
