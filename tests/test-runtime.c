@@ -357,6 +357,9 @@ static int raise_sigint(void *arg)
 static void test_signals(void **state)
 {
     (void)state;
+    /* Whatever the test runner left them as, start from the defaults. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     tpc_config c = {.shards = 2};
     atomic_store(&t_failures, 0);
     assert_int_equal(tpc_run(&c, sigterm_main, NULL), 128 + SIGTERM);
