@@ -167,7 +167,7 @@ struct tpc__shard {
 #endif
     pthread_t thread;
     /* Counters, written only by this shard; issue 4's tpc_stats() will read them. */
-    uint64_t n_tasks, n_switches, n_loops, n_wakeups, n_timers;
+    uint64_t n_tasks, n_switches, n_loops, n_wakeups, n_timers, n_inbox;
 
     /* Written by other threads. */
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;

@@ -239,6 +239,7 @@ static void drain_inbox(struct tpc__shard *s, struct tpc__msg *then)
     }
     while (rev) {
         struct tpc__msg *next = rev->next;
+        s->n_inbox++;
         rev->fn(rev->arg);
         free(rev);
         rev = next;

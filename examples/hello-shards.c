@@ -133,6 +133,14 @@ static int main_fiber(void *arg)
            "own fibers\n(workers + 1 collector) on its own CPU and reported back through the "
            "cross-shard inbox.\n",
            total, (uint64_t)n * per_shard, wall);
+    printf("\nper-shard counters (tpc_stats):\nshard      tasks   switches    loops  wakeups  "
+           "inbox\n");
+    for (int i = 0; i < n; i++) {
+        tpc_shard_stats st;
+        if (tpc_stats(i, &st) == 0)
+            printf("%5d %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 "\n", i,
+                   st.tasks, st.switches, st.loops, st.wakeups, st.inbox);
+    }
     tpc_wg_destroy(&done);
     free(jobs);
     return 0;

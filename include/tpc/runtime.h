@@ -87,6 +87,36 @@ TPC_EXTERN int tpc_topology_report(FILE *out);
  * -ESHUTDOWN once the runtime is stopping, -EPERM outside a shard. */
 TPC_EXTERN int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg);
 
+/* A function run on another shard by tpc_call_on / tpc_on_all: it runs there as a callback (it
+ * must not suspend) and its int result travels back. */
+typedef int (*tpc_call_fn)(void *arg);
+
+/* Runs fn(arg) on shard `shard` and suspends the calling fiber until its result came back, which
+ * it stores in *result (if not NULL). On the caller's own shard fn runs at once. If the caller
+ * is cancelled or its deadline passes while it waits, this returns -ECANCELED / -ETIMEDOUT at
+ * once; fn still runs (or has run) and its result is dropped, so arg must stay valid until fn
+ * has run. Returns 0, -EINVAL (bad shard, NULL fn), -ENOMEM, -ESHUTDOWN, -EPERM outside a
+ * fiber. */
+TPC_EXTERN int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result);
+
+/* Runs fn(arg) on every shard (the caller's too) and suspends until all have run. Returns 0 if
+ * every fn returned >= 0, else the first negative value returned; or an error as tpc_call_on. */
+TPC_EXTERN int tpc_on_all(tpc_call_fn fn, void *arg);
+
+/* Per-shard counters, each written only by its shard. */
+typedef struct tpc_shard_stats {
+    uint64_t tasks;    /* tasks run (fibers resumed and callbacks) */
+    uint64_t switches; /* fiber context switches */
+    uint64_t loops;    /* loop iterations */
+    uint64_t wakeups;  /* times another thread woke it from sleep */
+    uint64_t timers;   /* timer callbacks fired (sleeps and deadlines included) */
+    uint64_t inbox;    /* messages received from other shards and threads */
+} tpc_shard_stats;
+
+/* Reads shard `shard`'s counters into *out (by a call to that shard; suspends). Returns as
+ * tpc_call_on. */
+TPC_EXTERN int tpc_stats(int shard, tpc_shard_stats *out);
+
 /* libtpc's version as TPC_VERSION_HEX, and as a "major.minor.patch" string. */
 TPC_EXTERN unsigned tpc_version(void);
 TPC_EXTERN const char *tpc_version_string(void);
