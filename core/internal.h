@@ -129,6 +129,7 @@ struct tpc__shard {
     uint64_t slice_start; /* ns, at the start of the current run phase */
     uint64_t time_slice;
     uint64_t tick_ns;
+    int64_t spin_ns; /* watch the inbox this long before sleeping; <= 0: never */
     struct tpc__wheel wheel;
     struct tpc__runtime *rt;
     unsigned id;

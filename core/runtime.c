@@ -169,6 +169,7 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
         s->sig_fd = -1;
         s->time_slice = c.time_slice_ns ? c.time_slice_ns : 500000;
         s->tick_ns = c.timer_tick_ns ? c.timer_tick_ns : 1000000;
+        s->spin_ns = c.spin_ns ? c.spin_ns : 10000;
         tpc__queue_init(&s->runq);
         tpc__list_init(&s->fibers);
         atomic_init(&s->inbox, NULL);

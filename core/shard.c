@@ -277,7 +277,35 @@ static void reap(struct tpc__shard *s)
     (void)n;
 }
 
-static void run_phase(struct tpc__shard *s)
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ volatile("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* Before sleeping, a shard that just did some work watches its inbox for a short while
+ * (tpc_config.spin_ns): a message or reply that lands within it costs no wake-up, which is an
+ * eventfd write and a thread wake (~10 us on this project's VM). Returns true if work came. */
+static bool spin_for_work(struct tpc__shard *s, int64_t timeout)
+{
+    uint64_t limit = (uint64_t)s->spin_ns;
+    if (timeout > 0 && (uint64_t)timeout < limit)
+        limit = (uint64_t)timeout;
+    uint64_t t0 = tpc__clock_ns();
+    do {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(&s->inbox, memory_order_relaxed) ||
+                (atomic_load_explicit(&s->rt->stop, memory_order_relaxed) && !s->stopping))
+                return true;
+            CPU_RELAX();
+        }
+    } while (tpc__clock_ns() - t0 < limit);
+    return false;
+}
+
+static size_t run_phase(struct tpc__shard *s)
 {
     /* Run until the queue is empty or the phase's task quota is spent, so that I/O completions,
      * inbound messages and timers are looked at least every TPC_PHASE_TASKS tasks. Fibers that
@@ -285,16 +313,19 @@ static void run_phase(struct tpc__shard *s)
     s->phase_left = TPC_PHASE_TASKS;
     s->slice_start = s->now = tpc__clock_ns(); /* for tpc_maybe_yield, and tpc_now()'s cache */
     s->now_valid = true;
+    size_t ran = 0;
     while (s->phase_left && s->runq.head) {
         s->phase_left--;
         struct tpc__task *t = (struct tpc__task *)tpc__queue_pop(&s->runq);
         t->queued = 0;
         s->n_tasks++;
+        ran++;
         if (t->kind == TPC__TASK_FIBER)
             tpc__run_fiber(s, (tpc_fiber *)t);
         else
             tpc__run_callback(s, (struct tpc__callback *)t);
     }
+    return ran;
 }
 
 void tpc__shard_loop(struct tpc__shard *s)
@@ -302,9 +333,11 @@ void tpc__shard_loop(struct tpc__shard *s)
     struct tpc__runtime *rt = s->rt;
     for (;;) {
         s->n_loops++;
-        run_phase(s);
-        if (atomic_load_explicit(&s->inbox, memory_order_relaxed))
+        bool worked = run_phase(s) > 0;
+        if (atomic_load_explicit(&s->inbox, memory_order_relaxed)) {
             drain_inbox(s, NULL);
+            worked = true;
+        }
         if (TPC_UNLIKELY(atomic_load_explicit(&rt->stop, memory_order_acquire))) {
             if (!s->stopping) {
                 s->stopping = true;
@@ -323,6 +356,8 @@ void tpc__shard_loop(struct tpc__shard *s)
         if (!s->wake_armed)
             arm_wake(s);
         if (timeout == 0 || !s->wake_armed)
+            continue;
+        if (worked && s->spin_ns > 0 && spin_for_work(s, timeout))
             continue;
         atomic_store(&s->sleeping, 1);
         if (atomic_load(&s->inbox) || (atomic_load(&rt->stop) && !s->stopping)) {

@@ -49,6 +49,10 @@ typedef struct tpc_config {
      * through shard 0's io_uring; threads you created earlier should block them too. true: leave
      * both signals alone. */
     bool no_signals;
+    /* Before it sleeps, a shard that has just done some work keeps checking its inbox for this
+     * many ns, so that a reply arriving soon costs no wake-up. 0: 10 us. Negative: never spin
+     * (lowest CPU use). */
+    int64_t spin_ns;
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)

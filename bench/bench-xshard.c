@@ -1,0 +1,104 @@
+/* Cross-shard messaging over the current transport (one multi-producer inbox per shard), two
+ * shards pinned to CPUs 0 and 1:
+ *   xshard_stream  shard 0 sends N fire-and-forget messages (tpc_submit_to) to shard 1:
+ *                  messages/s until shard 1 has run them all
+ *   xshard_rtt     tpc_call_on round trip to shard 1 while it is busy (a fiber there keeps
+ *                  yielding, so it never sleeps): median and p99
+ *   wakeup         the same round trip to shard 1 idle, asleep in io_uring_enter between calls
+ * Usage: bench-xshard [messages] */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tpc.h>
+#include "bench.h"
+
+static long nmsg;
+static _Atomic long received;
+static _Atomic int stop_spinning;
+
+static void count(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add_explicit(&received, 1, memory_order_relaxed);
+}
+
+static int noop(void *arg)
+{
+    return (int)(intptr_t)arg;
+}
+
+static int spinner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&stop_spinning, memory_order_relaxed))
+        tpc_yield();
+    return 0;
+}
+
+static void start_spinner(void *arg)
+{
+    (void)arg;
+    tpc_spawn(NULL, spinner, NULL);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void rtt(const char *id, const char *what, long n)
+{
+    uint64_t *lat = malloc(sizeof(uint64_t) * (size_t)n);
+    for (long i = 0; i < n; i++) {
+        uint64_t t0 = bench_ns();
+        tpc_call_on(1, noop, NULL, NULL);
+        lat[i] = bench_ns() - t0;
+        if (!strcmp(id, "wakeup")) { /* let shard 1 fall asleep again */
+            uint64_t t1 = bench_ns();
+            while (bench_ns() - t1 < 20000)
+                ;
+        }
+    }
+    qsort(lat, (size_t)n, sizeof(uint64_t), cmp_u64);
+    bench_report(id, (double)lat[n / 2], "ns",
+                 "%s, median of %ld round trips; p99 %llu ns; "
+                 "shards on cpus 0 and 1",
+                 what, n, (unsigned long long)lat[n * 99 / 100]);
+    free(lat);
+}
+
+static int bench_main(void *arg)
+{
+    (void)arg;
+    /* stream */
+    atomic_store(&received, 0);
+    uint64_t t0 = bench_ns();
+    for (long i = 0; i < nmsg; i++)
+        while (tpc_submit_to(1, count, NULL) == -ENOMEM)
+            tpc_yield();
+    while (atomic_load(&received) < nmsg)
+        tpc_yield();
+    uint64_t t = bench_ns() - t0;
+    bench_report("xshard_stream", (double)nmsg * 1e9 / (double)t, "msg/s",
+                 "%ld tpc_submit_to messages shard 0 -> 1 (%.1f ns each), multi-producer inbox",
+                 nmsg, (double)t / (double)nmsg);
+
+    /* round trips: busy target, then sleeping target */
+    atomic_store(&stop_spinning, 0);
+    tpc_submit_to(1, start_spinner, NULL);
+    rtt("xshard_rtt", "target busy (a fiber there yields in a loop)", 100000);
+    atomic_store(&stop_spinning, 1);
+    tpc_sleep(10 * 1000 * 1000);
+    rtt("wakeup", "target asleep between calls (20 us apart)", 20000);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    nmsg = bench_iters(argc, argv, 2000000);
+    tpc_config c = {.shards = 2};
+    if (!getenv("TPC_CPUS"))
+        c.cpus = "0,1";
+    return tpc_run(&c, bench_main, NULL) == 0 ? 0 : 1;
+}
