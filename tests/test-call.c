@@ -99,7 +99,7 @@ static int deadline_main(void *arg)
     CHECK_EQ(tpc_call_on(1, late, NULL, &r), -ETIMEDOUT);
     CHECK_EQ(r, -1); /* nothing written */
     CHECK_EQ(tpc_deadline_clear(), 0);
-    while (!atomic_load(&late_ran))
+    while (!atomic_load(&late_ran) && !tpc_cancelled())
         CHECK_EQ(tpc_sleep(1000 * 1000), 0);
     CHECK_EQ(tpc_call_on(1, late, NULL, &r), 0); /* and the shard still answers */
     CHECK_EQ(r, 7);
@@ -137,12 +137,62 @@ static void test_call_at_shutdown(void **state)
         run_main(2, shutdown_main, NULL);
 }
 
+/* No lost wake-ups: with spinning off, every exchange goes through the target's sleep and
+ * eventfd wake-up. Shards 1-3 each make round trips to shard 0 and to each other at once, so
+ * sends race with sleeps from several producers. A lost wake-up hangs (the test times out). */
+static atomic_long round_trips;
+
+static int pingpong(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    int me = tpc_shard_id(), count = tpc_shard_count();
+    for (long i = 0; i < n; i++) {
+        int target = (int)((me + 1 + i % (count - 1)) % count), r = -1;
+        if (tpc_call_on(target, my_shard, (void *)(intptr_t)(i & 7), &r) != 0 ||
+            r != target * 10 + (int)(i & 7)) {
+            CHECK(0);
+            return -1;
+        }
+        atomic_fetch_add(&round_trips, 1);
+    }
+    return 0;
+}
+
+static void start_pingpong(void *arg)
+{
+    CHECK_EQ(tpc_spawn(NULL, pingpong, arg), 0);
+}
+
+static int wakeup_main(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    for (int i = 1; i < 4; i++)
+        CHECK_EQ(tpc_submit_to(i, start_pingpong, (void *)(intptr_t)n), 0);
+    CHECK_EQ(pingpong((void *)(intptr_t)n), 0);
+    while (atomic_load(&round_trips) < 4 * n && !tpc_cancelled())
+        tpc_sleep(1000 * 1000);
+    return 0;
+}
+
+static void test_no_lost_wakeups(void **state)
+{
+    (void)state;
+    long n = getenv("TPC_TEST_SLOW") ? 2000 : 20000;
+    atomic_store(&round_trips, 0);
+    tpc_config c = {.shards = 4, .spin_ns = -1};
+    atomic_store(&t_failures, 0);
+    assert_int_equal(tpc_run(&c, wakeup_main, (void *)(intptr_t)n), 0);
+    assert_int_equal(atomic_load(&t_failures), 0);
+    assert_int_equal(atomic_load(&round_trips), 4 * n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basics),
         cmocka_unit_test(test_caller_gives_up),
         cmocka_unit_test(test_call_at_shutdown),
+        cmocka_unit_test(test_no_lost_wakeups),
     };
     return cmocka_run_group_tests_name("call", tests, NULL, NULL);
 }

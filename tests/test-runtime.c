@@ -287,7 +287,7 @@ static int race_main(void *arg)
     /* Shards 1-3 post to each other and to 0 while shard 0 stops the runtime. */
     for (int i = 1; i < 4; i++)
         CHECK_EQ(tpc_submit_to(i, start_hammer, (void *)(intptr_t)((i + 1) % 4)), 0);
-    while (atomic_load(&delivered) < 2000)
+    while (atomic_load(&delivered) < 2000 && !tpc_cancelled())
         tpc_sleep(100 * 1000);
     return 0;
 }
