@@ -27,13 +27,10 @@ static void on_fire(tpc_timer *t, void *arg)
     }
 }
 
-static uint64_t rng = 88172645463325252ull;
+static uint64_t rng = BENCH_SEED;
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return bench_rand(&rng);
 }
 
 static int nwoke, nsleepers;

@@ -29,6 +29,18 @@ static inline long bench_iters(int argc, char **argv, long dflt)
     return dflt;
 }
 
+/* xorshift64: the same sequence in every benchmark and peer that uses it, so that they draw the
+ * same workload (e.g. the same timer deadlines). */
+static inline uint64_t bench_rand(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+#define BENCH_SEED 88172645463325252ull
+
 __attribute__((format(printf, 4, 5))) static inline void
 bench_report(const char *id, double value, const char *unit, const char *fmt, ...)
 {

@@ -128,6 +128,30 @@ static int check_call(int shard, bool need_shard)
     return 0;
 }
 
+/* One leg to one shard (fn NULL: read its counters); the finished leg is copied to *out. On the
+ * caller's own shard the work is done at once. */
+static int call_one(int shard, tpc_call_fn fn, void *arg, struct leg *out)
+{
+    struct tpc__shard *target = &tpc__self->rt->shards[shard];
+    if (target == tpc__self) {
+        if (fn)
+            out->result = fn(arg);
+        else
+            read_stats(target, &out->stats);
+        return 0;
+    }
+    struct call *c = call_new(fn, arg, 1);
+    if (!c)
+        return -ENOMEM;
+    c->legs[0].target = target;
+    int rc = call_go(c);
+    if (rc < 0)
+        return rc;
+    *out = c->legs[0];
+    call_unref(c);
+    return 0;
+}
+
 int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result)
 {
     int rc = check_call(shard, true);
@@ -135,24 +159,11 @@ int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result)
         return rc;
     if (!fn)
         return -EINVAL;
-    struct tpc__shard *target = &tpc__self->rt->shards[shard];
-    if (target == tpc__self) {
-        int r = fn(arg);
-        if (result)
-            *result = r;
-        return 0;
-    }
-    struct call *c = call_new(fn, arg, 1);
-    if (!c)
-        return -ENOMEM;
-    c->legs[0].target = target;
-    rc = call_go(c);
-    if (rc < 0)
-        return rc;
-    if (result)
-        *result = c->legs[0].result;
-    call_unref(c);
-    return 0;
+    struct leg l;
+    rc = call_one(shard, fn, arg, &l);
+    if (rc == 0 && result)
+        *result = l.result;
+    return rc;
 }
 
 int tpc_on_all(tpc_call_fn fn, void *arg)
@@ -185,19 +196,9 @@ int tpc_stats(int shard, tpc_shard_stats *out)
         return rc;
     if (!out)
         return -EINVAL;
-    struct tpc__shard *target = &tpc__self->rt->shards[shard];
-    if (target == tpc__self) {
-        read_stats(target, out);
-        return 0;
-    }
-    struct call *c = call_new(NULL, NULL, 1);
-    if (!c)
-        return -ENOMEM;
-    c->legs[0].target = target;
-    rc = call_go(c);
-    if (rc < 0)
-        return rc;
-    *out = c->legs[0].stats;
-    call_unref(c);
-    return 0;
+    struct leg l;
+    rc = call_one(shard, NULL, NULL, &l);
+    if (rc == 0)
+        *out = l.stats;
+    return rc;
 }

@@ -21,13 +21,10 @@ static void on_fire(uv_timer_t *t)
         last_fire = bench_ns();
 }
 
-static uint64_t rng = 88172645463325252ull;
+static uint64_t rng = BENCH_SEED;
 static uint64_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return bench_rand(&rng);
 }
 
 int main(int argc, char **argv)
