@@ -90,7 +90,8 @@ int64_t tpc__timers_timeout(struct tpc__shard *s)
         return -1;
     if (next > UINT64_MAX / s->tick_ns)
         return INT64_MAX;
-    uint64_t at = next * s->tick_ns, now = tpc_now_fresh();
+    /* A non-empty wheel means tpc__timers_run just refreshed the cached clock. */
+    uint64_t at = next * s->tick_ns, now = tpc_now();
     if (at <= now)
         return 0;
     return at - now > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)(at - now);
