@@ -1,204 +1,362 @@
-/* Calls to other shards: tpc_call_on, tpc_on_all and tpc_stats, over the shards' inboxes.
+/* Work on other shards, over the shard-to-shard rings: tpc_spawn_on and the remote handle,
+ * tpc_call_on and tpc_on_all (built on it), tpc_stats, and tpc_call_from_thread (over the
+ * inbox, for threads that are not shards).
  *
- * A call is one heap record with a leg per target. A leg travels to its target, which runs fn
- * and writes only that leg, and back to the caller's shard, which counts the replies and wakes
- * the caller after the last. The caller may stop waiting early (cancel, deadline): it then
- * marks the record abandoned and returns, so no reply ever writes into a dead stack frame.
- * `pending` and `abandoned` are touched only on the caller's shard; the record is freed by
- * whoever drops the last reference (the caller, a reply, or a target whose reply cannot be
- * posted because the caller's shard has stopped). */
+ * A remote fiber is one heap record. The origin (the spawning shard) fills it and sends it to
+ * the target; the target spawns a fiber there, which runs fn and writes only the result fields,
+ * then sends the record home as a reply (tpc__send_reply: it never blocks or fails). Only the
+ * origin frees the record: after the reply has come home and the handle has been released
+ * (joined, detached, or abandoned by a call whose caller stopped waiting). So no reply ever
+ * writes into freed memory, and a caller may stop waiting at any time. */
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
-struct call;
-
-struct leg {
-    struct call *call;
-    struct tpc__shard *target;
-    int result;
-    tpc_shard_stats stats; /* tpc_stats only */
-};
-
-struct call {
-    tpc_call_fn fn; /* NULL: read the target's counters */
+struct tpc_remote {
+    /* Set by the origin before sending. */
+    tpc_fiber_fn fn; /* NULL: read the target's counters */
     void *arg;
     struct tpc__shard *origin;
-    struct tpc__wait *w;
-    _Atomic int refs; /* one per leg, one for the caller */
-    int pending;      /* legs not yet back (caller's shard only) */
-    bool abandoned;   /* the caller returned early (caller's shard only) */
-    unsigned nlegs;
-    struct leg legs[];
+    tpc_fiber_opts opts;
+    char name[32];
+    /* Written by the target before the reply. */
+    int rc; /* the spawn's error, or 0 */
+    int result;
+    tpc_shard_stats stats;
+    struct tpc__pending reply;
+    /* The origin's. */
+    bool done;     /* the reply came home */
+    bool released; /* nobody will join: free on the reply */
+    struct tpc__wait *joiner;
 };
-
-static void call_unref(struct call *c)
-{
-    if (atomic_fetch_sub(&c->refs, 1) == 1)
-        free(c);
-}
-
-static void leg_home(void *p) /* on the caller's shard */
-{
-    struct leg *l = p;
-    struct call *c = l->call;
-    if (--c->pending == 0 && !c->abandoned)
-        tpc__wake(c->w, 0);
-    call_unref(c);
-}
 
 static void read_stats(struct tpc__shard *s, tpc_shard_stats *out)
 {
-    *out = (tpc_shard_stats){s->n_tasks,   s->n_switches, s->n_loops,
-                             s->n_wakeups, s->n_timers,   s->n_inbox};
+    *out = (tpc_shard_stats){
+        .tasks = s->n_tasks,
+        .switches = s->n_switches,
+        .loops = s->n_loops,
+        .msgs_in = s->n_msgs_in,
+        .msgs_out = s->n_msgs_out,
+        .wakeups_sent = s->n_wakes_sent,
+        .wakeups = s->n_wakeups,
+        .sleep_ns = s->n_sleep_ns,
+        .io_submitted = s->n_io_submitted,
+        .io_completed = s->n_io_completed,
+        .timers = s->n_timers,
+    };
 }
 
-static void leg_run(void *p) /* on the target */
+static void remote_home(void *p) /* on the origin */
 {
-    struct leg *l = p;
-    struct call *c = l->call;
-    if (c->fn)
-        l->result = c->fn(c->arg);
-    else
-        read_stats(tpc__self, &l->stats);
-    if (c->origin == tpc__self) {
-        leg_home(l);
-        return;
+    struct tpc_remote *r = p;
+    r->done = true;
+    if (r->released)
+        free(r);
+    else if (r->joiner)
+        tpc__wake(r->joiner, 0);
+}
+
+static void remote_reply(struct tpc_remote *r) /* on the target; r may be gone after this */
+{
+    r->reply.fn = remote_home;
+    r->reply.arg = r;
+    tpc__send_reply(tpc__self, r->origin->id, &r->reply);
+}
+
+static int remote_fiber(void *p)
+{
+    struct tpc_remote *r = p;
+    int result = r->result = r->fn(r->arg);
+    remote_reply(r);
+    return result;
+}
+
+static void remote_start(void *p) /* on the target */
+{
+    struct tpc_remote *r = p;
+    if (!r->fn) {
+        read_stats(tpc__self, &r->stats);
+    } else {
+        tpc_fiber_opts o = r->opts;
+        o.detached = true;
+        o.name = r->name[0] ? r->name : NULL;
+        r->rc = tpc_spawn_opts(NULL, &o, remote_fiber, r);
+        if (r->rc == 0)
+            return;
     }
-    if (tpc__post(c->origin, leg_home, l) < 0)
-        call_unref(c); /* the caller's shard has stopped: the caller is gone */
+    remote_reply(r);
 }
 
-static struct call *call_new(tpc_call_fn fn, void *arg, unsigned nlegs)
+static int check_shard(int shard)
 {
-    struct call *c = calloc(1, sizeof(*c) + nlegs * sizeof(struct leg));
-    if (!c)
-        return NULL;
-    c->fn = fn;
-    c->arg = arg;
-    c->origin = tpc__self;
-    c->nlegs = nlegs;
-    atomic_init(&c->refs, (int)nlegs + 1);
-    for (unsigned i = 0; i < nlegs; i++)
-        c->legs[i].call = c;
-    return c;
-}
-
-/* Sends every leg, then waits for all to come back. On error the caller has no access to the
- * legs any more. */
-static int call_go(struct call *c)
-{
-    struct tpc__shard *self = tpc__self;
-    unsigned sent = 0;
-    int rc = 0;
-    for (unsigned i = 0; i < c->nlegs; i++) {
-        struct leg *l = &c->legs[i];
-        int r = l->target == self ? tpc_defer(leg_run, l) : tpc__post(l->target, leg_run, l);
-        if (r < 0) {
-            rc = r;
-            call_unref(c); /* this leg will never run */
-            continue;
-        }
-        sent++;
-    }
-    c->pending = (int)sent;
-    if (!sent) {
-        call_unref(c);
-        return rc;
-    }
-    struct tpc__wait w;
-    c->w = &w;
-    int wrc = tpc__park(NULL, &w);
-    if (wrc == 0 && rc == 0)
-        return 0;
-    if (c->pending > 0)
-        c->abandoned = true; /* replies still to come: the last one frees the record */
-    call_unref(c);
-    return wrc < 0 ? wrc : rc;
-}
-
-static int check_call(int shard, bool need_shard)
-{
-    TPC__CHECK_FIBER();
-    struct tpc__runtime *rt = tpc__self->rt;
-    if (need_shard && (shard < 0 || (unsigned)shard >= rt->nshards))
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (shard < 0 || (unsigned)shard >= s->rt->nshards)
         return -EINVAL;
-    if (atomic_load_explicit(&rt->stop, memory_order_acquire))
+    if (atomic_load_explicit(&s->rt->stop, memory_order_acquire))
         return -ESHUTDOWN;
     return 0;
 }
 
-/* One leg to one shard (fn NULL: read its counters); the finished leg is copied to *out. On the
- * caller's own shard the work is done at once. */
-static int call_one(int shard, tpc_call_fn fn, void *arg, struct leg *out)
+static int remote_send(int shard, tpc_remote **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
+                       void *arg)
 {
-    struct tpc__shard *target = &tpc__self->rt->shards[shard];
-    if (target == tpc__self) {
-        if (fn)
-            out->result = fn(arg);
-        else
-            read_stats(target, &out->stats);
-        return 0;
-    }
-    struct call *c = call_new(fn, arg, 1);
-    if (!c)
+    struct tpc__shard *s = tpc__self;
+    struct tpc_remote *r = calloc(1, sizeof(*r));
+    if (!r)
         return -ENOMEM;
-    c->legs[0].target = target;
-    int rc = call_go(c);
-    if (rc < 0)
+    r->fn = fn;
+    r->arg = arg;
+    r->origin = s;
+    if (opts) {
+        r->opts = *opts;
+        if (opts->name) {
+            strncpy(r->name, opts->name, sizeof(r->name) - 1);
+            r->name[sizeof(r->name) - 1] = 0;
+        }
+    }
+    r->released = !out || (opts && opts->detached);
+    int rc;
+    if ((unsigned)shard == s->id) {
+        tpc_fiber_opts o = r->opts;
+        o.detached = true;
+        o.name = r->name[0] ? r->name : NULL;
+        rc = tpc_spawn_opts(NULL, &o, remote_fiber, r);
+    } else {
+        rc = tpc__send(s, (unsigned)shard, remote_start, r);
+    }
+    if (rc < 0) {
+        free(r);
         return rc;
-    *out = c->legs[0];
-    call_unref(c);
+    }
+    if (out)
+        *out = r->released ? NULL : r;
     return 0;
 }
 
-int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result)
+int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
+                 void *arg)
 {
-    int rc = check_call(shard, true);
+    int rc = check_shard(shard);
     if (rc < 0)
         return rc;
     if (!fn)
         return -EINVAL;
-    struct leg l;
-    rc = call_one(shard, fn, arg, &l);
+    if (opts && opts->stack_size &&
+        (opts->stack_size < TPC_MIN_STACK || opts->stack_size > TPC_MAX_STACK))
+        return -EINVAL;
+    return remote_send(shard, out, opts, fn, arg);
+}
+
+int tpc_remote_join(tpc_remote *r, int *result)
+{
+    TPC__CHECK_FIBER();
+    if (!r || r->joiner)
+        return -EINVAL;
+    if (r->origin != tpc__self)
+        return -EXDEV;
+    if (!r->done) {
+        struct tpc__wait w;
+        r->joiner = &w;
+        int rc = tpc__park(NULL, &w);
+        r->joiner = NULL;
+        if (rc < 0)
+            return rc;
+    }
+    int rc = r->rc;
     if (rc == 0 && result)
-        *result = l.result;
+        *result = r->result;
+    free(r);
+    return rc;
+}
+
+int tpc_remote_detach(tpc_remote *r)
+{
+    if (!tpc__self)
+        return -EPERM;
+    if (!r || r->joiner)
+        return -EINVAL;
+    if (r->origin != tpc__self)
+        return -EXDEV;
+    if (r->done)
+        free(r);
+    else
+        r->released = true;
+    return 0;
+}
+
+/* Sends a remote record and waits for it; on an early return (cancel, deadline) it is
+ * abandoned and freed by its reply. */
+static int remote_wait(int shard, tpc_fiber_fn fn, void *arg, struct tpc_remote *copy)
+{
+    tpc_remote *r;
+    int rc = remote_send(shard, &r, NULL, fn, arg);
+    if (rc < 0)
+        return rc;
+    if (!r->done) {
+        struct tpc__wait w;
+        r->joiner = &w;
+        rc = tpc__park(NULL, &w);
+        r->joiner = NULL;
+        if (rc < 0) {
+            r->released = true; /* the reply frees it */
+            return rc;
+        }
+    }
+    *copy = *r;
+    free(r);
+    return copy->rc;
+}
+
+int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result)
+{
+    TPC__CHECK_FIBER();
+    int rc = check_shard(shard);
+    if (rc < 0)
+        return rc;
+    if (!fn)
+        return -EINVAL;
+    if ((unsigned)shard == tpc__self->id) {
+        int v = fn(arg);
+        if (result)
+            *result = v;
+        return 0;
+    }
+    struct tpc_remote r;
+    rc = remote_wait(shard, fn, arg, &r);
+    if (rc == 0 && result)
+        *result = r.result;
     return rc;
 }
 
 int tpc_on_all(tpc_call_fn fn, void *arg)
 {
-    int rc = check_call(0, false);
+    TPC__CHECK_FIBER();
+    int rc = check_shard(0);
     if (rc < 0)
         return rc;
     if (!fn)
         return -EINVAL;
-    struct tpc__runtime *rt = tpc__self->rt;
-    struct call *c = call_new(fn, arg, rt->nshards);
-    if (!c)
+    unsigned n = tpc__self->rt->nshards;
+    tpc_remote **rs = calloc(n, sizeof(*rs));
+    if (!rs)
         return -ENOMEM;
-    for (unsigned i = 0; i < rt->nshards; i++)
-        c->legs[i].target = &rt->shards[i];
-    rc = call_go(c);
+    unsigned sent = 0;
+    for (; sent < n && rc == 0; sent++)
+        rc = remote_send((int)sent, &rs[sent], NULL, fn, arg);
     if (rc < 0)
-        return rc;
-    for (unsigned i = 0; i < rt->nshards && rc == 0; i++)
-        if (c->legs[i].result < 0)
-            rc = c->legs[i].result;
-    call_unref(c);
-    return rc;
+        sent--;
+    int first = 0;
+    for (unsigned i = 0; i < sent; i++) {
+        int result;
+        int jr = rc < 0 ? rc : tpc_remote_join(rs[i], &result);
+        if (jr < 0) {
+            rc = jr;
+            tpc_remote_detach(rs[i]);
+        } else if (result < 0 && first == 0) {
+            first = result;
+        }
+    }
+    free(rs);
+    return rc < 0 ? rc : first;
 }
 
 int tpc_stats(int shard, tpc_shard_stats *out)
 {
-    int rc = check_call(shard, true);
+    TPC__CHECK_FIBER();
+    int rc = check_shard(shard);
     if (rc < 0)
         return rc;
     if (!out)
         return -EINVAL;
-    struct leg l;
-    rc = call_one(shard, NULL, NULL, &l);
-    if (rc == 0)
-        *out = l.stats;
+    if ((unsigned)shard == tpc__self->id) {
+        read_stats(tpc__self, out);
+        return 0;
+    }
+    struct tpc_remote *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    r->origin = tpc__self;
+    rc = tpc__send(tpc__self, (unsigned)shard, remote_start, r);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    struct tpc__wait w;
+    r->joiner = &w;
+    rc = tpc__park(NULL, &w);
+    r->joiner = NULL;
+    if (rc < 0) {
+        r->released = true;
+        return rc;
+    }
+    *out = r->stats;
+    free(r);
+    return 0;
+}
+
+/* ---- From threads that are not shards. ----
+ * The record lives on the calling thread's stack, which blocks until the target has finished
+ * with it: the fiber ran fn, or the message was refused, or the spawn failed. */
+struct thread_call {
+    tpc_call_fn fn;
+    void *arg;
+    int result;
+    int rc;
+    bool done;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+};
+
+static void thread_call_done(struct thread_call *tc, int rc)
+{
+    pthread_mutex_lock(&tc->lock);
+    tc->rc = rc;
+    tc->done = true;
+    pthread_cond_signal(&tc->cond);
+    pthread_mutex_unlock(&tc->lock);
+}
+
+static int thread_call_fiber(void *p)
+{
+    struct thread_call *tc = p;
+    tc->result = tc->fn(tc->arg);
+    thread_call_done(tc, 0);
+    return 0;
+}
+
+static void thread_call_start(void *p)
+{
+    tpc_fiber_opts o = {.detached = true, .name = "call_from_thread"};
+    int rc = tpc_spawn_opts(NULL, &o, thread_call_fiber, p);
+    if (rc < 0)
+        thread_call_done(p, rc);
+}
+
+int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, void *arg, int *result)
+{
+    if (tpc__self)
+        return -EPERM; /* a shard must not block its thread: use tpc_call_on */
+    if (!rt || !fn || shard < 0 || (unsigned)shard >= rt->nshards)
+        return -EINVAL;
+    if (atomic_load_explicit(&rt->stop, memory_order_acquire))
+        return -ESHUTDOWN;
+    struct thread_call tc = {.fn = fn, .arg = arg};
+    pthread_mutex_init(&tc.lock, NULL);
+    pthread_cond_init(&tc.cond, NULL);
+    int rc = tpc__post(&rt->shards[shard], thread_call_start, &tc);
+    if (rc == 0) {
+        pthread_mutex_lock(&tc.lock);
+        while (!tc.done)
+            pthread_cond_wait(&tc.cond, &tc.lock);
+        pthread_mutex_unlock(&tc.lock);
+        rc = tc.rc;
+    }
+    pthread_mutex_destroy(&tc.lock);
+    pthread_cond_destroy(&tc.cond);
+    if (rc == 0 && result)
+        *result = tc.result;
     return rc;
 }

@@ -31,6 +31,7 @@
 #endif
 
 #define TPC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TPC_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define TPC_CACHELINE   64
 
 #ifdef TPC_ASAN
@@ -44,7 +45,7 @@
 #define TPC_MAX_STACK   ((size_t)1 << 30)
 
 struct tpc__shard;
-struct tpc__runtime;
+struct tpc_runtime;
 
 /* What a suspended fiber waits on. A waker unlinks it (if queued) and calls tpc__wake();
  * cancellation does the same with -ECANCELED. */
@@ -107,6 +108,42 @@ struct tpc__msg {
     void *arg;
 };
 
+/* Shard-to-shard message rings (core/ring.c): one bounded single-producer single-consumer ring
+ * per ordered pair of shards, allocated by the receiving shard on its NUMA node. */
+struct tpc__slot {
+    tpc_callback_fn fn;
+    void *arg;
+};
+
+/* A message waiting for room in a full ring: a reply (w == NULL), which never blocks, or the
+ * message of a fiber suspended until it fits. Pending messages go out in FIFO order, before
+ * anything sent later on the same ring. */
+struct tpc__pending {
+    tpc_list node;
+    tpc_callback_fn fn;
+    void *arg;
+    struct tpc__wait *w; /* the suspended sender, or NULL */
+    bool sent;
+};
+
+struct tpc__ring {
+    /* The sending shard's line. */
+    _Alignas(TPC_CACHELINE) uint32_t ptail; /* next slot to fill */
+    uint32_t pub;                           /* tail as last published */
+    uint32_t head_cache;                    /* head as last read */
+    uint32_t pmask;
+    bool dirty;       /* in the sender's list of rings to publish */
+    tpc_list pending; /* struct tpc__pending, oldest first */
+    /* Published by the sender. */
+    _Alignas(TPC_CACHELINE) _Atomic uint32_t tail;
+    /* Published by the receiver. */
+    _Alignas(TPC_CACHELINE) _Atomic uint32_t head;
+    _Atomic int want_space; /* the sender waits for room: ring its doorbell after draining */
+    /* The receiving shard's line. */
+    _Alignas(TPC_CACHELINE) uint32_t cmask;
+    _Alignas(TPC_CACHELINE) struct tpc__slot slots[];
+};
+
 /* An io_uring operation: the SQE's user_data points at it; the loop calls complete() for each
  * CQE. Every in-flight operation belongs to some waiting task or to the loop itself. */
 struct tpc__op {
@@ -131,7 +168,7 @@ struct tpc__shard {
     uint64_t tick_ns;
     int64_t spin_ns; /* watch the inbox this long before sleeping; <= 0: never */
     struct tpc__wheel wheel;
-    struct tpc__runtime *rt;
+    struct tpc_runtime *rt;
     unsigned id;
     int cpu;        /* pinned OS CPU, or -1 */
     int core, node; /* its core (hwloc logical index) and NUMA node, or -1 */
@@ -167,26 +204,38 @@ struct tpc__shard {
     void *tsan_loop;
 #endif
     pthread_t thread;
-    /* Counters, written only by this shard; issue 4's tpc_stats() will read them. */
-    uint64_t n_tasks, n_switches, n_loops, n_wakeups, n_timers, n_inbox;
+    struct tpc__ring **out; /* out[j]: the ring to shard j (NULL for itself) */
+    struct tpc__ring **in;  /* in[j]: the ring from shard j; its own slot in rt->rings */
+    unsigned *dirty;        /* shards whose out ring has unpublished messages */
+    unsigned ndirty;
+    /* Counters, written only by this shard, read by tpc_stats(). */
+    uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,
+        n_sleep_ns, n_io_submitted, n_io_completed, n_timers;
 
     /* Written by other threads. */
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;
     _Atomic int sleeping;
+    unsigned nbell;
+    _Atomic uint64_t *bell; /* bit j: something happened on a ring between this shard and j */
 };
 
-struct tpc__runtime {
+struct tpc_runtime {
     unsigned nshards;
     struct tpc__shard *shards;
     size_t stack_size;
     unsigned stack_cache;
     unsigned ring_entries;
+    unsigned msg_slots;       /* slots per shard-to-shard ring */
+    unsigned msg_batch;       /* a sender publishes at least every msg_batch messages */
+    struct tpc__ring **rings; /* rings[from * nshards + to] */
     tpc_fiber_fn main_fn;
     void *main_arg;
     _Atomic int stop;
     int exit_status;
     bool signals; /* shard 0 turns `sigset` into a shutdown */
     sigset_t sigset;
+    sigset_t oldmask;  /* of the thread that called tpc_start */
+    unsigned nthreads; /* shard threads created */
     /* Start-up handshake. */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -228,10 +277,26 @@ void tpc__overflow_guard_fini(struct tpc__shard *s);
 void tpc__shard_loop(struct tpc__shard *s);
 int tpc__shard_io_init(struct tpc__shard *s);
 void tpc__shard_io_fini(struct tpc__shard *s);
-void tpc__shard_wake(struct tpc__shard *s);
+bool tpc__shard_wake(struct tpc__shard *s);
 void tpc__shard_wake_fini(struct tpc__shard *s);
 int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg);
 void tpc__inbox_free(struct tpc__shard *s);
+
+/* Shard-to-shard rings (core/ring.c). */
+int tpc__rings_init(struct tpc__shard *s);
+void tpc__rings_free(struct tpc_runtime *rt);
+/* Sends fn(arg) to shard `to` (not the caller's). From a fiber a full ring suspends the caller
+ * until the message fits (-ECANCELED or -ETIMEDOUT: not sent); elsewhere it returns -EAGAIN. */
+int tpc__send(struct tpc__shard *s, unsigned to, tpc_callback_fn fn, void *arg);
+/* Sends p->fn(p->arg) to shard `to`, never blocking and never failing: when the ring is full, p
+ * waits in its pending list. p must stay valid until the message has run. On the caller's own
+ * shard it runs at once. */
+void tpc__send_reply(struct tpc__shard *s, unsigned to, struct tpc__pending *p);
+bool tpc__rings_poll(struct tpc__shard *s);       /* drains what the doorbells show; true: work */
+void tpc__rings_flush(struct tpc__shard *s);      /* publishes every out ring with new messages */
+bool tpc__rings_rung(const struct tpc__shard *s); /* a doorbell is set */
+/* After every shard thread has exited: runs what is still in the rings, as its shard. */
+void tpc__rings_afterlife(struct tpc_runtime *rt);
 
 /* Timers (timer/timer.c). */
 void tpc__timers_init(struct tpc__shard *s);

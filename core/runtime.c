@@ -11,7 +11,7 @@
 
 static int main_fiber(void *p)
 {
-    struct tpc__runtime *rt = p;
+    struct tpc_runtime *rt = p;
     int status = rt->main_fn(rt->main_arg);
     tpc_shutdown(status);
     return status;
@@ -19,7 +19,7 @@ static int main_fiber(void *p)
 
 static int start_handshake(struct tpc__shard *s, int err)
 {
-    struct tpc__runtime *rt = s->rt;
+    struct tpc_runtime *rt = s->rt;
     pthread_mutex_lock(&rt->lock);
     if (err && !rt->start_err)
         rt->start_err = err;
@@ -55,6 +55,8 @@ static void *shard_thread(void *p)
     if (!err)
         err = tpc__overflow_guard_init(s);
     if (!err)
+        err = tpc__rings_init(s);
+    if (!err)
         err = tpc__shard_io_init(s);
     tpc__timers_init(s);
     if (start_handshake(s, err) == 0) {
@@ -89,6 +91,12 @@ static int check_config(const tpc_config *c)
                 (unsigned long long)c->timer_tick_ns);
         return -EINVAL;
     }
+    if (c->msg_slots &&
+        (c->msg_slots < 2 || c->msg_slots & (c->msg_slots - 1) || c->msg_slots > (1u << 24))) {
+        fprintf(stderr, "libtpc: tpc_config.msg_slots %u is not a power of two in [2, 2^24]\n",
+                c->msg_slots);
+        return -EINVAL;
+    }
     if (c->ring_entries && (c->ring_entries & (c->ring_entries - 1) || c->ring_entries > 32768)) {
         fprintf(stderr, "libtpc: tpc_config.ring_entries %u is not a power of two <= 32768\n",
                 c->ring_entries);
@@ -97,11 +105,40 @@ static int check_config(const tpc_config *c)
     return 0;
 }
 
-int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
+/* Frees what tpc_start built once every shard thread it created has been joined. */
+static void runtime_free(struct tpc_runtime *rt)
+{
+    tpc__rings_afterlife(rt);
+    for (unsigned i = 0; i < rt->nshards; i++) {
+        tpc__inbox_free(&rt->shards[i]);
+        tpc__shard_wake_fini(&rt->shards[i]);
+    }
+    tpc__rings_free(rt);
+    pthread_mutex_destroy(&rt->lock);
+    pthread_cond_destroy(&rt->cond);
+    free(rt->shards);
+    free(rt);
+}
+
+static void runtime_join(struct tpc_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->nthreads; i++)
+        pthread_join(rt->shards[i].thread, NULL);
+    if (rt->signals) {
+        /* Signals that came during the shutdown were for this runtime: take them before
+         * unblocking, or they would kill the process now. */
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&rt->sigset, NULL, &zero) > 0)
+            ;
+        pthread_sigmask(SIG_SETMASK, &rt->oldmask, NULL);
+    }
+}
+
+int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_runtime **out)
 {
     if (tpc__self)
         return -EBUSY;
-    if (!main_fn)
+    if (!main_fn || !out)
         return -EINVAL;
     tpc_config c;
     if (config)
@@ -119,7 +156,7 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
 
     /* SIGINT and SIGTERM, where nobody else handles them, become a graceful shutdown: blocked
      * here (the shards inherit the mask) and read by shard 0 from a signalfd. */
-    sigset_t sigs, oldmask;
+    sigset_t sigs;
     sigemptyset(&sigs);
     if (!c.no_signals) {
         static const int stop_signals[] = {SIGINT, SIGTERM};
@@ -129,33 +166,37 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
                 sigaddset(&sigs, stop_signals[i]);
         }
     }
-    bool signals = !sigisemptyset(&sigs);
 
     /* A write to a closed socket must return -EPIPE, not kill the process. */
     struct sigaction old;
     if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
         signal(SIGPIPE, SIG_IGN);
 
-    struct tpc__runtime *rt = calloc(1, sizeof(*rt));
+    struct tpc_runtime *rt = calloc(1, sizeof(*rt));
     struct tpc__shard *shards = aligned_alloc(TPC_CACHELINE, sizeof(*shards) * n);
-    if (!rt || !shards) {
+    struct tpc__ring **rings = calloc((size_t)n * n, sizeof(*rings));
+    if (!rt || !shards || !rings) {
         free(rt);
         free(shards);
+        free(rings);
         free(places);
         return -ENOMEM;
     }
     memset(shards, 0, sizeof(*shards) * n);
     rt->nshards = n;
     rt->shards = shards;
+    rt->rings = rings;
     rt->stack_size = tpc__page_round(c.stack_size ? c.stack_size : TPC_DEFAULT_STACK);
     rt->stack_cache = c.stack_cache ? c.stack_cache : 64;
     rt->ring_entries = c.ring_entries ? c.ring_entries : 256;
+    rt->msg_slots = c.msg_slots ? c.msg_slots : 1024;
+    rt->msg_batch = rt->msg_slots / 2 < 64 ? rt->msg_slots / 2 : 64;
     rt->main_fn = main_fn;
     rt->main_arg = arg;
-    rt->signals = signals;
+    rt->signals = !sigisemptyset(&sigs);
     rt->sigset = sigs;
-    if (signals)
-        pthread_sigmask(SIG_BLOCK, &sigs, &oldmask);
+    if (rt->signals)
+        pthread_sigmask(SIG_BLOCK, &sigs, &rt->oldmask);
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->cond, NULL);
     for (unsigned i = 0; i < n; i++) {
@@ -177,43 +218,55 @@ int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
     }
     free(places);
 
-    unsigned created = 0;
-    for (; created < n; created++) {
-        rc = pthread_create(&shards[created].thread, NULL, shard_thread, &shards[created]);
+    for (; rt->nthreads < n; rt->nthreads++) {
+        struct tpc__shard *s = &shards[rt->nthreads];
+        rc = pthread_create(&s->thread, NULL, shard_thread, s);
         if (rc != 0) {
-            fprintf(stderr, "libtpc: cannot start shard thread %u: %s\n", created, strerror(rc));
+            fprintf(stderr, "libtpc: cannot start shard thread %u: %s\n", rt->nthreads,
+                    strerror(rc));
             break;
         }
     }
     pthread_mutex_lock(&rt->lock);
-    if (created < n)
+    if (rt->nthreads < n)
         rt->start_err = -rc;
-    while (rt->started < created)
+    while (rt->started < rt->nthreads)
         pthread_cond_wait(&rt->cond, &rt->lock);
     rt->go = true;
     pthread_cond_broadcast(&rt->cond);
+    rc = rt->start_err;
     pthread_mutex_unlock(&rt->lock);
-    for (unsigned i = 0; i < created; i++)
-        pthread_join(shards[i].thread, NULL);
+    if (rc < 0) {
+        runtime_join(rt);
+        runtime_free(rt);
+        return rc;
+    }
+    *out = rt;
+    return 0;
+}
 
-    int status = rt->start_err ? rt->start_err : rt->exit_status;
-    if (signals) {
-        /* Signals that came during the shutdown were for this runtime: take them before
-         * unblocking, or they would kill the process now. */
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&sigs, NULL, &zero) > 0)
-            ;
-        pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
-    }
-    for (unsigned i = 0; i < n; i++) {
-        tpc__inbox_free(&shards[i]);
-        tpc__shard_wake_fini(&shards[i]);
-    }
-    pthread_mutex_destroy(&rt->lock);
-    pthread_cond_destroy(&rt->cond);
-    free(shards);
-    free(rt);
+int tpc_wait(tpc_runtime *rt)
+{
+    if (tpc__self)
+        return -EBUSY;
+    if (!rt)
+        return -EINVAL;
+    runtime_join(rt);
+    int status = rt->exit_status;
+    runtime_free(rt);
     return status;
+}
+
+int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg)
+{
+    tpc_runtime *rt;
+    int rc = tpc_start(config, main_fn, arg, &rt);
+    return rc < 0 ? rc : tpc_wait(rt);
+}
+
+tpc_runtime *tpc_runtime_self(void)
+{
+    return tpc__self ? tpc__self->rt : NULL;
 }
 
 int tpc_shutdown(int status)
@@ -221,7 +274,7 @@ int tpc_shutdown(int status)
     struct tpc__shard *s = tpc__self;
     if (!s)
         return -EPERM;
-    struct tpc__runtime *rt = s->rt;
+    struct tpc_runtime *rt = s->rt;
     int expected = 0;
     /* exit_status is written before the flag's release, and read after all joins. */
     if (atomic_load(&rt->stop) == 0) {
@@ -262,7 +315,7 @@ int tpc_topology_report(FILE *out)
         return -EPERM;
     if (!out)
         return -EINVAL;
-    struct tpc__runtime *rt = self->rt;
+    struct tpc_runtime *rt = self->rt;
     for (unsigned i = 0; i < rt->nshards; i++) {
         struct tpc__shard *s = &rt->shards[i];
         if (s->cpu < 0)
@@ -278,7 +331,7 @@ int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg)
     struct tpc__shard *s = tpc__self;
     if (!s)
         return -EPERM;
-    struct tpc__runtime *rt = s->rt;
+    struct tpc_runtime *rt = s->rt;
     if (shard < 0 || (unsigned)shard >= rt->nshards || !fn)
         return -EINVAL;
     if (atomic_load_explicit(&rt->stop, memory_order_acquire))
@@ -286,7 +339,7 @@ int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg)
     struct tpc__shard *to = &rt->shards[shard];
     if (to == s)
         return tpc_defer(fn, arg);
-    return tpc__post(to, fn, arg);
+    return tpc__send(s, (unsigned)shard, fn, arg);
 }
 
 unsigned tpc_version(void)

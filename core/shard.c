@@ -2,12 +2,15 @@
  *
  * One iteration, in this order (docs/design.md keeps the same list):
  *   1. run ready tasks FIFO until the queue is empty or TPC_PHASE_TASKS have run;
- *   2. drain the inbox (messages from other threads);
+ *   2. drain the shard-to-shard rings whose doorbells rang (core/ring.c), then the inbox
+ *      (messages from threads that are not shards);
  *   3. notice a runtime stop: cancel every fiber once, exit when none is left;
  *   4. submit prepared SQEs and reap CQEs (no syscall when nothing is pending);
  *   5. expire due timers;
- *   6. when nothing is ready, announce sleep and block in io_uring_enter until a completion (the
- *      eventfd read armed for wake-ups is one) or the next timer's tick. */
+ *   6. publish the messages this iteration sent;
+ *   7. when nothing is ready, spin briefly if it just worked, then announce sleep and block in
+ *      io_uring_enter until a completion (the eventfd read armed for wake-ups is one) or the
+ *      next timer's tick. */
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,13 +199,15 @@ void tpc__shard_wake_fini(struct tpc__shard *s)
  * sees the other: either the shard finds the message, or the sender sees it asleep and pays
  * for the eventfd write. The exchange makes only one sender pay. */
 
-void tpc__shard_wake(struct tpc__shard *s)
+bool tpc__shard_wake(struct tpc__shard *s)
 {
     if (atomic_load(&s->sleeping) && atomic_exchange(&s->sleeping, 0)) {
         uint64_t one = 1;
         ssize_t n = write(s->wake_fd, &one, sizeof(one));
         (void)n; /* an eventfd write only fails when the counter is saturated: already woken */
+        return true;
     }
+    return false;
 }
 
 /* The inbox of a shard that has left its loop: posting fails instead of queueing a message that
@@ -242,7 +247,7 @@ static void drain_inbox(struct tpc__shard *s, struct tpc__msg *then)
     }
     while (rev) {
         struct tpc__msg *next = rev->next;
-        s->n_inbox++;
+        s->n_msgs_in++;
         rev->fn(rev->arg);
         free(rev);
         rev = next;
@@ -271,6 +276,7 @@ static void reap(struct tpc__shard *s)
         int res = cqe->res;
         unsigned flags = cqe->flags;
         n++;
+        s->n_io_completed++;
         /* Advance before the callback so that it may submit and reap re-entrantly. */
         io_uring_cq_advance(&s->ring, 1);
         if (op)
@@ -299,7 +305,7 @@ static bool spin_for_work(struct tpc__shard *s, int64_t timeout)
     uint64_t t0 = tpc__clock_ns();
     do {
         for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(&s->inbox, memory_order_relaxed) ||
+            if (atomic_load_explicit(&s->inbox, memory_order_relaxed) || tpc__rings_rung(s) ||
                 (atomic_load_explicit(&s->rt->stop, memory_order_relaxed) && !s->stopping))
                 return true;
             CPU_RELAX();
@@ -333,10 +339,11 @@ static size_t run_phase(struct tpc__shard *s)
 
 void tpc__shard_loop(struct tpc__shard *s)
 {
-    struct tpc__runtime *rt = s->rt;
+    struct tpc_runtime *rt = s->rt;
     for (;;) {
         s->n_loops++;
         bool worked = run_phase(s) > 0;
+        worked |= tpc__rings_poll(s);
         if (atomic_load_explicit(&s->inbox, memory_order_relaxed)) {
             drain_inbox(s, NULL);
             worked = true;
@@ -346,13 +353,18 @@ void tpc__shard_loop(struct tpc__shard *s)
                 s->stopping = true;
                 tpc__fiber_cancel_all(s);
             }
-            if (s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox))
+            if (s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox) &&
+                !tpc__rings_rung(s))
                 break;
         }
-        if (io_uring_sq_ready(&s->ring) || s->inflight)
-            io_uring_submit_and_get_events(&s->ring);
+        if (io_uring_sq_ready(&s->ring) || s->inflight) {
+            int n = io_uring_submit_and_get_events(&s->ring);
+            if (n > 0)
+                s->n_io_submitted += (unsigned)n;
+        }
         reap(s);
         tpc__timers_run(s);
+        tpc__rings_flush(s);
         if (s->runq.head)
             continue;
         int64_t timeout = tpc__timers_timeout(s);
@@ -363,13 +375,16 @@ void tpc__shard_loop(struct tpc__shard *s)
         if (worked && s->spin_ns > 0 && spin_for_work(s, timeout))
             continue;
         atomic_store(&s->sleeping, 1);
-        if (atomic_load(&s->inbox) || (atomic_load(&rt->stop) && !s->stopping)) {
+        if (atomic_load(&s->inbox) || tpc__rings_rung(s) ||
+            (atomic_load(&rt->stop) && !s->stopping)) {
             atomic_store(&s->sleeping, 0);
             continue;
         }
         struct __kernel_timespec kts = {.tv_sec = timeout / 1000000000,
                                         .tv_nsec = timeout % 1000000000};
         int rc;
+        uint64_t slept = tpc__clock_ns();
+        s->n_io_submitted += io_uring_sq_ready(&s->ring);
         if (TPC_UNLIKELY(s->poll_wait)) {
             struct pollfd pfd = {.fd = s->ring.ring_fd, .events = POLLIN};
             io_uring_submit(&s->ring);
@@ -382,6 +397,7 @@ void tpc__shard_loop(struct tpc__shard *s)
                              : io_uring_submit_and_wait(&s->ring, 1);
         }
         atomic_store(&s->sleeping, 0);
+        s->n_sleep_ns += tpc__clock_ns() - slept;
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
             fprintf(stderr, "libtpc: shard %u: io_uring_enter: %s\n", s->id, strerror(-rc));
             abort();
@@ -391,6 +407,9 @@ void tpc__shard_loop(struct tpc__shard *s)
     /* Close the inbox. Messages that arrived since the check above still run (their senders
      * were told 0), with what they queue here; later senders get -ESHUTDOWN. */
     drain_inbox(s, INBOX_CLOSED);
-    while (s->runq.head)
+    while (s->runq.head || tpc__rings_rung(s)) {
         run_phase(s);
+        tpc__rings_poll(s);
+    }
+    tpc__rings_flush(s);
 }

@@ -131,15 +131,18 @@ static int main_fiber(void *arg)
     }
     printf("\n%" PRIu64 " primes below %" PRIu64 " in %.1f ms of wall time; every shard ran its "
            "own fibers\n(workers + 1 collector) on its own CPU and reported back through the "
-           "cross-shard inbox.\n",
+           "cross-shard rings.\n",
            total, (uint64_t)n * per_shard, wall);
-    printf("\nper-shard counters (tpc_stats):\nshard      tasks   switches    loops  wakeups  "
-           "inbox\n");
+    printf("\nper-shard counters (tpc_stats):\nshard      tasks   switches    loops   msgs in  "
+           "msgs out"
+           "  woken  woke  asleep ms\n");
     for (int i = 0; i < n; i++) {
         tpc_shard_stats st;
         if (tpc_stats(i, &st) == 0)
-            printf("%5d %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %8" PRIu64 " %6" PRIu64 "\n", i,
-                   st.tasks, st.switches, st.loops, st.wakeups, st.inbox);
+            printf("%5d %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %9" PRIu64 " %9" PRIu64
+                   " %6" PRIu64 " %5" PRIu64 " %10.1f\n",
+                   i, st.tasks, st.switches, st.loops, st.msgs_in, st.msgs_out, st.wakeups,
+                   st.wakeups_sent, (double)st.sleep_ns / 1e6);
     }
     tpc_wg_destroy(&done);
     free(jobs);

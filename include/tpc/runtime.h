@@ -5,6 +5,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include "common.h"
+#include "task.h"
+
+/* A running runtime, for threads that are not its shards (tpc_start, tpc_call_from_thread). */
+typedef struct tpc_runtime tpc_runtime;
+
+/* A fiber started on another shard by tpc_spawn_on(); joined from the shard that spawned it. */
+typedef struct tpc_remote tpc_remote;
 
 /* Maximum number of shards one runtime can run. */
 #define TPC_MAX_SHARDS 1024
@@ -49,10 +56,14 @@ typedef struct tpc_config {
      * through shard 0's io_uring; threads you created earlier should block them too. true: leave
      * both signals alone. */
     bool no_signals;
-    /* Before it sleeps, a shard that has just done some work keeps checking its inbox for this
+    /* Before it sleeps, a shard that has just done some work keeps checking its rings for this
      * many ns, so that a reply arriving soon costs no wake-up. 0: 10 us. Negative: never spin
      * (lowest CPU use). */
     int64_t spin_ns;
+    /* Slots of each shard-to-shard message ring (one per ordered pair of shards, 16 bytes a
+     * slot), a power of two in [2, 2^24]. A fiber sending to a full ring suspends until it has
+     * room. 0: 1024. */
+    unsigned msg_slots;
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
@@ -64,6 +75,19 @@ typedef struct tpc_config {
  * -EBUSY when called from inside a shard, -EINVAL for a bad config or environment value.
  * Several runtimes may run at once from different threads. */
 TPC_EXTERN int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg);
+
+/* tpc_run in two halves, so that the calling thread can do other things while the runtime runs
+ * (such as tpc_call_from_thread). tpc_start returns once every shard has started, with the
+ * runtime in *out, or a negative errno as tpc_run (then nothing is left running). tpc_wait
+ * blocks until the runtime has stopped, frees it and returns the exit status; call it exactly
+ * once, from the thread that called tpc_start (the signal mask set for SIGINT and SIGTERM is
+ * restored there). tpc_wait returns -EBUSY inside a shard, -EINVAL for NULL. */
+TPC_EXTERN int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg,
+                         tpc_runtime **out);
+TPC_EXTERN int tpc_wait(tpc_runtime *rt);
+
+/* The runtime of the calling shard, or NULL outside a shard: hand it to helper threads. */
+TPC_EXTERN tpc_runtime *tpc_runtime_self(void);
 
 /* Stops the runtime this shard belongs to: every fiber on every shard is cancelled (its current
  * or next suspension returns -ECANCELED) and each shard stops once its fibers have returned.
@@ -85,39 +109,86 @@ TPC_EXTERN int tpc_shard_cpu(void);
  * Returns 0, -EINVAL for a NULL out, -EPERM outside a shard. */
 TPC_EXTERN int tpc_topology_report(FILE *out);
 
+/* ---- Work on other shards ----
+ * Shard i sends to shard j over a ring of its own (one per ordered pair). Messages between two
+ * shards run in the order they were sent. A sender publishes its messages when its task
+ * suspends or returns (or every 64 messages), not one by one: a task that sends and then
+ * computes for long delays them, so it should tpc_maybe_yield(). Ownership: arg is the
+ * sender's until the call returns 0; from then on it belongs to the function run on the
+ * target, which must not assume anything else about the sender's memory. */
+
 /* Runs fn(arg) as a callback task on shard `shard`, fire and forget. From the same shard it is
- * queued like tpc_defer(). The callback owns arg once this returns 0; if it fails, fn is never
- * called and the caller keeps arg. Returns 0, -EINVAL for a bad shard index, -ENOMEM,
- * -ESHUTDOWN once the runtime is stopping, -EPERM outside a shard. */
+ * queued like tpc_defer(). If the ring to that shard is full, a fiber suspends until it has
+ * room; a callback gets -EAGAIN. Returns 0, -EINVAL for a bad shard index or NULL fn,
+ * -EAGAIN, -ENOMEM, -ESHUTDOWN once the runtime is stopping, -ECANCELED / -ETIMEDOUT (the
+ * fiber was cancelled or its deadline passed while it waited for room), -EPERM outside a
+ * shard. On any error fn is never called and the caller keeps arg. */
 TPC_EXTERN int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg);
 
-/* A function run on another shard by tpc_call_on / tpc_on_all: it runs there as a callback (it
- * must not suspend) and its int result travels back. */
+/* Spawns fiber fn(arg) on shard `shard` (which may be the caller's) with options opts (may be
+ * NULL; opts->detached or out == NULL: fire and forget). The handle *out is joined or
+ * detached from the spawning shard only. Suspends while the ring to that shard is full (a
+ * callback gets -EAGAIN). Returns 0, -EINVAL (bad shard, NULL fn, bad stack size), -EAGAIN,
+ * -ENOMEM, -ESHUTDOWN, -ECANCELED / -ETIMEDOUT, -EPERM outside a shard. If the target cannot
+ * spawn the fiber (-ENOMEM, -ESHUTDOWN), tpc_remote_join returns that error. */
+TPC_EXTERN int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *opts,
+                            tpc_fiber_fn fn, void *arg);
+
+/* Suspends until the remote fiber has returned, stores its return value in *result (if not
+ * NULL), frees the handle and returns 0; or the target's spawn error (the handle is freed).
+ * Returns -ECANCELED / -ETIMEDOUT if the caller is cancelled or its deadline passes (the handle
+ * stays joinable; the remote fiber is not cancelled), -EINVAL for NULL or a handle that already
+ * has a joiner, -EXDEV from another shard than the spawner's, -EPERM outside a fiber. */
+TPC_EXTERN int tpc_remote_join(tpc_remote *r, int *result);
+
+/* Drops the handle: the remote fiber runs to the end and its result is discarded. Returns 0,
+ * -EINVAL (NULL, or being joined), -EXDEV (not the spawning shard), -EPERM outside a shard. */
+TPC_EXTERN int tpc_remote_detach(tpc_remote *r);
+
+/* A function run on a shard by tpc_call_on / tpc_on_all / tpc_call_from_thread. It runs in a
+ * fiber there, so it may suspend (sleep, wait, call other shards); its int result travels
+ * back. */
 typedef int (*tpc_call_fn)(void *arg);
 
 /* Runs fn(arg) on shard `shard` and suspends the calling fiber until its result came back, which
- * it stores in *result (if not NULL). On the caller's own shard fn runs at once. If the caller
- * is cancelled or its deadline passes while it waits, this returns -ECANCELED / -ETIMEDOUT at
- * once; fn still runs (or has run) and its result is dropped, so arg must stay valid until fn
- * has run. Returns 0, -EINVAL (bad shard, NULL fn), -ENOMEM, -ESHUTDOWN, -EPERM outside a
- * fiber. */
+ * it stores in *result (if not NULL). On the caller's own shard fn runs at once, in the
+ * caller's fiber. Calls may nest freely (A calls B, which calls A): replies never wait for
+ * room. If the caller is cancelled or its deadline passes while it waits, this returns
+ * -ECANCELED / -ETIMEDOUT at once; fn still runs (or has run) and its result is dropped, so arg
+ * must stay valid until fn has returned. Returns 0, -EINVAL (bad shard, NULL fn), -ENOMEM,
+ * -ESHUTDOWN (also when the target stopped before it could start fn), -EPERM outside a fiber. */
 TPC_EXTERN int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result);
 
-/* Runs fn(arg) on every shard (the caller's too) and suspends until all have run. Returns 0 if
- * every fn returned >= 0, else the first negative value returned; or an error as tpc_call_on. */
+/* Runs fn(arg) on every shard (the caller's too, in a fiber of its own) and suspends until all
+ * have returned. Returns 0 if every fn returned >= 0, else the first negative value returned
+ * (in shard order); or an error as tpc_call_on. */
 TPC_EXTERN int tpc_on_all(tpc_call_fn fn, void *arg);
+
+/* From a thread that is not a shard of any runtime (the thread that called tpc_start, a helper
+ * thread, a foreign library's thread): runs fn(arg) in a fiber on shard `shard` of rt and
+ * blocks this thread until it has returned, storing its result in *result (if not NULL).
+ * Returns 0, -EINVAL (NULL rt or fn, bad shard), -ENOMEM, -ESHUTDOWN (the runtime is stopping:
+ * fn did not run), -EPERM from inside a shard (a shard must never block: use tpc_call_on).
+ * rt must not have been passed to tpc_wait yet. */
+TPC_EXTERN int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, void *arg,
+                                    int *result);
 
 /* Per-shard counters, each written only by its shard. */
 typedef struct tpc_shard_stats {
-    uint64_t tasks;    /* tasks run (fibers resumed and callbacks) */
-    uint64_t switches; /* fiber context switches */
-    uint64_t loops;    /* loop iterations */
-    uint64_t wakeups;  /* times another thread woke it from sleep */
-    uint64_t timers;   /* timer callbacks fired (sleeps and deadlines included) */
-    uint64_t inbox;    /* messages received from other shards and threads */
+    uint64_t tasks;        /* tasks run (fibers resumed and callbacks) */
+    uint64_t switches;     /* fiber context switches */
+    uint64_t loops;        /* loop iterations */
+    uint64_t msgs_in;      /* messages run that came from other shards and threads */
+    uint64_t msgs_out;     /* messages sent to other shards */
+    uint64_t wakeups_sent; /* sleeping shards it woke */
+    uint64_t wakeups;      /* times it was woken from sleep by another thread */
+    uint64_t sleep_ns;     /* time spent asleep */
+    uint64_t io_submitted; /* io_uring submissions (the runtime's own included) */
+    uint64_t io_completed; /* io_uring completions (the runtime's own included) */
+    uint64_t timers;       /* timer callbacks fired (sleeps and deadlines included) */
 } tpc_shard_stats;
 
-/* Reads shard `shard`'s counters into *out (by a call to that shard; suspends). Returns as
+/* Reads shard `shard`'s counters into *out (by a message to that shard; suspends). Returns as
  * tpc_call_on. */
 TPC_EXTERN int tpc_stats(int shard, tpc_shard_stats *out);
 

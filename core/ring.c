@@ -1,0 +1,282 @@
+/* Shard-to-shard message rings.
+ *
+ * Every ordered pair of shards (i, j) has one bounded single-producer single-consumer ring of
+ * {fn, arg} slots, allocated by j (the receiver) on its NUMA node. The sender fills slots
+ * privately and publishes its tail in batches: at the latest every rt->msg_batch messages, and
+ * once per loop iteration (tpc__rings_flush). The receiver drains a ring all at once and
+ * publishes its head once.
+ *
+ * Doorbells. Each shard has a bitmap with one bit per shard. A sender that publishes sets its
+ * bit in the receiver's bitmap (if it is not set already), so an idle shard checks one word per
+ * 64 shards instead of every ring. A receiver that frees room in a ring whose sender asked for
+ * it (want_space) sets its own bit in the sender's bitmap. Bit j therefore means "look at the
+ * rings between you and j": drain the one from j, and move pending messages into the one to j.
+ *
+ * Ordering. Publishing (store tail, then read the doorbell and the receiver's `sleeping` flag)
+ * and draining (clear the doorbell, then read tail; or store sleeping, then read the doorbells)
+ * are both store-then-load pairs, so they use sequentially consistent operations: of two
+ * shards that race, at least one sees the other. A sleeping receiver is woken through its
+ * eventfd (tpc__shard_wake), which only the sender that clears `sleeping` pays for.
+ *
+ * Full rings. A fiber that finds the ring full queues its message in the ring's pending list
+ * and suspends; a reply (tpc__send_reply) queues there too but never waits. Pending messages
+ * go out oldest first, before anything newer, as the receiver frees room. A plain callback
+ * gets -EAGAIN instead. */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+static inline struct tpc__ring *ring_new(unsigned slots)
+{
+    size_t size = sizeof(struct tpc__ring) + (size_t)slots * sizeof(struct tpc__slot);
+    size = (size + TPC_CACHELINE - 1) & ~(size_t)(TPC_CACHELINE - 1);
+    struct tpc__ring *r = aligned_alloc(TPC_CACHELINE, size);
+    if (!r)
+        return NULL;
+    memset(r, 0, sizeof(*r));
+    r->pmask = r->cmask = slots - 1;
+    tpc__list_init(&r->pending);
+    atomic_init(&r->tail, 0);
+    atomic_init(&r->head, 0);
+    atomic_init(&r->want_space, 0);
+    return r;
+}
+
+/* Called by each shard thread before the start handshake: it allocates the rings it receives
+ * on, and its doorbells, after it has been pinned and bound to its node. */
+int tpc__rings_init(struct tpc__shard *s)
+{
+    struct tpc_runtime *rt = s->rt;
+    unsigned n = rt->nshards;
+    s->nbell = (n + 63) / 64;
+    size_t bsize =
+        ((size_t)s->nbell * sizeof(uint64_t) + TPC_CACHELINE - 1) & ~(size_t)(TPC_CACHELINE - 1);
+    s->bell = aligned_alloc(TPC_CACHELINE, bsize);
+    s->in = calloc(n, sizeof(*s->in));
+    s->dirty = malloc(n * sizeof(*s->dirty));
+    if (!s->bell || !s->in || !s->dirty)
+        return -ENOMEM;
+    for (unsigned w = 0; w < s->nbell; w++)
+        atomic_init(&s->bell[w], 0);
+    s->out = &rt->rings[(size_t)s->id * n];
+    for (unsigned j = 0; j < n; j++) {
+        if (j == s->id)
+            continue;
+        struct tpc__ring *r = ring_new(rt->msg_slots);
+        if (!r)
+            return -ENOMEM;
+        rt->rings[(size_t)j * n + s->id] = s->in[j] = r;
+    }
+    return 0;
+}
+
+void tpc__rings_free(struct tpc_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->nshards; i++) {
+        struct tpc__shard *s = &rt->shards[i];
+        free(s->bell);
+        free(s->in);
+        free(s->dirty);
+        s->bell = NULL;
+        s->in = NULL;
+        s->dirty = NULL;
+    }
+    if (rt->rings)
+        for (size_t k = 0; k < (size_t)rt->nshards * rt->nshards; k++)
+            free(rt->rings[k]);
+    free(rt->rings);
+    rt->rings = NULL;
+}
+
+/* Tells shard t that the rings between it and shard `from` need a look. */
+static void ring_bell(struct tpc__shard *self, struct tpc__shard *t, unsigned from)
+{
+    _Atomic uint64_t *word = &t->bell[from / 64];
+    uint64_t bit = (uint64_t)1 << (from % 64);
+    if (!(atomic_load(word) & bit))
+        atomic_fetch_or(word, bit);
+    if (atomic_load(&t->sleeping) && tpc__shard_wake(t))
+        self->n_wakes_sent++;
+}
+
+static void ring_publish(struct tpc__shard *s, unsigned to, struct tpc__ring *r)
+{
+    r->pub = r->ptail;
+    atomic_store(&r->tail, r->ptail);
+    ring_bell(s, &s->rt->shards[to], s->id);
+}
+
+static inline bool ring_room(struct tpc__ring *r)
+{
+    if (TPC_UNLIKELY(r->ptail - r->head_cache > r->pmask)) {
+        r->head_cache = atomic_load_explicit(&r->head, memory_order_acquire);
+        return r->ptail - r->head_cache <= r->pmask;
+    }
+    return true;
+}
+
+/* Fills the next slot (the caller checked ring_room) and publishes when a batch is full. */
+static inline void ring_push(struct tpc__shard *s, unsigned to, struct tpc__ring *r,
+                             tpc_callback_fn fn, void *arg)
+{
+    struct tpc__slot *sl = &r->slots[r->ptail & r->pmask];
+    sl->fn = fn;
+    sl->arg = arg;
+    r->ptail++;
+    s->n_msgs_out++;
+    if (!r->dirty) {
+        r->dirty = true;
+        s->dirty[s->ndirty++] = to;
+    }
+    if (TPC_UNLIKELY(r->ptail - r->pub >= s->rt->msg_batch))
+        ring_publish(s, to, r);
+}
+
+/* Moves pending messages into the ring while it has room; if some are left, publishes what is
+ * there and asks the receiver to ring back once it has drained. */
+static void flush_pending(struct tpc__shard *s, unsigned to, struct tpc__ring *r)
+{
+    for (;;) {
+        tpc_list *n;
+        while ((n = tpc__list_first(&r->pending)) && ring_room(r)) {
+            struct tpc__pending *p = tpc__container_of(n, struct tpc__pending, node);
+            tpc_callback_fn fn = p->fn;
+            void *arg = p->arg;
+            struct tpc__wait *w = p->w;
+            tpc__list_remove(n);
+            p->sent = true;
+            if (w && w->fiber)
+                tpc__wake(w, 0);
+            ring_push(s, to, r, fn, arg); /* may publish: p may be gone after this */
+        }
+        if (tpc__list_empty(&r->pending))
+            return;
+        ring_publish(s, to, r);
+        atomic_store(&r->want_space, 1);
+        r->head_cache = atomic_load(&r->head);
+        if (r->ptail - r->head_cache > r->pmask)
+            return; /* the receiver will ring */
+    }
+}
+
+int tpc__send(struct tpc__shard *s, unsigned to, tpc_callback_fn fn, void *arg)
+{
+    struct tpc__ring *r = s->out[to];
+    if (TPC_UNLIKELY(!tpc__list_empty(&r->pending) || !ring_room(r))) {
+        if (!s->current)
+            return -EAGAIN;
+        struct tpc__wait w;
+        struct tpc__pending p = {.fn = fn, .arg = arg, .w = &w};
+        w.fiber = NULL;
+        tpc__list_push(&r->pending, &p.node);
+        flush_pending(s, to, r);
+        if (p.sent)
+            return 0;
+        int rc = tpc__park(NULL, &w);
+        if (p.sent) /* it went out, even if a cancel or deadline came at the same time */
+            return 0;
+        tpc__list_remove(&p.node);
+        return rc < 0 ? rc : -EAGAIN;
+    }
+    ring_push(s, to, r, fn, arg);
+    return 0;
+}
+
+void tpc__send_reply(struct tpc__shard *s, unsigned to, struct tpc__pending *p)
+{
+    if (to == s->id) {
+        p->fn(p->arg);
+        return;
+    }
+    struct tpc__ring *r = s->out[to];
+    if (TPC_LIKELY(tpc__list_empty(&r->pending) && ring_room(r))) {
+        ring_push(s, to, r, p->fn, p->arg);
+        return;
+    }
+    p->w = NULL;
+    p->sent = false;
+    tpc__list_push(&r->pending, &p->node);
+    flush_pending(s, to, r);
+}
+
+void tpc__rings_flush(struct tpc__shard *s)
+{
+    for (unsigned i = 0; i < s->ndirty; i++) {
+        unsigned to = s->dirty[i];
+        struct tpc__ring *r = s->out[to];
+        r->dirty = false;
+        if (r->ptail != r->pub)
+            ring_publish(s, to, r);
+    }
+    s->ndirty = 0;
+}
+
+/* Runs every message published in ring r (from shard `from`), then frees their slots. */
+static void ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring *r)
+{
+    uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint32_t tail = atomic_load(&r->tail);
+    if (head == tail)
+        return;
+    s->n_msgs_in += tail - head;
+    while (head != tail) {
+        struct tpc__slot *sl = &r->slots[head & r->cmask];
+        tpc_callback_fn fn = sl->fn;
+        void *arg = sl->arg;
+        head++;
+        fn(arg);
+    }
+    atomic_store(&r->head, head);
+    if (atomic_load(&r->want_space) && atomic_exchange(&r->want_space, 0))
+        ring_bell(s, &s->rt->shards[from], s->id);
+}
+
+bool tpc__rings_rung(const struct tpc__shard *s)
+{
+    for (unsigned w = 0; w < s->nbell; w++)
+        if (atomic_load(&s->bell[w]))
+            return true;
+    return false;
+}
+
+bool tpc__rings_poll(struct tpc__shard *s)
+{
+    bool any = false;
+    for (unsigned w = 0; w < s->nbell; w++) {
+        if (!atomic_load_explicit(&s->bell[w], memory_order_relaxed))
+            continue;
+        uint64_t bits = atomic_exchange(&s->bell[w], 0);
+        while (bits) {
+            unsigned j = w * 64 + (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            ring_drain(s, j, s->in[j]);
+            struct tpc__ring *o = s->out[j];
+            if (!tpc__list_empty(&o->pending))
+                flush_pending(s, j, o);
+            any = true;
+        }
+    }
+    return any;
+}
+
+/* A message can be sent to a shard that has just left its loop (a reply racing with the
+ * shutdown, or a send that checked the stop flag just before it was set). Once every shard
+ * thread has been joined, this runs such messages on the runtime's thread, posing as their
+ * shard in turn, until nothing moves: a sender that was told 0 is never lost, and no record
+ * leaks. Spawning fails (-ESHUTDOWN) at this point, so only callbacks run. */
+void tpc__rings_afterlife(struct tpc_runtime *rt)
+{
+    bool moved = true;
+    while (moved) {
+        moved = false;
+        for (unsigned i = 0; i < rt->nshards; i++) {
+            struct tpc__shard *s = &rt->shards[i];
+            if (!s->bell)
+                continue;
+            tpc__self = s;
+            moved |= tpc__rings_poll(s);
+            tpc__rings_flush(s);
+            tpc__self = NULL;
+        }
+    }
+}
