@@ -18,7 +18,8 @@ case $outdir in /*) ;; *) outdir=$PWD/$outdir ;; esac
 pkgs="cargo rustc librust-tokio-dev librust-libc-dev"
 missing=""
 for p in $pkgs; do
-    dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$missing $p"
+    status=$(dpkg -s "$p" 2>/dev/null || true)
+    case $status in *"Status: install ok installed"*) ;; *) missing="$missing $p" ;; esac
 done
 if [ -n "$missing" ]; then
     [ "$(id -u)" = 0 ] || die "missing Debian packages:$missing (run as root, or: apt-get install$missing)"

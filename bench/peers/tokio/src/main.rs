@@ -42,7 +42,11 @@ fn pin_to(cpu: usize) {
         libc::CPU_ZERO(&mut set);
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!("warning: cannot pin thread to cpu {}: {}", cpu, std::io::Error::last_os_error());
+            eprintln!(
+                "warning: cannot pin thread to cpu {}: {}",
+                cpu,
+                std::io::Error::last_os_error()
+            );
             PINNED.store(false, Ordering::Relaxed);
         }
     }
@@ -50,7 +54,10 @@ fn pin_to(cpu: usize) {
 
 /// One runtime per thread, as asked: current_thread with all the drivers compiled in.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn report(id: &str, value: f64, unit: &str, cond: &str) {
@@ -58,8 +65,16 @@ fn report(id: &str, value: f64, unit: &str, cond: &str) {
 }
 
 fn base_cond() -> String {
-    let cpus = if PINNED.load(Ordering::Relaxed) { "cpus 0,1" } else { "UNPINNED (cpus 0,1 wanted)" };
-    format!("tokio {} current_thread x2, {}", env!("TOKIO_VERSION"), cpus)
+    let cpus = if PINNED.load(Ordering::Relaxed) {
+        "cpus 0,1"
+    } else {
+        "UNPINNED (cpus 0,1 wanted)"
+    };
+    format!(
+        "tokio {} current_thread x2, {}",
+        env!("TOKIO_VERSION"),
+        cpus
+    )
 }
 
 /// Thread B: receives the stream, then serves calls until A closes the request channel.
@@ -81,7 +96,11 @@ async fn b_main(
         }
     }
     let last = Instant::now();
-    assert_eq!(sum, n.wrapping_mul(n.wrapping_sub(1)) / 2, "stream lost or reordered messages");
+    assert_eq!(
+        sum,
+        n.wrapping_mul(n.wrapping_sub(1)) / 2,
+        "stream lost or reordered messages"
+    );
 
     // Busy phase: a task that keeps B's runtime from ever parking, until A says stop.
     let spinner = tokio::spawn(async move {
@@ -125,10 +144,20 @@ async fn round_trips(
     lat.sort_unstable();
     let cond = format!(
         "{}, request mpsc({}) A->B + reply mpsc({}) B->A, {}, {} round trips after {} warm-up",
-        base_cond(), CAPACITY, CAPACITY, what, calls, warmup
+        base_cond(),
+        CAPACITY,
+        CAPACITY,
+        what,
+        calls,
+        warmup
     );
     report(&format!("{}_p50", id), lat[calls / 2] as f64, "ns", &cond);
-    report(&format!("{}_p99", id), lat[calls * 99 / 100] as f64, "ns", &cond);
+    report(
+        &format!("{}_p99", id),
+        lat[calls * 99 / 100] as f64,
+        "ns",
+        &cond,
+    );
 }
 
 /// Thread A: drives every phase and takes every measurement.
@@ -149,20 +178,40 @@ async fn a_main(
     let ns = last.duration_since(t0).as_nanos() as f64;
     let cond = format!(
         "{}, mpsc bounded {}, send().await -> recv().await, {} msgs",
-        base_cond(), CAPACITY, n
+        base_cond(),
+        CAPACITY,
+        n
     );
     report("tokio_xshard_stream", n as f64 * 1e9 / ns, "msg/s", &cond);
     report("tokio_xshard_stream_ns", ns / n as f64, "ns/msg", &cond);
 
     // b) round trips to a busy B (its spinner task is already running)
     let busy = "B busy (a task there loops on yield_now)";
-    round_trips("tokio_xshard_rtt", busy, RTT_WARMUP, RTT_CALLS, Duration::ZERO, &requests, &mut replies).await;
+    round_trips(
+        "tokio_xshard_rtt",
+        busy,
+        RTT_WARMUP,
+        RTT_CALLS,
+        Duration::ZERO,
+        &requests,
+        &mut replies,
+    )
+    .await;
 
     // c) round trips to an idle B: stop the spinner, give B time to park, then call 20 us apart
     stop_spinner.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(10)).await;
     let idle = "B idle (runtime parks between calls), A spins 20 us between calls";
-    round_trips("tokio_xshard_wakeup", idle, WAKEUP_WARMUP, WAKEUP_CALLS, WAKEUP_GAP, &requests, &mut replies).await;
+    round_trips(
+        "tokio_xshard_wakeup",
+        idle,
+        WAKEUP_WARMUP,
+        WAKEUP_CALLS,
+        WAKEUP_GAP,
+        &requests,
+        &mut replies,
+    )
+    .await;
     // Dropping `requests` here ends B's server loop.
 }
 
@@ -172,7 +221,9 @@ fn main() {
         Some(s) => match s.parse() {
             Ok(v) if v > 0 => v,
             _ => {
-                eprintln!("usage: bench-tokio-xshard [messages]   (messages > 0, default 10000000)");
+                eprintln!(
+                    "usage: bench-tokio-xshard [messages]   (messages > 0, default 10000000)"
+                );
                 std::process::exit(2);
             }
         },
