@@ -28,7 +28,31 @@ struct tpc_remote {
     bool done;     /* the reply came home */
     bool released; /* nobody will join: free on the reply */
     struct tpc__wait *joiner;
+    tpc_list link; /* in origin->remotes, until freed */
 };
+
+static struct tpc_remote *remote_new(void)
+{
+    struct tpc_remote *r = calloc(1, sizeof(*r));
+    if (r) {
+        r->origin = tpc__self;
+        tpc__list_push(&r->origin->remotes, &r->link);
+    }
+    return r;
+}
+
+static void remote_free(struct tpc_remote *r)
+{
+    tpc__list_remove(&r->link);
+    free(r);
+}
+
+/* When the runtime is freed: handles nobody joined or detached. */
+void tpc__remotes_free(struct tpc__shard *s)
+{
+    while (!tpc__list_empty(&s->remotes))
+        remote_free(tpc__container_of(s->remotes.next, struct tpc_remote, link));
+}
 
 static void read_stats(struct tpc__shard *s, tpc_shard_stats *out)
 {
@@ -52,7 +76,7 @@ static void remote_home(void *p) /* on the origin */
     struct tpc_remote *r = p;
     r->done = true;
     if (r->released)
-        free(r);
+        remote_free(r);
     else if (r->joiner)
         tpc__wake(r->joiner, 0);
 }
@@ -104,12 +128,11 @@ static int remote_send(int shard, tpc_remote **out, const tpc_fiber_opts *opts, 
                        void *arg)
 {
     struct tpc__shard *s = tpc__self;
-    struct tpc_remote *r = calloc(1, sizeof(*r));
+    struct tpc_remote *r = remote_new();
     if (!r)
         return -ENOMEM;
     r->fn = fn;
     r->arg = arg;
-    r->origin = s;
     if (opts) {
         r->opts = *opts;
         if (opts->name) {
@@ -128,7 +151,7 @@ static int remote_send(int shard, tpc_remote **out, const tpc_fiber_opts *opts, 
         rc = tpc__send(s, (unsigned)shard, remote_start, r);
     }
     if (rc < 0) {
-        free(r);
+        remote_free(r);
         return rc;
     }
     if (out)
@@ -168,7 +191,7 @@ int tpc_remote_join(tpc_remote *r, int *result)
     int rc = r->rc;
     if (rc == 0 && result)
         *result = r->result;
-    free(r);
+    remote_free(r);
     return rc;
 }
 
@@ -181,7 +204,7 @@ int tpc_remote_detach(tpc_remote *r)
     if (r->origin != tpc__self)
         return -EXDEV;
     if (r->done)
-        free(r);
+        remote_free(r);
     else
         r->released = true;
     return 0;
@@ -206,7 +229,7 @@ static int remote_wait(int shard, tpc_fiber_fn fn, void *arg, struct tpc_remote 
         }
     }
     *copy = *r;
-    free(r);
+    remote_free(r);
     return copy->rc;
 }
 
@@ -275,13 +298,12 @@ int tpc_stats(int shard, tpc_shard_stats *out)
         read_stats(tpc__self, out);
         return 0;
     }
-    struct tpc_remote *r = calloc(1, sizeof(*r));
+    struct tpc_remote *r = remote_new();
     if (!r)
         return -ENOMEM;
-    r->origin = tpc__self;
     rc = tpc__send(tpc__self, (unsigned)shard, remote_start, r);
     if (rc < 0) {
-        free(r);
+        remote_free(r);
         return rc;
     }
     struct tpc__wait w;
@@ -293,7 +315,7 @@ int tpc_stats(int shard, tpc_shard_stats *out)
         return rc;
     }
     *out = r->stats;
-    free(r);
+    remote_free(r);
     return 0;
 }
 

@@ -207,6 +207,7 @@ struct tpc__shard {
     struct tpc__ring **out; /* out[j]: the ring to shard j (NULL for itself) */
     struct tpc__ring **in;  /* in[j]: the ring from shard j; its own slot in rt->rings */
     unsigned *dirty;        /* shards whose out ring has unpublished messages */
+    tpc_list remotes;       /* remote-fiber handles it spawned, not yet freed (call.c) */
     unsigned ndirty;
     /* Counters, written only by this shard, read by tpc_stats(). */
     uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,
@@ -297,6 +298,8 @@ void tpc__rings_flush(struct tpc__shard *s);      /* publishes every out ring wi
 bool tpc__rings_rung(const struct tpc__shard *s); /* a doorbell is set */
 /* After every shard thread has exited: runs what is still in the rings, as its shard. */
 void tpc__rings_afterlife(struct tpc_runtime *rt);
+
+void tpc__remotes_free(struct tpc__shard *s);
 
 /* Timers (timer/timer.c). */
 void tpc__timers_init(struct tpc__shard *s);

@@ -111,6 +111,7 @@ static void runtime_free(struct tpc_runtime *rt)
     tpc__rings_afterlife(rt);
     for (unsigned i = 0; i < rt->nshards; i++) {
         tpc__inbox_free(&rt->shards[i]);
+        tpc__remotes_free(&rt->shards[i]);
         tpc__shard_wake_fini(&rt->shards[i]);
     }
     tpc__rings_free(rt);
@@ -213,6 +214,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         s->spin_ns = c.spin_ns ? c.spin_ns : 10000;
         tpc__queue_init(&s->runq);
         tpc__list_init(&s->fibers);
+        tpc__list_init(&s->remotes);
         atomic_init(&s->inbox, NULL);
         atomic_init(&s->sleeping, 0);
     }
