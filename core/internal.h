@@ -55,6 +55,7 @@ struct tpc__wait {
     int result;
     int timeout_result; /* result when its timer fires: 0 (sleep) or -ETIMEDOUT (deadline) */
     void *value;        /* payload for channels */
+    bool hard;          /* neither cancel nor deadline wakes it (tpc__park_hard) */
 };
 
 /* The common head of everything the run queue holds. */
@@ -235,8 +236,9 @@ struct tpc_runtime {
     int exit_status;
     bool signals; /* shard 0 turns `sigset` into a shutdown */
     sigset_t sigset;
-    sigset_t oldmask;  /* of the thread that called tpc_start */
-    unsigned nthreads; /* shard threads created */
+    sigset_t oldmask;   /* of the thread that called tpc_start */
+    sigset_t sigwaited; /* blocked on every shard for tpc_signal_wait (under lock) */
+    unsigned nthreads;  /* shard threads created */
     /* Start-up handshake. */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -261,6 +263,9 @@ int tpc__park(tpc_list *q, struct tpc__wait *w);
  * earlier, wakes it with -ETIMEDOUT; one already passed fails at once. */
 int tpc__park_until(tpc_list *q, struct tpc__wait *w, uint64_t until);
 void tpc__wake(struct tpc__wait *w, int result);
+/* Suspends until tpc__wake(w): cancellation and deadlines do not interrupt it. For the short
+ * wait between asking the kernel to cancel an operation and its final completion. */
+void tpc__park_hard(struct tpc__wait *w);
 void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f);
 void tpc__fiber_cancel_all(struct tpc__shard *s);
 void tpc__fiber_free_all(struct tpc__shard *s);
@@ -282,6 +287,22 @@ bool tpc__shard_wake(struct tpc__shard *s);
 void tpc__shard_wake_fini(struct tpc__shard *s);
 int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg);
 void tpc__inbox_free(struct tpc__shard *s);
+
+/* One io_uring operation waited for by a fiber (io/wait.c). */
+struct tpc__io {
+    struct tpc__op op;
+    struct tpc__wait w;
+    int res;
+    bool done;
+};
+/* A free SQE (submitting queued ones once if the ring is full), or NULL. */
+struct io_uring_sqe *tpc__sqe(struct tpc__shard *s);
+/* Submits the operation prepared in sqe and suspends until it completes; returns its result.
+ * If the fiber is cancelled or its deadline passes first, asks the kernel to cancel it and
+ * still waits for the final completion, so that the kernel never touches the caller's memory
+ * after this returns: then returns -ECANCELED / -ETIMEDOUT, or the operation's result if it
+ * completed anyway (nothing it did is lost). */
+int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *sqe);
 
 /* Shard-to-shard rings (core/ring.c). */
 int tpc__rings_init(struct tpc__shard *s);

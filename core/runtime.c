@@ -121,18 +121,21 @@ static void runtime_free(struct tpc_runtime *rt)
     free(rt);
 }
 
-static void runtime_join(struct tpc_runtime *rt)
+/* Joins the shard threads, then sets the calling thread's signal mask to `mask`. Signals that
+ * came for the runtime (its stop signals, and those fibers waited for) while it stopped are
+ * taken first: unblocking them now would run their default action. */
+static void runtime_join(struct tpc_runtime *rt, const sigset_t *mask)
 {
     for (unsigned i = 0; i < rt->nthreads; i++)
         pthread_join(rt->shards[i].thread, NULL);
-    if (rt->signals) {
-        /* Signals that came during the shutdown were for this runtime: take them before
-         * unblocking, or they would kill the process now. */
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&rt->sigset, NULL, &zero) > 0)
+    sigset_t ours = rt->sigwaited;
+    if (rt->signals)
+        sigorset(&ours, &ours, &rt->sigset);
+    struct timespec zero = {0, 0};
+    if (!sigisemptyset(&ours))
+        while (sigtimedwait(&ours, NULL, &zero) > 0)
             ;
-        pthread_sigmask(SIG_SETMASK, &rt->oldmask, NULL);
-    }
+    pthread_sigmask(SIG_SETMASK, mask, NULL);
 }
 
 int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_runtime **out)
@@ -196,8 +199,8 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     rt->main_arg = arg;
     rt->signals = !sigisemptyset(&sigs);
     rt->sigset = sigs;
-    if (rt->signals)
-        pthread_sigmask(SIG_BLOCK, &sigs, &rt->oldmask);
+    sigemptyset(&rt->sigwaited);
+    pthread_sigmask(SIG_BLOCK, &sigs, &rt->oldmask);
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->cond, NULL);
     for (unsigned i = 0; i < n; i++) {
@@ -239,7 +242,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     rc = rt->start_err;
     pthread_mutex_unlock(&rt->lock);
     if (rc < 0) {
-        runtime_join(rt);
+        runtime_join(rt, &rt->oldmask);
         runtime_free(rt);
         return rc;
     }
@@ -253,7 +256,15 @@ int tpc_wait(tpc_runtime *rt)
         return -EBUSY;
     if (!rt)
         return -EINVAL;
-    runtime_join(rt);
+    /* While this thread waits, it takes no asynchronous signal: those go to the shards, where
+     * tpc_signal_wait can read them (or their default action happens there). */
+    sigset_t async;
+    sigfillset(&async);
+    static const int sync_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS};
+    for (size_t i = 0; i < sizeof(sync_signals) / sizeof(sync_signals[0]); i++)
+        sigdelset(&async, sync_signals[i]);
+    pthread_sigmask(SIG_BLOCK, &async, NULL);
+    runtime_join(rt, &rt->oldmask);
     int status = rt->exit_status;
     runtime_free(rt);
     return status;

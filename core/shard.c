@@ -71,8 +71,7 @@ static void wake_complete(struct tpc__shard *s, struct tpc__op *op, int res, uns
     arm_wake(s);
 }
 
-/* An SQE, submitting what is queued once if the ring is full; NULL if it is still full. */
-static struct io_uring_sqe *get_sqe(struct tpc__shard *s)
+struct io_uring_sqe *tpc__sqe(struct tpc__shard *s)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     if (!sqe) {
@@ -84,7 +83,7 @@ static struct io_uring_sqe *get_sqe(struct tpc__shard *s)
 
 static void arm_wake(struct tpc__shard *s)
 {
-    struct io_uring_sqe *sqe = get_sqe(s);
+    struct io_uring_sqe *sqe = tpc__sqe(s);
     if (!sqe) /* still full: the loop retries before it sleeps, and does not sleep unarmed */
         return;
     io_uring_prep_read(sqe, s->wake_fd, &s->wake_buf, sizeof(s->wake_buf), 0);
@@ -108,7 +107,7 @@ static void signal_complete(struct tpc__shard *s, struct tpc__op *op, int res, u
 
 static void arm_signal(struct tpc__shard *s)
 {
-    struct io_uring_sqe *sqe = get_sqe(s);
+    struct io_uring_sqe *sqe = tpc__sqe(s);
     if (!sqe) {
         fputs("libtpc: no submission slot to watch for signals\n", stderr);
         return;

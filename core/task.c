@@ -222,6 +222,7 @@ int tpc__park_until(tpc_list *q, struct tpc__wait *w, uint64_t until)
     }
     w->fiber = f;
     w->result = 0;
+    w->hard = false;
     if (q)
         tpc__list_push(q, &w->node);
     else
@@ -241,6 +242,19 @@ int tpc__park_until(tpc_list *q, struct tpc__wait *w, uint64_t until)
     if (when)
         tpc__timer_disarm(s, &tm);
     return w->result;
+}
+
+void tpc__park_hard(struct tpc__wait *w)
+{
+    tpc_fiber *f = tpc__self->current;
+    w->fiber = f;
+    w->result = 0;
+    w->hard = true;
+    tpc__list_init(&w->node);
+    f->wait = w;
+    f->state = TPC__F_WAITING;
+    suspend(f);
+    f->wait = NULL;
 }
 
 int tpc__park(tpc_list *q, struct tpc__wait *w)
@@ -382,7 +396,7 @@ int tpc_cancel(tpc_fiber *f)
     if (f->state == TPC__F_DONE)
         return 0;
     f->cancelled = true;
-    if (f->state == TPC__F_WAITING && f->wait)
+    if (f->state == TPC__F_WAITING && f->wait && !f->wait->hard)
         tpc__wake(f->wait, -ECANCELED);
     return 0;
 }

@@ -2,6 +2,7 @@
 #ifndef TPC_RUNTIME_H
 #define TPC_RUNTIME_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include "common.h"
@@ -85,6 +86,21 @@ TPC_EXTERN int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg
 TPC_EXTERN int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg,
                          tpc_runtime **out);
 TPC_EXTERN int tpc_wait(tpc_runtime *rt);
+
+/* Suspends the calling fiber until one of the signals in `set` arrives (read from a signalfd
+ * through the shard's io_uring) and stores its number in *signo (if not NULL). The first wait
+ * for a signal blocks it on every shard, for the rest of the run; tpc_wait (and so tpc_run)
+ * blocks every asynchronous signal in its thread while it waits. Threads you created yourself
+ * must block the signals too, or they may take them: best, block them in the main thread before
+ * tpc_start and the shards inherit the mask. A signal is read by one waiter only. Signals of a
+ * waited-for kind still pending when the runtime stops are discarded. SIGPIPE is ignored while
+ * the runtime runs (a write to a closed pipe or socket returns -EPIPE), so waiting for it
+ * returns nothing.
+ * Returns 0; -EINVAL (NULL or empty set, or SIGKILL, SIGSTOP, or a synchronous signal such as
+ * SIGSEGV in it); -EBUSY for SIGINT or SIGTERM while the runtime turns them into a shutdown
+ * (set tpc_config.no_signals to handle them yourself); -ECANCELED / -ETIMEDOUT; -EPERM outside
+ * a fiber; or a negative errno from signalfd. */
+TPC_EXTERN int tpc_signal_wait(const sigset_t *set, int *signo);
 
 /* The runtime of the calling shard, or NULL outside a shard: hand it to helper threads. */
 TPC_EXTERN tpc_runtime *tpc_runtime_self(void);
