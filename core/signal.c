@@ -65,6 +65,7 @@ int tpc_signal_wait(const sigset_t *set, int *signo)
     if (fd < 0)
         return -errno;
     struct signalfd_siginfo info;
+    memset(&info, 0, sizeof(info)); /* written by the kernel, which valgrind does not see */
     struct tpc__io io;
     struct io_uring_sqe *sqe = tpc__sqe(s);
     int rc;

@@ -1,5 +1,6 @@
 /* Portable context backend on ucontext: slower (swapcontext saves the signal mask with a
  * syscall) but works on any architecture glibc supports. */
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include "context.h"
@@ -25,5 +26,8 @@ void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *
 
 void tpc__ctx_switch(tpc__ctx *from, tpc__ctx *to)
 {
+    /* swapcontext gives every context its own signal mask; the signal mask is the thread's
+     * (tpc_signal_wait blocks signals on the thread), so carry the current one over. */
+    pthread_sigmask(SIG_SETMASK, NULL, &to->uc.uc_sigmask);
     swapcontext(&from->uc, &to->uc);
 }
