@@ -7,16 +7,24 @@
  *                  yielding, so it never sleeps): median and p99. Each call spawns a fiber
  *                  there to run the function.
  *   wakeup         the same round trip to shard 1 idle, asleep in io_uring_enter between calls
- * Usage: bench-xshard [messages] */
+ * Usage: bench-xshard [messages [stream|rtt|wakeup]]  (default: all three) */
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <tpc.h>
-#include "bench.h"
+#include "floor.h"
 
 static long nmsg;
-static long received; /* shard 1 only */
-static _Atomic int all_received;
+static double floor_pingpong, floor_stream; /* measured just before, same process */
+static const char *only;
+
+static bool want(const char *what)
+{
+    return !only || !strcmp(only, what);
+}
+static _Alignas(64) long received; /* shard 1 only, on a line of its own */
+static _Alignas(64) _Atomic int all_received;
 static _Atomic int stop_spinning;
 
 static void count(void *arg)
@@ -66,9 +74,10 @@ static void rtt(const char *id, const char *what, long n)
     }
     qsort(lat, (size_t)n, sizeof(uint64_t), cmp_u64);
     bench_report(id, (double)lat[n / 2], "ns",
-                 "%s, median of %ld round trips; p99 %llu ns; "
-                 "shards on cpus 0 and 1",
-                 what, n, (unsigned long long)lat[n * 99 / 100]);
+                 "%s, median of %ld round trips; p99 %llu ns; shards on cpus 0 and 1; "
+                 "%.2fx the bare spinning ping-pong (floor_pingpong %.0f ns)",
+                 what, n, (unsigned long long)lat[n * 99 / 100],
+                 (double)lat[n / 2] / floor_pingpong, floor_pingpong);
     free(lat);
 }
 
@@ -76,30 +85,44 @@ static int bench_main(void *arg)
 {
     (void)arg;
     /* stream */
+    if (!want("stream"))
+        goto round_trips;
     uint64_t t0 = bench_ns();
-    for (long i = 0; i < nmsg; i++)
+    for (long i = 0, n = nmsg; i < n; i++)
         if (tpc_submit_to(1, count, NULL) < 0)
             return 1;
     while (!atomic_load_explicit(&all_received, memory_order_acquire))
         tpc_yield();
     uint64_t t = bench_ns() - t0;
     bench_report("xshard_stream", (double)nmsg * 1e9 / (double)t, "msg/s",
-                 "%ld tpc_submit_to messages shard 0 -> 1 (%.1f ns each), 1024-slot ring", nmsg,
-                 (double)t / (double)nmsg);
+                 "%ld tpc_submit_to messages shard 0 -> 1 (%.1f ns each), 1024-slot ring; "
+                 "%.2fx the bare ring's time (floor_stream %.1f ns)",
+                 nmsg, (double)t / (double)nmsg, (double)t / (double)nmsg / floor_stream,
+                 floor_stream);
 
+round_trips:
     /* round trips: busy target, then sleeping target */
-    atomic_store(&stop_spinning, 0);
-    tpc_submit_to(1, start_spinner, NULL);
-    rtt("xshard_rtt", "target busy (a fiber there yields in a loop)", 100000);
-    atomic_store(&stop_spinning, 1);
-    tpc_sleep(10 * 1000 * 1000);
-    rtt("wakeup", "target asleep between calls (20 us apart)", 20000);
+    if (want("rtt")) {
+        atomic_store(&stop_spinning, 0);
+        tpc_submit_to(1, start_spinner, NULL);
+        rtt("xshard_rtt", "target busy (a fiber there yields in a loop)", 100000);
+        atomic_store(&stop_spinning, 1);
+        tpc_sleep(10 * 1000 * 1000);
+    }
+    if (want("wakeup"))
+        rtt("wakeup", "target asleep between calls (20 us apart)", 20000);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
     nmsg = bench_iters(argc, argv, 20000000);
+    only = argc > 2 ? argv[2] : NULL;
+    floor_measure(200000, 4000000, &floor_pingpong, &floor_stream);
+    bench_report("floor_pingpong", floor_pingpong, "ns",
+                 "bare threads on cpus 0 and 1, spinning (bench/floor.h), mean of 200000");
+    bench_report("floor_stream", 1e9 / floor_stream, "msg/s",
+                 "bare SPSC ring, cpus 0 -> 1 (bench/floor.h), %.1f ns each", floor_stream);
     tpc_config c = {.shards = 2};
     if (!getenv("TPC_CPUS"))
         c.cpus = "0,1";

@@ -183,6 +183,7 @@ int tpc_remote_join(tpc_remote *r, int *result)
     if (!r->done) {
         struct tpc__wait w;
         r->joiner = &w;
+        tpc__rings_flush(tpc__self); /* about to wait: publish now, not at the loop's turn */
         int rc = tpc__park(NULL, &w);
         r->joiner = NULL;
         if (rc < 0)
@@ -221,6 +222,7 @@ static int remote_wait(int shard, tpc_fiber_fn fn, void *arg, struct tpc_remote 
     if (!r->done) {
         struct tpc__wait w;
         r->joiner = &w;
+        tpc__rings_flush(tpc__self);
         rc = tpc__park(NULL, &w);
         r->joiner = NULL;
         if (rc < 0) {
@@ -308,6 +310,7 @@ int tpc_stats(int shard, tpc_shard_stats *out)
     }
     struct tpc__wait w;
     r->joiner = &w;
+    tpc__rings_flush(tpc__self);
     rc = tpc__park(NULL, &w);
     r->joiner = NULL;
     if (rc < 0) {

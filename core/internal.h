@@ -317,6 +317,14 @@ void tpc__send_reply(struct tpc__shard *s, unsigned to, struct tpc__pending *p);
 bool tpc__rings_poll(struct tpc__shard *s);       /* drains what the doorbells show; true: work */
 void tpc__rings_flush(struct tpc__shard *s);      /* publishes every out ring with new messages */
 bool tpc__rings_rung(const struct tpc__shard *s); /* a doorbell is set */
+/* Ends the run phase early when a doorbell rang, checked every 8 tasks: messages (replies
+ * above all) wait at most 8 tasks, not a whole phase, on a busy shard. */
+static inline bool tpc__phase_goes_on(struct tpc__shard *s)
+{
+    if (TPC_UNLIKELY((s->phase_left & 7) == 0) && s->phase_left && tpc__rings_rung(s))
+        s->phase_left = 0;
+    return s->phase_left != 0;
+}
 /* After every shard thread has exited: runs what is still in the rings, as its shard. */
 void tpc__rings_afterlife(struct tpc_runtime *rt);
 

@@ -191,6 +191,8 @@ void tpc__send_reply(struct tpc__shard *s, unsigned to, struct tpc__pending *p)
     struct tpc__ring *r = s->out[to];
     if (TPC_LIKELY(tpc__list_empty(&r->pending) && ring_room(r))) {
         ring_push(s, to, r, p->fn, p->arg);
+        if (r->ptail != r->pub)
+            ring_publish(s, to, r); /* somebody waits for it: no batching */
         return;
     }
     p->w = NULL;
@@ -211,13 +213,23 @@ void tpc__rings_flush(struct tpc__shard *s)
     s->ndirty = 0;
 }
 
-/* Runs every message published in ring r (from shard `from`), then frees their slots. */
+/* Frees slots up to `head` and, if the sender waits for room, rings its doorbell. */
+static void ring_release(struct tpc__shard *s, unsigned from, struct tpc__ring *r, uint32_t head)
+{
+    atomic_store(&r->head, head);
+    if (atomic_load(&r->want_space) && atomic_exchange(&r->want_space, 0))
+        ring_bell(s, &s->rt->shards[from], s->id);
+}
+
+/* Runs every message published in ring r (from shard `from`). Slots are freed every msg_batch
+ * messages, so that a sender waiting for room refills the ring while this shard still drains. */
 static void ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring *r)
 {
     uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
     uint32_t tail = atomic_load(&r->tail);
     if (head == tail)
         return;
+    uint32_t batch = s->rt->msg_batch, freed = head;
     s->n_msgs_in += tail - head;
     while (head != tail) {
         struct tpc__slot *sl = &r->slots[head & r->cmask];
@@ -225,10 +237,10 @@ static void ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring *r)
         void *arg = sl->arg;
         head++;
         fn(arg);
+        if (TPC_UNLIKELY(head - freed >= batch) && head != tail)
+            ring_release(s, from, r, freed = head);
     }
-    atomic_store(&r->head, head);
-    if (atomic_load(&r->want_space) && atomic_exchange(&r->want_space, 0))
-        ring_bell(s, &s->rt->shards[from], s->id);
+    ring_release(s, from, r, head);
 }
 
 bool tpc__rings_rung(const struct tpc__shard *s)
@@ -245,7 +257,15 @@ bool tpc__rings_poll(struct tpc__shard *s)
     for (unsigned w = 0; w < s->nbell; w++) {
         if (!atomic_load_explicit(&s->bell[w], memory_order_relaxed))
             continue;
-        uint64_t bits = atomic_exchange(&s->bell[w], 0);
+        uint64_t bits = atomic_load_explicit(&s->bell[w], memory_order_relaxed);
+        /* Start fetching the rings' lines before the exchange waits for the doorbell's. */
+        for (uint64_t b = bits; b; b &= b - 1) {
+            struct tpc__ring *r = s->in[w * 64 + (unsigned)__builtin_ctzll(b)];
+            __builtin_prefetch(&r->tail);
+            __builtin_prefetch(&r->slots[atomic_load_explicit(&r->head, memory_order_relaxed) &
+                                         r->cmask]);
+        }
+        bits = atomic_exchange(&s->bell[w], 0);
         while (bits) {
             unsigned j = w * 64 + (unsigned)__builtin_ctzll(bits);
             bits &= bits - 1;

@@ -194,7 +194,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     rt->stack_cache = c.stack_cache ? c.stack_cache : 64;
     rt->ring_entries = c.ring_entries ? c.ring_entries : 256;
     rt->msg_slots = c.msg_slots ? c.msg_slots : 1024;
-    rt->msg_batch = rt->msg_slots / 2 < 64 ? rt->msg_slots / 2 : 64;
+    rt->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
     rt->main_fn = main_fn;
     rt->main_arg = arg;
     rt->signals = !sigisemptyset(&sigs);

@@ -322,7 +322,7 @@ static size_t run_phase(struct tpc__shard *s)
     s->slice_start = s->now = tpc__clock_ns(); /* for tpc_maybe_yield, and tpc_now()'s cache */
     s->now_valid = true;
     size_t ran = 0;
-    while (s->phase_left && s->runq.head) {
+    while (s->runq.head && tpc__phase_goes_on(s)) {
         s->phase_left--;
         struct tpc__task *t = (struct tpc__task *)tpc__queue_pop(&s->runq);
         t->queued = 0;

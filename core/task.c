@@ -110,7 +110,7 @@ static void switch_away(struct tpc__shard *s, tpc_fiber *f, bool exiting)
 {
     s->n_switches++;
     struct tpc__task *next = (struct tpc__task *)s->runq.head;
-    if (s->phase_left && next && next->kind == TPC__TASK_FIBER) {
+    if (next && tpc__phase_goes_on(s) && next->kind == TPC__TASK_FIBER) {
         tpc__queue_pop(&s->runq);
         next->queued = 0;
         s->phase_left--;
