@@ -142,6 +142,7 @@ struct tpc__ring {
     _Atomic int want_space; /* the sender waits for room: ring its doorbell after draining */
     /* The receiving shard's line. */
     _Alignas(TPC_CACHELINE) uint32_t cmask;
+    uint32_t idle; /* polls that found it empty while its doorbell was set */
     _Alignas(TPC_CACHELINE) struct tpc__slot slots[];
 };
 
@@ -317,11 +318,14 @@ void tpc__send_reply(struct tpc__shard *s, unsigned to, struct tpc__pending *p);
 bool tpc__rings_poll(struct tpc__shard *s);       /* drains what the doorbells show; true: work */
 void tpc__rings_flush(struct tpc__shard *s);      /* publishes every out ring with new messages */
 bool tpc__rings_rung(const struct tpc__shard *s); /* a doorbell is set */
+bool tpc__rings_ready(struct tpc__shard *s);      /* a ring with a doorbell set has work */
+/* Clears every doorbell (before sleeping); true if a ring turned out to have work. */
+bool tpc__rings_cool(struct tpc__shard *s);
 /* Ends the run phase early when a doorbell rang, checked every 8 tasks: messages (replies
  * above all) wait at most 8 tasks, not a whole phase, on a busy shard. */
 static inline bool tpc__phase_goes_on(struct tpc__shard *s)
 {
-    if (TPC_UNLIKELY((s->phase_left & 7) == 0) && s->phase_left && tpc__rings_rung(s))
+    if (TPC_UNLIKELY((s->phase_left & 7) == 0) && s->phase_left && tpc__rings_ready(s))
         s->phase_left = 0;
     return s->phase_left != 0;
 }

@@ -134,8 +134,9 @@ static inline void ring_push(struct tpc__shard *s, unsigned to, struct tpc__ring
 
 /* Moves pending messages into the ring while it has room; if some are left, publishes what is
  * there and asks the receiver to ring back once it has drained. */
-static void flush_pending(struct tpc__shard *s, unsigned to, struct tpc__ring *r)
+static bool flush_pending(struct tpc__shard *s, unsigned to, struct tpc__ring *r)
 {
+    bool moved = false;
     for (;;) {
         tpc_list *n;
         while ((n = tpc__list_first(&r->pending)) && ring_room(r)) {
@@ -148,14 +149,15 @@ static void flush_pending(struct tpc__shard *s, unsigned to, struct tpc__ring *r
             if (w && w->fiber)
                 tpc__wake(w, 0);
             ring_push(s, to, r, fn, arg); /* may publish: p may be gone after this */
+            moved = true;
         }
         if (tpc__list_empty(&r->pending))
-            return;
+            return moved;
         ring_publish(s, to, r);
         atomic_store(&r->want_space, 1);
         r->head_cache = atomic_load(&r->head);
         if (r->ptail - r->head_cache > r->pmask)
-            return; /* the receiver will ring */
+            return moved; /* the receiver will ring */
     }
 }
 
@@ -221,14 +223,16 @@ static void ring_release(struct tpc__shard *s, unsigned from, struct tpc__ring *
         ring_bell(s, &s->rt->shards[from], s->id);
 }
 
-/* Runs every message published in ring r (from shard `from`). Slots are freed every msg_batch
- * messages, so that a sender waiting for room refills the ring while this shard still drains. */
-static void ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring *r)
+/* Runs every message published in ring r (from shard `from`) and returns how many. Slots are
+ * freed every msg_batch messages, so that a sender waiting for room refills the ring while this
+ * shard still drains. */
+static uint32_t ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring *r)
 {
     uint32_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
     uint32_t tail = atomic_load(&r->tail);
     if (head == tail)
-        return;
+        return 0;
+    uint32_t n = tail - head;
     uint32_t batch = s->rt->msg_batch, freed = head;
     s->n_msgs_in += tail - head;
     while (head != tail) {
@@ -241,6 +245,36 @@ static void ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring *r)
             ring_release(s, from, r, freed = head);
     }
     ring_release(s, from, r, head);
+    return n;
+}
+
+/* Doorbells stay set while their rings are busy. A receiver does not clear a bit each time it
+ * drains (that would cost a cache-line round trip per message, with the sender setting it
+ * again): it keeps polling the rings of set bits directly, and clears a bit only once its ring
+ * has been empty for HOT_POLLS polls, or before sleeping. A sender that finds its bit set only
+ * publishes. Clearing is "clear the bit, then re-read the tail", so a message published just
+ * before the clear is seen by the re-read, and one published after it sets the bit again. */
+#define HOT_POLLS 64
+
+/* Something to do between this shard and shard j: messages from j, or pending messages to j
+ * and room for them. */
+static inline bool pair_ready(struct tpc__shard *s, unsigned j)
+{
+    struct tpc__ring *in = s->in[j];
+    if (atomic_load_explicit(&in->tail, memory_order_acquire) !=
+        atomic_load_explicit(&in->head, memory_order_relaxed))
+        return true;
+    struct tpc__ring *o = s->out[j];
+    return !tpc__list_empty(&o->pending) && ring_room(o);
+}
+
+bool tpc__rings_ready(struct tpc__shard *s)
+{
+    for (unsigned w = 0; w < s->nbell; w++)
+        for (uint64_t b = atomic_load_explicit(&s->bell[w], memory_order_relaxed); b; b &= b - 1)
+            if (pair_ready(s, w * 64 + (unsigned)__builtin_ctzll(b)))
+                return true;
+    return false;
 }
 
 bool tpc__rings_rung(const struct tpc__shard *s)
@@ -251,29 +285,48 @@ bool tpc__rings_rung(const struct tpc__shard *s)
     return false;
 }
 
+/* Clears doorbell bit j; if its rings turned out to have work after all, sets it again (so the
+ * next poll sees them) and returns true. */
+static bool cool(struct tpc__shard *s, unsigned j)
+{
+    uint64_t bit = (uint64_t)1 << (j % 64);
+    atomic_fetch_and(&s->bell[j / 64], ~bit);
+    s->in[j]->idle = 0;
+    if (!pair_ready(s, j))
+        return false;
+    atomic_fetch_or(&s->bell[j / 64], bit);
+    return true;
+}
+
+bool tpc__rings_cool(struct tpc__shard *s)
+{
+    bool ready = false;
+    for (unsigned w = 0; w < s->nbell; w++)
+        for (uint64_t b = atomic_load_explicit(&s->bell[w], memory_order_relaxed); b; b &= b - 1)
+            ready |= cool(s, w * 64 + (unsigned)__builtin_ctzll(b));
+    return ready;
+}
+
 bool tpc__rings_poll(struct tpc__shard *s)
 {
     bool any = false;
     for (unsigned w = 0; w < s->nbell; w++) {
-        if (!atomic_load_explicit(&s->bell[w], memory_order_relaxed))
-            continue;
         uint64_t bits = atomic_load_explicit(&s->bell[w], memory_order_relaxed);
-        /* Start fetching the rings' lines before the exchange waits for the doorbell's. */
-        for (uint64_t b = bits; b; b &= b - 1) {
-            struct tpc__ring *r = s->in[w * 64 + (unsigned)__builtin_ctzll(b)];
-            __builtin_prefetch(&r->tail);
-            __builtin_prefetch(&r->slots[atomic_load_explicit(&r->head, memory_order_relaxed) &
-                                         r->cmask]);
-        }
-        bits = atomic_exchange(&s->bell[w], 0);
         while (bits) {
             unsigned j = w * 64 + (unsigned)__builtin_ctzll(bits);
             bits &= bits - 1;
-            ring_drain(s, j, s->in[j]);
-            struct tpc__ring *o = s->out[j];
+            struct tpc__ring *in = s->in[j], *o = s->out[j];
+            bool moved = ring_drain(s, j, in) != 0;
             if (!tpc__list_empty(&o->pending))
-                flush_pending(s, j, o);
-            any = true;
+                moved |= flush_pending(s, j, o);
+            if (moved) {
+                in->idle = 0;
+                any = true;
+            } else if (++in->idle >= HOT_POLLS && cool(s, j)) {
+                any |= ring_drain(s, j, in) != 0;
+                if (!tpc__list_empty(&o->pending))
+                    any |= flush_pending(s, j, o);
+            }
         }
     }
     return any;

@@ -304,7 +304,7 @@ static bool spin_for_work(struct tpc__shard *s, int64_t timeout)
     uint64_t t0 = tpc__clock_ns();
     do {
         for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(&s->inbox, memory_order_relaxed) || tpc__rings_rung(s) ||
+            if (atomic_load_explicit(&s->inbox, memory_order_relaxed) || tpc__rings_ready(s) ||
                 (atomic_load_explicit(&s->rt->stop, memory_order_relaxed) && !s->stopping))
                 return true;
             CPU_RELAX();
@@ -353,7 +353,7 @@ void tpc__shard_loop(struct tpc__shard *s)
                 tpc__fiber_cancel_all(s);
             }
             if (s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox) &&
-                !tpc__rings_rung(s))
+                !tpc__rings_ready(s))
                 break;
         }
         if (io_uring_sq_ready(&s->ring) || s->inflight) {
@@ -372,6 +372,8 @@ void tpc__shard_loop(struct tpc__shard *s)
         if (timeout == 0 || !s->wake_armed)
             continue;
         if (worked && s->spin_ns > 0 && spin_for_work(s, timeout))
+            continue;
+        if (tpc__rings_cool(s))
             continue;
         atomic_store(&s->sleeping, 1);
         if (atomic_load(&s->inbox) || tpc__rings_rung(s) ||
@@ -406,7 +408,7 @@ void tpc__shard_loop(struct tpc__shard *s)
     /* Close the inbox. Messages that arrived since the check above still run (their senders
      * were told 0), with what they queue here; later senders get -ESHUTDOWN. */
     drain_inbox(s, INBOX_CLOSED);
-    while (s->runq.head || tpc__rings_rung(s)) {
+    while (s->runq.head || tpc__rings_ready(s)) {
         run_phase(s);
         tpc__rings_poll(s);
     }
