@@ -7,7 +7,10 @@
  *                  yielding, so it never sleeps): median and p99. Each call spawns a fiber
  *                  there to run the function.
  *   wakeup         the same round trip to shard 1 idle, asleep in io_uring_enter between calls
- * Usage: bench-xshard [messages [stream|rtt|wakeup]]  (default: all three) */
+ *   xchan_stream   a fiber on shard 0 sends N values through a cross-shard channel (capacity
+ *                  512) to a fiber on shard 1: values/s. Tokio's peer is a bounded mpsc(512)
+ *                  between two current_thread runtimes (bench/peers/tokio).
+ * Usage: bench-xshard [messages [stream|xchan|rtt|wakeup]]  (default: all) */
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -53,6 +56,17 @@ static void start_spinner(void *arg)
     tpc_spawn(NULL, spinner, NULL);
 }
 
+static int xchan_receiver(void *arg)
+{
+    tpc_xchan *c = arg;
+    long n = 0;
+    void *v;
+    while (tpc_xchan_recv(c, &v) == 0)
+        n += (long)(intptr_t)v;
+    tpc_xchan_release(c);
+    return n == nmsg ? 0 : 1;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -84,23 +98,40 @@ static void rtt(const char *id, const char *what, long n)
 static int bench_main(void *arg)
 {
     (void)arg;
-    /* stream */
-    if (!want("stream"))
-        goto round_trips;
-    uint64_t t0 = bench_ns();
-    for (long i = 0, n = nmsg; i < n; i++)
-        if (tpc_submit_to(1, count, NULL) < 0)
-            return 1;
-    while (!atomic_load_explicit(&all_received, memory_order_acquire))
-        tpc_yield();
-    uint64_t t = bench_ns() - t0;
-    bench_report("xshard_stream", (double)nmsg * 1e9 / (double)t, "msg/s",
-                 "%ld tpc_submit_to messages shard 0 -> 1 (%.1f ns each), 1024-slot ring; "
-                 "%.2fx the bare ring's time (floor_stream %.1f ns)",
-                 nmsg, (double)t / (double)nmsg, (double)t / (double)nmsg / floor_stream,
-                 floor_stream);
+    uint64_t t0, t;
+    if (want("stream")) {
+        t0 = bench_ns();
+        for (long i = 0, n = nmsg; i < n; i++)
+            if (tpc_submit_to(1, count, NULL) < 0)
+                return 1;
+        while (!atomic_load_explicit(&all_received, memory_order_acquire))
+            tpc_yield();
+        t = bench_ns() - t0;
+        bench_report("xshard_stream", (double)nmsg * 1e9 / (double)t, "msg/s",
+                     "%ld tpc_submit_to messages shard 0 -> 1 (%.1f ns each), 1024-slot ring; "
+                     "%.2fx the bare ring's time (floor_stream %.1f ns)",
+                     nmsg, (double)t / (double)nmsg, (double)t / (double)nmsg / floor_stream,
+                     floor_stream);
+    }
 
-round_trips:
+    if (want("xchan")) {
+        tpc_xchan *c;
+        tpc_remote *r;
+        if (tpc_xchan_create(&c, 512) < 0 || tpc_spawn_on(1, &r, NULL, xchan_receiver, c) < 0)
+            return 1;
+        t0 = bench_ns();
+        for (long i = 0, n = nmsg; i < n; i++)
+            tpc_xchan_send(c, (void *)(intptr_t)1);
+        tpc_xchan_release(c);
+        int got = 0;
+        tpc_remote_join(r, &got);
+        t = bench_ns() - t0;
+        bench_report("xchan_stream", (double)nmsg * 1e9 / (double)t, "msg/s",
+                     "%ld values through a tpc_xchan (capacity 512), fiber on shard 0 -> fiber on "
+                     "shard 1 (%.1f ns each)%s",
+                     nmsg, (double)t / (double)nmsg, got == 0 ? "" : " (MISCOUNTED)");
+    }
+
     /* round trips: busy target, then sleeping target */
     if (want("rtt")) {
         atomic_store(&stop_spinning, 0);

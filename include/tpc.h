@@ -16,6 +16,7 @@ extern "C" {
 #include "tpc/task.h"
 #include "tpc/sync.h"
 #include "tpc/timer.h"
+#include "tpc/xchan.h"
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,202 @@
+/* Cross-shard channel (include/tpc/xchan.h).
+ *
+ * A ring of void * slots with the same index discipline as the shard-to-shard rings, and two
+ * ends that never block each other. A fiber with nothing to do announces it (rx_sleeping or
+ * tx_sleeping), re-checks, and parks in its end's waiter list. The other side, after publishing
+ * its index, exchanges the flag and, if it was set, sends one "kick" message to the waiting
+ * end's shard (tpc__send_reply: it never blocks or fails); the kick wakes every waiter there,
+ * and they re-check. A kick already in flight (`*_kick`) makes a second one unnecessary: it
+ * runs after the new waiter parked. Store-then-load pairs are sequentially consistent, as in
+ * core/ring.c. Each kick in flight holds a reference, so the channel outlives it. */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+enum { TX, RX };
+
+struct tpc_xchan {
+    uint32_t mask;
+    _Atomic int shard[2]; /* bound sending / receiving shard, -1 until first use */
+    _Atomic int refs;
+    _Atomic int closed;
+    struct tpc_runtime *rt;
+    /* The sending shard's. */
+    _Alignas(TPC_CACHELINE) uint32_t ptail;
+    uint32_t head_cache;
+    tpc_list tx_waiters;
+    struct tpc__pending kick_rx; /* sent by the sending shard */
+    /* The receiving shard's. */
+    _Alignas(TPC_CACHELINE) tpc_list rx_waiters;
+    struct tpc__pending kick_tx; /* sent by the receiving shard */
+    _Alignas(TPC_CACHELINE) _Atomic uint32_t tail;
+    _Alignas(TPC_CACHELINE) _Atomic uint32_t head;
+    _Alignas(TPC_CACHELINE) _Atomic int sleeping[2]; /* an end has waiters */
+    _Atomic int kicking[2];                          /* a kick to that end is in flight */
+    _Alignas(TPC_CACHELINE) void *slots[];
+};
+
+static void unref(struct tpc_xchan *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1)
+        free(c);
+}
+
+static void wake_all(tpc_list *waiters)
+{
+    tpc_list *n;
+    while ((n = tpc__list_first(waiters)))
+        tpc__wake(tpc__container_of(n, struct tpc__wait, node), 0);
+}
+
+static void kicked_rx(void *p) /* on the receiving shard */
+{
+    struct tpc_xchan *c = p;
+    atomic_store(&c->kicking[RX], 0);
+    wake_all(&c->rx_waiters);
+    unref(c);
+}
+
+static void kicked_tx(void *p) /* on the sending shard */
+{
+    struct tpc_xchan *c = p;
+    atomic_store(&c->kicking[TX], 0);
+    wake_all(&c->tx_waiters);
+    unref(c);
+}
+
+/* Wakes end `side` if it has waiters. */
+static void kick(struct tpc_xchan *c, int side)
+{
+    if (!atomic_load(&c->sleeping[side]) || !atomic_exchange(&c->sleeping[side], 0))
+        return;
+    if (atomic_exchange(&c->kicking[side], 1))
+        return; /* one is on its way */
+    atomic_fetch_add(&c->refs, 1);
+    struct tpc__pending *p = side == RX ? &c->kick_rx : &c->kick_tx;
+    p->fn = side == RX ? kicked_rx : kicked_tx;
+    p->arg = c;
+    tpc__send_reply(tpc__self, (unsigned)atomic_load(&c->shard[side]), p);
+}
+
+int tpc_xchan_create(tpc_xchan **out, size_t capacity)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!out || capacity == 0 || capacity > ((size_t)1 << 24))
+        return -EINVAL;
+    size_t slots = 1;
+    while (slots < capacity)
+        slots <<= 1;
+    struct tpc_xchan *c = aligned_alloc(TPC_CACHELINE, sizeof(*c) + slots * sizeof(void *));
+    if (!c)
+        return -ENOMEM;
+    memset(c, 0, sizeof(*c));
+    c->mask = (uint32_t)slots - 1;
+    c->rt = s->rt;
+    for (int side = 0; side < 2; side++) {
+        atomic_init(&c->shard[side], -1);
+        atomic_init(&c->sleeping[side], 0);
+        atomic_init(&c->kicking[side], 0);
+    }
+    atomic_init(&c->refs, 2);
+    atomic_init(&c->closed, 0);
+    atomic_init(&c->tail, 0);
+    atomic_init(&c->head, 0);
+    tpc__list_init(&c->tx_waiters);
+    tpc__list_init(&c->rx_waiters);
+    *out = c;
+    return 0;
+}
+
+/* Checks the caller and binds the channel's end `side` to its shard on first use. */
+static int enter(struct tpc_xchan *c, int side)
+{
+    TPC__CHECK_FIBER();
+    if (!c)
+        return -EINVAL;
+    struct tpc__shard *s = tpc__self;
+    if (c->rt != s->rt)
+        return -EXDEV;
+    int want = -1, me = (int)s->id;
+    if (!atomic_compare_exchange_strong(&c->shard[side], &want, me) && want != me)
+        return -EXDEV;
+    return 0;
+}
+
+int tpc_xchan_send(tpc_xchan *c, void *value)
+{
+    int rc = enter(c, TX);
+    if (rc < 0)
+        return rc;
+    for (;;) {
+        if (atomic_load(&c->closed))
+            return -EPIPE;
+        if (c->ptail - c->head_cache <= c->mask ||
+            c->ptail - (c->head_cache = atomic_load_explicit(&c->head, memory_order_acquire)) <=
+                c->mask)
+            break;
+        atomic_store(&c->sleeping[TX], 1);
+        c->head_cache = atomic_load(&c->head);
+        if (c->ptail - c->head_cache <= c->mask || atomic_load(&c->closed))
+            continue;
+        struct tpc__wait w;
+        if ((rc = tpc__park(&c->tx_waiters, &w)) < 0)
+            return rc;
+    }
+    c->slots[c->ptail & c->mask] = value;
+    atomic_store(&c->tail, ++c->ptail);
+    if (atomic_load(&c->shard[RX]) >= 0)
+        kick(c, RX);
+    return 0;
+}
+
+int tpc_xchan_recv(tpc_xchan *c, void **value)
+{
+    int rc = enter(c, RX);
+    if (rc < 0)
+        return rc;
+    if (!value)
+        return -EINVAL;
+    uint32_t head;
+    for (;;) {
+        head = atomic_load_explicit(&c->head, memory_order_relaxed); /* only this shard writes */
+        if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
+            break;
+        if (atomic_load(&c->closed) && atomic_load(&c->tail) == head)
+            return -EPIPE;
+        atomic_store(&c->sleeping[RX], 1);
+        if (atomic_load(&c->tail) != head || atomic_load(&c->closed))
+            continue;
+        struct tpc__wait w;
+        if ((rc = tpc__park(&c->rx_waiters, &w)) < 0)
+            return rc;
+    }
+    *value = c->slots[head & c->mask];
+    atomic_store(&c->head, head + 1);
+    if (atomic_load(&c->shard[TX]) >= 0)
+        kick(c, TX);
+    return 0;
+}
+
+int tpc_xchan_close(tpc_xchan *c)
+{
+    if (!tpc__self)
+        return -EPERM;
+    if (!c)
+        return -EINVAL;
+    if (atomic_exchange(&c->closed, 1))
+        return 0;
+    for (int side = 0; side < 2; side++)
+        if (atomic_load(&c->shard[side]) >= 0)
+            kick(c, side);
+    return 0;
+}
+
+int tpc_xchan_release(tpc_xchan *c)
+{
+    int rc = tpc_xchan_close(c);
+    if (rc == 0)
+        unref(c);
+    return rc;
+}
