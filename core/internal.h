@@ -127,6 +127,15 @@ struct tpc__pending {
     bool sent;
 };
 
+/* Something with unpublished updates (a cross-shard channel end): the shard calls fn once per
+ * loop iteration, with the rings' batched publish (tpc__rings_flush). */
+struct tpc__flush {
+    tpc_list node; /* in shard->flushq; self-linked when not queued */
+    void (*fn)(struct tpc__flush *f);
+};
+
+static inline void tpc__flush_later(struct tpc__shard *s, struct tpc__flush *f);
+
 struct tpc__ring {
     /* The sending shard's line. */
     _Alignas(TPC_CACHELINE) uint32_t ptail; /* next slot to fill */
@@ -210,6 +219,7 @@ struct tpc__shard {
     struct tpc__ring **in;  /* in[j]: the ring from shard j; its own slot in rt->rings */
     unsigned *dirty;        /* shards whose out ring has unpublished messages */
     tpc_list remotes;       /* remote-fiber handles it spawned, not yet freed (call.c) */
+    tpc_list flushq;        /* struct tpc__flush to run at the next tpc__rings_flush */
     unsigned ndirty;
     /* Counters, written only by this shard, read by tpc_stats(). */
     uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,
@@ -304,6 +314,12 @@ struct io_uring_sqe *tpc__sqe(struct tpc__shard *s);
  * after this returns: then returns -ECANCELED / -ETIMEDOUT, or the operation's result if it
  * completed anyway (nothing it did is lost). */
 int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *sqe);
+
+static inline void tpc__flush_later(struct tpc__shard *s, struct tpc__flush *f)
+{
+    if (tpc__list_empty(&f->node))
+        tpc__list_push(&s->flushq, &f->node);
+}
 
 /* Shard-to-shard rings (core/ring.c). */
 int tpc__rings_init(struct tpc__shard *s);

@@ -213,6 +213,12 @@ void tpc__rings_flush(struct tpc__shard *s)
             ring_publish(s, to, r);
     }
     s->ndirty = 0;
+    tpc_list *n;
+    while ((n = tpc__list_first(&s->flushq))) {
+        tpc__list_remove(n);
+        struct tpc__flush *f = tpc__container_of(n, struct tpc__flush, node);
+        f->fn(f);
+    }
 }
 
 /* Frees slots up to `head` and, if the sender waits for room, rings its doorbell. */

@@ -5,9 +5,12 @@
  * tx_sleeping), re-checks, and parks in its end's waiter list. The other side, after publishing
  * its index, exchanges the flag and, if it was set, sends one "kick" message to the waiting
  * end's shard (tpc__send_reply: it never blocks or fails); the kick wakes every waiter there,
- * and they re-check. A kick already in flight (`*_kick`) makes a second one unnecessary: it
+ * and they re-check. A kick already in flight (`kicking`) makes a second one unnecessary: it
  * runs after the new waiter parked. Store-then-load pairs are sequentially consistent, as in
- * core/ring.c. Each kick in flight holds a reference, so the channel outlives it. */
+ * core/ring.c. Each kick in flight holds a reference, so the channel outlives it.
+ *
+ * Both ends publish their index in batches, like the rings: at the latest every `batch`
+ * values, once per loop iteration of their shard (struct tpc__flush), and before they wait. */
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -20,13 +23,20 @@ struct tpc_xchan {
     _Atomic int refs;
     _Atomic int closed;
     struct tpc_runtime *rt;
+    uint32_t batch;
     /* The sending shard's. */
-    _Alignas(TPC_CACHELINE) uint32_t ptail;
+    _Alignas(TPC_CACHELINE) uint32_t ptail; /* next slot to fill */
+    uint32_t tail_pub;                      /* as last published */
     uint32_t head_cache;
     tpc_list tx_waiters;
+    struct tpc__flush tx_flush;
     struct tpc__pending kick_rx; /* sent by the sending shard */
     /* The receiving shard's. */
-    _Alignas(TPC_CACHELINE) tpc_list rx_waiters;
+    _Alignas(TPC_CACHELINE) uint32_t chead; /* next slot to read */
+    uint32_t head_pub;
+    uint32_t tail_cache;
+    tpc_list rx_waiters;
+    struct tpc__flush rx_flush;
     struct tpc__pending kick_tx; /* sent by the receiving shard */
     _Alignas(TPC_CACHELINE) _Atomic uint32_t tail;
     _Alignas(TPC_CACHELINE) _Atomic uint32_t head;
@@ -78,6 +88,36 @@ static void kick(struct tpc_xchan *c, int side)
     tpc__send_reply(tpc__self, (unsigned)atomic_load(&c->shard[side]), p);
 }
 
+static void publish_tail(struct tpc_xchan *c)
+{
+    if (c->tail_pub == c->ptail)
+        return;
+    c->tail_pub = c->ptail;
+    atomic_store(&c->tail, c->ptail);
+    if (atomic_load(&c->shard[RX]) >= 0)
+        kick(c, RX);
+}
+
+static void publish_head(struct tpc_xchan *c)
+{
+    if (c->head_pub == c->chead)
+        return;
+    c->head_pub = c->chead;
+    atomic_store(&c->head, c->chead);
+    if (atomic_load(&c->shard[TX]) >= 0)
+        kick(c, TX);
+}
+
+static void flush_tx(struct tpc__flush *f)
+{
+    publish_tail(tpc__container_of(f, struct tpc_xchan, tx_flush));
+}
+
+static void flush_rx(struct tpc__flush *f)
+{
+    publish_head(tpc__container_of(f, struct tpc_xchan, rx_flush));
+}
+
 int tpc_xchan_create(tpc_xchan **out, size_t capacity)
 {
     struct tpc__shard *s = tpc__self;
@@ -88,11 +128,18 @@ int tpc_xchan_create(tpc_xchan **out, size_t capacity)
     size_t slots = 1;
     while (slots < capacity)
         slots <<= 1;
-    struct tpc_xchan *c = aligned_alloc(TPC_CACHELINE, sizeof(*c) + slots * sizeof(void *));
+    size_t size = sizeof(struct tpc_xchan) + slots * sizeof(void *);
+    size = (size + TPC_CACHELINE - 1) & ~(size_t)(TPC_CACHELINE - 1);
+    struct tpc_xchan *c = aligned_alloc(TPC_CACHELINE, size);
     if (!c)
         return -ENOMEM;
     memset(c, 0, sizeof(*c));
     c->mask = (uint32_t)slots - 1;
+    c->batch = slots / 4 < 64 ? (uint32_t)(slots + 3) / 4 : 64;
+    tpc__list_init(&c->tx_flush.node);
+    tpc__list_init(&c->rx_flush.node);
+    c->tx_flush.fn = flush_tx;
+    c->rx_flush.fn = flush_rx;
     c->rt = s->rt;
     for (int side = 0; side < 2; side++) {
         atomic_init(&c->shard[side], -1);
@@ -130,12 +177,13 @@ int tpc_xchan_send(tpc_xchan *c, void *value)
     if (rc < 0)
         return rc;
     for (;;) {
-        if (atomic_load(&c->closed))
+        if (atomic_load_explicit(&c->closed, memory_order_relaxed))
             return -EPIPE;
         if (c->ptail - c->head_cache <= c->mask ||
             c->ptail - (c->head_cache = atomic_load_explicit(&c->head, memory_order_acquire)) <=
                 c->mask)
             break;
+        publish_tail(c); /* let the receiver see everything before waiting for room */
         atomic_store(&c->sleeping[TX], 1);
         c->head_cache = atomic_load(&c->head);
         if (c->ptail - c->head_cache <= c->mask || atomic_load(&c->closed))
@@ -145,9 +193,11 @@ int tpc_xchan_send(tpc_xchan *c, void *value)
             return rc;
     }
     c->slots[c->ptail & c->mask] = value;
-    atomic_store(&c->tail, ++c->ptail);
-    if (atomic_load(&c->shard[RX]) >= 0)
-        kick(c, RX);
+    c->ptail++;
+    if (c->ptail - c->tail_pub >= c->batch)
+        publish_tail(c);
+    else
+        tpc__flush_later(tpc__self, &c->tx_flush);
     return 0;
 }
 
@@ -158,24 +208,26 @@ int tpc_xchan_recv(tpc_xchan *c, void **value)
         return rc;
     if (!value)
         return -EINVAL;
-    uint32_t head;
     for (;;) {
-        head = atomic_load_explicit(&c->head, memory_order_relaxed); /* only this shard writes */
-        if (atomic_load_explicit(&c->tail, memory_order_acquire) != head)
+        if (c->chead != c->tail_cache ||
+            c->chead != (c->tail_cache = atomic_load_explicit(&c->tail, memory_order_acquire)))
             break;
-        if (atomic_load(&c->closed) && atomic_load(&c->tail) == head)
+        publish_head(c); /* let the sender see all the room before waiting */
+        if (atomic_load(&c->closed) && atomic_load(&c->tail) == c->chead)
             return -EPIPE;
         atomic_store(&c->sleeping[RX], 1);
-        if (atomic_load(&c->tail) != head || atomic_load(&c->closed))
+        if (atomic_load(&c->tail) != c->chead || atomic_load(&c->closed))
             continue;
         struct tpc__wait w;
         if ((rc = tpc__park(&c->rx_waiters, &w)) < 0)
             return rc;
     }
-    *value = c->slots[head & c->mask];
-    atomic_store(&c->head, head + 1);
-    if (atomic_load(&c->shard[TX]) >= 0)
-        kick(c, TX);
+    *value = c->slots[c->chead & c->mask];
+    c->chead++;
+    if (c->chead - c->head_pub >= c->batch)
+        publish_head(c);
+    else
+        tpc__flush_later(tpc__self, &c->rx_flush);
     return 0;
 }
 
@@ -196,7 +248,18 @@ int tpc_xchan_close(tpc_xchan *c)
 int tpc_xchan_release(tpc_xchan *c)
 {
     int rc = tpc_xchan_close(c);
-    if (rc == 0)
-        unref(c);
-    return rc;
+    if (rc < 0)
+        return rc;
+    /* Publish this shard's pending updates now: the channel may be freed before its turn. */
+    int me = (int)tpc__self->id;
+    if (atomic_load(&c->shard[TX]) == me && !tpc__list_empty(&c->tx_flush.node)) {
+        tpc__list_remove(&c->tx_flush.node);
+        publish_tail(c);
+    }
+    if (atomic_load(&c->shard[RX]) == me && !tpc__list_empty(&c->rx_flush.node)) {
+        tpc__list_remove(&c->rx_flush.node);
+        publish_head(c);
+    }
+    unref(c);
+    return 0;
 }
