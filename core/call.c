@@ -2,12 +2,15 @@
  * tpc_call_on and tpc_on_all (built on it), tpc_stats, and tpc_call_from_thread (over the
  * inbox, for threads that are not shards).
  *
- * A remote fiber is one heap record. The origin (the spawning shard) fills it and sends it to
- * the target; the target spawns a fiber there, which runs fn and writes only the result fields,
- * then sends the record home as a reply (tpc__send_reply: it never blocks or fails). Only the
- * origin frees the record: after the reply has come home and the handle has been released
- * (joined, detached, or abandoned by a call whose caller stopped waiting). So no reply ever
- * writes into freed memory, and a caller may stop waiting at any time. */
+ * A remote fiber is one heap record, kept by the origin (the spawning shard). The request is a
+ * two-slot message {CALL, record}, {fn, arg}: the target spawns fn(arg) without reading the
+ * record, and when the fiber returns it sends {RESULT, record}, {result, error} home
+ * (tpc__send_reply: it never blocks or fails). So in the common case the record never leaves the
+ * origin's cache. Spawns with options, and tpc_stats, send the record itself instead (the
+ * target reads the options, or writes the counters, there). Only the origin frees the record:
+ * after the result has come home and the handle has been released (joined, detached, or
+ * abandoned by a call whose caller stopped waiting). So no reply ever writes into freed
+ * memory, and a caller may stop waiting at any time. */
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -19,12 +22,11 @@ struct tpc_remote {
     struct tpc__shard *origin;
     tpc_fiber_opts opts;
     char name[32];
-    /* Written by the target before the reply. */
+    tpc_shard_stats stats;     /* written by the target (tpc_stats) */
+    struct tpc__pending reply; /* the target's, only while the ring home is full */
+    /* The origin's. */
     int rc; /* the spawn's error, or 0 */
     int result;
-    tpc_shard_stats stats;
-    struct tpc__pending reply;
-    /* The origin's. */
     bool done;     /* the reply came home */
     bool released; /* nobody will join: free on the reply */
     struct tpc__wait *joiner;
@@ -71,9 +73,8 @@ static void read_stats(struct tpc__shard *s, tpc_shard_stats *out)
     };
 }
 
-static void remote_home(void *p) /* on the origin */
+static void remote_home(struct tpc_remote *r) /* on the origin */
 {
-    struct tpc_remote *r = p;
     r->done = true;
     if (r->released)
         remote_free(r);
@@ -81,35 +82,69 @@ static void remote_home(void *p) /* on the origin */
         tpc__wake(r->joiner, 0);
 }
 
-static void remote_reply(struct tpc_remote *r) /* on the target; r may be gone after this */
+/* On the target: tells the origin that r's fiber returned `result`, or could not start. */
+static void send_result(struct tpc__shard *s, unsigned origin, struct tpc_remote *r, int result,
+                        int err)
 {
-    r->reply.fn = remote_home;
-    r->reply.arg = r;
-    tpc__send_reply(tpc__self, r->origin->id, &r->reply);
+    struct tpc__slot m[2] = {{{.w0 = TPC__MSG_RESULT, .w1 = (uintptr_t)r}},
+                             {{.w0 = (uintptr_t)(intptr_t)result, .w1 = (uintptr_t)(intptr_t)err}}};
+    tpc__send_reply(s, origin, m, 2, &r->reply);
 }
 
-static int remote_fiber(void *p)
+void tpc__remote_return(tpc_fiber *f)
 {
-    struct tpc_remote *r = p;
-    int result = r->result = r->fn(r->arg);
-    remote_reply(r);
-    return result;
+    send_result(f->shard, f->remote_origin, f->remote, f->result, 0);
 }
 
-static void remote_start(void *p) /* on the target */
+/* On the target: spawns fn(arg) for record r; the fiber reports when it returns. */
+static int remote_spawn(struct tpc__shard *s, unsigned origin, struct tpc_remote *r,
+                        tpc_fiber_fn fn, void *arg, const tpc_fiber_opts *opts)
+{
+    (void)s;
+    tpc_fiber_opts o = {0};
+    if (opts)
+        o = *opts;
+    o.detached = false;
+    tpc_fiber *f;
+    int rc = tpc_spawn_opts(&f, &o, fn, arg);
+    if (rc < 0)
+        return rc;
+    f->remote = r;
+    f->remote_origin = origin;
+    tpc_detach(f);
+    return 0;
+}
+
+void tpc__msg_wide(struct tpc__shard *s, unsigned from, uintptr_t mark, void *rec,
+                   struct tpc__slot data)
+{
+    struct tpc_remote *r = rec;
+    if (mark == TPC__MSG_CALL) {
+        int rc = remote_spawn(s, from, r, (tpc_fiber_fn)data.w0, (void *)data.w1, NULL);
+        if (rc < 0)
+            send_result(s, from, r, 0, rc);
+    } else {
+        r->result = (int)(intptr_t)data.w0;
+        r->rc = (int)(intptr_t)data.w1;
+        remote_home(r);
+    }
+}
+
+static void remote_start(void *p) /* on the target: a record with options, or tpc_stats */
 {
     struct tpc_remote *r = p;
+    struct tpc__shard *s = tpc__self;
+    int rc = 0;
     if (!r->fn) {
-        read_stats(tpc__self, &r->stats);
+        read_stats(s, &r->stats);
     } else {
         tpc_fiber_opts o = r->opts;
-        o.detached = true;
         o.name = r->name[0] ? r->name : NULL;
-        r->rc = tpc_spawn_opts(NULL, &o, remote_fiber, r);
-        if (r->rc == 0)
+        rc = remote_spawn(s, r->origin->id, r, r->fn, r->arg, &o);
+        if (rc == 0)
             return;
     }
-    remote_reply(r);
+    send_result(s, r->origin->id, r, 0, rc);
 }
 
 static int check_shard(int shard)
@@ -144,11 +179,15 @@ static int remote_send(int shard, tpc_remote **out, const tpc_fiber_opts *opts, 
     int rc;
     if ((unsigned)shard == s->id) {
         tpc_fiber_opts o = r->opts;
-        o.detached = true;
         o.name = r->name[0] ? r->name : NULL;
-        rc = tpc_spawn_opts(NULL, &o, remote_fiber, r);
-    } else {
+        rc = remote_spawn(s, s->id, r, fn, arg, &o);
+    } else if (opts) {
         rc = tpc__send(s, (unsigned)shard, remote_start, r);
+    } else {
+        struct tpc__pending p = {.m = {{{.w0 = TPC__MSG_CALL, .w1 = (uintptr_t)r}},
+                                       {{.w0 = (uintptr_t)fn, .w1 = (uintptr_t)arg}}},
+                                 .n = 2};
+        rc = tpc__send_msg(s, (unsigned)shard, &p);
     }
     if (rc < 0) {
         remote_free(r);

@@ -82,6 +82,8 @@ struct tpc_fiber {
     tpc_fiber_fn fn;
     void *arg;
     int result;
+    struct tpc_remote *remote; /* spawned for another shard: report the result there */
+    unsigned remote_origin;
     uint64_t deadline; /* ns; 0: none */
     void *stack;       /* lowest usable byte; the guard page sits below */
     size_t stack_size;
@@ -112,18 +114,37 @@ struct tpc__msg {
 /* Shard-to-shard message rings (core/ring.c): one bounded single-producer single-consumer ring
  * per ordered pair of shards, allocated by the receiving shard on its NUMA node. */
 struct tpc__slot {
-    tpc_callback_fn fn;
-    void *arg;
+    union {
+        struct {
+            tpc_callback_fn fn;
+            void *arg;
+        };
+        struct {
+            uintptr_t w0, w1;
+        };
+    };
 };
+
+/* A message is one slot {fn, arg}, or two: a first slot whose fn is one of these marks (never
+ * a real function's address) and whose arg is a record, and a second slot of two data words.
+ * Remote calls use them so that neither side touches the other's memory in the common case:
+ * the request carries the function and its argument, the reply carries the result. */
+enum {
+    TPC__MSG_CALL = 1,   /* {CALL, remote record}, {fn, arg}: spawn fn(arg) for that record */
+    TPC__MSG_RESULT = 2, /* {RESULT, remote record}, {result, error}: the fiber returned */
+    TPC__MSG_MARKS = 16, /* fn values below this are marks */
+};
+void tpc__msg_wide(struct tpc__shard *s, unsigned from, uintptr_t mark, void *rec,
+                   struct tpc__slot data); /* call.c */
 
 /* A message waiting for room in a full ring: a reply (w == NULL), which never blocks, or the
  * message of a fiber suspended until it fits. Pending messages go out in FIFO order, before
  * anything sent later on the same ring. */
 struct tpc__pending {
     tpc_list node;
-    tpc_callback_fn fn;
-    void *arg;
-    struct tpc__wait *w; /* the suspended sender, or NULL */
+    struct tpc__slot m[2]; /* the message: m[0] only, or both (a wide message) */
+    unsigned n;            /* slots: 1 or 2 */
+    struct tpc__wait *w;   /* the suspended sender, or NULL */
     bool sent;
 };
 
@@ -327,10 +348,13 @@ void tpc__rings_free(struct tpc_runtime *rt);
 /* Sends fn(arg) to shard `to` (not the caller's). From a fiber a full ring suspends the caller
  * until the message fits (-ECANCELED or -ETIMEDOUT: not sent); elsewhere it returns -EAGAIN. */
 int tpc__send(struct tpc__shard *s, unsigned to, tpc_callback_fn fn, void *arg);
-/* Sends p->fn(p->arg) to shard `to`, never blocking and never failing: when the ring is full, p
- * waits in its pending list. p must stay valid until the message has run. On the caller's own
- * shard it runs at once. */
-void tpc__send_reply(struct tpc__shard *s, unsigned to, struct tpc__pending *p);
+/* The same for a message of p->n slots in p->m (p may be on the caller's stack). */
+int tpc__send_msg(struct tpc__shard *s, unsigned to, struct tpc__pending *p);
+/* Sends the n-slot message m to shard `to`, never blocking and never failing: when the ring is
+ * full, the message waits in its pending list in `spare`, which must then stay valid until it
+ * has run. On the caller's own shard it runs at once. */
+void tpc__send_reply(struct tpc__shard *s, unsigned to, const struct tpc__slot *m, unsigned n,
+                     struct tpc__pending *spare);
 bool tpc__rings_poll(struct tpc__shard *s);       /* drains what the doorbells show; true: work */
 void tpc__rings_flush(struct tpc__shard *s);      /* publishes every out ring with new messages */
 bool tpc__rings_rung(const struct tpc__shard *s); /* a doorbell is set */
@@ -349,6 +373,7 @@ static inline bool tpc__phase_goes_on(struct tpc__shard *s)
 void tpc__rings_afterlife(struct tpc_runtime *rt);
 
 void tpc__remotes_free(struct tpc__shard *s);
+void tpc__remote_return(tpc_fiber *f); /* a fiber spawned for another shard returned */
 
 /* Timers (timer/timer.c). */
 void tpc__timers_init(struct tpc__shard *s);

@@ -106,13 +106,30 @@ static void ring_publish(struct tpc__shard *s, unsigned to, struct tpc__ring *r)
     ring_bell(s, &s->rt->shards[to], s->id);
 }
 
-static inline bool ring_room(struct tpc__ring *r)
+/* Room for n more slots. */
+static inline bool ring_room_n(struct tpc__ring *r, unsigned n)
 {
-    if (TPC_UNLIKELY(r->ptail - r->head_cache > r->pmask)) {
+    if (TPC_UNLIKELY(r->ptail + n - 1 - r->head_cache > r->pmask)) {
         r->head_cache = atomic_load_explicit(&r->head, memory_order_acquire);
-        return r->ptail - r->head_cache <= r->pmask;
+        return r->ptail + n - 1 - r->head_cache <= r->pmask;
     }
     return true;
+}
+
+static inline bool ring_room(struct tpc__ring *r)
+{
+    return ring_room_n(r, 1);
+}
+
+static inline void ring_dirty(struct tpc__shard *s, unsigned to, struct tpc__ring *r)
+{
+    s->n_msgs_out++;
+    if (!r->dirty) {
+        r->dirty = true;
+        s->dirty[s->ndirty++] = to;
+    }
+    if (TPC_UNLIKELY(r->ptail - r->pub >= s->rt->msg_batch))
+        ring_publish(s, to, r);
 }
 
 /* Fills the next slot (the caller checked ring_room) and publishes when a batch is full. */
@@ -123,13 +140,17 @@ static inline void ring_push(struct tpc__shard *s, unsigned to, struct tpc__ring
     sl->fn = fn;
     sl->arg = arg;
     r->ptail++;
-    s->n_msgs_out++;
-    if (!r->dirty) {
-        r->dirty = true;
-        s->dirty[s->ndirty++] = to;
-    }
-    if (TPC_UNLIKELY(r->ptail - r->pub >= s->rt->msg_batch))
-        ring_publish(s, to, r);
+    ring_dirty(s, to, r);
+}
+
+/* The same for a message of n slots (ring_room_n checked). */
+static inline void ring_push_msg(struct tpc__shard *s, unsigned to, struct tpc__ring *r,
+                                 const struct tpc__slot *m, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        r->slots[(r->ptail + i) & r->pmask] = m[i];
+    r->ptail += n;
+    ring_dirty(s, to, r);
 }
 
 /* Moves pending messages into the ring while it has room; if some are left, publishes what is
@@ -139,16 +160,18 @@ static bool flush_pending(struct tpc__shard *s, unsigned to, struct tpc__ring *r
     bool moved = false;
     for (;;) {
         tpc_list *n;
-        while ((n = tpc__list_first(&r->pending)) && ring_room(r)) {
+        while ((n = tpc__list_first(&r->pending))) {
             struct tpc__pending *p = tpc__container_of(n, struct tpc__pending, node);
-            tpc_callback_fn fn = p->fn;
-            void *arg = p->arg;
+            if (!ring_room_n(r, p->n))
+                break;
+            struct tpc__slot m[2] = {p->m[0], p->m[1]};
+            unsigned len = p->n;
             struct tpc__wait *w = p->w;
             tpc__list_remove(n);
             p->sent = true;
             if (w && w->fiber)
                 tpc__wake(w, 0);
-            ring_push(s, to, r, fn, arg); /* may publish: p may be gone after this */
+            ring_push_msg(s, to, r, m, len); /* may publish: p may be gone after this */
             moved = true;
         }
         if (tpc__list_empty(&r->pending))
@@ -156,50 +179,84 @@ static bool flush_pending(struct tpc__shard *s, unsigned to, struct tpc__ring *r
         ring_publish(s, to, r);
         atomic_store(&r->want_space, 1);
         r->head_cache = atomic_load(&r->head);
-        if (r->ptail - r->head_cache > r->pmask)
+        struct tpc__pending *first =
+            tpc__container_of(tpc__list_first(&r->pending), struct tpc__pending, node);
+        if (r->ptail + first->n - 1 - r->head_cache > r->pmask)
             return moved; /* the receiver will ring */
     }
+}
+
+/* The slow path of a send: the ring is full, or older messages wait. */
+static int send_wait(struct tpc__shard *s, unsigned to, struct tpc__ring *r, struct tpc__pending *p)
+{
+    if (!s->current)
+        return -EAGAIN;
+    struct tpc__wait w;
+    w.fiber = NULL;
+    p->w = &w;
+    p->sent = false;
+    tpc__list_push(&r->pending, &p->node);
+    flush_pending(s, to, r);
+    if (p->sent)
+        return 0;
+    int rc = tpc__park(NULL, &w);
+    if (p->sent) /* it went out, even if a cancel or deadline came at the same time */
+        return 0;
+    tpc__list_remove(&p->node);
+    return rc < 0 ? rc : -EAGAIN;
 }
 
 int tpc__send(struct tpc__shard *s, unsigned to, tpc_callback_fn fn, void *arg)
 {
     struct tpc__ring *r = s->out[to];
-    if (TPC_UNLIKELY(!tpc__list_empty(&r->pending) || !ring_room(r))) {
-        if (!s->current)
-            return -EAGAIN;
-        struct tpc__wait w;
-        struct tpc__pending p = {.fn = fn, .arg = arg, .w = &w};
-        w.fiber = NULL;
-        tpc__list_push(&r->pending, &p.node);
-        flush_pending(s, to, r);
-        if (p.sent)
-            return 0;
-        int rc = tpc__park(NULL, &w);
-        if (p.sent) /* it went out, even if a cancel or deadline came at the same time */
-            return 0;
-        tpc__list_remove(&p.node);
-        return rc < 0 ? rc : -EAGAIN;
+    if (TPC_LIKELY(tpc__list_empty(&r->pending) && ring_room(r))) {
+        ring_push(s, to, r, fn, arg);
+        return 0;
     }
-    ring_push(s, to, r, fn, arg);
-    return 0;
+    struct tpc__pending p = {.m = {{{.fn = fn, .arg = arg}}}, .n = 1};
+    return send_wait(s, to, r, &p);
 }
 
-void tpc__send_reply(struct tpc__shard *s, unsigned to, struct tpc__pending *p)
+int tpc__send_msg(struct tpc__shard *s, unsigned to, struct tpc__pending *p)
+{
+    struct tpc__ring *r = s->out[to];
+    if (TPC_LIKELY(tpc__list_empty(&r->pending) && ring_room_n(r, p->n))) {
+        ring_push_msg(s, to, r, p->m, p->n);
+        return 0;
+    }
+    return send_wait(s, to, r, p);
+}
+
+/* Runs a message on this shard as if it had come from shard `from`. */
+static void run_msg(struct tpc__shard *s, unsigned from, const struct tpc__slot *m)
+{
+    if (TPC_UNLIKELY(m[0].w0 < TPC__MSG_MARKS))
+        tpc__msg_wide(s, from, m[0].w0, m[0].arg, m[1]);
+    else
+        m[0].fn(m[0].arg);
+}
+
+void tpc__send_reply(struct tpc__shard *s, unsigned to, const struct tpc__slot *m, unsigned n,
+                     struct tpc__pending *spare)
 {
     if (to == s->id) {
-        p->fn(p->arg);
+        run_msg(s, to, m);
         return;
     }
     struct tpc__ring *r = s->out[to];
-    if (TPC_LIKELY(tpc__list_empty(&r->pending) && ring_room(r))) {
-        ring_push(s, to, r, p->fn, p->arg);
+    if (TPC_LIKELY(tpc__list_empty(&r->pending) && ring_room_n(r, n))) {
+        ring_push_msg(s, to, r, m, n);
         if (r->ptail != r->pub)
             ring_publish(s, to, r); /* somebody waits for it: no batching */
         return;
     }
-    p->w = NULL;
-    p->sent = false;
-    tpc__list_push(&r->pending, &p->node);
+    spare->m[0] = m[0];
+    if (n > 1)
+        spare->m[1] = m[1];
+    spare->n = n;
+    spare->w = NULL;
+    spare->sent = false;
+    tpc__list_push(&r->pending, &spare->node);
     flush_pending(s, to, r);
 }
 
@@ -240,13 +297,19 @@ static uint32_t ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring
         return 0;
     uint32_t n = tail - head;
     uint32_t batch = s->rt->msg_batch, freed = head;
-    s->n_msgs_in += tail - head;
     while (head != tail) {
         struct tpc__slot *sl = &r->slots[head & r->cmask];
         tpc_callback_fn fn = sl->fn;
         void *arg = sl->arg;
         head++;
-        fn(arg);
+        s->n_msgs_in++;
+        if (TPC_UNLIKELY((uintptr_t)fn < TPC__MSG_MARKS)) {
+            struct tpc__slot data = r->slots[head & r->cmask];
+            head++;
+            tpc__msg_wide(s, from, (uintptr_t)fn, arg, data);
+        } else {
+            fn(arg);
+        }
         if (TPC_UNLIKELY(head - freed >= batch) && head != tail)
             ring_release(s, from, r, freed = head);
     }

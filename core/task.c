@@ -144,6 +144,8 @@ static void fiber_entry(void *p)
 #endif
     reap_zombie(s); /* the fiber before may have returned straight into this one */
     f->result = f->fn(f->arg);
+    if (TPC_UNLIKELY(f->remote != NULL))
+        tpc__remote_return(f);
     f->state = TPC__F_DONE;
     if (f->joiner)
         tpc__wake(f->joiner, 0);

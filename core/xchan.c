@@ -83,9 +83,8 @@ static void kick(struct tpc_xchan *c, int side)
         return; /* one is on its way */
     atomic_fetch_add(&c->refs, 1);
     struct tpc__pending *p = side == RX ? &c->kick_rx : &c->kick_tx;
-    p->fn = side == RX ? kicked_rx : kicked_tx;
-    p->arg = c;
-    tpc__send_reply(tpc__self, (unsigned)atomic_load(&c->shard[side]), p);
+    struct tpc__slot m = {{.fn = side == RX ? kicked_rx : kicked_tx, .arg = c}};
+    tpc__send_reply(tpc__self, (unsigned)atomic_load(&c->shard[side]), &m, 1, p);
 }
 
 static void publish_tail(struct tpc_xchan *c)
