@@ -212,6 +212,22 @@ int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *opts, tpc_fi
     return remote_send(shard, out, opts, fn, arg);
 }
 
+/* Waits for r's result. On an early return (cancel, deadline) r stays the caller's to join
+ * again, or, with `abandon`, is left for its reply to free. */
+static int remote_await(struct tpc_remote *r, bool abandon)
+{
+    if (r->done)
+        return 0;
+    struct tpc__wait w;
+    r->joiner = &w;
+    tpc__rings_flush(tpc__self); /* about to wait: publish now, not at the loop's turn */
+    int rc = tpc__park(NULL, &w);
+    r->joiner = NULL;
+    if (rc < 0 && abandon)
+        r->released = true;
+    return rc;
+}
+
 int tpc_remote_join(tpc_remote *r, int *result)
 {
     TPC__CHECK_FIBER();
@@ -219,16 +235,10 @@ int tpc_remote_join(tpc_remote *r, int *result)
         return -EINVAL;
     if (r->origin != tpc__self)
         return -EXDEV;
-    if (!r->done) {
-        struct tpc__wait w;
-        r->joiner = &w;
-        tpc__rings_flush(tpc__self); /* about to wait: publish now, not at the loop's turn */
-        int rc = tpc__park(NULL, &w);
-        r->joiner = NULL;
-        if (rc < 0)
-            return rc;
-    }
-    int rc = r->rc;
+    int rc = remote_await(r, false);
+    if (rc < 0)
+        return rc;
+    rc = r->rc;
     if (rc == 0 && result)
         *result = r->result;
     remote_free(r);
@@ -250,25 +260,13 @@ int tpc_remote_detach(tpc_remote *r)
     return 0;
 }
 
-/* Sends a remote record and waits for it; on an early return (cancel, deadline) it is
- * abandoned and freed by its reply. */
+/* Sends a remote record and waits for it (abandoning it on an early return). */
 static int remote_wait(int shard, tpc_fiber_fn fn, void *arg, struct tpc_remote *copy)
 {
     tpc_remote *r;
     int rc = remote_send(shard, &r, NULL, fn, arg);
-    if (rc < 0)
+    if (rc < 0 || (rc = remote_await(r, true)) < 0)
         return rc;
-    if (!r->done) {
-        struct tpc__wait w;
-        r->joiner = &w;
-        tpc__rings_flush(tpc__self);
-        rc = tpc__park(NULL, &w);
-        r->joiner = NULL;
-        if (rc < 0) {
-            r->released = true; /* the reply frees it */
-            return rc;
-        }
-    }
     *copy = *r;
     remote_free(r);
     return copy->rc;
@@ -347,15 +345,8 @@ int tpc_stats(int shard, tpc_shard_stats *out)
         remote_free(r);
         return rc;
     }
-    struct tpc__wait w;
-    r->joiner = &w;
-    tpc__rings_flush(tpc__self);
-    rc = tpc__park(NULL, &w);
-    r->joiner = NULL;
-    if (rc < 0) {
-        r->released = true;
+    if ((rc = remote_await(r, true)) < 0)
         return rc;
-    }
     *out = r->stats;
     remote_free(r);
     return 0;

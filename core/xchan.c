@@ -87,24 +87,26 @@ static void kick(struct tpc_xchan *c, int side)
     tpc__send_reply(tpc__self, (unsigned)atomic_load(&c->shard[side]), &m, 1, p);
 }
 
+/* Publishes one end's index (tail or head) and wakes the other end if it waits. */
+static void publish(struct tpc_xchan *c, _Atomic uint32_t *index, uint32_t *published,
+                    uint32_t value, int other)
+{
+    if (*published == value)
+        return;
+    *published = value;
+    atomic_store(index, value);
+    if (atomic_load(&c->shard[other]) >= 0)
+        kick(c, other);
+}
+
 static void publish_tail(struct tpc_xchan *c)
 {
-    if (c->tail_pub == c->ptail)
-        return;
-    c->tail_pub = c->ptail;
-    atomic_store(&c->tail, c->ptail);
-    if (atomic_load(&c->shard[RX]) >= 0)
-        kick(c, RX);
+    publish(c, &c->tail, &c->tail_pub, c->ptail, RX);
 }
 
 static void publish_head(struct tpc_xchan *c)
 {
-    if (c->head_pub == c->chead)
-        return;
-    c->head_pub = c->chead;
-    atomic_store(&c->head, c->chead);
-    if (atomic_load(&c->shard[TX]) >= 0)
-        kick(c, TX);
+    publish(c, &c->head, &c->head_pub, c->chead, TX);
 }
 
 static void flush_tx(struct tpc__flush *f)
