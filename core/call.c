@@ -33,27 +33,50 @@ struct tpc_remote {
     tpc_list link; /* in origin->remotes, until freed */
 };
 
+/* Records are recycled per shard (up to REMOTE_CACHE of them): a call costs no malloc. */
+#define REMOTE_CACHE 64
+
 static struct tpc_remote *remote_new(void)
 {
-    struct tpc_remote *r = calloc(1, sizeof(*r));
-    if (r) {
-        r->origin = tpc__self;
-        tpc__list_push(&r->origin->remotes, &r->link);
+    struct tpc__shard *s = tpc__self;
+    struct tpc_remote *r;
+    tpc_list *n = tpc__list_first(&s->remote_cache);
+    if (n) {
+        tpc__list_remove(n);
+        s->nremote_cache--;
+        r = tpc__container_of(n, struct tpc_remote, link);
+        memset(r, 0, sizeof(*r));
+    } else if (!(r = calloc(1, sizeof(*r)))) {
+        return NULL;
     }
+    r->origin = s;
+    tpc__list_push(&s->remotes, &r->link);
     return r;
 }
 
 static void remote_free(struct tpc_remote *r)
 {
+    struct tpc__shard *s = r->origin;
     tpc__list_remove(&r->link);
-    free(r);
+    if (s->nremote_cache < REMOTE_CACHE) {
+        tpc__list_push(&s->remote_cache, &r->link);
+        s->nremote_cache++;
+    } else {
+        free(r);
+    }
 }
 
-/* When the runtime is freed: handles nobody joined or detached. */
+/* When the runtime is freed: the cache, and handles nobody joined or detached. */
 void tpc__remotes_free(struct tpc__shard *s)
 {
-    while (!tpc__list_empty(&s->remotes))
-        remote_free(tpc__container_of(s->remotes.next, struct tpc_remote, link));
+    tpc_list *lists[] = {&s->remotes, &s->remote_cache};
+    for (int i = 0; i < 2; i++)
+        while (!tpc__list_empty(lists[i])) {
+            tpc_list *n = lists[i]->next;
+            tpc__list_remove(n);
+            free(tpc__container_of(n, struct tpc_remote, link));
+        }
+    s->nremote_cache = 0;
 }
 
 static void read_stats(struct tpc__shard *s, tpc_shard_stats *out)

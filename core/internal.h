@@ -240,7 +240,9 @@ struct tpc__shard {
     struct tpc__ring **in;  /* in[j]: the ring from shard j; its own slot in rt->rings */
     unsigned *dirty;        /* shards whose out ring has unpublished messages */
     tpc_list remotes;       /* remote-fiber handles it spawned, not yet freed (call.c) */
-    tpc_list flushq;        /* struct tpc__flush to run at the next tpc__rings_flush */
+    tpc_list remote_cache;  /* freed ones kept for reuse */
+    unsigned nremote_cache;
+    tpc_list flushq; /* struct tpc__flush to run at the next tpc__rings_flush */
     unsigned ndirty;
     /* Counters, written only by this shard, read by tpc_stats(). */
     uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,

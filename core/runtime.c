@@ -218,6 +218,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         tpc__queue_init(&s->runq);
         tpc__list_init(&s->fibers);
         tpc__list_init(&s->remotes);
+        tpc__list_init(&s->remote_cache);
         tpc__list_init(&s->flushq);
         atomic_init(&s->inbox, NULL);
         atomic_init(&s->sleeping, 0);

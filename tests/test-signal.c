@@ -30,6 +30,20 @@ static int timed_waiter(void *arg)
     return rc;
 }
 
+/* Polls until every shard blocks sig (the first tpc_signal_wait blocks it everywhere). */
+static int blocked_here(void *arg)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    return sigismember(&cur, (int)(intptr_t)arg) == 1 ? 0 : -EAGAIN;
+}
+
+static void wait_blocked_everywhere(int sig)
+{
+    while (tpc_on_all(blocked_here, (void *)(intptr_t)sig) != 0 && !tpc_cancelled())
+        tpc_sleep(1000 * 1000);
+}
+
 static atomic_int waiting;
 static int flag_then_wait(void *arg)
 {
@@ -60,6 +74,7 @@ static int signal_main(void *arg)
     CHECK_EQ(tpc_remote_join(r, &res), 0);
     CHECK_EQ(res, -ETIMEDOUT);
     CHECK_EQ(tpc_spawn_on(1, &r, NULL, waiter, (void *)SIGUSR2), 0);
+    wait_blocked_everywhere(SIGUSR2); /* the timed wait may have stopped before it finished */
     CHECK_EQ(kill(getpid(), SIGUSR2), 0);
     CHECK_EQ(tpc_remote_join(r, &res), 0);
     CHECK_EQ(res, SIGUSR2);
@@ -122,6 +137,7 @@ static int own_sigint(void *arg)
     CHECK_EQ(tpc_remote_join(r, &res), 0);
     CHECK_EQ(res, -ETIMEDOUT); /* accepted: with no_signals SIGINT is the application's */
     CHECK_EQ(tpc_spawn_on(1, &r, NULL, waiter, (void *)SIGINT), 0);
+    wait_blocked_everywhere(SIGINT);
     CHECK_EQ(kill(getpid(), SIGINT), 0);
     CHECK_EQ(tpc_remote_join(r, &res), 0);
     CHECK_EQ(res, SIGINT);

@@ -89,7 +89,8 @@ TPC_EXTERN int tpc_wait(tpc_runtime *rt);
 
 /* Suspends the calling fiber until one of the signals in `set` arrives (read from a signalfd
  * through the shard's io_uring) and stores its number in *signo (if not NULL). The first wait
- * for a signal blocks it on every shard, for the rest of the run; tpc_wait (and so tpc_run)
+ * for a signal blocks it on every shard, for the rest of the run (a first wait cancelled or
+ * timed out before every shard did so leaves the rest to the next wait); tpc_wait (and so tpc_run)
  * blocks every asynchronous signal in its thread while it waits. Threads you created yourself
  * must block the signals too, or they may take them: best, block them in the main thread before
  * tpc_start and the shards inherit the mask. A signal is read by one waiter only. Signals of a
