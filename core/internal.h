@@ -272,6 +272,7 @@ struct tpc_runtime {
     sigset_t sigset;
     sigset_t oldmask;   /* of the thread that called tpc_start */
     sigset_t sigwaited; /* blocked on every shard for tpc_signal_wait (under lock) */
+    sigset_t sigwanted; /* asked for by tpc_signal_wait, maybe not blocked everywhere yet */
     unsigned nthreads;  /* shard threads created */
     /* Start-up handshake. */
     pthread_mutex_t lock;

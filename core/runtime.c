@@ -200,6 +200,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     rt->signals = !sigisemptyset(&sigs);
     rt->sigset = sigs;
     sigemptyset(&rt->sigwaited);
+    sigemptyset(&rt->sigwanted);
     pthread_sigmask(SIG_BLOCK, &sigs, &rt->oldmask);
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->cond, NULL);

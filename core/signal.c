@@ -19,9 +19,16 @@ static bool unwaitable(int sig)
            sig == SIGFPE || sig == SIGTRAP || sig == SIGSYS;
 }
 
+/* On every shard: blocks every signal some fiber asked to wait for. It reads the set from the
+ * runtime, not from the caller, whose frame may be gone by then (a wait that timed out). */
 static int block_here(void *arg)
 {
-    return -pthread_sigmask(SIG_BLOCK, arg, NULL);
+    struct tpc_runtime *rt = arg;
+    sigset_t set;
+    pthread_mutex_lock(&rt->lock);
+    set = rt->sigwanted;
+    pthread_mutex_unlock(&rt->lock);
+    return -pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
 int tpc_signal_wait(const sigset_t *set, int *signo)
@@ -54,7 +61,10 @@ int tpc_signal_wait(const sigset_t *set, int *signo)
     if (!any)
         return -EINVAL;
     if (!sigisemptyset(&fresh)) {
-        int rc = tpc_on_all(block_here, &fresh);
+        pthread_mutex_lock(&rt->lock);
+        sigorset(&rt->sigwanted, &rt->sigwanted, &fresh);
+        pthread_mutex_unlock(&rt->lock);
+        int rc = tpc_on_all(block_here, rt);
         if (rc < 0)
             return rc;
         pthread_mutex_lock(&rt->lock);
