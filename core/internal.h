@@ -239,6 +239,7 @@ struct tpc__shard {
     struct tpc__ring **out; /* out[j]: the ring to shard j (NULL for itself) */
     struct tpc__ring **in;  /* in[j]: the ring from shard j; its own slot in rt->rings */
     unsigned *dirty;        /* shards whose out ring has unpublished messages */
+    uint32_t msg_batch;     /* rt->msg_batch, on this shard's own line */
     tpc_list remotes;       /* remote-fiber handles it spawned, not yet freed (call.c) */
     tpc_list remote_cache;  /* freed ones kept for reuse */
     unsigned nremote_cache;

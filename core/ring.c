@@ -128,7 +128,7 @@ static inline void ring_dirty(struct tpc__shard *s, unsigned to, struct tpc__rin
         r->dirty = true;
         s->dirty[s->ndirty++] = to;
     }
-    if (TPC_UNLIKELY(r->ptail - r->pub >= s->rt->msg_batch))
+    if (TPC_UNLIKELY(r->ptail - r->pub >= s->msg_batch))
         ring_publish(s, to, r);
 }
 
@@ -227,6 +227,21 @@ int tpc__send_msg(struct tpc__shard *s, unsigned to, struct tpc__pending *p)
     return send_wait(s, to, r, p);
 }
 
+int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    struct tpc_runtime *rt = s->rt;
+    if (shard < 0 || (unsigned)shard >= rt->nshards || !fn)
+        return -EINVAL;
+    if (atomic_load_explicit(&rt->stop, memory_order_acquire))
+        return -ESHUTDOWN;
+    if ((unsigned)shard == s->id)
+        return tpc_defer(fn, arg);
+    return tpc__send(s, (unsigned)shard, fn, arg);
+}
+
 /* Runs a message on this shard as if it had come from shard `from`. */
 static void run_msg(struct tpc__shard *s, unsigned from, const struct tpc__slot *m)
 {
@@ -296,7 +311,7 @@ static uint32_t ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring
     if (head == tail)
         return 0;
     uint32_t n = tail - head;
-    uint32_t batch = s->rt->msg_batch, freed = head;
+    uint32_t batch = s->msg_batch, freed = head;
     while (head != tail) {
         struct tpc__slot *sl = &r->slots[head & r->cmask];
         tpc_callback_fn fn = sl->fn;

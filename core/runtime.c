@@ -216,6 +216,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         s->time_slice = c.time_slice_ns ? c.time_slice_ns : 500000;
         s->tick_ns = c.timer_tick_ns ? c.timer_tick_ns : 1000000;
         s->spin_ns = c.spin_ns ? c.spin_ns : 10000;
+        s->msg_batch = rt->msg_batch;
         tpc__queue_init(&s->runq);
         tpc__list_init(&s->fibers);
         tpc__list_init(&s->remotes);
@@ -340,22 +341,6 @@ int tpc_topology_report(FILE *out)
             fprintf(out, "shard %u: cpu %d, core %d, NUMA node %d\n", i, s->cpu, s->core, s->node);
     }
     return 0;
-}
-
-int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg)
-{
-    struct tpc__shard *s = tpc__self;
-    if (!s)
-        return -EPERM;
-    struct tpc_runtime *rt = s->rt;
-    if (shard < 0 || (unsigned)shard >= rt->nshards || !fn)
-        return -EINVAL;
-    if (atomic_load_explicit(&rt->stop, memory_order_acquire))
-        return -ESHUTDOWN;
-    struct tpc__shard *to = &rt->shards[shard];
-    if (to == s)
-        return tpc_defer(fn, arg);
-    return tpc__send(s, (unsigned)shard, fn, arg);
 }
 
 unsigned tpc_version(void)
