@@ -17,6 +17,7 @@ extern "C" {
 #include "tpc/sync.h"
 #include "tpc/timer.h"
 #include "tpc/xchan.h"
+#include "tpc/io.h"
 
 #ifdef __cplusplus
 }

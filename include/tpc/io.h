@@ -1,0 +1,60 @@
+/* File and descriptor I/O through the shard's io_uring. Every call here suspends the calling
+ * fiber until the kernel has finished (so it is for fibers only: elsewhere -EPERM), and returns a
+ * byte count or 0 on success, or a negative errno.
+ *
+ * Cancellation and deadlines: if the fiber is cancelled or its deadline passes while the
+ * operation is in flight, the runtime asks the kernel to cancel it and still waits for the
+ * operation's final completion, so the kernel never touches your buffer after the call has
+ * returned. The call then returns -ECANCELED or -ETIMEDOUT, unless the operation completed
+ * anyway, in which case its result is returned (a read that consumed data reports it).
+ *
+ * Offsets: `offset` is a byte position; -1 means the file's current position (which it then
+ * advances), for descriptors that have one. Lengths above 2^31 - 4096 are cut to that, as Linux
+ * itself does, and the short count is returned: nothing is lost silently. */
+#ifndef TPC_IO_H
+#define TPC_IO_H
+
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include "common.h"
+
+/* openat(2): dirfd is AT_FDCWD or a directory descriptor. Returns the new descriptor. */
+TPC_EXTERN int tpc_openat(int dirfd, const char *path, int flags, mode_t mode);
+TPC_EXTERN int tpc_open(const char *path, int flags, mode_t mode);
+TPC_EXTERN int tpc_close(int fd);
+
+/* One read or write, which may be short; returns the count (0 at end of file). */
+TPC_EXTERN ssize_t tpc_read(int fd, void *buf, size_t len, int64_t offset);
+TPC_EXTERN ssize_t tpc_write(int fd, const void *buf, size_t len, int64_t offset);
+TPC_EXTERN ssize_t tpc_readv(int fd, const struct iovec *iov, int iovcnt, int64_t offset);
+TPC_EXTERN ssize_t tpc_writev(int fd, const struct iovec *iov, int iovcnt, int64_t offset);
+
+/* Loop over short counts until len bytes moved, end of file (read: returns fewer) or an error
+ * (returned, with the bytes moved before it lost only if none were: a partial transfer returns
+ * its count). With offset -1 they use and advance the current position. */
+TPC_EXTERN ssize_t tpc_read_full(int fd, void *buf, size_t len, int64_t offset);
+TPC_EXTERN ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset);
+
+TPC_EXTERN int tpc_fsync(int fd);
+TPC_EXTERN int tpc_fdatasync(int fd);
+/* fallocate(2). */
+TPC_EXTERN int tpc_fallocate(int fd, int mode, int64_t offset, int64_t len);
+
+struct statx; /* <sys/stat.h> with _GNU_SOURCE defines it */
+
+/* statx(2) into *out. */
+TPC_EXTERN int tpc_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out);
+TPC_EXTERN int tpc_unlink(const char *path);
+TPC_EXTERN int tpc_rmdir(const char *path);
+TPC_EXTERN int tpc_rename(const char *from, const char *to);
+TPC_EXTERN int tpc_mkdir(const char *path, mode_t mode);
+
+/* Waits until fd is ready for `events` (POLLIN, POLLOUT, ...) and returns the events that are
+ * ready (POLLERR and POLLHUP included when they happen). For descriptors owned by other
+ * libraries. */
+TPC_EXTERN int tpc_poll(int fd, short events);
+
+#endif

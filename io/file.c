@@ -1,0 +1,210 @@
+/* File and descriptor I/O (include/tpc/io.h): each call prepares one SQE and waits for it with
+ * tpc__io_run (io/wait.c), which handles cancellation and deadlines. */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include "core/internal.h"
+
+/* Linux's own cap for one read or write. */
+#define TPC_IO_MAX 0x7ffff000u
+
+/* Checks the caller, then hands a free SQE to the caller's preparation. */
+#define IO_BEGIN(sqe)                                                                              \
+    TPC__CHECK_FIBER();                                                                            \
+    struct tpc__shard *s_ = tpc__self;                                                             \
+    struct io_uring_sqe *sqe = tpc__sqe(s_);                                                       \
+    if (!sqe)                                                                                      \
+        return -EAGAIN;                                                                            \
+    struct tpc__io io_
+
+#define IO_END(sqe) tpc__io_run(s_, &io_, sqe)
+
+static inline unsigned io_len(size_t len)
+{
+    return len > TPC_IO_MAX ? TPC_IO_MAX : (unsigned)len;
+}
+
+/* io_uring's "current position" offset. */
+static inline uint64_t io_off(int64_t offset)
+{
+    return offset < 0 ? (uint64_t)-1 : (uint64_t)offset;
+}
+
+int tpc_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+    if (!path)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_openat(sqe, dirfd, path, flags | O_CLOEXEC, mode);
+    return IO_END(sqe);
+}
+
+int tpc_open(const char *path, int flags, mode_t mode)
+{
+    return tpc_openat(AT_FDCWD, path, flags, mode);
+}
+
+int tpc_close(int fd)
+{
+    IO_BEGIN(sqe);
+    io_uring_prep_close(sqe, fd);
+    return IO_END(sqe);
+}
+
+ssize_t tpc_read(int fd, void *buf, size_t len, int64_t offset)
+{
+    if (!buf && len)
+        return -EFAULT;
+    if (offset < -1)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_read(sqe, fd, buf, io_len(len), io_off(offset));
+    return IO_END(sqe);
+}
+
+ssize_t tpc_write(int fd, const void *buf, size_t len, int64_t offset)
+{
+    if (!buf && len)
+        return -EFAULT;
+    if (offset < -1)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_write(sqe, fd, buf, io_len(len), io_off(offset));
+    return IO_END(sqe);
+}
+
+ssize_t tpc_readv(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
+{
+    if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX || offset < -1)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
+    return IO_END(sqe);
+}
+
+ssize_t tpc_writev(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
+{
+    if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX || offset < -1)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
+    return IO_END(sqe);
+}
+
+/* The loop behind tpc_read_full and tpc_write_full. */
+static ssize_t full(int fd, char *buf, size_t len, int64_t offset, bool writing)
+{
+    size_t done = 0;
+    while (done < len) {
+        int64_t at = offset < 0 ? -1 : offset + (int64_t)done;
+        ssize_t n = writing ? tpc_write(fd, buf + done, len - done, at)
+                            : tpc_read(fd, buf + done, len - done, at);
+        if (n == -EINTR || n == -EAGAIN)
+            continue; /* nothing moved: try again (io_uring waits for readiness itself) */
+        if (n < 0)
+            return done ? (ssize_t)done : n;
+        if (n == 0) {
+            if (writing)
+                return done ? (ssize_t)done : -EIO; /* a write that moves nothing */
+            break;                                  /* end of file */
+        }
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+ssize_t tpc_read_full(int fd, void *buf, size_t len, int64_t offset)
+{
+    if (offset < -1)
+        return -EINVAL;
+    if (!buf && len)
+        return -EFAULT;
+    return full(fd, buf, len, offset, false);
+}
+
+ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset)
+{
+    if (offset < -1)
+        return -EINVAL;
+    if (!buf && len)
+        return -EFAULT;
+    return full(fd, (char *)buf, len, offset, true);
+}
+
+int tpc_fsync(int fd)
+{
+    IO_BEGIN(sqe);
+    io_uring_prep_fsync(sqe, fd, 0);
+    return IO_END(sqe);
+}
+
+int tpc_fdatasync(int fd)
+{
+    IO_BEGIN(sqe);
+    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
+    return IO_END(sqe);
+}
+
+int tpc_fallocate(int fd, int mode, int64_t offset, int64_t len)
+{
+    if (offset < 0 || len <= 0)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_fallocate(sqe, fd, mode, (uint64_t)offset, (uint64_t)len);
+    return IO_END(sqe);
+}
+
+int tpc_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out)
+{
+    if (!path || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out)); /* the kernel fills it, which valgrind cannot see */
+    IO_BEGIN(sqe);
+    io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);
+    return IO_END(sqe);
+}
+
+int tpc_unlink(const char *path)
+{
+    if (!path)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_unlinkat(sqe, AT_FDCWD, path, 0);
+    return IO_END(sqe);
+}
+
+int tpc_rmdir(const char *path)
+{
+    if (!path)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_unlinkat(sqe, AT_FDCWD, path, AT_REMOVEDIR);
+    return IO_END(sqe);
+}
+
+int tpc_rename(const char *from, const char *to)
+{
+    if (!from || !to)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_renameat(sqe, AT_FDCWD, from, AT_FDCWD, to, 0);
+    return IO_END(sqe);
+}
+
+int tpc_mkdir(const char *path, mode_t mode)
+{
+    if (!path)
+        return -EINVAL;
+    IO_BEGIN(sqe);
+    io_uring_prep_mkdirat(sqe, AT_FDCWD, path, mode);
+    return IO_END(sqe);
+}
+
+int tpc_poll(int fd, short events)
+{
+    if (fd < 0)
+        return -EBADF;
+    IO_BEGIN(sqe);
+    io_uring_prep_poll_add(sqe, fd, (unsigned)(unsigned short)events);
+    return IO_END(sqe);
+}

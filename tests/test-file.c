@@ -1,0 +1,221 @@
+/* File and descriptor I/O through io_uring: a round trip through every call, errors, short
+ * reads looped over by the _full helpers, readiness with tpc_poll, and the cancellation
+ * guarantee: a read that was cancelled (or timed out) never writes into its buffer afterwards. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "helpers.h"
+
+static char dir[64];
+
+static void path_in(char *out, size_t size, const char *name)
+{
+    snprintf(out, size, "%s/%s", dir, name);
+}
+
+static int files_main(void *arg)
+{
+    (void)arg;
+    char a[96], b[96], sub[96];
+    path_in(a, sizeof(a), "a");
+    path_in(b, sizeof(b), "b");
+    path_in(sub, sizeof(sub), "sub");
+
+    int fd = tpc_open(a, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    CHECK_EQ(tpc_write(fd, "hello, ", 7, 0), 7);
+    struct iovec wv[2] = {{.iov_base = "io_", .iov_len = 3}, {.iov_base = "uring", .iov_len = 5}};
+    CHECK_EQ(tpc_writev(fd, wv, 2, 7), 8);
+    CHECK_EQ(tpc_fsync(fd), 0);
+    CHECK_EQ(tpc_fdatasync(fd), 0);
+
+    char buf[32];
+    memset(buf, 0, sizeof(buf));
+    CHECK_EQ(tpc_read(fd, buf, sizeof(buf), 0), 15);
+    CHECK(memcmp(buf, "hello, io_uring", 15) == 0);
+    char x[5], y[10];
+    memset(x, 0, sizeof(x));
+    memset(y, 0, sizeof(y));
+    struct iovec rv[2] = {{.iov_base = x, .iov_len = 5}, {.iov_base = y, .iov_len = 10}};
+    CHECK_EQ(tpc_readv(fd, rv, 2, 2), 13);
+    CHECK(memcmp(x, "llo, ", 5) == 0 && memcmp(y, "io_uring", 8) == 0);
+    CHECK_EQ(tpc_read(fd, buf, sizeof(buf), 15), 0); /* end of file */
+
+    /* The current position (offset -1) moves with each call. */
+    int fd2 = tpc_open(a, O_RDONLY, 0);
+    CHECK(fd2 >= 0);
+    memset(buf, 0, sizeof(buf));
+    CHECK_EQ(tpc_read(fd2, buf, 5, -1), 5);
+    CHECK_EQ(tpc_read(fd2, buf + 5, 5, -1), 5);
+    CHECK(memcmp(buf, "hello, io_", 10) == 0);
+    CHECK_EQ(tpc_close(fd2), 0);
+
+    CHECK_EQ(tpc_fallocate(fd, 0, 0, 1 << 20), 0);
+    struct statx st;
+    CHECK_EQ(tpc_statx(AT_FDCWD, a, 0, STATX_SIZE | STATX_MODE, &st), 0);
+    CHECK_EQ(st.stx_size, 1 << 20);
+    CHECK_EQ(st.stx_mode & 0777, 0600);
+    CHECK_EQ(tpc_close(fd), 0);
+
+    CHECK_EQ(tpc_rename(a, b), 0);
+    CHECK_EQ(tpc_statx(AT_FDCWD, a, 0, STATX_SIZE, &st), -ENOENT);
+    CHECK_EQ(tpc_mkdir(sub, 0700), 0);
+    CHECK_EQ(tpc_mkdir(sub, 0700), -EEXIST);
+    CHECK_EQ(tpc_rmdir(sub), 0);
+    CHECK_EQ(tpc_unlink(b), 0);
+
+    /* Errors come back as negative errno, and bad arguments are refused before the kernel. */
+    CHECK_EQ(tpc_open(a, O_RDONLY, 0), -ENOENT);
+    CHECK_EQ(tpc_read(-1, buf, 1, 0), -EBADF);
+    CHECK_EQ(tpc_close(-1), -EBADF);
+    CHECK_EQ(tpc_unlink(b), -ENOENT);
+    CHECK_EQ(tpc_read(0, NULL, 4, 0), -EFAULT);
+    CHECK_EQ(tpc_read(0, buf, 4, -2), -EINVAL);
+    CHECK_EQ(tpc_readv(0, NULL, 1, 0), -EINVAL);
+    CHECK_EQ(tpc_open(NULL, O_RDONLY, 0), -EINVAL);
+    CHECK_EQ(tpc_fallocate(0, 0, -1, 10), -EINVAL);
+    CHECK_EQ(tpc_poll(-1, POLLIN), -EBADF);
+    return 0;
+}
+
+static void not_in_fiber(void *arg)
+{
+    char c;
+    CHECK_EQ(tpc_read(*(int *)arg, &c, 1, -1), -EPERM);
+}
+
+static void test_files(void **state)
+{
+    (void)state;
+    char c;
+    assert_int_equal(tpc_read(0, &c, 1, 0), -EPERM);
+    run_main(1, files_main, NULL);
+}
+
+/* ---- Pipes: short reads, the _full helpers, readiness, cancellation. ---- */
+static int pfd[2];
+
+static int reader_full(void *arg)
+{
+    char *buf = arg;
+    return (int)tpc_read_full(pfd[0], buf, 12, -1);
+}
+
+static int read_one(void *arg)
+{
+    return (int)tpc_read(pfd[0], arg, 8, -1);
+}
+
+static int read_with_deadline(void *arg)
+{
+    tpc_deadline_set(2 * 1000 * 1000);
+    int rc = read_one(arg);
+    tpc_deadline_clear();
+    return rc;
+}
+
+static atomic_int waiting;
+static int flag_then_read(void *arg)
+{
+    atomic_store(&waiting, 1);
+    return read_one(arg);
+}
+
+static int pipes_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
+    /* read_full gathers three short writes into one buffer. */
+    char buf[16];
+    memset(buf, 0, sizeof(buf));
+    tpc_fiber *f;
+    int res = 0;
+    CHECK_EQ(tpc_spawn(&f, reader_full, buf), 0);
+    for (int i = 0; i < 3; i++) {
+        tpc_yield();
+        CHECK_EQ(tpc_write(pfd[1], "abcd", 4, -1), 4);
+    }
+    CHECK_EQ(tpc_join(f, &res), 0);
+    CHECK_EQ(res, 12);
+    CHECK(memcmp(buf, "abcdabcdabcd", 12) == 0);
+
+    /* Readiness. */
+    CHECK_EQ(tpc_write_full(pfd[1], "z", 1, -1), 1);
+    CHECK(tpc_poll(pfd[0], POLLIN) & POLLIN);
+    CHECK_EQ(tpc_read(pfd[0], buf, 1, -1), 1);
+
+    /* A cancelled read: the pipe written afterwards leaves its buffer untouched, and the data
+     * is still there for the next reader. */
+    char guard[8];
+    memset(guard, '.', sizeof(guard));
+    atomic_store(&waiting, 0);
+    CHECK_EQ(tpc_spawn(&f, flag_then_read, guard), 0);
+    while (!atomic_load(&waiting))
+        tpc_yield();
+    tpc_yield(); /* it is suspended in the read now */
+    CHECK_EQ(tpc_cancel(f), 0);
+    CHECK_EQ(tpc_join(f, &res), 0);
+    CHECK_EQ(res, -ECANCELED);
+    CHECK_EQ(tpc_write(pfd[1], "DATA", 4, -1), 4);
+    CHECK(tpc_poll(pfd[0], POLLIN) & POLLIN);
+    CHECK(memcmp(guard, "........", 8) == 0);
+
+    /* A read whose deadline passes, likewise. */
+    char guard2[8];
+    memset(guard2, '.', sizeof(guard2));
+    CHECK_EQ(tpc_spawn(&f, read_with_deadline, guard2), 0);
+    CHECK_EQ(tpc_join(f, &res), 0);
+    CHECK_EQ(res, 4); /* the data written above was there: the read completed at once */
+    CHECK(memcmp(guard2, "DATA", 4) == 0);
+    memset(guard2, '.', sizeof(guard2));
+    CHECK_EQ(tpc_spawn(&f, read_with_deadline, guard2), 0);
+    CHECK_EQ(tpc_join(f, &res), 0);
+    CHECK_EQ(res, -ETIMEDOUT);
+    CHECK_EQ(tpc_write(pfd[1], "MORE", 4, -1), 4);
+    CHECK(tpc_poll(pfd[0], POLLIN) & POLLIN);
+    CHECK(memcmp(guard2, "........", 8) == 0);
+    memset(buf, 0, sizeof(buf));
+    CHECK_EQ(tpc_read(pfd[0], buf, sizeof(buf), -1), 4);
+    CHECK(memcmp(buf, "MORE", 4) == 0);
+
+    /* A writer into a pipe nobody reads gets EPIPE, not a signal. */
+    close(pfd[0]);
+    CHECK_EQ(tpc_write(pfd[1], "x", 1, -1), -EPIPE);
+    CHECK_EQ(tpc_write_full(pfd[1], "x", 1, -1), -EPIPE);
+    CHECK_EQ(tpc_defer(not_in_fiber, &pfd[1]), 0);
+    tpc_yield();
+    close(pfd[1]);
+    return 0;
+}
+
+static void test_pipes(void **state)
+{
+    (void)state;
+    run_main(1, pipes_main, NULL);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/tpc-test-file-XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_files),
+        cmocka_unit_test(test_pipes),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
