@@ -109,6 +109,7 @@ struct tpc__msg {
     struct tpc__msg *next;
     tpc_callback_fn fn;
     void *arg;
+    bool owned; /* the sender's memory (tpc__post_msg), not freed by the drain */
 };
 
 /* Shard-to-shard message rings (core/ring.c): one bounded single-producer single-consumer ring
@@ -265,6 +266,7 @@ struct tpc_runtime {
     unsigned msg_slots;       /* slots per shard-to-shard ring */
     unsigned msg_batch;       /* a sender publishes at least every msg_batch messages */
     struct tpc__ring **rings; /* rings[from * nshards + to] */
+    struct tpc__pool *pool;   /* blocking helper threads (io/blocking.c) */
     tpc_fiber_fn main_fn;
     void *main_arg;
     _Atomic int stop;
@@ -322,7 +324,15 @@ void tpc__shard_io_fini(struct tpc__shard *s);
 bool tpc__shard_wake(struct tpc__shard *s);
 void tpc__shard_wake_fini(struct tpc__shard *s);
 int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg);
+/* Posts m (owned = true, the caller's memory, valid until m->fn has started) without
+ * allocating. Returns 0, or -ESHUTDOWN once the shard has closed its inbox. */
+int tpc__post_msg(struct tpc__shard *s, struct tpc__msg *m);
 void tpc__inbox_free(struct tpc__shard *s);
+
+/* The blocking helper pool (io/blocking.c). */
+struct tpc__pool;
+int tpc__pool_init(struct tpc_runtime *rt, unsigned threads, unsigned queue);
+void tpc__pool_fini(struct tpc_runtime *rt); /* after the shards stopped: joins the helpers */
 
 /* One io_uring operation waited for by a fiber (io/wait.c). */
 struct tpc__io {

@@ -97,6 +97,16 @@ static int check_config(const tpc_config *c)
                 c->msg_slots);
         return -EINVAL;
     }
+    if (c->blocking_threads > 256) {
+        fprintf(stderr, "libtpc: tpc_config.blocking_threads %u is more than 256\n",
+                c->blocking_threads);
+        return -EINVAL;
+    }
+    if (c->blocking_queue > (1u << 20)) {
+        fprintf(stderr, "libtpc: tpc_config.blocking_queue %u is more than 2^20\n",
+                c->blocking_queue);
+        return -EINVAL;
+    }
     if (c->ring_entries && (c->ring_entries & (c->ring_entries - 1) || c->ring_entries > 32768)) {
         fprintf(stderr, "libtpc: tpc_config.ring_entries %u is not a power of two <= 32768\n",
                 c->ring_entries);
@@ -109,6 +119,7 @@ static int check_config(const tpc_config *c)
 static void runtime_free(struct tpc_runtime *rt)
 {
     tpc__rings_afterlife(rt);
+    tpc__pool_fini(rt);
     for (unsigned i = 0; i < rt->nshards; i++) {
         tpc__inbox_free(&rt->shards[i]);
         tpc__remotes_free(&rt->shards[i]);
@@ -197,6 +208,14 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     rt->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
     rt->main_fn = main_fn;
     rt->main_arg = arg;
+    if (tpc__pool_init(rt, c.blocking_threads ? c.blocking_threads : 4,
+                       c.blocking_queue ? c.blocking_queue : 256) < 0) {
+        free(rt);
+        free(shards);
+        free(rings);
+        free(places);
+        return -ENOMEM;
+    }
     rt->signals = !sigisemptyset(&sigs);
     rt->sigset = sigs;
     sigemptyset(&rt->sigwaited);

@@ -214,6 +214,20 @@ bool tpc__shard_wake(struct tpc__shard *s)
 static struct tpc__msg inbox_closed;
 #define INBOX_CLOSED (&inbox_closed)
 
+int tpc__post_msg(struct tpc__shard *s, struct tpc__msg *m)
+{
+    struct tpc__msg *head = atomic_load_explicit(&s->inbox, memory_order_relaxed);
+    do {
+        if (head == INBOX_CLOSED)
+            return -ESHUTDOWN;
+        m->next = head;
+    } while (!atomic_compare_exchange_weak(&s->inbox, &head, m));
+    tpc__shard_wake(s);
+    return 0;
+}
+
+/* Inbox messages from tpc__post are heap records the drain frees; tpc__post_msg's belong to
+ * their sender. The drain tells them apart by `owned`. */
 int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg)
 {
     struct tpc__msg *m = malloc(sizeof(*m));
@@ -221,16 +235,11 @@ int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg)
         return -ENOMEM;
     m->fn = fn;
     m->arg = arg;
-    struct tpc__msg *head = atomic_load_explicit(&s->inbox, memory_order_relaxed);
-    do {
-        if (head == INBOX_CLOSED) {
-            free(m);
-            return -ESHUTDOWN;
-        }
-        m->next = head;
-    } while (!atomic_compare_exchange_weak(&s->inbox, &head, m));
-    tpc__shard_wake(s);
-    return 0;
+    m->owned = false;
+    int rc = tpc__post_msg(s, m);
+    if (rc < 0)
+        free(m);
+    return rc;
 }
 
 /* Runs every message in the inbox, in send order, and leaves `then` (NULL, or INBOX_CLOSED) in
@@ -246,9 +255,12 @@ static void drain_inbox(struct tpc__shard *s, struct tpc__msg *then)
     }
     while (rev) {
         struct tpc__msg *next = rev->next;
+        tpc_callback_fn fn = rev->fn;
+        void *arg = rev->arg;
         s->n_msgs_in++;
-        rev->fn(rev->arg);
-        free(rev);
+        if (!rev->owned)
+            free(rev);
+        fn(arg); /* an owned message may be reused from here on */
         rev = next;
     }
 }
@@ -258,7 +270,8 @@ void tpc__inbox_free(struct tpc__shard *s)
     struct tpc__msg *m = atomic_exchange(&s->inbox, NULL);
     while (m && m != INBOX_CLOSED) {
         struct tpc__msg *next = m->next;
-        free(m);
+        if (!m->owned)
+            free(m);
         m = next;
     }
 }

@@ -57,4 +57,21 @@ TPC_EXTERN int tpc_mkdir(const char *path, mode_t mode);
  * libraries. */
 TPC_EXTERN int tpc_poll(int fd, short events);
 
+/* ---- Work that can only block ---- */
+
+/* A function run on a helper thread: it must not call libtpc (it is not on a shard). */
+typedef long (*tpc_blocking_fn)(void *arg);
+
+/* Runs fn(arg) on one of the runtime's helper threads (tpc_config.blocking_threads of them,
+ * unpinned, started on first use) and suspends the calling fiber until it has returned; stores
+ * its return value in *result (if not NULL). For calls that can only block (a library's
+ * synchronous API, getaddrinfo) or that burn CPU for long. Jobs run in the order queued; when
+ * tpc_config.blocking_queue jobs wait already, the caller waits for room (never dropped). If
+ * the caller is cancelled or its deadline passes while its job still waits in the queue, the
+ * job is removed and never runs (-ECANCELED / -ETIMEDOUT); once fn has started, the call waits
+ * for it to return, since fn cannot be interrupted, and returns 0 with its result. Returns 0,
+ * -EINVAL for NULL fn, -ENOMEM or -EAGAIN if no helper thread could start, -EPERM outside a
+ * fiber. */
+TPC_EXTERN int tpc_blocking(tpc_blocking_fn fn, void *arg, long *result);
+
 #endif

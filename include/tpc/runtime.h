@@ -65,6 +65,10 @@ typedef struct tpc_config {
      * slot), a power of two in [2, 2^24]. A fiber sending to a full ring suspends until it has
      * room. 0: 1024. */
     unsigned msg_slots;
+    /* Helper threads of tpc_blocking(), started on its first use, at most 256. 0: 4. */
+    unsigned blocking_threads;
+    /* Jobs tpc_blocking() queues before callers wait for room, at most 2^20. 0: 256. */
+    unsigned blocking_queue;
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
