@@ -356,6 +356,13 @@ static inline void tpc__flush_later(struct tpc__shard *s, struct tpc__flush *f)
         tpc__list_push(&s->flushq, &f->node);
 }
 
+#ifdef TPC_FAULT_INJECTION
+/* Tests only (meson -Dfault_injection=true): the next `count` operations with io_uring opcode
+ * `op` submitted from this thread fail with -err (err > 0), or, for plain reads and writes, move
+ * at most `short_max` bytes (err == 0). count 0 clears the fault. */
+void tpc__fault_set(unsigned op, int err, unsigned short_max, unsigned count);
+#endif
+
 /* Shard-to-shard rings (core/ring.c). */
 int tpc__rings_init(struct tpc__shard *s);
 void tpc__rings_free(struct tpc_runtime *rt);

@@ -20,8 +20,51 @@ static void io_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
         tpc__wake(&io->w, 0);
 }
 
+#ifdef TPC_FAULT_INJECTION
+static __thread struct {
+    int err;
+    unsigned short_max, count;
+} faults[64];
+
+void tpc__fault_set(unsigned op, int err, unsigned short_max, unsigned count)
+{
+    if (op < 64)
+        faults[op].err = err, faults[op].short_max = short_max, faults[op].count = count;
+}
+
+/* Applies a fault to the prepared SQE: a failure becomes a no-op whose result is replaced
+ * (returned through *forced), a short transfer a smaller length. */
+static void inject(struct io_uring_sqe *sqe, int *forced)
+{
+    unsigned op = sqe->opcode;
+    if (op >= 64 || !faults[op].count)
+        return;
+    faults[op].count--;
+    if (faults[op].err) {
+        *forced = -faults[op].err;
+        io_uring_prep_nop(sqe);
+    } else if ((op == IORING_OP_READ || op == IORING_OP_WRITE) && sqe->len > faults[op].short_max) {
+        sqe->len = faults[op].short_max;
+    }
+}
+#endif
+
 int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *sqe)
 {
+#ifdef TPC_FAULT_INJECTION
+    int forced = 0;
+    inject(sqe, &forced);
+    if (forced) {
+        io_uring_sqe_set_data(sqe, &io->op);
+        io->op.complete = io_complete;
+        io->done = false;
+        io->w.fiber = NULL;
+        s->inflight++;
+        while (!io->done) /* a no-op: completes at the loop's next reap */
+            tpc__park_hard(&io->w);
+        return forced;
+    }
+#endif
     io->op.complete = io_complete;
     io->done = false;
     io->w.fiber = NULL;

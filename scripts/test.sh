@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds libtpc and runs the whole cmocka suite five ways: release, ASan+UBSan, TSan, the
-# release build under valgrind, and the portable ucontext context-switch backend; then the
+# Builds libtpc and runs the whole cmocka suite five ways: release, ASan+UBSan, TSan (both with
+# fault injection built in, for tests/test-faults.c), the release build under valgrind, and the
+# portable ucontext context-switch backend; then the
 # aarch64 context switch under qemu, an install + README-example check, and formatting. Prints each failing test's output, then one line
 # "N passed, N failed" counting test cases over all runs, and exits non-zero on any failure.
 #   scripts/test.sh            everything
@@ -26,6 +27,8 @@ configure() { # name, meson args...
     if [ ! -f "$dir/build.ninja" ]; then
         meson setup "$dir" --werror "$@" >"$dir.setup.log" 2>&1 ||
             { mkdir -p build; cat "$dir.setup.log"; return 1; }
+    else # an existing build directory takes this configuration's options too
+        meson configure "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
     fi
     ninja -C "$dir" >"$dir.build.log" 2>&1 || { cat "$dir.build.log"; return 1; }
 }
@@ -35,8 +38,8 @@ summary=()
 for cfg in "${configs[@]}"; do
     case $cfg in
     release) dir=build/release setup_name= args=(-Dbuildtype=release) ;;
-    asan) dir=build/asan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false) ;;
-    tsan) dir=build/tsan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
+    asan) dir=build/asan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false -Dfault_injection=true) ;;
+    tsan) dir=build/tsan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dfault_injection=true) ;;
     valgrind) dir=build/release setup_name=valgrind args=(-Dbuildtype=release) ;;
     ucontext) dir=build/ucontext setup_name= args=(-Dbuildtype=release -Dcontext=ucontext) ;;
     aarch64) continue ;; # below
