@@ -219,7 +219,9 @@ struct tpc__shard {
     unsigned nnog;
     struct io_uring ring;
     bool ring_ok;
-    bool poll_wait;    /* sleep in ppoll() on the ring fd (under valgrind) */
+    bool ring_fd_registered;
+    unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */
+    bool poll_wait;                     /* sleep in ppoll() on the ring fd (under valgrind) */
     unsigned inflight; /* ops submitted and not completed, the wake-up read excluded */
     bool wake_armed;   /* the eventfd read is in the ring */
     int wake_fd;

@@ -155,6 +155,10 @@ int tpc__shard_io_init(struct tpc__shard *s)
         return rc;
     }
     s->ring_ok = true;
+    s->ring_flags = s->ring.flags;
+    s->ring_features = s->ring.features;
+    /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
+    s->ring_fd_registered = io_uring_register_ring_fd(&s->ring) == 1;
     s->wake_op.complete = wake_complete;
     arm_wake(s);
     if (s->id == 0 && s->rt->signals) {
@@ -169,6 +173,38 @@ int tpc__shard_io_init(struct tpc__shard *s)
     }
     io_uring_submit(&s->ring);
     return 0;
+}
+
+int tpc_features(char *buf, size_t size)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!buf && size)
+        return -EINVAL;
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } setup[] = {{IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"},
+                 {IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"},
+                 {IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"}},
+      feat[] = {{IORING_FEAT_NODROP, "NODROP"},
+                {IORING_FEAT_FAST_POLL, "FAST_POLL"},
+                {IORING_FEAT_EXT_ARG, "EXT_ARG"},
+                {IORING_FEAT_RW_CUR_POS, "RW_CUR_POS"}};
+    char line[256];
+    int n = snprintf(line, sizeof(line), "io_uring %u entries, setup:", s->ring.sq.ring_entries);
+    for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]); i++)
+        if (s->ring_flags & setup[i].bit)
+            n += snprintf(line + n, sizeof(line) - (size_t)n, " %s", setup[i].name);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, "; features:");
+    for (size_t i = 0; i < sizeof(feat) / sizeof(feat[0]); i++)
+        if (s->ring_features & feat[i].bit)
+            n += snprintf(line + n, sizeof(line) - (size_t)n, " %s", feat[i].name);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, "; ring fd %s%s",
+                  s->ring_fd_registered ? "registered" : "not registered",
+                  s->poll_wait ? "; sleeps in ppoll (valgrind)" : "");
+    return snprintf(buf, size, "%s", line);
 }
 
 void tpc__shard_io_fini(struct tpc__shard *s)

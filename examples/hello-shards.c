@@ -105,6 +105,9 @@ static int main_fiber(void *arg)
     tpc_wg_add(&done, n);
     printf("libtpc %s: %d shard(s)\n", tpc_version_string(), n);
     tpc_topology_report(stdout);
+    char features[256];
+    if (tpc_features(features, sizeof(features)) > 0)
+        printf("%s\n", features);
     printf("\neach shard counts the primes in its own %" PRIu64 " numbers with %d fibers\n\n",
            per_shard, WORKERS);
     uint64_t t0 = now_ns();

@@ -79,6 +79,15 @@ static int files_main(void *arg)
     CHECK_EQ(tpc_open(NULL, O_RDONLY, 0), -EINVAL);
     CHECK_EQ(tpc_fallocate(0, 0, -1, 10), -EINVAL);
     CHECK_EQ(tpc_poll(-1, POLLIN), -EBADF);
+
+    char line[256];
+    int n = tpc_features(line, sizeof(line));
+    CHECK(n > 0 && (size_t)n == strlen(line));
+    CHECK(strstr(line, "io_uring") != NULL);
+    CHECK(strstr(line, "NODROP") != NULL); /* every kernel this runs on has it */
+    CHECK_EQ(tpc_features(line, 4), n);    /* truncated like snprintf, same length */
+    CHECK_EQ(strlen(line), 3);
+    CHECK_EQ(tpc_features(NULL, 1), -EINVAL);
     return 0;
 }
 
@@ -93,6 +102,7 @@ static void test_files(void **state)
     (void)state;
     char c;
     assert_int_equal(tpc_read(0, &c, 1, 0), -EPERM);
+    assert_int_equal(tpc_features(&c, 1), -EPERM);
     run_main(1, files_main, NULL);
 }
 

@@ -57,6 +57,11 @@ TPC_EXTERN int tpc_mkdir(const char *path, mode_t mode);
  * libraries. */
 TPC_EXTERN int tpc_poll(int fd, short events);
 
+/* Writes a one-line description of this shard's io_uring (setup flags and kernel features in
+ * use, whether its fd is registered) to buf, like snprintf, and returns the line's length.
+ * Returns -EPERM outside a shard, -EINVAL for a NULL buf with a size. */
+TPC_EXTERN int tpc_features(char *buf, size_t size);
+
 /* ---- Work that can only block ---- */
 
 /* A function run on a helper thread: it must not call libtpc (it is not on a shard). */
