@@ -1,0 +1,215 @@
+/* File I/O against fio's io_uring engine, same machine, same file, same run, both pinned to
+ * CPU 0:
+ *   file_randread_qdN_{buffered,direct}  random 4 KiB reads of a 1 GiB file by N fibers (one
+ *                                       read in flight each), IOPS; fio --rw=randread
+ *                                       --iodepth=N with the same block size and direct flag
+ *   file_seqwrite                       256 MiB written in 1 MiB writes by one fiber, then one
+ *                                       fdatasync, MB/s; fio --rw=write --bs=1m --end_fsync=1
+ *                                       (fio's --fdatasync=N never syncs at the end of a job)
+ * Each line gives our figure, fio's, and the ratio. fio runs with its defaults otherwise (no
+ * registered files or buffers, no SQPOLL), as libtpc does. Buffered runs start from a warm page
+ * cache on both sides (fio with --invalidate=0). The file is kept between runs
+ * (TPC_BENCH_FILE, default /var/tmp/tpc-bench-1g.dat).
+ * Usage: bench-file [seconds per measurement] */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <tpc.h>
+#include <unistd.h>
+#include "bench.h"
+
+#define FILE_SIZE  (1ull << 30)
+#define BLOCK      4096u
+#define WRITE_SIZE (256ull << 20)
+
+static const char *path;
+static char wpath[256];
+static long seconds;
+
+/* One figure of fio's JSON output for its one job: the first `key` after `section`; -1 if fio
+ * is missing or failed. */
+static double run_fio(const char *args, const char *section, const char *key)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "fio --name=peer --ioengine=io_uring --cpus_allowed=0 --output-format=json %s "
+             "2>/dev/null",
+             args);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    static char out[1 << 16];
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = 0;
+    if (pclose(f) != 0)
+        return -1;
+    char *sec = strstr(out, section);
+    char *k = sec ? strstr(sec, key) : NULL;
+    char *colon = k ? strchr(k, ':') : NULL;
+    return colon ? strtod(colon + 1, NULL) : -1;
+}
+
+struct reader {
+    int fd;
+    uint64_t deadline;
+    uint64_t rng;
+    long ops;
+    void *buf;
+};
+
+static int read_loop(void *arg)
+{
+    struct reader *r = arg;
+    while (tpc_now_fresh() < r->deadline) {
+        uint64_t off = bench_rand(&r->rng) % (FILE_SIZE / BLOCK) * BLOCK;
+        if (tpc_read(r->fd, r->buf, BLOCK, (int64_t)off) != BLOCK)
+            return -1;
+        r->ops++;
+    }
+    return 0;
+}
+
+static int prepare_file(void)
+{
+    struct statx st;
+    if (tpc_statx(AT_FDCWD, path, 0, STATX_SIZE, &st) == 0 && st.stx_size == FILE_SIZE)
+        return 0;
+    int fd = tpc_open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return fd;
+    char *buf = malloc(1 << 20);
+    uint64_t rng = BENCH_SEED;
+    for (size_t i = 0; i < (1 << 20) / 8; i++)
+        ((uint64_t *)buf)[i] = bench_rand(&rng);
+    int rc = 0;
+    for (uint64_t off = 0; off < FILE_SIZE && rc == 0; off += 1 << 20)
+        if (tpc_write_full(fd, buf, 1 << 20, (int64_t)off) != 1 << 20)
+            rc = -EIO;
+    free(buf);
+    if (rc == 0)
+        rc = tpc_fsync(fd);
+    tpc_close(fd);
+    return rc;
+}
+
+/* Reads the whole file once, so that buffered runs (ours and fio's, which is told not to
+ * drop the cache) both start from a warm page cache. */
+static void warm(void)
+{
+    int fd = tpc_open(path, O_RDONLY, 0);
+    char *buf = malloc(1 << 20);
+    for (uint64_t off = 0; fd >= 0 && off < FILE_SIZE; off += 1 << 20)
+        if (tpc_read_full(fd, buf, 1 << 20, (int64_t)off) <= 0)
+            break;
+    free(buf);
+    if (fd >= 0)
+        tpc_close(fd);
+}
+
+static void randread(int depth, bool direct)
+{
+    if (!direct)
+        warm();
+    int fd = tpc_open(path, O_RDONLY | (direct ? O_DIRECT : 0), 0);
+    if (fd < 0) {
+        fprintf(stderr, "bench-file: open %s: %s\n", path, tpc_strerror(fd));
+        return;
+    }
+    struct reader *rs = calloc((size_t)depth, sizeof(*rs));
+    tpc_fiber **fs = calloc((size_t)depth, sizeof(*fs));
+    uint64_t t0 = tpc_now_fresh();
+    for (int i = 0; i < depth; i++) {
+        rs[i] = (struct reader){.fd = fd,
+                                .deadline = t0 + (uint64_t)seconds * 1000000000u,
+                                .rng = BENCH_SEED + (uint64_t)i * 7919};
+        rs[i].buf = aligned_alloc(BLOCK, BLOCK);
+        tpc_spawn(&fs[i], read_loop, &rs[i]);
+    }
+    long ops = 0;
+    int bad = 0;
+    for (int i = 0; i < depth; i++) {
+        int res = 0;
+        tpc_join(fs[i], &res);
+        bad |= res;
+        ops += rs[i].ops;
+        free(rs[i].buf);
+    }
+    double t = (double)(tpc_now_fresh() - t0) / 1e9;
+    tpc_close(fd);
+    double ours = (double)ops / t;
+    char args[512], id[64];
+    snprintf(args, sizeof(args),
+             "--filename=%s --rw=randread --bs=4k --iodepth=%d --direct=%d --size=1g "
+             "--runtime=%ld --time_based --randrepeat=0 --invalidate=0",
+             path, depth, direct ? 1 : 0, seconds);
+    double fio = run_fio(args, "\"read\" : {", "\"iops\"");
+    snprintf(id, sizeof(id), "file_randread_qd%d_%s", depth, direct ? "direct" : "buffered");
+    bench_report(id, ours, "IOPS",
+                 "%d fibers x 1 read of 4 KiB, 1 GiB file, %s, shard on cpu 0, %ld s; fio "
+                 "io_uring iodepth=%d: %.0f IOPS; ratio %.2f%s",
+                 depth, direct ? "O_DIRECT" : "page cache", seconds, depth, fio,
+                 fio > 0 ? ours / fio : 0.0, bad ? "; READ ERRORS" : "");
+}
+
+static void seqwrite(void)
+{
+    int fd = tpc_open(wpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return;
+    char *buf = aligned_alloc(BLOCK, 1 << 20);
+    memset(buf, 0x5a, 1 << 20);
+    uint64_t t0 = tpc_now_fresh();
+    int rc = 0;
+    for (uint64_t off = 0; off < WRITE_SIZE && rc == 0; off += 1 << 20)
+        if (tpc_write_full(fd, buf, 1 << 20, (int64_t)off) != 1 << 20)
+            rc = -EIO;
+    if (rc == 0)
+        rc = tpc_fdatasync(fd);
+    double t = (double)(tpc_now_fresh() - t0) / 1e9;
+    tpc_close(fd);
+    tpc_unlink(wpath);
+    free(buf);
+    double ours = (double)WRITE_SIZE / t / 1e6;
+    char args[512];
+    snprintf(args, sizeof(args),
+             "--filename=%s --rw=write --bs=1m --iodepth=1 --size=256m --end_fsync=1", wpath);
+    /* fio's write bandwidth leaves the fdatasync out: use the job's whole run time, as ours. */
+    double ms = run_fio(args, "\"jobname\"", "\"job_runtime\"");
+    double fio = ms > 0 ? (double)WRITE_SIZE / (ms / 1e3) / 1e6 : -1;
+    unlink(wpath);
+    bench_report("file_seqwrite", ours, "MB/s",
+                 "256 MiB in 1 MiB writes from one fiber, then fdatasync, shard on cpu 0; fio "
+                 "io_uring bs=1m iodepth=1 end_fsync=1 (its whole run time): %.0f MB/s; ratio "
+                 "%.2f%s",
+                 fio, fio > 0 ? ours / fio : 0.0, rc ? "; WRITE ERROR" : "");
+}
+
+static int bench_main(void *arg)
+{
+    (void)arg;
+    int rc = prepare_file();
+    if (rc < 0) {
+        fprintf(stderr, "bench-file: cannot prepare %s: %s\n", path, tpc_strerror(rc));
+        return 1;
+    }
+    static const int depths[] = {1, 32, 128};
+    for (int direct = 0; direct < 2; direct++)
+        for (size_t i = 0; i < sizeof(depths) / sizeof(depths[0]); i++)
+            randread(depths[i], direct);
+    seqwrite();
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    seconds = bench_iters(argc, argv, 5);
+    path = getenv("TPC_BENCH_FILE") ? getenv("TPC_BENCH_FILE") : "/var/tmp/tpc-bench-1g.dat";
+    snprintf(wpath, sizeof(wpath), "%s.write", path);
+    if (system("fio --version >/dev/null 2>&1") != 0)
+        fprintf(stderr, "bench-file: fio is not installed: the peer figures will read -1\n");
+    tpc_config c = {.shards = 1, .cpus = "0"};
+    return tpc_run(&c, bench_main, NULL) == 0 ? 0 : 1;
+}
