@@ -363,6 +363,9 @@ static inline void tpc__flush_later(struct tpc__shard *s, struct tpc__flush *f)
  * `op` submitted from this thread fail with -err (err > 0), or, for plain reads and writes, move
  * at most `short_max` bytes (err == 0). count 0 clears the fault. */
 void tpc__fault_set(unsigned op, int err, unsigned short_max, unsigned count);
+/* Every shard's io_uring setup fails with -err from now on (0: no more). */
+void tpc__fault_setup(int err);
+int tpc__fault_setup_err(void);
 #endif
 
 /* Shard-to-shard rings (core/ring.c). */

@@ -140,6 +140,13 @@ int tpc__shard_io_init(struct tpc__shard *s)
         memset(&p, 0, sizeof(p));
         p.flags = try_flags[i];
         rc = io_uring_queue_init_params(s->rt->ring_entries, &s->ring, &p);
+#ifdef TPC_FAULT_INJECTION
+        int fault = tpc__fault_setup_err();
+        if (fault && rc == 0) {
+            io_uring_queue_exit(&s->ring);
+            rc = -fault;
+        }
+#endif
         if (rc != -EINVAL)
             break;
     }

@@ -26,6 +26,18 @@ static __thread struct {
     unsigned short_max, count;
 } faults[64];
 
+static _Atomic int setup_fault;
+
+void tpc__fault_setup(int err)
+{
+    atomic_store(&setup_fault, err);
+}
+
+int tpc__fault_setup_err(void)
+{
+    return atomic_load(&setup_fault);
+}
+
 void tpc__fault_set(unsigned op, int err, unsigned short_max, unsigned count)
 {
     if (op < 64)

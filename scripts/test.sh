@@ -27,8 +27,10 @@ configure() { # name, meson args...
     if [ ! -f "$dir/build.ninja" ]; then
         meson setup "$dir" --werror "$@" >"$dir.setup.log" 2>&1 ||
             { mkdir -p build; cat "$dir.setup.log"; return 1; }
-    else # an existing build directory takes this configuration's options too
-        meson configure "$dir" "$@" >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; return 1; }
+    else # an existing build directory takes this configuration's options too (regenerated
+        # first, so that options added since it was set up are known)
+        { ninja -C "$dir" build.ninja && meson configure "$dir" "$@"; } >"$dir.setup.log" 2>&1 ||
+            { cat "$dir.setup.log"; return 1; }
     fi
     ninja -C "$dir" >"$dir.build.log" 2>&1 || { cat "$dir.build.log"; return 1; }
 }

@@ -208,6 +208,55 @@ static void test_pipes(void **state)
     run_main(1, pipes_main, NULL);
 }
 
+/* ---- More completions at once than the completion queue holds: none is lost. ---- */
+enum { OVERFLOW_PIPES = 300 };
+static int ovp[OVERFLOW_PIPES][2];
+static atomic_int ov_done;
+
+static int ov_reader(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    char c = 0;
+    ssize_t n = tpc_read(ovp[i][0], &c, 1, -1);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(c, (char)('a' + i % 26));
+    atomic_fetch_add(&ov_done, 1);
+    return 0;
+}
+
+static int overflow_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&ov_done, 0);
+    tpc_fiber *f[OVERFLOW_PIPES];
+    for (int i = 0; i < OVERFLOW_PIPES; i++) {
+        CHECK_EQ(pipe(ovp[i]), 0);
+        CHECK_EQ(tpc_spawn(&f[i], ov_reader, (void *)(intptr_t)i), 0);
+    }
+    tpc_yield(); /* all 300 reads are in flight (through an SQ of 8 entries) */
+    tpc_yield();
+    for (int i = 0; i < OVERFLOW_PIPES; i++) { /* 300 completions become ready at once */
+        char c = (char)('a' + i % 26);
+        CHECK_EQ(write(ovp[i][1], &c, 1), 1);
+    }
+    for (int i = 0; i < OVERFLOW_PIPES; i++) {
+        CHECK_EQ(tpc_join(f[i], NULL), 0);
+        close(ovp[i][0]);
+        close(ovp[i][1]);
+    }
+    CHECK_EQ(atomic_load(&ov_done), OVERFLOW_PIPES);
+    return 0;
+}
+
+static void test_cq_overflow(void **state)
+{
+    (void)state;
+    tpc_config c = {.shards = 1, .ring_entries = 8}; /* a completion queue of 16 */
+    atomic_store(&t_failures, 0);
+    assert_int_equal(tpc_run(&c, overflow_main, NULL), 0);
+    assert_int_equal(atomic_load(&t_failures), 0);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -226,6 +275,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_pipes),
+        cmocka_unit_test(test_cq_overflow),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,94 @@
+/* When io_uring cannot be used, tpc_run fails with the errno and a message that names the cause
+ * and the fix: ENOMEM, ENOSYS and EPERM forced through fault injection (when built in), then a
+ * real EPERM from a seccomp filter that refuses io_uring_setup (the last test here: a filter
+ * cannot be removed). */
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "helpers.h"
+#include "core/internal.h"
+
+static int never(void *arg)
+{
+    (void)arg;
+    return 99;
+}
+
+/* Runs tpc_run with stderr captured into out; returns tpc_run's result. */
+static int run_capturing(char *out, size_t size)
+{
+    FILE *tmp = tmpfile();
+    assert_non_null(tmp);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(tmp), 2);
+    tpc_config c = {.shards = 2};
+    int rc = tpc_run(&c, never, NULL);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, size - 1, tmp);
+    out[n] = 0;
+    fclose(tmp);
+    fputs(out, stderr); /* still show it */
+    return rc;
+}
+
+static void test_forced_setup_errors(void **state)
+{
+    (void)state;
+#ifdef TPC_FAULT_INJECTION
+    static const struct {
+        int err;
+        const char *hint;
+    } cases[] = {
+        {ENOMEM, "RLIMIT_MEMLOCK"}, {ENOSYS, "no io_uring"}, {EPERM, "kernel.io_uring_disabled"}};
+    char out[4096];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        tpc__fault_setup(cases[i].err);
+        assert_int_equal(run_capturing(out, sizeof(out)), -cases[i].err);
+        assert_non_null(strstr(out, "cannot create its io_uring"));
+        assert_non_null(strstr(out, cases[i].hint));
+    }
+    tpc__fault_setup(0);
+    tpc_config c = {.shards = 2};
+    assert_int_equal(tpc_run(&c, never, NULL), 99); /* and it works again */
+#else
+    skip();
+#endif
+}
+
+static void test_seccomp_denies_io_uring(void **state)
+{
+    (void)state;
+    if (getenv("TPC_TEST_VALGRIND"))
+        skip(); /* valgrind runs the client's system calls itself */
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(filter) / sizeof(filter[0]), .filter = filter};
+    assert_int_equal(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    assert_int_equal(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+    char out[4096];
+    assert_int_equal(run_capturing(out, sizeof(out)), -EPERM);
+    assert_non_null(strstr(out, "io_uring is not permitted"));
+    assert_non_null(strstr(out, "seccomp"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forced_setup_errors),
+        cmocka_unit_test(test_seccomp_denies_io_uring), /* last: the filter stays */
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
