@@ -220,6 +220,8 @@ struct tpc__shard {
     struct io_uring ring;
     bool ring_ok;
     bool ring_fd_registered;
+    struct iovec *fixed; /* registered buffers (io/file.c) */
+    unsigned nfixed, fixed_inflight;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */
     bool poll_wait;                     /* sleep in ppoll() on the ring fd (under valgrind) */
     unsigned inflight; /* ops submitted and not completed, the wake-up read excluded */

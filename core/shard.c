@@ -216,6 +216,9 @@ int tpc_features(char *buf, size_t size)
 
 void tpc__shard_io_fini(struct tpc__shard *s)
 {
+    free(s->fixed); /* the ring's exit unregisters the buffers */
+    s->fixed = NULL;
+    s->nfixed = 0;
     if (s->ring_ok) {
         RING_DESTROYING(&s->ring);
         io_uring_queue_exit(&s->ring); /* cancels the pending wake-up and signal reads */

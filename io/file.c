@@ -2,6 +2,7 @@
  * tpc__io_run (io/wait.c), which handles cancellation and deadlines. */
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include "core/internal.h"
 
@@ -207,4 +208,124 @@ int tpc_poll(int fd, short events)
     IO_BEGIN(sqe);
     io_uring_prep_poll_add(sqe, fd, (unsigned)(unsigned short)events);
     return IO_END(sqe);
+}
+
+/* ---- O_DIRECT ---- */
+
+#define TPC_DIO_DEFAULT 4096u
+
+int tpc_dio_align(int fd)
+{
+    struct statx st;
+    int rc = tpc_statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st);
+    if (rc < 0)
+        return rc;
+    if (!(st.stx_mask & STATX_DIOALIGN))
+        return (int)TPC_DIO_DEFAULT; /* the filesystem does not say */
+    /* glibc's struct statx has no names for these yet: they follow stx_mnt_id (kernel ABI). */
+    _Static_assert(sizeof(struct statx) == 0x100, "struct statx is the kernel's");
+    uint32_t mem, off;
+    memcpy(&mem, (const char *)&st + 0x98, sizeof(mem));
+    memcpy(&off, (const char *)&st + 0x9c, sizeof(off));
+    if (!mem || !off)
+        return -EINVAL; /* no direct I/O on this file */
+    return (int)(mem > off ? mem : off);
+}
+
+void *tpc_alloc_aligned(size_t align, size_t size)
+{
+    if (!align)
+        align = TPC_DIO_DEFAULT;
+    if (align & (align - 1) || align < sizeof(void *)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    size_t rounded = (size + align - 1) & ~(align - 1);
+    if (rounded < size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return aligned_alloc(align, rounded ? rounded : align);
+}
+
+/* ---- Registered buffers ---- */
+
+int tpc_buffers_unregister(void)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (s->fixed_inflight)
+        return -EBUSY;
+    if (!s->nfixed)
+        return 0;
+    int rc = io_uring_unregister_buffers(&s->ring);
+    free(s->fixed);
+    s->fixed = NULL;
+    s->nfixed = 0;
+    return rc;
+}
+
+int tpc_buffers_register(const struct iovec *iov, unsigned n)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!iov || n == 0 || n > 16384)
+        return -EINVAL;
+    int rc = tpc_buffers_unregister();
+    if (rc < 0)
+        return rc;
+    struct iovec *copy = malloc(n * sizeof(*copy));
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, iov, n * sizeof(*copy));
+    rc = io_uring_register_buffers(&s->ring, copy, n);
+    if (rc < 0) {
+        free(copy);
+        return rc;
+    }
+    s->fixed = copy;
+    s->nfixed = n;
+    return 0;
+}
+
+/* Checks that buf..buf+len lies in registered buffer `index`. */
+static bool in_fixed(struct tpc__shard *s, const void *buf, size_t len, unsigned index)
+{
+    if (index >= s->nfixed || !buf)
+        return false;
+    const char *lo = s->fixed[index].iov_base, *p = buf;
+    return p >= lo && len <= s->fixed[index].iov_len &&
+           (size_t)(p - lo) <= s->fixed[index].iov_len - len;
+}
+
+static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned index, bool writing)
+{
+    TPC__CHECK_FIBER();
+    struct tpc__shard *s = tpc__self;
+    if (offset < -1 || !in_fixed(s, buf, len, index))
+        return -EINVAL;
+    struct io_uring_sqe *sqe = tpc__sqe(s);
+    if (!sqe)
+        return -EAGAIN;
+    if (writing)
+        io_uring_prep_write_fixed(sqe, fd, buf, io_len(len), io_off(offset), (int)index);
+    else
+        io_uring_prep_read_fixed(sqe, fd, buf, io_len(len), io_off(offset), (int)index);
+    struct tpc__io io;
+    s->fixed_inflight++;
+    int rc = tpc__io_run(s, &io, sqe);
+    s->fixed_inflight--;
+    return rc;
+}
+
+ssize_t tpc_read_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned index)
+{
+    return rw_fixed(fd, buf, len, offset, index, false);
+}
+
+ssize_t tpc_write_fixed(int fd, const void *buf, size_t len, int64_t offset, unsigned index)
+{
+    return rw_fixed(fd, (void *)buf, len, offset, index, true);
 }

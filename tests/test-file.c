@@ -208,6 +208,72 @@ static void test_pipes(void **state)
     run_main(1, pipes_main, NULL);
 }
 
+/* ---- O_DIRECT and registered buffers (on /var/tmp: /tmp may be a tmpfs). ---- */
+static int direct_main(void *arg)
+{
+    (void)arg;
+    char path[64];
+    snprintf(path, sizeof(path), "/var/tmp/tpc-test-direct-%d", (int)getpid());
+    int fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
+    if (fd == -EINVAL) { /* no O_DIRECT on this filesystem */
+        fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        CHECK_EQ(tpc_dio_align(fd) > 0, 1);
+        tpc_close(fd);
+        tpc_unlink(path);
+        return 0;
+    }
+    CHECK(fd >= 0);
+    int align = tpc_dio_align(fd);
+    CHECK(align >= 512 && (align & (align - 1)) == 0);
+    char *a = tpc_alloc_aligned((size_t)align, 8192), *b = tpc_alloc_aligned((size_t)align, 8192);
+    CHECK(a && b && (uintptr_t)a % (uintptr_t)align == 0 && (uintptr_t)b % (uintptr_t)align == 0);
+    for (int i = 0; i < 8192; i++)
+        a[i] = (char)(i * 7);
+    memset(b, 0, 8192);
+    CHECK_EQ(tpc_write(fd, a, 8192, 0), 8192);
+    CHECK_EQ(tpc_read(fd, b, 8192, 0), 8192);
+    CHECK(memcmp(a, b, 8192) == 0);
+    CHECK_EQ(tpc_read(fd, b + 1, 4096, 0), -EINVAL); /* misaligned: the kernel says so */
+
+    /* Registered buffers. */
+    struct iovec bufs[2] = {{.iov_base = a, .iov_len = 8192}, {.iov_base = b, .iov_len = 8192}};
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 0), -EINVAL); /* none registered yet */
+    CHECK_EQ(tpc_buffers_register(bufs, 2), 0);
+    memset(b, 0, 8192);
+    for (int i = 0; i < 4096; i++)
+        a[i] = (char)(i * 13);
+    CHECK_EQ(tpc_write_fixed(fd, a, 4096, 4096, 0), 4096);
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 4096, 1), 4096);
+    CHECK(memcmp(a, b, 4096) == 0);
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 0), -EINVAL);        /* b is not in buffer 0 */
+    CHECK_EQ(tpc_read_fixed(fd, b + 4096, 8192, 0, 1), -EINVAL); /* runs past buffer 1 */
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 2), -EINVAL);        /* no buffer 2 */
+    CHECK_EQ(tpc_buffers_register(NULL, 1), -EINVAL);
+    CHECK_EQ(tpc_buffers_register(bufs, 1), 0); /* replaces the set */
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 1), -EINVAL);
+    CHECK_EQ(tpc_buffers_unregister(), 0);
+    CHECK_EQ(tpc_buffers_unregister(), 0);
+    CHECK_EQ(tpc_read_fixed(fd, a, 4096, 0, 0), -EINVAL);
+    free(a);
+    free(b);
+    CHECK_EQ(tpc_close(fd), 0);
+    CHECK_EQ(tpc_unlink(path), 0);
+
+    errno = 0;
+    CHECK(tpc_alloc_aligned(3, 10) == NULL && errno == EINVAL);
+    void *d = tpc_alloc_aligned(0, 10);
+    CHECK(d && (uintptr_t)d % 4096 == 0);
+    free(d);
+    return 0;
+}
+
+static void test_direct(void **state)
+{
+    (void)state;
+    assert_int_equal(tpc_buffers_register(NULL, 0), -EPERM);
+    run_main(1, direct_main, NULL);
+}
+
 /* ---- More completions at once than the completion queue holds: none is lost. ---- */
 enum { OVERFLOW_PIPES = 300 };
 static int ovp[OVERFLOW_PIPES][2];
@@ -276,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_pipes),
         cmocka_unit_test(test_cq_overflow),
+        cmocka_unit_test(test_direct),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -57,6 +57,30 @@ TPC_EXTERN int tpc_mkdir(const char *path, mode_t mode);
  * libraries. */
 TPC_EXTERN int tpc_poll(int fd, short events);
 
+/* ---- O_DIRECT ---- */
+
+/* The alignment O_DIRECT needs for fd's buffers, offsets and lengths: what the filesystem
+ * reports through statx (STATX_DIOALIGN, Linux 6.1+; the larger of its memory and offset
+ * alignments), else 4096, which suits every common device. Returns it, -EINVAL if the file
+ * does not support direct I/O, or a negative errno from statx. Suspends. */
+TPC_EXTERN int tpc_dio_align(int fd);
+
+/* size bytes aligned to `align` (a power of two; 0: 4096), size rounded up to a multiple of it;
+ * release with free(). NULL (errno set) when out of memory or align is not a power of two. */
+TPC_EXTERN void *tpc_alloc_aligned(size_t align, size_t size);
+
+/* ---- Registered buffers ----
+ * Buffers registered with this shard's io_uring skip the kernel's page pinning on every
+ * operation. tpc_buffers_register registers n buffers (replacing any earlier set of this
+ * shard); tpc_read_fixed / tpc_write_fixed then use buffer `index`, and buf..buf+len must lie
+ * inside it. Returns 0 or a negative errno (-EBUSY while fixed operations are in flight when
+ * registering anew; -EINVAL for an index or range outside the registered buffers). */
+TPC_EXTERN int tpc_buffers_register(const struct iovec *iov, unsigned n);
+TPC_EXTERN int tpc_buffers_unregister(void);
+TPC_EXTERN ssize_t tpc_read_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned index);
+TPC_EXTERN ssize_t tpc_write_fixed(int fd, const void *buf, size_t len, int64_t offset,
+                                   unsigned index);
+
 /* Writes a one-line description of this shard's io_uring (setup flags and kernel features in
  * use, whether its fd is registered) to buf, like snprintf, and returns the line's length.
  * Returns -EPERM outside a shard, -EINVAL for a NULL buf with a size. */
