@@ -52,44 +52,50 @@ int tpc_close(int fd)
     return IO_END(sqe);
 }
 
-ssize_t tpc_read(int fd, void *buf, size_t len, int64_t offset)
+static ssize_t rw(int fd, void *buf, size_t len, int64_t offset, bool writing)
 {
     if (!buf && len)
         return -EFAULT;
     if (offset < -1)
         return -EINVAL;
     IO_BEGIN(sqe);
-    io_uring_prep_read(sqe, fd, buf, io_len(len), io_off(offset));
+    if (writing)
+        io_uring_prep_write(sqe, fd, buf, io_len(len), io_off(offset));
+    else
+        io_uring_prep_read(sqe, fd, buf, io_len(len), io_off(offset));
     return IO_END(sqe);
+}
+
+ssize_t tpc_read(int fd, void *buf, size_t len, int64_t offset)
+{
+    return rw(fd, buf, len, offset, false);
 }
 
 ssize_t tpc_write(int fd, const void *buf, size_t len, int64_t offset)
 {
-    if (!buf && len)
-        return -EFAULT;
-    if (offset < -1)
+    return rw(fd, (void *)buf, len, offset, true);
+}
+
+static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, bool writing)
+{
+    if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX || offset < -1)
         return -EINVAL;
     IO_BEGIN(sqe);
-    io_uring_prep_write(sqe, fd, buf, io_len(len), io_off(offset));
+    if (writing)
+        io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
+    else
+        io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
     return IO_END(sqe);
 }
 
 ssize_t tpc_readv(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
 {
-    if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX || offset < -1)
-        return -EINVAL;
-    IO_BEGIN(sqe);
-    io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
-    return IO_END(sqe);
+    return rwv(fd, iov, iovcnt, offset, false);
 }
 
 ssize_t tpc_writev(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
 {
-    if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX || offset < -1)
-        return -EINVAL;
-    IO_BEGIN(sqe);
-    io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
-    return IO_END(sqe);
+    return rwv(fd, iov, iovcnt, offset, true);
 }
 
 /* The loop behind tpc_read_full and tpc_write_full. */

@@ -34,15 +34,21 @@ static atomic_int t_failures;
         }                                                                                          \
     } while (0)
 
-/* Runs fn as the main fiber of an n-shard runtime and asserts that it returned 0 and that no
- * CHECK failed. */
+/* Runs fn as the main fiber of a runtime configured by c and asserts that it returned 0 and
+ * that no CHECK failed. */
+static inline void run_config(const tpc_config *c, tpc_fiber_fn fn, void *arg)
+{
+    atomic_store(&t_failures, 0);
+    int rc = tpc_run(c, fn, arg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(atomic_load(&t_failures), 0);
+}
+
+/* The same with n shards and defaults otherwise. */
 static inline void run_main(unsigned shards, tpc_fiber_fn fn, void *arg)
 {
     tpc_config c = {.shards = shards};
-    atomic_store(&t_failures, 0);
-    int rc = tpc_run(&c, fn, arg);
-    assert_int_equal(rc, 0);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    run_config(&c, fn, arg);
 }
 
 #endif

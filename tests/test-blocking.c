@@ -160,9 +160,7 @@ static void test_queue(void **state)
 {
     (void)state;
     tpc_config c = {.shards = 1, .blocking_threads = 1, .blocking_queue = 2};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, queue_main, NULL), 0);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    run_config(&c, queue_main, NULL);
 }
 
 int main(void)

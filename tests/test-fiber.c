@@ -403,9 +403,7 @@ static void test_maybe_yield(void **state)
     (void)state;
     run_main(1, maybe_yield_main, NULL);
     tpc_config c = {.shards = 1, .time_slice_ns = 100 * 1000 * 1000};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, slice_main, NULL), 0);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    run_config(&c, slice_main, NULL);
 }
 
 /* ---- Floating-point state is per fiber. ---- */

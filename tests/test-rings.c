@@ -12,13 +12,6 @@ static bool slow(void)
     return getenv("TPC_TEST_SLOW") != NULL;
 }
 
-static void run_cfg(tpc_config *c, tpc_fiber_fn fn, void *arg)
-{
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(c, fn, arg), 0);
-    assert_int_equal(atomic_load(&t_failures), 0);
-}
-
 /* ---- Backpressure: a fiber suspends on a full ring, a callback gets -EAGAIN. ---- */
 enum { BP_SLOTS = 4, BP_MSGS = 100 };
 static atomic_int bp_blocked, bp_release, bp_sent;
@@ -113,7 +106,7 @@ static void test_backpressure(void **state)
 {
     (void)state;
     tpc_config c = {.shards = 2, .msg_slots = BP_SLOTS};
-    run_cfg(&c, bp_outer, NULL);
+    run_config(&c, bp_outer, NULL);
 }
 
 /* ---- Nested calls through rings of two slots: A calls B, which calls A, and so on. ---- */
@@ -165,7 +158,7 @@ static void test_nested_calls(void **state)
 {
     (void)state;
     tpc_config c = {.shards = 2, .msg_slots = 2};
-    run_cfg(&c, nest_main, NULL);
+    run_config(&c, nest_main, NULL);
 }
 
 /* ---- Remote fibers. ---- */
@@ -407,7 +400,7 @@ static void test_no_lost_wakeups_stream(void **state)
         burst_total = getenv("TPC_TEST_VALGRIND") ? 100000 : slow() ? 400000 : 2000000;
         /* Never spin before sleeping: every gap between bursts is a sleep. */
         tpc_config c = {.shards = shards[k], .spin_ns = -1, .msg_slots = 256};
-        run_cfg(&c, burst_main, NULL);
+        run_config(&c, burst_main, NULL);
     }
 }
 

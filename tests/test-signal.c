@@ -148,9 +148,7 @@ static void test_own_sigint(void **state)
 {
     (void)state;
     tpc_config c = {.shards = 2, .no_signals = true};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, own_sigint, NULL), 0);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    run_config(&c, own_sigint, NULL);
 }
 
 int main(void)
