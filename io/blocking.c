@@ -9,7 +9,8 @@
  * cancelled is taken out again and never runs.
  *
  * A full queue suspends the caller the same way: it queues a "room" record on its stack and
- * waits for a helper to post it, once the queue has room again. */
+ * waits for a helper to post it, once the queue has room again. The place is reserved for that
+ * caller until it runs, and newcomers queue behind waiting callers, so jobs keep their order. */
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,7 +49,8 @@ struct tpc__pool {
     pthread_cond_t work;
     struct job *head, **tail;
     unsigned len, cap;
-    tpc_list room_waiters;
+    unsigned reserved;     /* queue places promised to waiters whose note is on its way */
+    tpc_list room_waiters; /* oldest first */
     bool stopping;
     unsigned nthreads, started;
     pthread_t *threads;
@@ -113,16 +115,17 @@ static void note_wait(struct note *n)
         tpc__park_hard(&n->w);
 }
 
-/* Under the lock: lets the oldest fiber waiting for room try again. */
+/* Under the lock: promises free places to the oldest fibers waiting for room. */
 static void room_freed(struct tpc__pool *p)
 {
-    tpc_list *n = tpc__list_first(&p->room_waiters);
-    if (!n)
-        return;
-    tpc__list_remove(n);
-    struct room *r = tpc__container_of(n, struct room, node);
-    r->posted = true;
-    tpc__post_msg(r->note.shard, &r->note.msg); /* cannot fail: its shard waits for the fiber */
+    tpc_list *n;
+    while (p->len + p->reserved < p->cap && (n = tpc__list_first(&p->room_waiters))) {
+        tpc__list_remove(n);
+        struct room *r = tpc__container_of(n, struct room, node);
+        r->posted = true;
+        p->reserved++;
+        tpc__post_msg(r->note.shard, &r->note.msg); /* cannot fail: its shard waits for it */
+    }
 }
 
 static void *helper(void *arg)
@@ -204,23 +207,23 @@ int tpc_blocking(tpc_blocking_fn fn, void *arg, long *result)
     note_init(&j.done, s);
     pthread_mutex_lock(&p->lock);
     int rc = start_helpers(p);
-    while (rc == 0 && p->len >= p->cap) {
+    if (rc == 0 && (p->len + p->reserved >= p->cap || !tpc__list_empty(&p->room_waiters))) {
         struct room r = {.posted = false};
         note_init(&r.note, s);
         tpc__list_push(&p->room_waiters, &r.node);
         pthread_mutex_unlock(&p->lock);
         rc = tpc__park(NULL, &r.note.w);
         pthread_mutex_lock(&p->lock);
-        if (rc < 0) {
-            if (r.posted) { /* the note is on its way: wait for it, then pass the turn on */
-                pthread_mutex_unlock(&p->lock);
-                note_wait(&r.note);
-                pthread_mutex_lock(&p->lock);
-                if (p->len < p->cap)
-                    room_freed(p);
-            } else {
-                tpc__list_remove(&r.node);
-            }
+        if (rc < 0 && !r.posted) {
+            tpc__list_remove(&r.node);
+        } else if (rc < 0) { /* the note is on its way: wait for it, then pass the place on */
+            pthread_mutex_unlock(&p->lock);
+            note_wait(&r.note);
+            pthread_mutex_lock(&p->lock);
+            p->reserved--;
+            room_freed(p);
+        } else {
+            p->reserved--; /* the place promised to this caller */
         }
     }
     if (rc < 0) {
