@@ -220,6 +220,7 @@ struct tpc__shard {
     struct io_uring ring;
     bool ring_ok;
     bool ring_fd_registered;
+    bool has_ftruncate;  /* the kernel has IORING_OP_FTRUNCATE (Linux 6.9) */
     struct iovec *fixed; /* registered buffers (io/file.c) */
     unsigned nfixed, fixed_inflight;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */
@@ -332,6 +333,9 @@ int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg);
  * allocating. Returns 0, or -ESHUTDOWN once the shard has closed its inbox. */
 int tpc__post_msg(struct tpc__shard *s, struct tpc__msg *m);
 void tpc__inbox_free(struct tpc__shard *s);
+
+/* Opcodes newer than the liburing headers this builds against (kernel ABI numbers). */
+#define TPC__OP_FTRUNCATE 55
 
 /* The blocking helper pool (io/blocking.c). */
 struct tpc__pool;

@@ -166,6 +166,10 @@ int tpc__shard_io_init(struct tpc__shard *s)
     s->ring_features = s->ring.features;
     /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
     s->ring_fd_registered = io_uring_register_ring_fd(&s->ring) == 1;
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&s->ring);
+    s->has_ftruncate = probe && io_uring_opcode_supported(probe, TPC__OP_FTRUNCATE);
+    if (probe)
+        io_uring_free_probe(probe);
     s->wake_op.complete = wake_complete;
     arm_wake(s);
     if (s->id == 0 && s->rt->signals) {

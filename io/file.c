@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "core/internal.h"
 
 /* Linux's own cap for one read or write. */
@@ -158,6 +159,29 @@ int tpc_fallocate(int fd, int mode, int64_t offset, int64_t len)
         return -EINVAL;
     IO_BEGIN(sqe);
     io_uring_prep_fallocate(sqe, fd, mode, (uint64_t)offset, (uint64_t)len);
+    return IO_END(sqe);
+}
+
+static long ftruncate_blocking(void *arg)
+{
+    const int64_t *a = arg;
+    return ftruncate((int)a[0], (off_t)a[1]) == 0 ? 0 : -errno;
+}
+
+int tpc_ftruncate(int fd, int64_t len)
+{
+    TPC__CHECK_FIBER();
+    if (len < 0)
+        return -EINVAL;
+    struct tpc__shard *s = tpc__self;
+    if (!s->has_ftruncate) { /* older kernels: on a helper thread */
+        int64_t a[2] = {fd, len};
+        long r = 0;
+        int rc = tpc_blocking(ftruncate_blocking, a, &r);
+        return rc < 0 ? rc : (int)r;
+    }
+    IO_BEGIN(sqe);
+    io_uring_prep_rw(TPC__OP_FTRUNCATE, sqe, fd, NULL, 0, (uint64_t)len);
     return IO_END(sqe);
 }
 

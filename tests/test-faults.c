@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "helpers.h"
 #include "core/internal.h"
@@ -61,6 +62,15 @@ static int faults_main(void *arg)
     tpc__fault_set(IORING_OP_FSYNC, EIO, 0, 1);
     CHECK_EQ(tpc_fsync(fd), -EIO);
     CHECK_EQ(tpc_fsync(fd), 0); /* only once */
+
+    /* A kernel without IORING_OP_FTRUNCATE: the call goes through a helper thread. */
+    tpc__self->has_ftruncate = false;
+    CHECK_EQ(tpc_ftruncate(fd, 7), 0);
+    struct statx st;
+    CHECK_EQ(tpc_statx(AT_FDCWD, path, 0, STATX_SIZE, &st), 0);
+    CHECK_EQ(st.stx_size, 7);
+    CHECK_EQ(tpc_ftruncate(-1, 7), -EBADF);
+    tpc__self->has_ftruncate = true;
 
     CHECK_EQ(tpc_close(fd), 0);
     CHECK_EQ(tpc_unlink(path), 0);

@@ -59,6 +59,11 @@ static int files_main(void *arg)
     CHECK_EQ(tpc_statx(AT_FDCWD, a, 0, STATX_SIZE | STATX_MODE, &st), 0);
     CHECK_EQ(st.stx_size, 1 << 20);
     CHECK_EQ(st.stx_mode & 0777, 0600);
+    CHECK_EQ(tpc_ftruncate(fd, 12345), 0);
+    CHECK_EQ(tpc_statx(AT_FDCWD, a, 0, STATX_SIZE, &st), 0);
+    CHECK_EQ(st.stx_size, 12345);
+    CHECK_EQ(tpc_ftruncate(fd, -1), -EINVAL);
+    CHECK_EQ(tpc_ftruncate(-1, 0), -EBADF);
     CHECK_EQ(tpc_close(fd), 0);
 
     CHECK_EQ(tpc_rename(a, b), 0);

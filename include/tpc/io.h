@@ -45,6 +45,10 @@ TPC_EXTERN int tpc_fallocate(int fd, int mode, int64_t offset, int64_t len);
 
 struct statx; /* <sys/stat.h> with _GNU_SOURCE defines it */
 
+/* ftruncate(2): through io_uring where the kernel has it (6.9+), else on a helper thread
+ * (tpc_blocking). */
+TPC_EXTERN int tpc_ftruncate(int fd, int64_t len);
+
 /* statx(2) into *out. */
 TPC_EXTERN int tpc_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out);
 TPC_EXTERN int tpc_unlink(const char *path);
