@@ -82,8 +82,6 @@ struct tpc_fiber {
     tpc_fiber_fn fn;
     void *arg;
     int result;
-    struct tpc_remote *remote; /* spawned for another shard: report the result there */
-    unsigned remote_origin;
     uint64_t deadline; /* ns; 0: none */
     void *stack;       /* lowest usable byte; the guard page sits below */
     size_t stack_size;
@@ -96,6 +94,9 @@ struct tpc_fiber {
     void *tsan_fiber;
 #endif
     char name[32];
+    /* Cold, set by tpc_spawn_opts: spawned for another shard, report the result there. */
+    struct tpc_remote *remote;
+    unsigned remote_origin;
 };
 
 struct tpc__callback {

@@ -302,6 +302,7 @@ int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
         return -ENOMEM;
     }
     memset(f, 0, offsetof(tpc_fiber, name));
+    f->remote = NULL;
     f->guard = !(opts && opts->no_guard);
     int rc = tpc__stack_alloc(s, size, f->guard, &f->stack);
     if (rc < 0) {
