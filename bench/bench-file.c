@@ -6,7 +6,8 @@
  *   file_seqwrite                       256 MiB written in 1 MiB writes by one fiber, then one
  *                                       fdatasync, MB/s; fio --rw=write --bs=1m --end_fsync=1
  *                                       (fio's --fdatasync=N never syncs at the end of a job)
- * Each line gives our figure, fio's, and the ratio. fio runs with its defaults otherwise (no
+ * Each read line gives the medians of three alternating rounds (ours, then fio) and their
+ * ratio. fio runs with its defaults otherwise (no
  * registered files or buffers, no SQPOLL), as libtpc does. Buffered runs start from a warm page
  * cache on both sides (fio with --invalidate=0). The file is kept between runs
  * (TPC_BENCH_FILE, default /var/tmp/tpc-bench-1g.dat).
@@ -109,14 +110,13 @@ static void warm(void)
         tpc_close(fd);
 }
 
-static void randread(int depth, bool direct)
+/* One measurement of ours: IOPS of `depth` fibers reading for `seconds`; negative on error. */
+static double our_randread(int depth, bool direct)
 {
-    if (!direct)
-        warm();
     int fd = tpc_open(path, O_RDONLY | (direct ? O_DIRECT : 0), 0);
     if (fd < 0) {
         fprintf(stderr, "bench-file: open %s: %s\n", path, tpc_strerror(fd));
-        return;
+        return -1;
     }
     struct reader *rs = calloc((size_t)depth, sizeof(*rs));
     tpc_fiber **fs = calloc((size_t)depth, sizeof(*fs));
@@ -124,7 +124,7 @@ static void randread(int depth, bool direct)
     for (int i = 0; i < depth; i++) {
         rs[i] = (struct reader){.fd = fd,
                                 .deadline = t0 + (uint64_t)seconds * 1000000000u,
-                                .rng = BENCH_SEED + (uint64_t)i * 7919};
+                                .rng = BENCH_SEED + (uint64_t)i * 7919 + t0};
         rs[i].buf = aligned_alloc(BLOCK, BLOCK);
         tpc_spawn(&fs[i], read_loop, &rs[i]);
     }
@@ -139,26 +139,54 @@ static void randread(int depth, bool direct)
     }
     double t = (double)(tpc_now_fresh() - t0) / 1e9;
     tpc_close(fd);
-    double ours = (double)ops / t;
+    free(rs);
+    free(fs);
+    return bad ? -1 : (double)ops / t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define ROUNDS 3
+
+/* ROUNDS alternating measurements of ours and fio's; reports the medians and their ratio. */
+static void randread(int depth, bool direct)
+{
+    double ours[ROUNDS], fio[ROUNDS], ratio[ROUNDS];
     char args[512], id[64];
     snprintf(args, sizeof(args),
              "--filename=%s --rw=randread --bs=4k --iodepth=%d --direct=%d --size=1g "
              "--runtime=%ld --time_based --randrepeat=0 --invalidate=0",
              path, depth, direct ? 1 : 0, seconds);
-    double fio = run_fio(args, "\"read\" : {", "\"iops\"");
+    for (int r = 0; r < ROUNDS; r++) {
+        if (!direct)
+            warm();
+        ours[r] = our_randread(depth, direct);
+        fio[r] = run_fio(args, "\"read\" : {", "\"iops\"");
+        ratio[r] = fio[r] > 0 ? ours[r] / fio[r] : 0;
+    }
+    qsort(ours, ROUNDS, sizeof(double), cmp_double);
+    qsort(fio, ROUNDS, sizeof(double), cmp_double);
+    qsort(ratio, ROUNDS, sizeof(double), cmp_double);
     snprintf(id, sizeof(id), "file_randread_qd%d_%s", depth, direct ? "direct" : "buffered");
-    bench_report(id, ours, "IOPS",
-                 "%d fibers x 1 read of 4 KiB, 1 GiB file, %s, shard on cpu 0, %ld s; fio "
-                 "io_uring iodepth=%d: %.0f IOPS; ratio %.2f%s",
-                 depth, direct ? "O_DIRECT" : "page cache", seconds, depth, fio,
-                 fio > 0 ? ours / fio : 0.0, bad ? "; READ ERRORS" : "");
+    bench_report(id, ours[ROUNDS / 2], "IOPS",
+                 "%d fibers x 1 read of 4 KiB, 1 GiB file, %s, cpu 0, median of %d x %ld s, "
+                 "alternating with fio io_uring iodepth=%d: median %.0f IOPS; ratio of medians "
+                 "%.2f (per round %.2f-%.2f)%s",
+                 depth, direct ? "O_DIRECT" : "page cache", ROUNDS, seconds, depth, fio[ROUNDS / 2],
+                 fio[ROUNDS / 2] > 0 ? ours[ROUNDS / 2] / fio[ROUNDS / 2] : 0.0, ratio[0],
+                 ratio[ROUNDS - 1], ours[0] < 0 ? "; READ ERRORS" : "");
 }
 
-static void seqwrite(void)
+/* One measurement of ours: MB/s writing 256 MiB in 1 MiB writes, then fdatasync. */
+static double our_seqwrite(void)
 {
     int fd = tpc_open(wpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
-        return;
+        return -1;
     char *buf = aligned_alloc(BLOCK, 1 << 20);
     memset(buf, 0x5a, 1 << 20);
     uint64_t t0 = tpc_now_fresh();
@@ -172,19 +200,33 @@ static void seqwrite(void)
     tpc_close(fd);
     tpc_unlink(wpath);
     free(buf);
-    double ours = (double)WRITE_SIZE / t / 1e6;
+    return rc < 0 ? -1 : (double)WRITE_SIZE / t / 1e6;
+}
+
+static void seqwrite(void)
+{
+    double ours[ROUNDS], fio[ROUNDS], ratio[ROUNDS];
     char args[512];
     snprintf(args, sizeof(args),
              "--filename=%s --rw=write --bs=1m --iodepth=1 --size=256m --end_fsync=1", wpath);
-    /* fio's write bandwidth leaves the fdatasync out: use the job's whole run time, as ours. */
-    double ms = run_fio(args, "\"jobname\"", "\"job_runtime\"");
-    double fio = ms > 0 ? (double)WRITE_SIZE / (ms / 1e3) / 1e6 : -1;
-    unlink(wpath);
-    bench_report("file_seqwrite", ours, "MB/s",
-                 "256 MiB in 1 MiB writes from one fiber, then fdatasync, shard on cpu 0; fio "
-                 "io_uring bs=1m iodepth=1 end_fsync=1 (its whole run time): %.0f MB/s; ratio "
-                 "%.2f%s",
-                 fio, fio > 0 ? ours / fio : 0.0, rc ? "; WRITE ERROR" : "");
+    for (int r = 0; r < ROUNDS; r++) {
+        ours[r] = our_seqwrite();
+        /* fio's write bandwidth leaves the final sync out: use the job's whole run time. */
+        double ms = run_fio(args, "\"jobname\"", "\"job_runtime\"");
+        unlink(wpath);
+        fio[r] = ms > 0 ? (double)WRITE_SIZE / (ms / 1e3) / 1e6 : -1;
+        ratio[r] = fio[r] > 0 ? ours[r] / fio[r] : 0;
+    }
+    qsort(ours, ROUNDS, sizeof(double), cmp_double);
+    qsort(fio, ROUNDS, sizeof(double), cmp_double);
+    qsort(ratio, ROUNDS, sizeof(double), cmp_double);
+    bench_report("file_seqwrite", ours[ROUNDS / 2], "MB/s",
+                 "256 MiB in 1 MiB writes from one fiber, then fdatasync, cpu 0, median of %d, "
+                 "alternating with fio io_uring bs=1m iodepth=1 end_fsync=1 (its whole run "
+                 "time): median %.0f MB/s; ratio of medians %.2f (per round %.2f-%.2f)%s",
+                 ROUNDS, fio[ROUNDS / 2],
+                 fio[ROUNDS / 2] > 0 ? ours[ROUNDS / 2] / fio[ROUNDS / 2] : 0.0, ratio[0],
+                 ratio[ROUNDS - 1], ours[0] < 0 ? "; WRITE ERROR" : "");
 }
 
 static int bench_main(void *arg)
