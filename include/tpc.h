@@ -18,6 +18,7 @@ extern "C" {
 #include "tpc/timer.h"
 #include "tpc/xchan.h"
 #include "tpc/io.h"
+#include "tpc/net.h"
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,224 @@
+/* Sockets (include/tpc/net.h): address parsing and formatting, and stream sockets whose waits
+ * go through the shard's io_uring (tpc__io_run, io/wait.c). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "core/internal.h"
+
+/* ---- Addresses ---- */
+
+static int parse_port(const char *s, in_port_t *out)
+{
+    if (!*s)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end || errno || v > 65535 || *s == '-' || *s == '+')
+        return -EINVAL;
+    *out = htons((in_port_t)v);
+    return 0;
+}
+
+int tpc_addr_parse(const char *text, tpc_addr *out)
+{
+    if (!text || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (!strncmp(text, "unix:", 5)) {
+        const char *path = text + 5;
+        size_t n = strlen(path);
+        if (n == 0 || n >= sizeof(out->un.sun_path))
+            return -EINVAL;
+        out->un.sun_family = AF_UNIX;
+        memcpy(out->un.sun_path, path, n + 1);
+        out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+        return 0;
+    }
+    char host[INET6_ADDRSTRLEN + 2];
+    const char *port;
+    if (text[0] == '[') { /* [v6]:port */
+        const char *close = strchr(text, ']');
+        if (!close || close[1] != ':' || (size_t)(close - text - 1) >= sizeof(host))
+            return -EINVAL;
+        memcpy(host, text + 1, (size_t)(close - text - 1));
+        host[close - text - 1] = 0;
+        port = close + 2;
+        out->in6.sin6_family = AF_INET6;
+        if (inet_pton(AF_INET6, host, &out->in6.sin6_addr) != 1 ||
+            parse_port(port, &out->in6.sin6_port) < 0)
+            return -EINVAL;
+        out->len = sizeof(out->in6);
+        return 0;
+    }
+    const char *colon = strrchr(text, ':');
+    if (!colon || (size_t)(colon - text) >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, text, (size_t)(colon - text));
+    host[colon - text] = 0;
+    out->in4.sin_family = AF_INET;
+    if (inet_pton(AF_INET, host, &out->in4.sin_addr) != 1 ||
+        parse_port(colon + 1, &out->in4.sin_port) < 0)
+        return -EINVAL;
+    out->len = sizeof(out->in4);
+    return 0;
+}
+
+int tpc_addr_format(const tpc_addr *a, char *buf, size_t size)
+{
+    if (!a || (!buf && size))
+        return -EINVAL;
+    char host[INET6_ADDRSTRLEN];
+    switch (a->sa.sa_family) {
+    case AF_INET:
+        inet_ntop(AF_INET, &a->in4.sin_addr, host, sizeof(host));
+        return snprintf(buf, size, "%s:%u", host, ntohs(a->in4.sin_port));
+    case AF_INET6:
+        inet_ntop(AF_INET6, &a->in6.sin6_addr, host, sizeof(host));
+        return snprintf(buf, size, "[%s]:%u", host, ntohs(a->in6.sin6_port));
+    case AF_UNIX:
+        return snprintf(buf, size, "unix:%s", a->un.sun_path);
+    default:
+        return -EINVAL;
+    }
+}
+
+static int sock_name(int fd, tpc_addr *out, bool peer)
+{
+    if (!out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    out->len = sizeof(out->storage);
+    int rc = peer ? getpeername(fd, &out->sa, &out->len) : getsockname(fd, &out->sa, &out->len);
+    return rc == 0 ? 0 : -errno;
+}
+
+int tpc_sock_local(int fd, tpc_addr *out)
+{
+    return sock_name(fd, out, false);
+}
+
+int tpc_sock_peer(int fd, tpc_addr *out)
+{
+    return sock_name(fd, out, true);
+}
+
+/* ---- Stream sockets ---- */
+
+static bool valid(const tpc_addr *a)
+{
+    return a && a->len > 0 && a->len <= sizeof(a->storage) &&
+           (a->sa.sa_family == AF_INET || a->sa.sa_family == AF_INET6 ||
+            a->sa.sa_family == AF_UNIX);
+}
+
+int tpc_listen(const tpc_addr *a, int backlog, int flags)
+{
+    if (!valid(a) || (flags & ~TPC_LISTEN_REUSEPORT))
+        return -EINVAL;
+    int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    if ((a->sa.sa_family != AF_UNIX &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) ||
+        ((flags & TPC_LISTEN_REUSEPORT) &&
+         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+        bind(fd, &a->sa, a->len) < 0 || listen(fd, backlog > 0 ? backlog : 511) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int tpc_accept(int fd, tpc_addr *peer)
+{
+    TPC__CHECK_FIBER();
+    struct tpc__shard *s = tpc__self;
+    struct io_uring_sqe *sqe = tpc__sqe(s);
+    if (!sqe)
+        return -EAGAIN;
+    if (peer) {
+        memset(peer, 0, sizeof(*peer));
+        peer->len = sizeof(peer->storage);
+    }
+    io_uring_prep_accept(sqe, fd, peer ? &peer->sa : NULL, peer ? &peer->len : NULL, SOCK_CLOEXEC);
+    struct tpc__io io;
+    return tpc__io_run(s, &io, sqe);
+}
+
+int tpc_connect(const tpc_addr *a)
+{
+    TPC__CHECK_FIBER();
+    if (!valid(a))
+        return -EINVAL;
+    int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct tpc__shard *s = tpc__self;
+    struct io_uring_sqe *sqe = tpc__sqe(s);
+    int rc = -EAGAIN;
+    if (sqe) {
+        io_uring_prep_connect(sqe, fd, &a->sa, a->len);
+        struct tpc__io io;
+        rc = tpc__io_run(s, &io, sqe);
+    }
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+ssize_t tpc_recv(int fd, void *buf, size_t len, int flags)
+{
+    TPC__CHECK_FIBER();
+    if (!buf && len)
+        return -EFAULT;
+    struct tpc__shard *s = tpc__self;
+    struct io_uring_sqe *sqe = tpc__sqe(s);
+    if (!sqe)
+        return -EAGAIN;
+    io_uring_prep_recv(sqe, fd, buf, len > 0x7ffff000u ? 0x7ffff000u : len, flags);
+    struct tpc__io io;
+    return tpc__io_run(s, &io, sqe);
+}
+
+ssize_t tpc_send(int fd, const void *buf, size_t len, int flags)
+{
+    TPC__CHECK_FIBER();
+    if (!buf && len)
+        return -EFAULT;
+    struct tpc__shard *s = tpc__self;
+    struct io_uring_sqe *sqe = tpc__sqe(s);
+    if (!sqe)
+        return -EAGAIN;
+    io_uring_prep_send(sqe, fd, buf, len > 0x7ffff000u ? 0x7ffff000u : len, flags | MSG_NOSIGNAL);
+    struct tpc__io io;
+    return tpc__io_run(s, &io, sqe);
+}
+
+int tpc_sock_shutdown(int fd, int how)
+{
+    TPC__CHECK_FIBER();
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return -EINVAL;
+    struct tpc__shard *s = tpc__self;
+    struct io_uring_sqe *sqe = tpc__sqe(s);
+    if (!sqe)
+        return -EAGAIN;
+    io_uring_prep_shutdown(sqe, fd, how);
+    struct tpc__io io;
+    return tpc__io_run(s, &io, sqe);
+}
+
+int tpc_sock_nodelay(int fd, int on)
+{
+    int v = on ? 1 : 0;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) == 0 ? 0 : -errno;
+}
