@@ -136,6 +136,34 @@ int tpc_listen(const tpc_addr *a, int backlog, int flags)
     return fd;
 }
 
+int tpc_listen_all(const tpc_addr *a, int backlog, int *fds)
+{
+    struct tpc__shard *self = tpc__self;
+    if (!self)
+        return -EPERM;
+    if (!valid(a) || a->sa.sa_family == AF_UNIX || !fds)
+        return -EINVAL;
+    tpc_addr at = *a;
+    unsigned n = self->rt->nshards;
+    for (unsigned i = 0; i < n; i++) {
+        int fd = tpc_listen(&at, backlog, TPC_LISTEN_REUSEPORT);
+        if (fd >= 0 && i == 0) { /* the others take the port the kernel chose for the first */
+            int rc = tpc_sock_local(fd, &at);
+            if (rc < 0) {
+                close(fd);
+                fd = rc;
+            }
+        }
+        if (fd < 0) {
+            while (i--)
+                close(fds[i]);
+            return fd;
+        }
+        fds[i] = fd;
+    }
+    return 0;
+}
+
 int tpc_accept(int fd, tpc_addr *peer)
 {
     TPC__CHECK_FIBER();
@@ -201,6 +229,65 @@ ssize_t tpc_send(int fd, const void *buf, size_t len, int flags)
     io_uring_prep_send(sqe, fd, buf, len > 0x7ffff000u ? 0x7ffff000u : len, flags | MSG_NOSIGNAL);
     struct tpc__io io;
     return tpc__io_run(s, &io, sqe);
+}
+
+int tpc_dgram(const tpc_addr *a)
+{
+    if (!valid(a))
+        return -EINVAL;
+    int fd = socket(a->sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, &a->sa, a->len) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* One sendmsg or recvmsg; the message header lives in this frame, which tpc__io_run keeps
+ * alive until the kernel is done with it. */
+static ssize_t msg_io(int fd, void *buf, size_t len, tpc_addr *addr, bool sending)
+{
+    TPC__CHECK_FIBER();
+    if (!buf && len)
+        return -EFAULT;
+    struct tpc__shard *s = tpc__self;
+    struct io_uring_sqe *sqe = tpc__sqe(s);
+    if (!sqe)
+        return -EAGAIN;
+    struct iovec iov = {.iov_base = buf, .iov_len = len > 0x7ffff000u ? 0x7ffff000u : len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (addr && !sending) {
+        memset(addr, 0, sizeof(*addr));
+        mh.msg_name = &addr->sa;
+        mh.msg_namelen = sizeof(addr->storage);
+    } else if (addr) {
+        mh.msg_name = &addr->sa;
+        mh.msg_namelen = addr->len;
+    }
+    if (sending)
+        io_uring_prep_sendmsg(sqe, fd, &mh, MSG_NOSIGNAL);
+    else
+        io_uring_prep_recvmsg(sqe, fd, &mh, 0);
+    struct tpc__io io;
+    int rc = tpc__io_run(s, &io, sqe);
+    if (rc >= 0 && addr && !sending)
+        addr->len = mh.msg_namelen;
+    return rc;
+}
+
+ssize_t tpc_sendto(int fd, const void *buf, size_t len, const tpc_addr *to)
+{
+    if (to && !valid(to))
+        return -EINVAL;
+    return msg_io(fd, (void *)buf, len, (tpc_addr *)to, true);
+}
+
+ssize_t tpc_recvfrom(int fd, void *buf, size_t len, tpc_addr *from)
+{
+    return msg_io(fd, buf, len, from, false);
 }
 
 int tpc_sock_shutdown(int fd, int how)

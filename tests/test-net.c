@@ -124,6 +124,143 @@ static void test_echo(void **state)
     run_main(2, echo_main, NULL);
 }
 
+/* ---- Datagrams, IPv4 and Unix, across two shards. ---- */
+static int dgram_echo(void *arg) /* on shard 1: echo 20 datagrams to their senders */
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[2048];
+    for (int i = 0; i < 20; i++) {
+        tpc_addr from;
+        ssize_t n = tpc_recvfrom(fd, buf, sizeof(buf), &from);
+        CHECK(n >= 0);
+        if (n < 0)
+            return -1;
+        CHECK_EQ(tpc_sendto(fd, buf, (size_t)n, &from), n);
+    }
+    return 0;
+}
+
+static void dgram_through(const char *server, const char *client)
+{
+    tpc_addr sa, ca;
+    CHECK_EQ(tpc_addr_parse(server, &sa), 0);
+    CHECK_EQ(tpc_addr_parse(client, &ca), 0);
+    if (sa.sa.sa_family == AF_UNIX) {
+        unlink(sa.un.sun_path);
+        unlink(ca.un.sun_path);
+    }
+    int sfd = tpc_dgram(&sa), cfd = tpc_dgram(&ca);
+    CHECK(sfd >= 0 && cfd >= 0);
+    tpc_addr to;
+    CHECK_EQ(tpc_sock_local(sfd, &to), 0);
+    tpc_remote *r;
+    CHECK_EQ(tpc_spawn_on(1, &r, NULL, dgram_echo, (void *)(intptr_t)sfd), 0);
+    for (int i = 0; i < 20; i++) {
+        char out[100], in[200];
+        int len = snprintf(out, sizeof(out), "datagram %d", i) + 1;
+        CHECK_EQ(tpc_sendto(cfd, out, (size_t)len, &to), len);
+        tpc_addr from;
+        CHECK_EQ(tpc_recvfrom(cfd, in, sizeof(in), &from), len);
+        CHECK(strcmp(in, out) == 0);
+        char a1[128], a2[128];
+        tpc_addr_format(&from, a1, sizeof(a1));
+        tpc_addr_format(&to, a2, sizeof(a2));
+        CHECK(strcmp(a1, a2) == 0); /* it came from the server */
+    }
+    CHECK_EQ(tpc_remote_join(r, NULL), 0);
+    tpc_close(sfd);
+    tpc_close(cfd);
+    if (sa.sa.sa_family == AF_UNIX) {
+        unlink(sa.un.sun_path);
+        unlink(ca.un.sun_path);
+    }
+}
+
+static int dgram_main(void *arg)
+{
+    (void)arg;
+    dgram_through("127.0.0.1:0", "127.0.0.1:0");
+    char s[64], c[64];
+    snprintf(s, sizeof(s), "unix:/tmp/tpc-test-dgs-%d", (int)getpid());
+    snprintf(c, sizeof(c), "unix:/tmp/tpc-test-dgc-%d", (int)getpid());
+    dgram_through(s, c);
+    return 0;
+}
+
+static void test_datagrams(void **state)
+{
+    (void)state;
+    run_main(2, dgram_main, NULL);
+}
+
+/* ---- One listener per shard: the kernel spreads connections over both. ---- */
+enum { SPREAD_CONNS = 64 };
+static int spread_fds[2];
+static atomic_int accepted[2];
+
+static int acceptor(void *arg)
+{
+    (void)arg;
+    int me = tpc_shard_id();
+    for (;;) {
+        int fd = tpc_accept(spread_fds[me], NULL);
+        if (fd < 0)
+            return fd == -ECANCELED ? 0 : fd;
+        atomic_fetch_add(&accepted[me], 1);
+        tpc_close(fd);
+    }
+}
+
+static tpc_fiber *acceptors[2]; /* each used on its own shard */
+
+static int start_acceptor(void *arg)
+{
+    (void)arg;
+    return tpc_spawn(&acceptors[tpc_shard_id()], acceptor, NULL);
+}
+
+static int stop_acceptor(void *arg)
+{
+    (void)arg;
+    tpc_fiber *f = acceptors[tpc_shard_id()];
+    int res = -1;
+    CHECK_EQ(tpc_cancel(f), 0);
+    CHECK_EQ(tpc_join(f, &res), 0);
+    return res;
+}
+
+static int spread_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    CHECK_EQ(tpc_listen_all(&a, 0, spread_fds), 0);
+    tpc_addr b0, b1;
+    CHECK_EQ(tpc_sock_local(spread_fds[0], &b0), 0);
+    CHECK_EQ(tpc_sock_local(spread_fds[1], &b1), 0);
+    CHECK_EQ(b0.in4.sin_port, b1.in4.sin_port); /* one port */
+    CHECK_EQ(tpc_on_all(start_acceptor, NULL), 0);
+    for (int i = 0; i < SPREAD_CONNS; i++) {
+        int fd = tpc_connect(&b0);
+        CHECK(fd >= 0);
+        tpc_close(fd);
+    }
+    while (atomic_load(&accepted[0]) + atomic_load(&accepted[1]) < SPREAD_CONNS && !tpc_cancelled())
+        tpc_sleep(1000 * 1000);
+    CHECK(atomic_load(&accepted[0]) > 0 && atomic_load(&accepted[1]) > 0);
+    CHECK_EQ(tpc_listen_all(NULL, 0, spread_fds), -EINVAL);
+    CHECK_EQ(tpc_on_all(stop_acceptor, NULL), 0); /* each returned 0 when cancelled */
+    tpc_close(spread_fds[0]);
+    tpc_close(spread_fds[1]);
+    return 0;
+}
+
+static void test_listen_all(void **state)
+{
+    (void)state;
+    run_main(2, spread_main, NULL);
+}
+
 /* ---- Errors and interruptions. ---- */
 static int accept_one(void *arg)
 {
@@ -194,8 +331,8 @@ static void test_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_addresses),
-        cmocka_unit_test(test_echo),
+        cmocka_unit_test(test_addresses), cmocka_unit_test(test_echo),
+        cmocka_unit_test(test_datagrams), cmocka_unit_test(test_listen_all),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,6 +44,15 @@ TPC_EXTERN int tpc_sock_peer(int fd, tpc_addr *out);
  * not removed). Returns the descriptor. Does not suspend; usable anywhere. backlog <= 0: 511. */
 TPC_EXTERN int tpc_listen(const tpc_addr *a, int backlog, int flags);
 
+/* One SO_REUSEPORT listener per shard on the same TCP address, so that the kernel spreads
+ * connections over the shards: fds[i] is shard i's listener (fds must hold tpc_shard_count()
+ * entries). With port 0 the kernel's choice for the first is used for all. Each shard then
+ * accepts on its own fds[i]. This is the default way to spread a TCP server; a single acceptor
+ * that hands connections out (tpc_submit_to) suits long-lived connections whose load the kernel's
+ * hash would spread badly. Returns 0 or a negative errno (then no listener is left open).
+ * Does not suspend. */
+TPC_EXTERN int tpc_listen_all(const tpc_addr *a, int backlog, int *fds);
+
 /* Waits for a connection on listener fd; returns its descriptor (close-on-exec) and stores the
  * peer's address in *peer if not NULL. */
 TPC_EXTERN int tpc_accept(int fd, tpc_addr *peer);
@@ -55,6 +64,16 @@ TPC_EXTERN int tpc_connect(const tpc_addr *a);
 /* One receive or send (which may be short); recv returns 0 when the peer has closed its side. */
 TPC_EXTERN ssize_t tpc_recv(int fd, void *buf, size_t len, int flags);
 TPC_EXTERN ssize_t tpc_send(int fd, const void *buf, size_t len, int flags);
+
+/* A datagram socket (UDP, or Unix datagram) bound to a (port 0 / an unused path: any). Returns
+ * its descriptor. Does not suspend. */
+TPC_EXTERN int tpc_dgram(const tpc_addr *a);
+
+/* One datagram to `to`, or one datagram received with its sender stored in *from (if not
+ * NULL). A datagram longer than len is cut to len and MSG_TRUNC is not reported: pass a buffer
+ * as long as the largest datagram you expect. */
+TPC_EXTERN ssize_t tpc_sendto(int fd, const void *buf, size_t len, const tpc_addr *to);
+TPC_EXTERN ssize_t tpc_recvfrom(int fd, void *buf, size_t len, tpc_addr *from);
 
 /* shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. */
 TPC_EXTERN int tpc_sock_shutdown(int fd, int how);
