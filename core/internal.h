@@ -343,6 +343,19 @@ struct tpc__pool;
 int tpc__pool_init(struct tpc_runtime *rt, unsigned threads, unsigned queue);
 void tpc__pool_fini(struct tpc_runtime *rt); /* after the shards stopped: joins the helpers */
 
+/* The kernel wrote n bytes at p through io_uring, which valgrind cannot see: tell it, so that
+ * programs run under valgrind get no false "uninitialised" reports about data they read. */
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define TPC__KERNEL_WROTE(p, n)                                                                    \
+    do {                                                                                           \
+        if ((n) > 0)                                                                               \
+            VALGRIND_MAKE_MEM_DEFINED((p), (size_t)(n));                                           \
+    } while (0)
+#else
+#define TPC__KERNEL_WROTE(p, n) ((void)(p), (void)(n))
+#endif
+
 /* One io_uring operation waited for by a fiber (io/wait.c). */
 struct tpc__io {
     struct tpc__op op;

@@ -75,7 +75,6 @@ int tpc_signal_wait(const sigset_t *set, int *signo)
     if (fd < 0)
         return -errno;
     struct signalfd_siginfo info;
-    memset(&info, 0, sizeof(info)); /* written by the kernel, which valgrind does not see */
     struct tpc__io io;
     struct io_uring_sqe *sqe = tpc__sqe(s);
     int rc;
@@ -88,6 +87,7 @@ int tpc_signal_wait(const sigset_t *set, int *signo)
     close(fd);
     if (rc < 0)
         return rc;
+    TPC__KERNEL_WROTE(&info, rc);
     if (rc != (int)sizeof(info))
         return -EIO;
     if (signo)

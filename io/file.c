@@ -64,7 +64,10 @@ static ssize_t rw(int fd, void *buf, size_t len, int64_t offset, bool writing)
         io_uring_prep_write(sqe, fd, buf, io_len(len), io_off(offset));
     else
         io_uring_prep_read(sqe, fd, buf, io_len(len), io_off(offset));
-    return IO_END(sqe);
+    int rc = IO_END(sqe);
+    if (!writing)
+        TPC__KERNEL_WROTE(buf, rc);
+    return rc;
 }
 
 ssize_t tpc_read(int fd, void *buf, size_t len, int64_t offset)
@@ -86,7 +89,13 @@ static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, 
         io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
     else
         io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
-    return IO_END(sqe);
+    int rc = IO_END(sqe);
+    for (int i = 0, left = rc; !writing && i < iovcnt && left > 0; i++) {
+        size_t n = iov[i].iov_len < (size_t)left ? iov[i].iov_len : (size_t)left;
+        TPC__KERNEL_WROTE(iov[i].iov_base, n);
+        left -= (int)n;
+    }
+    return rc;
 }
 
 ssize_t tpc_readv(int fd, const struct iovec *iov, int iovcnt, int64_t offset)
@@ -189,10 +198,12 @@ int tpc_statx(int dirfd, const char *path, int flags, unsigned mask, struct stat
 {
     if (!path || !out)
         return -EINVAL;
-    memset(out, 0, sizeof(*out)); /* the kernel fills it, which valgrind cannot see */
     IO_BEGIN(sqe);
     io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);
-    return IO_END(sqe);
+    int rc = IO_END(sqe);
+    if (rc == 0)
+        TPC__KERNEL_WROTE(out, sizeof(*out));
+    return rc;
 }
 
 int tpc_unlink(const char *path)
@@ -347,6 +358,8 @@ static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned 
     s->fixed_inflight++;
     int rc = tpc__io_run(s, &io, sqe);
     s->fixed_inflight--;
+    if (!writing)
+        TPC__KERNEL_WROTE(buf, rc);
     return rc;
 }
 

@@ -177,7 +177,10 @@ int tpc_accept(int fd, tpc_addr *peer)
     }
     io_uring_prep_accept(sqe, fd, peer ? &peer->sa : NULL, peer ? &peer->len : NULL, SOCK_CLOEXEC);
     struct tpc__io io;
-    return tpc__io_run(s, &io, sqe);
+    int rc = tpc__io_run(s, &io, sqe);
+    if (rc >= 0 && peer)
+        TPC__KERNEL_WROTE(peer, sizeof(*peer));
+    return rc;
 }
 
 int tpc_connect(const tpc_addr *a)
@@ -214,7 +217,9 @@ ssize_t tpc_recv(int fd, void *buf, size_t len, int flags)
         return -EAGAIN;
     io_uring_prep_recv(sqe, fd, buf, len > 0x7ffff000u ? 0x7ffff000u : len, flags);
     struct tpc__io io;
-    return tpc__io_run(s, &io, sqe);
+    int rc = tpc__io_run(s, &io, sqe);
+    TPC__KERNEL_WROTE(buf, rc);
+    return rc;
 }
 
 ssize_t tpc_send(int fd, const void *buf, size_t len, int flags)
@@ -273,8 +278,14 @@ static ssize_t msg_io(int fd, void *buf, size_t len, tpc_addr *addr, bool sendin
         io_uring_prep_recvmsg(sqe, fd, &mh, 0);
     struct tpc__io io;
     int rc = tpc__io_run(s, &io, sqe);
-    if (rc >= 0 && addr && !sending)
-        addr->len = mh.msg_namelen;
+    if (rc >= 0 && !sending) {
+        TPC__KERNEL_WROTE(buf, rc);
+        if (addr) {
+            TPC__KERNEL_WROTE(&mh.msg_namelen, sizeof(mh.msg_namelen));
+            TPC__KERNEL_WROTE(&addr->sa, mh.msg_namelen);
+            addr->len = mh.msg_namelen;
+        }
+    }
     return rc;
 }
 
