@@ -1,0 +1,201 @@
+/* An HTTP/1.1 "plaintext" responder (the TechEmpower shape): every request gets a 13-byte
+ * "Hello, World!" with keep-alive. Requests may be pipelined; the answers to all complete
+ * requests in one read go back in one send. "Connection: close" and HTTP/1.0 close after the
+ * answer; a malformed request gets 400 and the connection closes. One SO_REUSEPORT listener per
+ * shard, a fiber per connection; SIGINT/SIGTERM stop it, and it prints requests per shard.
+ *   tpc-http [--shards N] [--listen ADDR]       ADDR: 127.0.0.1:8080 (default) */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <tpc.h>
+
+#define BUF_SIZE 16384
+
+static const char OK[] = "HTTP/1.1 200 OK\r\nServer: tpc\r\nContent-Type: text/plain\r\n"
+                         "Content-Length: 13\r\n\r\nHello, World!";
+static const char BAD[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n"
+                          "\r\n";
+
+enum { REQ_INCOMPLETE = 0, REQ_BAD = -1 };
+
+/* Parses one request at the start of buf[0..len). Returns its length (headers and body), 0 if it
+ * is not complete yet, or REQ_BAD. *close is set when the connection must close after it. */
+static long parse_request(const char *buf, size_t len, bool *close)
+{
+    const char *end = NULL;
+    for (size_t i = 0; i + 3 < len; i++)
+        if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
+            end = buf + i + 4;
+            break;
+        }
+    if (!end)
+        return len >= BUF_SIZE ? REQ_BAD : REQ_INCOMPLETE; /* headers larger than the buffer */
+    /* Request line: METHOD SP TARGET SP HTTP/1.x CRLF */
+    const char *eol = memchr(buf, '\r', (size_t)(end - buf));
+    const char *sp1 = memchr(buf, ' ', (size_t)(eol - buf));
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+    if (!sp1 || sp1 == buf || !sp2 || sp2 == sp1 + 1 || eol - sp2 != 9 ||
+        memcmp(sp2 + 1, "HTTP/1.", 7) || (sp2[8] != '0' && sp2[8] != '1'))
+        return REQ_BAD;
+    for (const char *c = buf; c < sp1; c++)
+        if (*c < 'A' || *c > 'Z')
+            return REQ_BAD;
+    *close = sp2[8] == '0';
+    long body = 0;
+    for (const char *h = eol + 2; h < end - 2;) { /* headers */
+        const char *hend = memchr(h, '\r', (size_t)(end - h));
+        const char *colon = memchr(h, ':', (size_t)(hend - h));
+        if (!colon || colon == h)
+            return REQ_BAD;
+        size_t name = (size_t)(colon - h);
+        const char *v = colon + 1;
+        while (v < hend && (*v == ' ' || *v == '\t'))
+            v++;
+        size_t vlen = (size_t)(hend - v);
+        if (name == 10 && !strncasecmp(h, "Connection", 10))
+            *close = vlen == 5 && !strncasecmp(v, "close", 5);
+        else if (name == 14 && !strncasecmp(h, "Content-Length", 14)) {
+            char *e;
+            body = strtol(v, &e, 10);
+            if (e != hend || body < 0 || body > BUF_SIZE)
+                return REQ_BAD;
+        } else if (name == 17 && !strncasecmp(h, "Transfer-Encoding", 17))
+            return REQ_BAD; /* no chunked bodies here */
+        h = hend + 2;
+    }
+    size_t total = (size_t)(end - buf) + (size_t)body;
+    return total <= len ? (long)total : (total > BUF_SIZE ? REQ_BAD : REQ_INCOMPLETE);
+}
+
+static atomic_long served[TPC_MAX_SHARDS];
+static int listeners[TPC_MAX_SHARDS];
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = tpc_send(fd, p, n, 0);
+        if (w < 0)
+            return (int)w;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int connection(void *arg)
+{
+    int fd = (int)(intptr_t)arg, me = tpc_shard_id();
+    char *in = malloc(BUF_SIZE), *out = malloc(BUF_SIZE);
+    size_t have = 0;
+    while (in && out) {
+        /* Answer every complete request in the buffer, in one send where they fit. */
+        size_t used = 0, outlen = 0;
+        bool close = false;
+        long len = 0;
+        while (!close && (len = parse_request(in + used, have - used, &close)) > 0) {
+            used += (size_t)len;
+            if (outlen + sizeof(OK) > BUF_SIZE) {
+                if (send_all(fd, out, outlen) < 0)
+                    goto done;
+                outlen = 0;
+            }
+            memcpy(out + outlen, OK, sizeof(OK) - 1);
+            outlen += sizeof(OK) - 1;
+            atomic_fetch_add_explicit(&served[me], 1, memory_order_relaxed);
+        }
+        if (len == REQ_BAD) {
+            memcpy(out + outlen, BAD, sizeof(BAD) - 1); /* fits: BAD is shorter than OK */
+            outlen += sizeof(BAD) - 1;
+            close = true;
+        }
+        if ((outlen && send_all(fd, out, outlen) < 0) || close)
+            break;
+        memmove(in, in + used, have - used);
+        have -= used;
+        ssize_t n = tpc_recv(fd, in + have, BUF_SIZE - have, 0);
+        if (n <= 0)
+            break; /* the peer closed, or an error, or the server stops */
+        have += (size_t)n;
+    }
+done:
+    free(in);
+    free(out);
+    tpc_close(fd);
+    return 0;
+}
+
+static int acceptor(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int fd = tpc_accept(listeners[tpc_shard_id()], NULL);
+        if (fd == -ECANCELED)
+            return 0;
+        if (fd < 0) {
+            if (fd == -EMFILE || fd == -ENFILE)
+                tpc_sleep(10 * 1000 * 1000); /* out of descriptors: back off, do not spin */
+            continue;
+        }
+        tpc_sock_nodelay(fd, 1);
+        tpc_fiber_opts o = {.name = "http", .detached = true, .stack_size = 64 * 1024};
+        if (tpc_spawn_opts(NULL, &o, connection, (void *)(intptr_t)fd) < 0)
+            tpc_close(fd);
+    }
+}
+
+static int start_acceptor(void *arg)
+{
+    tpc_fiber_opts o = {.name = "acceptor", .detached = true};
+    return tpc_spawn_opts(NULL, &o, acceptor, arg);
+}
+
+#ifndef TPC_HTTP_NO_MAIN /* tests/test-http.c includes this file for its parts */
+static int serve(void *arg)
+{
+    const char *where = arg;
+    tpc_addr a;
+    if (tpc_addr_parse(where, &a) < 0) {
+        fprintf(stderr, "tpc-http: cannot parse address '%s'\n", where);
+        return 2;
+    }
+    int rc = tpc_listen_all(&a, 4096, listeners);
+    if (rc < 0) {
+        fprintf(stderr, "tpc-http: cannot listen on %s: %s\n", where, tpc_strerror(rc));
+        return 1;
+    }
+    char text[128];
+    tpc_sock_local(listeners[0], &a);
+    tpc_addr_format(&a, text, sizeof(text));
+    printf("tpc-http: %d shards listening on %s\n", tpc_shard_count(), text);
+    fflush(stdout);
+    if (tpc_on_all(start_acceptor, NULL) < 0)
+        return 1;
+    while (tpc_sleep(1000LL * 1000 * 1000 * 3600) == 0)
+        ; /* until SIGINT/SIGTERM cancels us */
+    for (int i = 0; i < tpc_shard_count(); i++) {
+        printf("tpc-http: shard %d served %ld requests\n", i, atomic_load(&served[i]));
+        tpc_close(listeners[i]);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    tpc_config c = {0};
+    const char *where = "127.0.0.1:8080";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--shards") && i + 1 < argc)
+            c.shards = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--listen") && i + 1 < argc)
+            where = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--shards N] [--listen ADDR]\n", argv[0]);
+            return 2;
+        }
+    }
+    int rc = tpc_run(&c, serve, (void *)where);
+    return rc == 128 + 2 || rc == 128 + 15 ? 0 : rc; /* stopped by a signal: a clean exit */
+}
+#endif
