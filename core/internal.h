@@ -343,6 +343,25 @@ struct tpc__pool;
 int tpc__pool_init(struct tpc_runtime *rt, unsigned threads, unsigned queue);
 void tpc__pool_fini(struct tpc_runtime *rt); /* after the shards stopped: joins the helpers */
 
+/* Linux's own cap for one read or write. */
+#define TPC_IO_MAX 0x7ffff000u
+
+/* Checks the caller, then hands a free SQE to the caller's preparation. */
+#define TPC__IO_BEGIN(sqe)                                                                         \
+    TPC__CHECK_FIBER();                                                                            \
+    struct tpc__shard *s_ = tpc__self;                                                             \
+    struct io_uring_sqe *sqe = tpc__sqe(s_);                                                       \
+    if (!sqe)                                                                                      \
+        return -EAGAIN;                                                                            \
+    struct tpc__io io_
+
+#define TPC__IO_END(sqe) tpc__io_run(s_, &io_, sqe)
+
+static inline unsigned tpc__io_len(size_t len)
+{
+    return len > TPC_IO_MAX ? TPC_IO_MAX : (unsigned)len;
+}
+
 /* The kernel wrote n bytes at p through io_uring, which valgrind cannot see: tell it, so that
  * programs run under valgrind get no false "uninitialised" reports about data they read. */
 #if __has_include(<valgrind/memcheck.h>)

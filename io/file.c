@@ -7,25 +7,6 @@
 #include <unistd.h>
 #include "core/internal.h"
 
-/* Linux's own cap for one read or write. */
-#define TPC_IO_MAX 0x7ffff000u
-
-/* Checks the caller, then hands a free SQE to the caller's preparation. */
-#define IO_BEGIN(sqe)                                                                              \
-    TPC__CHECK_FIBER();                                                                            \
-    struct tpc__shard *s_ = tpc__self;                                                             \
-    struct io_uring_sqe *sqe = tpc__sqe(s_);                                                       \
-    if (!sqe)                                                                                      \
-        return -EAGAIN;                                                                            \
-    struct tpc__io io_
-
-#define IO_END(sqe) tpc__io_run(s_, &io_, sqe)
-
-static inline unsigned io_len(size_t len)
-{
-    return len > TPC_IO_MAX ? TPC_IO_MAX : (unsigned)len;
-}
-
 /* io_uring's "current position" offset. */
 static inline uint64_t io_off(int64_t offset)
 {
@@ -36,9 +17,9 @@ int tpc_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
     if (!path)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_openat(sqe, dirfd, path, flags | O_CLOEXEC, mode);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_open(const char *path, int flags, mode_t mode)
@@ -48,9 +29,9 @@ int tpc_open(const char *path, int flags, mode_t mode)
 
 int tpc_close(int fd)
 {
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_close(sqe, fd);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 static ssize_t rw(int fd, void *buf, size_t len, int64_t offset, bool writing)
@@ -59,12 +40,12 @@ static ssize_t rw(int fd, void *buf, size_t len, int64_t offset, bool writing)
         return -EFAULT;
     if (offset < -1)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     if (writing)
-        io_uring_prep_write(sqe, fd, buf, io_len(len), io_off(offset));
+        io_uring_prep_write(sqe, fd, buf, tpc__io_len(len), io_off(offset));
     else
-        io_uring_prep_read(sqe, fd, buf, io_len(len), io_off(offset));
-    int rc = IO_END(sqe);
+        io_uring_prep_read(sqe, fd, buf, tpc__io_len(len), io_off(offset));
+    int rc = TPC__IO_END(sqe);
     if (!writing)
         TPC__KERNEL_WROTE(buf, rc);
     return rc;
@@ -84,12 +65,12 @@ static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, 
 {
     if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX || offset < -1)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     if (writing)
         io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
     else
         io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
-    int rc = IO_END(sqe);
+    int rc = TPC__IO_END(sqe);
     for (int i = 0, left = rc; !writing && i < iovcnt && left > 0; i++) {
         size_t n = iov[i].iov_len < (size_t)left ? iov[i].iov_len : (size_t)left;
         TPC__KERNEL_WROTE(iov[i].iov_base, n);
@@ -150,25 +131,25 @@ ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset)
 
 int tpc_fsync(int fd)
 {
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_fsync(sqe, fd, 0);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_fdatasync(int fd)
 {
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_fallocate(int fd, int mode, int64_t offset, int64_t len)
 {
     if (offset < 0 || len <= 0)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_fallocate(sqe, fd, mode, (uint64_t)offset, (uint64_t)len);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 static long ftruncate_blocking(void *arg)
@@ -189,18 +170,18 @@ int tpc_ftruncate(int fd, int64_t len)
         int rc = tpc_blocking(ftruncate_blocking, a, &r);
         return rc < 0 ? rc : (int)r;
     }
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_rw(TPC__OP_FTRUNCATE, sqe, fd, NULL, 0, (uint64_t)len);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_statx(int dirfd, const char *path, int flags, unsigned mask, struct statx *out)
 {
     if (!path || !out)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_statx(sqe, dirfd, path, flags, mask, out);
-    int rc = IO_END(sqe);
+    int rc = TPC__IO_END(sqe);
     if (rc == 0)
         TPC__KERNEL_WROTE(out, sizeof(*out));
     return rc;
@@ -210,45 +191,45 @@ int tpc_unlink(const char *path)
 {
     if (!path)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_unlinkat(sqe, AT_FDCWD, path, 0);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_rmdir(const char *path)
 {
     if (!path)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_unlinkat(sqe, AT_FDCWD, path, AT_REMOVEDIR);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_rename(const char *from, const char *to)
 {
     if (!from || !to)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_renameat(sqe, AT_FDCWD, from, AT_FDCWD, to, 0);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_mkdir(const char *path, mode_t mode)
 {
     if (!path)
         return -EINVAL;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_mkdirat(sqe, AT_FDCWD, path, mode);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_poll(int fd, short events)
 {
     if (fd < 0)
         return -EBADF;
-    IO_BEGIN(sqe);
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_poll_add(sqe, fd, (unsigned)(unsigned short)events);
-    return IO_END(sqe);
+    return TPC__IO_END(sqe);
 }
 
 /* ---- O_DIRECT ---- */
@@ -351,9 +332,9 @@ static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned 
     if (!sqe)
         return -EAGAIN;
     if (writing)
-        io_uring_prep_write_fixed(sqe, fd, buf, io_len(len), io_off(offset), (int)index);
+        io_uring_prep_write_fixed(sqe, fd, buf, tpc__io_len(len), io_off(offset), (int)index);
     else
-        io_uring_prep_read_fixed(sqe, fd, buf, io_len(len), io_off(offset), (int)index);
+        io_uring_prep_read_fixed(sqe, fd, buf, tpc__io_len(len), io_off(offset), (int)index);
     struct tpc__io io;
     s->fixed_inflight++;
     int rc = tpc__io_run(s, &io, sqe);

@@ -206,34 +206,29 @@ int tpc_connect(const tpc_addr *a)
     return fd;
 }
 
-ssize_t tpc_recv(int fd, void *buf, size_t len, int flags)
+static ssize_t xfer(int fd, void *buf, size_t len, int flags, bool sending)
 {
-    TPC__CHECK_FIBER();
     if (!buf && len)
         return -EFAULT;
-    struct tpc__shard *s = tpc__self;
-    struct io_uring_sqe *sqe = tpc__sqe(s);
-    if (!sqe)
-        return -EAGAIN;
-    io_uring_prep_recv(sqe, fd, buf, len > 0x7ffff000u ? 0x7ffff000u : len, flags);
-    struct tpc__io io;
-    int rc = tpc__io_run(s, &io, sqe);
-    TPC__KERNEL_WROTE(buf, rc);
+    TPC__IO_BEGIN(sqe);
+    if (sending)
+        io_uring_prep_send(sqe, fd, buf, tpc__io_len(len), flags | MSG_NOSIGNAL);
+    else
+        io_uring_prep_recv(sqe, fd, buf, tpc__io_len(len), flags);
+    int rc = TPC__IO_END(sqe);
+    if (!sending)
+        TPC__KERNEL_WROTE(buf, rc);
     return rc;
+}
+
+ssize_t tpc_recv(int fd, void *buf, size_t len, int flags)
+{
+    return xfer(fd, buf, len, flags, false);
 }
 
 ssize_t tpc_send(int fd, const void *buf, size_t len, int flags)
 {
-    TPC__CHECK_FIBER();
-    if (!buf && len)
-        return -EFAULT;
-    struct tpc__shard *s = tpc__self;
-    struct io_uring_sqe *sqe = tpc__sqe(s);
-    if (!sqe)
-        return -EAGAIN;
-    io_uring_prep_send(sqe, fd, buf, len > 0x7ffff000u ? 0x7ffff000u : len, flags | MSG_NOSIGNAL);
-    struct tpc__io io;
-    return tpc__io_run(s, &io, sqe);
+    return xfer(fd, (void *)buf, len, flags, true);
 }
 
 int tpc_dgram(const tpc_addr *a)
@@ -303,16 +298,11 @@ ssize_t tpc_recvfrom(int fd, void *buf, size_t len, tpc_addr *from)
 
 int tpc_sock_shutdown(int fd, int how)
 {
-    TPC__CHECK_FIBER();
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
         return -EINVAL;
-    struct tpc__shard *s = tpc__self;
-    struct io_uring_sqe *sqe = tpc__sqe(s);
-    if (!sqe)
-        return -EAGAIN;
+    TPC__IO_BEGIN(sqe);
     io_uring_prep_shutdown(sqe, fd, how);
-    struct tpc__io io;
-    return tpc__io_run(s, &io, sqe);
+    return TPC__IO_END(sqe);
 }
 
 int tpc_sock_nodelay(int fd, int on)
