@@ -1,4 +1,5 @@
 /* tpc_run(): build the shards, start their threads, hand shard 0 the main fiber, wait. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,6 +150,26 @@ static void runtime_join(struct tpc_runtime *rt, const sigset_t *mask)
     pthread_sigmask(SIG_SETMASK, mask, NULL);
 }
 
+/* tpc_config.spin_ns left 0: TPC_SPIN_NS from the environment (ns, negative: never spin). */
+static int spin_from_env(tpc_config *c)
+{
+    const char *env = getenv("TPC_SPIN_NS");
+    if (c->spin_ns || !env || !*env)
+        return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(env, &end, 10);
+    if (*end || errno || v == 0 || v > 1000000000 || v < -1000000000) {
+        fprintf(stderr,
+                "libtpc: TPC_SPIN_NS='%s' is not a non-zero number of ns within a second "
+                "(negative: never spin)\n",
+                env);
+        return -EINVAL;
+    }
+    c->spin_ns = v;
+    return 0;
+}
+
 int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_runtime **out)
 {
     if (tpc__self)
@@ -161,7 +182,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     else
         memset(&c, 0, sizeof(c));
     int rc = check_config(&c);
-    if (rc < 0)
+    if (rc < 0 || (rc = spin_from_env(&c)) < 0)
         return rc;
     unsigned n;
     struct tpc__place *places;

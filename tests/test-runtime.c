@@ -171,6 +171,25 @@ static void test_config(void **state)
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
     c = (tpc_config){.shards = 1, .stack_size = 64 * 1024, .ring_entries = 8};
     assert_int_equal(tpc_run(&c, count_shards, NULL), 1);
+    c = (tpc_config){.msg_slots = 3};
+    assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
+    c = (tpc_config){.msg_slots = 1};
+    assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
+    c = (tpc_config){.blocking_queue = (1u << 20) + 1};
+    assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
+
+    static const char *bad_spin[] = {"x", "0", "99999999999", "10us", "-"};
+    for (size_t i = 0; i < sizeof(bad_spin) / sizeof(bad_spin[0]); i++) {
+        setenv("TPC_SPIN_NS", bad_spin[i], 1);
+        assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+    }
+    setenv("TPC_SPIN_NS", "-1", 1);
+    c = (tpc_config){.shards = 2};
+    assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
+    setenv("TPC_SPIN_NS", "x", 1);
+    c = (tpc_config){.shards = 2, .spin_ns = 5000}; /* the config wins over the environment */
+    assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
+    unsetenv("TPC_SPIN_NS");
 }
 
 /* ---- Misuse inside the runtime. ---- */

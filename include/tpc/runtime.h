@@ -58,8 +58,8 @@ typedef struct tpc_config {
      * both signals alone. */
     bool no_signals;
     /* Before it sleeps, a shard that has just done some work keeps checking its rings for this
-     * many ns, so that a reply arriving soon costs no wake-up. 0: 10 us. Negative: never spin
-     * (lowest CPU use). */
+     * many ns, so that a reply arriving soon costs no wake-up. 0: TPC_SPIN_NS from the
+     * environment, else 10 us. Negative: never spin (lowest CPU use). */
     int64_t spin_ns;
     /* Slots of each shard-to-shard message ring (one per ordered pair of shards, 16 bytes a
      * slot), a power of two in [2, 2^24]. A fiber sending to a full ring suspends until it has
