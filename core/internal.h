@@ -246,7 +246,7 @@ struct tpc__shard {
     struct tpc__ring **out; /* out[j]: the ring to shard j (NULL for itself) */
     struct tpc__ring **in;  /* in[j]: the ring from shard j; its own slot in rt->rings */
     unsigned *dirty;        /* shards whose out ring has unpublished messages */
-    uint32_t msg_batch;     /* rt->msg_batch, on this shard's own line */
+    uint32_t msg_batch;     /* publish at least every msg_batch messages: 256, or half a ring */
     tpc_list remotes;       /* remote-fiber handles it spawned, not yet freed (call.c) */
     tpc_list remote_cache;  /* freed ones kept for reuse */
     unsigned nremote_cache;
@@ -270,7 +270,6 @@ struct tpc_runtime {
     unsigned stack_cache;
     unsigned ring_entries;
     unsigned msg_slots;       /* slots per shard-to-shard ring */
-    unsigned msg_batch;       /* a sender publishes at least every msg_batch messages */
     struct tpc__ring **rings; /* rings[from * nshards + to] */
     struct tpc__pool *pool;   /* blocking helper threads (io/blocking.c) */
     tpc_fiber_fn main_fn;

@@ -2,7 +2,7 @@
  *
  * Every ordered pair of shards (i, j) has one bounded single-producer single-consumer ring of
  * {fn, arg} slots, allocated by j (the receiver) on its NUMA node. The sender fills slots
- * privately and publishes its tail in batches: at the latest every rt->msg_batch messages, and
+ * privately and publishes its tail in batches: at the latest every s->msg_batch messages, and
  * once per loop iteration (tpc__rings_flush). The receiver drains a ring all at once and
  * publishes its head once.
  *

@@ -226,7 +226,6 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     rt->stack_cache = c.stack_cache ? c.stack_cache : 64;
     rt->ring_entries = c.ring_entries ? c.ring_entries : 256;
     rt->msg_slots = c.msg_slots ? c.msg_slots : 1024;
-    rt->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
     rt->main_fn = main_fn;
     rt->main_arg = arg;
     if (tpc__pool_init(rt, c.blocking_threads ? c.blocking_threads : 4,
@@ -256,7 +255,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         s->time_slice = c.time_slice_ns ? c.time_slice_ns : 500000;
         s->tick_ns = c.timer_tick_ns ? c.timer_tick_ns : 1000000;
         s->spin_ns = c.spin_ns ? c.spin_ns : 10000;
-        s->msg_batch = rt->msg_batch;
+        s->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
         tpc__queue_init(&s->runq);
         tpc__list_init(&s->fibers);
         tpc__list_init(&s->remotes);

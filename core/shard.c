@@ -331,13 +331,12 @@ void tpc__inbox_free(struct tpc__shard *s)
 static void reap(struct tpc__shard *s)
 {
     struct io_uring_cqe *cqe;
-    unsigned head, n = 0;
+    unsigned head;
     io_uring_for_each_cqe(&s->ring, head, cqe)
     {
         struct tpc__op *op = io_uring_cqe_get_data(cqe);
         int res = cqe->res;
         unsigned flags = cqe->flags;
-        n++;
         s->n_io_completed++;
         /* Advance before the callback so that it may submit and reap re-entrantly. */
         io_uring_cq_advance(&s->ring, 1);
@@ -345,7 +344,6 @@ static void reap(struct tpc__shard *s)
             op->complete(s, op, res, flags);
     }
     (void)head;
-    (void)n;
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -356,7 +354,7 @@ static void reap(struct tpc__shard *s)
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* Before sleeping, a shard that just did some work watches its inbox for a short while
+/* Before sleeping, a shard that just did some work watches its rings and inbox for a while
  * (tpc_config.spin_ns): a message or reply that lands within it costs no wake-up, which is an
  * eventfd write and a thread wake (~10 us on this project's VM). Returns true if work came. */
 static bool spin_for_work(struct tpc__shard *s, int64_t timeout)

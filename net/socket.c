@@ -166,18 +166,13 @@ int tpc_listen_all(const tpc_addr *a, int backlog, int *fds)
 
 int tpc_accept(int fd, tpc_addr *peer)
 {
-    TPC__CHECK_FIBER();
-    struct tpc__shard *s = tpc__self;
-    struct io_uring_sqe *sqe = tpc__sqe(s);
-    if (!sqe)
-        return -EAGAIN;
+    TPC__IO_BEGIN(sqe);
     if (peer) {
         memset(peer, 0, sizeof(*peer));
         peer->len = sizeof(peer->storage);
     }
     io_uring_prep_accept(sqe, fd, peer ? &peer->sa : NULL, peer ? &peer->len : NULL, SOCK_CLOEXEC);
-    struct tpc__io io;
-    int rc = tpc__io_run(s, &io, sqe);
+    int rc = TPC__IO_END(sqe);
     if (rc >= 0 && peer)
         TPC__KERNEL_WROTE(peer, sizeof(*peer));
     return rc;
@@ -250,14 +245,10 @@ int tpc_dgram(const tpc_addr *a)
  * alive until the kernel is done with it. */
 static ssize_t msg_io(int fd, void *buf, size_t len, tpc_addr *addr, bool sending)
 {
-    TPC__CHECK_FIBER();
     if (!buf && len)
         return -EFAULT;
-    struct tpc__shard *s = tpc__self;
-    struct io_uring_sqe *sqe = tpc__sqe(s);
-    if (!sqe)
-        return -EAGAIN;
-    struct iovec iov = {.iov_base = buf, .iov_len = len > 0x7ffff000u ? 0x7ffff000u : len};
+    TPC__IO_BEGIN(sqe);
+    struct iovec iov = {.iov_base = buf, .iov_len = tpc__io_len(len)};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
     if (addr && !sending) {
         memset(addr, 0, sizeof(*addr));
@@ -271,8 +262,7 @@ static ssize_t msg_io(int fd, void *buf, size_t len, tpc_addr *addr, bool sendin
         io_uring_prep_sendmsg(sqe, fd, &mh, MSG_NOSIGNAL);
     else
         io_uring_prep_recvmsg(sqe, fd, &mh, 0);
-    struct tpc__io io;
-    int rc = tpc__io_run(s, &io, sqe);
+    int rc = TPC__IO_END(sqe);
     if (rc >= 0 && !sending) {
         TPC__KERNEL_WROTE(buf, rc);
         if (addr) {

@@ -133,7 +133,8 @@ TPC_EXTERN int tpc_topology_report(FILE *out);
 /* ---- Work on other shards ----
  * Shard i sends to shard j over a ring of its own (one per ordered pair). Messages between two
  * shards run in the order they were sent. A sender publishes its messages when its task
- * suspends or returns (or every 64 messages), not one by one: a task that sends and then
+ * waits for an answer, at the end of the shard's run phase, or every 256 messages (half the ring
+ * if smaller), not one by one: a task that sends and then
  * computes for long delays them, so it should tpc_maybe_yield(). Ownership: arg is the
  * sender's until the call returns 0; from then on it belongs to the function run on the
  * target, which must not assume anything else about the sender's memory. */
