@@ -189,6 +189,8 @@ struct tpc__stack {
     size_t size;
 };
 
+#define TPC__PIPE_CACHE 8
+
 struct tpc__shard {
     /* Hot, owned by the shard thread. */
     tpc_fiber *current;
@@ -221,7 +223,10 @@ struct tpc__shard {
     struct io_uring ring;
     bool ring_ok;
     bool ring_fd_registered;
-    bool has_ftruncate;  /* the kernel has IORING_OP_FTRUNCATE (Linux 6.9) */
+    bool has_ftruncate; /* the kernel has IORING_OP_FTRUNCATE (Linux 6.9) */
+    uint16_t next_bgid; /* provided-buffer group id for the next pool (net/bufpool.c) */
+    unsigned npipes;    /* cached empty pipes (net/splice.c) */
+    int pipes[TPC__PIPE_CACHE][2];
     struct iovec *fixed; /* registered buffers (io/file.c) */
     unsigned nfixed, fixed_inflight;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */
@@ -254,7 +259,7 @@ struct tpc__shard {
     unsigned ndirty;
     /* Counters, written only by this shard, read by tpc_stats(). */
     uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,
-        n_sleep_ns, n_io_submitted, n_io_completed, n_timers;
+        n_sleep_ns, n_io_submitted, n_io_completed, n_timers, n_accept_backoffs;
 
     /* Written by other threads. */
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;
@@ -333,6 +338,8 @@ int tpc__post(struct tpc__shard *s, tpc_callback_fn fn, void *arg);
  * allocating. Returns 0, or -ESHUTDOWN once the shard has closed its inbox. */
 int tpc__post_msg(struct tpc__shard *s, struct tpc__msg *m);
 void tpc__inbox_free(struct tpc__shard *s);
+
+void tpc__pipes_fini(struct tpc__shard *s); /* net/splice.c */
 
 /* Opcodes newer than the liburing headers this builds against (kernel ABI numbers). */
 #define TPC__OP_FTRUNCATE 55

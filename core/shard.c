@@ -220,6 +220,7 @@ int tpc_features(char *buf, size_t size)
 
 void tpc__shard_io_fini(struct tpc__shard *s)
 {
+    tpc__pipes_fini(s);
     free(s->fixed); /* the ring's exit unregisters the buffers */
     s->fixed = NULL;
     s->nfixed = 0;

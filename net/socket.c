@@ -2,6 +2,7 @@
  * go through the shard's io_uring (tpc__io_run, io/wait.c). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,13 +244,10 @@ int tpc_dgram(const tpc_addr *a)
 
 /* One sendmsg or recvmsg; the message header lives in this frame, which tpc__io_run keeps
  * alive until the kernel is done with it. */
-static ssize_t msg_io(int fd, void *buf, size_t len, tpc_addr *addr, bool sending)
+static ssize_t msg_io(int fd, struct iovec *iov, int iovcnt, tpc_addr *addr, bool sending)
 {
-    if (!buf && len)
-        return -EFAULT;
     TPC__IO_BEGIN(sqe);
-    struct iovec iov = {.iov_base = buf, .iov_len = tpc__io_len(len)};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
     if (addr && !sending) {
         memset(addr, 0, sizeof(*addr));
         mh.msg_name = &addr->sa;
@@ -264,7 +262,11 @@ static ssize_t msg_io(int fd, void *buf, size_t len, tpc_addr *addr, bool sendin
         io_uring_prep_recvmsg(sqe, fd, &mh, 0);
     int rc = TPC__IO_END(sqe);
     if (rc >= 0 && !sending) {
-        TPC__KERNEL_WROTE(buf, rc);
+        for (int i = 0, left = rc; i < iovcnt && left > 0; i++) {
+            int n = iov[i].iov_len < (size_t)left ? (int)iov[i].iov_len : left;
+            TPC__KERNEL_WROTE(iov[i].iov_base, n);
+            left -= n;
+        }
         if (addr) {
             TPC__KERNEL_WROTE(&mh.msg_namelen, sizeof(mh.msg_namelen));
             TPC__KERNEL_WROTE(&addr->sa, mh.msg_namelen);
@@ -274,16 +276,49 @@ static ssize_t msg_io(int fd, void *buf, size_t len, tpc_addr *addr, bool sendin
     return rc;
 }
 
+static ssize_t msg_one(int fd, void *buf, size_t len, tpc_addr *addr, bool sending)
+{
+    if (!buf && len)
+        return -EFAULT;
+    struct iovec iov = {.iov_base = buf, .iov_len = tpc__io_len(len)};
+    return msg_io(fd, &iov, 1, addr, sending);
+}
+
 ssize_t tpc_sendto(int fd, const void *buf, size_t len, const tpc_addr *to)
 {
     if (to && !valid(to))
         return -EINVAL;
-    return msg_io(fd, (void *)buf, len, (tpc_addr *)to, true);
+    return msg_one(fd, (void *)buf, len, (tpc_addr *)to, true);
 }
 
 ssize_t tpc_recvfrom(int fd, void *buf, size_t len, tpc_addr *from)
 {
-    return msg_io(fd, buf, len, from, false);
+    return msg_one(fd, buf, len, from, false);
+}
+
+static ssize_t vec_io(int fd, const struct iovec *iov, int iovcnt, bool sending)
+{
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (!iov && iovcnt))
+        return -EINVAL;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return -EFAULT;
+        if (iov[i].iov_len > TPC_IO_MAX - total)
+            return -EINVAL; /* more than one call can move: split it */
+        total += iov[i].iov_len;
+    }
+    return msg_io(fd, (struct iovec *)iov, iovcnt, NULL, sending);
+}
+
+ssize_t tpc_sendv(int fd, const struct iovec *iov, int iovcnt)
+{
+    return vec_io(fd, iov, iovcnt, true);
+}
+
+ssize_t tpc_recvv(int fd, const struct iovec *iov, int iovcnt)
+{
+    return vec_io(fd, iov, iovcnt, false);
 }
 
 int tpc_sock_shutdown(int fd, int how)
@@ -295,8 +330,37 @@ int tpc_sock_shutdown(int fd, int how)
     return TPC__IO_END(sqe);
 }
 
+static int setopt(int fd, int level, int name, int v)
+{
+    return setsockopt(fd, level, name, &v, sizeof(v)) == 0 ? 0 : -errno;
+}
+
 int tpc_sock_nodelay(int fd, int on)
 {
-    int v = on ? 1 : 0;
-    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) == 0 ? 0 : -errno;
+    return setopt(fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+}
+
+int tpc_sock_keepalive(int fd, int idle_s)
+{
+    if (idle_s < 0)
+        return -EINVAL;
+    int rc = setopt(fd, SOL_SOCKET, SO_KEEPALIVE, idle_s > 0);
+    if (rc == 0 && idle_s > 0) {
+        int probe = idle_s < 75 ? idle_s : 75; /* then probe every min(idle, 75 s), 9 times */
+        if ((rc = setopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle_s)) == 0)
+            rc = setopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, probe);
+    }
+    return rc;
+}
+
+int tpc_sock_buffers(int fd, int sndbuf, int rcvbuf)
+{
+    if (sndbuf < 0 || rcvbuf < 0)
+        return -EINVAL;
+    int rc = 0;
+    if (sndbuf)
+        rc = setopt(fd, SOL_SOCKET, SO_SNDBUF, sndbuf);
+    if (rc == 0 && rcvbuf)
+        rc = setopt(fd, SOL_SOCKET, SO_RCVBUF, rcvbuf);
+    return rc;
 }

@@ -6,9 +6,12 @@
 #ifndef TPC_NET_H
 #define TPC_NET_H
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include "common.h"
 
@@ -78,7 +81,156 @@ TPC_EXTERN ssize_t tpc_recvfrom(int fd, void *buf, size_t len, tpc_addr *from);
 /* shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. */
 TPC_EXTERN int tpc_sock_shutdown(int fd, int how);
 
-/* TCP_NODELAY on (1) or off (0). Does not suspend. */
+/* Scatter/gather: one sendmsg or recvmsg over iovcnt buffers (at most IOV_MAX, together at
+ * most 0x7ffff000 bytes, else -EINVAL); may be short like tpc_send / tpc_recv. */
+TPC_EXTERN ssize_t tpc_sendv(int fd, const struct iovec *iov, int iovcnt);
+TPC_EXTERN ssize_t tpc_recvv(int fd, const struct iovec *iov, int iovcnt);
+
+/* ---- Options (do not suspend; 0 or a negative errno) ---- */
+
+/* TCP_NODELAY on (1) or off (0). */
 TPC_EXTERN int tpc_sock_nodelay(int fd, int on);
+/* TCP keep-alive: idle_s > 0 turns it on, probing after idle_s seconds without traffic (then
+ * every min(idle_s, 75) s, 9 probes); 0 turns it off; negative: -EINVAL. */
+TPC_EXTERN int tpc_sock_keepalive(int fd, int idle_s);
+/* SO_SNDBUF / SO_RCVBUF in bytes (the kernel doubles and caps them); 0 leaves one unchanged;
+ * negative: -EINVAL. */
+TPC_EXTERN int tpc_sock_buffers(int fd, int sndbuf, int rcvbuf);
+
+/* ---- Names ---- */
+
+/* Resolves host and port (a service name or number) with getaddrinfo on the runtime's blocking
+ * helper threads (tpc_blocking), so a slow DNS server never stalls the shard. family: AF_UNSPEC,
+ * AF_INET or AF_INET6. Stores up to max addresses, in getaddrinfo's order, and returns how many
+ * (>= 1); -ENOENT when the name has no address, -EAGAIN for a temporary DNS failure, -EINVAL
+ * for an empty name, an unknown service or family, or max == 0; or tpc_blocking's errors
+ * (-ECANCELED / -ETIMEDOUT while queued). Fibers only. */
+TPC_EXTERN int tpc_resolve(const char *host, const char *port, int family, tpc_addr *out,
+                           unsigned max);
+
+/* ---- Accepting: a multishot acceptor ---- */
+
+typedef struct tpc_acceptor tpc_acceptor;
+
+/* Starts accepting on listener fd with one multishot accept: the kernel accepts connections as
+ * they come, with no request per connection, and the acceptor queues them until taken (up to
+ * 1024; beyond that it pauses and the kernel's backlog holds the rest). When the process runs
+ * out of descriptors (EMFILE, ENFILE) or memory, it retries from a timer that backs off from
+ * 10 ms to 1 s, so it never spins a CPU and recovers by itself once descriptors are free; each
+ * pause counts in tpc_shard_stats.accept_backoffs. Owned by the calling shard; the listener
+ * stays the caller's. Returns 0, -EINVAL, -ENOMEM, -EPERM outside a shard. */
+TPC_EXTERN int tpc_acceptor_open(int fd, tpc_acceptor **out);
+/* Waits for the next connection and returns its descriptor (close-on-exec). -ECANCELED /
+ * -ETIMEDOUT when the fiber is cancelled or its deadline passes (a connection accepted later
+ * stays queued for the next call); the listener's own error (-EBADF, -EINVAL when it does not
+ * listen, ...) once every queued connection has been taken, and from then on. -EXDEV from
+ * another shard, -EPERM outside a fiber. Several fibers may wait; they are served in order. */
+TPC_EXTERN int tpc_acceptor_next(tpc_acceptor *a);
+/* Stops accepting, waits until the kernel has let go of the acceptor, closes the connections
+ * accepted but not taken, and frees a (NULL: no-op). Returns 0, -EBUSY while a fiber waits in
+ * tpc_acceptor_next, -EXDEV from another shard, -EPERM when the kernel must be waited for
+ * outside a fiber. */
+TPC_EXTERN int tpc_acceptor_close(tpc_acceptor *a);
+
+/* ---- Servers: a fiber per connection on every shard ---- */
+
+typedef struct tpc_server tpc_server;
+
+/* Serves one connection. The server closes fd after it returns: fn must not close it. */
+typedef int (*tpc_conn_fn)(int fd, void *arg);
+
+#define TPC_SERVER_HANDOFF 1 /* one acceptor hands connections to the least-loaded shard */
+
+typedef struct tpc_server_opts {
+    int backlog;       /* listen backlog, 0: 4096 (the kernel caps it at net.core.somaxconn) */
+    int flags;         /* TPC_SERVER_HANDOFF, or 0 */
+    size_t stack_size; /* of connection fibers; 0: the runtime's default */
+} tpc_server_opts;
+
+/* Listens on a and runs fn(fd, arg) in a new detached fiber for each connection (opts may be
+ * NULL). By default every shard has its own SO_REUSEPORT listener and multishot acceptor, and
+ * the kernel spreads connections by a hash of their addresses: no cross-shard traffic at all,
+ * the right choice for many short or similar connections. With TPC_SERVER_HANDOFF (always for
+ * Unix sockets) one acceptor, on the calling shard, hands each connection to the shard with
+ * the fewest live connections (ties in turn), which evens out few long-lived connections of
+ * uneven weight at the cost of one cross-shard message per connection and of the accepting
+ * shard's CPU. Returns 0 and the handle in *out; -EINVAL, the listen errors (-EADDRINUSE ...),
+ * -ENOMEM, -EPERM outside a fiber. */
+TPC_EXTERN int tpc_server_start(const tpc_addr *a, const tpc_server_opts *opts, tpc_conn_fn fn,
+                                void *arg, tpc_server **out);
+/* The address it listens on (with the port the kernel chose for port 0). */
+TPC_EXTERN int tpc_server_addr(const tpc_server *srv, tpc_addr *out);
+/* Live connections on shard `shard` and connections it has started there (either may be
+ * NULL). Returns 0, or -EINVAL for a bad shard. Usable from any shard. */
+TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uint64_t *accepted);
+/* Stops accepting on every shard, closes the listeners and frees the handle. Connections
+ * already running go on until fn returns (the server's memory lives until then). Call from the
+ * starting shard's fibers: -EXDEV elsewhere. Returns 0, or the first error an acceptor ended
+ * with. If the caller is cancelled (the runtime is stopping) it returns -ECANCELED without
+ * waiting; the acceptors are then cancelled by the runtime. */
+TPC_EXTERN int tpc_server_stop(tpc_server *srv);
+
+/* ---- Receiving into a shared buffer pool (multishot recv, provided buffers) ---- */
+
+typedef struct tpc_bufpool tpc_bufpool;
+typedef struct tpc_rx tpc_rx;
+
+/* A received chunk: len bytes at data, inside a buffer of the pool, until tpc_buf_release. */
+typedef struct tpc_buf {
+    char *data;
+    size_t len;
+    void *pool_;  /* private */
+    unsigned id_; /* private */
+} tpc_buf;
+
+/* count buffers of size bytes (count a power of two, at most 32768), registered with this
+ * shard's ring as a provided-buffer ring. Receive streams on it take a buffer only when data
+ * arrives: idle connections hold none. Returns 0, -EINVAL, -ENOMEM, -ENOSPC (65535 pools were
+ * made on this shard), the kernel's error if it has no buffer rings (before Linux 5.19), -EPERM
+ * outside a shard. */
+TPC_EXTERN int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out);
+/* Frees the pool (NULL: no-op). -EBUSY while a stream is open on it or a buffer is held. */
+TPC_EXTERN int tpc_bufpool_destroy(tpc_bufpool *p);
+/* Buffers free for the kernel to fill. */
+TPC_EXTERN int tpc_bufpool_available(const tpc_bufpool *p);
+
+/* Starts receiving from stream socket fd into pool p with one multishot recv. Returns 0,
+ * -EINVAL, -ENOMEM, -EXDEV (p is another shard's), -EPERM outside a shard. */
+TPC_EXTERN int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out);
+/* Waits for the next chunk received, in order, and returns its length (> 0) with *b
+ * describing it; the caller holds the buffer until tpc_buf_release. Returns 0 at end of
+ * stream; -ECANCELED / -ETIMEDOUT (data arriving later stays queued for the next call); the
+ * socket's error (-ECONNRESET ...) after the data received before it; -EBUSY if another fiber
+ * already waits on rx; -EAGAIN if the ring had no room to re-arm (call again); -EXDEV, -EPERM.
+ * When the pool is empty, receiving pauses (the data waits in the socket) until some buffer is
+ * released. */
+TPC_EXTERN ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b);
+/* Gives a buffer back to its pool. Returns 0; -EINVAL for a buffer not held (released twice,
+ * or never returned by tpc_rx_next); -EXDEV from another shard. */
+TPC_EXTERN int tpc_buf_release(tpc_buf *b);
+/* Stops receiving, waits until the kernel has let go, gives queued chunks back to the pool and
+ * frees rx (NULL: no-op). Does not close fd. Buffers the caller holds stay held. Returns 0,
+ * -EBUSY while a fiber waits in tpc_rx_next, -EXDEV, -EPERM (the kernel must be waited for
+ * outside a fiber). */
+TPC_EXTERN int tpc_rx_close(tpc_rx *rx);
+
+/* ---- Zero-copy transfers ---- */
+
+/* One splice(2) of up to len bytes between fd_in and fd_out, one of which is a pipe; offsets
+ * are -1 for "none" (a pipe or a socket) or a file position. flags: SPLICE_F_MOVE,
+ * SPLICE_F_NONBLOCK, SPLICE_F_MORE. Returns the bytes moved, 0 at end of input, or -errno. */
+TPC_EXTERN ssize_t tpc_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len,
+                              unsigned flags);
+/* For proxies: waits until socket `from` is readable, moves what is there (up to len, at most
+ * 64 KiB) into a pipe and from the pipe to socket `to`, without copying through user memory.
+ * Returns the bytes forwarded (all of them reached `to`), 0 when `from` is at end of stream,
+ * or -errno. After an error writing to `to` (-EPIPE, -ECONNRESET, or -ECANCELED / -ETIMEDOUT
+ * while writing) the bytes already taken from `from` are dropped with the pipe: the pair of
+ * connections is then to be closed. */
+TPC_EXTERN ssize_t tpc_forward(int from, int to, size_t len);
+/* Sends up to len bytes of file, from *offset (advanced by what was sent; NULL: the file's own
+ * position), to socket sock through a pipe. Returns the bytes sent, fewer at end of file or if
+ * an error came after some were sent; the error (-EPIPE ...) if none were. */
+TPC_EXTERN ssize_t tpc_sendfile(int sock, int file, int64_t *offset, size_t len);
 
 #endif

@@ -197,17 +197,18 @@ TPC_EXTERN int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, 
 
 /* Per-shard counters, each written only by its shard. */
 typedef struct tpc_shard_stats {
-    uint64_t tasks;        /* tasks run (fibers resumed and callbacks) */
-    uint64_t switches;     /* fiber context switches */
-    uint64_t loops;        /* loop iterations */
-    uint64_t msgs_in;      /* messages run that came from other shards and threads */
-    uint64_t msgs_out;     /* messages sent to other shards */
-    uint64_t wakeups_sent; /* sleeping shards it woke */
-    uint64_t wakeups;      /* times it was woken from sleep by another thread */
-    uint64_t sleep_ns;     /* time spent asleep */
-    uint64_t io_submitted; /* io_uring submissions (the runtime's own included) */
-    uint64_t io_completed; /* io_uring completions (the runtime's own included) */
-    uint64_t timers;       /* timer callbacks fired (sleeps and deadlines included) */
+    uint64_t tasks;           /* tasks run (fibers resumed and callbacks) */
+    uint64_t switches;        /* fiber context switches */
+    uint64_t loops;           /* loop iterations */
+    uint64_t msgs_in;         /* messages run that came from other shards and threads */
+    uint64_t msgs_out;        /* messages sent to other shards */
+    uint64_t wakeups_sent;    /* sleeping shards it woke */
+    uint64_t wakeups;         /* times it was woken from sleep by another thread */
+    uint64_t sleep_ns;        /* time spent asleep */
+    uint64_t io_submitted;    /* io_uring submissions (the runtime's own included) */
+    uint64_t io_completed;    /* io_uring completions (the runtime's own included) */
+    uint64_t timers;          /* timer callbacks fired (sleeps and deadlines included) */
+    uint64_t accept_backoffs; /* acceptors that ran out of descriptors or memory and paused */
 } tpc_shard_stats;
 
 /* Reads shard `shard`'s counters into *out (by a message to that shard; suspends). Returns as

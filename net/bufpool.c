@@ -1,0 +1,330 @@
+/* Receiving into shared buffers (include/tpc/net.h): a buffer pool registered with the shard's
+ * ring as a provided-buffer ring, and receive streams that keep one multishot recv each.
+ *
+ * The kernel picks a free buffer of the pool only when data arrives, so an idle connection
+ * holds no buffer: 10,000 idle connections cost 10,000 armed requests, not 10,000 buffers.
+ * Each completion names the buffer it filled; the stream queues it (linked through the pool's
+ * per-buffer `next` array: no allocation per completion) until tpc_rx_next hands it to the
+ * caller, who gives it back with tpc_buf_release. When the pool is empty the kernel ends the
+ * multishot recv with -ENOBUFS (the data stays in the socket); the stream then waits in the
+ * pool's starved list and is re-armed when a buffer comes back. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "core/internal.h"
+
+enum { IN_RING, QUEUED, HELD };
+
+struct tpc_bufpool {
+    struct tpc__shard *shard;
+    struct io_uring_buf_ring *br;
+    size_t br_bytes;
+    char *mem;
+    size_t size;
+    unsigned count, mask;
+    uint16_t bgid;
+    uint16_t *next; /* queue links, by buffer id */
+    uint32_t *len;  /* bytes received, by buffer id */
+    uint8_t *state;
+    unsigned nheld, nqueued, nstreams;
+    tpc_list starved; /* streams waiting for a free buffer, oldest first */
+};
+
+struct tpc_rx {
+    struct tpc__op op;
+    tpc_bufpool *pool;
+    int fd;
+    int head, tail; /* queued buffer ids, -1: none */
+    bool armed, stopping, closing, eof, starved;
+    int err;
+    tpc_list starve_node;
+    struct tpc__wait *waiter;
+    struct tpc__wait closer;
+};
+
+static void recycle(tpc_bufpool *p, unsigned bid)
+{
+    p->state[bid] = IN_RING;
+    io_uring_buf_ring_add(p->br, p->mem + (size_t)bid * p->size, (unsigned)p->size,
+                          (unsigned short)bid, (int)p->mask, 0);
+    io_uring_buf_ring_advance(p->br, 1);
+}
+
+int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!out || count == 0 || count > 32768 || (count & (count - 1)) || size == 0 ||
+        size > UINT32_MAX || (size_t)count * size / count != size)
+        return -EINVAL;
+    if (s->next_bgid == UINT16_MAX)
+        return -ENOSPC;
+    tpc_bufpool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->shard = s;
+    p->count = count;
+    p->mask = count - 1;
+    p->size = size;
+    p->bgid = s->next_bgid;
+    tpc__list_init(&p->starved);
+    p->br_bytes = tpc__page_round(count * sizeof(struct io_uring_buf));
+    p->br = mmap(NULL, p->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    p->mem = malloc((size_t)count * size);
+    p->next = malloc(count * sizeof(*p->next));
+    p->len = malloc(count * sizeof(*p->len));
+    p->state = calloc(count, 1);
+    int rc = -ENOMEM;
+    if (p->br == MAP_FAILED) {
+        p->br = NULL;
+        goto fail;
+    }
+    if (!p->mem || !p->next || !p->len || !p->state)
+        goto fail;
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uintptr_t)p->br, .ring_entries = count, .bgid = p->bgid};
+    rc = io_uring_register_buf_ring(&s->ring, &reg, 0);
+    if (rc < 0)
+        goto fail;
+    io_uring_buf_ring_init(p->br);
+    for (unsigned i = 0; i < count; i++)
+        io_uring_buf_ring_add(p->br, p->mem + (size_t)i * size, (unsigned)size, (unsigned short)i,
+                              (int)p->mask, (int)i);
+    io_uring_buf_ring_advance(p->br, (int)count);
+    s->next_bgid++;
+    *out = p;
+    return 0;
+fail:
+    if (p->br)
+        munmap(p->br, p->br_bytes);
+    free(p->mem);
+    free(p->next);
+    free(p->len);
+    free(p->state);
+    free(p);
+    return rc;
+}
+
+int tpc_bufpool_destroy(tpc_bufpool *p)
+{
+    if (!p)
+        return 0;
+    if (p->shard != tpc__self)
+        return tpc__self ? -EXDEV : -EPERM;
+    if (p->nstreams || p->nheld)
+        return -EBUSY;
+    io_uring_unregister_buf_ring(&p->shard->ring, p->bgid);
+    munmap(p->br, p->br_bytes);
+    free(p->mem);
+    free(p->next);
+    free(p->len);
+    free(p->state);
+    free(p);
+    return 0;
+}
+
+int tpc_bufpool_available(const tpc_bufpool *p)
+{
+    return p ? (int)(p->count - p->nheld - p->nqueued) : -EINVAL;
+}
+
+static void arm(tpc_rx *rx);
+
+static void rx_wake(tpc_rx *rx)
+{
+    if (rx->waiter)
+        tpc__wake(rx->waiter, 0);
+}
+
+static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
+{
+    (void)s;
+    tpc_rx *rx = tpc__container_of(op, tpc_rx, op);
+    tpc_bufpool *p = rx->pool;
+    if (!(flags & IORING_CQE_F_MORE))
+        rx->armed = rx->stopping = false;
+    if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
+        unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+        if (rx->closing) {
+            recycle(p, bid);
+        } else {
+            TPC__KERNEL_WROTE(p->mem + (size_t)bid * p->size, res);
+            p->state[bid] = QUEUED;
+            p->nqueued++;
+            p->len[bid] = (uint32_t)res;
+            p->next[bid] = UINT16_MAX;
+            if (rx->tail >= 0)
+                p->next[rx->tail] = (uint16_t)bid;
+            else
+                rx->head = (int)bid;
+            rx->tail = (int)bid;
+        }
+    } else if (res == 0) {
+        rx->eof = true;
+    } else if (res == -ENOBUFS) {
+        if (!rx->closing && !rx->starved) {
+            rx->starved = true;
+            tpc__list_push(&p->starved, &rx->starve_node);
+        }
+    } else if (res < 0 && res != -ECANCELED) {
+        rx->err = res;
+    }
+    if (rx->closing) {
+        if (!rx->armed)
+            tpc__wake(&rx->closer, 0);
+        return;
+    }
+    if (!rx->armed)
+        arm(rx); /* the kernel ended it (or it filled a buffer and stopped): keep receiving */
+    rx_wake(rx);
+}
+
+/* Puts the multishot recv in the ring unless the stream has ended or waits for buffers. */
+static void arm(tpc_rx *rx)
+{
+    if (rx->armed || rx->closing || rx->eof || rx->err || rx->starved)
+        return;
+    struct io_uring_sqe *sqe = tpc__sqe(rx->pool->shard);
+    if (!sqe) {
+        rx->err = -EAGAIN; /* the ring is jammed; tpc_rx_next reports it once */
+        return;
+    }
+    io_uring_prep_recv_multishot(sqe, rx->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = rx->pool->bgid;
+    io_uring_sqe_set_data(sqe, &rx->op);
+    rx->armed = true;
+}
+
+int tpc_buf_release(tpc_buf *b)
+{
+    if (!b || !b->pool_)
+        return -EINVAL;
+    tpc_bufpool *p = b->pool_;
+    if (p->shard != tpc__self)
+        return tpc__self ? -EXDEV : -EPERM;
+    unsigned bid = b->id_;
+    if (bid >= p->count || p->state[bid] != HELD)
+        return -EINVAL; /* not a buffer of this pool that the caller holds: a double release */
+    p->nheld--;
+    recycle(p, bid);
+    b->pool_ = NULL;
+    b->data = NULL;
+    b->len = 0;
+    tpc_list *n = tpc__list_first(&p->starved);
+    if (n) {
+        tpc_rx *rx = tpc__container_of(n, tpc_rx, starve_node);
+        tpc__list_remove(n);
+        rx->starved = false;
+        arm(rx);
+    }
+    return 0;
+}
+
+int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out)
+{
+    if (!tpc__self)
+        return -EPERM;
+    if (fd < 0 || !p || !out)
+        return -EINVAL;
+    if (p->shard != tpc__self)
+        return -EXDEV;
+    tpc_rx *rx = calloc(1, sizeof(*rx));
+    if (!rx)
+        return -ENOMEM;
+    rx->op.complete = rx_complete;
+    rx->pool = p;
+    rx->fd = fd;
+    rx->head = rx->tail = -1;
+    tpc__list_init(&rx->starve_node);
+    tpc__list_init(&rx->closer.node);
+    p->nstreams++;
+    arm(rx);
+    *out = rx;
+    return 0;
+}
+
+ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b)
+{
+    TPC__CHECK_FIBER();
+    if (!rx || !b)
+        return -EINVAL;
+    tpc_bufpool *p = rx->pool;
+    if (p->shard != tpc__self)
+        return -EXDEV;
+    if (rx->waiter)
+        return -EBUSY;
+    while (rx->head < 0 && !rx->eof && !rx->err) {
+        arm(rx);
+        struct tpc__wait w;
+        rx->waiter = &w;
+        int rc = tpc__park(NULL, &w);
+        rx->waiter = NULL;
+        if (rc < 0)
+            return rc; /* cancelled or timed out: whatever arrives stays queued */
+    }
+    if (rx->head >= 0) {
+        unsigned bid = (unsigned)rx->head;
+        rx->head = p->next[bid] == UINT16_MAX ? -1 : p->next[bid];
+        if (rx->head < 0)
+            rx->tail = -1;
+        p->state[bid] = HELD;
+        p->nqueued--;
+        p->nheld++;
+        *b = (tpc_buf){
+            .data = p->mem + (size_t)bid * p->size, .len = p->len[bid], .pool_ = p, .id_ = bid};
+        return (ssize_t)b->len;
+    }
+    if (rx->err) {
+        int err = rx->err;
+        if (err == -EAGAIN)
+            rx->err = 0; /* transient: the next call arms again */
+        return err;
+    }
+    return 0;
+}
+
+int tpc_rx_close(tpc_rx *rx)
+{
+    if (!rx)
+        return 0;
+    tpc_bufpool *p = rx->pool;
+    if (p->shard != tpc__self)
+        return tpc__self ? -EXDEV : -EPERM;
+    if (rx->waiter)
+        return -EBUSY;
+    if (rx->armed && !tpc__self->current)
+        return -EPERM; /* the kernel must be waited for: that takes a fiber */
+    rx->closing = true;
+    while (rx->armed) {
+        if (!rx->stopping) {
+            struct io_uring_sqe *sqe = tpc__sqe(p->shard);
+            if (sqe) {
+                io_uring_prep_cancel(sqe, &rx->op, 0);
+                io_uring_sqe_set_data(sqe, NULL);
+                rx->stopping = true;
+            }
+        }
+        tpc__park_hard(&rx->closer);
+    }
+    while (rx->head >= 0) {
+        unsigned bid = (unsigned)rx->head;
+        rx->head = p->next[bid] == UINT16_MAX ? -1 : p->next[bid];
+        p->nqueued--;
+        recycle(p, bid);
+    }
+    if (rx->starved)
+        tpc__list_remove(&rx->starve_node);
+    p->nstreams--;
+    free(rx);
+    /* Buffers came back: a starved stream may go on. */
+    tpc_list *n = tpc__list_first(&p->starved);
+    if (n) {
+        tpc_rx *other = tpc__container_of(n, tpc_rx, starve_node);
+        tpc__list_remove(n);
+        other->starved = false;
+        arm(other);
+    }
+    return 0;
+}

@@ -1,0 +1,362 @@
+/* Socket I/O beyond plain send/recv: options, scatter/gather, name resolution, peer reset and
+ * connect timeout, receive streams over a shared buffer pool (order, starvation, deadlines,
+ * misuse), and zero-copy forwarding and file sends. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "helpers.h"
+
+#define MS (1000 * 1000LL)
+
+/* A connected TCP pair over loopback: *a is the client end, *b the server end. */
+static void tcp_pair(int *a, int *b)
+{
+    tpc_addr any, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &any), 0);
+    int lfd = tpc_listen(&any, 0, 0);
+    CHECK(lfd >= 0);
+    CHECK_EQ(tpc_sock_local(lfd, &at), 0);
+    *a = tpc_connect(&at);
+    *b = tpc_accept(lfd, NULL);
+    CHECK(*a >= 0 && *b >= 0);
+    tpc_close(lfd);
+}
+
+static int getopt_int(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof(v);
+    return getsockopt(fd, level, name, &v, &len) == 0 ? v : -errno;
+}
+
+static int options_main(void *arg)
+{
+    (void)arg;
+    int a, b;
+    tcp_pair(&a, &b);
+    CHECK_EQ(tpc_sock_keepalive(a, 30), 0);
+    CHECK_EQ(getopt_int(a, SOL_SOCKET, SO_KEEPALIVE), 1);
+    CHECK_EQ(getopt_int(a, IPPROTO_TCP, TCP_KEEPIDLE), 30);
+    CHECK_EQ(tpc_sock_keepalive(a, 0), 0);
+    CHECK_EQ(getopt_int(a, SOL_SOCKET, SO_KEEPALIVE), 0);
+    CHECK_EQ(tpc_sock_keepalive(a, -1), -EINVAL);
+    CHECK_EQ(tpc_sock_buffers(a, 65536, 0), 0);
+    CHECK(getopt_int(a, SOL_SOCKET, SO_SNDBUF) >= 65536); /* the kernel doubles it */
+    CHECK_EQ(tpc_sock_buffers(a, -1, 0), -EINVAL);
+    CHECK_EQ(tpc_sock_nodelay(a, 1), 0);
+    CHECK_EQ(getopt_int(a, IPPROTO_TCP, TCP_NODELAY), 1);
+    CHECK_EQ(tpc_sock_keepalive(-1, 1), -EBADF);
+    CHECK_EQ(tpc_sock_buffers(-1, 1, 1), -EBADF);
+
+    /* Scatter/gather: three pieces out, two buffers in. */
+    struct iovec out[3] = {{"abc", 3}, {"", 0}, {"defgh", 5}};
+    CHECK_EQ(tpc_sendv(a, out, 3), 8);
+    char x[4], y[16];
+    struct iovec in[2] = {{x, sizeof(x)}, {y, sizeof(y)}};
+    ssize_t got = 0;
+    while (got < 8) {
+        struct iovec rest[2] = {in[0], in[1]}; /* simple: the pair delivers 8 bytes at once */
+        ssize_t n = tpc_recvv(b, rest, 2);
+        CHECK(n > 0);
+        if (n <= 0)
+            break;
+        got += n;
+    }
+    CHECK_EQ(got, 8);
+    CHECK(!memcmp(x, "abcd", 4) && !memcmp(y, "efgh", 4));
+    CHECK_EQ(tpc_sendv(a, NULL, 1), -EINVAL);
+    CHECK_EQ(tpc_sendv(a, out, -1), -EINVAL);
+    CHECK_EQ(tpc_sendv(a, out, 1 << 20), -EINVAL);
+    struct iovec nul = {NULL, 4};
+    CHECK_EQ(tpc_recvv(b, &nul, 1), -EFAULT);
+
+    /* Peer reset: a close with a zero linger sends RST; the other side gets -ECONNRESET. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    CHECK_EQ(setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    tpc_close(a);
+    char c;
+    CHECK_EQ(tpc_recv(b, &c, 1, 0), -ECONNRESET);
+    tpc_close(b);
+
+    /* Connect timeout: a listener whose backlog is full drops new SYNs, so the connect waits
+     * until the fiber's deadline. */
+    tpc_addr any, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &any), 0);
+    int lfd = tpc_listen(&any, 1, 0);
+    CHECK_EQ(tpc_sock_local(lfd, &at), 0);
+    int held[4], n = 0, rc = 0;
+    for (; n < 4; n++) {
+        tpc_deadline_set(100 * MS);
+        rc = held[n] = tpc_connect(&at);
+        tpc_deadline_clear();
+        if (rc < 0)
+            break;
+    }
+    CHECK_EQ(rc, -ETIMEDOUT);
+    CHECK(n >= 1); /* the backlog took one or two before it filled */
+    while (n--)
+        tpc_close(held[n]);
+    tpc_close(lfd);
+    return 0;
+}
+
+static void test_options(void **state)
+{
+    (void)state;
+    run_main(1, options_main, NULL);
+}
+
+static int resolve_main(void *arg)
+{
+    (void)arg;
+    tpc_addr out[8];
+    int n = tpc_resolve("localhost", "80", AF_UNSPEC, out, 8);
+    CHECK(n >= 1);
+    for (int i = 0; i < n; i++) {
+        char text[64];
+        CHECK(tpc_addr_format(&out[i], text, sizeof(text)) > 0);
+        CHECK(!strcmp(text, "127.0.0.1:80") || !strcmp(text, "[::1]:80"));
+    }
+    CHECK_EQ(tpc_resolve("127.0.0.1", "http", AF_INET, out, 8), 1);
+    CHECK_EQ(ntohs(out[0].in4.sin_port), 80);
+    CHECK_EQ(tpc_resolve("localhost", "80", AF_INET, out, 1), 1); /* at most max */
+    CHECK_EQ(tpc_resolve("localhost", "no-such-service-tpc", AF_UNSPEC, out, 8), -EINVAL);
+    CHECK_EQ(tpc_resolve("", "80", AF_UNSPEC, out, 8), -EINVAL);
+    CHECK_EQ(tpc_resolve("localhost", "80", AF_UNIX, out, 8), -EINVAL);
+    CHECK_EQ(tpc_resolve("localhost", "80", AF_UNSPEC, out, 0), -EINVAL);
+    CHECK_EQ(tpc_resolve("127.0.0.1", "80", AF_INET6, out, 8), -ENOENT);
+    return 0;
+}
+
+static void test_resolve(void **state)
+{
+    (void)state;
+    tpc_addr a;
+    assert_int_equal(tpc_resolve("localhost", "80", AF_UNSPEC, &a, 1), -EPERM);
+    run_main(1, resolve_main, NULL);
+}
+
+/* ---- Receive streams over a buffer pool. ---- */
+
+static int rx_main(void *arg)
+{
+    (void)arg;
+    tpc_bufpool *p;
+    CHECK_EQ(tpc_bufpool_create(4, 16, &p), 0);
+    CHECK_EQ(tpc_bufpool_available(p), 4);
+    int a, b;
+    tcp_pair(&a, &b);
+    tpc_rx *rx;
+    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
+
+    /* A deadline interrupts the wait and loses nothing. */
+    tpc_buf buf;
+    tpc_deadline_set(20 * MS);
+    CHECK_EQ(tpc_rx_next(rx, &buf), -ETIMEDOUT);
+    tpc_deadline_clear();
+
+    /* 200 bytes through 4 buffers of 16: held buffers starve the stream, which goes on once
+     * they come back; the bytes arrive whole and in order. */
+    char msg[200], got[200];
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (char)('a' + i % 26);
+    CHECK_EQ(tpc_send(a, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
+    tpc_buf held[4];
+    size_t have = 0;
+    int nheld = 0;
+    while (have < sizeof(msg)) {
+        ssize_t n = tpc_rx_next(rx, &held[nheld]);
+        CHECK(n > 0 && n <= 16);
+        if (n <= 0)
+            break;
+        memcpy(got + have, held[nheld].data, (size_t)n);
+        have += (size_t)n;
+        if (++nheld == 4) { /* the pool is empty now: give them all back */
+            CHECK_EQ(tpc_bufpool_available(p), 0);
+            while (nheld)
+                CHECK_EQ(tpc_buf_release(&held[--nheld]), 0);
+        }
+    }
+    CHECK(have == sizeof(msg) && !memcmp(got, msg, sizeof(msg)));
+    while (nheld)
+        CHECK_EQ(tpc_buf_release(&held[--nheld]), 0);
+
+    /* Misuse. */
+    CHECK_EQ(tpc_send(a, "z", 1, 0), 1);
+    CHECK_EQ(tpc_rx_next(rx, &buf), 1);
+    tpc_buf copy = buf;
+    CHECK_EQ(tpc_buf_release(&buf), 0);
+    CHECK_EQ(tpc_buf_release(&copy), -EINVAL); /* released twice */
+    CHECK_EQ(tpc_buf_release(&buf), -EINVAL);
+    CHECK_EQ(tpc_buf_release(NULL), -EINVAL);
+    CHECK_EQ(tpc_bufpool_destroy(p), -EBUSY); /* a stream is open */
+    CHECK_EQ(tpc_rx_next(NULL, &buf), -EINVAL);
+    CHECK_EQ(tpc_rx_next(rx, NULL), -EINVAL);
+    CHECK_EQ(tpc_rx_open(-1, p, &rx), -EINVAL);
+    CHECK_EQ(tpc_bufpool_create(3, 16, &p), -EINVAL);
+    CHECK_EQ(tpc_bufpool_create(65536, 16, &p), -EINVAL);
+    CHECK_EQ(tpc_bufpool_create(4, 0, &p), -EINVAL);
+
+    /* Closing with chunks queued gives them back. */
+    CHECK_EQ(tpc_send(a, "queued", 6, 0), 6);
+    CHECK_EQ(tpc_rx_next(rx, &buf), 6); /* proof the data has arrived; hold it */
+    CHECK_EQ(tpc_send(a, "more", 4, 0), 4);
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    CHECK_EQ(tpc_bufpool_destroy(p), -EBUSY); /* buf is still held */
+    CHECK_EQ(tpc_buf_release(&buf), 0);
+    CHECK_EQ(tpc_bufpool_available(p), 4);
+
+    /* End of stream, and the peer's reset after data. */
+    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
+    char rest[8];
+    ssize_t n = tpc_recv(b, rest, sizeof(rest), MSG_DONTWAIT); /* "more" may still be there */
+    (void)n;
+    tpc_sock_shutdown(a, SHUT_WR);
+    while ((n = tpc_rx_next(rx, &buf)) > 0)
+        tpc_buf_release(&buf);
+    CHECK_EQ(n, 0);
+    CHECK_EQ(tpc_rx_next(rx, &buf), 0); /* and again */
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    tpc_close(a), tpc_close(b);
+
+    tcp_pair(&a, &b);
+    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
+    CHECK_EQ(tpc_send(a, "last", 4, 0), 4);
+    CHECK_EQ(tpc_rx_next(rx, &buf), 4);
+    CHECK_EQ(tpc_buf_release(&buf), 0);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    tpc_close(a);
+    CHECK_EQ(tpc_rx_next(rx, &buf), -ECONNRESET);
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    tpc_close(b);
+    CHECK_EQ(tpc_bufpool_available(p), 4);
+    CHECK_EQ(tpc_bufpool_destroy(p), 0);
+    CHECK_EQ(tpc_bufpool_destroy(NULL), 0);
+    return 0;
+}
+
+static void test_rx(void **state)
+{
+    (void)state;
+    tpc_bufpool *p;
+    assert_int_equal(tpc_bufpool_create(4, 16, &p), -EPERM);
+    run_main(1, rx_main, NULL);
+}
+
+/* ---- Zero-copy. ---- */
+
+#define BIG (1 << 20)
+
+static int source_main(void *arg) /* writes BIG patterned bytes, then closes */
+{
+    int fd = (int)(intptr_t)arg;
+    char *buf = malloc(BIG);
+    for (int i = 0; i < BIG; i++)
+        buf[i] = (char)(i * 7 + i / 4096);
+    CHECK_EQ(tpc_write_full(fd, buf, BIG, -1), BIG);
+    free(buf);
+    tpc_sock_shutdown(fd, SHUT_WR);
+    return 0;
+}
+
+static int sink_main(void *arg) /* reads to the end and checks the pattern */
+{
+    int fd = (int)(intptr_t)arg;
+    char *buf = malloc(BIG + 1);
+    ssize_t have = 0, n;
+    while ((n = tpc_recv(fd, buf + have, (size_t)(BIG + 1 - have), 0)) > 0)
+        have += n;
+    CHECK_EQ(have, BIG);
+    int bad = 0;
+    for (int i = 0; i < have; i++)
+        bad += buf[i] != (char)(i * 7 + i / 4096);
+    CHECK_EQ(bad, 0);
+    free(buf);
+    return (int)have;
+}
+
+static int splice_main(void *arg)
+{
+    (void)arg;
+    /* client -> (a1, b1) -> proxy forwards b1 to a2 -> (a2, b2) -> sink */
+    int a1, b1, a2, b2;
+    tcp_pair(&a1, &b1);
+    tcp_pair(&a2, &b2);
+    tpc_fiber *src, *dst;
+    CHECK_EQ(tpc_spawn(&src, source_main, (void *)(intptr_t)a1), 0);
+    CHECK_EQ(tpc_spawn(&dst, sink_main, (void *)(intptr_t)b2), 0);
+    long total = 0;
+    ssize_t n;
+    while ((n = tpc_forward(b1, a2, 1 << 20)) > 0)
+        total += n;
+    CHECK_EQ(n, 0);
+    CHECK_EQ(total, BIG);
+    tpc_sock_shutdown(a2, SHUT_WR);
+    int got = 0;
+    CHECK_EQ(tpc_join(src, NULL), 0);
+    CHECK_EQ(tpc_join(dst, &got), 0);
+    CHECK_EQ(got, BIG);
+    tpc_close(a1), tpc_close(b1), tpc_close(a2), tpc_close(b2);
+
+    /* A file to a socket: all of it from an offset, which advances. */
+    char path[] = "/tmp/tpc-sendfile-XXXXXX";
+    int file = mkstemp(path);
+    CHECK(file >= 0);
+    unlink(path);
+    char *data = malloc(200000);
+    for (int i = 0; i < 200000; i++)
+        data[i] = (char)(i % 251);
+    CHECK_EQ(tpc_write_full(file, data, 200000, 0), 200000);
+    tcp_pair(&a1, &b1);
+    int64_t off = 1000;
+    CHECK_EQ(tpc_sendfile(a1, file, &off, 300000), 199000); /* to the end of the file */
+    CHECK_EQ(off, 200000);
+    tpc_sock_shutdown(a1, SHUT_WR);
+    char *back = malloc(200000);
+    ssize_t have = 0;
+    while ((n = tpc_recv(b1, back + have, (size_t)(200000 - have), 0)) > 0)
+        have += n;
+    CHECK_EQ(have, 199000);
+    CHECK(!memcmp(back, data + 1000, 199000));
+    free(back);
+    free(data);
+
+    /* Errors: a closed peer, bad arguments. */
+    tpc_close(b1);
+    off = 0;
+    ssize_t rc = 0;
+    for (int i = 0; i < 20 && rc >= 0; i++) /* the first sends may still be buffered */
+        rc = tpc_sendfile(a1, file, &off, 200000), off = 0;
+    CHECK(rc == -EPIPE || rc == -ECONNRESET);
+    tpc_close(a1);
+    CHECK_EQ(tpc_forward(-1, 0, 10), -EBADF);
+    CHECK_EQ(tpc_sendfile(-1, file, NULL, 10), -EBADF);
+    off = -5;
+    CHECK_EQ(tpc_sendfile(1, file, &off, 10), -EINVAL);
+    CHECK_EQ(tpc_splice(file, 0, 1, -1, 10, 0x100), -EINVAL);
+    CHECK_EQ(tpc_splice(file, -2, 1, -1, 10, 0), -EINVAL);
+    CHECK_EQ(tpc_splice(file, 0, file, 0, 10, 0), -EINVAL); /* neither end is a pipe */
+    tpc_close(file);
+    return 0;
+}
+
+static void test_splice(void **state)
+{
+    (void)state;
+    run_main(1, splice_main, NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_options),
+        cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_rx),
+        cmocka_unit_test(test_splice),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

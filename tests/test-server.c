@@ -1,0 +1,577 @@
+/* Accepting and serving: the multishot acceptor (queueing, deadlines, close with connections
+ * queued, misuse), its back-off when the process runs out of descriptors, servers spreading
+ * connections by SO_REUSEPORT and by hand-off, and 10,000 concurrent loopback connections
+ * served from a shared buffer pool. */
+#include <dirent.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "helpers.h"
+
+#define MS (1000 * 1000LL)
+
+static bool under_valgrind(void)
+{
+    return getenv("TPC_TEST_VALGRIND") != NULL;
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int listener(tpc_addr *bound)
+{
+    tpc_addr a;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    int lfd = tpc_listen(&a, 0, 0);
+    CHECK(lfd >= 0);
+    CHECK_EQ(tpc_sock_local(lfd, bound), 0);
+    return lfd;
+}
+
+/* ---- The acceptor. ---- */
+
+static int waiter_main(void *arg)
+{
+    return tpc_acceptor_next(arg);
+}
+
+static int other_shard_next(void *arg)
+{
+    CHECK_EQ(tpc_acceptor_next(arg), -EXDEV);
+    CHECK_EQ(tpc_acceptor_close(arg), -EXDEV);
+    return 0;
+}
+
+static int acceptor_main(void *arg)
+{
+    (void)arg;
+    tpc_addr at;
+    int lfd = listener(&at);
+    tpc_acceptor *acc;
+    CHECK_EQ(tpc_acceptor_open(lfd, &acc), 0);
+
+    /* Connections made while nobody waits are queued, and come out in order. */
+    int cli[3];
+    tpc_addr local[3];
+    for (int i = 0; i < 3; i++) {
+        cli[i] = tpc_connect(&at);
+        CHECK(cli[i] >= 0);
+        CHECK_EQ(tpc_sock_local(cli[i], &local[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        int fd = tpc_acceptor_next(acc);
+        CHECK(fd >= 0);
+        tpc_addr peer;
+        CHECK_EQ(tpc_sock_peer(fd, &peer), 0);
+        CHECK_EQ(peer.in4.sin_port, local[i].in4.sin_port);
+        tpc_close(fd);
+        tpc_close(cli[i]);
+    }
+
+    /* A deadline interrupts the wait; the connection that comes later is not lost. */
+    tpc_deadline_set(20 * MS);
+    CHECK_EQ(tpc_acceptor_next(acc), -ETIMEDOUT);
+    tpc_deadline_clear();
+    int c = tpc_connect(&at);
+    CHECK(c >= 0);
+    int fd = tpc_acceptor_next(acc);
+    CHECK(fd >= 0);
+    tpc_close(fd);
+    tpc_close(c);
+
+    /* Two waiters are served in order. */
+    tpc_fiber *w1, *w2;
+    CHECK_EQ(tpc_spawn(&w1, waiter_main, acc), 0);
+    CHECK_EQ(tpc_spawn(&w2, waiter_main, acc), 0);
+    tpc_yield();
+    CHECK_EQ(tpc_acceptor_close(acc), -EBUSY); /* fibers wait in it */
+    int c1 = tpc_connect(&at), c2 = tpc_connect(&at);
+    int r1 = -1, r2 = -1;
+    CHECK_EQ(tpc_join(w1, &r1), 0);
+    CHECK_EQ(tpc_join(w2, &r2), 0);
+    CHECK(r1 >= 0 && r2 >= 0 && r1 != r2);
+    tpc_close(r1), tpc_close(r2), tpc_close(c1), tpc_close(c2);
+
+    /* Misuse from another shard. */
+    int rc = -1;
+    CHECK_EQ(tpc_call_on(1, other_shard_next, acc, &rc), 0);
+    CHECK_EQ(rc, 0);
+
+    /* Closing with connections queued closes them (whether the kernel had accepted them yet or
+     * not, no descriptor is left behind); their clients see the end. */
+    int fds_before = count_fds();
+    c1 = tpc_connect(&at);
+    c2 = tpc_connect(&at);
+    CHECK(c1 >= 0 && c2 >= 0);
+    for (int i = 0; i < 10; i++)
+        tpc_yield(); /* usually lets the accepts complete into the queue */
+    CHECK_EQ(tpc_acceptor_close(acc), 0);
+    tpc_close(lfd);
+    char b;
+    tpc_deadline_set(2000 * MS);
+    rc = (int)tpc_recv(c1, &b, 1, 0);
+    CHECK(rc == 0 || rc == -ECONNRESET);
+    rc = (int)tpc_recv(c2, &b, 1, 0);
+    CHECK(rc == 0 || rc == -ECONNRESET);
+    tpc_deadline_clear();
+    tpc_close(c1), tpc_close(c2);
+    CHECK_EQ(count_fds(), fds_before - 1); /* the listener */
+
+    /* A socket that does not listen: its error, not a hang. */
+    tpc_addr a;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    int dg = tpc_dgram(&a);
+    CHECK_EQ(tpc_acceptor_open(dg, &acc), 0);
+    tpc_deadline_set(2000 * MS);
+    rc = tpc_acceptor_next(acc);
+    CHECK(rc == -EINVAL || rc == -EOPNOTSUPP);
+    CHECK_EQ(tpc_acceptor_next(acc), rc); /* and from then on */
+    tpc_deadline_clear();
+    CHECK_EQ(tpc_acceptor_close(acc), 0);
+    tpc_close(dg);
+
+    CHECK_EQ(tpc_acceptor_open(-1, &acc), -EINVAL);
+    CHECK_EQ(tpc_acceptor_open(0, NULL), -EINVAL);
+    CHECK_EQ(tpc_acceptor_next(NULL), -EINVAL);
+    CHECK_EQ(tpc_acceptor_close(NULL), 0);
+    return 0;
+}
+
+static void test_acceptor(void **state)
+{
+    (void)state;
+    assert_int_equal(tpc_acceptor_open(0, NULL), -EPERM);
+    run_main(2, acceptor_main, NULL);
+}
+
+/* ---- Out of descriptors: back off, do not spin, recover. ---- */
+
+static int emfile_main(void *arg)
+{
+    (void)arg;
+    tpc_addr at;
+    int lfd = listener(&at);
+    tpc_acceptor *acc;
+    CHECK_EQ(tpc_acceptor_open(lfd, &acc), 0);
+    struct rlimit old, low;
+    CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = 256;
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int fill[256], n = 0;
+    while (n < 256 && (fill[n] = dup(0)) >= 0)
+        n++;
+    CHECK(n > 0 && n < 256);
+    close(fill[--n]); /* room for the client's socket, none for the server's */
+    tpc_shard_stats before, after;
+    CHECK_EQ(tpc_stats(0, &before), 0);
+    struct rusage r0, r1;
+    getrusage(RUSAGE_SELF, &r0);
+    uint64_t t0 = tpc_now_fresh();
+    int c = tpc_connect(&at);
+    CHECK(c >= 0);
+    tpc_deadline_set(300 * MS);
+    CHECK_EQ(tpc_acceptor_next(acc), -ETIMEDOUT); /* nothing can be accepted now */
+    tpc_deadline_clear();
+    uint64_t window = tpc_now_fresh() - t0;
+    getrusage(RUSAGE_SELF, &r1);
+    CHECK_EQ(tpc_stats(0, &after), 0);
+    uint64_t pauses = after.accept_backoffs - before.accept_backoffs;
+    /* Retries after 10, 20, 40, 80, 160 ms: at most 6 in 300 ms (a spinning acceptor makes
+     * thousands), and it did hit the limit. */
+    CHECK(pauses >= 1 && pauses <= 7);
+    long cpu_us =
+        (r1.ru_utime.tv_sec - r0.ru_utime.tv_sec + r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) *
+            1000000L +
+        (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec + r1.ru_stime.tv_usec - r0.ru_stime.tv_usec);
+    CHECK(cpu_us < (long)(window / 1000) / 2); /* well under one CPU busy */
+    /* Descriptors come back: the acceptor recovers by itself (next retry within ~320 ms). */
+    while (n)
+        close(fill[--n]);
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    tpc_deadline_set(3000 * MS);
+    int fd = tpc_acceptor_next(acc);
+    tpc_deadline_clear();
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        CHECK_EQ(tpc_send(fd, "x", 1, 0), 1);
+        char b = 0;
+        CHECK_EQ(tpc_recv(c, &b, 1, 0), 1);
+        CHECK_EQ(b, 'x');
+        tpc_close(fd);
+    }
+    tpc_close(c);
+    CHECK_EQ(tpc_acceptor_close(acc), 0);
+    tpc_close(lfd);
+    return 0;
+}
+
+static void test_emfile(void **state)
+{
+    (void)state;
+    if (under_valgrind())
+        skip(); /* valgrind keeps descriptors of its own above the soft limit */
+    run_main(1, emfile_main, NULL);
+}
+
+/* ---- Servers. ---- */
+
+static int echo_conn(int fd, void *arg)
+{
+    (void)arg;
+    char buf[256];
+    ssize_t n;
+    while ((n = tpc_recv(fd, buf, sizeof(buf), 0)) > 0)
+        if (tpc_send(fd, buf, (size_t)n, 0) != n)
+            break;
+    return 0;
+}
+
+static int echo_client(void *arg)
+{
+    const tpc_addr *at = arg;
+    int fd = tpc_connect(at);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return fd;
+    char msg[32], back[32];
+    int len = snprintf(msg, sizeof(msg), "hello from %p", (void *)&fd);
+    CHECK_EQ(tpc_send(fd, msg, (size_t)len, 0), len);
+    int got = 0;
+    while (got < len) {
+        ssize_t n = tpc_recv(fd, back + got, sizeof(back) - (size_t)got, 0);
+        CHECK(n > 0);
+        if (n <= 0)
+            break;
+        got += (int)n;
+    }
+    CHECK(got == len && !memcmp(msg, back, (size_t)len));
+    tpc_close(fd);
+    return 0;
+}
+
+static int server_main(void *arg)
+{
+    int flags = (int)(intptr_t)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    tpc_server_opts o = {.flags = flags, .stack_size = 32 * 1024};
+    CHECK_EQ(tpc_server_start(&a, &o, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK(at.in4.sin_port != 0);
+    enum { N = 64 };
+    tpc_fiber *f[N];
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(tpc_spawn(&f[i], echo_client, &at), 0);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(tpc_join(f[i], NULL), 0);
+    uint64_t total = 0;
+    for (int s = 0; s < tpc_shard_count(); s++) {
+        uint64_t acc;
+        CHECK_EQ(tpc_server_load(srv, s, NULL, &acc), 0);
+        total += acc;
+    }
+    CHECK_EQ(total, N);
+    CHECK_EQ(tpc_server_load(srv, 2, NULL, NULL), -EINVAL);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(tpc_connect(&at), -ECONNREFUSED); /* the listeners are closed */
+    return 0;
+}
+
+static void test_server_reuseport(void **state)
+{
+    (void)state;
+    run_main(2, server_main, (void *)0);
+}
+
+/* Hand-off: long-lived connections end up evenly spread, whatever the kernel's hash says. */
+static int hold_conn(int fd, void *arg)
+{
+    (void)arg;
+    char b;
+    tpc_recv(fd, &b, 1, 0); /* until the client closes */
+    return 0;
+}
+
+static int handoff_main(void *arg)
+{
+    const char *where = arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse(where, &a), 0);
+    if (a.sa.sa_family == AF_UNIX)
+        unlink(a.un.sun_path);
+    tpc_server *srv;
+    tpc_server_opts o = {.flags = a.sa.sa_family == AF_UNIX ? 0 : TPC_SERVER_HANDOFF};
+    CHECK_EQ(tpc_server_start(&a, &o, hold_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    enum { N = 20 };
+    int c[N];
+    for (int i = 0; i < N; i++)
+        CHECK((c[i] = tpc_connect(&at)) >= 0);
+    long live[2] = {0, 0};
+    for (int tries = 0; tries < 2000 && live[0] + live[1] < N; tries++) {
+        tpc_sleep(1 * MS); /* polling a counter another shard updates, bounded */
+        tpc_server_load(srv, 0, &live[0], NULL);
+        tpc_server_load(srv, 1, &live[1], NULL);
+    }
+    CHECK_EQ(live[0], N / 2);
+    CHECK_EQ(live[1], N / 2);
+    for (int i = 0; i < N; i++)
+        tpc_close(c[i]);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    if (a.sa.sa_family == AF_UNIX)
+        unlink(a.un.sun_path);
+    return 0;
+}
+
+static void test_server_handoff(void **state)
+{
+    (void)state;
+    run_main(2, handoff_main, "127.0.0.1:0");
+    char path[64];
+    snprintf(path, sizeof(path), "unix:/tmp/tpc-test-%d.sock", (int)getpid());
+    run_main(2, handoff_main, path); /* Unix sockets always hand off */
+}
+
+static int server_errors_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(NULL, NULL, echo_conn, NULL, &srv), -EINVAL);
+    CHECK_EQ(tpc_server_start(&a, NULL, NULL, NULL, &srv), -EINVAL);
+    tpc_server_opts bad = {.flags = 4};
+    CHECK_EQ(tpc_server_start(&a, &bad, echo_conn, NULL, &srv), -EINVAL);
+    /* A port in use (by a listener without SO_REUSEPORT: several SO_REUSEPORT listeners of
+     * one user may share a port, which is how the shards share it). */
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    tpc_addr at;
+    tpc_server_addr(srv, &at);
+    CHECK_EQ(tpc_listen(&at, 0, 0), -EADDRINUSE);
+    int lfd = tpc_listen(&a, 0, 0);
+    tpc_addr taken;
+    tpc_sock_local(lfd, &taken);
+    tpc_server *again;
+    CHECK_EQ(tpc_server_start(&taken, NULL, echo_conn, NULL, &again), -EADDRINUSE);
+    tpc_server_opts ho = {.flags = TPC_SERVER_HANDOFF};
+    CHECK_EQ(tpc_server_start(&taken, &ho, echo_conn, NULL, &again), -EADDRINUSE);
+    tpc_close(lfd);
+    CHECK_EQ(tpc_server_stop(NULL), -EINVAL);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    return 0;
+}
+
+static void test_server_errors(void **state)
+{
+    (void)state;
+    run_main(1, server_errors_main, NULL);
+}
+
+/* ---- 10,000 concurrent connections. ----
+ * The clients live in a child process (a runtime of their own), so that each process needs
+ * only 10,000 descriptors: this machine's hard limit is 20,000 and raising it takes
+ * CAP_SYS_RESOURCE. The two talk through pipes: port, "connected", "go", "done". */
+
+static tpc_bufpool *pools[2];
+static int nconn;
+static int to_child[2], from_child[2];
+
+static int make_pool(void *arg)
+{
+    (void)arg;
+    return tpc_bufpool_create(256, 2048, &pools[tpc_shard_id()]);
+}
+
+static int drop_pool(void *arg)
+{
+    (void)arg;
+    return tpc_bufpool_destroy(pools[tpc_shard_id()]);
+}
+
+static int rx_echo_conn(int fd, void *arg)
+{
+    (void)arg;
+    tpc_rx *rx;
+    CHECK_EQ(tpc_rx_open(fd, pools[tpc_shard_id()], &rx), 0);
+    tpc_buf b;
+    ssize_t n;
+    while ((n = tpc_rx_next(rx, &b)) > 0) {
+        ssize_t w = tpc_send(fd, b.data, b.len, 0);
+        tpc_buf_release(&b);
+        if (w != n)
+            break;
+    }
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    return 0;
+}
+
+struct clients {
+    const tpc_addr *at;
+    int *fds;
+    int from, to;
+};
+
+static int connect_some(void *arg)
+{
+    struct clients *c = arg;
+    for (int i = c->from; i < c->to; i++) {
+        c->fds[i] = tpc_connect(c->at);
+        CHECK(c->fds[i] >= 0);
+    }
+    return 0;
+}
+
+static int ping_some(void *arg)
+{
+    struct clients *c = arg;
+    for (int i = c->from; i < c->to; i++) {
+        if (c->fds[i] < 0)
+            continue;
+        unsigned char b = (unsigned char)i, back = 0;
+        CHECK_EQ(tpc_send(c->fds[i], &b, 1, 0), 1);
+        CHECK_EQ(tpc_recv(c->fds[i], &back, 1, 0), 1);
+        CHECK_EQ(back, b);
+        tpc_close(c->fds[i]);
+    }
+    return 0;
+}
+
+static char pipe_get(int fd)
+{
+    char c = 0;
+    tpc_deadline_set(120 * 1000 * MS);
+    ssize_t n = tpc_read(fd, &c, 1, -1);
+    tpc_deadline_clear();
+    CHECK_EQ(n, 1);
+    return c;
+}
+
+static int child_main(void *arg) /* the clients */
+{
+    (void)arg;
+    tpc_addr at;
+    CHECK_EQ(tpc_read(to_child[0], &at, sizeof(at), -1), (ssize_t)sizeof(at));
+    int *fds = calloc((size_t)nconn, sizeof(int));
+    enum { FIBERS = 100 };
+    struct clients c[FIBERS];
+    tpc_fiber *f[FIBERS];
+    for (int phase = 0; phase < 2; phase++) {
+        if (phase == 1)
+            CHECK_EQ(pipe_get(to_child[0]), 'G');
+        for (int i = 0; i < FIBERS; i++) {
+            c[i] = (struct clients){&at, fds, nconn * i / FIBERS, nconn * (i + 1) / FIBERS};
+            tpc_fiber_opts fo = {.stack_size = 32 * 1024, .no_guard = true};
+            CHECK_EQ(tpc_spawn_opts(&f[i], &fo, phase ? ping_some : connect_some, &c[i]), 0);
+        }
+        for (int i = 0; i < FIBERS; i++)
+            CHECK_EQ(tpc_join(f[i], NULL), 0);
+        CHECK_EQ(tpc_write(from_child[1], phase ? "D" : "C", 1, -1), 1);
+    }
+    free(fds);
+    return 0;
+}
+
+static long live_total(tpc_server *srv)
+{
+    long live = 0, l;
+    for (int s = 0; s < tpc_shard_count(); s++)
+        live += tpc_server_load(srv, s, &l, NULL) == 0 ? l : 0;
+    return live;
+}
+
+static int many_main(void *arg) /* the server */
+{
+    (void)arg;
+    CHECK_EQ(tpc_on_all(make_pool, NULL), 0);
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    tpc_server_opts o = {.stack_size = 16 * 1024};
+    CHECK_EQ(tpc_server_start(&a, &o, rx_echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    uint64_t t0 = tpc_now_fresh();
+    CHECK_EQ(tpc_write(to_child[1], &at, sizeof(at), -1), (ssize_t)sizeof(at));
+    CHECK_EQ(pipe_get(from_child[0]), 'C');
+    /* Every connection is open and served at once. */
+    long live = 0;
+    for (int tries = 0; tries < 5000 && live < nconn; tries++) {
+        live = live_total(srv);
+        if (live < nconn)
+            tpc_sleep(1 * MS); /* polling counters other shards update, bounded */
+    }
+    CHECK_EQ(live, nconn);
+    CHECK_EQ(tpc_bufpool_available(pools[0]), 256); /* idle connections hold no buffer */
+    CHECK_EQ(tpc_write(to_child[1], "G", 1, -1), 1);
+    CHECK_EQ(pipe_get(from_child[0]), 'D');
+    for (int tries = 0; tries < 5000 && live > 0; tries++) {
+        live = live_total(srv);
+        if (live > 0)
+            tpc_sleep(1 * MS); /* the connection fibers see their clients' ends */
+    }
+    CHECK_EQ(live, 0);
+    double secs = (double)(tpc_now_fresh() - t0) / 1e9;
+    printf("# %d connections opened, all open at once, echoed once and closed in %.2f s\n", nconn,
+           secs);
+    CHECK(secs < (getenv("TPC_TEST_SLOW") ? 120 : 30));
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(tpc_on_all(drop_pool, NULL), 0);
+    return 0;
+}
+
+static void test_10k_connections(void **state)
+{
+    (void)state;
+    nconn = under_valgrind() ? 1000 : 10000;
+    struct rlimit old, want;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    want = old;
+    rlim_t need = (rlim_t)nconn + 500;
+    if (want.rlim_cur < need) {
+        want.rlim_cur = need;
+        if (want.rlim_max < need) {
+            printf("# RLIMIT_NOFILE's hard limit %lu is below %lu: skipped\n",
+                   (unsigned long)want.rlim_max, (unsigned long)need);
+            skip();
+        }
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
+    }
+    assert_int_equal(pipe(to_child), 0);
+    assert_int_equal(pipe(from_child), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        tpc_config c = {.shards = 1};
+        atomic_store(&t_failures, 0);
+        int rc = tpc_run(&c, child_main, NULL);
+        _exit(rc == 0 && atomic_load(&t_failures) == 0 ? 0 : 1);
+    }
+    run_main(2, many_main, NULL);
+    int status = -1;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    close(to_child[0]), close(to_child[1]), close(from_child[0]), close(from_child[1]);
+    setrlimit(RLIMIT_NOFILE, &old);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_acceptor),         cmocka_unit_test(test_emfile),
+        cmocka_unit_test(test_server_reuseport), cmocka_unit_test(test_server_handoff),
+        cmocka_unit_test(test_server_errors),    cmocka_unit_test(test_10k_connections),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
