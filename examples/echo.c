@@ -1,17 +1,18 @@
-/* A TCP (or Unix stream) echo server: one SO_REUSEPORT listener per shard, a fiber per
- * connection, everything a connection sends comes back. Ctrl-C stops it gracefully.
- *   tpc-echo [--shards N] [--listen ADDR]     ADDR: 127.0.0.1:7000 (default), [::1]:7000
- * Try: tpc-echo & then  printf 'hello\n' | nc -q1 127.0.0.1 7000 */
+/* A TCP (or Unix stream) echo server: tpc_server_start, so one SO_REUSEPORT listener per shard
+ * (a Unix socket: one listener handing connections out), a fiber per connection, everything a
+ * connection sends comes back. Ctrl-C stops it gracefully. tpc-echo [--shards N] [--listen ADDR]
+ * ADDR: 127.0.0.1:7000 (default), [::1]:7000 Try: tpc-echo & then  printf 'hello\n' | nc -q1
+ * 127.0.0.1 7000 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <tpc.h>
 
-static int listeners[TPC_MAX_SHARDS];
-
-static int connection(void *arg)
+/* Serves one connection (tpc_server_start closes fd after it returns). */
+static int connection(int fd, void *arg)
 {
-    int fd = (int)(intptr_t)arg;
+    (void)arg;
+    tpc_sock_nodelay(fd, 1);
     char buf[16384];
     for (;;) {
         ssize_t n = tpc_recv(fd, buf, sizeof(buf), 0);
@@ -20,39 +21,11 @@ static int connection(void *arg)
         for (ssize_t done = 0; done < n;) {
             ssize_t w = tpc_send(fd, buf + done, (size_t)(n - done), 0);
             if (w < 0)
-                goto out;
+                return 0;
             done += w;
         }
     }
-out:
-    tpc_close(fd);
     return 0;
-}
-
-static int acceptor(void *arg)
-{
-    (void)arg;
-    int lfd = listeners[tpc_shard_id()];
-    for (;;) {
-        int fd = tpc_accept(lfd, NULL);
-        if (fd == -ECANCELED)
-            return 0;
-        if (fd < 0) {
-            if (fd == -EMFILE || fd == -ENFILE)
-                tpc_sleep(10 * 1000 * 1000); /* out of descriptors: back off, do not spin */
-            continue;
-        }
-        tpc_sock_nodelay(fd, 1);
-        tpc_fiber_opts o = {.name = "echo", .detached = true, .stack_size = 64 * 1024};
-        if (tpc_spawn_opts(NULL, &o, connection, (void *)(intptr_t)fd) < 0)
-            tpc_close(fd);
-    }
-}
-
-static int start_acceptor(void *arg)
-{
-    tpc_fiber_opts o = {.name = "acceptor", .detached = true};
-    return tpc_spawn_opts(NULL, &o, acceptor, arg);
 }
 
 static int serve(void *arg)
@@ -63,22 +36,21 @@ static int serve(void *arg)
         fprintf(stderr, "tpc-echo: cannot parse address '%s'\n", where);
         return 2;
     }
-    int rc = tpc_listen_all(&a, 0, listeners);
+    tpc_server_opts o = {.stack_size = 64 * 1024};
+    tpc_server *srv;
+    int rc = tpc_server_start(&a, &o, connection, NULL, &srv);
     if (rc < 0) {
         fprintf(stderr, "tpc-echo: cannot listen on %s: %s\n", where, tpc_strerror(rc));
         return 1;
     }
-    tpc_sock_local(listeners[0], &a);
+    tpc_server_addr(srv, &a);
     char text[128];
     tpc_addr_format(&a, text, sizeof(text));
     printf("tpc-echo: %d shards listening on %s (Ctrl-C stops)\n", tpc_shard_count(), text);
     fflush(stdout);
-    if ((rc = tpc_on_all(start_acceptor, NULL)) < 0)
-        return 1;
     while (tpc_sleep(1000LL * 1000 * 1000 * 3600) == 0)
         ; /* until SIGINT/SIGTERM cancels us */
-    for (int i = 0; i < tpc_shard_count(); i++)
-        tpc_close(listeners[i]);
+    tpc_server_stop(srv);
     return 0;
 }
 

@@ -1,8 +1,9 @@
 /* An HTTP/1.1 "plaintext" responder (the TechEmpower shape): every request gets a 13-byte
  * "Hello, World!" with keep-alive. Requests may be pipelined; the answers to all complete
  * requests in one read go back in one send. "Connection: close" and HTTP/1.0 close after the
- * answer; a malformed request gets 400 and the connection closes. One SO_REUSEPORT listener per
- * shard, a fiber per connection; SIGINT/SIGTERM stop it, and it prints requests per shard.
+ * answer; a malformed request gets 400 and the connection closes. tpc_server_start: one
+ * SO_REUSEPORT listener per shard, a fiber per connection; SIGINT/SIGTERM stop it, and it prints
+ * requests and connections per shard.
  *   tpc-http [--shards N] [--listen ADDR]       ADDR: 127.0.0.1:8080 (default) */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -70,7 +71,6 @@ static long parse_request(const char *buf, size_t len, bool *close)
 }
 
 static atomic_long served[TPC_MAX_SHARDS];
-static int listeners[TPC_MAX_SHARDS];
 
 static int send_all(int fd, const char *p, size_t n)
 {
@@ -84,9 +84,12 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-static int connection(void *arg)
+/* Serves one connection (tpc_server_start's fn: the server closes fd afterwards). */
+static int connection(int fd, void *arg)
 {
-    int fd = (int)(intptr_t)arg, me = tpc_shard_id();
+    (void)arg;
+    int me = tpc_shard_id();
+    tpc_sock_nodelay(fd, 1);
     char *in = malloc(BUF_SIZE), *out = malloc(BUF_SIZE);
     size_t have = 0;
     while (in && out) {
@@ -122,33 +125,14 @@ static int connection(void *arg)
 done:
     free(in);
     free(out);
-    tpc_close(fd);
     return 0;
 }
 
-static int acceptor(void *arg)
+/* Starts the server on every shard; *srv is stopped by the caller. */
+static int http_start(const tpc_addr *a, tpc_server **srv)
 {
-    (void)arg;
-    for (;;) {
-        int fd = tpc_accept(listeners[tpc_shard_id()], NULL);
-        if (fd == -ECANCELED)
-            return 0;
-        if (fd < 0) {
-            if (fd == -EMFILE || fd == -ENFILE)
-                tpc_sleep(10 * 1000 * 1000); /* out of descriptors: back off, do not spin */
-            continue;
-        }
-        tpc_sock_nodelay(fd, 1);
-        tpc_fiber_opts o = {.name = "http", .detached = true, .stack_size = 64 * 1024};
-        if (tpc_spawn_opts(NULL, &o, connection, (void *)(intptr_t)fd) < 0)
-            tpc_close(fd);
-    }
-}
-
-static int start_acceptor(void *arg)
-{
-    tpc_fiber_opts o = {.name = "acceptor", .detached = true};
-    return tpc_spawn_opts(NULL, &o, acceptor, arg);
+    tpc_server_opts o = {.stack_size = 64 * 1024};
+    return tpc_server_start(a, &o, connection, NULL, srv);
 }
 
 #ifndef TPC_HTTP_NO_MAIN /* tests/test-http.c includes this file for its parts */
@@ -160,24 +144,26 @@ static int serve(void *arg)
         fprintf(stderr, "tpc-http: cannot parse address '%s'\n", where);
         return 2;
     }
-    int rc = tpc_listen_all(&a, 4096, listeners);
+    tpc_server *srv;
+    int rc = http_start(&a, &srv);
     if (rc < 0) {
         fprintf(stderr, "tpc-http: cannot listen on %s: %s\n", where, tpc_strerror(rc));
         return 1;
     }
     char text[128];
-    tpc_sock_local(listeners[0], &a);
+    tpc_server_addr(srv, &a);
     tpc_addr_format(&a, text, sizeof(text));
     printf("tpc-http: %d shards listening on %s\n", tpc_shard_count(), text);
     fflush(stdout);
-    if (tpc_on_all(start_acceptor, NULL) < 0)
-        return 1;
     while (tpc_sleep(1000LL * 1000 * 1000 * 3600) == 0)
         ; /* until SIGINT/SIGTERM cancels us */
     for (int i = 0; i < tpc_shard_count(); i++) {
-        printf("tpc-http: shard %d served %ld requests\n", i, atomic_load(&served[i]));
-        tpc_close(listeners[i]);
+        uint64_t conns = 0;
+        tpc_server_load(srv, i, NULL, &conns);
+        printf("tpc-http: shard %d served %ld requests on %llu connections\n", i,
+               atomic_load(&served[i]), (unsigned long long)conns);
     }
+    tpc_server_stop(srv);
     return 0;
 }
 

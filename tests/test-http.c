@@ -52,9 +52,9 @@ static int http_main(void *arg)
     (void)arg;
     tpc_addr a;
     CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
-    CHECK_EQ(tpc_listen_all(&a, 0, listeners), 0);
-    CHECK_EQ(tpc_sock_local(listeners[0], &a), 0);
-    CHECK_EQ(tpc_on_all(start_acceptor, NULL), 0);
+    tpc_server *srv;
+    CHECK_EQ(http_start(&a, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &a), 0);
     static char buf[65536];
     size_t ok = sizeof(OK) - 1;
 
@@ -99,9 +99,7 @@ static int http_main(void *arg)
     for (int i = 0; i < tpc_shard_count(); i++)
         total += atomic_load(&served[i]);
     CHECK_EQ(total, 18);
-    tpc_shutdown(0); /* stops the acceptors */
-    for (int i = 0; i < tpc_shard_count(); i++)
-        close(listeners[i]);
+    CHECK_EQ(tpc_server_stop(srv), 0);
     return 0;
 }
 
