@@ -118,9 +118,13 @@ static void arm_signal(struct tpc__shard *s)
 
 int tpc__shard_io_init(struct tpc__shard *s)
 {
+    /* TASKRUN_FLAG: the kernel flags the SQ ring when completions wait for this thread to enter
+     * it, so a spinning shard notices them (spin_for_work). */
     static const unsigned try_flags[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN,
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN |
+            IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_COOP_TASKRUN,
         0,
     };
@@ -198,7 +202,8 @@ int tpc_features(char *buf, size_t size)
         const char *name;
     } setup[] = {{IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"},
                  {IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"},
-                 {IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"}},
+                 {IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"},
+                 {IORING_SETUP_TASKRUN_FLAG, "TASKRUN_FLAG"}},
       feat[] = {{IORING_FEAT_NODROP, "NODROP"},
                 {IORING_FEAT_FAST_POLL, "FAST_POLL"},
                 {IORING_FEAT_EXT_ARG, "EXT_ARG"},
@@ -355,6 +360,13 @@ static void reap(struct tpc__shard *s)
 #define CPU_RELAX() ((void)0)
 #endif
 
+/* Completions wait: posted, or (DEFER_TASKRUN) queued for this thread's next kernel entry. */
+static inline bool io_pending(struct tpc__shard *s)
+{
+    return io_uring_cq_ready(&s->ring) ||
+           (IO_URING_READ_ONCE(*s->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
 /* Before sleeping, a shard that just did some work watches its rings and inbox for a while
  * (tpc_config.spin_ns): a message or reply that lands within it costs no wake-up, which is an
  * eventfd write and a thread wake (~10 us on this project's VM). Returns true if work came. */
@@ -367,6 +379,7 @@ static bool spin_for_work(struct tpc__shard *s, int64_t timeout)
     do {
         for (int i = 0; i < 64; i++) {
             if (atomic_load_explicit(&s->inbox, memory_order_relaxed) || tpc__rings_ready(s) ||
+                io_pending(s) ||
                 (atomic_load_explicit(&s->rt->stop, memory_order_relaxed) && !s->stopping))
                 return true;
             CPU_RELAX();
@@ -418,7 +431,7 @@ void tpc__shard_loop(struct tpc__shard *s)
                 !tpc__rings_ready(s))
                 break;
         }
-        if (io_uring_sq_ready(&s->ring) || s->inflight) {
+        if (io_uring_sq_ready(&s->ring) || s->inflight || io_pending(s)) {
             int n = io_uring_submit_and_get_events(&s->ring);
             if (n > 0)
                 s->n_io_submitted += (unsigned)n;

@@ -71,11 +71,12 @@ static void test_basics(void **state)
 }
 
 /* ---- One helper, a queue of two, a gate that holds the helper. ---- */
-static atomic_int gate, order_len, ran_cancelled;
+static atomic_int gate, order_len, ran_cancelled, started;
 static int order[16];
 
 static long gated(void *arg)
 {
+    atomic_fetch_add(&started, 1);
     while (!atomic_load(&gate))
         usleep(200);
     order[atomic_fetch_add(&order_len, 1)] = (int)(intptr_t)arg;
@@ -121,6 +122,7 @@ static int queue_main(void *arg)
     atomic_store(&order_len, 0);
     atomic_store(&entered, 0);
     atomic_store(&ran_cancelled, 0);
+    atomic_store(&started, 0);
     tpc_fiber *f[6];
     /* Five callers: one job runs, two are queued, two wait for room. */
     for (int i = 0; i < 5; i++) {
@@ -141,8 +143,10 @@ static int queue_main(void *arg)
     CHECK_EQ(tpc_spawn(&d, deadline_caller, NULL), 0);
     CHECK_EQ(tpc_join(d, &res), 0);
     CHECK_EQ(res, -ETIMEDOUT);
-    /* The first caller's job runs: cancelling it waits until it is done, and returns its
-     * result. */
+    /* The first caller's job runs (once the helper thread has taken it): cancelling it waits
+     * until it is done, and returns its result. */
+    while (atomic_load(&started) == 0)
+        tpc_yield();
     CHECK_EQ(tpc_cancel(f[0]), 0);
     atomic_store(&gate, 1);
     for (int i = 0; i < 5; i++) {
