@@ -197,6 +197,18 @@ static void arm(tpc_rx *rx)
     rx->armed = true;
 }
 
+/* A buffer came back: the oldest starved stream may go on. */
+static void unstarve(tpc_bufpool *p)
+{
+    tpc_list *n = tpc__list_first(&p->starved);
+    if (n) {
+        tpc_rx *rx = tpc__container_of(n, tpc_rx, starve_node);
+        tpc__list_remove(n);
+        rx->starved = false;
+        arm(rx);
+    }
+}
+
 int tpc_buf_release(tpc_buf *b)
 {
     if (!b || !b->pool_)
@@ -212,13 +224,7 @@ int tpc_buf_release(tpc_buf *b)
     b->pool_ = NULL;
     b->data = NULL;
     b->len = 0;
-    tpc_list *n = tpc__list_first(&p->starved);
-    if (n) {
-        tpc_rx *rx = tpc__container_of(n, tpc_rx, starve_node);
-        tpc__list_remove(n);
-        rx->starved = false;
-        arm(rx);
-    }
+    unstarve(p);
     return 0;
 }
 
@@ -318,13 +324,6 @@ int tpc_rx_close(tpc_rx *rx)
         tpc__list_remove(&rx->starve_node);
     p->nstreams--;
     free(rx);
-    /* Buffers came back: a starved stream may go on. */
-    tpc_list *n = tpc__list_first(&p->starved);
-    if (n) {
-        tpc_rx *other = tpc__container_of(n, tpc_rx, starve_node);
-        tpc__list_remove(n);
-        other->starved = false;
-        arm(other);
-    }
+    unstarve(p); /* buffers came back */
     return 0;
 }
