@@ -1,0 +1,422 @@
+#!/usr/bin/env bash
+# Network benchmarks: libtpc's tpc-http and tpc-echo (examples/) against a raw epoll server in C
+# (bench/peers/epoll), Tokio (bench/peers/tokio-net) and nginx, one server core each.
+#   bash bench/net.sh            SECONDS=5 ROUNDS=3 by default; SECONDS=2 ROUNDS=1 for a smoke run
+# 1. HTTP plaintext: each server on CPU 0, wrk on CPU 1 (-t1 -c64), requests one per write,
+#    then pipelined 16 per write (bench/pipeline.lua). Requests/s, and the server's CPU time
+#    (utime+stime from /proc/PID/stat, itself and its children) per request.
+# 2. Echo ping-pong: bench/echo-load with 1 and 100 connections, 64-byte messages, against
+#    tpc-echo, epoll-server echo and tokio-server echo. Round trips/s, median and p99 round trip,
+#    server CPU per round trip.
+# Every round runs every server, in an order that rotates from round to round; the lines printed
+# are medians over the rounds: "bench <id> <value> <unit> | <conditions>" (bench/bench.h's
+# format), then summary tables with ratios against epoll and against tpc.
+# libtpc runs with TPC_SPIN_NS=-1 (no spinning before sleeping): its spin only watches
+# shard-to-shard rings, which a one-shard server never uses, so spinning would only add idle
+# CPU time to its CPU per request. NET_TPC_SPIN_NS overrides it.
+# Builds what is missing: libtpc in build/release (BUILD=dir to change), tokio-server with
+# bench/peers/tokio-net/build.sh, all with -j1 (JOBS=n to change). Installs wrk and nginx-light
+# with apt-get if missing. Environment: SECONDS, ROUNDS, BUILD, PORT (first of the ports used,
+# 18080), NET_SERVERS (default "tpc epoll tokio nginx"), NET_ECHO_SERVERS ("tpc epoll tokio").
+set -euo pipefail
+
+die() {
+    echo "net.sh: error: $*" >&2
+    exit 1
+}
+note() { echo "net.sh: $*" >&2; }
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+# SECONDS is bash's own clock of the shell's age: take the value from our initial environment.
+dur=$(tr '\0' '\n' </proc/$$/environ | sed -n 's/^SECONDS=//p')
+dur=${dur:-5}
+rounds=${ROUNDS:-3}
+build=${BUILD:-$repo/build/release}
+port0=${PORT:-18080}
+jobs=${JOBS:-1}
+tpc_spin=${NET_TPC_SPIN_NS:--1}
+read -ra http_servers <<<"${NET_SERVERS:-tpc epoll tokio nginx}"
+read -ra echo_servers <<<"${NET_ECHO_SERVERS:-tpc epoll tokio}"
+conns=64
+depth=16
+echo_conns=(1 100)
+echo_bytes=64
+case $dur in '' | *[!0-9]* | 0) die "SECONDS must be a whole number of seconds > 0 (got '$dur')" ;; esac
+case $rounds in '' | *[!0-9]* | 0) die "ROUNDS must be a number > 0 (got '$rounds')" ;; esac
+case $build in /*) ;; *) build=$PWD/$build ;; esac
+
+# ---------------------------------------------------------------------------------------------
+# Tools and builds
+
+install_pkg() { # apt-get install, with apt-get update only if the first try fails
+    [ "$(id -u)" = 0 ] || die "$1 is missing: install it (apt-get install -y $1) or run as root"
+    note "installing $1"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y "$1" >/dev/null; then
+        apt-get update >/dev/null || die "apt-get update failed"
+        apt-get install -y "$1" >/dev/null || die "apt-get install $1 failed"
+    fi
+}
+command -v taskset >/dev/null || die "taskset (util-linux) is missing"
+command -v wrk >/dev/null || install_pkg wrk
+nginx_bin=$(command -v nginx || true)
+for s in "${http_servers[@]}"; do
+    if [ "$s" = nginx ] && [ -z "$nginx_bin" ]; then
+        install_pkg nginx-light
+        nginx_bin=$(command -v nginx) || die "nginx missing after installing nginx-light"
+    fi
+done
+[ "$(nproc --all)" -ge 2 ] && taskset -c 0,1 true 2>/dev/null \
+    || die "needs CPUs 0 and 1 (server on 0, load generator on 1)"
+
+if [ ! -f "$build/build.ninja" ]; then
+    note "configuring $build"
+    meson setup "$build" "$repo" -Dbuildtype=release >/dev/null || die "meson setup failed"
+fi
+note "building libtpc's servers and the C peers in $build (-j$jobs)"
+ninja -C "$build" -j"$jobs" examples/tpc-http examples/tpc-echo bench/epoll-server \
+    bench/echo-load >/dev/null || die "ninja failed: run ninja -C $build to see why"
+tpc_http=$build/examples/tpc-http
+tpc_echo=$build/examples/tpc-echo
+epoll_server=$build/bench/epoll-server
+echo_load=$build/bench/echo-load
+tokio_server=""
+for s in "${http_servers[@]}" "${echo_servers[@]}"; do
+    if [ "$s" = tokio ] && [ -z "$tokio_server" ]; then
+        note "building tokio-server (bench/peers/tokio-net/build.sh)"
+        tokio_server=$(JOBS=$jobs bash "$here/peers/tokio-net/build.sh" | tail -n1) \
+            || die "the Tokio build failed"
+        [ -x "$tokio_server" ] || die "the Tokio build did not produce tokio-server"
+    fi
+done
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+tmp=$(mktemp -d /tmp/tpc-net.XXXXXX)
+server_pid=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_server
+    rm -rf "$tmp"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+children_of() { # the child processes of $1 (nginx's workers)
+    local f st rest
+    if [ -e /proc/"$1"/task/"$1"/children ]; then
+        cat /proc/"$1"/task/*/children 2>/dev/null || true
+        return 0
+    fi
+    for f in /proc/[0-9]*/stat; do # no CONFIG_PROC_CHILDREN: look for parent PID $1
+        st=$(cat "$f" 2>/dev/null) || continue
+        rest=${st##*) }
+        rest=${rest#* }
+        [ "${rest%% *}" = "$1" ] && echo "${f//[!0-9]/}"
+    done
+    return 0
+}
+
+stop_server() {
+    [ -n "$server_pid" ] || return 0
+    local pid=$server_pid kids i
+    server_pid=""
+    kids=$(children_of "$pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 40; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        note "server $pid ignored SIGTERM: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    for k in $kids; do # children that outlived their parent (only after a SIGKILL)
+        kill -KILL "$k" 2>/dev/null || true
+    done
+}
+
+nginx_conf() { # $1 port; writes the config and prints its directory
+    local dir=$tmp/nginx
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+# generated by bench/net.sh
+daemon off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$1 backlog=4096;
+        location / {
+            default_type text/plain;
+            return 200 "Hello, World!";
+        }
+    }
+}
+EOF
+    echo "$dir"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start_server NAME http|echo PORT: starts it on CPU 0 and waits until the port answers.
+start_server() {
+    local name=$1 kind=$2 port=$3 log=$tmp/$1-$2.log cmd=() dir i
+    port_open "$port" && die "port $port is already in use (PORT=n picks other ports)"
+    case $name-$kind in
+    tpc-http) cmd=(env TPC_SPIN_NS="$tpc_spin" "$tpc_http" --shards 1 --listen "127.0.0.1:$port") ;;
+    tpc-echo) cmd=(env TPC_SPIN_NS="$tpc_spin" "$tpc_echo" --shards 1 --listen "127.0.0.1:$port") ;;
+    epoll-*) cmd=("$epoll_server" "$kind" "127.0.0.1:$port") ;;
+    tokio-*) cmd=("$tokio_server" "$kind" "127.0.0.1:$port") ;;
+    nginx-http)
+        dir=$(nginx_conf "$port")
+        cmd=("$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log")
+        log=$dir/error.log
+        ;;
+    *) die "no $kind server called '$name'" ;;
+    esac
+    # env and taskset exec what they run: $! is the server's own PID.
+    taskset -c 0 "${cmd[@]}" >>"$log" 2>&1 &
+    server_pid=$!
+    for ((i = 0; i < 200; i++)); do
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            wait "$server_pid" 2>/dev/null || true
+            server_pid=""
+            echo "net.sh: error: $name ($kind) failed to start: ${cmd[*]}" >&2
+            sed 's/^/    /' "$log" >&2 || true
+            exit 1
+        fi
+        port_open "$port" && return 0
+        sleep 0.05
+    done
+    echo "net.sh: error: $name ($kind) does not answer on port $port after 10 s" >&2
+    sed 's/^/    /' "$log" >&2 || true
+    exit 1
+}
+
+clk_tck=$(getconf CLK_TCK)
+cpu_us() { # CPU time (user + system) of the server and its children, in µs
+    local total=0 p stat f
+    for p in "$server_pid" $(children_of "$server_pid"); do
+        stat=$(cat /proc/"$p"/stat 2>/dev/null) || continue
+        read -ra f <<<"${stat##*) }" # fields from 3 (state) on: utime is 14, stime 15
+        total=$((total + f[11] + f[12]))
+    done
+    echo $((total * 1000000 / clk_tck))
+}
+
+# ---------------------------------------------------------------------------------------------
+# Results: results[metric|server] holds one value per round.
+
+declare -A results
+declare -A notes
+add() { results[$1|$2]="${results[$1|$2]:-} $3"; }
+median() { # of the values in results[$1|$2]; empty if none
+    local v=${results[$1|$2]:-}
+    [ -n "$v" ] || return 0
+    tr ' ' '\n' <<<"$v" | sed '/^$/d' | sort -g | awk '{ a[NR] = $1 }
+        END { if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+checked=""
+check_http() { # once per server: the answers must be tpc-http's, byte for byte
+    local name=$1 port=$2 out
+    case " $checked " in *" $name "*) return 0 ;; esac
+    checked="$checked $name"
+    if [ "$name" = nginx ]; then
+        out=$(exec 3<>"/dev/tcp/127.0.0.1/$port" &&
+            printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && timeout 2 cat <&3) || true
+        case $out in "HTTP/1.1 200 OK"*"Hello, World!") ;;
+        *) notes[$name]="${notes[$name]:-}does not answer 200 'Hello, World!'; " ;; esac
+        return 0
+    fi
+    command -v python3 >/dev/null || {
+        note "python3 missing: not checking that $name answers as tpc-http"
+        return 0
+    }
+    if ! out=$(python3 "$here/http-check.py" "127.0.0.1:$port" 2>&1); then
+        echo "$out" >&2
+        notes[$name]="${notes[$name]:-}ANSWERS DIFFER FROM TPC-HTTP'S (see above); "
+    fi
+}
+
+run_wrk() { # run_wrk NAME PORT plain|pipe
+    local name=$1 port=$2 how=$3 args=() out before after rps reqs errs metric
+    if [ "$how" = pipe ]; then
+        args=(-s "$here/pipeline.lua" -- "$depth")
+        metric=http_pipe$depth
+    else
+        metric=http
+    fi
+    before=$(cpu_us)
+    out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" "http://127.0.0.1:$port/" "${args[@]}" 2>&1) \
+        || die "wrk failed against $name: $out"
+    after=$(cpu_us)
+    kill -0 "$server_pid" 2>/dev/null || die "$name exited during wrk: $out"
+    rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
+    reqs=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
+    [ -n "$rps" ] && [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || die "no requests counted by wrk against $name: $out"
+    errs=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | tr '\n' ';' || true)
+    [ -z "$errs" ] || notes[$name]="${notes[$name]:-}wrk ($how):$errs "
+    add "$metric" "$name" "$rps"
+    add "${metric}_cpu" "$name" "$(awk -v c=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
+    note "  $name $how: $rps req/s, $((after - before)) us CPU for $reqs requests"
+}
+
+run_echo() { # run_echo NAME PORT CONNS
+    local name=$1 port=$2 c=$3 out before after total rate p50 p99
+    before=$(cpu_us)
+    out=$(taskset -c 1 "$echo_load" "127.0.0.1:$port" "$c" "$dur" "$echo_bytes" 2>&1) \
+        || die "echo-load failed against $name: $out"
+    after=$(cpu_us)
+    kill -0 "$server_pid" 2>/dev/null || die "$name exited during echo-load: $out"
+    rate=$(awk -v id="echo_rtt_$c" '$1 == "bench" && $2 == id { print $3 }' <<<"$out")
+    p50=$(awk -v id="echo_rtt_${c}_p50" '$1 == "bench" && $2 == id { print $3 }' <<<"$out")
+    p99=$(awk -v id="echo_rtt_${c}_p99" '$1 == "bench" && $2 == id { print $3 }' <<<"$out")
+    total=$(sed -n 's/^echo-load: \([0-9]*\) round trips.*/\1/p' <<<"$out")
+    [ -n "$rate" ] && [ -n "$total" ] && [ "$total" -gt 0 ] || die "echo-load printed no result against $name: $out"
+    add "echo_rtt_$c" "$name" "$rate"
+    add "echo_rtt_${c}_p50" "$name" "$p50"
+    add "echo_rtt_${c}_p99" "$name" "$p99"
+    add "echo_rtt_${c}_cpu" "$name" "$(awk -v c=$((after - before)) -v n="$total" 'BEGIN { printf "%.3f", c / n }')"
+    note "  $name echo x$c: $rate round trips/s, $((after - before)) us CPU for $total round trips"
+}
+
+port_of() { # a port per server and kind, so that no run meets the previous one's TIME_WAITs
+    local i=0 s
+    for s in tpc epoll tokio nginx; do
+        [ "$s" = "$1" ] && break
+        i=$((i + 1))
+    done
+    echo $((port0 + i + ${2:-0}))
+}
+
+rotate() { # rotate N items...: the items, starting at index N modulo their count
+    local n=$1
+    shift
+    local items=("$@") i
+    for ((i = 0; i < ${#items[@]}; i++)); do
+        echo "${items[(i + n) % ${#items[@]}]}"
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+note "$rounds round(s), ${dur} s per run; servers on CPU 0, load on CPU 1; tpc with TPC_SPIN_NS=$tpc_spin"
+for ((r = 0; r < rounds; r++)); do
+    note "round $((r + 1)) of $rounds"
+    for s in $(rotate "$r" "${http_servers[@]}"); do
+        port=$(port_of "$s")
+        start_server "$s" http "$port"
+        check_http "$s" "$port"
+        run_wrk "$s" "$port" plain
+        run_wrk "$s" "$port" pipe
+        stop_server
+    done
+    for s in $(rotate "$r" "${echo_servers[@]}"); do
+        port=$(port_of "$s" 10)
+        start_server "$s" echo "$port"
+        for c in "${echo_conns[@]}"; do
+            run_echo "$s" "$port" "$c"
+        done
+        stop_server
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+sysinfo="$(nproc --all) cpus, $(uname -r)"
+rounds_text="median of $rounds round$([ "$rounds" = 1 ] || echo s)"
+spin_text="tpc: --shards 1, TPC_SPIN_NS=$tpc_spin"
+cpu_text="server CPU = utime+stime of its process and children (/proc/PID/stat, CLK_TCK $clk_tck)"
+emit() { # emit ID METRIC SERVER UNIT CONDITIONS
+    local v
+    v=$(median "$2" "$3")
+    if [ -n "$v" ]; then echo "bench $1 $v $4 | $5"; fi
+}
+spin_of() { if [ "$1" = tpc ]; then echo ", $spin_text"; fi; }
+for s in "${http_servers[@]}"; do
+    base="server $s on cpu 0, wrk -t1 -c$conns -d${dur}s on cpu 1, $rounds_text$(spin_of "$s"), $sysinfo"
+    emit "net_http_$s" http "$s" req/s "1 request per write, $base"
+    emit "net_http_${s}_cpu" http_cpu "$s" us/req "1 request per write, $cpu_text, $base"
+    emit "net_http_pipe${depth}_$s" "http_pipe$depth" "$s" req/s "$depth requests per write, $base"
+    emit "net_http_pipe${depth}_${s}_cpu" "http_pipe${depth}_cpu" "$s" us/req \
+        "$depth requests per write, $cpu_text, $base"
+done
+for s in "${echo_servers[@]}"; do
+    for c in "${echo_conns[@]}"; do
+        base="echo-load $c conn(s), $echo_bytes-byte ping-pong, ${dur} s, server $s on cpu 0, load on cpu 1, $rounds_text$(spin_of "$s"), $sysinfo"
+        emit "net_echo_rtt_${c}_$s" "echo_rtt_$c" "$s" ops/s "$base"
+        emit "net_echo_rtt_${c}_${s}_p50" "echo_rtt_${c}_p50" "$s" ns "$base"
+        emit "net_echo_rtt_${c}_${s}_p99" "echo_rtt_${c}_p99" "$s" ns "$base"
+        emit "net_echo_rtt_${c}_${s}_cpu" "echo_rtt_${c}_cpu" "$s" us/rtt "$cpu_text, $base"
+    done
+done
+
+ratio() { # ratio METRIC SERVER REFERENCE: value(server) / value(reference), or -
+    local a b
+    a=$(median "$1" "$2")
+    b=$(median "$1" "$3")
+    if [ -n "$a" ] && [ -n "$b" ] && awk -v b="$b" 'BEGIN { exit !(b > 0) }'; then
+        awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", a / b }'
+    else
+        echo -
+    fi
+}
+echo
+echo "HTTP plaintext: wrk -t1 -c$conns -d${dur}s on cpu 1, server on cpu 0, $rounds_text"
+echo "(ratios: server / epoll and server / tpc; for req/s higher is better, for cpu lower is)"
+printf '%-8s %-7s %12s %8s %8s %11s %8s %8s\n' load server req/s vs-epoll vs-tpc cpu-us/req \
+    vs-epoll vs-tpc
+for m in http "http_pipe$depth"; do
+    label=plain
+    [ "$m" = http ] || label="pipe$depth"
+    for s in "${http_servers[@]}"; do
+        printf '%-8s %-7s %12s %8s %8s %11s %8s %8s\n' "$label" "$s" "$(median "$m" "$s")" \
+            "$(ratio "$m" "$s" epoll)" "$(ratio "$m" "$s" tpc)" "$(median "${m}_cpu" "$s")" \
+            "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)"
+    done
+done
+echo
+echo "Echo ping-pong: echo-load, $echo_bytes-byte messages, ${dur} s on cpu 1, server on cpu 0, $rounds_text"
+printf '%-6s %-7s %12s %8s %8s %10s %10s %11s %8s %8s\n' conns server rtt/s vs-epoll vs-tpc \
+    p50-us p99-us cpu-us/rtt vs-epoll vs-tpc
+for c in "${echo_conns[@]}"; do
+    m=echo_rtt_$c
+    for s in "${echo_servers[@]}"; do
+        p50=$(median "${m}_p50" "$s")
+        p99=$(median "${m}_p99" "$s")
+        printf '%-6s %-7s %12s %8s %8s %10s %10s %11s %8s %8s\n' "$c" "$s" "$(median "$m" "$s")" \
+            "$(ratio "$m" "$s" epoll)" "$(ratio "$m" "$s" tpc)" \
+            "$(awk -v v="$p50" 'BEGIN { printf "%.1f", v / 1000 }')" \
+            "$(awk -v v="$p99" 'BEGIN { printf "%.1f", v / 1000 }')" \
+            "$(median "${m}_cpu" "$s")" "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)"
+    done
+done
+echo
+echo "Notes:"
+echo "- $spin_text: its spin before sleeping only watches shard-to-shard rings, so with one shard"
+echo "  it would add idle CPU time and no speed."
+echo "- epoll-server: level-triggered epoll, one read per wakeup. tokio-server: current_thread"
+echo "  runtime, a task per connection. Both answer byte for byte as tpc-http (bench/http-check.py)."
+echo "- nginx: its own response headers (Server: nginx/<version>, Date, Connection), so about 60"
+echo "  bytes more per response; it answers pipelined requests one write each."
+echo "- $cpu_text; resolution 1/$clk_tck s per run. On loopback the kernel work of delivering"
+echo "  a packet is charged to the sender, so part of the peer's TCP receive path counts too."
+for s in "${!notes[@]}"; do
+    echo "WARNING: $s: ${notes[$s]}"
+done

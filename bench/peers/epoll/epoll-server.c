@@ -1,0 +1,390 @@
+/* The raw epoll baseline of bench/net.sh: what a careful single-threaded C server does with no
+ * library, to put tpc-http and tpc-echo (examples/) in perspective.
+ *   epoll-server http|echo ADDR        ADDR: 127.0.0.1:8080, [::1]:8080 (port 0: any)
+ * http answers exactly as examples/http.c does: the same parsing rules, keep-alive, the answers
+ * to all complete requests of one read in one send (split only where tpc-http splits them, at
+ * 16 KiB), "Connection: close" and HTTP/1.0 close after the answer, 400 then close for a
+ * malformed request. echo sends back whatever it reads.
+ *
+ * One thread, nonblocking sockets, level-triggered epoll: a readable connection gets exactly one
+ * read() per wakeup (tpc-http does one recv per loop too), so no read is spent on EAGAIN; if more
+ * is waiting, epoll reports it again. Replies go out with one send(); only when the socket buffer
+ * is full does the connection switch to EPOLLOUT, and it reads nothing more until its output is
+ * gone (tpc-http's fiber blocks in send the same way). Accepted sockets get TCP_NODELAY, as in
+ * tpc-http and tpc-echo. SIGINT/SIGTERM stop it; it then prints the number of requests served. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BUF_SIZE   16384 /* per direction and connection, as in examples/http.c */
+#define MAX_EVENTS 256
+
+static const char OK[] = "HTTP/1.1 200 OK\r\nServer: tpc\r\nContent-Type: text/plain\r\n"
+                         "Content-Length: 13\r\n\r\nHello, World!";
+static const char BAD[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n"
+                          "\r\n";
+
+enum { REQ_INCOMPLETE = 0, REQ_BAD = -1 };
+
+/* One HTTP request at the start of p[0..len): its length (head and body), REQ_INCOMPLETE or
+ * REQ_BAD. Sets *close when the connection must close after it. The rules are those of
+ * examples/http.c's parse_request: a head larger than the buffer, a request line that is not
+ * "METHOD SP TARGET SP HTTP/1.0|1" with an upper-case method, a header line without a name and
+ * colon, a Content-Length that is not a number in [0, 16384], any Transfer-Encoding, or a
+ * request larger than the buffer are malformed. */
+static long parse(const char *p, size_t len, bool *close)
+{
+    size_t head = 0;
+    for (size_t i = 0; i + 3 < len; i++)
+        if (!memcmp(p + i, "\r\n\r\n", 4)) {
+            head = i + 4;
+            break;
+        }
+    if (!head)
+        return len >= BUF_SIZE ? REQ_BAD : REQ_INCOMPLETE;
+
+    const char *line_end = memchr(p, '\r', head);
+    size_t line = (size_t)(line_end - p);
+    const char *m_end = memchr(p, ' ', line);
+    if (!m_end || m_end == p)
+        return REQ_BAD;
+    const char *t_end = memchr(m_end + 1, ' ', (size_t)(line_end - m_end - 1));
+    if (!t_end || t_end == m_end + 1 || line_end - t_end != 9 || memcmp(t_end + 1, "HTTP/1.", 7))
+        return REQ_BAD;
+    char minor = t_end[8];
+    if (minor != '0' && minor != '1')
+        return REQ_BAD;
+    for (const char *c = p; c < m_end; c++)
+        if (*c < 'A' || *c > 'Z')
+            return REQ_BAD;
+    *close = minor == '0';
+
+    long body = 0;
+    const char *stop = p + head - 2; /* the final empty line */
+    for (const char *h = line_end + 2; h < stop;) {
+        const char *h_end = memchr(h, '\r', (size_t)(p + head - h));
+        const char *colon = memchr(h, ':', (size_t)(h_end - h));
+        if (!colon || colon == h)
+            return REQ_BAD;
+        size_t name_len = (size_t)(colon - h);
+        const char *val = colon + 1;
+        while (val < h_end && (*val == ' ' || *val == '\t'))
+            val++;
+        size_t val_len = (size_t)(h_end - val);
+        if (name_len == 10 && !strncasecmp(h, "Connection", 10)) {
+            *close = val_len == 5 && !strncasecmp(val, "close", 5);
+        } else if (name_len == 14 && !strncasecmp(h, "Content-Length", 14)) {
+            char *num_end;
+            body = strtol(val, &num_end, 10);
+            if (num_end != h_end || body < 0 || body > BUF_SIZE)
+                return REQ_BAD;
+        } else if (name_len == 17 && !strncasecmp(h, "Transfer-Encoding", 17)) {
+            return REQ_BAD;
+        }
+        h = h_end + 2;
+    }
+    size_t total = head + (size_t)body;
+    if (total <= len)
+        return (long)total;
+    return total > BUF_SIZE ? REQ_BAD : REQ_INCOMPLETE;
+}
+
+enum mode { HTTP, ECHO };
+
+struct conn {
+    int fd;
+    bool closing;    /* close once the output is gone */
+    bool writing;    /* waiting for EPOLLOUT (registered for it instead of EPOLLIN) */
+    bool more;       /* http: stopped parsing because the output buffer was full */
+    size_t have;     /* input bytes in in[] */
+    size_t used;     /* http: input bytes already answered */
+    size_t out_len;  /* output bytes in out[] */
+    size_t out_sent; /* of which already sent */
+    char in[BUF_SIZE];
+    char out[BUF_SIZE];
+};
+
+static enum mode mode;
+static int ep;
+static long served;
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+static void conn_close(struct conn *c)
+{
+    close(c->fd); /* also takes it out of the epoll set */
+    free(c);
+}
+
+static int want(struct conn *c, bool writing)
+{
+    if (c->writing == writing)
+        return 0;
+    c->writing = writing;
+    struct epoll_event ev = {.events = writing ? EPOLLOUT : EPOLLIN, .data.ptr = c};
+    return epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Sends what is left of out[]. Returns 1 when all is sent, 0 when the socket is full (the
+ * connection now waits for EPOLLOUT), -1 on error. */
+static int flush(struct conn *c)
+{
+    while (c->out_sent < c->out_len) {
+        ssize_t w = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return want(c, true) < 0 ? -1 : 0;
+            return -1;
+        }
+        c->out_sent += (size_t)w;
+    }
+    c->out_len = c->out_sent = 0;
+    return 1;
+}
+
+/* Answers the complete requests in in[used..have): all of them in one send unless their answers
+ * exceed out[] (tpc-http flushes at the same point). Returns -1 if the connection must go. */
+static int http_answer(struct conn *c)
+{
+    for (;;) {
+        bool close = false;
+        long len = 0;
+        c->more = false;
+        while ((len = parse(c->in + c->used, c->have - c->used, &close)) > 0) {
+            if (c->out_len + sizeof(OK) > BUF_SIZE) {
+                c->more = true; /* send these, then carry on from this request */
+                close = false;  /* it set *close, but it is not answered yet */
+                len = 0;
+                break;
+            }
+            c->used += (size_t)len;
+            memcpy(c->out + c->out_len, OK, sizeof(OK) - 1);
+            c->out_len += sizeof(OK) - 1;
+            served++;
+            if (close)
+                break;
+        }
+        if (len == REQ_BAD) {
+            if (c->out_len + sizeof(BAD) > BUF_SIZE) {
+                c->more = true; /* room first */
+            } else {
+                memcpy(c->out + c->out_len, BAD, sizeof(BAD) - 1);
+                c->out_len += sizeof(BAD) - 1;
+                close = true;
+            }
+        }
+        if (close)
+            c->closing = true;
+        if (c->out_len) {
+            int rc = flush(c);
+            if (rc <= 0)
+                return rc; /* error, or EPOLLOUT continues where this stopped */
+        }
+        if (c->closing)
+            return -1;
+        if (!c->more)
+            break;
+    }
+    memmove(c->in, c->in + c->used, c->have - c->used);
+    c->have -= c->used;
+    c->used = 0;
+    return 0;
+}
+
+/* One read, then the answer. Returns -1 if the connection must go. */
+static int on_readable(struct conn *c)
+{
+    if (c->have == BUF_SIZE)
+        return -1; /* cannot happen: parse() calls a full buffer malformed */
+    ssize_t n = read(c->fd, c->in + c->have, BUF_SIZE - c->have);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    if (n == 0)
+        return -1;
+    if (mode == ECHO) {
+        c->out_len = (size_t)n; /* echo sends from in[]: out_len/out_sent count in it */
+        c->out_sent = 0;
+        while (c->out_sent < c->out_len) {
+            ssize_t w = send(c->fd, c->in + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    return want(c, true);
+                return -1;
+            }
+            c->out_sent += (size_t)w;
+        }
+        return 0;
+    }
+    c->have += (size_t)n;
+    return http_answer(c);
+}
+
+static int on_writable(struct conn *c)
+{
+    if (mode == ECHO) {
+        while (c->out_sent < c->out_len) {
+            ssize_t w = send(c->fd, c->in + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+            if (w < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -1;
+            c->out_sent += (size_t)w;
+        }
+        return want(c, false);
+    }
+    int rc = flush(c);
+    if (rc <= 0)
+        return rc;
+    if (c->closing)
+        return -1;
+    if (want(c, false) < 0)
+        return -1;
+    return http_answer(c); /* requests that were waiting behind the full socket */
+}
+
+static void accept_all(int lfd)
+{
+    for (;;) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                perror("epoll-server: accept4");
+            return; /* EMFILE and the like: epoll reports the listener again */
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct conn *c = malloc(sizeof(*c));
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        memset(c, 0, offsetof(struct conn, in));
+        c->fd = fd;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+            conn_close(c);
+    }
+}
+
+/* "host:port" or "[v6host]:port" to a listening, nonblocking socket; -1 with a message. */
+static int listen_on(const char *addr)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
+        fprintf(stderr, "epoll-server: cannot parse address '%s'\n", addr);
+        return -1;
+    }
+    const char *h = addr;
+    size_t hlen = (size_t)(colon - addr);
+    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *ai;
+    int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (rc) {
+        fprintf(stderr, "epoll-server: cannot parse address '%s': %s\n", addr, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+        fprintf(stderr, "epoll-server: cannot listen on %s: %s\n", addr, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3 || (strcmp(argv[1], "http") && strcmp(argv[1], "echo"))) {
+        fprintf(stderr, "usage: %s http|echo ADDR     (ADDR: 127.0.0.1:8080, [::1]:8080)\n",
+                argv[0]);
+        return 2;
+    }
+    mode = argv[1][0] == 'h' ? HTTP : ECHO;
+    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: epoll_wait returns EINTR */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int lfd = listen_on(argv[2]);
+    if (lfd < 0)
+        return 1;
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    static int listener_tag; /* data.ptr of the listener: not a struct conn */
+    struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listener_tag};
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) < 0) {
+        perror("epoll-server: epoll");
+        return 1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[128] = "?", port[16] = "?";
+    if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV);
+    printf("epoll-server: %s listening on %s%s%s:%s (level-triggered epoll, 1 thread)\n", argv[1],
+           strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
+    fflush(stdout);
+
+    struct epoll_event evs[MAX_EVENTS];
+    while (!stop) {
+        int n = epoll_wait(ep, evs, MAX_EVENTS, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            perror("epoll-server: epoll_wait");
+            return 1;
+        }
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &listener_tag) {
+                accept_all(lfd);
+                continue;
+            }
+            struct conn *c = evs[i].data.ptr;
+            int rc;
+            if (evs[i].events & (EPOLLERR | EPOLLHUP) && !(evs[i].events & EPOLLIN))
+                rc = -1;
+            else
+                rc = c->writing ? on_writable(c) : on_readable(c);
+            if (rc < 0)
+                conn_close(c);
+        }
+    }
+    if (mode == HTTP)
+        printf("epoll-server: served %ld requests\n", served);
+    close(lfd);
+    close(ep);
+    return 0;
+}
