@@ -22,9 +22,11 @@ static const char BAD[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConn
 enum { REQ_INCOMPLETE = 0, REQ_BAD = -1 };
 
 /* Parses one request at the start of buf[0..len). Returns its length (headers and body), 0 if it
- * is not complete yet, or REQ_BAD. *close is set when the connection must close after it. */
-static long parse_request(const char *buf, size_t len, bool *close)
+ * is not complete yet, or REQ_BAD. *close is set, for a complete request only, when the
+ * connection must close after it. */
+static long parse_request(const char *buf, size_t len, bool *close_after)
 {
+    bool close_flag, *close = &close_flag;
     const char *end = NULL;
     for (size_t i = 0; i + 3 < len; i++)
         if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
@@ -67,7 +69,10 @@ static long parse_request(const char *buf, size_t len, bool *close)
         h = hend + 2;
     }
     size_t total = (size_t)(end - buf) + (size_t)body;
-    return total <= len ? (long)total : (total > BUF_SIZE ? REQ_BAD : REQ_INCOMPLETE);
+    if (total > len)
+        return total > BUF_SIZE ? REQ_BAD : REQ_INCOMPLETE;
+    *close_after = close_flag;
+    return (long)total;
 }
 
 static atomic_long served[TPC_MAX_SHARDS];
@@ -109,7 +114,12 @@ static int connection(int fd, void *arg)
             atomic_fetch_add_explicit(&served[me], 1, memory_order_relaxed);
         }
         if (len == REQ_BAD) {
-            memcpy(out + outlen, BAD, sizeof(BAD) - 1); /* fits: BAD is shorter than OK */
+            if (outlen + sizeof(BAD) > BUF_SIZE) {
+                if (send_all(fd, out, outlen) < 0)
+                    goto done;
+                outlen = 0;
+            }
+            memcpy(out + outlen, BAD, sizeof(BAD) - 1);
             outlen += sizeof(BAD) - 1;
             close = true;
         }
