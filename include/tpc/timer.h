@@ -48,7 +48,7 @@ typedef void (*tpc_timer_fn)(tpc_timer *t, void *arg);
 struct tpc_timer {
     /* private */
     tpc_list node;
-    tpc_timer *ahead; /* a timer queued later in the same slot: prefetched when walking it */
+    tpc_timer *ahead; /* queued 16 later in the same list: a prefetch hint, may be stale */
     uint64_t due;     /* tick */
     uint64_t seq;     /* start order */
     uint64_t deadline;
