@@ -18,6 +18,14 @@ static inline uint64_t bench_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the calling thread, for work that is spread over wall-clock time (timers). */
+static inline uint64_t bench_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Iteration count: argv[1] if given, else the default (scripts may shorten runs). */
 static inline long bench_iters(int argc, char **argv, long dflt)
 {

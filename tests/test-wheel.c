@@ -37,6 +37,11 @@ static void on_fire(tpc_timer *t, void *ctx)
     fired[nfired++] = (int)(t - timers);
 }
 
+static void record_fire(tpc_timer *t, void *ctx)
+{
+    ((tpc_timer **)ctx)[nfired++] = t;
+}
+
 static uint64_t random_due(void)
 {
     uint64_t now = wheel.now;
@@ -137,6 +142,23 @@ static bool check_invariants(void)
     return true;
 }
 
+/* The rings of recent arrivals hold only timers that are still in their list: a later arrival
+ * writes into the timer it replaces. */
+static bool check_rings(void)
+{
+    for (unsigned id = 0; id < TPC_WHEEL_LISTS; id++)
+        for (unsigned j = 0; j < TPC_WHEEL_AHEAD; j++) {
+            tpc_timer *t = wheel.recent[id][j];
+            if (t && (t < timers || t >= timers + NT || !ref[t - timers].pending || t->slot != id ||
+                      t->recent != j)) {
+                fprintf(stderr, "list %u ring entry %u: timer %td is not queued there\n", id, j,
+                        t - timers);
+                return false;
+            }
+        }
+    return true;
+}
+
 static void test_wheel_model(void **state)
 {
     (void)state;
@@ -177,7 +199,7 @@ static void test_wheel_model(void **state)
                          (unsigned long long)seed);
             }
         }
-        if (!check_invariants())
+        if (!check_invariants() || ((op & 31) == 0 && !check_rings()))
             fail_msg("invariant broken after %ld operations (seed 0x%llx)", op,
                      (unsigned long long)seed);
     }
@@ -223,11 +245,103 @@ static void test_wheel_callbacks(void **state)
     assert_int_equal(tpc__wheel_next(&w2), 115);
 }
 
+/* A timer cascaded from level 1 lands behind a newer timer started straight into the same
+ * level-0 slot; both are due in the same tick and fire in start order (older first). */
+static void test_wheel_cascade_order(void **state)
+{
+    (void)state;
+    static struct tpc__wheel w;
+    static tpc_timer older, newer;
+    tpc__wheel_init(&w, 0);
+    older.due = 100; /* 100 ticks away: level 1, cascaded at tick 64 */
+    tpc__wheel_add(&w, &older);
+    assert_int_equal(tpc__wheel_advance(&w, 40, on_fire, NULL), 0);
+    newer.due = 100; /* 60 ticks away: level 0 directly */
+    tpc__wheel_add(&w, &newer);
+    assert_int_equal(tpc__wheel_advance(&w, 64, on_fire, NULL), 0);
+    assert_true(w.unsorted != 0); /* the cascade queued older behind newer */
+    nfired = 0;
+    tpc_timer *order[2];
+    for (int k = 0; k < 2; k++)
+        order[k] = NULL;
+    assert_int_equal(tpc__wheel_advance(&w, 100, record_fire, order), 2);
+    assert_ptr_equal(order[0], &older);
+    assert_ptr_equal(order[1], &newer);
+    assert_int_equal(w.unsorted, 0);
+}
+
+/* Each timer links to the one queued TPC_WHEEL_AHEAD after it in its list; a removed timer
+ * leaves the ring, so later arrivals never write into it (it may have been freed). */
+static void test_wheel_ahead_links(void **state)
+{
+    (void)state;
+    enum { N = 2 * TPC_WHEEL_AHEAD + 8 };
+    static struct tpc__wheel w;
+    static tpc_timer t[N];
+    tpc__wheel_init(&w, 0);
+    memset(t, 0, sizeof(t));
+    for (int i = 0; i < N - 1; i++) {
+        t[i].due = 10;
+        tpc__wheel_add(&w, &t[i]);
+    }
+    for (int i = 0; i < N - 1; i++)
+        assert_ptr_equal(t[i].ahead, i + TPC_WHEEL_AHEAD < N - 1 ? &t[i + TPC_WHEEL_AHEAD] : NULL);
+    /* The next arrival replaces t[N - 1 - AHEAD] in the ring: remove that one first. */
+    tpc_timer *gone = &t[N - 1 - TPC_WHEEL_AHEAD];
+    tpc__wheel_del(&w, gone);
+    memset(gone, 0xA5, sizeof(*gone)); /* as if freed and reused */
+    t[N - 1].due = 10;
+    tpc__wheel_add(&w, &t[N - 1]);
+    for (size_t k = 0; k < sizeof(*gone); k++)
+        assert_int_equal(((unsigned char *)gone)[k], 0xA5);
+    memset(gone, 0, sizeof(*gone));
+    assert_int_equal(tpc__wheel_advance(&w, 10, on_fire, NULL), N - 1);
+    assert_int_equal(w.count, 0);
+}
+
+/* Timers on the heap that callbacks free as they fire, and stopped timers freed at once, mixed
+ * with new arrivals in the same slots: under ASan, a write into a freed timer is reported. */
+static struct tpc__wheel w3;
+static int freed_by_fire;
+
+static void free_on_fire(tpc_timer *t, void *ctx)
+{
+    (void)ctx;
+    free(t);
+    freed_by_fire++;
+}
+
+static void test_wheel_freed_timers(void **state)
+{
+    (void)state;
+    tpc__wheel_init(&w3, 0);
+    size_t live = 0;
+    for (int round = 0; round < 200; round++) {
+        tpc_timer *batch[64];
+        for (int i = 0; i < 64; i++) {
+            batch[i] = calloc(1, sizeof(tpc_timer));
+            assert_non_null(batch[i]);
+            batch[i]->due = w3.now + 1 + (uint64_t)((round * 7 + i) % 3) * 70; /* levels 0 and 1 */
+            tpc__wheel_add(&w3, batch[i]);
+        }
+        for (int i = 0; i < 64; i += 3) { /* stop and free every third, newest included */
+            tpc__wheel_del(&w3, batch[i]);
+            free(batch[i]);
+        }
+        live += 64 - 22;
+        tpc__wheel_advance(&w3, w3.now + 1 + (uint64_t)(round % 5), free_on_fire, NULL);
+    }
+    tpc__wheel_advance(&w3, w3.now + 1000, free_on_fire, NULL);
+    assert_int_equal(w3.count, 0);
+    assert_int_equal((size_t)freed_by_fire, live);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wheel_model),
-        cmocka_unit_test(test_wheel_callbacks),
+        cmocka_unit_test(test_wheel_model),         cmocka_unit_test(test_wheel_callbacks),
+        cmocka_unit_test(test_wheel_cascade_order), cmocka_unit_test(test_wheel_ahead_links),
+        cmocka_unit_test(test_wheel_freed_timers),
     };
     return cmocka_run_group_tests_name("wheel", tests, NULL, NULL);
 }

@@ -9,9 +9,11 @@
 #include "core/list.h"
 #include "wheel.h"
 
-#define SLOT_DUE    0xFFFF /* in the due list */
-#define SLOT_FIRING 0xFFFE /* taken out for firing */
-#define SPAN(k)     ((uint64_t)1 << (TPC_WHEEL_BITS * (k)))
+#define SLOT_DUE (TPC_WHEEL_LEVELS * TPC_WHEEL_SLOTS) /* the due list; also "in no list" */
+#define SPAN(k)  ((uint64_t)1 << (TPC_WHEEL_BITS * (k)))
+
+_Static_assert(TPC_WHEEL_AHEAD <= 256 && TPC_WHEEL_LISTS <= 65536,
+               "tpc_timer.recent and .slot must hold a ring position and a list number");
 
 void tpc__wheel_init(struct tpc__wheel *w, uint64_t now)
 {
@@ -23,22 +25,66 @@ void tpc__wheel_init(struct tpc__wheel *w, uint64_t now)
             tpc__list_init(&w->slots[k][i]);
 }
 
+static tpc_list *list_of(struct tpc__wheel *w, unsigned id)
+{
+    return id == SLOT_DUE ? &w->due : &w->slots[id / TPC_WHEEL_SLOTS][id % TPC_WHEEL_SLOTS];
+}
+
+static tpc_timer *timer_of(tpc_list *n)
+{
+    return tpc__container_of(n, tpc_timer, node);
+}
+
+/* Both ends of a timer: 88 bytes (on 64-bit) at any alignment may span two cache lines. */
+static inline void prefetch_timer(const tpc_timer *t)
+{
+    if (t) {
+        __builtin_prefetch(t, 1);
+        __builtin_prefetch((const char *)t + sizeof(*t) - 1, 1);
+    }
+}
+
+/* Queues t at the tail of list id, and makes the timer queued TPC_WHEEL_AHEAD before it (if
+ * still there) point to it. A list is walked once, when it is fired or cascaded, and in a large
+ * one consecutive timers sit anywhere in memory (1M timers started in one pass are 88 MB, met
+ * in deadline order): a plain walk waits for one cache miss per timer (~200 ns on the project's
+ * VM), one after the other. Prefetching `ahead` keeps TPC_WHEEL_AHEAD misses in flight instead.
+ * `ahead` is a hint: when its timer has left (stopped, or even freed), the walk prefetches a line
+ * it does not need, which is harmless, and never dereferences it. The ring only holds timers that
+ * are in the list (removal clears a timer's entry, taking the list clears the ring), so the
+ * `back->ahead` store always lands in a live timer. */
+static void enqueue(struct tpc__wheel *w, tpc_timer *t, unsigned id)
+{
+    tpc_list *l = list_of(w, id);
+    /* Level-0 slots fire in start order: note one that a cascade appended out of order. */
+    if (id < TPC_WHEEL_SLOTS && !tpc__list_empty(l) && timer_of(l->prev)->seq > t->seq)
+        w->unsorted |= (uint64_t)1 << id;
+    tpc__list_push(l, &t->node);
+    unsigned c = w->cursor[id];
+    tpc_timer *back = w->recent[id][c];
+    if (back)
+        back->ahead = t;
+    w->recent[id][c] = t;
+    w->cursor[id] = (uint8_t)((c + 1) % TPC_WHEEL_AHEAD);
+    t->recent = (uint8_t)c;
+    t->ahead = NULL;
+    t->slot = (uint16_t)id;
+}
+
 /* cascading: a timer due exactly now belongs to the level-0 slot being processed. */
 static void place(struct tpc__wheel *w, tpc_timer *t, int cascading)
 {
     uint64_t due = t->due;
     if (due < w->now || (due == w->now && !cascading)) {
-        t->slot = SLOT_DUE;
-        tpc__list_push(&w->due, &t->node);
+        enqueue(w, t, SLOT_DUE);
         return;
     }
     uint64_t delta = due - w->now;
-    int k = 0;
+    unsigned k = 0;
     while (k < TPC_WHEEL_LEVELS - 1 && delta >= SPAN(k + 1))
         k++;
     unsigned i = (unsigned)(due >> (TPC_WHEEL_BITS * k)) & (TPC_WHEEL_SLOTS - 1);
-    t->slot = (uint16_t)(k * TPC_WHEEL_SLOTS + i);
-    tpc__list_push(&w->slots[k][i], &t->node);
+    enqueue(w, t, k * TPC_WHEEL_SLOTS + i);
     w->occupied[k] |= (uint64_t)1 << i;
 }
 
@@ -49,14 +95,19 @@ void tpc__wheel_add(struct tpc__wheel *w, tpc_timer *t)
     place(w, t, 0);
 }
 
+/* t may also be in a list taken out for firing: its slot's list is then another (or empty), so
+ * the occupancy bit stays right, and the ring no longer holds it. */
 void tpc__wheel_del(struct tpc__wheel *w, tpc_timer *t)
 {
+    unsigned id = t->slot;
     tpc__list_remove(&t->node);
     w->count--;
-    if (t->slot < SLOT_FIRING) {
-        unsigned k = t->slot / TPC_WHEEL_SLOTS, i = t->slot % TPC_WHEEL_SLOTS;
-        if (tpc__list_empty(&w->slots[k][i]))
-            w->occupied[k] &= ~((uint64_t)1 << i);
+    if (w->recent[id][t->recent] == t)
+        w->recent[id][t->recent] = NULL;
+    if (id < SLOT_DUE && tpc__list_empty(list_of(w, id))) {
+        w->occupied[id / TPC_WHEEL_SLOTS] &= ~((uint64_t)1 << (id % TPC_WHEEL_SLOTS));
+        if (id < TPC_WHEEL_SLOTS)
+            w->unsorted &= ~((uint64_t)1 << id);
     }
     t->slot = SLOT_DUE;
 }
@@ -85,17 +136,16 @@ uint64_t tpc__wheel_next(const struct tpc__wheel *w)
     return tpc__list_empty(&w->due) ? next_slot_tick(w) : w->now;
 }
 
-/* Sorts a (usually already sorted) list by start order. */
+/* Sorts a list by start order. The first pass walks it all with prefetching, so that the merge
+ * passes (if it is out of order) find the timers in cache. */
 static void sort_by_seq(tpc_list *l)
 {
-    tpc_list *n = l->next;
     int sorted = 1;
-    for (; n->next != l; n = n->next)
-        if (tpc__container_of(n, tpc_timer, node)->seq >
-            tpc__container_of(n->next, tpc_timer, node)->seq) {
+    for (tpc_list *n = l->next; n != l; n = n->next) {
+        prefetch_timer(timer_of(n)->ahead);
+        if (n->next != l && timer_of(n)->seq > timer_of(n->next)->seq)
             sorted = 0;
-            break;
-        }
+    }
     if (sorted)
         return;
     /* Bottom-up merge sort on the next pointers, then rebuild prev. */
@@ -137,7 +187,7 @@ static void sort_by_seq(tpc_list *l)
         if (merges <= 1)
             break;
     }
-    tpc_list *prev = l;
+    tpc_list *prev = l, *n;
     for (n = head; n; prev = n, n = n->next)
         n->prev = prev;
     prev->next = l;
@@ -145,19 +195,21 @@ static void sort_by_seq(tpc_list *l)
     l->next = head;
 }
 
-/* Moves a list's timers to `out` for firing, so that callbacks may change the wheel freely. */
-static void take(tpc_list *from, tpc_list *out)
+/* Moves list id's timers to `out` for firing or cascading, so that callbacks may change the
+ * wheel freely. O(1): the timers keep their slot number (see tpc__wheel_del). */
+static void take(struct tpc__wheel *w, unsigned id, tpc_list *out)
 {
+    tpc_list *from = list_of(w, id);
     tpc__list_init(out);
     if (tpc__list_empty(from))
         return;
-    for (tpc_list *n = from->next; n != from; n = n->next)
-        tpc__container_of(n, tpc_timer, node)->slot = SLOT_FIRING;
     out->next = from->next;
     out->prev = from->prev;
     out->next->prev = out;
     out->prev->next = out;
     tpc__list_init(from);
+    memset(w->recent[id], 0, sizeof(w->recent[id]));
+    w->cursor[id] = 0;
 }
 
 static size_t fire_list(struct tpc__wheel *w, tpc_list *l, tpc__wheel_fire_fn fire, void *ctx)
@@ -165,7 +217,8 @@ static size_t fire_list(struct tpc__wheel *w, tpc_list *l, tpc__wheel_fire_fn fi
     size_t n = 0;
     tpc_list *e;
     while ((e = tpc__list_first(l))) {
-        tpc_timer *t = tpc__container_of(e, tpc_timer, node);
+        tpc_timer *t = timer_of(e);
+        prefetch_timer(t->ahead);
         tpc__list_remove(e);
         t->slot = SLOT_DUE;
         w->count--;
@@ -179,7 +232,7 @@ size_t tpc__wheel_advance(struct tpc__wheel *w, uint64_t to, tpc__wheel_fire_fn 
 {
     tpc_list local;
     size_t fired = 0;
-    take(&w->due, &local);
+    take(w, SLOT_DUE, &local);
     fired += fire_list(w, &local, fire, ctx);
     while (w->now < to) {
         /* Already-due timers that callbacks add wait for the next advance. */
@@ -190,25 +243,31 @@ size_t tpc__wheel_advance(struct tpc__wheel *w, uint64_t to, tpc__wheel_fire_fn 
         }
         /* Jumping over ticks is safe: next_tick says no slot is processed in between. */
         w->now = next;
-        for (int k = TPC_WHEEL_LEVELS - 1; k >= 1; k--) {
+        for (unsigned k = TPC_WHEEL_LEVELS - 1; k >= 1; k--) {
             if (next & (SPAN(k) - 1))
                 continue;
             unsigned i = (unsigned)(next >> (TPC_WHEEL_BITS * k)) & (TPC_WHEEL_SLOTS - 1);
             if (!(w->occupied[k] & ((uint64_t)1 << i)))
                 continue;
             w->occupied[k] &= ~((uint64_t)1 << i);
-            take(&w->slots[k][i], &local);
+            take(w, k * TPC_WHEEL_SLOTS + i, &local);
             tpc_list *e;
             while ((e = tpc__list_first(&local))) {
+                tpc_timer *t = timer_of(e);
+                prefetch_timer(t->ahead);
                 tpc__list_remove(e);
-                place(w, tpc__container_of(e, tpc_timer, node), 1);
+                place(w, t, 1);
             }
         }
         unsigned i = (unsigned)next & (TPC_WHEEL_SLOTS - 1);
-        if (w->occupied[0] & ((uint64_t)1 << i)) {
-            w->occupied[0] &= ~((uint64_t)1 << i);
-            take(&w->slots[0][i], &local);
-            sort_by_seq(&local);
+        uint64_t bit = (uint64_t)1 << i;
+        if (w->occupied[0] & bit) {
+            w->occupied[0] &= ~bit;
+            take(w, i, &local);
+            if (w->unsorted & bit) {
+                w->unsorted &= ~bit;
+                sort_by_seq(&local);
+            }
             fired += fire_list(w, &local, fire, ctx);
         }
     }

@@ -1,6 +1,8 @@
 /* A hierarchical hashed timing wheel over integer ticks: 6 levels of 64 slots, O(1) insert and
  * delete, cascading on advance, empty spans skipped with per-level occupancy bitmaps. Timers
  * further than 64^6 ticks away are clamped into the last level and re-placed when they cascade.
+ * Each timer links to the one queued TPC_WHEEL_AHEAD after it in its list, so that walking a
+ * list of timers scattered in memory keeps that many cache misses in flight.
  * Pure data structure: no clock, no shard (tests drive it with a virtual clock). */
 #ifndef TPC_TIMER_WHEEL_H
 #define TPC_TIMER_WHEEL_H
@@ -12,14 +14,24 @@
 #define TPC_WHEEL_BITS   6
 #define TPC_WHEEL_SLOTS  (1u << TPC_WHEEL_BITS)
 #define TPC_WHEEL_LEVELS 6
+/* Lists: the slots of every level, then the due list. */
+#define TPC_WHEEL_LISTS (TPC_WHEEL_LEVELS * TPC_WHEEL_SLOTS + 1)
+/* How far ahead (in timers of the same list) a walk prefetches. */
+#define TPC_WHEEL_AHEAD 16
 
 struct tpc__wheel {
     uint64_t now; /* ticks up to and including now have been processed */
     uint64_t seq; /* start order given to timers */
     size_t count; /* pending timers */
     uint64_t occupied[TPC_WHEEL_LEVELS];
-    tpc_list due; /* added already due: fire at the next advance */
+    uint64_t unsorted; /* level-0 slots where a timer was queued behind a newer one */
+    tpc_list due;      /* added already due: fire at the next advance */
     tpc_list slots[TPC_WHEEL_LEVELS][TPC_WHEEL_SLOTS];
+    /* Per list, the last TPC_WHEEL_AHEAD timers queued that are still there (NULL where one
+     * left), a ring indexed by cursor: the entry a new timer replaces is the timer queued
+     * TPC_WHEEL_AHEAD before it, whose `ahead` then points to the new one. */
+    uint8_t cursor[TPC_WHEEL_LISTS];
+    tpc_timer *recent[TPC_WHEEL_LISTS][TPC_WHEEL_AHEAD];
 };
 
 typedef void (*tpc__wheel_fire_fn)(tpc_timer *t, void *ctx);

@@ -48,14 +48,16 @@ typedef void (*tpc_timer_fn)(tpc_timer *t, void *arg);
 struct tpc_timer {
     /* private */
     tpc_list node;
-    uint64_t due; /* tick */
-    uint64_t seq; /* start order */
+    tpc_timer *ahead; /* queued 16 later in the same list: a prefetch hint, may be stale */
+    uint64_t due;     /* tick */
+    uint64_t seq;     /* start order */
     uint64_t deadline;
     uint64_t period;
     tpc_timer_fn fn;
     void *arg;
     void *shard;
-    uint16_t slot; /* where the wheel keeps it */
+    uint16_t slot;  /* where the wheel keeps it */
+    uint8_t recent; /* its place in the slot's ring of recent arrivals */
     bool pending;
 };
 
