@@ -89,12 +89,50 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Receive buffers: one pool per shard, shared by its connections (multishot recv with provided
+ * buffers), so an idle connection holds none. NULL: the kernel has none; plain tpc_recv then. */
+static tpc_bufpool *pools[TPC_MAX_SHARDS];
+
+/* Frees this shard's pool, or, while connections still use it, lets the last one free it. */
+static bool pool_doomed[TPC_MAX_SHARDS];
+
+static void pool_release_if_done(int me)
+{
+    if (pools[me] && pool_doomed[me] && tpc_bufpool_destroy(pools[me]) == 0)
+        pools[me] = NULL;
+}
+
+/* Appends received bytes to in[have..BUF_SIZE): from the chunk held in *b (at *off) if any,
+ * else from the next one. Returns the count, 0 at end of stream, or a negative errno. */
+static ssize_t fill(int fd, tpc_rx *rx, tpc_buf *b, size_t *off, char *in, size_t have)
+{
+    if (!rx)
+        return tpc_recv(fd, in + have, BUF_SIZE - have, 0);
+    if (!b->data) {
+        ssize_t n = tpc_rx_next(rx, b);
+        if (n <= 0)
+            return n;
+        *off = 0;
+    }
+    size_t take = b->len - *off < BUF_SIZE - have ? b->len - *off : BUF_SIZE - have;
+    memcpy(in + have, b->data + *off, take);
+    *off += take;
+    if (*off == b->len)
+        tpc_buf_release(b); /* the rest waits for room in `in` */
+    return (ssize_t)take;
+}
+
 /* Serves one connection (tpc_server_start's fn: the server closes fd afterwards). */
 static int connection(int fd, void *arg)
 {
     (void)arg;
     int me = tpc_shard_id();
     tpc_sock_nodelay(fd, 1);
+    tpc_rx *rx = NULL;
+    if (pools[me] && tpc_rx_open(fd, pools[me], &rx) < 0)
+        rx = NULL;
+    tpc_buf chunk = {0};
+    size_t off = 0;
     char *in = malloc(BUF_SIZE), *out = malloc(BUF_SIZE);
     size_t have = 0;
     while (in && out) {
@@ -127,22 +165,54 @@ static int connection(int fd, void *arg)
             break;
         memmove(in, in + used, have - used);
         have -= used;
-        ssize_t n = tpc_recv(fd, in + have, BUF_SIZE - have, 0);
+        ssize_t n = fill(fd, rx, &chunk, &off, in, have);
         if (n <= 0)
             break; /* the peer closed, or an error, or the server stops */
         have += (size_t)n;
     }
 done:
+    if (chunk.data)
+        tpc_buf_release(&chunk);
+    tpc_rx_close(rx);
+    pool_release_if_done(me);
     free(in);
     free(out);
     return 0;
 }
 
-/* Starts the server on every shard; *srv is stopped by the caller. */
+static int pool_create(void *arg)
+{
+    (void)arg;
+    pool_doomed[tpc_shard_id()] = false;
+    if (tpc_bufpool_create(1024, 4096, &pools[tpc_shard_id()]) < 0)
+        pools[tpc_shard_id()] = NULL; /* no buffer rings in this kernel: plain recv */
+    return 0;
+}
+
+static int pool_release(void *arg)
+{
+    (void)arg;
+    pool_doomed[tpc_shard_id()] = true;
+    pool_release_if_done(tpc_shard_id());
+    return 0;
+}
+
+/* Starts the server on every shard. */
 static int http_start(const tpc_addr *a, tpc_server **srv)
 {
+    int rc = tpc_on_all(pool_create, NULL);
     tpc_server_opts o = {.stack_size = 64 * 1024};
-    return tpc_server_start(a, &o, connection, NULL, srv);
+    if (rc == 0 && (rc = tpc_server_start(a, &o, connection, NULL, srv)) < 0)
+        tpc_on_all(pool_release, NULL);
+    return rc;
+}
+
+/* Stops accepting; each shard's pool is freed once its last connection has ended. */
+static int http_stop(tpc_server *srv)
+{
+    int rc = tpc_server_stop(srv);
+    int rc2 = tpc_on_all(pool_release, NULL);
+    return rc < 0 ? rc : rc2;
 }
 
 #ifndef TPC_HTTP_NO_MAIN /* tests/test-http.c includes this file for its parts */
@@ -173,7 +243,7 @@ static int serve(void *arg)
         printf("tpc-http: shard %d served %ld requests on %llu connections\n", i,
                atomic_load(&served[i]), (unsigned long long)conns);
     }
-    tpc_server_stop(srv);
+    http_stop(srv);
     return 0;
 }
 

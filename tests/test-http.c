@@ -100,6 +100,22 @@ static int http_main(void *arg)
     CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), ok);
     tpc_close(fd);
 
+    /* A body larger than a receive buffer (4 KiB) arrives in several chunks; headers larger
+     * than the request buffer (16 KiB) get 400. */
+    fd = tpc_connect(&a);
+    CHECK(fd >= 0);
+    static char big[24000];
+    int hl = snprintf(big, sizeof(big), "POST /b HTTP/1.1\r\nContent-Length: 12000\r\n\r\n");
+    memset(big + hl, 'x', 12000);
+    CHECK_EQ(tpc_send(fd, big, (size_t)hl + 12000, 0), hl + 12000);
+    CHECK_EQ(read_some(fd, buf, sizeof(buf), ok), ok);
+    hl = snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nX: ");
+    memset(big + hl, 'y', BUF_SIZE - (size_t)hl); /* exactly a full buffer: all of it is read,
+                                                   * so the close is a FIN, not a reset */
+    CHECK_EQ(tpc_send(fd, big, BUF_SIZE, 0), BUF_SIZE);
+    CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), sizeof(BAD) - 1);
+    tpc_close(fd);
+
     /* Garbage: 400, then closed. */
     fd = tpc_connect(&a);
     CHECK(fd >= 0);
@@ -124,8 +140,8 @@ static int http_main(void *arg)
     long total = 0;
     for (int i = 0; i < tpc_shard_count(); i++)
         total += atomic_load(&served[i]);
-    CHECK_EQ(total, 18 + 180 + 1);
-    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(total, 18 + 180 + 1 + 1);
+    CHECK_EQ(http_stop(srv), 0);
     return 0;
 }
 
