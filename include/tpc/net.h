@@ -50,10 +50,9 @@ TPC_EXTERN int tpc_listen(const tpc_addr *a, int backlog, int flags);
 /* One SO_REUSEPORT listener per shard on the same TCP address, so that the kernel spreads
  * connections over the shards: fds[i] is shard i's listener (fds must hold tpc_shard_count()
  * entries). With port 0 the kernel's choice for the first is used for all. Each shard then
- * accepts on its own fds[i]. This is the default way to spread a TCP server; a single acceptor
- * that hands connections out (tpc_submit_to) suits long-lived connections whose load the kernel's
- * hash would spread badly. Returns 0 or a negative errno (then no listener is left open).
- * Does not suspend. */
+ * accepts on its own fds[i]. tpc_server_start does this (and the accepting) for you; see there
+ * for when to hand connections out from one acceptor instead. Returns 0 or a negative errno
+ * (then no listener is left open). Does not suspend. */
 TPC_EXTERN int tpc_listen_all(const tpc_addr *a, int backlog, int *fds);
 
 /* Waits for a connection on listener fd; returns its descriptor (close-on-exec) and stores the
