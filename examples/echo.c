@@ -1,8 +1,8 @@
-/* A TCP (or Unix stream) echo server: tpc_server_start, so one SO_REUSEPORT listener per shard
- * (a Unix socket: one listener handing connections out), a fiber per connection, everything a
- * connection sends comes back. Ctrl-C stops it gracefully. tpc-echo [--shards N] [--listen ADDR]
- * ADDR: 127.0.0.1:7000 (default), [::1]:7000 Try: tpc-echo & then  printf 'hello\n' | nc -q1
- * 127.0.0.1 7000 */
+/* A TCP (or Unix stream) echo server on tpc_server_start: one SO_REUSEPORT listener per shard
+ * (a Unix socket: one listener handing connections out), a fiber per connection that sends back
+ * everything it receives (plain tpc_recv into its own buffer). Ctrl-C stops it gracefully.
+ *   tpc-echo [--shards N] [--listen ADDR]     ADDR: 127.0.0.1:7000 (default), [::1]:7000
+ * Try: tpc-echo & then  printf 'hello\n' | nc -q1 127.0.0.1 7000 */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -204,11 +204,11 @@ int tpc_acceptor_close(tpc_acceptor *a)
         return tpc__self ? -EXDEV : -EPERM;
     if (!tpc__list_empty(&a->waiters))
         return -EBUSY;
+    if (a->armed && !tpc__self->current)
+        return -EPERM; /* the kernel must be waited for: that takes a fiber */
     tpc_timer_stop(&a->retry);
     a->closing = true;
     if (a->armed) {
-        if (!tpc__self->current)
-            return -EPERM; /* the kernel must be waited for: that takes a fiber */
         while (a->armed) {
             if (!a->stopping)
                 cancel(a);

@@ -141,6 +141,14 @@ static void test_resolve(void **state)
 
 /* ---- Receive streams over a buffer pool. ---- */
 
+static int rx_close_rc;
+static tpc_event rx_close_tried;
+static void rx_close_from_callback(void *arg)
+{
+    rx_close_rc = tpc_rx_close(arg);
+    tpc_event_set(&rx_close_tried);
+}
+
 static int rx_main(void *arg)
 {
     (void)arg;
@@ -184,7 +192,11 @@ static int rx_main(void *arg)
     while (nheld)
         CHECK_EQ(tpc_buf_release(&held[--nheld]), 0);
 
-    /* Misuse. */
+    /* Misuse. A callback cannot close an armed stream (that waits for the kernel). */
+    tpc_event_init(&rx_close_tried, false);
+    CHECK_EQ(tpc_defer(rx_close_from_callback, rx), 0);
+    CHECK_EQ(tpc_event_wait(&rx_close_tried), 0);
+    CHECK_EQ(rx_close_rc, -EPERM);
     CHECK_EQ(tpc_send(a, "z", 1, 0), 1);
     CHECK_EQ(tpc_rx_next(rx, &buf), 1);
     tpc_buf copy = buf;

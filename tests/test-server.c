@@ -64,6 +64,14 @@ static int other_shard_next(void *arg)
     return 0;
 }
 
+static int close_rc;
+static tpc_event closed_tried;
+static void close_from_callback(void *arg)
+{
+    close_rc = tpc_acceptor_close(arg);
+    tpc_event_set(&closed_tried);
+}
+
 static int acceptor_main(void *arg)
 {
     (void)arg;
@@ -113,6 +121,17 @@ static int acceptor_main(void *arg)
     CHECK_EQ(tpc_join(w2, &r2), 0);
     CHECK(r1 >= 0 && r2 >= 0 && r1 != r2);
     tpc_close(r1), tpc_close(r2), tpc_close(c1), tpc_close(c2);
+
+    /* Closing needs a fiber while the kernel holds the acceptor: a callback gets -EPERM and
+     * the acceptor stays usable. */
+    tpc_event_init(&closed_tried, false);
+    CHECK_EQ(tpc_defer(close_from_callback, acc), 0);
+    CHECK_EQ(tpc_event_wait(&closed_tried), 0);
+    CHECK_EQ(close_rc, -EPERM);
+    c = tpc_connect(&at);
+    fd = tpc_acceptor_next(acc);
+    CHECK(c >= 0 && fd >= 0);
+    tpc_close(fd), tpc_close(c);
 
     /* Misuse from another shard. */
     int rc = -1;
