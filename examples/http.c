@@ -60,9 +60,15 @@ static long parse_request(const char *buf, size_t len, bool *close_after)
         if (name == 10 && !strncasecmp(h, "Connection", 10))
             *close = vlen == 5 && !strncasecmp(v, "close", 5);
         else if (name == 14 && !strncasecmp(h, "Content-Length", 14)) {
-            char *e;
-            body = strtol(v, &e, 10);
-            if (e != hend || body < 0 || body > BUF_SIZE)
+            if (v == hend)
+                return REQ_BAD; /* empty */
+            body = 0;
+            for (const char *d = v; d < hend; d++) { /* digits only, within the header line */
+                if (*d < '0' || *d > '9' || body > BUF_SIZE)
+                    return REQ_BAD;
+                body = body * 10 + (*d - '0');
+            }
+            if (body > BUF_SIZE)
                 return REQ_BAD;
         } else if (name == 17 && !strncasecmp(h, "Transfer-Encoding", 17))
             return REQ_BAD; /* no chunked bodies here */

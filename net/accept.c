@@ -30,6 +30,7 @@ struct tpc_acceptor {
     int *q;      /* ring of accepted descriptors */
     unsigned qhead, qlen, qcap;
     tpc_list waiters;
+    unsigned nwaiting; /* fibers inside tpc_acceptor_next, woken or not */
     tpc_timer retry;
     int64_t backoff;
     struct tpc__wait closer; /* tpc_acceptor_close waits here for the final completion */
@@ -180,20 +181,27 @@ int tpc_acceptor_next(tpc_acceptor *a)
     if (a->shard != tpc__self)
         return -EXDEV;
     int rc = 0;
+    a->nwaiting++;
     while (rc == 0 && a->qlen == 0 && !a->err) {
         struct tpc__wait w;
         rc = tpc__park(&a->waiters, &w);
     }
+    a->nwaiting--;
+    if (rc < 0) {
+        if (a->qlen)
+            wake_first(a); /* what this fiber was woken for goes to the next waiter */
+        return rc;         /* cancelled or timed out: queued connections stay queued */
+    }
     if (a->qlen) {
         int fd = a->q[a->qhead];
         a->qhead = (a->qhead + 1) % a->qcap;
-        if (--a->qlen < QUEUE_LOW)
-            arm(a);
+        if (--a->qlen < QUEUE_LOW && !tpc_timer_pending(&a->retry))
+            arm(a); /* (while backing off, the timer re-arms) */
         if (a->qlen)
             wake_first(a); /* another waiter may have been passed over */
         return fd;
     }
-    return a->err ? a->err : rc;
+    return a->err;
 }
 
 int tpc_acceptor_close(tpc_acceptor *a)
@@ -202,8 +210,8 @@ int tpc_acceptor_close(tpc_acceptor *a)
         return 0;
     if (a->shard != tpc__self)
         return tpc__self ? -EXDEV : -EPERM;
-    if (!tpc__list_empty(&a->waiters))
-        return -EBUSY;
+    if (a->nwaiting)
+        return -EBUSY; /* includes fibers woken but not yet run */
     if (a->armed && !tpc__self->current)
         return -EPERM; /* the kernel must be waited for: that takes a fiber */
     tpc_timer_stop(&a->retry);

@@ -129,12 +129,30 @@ int tpc_bufpool_available(const tpc_bufpool *p)
     return p ? (int)(p->count - p->nheld - p->nqueued) : -EINVAL;
 }
 
-static void arm(tpc_rx *rx);
-
 static void rx_wake(tpc_rx *rx)
 {
     if (rx->waiter)
         tpc__wake(rx->waiter, 0);
+}
+
+static void arm(tpc_rx *rx);
+
+static unsigned available(const tpc_bufpool *p)
+{
+    return p->count - p->nheld - p->nqueued;
+}
+
+/* Buffers came back: arm starved streams, oldest first, while there are free buffers. */
+static void unstarve(tpc_bufpool *p)
+{
+    tpc_list *n;
+    while (available(p) > 0 && (n = tpc__list_first(&p->starved))) {
+        tpc_rx *rx = tpc__container_of(n, tpc_rx, starve_node);
+        tpc__list_remove(n);
+        rx->starved = false;
+        arm(rx);
+        rx_wake(rx); /* if arming failed, its waiter reports -EAGAIN */
+    }
 }
 
 static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
@@ -144,10 +162,11 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
     tpc_bufpool *p = rx->pool;
     if (!(flags & IORING_CQE_F_MORE))
         rx->armed = rx->stopping = false;
-    if (res > 0 && (flags & IORING_CQE_F_BUFFER)) {
+    if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-        if (rx->closing) {
-            recycle(p, bid);
+        if (rx->closing || res <= 0) {
+            recycle(p, bid); /* (the kernel names no buffer without data; a guard) */
+            unstarve(p);
         } else {
             TPC__KERNEL_WROTE(p->mem + (size_t)bid * p->size, res);
             p->state[bid] = QUEUED;
@@ -160,10 +179,13 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
                 rx->head = (int)bid;
             rx->tail = (int)bid;
         }
-    } else if (res == 0) {
+    }
+    if (res == 0) {
         rx->eof = true;
     } else if (res == -ENOBUFS) {
-        if (!rx->closing && !rx->starved) {
+        /* The ring was empty when the kernel looked. If a buffer has come back since (its
+         * release found this stream not yet starved), simply re-arm below. */
+        if (!rx->closing && !rx->starved && available(p) == 0) {
             rx->starved = true;
             tpc__list_push(&p->starved, &rx->starve_node);
         }
@@ -195,18 +217,6 @@ static void arm(tpc_rx *rx)
     sqe->buf_group = rx->pool->bgid;
     io_uring_sqe_set_data(sqe, &rx->op);
     rx->armed = true;
-}
-
-/* A buffer came back: the oldest starved stream may go on. */
-static void unstarve(tpc_bufpool *p)
-{
-    tpc_list *n = tpc__list_first(&p->starved);
-    if (n) {
-        tpc_rx *rx = tpc__container_of(n, tpc_rx, starve_node);
-        tpc__list_remove(n);
-        rx->starved = false;
-        arm(rx);
-    }
 }
 
 int tpc_buf_release(tpc_buf *b)

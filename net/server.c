@@ -43,12 +43,26 @@ struct conn {
     unsigned shard;
 };
 
-static void srv_unref(tpc_server *srv)
+static void srv_unref_n(tpc_server *srv, unsigned n)
 {
-    if (atomic_fetch_sub(&srv->refs, 1) == 1) {
+    if (atomic_fetch_sub(&srv->refs, n) == n) {
         free(srv->sh);
         free(srv);
     }
+}
+
+static void srv_unref(tpc_server *srv)
+{
+    srv_unref_n(srv, 1);
+}
+
+/* A connection that will not run: undo what dispatch counted. */
+static void conn_drop(struct conn *c)
+{
+    atomic_fetch_sub(&c->srv->sh[c->shard].live, 1);
+    close(c->fd); /* refused: the peer sees the connection close */
+    srv_unref(c->srv);
+    free(c);
 }
 
 static int conn_main(void *arg)
@@ -61,6 +75,15 @@ static int conn_main(void *arg)
     free(c);
     srv_unref(srv);
     return 0;
+}
+
+/* Starts a connection's fiber on this shard; drops the connection if that fails. */
+static void conn_start(void *arg)
+{
+    struct conn *c = arg;
+    tpc_fiber_opts o = {.name = "connection", .detached = true, .stack_size = c->srv->stack_size};
+    if (tpc_spawn_opts(NULL, &o, conn_main, c) < 0)
+        conn_drop(c);
 }
 
 static unsigned least_loaded(tpc_server *srv)
@@ -89,15 +112,12 @@ static void dispatch(tpc_server *srv, unsigned self, int fd)
     atomic_fetch_add(&srv->refs, 1);
     atomic_fetch_add(&srv->sh[to].live, 1);
     atomic_fetch_add_explicit(&srv->sh[to].accepted, 1, memory_order_relaxed);
-    tpc_fiber_opts o = {.name = "connection", .detached = true, .stack_size = srv->stack_size};
-    int rc = to == self ? tpc_spawn_opts(NULL, &o, conn_main, c)
-                        : tpc_spawn_on((int)to, NULL, &o, conn_main, c);
-    if (rc < 0) {
-        atomic_fetch_sub(&srv->sh[to].live, 1);
-        close(fd);
-        free(c);
-        srv_unref(srv);
-    }
+    /* To another shard as a message whose callback spawns the fiber there, so that a spawn
+     * failing on the target (out of memory, stopping) still closes the connection. */
+    if (to == self)
+        conn_start(c);
+    else if (tpc_submit_to((int)to, conn_start, c) < 0)
+        conn_drop(c);
 }
 
 static int accept_loop(void *arg)
@@ -213,6 +233,7 @@ int tpc_server_stop(tpc_server *srv)
     if (srv->home != tpc__self->id)
         return -EXDEV;
     int first = 0;
+    unsigned drops = 0;
     for (unsigned i = 0; i < srv->nshards; i++) {
         if (!srv->sh[i].loop)
             continue;
@@ -220,13 +241,18 @@ int tpc_server_stop(tpc_server *srv)
         int result = 0;
         if (rc == 0)
             rc = tpc_remote_join(srv->sh[i].loop, &result);
-        if (rc < 0) /* cancelled (the runtime is stopping: the loop is cancelled too) */
+        if (rc == -ECANCELED || rc == -ETIMEDOUT || rc == -ESHUTDOWN) {
+            /* Interrupted, or the runtime is stopping: the loop ends by itself. */
             tpc_remote_detach(srv->sh[i].loop);
+        } else if (rc < 0) { /* the loop could not be spawned: it never ran, clean up for it */
+            close(srv->sh[i].lfd);
+            drops++; /* its reference */
+        }
         srv->sh[i].loop = NULL;
         if (!first)
             first = rc < 0 ? rc : result;
     }
-    srv_unref(srv);
+    srv_unref_n(srv, drops + 1); /* and the handle's */
     return first;
 }
 

@@ -342,14 +342,18 @@ int tpc_sock_nodelay(int fd, int on)
 
 int tpc_sock_keepalive(int fd, int idle_s)
 {
-    if (idle_s < 0)
+    if (idle_s < 0 || idle_s > 32767) /* Linux's own bound for TCP_KEEPIDLE */
         return -EINVAL;
-    int rc = setopt(fd, SOL_SOCKET, SO_KEEPALIVE, idle_s > 0);
-    if (rc == 0 && idle_s > 0) {
-        int probe = idle_s < 75 ? idle_s : 75; /* then probe every min(idle, 75 s), 9 times */
-        if ((rc = setopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle_s)) == 0)
-            rc = setopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, probe);
-    }
+    if (idle_s == 0)
+        return setopt(fd, SOL_SOCKET, SO_KEEPALIVE, 0);
+    int probe = idle_s < 75 ? idle_s : 75; /* then probe every min(idle, 75 s), 9 times */
+    int rc = setopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, idle_s);
+    if (rc == 0)
+        rc = setopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, probe);
+    if (rc == 0)
+        rc = setopt(fd, IPPROTO_TCP, TCP_KEEPCNT, 9);
+    if (rc == 0) /* last, so that a socket that is not TCP is left as it was */
+        rc = setopt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
     return rc;
 }
 

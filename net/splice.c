@@ -73,17 +73,19 @@ ssize_t tpc_forward(int from, int to, size_t len)
         return 0;
     if (len > PIPE_CHUNK)
         len = PIPE_CHUNK;
-    /* Wait for data first: a splice from an empty socket would hold a kernel worker thread. */
-    int rc = tpc_poll(from, POLLIN);
-    if (rc < 0)
-        return rc;
     struct tpc__shard *s = tpc__self;
     int p[2];
-    if ((rc = pipe_get(s, p)) < 0)
+    int rc = pipe_get(s, p);
+    if (rc < 0)
         return rc;
-    ssize_t n = tpc_splice(from, -1, p[1], -1, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n == -EAGAIN)
-        n = tpc_splice(from, -1, p[1], -1, len, SPLICE_F_MOVE);
+    ssize_t n;
+    do { /* wait for data first: a splice from an empty socket would hold a kernel worker */
+        if ((rc = tpc_poll(from, POLLIN)) < 0) {
+            pipe_put(s, p, true);
+            return rc;
+        }
+        n = tpc_splice(from, -1, p[1], -1, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } while (n == -EAGAIN); /* readable, yet nothing to take (a wake-up without data) */
     if (n <= 0) {
         pipe_put(s, p, true);
         return n;
@@ -107,7 +109,9 @@ ssize_t tpc_sendfile(int sock, int file, int64_t *offset, size_t len)
     if (rc < 0)
         return rc;
     size_t total = 0;
-    int64_t off = offset ? *offset : -1;
+    /* Explicit positions even for the file's own one, so that it moves by what was sent, not
+     * by what went into the pipe; a file without positions (a pipe) reads as it comes. */
+    int64_t off = offset ? *offset : lseek(file, 0, SEEK_CUR);
     while (total < len) {
         size_t chunk = len - total < PIPE_CHUNK ? len - total : PIPE_CHUNK;
         ssize_t n = tpc_splice(file, off, p[1], -1, chunk, SPLICE_F_MOVE);
@@ -126,5 +130,7 @@ ssize_t tpc_sendfile(int sock, int file, int64_t *offset, size_t len)
     pipe_put(s, p, rc >= 0);
     if (offset)
         *offset = off;
+    else if (off >= 0)
+        lseek(file, off, SEEK_SET);
     return total ? (ssize_t)total : rc;
 }

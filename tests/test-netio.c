@@ -167,11 +167,13 @@ static int rx_main(void *arg)
     tpc_deadline_clear();
 
     /* 200 bytes through 4 buffers of 16: held buffers starve the stream, which goes on once
-     * they come back; the bytes arrive whole and in order. */
+     * they come back; the bytes arrive whole and in order. They are sent while nobody waits
+     * (after the timeout above), so the first chunks are queued, not handed to a waiter. */
     char msg[200], got[200];
     for (size_t i = 0; i < sizeof(msg); i++)
         msg[i] = (char)('a' + i % 26);
     CHECK_EQ(tpc_send(a, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
+    tpc_sleep(5 * MS); /* usually lets the first chunks arrive with no waiter */
     tpc_buf held[4];
     size_t have = 0;
     int nheld = 0;
@@ -248,6 +250,41 @@ static int rx_main(void *arg)
     CHECK_EQ(tpc_bufpool_available(p), 4);
     CHECK_EQ(tpc_bufpool_destroy(p), 0);
     CHECK_EQ(tpc_bufpool_destroy(NULL), 0);
+
+    /* Two buffers, three streams: A's queue takes both, B and C starve; closing A gives both
+     * back and both B and C go on. */
+    CHECK_EQ(tpc_bufpool_create(2, 16, &p), 0);
+    int ca[3], sa[3];
+    tpc_rx *r[3];
+    for (int i = 0; i < 3; i++) {
+        tcp_pair(&ca[i], &sa[i]);
+        CHECK_EQ(tpc_rx_open(sa[i], p, &r[i]), 0);
+    }
+    CHECK_EQ(tpc_send(ca[0], "0123456789abcdefXYZ", 19, 0), 19); /* 16 + 3: both buffers */
+    CHECK_EQ(tpc_rx_next(r[0], &buf), 16);
+    CHECK_EQ(tpc_buf_release(&buf), 0); /* hold nothing, but let the queue refill */
+    CHECK_EQ(tpc_send(ca[0], "0123456789abcdefXYZ", 19, 0), 19);
+    for (int i = 0; i < 20 && tpc_bufpool_available(p) > 0; i++)
+        tpc_sleep(1 * MS); /* until A's queue holds both buffers (bounded) */
+    CHECK_EQ(tpc_bufpool_available(p), 0);
+    CHECK_EQ(tpc_send(ca[1], "b", 1, 0), 1);
+    CHECK_EQ(tpc_send(ca[2], "c", 1, 0), 1);
+    tpc_sleep(5 * MS); /* B and C find the pool empty */
+    CHECK_EQ(tpc_rx_close(r[0]), 0);
+    tpc_buf bc[3];
+    for (int i = 1; i < 3; i++) { /* B's buffer is held while C waits for its own */
+        tpc_deadline_set(2000 * MS);
+        CHECK_EQ(tpc_rx_next(r[i], &bc[i]), 1);
+        tpc_deadline_clear();
+        CHECK_EQ(bc[i].data ? bc[i].data[0] : 0, i == 1 ? 'b' : 'c');
+    }
+    for (int i = 1; i < 3; i++) {
+        CHECK_EQ(tpc_buf_release(&bc[i]), 0);
+        CHECK_EQ(tpc_rx_close(r[i]), 0);
+    }
+    for (int i = 0; i < 3; i++)
+        tpc_close(ca[i]), tpc_close(sa[i]);
+    CHECK_EQ(tpc_bufpool_destroy(p), 0);
     return 0;
 }
 

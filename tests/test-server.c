@@ -104,6 +104,7 @@ static int acceptor_main(void *arg)
     tpc_deadline_clear();
     int c = tpc_connect(&at);
     CHECK(c >= 0);
+    tpc_sleep(5 * MS); /* usually lets the accept complete while nobody waits: it is queued */
     int fd = tpc_acceptor_next(acc);
     CHECK(fd >= 0);
     tpc_close(fd);
@@ -120,6 +121,10 @@ static int acceptor_main(void *arg)
     CHECK_EQ(tpc_join(w1, &r1), 0);
     CHECK_EQ(tpc_join(w2, &r2), 0);
     CHECK(r1 >= 0 && r2 >= 0 && r1 != r2);
+    tpc_addr p1, l1;
+    CHECK_EQ(tpc_sock_peer(r1, &p1), 0); /* the first waiter got the first connection */
+    CHECK_EQ(tpc_sock_local(c1, &l1), 0);
+    CHECK_EQ(p1.in4.sin_port, l1.in4.sin_port);
     tpc_close(r1), tpc_close(r2), tpc_close(c1), tpc_close(c2);
 
     /* Closing needs a fiber while the kernel holds the acceptor: a callback gets -EPERM and
@@ -171,6 +176,22 @@ static int acceptor_main(void *arg)
     CHECK_EQ(tpc_acceptor_close(acc), 0);
     tpc_close(dg);
 
+    /* Two waiters on it, both woken by the error: while the second has not run yet, the
+     * acceptor cannot be freed under it. */
+    dg = tpc_dgram(&a);
+    CHECK_EQ(tpc_acceptor_open(dg, &acc), 0);
+    CHECK_EQ(tpc_spawn(&w1, waiter_main, acc), 0);
+    CHECK_EQ(tpc_spawn(&w2, waiter_main, acc), 0);
+    CHECK_EQ(tpc_join(w1, &r1), 0);
+    CHECK(r1 == -EINVAL || r1 == -EOPNOTSUPP);
+    rc = tpc_acceptor_close(acc); /* w2 may or may not have run by now */
+    CHECK_EQ(tpc_join(w2, &r2), 0);
+    CHECK_EQ(r2, r1);
+    if (rc == -EBUSY)
+        rc = tpc_acceptor_close(acc);
+    CHECK_EQ(rc, 0);
+    tpc_close(dg);
+
     CHECK_EQ(tpc_acceptor_open(-1, &acc), -EINVAL);
     CHECK_EQ(tpc_acceptor_open(0, NULL), -EINVAL);
     CHECK_EQ(tpc_acceptor_next(NULL), -EINVAL);
@@ -192,13 +213,13 @@ static int emfile_main(void *arg)
     (void)arg;
     tpc_addr at;
     int lfd = listener(&at);
-    tpc_acceptor *acc;
-    CHECK_EQ(tpc_acceptor_open(lfd, &acc), 0);
     struct rlimit old, low;
     CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
     low = old;
     low.rlim_cur = 256;
-    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0); /* before the accept is submitted */
+    tpc_acceptor *acc;
+    CHECK_EQ(tpc_acceptor_open(lfd, &acc), 0);
     int fill[256], n = 0;
     while (n < 256 && (fill[n] = dup(0)) >= 0)
         n++;
@@ -471,9 +492,11 @@ static int ping_some(void *arg)
         if (c->fds[i] < 0)
             continue;
         unsigned char b = (unsigned char)i, back = 0;
+        tpc_deadline_set(60 * 1000 * MS); /* a failure, not a hang */
         CHECK_EQ(tpc_send(c->fds[i], &b, 1, 0), 1);
         CHECK_EQ(tpc_recv(c->fds[i], &back, 1, 0), 1);
         CHECK_EQ(back, b);
+        tpc_deadline_clear();
         tpc_close(c->fds[i]);
     }
     return 0;

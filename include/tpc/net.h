@@ -90,7 +90,8 @@ TPC_EXTERN ssize_t tpc_recvv(int fd, const struct iovec *iov, int iovcnt);
 /* TCP_NODELAY on (1) or off (0). */
 TPC_EXTERN int tpc_sock_nodelay(int fd, int on);
 /* TCP keep-alive: idle_s > 0 turns it on, probing after idle_s seconds without traffic (then
- * every min(idle_s, 75) s, 9 probes); 0 turns it off; negative: -EINVAL. */
+ * every min(idle_s, 75) s, 9 probes); 0 turns it off; negative or above 32767: -EINVAL. A
+ * socket that is not TCP gets -EOPNOTSUPP (or the kernel's error) and is left unchanged. */
 TPC_EXTERN int tpc_sock_keepalive(int fd, int idle_s);
 /* SO_SNDBUF / SO_RCVBUF in bytes (the kernel doubles and caps them); 0 leaves one unchanged;
  * negative: -EINVAL. */
@@ -162,11 +163,12 @@ TPC_EXTERN int tpc_server_addr(const tpc_server *srv, tpc_addr *out);
 /* Live connections on shard `shard` and connections it has started there (either may be
  * NULL). Returns 0, or -EINVAL for a bad shard. Usable from any shard. */
 TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uint64_t *accepted);
-/* Stops accepting on every shard, closes the listeners and frees the handle. Connections
- * already running go on until fn returns (the server's memory lives until then). Call from the
+/* Stops accepting on every shard, closes the listeners and frees the handle (even when it
+ * returns an error). Connections already running go on until fn returns (the server's memory
+ * lives until then); connections accepted but not yet started are closed. Call from the
  * starting shard's fibers: -EXDEV elsewhere. Returns 0, or the first error an acceptor ended
- * with. If the caller is cancelled (the runtime is stopping) it returns -ECANCELED without
- * waiting; the acceptors are then cancelled by the runtime. */
+ * with. If the caller is cancelled or the runtime is stopping it returns -ECANCELED or
+ * -ESHUTDOWN without waiting; the acceptors then end with the runtime. */
 TPC_EXTERN int tpc_server_stop(tpc_server *srv);
 
 /* ---- Receiving into a shared buffer pool (multishot recv, provided buffers) ---- */
