@@ -102,8 +102,9 @@ def plan(ids):
 
 def si(v):
     """A value in 3-4 significant digits with a k/M/G suffix for large numbers."""
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div * 10:
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(v) >= div:
+            div = 1e3 if suf == "k" else div
             return f"{v / div:.3g}{suf}" if v / div < 1000 else f"{v / div:.0f}{suf}"
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
 
