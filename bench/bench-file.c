@@ -6,12 +6,14 @@
  *   file_seqwrite                       256 MiB written in 1 MiB writes by one fiber, then one
  *                                       fdatasync, MB/s; fio --rw=write --bs=1m --end_fsync=1
  *                                       (fio's --fdatasync=N never syncs at the end of a job)
- * Each read line gives the medians of three alternating rounds (ours, then fio) and their
- * ratio. fio runs with its defaults otherwise (no
- * registered files or buffers, no SQPOLL), as libtpc does. Buffered runs start from a warm page
- * cache on both sides (fio with --invalidate=0). The file is kept between runs
- * (TPC_BENCH_FILE, default /var/tmp/tpc-bench-1g.dat).
- * Usage: bench-file [seconds per measurement] */
+ * Each line gives the medians of three alternating rounds (ours, then fio; `rounds` changes
+ * it) and their ratio; fio's median is in the conditions ("median N IOPS", "median N MB/s").
+ * fio runs with its defaults otherwise (no registered files or buffers, no SQPOLL), as libtpc
+ * does. Buffered runs start from a warm page cache on both sides (fio with --invalidate=0). The
+ * file is kept between runs (TPC_BENCH_FILE, default /var/tmp/tpc-bench-1g.dat).
+ * Usage: bench-file [seconds per measurement [ID|all [rounds]]]
+ *   ID: one of the ids above; scripts/bench.sh runs one ID per call with 1 round and alternates
+ *   the calls itself */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -29,6 +31,9 @@
 static const char *path;
 static char wpath[256];
 static long seconds;
+static const char *only; /* one workload id, or NULL for all */
+static int rounds = 3;
+#define MAX_ROUNDS 99
 
 /* One figure of fio's JSON output for its one job: the first `key` after `section`; -1 if fio
  * is missing or failed. */
@@ -150,35 +155,35 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-#define ROUNDS 3
-
-/* ROUNDS alternating measurements of ours and fio's; reports the medians and their ratio. */
+/* `rounds` alternating measurements of ours and fio's; reports the medians and their ratio. */
 static void randread(int depth, bool direct)
 {
-    double ours[ROUNDS], fio[ROUNDS], ratio[ROUNDS];
+    double ours[MAX_ROUNDS], fio[MAX_ROUNDS], ratio[MAX_ROUNDS];
     char args[512], id[64];
+    snprintf(id, sizeof(id), "file_randread_qd%d_%s", depth, direct ? "direct" : "buffered");
+    if (only && strcmp(only, id))
+        return;
     snprintf(args, sizeof(args),
              "--filename=%s --rw=randread --bs=4k --iodepth=%d --direct=%d --size=1g "
              "--runtime=%ld --time_based --randrepeat=0 --invalidate=0",
              path, depth, direct ? 1 : 0, seconds);
-    for (int r = 0; r < ROUNDS; r++) {
+    for (int r = 0; r < rounds; r++) {
         if (!direct)
             warm();
         ours[r] = our_randread(depth, direct);
         fio[r] = run_fio(args, "\"read\" : {", "\"iops\"");
         ratio[r] = fio[r] > 0 ? ours[r] / fio[r] : 0;
     }
-    qsort(ours, ROUNDS, sizeof(double), cmp_double);
-    qsort(fio, ROUNDS, sizeof(double), cmp_double);
-    qsort(ratio, ROUNDS, sizeof(double), cmp_double);
-    snprintf(id, sizeof(id), "file_randread_qd%d_%s", depth, direct ? "direct" : "buffered");
-    bench_report(id, ours[ROUNDS / 2], "IOPS",
+    qsort(ours, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(fio, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    bench_report(id, ours[rounds / 2], "IOPS",
                  "%d fibers x 1 read of 4 KiB, 1 GiB file, %s, cpu 0, median of %d x %ld s, "
                  "alternating with fio io_uring iodepth=%d: median %.0f IOPS; ratio of medians "
                  "%.2f (per round %.2f-%.2f)%s",
-                 depth, direct ? "O_DIRECT" : "page cache", ROUNDS, seconds, depth, fio[ROUNDS / 2],
-                 fio[ROUNDS / 2] > 0 ? ours[ROUNDS / 2] / fio[ROUNDS / 2] : 0.0, ratio[0],
-                 ratio[ROUNDS - 1], ours[0] < 0 ? "; READ ERRORS" : "");
+                 depth, direct ? "O_DIRECT" : "page cache", rounds, seconds, depth, fio[rounds / 2],
+                 fio[rounds / 2] > 0 ? ours[rounds / 2] / fio[rounds / 2] : 0.0, ratio[0],
+                 ratio[rounds - 1], ours[0] < 0 ? "; READ ERRORS" : "");
 }
 
 /* One measurement of ours: MB/s writing 256 MiB in 1 MiB writes, then fdatasync. */
@@ -205,11 +210,13 @@ static double our_seqwrite(void)
 
 static void seqwrite(void)
 {
-    double ours[ROUNDS], fio[ROUNDS], ratio[ROUNDS];
+    double ours[MAX_ROUNDS], fio[MAX_ROUNDS], ratio[MAX_ROUNDS];
     char args[512];
+    if (only && strcmp(only, "file_seqwrite"))
+        return;
     snprintf(args, sizeof(args),
              "--filename=%s --rw=write --bs=1m --iodepth=1 --size=256m --end_fsync=1", wpath);
-    for (int r = 0; r < ROUNDS; r++) {
+    for (int r = 0; r < rounds; r++) {
         ours[r] = our_seqwrite();
         /* fio's write bandwidth leaves the final sync out: use the job's whole run time. */
         double ms = run_fio(args, "\"jobname\"", "\"job_runtime\"");
@@ -217,16 +224,16 @@ static void seqwrite(void)
         fio[r] = ms > 0 ? (double)WRITE_SIZE / (ms / 1e3) / 1e6 : -1;
         ratio[r] = fio[r] > 0 ? ours[r] / fio[r] : 0;
     }
-    qsort(ours, ROUNDS, sizeof(double), cmp_double);
-    qsort(fio, ROUNDS, sizeof(double), cmp_double);
-    qsort(ratio, ROUNDS, sizeof(double), cmp_double);
-    bench_report("file_seqwrite", ours[ROUNDS / 2], "MB/s",
+    qsort(ours, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(fio, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    bench_report("file_seqwrite", ours[rounds / 2], "MB/s",
                  "256 MiB in 1 MiB writes from one fiber, then fdatasync, cpu 0, median of %d, "
                  "alternating with fio io_uring bs=1m iodepth=1 end_fsync=1 (its whole run "
                  "time): median %.0f MB/s; ratio of medians %.2f (per round %.2f-%.2f)%s",
-                 ROUNDS, fio[ROUNDS / 2],
-                 fio[ROUNDS / 2] > 0 ? ours[ROUNDS / 2] / fio[ROUNDS / 2] : 0.0, ratio[0],
-                 ratio[ROUNDS - 1], ours[0] < 0 ? "; WRITE ERROR" : "");
+                 rounds, fio[rounds / 2],
+                 fio[rounds / 2] > 0 ? ours[rounds / 2] / fio[rounds / 2] : 0.0, ratio[0],
+                 ratio[rounds - 1], ours[0] < 0 ? "; WRITE ERROR" : "");
 }
 
 static int bench_main(void *arg)
@@ -250,6 +257,20 @@ int main(int argc, char **argv)
     seconds = bench_iters(argc, argv, 5);
     path = getenv("TPC_BENCH_FILE") ? getenv("TPC_BENCH_FILE") : "/var/tmp/tpc-bench-1g.dat";
     snprintf(wpath, sizeof(wpath), "%s.write", path);
+    if (argc > 2 && strcmp(argv[2], "all")) {
+        only = argv[2];
+        if (strcmp(only, "file_seqwrite") && strncmp(only, "file_randread_qd", 16)) {
+            fprintf(stderr, "bench-file: unknown workload '%s'\n", only);
+            return 2;
+        }
+    }
+    if (argc > 3) {
+        rounds = atoi(argv[3]);
+        if (rounds < 1 || rounds > MAX_ROUNDS) {
+            fprintf(stderr, "bench-file: rounds must be 1-%d\n", MAX_ROUNDS);
+            return 2;
+        }
+    }
     if (system("fio --version >/dev/null 2>&1") != 0)
         fprintf(stderr, "bench-file: fio is not installed: the peer figures will read -1\n");
     tpc_config c = {.shards = 1, .cpus = "0"};

@@ -55,6 +55,19 @@ for cfg in "${configs[@]}"; do
         fail_setup=$((fail_setup + 1))
         continue
     fi
+    if [ "$cfg" = release ]; then # the benchmarks and C peers build with it (ninja's default
+        # target), so that they cannot rot; scripts/bench.sh runs them, Tokio's peers build there
+        missing_bench=""
+        for t in bench-core bench-timer bench-xshard bench-idle bench-file bench-floor epoll-server \
+            echo-load bench-uv-timer bench-uv-loop; do
+            [ -x "$dir/bench/$t" ] || missing_bench="$missing_bench $t"
+        done
+        if [ -n "$missing_bench" ]; then
+            echo "== release: benchmarks not built:$missing_bench (libuv1-dev missing?)"
+            summary+=("bench: not built:$missing_bench")
+            fail_setup=$((fail_setup + 1))
+        fi
+    fi
     echo "== $cfg: testing"
     log=testlog.json
     [ -n "$setup_name" ] && log=testlog-$setup_name.json

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the Tokio peer benchmark bench-tokio-xshard offline, from Debian 12's packaged crates.
+# Builds the Tokio peer benchmarks bench-tokio-xshard and bench-tokio-core offline, from Debian
+# 12's packaged crates.
 #   bash build.sh [outdir]     outdir: cargo target dir, default <repo>/build-tokio
 # Installs cargo, rustc and the crates (librust-*-dev) with apt-get if they are missing (needs
-# root), builds in release mode with -j1 (JOBS=n to change), and prints the binary's path on its
-# last line. Uses Debian's /usr/bin/cargo and /usr/bin/rustc even when a rustup toolchain is on
-# PATH, so every machine builds with the same compiler and the same crates.
+# root), builds in release mode with -j1 (JOBS=n to change), and prints bench-tokio-xshard's path
+# on its last line (bench-tokio-core is beside it). Uses Debian's /usr/bin/cargo and
+# /usr/bin/rustc even when a rustup toolchain is on PATH, so every machine builds with the same
+# compiler and the same crates.
 set -euo pipefail
 
 die() { echo "build.sh: error: $*" >&2; exit 1; }
@@ -40,7 +42,9 @@ start=$(date +%s)
 /usr/bin/cargo build --release --offline -j "${JOBS:-1}" --target-dir "$outdir" >&2 \
     || die "cargo build failed (see above)"
 bin=$outdir/release/bench-tokio-xshard
-[ -x "$bin" ] || die "cargo succeeded but $bin is missing"
+for b in "$bin" "$outdir/release/bench-tokio-core"; do
+    [ -x "$b" ] || die "cargo succeeded but $b is missing"
+done
 tokio=$(grep -A1 '^name = "tokio"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')
 echo "build.sh: built with $(/usr/bin/rustc --version), tokio ${tokio:-?}, in $(( $(date +%s) - start )) s" >&2
 echo "$bin"

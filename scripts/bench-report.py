@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""The workload table of scripts/bench.sh, and its report.
+
+  bench-report.py plan [ID...]           the selected workloads, "<group> <id>" per line
+                                         (all ids if none given; exit 2 on an unknown id)
+  bench-report.py report RAW OUTDIR      reads RAW (lines "<round> <group> <impl> bench <id>
+                                         <value> <unit> | <conditions>", round 0 = warm-up,
+                                         ignored), prints one table, writes OUTDIR/latest.json,
+                                         OUTDIR/latest-machine.json and the chart's data and
+                                         gnuplot script (OUTDIR/latest.dat, latest.gp)
+
+Each workload names the benchmark group that measures it and, per implementation, the output
+line that carries its figure: (impl, bench id, regex the conditions must match or None, regex
+whose group 1 in the conditions is the value or None for the line's own value[, the runner's
+tag of the process that prints the line, if not impl: "net" for bench/net.sh, "libtpc" for fio's
+figures, which bench-file prints]).
+"""
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+PEERS = ["tokio", "libuv", "epoll", "fio", "nginx", "haproxy"]
+LOWER = {"ns", "ns/op", "ns/iteration", "us/req", "us/rtt", "ms"}  # lower is better
+
+
+def net(metric, servers=("tpc", "epoll", "tokio", "nginx")):
+    """net.sh prints one id per server: net_<metric> with the server's name spliced in."""
+    impl = {"tpc": "libtpc"}
+    out = []
+    for s in servers:
+        out.append((impl.get(s, s), metric.replace("@", s), None, None, "net"))
+    return out
+
+
+def file(bid, unit="IOPS"):
+    fio = r"median ([0-9.]+) " + re.escape(unit)
+    return [("libtpc", bid, None, None), ("fio", bid, None, fio, "libtpc")]
+
+
+# id, unit, group, sources; the issue's ids first, then extras.
+WORKLOADS = [
+    ("yield", "ns/op", "core", [("libtpc", "yield", None, None), ("tokio", "yield", None, None)]),
+    ("spawn_join", "ns/op", "core",
+     [("libtpc", "spawn_join", None, None), ("tokio", "spawn_join", None, None)]),
+    ("chan_pingpong", "ns/op", "core",
+     [("libtpc", "chan_pingpong", None, None), ("tokio", "chan_pingpong", None, None)]),
+    ("timers_1m", "ms", "timer",
+     [("libtpc", "timers_1m", None, None), ("libuv", "timers_1m", None, None)]),
+    ("timer_churn", "ns/op", "timer",
+     [("libtpc", "timer_churn", None, None), ("libuv", "timer_churn", None, None)]),
+    ("idle_loop", "ns/iteration", "idle",
+     [("libtpc", "idle_loop", r"^2 shards", None), ("libuv", "idle_loop", None, None)]),
+    ("xshard_stream", "msg/s", "xshard",
+     [("libtpc", "xshard_stream", None, None), ("tokio", "tokio_xshard_stream", None, None)]),
+    ("xshard_rtt", "ns", "xshard",
+     [("libtpc", "xshard_rtt", None, None), ("tokio", "tokio_xshard_rtt_p50", None, None),
+      ("libuv", "xshard_rtt", None, None)]),
+    ("wakeup", "ns", "xshard",
+     [("libtpc", "wakeup", None, None), ("tokio", "tokio_xshard_wakeup_p50", None, None),
+      ("libuv", "wakeup", None, None)]),
+    ("http_plain_cpu", "us/req", "net", net("net_http_@_cpu")),
+    ("http_plain_rps", "req/s", "net", net("net_http_@")),
+    ("http_pipelined_cpu", "us/req", "net", net("net_http_pipe16_@_cpu")),
+    ("http_pipelined_rps", "req/s", "net", net("net_http_pipe16_@")),
+    ("echo_pingpong", "ops/s", "net", net("net_echo_rtt_1_@", ("tpc", "epoll", "tokio"))),
+    ("file_randread_qd1", "IOPS", "file", file("file_randread_qd1_direct")),
+    ("file_randread_qd32", "IOPS", "file", file("file_randread_qd32_direct")),
+    ("file_randread_qd128", "IOPS", "file", file("file_randread_qd128_direct")),
+    ("file_randread_qd1_buffered", "IOPS", "file", file("file_randread_qd1_buffered")),
+    ("file_randread_qd32_buffered", "IOPS", "file", file("file_randread_qd32_buffered")),
+    ("file_randread_qd128_buffered", "IOPS", "file", file("file_randread_qd128_buffered")),
+    # extras
+    ("timers_1m_insert", "ns/op", "timer",
+     [("libtpc", "timers_1m_insert", None, None), ("libuv", "timers_1m_insert", None, None)]),
+    ("timers_1m_fire_cpu", "ns/op", "timer",
+     [("libtpc", "timers_1m_fire_cpu", None, None), ("libuv", "timers_1m_fire_cpu", None, None)]),
+    ("idle_loop_32shards", "ns/iteration", "idle", [("libtpc", "idle_loop", r"^32 shards", None)]),
+    ("xchan_stream", "msg/s", "xshard",
+     [("libtpc", "xchan_stream", None, None), ("tokio", "tokio_xshard_stream", None, None)]),
+    ("echo_pingpong_cpu", "us/rtt", "net", net("net_echo_rtt_1_@_cpu", ("tpc", "epoll", "tokio"))),
+    ("echo_100conn", "ops/s", "net", net("net_echo_rtt_100_@", ("tpc", "epoll", "tokio"))),
+    ("file_seqwrite", "MB/s", "file", file("file_seqwrite", "MB/s")),
+]
+BY_ID = {w[0]: w for w in WORKLOADS}
+
+
+def plan(ids):
+    for i in ids:
+        if i not in BY_ID:
+            print(f"bench-report.py: unknown workload id '{i}'; known: {' '.join(BY_ID)}",
+                  file=sys.stderr)
+            sys.exit(2)
+    for w in WORKLOADS:
+        if not ids or w[0] in ids:
+            print(w[2], w[0])
+
+
+def si(v):
+    """A value in 3-4 significant digits with a k/M/G suffix for large numbers."""
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(v) >= div:
+            div = 1e3 if suf == "k" else div
+            return f"{v / div:.3g}{suf}" if v / div < 1000 else f"{v / div:.0f}{suf}"
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def machine_info():
+    model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "?"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg_at_end": os.getloadavg(),
+        "commit": commit,
+    }
+
+
+def report(raw, outdir, meta):
+    # values[(id, impl)] = [per-round values]; conds[(id, impl)] = last conditions text
+    values, conds, seen_rounds = {}, {}, set()
+    lines = [l.rstrip("\n") for l in open(raw)]
+    parsed = []
+    for l in lines:
+        m = re.match(r"^(\d+) (\S+) (\S+) bench (\S+) (\S+) (\S+) \| ?(.*)$", l)
+        if m:
+            parsed.append(m.groups())
+    selected = [w for w in WORKLOADS if w[2] in meta["groups"] and
+                (not meta["ids"] or w[0] in meta["ids"])]
+    for wid, unit, group, sources in selected:
+        for impl, bid, cond_re, val_re, *tag in sources:
+            if group == "net" and impl in meta["absent"]:
+                continue
+            tag = tag[0] if tag else impl  # the runner's tag of the process that printed it
+            for rnd, g, t, id_, val, _, cond in parsed:
+                if g != group or t != tag or id_ != bid or rnd == "0":
+                    continue
+                if cond_re and not re.search(cond_re, cond):
+                    continue
+                if val_re:
+                    m = re.search(val_re, cond)
+                    if not m:
+                        continue
+                    val = m.group(1)
+                v = float(val)
+                if v <= 0:  # bench-file reports -1 for a failed fio run
+                    continue
+                seen_rounds.add(rnd)
+                values.setdefault((wid, impl), []).append(v)
+                conds[(wid, impl)] = cond
+
+    results, warnings = [], []
+    peers_used = [p for p in PEERS if any(k[1] == p for k in values)]
+    rows = []
+    for wid, unit, group, sources in selected:
+        lower = unit in LOWER
+        ours = values.get((wid, "libtpc"))
+        obj = {"id": wid, "unit": unit, "lower_is_better": lower,
+               "libtpc": statistics.median(ours) if ours else None, "peers": {},
+               "ratio": {}, "spread": {}, "rounds": {}, "conditions": {}}
+        if ours:
+            obj["spread"]["libtpc"] = [min(ours), max(ours)]
+            obj["rounds"]["libtpc"] = len(ours)
+        else:
+            warnings.append(f"{wid}: no libtpc figure")
+        for impl, *_ in sources:
+            if group == "net" and impl in meta["absent"]:
+                continue
+            v = values.get((wid, impl))
+            if (wid, impl) in conds:
+                obj["conditions"][impl] = conds[(wid, impl)]
+            if impl == "libtpc":
+                continue
+            if not v:
+                warnings.append(f"{wid}: no figure from {impl}")
+                continue
+            med = statistics.median(v)
+            obj["peers"][impl] = med
+            obj["spread"][impl] = [min(v), max(v)]
+            obj["rounds"][impl] = len(v)
+            if ours:
+                obj["ratio"][impl] = (med / obj["libtpc"]) if lower else (obj["libtpc"] / med)
+        results.append(obj)
+        rows.append(obj)
+
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "latest.json"), "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    mach = machine_info()
+    mach.update({"rounds": meta["rounds"], "warmup_rounds": meta["warmup_rounds"],
+                 "peers_left_out": meta["absent"], "quick": meta["quick"],
+                 "durations": meta["durations"]})
+    with open(os.path.join(outdir, "latest-machine.json"), "w") as f:
+        json.dump(mach, f, indent=1)
+        f.write("\n")
+
+    # The table: one row per workload, per peer its median, spread and ratio.
+    def cell(obj, impl):
+        if impl == "libtpc":
+            med, sp = obj["libtpc"], obj["spread"].get("libtpc")
+        else:
+            med, sp = obj["peers"].get(impl), obj["spread"].get(impl)
+        if med is None:
+            return "—"
+        s = f"{si(med)} [{si(sp[0])}–{si(sp[1])}]"
+        if impl != "libtpc" and impl in obj["ratio"]:
+            s += f" x{obj['ratio'][impl]:.2f}"
+        return s
+
+    head = ["workload", "unit", "libtpc"] + peers_used
+    table = [head] + [[o["id"], o["unit"]] + [cell(o, i) for i in ["libtpc"] + peers_used]
+                      for o in rows]
+    width = [max(len(r[c]) for r in table) for c in range(len(head))]
+    print(f"libtpc against its peers: median [min–max] of {meta['rounds']} alternating rounds "
+          f"after {meta['warmup_rounds']} warm-up; xN = the peer's figure over libtpc's, oriented so that > 1 means "
+          f"libtpc wins; — = no equivalent ({mach['nproc']} cpus, {mach['cpu_model']}, "
+          f"kernel {mach['kernel']}, {mach['date']})")
+    for i, r in enumerate(table):
+        print("  ".join(c.ljust(width[j]) for j, c in enumerate(r)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in width))
+    for w in warnings:
+        print(f"WARNING: {w}")
+
+    # The chart: ratios per workload and peer, libtpc = 1, log scale.
+    with open(os.path.join(outdir, "latest.dat"), "w") as f:
+        f.write("# workload " + " ".join(peers_used) + "\n")
+        for o in rows:
+            if o["ratio"]:
+                f.write(o["id"] + " " + " ".join(
+                    f"{o['ratio'][p]:.4g}" if p in o["ratio"] else "-" for p in peers_used) + "\n")
+    cols = " ".join(peers_used)
+    plots = ", ".join(f"'{outdir}/latest.dat' using {i + 2}:xtic(1) title '{p}'"
+                      for i, p in enumerate(peers_used))
+    with open(os.path.join(outdir, "latest.gp"), "w") as f:
+        f.write(f"""# generated by scripts/bench-report.py; peers: {cols}
+set terminal pngcairo size 1400,700 noenhanced font ',10'
+set output '{outdir}/latest.png'
+set title "libtpc vs peers: ratio of medians, > 1 = libtpc better (libtpc = 1), {meta['rounds']} rounds, {mach['date']}"
+set style data histogram
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set datafile missing '-'
+set logscale y 2
+set yrange [0.125:*]
+set ylabel 'peer / libtpc (oriented: > 1 = libtpc wins)'
+set xtics rotate by -35
+set key top left
+set grid ytics
+set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 lc rgb 'black'
+plot {plots if plots else "1 notitle"}
+""")
+    return 0
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "plan":
+        plan(sys.argv[2:])
+        return 0
+    if len(sys.argv) == 4 and sys.argv[1] == "report":
+        meta = json.loads(os.environ.get("BENCH_META", "{}"))
+        meta.setdefault("groups", sorted({w[2] for w in WORKLOADS}))
+        meta.setdefault("ids", [])
+        meta.setdefault("rounds", 0)
+        meta.setdefault("quick", False)
+        meta.setdefault("durations", {})
+        meta.setdefault("absent", [])
+        meta.setdefault("warmup_rounds", 1)
+        return report(sys.argv[2], sys.argv[3], meta)
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
