@@ -8,6 +8,8 @@
                                          ignored), prints one table, writes OUTDIR/latest.json,
                                          OUTDIR/latest-machine.json and the chart's data and
                                          gnuplot script (OUTDIR/latest.dat, latest.gp)
+  bench-report.py markdown OUTDIR        the table of OUTDIR/latest.json as Markdown, with the
+                                         machine and date (for the README)
 
 Each workload names the benchmark group that measures it and, per implementation, the output
 line that carries its figure: (impl, bench id, regex the conditions must match or None, regex
@@ -271,7 +273,44 @@ plot {plots if plots else "1 notitle"}
     return 0
 
 
+def num(v):
+    """A short figure: 3 significant digits, k/M suffixes."""
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def markdown(outdir):
+    rows = json.load(open(os.path.join(outdir, "latest.json")))
+    m = json.load(open(os.path.join(outdir, "latest-machine.json")))
+    peers = []
+    for r in rows:
+        for p in r["peers"]:
+            if p not in peers:
+                peers.append(p)
+    print(f"`scripts/bench.sh`, {m.get('date', '?')}, commit {m.get('commit', '?')}: "
+          f"{m.get('nproc', '?')} CPUs ({m.get('cpu_model', '?')}), kernel {m.get('kernel', '?')}; "
+          f"median of {m.get('rounds', '?')} alternating rounds after "
+          f"{m.get('warmup_rounds', '?')} warm-up; ×N = the peer's figure over libtpc's, "
+          "oriented so that > 1 means libtpc wins.")
+    print()
+    print("| workload | unit | libtpc | " + " | ".join(peers) + " |")
+    print("| --- | --- | --- | " + " | ".join("---" for _ in peers) + " |")
+    for r in rows:
+        cells = []
+        for p in peers:
+            if p in r["peers"]:
+                cells.append(f"{num(r['peers'][p])} ×{r['ratio'][p]:.2f}")
+            else:
+                cells.append("—")
+        print(f"| {r['id']} | {r['unit']} | {num(r['libtpc'])} | " + " | ".join(cells) + " |")
+    return 0
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "markdown":
+        return markdown(sys.argv[2])
     if len(sys.argv) >= 2 and sys.argv[1] == "plan":
         plan(sys.argv[2:])
         return 0
