@@ -50,6 +50,17 @@ static void recycle(tpc_bufpool *p, unsigned bid)
     io_uring_buf_ring_advance(p->br, 1);
 }
 
+static void pool_free(tpc_bufpool *p)
+{
+    if (p->br)
+        munmap(p->br, p->br_bytes);
+    free(p->mem);
+    free(p->next);
+    free(p->len);
+    free(p->state);
+    free(p);
+}
+
 int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
 {
     struct tpc__shard *s = tpc__self;
@@ -96,13 +107,7 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
     *out = p;
     return 0;
 fail:
-    if (p->br)
-        munmap(p->br, p->br_bytes);
-    free(p->mem);
-    free(p->next);
-    free(p->len);
-    free(p->state);
-    free(p);
+    pool_free(p);
     return rc;
 }
 
@@ -115,12 +120,7 @@ int tpc_bufpool_destroy(tpc_bufpool *p)
     if (p->nstreams || p->nheld)
         return -EBUSY;
     io_uring_unregister_buf_ring(&p->shard->ring, p->bgid);
-    munmap(p->br, p->br_bytes);
-    free(p->mem);
-    free(p->next);
-    free(p->len);
-    free(p->state);
-    free(p);
+    pool_free(p);
     return 0;
 }
 
