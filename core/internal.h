@@ -381,6 +381,16 @@ static inline unsigned tpc__io_len(size_t len)
 #define TPC__KERNEL_WROTE(p, n) ((void)(p), (void)(n))
 #endif
 
+/* The same for n bytes scattered over iov[0..iovcnt) (a readv or recvmsg that returned n). */
+static inline void tpc__kernel_wrote_iov(const struct iovec *iov, int iovcnt, int n)
+{
+    for (int i = 0, left = n; i < iovcnt && left > 0; i++) {
+        size_t part = iov[i].iov_len < (size_t)left ? iov[i].iov_len : (size_t)left;
+        TPC__KERNEL_WROTE(iov[i].iov_base, part);
+        left -= (int)part;
+    }
+}
+
 /* One io_uring operation waited for by a fiber (io/wait.c). */
 struct tpc__io {
     struct tpc__op op;
@@ -388,6 +398,28 @@ struct tpc__io {
     int res;
     bool done;
 };
+/* An operation that stays in the ring across many completions (a multishot accept or recv),
+ * owned by an object rather than by a waiting fiber (io/wait.c). Not counted in `inflight`. */
+struct tpc__multishot {
+    struct tpc__op op;
+    bool armed;    /* in the ring: its final completion (no IORING_CQE_F_MORE) not yet seen */
+    bool stopping; /* a cancel of it is in the ring */
+    bool closing;  /* tpc__multishot_stop waits for the final completion */
+    struct tpc__wait closer;
+};
+void tpc__multishot_init(struct tpc__multishot *m,
+                         void (*complete)(struct tpc__shard *, struct tpc__op *, int, unsigned));
+/* Puts the operation prepared in sqe in the ring as m's. */
+void tpc__multishot_arm(struct tpc__multishot *m, struct io_uring_sqe *sqe);
+/* First thing in m's completion handler: notes a final completion. Returns true while m is
+ * being stopped (the closer is woken once the final one came): the handler then only releases
+ * what the completion carries. */
+bool tpc__multishot_seen(struct tpc__shard *s, struct tpc__multishot *m, unsigned flags);
+/* Asks the kernel to end m (no-op unless armed and not already asked). */
+void tpc__multishot_cancel(struct tpc__shard *s, struct tpc__multishot *m);
+/* From a fiber: ends m and waits, uninterruptibly, for its final completion. */
+void tpc__multishot_stop(struct tpc__shard *s, struct tpc__multishot *m);
+
 /* A free SQE (submitting queued ones once if the ring is full), or NULL. */
 struct io_uring_sqe *tpc__sqe(struct tpc__shard *s);
 /* Submits the operation prepared in sqe and suspends until it completes; returns its result.

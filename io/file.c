@@ -71,11 +71,8 @@ static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, 
     else
         io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
     int rc = TPC__IO_END(sqe);
-    for (int i = 0, left = rc; !writing && i < iovcnt && left > 0; i++) {
-        size_t n = iov[i].iov_len < (size_t)left ? iov[i].iov_len : (size_t)left;
-        TPC__KERNEL_WROTE(iov[i].iov_base, n);
-        left -= (int)n;
-    }
+    if (!writing)
+        tpc__kernel_wrote_iov(iov, iovcnt, rc);
     return rc;
 }
 

@@ -95,3 +95,52 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
         tpc__park_hard(&io->w);
     return io->res >= 0 ? io->res : rc;
 }
+
+/* ---- Multishot operations owned by objects (net/accept.c, net/bufpool.c) ---- */
+
+void tpc__multishot_init(struct tpc__multishot *m,
+                         void (*complete)(struct tpc__shard *, struct tpc__op *, int, unsigned))
+{
+    *m = (struct tpc__multishot){.op.complete = complete};
+    tpc__list_init(&m->closer.node);
+}
+
+void tpc__multishot_arm(struct tpc__multishot *m, struct io_uring_sqe *sqe)
+{
+    io_uring_sqe_set_data(sqe, &m->op);
+    m->armed = true;
+}
+
+void tpc__multishot_cancel(struct tpc__shard *s, struct tpc__multishot *m)
+{
+    if (!m->armed || m->stopping)
+        return;
+    struct io_uring_sqe *sqe = tpc__sqe(s);
+    if (!sqe)
+        return; /* retried by the next completion or stop */
+    io_uring_prep_cancel(sqe, &m->op, 0);
+    io_uring_sqe_set_data(sqe, NULL); /* its own completion is not waited for */
+    m->stopping = true;
+}
+
+bool tpc__multishot_seen(struct tpc__shard *s, struct tpc__multishot *m, unsigned flags)
+{
+    if (!(flags & IORING_CQE_F_MORE))
+        m->armed = m->stopping = false;
+    if (!m->closing)
+        return false;
+    if (m->armed)
+        tpc__multishot_cancel(s, m);
+    else
+        tpc__wake(&m->closer, 0);
+    return true;
+}
+
+void tpc__multishot_stop(struct tpc__shard *s, struct tpc__multishot *m)
+{
+    m->closing = true;
+    while (m->armed) {
+        tpc__multishot_cancel(s, m);
+        tpc__park_hard(&m->closer);
+    }
+}

@@ -19,12 +19,9 @@
 #define BACKOFF_MAX (1000 * 1000 * 1000LL)
 
 struct tpc_acceptor {
-    struct tpc__op op;
+    struct tpc__multishot ms; /* the multishot accept */
     struct tpc__shard *shard;
     int lfd;
-    bool armed;    /* the multishot accept is in the ring (its final completion not yet seen) */
-    bool stopping; /* a cancel of it was asked for (queue full, or closing) */
-    bool closing;
     bool single; /* the kernel has no multishot accept: one accept at a time */
     int err;     /* the listener's error, reported once the queue is empty */
     int *q;      /* ring of accepted descriptors */
@@ -33,7 +30,6 @@ struct tpc_acceptor {
     unsigned nwaiting; /* fibers inside tpc_acceptor_next, woken or not */
     tpc_timer retry;
     int64_t backoff;
-    struct tpc__wait closer; /* tpc_acceptor_close waits here for the final completion */
 };
 
 static void arm(tpc_acceptor *a);
@@ -66,28 +62,12 @@ static bool push(tpc_acceptor *a, int fd)
     return true;
 }
 
-static void cancel(tpc_acceptor *a)
-{
-    struct io_uring_sqe *sqe = tpc__sqe(a->shard);
-    if (!sqe)
-        return; /* retried by the next completion or call */
-    io_uring_prep_cancel(sqe, &a->op, 0);
-    io_uring_sqe_set_data(sqe, NULL);
-    a->stopping = true;
-}
-
 static void accept_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
 {
-    tpc_acceptor *a = tpc__container_of(op, tpc_acceptor, op);
-    if (!(flags & IORING_CQE_F_MORE))
-        a->armed = a->stopping = false;
-    if (a->closing) {
+    tpc_acceptor *a = tpc__container_of(op, tpc_acceptor, ms.op);
+    if (tpc__multishot_seen(s, &a->ms, flags)) { /* closing */
         if (res >= 0)
             close(res);
-        if (!a->armed)
-            tpc__wake(&a->closer, 0);
-        else if (!a->stopping)
-            cancel(a);
         return;
     }
     if (res >= 0) {
@@ -97,12 +77,12 @@ static void accept_complete(struct tpc__shard *s, struct tpc__op *op, int res, u
             res = -ENOMEM;
         } else {
             wake_first(a);
-            if (a->qlen >= QUEUE_HIGH && a->armed && !a->stopping)
-                cancel(a);
+            if (a->qlen >= QUEUE_HIGH)
+                tpc__multishot_cancel(s, &a->ms); /* re-armed once it drains */
         }
     }
-    if (res == -EINVAL && !a->single && !a->armed && a->qlen == 0 && !(flags & IORING_CQE_F_MORE) &&
-        !a->err) {
+    if (res == -EINVAL && !a->single && !a->ms.armed && a->qlen == 0 &&
+        !(flags & IORING_CQE_F_MORE) && !a->err) {
         /* A kernel older than 5.19 rejects the multishot flag: fall back to one at a time. The
          * listener's own -EINVAL (not listening) comes back again from the plain accept. */
         a->single = true;
@@ -114,7 +94,7 @@ static void accept_complete(struct tpc__shard *s, struct tpc__op *op, int res, u
         a->backoff = a->backoff ? a->backoff * 2 : BACKOFF_MIN;
         if (a->backoff > BACKOFF_MAX)
             a->backoff = BACKOFF_MAX;
-        if (!a->armed)
+        if (!a->ms.armed)
             tpc_timer_start(&a->retry, a->backoff, 0);
         return;
     }
@@ -125,13 +105,13 @@ static void accept_complete(struct tpc__shard *s, struct tpc__op *op, int res, u
             tpc__wake(tpc__container_of(n, struct tpc__wait, node), 0);
         return;
     }
-    if (!a->armed && a->qlen < QUEUE_LOW && !tpc_timer_pending(&a->retry))
+    if (!a->ms.armed && a->qlen < QUEUE_LOW && !tpc_timer_pending(&a->retry))
         arm(a);
 }
 
 static void arm(tpc_acceptor *a)
 {
-    if (a->armed || a->closing || a->err)
+    if (a->ms.armed || a->ms.closing || a->err)
         return;
     struct io_uring_sqe *sqe = tpc__sqe(a->shard);
     if (!sqe) {
@@ -142,8 +122,7 @@ static void arm(tpc_acceptor *a)
         io_uring_prep_accept(sqe, a->lfd, NULL, NULL, SOCK_CLOEXEC);
     else
         io_uring_prep_multishot_accept(sqe, a->lfd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data(sqe, &a->op);
-    a->armed = true;
+    tpc__multishot_arm(&a->ms, sqe);
 }
 
 static void retry_fire(tpc_timer *t, void *arg)
@@ -162,11 +141,10 @@ int tpc_acceptor_open(int fd, tpc_acceptor **out)
     tpc_acceptor *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
-    a->op.complete = accept_complete;
+    tpc__multishot_init(&a->ms, accept_complete);
     a->shard = s;
     a->lfd = fd;
     tpc__list_init(&a->waiters);
-    tpc__list_init(&a->closer.node);
     tpc_timer_init(&a->retry, retry_fire, a);
     arm(a);
     *out = a;
@@ -212,17 +190,10 @@ int tpc_acceptor_close(tpc_acceptor *a)
         return tpc__self ? -EXDEV : -EPERM;
     if (a->nwaiting)
         return -EBUSY; /* includes fibers woken but not yet run */
-    if (a->armed && !tpc__self->current)
+    if (a->ms.armed && !tpc__self->current)
         return -EPERM; /* the kernel must be waited for: that takes a fiber */
     tpc_timer_stop(&a->retry);
-    a->closing = true;
-    if (a->armed) {
-        while (a->armed) {
-            if (!a->stopping)
-                cancel(a);
-            tpc__park_hard(&a->closer);
-        }
-    }
+    tpc__multishot_stop(a->shard, &a->ms);
     for (; a->qlen; a->qlen--, a->qhead = (a->qhead + 1) % a->qcap)
         close(a->q[a->qhead]);
     free(a->q);

@@ -31,15 +31,14 @@ struct tpc_bufpool {
 };
 
 struct tpc_rx {
-    struct tpc__op op;
+    struct tpc__multishot ms; /* the multishot recv */
     tpc_bufpool *pool;
     int fd;
     int head, tail; /* queued buffer ids, -1: none */
-    bool armed, stopping, closing, eof, starved;
+    bool eof, starved;
     int err;
     tpc_list starve_node;
     struct tpc__wait *waiter;
-    struct tpc__wait closer;
 };
 
 static void recycle(tpc_bufpool *p, unsigned bid)
@@ -157,14 +156,12 @@ static void unstarve(tpc_bufpool *p)
 
 static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
 {
-    (void)s;
-    tpc_rx *rx = tpc__container_of(op, tpc_rx, op);
+    tpc_rx *rx = tpc__container_of(op, tpc_rx, ms.op);
     tpc_bufpool *p = rx->pool;
-    if (!(flags & IORING_CQE_F_MORE))
-        rx->armed = rx->stopping = false;
+    bool closing = tpc__multishot_seen(s, &rx->ms, flags);
     if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-        if (rx->closing || res <= 0) {
+        if (closing || res <= 0) {
             recycle(p, bid); /* (the kernel names no buffer without data; a guard) */
             unstarve(p);
         } else {
@@ -180,24 +177,21 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
             rx->tail = (int)bid;
         }
     }
+    if (closing)
+        return;
     if (res == 0) {
         rx->eof = true;
     } else if (res == -ENOBUFS) {
         /* The ring was empty when the kernel looked. If a buffer has come back since (its
          * release found this stream not yet starved), simply re-arm below. */
-        if (!rx->closing && !rx->starved && available(p) == 0) {
+        if (!rx->starved && available(p) == 0) {
             rx->starved = true;
             tpc__list_push(&p->starved, &rx->starve_node);
         }
     } else if (res < 0 && res != -ECANCELED) {
         rx->err = res;
     }
-    if (rx->closing) {
-        if (!rx->armed)
-            tpc__wake(&rx->closer, 0);
-        return;
-    }
-    if (!rx->armed)
+    if (!rx->ms.armed)
         arm(rx); /* the kernel ended it (or it filled a buffer and stopped): keep receiving */
     rx_wake(rx);
 }
@@ -205,7 +199,7 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
 /* Puts the multishot recv in the ring unless the stream has ended or waits for buffers. */
 static void arm(tpc_rx *rx)
 {
-    if (rx->armed || rx->closing || rx->eof || rx->err || rx->starved)
+    if (rx->ms.armed || rx->ms.closing || rx->eof || rx->err || rx->starved)
         return;
     struct io_uring_sqe *sqe = tpc__sqe(rx->pool->shard);
     if (!sqe) {
@@ -215,8 +209,7 @@ static void arm(tpc_rx *rx)
     io_uring_prep_recv_multishot(sqe, rx->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = rx->pool->bgid;
-    io_uring_sqe_set_data(sqe, &rx->op);
-    rx->armed = true;
+    tpc__multishot_arm(&rx->ms, sqe);
 }
 
 int tpc_buf_release(tpc_buf *b)
@@ -249,12 +242,11 @@ int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out)
     tpc_rx *rx = calloc(1, sizeof(*rx));
     if (!rx)
         return -ENOMEM;
-    rx->op.complete = rx_complete;
+    tpc__multishot_init(&rx->ms, rx_complete);
     rx->pool = p;
     rx->fd = fd;
     rx->head = rx->tail = -1;
     tpc__list_init(&rx->starve_node);
-    tpc__list_init(&rx->closer.node);
     p->nstreams++;
     arm(rx);
     *out = rx;
@@ -310,20 +302,9 @@ int tpc_rx_close(tpc_rx *rx)
         return tpc__self ? -EXDEV : -EPERM;
     if (rx->waiter)
         return -EBUSY;
-    if (rx->armed && !tpc__self->current)
+    if (rx->ms.armed && !tpc__self->current)
         return -EPERM; /* the kernel must be waited for: that takes a fiber */
-    rx->closing = true;
-    while (rx->armed) {
-        if (!rx->stopping) {
-            struct io_uring_sqe *sqe = tpc__sqe(p->shard);
-            if (sqe) {
-                io_uring_prep_cancel(sqe, &rx->op, 0);
-                io_uring_sqe_set_data(sqe, NULL);
-                rx->stopping = true;
-            }
-        }
-        tpc__park_hard(&rx->closer);
-    }
+    tpc__multishot_stop(p->shard, &rx->ms);
     while (rx->head >= 0) {
         unsigned bid = (unsigned)rx->head;
         rx->head = p->next[bid] == UINT16_MAX ? -1 : p->next[bid];

@@ -262,11 +262,7 @@ static ssize_t msg_io(int fd, struct iovec *iov, int iovcnt, tpc_addr *addr, boo
         io_uring_prep_recvmsg(sqe, fd, &mh, 0);
     int rc = TPC__IO_END(sqe);
     if (rc >= 0 && !sending) {
-        for (int i = 0, left = rc; i < iovcnt && left > 0; i++) {
-            int n = iov[i].iov_len < (size_t)left ? (int)iov[i].iov_len : left;
-            TPC__KERNEL_WROTE(iov[i].iov_base, n);
-            left -= n;
-        }
+        tpc__kernel_wrote_iov(iov, iovcnt, rc);
         if (addr) {
             TPC__KERNEL_WROTE(&mh.msg_namelen, sizeof(mh.msg_namelen));
             TPC__KERNEL_WROTE(&addr->sa, mh.msg_namelen);
