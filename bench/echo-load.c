@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "bench.h"
+#include "netaddr.h"
 
 struct conn {
     int fd;
@@ -96,28 +97,9 @@ static int cmp_u32(const void *a, const void *b)
 
 static int connect_to(const char *addr)
 {
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
-        fprintf(stderr, "echo-load: cannot parse address '%s'\n", addr);
+    struct addrinfo *ai = bench_addr("echo-load", addr, false);
+    if (!ai)
         exit(2);
-    }
-    const char *h = addr;
-    size_t hlen = (size_t)(colon - addr);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = 0;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-    struct addrinfo *ai;
-    int rc = getaddrinfo(host, colon + 1, &hints, &ai);
-    if (rc) {
-        fprintf(stderr, "echo-load: cannot parse address '%s': %s\n", addr, gai_strerror(rc));
-        exit(2);
-    }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         die("socket");

@@ -26,6 +26,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "../../netaddr.h"
 
 #define BUF_SIZE   16384 /* per direction and connection, as in examples/http.c */
 #define MAX_EVENTS 256
@@ -289,29 +290,9 @@ static void accept_all(int lfd)
 /* "host:port" or "[v6host]:port" to a listening, nonblocking socket; -1 with a message. */
 static int listen_on(const char *addr)
 {
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
-        fprintf(stderr, "epoll-server: cannot parse address '%s'\n", addr);
+    struct addrinfo *ai = bench_addr("epoll-server", addr, true);
+    if (!ai)
         return -1;
-    }
-    const char *h = addr;
-    size_t hlen = (size_t)(colon - addr);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = 0;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE};
-    struct addrinfo *ai;
-    int rc = getaddrinfo(host, colon + 1, &hints, &ai);
-    if (rc) {
-        fprintf(stderr, "epoll-server: cannot parse address '%s': %s\n", addr, gai_strerror(rc));
-        return -1;
-    }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
