@@ -128,7 +128,47 @@ static ssize_t fill(int fd, tpc_rx *rx, tpc_buf *b, size_t *off, char *in, size_
     return (ssize_t)take;
 }
 
-/* Serves one connection (tpc_server_start's fn: the server closes fd afterwards). */
+/* Answers every complete request at the start of buf[0..len): the answers go out in one send
+ * where they fit in out[BUF_SIZE] (a lone answer is sent as it is, without a copy). Sets *used
+ * to the bytes consumed and *close when the connection must close. Returns 0 or a negative
+ * errno from the send. */
+static int answer(int fd, char *out, const char *buf, size_t len, size_t *used, bool *close)
+{
+    size_t outlen = 0;
+    long n = 0;
+    *used = 0;
+    *close = false;
+    while (!*close && (n = parse_request(buf + *used, len - *used, close)) > 0) {
+        *used += (size_t)n;
+        atomic_fetch_add_explicit(&served[tpc_shard_id()], 1, memory_order_relaxed);
+        if (outlen == 0 && (*close || *used == len)) /* the only answer of this read */
+            return send_all(fd, OK, sizeof(OK) - 1);
+        if (outlen + sizeof(OK) > BUF_SIZE) {
+            int rc = send_all(fd, out, outlen);
+            if (rc < 0)
+                return rc;
+            outlen = 0;
+        }
+        memcpy(out + outlen, OK, sizeof(OK) - 1);
+        outlen += sizeof(OK) - 1;
+    }
+    if (n == REQ_BAD) {
+        if (outlen + sizeof(BAD) > BUF_SIZE) {
+            int rc = send_all(fd, out, outlen);
+            if (rc < 0)
+                return rc;
+            outlen = 0;
+        }
+        memcpy(out + outlen, BAD, sizeof(BAD) - 1);
+        outlen += sizeof(BAD) - 1;
+        *close = true;
+    }
+    return outlen ? send_all(fd, out, outlen) : 0;
+}
+
+/* Serves one connection (tpc_server_start's fn: the server closes fd afterwards). A received
+ * chunk is parsed where the kernel put it; only an incomplete request's bytes are copied, into
+ * `in`, to wait for the rest. */
 static int connection(int fd, void *arg)
 {
     (void)arg;
@@ -138,45 +178,30 @@ static int connection(int fd, void *arg)
     if (pools[me] && tpc_rx_open(fd, pools[me], &rx) < 0)
         rx = NULL;
     tpc_buf chunk = {0};
-    size_t off = 0;
+    size_t off = 0, have = 0, used;
+    bool close = false;
     char *in = malloc(BUF_SIZE), *out = malloc(BUF_SIZE);
-    size_t have = 0;
     while (in && out) {
-        /* Answer every complete request in the buffer, in one send where they fit. */
-        size_t used = 0, outlen = 0;
-        bool close = false;
-        long len = 0;
-        while (!close && (len = parse_request(in + used, have - used, &close)) > 0) {
-            used += (size_t)len;
-            if (outlen + sizeof(OK) > BUF_SIZE) {
-                if (send_all(fd, out, outlen) < 0)
-                    goto done;
-                outlen = 0;
+        if (rx && have == 0) { /* nothing pending: parse the next chunk in place */
+            if (tpc_rx_next(rx, &chunk) <= 0)
+                break; /* the peer closed, or an error, or the server stops */
+            if (answer(fd, out, chunk.data, chunk.len, &used, &close) < 0 || close)
+                break;
+            off = used; /* the rest (an incomplete request) goes to `in` below */
+            if (off == chunk.len) {
+                tpc_buf_release(&chunk);
+                continue;
             }
-            memcpy(out + outlen, OK, sizeof(OK) - 1);
-            outlen += sizeof(OK) - 1;
-            atomic_fetch_add_explicit(&served[me], 1, memory_order_relaxed);
         }
-        if (len == REQ_BAD) {
-            if (outlen + sizeof(BAD) > BUF_SIZE) {
-                if (send_all(fd, out, outlen) < 0)
-                    goto done;
-                outlen = 0;
-            }
-            memcpy(out + outlen, BAD, sizeof(BAD) - 1);
-            outlen += sizeof(BAD) - 1;
-            close = true;
-        }
-        if ((outlen && send_all(fd, out, outlen) < 0) || close)
+        ssize_t n = fill(fd, rx, &chunk, &off, in, have);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        if (answer(fd, out, in, have, &used, &close) < 0 || close)
             break;
         memmove(in, in + used, have - used);
         have -= used;
-        ssize_t n = fill(fd, rx, &chunk, &off, in, have);
-        if (n <= 0)
-            break; /* the peer closed, or an error, or the server stops */
-        have += (size_t)n;
     }
-done:
     if (chunk.data)
         tpc_buf_release(&chunk);
     tpc_rx_close(rx);
