@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # Network benchmarks: libtpc's tpc-http and tpc-echo (examples/) against a raw epoll server in C
-# (bench/peers/epoll), Tokio (bench/peers/tokio-net) and nginx, one server core each.
+# (bench/peers/epoll), libuv (bench/peers/libuv/uv-server.c), Tokio (bench/peers/tokio-net),
+# nginx and HAProxy (HTTP only), one server core each.
 #   bash bench/net.sh            SECONDS=5 ROUNDS=3 by default; SECONDS=2 ROUNDS=1 for a smoke run
 # 1. HTTP plaintext: each server on CPU 0, wrk on CPU 1 (-t1 -c64), requests one per write,
 #    then pipelined 16 per write (bench/pipeline.lua). Requests/s, and the server's CPU time
 #    (utime+stime from /proc/PID/stat, itself and its children) per request.
 # 2. Echo ping-pong: bench/echo-load with 1 and 100 connections, 64-byte messages, against
-#    tpc-echo, epoll-server echo and tokio-server echo. Round trips/s, median and p99 round trip,
-#    server CPU per round trip.
+#    tpc-echo, epoll-server echo, uv-server echo and tokio-server echo. Round trips/s, median and
+#    p99 round trip, server CPU per round trip.
 # Every round runs every server, in an order that rotates from round to round; the lines printed
 # are medians over the rounds: "bench <id> <value> <unit> | <conditions>" (bench/bench.h's
 # format), then summary tables with ratios against epoll and against tpc.
 # libtpc runs with TPC_SPIN_NS=-1 (no spinning before sleeping): its spin only watches
 # shard-to-shard rings, which a one-shard server never uses, so spinning would only add idle
 # CPU time to its CPU per request. NET_TPC_SPIN_NS overrides it.
-# Builds what is missing: libtpc in build/release (BUILD=dir to change), tokio-server with
-# bench/peers/tokio-net/build.sh, all with -j1 (JOBS=n to change). Installs wrk and nginx-light
-# with apt-get if missing. Environment: SECONDS, ROUNDS, BUILD, PORT (first of the ports used,
-# 18080), NET_SERVERS (default "tpc epoll tokio nginx"), NET_ECHO_SERVERS ("tpc epoll tokio").
+# Builds what is missing: libtpc and the C peers in build/release (BUILD=dir to change),
+# tokio-server with bench/peers/tokio-net/build.sh, all with -j1 (JOBS=n to change). Installs wrk,
+# and when selected nginx-light, haproxy and libuv1-dev (for uv-server), with apt-get if missing.
+# nginx and haproxy run in the foreground from a config generated in a temporary directory (one
+# worker process; one thread). Environment: SECONDS, ROUNDS, BUILD, PORT (first of the ports used,
+# 18080), NET_SERVERS (default "tpc epoll tokio nginx libuv haproxy"), NET_ECHO_SERVERS
+# ("tpc epoll tokio libuv"); set but empty, they select no server (scripts/bench.sh does that).
 set -euo pipefail
 
 die() {
@@ -37,8 +41,8 @@ build=${BUILD:-$repo/build/release}
 port0=${PORT:-18080}
 jobs=${JOBS:-1}
 tpc_spin=${NET_TPC_SPIN_NS:--1}
-read -ra http_servers <<<"${NET_SERVERS:-tpc epoll tokio nginx}"
-read -ra echo_servers <<<"${NET_ECHO_SERVERS:-tpc epoll tokio}"
+read -ra http_servers <<<"${NET_SERVERS-tpc epoll tokio nginx libuv haproxy}"
+read -ra echo_servers <<<"${NET_ECHO_SERVERS-tpc epoll tokio libuv}"
 conns=64
 depth=16
 echo_conns=(1 100)
@@ -62,25 +66,48 @@ install_pkg() { # apt-get install, with apt-get update only if the first try fai
 command -v taskset >/dev/null || die "taskset (util-linux) is missing"
 command -v wrk >/dev/null || install_pkg wrk
 nginx_bin=$(command -v nginx || true)
+haproxy_bin=$(command -v haproxy || true)
 for s in "${http_servers[@]}"; do
     if [ "$s" = nginx ] && [ -z "$nginx_bin" ]; then
         install_pkg nginx-light
         nginx_bin=$(command -v nginx) || die "nginx missing after installing nginx-light"
     fi
+    if [ "$s" = haproxy ] && [ -z "$haproxy_bin" ]; then
+        install_pkg haproxy
+        haproxy_bin=$(command -v haproxy) || die "haproxy missing after installing it"
+    fi
 done
+want_libuv=false reconfigure=false
+for s in "${http_servers[@]}" "${echo_servers[@]}"; do
+    if [ "$s" = libuv ]; then want_libuv=true; fi
+done
+if $want_libuv && ! pkg-config --exists libuv; then
+    install_pkg libuv1-dev
+    reconfigure=true
+fi
 [ "$(nproc --all)" -ge 2 ] && taskset -c 0,1 true 2>/dev/null \
     || die "needs CPUs 0 and 1 (server on 0, load generator on 1)"
 
 if [ ! -f "$build/build.ninja" ]; then
     note "configuring $build"
     meson setup "$build" "$repo" -Dbuildtype=release >/dev/null || die "meson setup failed"
+elif $reconfigure; then # libuv was not there when meson looked for it
+    { meson configure "$build" --clearcache && meson setup --reconfigure "$build" "$repo"; } \
+        >/dev/null || die "meson reconfigure failed"
+fi
+targets=(examples/tpc-http examples/tpc-echo bench/epoll-server bench/echo-load)
+if $want_libuv; then
+    grep -q '^build bench/uv-server:' "$build/build.ninja" \
+        || die "$build has no uv-server target (was libuv1-dev missing when meson configured it?)"
+    targets+=(bench/uv-server)
 fi
 note "building libtpc's servers and the C peers in $build (-j$jobs)"
-ninja -C "$build" -j"$jobs" examples/tpc-http examples/tpc-echo bench/epoll-server \
-    bench/echo-load >/dev/null || die "ninja failed: run ninja -C $build to see why"
+ninja -C "$build" -j"$jobs" "${targets[@]}" >/dev/null \
+    || die "ninja failed: run ninja -C $build to see why"
 tpc_http=$build/examples/tpc-http
 tpc_echo=$build/examples/tpc-echo
 epoll_server=$build/bench/epoll-server
+uv_server=$build/bench/uv-server
 echo_load=$build/bench/echo-load
 tokio_server=""
 for s in "${http_servers[@]}" "${echo_servers[@]}"; do
@@ -108,7 +135,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-children_of() { # the child processes of $1 (nginx's workers)
+children_of() { # the child processes of $1 (nginx's worker; haproxy -db has none)
     local f st rest
     if [ -e /proc/"$1"/task/"$1"/children ]; then
         cat /proc/"$1"/task/*/children 2>/dev/null || true
@@ -169,6 +196,32 @@ EOF
     echo "$dir"
 }
 
+haproxy_conf() { # $1 port; writes the config and prints its directory
+    local dir=$tmp/haproxy
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+# generated by bench/net.sh; run with -db (foreground, one process), SIGTERM stops it at once
+global
+    nbthread 1
+    maxconn 4096
+    pidfile $dir/haproxy.pid
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-request 300s
+    timeout http-keep-alive 300s
+frontend bench
+    bind 127.0.0.1:$1
+    backlog 4096
+    maxconn 4096
+    http-request return status 200 content-type text/plain string "Hello, World!"
+EOF
+    echo "$dir"
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start_server NAME http|echo PORT: starts it on CPU 0 and waits until the port answers.
@@ -179,11 +232,16 @@ start_server() {
     tpc-http) cmd=(env TPC_SPIN_NS="$tpc_spin" "$tpc_http" --shards 1 --listen "127.0.0.1:$port") ;;
     tpc-echo) cmd=(env TPC_SPIN_NS="$tpc_spin" "$tpc_echo" --shards 1 --listen "127.0.0.1:$port") ;;
     epoll-*) cmd=("$epoll_server" "$kind" "127.0.0.1:$port") ;;
+    libuv-*) cmd=("$uv_server" "$kind" "127.0.0.1:$port") ;;
     tokio-*) cmd=("$tokio_server" "$kind" "127.0.0.1:$port") ;;
     nginx-http)
         dir=$(nginx_conf "$port")
         cmd=("$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log")
         log=$dir/error.log
+        ;;
+    haproxy-http)
+        dir=$(haproxy_conf "$port")
+        cmd=("$haproxy_bin" -db -f "$dir/haproxy.cfg")
         ;;
     *) die "no $kind server called '$name'" ;;
     esac
@@ -231,11 +289,12 @@ median() { # of the values in results[$1|$2]; empty if none
 }
 
 checked=""
-check_http() { # once per server: the answers must be tpc-http's, byte for byte
+check_http() { # once per server: the answers must be tpc-http's, byte for byte (nginx's and
+    # haproxy's have headers of their own: a 200 with the body will do)
     local name=$1 port=$2 out
     case " $checked " in *" $name "*) return 0 ;; esac
     checked="$checked $name"
-    if [ "$name" = nginx ]; then
+    if [ "$name" = nginx ] || [ "$name" = haproxy ]; then
         out=$(exec 3<>"/dev/tcp/127.0.0.1/$port" &&
             printf 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && timeout 2 cat <&3) || true
         case $out in "HTTP/1.1 200 OK"*"Hello, World!") ;;
@@ -296,7 +355,7 @@ run_echo() { # run_echo NAME PORT CONNS
 
 port_of() { # a port per server and kind, so that no run meets the previous one's TIME_WAITs
     local i=0 s
-    for s in tpc epoll tokio nginx; do
+    for s in tpc epoll tokio nginx libuv haproxy; do
         [ "$s" = "$1" ] && break
         i=$((i + 1))
     done
@@ -411,10 +470,15 @@ echo
 echo "Notes:"
 echo "- $spin_text: its spin before sleeping only watches shard-to-shard rings, so with one shard"
 echo "  it would add idle CPU time and no speed."
-echo "- epoll-server: level-triggered epoll, one read per wakeup. tokio-server: current_thread"
-echo "  runtime, a task per connection. Both answer byte for byte as tpc-http (bench/http-check.py)."
+echo "- epoll-server: level-triggered epoll, one read per wakeup. uv-server: one libuv loop,"
+echo "  uv_read_start into a per-connection buffer, uv_try_write (uv_write only when the socket is"
+echo "  full). tokio-server: current_thread runtime, a task per connection. All three answer byte"
+echo "  for byte as tpc-http (bench/http-check.py)."
 echo "- nginx: its own response headers (Server: nginx/<version>, Date, Connection), so about 60"
 echo "  bytes more per response; it answers pipelined requests one write each."
+echo "- haproxy: nbthread 1, a mode http frontend that answers with http-request return (no"
+echo "  backend): 78-byte responses (content-length and content-type only), 17 bytes fewer than"
+echo "  tpc-http's; it answers pipelined requests one write each."
 echo "- $cpu_text; resolution 1/$clk_tck s per run. On loopback the kernel work of delivering"
 echo "  a packet is charged to the sender, so part of the peer's TCP receive path counts too."
 for s in "${!notes[@]}"; do

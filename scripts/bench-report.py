@@ -30,7 +30,11 @@ PEERS = ["tokio", "libuv", "epoll", "fio", "nginx", "haproxy"]
 LOWER = {"ns", "ns/op", "ns/iteration", "us/req", "us/rtt", "ms"}  # lower is better
 
 
-def net(metric, servers=("tpc", "epoll", "tokio", "nginx")):
+# net.sh's servers: all for HTTP; nginx and haproxy answer HTTP only.
+ECHO = ("tpc", "epoll", "tokio", "libuv")
+
+
+def net(metric, servers=("tpc", "epoll", "tokio", "nginx", "libuv", "haproxy")):
     """net.sh prints one id per server: net_<metric> with the server's name spliced in."""
     impl = {"tpc": "libtpc"}
     out = []
@@ -69,7 +73,7 @@ WORKLOADS = [
     ("http_plain_rps", "req/s", "net", net("net_http_@")),
     ("http_pipelined_cpu", "us/req", "net", net("net_http_pipe16_@_cpu")),
     ("http_pipelined_rps", "req/s", "net", net("net_http_pipe16_@")),
-    ("echo_pingpong", "ops/s", "net", net("net_echo_rtt_1_@", ("tpc", "epoll", "tokio"))),
+    ("echo_pingpong", "ops/s", "net", net("net_echo_rtt_1_@", ECHO)),
     ("file_randread_qd1", "IOPS", "file", file("file_randread_qd1_direct")),
     ("file_randread_qd32", "IOPS", "file", file("file_randread_qd32_direct")),
     ("file_randread_qd128", "IOPS", "file", file("file_randread_qd128_direct")),
@@ -84,8 +88,8 @@ WORKLOADS = [
     ("idle_loop_32shards", "ns/iteration", "idle", [("libtpc", "idle_loop", r"^32 shards", None)]),
     ("xchan_stream", "msg/s", "xshard",
      [("libtpc", "xchan_stream", None, None), ("tokio", "tokio_xshard_stream", None, None)]),
-    ("echo_pingpong_cpu", "us/rtt", "net", net("net_echo_rtt_1_@_cpu", ("tpc", "epoll", "tokio"))),
-    ("echo_100conn", "ops/s", "net", net("net_echo_rtt_100_@", ("tpc", "epoll", "tokio"))),
+    ("echo_pingpong_cpu", "us/rtt", "net", net("net_echo_rtt_1_@_cpu", ECHO)),
+    ("echo_100conn", "ops/s", "net", net("net_echo_rtt_100_@", ECHO)),
     ("file_seqwrite", "MB/s", "file", file("file_seqwrite", "MB/s")),
 ]
 BY_ID = {w[0]: w for w in WORKLOADS}

@@ -5,7 +5,8 @@
 #   scripts/bench.sh ID...        only those workload ids (scripts/bench-report.py plan lists them)
 # 1. Builds what is missing, with -j1 (JOBS=n): libtpc's release build in build/release (BUILD=dir)
 #    with its C benchmarks and the libuv/epoll peers, and the Tokio peers (bench/peers/tokio*/
-#    build.sh). Installs fio, wrk, nginx-light, libuv1-dev and gnuplot-nox with apt-get if missing.
+#    build.sh). Installs fio, wrk, nginx-light, libuv1-dev, gnuplot-nox and (for the HTTP
+#    workloads with NET_PEERS naming it) haproxy with apt-get if missing.
 # 2. Runs each group of workloads for libtpc and for every peer that has an equivalent, one after
 #    the other (libtpc, peer, libtpc, peer ...): a warm-up round that is thrown away, then ROUNDS
 #    rounds, each process pinned with taskset (one-shard benchmarks on CPU 0; two-shard ones and
@@ -15,7 +16,8 @@
 # 3. Prints one table (median, min–max and the ratio to libtpc, > 1 = libtpc wins) and writes
 #    bench/results/latest.json (a list of workload objects), latest-machine.json and latest.png.
 # Environment: ROUNDS, WARMUP (warm-up rounds: 1, or 0 with --quick), NET_PEERS (bench/net.sh's
-# peers: "epoll tokio nginx", or "epoll" with --quick), JOBS, BUILD, OUT (default bench/results), NET_SECONDS and FILE_SECONDS
+# peers: "epoll tokio nginx libuv haproxy", or "epoll" with --quick; the echo workloads leave
+# out nginx and haproxy), JOBS, BUILD, OUT (default bench/results), NET_SECONDS and FILE_SECONDS
 # (seconds per measurement), CORE_N, TIMER_N, IDLE_N, XSHARD_N (iterations).
 set -euo pipefail
 
@@ -50,7 +52,7 @@ if $quick; then
     xshard_n=${XSHARD_N:-2000000}
 else
     rounds=${ROUNDS:-5} warmup=${WARMUP:-1} net_s=${NET_SECONDS:-4} file_s=${FILE_SECONDS:-3}
-    net_peers=${NET_PEERS:-epoll tokio nginx}
+    net_peers=${NET_PEERS:-epoll tokio nginx libuv haproxy}
     core_n=${CORE_N:-2000000} timer_n=${TIMER_N:-1000000} idle_n=${IDLE_N:-1000000}
     xshard_n=${XSHARD_N:-10000000}
 fi
@@ -92,6 +94,9 @@ command -v fio >/dev/null || install_pkg fio
 command -v wrk >/dev/null || install_pkg wrk
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || install_pkg nginx-light
 command -v gnuplot >/dev/null || install_pkg gnuplot-nox
+if $net_http && wants net && [[ " $net_peers " == *" haproxy "* ]]; then
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || install_pkg haproxy
+fi
 reconfigure=false
 if ! pkg-config --exists libuv; then
     install_pkg libuv1-dev
@@ -120,7 +125,7 @@ if wants core || wants xshard; then
     tokio_dir=$(dirname "$xs")
     [ -x "$tokio_dir/bench-tokio-core" ] || die "the Tokio build did not produce bench-tokio-core"
 fi
-if wants net && { $net_http || $net_echo; }; then
+if wants net && { $net_http || $net_echo; } && [[ " $net_peers " == *" tokio "* ]]; then
     note "building the Tokio network peer (bench/peers/tokio-net/build.sh)"
     JOBS=$jobs bash bench/peers/tokio-net/build.sh >/dev/null || die "the tokio-server build failed"
 fi
@@ -171,6 +176,11 @@ rotate() { # rotate N items...: the items, starting at index N modulo their coun
     for ((i = 0; i < ${#items[@]}; i++)); do echo "${items[(i + n) % ${#items[@]}]}"; done
 }
 
+echo_peers="" # net.sh's echo peers: NET_PEERS but the HTTP-only ones
+for p in $net_peers; do
+    case $p in nginx | haproxy) ;; *) echo_peers="$echo_peers $p" ;; esac
+done
+
 start=$(date +%s)
 note "groups: $(echo $groups); $rounds rounds after $warmup warm-up round(s)"
 for ((r = 1 - warmup; r <= rounds; r++)); do
@@ -210,7 +220,7 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
         net) # net.sh runs each server once per call, in the order given
             http_servers="" echo_servers=""
             $net_http && http_servers=$(rotate "$r" tpc $net_peers | tr '\n' ' ')
-            $net_echo && echo_servers=$(rotate "$r" tpc ${net_peers/nginx/} | tr '\n' ' ')
+            $net_echo && echo_servers=$(rotate "$r" tpc $echo_peers | tr '\n' ' ')
             run "$r" net net env SECONDS="$ns" ROUNDS=1 BUILD="$build" JOBS="$jobs" \
                 NET_SERVERS="$http_servers" NET_ECHO_SERVERS="$echo_servers" bash bench/net.sh
             ;;
@@ -225,7 +235,8 @@ note "measured in $(($(date +%s) - start)) s"
 meta=$(python3 -c 'import json, sys
 a = sys.argv
 print(json.dumps({"groups": a[1].split(), "ids": a[2].split(), "rounds": int(a[3]),
-                  "absent": sorted({"epoll", "tokio", "nginx"} - set(a[11].split())),
+                  "absent": sorted({"epoll", "tokio", "nginx", "libuv", "haproxy"}
+                                   - set(a[11].split())),
                   "warmup_rounds": int(a[12]),
                   "quick": a[4] == "true", "durations": {"net_seconds": int(a[5]),
                   "file_seconds": int(a[6]), "core_n": int(a[7]), "timer_n": int(a[8]),

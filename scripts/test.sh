@@ -59,7 +59,7 @@ for cfg in "${configs[@]}"; do
         # target), so that they cannot rot; scripts/bench.sh runs them, Tokio's peers build there
         missing_bench=""
         for t in bench-core bench-timer bench-xshard bench-idle bench-file bench-floor epoll-server \
-            echo-load bench-uv-timer bench-uv-loop; do
+            echo-load bench-uv-timer bench-uv-loop uv-server; do
             [ -x "$dir/bench/$t" ] || missing_bench="$missing_bench $t"
         done
         if [ -n "$missing_bench" ]; then

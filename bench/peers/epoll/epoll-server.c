@@ -4,7 +4,7 @@
  * http answers exactly as examples/http.c does: the same parsing rules, keep-alive, the answers
  * to all complete requests of one read in one send (split only where tpc-http splits them, at
  * 16 KiB), "Connection: close" and HTTP/1.0 close after the answer, 400 then close for a
- * malformed request. echo sends back whatever it reads.
+ * malformed request (parser and answers: ../httpparse.h). echo sends back whatever it reads.
  *
  * One thread, nonblocking sockets, level-triggered epoll: a readable connection gets exactly one
  * read() per wakeup (tpc-http does one recv per loop too), so no read is spent on EAGAIN; if more
@@ -22,84 +22,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "../../netaddr.h"
+#include "../httpparse.h"
 
-#define BUF_SIZE   16384 /* per direction and connection, as in examples/http.c */
+#define BUF_SIZE   HTTP_BUF_SIZE /* per direction and connection */
 #define MAX_EVENTS 256
-
-static const char OK[] = "HTTP/1.1 200 OK\r\nServer: tpc\r\nContent-Type: text/plain\r\n"
-                         "Content-Length: 13\r\n\r\nHello, World!";
-static const char BAD[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n"
-                          "\r\n";
-
-enum { REQ_INCOMPLETE = 0, REQ_BAD = -1 };
-
-/* One HTTP request at the start of p[0..len): its length (head and body), REQ_INCOMPLETE or
- * REQ_BAD. Sets *close when the connection must close after it. The rules are those of
- * examples/http.c's parse_request: a head larger than the buffer, a request line that is not
- * "METHOD SP TARGET SP HTTP/1.0|1" with an upper-case method, a header line without a name and
- * colon, a Content-Length that is not a number in [0, 16384], any Transfer-Encoding, or a
- * request larger than the buffer are malformed. */
-static long parse(const char *p, size_t len, bool *close)
-{
-    size_t head = 0;
-    for (size_t i = 0; i + 3 < len; i++)
-        if (!memcmp(p + i, "\r\n\r\n", 4)) {
-            head = i + 4;
-            break;
-        }
-    if (!head)
-        return len >= BUF_SIZE ? REQ_BAD : REQ_INCOMPLETE;
-
-    const char *line_end = memchr(p, '\r', head);
-    size_t line = (size_t)(line_end - p);
-    const char *m_end = memchr(p, ' ', line);
-    if (!m_end || m_end == p)
-        return REQ_BAD;
-    const char *t_end = memchr(m_end + 1, ' ', (size_t)(line_end - m_end - 1));
-    if (!t_end || t_end == m_end + 1 || line_end - t_end != 9 || memcmp(t_end + 1, "HTTP/1.", 7))
-        return REQ_BAD;
-    char minor = t_end[8];
-    if (minor != '0' && minor != '1')
-        return REQ_BAD;
-    for (const char *c = p; c < m_end; c++)
-        if (*c < 'A' || *c > 'Z')
-            return REQ_BAD;
-    *close = minor == '0';
-
-    long body = 0;
-    const char *stop = p + head - 2; /* the final empty line */
-    for (const char *h = line_end + 2; h < stop;) {
-        const char *h_end = memchr(h, '\r', (size_t)(p + head - h));
-        const char *colon = memchr(h, ':', (size_t)(h_end - h));
-        if (!colon || colon == h)
-            return REQ_BAD;
-        size_t name_len = (size_t)(colon - h);
-        const char *val = colon + 1;
-        while (val < h_end && (*val == ' ' || *val == '\t'))
-            val++;
-        size_t val_len = (size_t)(h_end - val);
-        if (name_len == 10 && !strncasecmp(h, "Connection", 10)) {
-            *close = val_len == 5 && !strncasecmp(val, "close", 5);
-        } else if (name_len == 14 && !strncasecmp(h, "Content-Length", 14)) {
-            char *num_end;
-            body = strtol(val, &num_end, 10);
-            if (num_end != h_end || body < 0 || body > BUF_SIZE)
-                return REQ_BAD;
-        } else if (name_len == 17 && !strncasecmp(h, "Transfer-Encoding", 17)) {
-            return REQ_BAD;
-        }
-        h = h_end + 2;
-    }
-    size_t total = head + (size_t)body;
-    if (total <= len)
-        return (long)total;
-    return total > BUF_SIZE ? REQ_BAD : REQ_INCOMPLETE;
-}
 
 enum mode { HTTP, ECHO };
 
@@ -163,36 +93,10 @@ static int flush(struct conn *c)
 
 /* Answers the complete requests in in[used..have): all of them in one send unless their answers
  * exceed out[] (tpc-http flushes at the same point). Returns -1 if the connection must go. */
-static int http_answer(struct conn *c)
+static int http_answer_all(struct conn *c)
 {
     for (;;) {
-        bool close = false;
-        long len = 0;
-        c->more = false;
-        while ((len = parse(c->in + c->used, c->have - c->used, &close)) > 0) {
-            if (c->out_len + sizeof(OK) > BUF_SIZE) {
-                c->more = true; /* send these, then carry on from this request */
-                close = false;  /* it set *close, but it is not answered yet */
-                len = 0;
-                break;
-            }
-            c->used += (size_t)len;
-            memcpy(c->out + c->out_len, OK, sizeof(OK) - 1);
-            c->out_len += sizeof(OK) - 1;
-            served++;
-            if (close)
-                break;
-        }
-        if (len == REQ_BAD) {
-            if (c->out_len + sizeof(BAD) > BUF_SIZE) {
-                c->more = true; /* room first */
-            } else {
-                memcpy(c->out + c->out_len, BAD, sizeof(BAD) - 1);
-                c->out_len += sizeof(BAD) - 1;
-                close = true;
-            }
-        }
-        if (close)
+        if (http_answer(c->in, c->have, &c->used, c->out, &c->out_len, &c->more, &served))
             c->closing = true;
         if (c->out_len) {
             int rc = flush(c);
@@ -214,7 +118,7 @@ static int http_answer(struct conn *c)
 static int on_readable(struct conn *c)
 {
     if (c->have == BUF_SIZE)
-        return -1; /* cannot happen: parse() calls a full buffer malformed */
+        return -1; /* cannot happen: http_parse() calls a full buffer malformed */
     ssize_t n = read(c->fd, c->in + c->have, BUF_SIZE - c->have);
     if (n < 0)
         return errno == EAGAIN || errno == EINTR ? 0 : -1;
@@ -237,7 +141,7 @@ static int on_readable(struct conn *c)
         return 0;
     }
     c->have += (size_t)n;
-    return http_answer(c);
+    return http_answer_all(c);
 }
 
 static int on_writable(struct conn *c)
@@ -258,7 +162,7 @@ static int on_writable(struct conn *c)
         return -1;
     if (want(c, false) < 0)
         return -1;
-    return http_answer(c); /* requests that were waiting behind the full socket */
+    return http_answer_all(c); /* requests that were waiting behind the full socket */
 }
 
 static void accept_all(int lfd)
