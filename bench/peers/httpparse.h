@@ -24,8 +24,8 @@ enum { HTTP_INCOMPLETE = 0, HTTP_MALFORMED = -1 };
  * HTTP_MALFORMED. Sets *close when the connection must close after it. The rules are those of
  * examples/http.c's parse_request: a head larger than the buffer, a request line that is not
  * "METHOD SP TARGET SP HTTP/1.0|1" with an upper-case method, a header line without a name and
- * colon, a Content-Length that is not a number in [0, 16384], any Transfer-Encoding, or a
- * request larger than the buffer are malformed. */
+ * colon, a Content-Length that is not digits only with a value in [0, 16384], any
+ * Transfer-Encoding, or a request larger than the buffer are malformed. */
 static inline long http_parse(const char *p, size_t len, bool *close)
 {
     size_t head = 0;
@@ -68,9 +68,15 @@ static inline long http_parse(const char *p, size_t len, bool *close)
         if (name_len == 10 && !strncasecmp(h, "Connection", 10)) {
             *close = val_len == 5 && !strncasecmp(val, "close", 5);
         } else if (name_len == 14 && !strncasecmp(h, "Content-Length", 14)) {
-            char *num_end;
-            body = strtol(val, &num_end, 10);
-            if (num_end != h_end || body < 0 || body > HTTP_BUF_SIZE)
+            if (val == h_end)
+                return HTTP_MALFORMED; /* empty */
+            body = 0;
+            for (const char *d = val; d < h_end; d++) { /* digits only (RFC 9110: 1*DIGIT) */
+                if (*d < '0' || *d > '9' || body > HTTP_BUF_SIZE)
+                    return HTTP_MALFORMED;
+                body = body * 10 + (*d - '0');
+            }
+            if (body > HTTP_BUF_SIZE)
                 return HTTP_MALFORMED;
         } else if (name_len == 17 && !strncasecmp(h, "Transfer-Encoding", 17)) {
             return HTTP_MALFORMED;

@@ -30,32 +30,23 @@ fn find(hay: &[u8], b: u8) -> Option<usize> {
     hay.iter().position(|&c| c == b)
 }
 
-/// C's strtol(s, &end, 10) as examples/http.c calls it: skips white space, takes a sign and
-/// digits, saturates; returns the value and where it stopped (0 and 0 when there is no number).
-fn strtol(s: &[u8]) -> (i64, usize) {
-    let mut i = 0;
-    while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
-        i += 1;
+/// A Content-Length value as examples/http.c reads it: digits only (RFC 9110: 1*DIGIT), at
+/// least one, at most `max`; None otherwise.
+fn content_length(s: &[u8], max: usize) -> Option<usize> {
+    if s.is_empty() {
+        return None;
     }
-    let neg = i < s.len() && s[i] == b'-';
-    if i < s.len() && (s[i] == b'-' || s[i] == b'+') {
-        i += 1;
+    let mut v: usize = 0;
+    for &c in s {
+        if !c.is_ascii_digit() || v > max {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as usize;
     }
-    let digits = i;
-    let mut v: i64 = 0;
-    while i < s.len() && s[i].is_ascii_digit() {
-        let d = (s[i] - b'0') as i64;
-        v = if neg {
-            v.saturating_mul(10).saturating_sub(d)
-        } else {
-            v.saturating_mul(10).saturating_add(d)
-        };
-        i += 1;
-    }
-    if i == digits {
-        (0, 0)
+    if v > max {
+        None
     } else {
-        (v, i)
+        Some(v)
     }
 }
 
@@ -88,7 +79,7 @@ fn parse(p: &[u8], close: &mut bool) -> Parse {
         return Parse::Bad;
     }
     *close = minor == b'0';
-    let mut body: i64 = 0;
+    let mut body: usize = 0;
     let mut h = line_end + 2;
     while h < head - 2 {
         let h_end = h + find(&p[h..head], b'\r').unwrap();
@@ -105,17 +96,16 @@ fn parse(p: &[u8], close: &mut bool) -> Parse {
         if name.eq_ignore_ascii_case(b"Connection") {
             *close = value.eq_ignore_ascii_case(b"close");
         } else if name.eq_ignore_ascii_case(b"Content-Length") {
-            let (n, used) = strtol(value);
-            body = n;
-            if used != value.len() || body < 0 || body > BUF_SIZE as i64 {
-                return Parse::Bad;
-            }
+            body = match content_length(value, BUF_SIZE) {
+                Some(n) => n,
+                None => return Parse::Bad,
+            };
         } else if name.eq_ignore_ascii_case(b"Transfer-Encoding") {
             return Parse::Bad; // no chunked bodies here
         }
         h = h_end + 2;
     }
-    let total = head + body as usize;
+    let total = head + body;
     if total <= p.len() {
         Parse::Complete(total)
     } else if total > BUF_SIZE {
