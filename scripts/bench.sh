@@ -103,6 +103,7 @@ fi
 
 if [ ! -f "$build/build.ninja" ]; then
     note "configuring $build (release)"
+    mkdir -p "$(dirname "$build")" # for the log beside it, in a fresh checkout
     meson setup "$build" "$repo" -Dbuildtype=release >"$build.setup.log" 2>&1 \
         || { cat "$build.setup.log" >&2; die "meson setup failed"; }
 elif $reconfigure; then # libuv was not there when meson looked for it
