@@ -16,6 +16,15 @@ line that carries its figure: (impl, bench id, regex the conditions must match o
 whose group 1 in the conditions is the value or None for the line's own value[, the runner's
 tag of the process that prints the line, if not impl: "net" for bench/net.sh, "libtpc" for fio's
 figures, which bench-file prints]).
+
+Variants: a peer may print one id several times per run, once per configuration of itself (the
+Tokio peers: current_thread or multi_thread runtime, with or without the I/O and time drivers).
+Such a line's conditions start with its variant in a fixed form, "<anything>, drivers: <list>"
+(VARIANT_RE). The report takes each variant's median over the rounds and gives the best one
+(lowest for lower-is-better units, highest otherwise) as the peer's figure, with that variant's
+spread and rounds; latest.json names the winner in "variants", keeps every variant's median in
+"variant_medians" and lists in "variants_left_out" those whose lines a source's condition regex
+refused; the table says which variant won.
 """
 import json
 import os
@@ -28,6 +37,11 @@ import time
 
 PEERS = ["tokio", "libuv", "epoll", "fio", "nginx", "haproxy"]
 LOWER = {"ns", "ns/op", "ns/iteration", "us/req", "us/rtt", "ms"}  # lower is better
+VARIANT_RE = re.compile(r"^(.*?, drivers: [^,]+)")  # a line's variant: see the docstring
+# The Tokio cross-thread lines say how often A and B really ran on different threads; with a
+# multi_thread runtime the round trips run both tasks on one worker (0%), which is not the
+# cross-thread workload, so a line counts unless it says that fewer than half of them crossed.
+CROSSED = r"^(?!.*on different threads: [1-4]?[0-9]% )"
 
 
 # net.sh's servers: all for HTTP; nginx and haproxy answer HTTP only.
@@ -60,14 +74,15 @@ WORKLOADS = [
     ("timer_churn", "ns/op", "timer",
      [("libtpc", "timer_churn", None, None), ("libuv", "timer_churn", None, None)]),
     ("idle_loop", "ns/iteration", "idle",
-     [("libtpc", "idle_loop", r"^2 shards", None), ("libuv", "idle_loop", None, None)]),
+     [("libtpc", "idle_loop", r"^2 shards", None), ("libuv", "idle_loop", None, None),
+      ("tokio", "idle_loop", None, None)]),
     ("xshard_stream", "msg/s", "xshard",
-     [("libtpc", "xshard_stream", None, None), ("tokio", "tokio_xshard_stream", None, None)]),
+     [("libtpc", "xshard_stream", None, None), ("tokio", "tokio_xshard_stream", CROSSED, None)]),
     ("xshard_rtt", "ns", "xshard",
-     [("libtpc", "xshard_rtt", None, None), ("tokio", "tokio_xshard_rtt_p50", None, None),
+     [("libtpc", "xshard_rtt", None, None), ("tokio", "tokio_xshard_rtt_p50", CROSSED, None),
       ("libuv", "xshard_rtt", None, None)]),
     ("wakeup", "ns", "xshard",
-     [("libtpc", "wakeup", None, None), ("tokio", "tokio_xshard_wakeup_p50", None, None),
+     [("libtpc", "wakeup", None, None), ("tokio", "tokio_xshard_wakeup_p50", CROSSED, None),
       ("libuv", "wakeup", None, None)]),
     ("http_plain_cpu", "us/req", "net", net("net_http_@_cpu")),
     ("http_plain_rps", "req/s", "net", net("net_http_@")),
@@ -87,7 +102,7 @@ WORKLOADS = [
      [("libtpc", "timers_1m_fire_cpu", None, None), ("libuv", "timers_1m_fire_cpu", None, None)]),
     ("idle_loop_32shards", "ns/iteration", "idle", [("libtpc", "idle_loop", r"^32 shards", None)]),
     ("xchan_stream", "msg/s", "xshard",
-     [("libtpc", "xchan_stream", None, None), ("tokio", "tokio_xshard_stream", None, None)]),
+     [("libtpc", "xchan_stream", None, None), ("tokio", "tokio_xshard_stream", CROSSED, None)]),
     ("echo_pingpong_cpu", "us/rtt", "net", net("net_echo_rtt_1_@_cpu", ECHO)),
     ("echo_100conn", "ops/s", "net", net("net_echo_rtt_100_@", ECHO)),
     ("file_seqwrite", "MB/s", "file", file("file_seqwrite", "MB/s")),
@@ -115,6 +130,13 @@ def si(v):
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
 
 
+def short_variant(impl, variant):
+    """A variant without its leading "<impl> <version> " (the same for all of them)."""
+    if variant is None:  # lines without a variant among lines with one
+        return "(no variant)"
+    return re.sub(r"^" + re.escape(impl) + r" [0-9][^ ,]* ", "", variant)
+
+
 def machine_info():
     model = "?"
     try:
@@ -140,8 +162,10 @@ def machine_info():
 
 
 def report(raw, outdir, meta):
-    # values[(id, impl)] = [per-round values]; conds[(id, impl)] = last conditions text
-    values, conds, seen_rounds = {}, {}, set()
+    # values[(id, impl)][variant] = [per-round values] (variant None for a line without one);
+    # conds[(id, impl, variant)] = its last conditions text
+    # left_out[(id, impl)] = variants whose lines the source's condition regex refused
+    values, conds, left_out, seen_rounds = {}, {}, {}, set()
     lines = [l.rstrip("\n") for l in open(raw)]
     parsed = []
     for l in lines:
@@ -159,6 +183,9 @@ def report(raw, outdir, meta):
                 if g != group or t != tag or id_ != bid or rnd == "0":
                     continue
                 if cond_re and not re.search(cond_re, cond):
+                    vm = VARIANT_RE.match(cond)
+                    if vm:
+                        left_out.setdefault((wid, impl), set()).add(vm.group(1))
                     continue
                 if val_re:
                     m = re.search(val_re, cond)
@@ -169,15 +196,26 @@ def report(raw, outdir, meta):
                 if v <= 0:  # bench-file reports -1 for a failed fio run
                     continue
                 seen_rounds.add(rnd)
-                values.setdefault((wid, impl), []).append(v)
-                conds[(wid, impl)] = cond
+                vm = VARIANT_RE.match(cond)
+                variant = vm.group(1) if vm else None
+                values.setdefault((wid, impl), {}).setdefault(variant, []).append(v)
+                conds[(wid, impl, variant)] = cond
+
+    def best(wid, impl, lower):
+        """(values, variant, {variant: median}) of the best variant, or (None, None, {})."""
+        by_variant = values.get((wid, impl))
+        if not by_variant:
+            return None, None, {}
+        meds = {k: statistics.median(v) for k, v in by_variant.items()}
+        pick = (min if lower else max)(meds, key=meds.get)
+        return by_variant[pick], pick, meds
 
     results, warnings = [], []
     peers_used = [p for p in PEERS if any(k[1] == p for k in values)]
     rows = []
     for wid, unit, group, sources in selected:
         lower = unit in LOWER
-        ours = values.get((wid, "libtpc"))
+        ours, ours_variant, ours_meds = best(wid, "libtpc", lower)
         obj = {"id": wid, "unit": unit, "lower_is_better": lower,
                "libtpc": statistics.median(ours) if ours else None, "peers": {},
                "ratio": {}, "spread": {}, "rounds": {}, "conditions": {}}
@@ -189,9 +227,16 @@ def report(raw, outdir, meta):
         for impl, *_ in sources:
             if group == "net" and impl in meta["absent"]:
                 continue
-            v = values.get((wid, impl))
-            if (wid, impl) in conds:
-                obj["conditions"][impl] = conds[(wid, impl)]
+            v, variant, meds = (ours, ours_variant, ours_meds) if impl == "libtpc" else \
+                best(wid, impl, lower)
+            if v:
+                obj["conditions"][impl] = conds[(wid, impl, variant)]
+            if variant is not None:
+                obj.setdefault("variants", {})[impl] = variant
+                obj.setdefault("variant_medians", {})[impl] = meds
+            gone = sorted(left_out.get((wid, impl), set()) - set(meds))
+            if gone:
+                obj.setdefault("variants_left_out", {})[impl] = gone
             if impl == "libtpc":
                 continue
             if not v:
@@ -243,6 +288,19 @@ def report(raw, outdir, meta):
         print("  ".join(c.ljust(width[j]) for j, c in enumerate(r)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in width))
+    notes = []
+    for o in rows:
+        for impl, variant in o.get("variants", {}).items():
+            others = ", ".join(f"{short_variant(impl, k)} {si(m)}"
+                               for k, m in o["variant_medians"][impl].items() if k != variant)
+            gone = "; ".join(short_variant(impl, k) for k in o.get("variants_left_out", {})
+                             .get(impl, []))
+            notes.append(f"  {o['id']} {impl}: {short_variant(impl, variant)}"
+                         + (f" (others: {others})" if others else "")
+                         + (f" (left out, conditions unfit: {gone})" if gone else ""))
+    if notes:
+        print("Best variant of a peer that ran in several (its median is the figure above):")
+        print("\n".join(notes))
     for w in warnings:
         print(f"WARNING: {w}")
 
@@ -309,6 +367,26 @@ def markdown(outdir):
             else:
                 cells.append("—")
         print(f"| {r['id']} | {r['unit']} | {num(r['libtpc'])} | " + " | ".join(cells) + " |")
+    # Which variant gave a peer's figure, workloads grouped by winner.
+    won = {}
+    for r in rows:
+        for impl, variant in r.get("variants", {}).items():
+            won.setdefault(impl, {}).setdefault(short_variant(impl, variant), []).append(r["id"])
+    gone = {}
+    for r in rows:
+        for impl, variants in r.get("variants_left_out", {}).items():
+            for v in variants:
+                gone.setdefault(impl, {}).setdefault(short_variant(impl, v), []).append(r["id"])
+    for impl, by_variant in won.items():
+        print()
+        print(f"{impl}: the best of its variants per workload (each one's median over the "
+              "rounds): " + "; ".join(f"{v} for {', '.join(ids)}"
+                                      for v, ids in by_variant.items()) + ".", end="")
+        if impl in gone:
+            print(" Left out, as their conditions did not fit the workload: "
+                  + "; ".join(f"{v} for {', '.join(ids)}" for v, ids in gone[impl].items())
+                  + ".", end="")
+        print()
     return 0
 
 

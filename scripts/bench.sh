@@ -15,6 +15,9 @@
 #    load on CPU 1).
 # 3. Prints one table (median, min–max and the ratio to libtpc, > 1 = libtpc wins) and writes
 #    bench/results/latest.json (a list of workload objects), latest-machine.json and latest.png.
+#    The Tokio peers run every workload in several variants, one after the other in the same
+#    process (current_thread, and multi_thread for the cross-thread ones; with and without the
+#    I/O and time drivers): the best variant's median is Tokio's figure; the report names it.
 # Environment: ROUNDS, WARMUP (warm-up rounds: 1, or 0 with --quick), NET_PEERS (bench/net.sh's
 # peers: "epoll tokio nginx libuv haproxy", or "epoll" with --quick; the echo workloads leave
 # out nginx and haproxy), JOBS, BUILD, OUT (default bench/results), NET_SECONDS and FILE_SECONDS
@@ -105,6 +108,7 @@ fi
 
 if [ ! -f "$build/build.ninja" ]; then
     note "configuring $build (release)"
+    mkdir -p "$(dirname "$build")" # for the log beside it, in a fresh checkout
     meson setup "$build" "$repo" -Dbuildtype=release >"$build.setup.log" 2>&1 \
         || { cat "$build.setup.log" >&2; die "meson setup failed"; }
 elif $reconfigure; then # libuv was not there when meson looked for it
@@ -119,7 +123,7 @@ for t in bench-core bench-timer bench-idle bench-xshard bench-file bench-uv-time
     [ -x "$b/$t" ] || die "$b/$t was not built (libuv peers need libuv1-dev when meson configures)"
 done
 tokio_dir=""
-if wants core || wants xshard; then
+if wants core || wants idle || wants xshard; then
     note "building the Tokio peers (bench/peers/tokio/build.sh)"
     xs=$(JOBS=$jobs bash bench/peers/tokio/build.sh | tail -n1) || die "the Tokio peer build failed"
     tokio_dir=$(dirname "$xs")
@@ -193,7 +197,7 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
         case $g in
         core)
             run "$r" core libtpc taskset -c 0 "$b/bench-core" "$core_n"
-            run "$r" core tokio taskset -c 0 "$tokio_dir/bench-tokio-core" "$core_n"
+            run "$r" core tokio taskset -c 0 "$tokio_dir/bench-tokio-core" "$core_n" core
             ;;
         timer)
             run "$r" timer libtpc taskset -c 0 "$b/bench-timer" "$timer_n"
@@ -202,6 +206,7 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
         idle)
             run "$r" idle libtpc taskset -c 0,1 "$b/bench-idle" "$idle_n"
             run "$r" idle libuv taskset -c 0 "$b/bench-uv-loop" "$idle_n" idle
+            run "$r" idle tokio taskset -c 0 "$tokio_dir/bench-tokio-core" "$idle_n" idle
             ;;
         xshard)
             run "$r" xshard libtpc taskset -c 0,1 "$b/bench-xshard" "$xshard_n"

@@ -1,18 +1,43 @@
-//! Tokio peer of libtpc's bench/bench-core.c: the executor's own costs on one thread.
+//! Tokio peer of libtpc's bench/bench-core.c and bench/bench-idle.c: the executor's own costs on
+//! one thread.
 //!
 //! One tokio current_thread runtime (the closest equivalent of a single libtpc shard) on a thread
-//! pinned to CPU 0 (the runner also pins the process with taskset):
+//! pinned to CPU 0 (the runner also pins the process with taskset), in two variants, one after
+//! the other, each with a runtime of its own:
+//!
+//!   drivers: io+time   `enable_all()`: the I/O driver (epoll through mio) and the timer wheel
+//!   drivers: none      no driver: the runtime parks on a condition variable (futex) and polls
+//!                      no event source
 //!
 //!   yield          = libtpc yield: two tasks each calling `tokio::task::yield_now().await` in a
-//!                    loop; wall time per yield (one task-to-task hand-off).
+//!                    loop; wall time per yield (one task-to-task hand-off). yield_now defers
+//!                    its wake-up (see idle_loop), so every pass over the two tasks also goes
+//!                    through the driver once.
 //!   spawn_join     = libtpc spawn_join: `tokio::spawn` of a task returning a number, then
 //!                    awaiting its JoinHandle; time per pair (tokio allocates each task).
 //!   chan_pingpong  = libtpc chan_pingpong: two tasks bouncing a value over two bounded
 //!                    `mpsc::channel(1)`s; time per message (two per round trip).
+//!   idle_loop      = libtpc idle_loop (bench-idle: a fiber's tpc_sleep(0) parks it until the
+//!                    next loop iteration): one task, alone on the runtime, calling yield_now in
+//!                    a loop; time per call. In tokio 1.24 yield_now does not requeue the task:
+//!                    it pushes the task's waker on the thread's `Defer` list (task/yield_now.rs,
+//!                    runtime/defer.rs). Each call is then one iteration of the current_thread
+//!                    scheduler loop that finds nothing else to do (runtime/scheduler/
+//!                    current_thread.rs, CoreGuard::block_on): the local run queue is empty and
+//!                    so is the injection queue (the other threads' inbox, a mutex), so, as
+//!                    tasks were deferred, it calls park_yield: the driver's park_timeout(0)
+//!                    (io+time: the timer wheel under its mutex and epoll_wait with timeout 0;
+//!                    none: one compare-exchange on the park state) and then wakes the deferred
+//!                    wakers, which puts the task back on the local queue; the loop polls the
+//!                    block_on future only if it was woken (it was not), pops the task and polls
+//!                    it. The second of two rounds, as bench-idle reports it.
 //!
-//! The ids are libtpc's, so the runner (scripts/bench.sh) pairs the lines directly.
+//! The ids are libtpc's, so the runner (scripts/bench.sh) pairs the lines directly. The
+//! conditions start with the variant in a fixed form, `tokio <version> current_thread, drivers:
+//! <io+time|none>, ...`, which the runner uses to tell the variants apart and keep the better.
 //! Output lines: `bench <id> <value> <unit> | <conditions>`, as bench/bench.h prints them.
-//! Usage: bench-tokio-core [iterations]   (default 5,000,000, as bench-core)
+//! Usage: bench-tokio-core [iterations [core|idle]]   (default 5,000,000, as bench-core; `core`:
+//! yield, spawn_join and chan_pingpong only; `idle`: idle_loop only; default both)
 
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -45,7 +70,7 @@ async fn yielder(n: u64) {
     }
 }
 
-async fn bench(n: u64, cond: &str) {
+async fn core(n: u64, cond: &str) {
     // Two rounds of each, as bench-core does: the first warms allocator and caches.
     for round in 0..2 {
         let t0 = Instant::now();
@@ -59,7 +84,7 @@ async fn bench(n: u64, cond: &str) {
                 "yield",
                 ns / (2.0 * n as f64),
                 "ns/op",
-                &format!("2 tasks x {} yield_now, {}", n, cond),
+                &format!("{}, 2 tasks x {} yield_now", cond, n),
             );
         }
     }
@@ -77,8 +102,8 @@ async fn bench(n: u64, cond: &str) {
                 ns / n as f64,
                 "ns/op",
                 &format!(
-                    "{} tokio::spawn + JoinHandle await (sum {}), {}",
-                    n, sum, cond
+                    "{}, {} tokio::spawn + JoinHandle await (sum {})",
+                    cond, n, sum
                 ),
             );
         }
@@ -108,8 +133,33 @@ async fn bench(n: u64, cond: &str) {
                 ns / (2.0 * n as f64),
                 "ns/op",
                 &format!(
-                    "{} round trips over two mpsc::channel(1), 2 tasks, {}",
-                    n, cond
+                    "{}, {} round trips over two mpsc::channel(1), 2 tasks",
+                    cond, n
+                ),
+            );
+        }
+    }
+}
+
+async fn idle(n: u64, cond: &str) {
+    for round in 0..2 {
+        // The task times itself, so that spawning and joining it stay out of the figure.
+        let ns = tokio::spawn(async move {
+            let t0 = Instant::now();
+            yielder(n).await;
+            t0.elapsed().as_nanos() as f64
+        })
+        .await
+        .expect("idler");
+        if round == 1 {
+            report(
+                "idle_loop",
+                ns / n as f64,
+                "ns/iteration",
+                &format!(
+                    "{}, 1 task alone on the runtime x {} yield_now (one scheduler loop \
+                     iteration each: empty queues, driver polled with timeout 0)",
+                    cond, n
                 ),
             );
         }
@@ -117,28 +167,51 @@ async fn bench(n: u64, cond: &str) {
 }
 
 fn main() {
-    let n: u64 = match std::env::args().nth(1) {
+    let usage = || -> ! {
+        eprintln!(
+            "usage: bench-tokio-core [iterations [core|idle]]   (iterations > 0, default 5000000)"
+        );
+        std::process::exit(2);
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() > 2 {
+        usage();
+    }
+    let n: u64 = match args.first() {
         None => 5_000_000,
         Some(s) => match s.parse() {
             Ok(v) if v > 0 => v,
-            _ => {
-                eprintln!("usage: bench-tokio-core [iterations]   (> 0, default 5000000)");
-                std::process::exit(2);
-            }
+            _ => usage(),
         },
     };
+    let (want_core, want_idle) = match args.get(1).map(String::as_str) {
+        None => (true, true),
+        Some("core") => (true, false),
+        Some("idle") => (false, true),
+        Some(_) => usage(),
+    };
     let pinned = pin_to(0);
-    let cond = format!(
-        "tokio {} current_thread, {}",
-        env!("TOKIO_VERSION"),
-        if pinned {
-            "cpu 0"
-        } else {
-            "UNPINNED (cpu 0 wanted)"
+    for drivers in [true, false] {
+        let cond = format!(
+            "tokio {} current_thread, drivers: {}, {}",
+            env!("TOKIO_VERSION"),
+            if drivers { "io+time" } else { "none" },
+            if pinned {
+                "cpu 0"
+            } else {
+                "UNPINNED (cpu 0 wanted)"
+            }
+        );
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        if drivers {
+            b.enable_all();
         }
-    );
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("tokio runtime")
-        .block_on(bench(n, &cond));
+        let rt = b.build().expect("tokio runtime");
+        if want_core {
+            rt.block_on(core(n, &cond));
+        }
+        if want_idle {
+            rt.block_on(idle(n, &cond));
+        }
+    }
 }
