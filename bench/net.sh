@@ -12,9 +12,9 @@
 # Every round runs every server, in an order that rotates from round to round; the lines printed
 # are medians over the rounds: "bench <id> <value> <unit> | <conditions>" (bench/bench.h's
 # format), then summary tables with ratios against epoll and against tpc.
-# libtpc runs with TPC_SPIN_NS=-1 (no spinning before sleeping): its spin only watches
-# shard-to-shard rings, which a one-shard server never uses, so spinning would only add idle
-# CPU time to its CPU per request. NET_TPC_SPIN_NS overrides it.
+# libtpc runs with TPC_SPIN_NS=-1 (no spinning before sleeping): spinning 3 or 10 µs measured
+# 4-18 % more CPU per plain request, since the next request rarely lands within the spin.
+# NET_TPC_SPIN_NS overrides it. The HTTP lines also give the system part of the CPU per request.
 # Builds what is missing: libtpc and the C peers in build/release (BUILD=dir to change),
 # tokio-server with bench/peers/tokio-net/build.sh, all with -j1 (JOBS=n to change). Installs wrk,
 # and when selected nginx-light, haproxy and libuv1-dev (for uv-server), with apt-get if missing.
@@ -265,14 +265,15 @@ start_server() {
 }
 
 clk_tck=$(getconf CLK_TCK)
-cpu_us() { # CPU time (user + system) of the server and its children, in µs
-    local total=0 p stat f
+cpu_us() { # CPU time of the server and its children in µs: "user+system system"
+    local total=0 sys=0 p stat f
     for p in "$server_pid" $(children_of "$server_pid"); do
         stat=$(cat /proc/"$p"/stat 2>/dev/null) || continue
         read -ra f <<<"${stat##*) }" # fields from 3 (state) on: utime is 14, stime 15
         total=$((total + f[11] + f[12]))
+        sys=$((sys + f[12]))
     done
-    echo $((total * 1000000 / clk_tck))
+    echo $((total * 1000000 / clk_tck)) $((sys * 1000000 / clk_tck))
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -319,10 +320,10 @@ run_wrk() { # run_wrk NAME PORT plain|pipe
     else
         metric=http
     fi
-    before=$(cpu_us)
+    read -r before before_sys < <(cpu_us)
     out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" "http://127.0.0.1:$port/" "${args[@]}" 2>&1) \
         || die "wrk failed against $name: $out"
-    after=$(cpu_us)
+    read -r after after_sys < <(cpu_us)
     kill -0 "$server_pid" 2>/dev/null || die "$name exited during wrk: $out"
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
     reqs=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
@@ -331,15 +332,16 @@ run_wrk() { # run_wrk NAME PORT plain|pipe
     [ -z "$errs" ] || notes[$name]="${notes[$name]:-}wrk ($how):$errs "
     add "$metric" "$name" "$rps"
     add "${metric}_cpu" "$name" "$(awk -v c=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
+    add "${metric}_sys" "$name" "$(awk -v c=$((after_sys - before_sys)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
     note "  $name $how: $rps req/s, $((after - before)) us CPU for $reqs requests"
 }
 
 run_echo() { # run_echo NAME PORT CONNS
     local name=$1 port=$2 c=$3 out before after total rate p50 p99
-    before=$(cpu_us)
+    read -r before _ < <(cpu_us)
     out=$(taskset -c 1 "$echo_load" "127.0.0.1:$port" "$c" "$dur" "$echo_bytes" 2>&1) \
         || die "echo-load failed against $name: $out"
-    after=$(cpu_us)
+    read -r after _ < <(cpu_us)
     kill -0 "$server_pid" 2>/dev/null || die "$name exited during echo-load: $out"
     rate=$(awk -v id="echo_rtt_$c" '$1 == "bench" && $2 == id { print $3 }' <<<"$out")
     p50=$(awk -v id="echo_rtt_${c}_p50" '$1 == "bench" && $2 == id { print $3 }' <<<"$out")
@@ -412,9 +414,12 @@ for s in "${http_servers[@]}"; do
     base="server $s on cpu 0, wrk -t1 -c$conns -d${dur}s on cpu 1, $rounds_text$(spin_of "$s"), $sysinfo"
     emit "net_http_$s" http "$s" req/s "1 request per write, $base"
     emit "net_http_${s}_cpu" http_cpu "$s" us/req "1 request per write, $cpu_text, $base"
+    emit "net_http_${s}_sys" http_sys "$s" us/req "1 request per write, the stime part only, $base"
     emit "net_http_pipe${depth}_$s" "http_pipe$depth" "$s" req/s "$depth requests per write, $base"
     emit "net_http_pipe${depth}_${s}_cpu" "http_pipe${depth}_cpu" "$s" us/req \
         "$depth requests per write, $cpu_text, $base"
+    emit "net_http_pipe${depth}_${s}_sys" "http_pipe${depth}_sys" "$s" us/req \
+        "$depth requests per write, the stime part only, $base"
 done
 for s in "${echo_servers[@]}"; do
     for c in "${echo_conns[@]}"; do
@@ -439,15 +444,15 @@ ratio() { # ratio METRIC SERVER REFERENCE: value(server) / value(reference), or 
 echo
 echo "HTTP plaintext: wrk -t1 -c$conns -d${dur}s on cpu 1, server on cpu 0, $rounds_text"
 echo "(ratios: server / epoll and server / tpc; for req/s higher is better, for cpu lower is)"
-printf '%-8s %-7s %12s %8s %8s %11s %8s %8s\n' load server req/s vs-epoll vs-tpc cpu-us/req \
-    vs-epoll vs-tpc
+printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s\n' load server req/s vs-epoll vs-tpc cpu-us/req \
+    vs-epoll vs-tpc sys-us/req
 for m in http "http_pipe$depth"; do
     label=plain
     [ "$m" = http ] || label="pipe$depth"
     for s in "${http_servers[@]}"; do
-        printf '%-8s %-7s %12s %8s %8s %11s %8s %8s\n' "$label" "$s" "$(median "$m" "$s")" \
+        printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s\n' "$label" "$s" "$(median "$m" "$s")" \
             "$(ratio "$m" "$s" epoll)" "$(ratio "$m" "$s" tpc)" "$(median "${m}_cpu" "$s")" \
-            "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)"
+            "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)" "$(median "${m}_sys" "$s")"
     done
 done
 echo
@@ -468,8 +473,10 @@ for c in "${echo_conns[@]}"; do
 done
 echo
 echo "Notes:"
-echo "- $spin_text: its spin before sleeping only watches shard-to-shard rings, so with one shard"
-echo "  it would add idle CPU time and no speed."
+echo "- $spin_text: spinning before sleeping (TPC_SPIN_NS=3000 or 10000) measured 4-18 % more"
+echo "  CPU per plain request here: the next request rarely comes within the spin."
+echo "- sys-us/req: the kernel's part of cpu-us/req (stime), mostly loopback TCP, which no server"
+echo "  avoids; the rest is the server's own user time."
 echo "- epoll-server: level-triggered epoll, one read per wakeup. uv-server: one libuv loop,"
 echo "  uv_read_start into a per-connection buffer, uv_try_write (uv_write only when the socket is"
 echo "  full). tokio-server: current_thread runtime, a task per connection. All three answer byte"

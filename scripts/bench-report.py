@@ -103,6 +103,8 @@ WORKLOADS = [
     ("idle_loop_32shards", "ns/iteration", "idle", [("libtpc", "idle_loop", r"^32 shards", None)]),
     ("xchan_stream", "msg/s", "xshard",
      [("libtpc", "xchan_stream", None, None), ("tokio", "tokio_xshard_stream", CROSSED, None)]),
+    ("http_plain_sys", "us/req", "net", net("net_http_@_sys")),
+    ("http_pipelined_sys", "us/req", "net", net("net_http_pipe16_@_sys")),
     ("echo_pingpong_cpu", "us/rtt", "net", net("net_echo_rtt_1_@_cpu", ECHO)),
     ("echo_100conn", "ops/s", "net", net("net_echo_rtt_100_@", ECHO)),
     ("file_seqwrite", "MB/s", "file", file("file_seqwrite", "MB/s")),

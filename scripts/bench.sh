@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for every benchmark against its peers (issue 7):
-#   scripts/bench.sh              every workload, ROUNDS=5 (about 12 minutes on a 2-core VM)
+#   scripts/bench.sh              every workload, ROUNDS=5 (about 17 minutes on a 2-core VM)
 #   scripts/bench.sh --quick      a subset with short runs, ROUNDS=3, no warm-up (under 2 minutes)
 #   scripts/bench.sh ID...        only those workload ids (scripts/bench-report.py plan lists them)
 # 1. Builds what is missing, with -j1 (JOBS=n): libtpc's release build in build/release (BUILD=dir)
@@ -55,7 +55,7 @@ if $quick; then
     core_n=${CORE_N:-1000000} timer_n=${TIMER_N:-100000} idle_n=${IDLE_N:-500000}
     xshard_n=${XSHARD_N:-2000000}
 else
-    rounds=${ROUNDS:-5} warmup=${WARMUP:-1} net_s=${NET_SECONDS:-4} file_s=${FILE_SECONDS:-3}
+    rounds=${ROUNDS:-5} warmup=${WARMUP:-1} net_s=${NET_SECONDS:-3} file_s=${FILE_SECONDS:-3}
     net_peers=${NET_PEERS:-epoll tokio nginx libuv haproxy}
     core_n=${CORE_N:-2000000} timer_n=${TIMER_N:-1000000} idle_n=${IDLE_N:-1000000}
     xshard_n=${XSHARD_N:-10000000}
