@@ -231,8 +231,9 @@ struct tpc__shard {
     unsigned nfixed, fixed_inflight;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */
     bool poll_wait;                     /* sleep in ppoll() on the ring fd (under valgrind) */
-    unsigned inflight; /* ops submitted and not completed, the wake-up read excluded */
-    bool wake_armed;   /* the eventfd read is in the ring */
+    unsigned inflight;    /* ops submitted and not completed, the wake-up read excluded */
+    bool wake_armed;      /* the eventfd read is in the ring */
+    bool submit_deferred; /* SQEs wait for the sleeping io_uring_enter (core/shard.c) */
     int wake_fd;
     uint64_t wake_buf;
     struct tpc__op wake_op;
