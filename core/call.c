@@ -94,6 +94,7 @@ static void read_stats(struct tpc__shard *s, tpc_shard_stats *out)
         .io_completed = s->n_io_completed,
         .timers = s->n_timers,
         .accept_backoffs = s->n_accept_backoffs,
+        .io_enters = s->n_io_enters,
     };
 }
 

@@ -260,7 +260,7 @@ struct tpc__shard {
     unsigned ndirty;
     /* Counters, written only by this shard, read by tpc_stats(). */
     uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,
-        n_sleep_ns, n_io_submitted, n_io_completed, n_timers, n_accept_backoffs;
+        n_sleep_ns, n_io_submitted, n_io_completed, n_timers, n_accept_backoffs, n_io_enters;
 
     /* Written by other threads. */
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;

@@ -75,7 +75,8 @@ struct io_uring_sqe *tpc__sqe(struct tpc__shard *s)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     if (!sqe) {
-        io_uring_submit(&s->ring);
+        if (io_uring_submit(&s->ring) > 0)
+            s->n_io_enters++;
         sqe = io_uring_get_sqe(&s->ring);
     }
     return sqe;
@@ -451,6 +452,7 @@ void tpc__shard_loop(struct tpc__shard *s)
             int n = io_uring_submit_and_get_events(&s->ring);
             if (n > 0)
                 s->n_io_submitted += (unsigned)n;
+            s->n_io_enters++;
             s->submit_deferred = false;
         } else {
             s->submit_deferred = queued != 0;
@@ -482,14 +484,20 @@ void tpc__shard_loop(struct tpc__shard *s)
         s->n_io_submitted += io_uring_sq_ready(&s->ring);
         if (TPC_UNLIKELY(s->poll_wait)) {
             struct pollfd pfd = {.fd = s->ring.ring_fd, .events = POLLIN};
-            io_uring_submit(&s->ring);
+            if (io_uring_submit(&s->ring) > 0)
+                s->n_io_enters++;
             struct timespec ts = {.tv_sec = kts.tv_sec, .tv_nsec = kts.tv_nsec};
-            rc = io_uring_cq_ready(&s->ring) ? 0 : ppoll(&pfd, 1, timeout > 0 ? &ts : NULL, NULL);
+            rc = 0;
+            if (!io_uring_cq_ready(&s->ring)) {
+                s->n_io_enters++;
+                rc = ppoll(&pfd, 1, timeout > 0 ? &ts : NULL, NULL);
+            }
             rc = rc < 0 ? -errno : 0;
         } else {
             struct io_uring_cqe *cqe;
             rc = timeout > 0 ? io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &kts, NULL)
                              : io_uring_submit_and_wait(&s->ring, 1);
+            s->n_io_enters++;
         }
         atomic_store(&s->sleeping, 0);
         s->submit_deferred = false;
