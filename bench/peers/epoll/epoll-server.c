@@ -1,12 +1,15 @@
-/* The raw epoll baseline of bench/net.sh: what a careful single-threaded C server does with no
- * library, to put tpc-http and tpc-echo (examples/) in perspective.
- *   epoll-server http|echo ADDR        ADDR: 127.0.0.1:8080, [::1]:8080 (port 0: any)
+/* The raw epoll baseline of bench/net.sh: what a careful C server does with no library, to put
+ * tpc-http and tpc-echo (examples/) in perspective.
+ *   epoll-server http|echo ADDR [THREADS]   ADDR: 127.0.0.1:8080, [::1]:8080 (port 0: any)
  * http answers exactly as examples/http.c does: the same parsing rules, keep-alive, the answers
  * to all complete requests of one read in one send (split only where tpc-http splits them, at
  * 16 KiB), "Connection: close" and HTTP/1.0 close after the answer, 400 then close for a
  * malformed request (parser and answers: ../httpparse.h). echo sends back whatever it reads.
  *
- * One thread, nonblocking sockets, level-triggered epoll: a readable connection gets exactly one
+ * THREADS (default 1; bench/net.sh runs one, on one core) event loops, each pinned to the next
+ * CPU of the process's affinity mask with its own SO_REUSEPORT listener and epoll set: the raw
+ * per-core baseline, sharing nothing (the build defines _GNU_SOURCE for the affinity calls). Per
+ * thread: nonblocking sockets, level-triggered epoll; a readable connection gets exactly one
  * read() per wakeup (tpc-http does one recv per loop too), so no read is spent on EAGAIN; if more
  * is waiting, epoll reports it again. Replies go out with one send(); only when the socket buffer
  * is full does the connection switch to EPOLLOUT, and it reads nothing more until its output is
@@ -16,13 +19,17 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "../../netaddr.h"
@@ -47,15 +54,10 @@ struct conn {
 };
 
 static enum mode mode;
-static int ep;
-static long served;
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop = 1;
-}
+static __thread int ep;        /* this thread's epoll set */
+static __thread long served;   /* requests this thread answered */
+static atomic_long served_all; /* summed as threads end */
+static int stop_fd;            /* an eventfd in every epoll set: readable once it is time to stop */
 
 static void conn_close(struct conn *c)
 {
@@ -200,6 +202,7 @@ static int listen_on(const char *addr)
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
         fprintf(stderr, "epoll-server: cannot listen on %s: %s\n", addr, strerror(errno));
         if (fd >= 0)
@@ -210,51 +213,47 @@ static int listen_on(const char *addr)
     return fd;
 }
 
-int main(int argc, char **argv)
+/* One thread's server: its own listener (SO_REUSEPORT: the kernel spreads connections over the
+ * threads' listeners), its own epoll set, pinned to its CPU. */
+struct worker {
+    pthread_t thread;
+    int lfd, cpu;
+};
+
+static void *serve(void *arg)
 {
-    if (argc != 3 || (strcmp(argv[1], "http") && strcmp(argv[1], "echo"))) {
-        fprintf(stderr, "usage: %s http|echo ADDR     (ADDR: 127.0.0.1:8080, [::1]:8080)\n",
-                argv[0]);
-        return 2;
+    struct worker *w = arg;
+    if (w->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(w->cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
-    mode = argv[1][0] == 'h' ? HTTP : ECHO;
-    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: epoll_wait returns EINTR */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    int lfd = listen_on(argv[2]);
-    if (lfd < 0)
-        return 1;
     ep = epoll_create1(EPOLL_CLOEXEC);
-    static int listener_tag; /* data.ptr of the listener: not a struct conn */
+    static int listener_tag, stop_tag; /* data.ptr of the two that are not a struct conn */
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &listener_tag};
-    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev) < 0) {
+    struct epoll_event sev = {.events = EPOLLIN, .data.ptr = &stop_tag};
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, w->lfd, &lev) < 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, stop_fd, &sev) < 0) {
         perror("epoll-server: epoll");
-        return 1;
+        exit(1);
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char host[128] = "?", port[16] = "?";
-    if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
-        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
-                    NI_NUMERICHOST | NI_NUMERICSERV);
-    printf("epoll-server: %s listening on %s%s%s:%s (level-triggered epoll, 1 thread)\n", argv[1],
-           strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
-    fflush(stdout);
-
     struct epoll_event evs[MAX_EVENTS];
-    while (!stop) {
+    for (bool stop = false; !stop;) {
         int n = epoll_wait(ep, evs, MAX_EVENTS, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             perror("epoll-server: epoll_wait");
-            return 1;
+            exit(1);
         }
         for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == &stop_tag) {
+                stop = true; /* the rest of this batch is still served */
+                continue;
+            }
             if (evs[i].data.ptr == &listener_tag) {
-                accept_all(lfd);
+                accept_all(w->lfd);
                 continue;
             }
             struct conn *c = evs[i].data.ptr;
@@ -267,9 +266,82 @@ int main(int argc, char **argv)
                 conn_close(c);
         }
     }
-    if (mode == HTTP)
-        printf("epoll-server: served %ld requests\n", served);
-    close(lfd);
+    atomic_fetch_add(&served_all, served);
     close(ep);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc == 4 ? atoi(argv[3]) : 1;
+    if ((argc != 3 && argc != 4) || (strcmp(argv[1], "http") && strcmp(argv[1], "echo")) ||
+        threads < 1 || threads > CPU_SETSIZE) {
+        fprintf(stderr,
+                "usage: %s http|echo ADDR [THREADS]     (ADDR: 127.0.0.1:8080, [::1]:8080; "
+                "THREADS: 1 by default)\n",
+                argv[0]);
+        return 2;
+    }
+    mode = argv[1][0] == 'h' ? HTTP : ECHO;
+    /* Signals go to the main thread only, which waits for them in sigwait. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    stop_fd = eventfd(0, EFD_CLOEXEC);
+    if (stop_fd < 0) {
+        perror("epoll-server: eventfd");
+        return 1;
+    }
+
+    /* The threads' listeners, all on the first one's address (its port, if ADDR asked for 0). */
+    struct worker *ws = calloc((size_t)threads, sizeof(*ws));
+    if (!ws || (ws[0].lfd = listen_on(argv[2])) < 0)
+        return 1;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[128] = "?", port[16] = "?", bound[160];
+    if (getsockname(ws[0].lfd, (struct sockaddr *)&ss, &sl) == 0)
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV);
+    snprintf(bound, sizeof(bound), "%s%s%s:%s", strchr(host, ':') ? "[" : "", host,
+             strchr(host, ':') ? "]" : "", port);
+    for (int i = 1; i < threads; i++)
+        if ((ws[i].lfd = listen_on(bound)) < 0)
+            return 1;
+    /* Thread i on the i-th CPU of the process's affinity mask (unpinned past its end). */
+    cpu_set_t mask;
+    CPU_ZERO(&mask);
+    sched_getaffinity(0, sizeof(mask), &mask);
+    for (int i = 0, cpu = 0; i < threads; i++) {
+        while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &mask))
+            cpu++;
+        ws[i].cpu = cpu < CPU_SETSIZE ? cpu++ : -1;
+    }
+    for (int i = 0; i < threads; i++)
+        if (pthread_create(&ws[i].thread, NULL, serve, &ws[i]) != 0) {
+            fprintf(stderr, "epoll-server: cannot start thread %d\n", i);
+            return 1;
+        }
+    printf("epoll-server: %s listening on %s (level-triggered epoll, %d thread%s)\n", argv[1],
+           bound, threads, threads == 1 ? "" : "s");
+    fflush(stdout);
+
+    int sig;
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    uint64_t one = 1;
+    if (write(stop_fd, &one, sizeof(one)) != sizeof(one))
+        perror("epoll-server: eventfd write");
+    for (int i = 0; i < threads; i++) {
+        pthread_join(ws[i].thread, NULL);
+        close(ws[i].lfd);
+    }
+    if (mode == HTTP)
+        printf("epoll-server: served %ld requests\n", atomic_load(&served_all));
+    free(ws);
+    close(stop_fd);
     return 0;
 }
