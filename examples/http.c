@@ -128,6 +128,21 @@ static ssize_t fill(int fd, tpc_rx *rx, tpc_buf *b, size_t *off, char *in, size_
     return (ssize_t)take;
 }
 
+/* Appends text[0..n) to out[0..*outlen), sending what out holds first if it would not fit.
+ * Returns 0 or a negative errno from the send. */
+static int append(int fd, char *out, size_t *outlen, const char *text, size_t n)
+{
+    if (*outlen + n > BUF_SIZE) {
+        int rc = send_all(fd, out, *outlen);
+        if (rc < 0)
+            return rc;
+        *outlen = 0;
+    }
+    memcpy(out + *outlen, text, n);
+    *outlen += n;
+    return 0;
+}
+
 /* Answers every complete request at the start of buf[0..len): the answers go out in one send
  * where they fit in out[BUF_SIZE] (a lone answer is sent as it is, without a copy). Sets *used
  * to the bytes consumed and *close when the connection must close. Returns 0 or a negative
@@ -136,34 +151,21 @@ static int answer(int fd, char *out, const char *buf, size_t len, size_t *used, 
 {
     size_t outlen = 0;
     long n = 0;
+    int rc = 0;
     *used = 0;
     *close = false;
-    while (!*close && (n = parse_request(buf + *used, len - *used, close)) > 0) {
+    while (rc == 0 && !*close && (n = parse_request(buf + *used, len - *used, close)) > 0) {
         *used += (size_t)n;
         atomic_fetch_add_explicit(&served[tpc_shard_id()], 1, memory_order_relaxed);
         if (outlen == 0 && (*close || *used == len)) /* the only answer of this read */
             return send_all(fd, OK, sizeof(OK) - 1);
-        if (outlen + sizeof(OK) > BUF_SIZE) {
-            int rc = send_all(fd, out, outlen);
-            if (rc < 0)
-                return rc;
-            outlen = 0;
-        }
-        memcpy(out + outlen, OK, sizeof(OK) - 1);
-        outlen += sizeof(OK) - 1;
+        rc = append(fd, out, &outlen, OK, sizeof(OK) - 1);
     }
-    if (n == REQ_BAD) {
-        if (outlen + sizeof(BAD) > BUF_SIZE) {
-            int rc = send_all(fd, out, outlen);
-            if (rc < 0)
-                return rc;
-            outlen = 0;
-        }
-        memcpy(out + outlen, BAD, sizeof(BAD) - 1);
-        outlen += sizeof(BAD) - 1;
+    if (rc == 0 && n == REQ_BAD) {
+        rc = append(fd, out, &outlen, BAD, sizeof(BAD) - 1);
         *close = true;
     }
-    return outlen ? send_all(fd, out, outlen) : 0;
+    return rc < 0 ? rc : outlen ? send_all(fd, out, outlen) : 0;
 }
 
 /* Serves one connection (tpc_server_start's fn: the server closes fd afterwards). A received
