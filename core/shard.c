@@ -368,11 +368,12 @@ static void reap(struct tpc__shard *s)
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* Completions wait: posted, or (DEFER_TASKRUN) queued for this thread's next kernel entry. */
+/* Completions wait: posted, (DEFER_TASKRUN) queued for this thread's next kernel entry, or
+ * held in the kernel after the CQ ring overflowed (only an entry flushes them). */
 static inline bool io_pending(struct tpc__shard *s)
 {
     return io_uring_cq_ready(&s->ring) ||
-           (IO_URING_READ_ONCE(*s->ring.sq.kflags) & IORING_SQ_TASKRUN);
+           (IO_URING_READ_ONCE(*s->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
 /* Before sleeping, a shard that just did some work watches its rings and inbox for a while

@@ -184,7 +184,7 @@ static int connection(int fd, void *arg)
     bool close = false;
     char *in = malloc(BUF_SIZE), *out = malloc(BUF_SIZE);
     while (in && out) {
-        if (rx && have == 0) { /* nothing pending: parse the next chunk in place */
+        if (rx && have == 0 && !chunk.data) { /* nothing pending: parse the next chunk in place */
             if (tpc_rx_next(rx, &chunk) <= 0)
                 break; /* the peer closed, or an error, or the server stops */
             if (answer(fd, out, chunk.data, chunk.len, &used, &close) < 0 || close)

@@ -128,6 +128,25 @@ static int http_main(void *arg)
     CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), sizeof(BAD) - 1);
     tpc_close(fd);
 
+    /* A request that ends exactly where the request buffer fills, inside a received chunk,
+     * with the next request in the rest of that chunk: the chunk must be drained before the
+     * next one is taken (it used to be overwritten, losing the request and the buffer). */
+    fd = tpc_connect(&a);
+    CHECK(fd >= 0);
+    const char *get = "GET / HTTP/1.1\r\n\r\n";
+    size_t gl = strlen(get);
+    memcpy(big, get, gl);
+    hl = snprintf(big + gl, sizeof(big) - gl, "POST /ee HTTP/1.1\r\nContent-Length: %d\r\n\r\n",
+                  BUF_SIZE - 44);
+    CHECK_EQ(hl, 44); /* so that the POST is BUF_SIZE long */
+    memset(big + gl + (size_t)hl, 'z', BUF_SIZE - 44);
+    memcpy(big + gl + BUF_SIZE, get, gl);
+    CHECK_EQ(tpc_send(fd, big, 2 * gl + BUF_SIZE, 0), (ssize_t)(2 * gl + BUF_SIZE));
+    tpc_deadline_set(5000 * 1000 * 1000LL); /* a lost request shows as a short read, not a hang */
+    CHECK_EQ(read_some(fd, buf, sizeof(buf), 3 * ok), 3 * ok);
+    tpc_deadline_clear();
+    tpc_close(fd);
+
     /* Garbage: 400, then closed. */
     fd = tpc_connect(&a);
     CHECK(fd >= 0);
@@ -152,7 +171,7 @@ static int http_main(void *arg)
     long total = 0;
     for (int i = 0; i < tpc_shard_count(); i++)
         total += atomic_load(&served[i]);
-    CHECK_EQ(total, 18 + 180 + 1 + 1);
+    CHECK_EQ(total, 18 + 180 + 1 + 1 + 3);
     CHECK_EQ(http_stop(srv), 0);
     return 0;
 }
