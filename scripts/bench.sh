@@ -85,14 +85,8 @@ grep -q '^net echo' <<<"$plan" && net_echo=true
 # ---------------------------------------------------------------------------------------------
 # Tools and builds
 
-install_pkg() { # apt-get install, with apt-get update only if the first try fails
-    [ "$(id -u)" = 0 ] || die "$1 is missing: install it (apt-get install -y $1) or run as root"
-    note "installing $1"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y "$1" >/dev/null; then
-        apt-get update >/dev/null || die "apt-get update failed"
-        apt-get install -y "$1" >/dev/null || die "apt-get install $1 failed"
-    fi
+install_pkg() { # the project's installer: what libtpc needs, and this package
+    bash "$repo/scripts/setup.sh" "$1" || die "could not install $1 (scripts/setup.sh)"
 }
 command -v fio >/dev/null || install_pkg fio
 command -v wrk >/dev/null || install_pkg wrk

@@ -74,12 +74,14 @@ static int want(struct conn *c, bool writing)
     return epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-/* Sends what is left of out[]. Returns 1 when all is sent, 0 when the socket is full (the
- * connection now waits for EPOLLOUT), -1 on error. */
+/* Sends what is left of the output: out[], or in[] for echo, which sends back what it read.
+ * Returns 1 when all is sent, 0 when the socket is full (the connection now waits for
+ * EPOLLOUT), -1 on error. */
 static int flush(struct conn *c)
 {
+    const char *buf = mode == ECHO ? c->in : c->out;
     while (c->out_sent < c->out_len) {
-        ssize_t w = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+        ssize_t w = send(c->fd, buf + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -129,18 +131,7 @@ static int on_readable(struct conn *c)
     if (mode == ECHO) {
         c->out_len = (size_t)n; /* echo sends from in[]: out_len/out_sent count in it */
         c->out_sent = 0;
-        while (c->out_sent < c->out_len) {
-            ssize_t w = send(c->fd, c->in + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
-            if (w < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN || errno == EWOULDBLOCK)
-                    return want(c, true);
-                return -1;
-            }
-            c->out_sent += (size_t)w;
-        }
-        return 0;
+        return flush(c) < 0 ? -1 : 0;
     }
     c->have += (size_t)n;
     return http_answer_all(c);
@@ -148,18 +139,11 @@ static int on_readable(struct conn *c)
 
 static int on_writable(struct conn *c)
 {
-    if (mode == ECHO) {
-        while (c->out_sent < c->out_len) {
-            ssize_t w = send(c->fd, c->in + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
-            if (w < 0)
-                return errno == EAGAIN || errno == EINTR ? 0 : -1;
-            c->out_sent += (size_t)w;
-        }
-        return want(c, false);
-    }
     int rc = flush(c);
     if (rc <= 0)
         return rc;
+    if (mode == ECHO)
+        return want(c, false);
     if (c->closing)
         return -1;
     if (want(c, false) < 0)

@@ -40,30 +40,11 @@
 //! yield, spawn_join and chan_pingpong only; `idle`: idle_loop only; default both). The
 //! io+time variant runs a tenth of the iterations (at least 1,000): it is about 10x slower each.
 
+mod common;
+
+use common::{pin_to, report};
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// Pins the calling thread to `cpu`; returns false (after a warning) if it cannot.
-fn pin_to(cpu: usize) -> bool {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!(
-                "warning: cannot pin to cpu {}: {}",
-                cpu,
-                std::io::Error::last_os_error()
-            );
-            return false;
-        }
-    }
-    true
-}
-
-fn report(id: &str, value: f64, unit: &str, cond: &str) {
-    println!("bench {} {:.2} {} | {}", id, value, unit, cond);
-}
 
 async fn yielder(n: u64) {
     for _ in 0..n {

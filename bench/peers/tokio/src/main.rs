@@ -42,6 +42,9 @@
 //! <io+time|none>, ...`, which the runner uses to tell the variants apart.
 //! Usage: bench-tokio-xshard [messages]   (stream messages, default 10,000,000)
 
+mod common;
+
+use common::{pin_to, report};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -70,20 +73,10 @@ fn worker() -> u64 {
 
 /// Pins the calling thread to `cpu` and records it as worker `cpu`; on failure warns on stderr
 /// and carries on.
-fn pin_to(cpu: usize) {
+fn pin_worker(cpu: usize) {
     WORKER.with(|w| w.set(cpu as u64));
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!(
-                "warning: cannot pin thread to cpu {}: {}",
-                cpu,
-                std::io::Error::last_os_error()
-            );
-            PINNED.store(false, Ordering::Relaxed);
-        }
+    if !pin_to(cpu) {
+        PINNED.store(false, Ordering::Relaxed);
     }
 }
 
@@ -125,7 +118,7 @@ impl Variant {
             b.worker_threads(2).on_thread_start(move || {
                 let i = started.fetch_add(1, Ordering::Relaxed);
                 if i < 2 {
-                    pin_to(i);
+                    pin_worker(i);
                 }
             });
             b
@@ -158,10 +151,6 @@ impl Variant {
             }
         )
     }
-}
-
-fn report(id: &str, value: f64, unit: &str, cond: &str) {
-    println!("bench {} {:.2} {} | {}", id, value, unit, cond);
 }
 
 fn percent(part: u64, all: u64) -> f64 {
@@ -347,14 +336,14 @@ fn run(v: Variant, n: u64) {
     let b = std::thread::Builder::new()
         .name("tokio-b".into())
         .spawn(move || {
-            pin_to(1);
+            pin_worker(1);
             v.runtime().block_on(b);
         })
         .expect("spawn B");
     let a = std::thread::Builder::new()
         .name("tokio-a".into())
         .spawn(move || {
-            pin_to(0);
+            pin_worker(0);
             v.runtime().block_on(a);
         })
         .expect("spawn A");
