@@ -17,7 +17,8 @@
 # NET_TPC_SPIN_NS overrides it. The HTTP lines also give the system part of the CPU per request.
 # Builds what is missing: libtpc and the C peers in build/release (BUILD=dir to change),
 # tokio-server with bench/peers/tokio-net/build.sh, all with -j1 (JOBS=n to change). Installs wrk,
-# and when selected nginx-light, haproxy and libuv1-dev (for uv-server), with apt-get if missing.
+# and when selected nginx-light, haproxy and libuv1-dev (for uv-server), if missing, through
+# scripts/setup.sh (apt-get).
 # nginx and haproxy run in the foreground from a config generated in a temporary directory (one
 # worker process; one thread). Environment: SECONDS, ROUNDS, BUILD, PORT (first of the ports used,
 # 18080), NET_SERVERS (default "tpc epoll tokio nginx libuv haproxy"), NET_ECHO_SERVERS

@@ -7,7 +7,7 @@
 #    with its C benchmarks and the libuv/epoll peers, bench-idle with LTO in build/release-lto
 #    (BUILD_LTO=dir; below: why only it), and the Tokio peers (bench/peers/tokio*/build.sh, fat
 #    LTO). Installs fio, wrk, nginx-light, libuv1-dev, gnuplot-nox and (for the HTTP workloads
-#    with NET_PEERS naming it) haproxy with apt-get if missing.
+#    with NET_PEERS naming it) haproxy if missing, through scripts/setup.sh (apt-get).
 # 2. Runs each group of workloads for libtpc and for every peer that has an equivalent, one after
 #    the other (libtpc, peer, libtpc, peer ...): a warm-up round that is thrown away, then ROUNDS
 #    rounds, each process pinned with taskset (one-shard benchmarks on CPU 0; two-shard ones and
