@@ -14,15 +14,17 @@
 # format), then summary tables with ratios against epoll and against tpc.
 # libtpc runs with TPC_SPIN_NS=-1 (no spinning before sleeping): spinning 3 or 10 µs measured
 # 4-18 % more CPU per plain request, since the next request rarely lands within the spin.
-# NET_TPC_SPIN_NS overrides it. The HTTP lines also give the system part of the CPU per request.
+# NET_TPC_SPIN_NS overrides it. tpc-co is tpc-http/tpc-echo again with wake-up coalescing
+# (TPC_COALESCE_US, 50 µs unless NET_TPC_COALESCE_US says otherwise). The HTTP lines also give the
+# system part of the CPU per request and wrk's 99th percentile latency.
 # Builds what is missing: libtpc and the C peers in build/release (BUILD=dir to change),
 # tokio-server with bench/peers/tokio-net/build.sh, all with -j1 (JOBS=n to change). Installs wrk,
 # and when selected nginx-light, haproxy and libuv1-dev (for uv-server), if missing, through
 # scripts/setup.sh (apt-get).
 # nginx and haproxy run in the foreground from a config generated in a temporary directory (one
 # worker process; one thread). Environment: SECONDS, ROUNDS, BUILD, PORT (first of the ports used,
-# 18080), NET_SERVERS (default "tpc epoll tokio nginx libuv haproxy"), NET_ECHO_SERVERS
-# ("tpc epoll tokio libuv"); set but empty, they select no server (scripts/bench.sh does that).
+# 18080), NET_SERVERS (default "tpc tpc-co epoll tokio nginx libuv haproxy"), NET_ECHO_SERVERS
+# ("tpc tpc-co epoll tokio libuv"); set but empty, they select no server (scripts/bench.sh does that).
 set -euo pipefail
 
 die() {
@@ -42,8 +44,9 @@ build=${BUILD:-$repo/build/release}
 port0=${PORT:-18080}
 jobs=${JOBS:-1}
 tpc_spin=${NET_TPC_SPIN_NS:--1}
-read -ra http_servers <<<"${NET_SERVERS-tpc epoll tokio nginx libuv haproxy}"
-read -ra echo_servers <<<"${NET_ECHO_SERVERS-tpc epoll tokio libuv}"
+tpc_coalesce=${NET_TPC_COALESCE_US:-50}
+read -ra http_servers <<<"${NET_SERVERS-tpc tpc-co epoll tokio nginx libuv haproxy}"
+read -ra echo_servers <<<"${NET_ECHO_SERVERS-tpc tpc-co epoll tokio libuv}"
 conns=64
 depth=16
 echo_conns=(1 100)
@@ -226,6 +229,11 @@ start_server() {
     case $name-$kind in
     tpc-http) cmd=(env TPC_SPIN_NS="$tpc_spin" "$tpc_http" --shards 1 --listen "127.0.0.1:$port") ;;
     tpc-echo) cmd=(env TPC_SPIN_NS="$tpc_spin" "$tpc_echo" --shards 1 --listen "127.0.0.1:$port") ;;
+    tpc-co-http | tpc-co-echo)
+        cmd=(env TPC_SPIN_NS="$tpc_spin" TPC_COALESCE_US="$tpc_coalesce")
+        if [ "$kind" = http ]; then cmd+=("$tpc_http"); else cmd+=("$tpc_echo"); fi
+        cmd+=(--shards 1 --listen "127.0.0.1:$port")
+        ;;
     epoll-*) cmd=("$epoll_server" "$kind" "127.0.0.1:$port") ;;
     libuv-*) cmd=("$uv_server" "$kind" "127.0.0.1:$port") ;;
     tokio-*) cmd=("$tokio_server" "$kind" "127.0.0.1:$port") ;;
@@ -316,7 +324,7 @@ run_wrk() { # run_wrk NAME PORT plain|pipe
         metric=http
     fi
     read -r before before_sys < <(cpu_us)
-    out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" "http://127.0.0.1:$port/" "${args[@]}" 2>&1) \
+    out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "http://127.0.0.1:$port/" "${args[@]}" 2>&1) \
         || die "wrk failed against $name: $out"
     read -r after after_sys < <(cpu_us)
     kill -0 "$server_pid" 2>/dev/null || die "$name exited during wrk: $out"
@@ -328,6 +336,10 @@ run_wrk() { # run_wrk NAME PORT plain|pipe
     add "$metric" "$name" "$rps"
     add "${metric}_cpu" "$name" "$(awk -v c=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
     add "${metric}_sys" "$name" "$(awk -v c=$((after_sys - before_sys)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
+    # wrk's 99th percentile latency ("99%   2.05ms"), in microseconds
+    add "${metric}_p99" "$name" "$(awk '$1 == "99%" { v = $2; m = 1
+        if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000
+        sub(/[a-z]+$/, "", v); printf "%.1f", v * m }' <<<"$out")"
     note "  $name $how: $rps req/s, $((after - before)) us CPU for $reqs requests"
 }
 
@@ -352,7 +364,7 @@ run_echo() { # run_echo NAME PORT CONNS
 
 port_of() { # a port per server and kind, so that no run meets the previous one's TIME_WAITs
     local i=0 s
-    for s in tpc epoll tokio nginx libuv haproxy; do
+    for s in tpc epoll tokio nginx libuv haproxy tpc-co; do
         [ "$s" = "$1" ] && break
         i=$((i + 1))
     done
@@ -404,17 +416,25 @@ emit() { # emit ID METRIC SERVER UNIT CONDITIONS
     v=$(median "$2" "$3")
     if [ -n "$v" ]; then echo "bench $1 $v $4 | $5"; fi
 }
-spin_of() { if [ "$1" = tpc ]; then echo ", $spin_text"; fi; }
+spin_of() {
+    case $1 in
+    tpc) echo ", $spin_text" ;;
+    tpc-co) echo ", $spin_text, TPC_COALESCE_US=$tpc_coalesce" ;;
+    esac
+}
 for s in "${http_servers[@]}"; do
     base="server $s on cpu 0, wrk -t1 -c$conns -d${dur}s on cpu 1, $rounds_text$(spin_of "$s"), $sysinfo"
     emit "net_http_$s" http "$s" req/s "1 request per write, $base"
     emit "net_http_${s}_cpu" http_cpu "$s" us/req "1 request per write, $cpu_text, $base"
     emit "net_http_${s}_sys" http_sys "$s" us/req "1 request per write, the stime part only, $base"
+    emit "net_http_${s}_p99" http_p99 "$s" us "1 request per write, wrk's 99th percentile latency, $base"
     emit "net_http_pipe${depth}_$s" "http_pipe$depth" "$s" req/s "$depth requests per write, $base"
     emit "net_http_pipe${depth}_${s}_cpu" "http_pipe${depth}_cpu" "$s" us/req \
         "$depth requests per write, $cpu_text, $base"
     emit "net_http_pipe${depth}_${s}_sys" "http_pipe${depth}_sys" "$s" us/req \
         "$depth requests per write, the stime part only, $base"
+    emit "net_http_pipe${depth}_${s}_p99" "http_pipe${depth}_p99" "$s" us \
+        "$depth requests per write, wrk's 99th percentile latency, $base"
 done
 for s in "${echo_servers[@]}"; do
     for c in "${echo_conns[@]}"; do
@@ -439,15 +459,17 @@ ratio() { # ratio METRIC SERVER REFERENCE: value(server) / value(reference), or 
 echo
 echo "HTTP plaintext: wrk -t1 -c$conns -d${dur}s on cpu 1, server on cpu 0, $rounds_text"
 echo "(ratios: server / epoll and server / tpc; for req/s higher is better, for cpu lower is)"
-printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s\n' load server req/s vs-epoll vs-tpc cpu-us/req \
-    vs-epoll vs-tpc sys-us/req
+printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s %8s\n' load server req/s vs-epoll vs-tpc cpu-us/req \
+    vs-epoll vs-tpc sys-us/req p99-ms
 for m in http "http_pipe$depth"; do
     label=plain
     [ "$m" = http ] || label="pipe$depth"
     for s in "${http_servers[@]}"; do
-        printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s\n' "$label" "$s" "$(median "$m" "$s")" \
+        p99=$(median "${m}_p99" "$s")
+        printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s %8s\n' "$label" "$s" "$(median "$m" "$s")" \
             "$(ratio "$m" "$s" epoll)" "$(ratio "$m" "$s" tpc)" "$(median "${m}_cpu" "$s")" \
-            "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)" "$(median "${m}_sys" "$s")"
+            "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)" "$(median "${m}_sys" "$s")" \
+            "$(awk -v v="$p99" 'BEGIN { if (v != "") printf "%.2f", v / 1000 }')"
     done
 done
 echo
@@ -470,6 +492,9 @@ echo
 echo "Notes:"
 echo "- $spin_text: spinning before sleeping (TPC_SPIN_NS=3000 or 10000) measured 4-18 % more"
 echo "  CPU per plain request here: the next request rarely comes within the spin."
+echo "- tpc-co: tpc with wake-up coalescing (TPC_COALESCE_US=$tpc_coalesce, tpc_config.coalesce_us): a"
+echo "  sleeping shard wakes once per batch of completions; it costs latency where few requests"
+echo "  are in flight (see the echo lines with 1 connection). p99-ms: wrk's 99th percentile."
 echo "- sys-us/req: the kernel's part of cpu-us/req (stime), mostly loopback TCP, which no server"
 echo "  avoids; the rest is the server's own user time."
 echo "- epoll-server: level-triggered epoll, one read per wakeup. uv-server: one libuv loop,"

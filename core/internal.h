@@ -202,7 +202,8 @@ struct tpc__shard {
     uint64_t slice_start; /* ns, at the start of the current run phase */
     uint64_t time_slice;
     uint64_t tick_ns;
-    int64_t spin_ns; /* watch the inbox this long before sleeping; <= 0: never */
+    int64_t spin_ns;      /* watch the inbox this long before sleeping; <= 0: never */
+    uint32_t coalesce_us; /* hold wake-ups this long while completions gather; 0: off */
     struct tpc__wheel wheel;
     struct tpc_runtime *rt;
     unsigned id;
@@ -444,6 +445,10 @@ void tpc__fault_set(unsigned op, int err, unsigned short_max, unsigned count);
 /* Every shard's io_uring setup fails with -err from now on (0: no more). */
 void tpc__fault_setup(int err);
 int tpc__fault_setup_err(void);
+/* Every new shard's ring reports the IORING_FEAT_* bits in mask missing (0: none), as an older
+ * kernel would. */
+void tpc__fault_hide_features(unsigned mask);
+unsigned tpc__fault_hidden_features(void);
 #endif
 
 /* Shard-to-shard rings (core/ring.c). */

@@ -103,6 +103,11 @@ static int check_config(const tpc_config *c)
                 c->blocking_threads);
         return -EINVAL;
     }
+    if (c->coalesce_us > 10000) {
+        fprintf(stderr, "libtpc: tpc_config.coalesce_us %d is more than 10000\n",
+                (int)c->coalesce_us);
+        return -EINVAL;
+    }
     if (c->blocking_queue > (1u << 20)) {
         fprintf(stderr, "libtpc: tpc_config.blocking_queue %u is more than 2^20\n",
                 c->blocking_queue);
@@ -150,23 +155,43 @@ static void runtime_join(struct tpc_runtime *rt, const sigset_t *mask)
     pthread_sigmask(SIG_SETMASK, mask, NULL);
 }
 
-/* tpc_config.spin_ns left 0: TPC_SPIN_NS from the environment (ns, negative: never spin). */
-static int spin_from_env(tpc_config *c)
+/* A config field left 0 takes its value from the environment variable `name`, if set: a
+ * non-zero integer within [-limit, limit]. `what` says what the number means. */
+static int env_number(const char *name, long long limit, const char *what, long long *out)
 {
-    const char *env = getenv("TPC_SPIN_NS");
-    if (c->spin_ns || !env || !*env)
+    const char *env = getenv(name);
+    if (!env || !*env)
         return 0;
     char *end;
     errno = 0;
     long long v = strtoll(env, &end, 10);
-    if (*end || errno || v == 0 || v > 1000000000 || v < -1000000000) {
-        fprintf(stderr,
-                "libtpc: TPC_SPIN_NS='%s' is not a non-zero number of ns within a second "
-                "(negative: never spin)\n",
-                env);
+    if (*end || errno || v == 0 || v > limit || v < -limit) {
+        fprintf(stderr, "libtpc: %s='%s' is not %s\n", name, env, what);
         return -EINVAL;
     }
-    c->spin_ns = v;
+    *out = v;
+    return 0;
+}
+
+static int config_from_env(tpc_config *c)
+{
+    long long v = 0;
+    int rc;
+    if (!c->spin_ns) {
+        rc = env_number("TPC_SPIN_NS", 1000000000,
+                        "a non-zero number of ns within a second (negative: never spin)", &v);
+        if (rc < 0)
+            return rc;
+        c->spin_ns = v;
+    }
+    if (!c->coalesce_us) {
+        v = 0;
+        rc = env_number("TPC_COALESCE_US", 10000,
+                        "a non-zero number of us up to 10000 (negative: off)", &v);
+        if (rc < 0)
+            return rc;
+        c->coalesce_us = (int32_t)v;
+    }
     return 0;
 }
 
@@ -182,7 +207,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     else
         memset(&c, 0, sizeof(c));
     int rc = check_config(&c);
-    if (rc < 0 || (rc = spin_from_env(&c)) < 0)
+    if (rc < 0 || (rc = config_from_env(&c)) < 0)
         return rc;
     unsigned n;
     struct tpc__place *places;
@@ -255,6 +280,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         s->time_slice = c.time_slice_ns ? c.time_slice_ns : 500000;
         s->tick_ns = c.timer_tick_ns ? c.timer_tick_ns : 1000000;
         s->spin_ns = c.spin_ns ? c.spin_ns : 10000;
+        s->coalesce_us = c.coalesce_us > 0 ? (uint32_t)c.coalesce_us : 0;
         s->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
         tpc__queue_init(&s->runq);
         tpc__list_init(&s->fibers);

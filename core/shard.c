@@ -12,10 +12,12 @@
  *      io_uring_enter until a completion (the eventfd read armed for wake-ups is one) or the
  *      next timer's tick. */
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -24,6 +26,17 @@
 #else
 #define RUNNING_ON_VALGRIND 0
 #endif
+
+#define TPC__FEAT_MIN_TIMEOUT (1U << 15) /* IORING_FEAT_MIN_TIMEOUT (Linux 6.12) */
+#define COALESCE_EVENTS       64 /* a coalesced wait ends early once this many completions wait */
+
+/* io_uring_getevents_arg as of Linux 6.12, where `pad` became the minimum wait. */
+struct getevents_arg {
+    uint64_t sigmask;
+    uint32_t sigmask_sz;
+    uint32_t min_wait_usec;
+    uint64_t ts;
+};
 
 #ifdef TPC_TSAN
 #include <sys/mman.h>
@@ -169,6 +182,18 @@ int tpc__shard_io_init(struct tpc__shard *s)
     s->ring_ok = true;
     s->ring_flags = s->ring.flags;
     s->ring_features = s->ring.features;
+#ifdef TPC_FAULT_INJECTION
+    s->ring_features &= ~tpc__fault_hidden_features();
+#endif
+    if (s->poll_wait)
+        s->coalesce_us = 0; /* ppoll() has no such wait */
+    if (s->coalesce_us && !(s->ring_features & TPC__FEAT_MIN_TIMEOUT)) {
+        fprintf(stderr,
+                "libtpc: shard %u: coalesce_us (TPC_COALESCE_US) needs Linux 6.12 "
+                "(IORING_FEAT_MIN_TIMEOUT); this kernel lacks it\n",
+                s->id);
+        return -EOPNOTSUPP;
+    }
     /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
     s->ring_fd_registered = io_uring_register_ring_fd(&s->ring) == 1;
     struct io_uring_probe *probe = io_uring_get_probe_ring(&s->ring);
@@ -208,7 +233,8 @@ int tpc_features(char *buf, size_t size)
       feat[] = {{IORING_FEAT_NODROP, "NODROP"},
                 {IORING_FEAT_FAST_POLL, "FAST_POLL"},
                 {IORING_FEAT_EXT_ARG, "EXT_ARG"},
-                {IORING_FEAT_RW_CUR_POS, "RW_CUR_POS"}};
+                {IORING_FEAT_RW_CUR_POS, "RW_CUR_POS"},
+                {TPC__FEAT_MIN_TIMEOUT, "MIN_TIMEOUT"}};
     char line[256];
     int n = snprintf(line, sizeof(line), "io_uring %u entries, setup:", s->ring.sq.ring_entries);
     for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]); i++)
@@ -218,6 +244,9 @@ int tpc_features(char *buf, size_t size)
     for (size_t i = 0; i < sizeof(feat) / sizeof(feat[0]); i++)
         if (s->ring_features & feat[i].bit)
             n += snprintf(line + n, sizeof(line) - (size_t)n, " %s", feat[i].name);
+    if (s->coalesce_us)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "; wake-ups coalesced over %u us",
+                      s->coalesce_us);
     n += snprintf(line + n, sizeof(line) - (size_t)n, "; ring fd %s%s",
                   s->ring_fd_registered ? "registered" : "not registered",
                   s->poll_wait ? "; sleeps in ppoll (valgrind)" : "");
@@ -376,6 +405,46 @@ static inline bool io_pending(struct tpc__shard *s)
            (IO_URING_READ_ONCE(*s->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
+/* Submits what is queued and sleeps until a completion or `timeout` ns (<= 0: none). With
+ * coalescing (tpc_config.coalesce_us), the kernel holds the wake-up until coalesce_us has passed
+ * or COALESCE_EVENTS completions wait; if none came by then, it wakes on the first. liburing 2.3
+ * has no call for that wait, so this one enters the kernel itself, after publishing the queued
+ * SQEs as io_uring_submit would. */
+static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
+{
+    struct __kernel_timespec kts = {.tv_sec = timeout / 1000000000,
+                                    .tv_nsec = timeout % 1000000000};
+    uint32_t min_us = s->coalesce_us;
+    if (timeout > 0 && (uint64_t)timeout < (uint64_t)min_us * 1000)
+        min_us = (uint32_t)(timeout / 1000); /* a timer due sooner ends the batch */
+    if (!min_us) {
+        struct io_uring_cqe *cqe;
+        return timeout > 0 ? io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &kts, NULL)
+                           : io_uring_submit_and_wait(&s->ring, 1);
+    }
+    /* After the minimum wait the kernel only goes on sleeping (for the first completion) up to
+     * a general timeout; without one it returns at once, empty-handed. */
+    if (timeout <= 0)
+        kts = (struct __kernel_timespec){.tv_sec = 3600};
+    struct io_uring_sq *sq = &s->ring.sq;
+    unsigned tail = sq->sqe_tail;
+    if (sq->sqe_head != tail) {
+        sq->sqe_head = tail;
+        io_uring_smp_store_release(sq->ktail, tail);
+    }
+    struct getevents_arg arg = {
+        .sigmask_sz = _NSIG / 8, .min_wait_usec = min_us, .ts = (uint64_t)(uintptr_t)&kts};
+    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    int fd = s->ring.ring_fd;
+    if (s->ring_fd_registered) {
+        flags |= IORING_ENTER_REGISTERED_RING;
+        fd = s->ring.enter_ring_fd;
+    }
+    long rc = syscall(__NR_io_uring_enter, fd, tail - IO_URING_READ_ONCE(*sq->khead),
+                      COALESCE_EVENTS, flags, &arg, sizeof(arg));
+    return rc < 0 ? -errno : (int)rc;
+}
+
 /* Before sleeping, a shard that just did some work watches its rings and inbox for a while
  * (tpc_config.spin_ns): a message or reply that lands within it costs no wake-up, which is an
  * eventfd write and a thread wake (~10 us on this project's VM). Returns true if work came. */
@@ -478,8 +547,6 @@ void tpc__shard_loop(struct tpc__shard *s)
             atomic_store(&s->sleeping, 0);
             continue;
         }
-        struct __kernel_timespec kts = {.tv_sec = timeout / 1000000000,
-                                        .tv_nsec = timeout % 1000000000};
         int rc;
         uint64_t slept = tpc__clock_ns();
         s->n_io_submitted += io_uring_sq_ready(&s->ring);
@@ -487,7 +554,7 @@ void tpc__shard_loop(struct tpc__shard *s)
             struct pollfd pfd = {.fd = s->ring.ring_fd, .events = POLLIN};
             if (io_uring_submit(&s->ring) > 0)
                 s->n_io_enters++;
-            struct timespec ts = {.tv_sec = kts.tv_sec, .tv_nsec = kts.tv_nsec};
+            struct timespec ts = {.tv_sec = timeout / 1000000000, .tv_nsec = timeout % 1000000000};
             rc = 0;
             if (!io_uring_cq_ready(&s->ring)) {
                 s->n_io_enters++;
@@ -495,9 +562,7 @@ void tpc__shard_loop(struct tpc__shard *s)
             }
             rc = rc < 0 ? -errno : 0;
         } else {
-            struct io_uring_cqe *cqe;
-            rc = timeout > 0 ? io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &kts, NULL)
-                             : io_uring_submit_and_wait(&s->ring, 1);
+            rc = sleep_in_kernel(s, timeout);
             s->n_io_enters++;
         }
         atomic_store(&s->sleeping, 0);

@@ -38,6 +38,18 @@ int tpc__fault_setup_err(void)
     return atomic_load(&setup_fault);
 }
 
+static _Atomic unsigned hidden_features;
+
+void tpc__fault_hide_features(unsigned mask)
+{
+    atomic_store(&hidden_features, mask);
+}
+
+unsigned tpc__fault_hidden_features(void)
+{
+    return atomic_load(&hidden_features);
+}
+
 void tpc__fault_set(unsigned op, int err, unsigned short_max, unsigned count)
 {
     if (op < 64)

@@ -1,7 +1,7 @@
 /* When io_uring cannot be used, tpc_run fails with the errno and a message that names the cause
- * and the fix: ENOMEM, ENOSYS and EPERM forced through fault injection (when built in), then a
- * real EPERM from a seccomp filter that refuses io_uring_setup (the last test here: a filter
- * cannot be removed). */
+ * and the fix: ENOMEM, ENOSYS and EPERM forced through fault injection (when built in), as is a
+ * kernel without the minimum wait that coalescing needs (EOPNOTSUPP), then a real EPERM from a
+ * seccomp filter that refuses io_uring_setup (the last test here: a filter cannot be removed). */
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -20,15 +20,14 @@ static int never(void *arg)
 }
 
 /* Runs tpc_run with stderr captured into out; returns tpc_run's result. */
-static int run_capturing(char *out, size_t size)
+static int run_capturing(const tpc_config *c, char *out, size_t size)
 {
     FILE *tmp = tmpfile();
     assert_non_null(tmp);
     fflush(stderr);
     int saved = dup(2);
     dup2(fileno(tmp), 2);
-    tpc_config c = {.shards = 2};
-    int rc = tpc_run(&c, never, NULL);
+    int rc = tpc_run(c, never, NULL);
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
@@ -50,15 +49,24 @@ static void test_forced_setup_errors(void **state)
     } cases[] = {
         {ENOMEM, "RLIMIT_MEMLOCK"}, {ENOSYS, "no io_uring"}, {EPERM, "kernel.io_uring_disabled"}};
     char out[4096];
+    tpc_config c = {.shards = 2};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         tpc__fault_setup(cases[i].err);
-        assert_int_equal(run_capturing(out, sizeof(out)), -cases[i].err);
+        assert_int_equal(run_capturing(&c, out, sizeof(out)), -cases[i].err);
         assert_non_null(strstr(out, "cannot create its io_uring"));
         assert_non_null(strstr(out, cases[i].hint));
     }
     tpc__fault_setup(0);
-    tpc_config c = {.shards = 2};
     assert_int_equal(tpc_run(&c, never, NULL), 99); /* and it works again */
+
+    /* Coalescing on a kernel older than 6.12, which lacks the minimum wait. */
+    tpc__fault_hide_features(1U << 15); /* IORING_FEAT_MIN_TIMEOUT */
+    c.coalesce_us = 50;
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), -EOPNOTSUPP);
+    assert_non_null(strstr(out, "needs Linux 6.12"));
+    c.coalesce_us = 0;
+    assert_int_equal(tpc_run(&c, never, NULL), 99); /* without it, the same kernel runs */
+    tpc__fault_hide_features(0);
 #else
     skip();
 #endif
@@ -79,7 +87,8 @@ static void test_seccomp_denies_io_uring(void **state)
     assert_int_equal(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
     assert_int_equal(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
     char out[4096];
-    assert_int_equal(run_capturing(out, sizeof(out)), -EPERM);
+    tpc_config c = {.shards = 2};
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), -EPERM);
     assert_non_null(strstr(out, "io_uring is not permitted"));
     assert_non_null(strstr(out, "seccomp"));
 }

@@ -1,6 +1,7 @@
 /* Socket I/O beyond plain send/recv: options, scatter/gather, name resolution, peer reset and
  * connect timeout, receive streams over a shared buffer pool (order, starvation, deadlines,
- * misuse), zero-copy forwarding and file sends, and the loop's kernel entries per request-reply. */
+ * misuse), zero-copy forwarding and file sends, the loop's kernel entries per request-reply, and
+ * wake-up coalescing. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
@@ -154,6 +155,106 @@ static void test_enters(void **state)
     (void)state;
     tpc_config c = {.shards = 1, .spin_ns = -1}; /* with a spin, it submits before spinning */
     run_config(&c, enters_main, NULL);
+}
+
+/* Wake-up coalescing (tpc_config.coalesce_us). Eight receives whose data a thread writes
+ * 100 us apart: with a 10 ms window the shard wakes once for the lot, where without coalescing
+ * each write wakes it (checked by hand: 9 entries). A lone completion after the window still
+ * wakes the shard, which sleeps through an idle wait without waking every window (the kernel
+ * returns after the window only with a general timeout). Timers due within the window end it.
+ * Under valgrind shards sleep in ppoll and coalescing is off: only the results are checked. */
+enum { COALESCE_N = 8 };
+static int coalesce_fd[COALESCE_N];
+
+static int recv_one(void *arg)
+{
+    char c = 0;
+    int rc = (int)tpc_recv((int)(intptr_t)arg, &c, 1, 0);
+    return rc == 1 ? c : -1;
+}
+
+static void *spaced_writes(void *arg)
+{
+    long gap_us = (long)(intptr_t)arg;
+    for (int i = 0; i < COALESCE_N; i++) {
+        /* The spacing is the workload: completions that trickle in, not synchronisation. */
+        struct timespec ts = {0, gap_us * 1000};
+        nanosleep(&ts, NULL);
+        char c = (char)('a' + i);
+        CHECK_EQ(write(coalesce_fd[i], &c, 1), 1);
+    }
+    return NULL;
+}
+
+/* Returns the shard's kernel entries while COALESCE_N receives get data written gap_us apart. */
+static uint64_t coalesced_recvs(long gap_us)
+{
+    int sv[COALESCE_N][2];
+    tpc_fiber *f[COALESCE_N];
+    for (int i = 0; i < COALESCE_N; i++) {
+        CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+        coalesce_fd[i] = sv[i][1];
+        CHECK_EQ(tpc_spawn(&f[i], recv_one, (void *)(intptr_t)sv[i][0]), 0);
+    }
+    tpc_yield(); /* the receivers queue their SQEs */
+    tpc_shard_stats a, b;
+    CHECK_EQ(tpc_stats(0, &a), 0);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, spaced_writes, (void *)(intptr_t)gap_us), 0);
+    for (int i = 0; i < COALESCE_N; i++) {
+        int r = -1;
+        CHECK_EQ(tpc_join(f[i], &r), 0);
+        CHECK_EQ(r, 'a' + i);
+    }
+    CHECK_EQ(tpc_stats(0, &b), 0);
+    pthread_join(t, NULL);
+    for (int i = 0; i < COALESCE_N; i++) {
+        tpc_close(sv[i][0]);
+        close(sv[i][1]);
+    }
+    return b.io_enters - a.io_enters;
+}
+
+static int coalesce_main(void *arg)
+{
+    bool on = !getenv("TPC_TEST_VALGRIND");
+    char line[512];
+    CHECK(tpc_features(line, sizeof(line)) > 0);
+    CHECK_EQ(strstr(line, "wake-ups coalesced over 10000 us") != NULL, on);
+    uint64_t enters = coalesced_recvs(100);
+    if (on)
+        CHECK(enters <= 3);
+    print_message("coalescing over 10 ms: %llu kernel entries for %d receives 100 us apart\n",
+                  (unsigned long long)enters, COALESCE_N);
+    /* Timers: twenty 1 ms sleeps, each ending the 10 ms window early (else >= 200 ms). */
+    uint64_t t0 = tpc_now_fresh();
+    for (int i = 0; i < 20; i++)
+        CHECK_EQ(tpc_sleep(1 * MS), 0);
+    uint64_t took = tpc_now_fresh() - t0;
+    CHECK(took >= 20 * MS && took < 150 * MS);
+    (void)arg;
+    return 0;
+}
+
+/* A window of 100 us, an idle 50 ms before each write: a wake per write, none in between. */
+static int coalesce_idle_main(void *arg)
+{
+    (void)arg;
+    uint64_t enters = coalesced_recvs(50 * 1000);
+    if (!getenv("TPC_TEST_VALGRIND"))
+        CHECK(enters <= 3 * COALESCE_N);
+    print_message("coalescing over 100 us: %llu kernel entries for %d receives 50 ms apart\n",
+                  (unsigned long long)enters, COALESCE_N);
+    return 0;
+}
+
+static void test_coalesce(void **state)
+{
+    (void)state;
+    tpc_config c = {.shards = 1, .spin_ns = -1, .coalesce_us = 10000};
+    run_config(&c, coalesce_main, NULL);
+    c.coalesce_us = 100;
+    run_config(&c, coalesce_idle_main, NULL);
 }
 
 static int resolve_main(void *arg)
@@ -449,9 +550,9 @@ static void test_splice(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_options), cmocka_unit_test(test_enters),
-        cmocka_unit_test(test_resolve), cmocka_unit_test(test_rx),
-        cmocka_unit_test(test_splice),
+        cmocka_unit_test(test_options),  cmocka_unit_test(test_enters),
+        cmocka_unit_test(test_coalesce), cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_rx),       cmocka_unit_test(test_splice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -190,6 +190,21 @@ static void test_config(void **state)
     c = (tpc_config){.shards = 2, .spin_ns = 5000}; /* the config wins over the environment */
     assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
     unsetenv("TPC_SPIN_NS");
+
+    c = (tpc_config){.coalesce_us = 10001};
+    assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
+    static const char *bad_coalesce[] = {"x", "0", "10001", "50us", "-", "-10001"};
+    for (size_t i = 0; i < sizeof(bad_coalesce) / sizeof(bad_coalesce[0]); i++) {
+        setenv("TPC_COALESCE_US", bad_coalesce[i], 1);
+        assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+    }
+    setenv("TPC_COALESCE_US", "50", 1);
+    c = (tpc_config){.shards = 2};
+    assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
+    setenv("TPC_COALESCE_US", "x", 1);
+    c = (tpc_config){.shards = 1, .coalesce_us = -1}; /* the config wins: off */
+    assert_int_equal(tpc_run(&c, count_shards, NULL), 1);
+    unsetenv("TPC_COALESCE_US");
 }
 
 /* ---- Misuse inside the runtime. ---- */

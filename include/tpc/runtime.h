@@ -69,6 +69,16 @@ typedef struct tpc_config {
     unsigned blocking_threads;
     /* Jobs tpc_blocking() queues before callers wait for room, at most 2^20. 0: 256. */
     unsigned blocking_queue;
+    /* Wake-up coalescing, in microseconds: a shard going to sleep asks the kernel to hold its
+     * wake-up until this long has passed or 64 completions wait, whichever comes first (if
+     * none came in that time, the first one wakes it). Under load a shard then wakes and
+     * enters the kernel once per batch of completions instead of once per completion, which
+     * saves CPU per request; each wake-up, including one for a message from another shard, may
+     * come up to this much later. Timers still fire on time. 0: TPC_COALESCE_US from the
+     * environment, else off. Negative: off. At most 10000. Needs Linux 6.12
+     * (IORING_FEAT_MIN_TIMEOUT): on an older kernel tpc_run returns -EOPNOTSUPP. Ignored under
+     * valgrind, where shards sleep in ppoll(). */
+    int32_t coalesce_us;
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
@@ -77,7 +87,8 @@ typedef struct tpc_config {
  * (its return value is the exit status) or when any fiber calls tpc_shutdown().
  * config may be NULL (all defaults). Returns the exit status (>= 0 when main_fn returns one),
  * or a negative errno when the runtime could not start (a message on stderr names the cause):
- * -EBUSY when called from inside a shard, -EINVAL for a bad config or environment value.
+ * -EBUSY when called from inside a shard, -EINVAL for a bad config or environment value,
+ * -EOPNOTSUPP for coalesce_us on a kernel without it.
  * Several runtimes may run at once from different threads. */
 TPC_EXTERN int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg);
 
