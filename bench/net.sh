@@ -336,8 +336,9 @@ run_wrk() { # run_wrk NAME PORT plain|pipe
     add "$metric" "$name" "$rps"
     add "${metric}_cpu" "$name" "$(awk -v c=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
     add "${metric}_sys" "$name" "$(awk -v c=$((after_sys - before_sys)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
-    # wrk's 99th percentile latency ("99%   2.05ms"), in microseconds
-    add "${metric}_p99" "$name" "$(awk '$1 == "99%" { v = $2; m = 1
+    # wrk's 99th percentile latency ("99%   2.05ms"), in microseconds; wrk cannot time
+    # pipelined requests (it prints 0 for the upper percentiles), so plain ones only
+    [ "$how" = pipe ] || add "${metric}_p99" "$name" "$(awk '$1 == "99%" { v = $2; m = 1
         if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000
         sub(/[a-z]+$/, "", v); printf "%.1f", v * m }' <<<"$out")"
     note "  $name $how: $rps req/s, $((after - before)) us CPU for $reqs requests"
@@ -433,8 +434,6 @@ for s in "${http_servers[@]}"; do
         "$depth requests per write, $cpu_text, $base"
     emit "net_http_pipe${depth}_${s}_sys" "http_pipe${depth}_sys" "$s" us/req \
         "$depth requests per write, the stime part only, $base"
-    emit "net_http_pipe${depth}_${s}_p99" "http_pipe${depth}_p99" "$s" us \
-        "$depth requests per write, wrk's 99th percentile latency, $base"
 done
 for s in "${echo_servers[@]}"; do
     for c in "${echo_conns[@]}"; do
@@ -469,7 +468,7 @@ for m in http "http_pipe$depth"; do
         printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s %8s\n' "$label" "$s" "$(median "$m" "$s")" \
             "$(ratio "$m" "$s" epoll)" "$(ratio "$m" "$s" tpc)" "$(median "${m}_cpu" "$s")" \
             "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)" "$(median "${m}_sys" "$s")" \
-            "$(awk -v v="$p99" 'BEGIN { if (v != "") printf "%.2f", v / 1000 }')"
+            "$(awk -v v="$p99" 'BEGIN { if (v != "") printf "%.2f", v / 1000; else print "-" }')"
     done
 done
 echo
