@@ -178,33 +178,32 @@ static void test_config(void **state)
     c = (tpc_config){.blocking_queue = (1u << 20) + 1};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
 
-    static const char *bad_spin[] = {"x", "0", "99999999999", "10us", "-"};
-    for (size_t i = 0; i < sizeof(bad_spin) / sizeof(bad_spin[0]); i++) {
-        setenv("TPC_SPIN_NS", bad_spin[i], 1);
-        assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
-    }
-    setenv("TPC_SPIN_NS", "-1", 1);
-    c = (tpc_config){.shards = 2};
-    assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
-    setenv("TPC_SPIN_NS", "x", 1);
-    c = (tpc_config){.shards = 2, .spin_ns = 5000}; /* the config wins over the environment */
-    assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
-    unsetenv("TPC_SPIN_NS");
-
     c = (tpc_config){.coalesce_us = 10001};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
-    static const char *bad_coalesce[] = {"x", "0", "10001", "50us", "-", "-10001"};
-    for (size_t i = 0; i < sizeof(bad_coalesce) / sizeof(bad_coalesce[0]); i++) {
-        setenv("TPC_COALESCE_US", bad_coalesce[i], 1);
-        assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+
+    /* The knobs read from the environment: bad values are refused, a good one runs, and the
+     * config wins over a bad environment value. */
+    static const struct {
+        const char *name, *bad[6], *good;
+        tpc_config wins;
+    } knobs[] = {
+        {"TPC_SPIN_NS", {"x", "0", "99999999999", "10us", "-"}, "-1", {.spin_ns = 5000}},
+        {"TPC_COALESCE_US", {"x", "0", "10001", "50us", "-", "-10001"}, "50", {.coalesce_us = -1}},
+    };
+    for (size_t k = 0; k < sizeof(knobs) / sizeof(knobs[0]); k++) {
+        for (size_t i = 0; i < 6 && knobs[k].bad[i]; i++) {
+            setenv(knobs[k].name, knobs[k].bad[i], 1);
+            assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+        }
+        setenv(knobs[k].name, knobs[k].good, 1);
+        c = (tpc_config){.shards = 2};
+        assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
+        setenv(knobs[k].name, "x", 1);
+        c = knobs[k].wins;
+        c.shards = 2;
+        assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
+        unsetenv(knobs[k].name);
     }
-    setenv("TPC_COALESCE_US", "50", 1);
-    c = (tpc_config){.shards = 2};
-    assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
-    setenv("TPC_COALESCE_US", "x", 1);
-    c = (tpc_config){.shards = 1, .coalesce_us = -1}; /* the config wins: off */
-    assert_int_equal(tpc_run(&c, count_shards, NULL), 1);
-    unsetenv("TPC_COALESCE_US");
 }
 
 /* ---- Misuse inside the runtime. ---- */
