@@ -86,6 +86,10 @@ static void wake_complete(struct tpc__shard *s, struct tpc__op *op, int res, uns
 
 struct io_uring_sqe *tpc__sqe(struct tpc__shard *s)
 {
+#ifdef TPC_FAULT_INJECTION
+    if (tpc__fault_no_sqe())
+        return NULL;
+#endif
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     if (!sqe) {
         if (io_uring_submit(&s->ring) > 0)

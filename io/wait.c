@@ -50,6 +50,26 @@ unsigned tpc__fault_hidden_features(void)
     return atomic_load(&hidden_features);
 }
 
+static __thread unsigned sqe_skip, sqe_fail;
+
+void tpc__fault_sqe(unsigned skip, unsigned count)
+{
+    sqe_skip = skip;
+    sqe_fail = count;
+}
+
+bool tpc__fault_no_sqe(void)
+{
+    if (!sqe_fail)
+        return false;
+    if (sqe_skip) {
+        sqe_skip--;
+        return false;
+    }
+    sqe_fail--;
+    return true;
+}
+
 void tpc__fault_set(unsigned op, int err, unsigned short_max, unsigned count)
 {
     if (op < 64)
@@ -97,12 +117,16 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
     int rc = tpc__park(NULL, &io->w);
     if (io->done)
         return io->res;
-    struct io_uring_sqe *c = tpc__sqe(s);
+    /* Without a free SQE for the cancel (the kernel would not take the queued ones), let the
+     * loop run, which submits and reaps, and try again: waiting for the operation instead could
+     * wait forever (a receive on an idle socket). */
+    struct io_uring_sqe *c = NULL;
+    while (!io->done && !(c = tpc__sqe(s)))
+        tpc_yield();
     if (c) {
         io_uring_prep_cancel(c, &io->op, 0);
         io_uring_sqe_set_data(c, NULL); /* its own completion is not waited for */
     }
-    /* Without a free SQE the operation is simply waited for: still correct, only slower. */
     while (!io->done)
         tpc__park_hard(&io->w);
     return io->res >= 0 ? io->res : rc;
@@ -143,7 +167,7 @@ bool tpc__multishot_seen(struct tpc__shard *s, struct tpc__multishot *m, unsigne
         return false;
     if (m->armed)
         tpc__multishot_cancel(s, m);
-    else
+    else if (m->closer.fiber) /* else the closer is between tries (below), not parked */
         tpc__wake(&m->closer, 0);
     return true;
 }
@@ -153,6 +177,13 @@ void tpc__multishot_stop(struct tpc__shard *s, struct tpc__multishot *m)
     m->closing = true;
     while (m->armed) {
         tpc__multishot_cancel(s, m);
-        tpc__park_hard(&m->closer);
+        if (m->stopping) {
+            tpc__park_hard(&m->closer);
+        } else {
+            /* No free SQE for the cancel: let the loop submit and reap, then try again. An
+             * idle multishot receive would never complete on its own. */
+            m->closer.fiber = NULL;
+            tpc_yield();
+        }
     }
 }

@@ -1,10 +1,12 @@
 /* Fault injection (built with -Dfault_injection=true): chosen io_uring operations fail with
  * chosen errors or come back short, and the raw calls surface that while the _full helpers
- * retry EAGAIN and EINTR, gather short transfers, and report a partial count or the error. */
+ * retry EAGAIN and EINTR, gather short transfers, and report a partial count or the error; and
+ * cancellations that find no free SQE. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "helpers.h"
@@ -84,10 +86,49 @@ static void test_faults(void **state)
     run_main(1, faults_main, NULL);
 }
 
+/* No free SQE when a wait must be cancelled (the kernel would not take the queued SQEs): the
+ * cancel is retried after a loop iteration instead of waiting for an operation that may never
+ * complete. A receive on an idle socket still times out; closing an idle multishot receive
+ * stream still returns. (Before, both waited forever.) */
+static int no_sqe_main(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    char c;
+    uint64_t t0 = tpc_now_fresh();
+    CHECK_EQ(tpc_deadline_set(20 * 1000 * 1000), 0);
+    tpc__fault_sqe(1, 5); /* the receive gets its SQE, its cancel finds none five times */
+    CHECK_EQ(tpc_recv(sv[0], &c, 1, 0), -ETIMEDOUT);
+    tpc__fault_sqe(0, 0);
+    tpc_deadline_clear();
+    CHECK(tpc_now_fresh() - t0 < 2000ull * 1000 * 1000);
+
+    tpc_bufpool *pool;
+    tpc_rx *rx;
+    CHECK_EQ(tpc_bufpool_create(8, 256, &pool), 0);
+    CHECK_EQ(tpc_rx_open(sv[0], pool, &rx), 0);
+    CHECK_EQ(tpc_yield(), 0); /* the loop submits the multishot receive */
+    tpc__fault_sqe(0, 5);
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    tpc__fault_sqe(0, 0);
+    CHECK_EQ(tpc_bufpool_destroy(pool), 0); /* no stream left on it */
+    close(sv[0]);
+    close(sv[1]);
+    return 0;
+}
+
+static void test_no_sqe_for_cancel(void **state)
+{
+    (void)state;
+    run_main(1, no_sqe_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_no_sqe_for_cancel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
