@@ -10,7 +10,7 @@
  *   6. publish the messages this iteration sent;
  *   7. when nothing is ready, spin briefly if it just worked, then announce sleep and block in
  *      io_uring_enter until a completion (the eventfd read armed for wake-ups is one) or the
- *      next timer's tick. */
+ *      next timer's tick; with coalescing, until a batch of completions or the window's end. */
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +29,7 @@
 
 #define TPC__FEAT_MIN_TIMEOUT (1U << 15) /* IORING_FEAT_MIN_TIMEOUT (Linux 6.12) */
 #define COALESCE_EVENTS       64 /* a coalesced wait ends early once this many completions wait */
+#define COALESCE_MIN_OPS      8  /* and needs this many operations out */
 
 /* io_uring_getevents_arg as of Linux 6.12, where `pad` became the minimum wait. */
 struct getevents_arg {
@@ -191,11 +192,16 @@ int tpc__shard_io_init(struct tpc__shard *s)
 #endif
     if (s->poll_wait)
         s->coalesce_us = 0; /* ppoll() has no such wait */
-    if (s->coalesce_us && !(s->ring_features & TPC__FEAT_MIN_TIMEOUT)) {
-        fprintf(stderr,
-                "libtpc: shard %u: coalesce_us (TPC_COALESCE_US) needs Linux 6.12 "
-                "(IORING_FEAT_MIN_TIMEOUT); this kernel lacks it\n",
-                s->id);
+    /* Coalescing needs the kernel's minimum wait, and DEFER_TASKRUN so that completions wait
+     * for this thread instead of waking it one by one. */
+    if (s->coalesce_us && (!(s->ring_features & TPC__FEAT_MIN_TIMEOUT) ||
+                           !(s->ring_flags & IORING_SETUP_DEFER_TASKRUN))) {
+        if (s->id == 0)
+            fprintf(stderr,
+                    "libtpc: coalesce_us (TPC_COALESCE_US) needs Linux 6.12 "
+                    "(IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN; %s\n",
+                    s->ring_features & TPC__FEAT_MIN_TIMEOUT ? "this ring was set up without it"
+                                                             : "this kernel lacks the first");
         return -EOPNOTSUPP;
     }
     /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
@@ -411,9 +417,13 @@ static inline bool io_pending(struct tpc__shard *s)
 
 /* Submits what is queued and sleeps until a completion or `timeout` ns (<= 0: none). With
  * coalescing (tpc_config.coalesce_us), the kernel holds the wake-up until coalesce_us has passed
- * or COALESCE_EVENTS completions wait; if none came by then, it wakes on the first. liburing 2.3
- * has no call for that wait, so this one enters the kernel itself, after publishing the queued
- * SQEs as io_uring_submit would. */
+ * or COALESCE_EVENTS completions wait; if none came by then, it wakes on the first. It holds
+ * every completion, those already there and those of operations that complete as they are
+ * submitted too. So a shard coalesces only with COALESCE_MIN_OPS operations out: with fewer
+ * there is no batch to gather, and a lone connection's round trip, or a fiber doing one
+ * operation after another, would wait out the window each time. liburing 2.3 has no call for
+ * the coalescing wait, so this one enters the kernel itself, after publishing the queued SQEs as
+ * io_uring_submit would. */
 static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
 {
     struct __kernel_timespec kts = {.tv_sec = timeout / 1000000000,
@@ -421,6 +431,8 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
     uint32_t min_us = s->coalesce_us;
     if (timeout > 0 && (uint64_t)timeout < (uint64_t)min_us * 1000)
         min_us = (uint32_t)(timeout / 1000); /* a timer due sooner ends the batch */
+    if (s->inflight + s->nmultishot < COALESCE_MIN_OPS)
+        min_us = 0;
     if (!min_us) {
         struct io_uring_cqe *cqe;
         return timeout > 0 ? io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &kts, NULL)

@@ -144,6 +144,8 @@ void tpc__multishot_init(struct tpc__multishot *m,
 void tpc__multishot_arm(struct tpc__multishot *m, struct io_uring_sqe *sqe)
 {
     io_uring_sqe_set_data(sqe, &m->op);
+    if (!m->armed)
+        tpc__self->nmultishot++;
     m->armed = true;
 }
 
@@ -161,8 +163,11 @@ void tpc__multishot_cancel(struct tpc__shard *s, struct tpc__multishot *m)
 
 bool tpc__multishot_seen(struct tpc__shard *s, struct tpc__multishot *m, unsigned flags)
 {
-    if (!(flags & IORING_CQE_F_MORE))
+    if (!(flags & IORING_CQE_F_MORE)) {
+        if (m->armed)
+            s->nmultishot--;
         m->armed = m->stopping = false;
+    }
     if (!m->closing)
         return false;
     if (m->armed)

@@ -188,7 +188,7 @@ static void test_config(void **state)
         tpc_config wins;
     } knobs[] = {
         {"TPC_SPIN_NS", {"x", "0", "99999999999", "10us", "-"}, "-1", {.spin_ns = 5000}},
-        {"TPC_COALESCE_US", {"x", "0", "10001", "50us", "-", "-10001"}, "50", {.coalesce_us = -1}},
+        {"TPC_COALESCE_US", {"x", "0", "10001", "50us", "-", "-10001"}, "-5", {.coalesce_us = -1}},
     };
     for (size_t k = 0; k < sizeof(knobs) / sizeof(knobs[0]); k++) {
         for (size_t i = 0; i < 6 && knobs[k].bad[i]; i++) {

@@ -69,15 +69,17 @@ typedef struct tpc_config {
     unsigned blocking_threads;
     /* Jobs tpc_blocking() queues before callers wait for room, at most 2^20. 0: 256. */
     unsigned blocking_queue;
-    /* Wake-up coalescing, in microseconds: a shard going to sleep asks the kernel to hold its
-     * wake-up until this long has passed or 64 completions wait, whichever comes first (if
-     * none came in that time, the first one wakes it). Under load a shard then wakes and
-     * enters the kernel once per batch of completions instead of once per completion, which
-     * saves CPU per request; each wake-up, including one for a message from another shard, may
-     * come up to this much later. Timers still fire on time. 0: TPC_COALESCE_US from the
-     * environment, else off. Negative: off. At most 10000. Needs Linux 6.12
-     * (IORING_FEAT_MIN_TIMEOUT): on an older kernel tpc_run returns -EOPNOTSUPP. Ignored under
-     * valgrind, where shards sleep in ppoll(). */
+    /* Wake-up coalescing, in microseconds: a shard going to sleep with at least 8 operations
+     * out (a receive stream or accept counts as one) asks the kernel to hold its wake-up until
+     * this long has passed or 64 completions wait, whichever comes first (if none came in that
+     * time, the first one wakes it). Under load a shard then wakes and enters the kernel once
+     * per batch of completions instead of once per completion, which saves CPU per request.
+     * The price: every completion, and a message from another shard, may come up to this much
+     * later, so a client that waits for each answer before it sends again, over a few
+     * connections, gets fewer answers per second (docs/guide.md has figures). Timers still fire
+     * on time. 0: TPC_COALESCE_US from the environment, else off. Negative: off. At most 10000.
+     * Needs Linux 6.12 (IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN: else tpc_run
+     * returns -EOPNOTSUPP. Ignored under valgrind, where shards sleep in ppoll(). */
     int32_t coalesce_us;
 } tpc_config;
 
