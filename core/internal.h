@@ -224,9 +224,11 @@ struct tpc__shard {
     struct io_uring ring;
     bool ring_ok;
     bool ring_fd_registered;
-    bool has_ftruncate; /* the kernel has IORING_OP_FTRUNCATE (Linux 6.9) */
-    uint16_t next_bgid; /* provided-buffer group id for the next pool (net/bufpool.c) */
-    unsigned npipes;    /* cached empty pipes (net/splice.c) */
+    bool has_ftruncate;   /* the kernel has IORING_OP_FTRUNCATE (Linux 6.9) */
+    uint16_t next_bgid;   /* provided-buffer group id for the next pool (net/bufpool.c) */
+    uint16_t *free_bgids; /* ids of destroyed pools, for reuse */
+    unsigned nfree_bgids, cap_free_bgids;
+    unsigned npipes; /* cached empty pipes (net/splice.c) */
     int pipes[TPC__PIPE_CACHE][2];
     struct iovec *fixed; /* registered buffers (io/file.c) */
     unsigned nfixed, fixed_inflight;

@@ -266,6 +266,9 @@ int tpc_features(char *buf, size_t size)
 void tpc__shard_io_fini(struct tpc__shard *s)
 {
     tpc__pipes_fini(s);
+    free(s->free_bgids);
+    s->free_bgids = NULL;
+    s->nfree_bgids = s->cap_free_bgids = 0;
     free(s->fixed); /* the ring's exit unregisters the buffers */
     s->fixed = NULL;
     s->nfixed = 0;

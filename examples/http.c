@@ -216,9 +216,10 @@ static int connection(int fd, void *arg)
 static int pool_create(void *arg)
 {
     (void)arg;
-    pool_doomed[tpc_shard_id()] = false;
-    if (tpc_bufpool_create(1024, 4096, &pools[tpc_shard_id()]) < 0)
-        pools[tpc_shard_id()] = NULL; /* no buffer rings in this kernel: plain recv */
+    int me = tpc_shard_id();
+    pool_doomed[me] = false; /* a pool kept alive by the last run's connections serves again */
+    if (!pools[me] && tpc_bufpool_create(1024, 4096, &pools[me]) < 0)
+        pools[me] = NULL; /* no buffer rings in this kernel: plain recv */
     return 0;
 }
 

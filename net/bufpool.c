@@ -68,7 +68,7 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
     if (!out || count == 0 || count > 32768 || (count & (count - 1)) || size == 0 ||
         size > UINT32_MAX || (size_t)count * size / count != size)
         return -EINVAL;
-    if (s->next_bgid == UINT16_MAX)
+    if (s->next_bgid == UINT16_MAX && !s->nfree_bgids)
         return -ENOSPC;
     tpc_bufpool *p = calloc(1, sizeof(*p));
     if (!p)
@@ -77,7 +77,8 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
     p->count = count;
     p->mask = count - 1;
     p->size = size;
-    p->bgid = s->next_bgid;
+    bool reuse = s->nfree_bgids > 0; /* a destroyed pool's id, else a new one */
+    p->bgid = reuse ? s->free_bgids[s->nfree_bgids - 1] : s->next_bgid;
     tpc__list_init(&p->starved);
     p->br_bytes = tpc__page_round(count * sizeof(struct io_uring_buf));
     p->br = mmap(NULL, p->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -102,7 +103,10 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
         io_uring_buf_ring_add(p->br, p->mem + (size_t)i * size, (unsigned)size, (unsigned short)i,
                               (int)p->mask, (int)i);
     io_uring_buf_ring_advance(p->br, (int)count);
-    s->next_bgid++;
+    if (reuse)
+        s->nfree_bgids--;
+    else
+        s->next_bgid++;
     *out = p;
     return 0;
 fail:
@@ -118,7 +122,17 @@ int tpc_bufpool_destroy(tpc_bufpool *p)
         return tpc__self ? -EXDEV : -EPERM;
     if (p->nstreams || p->nheld)
         return -EBUSY;
-    io_uring_unregister_buf_ring(&p->shard->ring, p->bgid);
+    struct tpc__shard *s = p->shard;
+    io_uring_unregister_buf_ring(&s->ring, p->bgid);
+    /* The id goes back for the next pool (if the list cannot grow, it is simply not reused). */
+    if (s->nfree_bgids == s->cap_free_bgids) {
+        unsigned cap = s->cap_free_bgids ? 2 * s->cap_free_bgids : 16;
+        uint16_t *ids = realloc(s->free_bgids, cap * sizeof(*ids));
+        if (ids)
+            s->free_bgids = ids, s->cap_free_bgids = cap;
+    }
+    if (s->nfree_bgids < s->cap_free_bgids)
+        s->free_bgids[s->nfree_bgids++] = p->bgid;
     pool_free(p);
     return 0;
 }

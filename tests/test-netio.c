@@ -1,7 +1,7 @@
 /* Socket I/O beyond plain send/recv: options, scatter/gather, name resolution, peer reset and
  * connect timeout, receive streams over a shared buffer pool (order, starvation, deadlines,
- * misuse), zero-copy forwarding and file sends, the loop's kernel entries per request-reply, and
- * wake-up coalescing. */
+ * misuse, pools made and destroyed past the 65,535 group ids), zero-copy forwarding and file
+ * sends, the loop's kernel entries per request-reply, and wake-up coalescing. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
@@ -468,6 +468,55 @@ static void test_rx(void **state)
     run_main(1, rx_main, NULL);
 }
 
+/* Pools made and destroyed 70,000 times on one shard: a destroyed pool's buffer group id is
+ * reused (there are 65,535), and pools on reused ids receive what they should. */
+static int pool_churn_main(void *arg)
+{
+    (void)arg;
+    int fails = 0;
+    for (int i = 0; i < 70000; i++) {
+        tpc_bufpool *p;
+        int rc = tpc_bufpool_create(1, 64, &p);
+        if (rc < 0) {
+            if (!fails++)
+                fprintf(stderr, "pool %d: %s\n", i, tpc_strerror(rc));
+            continue;
+        }
+        if (tpc_bufpool_destroy(p) != 0)
+            fails++;
+    }
+    CHECK_EQ(fails, 0);
+    tpc_bufpool *p[2];
+    int a[2], b[2];
+    tpc_rx *rx[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(tpc_bufpool_create(2, 16, &p[i]), 0);
+        tcp_pair(&a[i], &b[i]);
+        CHECK_EQ(tpc_rx_open(b[i], p[i], &rx[i]), 0);
+    }
+    CHECK_EQ(tpc_send(a[1], "one", 3, 0), 3);
+    CHECK_EQ(tpc_send(a[0], "zero", 4, 0), 4);
+    for (int i = 0; i < 2; i++) {
+        tpc_buf buf;
+        CHECK_EQ(tpc_rx_next(rx[i], &buf), i ? 3 : 4);
+        CHECK_EQ(memcmp(buf.data, i ? "one" : "zero", i ? 3 : 4), 0);
+        CHECK_EQ(tpc_buf_release(&buf), 0);
+        CHECK_EQ(tpc_bufpool_available(p[i]), 2);
+        CHECK_EQ(tpc_rx_close(rx[i]), 0);
+        CHECK_EQ(tpc_bufpool_destroy(p[i]), 0);
+        tpc_close(a[i]), tpc_close(b[i]);
+    }
+    return 0;
+}
+
+static void test_pool_churn(void **state)
+{
+    (void)state;
+    if (getenv("TPC_TEST_VALGRIND"))
+        skip(); /* 70,000 ring registrations under valgrind take minutes */
+    run_main(1, pool_churn_main, NULL);
+}
+
 /* ---- Zero-copy. ---- */
 
 #define BIG (1 << 20)
@@ -576,7 +625,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_options),  cmocka_unit_test(test_enters),
         cmocka_unit_test(test_coalesce), cmocka_unit_test(test_resolve),
-        cmocka_unit_test(test_rx),       cmocka_unit_test(test_splice),
+        cmocka_unit_test(test_rx),       cmocka_unit_test(test_pool_churn),
+        cmocka_unit_test(test_splice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
