@@ -11,7 +11,9 @@
 #    p99 round trip, server CPU per round trip.
 # Every round runs every server, in an order that rotates from round to round; the lines printed
 # are medians over the rounds: "bench <id> <value> <unit> | <conditions>" (bench/bench.h's
-# format), then summary tables with ratios against epoll and against tpc.
+# format), then summary tables with ratios against epoll and against tpc, and, with more than
+# one round, the CPU per request of tpc and tpc-co over each peer's within each round (median
+# and range), which the VM's speed phases disturb less.
 # libtpc runs with TPC_SPIN_NS=-1 (no spinning before sleeping): spinning 3 or 10 µs measured
 # 4-18 % more CPU per plain request, since the next request rarely lands within the spin.
 # NET_TPC_SPIN_NS overrides it. tpc-co is tpc-http/tpc-echo again with wake-up coalescing
@@ -47,6 +49,22 @@ tpc_spin=${NET_TPC_SPIN_NS:--1}
 tpc_coalesce=${NET_TPC_COALESCE_US:-50}
 read -ra http_servers <<<"${NET_SERVERS-tpc tpc-co epoll tokio nginx libuv haproxy}"
 read -ra echo_servers <<<"${NET_ECHO_SERVERS-tpc tpc-co epoll tokio libuv}"
+# tpc-co needs the kernel's minimum wait (Linux 6.12): before that, leave it out.
+IFS=. read -r kmaj kmin _ <<<"$(uname -r)"
+kmin=${kmin%%[!0-9]*}
+if [ "${kmaj:-0}" -lt 6 ] || { [ "$kmaj" -eq 6 ] && [ "${kmin:-0}" -lt 12 ]; }; then
+    for list in http_servers echo_servers; do
+        declare -n l=$list
+        for i in "${!l[@]}"; do
+            if [ "${l[$i]}" = tpc-co ]; then
+                unset 'l[i]'
+                note "leaving out tpc-co: wake-up coalescing needs Linux 6.12 ($(uname -r) here)"
+            fi
+        done
+        l=("${l[@]}")
+        unset -n l
+    done
+fi
 conns=64
 depth=16
 echo_conns=(1 100)
@@ -487,6 +505,33 @@ for c in "${echo_conns[@]}"; do
             "$(median "${m}_cpu" "$s")" "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)"
     done
 done
+paired() { # paired METRIC OURS PEER: "median min max" of the per-round ratios ours / peer
+    awk -v a="${results[$1|$2]:-}" -v b="${results[$1|$3]:-}" 'BEGIN {
+        na = split(a, x, " "); nb = split(b, y, " "); n = 0
+        for (i = 1; i <= na && i <= nb; i++) if (y[i] > 0) r[++n] = x[i] / y[i]
+        if (!n) { print "- - -"; exit }
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+        printf "%.2f %.2f %.2f\n", (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2, r[1], r[n] }'
+}
+if [ "$rounds" -gt 1 ]; then
+    echo
+    echo "CPU per request, ours / peer within each round (every round runs every server once, so"
+    echo "a pair shares more of the VM's speed phase than the medians above do): median [range]"
+    for m in http_cpu "http_pipe${depth}_cpu"; do
+        label=plain
+        [ "$m" = http_cpu ] || label="pipe$depth"
+        for ours in tpc tpc-co; do
+            [[ " ${http_servers[*]} " == *" $ours "* ]] || continue
+            line=""
+            for s in "${http_servers[@]}"; do
+                case $s in tpc | tpc-co) continue ;; esac
+                read -r med lo hi < <(paired "$m" "$ours" "$s")
+                line+=$(printf ' %s %s [%s-%s]' "$s" "$med" "$lo" "$hi")
+            done
+            printf '%-8s %-7s%s\n' "$label" "$ours" "$line"
+        done
+    done
+fi
 echo
 echo "Notes:"
 echo "- $spin_text: spinning before sleeping (TPC_SPIN_NS=3000 or 10000) measured 4-18 % more"
