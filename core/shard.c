@@ -200,8 +200,8 @@ int tpc__shard_io_init(struct tpc__shard *s)
             fprintf(stderr,
                     "libtpc: coalesce_us (TPC_COALESCE_US) needs Linux 6.12 "
                     "(IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN; %s\n",
-                    s->ring_features & TPC__FEAT_MIN_TIMEOUT ? "this ring was set up without it"
-                                                             : "this kernel lacks the first");
+                    s->ring_features & TPC__FEAT_MIN_TIMEOUT ? "this ring has no DEFER_TASKRUN"
+                                                             : "this kernel has no minimum wait");
         return -EOPNOTSUPP;
     }
     /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */

@@ -186,9 +186,9 @@ typedef struct tpc_buf {
 
 /* count buffers of size bytes (count a power of two, at most 32768), registered with this
  * shard's ring as a provided-buffer ring. Receive streams on it take a buffer only when data
- * arrives: idle connections hold none. Returns 0, -EINVAL, -ENOMEM, -ENOSPC (65535 pools live on
- * this shard; a destroyed pool's id is reused), the kernel's error if it has no buffer rings (before Linux 5.19), -EPERM
- * outside a shard. */
+ * arrives: idle connections hold none. Returns 0, -EINVAL, -ENOMEM, -ENOSPC (65535 pools live
+ * on this shard; a destroyed pool's id is reused), the kernel's error if it has no buffer rings
+ * (before Linux 5.19), -EPERM outside a shard. */
 TPC_EXTERN int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out);
 /* Frees the pool (NULL: no-op). -EBUSY while a stream is open on it or a buffer is held. */
 TPC_EXTERN int tpc_bufpool_destroy(tpc_bufpool *p);
