@@ -61,14 +61,21 @@ static size_t read_some(int fd, char *buf, size_t size, size_t want)
     return got;
 }
 
+/* Starts the example's server on a free loopback port, which it stores in *a. */
+static tpc_server *start_local(tpc_addr *a)
+{
+    tpc_server *srv = NULL;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", a), 0);
+    CHECK_EQ(http_start(a, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, a), 0);
+    return srv;
+}
+
 static int http_main(void *arg)
 {
     (void)arg;
     tpc_addr a;
-    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
-    tpc_server *srv;
-    CHECK_EQ(http_start(&a, &srv), 0);
-    CHECK_EQ(tpc_server_addr(srv, &a), 0);
+    tpc_server *srv = start_local(&a);
     static char buf[65536];
     size_t ok = sizeof(OK) - 1;
 
@@ -189,10 +196,7 @@ static int restart_main(void *arg)
 {
     (void)arg;
     tpc_addr a;
-    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
-    tpc_server *srv;
-    CHECK_EQ(http_start(&a, &srv), 0);
-    CHECK_EQ(tpc_server_addr(srv, &a), 0);
+    tpc_server *srv = start_local(&a);
     static const char req[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     static char buf[4096];
     size_t ok = sizeof(OK) - 1;
@@ -202,9 +206,7 @@ static int restart_main(void *arg)
     CHECK_EQ(read_some(old, buf, sizeof(buf), ok), ok);
     CHECK_EQ(http_stop(srv), 0); /* the open connection keeps its pool */
 
-    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
-    CHECK_EQ(http_start(&a, &srv), 0);
-    CHECK_EQ(tpc_server_addr(srv, &a), 0);
+    srv = start_local(&a);
     int fd = tpc_connect(&a);
     CHECK(fd >= 0);
     CHECK_EQ(tpc_send(fd, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
