@@ -27,10 +27,10 @@ enum { REQ_INCOMPLETE = 0, REQ_BAD = -1 };
 static long parse_request(const char *buf, size_t len, bool *close_after)
 {
     bool close_flag, *close = &close_flag;
-    const char *end = NULL;
-    for (size_t i = 0; i + 3 < len; i++)
-        if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
-            end = buf + i + 4;
+    const char *end = NULL, *lim = buf + len;
+    for (const char *p = buf; (p = memchr(p, '\r', (size_t)(lim - p))) && lim - p >= 4; p++)
+        if (p[1] == '\n' && p[2] == '\r' && p[3] == '\n') {
+            end = p + 4;
             break;
         }
     if (!end)
@@ -82,6 +82,15 @@ static long parse_request(const char *buf, size_t len, bool *close_after)
 }
 
 static atomic_long served[TPC_MAX_SHARDS];
+
+/* One more request answered on this shard: only the shard writes its counter (others read it),
+ * so a plain load and store do, without a locked add per request. */
+static inline void count_served(void)
+{
+    atomic_long *c = &served[tpc_shard_id()];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
 
 static int send_all(int fd, const char *p, size_t n)
 {
@@ -156,7 +165,7 @@ static int answer(int fd, char *out, const char *buf, size_t len, size_t *used, 
     *close = false;
     while (rc == 0 && !*close && (n = parse_request(buf + *used, len - *used, close)) > 0) {
         *used += (size_t)n;
-        atomic_fetch_add_explicit(&served[tpc_shard_id()], 1, memory_order_relaxed);
+        count_served();
         if (outlen == 0 && (*close || *used == len)) /* the only answer of this read */
             return send_all(fd, OK, sizeof(OK) - 1);
         rc = append(fd, out, &outlen, OK, sizeof(OK) - 1);
