@@ -451,11 +451,11 @@ int tpc__fault_setup_err(void);
 /* Every new shard's ring reports the IORING_FEAT_* bits in mask missing (0: none), as an older
  * kernel would. */
 void tpc__fault_hide_features(unsigned mask);
+unsigned tpc__fault_hidden_features(void);
 /* After `skip` more successful calls, the next `count` calls of tpc__sqe() on this thread find
  * no free SQE, as when the kernel will not take the queued ones. */
 void tpc__fault_sqe(unsigned skip, unsigned count);
 bool tpc__fault_no_sqe(void);
-unsigned tpc__fault_hidden_features(void);
 #endif
 
 /* Shard-to-shard rings (core/ring.c). */

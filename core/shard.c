@@ -418,15 +418,16 @@ static inline bool io_pending(struct tpc__shard *s)
            (IO_URING_READ_ONCE(*s->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
-/* Submits what is queued and sleeps until a completion or `timeout` ns (<= 0: none). With
+/* Submits what is queued and sleeps until a completion or `timeout` ns (<= 0: none): one
+ * io_uring_enter, as liburing's submit-and-wait calls make it, with one more argument. With
  * coalescing (tpc_config.coalesce_us), the kernel holds the wake-up until coalesce_us has passed
  * or COALESCE_EVENTS completions wait; if none came by then, it wakes on the first. It holds
  * every completion, those already there and those of operations that complete as they are
  * submitted too. So a shard coalesces only with COALESCE_MIN_OPS operations out: with fewer
  * there is no batch to gather, and a lone connection's round trip, or a fiber doing one
  * operation after another, would wait out the window each time. liburing 2.3 has no call for
- * the coalescing wait, so this one enters the kernel itself, after publishing the queued SQEs as
- * io_uring_submit would. */
+ * the minimum wait, so this one publishes the queued SQEs as io_uring_submit would and enters
+ * the kernel itself. */
 static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
 {
     struct __kernel_timespec kts = {.tv_sec = timeout / 1000000000,
@@ -436,14 +437,9 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
         min_us = (uint32_t)(timeout / 1000); /* a timer due sooner ends the batch */
     if (s->inflight + s->nmultishot < COALESCE_MIN_OPS)
         min_us = 0;
-    if (!min_us) {
-        struct io_uring_cqe *cqe;
-        return timeout > 0 ? io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, &kts, NULL)
-                           : io_uring_submit_and_wait(&s->ring, 1);
-    }
     /* After the minimum wait the kernel only goes on sleeping (for the first completion) up to
      * a general timeout; without one it returns at once, empty-handed. */
-    if (timeout <= 0)
+    if (min_us && timeout <= 0)
         kts = (struct __kernel_timespec){.tv_sec = 3600};
     struct io_uring_sq *sq = &s->ring.sq;
     unsigned tail = sq->sqe_tail;
@@ -452,7 +448,10 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
         io_uring_smp_store_release(sq->ktail, tail);
     }
     struct getevents_arg arg = {
-        .sigmask_sz = _NSIG / 8, .min_wait_usec = min_us, .ts = (uint64_t)(uintptr_t)&kts};
+        .sigmask_sz = _NSIG / 8,
+        .min_wait_usec = min_us,
+        .ts = min_us || timeout > 0 ? (uint64_t)(uintptr_t)&kts : 0,
+    };
     unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
     int fd = s->ring.ring_fd;
     if (s->ring_fd_registered) {
@@ -460,7 +459,7 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
         fd = s->ring.enter_ring_fd;
     }
     long rc = syscall(__NR_io_uring_enter, fd, tail - IO_URING_READ_ONCE(*sq->khead),
-                      COALESCE_EVENTS, flags, &arg, sizeof(arg));
+                      min_us ? COALESCE_EVENTS : 1, flags, &arg, sizeof(arg));
     return rc < 0 ? -errno : (int)rc;
 }
 
