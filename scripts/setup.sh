@@ -24,5 +24,16 @@ if [ "$(id -u)" -ne 0 ]; then
     fi
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Packages that bring a service (nginx-light, haproxy for bench/net.sh) are wanted for their
+# binaries only: a policy-rc.d answering 101 keeps invoke-rc.d from starting the service while
+# they install (Debian still enables it at boot: `systemctl disable nginx haproxy` undoes that).
+# One that is already there (container images ship one) is left as it is.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    trap '${SUDO:-} rm -f "$policy"' EXIT
+    printf '#!/bin/sh\n# written by libtpc scripts/setup.sh while it installs packages\nexit 101\n' |
+        ${SUDO:-} tee "$policy" >/dev/null
+    ${SUDO:-} chmod 755 "$policy"
+fi
 ${SUDO:-} apt-get update -qq
 ${SUDO:-} apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
