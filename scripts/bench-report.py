@@ -348,11 +348,9 @@ def num(v):
 def markdown(outdir):
     rows = json.load(open(os.path.join(outdir, "latest.json")))
     m = json.load(open(os.path.join(outdir, "latest-machine.json")))
-    peers = []
-    for r in rows:
-        for p in r["peers"]:
-            if p not in peers:
-                peers.append(p)
+    seen = {p for r in rows for p in r["peers"]}
+    # The terminal table's order (PEERS), then any peer it does not know, by name.
+    peers = [p for p in PEERS if p in seen] + sorted(seen - set(PEERS))
     print(f"`scripts/bench.sh`, {m.get('date', '?')}, commit {m.get('commit', '?')}: "
           f"{m.get('nproc', '?')} CPUs ({m.get('cpu_model', '?')}), kernel {m.get('kernel', '?')}; "
           f"median of {m.get('rounds', '?')} alternating rounds after "
