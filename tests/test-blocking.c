@@ -156,6 +156,11 @@ static int queue_main(void *arg)
     CHECK_EQ(atomic_load(&order_len), 5);
     for (int i = 0; i < 5; i++)
         CHECK_EQ(order[i], i); /* in the order queued */
+    /* One more job through the one helper: a wrongly queued must_not_run would have run
+     * before it. */
+    long last = -1;
+    CHECK_EQ(tpc_blocking(gated, (void *)(intptr_t)9, &last), 0);
+    CHECK_EQ(last, 9);
     CHECK_EQ(atomic_load(&ran_cancelled), 0);
     return 0;
 }

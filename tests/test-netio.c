@@ -175,16 +175,29 @@ static int recv_one(void *arg)
     return rc == 1 ? c : -1;
 }
 
+static uint64_t writes_span; /* ns from the first write to the last */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *spaced_writes(void *arg)
 {
     long gap_us = (long)(intptr_t)arg;
+    uint64_t first = 0;
     for (int i = 0; i < COALESCE_N; i++) {
         /* The spacing is the workload: completions that trickle in, not synchronisation. */
         struct timespec ts = {0, gap_us * 1000};
         nanosleep(&ts, NULL);
         char c = (char)('a' + i);
+        if (i == 0)
+            first = mono_ns();
         CHECK_EQ(write(coalesce_fd[i], &c, 1), 1);
     }
+    writes_span = mono_ns() - first;
     return NULL;
 }
 
@@ -224,10 +237,16 @@ static int coalesce_main(void *arg)
     CHECK(tpc_features(line, sizeof(line)) > 0);
     CHECK_EQ(strstr(line, "wake-ups coalesced over 10000 us") != NULL, on);
     uint64_t enters = coalesced_recvs(100);
-    if (on) /* 16 without coalescing; a loaded machine may delay a write past the window */
+    /* 16 without coalescing. Checked only when the writes fitted in the window: on a loaded
+     * machine the writer may be descheduled past it, and once fewer than 8 receives are left
+     * out each further write wakes the shard. */
+    bool fitted = writes_span < 8 * MS;
+    if (on && fitted)
         CHECK(enters <= COALESCE_N / 2);
-    print_message("coalescing over 10 ms: %llu kernel entries for %d receives 100 us apart\n",
-                  (unsigned long long)enters, COALESCE_N);
+    print_message("coalescing over 10 ms: %llu kernel entries for %d receives 100 us apart "
+                  "(written over %.1f ms%s)\n",
+                  (unsigned long long)enters, COALESCE_N, (double)writes_span / MS,
+                  fitted ? "" : ": more than the window, not checked");
     /* Timers: twenty 1 ms sleeps, each ending the 10 ms window early, while receives that
      * get no data keep enough operations out for the shard to coalesce. Each sleep that waited
      * out the window is counted: all twenty if the timer does not clamp it, and most must not,

@@ -149,8 +149,8 @@ static int acceptor_main(void *arg)
     c1 = tpc_connect(&at);
     c2 = tpc_connect(&at);
     CHECK(c1 >= 0 && c2 >= 0);
-    for (int i = 0; i < 10; i++)
-        tpc_yield(); /* usually lets the accepts complete into the queue */
+    for (int i = 0; i < 10; i++) /* through the loop, which submits and reaps: usually lets */
+        CHECK_EQ(tpc_sleep(1 * MS), 0); /* the accepts complete into the queue */
     CHECK_EQ(tpc_acceptor_close(acc), 0);
     tpc_close(lfd);
     char b;
