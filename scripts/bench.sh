@@ -185,11 +185,14 @@ run() {
     note "  $group $impl: $((SECONDS - t0)) s"
 }
 
-rotate() { # rotate N items...: the items, starting at index N modulo their count
+rotate() { # rotate N items...: the items, starting at index N modulo their count, walking
+    # backwards in odd rounds, so that no item always follows the same one
     local n=$1
     shift
-    local items=("$@") i
-    for ((i = 0; i < ${#items[@]}; i++)); do echo "${items[(i + n) % ${#items[@]}]}"; done
+    local items=("$@") i c=$#
+    for ((i = 0; i < c; i++)); do
+        if ((n % 2)); then echo "${items[((n - i) % c + c) % c]}"; else echo "${items[(i + n) % c]}"; fi
+    done
 }
 
 echo_peers="" # net.sh's echo peers: NET_PEERS but the HTTP-only ones
