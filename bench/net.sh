@@ -245,10 +245,9 @@ start_server() {
     local name=$1 kind=$2 port=$3 log=$tmp/$1-$2.log cmd=() dir i
     port_open "$port" && die "port $port is already in use (PORT=n picks other ports)"
     case $name-$kind in
-    tpc-http) cmd=(env TPC_SPIN_NS="$tpc_spin" "$tpc_http" --shards 1 --listen "127.0.0.1:$port") ;;
-    tpc-echo) cmd=(env TPC_SPIN_NS="$tpc_spin" "$tpc_echo" --shards 1 --listen "127.0.0.1:$port") ;;
-    tpc-co-http | tpc-co-echo)
-        cmd=(env TPC_SPIN_NS="$tpc_spin" TPC_COALESCE_US="$tpc_coalesce")
+    tpc-*) # tpc, and tpc-co: the same programs with wake-up coalescing
+        cmd=(env TPC_SPIN_NS="$tpc_spin")
+        [ "$name" = tpc-co ] && cmd+=(TPC_COALESCE_US="$tpc_coalesce")
         if [ "$kind" = http ]; then cmd+=("$tpc_http"); else cmd+=("$tpc_echo"); fi
         cmd+=(--shards 1 --listen "127.0.0.1:$port")
         ;;
@@ -303,11 +302,16 @@ cpu_us() { # CPU time of the server and its children in µs: "user+system system
 declare -A results
 declare -A notes
 add() { results[$1|$2]="${results[$1|$2]:-} $3"; }
+stats() { # "median min max" of the numbers on stdin, one a line; "- - -" if none
+    sort -g | awk '{ a[NR] = $1 }
+        END { if (!NR) { print "- - -"; exit }
+              m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+              printf "%.2f %.2f %.2f\n", m, a[1], a[NR] }'
+}
 median() { # of the values in results[$1|$2]; empty if none
     local v=${results[$1|$2]:-}
     [ -n "$v" ] || return 0
-    tr ' ' '\n' <<<"$v" | sed '/^$/d' | sort -g | awk '{ a[NR] = $1 }
-        END { if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+    tr ' ' '\n' <<<"$v" | sed '/^$/d' | stats | cut -d' ' -f1
 }
 
 checked=""
@@ -507,11 +511,8 @@ for c in "${echo_conns[@]}"; do
 done
 paired() { # paired METRIC OURS PEER: "median min max" of the per-round ratios ours / peer
     awk -v a="${results[$1|$2]:-}" -v b="${results[$1|$3]:-}" 'BEGIN {
-        na = split(a, x, " "); nb = split(b, y, " "); n = 0
-        for (i = 1; i <= na && i <= nb; i++) if (y[i] > 0) r[++n] = x[i] / y[i]
-        if (!n) { print "- - -"; exit }
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
-        printf "%.2f %.2f %.2f\n", (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2, r[1], r[n] }'
+        na = split(a, x, " "); nb = split(b, y, " ")
+        for (i = 1; i <= na && i <= nb; i++) if (y[i] > 0) print x[i] / y[i] }' | stats
 }
 if [ "$rounds" -gt 1 ]; then
     echo

@@ -223,8 +223,7 @@ typedef struct tpc_shard_stats {
     uint64_t timers;          /* timer callbacks fired (sleeps and deadlines included) */
     uint64_t accept_backoffs; /* acceptors that ran out of descriptors or memory and paused */
     uint64_t io_enters;       /* the loop's kernel entries for I/O: submit-and-reap, sleep
-                               * (ppoll too, under valgrind), submit on a full SQ ring; close,
-                               * not exact (liburing skips a sleep whose completion is there) */
+                               * (ppoll too, under valgrind), submit on a full SQ ring */
 } tpc_shard_stats;
 
 /* Reads shard `shard`'s counters into *out (by a message to that shard; suspends). Returns as
