@@ -335,19 +335,25 @@ int tpc_on_all(tpc_call_fn fn, void *arg)
         rc = remote_send((int)sent, &rs[sent], NULL, fn, arg);
     if (rc < 0)
         sent--;
-    int first = 0;
+    int first = 0, err = 0; /* the first fn result < 0; the first target that could not start */
     for (unsigned i = 0; i < sent; i++) {
-        int result;
-        int jr = rc < 0 ? rc : tpc_remote_join(rs[i], &result);
+        struct tpc_remote *r = rs[i];
+        int jr = rc < 0 ? rc : remote_await(r, true); /* on an early return, r is abandoned */
         if (jr < 0) {
             rc = jr;
-            tpc_remote_detach(rs[i]);
-        } else if (result < 0 && first == 0) {
-            first = result;
+            if (!r->released) /* a send failed: the rest were never waited for */
+                tpc_remote_detach(r);
+            continue;
         }
+        /* The reply came: r is ours to free, whether fn ran or the target could not start it. */
+        if (r->rc < 0 && err == 0)
+            err = r->rc;
+        else if (r->rc == 0 && r->result < 0 && first == 0)
+            first = r->result;
+        remote_free(r);
     }
     free(rs);
-    return rc < 0 ? rc : first;
+    return rc < 0 ? rc : err < 0 ? err : first;
 }
 
 int tpc_stats(int shard, tpc_shard_stats *out)
@@ -419,10 +425,14 @@ int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, void *arg, 
 {
     if (tpc__self)
         return -EPERM; /* a shard must not block its thread: use tpc_call_on */
-    if (!rt || !fn || shard < 0 || (unsigned)shard >= rt->nshards)
+    if (!rt || !fn || shard < 0)
         return -EINVAL;
-    if (atomic_load_explicit(&rt->stop, memory_order_acquire))
+    if (!tpc__runtime_enter(rt))
         return -ESHUTDOWN;
+    if ((unsigned)shard >= rt->nshards) {
+        tpc__runtime_leave(rt);
+        return -EINVAL;
+    }
     struct thread_call tc = {.fn = fn, .arg = arg};
     pthread_mutex_init(&tc.lock, NULL);
     pthread_cond_init(&tc.cond, NULL);
@@ -436,6 +446,7 @@ int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, void *arg, 
     }
     pthread_mutex_destroy(&tc.lock);
     pthread_cond_destroy(&tc.cond);
+    tpc__runtime_leave(rt);
     if (rc == 0 && result)
         *result = tc.result;
     return rc;

@@ -151,13 +151,12 @@ struct tpc__pending {
 };
 
 /* Something with unpublished updates (a cross-shard channel end): the shard calls fn once per
- * loop iteration, with the rings' batched publish (tpc__rings_flush). */
+ * loop iteration, with the rings' batched publish (tpc__rings_flush), and before it sends any
+ * message, so that no message overtakes the update. */
 struct tpc__flush {
     tpc_list node; /* in shard->flushq; self-linked when not queued */
     void (*fn)(struct tpc__flush *f);
 };
-
-static inline void tpc__flush_later(struct tpc__shard *s, struct tpc__flush *f);
 
 struct tpc__ring {
     /* The sending shard's line. */
@@ -285,6 +284,8 @@ struct tpc_runtime {
     tpc_fiber_fn main_fn;
     void *main_arg;
     _Atomic int stop;
+    _Atomic int foreign_calls;     /* tpc_call_from_thread calls under way (core/runtime.c) */
+    struct tpc_runtime *live_next; /* in the list of runtimes they may enter */
     int exit_status;
     bool signals; /* shard 0 turns `sigset` into a shutdown */
     sigset_t sigset;
@@ -299,6 +300,11 @@ struct tpc_runtime {
     int start_err;
     bool go;
 };
+
+/* A thread that is not a shard enters rt for a call (false: rt is stopping or gone) and leaves
+ * once the call is over; tpc_wait frees rt only after every such call has left. */
+bool tpc__runtime_enter(struct tpc_runtime *rt);
+void tpc__runtime_leave(struct tpc_runtime *rt);
 
 /* The shard running on this thread, or NULL. */
 extern __thread struct tpc__shard *tpc__self __attribute__((tls_model("initial-exec")));
@@ -322,6 +328,10 @@ void tpc__park_hard(struct tpc__wait *w);
 void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f);
 void tpc__fiber_cancel_all(struct tpc__shard *s);
 void tpc__fiber_free_all(struct tpc__shard *s);
+/* After the shard's thread has left: runs the callbacks queued on it (a message run by
+ * tpc__rings_afterlife may tpc_defer), true if any ran; frees its pooled callback records. */
+bool tpc__run_callbacks(struct tpc__shard *s);
+void tpc__callbacks_free(struct tpc__shard *s);
 int tpc__spawn_main(struct tpc__shard *s);
 
 /* Stacks. */
@@ -434,12 +444,6 @@ struct io_uring_sqe *tpc__sqe(struct tpc__shard *s);
  * completed anyway (nothing it did is lost). */
 int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *sqe);
 
-static inline void tpc__flush_later(struct tpc__shard *s, struct tpc__flush *f)
-{
-    if (tpc__list_empty(&f->node))
-        tpc__list_push(&s->flushq, &f->node);
-}
-
 #ifdef TPC_FAULT_INJECTION
 /* Tests only (meson -Dfault_injection=true): the next `count` operations with io_uring opcode
  * `op` submitted from this thread fail with -err (err > 0), or, for plain reads and writes, move
@@ -455,6 +459,8 @@ unsigned tpc__fault_hidden_features(void);
 /* After `skip` more successful calls, the next `count` calls of tpc__sqe() on this thread find
  * no free SQE, as when the kernel will not take the queued ones. */
 void tpc__fault_sqe(unsigned skip, unsigned count);
+/* The next `count` fiber spawns on this thread fail with -err (core/task.c). */
+void tpc__fault_spawn(int err, unsigned count);
 bool tpc__fault_no_sqe(void);
 #endif
 

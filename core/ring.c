@@ -186,6 +186,27 @@ static bool flush_pending(struct tpc__shard *s, unsigned to, struct tpc__ring *r
     }
 }
 
+/* Runs the flush queue: the updates it holds back (a cross-shard channel's index) are
+ * published before any message sent after them, so a shard that learns of a channel send
+ * through a message (a reply, say) and then closes the channel cannot close it ahead of the
+ * values. Each flush is unlinked before it runs; one may send (a channel's kick) and so run the
+ * rest of the queue itself. */
+static void run_flushq(struct tpc__shard *s)
+{
+    tpc_list *n;
+    while ((n = tpc__list_first(&s->flushq))) {
+        tpc__list_remove(n);
+        struct tpc__flush *f = tpc__container_of(n, struct tpc__flush, node);
+        f->fn(f);
+    }
+}
+
+static inline void flush_first(struct tpc__shard *s)
+{
+    if (TPC_UNLIKELY(!tpc__list_empty(&s->flushq)))
+        run_flushq(s);
+}
+
 /* The slow path of a send: the ring is full, or older messages wait. */
 static int send_wait(struct tpc__shard *s, unsigned to, struct tpc__ring *r, struct tpc__pending *p)
 {
@@ -208,6 +229,7 @@ static int send_wait(struct tpc__shard *s, unsigned to, struct tpc__ring *r, str
 
 int tpc__send(struct tpc__shard *s, unsigned to, tpc_callback_fn fn, void *arg)
 {
+    flush_first(s);
     struct tpc__ring *r = s->out[to];
     if (TPC_LIKELY(tpc__list_empty(&r->pending) && ring_room(r))) {
         ring_push(s, to, r, fn, arg);
@@ -219,6 +241,7 @@ int tpc__send(struct tpc__shard *s, unsigned to, tpc_callback_fn fn, void *arg)
 
 int tpc__send_msg(struct tpc__shard *s, unsigned to, struct tpc__pending *p)
 {
+    flush_first(s);
     struct tpc__ring *r = s->out[to];
     if (TPC_LIKELY(tpc__list_empty(&r->pending) && ring_room_n(r, p->n))) {
         ring_push_msg(s, to, r, p->m, p->n);
@@ -254,6 +277,7 @@ static void run_msg(struct tpc__shard *s, unsigned from, const struct tpc__slot 
 void tpc__send_reply(struct tpc__shard *s, unsigned to, const struct tpc__slot *m, unsigned n,
                      struct tpc__pending *spare)
 {
+    flush_first(s);
     if (to == s->id) {
         run_msg(s, to, m);
         return;
@@ -277,6 +301,7 @@ void tpc__send_reply(struct tpc__shard *s, unsigned to, const struct tpc__slot *
 
 void tpc__rings_flush(struct tpc__shard *s)
 {
+    run_flushq(s);
     for (unsigned i = 0; i < s->ndirty; i++) {
         unsigned to = s->dirty[i];
         struct tpc__ring *r = s->out[to];
@@ -285,12 +310,6 @@ void tpc__rings_flush(struct tpc__shard *s)
             ring_publish(s, to, r);
     }
     s->ndirty = 0;
-    tpc_list *n;
-    while ((n = tpc__list_first(&s->flushq))) {
-        tpc__list_remove(n);
-        struct tpc__flush *f = tpc__container_of(n, struct tpc__flush, node);
-        f->fn(f);
-    }
 }
 
 /* Frees slots up to `head` and, if the sender waits for room, rings its doorbell. */
@@ -341,15 +360,27 @@ static uint32_t ring_drain(struct tpc__shard *s, unsigned from, struct tpc__ring
 #define HOT_POLLS 64
 
 /* Something to do between this shard and shard j: messages from j, or pending messages to j
- * and room for them. */
-static inline bool pair_ready(struct tpc__shard *s, unsigned j)
+ * and room for the oldest of them (all its slots: a two-slot message does not fit in one free
+ * slot, and counting that as work would keep the shard looping without ever running a task).
+ * `order` is the loads' memory order: acquire to poll, sequentially consistent for the re-check
+ * after a doorbell is cleared (cool), which must not be reordered before the clearing. */
+static inline bool pair_ready_ordered(struct tpc__shard *s, unsigned j, memory_order order)
 {
     struct tpc__ring *in = s->in[j];
-    if (atomic_load_explicit(&in->tail, memory_order_acquire) !=
+    if (atomic_load_explicit(&in->tail, order) !=
         atomic_load_explicit(&in->head, memory_order_relaxed))
         return true;
     struct tpc__ring *o = s->out[j];
-    return !tpc__list_empty(&o->pending) && ring_room(o);
+    tpc_list *first = tpc__list_first(&o->pending);
+    if (!first)
+        return false;
+    unsigned n = tpc__container_of(first, struct tpc__pending, node)->n;
+    return o->ptail + n - 1 - atomic_load_explicit(&o->head, order) <= o->pmask;
+}
+
+static inline bool pair_ready(struct tpc__shard *s, unsigned j)
+{
+    return pair_ready_ordered(s, j, memory_order_acquire);
 }
 
 bool tpc__rings_ready(struct tpc__shard *s)
@@ -376,7 +407,7 @@ static bool cool(struct tpc__shard *s, unsigned j)
     uint64_t bit = (uint64_t)1 << (j % 64);
     atomic_fetch_and(&s->bell[j / 64], ~bit);
     s->in[j]->idle = 0;
-    if (!pair_ready(s, j))
+    if (!pair_ready_ordered(s, j, memory_order_seq_cst))
         return false;
     atomic_fetch_or(&s->bell[j / 64], bit);
     return true;
@@ -420,7 +451,8 @@ bool tpc__rings_poll(struct tpc__shard *s)
  * shutdown, or a send that checked the stop flag just before it was set). Once every shard
  * thread has been joined, this runs such messages on the runtime's thread, posing as their
  * shard in turn, until nothing moves: a sender that was told 0 is never lost, and no record
- * leaks. Spawning fails (-ESHUTDOWN) at this point, so only callbacks run. */
+ * leaks. Spawning fails (-ESHUTDOWN) at this point, so only callbacks run: the messages, and
+ * what they tpc_defer. */
 void tpc__rings_afterlife(struct tpc_runtime *rt)
 {
     bool moved = true;
@@ -432,8 +464,11 @@ void tpc__rings_afterlife(struct tpc_runtime *rt)
                 continue;
             tpc__self = s;
             moved |= tpc__rings_poll(s);
+            moved |= tpc__run_callbacks(s);
             tpc__rings_flush(s);
             tpc__self = NULL;
         }
     }
+    for (unsigned i = 0; i < rt->nshards; i++)
+        tpc__callbacks_free(&rt->shards[i]);
 }

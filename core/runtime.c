@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include "internal.h"
 
@@ -121,9 +122,61 @@ static int check_config(const tpc_config *c)
     return 0;
 }
 
+/* Runtimes that threads which are not shards may still enter (tpc_call_from_thread). A foreign
+ * thread's call may be under way while the thread that started the runtime is in tpc_wait, and
+ * the call touches the shard (its inbox, its eventfd) after the message that lets the runtime
+ * finish is visible. So a call enters under this lock, only while its runtime is listed and
+ * not stopping, and is counted until it returns; tpc_wait, after joining the shards, unlists
+ * the runtime and waits for the count to fall to zero before it frees anything. Every call
+ * counted completes without the shards: its message either ran, or found the inbox closed. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tpc_runtime *live;
+
+static void live_add(struct tpc_runtime *rt)
+{
+    pthread_mutex_lock(&live_lock);
+    rt->live_next = live;
+    live = rt;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void live_remove(struct tpc_runtime *rt)
+{
+    pthread_mutex_lock(&live_lock);
+    for (struct tpc_runtime **p = &live; *p; p = &(*p)->live_next)
+        if (*p == rt) {
+            *p = rt->live_next;
+            break;
+        }
+    pthread_mutex_unlock(&live_lock);
+    while (atomic_load(&rt->foreign_calls))
+        sched_yield();
+}
+
+bool tpc__runtime_enter(struct tpc_runtime *rt)
+{
+    bool ok = false;
+    pthread_mutex_lock(&live_lock);
+    for (struct tpc_runtime *r = live; r; r = r->live_next)
+        if (r == rt) {
+            ok = !atomic_load_explicit(&rt->stop, memory_order_acquire);
+            if (ok)
+                atomic_fetch_add(&rt->foreign_calls, 1);
+            break;
+        }
+    pthread_mutex_unlock(&live_lock);
+    return ok;
+}
+
+void tpc__runtime_leave(struct tpc_runtime *rt)
+{
+    atomic_fetch_sub(&rt->foreign_calls, 1);
+}
+
 /* Frees what tpc_start built once every shard thread it created has been joined. */
 static void runtime_free(struct tpc_runtime *rt)
 {
+    live_remove(rt);
     tpc__rings_afterlife(rt);
     tpc__pool_fini(rt);
     for (unsigned i = 0; i < rt->nshards; i++) {
@@ -315,6 +368,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         runtime_free(rt);
         return rc;
     }
+    live_add(rt);
     *out = rt;
     return 0;
 }

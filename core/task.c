@@ -279,6 +279,17 @@ void tpc__wake(struct tpc__wait *w, int result)
 
 /* ---- Public task API. ---- */
 
+#ifdef TPC_FAULT_INJECTION
+static __thread int spawn_fault_err;
+static __thread unsigned spawn_fault_count;
+
+void tpc__fault_spawn(int err, unsigned count)
+{
+    spawn_fault_err = err;
+    spawn_fault_count = count;
+}
+#endif
+
 int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg)
 {
     struct tpc__shard *s = tpc__self;
@@ -288,6 +299,12 @@ int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
         return -EINVAL;
     if (s->stopping)
         return -ESHUTDOWN;
+#ifdef TPC_FAULT_INJECTION
+    if (spawn_fault_count) {
+        spawn_fault_count--;
+        return -spawn_fault_err;
+    }
+#endif
     size_t size = s->rt->stack_size;
     if (opts && opts->stack_size) {
         if (opts->stack_size < TPC_MIN_STACK || opts->stack_size > TPC_MAX_STACK)
@@ -496,9 +513,28 @@ void tpc__fiber_free_all(struct tpc__shard *s)
         free(f);
     }
     s->nfree_fibers = 0;
+    tpc__callbacks_free(s);
+}
+
+void tpc__callbacks_free(struct tpc__shard *s)
+{
     while (s->cb_free) {
         struct tpc__callback *cb = s->cb_free;
         s->cb_free = (struct tpc__callback *)cb->task.qnode.next;
         free(cb);
     }
+}
+
+bool tpc__run_callbacks(struct tpc__shard *s)
+{
+    bool ran = false;
+    struct tpc__task *t;
+    while ((t = (struct tpc__task *)tpc__queue_pop(&s->runq))) {
+        t->queued = 0;
+        if (t->kind == TPC__TASK_CALLBACK) { /* no fiber is left to be queued here */
+            tpc__run_callback(s, (struct tpc__callback *)t);
+            ran = true;
+        }
+    }
+    return ran;
 }

@@ -109,14 +109,41 @@ static void publish_head(struct tpc_xchan *c)
     publish(c, &c->head, &c->head_pub, c->chead, TX);
 }
 
+/* An end's publish left for its shard's next loop turn. The queued flush holds a reference: an
+ * end may be released from another shard, and the channel freed, before that turn comes. */
+static void flush_later(struct tpc_xchan *c, struct tpc__flush *f)
+{
+    if (tpc__list_empty(&f->node)) {
+        atomic_fetch_add(&c->refs, 1);
+        tpc__list_push(&tpc__self->flushq, &f->node);
+    }
+}
+
 static void flush_tx(struct tpc__flush *f)
 {
-    publish_tail(tpc__container_of(f, struct tpc_xchan, tx_flush));
+    struct tpc_xchan *c = tpc__container_of(f, struct tpc_xchan, tx_flush);
+    publish_tail(c);
+    unref(c);
 }
 
 static void flush_rx(struct tpc__flush *f)
 {
-    publish_head(tpc__container_of(f, struct tpc_xchan, rx_flush));
+    struct tpc_xchan *c = tpc__container_of(f, struct tpc_xchan, rx_flush);
+    publish_head(c);
+    unref(c);
+}
+
+/* Publishes now what the caller's shard holds back for the end(s) bound to it: before a close,
+ * so that values sent before it are visible to a receiver that sees the close. */
+static void flush_own(struct tpc_xchan *c)
+{
+    int me = (int)tpc__self->id;
+    struct tpc__flush *f[2] = {&c->tx_flush, &c->rx_flush};
+    for (int side = 0; side < 2; side++)
+        if (atomic_load(&c->shard[side]) == me && !tpc__list_empty(&f[side]->node)) {
+            tpc__list_remove(&f[side]->node);
+            f[side]->fn(f[side]); /* publishes and drops the flush's reference */
+        }
 }
 
 int tpc_xchan_create(tpc_xchan **out, size_t capacity)
@@ -198,7 +225,7 @@ int tpc_xchan_send(tpc_xchan *c, void *value)
     if (c->ptail - c->tail_pub >= c->batch)
         publish_tail(c);
     else
-        tpc__flush_later(tpc__self, &c->tx_flush);
+        flush_later(c, &c->tx_flush);
     return 0;
 }
 
@@ -228,7 +255,7 @@ int tpc_xchan_recv(tpc_xchan *c, void **value)
     if (c->chead - c->head_pub >= c->batch)
         publish_head(c);
     else
-        tpc__flush_later(tpc__self, &c->rx_flush);
+        flush_later(c, &c->rx_flush);
     return 0;
 }
 
@@ -238,6 +265,9 @@ int tpc_xchan_close(tpc_xchan *c)
         return -EPERM;
     if (!c)
         return -EINVAL;
+    if (c->rt != tpc__self->rt)
+        return -EXDEV;
+    flush_own(c);
     if (atomic_exchange(&c->closed, 1))
         return 0;
     for (int side = 0; side < 2; side++)
@@ -251,16 +281,6 @@ int tpc_xchan_release(tpc_xchan *c)
     int rc = tpc_xchan_close(c);
     if (rc < 0)
         return rc;
-    /* Publish this shard's pending updates now: the channel may be freed before its turn. */
-    int me = (int)tpc__self->id;
-    if (atomic_load(&c->shard[TX]) == me && !tpc__list_empty(&c->tx_flush.node)) {
-        tpc__list_remove(&c->tx_flush.node);
-        publish_tail(c);
-    }
-    if (atomic_load(&c->shard[RX]) == me && !tpc__list_empty(&c->rx_flush.node)) {
-        tpc__list_remove(&c->rx_flush.node);
-        publish_head(c);
-    }
     unref(c);
     return 0;
 }

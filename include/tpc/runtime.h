@@ -204,7 +204,8 @@ TPC_EXTERN int tpc_on_all(tpc_call_fn fn, void *arg);
  * blocks this thread until it has returned, storing its result in *result (if not NULL).
  * Returns 0, -EINVAL (NULL rt or fn, bad shard), -ENOMEM, -ESHUTDOWN (the runtime is stopping:
  * fn did not run), -EPERM from inside a shard (a shard must never block: use tpc_call_on).
- * rt must not have been passed to tpc_wait yet. */
+ * It may be called until tpc_wait(rt) has returned: a call made while the runtime stops returns
+ * -ESHUTDOWN or completes, and tpc_wait waits for calls under way before it frees rt. */
 TPC_EXTERN int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, void *arg,
                                     int *result);
 
