@@ -268,6 +268,7 @@ struct tpc__shard {
     /* Written by other threads. */
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;
     _Atomic int sleeping;
+    _Atomic int left; /* has left its loop: what is sent to it now runs in the afterlife */
     unsigned nbell;
     _Atomic uint64_t *bell; /* bit j: something happened on a ring between this shard and j */
 };
@@ -480,7 +481,10 @@ void tpc__send_reply(struct tpc__shard *s, unsigned to, const struct tpc__slot *
 bool tpc__rings_poll(struct tpc__shard *s);       /* drains what the doorbells show; true: work */
 void tpc__rings_flush(struct tpc__shard *s);      /* publishes every out ring with new messages */
 bool tpc__rings_rung(const struct tpc__shard *s); /* a doorbell is set */
-bool tpc__rings_ready(struct tpc__shard *s);      /* a ring with a doorbell set has work */
+/* Messages wait for room in a ring to a shard that is still in its loop: a stopping shard
+ * stays until they went (a reply among them may be what that shard waits for). */
+bool tpc__rings_owe(struct tpc__shard *s);
+bool tpc__rings_ready(struct tpc__shard *s); /* a ring with a doorbell set has work */
 /* Clears every doorbell (before sleeping); true if a ring turned out to have work. */
 bool tpc__rings_cool(struct tpc__shard *s);
 /* Ends the run phase early when a doorbell rang, checked every 8 tasks: messages (replies

@@ -392,6 +392,16 @@ bool tpc__rings_ready(struct tpc__shard *s)
     return false;
 }
 
+bool tpc__rings_owe(struct tpc__shard *s)
+{
+    struct tpc_runtime *rt = s->rt;
+    for (unsigned j = 0; j < rt->nshards; j++)
+        if (j != s->id && !tpc__list_empty(&s->out[j]->pending) &&
+            !atomic_load_explicit(&rt->shards[j].left, memory_order_acquire))
+            return true;
+    return false;
+}
+
 bool tpc__rings_rung(const struct tpc__shard *s)
 {
     for (unsigned w = 0; w < s->nbell; w++)

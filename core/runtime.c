@@ -342,6 +342,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         tpc__list_init(&s->flushq);
         atomic_init(&s->inbox, NULL);
         atomic_init(&s->sleeping, 0);
+        atomic_init(&s->left, 0);
     }
     free(places);
 

@@ -524,7 +524,7 @@ void tpc__shard_loop(struct tpc__shard *s)
                 tpc__fiber_cancel_all(s);
             }
             if (s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox) &&
-                !tpc__rings_ready(s))
+                !tpc__rings_ready(s) && !tpc__rings_owe(s))
                 break;
         }
         /* One kernel entry per loop where possible. New SQEs go in now only if the loop will
@@ -600,4 +600,9 @@ void tpc__shard_loop(struct tpc__shard *s)
         tpc__rings_poll(s);
     }
     tpc__rings_flush(s);
+    /* Shards that still owe this one messages stop waiting for room (tpc__rings_owe). */
+    atomic_store(&s->left, 1);
+    for (unsigned i = 0; i < s->rt->nshards; i++)
+        if (i != s->id)
+            tpc__shard_wake(&s->rt->shards[i]);
 }
