@@ -195,8 +195,9 @@ typedef int (*tpc_call_fn)(void *arg);
 TPC_EXTERN int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result);
 
 /* Runs fn(arg) on every shard (the caller's too, in a fiber of its own) and suspends until all
- * have returned. Returns 0 if every fn returned >= 0, else the first negative value returned
- * (in shard order); or an error as tpc_call_on. */
+ * have returned, also when a shard could not start fn. Returns 0 if every fn returned >= 0;
+ * else the error of the first shard that could not start fn (-ENOMEM, -ESHUTDOWN); else the
+ * first negative value fn returned (in shard order); or an error as tpc_call_on. */
 TPC_EXTERN int tpc_on_all(tpc_call_fn fn, void *arg);
 
 /* From a thread that is not a shard of any runtime (the thread that called tpc_start, a helper

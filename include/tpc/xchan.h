@@ -11,7 +11,9 @@
  * (receiving) shard may send (receive) at once.
  *
  * Lifetime: the channel has two ends, each released once with tpc_xchan_release() (which also
- * closes it) when no fiber of that end uses it any more; the last release frees it. */
+ * closes it) when no fiber of that end uses it any more; the last release frees it. Releases
+ * and closes may come from any shard of the runtime. Values sent before a close (on any shard
+ * that knew of the sends) are still received. */
 #ifndef TPC_XCHAN_H
 #define TPC_XCHAN_H
 
@@ -35,7 +37,8 @@ TPC_EXTERN int tpc_xchan_send(tpc_xchan *c, void *value);
 TPC_EXTERN int tpc_xchan_recv(tpc_xchan *c, void **value);
 
 /* Closes the channel (from any shard; again: no effect). Waiting senders return -EPIPE, and
- * receivers do once the channel is empty. Returns 0, -EINVAL, -EPERM outside a shard. */
+ * receivers do once the channel is empty. Returns 0, -EINVAL, -EXDEV for a channel of another
+ * runtime, -EPERM outside a shard. */
 TPC_EXTERN int tpc_xchan_close(tpc_xchan *c);
 
 /* Closes the channel and drops one end; the second call frees it. Returns 0, -EINVAL, -EPERM
