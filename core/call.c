@@ -255,7 +255,7 @@ static int remote_await(struct tpc_remote *r, bool abandon)
 
 int tpc_remote_join(tpc_remote *r, int *result)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_FIBER(); /* a result that came home can be joined by a cancelled caller too */
     if (!r || r->joiner)
         return -EINVAL;
     if (r->origin != tpc__self)
@@ -299,7 +299,7 @@ static int remote_wait(int shard, tpc_fiber_fn fn, void *arg, struct tpc_remote 
 
 int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     int rc = check_shard(shard);
     if (rc < 0)
         return rc;
@@ -320,7 +320,7 @@ int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result)
 
 int tpc_on_all(tpc_call_fn fn, void *arg)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     int rc = check_shard(0);
     if (rc < 0)
         return rc;
@@ -358,7 +358,7 @@ int tpc_on_all(tpc_call_fn fn, void *arg)
 
 int tpc_stats(int shard, tpc_shard_stats *out)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     int rc = check_shard(shard);
     if (rc < 0)
         return rc;

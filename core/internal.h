@@ -370,7 +370,7 @@ void tpc__pool_fini(struct tpc_runtime *rt); /* after the shards stopped: joins 
 
 /* Checks the caller, then hands a free SQE to the caller's preparation. */
 #define TPC__IO_BEGIN(sqe)                                                                         \
-    TPC__CHECK_FIBER();                                                                            \
+    TPC__CHECK_SUSPEND();                                                                          \
     struct tpc__shard *s_ = tpc__self;                                                             \
     struct io_uring_sqe *sqe = tpc__sqe(s_);                                                       \
     if (!sqe)                                                                                      \
@@ -534,6 +534,23 @@ int tpc__place_on(hwloc_topology_t t, const cpu_set_t *want, int policy, struct 
     do {                                                                                           \
         if (TPC_UNLIKELY(!tpc__self || !tpc__self->current))                                       \
             return -EPERM;                                                                         \
+    } while (0)
+
+/* -ECANCELED if fiber f is cancelled, -ETIMEDOUT if its deadline has passed, else 0. */
+int tpc__fiber_stopped(tpc_fiber *f);
+
+/* The check every call that may suspend makes first: outside a fiber -EPERM; in a cancelled
+ * fiber, or one past its deadline, it fails at once, having done nothing, whether or not it
+ * would have had to wait. */
+#define TPC__CHECK_SUSPEND()                                                                       \
+    do {                                                                                           \
+        TPC__CHECK_FIBER();                                                                        \
+        tpc_fiber *f_ = tpc__self->current;                                                        \
+        if (TPC_UNLIKELY(f_->cancelled || f_->deadline)) {                                         \
+            int e_ = tpc__fiber_stopped(f_);                                                       \
+            if (e_)                                                                                \
+                return e_;                                                                         \
+        }                                                                                          \
     } while (0)
 
 #endif

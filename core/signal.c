@@ -33,7 +33,7 @@ static int block_here(void *arg)
 
 int tpc_signal_wait(const sigset_t *set, int *signo)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     struct tpc__shard *s = tpc__self;
     struct tpc_runtime *rt = s->rt;
     if (!set)

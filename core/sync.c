@@ -60,6 +60,8 @@ int tpc_mutex_trylock(tpc_mutex *m)
 
 int tpc_mutex_lock(tpc_mutex *m)
 {
+    TPC__CHECK_SHARD(m);
+    TPC__CHECK_SUSPEND();
     int rc = tpc_mutex_trylock(m);
     if (rc != -EBUSY)
         return rc;
@@ -107,7 +109,7 @@ int tpc_sem_tryacquire(tpc_sem *s)
 int tpc_sem_acquire(tpc_sem *s)
 {
     TPC__CHECK_SHARD(s);
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (tpc_sem_tryacquire(s) == 0)
         return 0;
     struct tpc__wait w;
@@ -167,7 +169,7 @@ int tpc_event_reset(tpc_event *e)
 int tpc_event_wait(tpc_event *e)
 {
     TPC__CHECK_SHARD(e);
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (e->set)
         return 0;
     struct tpc__wait w;
@@ -213,7 +215,7 @@ int tpc_wg_done(tpc_waitgroup *wg)
 int tpc_wg_wait(tpc_waitgroup *wg)
 {
     TPC__CHECK_SHARD(wg);
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (wg->count == 0)
         return 0;
     struct tpc__wait w;
@@ -265,7 +267,7 @@ int tpc_chan_trysend(tpc_chan *c, void *value)
 int tpc_chan_send(tpc_chan *c, void *value)
 {
     TPC__CHECK_SHARD(c);
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     int rc = tpc_chan_trysend(c, value);
     if (rc != -EAGAIN)
         return rc;
@@ -301,7 +303,7 @@ int tpc_chan_tryrecv(tpc_chan *c, void **out)
 int tpc_chan_recv(tpc_chan *c, void **out)
 {
     TPC__CHECK_SHARD(c);
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     int rc = tpc_chan_tryrecv(c, out);
     if (rc != -EAGAIN)
         return rc;

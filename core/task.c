@@ -371,20 +371,29 @@ int tpc_join(tpc_fiber *f, int *result)
         return -EDEADLK;
     if (f->detached || f->joined)
         return -EINVAL;
+    int rc = 0;
     if (f->state != TPC__F_DONE) {
         struct tpc__wait w;
         f->joined = true;
         f->joiner = &w;
-        int rc = tpc__park(NULL, &w);
+        rc = tpc__park(NULL, &w); /* at once when the caller is cancelled or past its deadline */
+        if (rc < 0) {
+            /* The caller may not wait any longer, but the child must not outlive what the
+             * caller lent it (its stack, a descriptor): cancel it and wait for its end. */
+            f->joiner = NULL;
+            tpc_cancel(f);
+            while (f->state != TPC__F_DONE) {
+                f->joiner = &w;
+                tpc__park_hard(&w);
+            }
+        }
         f->joined = false;
         f->joiner = NULL;
-        if (rc < 0)
-            return rc;
     }
     if (result)
         *result = f->result;
     fiber_free(s, f);
-    return 0;
+    return rc;
 }
 
 int tpc_detach(tpc_fiber *f)
@@ -418,6 +427,15 @@ int tpc_cancel(tpc_fiber *f)
     f->cancelled = true;
     if (f->state == TPC__F_WAITING && f->wait && !f->wait->hard)
         tpc__wake(f->wait, -ECANCELED);
+    return 0;
+}
+
+int tpc__fiber_stopped(tpc_fiber *f)
+{
+    if (f->cancelled)
+        return -ECANCELED;
+    if (f->deadline && f->deadline <= tpc_now())
+        return -ETIMEDOUT;
     return 0;
 }
 

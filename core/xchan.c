@@ -187,7 +187,7 @@ int tpc_xchan_create(tpc_xchan **out, size_t capacity)
 /* Checks the caller and binds the channel's end `side` to its shard on first use. */
 static int enter(struct tpc_xchan *c, int side)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (!c)
         return -EINVAL;
     struct tpc__shard *s = tpc__self;

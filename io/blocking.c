@@ -198,7 +198,7 @@ static bool unqueue(struct tpc__pool *p, struct job *j)
 
 int tpc_blocking(tpc_blocking_fn fn, void *arg, long *result)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (!fn)
         return -EINVAL;
     struct tpc__shard *s = tpc__self;

@@ -27,11 +27,13 @@ int tpc_open(const char *path, int flags, mode_t mode)
     return tpc_openat(AT_FDCWD, path, flags, mode);
 }
 
+/* A plain close(2): clean-up must work from anywhere, at once (a cancelled fiber, a callback,
+ * a timer), and closing a socket or a file without O_SYNC data does not wait. */
 int tpc_close(int fd)
 {
-    TPC__IO_BEGIN(sqe);
-    io_uring_prep_close(sqe, fd);
-    return TPC__IO_END(sqe);
+    if (fd < 0)
+        return -EBADF;
+    return close(fd) == 0 || errno == EINTR ? 0 : -errno; /* Linux frees fd even on EINTR */
 }
 
 static ssize_t rw(int fd, void *buf, size_t len, int64_t offset, bool writing)
@@ -157,7 +159,7 @@ static long ftruncate_blocking(void *arg)
 
 int tpc_ftruncate(int fd, int64_t len)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (len < 0)
         return -EINVAL;
     struct tpc__shard *s = tpc__self;
@@ -321,7 +323,7 @@ static bool in_fixed(struct tpc__shard *s, const void *buf, size_t len, unsigned
 
 static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned index, bool writing)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     struct tpc__shard *s = tpc__self;
     if (offset < -1 || !in_fixed(s, buf, len, index))
         return -EINVAL;

@@ -153,7 +153,7 @@ int tpc_acceptor_open(int fd, tpc_acceptor **out)
 
 int tpc_acceptor_next(tpc_acceptor *a)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (!a)
         return -EINVAL;
     if (a->shard != tpc__self)

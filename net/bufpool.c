@@ -269,7 +269,7 @@ int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out)
 
 ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (!rx || !b)
         return -EINVAL;
     tpc_bufpool *p = rx->pool;

@@ -49,7 +49,7 @@ static int eai_errno(int eai, int err)
 
 int tpc_resolve(const char *host, const char *port, int family, tpc_addr *out, unsigned max)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (!host || !*host || !port || !*port || !out || max == 0 ||
         (family != AF_UNSPEC && family != AF_INET && family != AF_INET6))
         return -EINVAL;

@@ -181,7 +181,7 @@ int tpc_accept(int fd, tpc_addr *peer)
 
 int tpc_connect(const tpc_addr *a)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (!valid(a))
         return -EINVAL;
     int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -317,13 +317,12 @@ ssize_t tpc_recvv(int fd, const struct iovec *iov, int iovcnt)
     return vec_io(fd, iov, iovcnt, false);
 }
 
+/* A plain shutdown(2), which never blocks: clean-up works in any state, from anywhere. */
 int tpc_sock_shutdown(int fd, int how)
 {
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
         return -EINVAL;
-    TPC__IO_BEGIN(sqe);
-    io_uring_prep_shutdown(sqe, fd, how);
-    return TPC__IO_END(sqe);
+    return shutdown(fd, how) == 0 ? 0 : -errno;
 }
 
 static int setopt(int fd, int level, int name, int v)

@@ -66,7 +66,7 @@ static int drain(int p[2], int fd_out, size_t n, size_t *moved)
 
 ssize_t tpc_forward(int from, int to, size_t len)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (from < 0 || to < 0)
         return -EBADF;
     if (len == 0)
@@ -98,7 +98,7 @@ ssize_t tpc_forward(int from, int to, size_t len)
 
 ssize_t tpc_sendfile(int sock, int file, int64_t *offset, size_t len)
 {
-    TPC__CHECK_FIBER();
+    TPC__CHECK_SUSPEND();
     if (sock < 0 || file < 0)
         return -EBADF;
     if (offset && *offset < 0)

@@ -176,8 +176,7 @@ static int canceller(void *arg)
         }
         tpc_sleep((int64_t)(rnd_next(&w->rng) % 300000));
         tpc_cancel(f);
-        if (tpc_join(f, NULL) < 0) /* this fiber is cancelled too (shutdown): let it go */
-            tpc_detach(f);
+        tpc_join(f, NULL);
     }
     free(w);
     return 0;
@@ -230,8 +229,7 @@ static int blocking_driver(void *arg)
         for (int k = 0; k < n; k++) {
             if (rnd_next(&w->rng) & 1)
                 tpc_cancel(f[k]);
-            while (tpc_join(f[k], NULL) < 0) /* jobs lives here: wait for every blocker */
-                tpc_yield();
+            tpc_join(f[k], NULL); /* waits for it even when this fiber is cancelled */
         }
         if (n < N)
             break;

@@ -24,6 +24,8 @@
 /* openat(2): dirfd is AT_FDCWD or a directory descriptor. Returns the new descriptor. */
 TPC_EXTERN int tpc_openat(int dirfd, const char *path, int flags, mode_t mode);
 TPC_EXTERN int tpc_open(const char *path, int flags, mode_t mode);
+/* close(2), at once and from anywhere (a cancelled fiber, a callback, a timer, any thread):
+ * clean-up never waits and never fails for the caller's state. Returns 0 or -EBADF. */
 TPC_EXTERN int tpc_close(int fd);
 
 /* One read or write, which may be short; returns the count (0 at end of file). */

@@ -77,7 +77,8 @@ TPC_EXTERN int tpc_dgram(const tpc_addr *a);
 TPC_EXTERN ssize_t tpc_sendto(int fd, const void *buf, size_t len, const tpc_addr *to);
 TPC_EXTERN ssize_t tpc_recvfrom(int fd, void *buf, size_t len, tpc_addr *from);
 
-/* shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. */
+/* shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. Never suspends: it works at once from anywhere,
+ * in a cancelled fiber or past a deadline too. Returns 0, -EINVAL, or the kernel's error. */
 TPC_EXTERN int tpc_sock_shutdown(int fd, int how);
 
 /* Scatter/gather: one sendmsg or recvmsg over iovcnt buffers (at most IOV_MAX, together at

@@ -171,8 +171,9 @@ TPC_EXTERN int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *o
 
 /* Suspends until the remote fiber has returned, stores its return value in *result (if not
  * NULL), frees the handle and returns 0; or the target's spawn error (the handle is freed).
- * Returns -ECANCELED / -ETIMEDOUT if the caller is cancelled or its deadline passes (the handle
- * stays joinable; the remote fiber is not cancelled), -EINVAL for NULL or a handle that already
+ * Returns -ECANCELED / -ETIMEDOUT if the caller is cancelled or its deadline passes before the
+ * result came home (the handle stays joinable; the remote fiber is not cancelled); a result
+ * that has come home is joined in any case, -EINVAL for NULL or a handle that already
  * has a joiner, -EXDEV from another shard than the spawner's, -EPERM outside a fiber. */
 TPC_EXTERN int tpc_remote_join(tpc_remote *r, int *result);
 

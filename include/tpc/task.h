@@ -34,9 +34,12 @@ TPC_EXTERN int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_f
                               void *arg);
 
 /* Suspends until fiber f has returned, stores its return value in *result (if not NULL), frees
- * f and returns 0. Returns -ECANCELED if the caller is cancelled (f stays joinable), -EINVAL
- * for a detached fiber or one that already has a joiner, -EDEADLK when f is the caller,
- * -EXDEV when f belongs to another shard, -EPERM outside a fiber. */
+ * f and returns 0. Structured: if the caller is cancelled or its deadline passes (before or
+ * while it waits), f is cancelled and still waited for, so that no child outlives what its
+ * parent lent it; then f is joined all the same (*result set, f freed) and the call returns
+ * -ECANCELED / -ETIMEDOUT. Returns -EINVAL for a detached fiber or one that already has a
+ * joiner (f untouched), -EDEADLK when f is the caller, -EXDEV when f belongs to another shard,
+ * -EPERM outside a fiber. */
 TPC_EXTERN int tpc_join(tpc_fiber *f, int *result);
 
 /* Lets f free itself when it returns. Returns 0, -EINVAL if already detached or being joined,
