@@ -115,6 +115,19 @@ if [[ " ${configs[*]} " == *" release "* ]]; then
         build/readme-example | grep -q "fibers done"; then
         summary+=("install: 1 passed")
         install_pass=1
+        # The installed headers compile in every ISO C mode, pedantic, with both compilers.
+        for std in c99 c11 c17 c2x; do
+            for compiler in gcc clang; do
+                if $compiler -std=$std -Wall -Wextra -pedantic -Werror -fsyntax-only \
+                    build/readme-example.c $flags >>build/install.log 2>&1; then
+                    install_pass=$((install_pass + 1))
+                else
+                    echo "== headers: $compiler -std=$std failed"
+                    fail_setup=$((fail_setup + 1))
+                fi
+            done
+        done
+        summary+=("headers: $((install_pass - 1)) of 8 language modes passed")
     else
         cat build/install.log
         summary+=("install: FAILED")

@@ -4,6 +4,7 @@
  * sends, the loop's kernel entries per request-reply, and wake-up coalescing. */
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -325,24 +326,51 @@ static void test_coalesce(void **state)
     run_config(&c, coalesce_idle_main, NULL);
 }
 
+/* What the system's own getaddrinfo says for host and port: the number of stream addresses,
+ * or -1 when it fails. A minimal system (a container image, debootstrap's minbase) may have no
+ * localhost entry in /etc/hosts and no /etc/services: the test follows the system instead of
+ * assuming a full install. */
+static int system_resolve(const char *host, const char *port, int family)
+{
+    struct addrinfo hints = {.ai_family = family, .ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return -1;
+    int n = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        n++;
+    freeaddrinfo(res);
+    return n;
+}
+
 static int resolve_main(void *arg)
 {
     (void)arg;
     tpc_addr out[8];
-    int n = tpc_resolve("localhost", "80", AF_UNSPEC, out, 8);
-    CHECK(n >= 1);
-    for (int i = 0; i < n; i++) {
-        char text[64];
-        CHECK(tpc_addr_format(&out[i], text, sizeof(text)) > 0);
-        CHECK(!strcmp(text, "127.0.0.1:80") || !strcmp(text, "[::1]:80"));
+    int n = tpc_resolve("localhost", "80", AF_UNSPEC, out, 8),
+        sys = system_resolve("localhost", "80", AF_UNSPEC);
+    if (sys < 0) { /* no such name, or no name server to ask */
+        CHECK(n == -ENOENT || n == -EAGAIN);
+    } else {
+        CHECK_EQ(n, sys < 8 ? sys : 8);
+        for (int i = 0; i < n; i++) {
+            char text[64];
+            CHECK(tpc_addr_format(&out[i], text, sizeof(text)) > 0);
+            CHECK(!strcmp(text, "127.0.0.1:80") || !strcmp(text, "[::1]:80"));
+        }
+        CHECK_EQ(tpc_resolve("localhost", "80", AF_INET, out, 1), 1); /* at most max */
     }
-    CHECK_EQ(tpc_resolve("127.0.0.1", "http", AF_INET, out, 8), 1);
-    CHECK_EQ(ntohs(out[0].in4.sin_port), 80);
-    CHECK_EQ(tpc_resolve("localhost", "80", AF_INET, out, 1), 1); /* at most max */
-    CHECK_EQ(tpc_resolve("localhost", "no-such-service-tpc", AF_UNSPEC, out, 8), -EINVAL);
+    if (system_resolve("127.0.0.1", "http", AF_INET) == 1) { /* /etc/services is there */
+        CHECK_EQ(tpc_resolve("127.0.0.1", "http", AF_INET, out, 8), 1);
+        CHECK_EQ(ntohs(out[0].in4.sin_port), 80);
+    } else {
+        CHECK_EQ(tpc_resolve("127.0.0.1", "http", AF_INET, out, 8), -EINVAL);
+    }
+    CHECK_EQ(tpc_resolve("127.0.0.1", "8080", AF_INET, out, 8), 1); /* needs no file */
+    CHECK_EQ(ntohs(out[0].in4.sin_port), 8080);
+    CHECK_EQ(tpc_resolve("127.0.0.1", "no-such-service-tpc", AF_UNSPEC, out, 8), -EINVAL);
     CHECK_EQ(tpc_resolve("", "80", AF_UNSPEC, out, 8), -EINVAL);
-    CHECK_EQ(tpc_resolve("localhost", "80", AF_UNIX, out, 8), -EINVAL);
-    CHECK_EQ(tpc_resolve("localhost", "80", AF_UNSPEC, out, 0), -EINVAL);
+    CHECK_EQ(tpc_resolve("127.0.0.1", "80", AF_UNIX, out, 8), -EINVAL);
+    CHECK_EQ(tpc_resolve("127.0.0.1", "80", AF_UNSPEC, out, 0), -EINVAL);
     CHECK_EQ(tpc_resolve("127.0.0.1", "80", AF_INET6, out, 8), -ENOENT);
     return 0;
 }

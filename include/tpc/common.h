@@ -11,6 +11,14 @@
 #define TPC_EXTERN
 #endif
 
+/* Marks what strict ISO C modes would warn about but every supported compiler takes (an
+ * anonymous union before C11). */
+#if defined(__GNUC__)
+#define TPC_EXTENSION __extension__
+#else
+#define TPC_EXTENSION
+#endif
+
 /* A fiber: a task with its own stack. Opaque; owned by the runtime. */
 typedef struct tpc_fiber tpc_fiber;
 

@@ -18,7 +18,7 @@
 /* An IPv4, IPv6 or Unix socket address. */
 typedef struct tpc_addr {
     socklen_t len;
-    union {
+    TPC_EXTENSION union { /* anonymous: standard from C11; also accepted in C99 */
         struct sockaddr sa;
         struct sockaddr_in in4;
         struct sockaddr_in6 in6;

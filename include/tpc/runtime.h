@@ -3,6 +3,7 @@
 #define TPC_RUNTIME_H
 
 #include <signal.h>
+#include <sys/select.h> /* sigset_t in strict ISO C modes (POSIX puts it there too) */
 #include <stdbool.h>
 #include <stdio.h>
 #include "common.h"
