@@ -229,6 +229,7 @@ struct tpc__shard {
     unsigned nfree_bgids, cap_free_bgids;
     unsigned npipes; /* cached empty pipes (net/splice.c) */
     int pipes[TPC__PIPE_CACHE][2];
+    char *fwd_scratch; /* tpc_forward's read buffer, never held across a suspension */
     struct iovec *fixed; /* registered buffers (io/file.c) */
     unsigned nfixed, fixed_inflight;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */

@@ -1,9 +1,12 @@
-/* Zero-copy transfers (include/tpc/net.h): splice, socket-to-socket forwarding and file-to-socket
- * sends, through a pipe the kernel moves pages into and out of. Each transfer takes a pipe from
- * a small per-shard cache and returns it empty; a pipe left holding data after an error is
- * closed instead, so no fiber ever sees another's bytes. */
+/* Transfers (include/tpc/net.h): splice, forwarding one direction of a proxied connection, and
+ * file-to-socket sends through a pipe the kernel moves pages into and out of. Each transfer takes a
+ * pipe from a small per-shard cache and returns it empty; a pipe left holding data after an error
+ * is closed instead, so no fiber ever sees another's bytes. */
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include "core/internal.h"
 
@@ -45,6 +48,8 @@ static void pipe_put(struct tpc__shard *s, int p[2], bool empty)
 
 void tpc__pipes_fini(struct tpc__shard *s)
 {
+    free(s->fwd_scratch);
+    s->fwd_scratch = NULL;
     while (s->npipes) {
         s->npipes--;
         close(s->pipes[s->npipes][0]);
@@ -64,36 +69,105 @@ static int drain(int p[2], int fd_out, size_t n, size_t *moved)
     return 0;
 }
 
-ssize_t tpc_forward(int from, int to, size_t len)
+/* ---- Forwarding one direction of a proxied connection (tpc_fwd). ----
+ * It waits for the source to be readable before it takes anything (an idle direction holds no
+ * buffer, pipe or kernel worker), then, without suspending in between, reads what is there into
+ * the shard's scratch buffer and writes what the destination takes at once, with plain
+ * non-blocking syscalls on the shard. Only bytes the destination did not take are copied into
+ * a buffer of the direction's own (the scratch is shared by the shard's fibers), and the call
+ * suspends to deliver them. So nothing taken from the source is lost, whatever ends a call. */
+#define FWD_CHUNK (64 * 1024)
+
+int tpc_fwd_init(tpc_fwd *f, int from, int to)
 {
-    TPC__CHECK_SUSPEND();
+    if (!f)
+        return -EINVAL;
     if (from < 0 || to < 0)
         return -EBADF;
-    if (len == 0)
-        return 0;
-    if (len > PIPE_CHUNK)
-        len = PIPE_CHUNK;
-    struct tpc__shard *s = tpc__self;
-    int p[2];
-    int rc = pipe_get(s, p);
-    if (rc < 0)
-        return rc;
-    ssize_t n;
-    do { /* wait for data first: a splice from an empty socket would hold a kernel worker */
-        if ((rc = tpc_poll(from, POLLIN)) < 0) {
-            pipe_put(s, p, true);
-            return rc;
-        }
-        n = tpc_splice(from, -1, p[1], -1, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n == -EAGAIN); /* readable, yet nothing to take (a wake-up without data) */
-    if (n <= 0) {
-        pipe_put(s, p, true);
-        return n;
+    *f = (tpc_fwd){.from = from, .to = to};
+    return 0;
+}
+
+size_t tpc_fwd_held(const tpc_fwd *f)
+{
+    return f ? f->held_len : 0;
+}
+
+void tpc_fwd_destroy(tpc_fwd *f)
+{
+    if (!f)
+        return;
+    free(f->held);
+    f->held = NULL;
+    f->held_off = f->held_len = 0;
+}
+
+/* Delivers the held bytes (suspending while `to` is full); adds what went to *moved. */
+static int fwd_flush(tpc_fwd *f, size_t *moved)
+{
+    while (f->held_len) {
+        ssize_t n = tpc_send(f->to, f->held + f->held_off, f->held_len, 0);
+        if (n < 0)
+            return (int)n;
+        f->held_off += (size_t)n;
+        f->held_len -= (size_t)n;
+        f->out += (uint64_t)n;
+        *moved += (size_t)n;
     }
+    free(f->held);
+    f->held = NULL;
+    f->held_off = 0;
+    return 0;
+}
+
+static char *fwd_scratch(struct tpc__shard *s)
+{
+    if (!s->fwd_scratch)
+        s->fwd_scratch = malloc(FWD_CHUNK);
+    return s->fwd_scratch;
+}
+
+ssize_t tpc_forward(tpc_fwd *f, size_t max)
+{
+    TPC__CHECK_SUSPEND();
+    if (!f)
+        return -EINVAL;
     size_t moved = 0;
-    rc = drain(p, to, (size_t)n, &moved);
-    pipe_put(s, p, rc == 0);
-    return rc < 0 ? rc : n;
+    int rc = fwd_flush(f, &moved);
+    if (rc < 0 || moved || max == 0)
+        return moved ? (ssize_t)moved : rc;
+    if ((rc = tpc_poll(f->from, POLLIN)) < 0)
+        return rc; /* nothing held: the source was idle */
+    char *buf = fwd_scratch(tpc__self);
+    if (!buf)
+        return -ENOMEM;
+    ssize_t n = recv(f->from, buf, max < FWD_CHUNK ? max : FWD_CHUNK, MSG_DONTWAIT);
+    if (n <= 0) {
+        if (n == 0)
+            return 0; /* end of stream, nothing held */
+        return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+    f->in += (uint64_t)n;
+    ssize_t w = send(f->to, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        w = -errno;
+    else if (w < 0)
+        w = 0;
+    if (w > 0) {
+        f->out += (uint64_t)w;
+        moved = (size_t)w;
+    }
+    if (w < n) { /* keep the rest before anything can suspend */
+        size_t rest = (size_t)(n - (w > 0 ? w : 0));
+        if (!(f->held = malloc(rest)))
+            return moved ? (ssize_t)moved : -ENOMEM; /* cannot happen silently: reported */
+        memcpy(f->held, buf + (n - (ssize_t)rest), rest);
+        f->held_len = rest;
+        if (w < 0)
+            return moved ? (ssize_t)moved : w; /* the destination failed: the bytes are held */
+        rc = fwd_flush(f, &moved);
+    }
+    return moved ? (ssize_t)moved : rc;
 }
 
 ssize_t tpc_sendfile(int sock, int file, int64_t *offset, size_t len)

@@ -633,10 +633,15 @@ static int splice_main(void *arg)
     CHECK_EQ(tpc_spawn(&dst, sink_main, (void *)(intptr_t)b2), 0);
     long total = 0;
     ssize_t n;
-    while ((n = tpc_forward(b1, a2, 1 << 20)) > 0)
+    tpc_fwd fw;
+    CHECK_EQ(tpc_fwd_init(&fw, b1, a2), 0);
+    while ((n = tpc_forward(&fw, 1 << 20)) > 0)
         total += n;
     CHECK_EQ(n, 0);
     CHECK_EQ(total, BIG);
+    CHECK_EQ(fw.in, BIG);
+    CHECK_EQ(fw.out, BIG);
+    tpc_fwd_destroy(&fw);
     tpc_sock_shutdown(a2, SHUT_WR);
     int got = 0;
     CHECK_EQ(tpc_join(src, NULL), 0);
@@ -675,7 +680,9 @@ static int splice_main(void *arg)
         rc = tpc_sendfile(a1, file, &off, 200000), off = 0;
     CHECK(rc == -EPIPE || rc == -ECONNRESET);
     tpc_close(a1);
-    CHECK_EQ(tpc_forward(-1, 0, 10), -EBADF);
+    CHECK_EQ(tpc_fwd_init(&fw, -1, 0), -EBADF);
+    CHECK_EQ(tpc_fwd_init(NULL, 0, 0), -EINVAL);
+    CHECK_EQ(tpc_forward(NULL, 10), -EINVAL);
     CHECK_EQ(tpc_sendfile(-1, file, NULL, 10), -EBADF);
     off = -5;
     CHECK_EQ(tpc_sendfile(1, file, &off, 10), -EINVAL);

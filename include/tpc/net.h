@@ -223,13 +223,36 @@ TPC_EXTERN int tpc_rx_close(tpc_rx *rx);
  * SPLICE_F_NONBLOCK, SPLICE_F_MORE. Returns the bytes moved, 0 at end of input, or -errno. */
 TPC_EXTERN ssize_t tpc_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len,
                               unsigned flags);
-/* For proxies: waits until socket `from` is readable, moves what is there (up to len, at most
- * 64 KiB) into a pipe and from the pipe to socket `to`, without copying through user memory.
- * Returns the bytes forwarded (all of them reached `to`), 0 when `from` is at end of stream,
- * or -errno. After an error writing to `to` (-EPIPE, -ECONNRESET, or -ECANCELED / -ETIMEDOUT
- * while writing) the bytes already taken from `from` are dropped with the pipe: the pair of
- * connections is then to be closed. */
-TPC_EXTERN ssize_t tpc_forward(int from, int to, size_t len);
+/* One direction of a proxied connection, socket `from` to socket `to`. It holds the bytes
+ * taken from `from` that `to` has not accepted yet, so that nothing is ever lost between calls;
+ * an idle direction holds no memory and no descriptor. Set up with tpc_fwd_init, release with
+ * tpc_fwd_destroy (which drops held bytes: the connection is being closed then). The fields
+ * are private; `in` and `out` count the bytes taken from `from` and delivered to `to`. */
+typedef struct tpc_fwd {
+    int from, to;
+    char *held;
+    size_t held_off, held_len;
+    uint64_t in, out;
+} tpc_fwd;
+
+/* Returns 0, -EINVAL for NULL f, -EBADF for a negative descriptor. Does not suspend. */
+TPC_EXTERN int tpc_fwd_init(tpc_fwd *f, int from, int to);
+
+/* Delivers the bytes held from an earlier call, or else waits until `from` is readable and
+ * moves what is there (up to max, at most 64 KiB) to `to`, on the shard (no kernel worker
+ * threads), copying through user memory only what `to` does not take at once. Returns the
+ * bytes delivered by this call (> 0), 0 when `from` is at end of stream and nothing is held,
+ * or -errno when nothing was delivered (an error after some bytes is returned by the next
+ * call). Nothing taken from `from` is dropped: after an error, tpc_fwd_held(f) bytes wait in f.
+ * So a timeout tells its cause: -ETIMEDOUT (or -ECANCELED) with nothing held means the source
+ * was idle; with bytes held, the destination stalled. */
+TPC_EXTERN ssize_t tpc_forward(tpc_fwd *f, size_t max);
+
+/* Bytes taken from the source and not yet delivered. */
+TPC_EXTERN size_t tpc_fwd_held(const tpc_fwd *f);
+
+/* Frees what f holds. */
+TPC_EXTERN void tpc_fwd_destroy(tpc_fwd *f);
 /* Sends up to len bytes of file, from *offset (advanced by what was sent; NULL: the file's own
  * position), to socket sock through a pipe. Returns the bytes sent, fewer at end of file or if
  * an error came after some were sent; the error (-EPIPE ...) if none were. */
