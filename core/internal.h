@@ -229,7 +229,7 @@ struct tpc__shard {
     unsigned nfree_bgids, cap_free_bgids;
     unsigned npipes; /* cached empty pipes (net/splice.c) */
     int pipes[TPC__PIPE_CACHE][2];
-    char *fwd_scratch; /* tpc_forward's read buffer, never held across a suspension */
+    char *fwd_scratch;   /* tpc_forward's read buffer, never held across a suspension */
     struct iovec *fixed; /* registered buffers (io/file.c) */
     unsigned nfixed, fixed_inflight;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */
@@ -285,6 +285,11 @@ struct tpc_runtime {
     struct tpc__pool *pool;   /* blocking helper threads (io/blocking.c) */
     tpc_fiber_fn main_fn;
     void *main_arg;
+    int (*drain)(void *arg); /* tpc_config.drain, its argument and deadline */
+    void *drain_arg;
+    uint64_t drain_ns;
+    _Atomic int stopping; /* a stop was requested: the drain phase runs */
+    int stop_status;
     _Atomic int stop;
     _Atomic int foreign_calls;     /* tpc_call_from_thread calls under way (core/runtime.c) */
     struct tpc_runtime *live_next; /* in the list of runtimes they may enter */

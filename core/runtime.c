@@ -109,6 +109,10 @@ static int check_config(const tpc_config *c)
                 (int)c->coalesce_us);
         return -EINVAL;
     }
+    if (c->drain_ms > 3600000) {
+        fprintf(stderr, "libtpc: tpc_config.drain_ms %u is more than an hour\n", c->drain_ms);
+        return -EINVAL;
+    }
     if (c->blocking_queue > (1u << 20)) {
         fprintf(stderr, "libtpc: tpc_config.blocking_queue %u is more than 2^20\n",
                 c->blocking_queue);
@@ -306,6 +310,9 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     rt->msg_slots = c.msg_slots ? c.msg_slots : 1024;
     rt->main_fn = main_fn;
     rt->main_arg = arg;
+    rt->drain = c.drain;
+    rt->drain_arg = c.drain_arg;
+    rt->drain_ns = (uint64_t)(c.drain_ms ? c.drain_ms : 5000) * 1000000;
     if (tpc__pool_init(rt, c.blocking_threads ? c.blocking_threads : 4,
                        c.blocking_queue ? c.blocking_queue : 256) < 0) {
         free(rt);
@@ -425,6 +432,32 @@ int tpc_shutdown(int status)
     for (unsigned i = 0; i < rt->nshards; i++)
         if (&rt->shards[i] != s)
             tpc__shard_wake(&rt->shards[i]);
+    return 0;
+}
+
+/* The drain phase: the program's hook runs with every shard still up, bounded by drain_ms;
+ * then the stop proper. */
+static int drain_fiber(void *p)
+{
+    struct tpc_runtime *rt = p;
+    tpc_deadline_set((int64_t)rt->drain_ns);
+    rt->drain(rt->drain_arg);
+    tpc_shutdown(rt->stop_status);
+    return 0;
+}
+
+int tpc_stop(int status)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    struct tpc_runtime *rt = s->rt;
+    if (!rt->drain || atomic_exchange(&rt->stopping, 1))
+        return tpc_shutdown(status); /* no drain phase, or a second request: at once */
+    rt->stop_status = status;
+    tpc_fiber_opts o = {.name = "drain", .detached = true};
+    if (tpc_spawn_opts(NULL, &o, drain_fiber, rt) < 0)
+        return tpc_shutdown(status);
     return 0;
 }
 

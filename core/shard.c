@@ -118,10 +118,13 @@ static void signal_complete(struct tpc__shard *s, struct tpc__op *op, int res, u
 {
     (void)op;
     (void)flags;
-    if (res == (int)sizeof(s->sig_buf))
-        tpc_shutdown(128 + (int)s->sig_buf.ssi_signo);
-    else if (res != -ECANCELED)
+    if (res == (int)sizeof(s->sig_buf)) {
+        tpc_stop(128 + (int)s->sig_buf.ssi_signo);
+        if (!atomic_load(&s->rt->stop))
+            arm_signal(s); /* a second signal during the drain stops at once */
+    } else if (res != -ECANCELED) {
         arm_signal(s);
+    }
 }
 
 static void arm_signal(struct tpc__shard *s)

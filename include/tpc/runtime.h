@@ -52,7 +52,7 @@ typedef struct tpc_config {
     /* The timing wheel's tick in ns: timers fire at most one tick late. 0: 1 ms. Range
      * [10 us, 1 s]. */
     uint64_t timer_tick_ns;
-    /* By default SIGINT and SIGTERM start tpc_shutdown(128 + signal number), for each of the two
+    /* By default SIGINT and SIGTERM start tpc_stop(128 + signal number), for each of the two
      * whose disposition is the default when tpc_run starts (a handler of yours is left alone).
      * The runtime blocks them in the calling thread and the shards while it runs and reads them
      * through shard 0's io_uring; threads you created earlier should block them too. true: leave
@@ -82,6 +82,16 @@ typedef struct tpc_config {
      * Needs Linux 6.12 (IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN: else tpc_run
      * returns -EOPNOTSUPP. Ignored under valgrind, where shards sleep in ppoll(). */
     int32_t coalesce_us;
+    /* The drain phase of a graceful stop. A stop request (SIGINT or SIGTERM with the default
+     * handling, or tpc_stop) first runs drain(drain_arg) as a fiber on the shard that took the
+     * request, while every shard still runs and can still be called (stop accepting, let
+     * connections finish, gather figures), with a deadline of drain_ms; when it returns, or
+     * fails at its deadline, tpc_shutdown(status) cancels what is left. NULL: no drain phase,
+     * the stop is immediate. A second stop request during the drain stops at once.
+     * drain_ms 0: 5000. */
+    int (*drain)(void *drain_arg);
+    void *drain_arg;
+    unsigned drain_ms;
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
@@ -123,6 +133,12 @@ TPC_EXTERN int tpc_signal_wait(const sigset_t *set, int *signo);
 
 /* The runtime of the calling shard, or NULL outside a shard: hand it to helper threads. */
 TPC_EXTERN tpc_runtime *tpc_runtime_self(void);
+
+/* A graceful stop of the runtime this shard belongs to: runs tpc_config.drain (if set) in a
+ * fiber of its own on this shard, then tpc_shutdown(status). SIGINT and SIGTERM do this by
+ * default (status 128 + the signal number). Does not suspend; callable from fibers and
+ * callbacks. Returns 0, or -EPERM outside a shard. */
+TPC_EXTERN int tpc_stop(int status);
 
 /* Stops the runtime this shard belongs to: every fiber on every shard is cancelled (its current
  * or next suspension returns -ECANCELED) and each shard stops once its fibers have returned.

@@ -1,0 +1,160 @@
+/* The graceful stop in two phases: a stop request (SIGTERM, tpc_stop) runs the drain hook while
+ * every shard still runs and answers calls, bounded by drain_ms, then cancels what is left. */
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
+#include "helpers.h"
+
+#define MS 1000000
+
+static atomic_int drained, drain_shard, calls_ok, worker_cancelled;
+
+static int answer(void *arg)
+{
+    (void)arg;
+    return 42;
+}
+
+static int worker(void *arg) /* runs on every shard until the stop proper */
+{
+    (void)arg;
+    if (tpc_sleep(INT64_MAX / 2) == -ECANCELED)
+        atomic_fetch_add(&worker_cancelled, 1);
+    return 0;
+}
+
+static int start_worker(void *arg)
+{
+    return tpc_spawn(NULL, worker, arg);
+}
+
+static int drain_hook(void *arg)
+{
+    (void)arg;
+    atomic_store(&drain_shard, tpc_shard_id());
+    int r = 0;
+    if (tpc_call_on(1, answer, NULL, &r) == 0 && r == 42)
+        atomic_fetch_add(&calls_ok, 1);
+    if (tpc_on_all(answer, NULL) == 0)
+        atomic_fetch_add(&calls_ok, 1);
+    tpc_shard_stats st;
+    if (tpc_stats(1, &st) == 0)
+        atomic_fetch_add(&calls_ok, 1);
+    CHECK_EQ(atomic_load(&worker_cancelled), 0); /* nothing was cancelled yet */
+    atomic_store(&drained, 1);
+    return 0;
+}
+
+static int forever_hook(void *arg) /* never finishes on its own: the deadline ends it */
+{
+    (void)arg;
+    atomic_store(&drain_shard, tpc_shard_id());
+    int rc = tpc_sleep(INT64_MAX / 2);
+    atomic_store(&drained, rc == -ETIMEDOUT ? 2 : rc == -ECANCELED ? 3 : 4);
+    return 0;
+}
+
+static int signal_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(tpc_on_all(start_worker, NULL), 0);
+    CHECK_EQ(kill(getpid(), SIGTERM), 0);
+    tpc_sleep(INT64_MAX / 2); /* until the stop proper cancels it */
+    return 0;
+}
+
+static void reset(void)
+{
+    atomic_store(&drained, 0);
+    atomic_store(&drain_shard, -1);
+    atomic_store(&calls_ok, 0);
+    atomic_store(&worker_cancelled, 0);
+    atomic_store(&t_failures, 0);
+}
+
+static void test_sigterm_drains_then_stops(void **state)
+{
+    (void)state;
+    reset();
+    tpc_config c = {.shards = 2, .drain = drain_hook};
+    assert_int_equal(tpc_run(&c, signal_main, NULL), 128 + SIGTERM);
+    assert_int_equal(atomic_load(&drained), 1);
+    assert_int_equal(atomic_load(&drain_shard), 0);
+    assert_int_equal(atomic_load(&calls_ok), 3);         /* every shard answered during the drain */
+    assert_int_equal(atomic_load(&worker_cancelled), 2); /* then the rest was cancelled */
+    assert_int_equal(atomic_load(&t_failures), 0);
+}
+
+static void test_drain_deadline(void **state)
+{
+    (void)state;
+    reset();
+    tpc_config c = {.shards = 2, .drain = forever_hook, .drain_ms = 30};
+    assert_int_equal(tpc_run(&c, signal_main, NULL), 128 + SIGTERM);
+    assert_int_equal(atomic_load(&drained), 2);
+    assert_int_equal(atomic_load(&worker_cancelled), 2);
+}
+
+/* A second SIGTERM while the drain runs stops at once (the hook is cancelled). */
+static int twice_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(kill(getpid(), SIGTERM), 0);
+    while (atomic_load(&drain_shard) < 0) /* the drain has started */
+        tpc_sleep(MS);
+    CHECK_EQ(kill(getpid(), SIGTERM), 0);
+    tpc_sleep(INT64_MAX / 2);
+    return 0;
+}
+
+static void test_second_signal_stops_at_once(void **state)
+{
+    (void)state;
+    reset();
+    tpc_config c = {.shards = 2, .drain = forever_hook, .drain_ms = 3600000};
+    assert_int_equal(tpc_run(&c, twice_main, NULL), 128 + SIGTERM);
+    assert_int_equal(atomic_load(&drained), 3);
+}
+
+/* tpc_stop from another shard drains there; without a hook it stops at once. */
+static int stop_from_1(void *arg)
+{
+    (void)arg;
+    return tpc_stop(7);
+}
+
+static int stop_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(tpc_call_on(1, stop_from_1, NULL, NULL), 0);
+    tpc_sleep(INT64_MAX / 2);
+    return 0;
+}
+
+static void test_tpc_stop(void **state)
+{
+    (void)state;
+    reset();
+    tpc_config c = {.shards = 2, .drain = drain_hook, .no_signals = true};
+    assert_int_equal(tpc_run(&c, stop_main, NULL), 7);
+    assert_int_equal(atomic_load(&drained), 1);
+    assert_int_equal(atomic_load(&drain_shard), 1);
+    reset();
+    tpc_config plain = {.shards = 2, .no_signals = true};
+    assert_int_equal(tpc_run(&plain, stop_main, NULL), 7);
+    assert_int_equal(atomic_load(&drained), 0);
+    assert_int_equal(tpc_stop(1), -EPERM);
+    tpc_config bad = {.drain_ms = 3600001};
+    assert_int_equal(tpc_run(&bad, stop_main, NULL), -EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sigterm_drains_then_stops),
+        cmocka_unit_test(test_drain_deadline),
+        cmocka_unit_test(test_second_signal_stops_at_once),
+        cmocka_unit_test(test_tpc_stop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
