@@ -27,8 +27,9 @@ struct tpc_remote {
     /* The origin's. */
     int rc; /* the spawn's error, or 0 */
     int result;
-    bool done;     /* the reply came home */
-    bool released; /* nobody will join: free on the reply */
+    unsigned target; /* the shard it was sent to */
+    bool done;       /* the reply came home */
+    bool released;   /* nobody will join: free on the reply */
     struct tpc__wait *joiner;
     tpc_list link; /* in origin->remotes, until freed */
 };
@@ -193,6 +194,7 @@ static int remote_send(int shard, tpc_remote **out, const tpc_fiber_opts *opts, 
         return -ENOMEM;
     r->fn = fn;
     r->arg = arg;
+    r->target = (unsigned)shard;
     if (opts) {
         r->opts = *opts;
         if (opts->name) {
@@ -237,12 +239,41 @@ int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *opts, tpc_fi
     return remote_send(shard, out, opts, fn, arg);
 }
 
+static void loop_turn_over(tpc_timer *t, void *arg)
+{
+    (void)t;
+    tpc__wake(arg, 0);
+}
+
+/* True when r's result will never come while the runtime runs: its target left its loop, and
+ * a full turn of this shard's loop since then (which drains the rings) brought nothing. A
+ * target that ran the fiber cannot leave before its reply is in this shard's ring (it stays
+ * while it owes a live shard a message), so the request itself was never taken: it will fail
+ * in the afterlife, where no fiber can wait for it. */
+static bool remote_orphaned(struct tpc_remote *r)
+{
+    struct tpc__shard *s = tpc__self;
+    if (r->target == s->id ||
+        !atomic_load_explicit(&s->rt->shards[r->target].left, memory_order_acquire))
+        return false;
+    struct tpc__wait w;
+    tpc_timer tm = {.fn = loop_turn_over, .arg = &w}; /* fires after the next rings poll */
+    tpc__timer_arm(s, &tm, 1);
+    tpc__park_hard(&w);
+    return !r->done;
+}
+
 /* Waits for r's result. On an early return (cancel, deadline) r stays the caller's to join
- * again, or, with `abandon`, is left for its reply to free. */
+ * again, or, with `abandon`, is left for its reply to free. -ESHUTDOWN: the target stopped
+ * before it could start the fiber; r is left for the afterlife to free. */
 static int remote_await(struct tpc_remote *r, bool abandon)
 {
     if (r->done)
         return 0;
+    if (remote_orphaned(r)) {
+        r->released = true;
+        return -ESHUTDOWN;
+    }
     struct tpc__wait w;
     r->joiner = &w;
     tpc__rings_flush(tpc__self); /* about to wait: publish now, not at the loop's turn */

@@ -190,8 +190,10 @@ TPC_EXTERN int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *o
  * NULL), frees the handle and returns 0; or the target's spawn error (the handle is freed).
  * Returns -ECANCELED / -ETIMEDOUT if the caller is cancelled or its deadline passes before the
  * result came home (the handle stays joinable; the remote fiber is not cancelled); a result
- * that has come home is joined in any case, -EINVAL for NULL or a handle that already
- * has a joiner, -EXDEV from another shard than the spawner's, -EPERM outside a fiber. */
+ * that has come home is joined in any case; -ESHUTDOWN when the target shard stopped before it
+ * could start the fiber (the fiber never runs, and the handle is freed), -EINVAL for NULL or a
+ * handle that already has a joiner, -EXDEV from another shard than the spawner's, -EPERM outside a
+ * fiber. */
 TPC_EXTERN int tpc_remote_join(tpc_remote *r, int *result);
 
 /* Drops the handle: the remote fiber runs to the end and its result is discarded. Returns 0,
