@@ -233,12 +233,86 @@ static void test_shutdown_busy_echo_server(void **state)
     assert_int_equal(atomic_load(&t_failures), 0);
 }
 
+/* ---- A handler's helper fibers end before the server closes the connection. ----
+ * The handler spawns a reader for its connection and joins it. At shutdown the handler is
+ * cancelled, and its join cancels the reader and waits for it, so the reader never touches
+ * the descriptor after the server closed it (and maybe reused the number). */
+static atomic_int helpers_running;
+
+struct conn_job {
+    int fd;
+    bool reader_done;
+};
+
+static int conn_reader(void *arg)
+{
+    struct conn_job *job = arg;
+    atomic_fetch_add(&helpers_running, 1);
+    char buf[256];
+    while (tpc_recv(job->fd, buf, sizeof(buf), 0) > 0)
+        ;
+    job->reader_done = true;
+    atomic_fetch_sub(&helpers_running, 1);
+    return 0;
+}
+
+static int helper_conn(int fd, void *arg)
+{
+    (void)arg;
+    struct conn_job job = {.fd = fd}; /* on the handler's stack, lent to the reader */
+    tpc_fiber *reader;
+    if (tpc_spawn(&reader, conn_reader, &job) < 0)
+        return -1;
+    tpc_join(reader, NULL); /* waits even when cancelled: the reader ends first */
+    CHECK(job.reader_done);
+    return 0;
+}
+
+static int idle_client(void *arg)
+{
+    int fd = tpc_connect(arg);
+    if (fd >= 0) {
+        char c;
+        tpc_recv(fd, &c, 1, 0); /* until cancelled */
+        tpc_close(fd);
+    }
+    return 0;
+}
+
+static int helpers_main(void *arg)
+{
+    (void)arg;
+    static tpc_addr at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &at), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&at, NULL, helper_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    for (int i = 0; i < 16; i++)
+        CHECK_EQ(tpc_spawn(NULL, idle_client, &at), 0);
+    while (atomic_load(&helpers_running) < 16)
+        tpc_sleep(MS);
+    return 0; /* shutdown: handlers and their readers are cancelled */
+}
+
+static void test_handler_helpers_end_first(void **state)
+{
+    (void)state;
+    atomic_store(&t_failures, 0);
+    tpc_config c = {.shards = 2, .no_signals = true};
+    assert_int_equal(tpc_run(&c, helpers_main, NULL), 0);
+    assert_int_equal(atomic_load(&helpers_running), 0);
+    assert_int_equal(atomic_load(&t_failures), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sigterm_drains_then_stops),   cmocka_unit_test(test_drain_deadline),
-        cmocka_unit_test(test_second_signal_stops_at_once), cmocka_unit_test(test_tpc_stop),
+        cmocka_unit_test(test_sigterm_drains_then_stops),
+        cmocka_unit_test(test_drain_deadline),
+        cmocka_unit_test(test_second_signal_stops_at_once),
+        cmocka_unit_test(test_tpc_stop),
         cmocka_unit_test(test_shutdown_busy_echo_server),
+        cmocka_unit_test(test_handler_helpers_end_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
