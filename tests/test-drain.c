@@ -215,6 +215,7 @@ static int busy_main(void *arg)
     CHECK_EQ(tpc_on_all(start_streamers, &at), 0);
     while (atomic_load(&echoed) < 64L * CHUNK * CONNS) /* every connection is busy */
         tpc_sleep(MS);
+    CHECK_EQ(tpc_server_stop(srv), 0); /* no new connections; the live ones go on */
     stop_at = mono_ns();
     return 0; /* tpc_shutdown with everything streaming */
 }
@@ -291,6 +292,7 @@ static int helpers_main(void *arg)
         CHECK_EQ(tpc_spawn(NULL, idle_client, &at), 0);
     while (atomic_load(&helpers_running) < 16)
         tpc_sleep(MS);
+    CHECK_EQ(tpc_server_stop(srv), 0);
     return 0; /* shutdown: handlers and their readers are cancelled */
 }
 
