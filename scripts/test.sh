@@ -116,10 +116,11 @@ if [[ " ${configs[*]} " == *" release "* ]]; then
         summary+=("install: 1 passed")
         install_pass=1
         # The installed headers compile in every ISO C mode, pedantic, with both compilers.
+        cflags=$(PKG_CONFIG_SYSROOT_DIR=$dest PKG_CONFIG_PATH=$pc pkg-config --cflags libtpc)
         for std in c99 c11 c17 c2x; do
             for compiler in gcc clang; do
                 if $compiler -std=$std -Wall -Wextra -pedantic -Werror -fsyntax-only \
-                    build/readme-example.c $flags >>build/install.log 2>&1; then
+                    build/readme-example.c $cflags >>build/install.log 2>&1; then
                     install_pass=$((install_pass + 1))
                 else
                     echo "== headers: $compiler -std=$std failed"
