@@ -218,6 +218,9 @@ struct tpc__shard {
     unsigned nfree_fibers;
     struct tpc__stack *stacks; /* pooled default-size stacks */
     unsigned nstacks;
+    struct tpc__stack *cold_stacks; /* the same past stack_cache, their pages given back */
+    unsigned ncold;
+    struct tpc__slab *slabs;       /* where default-size stacks come from (core/stack.c) */
     struct tpc__stack *nog_stacks; /* pooled unguarded stacks */
     unsigned nnog;
     struct io_uring ring;

@@ -1,6 +1,7 @@
-/* Fiber stacks: mmap'd with a PROT_NONE guard page below, pooled per shard (LIFO, so the most
- * recently used, cache-warm stack is reused first), and a SIGSEGV handler on an alternate
- * signal stack that names the fiber whose stack overflowed into its guard page. */
+/* Fiber stacks: mmap'd with a guard page below (default-size ones carved from slabs), pooled
+ * per shard (LIFO, so the most recently used, cache-warm stack is reused first), and a SIGSEGV
+ * handler on an alternate signal stack that names the fiber whose stack overflowed into its
+ * guard page. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -51,11 +52,82 @@ size_t tpc__page_round(size_t size)
     return (size + ps - 1) & ~(ps - 1);
 }
 
+/* ---- Slabs: default-size guarded stacks, SLAB_STACKS to a mapping. ----
+ * One mapping per stack costs a munmap (and its TLB shootdown on every CPU the process runs
+ * on) per stack at shutdown, and two kernel mappings per stack with the guard page: Linux
+ * allows 65,530 mappings per process by default. A slab holds SLAB_STACKS stacks, each with its
+ * guard page below it. Where the kernel has MADV_GUARD_INSTALL (Linux 6.13) the guards do not
+ * split the mapping; elsewhere mprotect puts them in (the old cost in mappings, one munmap per
+ * slab). Stacks of a slab are never unmapped one by one: a freed stack goes to the pool, and
+ * past the pool's size its pages are given back to the kernel (MADV_DONTNEED) but for the top
+ * one, which holds its free-list record. Slabs are unmapped when the shard exits. */
+#define SLAB_STACKS 16
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+struct tpc__slab {
+    struct tpc__slab *next;
+    char *base;
+    size_t len;
+    unsigned used; /* slots handed out so far */
+};
+
+static int guard_install(char *page, size_t ps)
+{
+    static _Atomic int no_madv_guard; /* the kernel refused it once: do not ask again */
+    if (!atomic_load_explicit(&no_madv_guard, memory_order_relaxed)) {
+        if (madvise(page, ps, MADV_GUARD_INSTALL) == 0)
+            return 0;
+        atomic_store_explicit(&no_madv_guard, 1, memory_order_relaxed);
+    }
+    return mprotect(page, ps, PROT_NONE) == 0 ? 0 : -ENOMEM;
+}
+
+static void *slab_take(struct tpc__shard *s, size_t size)
+{
+    size_t ps = page_size(), slot = size + ps;
+    struct tpc__slab *sl = s->slabs;
+    if (!sl || sl->used == SLAB_STACKS) {
+        if (!(sl = malloc(sizeof(*sl))))
+            return NULL;
+        sl->len = slot * SLAB_STACKS;
+        sl->base = mmap(NULL, sl->len, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        if (sl->base == MAP_FAILED) {
+            free(sl);
+            return NULL;
+        }
+        sl->used = 0;
+        sl->next = s->slabs;
+        s->slabs = sl;
+    }
+    char *guard = sl->base + (size_t)sl->used * slot;
+    if (guard_install(guard, ps) < 0)
+        return NULL;
+    sl->used++;
+    return guard + ps;
+}
+
+static void slabs_free(struct tpc__shard *s)
+{
+    while (s->slabs) {
+        struct tpc__slab *sl = s->slabs;
+        s->slabs = sl->next;
+        munmap(sl->base, sl->len);
+        free(sl);
+    }
+}
+
 int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack)
 {
     size_t ps = page_size();
     size = (size + ps - 1) & ~(ps - 1);
     void *p = guard ? pop(&s->stacks, &s->nstacks, size) : pop(&s->nog_stacks, &s->nnog, size);
+    if (!p && guard && size == s->rt->stack_size)
+        p = pop(&s->cold_stacks, &s->ncold, size);
+    if (!p && guard && size == s->rt->stack_size && !(p = slab_take(s, size)))
+        return -ENOMEM;
     if (p) {
         *stack = p;
         return 0;
@@ -73,22 +145,36 @@ int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack
     return 0;
 }
 
+static void push(struct tpc__stack **list, unsigned *n, void *stack, size_t size)
+{
+    struct tpc__stack *st = top_of(stack, size);
+    st->next = *list;
+    st->size = size;
+    *list = st;
+    (*n)++;
+}
+
 void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
 {
 #ifdef TPC_ASAN
     /* Frames of a fiber that exited by switching away stay poisoned: clear them for reuse. */
     ASAN_UNPOISON_MEMORY_REGION(stack, size);
 #endif
-    struct tpc__stack **list = guard ? &s->stacks : &s->nog_stacks;
-    unsigned *n = guard ? &s->nstacks : &s->nnog;
-    /* Guarded stacks are pooled at the default size only; unguarded ones at any size, though
-     * only a run of one size is reused (the pool is LIFO and checks the head). */
-    if (*n < s->rt->stack_cache && (!guard || size == s->rt->stack_size)) {
-        struct tpc__stack *st = top_of(stack, size);
-        st->next = *list;
-        st->size = size;
-        *list = st;
-        (*n)++;
+    if (guard && size == s->rt->stack_size) { /* from a slab */
+        if (atomic_load_explicit(&s->left, memory_order_relaxed))
+            return; /* the shard is exiting: its slabs go whole */
+        if (s->nstacks < s->rt->stack_cache) {
+            push(&s->stacks, &s->nstacks, stack, size);
+        } else {
+            madvise(stack, size - page_size(), MADV_DONTNEED);
+            push(&s->cold_stacks, &s->ncold, stack, size);
+        }
+        return;
+    }
+    /* Unguarded ones are pooled at any size, though only a run of one size is reused (the
+     * pool is LIFO and checks the head). */
+    if (!guard && s->nnog < s->rt->stack_cache) {
+        push(&s->nog_stacks, &s->nnog, stack, size);
         return;
     }
     size_t guard_size = guard ? page_size() : 0;
@@ -97,9 +183,10 @@ void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
 
 void tpc__stack_pool_drain(struct tpc__shard *s)
 {
+    s->stacks = s->cold_stacks = NULL; /* in the slabs */
+    s->nstacks = s->ncold = 0;
+    slabs_free(s);
     void *p;
-    while ((p = pop(&s->stacks, &s->nstacks, s->stacks ? s->stacks->size : 0)))
-        munmap((char *)p - page_size(), s->rt->stack_size + page_size());
     size_t size;
     while (s->nog_stacks && (size = s->nog_stacks->size, p = pop(&s->nog_stacks, &s->nnog, size)))
         munmap(p, size);

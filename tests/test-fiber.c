@@ -1,6 +1,8 @@
 /* Fibers and callback tasks: spawn, join, yield, FIFO order, cancel, detach, defer. */
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "helpers.h"
 
 static int ret_arg(void *arg)
@@ -442,9 +444,73 @@ static void test_fp_state(void **state)
     run_main(1, fp_main, NULL);
 }
 
+/* ---- Stacks cost few kernel mappings. ----
+ * Default-size stacks come 16 to a mapping, their guard pages put in without splitting it where
+ * the kernel has MADV_GUARD_INSTALL (Linux 6.13): thousands of fibers fit under the default
+ * limit of 65,530 mappings. Elsewhere (or under valgrind) a guard still splits the mapping. */
+enum { MANY = 2048 };
+
+static int count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    int n = 0, c;
+    if (!f)
+        return -1;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static bool kernel_has_madv_guard(void)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    char *p =
+        mmap(NULL, (size_t)ps * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    bool ok = p != MAP_FAILED && madvise(p, (size_t)ps, 102 /* MADV_GUARD_INSTALL */) == 0;
+    if (p != MAP_FAILED)
+        munmap(p, (size_t)ps * 2);
+    return ok;
+}
+
+static int park_on(void *arg)
+{
+    return tpc_event_wait(arg);
+}
+
+static int maps_main(void *arg)
+{
+    (void)arg;
+    static tpc_fiber *f[MANY];
+    tpc_event e;
+    tpc_event_init(&e, false);
+    int before = count_maps();
+    for (int i = 0; i < MANY; i++)
+        CHECK_EQ(tpc_spawn(&f[i], park_on, &e), 0);
+    tpc_yield(); /* all of them run and park */
+    int grew = count_maps() - before;
+    if (kernel_has_madv_guard())
+        CHECK(grew <= MANY / 8); /* 128 slabs, and a little else */
+    else
+        CHECK(grew <= 2 * MANY + 64);
+    printf("%d parked fibers: %d more mappings\n", MANY, grew);
+    CHECK_EQ(tpc_event_set(&e), 0);
+    for (int i = 0; i < MANY; i++)
+        CHECK_EQ(tpc_join(f[i], NULL), 0);
+    CHECK_EQ(tpc_event_destroy(&e), 0);
+    return 0;
+}
+
+static void test_stacks_share_mappings(void **state)
+{
+    (void)state;
+    run_main(1, maps_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stacks_share_mappings),
         cmocka_unit_test(test_spawn_join),
         cmocka_unit_test(test_fifo_order),
         cmocka_unit_test(test_yield_interleaving),

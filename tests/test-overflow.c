@@ -27,16 +27,15 @@ static int deep(void *arg)
 
 static int overflow_main(void *arg)
 {
-    (void)arg;
-    tpc_fiber_opts o = {.stack_size = 64 * 1024, .name = "deep"};
+    /* 64 KiB: a stack of its own mapping; 0: the default size, carved from a slab */
+    tpc_fiber_opts o = {.stack_size = (size_t)(intptr_t)arg, .name = "deep"};
     tpc_fiber *f;
     tpc_spawn_opts(&f, &o, deep, NULL);
     return tpc_join(f, NULL);
 }
 
-static void test_overflow_report(void **state)
+static void overflow_report(size_t stack_size)
 {
-    (void)state;
     int fds[2];
     assert_int_equal(pipe(fds), 0);
     pid_t pid = fork();
@@ -45,7 +44,7 @@ static void test_overflow_report(void **state)
         dup2(fds[1], STDERR_FILENO);
         close(fds[0]);
         tpc_config c = {.shards = 1};
-        tpc_run(&c, overflow_main, NULL);
+        tpc_run(&c, overflow_main, (void *)(intptr_t)stack_size);
         _exit(0); /* not reached if the overflow is caught */
     }
     close(fds[1]);
@@ -62,7 +61,20 @@ static void test_overflow_report(void **state)
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), SIGABRT);
     assert_non_null(strstr(out, "stack overflow in fiber 'deep'"));
-    assert_non_null(strstr(out, "stack size 65536 bytes"));
+    if (stack_size)
+        assert_non_null(strstr(out, "stack size 65536 bytes"));
+}
+
+static void test_overflow_report(void **state)
+{
+    (void)state;
+    overflow_report(64 * 1024);
+}
+
+static void test_overflow_report_slab_stack(void **state)
+{
+    (void)state;
+    overflow_report(0);
 }
 
 /* A fault that is not an overflow still kills the process as a plain SIGSEGV would. */
@@ -99,6 +111,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_overflow_report),
+        cmocka_unit_test(test_overflow_report_slab_stack),
         cmocka_unit_test(test_other_faults_pass_through),
     };
     return cmocka_run_group_tests_name("overflow", tests, NULL, NULL);
