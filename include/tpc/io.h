@@ -36,7 +36,9 @@ TPC_EXTERN ssize_t tpc_writev(int fd, const struct iovec *iov, int iovcnt, int64
 
 /* Loop over short counts until len bytes moved, end of file (read: returns fewer) or an error
  * (returned, with the bytes moved before it lost only if none were: a partial transfer returns
- * its count). With offset -1 they use and advance the current position. */
+ * its count). With offset -1 they use and advance the current position. On sockets and pipes
+ * (offset -1) they are the send-all and receive-exactly-n calls: tpc_write_full(sock, buf, len,
+ * -1) returns len once every byte is sent. */
 TPC_EXTERN ssize_t tpc_read_full(int fd, void *buf, size_t len, int64_t offset);
 TPC_EXTERN ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset);
 
