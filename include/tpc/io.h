@@ -65,8 +65,10 @@ TPC_EXTERN int tpc_poll(int fd, short events);
 
 /* The alignment O_DIRECT needs for fd's buffers, offsets and lengths: what the filesystem
  * reports through statx (STATX_DIOALIGN, Linux 6.1+; the larger of its memory and offset
- * alignments), else 4096, which suits every common device. Returns it, -EINVAL if the file
- * does not support direct I/O, or a negative errno from statx. Suspends. */
+ * alignments), else 4096, which suits every common device. Returns it; -EINVAL if fd cannot do
+ * direct I/O: not a regular file or block device (a pipe, socket, directory, character
+ * device), or a file whose filesystem refuses O_DIRECT (procfs, sysfs ...: checked by setting
+ * O_DIRECT on fd and putting its flags back); or a negative errno from statx. Suspends. */
 TPC_EXTERN int tpc_dio_align(int fd);
 
 /* size bytes aligned to `align` (a power of two; 0: 4096), size rounded up to a multiple of it;
