@@ -94,8 +94,17 @@ static ssize_t full(int fd, char *buf, size_t len, int64_t offset, bool writing)
         int64_t at = offset < 0 ? -1 : offset + (int64_t)done;
         ssize_t n = writing ? tpc_write(fd, buf + done, len - done, at)
                             : tpc_read(fd, buf + done, len - done, at);
-        if (n == -EINTR || n == -EAGAIN)
+        if (n == -EINTR)
             continue; /* nothing moved: try again (io_uring waits for readiness itself) */
+        if (n == -EAGAIN) {
+            /* No free SQE (or a non-blocking descriptor that is not ready): trying again at
+             * once would spin without the loop ever submitting or reaping, and starve every
+             * other fiber. Pass through the loop first; a cancel or deadline ends it. */
+            int rc = tpc_sleep(0);
+            if (rc < 0)
+                return done ? (ssize_t)done : rc;
+            continue;
+        }
         if (n < 0)
             return done ? (ssize_t)done : n;
         if (n == 0) {

@@ -1,7 +1,7 @@
 /* Fault injection (built with -Dfault_injection=true): chosen io_uring operations fail with
  * chosen errors or come back short, and the raw calls surface that while the _full helpers
  * retry EAGAIN and EINTR, gather short transfers, and report a partial count or the error; and
- * cancellations that find no free SQE. */
+ * no free SQE: for a cancellation, and under the _full helpers (which must let the loop run). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,6 +13,8 @@
 #include "core/internal.h"
 
 #ifdef TPC_FAULT_INJECTION
+#define MS (1000 * 1000LL)
+
 static char path[64];
 
 static int faults_main(void *arg)
@@ -124,11 +126,62 @@ static void test_no_sqe_for_cancel(void **state)
     run_main(1, no_sqe_main, NULL);
 }
 
+/* The _full helpers, when no SQE is free, let the loop run before they try again: another
+ * fiber runs meanwhile (here, the one that frees the ring), and a deadline ends the tries.
+ * (They used to retry at once: a spin that starved every other fiber of the shard.) */
+static bool unjammed;
+
+static int unjam(void *arg)
+{
+    (void)arg;
+    unjammed = tpc__fault_no_sqe(); /* the jam was still on: the helper has not spun it out */
+    tpc__fault_sqe(0, 0);
+    return 0;
+}
+
+static int full_no_sqe_main(void *arg)
+{
+    (void)arg;
+    int fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    char buf[4] = {0};
+    for (int reading = 0; reading < 2; reading++) {
+        tpc_fiber *f;
+        unjammed = false;
+        CHECK_EQ(tpc_spawn(&f, unjam, NULL), 0);
+        tpc__fault_sqe(0, 1000 * 1000); /* jammed until the other fiber runs */
+        ssize_t n = reading ? tpc_read_full(fd, buf, 3, 0) : tpc_write_full(fd, "abc", 3, 0);
+        CHECK(unjammed);
+        tpc__fault_sqe(0, 0);
+        CHECK_EQ(n, 3);
+        CHECK_EQ(tpc_join(f, NULL), 0);
+    }
+    CHECK(!memcmp(buf, "abc", 3));
+    /* A ring that never has room: the deadline ends it. */
+    tpc__fault_sqe(0, 100 * 1000 * 1000);
+    tpc_deadline_set(20 * MS);
+    ssize_t n = tpc_write_full(fd, "abc", 3, 0);
+    tpc_deadline_clear();
+    tpc__fault_sqe(0, 0);
+    CHECK_EQ(n, -ETIMEDOUT);
+    CHECK_EQ(tpc_close(fd), 0);
+    CHECK_EQ(tpc_unlink(path), 0);
+    return 0;
+}
+
+static void test_full_no_sqe(void **state)
+{
+    (void)state;
+    snprintf(path, sizeof(path), "/tmp/tpc-test-faults-full-%d", (int)getpid());
+    run_main(1, full_no_sqe_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_no_sqe_for_cancel),
+        cmocka_unit_test(test_full_no_sqe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,10 @@ TPC_EXTERN ssize_t tpc_writev(int fd, const struct iovec *iov, int iovcnt, int64
 
 /* Loop over short counts until len bytes moved, end of file (read: returns fewer) or an error
  * (returned, with the bytes moved before it lost only if none were: a partial transfer returns
- * its count). With offset -1 they use and advance the current position. */
+ * its count). With offset -1 they use and advance the current position. -EINTR is retried at
+ * once; -EAGAIN (no free SQE in the ring, or a non-blocking descriptor not ready) after a pass
+ * through the shard's loop, so that other fibers run and the ring drains; a cancel or the
+ * deadline ends the retries (-ECANCELED / -ETIMEDOUT, or the count moved before). */
 TPC_EXTERN ssize_t tpc_read_full(int fd, void *buf, size_t len, int64_t offset);
 TPC_EXTERN ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset);
 
