@@ -1,7 +1,8 @@
 /* Fault injection (built with -Dfault_injection=true): chosen io_uring operations fail with
  * chosen errors or come back short, and the raw calls surface that while the _full helpers
  * retry EAGAIN and EINTR, gather short transfers, and report a partial count or the error; and
- * no free SQE: for a cancellation, and under the _full helpers (which must let the loop run). */
+ * no free SQE: for a cancellation, for a receive stream's receive, and under the _full helpers
+ * (which must let the loop run). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -126,6 +127,50 @@ static void test_no_sqe_for_cancel(void **state)
     run_main(1, no_sqe_main, NULL);
 }
 
+/* A receive stream that finds no free SQE for its receive tries again at the next loop
+ * iteration: data that waits is delivered, whether the stream could not arm when it opened or
+ * when its handler gave a buffer back. (It used to wait with nothing in the ring: until the
+ * deadline, or forever.) */
+static int rx_no_sqe_main(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    tpc_bufpool *p;
+    tpc_rx *rx;
+    tpc_buf b = {0};
+    CHECK_EQ(tpc_bufpool_create(4, 64, &p), 0);  /* a share of one buffer */
+    CHECK_EQ(tpc_send(sv[0], "hello", 5, 0), 5); /* there from the start */
+    tpc__fault_sqe(0, 3);
+    CHECK_EQ(tpc_rx_open(sv[1], p, &rx), 0);
+    uint64_t t0 = tpc_now_fresh();
+    tpc_deadline_set(2000 * MS);
+    CHECK_EQ(tpc_rx_next(rx, &b), 5);
+    tpc_deadline_clear();
+    CHECK(tpc_now_fresh() - t0 < 1000 * MS);
+    CHECK(b.data && !memcmp(b.data, "hello", 5));
+    CHECK_EQ(tpc_send(sv[0], "world", 5, 0), 5); /* waits: the stream is at its share */
+    tpc__fault_sqe(0, 3);
+    CHECK_EQ(tpc_buf_release(&b), 0); /* re-arms the stream */
+    tpc_deadline_set(2000 * MS);
+    CHECK_EQ(tpc_rx_next(rx, &b), 5);
+    tpc_deadline_clear();
+    tpc__fault_sqe(0, 0);
+    CHECK(b.data && !memcmp(b.data, "world", 5));
+    CHECK_EQ(tpc_buf_release(&b), 0);
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    CHECK_EQ(tpc_bufpool_destroy(p), 0);
+    close(sv[0]);
+    close(sv[1]);
+    return 0;
+}
+
+static void test_rx_no_sqe(void **state)
+{
+    (void)state;
+    run_main(1, rx_no_sqe_main, NULL);
+}
+
 /* The _full helpers, when no SQE is free, let the loop run before they try again: another
  * fiber runs meanwhile (here, the one that frees the ring), and a deadline ends the tries.
  * (They used to retry at once: a spin that starved every other fiber of the shard.) */
@@ -181,6 +226,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_no_sqe_for_cancel),
+        cmocka_unit_test(test_rx_no_sqe),
         cmocka_unit_test(test_full_no_sqe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

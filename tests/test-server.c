@@ -1,9 +1,12 @@
 /* Accepting and serving: the multishot acceptor (queueing, deadlines, close with connections
  * queued, misuse), its back-off when the process runs out of descriptors, servers spreading
- * connections by SO_REUSEPORT and by hand-off, and 10,000 concurrent loopback connections
- * served from a shared buffer pool. */
+ * connections by SO_REUSEPORT and by hand-off, a shared buffer pool that one peer which never
+ * reads cannot drain, and 10,000 concurrent loopback connections served from a shared buffer
+ * pool. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -431,6 +434,124 @@ static void test_server_errors(void **state)
     run_main(1, server_errors_main, NULL);
 }
 
+/* Sends all of buf, over short sends; false on an error. */
+static bool send_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t w = tpc_send(fd, buf, len, 0);
+        if (w <= 0)
+            return false;
+        buf += w, len -= (size_t)w;
+    }
+    return true;
+}
+
+/* Echoes what it receives through the shard's pool until the peer ends or an error. */
+static int rx_echo(int fd, tpc_bufpool *pool)
+{
+    tpc_rx *rx;
+    CHECK_EQ(tpc_rx_open(fd, pool, &rx), 0);
+    tpc_buf b;
+    while (tpc_rx_next(rx, &b) > 0) {
+        bool sent = send_all(fd, b.data, b.len);
+        tpc_buf_release(&b);
+        if (!sent)
+            break;
+    }
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    return 0;
+}
+
+/* ---- One peer that sends and never reads, on a shared pool. ----
+ * Its handler blocks in a send, and its stream stops at its share of the pool (a quarter):
+ * the other connections are served. (Without a bound the stream took every buffer and every
+ * other connection on the shard starved.) */
+
+static tpc_bufpool *fair_pool;
+
+static int small_echo_conn(int fd, void *arg)
+{
+    (void)arg;
+    CHECK_EQ(tpc_sock_buffers(fd, 4096, 4096), 0); /* so that the hog jams soon */
+    return rx_echo(fd, fair_pool);
+}
+
+static int echo_through(const tpc_addr *at, int rounds)
+{
+    int fd = tpc_connect(at);
+    CHECK(fd >= 0);
+    char msg[100], back[100];
+    int ok = 0;
+    for (int r = 0; r < rounds; r++) {
+        memset(msg, 'a' + r, sizeof(msg));
+        tpc_deadline_set(2000 * MS); /* loose: a starved stream never answers */
+        size_t got = 0;
+        if (send_all(fd, msg, sizeof(msg)))
+            while (got < sizeof(back)) {
+                ssize_t n = tpc_recv(fd, back + got, sizeof(back) - got, 0);
+                if (n <= 0)
+                    break;
+                got += (size_t)n;
+            }
+        tpc_deadline_clear();
+        ok += got == sizeof(back) && !memcmp(msg, back, sizeof(msg));
+    }
+    tpc_close(fd);
+    return ok;
+}
+
+static int fair_main(void *arg)
+{
+    (void)arg;
+    enum { COUNT = 16, SHARE = COUNT / 4 };
+    CHECK_EQ(tpc_bufpool_create(COUNT, 1024, &fair_pool), 0);
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, small_echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    int hog = tpc_connect(&at);
+    CHECK(hog >= 0);
+    CHECK_EQ(tpc_sock_buffers(hog, 4096, 4096), 0);
+    CHECK_EQ(fcntl(hog, F_SETFL, fcntl(hog, F_GETFL) | O_NONBLOCK), 0);
+    /* The hog writes until its connection is jammed: writes fail and it does not become
+     * writable again within 50 ms. */
+    static char junk[16384];
+    long sent = 0;
+    for (int round = 0; round < 400; round++) {
+        ssize_t w;
+        while ((w = write(hog, junk, sizeof(junk))) > 0)
+            sent += w;
+        tpc_deadline_set(50 * MS);
+        int rc = tpc_poll(hog, POLLOUT);
+        tpc_deadline_clear();
+        if (rc == -ETIMEDOUT && tpc_bufpool_available(fair_pool) == COUNT - SHARE)
+            break;
+    }
+    CHECK_EQ(tpc_bufpool_available(fair_pool), COUNT - SHARE);
+    /* Others are served meanwhile, and the hog's stream takes no more. */
+    CHECK_EQ(echo_through(&at, 5), 5);
+    CHECK_EQ(echo_through(&at, 5), 5);
+    CHECK_EQ(tpc_bufpool_available(fair_pool), COUNT - SHARE);
+    print_message("a peer that never reads sent %ld bytes and holds %d of %d buffers\n", sent,
+                  SHARE, COUNT);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    CHECK_EQ(setsockopt(hog, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    close(hog); /* its handler's send fails: it ends, and gives its buffers back */
+    for (int i = 0; i < 2000 && tpc_bufpool_available(fair_pool) < COUNT; i++)
+        tpc_sleep(1 * MS); /* bounded */
+    CHECK_EQ(tpc_bufpool_available(fair_pool), COUNT);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(tpc_bufpool_destroy(fair_pool), 0);
+    return 0;
+}
+
+static void test_pool_fairness(void **state)
+{
+    (void)state;
+    run_main(1, fair_main, NULL);
+}
+
 /* ---- 10,000 concurrent connections. ----
  * The clients live in a child process (a runtime of their own), so that each process needs
  * only 10,000 descriptors: this machine's hard limit is 20,000 and raising it takes
@@ -455,18 +576,7 @@ static int drop_pool(void *arg)
 static int rx_echo_conn(int fd, void *arg)
 {
     (void)arg;
-    tpc_rx *rx;
-    CHECK_EQ(tpc_rx_open(fd, pools[tpc_shard_id()], &rx), 0);
-    tpc_buf b;
-    ssize_t n;
-    while ((n = tpc_rx_next(rx, &b)) > 0) {
-        ssize_t w = tpc_send(fd, b.data, b.len, 0);
-        tpc_buf_release(&b);
-        if (w != n)
-            break;
-    }
-    CHECK_EQ(tpc_rx_close(rx), 0);
-    return 0;
+    return rx_echo(fd, pools[tpc_shard_id()]);
 }
 
 struct clients {
@@ -626,7 +736,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_acceptor),         cmocka_unit_test(test_emfile),
         cmocka_unit_test(test_server_reuseport), cmocka_unit_test(test_server_handoff),
-        cmocka_unit_test(test_server_errors),    cmocka_unit_test(test_10k_connections),
+        cmocka_unit_test(test_server_errors),    cmocka_unit_test(test_pool_fairness),
+        cmocka_unit_test(test_10k_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -176,38 +176,47 @@ TPC_EXTERN int tpc_server_stop(tpc_server *srv);
 typedef struct tpc_bufpool tpc_bufpool;
 typedef struct tpc_rx tpc_rx;
 
-/* A received chunk: len bytes at data, inside a buffer of the pool, until tpc_buf_release. */
+/* A received chunk: len bytes at data, inside a buffer of the pool, until tpc_buf_release. A
+ * copy of it is only good until one of the copies has been released. */
 typedef struct tpc_buf {
     char *data;
     size_t len;
-    void *pool_;  /* private */
-    unsigned id_; /* private */
+    void *pool_;   /* private */
+    unsigned id_;  /* private */
+    unsigned gen_; /* private */
 } tpc_buf;
 
 /* count buffers of size bytes (count a power of two, at most 32768), registered with this
  * shard's ring as a provided-buffer ring. Receive streams on it take a buffer only when data
- * arrives: idle connections hold none. Returns 0, -EINVAL, -ENOMEM, -ENOSPC (65535 pools live
- * on this shard; a destroyed pool's id is reused), the kernel's error if it has no buffer rings
- * (before Linux 5.19), -EPERM outside a shard. */
+ * arrives: idle connections hold none. Fairness: one stream holds at most a quarter of the
+ * pool's buffers (count / 4, at least 1), queued and handed out together; at that point it
+ * stops receiving (the data waits in the socket) until its caller releases one of them, so a
+ * peer whose handler is stuck (say in a send to a peer that never reads) cannot starve the
+ * other streams. Returns 0, -EINVAL, -ENOMEM, -ENOSPC (65535 pools live on this shard; a
+ * destroyed pool's id is reused), the kernel's error if it has no buffer rings (before Linux
+ * 5.19), -EPERM outside a shard. */
 TPC_EXTERN int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out);
 /* Frees the pool (NULL: no-op). -EBUSY while a stream is open on it or a buffer is held. */
 TPC_EXTERN int tpc_bufpool_destroy(tpc_bufpool *p);
 /* Buffers free for the kernel to fill. */
 TPC_EXTERN int tpc_bufpool_available(const tpc_bufpool *p);
 
-/* Starts receiving from stream socket fd into pool p with one multishot recv. Returns 0,
- * -EINVAL, -ENOMEM, -EXDEV (p is another shard's), -EPERM outside a shard. */
+/* Starts receiving from stream socket fd into pool p: one receive at a time stays in the ring
+ * and takes a buffer when data arrives. Returns 0, -EINVAL, -ENOMEM, -EXDEV (p is another
+ * shard's), -EPERM outside a shard. */
 TPC_EXTERN int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out);
 /* Waits for the next chunk received, in order, and returns its length (> 0) with *b
  * describing it; the caller holds the buffer until tpc_buf_release. Returns 0 at end of
  * stream; -ECANCELED / -ETIMEDOUT (data arriving later stays queued for the next call); the
- * socket's error (-ECONNRESET ...) after the data received before it; -EBUSY if another fiber
- * already waits on rx; -EAGAIN if the ring had no room to re-arm (call again); -EXDEV, -EPERM.
- * When the pool is empty, receiving pauses (the data waits in the socket) until some buffer is
- * released. */
+ * socket's error (-ECONNRESET ...) after the data received before it; -ENOBUFS when nothing is
+ * queued and the caller holds the stream's whole share of the pool (nothing can arrive until
+ * it releases one); -EBUSY if another fiber already waits on rx; -EXDEV, -EPERM. When the pool
+ * is empty, receiving pauses (the data waits in the socket) until some buffer is released;
+ * when the ring has no free SQE, the stream tries again at the next loop iteration. */
 TPC_EXTERN ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b);
 /* Gives a buffer back to its pool. Returns 0; -EINVAL for a buffer not held (released twice,
- * or never returned by tpc_rx_next); -EXDEV from another shard. */
+ * a stale copy of one released already, even if its buffer was handed out again since, or
+ * never returned by tpc_rx_next); -EXDEV from another shard. */
 TPC_EXTERN int tpc_buf_release(tpc_buf *b);
 /* Stops receiving, waits until the kernel has let go, gives queued chunks back to the pool and
  * frees rx (NULL: no-op). Does not close fd. Buffers the caller holds stay held. Returns 0,
