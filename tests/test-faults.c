@@ -1,8 +1,9 @@
 /* Fault injection (built with -Dfault_injection=true): chosen io_uring operations fail with
  * chosen errors or come back short, and the raw calls surface that while the _full helpers
  * retry EAGAIN and EINTR, gather short transfers, and report a partial count or the error; and
- * no free SQE: for a cancellation, for a receive stream's receive, and under the _full helpers
- * (which must let the loop run). */
+ * no free SQE: for a cancellation, for a receive stream's receive, under the _full helpers
+ * (which must let the loop run), and for the server's close of a connection. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -221,6 +222,55 @@ static void test_full_no_sqe(void **state)
     run_main(1, full_no_sqe_main, NULL);
 }
 
+/* The server closes a connection with close(2) when tpc_close finds no free SQE: its client
+ * sees the end and no descriptor is left behind. */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int jam_close_conn(int fd, void *arg)
+{
+    (void)fd, (void)arg;
+    tpc__fault_sqe(0, 1); /* the server's close, right after this returns, finds none */
+    return 0;
+}
+
+static int server_close_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, jam_close_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    int base = count_fds();
+    for (int i = 0; i < 3; i++) {
+        int c = tpc_connect(&at);
+        CHECK(c >= 0);
+        char b;
+        tpc_deadline_set(2000 * MS);
+        CHECK_EQ(tpc_recv(c, &b, 1, 0), 0);
+        tpc_deadline_clear();
+        tpc_close(c);
+    }
+    CHECK_EQ(count_fds(), base);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    return 0;
+}
+
+static void test_server_close_no_sqe(void **state)
+{
+    (void)state;
+    run_main(1, server_close_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_no_sqe_for_cancel),
         cmocka_unit_test(test_rx_no_sqe),
         cmocka_unit_test(test_full_no_sqe),
+        cmocka_unit_test(test_server_close_no_sqe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,17 +1,34 @@
 /* Accepting and serving: the multishot acceptor (queueing, deadlines, close with connections
  * queued, misuse), its back-off when the process runs out of descriptors, servers spreading
- * connections by SO_REUSEPORT and by hand-off, a shared buffer pool that one peer which never
- * reads cannot drain, and 10,000 concurrent loopback connections served from a shared buffer
- * pool. */
+ * connections by SO_REUSEPORT and by hand-off, their options, how they stop (no handler begins
+ * after stop, running ones are given the caller's deadline then cancelled, start's and stop's
+ * error paths), a shared buffer pool that one peer which never reads cannot drain, and 10,000
+ * concurrent loopback connections served from a shared buffer pool. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "helpers.h"
+
+/* This executable is linked with -Wl,--wrap=calloc (tests/meson.build): a test makes the next
+ * calloc of its thread fail, as under memory pressure. */
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+static __thread bool fail_next_calloc;
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (fail_next_calloc) {
+        fail_next_calloc = false;
+        return NULL;
+    }
+    return __real_calloc(n, size);
+}
 
 #define MS (1000 * 1000LL)
 
@@ -462,6 +479,355 @@ static int rx_echo(int fd, tpc_bufpool *pool)
     return 0;
 }
 
+/* ---- Options. ---- */
+
+/* A stack size the fiber layer refuses would make every connection's spawn fail: start says
+ * so (-EINVAL) rather than run a server that drops every connection. */
+static int opts_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv = NULL;
+    size_t bad[] = {1, 8 * 1024, 16 * 1024 - 1, ((size_t)1 << 30) + 1, (size_t)2 << 30};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tpc_server_opts o = {.stack_size = bad[i]};
+        CHECK_EQ(tpc_server_start(&a, &o, echo_conn, NULL, &srv), -EINVAL);
+    }
+    tpc_server_opts neg = {.backlog = -1};
+    CHECK_EQ(tpc_server_start(&a, &neg, echo_conn, NULL, &srv), -EINVAL);
+    tpc_server_opts flags = {.flags = TPC_SERVER_HANDOFF | 2};
+    CHECK_EQ(tpc_server_start(&a, &flags, echo_conn, NULL, &srv), -EINVAL);
+    /* The smallest stack allowed serves. */
+    tpc_server_opts small = {.stack_size = 16 * 1024};
+    CHECK_EQ(tpc_server_start(&a, &small, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    uint64_t started = 0;
+    CHECK_EQ(tpc_server_load(srv, 0, NULL, &started), 0);
+    CHECK_EQ(started, 1);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    return 0;
+}
+
+static void test_server_opts(void **state)
+{
+    (void)state;
+    run_main(1, opts_main, NULL);
+}
+
+/* ---- Stopping. ---- */
+
+/* The application's state that handlers use: freed once tpc_server_stop has returned. */
+struct app {
+    atomic_int entered, returned, cancelled;
+    atomic_bool stopped; /* set when tpc_server_stop returned: a handler must not begin after */
+    atomic_int late;
+};
+
+static int app_conn(int fd, void *arg)
+{
+    struct app *app = arg;
+    if (atomic_load(&app->stopped))
+        atomic_fetch_add(&app->late, 1);
+    atomic_fetch_add(&app->entered, 1);
+    char b;
+    ssize_t n;
+    while ((n = tpc_recv(fd, &b, 1, 0)) > 0) /* echo until the peer ends, or cancelled */
+        if (tpc_send(fd, &b, 1, 0) != 1)
+            break;
+    if (n == -ECANCELED)
+        atomic_fetch_add(&app->cancelled, 1);
+    atomic_fetch_add(&app->returned, 1);
+    return 0;
+}
+
+/* Waits (bounded) until n handlers of app have begun. */
+static void wait_entered(struct app *app, int n)
+{
+    for (int i = 0; i < 5000 && atomic_load(&app->entered) < n; i++)
+        tpc_sleep(1 * MS); /* polling a counter other shards update, bounded */
+    CHECK(atomic_load(&app->entered) >= n);
+}
+
+/* A thread that keeps connecting to the server and hanging up, so that connections are on
+ * their way (accepted, or handed to another shard) whenever the server stops. */
+static atomic_bool hammer_on;
+static tpc_addr hammer_at;
+
+static void *hammer(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&hammer_on)) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            break;
+        connect(fd, &hammer_at.sa, hammer_at.len); /* refused while no server listens */
+        close(fd);
+        /* The pace is the workload (about 10,000 connections a second at most), not a wait
+         * for anything: it keeps sanitizer builds from drowning in handlers. */
+        struct timespec ts = {0, 100 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* No handler begins after tpc_server_stop has returned, and none is still running then, in
+ * either mode, while connections stream in. (A hand-off used to start handlers from
+ * messages still on their way: thousands of late starts over 200 stops, and a program that
+ * freed `arg` after stop gave them freed memory.) */
+static int no_late_start_main(void *arg)
+{
+    (void)arg;
+    enum { CYCLES = 40 };
+    static struct app apps[2][CYCLES]; /* kept to the end, so that a late start is counted */
+    memset(apps, 0, sizeof(apps));
+    tpc_addr a;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &hammer_at), 0); /* a port for every cycle */
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    atomic_store(&hammer_on, true);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, hammer, NULL), 0);
+    long started = 0;
+    for (int mode = 0; mode < 2; mode++) {
+        tpc_server_opts o = {.flags = mode ? TPC_SERVER_HANDOFF : 0};
+        for (int cy = 0; cy < CYCLES; cy++) {
+            struct app *app = &apps[mode][cy];
+            CHECK_EQ(tpc_server_start(&hammer_at, &o, app_conn, app, &srv), 0);
+            wait_entered(app, 3);
+            CHECK_EQ(tpc_server_stop(srv), 0);
+            atomic_store(&app->stopped, true);
+            CHECK_EQ(atomic_load(&app->returned), atomic_load(&app->entered));
+            started += atomic_load(&app->entered);
+        }
+    }
+    atomic_store(&hammer_on, false);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 20; i++)
+        tpc_sleep(1 * MS); /* through both loops: a late start would come now */
+    int late = 0;
+    for (int mode = 0; mode < 2; mode++)
+        for (int cy = 0; cy < CYCLES; cy++)
+            late += atomic_load(&apps[mode][cy].late);
+    CHECK_EQ(late, 0);
+    print_message("%ld handlers over %d stops, %d began after their server's stop\n", started,
+                  2 * CYCLES, late);
+    return 0;
+}
+
+static void test_server_no_late_start(void **state)
+{
+    (void)state;
+    run_main(2, no_late_start_main, NULL);
+}
+
+/* Closes the clients: run while tpc_server_stop waits. */
+static int closer(void *arg)
+{
+    int *c = arg;
+    tpc_close(c[0]);
+    tpc_close(c[1]);
+    return 0;
+}
+
+/* Starts a hand-off server (one connection per shard) with two held connections. */
+static tpc_server *two_held(struct app *app, int c[2])
+{
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server_opts o = {.flags = TPC_SERVER_HANDOFF};
+    tpc_server *srv = NULL;
+    CHECK_EQ(tpc_server_start(&a, &o, app_conn, app, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    for (int i = 0; i < 2; i++)
+        CHECK((c[i] = tpc_connect(&at)) >= 0);
+    wait_entered(app, 2);
+    return srv;
+}
+
+/* Running handlers: without a deadline stop cancels them and returns once they have returned;
+ * a deadline is their grace: those that return by themselves before it are not cancelled, and
+ * those still running when it passes are. */
+static int stop_waits_main(void *arg)
+{
+    (void)arg;
+    int c[2];
+    char b;
+
+    struct app *app = calloc(1, sizeof(*app));
+    tpc_server *srv = two_held(app, c);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    CHECK_EQ(atomic_load(&app->cancelled), 2);
+    free(app); /* nothing of the server uses it any more */
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(tpc_recv(c[i], &b, 1, 0), 0); /* the server closed its end */
+        tpc_close(c[i]);
+    }
+
+    app = calloc(1, sizeof(*app));
+    srv = two_held(app, c);
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(&f, closer, c), 0); /* runs once stop waits */
+    uint64_t t0 = tpc_now_fresh();
+    tpc_deadline_set(10000 * MS);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    tpc_deadline_clear();
+    CHECK(tpc_now_fresh() - t0 < 5000 * MS);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    CHECK_EQ(atomic_load(&app->cancelled), 0); /* they saw their clients' end */
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    free(app);
+
+    app = calloc(1, sizeof(*app));
+    srv = two_held(app, c);
+    t0 = tpc_now_fresh();
+    tpc_deadline_set(30 * MS);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    tpc_deadline_clear();
+    CHECK(tpc_now_fresh() - t0 >= 30 * MS);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    CHECK_EQ(atomic_load(&app->cancelled), 2);
+    free(app);
+    for (int i = 0; i < 2; i++)
+        tpc_close(c[i]);
+    return 0;
+}
+
+static void test_server_stop_waits(void **state)
+{
+    (void)state;
+    run_main(2, stop_waits_main, NULL);
+}
+
+/* ---- tpc_server_stop's error paths. ---- */
+
+static int stop_elsewhere(void *arg)
+{
+    return tpc_server_stop(arg);
+}
+
+static int stop_rc;
+static tpc_event stop_tried;
+static void stop_from_callback(void *arg)
+{
+    stop_rc = tpc_server_stop(arg);
+    tpc_event_set(&stop_tried);
+}
+
+/* On shard 1: a server, and its stop while a calloc fails (the remote call it used to make
+ * failed with -ENOMEM there, which stop took for "that loop never ran": it closed the live
+ * loop's listener and freed the server under it). */
+static int stop_nomem(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    fail_next_calloc = true;
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    fail_next_calloc = false;
+    for (int i = 0; i < 10; i++) /* every shard's listener is closed: nobody is served */
+        CHECK_EQ(tpc_connect(&at), -ECONNREFUSED);
+    return 0;
+}
+
+static int stop_errors_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_stop(NULL), -EINVAL);
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    int rc = 0;
+    CHECK_EQ(tpc_call_on(1, stop_elsewhere, srv, &rc), 0);
+    CHECK_EQ(rc, -EXDEV); /* and the handle is still valid: */
+    tpc_event_init(&stop_tried, false);
+    CHECK_EQ(tpc_defer(stop_from_callback, srv), 0);
+    CHECK_EQ(tpc_event_wait(&stop_tried), 0);
+    CHECK_EQ(stop_rc, -EPERM);
+    tpc_addr at;
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+
+    tpc_remote *r;
+    CHECK_EQ(tpc_spawn_on(1, &r, NULL, stop_nomem, NULL), 0);
+    CHECK_EQ(tpc_remote_join(r, &rc), 0);
+    return 0;
+}
+
+static void test_server_stop_errors(void **state)
+{
+    (void)state;
+    run_main(2, stop_errors_main, NULL);
+}
+
+/* A start whose caller's deadline passes while the shards start accepting fails with
+ * -ETIMEDOUT and leaves nothing behind: no listener, no descriptor, no memory. */
+static int start_interrupted_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    int fds = count_fds();
+    for (int mode = 0; mode < 2; mode++) {
+        tpc_server_opts o = {.flags = mode ? TPC_SERVER_HANDOFF : 0};
+        tpc_server *srv = NULL;
+        tpc_deadline_set(0); /* already passed */
+        CHECK_EQ(tpc_server_start(&a, &o, echo_conn, NULL, &srv), -ETIMEDOUT);
+        tpc_deadline_clear();
+        CHECK_EQ(count_fds(), fds);
+    }
+    /* And a start after it works. */
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(count_fds(), fds);
+    return 0;
+}
+
+static void test_server_start_interrupted(void **state)
+{
+    (void)state;
+    run_main(2, start_interrupted_main, NULL);
+}
+
+/* While the runtime stops (the caller is cancelled and calls to other shards fail with
+ * -ESHUTDOWN), stop still stops every shard and waits for the handlers: it used to return
+ * -ESHUTDOWN at once, leaving them to run after it. Everything is closed and freed when
+ * tpc_run returns (LeakSanitizer, valgrind). */
+static int stop_at_shutdown_main(void *arg)
+{
+    struct app *app = arg;
+    int c[2];
+    tpc_server *srv = two_held(app, c);
+    CHECK_EQ(tpc_shutdown(0), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    close(c[0]);
+    close(c[1]);
+    return 0;
+}
+
+static void test_server_stop_at_shutdown(void **state)
+{
+    (void)state;
+    int fds = count_fds();
+    struct app app = {0};
+    run_main(2, stop_at_shutdown_main, &app);
+    assert_int_equal(count_fds(), fds);
+}
+
 /* ---- One peer that sends and never reads, on a shared pool. ----
  * Its handler blocks in a send, and its stream stops at its share of the pool (a quarter):
  * the other connections are served. (Without a bound the stream took every buffer and every
@@ -734,9 +1100,18 @@ static void test_10k_connections(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_acceptor),         cmocka_unit_test(test_emfile),
-        cmocka_unit_test(test_server_reuseport), cmocka_unit_test(test_server_handoff),
-        cmocka_unit_test(test_server_errors),    cmocka_unit_test(test_pool_fairness),
+        cmocka_unit_test(test_acceptor),
+        cmocka_unit_test(test_emfile),
+        cmocka_unit_test(test_server_reuseport),
+        cmocka_unit_test(test_server_handoff),
+        cmocka_unit_test(test_server_errors),
+        cmocka_unit_test(test_server_opts),
+        cmocka_unit_test(test_server_no_late_start),
+        cmocka_unit_test(test_server_stop_waits),
+        cmocka_unit_test(test_server_stop_errors),
+        cmocka_unit_test(test_server_start_interrupted),
+        cmocka_unit_test(test_server_stop_at_shutdown),
+        cmocka_unit_test(test_pool_fairness),
         cmocka_unit_test(test_10k_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -136,7 +136,9 @@ TPC_EXTERN int tpc_acceptor_close(tpc_acceptor *a);
 
 typedef struct tpc_server tpc_server;
 
-/* Serves one connection. The server closes fd after it returns: fn must not close it. */
+/* Serves one connection. The server closes fd after it returns: fn must not close it. When the
+ * server stops, fn may be cancelled (its current or next wait returns -ECANCELED): it should
+ * then return. */
 typedef int (*tpc_conn_fn)(int fd, void *arg);
 
 #define TPC_SERVER_HANDOFF 1 /* one acceptor hands connections to the least-loaded shard */
@@ -144,7 +146,7 @@ typedef int (*tpc_conn_fn)(int fd, void *arg);
 typedef struct tpc_server_opts {
     int backlog;       /* listen backlog, 0: 4096 (the kernel caps it at net.core.somaxconn) */
     int flags;         /* TPC_SERVER_HANDOFF, or 0 */
-    size_t stack_size; /* of connection fibers; 0: the runtime's default */
+    size_t stack_size; /* of connection fibers: 0 (the runtime's default), or 16 KiB to 1 GiB */
 } tpc_server_opts;
 
 /* Listens on a and runs fn(fd, arg) in a new detached fiber for each connection (opts may be
@@ -154,21 +156,30 @@ typedef struct tpc_server_opts {
  * Unix sockets) one acceptor, on the calling shard, hands each connection to the shard with
  * the fewest live connections (ties in turn), which evens out few long-lived connections of
  * uneven weight at the cost of one cross-shard message per connection and of the accepting
- * shard's CPU. Returns 0 and the handle in *out; -EINVAL, the listen errors (-EADDRINUSE ...),
- * -ENOMEM, -EPERM outside a fiber. */
+ * shard's CPU. Returns 0 and the handle in *out once every shard accepts; -EINVAL (NULL a, fn or
+ * out, unknown flags, a negative backlog, a stack_size that is neither 0 nor 16 KiB to 1 GiB),
+ * the listen errors (-EADDRINUSE ...), -ENOMEM, -ECANCELED / -ETIMEDOUT (the caller was
+ * cancelled or its deadline passed while the shards started accepting: what was started is
+ * stopped and, unless cancelled, closed when it returns), -ESHUTDOWN (the runtime is
+ * stopping), -EPERM outside a fiber. */
 TPC_EXTERN int tpc_server_start(const tpc_addr *a, const tpc_server_opts *opts, tpc_conn_fn fn,
                                 void *arg, tpc_server **out);
 /* The address it listens on (with the port the kernel chose for port 0). */
 TPC_EXTERN int tpc_server_addr(const tpc_server *srv, tpc_addr *out);
-/* Live connections on shard `shard` and connections it has started there (either may be
- * NULL). Returns 0, or -EINVAL for a bad shard. Usable from any shard. */
+/* Live connections on shard `shard` (handed to it and not ended) and connections whose fn it
+ * has started (either may be NULL). Returns 0, or -EINVAL for a bad shard. Usable from any
+ * shard. */
 TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uint64_t *accepted);
-/* Stops accepting on every shard, closes the listeners and frees the handle (even when it
- * returns an error). Connections already running go on until fn returns (the server's memory
- * lives until then); connections accepted but not yet started are closed. Call from the
- * starting shard's fibers: -EXDEV elsewhere. Returns 0, or the first error an acceptor ended
- * with. If the caller is cancelled or the runtime is stopping it returns -ECANCELED or
- * -ESHUTDOWN without waiting; the acceptors then end with the runtime. */
+/* Stops the server and waits until nothing of it runs. At once: no fn starts any more (a
+ * connection accepted but not yet started is closed), every shard stops accepting and closes
+ * its listener. Running handlers get until the caller's deadline (tpc_deadline_set) to return
+ * by themselves, a grace period; without a deadline, once it has passed, or if the caller is
+ * cancelled, they are cancelled (their current or next wait returns -ECANCELED). stop returns
+ * when every fn has returned and every descriptor of the server is closed, so `arg` may be
+ * freed then; a fn that does not return when cancelled holds it up. The same holds while the
+ * runtime stops. Frees the handle. Returns 0, or the first error an acceptor ended with (the
+ * server is stopped either way). Call from a fiber of the starting shard: -EXDEV from another
+ * shard, -EPERM outside a fiber, -EINVAL for NULL (the handle stays valid on these errors). */
 TPC_EXTERN int tpc_server_stop(tpc_server *srv);
 
 /* ---- Receiving into a shared buffer pool (multishot recv, provided buffers) ---- */
