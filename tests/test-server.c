@@ -1,12 +1,14 @@
 /* Accepting and serving: the multishot acceptor (queueing, deadlines, close with connections
- * queued, misuse), its back-off when the process runs out of descriptors, servers spreading
- * connections by SO_REUSEPORT and by hand-off, their options, how they stop (no handler begins
- * after stop, running ones are given the caller's deadline then cancelled, start's and stop's
- * error paths), a shared buffer pool that one peer which never reads cannot drain, and 10,000
- * concurrent loopback connections served from a shared buffer pool. */
+ * queued, misuse, its pause at 1,024 queued connections), its back-off when the process runs
+ * out of descriptors (alone and under a server), servers spreading connections by SO_REUSEPORT
+ * and by hand-off, their options, how they stop (no handler begins after stop, running ones
+ * are given the caller's deadline then cancelled, stop's error paths, cycles with live and
+ * reset connections), a shared buffer pool that one peer which never reads cannot drain, and
+ * 10,000 concurrent loopback connections served from a shared buffer pool. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
@@ -828,6 +830,200 @@ static void test_server_stop_at_shutdown(void **state)
     assert_int_equal(count_fds(), fds);
 }
 
+/* ---- Start and stop, over and over, with live and reset connections. ---- */
+
+static int cycles_main(void *arg)
+{
+    (void)arg;
+    int base = count_fds();
+    for (int mode = 0; mode < 2; mode++) {
+        tpc_server_opts o = {.flags = mode ? TPC_SERVER_HANDOFF : 0};
+        for (int cy = 0; cy < 20; cy++) {
+            struct app *app = calloc(1, sizeof(*app));
+            tpc_addr a, at;
+            CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+            tpc_server *srv;
+            CHECK_EQ(tpc_server_start(&a, &o, app_conn, app, &srv), 0);
+            CHECK_EQ(tpc_server_addr(srv, &at), 0);
+            enum { N = 6 };
+            int c[N];
+            for (int i = 0; i < N; i++) {
+                char b = (char)i;
+                CHECK((c[i] = tpc_connect(&at)) >= 0);
+                CHECK_EQ(tpc_send(c[i], &b, 1, 0), 1);
+                CHECK_EQ(tpc_recv(c[i], &b, 1, 0), 1);
+                CHECK_EQ(b, (char)i);
+            }
+            for (int i = N / 2; i < N; i++) { /* half reset their connection */
+                struct linger lg = {.l_onoff = 1, .l_linger = 0};
+                CHECK_EQ(setsockopt(c[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+                tpc_close(c[i]);
+            }
+            CHECK_EQ(tpc_server_stop(srv), 0);
+            CHECK_EQ(atomic_load(&app->entered), N);
+            CHECK_EQ(atomic_load(&app->returned), N);
+            free(app);
+            for (int i = 0; i < N / 2; i++) { /* the live ones see the end */
+                char b;
+                ssize_t n = tpc_recv(c[i], &b, 1, 0);
+                CHECK(n == 0 || n == -ECONNRESET);
+                tpc_close(c[i]);
+            }
+            CHECK_EQ(tpc_connect(&at), -ECONNREFUSED);
+            CHECK_EQ(count_fds(), base); /* listeners, connections: all closed */
+        }
+    }
+    return 0;
+}
+
+static void test_server_cycles(void **state)
+{
+    (void)state;
+    run_main(2, cycles_main, NULL);
+}
+
+/* ---- Out of descriptors under a server. ---- */
+
+static int server_emfile_main(void *arg)
+{
+    (void)arg;
+    struct rlimit old, low;
+    CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = 256;
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0); /* before the accept is submitted */
+    struct app *app = calloc(1, sizeof(*app));
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, app_conn, app, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    int fill[256], n = 0;
+    while (n < 256 && (fill[n] = dup(0)) >= 0)
+        n++;
+    CHECK(n > 0 && n < 256);
+    close(fill[--n]); /* room for the client's socket, none for the server's */
+    tpc_shard_stats before, after;
+    CHECK_EQ(tpc_stats(0, &before), 0);
+    int c = tpc_connect(&at);
+    CHECK(c >= 0);
+    after = before;
+    for (int i = 0; i < 2000 && after.accept_backoffs == before.accept_backoffs; i++) {
+        tpc_sleep(1 * MS); /* until the acceptor has hit the limit (bounded) */
+        CHECK_EQ(tpc_stats(0, &after), 0);
+    }
+    CHECK(after.accept_backoffs > before.accept_backoffs);
+    CHECK_EQ(atomic_load(&app->entered), 0);
+    /* Descriptors come back: the server serves the connection by itself. */
+    while (n)
+        close(fill[--n]);
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    char b = 'x';
+    tpc_deadline_set(3000 * MS);
+    CHECK_EQ(tpc_send(c, &b, 1, 0), 1);
+    b = 0;
+    CHECK_EQ(tpc_recv(c, &b, 1, 0), 1);
+    tpc_deadline_clear();
+    CHECK_EQ(b, 'x');
+    tpc_close(c);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(atomic_load(&app->entered), 1);
+    free(app);
+    return 0;
+}
+
+static void test_server_emfile(void **state)
+{
+    (void)state;
+    if (under_valgrind())
+        skip(); /* valgrind keeps descriptors of its own above the soft limit */
+    run_main(1, server_emfile_main, NULL);
+}
+
+/* ---- The acceptor's pause at 1,024 queued connections. ---- */
+
+/* Connections waiting in the listener's accept queue (for a listener, TCP_INFO's unacked). */
+static int backlog_of(int lfd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    return getsockopt(lfd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 ? (int)ti.tcpi_unacked : -1;
+}
+
+static int pause_main(void *arg)
+{
+    (void)arg;
+    enum { N = 1200, CHUNK = 32, HIGH = 1024 };
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    int lfd = tpc_listen(&a, 2048, 0);
+    CHECK(lfd >= 0);
+    CHECK_EQ(tpc_sock_local(lfd, &at), 0);
+    tpc_acceptor *acc;
+    CHECK_EQ(tpc_acceptor_open(lfd, &acc), 0);
+    static int c[N];
+    /* Clients connect a chunk at a time (plain connects: the shard does not run meanwhile);
+     * after each chunk the acceptor takes what it can. */
+    int connected = 0;
+    while (connected < N) {
+        for (int i = 0; i < CHUNK && connected < N; i++, connected++) {
+            c[connected] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            CHECK(c[connected] >= 0);
+            CHECK_EQ(connect(c[connected], &at.sa, at.len), 0);
+        }
+        for (int i = 0; i < 2000; i++) { /* until it has taken them, or holds 1,024 */
+            int waiting = backlog_of(lfd);
+            if (waiting == 0 || connected - waiting >= HIGH)
+                break;
+            tpc_sleep(1 * MS);
+        }
+    }
+    for (int i = 0; i < 10; i++)
+        tpc_sleep(1 * MS); /* through the loop: an acceptor that did not pause takes the rest */
+    int waiting = backlog_of(lfd);
+    /* It holds 1,024, plus what the kernel had accepted in the batch that crossed 1,024. */
+    CHECK(waiting <= N - HIGH && waiting >= N - HIGH - CHUNK);
+    print_message("acceptor paused with %d connections queued, %d left in the listen backlog\n",
+                  N - waiting, waiting);
+    /* Taken, the queue drains below 256 and it accepts again: every connection comes out. */
+    tpc_deadline_set(20000 * MS);
+    for (int i = 0; i < N; i++) {
+        int fd = tpc_acceptor_next(acc);
+        CHECK(fd >= 0);
+        if (fd < 0)
+            break;
+        close(fd);
+    }
+    tpc_deadline_clear();
+    CHECK_EQ(backlog_of(lfd), 0);
+    for (int i = 0; i < N; i++)
+        close(c[i]);
+    CHECK_EQ(tpc_acceptor_close(acc), 0);
+    tpc_close(lfd);
+    return 0;
+}
+
+static void test_acceptor_pause(void **state)
+{
+    (void)state;
+    if (under_valgrind())
+        skip(); /* valgrind keeps descriptors of its own above the soft limit */
+    struct rlimit old, want;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    want = old;
+    if (want.rlim_cur < 4096) {
+        if (want.rlim_max < 4096) {
+            printf("# RLIMIT_NOFILE's hard limit %lu is below 4096: skipped\n",
+                   (unsigned long)want.rlim_max);
+            skip();
+        }
+        want.rlim_cur = 4096;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
+    }
+    run_main(1, pause_main, NULL);
+    setrlimit(RLIMIT_NOFILE, &old);
+}
+
 /* ---- One peer that sends and never reads, on a shared pool. ----
  * Its handler blocks in a send, and its stream stops at its share of the pool (a quarter):
  * the other connections are served. (Without a bound the stream took every buffer and every
@@ -1101,6 +1297,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_acceptor),
+        cmocka_unit_test(test_acceptor_pause),
         cmocka_unit_test(test_emfile),
         cmocka_unit_test(test_server_reuseport),
         cmocka_unit_test(test_server_handoff),
@@ -1111,6 +1308,8 @@ int main(void)
         cmocka_unit_test(test_server_stop_errors),
         cmocka_unit_test(test_server_start_interrupted),
         cmocka_unit_test(test_server_stop_at_shutdown),
+        cmocka_unit_test(test_server_cycles),
+        cmocka_unit_test(test_server_emfile),
         cmocka_unit_test(test_pool_fairness),
         cmocka_unit_test(test_10k_connections),
     };
