@@ -96,8 +96,17 @@ static ssize_t full(int fd, char *buf, size_t len, int64_t offset, bool writing)
         int64_t at = offset < 0 ? -1 : offset + (int64_t)done;
         ssize_t n = writing ? tpc_write(fd, buf + done, len - done, at)
                             : tpc_read(fd, buf + done, len - done, at);
-        if (n == -EINTR || n == -EAGAIN)
+        if (n == -EINTR)
             continue; /* nothing moved: try again (io_uring waits for readiness itself) */
+        if (n == -EAGAIN) {
+            /* No free SQE (or a non-blocking descriptor that is not ready): trying again at
+             * once would spin without the loop ever submitting or reaping, and starve every
+             * other fiber. Pass through the loop first; a cancel or deadline ends it. */
+            int rc = tpc_sleep(0);
+            if (rc < 0)
+                return done ? (ssize_t)done : rc;
+            continue;
+        }
         if (n < 0)
             return done ? (ssize_t)done : n;
         if (n == 0) {
@@ -235,14 +244,33 @@ int tpc_poll(int fd, short events)
 
 #define TPC_DIO_DEFAULT 4096u
 
+/* For a file whose filesystem does not report its alignment (tmpfs, or any before Linux 6.1):
+ * whether the file takes O_DIRECT at all. The kernel refuses to set O_DIRECT on an open file
+ * that cannot do direct I/O (procfs, sysfs ...), so set it and put the flags back. (Another
+ * thread doing I/O through the same open file at that instant would see O_DIRECT.) */
+static bool dio_supported(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return false;
+    if (fl & O_DIRECT)
+        return true; /* it was opened so */
+    if (fcntl(fd, F_SETFL, fl | O_DIRECT) < 0)
+        return false;
+    fcntl(fd, F_SETFL, fl);
+    return true;
+}
+
 int tpc_dio_align(int fd)
 {
     struct statx st;
-    int rc = tpc_statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st);
+    int rc = tpc_statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_DIOALIGN, &st);
     if (rc < 0)
         return rc;
-    if (!(st.stx_mask & STATX_DIOALIGN))
-        return (int)TPC_DIO_DEFAULT; /* the filesystem does not say */
+    if (!S_ISREG(st.stx_mode) && !S_ISBLK(st.stx_mode))
+        return -EINVAL;                  /* pipes, sockets, directories, character devices */
+    if (!(st.stx_mask & STATX_DIOALIGN)) /* the filesystem does not say */
+        return dio_supported(fd) ? (int)TPC_DIO_DEFAULT : -EINVAL;
     /* glibc's struct statx has no names for these yet: they follow stx_mnt_id (kernel ABI). */
     _Static_assert(sizeof(struct statx) == 0x100, "struct statx is the kernel's");
     uint32_t mem, off;

@@ -1,13 +1,26 @@
 /* Receiving into shared buffers (include/tpc/net.h): a buffer pool registered with the shard's
- * ring as a provided-buffer ring, and receive streams that keep one multishot recv each.
+ * ring as a provided-buffer ring, and receive streams that keep one receive each in the ring.
  *
  * The kernel picks a free buffer of the pool only when data arrives, so an idle connection
  * holds no buffer: 10,000 idle connections cost 10,000 armed requests, not 10,000 buffers.
  * Each completion names the buffer it filled; the stream queues it (linked through the pool's
  * per-buffer `next` array: no allocation per completion) until tpc_rx_next hands it to the
  * caller, who gives it back with tpc_buf_release. When the pool is empty the kernel ends the
- * multishot recv with -ENOBUFS (the data stays in the socket); the stream then waits in the
- * pool's starved list and is re-armed when a buffer comes back. */
+ * receive with -ENOBUFS (the data stays in the socket); the stream then waits in the pool's
+ * starved list and is re-armed when a buffer comes back.
+ *
+ * Fairness. A stream counts the buffers it has queued and handed out (`owner` says whose a
+ * buffer is, also after its stream has closed) and re-arms only while that is below the
+ * pool's share (a quarter of its buffers, at least one); its handler's release re-arms it. The
+ * bound is exact because each receive takes exactly one buffer: a multishot receive would fill
+ * as many as the socket holds data for (the kernel loops until the socket is empty or the ring
+ * is), so one peer that sends much and never reads, whose handler is stuck in a send, would
+ * take the whole pool before the stream could stop it. The price is one SQE per chunk, which
+ * goes out with the loop's other submissions (no extra kernel entry); after a chunk that
+ * emptied the socket the next receive waits for data before trying (POLL_FIRST).
+ *
+ * A stream that finds no free SQE re-arms from a timer at the next loop iteration, so it is
+ * never left waiting with nothing in the ring. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -25,20 +38,27 @@ struct tpc_bufpool {
     uint16_t bgid;
     uint16_t *next; /* queue links, by buffer id */
     uint32_t *len;  /* bytes received, by buffer id */
+    uint32_t *gen;  /* hand-outs, by buffer id: a stale copy of a tpc_buf does not match */
+    tpc_rx **owner; /* the stream a queued or held buffer counts against, by buffer id */
     uint8_t *state;
+    unsigned share; /* buffers one stream may have queued and held: count / 4, at least 1 */
     unsigned nheld, nqueued, nstreams;
     tpc_list starved; /* streams waiting for a free buffer, oldest first */
 };
 
 struct tpc_rx {
-    struct tpc__multishot ms; /* the multishot recv */
+    struct tpc__multishot ms; /* the receive in the ring (one at a time) */
     tpc_bufpool *pool;
     int fd;
-    int head, tail; /* queued buffer ids, -1: none */
+    int head, tail;          /* queued buffer ids, -1: none */
+    unsigned nqueued, nheld; /* its share of the pool */
     bool eof, starved;
+    bool closed;     /* tpc_rx_close has run; freed when the caller holds none of its buffers */
+    bool poll_first; /* the last receive emptied the socket */
     int err;
     tpc_list starve_node;
     struct tpc__wait *waiter;
+    tpc_timer retry; /* no free SQE: arm at the next loop iteration */
 };
 
 static void recycle(tpc_bufpool *p, unsigned bid)
@@ -56,6 +76,8 @@ static void pool_free(tpc_bufpool *p)
     free(p->mem);
     free(p->next);
     free(p->len);
+    free(p->gen);
+    free(p->owner);
     free(p->state);
     free(p);
 }
@@ -77,6 +99,7 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
     p->count = count;
     p->mask = count - 1;
     p->size = size;
+    p->share = count / 4 ? count / 4 : 1;
     bool reuse = s->nfree_bgids > 0; /* a destroyed pool's id, else a new one */
     p->bgid = reuse ? s->free_bgids[s->nfree_bgids - 1] : s->next_bgid;
     tpc__list_init(&p->starved);
@@ -85,13 +108,15 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
     p->mem = malloc((size_t)count * size);
     p->next = malloc(count * sizeof(*p->next));
     p->len = malloc(count * sizeof(*p->len));
+    p->gen = calloc(count, sizeof(*p->gen));
+    p->owner = calloc(count, sizeof(*p->owner));
     p->state = calloc(count, 1);
     int rc = -ENOMEM;
     if (p->br == MAP_FAILED) {
         p->br = NULL;
         goto fail;
     }
-    if (!p->mem || !p->next || !p->len || !p->state)
+    if (!p->mem || !p->next || !p->len || !p->gen || !p->owner || !p->state)
         goto fail;
     struct io_uring_buf_reg reg = {
         .ring_addr = (uintptr_t)p->br, .ring_entries = count, .bgid = p->bgid};
@@ -163,8 +188,7 @@ static void unstarve(tpc_bufpool *p)
         tpc_rx *rx = tpc__container_of(n, tpc_rx, starve_node);
         tpc__list_remove(n);
         rx->starved = false;
-        arm(rx);
-        rx_wake(rx); /* if arming failed, its waiter reports -EAGAIN */
+        arm(rx); /* (or its retry timer will) */
     }
 }
 
@@ -181,7 +205,9 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
         } else {
             TPC__KERNEL_WROTE(p->mem + (size_t)bid * p->size, res);
             p->state[bid] = QUEUED;
+            p->owner[bid] = rx;
             p->nqueued++;
+            rx->nqueued++;
             p->len[bid] = (uint32_t)res;
             p->next[bid] = UINT16_MAX;
             if (rx->tail >= 0)
@@ -193,6 +219,7 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
     }
     if (closing)
         return;
+    rx->poll_first = !(flags & IORING_CQE_F_SOCK_NONEMPTY);
     if (res == 0) {
         rx->eof = true;
     } else if (res == -ENOBUFS) {
@@ -205,25 +232,39 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
     } else if (res < 0 && res != -ECANCELED) {
         rx->err = res;
     }
-    if (!rx->ms.armed)
-        arm(rx); /* the kernel ended it (or it filled a buffer and stopped): keep receiving */
+    arm(rx); /* the next chunk, unless the stream is at its share */
     rx_wake(rx);
 }
 
-/* Puts the multishot recv in the ring unless the stream has ended or waits for buffers. */
+static bool at_share(const tpc_rx *rx)
+{
+    return rx->nqueued + rx->nheld >= rx->pool->share;
+}
+
+/* Puts a receive in the ring unless one is there, the stream has ended, waits for buffers, has
+ * its share of the pool, or waits for its retry. */
 static void arm(tpc_rx *rx)
 {
-    if (rx->ms.armed || rx->ms.closing || rx->eof || rx->err || rx->starved)
+    if (rx->ms.armed || rx->ms.closing || rx->eof || rx->err || rx->starved || at_share(rx) ||
+        tpc_timer_pending(&rx->retry))
         return;
     struct io_uring_sqe *sqe = tpc__sqe(rx->pool->shard);
     if (!sqe) {
-        rx->err = -EAGAIN; /* the ring is jammed; tpc_rx_next reports it once */
+        tpc_timer_start(&rx->retry, 0, 0); /* no SQE free now: at the next loop iteration */
         return;
     }
-    io_uring_prep_recv_multishot(sqe, rx->fd, NULL, 0, 0);
+    io_uring_prep_recv(sqe, rx->fd, NULL, 0, 0); /* len 0: the buffer's */
+    if (rx->poll_first)
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = rx->pool->bgid;
-    tpc__multishot_arm(&rx->ms, sqe);
+    tpc__multishot_arm(&rx->ms, sqe); /* a single shot: its completion has no F_MORE */
+}
+
+static void retry_fire(tpc_timer *t, void *arg)
+{
+    (void)t;
+    arm(arg);
 }
 
 int tpc_buf_release(tpc_buf *b)
@@ -234,14 +275,21 @@ int tpc_buf_release(tpc_buf *b)
     if (p->shard != tpc__self)
         return tpc__self ? -EXDEV : -EPERM;
     unsigned bid = b->id_;
-    if (bid >= p->count || p->state[bid] != HELD)
-        return -EINVAL; /* not a buffer of this pool that the caller holds: a double release */
+    if (bid >= p->count || p->state[bid] != HELD || p->gen[bid] != b->gen_)
+        return -EINVAL; /* not held, or held by whoever got it since: a double or stale release */
+    tpc_rx *rx = p->owner[bid];
+    p->owner[bid] = NULL;
     p->nheld--;
+    rx->nheld--;
     recycle(p, bid);
     b->pool_ = NULL;
     b->data = NULL;
     b->len = 0;
     unstarve(p);
+    if (!rx->closed)
+        arm(rx); /* it may have stopped at its share */
+    else if (!rx->nheld)
+        free(rx);
     return 0;
 }
 
@@ -261,6 +309,7 @@ int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out)
     rx->fd = fd;
     rx->head = rx->tail = -1;
     tpc__list_init(&rx->starve_node);
+    tpc_timer_init(&rx->retry, retry_fire, rx);
     p->nstreams++;
     arm(rx);
     *out = rx;
@@ -277,8 +326,10 @@ ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b)
         return -EXDEV;
     if (rx->waiter)
         return -EBUSY;
+    if (rx->head < 0 && !rx->eof && !rx->err && at_share(rx))
+        return -ENOBUFS; /* the caller holds the stream's whole share: nothing can come */
     while (rx->head < 0 && !rx->eof && !rx->err) {
-        arm(rx);
+        arm(rx); /* (or its retry timer will) */
         struct tpc__wait w;
         rx->waiter = &w;
         int rc = tpc__park(NULL, &w);
@@ -294,17 +345,16 @@ ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b)
         p->state[bid] = HELD;
         p->nqueued--;
         p->nheld++;
-        *b = (tpc_buf){
-            .data = p->mem + (size_t)bid * p->size, .len = p->len[bid], .pool_ = p, .id_ = bid};
+        rx->nqueued--;
+        rx->nheld++;
+        *b = (tpc_buf){.data = p->mem + (size_t)bid * p->size,
+                       .len = p->len[bid],
+                       .pool_ = p,
+                       .id_ = bid,
+                       .gen_ = ++p->gen[bid]};
         return (ssize_t)b->len;
     }
-    if (rx->err) {
-        int err = rx->err;
-        if (err == -EAGAIN)
-            rx->err = 0; /* transient: the next call arms again */
-        return err;
-    }
-    return 0;
+    return rx->err;
 }
 
 int tpc_rx_close(tpc_rx *rx)
@@ -318,17 +368,21 @@ int tpc_rx_close(tpc_rx *rx)
         return -EBUSY;
     if (rx->ms.armed && !tpc__self->current)
         return -EPERM; /* the kernel must be waited for: that takes a fiber */
+    tpc_timer_stop(&rx->retry);
     tpc__multishot_stop(p->shard, &rx->ms);
     while (rx->head >= 0) {
         unsigned bid = (unsigned)rx->head;
         rx->head = p->next[bid] == UINT16_MAX ? -1 : p->next[bid];
         p->nqueued--;
+        p->owner[bid] = NULL;
         recycle(p, bid);
     }
     if (rx->starved)
         tpc__list_remove(&rx->starve_node);
     p->nstreams--;
-    free(rx);
-    unstarve(p); /* buffers came back */
+    rx->closed = true;
+    if (!rx->nheld)
+        free(rx); /* else when the caller releases the last of its buffers */
+    unstarve(p);  /* buffers came back */
     return 0;
 }

@@ -1,7 +1,9 @@
 /* Fault injection (built with -Dfault_injection=true): chosen io_uring operations fail with
  * chosen errors or come back short, and the raw calls surface that while the _full helpers
  * retry EAGAIN and EINTR, gather short transfers, and report a partial count or the error; and
- * cancellations that find no free SQE. */
+ * no free SQE: for a cancellation, for a receive stream's receive, under the _full helpers
+ * (which must let the loop run), and for the server's close of a connection. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,6 +15,8 @@
 #include "core/internal.h"
 
 #ifdef TPC_FAULT_INJECTION
+#define MS (1000 * 1000LL)
+
 static char path[64];
 
 static int faults_main(void *arg)
@@ -124,11 +128,157 @@ static void test_no_sqe_for_cancel(void **state)
     run_main(1, no_sqe_main, NULL);
 }
 
+/* A receive stream that finds no free SQE for its receive tries again at the next loop
+ * iteration: data that waits is delivered, whether the stream could not arm when it opened or
+ * when its handler gave a buffer back. (It used to wait with nothing in the ring: until the
+ * deadline, or forever.) */
+static int rx_no_sqe_main(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    tpc_bufpool *p;
+    tpc_rx *rx;
+    tpc_buf b = {0};
+    CHECK_EQ(tpc_bufpool_create(4, 64, &p), 0);  /* a share of one buffer */
+    CHECK_EQ(tpc_send(sv[0], "hello", 5, 0), 5); /* there from the start */
+    tpc__fault_sqe(0, 3);
+    CHECK_EQ(tpc_rx_open(sv[1], p, &rx), 0);
+    uint64_t t0 = tpc_now_fresh();
+    tpc_deadline_set(2000 * MS);
+    CHECK_EQ(tpc_rx_next(rx, &b), 5);
+    tpc_deadline_clear();
+    CHECK(tpc_now_fresh() - t0 < 1000 * MS);
+    CHECK(b.data && !memcmp(b.data, "hello", 5));
+    CHECK_EQ(tpc_send(sv[0], "world", 5, 0), 5); /* waits: the stream is at its share */
+    tpc__fault_sqe(0, 3);
+    CHECK_EQ(tpc_buf_release(&b), 0); /* re-arms the stream */
+    tpc_deadline_set(2000 * MS);
+    CHECK_EQ(tpc_rx_next(rx, &b), 5);
+    tpc_deadline_clear();
+    tpc__fault_sqe(0, 0);
+    CHECK(b.data && !memcmp(b.data, "world", 5));
+    CHECK_EQ(tpc_buf_release(&b), 0);
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    CHECK_EQ(tpc_bufpool_destroy(p), 0);
+    close(sv[0]);
+    close(sv[1]);
+    return 0;
+}
+
+static void test_rx_no_sqe(void **state)
+{
+    (void)state;
+    run_main(1, rx_no_sqe_main, NULL);
+}
+
+/* The _full helpers, when no SQE is free, let the loop run before they try again: another
+ * fiber runs meanwhile (here, the one that frees the ring), and a deadline ends the tries.
+ * (They used to retry at once: a spin that starved every other fiber of the shard.) */
+static bool unjammed;
+
+static int unjam(void *arg)
+{
+    (void)arg;
+    unjammed = tpc__fault_no_sqe(); /* the jam was still on: the helper has not spun it out */
+    tpc__fault_sqe(0, 0);
+    return 0;
+}
+
+static int full_no_sqe_main(void *arg)
+{
+    (void)arg;
+    int fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    char buf[4] = {0};
+    for (int reading = 0; reading < 2; reading++) {
+        tpc_fiber *f;
+        unjammed = false;
+        CHECK_EQ(tpc_spawn(&f, unjam, NULL), 0);
+        tpc__fault_sqe(0, 1000 * 1000); /* jammed until the other fiber runs */
+        ssize_t n = reading ? tpc_read_full(fd, buf, 3, 0) : tpc_write_full(fd, "abc", 3, 0);
+        CHECK(unjammed);
+        tpc__fault_sqe(0, 0);
+        CHECK_EQ(n, 3);
+        CHECK_EQ(tpc_join(f, NULL), 0);
+    }
+    CHECK(!memcmp(buf, "abc", 3));
+    /* A ring that never has room: the deadline ends it. */
+    tpc__fault_sqe(0, 100 * 1000 * 1000);
+    tpc_deadline_set(20 * MS);
+    ssize_t n = tpc_write_full(fd, "abc", 3, 0);
+    tpc_deadline_clear();
+    tpc__fault_sqe(0, 0);
+    CHECK_EQ(n, -ETIMEDOUT);
+    CHECK_EQ(tpc_close(fd), 0);
+    CHECK_EQ(tpc_unlink(path), 0);
+    return 0;
+}
+
+static void test_full_no_sqe(void **state)
+{
+    (void)state;
+    snprintf(path, sizeof(path), "/tmp/tpc-test-faults-full-%d", (int)getpid());
+    run_main(1, full_no_sqe_main, NULL);
+}
+
+/* The server closes a connection with close(2) when tpc_close finds no free SQE: its client
+ * sees the end and no descriptor is left behind. */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int jam_close_conn(int fd, void *arg)
+{
+    (void)fd, (void)arg;
+    tpc__fault_sqe(0, 1); /* the server's close, right after this returns, finds none */
+    return 0;
+}
+
+static int server_close_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, jam_close_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    int base = count_fds();
+    for (int i = 0; i < 3; i++) {
+        int c = tpc_connect(&at);
+        CHECK(c >= 0);
+        char b;
+        tpc_deadline_set(2000 * MS);
+        CHECK_EQ(tpc_recv(c, &b, 1, 0), 0);
+        tpc_deadline_clear();
+        tpc_close(c);
+    }
+    CHECK_EQ(count_fds(), base);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    return 0;
+}
+
+static void test_server_close_no_sqe(void **state)
+{
+    (void)state;
+    run_main(1, server_close_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults),
         cmocka_unit_test(test_no_sqe_for_cancel),
+        cmocka_unit_test(test_rx_no_sqe),
+        cmocka_unit_test(test_full_no_sqe),
+        cmocka_unit_test(test_server_close_no_sqe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

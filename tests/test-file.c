@@ -1,11 +1,13 @@
 /* File and descriptor I/O through io_uring: a round trip through every call, errors, short
- * reads looped over by the _full helpers, readiness with tpc_poll, and the cancellation
- * guarantee: a read that was cancelled (or timed out) never writes into its buffer afterwards. */
+ * reads looped over by the _full helpers, readiness with tpc_poll, the cancellation
+ * guarantee (a read that was cancelled or timed out never writes into its buffer afterwards),
+ * O_DIRECT and what tpc_dio_align says for descriptors that cannot do it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "helpers.h"
@@ -222,7 +224,7 @@ static int direct_main(void *arg)
     int fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
     if (fd == -EINVAL) { /* no O_DIRECT on this filesystem */
         fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-        CHECK_EQ(tpc_dio_align(fd) > 0, 1);
+        CHECK_EQ(tpc_dio_align(fd), -EINVAL);
         tpc_close(fd);
         tpc_unlink(path);
         return 0;
@@ -277,6 +279,74 @@ static void test_direct(void **state)
     (void)state;
     assert_int_equal(tpc_buffers_register(NULL, 0), -EPERM);
     run_main(1, direct_main, NULL);
+}
+
+/* tpc_dio_align for a file: what open(O_DIRECT) on it says, -EINVAL or an alignment. */
+static void dio_like_open(const char *path)
+{
+    int fd = tpc_open(path, O_RDONLY, 0);
+    if (fd < 0)
+        return; /* not there on this system */
+    int direct = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    int align = tpc_dio_align(fd);
+    if (direct >= 0) {
+        CHECK(align >= 512 && (align & (align - 1)) == 0);
+        close(direct);
+    } else {
+        CHECK_EQ(align, -EINVAL);
+    }
+    tpc_close(fd);
+}
+
+/* Descriptors that cannot do direct I/O get -EINVAL, not a made-up 4096: pipes, sockets,
+ * directories, character devices, procfs and sysfs files. A tmpfs file gets what
+ * open(O_DIRECT) says there (tmpfs takes it since Linux 6.6 without reporting an alignment). */
+static int dio_kinds_main(void *arg)
+{
+    (void)arg;
+    int p[2], sv[2];
+    CHECK_EQ(pipe(p), 0);
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    CHECK_EQ(tpc_dio_align(p[0]), -EINVAL);
+    CHECK_EQ(tpc_dio_align(p[1]), -EINVAL);
+    CHECK_EQ(tpc_dio_align(sv[0]), -EINVAL);
+    close(p[0]), close(p[1]), close(sv[0]), close(sv[1]);
+    int d = tpc_open("/var/tmp", O_RDONLY | O_DIRECTORY, 0);
+    CHECK(d >= 0);
+    CHECK_EQ(tpc_dio_align(d), -EINVAL);
+    tpc_close(d);
+    int null = tpc_open("/dev/null", O_RDWR, 0);
+    CHECK(null >= 0);
+    CHECK_EQ(tpc_dio_align(null), -EINVAL);
+    tpc_close(null);
+    int proc = tpc_open("/proc/self/status", O_RDONLY, 0);
+    CHECK(proc >= 0);
+    CHECK_EQ(tpc_dio_align(proc), -EINVAL);
+    CHECK_EQ(fcntl(proc, F_GETFL) & O_DIRECT, 0); /* the probe left its flags alone */
+    tpc_close(proc);
+    dio_like_open("/sys/kernel/mm/transparent_hugepage/enabled");
+    char path[128];
+    snprintf(path, sizeof(path), "/dev/shm/tpc-test-dio-%d", (int)getpid());
+    int shm = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (shm >= 0) {
+        tpc_close(shm);
+        dio_like_open(path);
+        CHECK_EQ(tpc_unlink(path), 0);
+    }
+    path_in(path, sizeof(path), "plain");
+    int f = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(f >= 0);
+    tpc_close(f);
+    dio_like_open(path); /* /tmp: a disk or a tmpfs */
+    CHECK_EQ(tpc_unlink(path), 0);
+    CHECK_EQ(tpc_dio_align(-1), -EBADF);
+    return 0;
+}
+
+static void test_dio_align_kinds(void **state)
+{
+    (void)state;
+    run_main(1, dio_kinds_main, NULL);
 }
 
 /* ---- More completions at once than the completion queue holds: none is lost. ---- */
@@ -342,10 +412,9 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_files),
-        cmocka_unit_test(test_pipes),
-        cmocka_unit_test(test_cq_overflow),
-        cmocka_unit_test(test_direct),
+        cmocka_unit_test(test_files),           cmocka_unit_test(test_pipes),
+        cmocka_unit_test(test_cq_overflow),     cmocka_unit_test(test_direct),
+        cmocka_unit_test(test_dio_align_kinds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

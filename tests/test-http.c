@@ -189,9 +189,17 @@ static void test_server(void **state)
     run_main(2, http_main, NULL);
 }
 
-/* Stop and start again while a connection of the first run is still open: its shard's pool
- * (kept alive by that connection) serves the second run, and is freed once both are done
- * (the old start leaked it: LeakSanitizer and valgrind see that). */
+/* Stop and start again while a connection of the first run is open. Without a grace period
+ * (the caller has no deadline) stop cancels that connection's handler: its client sees the end
+ * and the next run starts with a fresh pool. With one (a deadline), the stop runs in a fiber
+ * of its own while the second run serves: the first run's connection is still answered, and
+ * the stop returns once it has closed. LeakSanitizer and valgrind check that every pool goes. */
+static int stop_with_grace(void *arg)
+{
+    tpc_deadline_set(60LL * 1000 * 1000 * 1000); /* far more than needed: must not pass */
+    return http_stop(arg);
+}
+
 static int restart_main(void *arg)
 {
     (void)arg;
@@ -204,9 +212,18 @@ static int restart_main(void *arg)
     CHECK(old >= 0);
     CHECK_EQ(tpc_send(old, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
     CHECK_EQ(read_some(old, buf, sizeof(buf), ok), ok);
-    CHECK_EQ(http_stop(srv), 0); /* the open connection keeps its pool */
+    CHECK_EQ(http_stop(srv), 0); /* cancels the open connection's handler */
+    CHECK_EQ(tpc_recv(old, buf, sizeof(buf), 0), 0);
+    tpc_close(old);
 
     srv = start_local(&a);
+    old = tpc_connect(&a);
+    CHECK(old >= 0);
+    CHECK_EQ(tpc_send(old, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+    CHECK_EQ(read_some(old, buf, sizeof(buf), ok), ok);
+    tpc_fiber *stopper;
+    CHECK_EQ(tpc_spawn(&stopper, stop_with_grace, srv), 0);
+    tpc_server *srv2 = start_local(&a); /* the stopper runs while this waits */
     int fd = tpc_connect(&a);
     CHECK(fd >= 0);
     CHECK_EQ(tpc_send(fd, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
@@ -214,8 +231,11 @@ static int restart_main(void *arg)
     CHECK_EQ(tpc_send(old, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
     CHECK_EQ(read_some(old, buf, sizeof(buf), ok), ok); /* the first run's connection too */
     tpc_close(old);
+    int rc = -1;
+    CHECK_EQ(tpc_join(stopper, &rc), 0); /* returns once that connection has ended */
+    CHECK_EQ(rc, 0);
     tpc_close(fd);
-    CHECK_EQ(http_stop(srv), 0);
+    CHECK_EQ(http_stop(srv2), 0);
     return 0;
 }
 

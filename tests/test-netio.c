@@ -397,8 +397,8 @@ static int rx_main(void *arg)
 {
     (void)arg;
     tpc_bufpool *p;
-    CHECK_EQ(tpc_bufpool_create(4, 16, &p), 0);
-    CHECK_EQ(tpc_bufpool_available(p), 4);
+    CHECK_EQ(tpc_bufpool_create(8, 16, &p), 0);
+    CHECK_EQ(tpc_bufpool_available(p), 8);
     int a, b;
     tcp_pair(&a, &b);
     tpc_rx *rx;
@@ -410,15 +410,17 @@ static int rx_main(void *arg)
     CHECK_EQ(tpc_rx_next(rx, &buf), -ETIMEDOUT);
     tpc_deadline_clear();
 
-    /* 200 bytes through 4 buffers of 16: held buffers starve the stream, which goes on once
-     * they come back; the bytes arrive whole and in order. They are sent while nobody waits
-     * (after the timeout above), so the first chunks are queued, not handed to a waiter. */
+    /* 200 bytes through buffers of 16, of which the stream may have 2 (a quarter of 8) queued
+     * and held together: holding both, the caller gets -ENOBUFS and the other 6 buffers stay
+     * free while the rest of the bytes wait in the socket; the stream goes on once they come
+     * back, and the bytes arrive whole and in order. They are sent while nobody waits (after
+     * the timeout above), so the first chunks are queued, not handed to a waiter. */
     char msg[200], got[200];
     for (size_t i = 0; i < sizeof(msg); i++)
         msg[i] = (char)('a' + i % 26);
     CHECK_EQ(tpc_send(a, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
     tpc_sleep(5 * MS); /* usually lets the first chunks arrive with no waiter */
-    tpc_buf held[4];
+    tpc_buf held[2];
     size_t have = 0;
     int nheld = 0;
     while (have < sizeof(msg)) {
@@ -428,8 +430,10 @@ static int rx_main(void *arg)
             break;
         memcpy(got + have, held[nheld].data, (size_t)n);
         have += (size_t)n;
-        if (++nheld == 4) { /* the pool is empty now: give them all back */
-            CHECK_EQ(tpc_bufpool_available(p), 0);
+        if (++nheld == 2) { /* its whole share */
+            CHECK_EQ(tpc_rx_next(rx, &buf), -ENOBUFS);
+            if (have < sizeof(msg))
+                CHECK_EQ(tpc_bufpool_available(p), 6);
             while (nheld)
                 CHECK_EQ(tpc_buf_release(&held[--nheld]), 0);
         }
@@ -465,7 +469,7 @@ static int rx_main(void *arg)
     CHECK_EQ(tpc_rx_close(rx), 0);
     CHECK_EQ(tpc_bufpool_destroy(p), -EBUSY); /* buf is still held */
     CHECK_EQ(tpc_buf_release(&buf), 0);
-    CHECK_EQ(tpc_bufpool_available(p), 4);
+    CHECK_EQ(tpc_bufpool_available(p), 8);
 
     /* End of stream, and the peer's reset after data. */
     CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
@@ -491,45 +495,82 @@ static int rx_main(void *arg)
     CHECK_EQ(tpc_rx_next(rx, &buf), -ECONNRESET);
     CHECK_EQ(tpc_rx_close(rx), 0);
     tpc_close(b);
-    CHECK_EQ(tpc_bufpool_available(p), 4);
+    CHECK_EQ(tpc_bufpool_available(p), 8);
     CHECK_EQ(tpc_bufpool_destroy(p), 0);
     CHECK_EQ(tpc_bufpool_destroy(NULL), 0);
 
-    /* Two buffers, three streams: A's queue takes both, B and C starve; closing A gives both
-     * back and both B and C go on. */
-    CHECK_EQ(tpc_bufpool_create(2, 16, &p), 0);
-    int ca[3], sa[3];
-    tpc_rx *r[3];
-    for (int i = 0; i < 3; i++) {
+    /* Four buffers (a share of one each), five streams: the first four have a chunk queued,
+     * which empties the pool, and the fifth starves; closing the first gives its buffer back
+     * and the fifth goes on. */
+    CHECK_EQ(tpc_bufpool_create(4, 16, &p), 0);
+    int ca[5], sa[5];
+    tpc_rx *r[5];
+    for (int i = 0; i < 5; i++) {
         tcp_pair(&ca[i], &sa[i]);
         CHECK_EQ(tpc_rx_open(sa[i], p, &r[i]), 0);
     }
-    CHECK_EQ(tpc_send(ca[0], "0123456789abcdefXYZ", 19, 0), 19); /* 16 + 3: both buffers */
-    CHECK_EQ(tpc_rx_next(r[0], &buf), 16);
-    CHECK_EQ(tpc_buf_release(&buf), 0); /* hold nothing, but let the queue refill */
-    CHECK_EQ(tpc_send(ca[0], "0123456789abcdefXYZ", 19, 0), 19);
-    for (int i = 0; i < 20 && tpc_bufpool_available(p) > 0; i++)
-        tpc_sleep(1 * MS); /* until A's queue holds both buffers (bounded) */
+    for (int i = 0; i < 4; i++)
+        CHECK_EQ(tpc_send(ca[i], "x", 1, 0), 1);
+    for (int i = 0; i < 2000 && tpc_bufpool_available(p) > 0; i++)
+        tpc_sleep(1 * MS); /* until the four chunks are queued (bounded) */
     CHECK_EQ(tpc_bufpool_available(p), 0);
-    CHECK_EQ(tpc_send(ca[1], "b", 1, 0), 1);
-    CHECK_EQ(tpc_send(ca[2], "c", 1, 0), 1);
-    tpc_sleep(5 * MS); /* B and C find the pool empty */
+    CHECK_EQ(tpc_send(ca[4], "e", 1, 0), 1);
+    tpc_sleep(5 * MS); /* the fifth finds the pool empty */
     CHECK_EQ(tpc_rx_close(r[0]), 0);
-    tpc_buf bc[3];
-    for (int i = 1; i < 3; i++) { /* B's buffer is held while C waits for its own */
-        tpc_deadline_set(2000 * MS);
-        CHECK_EQ(tpc_rx_next(r[i], &bc[i]), 1);
-        tpc_deadline_clear();
-        CHECK_EQ(bc[i].data ? bc[i].data[0] : 0, i == 1 ? 'b' : 'c');
-    }
-    for (int i = 1; i < 3; i++) {
-        CHECK_EQ(tpc_buf_release(&bc[i]), 0);
+    tpc_deadline_set(2000 * MS);
+    CHECK_EQ(tpc_rx_next(r[4], &buf), 1);
+    tpc_deadline_clear();
+    CHECK_EQ(buf.data ? buf.data[0] : 0, 'e');
+    CHECK_EQ(tpc_buf_release(&buf), 0);
+    for (int i = 1; i < 5; i++)
         CHECK_EQ(tpc_rx_close(r[i]), 0);
-    }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         tpc_close(ca[i]), tpc_close(sa[i]);
+    CHECK_EQ(tpc_bufpool_available(p), 4);
     CHECK_EQ(tpc_bufpool_destroy(p), 0);
     return 0;
+}
+
+/* A stale copy of a tpc_buf: once its buffer has been handed out again, releasing the copy
+ * must not give the new holder's buffer back (-EINVAL), and the new holder's data stays. */
+static int stale_main(void *arg)
+{
+    (void)arg;
+    int a, b;
+    tcp_pair(&a, &b);
+    tpc_bufpool *p;
+    tpc_rx *rx;
+    CHECK_EQ(tpc_bufpool_create(1, 64, &p), 0); /* one buffer: every chunk reuses it */
+    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
+    tpc_buf first, stale, second;
+    CHECK_EQ(tpc_send(a, "AAAA", 4, 0), 4);
+    CHECK_EQ(tpc_rx_next(rx, &first), 4);
+    stale = first; /* kept somewhere, say in a request record */
+    CHECK_EQ(tpc_buf_release(&first), 0);
+    CHECK_EQ(tpc_send(a, "BBBB", 4, 0), 4);
+    CHECK_EQ(tpc_rx_next(rx, &second), 4);
+    CHECK(second.data == stale.data); /* the same buffer, handed out again */
+    CHECK_EQ(tpc_buf_release(&stale), -EINVAL);
+    CHECK_EQ(tpc_bufpool_available(p), 0); /* still held by `second` */
+    CHECK_EQ(tpc_send(a, "CCCC", 4, 0), 4);
+    for (int i = 0; i < 5; i++)
+        tpc_sleep(1 * MS); /* through the loop: a buffer wrongly given back would be filled */
+    CHECK(!memcmp(second.data, "BBBB", 4));
+    CHECK_EQ(tpc_rx_next(rx, &first), -ENOBUFS); /* `second` is the stream's whole share */
+    CHECK_EQ(tpc_buf_release(&second), 0);
+    CHECK_EQ(tpc_rx_next(rx, &first), 4);
+    CHECK(!memcmp(first.data, "CCCC", 4));
+    CHECK_EQ(tpc_buf_release(&first), 0);
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    CHECK_EQ(tpc_bufpool_destroy(p), 0);
+    tpc_close(a), tpc_close(b);
+    return 0;
+}
+
+static void test_rx_stale_copy(void **state)
+{
+    (void)state;
+    run_main(1, stale_main, NULL);
 }
 
 static void test_rx(void **state)
@@ -702,10 +743,10 @@ static void test_splice(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_options),  cmocka_unit_test(test_enters),
-        cmocka_unit_test(test_coalesce), cmocka_unit_test(test_resolve),
-        cmocka_unit_test(test_rx),       cmocka_unit_test(test_pool_churn),
-        cmocka_unit_test(test_splice),
+        cmocka_unit_test(test_options),    cmocka_unit_test(test_enters),
+        cmocka_unit_test(test_coalesce),   cmocka_unit_test(test_resolve),
+        cmocka_unit_test(test_rx),         cmocka_unit_test(test_rx_stale_copy),
+        cmocka_unit_test(test_pool_churn), cmocka_unit_test(test_splice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

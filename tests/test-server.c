@@ -1,14 +1,36 @@
 /* Accepting and serving: the multishot acceptor (queueing, deadlines, close with connections
- * queued, misuse), its back-off when the process runs out of descriptors, servers spreading
- * connections by SO_REUSEPORT and by hand-off, and 10,000 concurrent loopback connections
- * served from a shared buffer pool. */
+ * queued, misuse, its pause at 1,024 queued connections), its back-off when the process runs
+ * out of descriptors (alone and under a server), servers spreading connections by SO_REUSEPORT
+ * and by hand-off, their options, how they stop (no handler begins after stop, running ones
+ * are given the caller's deadline then cancelled, stop's error paths, cycles with live and
+ * reset connections), a shared buffer pool that one peer which never reads cannot drain, and
+ * 10,000 concurrent loopback connections served from a shared buffer pool. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "helpers.h"
+
+/* This executable is linked with -Wl,--wrap=calloc (tests/meson.build): a test makes the next
+ * calloc of its thread fail, as under memory pressure. */
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+static __thread bool fail_next_calloc;
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (fail_next_calloc) {
+        fail_next_calloc = false;
+        return NULL;
+    }
+    return __real_calloc(n, size);
+}
 
 #define MS (1000 * 1000LL)
 
@@ -431,6 +453,667 @@ static void test_server_errors(void **state)
     run_main(1, server_errors_main, NULL);
 }
 
+/* Sends all of buf, over short sends; false on an error. */
+static bool send_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t w = tpc_send(fd, buf, len, 0);
+        if (w <= 0)
+            return false;
+        buf += w, len -= (size_t)w;
+    }
+    return true;
+}
+
+/* Echoes what it receives through the shard's pool until the peer ends or an error. */
+static int rx_echo(int fd, tpc_bufpool *pool)
+{
+    tpc_rx *rx;
+    CHECK_EQ(tpc_rx_open(fd, pool, &rx), 0);
+    tpc_buf b;
+    while (tpc_rx_next(rx, &b) > 0) {
+        bool sent = send_all(fd, b.data, b.len);
+        tpc_buf_release(&b);
+        if (!sent)
+            break;
+    }
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    return 0;
+}
+
+/* ---- Options. ---- */
+
+/* A stack size the fiber layer refuses would make every connection's spawn fail: start says
+ * so (-EINVAL) rather than run a server that drops every connection. */
+static int opts_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv = NULL;
+    size_t bad[] = {1, 8 * 1024, 16 * 1024 - 1, ((size_t)1 << 30) + 1, (size_t)2 << 30};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tpc_server_opts o = {.stack_size = bad[i]};
+        CHECK_EQ(tpc_server_start(&a, &o, echo_conn, NULL, &srv), -EINVAL);
+    }
+    tpc_server_opts neg = {.backlog = -1};
+    CHECK_EQ(tpc_server_start(&a, &neg, echo_conn, NULL, &srv), -EINVAL);
+    tpc_server_opts flags = {.flags = TPC_SERVER_HANDOFF | 2};
+    CHECK_EQ(tpc_server_start(&a, &flags, echo_conn, NULL, &srv), -EINVAL);
+    /* The smallest stack allowed serves. */
+    tpc_server_opts small = {.stack_size = 16 * 1024};
+    CHECK_EQ(tpc_server_start(&a, &small, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    uint64_t started = 0;
+    CHECK_EQ(tpc_server_load(srv, 0, NULL, &started), 0);
+    CHECK_EQ(started, 1);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    return 0;
+}
+
+static void test_server_opts(void **state)
+{
+    (void)state;
+    run_main(1, opts_main, NULL);
+}
+
+/* ---- Stopping. ---- */
+
+/* The application's state that handlers use: freed once tpc_server_stop has returned. */
+struct app {
+    atomic_int entered, returned, cancelled;
+    atomic_bool stopped; /* set when tpc_server_stop returned: a handler must not begin after */
+    atomic_int late;
+};
+
+static int app_conn(int fd, void *arg)
+{
+    struct app *app = arg;
+    if (atomic_load(&app->stopped))
+        atomic_fetch_add(&app->late, 1);
+    atomic_fetch_add(&app->entered, 1);
+    char b;
+    ssize_t n;
+    while ((n = tpc_recv(fd, &b, 1, 0)) > 0) /* echo until the peer ends, or cancelled */
+        if (tpc_send(fd, &b, 1, 0) != 1)
+            break;
+    if (n == -ECANCELED)
+        atomic_fetch_add(&app->cancelled, 1);
+    atomic_fetch_add(&app->returned, 1);
+    return 0;
+}
+
+/* Waits (bounded) until n handlers of app have begun. */
+static void wait_entered(struct app *app, int n)
+{
+    for (int i = 0; i < 5000 && atomic_load(&app->entered) < n; i++)
+        tpc_sleep(1 * MS); /* polling a counter other shards update, bounded */
+    CHECK(atomic_load(&app->entered) >= n);
+}
+
+/* A thread that keeps connecting to the server and hanging up, so that connections are on
+ * their way (accepted, or handed to another shard) whenever the server stops. */
+static atomic_bool hammer_on;
+static tpc_addr hammer_at;
+
+static void *hammer(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&hammer_on)) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            break;
+        connect(fd, &hammer_at.sa, hammer_at.len); /* refused while no server listens */
+        close(fd);
+        /* The pace is the workload (about 10,000 connections a second at most), not a wait
+         * for anything: it keeps sanitizer builds from drowning in handlers. */
+        struct timespec ts = {0, 100 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* No handler begins after tpc_server_stop has returned, and none is still running then, in
+ * either mode, while connections stream in. (A hand-off used to start handlers from
+ * messages still on their way: thousands of late starts over 200 stops, and a program that
+ * freed `arg` after stop gave them freed memory.) */
+static int no_late_start_main(void *arg)
+{
+    (void)arg;
+    enum { CYCLES = 40 };
+    static struct app apps[2][CYCLES]; /* kept to the end, so that a late start is counted */
+    memset(apps, 0, sizeof(apps));
+    tpc_addr a;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &hammer_at), 0); /* a port for every cycle */
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    atomic_store(&hammer_on, true);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, hammer, NULL), 0);
+    long started = 0;
+    for (int mode = 0; mode < 2; mode++) {
+        tpc_server_opts o = {.flags = mode ? TPC_SERVER_HANDOFF : 0};
+        for (int cy = 0; cy < CYCLES; cy++) {
+            struct app *app = &apps[mode][cy];
+            CHECK_EQ(tpc_server_start(&hammer_at, &o, app_conn, app, &srv), 0);
+            wait_entered(app, 3);
+            CHECK_EQ(tpc_server_stop(srv), 0);
+            atomic_store(&app->stopped, true);
+            CHECK_EQ(atomic_load(&app->returned), atomic_load(&app->entered));
+            started += atomic_load(&app->entered);
+        }
+    }
+    atomic_store(&hammer_on, false);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 20; i++)
+        tpc_sleep(1 * MS); /* through both loops: a late start would come now */
+    int late = 0;
+    for (int mode = 0; mode < 2; mode++)
+        for (int cy = 0; cy < CYCLES; cy++)
+            late += atomic_load(&apps[mode][cy].late);
+    CHECK_EQ(late, 0);
+    print_message("%ld handlers over %d stops, %d began after their server's stop\n", started,
+                  2 * CYCLES, late);
+    return 0;
+}
+
+static void test_server_no_late_start(void **state)
+{
+    (void)state;
+    run_main(2, no_late_start_main, NULL);
+}
+
+/* Closes the clients: run while tpc_server_stop waits. */
+static int closer(void *arg)
+{
+    int *c = arg;
+    tpc_close(c[0]);
+    tpc_close(c[1]);
+    return 0;
+}
+
+/* Starts a hand-off server (one connection per shard) with two held connections. */
+static tpc_server *two_held(struct app *app, int c[2])
+{
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server_opts o = {.flags = TPC_SERVER_HANDOFF};
+    tpc_server *srv = NULL;
+    CHECK_EQ(tpc_server_start(&a, &o, app_conn, app, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    for (int i = 0; i < 2; i++)
+        CHECK((c[i] = tpc_connect(&at)) >= 0);
+    wait_entered(app, 2);
+    return srv;
+}
+
+/* Running handlers: without a deadline stop cancels them and returns once they have returned;
+ * a deadline is their grace: those that return by themselves before it are not cancelled, and
+ * those still running when it passes are. */
+static int stop_waits_main(void *arg)
+{
+    (void)arg;
+    int c[2];
+    char b;
+
+    struct app *app = calloc(1, sizeof(*app));
+    tpc_server *srv = two_held(app, c);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    CHECK_EQ(atomic_load(&app->cancelled), 2);
+    free(app); /* nothing of the server uses it any more */
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(tpc_recv(c[i], &b, 1, 0), 0); /* the server closed its end */
+        tpc_close(c[i]);
+    }
+
+    app = calloc(1, sizeof(*app));
+    srv = two_held(app, c);
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(&f, closer, c), 0); /* runs once stop waits */
+    uint64_t t0 = tpc_now_fresh();
+    tpc_deadline_set(10000 * MS);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    tpc_deadline_clear();
+    CHECK(tpc_now_fresh() - t0 < 5000 * MS);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    CHECK_EQ(atomic_load(&app->cancelled), 0); /* they saw their clients' end */
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    free(app);
+
+    app = calloc(1, sizeof(*app));
+    srv = two_held(app, c);
+    t0 = tpc_now_fresh();
+    tpc_deadline_set(30 * MS);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    tpc_deadline_clear();
+    CHECK(tpc_now_fresh() - t0 >= 30 * MS);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    CHECK_EQ(atomic_load(&app->cancelled), 2);
+    free(app);
+    for (int i = 0; i < 2; i++)
+        tpc_close(c[i]);
+    return 0;
+}
+
+static void test_server_stop_waits(void **state)
+{
+    (void)state;
+    run_main(2, stop_waits_main, NULL);
+}
+
+/* ---- tpc_server_stop's error paths. ---- */
+
+static int stop_elsewhere(void *arg)
+{
+    return tpc_server_stop(arg);
+}
+
+static int stop_rc;
+static tpc_event stop_tried;
+static void stop_from_callback(void *arg)
+{
+    stop_rc = tpc_server_stop(arg);
+    tpc_event_set(&stop_tried);
+}
+
+/* On shard 1: a server, and its stop while a calloc fails (the remote call it used to make
+ * failed with -ENOMEM there, which stop took for "that loop never ran": it closed the live
+ * loop's listener and freed the server under it). */
+static int stop_nomem(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    fail_next_calloc = true;
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    fail_next_calloc = false;
+    for (int i = 0; i < 10; i++) /* every shard's listener is closed: nobody is served */
+        CHECK_EQ(tpc_connect(&at), -ECONNREFUSED);
+    return 0;
+}
+
+static int stop_errors_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_stop(NULL), -EINVAL);
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    int rc = 0;
+    CHECK_EQ(tpc_call_on(1, stop_elsewhere, srv, &rc), 0);
+    CHECK_EQ(rc, -EXDEV); /* and the handle is still valid: */
+    tpc_event_init(&stop_tried, false);
+    CHECK_EQ(tpc_defer(stop_from_callback, srv), 0);
+    CHECK_EQ(tpc_event_wait(&stop_tried), 0);
+    CHECK_EQ(stop_rc, -EPERM);
+    tpc_addr at;
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+
+    tpc_remote *r;
+    CHECK_EQ(tpc_spawn_on(1, &r, NULL, stop_nomem, NULL), 0);
+    CHECK_EQ(tpc_remote_join(r, &rc), 0);
+    return 0;
+}
+
+static void test_server_stop_errors(void **state)
+{
+    (void)state;
+    run_main(2, stop_errors_main, NULL);
+}
+
+/* A start whose caller's deadline passes while the shards start accepting fails with
+ * -ETIMEDOUT and leaves nothing behind: no listener, no descriptor, no memory. */
+static int start_interrupted_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    int fds = count_fds();
+    for (int mode = 0; mode < 2; mode++) {
+        tpc_server_opts o = {.flags = mode ? TPC_SERVER_HANDOFF : 0};
+        tpc_server *srv = NULL;
+        tpc_deadline_set(0); /* already passed */
+        CHECK_EQ(tpc_server_start(&a, &o, echo_conn, NULL, &srv), -ETIMEDOUT);
+        tpc_deadline_clear();
+        CHECK_EQ(count_fds(), fds);
+    }
+    /* And a start after it works. */
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(count_fds(), fds);
+    return 0;
+}
+
+static void test_server_start_interrupted(void **state)
+{
+    (void)state;
+    run_main(2, start_interrupted_main, NULL);
+}
+
+/* While the runtime stops (the caller is cancelled and calls to other shards fail with
+ * -ESHUTDOWN), stop still stops every shard and waits for the handlers: it used to return
+ * -ESHUTDOWN at once, leaving them to run after it. Everything is closed and freed when
+ * tpc_run returns (LeakSanitizer, valgrind). */
+static int stop_at_shutdown_main(void *arg)
+{
+    struct app *app = arg;
+    int c[2];
+    tpc_server *srv = two_held(app, c);
+    CHECK_EQ(tpc_shutdown(0), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    close(c[0]);
+    close(c[1]);
+    return 0;
+}
+
+static void test_server_stop_at_shutdown(void **state)
+{
+    (void)state;
+    int fds = count_fds();
+    struct app app = {0};
+    run_main(2, stop_at_shutdown_main, &app);
+    assert_int_equal(count_fds(), fds);
+}
+
+/* ---- Start and stop, over and over, with live and reset connections. ---- */
+
+static int cycles_main(void *arg)
+{
+    (void)arg;
+    int base = count_fds();
+    for (int mode = 0; mode < 2; mode++) {
+        tpc_server_opts o = {.flags = mode ? TPC_SERVER_HANDOFF : 0};
+        for (int cy = 0; cy < 20; cy++) {
+            struct app *app = calloc(1, sizeof(*app));
+            tpc_addr a, at;
+            CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+            tpc_server *srv;
+            CHECK_EQ(tpc_server_start(&a, &o, app_conn, app, &srv), 0);
+            CHECK_EQ(tpc_server_addr(srv, &at), 0);
+            enum { N = 6 };
+            int c[N];
+            for (int i = 0; i < N; i++) {
+                char b = (char)i;
+                CHECK((c[i] = tpc_connect(&at)) >= 0);
+                CHECK_EQ(tpc_send(c[i], &b, 1, 0), 1);
+                CHECK_EQ(tpc_recv(c[i], &b, 1, 0), 1);
+                CHECK_EQ(b, (char)i);
+            }
+            for (int i = N / 2; i < N; i++) { /* half reset their connection */
+                struct linger lg = {.l_onoff = 1, .l_linger = 0};
+                CHECK_EQ(setsockopt(c[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+                tpc_close(c[i]);
+            }
+            CHECK_EQ(tpc_server_stop(srv), 0);
+            CHECK_EQ(atomic_load(&app->entered), N);
+            CHECK_EQ(atomic_load(&app->returned), N);
+            free(app);
+            for (int i = 0; i < N / 2; i++) { /* the live ones see the end */
+                char b;
+                ssize_t n = tpc_recv(c[i], &b, 1, 0);
+                CHECK(n == 0 || n == -ECONNRESET);
+                tpc_close(c[i]);
+            }
+            CHECK_EQ(tpc_connect(&at), -ECONNREFUSED);
+            CHECK_EQ(count_fds(), base); /* listeners, connections: all closed */
+        }
+    }
+    return 0;
+}
+
+static void test_server_cycles(void **state)
+{
+    (void)state;
+    run_main(2, cycles_main, NULL);
+}
+
+/* ---- Out of descriptors under a server. ---- */
+
+static int server_emfile_main(void *arg)
+{
+    (void)arg;
+    struct rlimit old, low;
+    CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = 256;
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0); /* before the accept is submitted */
+    struct app *app = calloc(1, sizeof(*app));
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, app_conn, app, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    int fill[256], n = 0;
+    while (n < 256 && (fill[n] = dup(0)) >= 0)
+        n++;
+    CHECK(n > 0 && n < 256);
+    close(fill[--n]); /* room for the client's socket, none for the server's */
+    tpc_shard_stats before, after;
+    CHECK_EQ(tpc_stats(0, &before), 0);
+    int c = tpc_connect(&at);
+    CHECK(c >= 0);
+    after = before;
+    for (int i = 0; i < 2000 && after.accept_backoffs == before.accept_backoffs; i++) {
+        tpc_sleep(1 * MS); /* until the acceptor has hit the limit (bounded) */
+        CHECK_EQ(tpc_stats(0, &after), 0);
+    }
+    CHECK(after.accept_backoffs > before.accept_backoffs);
+    CHECK_EQ(atomic_load(&app->entered), 0);
+    /* Descriptors come back: the server serves the connection by itself. */
+    while (n)
+        close(fill[--n]);
+    CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    char b = 'x';
+    tpc_deadline_set(3000 * MS);
+    CHECK_EQ(tpc_send(c, &b, 1, 0), 1);
+    b = 0;
+    CHECK_EQ(tpc_recv(c, &b, 1, 0), 1);
+    tpc_deadline_clear();
+    CHECK_EQ(b, 'x');
+    tpc_close(c);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(atomic_load(&app->entered), 1);
+    free(app);
+    return 0;
+}
+
+static void test_server_emfile(void **state)
+{
+    (void)state;
+    if (under_valgrind())
+        skip(); /* valgrind keeps descriptors of its own above the soft limit */
+    run_main(1, server_emfile_main, NULL);
+}
+
+/* ---- The acceptor's pause at 1,024 queued connections. ---- */
+
+/* Connections waiting in the listener's accept queue (for a listener, TCP_INFO's unacked). */
+static int backlog_of(int lfd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    return getsockopt(lfd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 ? (int)ti.tcpi_unacked : -1;
+}
+
+static int pause_main(void *arg)
+{
+    (void)arg;
+    enum { N = 1200, CHUNK = 32, HIGH = 1024 };
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    int lfd = tpc_listen(&a, 2048, 0);
+    CHECK(lfd >= 0);
+    CHECK_EQ(tpc_sock_local(lfd, &at), 0);
+    tpc_acceptor *acc;
+    CHECK_EQ(tpc_acceptor_open(lfd, &acc), 0);
+    static int c[N];
+    /* Clients connect a chunk at a time (plain connects: the shard does not run meanwhile);
+     * after each chunk the acceptor takes what it can. */
+    int connected = 0;
+    while (connected < N) {
+        for (int i = 0; i < CHUNK && connected < N; i++, connected++) {
+            c[connected] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            CHECK(c[connected] >= 0);
+            CHECK_EQ(connect(c[connected], &at.sa, at.len), 0);
+        }
+        for (int i = 0; i < 2000; i++) { /* until it has taken them, or holds 1,024 */
+            int waiting = backlog_of(lfd);
+            if (waiting == 0 || connected - waiting >= HIGH)
+                break;
+            tpc_sleep(1 * MS);
+        }
+    }
+    for (int i = 0; i < 10; i++)
+        tpc_sleep(1 * MS); /* through the loop: an acceptor that did not pause takes the rest */
+    int waiting = backlog_of(lfd);
+    /* It holds 1,024, plus what the kernel had accepted in the batch that crossed 1,024. */
+    CHECK(waiting <= N - HIGH && waiting >= N - HIGH - CHUNK);
+    print_message("acceptor paused with %d connections queued, %d left in the listen backlog\n",
+                  N - waiting, waiting);
+    /* Taken, the queue drains below 256 and it accepts again: every connection comes out. */
+    tpc_deadline_set(20000 * MS);
+    for (int i = 0; i < N; i++) {
+        int fd = tpc_acceptor_next(acc);
+        CHECK(fd >= 0);
+        if (fd < 0)
+            break;
+        close(fd);
+    }
+    tpc_deadline_clear();
+    CHECK_EQ(backlog_of(lfd), 0);
+    for (int i = 0; i < N; i++)
+        close(c[i]);
+    CHECK_EQ(tpc_acceptor_close(acc), 0);
+    tpc_close(lfd);
+    return 0;
+}
+
+static void test_acceptor_pause(void **state)
+{
+    (void)state;
+    if (under_valgrind())
+        skip(); /* valgrind keeps descriptors of its own above the soft limit */
+    struct rlimit old, want;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    want = old;
+    if (want.rlim_cur < 4096) {
+        if (want.rlim_max < 4096) {
+            printf("# RLIMIT_NOFILE's hard limit %lu is below 4096: skipped\n",
+                   (unsigned long)want.rlim_max);
+            skip();
+        }
+        want.rlim_cur = 4096;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
+    }
+    run_main(1, pause_main, NULL);
+    setrlimit(RLIMIT_NOFILE, &old);
+}
+
+/* ---- One peer that sends and never reads, on a shared pool. ----
+ * Its handler blocks in a send, and its stream stops at its share of the pool (a quarter):
+ * the other connections are served. (Without a bound the stream took every buffer and every
+ * other connection on the shard starved.) */
+
+static tpc_bufpool *fair_pool;
+
+static int small_echo_conn(int fd, void *arg)
+{
+    (void)arg;
+    CHECK_EQ(tpc_sock_buffers(fd, 4096, 4096), 0); /* so that the hog jams soon */
+    return rx_echo(fd, fair_pool);
+}
+
+static int echo_through(const tpc_addr *at, int rounds)
+{
+    int fd = tpc_connect(at);
+    CHECK(fd >= 0);
+    char msg[100], back[100];
+    int ok = 0;
+    for (int r = 0; r < rounds; r++) {
+        memset(msg, 'a' + r, sizeof(msg));
+        tpc_deadline_set(2000 * MS); /* loose: a starved stream never answers */
+        size_t got = 0;
+        if (send_all(fd, msg, sizeof(msg)))
+            while (got < sizeof(back)) {
+                ssize_t n = tpc_recv(fd, back + got, sizeof(back) - got, 0);
+                if (n <= 0)
+                    break;
+                got += (size_t)n;
+            }
+        tpc_deadline_clear();
+        ok += got == sizeof(back) && !memcmp(msg, back, sizeof(msg));
+    }
+    tpc_close(fd);
+    return ok;
+}
+
+static int fair_main(void *arg)
+{
+    (void)arg;
+    enum { COUNT = 16, SHARE = COUNT / 4 };
+    CHECK_EQ(tpc_bufpool_create(COUNT, 1024, &fair_pool), 0);
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, small_echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    int hog = tpc_connect(&at);
+    CHECK(hog >= 0);
+    CHECK_EQ(tpc_sock_buffers(hog, 4096, 4096), 0);
+    CHECK_EQ(fcntl(hog, F_SETFL, fcntl(hog, F_GETFL) | O_NONBLOCK), 0);
+    /* The hog writes until its connection is jammed: writes fail and it does not become
+     * writable again within 50 ms. */
+    static char junk[16384];
+    long sent = 0;
+    for (int round = 0; round < 400; round++) {
+        ssize_t w;
+        while ((w = write(hog, junk, sizeof(junk))) > 0)
+            sent += w;
+        tpc_deadline_set(50 * MS);
+        int rc = tpc_poll(hog, POLLOUT);
+        tpc_deadline_clear();
+        if (rc == -ETIMEDOUT && tpc_bufpool_available(fair_pool) == COUNT - SHARE)
+            break;
+    }
+    CHECK_EQ(tpc_bufpool_available(fair_pool), COUNT - SHARE);
+    /* Others are served meanwhile, and the hog's stream takes no more. */
+    CHECK_EQ(echo_through(&at, 5), 5);
+    CHECK_EQ(echo_through(&at, 5), 5);
+    CHECK_EQ(tpc_bufpool_available(fair_pool), COUNT - SHARE);
+    print_message("a peer that never reads sent %ld bytes and holds %d of %d buffers\n", sent,
+                  SHARE, COUNT);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    CHECK_EQ(setsockopt(hog, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    close(hog); /* its handler's send fails: it ends, and gives its buffers back */
+    for (int i = 0; i < 2000 && tpc_bufpool_available(fair_pool) < COUNT; i++)
+        tpc_sleep(1 * MS); /* bounded */
+    CHECK_EQ(tpc_bufpool_available(fair_pool), COUNT);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    CHECK_EQ(tpc_bufpool_destroy(fair_pool), 0);
+    return 0;
+}
+
+static void test_pool_fairness(void **state)
+{
+    (void)state;
+    run_main(1, fair_main, NULL);
+}
+
 /* ---- 10,000 concurrent connections. ----
  * The clients live in a child process (a runtime of their own), so that each process needs
  * only 10,000 descriptors: this machine's hard limit is 20,000 and raising it takes
@@ -455,18 +1138,7 @@ static int drop_pool(void *arg)
 static int rx_echo_conn(int fd, void *arg)
 {
     (void)arg;
-    tpc_rx *rx;
-    CHECK_EQ(tpc_rx_open(fd, pools[tpc_shard_id()], &rx), 0);
-    tpc_buf b;
-    ssize_t n;
-    while ((n = tpc_rx_next(rx, &b)) > 0) {
-        ssize_t w = tpc_send(fd, b.data, b.len, 0);
-        tpc_buf_release(&b);
-        if (w != n)
-            break;
-    }
-    CHECK_EQ(tpc_rx_close(rx), 0);
-    return 0;
+    return rx_echo(fd, pools[tpc_shard_id()]);
 }
 
 struct clients {
@@ -624,9 +1296,22 @@ static void test_10k_connections(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_acceptor),         cmocka_unit_test(test_emfile),
-        cmocka_unit_test(test_server_reuseport), cmocka_unit_test(test_server_handoff),
-        cmocka_unit_test(test_server_errors),    cmocka_unit_test(test_10k_connections),
+        cmocka_unit_test(test_acceptor),
+        cmocka_unit_test(test_acceptor_pause),
+        cmocka_unit_test(test_emfile),
+        cmocka_unit_test(test_server_reuseport),
+        cmocka_unit_test(test_server_handoff),
+        cmocka_unit_test(test_server_errors),
+        cmocka_unit_test(test_server_opts),
+        cmocka_unit_test(test_server_no_late_start),
+        cmocka_unit_test(test_server_stop_waits),
+        cmocka_unit_test(test_server_stop_errors),
+        cmocka_unit_test(test_server_start_interrupted),
+        cmocka_unit_test(test_server_stop_at_shutdown),
+        cmocka_unit_test(test_server_cycles),
+        cmocka_unit_test(test_server_emfile),
+        cmocka_unit_test(test_pool_fairness),
+        cmocka_unit_test(test_10k_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

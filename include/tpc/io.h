@@ -36,9 +36,12 @@ TPC_EXTERN ssize_t tpc_writev(int fd, const struct iovec *iov, int iovcnt, int64
 
 /* Loop over short counts until len bytes moved, end of file (read: returns fewer) or an error
  * (returned, with the bytes moved before it lost only if none were: a partial transfer returns
- * its count). With offset -1 they use and advance the current position. On sockets and pipes
- * (offset -1) they are the send-all and receive-exactly-n calls: tpc_write_full(sock, buf, len,
- * -1) returns len once every byte is sent. */
+ * its count). With offset -1 they use and advance the current position. -EINTR is retried at
+ * once; -EAGAIN (no free SQE in the ring, or a non-blocking descriptor not ready) after a pass
+ * through the shard's loop, so that other fibers run and the ring drains; a cancel or the
+ * deadline ends the retries (-ECANCELED / -ETIMEDOUT, or the count moved before). On sockets
+ * and pipes (offset -1) they are the send-all and receive-exactly-n calls:
+ * tpc_write_full(sock, buf, len, -1) returns len once every byte is sent. */
 TPC_EXTERN ssize_t tpc_read_full(int fd, void *buf, size_t len, int64_t offset);
 TPC_EXTERN ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset);
 
@@ -69,8 +72,10 @@ TPC_EXTERN int tpc_poll(int fd, short events);
 
 /* The alignment O_DIRECT needs for fd's buffers, offsets and lengths: what the filesystem
  * reports through statx (STATX_DIOALIGN, Linux 6.1+; the larger of its memory and offset
- * alignments), else 4096, which suits every common device. Returns it, -EINVAL if the file
- * does not support direct I/O, or a negative errno from statx. Suspends. */
+ * alignments), else 4096, which suits every common device. Returns it; -EINVAL if fd cannot do
+ * direct I/O: not a regular file or block device (a pipe, socket, directory, character
+ * device), or a file whose filesystem refuses O_DIRECT (procfs, sysfs ...: checked by setting
+ * O_DIRECT on fd and putting its flags back); or a negative errno from statx. Suspends. */
 TPC_EXTERN int tpc_dio_align(int fd);
 
 /* size bytes aligned to `align` (a power of two; 0: 4096), size rounded up to a multiple of it;

@@ -137,7 +137,9 @@ TPC_EXTERN int tpc_acceptor_close(tpc_acceptor *a);
 
 typedef struct tpc_server tpc_server;
 
-/* Serves one connection. The server closes fd after it returns: fn must not close it. */
+/* Serves one connection. The server closes fd after it returns: fn must not close it. When the
+ * server stops, fn may be cancelled (its current or next wait returns -ECANCELED): it should
+ * then return. */
 typedef int (*tpc_conn_fn)(int fd, void *arg);
 
 #define TPC_SERVER_HANDOFF 1 /* one acceptor hands connections to the least-loaded shard */
@@ -145,7 +147,7 @@ typedef int (*tpc_conn_fn)(int fd, void *arg);
 typedef struct tpc_server_opts {
     int backlog;       /* listen backlog, 0: 4096 (the kernel caps it at net.core.somaxconn) */
     int flags;         /* TPC_SERVER_HANDOFF, or 0 */
-    size_t stack_size; /* of connection fibers; 0: the runtime's default */
+    size_t stack_size; /* of connection fibers: 0 (the runtime's default), or 16 KiB to 1 GiB */
 } tpc_server_opts;
 
 /* Listens on a and runs fn(fd, arg) in a new detached fiber for each connection (opts may be
@@ -155,21 +157,30 @@ typedef struct tpc_server_opts {
  * Unix sockets) one acceptor, on the calling shard, hands each connection to the shard with
  * the fewest live connections (ties in turn), which evens out few long-lived connections of
  * uneven weight at the cost of one cross-shard message per connection and of the accepting
- * shard's CPU. Returns 0 and the handle in *out; -EINVAL, the listen errors (-EADDRINUSE ...),
- * -ENOMEM, -EPERM outside a fiber. */
+ * shard's CPU. Returns 0 and the handle in *out once every shard accepts; -EINVAL (NULL a, fn or
+ * out, unknown flags, a negative backlog, a stack_size that is neither 0 nor 16 KiB to 1 GiB),
+ * the listen errors (-EADDRINUSE ...), -ENOMEM, -ECANCELED / -ETIMEDOUT (the caller was
+ * cancelled or its deadline passed while the shards started accepting: what was started is
+ * stopped and, unless cancelled, closed when it returns), -ESHUTDOWN (the runtime is
+ * stopping), -EPERM outside a fiber. */
 TPC_EXTERN int tpc_server_start(const tpc_addr *a, const tpc_server_opts *opts, tpc_conn_fn fn,
                                 void *arg, tpc_server **out);
 /* The address it listens on (with the port the kernel chose for port 0). */
 TPC_EXTERN int tpc_server_addr(const tpc_server *srv, tpc_addr *out);
-/* Live connections on shard `shard` and connections it has started there (either may be
- * NULL). Returns 0, or -EINVAL for a bad shard. Usable from any shard. */
+/* Live connections on shard `shard` (handed to it and not ended) and connections whose fn it
+ * has started (either may be NULL). Returns 0, or -EINVAL for a bad shard. Usable from any
+ * shard. */
 TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uint64_t *accepted);
-/* Stops accepting on every shard, closes the listeners and frees the handle (even when it
- * returns an error). Connections already running go on until fn returns (the server's memory
- * lives until then); connections accepted but not yet started are closed. Call from the
- * starting shard's fibers: -EXDEV elsewhere. Returns 0, or the first error an acceptor ended
- * with. If the caller is cancelled or the runtime is stopping it returns -ECANCELED or
- * -ESHUTDOWN without waiting; the acceptors then end with the runtime. */
+/* Stops the server and waits until nothing of it runs. At once: no fn starts any more (a
+ * connection accepted but not yet started is closed), every shard stops accepting and closes
+ * its listener. Running handlers get until the caller's deadline (tpc_deadline_set) to return
+ * by themselves, a grace period; without a deadline, once it has passed, or if the caller is
+ * cancelled, they are cancelled (their current or next wait returns -ECANCELED). stop returns
+ * when every fn has returned and every descriptor of the server is closed, so `arg` may be
+ * freed then; a fn that does not return when cancelled holds it up. The same holds while the
+ * runtime stops. Frees the handle. Returns 0, or the first error an acceptor ended with (the
+ * server is stopped either way). Call from a fiber of the starting shard: -EXDEV from another
+ * shard, -EPERM outside a fiber, -EINVAL for NULL (the handle stays valid on these errors). */
 TPC_EXTERN int tpc_server_stop(tpc_server *srv);
 
 /* ---- Receiving into a shared buffer pool (multishot recv, provided buffers) ---- */
@@ -177,38 +188,47 @@ TPC_EXTERN int tpc_server_stop(tpc_server *srv);
 typedef struct tpc_bufpool tpc_bufpool;
 typedef struct tpc_rx tpc_rx;
 
-/* A received chunk: len bytes at data, inside a buffer of the pool, until tpc_buf_release. */
+/* A received chunk: len bytes at data, inside a buffer of the pool, until tpc_buf_release. A
+ * copy of it is only good until one of the copies has been released. */
 typedef struct tpc_buf {
     char *data;
     size_t len;
-    void *pool_;  /* private */
-    unsigned id_; /* private */
+    void *pool_;   /* private */
+    unsigned id_;  /* private */
+    unsigned gen_; /* private */
 } tpc_buf;
 
 /* count buffers of size bytes (count a power of two, at most 32768), registered with this
  * shard's ring as a provided-buffer ring. Receive streams on it take a buffer only when data
- * arrives: idle connections hold none. Returns 0, -EINVAL, -ENOMEM, -ENOSPC (65535 pools live
- * on this shard; a destroyed pool's id is reused), the kernel's error if it has no buffer rings
- * (before Linux 5.19), -EPERM outside a shard. */
+ * arrives: idle connections hold none. Fairness: one stream holds at most a quarter of the
+ * pool's buffers (count / 4, at least 1), queued and handed out together; at that point it
+ * stops receiving (the data waits in the socket) until its caller releases one of them, so a
+ * peer whose handler is stuck (say in a send to a peer that never reads) cannot starve the
+ * other streams. Returns 0, -EINVAL, -ENOMEM, -ENOSPC (65535 pools live on this shard; a
+ * destroyed pool's id is reused), the kernel's error if it has no buffer rings (before Linux
+ * 5.19), -EPERM outside a shard. */
 TPC_EXTERN int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out);
 /* Frees the pool (NULL: no-op). -EBUSY while a stream is open on it or a buffer is held. */
 TPC_EXTERN int tpc_bufpool_destroy(tpc_bufpool *p);
 /* Buffers free for the kernel to fill. */
 TPC_EXTERN int tpc_bufpool_available(const tpc_bufpool *p);
 
-/* Starts receiving from stream socket fd into pool p with one multishot recv. Returns 0,
- * -EINVAL, -ENOMEM, -EXDEV (p is another shard's), -EPERM outside a shard. */
+/* Starts receiving from stream socket fd into pool p: one receive at a time stays in the ring
+ * and takes a buffer when data arrives. Returns 0, -EINVAL, -ENOMEM, -EXDEV (p is another
+ * shard's), -EPERM outside a shard. */
 TPC_EXTERN int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out);
 /* Waits for the next chunk received, in order, and returns its length (> 0) with *b
  * describing it; the caller holds the buffer until tpc_buf_release. Returns 0 at end of
  * stream; -ECANCELED / -ETIMEDOUT (data arriving later stays queued for the next call); the
- * socket's error (-ECONNRESET ...) after the data received before it; -EBUSY if another fiber
- * already waits on rx; -EAGAIN if the ring had no room to re-arm (call again); -EXDEV, -EPERM.
- * When the pool is empty, receiving pauses (the data waits in the socket) until some buffer is
- * released. */
+ * socket's error (-ECONNRESET ...) after the data received before it; -ENOBUFS when nothing is
+ * queued and the caller holds the stream's whole share of the pool (nothing can arrive until
+ * it releases one); -EBUSY if another fiber already waits on rx; -EXDEV, -EPERM. When the pool
+ * is empty, receiving pauses (the data waits in the socket) until some buffer is released;
+ * when the ring has no free SQE, the stream tries again at the next loop iteration. */
 TPC_EXTERN ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b);
 /* Gives a buffer back to its pool. Returns 0; -EINVAL for a buffer not held (released twice,
- * or never returned by tpc_rx_next); -EXDEV from another shard. */
+ * a stale copy of one released already, even if its buffer was handed out again since, or
+ * never returned by tpc_rx_next); -EXDEV from another shard. */
 TPC_EXTERN int tpc_buf_release(tpc_buf *b);
 /* Stops receiving, waits until the kernel has let go, gives queued chunks back to the pool and
  * frees rx (NULL: no-op). Does not close fd. Buffers the caller holds stay held. Returns 0,
