@@ -104,7 +104,7 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Receive buffers: one pool per shard, shared by its connections (multishot recv with provided
+/* Receive buffers: one pool per shard, shared by its connections (a receive stream each, with provided
  * buffers), so an idle connection holds none. NULL: the kernel has none; plain tpc_recv then. */
 static tpc_bufpool *pools[TPC_MAX_SHARDS];
 

@@ -135,13 +135,11 @@ static bool srv_enter(tpc_server *srv)
 
 /* ---- Connections. ---- */
 
-/* Closes a connection's descriptor through the ring; with close(2) when that cannot be done
- * (no free SQE, or the fiber is cancelled and would not wait for it), so it never leaks. */
+/* Closes a connection's descriptor: tpc_close is a plain close(2), which works in any state
+ * (fn may have left a deadline, or been cancelled), so it never leaks. */
 static void conn_close(int fd)
 {
-    tpc_deadline_clear(); /* fn may have left one, maybe passed */
-    if (tpc_cancelled() || tpc_close(fd) == -EAGAIN)
-        close(fd);
+    tpc_close(fd);
 }
 
 /* A connection that will not run (the server stops, or its fiber could not start). */
