@@ -104,8 +104,9 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Receive buffers: one pool per shard, shared by its connections (a receive stream each, with provided
- * buffers), so an idle connection holds none. NULL: the kernel has none; plain tpc_recv then. */
+/* Receive buffers: one pool per shard, shared by its connections (a receive stream each, with
+ * provided buffers), so an idle connection holds none. NULL: the kernel has none; plain
+ * tpc_recv then. */
 static tpc_bufpool *pools[TPC_MAX_SHARDS];
 
 /* Frees this shard's pool, or, while connections still use it, lets the last one free it. */
