@@ -222,8 +222,8 @@ static void test_full_no_sqe(void **state)
     run_main(1, full_no_sqe_main, NULL);
 }
 
-/* The server closes a connection with close(2) when tpc_close finds no free SQE: its client
- * sees the end and no descriptor is left behind. */
+/* The server closes a connection while no SQE is free at all: its client sees the end and no
+ * descriptor is left behind (tpc_close needs none). */
 static int count_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -235,10 +235,13 @@ static int count_fds(void)
     return n;
 }
 
+static int jammed;
+
 static int jam_close_conn(int fd, void *arg)
 {
     (void)fd, (void)arg;
-    tpc__fault_sqe(0, 1); /* the server's close, right after this returns, finds none */
+    tpc__fault_sqe(0, 1000); /* the server's close, right after this returns, finds none */
+    jammed = 1;
     return 0;
 }
 
@@ -254,6 +257,10 @@ static int server_close_main(void *arg)
     for (int i = 0; i < 3; i++) {
         int c = tpc_connect(&at);
         CHECK(c >= 0);
+        while (!jammed) /* the handler returns, and the server closes, in one turn */
+            tpc_yield();
+        tpc__fault_sqe(0, 0);
+        jammed = 0;
         char b;
         tpc_deadline_set(2000 * MS);
         CHECK_EQ(tpc_recv(c, &b, 1, 0), 0);
