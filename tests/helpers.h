@@ -4,6 +4,7 @@
 #ifndef TPC_TEST_HELPERS_H
 #define TPC_TEST_HELPERS_H
 
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -33,6 +34,18 @@ static atomic_int t_failures;
             atomic_fetch_add(&t_failures, 1);                                                      \
         }                                                                                          \
     } while (0)
+
+/* Open descriptors of this process (leak checks compare two counts). */
+static inline int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
+}
 
 /* Runs fn as the main fiber of a runtime configured by c and asserts that it returned 0 and
  * that no CHECK failed. */

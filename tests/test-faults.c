@@ -3,7 +3,6 @@
  * retry EAGAIN and EINTR, gather short transfers, and report a partial count or the error; and
  * no free SQE: for a cancellation, for a receive stream's receive, under the _full helpers
  * (which must let the loop run), and for the server's close of a connection. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -224,17 +223,6 @@ static void test_full_no_sqe(void **state)
 
 /* The server closes a connection while no SQE is free at all: its client sees the end and no
  * descriptor is left behind (tpc_close needs none). */
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    while (d && readdir(d))
-        n++;
-    if (d)
-        closedir(d);
-    return n;
-}
-
 static int jammed;
 
 static int jam_close_conn(int fd, void *arg)

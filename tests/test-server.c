@@ -5,7 +5,6 @@
  * are given the caller's deadline then cancelled, stop's error paths, cycles with live and
  * reset connections), a shared buffer pool that one peer which never reads cannot drain, and
  * 10,000 concurrent loopback connections served from a shared buffer pool. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
@@ -49,17 +48,6 @@ static bool under_tsan(void)
 #endif
 #endif
     return false;
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    while (d && readdir(d))
-        n++;
-    if (d)
-        closedir(d);
-    return n;
 }
 
 static int listener(tpc_addr *bound)
