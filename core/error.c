@@ -1,8 +1,11 @@
-/* One table gives every errno libtpc returns its name and its description. */
+/* One table gives every errno libtpc returns its name and its description. Where libtpc gives
+ * an errno a meaning of its own (EPERM, EBUSY, EXDEV, ESHUTDOWN), the kernel's meaning comes
+ * first: the same code also comes straight from the kernel (a rename across filesystems is
+ * -EXDEV, a send on a shut-down socket -ESHUTDOWN). */
 #include "internal.h"
 
 #define TPC_ERRNO_MAP(X)                                                                           \
-    X(EPERM, "operation not permitted here (outside a shard or fiber, or not the owner)")          \
+    X(EPERM, "operation not permitted (from libtpc: called outside a shard or a fiber)")           \
     X(ENOENT, "no such file, directory or entry")                                                  \
     X(ESRCH, "no such task")                                                                       \
     X(EINTR, "interrupted")                                                                        \
@@ -12,9 +15,9 @@
     X(ENOMEM, "out of memory")                                                                     \
     X(EACCES, "permission denied")                                                                 \
     X(EFAULT, "bad address")                                                                       \
-    X(EBUSY, "resource busy (in use, or a runtime is already running here)")                       \
+    X(EBUSY, "resource busy (from libtpc: in use, or a runtime already runs here)")                \
     X(EEXIST, "already exists")                                                                    \
-    X(EXDEV, "object belongs to another shard")                                                    \
+    X(EXDEV, "cross-device link (from libtpc: the object belongs to another shard)")               \
     X(ENODEV, "no such device")                                                                    \
     X(ENOTDIR, "not a directory")                                                                  \
     X(EISDIR, "is a directory")                                                                    \
@@ -43,7 +46,7 @@
     X(ENOBUFS, "no buffer space available")                                                        \
     X(EISCONN, "already connected")                                                                \
     X(ENOTCONN, "not connected")                                                                   \
-    X(ESHUTDOWN, "the runtime is shutting down")                                                   \
+    X(ESHUTDOWN, "endpoint shut down (from libtpc: the runtime is shutting down)")                 \
     X(ETIMEDOUT, "timed out")                                                                      \
     X(ECONNREFUSED, "connection refused")                                                          \
     X(EHOSTUNREACH, "host unreachable")                                                            \
