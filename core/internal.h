@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "tpc.h"
+#include "compat.h"
 #include "context.h"
 #include "list.h"
 #include "timer/wheel.h"
@@ -365,9 +366,6 @@ int tpc__post_msg(struct tpc__shard *s, struct tpc__msg *m);
 void tpc__inbox_free(struct tpc__shard *s);
 
 void tpc__pipes_fini(struct tpc__shard *s); /* net/splice.c */
-
-/* Opcodes newer than the liburing headers this builds against (kernel ABI numbers). */
-#define TPC__OP_FTRUNCATE 55
 
 /* The blocking helper pool (io/blocking.c). */
 struct tpc__pool;

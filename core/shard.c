@@ -27,17 +27,8 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
-#define TPC__FEAT_MIN_TIMEOUT (1U << 15) /* IORING_FEAT_MIN_TIMEOUT (Linux 6.12) */
-#define COALESCE_EVENTS       64 /* a coalesced wait ends early once this many completions wait */
-#define COALESCE_MIN_OPS      8  /* and needs this many operations out */
-
-/* io_uring_getevents_arg as of Linux 6.12, where `pad` became the minimum wait. */
-struct getevents_arg {
-    uint64_t sigmask;
-    uint32_t sigmask_sz;
-    uint32_t min_wait_usec;
-    uint64_t ts;
-};
+#define COALESCE_EVENTS  64 /* a coalesced wait ends early once this many completions wait */
+#define COALESCE_MIN_OPS 8  /* and needs this many operations out */
 
 #ifdef TPC_TSAN
 #include <sys/mman.h>
@@ -444,13 +435,8 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
      * a general timeout; without one it returns at once, empty-handed. */
     if (min_us && timeout <= 0)
         kts = (struct __kernel_timespec){.tv_sec = 3600};
-    struct io_uring_sq *sq = &s->ring.sq;
-    unsigned tail = sq->sqe_tail;
-    if (sq->sqe_head != tail) {
-        sq->sqe_head = tail;
-        io_uring_smp_store_release(sq->ktail, tail);
-    }
-    struct getevents_arg arg = {
+    unsigned to_submit = tpc__sq_publish(&s->ring);
+    struct tpc__getevents_arg arg = {
         .sigmask_sz = _NSIG / 8,
         .min_wait_usec = min_us,
         .ts = min_us || timeout > 0 ? (uint64_t)(uintptr_t)&kts : 0,
@@ -461,8 +447,8 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
         flags |= IORING_ENTER_REGISTERED_RING;
         fd = s->ring.enter_ring_fd;
     }
-    long rc = syscall(__NR_io_uring_enter, fd, tail - IO_URING_READ_ONCE(*sq->khead),
-                      min_us ? COALESCE_EVENTS : 1, flags, &arg, sizeof(arg));
+    long rc = syscall(__NR_io_uring_enter, fd, to_submit, min_us ? COALESCE_EVENTS : 1, flags, &arg,
+                      sizeof(arg));
     return rc < 0 ? -errno : (int)rc;
 }
 

@@ -62,9 +62,6 @@ size_t tpc__page_round(size_t size)
  * past the pool's size its pages are given back to the kernel (MADV_DONTNEED) but for the top
  * one, which holds its free-list record. Slabs are unmapped when the shard exits. */
 #define SLAB_STACKS 16
-#ifndef MADV_GUARD_INSTALL
-#define MADV_GUARD_INSTALL 102
-#endif
 
 struct tpc__slab {
     struct tpc__slab *next;

@@ -271,11 +271,8 @@ int tpc_dio_align(int fd)
         return -EINVAL;                  /* pipes, sockets, directories, character devices */
     if (!(st.stx_mask & STATX_DIOALIGN)) /* the filesystem does not say */
         return dio_supported(fd) ? (int)TPC_DIO_DEFAULT : -EINVAL;
-    /* glibc's struct statx has no names for these yet: they follow stx_mnt_id (kernel ABI). */
-    _Static_assert(sizeof(struct statx) == 0x100, "struct statx is the kernel's");
     uint32_t mem, off;
-    memcpy(&mem, (const char *)&st + 0x98, sizeof(mem));
-    memcpy(&off, (const char *)&st + 0x9c, sizeof(off));
+    tpc__statx_dioalign(&st, &mem, &off);
     if (!mem || !off)
         return -EINVAL; /* no direct I/O on this file */
     return (int)(mem > off ? mem : off);
