@@ -83,6 +83,14 @@ static void *shard_thread(void *p)
 
 static int check_config(const tpc_config *c)
 {
+    for (size_t i = 0; i < sizeof(c->reserved) / sizeof(c->reserved[0]); i++)
+        if (c->reserved[i]) {
+            fprintf(stderr,
+                    "libtpc: tpc_config.reserved[%zu] is not zero (a field this version "
+                    "of libtpc does not know)\n",
+                    i);
+            return -EINVAL;
+        }
     if (c->stack_size && (c->stack_size < TPC_MIN_STACK || c->stack_size > TPC_MAX_STACK)) {
         fprintf(stderr, "libtpc: tpc_config.stack_size %zu outside [%u, %zu]\n", c->stack_size,
                 TPC_MIN_STACK, TPC_MAX_STACK);

@@ -92,6 +92,10 @@ typedef struct tpc_config {
     int (*drain)(void *drain_arg);
     void *drain_arg;
     unsigned drain_ms;
+    /* Room to grow without changing the struct's size: leave zero (a config initialised with
+     * `{...}` or memset is). Later versions give these bytes meanings; this one refuses a
+     * config with any of them set (-EINVAL). */
+    uint64_t reserved[8];
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
