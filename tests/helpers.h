@@ -1,6 +1,6 @@
 /* Test helpers. cmocka's assert_* longjmp back to the test function, which must not happen from
- * a shard thread; inside the runtime use CHECK*, which records the failure, and let the test
- * function assert that no CHECK failed once tpc_run() has returned. */
+ * a shard thread; inside the runtime use CHECK*, which records the failure and stops the
+ * runtime, and let the test function assert that no CHECK failed once tpc_run() has returned. */
 #ifndef TPC_TEST_HELPERS_H
 #define TPC_TEST_HELPERS_H
 
@@ -17,11 +17,21 @@
 
 static atomic_int t_failures;
 
+/* A failed check inside a shard also stops the runtime (every fiber's waits then fail at
+ * once), so that the case ends with its first message instead of hanging until meson's
+ * timeout; the test function's asserts report it. */
+static inline void check_failed(void)
+{
+    atomic_fetch_add(&t_failures, 1);
+    if (tpc_shard_id() >= 0)
+        tpc_shutdown(99);
+}
+
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \
             fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #c);                  \
-            atomic_fetch_add(&t_failures, 1);                                                      \
+            check_failed();                                                                        \
         }                                                                                          \
     } while (0)
 
@@ -31,7 +41,7 @@ static atomic_int t_failures;
         if (a_ != b_) {                                                                            \
             fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__,  \
                     #a, #b, a_, b_);                                                               \
-            atomic_fetch_add(&t_failures, 1);                                                      \
+            check_failed();                                                                        \
         }                                                                                          \
     } while (0)
 
