@@ -57,6 +57,19 @@ static inline int count_fds(void)
     return n;
 }
 
+/* Starts a server with default options on a free loopback port and stores the address it
+ * listens on in *at. NULL (with a failed CHECK) if it could not. */
+static inline tpc_server *loopback_server(tpc_conn_fn fn, void *arg, tpc_addr *at)
+{
+    tpc_addr a;
+    tpc_server *srv = NULL;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    CHECK_EQ(tpc_server_start(&a, NULL, fn, arg, &srv), 0);
+    if (srv)
+        CHECK_EQ(tpc_server_addr(srv, at), 0);
+    return srv;
+}
+
 /* Runs fn as the main fiber of a runtime configured by c and asserts that it returned 0 and
  * that no CHECK failed. */
 static inline void run_config(const tpc_config *c, tpc_fiber_fn fn, void *arg)

@@ -208,10 +208,7 @@ static int busy_main(void *arg)
 {
     (void)arg;
     static tpc_addr at;
-    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &at), 0);
-    tpc_server *srv;
-    CHECK_EQ(tpc_server_start(&at, NULL, echo_conn, NULL, &srv), 0);
-    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    tpc_server *srv = loopback_server(echo_conn, NULL, &at);
     CHECK_EQ(tpc_on_all(start_streamers, &at), 0);
     while (atomic_load(&echoed) < 64L * CHUNK * CONNS) /* every connection is busy */
         tpc_sleep(MS);
@@ -284,10 +281,7 @@ static int helpers_main(void *arg)
 {
     (void)arg;
     static tpc_addr at;
-    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &at), 0);
-    tpc_server *srv;
-    CHECK_EQ(tpc_server_start(&at, NULL, helper_conn, NULL, &srv), 0);
-    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    tpc_server *srv = loopback_server(helper_conn, NULL, &at);
     for (int i = 0; i < 16; i++)
         CHECK_EQ(tpc_spawn(NULL, idle_client, &at), 0);
     while (atomic_load(&helpers_running) < 16)

@@ -236,11 +236,8 @@ static int jam_close_conn(int fd, void *arg)
 static int server_close_main(void *arg)
 {
     (void)arg;
-    tpc_addr a, at;
-    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
-    tpc_server *srv;
-    CHECK_EQ(tpc_server_start(&a, NULL, jam_close_conn, NULL, &srv), 0);
-    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    tpc_addr at;
+    tpc_server *srv = loopback_server(jam_close_conn, NULL, &at);
     int base = count_fds();
     for (int i = 0; i < 3; i++) {
         int c = tpc_connect(&at);
