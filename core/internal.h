@@ -317,6 +317,11 @@ struct tpc_runtime {
 bool tpc__runtime_enter(struct tpc_runtime *rt);
 void tpc__runtime_leave(struct tpc_runtime *rt);
 
+/* Copies config (NULL: all defaults) into c with every numeric field resolved: the environment
+ * where the field was left 0, then the default; checks bounds and the reserved space. Returns 0
+ * or -EINVAL, having said why on stderr (core/config.c). */
+int tpc__config_resolve(const tpc_config *config, tpc_config *c);
+
 /* The shard running on this thread, or NULL. */
 extern __thread struct tpc__shard *tpc__self __attribute__((tls_model("initial-exec")));
 

@@ -81,59 +81,6 @@ static void *shard_thread(void *p)
     return NULL;
 }
 
-static int check_config(const tpc_config *c)
-{
-    for (size_t i = 0; i < sizeof(c->reserved) / sizeof(c->reserved[0]); i++)
-        if (c->reserved[i]) {
-            fprintf(stderr,
-                    "libtpc: tpc_config.reserved[%zu] is not zero (a field this version "
-                    "of libtpc does not know)\n",
-                    i);
-            return -EINVAL;
-        }
-    if (c->stack_size && (c->stack_size < TPC_MIN_STACK || c->stack_size > TPC_MAX_STACK)) {
-        fprintf(stderr, "libtpc: tpc_config.stack_size %zu outside [%u, %zu]\n", c->stack_size,
-                TPC_MIN_STACK, TPC_MAX_STACK);
-        return -EINVAL;
-    }
-    if (c->timer_tick_ns && (c->timer_tick_ns < 10000 || c->timer_tick_ns > 1000000000)) {
-        fprintf(stderr, "libtpc: tpc_config.timer_tick_ns %llu outside [10000, 1000000000]\n",
-                (unsigned long long)c->timer_tick_ns);
-        return -EINVAL;
-    }
-    if (c->msg_slots &&
-        (c->msg_slots < 2 || c->msg_slots & (c->msg_slots - 1) || c->msg_slots > (1u << 24))) {
-        fprintf(stderr, "libtpc: tpc_config.msg_slots %u is not a power of two in [2, 2^24]\n",
-                c->msg_slots);
-        return -EINVAL;
-    }
-    if (c->blocking_threads > 256) {
-        fprintf(stderr, "libtpc: tpc_config.blocking_threads %u is more than 256\n",
-                c->blocking_threads);
-        return -EINVAL;
-    }
-    if (c->coalesce_us > 10000) {
-        fprintf(stderr, "libtpc: tpc_config.coalesce_us %d is more than 10000\n",
-                (int)c->coalesce_us);
-        return -EINVAL;
-    }
-    if (c->drain_ms > 3600000) {
-        fprintf(stderr, "libtpc: tpc_config.drain_ms %u is more than an hour\n", c->drain_ms);
-        return -EINVAL;
-    }
-    if (c->blocking_queue > (1u << 20)) {
-        fprintf(stderr, "libtpc: tpc_config.blocking_queue %u is more than 2^20\n",
-                c->blocking_queue);
-        return -EINVAL;
-    }
-    if (c->ring_entries && (c->ring_entries & (c->ring_entries - 1) || c->ring_entries > 32768)) {
-        fprintf(stderr, "libtpc: tpc_config.ring_entries %u is not a power of two <= 32768\n",
-                c->ring_entries);
-        return -EINVAL;
-    }
-    return 0;
-}
-
 /* Runtimes that threads which are not shards may still enter (tpc_call_from_thread). A foreign
  * thread's call may be under way while the thread that started the runtime is in tpc_wait, and
  * the call touches the shard (its inbox, its eventfd) after the message that lets the runtime
@@ -220,46 +167,6 @@ static void runtime_join(struct tpc_runtime *rt, const sigset_t *mask)
     pthread_sigmask(SIG_SETMASK, mask, NULL);
 }
 
-/* A config field left 0 takes its value from the environment variable `name`, if set: a
- * non-zero integer within [-limit, limit]. `what` says what the number means. */
-static int env_number(const char *name, long long limit, const char *what, long long *out)
-{
-    const char *env = getenv(name);
-    if (!env || !*env)
-        return 0;
-    char *end;
-    errno = 0;
-    long long v = strtoll(env, &end, 10);
-    if (*end || errno || v == 0 || v > limit || v < -limit) {
-        fprintf(stderr, "libtpc: %s='%s' is not %s\n", name, env, what);
-        return -EINVAL;
-    }
-    *out = v;
-    return 0;
-}
-
-static int config_from_env(tpc_config *c)
-{
-    long long v = 0;
-    int rc;
-    if (!c->spin_ns) {
-        rc = env_number("TPC_SPIN_NS", 1000000000,
-                        "a non-zero number of ns within a second (negative: never spin)", &v);
-        if (rc < 0)
-            return rc;
-        c->spin_ns = v;
-    }
-    if (!c->coalesce_us) {
-        v = 0;
-        rc = env_number("TPC_COALESCE_US", 10000,
-                        "a non-zero number of us up to 10000 (negative: off)", &v);
-        if (rc < 0)
-            return rc;
-        c->coalesce_us = (int32_t)v;
-    }
-    return 0;
-}
-
 int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_runtime **out)
 {
     if (tpc__self)
@@ -267,12 +174,8 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     if (!main_fn || !out)
         return -EINVAL;
     tpc_config c;
-    if (config)
-        c = *config;
-    else
-        memset(&c, 0, sizeof(c));
-    int rc = check_config(&c);
-    if (rc < 0 || (rc = config_from_env(&c)) < 0)
+    int rc = tpc__config_resolve(config, &c);
+    if (rc < 0)
         return rc;
     unsigned n;
     struct tpc__place *places;
@@ -312,17 +215,16 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     rt->nshards = n;
     rt->shards = shards;
     rt->rings = rings;
-    rt->stack_size = tpc__page_round(c.stack_size ? c.stack_size : TPC_DEFAULT_STACK);
-    rt->stack_cache = c.stack_cache ? c.stack_cache : 64;
-    rt->ring_entries = c.ring_entries ? c.ring_entries : 256;
-    rt->msg_slots = c.msg_slots ? c.msg_slots : 1024;
+    rt->stack_size = tpc__page_round(c.stack_size);
+    rt->stack_cache = c.stack_cache;
+    rt->ring_entries = c.ring_entries;
+    rt->msg_slots = c.msg_slots;
     rt->main_fn = main_fn;
     rt->main_arg = arg;
     rt->drain = c.drain;
     rt->drain_arg = c.drain_arg;
-    rt->drain_ns = (uint64_t)(c.drain_ms ? c.drain_ms : 5000) * 1000000;
-    if (tpc__pool_init(rt, c.blocking_threads ? c.blocking_threads : 4,
-                       c.blocking_queue ? c.blocking_queue : 256) < 0) {
+    rt->drain_ns = (uint64_t)c.drain_ms * 1000000;
+    if (tpc__pool_init(rt, c.blocking_threads, c.blocking_queue) < 0) {
         free(rt);
         free(shards);
         free(rings);
@@ -345,9 +247,9 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         s->node = places[i].node;
         s->wake_fd = -1;
         s->sig_fd = -1;
-        s->time_slice = c.time_slice_ns ? c.time_slice_ns : 500000;
-        s->tick_ns = c.timer_tick_ns ? c.timer_tick_ns : 1000000;
-        s->spin_ns = c.spin_ns ? c.spin_ns : 10000;
+        s->time_slice = c.time_slice_ns;
+        s->tick_ns = c.timer_tick_ns;
+        s->spin_ns = c.spin_ns;
         s->coalesce_us = c.coalesce_us > 0 ? (uint32_t)c.coalesce_us : 0;
         s->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
         tpc__queue_init(&s->runq);

@@ -27,7 +27,8 @@ typedef enum tpc_placement {
 } tpc_placement;
 
 /* Runtime configuration. Zero-initialise it, then set what you need; every zero field takes its
- * default. Fields left zero fall back to the environment where noted. */
+ * default. Fields left zero fall back to the environment where noted. core/config.c holds the
+ * defaults and bounds of the numeric fields in one table; docs/guide.md lists them. */
 typedef struct tpc_config {
     /* Number of shards. 0: TPC_SHARDS from the environment, else one per CPU of `cpus`
      * (or of the process's affinity mask). More shards than CPUs is allowed: the shards are then
@@ -43,9 +44,10 @@ typedef struct tpc_config {
     /* Default fiber stack size in bytes (rounded up to pages). 0: 128 KiB (256 KiB with ASan).
      * Minimum 16 KiB. */
     size_t stack_size;
-    /* Fiber stacks each shard keeps for reuse. 0: 64. */
+    /* Fiber stacks each shard keeps for reuse. 0: 64. At most 2^20. */
     unsigned stack_cache;
-    /* The shard's time slice in ns, after which tpc_maybe_yield() yields. 0: 500 us. */
+    /* The shard's time slice in ns, after which tpc_maybe_yield() yields. 0: 500 us. Range
+     * [1 us, 60 s]. */
     uint64_t time_slice_ns;
     /* io_uring submission queue entries per shard (power of two). 0: 256. */
     unsigned ring_entries;
@@ -78,7 +80,8 @@ typedef struct tpc_config {
      * The price: every completion, and a message from another shard, may come up to this much
      * later, so a client that waits for each answer before it sends again, over a few
      * connections, gets fewer answers per second (docs/guide.md has figures). Timers still fire
-     * on time. 0: TPC_COALESCE_US from the environment, else off. Negative: off. At most 10000.
+     * on time. 0: TPC_COALESCE_US from the environment, else off. Negative: off. In
+     * [-10000, 10000].
      * Needs Linux 6.12 (IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN: else tpc_run
      * returns -EOPNOTSUPP. Ignored under valgrind, where shards sleep in ppoll(). */
     int32_t coalesce_us;

@@ -1,0 +1,85 @@
+/* tpc_config's numeric settings, resolved in one place: one row per field gives its default,
+ * its bounds, what a value must be (for the message), and the environment variable read when
+ * the field is left 0. The defaults, the checks and the environment all come from this table,
+ * and docs/guide.md's configuration table lists the same rows. The placement fields (shards,
+ * cpus, placement) are resolved by core/placement.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+enum { POW2 = 1 }; /* the value must be a power of two */
+
+/*  field             default             min            max            flags env
+ *  what a good value is (for messages) */
+#define TPC__CONFIG_NUMBERS(X)                                                                     \
+    X(stack_size, TPC_DEFAULT_STACK, TPC_MIN_STACK, TPC_MAX_STACK, 0, NULL,                        \
+      "a stack size in bytes in [16 KiB, 1 GiB]")                                                  \
+    X(stack_cache, 64, 1, 1 << 20, 0, NULL, "a count in [1, 2^20]")                                \
+    X(time_slice_ns, 500000, 1000, 60000000000LL, 0, NULL, "ns in [1 us, 60 s]")                   \
+    X(ring_entries, 256, 1, 32768, POW2, NULL, "a power of two up to 32768")                       \
+    X(timer_tick_ns, 1000000, 10000, 1000000000, 0, NULL, "ns in [10 us, 1 s]")                    \
+    X(spin_ns, 10000, -1000000000, 1000000000, 0, "TPC_SPIN_NS",                                   \
+      "a non-zero number of ns within a second (negative: never spin)")                            \
+    X(msg_slots, 1024, 2, 1 << 24, POW2, NULL, "a power of two in [2, 2^24]")                      \
+    X(blocking_threads, 4, 1, 256, 0, NULL, "a count in [1, 256]")                                 \
+    X(blocking_queue, 256, 1, 1 << 20, 0, NULL, "a count in [1, 2^20]")                            \
+    X(coalesce_us, 0, -10000, 10000, 0, "TPC_COALESCE_US",                                         \
+      "a non-zero number of us up to 10000 (negative: off)")                                       \
+    X(drain_ms, 5000, 1, 3600000, 0, NULL, "ms in [1, 3600000] (an hour)")
+
+static bool in_bounds(long long v, long long min, long long max, int flags)
+{
+    return v >= min && v <= max && (!(flags & POW2) || (v & (v - 1)) == 0);
+}
+
+/* The value of environment variable `name` if set: a non-zero integer within bounds. 0 if
+ * unset; -EINVAL (with a message) for anything else. */
+static int from_env(const char *name, long long min, long long max, const char *what,
+                    long long *out)
+{
+    const char *env = getenv(name);
+    if (!env || !*env)
+        return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(env, &end, 10);
+    if (*end || errno || v == 0 || !in_bounds(v, min, max, 0)) {
+        fprintf(stderr, "libtpc: %s='%s' is not %s\n", name, env, what);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+int tpc__config_resolve(const tpc_config *in, tpc_config *c)
+{
+    if (in)
+        *c = *in;
+    else
+        memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < sizeof(c->reserved) / sizeof(c->reserved[0]); i++)
+        if (c->reserved[i]) {
+            fprintf(stderr,
+                    "libtpc: tpc_config.reserved[%zu] is not zero (a field this version of "
+                    "libtpc does not know)\n",
+                    i);
+            return -EINVAL;
+        }
+    long long v;
+    const char *env_;
+#define X(field, dflt, min, max, flags, env, what)                                                 \
+    v = (long long)c->field;                                                                       \
+    if (v == 0 && (env_ = env) != NULL) {                                                          \
+        int rc_ = from_env(env_, (min), (max), what, &v);                                          \
+        if (rc_ < 0)                                                                               \
+            return rc_;                                                                            \
+    } else if (v != 0 && !in_bounds(v, (min), (max), (flags))) {                                   \
+        fprintf(stderr, "libtpc: tpc_config." #field " %lld is not %s\n", v, what);                \
+        return -EINVAL;                                                                            \
+    }                                                                                              \
+    c->field = (__typeof__(c->field))(v ? v : (long long)(dflt));
+    TPC__CONFIG_NUMBERS(X)
+#undef X
+    return 0;
+}
