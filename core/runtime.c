@@ -167,104 +167,95 @@ static void runtime_join(struct tpc_runtime *rt, const sigset_t *mask)
     pthread_sigmask(SIG_SETMASK, mask, NULL);
 }
 
-int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_runtime **out)
+/* SIGINT and SIGTERM, where nobody else handles them, become a graceful stop: the runtime
+ * blocks them (the shards inherit the mask) and shard 0 reads them from a signalfd. */
+static void stop_signals(const tpc_config *c, sigset_t *sigs)
 {
-    if (tpc__self)
-        return -EBUSY;
-    if (!main_fn || !out)
-        return -EINVAL;
-    tpc_config c;
-    int rc = tpc__config_resolve(config, &c);
-    if (rc < 0)
-        return rc;
-    unsigned n;
-    struct tpc__place *places;
-    rc = tpc__placement(&c, &n, &places);
-    if (rc < 0)
-        return rc;
-
-    /* SIGINT and SIGTERM, where nobody else handles them, become a graceful shutdown: blocked
-     * here (the shards inherit the mask) and read by shard 0 from a signalfd. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    if (!c.no_signals) {
-        static const int stop_signals[] = {SIGINT, SIGTERM};
-        for (size_t i = 0; i < 2; i++) {
-            struct sigaction cur;
-            if (sigaction(stop_signals[i], NULL, &cur) == 0 && cur.sa_handler == SIG_DFL)
-                sigaddset(&sigs, stop_signals[i]);
-        }
+    sigemptyset(sigs);
+    if (c->no_signals)
+        return;
+    static const int stop[] = {SIGINT, SIGTERM};
+    for (size_t i = 0; i < sizeof(stop) / sizeof(stop[0]); i++) {
+        struct sigaction cur;
+        if (sigaction(stop[i], NULL, &cur) == 0 && cur.sa_handler == SIG_DFL)
+            sigaddset(sigs, stop[i]);
     }
+}
 
-    /* A write to a closed socket must return -EPIPE, not kill the process. */
-    struct sigaction old;
-    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
-        signal(SIGPIPE, SIG_IGN);
+static void shard_init(struct tpc__shard *s, struct tpc_runtime *rt, unsigned id,
+                       const struct tpc__place *place, const tpc_config *c)
+{
+    s->rt = rt;
+    s->id = id;
+    s->cpu = place->cpu;
+    s->core = place->core;
+    s->node = place->node;
+    s->wake_fd = -1;
+    s->sig_fd = -1;
+    s->time_slice = c->time_slice_ns;
+    s->tick_ns = c->timer_tick_ns;
+    s->spin_ns = c->spin_ns;
+    s->coalesce_us = c->coalesce_us > 0 ? (uint32_t)c->coalesce_us : 0;
+    s->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
+    tpc__queue_init(&s->runq);
+    tpc__list_init(&s->fibers);
+    tpc__list_init(&s->remotes);
+    tpc__list_init(&s->remote_cache);
+    tpc__list_init(&s->flushq);
+    atomic_init(&s->inbox, NULL);
+    atomic_init(&s->sleeping, 0);
+    atomic_init(&s->left, 0);
+}
 
+/* Allocates the runtime, its shards and the table of rings, fills them in from c and blocks the
+ * stop signals in the calling thread: nothing runs yet. NULL when out of memory (then nothing
+ * is left allocated or blocked). */
+static struct tpc_runtime *runtime_new(const tpc_config *c, const struct tpc__place *places,
+                                       unsigned n, tpc_fiber_fn main_fn, void *arg)
+{
     struct tpc_runtime *rt = calloc(1, sizeof(*rt));
-    struct tpc__shard *shards = aligned_alloc(TPC_CACHELINE, sizeof(*shards) * n);
-    struct tpc__ring **rings = calloc((size_t)n * n, sizeof(*rings));
-    if (!rt || !shards || !rings) {
+    if (!rt)
+        return NULL;
+    rt->shards = aligned_alloc(TPC_CACHELINE, sizeof(*rt->shards) * n);
+    rt->rings = calloc((size_t)n * n, sizeof(*rt->rings));
+    if (!rt->shards || !rt->rings ||
+        tpc__pool_init(rt, c->blocking_threads, c->blocking_queue) < 0) {
+        free(rt->shards);
+        free(rt->rings);
         free(rt);
-        free(shards);
-        free(rings);
-        free(places);
-        return -ENOMEM;
+        return NULL;
     }
-    memset(shards, 0, sizeof(*shards) * n);
+    memset(rt->shards, 0, sizeof(*rt->shards) * n);
     rt->nshards = n;
-    rt->shards = shards;
-    rt->rings = rings;
-    rt->stack_size = tpc__page_round(c.stack_size);
-    rt->stack_cache = c.stack_cache;
-    rt->ring_entries = c.ring_entries;
-    rt->msg_slots = c.msg_slots;
+    rt->stack_size = tpc__page_round(c->stack_size);
+    rt->stack_cache = c->stack_cache;
+    rt->ring_entries = c->ring_entries;
+    rt->msg_slots = c->msg_slots;
     rt->main_fn = main_fn;
     rt->main_arg = arg;
-    rt->drain = c.drain;
-    rt->drain_arg = c.drain_arg;
-    rt->drain_ns = (uint64_t)c.drain_ms * 1000000;
-    if (tpc__pool_init(rt, c.blocking_threads, c.blocking_queue) < 0) {
-        free(rt);
-        free(shards);
-        free(rings);
-        free(places);
-        return -ENOMEM;
-    }
-    rt->signals = !sigisemptyset(&sigs);
-    rt->sigset = sigs;
+    rt->drain = c->drain;
+    rt->drain_arg = c->drain_arg;
+    rt->drain_ns = (uint64_t)c->drain_ms * 1000000;
+    stop_signals(c, &rt->sigset);
+    rt->signals = !sigisemptyset(&rt->sigset);
     sigemptyset(&rt->sigwaited);
     sigemptyset(&rt->sigwanted);
-    pthread_sigmask(SIG_BLOCK, &sigs, &rt->oldmask);
+    pthread_sigmask(SIG_BLOCK, &rt->sigset, &rt->oldmask);
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->cond, NULL);
-    for (unsigned i = 0; i < n; i++) {
-        struct tpc__shard *s = &shards[i];
-        s->rt = rt;
-        s->id = i;
-        s->cpu = places[i].cpu;
-        s->core = places[i].core;
-        s->node = places[i].node;
-        s->wake_fd = -1;
-        s->sig_fd = -1;
-        s->time_slice = c.time_slice_ns;
-        s->tick_ns = c.timer_tick_ns;
-        s->spin_ns = c.spin_ns;
-        s->coalesce_us = c.coalesce_us > 0 ? (uint32_t)c.coalesce_us : 0;
-        s->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
-        tpc__queue_init(&s->runq);
-        tpc__list_init(&s->fibers);
-        tpc__list_init(&s->remotes);
-        tpc__list_init(&s->remote_cache);
-        tpc__list_init(&s->flushq);
-        atomic_init(&s->inbox, NULL);
-        atomic_init(&s->sleeping, 0);
-        atomic_init(&s->left, 0);
-    }
-    free(places);
+    for (unsigned i = 0; i < n; i++)
+        shard_init(&rt->shards[i], rt, i, &places[i], c);
+    return rt;
+}
 
-    for (; rt->nthreads < n; rt->nthreads++) {
-        struct tpc__shard *s = &shards[rt->nthreads];
+/* Starts a thread per shard and waits until each has set itself up (pinned, its rings and
+ * io_uring made), then lets them all go. Returns 0, or the first error (a thread that could
+ * not be created, or a shard that could not set up); the threads that started then stop. */
+static int start_threads(struct tpc_runtime *rt)
+{
+    int rc = 0;
+    for (; rt->nthreads < rt->nshards; rt->nthreads++) {
+        struct tpc__shard *s = &rt->shards[rt->nthreads];
         rc = pthread_create(&s->thread, NULL, shard_thread, s);
         if (rc != 0) {
             fprintf(stderr, "libtpc: cannot start shard thread %u: %s\n", rt->nthreads,
@@ -273,7 +264,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         }
     }
     pthread_mutex_lock(&rt->lock);
-    if (rt->nthreads < n)
+    if (rt->nthreads < rt->nshards)
         rt->start_err = -rc;
     while (rt->started < rt->nthreads)
         pthread_cond_wait(&rt->cond, &rt->lock);
@@ -281,7 +272,30 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     pthread_cond_broadcast(&rt->cond);
     rc = rt->start_err;
     pthread_mutex_unlock(&rt->lock);
-    if (rc < 0) {
+    return rc;
+}
+
+int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_runtime **out)
+{
+    if (tpc__self)
+        return -EBUSY;
+    if (!main_fn || !out)
+        return -EINVAL;
+    tpc_config c;
+    unsigned n;
+    struct tpc__place *places;
+    int rc = tpc__config_resolve(config, &c);
+    if (rc < 0 || (rc = tpc__placement(&c, &n, &places)) < 0)
+        return rc;
+    /* A write to a closed socket must return -EPIPE, not kill the process. */
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+    struct tpc_runtime *rt = runtime_new(&c, places, n, main_fn, arg);
+    free(places);
+    if (!rt)
+        return -ENOMEM;
+    if ((rc = start_threads(rt)) < 0) {
         runtime_join(rt, &rt->oldmask);
         runtime_free(rt);
         return rc;
