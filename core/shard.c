@@ -496,102 +496,140 @@ static size_t run_phase(struct tpc__shard *s)
     return ran;
 }
 
-void tpc__shard_loop(struct tpc__shard *s)
+/* Phase 2: messages from other shards (the rings whose doorbells rang), then from threads that
+ * are not shards (the inbox). True if any ran. */
+static inline bool poll_messages(struct tpc__shard *s)
 {
-    struct tpc_runtime *rt = s->rt;
-    for (;;) {
-        s->n_loops++;
-        bool worked = run_phase(s) > 0;
-        worked |= tpc__rings_poll(s);
-        if (atomic_load_explicit(&s->inbox, memory_order_relaxed)) {
-            drain_inbox(s, NULL);
-            worked = true;
-        }
-        if (TPC_UNLIKELY(atomic_load_explicit(&rt->stop, memory_order_acquire))) {
-            if (!s->stopping) {
-                s->stopping = true;
-                tpc__fiber_cancel_all(s);
-            }
-            if (s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox) &&
-                !tpc__rings_ready(s) && !tpc__rings_owe(s))
-                break;
-        }
-        /* One kernel entry per loop where possible. New SQEs go in now only if the loop will
-         * not sleep right after (fibers are runnable, or it will spin waiting for their
-         * completions); otherwise the sleeping io_uring_enter below submits them, saving a
-         * syscall per iteration (a microsecond on this project's VM). The flag bounds the delay
-         * to one iteration whatever path the loop takes. Completions are fetched when the
-         * kernel flags them (TASKRUN_FLAG) or, on rings without that flag, while I/O is out. */
-        unsigned queued = io_uring_sq_ready(&s->ring);
-        bool submit = queued && (s->runq.head || (worked && s->spin_ns > 0) || s->submit_deferred);
-        if (submit || io_pending(s) ||
-            (s->inflight && !(s->ring_flags & IORING_SETUP_TASKRUN_FLAG))) {
-            int n = io_uring_submit_and_get_events(&s->ring);
-            if (n > 0)
-                s->n_io_submitted += (unsigned)n;
-            s->n_io_enters++;
-            s->submit_deferred = false;
-        } else {
-            s->submit_deferred = queued != 0;
-        }
-        reap(s);
-        tpc__timers_run(s);
-        tpc__rings_flush(s);
-        if (s->runq.head)
-            continue;
-        int64_t timeout = tpc__timers_timeout(s);
-        if (!s->wake_armed)
-            arm_wake(s);
-        if (timeout == 0 || !s->wake_armed)
-            continue;
-        if (worked && s->spin_ns > 0 && spin_for_work(s, timeout))
-            continue;
-        if (tpc__rings_cool(s))
-            continue;
-        atomic_store(&s->sleeping, 1);
-        if (atomic_load(&s->inbox) || tpc__rings_rung(s) ||
-            (atomic_load(&rt->stop) && !s->stopping)) {
-            atomic_store(&s->sleeping, 0);
-            continue;
-        }
-        int rc;
-        uint64_t slept = tpc__clock_ns();
-        s->n_io_submitted += io_uring_sq_ready(&s->ring);
-        if (TPC_UNLIKELY(s->poll_wait)) {
-            struct pollfd pfd = {.fd = s->ring.ring_fd, .events = POLLIN};
-            if (io_uring_submit(&s->ring) > 0)
-                s->n_io_enters++;
-            struct timespec ts = {.tv_sec = timeout / 1000000000, .tv_nsec = timeout % 1000000000};
-            rc = 0;
-            if (!io_uring_cq_ready(&s->ring)) {
-                s->n_io_enters++;
-                rc = ppoll(&pfd, 1, timeout > 0 ? &ts : NULL, NULL);
-            }
-            rc = rc < 0 ? -errno : 0;
-        } else {
-            rc = sleep_in_kernel(s, timeout);
-            s->n_io_enters++;
-        }
-        atomic_store(&s->sleeping, 0);
-        s->submit_deferred = false;
-        s->n_sleep_ns += tpc__clock_ns() - slept;
-        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
-            fprintf(stderr, "libtpc: shard %u: io_uring_enter: %s\n", s->id, strerror(-rc));
-            abort();
-        }
-        reap(s);
+    bool worked = tpc__rings_poll(s);
+    if (atomic_load_explicit(&s->inbox, memory_order_relaxed)) {
+        drain_inbox(s, NULL);
+        worked = true;
     }
-    /* Close the inbox. Messages that arrived since the check above still run (their senders
-     * were told 0), with what they queue here; later senders get -ESHUTDOWN. */
+    return worked;
+}
+
+/* Phase 3: once the runtime stops, cancel every fiber (once); true when the shard may leave:
+ * nothing alive, queued, in flight, in its rings, or owed to a shard still running. */
+static inline bool stop_phase(struct tpc__shard *s)
+{
+    if (TPC_LIKELY(!atomic_load_explicit(&s->rt->stop, memory_order_acquire)))
+        return false;
+    if (!s->stopping) {
+        s->stopping = true;
+        tpc__fiber_cancel_all(s);
+    }
+    return s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox) &&
+           !tpc__rings_ready(s) && !tpc__rings_owe(s);
+}
+
+/* Phase 4: one kernel entry per loop where possible. New SQEs go in now only if the loop will
+ * not sleep right after (fibers are runnable, or it will spin waiting for their completions);
+ * otherwise the sleeping io_uring_enter submits them, saving a syscall per iteration (a
+ * microsecond on this project's VM). The flag bounds the delay to one iteration whatever path
+ * the loop takes. Completions are fetched when the kernel flags them (TASKRUN_FLAG) or, on
+ * rings without that flag, while I/O is out. */
+static inline void io_phase(struct tpc__shard *s, bool worked)
+{
+    unsigned queued = io_uring_sq_ready(&s->ring);
+    bool submit = queued && (s->runq.head || (worked && s->spin_ns > 0) || s->submit_deferred);
+    if (submit || io_pending(s) || (s->inflight && !(s->ring_flags & IORING_SETUP_TASKRUN_FLAG))) {
+        int n = io_uring_submit_and_get_events(&s->ring);
+        if (n > 0)
+            s->n_io_submitted += (unsigned)n;
+        s->n_io_enters++;
+        s->submit_deferred = false;
+    } else {
+        s->submit_deferred = queued != 0;
+    }
+    reap(s);
+}
+
+/* Blocks in the kernel (ppoll on the ring under valgrind) until a completion, a wake-up or
+ * `timeout` ns (<= 0: none); then reaps. */
+static void block(struct tpc__shard *s, int64_t timeout)
+{
+    int rc;
+    uint64_t slept = tpc__clock_ns();
+    s->n_io_submitted += io_uring_sq_ready(&s->ring);
+    if (TPC_UNLIKELY(s->poll_wait)) {
+        struct pollfd pfd = {.fd = s->ring.ring_fd, .events = POLLIN};
+        if (io_uring_submit(&s->ring) > 0)
+            s->n_io_enters++;
+        struct timespec ts = {.tv_sec = timeout / 1000000000, .tv_nsec = timeout % 1000000000};
+        rc = 0;
+        if (!io_uring_cq_ready(&s->ring)) {
+            s->n_io_enters++;
+            rc = ppoll(&pfd, 1, timeout > 0 ? &ts : NULL, NULL);
+        }
+        rc = rc < 0 ? -errno : 0;
+    } else {
+        rc = sleep_in_kernel(s, timeout);
+        s->n_io_enters++;
+    }
+    atomic_store(&s->sleeping, 0);
+    s->submit_deferred = false;
+    s->n_sleep_ns += tpc__clock_ns() - slept;
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ETIME) {
+        fprintf(stderr, "libtpc: shard %u: io_uring_enter: %s\n", s->id, strerror(-rc));
+        abort();
+    }
+    reap(s);
+}
+
+/* Phase 7: with nothing ready, spin briefly if the shard just worked, then announce sleep and
+ * block until a completion, a wake-up or the next timer's tick. Returns at once when work
+ * turns up on the way. */
+static inline void sleep_phase(struct tpc__shard *s, bool worked)
+{
+    int64_t timeout = tpc__timers_timeout(s);
+    if (!s->wake_armed)
+        arm_wake(s);
+    if (timeout == 0 || !s->wake_armed)
+        return;
+    if (worked && s->spin_ns > 0 && spin_for_work(s, timeout))
+        return;
+    if (tpc__rings_cool(s))
+        return;
+    atomic_store(&s->sleeping, 1);
+    if (atomic_load(&s->inbox) || tpc__rings_rung(s) ||
+        (atomic_load(&s->rt->stop) && !s->stopping)) {
+        atomic_store(&s->sleeping, 0);
+        return;
+    }
+    block(s, timeout);
+}
+
+/* After the loop: close the inbox (messages that arrived since the last check still run, their
+ * senders were told 0, with what they queue here; later senders get -ESHUTDOWN), and tell the
+ * shards that still owe this one messages to stop waiting for room (tpc__rings_owe). */
+static void leave_loop(struct tpc__shard *s)
+{
     drain_inbox(s, INBOX_CLOSED);
     while (s->runq.head || tpc__rings_ready(s)) {
         run_phase(s);
         tpc__rings_poll(s);
     }
     tpc__rings_flush(s);
-    /* Shards that still owe this one messages stop waiting for room (tpc__rings_owe). */
     atomic_store(&s->left, 1);
     for (unsigned i = 0; i < s->rt->nshards; i++)
         if (i != s->id)
             tpc__shard_wake(&s->rt->shards[i]);
+}
+
+/* The loop, one phase per line, in the order of docs/design.md's list. */
+void tpc__shard_loop(struct tpc__shard *s)
+{
+    for (;;) {
+        s->n_loops++;
+        bool worked = run_phase(s) > 0; /* 1 */
+        worked |= poll_messages(s);     /* 2 */
+        if (stop_phase(s))              /* 3 */
+            break;
+        io_phase(s, worked); /* 4 */
+        tpc__timers_run(s);  /* 5 */
+        tpc__rings_flush(s); /* 6 */
+        if (!s->runq.head)   /* 7 */
+            sleep_phase(s, worked);
+    }
+    leave_loop(s);
 }
