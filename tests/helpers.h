@@ -45,16 +45,22 @@ static inline void check_failed(void)
         }                                                                                          \
     } while (0)
 
-/* Open descriptors of this process (leak checks compare two counts). */
-static inline int count_fds(void)
+/* Entries of a /proc directory (its "." and ".." included): leak and thread checks compare two
+ * counts. */
+static inline int count_entries(const char *dir)
 {
-    DIR *d = opendir("/proc/self/fd");
+    DIR *d = opendir(dir);
     int n = 0;
     while (d && readdir(d))
         n++;
     if (d)
         closedir(d);
     return n;
+}
+
+static inline int count_fds(void)
+{
+    return count_entries("/proc/self/fd");
 }
 
 /* Starts a server with default options on a free loopback port and stores the address it

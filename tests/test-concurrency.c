@@ -2,7 +2,6 @@
  * one free slot, values sent before a channel's close, a channel end released from the other
  * shard, tpc_on_all with a target that cannot start the function, tpc_defer from a message run
  * after its shard stopped, and calls from a foreign thread while tpc_wait frees the runtime. */
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -295,30 +294,18 @@ static void ad_late(void *arg)
     atomic_store(&ad_defer_rc, tpc_defer(ad_deferred, NULL));
 }
 
-static int count_threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    int n = 0;
-    if (!d)
-        return -1;
-    for (struct dirent *e; (e = readdir(d));)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static int ad_sender(void *arg) /* shard 1 */
 {
     (void)arg;
-    int threads = count_threads();
+    int threads = count_entries("/proc/self/task");
     CHECK_EQ(tpc_submit_to(0, ad_late, NULL), 0); /* published at this shard's loop turn */
     uint64_t t0 = now_ns();
     while (!atomic_load(&ad_main_done) && now_ns() - t0 < 10000000000u)
         ;
     /* Shard 0's thread is the only one that ends before this one returns to its loop. */
-    while (count_threads() >= threads && now_ns() - t0 < 10000000000u)
+    while (count_entries("/proc/self/task") >= threads && now_ns() - t0 < 10000000000u)
         ;
-    CHECK(count_threads() < threads);
+    CHECK(count_entries("/proc/self/task") < threads);
     return 0;
 }
 
