@@ -43,8 +43,8 @@ static int bench_main(void *arg)
     /* warm-up, then measure */
     for (int round = 0; round < 2; round++) {
         uint64_t t0 = bench_ns();
-        tpc_spawn(&a, yielder, NULL);
-        tpc_spawn(&b, yielder, NULL);
+        tpc_spawn(yielder, NULL, &a);
+        tpc_spawn(yielder, NULL, &b);
         tpc_join(a, NULL);
         tpc_join(b, NULL);
         uint64_t t = bench_ns() - t0;
@@ -56,7 +56,7 @@ static int bench_main(void *arg)
     for (int round = 0; round < 2; round++) {
         uint64_t t0 = bench_ns();
         for (long i = 0; i < iters; i++) {
-            tpc_spawn(&a, nothing, NULL);
+            tpc_spawn(nothing, NULL, &a);
             tpc_join(a, NULL);
         }
         uint64_t t = bench_ns() - t0;
@@ -69,7 +69,7 @@ static int bench_main(void *arg)
         struct pp p;
         tpc_chan_init(&p.ping, 1);
         tpc_chan_init(&p.pong, 1);
-        tpc_spawn(&b, ponger, &p);
+        tpc_spawn(ponger, &p, &b);
         void *v;
         uint64_t t0 = bench_ns();
         for (long i = 0; i < iters; i++) {

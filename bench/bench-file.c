@@ -134,7 +134,7 @@ static double our_randread(int depth, bool direct)
                                 .deadline = t0 + (uint64_t)seconds * 1000000000u,
                                 .rng = BENCH_SEED + (uint64_t)i * 7919 + t0};
         rs[i].buf = aligned_alloc(BLOCK, BLOCK);
-        tpc_spawn(&fs[i], read_loop, &rs[i]);
+        tpc_spawn(read_loop, &rs[i], &fs[i]);
     }
     long ops = 0;
     int bad = 0;

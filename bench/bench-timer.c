@@ -111,8 +111,8 @@ static int bench_main(void *arg)
         tpc_fiber_opts o = {.stack_size = 16 * 1024, .no_guard = true, .detached = true};
         uint64_t s0 = tpc_now_fresh();
         for (int i = 0; i < nsleepers; i++)
-            tpc_spawn_opts(NULL, &o, sleeper,
-                           (void *)(intptr_t)(1 * MS + (int64_t)(rnd() % (99 * MS))));
+            tpc_spawn_opts(&o, sleeper, (void *)(intptr_t)(1 * MS + (int64_t)(rnd() % (99 * MS))),
+                           NULL);
         while (nwoke < nsleepers)
             tpc_sleep(1 * MS);
         double sl_ms = (double)(last_wake - s0) / 1e6;

@@ -53,7 +53,7 @@ static int spinner(void *arg)
 static void start_spinner(void *arg)
 {
     (void)arg;
-    tpc_spawn(NULL, spinner, NULL);
+    tpc_spawn(spinner, NULL, NULL);
 }
 
 static int xchan_receiver(void *arg)
@@ -116,15 +116,15 @@ static int bench_main(void *arg)
 
     if (want("xchan")) {
         tpc_xchan *c;
-        tpc_remote *r;
-        if (tpc_xchan_create(&c, 512) < 0 || tpc_spawn_on(1, &r, NULL, xchan_receiver, c) < 0)
+        tpc_fiber *r;
+        if (tpc_xchan_create(512, &c) < 0 || tpc_spawn_on(1, NULL, xchan_receiver, c, &r) < 0)
             return 1;
         t0 = bench_ns();
         for (long i = 0, n = nmsg; i < n; i++)
             tpc_xchan_send(c, (void *)(intptr_t)1);
         tpc_xchan_release(c);
         int got = 0;
-        tpc_remote_join(r, &got);
+        tpc_join(r, &got);
         t = bench_ns() - t0;
         bench_report("xchan_stream", (double)nmsg * 1e9 / (double)t, "msg/s",
                      "%ld values through a tpc_xchan (capacity 512), fiber on shard 0 -> fiber on "

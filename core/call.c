@@ -16,6 +16,7 @@
 #include "internal.h"
 
 struct tpc_remote {
+    struct tpc__task task; /* kind TPC__TASK_REMOTE: tells the handle from a local fiber's */
     /* Set by the origin before sending. */
     tpc_fiber_fn fn; /* NULL: read the target's counters */
     void *arg;
@@ -30,8 +31,10 @@ struct tpc_remote {
     unsigned target; /* the shard it was sent to */
     bool done;       /* the reply came home */
     bool released;   /* nobody will join: free on the reply */
+    bool cancelled;  /* a cancel went (or waits to go) to the target */
     struct tpc__wait *joiner;
-    tpc_list link; /* in origin->remotes, until freed */
+    struct tpc__pending cancel; /* the cancel, only while the ring to the target is full */
+    tpc_list link;              /* in origin->remotes, until freed */
 };
 
 /* Records are recycled per shard (up to REMOTE_CACHE of them): a call costs no malloc. */
@@ -50,6 +53,7 @@ static struct tpc_remote *remote_new(void)
     } else if (!(r = calloc(1, sizeof(*r)))) {
         return NULL;
     }
+    r->task.kind = TPC__TASK_REMOTE;
     r->origin = s;
     tpc__list_push(&s->remotes, &r->link);
     return r;
@@ -58,6 +62,8 @@ static struct tpc_remote *remote_new(void)
 static void remote_free(struct tpc_remote *r)
 {
     struct tpc__shard *s = r->origin;
+    if (r->cancelled && !r->cancel.sent) /* the fiber returned before its cancel could go */
+        tpc__list_remove(&r->cancel.node);
     tpc__list_remove(&r->link);
     if (s->nremote_cache < REMOTE_CACHE) {
         tpc__list_push(&s->remote_cache, &r->link);
@@ -132,7 +138,7 @@ static int remote_spawn(struct tpc__shard *s, unsigned origin, struct tpc_remote
         o = *opts;
     o.detached = false;
     tpc_fiber *f;
-    int rc = tpc_spawn_opts(&f, &o, fn, arg);
+    int rc = tpc_spawn_opts(&o, fn, arg, &f);
     if (rc < 0)
         return rc;
     f->remote = r;
@@ -185,8 +191,8 @@ static int check_shard(int shard)
     return 0;
 }
 
-static int remote_send(int shard, tpc_remote **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
-                       void *arg)
+static int remote_send(int shard, const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg,
+                       struct tpc_remote **out)
 {
     struct tpc__shard *s = tpc__self;
     struct tpc_remote *r = remote_new();
@@ -225,8 +231,7 @@ static int remote_send(int shard, tpc_remote **out, const tpc_fiber_opts *opts, 
     return 0;
 }
 
-int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
-                 void *arg)
+int tpc_spawn_on(int shard, const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_fiber **out)
 {
     int rc = check_shard(shard);
     if (rc < 0)
@@ -236,7 +241,11 @@ int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *opts, tpc_fi
     if (opts && opts->stack_size &&
         (opts->stack_size < TPC_MIN_STACK || opts->stack_size > TPC_MAX_STACK))
         return -EINVAL;
-    return remote_send(shard, out, opts, fn, arg);
+    struct tpc_remote *r;
+    rc = remote_send(shard, opts, fn, arg, out ? &r : NULL);
+    if (rc == 0 && out)
+        *out = (tpc_fiber *)r; /* the handle: tpc_join, tpc_detach, tpc_cancel know its kind */
+    return rc;
 }
 
 static void loop_turn_over(tpc_timer *t, void *arg)
@@ -284,28 +293,72 @@ static int remote_await(struct tpc_remote *r, bool abandon)
     return rc;
 }
 
-int tpc_remote_join(tpc_remote *r, int *result)
+/* On the target: cancels the fiber spawned for record p, if it still runs there. */
+static void remote_cancel_run(void *p)
+{
+    struct tpc__shard *s = tpc__self;
+    for (tpc_list *n = s->fibers.next; n != &s->fibers; n = n->next) {
+        tpc_fiber *f = tpc__container_of(n, tpc_fiber, all);
+        if (f->remote == p && f->state != TPC__F_DONE) {
+            tpc_cancel(f);
+            return;
+        }
+    }
+}
+
+/* Messages between two shards run in order, so the cancel finds the fiber its CALL spawned (or
+ * none: it returned, or never started). It never blocks: a full ring keeps it in r->cancel. */
+int tpc__remote_cancel(struct tpc_remote *r)
+{
+    if (r->origin != tpc__self)
+        return -EXDEV;
+    if (r->done || r->cancelled)
+        return 0;
+    r->cancelled = true;
+    struct tpc__slot m = {{.fn = remote_cancel_run, .arg = r}};
+    r->cancel.sent = true; /* tpc__send_reply clears it while the message waits in r->cancel */
+    tpc__send_reply(tpc__self, r->target, &m, 1, &r->cancel);
+    return 0;
+}
+
+/* As tpc_join for a local fiber: when the caller may not wait any longer, the remote fiber is
+ * cancelled and its result still waited for, so that it never outlives what the caller lent
+ * it. Only a target that stopped before it started the fiber ends the wait early. */
+int tpc__remote_join(struct tpc_remote *r, int *result)
 {
     TPC__CHECK_FIBER(); /* a result that came home can be joined by a cancelled caller too */
-    if (!r || r->joiner)
+    if (r->joiner || r->released)
         return -EINVAL;
     if (r->origin != tpc__self)
         return -EXDEV;
     int rc = remote_await(r, false);
-    if (rc < 0)
+    if (rc < 0 && rc != -ESHUTDOWN) {
+        tpc__remote_cancel(r);
+        while (!r->done) {
+            if (remote_orphaned(r)) {
+                rc = -ESHUTDOWN;
+                break;
+            }
+            struct tpc__wait w;
+            r->joiner = &w;
+            tpc__park_hard(&w);
+            r->joiner = NULL;
+        }
+    }
+    if (rc == -ESHUTDOWN) {
+        r->released = true; /* its request runs in the afterlife, which frees it */
         return rc;
-    rc = r->rc;
-    if (rc == 0 && result)
+    }
+    int err = r->rc;
+    if (err == 0 && result)
         *result = r->result;
     remote_free(r);
-    return rc;
+    return rc < 0 ? rc : err;
 }
 
-int tpc_remote_detach(tpc_remote *r)
+int tpc__remote_detach(struct tpc_remote *r)
 {
-    if (!tpc__self)
-        return -EPERM;
-    if (!r || r->joiner)
+    if (r->joiner || r->released)
         return -EINVAL;
     if (r->origin != tpc__self)
         return -EXDEV;
@@ -316,11 +369,16 @@ int tpc_remote_detach(tpc_remote *r)
     return 0;
 }
 
+const char *tpc__remote_name(const struct tpc_remote *r)
+{
+    return r->name[0] ? r->name : "fiber";
+}
+
 /* Sends a remote record and waits for it (abandoning it on an early return). */
 static int remote_wait(int shard, tpc_fiber_fn fn, void *arg, struct tpc_remote *copy)
 {
-    tpc_remote *r;
-    int rc = remote_send(shard, &r, NULL, fn, arg);
+    struct tpc_remote *r;
+    int rc = remote_send(shard, NULL, fn, arg, &r);
     if (rc < 0 || (rc = remote_await(r, true)) < 0)
         return rc;
     *copy = *r;
@@ -358,12 +416,12 @@ int tpc_on_all(tpc_call_fn fn, void *arg)
     if (!fn)
         return -EINVAL;
     unsigned n = tpc__self->rt->nshards;
-    tpc_remote **rs = calloc(n, sizeof(*rs));
+    struct tpc_remote **rs = calloc(n, sizeof(*rs));
     if (!rs)
         return -ENOMEM;
     unsigned sent = 0;
     for (; sent < n && rc == 0; sent++)
-        rc = remote_send((int)sent, &rs[sent], NULL, fn, arg);
+        rc = remote_send((int)sent, NULL, fn, arg, &rs[sent]);
     if (rc < 0)
         sent--;
     int first = 0, err = 0; /* the first fn result < 0; the first target that could not start */
@@ -373,7 +431,7 @@ int tpc_on_all(tpc_call_fn fn, void *arg)
         if (jr < 0) {
             rc = jr;
             if (!r->released) /* a send failed: the rest were never waited for */
-                tpc_remote_detach(r);
+                tpc__remote_detach(r);
             continue;
         }
         /* The reply came: r is ours to free, whether fn ran or the target could not start it. */
@@ -447,7 +505,7 @@ static int thread_call_fiber(void *p)
 static void thread_call_start(void *p)
 {
     tpc_fiber_opts o = {.detached = true, .name = "call_from_thread"};
-    int rc = tpc_spawn_opts(NULL, &o, thread_call_fiber, p);
+    int rc = tpc_spawn_opts(&o, thread_call_fiber, p, NULL);
     if (rc < 0)
         thread_call_done(p, rc);
 }

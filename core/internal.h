@@ -60,7 +60,9 @@ struct tpc__wait {
 };
 
 /* The common head of everything the run queue holds. */
-enum { TPC__TASK_FIBER = 1, TPC__TASK_CALLBACK = 2 };
+/* TPC__TASK_REMOTE is never queued: it marks a handle of a fiber on another shard (core/call.c),
+ * which tpc_join, tpc_detach and tpc_cancel take as they take a local fiber. */
+enum { TPC__TASK_FIBER = 1, TPC__TASK_CALLBACK = 2, TPC__TASK_REMOTE = 3 };
 struct tpc__task {
     struct tpc__qnode qnode;
     uint8_t kind;
@@ -511,6 +513,16 @@ static inline bool tpc__phase_goes_on(struct tpc__shard *s)
 void tpc__rings_afterlife(struct tpc_runtime *rt);
 
 void tpc__remotes_free(struct tpc__shard *s);
+struct tpc_remote;
+int tpc__remote_join(struct tpc_remote *r, int *result);
+int tpc__remote_detach(struct tpc_remote *r);
+int tpc__remote_cancel(struct tpc_remote *r);
+const char *tpc__remote_name(const struct tpc_remote *r);
+/* A handle from tpc_spawn_on for a fiber on another shard, or NULL for a local fiber. */
+static inline struct tpc_remote *tpc__remote_of(const tpc_fiber *f)
+{
+    return f && f->task.kind == TPC__TASK_REMOTE ? (struct tpc_remote *)f : NULL;
+}
 void tpc__remote_return(tpc_fiber *f); /* a fiber spawned for another shard returned */
 
 /* Timers (timer/timer.c). */

@@ -65,7 +65,7 @@ static void *shard_thread(void *p)
         if (s->id == 0) {
             tpc_fiber *f;
             tpc_fiber_opts o = {.name = "main", .detached = true};
-            int rc = tpc_spawn_opts(&f, &o, main_fiber, s->rt);
+            int rc = tpc_spawn_opts(&o, main_fiber, s->rt, &f);
             if (rc < 0) {
                 fprintf(stderr, "libtpc: cannot spawn the main fiber: %s\n", tpc_strerror(rc));
                 tpc_shutdown(rc);
@@ -380,7 +380,7 @@ int tpc_stop(int status)
         return tpc_shutdown(status); /* no drain phase, or a second request: at once */
     rt->stop_status = status;
     tpc_fiber_opts o = {.name = "drain", .detached = true};
-    if (tpc_spawn_opts(NULL, &o, drain_fiber, rt) < 0)
+    if (tpc_spawn_opts(&o, drain_fiber, rt, NULL) < 0)
         return tpc_shutdown(status);
     return 0;
 }

@@ -290,7 +290,7 @@ void tpc__fault_spawn(int err, unsigned count)
 }
 #endif
 
-int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg)
+int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_fiber **out)
 {
     struct tpc__shard *s = tpc__self;
     if (!s)
@@ -354,9 +354,9 @@ int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
     return 0;
 }
 
-int tpc_spawn(tpc_fiber **out, tpc_fiber_fn fn, void *arg)
+int tpc_spawn(tpc_fiber_fn fn, void *arg, tpc_fiber **out)
 {
-    return tpc_spawn_opts(out, NULL, fn, arg);
+    return tpc_spawn_opts(NULL, fn, arg, out);
 }
 
 int tpc_join(tpc_fiber *f, int *result)
@@ -365,6 +365,8 @@ int tpc_join(tpc_fiber *f, int *result)
     struct tpc__shard *s = tpc__self;
     if (!f)
         return -EINVAL;
+    if (tpc__remote_of(f))
+        return tpc__remote_join(tpc__remote_of(f), result);
     if (f->shard != s)
         return -EXDEV;
     if (f == s->current)
@@ -403,6 +405,8 @@ int tpc_detach(tpc_fiber *f)
         return -EPERM;
     if (!f)
         return -EINVAL;
+    if (tpc__remote_of(f))
+        return tpc__remote_detach(tpc__remote_of(f));
     if (f->shard != s)
         return -EXDEV;
     if (f->detached || f->joined)
@@ -420,6 +424,8 @@ int tpc_cancel(tpc_fiber *f)
         return -EPERM;
     if (!f)
         return -EINVAL;
+    if (tpc__remote_of(f))
+        return tpc__remote_cancel(tpc__remote_of(f));
     if (f->shard != s)
         return -EXDEV;
     if (f->state == TPC__F_DONE)
@@ -470,6 +476,8 @@ tpc_fiber *tpc_self(void)
 
 const char *tpc_fiber_name(const tpc_fiber *f)
 {
+    if (tpc__remote_of(f))
+        return tpc__remote_name(tpc__remote_of(f));
     return f ? f->name : "";
 }
 

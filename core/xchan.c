@@ -146,7 +146,7 @@ static void flush_own(struct tpc_xchan *c)
         }
 }
 
-int tpc_xchan_create(tpc_xchan **out, size_t capacity)
+int tpc_xchan_create(size_t capacity, tpc_xchan **out)
 {
     struct tpc__shard *s = tpc__self;
     if (!s)
@@ -199,14 +199,32 @@ static int enter(struct tpc_xchan *c, int side)
     return 0;
 }
 
+/* A fiber about to wait holds a reference until it returns: an end may be released (and the
+ * channel freed) while a fiber of that end waits on it. Only the waiting path pays for it. */
+static void hold(tpc_xchan *c, bool *held)
+{
+    if (!*held) {
+        atomic_fetch_add(&c->refs, 1);
+        *held = true;
+    }
+}
+
+static int leave(tpc_xchan *c, bool held, int rc)
+{
+    if (held)
+        unref(c);
+    return rc;
+}
+
 int tpc_xchan_send(tpc_xchan *c, void *value)
 {
     int rc = enter(c, TX);
     if (rc < 0)
         return rc;
+    bool held = false;
     for (;;) {
         if (atomic_load_explicit(&c->closed, memory_order_relaxed))
-            return -EPIPE;
+            return leave(c, held, -EPIPE);
         if (c->ptail - c->head_cache <= c->mask ||
             c->ptail - (c->head_cache = atomic_load_explicit(&c->head, memory_order_acquire)) <=
                 c->mask)
@@ -217,8 +235,9 @@ int tpc_xchan_send(tpc_xchan *c, void *value)
         if (c->ptail - c->head_cache <= c->mask || atomic_load(&c->closed))
             continue;
         struct tpc__wait w;
+        hold(c, &held);
         if ((rc = tpc__park(&c->tx_waiters, &w)) < 0)
-            return rc;
+            return leave(c, held, rc);
     }
     c->slots[c->ptail & c->mask] = value;
     c->ptail++;
@@ -226,7 +245,7 @@ int tpc_xchan_send(tpc_xchan *c, void *value)
         publish_tail(c);
     else
         flush_later(c, &c->tx_flush);
-    return 0;
+    return leave(c, held, 0);
 }
 
 int tpc_xchan_recv(tpc_xchan *c, void **value)
@@ -236,19 +255,21 @@ int tpc_xchan_recv(tpc_xchan *c, void **value)
         return rc;
     if (!value)
         return -EINVAL;
+    bool held = false;
     for (;;) {
         if (c->chead != c->tail_cache ||
             c->chead != (c->tail_cache = atomic_load_explicit(&c->tail, memory_order_acquire)))
             break;
         publish_head(c); /* let the sender see all the room before waiting */
         if (atomic_load(&c->closed) && atomic_load(&c->tail) == c->chead)
-            return -EPIPE;
+            return leave(c, held, -EPIPE);
         atomic_store(&c->sleeping[RX], 1);
         if (atomic_load(&c->tail) != c->chead || atomic_load(&c->closed))
             continue;
         struct tpc__wait w;
+        hold(c, &held);
         if ((rc = tpc__park(&c->rx_waiters, &w)) < 0)
-            return rc;
+            return leave(c, held, rc);
     }
     *value = c->slots[c->chead & c->mask];
     c->chead++;
@@ -256,7 +277,7 @@ int tpc_xchan_recv(tpc_xchan *c, void **value)
         publish_head(c);
     else
         flush_later(c, &c->rx_flush);
-    return 0;
+    return leave(c, held, 0);
 }
 
 int tpc_xchan_close(tpc_xchan *c)

@@ -73,7 +73,7 @@ static int collector(void *arg)
         slices[i] = (struct slice){job, job->lo + i * step, job->lo + (i + 1) * step, 0};
         if (slices[i].hi > job->hi)
             slices[i].hi = job->hi;
-        if (tpc_spawn(NULL, worker, &slices[i]) == 0)
+        if (tpc_spawn(worker, &slices[i], NULL) == 0)
             job->fibers++;
     }
     for (int i = 0; i < job->fibers; i++) {
@@ -92,7 +92,7 @@ static void start_job(void *arg) /* runs on the job's shard */
     struct shard_job *job = arg;
     job->shard = tpc_shard_id();
     tpc_chan_init(&job->results, WORKERS);
-    tpc_spawn(NULL, collector, job);
+    tpc_spawn(collector, job, NULL);
 }
 
 static int main_fiber(void *arg)

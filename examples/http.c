@@ -109,15 +109,6 @@ static int send_all(int fd, const char *p, size_t n)
  * tpc_recv then. */
 static tpc_bufpool *pools[TPC_MAX_SHARDS];
 
-/* Frees this shard's pool, or, while connections still use it, lets the last one free it. */
-static bool pool_doomed[TPC_MAX_SHARDS];
-
-static void pool_release_if_done(int me)
-{
-    if (pools[me] && pool_doomed[me] && tpc_bufpool_destroy(pools[me]) == 0)
-        pools[me] = NULL;
-}
-
 /* Appends received bytes to in[have..BUF_SIZE): from the chunk held in *b (at *off) if any,
  * else from the next one. Returns the count, 0 at end of stream, or a negative errno. */
 static ssize_t fill(int fd, tpc_rx *rx, tpc_buf *b, size_t *off, char *in, size_t have)
@@ -217,7 +208,6 @@ static int connection(int fd, void *arg)
     if (chunk.data)
         tpc_buf_release(&chunk);
     tpc_rx_close(rx);
-    pool_release_if_done(me);
     free(in);
     free(out);
     return 0;
@@ -227,7 +217,6 @@ static int pool_create(void *arg)
 {
     (void)arg;
     int me = tpc_shard_id();
-    pool_doomed[me] = false; /* a pool kept alive by the last run's connections serves again */
     if (!pools[me] && tpc_bufpool_create(1024, 4096, &pools[me]) < 0)
         pools[me] = NULL; /* no buffer rings in this kernel: plain recv */
     return 0;
@@ -236,8 +225,9 @@ static int pool_create(void *arg)
 static int pool_release(void *arg)
 {
     (void)arg;
-    pool_doomed[tpc_shard_id()] = true;
-    pool_release_if_done(tpc_shard_id());
+    int me = tpc_shard_id();
+    tpc_bufpool_destroy(pools[me]); /* (freed once the last stream and buffer let go of it) */
+    pools[me] = NULL;
     return 0;
 }
 

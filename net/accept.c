@@ -28,6 +28,8 @@ struct tpc_acceptor {
     unsigned qhead, qlen, qcap;
     tpc_list waiters;
     unsigned nwaiting; /* fibers inside tpc_acceptor_next, woken or not */
+    bool closed;       /* tpc_acceptor_close has begun: waiters leave with -ECANCELED */
+    bool close_done;   /* and finished: the last fiber to leave frees it */
     tpc_timer retry;
     int64_t backoff;
 };
@@ -151,6 +153,13 @@ int tpc_acceptor_open(int fd, tpc_acceptor **out)
     return 0;
 }
 
+/* Frees a closed acceptor once its close has finished and no fiber is inside it any more. */
+static void maybe_free(tpc_acceptor *a)
+{
+    if (a->close_done && a->nwaiting == 0)
+        free(a);
+}
+
 int tpc_acceptor_next(tpc_acceptor *a)
 {
     TPC__CHECK_SUSPEND();
@@ -158,13 +167,19 @@ int tpc_acceptor_next(tpc_acceptor *a)
         return -EINVAL;
     if (a->shard != tpc__self)
         return -EXDEV;
+    if (a->closed)
+        return -ECANCELED; /* a close is under way in another fiber */
     int rc = 0;
     a->nwaiting++;
-    while (rc == 0 && a->qlen == 0 && !a->err) {
+    while (rc == 0 && a->qlen == 0 && !a->err && !a->closed) {
         struct tpc__wait w;
         rc = tpc__park(&a->waiters, &w);
     }
     a->nwaiting--;
+    if (a->closed) {
+        maybe_free(a);
+        return -ECANCELED;
+    }
     if (rc < 0) {
         if (a->qlen)
             wake_first(a); /* what this fiber was woken for goes to the next waiter */
@@ -188,15 +203,21 @@ int tpc_acceptor_close(tpc_acceptor *a)
         return 0;
     if (a->shard != tpc__self)
         return tpc__self ? -EXDEV : -EPERM;
-    if (a->nwaiting)
-        return -EBUSY; /* includes fibers woken but not yet run */
+    if (a->closed)
+        return -EINVAL; /* another fiber is closing it */
     if (a->ms.armed && !tpc__self->current)
         return -EPERM; /* the kernel must be waited for: that takes a fiber */
+    a->closed = true;
+    tpc_list *n;
+    while ((n = tpc__list_first(&a->waiters)))
+        tpc__wake(tpc__container_of(n, struct tpc__wait, node), -ECANCELED);
     tpc_timer_stop(&a->retry);
     tpc__multishot_stop(a->shard, &a->ms);
     for (; a->qlen; a->qlen--, a->qhead = (a->qhead + 1) % a->qcap)
         close(a->q[a->qhead]);
     free(a->q);
-    free(a);
+    a->q = NULL;
+    a->close_done = true;
+    maybe_free(a);
     return 0;
 }

@@ -43,6 +43,7 @@ struct tpc_bufpool {
     uint8_t *state;
     unsigned share; /* buffers one stream may have queued and held: count / 4, at least 1 */
     unsigned nheld, nqueued, nstreams;
+    bool destroyed;   /* tpc_bufpool_destroy has run: gone once no stream or buffer uses it */
     tpc_list starved; /* streams waiting for a free buffer, oldest first */
 };
 
@@ -53,7 +54,9 @@ struct tpc_rx {
     int head, tail;          /* queued buffer ids, -1: none */
     unsigned nqueued, nheld; /* its share of the pool */
     bool eof, starved;
-    bool closed;     /* tpc_rx_close has run; freed when the caller holds none of its buffers */
+    bool closed;     /* tpc_rx_close has begun: a waiter leaves with -ECANCELED */
+    bool close_done; /* and finished: freed once no fiber is inside and no buffer is held */
+    bool inside;     /* a fiber is inside tpc_rx_next (woken or not) */
     bool poll_first; /* the last receive emptied the socket */
     int err;
     tpc_list starve_node;
@@ -139,14 +142,11 @@ fail:
     return rc;
 }
 
-int tpc_bufpool_destroy(tpc_bufpool *p)
+/* Gives a destroyed pool back to the kernel once nothing uses it any more. */
+static void pool_retire(tpc_bufpool *p)
 {
-    if (!p)
-        return 0;
-    if (p->shard != tpc__self)
-        return tpc__self ? -EXDEV : -EPERM;
-    if (p->nstreams || p->nheld)
-        return -EBUSY;
+    if (!p->destroyed || p->nstreams || p->nheld)
+        return;
     struct tpc__shard *s = p->shard;
     io_uring_unregister_buf_ring(&s->ring, p->bgid);
     /* The id goes back for the next pool (if the list cannot grow, it is simply not reused). */
@@ -159,6 +159,18 @@ int tpc_bufpool_destroy(tpc_bufpool *p)
     if (s->nfree_bgids < s->cap_free_bgids)
         s->free_bgids[s->nfree_bgids++] = p->bgid;
     pool_free(p);
+}
+
+int tpc_bufpool_destroy(tpc_bufpool *p)
+{
+    if (!p)
+        return 0;
+    if (p->shard != tpc__self)
+        return tpc__self ? -EXDEV : -EPERM;
+    if (p->destroyed)
+        return -EINVAL;
+    p->destroyed = true;
+    pool_retire(p); /* now, or when the last stream closes or the last buffer comes back */
     return 0;
 }
 
@@ -267,6 +279,14 @@ static void retry_fire(tpc_timer *t, void *arg)
     arm(arg);
 }
 
+/* Frees a closed stream once its close has finished, no fiber is inside it and the caller holds
+ * none of its buffers. */
+static void rx_maybe_free(tpc_rx *rx)
+{
+    if (rx->close_done && !rx->inside && !rx->nheld)
+        free(rx);
+}
+
 int tpc_buf_release(tpc_buf *b)
 {
     if (!b || !b->pool_)
@@ -288,8 +308,9 @@ int tpc_buf_release(tpc_buf *b)
     unstarve(p);
     if (!rx->closed)
         arm(rx); /* it may have stopped at its share */
-    else if (!rx->nheld)
-        free(rx);
+    else
+        rx_maybe_free(rx);
+    pool_retire(p);
     return 0;
 }
 
@@ -297,7 +318,7 @@ int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out)
 {
     if (!tpc__self)
         return -EPERM;
-    if (fd < 0 || !p || !out)
+    if (fd < 0 || !p || !out || p->destroyed)
         return -EINVAL;
     if (p->shard != tpc__self)
         return -EXDEV;
@@ -324,16 +345,24 @@ ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b)
     tpc_bufpool *p = rx->pool;
     if (p->shard != tpc__self)
         return -EXDEV;
-    if (rx->waiter)
+    if (rx->inside)
         return -EBUSY;
+    if (rx->closed)
+        return -ECANCELED; /* a close is under way in another fiber */
     if (rx->head < 0 && !rx->eof && !rx->err && at_share(rx))
         return -ENOBUFS; /* the caller holds the stream's whole share: nothing can come */
     while (rx->head < 0 && !rx->eof && !rx->err) {
         arm(rx); /* (or its retry timer will) */
         struct tpc__wait w;
         rx->waiter = &w;
+        rx->inside = true;
         int rc = tpc__park(NULL, &w);
         rx->waiter = NULL;
+        rx->inside = false;
+        if (rx->closed) {
+            rx_maybe_free(rx);
+            return -ECANCELED;
+        }
         if (rc < 0)
             return rc; /* cancelled or timed out: whatever arrives stays queued */
     }
@@ -364,10 +393,15 @@ int tpc_rx_close(tpc_rx *rx)
     tpc_bufpool *p = rx->pool;
     if (p->shard != tpc__self)
         return tpc__self ? -EXDEV : -EPERM;
-    if (rx->waiter)
-        return -EBUSY;
+    if (rx->closed)
+        return -EINVAL; /* another fiber is closing it */
     if (rx->ms.armed && !tpc__self->current)
         return -EPERM; /* the kernel must be waited for: that takes a fiber */
+    rx->closed = true;
+    if (rx->waiter) {
+        tpc__wake(rx->waiter, -ECANCELED);
+        rx->waiter = NULL;
+    }
     tpc_timer_stop(&rx->retry);
     tpc__multishot_stop(p->shard, &rx->ms);
     while (rx->head >= 0) {
@@ -380,9 +414,9 @@ int tpc_rx_close(tpc_rx *rx)
     if (rx->starved)
         tpc__list_remove(&rx->starve_node);
     p->nstreams--;
-    rx->closed = true;
-    if (!rx->nheld)
-        free(rx); /* else when the caller releases the last of its buffers */
-    unstarve(p);  /* buffers came back */
+    rx->close_done = true;
+    rx_maybe_free(rx); /* else when the last fiber leaves or the last buffer comes back */
+    unstarve(p);       /* buffers came back */
+    pool_retire(p);
     return 0;
 }

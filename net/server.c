@@ -181,7 +181,7 @@ static void conn_start(void *arg)
         return;
     }
     tpc_fiber_opts o = {.name = "connection", .detached = true, .stack_size = c->srv->stack_size};
-    if (tpc_spawn_opts(NULL, &o, conn_main, c) < 0) {
+    if (tpc_spawn_opts(&o, conn_main, c, NULL) < 0) {
         srv_leave(c->srv);
         conn_drop(c);
     }
@@ -292,7 +292,7 @@ static void loop_start(void *arg)
         return;
     }
     tpc_fiber_opts o = {.name = "acceptor", .detached = true};
-    int rc = tpc_spawn_opts(NULL, &o, accept_loop, sh);
+    int rc = tpc_spawn_opts(&o, accept_loop, sh, NULL);
     if (rc < 0) {
         srv_leave(srv);
         loop_failed(sh, rc);

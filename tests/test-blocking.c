@@ -40,7 +40,7 @@ static int basics_main(void *arg)
     atomic_store(&running, 0);
     tpc_fiber *f[4];
     for (int i = 0; i < 4; i++)
-        CHECK_EQ(tpc_spawn(&f[i], call_meet, NULL), 0);
+        CHECK_EQ(tpc_spawn(call_meet, NULL, &f[i]), 0);
     for (int i = 0; i < 4; i++)
         CHECK_EQ(tpc_join(f[i], NULL), 0);
     return 0;
@@ -126,11 +126,11 @@ static int queue_main(void *arg)
     tpc_fiber *f[6];
     /* Five callers: one job runs, two are queued, two wait for room. */
     for (int i = 0; i < 5; i++) {
-        CHECK_EQ(tpc_spawn(&f[i], caller, (void *)(intptr_t)i), 0);
+        CHECK_EQ(tpc_spawn(caller, (void *)(intptr_t)i, &f[i]), 0);
         tpc_yield();
     }
     /* A sixth, cancelled while it waits for room: returns, its job never runs. */
-    CHECK_EQ(tpc_spawn(&f[5], cancelled_caller, NULL), 0);
+    CHECK_EQ(tpc_spawn(cancelled_caller, NULL, &f[5]), 0);
     while (atomic_load(&entered) < 6)
         tpc_yield();
     tpc_yield();
@@ -140,7 +140,7 @@ static int queue_main(void *arg)
     CHECK_EQ(res, -ECANCELED);
     /* A deadline while waiting: likewise. */
     tpc_fiber *d;
-    CHECK_EQ(tpc_spawn(&d, deadline_caller, NULL), 0);
+    CHECK_EQ(tpc_spawn(deadline_caller, NULL, &d), 0);
     CHECK_EQ(tpc_join(d, &res), 0);
     CHECK_EQ(res, -ETIMEDOUT);
     /* The first caller's job runs (once the helper thread has taken it): cancelling it waits

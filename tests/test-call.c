@@ -129,7 +129,7 @@ static int shutdown_main(void *arg)
     (void)arg;
     atomic_store(&gave_up, 0);
     CHECK_EQ(tpc_submit_to(1, busy_until_given_up, NULL), 0);
-    CHECK_EQ(tpc_spawn(NULL, stopper, NULL), 0);
+    CHECK_EQ(tpc_spawn(stopper, NULL, NULL), 0);
     CHECK_EQ(tpc_call_on(1, late, NULL, NULL), -ECANCELED);
     atomic_store(&gave_up, 1);
     return 0;
@@ -165,7 +165,7 @@ static int pingpong(void *arg)
 
 static void start_pingpong(void *arg)
 {
-    CHECK_EQ(tpc_spawn(NULL, pingpong, arg), 0);
+    CHECK_EQ(tpc_spawn(pingpong, arg, NULL), 0);
 }
 
 static int wakeup_main(void *arg)

@@ -69,10 +69,11 @@ static int walk(void *arg)
     tpc_chan_init(&ch, 2);
     CHECK_EQ(tpc_chan_trysend(&ch, (void *)1), 0);
     tpc_xchan *xc;
-    CHECK_EQ(tpc_xchan_create(&xc, 4), 0);
-    tpc_fiber *running, *finished;
-    CHECK_EQ(tpc_spawn(&running, never, &unset), 0);
-    CHECK_EQ(tpc_spawn(&finished, ret7, NULL), 0);
+    CHECK_EQ(tpc_xchan_create(4, &xc), 0);
+    tpc_fiber *running, *finished, *remote;
+    CHECK_EQ(tpc_spawn(never, &unset, &running), 0);
+    CHECK_EQ(tpc_spawn_on(0, NULL, never, &unset, &remote), 0); /* the handle of tpc_spawn_on */
+    CHECK_EQ(tpc_spawn(ret7, NULL, &finished), 0);
     CHECK_EQ(tpc_yield(), 0); /* both start; `finished` returns */
 
     stop_self(how);
@@ -115,6 +116,9 @@ static int walk(void *arg)
     CHECK_EQ(r, 7);
     CHECK_EQ(tpc_join(running, &r), want);
     CHECK_EQ(r, -ECANCELED);
+    r = 0;
+    CHECK_EQ(tpc_join(remote, &r), want);
+    CHECK_EQ(r, -ECANCELED);
 
     /* Clean-up works at once. */
     CHECK_EQ(tpc_sock_shutdown(sv[0], SHUT_WR), 0);
@@ -137,7 +141,7 @@ static int walk(void *arg)
 static int walk_main(void *arg)
 {
     tpc_fiber *f;
-    CHECK_EQ(tpc_spawn(&f, walk, arg), 0);
+    CHECK_EQ(tpc_spawn(walk, arg, &f), 0);
     int r = -1;
     CHECK_EQ(tpc_join(f, &r), 0);
     CHECK_EQ(r, 0);

@@ -56,21 +56,21 @@ static int ps_ticker(void *arg)
 static int ps_filler(void *arg) /* shard 1 */
 {
     (void)arg;
-    CHECK_EQ(tpc_spawn(NULL, ps_ticker, NULL), 0);
+    CHECK_EQ(tpc_spawn(ps_ticker, NULL, NULL), 0);
     while (!atomic_load(&ps_busy))
         tpc_sleep(100000);
     CHECK_EQ(tpc_submit_to(0, noop, NULL), 0);               /* 1 slot: 3 free */
-    CHECK_EQ(tpc_spawn_on(0, NULL, NULL, nothing, NULL), 0); /* 2 slots: 1 free */
+    CHECK_EQ(tpc_spawn_on(0, NULL, nothing, NULL, NULL), 0); /* 2 slots: 1 free */
     atomic_store(&ps_filling, 1);
-    CHECK_EQ(tpc_spawn_on(0, NULL, NULL, nothing, NULL), 0); /* pending until shard 0 drains */
+    CHECK_EQ(tpc_spawn_on(0, NULL, nothing, NULL, NULL), 0); /* pending until shard 0 drains */
     return 0;
 }
 
 static int ps_main(void *arg)
 {
     (void)arg;
-    tpc_remote *r;
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, ps_filler, NULL), 0);
+    tpc_fiber *r;
+    CHECK_EQ(tpc_spawn_on(1, NULL, ps_filler, NULL, &r), 0);
     tpc_sleep(1000000); /* the request goes out */
     atomic_store(&ps_busy, 1);
     uint64_t t0 = now_ns();
@@ -95,7 +95,7 @@ static int ps_main(void *arg)
                 (unsigned long long)st.loops);
     CHECK(ticked >= 3);
     CHECK(st.sleep_ns > 0);
-    CHECK_EQ(tpc_remote_join(r, NULL), 0);
+    CHECK_EQ(tpc_join(r, NULL), 0);
     return 0;
 }
 
@@ -138,9 +138,9 @@ static int xc_close_main(void *arg)
     bool close_first = arg != NULL;
     for (int round = 0; round < XC_ROUNDS; round++) {
         tpc_xchan *c;
-        CHECK_EQ(tpc_xchan_create(&c, 64), 0);
-        tpc_remote *r;
-        CHECK_EQ(tpc_spawn_on(1, &r, NULL, xc_receiver, c), 0);
+        CHECK_EQ(tpc_xchan_create(64, &c), 0);
+        tpc_fiber *r;
+        CHECK_EQ(tpc_spawn_on(1, NULL, xc_receiver, c, &r), 0);
         tpc_sleep(200000); /* the receiver usually waits by now (not needed for the check) */
         xc_send_all(c);
         if (close_first) {
@@ -149,7 +149,7 @@ static int xc_close_main(void *arg)
         }
         CHECK_EQ(tpc_xchan_release(c), 0);
         int got = -1;
-        CHECK_EQ(tpc_remote_join(r, &got), 0);
+        CHECK_EQ(tpc_join(r, &got), 0);
         CHECK_EQ(got, XC_VALUES);
     }
     return 0;
@@ -166,10 +166,10 @@ static int xc_chain_main(void *arg) /* shard 0 receives; it closes once the send
     (void)arg;
     for (int round = 0; round < XC_ROUNDS; round++) {
         tpc_xchan *c;
-        CHECK_EQ(tpc_xchan_create(&c, 64), 0);
-        tpc_remote *r;
-        CHECK_EQ(tpc_spawn_on(1, &r, NULL, xc_remote_sender, c), 0);
-        CHECK_EQ(tpc_remote_join(r, NULL), 0);
+        CHECK_EQ(tpc_xchan_create(64, &c), 0);
+        tpc_fiber *r;
+        CHECK_EQ(tpc_spawn_on(1, NULL, xc_remote_sender, c, &r), 0);
+        CHECK_EQ(tpc_join(r, NULL), 0);
         CHECK_EQ(tpc_xchan_close(c), 0);
         void *v;
         int got = 0, rc;
@@ -216,12 +216,12 @@ static int xr_main(void *arg)
     (void)arg;
     for (int i = 0; i < 300; i++) {
         tpc_xchan *c;
-        CHECK_EQ(tpc_xchan_create(&c, 8), 0);
+        CHECK_EQ(tpc_xchan_create(8, &c), 0);
         CHECK_EQ(tpc_xchan_send(c, (void *)7), 0);
-        tpc_remote *r;
-        CHECK_EQ(tpc_spawn_on(1, &r, NULL, xr_recv_one, c), 0);
+        tpc_fiber *r;
+        CHECK_EQ(tpc_spawn_on(1, NULL, xr_recv_one, c, &r), 0);
         int res = 0;
-        CHECK_EQ(tpc_remote_join(r, &res), 0);
+        CHECK_EQ(tpc_join(r, &res), 0);
         CHECK_EQ(res, 7);
         CHECK_EQ(tpc_xchan_release(c), 0);
         CHECK_EQ(tpc_xchan_release(c), 0);
@@ -312,7 +312,7 @@ static int ad_sender(void *arg) /* shard 1 */
 static int ad_main(void *arg)
 {
     (void)arg;
-    CHECK_EQ(tpc_spawn_on(1, NULL, NULL, ad_sender, NULL), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, ad_sender, NULL, NULL), 0);
     tpc_sleep(10000000); /* shard 1 has sent by now (the check below does not depend on it) */
     atomic_store(&ad_main_done, 1);
     return 0;

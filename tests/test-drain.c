@@ -27,7 +27,7 @@ static int worker(void *arg) /* runs on every shard until the stop proper */
 
 static int start_worker(void *arg)
 {
-    return tpc_spawn(NULL, worker, arg);
+    return tpc_spawn(worker, arg, NULL);
 }
 
 static int drain_hook(void *arg)
@@ -199,7 +199,7 @@ static int streamer(void *arg) /* a client: sends and reads back as fast as it c
 static int start_streamers(void *arg)
 {
     for (int i = 0; i < CONNS / 2; i++)
-        if (tpc_spawn(NULL, streamer, arg) < 0)
+        if (tpc_spawn(streamer, arg, NULL) < 0)
             return -1;
     return 0;
 }
@@ -259,7 +259,7 @@ static int helper_conn(int fd, void *arg)
     (void)arg;
     struct conn_job job = {.fd = fd}; /* on the handler's stack, lent to the reader */
     tpc_fiber *reader;
-    if (tpc_spawn(&reader, conn_reader, &job) < 0)
+    if (tpc_spawn(conn_reader, &job, &reader) < 0)
         return -1;
     tpc_join(reader, NULL); /* waits even when cancelled: the reader ends first */
     CHECK(job.reader_done);
@@ -283,7 +283,7 @@ static int helpers_main(void *arg)
     static tpc_addr at;
     tpc_server *srv = loopback_server(helper_conn, NULL, &at);
     for (int i = 0; i < 16; i++)
-        CHECK_EQ(tpc_spawn(NULL, idle_client, &at), 0);
+        CHECK_EQ(tpc_spawn(idle_client, &at, NULL), 0);
     while (atomic_load(&helpers_running) < 16)
         tpc_sleep(MS);
     CHECK_EQ(tpc_server_stop(srv), 0);

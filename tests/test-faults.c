@@ -193,7 +193,7 @@ static int full_no_sqe_main(void *arg)
     for (int reading = 0; reading < 2; reading++) {
         tpc_fiber *f;
         unjammed = false;
-        CHECK_EQ(tpc_spawn(&f, unjam, NULL), 0);
+        CHECK_EQ(tpc_spawn(unjam, NULL, &f), 0);
         tpc__fault_sqe(0, 1000 * 1000); /* jammed until the other fiber runs */
         ssize_t n = reading ? tpc_read_full(fd, buf, 3, 0) : tpc_write_full(fd, "abc", 3, 0);
         CHECK(unjammed);

@@ -15,7 +15,7 @@ static int spawn_join_main(void *arg)
     (void)arg;
     tpc_fiber *f[100];
     for (int i = 0; i < 100; i++)
-        CHECK_EQ(tpc_spawn(&f[i], ret_arg, (void *)(intptr_t)(i * 3)), 0);
+        CHECK_EQ(tpc_spawn(ret_arg, (void *)(intptr_t)(i * 3), &f[i]), 0);
     for (int i = 99; i >= 0; i--) { /* join order does not matter */
         int r = -1;
         CHECK_EQ(tpc_join(f[i], &r), 0);
@@ -54,7 +54,7 @@ static int fifo_main(void *arg)
         if (i % 2)
             CHECK_EQ(tpc_defer(record_cb, (void *)(intptr_t)i), 0);
         else
-            CHECK_EQ(tpc_spawn(&f[i], record, (void *)(intptr_t)i), 0);
+            CHECK_EQ(tpc_spawn(record, (void *)(intptr_t)i, &f[i]), 0);
     }
     CHECK_EQ(norder, 0); /* spawning does not run anything */
     for (int i = 0; i < 8; i += 2)
@@ -86,8 +86,8 @@ static int yield_main(void *arg)
     (void)arg;
     norder = 0;
     tpc_fiber *a, *b;
-    CHECK_EQ(tpc_spawn(&a, yielder, (void *)1), 0);
-    CHECK_EQ(tpc_spawn(&b, yielder, (void *)2), 0);
+    CHECK_EQ(tpc_spawn(yielder, (void *)1, &a), 0);
+    CHECK_EQ(tpc_spawn(yielder, (void *)2, &b), 0);
     CHECK_EQ(tpc_join(a, NULL), 0);
     CHECK_EQ(tpc_join(b, NULL), 0);
     static const int want[] = {10, 20, 11, 21, 12, 22};
@@ -136,22 +136,22 @@ static int cancel_main(void *arg)
     tpc_fiber *f;
     int r = 0;
     /* Cancelled while waiting. */
-    CHECK_EQ(tpc_spawn(&f, wait_forever, &e), 0);
+    CHECK_EQ(tpc_spawn(wait_forever, &e, &f), 0);
     CHECK_EQ(tpc_yield(), 0); /* f runs and parks */
     CHECK_EQ(tpc_cancel(f), 0);
     CHECK_EQ(tpc_join(f, &r), 0);
     CHECK_EQ(r, -ECANCELED);
     /* Cancelled before it first ran: its first suspension fails. */
-    CHECK_EQ(tpc_spawn(&f, wait_forever, &e), 0);
+    CHECK_EQ(tpc_spawn(wait_forever, &e, &f), 0);
     CHECK_EQ(tpc_cancel(f), 0);
     CHECK_EQ(tpc_join(f, &r), 0);
     CHECK_EQ(r, -ECANCELED);
     /* Cancelling oneself. */
-    CHECK_EQ(tpc_spawn(&f, cancel_self, NULL), 0);
+    CHECK_EQ(tpc_spawn(cancel_self, NULL, &f), 0);
     CHECK_EQ(tpc_join(f, &r), 0);
     CHECK_EQ(r, -ECANCELED);
     /* Cancelling a finished fiber is a no-op. */
-    CHECK_EQ(tpc_spawn(&f, ret_arg, (void *)7), 0);
+    CHECK_EQ(tpc_spawn(ret_arg, (void *)7, &f), 0);
     CHECK_EQ(tpc_yield(), 0);
     CHECK_EQ(tpc_cancel(f), 0);
     CHECK_EQ(tpc_join(f, &r), 0);
@@ -182,8 +182,8 @@ static int cancel_join_main(void *arg)
     tpc_event_init(&e, false);
     tpc_fiber *target, *j;
     int r;
-    CHECK_EQ(tpc_spawn(&target, wait_event, &e), 0);
-    CHECK_EQ(tpc_spawn(&j, joiner, target), 0);
+    CHECK_EQ(tpc_spawn(wait_event, &e, &target), 0);
+    CHECK_EQ(tpc_spawn(joiner, target, &j), 0);
     CHECK_EQ(tpc_yield(), 0);
     CHECK_EQ(tpc_cancel(j), 0);
     CHECK_EQ(tpc_join(j, &r), 0);
@@ -213,8 +213,8 @@ static int cancel_join_race_main(void *arg)
     (void)arg;
     tpc_fiber *t, *j;
     int r = 0;
-    CHECK_EQ(tpc_spawn(&t, yield_once_then_5, NULL), 0);
-    CHECK_EQ(tpc_spawn(&j, joiner, t), 0);
+    CHECK_EQ(tpc_spawn(yield_once_then_5, NULL, &t), 0);
+    CHECK_EQ(tpc_spawn(joiner, t, &j), 0);
     tpc_yield();                /* t yields, j parks joining t */
     CHECK_EQ(tpc_cancel(j), 0); /* j is queued behind t: t finishes first and wakes j too */
     CHECK_EQ(tpc_join(j, &r), 0);
@@ -249,37 +249,37 @@ static int detach_main(void *arg)
     (void)arg;
     ndone = 0;
     tpc_fiber *f;
-    CHECK_EQ(tpc_spawn(&f, count_done, NULL), 0);
+    CHECK_EQ(tpc_spawn(count_done, NULL, &f), 0);
     CHECK_EQ(tpc_detach(f), 0);
     CHECK_EQ(tpc_detach(f), -EINVAL);
     CHECK_EQ(tpc_join(f, NULL), -EINVAL);
-    CHECK_EQ(tpc_spawn(NULL, count_done, NULL), 0); /* NULL out: detached */
+    CHECK_EQ(tpc_spawn(count_done, NULL, NULL), 0); /* NULL out: detached */
     tpc_fiber_opts o = {.detached = true, .name = "d"};
     f = (tpc_fiber *)1;
-    CHECK_EQ(tpc_spawn_opts(&f, &o, count_done, NULL), 0);
+    CHECK_EQ(tpc_spawn_opts(&o, count_done, NULL, &f), 0);
     CHECK(f == NULL);
     /* Detach after it finished frees it at once. */
-    CHECK_EQ(tpc_spawn(&f, count_done, NULL), 0);
+    CHECK_EQ(tpc_spawn(count_done, NULL, &f), 0);
     CHECK_EQ(tpc_yield(), 0);
     CHECK_EQ(tpc_yield(), 0);
     CHECK_EQ(ndone, 4);
     CHECK_EQ(tpc_detach(f), 0);
     /* Joining oneself, joining twice at once. */
     int r;
-    CHECK_EQ(tpc_spawn(&f, join_self, NULL), 0);
+    CHECK_EQ(tpc_spawn(join_self, NULL, &f), 0);
     CHECK_EQ(tpc_join(f, &r), 0);
     CHECK_EQ(r, -EDEADLK);
     tpc_event e;
     tpc_event_init(&e, false);
     tpc_fiber *j;
-    CHECK_EQ(tpc_spawn(&f, wait_event, &e), 0);
-    CHECK_EQ(tpc_spawn(&j, joiner, f), 0);
+    CHECK_EQ(tpc_spawn(wait_event, &e, &f), 0);
+    CHECK_EQ(tpc_spawn(joiner, f, &j), 0);
     CHECK_EQ(tpc_yield(), 0);
     CHECK_EQ(tpc_join(f, NULL), -EINVAL); /* j is already joining */
     tpc_event_set(&e);
     CHECK_EQ(tpc_join(j, &r), 0);
     CHECK_EQ(r, 0);
-    CHECK_EQ(tpc_spawn(&f, NULL, NULL), -EINVAL);
+    CHECK_EQ(tpc_spawn(NULL, NULL, &f), -EINVAL);
     return 0;
 }
 
@@ -312,18 +312,18 @@ static int opts_main(void *arg)
     tpc_fiber_opts o = {.stack_size = 1 << 20, .name = "big"};
     tpc_fiber *f;
     int r;
-    CHECK_EQ(tpc_spawn_opts(&f, &o, use_stack, (void *)(uintptr_t)(900 * 1024)), 0);
+    CHECK_EQ(tpc_spawn_opts(&o, use_stack, (void *)(uintptr_t)(900 * 1024), &f), 0);
     CHECK_EQ(tpc_join(f, &r), 0);
     CHECK_EQ(r, 0x5a);
     o.stack_size = 1024;
-    CHECK_EQ(tpc_spawn_opts(&f, &o, use_stack, NULL), -EINVAL);
+    CHECK_EQ(tpc_spawn_opts(&o, use_stack, NULL, &f), -EINVAL);
     o.stack_size = (size_t)1 << 40;
-    CHECK_EQ(tpc_spawn_opts(&f, &o, use_stack, NULL), -EINVAL);
+    CHECK_EQ(tpc_spawn_opts(&o, use_stack, NULL, &f), -EINVAL);
     /* Spawn/join cycles reuse the pooled stack: the same frame address every time. */
     int rounds = getenv("TPC_TEST_SLOW") ? 1000 : 10000;
     uintptr_t first = 0, at = 0;
     for (int i = 0; i < rounds; i++) {
-        CHECK_EQ(tpc_spawn(&f, where, &at), 0);
+        CHECK_EQ(tpc_spawn(where, &at, &f), 0);
         CHECK_EQ(tpc_join(f, &r), 0);
         if (i == 0)
             first = at;
@@ -366,8 +366,8 @@ static int maybe_yield_main(void *arg)
     spinner_done = 0;
     tpc_fiber *a, *b;
     /* The spinner never suspends on its own: only maybe_yield lets the setter run. */
-    CHECK_EQ(tpc_spawn(&a, spinner, NULL), 0);
-    CHECK_EQ(tpc_spawn(&b, setter, NULL), 0);
+    CHECK_EQ(tpc_spawn(spinner, NULL, &a), 0);
+    CHECK_EQ(tpc_spawn(setter, NULL, &b), 0);
     CHECK_EQ(tpc_join(a, NULL), 0);
     CHECK_EQ(tpc_join(b, NULL), 0);
     return 0;
@@ -388,7 +388,7 @@ static int slice_main(void *arg)
     bystander_ran = 0;
     tpc_fiber *b;
     CHECK_EQ(tpc_yield(), 0); /* start a fresh run phase */
-    CHECK_EQ(tpc_spawn(&b, bystander, NULL), 0);
+    CHECK_EQ(tpc_spawn(bystander, NULL, &b), 0);
     for (int i = 0; i < 1000; i++)
         CHECK_EQ(tpc_maybe_yield(), 0);
     CHECK_EQ(bystander_ran, 0); /* 1000 calls are far inside a 100 ms slice */
@@ -426,7 +426,7 @@ static int fp_main(void *arg)
     tpc_fiber *f[4];
     int r[4];
     for (int i = 0; i < 4; i++)
-        tpc_spawn(&f[i], fp_work, (void *)(intptr_t)(i * 1000));
+        tpc_spawn(fp_work, (void *)(intptr_t)(i * 1000), &f[i]);
     for (int i = 0; i < 4; i++)
         tpc_join(f[i], &r[i]);
     for (int i = 0; i < 4; i++) {
@@ -486,7 +486,7 @@ static int maps_main(void *arg)
     tpc_event_init(&e, false);
     int before = count_maps();
     for (int i = 0; i < MANY; i++)
-        CHECK_EQ(tpc_spawn(&f[i], park_on, &e), 0);
+        CHECK_EQ(tpc_spawn(park_on, &e, &f[i]), 0);
     tpc_yield(); /* all of them run and park */
     int grew = count_maps() - before;
 #if defined(__SANITIZE_THREAD__)

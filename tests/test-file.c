@@ -151,7 +151,7 @@ static int pipes_main(void *arg)
     memset(buf, 0, sizeof(buf));
     tpc_fiber *f;
     int res = 0;
-    CHECK_EQ(tpc_spawn(&f, reader_full, buf), 0);
+    CHECK_EQ(tpc_spawn(reader_full, buf, &f), 0);
     for (int i = 0; i < 3; i++) {
         tpc_yield();
         CHECK_EQ(tpc_write(pfd[1], "abcd", 4, -1), 4);
@@ -170,7 +170,7 @@ static int pipes_main(void *arg)
     char guard[8];
     memset(guard, '.', sizeof(guard));
     atomic_store(&waiting, 0);
-    CHECK_EQ(tpc_spawn(&f, flag_then_read, guard), 0);
+    CHECK_EQ(tpc_spawn(flag_then_read, guard, &f), 0);
     while (!atomic_load(&waiting))
         tpc_yield();
     tpc_yield(); /* it is suspended in the read now */
@@ -184,12 +184,12 @@ static int pipes_main(void *arg)
     /* A read whose deadline passes, likewise. */
     char guard2[8];
     memset(guard2, '.', sizeof(guard2));
-    CHECK_EQ(tpc_spawn(&f, read_with_deadline, guard2), 0);
+    CHECK_EQ(tpc_spawn(read_with_deadline, guard2, &f), 0);
     CHECK_EQ(tpc_join(f, &res), 0);
     CHECK_EQ(res, 4); /* the data written above was there: the read completed at once */
     CHECK(memcmp(guard2, "DATA", 4) == 0);
     memset(guard2, '.', sizeof(guard2));
-    CHECK_EQ(tpc_spawn(&f, read_with_deadline, guard2), 0);
+    CHECK_EQ(tpc_spawn(read_with_deadline, guard2, &f), 0);
     CHECK_EQ(tpc_join(f, &res), 0);
     CHECK_EQ(res, -ETIMEDOUT);
     CHECK_EQ(tpc_write(pfd[1], "MORE", 4, -1), 4);
@@ -372,7 +372,7 @@ static int overflow_main(void *arg)
     tpc_fiber *f[OVERFLOW_PIPES];
     for (int i = 0; i < OVERFLOW_PIPES; i++) {
         CHECK_EQ(pipe(ovp[i]), 0);
-        CHECK_EQ(tpc_spawn(&f[i], ov_reader, (void *)(intptr_t)i), 0);
+        CHECK_EQ(tpc_spawn(ov_reader, (void *)(intptr_t)i, &f[i]), 0);
     }
     tpc_yield(); /* all 300 reads are in flight (through an SQ of 8 entries) */
     tpc_yield();

@@ -222,7 +222,7 @@ static int restart_main(void *arg)
     CHECK_EQ(tpc_send(old, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
     CHECK_EQ(read_some(old, buf, sizeof(buf), ok), ok);
     tpc_fiber *stopper;
-    CHECK_EQ(tpc_spawn(&stopper, stop_with_grace, srv), 0);
+    CHECK_EQ(tpc_spawn(stop_with_grace, srv, &stopper), 0);
     tpc_server *srv2 = start_local(&a); /* the stopper runs while this waits */
     int fd = tpc_connect(&a);
     CHECK(fd >= 0);

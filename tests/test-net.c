@@ -73,8 +73,8 @@ static void echo_through(const char *where)
     CHECK(lfd >= 0);
     tpc_addr bound;
     CHECK_EQ(tpc_sock_local(lfd, &bound), 0); /* the port the kernel chose */
-    tpc_remote *r;
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, echo_once, (void *)(intptr_t)lfd), 0);
+    tpc_fiber *r;
+    CHECK_EQ(tpc_spawn_on(1, NULL, echo_once, (void *)(intptr_t)lfd, &r), 0);
     int fd = tpc_connect(&bound);
     CHECK(fd >= 0);
     if (a.sa.sa_family != AF_UNIX)
@@ -99,7 +99,7 @@ static void echo_through(const char *where)
     CHECK_EQ(tpc_sock_shutdown(fd, SHUT_WR), 0);  /* half-close: the server sees EOF */
     CHECK_EQ(tpc_recv(fd, in, sizeof(in), 0), 0); /* and closes its side */
     int echoed = -1;
-    CHECK_EQ(tpc_remote_join(r, &echoed), 0);
+    CHECK_EQ(tpc_join(r, &echoed), 0);
     CHECK_EQ(echoed, sent);
     tpc_close(fd);
     tpc_close(lfd);
@@ -153,8 +153,8 @@ static void dgram_through(const char *server, const char *client)
     CHECK(sfd >= 0 && cfd >= 0);
     tpc_addr to;
     CHECK_EQ(tpc_sock_local(sfd, &to), 0);
-    tpc_remote *r;
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, dgram_echo, (void *)(intptr_t)sfd), 0);
+    tpc_fiber *r;
+    CHECK_EQ(tpc_spawn_on(1, NULL, dgram_echo, (void *)(intptr_t)sfd, &r), 0);
     for (int i = 0; i < 20; i++) {
         char out[100], in[200];
         int len = snprintf(out, sizeof(out), "datagram %d", i) + 1;
@@ -167,7 +167,7 @@ static void dgram_through(const char *server, const char *client)
         tpc_addr_format(&to, a2, sizeof(a2));
         CHECK(strcmp(a1, a2) == 0); /* it came from the server */
     }
-    CHECK_EQ(tpc_remote_join(r, NULL), 0);
+    CHECK_EQ(tpc_join(r, NULL), 0);
     tpc_close(sfd);
     tpc_close(cfd);
     if (sa.sa.sa_family == AF_UNIX) {
@@ -216,7 +216,7 @@ static tpc_fiber *acceptors[2]; /* each used on its own shard */
 static int start_acceptor(void *arg)
 {
     (void)arg;
-    return tpc_spawn(&acceptors[tpc_shard_id()], acceptor, NULL);
+    return tpc_spawn(acceptor, NULL, &acceptors[tpc_shard_id()]);
 }
 
 static int stop_acceptor(void *arg)
@@ -289,7 +289,7 @@ static int errors_main(void *arg)
     CHECK_EQ(tpc_accept(lfd, NULL), -ETIMEDOUT);
     tpc_deadline_clear();
     tpc_fiber *f;
-    CHECK_EQ(tpc_spawn(&f, accept_one, (void *)(intptr_t)lfd), 0);
+    CHECK_EQ(tpc_spawn(accept_one, (void *)(intptr_t)lfd, &f), 0);
     tpc_yield();
     CHECK_EQ(tpc_cancel(f), 0);
     int res = 0;

@@ -30,7 +30,7 @@ static int overflow_main(void *arg)
     /* 64 KiB: a stack of its own mapping; 0: the default size, carved from a slab */
     tpc_fiber_opts o = {.stack_size = (size_t)(intptr_t)arg, .name = "deep"};
     tpc_fiber *f;
-    tpc_spawn_opts(&f, &o, deep, NULL);
+    tpc_spawn_opts(&o, deep, NULL, &f);
     return tpc_join(f, NULL);
 }
 

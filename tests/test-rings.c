@@ -29,7 +29,7 @@ static int bp_block(void *arg) /* keeps shard 1 from draining its rings */
 static void bp_start_block(void *arg)
 {
     (void)arg;
-    CHECK_EQ(tpc_spawn(NULL, bp_block, NULL), 0);
+    CHECK_EQ(tpc_spawn(bp_block, NULL, NULL), 0);
 }
 
 static void bp_receive(void *arg)
@@ -52,8 +52,8 @@ static void bp_from_callback(void *arg)
 {
     (void)arg;
     CHECK_EQ(tpc_submit_to(1, bp_receive, (void *)-1), -EAGAIN);
-    tpc_remote *r;
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, bp_sender, NULL), -EAGAIN);
+    tpc_fiber *r;
+    CHECK_EQ(tpc_spawn_on(1, NULL, bp_sender, NULL, &r), -EAGAIN);
 }
 
 static int bp_main(void *arg)
@@ -63,7 +63,7 @@ static int bp_main(void *arg)
     while (!atomic_load(&bp_blocked) && !tpc_cancelled())
         tpc_yield();
     tpc_fiber *f;
-    CHECK_EQ(tpc_spawn(&f, bp_sender, NULL), 0);
+    CHECK_EQ(tpc_spawn(bp_sender, NULL, &f), 0);
     while (atomic_load(&bp_sent) < BP_SLOTS && !tpc_cancelled())
         tpc_yield();
     /* Shard 1 cannot drain: the sender stays suspended however often this shard runs. */
@@ -146,7 +146,7 @@ static int nest_main(void *arg)
     tpc_fiber *f[CALLERS];
     atomic_store(&nest_done, 0);
     for (int i = 0; i < CALLERS; i++)
-        CHECK_EQ(tpc_spawn(&f[i], nest_caller, (void *)(intptr_t)(i % 7)), 0);
+        CHECK_EQ(tpc_spawn(nest_caller, (void *)(intptr_t)(i % 7), &f[i]), 0);
     for (int i = 0; i < CALLERS; i++)
         CHECK_EQ(tpc_join(f[i], NULL), 0);
     CHECK_EQ(atomic_load(&nest_done), CALLERS);
@@ -186,72 +186,124 @@ static int slow_fiber(void *arg)
     (void)arg;
     while (!atomic_load(&slow_release) && !tpc_cancelled())
         tpc_sleep(1000 * 1000);
-    return 7;
+    return tpc_cancelled() ? 8 : 7;
 }
 
 static int foreign_join(void *arg)
 {
-    tpc_remote *r = arg;
-    CHECK_EQ(tpc_remote_join(r, NULL), -EXDEV);
-    CHECK_EQ(tpc_remote_detach(r), -EXDEV);
+    tpc_fiber *r = arg;
+    CHECK_EQ(tpc_join(r, NULL), -EXDEV);
+    CHECK_EQ(tpc_detach(r), -EXDEV);
     return 0;
 }
 
 static int remote_main(void *arg)
 {
     (void)arg;
-    tpc_remote *r;
+    tpc_fiber *r;
     int res = -1;
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, where, (void *)5), 0);
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, where, (void *)5, &r), 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, 105);
-    CHECK_EQ(tpc_spawn_on(0, &r, NULL, where, (void *)6), 0); /* the caller's own shard */
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    CHECK_EQ(tpc_spawn_on(0, NULL, where, (void *)6, &r), 0); /* the caller's own shard */
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, 6);
     tpc_fiber_opts o = {.name = "remote-one", .stack_size = 64 * 1024};
-    CHECK_EQ(tpc_spawn_on(2, &r, &o, where, (void *)-2), 0);
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    CHECK_EQ(tpc_spawn_on(2, &o, where, (void *)-2, &r), 0);
+    CHECK(strcmp(tpc_fiber_name(r), "remote-one") == 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, 200 - 2);
 
     atomic_store(&detached_ran, 0);
-    CHECK_EQ(tpc_spawn_on(1, NULL, NULL, where, (void *)-1), 0);
-    CHECK_EQ(tpc_spawn_on(2, &r, NULL, where, (void *)-1), 0);
-    CHECK_EQ(tpc_remote_detach(r), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, where, (void *)-1, NULL), 0);
+    CHECK_EQ(tpc_spawn_on(2, NULL, where, (void *)-1, &r), 0);
+    CHECK_EQ(tpc_detach(r), 0);
     while (atomic_load(&detached_ran) < 2 && !tpc_cancelled())
         tpc_sleep(1000 * 1000);
 
-    /* A joiner whose deadline passes returns; the handle stays joinable. */
-    atomic_store(&slow_release, 0);
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, slow_fiber, NULL), 0);
-    tpc_deadline_set(1000 * 1000);
-    CHECK_EQ(tpc_remote_join(r, &res), -ETIMEDOUT);
-    tpc_deadline_clear();
-    CHECK_EQ(tpc_call_on(2, foreign_join, r, NULL), 0);
+    /* Only the spawning shard may use the handle. */
     atomic_store(&slow_release, 1);
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0);
+    CHECK_EQ(tpc_call_on(2, foreign_join, r, NULL), 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, 7);
 
+    /* tpc_cancel reaches a fiber on another shard. */
+    atomic_store(&slow_release, 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0);
+    CHECK_EQ(tpc_cancel(r), 0);
+    CHECK_EQ(tpc_cancel(r), 0); /* again: no effect */
+    CHECK_EQ(tpc_join(r, &res), 0);
+    CHECK_EQ(res, 8);
+
+    /* A joiner whose deadline passes cancels the remote fiber and still waits for its end, as
+     * tpc_join does for a local child. */
+    res = -1;
+    CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0);
+    tpc_deadline_set(1000 * 1000);
+    CHECK_EQ(tpc_join(r, &res), -ETIMEDOUT);
+    tpc_deadline_clear();
+    CHECK_EQ(res, 8);
+
     /* Misuse. */
-    CHECK_EQ(tpc_spawn_on(3, &r, NULL, where, NULL), -EINVAL);
-    CHECK_EQ(tpc_spawn_on(-1, &r, NULL, where, NULL), -EINVAL);
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, NULL, NULL), -EINVAL);
+    CHECK_EQ(tpc_spawn_on(3, NULL, where, NULL, &r), -EINVAL);
+    CHECK_EQ(tpc_spawn_on(-1, NULL, where, NULL, &r), -EINVAL);
+    CHECK_EQ(tpc_spawn_on(1, NULL, NULL, NULL, &r), -EINVAL);
     tpc_fiber_opts tiny = {.stack_size = 100};
-    CHECK_EQ(tpc_spawn_on(1, &r, &tiny, where, NULL), -EINVAL);
-    CHECK_EQ(tpc_remote_join(NULL, NULL), -EINVAL);
-    CHECK_EQ(tpc_remote_detach(NULL), -EINVAL);
+    CHECK_EQ(tpc_spawn_on(1, &tiny, where, NULL, &r), -EINVAL);
+    CHECK_EQ(tpc_join(NULL, NULL), -EINVAL);
+    CHECK_EQ(tpc_detach(NULL), -EINVAL);
     /* A handle left unjoined at shutdown is freed with the runtime (ASan/valgrind check). */
     atomic_store(&slow_release, 0);
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, slow_fiber, NULL), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0);
     return 0;
 }
 
 static void test_remote_fibers(void **state)
 {
     (void)state;
-    tpc_remote *r;
-    assert_int_equal(tpc_spawn_on(0, &r, NULL, where, NULL), -EPERM);
-    assert_int_equal(tpc_remote_detach(NULL), -EPERM);
+    tpc_fiber *r;
+    assert_int_equal(tpc_spawn_on(0, NULL, where, NULL, &r), -EPERM);
+    assert_int_equal(tpc_detach(NULL), -EPERM);
     run_main(3, remote_main, NULL);
+}
+
+/* A cancel for a fiber on a shard whose ring is full waits for room and still arrives. */
+static atomic_int spin_hold, spinning;
+
+static int spinner(void *arg) /* keeps shard 1 from taking messages until released */
+{
+    (void)arg;
+    atomic_store(&spinning, 1);
+    while (atomic_load(&spin_hold))
+        ;
+    return 0;
+}
+
+static int cancel_full_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *spin, *r;
+    int res = -1;
+    atomic_store(&spin_hold, 1);
+    atomic_store(&slow_release, 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, spinner, NULL, &spin), 0);
+    while (!atomic_load(&spinning))
+        tpc_yield();
+    CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0); /* fills the two-slot ring */
+    CHECK_EQ(tpc_cancel(r), 0);                               /* waits for room */
+    atomic_store(&spin_hold, 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
+    CHECK_EQ(res, 8);
+    CHECK_EQ(tpc_join(spin, NULL), 0);
+    return 0;
+}
+
+static void test_remote_cancel_full_ring(void **state)
+{
+    (void)state;
+    tpc_config c = {.shards = 2, .msg_slots = 2};
+    run_config(&c, cancel_full_main, NULL);
 }
 
 /* ---- Calls from threads that are not shards. ---- */
@@ -371,11 +423,11 @@ static int burst_main(void *arg)
     (void)arg;
     int n = tpc_shard_count();
     long per = burst_total / n;
-    tpc_remote *r[4];
+    tpc_fiber *r[4];
     for (int i = 0; i < n; i++)
-        CHECK_EQ(tpc_spawn_on(i, &r[i], NULL, burster, (void *)(intptr_t)per), 0);
+        CHECK_EQ(tpc_spawn_on(i, NULL, burster, (void *)(intptr_t)per, &r[i]), 0);
     for (int i = 0; i < n; i++)
-        CHECK_EQ(tpc_remote_join(r[i], NULL), 0);
+        CHECK_EQ(tpc_join(r[i], NULL), 0);
     long want = per * n, got = 0;
     while (!tpc_cancelled()) {
         got = 0;
@@ -415,9 +467,9 @@ static void test_no_lost_wakeups_stream(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_backpressure),           cmocka_unit_test(test_nested_calls),
-        cmocka_unit_test(test_remote_fibers),          cmocka_unit_test(test_call_from_thread),
-        cmocka_unit_test(test_no_lost_wakeups_stream),
+        cmocka_unit_test(test_backpressure),     cmocka_unit_test(test_nested_calls),
+        cmocka_unit_test(test_remote_fibers),    cmocka_unit_test(test_remote_cancel_full_ring),
+        cmocka_unit_test(test_call_from_thread), cmocka_unit_test(test_no_lost_wakeups_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

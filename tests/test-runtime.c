@@ -57,7 +57,7 @@ static int shard_fiber(void *arg)
 static void start_fiber(void *arg)
 {
     (void)arg;
-    CHECK_EQ(tpc_spawn(NULL, shard_fiber, NULL), 0);
+    CHECK_EQ(tpc_spawn(shard_fiber, NULL, NULL), 0);
 }
 
 static int census_main(void *arg)
@@ -226,7 +226,7 @@ static int nested_main(void *arg)
 {
     (void)arg;
     tpc_fiber *f;
-    tpc_spawn(&f, nested_run, NULL);
+    tpc_spawn(nested_run, NULL, &f);
     tpc_join(f, NULL);
     tpc_defer(nested_run_cb, NULL);
     tpc_yield();
@@ -257,14 +257,14 @@ static int park_fibers(void *arg)
     int id = tpc_shard_id();
     tpc_event_init(&never[id], false);
     for (int i = 0; i < 10; i++)
-        CHECK_EQ(tpc_spawn(NULL, wait_never, &never[id]), 0);
+        CHECK_EQ(tpc_spawn(wait_never, &never[id], NULL), 0);
     return 0;
 }
 
 static void park_and_stop(void *arg)
 {
     park_fibers(arg);
-    CHECK_EQ(tpc_spawn(NULL, return_arg, NULL), 0);
+    CHECK_EQ(tpc_spawn(return_arg, NULL, NULL), 0);
     tpc_shutdown(5);
 }
 
@@ -285,7 +285,7 @@ static int shutdown_main(void *arg)
     int rc = tpc_event_wait(&never[0]);
     CHECK_EQ(rc, -ECANCELED);
     CHECK_EQ(tpc_submit_to(1, park_late, NULL), -ESHUTDOWN);
-    CHECK_EQ(tpc_spawn(NULL, return_arg, NULL), -ESHUTDOWN);
+    CHECK_EQ(tpc_spawn(return_arg, NULL, NULL), -ESHUTDOWN);
     return 99; /* ignored: shutdown's status wins */
 }
 
@@ -325,7 +325,7 @@ static int hammer(void *arg)
 
 static void start_hammer(void *arg)
 {
-    int rc = tpc_spawn(NULL, hammer, arg); /* -ESHUTDOWN if it runs in the closing drain */
+    int rc = tpc_spawn(hammer, arg, NULL); /* -ESHUTDOWN if it runs in the closing drain */
     CHECK(rc == 0 || rc == -ESHUTDOWN);
 }
 
@@ -364,7 +364,7 @@ static int park_on_shard(void *arg)
 {
     (void)arg;
     tpc_event_init(&never[1], false);
-    return tpc_spawn(NULL, wait_never, &never[1]);
+    return tpc_spawn(wait_never, &never[1], NULL);
 }
 
 static int sigterm_main(void *arg)
@@ -504,7 +504,7 @@ static int tiny(void *arg)
     (void)arg;
     tpc_fiber *f;
     int r = -1;
-    tpc_spawn(&f, return_arg, (void *)3);
+    tpc_spawn(return_arg, (void *)3, &f);
     tpc_join(f, &r);
     return r;
 }

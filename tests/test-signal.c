@@ -62,27 +62,27 @@ static int signal_main(void *arg)
 {
     (void)arg;
     /* SIGUSR1 was blocked before tpc_run, so the shards inherited the mask. */
-    tpc_remote *r;
+    tpc_fiber *r;
     int res = 0;
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, waiter, (void *)SIGUSR1), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, waiter, (void *)SIGUSR1, &r), 0);
     CHECK_EQ(kill(getpid(), SIGUSR1), 0);
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, SIGUSR1);
 
     /* SIGUSR2 was not: the first wait blocks it on every shard (and times out here). */
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, timed_waiter, (void *)SIGUSR2), 0);
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, timed_waiter, (void *)SIGUSR2, &r), 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, -ETIMEDOUT);
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, waiter, (void *)SIGUSR2), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, waiter, (void *)SIGUSR2, &r), 0);
     wait_blocked_everywhere(SIGUSR2); /* the timed wait may have stopped before it finished */
     CHECK_EQ(kill(getpid(), SIGUSR2), 0);
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, SIGUSR2);
 
     /* A cancelled wait returns, and the kernel no longer writes into its frame. */
     tpc_fiber *f;
     atomic_store(&waiting, 0);
-    CHECK_EQ(tpc_spawn(&f, flag_then_wait, (void *)SIGUSR1), 0);
+    CHECK_EQ(tpc_spawn(flag_then_wait, (void *)SIGUSR1, &f), 0);
     while (!atomic_load(&waiting))
         tpc_yield();
     tpc_yield();
@@ -139,14 +139,14 @@ static int own_sigint(void *arg)
 {
     (void)arg;
     int res = 0;
-    tpc_remote *r;
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, timed_waiter, (void *)SIGINT), 0);
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    tpc_fiber *r;
+    CHECK_EQ(tpc_spawn_on(1, NULL, timed_waiter, (void *)SIGINT, &r), 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, -ETIMEDOUT); /* accepted: with no_signals SIGINT is the application's */
-    CHECK_EQ(tpc_spawn_on(1, &r, NULL, waiter, (void *)SIGINT), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, waiter, (void *)SIGINT, &r), 0);
     wait_blocked_everywhere(SIGINT);
     CHECK_EQ(kill(getpid(), SIGINT), 0);
-    CHECK_EQ(tpc_remote_join(r, &res), 0);
+    CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, SIGINT);
     return 0;
 }

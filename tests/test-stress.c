@@ -96,7 +96,7 @@ static int fifo_sender(void *arg)
         if (rnd_next(&w->rng) % 8 == 0 && atomic_load(&spawns_out) < 256) {
             /* a two-slot message between the one-slot ones */
             atomic_fetch_add(&spawns_out, 1);
-            rc = tpc_spawn_on((int)to, NULL, NULL, spawned, NULL);
+            rc = tpc_spawn_on((int)to, NULL, spawned, NULL, NULL);
             if (rc < 0)
                 atomic_fetch_sub(&spawns_out, 1);
         } else {
@@ -170,7 +170,7 @@ static int canceller(void *arg)
         struct worker *cw = malloc(sizeof(*cw));
         *cw = (struct worker){.rng = rnd_next(&w->rng) | 1, .me = w->me};
         tpc_fiber *f;
-        if (tpc_spawn(&f, caller, cw) < 0) {
+        if (tpc_spawn(caller, cw, &f) < 0) {
             free(cw);
             break;
         }
@@ -223,7 +223,7 @@ static int blocking_driver(void *arg)
         memset(jobs, 0, sizeof(jobs));
         int n = 0;
         for (; n < N; n++)
-            if (tpc_spawn(&f[n], blocker, &jobs[n]) < 0)
+            if (tpc_spawn(blocker, &jobs[n], &f[n]) < 0)
                 break;
         tpc_sleep((int64_t)(rnd_next(&w->rng) % 100000));
         for (int k = 0; k < n; k++) {
@@ -275,13 +275,13 @@ static int streamer(void *arg)
     struct worker *w = arg;
     while (!tpc_cancelled()) {
         struct stream *st = calloc(1, sizeof(*st));
-        if (!st || tpc_xchan_create(&st->c, 1 + rnd_next(&w->rng) % 16) < 0) {
+        if (!st || tpc_xchan_create(1 + rnd_next(&w->rng) % 16, &st->c) < 0) {
             free(st);
             break;
         }
         st->sender_releases_both = rnd_next(&w->rng) & 1;
-        tpc_remote *r;
-        if (tpc_spawn_on((int)(rnd_next(&w->rng) % nshards), &r, NULL, stream_rx, st) < 0) {
+        tpc_fiber *r;
+        if (tpc_spawn_on((int)(rnd_next(&w->rng) % nshards), NULL, stream_rx, st, &r) < 0) {
             tpc_xchan_release(st->c);
             tpc_xchan_release(st->c);
             free(st);
@@ -297,7 +297,7 @@ static int streamer(void *arg)
         if (!st->sender_releases_both)
             tpc_xchan_release(st->c);
         int jr; /* st lives until the receiver returned (or could not start) */
-        while ((jr = tpc_remote_join(r, NULL)) == -ECANCELED || jr == -ETIMEDOUT)
+        while ((jr = tpc_join(r, NULL)) == -ECANCELED || jr == -ETIMEDOUT)
             tpc_yield();
         if (st->sender_releases_both) {
             tpc_xchan_release(st->c);
@@ -322,7 +322,7 @@ static int start_workers(void *arg)
         if (!w)
             return -ENOMEM;
         *w = (struct worker){.rng = rnd_mix(seed, me, k), .me = me};
-        if (tpc_spawn(NULL, kinds[k], w) < 0) {
+        if (tpc_spawn(kinds[k], w, NULL) < 0) {
             free(w);
             return -1;
         }

@@ -39,7 +39,7 @@ static int mutex_main(void *arg)
     CHECK_EQ(tpc_mutex_destroy(&x.m), -EBUSY);
     tpc_fiber *f[5];
     for (int i = 0; i < 5; i++)
-        tpc_spawn(&f[i], mx_worker, &x);
+        tpc_spawn(mx_worker, &x, &f[i]);
     tpc_yield(); /* all five queue behind us, in spawn order */
     CHECK_EQ(tpc_mutex_unlock(&x.m), 0);
     CHECK_EQ(tpc_mutex_unlock(&x.m), -EPERM); /* not the owner any more */
@@ -71,8 +71,8 @@ static int mutex_cancel_main(void *arg)
     tpc_mutex_lock(&m);
     tpc_fiber *a, *b;
     int r;
-    tpc_spawn(&a, mx_lock_only, &m);
-    tpc_spawn(&b, mx_lock_only, &m);
+    tpc_spawn(mx_lock_only, &m, &a);
+    tpc_spawn(mx_lock_only, &m, &b);
     tpc_yield();
     CHECK_EQ(tpc_cancel(a), 0);
     CHECK_EQ(tpc_join(a, &r), 0);
@@ -113,7 +113,7 @@ static int sem_main(void *arg)
     CHECK_EQ(tpc_sem_tryacquire(&s), -EAGAIN);
     tpc_fiber *f[4];
     for (int i = 0; i < 4; i++)
-        tpc_spawn(&f[i], sem_taker, &s);
+        tpc_spawn(sem_taker, &s, &f[i]);
     tpc_yield();
     CHECK_EQ(nseq, 0);
     CHECK_EQ(tpc_sem_destroy(&s), -EBUSY);
@@ -165,7 +165,7 @@ static int event_wg_main(void *arg)
     CHECK_EQ(tpc_event_init(&e, false), 0);
     tpc_fiber *f[3];
     for (int i = 0; i < 3; i++)
-        tpc_spawn(&f[i], ev_waiter, &e);
+        tpc_spawn(ev_waiter, &e, &f[i]);
     tpc_yield();
     CHECK_EQ(tpc_event_destroy(&e), -EBUSY);
     CHECK_EQ(tpc_event_set(&e), 0);
@@ -185,7 +185,7 @@ static int event_wg_main(void *arg)
     CHECK_EQ(tpc_wg_wait(&wg), 0); /* zero: no wait */
     CHECK_EQ(tpc_wg_add(&wg, 10), 0);
     for (int i = 0; i < 10; i++)
-        tpc_spawn(NULL, wg_worker, &wg);
+        tpc_spawn(wg_worker, &wg, NULL);
     CHECK_EQ(tpc_wg_wait(&wg), 0);
     CHECK_EQ(wg.count, 0);
     CHECK_EQ(tpc_wg_done(&wg), -EINVAL); /* would go negative */
@@ -219,7 +219,7 @@ static int chan_stream(size_t cap)
     tpc_chan c;
     CHECK_EQ(tpc_chan_init(&c, cap), 0);
     tpc_fiber *p;
-    tpc_spawn(&p, producer, &c);
+    tpc_spawn(producer, &c, &p);
     intptr_t expect = 1;
     void *v;
     int rc;
@@ -264,8 +264,8 @@ static int chan_main(void *arg)
     CHECK_EQ(tpc_chan_len(&c), 2);
     /* Blocked senders: one is cancelled, one is woken by close with -EPIPE. */
     tpc_fiber *s1, *s2;
-    tpc_spawn(&s1, sender_one, &c);
-    tpc_spawn(&s2, sender_one, &c);
+    tpc_spawn(sender_one, &c, &s1);
+    tpc_spawn(sender_one, &c, &s2);
     tpc_yield();
     CHECK_EQ(tpc_chan_destroy(&c), -EBUSY);
     tpc_cancel(s1);
@@ -286,9 +286,9 @@ static int chan_main(void *arg)
     /* Receivers: direct hand-off, cancel while waiting, close. */
     CHECK_EQ(tpc_chan_init(&c, 4), 0);
     tpc_fiber *r1, *r2, *r3;
-    tpc_spawn(&r1, receiver_one, &c);
-    tpc_spawn(&r2, receiver_one, &c);
-    tpc_spawn(&r3, receiver_one, &c);
+    tpc_spawn(receiver_one, &c, &r1);
+    tpc_spawn(receiver_one, &c, &r2);
+    tpc_spawn(receiver_one, &c, &r3);
     tpc_yield();
     tpc_cancel(r1);
     CHECK_EQ(tpc_chan_send(&c, (void *)42), 0); /* to r2: r1 left */

@@ -33,9 +33,9 @@ static int sleep_main(void *arg)
     (void)arg;
     norder = 0;
     tpc_fiber *f[3];
-    tpc_spawn(&f[0], sleeper, (void *)30);
-    tpc_spawn(&f[1], sleeper, (void *)10);
-    tpc_spawn(&f[2], sleeper, (void *)20);
+    tpc_spawn(sleeper, (void *)30, &f[0]);
+    tpc_spawn(sleeper, (void *)10, &f[1]);
+    tpc_spawn(sleeper, (void *)20, &f[2]);
     for (int i = 0; i < 3; i++)
         tpc_join(f[i], NULL);
     CHECK_EQ(norder, 3);
@@ -70,7 +70,7 @@ static int cancel_sleep_main(void *arg)
     (void)arg;
     tpc_fiber *f;
     int r = 0;
-    tpc_spawn(&f, long_sleeper, NULL);
+    tpc_spawn(long_sleeper, NULL, &f);
     CHECK_EQ(tpc_yield(), 0);
     uint64_t t0 = tpc_now_fresh();
     CHECK_EQ(tpc_cancel(f), 0);
@@ -139,7 +139,7 @@ static int deadline_main(void *arg)
     tpc_chan_init(&dl_empty, 1);
     tpc_chan_init(&dl_full, 1);
     tpc_chan_trysend(&dl_full, (void *)1);
-    tpc_spawn(&other, wait_cancelled, NULL);
+    tpc_spawn(wait_cancelled, NULL, &other);
 
     TIMED("sleep", tpc_sleep(10 * 1000 * MS));
     int other_result = 0;
@@ -151,7 +151,7 @@ static int deadline_main(void *arg)
     TIMED("event", tpc_event_wait(&dl_event));
     TIMED("wait group", tpc_wg_wait(&dl_wg));
     CHECK_EQ(tpc_mutex_lock(&dl_mutex), 0);
-    tpc_spawn(&locker, mutex_locker, NULL);
+    tpc_spawn(mutex_locker, NULL, &locker);
     CHECK_EQ(tpc_join(locker, NULL), 0);
 
     /* Nothing was taken or delivered, and no waiter was left behind. */
@@ -384,7 +384,7 @@ static int many_main(void *arg)
     for (int i = 0; i < n; i++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
         int64_t ns = (int64_t)(1 + (seed >> 33) % 100) * MS;
-        CHECK_EQ(tpc_spawn_opts(NULL, &o, nap, (void *)(intptr_t)ns), 0);
+        CHECK_EQ(tpc_spawn_opts(&o, nap, (void *)(intptr_t)ns, NULL), 0);
     }
     while (nwoke < n && !tpc_cancelled())
         CHECK_EQ(tpc_sleep(10 * MS), 0);
@@ -444,7 +444,7 @@ static int wake_race_main(void *arg)
     race_at = tpc_now_fresh() + 5 * MS;
     CHECK_EQ(tpc_timer_init(&t, hand_value, NULL), 0);
     CHECK_EQ(tpc_timer_start_at(&t, race_at, 0), 0);
-    CHECK_EQ(tpc_spawn(&f, receive_by_deadline, NULL), 0);
+    CHECK_EQ(tpc_spawn(receive_by_deadline, NULL, &f), 0);
     CHECK_EQ(tpc_join(f, &r), 0);
     CHECK_EQ(r, 42);
     CHECK_EQ(tpc_chan_destroy(&race_chan), 0);
@@ -452,7 +452,7 @@ static int wake_race_main(void *arg)
     race_at = tpc_now_fresh() + 5 * MS;
     CHECK_EQ(tpc_timer_init(&t, cancel_victim, NULL), 0);
     CHECK_EQ(tpc_timer_start_at(&t, race_at, 0), 0);
-    CHECK_EQ(tpc_spawn(&race_victim, sleep_to_race, NULL), 0);
+    CHECK_EQ(tpc_spawn(sleep_to_race, NULL, &race_victim), 0);
     CHECK_EQ(tpc_join(race_victim, &r), 0);
     CHECK_EQ(r, -ECANCELED);
     return 0;

@@ -124,13 +124,16 @@ TPC_EXTERN int tpc_acceptor_open(int fd, tpc_acceptor **out);
 /* Waits for the next connection and returns its descriptor (close-on-exec). -ECANCELED /
  * -ETIMEDOUT when the fiber is cancelled or its deadline passes (a connection accepted later
  * stays queued for the next call); the listener's own error (-EBADF, -EINVAL when it does not
- * listen, ...) once every queued connection has been taken, and from then on. -EXDEV from
- * another shard, -EPERM outside a fiber. Several fibers may wait; they are served in order. */
+ * listen, ...) once every queued connection has been taken, and from then on; -ECANCELED
+ * also when the acceptor is closed. -EXDEV from another shard, -EPERM outside a fiber. Several
+ * fibers may wait; they are served in order. */
 TPC_EXTERN int tpc_acceptor_next(tpc_acceptor *a);
-/* Stops accepting, waits until the kernel has let go of the acceptor, closes the connections
- * accepted but not taken, and frees a (NULL: no-op). Returns 0, -EBUSY while a fiber waits in
- * tpc_acceptor_next, -EXDEV from another shard, -EPERM when the kernel must be waited for
- * outside a fiber. */
+/* Releases a (NULL: no-op) as every handle is released (docs/guide.md, "Objects and their
+ * release"): stops accepting, wakes the fibers waiting in tpc_acceptor_next with -ECANCELED,
+ * waits until the kernel has let go, closes the connections accepted but not taken; the memory
+ * goes when the last waiter has left. Returns 0. Misuse leaves a untouched: -EXDEV from another
+ * shard, -EPERM when the kernel must be waited for outside a fiber, -EINVAL while another fiber
+ * closes it. */
 TPC_EXTERN int tpc_acceptor_close(tpc_acceptor *a);
 
 /* ---- Servers: a fiber per connection on every shard ---- */
@@ -208,7 +211,10 @@ typedef struct tpc_buf {
  * destroyed pool's id is reused), the kernel's error if it has no buffer rings (before Linux
  * 5.19), -EPERM outside a shard. */
 TPC_EXTERN int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out);
-/* Frees the pool (NULL: no-op). -EBUSY while a stream is open on it or a buffer is held. */
+/* Releases the pool (NULL: no-op): no stream opens on it any more (tpc_rx_open: -EINVAL), the
+ * streams open on it go on, and it is freed once the last of them is closed and the last
+ * buffer released. Returns 0; -EINVAL when already destroyed (while it waits for its users),
+ * -EXDEV from another shard, -EPERM outside a shard. */
 TPC_EXTERN int tpc_bufpool_destroy(tpc_bufpool *p);
 /* Buffers free for the kernel to fill. */
 TPC_EXTERN int tpc_bufpool_available(const tpc_bufpool *p);
@@ -222,7 +228,8 @@ TPC_EXTERN int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out);
  * stream; -ECANCELED / -ETIMEDOUT (data arriving later stays queued for the next call); the
  * socket's error (-ECONNRESET ...) after the data received before it; -ENOBUFS when nothing is
  * queued and the caller holds the stream's whole share of the pool (nothing can arrive until
- * it releases one); -EBUSY if another fiber already waits on rx; -EXDEV, -EPERM. When the pool
+ * it releases one); -EBUSY if another fiber already waits on rx; -ECANCELED also when rx is
+ * closed while the caller waits; -EXDEV, -EPERM. When the pool
  * is empty, receiving pauses (the data waits in the socket) until some buffer is released;
  * when the ring has no free SQE, the stream tries again at the next loop iteration. */
 TPC_EXTERN ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b);
@@ -230,10 +237,12 @@ TPC_EXTERN ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b);
  * a stale copy of one released already, even if its buffer was handed out again since, or
  * never returned by tpc_rx_next); -EXDEV from another shard. */
 TPC_EXTERN int tpc_buf_release(tpc_buf *b);
-/* Stops receiving, waits until the kernel has let go, gives queued chunks back to the pool and
- * frees rx (NULL: no-op). Does not close fd. Buffers the caller holds stay held. Returns 0,
- * -EBUSY while a fiber waits in tpc_rx_next, -EXDEV, -EPERM (the kernel must be waited for
- * outside a fiber). */
+/* Releases rx (NULL: no-op): stops receiving, wakes a fiber waiting in tpc_rx_next with
+ * -ECANCELED, waits until the kernel has let go and gives queued chunks back to the pool. Does
+ * not close fd. Buffers the caller holds stay held and valid; the memory goes once the last of
+ * them is released and the waiter has left. Returns 0. Misuse leaves rx untouched: -EXDEV,
+ * -EPERM (the kernel must be waited for outside a fiber), -EINVAL while another fiber closes
+ * it. */
 TPC_EXTERN int tpc_rx_close(tpc_rx *rx);
 
 /* ---- Zero-copy transfers ---- */

@@ -12,9 +12,6 @@
 /* A running runtime, for threads that are not its shards (tpc_start, tpc_call_from_thread). */
 typedef struct tpc_runtime tpc_runtime;
 
-/* A fiber started on another shard by tpc_spawn_on(); joined from the shard that spawned it. */
-typedef struct tpc_remote tpc_remote;
-
 /* Maximum number of shards one runtime can run. */
 #define TPC_MAX_SHARDS 1024
 
@@ -185,27 +182,14 @@ TPC_EXTERN int tpc_topology_report(FILE *out);
 TPC_EXTERN int tpc_submit_to(int shard, tpc_callback_fn fn, void *arg);
 
 /* Spawns fiber fn(arg) on shard `shard` (which may be the caller's) with options opts (may be
- * NULL; opts->detached or out == NULL: fire and forget). The handle *out is joined or
- * detached from the spawning shard only. Suspends while the ring to that shard is full (a
- * callback gets -EAGAIN). Returns 0, -EINVAL (bad shard, NULL fn, bad stack size), -EAGAIN,
- * -ENOMEM, -ESHUTDOWN, -ECANCELED / -ETIMEDOUT, -EPERM outside a shard. If the target cannot
- * spawn the fiber (-ENOMEM, -ESHUTDOWN), tpc_remote_join returns that error. */
-TPC_EXTERN int tpc_spawn_on(int shard, tpc_remote **out, const tpc_fiber_opts *opts,
-                            tpc_fiber_fn fn, void *arg);
-
-/* Suspends until the remote fiber has returned, stores its return value in *result (if not
- * NULL), frees the handle and returns 0; or the target's spawn error (the handle is freed).
- * Returns -ECANCELED / -ETIMEDOUT if the caller is cancelled or its deadline passes before the
- * result came home (the handle stays joinable; the remote fiber is not cancelled); a result
- * that has come home is joined in any case; -ESHUTDOWN when the target shard stopped before it
- * could start the fiber (the fiber never runs, and the handle is freed), -EINVAL for NULL or a
- * handle that already has a joiner, -EXDEV from another shard than the spawner's, -EPERM outside a
- * fiber. */
-TPC_EXTERN int tpc_remote_join(tpc_remote *r, int *result);
-
-/* Drops the handle: the remote fiber runs to the end and its result is discarded. Returns 0,
- * -EINVAL (NULL, or being joined), -EXDEV (not the spawning shard), -EPERM outside a shard. */
-TPC_EXTERN int tpc_remote_detach(tpc_remote *r);
+ * NULL; opts->detached or out == NULL: fire and forget) and stores its handle in *out. The handle
+ * is a tpc_fiber like tpc_spawn's: tpc_join, tpc_detach and tpc_cancel take it, from the
+ * spawning shard only (tpc_join explains the errors particular to it). Suspends while the ring
+ * to that shard is full (a callback gets -EAGAIN). Returns 0, -EINVAL (bad shard, NULL fn, bad
+ * stack size), -EAGAIN, -ENOMEM, -ESHUTDOWN, -ECANCELED / -ETIMEDOUT, -EPERM outside a
+ * shard. */
+TPC_EXTERN int tpc_spawn_on(int shard, const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg,
+                            tpc_fiber **out);
 
 /* A function run on a shard by tpc_call_on / tpc_on_all / tpc_call_from_thread. It runs in a
  * fiber there, so it may suspend (sleep, wait, call other shards); its int result travels

@@ -28,27 +28,34 @@ typedef struct tpc_fiber_opts {
  * keeps running). On success stores the handle in *out (if out is not NULL) and returns 0.
  * With out == NULL the fiber is detached. The handle stays valid until tpc_join() returns or
  * tpc_detach() is called. Allowed from fibers and callback tasks. Returns -EPERM outside a
- * shard, -EINVAL for a bad stack size or fn == NULL, -ENOMEM, -ESHUTDOWN while stopping. */
-TPC_EXTERN int tpc_spawn(tpc_fiber **out, tpc_fiber_fn fn, void *arg);
-TPC_EXTERN int tpc_spawn_opts(tpc_fiber **out, const tpc_fiber_opts *opts, tpc_fiber_fn fn,
-                              void *arg);
+ * shard, -EINVAL for a bad stack size or fn == NULL, -ENOMEM, -ESHUTDOWN while stopping.
+ * tpc_spawn_on (tpc/runtime.h) spawns on another shard and hands out the same kind of handle:
+ * tpc_join, tpc_detach, tpc_cancel and tpc_fiber_name take either. */
+TPC_EXTERN int tpc_spawn(tpc_fiber_fn fn, void *arg, tpc_fiber **out);
+TPC_EXTERN int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg,
+                              tpc_fiber **out);
 
 /* Suspends until fiber f has returned, stores its return value in *result (if not NULL), frees
  * f and returns 0. Structured: if the caller is cancelled or its deadline passes (before or
  * while it waits), f is cancelled and still waited for, so that no child outlives what its
  * parent lent it; then f is joined all the same (*result set, f freed) and the call returns
  * -ECANCELED / -ETIMEDOUT. Returns -EINVAL for a detached fiber or one that already has a
- * joiner (f untouched), -EDEADLK when f is the caller, -EXDEV when f belongs to another shard,
- * -EPERM outside a fiber. */
+ * joiner (f untouched), -EDEADLK when f is the caller, -EXDEV when the handle was made on another
+ * shard, -EPERM outside a fiber.
+ * For a fiber from tpc_spawn_on: the same, from the shard that spawned it; if the target could
+ * not spawn the fiber, its error (-ENOMEM, -ESHUTDOWN); -ESHUTDOWN also when the target shard
+ * stopped before it could start the fiber (it never runs; the handle is freed). */
 TPC_EXTERN int tpc_join(tpc_fiber *f, int *result);
 
-/* Lets f free itself when it returns. Returns 0, -EINVAL if already detached or being joined,
- * -EXDEV for another shard's fiber, -EPERM outside a shard. */
+/* Lets f free itself when it returns (for tpc_spawn_on's handle: the fiber runs to the end and its
+ * result is dropped). Returns 0, -EINVAL if already detached or being joined, -EXDEV when the
+ * handle was made on another shard, -EPERM outside a shard. */
 TPC_EXTERN int tpc_detach(tpc_fiber *f);
 
 /* Requests cancellation of f (which may be the caller). Returns 0 (also for a fiber that has
- * already returned), -EXDEV for another shard's fiber, -EPERM outside a shard. Does not
- * suspend. */
+ * already returned), -EXDEV when the handle was made on another shard, -EPERM outside a shard.
+ * Does not suspend. For tpc_spawn_on's handle the request travels to the fiber's shard (it
+ * never blocks: a full ring keeps it until there is room) and takes effect there. */
 TPC_EXTERN int tpc_cancel(tpc_fiber *f);
 
 /* True once the calling fiber has been cancelled. */

@@ -10,10 +10,11 @@
  * its receiving shard; calls from any other shard return -EXDEV. Several fibers of the sending
  * (receiving) shard may send (receive) at once.
  *
- * Lifetime: the channel has two ends, each released once with tpc_xchan_release() (which also
- * closes it) when no fiber of that end uses it any more; the last release frees it. Releases
- * and closes may come from any shard of the runtime. Values sent before a close (on any shard
- * that knew of the sends) are still received. */
+ * Lifetime, as for every handle (docs/guide.md, "Objects and their release"): the channel has
+ * two ends, each released once with tpc_xchan_release(), which also closes it: fibers waiting
+ * on it return -EPIPE (receivers once it is empty). It is freed when both ends are released and
+ * the last waiting fiber has left. Releases and closes may come from any shard of the runtime.
+ * Values sent before a close (on any shard that knew of the sends) are still received. */
 #ifndef TPC_XCHAN_H
 #define TPC_XCHAN_H
 
@@ -24,7 +25,7 @@ typedef struct tpc_xchan tpc_xchan;
 /* Creates a channel holding up to `capacity` values (rounded up to a power of two; at most
  * 2^24). Hand it to the other shard (e.g. as a tpc_spawn_on argument). Returns 0, -EINVAL,
  * -ENOMEM, -EPERM outside a shard. */
-TPC_EXTERN int tpc_xchan_create(tpc_xchan **out, size_t capacity);
+TPC_EXTERN int tpc_xchan_create(size_t capacity, tpc_xchan **out);
 
 /* Sends value, suspending while the channel is full. Returns 0; -EPIPE once the channel is
  * closed (value not sent); -ECANCELED / -ETIMEDOUT (not sent); -EXDEV from a shard other than
