@@ -13,7 +13,7 @@
  * memory, and a caller may stop waiting at any time. */
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "rings.h"
 
 struct tpc_remote {
     struct tpc__task task; /* kind TPC__TASK_REMOTE: tells the handle from a local fiber's */
@@ -248,12 +248,6 @@ int tpc_spawn_on(int shard, const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *a
     return rc;
 }
 
-static void loop_turn_over(tpc_timer *t, void *arg)
-{
-    (void)t;
-    tpc__wake(arg, 0);
-}
-
 /* True when r's result will never come while the runtime runs: its target left its loop, and
  * a full turn of this shard's loop since then (which drains the rings) brought nothing. A
  * target that ran the fiber cannot leave before its reply is in this shard's ring (it stays
@@ -263,12 +257,9 @@ static bool remote_orphaned(struct tpc_remote *r)
 {
     struct tpc__shard *s = tpc__self;
     if (r->target == s->id ||
-        !atomic_load_explicit(&s->rt->shards[r->target].left, memory_order_acquire))
+        !atomic_load_explicit(&s->rt->shards[r->target]->left, memory_order_acquire))
         return false;
-    struct tpc__wait w;
-    tpc_timer tm = {.fn = loop_turn_over, .arg = &w}; /* fires after the next rings poll */
-    tpc__timer_arm(s, &tm, 1);
-    tpc__park_hard(&w);
+    tpc__park_turn();
     return !r->done;
 }
 
@@ -321,6 +312,33 @@ int tpc__remote_cancel(struct tpc_remote *r)
     return 0;
 }
 
+static void recheck(tpc_timer *t, void *w)
+{
+    (void)t;
+    tpc__wake(w, 0);
+}
+
+/* Waits for r's result uninterruptibly (the caller is cancelled already). The result wakes it;
+ * a timer looks again every millisecond for the one case where no result will come: the target
+ * stopped after this shard sent the request and before it polled its rings. Returns false
+ * then. */
+static bool await_hard(struct tpc_remote *r)
+{
+    struct tpc__shard *s = tpc__self;
+    while (!r->done) {
+        if (remote_orphaned(r))
+            return false;
+        struct tpc__wait w;
+        tpc_timer tm;
+        r->joiner = &w;
+        s->rt->clock->arm(s, &tm, tpc_now() + 1000000, recheck, &w);
+        tpc__park_hard(&w);
+        s->rt->clock->disarm(s, &tm);
+        r->joiner = NULL;
+    }
+    return true;
+}
+
 /* As tpc_join for a local fiber: when the caller may not wait any longer, the remote fiber is
  * cancelled and its result still waited for, so that it never outlives what the caller lent
  * it. Only a target that stopped before it started the fiber ends the wait early. */
@@ -334,26 +352,18 @@ int tpc__remote_join(struct tpc_remote *r, int *result)
     int rc = remote_await(r, false);
     if (rc < 0 && rc != -ESHUTDOWN) {
         tpc__remote_cancel(r);
-        while (!r->done) {
-            if (remote_orphaned(r)) {
-                rc = -ESHUTDOWN;
-                break;
-            }
-            struct tpc__wait w;
-            r->joiner = &w;
-            tpc__park_hard(&w);
-            r->joiner = NULL;
-        }
+        if (!await_hard(r))
+            rc = -ESHUTDOWN;
     }
     if (rc == -ESHUTDOWN) {
         r->released = true; /* its request runs in the afterlife, which frees it */
         return rc;
     }
-    int err = r->rc;
+    int err = r->rc; /* the fiber never started: that says more than the caller's cancel */
     if (err == 0 && result)
         *result = r->result;
     remote_free(r);
-    return rc < 0 ? rc : err;
+    return err < 0 ? err : rc;
 }
 
 int tpc__remote_detach(struct tpc_remote *r)
@@ -525,7 +535,7 @@ int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, void *arg, 
     struct thread_call tc = {.fn = fn, .arg = arg};
     pthread_mutex_init(&tc.lock, NULL);
     pthread_cond_init(&tc.cond, NULL);
-    int rc = tpc__post(&rt->shards[shard], thread_call_start, &tc);
+    int rc = tpc__post(rt->shards[shard], thread_call_start, &tc);
     if (rc == 0) {
         pthread_mutex_lock(&tc.lock);
         while (!tc.done)

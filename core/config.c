@@ -83,3 +83,14 @@ int tpc__config_resolve(const tpc_config *in, tpc_config *c)
 #undef X
     return 0;
 }
+
+/* The default ring size for n shards: 1024 slots, halved until the n - 1 rings a shard receives
+ * on take at most TPC__RING_BUDGET bytes, and never below 64 slots. So ring memory grows
+ * linearly with the shards (1 MiB a shard), not with their square. */
+unsigned tpc__default_msg_slots(unsigned n)
+{
+    unsigned slots = 1024;
+    while (slots > 64 && (size_t)(n > 1 ? n - 1 : 1) * slots * 16 > TPC__RING_BUDGET)
+        slots /= 2;
+    return slots;
+}

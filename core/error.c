@@ -2,7 +2,9 @@
  * an errno a meaning of its own (EPERM, EBUSY, EXDEV, ESHUTDOWN), the kernel's meaning comes
  * first: the same code also comes straight from the kernel (a rename across filesystems is
  * -EXDEV, a send on a shut-down socket -ESHUTDOWN). */
-#include "internal.h"
+#include <errno.h>
+#include <stddef.h>
+#include "tpc.h"
 
 #define TPC_ERRNO_MAP(X)                                                                           \
     X(EPERM, "operation not permitted (from libtpc: called outside a shard or a fiber)")           \

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "placement.h"
 
 static hwloc_topology_t topo;
 static int topo_err;
@@ -123,13 +123,10 @@ static int parse_policy(const tpc_config *cfg, int *policy)
     return 0;
 }
 
-int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place **out)
+/* The CPUs the shards may use: tpc_config.cpus, else TPC_CPUS, else the affinity mask. */
+static int wanted_cpus(const tpc_config *cfg, cpu_set_t *want)
 {
-    cpu_set_t allowed, want;
-    int policy;
-    int rc = parse_policy(cfg, &policy);
-    if (rc < 0)
-        return rc;
+    cpu_set_t allowed;
     if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
         return -errno;
     const char *list = cfg->cpus;
@@ -138,25 +135,52 @@ int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place *
         src = "TPC_CPUS";
     else if (list == NULL || !*list)
         list = NULL;
-    if (list) {
-        if (parse_cpu_list(list, &want) != 0) {
-            fprintf(stderr, "libtpc: %s: cannot parse CPU list '%s' (want e.g. \"0-3,8\")\n", src,
-                    list);
-            return -EINVAL;
-        }
-        cpu_set_t both;
-        CPU_AND(&both, &want, &allowed);
-        if (!CPU_EQUAL(&both, &want)) {
-            fprintf(stderr,
-                    "libtpc: %s: CPU list '%s' names CPUs outside this process's "
-                    "affinity mask\n",
-                    src, list);
-            return -EINVAL;
-        }
-    } else {
-        want = allowed;
+    if (!list) {
+        *want = allowed;
+        return 0;
     }
+    if (parse_cpu_list(list, want) != 0) {
+        fprintf(stderr, "libtpc: %s: cannot parse CPU list '%s' (want e.g. \"0-3,8\")\n", src,
+                list);
+        return -EINVAL;
+    }
+    cpu_set_t both;
+    CPU_AND(&both, want, &allowed);
+    if (!CPU_EQUAL(&both, want)) {
+        fprintf(stderr,
+                "libtpc: %s: CPU list '%s' names CPUs outside this process's affinity mask\n", src,
+                list);
+        return -EINVAL;
+    }
+    return 0;
+}
 
+/* The number of shards: tpc_config.shards, else TPC_SHARDS, else one per place found. */
+static int shard_count(const tpc_config *cfg, unsigned places, unsigned *n)
+{
+    const char *env = getenv("TPC_SHARDS");
+    *n = cfg->shards;
+    if (*n > TPC_MAX_SHARDS) {
+        fprintf(stderr, "libtpc: tpc_config.shards = %u is more than %d\n", *n, TPC_MAX_SHARDS);
+        return -EINVAL;
+    }
+    if (!*n && env && *env && parse_count(env, n) != 0) {
+        fprintf(stderr, "libtpc: TPC_SHARDS='%s' is not a number from 1 to %d\n", env,
+                TPC_MAX_SHARDS);
+        return -EINVAL;
+    }
+    if (!*n)
+        *n = places;
+    return 0;
+}
+
+int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place **out)
+{
+    cpu_set_t want;
+    int policy;
+    int rc = parse_policy(cfg, &policy);
+    if (rc < 0 || (rc = wanted_cpus(cfg, &want)) < 0)
+        return rc;
     int ncpu = CPU_COUNT(&want);
     struct tpc__place *places = calloc((size_t)ncpu + 1, sizeof(*places));
     if (!places)
@@ -169,22 +193,11 @@ int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place *
             if (CPU_ISSET(c, &want))
                 places[k++] = (struct tpc__place){c, -1, -1};
     }
-
-    unsigned n = cfg->shards;
-    const char *env = getenv("TPC_SHARDS");
-    if (n > TPC_MAX_SHARDS) {
-        fprintf(stderr, "libtpc: tpc_config.shards = %u is more than %d\n", n, TPC_MAX_SHARDS);
+    unsigned n;
+    if ((rc = shard_count(cfg, (unsigned)k, &n)) < 0) {
         free(places);
-        return -EINVAL;
+        return rc;
     }
-    if (!n && env && *env && parse_count(env, &n) != 0) {
-        fprintf(stderr, "libtpc: TPC_SHARDS='%s' is not a number from 1 to %d\n", env,
-                TPC_MAX_SHARDS);
-        free(places);
-        return -EINVAL;
-    }
-    if (!n)
-        n = (unsigned)k;
     if (n > (unsigned)k) { /* oversubscribed: let the kernel schedule them */
         free(places);
         places = malloc(n * sizeof(*places));

@@ -24,7 +24,7 @@
  * gets -EAGAIN instead. */
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "rings.h"
 
 static inline struct tpc__ring *ring_new(unsigned slots)
 {
@@ -73,7 +73,9 @@ int tpc__rings_init(struct tpc__shard *s)
 void tpc__rings_free(struct tpc_runtime *rt)
 {
     for (unsigned i = 0; i < rt->nshards; i++) {
-        struct tpc__shard *s = &rt->shards[i];
+        struct tpc__shard *s = rt->shards[i];
+        if (!s)
+            continue;
         free(s->bell);
         free(s->in);
         free(s->dirty);
@@ -103,7 +105,7 @@ static void ring_publish(struct tpc__shard *s, unsigned to, struct tpc__ring *r)
 {
     r->pub = r->ptail;
     atomic_store(&r->tail, r->ptail);
-    ring_bell(s, &s->rt->shards[to], s->id);
+    ring_bell(s, s->rt->shards[to], s->id);
 }
 
 /* Room for n more slots. */
@@ -317,7 +319,7 @@ static void ring_release(struct tpc__shard *s, unsigned from, struct tpc__ring *
 {
     atomic_store(&r->head, head);
     if (atomic_load(&r->want_space) && atomic_exchange(&r->want_space, 0))
-        ring_bell(s, &s->rt->shards[from], s->id);
+        ring_bell(s, s->rt->shards[from], s->id);
 }
 
 /* Runs every message published in ring r (from shard `from`) and returns how many. Slots are
@@ -397,7 +399,7 @@ bool tpc__rings_owe(struct tpc__shard *s)
     struct tpc_runtime *rt = s->rt;
     for (unsigned j = 0; j < rt->nshards; j++)
         if (j != s->id && !tpc__list_empty(&s->out[j]->pending) &&
-            !atomic_load_explicit(&rt->shards[j].left, memory_order_acquire))
+            !atomic_load_explicit(&rt->shards[j]->left, memory_order_acquire))
             return true;
     return false;
 }
@@ -469,8 +471,8 @@ void tpc__rings_afterlife(struct tpc_runtime *rt)
     while (moved) {
         moved = false;
         for (unsigned i = 0; i < rt->nshards; i++) {
-            struct tpc__shard *s = &rt->shards[i];
-            if (!s->bell)
+            struct tpc__shard *s = rt->shards[i];
+            if (!s || !s->bell)
                 continue;
             tpc__self = s;
             moved |= tpc__rings_poll(s);
@@ -480,5 +482,6 @@ void tpc__rings_afterlife(struct tpc_runtime *rt)
         }
     }
     for (unsigned i = 0; i < rt->nshards; i++)
-        tpc__callbacks_free(&rt->shards[i]);
+        if (rt->shards[i])
+            tpc__callbacks_free(rt->shards[i]);
 }

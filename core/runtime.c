@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <sched.h>
 #include <string.h>
-#include "internal.h"
+#include "rings.h"
 
 #ifdef TPC_TSAN
 #include <sanitizer/tsan_interface.h>
@@ -19,9 +19,8 @@ static int main_fiber(void *p)
     return status;
 }
 
-static int start_handshake(struct tpc__shard *s, int err)
+static int start_handshake(struct tpc_runtime *rt, int err)
 {
-    struct tpc_runtime *rt = s->rt;
     pthread_mutex_lock(&rt->lock);
     if (err && !rt->start_err)
         rt->start_err = err;
@@ -34,10 +33,24 @@ static int start_handshake(struct tpc__shard *s, int err)
     return err;
 }
 
+static struct tpc__shard *shard_new(struct tpc_runtime *rt, unsigned id,
+                                    const struct tpc__place *place);
+
+/* A shard's thread: pins itself, then allocates and sets up its shard (so that its memory is
+ * on its own NUMA node), runs the loop, and tears its shard down. */
 static void *shard_thread(void *p)
 {
-    struct tpc__shard *s = p;
+    struct tpc__thread *t = p;
     int err = 0;
+    if (t->place.cpu >= 0 && (err = tpc__pin_thread(t->place.cpu, t->place.node)) != 0)
+        fprintf(stderr, "libtpc: shard %u: cannot pin to CPU %d: %s\n", t->id, t->place.cpu,
+                strerror(-err));
+    struct tpc__shard *s = err ? NULL : shard_new(t->rt, t->id, &t->place);
+    if (!s) {
+        start_handshake(t->rt, err ? err : -ENOMEM);
+        return NULL;
+    }
+    t->rt->shards[t->id] = s; /* others read it after the handshake */
     tpc__self = s;
 #ifdef TPC_TSAN
     s->tsan_loop = __tsan_get_current_fiber();
@@ -51,17 +64,14 @@ static void *shard_thread(void *p)
         pthread_attr_destroy(&attr);
     }
 #endif
-    if (s->cpu >= 0 && (err = tpc__pin_thread(s->cpu, s->node)) != 0)
-        fprintf(stderr, "libtpc: shard %u: cannot pin to CPU %d: %s\n", s->id, s->cpu,
-                strerror(-err));
-    if (!err)
-        err = tpc__overflow_guard_init(s);
+    err = tpc__overflow_guard_init(s);
     if (!err)
         err = tpc__rings_init(s);
     if (!err)
         err = tpc__shard_io_init(s);
-    tpc__timers_init(s);
-    if (start_handshake(s, err) == 0) {
+    if (!err)
+        err = tpc__layers_shard_init(s);
+    if (start_handshake(s->rt, err) == 0) {
         if (s->id == 0) {
             tpc_fiber *f;
             tpc_fiber_opts o = {.name = "main", .detached = true};
@@ -75,6 +85,7 @@ static void *shard_thread(void *p)
     }
     tpc__fiber_free_all(s);
     tpc__stack_pool_drain(s);
+    tpc__layers_shard_fini(s);
     tpc__shard_io_fini(s);
     tpc__overflow_guard_fini(s);
     tpc__self = NULL;
@@ -137,16 +148,22 @@ static void runtime_free(struct tpc_runtime *rt)
 {
     live_remove(rt);
     tpc__rings_afterlife(rt);
-    tpc__pool_fini(rt);
-    for (unsigned i = 0; i < rt->nshards; i++) {
-        tpc__inbox_free(&rt->shards[i]);
-        tpc__remotes_free(&rt->shards[i]);
-        tpc__shard_wake_fini(&rt->shards[i]);
-    }
+    tpc__layers_runtime_fini(rt);
     tpc__rings_free(rt);
+    for (unsigned i = 0; i < rt->nshards; i++) {
+        struct tpc__shard *s = rt->shards[i];
+        if (!s)
+            continue;
+        tpc__layers_shard_free(s);
+        tpc__inbox_free(s);
+        tpc__remotes_free(s);
+        tpc__shard_wake_fini(s);
+        free(s);
+    }
     pthread_mutex_destroy(&rt->lock);
     pthread_cond_destroy(&rt->cond);
     free(rt->shards);
+    free(rt->threads);
     free(rt);
 }
 
@@ -156,7 +173,7 @@ static void runtime_free(struct tpc_runtime *rt)
 static void runtime_join(struct tpc_runtime *rt, const sigset_t *mask)
 {
     for (unsigned i = 0; i < rt->nthreads; i++)
-        pthread_join(rt->shards[i].thread, NULL);
+        pthread_join(rt->threads[i].thread, NULL);
     sigset_t ours = rt->sigwaited;
     if (rt->signals)
         sigorset(&ours, &ours, &rt->sigset);
@@ -182,9 +199,15 @@ static void stop_signals(const tpc_config *c, sigset_t *sigs)
     }
 }
 
-static void shard_init(struct tpc__shard *s, struct tpc_runtime *rt, unsigned id,
-                       const struct tpc__place *place, const tpc_config *c)
+static struct tpc__shard *shard_new(struct tpc_runtime *rt, unsigned id,
+                                    const struct tpc__place *place)
 {
+    const tpc_config *c = &rt->config;
+    size_t size = (sizeof(struct tpc__shard) + TPC_CACHELINE - 1) & ~(size_t)(TPC_CACHELINE - 1);
+    struct tpc__shard *s = aligned_alloc(TPC_CACHELINE, size);
+    if (!s)
+        return NULL;
+    memset(s, 0, sizeof(*s));
     s->rt = rt;
     s->id = id;
     s->cpu = place->cpu;
@@ -193,7 +216,6 @@ static void shard_init(struct tpc__shard *s, struct tpc_runtime *rt, unsigned id
     s->wake_fd = -1;
     s->sig_fd = -1;
     s->time_slice = c->time_slice_ns;
-    s->tick_ns = c->timer_tick_ns;
     s->spin_ns = c->spin_ns;
     s->coalesce_us = c->coalesce_us > 0 ? (uint32_t)c->coalesce_us : 0;
     s->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
@@ -202,9 +224,11 @@ static void shard_init(struct tpc__shard *s, struct tpc_runtime *rt, unsigned id
     tpc__list_init(&s->remotes);
     tpc__list_init(&s->remote_cache);
     tpc__list_init(&s->flushq);
+    tpc__list_init(&s->turn_waiters);
     atomic_init(&s->inbox, NULL);
     atomic_init(&s->sleeping, 0);
     atomic_init(&s->left, 0);
+    return s;
 }
 
 /* Allocates the runtime, its shards and the table of rings, fills them in from c and blocks the
@@ -216,16 +240,17 @@ static struct tpc_runtime *runtime_new(const tpc_config *c, const struct tpc__pl
     struct tpc_runtime *rt = calloc(1, sizeof(*rt));
     if (!rt)
         return NULL;
-    rt->shards = aligned_alloc(TPC_CACHELINE, sizeof(*rt->shards) * n);
+    rt->config = *c;
+    rt->shards = calloc(n, sizeof(*rt->shards));
+    rt->threads = calloc(n, sizeof(*rt->threads));
     rt->rings = calloc((size_t)n * n, sizeof(*rt->rings));
-    if (!rt->shards || !rt->rings ||
-        tpc__pool_init(rt, c->blocking_threads, c->blocking_queue) < 0) {
+    if (!rt->shards || !rt->threads || !rt->rings || tpc__layers_runtime_init(rt, c) < 0) {
         free(rt->shards);
+        free(rt->threads);
         free(rt->rings);
         free(rt);
         return NULL;
     }
-    memset(rt->shards, 0, sizeof(*rt->shards) * n);
     rt->nshards = n;
     rt->stack_size = tpc__page_round(c->stack_size);
     rt->stack_cache = c->stack_cache;
@@ -244,7 +269,7 @@ static struct tpc_runtime *runtime_new(const tpc_config *c, const struct tpc__pl
     pthread_mutex_init(&rt->lock, NULL);
     pthread_cond_init(&rt->cond, NULL);
     for (unsigned i = 0; i < n; i++)
-        shard_init(&rt->shards[i], rt, i, &places[i], c);
+        rt->threads[i] = (struct tpc__thread){.rt = rt, .id = i, .place = places[i]};
     return rt;
 }
 
@@ -255,8 +280,8 @@ static int start_threads(struct tpc_runtime *rt)
 {
     int rc = 0;
     for (; rt->nthreads < rt->nshards; rt->nthreads++) {
-        struct tpc__shard *s = &rt->shards[rt->nthreads];
-        rc = pthread_create(&s->thread, NULL, shard_thread, s);
+        struct tpc__thread *t = &rt->threads[rt->nthreads];
+        rc = pthread_create(&t->thread, NULL, shard_thread, t);
         if (rc != 0) {
             fprintf(stderr, "libtpc: cannot start shard thread %u: %s\n", rt->nthreads,
                     strerror(rc));
@@ -287,6 +312,8 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     int rc = tpc__config_resolve(config, &c);
     if (rc < 0 || (rc = tpc__placement(&c, &n, &places)) < 0)
         return rc;
+    if (!config || !config->msg_slots)
+        c.msg_slots = tpc__default_msg_slots(n);
     /* A write to a closed socket must return -EPIPE, not kill the process. */
     struct sigaction old;
     if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
@@ -354,8 +381,8 @@ int tpc_shutdown(int status)
         pthread_mutex_unlock(&rt->lock);
     }
     for (unsigned i = 0; i < rt->nshards; i++)
-        if (&rt->shards[i] != s)
-            tpc__shard_wake(&rt->shards[i]);
+        if (rt->shards[i] != s)
+            tpc__shard_wake(rt->shards[i]);
     return 0;
 }
 
@@ -364,7 +391,7 @@ int tpc_shutdown(int status)
 static int drain_fiber(void *p)
 {
     struct tpc_runtime *rt = p;
-    tpc_deadline_set((int64_t)rt->drain_ns);
+    tpc__self->current->deadline = tpc_now_fresh() + rt->drain_ns;
     rt->drain(rt->drain_arg);
     tpc_shutdown(rt->stop_status);
     return 0;
@@ -411,7 +438,7 @@ int tpc_topology_report(FILE *out)
         return -EINVAL;
     struct tpc_runtime *rt = self->rt;
     for (unsigned i = 0; i < rt->nshards; i++) {
-        struct tpc__shard *s = &rt->shards[i];
+        struct tpc__shard *s = rt->shards[i];
         if (s->cpu < 0)
             fprintf(out, "shard %u: not pinned\n", i);
         else

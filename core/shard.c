@@ -19,7 +19,8 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include "internal.h"
+#include "rings.h"
+#include "uring.h"
 
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -129,7 +130,9 @@ static void arm_signal(struct tpc__shard *s)
     io_uring_sqe_set_data(sqe, &s->sig_op);
 }
 
-int tpc__shard_io_init(struct tpc__shard *s)
+/* Creates the shard's io_uring with the best flags this kernel takes, falling back one flag at a
+ * time. Returns 0 or the kernel's error, having said why on stderr. */
+static int create_ring(struct tpc__shard *s)
 {
     /* TASKRUN_FLAG: the kernel flags the SQ ring when completions wait for this thread to enter
      * it, so a spinning shard notices them (spin_for_work). */
@@ -142,16 +145,6 @@ int tpc__shard_io_init(struct tpc__shard *s)
         0,
     };
     int rc = -EINVAL;
-    /* valgrind (3.19) does not know that io_uring_enter can block and keeps its global lock
-     * while a shard sleeps in it, freezing every other thread. Under valgrind, shards sleep in
-     * ppoll() on the ring fd instead, which needs completions posted without DEFER_TASKRUN. */
-    s->poll_wait = RUNNING_ON_VALGRIND != 0;
-    s->wake_fd = eventfd(0, EFD_CLOEXEC);
-    if (s->wake_fd < 0) {
-        rc = -errno;
-        fprintf(stderr, "libtpc: shard %u: eventfd: %s\n", s->id, strerror(errno));
-        return rc;
-    }
     for (size_t i = s->poll_wait ? 1 : 0; i < sizeof(try_flags) / sizeof(try_flags[0]); i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof(p));
@@ -184,26 +177,47 @@ int tpc__shard_io_init(struct tpc__shard *s)
 #ifdef TPC_FAULT_INJECTION
     s->ring_features &= ~tpc__fault_hidden_features();
 #endif
+    return 0;
+}
+
+/* Coalescing wake-ups needs the kernel's minimum wait, and DEFER_TASKRUN so that completions
+ * wait for this thread instead of waking it one by one. -EOPNOTSUPP (said on stderr) when asked
+ * for and not possible. */
+static int check_coalescing(struct tpc__shard *s)
+{
     if (s->poll_wait)
         s->coalesce_us = 0; /* ppoll() has no such wait */
-    /* Coalescing needs the kernel's minimum wait, and DEFER_TASKRUN so that completions wait
-     * for this thread instead of waking it one by one. */
-    if (s->coalesce_us && (!(s->ring_features & TPC__FEAT_MIN_TIMEOUT) ||
-                           !(s->ring_flags & IORING_SETUP_DEFER_TASKRUN))) {
-        if (s->id == 0)
-            fprintf(stderr,
-                    "libtpc: coalesce_us (TPC_COALESCE_US) needs Linux 6.12 "
-                    "(IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN; %s\n",
-                    s->ring_features & TPC__FEAT_MIN_TIMEOUT ? "this ring has no DEFER_TASKRUN"
-                                                             : "this kernel has no minimum wait");
-        return -EOPNOTSUPP;
+    if (!s->coalesce_us || ((s->ring_features & TPC__FEAT_MIN_TIMEOUT) &&
+                            (s->ring_flags & IORING_SETUP_DEFER_TASKRUN)))
+        return 0;
+    if (s->id == 0)
+        fprintf(stderr,
+                "libtpc: coalesce_us (TPC_COALESCE_US) needs Linux 6.12 "
+                "(IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN; %s\n",
+                s->ring_features & TPC__FEAT_MIN_TIMEOUT ? "this ring has no DEFER_TASKRUN"
+                                                         : "this kernel has no minimum wait");
+    return -EOPNOTSUPP;
+}
+
+/* The shard's event sources: its io_uring, the eventfd other threads wake it through, and on
+ * shard 0 the signalfd of the runtime's stop signals. */
+int tpc__shard_io_init(struct tpc__shard *s)
+{
+    /* valgrind (3.19) does not know that io_uring_enter can block and keeps its global lock
+     * while a shard sleeps in it, freezing every other thread. Under valgrind, shards sleep in
+     * ppoll() on the ring fd instead, which needs completions posted without DEFER_TASKRUN. */
+    s->poll_wait = RUNNING_ON_VALGRIND != 0;
+    s->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (s->wake_fd < 0) {
+        int rc = -errno;
+        fprintf(stderr, "libtpc: shard %u: eventfd: %s\n", s->id, strerror(errno));
+        return rc;
     }
+    int rc = create_ring(s);
+    if (rc < 0 || (rc = check_coalescing(s)) < 0)
+        return rc;
     /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
     s->ring_fd_registered = io_uring_register_ring_fd(&s->ring) == 1;
-    struct io_uring_probe *probe = io_uring_get_probe_ring(&s->ring);
-    s->has_ftruncate = probe && io_uring_opcode_supported(probe, TPC__OP_FTRUNCATE);
-    if (probe)
-        io_uring_free_probe(probe);
     s->wake_op.complete = wake_complete;
     arm_wake(s);
     if (s->id == 0 && s->rt->signals) {
@@ -259,13 +273,6 @@ int tpc_features(char *buf, size_t size)
 
 void tpc__shard_io_fini(struct tpc__shard *s)
 {
-    tpc__pipes_fini(s);
-    free(s->free_bgids);
-    s->free_bgids = NULL;
-    s->nfree_bgids = s->cap_free_bgids = 0;
-    free(s->fixed); /* the ring's exit unregisters the buffers */
-    s->fixed = NULL;
-    s->nfixed = 0;
     if (s->ring_ok) {
         RING_DESTROYING(&s->ring);
         io_uring_queue_exit(&s->ring); /* cancels the pending wake-up and signal reads */
@@ -505,6 +512,9 @@ static inline bool poll_messages(struct tpc__shard *s)
         drain_inbox(s, NULL);
         worked = true;
     }
+    tpc_list *n;
+    while (TPC_UNLIKELY((n = tpc__list_first(&s->turn_waiters)) != NULL)) /* tpc__park_turn */
+        tpc__wake(tpc__container_of(n, struct tpc__wait, node), 0);
     return worked;
 }
 
@@ -581,7 +591,7 @@ static void block(struct tpc__shard *s, int64_t timeout)
  * turns up on the way. */
 static inline void sleep_phase(struct tpc__shard *s, bool worked)
 {
-    int64_t timeout = tpc__timers_timeout(s);
+    int64_t timeout = tpc__layers_timeout(s);
     if (!s->wake_armed)
         arm_wake(s);
     if (timeout == 0 || !s->wake_armed)
@@ -613,7 +623,7 @@ static void leave_loop(struct tpc__shard *s)
     atomic_store(&s->left, 1);
     for (unsigned i = 0; i < s->rt->nshards; i++)
         if (i != s->id)
-            tpc__shard_wake(&s->rt->shards[i]);
+            tpc__shard_wake(s->rt->shards[i]);
 }
 
 /* The loop, one phase per line, in the order of docs/design.md's list. */
@@ -626,7 +636,7 @@ void tpc__shard_loop(struct tpc__shard *s)
         if (stop_phase(s))              /* 3 */
             break;
         io_phase(s, worked); /* 4 */
-        tpc__timers_run(s);  /* 5 */
+        tpc__layers_poll(s); /* 5 */
         tpc__rings_flush(s); /* 6 */
         if (!s->runq.head)   /* 7 */
             sleep_phase(s, worked);

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-#include "internal.h"
+#include "uring.h"
 
 /* Signals that are sent to the thread that caused them, or cannot be caught at all. */
 static bool unwaitable(int sig)
@@ -31,13 +31,11 @@ static int block_here(void *arg)
     return -pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
-int tpc_signal_wait(const sigset_t *set, int *signo)
+/* Checks set and blocks on every shard what is not blocked there yet, so that a signal in set
+ * waits for a signalfd instead of its default action. Returns 0, -EINVAL, -EBUSY, or what
+ * tpc_on_all returned. */
+static int block_everywhere(struct tpc_runtime *rt, const sigset_t *set)
 {
-    TPC__CHECK_SUSPEND();
-    struct tpc__shard *s = tpc__self;
-    struct tpc_runtime *rt = s->rt;
-    if (!set)
-        return -EINVAL;
     bool any = false;
     sigset_t fresh; /* signals not blocked on every shard yet */
     sigemptyset(&fresh);
@@ -57,27 +55,37 @@ int tpc_signal_wait(const sigset_t *set, int *signo)
             sigaddset(&fresh, sig);
         any = true;
     }
+    if (any && !sigisemptyset(&fresh))
+        sigorset(&rt->sigwanted, &rt->sigwanted, &fresh);
     pthread_mutex_unlock(&rt->lock);
     if (!any)
         return -EINVAL;
-    if (!sigisemptyset(&fresh)) {
-        pthread_mutex_lock(&rt->lock);
-        sigorset(&rt->sigwanted, &rt->sigwanted, &fresh);
-        pthread_mutex_unlock(&rt->lock);
-        int rc = tpc_on_all(block_here, rt);
-        if (rc < 0)
-            return rc;
-        pthread_mutex_lock(&rt->lock);
-        sigorset(&rt->sigwaited, &rt->sigwaited, &fresh);
-        pthread_mutex_unlock(&rt->lock);
-    }
+    if (sigisemptyset(&fresh))
+        return 0;
+    int rc = tpc_on_all(block_here, rt);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&rt->lock);
+    sigorset(&rt->sigwaited, &rt->sigwaited, &fresh);
+    pthread_mutex_unlock(&rt->lock);
+    return 0;
+}
+
+int tpc_signal_wait(const sigset_t *set, int *signo)
+{
+    TPC__CHECK_SUSPEND();
+    struct tpc__shard *s = tpc__self;
+    if (!set)
+        return -EINVAL;
+    int rc = block_everywhere(s->rt, set);
+    if (rc < 0)
+        return rc;
     int fd = signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (fd < 0)
         return -errno;
     struct signalfd_siginfo info;
     struct tpc__io io;
     struct io_uring_sqe *sqe = tpc__sqe(s);
-    int rc;
     if (!sqe) {
         rc = -EAGAIN;
     } else {

@@ -7,6 +7,54 @@
 #include <stdlib.h>
 #include "internal.h"
 
+/* The objects inside the public, opaque types of tpc/sync.h. */
+struct mutex {
+    tpc_list waiters;
+    void *shard;
+    tpc_fiber *owner;
+};
+
+struct sem {
+    tpc_list waiters;
+    void *shard;
+    uint64_t count;
+};
+
+struct event {
+    tpc_list waiters;
+    void *shard;
+    bool set;
+};
+
+struct waitgroup {
+    tpc_list waiters;
+    void *shard;
+    int64_t count;
+};
+
+struct chan {
+    tpc_list senders, receivers;
+    void *shard;
+    void **buf;
+    size_t cap, head, len;
+    bool closed;
+};
+
+_Static_assert(sizeof(struct mutex) <= sizeof(tpc_mutex) &&
+                   _Alignof(struct mutex) <= _Alignof(tpc_mutex),
+               "tpc_mutex must hold a struct mutex");
+_Static_assert(sizeof(struct sem) <= sizeof(tpc_sem) && _Alignof(struct sem) <= _Alignof(tpc_sem),
+               "tpc_sem must hold a struct sem");
+_Static_assert(sizeof(struct event) <= sizeof(tpc_event) &&
+                   _Alignof(struct event) <= _Alignof(tpc_event),
+               "tpc_event must hold a struct event");
+_Static_assert(sizeof(struct waitgroup) <= sizeof(tpc_waitgroup) &&
+                   _Alignof(struct waitgroup) <= _Alignof(tpc_waitgroup),
+               "tpc_waitgroup must hold a struct waitgroup");
+_Static_assert(sizeof(struct chan) <= sizeof(tpc_chan) &&
+                   _Alignof(struct chan) <= _Alignof(tpc_chan),
+               "tpc_chan must hold a struct chan");
+
 static struct tpc__wait *first_waiter(tpc_list *q)
 {
     tpc_list *n = tpc__list_first(q);
@@ -39,14 +87,16 @@ static int obj_destroy(tpc_list *waiters, void **shard)
 
 /* ---- Mutex ---- */
 
-int tpc_mutex_init(tpc_mutex *m)
+int tpc_mutex_init(tpc_mutex *pub)
 {
+    struct mutex *m = (void *)pub;
     m->owner = NULL;
     return obj_init(&m->waiters, &m->shard);
 }
 
-int tpc_mutex_trylock(tpc_mutex *m)
+int tpc_mutex_trylock(tpc_mutex *pub)
 {
+    struct mutex *m = (void *)pub;
     TPC__CHECK_SHARD(m);
     TPC__CHECK_FIBER();
     tpc_fiber *self = tpc__self->current;
@@ -58,19 +108,21 @@ int tpc_mutex_trylock(tpc_mutex *m)
     return 0;
 }
 
-int tpc_mutex_lock(tpc_mutex *m)
+int tpc_mutex_lock(tpc_mutex *pub)
 {
+    struct mutex *m = (void *)pub;
     TPC__CHECK_SHARD(m);
     TPC__CHECK_SUSPEND();
-    int rc = tpc_mutex_trylock(m);
+    int rc = tpc_mutex_trylock(pub);
     if (rc != -EBUSY)
         return rc;
     struct tpc__wait w;
     return tpc__park(&m->waiters, &w); /* 0: unlock handed us ownership */
 }
 
-int tpc_mutex_unlock(tpc_mutex *m)
+int tpc_mutex_unlock(tpc_mutex *pub)
 {
+    struct mutex *m = (void *)pub;
     TPC__CHECK_SHARD(m);
     if (!m->owner || m->owner != tpc__self->current)
         return -EPERM;
@@ -81,8 +133,9 @@ int tpc_mutex_unlock(tpc_mutex *m)
     return 0;
 }
 
-int tpc_mutex_destroy(tpc_mutex *m)
+int tpc_mutex_destroy(tpc_mutex *pub)
 {
+    struct mutex *m = (void *)pub;
     TPC__CHECK_SHARD(m);
     if (m->owner)
         return -EBUSY;
@@ -91,14 +144,16 @@ int tpc_mutex_destroy(tpc_mutex *m)
 
 /* ---- Semaphore ---- */
 
-int tpc_sem_init(tpc_sem *s, uint64_t count)
+int tpc_sem_init(tpc_sem *pub, uint64_t count)
 {
+    struct sem *s = (void *)pub;
     s->count = count;
     return obj_init(&s->waiters, &s->shard);
 }
 
-int tpc_sem_tryacquire(tpc_sem *s)
+int tpc_sem_tryacquire(tpc_sem *pub)
 {
+    struct sem *s = (void *)pub;
     TPC__CHECK_SHARD(s);
     if (s->count == 0 || !tpc__list_empty(&s->waiters))
         return -EAGAIN;
@@ -106,18 +161,20 @@ int tpc_sem_tryacquire(tpc_sem *s)
     return 0;
 }
 
-int tpc_sem_acquire(tpc_sem *s)
+int tpc_sem_acquire(tpc_sem *pub)
 {
+    struct sem *s = (void *)pub;
     TPC__CHECK_SHARD(s);
     TPC__CHECK_SUSPEND();
-    if (tpc_sem_tryacquire(s) == 0)
+    if (tpc_sem_tryacquire(pub) == 0)
         return 0;
     struct tpc__wait w;
     return tpc__park(&s->waiters, &w);
 }
 
-int tpc_sem_release(tpc_sem *s, uint64_t n)
+int tpc_sem_release(tpc_sem *pub, uint64_t n)
 {
+    struct sem *s = (void *)pub;
     TPC__CHECK_SHARD(s);
     struct tpc__wait *w;
     uint64_t handed = 0;
@@ -132,42 +189,48 @@ int tpc_sem_release(tpc_sem *s, uint64_t n)
     return 0;
 }
 
-uint64_t tpc_sem_value(const tpc_sem *s)
+uint64_t tpc_sem_value(const tpc_sem *pub)
 {
+    const struct sem *s = (const void *)pub;
     return s->count;
 }
 
-int tpc_sem_destroy(tpc_sem *s)
+int tpc_sem_destroy(tpc_sem *pub)
 {
+    struct sem *s = (void *)pub;
     TPC__CHECK_SHARD(s);
     return obj_destroy(&s->waiters, &s->shard);
 }
 
 /* ---- Event ---- */
 
-int tpc_event_init(tpc_event *e, bool set)
+int tpc_event_init(tpc_event *pub, bool set)
 {
+    struct event *e = (void *)pub;
     e->set = set;
     return obj_init(&e->waiters, &e->shard);
 }
 
-int tpc_event_set(tpc_event *e)
+int tpc_event_set(tpc_event *pub)
 {
+    struct event *e = (void *)pub;
     TPC__CHECK_SHARD(e);
     e->set = true;
     wake_all(&e->waiters, 0);
     return 0;
 }
 
-int tpc_event_reset(tpc_event *e)
+int tpc_event_reset(tpc_event *pub)
 {
+    struct event *e = (void *)pub;
     TPC__CHECK_SHARD(e);
     e->set = false;
     return 0;
 }
 
-int tpc_event_wait(tpc_event *e)
+int tpc_event_wait(tpc_event *pub)
 {
+    struct event *e = (void *)pub;
     TPC__CHECK_SHARD(e);
     TPC__CHECK_SUSPEND();
     if (e->set)
@@ -176,27 +239,31 @@ int tpc_event_wait(tpc_event *e)
     return tpc__park(&e->waiters, &w);
 }
 
-bool tpc_event_is_set(const tpc_event *e)
+bool tpc_event_is_set(const tpc_event *pub)
 {
+    const struct event *e = (const void *)pub;
     return e->set;
 }
 
-int tpc_event_destroy(tpc_event *e)
+int tpc_event_destroy(tpc_event *pub)
 {
+    struct event *e = (void *)pub;
     TPC__CHECK_SHARD(e);
     return obj_destroy(&e->waiters, &e->shard);
 }
 
 /* ---- Wait group ---- */
 
-int tpc_wg_init(tpc_waitgroup *wg)
+int tpc_wg_init(tpc_waitgroup *pub)
 {
+    struct waitgroup *wg = (void *)pub;
     wg->count = 0;
     return obj_init(&wg->waiters, &wg->shard);
 }
 
-int tpc_wg_add(tpc_waitgroup *wg, int64_t n)
+int tpc_wg_add(tpc_waitgroup *pub, int64_t n)
 {
+    struct waitgroup *wg = (void *)pub;
     TPC__CHECK_SHARD(wg);
     /* count >= 0, so count + n cannot overflow for n < 0. */
     if ((n < 0 && wg->count + n < 0) || (n > 0 && wg->count > INT64_MAX - n))
@@ -207,13 +274,14 @@ int tpc_wg_add(tpc_waitgroup *wg, int64_t n)
     return 0;
 }
 
-int tpc_wg_done(tpc_waitgroup *wg)
+int tpc_wg_done(tpc_waitgroup *pub)
 {
-    return tpc_wg_add(wg, -1);
+    return tpc_wg_add(pub, -1);
 }
 
-int tpc_wg_wait(tpc_waitgroup *wg)
+int tpc_wg_wait(tpc_waitgroup *pub)
 {
+    struct waitgroup *wg = (void *)pub;
     TPC__CHECK_SHARD(wg);
     TPC__CHECK_SUSPEND();
     if (wg->count == 0)
@@ -222,16 +290,18 @@ int tpc_wg_wait(tpc_waitgroup *wg)
     return tpc__park(&wg->waiters, &w);
 }
 
-int tpc_wg_destroy(tpc_waitgroup *wg)
+int tpc_wg_destroy(tpc_waitgroup *pub)
 {
+    struct waitgroup *wg = (void *)pub;
     TPC__CHECK_SHARD(wg);
     return obj_destroy(&wg->waiters, &wg->shard);
 }
 
 /* ---- Channel ---- */
 
-int tpc_chan_init(tpc_chan *c, size_t capacity)
+int tpc_chan_init(tpc_chan *pub, size_t capacity)
 {
+    struct chan *c = (void *)pub;
     if (!tpc__self)
         return -EPERM;
     if (capacity > ((size_t)1 << 31))
@@ -246,8 +316,9 @@ int tpc_chan_init(tpc_chan *c, size_t capacity)
     return obj_init(&c->receivers, &c->shard);
 }
 
-int tpc_chan_trysend(tpc_chan *c, void *value)
+int tpc_chan_trysend(tpc_chan *pub, void *value)
 {
+    struct chan *c = (void *)pub;
     TPC__CHECK_SHARD(c);
     if (c->closed)
         return -EPIPE;
@@ -264,11 +335,12 @@ int tpc_chan_trysend(tpc_chan *c, void *value)
     return 0;
 }
 
-int tpc_chan_send(tpc_chan *c, void *value)
+int tpc_chan_send(tpc_chan *pub, void *value)
 {
+    struct chan *c = (void *)pub;
     TPC__CHECK_SHARD(c);
     TPC__CHECK_SUSPEND();
-    int rc = tpc_chan_trysend(c, value);
+    int rc = tpc_chan_trysend(pub, value);
     if (rc != -EAGAIN)
         return rc;
     struct tpc__wait w;
@@ -276,8 +348,9 @@ int tpc_chan_send(tpc_chan *c, void *value)
     return tpc__park(&c->senders, &w);
 }
 
-int tpc_chan_tryrecv(tpc_chan *c, void **out)
+int tpc_chan_tryrecv(tpc_chan *pub, void **out)
 {
+    struct chan *c = (void *)pub;
     TPC__CHECK_SHARD(c);
     struct tpc__wait *w = first_waiter(&c->senders);
     if (c->len) {
@@ -300,11 +373,12 @@ int tpc_chan_tryrecv(tpc_chan *c, void **out)
     return c->closed ? -EPIPE : -EAGAIN;
 }
 
-int tpc_chan_recv(tpc_chan *c, void **out)
+int tpc_chan_recv(tpc_chan *pub, void **out)
 {
+    struct chan *c = (void *)pub;
     TPC__CHECK_SHARD(c);
     TPC__CHECK_SUSPEND();
-    int rc = tpc_chan_tryrecv(c, out);
+    int rc = tpc_chan_tryrecv(pub, out);
     if (rc != -EAGAIN)
         return rc;
     struct tpc__wait w;
@@ -314,8 +388,9 @@ int tpc_chan_recv(tpc_chan *c, void **out)
     return rc;
 }
 
-int tpc_chan_close(tpc_chan *c)
+int tpc_chan_close(tpc_chan *pub)
 {
+    struct chan *c = (void *)pub;
     TPC__CHECK_SHARD(c);
     c->closed = true;
     wake_all(&c->senders, -EPIPE);
@@ -323,13 +398,15 @@ int tpc_chan_close(tpc_chan *c)
     return 0;
 }
 
-size_t tpc_chan_len(const tpc_chan *c)
+size_t tpc_chan_len(const tpc_chan *pub)
 {
+    const struct chan *c = (const void *)pub;
     return c->len;
 }
 
-int tpc_chan_destroy(tpc_chan *c)
+int tpc_chan_destroy(tpc_chan *pub)
 {
+    struct chan *c = (void *)pub;
     TPC__CHECK_SHARD(c);
     if (!tpc__list_empty(&c->senders))
         return -EBUSY;

@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "internal.h"
+#include "rings.h"
+#include "uring.h"
 
 #ifdef TPC_ASAN
 #include <sanitizer/asan_interface.h>
@@ -21,11 +22,36 @@
 
 __thread struct tpc__shard *tpc__self;
 
+/* The clock. tpc/timer.h declares tpc_now, but every wait's deadline needs it, so it is core's:
+ * the loop caches it once per iteration. */
 uint64_t tpc__clock_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t tpc_now(void)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return tpc__clock_ns();
+    if (!s->now_valid) {
+        s->now = tpc__clock_ns();
+        s->now_valid = true;
+    }
+    return s->now;
+}
+
+uint64_t tpc_now_fresh(void)
+{
+    uint64_t now = tpc__clock_ns();
+    struct tpc__shard *s = tpc__self;
+    if (s) {
+        s->now = now;
+        s->now_valid = true;
+    }
+    return now;
 }
 
 void tpc__ready(struct tpc__task *t)
@@ -229,20 +255,15 @@ int tpc__park_until(tpc_list *q, struct tpc__wait *w, uint64_t until)
         tpc__list_push(q, &w->node);
     else
         tpc__list_init(&w->node);
-    tpc_timer tm;
-    if (when) {
-        tm.pending = false;
-        tm.fn = park_timeout;
-        tm.arg = w;
-        tm.period = 0;
-        tpc__timer_arm(s, &tm, when);
-    }
+    tpc_timer tm; /* the timer layer's (core/layer.h): core keeps no clockwork of its own */
+    if (when)
+        s->rt->clock->arm(s, &tm, when, park_timeout, w);
     f->wait = w;
     f->state = TPC__F_WAITING;
     suspend(f);
     f->wait = NULL;
     if (when)
-        tpc__timer_disarm(s, &tm);
+        s->rt->clock->disarm(s, &tm);
     return w->result;
 }
 
@@ -254,6 +275,20 @@ void tpc__park_hard(struct tpc__wait *w)
     w->hard = true;
     tpc__list_init(&w->node);
     f->wait = w;
+    f->state = TPC__F_WAITING;
+    suspend(f);
+    f->wait = NULL;
+}
+
+void tpc__park_turn(void)
+{
+    struct tpc__wait w;
+    tpc_fiber *f = tpc__self->current;
+    w.fiber = f;
+    w.result = 0;
+    w.hard = true;
+    tpc__list_push(&tpc__self->turn_waiters, &w.node);
+    f->wait = &w;
     f->state = TPC__F_WAITING;
     suspend(f);
     f->wait = NULL;
@@ -290,6 +325,21 @@ void tpc__fault_spawn(int err, unsigned count)
 }
 #endif
 
+/* A cleared fiber record: a recycled one, or a new one (NULL when out of memory). */
+static tpc_fiber *fiber_record(struct tpc__shard *s)
+{
+    tpc_fiber *f = s->free_fibers;
+    if (f) {
+        s->free_fibers = (tpc_fiber *)f->task.qnode.next;
+        s->nfree_fibers--;
+    } else if (!(f = malloc(sizeof(*f)))) {
+        return NULL;
+    }
+    memset(f, 0, offsetof(tpc_fiber, name));
+    f->remote = NULL;
+    return f;
+}
+
 int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_fiber **out)
 {
     struct tpc__shard *s = tpc__self;
@@ -311,15 +361,9 @@ int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_f
             return -EINVAL;
         size = opts->stack_size;
     }
-    tpc_fiber *f = s->free_fibers;
-    if (f) {
-        s->free_fibers = (tpc_fiber *)f->task.qnode.next;
-        s->nfree_fibers--;
-    } else if (!(f = malloc(sizeof(*f)))) {
+    tpc_fiber *f = fiber_record(s);
+    if (!f)
         return -ENOMEM;
-    }
-    memset(f, 0, offsetof(tpc_fiber, name));
-    f->remote = NULL;
     f->guard = !(opts && opts->no_guard);
     int rc = tpc__stack_alloc(s, size, f->guard, &f->stack);
     if (rc < 0) {

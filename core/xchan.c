@@ -13,7 +13,7 @@
  * values, once per loop iteration of their shard (struct tpc__flush), and before they wait. */
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "rings.h"
 
 enum { TX, RX };
 

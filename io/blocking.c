@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "core/internal.h"
+#include "internal.h"
 
 enum { QUEUED, TAKEN, DONE };
 
@@ -70,13 +70,13 @@ int tpc__pool_init(struct tpc_runtime *rt, unsigned threads, unsigned queue)
     tpc__list_init(&p->room_waiters);
     if (sched_getaffinity(0, sizeof(p->cpus), &p->cpus) != 0)
         CPU_ZERO(&p->cpus);
-    rt->pool = p;
+    rt->layer[TPC__IO_LAYER] = p;
     return 0;
 }
 
 void tpc__pool_fini(struct tpc_runtime *rt)
 {
-    struct tpc__pool *p = rt->pool;
+    struct tpc__pool *p = rt->layer[TPC__IO_LAYER];
     if (!p)
         return;
     pthread_mutex_lock(&p->lock);
@@ -89,7 +89,7 @@ void tpc__pool_fini(struct tpc_runtime *rt)
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->work);
     free(p);
-    rt->pool = NULL;
+    rt->layer[TPC__IO_LAYER] = NULL;
 }
 
 static void note_ran(void *arg) /* on the fiber's shard */
@@ -202,7 +202,7 @@ int tpc_blocking(tpc_blocking_fn fn, void *arg, long *result)
     if (!fn)
         return -EINVAL;
     struct tpc__shard *s = tpc__self;
-    struct tpc__pool *p = s->rt->pool;
+    struct tpc__pool *p = s->rt->layer[TPC__IO_LAYER];
     struct job j = {.fn = fn, .arg = arg, .state = QUEUED};
     note_init(&j.done, s);
     pthread_mutex_lock(&p->lock);

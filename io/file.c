@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "core/internal.h"
+#include "internal.h"
 
 /* io_uring's "current position" offset. */
 static inline uint64_t io_off(int64_t offset)
@@ -172,7 +172,7 @@ int tpc_ftruncate(int fd, int64_t len)
     if (len < 0)
         return -EINVAL;
     struct tpc__shard *s = tpc__self;
-    if (!s->has_ftruncate) { /* older kernels: on a helper thread */
+    if (!tpc__io_of(s)->has_ftruncate) { /* older kernels: on a helper thread */
         int64_t a[2] = {fd, len};
         long r = 0;
         int rc = tpc_blocking(ftruncate_blocking, a, &r);
@@ -301,14 +301,15 @@ int tpc_buffers_unregister(void)
     struct tpc__shard *s = tpc__self;
     if (!s)
         return -EPERM;
-    if (s->fixed_inflight)
+    struct tpc__io_shard *io = tpc__io_of(s);
+    if (io->fixed_inflight)
         return -EBUSY;
-    if (!s->nfixed)
+    if (!io->nfixed)
         return 0;
     int rc = io_uring_unregister_buffers(&s->ring);
-    free(s->fixed);
-    s->fixed = NULL;
-    s->nfixed = 0;
+    free(io->fixed);
+    io->fixed = NULL;
+    io->nfixed = 0;
     return rc;
 }
 
@@ -331,26 +332,27 @@ int tpc_buffers_register(const struct iovec *iov, unsigned n)
         free(copy);
         return rc;
     }
-    s->fixed = copy;
-    s->nfixed = n;
+    tpc__io_of(s)->fixed = copy;
+    tpc__io_of(s)->nfixed = n;
     return 0;
 }
 
 /* Checks that buf..buf+len lies in registered buffer `index`. */
-static bool in_fixed(struct tpc__shard *s, const void *buf, size_t len, unsigned index)
+static bool in_fixed(const struct tpc__io_shard *io, const void *buf, size_t len, unsigned index)
 {
-    if (index >= s->nfixed || !buf)
+    if (index >= io->nfixed || !buf)
         return false;
-    const char *lo = s->fixed[index].iov_base, *p = buf;
-    return p >= lo && len <= s->fixed[index].iov_len &&
-           (size_t)(p - lo) <= s->fixed[index].iov_len - len;
+    const char *lo = io->fixed[index].iov_base, *p = buf;
+    return p >= lo && len <= io->fixed[index].iov_len &&
+           (size_t)(p - lo) <= io->fixed[index].iov_len - len;
 }
 
 static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned index, bool writing)
 {
     TPC__CHECK_SUSPEND();
     struct tpc__shard *s = tpc__self;
-    if (offset < -1 || !in_fixed(s, buf, len, index))
+    struct tpc__io_shard *st = tpc__io_of(s);
+    if (offset < -1 || !in_fixed(st, buf, len, index))
         return -EINVAL;
     struct io_uring_sqe *sqe = tpc__sqe(s);
     if (!sqe)
@@ -360,9 +362,9 @@ static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned 
     else
         io_uring_prep_read_fixed(sqe, fd, buf, tpc__io_len(len), io_off(offset), (int)index);
     struct tpc__io io;
-    s->fixed_inflight++;
+    st->fixed_inflight++;
     int rc = tpc__io_run(s, &io, sqe);
-    s->fixed_inflight--;
+    st->fixed_inflight--;
     if (!writing)
         TPC__KERNEL_WROTE(buf, rc);
     return rc;
@@ -377,3 +379,38 @@ ssize_t tpc_write_fixed(int fd, const void *buf, size_t len, int64_t offset, uns
 {
     return rw_fixed(fd, (void *)buf, len, offset, index, true);
 }
+
+/* ---- The layer's hooks (core/layer.h) ---- */
+
+static int io_runtime_init(struct tpc_runtime *rt, const tpc_config *c)
+{
+    return tpc__pool_init(rt, c->blocking_threads, c->blocking_queue);
+}
+
+static int io_shard_init(struct tpc__shard *s, void *state)
+{
+    struct tpc__io_shard *io = state;
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&s->ring);
+    io->has_ftruncate = probe && io_uring_opcode_supported(probe, TPC__OP_FTRUNCATE);
+    if (probe)
+        io_uring_free_probe(probe);
+    return 0;
+}
+
+static void io_shard_fini(struct tpc__shard *s, void *state)
+{
+    (void)s;
+    struct tpc__io_shard *io = state;
+    free(io->fixed); /* the ring's exit unregisters the buffers */
+    io->fixed = NULL;
+    io->nfixed = 0;
+}
+
+const struct tpc__layer tpc__io_layer = {
+    .name = "io",
+    .state_size = sizeof(struct tpc__io_shard),
+    .runtime_init = io_runtime_init,
+    .runtime_fini = tpc__pool_fini,
+    .shard_init = io_shard_init,
+    .shard_fini = io_shard_fini,
+};

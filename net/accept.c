@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "core/internal.h"
+#include "internal.h"
 
 #define QUEUE_HIGH  1024 /* accepted, not yet taken: above this, stop accepting */
 #define QUEUE_LOW   256  /* re-arm below this */

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include "core/internal.h"
+#include "internal.h"
 
 enum { IN_RING, QUEUED, HELD };
 
@@ -93,7 +93,8 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
     if (!out || count == 0 || count > 32768 || (count & (count - 1)) || size == 0 ||
         size > UINT32_MAX || (size_t)count * size / count != size)
         return -EINVAL;
-    if (s->next_bgid == UINT16_MAX && !s->nfree_bgids)
+    struct tpc__net_shard *ns = tpc__net_of(s);
+    if (ns->next_bgid == UINT16_MAX && !ns->nfree_bgids)
         return -ENOSPC;
     tpc_bufpool *p = calloc(1, sizeof(*p));
     if (!p)
@@ -103,8 +104,8 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
     p->mask = count - 1;
     p->size = size;
     p->share = count / 4 ? count / 4 : 1;
-    bool reuse = s->nfree_bgids > 0; /* a destroyed pool's id, else a new one */
-    p->bgid = reuse ? s->free_bgids[s->nfree_bgids - 1] : s->next_bgid;
+    bool reuse = ns->nfree_bgids > 0; /* a destroyed pool's id, else a new one */
+    p->bgid = reuse ? ns->free_bgids[ns->nfree_bgids - 1] : ns->next_bgid;
     tpc__list_init(&p->starved);
     p->br_bytes = tpc__page_round(count * sizeof(struct io_uring_buf));
     p->br = mmap(NULL, p->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -132,9 +133,9 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
                               (int)p->mask, (int)i);
     io_uring_buf_ring_advance(p->br, (int)count);
     if (reuse)
-        s->nfree_bgids--;
+        ns->nfree_bgids--;
     else
-        s->next_bgid++;
+        ns->next_bgid++;
     *out = p;
     return 0;
 fail:
@@ -147,9 +148,9 @@ static void pool_retire(tpc_bufpool *p)
 {
     if (!p->destroyed || p->nstreams || p->nheld)
         return;
-    struct tpc__shard *s = p->shard;
-    io_uring_unregister_buf_ring(&s->ring, p->bgid);
+    io_uring_unregister_buf_ring(&p->shard->ring, p->bgid);
     /* The id goes back for the next pool (if the list cannot grow, it is simply not reused). */
+    struct tpc__net_shard *s = tpc__net_of(p->shard);
     if (s->nfree_bgids == s->cap_free_bgids) {
         unsigned cap = s->cap_free_bgids ? 2 * s->cap_free_bgids : 16;
         uint16_t *ids = realloc(s->free_bgids, cap * sizeof(*ids));

@@ -2,7 +2,7 @@
  * a slow DNS server never stalls a shard. */
 #include <netdb.h>
 #include <string.h>
-#include "core/internal.h"
+#include "internal.h"
 
 struct job {
     const char *host, *port;

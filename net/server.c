@@ -25,7 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "core/internal.h"
+#include "internal.h"
+#include "core/rings.h"
 
 struct srv_shard {
     _Alignas(TPC_CACHELINE) _Atomic long live; /* connections sent to this shard, not ended */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "core/internal.h"
+#include "internal.h"
 
 /* ---- Addresses ---- */
 

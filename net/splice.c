@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "core/internal.h"
+#include "internal.h"
 
 #define PIPE_CHUNK (64 * 1024) /* a default pipe's capacity */
 
@@ -23,8 +23,9 @@ ssize_t tpc_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_
     return TPC__IO_END(sqe);
 }
 
-static int pipe_get(struct tpc__shard *s, int p[2])
+static int pipe_get(struct tpc__shard *sh, int p[2])
 {
+    struct tpc__net_shard *s = tpc__net_of(sh);
     if (s->npipes) {
         s->npipes--;
         p[0] = s->pipes[s->npipes][0];
@@ -34,8 +35,9 @@ static int pipe_get(struct tpc__shard *s, int p[2])
     return pipe2(p, O_CLOEXEC) == 0 ? 0 : -errno;
 }
 
-static void pipe_put(struct tpc__shard *s, int p[2], bool empty)
+static void pipe_put(struct tpc__shard *sh, int p[2], bool empty)
 {
+    struct tpc__net_shard *s = tpc__net_of(sh);
     if (empty && s->npipes < TPC__PIPE_CACHE) {
         s->pipes[s->npipes][0] = p[0];
         s->pipes[s->npipes][1] = p[1];
@@ -46,8 +48,13 @@ static void pipe_put(struct tpc__shard *s, int p[2], bool empty)
     close(p[1]);
 }
 
-void tpc__pipes_fini(struct tpc__shard *s)
+void tpc__net_shard_fini(struct tpc__shard *sh, void *state)
 {
+    (void)sh;
+    struct tpc__net_shard *s = state;
+    free(s->free_bgids);
+    s->free_bgids = NULL;
+    s->nfree_bgids = s->cap_free_bgids = 0;
     free(s->fwd_scratch);
     s->fwd_scratch = NULL;
     while (s->npipes) {
@@ -120,8 +127,9 @@ static int fwd_flush(tpc_fwd *f, size_t *moved)
     return 0;
 }
 
-static char *fwd_scratch(struct tpc__shard *s)
+static char *fwd_scratch(struct tpc__shard *sh)
 {
+    struct tpc__net_shard *s = tpc__net_of(sh);
     if (!s->fwd_scratch)
         s->fwd_scratch = malloc(FWD_CHUNK);
     return s->fwd_scratch;

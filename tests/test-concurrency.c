@@ -8,7 +8,7 @@
 #include <time.h>
 #include "helpers.h"
 #ifdef TPC_FAULT_INJECTION
-#include "core/internal.h"
+#include "core/uring.h"
 #endif
 
 static uint64_t now_ns(void)

@@ -11,7 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "helpers.h"
-#include "core/internal.h"
+#include "core/uring.h"
 
 static int never(void *arg)
 {

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "helpers.h"
-#include "core/internal.h"
+#include "io/internal.h"
 
 #ifdef TPC_FAULT_INJECTION
 #define MS (1000 * 1000LL)
@@ -69,13 +69,13 @@ static int faults_main(void *arg)
     CHECK_EQ(tpc_fsync(fd), 0); /* only once */
 
     /* A kernel without IORING_OP_FTRUNCATE: the call goes through a helper thread. */
-    tpc__self->has_ftruncate = false;
+    tpc__io_of(tpc__self)->has_ftruncate = false;
     CHECK_EQ(tpc_ftruncate(fd, 7), 0);
     struct statx st;
     CHECK_EQ(tpc_statx(AT_FDCWD, path, 0, STATX_SIZE, &st), 0);
     CHECK_EQ(st.stx_size, 7);
     CHECK_EQ(tpc_ftruncate(-1, 7), -EBADF);
-    tpc__self->has_ftruncate = true;
+    tpc__io_of(tpc__self)->has_ftruncate = true;
 
     CHECK_EQ(tpc_close(fd), 0);
     CHECK_EQ(tpc_unlink(path), 0);

@@ -5,7 +5,7 @@
 #include <sched.h>
 #include <string.h>
 #include "helpers.h"
-#include "internal.h"
+#include "core/placement.h"
 
 static hwloc_topology_t synthetic(const char *desc)
 {
@@ -106,6 +106,23 @@ static int report_main(void *arg)
     return 0;
 }
 
+/* Ring memory grows with the shards, not with their square: with the default ring size a
+ * shard's incoming rings take at most 1 MiB (docs/guide.md). */
+static void test_ring_memory_bound(void **state)
+{
+    (void)state;
+    assert_int_equal(tpc__default_msg_slots(1), 1024);
+    assert_int_equal(tpc__default_msg_slots(2), 1024);
+    assert_int_equal(tpc__default_msg_slots(65), 1024);
+    assert_int_equal(tpc__default_msg_slots(66), 512);
+    assert_int_equal(tpc__default_msg_slots(192), 256);
+    assert_int_equal(tpc__default_msg_slots(1024), 64);
+    for (unsigned n = 2; n <= 1024; n++) {
+        size_t in = (size_t)(n - 1) * tpc__default_msg_slots(n) * 16;
+        assert_true(in <= TPC__RING_BUDGET || tpc__default_msg_slots(n) == 64);
+    }
+}
+
 static void test_real_machine(void **state)
 {
     (void)state;
@@ -144,6 +161,7 @@ int main(void)
         cmocka_unit_test(test_policies_on_two_nodes),
         cmocka_unit_test(test_packages_without_smt),
         cmocka_unit_test(test_real_machine),
+        cmocka_unit_test(test_ring_memory_bound),
     };
     return cmocka_run_group_tests_name("placement", tests, NULL, NULL);
 }

@@ -9,7 +9,7 @@
 #include <unistd.h>
 #include <time.h>
 #include "helpers.h"
-#include "internal.h"
+#include "core/internal.h"
 
 static int return_arg(void *arg)
 {

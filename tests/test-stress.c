@@ -296,13 +296,13 @@ static int streamer(void *arg)
             tpc_xchan_close(st->c); /* else the release closes */
         if (!st->sender_releases_both)
             tpc_xchan_release(st->c);
-        int jr; /* st lives until the receiver returned (or could not start) */
-        while ((jr = tpc_join(r, NULL)) == -ECANCELED || jr == -ETIMEDOUT)
-            tpc_yield();
+        int jr;                 /* st lives until the receiver returned (or could not start) */
+        jr = tpc_join(r, NULL); /* structured: joined even when this fiber is cancelled */
         if (st->sender_releases_both) {
             tpc_xchan_release(st->c);
             tpc_xchan_release(st->c);
-        } else if (jr < 0) { /* the receiver could not start: its end is released here */
+        } else if (jr < 0 && jr != -ECANCELED && jr != -ETIMEDOUT) {
+            /* the receiver could not start: its end is released here */
             tpc_xchan_release(st->c);
         }
         free(st);

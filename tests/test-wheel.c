@@ -18,7 +18,7 @@ struct ref {
 };
 
 static struct tpc__wheel wheel;
-static tpc_timer timers[NT];
+static struct tpc__timer timers[NT];
 static struct ref ref[NT];
 static int fired[NT], nfired;
 static uint64_t rng_state;
@@ -31,15 +31,15 @@ static uint64_t rnd(void) /* xorshift64* */
     return rng_state * 2685821657736338717ull;
 }
 
-static void on_fire(tpc_timer *t, void *ctx)
+static void on_fire(struct tpc__timer *t, void *ctx)
 {
     (void)ctx;
     fired[nfired++] = (int)(t - timers);
 }
 
-static void record_fire(tpc_timer *t, void *ctx)
+static void record_fire(struct tpc__timer *t, void *ctx)
 {
-    ((tpc_timer **)ctx)[nfired++] = t;
+    ((struct tpc__timer **)ctx)[nfired++] = t;
 }
 
 static uint64_t random_due(void)
@@ -148,7 +148,7 @@ static bool check_rings(void)
 {
     for (unsigned id = 0; id < TPC_WHEEL_LISTS; id++)
         for (unsigned j = 0; j < TPC_WHEEL_AHEAD; j++) {
-            tpc_timer *t = wheel.recent[id][j];
+            struct tpc__timer *t = wheel.recent[id][j];
             if (t && (t < timers || t >= timers + NT || !ref[t - timers].pending || t->slot != id ||
                       t->recent != j)) {
                 fprintf(stderr, "list %u ring entry %u: timer %td is not queued there\n", id, j,
@@ -209,10 +209,10 @@ static void test_wheel_model(void **state)
 /* Callbacks that change the wheel while it fires: restart self, stop a timer due in the same
  * tick, add an already-due timer (fires at the next advance, not this one). */
 static struct tpc__wheel w2;
-static tpc_timer a, b, c, d;
+static struct tpc__timer a, b, c, d;
 static int log2_[16], nlog2;
 
-static void cb_mutating(tpc_timer *t, void *ctx)
+static void cb_mutating(struct tpc__timer *t, void *ctx)
 {
     (void)ctx;
     log2_[nlog2++] = t == &a ? 'a' : t == &b ? 'b' : t == &c ? 'c' : 'd';
@@ -251,7 +251,7 @@ static void test_wheel_cascade_order(void **state)
 {
     (void)state;
     static struct tpc__wheel w;
-    static tpc_timer older, newer;
+    static struct tpc__timer older, newer;
     tpc__wheel_init(&w, 0);
     older.due = 100; /* 100 ticks away: level 1, cascaded at tick 64 */
     tpc__wheel_add(&w, &older);
@@ -261,7 +261,7 @@ static void test_wheel_cascade_order(void **state)
     assert_int_equal(tpc__wheel_advance(&w, 64, on_fire, NULL), 0);
     assert_true(w.unsorted != 0); /* the cascade queued older behind newer */
     nfired = 0;
-    tpc_timer *order[2];
+    struct tpc__timer *order[2];
     for (int k = 0; k < 2; k++)
         order[k] = NULL;
     assert_int_equal(tpc__wheel_advance(&w, 100, record_fire, order), 2);
@@ -277,7 +277,7 @@ static void test_wheel_ahead_links(void **state)
     (void)state;
     enum { N = 2 * TPC_WHEEL_AHEAD + 8 };
     static struct tpc__wheel w;
-    static tpc_timer t[N];
+    static struct tpc__timer t[N];
     tpc__wheel_init(&w, 0);
     memset(t, 0, sizeof(t));
     for (int i = 0; i < N - 1; i++) {
@@ -287,7 +287,7 @@ static void test_wheel_ahead_links(void **state)
     for (int i = 0; i < N - 1; i++)
         assert_ptr_equal(t[i].ahead, i + TPC_WHEEL_AHEAD < N - 1 ? &t[i + TPC_WHEEL_AHEAD] : NULL);
     /* The next arrival replaces t[N - 1 - AHEAD] in the ring: remove that one first. */
-    tpc_timer *gone = &t[N - 1 - TPC_WHEEL_AHEAD];
+    struct tpc__timer *gone = &t[N - 1 - TPC_WHEEL_AHEAD];
     tpc__wheel_del(&w, gone);
     memset(gone, 0xA5, sizeof(*gone)); /* as if freed and reused */
     t[N - 1].due = 10;
@@ -304,7 +304,7 @@ static void test_wheel_ahead_links(void **state)
 static struct tpc__wheel w3;
 static int freed_by_fire;
 
-static void free_on_fire(tpc_timer *t, void *ctx)
+static void free_on_fire(struct tpc__timer *t, void *ctx)
 {
     (void)ctx;
     free(t);
@@ -317,9 +317,9 @@ static void test_wheel_freed_timers(void **state)
     tpc__wheel_init(&w3, 0);
     size_t live = 0;
     for (int round = 0; round < 200; round++) {
-        tpc_timer *batch[64];
+        struct tpc__timer *batch[64];
         for (int i = 0; i < 64; i++) {
-            batch[i] = calloc(1, sizeof(tpc_timer));
+            batch[i] = calloc(1, sizeof(struct tpc__timer));
             assert_non_null(batch[i]);
             batch[i]->due = w3.now + 1 + (uint64_t)((round * 7 + i) % 3) * 70; /* levels 0 and 1 */
             tpc__wheel_add(&w3, batch[i]);

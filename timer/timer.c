@@ -1,9 +1,18 @@
-/* Timers on the shard's wheel: the clock, callback timers, sleeping, and the loop's timer phase.
- * Deadlines and sleeps are waits like any other (core/task.c, tpc__park_until); this file gives
- * them a timer on the waiting fiber's stack. */
+/* The timer layer: the shard's wheel, callback timers, sleeping, deadlines, and the timeouts of
+ * every wait (core's waits reach them through the layer's arm and disarm hooks). Deadlines and
+ * sleeps are waits like any other (core/task.c, tpc__park_until). */
+#include <stdlib.h>
 #include <string.h>
-#include "core/internal.h"
-#include "wheel.h"
+#include "internal.h"
+
+_Static_assert(sizeof(struct tpc__timer) <= sizeof(tpc_timer) &&
+                   _Alignof(struct tpc__timer) <= _Alignof(tpc_timer),
+               "tpc_timer must hold a struct tpc__timer");
+
+static struct tpc__timer *inside(tpc_timer *t)
+{
+    return (struct tpc__timer *)(void *)t;
+}
 
 static uint64_t add_sat(uint64_t a, int64_t b)
 {
@@ -11,54 +20,26 @@ static uint64_t add_sat(uint64_t a, int64_t b)
     return r < a ? UINT64_MAX : r;
 }
 
-/* A deadline's tick, rounded up so that no timer fires early. */
-static uint64_t due_tick(const struct tpc__shard *s, uint64_t deadline)
+void tpc__timer_arm(struct tpc__shard *s, struct tpc__timer *t, uint64_t deadline)
 {
-    return deadline / s->tick_ns + (deadline % s->tick_ns != 0);
-}
-
-uint64_t tpc_now(void)
-{
-    struct tpc__shard *s = tpc__self;
-    if (!s)
-        return tpc__clock_ns();
-    if (!s->now_valid) {
-        s->now = tpc__clock_ns();
-        s->now_valid = true;
-    }
-    return s->now;
-}
-
-uint64_t tpc_now_fresh(void)
-{
-    uint64_t now = tpc__clock_ns();
-    struct tpc__shard *s = tpc__self;
-    if (s) {
-        s->now = now;
-        s->now_valid = true;
-    }
-    return now;
-}
-
-void tpc__timer_arm(struct tpc__shard *s, tpc_timer *t, uint64_t deadline)
-{
+    struct tpc__timers *tm = tpc__timers_of(s);
     if (t->pending)
-        tpc__wheel_del(&s->wheel, t);
+        tpc__wheel_del(&tm->wheel, t);
     t->deadline = deadline;
-    t->due = due_tick(s, deadline);
+    t->due = deadline / tm->tick_ns + (deadline % tm->tick_ns != 0); /* never early */
     t->pending = true;
-    tpc__wheel_add(&s->wheel, t);
+    tpc__wheel_add(&tm->wheel, t);
 }
 
-void tpc__timer_disarm(struct tpc__shard *s, tpc_timer *t)
+void tpc__timer_disarm(struct tpc__shard *s, struct tpc__timer *t)
 {
     if (t->pending) {
-        tpc__wheel_del(&s->wheel, t);
+        tpc__wheel_del(&tpc__timers_of(s)->wheel, t);
         t->pending = false;
     }
 }
 
-static void fire(tpc_timer *t, void *ctx)
+static void fire(struct tpc__timer *t, void *ctx)
 {
     struct tpc__shard *s = ctx;
     t->pending = false;
@@ -69,51 +50,104 @@ static void fire(tpc_timer *t, void *ctx)
             next = t->deadline + ((now - t->deadline) / t->period + 1) * t->period;
         tpc__timer_arm(s, t, next < t->deadline ? UINT64_MAX : next);
     }
-    t->fn(t, t->arg);
+    t->fn((tpc_timer *)(void *)t, t->arg);
 }
 
-void tpc__timers_init(struct tpc__shard *s)
+/* ---- The layer's hooks (core/layer.h) ---- */
+
+static int timers_runtime_init(struct tpc_runtime *rt, const tpc_config *c)
 {
-    tpc__wheel_init(&s->wheel, tpc__clock_ns() / s->tick_ns);
+    uint64_t *tick = malloc(sizeof(*tick));
+    if (!tick)
+        return -ENOMEM;
+    *tick = c->timer_tick_ns;
+    rt->layer[TPC__TIMER_LAYER] = tick;
+    return 0;
 }
 
-void tpc__timers_run(struct tpc__shard *s)
+static void timers_runtime_fini(struct tpc_runtime *rt)
 {
-    if (s->wheel.count)
-        tpc__wheel_advance(&s->wheel, tpc_now_fresh() / s->tick_ns, fire, s);
+    free(rt->layer[TPC__TIMER_LAYER]);
 }
 
-int64_t tpc__timers_timeout(struct tpc__shard *s)
+static int timers_shard_init(struct tpc__shard *s, void *state)
 {
-    uint64_t next = tpc__wheel_next(&s->wheel);
+    struct tpc__timers *tm = state;
+    tm->tick_ns = *(uint64_t *)s->rt->layer[TPC__TIMER_LAYER];
+    tpc__wheel_init(&tm->wheel, tpc__clock_ns() / tm->tick_ns);
+    return 0;
+}
+
+static bool timers_poll(struct tpc__shard *s, void *state)
+{
+    struct tpc__timers *tm = state;
+    return tm->wheel.count &&
+           tpc__wheel_advance(&tm->wheel, tpc_now_fresh() / tm->tick_ns, fire, s) > 0;
+}
+
+static int64_t timers_timeout(struct tpc__shard *s, void *state)
+{
+    (void)s;
+    struct tpc__timers *tm = state;
+    uint64_t next = tpc__wheel_next(&tm->wheel);
     if (next == UINT64_MAX)
         return -1;
-    if (next > UINT64_MAX / s->tick_ns)
+    if (next > UINT64_MAX / tm->tick_ns)
         return INT64_MAX;
-    /* A non-empty wheel means tpc__timers_run just refreshed the cached clock. */
-    uint64_t at = next * s->tick_ns, now = tpc_now();
+    /* A non-empty wheel means the poll just refreshed the cached clock. */
+    uint64_t at = next * tm->tick_ns, now = tpc_now();
     if (at <= now)
         return 0;
     return at - now > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)(at - now);
 }
 
+static void timers_arm(struct tpc__shard *s, tpc_timer *pub, uint64_t deadline, tpc_timer_fn fn,
+                       void *arg)
+{
+    struct tpc__timer *t = inside(pub);
+    t->pending = false;
+    t->fn = fn;
+    t->arg = arg;
+    t->period = 0;
+    t->shard = s;
+    tpc__timer_arm(s, t, deadline);
+}
+
+static void timers_disarm(struct tpc__shard *s, tpc_timer *pub)
+{
+    tpc__timer_disarm(s, inside(pub));
+}
+
+const struct tpc__layer tpc__timer_layer = {
+    .name = "timer",
+    .state_size = sizeof(struct tpc__timers),
+    .runtime_init = timers_runtime_init,
+    .runtime_fini = timers_runtime_fini,
+    .shard_init = timers_shard_init,
+    .poll = timers_poll,
+    .timeout = timers_timeout,
+    .arm = timers_arm,
+    .disarm = timers_disarm,
+};
+
 /* ---- Public timers ---- */
 
-#define CHECK_TIMER(t)                                                                             \
+#define CHECK_TIMER(pub)                                                                           \
     do {                                                                                           \
         if (!tpc__self)                                                                            \
             return -EPERM;                                                                         \
-        if (!(t) || (t)->shard != tpc__self)                                                       \
+        if (!(pub) || inside(pub)->shard != tpc__self)                                             \
             return -EXDEV;                                                                         \
     } while (0)
 
-int tpc_timer_init(tpc_timer *t, tpc_timer_fn fn, void *arg)
+int tpc_timer_init(tpc_timer *pub, tpc_timer_fn fn, void *arg)
 {
     if (!tpc__self)
         return -EPERM;
-    if (!t || !fn)
+    if (!pub || !fn)
         return -EINVAL;
-    memset(t, 0, sizeof(*t));
+    memset(pub, 0, sizeof(*pub));
+    struct tpc__timer *t = inside(pub);
     tpc__list_init(&t->node);
     t->fn = fn;
     t->arg = arg;
@@ -126,8 +160,8 @@ int tpc_timer_start_at(tpc_timer *t, uint64_t deadline, int64_t period)
     CHECK_TIMER(t);
     if (period < 0)
         return -EINVAL;
-    t->period = (uint64_t)period;
-    tpc__timer_arm(tpc__self, t, deadline);
+    inside(t)->period = (uint64_t)period;
+    tpc__timer_arm(tpc__self, inside(t), deadline);
     return 0;
 }
 
@@ -142,13 +176,13 @@ int tpc_timer_start(tpc_timer *t, int64_t after, int64_t period)
 int tpc_timer_stop(tpc_timer *t)
 {
     CHECK_TIMER(t);
-    tpc__timer_disarm(tpc__self, t);
+    tpc__timer_disarm(tpc__self, inside(t));
     return 0;
 }
 
 bool tpc_timer_pending(const tpc_timer *t)
 {
-    return t && t->pending;
+    return t && ((const struct tpc__timer *)(const void *)t)->pending;
 }
 
 /* ---- Sleeping and deadlines ---- */

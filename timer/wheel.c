@@ -30,13 +30,13 @@ static tpc_list *list_of(struct tpc__wheel *w, unsigned id)
     return id == SLOT_DUE ? &w->due : &w->slots[id / TPC_WHEEL_SLOTS][id % TPC_WHEEL_SLOTS];
 }
 
-static tpc_timer *timer_of(tpc_list *n)
+static struct tpc__timer *timer_of(tpc_list *n)
 {
-    return tpc__container_of(n, tpc_timer, node);
+    return tpc__container_of(n, struct tpc__timer, node);
 }
 
 /* Both ends of a timer: 88 bytes (on 64-bit) at any alignment may span two cache lines. */
-static inline void prefetch_timer(const tpc_timer *t)
+static inline void prefetch_timer(const struct tpc__timer *t)
 {
     if (t) {
         __builtin_prefetch(t, 1);
@@ -53,7 +53,7 @@ static inline void prefetch_timer(const tpc_timer *t)
  * it does not need, which is harmless, and never dereferences it. The ring only holds timers that
  * are in the list (removal clears a timer's entry, taking the list clears the ring), so the
  * `back->ahead` store always lands in a live timer. */
-static void enqueue(struct tpc__wheel *w, tpc_timer *t, unsigned id)
+static void enqueue(struct tpc__wheel *w, struct tpc__timer *t, unsigned id)
 {
     tpc_list *l = list_of(w, id);
     /* Level-0 slots fire in start order: note one that a cascade appended out of order. */
@@ -61,7 +61,7 @@ static void enqueue(struct tpc__wheel *w, tpc_timer *t, unsigned id)
         w->unsorted |= (uint64_t)1 << id;
     tpc__list_push(l, &t->node);
     unsigned c = w->cursor[id];
-    tpc_timer *back = w->recent[id][c];
+    struct tpc__timer *back = w->recent[id][c];
     if (back)
         back->ahead = t;
     w->recent[id][c] = t;
@@ -72,7 +72,7 @@ static void enqueue(struct tpc__wheel *w, tpc_timer *t, unsigned id)
 }
 
 /* cascading: a timer due exactly now belongs to the level-0 slot being processed. */
-static void place(struct tpc__wheel *w, tpc_timer *t, int cascading)
+static void place(struct tpc__wheel *w, struct tpc__timer *t, int cascading)
 {
     uint64_t due = t->due;
     if (due < w->now || (due == w->now && !cascading)) {
@@ -88,7 +88,7 @@ static void place(struct tpc__wheel *w, tpc_timer *t, int cascading)
     w->occupied[k] |= (uint64_t)1 << i;
 }
 
-void tpc__wheel_add(struct tpc__wheel *w, tpc_timer *t)
+void tpc__wheel_add(struct tpc__wheel *w, struct tpc__timer *t)
 {
     t->seq = w->seq++;
     w->count++;
@@ -97,7 +97,7 @@ void tpc__wheel_add(struct tpc__wheel *w, tpc_timer *t)
 
 /* t may also be in a list taken out for firing: its slot's list is then another (or empty), so
  * the occupancy bit stays right, and the ring no longer holds it. */
-void tpc__wheel_del(struct tpc__wheel *w, tpc_timer *t)
+void tpc__wheel_del(struct tpc__wheel *w, struct tpc__timer *t)
 {
     unsigned id = t->slot;
     tpc__list_remove(&t->node);
@@ -169,8 +169,8 @@ static void sort_by_seq(tpc_list *l)
                     e = q, q = q->next, qsize--;
                 } else if (!qsize || !q) {
                     e = p, p = p->next, psize--;
-                } else if (tpc__container_of(p, tpc_timer, node)->seq <=
-                           tpc__container_of(q, tpc_timer, node)->seq) {
+                } else if (tpc__container_of(p, struct tpc__timer, node)->seq <=
+                           tpc__container_of(q, struct tpc__timer, node)->seq) {
                     e = p, p = p->next, psize--;
                 } else {
                     e = q, q = q->next, qsize--;
@@ -217,7 +217,7 @@ static size_t fire_list(struct tpc__wheel *w, tpc_list *l, tpc__wheel_fire_fn fi
     size_t n = 0;
     tpc_list *e;
     while ((e = tpc__list_first(l))) {
-        tpc_timer *t = timer_of(e);
+        struct tpc__timer *t = timer_of(e);
         prefetch_timer(t->ahead);
         tpc__list_remove(e);
         t->slot = SLOT_DUE;
@@ -253,7 +253,7 @@ size_t tpc__wheel_advance(struct tpc__wheel *w, uint64_t to, tpc__wheel_fire_fn 
             take(w, k * TPC_WHEEL_SLOTS + i, &local);
             tpc_list *e;
             while ((e = tpc__list_first(&local))) {
-                tpc_timer *t = timer_of(e);
+                struct tpc__timer *t = timer_of(e);
                 prefetch_timer(t->ahead);
                 tpc__list_remove(e);
                 place(w, t, 1);

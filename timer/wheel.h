@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include "tpc/timer.h"
 
 #define TPC_WHEEL_BITS   6
@@ -18,6 +19,24 @@
 #define TPC_WHEEL_LISTS (TPC_WHEEL_LEVELS * TPC_WHEEL_SLOTS + 1)
 /* How far ahead (in timers of the same list) a walk prefetches. */
 #define TPC_WHEEL_AHEAD 16
+
+/* A timer as the wheel keeps it: the inside of the public, opaque tpc_timer (timer/timer.c checks
+ * that it fits). The wheel uses node, ahead, due, seq, slot and recent; the rest is the timer
+ * layer's. */
+struct tpc__timer {
+    tpc_list node;
+    struct tpc__timer *ahead; /* queued 16 later in the same list: a prefetch hint, may be stale */
+    uint64_t due;             /* tick */
+    uint64_t seq;             /* start order */
+    uint64_t deadline;        /* ns */
+    uint64_t period;          /* ns; 0: one-shot */
+    tpc_timer_fn fn;
+    void *arg;
+    void *shard;
+    uint16_t slot;  /* where the wheel keeps it */
+    uint8_t recent; /* its place in the slot's ring of recent arrivals */
+    bool pending;
+};
 
 struct tpc__wheel {
     uint64_t now; /* ticks up to and including now have been processed */
@@ -31,16 +50,16 @@ struct tpc__wheel {
      * left), a ring indexed by cursor: the entry a new timer replaces is the timer queued
      * TPC_WHEEL_AHEAD before it, whose `ahead` then points to the new one. */
     uint8_t cursor[TPC_WHEEL_LISTS];
-    tpc_timer *recent[TPC_WHEEL_LISTS][TPC_WHEEL_AHEAD];
+    struct tpc__timer *recent[TPC_WHEEL_LISTS][TPC_WHEEL_AHEAD];
 };
 
-typedef void (*tpc__wheel_fire_fn)(tpc_timer *t, void *ctx);
+typedef void (*tpc__wheel_fire_fn)(struct tpc__timer *t, void *ctx);
 
 void tpc__wheel_init(struct tpc__wheel *w, uint64_t now);
 /* Adds t, whose t->due (tick) is set, and gives it the next start sequence number. */
-void tpc__wheel_add(struct tpc__wheel *w, tpc_timer *t);
+void tpc__wheel_add(struct tpc__wheel *w, struct tpc__timer *t);
 /* Removes a pending t (also from inside a fire callback). */
-void tpc__wheel_del(struct tpc__wheel *w, tpc_timer *t);
+void tpc__wheel_del(struct tpc__wheel *w, struct tpc__timer *t);
 /* Processes every tick up to `to`: timers fire in due-tick order, and in start order within a
  * tick; already-due timers first. fire() may add and delete timers; timers it adds that are
  * already due fire at the next advance, not this one. Returns the number fired. */

@@ -63,7 +63,8 @@ typedef struct tpc_config {
     int64_t spin_ns;
     /* Slots of each shard-to-shard message ring (one per ordered pair of shards, 16 bytes a
      * slot), a power of two in [2, 2^24]. A fiber sending to a full ring suspends until it has
-     * room. 0: 1024. */
+     * room. 0: 1024, halved while the n - 1 rings into one shard would take more than 1 MiB
+     * (from 66 shards on; at least 64 slots), so ring memory grows with n, not n^2. */
     unsigned msg_slots;
     /* Helper threads of tpc_blocking(), started on its first use, at most 256. 0: 4. */
     unsigned blocking_threads;

@@ -2,8 +2,9 @@
  * wait group. No atomics: an object belongs to the shard that initialised it, and any call from
  * another shard returns -EXDEV. Waiters are served in FIFO order.
  *
- * Objects are embedded by the caller: init, use, destroy. The fields are private. destroy
- * returns -EBUSY (and does nothing) while fibers wait on the object.
+ * Objects are embedded by the caller: init, use, destroy. Their contents are private (only their
+ * size is part of the ABI). destroy returns -EBUSY (and does nothing) while fibers wait on the
+ * object.
  *
  * Calls that wait suspend the calling fiber; they return -ECANCELED if it is cancelled while
  * waiting (having taken nothing), and -EPERM outside a fiber. The try_ forms never suspend and
@@ -15,16 +16,14 @@
 #include <stdbool.h>
 #include "common.h"
 
-/* Private: intrusive list of waiting fibers. */
+/* Private: an intrusive list, as libtpc uses inside its objects. */
 typedef struct tpc_list {
     struct tpc_list *next, *prev;
 } tpc_list;
 
 /* ---- Mutex: one owner at a time; unlock hands ownership to the first waiter. ---- */
 typedef struct tpc_mutex {
-    tpc_list waiters;
-    void *shard;
-    tpc_fiber *owner;
+    uint64_t private_[4];
 } tpc_mutex;
 
 /* Returns 0, or -EPERM outside a shard. */
@@ -40,9 +39,7 @@ TPC_EXTERN int tpc_mutex_destroy(tpc_mutex *m);
 
 /* ---- Counting semaphore. ---- */
 typedef struct tpc_sem {
-    tpc_list waiters;
-    void *shard;
-    uint64_t count;
+    uint64_t private_[4];
 } tpc_sem;
 
 TPC_EXTERN int tpc_sem_init(tpc_sem *s, uint64_t count);
@@ -58,9 +55,7 @@ TPC_EXTERN uint64_t tpc_sem_value(const tpc_sem *s);
 
 /* ---- Event: set wakes every waiter and stays set until reset. ---- */
 typedef struct tpc_event {
-    tpc_list waiters;
-    void *shard;
-    bool set;
+    uint64_t private_[4];
 } tpc_event;
 
 TPC_EXTERN int tpc_event_init(tpc_event *e, bool set);
@@ -73,9 +68,7 @@ TPC_EXTERN int tpc_event_destroy(tpc_event *e);
 
 /* ---- Wait group: wait until a counter of outstanding jobs drops to zero. ---- */
 typedef struct tpc_waitgroup {
-    tpc_list waiters;
-    void *shard;
-    int64_t count;
+    uint64_t private_[4];
 } tpc_waitgroup;
 
 TPC_EXTERN int tpc_wg_init(tpc_waitgroup *wg);
@@ -93,11 +86,7 @@ TPC_EXTERN int tpc_wg_destroy(tpc_waitgroup *wg);
  * Values are delivered in send order. Closing wakes every waiter: blocked senders get -EPIPE
  * (their value was not delivered), receivers first drain what is buffered, then get -EPIPE. */
 typedef struct tpc_chan {
-    tpc_list senders, receivers;
-    void *shard;
-    void **buf;
-    size_t cap, head, len;
-    bool closed;
+    uint64_t private_[10];
 } tpc_chan;
 
 /* Allocates the buffer. -EINVAL if capacity > 2^31, -ENOMEM. */

@@ -43,7 +43,8 @@ TPC_EXTERN int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void 
  * joiner (f untouched), -EDEADLK when f is the caller, -EXDEV when the handle was made on another
  * shard, -EPERM outside a fiber.
  * For a fiber from tpc_spawn_on: the same, from the shard that spawned it; if the target could
- * not spawn the fiber, its error (-ENOMEM, -ESHUTDOWN); -ESHUTDOWN also when the target shard
+ * not spawn the fiber, its error (-ENOMEM, -ESHUTDOWN), before the caller's own -ECANCELED /
+ * -ETIMEDOUT; -ESHUTDOWN also when the target shard
  * stopped before it could start the fiber (it never runs; the handle is freed). */
 TPC_EXTERN int tpc_join(tpc_fiber *f, int *result);
 

@@ -45,20 +45,10 @@ TPC_EXTERN uint64_t tpc_deadline_get(void);
 typedef struct tpc_timer tpc_timer;
 typedef void (*tpc_timer_fn)(tpc_timer *t, void *arg);
 
+/* Embedded by the caller and set up by tpc_timer_init; the contents are private (their size is
+ * the ABI). */
 struct tpc_timer {
-    /* private */
-    tpc_list node;
-    tpc_timer *ahead; /* queued 16 later in the same list: a prefetch hint, may be stale */
-    uint64_t due;     /* tick */
-    uint64_t seq;     /* start order */
-    uint64_t deadline;
-    uint64_t period;
-    tpc_timer_fn fn;
-    void *arg;
-    void *shard;
-    uint16_t slot;  /* where the wheel keeps it */
-    uint8_t recent; /* its place in the slot's ring of recent arrivals */
-    bool pending;
+    uint64_t private_[12];
 };
 
 /* Prepares t to call fn(t, arg) on this shard's loop (a callback: it must not suspend).

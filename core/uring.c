@@ -7,7 +7,7 @@
  * operation (IORING_OP_ASYNC_CANCEL) and then waits, uninterruptibly, for the operation's own
  * final completion. If the operation finished anyway (the cancel came too late), its result
  * is returned: a read that consumed data reports it rather than losing it. */
-#include "core/internal.h"
+#include "uring.h"
 
 static void io_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
 {

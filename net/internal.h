@@ -1,0 +1,31 @@
+/* The network layer's private definitions: its per-shard state. Includes the layers below.
+ * Never installed. */
+#ifndef TPC_NET_INTERNAL_H
+#define TPC_NET_INTERNAL_H
+
+#include "io/internal.h"
+
+/* Its slot in tpc__layers[] and in shard->layer[]. */
+#define TPC__NET_LAYER 2
+
+#define TPC__PIPE_CACHE 8
+
+/* Per shard. */
+struct tpc__net_shard {
+    uint16_t next_bgid;   /* provided-buffer group id for the next pool (net/bufpool.c) */
+    uint16_t *free_bgids; /* ids of destroyed pools, for reuse */
+    unsigned nfree_bgids, cap_free_bgids;
+    unsigned npipes; /* cached empty pipes (net/splice.c) */
+    int pipes[TPC__PIPE_CACHE][2];
+    char *fwd_scratch; /* tpc_forward's read buffer, never held across a suspension */
+};
+
+static inline struct tpc__net_shard *tpc__net_of(struct tpc__shard *s)
+{
+    return s->layer[TPC__NET_LAYER];
+}
+
+/* Closes the cached pipes and frees the scratch buffer (net/splice.c). */
+void tpc__net_shard_fini(struct tpc__shard *s, void *state);
+
+#endif
