@@ -10,6 +10,12 @@
 
 #define TPC__PIPE_CACHE 8
 
+/* Listen backlogs when the caller gives none: tpc_listen's is the common default of servers
+ * (nginx, Redis); a tpc_server takes bursts of connections on every shard, so it asks for more
+ * (the kernel caps both at net.core.somaxconn). */
+#define TPC__LISTEN_BACKLOG 511
+#define TPC__SERVER_BACKLOG 4096
+
 /* Per shard. */
 struct tpc__net_shard {
     uint16_t next_bgid;   /* provided-buffer group id for the next pool (net/bufpool.c) */

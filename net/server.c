@@ -398,7 +398,7 @@ int tpc_server_start(const tpc_addr *a, const tpc_server_opts *opts, tpc_conn_fn
         sh[i] = (struct srv_shard){.srv = srv, .id = i, .lfd = -1};
         tpc__list_init(&sh[i].conns);
     }
-    int backlog = o.backlog ? o.backlog : 4096;
+    int backlog = o.backlog ? o.backlog : TPC__SERVER_BACKLOG;
     int *fds = malloc(n * sizeof(*fds));
     rc = -ENOMEM;
     if (!fds)

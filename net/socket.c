@@ -129,7 +129,8 @@ int tpc_listen(const tpc_addr *a, int backlog, int flags)
          setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) ||
         ((flags & TPC_LISTEN_REUSEPORT) &&
          setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
-        bind(fd, &a->sa, a->len) < 0 || listen(fd, backlog > 0 ? backlog : 511) < 0) {
+        bind(fd, &a->sa, a->len) < 0 ||
+        listen(fd, backlog > 0 ? backlog : TPC__LISTEN_BACKLOG) < 0) {
         int rc = -errno;
         close(fd);
         return rc;
