@@ -345,10 +345,10 @@ static bool await_hard(struct tpc_remote *r)
 int tpc__remote_join(struct tpc_remote *r, int *result)
 {
     TPC__CHECK_FIBER(); /* a result that came home can be joined by a cancelled caller too */
+    if (r->origin != tpc__self)
+        return -EXDEV; /* (before reading anything the spawning shard may be writing) */
     if (r->joiner || r->released)
         return -EINVAL;
-    if (r->origin != tpc__self)
-        return -EXDEV;
     int rc = remote_await(r, false);
     if (rc < 0 && rc != -ESHUTDOWN) {
         tpc__remote_cancel(r);
@@ -368,10 +368,10 @@ int tpc__remote_join(struct tpc_remote *r, int *result)
 
 int tpc__remote_detach(struct tpc_remote *r)
 {
-    if (r->joiner || r->released)
-        return -EINVAL;
     if (r->origin != tpc__self)
         return -EXDEV;
+    if (r->joiner || r->released)
+        return -EINVAL;
     if (r->done)
         remote_free(r);
     else
