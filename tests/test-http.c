@@ -114,7 +114,9 @@ static int http_main(void *arg)
     CHECK(fd >= 0);
     const char *head = "POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\nhel";
     CHECK_EQ(tpc_send(fd, head, strlen(head), 0), (ssize_t)strlen(head));
-    tpc_sleep(1000 * 1000); /* spaced out: the answer must not depend on how they arrive */
+    /* Spaced out to vary how the parts arrive (the workload, not synchronisation): the answer
+     * must be the same however they do. */
+    tpc_sleep(1000 * 1000);
     CHECK_EQ(tpc_send(fd, "lo", 2, 0), 2);
     CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), ok);
     tpc_close(fd);
@@ -170,7 +172,7 @@ static int http_main(void *arg)
     const char *parts[] = {"GET / HT", "TP/1.1\r\nHo", "st: t\r\n", "\r\n"};
     for (int i = 0; i < 4; i++) {
         CHECK_EQ(tpc_send(fd, parts[i], strlen(parts[i]), 0), (ssize_t)strlen(parts[i]));
-        tpc_sleep(1000 * 1000); /* spaced out: the answer must not depend on how they arrive */
+        tpc_sleep(1000 * 1000); /* spaced out, as above: the workload, not synchronisation */
     }
     CHECK_EQ(read_some(fd, buf, sizeof(buf), ok), ok);
     tpc_close(fd);

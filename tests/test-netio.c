@@ -261,7 +261,7 @@ static int coalesce_main(void *arg)
     int late = 0;
     for (int i = 0; i < 20; i++) {
         uint64_t t0 = tpc_now_fresh();
-        CHECK_EQ(tpc_sleep(1 * MS), 0);
+        CHECK_EQ(tpc_sleep(1 * MS), 0); /* the sleep is the behaviour under test */
         uint64_t took = tpc_now_fresh() - t0;
         CHECK(took >= 1 * MS);
         late += took >= 9 * MS;
@@ -319,8 +319,8 @@ static void test_coalesce(void **state)
 {
     (void)state;
     tpc_config c = {.shards = 1, .spin_ns = -1, .coalesce_us = 10000};
-    if (tpc_run(&c, no_op, NULL) == -EOPNOTSUPP)
-        skip(); /* a kernel older than 6.12 (test-engine checks the error) */
+    /* test-engine checks the error itself */
+    SKIP_IF(tpc_run(&c, no_op, NULL) == -EOPNOTSUPP, "coalescing needs Linux 6.12");
     run_config(&c, coalesce_main, NULL);
     c.coalesce_us = 100;
     run_config(&c, coalesce_idle_main, NULL);
@@ -419,7 +419,7 @@ static int rx_main(void *arg)
     for (size_t i = 0; i < sizeof(msg); i++)
         msg[i] = (char)('a' + i % 26);
     CHECK_EQ(tpc_send(a, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
-    tpc_sleep(5 * MS); /* usually lets the first chunks arrive with no waiter */
+    WAIT_UNTIL(tpc_bufpool_available(p) == 6); /* the first chunks arrive with no waiter */
     tpc_buf held[2];
     size_t have = 0;
     int nheld = 0;
@@ -509,11 +509,10 @@ static int rx_main(void *arg)
     }
     for (int i = 0; i < 4; i++)
         CHECK_EQ(tpc_send(ca[i], "x", 1, 0), 1);
-    for (int i = 0; i < 2000 && tpc_bufpool_available(p) > 0; i++)
-        tpc_sleep(1 * MS); /* until the four chunks are queued (bounded) */
+    WAIT_UNTIL(tpc_bufpool_available(p) == 0); /* the four chunks are queued */
     CHECK_EQ(tpc_bufpool_available(p), 0);
     CHECK_EQ(tpc_send(ca[4], "e", 1, 0), 1);
-    tpc_sleep(5 * MS); /* the fifth finds the pool empty */
+    loop_turns(3); /* through the loop: the fifth's data is in, and finds the pool empty */
     CHECK_EQ(tpc_rx_close(r[0]), 0);
     tpc_deadline_set(2000 * MS);
     CHECK_EQ(tpc_rx_next(r[4], &buf), 1);
@@ -551,8 +550,7 @@ static int stale_main(void *arg)
     CHECK_EQ(tpc_buf_release(&stale), -EINVAL);
     CHECK_EQ(tpc_bufpool_available(p), 0); /* still held by `second` */
     CHECK_EQ(tpc_send(a, "CCCC", 4, 0), 4);
-    for (int i = 0; i < 5; i++)
-        tpc_sleep(1 * MS); /* through the loop: a buffer wrongly given back would be filled */
+    loop_turns(5); /* through the loop: a buffer wrongly given back would be filled */
     CHECK(!memcmp(second.data, "BBBB", 4));
     CHECK_EQ(tpc_rx_next(rx, &first), -ENOBUFS); /* `second` is the stream's whole share */
     CHECK_EQ(tpc_buf_release(&second), 0);
@@ -674,8 +672,7 @@ static int pool_churn_main(void *arg)
 static void test_pool_churn(void **state)
 {
     (void)state;
-    if (getenv("TPC_TEST_VALGRIND"))
-        skip(); /* 70,000 ring registrations under valgrind take minutes */
+    SKIP_IF(under_valgrind(), "70,000 ring registrations under valgrind take minutes");
     run_main(1, pool_churn_main, NULL);
 }
 

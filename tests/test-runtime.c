@@ -84,9 +84,7 @@ static void run_census(unsigned n)
 {
     memset(&census, 0, sizeof(census));
     tpc_config c = {.shards = n};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, census_main, NULL), (int)n);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    run_expect(&c, census_main, NULL, (int)n);
 }
 
 static void test_shards(void **state)
@@ -108,7 +106,7 @@ static void test_shards(void **state)
     if (ncpu < 8)
         for (int i = 0; i < 8; i++)
             CHECK_EQ(census.cpu[i], -ENOENT);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    assert_no_check_failed();
 }
 
 /* ---- Environment and configuration. ---- */
@@ -293,10 +291,8 @@ static void test_shutdown_from_any_shard(void **state)
 {
     (void)state;
     tpc_config c = {.shards = 4};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, shutdown_main, NULL), 5);
+    run_expect(&c, shutdown_main, NULL, 5);
     assert_int_equal(atomic_load(&unwound), 30);
-    assert_int_equal(atomic_load(&t_failures), 0);
 }
 
 /* ---- While the runtime stops, a 0 from tpc_submit_to still means the callback runs. ---- */
@@ -335,8 +331,7 @@ static int race_main(void *arg)
     /* Shards 1-3 post to each other and to 0 while shard 0 stops the runtime. */
     for (int i = 1; i < 4; i++)
         CHECK_EQ(tpc_submit_to(i, start_hammer, (void *)(intptr_t)((i + 1) % 4)), 0);
-    while (atomic_load(&delivered) < 2000 && !tpc_cancelled())
-        tpc_sleep(100 * 1000);
+    WAIT_UNTIL(atomic_load(&delivered) >= 2000);
     return 0;
 }
 
@@ -413,11 +408,9 @@ static void test_signals(void **state)
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     tpc_config c = {.shards = 2};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, sigterm_main, NULL), 128 + SIGTERM);
+    run_expect(&c, sigterm_main, NULL, 128 + SIGTERM);
     assert_int_equal(atomic_load(&unwound), 2); /* the fibers of both shards were cancelled */
-    assert_int_equal(atomic_load(&t_failures), 0);
-    sigset_t cur; /* the caller's mask is back */
+    sigset_t cur;                               /* the caller's mask is back */
     pthread_sigmask(SIG_BLOCK, NULL, &cur);
     assert_false(sigismember(&cur, SIGTERM));
 
@@ -432,7 +425,7 @@ static void test_signals(void **state)
     user_handler_ran = 0;
     assert_int_equal(tpc_run(&c, raise_sigint, NULL), 1);
     sigaction(SIGINT, &old, NULL);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    assert_no_check_failed();
 }
 
 /* ---- An idle runtime sleeps in the kernel. ---- */

@@ -33,11 +33,6 @@ void *__wrap_calloc(size_t n, size_t size)
 
 #define MS (1000 * 1000LL)
 
-static bool under_valgrind(void)
-{
-    return getenv("TPC_TEST_VALGRIND") != NULL;
-}
-
 static bool under_tsan(void)
 {
 #if defined(__SANITIZE_THREAD__)
@@ -114,7 +109,7 @@ static int acceptor_main(void *arg)
     tpc_deadline_clear();
     int c = tpc_connect(&at);
     CHECK(c >= 0);
-    tpc_sleep(5 * MS); /* usually lets the accept complete while nobody waits: it is queued */
+    loop_turns(3); /* the accept completes while nobody waits: it is queued */
     int fd = tpc_acceptor_next(acc);
     CHECK(fd >= 0);
     tpc_close(fd);
@@ -158,8 +153,8 @@ static int acceptor_main(void *arg)
     c1 = tpc_connect(&at);
     c2 = tpc_connect(&at);
     CHECK(c1 >= 0 && c2 >= 0);
-    for (int i = 0; i < 10; i++) /* through the loop, which submits and reaps: usually lets */
-        CHECK_EQ(tpc_sleep(1 * MS), 0); /* the accepts complete into the queue */
+    loop_turns(10); /* through the loop, which submits and reaps: the accepts complete into
+                     * the queue (or are still in the kernel: both must be closed) */
     CHECK_EQ(tpc_acceptor_close(acc), 0);
     tpc_close(lfd);
     char b;
@@ -290,8 +285,7 @@ static int emfile_main(void *arg)
 static void test_emfile(void **state)
 {
     (void)state;
-    if (under_valgrind())
-        skip(); /* valgrind keeps descriptors of its own above the soft limit */
+    SKIP_IF(under_valgrind(), "valgrind keeps descriptors of its own above the soft limit");
     run_main(1, emfile_main, NULL);
 }
 
@@ -391,11 +385,8 @@ static int handoff_main(void *arg)
     for (int i = 0; i < N; i++)
         CHECK((c[i] = tpc_connect(&at)) >= 0);
     long live[2] = {0, 0};
-    for (int tries = 0; tries < 2000 && live[0] + live[1] < N; tries++) {
-        tpc_sleep(1 * MS); /* polling a counter another shard updates, bounded */
-        tpc_server_load(srv, 0, &live[0], NULL);
-        tpc_server_load(srv, 1, &live[1], NULL);
-    }
+    WAIT_UNTIL(tpc_server_load(srv, 0, &live[0], NULL) == 0 &&
+               tpc_server_load(srv, 1, &live[1], NULL) == 0 && live[0] + live[1] == N);
     CHECK_EQ(live[0], N / 2);
     CHECK_EQ(live[1], N / 2);
     for (int i = 0; i < N; i++)
@@ -544,9 +535,7 @@ static int app_conn(int fd, void *arg)
 /* Waits (bounded) until n handlers of app have begun. */
 static void wait_entered(struct app *app, int n)
 {
-    for (int i = 0; i < 5000 && atomic_load(&app->entered) < n; i++)
-        tpc_sleep(1 * MS); /* polling a counter other shards update, bounded */
-    CHECK(atomic_load(&app->entered) >= n);
+    WAIT_UNTIL(atomic_load(&app->entered) >= n);
 }
 
 /* A thread that keeps connecting to the server and hanging up, so that connections are on
@@ -605,8 +594,7 @@ static int no_late_start_main(void *arg)
     }
     atomic_store(&hammer_on, false);
     pthread_join(t, NULL);
-    for (int i = 0; i < 20; i++)
-        tpc_sleep(1 * MS); /* through both loops: a late start would come now */
+    all_loop_turns(3); /* through both loops: a late start would come now */
     int late = 0;
     for (int mode = 0; mode < 2; mode++)
         for (int cy = 0; cy < CYCLES; cy++)
@@ -905,10 +893,7 @@ static int server_emfile_main(void *arg)
     int c = tpc_connect(&at);
     CHECK(c >= 0);
     after = before;
-    for (int i = 0; i < 2000 && after.accept_backoffs == before.accept_backoffs; i++) {
-        tpc_sleep(1 * MS); /* until the acceptor has hit the limit (bounded) */
-        CHECK_EQ(tpc_stats(0, &after), 0);
-    }
+    WAIT_UNTIL(tpc_stats(0, &after) == 0 && after.accept_backoffs > before.accept_backoffs);
     CHECK(after.accept_backoffs > before.accept_backoffs);
     CHECK_EQ(atomic_load(&app->entered), 0);
     /* Descriptors come back: the server serves the connection by itself. */
@@ -932,8 +917,7 @@ static int server_emfile_main(void *arg)
 static void test_server_emfile(void **state)
 {
     (void)state;
-    if (under_valgrind())
-        skip(); /* valgrind keeps descriptors of its own above the soft limit */
+    SKIP_IF(under_valgrind(), "valgrind keeps descriptors of its own above the soft limit");
     run_main(1, server_emfile_main, NULL);
 }
 
@@ -968,15 +952,10 @@ static int pause_main(void *arg)
             CHECK(c[connected] >= 0);
             CHECK_EQ(connect(c[connected], &at.sa, at.len), 0);
         }
-        for (int i = 0; i < 2000; i++) { /* until it has taken them, or holds 1,024 */
-            int waiting = backlog_of(lfd);
-            if (waiting == 0 || connected - waiting >= HIGH)
-                break;
-            tpc_sleep(1 * MS);
-        }
+        /* until it has taken them, or holds 1,024 */
+        WAIT_UNTIL(backlog_of(lfd) == 0 || connected - backlog_of(lfd) >= HIGH);
     }
-    for (int i = 0; i < 10; i++)
-        tpc_sleep(1 * MS); /* through the loop: an acceptor that did not pause takes the rest */
+    loop_turns(10); /* through the loop: an acceptor that did not pause takes the rest */
     int waiting = backlog_of(lfd);
     /* It holds 1,024, plus what the kernel had accepted in the batch that crossed 1,024. */
     CHECK(waiting <= N - HIGH && waiting >= N - HIGH - CHUNK);
@@ -1003,17 +982,12 @@ static int pause_main(void *arg)
 static void test_acceptor_pause(void **state)
 {
     (void)state;
-    if (under_valgrind())
-        skip(); /* valgrind keeps descriptors of its own above the soft limit */
+    SKIP_IF(under_valgrind(), "valgrind keeps descriptors of its own above the soft limit");
     struct rlimit old, want;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
     want = old;
     if (want.rlim_cur < 4096) {
-        if (want.rlim_max < 4096) {
-            printf("# RLIMIT_NOFILE's hard limit %lu is below 4096: skipped\n",
-                   (unsigned long)want.rlim_max);
-            skip();
-        }
+        SKIP_IF(want.rlim_max < 4096, "RLIMIT_NOFILE's hard limit is below 4096");
         want.rlim_cur = 4096;
         assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
     }
@@ -1097,8 +1071,7 @@ static int fair_main(void *arg)
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     CHECK_EQ(setsockopt(hog, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
     close(hog); /* its handler's send fails: it ends, and gives its buffers back */
-    for (int i = 0; i < 2000 && tpc_bufpool_available(fair_pool) < COUNT; i++)
-        tpc_sleep(1 * MS); /* bounded */
+    WAIT_UNTIL(tpc_bufpool_available(fair_pool) == COUNT);
     CHECK_EQ(tpc_bufpool_available(fair_pool), COUNT);
     CHECK_EQ(tpc_server_stop(srv), 0);
     CHECK_EQ(tpc_bufpool_destroy(fair_pool), 0);
@@ -1229,20 +1202,12 @@ static int many_main(void *arg) /* the server */
     CHECK_EQ(pipe_get(from_child[0]), 'C');
     /* Every connection is open and served at once. */
     long live = 0;
-    for (int tries = 0; tries < 5000 && live < nconn; tries++) {
-        live = live_total(srv);
-        if (live < nconn)
-            tpc_sleep(1 * MS); /* polling counters other shards update, bounded */
-    }
+    WAIT_UNTIL((live = live_total(srv)) == nconn);
     CHECK_EQ(live, nconn);
     CHECK_EQ(tpc_bufpool_available(pools[0]), 256); /* idle connections hold no buffer */
     CHECK_EQ(tpc_write(to_child[1], "G", 1, -1), 1);
     CHECK_EQ(pipe_get(from_child[0]), 'D');
-    for (int tries = 0; tries < 5000 && live > 0; tries++) {
-        live = live_total(srv);
-        if (live > 0)
-            tpc_sleep(1 * MS); /* the connection fibers see their clients' ends */
-    }
+    WAIT_UNTIL((live = live_total(srv)) == 0); /* the connection fibers see their clients' ends */
     CHECK_EQ(live, 0);
     double secs = (double)(tpc_now_fresh() - t0) / 1e9;
     printf("# %d connections opened, all open at once, echoed once and closed in %.2f s\n", nconn,
@@ -1264,11 +1229,7 @@ static void test_10k_connections(void **state)
     rlim_t need = (rlim_t)nconn + 500;
     if (want.rlim_cur < need) {
         want.rlim_cur = need;
-        if (want.rlim_max < need) {
-            printf("# RLIMIT_NOFILE's hard limit %lu is below %lu: skipped\n",
-                   (unsigned long)want.rlim_max, (unsigned long)need);
-            skip();
-        }
+        SKIP_IF(want.rlim_max < need, "RLIMIT_NOFILE's hard limit is below the connections needed");
         assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
     }
     assert_int_equal(pipe(to_child), 0);
@@ -1278,7 +1239,7 @@ static void test_10k_connections(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         tpc_config c = {.shards = 1};
-        atomic_store(&t_failures, 0);
+        checks_reset();
         int rc = tpc_run(&c, child_main, NULL);
         _exit(rc == 0 && atomic_load(&t_failures) == 0 ? 0 : 1);
     }

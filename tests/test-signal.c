@@ -40,8 +40,7 @@ static int blocked_here(void *arg)
 
 static void wait_blocked_everywhere(int sig)
 {
-    while (tpc_on_all(blocked_here, (void *)(intptr_t)sig) != 0 && !tpc_cancelled())
-        tpc_sleep(1000 * 1000);
+    WAIT_UNTIL(tpc_on_all(blocked_here, (void *)(intptr_t)sig) == 0);
 }
 
 static atomic_int waiting;
