@@ -77,24 +77,41 @@ static void close_from_callback(void *arg)
     tpc_event_set(&closed_tried);
 }
 
-static int acceptor_main(void *arg)
+/* Each case: a listener on a free loopback port and an acceptor on it. */
+struct acc_setup {
+    tpc_addr at;
+    int lfd;
+    tpc_acceptor *acc;
+};
+
+static void acc_open(struct acc_setup *f)
+{
+    f->lfd = listener(&f->at);
+    f->acc = NULL;
+    CHECK_EQ(tpc_acceptor_open(f->lfd, &f->acc), 0);
+}
+
+static void acc_close(struct acc_setup *f)
+{
+    CHECK_EQ(tpc_acceptor_close(f->acc), 0);
+    tpc_close(f->lfd);
+}
+
+/* Connections made while nobody waits are queued, and come out in order. */
+static int acc_queue_main(void *arg)
 {
     (void)arg;
-    tpc_addr at;
-    int lfd = listener(&at);
-    tpc_acceptor *acc;
-    CHECK_EQ(tpc_acceptor_open(lfd, &acc), 0);
-
-    /* Connections made while nobody waits are queued, and come out in order. */
+    struct acc_setup f;
+    acc_open(&f);
     int cli[3];
     tpc_addr local[3];
     for (int i = 0; i < 3; i++) {
-        cli[i] = tpc_connect(&at);
+        cli[i] = tpc_connect(&f.at);
         CHECK(cli[i] >= 0);
         CHECK_EQ(tpc_sock_local(cli[i], &local[i]), 0);
     }
     for (int i = 0; i < 3; i++) {
-        int fd = tpc_acceptor_next(acc);
+        int fd = tpc_acceptor_next(f.acc);
         CHECK(fd >= 0);
         tpc_addr peer;
         CHECK_EQ(tpc_sock_peer(fd, &peer), 0);
@@ -102,25 +119,53 @@ static int acceptor_main(void *arg)
         tpc_close(fd);
         tpc_close(cli[i]);
     }
+    acc_close(&f);
+    return 0;
+}
 
-    /* A deadline interrupts the wait; the connection that comes later is not lost. */
+static void test_acceptor_queues_in_order(void **state)
+{
+    (void)state;
+    run_main(1, acc_queue_main, NULL);
+}
+
+/* A deadline interrupts the wait; the connection that comes later is not lost. */
+static int acc_deadline_main(void *arg)
+{
+    (void)arg;
+    struct acc_setup f;
+    acc_open(&f);
     tpc_deadline_set(20 * MS);
-    CHECK_EQ(tpc_acceptor_next(acc), -ETIMEDOUT);
+    CHECK_EQ(tpc_acceptor_next(f.acc), -ETIMEDOUT);
     tpc_deadline_clear();
-    int c = tpc_connect(&at);
+    int c = tpc_connect(&f.at);
     CHECK(c >= 0);
     loop_turns(3); /* the accept completes while nobody waits: it is queued */
-    int fd = tpc_acceptor_next(acc);
+    int fd = tpc_acceptor_next(f.acc);
     CHECK(fd >= 0);
     tpc_close(fd);
     tpc_close(c);
+    acc_close(&f);
+    return 0;
+}
 
-    /* Two waiters are served in order. */
+static void test_acceptor_deadline_loses_nothing(void **state)
+{
+    (void)state;
+    run_main(1, acc_deadline_main, NULL);
+}
+
+/* Two waiters are served in order. */
+static int acc_waiters_main(void *arg)
+{
+    (void)arg;
+    struct acc_setup f;
+    acc_open(&f);
     tpc_fiber *w1, *w2;
-    CHECK_EQ(tpc_spawn(waiter_main, acc, &w1), 0);
-    CHECK_EQ(tpc_spawn(waiter_main, acc, &w2), 0);
+    CHECK_EQ(tpc_spawn(waiter_main, f.acc, &w1), 0);
+    CHECK_EQ(tpc_spawn(waiter_main, f.acc, &w2), 0);
     tpc_yield();
-    int c1 = tpc_connect(&at), c2 = tpc_connect(&at);
+    int c1 = tpc_connect(&f.at), c2 = tpc_connect(&f.at);
     int r1 = -1, r2 = -1;
     CHECK_EQ(tpc_join(w1, &r1), 0);
     CHECK_EQ(tpc_join(w2, &r2), 0);
@@ -130,59 +175,129 @@ static int acceptor_main(void *arg)
     CHECK_EQ(tpc_sock_local(c1, &l1), 0);
     CHECK_EQ(p1.in4.sin_port, l1.in4.sin_port);
     tpc_close(r1), tpc_close(r2), tpc_close(c1), tpc_close(c2);
+    acc_close(&f);
+    return 0;
+}
 
-    /* Closing needs a fiber while the kernel holds the acceptor: a callback gets -EPERM and
-     * the acceptor stays usable. */
+static void test_acceptor_serves_waiters_in_order(void **state)
+{
+    (void)state;
+    run_main(1, acc_waiters_main, NULL);
+}
+
+/* Closing needs a fiber while the kernel holds the acceptor: a callback gets -EPERM and the
+ * acceptor stays usable. */
+static int acc_callback_close_main(void *arg)
+{
+    (void)arg;
+    struct acc_setup f;
+    acc_open(&f);
     tpc_event_init(&closed_tried, false);
-    CHECK_EQ(tpc_defer(close_from_callback, acc), 0);
+    CHECK_EQ(tpc_defer(close_from_callback, f.acc), 0);
     CHECK_EQ(tpc_event_wait(&closed_tried), 0);
     CHECK_EQ(close_rc, -EPERM);
-    c = tpc_connect(&at);
-    fd = tpc_acceptor_next(acc);
+    int c = tpc_connect(&f.at);
+    int fd = tpc_acceptor_next(f.acc);
     CHECK(c >= 0 && fd >= 0);
     tpc_close(fd), tpc_close(c);
+    acc_close(&f);
+    return 0;
+}
 
-    /* Misuse from another shard. */
+static void test_acceptor_close_from_callback_refused(void **state)
+{
+    (void)state;
+    run_main(1, acc_callback_close_main, NULL);
+}
+
+/* Misuse from another shard. */
+static int acc_other_shard_main(void *arg)
+{
+    (void)arg;
+    struct acc_setup f;
+    acc_open(&f);
     int rc = -1;
-    CHECK_EQ(tpc_call_on(1, other_shard_next, acc, &rc), 0);
+    CHECK_EQ(tpc_call_on(1, other_shard_next, f.acc, &rc), 0);
     CHECK_EQ(rc, 0);
+    acc_close(&f);
+    return 0;
+}
 
-    /* Closing with connections queued closes them (whether the kernel had accepted them yet or
-     * not, no descriptor is left behind); their clients see the end. */
+static void test_acceptor_other_shard_refused(void **state)
+{
+    (void)state;
+    run_main(2, acc_other_shard_main, NULL);
+}
+
+/* Closing with connections queued closes them (whether the kernel had accepted them yet or
+ * not, no descriptor is left behind); their clients see the end. */
+static int acc_close_queued_main(void *arg)
+{
+    (void)arg;
+    struct acc_setup f;
+    acc_open(&f);
     int fds_before = count_fds();
-    c1 = tpc_connect(&at);
-    c2 = tpc_connect(&at);
+    int c1 = tpc_connect(&f.at);
+    int c2 = tpc_connect(&f.at);
     CHECK(c1 >= 0 && c2 >= 0);
     loop_turns(10); /* through the loop, which submits and reaps: the accepts complete into
                      * the queue (or are still in the kernel: both must be closed) */
-    CHECK_EQ(tpc_acceptor_close(acc), 0);
-    tpc_close(lfd);
+    CHECK_EQ(tpc_acceptor_close(f.acc), 0);
+    tpc_close(f.lfd);
     char b;
     tpc_deadline_set(2000 * MS);
-    rc = (int)tpc_recv(c1, &b, 1, 0);
+    int rc = (int)tpc_recv(c1, &b, 1, 0);
     CHECK(rc == 0 || rc == -ECONNRESET);
     rc = (int)tpc_recv(c2, &b, 1, 0);
     CHECK(rc == 0 || rc == -ECONNRESET);
     tpc_deadline_clear();
     tpc_close(c1), tpc_close(c2);
     CHECK_EQ(count_fds(), fds_before - 1); /* the listener */
+    return 0;
+}
 
-    /* A socket that does not listen: its error, not a hang. */
+static void test_acceptor_close_closes_queued(void **state)
+{
+    (void)state;
+    run_main(1, acc_close_queued_main, NULL);
+}
+
+/* A socket that does not listen: its error, not a hang. */
+static int acc_not_listening_main(void *arg)
+{
+    (void)arg;
     tpc_addr a;
+    tpc_acceptor *acc;
     CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
     int dg = tpc_dgram(&a);
     CHECK_EQ(tpc_acceptor_open(dg, &acc), 0);
     tpc_deadline_set(2000 * MS);
-    rc = tpc_acceptor_next(acc);
+    int rc = tpc_acceptor_next(acc);
     CHECK(rc == -EINVAL || rc == -EOPNOTSUPP);
     CHECK_EQ(tpc_acceptor_next(acc), rc); /* and from then on */
     tpc_deadline_clear();
     CHECK_EQ(tpc_acceptor_close(acc), 0);
     tpc_close(dg);
+    return 0;
+}
 
-    /* Two waiters on it, both woken by the error: while the second has not run yet, the
-     * acceptor cannot be freed under it. */
-    dg = tpc_dgram(&a);
+static void test_acceptor_not_listening_fails(void **state)
+{
+    (void)state;
+    run_main(1, acc_not_listening_main, NULL);
+}
+
+/* Two waiters on it, both woken by the error: while the second has not run yet, the acceptor
+ * cannot be freed under it. */
+static int acc_error_waiters_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a;
+    tpc_acceptor *acc;
+    tpc_fiber *w1, *w2;
+    int r1 = -1, r2 = -1;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    int dg = tpc_dgram(&a);
     CHECK_EQ(tpc_acceptor_open(dg, &acc), 0);
     CHECK_EQ(tpc_spawn(waiter_main, acc, &w1), 0);
     CHECK_EQ(tpc_spawn(waiter_main, acc, &w2), 0);
@@ -192,20 +307,45 @@ static int acceptor_main(void *arg)
     CHECK_EQ(tpc_join(w2, &r2), 0);
     CHECK(r2 == r1 || r2 == -ECANCELED);
     tpc_close(dg);
+    return 0;
+}
 
-    /* Closing while fibers wait wakes them with -ECANCELED; the last to leave frees it. */
-    lfd = listener(&at);
-    CHECK_EQ(tpc_acceptor_open(lfd, &acc), 0);
-    CHECK_EQ(tpc_spawn(waiter_main, acc, &w1), 0);
-    CHECK_EQ(tpc_spawn(waiter_main, acc, &w2), 0);
+static void test_acceptor_error_wakes_every_waiter(void **state)
+{
+    (void)state;
+    run_main(1, acc_error_waiters_main, NULL);
+}
+
+/* Closing while fibers wait wakes them with -ECANCELED; the last to leave frees it. */
+static int acc_close_waiters_main(void *arg)
+{
+    (void)arg;
+    struct acc_setup f;
+    acc_open(&f);
+    tpc_fiber *w1, *w2;
+    int r1 = -1, r2 = -1;
+    CHECK_EQ(tpc_spawn(waiter_main, f.acc, &w1), 0);
+    CHECK_EQ(tpc_spawn(waiter_main, f.acc, &w2), 0);
     tpc_yield(); /* both wait */
-    CHECK_EQ(tpc_acceptor_close(acc), 0);
+    CHECK_EQ(tpc_acceptor_close(f.acc), 0);
     CHECK_EQ(tpc_join(w1, &r1), 0);
     CHECK_EQ(tpc_join(w2, &r2), 0);
     CHECK_EQ(r1, -ECANCELED);
     CHECK_EQ(r2, -ECANCELED);
-    tpc_close(lfd);
+    tpc_close(f.lfd);
+    return 0;
+}
 
+static void test_acceptor_close_wakes_waiters(void **state)
+{
+    (void)state;
+    run_main(1, acc_close_waiters_main, NULL);
+}
+
+static int acc_bad_args_main(void *arg)
+{
+    (void)arg;
+    tpc_acceptor *acc;
     CHECK_EQ(tpc_acceptor_open(-1, &acc), -EINVAL);
     CHECK_EQ(tpc_acceptor_open(0, NULL), -EINVAL);
     CHECK_EQ(tpc_acceptor_next(NULL), -EINVAL);
@@ -213,11 +353,11 @@ static int acceptor_main(void *arg)
     return 0;
 }
 
-static void test_acceptor(void **state)
+static void test_acceptor_bad_arguments(void **state)
 {
     (void)state;
     assert_int_equal(tpc_acceptor_open(0, NULL), -EPERM);
-    run_main(2, acceptor_main, NULL);
+    run_main(1, acc_bad_args_main, NULL);
 }
 
 /* ---- Out of descriptors: back off, do not spin, recover. ---- */
@@ -1254,7 +1394,16 @@ static void test_10k_connections(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_acceptor),
+        cmocka_unit_test(test_acceptor_queues_in_order),
+        cmocka_unit_test(test_acceptor_deadline_loses_nothing),
+        cmocka_unit_test(test_acceptor_serves_waiters_in_order),
+        cmocka_unit_test(test_acceptor_close_from_callback_refused),
+        cmocka_unit_test(test_acceptor_other_shard_refused),
+        cmocka_unit_test(test_acceptor_close_closes_queued),
+        cmocka_unit_test(test_acceptor_not_listening_fails),
+        cmocka_unit_test(test_acceptor_error_wakes_every_waiter),
+        cmocka_unit_test(test_acceptor_close_wakes_waiters),
+        cmocka_unit_test(test_acceptor_bad_arguments),
         cmocka_unit_test(test_acceptor_pause),
         cmocka_unit_test(test_emfile),
         cmocka_unit_test(test_server_reuseport),
