@@ -393,47 +393,87 @@ static void rx_close_from_callback(void *arg)
     tpc_event_set(&rx_close_tried);
 }
 
-static int rx_main(void *arg)
+/* Each case: a pool of 8 buffers of 16 bytes and a stream on the server end of a TCP pair. */
+struct rx_setup {
+    tpc_bufpool *p;
+    int a, b;
+    tpc_rx *rx;
+};
+
+static void rx_setup(struct rx_setup *f)
+{
+    CHECK_EQ(tpc_bufpool_create(8, 16, &f->p), 0);
+    CHECK_EQ(tpc_bufpool_available(f->p), 8);
+    tcp_pair(&f->a, &f->b);
+    CHECK_EQ(tpc_rx_open(f->b, f->p, &f->rx), 0);
+}
+
+/* Closes the stream (unless it is closed already) and both ends; every buffer is back. */
+static void rx_teardown(struct rx_setup *f)
+{
+    if (f->rx)
+        CHECK_EQ(tpc_rx_close(f->rx), 0);
+    if (f->a >= 0)
+        tpc_close(f->a);
+    tpc_close(f->b);
+    CHECK_EQ(tpc_bufpool_available(f->p), 8);
+    CHECK_EQ(tpc_bufpool_destroy(f->p), 0);
+}
+
+/* A deadline interrupts the wait and loses nothing: what comes later is received. */
+static int rx_deadline_main(void *arg)
 {
     (void)arg;
-    tpc_bufpool *p;
-    CHECK_EQ(tpc_bufpool_create(8, 16, &p), 0);
-    CHECK_EQ(tpc_bufpool_available(p), 8);
-    int a, b;
-    tcp_pair(&a, &b);
-    tpc_rx *rx;
-    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
-
-    /* A deadline interrupts the wait and loses nothing. */
+    struct rx_setup f;
+    rx_setup(&f);
     tpc_buf buf;
     tpc_deadline_set(20 * MS);
-    CHECK_EQ(tpc_rx_next(rx, &buf), -ETIMEDOUT);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), -ETIMEDOUT);
     tpc_deadline_clear();
+    CHECK_EQ(tpc_send(f.a, "later", 5, 0), 5);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 5);
+    CHECK(buf.data && !memcmp(buf.data, "later", 5));
+    CHECK_EQ(tpc_buf_release(&buf), 0);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* 200 bytes through buffers of 16, of which the stream may have 2 (a quarter of 8) queued
-     * and held together: holding both, the caller gets -ENOBUFS and the other 6 buffers stay
-     * free while the rest of the bytes wait in the socket; the stream goes on once they come
-     * back, and the bytes arrive whole and in order. They are sent while nobody waits (after
-     * the timeout above), so the first chunks are queued, not handed to a waiter. */
+static void test_rx_deadline_loses_nothing(void **state)
+{
+    (void)state;
+    run_main(1, rx_deadline_main, NULL);
+}
+
+/* 200 bytes through buffers of 16, of which the stream may have 2 (a quarter of 8) queued and
+ * held together: holding both, the caller gets -ENOBUFS and the other 6 buffers stay free while
+ * the rest of the bytes wait in the socket; the stream goes on once they come back, and the
+ * bytes arrive whole and in order. They are sent while nobody waits, so the first chunks are
+ * queued, not handed to a waiter. */
+static int rx_share_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
     char msg[200], got[200];
     for (size_t i = 0; i < sizeof(msg); i++)
         msg[i] = (char)('a' + i % 26);
-    CHECK_EQ(tpc_send(a, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
-    WAIT_UNTIL(tpc_bufpool_available(p) == 6); /* the first chunks arrive with no waiter */
+    CHECK_EQ(tpc_send(f.a, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
+    WAIT_UNTIL(tpc_bufpool_available(f.p) == 6); /* the first chunks arrive with no waiter */
     tpc_buf held[2];
     size_t have = 0;
     int nheld = 0;
     while (have < sizeof(msg)) {
-        ssize_t n = tpc_rx_next(rx, &held[nheld]);
+        ssize_t n = tpc_rx_next(f.rx, &held[nheld]);
         CHECK(n > 0 && n <= 16);
         if (n <= 0)
             break;
         memcpy(got + have, held[nheld].data, (size_t)n);
         have += (size_t)n;
         if (++nheld == 2) { /* its whole share */
-            CHECK_EQ(tpc_rx_next(rx, &buf), -ENOBUFS);
+            CHECK_EQ(tpc_rx_next(f.rx, &buf), -ENOBUFS);
             if (have < sizeof(msg))
-                CHECK_EQ(tpc_bufpool_available(p), 6);
+                CHECK_EQ(tpc_bufpool_available(f.p), 6);
             while (nheld)
                 CHECK_EQ(tpc_buf_release(&held[--nheld]), 0);
         }
@@ -441,65 +481,172 @@ static int rx_main(void *arg)
     CHECK(have == sizeof(msg) && !memcmp(got, msg, sizeof(msg)));
     while (nheld)
         CHECK_EQ(tpc_buf_release(&held[--nheld]), 0);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* Misuse. A callback cannot close an armed stream (that waits for the kernel). */
+static void test_rx_share_and_order(void **state)
+{
+    (void)state;
+    run_main(1, rx_share_main, NULL);
+}
+
+/* A callback cannot close an armed stream (that waits for the kernel); the stream goes on. */
+static int rx_callback_close_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
     tpc_event_init(&rx_close_tried, false);
-    CHECK_EQ(tpc_defer(rx_close_from_callback, rx), 0);
+    CHECK_EQ(tpc_defer(rx_close_from_callback, f.rx), 0);
     CHECK_EQ(tpc_event_wait(&rx_close_tried), 0);
     CHECK_EQ(rx_close_rc, -EPERM);
-    CHECK_EQ(tpc_send(a, "z", 1, 0), 1);
-    CHECK_EQ(tpc_rx_next(rx, &buf), 1);
+    CHECK_EQ(tpc_send(f.a, "z", 1, 0), 1);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 1);
+    CHECK_EQ(tpc_buf_release(&buf), 0);
+    rx_teardown(&f);
+    return 0;
+}
+
+static void test_rx_close_from_callback_refused(void **state)
+{
+    (void)state;
+    run_main(1, rx_callback_close_main, NULL);
+}
+
+/* A buffer released twice, through a copy or itself, is refused. */
+static int rx_release_twice_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    CHECK_EQ(tpc_send(f.a, "z", 1, 0), 1);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 1);
     tpc_buf copy = buf;
     CHECK_EQ(tpc_buf_release(&buf), 0);
     CHECK_EQ(tpc_buf_release(&copy), -EINVAL); /* released twice */
     CHECK_EQ(tpc_buf_release(&buf), -EINVAL);
+    rx_teardown(&f);
+    return 0;
+}
+
+static void test_rx_buffer_released_twice(void **state)
+{
+    (void)state;
+    run_main(1, rx_release_twice_main, NULL);
+}
+
+static int rx_bad_args_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    tpc_rx *rx;
+    tpc_bufpool *p;
     CHECK_EQ(tpc_buf_release(NULL), -EINVAL);
     CHECK_EQ(tpc_rx_next(NULL, &buf), -EINVAL);
-    CHECK_EQ(tpc_rx_next(rx, NULL), -EINVAL);
-    CHECK_EQ(tpc_rx_open(-1, p, &rx), -EINVAL);
+    CHECK_EQ(tpc_rx_next(f.rx, NULL), -EINVAL);
+    CHECK_EQ(tpc_rx_open(-1, f.p, &rx), -EINVAL);
     CHECK_EQ(tpc_bufpool_create(3, 16, &p), -EINVAL);
     CHECK_EQ(tpc_bufpool_create(65536, 16, &p), -EINVAL);
     CHECK_EQ(tpc_bufpool_create(4, 0, &p), -EINVAL);
+    CHECK_EQ(tpc_bufpool_destroy(NULL), 0);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* Closing with chunks queued gives them back. */
-    CHECK_EQ(tpc_send(a, "queued", 6, 0), 6);
-    CHECK_EQ(tpc_rx_next(rx, &buf), 6); /* proof the data has arrived; hold it */
-    CHECK_EQ(tpc_send(a, "more", 4, 0), 4);
-    CHECK_EQ(tpc_rx_close(rx), 0);
+static void test_rx_bad_arguments(void **state)
+{
+    (void)state;
+    tpc_bufpool *p;
+    assert_int_equal(tpc_bufpool_create(4, 16, &p), -EPERM);
+    run_main(1, rx_bad_args_main, NULL);
+}
+
+/* Closing with chunks queued gives them back. */
+static int rx_close_queued_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    CHECK_EQ(tpc_send(f.a, "queued", 6, 0), 6);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 6); /* proof the data has arrived; hold it */
+    CHECK_EQ(tpc_send(f.a, "more", 4, 0), 4);
+    CHECK_EQ(tpc_rx_close(f.rx), 0);
+    f.rx = NULL;
     CHECK_EQ(tpc_buf_release(&buf), 0);
-    CHECK_EQ(tpc_bufpool_available(p), 8);
+    CHECK_EQ(tpc_bufpool_available(f.p), 8);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* End of stream, and the peer's reset after data. */
-    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
-    char rest[8];
-    ssize_t n = tpc_recv(b, rest, sizeof(rest), MSG_DONTWAIT); /* "more" may still be there */
-    (void)n;
-    tpc_sock_shutdown(a, SHUT_WR);
-    while ((n = tpc_rx_next(rx, &buf)) > 0)
+static void test_rx_close_gives_queued_back(void **state)
+{
+    (void)state;
+    run_main(1, rx_close_queued_main, NULL);
+}
+
+/* The end of the stream is 0, and stays 0. */
+static int rx_end_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    ssize_t n;
+    CHECK_EQ(tpc_send(f.a, "data", 4, 0), 4);
+    tpc_sock_shutdown(f.a, SHUT_WR);
+    while ((n = tpc_rx_next(f.rx, &buf)) > 0)
         tpc_buf_release(&buf);
     CHECK_EQ(n, 0);
-    CHECK_EQ(tpc_rx_next(rx, &buf), 0); /* and again */
-    CHECK_EQ(tpc_rx_close(rx), 0);
-    tpc_close(a), tpc_close(b);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 0); /* and again */
+    rx_teardown(&f);
+    return 0;
+}
 
-    tcp_pair(&a, &b);
-    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
-    CHECK_EQ(tpc_send(a, "last", 4, 0), 4);
-    CHECK_EQ(tpc_rx_next(rx, &buf), 4);
+static void test_rx_end_of_stream(void **state)
+{
+    (void)state;
+    run_main(1, rx_end_main, NULL);
+}
+
+/* The peer's reset after data: -ECONNRESET once the data is taken. */
+static int rx_reset_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    CHECK_EQ(tpc_send(f.a, "last", 4, 0), 4);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 4);
     CHECK_EQ(tpc_buf_release(&buf), 0);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    tpc_close(a);
-    CHECK_EQ(tpc_rx_next(rx, &buf), -ECONNRESET);
-    CHECK_EQ(tpc_rx_close(rx), 0);
-    tpc_close(b);
-    CHECK_EQ(tpc_bufpool_available(p), 8);
-    CHECK_EQ(tpc_bufpool_destroy(p), 0);
-    CHECK_EQ(tpc_bufpool_destroy(NULL), 0);
+    setsockopt(f.a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    tpc_close(f.a);
+    f.a = -1;
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), -ECONNRESET);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* Four buffers (a share of one each), five streams: the first four have a chunk queued,
-     * which empties the pool, and the fifth starves; closing the first gives its buffer back
-     * and the fifth goes on. */
+static void test_rx_peer_reset(void **state)
+{
+    (void)state;
+    run_main(1, rx_reset_main, NULL);
+}
+
+/* Four buffers (a share of one each), five streams: the first four have a chunk queued, which
+ * empties the pool, and the fifth starves; closing the first gives its buffer back and the
+ * fifth goes on. */
+static int rx_starve_main(void *arg)
+{
+    (void)arg;
+    tpc_bufpool *p;
+    tpc_buf buf;
     CHECK_EQ(tpc_bufpool_create(4, 16, &p), 0);
     int ca[5], sa[5];
     tpc_rx *r[5];
@@ -526,6 +673,12 @@ static int rx_main(void *arg)
     CHECK_EQ(tpc_bufpool_available(p), 4);
     CHECK_EQ(tpc_bufpool_destroy(p), 0);
     return 0;
+}
+
+static void test_rx_starved_stream_goes_on(void **state)
+{
+    (void)state;
+    run_main(1, rx_starve_main, NULL);
 }
 
 /* A stale copy of a tpc_buf: once its buffer has been handed out again, releasing the copy
@@ -618,14 +771,6 @@ static void test_rx_stale_copy(void **state)
 {
     (void)state;
     run_main(1, stale_main, NULL);
-}
-
-static void test_rx(void **state)
-{
-    (void)state;
-    tpc_bufpool *p;
-    assert_int_equal(tpc_bufpool_create(4, 16, &p), -EPERM);
-    run_main(1, rx_main, NULL);
 }
 
 /* Pools made and destroyed 70,000 times on one shard: a destroyed pool's buffer group id is
@@ -793,7 +938,15 @@ int main(void)
         cmocka_unit_test(test_enters),
         cmocka_unit_test(test_coalesce),
         cmocka_unit_test(test_resolve),
-        cmocka_unit_test(test_rx),
+        cmocka_unit_test(test_rx_deadline_loses_nothing),
+        cmocka_unit_test(test_rx_share_and_order),
+        cmocka_unit_test(test_rx_close_from_callback_refused),
+        cmocka_unit_test(test_rx_buffer_released_twice),
+        cmocka_unit_test(test_rx_bad_arguments),
+        cmocka_unit_test(test_rx_close_gives_queued_back),
+        cmocka_unit_test(test_rx_end_of_stream),
+        cmocka_unit_test(test_rx_peer_reset),
+        cmocka_unit_test(test_rx_starved_stream_goes_on),
         cmocka_unit_test(test_rx_stale_copy),
         cmocka_unit_test(test_release_in_use),
         cmocka_unit_test(test_pool_churn),
