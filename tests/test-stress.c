@@ -296,13 +296,15 @@ static int streamer(void *arg)
             tpc_xchan_close(st->c); /* else the release closes */
         if (!st->sender_releases_both)
             tpc_xchan_release(st->c);
-        int jr; /* st lives until the receiver returned (or could not start) */
-        while ((jr = tpc_join(r, NULL)) == -ECANCELED || jr == -ETIMEDOUT)
-            tpc_yield();
+        /* st lives until the receiver returned (or could not start). One join: it waits for the
+         * receiver even when this fiber is cancelled, and frees the handle whatever it returns
+         * (retrying it on -ECANCELED used a freed handle). */
+        int jr = tpc_join(r, NULL);
+        bool rx_ran = jr == 0 || jr == -ECANCELED || jr == -ETIMEDOUT;
         if (st->sender_releases_both) {
             tpc_xchan_release(st->c);
             tpc_xchan_release(st->c);
-        } else if (jr < 0) { /* the receiver could not start: its end is released here */
+        } else if (!rx_ran) { /* the receiver could not start: its end is released here */
             tpc_xchan_release(st->c);
         }
         free(st);
