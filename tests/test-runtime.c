@@ -122,7 +122,26 @@ static int first_cpu(void *arg)
     return tpc_shard_cpu();
 }
 
-static void test_config(void **state)
+/* TPC_SHARDS sets the shard count; the config wins over it; bad values are refused. */
+static void test_env_shards(void **state)
+{
+    (void)state;
+    setenv("TPC_SHARDS", "3", 1);
+    assert_int_equal(tpc_run(NULL, count_shards, NULL), 3);
+    tpc_config c = {.shards = 5}; /* the config wins over the environment */
+    assert_int_equal(tpc_run(&c, count_shards, NULL), 5);
+    setenv("TPC_SHARDS", "zero", 1);
+    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+    setenv("TPC_SHARDS", "0", 1);
+    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+    setenv("TPC_SHARDS", "100000", 1);
+    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+    unsetenv("TPC_SHARDS");
+}
+
+/* TPC_CPUS (and tpc_config.cpus) choose the CPUs; bad lists and CPUs outside the affinity
+ * mask are refused. */
+static void test_env_cpus(void **state)
 {
     (void)state;
     cpu_set_t set;
@@ -135,19 +154,6 @@ static void test_config(void **state)
             outside = c;
     }
     char buf[32];
-
-    setenv("TPC_SHARDS", "3", 1);
-    assert_int_equal(tpc_run(NULL, count_shards, NULL), 3);
-    tpc_config c = {.shards = 5}; /* the config wins over the environment */
-    assert_int_equal(tpc_run(&c, count_shards, NULL), 5);
-    setenv("TPC_SHARDS", "zero", 1);
-    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
-    setenv("TPC_SHARDS", "0", 1);
-    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
-    setenv("TPC_SHARDS", "100000", 1);
-    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
-    unsetenv("TPC_SHARDS");
-
     snprintf(buf, sizeof(buf), "%d", cpu0);
     setenv("TPC_CPUS", buf, 1);
     assert_int_equal(tpc_run(NULL, count_shards, NULL), 1);
@@ -160,10 +166,16 @@ static void test_config(void **state)
     setenv("TPC_CPUS", buf, 1);
     assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
     unsetenv("TPC_CPUS");
-    c = (tpc_config){.cpus = "99999"};
+    tpc_config c = {.cpus = "99999"};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
+}
 
-    c = (tpc_config){.shards = TPC_MAX_SHARDS + 1};
+/* The numeric fields' bounds: outside them tpc_run refuses the config; small legal values
+ * run. */
+static void test_config_bounds(void **state)
+{
+    (void)state;
+    tpc_config c = {.shards = TPC_MAX_SHARDS + 1};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
     c = (tpc_config){.stack_size = 100};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
@@ -177,12 +189,15 @@ static void test_config(void **state)
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
     c = (tpc_config){.blocking_queue = (1u << 20) + 1};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
-
     c = (tpc_config){.coalesce_us = 10001};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
+}
 
-    /* The knobs read from the environment: bad values are refused, a good one runs, and the
-     * config wins over a bad environment value. */
+/* The knobs read from the environment: bad values are refused, a good one runs, and the
+ * config wins over a bad environment value. */
+static void test_env_knobs(void **state)
+{
+    (void)state;
     static const struct {
         const char *name, *bad[6], *good;
         tpc_config wins;
@@ -196,7 +211,7 @@ static void test_config(void **state)
             assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
         }
         setenv(knobs[k].name, knobs[k].good, 1);
-        c = (tpc_config){.shards = 2};
+        tpc_config c = {.shards = 2};
         assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
         setenv(knobs[k].name, "x", 1);
         c = knobs[k].wins;
@@ -204,6 +219,17 @@ static void test_config(void **state)
         assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
         unsetenv(knobs[k].name);
     }
+}
+
+/* Every case starts from an environment without libtpc's variables (a failed case may have
+ * left one set). */
+static int clean_env(void **state)
+{
+    (void)state;
+    static const char *vars[] = {"TPC_SHARDS", "TPC_CPUS", "TPC_SPIN_NS", "TPC_COALESCE_US"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    return 0;
 }
 
 /* ---- Misuse inside the runtime. ---- */
@@ -537,7 +563,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exit_status),
         cmocka_unit_test(test_shards),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test_setup(test_env_shards, clean_env),
+        cmocka_unit_test_setup(test_env_cpus, clean_env),
+        cmocka_unit_test_setup(test_config_bounds, clean_env),
+        cmocka_unit_test_setup(test_env_knobs, clean_env),
         cmocka_unit_test(test_nested_run),
         cmocka_unit_test(test_shutdown_from_any_shard),
         cmocka_unit_test(test_submit_during_shutdown),
