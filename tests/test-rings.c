@@ -198,7 +198,9 @@ static int foreign_join(void *arg)
     return 0;
 }
 
-static int remote_main(void *arg)
+/* tpc_spawn_on runs the fiber on the shard named (the caller's own too), with its options, and
+ * the join brings its result back. */
+static int remote_result_main(void *arg)
 {
     (void)arg;
     tpc_fiber *r;
@@ -214,38 +216,103 @@ static int remote_main(void *arg)
     CHECK(strcmp(tpc_fiber_name(r), "remote-one") == 0);
     CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, 200 - 2);
+    return 0;
+}
 
+static void test_remote_fiber_result(void **state)
+{
+    (void)state;
+    run_main(3, remote_result_main, NULL);
+}
+
+/* Detached remote fibers (no handle, or tpc_detach) run to their end. */
+static int remote_detached_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *r;
     atomic_store(&detached_ran, 0);
     CHECK_EQ(tpc_spawn_on(1, NULL, where, (void *)-1, NULL), 0);
     CHECK_EQ(tpc_spawn_on(2, NULL, where, (void *)-1, &r), 0);
     CHECK_EQ(tpc_detach(r), 0);
     WAIT_UNTIL(atomic_load(&detached_ran) == 2);
+    return 0;
+}
 
-    /* Only the spawning shard may use the handle. */
+static void test_remote_fiber_detached(void **state)
+{
+    (void)state;
+    run_main(3, remote_detached_main, NULL);
+}
+
+/* Only the spawning shard may use the handle. */
+static int remote_foreign_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *r;
+    int res = -1;
     atomic_store(&slow_release, 1);
     CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0);
     CHECK_EQ(tpc_call_on(2, foreign_join, r, NULL), 0);
     CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, 7);
+    return 0;
+}
 
-    /* tpc_cancel reaches a fiber on another shard. */
+static void test_remote_handle_only_on_its_shard(void **state)
+{
+    (void)state;
+    run_main(3, remote_foreign_main, NULL);
+}
+
+/* tpc_cancel reaches a fiber on another shard. */
+static int remote_cancel_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *r;
+    int res = -1;
     atomic_store(&slow_release, 0);
     CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0);
     CHECK_EQ(tpc_cancel(r), 0);
     CHECK_EQ(tpc_cancel(r), 0); /* again: no effect */
     CHECK_EQ(tpc_join(r, &res), 0);
     CHECK_EQ(res, 8);
+    return 0;
+}
 
-    /* A joiner whose deadline passes cancels the remote fiber and still waits for its end, as
-     * tpc_join does for a local child. */
-    res = -1;
+static void test_remote_cancel(void **state)
+{
+    (void)state;
+    run_main(3, remote_cancel_main, NULL);
+}
+
+/* A joiner whose deadline passes cancels the remote fiber and still waits for its end, as
+ * tpc_join does for a local child. */
+static int remote_deadline_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *r;
+    int res = -1;
+    atomic_store(&slow_release, 0);
     CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0);
     tpc_deadline_set(1000 * 1000);
     CHECK_EQ(tpc_join(r, &res), -ETIMEDOUT);
     tpc_deadline_clear();
     CHECK_EQ(res, 8);
+    return 0;
+}
 
-    /* Misuse. */
+static void test_remote_join_deadline_cancels(void **state)
+{
+    (void)state;
+    run_main(3, remote_deadline_main, NULL);
+}
+
+/* Misuse; and a handle left unjoined at shutdown is freed with the runtime (ASan/valgrind
+ * check). */
+static int remote_misuse_main(void *arg)
+{
+    (void)arg;
+    tpc_fiber *r;
     CHECK_EQ(tpc_spawn_on(3, NULL, where, NULL, &r), -EINVAL);
     CHECK_EQ(tpc_spawn_on(-1, NULL, where, NULL, &r), -EINVAL);
     CHECK_EQ(tpc_spawn_on(1, NULL, NULL, NULL, &r), -EINVAL);
@@ -253,19 +320,18 @@ static int remote_main(void *arg)
     CHECK_EQ(tpc_spawn_on(1, &tiny, where, NULL, &r), -EINVAL);
     CHECK_EQ(tpc_join(NULL, NULL), -EINVAL);
     CHECK_EQ(tpc_detach(NULL), -EINVAL);
-    /* A handle left unjoined at shutdown is freed with the runtime (ASan/valgrind check). */
     atomic_store(&slow_release, 0);
     CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0);
     return 0;
 }
 
-static void test_remote_fibers(void **state)
+static void test_remote_misuse_and_unjoined_handle(void **state)
 {
     (void)state;
     tpc_fiber *r;
     assert_int_equal(tpc_spawn_on(0, NULL, where, NULL, &r), -EPERM);
     assert_int_equal(tpc_detach(NULL), -EPERM);
-    run_main(3, remote_main, NULL);
+    run_main(3, remote_misuse_main, NULL);
 }
 
 /* A cancel for a fiber on a shard whose ring is full waits for room and still arrives. */
@@ -288,8 +354,7 @@ static int cancel_full_main(void *arg)
     atomic_store(&spin_hold, 1);
     atomic_store(&slow_release, 0);
     CHECK_EQ(tpc_spawn_on(1, NULL, spinner, NULL, &spin), 0);
-    while (!atomic_load(&spinning))
-        tpc_yield();
+    WAIT_UNTIL(atomic_load(&spinning));
     CHECK_EQ(tpc_spawn_on(1, NULL, slow_fiber, NULL, &r), 0); /* fills the two-slot ring */
     CHECK_EQ(tpc_cancel(r), 0);                               /* waits for room */
     atomic_store(&spin_hold, 0);
@@ -469,9 +534,17 @@ static void test_no_lost_wakeups_stream(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_backpressure),     cmocka_unit_test(test_nested_calls),
-        cmocka_unit_test(test_remote_fibers),    cmocka_unit_test(test_remote_cancel_full_ring),
-        cmocka_unit_test(test_call_from_thread), cmocka_unit_test(test_no_lost_wakeups_stream),
+        cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_nested_calls),
+        cmocka_unit_test(test_remote_fiber_result),
+        cmocka_unit_test(test_remote_fiber_detached),
+        cmocka_unit_test(test_remote_handle_only_on_its_shard),
+        cmocka_unit_test(test_remote_cancel),
+        cmocka_unit_test(test_remote_join_deadline_cancels),
+        cmocka_unit_test(test_remote_misuse_and_unjoined_handle),
+        cmocka_unit_test(test_remote_cancel_full_ring),
+        cmocka_unit_test(test_call_from_thread),
+        cmocka_unit_test(test_no_lost_wakeups_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
