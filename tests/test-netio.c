@@ -35,6 +35,7 @@ static int getopt_int(int fd, int level, int name)
     return getsockopt(fd, level, name, &v, &len) == 0 ? v : -errno;
 }
 
+/* Keep-alive, buffer sizes and Nagle's switch are set (and bad values refused). */
 static int options_main(void *arg)
 {
     (void)arg;
@@ -53,8 +54,23 @@ static int options_main(void *arg)
     CHECK_EQ(getopt_int(a, IPPROTO_TCP, TCP_NODELAY), 1);
     CHECK_EQ(tpc_sock_keepalive(-1, 1), -EBADF);
     CHECK_EQ(tpc_sock_buffers(-1, 1, 1), -EBADF);
+    tpc_close(a);
+    tpc_close(b);
+    return 0;
+}
 
-    /* Scatter/gather: three pieces out, two buffers in. */
+static void test_options(void **state)
+{
+    (void)state;
+    run_main(1, options_main, NULL);
+}
+
+/* Scatter/gather: three pieces out, two buffers in; bad vectors refused. */
+static int sendv_recvv_main(void *arg)
+{
+    (void)arg;
+    int a, b;
+    tcp_pair(&a, &b);
     struct iovec out[3] = {{"abc", 3}, {"", 0}, {"defgh", 5}};
     CHECK_EQ(tpc_sendv(a, out, 3), 8);
     char x[4], y[16];
@@ -75,17 +91,43 @@ static int options_main(void *arg)
     CHECK_EQ(tpc_sendv(a, out, 1 << 20), -EINVAL);
     struct iovec nul = {NULL, 4};
     CHECK_EQ(tpc_recvv(b, &nul, 1), -EFAULT);
+    tpc_close(a);
+    tpc_close(b);
+    return 0;
+}
 
-    /* Peer reset: a close with a zero linger sends RST; the other side gets -ECONNRESET. */
+static void test_sendv_recvv(void **state)
+{
+    (void)state;
+    run_main(1, sendv_recvv_main, NULL);
+}
+
+/* Peer reset: a close with a zero linger sends RST; the other side gets -ECONNRESET. */
+static int peer_reset_main(void *arg)
+{
+    (void)arg;
+    int a, b;
+    tcp_pair(&a, &b);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     CHECK_EQ(setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
     tpc_close(a);
     char c;
     CHECK_EQ(tpc_recv(b, &c, 1, 0), -ECONNRESET);
     tpc_close(b);
+    return 0;
+}
 
-    /* Connect timeout: a listener whose backlog is full drops new SYNs, so the connect waits
-     * until the fiber's deadline. */
+static void test_peer_reset(void **state)
+{
+    (void)state;
+    run_main(1, peer_reset_main, NULL);
+}
+
+/* Connect timeout: a listener whose backlog is full drops new SYNs, so the connect waits until
+ * the fiber's deadline. */
+static int connect_timeout_main(void *arg)
+{
+    (void)arg;
     tpc_addr any, at;
     CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &any), 0);
     int lfd = tpc_listen(&any, 1, 0);
@@ -106,10 +148,10 @@ static int options_main(void *arg)
     return 0;
 }
 
-static void test_options(void **state)
+static void test_connect_timeout(void **state)
 {
     (void)state;
-    run_main(1, options_main, NULL);
+    run_main(1, connect_timeout_main, NULL);
 }
 
 /* The loop's syscall budget. A request-reply over a socket, with the shard idle while the
@@ -853,10 +895,11 @@ static int sink_main(void *arg) /* reads to the end and checks the pattern */
     return (int)have;
 }
 
+/* Bytes through a proxy with tpc_forward: client -> (a1, b1) -> proxy forwards b1 to a2 ->
+ * (a2, b2) -> sink; every byte arrives. */
 static int splice_main(void *arg)
 {
     (void)arg;
-    /* client -> (a1, b1) -> proxy forwards b1 to a2 -> (a2, b2) -> sink */
     int a1, b1, a2, b2;
     tcp_pair(&a1, &b1);
     tcp_pair(&a2, &b2);
@@ -880,38 +923,65 @@ static int splice_main(void *arg)
     CHECK_EQ(tpc_join(dst, &got), 0);
     CHECK_EQ(got, BIG);
     tpc_close(a1), tpc_close(b1), tpc_close(a2), tpc_close(b2);
+    return 0;
+}
 
-    /* A file to a socket: all of it from an offset, which advances. */
+/* An unlinked temporary file holding 200,000 bytes of a pattern (*data, freed by the caller). */
+static int pattern_file(char **data)
+{
     char path[] = "/tmp/tpc-sendfile-XXXXXX";
     int file = mkstemp(path);
     CHECK(file >= 0);
     unlink(path);
-    char *data = malloc(200000);
+    *data = malloc(200000);
     for (int i = 0; i < 200000; i++)
-        data[i] = (char)(i % 251);
-    CHECK_EQ(tpc_write_full(file, data, 200000, 0), 200000);
+        (*data)[i] = (char)(i % 251);
+    CHECK_EQ(tpc_write_full(file, *data, 200000, 0), 200000);
+    return file;
+}
+
+/* A file to a socket: all of it from an offset, which advances. */
+static int sendfile_main(void *arg)
+{
+    (void)arg;
+    char *data;
+    int file = pattern_file(&data);
+    int a1, b1;
     tcp_pair(&a1, &b1);
     int64_t off = 1000;
     CHECK_EQ(tpc_sendfile(a1, file, &off, 300000), 199000); /* to the end of the file */
     CHECK_EQ(off, 200000);
     tpc_sock_shutdown(a1, SHUT_WR);
     char *back = malloc(200000);
-    ssize_t have = 0;
+    ssize_t have = 0, n;
     while ((n = tpc_recv(b1, back + have, (size_t)(200000 - have), 0)) > 0)
         have += n;
     CHECK_EQ(have, 199000);
     CHECK(!memcmp(back, data + 1000, 199000));
     free(back);
     free(data);
+    tpc_close(a1), tpc_close(b1);
+    tpc_close(file);
+    return 0;
+}
 
-    /* Errors: a closed peer, bad arguments. */
+/* Errors: a closed peer, bad arguments. */
+static int splice_errors_main(void *arg)
+{
+    (void)arg;
+    char *data;
+    int file = pattern_file(&data);
+    free(data);
+    int a1, b1;
+    tcp_pair(&a1, &b1);
     tpc_close(b1);
-    off = 0;
+    int64_t off = 0;
     ssize_t rc = 0;
     for (int i = 0; i < 20 && rc >= 0; i++) /* the first sends may still be buffered */
         rc = tpc_sendfile(a1, file, &off, 200000), off = 0;
     CHECK(rc == -EPIPE || rc == -ECONNRESET);
     tpc_close(a1);
+    tpc_fwd fw;
     CHECK_EQ(tpc_fwd_init(&fw, -1, 0), -EBADF);
     CHECK_EQ(tpc_fwd_init(NULL, 0, 0), -EINVAL);
     CHECK_EQ(tpc_forward(NULL, 10), -EINVAL);
@@ -925,16 +995,31 @@ static int splice_main(void *arg)
     return 0;
 }
 
-static void test_splice(void **state)
+static void test_forward_through_a_proxy(void **state)
 {
     (void)state;
     run_main(1, splice_main, NULL);
+}
+
+static void test_sendfile(void **state)
+{
+    (void)state;
+    run_main(1, sendfile_main, NULL);
+}
+
+static void test_splice_errors(void **state)
+{
+    (void)state;
+    run_main(1, splice_errors_main, NULL);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_options),
+        cmocka_unit_test(test_sendv_recvv),
+        cmocka_unit_test(test_peer_reset),
+        cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_enters),
         cmocka_unit_test(test_coalesce),
         cmocka_unit_test(test_resolve),
@@ -950,7 +1035,9 @@ int main(void)
         cmocka_unit_test(test_rx_stale_copy),
         cmocka_unit_test(test_release_in_use),
         cmocka_unit_test(test_pool_churn),
-        cmocka_unit_test(test_splice),
+        cmocka_unit_test(test_forward_through_a_proxy),
+        cmocka_unit_test(test_sendfile),
+        cmocka_unit_test(test_splice_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
