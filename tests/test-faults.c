@@ -242,8 +242,7 @@ static int server_close_main(void *arg)
     for (int i = 0; i < 3; i++) {
         int c = tpc_connect(&at);
         CHECK(c >= 0);
-        while (!jammed) /* the handler returns, and the server closes, in one turn */
-            tpc_yield();
+        WAIT_UNTIL(jammed); /* the handler returns, and the server closes, in one turn */
         tpc__fault_sqe(0, 0);
         jammed = 0;
         char b;

@@ -255,8 +255,7 @@ static int pipes_main(void *arg)
     memset(guard, '.', sizeof(guard));
     atomic_store(&waiting, 0);
     CHECK_EQ(tpc_spawn(flag_then_read, guard, &f), 0);
-    while (!atomic_load(&waiting))
-        tpc_yield();
+    WAIT_UNTIL(atomic_load(&waiting));
     tpc_yield(); /* it is suspended in the read now */
     CHECK_EQ(tpc_cancel(f), 0);
     CHECK_EQ(tpc_join(f, &res), 0);

@@ -82,8 +82,7 @@ static int signal_main(void *arg)
     tpc_fiber *f;
     atomic_store(&waiting, 0);
     CHECK_EQ(tpc_spawn(flag_then_wait, (void *)SIGUSR1, &f), 0);
-    while (!atomic_load(&waiting))
-        tpc_yield();
+    WAIT_UNTIL(atomic_load(&waiting));
     tpc_yield();
     CHECK_EQ(tpc_cancel(f), 0);
     CHECK_EQ(tpc_join(f, &res), 0);
