@@ -226,11 +226,11 @@ static int flag_then_read(void *arg)
     return read_one(arg);
 }
 
-static int pipes_main(void *arg)
+/* read_full gathers three short writes into one buffer. */
+static int read_full_main(void *arg)
 {
     (void)arg;
     CHECK_EQ(pipe(pfd), 0);
-    /* read_full gathers three short writes into one buffer. */
     char buf[16];
     memset(buf, 0, sizeof(buf));
     tpc_fiber *f;
@@ -243,15 +243,44 @@ static int pipes_main(void *arg)
     CHECK_EQ(tpc_join(f, &res), 0);
     CHECK_EQ(res, 12);
     CHECK(memcmp(buf, "abcdabcdabcd", 12) == 0);
+    close(pfd[0]), close(pfd[1]);
+    return 0;
+}
 
-    /* Readiness. */
+static void test_read_full_gathers(void **state)
+{
+    (void)state;
+    run_main(1, read_full_main, NULL);
+}
+
+/* Readiness. */
+static int readiness_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
+    char buf[16];
     CHECK_EQ(tpc_write_full(pfd[1], "z", 1, -1), 1);
     CHECK(tpc_poll(pfd[0], POLLIN) & POLLIN);
     CHECK_EQ(tpc_read(pfd[0], buf, 1, -1), 1);
+    close(pfd[0]), close(pfd[1]);
+    return 0;
+}
 
-    /* A cancelled read: the pipe written afterwards leaves its buffer untouched, and the data
-     * is still there for the next reader. */
-    char guard[8];
+static void test_poll_readiness(void **state)
+{
+    (void)state;
+    run_main(1, readiness_main, NULL);
+}
+
+/* A cancelled read: the pipe written afterwards leaves its buffer untouched, and the data is
+ * still there for the next reader. */
+static int cancelled_read_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
+    tpc_fiber *f;
+    int res = 0;
+    char guard[8], buf[16];
     memset(guard, '.', sizeof(guard));
     atomic_store(&waiting, 0);
     CHECK_EQ(tpc_spawn(flag_then_read, guard, &f), 0);
@@ -263,9 +292,28 @@ static int pipes_main(void *arg)
     CHECK_EQ(tpc_write(pfd[1], "DATA", 4, -1), 4);
     CHECK(tpc_poll(pfd[0], POLLIN) & POLLIN);
     CHECK(memcmp(guard, "........", 8) == 0);
+    memset(buf, 0, sizeof(buf));
+    CHECK_EQ(tpc_read(pfd[0], buf, sizeof(buf), -1), 4); /* still there */
+    CHECK(memcmp(buf, "DATA", 4) == 0);
+    close(pfd[0]), close(pfd[1]);
+    return 0;
+}
 
-    /* A read whose deadline passes, likewise. */
-    char guard2[8];
+static void test_cancelled_read_writes_nothing(void **state)
+{
+    (void)state;
+    run_main(1, cancelled_read_main, NULL);
+}
+
+/* A read whose deadline passes, likewise; one with data waiting completes at once. */
+static int deadline_read_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
+    tpc_fiber *f;
+    int res = 0;
+    char guard2[8], buf[16];
+    CHECK_EQ(tpc_write(pfd[1], "DATA", 4, -1), 4);
     memset(guard2, '.', sizeof(guard2));
     CHECK_EQ(tpc_spawn(read_with_deadline, guard2, &f), 0);
     CHECK_EQ(tpc_join(f, &res), 0);
@@ -281,8 +329,21 @@ static int pipes_main(void *arg)
     memset(buf, 0, sizeof(buf));
     CHECK_EQ(tpc_read(pfd[0], buf, sizeof(buf), -1), 4);
     CHECK(memcmp(buf, "MORE", 4) == 0);
+    close(pfd[0]), close(pfd[1]);
+    return 0;
+}
 
-    /* A writer into a pipe nobody reads gets EPIPE, not a signal. */
+static void test_timed_out_read_writes_nothing(void **state)
+{
+    (void)state;
+    run_main(1, deadline_read_main, NULL);
+}
+
+/* A writer into a pipe nobody reads gets EPIPE, not a signal; outside a fiber, -EPERM. */
+static int epipe_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
     close(pfd[0]);
     CHECK_EQ(tpc_write(pfd[1], "x", 1, -1), -EPIPE);
     CHECK_EQ(tpc_write_full(pfd[1], "x", 1, -1), -EPIPE);
@@ -292,10 +353,10 @@ static int pipes_main(void *arg)
     return 0;
 }
 
-static void test_pipes(void **state)
+static void test_write_to_closed_pipe(void **state)
 {
     (void)state;
-    run_main(1, pipes_main, NULL);
+    run_main(1, epipe_main, NULL);
 }
 
 /* ---- O_DIRECT and registered buffers (on /var/tmp: /tmp may be a tmpfs). ---- */
@@ -501,7 +562,11 @@ int main(void)
         cmocka_unit_test(test_rename_mkdir_rmdir_unlink),
         cmocka_unit_test(test_errors_and_bad_arguments),
         cmocka_unit_test(test_features),
-        cmocka_unit_test(test_pipes),
+        cmocka_unit_test(test_read_full_gathers),
+        cmocka_unit_test(test_poll_readiness),
+        cmocka_unit_test(test_cancelled_read_writes_nothing),
+        cmocka_unit_test(test_timed_out_read_writes_nothing),
+        cmocka_unit_test(test_write_to_closed_pipe),
         cmocka_unit_test(test_cq_overflow),
         cmocka_unit_test(test_direct),
         cmocka_unit_test(test_dio_align_kinds),
