@@ -8,9 +8,13 @@
  *    until meson's timeout. A CHECK does not return from the fiber: the code after it runs on,
  *    with its waits failing.
  *  - So code inside the runtime never waits outside libtpc without a bound (a blocking read()
- *    on a socket, a pthread_join on a thread that waits for the runtime), and a loop that
- *    retries a libtpc call stops once the fiber is cancelled (`&& !tpc_cancelled()`, or it
- *    stops on -ECANCELED).
+ *    on a socket, a pthread_join on a thread that waits for the runtime, a child process that
+ *    waits for a pipe its parent keeps open), and a loop that retries a libtpc call stops once
+ *    the fiber is cancelled (`&& !tpc_cancelled()`, or it stops on -ECANCELED). tpc_join is
+ *    never retried: it frees the handle whatever it returns.
+ *  - A case waits for an event, never for a time: WAIT_UNTIL(cond), loop_turns(n), a tpc_event
+ *    or wait group, t_count for threads. A sleep that stays is the behaviour under test or
+ *    the workload, and says so in a comment.
  *  - The test function then calls run_config/run_main/run_expect, or assert_no_check_failed()
  *    after its own tpc_run: it fails with the first CHECK's message before it looks at the
  *    exit status (which a failed CHECK turns into 99).
