@@ -11,14 +11,12 @@ static long times_ten(void *arg)
 }
 
 /* Four jobs that each wait until all four run at once: proves four helpers. */
-static atomic_int running;
+static t_count running = T_COUNT_INIT;
 static long meet(void *arg)
 {
     (void)arg;
-    atomic_fetch_add(&running, 1);
-    for (int i = 0; i < 5000 && atomic_load(&running) < 4; i++)
-        usleep(1000);
-    return atomic_load(&running) >= 4;
+    t_count_add(&running, 1);
+    return t_count_wait(&running, 4);
 }
 
 static int call_meet(void *arg)
@@ -37,7 +35,7 @@ static int basics_main(void *arg)
     CHECK_EQ(tpc_blocking(times_ten, (void *)4, &r), 0);
     CHECK_EQ(r, 41);
     CHECK_EQ(tpc_blocking(NULL, NULL, &r), -EINVAL);
-    atomic_store(&running, 0);
+    t_count_set(&running, 0);
     tpc_fiber *f[4];
     for (int i = 0; i < 4; i++)
         CHECK_EQ(tpc_spawn(call_meet, NULL, &f[i]), 0);
@@ -71,14 +69,14 @@ static void test_basics(void **state)
 }
 
 /* ---- One helper, a queue of two, a gate that holds the helper. ---- */
-static atomic_int gate, order_len, ran_cancelled, started;
+static atomic_int order_len, ran_cancelled, started;
+static t_count gate = T_COUNT_INIT;
 static int order[16];
 
 static long gated(void *arg)
 {
     atomic_fetch_add(&started, 1);
-    while (!atomic_load(&gate))
-        usleep(200);
+    t_count_wait(&gate, 1); /* bounded: a failed case does not hold the runtime's stop */
     order[atomic_fetch_add(&order_len, 1)] = (int)(intptr_t)arg;
     return (long)(intptr_t)arg;
 }
@@ -118,7 +116,7 @@ static int deadline_caller(void *arg)
 static int queue_main(void *arg)
 {
     (void)arg;
-    atomic_store(&gate, 0);
+    t_count_set(&gate, 0);
     atomic_store(&order_len, 0);
     atomic_store(&entered, 0);
     atomic_store(&ran_cancelled, 0);
@@ -131,8 +129,7 @@ static int queue_main(void *arg)
     }
     /* A sixth, cancelled while it waits for room: returns, its job never runs. */
     CHECK_EQ(tpc_spawn(cancelled_caller, NULL, &f[5]), 0);
-    while (atomic_load(&entered) < 6)
-        tpc_yield();
+    WAIT_UNTIL(atomic_load(&entered) == 6);
     tpc_yield();
     CHECK_EQ(tpc_cancel(f[5]), 0);
     int res = 0;
@@ -145,10 +142,9 @@ static int queue_main(void *arg)
     CHECK_EQ(res, -ETIMEDOUT);
     /* The first caller's job runs (once the helper thread has taken it): cancelling it waits
      * until it is done, and returns its result. */
-    while (atomic_load(&started) == 0)
-        tpc_yield();
+    WAIT_UNTIL(atomic_load(&started) >= 1);
     CHECK_EQ(tpc_cancel(f[0]), 0);
-    atomic_store(&gate, 1);
+    t_count_set(&gate, 1);
     for (int i = 0; i < 5; i++) {
         CHECK_EQ(tpc_join(f[i], &res), 0);
         CHECK_EQ(res, 0);

@@ -68,15 +68,14 @@ static void test_forced_setup_errors(void **state)
     assert_int_equal(tpc_run(&c, never, NULL), 99); /* without it, the same kernel runs */
     tpc__fault_hide_features(0);
 #else
-    skip();
+    SKIP_IF(true, "fault injection is not built in (meson -Dfault_injection=true)");
 #endif
 }
 
 static void test_seccomp_denies_io_uring(void **state)
 {
     (void)state;
-    if (getenv("TPC_TEST_VALGRIND"))
-        skip(); /* valgrind runs the client's system calls itself */
+    SKIP_IF(under_valgrind(), "valgrind runs the client's system calls itself");
     struct sock_filter filter[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),

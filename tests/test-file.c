@@ -19,22 +19,34 @@ static void path_in(char *out, size_t size, const char *name)
     snprintf(out, size, "%s/%s", dir, name);
 }
 
-static int files_main(void *arg)
-{
-    (void)arg;
-    char a[96], b[96], sub[96];
-    path_in(a, sizeof(a), "a");
-    path_in(b, sizeof(b), "b");
-    path_in(sub, sizeof(sub), "sub");
+/* A file "a" in the case's directory holding "hello, io_uring" (written with tpc_write and
+ * tpc_writev, then synced), open read-write; its path in path_a. */
+static char path_a[96];
 
-    int fd = tpc_open(a, O_RDWR | O_CREAT | O_TRUNC, 0600);
+static int file_with_text(void)
+{
+    path_in(path_a, sizeof(path_a), "a");
+    int fd = tpc_open(path_a, O_RDWR | O_CREAT | O_TRUNC, 0600);
     CHECK(fd >= 0);
     CHECK_EQ(tpc_write(fd, "hello, ", 7, 0), 7);
     struct iovec wv[2] = {{.iov_base = "io_", .iov_len = 3}, {.iov_base = "uring", .iov_len = 5}};
     CHECK_EQ(tpc_writev(fd, wv, 2, 7), 8);
     CHECK_EQ(tpc_fsync(fd), 0);
     CHECK_EQ(tpc_fdatasync(fd), 0);
+    return fd;
+}
 
+static void file_done(int fd)
+{
+    CHECK_EQ(tpc_close(fd), 0);
+    CHECK_EQ(tpc_unlink(path_a), 0);
+}
+
+/* What tpc_write and tpc_writev wrote, tpc_read and tpc_readv read back; then end of file. */
+static int read_write_main(void *arg)
+{
+    (void)arg;
+    int fd = file_with_text();
     char buf[32];
     memset(buf, 0, sizeof(buf));
     CHECK_EQ(tpc_read(fd, buf, sizeof(buf), 0), 15);
@@ -46,47 +58,120 @@ static int files_main(void *arg)
     CHECK_EQ(tpc_readv(fd, rv, 2, 2), 13);
     CHECK(memcmp(x, "llo, ", 5) == 0 && memcmp(y, "io_uring", 8) == 0);
     CHECK_EQ(tpc_read(fd, buf, sizeof(buf), 15), 0); /* end of file */
+    file_done(fd);
+    return 0;
+}
 
-    /* The current position (offset -1) moves with each call. */
-    int fd2 = tpc_open(a, O_RDONLY, 0);
+static void test_read_write_round_trip(void **state)
+{
+    (void)state;
+    char c;
+    assert_int_equal(tpc_read(0, &c, 1, 0), -EPERM);
+    run_main(1, read_write_main, NULL);
+}
+
+/* The current position (offset -1) moves with each call. */
+static int position_main(void *arg)
+{
+    (void)arg;
+    int fd = file_with_text();
+    char buf[32];
+    int fd2 = tpc_open(path_a, O_RDONLY, 0);
     CHECK(fd2 >= 0);
     memset(buf, 0, sizeof(buf));
     CHECK_EQ(tpc_read(fd2, buf, 5, -1), 5);
     CHECK_EQ(tpc_read(fd2, buf + 5, 5, -1), 5);
     CHECK(memcmp(buf, "hello, io_", 10) == 0);
     CHECK_EQ(tpc_close(fd2), 0);
+    file_done(fd);
+    return 0;
+}
 
+static void test_current_position(void **state)
+{
+    (void)state;
+    run_main(1, position_main, NULL);
+}
+
+/* tpc_fallocate and tpc_ftruncate set the size tpc_statx reports. */
+static int size_main(void *arg)
+{
+    (void)arg;
+    int fd = file_with_text();
     CHECK_EQ(tpc_fallocate(fd, 0, 0, 1 << 20), 0);
     struct statx st;
-    CHECK_EQ(tpc_statx(AT_FDCWD, a, 0, STATX_SIZE | STATX_MODE, &st), 0);
+    CHECK_EQ(tpc_statx(AT_FDCWD, path_a, 0, STATX_SIZE | STATX_MODE, &st), 0);
     CHECK_EQ(st.stx_size, 1 << 20);
     CHECK_EQ(st.stx_mode & 0777, 0600);
     CHECK_EQ(tpc_ftruncate(fd, 12345), 0);
-    CHECK_EQ(tpc_statx(AT_FDCWD, a, 0, STATX_SIZE, &st), 0);
+    CHECK_EQ(tpc_statx(AT_FDCWD, path_a, 0, STATX_SIZE, &st), 0);
     CHECK_EQ(st.stx_size, 12345);
     CHECK_EQ(tpc_ftruncate(fd, -1), -EINVAL);
     CHECK_EQ(tpc_ftruncate(-1, 0), -EBADF);
-    CHECK_EQ(tpc_close(fd), 0);
+    file_done(fd);
+    return 0;
+}
 
-    CHECK_EQ(tpc_rename(a, b), 0);
-    CHECK_EQ(tpc_statx(AT_FDCWD, a, 0, STATX_SIZE, &st), -ENOENT);
+static void test_fallocate_truncate_statx(void **state)
+{
+    (void)state;
+    run_main(1, size_main, NULL);
+}
+
+/* Rename, mkdir (twice: -EEXIST), rmdir, unlink (twice: -ENOENT). */
+static int names_main(void *arg)
+{
+    (void)arg;
+    char b[96], sub[96];
+    path_in(b, sizeof(b), "b");
+    path_in(sub, sizeof(sub), "sub");
+    int fd = file_with_text();
+    CHECK_EQ(tpc_close(fd), 0);
+    struct statx st;
+    CHECK_EQ(tpc_rename(path_a, b), 0);
+    CHECK_EQ(tpc_statx(AT_FDCWD, path_a, 0, STATX_SIZE, &st), -ENOENT);
     CHECK_EQ(tpc_mkdir(sub, 0700), 0);
     CHECK_EQ(tpc_mkdir(sub, 0700), -EEXIST);
     CHECK_EQ(tpc_rmdir(sub), 0);
     CHECK_EQ(tpc_unlink(b), 0);
+    CHECK_EQ(tpc_unlink(b), -ENOENT);
+    return 0;
+}
 
-    /* Errors come back as negative errno, and bad arguments are refused before the kernel. */
+static void test_rename_mkdir_rmdir_unlink(void **state)
+{
+    (void)state;
+    run_main(1, names_main, NULL);
+}
+
+/* Errors come back as negative errno, and bad arguments are refused before the kernel. */
+static int errors_main(void *arg)
+{
+    (void)arg;
+    char a[96], buf[32];
+    path_in(a, sizeof(a), "a");
     CHECK_EQ(tpc_open(a, O_RDONLY, 0), -ENOENT);
     CHECK_EQ(tpc_read(-1, buf, 1, 0), -EBADF);
     CHECK_EQ(tpc_close(-1), -EBADF);
-    CHECK_EQ(tpc_unlink(b), -ENOENT);
     CHECK_EQ(tpc_read(0, NULL, 4, 0), -EFAULT);
     CHECK_EQ(tpc_read(0, buf, 4, -2), -EINVAL);
     CHECK_EQ(tpc_readv(0, NULL, 1, 0), -EINVAL);
     CHECK_EQ(tpc_open(NULL, O_RDONLY, 0), -EINVAL);
     CHECK_EQ(tpc_fallocate(0, 0, -1, 10), -EINVAL);
     CHECK_EQ(tpc_poll(-1, POLLIN), -EBADF);
+    return 0;
+}
 
+static void test_errors_and_bad_arguments(void **state)
+{
+    (void)state;
+    run_main(1, errors_main, NULL);
+}
+
+/* tpc_features: one line naming io_uring's features, truncated like snprintf. */
+static int features_main(void *arg)
+{
+    (void)arg;
     char line[256];
     int n = tpc_features(line, sizeof(line));
     CHECK(n > 0 && (size_t)n == strlen(line));
@@ -98,19 +183,18 @@ static int files_main(void *arg)
     return 0;
 }
 
+static void test_features(void **state)
+{
+    (void)state;
+    char c;
+    assert_int_equal(tpc_features(&c, 1), -EPERM);
+    run_main(1, features_main, NULL);
+}
+
 static void not_in_fiber(void *arg)
 {
     char c;
     CHECK_EQ(tpc_read(*(int *)arg, &c, 1, -1), -EPERM);
-}
-
-static void test_files(void **state)
-{
-    (void)state;
-    char c;
-    assert_int_equal(tpc_read(0, &c, 1, 0), -EPERM);
-    assert_int_equal(tpc_features(&c, 1), -EPERM);
-    run_main(1, files_main, NULL);
 }
 
 /* ---- Pipes: short reads, the _full helpers, readiness, cancellation. ---- */
@@ -142,11 +226,11 @@ static int flag_then_read(void *arg)
     return read_one(arg);
 }
 
-static int pipes_main(void *arg)
+/* read_full gathers three short writes into one buffer. */
+static int read_full_main(void *arg)
 {
     (void)arg;
     CHECK_EQ(pipe(pfd), 0);
-    /* read_full gathers three short writes into one buffer. */
     char buf[16];
     memset(buf, 0, sizeof(buf));
     tpc_fiber *f;
@@ -159,20 +243,48 @@ static int pipes_main(void *arg)
     CHECK_EQ(tpc_join(f, &res), 0);
     CHECK_EQ(res, 12);
     CHECK(memcmp(buf, "abcdabcdabcd", 12) == 0);
+    close(pfd[0]), close(pfd[1]);
+    return 0;
+}
 
-    /* Readiness. */
+static void test_read_full_gathers(void **state)
+{
+    (void)state;
+    run_main(1, read_full_main, NULL);
+}
+
+/* Readiness. */
+static int readiness_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
+    char buf[16];
     CHECK_EQ(tpc_write_full(pfd[1], "z", 1, -1), 1);
     CHECK(tpc_poll(pfd[0], POLLIN) & POLLIN);
     CHECK_EQ(tpc_read(pfd[0], buf, 1, -1), 1);
+    close(pfd[0]), close(pfd[1]);
+    return 0;
+}
 
-    /* A cancelled read: the pipe written afterwards leaves its buffer untouched, and the data
-     * is still there for the next reader. */
-    char guard[8];
+static void test_poll_readiness(void **state)
+{
+    (void)state;
+    run_main(1, readiness_main, NULL);
+}
+
+/* A cancelled read: the pipe written afterwards leaves its buffer untouched, and the data is
+ * still there for the next reader. */
+static int cancelled_read_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
+    tpc_fiber *f;
+    int res = 0;
+    char guard[8], buf[16];
     memset(guard, '.', sizeof(guard));
     atomic_store(&waiting, 0);
     CHECK_EQ(tpc_spawn(flag_then_read, guard, &f), 0);
-    while (!atomic_load(&waiting))
-        tpc_yield();
+    WAIT_UNTIL(atomic_load(&waiting));
     tpc_yield(); /* it is suspended in the read now */
     CHECK_EQ(tpc_cancel(f), 0);
     CHECK_EQ(tpc_join(f, &res), 0);
@@ -180,9 +292,28 @@ static int pipes_main(void *arg)
     CHECK_EQ(tpc_write(pfd[1], "DATA", 4, -1), 4);
     CHECK(tpc_poll(pfd[0], POLLIN) & POLLIN);
     CHECK(memcmp(guard, "........", 8) == 0);
+    memset(buf, 0, sizeof(buf));
+    CHECK_EQ(tpc_read(pfd[0], buf, sizeof(buf), -1), 4); /* still there */
+    CHECK(memcmp(buf, "DATA", 4) == 0);
+    close(pfd[0]), close(pfd[1]);
+    return 0;
+}
 
-    /* A read whose deadline passes, likewise. */
-    char guard2[8];
+static void test_cancelled_read_writes_nothing(void **state)
+{
+    (void)state;
+    run_main(1, cancelled_read_main, NULL);
+}
+
+/* A read whose deadline passes, likewise; one with data waiting completes at once. */
+static int deadline_read_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
+    tpc_fiber *f;
+    int res = 0;
+    char guard2[8], buf[16];
+    CHECK_EQ(tpc_write(pfd[1], "DATA", 4, -1), 4);
     memset(guard2, '.', sizeof(guard2));
     CHECK_EQ(tpc_spawn(read_with_deadline, guard2, &f), 0);
     CHECK_EQ(tpc_join(f, &res), 0);
@@ -198,8 +329,21 @@ static int pipes_main(void *arg)
     memset(buf, 0, sizeof(buf));
     CHECK_EQ(tpc_read(pfd[0], buf, sizeof(buf), -1), 4);
     CHECK(memcmp(buf, "MORE", 4) == 0);
+    close(pfd[0]), close(pfd[1]);
+    return 0;
+}
 
-    /* A writer into a pipe nobody reads gets EPIPE, not a signal. */
+static void test_timed_out_read_writes_nothing(void **state)
+{
+    (void)state;
+    run_main(1, deadline_read_main, NULL);
+}
+
+/* A writer into a pipe nobody reads gets EPIPE, not a signal; outside a fiber, -EPERM. */
+static int epipe_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
     close(pfd[0]);
     CHECK_EQ(tpc_write(pfd[1], "x", 1, -1), -EPIPE);
     CHECK_EQ(tpc_write_full(pfd[1], "x", 1, -1), -EPIPE);
@@ -209,10 +353,10 @@ static int pipes_main(void *arg)
     return 0;
 }
 
-static void test_pipes(void **state)
+static void test_write_to_closed_pipe(void **state)
 {
     (void)state;
-    run_main(1, pipes_main, NULL);
+    run_main(1, epipe_main, NULL);
 }
 
 /* ---- O_DIRECT and registered buffers (on /var/tmp: /tmp may be a tmpfs). ---- */
@@ -412,8 +556,19 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_files),           cmocka_unit_test(test_pipes),
-        cmocka_unit_test(test_cq_overflow),     cmocka_unit_test(test_direct),
+        cmocka_unit_test(test_read_write_round_trip),
+        cmocka_unit_test(test_current_position),
+        cmocka_unit_test(test_fallocate_truncate_statx),
+        cmocka_unit_test(test_rename_mkdir_rmdir_unlink),
+        cmocka_unit_test(test_errors_and_bad_arguments),
+        cmocka_unit_test(test_features),
+        cmocka_unit_test(test_read_full_gathers),
+        cmocka_unit_test(test_poll_readiness),
+        cmocka_unit_test(test_cancelled_read_writes_nothing),
+        cmocka_unit_test(test_timed_out_read_writes_nothing),
+        cmocka_unit_test(test_write_to_closed_pipe),
+        cmocka_unit_test(test_cq_overflow),
+        cmocka_unit_test(test_direct),
         cmocka_unit_test(test_dio_align_kinds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -245,8 +245,7 @@ static int spread_main(void *arg)
         CHECK(fd >= 0);
         tpc_close(fd);
     }
-    while (atomic_load(&accepted[0]) + atomic_load(&accepted[1]) < SPREAD_CONNS && !tpc_cancelled())
-        tpc_sleep(1000 * 1000);
+    WAIT_UNTIL(atomic_load(&accepted[0]) + atomic_load(&accepted[1]) == SPREAD_CONNS);
     CHECK(atomic_load(&accepted[0]) > 0 && atomic_load(&accepted[1]) > 0);
     CHECK_EQ(tpc_listen_all(NULL, 0, spread_fds), -EINVAL);
     CHECK_EQ(tpc_on_all(stop_acceptor, NULL), 0); /* each returned 0 when cancelled */

@@ -35,6 +35,7 @@ static int getopt_int(int fd, int level, int name)
     return getsockopt(fd, level, name, &v, &len) == 0 ? v : -errno;
 }
 
+/* Keep-alive, buffer sizes and Nagle's switch are set (and bad values refused). */
 static int options_main(void *arg)
 {
     (void)arg;
@@ -53,8 +54,23 @@ static int options_main(void *arg)
     CHECK_EQ(getopt_int(a, IPPROTO_TCP, TCP_NODELAY), 1);
     CHECK_EQ(tpc_sock_keepalive(-1, 1), -EBADF);
     CHECK_EQ(tpc_sock_buffers(-1, 1, 1), -EBADF);
+    tpc_close(a);
+    tpc_close(b);
+    return 0;
+}
 
-    /* Scatter/gather: three pieces out, two buffers in. */
+static void test_options(void **state)
+{
+    (void)state;
+    run_main(1, options_main, NULL);
+}
+
+/* Scatter/gather: three pieces out, two buffers in; bad vectors refused. */
+static int sendv_recvv_main(void *arg)
+{
+    (void)arg;
+    int a, b;
+    tcp_pair(&a, &b);
     struct iovec out[3] = {{"abc", 3}, {"", 0}, {"defgh", 5}};
     CHECK_EQ(tpc_sendv(a, out, 3), 8);
     char x[4], y[16];
@@ -75,17 +91,43 @@ static int options_main(void *arg)
     CHECK_EQ(tpc_sendv(a, out, 1 << 20), -EINVAL);
     struct iovec nul = {NULL, 4};
     CHECK_EQ(tpc_recvv(b, &nul, 1), -EFAULT);
+    tpc_close(a);
+    tpc_close(b);
+    return 0;
+}
 
-    /* Peer reset: a close with a zero linger sends RST; the other side gets -ECONNRESET. */
+static void test_sendv_recvv(void **state)
+{
+    (void)state;
+    run_main(1, sendv_recvv_main, NULL);
+}
+
+/* Peer reset: a close with a zero linger sends RST; the other side gets -ECONNRESET. */
+static int peer_reset_main(void *arg)
+{
+    (void)arg;
+    int a, b;
+    tcp_pair(&a, &b);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     CHECK_EQ(setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
     tpc_close(a);
     char c;
     CHECK_EQ(tpc_recv(b, &c, 1, 0), -ECONNRESET);
     tpc_close(b);
+    return 0;
+}
 
-    /* Connect timeout: a listener whose backlog is full drops new SYNs, so the connect waits
-     * until the fiber's deadline. */
+static void test_peer_reset(void **state)
+{
+    (void)state;
+    run_main(1, peer_reset_main, NULL);
+}
+
+/* Connect timeout: a listener whose backlog is full drops new SYNs, so the connect waits until
+ * the fiber's deadline. */
+static int connect_timeout_main(void *arg)
+{
+    (void)arg;
     tpc_addr any, at;
     CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &any), 0);
     int lfd = tpc_listen(&any, 1, 0);
@@ -106,10 +148,10 @@ static int options_main(void *arg)
     return 0;
 }
 
-static void test_options(void **state)
+static void test_connect_timeout(void **state)
 {
     (void)state;
-    run_main(1, options_main, NULL);
+    run_main(1, connect_timeout_main, NULL);
 }
 
 /* The loop's syscall budget. A request-reply over a socket, with the shard idle while the
@@ -261,7 +303,7 @@ static int coalesce_main(void *arg)
     int late = 0;
     for (int i = 0; i < 20; i++) {
         uint64_t t0 = tpc_now_fresh();
-        CHECK_EQ(tpc_sleep(1 * MS), 0);
+        CHECK_EQ(tpc_sleep(1 * MS), 0); /* the sleep is the behaviour under test */
         uint64_t took = tpc_now_fresh() - t0;
         CHECK(took >= 1 * MS);
         late += took >= 9 * MS;
@@ -319,8 +361,8 @@ static void test_coalesce(void **state)
 {
     (void)state;
     tpc_config c = {.shards = 1, .spin_ns = -1, .coalesce_us = 10000};
-    if (tpc_run(&c, no_op, NULL) == -EOPNOTSUPP)
-        skip(); /* a kernel older than 6.12 (test-engine checks the error) */
+    /* test-engine checks the error itself */
+    SKIP_IF(tpc_run(&c, no_op, NULL) == -EOPNOTSUPP, "coalescing needs Linux 6.12");
     run_config(&c, coalesce_main, NULL);
     c.coalesce_us = 100;
     run_config(&c, coalesce_idle_main, NULL);
@@ -393,47 +435,87 @@ static void rx_close_from_callback(void *arg)
     tpc_event_set(&rx_close_tried);
 }
 
-static int rx_main(void *arg)
+/* Each case: a pool of 8 buffers of 16 bytes and a stream on the server end of a TCP pair. */
+struct rx_setup {
+    tpc_bufpool *p;
+    int a, b;
+    tpc_rx *rx;
+};
+
+static void rx_setup(struct rx_setup *f)
+{
+    CHECK_EQ(tpc_bufpool_create(8, 16, &f->p), 0);
+    CHECK_EQ(tpc_bufpool_available(f->p), 8);
+    tcp_pair(&f->a, &f->b);
+    CHECK_EQ(tpc_rx_open(f->b, f->p, &f->rx), 0);
+}
+
+/* Closes the stream (unless it is closed already) and both ends; every buffer is back. */
+static void rx_teardown(struct rx_setup *f)
+{
+    if (f->rx)
+        CHECK_EQ(tpc_rx_close(f->rx), 0);
+    if (f->a >= 0)
+        tpc_close(f->a);
+    tpc_close(f->b);
+    CHECK_EQ(tpc_bufpool_available(f->p), 8);
+    CHECK_EQ(tpc_bufpool_destroy(f->p), 0);
+}
+
+/* A deadline interrupts the wait and loses nothing: what comes later is received. */
+static int rx_deadline_main(void *arg)
 {
     (void)arg;
-    tpc_bufpool *p;
-    CHECK_EQ(tpc_bufpool_create(8, 16, &p), 0);
-    CHECK_EQ(tpc_bufpool_available(p), 8);
-    int a, b;
-    tcp_pair(&a, &b);
-    tpc_rx *rx;
-    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
-
-    /* A deadline interrupts the wait and loses nothing. */
+    struct rx_setup f;
+    rx_setup(&f);
     tpc_buf buf;
     tpc_deadline_set(20 * MS);
-    CHECK_EQ(tpc_rx_next(rx, &buf), -ETIMEDOUT);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), -ETIMEDOUT);
     tpc_deadline_clear();
+    CHECK_EQ(tpc_send(f.a, "later", 5, 0), 5);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 5);
+    CHECK(buf.data && !memcmp(buf.data, "later", 5));
+    CHECK_EQ(tpc_buf_release(&buf), 0);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* 200 bytes through buffers of 16, of which the stream may have 2 (a quarter of 8) queued
-     * and held together: holding both, the caller gets -ENOBUFS and the other 6 buffers stay
-     * free while the rest of the bytes wait in the socket; the stream goes on once they come
-     * back, and the bytes arrive whole and in order. They are sent while nobody waits (after
-     * the timeout above), so the first chunks are queued, not handed to a waiter. */
+static void test_rx_deadline_loses_nothing(void **state)
+{
+    (void)state;
+    run_main(1, rx_deadline_main, NULL);
+}
+
+/* 200 bytes through buffers of 16, of which the stream may have 2 (a quarter of 8) queued and
+ * held together: holding both, the caller gets -ENOBUFS and the other 6 buffers stay free while
+ * the rest of the bytes wait in the socket; the stream goes on once they come back, and the
+ * bytes arrive whole and in order. They are sent while nobody waits, so the first chunks are
+ * queued, not handed to a waiter. */
+static int rx_share_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
     char msg[200], got[200];
     for (size_t i = 0; i < sizeof(msg); i++)
         msg[i] = (char)('a' + i % 26);
-    CHECK_EQ(tpc_send(a, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
-    tpc_sleep(5 * MS); /* usually lets the first chunks arrive with no waiter */
+    CHECK_EQ(tpc_send(f.a, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
+    WAIT_UNTIL(tpc_bufpool_available(f.p) == 6); /* the first chunks arrive with no waiter */
     tpc_buf held[2];
     size_t have = 0;
     int nheld = 0;
     while (have < sizeof(msg)) {
-        ssize_t n = tpc_rx_next(rx, &held[nheld]);
+        ssize_t n = tpc_rx_next(f.rx, &held[nheld]);
         CHECK(n > 0 && n <= 16);
         if (n <= 0)
             break;
         memcpy(got + have, held[nheld].data, (size_t)n);
         have += (size_t)n;
         if (++nheld == 2) { /* its whole share */
-            CHECK_EQ(tpc_rx_next(rx, &buf), -ENOBUFS);
+            CHECK_EQ(tpc_rx_next(f.rx, &buf), -ENOBUFS);
             if (have < sizeof(msg))
-                CHECK_EQ(tpc_bufpool_available(p), 6);
+                CHECK_EQ(tpc_bufpool_available(f.p), 6);
             while (nheld)
                 CHECK_EQ(tpc_buf_release(&held[--nheld]), 0);
         }
@@ -441,65 +523,172 @@ static int rx_main(void *arg)
     CHECK(have == sizeof(msg) && !memcmp(got, msg, sizeof(msg)));
     while (nheld)
         CHECK_EQ(tpc_buf_release(&held[--nheld]), 0);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* Misuse. A callback cannot close an armed stream (that waits for the kernel). */
+static void test_rx_share_and_order(void **state)
+{
+    (void)state;
+    run_main(1, rx_share_main, NULL);
+}
+
+/* A callback cannot close an armed stream (that waits for the kernel); the stream goes on. */
+static int rx_callback_close_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
     tpc_event_init(&rx_close_tried, false);
-    CHECK_EQ(tpc_defer(rx_close_from_callback, rx), 0);
+    CHECK_EQ(tpc_defer(rx_close_from_callback, f.rx), 0);
     CHECK_EQ(tpc_event_wait(&rx_close_tried), 0);
     CHECK_EQ(rx_close_rc, -EPERM);
-    CHECK_EQ(tpc_send(a, "z", 1, 0), 1);
-    CHECK_EQ(tpc_rx_next(rx, &buf), 1);
+    CHECK_EQ(tpc_send(f.a, "z", 1, 0), 1);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 1);
+    CHECK_EQ(tpc_buf_release(&buf), 0);
+    rx_teardown(&f);
+    return 0;
+}
+
+static void test_rx_close_from_callback_refused(void **state)
+{
+    (void)state;
+    run_main(1, rx_callback_close_main, NULL);
+}
+
+/* A buffer released twice, through a copy or itself, is refused. */
+static int rx_release_twice_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    CHECK_EQ(tpc_send(f.a, "z", 1, 0), 1);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 1);
     tpc_buf copy = buf;
     CHECK_EQ(tpc_buf_release(&buf), 0);
     CHECK_EQ(tpc_buf_release(&copy), -EINVAL); /* released twice */
     CHECK_EQ(tpc_buf_release(&buf), -EINVAL);
+    rx_teardown(&f);
+    return 0;
+}
+
+static void test_rx_buffer_released_twice(void **state)
+{
+    (void)state;
+    run_main(1, rx_release_twice_main, NULL);
+}
+
+static int rx_bad_args_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    tpc_rx *rx;
+    tpc_bufpool *p;
     CHECK_EQ(tpc_buf_release(NULL), -EINVAL);
     CHECK_EQ(tpc_rx_next(NULL, &buf), -EINVAL);
-    CHECK_EQ(tpc_rx_next(rx, NULL), -EINVAL);
-    CHECK_EQ(tpc_rx_open(-1, p, &rx), -EINVAL);
+    CHECK_EQ(tpc_rx_next(f.rx, NULL), -EINVAL);
+    CHECK_EQ(tpc_rx_open(-1, f.p, &rx), -EINVAL);
     CHECK_EQ(tpc_bufpool_create(3, 16, &p), -EINVAL);
     CHECK_EQ(tpc_bufpool_create(65536, 16, &p), -EINVAL);
     CHECK_EQ(tpc_bufpool_create(4, 0, &p), -EINVAL);
+    CHECK_EQ(tpc_bufpool_destroy(NULL), 0);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* Closing with chunks queued gives them back. */
-    CHECK_EQ(tpc_send(a, "queued", 6, 0), 6);
-    CHECK_EQ(tpc_rx_next(rx, &buf), 6); /* proof the data has arrived; hold it */
-    CHECK_EQ(tpc_send(a, "more", 4, 0), 4);
-    CHECK_EQ(tpc_rx_close(rx), 0);
+static void test_rx_bad_arguments(void **state)
+{
+    (void)state;
+    tpc_bufpool *p;
+    assert_int_equal(tpc_bufpool_create(4, 16, &p), -EPERM);
+    run_main(1, rx_bad_args_main, NULL);
+}
+
+/* Closing with chunks queued gives them back. */
+static int rx_close_queued_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    CHECK_EQ(tpc_send(f.a, "queued", 6, 0), 6);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 6); /* proof the data has arrived; hold it */
+    CHECK_EQ(tpc_send(f.a, "more", 4, 0), 4);
+    CHECK_EQ(tpc_rx_close(f.rx), 0);
+    f.rx = NULL;
     CHECK_EQ(tpc_buf_release(&buf), 0);
-    CHECK_EQ(tpc_bufpool_available(p), 8);
+    CHECK_EQ(tpc_bufpool_available(f.p), 8);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* End of stream, and the peer's reset after data. */
-    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
-    char rest[8];
-    ssize_t n = tpc_recv(b, rest, sizeof(rest), MSG_DONTWAIT); /* "more" may still be there */
-    (void)n;
-    tpc_sock_shutdown(a, SHUT_WR);
-    while ((n = tpc_rx_next(rx, &buf)) > 0)
+static void test_rx_close_gives_queued_back(void **state)
+{
+    (void)state;
+    run_main(1, rx_close_queued_main, NULL);
+}
+
+/* The end of the stream is 0, and stays 0. */
+static int rx_end_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    ssize_t n;
+    CHECK_EQ(tpc_send(f.a, "data", 4, 0), 4);
+    tpc_sock_shutdown(f.a, SHUT_WR);
+    while ((n = tpc_rx_next(f.rx, &buf)) > 0)
         tpc_buf_release(&buf);
     CHECK_EQ(n, 0);
-    CHECK_EQ(tpc_rx_next(rx, &buf), 0); /* and again */
-    CHECK_EQ(tpc_rx_close(rx), 0);
-    tpc_close(a), tpc_close(b);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 0); /* and again */
+    rx_teardown(&f);
+    return 0;
+}
 
-    tcp_pair(&a, &b);
-    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
-    CHECK_EQ(tpc_send(a, "last", 4, 0), 4);
-    CHECK_EQ(tpc_rx_next(rx, &buf), 4);
+static void test_rx_end_of_stream(void **state)
+{
+    (void)state;
+    run_main(1, rx_end_main, NULL);
+}
+
+/* The peer's reset after data: -ECONNRESET once the data is taken. */
+static int rx_reset_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    tpc_buf buf;
+    CHECK_EQ(tpc_send(f.a, "last", 4, 0), 4);
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), 4);
     CHECK_EQ(tpc_buf_release(&buf), 0);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    tpc_close(a);
-    CHECK_EQ(tpc_rx_next(rx, &buf), -ECONNRESET);
-    CHECK_EQ(tpc_rx_close(rx), 0);
-    tpc_close(b);
-    CHECK_EQ(tpc_bufpool_available(p), 8);
-    CHECK_EQ(tpc_bufpool_destroy(p), 0);
-    CHECK_EQ(tpc_bufpool_destroy(NULL), 0);
+    setsockopt(f.a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    tpc_close(f.a);
+    f.a = -1;
+    CHECK_EQ(tpc_rx_next(f.rx, &buf), -ECONNRESET);
+    rx_teardown(&f);
+    return 0;
+}
 
-    /* Four buffers (a share of one each), five streams: the first four have a chunk queued,
-     * which empties the pool, and the fifth starves; closing the first gives its buffer back
-     * and the fifth goes on. */
+static void test_rx_peer_reset(void **state)
+{
+    (void)state;
+    run_main(1, rx_reset_main, NULL);
+}
+
+/* Four buffers (a share of one each), five streams: the first four have a chunk queued, which
+ * empties the pool, and the fifth starves; closing the first gives its buffer back and the
+ * fifth goes on. */
+static int rx_starve_main(void *arg)
+{
+    (void)arg;
+    tpc_bufpool *p;
+    tpc_buf buf;
     CHECK_EQ(tpc_bufpool_create(4, 16, &p), 0);
     int ca[5], sa[5];
     tpc_rx *r[5];
@@ -509,11 +698,10 @@ static int rx_main(void *arg)
     }
     for (int i = 0; i < 4; i++)
         CHECK_EQ(tpc_send(ca[i], "x", 1, 0), 1);
-    for (int i = 0; i < 2000 && tpc_bufpool_available(p) > 0; i++)
-        tpc_sleep(1 * MS); /* until the four chunks are queued (bounded) */
+    WAIT_UNTIL(tpc_bufpool_available(p) == 0); /* the four chunks are queued */
     CHECK_EQ(tpc_bufpool_available(p), 0);
     CHECK_EQ(tpc_send(ca[4], "e", 1, 0), 1);
-    tpc_sleep(5 * MS); /* the fifth finds the pool empty */
+    loop_turns(3); /* through the loop: the fifth's data is in, and finds the pool empty */
     CHECK_EQ(tpc_rx_close(r[0]), 0);
     tpc_deadline_set(2000 * MS);
     CHECK_EQ(tpc_rx_next(r[4], &buf), 1);
@@ -527,6 +715,12 @@ static int rx_main(void *arg)
     CHECK_EQ(tpc_bufpool_available(p), 4);
     CHECK_EQ(tpc_bufpool_destroy(p), 0);
     return 0;
+}
+
+static void test_rx_starved_stream_goes_on(void **state)
+{
+    (void)state;
+    run_main(1, rx_starve_main, NULL);
 }
 
 /* A stale copy of a tpc_buf: once its buffer has been handed out again, releasing the copy
@@ -551,8 +745,7 @@ static int stale_main(void *arg)
     CHECK_EQ(tpc_buf_release(&stale), -EINVAL);
     CHECK_EQ(tpc_bufpool_available(p), 0); /* still held by `second` */
     CHECK_EQ(tpc_send(a, "CCCC", 4, 0), 4);
-    for (int i = 0; i < 5; i++)
-        tpc_sleep(1 * MS); /* through the loop: a buffer wrongly given back would be filled */
+    loop_turns(5); /* through the loop: a buffer wrongly given back would be filled */
     CHECK(!memcmp(second.data, "BBBB", 4));
     CHECK_EQ(tpc_rx_next(rx, &first), -ENOBUFS); /* `second` is the stream's whole share */
     CHECK_EQ(tpc_buf_release(&second), 0);
@@ -622,14 +815,6 @@ static void test_rx_stale_copy(void **state)
     run_main(1, stale_main, NULL);
 }
 
-static void test_rx(void **state)
-{
-    (void)state;
-    tpc_bufpool *p;
-    assert_int_equal(tpc_bufpool_create(4, 16, &p), -EPERM);
-    run_main(1, rx_main, NULL);
-}
-
 /* Pools made and destroyed 70,000 times on one shard: a destroyed pool's buffer group id is
  * reused (there are 65,535), and pools on reused ids receive what they should. */
 static int pool_churn_main(void *arg)
@@ -674,8 +859,7 @@ static int pool_churn_main(void *arg)
 static void test_pool_churn(void **state)
 {
     (void)state;
-    if (getenv("TPC_TEST_VALGRIND"))
-        skip(); /* 70,000 ring registrations under valgrind take minutes */
+    SKIP_IF(under_valgrind(), "70,000 ring registrations under valgrind take minutes");
     run_main(1, pool_churn_main, NULL);
 }
 
@@ -711,10 +895,11 @@ static int sink_main(void *arg) /* reads to the end and checks the pattern */
     return (int)have;
 }
 
+/* Bytes through a proxy with tpc_forward: client -> (a1, b1) -> proxy forwards b1 to a2 ->
+ * (a2, b2) -> sink; every byte arrives. */
 static int splice_main(void *arg)
 {
     (void)arg;
-    /* client -> (a1, b1) -> proxy forwards b1 to a2 -> (a2, b2) -> sink */
     int a1, b1, a2, b2;
     tcp_pair(&a1, &b1);
     tcp_pair(&a2, &b2);
@@ -738,38 +923,65 @@ static int splice_main(void *arg)
     CHECK_EQ(tpc_join(dst, &got), 0);
     CHECK_EQ(got, BIG);
     tpc_close(a1), tpc_close(b1), tpc_close(a2), tpc_close(b2);
+    return 0;
+}
 
-    /* A file to a socket: all of it from an offset, which advances. */
+/* An unlinked temporary file holding 200,000 bytes of a pattern (*data, freed by the caller). */
+static int pattern_file(char **data)
+{
     char path[] = "/tmp/tpc-sendfile-XXXXXX";
     int file = mkstemp(path);
     CHECK(file >= 0);
     unlink(path);
-    char *data = malloc(200000);
+    *data = malloc(200000);
     for (int i = 0; i < 200000; i++)
-        data[i] = (char)(i % 251);
-    CHECK_EQ(tpc_write_full(file, data, 200000, 0), 200000);
+        (*data)[i] = (char)(i % 251);
+    CHECK_EQ(tpc_write_full(file, *data, 200000, 0), 200000);
+    return file;
+}
+
+/* A file to a socket: all of it from an offset, which advances. */
+static int sendfile_main(void *arg)
+{
+    (void)arg;
+    char *data;
+    int file = pattern_file(&data);
+    int a1, b1;
     tcp_pair(&a1, &b1);
     int64_t off = 1000;
     CHECK_EQ(tpc_sendfile(a1, file, &off, 300000), 199000); /* to the end of the file */
     CHECK_EQ(off, 200000);
     tpc_sock_shutdown(a1, SHUT_WR);
     char *back = malloc(200000);
-    ssize_t have = 0;
+    ssize_t have = 0, n;
     while ((n = tpc_recv(b1, back + have, (size_t)(200000 - have), 0)) > 0)
         have += n;
     CHECK_EQ(have, 199000);
     CHECK(!memcmp(back, data + 1000, 199000));
     free(back);
     free(data);
+    tpc_close(a1), tpc_close(b1);
+    tpc_close(file);
+    return 0;
+}
 
-    /* Errors: a closed peer, bad arguments. */
+/* Errors: a closed peer, bad arguments. */
+static int splice_errors_main(void *arg)
+{
+    (void)arg;
+    char *data;
+    int file = pattern_file(&data);
+    free(data);
+    int a1, b1;
+    tcp_pair(&a1, &b1);
     tpc_close(b1);
-    off = 0;
+    int64_t off = 0;
     ssize_t rc = 0;
     for (int i = 0; i < 20 && rc >= 0; i++) /* the first sends may still be buffered */
         rc = tpc_sendfile(a1, file, &off, 200000), off = 0;
     CHECK(rc == -EPIPE || rc == -ECONNRESET);
     tpc_close(a1);
+    tpc_fwd fw;
     CHECK_EQ(tpc_fwd_init(&fw, -1, 0), -EBADF);
     CHECK_EQ(tpc_fwd_init(NULL, 0, 0), -EINVAL);
     CHECK_EQ(tpc_forward(NULL, 10), -EINVAL);
@@ -783,24 +995,49 @@ static int splice_main(void *arg)
     return 0;
 }
 
-static void test_splice(void **state)
+static void test_forward_through_a_proxy(void **state)
 {
     (void)state;
     run_main(1, splice_main, NULL);
+}
+
+static void test_sendfile(void **state)
+{
+    (void)state;
+    run_main(1, sendfile_main, NULL);
+}
+
+static void test_splice_errors(void **state)
+{
+    (void)state;
+    run_main(1, splice_errors_main, NULL);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_options),
+        cmocka_unit_test(test_sendv_recvv),
+        cmocka_unit_test(test_peer_reset),
+        cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_enters),
         cmocka_unit_test(test_coalesce),
         cmocka_unit_test(test_resolve),
-        cmocka_unit_test(test_rx),
+        cmocka_unit_test(test_rx_deadline_loses_nothing),
+        cmocka_unit_test(test_rx_share_and_order),
+        cmocka_unit_test(test_rx_close_from_callback_refused),
+        cmocka_unit_test(test_rx_buffer_released_twice),
+        cmocka_unit_test(test_rx_bad_arguments),
+        cmocka_unit_test(test_rx_close_gives_queued_back),
+        cmocka_unit_test(test_rx_end_of_stream),
+        cmocka_unit_test(test_rx_peer_reset),
+        cmocka_unit_test(test_rx_starved_stream_goes_on),
         cmocka_unit_test(test_rx_stale_copy),
         cmocka_unit_test(test_release_in_use),
         cmocka_unit_test(test_pool_churn),
-        cmocka_unit_test(test_splice),
+        cmocka_unit_test(test_forward_through_a_proxy),
+        cmocka_unit_test(test_sendfile),
+        cmocka_unit_test(test_splice_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

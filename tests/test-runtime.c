@@ -84,9 +84,7 @@ static void run_census(unsigned n)
 {
     memset(&census, 0, sizeof(census));
     tpc_config c = {.shards = n};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, census_main, NULL), (int)n);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    run_expect(&c, census_main, NULL, (int)n);
 }
 
 static void test_shards(void **state)
@@ -108,7 +106,7 @@ static void test_shards(void **state)
     if (ncpu < 8)
         for (int i = 0; i < 8; i++)
             CHECK_EQ(census.cpu[i], -ENOENT);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    assert_no_check_failed();
 }
 
 /* ---- Environment and configuration. ---- */
@@ -124,7 +122,26 @@ static int first_cpu(void *arg)
     return tpc_shard_cpu();
 }
 
-static void test_config(void **state)
+/* TPC_SHARDS sets the shard count; the config wins over it; bad values are refused. */
+static void test_env_shards(void **state)
+{
+    (void)state;
+    setenv("TPC_SHARDS", "3", 1);
+    assert_int_equal(tpc_run(NULL, count_shards, NULL), 3);
+    tpc_config c = {.shards = 5}; /* the config wins over the environment */
+    assert_int_equal(tpc_run(&c, count_shards, NULL), 5);
+    setenv("TPC_SHARDS", "zero", 1);
+    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+    setenv("TPC_SHARDS", "0", 1);
+    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+    setenv("TPC_SHARDS", "100000", 1);
+    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
+    unsetenv("TPC_SHARDS");
+}
+
+/* TPC_CPUS (and tpc_config.cpus) choose the CPUs; bad lists and CPUs outside the affinity
+ * mask are refused. */
+static void test_env_cpus(void **state)
 {
     (void)state;
     cpu_set_t set;
@@ -137,19 +154,6 @@ static void test_config(void **state)
             outside = c;
     }
     char buf[32];
-
-    setenv("TPC_SHARDS", "3", 1);
-    assert_int_equal(tpc_run(NULL, count_shards, NULL), 3);
-    tpc_config c = {.shards = 5}; /* the config wins over the environment */
-    assert_int_equal(tpc_run(&c, count_shards, NULL), 5);
-    setenv("TPC_SHARDS", "zero", 1);
-    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
-    setenv("TPC_SHARDS", "0", 1);
-    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
-    setenv("TPC_SHARDS", "100000", 1);
-    assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
-    unsetenv("TPC_SHARDS");
-
     snprintf(buf, sizeof(buf), "%d", cpu0);
     setenv("TPC_CPUS", buf, 1);
     assert_int_equal(tpc_run(NULL, count_shards, NULL), 1);
@@ -162,10 +166,16 @@ static void test_config(void **state)
     setenv("TPC_CPUS", buf, 1);
     assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
     unsetenv("TPC_CPUS");
-    c = (tpc_config){.cpus = "99999"};
+    tpc_config c = {.cpus = "99999"};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
+}
 
-    c = (tpc_config){.shards = TPC_MAX_SHARDS + 1};
+/* The numeric fields' bounds: outside them tpc_run refuses the config; small legal values
+ * run. */
+static void test_config_bounds(void **state)
+{
+    (void)state;
+    tpc_config c = {.shards = TPC_MAX_SHARDS + 1};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
     c = (tpc_config){.stack_size = 100};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
@@ -179,12 +189,15 @@ static void test_config(void **state)
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
     c = (tpc_config){.blocking_queue = (1u << 20) + 1};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
-
     c = (tpc_config){.coalesce_us = 10001};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
+}
 
-    /* The knobs read from the environment: bad values are refused, a good one runs, and the
-     * config wins over a bad environment value. */
+/* The knobs read from the environment: bad values are refused, a good one runs, and the
+ * config wins over a bad environment value. */
+static void test_env_knobs(void **state)
+{
+    (void)state;
     static const struct {
         const char *name, *bad[6], *good;
         tpc_config wins;
@@ -198,7 +211,7 @@ static void test_config(void **state)
             assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
         }
         setenv(knobs[k].name, knobs[k].good, 1);
-        c = (tpc_config){.shards = 2};
+        tpc_config c = {.shards = 2};
         assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
         setenv(knobs[k].name, "x", 1);
         c = knobs[k].wins;
@@ -206,6 +219,17 @@ static void test_config(void **state)
         assert_int_equal(tpc_run(&c, count_shards, NULL), 2);
         unsetenv(knobs[k].name);
     }
+}
+
+/* Every case starts from an environment without libtpc's variables (a failed case may have
+ * left one set). */
+static int clean_env(void **state)
+{
+    (void)state;
+    static const char *vars[] = {"TPC_SHARDS", "TPC_CPUS", "TPC_SPIN_NS", "TPC_COALESCE_US"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    return 0;
 }
 
 /* ---- Misuse inside the runtime. ---- */
@@ -293,10 +317,8 @@ static void test_shutdown_from_any_shard(void **state)
 {
     (void)state;
     tpc_config c = {.shards = 4};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, shutdown_main, NULL), 5);
+    run_expect(&c, shutdown_main, NULL, 5);
     assert_int_equal(atomic_load(&unwound), 30);
-    assert_int_equal(atomic_load(&t_failures), 0);
 }
 
 /* ---- While the runtime stops, a 0 from tpc_submit_to still means the callback runs. ---- */
@@ -335,8 +357,7 @@ static int race_main(void *arg)
     /* Shards 1-3 post to each other and to 0 while shard 0 stops the runtime. */
     for (int i = 1; i < 4; i++)
         CHECK_EQ(tpc_submit_to(i, start_hammer, (void *)(intptr_t)((i + 1) % 4)), 0);
-    while (atomic_load(&delivered) < 2000 && !tpc_cancelled())
-        tpc_sleep(100 * 1000);
+    WAIT_UNTIL(atomic_load(&delivered) >= 2000);
     return 0;
 }
 
@@ -413,11 +434,9 @@ static void test_signals(void **state)
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     tpc_config c = {.shards = 2};
-    atomic_store(&t_failures, 0);
-    assert_int_equal(tpc_run(&c, sigterm_main, NULL), 128 + SIGTERM);
+    run_expect(&c, sigterm_main, NULL, 128 + SIGTERM);
     assert_int_equal(atomic_load(&unwound), 2); /* the fibers of both shards were cancelled */
-    assert_int_equal(atomic_load(&t_failures), 0);
-    sigset_t cur; /* the caller's mask is back */
+    sigset_t cur;                               /* the caller's mask is back */
     pthread_sigmask(SIG_BLOCK, NULL, &cur);
     assert_false(sigismember(&cur, SIGTERM));
 
@@ -432,7 +451,7 @@ static void test_signals(void **state)
     user_handler_ran = 0;
     assert_int_equal(tpc_run(&c, raise_sigint, NULL), 1);
     sigaction(SIGINT, &old, NULL);
-    assert_int_equal(atomic_load(&t_failures), 0);
+    assert_no_check_failed();
 }
 
 /* ---- An idle runtime sleeps in the kernel. ---- */
@@ -544,7 +563,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exit_status),
         cmocka_unit_test(test_shards),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test_setup(test_env_shards, clean_env),
+        cmocka_unit_test_setup(test_env_cpus, clean_env),
+        cmocka_unit_test_setup(test_config_bounds, clean_env),
+        cmocka_unit_test_setup(test_env_knobs, clean_env),
         cmocka_unit_test(test_nested_run),
         cmocka_unit_test(test_shutdown_from_any_shard),
         cmocka_unit_test(test_submit_during_shutdown),

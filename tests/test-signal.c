@@ -40,8 +40,7 @@ static int blocked_here(void *arg)
 
 static void wait_blocked_everywhere(int sig)
 {
-    while (tpc_on_all(blocked_here, (void *)(intptr_t)sig) != 0 && !tpc_cancelled())
-        tpc_sleep(1000 * 1000);
+    WAIT_UNTIL(tpc_on_all(blocked_here, (void *)(intptr_t)sig) == 0);
 }
 
 static atomic_int waiting;
@@ -83,8 +82,7 @@ static int signal_main(void *arg)
     tpc_fiber *f;
     atomic_store(&waiting, 0);
     CHECK_EQ(tpc_spawn(flag_then_wait, (void *)SIGUSR1, &f), 0);
-    while (!atomic_load(&waiting))
-        tpc_yield();
+    WAIT_UNTIL(atomic_load(&waiting));
     tpc_yield();
     CHECK_EQ(tpc_cancel(f), 0);
     CHECK_EQ(tpc_join(f, &res), 0);

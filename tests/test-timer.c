@@ -1,7 +1,9 @@
 /* Time on a shard: sleeping fibers, per-fiber deadlines on every kind of wait, callback timers
  * (one-shot, periodic, restart and stop from their own callback, firing order), bad input, and
  * 100k sleeping fibers on one shard. Timing checks are bounds: never early, and late by no more
- * than a generous slack (multiplied under sanitizers and valgrind). */
+ * than a generous slack (multiplied under sanitizers and valgrind). The sleeps here are the
+ * behaviour under test (a sleep measured, a time that must pass for a timer to fire or not),
+ * never a wait for something else to happen. */
 #include <errno.h>
 #include <string.h>
 #include "helpers.h"
@@ -230,7 +232,7 @@ static int order_main(void *arg)
     nfires = 0;
     CHECK_EQ(tpc_timer_start(&tm[0], 2 * MS, 0), 0);
     CHECK_EQ(tpc_timer_start(&tm[0], 1 * MS, 0), 0);
-    CHECK_EQ(tpc_sleep(10 * MS), 0);
+    CHECK_EQ(tpc_sleep(10 * MS), 0); /* past both times: a second firing would have come */
     CHECK_EQ(nfires, 1);
     /* A deadline in the past fires on the next loop iteration. */
     CHECK_EQ(tpc_timer_start_at(&tm[0], 1, 0), 0);
@@ -289,8 +291,8 @@ static int periodic_main(void *arg)
     CHECK_EQ(tpc_event_wait(&timers_done), 0);
     CHECK_EQ(periodic_count, 5);
     CHECK(!tpc_timer_pending(&p));
-    CHECK_EQ(tpc_sleep(20 * MS), 0);
-    CHECK_EQ(periodic_count, 5); /* stopped means stopped */
+    CHECK_EQ(tpc_sleep(20 * MS), 0); /* a period would have fired in this time */
+    CHECK_EQ(periodic_count, 5);     /* stopped means stopped */
     CHECK_EQ(restart_count, 4);
     return 0;
 }
@@ -360,14 +362,16 @@ static void test_fine_tick(void **state)
 }
 
 /* ---- 100k sleeping fibers on one shard ---- */
-static int nwoke;
+static int nwoke, nsleepers;
+static tpc_event all_woke;
 static int nap(void *arg)
 {
     int64_t ns = (int64_t)(intptr_t)arg;
     uint64_t t0 = tpc_now_fresh();
-    int rc = tpc_sleep(ns);
+    int rc = tpc_sleep(ns); /* the behaviour under test */
     CHECK(rc == 0 && tpc_now_fresh() - t0 >= (uint64_t)ns);
-    nwoke++;
+    if (++nwoke == nsleepers)
+        tpc_event_set(&all_woke);
     return rc;
 }
 
@@ -380,6 +384,8 @@ static int many_main(void *arg)
     int n = getenv("TPC_TEST_SLOW") ? 20000 : 100000;
 #endif
     nwoke = 0;
+    nsleepers = n;
+    CHECK_EQ(tpc_event_init(&all_woke, false), 0);
     tpc_fiber_opts o = {.stack_size = 16 * 1024, .no_guard = true, .detached = true};
     uint64_t seed = 12345;
     for (int i = 0; i < n; i++) {
@@ -387,8 +393,7 @@ static int many_main(void *arg)
         int64_t ns = (int64_t)(1 + (seed >> 33) % 100) * MS;
         CHECK_EQ(tpc_spawn_opts(&o, nap, (void *)(intptr_t)ns, NULL), 0);
     }
-    while (nwoke < n && !tpc_cancelled())
-        CHECK_EQ(tpc_sleep(10 * MS), 0);
+    CHECK_EQ(tpc_event_wait(&all_woke), 0);
     CHECK_EQ(nwoke, n);
     return 0;
 }
