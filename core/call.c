@@ -102,6 +102,7 @@ static void read_stats(struct tpc__shard *s, tpc_shard_stats *out)
         .timers = s->n_timers,
         .accept_backoffs = s->n_accept_backoffs,
         .io_enters = s->n_io_enters,
+        .stalls = atomic_load_explicit(&s->n_stalls, memory_order_relaxed),
     };
 }
 

@@ -9,6 +9,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* The CPU-time clock of thread `tid` of this process (the kernel's encoding, which glibc's
+ * pthread_getcpuclockid also uses): readable from another thread by id alone. */
+#define TPC__THREAD_CPUCLOCK(tid) ((clockid_t)((~(unsigned)(tid) << 3) | 6))
+
 /* IORING_OP_FTRUNCATE (Linux 6.9). */
 #define TPC__OP_FTRUNCATE 55
 

@@ -26,7 +26,9 @@ enum { POW2 = 1 }; /* the value must be a power of two */
     X(blocking_queue, 256, 1, 1 << 20, 0, NULL, "a count in [1, 2^20]")                            \
     X(coalesce_us, 0, -10000, 10000, 0, "TPC_COALESCE_US",                                         \
       "a non-zero number of us up to 10000 (negative: off)")                                       \
-    X(drain_ms, 5000, 1, 3600000, 0, NULL, "ms in [1, 3600000] (an hour)")
+    X(drain_ms, 5000, 1, 3600000, 0, NULL, "ms in [1, 3600000] (an hour)")                         \
+    X(stall_ms, 25, -1000000, 60000, 0, "TPC_STALL_MS",                                            \
+      "a non-zero number of ms up to 60000 (negative: off)")
 
 static bool in_bounds(long long v, long long min, long long max, int flags)
 {

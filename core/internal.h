@@ -102,6 +102,7 @@ struct tpc_fiber {
     /* Cold, set by tpc_spawn_opts: spawned for another shard, report the result there. */
     struct tpc_remote *remote;
     unsigned remote_origin;
+    const void *spawn_site; /* the spawning call's return address, for the stall report */
 };
 
 struct tpc__callback {
@@ -202,6 +203,10 @@ struct tpc__shard {
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;
     _Atomic int sleeping;
     _Atomic int left; /* has left its loop: what is sent to it now runs in the afterlife */
+    /* The stall detector's (core/stall.c): the loop counter as the watchdog sees it, how long
+     * the current stall has lasted, and stalls so far. */
+    _Atomic uint64_t beat, stall_ms_so_far, stall_cpu_ms, n_stalls;
+    pid_t tid; /* its thread's id, for the watchdog's signal */
     unsigned nbell;
     _Atomic uint64_t *bell; /* bit j: something happened on a ring between this shard and j */
 };
@@ -255,6 +260,10 @@ struct tpc_runtime {
     sigset_t sigwaited; /* blocked on every shard for tpc_signal_wait (under lock) */
     sigset_t sigwanted; /* asked for by tpc_signal_wait, maybe not blocked everywhere yet */
     unsigned nthreads;  /* shard threads created */
+    /* The stall detector's watchdog thread (core/stall.c), under `lock`. */
+    pthread_t watchdog;
+    pthread_cond_t watchdog_cond;
+    bool watchdog_running, watchdog_stop;
     /* Start-up handshake. */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -305,6 +314,12 @@ void tpc__fiber_free_all(struct tpc__shard *s);
 bool tpc__run_callbacks(struct tpc__shard *s);
 void tpc__callbacks_free(struct tpc__shard *s);
 int tpc__spawn_main(struct tpc__shard *s);
+
+/* The stall detector (core/stall.c): a watchdog thread, started once the shards run and stopped
+ * before they are joined. Returns 0 (also when stall_ms turns it off) or -errno. */
+int tpc__stall_start(struct tpc_runtime *rt);
+bool tpc__stall_off_by_default(void); /* under valgrind, where everything runs far slower */
+void tpc__stall_stop(struct tpc_runtime *rt);
 
 /* Stacks. */
 size_t tpc__page_round(size_t size);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "rings.h"
 
 #ifdef TPC_TSAN
@@ -50,6 +52,7 @@ static void *shard_thread(void *p)
         start_handshake(t->rt, err ? err : -ENOMEM);
         return NULL;
     }
+    s->tid = (pid_t)syscall(SYS_gettid);
     t->rt->shards[t->id] = s; /* others read it after the handshake */
     tpc__self = s;
 #ifdef TPC_TSAN
@@ -314,6 +317,8 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         return rc;
     if (!config || !config->msg_slots)
         c.msg_slots = tpc__default_msg_slots(n);
+    if ((!config || !config->stall_ms) && !getenv("TPC_STALL_MS") && tpc__stall_off_by_default())
+        c.stall_ms = -1;
     /* A write to a closed socket must return -EPIPE, not kill the process. */
     struct sigaction old;
     if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
@@ -327,6 +332,8 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
         runtime_free(rt);
         return rc;
     }
+    if (tpc__stall_start(rt) < 0)
+        fputs("libtpc: cannot start the stall detector's thread; running without it\n", stderr);
     live_add(rt);
     *out = rt;
     return 0;
@@ -347,6 +354,7 @@ int tpc_wait(tpc_runtime *rt)
         sigdelset(&async, sync_signals[i]);
     pthread_sigmask(SIG_BLOCK, &async, NULL);
     runtime_join(rt, &rt->oldmask);
+    tpc__stall_stop(rt);
     int status = rt->exit_status;
     runtime_free(rt);
     return status;

@@ -635,9 +635,10 @@ void tpc__shard_loop(struct tpc__shard *s)
 {
     for (;;) {
         s->n_loops++;
-        bool worked = run_phase(s) > 0; /* 1 */
-        worked |= poll_messages(s);     /* 2 */
-        if (stop_phase(s))              /* 3 */
+        atomic_store_explicit(&s->beat, s->n_loops, memory_order_relaxed); /* core/stall.c */
+        bool worked = run_phase(s) > 0;                                    /* 1 */
+        worked |= poll_messages(s);                                        /* 2 */
+        if (stop_phase(s))                                                 /* 3 */
             break;
         io_phase(s, worked); /* 4 */
         tpc__layers_poll(s); /* 5 */

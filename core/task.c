@@ -340,7 +340,8 @@ static tpc_fiber *fiber_record(struct tpc__shard *s)
     return f;
 }
 
-int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_fiber **out)
+static int spawn(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_fiber **out,
+                 const void *site)
 {
     struct tpc__shard *s = tpc__self;
     if (!s)
@@ -373,6 +374,7 @@ int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_f
     size = tpc__page_round(size);
     f->stack_size = size;
     f->task.kind = TPC__TASK_FIBER;
+    f->spawn_site = site;
     f->shard = s;
     f->fn = fn;
     f->arg = arg;
@@ -398,9 +400,14 @@ int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_f
     return 0;
 }
 
+int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_fiber **out)
+{
+    return spawn(opts, fn, arg, out, __builtin_return_address(0));
+}
+
 int tpc_spawn(tpc_fiber_fn fn, void *arg, tpc_fiber **out)
 {
-    return tpc_spawn_opts(NULL, fn, arg, out);
+    return spawn(NULL, fn, arg, out, __builtin_return_address(0));
 }
 
 int tpc_join(tpc_fiber *f, int *result)

@@ -93,6 +93,14 @@ typedef struct tpc_config {
     int (*drain)(void *drain_arg);
     void *drain_arg;
     unsigned drain_ms;
+    /* The stall detector: a shard that has not come back to its loop (a fiber or callback that
+     * runs, or blocks in a system call, without suspending) for stall_ms is reported on stderr
+     * with the running fiber's name, where it was spawned, and a backtrace, one line per frame
+     * prefixed by the shard; again at doubling intervals while it lasts; counted in
+     * tpc_shard_stats.stalls. Costs a thread per runtime that looks every stall_ms / 2.
+     * 0: TPC_STALL_MS from the environment, else 25 (off under valgrind, which runs everything
+     * far slower). Negative: off. At most 60000. */
+    int32_t stall_ms;
     /* Room to grow without changing the struct's size: leave zero (a config initialised with
      * `{...}` or memset is). Later versions give these bytes meanings; this one refuses a
      * config with any of them set (-EINVAL). */
@@ -238,6 +246,7 @@ typedef struct tpc_shard_stats {
     uint64_t accept_backoffs; /* acceptors that ran out of descriptors or memory and paused */
     uint64_t io_enters;       /* the loop's kernel entries for I/O: submit-and-reap, sleep
                                * (ppoll too, under valgrind), submit on a full SQ ring */
+    uint64_t stalls;          /* times the shard stayed away from its loop past stall_ms */
 } tpc_shard_stats;
 
 /* Reads shard `shard`'s counters into *out (by a message to that shard; suspends). Returns as

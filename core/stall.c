@@ -1,0 +1,246 @@
+/* The stall detector. A shard that has not come back to its loop for longer than stall_ms
+ * (tpc_config.stall_ms, TPC_STALL_MS; 25 ms by default) is reported on stderr: which shard and
+ * CPU, for how long, the running fiber's name and where it was spawned, and a backtrace of the
+ * stalled thread, each line prefixed by the shard so that reports of several shards stay
+ * apart. It reports again at doubling intervals while the stall lasts (25, 50, 100 ms ...).
+ *
+ * The shard's only cost is the loop counter it already keeps, stored where another thread may
+ * read it (one relaxed store per loop iteration). A watchdog thread per runtime looks at every
+ * shard each stall_ms / 2: a shard that is not asleep and whose counter has not moved since the
+ * last look is stalled. To get the stalled thread's backtrace, the watchdog sends it
+ * TPC__STALL_SIGNAL; the handler runs on that thread, on its alternate signal stack, in the
+ * middle of whatever it was doing, and writes the report with write(2). The report gives the
+ * thread's CPU time during the stall too: close to the stall's length, the shard computed; far
+ * below, it blocked in a system call or the kernel ran other threads. Symbols come from
+ * dladdr(), so functions not exported (static ones, or a stripped binary) show as an offset in
+ * their object: addr2line -e OBJECT OFFSET names them. */
+#include <dlfcn.h>
+#include <execinfo.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "internal.h"
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+
+#define TPC__STALL_SIGNAL (SIGRTMIN + 4)
+#define FRAMES            32
+
+/* Appends a formatted piece to buf (n bytes used of cap), never past its end. */
+static size_t put(char *buf, size_t n, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static size_t put(char *buf, size_t n, size_t cap, const char *fmt, ...)
+{
+    if (n >= cap)
+        return n;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(buf + n, cap - n, fmt, ap);
+    va_end(ap);
+    return k < 0 ? n : n + (size_t)k < cap ? n + (size_t)k : cap - 1;
+}
+
+/* "name+0xoff (object)" for code address pc. */
+static size_t put_symbol(char *buf, size_t n, size_t cap, const void *pc)
+{
+    Dl_info info;
+    if (!pc || !dladdr(pc, &info) || !info.dli_fname)
+        return put(buf, n, cap, "%p", pc);
+    const char *obj = strrchr(info.dli_fname, '/');
+    obj = obj ? obj + 1 : info.dli_fname;
+    if (info.dli_sname)
+        return put(buf, n, cap, "%s+0x%lx (%s)", info.dli_sname,
+                   (unsigned long)((const char *)pc - (const char *)info.dli_saddr), obj);
+    return put(buf, n, cap, "%s+0x%lx", obj,
+               (unsigned long)((const char *)pc - (const char *)info.dli_fbase));
+}
+
+static void say(const char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(STDERR_FILENO, buf, n);
+        if (k <= 0)
+            return;
+        buf += k;
+        n -= (size_t)k;
+    }
+}
+
+/* On the stalled shard's thread. */
+static void on_stall_signal(int sig)
+{
+    (void)sig;
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return;
+    int saved = errno;
+    char line[512];
+    size_t n = 0, cap = sizeof(line);
+    uint64_t ms = atomic_load_explicit(&s->stall_ms_so_far, memory_order_relaxed);
+    uint64_t cpu_ms = atomic_load_explicit(&s->stall_cpu_ms, memory_order_relaxed);
+    tpc_fiber *f = s->current;
+    n = put(line, n, cap, "libtpc: shard %u (cpu %d): stalled for %llu ms (%llu ms on the CPU) in ",
+            s->id, s->cpu, (unsigned long long)ms, (unsigned long long)cpu_ms);
+    if (f) {
+        n = put(line, n, cap, "fiber '%s' spawned at ", f->name);
+        n = put_symbol(line, n, cap, f->spawn_site);
+    } else {
+        n = put(line, n, cap, "the loop itself (a callback, timer or message)");
+    }
+    n = put(line, n, cap, "\n");
+    say(line, n);
+    void *frames[FRAMES];
+    int depth = backtrace(frames, FRAMES);
+    for (int i = 2; i < depth; i++) { /* 0 and 1: this handler and the signal trampoline */
+        n = put(line, 0, cap, "libtpc: shard %u: #%d ", s->id, i - 2);
+        n = put_symbol(line, n, cap, frames[i]);
+        n = put(line, n, cap, "\n");
+        say(line, n);
+    }
+    errno = saved;
+}
+
+static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
+
+static void install_handler(void)
+{
+    void *warm[1];
+    backtrace(warm, 1); /* loads the unwinder now, not inside a signal handler */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stall_signal;
+    sa.sa_flags = SA_ONSTACK | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(TPC__STALL_SIGNAL, &sa, NULL);
+}
+
+/* What the watchdog remembers of each shard between two looks. */
+struct watch {
+    uint64_t beat;    /* the shard's loop counter at the last look */
+    uint64_t since;   /* when it was last seen moving (or asleep), ns */
+    uint64_t cpu;     /* its thread's CPU time then, ns */
+    uint64_t next_ms; /* report when the stall reaches this long; doubles */
+};
+
+static uint64_t thread_cpu_ns(pid_t tid)
+{
+    struct timespec ts;
+    if (clock_gettime(TPC__THREAD_CPUCLOCK(tid), &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t stall_ms)
+{
+    uint64_t beat = atomic_load_explicit(&s->beat, memory_order_relaxed);
+    if (atomic_load_explicit(&s->left, memory_order_relaxed))
+        return; /* out of its loop for good */
+    if (beat != w->beat || atomic_load_explicit(&s->sleeping, memory_order_relaxed)) {
+        w->beat = beat;
+        w->since = now;
+        w->cpu = thread_cpu_ns(s->tid);
+        w->next_ms = stall_ms;
+        return;
+    }
+    uint64_t ms = (now - w->since) / 1000000;
+    if (ms < w->next_ms)
+        return;
+    if (w->next_ms == stall_ms)
+        atomic_fetch_add_explicit(&s->n_stalls, 1, memory_order_relaxed);
+    w->next_ms *= 2;
+    atomic_store_explicit(&s->stall_ms_so_far, ms, memory_order_relaxed);
+    uint64_t cpu = thread_cpu_ns(s->tid);
+    atomic_store_explicit(&s->stall_cpu_ms, cpu > w->cpu ? (cpu - w->cpu) / 1000000 : 0,
+                          memory_order_relaxed);
+    /* By thread id, not pthread_t: the thread may have exited, and the signal is then lost
+     * (ESRCH), never sent through a freed descriptor. */
+    syscall(SYS_tgkill, getpid(), s->tid, TPC__STALL_SIGNAL);
+}
+
+static void *watchdog(void *p)
+{
+    struct tpc_runtime *rt = p;
+    uint64_t stall_ms = (uint64_t)rt->config.stall_ms;
+    struct watch *w = calloc(rt->nshards, sizeof(*w));
+    if (!w)
+        return NULL;
+    uint64_t now = tpc__clock_ns();
+    for (unsigned i = 0; i < rt->nshards; i++)
+        w[i] = (struct watch){.since = now, .next_ms = stall_ms};
+    struct timespec period = {.tv_sec = (time_t)(stall_ms / 2000),
+                              .tv_nsec = (long)(stall_ms % 2000) * 500000};
+    if (stall_ms < 2)
+        period.tv_nsec = 1000000;
+    pthread_mutex_lock(&rt->lock);
+    while (!rt->watchdog_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += period.tv_sec;
+        until.tv_nsec += period.tv_nsec;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&rt->watchdog_cond, &rt->lock, &until);
+        if (rt->watchdog_stop)
+            break;
+        pthread_mutex_unlock(&rt->lock);
+        now = tpc__clock_ns();
+        for (unsigned i = 0; i < rt->nshards; i++)
+            look(rt->shards[i], &w[i], now, stall_ms);
+        pthread_mutex_lock(&rt->lock);
+    }
+    pthread_mutex_unlock(&rt->lock);
+    free(w);
+    return NULL;
+}
+
+bool tpc__stall_off_by_default(void)
+{
+#if __has_include(<valgrind/valgrind.h>)
+    return RUNNING_ON_VALGRIND != 0;
+#else
+    return false;
+#endif
+}
+
+int tpc__stall_start(struct tpc_runtime *rt)
+{
+    if (rt->config.stall_ms <= 0)
+        return 0;
+    pthread_once(&handler_once, install_handler);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rt->watchdog_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    sigset_t all, old; /* the watchdog takes no signal meant for the shards */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&rt->watchdog, NULL, watchdog, rt);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        pthread_cond_destroy(&rt->watchdog_cond);
+        return -rc;
+    }
+    rt->watchdog_running = true;
+    return 0;
+}
+
+void tpc__stall_stop(struct tpc_runtime *rt)
+{
+    if (!rt->watchdog_running)
+        return;
+    pthread_mutex_lock(&rt->lock);
+    rt->watchdog_stop = true;
+    pthread_cond_signal(&rt->watchdog_cond);
+    pthread_mutex_unlock(&rt->lock);
+    pthread_join(rt->watchdog, NULL);
+    pthread_cond_destroy(&rt->watchdog_cond);
+    rt->watchdog_running = false;
+}

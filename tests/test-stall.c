@@ -1,0 +1,178 @@
+/* The stall detector (core/stall.c): a fiber that keeps its shard from its loop is reported by
+ * name with a backtrace while the stall lasts; a shard that sleeps or waits is not; a negative
+ * stall_ms turns it off. The reports go to stderr, which each case redirects to a file. */
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+#include "helpers.h"
+
+/* stderr into a memory file for the duration of one runtime. */
+static int saved_err = -1, capture_fd = -1;
+
+static void capture_start(void)
+{
+    fflush(stderr);
+    capture_fd = memfd_create("stderr", 0);
+    assert_true(capture_fd >= 0);
+    saved_err = dup(STDERR_FILENO);
+    assert_true(dup2(capture_fd, STDERR_FILENO) >= 0);
+}
+
+/* Restores stderr and returns what was written (static buffer), echoing it for the log. */
+static const char *capture_end(void)
+{
+    static char text[65536];
+    fflush(stderr);
+    dup2(saved_err, STDERR_FILENO);
+    close(saved_err);
+    ssize_t n = pread(capture_fd, text, sizeof(text) - 1, 0);
+    close(capture_fd);
+    text[n > 0 ? n : 0] = 0;
+    fputs(text, stderr);
+    return text;
+}
+
+static void busy_for(int64_t ns)
+{
+    int64_t end = t_now_ns() + ns;
+    while (t_now_ns() < end)
+        ;
+}
+
+static int spinner(void *arg)
+{
+    busy_for((int64_t)(intptr_t)arg * 1000000);
+    return 0;
+}
+
+static int blocker(void *arg)
+{
+    poll(NULL, 0, (int)(intptr_t)arg); /* a blocking system call, not a libtpc wait */
+    return 0;
+}
+
+static uint64_t stalls_seen;
+
+/* Runs fn (spinner or blocker) for ms in a fiber named "culprit", then reads the counter. */
+struct culprit {
+    tpc_fiber_fn fn;
+    int ms;
+};
+
+static int culprit_main(void *arg)
+{
+    struct culprit *c = arg;
+    tpc_fiber_opts o = {.name = "culprit"};
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn_opts(&o, c->fn, (void *)(intptr_t)c->ms, &f), 0);
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    tpc_shard_stats st;
+    CHECK_EQ(tpc_stats(0, &st), 0);
+    stalls_seen = st.stalls;
+    return 0;
+}
+
+static void run_culprit(int stall_ms, tpc_fiber_fn fn, int ms)
+{
+    struct culprit c = {fn, ms};
+    tpc_config cfg = {.shards = 1, .stall_ms = stall_ms};
+    stalls_seen = 0;
+    capture_start();
+    int rc = tpc_run(&cfg, culprit_main, &c);
+    capture_end();
+    assert_int_equal(rc, 0);
+    assert_no_check_failed();
+}
+
+/* The first report's "stalled for N ms". */
+static long first_report_ms(const char *text)
+{
+    const char *p = strstr(text, "stalled for ");
+    return p ? strtol(p + strlen("stalled for "), NULL, 10) : -1;
+}
+
+static void test_spinning_fiber_reported(void **state)
+{
+    (void)state;
+    SKIP_IF(under_valgrind(), "valgrind runs the spin too slowly to time it");
+    bool slow = getenv("TPC_TEST_SLOW") != NULL; /* sanitizers may hold a signal back a while */
+    struct culprit c = {spinner, slow ? 600 : 150};
+    tpc_config cfg = {.shards = 1, .stall_ms = 20};
+    capture_start();
+    int rc = tpc_run(&cfg, culprit_main, &c);
+    const char *text = capture_end();
+    assert_int_equal(rc, 0);
+    assert_no_check_failed();
+    assert_non_null(strstr(text, "libtpc: shard 0 (cpu "));
+    assert_non_null(strstr(text, "in fiber 'culprit' spawned at "));
+    assert_non_null(strstr(text, "libtpc: shard 0: #0 ")); /* the backtrace, one line a frame */
+    long ms = first_report_ms(text);
+    assert_true(ms >= 20 && ms < (slow ? 500 : 100)); /* while it lasted: 20 ms, a look, slack */
+    assert_true(stalls_seen == 1);                    /* one stall, however many reports */
+}
+
+static void test_blocking_system_call_reported(void **state)
+{
+    (void)state;
+    SKIP_IF(under_valgrind(), "valgrind runs the loop too slowly to time it");
+    struct culprit c = {blocker, 150};
+    tpc_config cfg = {.shards = 1, .stall_ms = 20};
+    capture_start();
+    int rc = tpc_run(&cfg, culprit_main, &c);
+    const char *text = capture_end();
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(text, "in fiber 'culprit' spawned at "));
+    assert_true(stalls_seen == 1);
+}
+
+static int sleeper(void *arg)
+{
+    return tpc_sleep((int64_t)(intptr_t)arg * 1000000); /* a libtpc wait: the loop runs */
+}
+
+static void test_waiting_fiber_not_reported(void **state)
+{
+    (void)state;
+    SKIP_IF(under_valgrind(), "valgrind runs the loop too slowly to time it");
+    struct culprit c = {sleeper, 150};
+    tpc_config cfg = {.shards = 1, .stall_ms = 50}; /* slack for a busy machine's scheduler */
+    capture_start();
+    int rc = tpc_run(&cfg, culprit_main, &c);
+    const char *text = capture_end();
+    assert_int_equal(rc, 0);
+    assert_null(strstr(text, "stalled"));
+    assert_true(stalls_seen == 0);
+}
+
+static void test_negative_turns_it_off(void **state)
+{
+    (void)state;
+    run_culprit(-1, spinner, 80);
+    assert_true(stalls_seen == 0);
+}
+
+static void test_bad_value_refused(void **state)
+{
+    (void)state;
+    tpc_config cfg = {.shards = 1, .stall_ms = 60001};
+    capture_start();
+    int rc = tpc_run(&cfg, culprit_main, NULL);
+    const char *text = capture_end();
+    assert_int_equal(rc, -EINVAL);
+    assert_non_null(strstr(text, "tpc_config.stall_ms 60001 is not"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spinning_fiber_reported),
+        cmocka_unit_test(test_blocking_system_call_reported),
+        cmocka_unit_test(test_waiting_fiber_not_reported),
+        cmocka_unit_test(test_negative_turns_it_off),
+        cmocka_unit_test(test_bad_value_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
