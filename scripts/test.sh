@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds libtpc and runs the whole cmocka suite five ways: release, ASan+UBSan, TSan (both with
 # fault injection built in, for tests/test-faults.c), the release build under valgrind, and the
-# portable ucontext context-switch backend; then the
+# portable ucontext context-switch backend; runs each libFuzzer target of tests/fuzz for a few
+# seconds (built with clang); then the
 # aarch64 context switch under qemu, an install + README-example check, and formatting. Prints each failing test's output, then one line
 # "N passed, N failed" counting test cases over all runs, and exits non-zero on any failure.
 #   scripts/test.sh            everything
 #   scripts/test.sh release    only the named configurations (release asan tsan valgrind ucontext
-#                              aarch64)
+#                              fuzz aarch64)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,7 +15,7 @@ root=$PWD
 bash scripts/setup.sh || exit 1
 
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind ucontext)
+[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind ucontext fuzz)
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -44,12 +45,15 @@ for cfg in "${configs[@]}"; do
     tsan) dir=build/tsan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dfault_injection=true) ;;
     valgrind) dir=build/release setup_name=valgrind args=(-Dbuildtype=release) ;;
     ucontext) dir=build/ucontext setup_name= args=(-Dbuildtype=release -Dcontext=ucontext) ;;
+    fuzz) dir=build/fuzz setup_name= args=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=true -Dtests=false -Dbenchmarks=false -Dexamples=false) ;;
     aarch64) continue ;; # below
-    *) echo "unknown configuration '$cfg' (release asan tsan valgrind ucontext aarch64)" >&2; exit 2 ;;
+    *) echo "unknown configuration '$cfg' (release asan tsan valgrind ucontext fuzz aarch64)" >&2; exit 2 ;;
     esac
     name=${dir#build/}
     echo "== $cfg: building"
-    if ! configure "$name" "${args[@]}"; then
+    cc=${CC:-cc}
+    [ "$cfg" = fuzz ] && cc=clang # libFuzzer (tests/fuzz)
+    if ! CC=$cc configure "$name" "${args[@]}"; then
         echo "== $cfg: BUILD FAILED"
         summary+=("$cfg: build failed")
         fail_setup=$((fail_setup + 1))
