@@ -51,6 +51,7 @@ typedef struct http_conn {
     bool head_done;      /* its headers are complete: header callbacks are trailers */
     bool is_head;        /* it is a HEAD request */
     bool in_value;       /* the last header callback was a value */
+    bool bad_name;       /* a header field name has whitespace in it */
     bool scan_method;    /* after an unknown method: reading its token to tell 501 from 400 */
     unsigned char field; /* which header the current field is (enum in http-parse.c) */
     unsigned char name_len, hosts, te_len, expect_len;
