@@ -116,8 +116,8 @@ static char *run(char *const argv[])
 
 static void expect_in(const char *text, const char *part)
 {
-    if (!strstr(text, part))
-        fail_msg("expected \"%s\" in:\n%s", part, text);
+    if (!text || !strstr(text, part))
+        fail_msg("expected \"%s\" in:\n%s", part, text ? text : "(nothing)");
 }
 
 static int group_setup(void **state)
