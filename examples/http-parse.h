@@ -23,7 +23,9 @@
  *   Transfer-Encoding in HTTP/1.0 or whose last coding is not chunked; 431 when the request
  *   line and headers exceed HTTP_MAX_HEAD bytes; 501 for a transfer coding other than chunked.
  *   An error answer is the last: the connection closes after it, and input after the bad
- *   request is ignored. Error answers carry a one-line text/plain reason. */
+ *   request is ignored. Error answers carry a one-line text/plain reason.
+ * http-parse-fuzz.c is its libFuzzer target; tests/test-http-conformance.c tests it over
+ * sockets. */
 #ifndef TPC_HTTP_PARSE_H
 #define TPC_HTTP_PARSE_H
 
