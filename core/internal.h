@@ -130,6 +130,18 @@ struct tpc__stack {
     size_t size;
 };
 
+/* A stalled shard's state, taken by the stall signal's handler on the shard's thread for the
+ * watchdog to report (core/stall.c). */
+#define TPC__STALL_FRAMES 32
+struct tpc__stall_snap {
+    _Atomic int taken;
+    bool in_fiber;
+    char name[32];
+    const void *spawn_site;
+    int depth;
+    void *frames[TPC__STALL_FRAMES];
+};
+
 struct tpc__shard {
     /* Hot, owned by the shard thread. */
     tpc_fiber *current;
@@ -205,8 +217,9 @@ struct tpc__shard {
     _Atomic int left; /* has left its loop: what is sent to it now runs in the afterlife */
     /* The stall detector's (core/stall.c): the loop counter as the watchdog sees it, how long
      * the current stall has lasted, and stalls so far. */
-    _Atomic uint64_t beat, stall_ms_so_far, stall_cpu_ms, n_stalls;
-    pid_t tid; /* its thread's id, for the watchdog's signal */
+    _Atomic uint64_t beat, n_stalls;
+    struct tpc__stall_snap stall; /* what the stall signal's handler saw (core/stall.c) */
+    pid_t tid;                    /* its thread's id, for the watchdog's signal */
     unsigned nbell;
     _Atomic uint64_t *bell; /* bit j: something happened on a ring between this shard and j */
 };

@@ -9,7 +9,9 @@
  * shard each stall_ms / 2: a shard that is not asleep and whose counter has not moved since the
  * last look is stalled. To get the stalled thread's backtrace, the watchdog sends it
  * TPC__STALL_SIGNAL; the handler runs on that thread, on its alternate signal stack, in the
- * middle of whatever it was doing, and writes the report with write(2). The report gives the
+ * middle of whatever it was doing, and only takes a snapshot (the fiber, its spawn site, the
+ * return addresses on its stack); the watchdog then formats the report and writes it, so that a
+ * slow or full stderr holds up the watchdog, never the shard. The report gives the
  * thread's CPU time during the stall too: close to the stall's length, the shard computed; far
  * below, it blocked in a system call or the kernel ran other threads. Symbols come from
  * dladdr(), so functions not exported (static ones, or a stripped binary) show as an offset in
@@ -29,7 +31,6 @@
 #endif
 
 #define TPC__STALL_SIGNAL (SIGRTMIN + 4)
-#define FRAMES            32
 
 /* Appends a formatted piece to buf (n bytes used of cap), never past its end. */
 static size_t put(char *buf, size_t n, size_t cap, const char *fmt, ...)
@@ -71,7 +72,8 @@ static void say(const char *buf, size_t n)
     }
 }
 
-/* On the stalled shard's thread. */
+/* On the stalled shard's thread: only takes the snapshot (what runs, and where); the watchdog
+ * formats and writes it, so that a slow or full stderr never holds up the shard. */
 static void on_stall_signal(int sig)
 {
     (void)sig;
@@ -79,30 +81,43 @@ static void on_stall_signal(int sig)
     if (!s)
         return;
     int saved = errno;
-    char line[512];
-    size_t n = 0, cap = sizeof(line);
-    uint64_t ms = atomic_load_explicit(&s->stall_ms_so_far, memory_order_relaxed);
-    uint64_t cpu_ms = atomic_load_explicit(&s->stall_cpu_ms, memory_order_relaxed);
+    struct tpc__stall_snap *snap = &s->stall;
     tpc_fiber *f = s->current;
-    n = put(line, n, cap, "libtpc: shard %u (cpu %d): stalled for %llu ms (%llu ms on the CPU) in ",
-            s->id, s->cpu, (unsigned long long)ms, (unsigned long long)cpu_ms);
+    snap->in_fiber = f != NULL;
     if (f) {
-        n = put(line, n, cap, "fiber '%s' spawned at ", f->name);
-        n = put_symbol(line, n, cap, f->spawn_site);
+        memcpy(snap->name, f->name, sizeof(snap->name));
+        snap->spawn_site = f->spawn_site;
+    }
+    snap->depth = backtrace(snap->frames, TPC__STALL_FRAMES);
+    atomic_store_explicit(&snap->taken, 1, memory_order_release);
+    errno = saved;
+}
+
+/* On the watchdog's thread: the report of shard s's stall, from the snapshot if it came. */
+static void report(struct tpc__shard *s, uint64_t ms, uint64_t cpu_ms, bool taken)
+{
+    struct tpc__stall_snap *snap = &s->stall;
+    char line[512];
+    size_t cap = sizeof(line);
+    size_t n =
+        put(line, 0, cap, "libtpc: shard %u (cpu %d): stalled for %llu ms (%llu ms on the CPU) in ",
+            s->id, s->cpu, (unsigned long long)ms, (unsigned long long)cpu_ms);
+    if (!taken) {
+        n = put(line, n, cap, "a task it did not say (no snapshot within 100 ms)");
+    } else if (snap->in_fiber) {
+        n = put(line, n, cap, "fiber '%.*s' spawned at ", (int)sizeof(snap->name), snap->name);
+        n = put_symbol(line, n, cap, snap->spawn_site);
     } else {
         n = put(line, n, cap, "the loop itself (a callback, timer or message)");
     }
     n = put(line, n, cap, "\n");
     say(line, n);
-    void *frames[FRAMES];
-    int depth = backtrace(frames, FRAMES);
-    for (int i = 2; i < depth; i++) { /* 0 and 1: this handler and the signal trampoline */
+    for (int i = 2; taken && i < snap->depth; i++) { /* 0, 1: the handler, the signal frame */
         n = put(line, 0, cap, "libtpc: shard %u: #%d ", s->id, i - 2);
-        n = put_symbol(line, n, cap, frames[i]);
+        n = put_symbol(line, n, cap, snap->frames[i]);
         n = put(line, n, cap, "\n");
         say(line, n);
     }
-    errno = saved;
 }
 
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
@@ -153,13 +168,20 @@ static void look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t s
     if (w->next_ms == stall_ms)
         atomic_fetch_add_explicit(&s->n_stalls, 1, memory_order_relaxed);
     w->next_ms *= 2;
-    atomic_store_explicit(&s->stall_ms_so_far, ms, memory_order_relaxed);
     uint64_t cpu = thread_cpu_ns(s->tid);
-    atomic_store_explicit(&s->stall_cpu_ms, cpu > w->cpu ? (cpu - w->cpu) / 1000000 : 0,
-                          memory_order_relaxed);
+    uint64_t cpu_ms = cpu > w->cpu ? (cpu - w->cpu) / 1000000 : 0;
     /* By thread id, not pthread_t: the thread may have exited, and the signal is then lost
-     * (ESRCH), never sent through a freed descriptor. */
-    syscall(SYS_tgkill, getpid(), s->tid, TPC__STALL_SIGNAL);
+     * (ESRCH), never sent through a freed descriptor. Then wait (briefly) for the snapshot. */
+    atomic_store_explicit(&s->stall.taken, 0, memory_order_relaxed);
+    bool taken = false;
+    if (syscall(SYS_tgkill, getpid(), s->tid, TPC__STALL_SIGNAL) == 0)
+        for (int i = 0; i < 100 && !taken; i++) {
+            struct timespec ms1 = {0, 1000000};
+            taken = atomic_load_explicit(&s->stall.taken, memory_order_acquire);
+            if (!taken)
+                nanosleep(&ms1, NULL);
+        }
+    report(s, ms, cpu_ms, taken);
 }
 
 static void *watchdog(void *p)

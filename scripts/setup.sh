@@ -6,6 +6,8 @@ set -euo pipefail
 pkgs=(gcc libc6-dev meson ninja-build pkg-config python3 liburing-dev libhwloc-dev
       libcmocka-dev valgrind clang clang-format libuv1-dev
       libclang-rt-14-dev # libFuzzer (tests/fuzz)
+      libhttp-parser-dev # examples/http-parse.c: tpc-http's request parser
+      curl apache2-utils nghttp2-client wrk # tests/test-http-clients.c (skipped without them)
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) # the aarch64 context switch test
 pkgs+=("$@") # callers may ask for more (the demo asks for wrk)
 

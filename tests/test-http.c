@@ -1,50 +1,74 @@
-/* The HTTP example (examples/http.c, compiled in here without its main): its request parser on
- * good, pipelined and malformed input, and the server end to end over loopback: pipelined
- * requests answered in order, "Connection: close" and HTTP/1.0 honoured, 400 then close for
- * garbage; a restart while a connection of the first run is open. */
+/* The HTTP example (examples/http.c, compiled in here without its main): its request parser
+ * (examples/http-parse.c) on good, pipelined and malformed input, and the server end to end
+ * over loopback: pipelined requests answered in order, "Connection: close" and HTTP/1.0
+ * honoured, 400 then close for garbage; a restart while a connection of the first run is
+ * open. */
 #define TPC_HTTP_NO_MAIN
 #include "../examples/http.c"
 #include <errno.h>
 #include <unistd.h>
 #include "helpers.h"
 
+static const char OK[] = "HTTP/1.1 200 OK\r\nServer: tpc\r\nContent-Type: text/plain\r\n"
+                         "Content-Length: 13\r\n\r\nHello, World!";
+static const char OK_CLOSE[] = "HTTP/1.1 200 OK\r\nServer: tpc\r\nContent-Type: text/plain\r\n"
+                               "Content-Length: 13\r\nConnection: close\r\n\r\nHello, World!";
+static const char BAD[] = "HTTP/1.1 400 Bad Request\r\n";
+
+/* Feeds text to a fresh parser in one piece; returns the bytes consumed, the answers in out. */
+static size_t feed(const char *text, size_t len, char *out, size_t *out_len, bool *closing)
+{
+    http_conn h;
+    http_conn_init(&h);
+    *out_len = 0;
+    size_t used = http_conn_feed(&h, text, len, out, out_len, BUF_SIZE);
+    *closing = http_conn_closing(&h);
+    return used;
+}
+
+/* The parser alone (tests/test-http-conformance.c has the protocol's cases over sockets). */
 static void test_parser(void **state)
 {
     (void)state;
+    static char out[BUF_SIZE];
+    size_t n;
     bool close = true;
     const char *get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(parse_request(get, strlen(get), &close), (long)strlen(get));
+    assert_int_equal(feed(get, strlen(get), out, &n, &close), strlen(get));
+    assert_int_equal(n, sizeof(OK) - 1);
+    assert_memory_equal(out, OK, n);
     assert_false(close);
-    assert_int_equal(parse_request(get, strlen(get) - 1, &close), REQ_INCOMPLETE);
-    const char *post = "POST /a HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
-    assert_int_equal(parse_request(post, strlen(post), &close), (long)strlen(post));
+    assert_int_equal(feed(get, strlen(get) - 1, out, &n, &close), strlen(get) - 1);
+    assert_int_equal(n, 0); /* incomplete: no answer yet */
+    const char *post = "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                       "Connection: close\r\n\r\nhelloGET";
+    assert_int_equal(feed(post, strlen(post), out, &n, &close), strlen(post) - 3);
+    assert_int_equal(n, sizeof(OK_CLOSE) - 1);
+    assert_memory_equal(out, OK_CLOSE, n);
     assert_true(close);
-    close = false;
-    assert_int_equal(parse_request(post, strlen(post) - 2, &close), REQ_INCOMPLETE);
-    assert_false(close); /* an incomplete request decides nothing */
-    const char *old = "GET / HTTP/1.0\r\n\r\n";
-    assert_int_equal(parse_request(old, strlen(old), &close), (long)strlen(old));
-    assert_true(close);
-    static const char *bad[] = {"get / HTTP/1.1\r\n\r\n",
-                                "GET HTTP/1.1\r\n\r\n",
-                                "GET / HTTP/2.0\r\n\r\n",
+    static const char *bad[] = {"GET HTTP/1.1\r\n\r\n",
                                 "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
-                                "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
-                                "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                                "GET  / HTTP/1.1\r\n\r\n",
-                                "GET / HTTP/1.1\r\nContent-Length: \r\n\r\n",
-                                "GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-                                "GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"};
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(parse_request(bad[i], strlen(bad[i]), &close), REQ_BAD);
-    /* An empty Content-Length followed by digits: parsing stays inside the header line (this
-     * once read past the buffer, which ASan sees here: the buffer holds exactly these bytes). */
-    const char *head = "GET / HTTP/1.1\r\nContent-Length: \r\n\r\n";
+                                "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+                                "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n",
+                                "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                                "GET / HTTP/1.1\r\nHost: x\r\n"
+                                "Content-Length: 99999999999999999999\r\n\r\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        feed(bad[i], strlen(bad[i]), out, &n, &close);
+        assert_true(close);
+        assert_memory_equal(out, BAD, sizeof(BAD) - 1);
+    }
+    /* An empty Content-Length followed by digits: parsing stays inside the header line (the
+     * hand-written parser once read past the buffer, which ASan sees here: the buffer holds
+     * exactly these bytes). */
+    const char *head = "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n";
     size_t hl = strlen(head), total = hl + 64;
     char *exact = malloc(total);
     memcpy(exact, head, hl);
     memset(exact + hl, '1', total - hl);
-    assert_int_equal(parse_request(exact, total, &close), REQ_BAD);
+    feed(exact, total, out, &n, &close);
+    assert_true(close);
+    assert_memory_equal(out, BAD, sizeof(BAD) - 1);
     free(exact);
 }
 
@@ -124,9 +148,10 @@ static void pipelined(int fd, const tpc_addr *a)
     CHECK_EQ(read_some(fd, buf, sizeof(buf), 16 * ok), 16 * ok);
     for (int i = 0; i < 16; i++)
         CHECK(memcmp(buf + (size_t)i * ok, OK, ok) == 0);
-    const char *last = "GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    /* Then Connection: close: one answer and the server closes. */
+    const char *last = "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     CHECK_EQ(tpc_send(fd, last, strlen(last), 0), (ssize_t)strlen(last));
-    CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), ok);
+    CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), sizeof(OK_CLOSE) - 1);
 }
 
 static void test_pipelined_then_close(void **state)
@@ -135,18 +160,18 @@ static void test_pipelined_then_close(void **state)
     run_http_case(pipelined, 17);
 }
 
-/* 180 answers fill the output buffer to 4 bytes short of its end; the 400 for the garbage
- * after them must still go out whole (it used to overflow the buffer). */
+/* 180 answers overflow the output buffer; the 400 for the garbage after them must still go out
+ * whole, after them (it once overflowed the buffer). */
 static void full_output(int fd, const tpc_addr *a)
 {
     (void)a;
     static char many[8192];
     many[0] = 0;
     for (int i = 0; i < 180; i++)
-        strcat(many, "GET / HTTP/1.1\r\n\r\n");
+        strcat(many, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     strcat(many, "HELLO\r\n\r\n");
     CHECK_EQ(tpc_send(fd, many, strlen(many), 0), (ssize_t)strlen(many));
-    CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), 180 * ok + sizeof(BAD) - 1);
+    CHECK(read_some(fd, buf, sizeof(buf), sizeof(buf)) > 180 * ok + sizeof(BAD) - 1);
     CHECK(memcmp(buf + 180 * ok, BAD, sizeof(BAD) - 1) == 0);
 }
 
@@ -166,7 +191,7 @@ static void http10_split_body(int fd, const tpc_addr *a)
      * must be the same however they do. */
     tpc_sleep(1000 * 1000);
     CHECK_EQ(tpc_send(fd, "lo", 2, 0), 2);
-    CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), ok);
+    CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), sizeof(OK_CLOSE) - 1);
 }
 
 static void test_http10_split_body(void **state)
@@ -180,7 +205,8 @@ static void large_body(int fd, const tpc_addr *a)
 {
     (void)a;
     static char big[24000];
-    int hl = snprintf(big, sizeof(big), "POST /b HTTP/1.1\r\nContent-Length: 12000\r\n\r\n");
+    int hl =
+        snprintf(big, sizeof(big), "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 12000\r\n\r\n");
     memset(big + hl, 'x', 12000);
     CHECK_EQ(tpc_send(fd, big, (size_t)hl + 12000, 0), hl + 12000);
     CHECK_EQ(read_some(fd, buf, sizeof(buf), ok), ok);
@@ -192,19 +218,19 @@ static void test_large_body(void **state)
     run_http_case(large_body, 1);
 }
 
-/* Headers larger than the request buffer (16 KiB) get 400. */
+/* Headers larger than HTTP_MAX_HEAD (16 KiB) get 431. */
 static void large_headers(int fd, const tpc_addr *a)
 {
     (void)a;
     static char big[24000];
     int hl = snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nX: ");
-    memset(big + hl, 'y', BUF_SIZE - (size_t)hl); /* exactly a full buffer: all of it is read,
-                                                   * so the close is a FIN, not a reset */
-    CHECK_EQ(tpc_send(fd, big, BUF_SIZE, 0), BUF_SIZE);
-    CHECK_EQ(read_some(fd, buf, sizeof(buf), sizeof(buf)), sizeof(BAD) - 1);
+    memset(big + hl, 'y', HTTP_MAX_HEAD + 1 - (size_t)hl); /* one byte over the limit */
+    CHECK_EQ(tpc_send(fd, big, HTTP_MAX_HEAD + 1, 0), HTTP_MAX_HEAD + 1);
+    CHECK(read_some(fd, buf, sizeof(buf), sizeof(buf)) > 12);
+    CHECK(memcmp(buf, "HTTP/1.1 431 ", 13) == 0);
 }
 
-static void test_headers_larger_than_the_buffer(void **state)
+static void test_headers_larger_than_the_limit(void **state)
 {
     (void)state;
     run_http_case(large_headers, 0);
@@ -217,13 +243,13 @@ static void request_at_buffer_end(int fd, const tpc_addr *a)
 {
     (void)a;
     static char big[24000];
-    const char *get = "GET / HTTP/1.1\r\n\r\n";
+    const char *get = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     size_t gl = strlen(get);
     memcpy(big, get, gl);
-    int hl = snprintf(big + gl, sizeof(big) - gl, "POST /ee HTTP/1.1\r\nContent-Length: %d\r\n\r\n",
-                      BUF_SIZE - 44);
-    CHECK_EQ(hl, 44); /* so that the POST is BUF_SIZE long */
-    memset(big + gl + (size_t)hl, 'z', BUF_SIZE - 44);
+    int hl = snprintf(big + gl, sizeof(big) - gl,
+                      "POST /ee HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", BUF_SIZE - 53);
+    CHECK_EQ(hl, 53); /* so that the POST is BUF_SIZE long */
+    memset(big + gl + (size_t)hl, 'z', BUF_SIZE - 53);
     memcpy(big + gl + BUF_SIZE, get, gl);
     CHECK_EQ(tpc_send(fd, big, 2 * gl + BUF_SIZE, 0), (ssize_t)(2 * gl + BUF_SIZE));
     tpc_deadline_set(5000 * 1000 * 1000LL); /* a lost request shows as a short read, not a hang */
@@ -244,7 +270,7 @@ static void garbage(int fd, const tpc_addr *a)
     const char *junk = "HELLO\r\n\r\n";
     CHECK_EQ(tpc_send(fd, junk, strlen(junk), 0), (ssize_t)strlen(junk));
     size_t n = read_some(fd, buf, sizeof(buf), sizeof(buf));
-    CHECK_EQ(n, sizeof(BAD) - 1);
+    CHECK(n > sizeof(BAD) - 1);
     CHECK(memcmp(buf, BAD, sizeof(BAD) - 1) == 0);
 }
 
@@ -334,7 +360,7 @@ int main(void)
         cmocka_unit_test(test_400_after_a_full_output_buffer),
         cmocka_unit_test(test_http10_split_body),
         cmocka_unit_test(test_large_body),
-        cmocka_unit_test(test_headers_larger_than_the_buffer),
+        cmocka_unit_test(test_headers_larger_than_the_limit),
         cmocka_unit_test(test_request_ending_at_the_buffer_end),
         cmocka_unit_test(test_garbage_gets_400_and_close),
         cmocka_unit_test(test_request_split_over_writes),

@@ -1,10 +1,10 @@
 /* The raw epoll baseline of bench/net.sh: what a careful C server does with no library, to put
  * tpc-http and tpc-echo (examples/) in perspective.
  *   epoll-server http|echo ADDR [THREADS]   ADDR: 127.0.0.1:8080, [::1]:8080 (port 0: any)
- * http answers exactly as examples/http.c does: the same parsing rules, keep-alive, the answers
- * to all complete requests of one read in one send (split only where tpc-http splits them, at
- * 16 KiB), "Connection: close" and HTTP/1.0 close after the answer, 400 then close for a
- * malformed request (parser and answers: ../httpparse.h). echo sends back whatever it reads.
+ * http answers exactly as examples/http.c does, with its parser and answers
+ * (examples/http-parse.c): keep-alive, the answers to the requests of one read in one send
+ * (split only where tpc-http splits them, at 16 KiB), HEAD, bodies, "Connection: close" and
+ * HTTP/1.0, error answers then close. echo sends back whatever it reads.
  *
  * THREADS (default 1; bench/net.sh runs one, on one core) event loops, each pinned to the next
  * CPU of the process's affinity mask with its own SO_REUSEPORT listener and epoll set: the raw
@@ -33,9 +33,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "../../netaddr.h"
-#include "../httpparse.h"
+#include "http-parse.h"
 
-#define BUF_SIZE   HTTP_BUF_SIZE /* per direction and connection */
+#define BUF_SIZE   16384 /* per direction and connection, as in examples/http.c */
 #define MAX_EVENTS 256
 
 enum mode { HTTP, ECHO };
@@ -44,11 +44,11 @@ struct conn {
     int fd;
     bool closing;    /* close once the output is gone */
     bool writing;    /* waiting for EPOLLOUT (registered for it instead of EPOLLIN) */
-    bool more;       /* http: stopped parsing because the output buffer was full */
     size_t have;     /* input bytes in in[] */
-    size_t used;     /* http: input bytes already answered */
+    size_t used;     /* http: input bytes already parsed */
     size_t out_len;  /* output bytes in out[] */
     size_t out_sent; /* of which already sent */
+    http_conn h;     /* http: the request parser */
     char in[BUF_SIZE];
     char out[BUF_SIZE];
 };
@@ -95,13 +95,17 @@ static int flush(struct conn *c)
     return 1;
 }
 
-/* Answers the complete requests in in[used..have): all of them in one send unless their answers
- * exceed out[] (tpc-http flushes at the same point). Returns -1 if the connection must go. */
+/* Parses in[used..have) and sends the answers: all of them in one send unless they exceed
+ * out[] (tpc-http sends at the same point). Returns -1 if the connection must go. */
 static int http_answer_all(struct conn *c)
 {
     for (;;) {
-        if (http_answer(c->in, c->have, &c->used, c->out, &c->out_len, &c->more, &served))
-            c->closing = true;
+        if (!c->closing && c->used < c->have) {
+            c->used += http_conn_feed(&c->h, c->in + c->used, c->have - c->used, c->out,
+                                      &c->out_len, BUF_SIZE);
+            served += c->h.answered;
+            c->closing = http_conn_closing(&c->h);
+        }
         if (c->out_len) {
             int rc = flush(c);
             if (rc <= 0)
@@ -109,20 +113,16 @@ static int http_answer_all(struct conn *c)
         }
         if (c->closing)
             return -1;
-        if (!c->more)
+        if (c->used == c->have)
             break;
     }
-    memmove(c->in, c->in + c->used, c->have - c->used);
-    c->have -= c->used;
-    c->used = 0;
+    c->have = c->used = 0; /* the parser keeps what it needs of a request in pieces */
     return 0;
 }
 
 /* One read, then the answer. Returns -1 if the connection must go. */
 static int on_readable(struct conn *c)
 {
-    if (c->have == BUF_SIZE)
-        return -1; /* cannot happen: http_parse() calls a full buffer malformed */
     ssize_t n = read(c->fd, c->in + c->have, BUF_SIZE - c->have);
     if (n < 0)
         return errno == EAGAIN || errno == EINTR ? 0 : -1;
@@ -169,8 +169,9 @@ static void accept_all(int lfd)
             close(fd);
             continue;
         }
-        memset(c, 0, offsetof(struct conn, in));
+        memset(c, 0, offsetof(struct conn, h));
         c->fd = fd;
+        http_conn_init(&c->h);
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
             conn_close(c);

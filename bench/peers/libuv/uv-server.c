@@ -1,10 +1,10 @@
 /* The libuv peer of bench/net.sh: epoll-server (../epoll/epoll-server.c) written the way a libuv
  * program would be, to put tpc-http and tpc-echo (examples/) next to a widely used event loop.
  *   uv-server http|echo ADDR        ADDR: 127.0.0.1:8080, [::1]:8080 (port 0: any)
- * http answers exactly as examples/http.c does (parser and answers: ../httpparse.h): keep-alive,
- * the answers to all complete requests of one read in one write (split only where tpc-http
- * splits them, at 16 KiB), "Connection: close" and HTTP/1.0 close after the answer, 400 then
- * close for a malformed request. echo sends back whatever it reads.
+ * http answers exactly as examples/http.c does, with its parser and answers
+ * (examples/http-parse.c): keep-alive, the answers to the requests of one read in one write
+ * (split only where tpc-http splits them, at 16 KiB), HEAD, bodies, "Connection: close" and
+ * HTTP/1.0, error answers then close. echo sends back whatever it reads.
  *
  * One uv loop on one thread; a uv_tcp_t listener (backlog 4096); accepted connections get
  * TCP_NODELAY (uv_tcp_nodelay) and uv_read_start with an alloc callback that hands out the free
@@ -24,9 +24,9 @@
 #include <string.h>
 #include <uv.h>
 #include "../../netaddr.h"
-#include "../httpparse.h"
+#include "http-parse.h"
 
-#define BUF_SIZE HTTP_BUF_SIZE /* per direction and connection */
+#define BUF_SIZE 16384 /* per direction and connection, as in examples/http.c */
 
 enum mode { MODE_HTTP, MODE_ECHO }; /* ECHO is a termios flag, which uv.h brings in */
 
@@ -34,10 +34,10 @@ struct conn {
     uv_tcp_t tcp; /* tcp.data points back here; the listener's and signals' data are NULL */
     uv_write_t write;
     bool closing;   /* close once the output is gone */
-    bool more;      /* http: stopped answering because out[] was full */
     size_t have;    /* input bytes in in[] */
-    size_t used;    /* http: input bytes already answered */
+    size_t used;    /* http: input bytes already parsed */
     size_t out_len; /* http: output bytes in out[] */
+    http_conn h;    /* http: the request parser */
     char in[BUF_SIZE];
     char out[BUF_SIZE];
 };
@@ -90,13 +90,17 @@ static int send_out(struct conn *c, char *p, size_t len)
     return 0;
 }
 
-/* Answers the complete requests in in[used..have): all of them in one write unless their
- * answers exceed out[]. Returns false if the connection is closing or waits for a write. */
+/* Parses in[used..have) and sends the answers: all of them in one write unless they exceed
+ * out[]. Returns false if the connection is closing or waits for a write. */
 static bool http_serve(struct conn *c)
 {
     for (;;) {
-        if (http_answer(c->in, c->have, &c->used, c->out, &c->out_len, &c->more, &served))
-            c->closing = true;
+        if (!c->closing && c->used < c->have) {
+            c->used += http_conn_feed(&c->h, c->in + c->used, c->have - c->used, c->out,
+                                      &c->out_len, BUF_SIZE);
+            served += c->h.answered;
+            c->closing = http_conn_closing(&c->h);
+        }
         if (c->out_len) {
             if (send_out(c, c->out, c->out_len) <= 0)
                 return false; /* closing, or on_written continues where this stopped */
@@ -106,12 +110,10 @@ static bool http_serve(struct conn *c)
             conn_close(c);
             return false;
         }
-        if (!c->more)
+        if (c->used == c->have)
             break;
     }
-    memmove(c->in, c->in + c->used, c->have - c->used);
-    c->have -= c->used;
-    c->used = 0;
+    c->have = c->used = 0; /* the parser keeps what it needs of a request in pieces */
     return true;
 }
 
@@ -139,8 +141,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
     struct conn *c = s->data;
-    if (nread < 0) { /* UV_EOF, an error, or UV_ENOBUFS (cannot happen: http_parse calls a full
-                        buffer malformed) */
+    if (nread < 0) { /* UV_EOF, an error, or UV_ENOBUFS (cannot happen: in[] is empty when
+                        reading, since http_serve parses all of it) */
         conn_close(c);
         return;
     }
@@ -166,8 +168,9 @@ static void on_connection(uv_stream_t *server, int status)
         fprintf(stderr, "uv-server: out of memory\n");
         exit(1);
     }
-    c->closing = c->more = false;
+    c->closing = false;
     c->have = c->used = c->out_len = 0;
+    http_conn_init(&c->h);
     c->tcp.data = c;
     c->write.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {

@@ -1,0 +1,99 @@
+/* libFuzzer target for tpc-http's request parser (http-parse.c on http_parser): any input, fed
+ * whole and fed in pieces (sizes taken from the input's first byte), must give the same answers
+ * byte for byte, never write past the output buffer, and always make progress.
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I examples examples/http-parse-fuzz.c \
+ *       examples/http-parse.c -lhttp_parser -o http-parse-fuzz && ./http-parse-fuzz -max_len=4096
+ * Built without -fsanitize=fuzzer (-DHTTP_FUZZ_MAIN), it runs inputs from files of hex lines
+ * through the same checks: the suite does so with tests/http-parse-corpus.hex, the corpus of
+ * the libFuzzer runs. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "http-parse.h"
+
+#define OUT_CAP (2 * HTTP_ANSWER_MAX) /* small, so that the room check is exercised */
+
+/* Feeds in[0..len) in pieces of at most `piece` bytes; the answers are appended to all[]
+ * (the output buffer is emptied whenever feed asks for room, as a server sends it). */
+static size_t run(const char *in, size_t len, size_t piece, char *all, size_t all_cap)
+{
+    http_conn c;
+    http_conn_init(&c);
+    char out[OUT_CAP];
+    size_t out_len = 0, total = 0, off = 0;
+    while (off < len && !http_conn_closing(&c)) {
+        size_t n = len - off < piece ? len - off : piece;
+        size_t used = http_conn_feed(&c, in + off, n, out, &out_len, sizeof(out));
+        if (used > n || out_len > sizeof(out))
+            abort();
+        if (used == 0 && !http_conn_closing(&c) && sizeof(out) - out_len >= HTTP_ANSWER_MAX)
+            abort(); /* no progress although there is room */
+        if (total + out_len > all_cap)
+            abort();
+        memcpy(all + total, out, out_len);
+        total += out_len;
+        out_len = 0;
+        off += used;
+    }
+    if (http_conn_failed(&c) && !http_conn_closing(&c))
+        abort();
+    return total;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    size_t piece = data[0] % 16 + 1;
+    const char *in = (const char *)data + 1;
+    size_t len = size - 1;
+    /* At most one answer per input byte, and an answer is shorter than HTTP_ANSWER_MAX. */
+    size_t cap = (len + 1) * HTTP_ANSWER_MAX;
+    char *whole = malloc(cap), *pieces = malloc(cap);
+    if (!whole || !pieces)
+        abort();
+    size_t a = run(in, len, len ? len : 1, whole, cap);
+    size_t b = run(in, len, piece, pieces, cap);
+    if (a != b || memcmp(whole, pieces, a))
+        abort(); /* the answers depend on how the input arrives */
+    free(whole);
+    free(pieces);
+    return 0;
+}
+
+#ifdef HTTP_FUZZ_MAIN
+static int hex(int ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Each argument is a file of inputs, one per line in hex ('#' lines are comments). */
+int main(int argc, char **argv)
+{
+    static char line[1 << 17];
+    static uint8_t buf[1 << 16];
+    long inputs = 0;
+    for (int i = 1; i < argc; i++) {
+        FILE *f = fopen(argv[i], "r");
+        if (!f) {
+            perror(argv[i]);
+            return 1;
+        }
+        while (fgets(line, sizeof(line), f)) {
+            if (line[0] == '#')
+                continue;
+            size_t n = 0;
+            for (char *p = line; hex(p[0]) >= 0 && hex(p[1]) >= 0 && n < sizeof(buf); p += 2)
+                buf[n++] = (uint8_t)(hex(p[0]) << 4 | hex(p[1]));
+            LLVMFuzzerTestOneInput(buf, n);
+            inputs++;
+        }
+        fclose(f);
+    }
+    printf("http-parse-fuzz: %ld inputs, answers alike whole and in pieces\n", inputs);
+    return inputs ? 0 : 1;
+}
+#endif
