@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one driver for every benchmark against its peers (issue 7, issue 15):
-#   scripts/bench.sh              every workload, ROUNDS=5 (about 24 minutes on the 2-core VM, builds
-#                                 done; see bench/README.md)
-#   scripts/bench.sh --quick      a subset with short runs, ROUNDS=3, no warm-up (about 2 minutes)
+#   scripts/bench.sh              every workload, ROUNDS=5: about 25 minutes on the 2-core VM at
+#                                 load average 2-4, builds done (bench/README.md: how measured)
+#   scripts/bench.sh --quick      a subset with short runs, ROUNDS=3, no warm-up (about 2 minutes
+#                                 on an idle VM, 9 at load average 9)
 #   scripts/bench.sh ID...        only those workload ids (scripts/bench-report.py plan lists them)
 # Headline rows measure libtpc's shipped defaults: a plain release build (-Dbuildtype=release)
 # and no TPC_* environment variable. A setting other than the defaults gets a row of its own
