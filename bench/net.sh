@@ -12,47 +12,44 @@
 # Every round runs every server, in an order that rotates from round to round; the lines printed
 # are medians over the rounds: "bench <id> <value> <unit> | <conditions>" (bench/bench.h's
 # format), then summary tables with ratios against epoll and against tpc, and, with more than
-# one round, the CPU per request of tpc and tpc-co over each peer's within each round (median
-# and range), which the VM's speed phases disturb less.
-# libtpc runs with TPC_SPIN_NS=-1 (no spinning before sleeping): spinning 3 or 10 µs measured
-# 4-18 % more CPU per plain request, since the next request rarely lands within the spin.
-# NET_TPC_SPIN_NS overrides it. tpc-co is tpc-http/tpc-echo again with wake-up coalescing
-# (TPC_COALESCE_US, 50 µs unless NET_TPC_COALESCE_US says otherwise). The HTTP lines also give the
-# system part of the CPU per request and wrk's 99th percentile latency.
+# one round, the CPU per request of each of libtpc's servers over each peer's within each round
+# (median and range), which the VM's speed phases disturb less.
+# libtpc's servers: tpc is tpc-http/tpc-echo with the shipped defaults (no TPC_* variable);
+# tpc-tuned adds TPC_SPIN_NS=-1 (no spinning before sleeping; NET_TPC_SPIN_NS to change), which
+# measured 4-18 % less CPU per plain request, since the next request rarely lands within the
+# 10 µs spin; tpc-co is tpc-tuned with wake-up coalescing as well (TPC_COALESCE_US, 50 µs unless
+# NET_TPC_COALESCE_US says otherwise). The HTTP lines also give the system part of the CPU per
+# request and wrk's 99th percentile latency.
 # Builds what is missing: libtpc and the C peers in build/release (BUILD=dir to change),
 # tokio-server with bench/peers/tokio-net/build.sh, all with -j1 (JOBS=n to change). Installs wrk,
 # and when selected nginx-light, haproxy and libuv1-dev (for uv-server), if missing, through
 # scripts/setup.sh (apt-get).
 # nginx and haproxy run in the foreground from a config generated in a temporary directory (one
-# worker process; one thread). Environment: SECONDS, ROUNDS, BUILD, PORT (first of the ports used,
-# 18080), NET_SERVERS (default "tpc tpc-co epoll tokio nginx libuv haproxy"), NET_ECHO_SERVERS
-# ("tpc tpc-co epoll tokio libuv"); set but empty, they select no server (scripts/bench.sh does that).
+# worker process; one thread). Environment: SECONDS, ROUNDS, BUILD, JOBS, PORT (first of the
+# ports used, 18080), NET_SERVERS (default "tpc tpc-tuned tpc-co epoll tokio nginx libuv
+# haproxy"), NET_ECHO_SERVERS ("tpc tpc-tuned tpc-co epoll tokio libuv"); set but empty, they
+# select no server. scripts/bench.sh, the one driver of every benchmark, calls this once per
+# round with the servers in its rotated order; the helpers both use are in bench/lib.sh.
 set -euo pipefail
 
-die() {
-    echo "net.sh: error: $*" >&2
-    exit 1
-}
-note() { echo "net.sh: $*" >&2; }
-
+bench_name=net.sh
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 # SECONDS is bash's own clock of the shell's age: take the value from our initial environment.
 dur=$(tr '\0' '\n' </proc/$$/environ | sed -n 's/^SECONDS=//p')
 dur=${dur:-5}
 rounds=${ROUNDS:-3}
-build=${BUILD:-$repo/build/release}
+build=$(abs_path "${BUILD:-$repo/build/release}")
 port0=${PORT:-18080}
-jobs=${JOBS:-1}
 tpc_spin=${NET_TPC_SPIN_NS:--1}
 tpc_coalesce=${NET_TPC_COALESCE_US:-50}
-read -ra http_servers <<<"${NET_SERVERS-tpc tpc-co epoll tokio nginx libuv haproxy}"
-read -ra echo_servers <<<"${NET_ECHO_SERVERS-tpc tpc-co epoll tokio libuv}"
+read -ra http_servers <<<"${NET_SERVERS-tpc tpc-tuned tpc-co epoll tokio nginx libuv haproxy}"
+read -ra echo_servers <<<"${NET_ECHO_SERVERS-tpc tpc-tuned tpc-co epoll tokio libuv}"
 # tpc-co needs the kernel's minimum wait (Linux 6.12): before that, leave it out.
-IFS=. read -r kmaj kmin _ <<<"$(uname -r)"
-kmin=${kmin%%[!0-9]*}
-if [ "${kmaj:-0}" -lt 6 ] || { [ "$kmaj" -eq 6 ] && [ "${kmin:-0}" -lt 12 ]; }; then
+if ! kernel_at_least 6 12; then
     for list in http_servers echo_servers; do
         declare -n l=$list
         for i in "${!l[@]}"; do
@@ -61,7 +58,7 @@ if [ "${kmaj:-0}" -lt 6 ] || { [ "$kmaj" -eq 6 ] && [ "${kmin:-0}" -lt 12 ]; }; 
                 note "leaving out tpc-co: wake-up coalescing needs Linux 6.12 ($(uname -r) here)"
             fi
         done
-        l=("${l[@]}")
+        l=(${l[@]+"${l[@]}"})
         unset -n l
     done
 fi
@@ -69,48 +66,33 @@ conns=64
 depth=16
 echo_conns=(1 100)
 echo_bytes=64
-case $dur in '' | *[!0-9]* | 0) die "SECONDS must be a whole number of seconds > 0 (got '$dur')" ;; esac
-case $rounds in '' | *[!0-9]* | 0) die "ROUNDS must be a number > 0 (got '$rounds')" ;; esac
-case $build in /*) ;; *) build=$PWD/$build ;; esac
+need_count SECONDS "$dur"
+need_count ROUNDS "$rounds"
 
 # ---------------------------------------------------------------------------------------------
 # Tools and builds
 
-install_pkg() { # the project's installer: what libtpc needs, and this package
-    bash "$repo/scripts/setup.sh" "$1" || die "could not install $1 (scripts/setup.sh)"
-}
-command -v taskset >/dev/null || die "taskset (util-linux) is missing"
-command -v wrk >/dev/null || install_pkg wrk
-nginx_bin=$(command -v nginx || true)
-haproxy_bin=$(command -v haproxy || true)
-for s in "${http_servers[@]}"; do
-    if [ "$s" = nginx ] && [ -z "$nginx_bin" ]; then
-        install_pkg nginx-light
-        nginx_bin=$(command -v nginx) || die "nginx missing after installing nginx-light"
-    fi
-    if [ "$s" = haproxy ] && [ -z "$haproxy_bin" ]; then
-        install_pkg haproxy
-        haproxy_bin=$(command -v haproxy) || die "haproxy missing after installing it"
-    fi
+need_cpus_0_1 "server on 0, load generator on 1"
+need_tool wrk wrk
+nginx_bin="" haproxy_bin="" want_libuv=false
+for s in ${http_servers[@]+"${http_servers[@]}"}; do
+    case $s in
+    nginx)
+        need_tool nginx nginx-light
+        nginx_bin=$(tool_path nginx)
+        ;;
+    haproxy)
+        need_tool haproxy haproxy
+        haproxy_bin=$(tool_path haproxy)
+        ;;
+    esac
 done
-want_libuv=false reconfigure=false
-for s in "${http_servers[@]}" "${echo_servers[@]}"; do
+for s in ${http_servers[@]+"${http_servers[@]}"} ${echo_servers[@]+"${echo_servers[@]}"}; do
     if [ "$s" = libuv ]; then want_libuv=true; fi
 done
-if $want_libuv && ! pkg-config --exists libuv; then
-    install_pkg libuv1-dev
-    reconfigure=true
-fi
-[ "$(nproc --all)" -ge 2 ] && taskset -c 0,1 true 2>/dev/null \
-    || die "needs CPUs 0 and 1 (server on 0, load generator on 1)"
+if $want_libuv; then need_libuv; fi
 
-if [ ! -f "$build/build.ninja" ]; then
-    note "configuring $build"
-    meson setup "$build" "$repo" -Dbuildtype=release >/dev/null || die "meson setup failed"
-elif $reconfigure; then # libuv was not there when meson looked for it
-    { meson configure "$build" --clearcache && meson setup --reconfigure "$build" "$repo"; } \
-        >/dev/null || die "meson reconfigure failed"
-fi
+configure "$build"
 targets=(examples/tpc-http examples/tpc-echo bench/epoll-server bench/echo-load)
 if $want_libuv; then
     grep -q '^build bench/uv-server:' "$build/build.ninja" \
@@ -118,8 +100,7 @@ if $want_libuv; then
     targets+=(bench/uv-server)
 fi
 note "building libtpc's servers and the C peers in $build (-j$jobs)"
-ninja -C "$build" -j"$jobs" "${targets[@]}" >/dev/null \
-    || die "ninja failed: run ninja -C $build to see why"
+ninja_build "$build" "${targets[@]}"
 tpc_http=$build/examples/tpc-http
 tpc_echo=$build/examples/tpc-echo
 epoll_server=$build/bench/epoll-server
@@ -138,18 +119,9 @@ done
 # ---------------------------------------------------------------------------------------------
 # Servers
 
-tmp=$(mktemp -d /tmp/tpc-net.XXXXXX)
+bench_tmp tpc-net
 server_pid=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_server
-    rm -rf "$tmp"
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_on_exit() { stop_server; }
 
 children_of() { # the child processes of $1 (nginx's worker; haproxy -db has none)
     local f st rest
@@ -245,9 +217,12 @@ start_server() {
     local name=$1 kind=$2 port=$3 log=$tmp/$1-$2.log cmd=() dir i
     port_open "$port" && die "port $port is already in use (PORT=n picks other ports)"
     case $name-$kind in
-    tpc-*) # tpc, and tpc-co: the same programs with wake-up coalescing
-        cmd=(env TPC_SPIN_NS="$tpc_spin")
-        [ "$name" = tpc-co ] && cmd+=(TPC_COALESCE_US="$tpc_coalesce")
+    tpc-*) # tpc: the shipped defaults; tpc-tuned and tpc-co: the same programs, tuned
+        cmd=(env)
+        case $name in
+        tpc-tuned) cmd+=(TPC_SPIN_NS="$tpc_spin") ;;
+        tpc-co) cmd+=(TPC_SPIN_NS="$tpc_spin" TPC_COALESCE_US="$tpc_coalesce") ;;
+        esac
         if [ "$kind" = http ]; then cmd+=("$tpc_http"); else cmd+=("$tpc_echo"); fi
         cmd+=(--shards 1 --listen "127.0.0.1:$port")
         ;;
@@ -352,7 +327,9 @@ run_wrk() { # run_wrk NAME PORT plain|pipe
     kill -0 "$server_pid" 2>/dev/null || die "$name exited during wrk: $out"
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
     reqs=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
-    [ -n "$rps" ] && [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || die "no requests counted by wrk against $name: $out"
+    if [ -z "$rps" ] || [ -z "$reqs" ] || [ "$reqs" -le 0 ]; then
+        die "no requests counted by wrk against $name: $out"
+    fi
     errs=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | tr '\n' ';' || true)
     [ -z "$errs" ] || notes[$name]="${notes[$name]:-}wrk ($how):$errs "
     add "$metric" "$name" "$rps"
@@ -377,7 +354,9 @@ run_echo() { # run_echo NAME PORT CONNS
     p50=$(awk -v id="echo_rtt_${c}_p50" '$1 == "bench" && $2 == id { print $3 }' <<<"$out")
     p99=$(awk -v id="echo_rtt_${c}_p99" '$1 == "bench" && $2 == id { print $3 }' <<<"$out")
     total=$(sed -n 's/^echo-load: \([0-9]*\) round trips.*/\1/p' <<<"$out")
-    [ -n "$rate" ] && [ -n "$total" ] && [ "$total" -gt 0 ] || die "echo-load printed no result against $name: $out"
+    if [ -z "$rate" ] || [ -z "$total" ] || [ "$total" -le 0 ]; then
+        die "echo-load printed no result against $name: $out"
+    fi
     add "echo_rtt_$c" "$name" "$rate"
     add "echo_rtt_${c}_p50" "$name" "$p50"
     add "echo_rtt_${c}_p99" "$name" "$p99"
@@ -387,26 +366,17 @@ run_echo() { # run_echo NAME PORT CONNS
 
 port_of() { # a port per server and kind, so that no run meets the previous one's TIME_WAITs
     local i=0 s
-    for s in tpc epoll tokio nginx libuv haproxy tpc-co; do
+    for s in tpc epoll tokio nginx libuv haproxy tpc-co tpc-tuned; do
         [ "$s" = "$1" ] && break
         i=$((i + 1))
     done
     echo $((port0 + i + ${2:-0}))
 }
 
-rotate() { # rotate N items...: the items, starting at index N modulo their count
-    local n=$1
-    shift
-    local items=("$@") i
-    for ((i = 0; i < ${#items[@]}; i++)); do
-        echo "${items[(i + n) % ${#items[@]}]}"
-    done
-}
-
 # ---------------------------------------------------------------------------------------------
 # Runs
 
-note "$rounds round(s), ${dur} s per run; servers on CPU 0, load on CPU 1; tpc with TPC_SPIN_NS=$tpc_spin"
+note "$rounds round(s), ${dur} s per run; servers on CPU 0, load on CPU 1; tpc with the defaults"
 for ((r = 0; r < rounds; r++)); do
     note "round $((r + 1)) of $rounds"
     for s in $(rotate "$r" "${http_servers[@]}"); do
@@ -432,7 +402,7 @@ done
 
 sysinfo="$(nproc --all) cpus, $(uname -r)"
 rounds_text="median of $rounds round$([ "$rounds" = 1 ] || echo s)"
-spin_text="tpc: --shards 1, TPC_SPIN_NS=$tpc_spin"
+spin_text="--shards 1, TPC_SPIN_NS=$tpc_spin"
 cpu_text="server CPU = utime+stime of its process and children (/proc/PID/stat, CLK_TCK $clk_tck)"
 emit() { # emit ID METRIC SERVER UNIT CONDITIONS
     local v
@@ -441,7 +411,8 @@ emit() { # emit ID METRIC SERVER UNIT CONDITIONS
 }
 spin_of() {
     case $1 in
-    tpc) echo ", $spin_text" ;;
+    tpc) echo ", --shards 1, the shipped defaults (no TPC_* variable)" ;;
+    tpc-tuned) echo ", $spin_text" ;;
     tpc-co) echo ", $spin_text, TPC_COALESCE_US=$tpc_coalesce" ;;
     esac
 }
@@ -480,14 +451,14 @@ ratio() { # ratio METRIC SERVER REFERENCE: value(server) / value(reference), or 
 echo
 echo "HTTP plaintext: wrk -t1 -c$conns -d${dur}s on cpu 1, server on cpu 0, $rounds_text"
 echo "(ratios: server / epoll and server / tpc; for req/s higher is better, for cpu lower is)"
-printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s %8s\n' load server req/s vs-epoll vs-tpc cpu-us/req \
+printf '%-8s %-9s %12s %8s %8s %11s %8s %8s %11s %8s\n' load server req/s vs-epoll vs-tpc cpu-us/req \
     vs-epoll vs-tpc sys-us/req p99-ms
 for m in http "http_pipe$depth"; do
     label=plain
     [ "$m" = http ] || label="pipe$depth"
     for s in "${http_servers[@]}"; do
         p99=$(median "${m}_p99" "$s")
-        printf '%-8s %-7s %12s %8s %8s %11s %8s %8s %11s %8s\n' "$label" "$s" "$(median "$m" "$s")" \
+        printf '%-8s %-9s %12s %8s %8s %11s %8s %8s %11s %8s\n' "$label" "$s" "$(median "$m" "$s")" \
             "$(ratio "$m" "$s" epoll)" "$(ratio "$m" "$s" tpc)" "$(median "${m}_cpu" "$s")" \
             "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)" "$(median "${m}_sys" "$s")" \
             "$(awk -v v="$p99" 'BEGIN { if (v != "") printf "%.2f", v / 1000; else print "-" }')"
@@ -495,14 +466,14 @@ for m in http "http_pipe$depth"; do
 done
 echo
 echo "Echo ping-pong: echo-load, $echo_bytes-byte messages, ${dur} s on cpu 1, server on cpu 0, $rounds_text"
-printf '%-6s %-7s %12s %8s %8s %10s %10s %11s %8s %8s\n' conns server rtt/s vs-epoll vs-tpc \
+printf '%-6s %-9s %12s %8s %8s %10s %10s %11s %8s %8s\n' conns server rtt/s vs-epoll vs-tpc \
     p50-us p99-us cpu-us/rtt vs-epoll vs-tpc
 for c in "${echo_conns[@]}"; do
     m=echo_rtt_$c
     for s in "${echo_servers[@]}"; do
         p50=$(median "${m}_p50" "$s")
         p99=$(median "${m}_p99" "$s")
-        printf '%-6s %-7s %12s %8s %8s %10s %10s %11s %8s %8s\n' "$c" "$s" "$(median "$m" "$s")" \
+        printf '%-6s %-9s %12s %8s %8s %10s %10s %11s %8s %8s\n' "$c" "$s" "$(median "$m" "$s")" \
             "$(ratio "$m" "$s" epoll)" "$(ratio "$m" "$s" tpc)" \
             "$(awk -v v="$p50" 'BEGIN { printf "%.1f", v / 1000 }')" \
             "$(awk -v v="$p99" 'BEGIN { printf "%.1f", v / 1000 }')" \
@@ -521,23 +492,24 @@ if [ "$rounds" -gt 1 ]; then
     for m in http_cpu "http_pipe${depth}_cpu"; do
         label=plain
         [ "$m" = http_cpu ] || label="pipe$depth"
-        for ours in tpc tpc-co; do
+        for ours in tpc tpc-tuned tpc-co; do
             [[ " ${http_servers[*]} " == *" $ours "* ]] || continue
             line=""
             for s in "${http_servers[@]}"; do
-                case $s in tpc | tpc-co) continue ;; esac
+                case $s in tpc*) continue ;; esac
                 read -r med lo hi < <(paired "$m" "$ours" "$s")
                 line+=$(printf ' %s %s [%s-%s]' "$s" "$med" "$lo" "$hi")
             done
-            printf '%-8s %-7s%s\n' "$label" "$ours" "$line"
+            printf '%-8s %-9s%s\n' "$label" "$ours" "$line"
         done
     done
 fi
 echo
 echo "Notes:"
-echo "- $spin_text: spinning before sleeping (TPC_SPIN_NS=3000 or 10000) measured 4-18 % more"
-echo "  CPU per plain request here: the next request rarely comes within the spin."
-echo "- tpc-co: tpc with wake-up coalescing (TPC_COALESCE_US=$tpc_coalesce, tpc_config.coalesce_us): a"
+echo "- tpc: libtpc's shipped defaults (a shard spins 10 us before it sleeps)."
+echo "- tpc-tuned: TPC_SPIN_NS=$tpc_spin (-1: never spin before sleeping). Spinning 3 or 10 us"
+echo "  measured 4-18 % more CPU per plain request here: the next request rarely comes within it."
+echo "- tpc-co: tpc-tuned with wake-up coalescing (TPC_COALESCE_US=$tpc_coalesce, tpc_config.coalesce_us): a"
 echo "  sleeping shard wakes once per batch of completions; it costs latency where few requests"
 echo "  are in flight (see the echo lines with 1 connection). p99-ms: wrk's 99th percentile."
 echo "- sys-us/req: the kernel's part of cpu-us/req (stime), mostly loopback TCP, which no server"

@@ -9,7 +9,7 @@
                                          OUTDIR/latest-machine.json and the chart's data and
                                          gnuplot script (OUTDIR/latest.dat, latest.gp)
   bench-report.py markdown OUTDIR        the table of OUTDIR/latest.json as Markdown, with the
-                                         machine and date (for the README)
+                                         machine and date (for docs/benchmarks.md)
 
 Each workload names the benchmark group that measures it and, per implementation, the output
 line that carries its figure: (impl, bench id, regex the conditions must match or None, regex
@@ -25,6 +25,11 @@ Such a line's conditions start with its variant in a fixed form, "<anything>, dr
 spread and rounds; latest.json names the winner in "variants", keeps every variant's median in
 "variant_medians" and lists in "variants_left_out" those whose lines a source's condition regex
 refused; the table says which variant won.
+
+Settings: a row measures libtpc's shipped defaults (a release build, no TPC_* variable) unless
+its id ends in a suffix of TUNED ("-tuned", "-lto"); such a row reads libtpc's figure from the
+runner's other process (net.sh's tpc-tuned server, the "libtpc-lto" tag) and the peers' from
+the same lines as the default row. latest.json gives it a "setting", and the tables say it.
 """
 import json
 import os
@@ -48,12 +53,15 @@ CROSSED = r"^(?!.*on different threads: [1-4]?[0-9]% )"
 ECHO = ("tpc", "epoll", "tokio", "libuv")
 
 
-def net(metric, servers=("tpc", "epoll", "tokio", "nginx", "libuv", "haproxy")):
-    """net.sh prints one id per server: net_<metric> with the server's name spliced in."""
-    impl = {"tpc": "libtpc"}
+def net(metric, servers=("tpc", "epoll", "tokio", "nginx", "libuv", "haproxy"), ours="tpc"):
+    """net.sh prints one id per server: net_<metric> with the server's name spliced in. libtpc's
+    figure is server `ours`: tpc (the shipped defaults) or tpc-tuned."""
     out = []
     for s in servers:
-        out.append((impl.get(s, s), metric.replace("@", s), None, None, "net"))
+        if s == "tpc":
+            out.append(("libtpc", metric.replace("@", ours), None, None, "net"))
+        else:
+            out.append((s, metric.replace("@", s), None, None, "net"))
     return out
 
 
@@ -62,7 +70,9 @@ def file(bid, unit="IOPS"):
     return [("libtpc", bid, None, None), ("fio", bid, None, fio, "libtpc")]
 
 
-# id, unit, group, sources; the issue's ids first, then extras.
+# id, unit, group, sources; the issue's ids first, then extras, then the rows of settings other
+# than the shipped defaults (TUNED). Every other row measures libtpc as shipped: a plain release
+# build, no TPC_* environment variable.
 WORKLOADS = [
     ("yield", "ns/op", "core", [("libtpc", "yield", None, None), ("tokio", "yield", None, None)]),
     ("spawn_join", "ns/op", "core",
@@ -109,7 +119,35 @@ WORKLOADS = [
     ("echo_100conn", "ops/s", "net", net("net_echo_rtt_100_@", ECHO)),
     ("file_seqwrite", "MB/s", "file", file("file_seqwrite", "MB/s")),
 ]
+# Settings other than the defaults, a row each, named by the id's suffix. The peers are the same.
+TUNED = {
+    "-tuned": "libtpc's servers with TPC_SPIN_NS=-1 (no spinning before sleeping)",
+    "-lto": "bench-idle built with link-time optimisation (-Db_lto=true)",
+}
+NET = {  # net workloads: id -> (metric, servers)
+    "http_plain_cpu": ("net_http_@_cpu", None), "http_plain_rps": ("net_http_@", None),
+    "http_pipelined_cpu": ("net_http_pipe16_@_cpu", None),
+    "http_pipelined_rps": ("net_http_pipe16_@", None),
+    "echo_pingpong": ("net_echo_rtt_1_@", ECHO), "echo_pingpong_cpu": ("net_echo_rtt_1_@_cpu", ECHO),
+    "echo_100conn": ("net_echo_rtt_100_@", ECHO),
+}
+for _w in list(WORKLOADS):
+    if _w[0] in NET:
+        _m, _s = NET[_w[0]]
+        WORKLOADS.append((_w[0] + "-tuned", _w[1], "net",
+                          net(_m, _s, ours="tpc-tuned") if _s else net(_m, ours="tpc-tuned")))
+WORKLOADS.append(("idle_loop-lto", "ns/iteration", "idle",
+                  [("libtpc", "idle_loop", r"^2 shards", None, "libtpc-lto"),
+                   ("libuv", "idle_loop", None, None), ("tokio", "idle_loop", None, None)]))
 BY_ID = {w[0]: w for w in WORKLOADS}
+
+
+def setting(wid):
+    """What a row measures other than the shipped defaults, or None."""
+    for suffix, text in TUNED.items():
+        if wid.endswith(suffix):
+            return text
+    return None
 
 
 def plan(ids):
@@ -221,6 +259,8 @@ def report(raw, outdir, meta):
         obj = {"id": wid, "unit": unit, "lower_is_better": lower,
                "libtpc": statistics.median(ours) if ours else None, "peers": {},
                "ratio": {}, "spread": {}, "rounds": {}, "conditions": {}}
+        if setting(wid):
+            obj["setting"] = setting(wid)
         if ours:
             obj["spread"]["libtpc"] = [min(ours), max(ours)]
             obj["rounds"]["libtpc"] = len(ours)
@@ -300,6 +340,7 @@ def report(raw, outdir, meta):
             notes.append(f"  {o['id']} {impl}: {short_variant(impl, variant)}"
                          + (f" (others: {others})" if others else "")
                          + (f" (left out, conditions unfit: {gone})" if gone else ""))
+    print(legend(rows))
     if notes:
         print("Best variant of a peer that ran in several (its median is the figure above):")
         print("\n".join(notes))
@@ -337,6 +378,17 @@ plot {plots if plots else "1 notitle"}
     return 0
 
 
+def legend(rows):
+    """One line on what the rows measure: the shipped defaults, but for those TUNED names."""
+    used = [f"{suffix}: {text}" for suffix, text in TUNED.items()
+            if any(r["id"].endswith(suffix) for r in rows)]
+    line = ("libtpc's figures are its shipped defaults (a release build, no TPC_* environment "
+            "variable)")
+    if used:
+        line += ", but in the rows whose id ends in " + "; ".join(used)
+    return line + "."
+
+
 def num(v):
     """A short figure: 3 significant digits, k/M suffixes."""
     for div, suffix in ((1e6, "M"), (1e3, "k")):
@@ -362,11 +414,16 @@ def markdown(outdir):
     for r in rows:
         cells = []
         for p in peers:
-            if p in r["peers"]:
+            if p in r["ratio"]:
                 cells.append(f"{num(r['peers'][p])} ×{r['ratio'][p]:.2f}")
+            elif p in r["peers"]:  # no libtpc figure to compare with
+                cells.append(num(r["peers"][p]))
             else:
                 cells.append("—")
-        print(f"| {r['id']} | {r['unit']} | {num(r['libtpc'])} | " + " | ".join(cells) + " |")
+        ours = "—" if r["libtpc"] is None else num(r["libtpc"])
+        print(f"| {r['id']} | {r['unit']} | {ours} | " + " | ".join(cells) + " |")
+    print()
+    print(legend(rows))
     # Which variant gave a peer's figure, workloads grouped by winner.
     won = {}
     for r in rows:

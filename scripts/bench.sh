@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# One command for every benchmark against its peers (issue 7):
-#   scripts/bench.sh              every workload, ROUNDS=5 (about 17 minutes on a 2-core VM)
-#   scripts/bench.sh --quick      a subset with short runs, ROUNDS=3, no warm-up (under 2 minutes)
+# The one driver for every benchmark against its peers (issue 7, issue 15):
+#   scripts/bench.sh              every workload, ROUNDS=5: about 25 minutes on the 2-core VM at
+#                                 load average 2-4, builds done (bench/README.md: how measured)
+#   scripts/bench.sh --quick      a subset with short runs, ROUNDS=3, no warm-up (about 2 minutes
+#                                 on an idle VM, 9 at load average 9)
 #   scripts/bench.sh ID...        only those workload ids (scripts/bench-report.py plan lists them)
+# Headline rows measure libtpc's shipped defaults: a plain release build (-Dbuildtype=release)
+# and no TPC_* environment variable. A setting other than the defaults gets a row of its own
+# whose id says which: "-tuned" (the servers with TPC_SPIN_NS=-1: no spinning before sleeping)
+# and "-lto" (bench-idle built with -Db_lto=true). Every peer runs in both.
 # 1. Builds what is missing, with -j1 (JOBS=n): libtpc's release build in build/release (BUILD=dir)
-#    with its C benchmarks and the libuv/epoll peers, bench-idle with LTO in build/release-lto
-#    (BUILD_LTO=dir; below: why only it), and the Tokio peers (bench/peers/tokio*/build.sh, fat
+#    with its C benchmarks and the libuv/epoll peers; for idle_loop-lto, bench-idle with LTO in
+#    build/release-lto (BUILD_LTO=dir); and the Tokio peers (bench/peers/tokio*/build.sh, fat
 #    LTO). Installs fio, wrk, nginx-light, libuv1-dev, gnuplot-nox and (for the HTTP workloads
 #    with NET_PEERS naming it) haproxy if missing, through scripts/setup.sh (apt-get).
 # 2. Runs each group of workloads for libtpc and for every peer that has an equivalent, one after
@@ -13,7 +19,7 @@
 #    rounds, each process pinned with taskset (one-shard benchmarks on CPU 0; two-shard ones and
 #    their peers on CPUs 0 and 1). bench-file alternates with fio itself (one call per workload
 #    and round); bench/net.sh alternates the servers itself (one call per round, servers on CPU 0,
-#    load on CPU 1).
+#    load on CPU 1, in an order rotated from round to round).
 # 3. Prints one table (median, min–max and the ratio to libtpc, > 1 = libtpc wins) and writes
 #    bench/results/latest.json (a list of workload objects), latest-machine.json and latest.png.
 #    The Tokio peers run every workload in several variants, one after the other in the same
@@ -21,17 +27,15 @@
 #    I/O and time drivers): the best variant's median is Tokio's figure; the report names it.
 # Environment: ROUNDS, WARMUP (warm-up rounds: 1, or 0 with --quick), NET_PEERS (bench/net.sh's
 # peers: "epoll tokio nginx libuv haproxy", or "epoll" with --quick; the echo workloads leave
-# out nginx and haproxy), JOBS, BUILD, BUILD_LTO, OUT (default bench/results), NET_SECONDS and FILE_SECONDS
-# (seconds per measurement), CORE_N, TIMER_N, IDLE_N, XSHARD_N (iterations).
+# out nginx and haproxy), JOBS, BUILD, BUILD_LTO, OUT (default bench/results), NET_SECONDS and
+# FILE_SECONDS (seconds per measurement), CORE_N, TIMER_N, IDLE_N, XSHARD_N (iterations).
+# The helpers it shares with bench/net.sh are in bench/lib.sh.
 set -euo pipefail
 
-die() {
-    echo "bench.sh: error: $*" >&2
-    exit 1
-}
-note() { echo "bench.sh: $*" >&2; }
-
+bench_name=bench.sh
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 cd "$repo"
 
 quick=false
@@ -61,78 +65,52 @@ else
     xshard_n=${XSHARD_N:-10000000}
 fi
 for v in rounds net_s file_s core_n timer_n idle_n xshard_n; do
-    case ${!v} in '' | *[!0-9]* | 0) die "$v must be a whole number > 0 (got '${!v}')" ;; esac
+    need_count "$v" "${!v}"
 done
 case $warmup in 0 | 1) ;; *) die "WARMUP must be 0 or 1 (got '$warmup')" ;; esac
-jobs=${JOBS:-1}
-build=${BUILD:-$repo/build/release}
-out=${OUT:-$repo/bench/results}
-case $build in /*) ;; *) build=$PWD/$build ;; esac
-case $out in /*) ;; *) out=$PWD/$out ;; esac
+build=$(abs_path "${BUILD:-$repo/build/release}")
+lto_build=$(abs_path "${BUILD_LTO:-$repo/build/release-lto}")
+out=$(abs_path "${OUT:-$repo/bench/results}")
 command -v python3 >/dev/null || die "python3 is missing"
-command -v taskset >/dev/null || die "taskset (util-linux) is missing"
-[ "$(nproc --all)" -ge 2 ] && taskset -c 0,1 true 2>/dev/null || die "needs CPUs 0 and 1"
+need_cpus_0_1 "one-shard runs on CPU 0, two-shard runs on CPUs 0 and 1"
 
 # The plan: "<group> <id>" per selected workload (exits 2 on an unknown id).
 plan=$(python3 scripts/bench-report.py plan ${ids[@]+"${ids[@]}"}) || die "bad workload ids"
-groups=$(awk '{ print $1 }' <<<"$plan" | awk '!seen[$0]++')
-wants() { grep -qx "$1" <<<"$groups"; }
+groups=$(awk '{ print $1 }' <<<"$plan" | awk '!seen[$0]++' | tr '\n' ' ')
+wants() { [[ " $groups " == *" $1 "* ]]; }
+wants_id() { grep -qx "[a-z]* $1" <<<"$plan"; }
 file_ids=$(awk '$1 == "file" { print $2 }' <<<"$plan")
-net_http=false net_echo=false
-grep -q '^net \(http\)' <<<"$plan" && net_http=true
+net_http=false net_echo=false net_tuned=false
+grep -q '^net http' <<<"$plan" && net_http=true
 grep -q '^net echo' <<<"$plan" && net_echo=true
+grep -q '^net .*-tuned$' <<<"$plan" && net_tuned=true
 
 # ---------------------------------------------------------------------------------------------
 # Tools and builds
 
-install_pkg() { # the project's installer: what libtpc needs, and this package
-    bash "$repo/scripts/setup.sh" "$1" || die "could not install $1 (scripts/setup.sh)"
-}
-command -v fio >/dev/null || install_pkg fio
-command -v wrk >/dev/null || install_pkg wrk
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || install_pkg nginx-light
-command -v gnuplot >/dev/null || install_pkg gnuplot-nox
+need_tool fio fio
+need_tool wrk wrk
+need_tool nginx nginx-light
+need_tool gnuplot gnuplot-nox
 if $net_http && wants net && [[ " $net_peers " == *" haproxy "* ]]; then
-    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || install_pkg haproxy
+    need_tool haproxy haproxy
 fi
-reconfigure=false
-if ! pkg-config --exists libuv; then
-    install_pkg libuv1-dev
-    reconfigure=true
-fi
+need_libuv
 
-configure() { # configure DIR [MESON OPTION...]: a release build of libtpc in DIR
-    local dir=$1
-    shift
-    if [ ! -f "$dir/build.ninja" ]; then
-        note "configuring $dir (release $*)"
-        mkdir -p "$(dirname "$dir")" # for the log beside it, in a fresh checkout
-        meson setup "$dir" "$repo" -Dbuildtype=release "$@" >"$dir.setup.log" 2>&1 \
-            || { cat "$dir.setup.log" >&2; die "meson setup failed"; }
-    elif $reconfigure; then # libuv was not there when meson looked for it
-        { meson configure "$dir" --clearcache && meson setup --reconfigure "$dir" "$repo"; } \
-            >"$dir.setup.log" 2>&1 || { cat "$dir.setup.log" >&2; die "meson reconfigure failed"; }
-    fi
-}
 configure "$build"
 note "building libtpc, its benchmarks and the C peers in $build (-j$jobs)"
-ninja -C "$build" -j"$jobs" >"$build.bench-build.log" 2>&1 \
-    || { tail -40 "$build.bench-build.log" >&2; die "ninja failed (log: $build.bench-build.log)"; }
+ninja_build "$build"
 b=$build/bench
 for t in bench-core bench-timer bench-idle bench-xshard bench-file bench-uv-timer bench-uv-loop; do
     [ -x "$b/$t" ] || die "$b/$t was not built (libuv peers need libuv1-dev when meson configures)"
 done
-# LTO where it helps. Measured on the 2-core VM (alternating, 2-3 runs each): the idle loop
-# 132 -> 90-95 ns; but yield 9.5 -> 10.6-11.0 ns, timer_churn 10.9 -> 12.9-14.2 ns, timer
-# inserts +7 %, xshard_stream -10 %, chan_pingpong 28 -> 21 ns. Only bench-idle, whose whole
-# workload gains, is built with LTO (BUILD_LTO, default build/release-lto).
-lto_build=${BUILD_LTO:-$repo/build/release-lto}
-case $lto_build in /*) ;; *) lto_build=$PWD/$lto_build ;; esac
-if wants idle; then
+# LTO is not the shipped build: it has a row of its own (idle_loop-lto). Measured on the 2-core
+# VM (alternating, 2-3 runs each, docs/benchmarks.md): the idle loop 132 -> 90-95 ns, but yield
+# 9.5 -> 10.6-11.0 ns and timer_churn 10.9 -> 12.9-14.2 ns.
+if wants_id idle_loop-lto; then
     configure "$lto_build" -Db_lto=true
     note "building bench-idle with LTO in $lto_build (-j$jobs)"
-    ninja -C "$lto_build" -j"$jobs" bench/bench-idle >"$lto_build.bench-build.log" 2>&1 \
-        || { tail -40 "$lto_build.bench-build.log" >&2; die "ninja failed (log: $lto_build.bench-build.log)"; }
+    ninja_build "$lto_build" bench/bench-idle
 fi
 tokio_dir=""
 if wants core || wants idle || wants xshard; then
@@ -149,23 +127,19 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Runs: every line goes to $raw as "<round> <group> <impl> bench ..."
 
-tmp=$(mktemp -d /tmp/tpc-bench.XXXXXX)
+bench_tmp tpc-bench
 raw=$tmp/raw
 : >"$raw"
 child=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
+bench_on_exit() { # stops a benchmark still running; after a failure, keeps what was measured
     if [ -n "$child" ]; then
         kill -TERM "$child" 2>/dev/null || true
         wait "$child" 2>/dev/null || true
     fi
-    rm -rf "$tmp"
-    exit $rc
+    if [ "$1" -ne 0 ] && [ -s "$raw" ] && mkdir -p "$out" && cp "$raw" "$out/failed-raw.txt"; then
+        note "the lines measured before the failure are in $out/failed-raw.txt"
+    fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # run ROUND GROUP IMPL CMD...: runs CMD in the background (so that a signal reaches it through
 # the trap), keeps its bench lines, and fails with its output if it fails or prints none.
@@ -185,23 +159,16 @@ run() {
     note "  $group $impl: $((SECONDS - t0)) s"
 }
 
-rotate() { # rotate N items...: the items, starting at index N modulo their count, walking
-    # backwards in odd rounds, so that no item always follows the same one
-    local n=$1
-    shift
-    local items=("$@") i c=$#
-    for ((i = 0; i < c; i++)); do
-        if ((n % 2)); then echo "${items[((n - i) % c + c) % c]}"; else echo "${items[(i + n) % c]}"; fi
-    done
-}
-
-echo_peers="" # net.sh's echo peers: NET_PEERS but the HTTP-only ones
-for p in $net_peers; do
-    case $p in nginx | haproxy) ;; *) echo_peers="$echo_peers $p" ;; esac
+read -ra http_peers <<<"$net_peers"
+echo_peers=() # net.sh's echo peers: NET_PEERS but the HTTP-only ones
+for p in "${http_peers[@]}"; do
+    case $p in nginx | haproxy) ;; *) echo_peers+=("$p") ;; esac
 done
+ours=(tpc)
+$net_tuned && ours+=(tpc-tuned)
 
 start=$(date +%s)
-note "groups: $(echo $groups); $rounds rounds after $warmup warm-up round(s)"
+note "groups: ${groups% }; $rounds rounds after $warmup warm-up round(s)"
 for ((r = 1 - warmup; r <= rounds; r++)); do
     what="round $r of $rounds"
     [ "$r" -gt 0 ] || what="warm-up round (thrown away)"
@@ -219,7 +186,12 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
             run "$r" timer libuv taskset -c 0 "$b/bench-uv-timer" "$timer_n"
             ;;
         idle)
-            run "$r" idle libtpc taskset -c 0,1 "$lto_build/bench/bench-idle" "$idle_n"
+            if wants_id idle_loop || wants_id idle_loop_32shards; then
+                run "$r" idle libtpc taskset -c 0,1 "$b/bench-idle" "$idle_n"
+            fi
+            if wants_id idle_loop-lto; then
+                run "$r" idle libtpc-lto taskset -c 0,1 "$lto_build/bench/bench-idle" "$idle_n"
+            fi
             run "$r" idle libuv taskset -c 0 "$b/bench-uv-loop" "$idle_n" idle
             run "$r" idle tokio taskset -c 0 "$tokio_dir/bench-tokio-core" "$idle_n" idle
             ;;
@@ -239,8 +211,12 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
             ;;
         net) # net.sh runs each server once per call, in the order given
             http_servers="" echo_servers=""
-            $net_http && http_servers=$(rotate "$r" tpc $net_peers | tr '\n' ' ')
-            $net_echo && echo_servers=$(rotate "$r" tpc $echo_peers | tr '\n' ' ')
+            if $net_http; then
+                http_servers=$(rotate "$r" "${ours[@]}" "${http_peers[@]}" | tr '\n' ' ')
+            fi
+            if $net_echo; then
+                echo_servers=$(rotate "$r" "${ours[@]}" ${echo_peers[@]+"${echo_peers[@]}"} | tr '\n' ' ')
+            fi
             run "$r" net net env SECONDS="$ns" ROUNDS=1 BUILD="$build" JOBS="$jobs" \
                 NET_SERVERS="$http_servers" NET_ECHO_SERVERS="$echo_servers" bash bench/net.sh
             ;;
@@ -261,7 +237,7 @@ print(json.dumps({"groups": a[1].split(), "ids": a[2].split(), "rounds": int(a[3
                   "quick": a[4] == "true", "durations": {"net_seconds": int(a[5]),
                   "file_seconds": int(a[6]), "core_n": int(a[7]), "timer_n": int(a[8]),
                   "idle_n": int(a[9]), "xshard_n": int(a[10])}}))' \
-    "$(echo $groups)" "${ids[*]+${ids[*]}}" "$rounds" "$quick" "$net_s" "$file_s" "$core_n" \
+    "$groups" "${ids[*]+${ids[*]}}" "$rounds" "$quick" "$net_s" "$file_s" "$core_n" \
     "$timer_n" "$idle_n" "$xshard_n" "$net_peers" "$warmup")
 mkdir -p "$out"
 cp "$raw" "$out/latest-raw.txt"
