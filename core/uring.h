@@ -48,7 +48,7 @@ static inline void tpc__kernel_wrote_iov(const struct iovec *iov, int iovcnt, in
     }
 }
 
-/* One io_uring operation waited for by a fiber (io/wait.c). */
+/* One io_uring operation waited for by a fiber (core/uring.c). */
 struct tpc__io {
     struct tpc__op op;
     struct tpc__wait w;
@@ -56,7 +56,7 @@ struct tpc__io {
     bool done;
 };
 /* An operation that stays in the ring across many completions (a multishot accept or recv),
- * owned by an object rather than by a waiting fiber (io/wait.c). Not counted in `inflight`. */
+ * owned by an object rather than by a waiting fiber (core/uring.c). Not counted in `inflight`. */
 struct tpc__multishot {
     struct tpc__op op;
     bool armed;    /* in the ring: its final completion (no IORING_CQE_F_MORE) not yet seen */

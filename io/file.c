@@ -1,5 +1,5 @@
 /* File and descriptor I/O (include/tpc/io.h): each call prepares one SQE and waits for it with
- * tpc__io_run (io/wait.c), which handles cancellation and deadlines. */
+ * tpc__io_run (core/uring.c), which handles cancellation and deadlines. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* Sockets (include/tpc/net.h): address parsing and formatting, and stream sockets whose waits
- * go through the shard's io_uring (tpc__io_run, io/wait.c). */
+ * go through the shard's io_uring (tpc__io_run, core/uring.c). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
