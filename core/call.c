@@ -332,9 +332,9 @@ static bool await_hard(struct tpc_remote *r)
         struct tpc__wait w;
         tpc_timer tm;
         r->joiner = &w;
-        s->rt->clock->arm(s, &tm, tpc_now() + 1000000, recheck, &w);
+        s->arm(s, &tm, tpc_now() + 1000000, recheck, &w);
         tpc__park_hard(&w);
-        s->rt->clock->disarm(s, &tm);
+        s->disarm(s, &tm);
         r->joiner = NULL;
     }
     return true;

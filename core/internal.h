@@ -206,6 +206,18 @@ struct tpc__shard {
     tpc_list flushq;          /* struct tpc__flush to run at the next tpc__rings_flush */
     tpc_list turn_waiters;    /* fibers in tpc__park_turn */
     void *layer[TPC__LAYERS]; /* each layer's state (core/layer.h), on this shard's node */
+    /* The hooks the loop calls, gathered at start so that the hot path walks no table: the
+     * layers with a poll (and their state), with a timeout, and the clock's arm and disarm. */
+    unsigned npolls, ntimeouts;
+    struct tpc__hook {
+        union {
+            bool (*poll)(struct tpc__shard *s, void *state);
+            int64_t (*timeout)(struct tpc__shard *s, void *state);
+        };
+        void *state;
+    } polls[TPC__LAYERS], timeouts[TPC__LAYERS];
+    void (*arm)(struct tpc__shard *s, tpc_timer *t, uint64_t deadline, tpc_timer_fn fn, void *arg);
+    void (*disarm)(struct tpc__shard *s, tpc_timer *t);
     unsigned ndirty;
     /* Counters, written only by this shard, read by tpc_stats(). */
     uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,
@@ -284,6 +296,15 @@ struct tpc_runtime {
     int start_err;
     bool go;
 };
+
+/* Phase 5 of the loop: every layer's poll (core/layer.h). */
+static inline bool tpc__layers_poll(struct tpc__shard *s)
+{
+    bool worked = false;
+    for (unsigned i = 0; i < s->npolls; i++)
+        worked |= s->polls[i].poll(s, s->polls[i].state);
+    return worked;
+}
 
 /* A thread that is not a shard enters rt for a call (false: rt is stopping or gone) and leaves
  * once the call is over; tpc_wait frees rt only after every such call has left. */

@@ -37,7 +37,14 @@ int tpc__layers_shard_init(struct tpc__shard *s)
         int rc = l->shard_init ? l->shard_init(s, s->layer[i]) : 0;
         if (rc < 0)
             return rc; /* tpc__layers_shard_fini undoes what was done */
+        if (l->poll)
+            s->polls[s->npolls++] = (struct tpc__hook){.poll = l->poll, .state = s->layer[i]};
+        if (l->timeout)
+            s->timeouts[s->ntimeouts++] =
+                (struct tpc__hook){.timeout = l->timeout, .state = s->layer[i]};
     }
+    s->arm = s->rt->clock->arm;
+    s->disarm = s->rt->clock->disarm;
     return 0;
 }
 
@@ -60,23 +67,11 @@ void tpc__layers_shard_free(struct tpc__shard *s)
     }
 }
 
-bool tpc__layers_poll(struct tpc__shard *s)
-{
-    bool worked = false;
-    for (unsigned i = 0; i < TPC__LAYERS; i++) {
-        const struct tpc__layer *l = tpc__layers[i];
-        if (l && l->poll)
-            worked |= l->poll(s, s->layer[i]);
-    }
-    return worked;
-}
-
 int64_t tpc__layers_timeout(struct tpc__shard *s)
 {
     int64_t soonest = -1;
-    for (unsigned i = 0; i < TPC__LAYERS; i++) {
-        const struct tpc__layer *l = tpc__layers[i];
-        int64_t t = l && l->timeout ? l->timeout(s, s->layer[i]) : -1;
+    for (unsigned i = 0; i < s->ntimeouts; i++) {
+        int64_t t = s->timeouts[i].timeout(s, s->timeouts[i].state);
         if (t >= 0 && (soonest < 0 || t < soonest))
             soonest = t;
     }

@@ -52,7 +52,7 @@ void tpc__layers_runtime_fini(struct tpc_runtime *rt);
 int tpc__layers_shard_init(struct tpc__shard *s);
 void tpc__layers_shard_fini(struct tpc__shard *s);
 void tpc__layers_shard_free(struct tpc__shard *s); /* after the afterlife */
-bool tpc__layers_poll(struct tpc__shard *s);
+/* The loop's phase 5 (inline in core/internal.h: tpc__layers_poll). */
 int64_t tpc__layers_timeout(struct tpc__shard *s); /* the soonest, -1: none */
 
 #endif

@@ -413,12 +413,20 @@ bool tpc__rings_rung(const struct tpc__shard *s)
 }
 
 /* Clears doorbell bit j; if its rings turned out to have work after all, sets it again (so the
- * next poll sees them) and returns true. */
+ * next poll sees them) and returns true.
+ * With messages waiting for room in the ring to j, the bit may have been j's answer to
+ * want_space from a release that freed nothing beyond the head this shard last saw (j consumed
+ * want_space and rang, but the room is not there yet). Clearing it then would leave nobody
+ * asking: j's later releases find want_space 0 and ring no more, and both shards sleep. So ask
+ * again before looking (the same store-then-load as flush_pending's, against the receiver's
+ * store of head then load of want_space in ring_release). */
 static bool cool(struct tpc__shard *s, unsigned j)
 {
     uint64_t bit = (uint64_t)1 << (j % 64);
     atomic_fetch_and(&s->bell[j / 64], ~bit);
     s->in[j]->idle = 0;
+    if (!tpc__list_empty(&s->out[j]->pending))
+        atomic_store(&s->out[j]->want_space, 1);
     if (!pair_ready_ordered(s, j, memory_order_seq_cst))
         return false;
     atomic_fetch_or(&s->bell[j / 64], bit);

@@ -257,13 +257,13 @@ int tpc__park_until(tpc_list *q, struct tpc__wait *w, uint64_t until)
         tpc__list_init(&w->node);
     tpc_timer tm; /* the timer layer's (core/layer.h): core keeps no clockwork of its own */
     if (when)
-        s->rt->clock->arm(s, &tm, when, park_timeout, w);
+        s->arm(s, &tm, when, park_timeout, w);
     f->wait = w;
     f->state = TPC__F_WAITING;
     suspend(f);
     f->wait = NULL;
     if (when)
-        s->rt->clock->disarm(s, &tm);
+        s->disarm(s, &tm);
     return w->result;
 }
 
@@ -340,8 +340,8 @@ static tpc_fiber *fiber_record(struct tpc__shard *s)
     return f;
 }
 
-static int spawn(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_fiber **out,
-                 const void *site)
+static inline __attribute__((always_inline)) int spawn(const tpc_fiber_opts *opts, tpc_fiber_fn fn,
+                                                       void *arg, tpc_fiber **out, const void *site)
 {
     struct tpc__shard *s = tpc__self;
     if (!s)

@@ -531,6 +531,49 @@ static void test_no_lost_wakeups_stream(void **state)
     }
 }
 
+/* Backpressure while both shards keep going to sleep: a tiny ring and no spinning, so that
+ * nearly every wait for room ends with the receiver's doorbell after a sleep. None may be lost:
+ * one once was when the receiver consumed want_space with a release that freed nothing beyond
+ * what the sender had seen, and the sender then cleared the doorbell before sleeping. The
+ * deadline turns a lost wake-up into a failed check instead of a hang. */
+static long bp_total;
+static _Alignas(64) long bp_got;
+static _Alignas(64) _Atomic int bp_done;
+
+static void bp_count(void *arg)
+{
+    (void)arg;
+    if (++bp_got == bp_total)
+        atomic_store(&bp_done, 1);
+}
+
+static int bp_stream_main(void *arg)
+{
+    (void)arg;
+    tpc_deadline_set(t_wait_limit_ns());
+    for (long i = 0; i < bp_total; i++)
+        if (tpc_submit_to(1, bp_count, NULL) != 0) {
+            CHECK_EQ(tpc_submit_to(1, bp_count, NULL), 0); /* says why */
+            return 0;
+        }
+    CHECK(WAIT_UNTIL(atomic_load(&bp_done)));
+    return 0;
+}
+
+static void test_backpressure_between_sleeps(void **state)
+{
+    (void)state;
+    static const unsigned slots[] = {2, 4, 64};
+    for (size_t k = 0; k < sizeof(slots) / sizeof(slots[0]); k++) {
+        bp_got = 0;
+        atomic_store(&bp_done, 0);
+        /* About 20,000 waits for room at each size: every one a sleep and a wake-up. */
+        bp_total = (long)slots[k] * (getenv("TPC_TEST_VALGRIND") ? 500 : slow() ? 5000 : 20000);
+        tpc_config c = {.shards = 2, .spin_ns = -1, .msg_slots = slots[k]};
+        run_config(&c, bp_stream_main, NULL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -545,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_remote_cancel_full_ring),
         cmocka_unit_test(test_call_from_thread),
         cmocka_unit_test(test_no_lost_wakeups_stream),
+        cmocka_unit_test(test_backpressure_between_sleeps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
