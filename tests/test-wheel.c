@@ -9,17 +9,13 @@
 #include "helpers.h"
 #include "core/list.h"
 #include "timer/wheel.h"
+#include "wheel-model.h"
 
 #define NT 256
 
-struct ref {
-    bool pending, immediate;
-    uint64_t due, seq;
-};
-
 static struct tpc__wheel wheel;
 static struct tpc__timer timers[NT];
-static struct ref ref[NT];
+static struct wheel_ref ref[NT];
 static int fired[NT], nfired;
 static uint64_t rng_state;
 
@@ -74,18 +70,12 @@ static void start(int i)
         tpc__wheel_del(&wheel, &timers[i]);
     timers[i].due = random_due();
     tpc__wheel_add(&wheel, &timers[i]);
-    ref[i] = (struct ref){true, timers[i].due <= wheel.now, timers[i].due, timers[i].seq};
+    ref[i] = (struct wheel_ref){true, timers[i].due <= wheel.now, timers[i].due, timers[i].seq};
 }
 
 static int cmp_expected(const void *a, const void *b)
 {
-    const struct ref *x = &ref[*(const int *)a], *y = &ref[*(const int *)b];
-    /* Already-due timers first, then by due tick, then by start order. */
-    if (x->immediate != y->immediate)
-        return x->immediate ? -1 : 1;
-    if (!x->immediate && x->due != y->due)
-        return x->due < y->due ? -1 : 1;
-    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+    return wheel_ref_order(&ref[*(const int *)a], &ref[*(const int *)b]);
 }
 
 static bool advance_and_check(uint64_t to)

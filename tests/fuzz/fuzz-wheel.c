@@ -9,19 +9,15 @@
 #include <string.h>
 #include "core/list.h"
 #include "timer/wheel.h"
+#include "../wheel-model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define NT 64
 
-struct model {
-    bool pending, immediate;
-    uint64_t due, seq;
-};
-
 static struct tpc__wheel wheel;
 static struct tpc__timer timers[NT];
-static struct model ref[NT];
+static struct wheel_ref ref[NT];
 static int fired[NT], nfired;
 
 static void on_fire(struct tpc__timer *t, void *ctx)
@@ -34,12 +30,7 @@ static void on_fire(struct tpc__timer *t, void *ctx)
 
 static int cmp_expected(const void *a, const void *b)
 {
-    const struct model *x = &ref[*(const int *)a], *y = &ref[*(const int *)b];
-    if (x->immediate != y->immediate) /* already-due timers first */
-        return x->immediate ? -1 : 1;
-    if (!x->immediate && x->due != y->due) /* then by due tick */
-        return x->due < y->due ? -1 : 1;
-    return x->seq < y->seq ? -1 : (x->seq > y->seq); /* then by start order */
+    return wheel_ref_order(&ref[*(const int *)a], &ref[*(const int *)b]);
 }
 
 /* Reads n bytes of the program as a little-endian number (0 past its end). */
@@ -47,7 +38,7 @@ static uint64_t take(const uint8_t **p, const uint8_t *end, unsigned n)
 {
     uint64_t v = 0;
     for (unsigned i = 0; i < n && *p < end; i++)
-        v |= (uint64_t)*(*p)++ << (8 * i);
+        v |= (uint64_t) * (*p)++ << (8 * i);
     return v;
 }
 
@@ -117,8 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 tpc__wheel_del(&wheel, &timers[i]);
             timers[i].due = due_from(kind, x);
             tpc__wheel_add(&wheel, &timers[i]);
-            ref[i] = (struct model){true, timers[i].due <= wheel.now, timers[i].due,
-                                    timers[i].seq};
+            ref[i] =
+                (struct wheel_ref){true, timers[i].due <= wheel.now, timers[i].due, timers[i].seq};
             break;
         }
         case 2: /* stop timer i */

@@ -1,0 +1,24 @@
+/* The reference the timing wheel is checked against (tests/test-wheel.c, tests/fuzz/fuzz-wheel.c):
+ * what a timer is to the model, and the order timers due at one advance must fire in. */
+#ifndef TPC_TEST_WHEEL_MODEL_H
+#define TPC_TEST_WHEEL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct wheel_ref {
+    bool pending, immediate; /* immediate: already due when started */
+    uint64_t due, seq;
+};
+
+/* Already-due timers first, then by due tick, then by start order (qsort's sign). */
+static inline int wheel_ref_order(const struct wheel_ref *x, const struct wheel_ref *y)
+{
+    if (x->immediate != y->immediate)
+        return x->immediate ? -1 : 1;
+    if (!x->immediate && x->due != y->due)
+        return x->due < y->due ? -1 : 1;
+    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+}
+
+#endif
