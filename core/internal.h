@@ -133,8 +133,9 @@ struct tpc__stack {
 /* A stalled shard's state, taken by the stall signal's handler on the shard's thread for the
  * watchdog to report (core/stall.c). */
 #define TPC__STALL_FRAMES 32
+enum { SNAP_IDLE, SNAP_ASKED, SNAP_WRITING, SNAP_DONE };
 struct tpc__stall_snap {
-    _Atomic int taken;
+    _Atomic int state; /* SNAP_IDLE, SNAP_ASKED (by the watchdog), SNAP_WRITING, SNAP_DONE */
     bool in_fiber;
     char name[32];
     const void *spawn_site;

@@ -80,8 +80,11 @@ static void on_stall_signal(int sig)
     struct tpc__shard *s = tpc__self;
     if (!s)
         return;
-    int saved = errno;
     struct tpc__stall_snap *snap = &s->stall;
+    int asked = SNAP_ASKED; /* only an asked-for snapshot, and only once */
+    if (!atomic_compare_exchange_strong(&snap->state, &asked, SNAP_WRITING))
+        return;
+    int saved = errno;
     tpc_fiber *f = s->current;
     snap->in_fiber = f != NULL;
     if (f) {
@@ -89,7 +92,7 @@ static void on_stall_signal(int sig)
         snap->spawn_site = f->spawn_site;
     }
     snap->depth = backtrace(snap->frames, TPC__STALL_FRAMES);
-    atomic_store_explicit(&snap->taken, 1, memory_order_release);
+    atomic_store_explicit(&snap->state, SNAP_DONE, memory_order_release);
     errno = saved;
 }
 
@@ -134,6 +137,39 @@ static void install_handler(void)
     sigaction(TPC__STALL_SIGNAL, &sa, NULL);
 }
 
+/* Asks shard s's thread for a snapshot and waits up to 100 ms for it. True: it is there to
+ * read; the caller then gives it back (SNAP_IDLE). The states make every access ordered: the
+ * handler writes only after taking SNAP_ASKED, which the watchdog stores after its last read. */
+static bool wait_for(struct tpc__stall_snap *snap, int want)
+{
+    for (int i = 0; i < 100; i++) {
+        if (atomic_load_explicit(&snap->state, memory_order_acquire) == want)
+            return true;
+        struct timespec ms1 = {0, 1000000};
+        nanosleep(&ms1, NULL);
+    }
+    return false;
+}
+
+static bool snapshot(struct tpc__shard *s)
+{
+    struct tpc__stall_snap *snap = &s->stall;
+    int st = atomic_load_explicit(&snap->state, memory_order_acquire);
+    if (st == SNAP_DONE) /* a late one from an earlier stall: drop it */
+        atomic_store_explicit(&snap->state, st = SNAP_IDLE, memory_order_release);
+    if (st != SNAP_IDLE)
+        return false; /* a handler is still writing the last one */
+    atomic_store_explicit(&snap->state, SNAP_ASKED, memory_order_release);
+    /* By thread id, not pthread_t: the thread may have exited, and the signal is then lost
+     * (ESRCH), never sent through a freed descriptor. */
+    if (syscall(SYS_tgkill, getpid(), s->tid, TPC__STALL_SIGNAL) == 0 && wait_for(snap, SNAP_DONE))
+        return true;
+    int asked = SNAP_ASKED; /* withdraw the request, unless the handler took it meanwhile */
+    if (atomic_compare_exchange_strong(&snap->state, &asked, SNAP_IDLE))
+        return false;
+    return wait_for(snap, SNAP_DONE); /* it did: it finishes quickly */
+}
+
 /* What the watchdog remembers of each shard between two looks. */
 struct watch {
     uint64_t beat;    /* the shard's loop counter at the last look */
@@ -172,16 +208,10 @@ static void look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t s
     uint64_t cpu_ms = cpu > w->cpu ? (cpu - w->cpu) / 1000000 : 0;
     /* By thread id, not pthread_t: the thread may have exited, and the signal is then lost
      * (ESRCH), never sent through a freed descriptor. Then wait (briefly) for the snapshot. */
-    atomic_store_explicit(&s->stall.taken, 0, memory_order_relaxed);
-    bool taken = false;
-    if (syscall(SYS_tgkill, getpid(), s->tid, TPC__STALL_SIGNAL) == 0)
-        for (int i = 0; i < 100 && !taken; i++) {
-            struct timespec ms1 = {0, 1000000};
-            taken = atomic_load_explicit(&s->stall.taken, memory_order_acquire);
-            if (!taken)
-                nanosleep(&ms1, NULL);
-        }
+    bool taken = snapshot(s);
     report(s, ms, cpu_ms, taken);
+    if (taken)
+        atomic_store_explicit(&s->stall.state, SNAP_IDLE, memory_order_release);
 }
 
 static void *watchdog(void *p)
