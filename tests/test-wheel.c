@@ -73,18 +73,9 @@ static void start(int i)
     ref[i] = (struct wheel_ref){true, timers[i].due <= wheel.now, timers[i].due, timers[i].seq};
 }
 
-static int cmp_expected(const void *a, const void *b)
-{
-    return wheel_ref_order(&ref[*(const int *)a], &ref[*(const int *)b]);
-}
-
 static bool advance_and_check(uint64_t to)
 {
-    int expect[NT], n = 0;
-    for (int i = 0; i < NT; i++)
-        if (ref[i].pending && (ref[i].immediate || ref[i].due <= to))
-            expect[n++] = i;
-    qsort(expect, (size_t)n, sizeof(int), cmp_expected);
+    int expect[NT], n = wheel_ref_due(ref, NT, to, expect);
     nfired = 0;
     size_t got = tpc__wheel_advance(&wheel, to, on_fire, NULL);
     if ((int)got != n || nfired != n) {

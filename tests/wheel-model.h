@@ -21,4 +21,20 @@ static inline int wheel_ref_order(const struct wheel_ref *x, const struct wheel_
     return x->seq < y->seq ? -1 : (x->seq > y->seq);
 }
 
+/* Fills expect[] with the indexes of ref[0..n) that an advance to tick `to` must fire, in the
+ * order they must fire; returns how many. */
+static inline int wheel_ref_due(const struct wheel_ref *ref, int n, uint64_t to, int *expect)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ref[i].pending || (!ref[i].immediate && ref[i].due > to))
+            continue;
+        int j = k++;
+        for (; j > 0 && wheel_ref_order(&ref[expect[j - 1]], &ref[i]) > 0; j--)
+            expect[j] = expect[j - 1];
+        expect[j] = i;
+    }
+    return k;
+}
+
 #endif

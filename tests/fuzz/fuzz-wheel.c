@@ -28,11 +28,6 @@ static void on_fire(struct tpc__timer *t, void *ctx)
     fired[nfired++] = (int)(t - timers);
 }
 
-static int cmp_expected(const void *a, const void *b)
-{
-    return wheel_ref_order(&ref[*(const int *)a], &ref[*(const int *)b]);
-}
-
 /* Reads n bytes of the program as a little-endian number (0 past its end). */
 static uint64_t take(const uint8_t **p, const uint8_t *end, unsigned n)
 {
@@ -63,11 +58,7 @@ static uint64_t due_from(uint8_t kind, uint64_t x)
 
 static void advance(uint64_t to)
 {
-    int expect[NT], n = 0;
-    for (int i = 0; i < NT; i++)
-        if (ref[i].pending && (ref[i].immediate || ref[i].due <= to))
-            expect[n++] = i;
-    qsort(expect, (size_t)n, sizeof(int), cmp_expected);
+    int expect[NT], n = wheel_ref_due(ref, NT, to, expect);
     nfired = 0;
     if (tpc__wheel_advance(&wheel, to, on_fire, NULL) != (size_t)n || nfired != n)
         abort();
