@@ -2,6 +2,9 @@
  *   yield        two fibers yielding to each other: ns per yield (one fiber-to-fiber hand-off)
  *   spawn_join   spawn a fiber and join it (pooled stacks): ns per pair
  *   chan_pingpong two fibers bouncing a value over two capacity-1 channels: ns per message
+ *   maybe_yield  one fiber calling tpc_maybe_yield in a loop: ns per call (it yields once a
+ *                time slice; with the stall detector on, a flag the watchdog raises, else the
+ *                clock: TPC_STALL_MS=-1 shows the latter)
  * Usage: bench-core [iterations] */
 #include <tpc.h>
 #include "bench.h"
@@ -13,6 +16,14 @@ static int yielder(void *arg)
     (void)arg;
     for (long i = 0; i < iters; i++)
         tpc_yield();
+    return 0;
+}
+
+static int slicer(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < iters; i++)
+        tpc_maybe_yield();
     return 0;
 }
 
@@ -85,6 +96,18 @@ static int bench_main(void *arg)
             bench_report("chan_pingpong", (double)t / (2.0 * iters), "ns/op",
                          "2 fibers, %ld round trips over capacity-1 channels, 1 shard on cpu %d",
                          iters, cpu);
+    }
+
+    for (int round = 0; round < 2; round++) {
+        uint64_t t0 = bench_ns();
+        tpc_spawn(slicer, NULL, &a);
+        tpc_join(a, NULL);
+        uint64_t t = bench_ns() - t0;
+        const char *stall = getenv("TPC_STALL_MS");
+        if (round)
+            bench_report("maybe_yield", (double)t / (double)iters, "ns/op",
+                         "1 fiber, %ld calls, stall detector %s, 1 shard on cpu %d", iters,
+                         stall && atoi(stall) < 0 ? "off (clock)" : "on (flag)", cpu);
     }
     return 0;
 }

@@ -231,6 +231,12 @@ struct tpc__shard {
     /* The stall detector's (core/stall.c): the loop counter as the watchdog sees it, how long
      * the current stall has lasted, and stalls so far. */
     _Atomic uint64_t beat, n_stalls;
+    /* The watchdog also keeps time slices: it stores the loop counter here when a run phase has
+     * lasted a time slice, which tpc_maybe_yield compares with its own (core/task.c). `watched`
+     * says that the watchdog runs; without it, tpc_maybe_yield reads the clock. */
+    _Atomic uint64_t preempt_beat;
+    _Atomic bool watched;
+    bool wants_slices; /* has called tpc_maybe_yield: the watchdog should keep its slices */
     struct tpc__stall_snap stall; /* what the stall signal's handler saw (core/stall.c) */
     pid_t tid;                    /* its thread's id, for the watchdog's signal */
     unsigned nbell;
@@ -290,6 +296,7 @@ struct tpc_runtime {
     pthread_t watchdog;
     pthread_cond_t watchdog_cond;
     bool watchdog_running, watchdog_stop;
+    _Atomic bool slices_wanted; /* some shard calls tpc_maybe_yield: look every time slice */
     /* Start-up handshake. */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -355,6 +362,8 @@ int tpc__spawn_main(struct tpc__shard *s);
 int tpc__stall_start(struct tpc_runtime *rt);
 bool tpc__stall_off_by_default(void); /* under valgrind, where everything runs far slower */
 void tpc__stall_stop(struct tpc_runtime *rt);
+/* The first tpc_maybe_yield of a shard: from now on the watchdog keeps its time slices. */
+void tpc__stall_want_slices(struct tpc__shard *s);
 
 /* Stacks. */
 size_t tpc__page_round(size_t size);

@@ -174,7 +174,8 @@ static bool snapshot(struct tpc__shard *s)
 struct watch {
     uint64_t beat;    /* the shard's loop counter at the last look */
     uint64_t since;   /* when it was last seen moving (or asleep), ns */
-    uint64_t cpu;     /* its thread's CPU time then, ns */
+    uint64_t cpu;     /* its thread's CPU time at the first look that saw it stuck, ns */
+    uint64_t cpu_at;  /* when that was, ns; 0: not read yet */
     uint64_t next_ms; /* report when the stall reaches this long; doubles */
 };
 
@@ -186,34 +187,61 @@ static uint64_t thread_cpu_ns(pid_t tid)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t stall_ms)
+/* One look at shard s. Returns true if it is awake (running or about to). */
+static bool look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t stall_ms,
+                 uint64_t slice_ns)
 {
     uint64_t beat = atomic_load_explicit(&s->beat, memory_order_relaxed);
     if (atomic_load_explicit(&s->left, memory_order_relaxed))
-        return; /* out of its loop for good */
-    if (beat != w->beat || atomic_load_explicit(&s->sleeping, memory_order_relaxed)) {
+        return false; /* out of its loop for good */
+    bool asleep = atomic_load_explicit(&s->sleeping, memory_order_relaxed);
+    if (beat != w->beat || asleep) {
         w->beat = beat;
         w->since = now;
-        w->cpu = thread_cpu_ns(s->tid);
+        w->cpu_at = 0;
         w->next_ms = stall_ms;
-        return;
+        return !asleep;
+    }
+    /* The same run phase since `since`: once it has lasted a time slice, tpc_maybe_yield
+     * yields (core/task.c). */
+    if (now - w->since >= slice_ns &&
+        atomic_load_explicit(&s->preempt_beat, memory_order_relaxed) != beat)
+        atomic_store_explicit(&s->preempt_beat, beat, memory_order_relaxed);
+    if (!w->cpu_at) { /* read here, not at every look: a system call */
+        w->cpu = thread_cpu_ns(s->tid);
+        w->cpu_at = now;
     }
     uint64_t ms = (now - w->since) / 1000000;
     if (ms < w->next_ms)
-        return;
+        return true;
     if (w->next_ms == stall_ms)
         atomic_fetch_add_explicit(&s->n_stalls, 1, memory_order_relaxed);
     w->next_ms *= 2;
-    uint64_t cpu = thread_cpu_ns(s->tid);
-    uint64_t cpu_ms = cpu > w->cpu ? (cpu - w->cpu) / 1000000 : 0;
-    /* By thread id, not pthread_t: the thread may have exited, and the signal is then lost
-     * (ESRCH), never sent through a freed descriptor. Then wait (briefly) for the snapshot. */
+    /* CPU time since the first look that saw the stall, scaled to the whole stall. */
+    uint64_t cpu = thread_cpu_ns(s->tid), seen = now - w->cpu_at;
+    uint64_t cpu_ms =
+        cpu > w->cpu && seen
+            ? (uint64_t)((double)(cpu - w->cpu) / (double)seen * (double)(now - w->since) / 1e6)
+            : 0;
+    if (cpu_ms > ms)
+        cpu_ms = ms;
     bool taken = snapshot(s);
     report(s, ms, cpu_ms, taken);
     if (taken)
         atomic_store_explicit(&s->stall.state, SNAP_IDLE, memory_order_release);
+    return true;
 }
 
+static struct timespec ns_to_ts(uint64_t ns)
+{
+    return (struct timespec){.tv_sec = (time_t)(ns / 1000000000u),
+                             .tv_nsec = (long)(ns % 1000000000u)};
+}
+
+/* The watchdog looks at every shard each stall_ms / 2; while some shard that calls
+ * tpc_maybe_yield is awake, each time slice instead (no more often than every 100 us), so that
+ * the flag it raises is at most one slice late. A program that never calls tpc_maybe_yield, or
+ * whose shards sleep, wakes it only at the slow pace. */
 static void *watchdog(void *p)
 {
     struct tpc_runtime *rt = p;
@@ -222,18 +250,24 @@ static void *watchdog(void *p)
     if (!w)
         return NULL;
     uint64_t now = tpc__clock_ns();
-    for (unsigned i = 0; i < rt->nshards; i++)
+    for (unsigned i = 0; i < rt->nshards; i++) {
         w[i] = (struct watch){.since = now, .next_ms = stall_ms};
-    struct timespec period = {.tv_sec = (time_t)(stall_ms / 2000),
-                              .tv_nsec = (long)(stall_ms % 2000) * 500000};
-    if (stall_ms < 2)
-        period.tv_nsec = 1000000;
+        atomic_store_explicit(&rt->shards[i]->watched, true, memory_order_relaxed);
+    }
+    uint64_t slow = stall_ms * 500000u, slice = rt->config.time_slice_ns;
+    if (slow < 1000000)
+        slow = 1000000;
+    uint64_t fast = slice < slow ? slice : slow;
+    if (fast < 100000)
+        fast = 100000;
+    bool awake = false;
     pthread_mutex_lock(&rt->lock);
     while (!rt->watchdog_stop) {
-        struct timespec until;
+        bool quick = awake && atomic_load_explicit(&rt->slices_wanted, memory_order_relaxed);
+        struct timespec until, d = ns_to_ts(quick ? fast : slow);
         clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += period.tv_sec;
-        until.tv_nsec += period.tv_nsec;
+        until.tv_sec += d.tv_sec;
+        until.tv_nsec += d.tv_nsec;
         if (until.tv_nsec >= 1000000000) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000;
@@ -243,13 +277,26 @@ static void *watchdog(void *p)
             break;
         pthread_mutex_unlock(&rt->lock);
         now = tpc__clock_ns();
+        awake = false;
         for (unsigned i = 0; i < rt->nshards; i++)
-            look(rt->shards[i], &w[i], now, stall_ms);
+            awake |= look(rt->shards[i], &w[i], now, stall_ms, slice);
         pthread_mutex_lock(&rt->lock);
     }
     pthread_mutex_unlock(&rt->lock);
     free(w);
     return NULL;
+}
+
+void tpc__stall_want_slices(struct tpc__shard *s)
+{
+    s->wants_slices = true;
+    struct tpc_runtime *rt = s->rt;
+    if (atomic_exchange_explicit(&rt->slices_wanted, true, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&rt->lock); /* once per runtime: look at the slice's pace from now on */
+    if (!rt->watchdog_stop)
+        pthread_cond_signal(&rt->watchdog_cond);
+    pthread_mutex_unlock(&rt->lock);
 }
 
 bool tpc__stall_off_by_default(void)
@@ -288,6 +335,8 @@ void tpc__stall_stop(struct tpc_runtime *rt)
 {
     if (!rt->watchdog_running)
         return;
+    for (unsigned i = 0; i < rt->nshards; i++) /* tpc_maybe_yield reads the clock again */
+        atomic_store_explicit(&rt->shards[i]->watched, false, memory_order_relaxed);
     pthread_mutex_lock(&rt->lock);
     rt->watchdog_stop = true;
     pthread_cond_signal(&rt->watchdog_cond);

@@ -515,8 +515,17 @@ int tpc_maybe_yield(void)
 {
     TPC__CHECK_FIBER();
     struct tpc__shard *s = tpc__self;
-    if (tpc__clock_ns() - s->slice_start < s->time_slice)
+    if (TPC_LIKELY(atomic_load_explicit(&s->watched, memory_order_relaxed))) {
+        /* The watchdog raises the flag once this run phase has lasted a time slice. */
+        if (TPC_LIKELY(atomic_load_explicit(&s->preempt_beat, memory_order_relaxed) !=
+                       s->n_loops)) {
+            if (TPC_UNLIKELY(!s->wants_slices))
+                tpc__stall_want_slices(s);
+            return 0;
+        }
+    } else if (tpc__clock_ns() - s->slice_start < s->time_slice) {
         return 0;
+    }
     return tpc_yield();
 }
 

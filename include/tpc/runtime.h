@@ -97,9 +97,10 @@ typedef struct tpc_config {
      * runs, or blocks in a system call, without suspending) for stall_ms is reported on stderr
      * with the running fiber's name, where it was spawned, and a backtrace, one line per frame
      * prefixed by the shard; again at doubling intervals while it lasts; counted in
-     * tpc_shard_stats.stalls. Costs a thread per runtime that looks every stall_ms / 2.
-     * 0: TPC_STALL_MS from the environment, else 25 (off under valgrind, which runs everything
-     * far slower). Negative: off. At most 60000. */
+     * tpc_shard_stats.stalls. Costs a thread per runtime that looks every stall_ms / 2 (every
+     * time slice while a shard that calls tpc_maybe_yield is awake: the same thread raises the
+     * flag that tpc_maybe_yield reads). 0: TPC_STALL_MS from the environment, else 25 (off under
+     * valgrind, which runs everything far slower). Negative: off. At most 60000. */
     int32_t stall_ms;
     /* Room to grow without changing the struct's size: leave zero (a config initialised with
      * `{...}` or memset is). Later versions give these bytes meanings; this one refuses a
