@@ -69,6 +69,7 @@ struct tpc__task {
     struct tpc__qnode qnode;
     uint8_t kind;
     uint8_t queued;
+    uint8_t yielded; /* queued by tpc_yield (read only in shuffled builds) */
 };
 
 enum { TPC__F_READY = 0, TPC__F_RUNNING, TPC__F_WAITING, TPC__F_DONE };
@@ -153,6 +154,9 @@ struct tpc__shard {
     void *loop_fake;      /* ASan's fake-stack handle of the loop context */
     uint64_t slice_start; /* ns, at the start of the current run phase */
     uint64_t time_slice;
+#ifdef TPC_SHUFFLE
+    uint64_t shuffle_rng; /* xorshift64 state */
+#endif
     int64_t spin_ns;      /* watch the inbox this long before sleeping; <= 0: never */
     uint32_t coalesce_us; /* hold wake-ups this long while completions gather; 0: off */
     struct tpc_runtime *rt;
@@ -296,6 +300,9 @@ struct tpc_runtime {
     pthread_t watchdog;
     pthread_cond_t watchdog_cond;
     bool watchdog_running, watchdog_stop;
+#ifdef TPC_SHUFFLE
+    uint64_t shuffle_seed;
+#endif
     _Atomic bool slices_wanted; /* some shard calls tpc_maybe_yield: look every time slice */
     /* Start-up handshake. */
     pthread_mutex_t lock;
@@ -334,6 +341,19 @@ uint64_t tpc__clock_ns(void);
 
 /* Run queue. */
 void tpc__ready(struct tpc__task *t);
+#ifdef TPC_SHUFFLE
+/* Shuffled builds (-Dshuffle=true): moves one of the first TPC__SHUFFLE_WINDOW ready tasks,
+ * picked at random, to the head of the run queue; the window ends at the first fiber that
+ * yielded, so that tpc_yield still lets every task ready before it run first. Seeded per
+ * runtime (printed; TPC_SHUFFLE_SEED replays it). */
+#define TPC__SHUFFLE_WINDOW 64
+void tpc__shuffle_runq(struct tpc__shard *s);
+uint64_t tpc__shuffle_seed(void);
+#define TPC__UNYIELD(t) ((t)->yielded = 0)
+#else
+#define tpc__shuffle_runq(s) ((void)(s))
+#define TPC__UNYIELD(t)      ((void)(t))
+#endif
 void tpc__fiber_ready(tpc_fiber *f);
 
 /* Fibers. tpc__park suspends the calling fiber until tpc__wake(w); if q is not NULL, w is

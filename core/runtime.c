@@ -219,6 +219,9 @@ static struct tpc__shard *shard_new(struct tpc_runtime *rt, unsigned id,
     s->wake_fd = -1;
     s->sig_fd = -1;
     s->time_slice = c->time_slice_ns;
+#ifdef TPC_SHUFFLE
+    s->shuffle_rng = (rt->shuffle_seed * 0x9e3779b97f4a7c15ull + id) | 1;
+#endif
     s->spin_ns = c->spin_ns;
     s->coalesce_us = c->coalesce_us > 0 ? (uint32_t)c->coalesce_us : 0;
     s->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
@@ -244,6 +247,9 @@ static struct tpc_runtime *runtime_new(const tpc_config *c, const struct tpc__pl
     if (!rt)
         return NULL;
     rt->config = *c;
+#ifdef TPC_SHUFFLE
+    rt->shuffle_seed = tpc__shuffle_seed();
+#endif
     rt->shards = calloc(n, sizeof(*rt->shards));
     rt->threads = calloc(n, sizeof(*rt->threads));
     rt->rings = calloc((size_t)n * n, sizeof(*rt->rings));

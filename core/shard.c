@@ -495,8 +495,10 @@ static size_t run_phase(struct tpc__shard *s)
     size_t ran = 0;
     while (s->runq.head && tpc__phase_goes_on(s)) {
         s->phase_left--;
+        tpc__shuffle_runq(s);
         struct tpc__task *t = (struct tpc__task *)tpc__queue_pop(&s->runq);
         t->queued = 0;
+        TPC__UNYIELD(t);
         s->n_tasks++;
         ran++;
         if (t->kind == TPC__TASK_FIBER)

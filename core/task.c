@@ -2,10 +2,13 @@
  *
  * Scheduling is asymmetric: a fiber always switches back to its shard's loop context, and the
  * loop picks the next task. That keeps one place (the loop) deciding what runs, which is what
- * makes the run queue strictly FIFO and lets the loop poll I/O between batches. */
+ * makes the run queue strictly FIFO (shuffled in -Dshuffle builds) and lets the loop poll I/O
+ * between batches. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "rings.h"
 #include "uring.h"
 
@@ -71,6 +74,47 @@ void tpc__fiber_ready(tpc_fiber *f)
     }
 }
 
+#ifdef TPC_SHUFFLE
+void tpc__shuffle_runq(struct tpc__shard *s)
+{
+    /* The window ends at the first fiber that yielded: what was ready before it runs first. */
+    struct tpc__qnode **links[TPC__SHUFFLE_WINDOW];
+    unsigned n = 0;
+    for (struct tpc__qnode **l = &s->runq.head; *l && n < TPC__SHUFFLE_WINDOW; l = &(*l)->next) {
+        if (n > 0 && ((struct tpc__task *)*l)->yielded)
+            break;
+        links[n++] = l;
+    }
+    if (n < 2)
+        return;
+    uint64_t x = s->shuffle_rng; /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s->shuffle_rng = x;
+    unsigned k = (unsigned)(x % n);
+    if (k == 0)
+        return;
+    struct tpc__qnode *t = *links[k]; /* unlink it, then put it at the head */
+    *links[k] = t->next;
+    if (!t->next)
+        s->runq.tail = links[k];
+    t->next = s->runq.head;
+    s->runq.head = t;
+}
+
+uint64_t tpc__shuffle_seed(void)
+{
+    const char *env = getenv("TPC_SHUFFLE_SEED");
+    uint64_t seed = env && *env ? strtoull(env, NULL, 0) : 0;
+    if (!seed)
+        seed = (tpc__clock_ns() ^ ((uint64_t)getpid() << 32)) | 1;
+    fprintf(stderr, "libtpc: shuffled run order, seed %llu (TPC_SHUFFLE_SEED=%llu replays it)\n",
+            (unsigned long long)seed, (unsigned long long)seed);
+    return seed;
+}
+#endif
+
 /* ---- Switching, with the sanitizers told about every stack change. ---- */
 
 static inline void switch_ctx(tpc__ctx *from, void **from_fake, tpc__ctx *to, const void *to_stack,
@@ -135,10 +179,12 @@ static inline void reap_zombie(struct tpc__shard *s)
 static void switch_away(struct tpc__shard *s, tpc_fiber *f, bool exiting)
 {
     s->n_switches++;
+    tpc__shuffle_runq(s);
     struct tpc__task *next = (struct tpc__task *)s->runq.head;
     if (next && tpc__phase_goes_on(s) && next->kind == TPC__TASK_FIBER) {
         tpc__queue_pop(&s->runq);
         next->queued = 0;
+        TPC__UNYIELD(next);
         s->phase_left--;
         s->n_tasks++;
         tpc_fiber *to = (tpc_fiber *)next;
@@ -506,6 +552,9 @@ int tpc_yield(void)
 {
     TPC__CHECK_FIBER();
     tpc_fiber *f = tpc__self->current;
+#ifdef TPC_SHUFFLE
+    f->task.yielded = 1; /* shuffled builds keep tpc_yield's promise: the others run first */
+#endif
     tpc__fiber_ready(f);
     suspend(f);
     return f->cancelled ? -ECANCELED : 0;

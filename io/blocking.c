@@ -8,9 +8,10 @@
  * deadline), because the helper still writes into the job. A job still queued when its fiber is
  * cancelled is taken out again and never runs.
  *
- * A full queue suspends the caller the same way: it queues a "room" record on its stack and
- * waits for a helper to post it, once the queue has room again. The place is reserved for that
- * caller until it runs, and newcomers queue behind waiting callers, so jobs keep their order. */
+ * A full queue suspends the caller the same way: it queues a "room" record (with its job) on its
+ * stack and waits. Whoever frees a place queues the oldest waiter's job there and posts the
+ * waiter its note; newcomers queue behind waiting callers. So jobs run in the order their
+ * callers came, whatever order the woken callers then run in. */
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,8 +40,9 @@ struct job {
 
 /* A fiber waiting for room in the queue. */
 struct room {
-    tpc_list node; /* in pool->room_waiters, under the lock */
-    bool posted;   /* under the lock: its note is on its way */
+    tpc_list node;   /* in pool->room_waiters, under the lock */
+    struct job *job; /* queued for it once there is room */
+    bool posted;     /* under the lock: its job is queued and its note on its way */
     struct note note;
 };
 
@@ -49,7 +51,6 @@ struct tpc__pool {
     pthread_cond_t work;
     struct job *head, **tail;
     unsigned len, cap;
-    unsigned reserved;     /* queue places promised to waiters whose note is on its way */
     tpc_list room_waiters; /* oldest first */
     bool stopping;
     unsigned nthreads, started;
@@ -115,15 +116,24 @@ static void note_wait(struct note *n)
         tpc__park_hard(&n->w);
 }
 
-/* Under the lock: promises free places to the oldest fibers waiting for room. */
+static void enqueue(struct tpc__pool *p, struct job *j) /* under the lock */
+{
+    j->next = NULL;
+    *p->tail = j;
+    p->tail = &j->next;
+    p->len++;
+    pthread_cond_signal(&p->work);
+}
+
+/* Under the lock: queues the jobs of the oldest fibers waiting for room, while there is room. */
 static void room_freed(struct tpc__pool *p)
 {
     tpc_list *n;
-    while (p->len + p->reserved < p->cap && (n = tpc__list_first(&p->room_waiters))) {
+    while (p->len < p->cap && (n = tpc__list_first(&p->room_waiters))) {
         tpc__list_remove(n);
         struct room *r = tpc__container_of(n, struct room, node);
         r->posted = true;
-        p->reserved++;
+        enqueue(p, r->job);
         tpc__post_msg(r->note.shard, &r->note.msg); /* cannot fail: its shard waits for it */
     }
 }
@@ -207,8 +217,8 @@ int tpc_blocking(tpc_blocking_fn fn, void *arg, long *result)
     note_init(&j.done, s);
     pthread_mutex_lock(&p->lock);
     int rc = start_helpers(p);
-    if (rc == 0 && (p->len + p->reserved >= p->cap || !tpc__list_empty(&p->room_waiters))) {
-        struct room r = {.posted = false};
+    if (rc == 0 && (p->len >= p->cap || !tpc__list_empty(&p->room_waiters))) {
+        struct room r = {.job = &j, .posted = false};
         note_init(&r.note, s);
         tpc__list_push(&p->room_waiters, &r.node);
         pthread_mutex_unlock(&p->lock);
@@ -216,27 +226,22 @@ int tpc_blocking(tpc_blocking_fn fn, void *arg, long *result)
         pthread_mutex_lock(&p->lock);
         if (rc < 0 && !r.posted) {
             tpc__list_remove(&r.node);
-        } else if (rc < 0) { /* the note is on its way: wait for it, then pass the place on */
             pthread_mutex_unlock(&p->lock);
-            note_wait(&r.note);
-            pthread_mutex_lock(&p->lock);
-            p->reserved--;
-            room_freed(p);
-        } else {
-            p->reserved--; /* the place promised to this caller */
+            return rc;
         }
-    }
-    if (rc < 0) {
+        pthread_mutex_unlock(&p->lock);
+        if (rc < 0) /* its job is queued and the note on its way: as cancelled when queued */
+            note_wait(&r.note);
+    } else if (rc == 0) {
+        enqueue(p, &j);
+        pthread_mutex_unlock(&p->lock);
+    } else {
         pthread_mutex_unlock(&p->lock);
         return rc;
     }
-    *p->tail = &j;
-    p->tail = &j.next;
-    p->len++;
-    pthread_cond_signal(&p->work);
-    pthread_mutex_unlock(&p->lock);
 
-    rc = tpc__park(NULL, &j.done.w);
+    if (rc == 0 && !j.done.delivered) /* a job queued for it may be done already */
+        rc = tpc__park(NULL, &j.done.w);
     if (rc < 0) {
         pthread_mutex_lock(&p->lock);
         bool removed = j.state == QUEUED && unqueue(p, &j);

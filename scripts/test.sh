@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds libtpc and runs the whole cmocka suite five ways: release, ASan+UBSan, TSan (both with
 # fault injection built in, for tests/test-faults.c), the release build under valgrind, and the
-# portable ucontext context-switch backend; runs each libFuzzer target of tests/fuzz for a few
+# portable ucontext context-switch backend, and a shuffled build (each shard runs its ready tasks
+# in a seeded random order: code must not rely on an order the API does not promise); runs each libFuzzer target of tests/fuzz for a few
 # seconds (built with clang); then the
 # aarch64 context switch under qemu, an install + README-example check, and formatting. Prints each failing test's output, then one line
 # "N passed, N failed" counting test cases over all runs, and exits non-zero on any failure.
 #   scripts/test.sh            everything
 #   scripts/test.sh release    only the named configurations (release asan tsan valgrind ucontext
-#                              fuzz aarch64)
+#                              shuffle fuzz aarch64)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -15,7 +16,7 @@ root=$PWD
 bash scripts/setup.sh || exit 1
 
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind ucontext fuzz)
+[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind ucontext shuffle fuzz)
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -45,9 +46,10 @@ for cfg in "${configs[@]}"; do
     tsan) dir=build/tsan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dfault_injection=true) ;;
     valgrind) dir=build/release setup_name=valgrind args=(-Dbuildtype=release) ;;
     ucontext) dir=build/ucontext setup_name= args=(-Dbuildtype=release -Dcontext=ucontext) ;;
+    shuffle) dir=build/shuffle setup_name= args=(-Dbuildtype=release -Dshuffle=true) ;;
     fuzz) dir=build/fuzz setup_name= args=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=true -Dtests=false -Dbenchmarks=false -Dexamples=false) ;;
     aarch64) continue ;; # below
-    *) echo "unknown configuration '$cfg' (release asan tsan valgrind ucontext fuzz aarch64)" >&2; exit 2 ;;
+    *) echo "unknown configuration '$cfg' (release asan tsan valgrind ucontext shuffle fuzz aarch64)" >&2; exit 2 ;;
     esac
     name=${dir#build/}
     echo "== $cfg: building"

@@ -41,6 +41,14 @@
 #include "tpc.h"
 
 static atomic_int t_failures;
+
+/* TPC_TEST_FILTER=test_name (cmocka's pattern: * and ? work) runs only the matching cases. */
+__attribute__((constructor)) static void t_filter(void)
+{
+    const char *f = getenv("TPC_TEST_FILTER");
+    if (f && *f)
+        cmocka_set_test_filter(f);
+}
 static char t_first_failure[512]; /* the first failed check's message, written once */
 
 /* Records a failed check: prints it, keeps the first message, and inside a shard stops the
@@ -91,6 +99,14 @@ static inline void checks_reset(void)
 
 /* Skips the calling test case when cond holds, with one uniform line on stdout. Only in a test
  * function (cmocka's skip() jumps back to its runner). */
+/* True in shuffled builds (-Dshuffle=true), where a shard runs its ready tasks in a random
+ * order: a case that checks the FIFO policy itself skips there. */
+#ifdef TPC_SHUFFLE
+#define SHUFFLED 1
+#else
+#define SHUFFLED 0
+#endif
+
 #define SKIP_IF(cond, why)                                                                         \
     do {                                                                                           \
         if (cond) {                                                                                \

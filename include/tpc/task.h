@@ -1,8 +1,13 @@
 /* Tasks: fibers (stackful, may suspend) and callback tasks (run once, never suspend).
  *
- * All tasks of a shard run on that shard's thread, one at a time, in FIFO order; a task never
- * moves to another shard. A fiber suspends only inside libtpc calls that say so ("suspends").
- * Calls that suspend may only be made from a fiber: elsewhere they return -EPERM.
+ * All tasks of a shard run on that shard's thread, one at a time, first come first served; a
+ * task never moves to another shard. Which of two ready tasks runs first is not promised:
+ * builds configured with -Dshuffle=true pick at random (the seed is printed; TPC_SHUFFLE_SEED
+ * replays it) to find code that relies on it. Promised in every build: tpc_yield lets every
+ * task ready before it run first; waiters of an object are granted it in the order they came;
+ * messages from one shard to another run in the order sent; timers fire in order. A fiber suspends
+ * only inside libtpc calls that say so ("suspends"). Calls that suspend may only be made from a
+ * fiber: elsewhere they return -EPERM.
  *
  * Cancellation is cooperative. After tpc_cancel(f), the suspension f is in (or its next one)
  * returns -ECANCELED, and so does every later suspension of f: the fiber is expected to unwind
