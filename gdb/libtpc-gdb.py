@@ -781,6 +781,7 @@ Usage: tpc shards"""
         gdb.write("  counters: %s\n" % ", ".join(stats))
 
 
+gdb.events.new_objfile.connect(lambda event: _lib_root.clear())  # another program, maybe
 TpcCommand()
 TpcFibers()
 TpcBt()
