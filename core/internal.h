@@ -59,6 +59,9 @@ struct tpc__wait {
     int timeout_result; /* result when its timer fires: 0 (sleep) or -ETIMEDOUT (deadline) */
     void *value;        /* payload for channels */
     bool hard;          /* neither cancel nor deadline wakes it (tpc__park_hard) */
+    /* For debuggers (gdb/libtpc-gdb.py), set when the fiber parks: the shard's cached clock
+     * then (s->now, no clock read), and when its timer wakes it (ns; 0: no timer). */
+    uint64_t since, until;
 };
 
 /* The common head of everything the run queue holds. */

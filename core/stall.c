@@ -15,7 +15,10 @@
  * thread's CPU time during the stall too: close to the stall's length, the shard computed; far
  * below, it blocked in a system call or the kernel ran other threads. Symbols come from
  * dladdr(), so functions not exported (static ones, or a stripped binary) show as an offset in
- * their object: addr2line -e OBJECT OFFSET names them. */
+ * their object: addr2line -e OBJECT OFFSET names them. The process's first report ends with how
+ * to see every fiber, waiting ones too, in gdb (gdb/libtpc-gdb.py). A watchdog that wakes more
+ * than a second late was stopped with the whole process (by a debugger, or a suspended machine)
+ * and starts its watches afresh instead of reporting that pause as a stall. */
 #include <dlfcn.h>
 #include <execinfo.h>
 #include <stdarg.h>
@@ -31,6 +34,11 @@
 #endif
 
 #define TPC__STALL_SIGNAL (SIGRTMIN + 4)
+#ifndef TPC_GDB_SCRIPT /* where meson installs the gdb extension (meson.build) */
+#define TPC_GDB_SCRIPT "libtpc-gdb.py"
+#endif
+/* A watchdog that wakes this late (ns) was paused itself (watchdog()). */
+#define PAUSED_NS 1000000000u
 
 /* Appends a formatted piece to buf (n bytes used of cap), never past its end. */
 static size_t put(char *buf, size_t n, size_t cap, const char *fmt, ...)
@@ -121,6 +129,14 @@ static void report(struct tpc__shard *s, uint64_t ms, uint64_t cpu_ms, bool take
         n = put(line, n, cap, "\n");
         say(line, n);
     }
+    static _Atomic bool hinted; /* once per process */
+    if (!atomic_exchange(&hinted, true)) {
+        n = put(line, 0, cap,
+                "libtpc: shard %u: to list every fiber with gdb: gdb -p %d, then: source %s, "
+                "tpc fibers\n",
+                s->id, (int)getpid(), TPC_GDB_SCRIPT);
+        say(line, n);
+    }
 }
 
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
@@ -187,15 +203,16 @@ static uint64_t thread_cpu_ns(pid_t tid)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* One look at shard s. Returns true if it is awake (running or about to). */
+/* One look at shard s. Returns true if it is awake (running or about to). paused: the watchdog
+ * itself was held up (below), so a counter that stood still says nothing. */
 static bool look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t stall_ms,
-                 uint64_t slice_ns)
+                 uint64_t slice_ns, bool paused)
 {
     uint64_t beat = atomic_load_explicit(&s->beat, memory_order_relaxed);
     if (atomic_load_explicit(&s->left, memory_order_relaxed))
         return false; /* out of its loop for good */
     bool asleep = atomic_load_explicit(&s->sleeping, memory_order_relaxed);
-    if (beat != w->beat || asleep) {
+    if (beat != w->beat || asleep || paused) {
         w->beat = beat;
         w->since = now;
         w->cpu_at = 0;
@@ -277,9 +294,14 @@ static void *watchdog(void *p)
             break;
         pthread_mutex_unlock(&rt->lock);
         now = tpc__clock_ns();
+        /* Woken more than a second late, the watchdog was stopped with the rest of the process
+         * (by a debugger, or the machine was suspended): the shards' counters stood still because
+         * everything did, so every watch starts afresh rather than report the pause. */
+        uint64_t due = (uint64_t)until.tv_sec * 1000000000u + (uint64_t)until.tv_nsec;
+        bool paused = now > due + PAUSED_NS;
         awake = false;
         for (unsigned i = 0; i < rt->nshards; i++)
-            awake |= look(rt->shards[i], &w[i], now, stall_ms, slice);
+            awake |= look(rt->shards[i], &w[i], now, stall_ms, slice, paused);
         pthread_mutex_lock(&rt->lock);
     }
     pthread_mutex_unlock(&rt->lock);

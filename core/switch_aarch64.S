@@ -46,9 +46,12 @@ tpc__ctx_switch:
     .type   tpc__ctx_trampoline, %function
     .p2align 4
 tpc__ctx_trampoline:
+    .cfi_startproc
+    .cfi_undefined x30 /* the outermost frame: unwinders (gdb) stop here */
     mov     x0, x20
     blr     x19
     brk     #0
+    .cfi_endproc
     .size   tpc__ctx_trampoline, .-tpc__ctx_trampoline
 
     .section .note.GNU-stack, "", %progbits

@@ -297,6 +297,8 @@ int tpc__park_until(tpc_list *q, struct tpc__wait *w, uint64_t until)
     w->fiber = f;
     w->result = 0;
     w->hard = false;
+    w->since = s->now;
+    w->until = when;
     if (q)
         tpc__list_push(q, &w->node);
     else
@@ -319,6 +321,8 @@ void tpc__park_hard(struct tpc__wait *w)
     w->fiber = f;
     w->result = 0;
     w->hard = true;
+    w->since = tpc__self->now;
+    w->until = 0;
     tpc__list_init(&w->node);
     f->wait = w;
     f->state = TPC__F_WAITING;
@@ -333,6 +337,8 @@ void tpc__park_turn(void)
     w.fiber = f;
     w.result = 0;
     w.hard = true;
+    w.since = tpc__self->now;
+    w.until = 0;
     tpc__list_push(&tpc__self->turn_waiters, &w.node);
     f->wait = &w;
     f->state = TPC__F_WAITING;

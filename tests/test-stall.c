@@ -118,6 +118,7 @@ static void test_spinning_fiber_reported(void **state)
     assert_non_null(strstr(text, "libtpc: shard 0 (cpu "));
     assert_non_null(strstr(text, "in fiber 'culprit' spawned at "));
     assert_non_null(strstr(text, "libtpc: shard 0: #0 ")); /* the backtrace, one line a frame */
+    assert_non_null(strstr(text, "libtpc-gdb.py, tpc fibers")); /* the process's first report */
     long ms = first_report_ms(text);
     assert_true(ms >= 20 && ms < (slow ? 500 : 100)); /* while it lasted: 20 ms, a look, slack */
     assert_true(stalls_seen == 1);                    /* one stall, however many reports */
