@@ -412,7 +412,10 @@ int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result)
         return 0;
     }
     struct tpc_remote r;
+    uint64_t t0 = tpc__clock_ns();
     rc = remote_wait(shard, fn, arg, &r);
+    if (rc == 0) /* the round trip (core/metrics.c) */
+        tpc__hist_add(&tpc__self->m.call, tpc__clock_ns() - t0);
     if (rc == 0 && result)
         *result = r.result;
     return rc;

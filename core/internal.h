@@ -147,6 +147,66 @@ struct tpc__stall_snap {
     void *frames[TPC__STALL_FRAMES];
 };
 
+/* Metrics (core/metrics.c): latency histograms, and counters and gauges the shard publishes;
+ * written by the shard with relaxed stores, read by any thread. */
+#define TPC__HIST_BUCKETS 40 /* bucket k: (2^(k-1), 2^k] ns (0: 0 or 1 ns); the last: the rest */
+struct tpc__hist {
+    _Atomic uint64_t n[TPC__HIST_BUCKETS];
+    _Atomic uint64_t sum; /* ns */
+};
+/* I/O operation classes, by opcode (tpc__io_class). */
+enum {
+    TPC__IOC_READ,
+    TPC__IOC_WRITE,
+    TPC__IOC_RECV,
+    TPC__IOC_SEND,
+    TPC__IOC_ACCEPT,
+    TPC__IOC_CONNECT,
+    TPC__IOC_SYNC,
+    TPC__IOC_POLL,
+    TPC__IOC_OTHER,
+    TPC__IOC_N
+};
+/* Published: tpc_shard_stats' counters, then gauges. */
+enum {
+    TPC__PUB_TASKS,
+    TPC__PUB_SWITCHES,
+    TPC__PUB_LOOPS,
+    TPC__PUB_MSGS_IN,
+    TPC__PUB_MSGS_OUT,
+    TPC__PUB_WAKES_SENT,
+    TPC__PUB_WAKEUPS,
+    TPC__PUB_SLEEP_NS,
+    TPC__PUB_IO_SUBMITTED,
+    TPC__PUB_IO_COMPLETED,
+    TPC__PUB_TIMERS,
+    TPC__PUB_ACCEPT_BACKOFFS,
+    TPC__PUB_IO_ENTERS,
+    TPC__PUB_FIBERS,    /* gauges from here */
+    TPC__PUB_INFLIGHT,  /* single-shot I/O operations in flight */
+    TPC__PUB_MULTISHOT, /* multishot operations armed */
+    TPC__PUB_STACKS,    /* pooled stacks */
+    TPC__PUB_N
+};
+struct tpc__metrics {
+    struct tpc__hist task, loop, call, io[TPC__IOC_N];
+    _Atomic uint64_t pub[TPC__PUB_N];
+    uint64_t loop_t0, slept0; /* the current loop iteration's start, and sleep_ns then */
+    uint32_t sample;          /* tasks until the next timed one */
+};
+#define TPC__TASK_SAMPLE 64
+
+static inline void tpc__hist_add(struct tpc__hist *h, uint64_t ns)
+{
+    unsigned k = ns <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(ns - 1);
+    if (k >= TPC__HIST_BUCKETS)
+        k = TPC__HIST_BUCKETS - 1;
+    atomic_store_explicit(&h->n[k], atomic_load_explicit(&h->n[k], memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->sum, atomic_load_explicit(&h->sum, memory_order_relaxed) + ns,
+                          memory_order_relaxed);
+}
+
 struct tpc__shard {
     /* Hot, owned by the shard thread. */
     tpc_fiber *current;
@@ -238,6 +298,7 @@ struct tpc__shard {
     /* The stall detector's (core/stall.c): the loop counter as the watchdog sees it, how long
      * the current stall has lasted, and stalls so far. */
     _Atomic uint64_t beat, n_stalls;
+    _Alignas(TPC_CACHELINE) struct tpc__metrics m; /* core/metrics.c */
     /* The watchdog also keeps time slices: it stores the loop counter here when a run phase has
      * lasted a time slice, which tpc_maybe_yield compares with its own (core/task.c). `watched`
      * says that the watchdog runs; without it, tpc_maybe_yield reads the clock. */
@@ -385,6 +446,10 @@ int tpc__spawn_main(struct tpc__shard *s);
 int tpc__stall_start(struct tpc_runtime *rt);
 bool tpc__stall_off_by_default(void); /* under valgrind, where everything runs far slower */
 void tpc__stall_stop(struct tpc_runtime *rt);
+/* Metrics (core/metrics.c): publishes the shard's counters and gauges for other threads. */
+void tpc__metrics_publish(struct tpc__shard *s);
+unsigned tpc__io_class(unsigned opcode);
+
 /* The first tpc_maybe_yield of a shard: from now on the watchdog keeps its time slices. */
 void tpc__stall_want_slices(struct tpc__shard *s);
 

@@ -41,6 +41,11 @@ struct tpc__layer {
      * fn(t, arg) at `deadline` (ns, tpc_now's clock) unless disarmed first. */
     void (*arm)(struct tpc__shard *s, tpc_timer *t, uint64_t deadline, tpc_timer_fn fn, void *arg);
     void (*disarm)(struct tpc__shard *s, tpc_timer *t);
+    /* Runtime-wide gauges for tpc_metrics_format (core/metrics.c): put(out, name, help, value)
+     * once per gauge; may be called from any thread while the shards run. */
+    void (*gauges)(struct tpc_runtime *rt,
+                   void (*put)(void *out, const char *name, const char *help, uint64_t value),
+                   void *out);
 };
 
 /* Indexed by the layers' own slot numbers, bottom first; NULL where no layer is. */

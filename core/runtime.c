@@ -219,6 +219,7 @@ static struct tpc__shard *shard_new(struct tpc_runtime *rt, unsigned id,
     s->wake_fd = -1;
     s->sig_fd = -1;
     s->time_slice = c->time_slice_ns;
+    s->m.sample = TPC__TASK_SAMPLE;
 #ifdef TPC_SHUFFLE
     s->shuffle_rng = (rt->shuffle_seed * 0x9e3779b97f4a7c15ull + id) | 1;
 #endif

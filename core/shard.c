@@ -490,8 +490,13 @@ static size_t run_phase(struct tpc__shard *s)
      * inbound messages and timers are looked at least every TPC_PHASE_TASKS tasks. Fibers that
      * hand over to each other directly (task.c) spend the same quota. */
     s->phase_left = TPC_PHASE_TASKS;
-    s->slice_start = s->now = tpc__clock_ns(); /* for tpc_maybe_yield, and tpc_now()'s cache */
+    uint64_t now = s->slice_start = s->now = tpc__clock_ns(); /* for tpc_maybe_yield, tpc_now */
     s->now_valid = true;
+    /* The last loop iteration's work, its sleep excluded (core/metrics.c). */
+    if (TPC_LIKELY(s->m.loop_t0 != 0))
+        tpc__hist_add(&s->m.loop, now - s->m.loop_t0 - (s->n_sleep_ns - s->m.slept0));
+    s->m.loop_t0 = now;
+    s->m.slept0 = s->n_sleep_ns;
     size_t ran = 0;
     while (s->runq.head && tpc__phase_goes_on(s)) {
         s->phase_left--;
@@ -501,10 +506,17 @@ static size_t run_phase(struct tpc__shard *s)
         TPC__UNYIELD(t);
         s->n_tasks++;
         ran++;
+        uint64_t t0 = 0;
+        if (TPC_UNLIKELY(--s->m.sample == 0)) { /* one task in TPC__TASK_SAMPLE is timed */
+            s->m.sample = TPC__TASK_SAMPLE;
+            t0 = tpc__clock_ns();
+        }
         if (t->kind == TPC__TASK_FIBER)
             tpc__run_fiber(s, (tpc_fiber *)t);
         else
             tpc__run_callback(s, (struct tpc__callback *)t);
+        if (TPC_UNLIKELY(t0 != 0))
+            tpc__hist_add(&s->m.task, tpc__clock_ns() - t0);
     }
     return ran;
 }
@@ -612,6 +624,7 @@ static inline void sleep_phase(struct tpc__shard *s, bool worked)
         atomic_store(&s->sleeping, 0);
         return;
     }
+    tpc__metrics_publish(s);
     block(s, timeout);
 }
 
@@ -626,6 +639,7 @@ static void leave_loop(struct tpc__shard *s)
         tpc__rings_poll(s);
     }
     tpc__rings_flush(s);
+    tpc__metrics_publish(s);
     atomic_store(&s->left, 1);
     for (unsigned i = 0; i < s->rt->nshards; i++)
         if (i != s->id)
@@ -638,9 +652,11 @@ void tpc__shard_loop(struct tpc__shard *s)
     for (;;) {
         s->n_loops++;
         atomic_store_explicit(&s->beat, s->n_loops, memory_order_relaxed); /* core/stall.c */
-        bool worked = run_phase(s) > 0;                                    /* 1 */
-        worked |= poll_messages(s);                                        /* 2 */
-        if (stop_phase(s))                                                 /* 3 */
+        if (TPC_UNLIKELY((s->n_loops & 63) == 0))
+            tpc__metrics_publish(s);    /* core/metrics.c */
+        bool worked = run_phase(s) > 0; /* 1 */
+        worked |= poll_messages(s);     /* 2 */
+        if (stop_phase(s))              /* 3 */
             break;
         io_phase(s, worked); /* 4 */
         tpc__layers_poll(s); /* 5 */

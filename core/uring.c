@@ -114,9 +114,15 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
     io->w.fiber = NULL;
     io_uring_sqe_set_data(sqe, &io->op);
     s->inflight++;
+    /* Latency by the loop's clock (no clock read): from the run phase that submits to the one
+     * that resumes this fiber (core/metrics.c). */
+    uint64_t t0 = s->now;
+    unsigned cls = tpc__io_class(sqe->opcode);
     int rc = tpc__park(NULL, &io->w);
-    if (io->done)
+    if (io->done) {
+        tpc__hist_add(&s->m.io[cls], s->now - t0);
         return io->res;
+    }
     /* Without a free SQE for the cancel (the kernel would not take the queued ones), let the
      * loop run, which submits and reaps, and try again: waiting for the operation instead could
      * wait forever (a receive on an idle socket). */

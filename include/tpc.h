@@ -1,6 +1,6 @@
 /* libtpc: a thread-per-core, shared-nothing runtime for C on Linux.
  *
- * One shard per CPU core; each runs a single-threaded FIFO executor of fibers and callback tasks
+ * One shard per CPU core; each runs a single-threaded executor of fibers and callback tasks
  * with its own io_uring. See README.md and docs/ for the guide. */
 #ifndef TPC_H
 #define TPC_H
@@ -19,6 +19,7 @@ extern "C" {
 #include "tpc/xchan.h"
 #include "tpc/io.h"
 #include "tpc/net.h"
+#include "tpc/metrics.h"
 
 #ifdef __cplusplus
 }

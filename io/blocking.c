@@ -93,6 +93,24 @@ void tpc__pool_fini(struct tpc_runtime *rt)
     rt->layer[TPC__IO_LAYER] = NULL;
 }
 
+void tpc__pool_gauges(struct tpc_runtime *rt,
+                      void (*put)(void *out, const char *name, const char *help, uint64_t value),
+                      void *out)
+{
+    struct tpc__pool *p = rt->layer[TPC__IO_LAYER];
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    unsigned len = p->len, started = p->started, waiting = 0;
+    for (tpc_list *n = p->room_waiters.next; n != &p->room_waiters; n = n->next)
+        waiting++;
+    pthread_mutex_unlock(&p->lock);
+    put(out, "tpc_blocking_queued", "Jobs queued for the blocking pool's helpers.", len);
+    put(out, "tpc_blocking_waiting", "Callers waiting for room in the blocking pool's queue.",
+        waiting);
+    put(out, "tpc_blocking_helpers", "The blocking pool's helper threads started.", started);
+}
+
 static void note_ran(void *arg) /* on the fiber's shard */
 {
     struct note *n = arg;

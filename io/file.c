@@ -413,4 +413,28 @@ const struct tpc__layer tpc__io_layer = {
     .runtime_fini = tpc__pool_fini,
     .shard_init = io_shard_init,
     .shard_fini = io_shard_fini,
+    .gauges = tpc__pool_gauges,
 };
+
+int tpc_metrics_write(int fd, int format) /* include/tpc/metrics.h; formatted by core/metrics.c */
+{
+    TPC__CHECK_SUSPEND();
+    ssize_t need = tpc_metrics_format(NULL, 0, format);
+    if (need < 0)
+        return (int)need;
+    for (;;) { /* it may grow between the two passes */
+        size_t cap = (size_t)need + 4096;
+        char *buf = malloc(cap);
+        if (!buf)
+            return -ENOMEM;
+        need = tpc_metrics_format(buf, cap, format);
+        if (need >= 0 && (size_t)need < cap) {
+            ssize_t w = tpc_write_full(fd, buf, (size_t)need, -1);
+            free(buf);
+            return w < 0 ? (int)w : 0;
+        }
+        free(buf);
+        if (need < 0)
+            return (int)need;
+    }
+}

@@ -26,6 +26,10 @@ static inline struct tpc__io_shard *tpc__io_of(struct tpc__shard *s)
 struct tpc__pool;
 int tpc__pool_init(struct tpc_runtime *rt, unsigned threads, unsigned queue);
 void tpc__pool_fini(struct tpc_runtime *rt); /* after the shards stopped: joins the helpers */
+/* The pool's gauges for tpc_metrics_format (struct tpc__layer.gauges). */
+void tpc__pool_gauges(struct tpc_runtime *rt,
+                      void (*put)(void *out, const char *name, const char *help, uint64_t value),
+                      void *out);
 
 /* The layer's hooks: set-up and tear-down of the two above (io/file.c). */
 extern const struct tpc__layer tpc__io_layer;
