@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <tpc.h>
+#include "metrics-http.h"
 
 /* Serves one connection (tpc_server_start closes fd after it returns). */
 static int connection(int fd, void *arg)
@@ -28,6 +29,8 @@ static int connection(int fd, void *arg)
     return 0;
 }
 
+static const char *metrics_addr; /* --metrics ADDR, or NULL */
+
 static int serve(void *arg)
 {
     const char *where = arg;
@@ -48,9 +51,13 @@ static int serve(void *arg)
     tpc_addr_format(&a, text, sizeof(text));
     printf("tpc-echo: %d shards listening on %s (Ctrl-C stops)\n", tpc_shard_count(), text);
     fflush(stdout);
+    tpc_server *msrv = NULL; /* --metrics: a /metrics endpoint (metrics-http.c) */
+    if (metrics_addr && metrics_start(metrics_addr, &msrv) < 0)
+        fprintf(stderr, "tpc-echo: cannot serve metrics on %s\n", metrics_addr);
     while (tpc_sleep(1000LL * 1000 * 1000 * 3600) == 0)
         ; /* until SIGINT/SIGTERM cancels us */
     tpc_server_stop(srv);
+    metrics_stop(msrv);
     return 0;
 }
 
@@ -63,8 +70,10 @@ int main(int argc, char **argv)
             c.shards = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--listen") && i + 1 < argc)
             where = argv[++i];
+        else if (!strcmp(argv[i], "--metrics") && i + 1 < argc)
+            metrics_addr = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--shards N] [--listen ADDR]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--shards N] [--listen ADDR] [--metrics ADDR]\n", argv[0]);
             return 2;
         }
     }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <tpc.h>
+#include "metrics-http.h"
 #include "http-parse.h"
 
 #define BUF_SIZE  16384 /* answers to send, and received bytes without buffer rings */
@@ -150,7 +151,9 @@ static int http_stop(tpc_server *srv)
     return rc < 0 ? rc : rc2;
 }
 
-#ifndef TPC_HTTP_NO_MAIN /* tests/test-http.c includes this file for its parts */
+#ifndef TPC_HTTP_NO_MAIN         /* tests/test-http.c includes this file for its parts */
+static const char *metrics_addr; /* --metrics ADDR, or NULL */
+
 static int serve(void *arg)
 {
     const char *where = arg;
@@ -170,6 +173,9 @@ static int serve(void *arg)
     tpc_addr_format(&a, text, sizeof(text));
     printf("tpc-http: %d shards listening on %s\n", tpc_shard_count(), text);
     fflush(stdout);
+    tpc_server *msrv = NULL; /* --metrics: a /metrics endpoint (metrics-http.c) */
+    if (metrics_addr && metrics_start(metrics_addr, &msrv) < 0)
+        fprintf(stderr, "tpc-http: cannot serve metrics on %s\n", metrics_addr);
     while (tpc_sleep(1000LL * 1000 * 1000 * 3600) == 0)
         ; /* until SIGINT/SIGTERM cancels us */
     for (int i = 0; i < tpc_shard_count(); i++) {
@@ -179,6 +185,7 @@ static int serve(void *arg)
                atomic_load(&served[i]), (unsigned long long)conns);
     }
     http_stop(srv);
+    metrics_stop(msrv);
     return 0;
 }
 
@@ -191,8 +198,10 @@ int main(int argc, char **argv)
             c.shards = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--listen") && i + 1 < argc)
             where = argv[++i];
+        else if (!strcmp(argv[i], "--metrics") && i + 1 < argc)
+            metrics_addr = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--shards N] [--listen ADDR]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--shards N] [--listen ADDR] [--metrics ADDR]\n", argv[0]);
             return 2;
         }
     }

@@ -120,22 +120,13 @@ static void expect_in(const char *text, const char *part)
         fail_msg("expected \"%s\" in:\n%s", part, text ? text : "(nothing)");
 }
 
-static int group_setup(void **state)
+/* Reads fd's lines until one holds `needle` (up to the deadline `end`); returns what follows the
+ * needle in that line (in a static buffer), or NULL. */
+static const char *line_with(int fd, const char *needle, int64_t end)
 {
-    (void)state;
-    signal(SIGPIPE, SIG_IGN);
-    char *argv[] = {(char *)server_path, "--shards", "2", "--listen", "127.0.0.1:0", NULL};
-    int fd;
-    server = start(argv, &fd);
-    server_out = fd;
-    /* "tpc-http: 2 shards listening on 127.0.0.1:PORT", after any other line (a stall report
-     * of a slow start on a busy machine, say) */
-    char line[512];
-    size_t have = 0;
-    int64_t end = now_ms() + deadline_ms();
-    const char *at = NULL;
-    while (!at) {
-        have = 0;
+    static char line[512];
+    for (;;) {
+        size_t have = 0;
         while ((have == 0 || line[have - 1] != '\n') && have < sizeof(line) - 1) {
             struct pollfd pf = {.fd = fd, .events = POLLIN};
             int left = (int)(end - now_ms());
@@ -146,14 +137,38 @@ static int group_setup(void **state)
         }
         line[have] = 0;
         if (have == 0 || line[have - 1] != '\n')
-            break; /* the deadline, the end, or a line too long */
-        at = strstr(line, "listening on ");
+            return NULL; /* the deadline, the end, or a line too long */
+        const char *at = strstr(line, needle);
+        if (at)
+            return at + strlen(needle);
     }
-    if (!at || sscanf(at + 13, "%47s", addr) != 1) {
-        fprintf(stderr, "tpc-http did not start: %s\n", line);
+}
+
+static char murl[96]; /* http://127.0.0.1:PORT/metrics: its --metrics endpoint */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    char *argv[] = {(char *)server_path, "--shards",  "2",           "--listen",
+                    "127.0.0.1:0",       "--metrics", "127.0.0.1:0", NULL};
+    int fd;
+    server = start(argv, &fd);
+    server_out = fd;
+    /* "tpc-http: 2 shards listening on 127.0.0.1:PORT", after any other line (a stall report
+     * of a slow start on a busy machine, say), then "metrics on http://127.0.0.1:PORT/metrics" */
+    int64_t end = now_ms() + deadline_ms();
+    const char *at = line_with(fd, "listening on ", end);
+    if (!at || sscanf(at, "%47s", addr) != 1) {
+        fprintf(stderr, "tpc-http did not start\n");
         return -1;
     }
     snprintf(url, sizeof(url), "http://%s/", addr);
+    at = line_with(fd, "metrics on ", end);
+    if (!at || sscanf(at, "%95s", murl) != 1) {
+        fprintf(stderr, "tpc-http did not serve its metrics\n");
+        return -1;
+    }
     /* The rest of its output (the counts at the end) fits in the pipe, unread. */
     return 0;
 }
@@ -285,6 +300,33 @@ static void test_wrk(void **state)
     free(t);
 }
 
+/* Its /metrics endpoint (examples/metrics-http.c) after the load above: Prometheus text with
+ * the shards' counters, the table, and 404 elsewhere. */
+static void test_metrics_endpoint(void **state)
+{
+    (void)state;
+    if (!installed("curl"))
+        skip();
+    char *get[] = {"curl", "-sS", "--max-time", "10", murl, NULL};
+    char *t = run(get);
+    expect_in(t, "# TYPE tpc_tasks_total counter\n");
+    expect_in(t, "tpc_shards 2\n");
+    expect_in(t, "tpc_io_seconds_count{shard=\"1\",class=\"send\"} ");
+    free(t);
+    char table[128];
+    snprintf(table, sizeof(table), "%s?table", murl);
+    char *get_table[] = {"curl", "-sS", "--max-time", "10", table, NULL};
+    t = run(get_table);
+    expect_in(t, "2 shards\n");
+    free(t);
+    char other[128];
+    snprintf(other, sizeof(other), "%.*s/other", (int)(strlen(murl) - 8), murl);
+    char *get_other[] = {"curl", "-sS", "--max-time", "10", "-w", " %{http_code}", other, NULL};
+    t = run(get_other);
+    expect_in(t, " 404");
+    free(t);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -297,6 +339,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ab_keep_alive),
         cmocka_unit_test(test_h2load_h1),
         cmocka_unit_test(test_wrk),
+        cmocka_unit_test(test_metrics_endpoint),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
