@@ -18,7 +18,8 @@
 # tpc-tuned adds TPC_SPIN_NS=-1 (no spinning before sleeping; NET_TPC_SPIN_NS to change), which
 # measured 4-18 % less CPU per plain request, since the next request rarely lands within the
 # 10 µs spin; tpc-co is tpc-tuned with wake-up coalescing as well (TPC_COALESCE_US, 50 µs unless
-# NET_TPC_COALESCE_US says otherwise). The HTTP lines also give the system part of the CPU per
+# NET_TPC_COALESCE_US says otherwise); tpc-nostall (not in the default lists) is tpc with the stall
+# detector off (TPC_STALL_MS=-1), to measure the detector's cost. The HTTP lines also give the system part of the CPU per
 # request and wrk's 99th percentile latency.
 # Builds what is missing: libtpc and the C peers in build/release (BUILD=dir to change),
 # tokio-server with bench/peers/tokio-net/build.sh, all with -j1 (JOBS=n to change). Installs wrk,
@@ -222,6 +223,7 @@ start_server() {
         case $name in
         tpc-tuned) cmd+=(TPC_SPIN_NS="$tpc_spin") ;;
         tpc-co) cmd+=(TPC_SPIN_NS="$tpc_spin" TPC_COALESCE_US="$tpc_coalesce") ;;
+        tpc-nostall) cmd+=(TPC_STALL_MS=-1) ;;
         esac
         if [ "$kind" = http ]; then cmd+=("$tpc_http"); else cmd+=("$tpc_echo"); fi
         cmd+=(--shards 1 --listen "127.0.0.1:$port")
@@ -414,6 +416,7 @@ spin_of() {
     tpc) echo ", --shards 1, the shipped defaults (no TPC_* variable)" ;;
     tpc-tuned) echo ", $spin_text" ;;
     tpc-co) echo ", $spin_text, TPC_COALESCE_US=$tpc_coalesce" ;;
+    tpc-nostall) echo ", --shards 1, the stall detector off (TPC_STALL_MS=-1)" ;;
     esac
 }
 for s in "${http_servers[@]}"; do
