@@ -108,35 +108,35 @@ static void on_stall_signal(int sig)
 static void report(struct tpc__shard *s, uint64_t ms, uint64_t cpu_ms, bool taken)
 {
     struct tpc__stall_snap *snap = &s->stall;
-    char line[512];
-    size_t cap = sizeof(line);
+    char text[8192]; /* the whole report, lines ending in \n, handed over at once */
+    size_t cap = sizeof(text);
     size_t n =
-        put(line, 0, cap, "libtpc: shard %u (cpu %d): stalled for %llu ms (%llu ms on the CPU) in ",
+        put(text, 0, cap, "libtpc: shard %u (cpu %d): stalled for %llu ms (%llu ms on the CPU) in ",
             s->id, s->cpu, (unsigned long long)ms, (unsigned long long)cpu_ms);
     if (!taken) {
-        n = put(line, n, cap, "a task it did not say (no snapshot within 100 ms)");
+        n = put(text, n, cap, "a task it did not say (no snapshot within 100 ms)");
     } else if (snap->in_fiber) {
-        n = put(line, n, cap, "fiber '%.*s' spawned at ", (int)sizeof(snap->name), snap->name);
-        n = put_symbol(line, n, cap, snap->spawn_site);
+        n = put(text, n, cap, "fiber '%.*s' spawned at ", (int)sizeof(snap->name), snap->name);
+        n = put_symbol(text, n, cap, snap->spawn_site);
     } else {
-        n = put(line, n, cap, "the loop itself (a callback, timer or message)");
+        n = put(text, n, cap, "the loop itself (a callback, timer or message)");
     }
-    n = put(line, n, cap, "\n");
-    say(line, n);
+    n = put(text, n, cap, "\n");
     for (int i = 2; taken && i < snap->depth; i++) { /* 0, 1: the handler, the signal frame */
-        n = put(line, 0, cap, "libtpc: shard %u: #%d ", s->id, i - 2);
-        n = put_symbol(line, n, cap, snap->frames[i]);
-        n = put(line, n, cap, "\n");
-        say(line, n);
+        n = put(text, n, cap, "libtpc: shard %u: #%d ", s->id, i - 2);
+        n = put_symbol(text, n, cap, snap->frames[i]);
+        n = put(text, n, cap, "\n");
     }
     static _Atomic bool hinted; /* once per process */
-    if (!atomic_exchange(&hinted, true)) {
-        n = put(line, 0, cap,
+    if (!atomic_exchange(&hinted, true))
+        n = put(text, n, cap,
                 "libtpc: shard %u: to list every fiber with gdb: gdb -p %d, then: source %s, "
                 "tpc fibers\n",
                 s->id, (int)getpid(), TPC_GDB_SCRIPT);
-        say(line, n);
-    }
+    if (s->rt->config.stall_fn)
+        s->rt->config.stall_fn(s->rt->config.stall_arg, (int)s->id, text);
+    else
+        say(text, n);
 }
 
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;

@@ -124,6 +124,47 @@ static void test_spinning_fiber_reported(void **state)
     assert_true(stalls_seen == 1);                    /* one stall, however many reports */
 }
 
+/* tpc_config.stall_fn takes the whole report instead of stderr, on the watchdog's thread. */
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static char hook_text[16384];
+static int hook_calls, hook_shard = -1;
+
+static void stall_hook(void *arg, int shard, const char *report)
+{
+    pthread_mutex_lock(&hook_lock);
+    if (arg == (void *)&hook_calls && hook_calls++ == 0) {
+        snprintf(hook_text, sizeof(hook_text), "%s", report);
+        hook_shard = shard;
+    }
+    pthread_mutex_unlock(&hook_lock);
+}
+
+static void test_report_to_a_hook(void **state)
+{
+    (void)state;
+    SKIP_IF(under_valgrind(), "valgrind runs the spin too slowly to time it");
+    SKIP_IF(UNDER_TSAN, "TSan holds the stall signal back until the spin ends");
+    bool slow = getenv("TPC_TEST_SLOW") != NULL;
+    struct culprit c = {spinner, slow ? 600 : 150};
+    tpc_config cfg = {
+        .shards = 1, .stall_ms = 20, .stall_fn = stall_hook, .stall_arg = &hook_calls};
+    hook_calls = 0;
+    capture_start();
+    int rc = tpc_run(&cfg, culprit_main, &c);
+    const char *text = capture_end();
+    assert_int_equal(rc, 0);
+    assert_no_check_failed();
+    assert_null(strstr(text, "stalled for")); /* nothing on stderr */
+    pthread_mutex_lock(&hook_lock);
+    assert_true(hook_calls >= 1);
+    assert_int_equal(hook_shard, 0);
+    assert_non_null(strstr(hook_text, "in fiber 'culprit' spawned at "));
+    assert_non_null(strstr(hook_text, "\nlibtpc: shard 0: #0 "));
+    assert_true(hook_text[strlen(hook_text) - 1] == '\n');
+    pthread_mutex_unlock(&hook_lock);
+    assert_true(stalls_seen == 1);
+}
+
 static void test_blocking_system_call_reported(void **state)
 {
     (void)state;
@@ -180,6 +221,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spinning_fiber_reported),
+        cmocka_unit_test(test_report_to_a_hook),
         cmocka_unit_test(test_blocking_system_call_reported),
         cmocka_unit_test(test_waiting_fiber_not_reported),
         cmocka_unit_test(test_negative_turns_it_off),

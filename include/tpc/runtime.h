@@ -102,10 +102,16 @@ typedef struct tpc_config {
      * flag that tpc_maybe_yield reads). 0: TPC_STALL_MS from the environment, else 25 (off under
      * valgrind, which runs everything far slower). Negative: off. At most 60000. */
     int32_t stall_ms;
+    /* Where stall reports go instead of stderr: stall_fn(stall_arg, shard, report) with the
+     * whole report (lines ending in '\n', NUL-terminated, valid during the call), on the
+     * detector's own thread (not the stalled shard's), which it holds up while it runs. NULL:
+     * stderr. */
+    void (*stall_fn)(void *stall_arg, int shard, const char *report);
+    void *stall_arg;
     /* Room to grow without changing the struct's size: leave zero (a config initialised with
      * `{...}` or memset is). Later versions give these bytes meanings; this one refuses a
      * config with any of them set (-EINVAL). */
-    uint64_t reserved[8];
+    uint64_t reserved[6];
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
