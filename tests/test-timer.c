@@ -17,6 +17,7 @@ static int64_t slack(void)
 
 /* ---- Sleep ---- */
 static int order[8], norder;
+static uint64_t sleep_base; /* the sleepers' common start, so that their order is their delays' */
 
 static int sleeper(void *arg)
 {
@@ -26,6 +27,9 @@ static int sleeper(void *arg)
     int64_t took = (int64_t)(tpc_now_fresh() - t0);
     CHECK(took >= ms * MS);           /* never early */
     CHECK(took <= ms * MS + slack()); /* and not very late */
+    /* Then in order of deadline, however late each fiber started (a loaded machine, valgrind,
+     * or a shuffled build may start the 20 ms one well after the 30 ms one). */
+    CHECK_EQ(tpc_sleep_until(sleep_base + (uint64_t)(2 * ms) * MS), 0);
     order[norder++] = (int)ms;
     return 0;
 }
@@ -34,6 +38,7 @@ static int sleep_main(void *arg)
 {
     (void)arg;
     norder = 0;
+    sleep_base = tpc_now_fresh() + 2 * slack(); /* past every relative sleep below */
     tpc_fiber *f[3];
     tpc_spawn(sleeper, (void *)30, &f[0]);
     tpc_spawn(sleeper, (void *)10, &f[1]);
