@@ -565,6 +565,66 @@ static void test_relay_caller_deadline(void **state)
     run_main(1, deadline_main, NULL);
 }
 
+/* ---- In a server ---- */
+
+/* A proxy as a connection handler of tpc_server_start: tpc_server_stop cancels the handler in
+ * the middle of its relay, and returns once the relay and its fiber have ended. */
+struct proxy {
+    tpc_addr up;
+    int rc;
+    tpc_relay_stats st;
+};
+
+static int proxy_conn(int client, void *arg)
+{
+    struct proxy *p = arg;
+    int upstream = tpc_connect(&p->up);
+    CHECK(upstream >= 0);
+    p->rc = tpc_relay(client, upstream, NULL, &p->st);
+    tpc_close(upstream);
+    return 0;
+}
+
+static int server_main(void *arg)
+{
+    (void)arg;
+    bound();
+    int fds = count_fds();
+    tpc_addr any, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &any), 0);
+    int lfd = tpc_listen(&any, 0, 0);
+    struct proxy p = {.rc = 1};
+    CHECK_EQ(tpc_sock_local(lfd, &p.up), 0);
+    tpc_server *srv = loopback_server(proxy_conn, &p, &at);
+    int cl = tpc_connect(&at);
+    int sv = tpc_accept(lfd, NULL);
+    CHECK(cl >= 0 && sv >= 0);
+    char buf[8];
+    CHECK_EQ(tpc_send(cl, "ping", 4, 0), 4);
+    CHECK_EQ(tpc_recv(sv, buf, sizeof(buf), 0), 4);
+    CHECK_EQ(tpc_send(sv, "pong", 4, 0), 4);
+    CHECK_EQ(tpc_recv(cl, buf, sizeof(buf), 0), 4);
+    tpc_deadline_clear(); /* no grace period: the handler is cancelled at once */
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    bound();
+    CHECK_EQ(p.rc, -ECANCELED);
+    CHECK_EQ(p.st.a_to_b, 4);
+    CHECK_EQ(p.st.b_to_a, 4);
+    CHECK_EQ(tpc_recv(cl, buf, sizeof(buf), 0), 0); /* the server closed its end */
+    CHECK_EQ(tpc_recv(sv, buf, sizeof(buf), 0), 0); /* and the handler the upstream */
+    close(cl);
+    close(sv);
+    close(lfd);
+    CHECK_EQ(count_fds(), fds);
+    return 0;
+}
+
+static void test_relay_in_server_stop(void **state)
+{
+    (void)state;
+    run_main(1, server_main, NULL);
+}
+
 /* ---- Misuse ---- */
 
 static int defer_rc;
@@ -656,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_relay_cancel_exact),
         cmocka_unit_test(test_relay_cancel_while_joining),
         cmocka_unit_test(test_relay_caller_deadline),
+        cmocka_unit_test(test_relay_in_server_stop),
         cmocka_unit_test(test_relay_misuse),
     };
     return cmocka_run_group_tests(tests, warm_up, NULL);
