@@ -62,8 +62,10 @@ static void relay_move(struct relay *r, struct relay_dir *d)
         }
         if (r->stopped)
             return;
-        if (n == -EAGAIN) /* readable, then nothing there */
+        if (n == -EAGAIN) { /* readable, then nothing there; or no free SQE: let the loop run */
+            tpc_yield();
             continue;
+        }
         if (n == 0) { /* end of stream, everything delivered */
             int rc = tpc_sock_shutdown(d->f.to, SHUT_WR);
             if (rc == 0) {

@@ -10,7 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "helpers.h"
-#include "core/internal.h" /* tpc__self->nlive: the shard's live fibers */
+#include "io/internal.h" /* tpc__self->nlive (the shard's live fibers); the fault hooks */
 
 #define MS (1000 * 1000LL)
 
@@ -625,6 +625,55 @@ static void test_relay_in_server_stop(void **state)
     run_main(1, server_main, NULL);
 }
 
+/* ---- Faults (built with -Dfault_injection=true) ---- */
+
+#ifdef TPC_FAULT_INJECTION
+static int faults_main(void *arg)
+{
+    (void)arg;
+    bound();
+    int live = (int)tpc__self->nlive;
+    struct rig r;
+    rig_open(&r);
+    tpc_relay_stats st;
+    /* The fiber for the way back cannot start: nothing done. */
+    tpc__fault_spawn(ENOMEM, 1);
+    CHECK_EQ(tpc_relay(r.a, r.b, NULL, &st), -ENOMEM);
+    CHECK_EQ(st.a_to_b + st.b_to_a, 0);
+    /* The first poll (the caller's, on a) fails: a's error, the other way stopped. */
+    tpc__fault_set(IORING_OP_POLL_ADD, ECONNRESET, 0, 1);
+    CHECK_EQ(tpc_relay(r.a, r.b, NULL, &st), -ECONNRESET);
+    CHECK_EQ(st.a_err, -ECONNRESET);
+    CHECK_EQ(st.b_err, 0);
+    CHECK_EQ((int)tpc__self->nlive, live);
+    /* No free SQE, again and again: the directions let the loop run and lose nothing. */
+    CHECK_EQ(tpc_send(r.cl, "request", 7, 0), 7);
+    CHECK_EQ(tpc_sock_shutdown(r.cl, SHUT_WR), 0);
+    CHECK_EQ(tpc_send(r.sv, "answer", 6, 0), 6);
+    CHECK_EQ(tpc_sock_shutdown(r.sv, SHUT_WR), 0);
+    tpc__fault_sqe(0, 20);
+    CHECK_EQ(tpc_relay(r.a, r.b, NULL, &st), 0);
+    tpc__fault_sqe(0, 0);
+    CHECK_EQ(st.a_to_b, 7);
+    CHECK_EQ(st.b_to_a, 6);
+    char buf[16];
+    CHECK_EQ(recv(r.sv, buf, sizeof(buf), MSG_DONTWAIT), 7);
+    CHECK_EQ(recv(r.cl, buf, sizeof(buf), MSG_DONTWAIT), 6);
+    rig_close(&r);
+    return 0;
+}
+#endif
+
+static void test_relay_faults(void **state)
+{
+    (void)state;
+#ifdef TPC_FAULT_INJECTION
+    run_main(1, faults_main, NULL);
+#else
+    SKIP_IF(true, "fault injection is not built in (meson -Dfault_injection=true)");
+#endif
+}
+
 /* ---- Misuse ---- */
 
 static int defer_rc;
@@ -717,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_relay_cancel_while_joining),
         cmocka_unit_test(test_relay_caller_deadline),
         cmocka_unit_test(test_relay_in_server_stop),
+        cmocka_unit_test(test_relay_faults),
         cmocka_unit_test(test_relay_misuse),
     };
     return cmocka_run_group_tests(tests, warm_up, NULL);
