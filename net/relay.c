@@ -2,7 +2,6 @@
  * each way, a to b in the calling fiber and b to a in a fiber it starts and joins, one idle timer
  * for both, and a stop that reaches each direction wherever it waits. Everything lives on the
  * caller's stack: the join and the timer's stop before returning are what make that safe. */
-#include <stdlib.h>
 #include <sys/socket.h>
 #include "internal.h"
 

@@ -300,20 +300,20 @@ typedef struct tpc_relay_stats {
 } tpc_relay_stats;
 
 /* Relays bytes both ways between stream sockets a and b (a tpc_fwd each way: a to b in the
- * calling fiber, b to a in a fiber it starts) until both directions have ended. When a reaches
- * end of stream, everything read from it having been delivered, b is shut down for writing
- * (shutdown(SHUT_WR), the half-close carried across) and the other direction goes on; the same
- * the other way. Anything else ends both directions at once: an error on either socket, the
- * idle limit of opts (NULL: no limit, 64 KiB chunks), the caller's cancellation or deadline.
- * It returns only when the fiber it started has ended and been joined, also when cancelled, so
- * nothing of it runs afterwards. The sockets stay the caller's: it never closes them.
+ * calling fiber, b to a in a fiber it starts, named "relay") until both directions have ended.
+ * When a reaches end of stream, everything read from it having been delivered, b is shut down
+ * for writing (the half-close carried across) and the other direction goes on; the same the
+ * other way. Anything else ends both directions at once: an error on either socket, the idle
+ * limit of opts (NULL: no limit, 64 KiB chunks), the caller's cancellation or deadline. It
+ * returns only when the fiber it started has ended and been joined, cancelled or not, so
+ * nothing of it runs afterwards; the caller's deadline is as it was. It never closes a or b.
  * Returns 0 when both directions ended at end of stream; -ETIMEDOUT when idle_ns passed without
  * a byte delivered either way, or the caller's deadline passed (tpc_deadline_get() tells);
  * -ECANCELED when the caller was cancelled; the first socket error (-ECONNRESET, -EPIPE ...,
- * also from a shutdown), which out->a_err or b_err attributes; -ENOMEM; -ESHUTDOWN (the runtime
- * is stopping: nothing was relayed); -EBADF for a negative descriptor; -EINVAL for a == b or
- * negative idle_ns; -EPERM outside a fiber. out (may be NULL) is always written: the counts are
- * exact also when it ended early. Suspends. */
+ * also of the shutdown), which out->a_err or b_err attributes; -ENOMEM; -ESHUTDOWN (the runtime
+ * is stopping: nothing was relayed); -EBADF for a negative descriptor; -EINVAL for a == b or a
+ * negative idle_ns; -EPERM outside a fiber. out (may be NULL) is always written; its counts are
+ * exact however it ended. Suspends. */
 TPC_EXTERN int tpc_relay(int a, int b, const tpc_relay_opts *opts, tpc_relay_stats *out);
 
 /* Sends up to len bytes of file, from *offset (advanced by what was sent; NULL: the file's own
