@@ -282,6 +282,40 @@ TPC_EXTERN size_t tpc_fwd_held(const tpc_fwd *f);
 
 /* Frees what f holds. */
 TPC_EXTERN void tpc_fwd_destroy(tpc_fwd *f);
+
+/* Both directions of a proxied connection (tpc_relay). */
+typedef struct tpc_relay_opts {
+    int64_t idle_ns; /* > 0: end once no byte has been delivered either way for this long; 0:
+                        never (idle is both ways at once: a long one-way download is not idle) */
+    size_t chunk;    /* the most one read takes from a socket, and so the most a direction whose
+                        destination stalls holds: 0 (or above 64 KiB): 64 KiB */
+} tpc_relay_opts;
+
+typedef struct tpc_relay_stats {
+    uint64_t a_to_b, b_to_a; /* bytes delivered: read from a and written to b, and back */
+    /* Bytes read from the source that never reached the destination: 0 after a clean end,
+     * else what a stopped direction held (it is dropped, not left in the socket). */
+    uint64_t a_to_b_unsent, b_to_a_unsent;
+    int a_err, b_err; /* what socket a / b failed with (-ECONNRESET, -EPIPE ...), or 0 */
+} tpc_relay_stats;
+
+/* Relays bytes both ways between stream sockets a and b (a tpc_fwd each way: a to b in the
+ * calling fiber, b to a in a fiber it starts, named "relay") until both directions have ended.
+ * When a reaches end of stream, everything read from it having been delivered, b is shut down
+ * for writing (the half-close carried across) and the other direction goes on; the same the
+ * other way. Anything else ends both directions at once: an error on either socket, the idle
+ * limit of opts (NULL: no limit, 64 KiB chunks), the caller's cancellation or deadline. It
+ * returns only when the fiber it started has ended and been joined, cancelled or not, so
+ * nothing of it runs afterwards; the caller's deadline is as it was. It never closes a or b.
+ * Returns 0 when both directions ended at end of stream; -ETIMEDOUT when idle_ns passed without
+ * a byte delivered either way, or the caller's deadline passed (tpc_deadline_get() tells);
+ * -ECANCELED when the caller was cancelled; the first socket error (-ECONNRESET, -EPIPE ...,
+ * also of the shutdown), which out->a_err or b_err attributes; -ENOMEM; -ESHUTDOWN (the runtime
+ * is stopping: nothing was relayed); -EBADF for a negative descriptor; -EINVAL for a == b or a
+ * negative idle_ns; -EPERM outside a fiber. out (may be NULL) is always written; its counts are
+ * exact however it ended. Suspends. */
+TPC_EXTERN int tpc_relay(int a, int b, const tpc_relay_opts *opts, tpc_relay_stats *out);
+
 /* Sends up to len bytes of file, from *offset (advanced by what was sent; NULL: the file's own
  * position), to socket sock through a pipe. Returns the bytes sent, fewer at end of file or if
  * an error came after some were sent; the error (-EPIPE ...) if none were. */
