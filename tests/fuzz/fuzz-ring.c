@@ -7,14 +7,16 @@
  *
  * The input is a header byte (shards, slots, whether the end goes through the afterlife) and a
  * program: each operation runs on one shard, as its loop would. Sends from a callback
- * (tpc__send, -EAGAIN on a full ring), from a fiber (a full ring parks it: the rest of the
- * program then runs "while it sleeps", nested inside the parked call, until an operation resumes
- * it; a cancel or a passed deadline may end the wait), two-slot messages (tpc__send_msg) and
- * replies (tpc__send_reply, also to the shard itself), tpc__rings_poll (once, or many times, to
- * cool idle doorbells), tpc__rings_flush, the loop's way to sleep (flush, tpc__rings_cool, store
- * `sleeping`, tpc__rings_rung), a spurious wake-up, and flush-queue entries (which may send). A
- * delivered message may itself reply or send, as a remote call's does. When the program ends,
- * every shard loops until all sleep.
+ * (tpc__send or tpc_submit_to, -EAGAIN on a full ring), from a fiber (a full ring parks it: the
+ * program then goes on "while it sleeps", nested inside the parked call, until an operation
+ * resumes it; a cancel or a passed deadline may end the wait), two-slot messages
+ * (tpc__send_msg) and replies (tpc__send_reply, also to the shard itself), tpc__rings_poll
+ * (once, or many times, to cool idle doorbells), tpc__rings_flush, the loop's way to sleep
+ * (flush, tpc__rings_cool, store `sleeping`, tpc__rings_rung), a spurious wake-up, and
+ * flush-queue entries (which may send). A delivered message may itself reply or send, as a
+ * remote call's does, and may let the program run inside it: the other shards then act while
+ * its shard is half-way through a drain, its last slots not yet released, as on their own
+ * threads. When the program ends, every shard loops until all sleep.
  *
  * Checked: every message runs exactly once, on its receiver, in send order per pair (pending
  * messages before later sends), with its function, argument and both words of a wide message
@@ -23,11 +25,12 @@
  * dirty list, head_cache and the idle counts are consistent; a published message has its
  * doorbell set; a pending message has want_space set or its doorbell set; a sleeping shard has
  * no doorbell set, nothing unpublished and no queued flush; -EAGAIN only when the ring is full
- * or messages wait; a parked sender waits only while its message is pending and is woken once
- * it went; flushes run before any message sent after them was queued; tpc__rings_ready promises
- * only work that tpc__rings_poll then does, and tpc__rings_owe and tpc__rings_rung agree with
- * the state; the msgs_in, msgs_out and wake-up counters agree with the model. At the end,
- * nothing is left anywhere (a lost wake-up leaves all shards asleep with messages waiting). */
+ * or messages wait; a parked sender waits only while its message is pending and is woken, by
+ * its own shard, once it went; flushes run before any message sent after them was queued;
+ * tpc__rings_ready promises only work that tpc__rings_poll then does, and tpc__rings_owe and
+ * tpc__rings_rung agree with the state; the msgs_in, msgs_out and wake-up counters agree with
+ * the model. At the end, nothing is left anywhere: a lost wake-up leaves all shards asleep with
+ * messages waiting. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -94,10 +97,26 @@ static struct flush {
 } flushes[NFLUSH];
 static uint32_t flush_seq;
 
+/* Shards in the middle of draining a ring, whose message runs the program for a while: the
+ * other shards act meanwhile, as they would on their own threads. */
+static struct {
+    unsigned from, to;
+} draining[8];
+static unsigned ndraining, busy[NS];
+static bool interleave; /* the next message to run lets the program run */
+
 static const uint8_t *ip, *iend; /* the program */
+enum { TOP, PARKED, DRAINING };  /* what interpret runs in */
+
+/* What guides the fuzzer besides ring.c's coverage (libFuzzer's extra counters): each operation
+ * that ran, where (at the top, inside a parked send, inside a drain) and on a shard in which
+ * state (asleep, draining, with messages pending, with messages to drain). ring.c's branches
+ * alone cannot tell apart the interleavings that matter, a shard that sleeps while another is
+ * half-way through its drain, say. */
+__attribute__((section("__libfuzzer_extra_counters"))) static uint8_t features[3 * 16 * 16];
 
 static void check_all(void);
-static void interpret(void);
+static void interpret(int ctx);
 static void settle(void);
 
 #define CHECK(c)                                                                                   \
@@ -353,6 +372,19 @@ static void delivered(unsigned id, struct tpc__shard *s, unsigned from)
             in += ring_model_ran(&model, i, s->id);
     CHECK(s->n_msgs_in == in);
     CHECK(!s->current); /* messages run in the loop, as callbacks */
+    if (interleave && ndraining < sizeof(draining) / sizeof(draining[0])) {
+        /* The other shards run now, s in the middle of its drain (the slots of the messages
+         * that ran may not be released yet). */
+        interleave = false;
+        draining[ndraining].from = from;
+        draining[ndraining++].to = s->id;
+        busy[s->id]++;
+        check_all();
+        interpret(DRAINING);
+        busy[s->id]--;
+        ndraining--;
+        CHECK(tpc__self == s && !s->current);
+    }
     switch (g->action) {
     case ACT_REPLY:
         send_reply(s, from, (struct msg){.n = 1, .fn = (uint8_t)(id & 1)});
@@ -407,8 +439,8 @@ int tpc__park(tpc_list *q, struct tpc__wait *w)
     struct tpc__shard *s = tpc__self;
     tpc_fiber *f = s->current;
     CHECK(!q && f && nsending && sending[nsending - 1].from == s->id);
-    if (f->cancelled || depth == MAX_DEPTH)
-        return -ECANCELED;
+    if (f->cancelled || depth == MAX_DEPTH || ndraining)
+        return -ECANCELED; /* (a program that runs inside a drain cannot wait for it) */
     if (f->deadline)
         return -ETIMEDOUT;
     w->fiber = f;
@@ -420,7 +452,7 @@ int tpc__park(tpc_list *q, struct tpc__wait *w)
     struct frame *fr = &frames[depth++];
     *fr = (struct frame){f, w, s->id, e->id, false};
     check_all();
-    interpret();
+    interpret(PARKED);
     if (ip == iend)
         settle();
     CHECK(fr == &frames[depth - 1] && fr->woken);
@@ -488,16 +520,29 @@ static void check_pair(unsigned i, unsigned j, uint64_t *in_ring)
     CHECK(tail - head <= r->ptail - head && r->ptail - head <= slots);
     CHECK(head - r->head_cache <= r->ptail - r->head_cache && r->ptail - r->head_cache <= slots);
     CHECK(r->idle < HOT_POLLS);
+    /* A ring being drained may start with messages that ran, their slots not yet released. */
+    bool ran_first = false;
+    for (unsigned d = 0; d < ndraining; d++)
+        ran_first |= draining[d].from == i && draining[d].to == j;
     unsigned k = 0, len = ring_model_len(&model, i, j);
     for (uint32_t x = head; x != r->ptail;) {
-        CHECK(k < len);
-        unsigned id = ring_model_at(&model, i, j, k++);
         struct tpc__slot m[2] = {r->slots[x & r->pmask]};
         unsigned n = m[0].w0 < TPC__MSG_MARKS ? 2 : 1;
         if (n == 2) {
             CHECK(x + 1 != r->ptail);
             m[1] = r->slots[(x + 1) & r->pmask];
         }
+        if (ran_first) {
+            unsigned ran = id_from(m[0].arg, n == 1 ? 0x5a : 0xa5);
+            if (model.msg[ran].state == RING_MODEL_RAN) {
+                check_slots(ran, m, n);
+                x += n;
+                continue;
+            }
+            ran_first = false;
+        }
+        CHECK(k < len);
+        unsigned id = ring_model_at(&model, i, j, k++);
         check_slots(id, m, n);
         x += n;
         stamp[id] = nstamp;
@@ -568,6 +613,12 @@ static bool awake(unsigned i)
     return !atomic_load(&shard[i].sleeping);
 }
 
+/* Awake, and not in the middle of a drain. */
+static bool can_run(unsigned i)
+{
+    return awake(i) && !busy[i];
+}
+
 static bool poll_once(struct tpc__shard *s)
 {
     bool ready = tpc__rings_ready(s);
@@ -600,15 +651,16 @@ static bool try_sleep(struct tpc__shard *s)
 /* Every shard loops (poll, flush, sleep if no fiber of it is ready) until all that can sleep. */
 static void settle(void)
 {
+    CHECK(!ndraining);
     for (unsigned round = 0;; round++) {
         CHECK(round < 10000); /* no livelock */
-        bool busy = false;
+        bool more = false;
         for (unsigned i = 0; i < nsh; i++) {
             if (!awake(i))
                 continue;
             struct saved sv;
             struct tpc__shard *s = enter(i, NULL, &sv);
-            busy |= poll_once(s);
+            more |= poll_once(s);
             flush(s);
             if (!runnable[i])
                 try_sleep(s);
@@ -616,8 +668,8 @@ static void settle(void)
             check_all();
         }
         for (unsigned i = 0; i < nsh; i++)
-            busy |= awake(i) && !runnable[i]; /* did not sleep, or was woken since */
-        if (!busy)
+            more |= awake(i) && !runnable[i]; /* did not sleep, or was woken since */
+        if (!more)
             return;
     }
 }
@@ -631,15 +683,35 @@ static struct msg wide_msg(uint8_t b)
                         .w1 = word(x1)};
 }
 
-/* Runs the program from ip until it ends or, inside a parked send, an operation resumes it. */
-static void interpret(void)
+static void note(int ctx, unsigned code, unsigned i)
+{
+    unsigned state = awake(i) ? busy[i] ? 1 : 0 : 2;
+    for (unsigned j = 0; j < nsh; j++)
+        if (j != i) {
+            state |= tpc__list_empty(&shard[i].out[j]->pending) ? 0 : 4;
+            state |=
+                atomic_load(&shard[i].in[j]->tail) == atomic_load(&shard[i].in[j]->head) ? 0 : 8;
+        }
+    unsigned k = ((unsigned)ctx * 16 + code) * 16 + state;
+    if (features[k] < 255)
+        features[k]++;
+}
+
+/* Runs the program from ip until it ends or, inside a parked send (ctx PARKED), an operation
+ * resumes it (woken), or, inside a message that runs in a drain (DRAINING), one ends that. */
+static void interpret(int ctx)
 {
     while (ip < iend) {
         uint8_t op = *ip++;
         unsigned i = (op >> 4) % nsh, code = op & 15;
-        if (code == 12) { /* resume the innermost parked fiber, if woken */
-            if (depth && frames[depth - 1].woken)
+        note(ctx, code, i);
+        if (code == 12) { /* resume the innermost parked fiber, if woken; end a drain's turn */
+            if (ctx == DRAINING || (ctx == PARKED && frames[depth - 1].woken))
                 return;
+            continue;
+        }
+        if (code == 15) { /* the next message that runs lets the program run inside it */
+            interleave = true;
             continue;
         }
         if (code == 8) { /* a spurious wake-up (a timer) */
@@ -652,7 +724,7 @@ static void interpret(void)
             if (!depth)
                 continue;
             struct frame *fr = &frames[a % depth];
-            if (fr->woken || !awake(fr->shard))
+            if (fr->woken || !can_run(fr->shard))
                 continue;
             struct saved sv;
             struct tpc__shard *s = enter(fr->shard, NULL, &sv);
@@ -665,11 +737,11 @@ static void interpret(void)
             check_all();
             continue;
         }
-        /* The rest run on shard i, which must be awake. */
+        /* The rest run on shard i, which must be awake and not in a drain. */
         uint8_t a = code <= 3 || code == 9 || code == 10 ? (uint8_t)take(1) : 0;
         uint8_t b = code == 2 || code == 3 ? (uint8_t)take(1) : 0;
         struct msg wide = b & 1 ? wide_msg(b) : (struct msg){.n = 1, .fn = (a >> 2) & 1};
-        if (!awake(i))
+        if (!can_run(i))
             continue;
         unsigned to = other(i, a & 3);
         uint8_t action = (a >> 3) & 7;
@@ -749,11 +821,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         atomic_init(&s->sleeping, 0);
         atomic_init(&s->left, 0);
         CHECK(tpc__rings_init(s) == 0);
-        wakes[i] = 0;
-        runnable[i] = 0;
+        wakes[i] = runnable[i] = busy[i] = 0;
     }
     ring_model_init(&model, nsh);
-    nsending = depth = 0;
+    nsending = depth = ndraining = 0;
+    interleave = false;
     flush_seq = 0;
     for (unsigned k = 0; k < NFLUSH; k++) {
         flushes[k].queued = false;
@@ -761,7 +833,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     check_all();
-    interpret();
+    interpret(TOP);
     if (afterlife) /* as tpc_wait does once the shard threads are gone */
         tpc__rings_afterlife(&rt);
     check_all();
