@@ -610,6 +610,7 @@ static void check_all(void)
 
 static bool awake(unsigned i)
 {
+    CHECK(i < NS); /* (gcc's -Wstringop-overflow cannot tell) */
     return !atomic_load(&shard[i].sleeping);
 }
 
