@@ -10,7 +10,7 @@ bash scripts/setup.sh
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(addr wheel http)
+[ ${#targets[@]} -eq 0 ] && targets=(addr wheel ring http)
 if [ ! -f build/fuzz/build.ninja ]; then
     CC=clang meson setup build/fuzz -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
         -Db_lundef=false -Dfuzz=true -Dtests=false -Dbenchmarks=false -Dexamples=false >/dev/null
