@@ -228,6 +228,10 @@ static void server_line(parse *p, px_backend *b, const char *value)
                      p->section, b->servers[i].line);
             return;
         }
+    if (b->nservers == PX_SERVERS_MAX) {
+        error_at(p, p->line, "too many servers in [%s] (at most %d)", p->section, PX_SERVERS_MAX);
+        return;
+    }
     px_server *v = grow(b->servers, b->nservers, sizeof(*v));
     if (!v) {
         error_at(p, p->line, "out of memory");
@@ -326,8 +330,12 @@ static int handler(void *user, const char *section, const char *key, const char 
     return 1;
 }
 
+/* The same fixed address (port 0 lets the kernel choose: never the same). */
 static bool same_addr(const tpc_addr *a, const tpc_addr *b)
 {
+    if ((a->sa.sa_family == AF_INET && a->in4.sin_port == 0) ||
+        (a->sa.sa_family == AF_INET6 && a->in6.sin6_port == 0))
+        return false;
     return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
 }
 

@@ -8,7 +8,8 @@
 #include <stdio.h>
 #include <tpc.h>
 
-#define PX_NAME_MAX 64
+#define PX_NAME_MAX    64
+#define PX_SERVERS_MAX 256 /* per backend */
 
 enum px_mode { PX_MODE_TCP, PX_MODE_HTTP };
 enum px_balance { PX_BAL_ROUNDROBIN, PX_BAL_LEASTCONN, PX_BAL_SOURCE };
