@@ -265,9 +265,10 @@ static int connection(int fd, void *arg)
         memset(&peer, 0, sizeof(peer));
     else
         tpc_addr_format(&peer, peer_text, sizeof(peer_text));
-    if (!f || live > (long)f->maxconn) {
-        count(&sc->errors[E_MAXCONN], 1);
-        result = err_name[E_MAXCONN];
+    if (!f || live > (long)f->maxconn) { /* !f: the frontend went in a reload */
+        int kind = f ? E_MAXCONN : E_NO_SERVER;
+        count(&sc->errors[kind], 1);
+        result = err_name[kind];
         goto out;
     }
     const px_backend *b = &g->cfg->backends[f->backend];

@@ -64,6 +64,10 @@ class Backend:
         try:
             if self.mode == "tag":
                 c.sendall(self.tag)
+            elif self.mode == "tagecho":
+                c.sendall(self.tag)
+                while c.recv(65536):
+                    pass
             elif self.mode == "echo":
                 while True:
                     d = c.recv(65536)
@@ -250,8 +254,10 @@ class ProxyTest(unittest.TestCase):
         b = self.backend("tag", b"A")
         with tempfile.TemporaryDirectory() as d:
             good, bad = os.path.join(d, "good.ini"), os.path.join(d, "bad.ini")
-            open(good, "w").write(config([b]))
-            open(bad, "w").write("[frontend x]\nlisten = 127.0.0.1:0\nbackend = nope\nfoo = 1\n")
+            with open(good, "w") as f:
+                f.write(config([b]))
+            with open(bad, "w") as f:
+                f.write("[frontend x]\nlisten = 127.0.0.1:0\nbackend = nope\nfoo = 1\n")
             r = subprocess.run([PROXY, "--check", "-c", good], capture_output=True, timeout=DEADLINE)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual(r.stdout.decode(), "%s: ok\n" % good)
@@ -281,6 +287,21 @@ class ProxyTest(unittest.TestCase):
         p = self.start(bs, balance="source")
         got = {recv_all(p.connect()) for _ in range(6)}
         self.assertEqual(len(got), 1)  # one client address: one server
+
+    def test_leastconn(self):
+        a, b = self.backend("tagecho", b"A"), self.backend("tagecho", b"B")
+        p = self.start([a, b], balance="leastconn", args=("--shards", "1"))  # per shard
+        held = [p.connect() for _ in range(4)]
+        tags = [c.recv(1) for c in held]
+        self.assertEqual(sorted(tags), [b"A", b"A", b"B", b"B"])
+        for c, t in zip(held, tags):
+            if t == b"B":
+                c.close()
+        until(lambda: 'server app/s1: UP active 0 ' in p.get("/stats"))
+        more = [p.connect() for _ in range(2)]
+        self.assertEqual([c.recv(1) for c in more], [b"B", b"B"])  # the least loaded
+        for c in held + more:
+            c.close()
 
     def test_bulk_both_ways(self):
         size = 12 << 20
