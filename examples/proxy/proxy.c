@@ -648,6 +648,27 @@ static bool same_addr(const tpc_addr *a, const tpc_addr *b)
     return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
 }
 
+/* A reload keeps what the checks know of a server that stays (same backend, name and
+ * address): a server found down does not come back into the rotation with the new file. */
+static void carry_health(gen *to, const gen *from)
+{
+    for (unsigned b = 0; b < to->cfg->nbackends; b++) {
+        const px_backend *nb = &to->cfg->backends[b];
+        int ob = px_backend_find(from->cfg, nb->name);
+        for (unsigned s = 0; ob >= 0 && s < nb->nservers; s++) {
+            const px_backend *old = &from->cfg->backends[ob];
+            for (unsigned t = 0; t < old->nservers; t++)
+                if (!strcmp(old->servers[t].name, nb->servers[s].name) &&
+                    same_addr(&old->servers[t].addr, &nb->servers[s].addr)) {
+                    srv_rt *r = &to->srv[b][s], *o = &from->srv[ob][t];
+                    atomic_store(&r->up, atomic_load(&o->up));
+                    r->ok_run = o->ok_run;
+                    r->fail_run = o->fail_run;
+                }
+        }
+    }
+}
+
 /* Puts configuration c in force (the first time, or a reload): starts the frontends that are
  * new, publishes the generation to every shard, retires the frontends that went. On failure
  * nothing changes and c is freed. */
@@ -671,6 +692,8 @@ static int apply(px_config *c)
         if (!next[i] && !(next[i] = started[i] = fe_start(f)))
             rc = -EADDRNOTAVAIL;
     }
+    if (current)
+        carry_health(g, current);
     if (rc == 0)
         rc = checks_start(g);
     if (rc == 0)

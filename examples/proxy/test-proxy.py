@@ -321,11 +321,13 @@ class ProxyTest(unittest.TestCase):
 
     def test_half_close(self):
         b = self.backend("halfclose")
-        p = self.start([b])
+        p = self.start([b], args=("--log",))
         c = p.connect()
         c.sendall(b"x" * 100000)
         c.shutdown(socket.SHUT_WR)  # the backend sees its end of stream, and still answers
         self.assertEqual(recv_all(c), b"read 100000")
+        p.wait_for(r"conn shard=\d frontend=web client=127.0.0.1:\d+ server=s0 up=100000 "
+                   r"down=11 result=ok")
 
     def test_refused_next_server(self):
         dead, live = self.backend("refuse"), self.backend("tag", b"B")
@@ -372,6 +374,11 @@ class ProxyTest(unittest.TestCase):
         mark = p.mark()
         b.close()
         p.wait_for(r"server app/s1 is DOWN", mark)
+        self.assertIn("server app/s1: DOWN", p.get("/stats"))
+        self.assertEqual([recv_all(p.connect()) for _ in range(4)], [b"A"] * 4)
+        mark = p.mark()
+        p.p.send_signal(signal.SIGHUP)  # the same file: s1 stays down
+        p.wait_for(r"reload done", mark)
         self.assertIn("server app/s1: DOWN", p.get("/stats"))
         self.assertEqual([recv_all(p.connect()) for _ in range(4)], [b"A"] * 4)
         mark = p.mark()
