@@ -282,6 +282,8 @@ static int connection(int fd, void *arg)
     }
     for (unsigned k = 0; k < n && bfd < 0 && !tpc_cancelled(); k++) {
         r = &g->srv[f->backend][order[k]];
+        /* a connect under way counts as load for leastconn */
+        atomic_fetch_add(&r->active[tpc_shard_id()], 1);
         uint64_t t0 = tpc_now_fresh();
         tpc_deadline_set(f->server_connect_ns);
         bfd = tpc_connect(&b->servers[order[k]].addr);
@@ -299,11 +301,11 @@ static int connection(int fd, void *arg)
             kind = E_CANCELLED;
         count(&sc->errors[kind], 1);
         count(&r->errors, 1);
+        atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
         result = err_name[kind];
     }
     if (bfd >= 0) {
         count(&r->conns, 1);
-        atomic_fetch_add(&r->active[tpc_shard_id()], 1);
         atomic_fetch_add(&sc->active, 1);
         tpc_sock_nodelay(fd, 1);
         tpc_sock_nodelay(bfd, 1);

@@ -291,15 +291,19 @@ class ProxyTest(unittest.TestCase):
     def test_leastconn(self):
         a, b = self.backend("tagecho", b"A"), self.backend("tagecho", b"B")
         p = self.start([a, b], balance="leastconn", args=("--shards", "1"))  # per shard
-        held = [p.connect() for _ in range(4)]
-        tags = [c.recv(1) for c in held]
+        held, tags = [], []
+        for _ in range(4):  # one after the other: each is relayed before the next comes
+            held.append(p.connect())
+            tags.append(held[-1].recv(1))
         self.assertEqual(sorted(tags), [b"A", b"A", b"B", b"B"])
         for c, t in zip(held, tags):
             if t == b"B":
                 c.close()
         until(lambda: 'server app/s1: UP active 0 ' in p.get("/stats"))
-        more = [p.connect() for _ in range(2)]
-        self.assertEqual([c.recv(1) for c in more], [b"B", b"B"])  # the least loaded
+        more = []
+        for _ in range(2):
+            more.append(p.connect())
+            self.assertEqual(more[-1].recv(1), b"B")  # the least loaded
         for c in held + more:
             c.close()
 
@@ -413,6 +417,21 @@ class ProxyTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 5 * SLOW)
         self.proxy = None
 
+    def test_drain_deadline(self):
+        b = self.backend("echo")
+        p = self.start([b], args=("--drain-ms", "500", "--log"))
+        c = p.connect()
+        c.sendall(b"x")
+        self.assertEqual(c.recv(1), b"x")
+        t0 = time.monotonic()
+        p.p.send_signal(signal.SIGTERM)
+        self.assertEqual(recv_all(c), b"")  # idle past the deadline: cut
+        p.wait_for(r"result=cancelled")
+        self.assertEqual(p.stop(None), 0)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.4)
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)
+        self.proxy = None
+
     def test_reload(self):
         a, b = self.backend("echo"), self.backend("tag", b"B")
         p = self.start([a])
@@ -431,12 +450,29 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(d.recv(1), b"x")  # new connections: the old configuration still
         d.close()
         mark = p.mark()
-        p.write(config([b]))
+        p.write(config([b]) + "[frontend other]\nlisten = 127.0.0.1:0\nbackend = app\n")
         p.p.send_signal(signal.SIGHUP)
+        other = p.wait_for(r"frontend other listening on 127.0.0.1:(\d+)", mark).group(1)
         p.wait_for(r"reload done", mark)
         self.assertEqual(recv_all(p.connect()), b"B")  # new connections: the new one
+        o = socket.create_connection(("127.0.0.1", int(other)), timeout=DEADLINE)
+        self.assertEqual(recv_all(o), b"B")  # a frontend added
         c.sendall(b"again")  # the established one is left alone
         self.assertEqual(c.recv(5), b"again")
+        mark = p.mark()
+        p.write(config([a]))  # "other" goes: its listener closes
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"reload done", mark)
+
+        def other_gone():
+            try:
+                socket.create_connection(("127.0.0.1", int(other)), timeout=DEADLINE).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+        until(other_gone)
+        c.sendall(b"third")  # still the first connection, on the first configuration
+        self.assertEqual(c.recv(5), b"third")
         c.close()
 
 
