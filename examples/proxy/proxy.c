@@ -88,6 +88,8 @@ static tpc_server *stats_srv;
 static const char *config_file;
 static bool log_conns;
 static int nshards;
+static tpc_mutex reload_lock; /* shard 0's: a reload and the drain, one at a time */
+static bool draining;
 
 static void gen_put(gen *g)
 {
@@ -728,13 +730,18 @@ static int apply(px_config *c)
 static int drain(void *arg)
 {
     (void)arg;
+    draining = true; /* no reload from now on */
+    int rc = tpc_mutex_lock(&reload_lock); /* one under way finishes first */
     printf("tpc-proxy: draining %u frontends\n", nfes);
     fflush(stdout);
     for (unsigned i = 0; i < nfes; i++) {
-        fe_stop(fes[i]);
-        fes[i] = NULL;
+        fe_rt *fe = fes[i];
+        fes[i] = NULL; /* taken out first: a shutdown meanwhile does not stop it twice */
+        fe_stop(fe);
     }
     nfes = 0;
+    if (rc == 0)
+        tpc_mutex_unlock(&reload_lock);
     return 0;
 }
 
@@ -742,6 +749,7 @@ static int proxy_main(void *arg)
 {
     px_config *c = arg;
     nshards = tpc_shard_count();
+    tpc_mutex_init(&reload_lock);
     if (apply(c) < 0)
         return 1;
     if (c->has_stats) {
@@ -758,20 +766,29 @@ static int proxy_main(void *arg)
     sigemptyset(&hup);
     sigaddset(&hup, SIGHUP);
     while (tpc_signal_wait(&hup, NULL) == 0) {
+        if (tpc_mutex_lock(&reload_lock) < 0)
+            break;
         px_config *nc;
-        int errors = px_config_load(config_file, &nc, stderr);
-        if (errors != 0) {
+        int errors = draining ? 0 : px_config_load(config_file, &nc, stderr);
+        if (draining)
+            ; /* stopping: no reload */
+        else if (errors != 0)
             fprintf(stderr, "tpc-proxy: %s not reloaded (%d errors): the old configuration "
                     "stays\n", config_file, errors < 0 ? 1 : errors);
-            continue;
+        else {
+            int rc = apply(nc);
+            printf("tpc-proxy: reload %s\n",
+                   rc == 0 ? "done" : "failed: the old configuration stays");
+            fflush(stdout);
         }
-        int rc = apply(nc);
-        printf("tpc-proxy: reload %s\n", rc == 0 ? "done" : "failed: the old configuration stays");
-        fflush(stdout);
+        tpc_mutex_unlock(&reload_lock);
     }
-    /* stopping: everything is being cancelled */
-    for (unsigned i = 0; i < nfes; i++)
-        fe_stop(fes[i]);
+    /* stopping: everything is being cancelled (after the drain, if there was one) */
+    for (unsigned i = 0; i < nfes; i++) {
+        fe_rt *fe = fes[i];
+        fes[i] = NULL;
+        fe_stop(fe);
+    }
     nfes = 0;
     if (stats_srv)
         tpc_server_stop(stats_srv);
