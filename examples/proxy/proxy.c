@@ -725,6 +725,20 @@ static int apply(px_config *c)
     return 0;
 }
 
+typedef struct stop_arg {
+    fe_rt *fe;
+    uint64_t deadline; /* the drain's, or 0 */
+} stop_arg;
+
+static int stop_one(void *arg)
+{
+    stop_arg *a = arg;
+    if (a->deadline)
+        tpc_deadline_set_at(a->deadline);
+    fe_stop(a->fe);
+    return 0;
+}
+
 /* The drain of a stop (tpc_config.drain): listeners close, connections get until the drain
  * deadline to finish, then are cancelled. */
 static int drain(void *arg)
@@ -734,12 +748,24 @@ static int drain(void *arg)
     int rc = tpc_mutex_lock(&reload_lock); /* one under way finishes first */
     printf("tpc-proxy: draining %u frontends\n", nfes);
     fflush(stdout);
-    for (unsigned i = 0; i < nfes; i++) {
-        fe_rt *fe = fes[i];
+    /* All frontends at once, each in a fiber: every listener closes now, and each frontend's
+     * connections have the whole drain deadline. */
+    stop_arg args[FE_MAX];
+    tpc_fiber *f[FE_MAX];
+    unsigned n = nfes;
+    for (unsigned i = 0; i < n; i++) {
+        args[i] = (stop_arg){fes[i], tpc_deadline_get()};
         fes[i] = NULL; /* taken out first: a shutdown meanwhile does not stop it twice */
-        fe_stop(fe);
+        tpc_fiber_opts o = {.stack_size = 64 * 1024, .name = "drain-frontend"};
+        if (tpc_spawn_opts(&o, stop_one, &args[i], &f[i]) < 0) {
+            f[i] = NULL;
+            fe_stop(args[i].fe);
+        }
     }
     nfes = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (f[i])
+            tpc_join(f[i], NULL); /* at the deadline: cancels it, which cuts its connections */
     if (rc == 0)
         tpc_mutex_unlock(&reload_lock);
     return 0;

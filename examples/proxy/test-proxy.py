@@ -417,6 +417,32 @@ class ProxyTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 5 * SLOW)
         self.proxy = None
 
+    def test_drain_two_frontends(self):
+        b = self.backend("echo")
+        text = config([b]) + "[frontend other]\nlisten = 127.0.0.1:0\nbackend = app\n"
+        self.proxy = p = Proxy(text, ("--drain-ms", str(10000 * SLOW)))
+        other = int(p.wait_for(r"frontend other listening on 127.0.0.1:(\d+)").group(1))
+        c = p.connect()  # held on the first frontend through the drain
+        c.sendall(b"x")
+        self.assertEqual(c.recv(1), b"x")
+        t0 = time.monotonic()
+        p.p.send_signal(signal.SIGTERM)
+
+        def refused(port):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+        until(lambda: refused(other))  # the second closes now, not after the first's drain
+        until(lambda: refused(int(p.addr.rsplit(":", 1)[1])))
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)
+        c.sendall(b"y")
+        self.assertEqual(c.recv(1), b"y")
+        c.close()
+        self.assertEqual(p.stop(None), 0)
+        self.proxy = None
+
     def test_drain_deadline(self):
         b = self.backend("echo")
         p = self.start([b], args=("--drain-ms", "500", "--log"))
