@@ -17,13 +17,13 @@ enum { SEC_NONE, SEC_FRONTEND, SEC_BACKEND, SEC_STATS, SEC_BAD };
 typedef struct parse {
     const char *file;
     FILE *in, *errs;
-    int line;        /* the line the reader handed out last */
-    bool line_done;  /* it ended in a newline: the next read starts a new line */
+    int line;       /* the line the reader handed out last */
+    bool line_done; /* it ended in a newline: the next read starts a new line */
     int errors;
     px_config *c;
     char section[PX_NAME_MAX * 2]; /* the section being read, as written */
-    int kind;        /* SEC_... */
-    unsigned index;  /* of the frontend or backend being read */
+    int kind;                      /* SEC_... */
+    unsigned index;                /* of the frontend or backend being read */
     bool stats_seen;
     bool header;     /* the reader saw a [section] line not yet handled */
     int header_line; /* its line */
@@ -128,8 +128,10 @@ static void section_start(parse *p, const char *section)
         return;
     }
     if (n != 2 || (strcmp(kind, "frontend") && strcmp(kind, "backend"))) {
-        error_at(p, p->header_line, "unknown section [%s] (expected [frontend NAME], [backend NAME] "
-                 "or [stats])", section);
+        error_at(p, p->header_line,
+                 "unknown section [%s] (expected [frontend NAME], [backend NAME] "
+                 "or [stats])",
+                 section);
         p->kind = SEC_BAD;
         return;
     }
@@ -187,16 +189,18 @@ static bool parse_addr(parse *p, const char *key, const char *value, tpc_addr *o
 {
     if (tpc_addr_parse(value, out) == 0)
         return true;
-    error_at(p, p->line, "bad address '%s' for %s in [%s] (expected 1.2.3.4:80, [::1]:80 or "
-             "unix:/path)", value, key, p->section);
+    error_at(p, p->line,
+             "bad address '%s' for %s in [%s] (expected 1.2.3.4:80, [::1]:80 or "
+             "unix:/path)",
+             value, key, p->section);
     return false;
 }
 
 static void duration(parse *p, const char *key, const char *value, int64_t *out)
 {
     if (px_duration_parse(value, out) < 0 || *out == 0)
-        error_at(p, p->line, "bad duration '%s' for %s in [%s] (expected 5s, 200ms, 1m ...)",
-                 value, key, p->section);
+        error_at(p, p->line, "bad duration '%s' for %s in [%s] (expected 5s, 200ms, 1m ...)", value,
+                 key, p->section);
 }
 
 /* "NAME ADDR [weight=N]" */
@@ -251,8 +255,7 @@ static void frontend_key(parse *p, px_frontend *f, const char *key, const char *
         else if (!strcmp(value, "http"))
             error_at(p, p->line, "mode http in [%s] is not implemented yet", p->section);
         else
-            error_at(p, p->line, "bad mode '%s' in [%s] (expected tcp or http)", value,
-                     p->section);
+            error_at(p, p->line, "bad mode '%s' in [%s] (expected tcp or http)", value, p->section);
     } else if (!strcmp(key, "maxconn")) {
         if (parse_uint(value, 1, 10000000, &f->maxconn) < 0)
             error_at(p, p->line, "bad maxconn '%s' in [%s] (expected 1..10000000)", value,
@@ -289,8 +292,8 @@ static void backend_key(parse *p, px_backend *b, const char *key, const char *va
             b->balance = PX_BAL_SOURCE;
         else
             error_at(p, p->line,
-                     "bad balance '%s' in [%s] (expected roundrobin, leastconn or source)",
-                     value, p->section);
+                     "bad balance '%s' in [%s] (expected roundrobin, leastconn or source)", value,
+                     p->section);
     } else if (!strcmp(key, "check")) {
         if (!strcmp(value, "tcp"))
             b->check = PX_CHECK_TCP;
@@ -303,8 +306,7 @@ static void backend_key(parse *p, px_backend *b, const char *key, const char *va
         duration(p, key, value, &b->check_interval_ns);
     else if (!strcmp(key, "rise") || !strcmp(key, "fall")) {
         if (parse_uint(value, 1, 1000, !strcmp(key, "rise") ? &b->rise : &b->fall) < 0)
-            error_at(p, p->line, "bad %s '%s' in [%s] (expected 1..1000)", key, value,
-                     p->section);
+            error_at(p, p->line, "bad %s '%s' in [%s] (expected 1..1000)", key, value, p->section);
     } else
         error_at(p, p->line, "unknown key '%s' in [%s]", key, p->section);
 }

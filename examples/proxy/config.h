@@ -24,10 +24,10 @@ typedef struct px_server {
 
 typedef struct px_backend {
     char name[PX_NAME_MAX];
-    int balance;          /* enum px_balance */
+    int balance; /* enum px_balance */
     px_server *servers;
     unsigned nservers;
-    int check;            /* enum px_check */
+    int check; /* enum px_check */
     int64_t check_interval_ns;
     unsigned rise, fall;
     int line;
@@ -37,12 +37,12 @@ typedef struct px_frontend {
     char name[PX_NAME_MAX];
     tpc_addr listen;
     bool has_listen;
-    int mode;             /* enum px_mode */
-    unsigned maxconn;     /* per process */
+    int mode;         /* enum px_mode */
+    unsigned maxconn; /* per process */
     int64_t client_idle_ns, server_connect_ns, server_idle_ns, http_request_ns;
     char backend_name[PX_NAME_MAX];
     int backend_line;
-    unsigned backend;     /* index into px_config.backends, once validated */
+    unsigned backend; /* index into px_config.backends, once validated */
     int line;
 } px_frontend;
 

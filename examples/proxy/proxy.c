@@ -36,9 +36,9 @@ enum {
     E_RELAY_OTHER,
     E_COUNT
 };
-static const char *const err_name[E_COUNT] = {
-    "connect_refused", "connect_timeout", "connect_other", "no_server", "maxconn",
-    "idle_timeout",    "reset",           "cancelled",     "relay_other"};
+static const char *const err_name[E_COUNT] = {"connect_refused", "connect_timeout", "connect_other",
+                                              "no_server",       "maxconn",         "idle_timeout",
+                                              "reset",           "cancelled",       "relay_other"};
 
 /* Counters of one shard: written by it, read by the stats listener on any shard. */
 typedef struct shard_counters {
@@ -54,18 +54,18 @@ static void count(atomic_ullong *c, uint64_t n)
 
 /* A server's state in one generation. */
 typedef struct srv_rt {
-    atomic_int up;           /* written by its health check (shard 0), read by every shard */
-    int ok_run, fail_run;    /* the health check's own */
-    atomic_llong *active;    /* [shard]: connections relayed now, per shard (leastconn) */
+    atomic_int up;        /* written by its health check (shard 0), read by every shard */
+    int ok_run, fail_run; /* the health check's own */
+    atomic_llong *active; /* [shard]: connections relayed now, per shard (leastconn) */
     atomic_ullong conns, errors, connect_ns, connects;
 } srv_rt;
 
 typedef struct gen {
     px_config *cfg;
     atomic_long refs;
-    srv_rt **srv;            /* [backend][server] */
-    atomic_ulong *rr;        /* [backend]: the round-robin cursor, shared by the shards */
-    tpc_fiber **checks;      /* shard 0's health-check fibers */
+    srv_rt **srv;       /* [backend][server] */
+    atomic_ulong *rr;   /* [backend]: the round-robin cursor, shared by the shards */
+    tpc_fiber **checks; /* shard 0's health-check fibers */
     unsigned nchecks;
     unsigned id;
 } gen;
@@ -76,9 +76,9 @@ static gen *current;                   /* shard 0's: it owns the health checks (
 /* A frontend's listener: lives across generations while its name and address stay. */
 typedef struct fe_rt {
     char name[PX_NAME_MAX];
-    tpc_addr listen;         /* as configured (port 0 stays 0) */
+    tpc_addr listen; /* as configured (port 0 stays 0) */
     tpc_server *srv;
-    atomic_long live;        /* connections now, all shards: maxconn */
+    atomic_long live; /* connections now, all shards: maxconn */
 } fe_rt;
 
 #define FE_MAX 256
@@ -491,16 +491,16 @@ static void stats_plain(strbuf *t, gen *g)
 
 static void stats_prometheus(strbuf *t, gen *g)
 {
-    static const char *const names[] = {"connections_total", "bytes_in_total",
-                                        "bytes_out_total", "active_connections"};
+    static const char *const names[] = {"connections_total", "bytes_in_total", "bytes_out_total",
+                                        "active_connections"};
     for (int m = 0; m < 4; m++) {
         put(t, "# TYPE tpc_proxy_%s %s\n", names[m], m == 3 ? "gauge" : "counter");
         for (int i = 0; i < nshards; i++) {
             shard_counters *c = &counters[i];
-            long long v = m == 0 ? (long long)load(&c->conns)
-                        : m == 1 ? (long long)load(&c->bytes_in)
-                        : m == 2 ? (long long)load(&c->bytes_out)
-                                 : (long long)c->active;
+            long long v = m == 0   ? (long long)load(&c->conns)
+                          : m == 1 ? (long long)load(&c->bytes_in)
+                          : m == 2 ? (long long)load(&c->bytes_out)
+                                   : (long long)c->active;
             put(t, "tpc_proxy_%s{shard=\"%d\"} %lld\n", names[m], i, v);
         }
     }
@@ -510,10 +510,9 @@ static void stats_prometheus(strbuf *t, gen *g)
             put(t, "tpc_proxy_errors_total{shard=\"%d\",kind=\"%s\"} %llu\n", i, err_name[e],
                 load(&counters[i].errors[e]));
     px_config *c = g->cfg;
-    static const char *const snames[] = {"server_up", "server_active_connections",
-                                         "server_connections_total", "server_errors_total",
-                                         "server_connect_seconds_sum",
-                                         "server_connect_seconds_count"};
+    static const char *const snames[] = {
+        "server_up",           "server_active_connections",  "server_connections_total",
+        "server_errors_total", "server_connect_seconds_sum", "server_connect_seconds_count"};
     for (int m = 0; m < 6; m++) {
         put(t, "# TYPE tpc_proxy_%s %s\n", snames[m], m < 2 ? "gauge" : "counter");
         for (unsigned b = 0; b < c->nbackends; b++)
@@ -524,11 +523,12 @@ static void stats_prometheus(strbuf *t, gen *g)
                 if (m == 4)
                     put(t, "%.6f\n", (double)load(&r->connect_ns) / 1e9);
                 else
-                    put(t, "%lld\n", m == 0   ? (long long)atomic_load(&r->up)
-                                     : m == 1 ? (long long)active_all(r)
-                                     : m == 2 ? (long long)load(&r->conns)
-                                     : m == 3 ? (long long)load(&r->errors)
-                                              : (long long)load(&r->connects));
+                    put(t, "%lld\n",
+                        m == 0   ? (long long)atomic_load(&r->up)
+                        : m == 1 ? (long long)active_all(r)
+                        : m == 2 ? (long long)load(&r->conns)
+                        : m == 3 ? (long long)load(&r->errors)
+                                 : (long long)load(&r->connects));
             }
     }
 }
@@ -561,8 +561,8 @@ static int stats_conn(int fd, void *arg)
         if (need > 0) {
             put(&body, "%*s", (int)need, ""); /* room */
             body.len -= (size_t)need;
-            ssize_t n = tpc_metrics_format(body.p + body.len, body.cap - body.len,
-                                           TPC_METRICS_PROMETHEUS);
+            ssize_t n =
+                tpc_metrics_format(body.p + body.len, body.cap - body.len, TPC_METRICS_PROMETHEUS);
             if (n > 0)
                 body.len += (size_t)n < body.cap - body.len ? (size_t)n : body.cap - body.len - 1;
         }
@@ -574,13 +574,12 @@ static int stats_conn(int fd, void *arg)
     }
     gen_put(g);
     char head[256];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n",
-                     status, status == 200 ? "OK" : "Not Found",
-                     prom ? "text/plain; version=0.0.4; charset=utf-8"
-                          : "text/plain; charset=utf-8",
-                     body.len);
+    int n = snprintf(
+        head, sizeof(head),
+        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+        "Connection: close\r\n\r\n",
+        status, status == 200 ? "OK" : "Not Found",
+        prom ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8", body.len);
     if (tpc_write_full(fd, head, (size_t)n, -1) == n && body.len)
         tpc_write_full(fd, body.p, body.len, -1);
     free(body.p);
@@ -689,7 +688,8 @@ static int apply(px_config *c)
     for (unsigned i = 0; i < c->nfrontends && i < FE_MAX; i++) {
         const px_frontend *f = &c->frontends[i];
         for (unsigned j = 0; j < nfes; j++)
-            if (!kept[j] && !strcmp(fes[j]->name, f->name) && same_addr(&fes[j]->listen, &f->listen)) {
+            if (!kept[j] && !strcmp(fes[j]->name, f->name) &&
+                same_addr(&fes[j]->listen, &f->listen)) {
                 next[i] = fes[j];
                 kept[j] = true;
             }
@@ -744,7 +744,7 @@ static int stop_one(void *arg)
 static int drain(void *arg)
 {
     (void)arg;
-    draining = true; /* no reload from now on */
+    draining = true;                       /* no reload from now on */
     int rc = tpc_mutex_lock(&reload_lock); /* one under way finishes first */
     printf("tpc-proxy: draining %u frontends\n", nfes);
     fflush(stdout);
@@ -799,8 +799,10 @@ static int proxy_main(void *arg)
         if (draining)
             ; /* stopping: no reload */
         else if (errors != 0)
-            fprintf(stderr, "tpc-proxy: %s not reloaded (%d errors): the old configuration "
-                    "stays\n", config_file, errors < 0 ? 1 : errors);
+            fprintf(stderr,
+                    "tpc-proxy: %s not reloaded (%d errors): the old configuration "
+                    "stays\n",
+                    config_file, errors < 0 ? 1 : errors);
         else {
             int rc = apply(nc);
             printf("tpc-proxy: reload %s\n",
@@ -829,8 +831,7 @@ static int proxy_main(void *arg)
 
 static int usage(const char *argv0)
 {
-    fprintf(stderr, "usage: %s [--check] -c FILE [--shards N] [--drain-ms MS] [--log]\n",
-            argv0);
+    fprintf(stderr, "usage: %s [--check] -c FILE [--shards N] [--drain-ms MS] [--log]\n", argv0);
     return 2;
 }
 

@@ -118,8 +118,7 @@ static void bad(void **state)
                "F:9: duplicate server 'x' in [backend b] (first on line 8)",
                "F:10: bad address 'localhost:80' for server in [backend b]",
                "F:11: bad server option 'weight=0' in [backend b]",
-               "F:12: bad balance 'random' in [backend b]",
-               "F:13: bad rise '0' in [backend b]",
+               "F:12: bad balance 'random' in [backend b]", "F:13: bad rise '0' in [backend b]",
                NULL});
     expect("[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n"
            "[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n"
@@ -137,8 +136,7 @@ static void bad(void **state)
            (const char *const[]){"F:2: syntax error", "F:1: no backend in [frontend a]", NULL});
     expect("[frontend a]\nmode = http\nlisten = 1.2.3.4:5\nbackend = b\n[backend b]\n"
            "server = s 127.0.0.1:2\n",
-           1, (const char *const[]){"F:2: mode http in [frontend a] is not implemented yet",
-                                    NULL});
+           1, (const char *const[]){"F:2: mode http in [frontend a] is not implemented yet", NULL});
     expect("", 1, (const char *const[]){"no [frontend NAME] section", NULL});
 }
 
