@@ -311,7 +311,9 @@ static int connection(int fd, void *arg)
         atomic_fetch_add(&sc->active, 1);
         tpc_sock_nodelay(fd, 1);
         tpc_sock_nodelay(bfd, 1);
-        tpc_relay_opts o = {.idle_ns = f->client_idle_ns};
+        /* tpc_relay has one idle clock, over both directions: the shorter timeout applies */
+        tpc_relay_opts o = {.idle_ns = f->client_idle_ns < f->server_idle_ns ? f->client_idle_ns
+                                                                             : f->server_idle_ns};
         tpc_relay_stats st;
         int rc = tpc_relay(fd, bfd, &o, &st);
         up = st.a_to_b;

@@ -361,6 +361,16 @@ class ProxyTest(unittest.TestCase):
         self.assertLess(waited, 5 * SLOW)
         until(lambda: p.counter("idle_timeout") == 1)
 
+    def test_server_idle_timeout(self):
+        b = self.backend("echo")
+        p = self.start([b], extra_fe="timeout_client_idle = 1m\ntimeout_server_idle = 300ms\n")
+        c = p.connect()
+        c.sendall(b"ping")
+        self.assertEqual(c.recv(4), b"ping")
+        t0 = time.monotonic()
+        self.assertEqual(recv_all(c), b"")
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)  # not the client's minute
+
     def test_maxconn(self):
         b = self.backend("echo")
         p = self.start([b], extra_fe="maxconn = 1\n")
