@@ -273,6 +273,16 @@ class ProxyTest(unittest.TestCase):
         got = [recv_all(p.connect()) for _ in range(9)]
         self.assertEqual(sorted(got), [b"A"] * 3 + [b"B"] * 3 + [b"C"] * 3)
         self.assertEqual(p.counter("connections"), 9)
+        stats = p.get("/stats")
+        per_shard = [int(n) for n in re.findall(r"^shard \d+: connections (\d+)", stats, re.M)]
+        self.assertEqual(len(per_shard), 2)
+        self.assertEqual(sum(per_shard), 9)
+        for s in ("s0", "s1", "s2"):
+            self.assertRegex(stats, r"server app/%s: UP active 0 connections 3 errors 0" % s)
+        metrics = p.get("/metrics")
+        total = sum(int(n) for n in re.findall(r'^tpc_proxy_connections_total\{shard="\d+"\} (\d+)',
+                                               metrics, re.M))
+        self.assertEqual(total, 9)
 
     def test_weights(self):
         a, b = self.backend("tag", b"A"), self.backend("tag", b"B")
