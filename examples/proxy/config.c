@@ -256,6 +256,12 @@ static void frontend_key(parse *p, px_frontend *f, const char *key, const char *
             error_at(p, p->line, "mode http in [%s] is not implemented yet", p->section);
         else
             error_at(p, p->line, "bad mode '%s' in [%s] (expected tcp or http)", value, p->section);
+    } else if (!strcmp(key, "accept")) {
+        if (!strcmp(value, "reuseport") || !strcmp(value, "handoff"))
+            f->handoff = !strcmp(value, "handoff");
+        else
+            error_at(p, p->line, "bad accept '%s' in [%s] (expected reuseport or handoff)", value,
+                     p->section);
     } else if (!strcmp(key, "maxconn")) {
         if (parse_uint(value, 1, 10000000, &f->maxconn) < 0)
             error_at(p, p->line, "bad maxconn '%s' in [%s] (expected 1..10000000)", value,

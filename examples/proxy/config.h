@@ -39,6 +39,7 @@ typedef struct px_frontend {
     bool has_listen;
     int mode;         /* enum px_mode */
     unsigned maxconn; /* per process */
+    bool handoff;     /* accept = handoff: TPC_SERVER_HANDOFF */
     int64_t client_idle_ns, server_connect_ns, server_idle_ns, http_request_ns;
     char backend_name[PX_NAME_MAX];
     int backend_line;

@@ -77,6 +77,7 @@ static gen *current;                   /* shard 0's: it owns the health checks (
 typedef struct fe_rt {
     char name[PX_NAME_MAX];
     tpc_addr listen; /* as configured (port 0 stays 0) */
+    bool handoff;
     tpc_server *srv;
     atomic_long live; /* connections now, all shards: maxconn */
 } fe_rt;
@@ -617,7 +618,8 @@ static fe_rt *fe_start(const px_frontend *f)
         return NULL;
     snprintf(fe->name, sizeof(fe->name), "%s", f->name);
     fe->listen = f->listen;
-    tpc_server_opts o = {.stack_size = 64 * 1024};
+    fe->handoff = f->handoff;
+    tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
     int rc = tpc_server_start(&f->listen, &o, connection, fe, &fe->srv);
     if (rc < 0) {
         char text[128];
@@ -690,7 +692,7 @@ static int apply(px_config *c)
     for (unsigned i = 0; i < c->nfrontends && i < FE_MAX; i++) {
         const px_frontend *f = &c->frontends[i];
         for (unsigned j = 0; j < nfes; j++)
-            if (!kept[j] && !strcmp(fes[j]->name, f->name) &&
+            if (!kept[j] && !strcmp(fes[j]->name, f->name) && fes[j]->handoff == f->handoff &&
                 same_addr(&fes[j]->listen, &f->listen)) {
                 next[i] = fes[j];
                 kept[j] = true;

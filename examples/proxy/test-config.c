@@ -41,6 +41,7 @@ static void good(void **state)
                   "listen = 127.0.0.1:8000\n"
                   "mode = tcp\n"
                   "maxconn = 100\n"
+                  "accept = handoff\n"
                   "timeout_client_idle = 30s\n"
                   "timeout_server_connect = 200ms\n"
                   "backend = app\n"
@@ -62,6 +63,7 @@ static void good(void **state)
     px_frontend *f = &c->frontends[0];
     assert_string_equal(f->name, "web");
     assert_int_equal(f->maxconn, 100);
+    assert_true(f->handoff);
     assert_true(f->client_idle_ns == 30LL * 1000000000);
     assert_true(f->server_connect_ns == 200LL * 1000000);
     assert_true(f->server_idle_ns == 60LL * 1000000000); /* the default */

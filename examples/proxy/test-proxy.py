@@ -284,6 +284,12 @@ class ProxyTest(unittest.TestCase):
                                                metrics, re.M))
         self.assertEqual(total, 9)
 
+    def test_handoff(self):
+        bs = [self.backend("tag", t) for t in (b"A", b"B")]
+        p = self.start(bs, extra_fe="accept = handoff\n")
+        got = [recv_all(p.connect()) for _ in range(4)]
+        self.assertEqual(sorted(got), [b"A", b"A", b"B", b"B"])
+
     def test_weights(self):
         a, b = self.backend("tag", b"A"), self.backend("tag", b"B")
         text = config([a, b]).replace("server = s0 %s" % a.addr, "server = s0 %s weight=3" % a.addr)
