@@ -17,8 +17,7 @@ enum { SEC_NONE, SEC_FRONTEND, SEC_BACKEND, SEC_STATS, SEC_BAD };
 typedef struct parse {
     const char *file;
     FILE *in, *errs;
-    int line;       /* the line the reader handed out last */
-    bool line_done; /* it ended in a newline: the next read starts a new line */
+    int line; /* the line the reader handed out last */
     int errors;
     px_config *c;
     char section[PX_NAME_MAX * 2]; /* the section being read, as written */
@@ -42,15 +41,22 @@ static void error_at(parse *p, int line, const char *fmt, ...)
     va_end(ap);
 }
 
+/* One line for libinih, counted. A line longer than libinih's buffer is an error here, and
+ * the rest of it is dropped (libinih would read it as a line of its own). */
 static char *reader(char *str, int num, void *stream)
 {
     parse *p = stream;
     char *s = fgets(str, num, p->in);
     if (s) {
-        if (p->line_done)
-            p->line++;
+        p->line++;
         size_t n = strlen(s);
-        p->line_done = n > 0 && s[n - 1] == '\n';
+        if (n > 0 && s[n - 1] != '\n' && !feof(p->in)) {
+            error_at(p, p->line, "line too long (at most %d characters)", num - 2);
+            int ch;
+            while ((ch = fgetc(p->in)) != EOF && ch != '\n')
+                ;
+            s[0] = '\0'; /* an empty line for libinih */
+        }
         const char *t = s + strspn(s, " \t");
         if (*t == '[') {
             p->header = true;
@@ -382,7 +388,7 @@ static void validate(parse *p)
 int px_config_load(const char *file, px_config **out, FILE *errs)
 {
     *out = NULL;
-    parse p = {.file = file, .errs = errs, .line_done = true};
+    parse p = {.file = file, .errs = errs};
     p.in = fopen(file, "r");
     if (!p.in) {
         int err = errno;

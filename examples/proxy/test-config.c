@@ -140,6 +140,14 @@ static void bad(void **state)
            "server = s 127.0.0.1:2\n",
            1, (const char *const[]){"F:2: mode http in [frontend a] is not implemented yet", NULL});
     expect("", 1, (const char *const[]){"no [frontend NAME] section", NULL});
+    char longer[1024];
+    snprintf(longer, sizeof(longer),
+             "[frontend a]\nlisten = 127.0.0.1:1\nbackend = %0300d\n[backend b]\n"
+             "server = s 127.0.0.1:2\nfoo = 1\n",
+             7);
+    expect(longer, 3,
+           (const char *const[]){"F:3: line too long", "F:1: no backend in [frontend a]",
+                                 "F:6: unknown key 'foo' in [backend b]", NULL});
 }
 
 static void missing_file(void **state)
