@@ -7,6 +7,7 @@ pkgs=(gcc libc6-dev meson ninja-build pkg-config python3 liburing-dev libhwloc-d
       libcmocka-dev valgrind clang clang-format libuv1-dev
       libclang-rt-14-dev # libFuzzer (tests/fuzz)
       libhttp-parser-dev # examples/http-parse.c: tpc-http's request parser
+      libinih-dev # examples/proxy: tpc-proxy reads its configuration file with it
       curl apache2-utils nghttp2-client wrk # tests/test-http-clients.c (skipped without them)
       gdb # tests/test-gdb.py: the gdb extension (skipped without it)
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) # the aarch64 context switch test

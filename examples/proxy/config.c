@@ -1,0 +1,428 @@
+/* tpc-proxy's configuration file (config.h). libinih does the INI syntax; Debian builds it
+ * without line numbers for the handler, so the file is fed to ini_parse_stream through a reader
+ * that counts lines, and every error is reported with the line it is on, not only the first. */
+#include "config.h"
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define S_NS  (1000LL * 1000 * 1000)
+#define MS_NS (1000LL * 1000)
+
+enum { SEC_NONE, SEC_FRONTEND, SEC_BACKEND, SEC_STATS, SEC_BAD };
+
+typedef struct parse {
+    const char *file;
+    FILE *in, *errs;
+    int line; /* the line the reader handed out last */
+    int errors;
+    px_config *c;
+    char section[PX_NAME_MAX * 2]; /* the section being read, as written */
+    int kind;                      /* SEC_... */
+    unsigned index;                /* of the frontend or backend being read */
+    bool stats_seen;
+    bool header;     /* the reader saw a [section] line not yet handled */
+    int header_line; /* its line */
+} parse;
+
+static void error_at(parse *p, int line, const char *fmt, ...)
+{
+    p->errors++;
+    if (!p->errs)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(p->errs, "%s:%d: ", p->file, line);
+    vfprintf(p->errs, fmt, ap);
+    fputc('\n', p->errs);
+    va_end(ap);
+}
+
+/* One line for libinih, counted. A line longer than libinih's buffer is an error here, and
+ * the rest of it is dropped (libinih would read it as a line of its own). */
+static char *reader(char *str, int num, void *stream)
+{
+    parse *p = stream;
+    char *s = fgets(str, num, p->in);
+    if (s) {
+        p->line++;
+        size_t n = strlen(s);
+        if (n > 0 && s[n - 1] != '\n' && !feof(p->in)) {
+            error_at(p, p->line, "line too long (at most %d characters)", num - 2);
+            int ch;
+            while ((ch = fgetc(p->in)) != EOF && ch != '\n')
+                ;
+            s[0] = '\0'; /* an empty line for libinih */
+        }
+        const char *t = s + strspn(s, " \t");
+        if (*t == '[') {
+            p->header = true;
+            p->header_line = p->line;
+        }
+    }
+    return s;
+}
+
+int px_duration_parse(const char *text, int64_t *ns)
+{
+    char *end;
+    errno = 0;
+    if (!text || *text < '0' || *text > '9')
+        return -EINVAL;
+    unsigned long long v = strtoull(text, &end, 10);
+    int64_t unit;
+    if (!strcmp(end, "") || !strcmp(end, "ms"))
+        unit = MS_NS;
+    else if (!strcmp(end, "s"))
+        unit = S_NS;
+    else if (!strcmp(end, "m"))
+        unit = 60 * S_NS;
+    else if (!strcmp(end, "us"))
+        unit = 1000;
+    else
+        return -EINVAL;
+    if (errno || v > (unsigned long long)(INT64_MAX / unit))
+        return -EINVAL;
+    *ns = (int64_t)v * unit;
+    return 0;
+}
+
+static int parse_uint(const char *text, unsigned lo, unsigned hi, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    if (*text < '0' || *text > '9')
+        return -EINVAL;
+    unsigned long v = strtoul(text, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -EINVAL;
+    *out = (unsigned)v;
+    return 0;
+}
+
+int px_backend_find(const px_config *c, const char *name)
+{
+    for (unsigned i = 0; i < c->nbackends; i++)
+        if (!strcmp(c->backends[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+static void *grow(void *base, unsigned n, size_t size)
+{
+    void *p = realloc(base, (n + 1) * size);
+    if (p)
+        memset((char *)p + n * size, 0, size);
+    return p;
+}
+
+/* A "[kind NAME]" header: a new frontend or backend. */
+static void section_start(parse *p, const char *section)
+{
+    snprintf(p->section, sizeof(p->section), "%s", section);
+    char kind[16], name[PX_NAME_MAX + 1], extra[2];
+    int n = sscanf(section, "%15s %64s %1s", kind, name, extra);
+    px_config *c = p->c;
+    if (n == 1 && !strcmp(kind, "stats")) {
+        if (p->stats_seen)
+            error_at(p, p->header_line, "duplicate section [stats]");
+        p->stats_seen = true;
+        p->kind = SEC_STATS;
+        return;
+    }
+    if (n != 2 || (strcmp(kind, "frontend") && strcmp(kind, "backend"))) {
+        error_at(p, p->header_line,
+                 "unknown section [%s] (expected [frontend NAME], [backend NAME] "
+                 "or [stats])",
+                 section);
+        p->kind = SEC_BAD;
+        return;
+    }
+    if (strlen(name) >= PX_NAME_MAX) {
+        error_at(p, p->header_line, "name too long in [%s]", section);
+        p->kind = SEC_BAD;
+        return;
+    }
+    if (!strcmp(kind, "frontend")) {
+        for (unsigned i = 0; i < c->nfrontends; i++)
+            if (!strcmp(c->frontends[i].name, name))
+                error_at(p, p->header_line, "duplicate frontend '%s' (first on line %d)", name,
+                         c->frontends[i].line);
+        px_frontend *f = grow(c->frontends, c->nfrontends, sizeof(*f));
+        if (!f) {
+            error_at(p, p->header_line, "out of memory");
+            p->kind = SEC_BAD;
+            return;
+        }
+        c->frontends = f;
+        f += c->nfrontends;
+        snprintf(f->name, sizeof(f->name), "%s", name);
+        f->line = p->header_line;
+        f->maxconn = 10000;
+        f->client_idle_ns = 60 * S_NS;
+        f->server_connect_ns = 5 * S_NS;
+        f->server_idle_ns = 60 * S_NS;
+        f->http_request_ns = 10 * S_NS;
+        p->index = c->nfrontends++;
+        p->kind = SEC_FRONTEND;
+    } else {
+        if (px_backend_find(c, name) >= 0)
+            error_at(p, p->header_line, "duplicate backend '%s' (first on line %d)", name,
+                     c->backends[px_backend_find(c, name)].line);
+        px_backend *b = grow(c->backends, c->nbackends, sizeof(*b));
+        if (!b) {
+            error_at(p, p->header_line, "out of memory");
+            p->kind = SEC_BAD;
+            return;
+        }
+        c->backends = b;
+        b += c->nbackends;
+        snprintf(b->name, sizeof(b->name), "%s", name);
+        b->line = p->header_line;
+        b->check = PX_CHECK_TCP;
+        b->check_interval_ns = 2 * S_NS;
+        b->rise = 2;
+        b->fall = 3;
+        p->index = c->nbackends++;
+        p->kind = SEC_BACKEND;
+    }
+}
+
+static bool parse_addr(parse *p, const char *key, const char *value, tpc_addr *out)
+{
+    if (tpc_addr_parse(value, out) == 0)
+        return true;
+    error_at(p, p->line,
+             "bad address '%s' for %s in [%s] (expected 1.2.3.4:80, [::1]:80 or "
+             "unix:/path)",
+             value, key, p->section);
+    return false;
+}
+
+static void duration(parse *p, const char *key, const char *value, int64_t *out)
+{
+    if (px_duration_parse(value, out) < 0 || *out == 0)
+        error_at(p, p->line, "bad duration '%s' for %s in [%s] (expected 5s, 200ms, 1m ...)", value,
+                 key, p->section);
+}
+
+/* "NAME ADDR [weight=N]" */
+static void server_line(parse *p, px_backend *b, const char *value)
+{
+    char name[PX_NAME_MAX + 1], addr[128], opt[64], extra[2];
+    int n = sscanf(value, "%64s %127s %63s %1s", name, addr, opt, extra);
+    if (n < 2 || n > 3) {
+        error_at(p, p->line, "bad server '%s' in [%s] (expected NAME ADDR [weight=N])", value,
+                 p->section);
+        return;
+    }
+    px_server s = {.weight = 1, .line = p->line};
+    if (strlen(name) >= PX_NAME_MAX) {
+        error_at(p, p->line, "server name too long in [%s]", p->section);
+        return;
+    }
+    snprintf(s.name, sizeof(s.name), "%s", name);
+    if (!parse_addr(p, "server", addr, &s.addr))
+        return;
+    if (n == 3 && (strncmp(opt, "weight=", 7) || parse_uint(opt + 7, 1, 256, &s.weight) < 0)) {
+        error_at(p, p->line, "bad server option '%s' in [%s] (expected weight=1..256)", opt,
+                 p->section);
+        return;
+    }
+    for (unsigned i = 0; i < b->nservers; i++)
+        if (!strcmp(b->servers[i].name, s.name)) {
+            error_at(p, p->line, "duplicate server '%s' in [%s] (first on line %d)", s.name,
+                     p->section, b->servers[i].line);
+            return;
+        }
+    if (b->nservers == PX_SERVERS_MAX) {
+        error_at(p, p->line, "too many servers in [%s] (at most %d)", p->section, PX_SERVERS_MAX);
+        return;
+    }
+    px_server *v = grow(b->servers, b->nservers, sizeof(*v));
+    if (!v) {
+        error_at(p, p->line, "out of memory");
+        return;
+    }
+    b->servers = v;
+    v[b->nservers++] = s;
+}
+
+static void frontend_key(parse *p, px_frontend *f, const char *key, const char *value)
+{
+    if (!strcmp(key, "listen"))
+        f->has_listen = parse_addr(p, key, value, &f->listen) || f->has_listen;
+    else if (!strcmp(key, "mode")) {
+        if (!strcmp(value, "tcp"))
+            f->mode = PX_MODE_TCP;
+        else if (!strcmp(value, "http"))
+            error_at(p, p->line, "mode http in [%s] is not implemented yet", p->section);
+        else
+            error_at(p, p->line, "bad mode '%s' in [%s] (expected tcp or http)", value, p->section);
+    } else if (!strcmp(key, "accept")) {
+        if (!strcmp(value, "reuseport") || !strcmp(value, "handoff"))
+            f->handoff = !strcmp(value, "handoff");
+        else
+            error_at(p, p->line, "bad accept '%s' in [%s] (expected reuseport or handoff)", value,
+                     p->section);
+    } else if (!strcmp(key, "maxconn")) {
+        if (parse_uint(value, 1, 10000000, &f->maxconn) < 0)
+            error_at(p, p->line, "bad maxconn '%s' in [%s] (expected 1..10000000)", value,
+                     p->section);
+    } else if (!strcmp(key, "timeout_client_idle"))
+        duration(p, key, value, &f->client_idle_ns);
+    else if (!strcmp(key, "timeout_server_connect"))
+        duration(p, key, value, &f->server_connect_ns);
+    else if (!strcmp(key, "timeout_server_idle"))
+        duration(p, key, value, &f->server_idle_ns);
+    else if (!strcmp(key, "timeout_http_request"))
+        duration(p, key, value, &f->http_request_ns);
+    else if (!strcmp(key, "backend")) {
+        if (strlen(value) >= PX_NAME_MAX || !*value)
+            error_at(p, p->line, "bad backend name '%s' in [%s]", value, p->section);
+        else {
+            snprintf(f->backend_name, sizeof(f->backend_name), "%s", value);
+            f->backend_line = p->line;
+        }
+    } else
+        error_at(p, p->line, "unknown key '%s' in [%s]", key, p->section);
+}
+
+static void backend_key(parse *p, px_backend *b, const char *key, const char *value)
+{
+    if (!strcmp(key, "server"))
+        server_line(p, b, value);
+    else if (!strcmp(key, "balance")) {
+        if (!strcmp(value, "roundrobin"))
+            b->balance = PX_BAL_ROUNDROBIN;
+        else if (!strcmp(value, "leastconn"))
+            b->balance = PX_BAL_LEASTCONN;
+        else if (!strcmp(value, "source"))
+            b->balance = PX_BAL_SOURCE;
+        else
+            error_at(p, p->line,
+                     "bad balance '%s' in [%s] (expected roundrobin, leastconn or source)", value,
+                     p->section);
+    } else if (!strcmp(key, "check")) {
+        if (!strcmp(value, "tcp"))
+            b->check = PX_CHECK_TCP;
+        else if (!strcmp(value, "none"))
+            b->check = PX_CHECK_NONE;
+        else
+            error_at(p, p->line, "bad check '%s' in [%s] (expected tcp or none)", value,
+                     p->section);
+    } else if (!strcmp(key, "check_interval"))
+        duration(p, key, value, &b->check_interval_ns);
+    else if (!strcmp(key, "rise") || !strcmp(key, "fall")) {
+        if (parse_uint(value, 1, 1000, !strcmp(key, "rise") ? &b->rise : &b->fall) < 0)
+            error_at(p, p->line, "bad %s '%s' in [%s] (expected 1..1000)", key, value, p->section);
+    } else
+        error_at(p, p->line, "unknown key '%s' in [%s]", key, p->section);
+}
+
+static int handler(void *user, const char *section, const char *key, const char *value)
+{
+    parse *p = user;
+    if (p->header) {
+        p->header = false;
+        section_start(p, section);
+    }
+    if (p->kind == SEC_BAD)
+        return 1; /* reported with its header */
+    if (p->kind == SEC_FRONTEND)
+        frontend_key(p, &p->c->frontends[p->index], key, value);
+    else if (p->kind == SEC_BACKEND)
+        backend_key(p, &p->c->backends[p->index], key, value);
+    else if (!strcmp(key, "listen")) {
+        if (parse_addr(p, key, value, &p->c->stats_listen))
+            p->c->has_stats = true;
+    } else
+        error_at(p, p->line, "unknown key '%s' in [%s]", key, p->section);
+    return 1;
+}
+
+/* The same fixed address (port 0 lets the kernel choose: never the same). */
+static bool same_addr(const tpc_addr *a, const tpc_addr *b)
+{
+    if ((a->sa.sa_family == AF_INET && a->in4.sin_port == 0) ||
+        (a->sa.sa_family == AF_INET6 && a->in6.sin6_port == 0))
+        return false;
+    return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
+}
+
+/* What holds across sections, once all are read. */
+static void validate(parse *p)
+{
+    px_config *c = p->c;
+    if (c->nfrontends == 0)
+        error_at(p, p->line, "no [frontend NAME] section");
+    for (unsigned i = 0; i < c->nfrontends; i++) {
+        px_frontend *f = &c->frontends[i];
+        if (!f->has_listen)
+            error_at(p, f->line, "no listen address in [frontend %s]", f->name);
+        if (!f->backend_name[0])
+            error_at(p, f->line, "no backend in [frontend %s]", f->name);
+        else {
+            int b = px_backend_find(c, f->backend_name);
+            if (b < 0)
+                error_at(p, f->backend_line, "unknown backend '%s' in [frontend %s]",
+                         f->backend_name, f->name);
+            else
+                f->backend = (unsigned)b;
+        }
+        for (unsigned j = 0; j < i && f->has_listen; j++)
+            if (c->frontends[j].has_listen && same_addr(&f->listen, &c->frontends[j].listen))
+                error_at(p, f->line, "[frontend %s] listens where [frontend %s] does", f->name,
+                         c->frontends[j].name);
+        if (f->has_listen && c->has_stats && same_addr(&f->listen, &c->stats_listen))
+            error_at(p, f->line, "[frontend %s] listens where [stats] does", f->name);
+    }
+    for (unsigned i = 0; i < c->nbackends; i++)
+        if (c->backends[i].nservers == 0)
+            error_at(p, c->backends[i].line, "no server in [backend %s]", c->backends[i].name);
+}
+
+int px_config_load(const char *file, px_config **out, FILE *errs)
+{
+    *out = NULL;
+    parse p = {.file = file, .errs = errs};
+    p.in = fopen(file, "r");
+    if (!p.in) {
+        int err = errno;
+        if (errs)
+            fprintf(errs, "%s: cannot open: %s\n", file, strerror(err));
+        return -err;
+    }
+    p.c = calloc(1, sizeof(*p.c));
+    if (!p.c) {
+        fclose(p.in);
+        return -ENOMEM;
+    }
+    int rc = ini_parse_stream(reader, &p, handler, &p);
+    fclose(p.in);
+    if (rc > 0)
+        error_at(&p, rc, "syntax error (expected [section], key = value, or a ; or # comment)");
+    else if (rc < 0)
+        error_at(&p, 0, "cannot read");
+    validate(&p);
+    if (p.errors) {
+        px_config_free(p.c);
+        return p.errors;
+    }
+    *out = p.c;
+    return 0;
+}
+
+void px_config_free(px_config *c)
+{
+    if (!c)
+        return;
+    for (unsigned i = 0; i < c->nbackends; i++)
+        free(c->backends[i].servers);
+    free(c->backends);
+    free(c->frontends);
+    free(c);
+}

@@ -1,0 +1,872 @@
+/* tpc-proxy: a TCP reverse proxy on libtpc (README.md).
+ *   tpc-proxy -c FILE [--shards N] [--drain-ms MS] [--log]   run until SIGINT / SIGTERM
+ *   tpc-proxy --check -c FILE                                validate FILE and exit
+ *
+ * Every shard accepts on each frontend (tpc_server_start: one SO_REUSEPORT listener per shard)
+ * and runs a fiber per connection: pick a server of the frontend's backend, connect (with the
+ * connect timeout, the next healthy server on failure), then tpc_relay both ways with the
+ * client idle timeout. The configuration in force is a "generation": an immutable px_config
+ * with the state of its servers, reference counted. Each shard has its own pointer to the
+ * current generation, changed only by a message to that shard (tpc_on_all), so a connection
+ * takes its reference without a race against a reload, and keeps its generation to the end.
+ * Health checks run on shard 0, a fiber per server; the state they find is one atomic word per
+ * server that the other shards only read. SIGHUP reloads the file; SIGTERM / SIGINT drain. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tpc.h>
+#include "config.h"
+
+#define REQ_MAX 8192
+
+/* Errors by kind, per shard. */
+enum {
+    E_CONNECT_REFUSED,
+    E_CONNECT_TIMEOUT,
+    E_CONNECT_OTHER,
+    E_NO_SERVER,
+    E_MAXCONN,
+    E_IDLE_TIMEOUT,
+    E_RESET,
+    E_CANCELLED,
+    E_RELAY_OTHER,
+    E_COUNT
+};
+static const char *const err_name[E_COUNT] = {"connect_refused", "connect_timeout", "connect_other",
+                                              "no_server",       "maxconn",         "idle_timeout",
+                                              "reset",           "cancelled",       "relay_other"};
+
+/* Counters of one shard: written by it, read by the stats listener on any shard. */
+typedef struct shard_counters {
+    atomic_ullong conns, bytes_in, bytes_out, errors[E_COUNT];
+    atomic_llong active;
+} shard_counters;
+static shard_counters counters[TPC_MAX_SHARDS];
+
+static void count(atomic_ullong *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* A server's state in one generation. */
+typedef struct srv_rt {
+    atomic_int up;        /* written by its health check (shard 0), read by every shard */
+    int ok_run, fail_run; /* the health check's own */
+    atomic_llong *active; /* [shard]: connections relayed now, per shard (leastconn) */
+    atomic_ullong conns, errors, connect_ns, connects;
+} srv_rt;
+
+typedef struct gen {
+    px_config *cfg;
+    atomic_long refs;
+    srv_rt **srv;       /* [backend][server] */
+    atomic_ulong *rr;   /* [backend]: the round-robin cursor, shared by the shards */
+    tpc_fiber **checks; /* shard 0's health-check fibers */
+    unsigned nchecks;
+    unsigned id;
+} gen;
+
+static gen *shard_gen[TPC_MAX_SHARDS]; /* each shard's current generation (its reference) */
+static gen *current;                   /* shard 0's: it owns the health checks (a reference) */
+
+/* A frontend's listener: lives across generations while its name and address stay. */
+typedef struct fe_rt {
+    char name[PX_NAME_MAX];
+    tpc_addr listen; /* as configured (port 0 stays 0) */
+    bool handoff;
+    tpc_server *srv;
+    atomic_long live; /* connections now, all shards: maxconn */
+} fe_rt;
+
+#define FE_MAX 256
+static fe_rt *fes[FE_MAX];
+static unsigned nfes;
+static tpc_server *stats_srv;
+static const char *config_file;
+static bool log_conns;
+static int nshards;
+static tpc_mutex reload_lock; /* shard 0's: a reload and the drain, one at a time */
+static bool draining;
+
+static void gen_put(gen *g)
+{
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
+        return;
+    px_config *c = g->cfg;
+    for (unsigned b = 0; b < c->nbackends; b++) {
+        for (unsigned s = 0; s < c->backends[b].nservers; s++)
+            free(g->srv[b][s].active);
+        free(g->srv[b]);
+    }
+    free(g->srv);
+    free(g->rr);
+    free(g->checks);
+    px_config_free(c);
+    free(g);
+}
+
+static gen *gen_new(px_config *c)
+{
+    static unsigned ids;
+    gen *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    g->cfg = c;
+    g->id = ++ids;
+    atomic_init(&g->refs, 1);
+    g->srv = calloc(c->nbackends, sizeof(*g->srv));
+    g->rr = calloc(c->nbackends, sizeof(*g->rr));
+    if (!g->srv || !g->rr)
+        goto fail;
+    for (unsigned b = 0; b < c->nbackends; b++) {
+        g->srv[b] = calloc(c->backends[b].nservers, sizeof(srv_rt));
+        if (!g->srv[b])
+            goto fail;
+        for (unsigned s = 0; s < c->backends[b].nservers; s++) {
+            srv_rt *r = &g->srv[b][s];
+            atomic_init(&r->up, 1); /* up until its checks say otherwise */
+            r->active = calloc((size_t)nshards, sizeof(*r->active));
+            if (!r->active)
+                goto fail;
+        }
+    }
+    return g;
+fail:
+    g->cfg = NULL; /* the caller still owns c */
+    if (g->srv)
+        for (unsigned b = 0; b < c->nbackends; b++) {
+            for (unsigned s = 0; g->srv[b] && s < c->backends[b].nservers; s++)
+                free(g->srv[b][s].active);
+            free(g->srv[b]);
+        }
+    free(g->srv);
+    free(g->rr);
+    free(g);
+    return NULL;
+}
+
+/* ---- Choosing a server ---- */
+
+static long active_here(const srv_rt *r)
+{
+    return (long)atomic_load_explicit(&r->active[tpc_shard_id()], memory_order_relaxed);
+}
+
+static long active_all(const srv_rt *r)
+{
+    long n = 0;
+    for (int i = 0; i < nshards; i++)
+        n += (long)atomic_load_explicit(&r->active[i], memory_order_relaxed);
+    return n;
+}
+
+/* The server that owns weighted slot `slot` (in [0, total weight)). */
+static unsigned by_slot(const px_backend *b, uint64_t slot)
+{
+    unsigned total = 0;
+    for (unsigned s = 0; s < b->nservers; s++)
+        total += b->servers[s].weight;
+    slot %= total;
+    for (unsigned s = 0; s < b->nservers; s++) {
+        if (slot < b->servers[s].weight)
+            return s;
+        slot -= b->servers[s].weight;
+    }
+    return 0;
+}
+
+static uint64_t hash_addr(const tpc_addr *a)
+{
+    const unsigned char *p = NULL;
+    size_t n = 0;
+    if (a->sa.sa_family == AF_INET)
+        p = (const unsigned char *)&a->in4.sin_addr, n = 4;
+    else if (a->sa.sa_family == AF_INET6)
+        p = (const unsigned char *)&a->in6.sin6_addr, n = 16;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* The servers to try, in order, into order[]: the balance's choice first, then the next
+ * servers in turn; only servers up. Returns how many. */
+static unsigned candidates(gen *g, unsigned bi, const tpc_addr *peer, unsigned *order)
+{
+    const px_backend *b = &g->cfg->backends[bi];
+    srv_rt *rt = g->srv[bi];
+    unsigned first = 0;
+    uint64_t turn = atomic_fetch_add_explicit(&g->rr[bi], 1, memory_order_relaxed);
+    if (b->balance == PX_BAL_ROUNDROBIN)
+        first = by_slot(b, turn);
+    else if (b->balance == PX_BAL_SOURCE)
+        first = by_slot(b, hash_addr(peer));
+    else { /* leastconn: fewest active per weight on this shard, ties in turn */
+        long best_n = -1;
+        unsigned best_w = 1;
+        for (unsigned k = 0; k < b->nservers; k++) {
+            unsigned s = (unsigned)((turn + k) % b->nservers);
+            if (!atomic_load_explicit(&rt[s].up, memory_order_relaxed))
+                continue;
+            long n = active_here(&rt[s]);
+            if (best_n < 0 || n * (long)best_w < best_n * (long)b->servers[s].weight)
+                first = s, best_n = n, best_w = b->servers[s].weight;
+        }
+    }
+    unsigned n = 0;
+    for (unsigned k = 0; k < b->nservers; k++) {
+        unsigned s = (first + k) % b->nservers;
+        if (atomic_load_explicit(&rt[s].up, memory_order_relaxed))
+            order[n++] = s;
+    }
+    return n;
+}
+
+/* ---- A connection ---- */
+
+static px_frontend *frontend_of(gen *g, const char *name)
+{
+    for (unsigned i = 0; i < g->cfg->nfrontends; i++)
+        if (!strcmp(g->cfg->frontends[i].name, name))
+            return &g->cfg->frontends[i];
+    return NULL;
+}
+
+static int relay_error(int rc)
+{
+    switch (rc) {
+    case -ETIMEDOUT:
+        return E_IDLE_TIMEOUT;
+    case -ECONNRESET:
+    case -EPIPE:
+        return E_RESET;
+    case -ECANCELED:
+        return E_CANCELLED;
+    default:
+        return E_RELAY_OTHER;
+    }
+}
+
+static int connection(int fd, void *arg)
+{
+    fe_rt *fe = arg;
+    shard_counters *sc = &counters[tpc_shard_id()];
+    gen *g = shard_gen[tpc_shard_id()];
+    atomic_fetch_add(&g->refs, 1); /* no suspension since it was read */
+    count(&sc->conns, 1);
+    px_frontend *f = frontend_of(g, fe->name);
+    long live = atomic_fetch_add(&fe->live, 1) + 1;
+    const char *result = "ok";
+    char peer_text[80] = "?", srv_name[PX_NAME_MAX] = "-";
+    uint64_t up = 0, down = 0;
+    tpc_addr peer;
+    if (tpc_sock_peer(fd, &peer) < 0)
+        memset(&peer, 0, sizeof(peer));
+    else
+        tpc_addr_format(&peer, peer_text, sizeof(peer_text));
+    if (!f || live > (long)f->maxconn) { /* !f: the frontend went in a reload */
+        int kind = f ? E_MAXCONN : E_NO_SERVER;
+        count(&sc->errors[kind], 1);
+        result = err_name[kind];
+        goto out;
+    }
+    const px_backend *b = &g->cfg->backends[f->backend];
+    unsigned order[PX_SERVERS_MAX];
+    unsigned n = candidates(g, f->backend, &peer, order);
+    int bfd = -1;
+    srv_rt *r = NULL;
+    if (n == 0) {
+        count(&sc->errors[E_NO_SERVER], 1);
+        result = err_name[E_NO_SERVER];
+    }
+    for (unsigned k = 0; k < n && bfd < 0 && !tpc_cancelled(); k++) {
+        r = &g->srv[f->backend][order[k]];
+        /* a connect under way counts as load for leastconn */
+        atomic_fetch_add(&r->active[tpc_shard_id()], 1);
+        uint64_t t0 = tpc_now_fresh();
+        tpc_deadline_set(f->server_connect_ns);
+        bfd = tpc_connect(&b->servers[order[k]].addr);
+        tpc_deadline_clear();
+        if (bfd >= 0) {
+            count(&r->connect_ns, tpc_now_fresh() - t0);
+            count(&r->connects, 1);
+            snprintf(srv_name, sizeof(srv_name), "%s", b->servers[order[k]].name);
+            break;
+        }
+        int kind = bfd == -ECONNREFUSED ? E_CONNECT_REFUSED
+                   : bfd == -ETIMEDOUT  ? E_CONNECT_TIMEOUT
+                                        : E_CONNECT_OTHER;
+        if (bfd == -ECANCELED)
+            kind = E_CANCELLED;
+        count(&sc->errors[kind], 1);
+        count(&r->errors, 1);
+        atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
+        result = err_name[kind];
+    }
+    if (bfd >= 0) {
+        count(&r->conns, 1);
+        atomic_fetch_add(&sc->active, 1);
+        tpc_sock_nodelay(fd, 1);
+        tpc_sock_nodelay(bfd, 1);
+        /* tpc_relay has one idle clock, over both directions: the shorter timeout applies */
+        tpc_relay_opts o = {.idle_ns = f->client_idle_ns < f->server_idle_ns ? f->client_idle_ns
+                                                                             : f->server_idle_ns};
+        tpc_relay_stats st;
+        int rc = tpc_relay(fd, bfd, &o, &st);
+        up = st.a_to_b;
+        down = st.b_to_a;
+        count(&sc->bytes_in, up);
+        count(&sc->bytes_out, down);
+        result = "ok";
+        if (rc < 0) {
+            count(&sc->errors[relay_error(rc)], 1);
+            result = err_name[relay_error(rc)];
+        }
+        atomic_fetch_sub(&sc->active, 1);
+        atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
+        tpc_close(bfd);
+    }
+out:
+    if (log_conns) {
+        printf("conn shard=%d frontend=%s client=%s server=%s up=%llu down=%llu result=%s\n",
+               tpc_shard_id(), fe->name, peer_text, srv_name, (unsigned long long)up,
+               (unsigned long long)down, result);
+        fflush(stdout);
+    }
+    atomic_fetch_sub(&fe->live, 1);
+    gen_put(g);
+    return 0;
+}
+
+/* ---- Health checks: a fiber per server on shard 0 ---- */
+
+typedef struct check_arg {
+    gen *g;
+    unsigned b, s;
+} check_arg;
+
+static int health_check(void *arg)
+{
+    check_arg a = *(check_arg *)arg;
+    free(arg);
+    const px_backend *b = &a.g->cfg->backends[a.b];
+    const px_server *sv = &b->servers[a.s];
+    srv_rt *r = &a.g->srv[a.b][a.s];
+    while (!tpc_cancelled()) {
+        uint64_t next = tpc_now() + (uint64_t)b->check_interval_ns;
+        tpc_deadline_set(b->check_interval_ns);
+        int fd = tpc_connect(&sv->addr);
+        tpc_deadline_clear();
+        if (fd >= 0)
+            tpc_close(fd);
+        if (fd == -ECANCELED || tpc_cancelled())
+            break;
+        bool up = atomic_load(&r->up);
+        if (fd >= 0) {
+            r->fail_run = 0;
+            if (!up && (unsigned)++r->ok_run >= b->rise) {
+                atomic_store(&r->up, 1);
+                printf("tpc-proxy: server %s/%s is UP\n", b->name, sv->name);
+                fflush(stdout);
+            }
+        } else {
+            r->ok_run = 0;
+            if (up && (unsigned)++r->fail_run >= b->fall) {
+                atomic_store(&r->up, 0);
+                printf("tpc-proxy: server %s/%s is DOWN (%s)\n", b->name, sv->name,
+                       tpc_strerror(fd));
+                fflush(stdout);
+            }
+        }
+        if (tpc_sleep_until(next) == -ECANCELED)
+            break;
+    }
+    return 0;
+}
+
+static int checks_start(gen *g)
+{
+    px_config *c = g->cfg;
+    unsigned n = 0;
+    for (unsigned b = 0; b < c->nbackends; b++)
+        n += c->backends[b].nservers;
+    g->checks = calloc(n ? n : 1, sizeof(*g->checks));
+    if (!g->checks)
+        return -ENOMEM;
+    for (unsigned b = 0; b < c->nbackends; b++)
+        for (unsigned s = 0; s < c->backends[b].nservers; s++) {
+            if (c->backends[b].check == PX_CHECK_NONE)
+                continue;
+            check_arg *a = malloc(sizeof(*a));
+            if (!a)
+                return -ENOMEM;
+            *a = (check_arg){g, b, s};
+            tpc_fiber_opts o = {.stack_size = 64 * 1024, .name = "health-check"};
+            int rc = tpc_spawn_opts(&o, health_check, a, &g->checks[g->nchecks]);
+            if (rc < 0) {
+                free(a);
+                return rc;
+            }
+            g->nchecks++;
+        }
+    return 0;
+}
+
+static void checks_stop(gen *g)
+{
+    for (unsigned i = 0; i < g->nchecks; i++)
+        tpc_cancel(g->checks[i]);
+    for (unsigned i = 0; i < g->nchecks; i++)
+        tpc_join(g->checks[i], NULL);
+    g->nchecks = 0;
+}
+
+/* ---- Stats ---- */
+
+typedef struct strbuf {
+    char *p;
+    size_t len, cap;
+} strbuf;
+
+static void put(strbuf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(strbuf *t, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (t->p && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        size_t cap = (t->cap ? t->cap * 2 : 4096) + (size_t)n;
+        char *p = realloc(t->p, cap);
+        if (!p)
+            return;
+        t->p = p, t->cap = cap;
+    }
+}
+
+static unsigned long long load(atomic_ullong *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static void stats_plain(strbuf *t, gen *g)
+{
+    shard_counters total = {0};
+    for (int i = 0; i <= nshards; i++) {
+        shard_counters *c = i < nshards ? &counters[i] : &total;
+        if (i < nshards) {
+            total.conns += load(&c->conns);
+            total.active += c->active;
+            total.bytes_in += load(&c->bytes_in);
+            total.bytes_out += load(&c->bytes_out);
+            for (int e = 0; e < E_COUNT; e++)
+                total.errors[e] += load(&c->errors[e]);
+            put(t, "shard %d:", i);
+        } else
+            put(t, "total:");
+        put(t, " connections %llu active %lld bytes_in %llu bytes_out %llu", load(&c->conns),
+            (long long)c->active, load(&c->bytes_in), load(&c->bytes_out));
+        for (int e = 0; e < E_COUNT; e++)
+            put(t, " %s %llu", err_name[e], load(&c->errors[e]));
+        put(t, "\n");
+    }
+    px_config *c = g->cfg;
+    for (unsigned b = 0; b < c->nbackends; b++)
+        for (unsigned s = 0; s < c->backends[b].nservers; s++) {
+            srv_rt *r = &g->srv[b][s];
+            unsigned long long k = load(&r->connects);
+            put(t, "server %s/%s: %s active %ld connections %llu errors %llu connect_avg_us %llu\n",
+                c->backends[b].name, c->backends[b].servers[s].name,
+                atomic_load(&r->up) ? "UP" : "DOWN", active_all(r), load(&r->conns),
+                load(&r->errors), k ? load(&r->connect_ns) / k / 1000 : 0);
+        }
+}
+
+static void stats_prometheus(strbuf *t, gen *g)
+{
+    static const char *const names[] = {"connections_total", "bytes_in_total", "bytes_out_total",
+                                        "active_connections"};
+    for (int m = 0; m < 4; m++) {
+        put(t, "# TYPE tpc_proxy_%s %s\n", names[m], m == 3 ? "gauge" : "counter");
+        for (int i = 0; i < nshards; i++) {
+            shard_counters *c = &counters[i];
+            long long v = m == 0   ? (long long)load(&c->conns)
+                          : m == 1 ? (long long)load(&c->bytes_in)
+                          : m == 2 ? (long long)load(&c->bytes_out)
+                                   : (long long)c->active;
+            put(t, "tpc_proxy_%s{shard=\"%d\"} %lld\n", names[m], i, v);
+        }
+    }
+    put(t, "# TYPE tpc_proxy_errors_total counter\n");
+    for (int i = 0; i < nshards; i++)
+        for (int e = 0; e < E_COUNT; e++)
+            put(t, "tpc_proxy_errors_total{shard=\"%d\",kind=\"%s\"} %llu\n", i, err_name[e],
+                load(&counters[i].errors[e]));
+    px_config *c = g->cfg;
+    static const char *const snames[] = {
+        "server_up",           "server_active_connections",  "server_connections_total",
+        "server_errors_total", "server_connect_seconds_sum", "server_connect_seconds_count"};
+    for (int m = 0; m < 6; m++) {
+        put(t, "# TYPE tpc_proxy_%s %s\n", snames[m], m < 2 ? "gauge" : "counter");
+        for (unsigned b = 0; b < c->nbackends; b++)
+            for (unsigned s = 0; s < c->backends[b].nservers; s++) {
+                srv_rt *r = &g->srv[b][s];
+                put(t, "tpc_proxy_%s{backend=\"%s\",server=\"%s\"} ", snames[m],
+                    c->backends[b].name, c->backends[b].servers[s].name);
+                if (m == 4)
+                    put(t, "%.6f\n", (double)load(&r->connect_ns) / 1e9);
+                else
+                    put(t, "%lld\n",
+                        m == 0   ? (long long)atomic_load(&r->up)
+                        : m == 1 ? (long long)active_all(r)
+                        : m == 2 ? (long long)load(&r->conns)
+                        : m == 3 ? (long long)load(&r->errors)
+                                 : (long long)load(&r->connects));
+            }
+    }
+}
+
+static int stats_conn(int fd, void *arg)
+{
+    (void)arg;
+    char req[REQ_MAX + 1];
+    size_t got = 0;
+    tpc_deadline_set(5LL * 1000 * 1000 * 1000);
+    while (got < REQ_MAX) {
+        ssize_t n = tpc_recv(fd, req + got, REQ_MAX - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        req[got] = '\0';
+        if (strstr(req, "\r\n\r\n"))
+            break;
+    }
+    tpc_deadline_clear();
+    req[got] = '\0';
+    int status = 200;
+    strbuf body = {0};
+    gen *g = shard_gen[tpc_shard_id()];
+    atomic_fetch_add(&g->refs, 1);
+    bool prom = !strncmp(req, "GET /metrics ", 13);
+    if (prom) {
+        stats_prometheus(&body, g);
+        ssize_t need = tpc_metrics_format(NULL, 0, TPC_METRICS_PROMETHEUS);
+        if (need > 0) {
+            put(&body, "%*s", (int)need, ""); /* room */
+            body.len -= (size_t)need;
+            ssize_t n =
+                tpc_metrics_format(body.p + body.len, body.cap - body.len, TPC_METRICS_PROMETHEUS);
+            if (n > 0)
+                body.len += (size_t)n < body.cap - body.len ? (size_t)n : body.cap - body.len - 1;
+        }
+    } else if (!strncmp(req, "GET /stats ", 11))
+        stats_plain(&body, g);
+    else {
+        status = 404;
+        put(&body, "try /stats or /metrics\n");
+    }
+    gen_put(g);
+    char head[256];
+    int n = snprintf(
+        head, sizeof(head),
+        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+        "Connection: close\r\n\r\n",
+        status, status == 200 ? "OK" : "Not Found",
+        prom ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8", body.len);
+    if (tpc_write_full(fd, head, (size_t)n, -1) == n && body.len)
+        tpc_write_full(fd, body.p, body.len, -1);
+    free(body.p);
+    return 0;
+}
+
+/* ---- Starting, reloading, stopping ---- */
+
+static int set_gen(void *arg)
+{
+    gen *g = arg;
+    atomic_fetch_add(&g->refs, 1);
+    gen *old = shard_gen[tpc_shard_id()];
+    shard_gen[tpc_shard_id()] = g;
+    gen_put(old);
+    return 0;
+}
+
+static void print_addr(const char *what, const char *name, tpc_server *srv)
+{
+    tpc_addr a;
+    char text[128] = "?";
+    if (tpc_server_addr(srv, &a) == 0)
+        tpc_addr_format(&a, text, sizeof(text));
+    printf("tpc-proxy: %s %s listening on %s\n", what, name, text);
+    fflush(stdout);
+}
+
+static fe_rt *fe_start(const px_frontend *f)
+{
+    fe_rt *fe = calloc(1, sizeof(*fe));
+    if (!fe)
+        return NULL;
+    snprintf(fe->name, sizeof(fe->name), "%s", f->name);
+    fe->listen = f->listen;
+    fe->handoff = f->handoff;
+    tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
+    int rc = tpc_server_start(&f->listen, &o, connection, fe, &fe->srv);
+    if (rc < 0) {
+        char text[128];
+        tpc_addr_format(&f->listen, text, sizeof(text));
+        fprintf(stderr, "tpc-proxy: frontend %s cannot listen on %s: %s\n", f->name, text,
+                tpc_strerror(rc));
+        free(fe);
+        return NULL;
+    }
+    print_addr("frontend", f->name, fe->srv);
+    return fe;
+}
+
+/* Stops a frontend: its listener closes at once, its connections get until the caller's
+ * deadline to finish (none: cancelled at once). */
+static void fe_stop(fe_rt *fe)
+{
+    if (!fe)
+        return;
+    tpc_server_stop(fe->srv);
+    free(fe);
+}
+
+static int retire(void *arg)
+{
+    tpc_deadline_set(24LL * 3600 * 1000 * 1000 * 1000); /* established connections finish */
+    fe_stop(arg);
+    return 0;
+}
+
+static bool same_addr(const tpc_addr *a, const tpc_addr *b)
+{
+    return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
+}
+
+/* A reload keeps what the checks know of a server that stays (same backend, name and
+ * address): a server found down does not come back into the rotation with the new file. */
+static void carry_health(gen *to, const gen *from)
+{
+    for (unsigned b = 0; b < to->cfg->nbackends; b++) {
+        const px_backend *nb = &to->cfg->backends[b];
+        int ob = px_backend_find(from->cfg, nb->name);
+        for (unsigned s = 0; ob >= 0 && s < nb->nservers; s++) {
+            const px_backend *old = &from->cfg->backends[ob];
+            for (unsigned t = 0; t < old->nservers; t++)
+                if (!strcmp(old->servers[t].name, nb->servers[s].name) &&
+                    same_addr(&old->servers[t].addr, &nb->servers[s].addr)) {
+                    srv_rt *r = &to->srv[b][s], *o = &from->srv[ob][t];
+                    atomic_store(&r->up, atomic_load(&o->up));
+                    r->ok_run = o->ok_run;
+                    r->fail_run = o->fail_run;
+                }
+        }
+    }
+}
+
+/* Puts configuration c in force (the first time, or a reload): starts the frontends that are
+ * new, publishes the generation to every shard, retires the frontends that went. On failure
+ * nothing changes and c is freed. */
+static int apply(px_config *c)
+{
+    gen *g = gen_new(c);
+    if (!g) {
+        px_config_free(c);
+        return -ENOMEM;
+    }
+    fe_rt *next[FE_MAX] = {0}, *started[FE_MAX] = {0};
+    bool kept[FE_MAX] = {0};
+    int rc = 0;
+    for (unsigned i = 0; i < c->nfrontends && i < FE_MAX; i++) {
+        const px_frontend *f = &c->frontends[i];
+        for (unsigned j = 0; j < nfes; j++)
+            if (!kept[j] && !strcmp(fes[j]->name, f->name) && fes[j]->handoff == f->handoff &&
+                same_addr(&fes[j]->listen, &f->listen)) {
+                next[i] = fes[j];
+                kept[j] = true;
+            }
+        if (!next[i] && !(next[i] = started[i] = fe_start(f)))
+            rc = -EADDRNOTAVAIL;
+    }
+    if (current)
+        carry_health(g, current);
+    if (rc == 0)
+        rc = checks_start(g);
+    if (rc == 0)
+        rc = tpc_on_all(set_gen, g);
+    if (rc < 0) {
+        checks_stop(g);
+        for (unsigned i = 0; i < c->nfrontends && i < FE_MAX; i++)
+            fe_stop(started[i]);
+        gen_put(g);
+        return rc;
+    }
+    for (unsigned j = 0; j < nfes; j++)
+        if (!kept[j]) {
+            tpc_fiber_opts o = {.stack_size = 64 * 1024, .name = "retire", .detached = true};
+            if (tpc_spawn_opts(&o, retire, fes[j], NULL) < 0)
+                fe_stop(fes[j]); /* no fiber: at once */
+        }
+    nfes = c->nfrontends < FE_MAX ? c->nfrontends : FE_MAX;
+    memcpy(fes, next, sizeof(fes[0]) * nfes);
+    if (current) {
+        checks_stop(current);
+        gen_put(current);
+    }
+    current = g;
+    return 0;
+}
+
+typedef struct stop_arg {
+    fe_rt *fe;
+    uint64_t deadline; /* the drain's, or 0 */
+} stop_arg;
+
+static int stop_one(void *arg)
+{
+    stop_arg *a = arg;
+    if (a->deadline)
+        tpc_deadline_set_at(a->deadline);
+    fe_stop(a->fe);
+    return 0;
+}
+
+/* The drain of a stop (tpc_config.drain): listeners close, connections get until the drain
+ * deadline to finish, then are cancelled. */
+static int drain(void *arg)
+{
+    (void)arg;
+    draining = true;                       /* no reload from now on */
+    int rc = tpc_mutex_lock(&reload_lock); /* one under way finishes first */
+    printf("tpc-proxy: draining %u frontends\n", nfes);
+    fflush(stdout);
+    /* All frontends at once, each in a fiber: every listener closes now, and each frontend's
+     * connections have the whole drain deadline. */
+    stop_arg args[FE_MAX];
+    tpc_fiber *f[FE_MAX];
+    unsigned n = nfes;
+    for (unsigned i = 0; i < n; i++) {
+        args[i] = (stop_arg){fes[i], tpc_deadline_get()};
+        fes[i] = NULL; /* taken out first: a shutdown meanwhile does not stop it twice */
+        tpc_fiber_opts o = {.stack_size = 64 * 1024, .name = "drain-frontend"};
+        if (tpc_spawn_opts(&o, stop_one, &args[i], &f[i]) < 0) {
+            f[i] = NULL;
+            fe_stop(args[i].fe);
+        }
+    }
+    nfes = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (f[i])
+            tpc_join(f[i], NULL); /* at the deadline: cancels it, which cuts its connections */
+    if (rc == 0)
+        tpc_mutex_unlock(&reload_lock);
+    return 0;
+}
+
+static int proxy_main(void *arg)
+{
+    px_config *c = arg;
+    nshards = tpc_shard_count();
+    tpc_mutex_init(&reload_lock);
+    if (apply(c) < 0)
+        return 1;
+    if (c->has_stats) {
+        tpc_server_opts o = {.stack_size = 64 * 1024};
+        int rc = tpc_server_start(&c->stats_listen, &o, stats_conn, NULL, &stats_srv);
+        if (rc < 0)
+            fprintf(stderr, "tpc-proxy: cannot serve stats: %s\n", tpc_strerror(rc));
+        else
+            print_addr("stats", "http", stats_srv);
+    }
+    printf("tpc-proxy: running on %d shards\n", nshards);
+    fflush(stdout);
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    while (tpc_signal_wait(&hup, NULL) == 0) {
+        if (tpc_mutex_lock(&reload_lock) < 0)
+            break;
+        px_config *nc;
+        int errors = draining ? 0 : px_config_load(config_file, &nc, stderr);
+        if (draining)
+            ; /* stopping: no reload */
+        else if (errors != 0)
+            fprintf(stderr,
+                    "tpc-proxy: %s not reloaded (%d errors): the old configuration "
+                    "stays\n",
+                    config_file, errors < 0 ? 1 : errors);
+        else {
+            int rc = apply(nc);
+            printf("tpc-proxy: reload %s\n",
+                   rc == 0 ? "done" : "failed: the old configuration stays");
+            fflush(stdout);
+        }
+        tpc_mutex_unlock(&reload_lock);
+    }
+    /* stopping: everything is being cancelled (after the drain, if there was one) */
+    for (unsigned i = 0; i < nfes; i++) {
+        fe_rt *fe = fes[i];
+        fes[i] = NULL;
+        fe_stop(fe);
+    }
+    nfes = 0;
+    if (stats_srv)
+        tpc_server_stop(stats_srv);
+    if (current)
+        checks_stop(current);
+    gen_put(current);
+    current = NULL;
+    for (int i = 0; i < nshards; i++)
+        gen_put(shard_gen[i]), shard_gen[i] = NULL;
+    return 0;
+}
+
+static int usage(const char *argv0)
+{
+    fprintf(stderr, "usage: %s [--check] -c FILE [--shards N] [--drain-ms MS] [--log]\n", argv0);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    tpc_config rc_config = {.drain = drain, .drain_ms = 5000};
+    bool check = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-c") && i + 1 < argc)
+            config_file = argv[++i];
+        else if (!strcmp(argv[i], "--check"))
+            check = true;
+        else if (!strcmp(argv[i], "--shards") && i + 1 < argc)
+            rc_config.shards = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--drain-ms") && i + 1 < argc)
+            rc_config.drain_ms = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--log"))
+            log_conns = true;
+        else
+            return usage(argv[0]);
+    }
+    if (!config_file)
+        return usage(argv[0]);
+    px_config *c;
+    if (px_config_load(config_file, &c, stderr) != 0)
+        return 1;
+    if (check) {
+        printf("%s: ok\n", config_file);
+        px_config_free(c);
+        return 0;
+    }
+    int rc = tpc_run(&rc_config, proxy_main, c);
+    return rc == 128 + SIGINT || rc == 128 + SIGTERM ? 0 : rc < 0 ? 1 : rc;
+}

@@ -1,0 +1,533 @@
+#!/usr/bin/env python3
+"""tpc-proxy end to end: the program (argv[1]) in front of backends this test runs itself
+(threads on loopback, port 0). Every wait polls for its condition up to a deadline; timing
+bounds have slack (TPC_TEST_SLOW multiplies them)."""
+import hashlib
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+PROXY = None
+SLOW = 4 if os.environ.get("TPC_TEST_SLOW") else 1
+DEADLINE = 20 * SLOW
+
+
+class Backend:
+    """A TCP server on 127.0.0.1:0 in a thread. mode: 'tag' (sends its tag, closes), 'echo',
+    'sinksource' (sends `size` seeded bytes, then half-closes, while it hashes what it reads),
+    'halfclose' (reads to end of stream, then answers how much it read), 'blackhole' (a full
+    accept queue: connects hang), 'refuse' (a bound port nobody listens on)."""
+
+    def __init__(self, mode, tag=b"", size=0, port=0):
+        self.mode, self.tag, self.size = mode, tag, size
+        self.digest = queue.Queue()
+        self.accepted = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.port = self.sock.getsockname()[1]
+        self.addr = "127.0.0.1:%d" % self.port
+        self.fillers = []
+        if mode == "refuse":
+            return
+        if mode == "blackhole":
+            self.sock.listen(0)
+            for _ in range(3):  # fills the accept queue (backlog 0 holds one)
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", self.port))
+                self.fillers.append(c)
+            return
+        self.sock.listen(64)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
+
+    def conn(self, c):
+        try:
+            if self.mode == "tag":
+                c.sendall(self.tag)
+            elif self.mode == "tagecho":
+                c.sendall(self.tag)
+                while c.recv(65536):
+                    pass
+            elif self.mode == "echo":
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    c.sendall(d)
+            elif self.mode == "halfclose":
+                n = 0
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    n += len(d)
+                c.sendall(b"read %d" % n)
+            elif self.mode == "sinksource":
+                t = threading.Thread(target=send_seeded, args=(c, self.size, 2))
+                t.start()
+                self.digest.put(recv_hash(c))
+                t.join()
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+        for c in self.fillers:
+            c.close()
+
+
+def seeded(size, seed):
+    r = random.Random(seed)
+    return r.randbytes(size)
+
+
+def send_seeded(c, size, seed):
+    c.sendall(seeded(size, seed))
+    c.shutdown(socket.SHUT_WR)
+
+
+def recv_hash(c):
+    h, n = hashlib.sha256(), 0
+    while True:
+        d = c.recv(1 << 16)
+        if not d:
+            return h.hexdigest(), n
+        h.update(d)
+        n += len(d)
+
+
+def recv_all(c):
+    """Everything c receives up to its end of stream; then closes c."""
+    out = b""
+    with c:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                return out
+            out += d
+
+
+class Proxy:
+    """tpc-proxy on a configuration text; its stdout and stderr read line by line."""
+
+    def __init__(self, config, args=()):
+        self.dir = tempfile.TemporaryDirectory()
+        self.file = os.path.join(self.dir.name, "proxy.ini")
+        self.write(config)
+        self.lines, self.cond = [], threading.Condition()
+        self.p = subprocess.Popen([PROXY, "-c", self.file, "--shards", "2", *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+        threading.Thread(target=self.read, daemon=True).start()
+        self.addr = self.wait_for(r"frontend \w+ listening on (\S+)").group(1)
+        self.stats = None
+        if "[stats]" in config:
+            self.stats = self.wait_for(r"stats http listening on (\S+)").group(1)
+        self.wait_for(r"running on")
+
+    def write(self, config):
+        with open(self.file + ".tmp", "w") as f:
+            f.write(config)
+        os.rename(self.file + ".tmp", self.file)
+
+    def read(self):
+        for line in self.p.stdout:
+            with self.cond:
+                self.lines.append(line.decode(errors="replace"))
+                self.cond.notify_all()
+        with self.cond:
+            self.lines.append(None)
+            self.cond.notify_all()
+
+    def wait_for(self, pattern, start=0, timeout=DEADLINE):
+        """The match of the first line from index `start` on that matches."""
+        end = time.monotonic() + timeout
+        with self.cond:
+            i = start
+            while True:
+                while i < len(self.lines):
+                    if self.lines[i] is None:
+                        raise AssertionError("tpc-proxy ended before %r:\n%s" %
+                                             (pattern, "".join(self.lines[:-1])))
+                    m = re.search(pattern, self.lines[i])
+                    if m:
+                        return m
+                    i += 1
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("no %r within %ss:\n%s" %
+                                         (pattern, timeout, "".join(self.lines)))
+                self.cond.wait(left)
+
+    def mark(self):
+        with self.cond:
+            return len(self.lines)
+
+    def connect(self):
+        host, port = self.addr.rsplit(":", 1)
+        c = socket.create_connection((host, int(port)), timeout=DEADLINE)
+        return c
+
+    def get(self, path):
+        with urllib.request.urlopen("http://%s%s" % (self.stats, path), timeout=DEADLINE) as r:
+            return r.read().decode()
+
+    def counter(self, name):
+        m = re.search(r"^total:.* %s (\d+)" % name, self.get("/stats"), re.M)
+        return int(m.group(1))
+
+    def stop(self, sig=signal.SIGTERM):
+        if sig and self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            rc = self.p.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            raise AssertionError("tpc-proxy did not stop")
+        self.p.stdout.close()
+        self.dir.cleanup()
+        return rc
+
+
+def config(servers, balance="roundrobin", check="none", extra_fe="", extra_be="",
+           stats=True):
+    text = "[frontend web]\nlisten = 127.0.0.1:0\nbackend = app\n" + extra_fe
+    text += "[backend app]\nbalance = %s\ncheck = %s\n" % (balance, check) + extra_be
+    for i, b in enumerate(servers):
+        text += "server = s%d %s\n" % (i, b.addr)
+    if stats:
+        text += "[stats]\nlisten = 127.0.0.1:0\n"
+    return text
+
+
+def until(cond, timeout=DEADLINE):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met within %ss" % timeout)
+        time.sleep(0.02)
+
+
+class ProxyTest(unittest.TestCase):
+    def setUp(self):
+        self.backends, self.proxy = [], None
+
+    def tearDown(self):
+        if self.proxy:
+            self.assertEqual(self.proxy.stop(), 0)
+        for b in self.backends:
+            b.close()
+
+    def backend(self, *a, **k):
+        b = Backend(*a, **k)
+        self.backends.append(b)
+        return b
+
+    def start(self, *a, args=(), **k):
+        self.proxy = Proxy(config(*a, **k), args)
+        return self.proxy
+
+    def test_check(self):
+        b = self.backend("tag", b"A")
+        with tempfile.TemporaryDirectory() as d:
+            good, bad = os.path.join(d, "good.ini"), os.path.join(d, "bad.ini")
+            with open(good, "w") as f:
+                f.write(config([b]))
+            with open(bad, "w") as f:
+                f.write("[frontend x]\nlisten = 127.0.0.1:0\nbackend = nope\nfoo = 1\n")
+            r = subprocess.run([PROXY, "--check", "-c", good], capture_output=True, timeout=DEADLINE)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout.decode(), "%s: ok\n" % good)
+            r = subprocess.run([PROXY, "--check", "-c", bad], capture_output=True, timeout=DEADLINE)
+            self.assertEqual(r.returncode, 1)
+            err = r.stderr.decode()
+            self.assertIn("%s:4: unknown key 'foo' in [frontend x]" % bad, err)
+            self.assertIn("%s:3: unknown backend 'nope' in [frontend x]" % bad, err)
+
+    def test_roundrobin(self):
+        bs = [self.backend("tag", t) for t in (b"A", b"B", b"C")]
+        p = self.start(bs)
+        got = [recv_all(p.connect()) for _ in range(9)]
+        self.assertEqual(sorted(got), [b"A"] * 3 + [b"B"] * 3 + [b"C"] * 3)
+        self.assertEqual(p.counter("connections"), 9)
+        stats = p.get("/stats")
+        per_shard = [int(n) for n in re.findall(r"^shard \d+: connections (\d+)", stats, re.M)]
+        self.assertEqual(len(per_shard), 2)
+        self.assertEqual(sum(per_shard), 9)
+        for s in ("s0", "s1", "s2"):
+            self.assertRegex(stats, r"server app/%s: UP active 0 connections 3 errors 0" % s)
+        metrics = p.get("/metrics")
+        total = sum(int(n) for n in re.findall(r'^tpc_proxy_connections_total\{shard="\d+"\} (\d+)',
+                                               metrics, re.M))
+        self.assertEqual(total, 9)
+
+    def test_handoff(self):
+        bs = [self.backend("tag", t) for t in (b"A", b"B")]
+        p = self.start(bs, extra_fe="accept = handoff\n")
+        got = [recv_all(p.connect()) for _ in range(4)]
+        self.assertEqual(sorted(got), [b"A", b"A", b"B", b"B"])
+
+    def test_weights(self):
+        a, b = self.backend("tag", b"A"), self.backend("tag", b"B")
+        text = config([a, b]).replace("server = s0 %s" % a.addr, "server = s0 %s weight=3" % a.addr)
+        self.proxy = p = Proxy(text)
+        got = [recv_all(p.connect()) for _ in range(8)]
+        self.assertEqual(got.count(b"A"), 6)
+        self.assertEqual(got.count(b"B"), 2)
+
+    def test_source(self):
+        bs = [self.backend("tag", t) for t in (b"A", b"B", b"C")]
+        p = self.start(bs, balance="source")
+        got = {recv_all(p.connect()) for _ in range(6)}
+        self.assertEqual(len(got), 1)  # one client address: one server
+
+    def test_leastconn(self):
+        a, b = self.backend("tagecho", b"A"), self.backend("tagecho", b"B")
+        p = self.start([a, b], balance="leastconn", args=("--shards", "1"))  # per shard
+        held, tags = [], []
+        for _ in range(4):  # one after the other: each is relayed before the next comes
+            held.append(p.connect())
+            tags.append(held[-1].recv(1))
+        self.assertEqual(sorted(tags), [b"A", b"A", b"B", b"B"])
+        for c, t in zip(held, tags):
+            if t == b"B":
+                c.close()
+        until(lambda: 'server app/s1: UP active 0 ' in p.get("/stats"))
+        more = []
+        for _ in range(2):
+            more.append(p.connect())
+            self.assertEqual(more[-1].recv(1), b"B")  # the least loaded
+        for c in held + more:
+            c.close()
+
+    def test_bulk_both_ways(self):
+        size = 12 << 20
+        b = self.backend("sinksource", size=size)
+        p = self.start([b])
+        c = p.connect()
+        t = threading.Thread(target=send_seeded, args=(c, size, 1))
+        t.start()
+        digest, n = recv_hash(c)
+        t.join()
+        c.close()
+        self.assertEqual(n, size)
+        self.assertEqual(digest, hashlib.sha256(seeded(size, 2)).hexdigest())
+        self.assertEqual(b.digest.get(timeout=DEADLINE),
+                         (hashlib.sha256(seeded(size, 1)).hexdigest(), size))
+        until(lambda: p.counter("bytes_in") == size and p.counter("bytes_out") == size)
+
+    def test_half_close(self):
+        b = self.backend("halfclose")
+        p = self.start([b], args=("--log",))
+        c = p.connect()
+        c.sendall(b"x" * 100000)
+        c.shutdown(socket.SHUT_WR)  # the backend sees its end of stream, and still answers
+        self.assertEqual(recv_all(c), b"read 100000")
+        p.wait_for(r"conn shard=\d frontend=web client=127.0.0.1:\d+ server=s0 up=100000 "
+                   r"down=11 result=ok")
+
+    def test_refused_next_server(self):
+        dead, live = self.backend("refuse"), self.backend("tag", b"B")
+        p = self.start([dead, live])
+        for _ in range(4):
+            self.assertEqual(recv_all(p.connect()), b"B")
+        self.assertGreaterEqual(p.counter("connect_refused"), 1)
+
+    def test_connect_timeout(self):
+        hole, live = self.backend("blackhole"), self.backend("tag", b"B")
+        p = self.start([hole, live], extra_fe="timeout_server_connect = 300ms\n")
+        t0 = time.monotonic()
+        self.assertEqual(recv_all(p.connect()), b"B")  # the first turn goes to the black hole
+        self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+        self.assertEqual(p.counter("connect_timeout"), 1)
+
+    def test_idle_timeout(self):
+        b = self.backend("echo")
+        p = self.start([b], extra_fe="timeout_client_idle = 500ms\n")
+        c = p.connect()
+        c.sendall(b"ping")
+        self.assertEqual(c.recv(4), b"ping")
+        t0 = time.monotonic()
+        self.assertEqual(recv_all(c), b"")
+        waited = time.monotonic() - t0
+        self.assertGreaterEqual(waited, 0.4)
+        self.assertLess(waited, 5 * SLOW)
+        until(lambda: p.counter("idle_timeout") == 1)
+
+    def test_server_idle_timeout(self):
+        b = self.backend("echo")
+        p = self.start([b], extra_fe="timeout_client_idle = 1m\ntimeout_server_idle = 300ms\n")
+        c = p.connect()
+        c.sendall(b"ping")
+        self.assertEqual(c.recv(4), b"ping")
+        t0 = time.monotonic()
+        self.assertEqual(recv_all(c), b"")
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)  # not the client's minute
+
+    def test_maxconn(self):
+        b = self.backend("echo")
+        p = self.start([b], extra_fe="maxconn = 1\n")
+        c = p.connect()
+        c.sendall(b"1")
+        self.assertEqual(c.recv(1), b"1")
+        self.assertEqual(recv_all(p.connect()), b"")  # beyond maxconn: closed at once
+        self.assertEqual(p.counter("maxconn"), 1)
+        c.close()
+
+    def test_health_check(self):
+        a, b = self.backend("tag", b"A"), self.backend("tag", b"B")
+        p = self.start([a, b], check="tcp", extra_be="check_interval = 100ms\nrise = 2\nfall = 2\n")
+        port = b.port
+        mark = p.mark()
+        b.close()
+        p.wait_for(r"server app/s1 is DOWN", mark)
+        self.assertIn("server app/s1: DOWN", p.get("/stats"))
+        self.assertEqual([recv_all(p.connect()) for _ in range(4)], [b"A"] * 4)
+        mark = p.mark()
+        p.p.send_signal(signal.SIGHUP)  # the same file: s1 stays down
+        p.wait_for(r"reload done", mark)
+        self.assertIn("server app/s1: DOWN", p.get("/stats"))
+        self.assertEqual([recv_all(p.connect()) for _ in range(4)], [b"A"] * 4)
+        mark = p.mark()
+        self.backend("tag", b"B", port=port)
+        p.wait_for(r"server app/s1 is UP", mark)
+        self.assertEqual(sorted(recv_all(p.connect()) for _ in range(4)), [b"A", b"A", b"B", b"B"])
+        self.assertIn('tpc_proxy_server_up{backend="app",server="s1"} 1', p.get("/metrics"))
+        self.assertIn("\ntpc_shards 2\n", p.get("/metrics"))  # the runtime's own metrics
+
+    def test_drain(self):
+        b = self.backend("echo")
+        p = self.start([b], args=("--drain-ms", str(10000 * SLOW)))
+        c = p.connect()
+        c.sendall(b"before")
+        self.assertEqual(c.recv(6), b"before")
+        mark = p.mark()
+        p.p.send_signal(signal.SIGTERM)
+        p.wait_for("draining", mark)
+
+        def refused():
+            try:
+                p.connect().close()
+            except ConnectionRefusedError:
+                return True
+            return False
+        until(refused)  # no new connections
+        c.sendall(b"after")  # the established one goes on
+        self.assertEqual(c.recv(5), b"after")
+        c.close()
+        t0 = time.monotonic()
+        self.assertEqual(p.stop(None), 0)  # exits once it has finished, before the deadline
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)
+        self.proxy = None
+
+    def test_drain_two_frontends(self):
+        b = self.backend("echo")
+        text = config([b]) + "[frontend other]\nlisten = 127.0.0.1:0\nbackend = app\n"
+        self.proxy = p = Proxy(text, ("--drain-ms", str(10000 * SLOW)))
+        other = int(p.wait_for(r"frontend other listening on 127.0.0.1:(\d+)").group(1))
+        c = p.connect()  # held on the first frontend through the drain
+        c.sendall(b"x")
+        self.assertEqual(c.recv(1), b"x")
+        t0 = time.monotonic()
+        p.p.send_signal(signal.SIGTERM)
+
+        def refused(port):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+        until(lambda: refused(other))  # the second closes now, not after the first's drain
+        until(lambda: refused(int(p.addr.rsplit(":", 1)[1])))
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)
+        c.sendall(b"y")
+        self.assertEqual(c.recv(1), b"y")
+        c.close()
+        self.assertEqual(p.stop(None), 0)
+        self.proxy = None
+
+    def test_drain_deadline(self):
+        b = self.backend("echo")
+        p = self.start([b], args=("--drain-ms", "500", "--log"))
+        c = p.connect()
+        c.sendall(b"x")
+        self.assertEqual(c.recv(1), b"x")
+        t0 = time.monotonic()
+        p.p.send_signal(signal.SIGTERM)
+        self.assertEqual(recv_all(c), b"")  # idle past the deadline: cut
+        p.wait_for(r"result=cancelled")
+        self.assertEqual(p.stop(None), 0)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.4)
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)
+        self.proxy = None
+
+    def test_reload(self):
+        a, b = self.backend("echo"), self.backend("tag", b"B")
+        p = self.start([a])
+        c = p.connect()  # established on the old configuration
+        c.sendall(b"old")
+        self.assertEqual(c.recv(3), b"old")
+        mark = p.mark()
+        p.write("[frontend web]\nlisten = 127.0.0.1:0\nbackend = nowhere\n")
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"proxy.ini:3: unknown backend 'nowhere'", mark)
+        p.wait_for(r"not reloaded", mark)
+        c.sendall(b"still")
+        self.assertEqual(c.recv(5), b"still")
+        d = p.connect()
+        d.sendall(b"x")
+        self.assertEqual(d.recv(1), b"x")  # new connections: the old configuration still
+        d.close()
+        mark = p.mark()
+        p.write(config([b]) + "[frontend other]\nlisten = 127.0.0.1:0\nbackend = app\n")
+        p.p.send_signal(signal.SIGHUP)
+        other = p.wait_for(r"frontend other listening on 127.0.0.1:(\d+)", mark).group(1)
+        p.wait_for(r"reload done", mark)
+        self.assertEqual(recv_all(p.connect()), b"B")  # new connections: the new one
+        o = socket.create_connection(("127.0.0.1", int(other)), timeout=DEADLINE)
+        self.assertEqual(recv_all(o), b"B")  # a frontend added
+        c.sendall(b"again")  # the established one is left alone
+        self.assertEqual(c.recv(5), b"again")
+        mark = p.mark()
+        p.write(config([a]))  # "other" goes: its listener closes
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"reload done", mark)
+
+        def other_gone():
+            try:
+                socket.create_connection(("127.0.0.1", int(other)), timeout=DEADLINE).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+        until(other_gone)
+        c.sendall(b"third")  # still the first connection, on the first configuration
+        self.assertEqual(c.recv(5), b"third")
+        c.close()
+
+
+if __name__ == "__main__":
+    PROXY = sys.argv.pop(1)
+    unittest.main(verbosity=2)
