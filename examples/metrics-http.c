@@ -26,14 +26,13 @@ static int answer(int fd, int status, const char *type, const char *body, size_t
     return len && tpc_write_full(fd, body, len, -1) < 0 ? -1 : 0;
 }
 
-static int metrics_conn(int fd, void *arg)
+bool http_read_head(int fd, char *req, size_t cap)
 {
-    (void)arg;
-    char req[REQ_MAX + 1];
     size_t got = 0;
+    req[0] = '\0';
     tpc_deadline_set(REQ_NS);
-    while (got < REQ_MAX) {
-        ssize_t n = tpc_recv(fd, req + got, REQ_MAX - got, 0);
+    while (got + 1 < cap) {
+        ssize_t n = tpc_recv(fd, req + got, cap - 1 - got, 0);
         if (n <= 0)
             break;
         got += (size_t)n;
@@ -42,8 +41,14 @@ static int metrics_conn(int fd, void *arg)
             break;
     }
     tpc_deadline_clear();
-    req[got] = '\0';
-    if (!strstr(req, "\r\n\r\n"))
+    return strstr(req, "\r\n\r\n") != NULL;
+}
+
+static int metrics_conn(int fd, void *arg)
+{
+    (void)arg;
+    char req[REQ_MAX + 1];
+    if (!http_read_head(fd, req, sizeof(req)))
         return answer(fd, 400, "text/plain", "bad request\n", 12);
     int format = -1;
     if (!strncmp(req, "GET /metrics ", 13))

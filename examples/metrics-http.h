@@ -5,10 +5,16 @@
 #ifndef EXAMPLES_METRICS_HTTP_H
 #define EXAMPLES_METRICS_HTTP_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <tpc.h>
 
 /* Starts serving on addr (prints where, on stdout). Returns 0 or a negative errno. */
 int metrics_start(const char *addr, tpc_server **out);
 int metrics_stop(tpc_server *srv);
+
+/* Reads a request's head from fd into req (NUL-terminated, at most cap - 1 bytes), for up to
+ * 5 s, until its blank line. Returns true if the blank line came. */
+bool http_read_head(int fd, char *req, size_t cap);
 
 #endif

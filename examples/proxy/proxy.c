@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <tpc.h>
+#include "../metrics-http.h"
 #include "config.h"
 
 #define REQ_MAX 8192
@@ -540,19 +541,7 @@ static int stats_conn(int fd, void *arg)
 {
     (void)arg;
     char req[REQ_MAX + 1];
-    size_t got = 0;
-    tpc_deadline_set(5LL * 1000 * 1000 * 1000);
-    while (got < REQ_MAX) {
-        ssize_t n = tpc_recv(fd, req + got, REQ_MAX - got, 0);
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-        req[got] = '\0';
-        if (strstr(req, "\r\n\r\n"))
-            break;
-    }
-    tpc_deadline_clear();
-    req[got] = '\0';
+    http_read_head(fd, req, sizeof(req)); /* (examples/metrics-http.c) */
     int status = 200;
     strbuf body = {0};
     gen *g = shard_gen[tpc_shard_id()];
