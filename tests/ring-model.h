@@ -37,8 +37,10 @@ static inline void ring_model_init(struct ring_model *m, unsigned nshards)
 {
     m->nshards = nshards;
     m->nmsgs = 0;
-    for (unsigned k = 0; k < RING_MODEL_SHARDS * RING_MODEL_SHARDS; k++)
-        m->pair[k].head = m->pair[k].tail = 0, m->pair[k].ran = 0;
+    for (unsigned k = 0; k < RING_MODEL_SHARDS * RING_MODEL_SHARDS; k++) {
+        m->pair[k].head = m->pair[k].tail = 0;
+        m->pair[k].ran = 0;
+    }
 }
 
 /* A new message from `from` to `to`: its id, or -1 when the model is full. */

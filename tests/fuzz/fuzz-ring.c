@@ -38,8 +38,9 @@
 #include <string.h>
 #include "core/ring.c"
 
-/* Only ring.c's paths guide the fuzzer: the harness's own (the checks after every operation
- * above all) would cost time every run and say nothing new about the rings. */
+/* The harness's own paths do not guide the fuzzer (ring.c's and the features below do): they
+ * would cost time every run (the checks after every operation above all) and say nothing new
+ * about the rings. */
 #ifdef __clang__
 #pragma clang attribute push(__attribute__((no_sanitize("coverage"))), apply_to = function)
 #endif
@@ -699,7 +700,22 @@ static void note(int ctx, unsigned code, unsigned i)
 }
 
 /* Runs the program from ip until it ends or, inside a parked send (ctx PARKED), an operation
- * resumes it (woken), or, inside a message that runs in a drain (DRAINING), one ends that. */
+ * resumes it (woken), or, inside a message that runs in a drain (DRAINING), one ends that.
+ *
+ * An operation is a byte: its high nibble (modulo the shards) is the shard, its low nibble
+ * the code, some take argument bytes a and b.
+ *   0 [a]  send from a callback (tpc__send; tpc_submit_to if a >> 6 == 1)
+ *   1 [a]  send from a fiber (tpc__send)
+ *   2 [a b (x0 x1)]  tpc__send_msg, one or two slots
+ *   3 [a b (x0 x1)]  tpc__send_reply, one or two slots, maybe to the shard itself
+ *   4 poll, 5 flush, 6 13 14 a turn of the loop (poll, flush), 7 go to sleep if it can
+ *   8 a spurious wake-up, 9 [a] poll a % 80 times, 10 [a] queue a flush (sending if a & 1)
+ *   11 [a] cancel parked fiber a % depth (or its deadline passes, if a & 0x80)
+ *   12 resume the innermost parked fiber if woken, or end a drain's turn
+ *   15 the next message that runs lets the program run inside it
+ * a: bits 0-1 the receiver, 2 which function, 3-5 what the message does when it runs (4 to 7:
+ * reply, wide reply, send, queue a flush), 6-7 a fiber cancelled (2) or past its deadline (3);
+ * b: bit 0 two slots (x0 and x1 make the data words), 1 from a fiber, 3-7 the mark. */
 static void interpret(int ctx)
 {
     while (ip < iend) {
