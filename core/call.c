@@ -86,26 +86,6 @@ void tpc__remotes_free(struct tpc__shard *s)
     s->nremote_cache = 0;
 }
 
-static void read_stats(struct tpc__shard *s, tpc_shard_stats *out)
-{
-    *out = (tpc_shard_stats){
-        .tasks = s->n_tasks,
-        .switches = s->n_switches,
-        .loops = s->n_loops,
-        .msgs_in = s->n_msgs_in,
-        .msgs_out = s->n_msgs_out,
-        .wakeups_sent = s->n_wakes_sent,
-        .wakeups = s->n_wakeups,
-        .sleep_ns = s->n_sleep_ns,
-        .io_submitted = s->n_io_submitted,
-        .io_completed = s->n_io_completed,
-        .timers = s->n_timers,
-        .accept_backoffs = s->n_accept_backoffs,
-        .io_enters = s->n_io_enters,
-        .stalls = atomic_load_explicit(&s->n_stalls, memory_order_relaxed),
-    };
-}
-
 static void remote_home(struct tpc_remote *r) /* on the origin */
 {
     r->done = true;
@@ -169,7 +149,7 @@ static void remote_start(void *p) /* on the target: a record with options, or tp
     struct tpc__shard *s = tpc__self;
     int rc = 0;
     if (!r->fn) {
-        read_stats(s, &r->stats);
+        tpc__stats_read(s, &r->stats);
     } else {
         tpc_fiber_opts o = r->opts;
         o.name = r->name[0] ? r->name : NULL;
@@ -468,7 +448,7 @@ int tpc_stats(int shard, tpc_shard_stats *out)
     if (!out)
         return -EINVAL;
     if ((unsigned)shard == tpc__self->id) {
-        read_stats(tpc__self, out);
+        tpc__stats_read(tpc__self, out);
         return 0;
     }
     struct tpc_remote *r = remote_new();

@@ -167,7 +167,7 @@ enum {
     TPC__IOC_OTHER,
     TPC__IOC_N
 };
-/* Published: tpc_shard_stats' counters, then gauges. */
+/* Published: tpc_shard_stats' counters in its order (but stalls, kept apart), then gauges. */
 enum {
     TPC__PUB_TASKS,
     TPC__PUB_SWITCHES,
@@ -448,6 +448,7 @@ bool tpc__stall_off_by_default(void); /* under valgrind, where everything runs f
 void tpc__stall_stop(struct tpc_runtime *rt);
 /* Metrics (core/metrics.c): publishes the shard's counters and gauges for other threads. */
 void tpc__metrics_publish(struct tpc__shard *s);
+void tpc__stats_read(struct tpc__shard *s, tpc_shard_stats *out); /* its own counters */
 unsigned tpc__io_class(unsigned opcode);
 
 /* The first tpc_maybe_yield of a shard: from now on the watchdog keeps its time slices. */

@@ -14,29 +14,39 @@
 #include "rings.h"
 #include "tpc/metrics.h"
 
+void tpc__stats_read(struct tpc__shard *s, tpc_shard_stats *out)
+{
+    *out = (tpc_shard_stats){
+        .tasks = s->n_tasks,
+        .switches = s->n_switches,
+        .loops = s->n_loops,
+        .msgs_in = s->n_msgs_in,
+        .msgs_out = s->n_msgs_out,
+        .wakeups_sent = s->n_wakes_sent,
+        .wakeups = s->n_wakeups,
+        .sleep_ns = s->n_sleep_ns,
+        .io_submitted = s->n_io_submitted,
+        .io_completed = s->n_io_completed,
+        .timers = s->n_timers,
+        .accept_backoffs = s->n_accept_backoffs,
+        .io_enters = s->n_io_enters,
+        .stalls = atomic_load_explicit(&s->n_stalls, memory_order_relaxed),
+    };
+}
+
+/* The counters of tpc_shard_stats, in its order, then the gauges. */
+_Static_assert(sizeof(tpc_shard_stats) == (TPC__PUB_FIBERS + 1) * sizeof(uint64_t),
+               "tpc_shard_stats: the published counters, then stalls");
 void tpc__metrics_publish(struct tpc__shard *s)
 {
-    const uint64_t v[TPC__PUB_N] = {
-        [TPC__PUB_TASKS] = s->n_tasks,
-        [TPC__PUB_SWITCHES] = s->n_switches,
-        [TPC__PUB_LOOPS] = s->n_loops,
-        [TPC__PUB_MSGS_IN] = s->n_msgs_in,
-        [TPC__PUB_MSGS_OUT] = s->n_msgs_out,
-        [TPC__PUB_WAKES_SENT] = s->n_wakes_sent,
-        [TPC__PUB_WAKEUPS] = s->n_wakeups,
-        [TPC__PUB_SLEEP_NS] = s->n_sleep_ns,
-        [TPC__PUB_IO_SUBMITTED] = s->n_io_submitted,
-        [TPC__PUB_IO_COMPLETED] = s->n_io_completed,
-        [TPC__PUB_TIMERS] = s->n_timers,
-        [TPC__PUB_ACCEPT_BACKOFFS] = s->n_accept_backoffs,
-        [TPC__PUB_IO_ENTERS] = s->n_io_enters,
-        [TPC__PUB_FIBERS] = s->nlive,
-        [TPC__PUB_INFLIGHT] = s->inflight,
-        [TPC__PUB_MULTISHOT] = s->nmultishot,
-        [TPC__PUB_STACKS] = s->nstacks + s->ncold + s->nnog,
-    };
-    for (unsigned i = 0; i < TPC__PUB_N; i++)
-        atomic_store_explicit(&s->m.pub[i], v[i], memory_order_relaxed);
+    tpc_shard_stats st;
+    tpc__stats_read(s, &st);
+    const uint64_t *c = &st.tasks; /* every field is a uint64_t, in TPC__PUB_* order */
+    for (unsigned i = 0; i < TPC__PUB_FIBERS; i++)
+        atomic_store_explicit(&s->m.pub[i], c[i], memory_order_relaxed);
+    const uint64_t g[] = {s->nlive, s->inflight, s->nmultishot, s->nstacks + s->ncold + s->nnog};
+    for (unsigned i = TPC__PUB_FIBERS; i < TPC__PUB_N; i++)
+        atomic_store_explicit(&s->m.pub[i], g[i - TPC__PUB_FIBERS], memory_order_relaxed);
 }
 
 unsigned tpc__io_class(unsigned opcode)
