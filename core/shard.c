@@ -536,8 +536,15 @@ static inline bool poll_messages(struct tpc__shard *s)
     return worked;
 }
 
-/* Phase 3: once the runtime stops, cancel every fiber (once); true when the shard may leave:
- * nothing alive, queued, in flight, in its rings, or owed to a shard still running. */
+/* A stopping shard may leave: nothing alive, queued, in flight, in its rings, or owed to a shard
+ * still running. */
+static inline bool may_leave(struct tpc__shard *s)
+{
+    return s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox) &&
+           !tpc__rings_ready(s) && !tpc__rings_owe(s);
+}
+
+/* Phase 3: once the runtime stops, cancel every fiber (once); true when the shard may leave. */
 static inline bool stop_phase(struct tpc__shard *s)
 {
     if (TPC_LIKELY(!atomic_load_explicit(&s->rt->stop, memory_order_acquire)))
@@ -546,8 +553,7 @@ static inline bool stop_phase(struct tpc__shard *s)
         s->stopping = true;
         tpc__fiber_cancel_all(s);
     }
-    return s->nlive == 0 && !s->runq.head && s->inflight == 0 && !atomic_load(&s->inbox) &&
-           !tpc__rings_ready(s) && !tpc__rings_owe(s);
+    return may_leave(s);
 }
 
 /* Phase 4: one kernel entry per loop where possible. New SQEs go in now only if the loop will
@@ -614,6 +620,8 @@ static inline void sleep_phase(struct tpc__shard *s, bool worked)
         arm_wake(s);
     if (timeout == 0 || !s->wake_armed)
         return;
+    if (TPC_UNLIKELY(s->stopping) && may_leave(s))
+        return; /* the last work in flight ended in phases 4-5 (a layer's, with no fiber) */
     if (worked && s->spin_ns > 0 && spin_for_work(s, timeout))
         return;
     if (tpc__rings_cool(s))

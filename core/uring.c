@@ -91,6 +91,13 @@ static void inject(struct io_uring_sqe *sqe, int *forced)
         sqe->len = faults[op].short_max;
     }
 }
+
+int tpc__fault_inject(struct io_uring_sqe *sqe)
+{
+    int forced = 0;
+    inject(sqe, &forced);
+    return forced;
+}
 #endif
 
 int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *sqe)

@@ -104,6 +104,10 @@ void tpc__fault_sqe(unsigned skip, unsigned count);
 /* The next `count` fiber spawns on this thread fail with -err (core/task.c). */
 void tpc__fault_spawn(int err, unsigned count);
 bool tpc__fault_no_sqe(void);
+/* For operations that complete to a callback rather than through tpc__io_run: applies a fault
+ * set with tpc__fault_set to the prepared sqe (a failure makes it a no-op) and returns the
+ * result to report instead of its own (0: none). */
+int tpc__fault_inject(struct io_uring_sqe *sqe);
 #endif
 
 #endif

@@ -59,6 +59,9 @@ struct tpc_rx {
     bool inside;     /* a fiber is inside tpc_rx_next (woken or not) */
     bool poll_first; /* the last receive emptied the socket */
     int err;
+    /* Driven by callbacks (tpc__rx_hook, for net/relay.c) instead of a waiting fiber. */
+    struct tpc__rx_hooks hooks;
+    bool hooked, async_close;
     tpc_list starve_node;
     struct tpc__wait *waiter;
     tpc_timer retry; /* no free SQE: arm at the next loop iteration */
@@ -187,6 +190,7 @@ static void rx_wake(tpc_rx *rx)
 }
 
 static void arm(tpc_rx *rx);
+static void close_finish(tpc_rx *rx);
 
 static unsigned available(const tpc_bufpool *p)
 {
@@ -213,6 +217,8 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
     if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         if (closing || res <= 0) {
+            if (closing && res > 0 && rx->hooks.dropped)
+                *rx->hooks.dropped += (uint64_t)res; /* read from the socket, never delivered */
             recycle(p, bid); /* (the kernel names no buffer without data; a guard) */
             unstarve(p);
         } else {
@@ -230,8 +236,11 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
             rx->tail = (int)bid;
         }
     }
-    if (closing)
+    if (closing) {
+        if (rx->async_close && !rx->ms.armed)
+            close_finish(rx);
         return;
+    }
     rx->poll_first = !(flags & IORING_CQE_F_SOCK_NONEMPTY);
     if (res == 0) {
         rx->eof = true;
@@ -246,12 +255,16 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
         rx->err = res;
     }
     arm(rx); /* the next chunk, unless the stream is at its share */
-    rx_wake(rx);
+    if (rx->hooked)
+        rx->hooks.ready(rx->hooks.arg); /* last: it may close rx */
+    else
+        rx_wake(rx);
 }
 
 static bool at_share(const tpc_rx *rx)
 {
-    return rx->nqueued + rx->nheld >= rx->pool->share;
+    unsigned share = rx->hooks.share ? rx->hooks.share : rx->pool->share;
+    return rx->nqueued + rx->nheld >= share;
 }
 
 /* Puts a receive in the ring unless one is there, the stream has ended, waits for buffers, has
@@ -266,7 +279,7 @@ static void arm(tpc_rx *rx)
         tpc_timer_start(&rx->retry, 0, 0); /* no SQE free now: at the next loop iteration */
         return;
     }
-    io_uring_prep_recv(sqe, rx->fd, NULL, 0, 0); /* len 0: the buffer's */
+    io_uring_prep_recv(sqe, rx->fd, NULL, rx->hooks.len, 0); /* len 0: the buffer's */
     if (rx->poll_first)
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -276,8 +289,14 @@ static void arm(tpc_rx *rx)
 
 static void retry_fire(tpc_timer *t, void *arg)
 {
-    (void)t;
-    arm(arg);
+    tpc_rx *rx = arg;
+    if (!rx->async_close) {
+        arm(rx);
+        return;
+    }
+    tpc__multishot_cancel(rx->pool->shard, &rx->ms); /* the cancel found no free SQE */
+    if (rx->ms.armed && !rx->ms.stopping)
+        tpc_timer_start(t, 0, 0);
 }
 
 /* Frees a closed stream once its close has finished, no fiber is inside it and the caller holds
@@ -367,6 +386,12 @@ ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b)
         if (rc < 0)
             return rc; /* cancelled or timed out: whatever arrives stays queued */
     }
+    return tpc__rx_take(rx, b);
+}
+
+ssize_t tpc__rx_take(tpc_rx *rx, tpc_buf *b)
+{
+    tpc_bufpool *p = rx->pool;
     if (rx->head >= 0) {
         unsigned bid = (unsigned)rx->head;
         rx->head = p->next[bid] == UINT16_MAX ? -1 : p->next[bid];
@@ -384,7 +409,35 @@ ssize_t tpc_rx_next(tpc_rx *rx, tpc_buf *b)
                        .gen_ = ++p->gen[bid]};
         return (ssize_t)b->len;
     }
-    return rx->err;
+    return rx->err ? rx->err : rx->eof ? 0 : -EAGAIN;
+}
+
+/* The end of a close, once the kernel has let go: queued chunks go back to the pool. rx is freed
+ * now or when the last buffer held from it comes back; a hooked stream's `gone` runs last. */
+static void close_finish(tpc_rx *rx)
+{
+    tpc_bufpool *p = rx->pool;
+    while (rx->head >= 0) {
+        unsigned bid = (unsigned)rx->head;
+        rx->head = p->next[bid] == UINT16_MAX ? -1 : p->next[bid];
+        p->nqueued--;
+        p->owner[bid] = NULL;
+        if (rx->hooks.dropped)
+            *rx->hooks.dropped += p->len[bid];
+        recycle(p, bid);
+    }
+    if (rx->starved)
+        tpc__list_remove(&rx->starve_node);
+    p->nstreams--;
+    tpc_timer_stop(&rx->retry);
+    rx->close_done = true;
+    struct tpc__rx_hooks h = rx->hooks;
+    bool hooked = rx->hooked;
+    rx_maybe_free(rx); /* else when the last fiber leaves or the last buffer comes back */
+    unstarve(p);       /* buffers came back */
+    pool_retire(p);
+    if (hooked && h.gone)
+        h.gone(h.arg);
 }
 
 int tpc_rx_close(tpc_rx *rx)
@@ -405,19 +458,28 @@ int tpc_rx_close(tpc_rx *rx)
     }
     tpc_timer_stop(&rx->retry);
     tpc__multishot_stop(p->shard, &rx->ms);
-    while (rx->head >= 0) {
-        unsigned bid = (unsigned)rx->head;
-        rx->head = p->next[bid] == UINT16_MAX ? -1 : p->next[bid];
-        p->nqueued--;
-        p->owner[bid] = NULL;
-        recycle(p, bid);
-    }
-    if (rx->starved)
-        tpc__list_remove(&rx->starve_node);
-    p->nstreams--;
-    rx->close_done = true;
-    rx_maybe_free(rx); /* else when the last fiber leaves or the last buffer comes back */
-    unstarve(p);       /* buffers came back */
-    pool_retire(p);
+    close_finish(rx);
     return 0;
+}
+
+void tpc__rx_hook(tpc_rx *rx, const struct tpc__rx_hooks *h)
+{
+    rx->hooks = h ? *h : (struct tpc__rx_hooks){0};
+    rx->hooked = h != NULL;
+}
+
+void tpc__rx_close_async(tpc_rx *rx)
+{
+    if (rx->closed)
+        return;
+    rx->closed = rx->async_close = true;
+    tpc_timer_stop(&rx->retry);
+    if (!rx->ms.armed) {
+        close_finish(rx);
+        return;
+    }
+    rx->ms.closing = true; /* its final completion finishes the close (rx_complete) */
+    tpc__multishot_cancel(rx->pool->shard, &rx->ms);
+    if (!rx->ms.stopping)
+        tpc_timer_start(&rx->retry, 0, 0); /* no free SQE for the cancel: at the next turn */
 }

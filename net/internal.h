@@ -23,13 +23,40 @@ struct tpc__net_shard {
     unsigned nfree_bgids, cap_free_bgids;
     unsigned npipes; /* cached empty pipes (net/splice.c) */
     int pipes[TPC__PIPE_CACHE][2];
-    char *fwd_scratch; /* tpc_forward's read buffer, never held across a suspension */
+    char *fwd_scratch;       /* tpc_forward's read buffer, never held across a suspension */
+    tpc_bufpool *relay_pool; /* the relays' buffers (net/relay.c), made on first use */
+    tpc_list relays;         /* relays started with tpc_relay_start, running */
+    bool relays_stopped;     /* the shard stops: they were ended */
 };
 
 static inline struct tpc__net_shard *tpc__net_of(struct tpc__shard *s)
 {
     return s->layer[TPC__NET_LAYER];
 }
+
+/* A receive stream driven by callbacks instead of a waiting fiber (net/bufpool.c, for
+ * net/relay.c). ready(arg) runs on the shard after each completion that may have queued a chunk,
+ * ended the stream or failed it; gone(arg) once, when a close (tpc__rx_close_async) has finished
+ * and nothing of the kernel's refers to the stream any more. share: the most chunks the stream
+ * queues and holds at once (0: the pool's share); len: the most one receive takes (0: a
+ * buffer). dropped (may be NULL) adds up the bytes received and then thrown away by the close. */
+struct tpc__rx_hooks {
+    void (*ready)(void *arg);
+    void (*gone)(void *arg);
+    void *arg;
+    unsigned share, len;
+    uint64_t *dropped;
+};
+void tpc__rx_hook(tpc_rx *rx, const struct tpc__rx_hooks *h); /* NULL: unhooks */
+/* The next chunk without waiting: its length (> 0), 0 at end of stream, the stream's error, or
+ * -EAGAIN when none is queued yet. */
+ssize_t tpc__rx_take(tpc_rx *rx, tpc_buf *b);
+/* Starts closing rx from anywhere on its shard, fiber or not; gone runs when it is done. Buffers
+ * held from it stay valid until released. */
+void tpc__rx_close_async(tpc_rx *rx);
+
+/* The net layer's loop work: ends the running relays once the shard stops (net/relay.c). */
+bool tpc__relay_poll(struct tpc__shard *s, void *state);
 
 /* Closes the cached pipes and frees the scratch buffer (net/splice.c). */
 void tpc__net_shard_fini(struct tpc__shard *s, void *state);

@@ -1,116 +1,320 @@
-/* Relaying both directions of a proxied connection (tpc_relay, include/tpc/net.h): a tpc_fwd
- * each way, a to b in the calling fiber and b to a in a fiber it starts and joins, one idle timer
- * for both, and a stop that reaches each direction wherever it waits. Everything lives on the
- * caller's stack: the join and the timer's stop before returning are what make that safe. */
+/* Relaying both directions of a proxied connection (tpc_relay, tpc_relay_start: include/tpc/
+ * net.h), driven by completions alone: no fiber of its own and no stack.
+ *
+ * Each direction is a receive stream (net/bufpool.c) on the shard's relay pool: a receive with a
+ * provided buffer waits in the ring, so an idle direction holds no buffer, only its SQE's worth
+ * of kernel state; a chunk that arrives is sent from the buffer it landed in (an io_uring send,
+ * submitted with the loop's other SQEs: no system call of its own), and the buffer goes back to
+ * the pool when the send has taken it all. A direction queues and holds at most RELAY_SHARE
+ * chunks, so a destination that stops reading holds at most that much of the pool, and the
+ * socket holds the rest (the source's sender sees its window close).
+ *
+ * The end: both sources at end of stream (each destination shut down for writing as its source
+ * ended), a socket's error, the idle limit, or a stop (the caller's cancellation or deadline,
+ * tpc_relay_stop, the shard stopping). Stopping cancels a send the destination holds up, closes
+ * both streams, and waits for the kernel to let go of everything (sends completed, streams
+ * gone) before it tells: tpc_relay's caller is woken, tpc_relay_start's done callback runs. */
+#include <stdlib.h>
 #include <sys/socket.h>
 #include "internal.h"
 
-#define RELAY_CHUNK (64 * 1024) /* tpc_forward's most */
+#define RELAY_BUF   (16 * 1024) /* one chunk */
+#define RELAY_POOL  1024        /* chunks per shard: 16 MiB, touched as used */
+#define RELAY_SHARE 2           /* chunks one direction queues and holds */
 
 struct relay_dir {
-    tpc_fwd f;
-    int *from_err, *to_err; /* the stats' a_err / b_err of its source and of its destination */
-    bool ended;             /* reached end of stream and half-closed its destination */
+    struct tpc_relay_handle *r;
+    tpc_rx *rx;
+    int from, to;
+    tpc_buf held; /* the chunk being sent (pool_ NULL: none) */
+    size_t off;   /* how much of it has gone */
+    uint64_t in, out, dropped;
+    int *from_err, *to_err;
+    struct tpc__op send_op;
+    int forced;      /* fault injection: the send's result */
+    bool sending;    /* a send is in the ring */
+    bool cancelling; /* and a cancel of it */
+    bool ended;      /* its source ended and its destination was shut down */
+    bool closing, gone;
 };
 
-struct relay {
-    struct relay_dir ab, ba;
-    size_t chunk;
+struct tpc_relay_handle {
+    struct relay_dir d[2]; /* a to b, b to a */
+    struct tpc__shard *shard;
     int64_t idle;  /* ns; 0: no limit */
     uint64_t last; /* tpc_now() when a byte was last delivered, either way */
     tpc_timer idle_timer;
-    tpc_fiber *caller, *helper;
-    bool caller_moving; /* the caller is in its direction's loop */
-    bool stopped;       /* both directions are to stop */
-    int why;            /* what ended the relay: 0 or a negative errno, the first reason */
+    tpc_timer retry; /* no free SQE: at the next loop iteration */
+    bool stopped;    /* the end has begun */
+    bool finished;   /* and nothing of the kernel's refers to it any more */
+    int why;         /* what ended it: 0 or a negative errno, the first reason */
+    tpc_relay_stats st;
+    struct tpc__wait *waiter; /* tpc_relay: its caller, parked */
+    tpc_relay_done_fn done;   /* tpc_relay_start */
+    void *arg;
+    tpc_list node; /* tpc_relay_start: in the shard's list */
 };
 
-/* Stops both directions for `why` (the first reason wins). The helper fiber is cancelled. The
- * caller cannot be: a cancel is for good, and the caller goes on after tpc_relay returns. So its
- * direction is stopped as a deadline would stop it: its deadline goes into the past, which fails
- * each further wait inside tpc_forward at once (so it cannot slip into a next wait between two
- * of them), and its current wait is woken as its deadline's timer wakes it (an operation in the
- * kernel is cancelled and waited for, keeping what it did). tpc_relay puts the caller's own
- * deadline back once the loop has left. Called from either direction or the idle timer. */
-static void relay_stop(struct relay *r, int why)
+static void finish_check(struct tpc_relay_handle *r);
+static void pump(struct relay_dir *d);
+
+/* Ends the relay for `why` (the first reason wins): no chunk goes out any more, a send the
+ * destination holds up is cancelled, and the end goes on in finish_check. */
+static void relay_end(struct tpc_relay_handle *r, int why)
 {
     if (r->stopped)
         return;
     r->stopped = true;
     r->why = why;
-    tpc_fiber *self = tpc_self();
-    if (r->helper && r->helper != self)
-        tpc_cancel(r->helper);
-    tpc_fiber *c = r->caller;
-    if (r->caller_moving && c != self) {
-        c->deadline = 1;
-        if (c->state == TPC__F_WAITING && c->wait && !c->wait->hard)
-            tpc__wake(c->wait, -ETIMEDOUT);
+    for (int i = 0; i < 2; i++) {
+        struct relay_dir *d = &r->d[i];
+        if (!d->sending || d->cancelling)
+            continue;
+        struct io_uring_sqe *sqe = tpc__sqe(r->shard);
+        if (!sqe) {
+            tpc_timer_start(&r->retry, 0, 0);
+            continue;
+        }
+        io_uring_prep_cancel(sqe, &d->send_op, 0);
+        io_uring_sqe_set_data(sqe, NULL); /* its own completion is not waited for */
+        d->cancelling = true;
+    }
+    finish_check(r);
+}
+
+static void send_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
+{
+    (void)s, (void)flags;
+    struct relay_dir *d = tpc__container_of(op, struct relay_dir, send_op);
+    struct tpc_relay_handle *r = d->r;
+    d->sending = d->cancelling = false;
+    if (d->forced)
+        res = d->forced, d->forced = 0;
+    if (res > 0) {
+        d->out += (uint64_t)res;
+        d->off += (size_t)res;
+        r->last = tpc_now();
+        if (d->off == d->held.len)
+            tpc_buf_release(&d->held);
+    } else if (res < 0 && !r->stopped) {
+        *d->to_err = res;
+        relay_end(r, res);
+    }
+    if (r->stopped)
+        finish_check(r);
+    else
+        pump(d);
+}
+
+/* Sends the rest of the held chunk. False when no SQE is free (the retry timer will). */
+static bool send_held(struct relay_dir *d)
+{
+    struct io_uring_sqe *sqe = tpc__sqe(d->r->shard);
+    if (!sqe) {
+        tpc_timer_start(&d->r->retry, 0, 0);
+        return false;
+    }
+    io_uring_prep_send(sqe, d->to, d->held.data + d->off, d->held.len - d->off, MSG_NOSIGNAL);
+    io_uring_sqe_set_data(sqe, &d->send_op);
+#ifdef TPC_FAULT_INJECTION
+    d->forced = tpc__fault_inject(sqe);
+#endif
+    d->sending = true;
+    return true;
+}
+
+/* The source ended with everything delivered: carries the half-close across. */
+static void half_close(struct relay_dir *d)
+{
+    struct tpc_relay_handle *r = d->r;
+    if (shutdown(d->to, SHUT_WR) < 0) {
+        *d->to_err = -errno;
+        relay_end(r, -errno);
+        return;
+    }
+    d->ended = true;
+    if (r->d[0].ended && r->d[1].ended)
+        relay_end(r, 0);
+}
+
+/* Moves the direction on as far as it can without waiting. */
+static void pump(struct relay_dir *d)
+{
+    struct tpc_relay_handle *r = d->r;
+    while (!r->stopped && !d->sending && !d->ended) {
+        if (!d->held.pool_) {
+            ssize_t n = tpc__rx_take(d->rx, &d->held);
+            if (n == -EAGAIN)
+                return;
+            if (n == 0) {
+                half_close(d);
+                return;
+            }
+            if (n < 0) {
+                *d->from_err = (int)n;
+                relay_end(r, (int)n);
+                return;
+            }
+            d->in += (uint64_t)n;
+            d->off = 0;
+        }
+        if (!send_held(d))
+            return;
     }
 }
 
-/* Moves one direction until its source ends (then half-closes the destination), a socket
- * fails, or the relay stops. */
-static void relay_move(struct relay *r, struct relay_dir *d)
+static void dir_ready(void *arg)
 {
-    while (!r->stopped) {
-        ssize_t n = tpc_forward(&d->f, r->chunk);
-        if (n > 0) {
-            r->last = tpc_now();
-            continue;
-        }
-        if (r->stopped)
-            return;
-        if (n == -EAGAIN) { /* readable, then nothing there; or no free SQE: let the loop run */
-            tpc_yield();
-            continue;
-        }
-        if (n == 0) { /* end of stream, everything delivered */
-            int rc = tpc_sock_shutdown(d->f.to, SHUT_WR);
-            if (rc == 0) {
-                d->ended = true;
-                return;
-            }
-            *d->to_err = rc;
-            relay_stop(r, rc);
-            return;
-        }
-        int own = tpc__fiber_stopped(tpc_self());
-        if (own) {
-            /* The caller's own cancel or deadline ends the relay. The helper is cancelled only
-             * by relay_stop, by the caller's join (the caller tells why) or by a shutdown of the
-             * runtime (which cancels the caller too): it leaves quietly. */
-            if (tpc_self() == r->caller)
-                relay_stop(r, own);
-            return;
-        }
-        /* A socket's error. tpc_forward delivers what it holds before it touches the source
-         * again, so with bytes held the destination failed; with none, the source. */
-        if (n != -ENOMEM)
-            *(tpc_fwd_held(&d->f) ? d->to_err : d->from_err) = (int)n;
-        relay_stop(r, (int)n);
+    struct relay_dir *d = arg;
+    if (d->r->stopped)
+        finish_check(d->r);
+    else
+        pump(d);
+}
+
+static void dir_gone(void *arg)
+{
+    struct relay_dir *d = arg;
+    d->rx = NULL;
+    d->gone = true;
+    finish_check(d->r);
+}
+
+/* Once stopped: drops what is held, closes the streams, and when nothing of the kernel's refers
+ * to the relay any more, tells its end (the relay may be freed then: nothing touches it after). */
+static void finish_check(struct tpc_relay_handle *r)
+{
+    if (r->finished || !r->stopped)
         return;
+    for (int i = 0; i < 2; i++) {
+        struct relay_dir *d = &r->d[i];
+        if (d->sending)
+            return;        /* its completion comes back here */
+        if (!d->closing) { /* first: a buffer released to an open stream would re-arm it */
+            d->closing = true;
+            tpc__rx_close_async(d->rx); /* gone may come back here at once */
+            if (r->finished)
+                return;
+        }
+        if (d->held.pool_)
+            tpc_buf_release(&d->held); /* what it held is dropped (counted: in - out) */
+        if (!d->gone)
+            return;
     }
+    r->finished = true;
+    tpc_timer_stop(&r->idle_timer);
+    tpc_timer_stop(&r->retry);
+    struct relay_dir *ab = &r->d[0], *ba = &r->d[1];
+    r->st.a_to_b = ab->out;
+    r->st.b_to_a = ba->out;
+    r->st.a_to_b_unsent = ab->in - ab->out + ab->dropped;
+    r->st.b_to_a_unsent = ba->in - ba->out + ba->dropped;
+    if (r->waiter) {
+        if (r->waiter->fiber && r->waiter->fiber->wait == r->waiter)
+            tpc__wake(r->waiter, 0);
+    } else {
+        /* done runs from the retry timer at the next turn of the loop: the calls that led here
+         * may still touch r on their way out. */
+        tpc_timer_start(&r->retry, 0, 0);
+    }
+}
+
+static void tell_done(struct tpc_relay_handle *r)
+{
+    tpc__list_remove(&r->node);
+    r->shard->inflight--;
+    r->done(r, r->why, &r->st, r->arg);
+    free(r);
 }
 
 /* Re-armed at the last delivery plus the limit: it fires at most once per limit while bytes
  * move, and the directions pay a store per delivery, not a timer restart. */
 static void relay_idle(tpc_timer *t, void *arg)
 {
-    struct relay *r = arg;
-    if (r->stopped || (r->ab.ended && r->ba.ended))
+    struct tpc_relay_handle *r = arg;
+    if (r->stopped)
         return;
     uint64_t due = r->last + (uint64_t)r->idle;
     if (tpc_now() >= due)
-        relay_stop(r, -ETIMEDOUT);
+        relay_end(r, -ETIMEDOUT);
     else
         tpc_timer_start_at(t, due, 0);
 }
 
-static int relay_back(void *arg)
+/* A background relay's end told, or, when no SQE was free: the cancels of a stopping relay, or
+ * both directions' next step. */
+static void relay_retry(tpc_timer *t, void *arg)
 {
-    struct relay *r = arg;
-    relay_move(r, &r->ba);
+    (void)t;
+    struct tpc_relay_handle *r = arg;
+    if (r->finished) {
+        tell_done(r);
+        return;
+    }
+    if (r->stopped) {
+        r->stopped = false;
+        relay_end(r, r->why);
+        return;
+    }
+    pump(&r->d[0]);
+    pump(&r->d[1]);
+}
+
+static tpc_bufpool *relay_pool(struct tpc__shard *s, int *err)
+{
+    struct tpc__net_shard *ns = tpc__net_of(s);
+    if (!ns->relay_pool)
+        *err = tpc_bufpool_create(RELAY_POOL, RELAY_BUF, &ns->relay_pool);
+    return ns->relay_pool;
+}
+
+/* Sets r up and starts both directions. On error nothing is left running. */
+static int relay_init(struct tpc_relay_handle *r, int a, int b, const tpc_relay_opts *opts)
+{
+    if (a < 0 || b < 0)
+        return -EBADF;
+    if (a == b || (opts && opts->idle_ns < 0))
+        return -EINVAL;
+    struct tpc__shard *s = tpc__self;
+    if (s->stopping)
+        return -ESHUTDOWN;
+    int rc = 0;
+    tpc_bufpool *pool = relay_pool(s, &rc);
+    if (!pool)
+        return rc;
+    size_t chunk = opts && opts->chunk ? opts->chunk : RELAY_BUF;
+    r->shard = s;
+    r->idle = opts ? opts->idle_ns : 0;
+    r->last = tpc_now();
+    tpc_timer_init(&r->idle_timer, relay_idle, r);
+    tpc_timer_init(&r->retry, relay_retry, r);
+    int fds[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        struct relay_dir *d = &r->d[i];
+        *d = (struct relay_dir){.r = r, .from = fds[i], .to = fds[1 - i]};
+        d->send_op.complete = send_complete;
+        d->from_err = i == 0 ? &r->st.a_err : &r->st.b_err;
+        d->to_err = i == 0 ? &r->st.b_err : &r->st.a_err;
+        if ((rc = tpc_rx_open(d->from, pool, &d->rx)) < 0)
+            break;
+        struct tpc__rx_hooks h = {.ready = dir_ready,
+                                  .gone = dir_gone,
+                                  .arg = d,
+                                  .share = RELAY_SHARE,
+                                  .len = chunk < RELAY_BUF ? (unsigned)chunk : 0,
+                                  .dropped = &d->dropped};
+        tpc__rx_hook(d->rx, &h);
+    }
+    if (rc < 0) { /* the stream opened goes quietly: r may be gone before the kernel lets go */
+        for (int i = 0; i < 2; i++)
+            if (r->d[i].rx) {
+                tpc__rx_hook(r->d[i].rx, NULL);
+                tpc__rx_close_async(r->d[i].rx);
+            }
+        return rc;
+    }
+    if (r->idle)
+        tpc_timer_start_at(&r->idle_timer, r->last + (uint64_t)r->idle, 0);
     return 0;
 }
 
@@ -119,52 +323,79 @@ int tpc_relay(int a, int b, const tpc_relay_opts *opts, tpc_relay_stats *out)
     if (out)
         *out = (tpc_relay_stats){0};
     TPC__CHECK_SUSPEND();
-    if (a < 0 || b < 0)
-        return -EBADF;
-    if (a == b || (opts && opts->idle_ns < 0))
-        return -EINVAL;
-    tpc_relay_stats st = {0};
-    size_t chunk = opts ? opts->chunk : 0;
-    struct relay r = {
-        .chunk = chunk && chunk < RELAY_CHUNK ? chunk : RELAY_CHUNK,
-        .idle = opts ? opts->idle_ns : 0,
-        .caller = tpc__self->current,
-    };
-    tpc_fwd_init(&r.ab.f, a, b);
-    tpc_fwd_init(&r.ba.f, b, a);
-    r.ab.from_err = r.ba.to_err = &st.a_err;
-    r.ab.to_err = r.ba.from_err = &st.b_err;
-    tpc_fiber_opts fo = {.name = "relay"};
-    int rc = tpc_spawn_opts(&fo, relay_back, &r, &r.helper);
-    if (rc < 0)
+    int rc = tpc__fiber_stopped(tpc_self());
+    if (rc < 0 && a >= 0 && b >= 0 && a != b)
+        return rc; /* already cancelled or past its deadline: nothing relayed */
+    struct tpc_relay_handle r = {0};
+    if ((rc = relay_init(&r, a, b, opts)) < 0)
         return rc;
-    if (r.idle) {
-        r.last = tpc_now();
-        tpc_timer_init(&r.idle_timer, relay_idle, &r);
-        tpc_timer_start_at(&r.idle_timer, r.last + (uint64_t)r.idle, 0);
+    struct tpc__wait w = {.fiber = NULL};
+    r.waiter = &w;
+    while (!r.finished) {
+        rc = tpc__park(NULL, &w); /* woken by finish_check, a cancel or the deadline */
+        if (rc < 0 && !r.stopped)
+            relay_end(&r, rc);
+        while (!r.finished) /* the kernel lets go of the sockets and the buffers */
+            tpc__park_hard(&w);
     }
-    uint64_t deadline = r.caller->deadline;
-    r.caller_moving = true;
-    relay_move(&r, &r.ab);
-    r.caller_moving = false;
-    r.caller->deadline = deadline;
-    /* Structured: a caller cancelled (or past its deadline) here cancels the helper and still
-     * waits for it. */
-    rc = tpc_join(r.helper, NULL);
-    r.helper = NULL;
-    if (rc < 0 && !r.stopped) {
-        r.stopped = true;
-        r.why = rc;
-    }
-    if (r.idle)
-        tpc_timer_stop(&r.idle_timer);
-    st.a_to_b = r.ab.f.out;
-    st.b_to_a = r.ba.f.out;
-    st.a_to_b_unsent = r.ab.f.in - r.ab.f.out;
-    st.b_to_a_unsent = r.ba.f.in - r.ba.f.out;
-    tpc_fwd_destroy(&r.ab.f);
-    tpc_fwd_destroy(&r.ba.f);
     if (out)
-        *out = st;
+        *out = r.st;
     return r.why;
+}
+
+int tpc_relay_start(int a, int b, const tpc_relay_opts *opts, tpc_relay_done_fn done, void *arg,
+                    tpc_relay_handle **out)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s)
+        return -EPERM;
+    if (!done)
+        return -EINVAL;
+    struct tpc_relay_handle *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    int rc = relay_init(r, a, b, opts);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    r->done = done;
+    r->arg = arg;
+    struct tpc__net_shard *ns = tpc__net_of(s);
+    if (!ns->relays.next)
+        tpc__list_init(&ns->relays);
+    tpc__list_push(&ns->relays, &r->node);
+    s->inflight++; /* the shard does not leave while a relay runs */
+    if (out)
+        *out = r;
+    pump(&r->d[0]); /* chunks may already be queued */
+    pump(&r->d[1]);
+    return 0;
+}
+
+int tpc_relay_stop(tpc_relay_handle *r)
+{
+    if (!r)
+        return -EINVAL;
+    if (r->shard != tpc__self)
+        return tpc__self ? -EXDEV : -EPERM;
+    relay_end(r, -ECANCELED);
+    return 0;
+}
+
+bool tpc__relay_poll(struct tpc__shard *s, void *state)
+{
+    struct tpc__net_shard *ns = state;
+    if (TPC_LIKELY(!s->stopping || ns->relays_stopped || !ns->relays.next))
+        return false;
+    ns->relays_stopped = true;
+    /* Each may finish (and leave the list) within relay_end. */
+    while (ns->relays.next != &ns->relays) {
+        tpc_list *n = ns->relays.next;
+        struct tpc_relay_handle *r = tpc__container_of(n, struct tpc_relay_handle, node);
+        tpc__list_remove(n);
+        tpc__list_init(n); /* its own removal at the end is then a no-op */
+        relay_end(r, -ESHUTDOWN);
+    }
+    return true;
 }

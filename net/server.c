@@ -157,14 +157,16 @@ static int conn_main(void *arg)
     struct conn *c = arg;
     tpc_server *srv = c->srv;
     struct srv_shard *sh = &srv->sh[c->shard];
+    bool keep = false;
     if (!atomic_load(&srv->stopping)) { /* else accepted but not started: closed */
         c->fiber = tpc_self();
         tpc__list_push(&sh->conns, &c->node);
         atomic_fetch_add_explicit(&sh->accepted, 1, memory_order_relaxed);
-        srv->fn(c->fd, srv->arg);
+        keep = srv->fn(c->fd, srv->arg) == TPC_CONN_KEEP;
         tpc__list_remove(&c->node);
     }
-    conn_close(c->fd);
+    if (!keep)
+        conn_close(c->fd);
     atomic_fetch_sub(&sh->live, 1);
     srv_leave(srv);
     srv_unref(srv);

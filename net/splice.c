@@ -52,11 +52,14 @@ void tpc__net_shard_fini(struct tpc__shard *sh, void *state)
 {
     (void)sh;
     struct tpc__net_shard *s = state;
+    tpc_bufpool_destroy(s->relay_pool); /* every relay has ended: the loop waited for them */
+    s->relay_pool = NULL;
     free(s->free_bgids);
     s->free_bgids = NULL;
     s->nfree_bgids = s->cap_free_bgids = 0;
     free(s->fwd_scratch);
     s->fwd_scratch = NULL;
+
     while (s->npipes) {
         s->npipes--;
         close(s->pipes[s->npipes][0]);

@@ -140,10 +140,12 @@ TPC_EXTERN int tpc_acceptor_close(tpc_acceptor *a);
 
 typedef struct tpc_server tpc_server;
 
-/* Serves one connection. The server closes fd after it returns: fn must not close it. When the
- * server stops, fn may be cancelled (its current or next wait returns -ECANCELED): it should
- * then return. */
+/* Serves one connection. The server closes fd after it returns: fn must not close it, unless
+ * it returns TPC_CONN_KEEP, which hands fd over to the program (say to tpc_relay_start): the
+ * server then leaves it open and counts the connection as ended. When the server stops, fn may
+ * be cancelled (its current or next wait returns -ECANCELED): it should then return. */
 typedef int (*tpc_conn_fn)(int fd, void *arg);
+#define TPC_CONN_KEEP 1
 
 #define TPC_SERVER_HANDOFF 1 /* one acceptor hands connections to the least-loaded shard */
 
@@ -283,12 +285,12 @@ TPC_EXTERN size_t tpc_fwd_held(const tpc_fwd *f);
 /* Frees what f holds. */
 TPC_EXTERN void tpc_fwd_destroy(tpc_fwd *f);
 
-/* Both directions of a proxied connection (tpc_relay). */
+/* Both directions of a proxied connection (tpc_relay, tpc_relay_start). */
 typedef struct tpc_relay_opts {
     int64_t idle_ns; /* > 0: end once no byte has been delivered either way for this long; 0:
                         never (idle is both ways at once: a long one-way download is not idle) */
-    size_t chunk;    /* the most one read takes from a socket, and so the most a direction whose
-                        destination stalls holds: 0 (or above 64 KiB): 64 KiB */
+    size_t chunk;    /* the most one receive takes from a socket: 0 (or above 16 KiB): 16 KiB.
+                        A direction whose destination stalls holds at most two chunks */
 } tpc_relay_opts;
 
 typedef struct tpc_relay_stats {
@@ -299,22 +301,44 @@ typedef struct tpc_relay_stats {
     int a_err, b_err; /* what socket a / b failed with (-ECONNRESET, -EPIPE ...), or 0 */
 } tpc_relay_stats;
 
-/* Relays bytes both ways between stream sockets a and b (a tpc_fwd each way: a to b in the
- * calling fiber, b to a in a fiber it starts, named "relay") until both directions have ended.
- * When a reaches end of stream, everything read from it having been delivered, b is shut down
- * for writing (the half-close carried across) and the other direction goes on; the same the
- * other way. Anything else ends both directions at once: an error on either socket, the idle
- * limit of opts (NULL: no limit, 64 KiB chunks), the caller's cancellation or deadline. It
- * returns only when the fiber it started has ended and been joined, cancelled or not, so
- * nothing of it runs afterwards; the caller's deadline is as it was. It never closes a or b.
+/* Relays bytes both ways between stream sockets a and b until both directions have ended. It
+ * runs on completions alone (no fiber, no stack of its own): each direction keeps one receive
+ * in the ring that takes a buffer from the shard's relay pool (16 KiB buffers) only when data
+ * arrives, so an idle relay holds no buffer, and sends each chunk from where it landed. When a
+ * reaches end of stream, everything read from it having been delivered, b is shut down for
+ * writing (the half-close carried across) and the other direction goes on; the same the other
+ * way. Anything else ends both directions at once: an error on either socket, the idle limit of
+ * opts (NULL: no limit, 16 KiB chunks), the caller's cancellation or deadline. It returns only
+ * when the kernel has let go of both sockets and every buffer, so nothing of it runs
+ * afterwards. It never closes a or b, and leaves the caller's deadline as it was.
  * Returns 0 when both directions ended at end of stream; -ETIMEDOUT when idle_ns passed without
  * a byte delivered either way, or the caller's deadline passed (tpc_deadline_get() tells);
- * -ECANCELED when the caller was cancelled; the first socket error (-ECONNRESET, -EPIPE ...,
- * also of the shutdown), which out->a_err or b_err attributes; -ENOMEM; -ESHUTDOWN (the runtime
- * is stopping: nothing was relayed); -EBADF for a negative descriptor; -EINVAL for a == b or a
- * negative idle_ns; -EPERM outside a fiber. out (may be NULL) is always written; its counts are
- * exact however it ended. Suspends. */
+ * -ECANCELED when the caller was cancelled (also before it began: nothing relayed); the first
+ * socket error (-ECONNRESET, -EPIPE ..., also of the shutdown), which out->a_err or b_err
+ * attributes; -ENOMEM; -ESHUTDOWN (the runtime is stopping: nothing was relayed); -EBADF for a
+ * negative descriptor; -EINVAL for a == b or a negative idle_ns; -EPERM outside a fiber. out
+ * (may be NULL) is always written; its counts are exact however it ended. Suspends. */
 TPC_EXTERN int tpc_relay(int a, int b, const tpc_relay_opts *opts, tpc_relay_stats *out);
+
+/* The same relay in the background, for programs that keep many connections: nothing waits for
+ * it, so a relayed connection costs no fiber and no stack, only the relay's record (about 300
+ * bytes) and the kernel's sockets. tpc_relay_start returns at once; done(r, result, stats, arg)
+ * runs on this shard, as a callback (it must not suspend), when the relay has ended as
+ * tpc_relay's would (result as tpc_relay's, -ECANCELED for tpc_relay_stop, -ESHUTDOWN when
+ * the runtime stops: a shard does not leave while its relays run, and ends them as it stops).
+ * done owns a and b again (it closes them, or not) and r is freed when it returns. Returns 0
+ * with the handle in *out (may be NULL; valid until done runs); -EINVAL (NULL done, a == b, a
+ * negative idle_ns), -EBADF, -ENOMEM, -ESHUTDOWN, -EPERM outside a shard: then done never runs.
+ * Callable from a fiber or a callback. */
+typedef struct tpc_relay_handle tpc_relay_handle;
+typedef void (*tpc_relay_done_fn)(tpc_relay_handle *r, int result, const tpc_relay_stats *stats,
+                                  void *arg);
+TPC_EXTERN int tpc_relay_start(int a, int b, const tpc_relay_opts *opts, tpc_relay_done_fn done,
+                               void *arg, tpc_relay_handle **out);
+/* Ends a running relay now: its done runs with -ECANCELED once the kernel has let go (at once,
+ * or after this returns). Call from its shard: 0, -EINVAL for NULL, -EXDEV from another shard,
+ * -EPERM outside a shard. */
+TPC_EXTERN int tpc_relay_stop(tpc_relay_handle *r);
 
 /* Sends up to len bytes of file, from *offset (advanced by what was sent; NULL: the file's own
  * position), to socket sock through a pipe. Returns the bytes sent, fewer at end of file or if
