@@ -3,9 +3,11 @@
  *   tpc-proxy --check -c FILE                                validate FILE and exit
  *
  * Every shard accepts on each frontend (tpc_server_start: one SO_REUSEPORT listener per shard)
- * and runs a fiber per connection: pick a server of the frontend's backend, connect (with the
- * connect timeout, the next healthy server on failure), then tpc_relay both ways with the
- * client idle timeout. The configuration in force is a "generation": an immutable px_config
+ * and runs a fiber per new connection: pick a server of the frontend's backend, connect (with
+ * the connect timeout, the next healthy server on failure), then hand both sockets to a relay in
+ * the background (tpc_relay_start) and return: an established connection holds no fiber and no
+ * stack, only its relay_ctx and the relay's record; the relay's done callback counts, logs and
+ * closes. The configuration in force is a "generation": an immutable px_config
  * with the state of its servers, reference counted. Each shard has its own pointer to the
  * current generation, changed only by a message to that shard (tpc_on_all), so a connection
  * takes its reference without a race against a reload, and keeps its generation to the end.
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <tpc.h>
+#include <unistd.h>
 #include "../metrics-http.h"
 #include "config.h"
 
@@ -75,13 +78,27 @@ static gen *shard_gen[TPC_MAX_SHARDS]; /* each shard's current generation (its r
 static gen *current;                   /* shard 0's: it owns the health checks (a reference) */
 
 /* A frontend's listener: lives across generations while its name and address stay. */
+typedef struct relay_ctx relay_ctx;
 typedef struct fe_rt {
     char name[PX_NAME_MAX];
     tpc_addr listen; /* as configured (port 0 stays 0) */
     bool handoff;
     tpc_server *srv;
-    atomic_long live; /* connections now, all shards: maxconn */
+    atomic_long live;                  /* connections now, all shards: maxconn, and the drain */
+    atomic_long refs;                  /* its owner's and one per relay_ctx: the last frees */
+    relay_ctx *relays[TPC_MAX_SHARDS]; /* each shard's running relays (that shard's only) */
 } fe_rt;
+
+/* An established connection, relayed in the background. */
+struct relay_ctx {
+    fe_rt *fe;
+    gen *g;
+    srv_rt *r;
+    int fd, bfd;
+    tpc_relay_handle *h;
+    relay_ctx *prev, *next; /* in fe->relays[shard] */
+    char peer_text[80], srv_name[PX_NAME_MAX];
+};
 
 #define FE_MAX 256
 static fe_rt *fes[FE_MAX];
@@ -246,12 +263,102 @@ static int relay_error(int rc)
     case -EPIPE:
         return E_RESET;
     case -ECANCELED:
+    case -ESHUTDOWN: /* cut by the drain's deadline, or the runtime stopping */
         return E_CANCELLED;
     default:
         return E_RELAY_OTHER;
     }
 }
 
+static void fe_put(fe_rt *fe)
+{
+    if (atomic_fetch_sub(&fe->refs, 1) == 1)
+        free(fe);
+}
+
+static void log_conn(const fe_rt *fe, const char *peer, const char *srv, uint64_t up, uint64_t down,
+                     const char *result)
+{
+    if (!log_conns)
+        return;
+    printf("conn shard=%d frontend=%s client=%s server=%s up=%llu down=%llu result=%s\n",
+           tpc_shard_id(), fe->name, peer, srv, (unsigned long long)up, (unsigned long long)down,
+           result);
+    fflush(stdout);
+}
+
+/* The relay's end, on the connection's shard: counts, logs, closes both sockets. */
+static void relay_done(tpc_relay_handle *h, int rc, const tpc_relay_stats *st, void *arg)
+{
+    (void)h;
+    relay_ctx *x = arg;
+    shard_counters *sc = &counters[tpc_shard_id()];
+    count(&sc->bytes_in, st->a_to_b);
+    count(&sc->bytes_out, st->b_to_a);
+    const char *result = "ok";
+    if (rc < 0) {
+        count(&sc->errors[relay_error(rc)], 1);
+        result = err_name[relay_error(rc)];
+    }
+    atomic_fetch_sub(&sc->active, 1);
+    atomic_fetch_sub(&x->r->active[tpc_shard_id()], 1);
+    close(x->bfd);
+    close(x->fd);
+    log_conn(x->fe, x->peer_text, x->srv_name, st->a_to_b, st->b_to_a, result);
+    relay_ctx **head = &x->fe->relays[tpc_shard_id()];
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        *head = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    atomic_fetch_sub(&x->fe->live, 1);
+    fe_put(x->fe);
+    gen_put(x->g);
+    free(x);
+}
+
+/* Connects to the first of the backend's candidates that answers. Returns the socket (and *r,
+ * with its active count taken) or -1, having counted each failure. */
+static int connect_backend(gen *g, const px_frontend *f, const tpc_addr *peer, srv_rt **r,
+                           char *srv_name, const char **result)
+{
+    shard_counters *sc = &counters[tpc_shard_id()];
+    const px_backend *b = &g->cfg->backends[f->backend];
+    unsigned order[PX_SERVERS_MAX];
+    unsigned n = candidates(g, f->backend, peer, order);
+    if (n == 0) {
+        count(&sc->errors[E_NO_SERVER], 1);
+        *result = err_name[E_NO_SERVER];
+    }
+    for (unsigned k = 0; k < n && !tpc_cancelled(); k++) {
+        *r = &g->srv[f->backend][order[k]];
+        /* a connect under way counts as load for leastconn */
+        atomic_fetch_add(&(*r)->active[tpc_shard_id()], 1);
+        uint64_t t0 = tpc_now_fresh();
+        tpc_deadline_set(f->server_connect_ns);
+        int bfd = tpc_connect(&b->servers[order[k]].addr);
+        tpc_deadline_clear();
+        if (bfd >= 0) {
+            count(&(*r)->connect_ns, tpc_now_fresh() - t0);
+            count(&(*r)->connects, 1);
+            snprintf(srv_name, PX_NAME_MAX, "%s", b->servers[order[k]].name);
+            return bfd;
+        }
+        int kind = bfd == -ECONNREFUSED ? E_CONNECT_REFUSED
+                   : bfd == -ETIMEDOUT  ? E_CONNECT_TIMEOUT
+                                        : E_CONNECT_OTHER;
+        if (bfd == -ECANCELED)
+            kind = E_CANCELLED;
+        count(&sc->errors[kind], 1);
+        count(&(*r)->errors, 1);
+        atomic_fetch_sub(&(*r)->active[tpc_shard_id()], 1);
+        *result = err_name[kind];
+    }
+    return -1;
+}
+
+/* A new connection: a server, then the relay in the background (the fiber ends there). */
 static int connection(int fd, void *arg)
 {
     fe_rt *fe = arg;
@@ -262,82 +369,57 @@ static int connection(int fd, void *arg)
     px_frontend *f = frontend_of(g, fe->name);
     long live = atomic_fetch_add(&fe->live, 1) + 1;
     const char *result = "ok";
-    char peer_text[80] = "?", srv_name[PX_NAME_MAX] = "-";
-    uint64_t up = 0, down = 0;
+    relay_ctx *x = calloc(1, sizeof(*x));
     tpc_addr peer;
+    if (!x) {
+        result = err_name[E_RELAY_OTHER];
+        count(&sc->errors[E_RELAY_OTHER], 1);
+        goto out;
+    }
+    snprintf(x->peer_text, sizeof(x->peer_text), "?");
+    snprintf(x->srv_name, sizeof(x->srv_name), "-");
     if (tpc_sock_peer(fd, &peer) < 0)
         memset(&peer, 0, sizeof(peer));
     else
-        tpc_addr_format(&peer, peer_text, sizeof(peer_text));
+        tpc_addr_format(&peer, x->peer_text, sizeof(x->peer_text));
     if (!f || live > (long)f->maxconn) { /* !f: the frontend went in a reload */
         int kind = f ? E_MAXCONN : E_NO_SERVER;
         count(&sc->errors[kind], 1);
         result = err_name[kind];
         goto out;
     }
-    const px_backend *b = &g->cfg->backends[f->backend];
-    unsigned order[PX_SERVERS_MAX];
-    unsigned n = candidates(g, f->backend, &peer, order);
-    int bfd = -1;
-    srv_rt *r = NULL;
-    if (n == 0) {
-        count(&sc->errors[E_NO_SERVER], 1);
-        result = err_name[E_NO_SERVER];
+    x->bfd = connect_backend(g, f, &peer, &x->r, x->srv_name, &result);
+    if (x->bfd < 0)
+        goto out;
+    count(&x->r->conns, 1);
+    atomic_fetch_add(&sc->active, 1);
+    tpc_sock_nodelay(fd, 1);
+    tpc_sock_nodelay(x->bfd, 1);
+    /* tpc_relay has one idle clock, over both directions: the shorter timeout applies */
+    tpc_relay_opts o = {.idle_ns = f->client_idle_ns < f->server_idle_ns ? f->client_idle_ns
+                                                                         : f->server_idle_ns};
+    x->fe = fe;
+    x->g = g;
+    x->fd = fd;
+    atomic_fetch_add(&fe->refs, 1);
+    int rc = tpc_relay_start(fd, x->bfd, &o, relay_done, x, &x->h);
+    if (rc == 0) {
+        relay_ctx **head = &fe->relays[tpc_shard_id()];
+        x->next = *head;
+        if (*head)
+            (*head)->prev = x;
+        *head = x;
+        return TPC_CONN_KEEP; /* relay_done closes fd, and the rest */
     }
-    for (unsigned k = 0; k < n && bfd < 0 && !tpc_cancelled(); k++) {
-        r = &g->srv[f->backend][order[k]];
-        /* a connect under way counts as load for leastconn */
-        atomic_fetch_add(&r->active[tpc_shard_id()], 1);
-        uint64_t t0 = tpc_now_fresh();
-        tpc_deadline_set(f->server_connect_ns);
-        bfd = tpc_connect(&b->servers[order[k]].addr);
-        tpc_deadline_clear();
-        if (bfd >= 0) {
-            count(&r->connect_ns, tpc_now_fresh() - t0);
-            count(&r->connects, 1);
-            snprintf(srv_name, sizeof(srv_name), "%s", b->servers[order[k]].name);
-            break;
-        }
-        int kind = bfd == -ECONNREFUSED ? E_CONNECT_REFUSED
-                   : bfd == -ETIMEDOUT  ? E_CONNECT_TIMEOUT
-                                        : E_CONNECT_OTHER;
-        if (bfd == -ECANCELED)
-            kind = E_CANCELLED;
-        count(&sc->errors[kind], 1);
-        count(&r->errors, 1);
-        atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
-        result = err_name[kind];
-    }
-    if (bfd >= 0) {
-        count(&r->conns, 1);
-        atomic_fetch_add(&sc->active, 1);
-        tpc_sock_nodelay(fd, 1);
-        tpc_sock_nodelay(bfd, 1);
-        /* tpc_relay has one idle clock, over both directions: the shorter timeout applies */
-        tpc_relay_opts o = {.idle_ns = f->client_idle_ns < f->server_idle_ns ? f->client_idle_ns
-                                                                             : f->server_idle_ns};
-        tpc_relay_stats st;
-        int rc = tpc_relay(fd, bfd, &o, &st);
-        up = st.a_to_b;
-        down = st.b_to_a;
-        count(&sc->bytes_in, up);
-        count(&sc->bytes_out, down);
-        result = "ok";
-        if (rc < 0) {
-            count(&sc->errors[relay_error(rc)], 1);
-            result = err_name[relay_error(rc)];
-        }
-        atomic_fetch_sub(&sc->active, 1);
-        atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
-        tpc_close(bfd);
-    }
+    atomic_fetch_sub(&fe->refs, 1); /* the owner's stays: not the last */
+    count(&sc->errors[relay_error(rc)], 1);
+    result = err_name[relay_error(rc)];
+    atomic_fetch_sub(&sc->active, 1);
+    atomic_fetch_sub(&x->r->active[tpc_shard_id()], 1);
+    tpc_close(x->bfd);
 out:
-    if (log_conns) {
-        printf("conn shard=%d frontend=%s client=%s server=%s up=%llu down=%llu result=%s\n",
-               tpc_shard_id(), fe->name, peer_text, srv_name, (unsigned long long)up,
-               (unsigned long long)down, result);
-        fflush(stdout);
-    }
+    log_conn(fe, x ? x->peer_text : "?", x ? x->srv_name : "-", 0, 0, result);
+    free(x);
     atomic_fetch_sub(&fe->live, 1);
     gen_put(g);
     return 0;
@@ -606,6 +688,7 @@ static fe_rt *fe_start(const px_frontend *f)
     if (!fe)
         return NULL;
     snprintf(fe->name, sizeof(fe->name), "%s", f->name);
+    atomic_init(&fe->refs, 1);
     fe->listen = f->listen;
     fe->handoff = f->handoff;
     tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
@@ -622,14 +705,36 @@ static fe_rt *fe_start(const px_frontend *f)
     return fe;
 }
 
+/* Ends this shard's relays of the frontend (at the drain's deadline). */
+static int relays_cut(void *arg)
+{
+    fe_rt *fe = arg;
+    for (relay_ctx *x = fe->relays[tpc_shard_id()]; x; x = x->next)
+        tpc_relay_stop(x->h); /* relay_done runs later: the list stays as it is here */
+    return 0;
+}
+
 /* Stops a frontend: its listener closes at once, its connections get until the caller's
- * deadline to finish (none: cancelled at once). */
+ * deadline to finish (none: cut at once). The relays run without a fiber, so the wait for them
+ * looks at the frontend's count every few milliseconds. Cancelled (the runtime stops), it waits
+ * no more: the runtime ends the relays itself, and the last one's relay_done frees fe. */
 static void fe_stop(fe_rt *fe)
 {
     if (!fe)
         return;
-    tpc_server_stop(fe->srv);
-    free(fe);
+    tpc_server_stop(fe->srv); /* the connections still connecting (fibers) are done after it */
+    bool cut = false;
+    while (atomic_load(&fe->live) > 0) {
+        int rc = tpc_sleep(5 * 1000 * 1000);
+        if (rc == -ETIMEDOUT && !cut) { /* the deadline: the rest are cut */
+            tpc_deadline_clear();
+            tpc_on_all(relays_cut, fe);
+            cut = true;
+        } else if (rc < 0) {
+            break;
+        }
+    }
+    fe_put(fe);
 }
 
 static int retire(void *arg)
