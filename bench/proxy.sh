@@ -18,8 +18,9 @@
 #   proxy_http_version 1.1, Connection "" and X-Forwarded-For; worker_connections 19000.
 # - tpc-proxy: frontend mode tcp or http, one backend server, check none.
 # Environment: PROXY_SERVERS ("tpc haproxy nginx"), PROXY_MODES ("tcp http"), PROXY_SECONDS
-# (per wrk run, 5), ROUNDS (3), CONNS (64), IDLE_N (5000; 0: no memory measurement), BUILD
-# (build/release), PORT (base port, 18300), JOBS.
+# (per wrk run, 5), ROUNDS (3), CONNS (64), IDLE_N (5000; 0: no memory measurement),
+# PROXY_ROTATE (added to the round that rotates the order: scripts/bench.sh passes its round),
+# BUILD (build/release), PORT (base port, 18300), JOBS.
 # Prints "bench proxy_<mode>_<server>[_cpu|_p50|_p99|_idle_bytes] VALUE UNIT | conditions" lines
 # (scripts/bench.sh's group "proxy" reads them), then a table with ratios to tpc.
 set -euo pipefail
@@ -252,7 +253,7 @@ for ((r = 0; r < rounds; r++)); do
     note "round $((r + 1)) of $rounds"
     i=0
     for m in "${modes[@]}"; do
-        for s in $(rotate "$r" "${servers[@]}"); do
+        for s in $(rotate "$((r + ${PROXY_ROTATE:-0}))" "${servers[@]}"); do
             i=$((i + 1))
             p=$((port0 + 10 * r + i)) # a port per run: no run meets another's TIME_WAITs
             start_proxy "$s" "$m" "$p"

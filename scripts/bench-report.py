@@ -41,7 +41,7 @@ import sys
 import time
 
 PEERS = ["tokio", "libuv", "epoll", "fio", "nginx", "haproxy"]
-LOWER = {"ns", "ns/op", "ns/iteration", "us/req", "us/rtt", "ms"}  # lower is better
+LOWER = {"ns", "ns/op", "ns/iteration", "us/req", "us/rtt", "ms", "us", "bytes"}  # lower is better
 VARIANT_RE = re.compile(r"^(.*?, drivers: [^,]+)")  # a line's variant: see the docstring
 # The Tokio cross-thread lines say how often A and B really ran on different threads; with a
 # multi_thread runtime the round trips run both tasks on one worker (0%), which is not the
@@ -63,6 +63,12 @@ def net(metric, servers=("tpc", "epoll", "tokio", "nginx", "libuv", "haproxy"), 
         else:
             out.append((s, metric.replace("@", s), None, None, "net"))
     return out
+
+
+def proxy(metric):
+    """bench/proxy.sh prints proxy_<mode>_<proxy>[_suffix] for tpc-proxy, HAProxy and nginx."""
+    return [(impl, metric.replace("@", name), None, None, "proxy")
+            for impl, name in (("libtpc", "tpc"), ("haproxy", "haproxy"), ("nginx", "nginx"))]
 
 
 def file(bid, unit="IOPS"):
@@ -105,6 +111,14 @@ WORKLOADS = [
     ("file_randread_qd1_buffered", "IOPS", "file", file("file_randread_qd1_buffered")),
     ("file_randread_qd32_buffered", "IOPS", "file", file("file_randread_qd32_buffered")),
     ("file_randread_qd128_buffered", "IOPS", "file", file("file_randread_qd128_buffered")),
+    ("proxy_tcp_cpu", "us/req", "proxy", proxy("proxy_tcp_@_cpu")),
+    ("proxy_tcp_rps", "req/s", "proxy", proxy("proxy_tcp_@")),
+    ("proxy_tcp_p99", "us", "proxy", proxy("proxy_tcp_@_p99")),
+    ("proxy_tcp_idle_bytes", "bytes", "proxy", proxy("proxy_tcp_@_idle_bytes")),
+    ("proxy_http_cpu", "us/req", "proxy", proxy("proxy_http_@_cpu")),
+    ("proxy_http_rps", "req/s", "proxy", proxy("proxy_http_@")),
+    ("proxy_http_p99", "us", "proxy", proxy("proxy_http_@_p99")),
+    ("proxy_http_idle_bytes", "bytes", "proxy", proxy("proxy_http_@_idle_bytes")),
     # extras
     ("timers_1m_insert", "ns/op", "timer",
      [("libtpc", "timers_1m_insert", None, None), ("libuv", "timers_1m_insert", None, None)]),

@@ -28,7 +28,8 @@
 # Environment: ROUNDS, WARMUP (warm-up rounds: 1, or 0 with --quick), NET_PEERS (bench/net.sh's
 # peers: "epoll tokio nginx libuv haproxy", or "epoll" with --quick; the echo workloads leave
 # out nginx and haproxy), JOBS, BUILD, BUILD_LTO, OUT (default bench/results), NET_SECONDS and
-# FILE_SECONDS (seconds per measurement), CORE_N, TIMER_N, IDLE_N, XSHARD_N (iterations).
+# FILE_SECONDS (seconds per measurement), CORE_N, TIMER_N, IDLE_N, XSHARD_N (iterations),
+# PROXY_IDLE_N (idle connections for the proxies' memory per connection, bench/proxy.sh).
 # The helpers it shares with bench/net.sh are in bench/lib.sh.
 set -euo pipefail
 
@@ -57,11 +58,13 @@ if $quick; then
     rounds=${ROUNDS:-3} warmup=${WARMUP:-0} net_s=${NET_SECONDS:-1} file_s=${FILE_SECONDS:-1}
     net_peers=${NET_PEERS:-epoll}
     core_n=${CORE_N:-1000000} timer_n=${TIMER_N:-100000} idle_n=${IDLE_N:-500000}
+    proxy_idle_n=${PROXY_IDLE_N:-1000}
     xshard_n=${XSHARD_N:-2000000}
 else
     rounds=${ROUNDS:-5} warmup=${WARMUP:-1} net_s=${NET_SECONDS:-3} file_s=${FILE_SECONDS:-3}
     net_peers=${NET_PEERS:-epoll tokio nginx libuv haproxy}
     core_n=${CORE_N:-2000000} timer_n=${TIMER_N:-1000000} idle_n=${IDLE_N:-1000000}
+    proxy_idle_n=${PROXY_IDLE_N:-5000}
     xshard_n=${XSHARD_N:-10000000}
 fi
 for v in rounds net_s file_s core_n timer_n idle_n xshard_n; do
@@ -219,6 +222,10 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
             fi
             run "$r" net net env SECONDS="$ns" ROUNDS=1 BUILD="$build" JOBS="$jobs" \
                 NET_SERVERS="$http_servers" NET_ECHO_SERVERS="$echo_servers" bash bench/net.sh
+            ;;
+        proxy) # proxy.sh runs every proxy once per mode per call, in an order rotated by round
+            run "$r" proxy proxy env PROXY_SECONDS="$ns" ROUNDS=1 PROXY_ROTATE="$r" \
+                BUILD="$build" JOBS="$jobs" IDLE_N="$proxy_idle_n" bash bench/proxy.sh
             ;;
         esac
     done

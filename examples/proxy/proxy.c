@@ -14,6 +14,7 @@
  * Health checks run on shard 0, a fiber per server; the state they find is one atomic word per
  * server that the other shards only read. SIGHUP reloads the file; SIGTERM / SIGINT drain. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -961,6 +962,12 @@ int main(int argc, char **argv)
         px_config_free(c);
         return 0;
     }
+    /* SIGHUP waits for the shard that reads it (tpc_signal_wait), even if it comes before
+     * that first wait: blocked here, every shard inherits the mask. */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL);
     int rc = tpc_run(&rc_config, proxy_main, c);
     return rc == 128 + SIGINT || rc == 128 + SIGTERM ? 0 : rc < 0 ? 1 : rc;
 }

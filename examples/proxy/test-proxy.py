@@ -231,6 +231,79 @@ def until(cond, timeout=DEADLINE):
         time.sleep(0.02)
 
 
+def fd_count(pid):
+    """The process's sockets (its other descriptors, such as a signalfd, come and go as it
+    starts)."""
+    n = 0
+    for f in os.listdir("/proc/%d/fd" % pid):
+        try:
+            n += os.readlink("/proc/%d/fd/%s" % (pid, f)).startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"^VmRSS:\s+(\d+)", f.read(), re.M).group(1))
+
+
+def raise_fd_limit(n):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class EchoMany:
+    """An echo server for thousands of connections: one thread, selectors."""
+
+    def __init__(self):
+        import selectors
+        self.sel = selectors.DefaultSelector()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4096)
+        self.sock.setblocking(False)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.sel.register(self.sock, 1)
+        self.conns = 0
+        self.stopping = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stopping:
+            for key, _ in self.sel.select(timeout=0.1):
+                if key.fileobj is self.sock:
+                    try:
+                        c, _ = self.sock.accept()
+                    except OSError:
+                        continue
+                    c.setblocking(False)
+                    self.sel.register(c, 1)
+                    self.conns += 1
+                    continue
+                c = key.fileobj
+                try:
+                    d = c.recv(65536)
+                except OSError:
+                    d = b""
+                if d:
+                    c.send(d)
+                else:
+                    self.sel.unregister(c)
+                    c.close()
+                    self.conns -= 1
+
+    def close(self):
+        self.stopping = True
+        self.t.join()
+        for key in list(self.sel.get_map().values()):
+            key.fileobj.close()
+
+
 class ProxyTest(unittest.TestCase):
     def setUp(self):
         self.backends, self.proxy = [], None
@@ -324,7 +397,7 @@ class ProxyTest(unittest.TestCase):
             c.close()
 
     def test_bulk_both_ways(self):
-        size = 12 << 20
+        size = 100 << 20  # each way at once, SHA-256 checked, each ended by a half-close
         b = self.backend("sinksource", size=size)
         p = self.start([b])
         c = p.connect()
@@ -526,6 +599,127 @@ class ProxyTest(unittest.TestCase):
         c.sendall(b"third")  # still the first connection, on the first configuration
         self.assertEqual(c.recv(5), b"third")
         c.close()
+
+    def test_client_reset_mid_transfer(self):
+        b = self.backend("sinksource", size=64 << 20)
+        p = self.start([b], args=("--log",))
+        base = fd_count(p.p.pid)
+        c = p.connect()
+        c.sendall(seeded(1 << 20, 3))
+        self.assertGreater(len(c.recv(65536)), 0)  # the download is under way
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()  # a reset, both ways mid-transfer
+        p.wait_for(r"result=reset")
+        until(lambda: fd_count(p.p.pid) == base)  # both sockets closed, nothing left behind
+        until(lambda: p.counter("reset") == 1)
+
+    def test_many_connections(self):
+        n = 8000  # 16,000 descriptors in the proxy, and twice that here
+        if raise_fd_limit(2 * n + 200) < 2 * n + 200:
+            self.skipTest("needs %d descriptors" % (2 * n + 200))
+        e = EchoMany()
+        try:
+            p = self.start([e], extra_fe="maxconn = 20000\n")
+            base = fd_count(p.p.pid)
+            conns = []
+            for i in range(n):
+                conns.append(p.connect())
+            for i, c in enumerate(conns):  # every one relays, all open at once
+                c.sendall(b"%d." % i)
+            for i, c in enumerate(conns):
+                want = b"%d." % i
+                got = b""
+                while len(got) < len(want):
+                    got += c.recv(len(want) - len(got))
+                self.assertEqual(got, want)
+            self.assertEqual(e.conns, n)
+            self.assertEqual(fd_count(p.p.pid), base + 2 * n)  # both sides of each
+            self.assertRegex(p.get("/stats"), r"server app/s0: UP active %d " % n)
+            for c in conns:
+                c.close()
+            until(lambda: fd_count(p.p.pid) == base)
+            self.assertEqual(p.counter("connections"), n)
+        finally:
+            e.close()
+
+    def test_slow_reader_bounded(self):
+        size = 200 << 20  # far more than the proxy may hold
+        data = seeded(size, 2)
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        sent = [0]
+
+        def source():  # sends as fast as the proxy takes it, counting
+            c, _ = ls.accept()
+            with c:
+                view = memoryview(data)
+                while sent[0] < size:
+                    sent[0] += c.send(view[sent[0]:sent[0] + (1 << 16)])
+                c.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=source, daemon=True)
+        t.start()
+
+        class Addr:
+            addr = "127.0.0.1:%d" % ls.getsockname()[1]
+        p = self.start([Addr], args=("--shards", "1"))
+        base = rss_kib(p.p.pid)
+        c = p.connect()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        # The client reads nothing: the source stalls once the sockets' buffers and the relay's
+        # two chunks are full. Wait until it has not moved for half a second.
+        last, still, end = -1, 0, time.monotonic() + DEADLINE
+        while still < 10:
+            self.assertLess(time.monotonic(), end, "the source never stalled")
+            time.sleep(0.05)
+            still = still + 1 if sent[0] == last else 0
+            last = sent[0]
+        self.assertLess(sent[0], size // 4)  # held up, not buffered
+        self.assertLess(rss_kib(p.p.pid) - base, 32 << 10)  # 32 MiB at most, not 200
+        digest, n = recv_hash(c)  # now read it all: nothing was lost
+        c.close()
+        t.join()
+        ls.close()
+        self.assertEqual(n, size)
+        self.assertEqual(digest, hashlib.sha256(data).hexdigest())
+
+    def test_reload_under_load(self):
+        a, b = self.backend("echo"), self.backend("echo")
+        p = self.start([a])
+        stop, failures, done = threading.Event(), [], [0]
+
+        def client():
+            while not stop.is_set():
+                try:
+                    c = p.connect()
+                    c.sendall(b"ping")
+                    got = b""
+                    while len(got) < 4:
+                        d = c.recv(4 - len(got))
+                        if not d:
+                            break
+                        got += d
+                    c.close()
+                    if got != b"ping":
+                        failures.append(got)
+                    done[0] += 1
+                except OSError as e:
+                    failures.append(e)
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for i in range(6):  # reloads one after another, the server list changing each time
+            mark = p.mark()
+            before = done[0]
+            p.write(config([a, b] if i % 2 == 0 else [b], stats=True))
+            p.p.send_signal(signal.SIGHUP)
+            p.wait_for(r"reload done", mark)
+            until(lambda: done[0] >= before + 50)  # requests on the new configuration too
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertEqual(failures, [])
+        self.assertGreater(done[0], 300)
 
 
 if __name__ == "__main__":
