@@ -209,6 +209,10 @@ class Proxy:
             raise AssertionError("tpc-proxy did not stop")
         self.p.stdout.close()
         self.dir.cleanup()
+        if rc != 0:  # its own words on why go with the failure
+            with self.cond:
+                sys.stderr.write("tpc-proxy exited with %d:\n%s" %
+                                 (rc, "".join(l for l in self.lines if l)))
         return rc
 
 
@@ -346,6 +350,8 @@ class ProxyTest(unittest.TestCase):
         got = [recv_all(p.connect()) for _ in range(9)]
         self.assertEqual(sorted(got), [b"A"] * 3 + [b"B"] * 3 + [b"C"] * 3)
         self.assertEqual(p.counter("connections"), 9)
+        # each relay ends when both sides have closed: a moment after the client saw its end
+        until(lambda: p.counter("active") == 0)
         stats = p.get("/stats")
         per_shard = [int(n) for n in re.findall(r"^shard \d+: connections (\d+)", stats, re.M)]
         self.assertEqual(len(per_shard), 2)
