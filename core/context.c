@@ -2,9 +2,22 @@
  * as tpc__ctx_switch() leaves a suspended one, with the trampoline as the return address. */
 #include <stdint.h>
 #include <string.h>
+#include <ucontext.h>
 #include "context.h"
 
 void tpc__ctx_trampoline(void);
+extern const char tpc__ctx_switch_end[];
+
+int tpc__ctx_switching(const void *ucontext)
+{
+    const ucontext_t *uc = ucontext;
+#if defined(__x86_64__)
+    uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    uintptr_t pc = (uintptr_t)uc->uc_mcontext.pc;
+#endif
+    return pc >= (uintptr_t)tpc__ctx_switch && pc < (uintptr_t)tpc__ctx_switch_end;
+}
 
 void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *), void *arg)
 {

@@ -24,4 +24,10 @@ void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *
 /* Saves the current context in from and resumes to. */
 void tpc__ctx_switch(tpc__ctx *from, tpc__ctx *to);
 
+/* For a signal handler on this thread: true if the signal interrupted a switch, given the
+ * interrupted context (the handler's third argument). Half-way through a switch the stack
+ * pointer already points at the other context's saved registers, which no unwinder can walk:
+ * the stall detector takes no backtrace then. */
+int tpc__ctx_switching(const void *ucontext);
+
 #endif

@@ -82,9 +82,9 @@ static void say(const char *buf, size_t n)
 
 /* On the stalled shard's thread: only takes the snapshot (what runs, and where); the watchdog
  * formats and writes it, so that a slow or full stderr never holds up the shard. */
-static void on_stall_signal(int sig)
+static void on_stall_signal(int sig, siginfo_t *info, void *uc)
 {
-    (void)sig;
+    (void)sig, (void)info;
     struct tpc__shard *s = tpc__self;
     if (!s)
         return;
@@ -99,7 +99,9 @@ static void on_stall_signal(int sig)
         memcpy(snap->name, f->name, sizeof(snap->name));
         snap->spawn_site = f->spawn_site;
     }
-    snap->depth = backtrace(snap->frames, TPC__STALL_FRAMES);
+    /* Half-way through a context switch the stack cannot be walked (the unwinder would read the
+     * other context's saved registers as frames): no backtrace then, only the names. */
+    snap->depth = tpc__ctx_switching(uc) ? 0 : backtrace(snap->frames, TPC__STALL_FRAMES);
     atomic_store_explicit(&snap->state, SNAP_DONE, memory_order_release);
     errno = saved;
 }
@@ -121,7 +123,8 @@ static void report(struct tpc__shard *s, uint64_t ms, uint64_t cpu_ms, bool take
     } else {
         n = put(text, n, cap, "the loop itself (a callback, timer or message)");
     }
-    n = put(text, n, cap, "\n");
+    n = put(text, n, cap,
+            taken && !snap->depth ? " (caught in a context switch: no backtrace)\n" : "\n");
     for (int i = 2; taken && i < snap->depth; i++) { /* 0, 1: the handler, the signal frame */
         n = put(text, n, cap, "libtpc: shard %u: #%d ", s->id, i - 2);
         n = put_symbol(text, n, cap, snap->frames[i]);
@@ -147,8 +150,8 @@ static void install_handler(void)
     backtrace(warm, 1); /* loads the unwinder now, not inside a signal handler */
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_stall_signal;
-    sa.sa_flags = SA_ONSTACK | SA_RESTART;
+    sa.sa_sigaction = on_stall_signal;
+    sa.sa_flags = SA_ONSTACK | SA_RESTART | SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
     sigaction(TPC__STALL_SIGNAL, &sa, NULL);
 }

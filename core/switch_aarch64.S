@@ -39,6 +39,9 @@ tpc__ctx_switch:
     msr     fpcr, x9
     add     sp, sp, #176
     ret
+    .globl  tpc__ctx_switch_end
+    .hidden tpc__ctx_switch_end
+tpc__ctx_switch_end: /* where the switch ends: a signal taken in between cannot be unwound */
     .size   tpc__ctx_switch, .-tpc__ctx_switch
 
     .globl  tpc__ctx_trampoline

@@ -24,10 +24,21 @@ void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *
                 (unsigned)(a >> 32), (unsigned)a);
 }
 
+/* Set on this thread while swapcontext runs (this backend's switch is slow anyway). */
+static __thread volatile sig_atomic_t in_switch;
+
 void tpc__ctx_switch(tpc__ctx *from, tpc__ctx *to)
 {
     /* swapcontext gives every context its own signal mask; the signal mask is the thread's
      * (tpc_signal_wait blocks signals on the thread), so carry the current one over. */
     pthread_sigmask(SIG_SETMASK, NULL, &to->uc.uc_sigmask);
+    in_switch = 1;
     swapcontext(&from->uc, &to->uc);
+    in_switch = 0; /* (on the context that resumes: the same thread) */
+}
+
+int tpc__ctx_switching(const void *ucontext)
+{
+    (void)ucontext;
+    return in_switch;
 }
