@@ -1,0 +1,278 @@
+/* The NUMA kit's matrices (include/tpc/numa.h): round trips, one-way streams, and memory
+ * latency and bandwidth per shard and node. The caller's fiber runs each cell on the row's shard
+ * (tpc_call_on), one at a time, so a cell has its pair of shards to itself. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "internal.h"
+
+struct opts {
+    unsigned rounds, idle_us, msgs, reads;
+    size_t bytes;
+};
+
+static int opts_resolve(const tpc_numa_opts *in, struct opts *o)
+{
+    tpc_numa_opts z = {0};
+    if (!in)
+        in = &z;
+    for (size_t i = 0; i < sizeof(in->reserved) / sizeof(in->reserved[0]); i++)
+        if (in->reserved[i])
+            return -EINVAL;
+    if (in->rtt_rounds > 10000000 || in->idle_us > 1000000 || in->stream_msgs > 1000000000 ||
+        (in->mem_bytes && in->mem_bytes < 65536) || in->mem_bytes > ((size_t)1 << 36) ||
+        in->mem_reads > 1000000000)
+        return -EINVAL;
+    o->rounds = in->rtt_rounds ? in->rtt_rounds : 2000;
+    o->idle_us = in->idle_us ? in->idle_us : 50;
+    o->msgs = in->stream_msgs ? in->stream_msgs : 200000;
+    o->bytes = in->mem_bytes ? in->mem_bytes : (size_t)64 << 20;
+    o->reads = in->mem_reads ? in->mem_reads : 2000000;
+    return 0;
+}
+
+static int matrix_start(const tpc_numa_opts *in, const void *out, struct opts *o, unsigned *n)
+{
+    if (!tpc__self || !tpc__self->current)
+        return -EPERM;
+    if (!out)
+        return -EINVAL;
+    *n = tpc__self->rt->nshards;
+    return opts_resolve(in, o);
+}
+
+/* ---- Round trips ---- */
+
+struct rtt_cell {
+    const struct opts *o;
+    int to;
+    bool busy;
+    _Atomic int stop;
+    tpc_numa_lat lat;
+};
+
+static int noop(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static int spinner(void *arg)
+{
+    struct rtt_cell *c = arg;
+    while (!atomic_load_explicit(&c->stop, memory_order_relaxed))
+        tpc_yield();
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int rtt_here(void *arg)
+{
+    struct rtt_cell *c = arg;
+    uint64_t *t = malloc(c->o->rounds * sizeof(*t));
+    tpc_fiber *spin = NULL;
+    int rc = t ? 0 : -ENOMEM;
+    if (rc == 0 && c->busy && c->to != tpc_shard_id())
+        rc = tpc_spawn_on(c->to, NULL, spinner, c, &spin);
+    for (unsigned k = 0; rc == 0 && k < c->o->rounds; k++) {
+        if (!c->busy) { /* quiet long enough for the target to fall asleep */
+            uint64_t t0 = tpc__clock_ns();
+            while (tpc__clock_ns() - t0 < (uint64_t)c->o->idle_us * 1000)
+                ;
+        }
+        uint64_t t0 = tpc__clock_ns();
+        rc = tpc_call_on(c->to, noop, NULL, NULL);
+        t[k] = tpc__clock_ns() - t0;
+    }
+    atomic_store_explicit(&c->stop, 1, memory_order_relaxed);
+    if (spin)
+        tpc_join(spin, NULL);
+    if (rc == 0) {
+        qsort(t, c->o->rounds, sizeof(*t), cmp_u64);
+        c->lat = (tpc_numa_lat){t[c->o->rounds / 2], t[(size_t)c->o->rounds * 99 / 100]};
+    }
+    free(t);
+    return rc;
+}
+
+int tpc_numa_rtt(const tpc_numa_opts *opts, bool busy, tpc_numa_lat *out)
+{
+    struct opts o;
+    unsigned n;
+    int rc = matrix_start(opts, out, &o, &n);
+    for (unsigned i = 0; rc == 0 && i < n; i++)
+        for (unsigned j = 0; rc == 0 && j < n; j++) {
+            struct rtt_cell c = {.o = &o, .to = (int)j, .busy = busy};
+            int result = 0;
+            atomic_init(&c.stop, 0);
+            rc = tpc_call_on((int)i, rtt_here, &c, &result);
+            rc = rc < 0 ? rc : result;
+            out[i * n + j] = c.lat;
+        }
+    return rc;
+}
+
+/* ---- Streams ---- */
+
+struct stream_cell {
+    const struct opts *o;
+    int to;
+    unsigned received; /* written on the target only */
+    double rate;
+};
+
+static void count(void *arg)
+{
+    ((struct stream_cell *)arg)->received++;
+}
+
+static int received(void *arg)
+{
+    return (int)((struct stream_cell *)arg)->received;
+}
+
+static int stream_here(void *arg)
+{
+    struct stream_cell *c = arg;
+    bool self = c->to == tpc_shard_id();
+    uint64_t t0 = tpc__clock_ns();
+    int rc = 0, got = 0;
+    for (unsigned k = 0; rc == 0 && k < c->o->msgs; k++)
+        rc = tpc_submit_to(c->to, count, c);
+    /* Messages between two shards run in order: once a call behind them has read the count,
+     * it is final (on its own shard a call runs at once, so yield until they have run). */
+    while (rc == 0 && (unsigned)got < c->o->msgs) {
+        if (self && (rc = tpc_yield()) == 0)
+            got = (int)c->received;
+        else if (!self)
+            rc = tpc_call_on(c->to, received, c, &got);
+    }
+    uint64_t t = tpc__clock_ns() - t0;
+    c->rate = (double)c->o->msgs * 1e9 / (double)(t ? t : 1);
+    return rc;
+}
+
+int tpc_numa_stream(const tpc_numa_opts *opts, double *out)
+{
+    struct opts o;
+    unsigned n;
+    int rc = matrix_start(opts, out, &o, &n);
+    for (unsigned i = 0; rc == 0 && i < n; i++)
+        for (unsigned j = 0; rc == 0 && j < n; j++) {
+            struct stream_cell c = {.o = &o, .to = (int)j};
+            int result = 0;
+            rc = tpc_call_on((int)i, stream_here, &c, &result);
+            rc = rc < 0 ? rc : result;
+            out[i * n + j] = c.rate;
+        }
+    return rc;
+}
+
+/* ---- Memory ---- */
+
+#define LINE 64
+
+struct mem_cell {
+    const struct opts *o;
+    char *buf;
+    double lat_ns, gbps;
+};
+
+/* Links the buffer's cache lines into one random cycle (Sattolo's shuffle), so that each load
+ * depends on the last and the prefetchers cannot guess the next. */
+static int chase_build(char *buf, size_t bytes)
+{
+    size_t lines = bytes / LINE;
+    uint32_t *perm = malloc(lines * sizeof(*perm));
+    if (!perm)
+        return -ENOMEM;
+    for (size_t i = 0; i < lines; i++)
+        perm[i] = (uint32_t)i;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = lines - 1; i > 0; i--) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t k = (size_t)(x % i), tmp = perm[i];
+        perm[i] = perm[k], perm[k] = (uint32_t)tmp;
+    }
+    for (size_t i = 0; i < lines; i++) /* line perm[i] points to line perm[i + 1] */
+        *(char **)(buf + (size_t)perm[i] * LINE) = buf + (size_t)perm[(i + 1) % lines] * LINE;
+    free(perm);
+    return 0;
+}
+
+static _Atomic uint64_t sink;
+
+static int mem_here(void *arg)
+{
+    struct mem_cell *c = arg;
+    char *p = c->buf;
+    uint64_t t0 = tpc__clock_ns();
+    for (unsigned k = 0; k < c->o->reads; k++) {
+        p = *(char *volatile *)p;
+        if ((k & 0xffff) == 0xffff) /* the stall detector must see the loop */
+            tpc_maybe_yield();
+    }
+    uint64_t t1 = tpc__clock_ns();
+    c->lat_ns = (double)(t1 - t0) / c->o->reads;
+    const size_t chunk = (size_t)1 << 20;
+    uint64_t sum = (uintptr_t)p;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t off = 0; off < c->o->bytes; off += chunk) {
+            const uint64_t *w = (const uint64_t *)(c->buf + off);
+            size_t nw = (c->o->bytes - off < chunk ? c->o->bytes - off : chunk) / sizeof(*w);
+            for (size_t i = 0; i < nw; i++)
+                sum += w[i];
+            tpc_maybe_yield();
+        }
+    uint64_t t2 = tpc__clock_ns();
+    c->gbps = 2.0 * (double)c->o->bytes / (double)(t2 - t1 ? t2 - t1 : 1);
+    atomic_store_explicit(&sink, sum, memory_order_relaxed); /* keeps the reads */
+    return 0;
+}
+
+static int mem_column(const struct opts *o, int node, unsigned n, unsigned nn, unsigned k,
+                      tpc_numa_mem *out)
+{
+    struct tpc_runtime *rt = tpc__self->rt;
+    size_t bytes = o->bytes & ~(size_t)(LINE - 1);
+    char *buf = rt->topo ? tpc__alloc_on(rt->topo, !rt->topo_fake, bytes, node) : NULL;
+    if (!buf)
+        return -ENOMEM;
+    int rc = chase_build(buf, bytes), found = tpc_mem_node(buf);
+    for (unsigned i = 0; rc == 0 && i < n; i++) {
+        struct mem_cell c = {.o = o, .buf = buf};
+        int result = 0;
+        rc = tpc_call_on((int)i, mem_here, &c, &result);
+        rc = rc < 0 ? rc : result;
+        out[i * nn + k] = (tpc_numa_mem){node, found, c.lat_ns, c.gbps};
+    }
+    munmap(buf, bytes);
+    return rc;
+}
+
+int tpc_numa_memory(const tpc_numa_opts *opts, tpc_numa_mem *out, int max_nodes)
+{
+    struct opts o;
+    unsigned n;
+    int rc = matrix_start(opts, out, &o, &n);
+    if (rc < 0)
+        return rc;
+    int nn = tpc_numa_nodes(NULL, 0);
+    if (nn <= 0)
+        return nn < 0 ? nn : -ENODEV;
+    if (max_nodes < nn)
+        return -EINVAL;
+    int *nodes = malloc((size_t)nn * sizeof(*nodes));
+    if (!nodes)
+        return -ENOMEM;
+    tpc_numa_nodes(nodes, nn);
+    for (int k = 0; rc == 0 && k < nn; k++)
+        rc = mem_column(&o, nodes[k], n, (unsigned)nn, (unsigned)k, out);
+    free(nodes);
+    return rc;
+}
