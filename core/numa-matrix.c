@@ -41,6 +41,24 @@ static int matrix_start(const tpc_numa_opts *in, const void *out, struct opts *o
     return opts_resolve(in, o);
 }
 
+/* For long computations on a shard that has nothing else to run: tpc_maybe_yield, and once it
+ * has yielded let the loop itself run (a lone fiber's yields come straight back to it until the
+ * run phase's quota is spent), so the stall detector sees the loop. */
+static int breathe(void)
+{
+    struct tpc__shard *s = tpc__self;
+    uint64_t loops = s->n_loops;
+    int rc = tpc_maybe_yield();
+    if (rc < 0)
+        return rc;
+    bool due = atomic_load_explicit(&s->watched, memory_order_relaxed)
+                   ? atomic_load_explicit(&s->preempt_beat, memory_order_relaxed) == s->n_loops
+                   : tpc__clock_ns() - s->slice_start >= s->time_slice;
+    while (rc == 0 && due && s->n_loops == loops)
+        rc = tpc_yield();
+    return rc;
+}
+
 /* ---- Round trips ---- */
 
 struct rtt_cell {
@@ -88,6 +106,8 @@ static int rtt_here(void *arg)
         uint64_t t0 = tpc__clock_ns();
         rc = tpc_call_on(c->to, noop, NULL, NULL);
         t[k] = tpc__clock_ns() - t0;
+        if (rc == 0) /* a call to its own shard never comes back to the loop */
+            rc = breathe();
     }
     atomic_store_explicit(&c->stop, 1, memory_order_relaxed);
     if (spin)
@@ -143,7 +163,8 @@ static int stream_here(void *arg)
     uint64_t t0 = tpc__clock_ns();
     int rc = 0, got = 0;
     for (unsigned k = 0; rc == 0 && k < c->o->msgs; k++)
-        rc = tpc_submit_to(c->to, count, c);
+        if ((rc = tpc_submit_to(c->to, count, c)) == 0 && (k & 255) == 255)
+            rc = breathe();
     /* Messages between two shards run in order: once a call behind them has read the count,
      * it is final (on its own shard a call runs at once, so yield until they have run). */
     while (rc == 0 && (unsigned)got < c->o->msgs) {
@@ -195,12 +216,17 @@ static int chase_build(char *buf, size_t bytes)
         perm[i] = (uint32_t)i;
     uint64_t x = 0x9e3779b97f4a7c15ull;
     for (size_t i = lines - 1; i > 0; i--) {
+        if ((i & 255) == 0)
+            breathe();
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         size_t k = (size_t)(x % i), tmp = perm[i];
         perm[i] = perm[k], perm[k] = (uint32_t)tmp;
     }
-    for (size_t i = 0; i < lines; i++) /* line perm[i] points to line perm[i + 1] */
+    for (size_t i = 0; i < lines; i++) { /* line perm[i] points to line perm[i + 1] */
         *(char **)(buf + (size_t)perm[i] * LINE) = buf + (size_t)perm[(i + 1) % lines] * LINE;
+        if ((i & 255) == 255)
+            breathe();
+    }
     free(perm);
     return 0;
 }
@@ -214,8 +240,8 @@ static int mem_here(void *arg)
     uint64_t t0 = tpc__clock_ns();
     for (unsigned k = 0; k < c->o->reads; k++) {
         p = *(char *volatile *)p;
-        if ((k & 0xffff) == 0xffff) /* the stall detector must see the loop */
-            tpc_maybe_yield();
+        if ((k & 255) == 255)
+            breathe();
     }
     uint64_t t1 = tpc__clock_ns();
     c->lat_ns = (double)(t1 - t0) / c->o->reads;
@@ -227,7 +253,7 @@ static int mem_here(void *arg)
             size_t nw = (c->o->bytes - off < chunk ? c->o->bytes - off : chunk) / sizeof(*w);
             for (size_t i = 0; i < nw; i++)
                 sum += w[i];
-            tpc_maybe_yield();
+            breathe();
         }
     uint64_t t2 = tpc__clock_ns();
     c->gbps = 2.0 * (double)c->o->bytes / (double)(t2 - t1 ? t2 - t1 : 1);
