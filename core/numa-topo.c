@@ -38,10 +38,10 @@ static void emit(struct walk *w, hwloc_obj_t o, int kind, int depth)
         memset(r, 0, sizeof(*r));
         r->kind = (tpc_topo_kind)kind;
         r->depth = depth;
-        r->index = kind == TPC_TOPO_PU || kind == TPC_TOPO_NODE ? (int)o->os_index
-                                                                : (int)o->logical_index;
-        r->node = o->nodeset && !hwloc_bitmap_iszero(o->nodeset) ? hwloc_bitmap_first(o->nodeset)
-                                                                 : -1;
+        r->index =
+            kind == TPC_TOPO_PU || kind == TPC_TOPO_NODE ? (int)o->os_index : (int)o->logical_index;
+        r->node =
+            o->nodeset && !hwloc_bitmap_iszero(o->nodeset) ? hwloc_bitmap_first(o->nodeset) : -1;
         r->shard = -1;
         if (kind == TPC_TOPO_CACHE) {
             r->level = (int)o->attr->cache.depth;

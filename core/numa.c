@@ -118,8 +118,8 @@ void *tpc_alloc_local(size_t size)
     if (size <= SIZE_MAX / 2 && s->rt->topo)
         p = tpc__alloc_on(s->rt->topo, !s->rt->topo_fake, page_round(size), s->node);
     else if (size <= SIZE_MAX / 2) {
-        p = mmap(NULL, page_round(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                 -1, 0);
+        p = mmap(NULL, page_round(size), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                 0);
         p = p == MAP_FAILED ? NULL : p;
     }
     if (!p)

@@ -66,8 +66,7 @@ static hwloc_topology_t fake_topology(const char *src)
     if (!t && i < FAKE_MAX && (t = fake_load(src)) != NULL && (fakes[i].src = strdup(src)))
         fakes[i].t = t;
     else if (!t || i == FAKE_MAX)
-        fprintf(stderr,
-                "libtpc: TPC_TOPOLOGY='%s': %s\n", src,
+        fprintf(stderr, "libtpc: TPC_TOPOLOGY='%s': %s\n", src,
                 i == FAKE_MAX ? "too many topologies loaded in one process"
                               : "neither a readable hwloc XML file nor a synthetic description "
                                 "hwloc accepts (such as \"pack:2 core:4 pu:2\")");

@@ -44,7 +44,8 @@ static void *shard_thread(void *p)
 {
     struct tpc__thread *t = p;
     int err = 0;
-    if (t->place.cpu >= 0 && !t->rt->topo_fake && (err = tpc__pin_thread(t->place.cpu, t->place.node)) != 0)
+    if (t->place.cpu >= 0 && !t->rt->topo_fake &&
+        (err = tpc__pin_thread(t->place.cpu, t->place.node)) != 0)
         fprintf(stderr, "libtpc: shard %u: cannot pin to CPU %d: %s\n", t->id, t->place.cpu,
                 strerror(-err));
     struct tpc__shard *s = err ? NULL : shard_new(t->rt, t->id, &t->place);

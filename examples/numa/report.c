@@ -29,11 +29,21 @@ static void print_obj(FILE *f, const tpc_topo_obj *o)
     if (o->bytes)
         bytes_str(b, sizeof(b), o->bytes);
     switch (o->kind) {
-    case TPC_TOPO_MACHINE: fprintf(f, "Machine\n"); break;
-    case TPC_TOPO_PACKAGE: fprintf(f, "Package %d\n", o->index); break;
-    case TPC_TOPO_NODE: fprintf(f, "NUMA node %d (%s)\n", o->index, b); break;
-    case TPC_TOPO_CACHE: fprintf(f, "L%d cache %d (%s)\n", o->level, o->index, b); break;
-    case TPC_TOPO_CORE: fprintf(f, "Core %d\n", o->index); break;
+    case TPC_TOPO_MACHINE:
+        fprintf(f, "Machine\n");
+        break;
+    case TPC_TOPO_PACKAGE:
+        fprintf(f, "Package %d\n", o->index);
+        break;
+    case TPC_TOPO_NODE:
+        fprintf(f, "NUMA node %d (%s)\n", o->index, b);
+        break;
+    case TPC_TOPO_CACHE:
+        fprintf(f, "L%d cache %d (%s)\n", o->level, o->index, b);
+        break;
+    case TPC_TOPO_CORE:
+        fprintf(f, "Core %d\n", o->index);
+        break;
     case TPC_TOPO_PU:
         if (o->shard >= 0)
             fprintf(f, "PU %d  <- shard %d\n", o->index, o->shard);
@@ -65,8 +75,10 @@ static void print_topology(FILE *f, const struct run *r, const char *topology)
 
 static void print_shards(FILE *f, const struct run *r)
 {
-    fprintf(f, "\n== Shards (placement %s, cpus %s, %d shards) ==\n  shard   cpu  core  node  package\n",
-            r->placement, r->cpus ? r->cpus : "all", r->n);
+    fprintf(
+        f,
+        "\n== Shards (placement %s, cpus %s, %d shards) ==\n  shard   cpu  core  node  package\n",
+        r->placement, r->cpus ? r->cpus : "all", r->n);
     for (int i = 0; i < r->n; i++)
         fprintf(f, "  %5d %5d %5d %5d %8d\n", i, r->place[i].cpu, r->place[i].core,
                 r->place[i].node, r->place[i].package);
@@ -132,7 +144,8 @@ static void print_memory(FILE *f, const struct run *r)
 {
     if (r->skip_memory)
         return;
-    fprintf(f, "\n== Local against remote memory: latency ns / bandwidth GB/s (buffer %zu MiB) ==\n",
+    fprintf(f,
+            "\n== Local against remote memory: latency ns / bandwidth GB/s (buffer %zu MiB) ==\n",
             (r->opts.mem_bytes ? r->opts.mem_bytes : (size_t)64 << 20) >> 20);
     fprintf(f, "  shard\\node");
     for (int k = 0; k < r->nn; k++)
@@ -151,8 +164,9 @@ static void print_memory(FILE *f, const struct run *r)
     }
     for (int k = 0; k < r->nn; k++)
         if (r->mem[k].found != r->mem[k].node)
-            fprintf(f, "  * the buffer for node %d was found on node %d (not bound: simulated "
-                       "machine, or binding refused)\n",
+            fprintf(f,
+                    "  * the buffer for node %d was found on node %d (not bound: simulated "
+                    "machine, or binding refused)\n",
                     r->mem[k].node, r->mem[k].found);
 }
 
@@ -270,8 +284,8 @@ static void json_topology(FILE *f, const struct run *r, const char *topology)
 {
     fprintf(f, "\"topology\":{\"source\":");
     json_str(f, topology ? topology : "this machine");
-    fprintf(f, ",\"simulated\":%s,\"packages\":%d,\"nodes\":[", r->info.simulated ? "true" : "false",
-            r->info.packages);
+    fprintf(f, ",\"simulated\":%s,\"packages\":%d,\"nodes\":[",
+            r->info.simulated ? "true" : "false", r->info.packages);
     for (int k = 0; k < r->nn; k++)
         fprintf(f, "%s%d", k ? "," : "", r->nodes[k]);
     fprintf(f, "],\"cores\":%d,\"pus\":%d,\"distances_known\":%s,\"distances\":", r->info.cores,
@@ -399,8 +413,9 @@ static int heat_map(const struct run *r, const char *dir, const char *what, cons
             "set xtics 1\nset ytics 1\n"
             "plot '%s' matrix using 1:2:(0.5):(0.5):3 with boxxyerror fc palette fs solid "
             "notitle, '%s' matrix using 1:2:(sprintf('%%.3g',$3)) with labels notitle\n",
-            png, title, r->placement, cols == r->n && what[0] != 'm' ? "target shard" : "node index",
-            rows - 1, cols - 1, dat, dat);
+            png, title, r->placement,
+            cols == r->n && what[0] != 'm' ? "target shard" : "node index", rows - 1, cols - 1, dat,
+            dat);
     fclose(g);
     if (!run)
         return 0;
@@ -420,8 +435,8 @@ int heat_maps(const struct run *r, const char *dir)
     made += heat_map(r, dir, "stream", "one-way stream, messages/s", r->n, r->n, g_stream, run);
     if (!r->skip_memory) {
         made += heat_map(r, dir, "mem-lat", "memory read latency ns", r->n, r->nn, g_mem_lat, run);
-        made += heat_map(r, dir, "mem-bw", "memory read bandwidth GB/s", r->n, r->nn, g_mem_bw,
-                         run);
+        made +=
+            heat_map(r, dir, "mem-bw", "memory read bandwidth GB/s", r->n, r->nn, g_mem_bw, run);
     }
     return run ? made : -1;
 }

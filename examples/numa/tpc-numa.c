@@ -177,8 +177,22 @@ struct cli {
     const char *json, *dir, *topology;
 };
 
-enum { O_CMP = 256, O_CMPCPUS, O_CMPSHARDS, O_TOPO, O_JSON, O_PLOTS, O_NOPLOTS, O_ROUNDS, O_IDLE,
-       O_MSGS, O_MEMB, O_MEMR, O_NOMEM, O_QUICK };
+enum {
+    O_CMP = 256,
+    O_CMPCPUS,
+    O_CMPSHARDS,
+    O_TOPO,
+    O_JSON,
+    O_PLOTS,
+    O_NOPLOTS,
+    O_ROUNDS,
+    O_IDLE,
+    O_MSGS,
+    O_MEMB,
+    O_MEMR,
+    O_NOMEM,
+    O_QUICK
+};
 
 static int option(struct cli *c, int opt, const char *arg)
 {
@@ -189,42 +203,88 @@ static int option(struct cli *c, int opt, const char *arg)
         return -1;
     }
     switch (opt) {
-    case 'p': c->a.placement = arg; break;
-    case 'c': c->a.cpus = arg; break;
-    case 'n': c->a.shards = (unsigned)v; break;
-    case O_CMP: c->compare = true, c->b.placement = arg; break;
-    case O_CMPCPUS: c->b.cpus = arg; break;
-    case O_CMPSHARDS: c->b.shards = (unsigned)v; break;
-    case O_TOPO: c->topology = arg; break;
-    case O_JSON: c->json = arg; break;
-    case O_PLOTS: c->dir = arg; break;
-    case O_NOPLOTS: c->plots = false; break;
-    case O_ROUNDS: c->a.opts.rtt_rounds = (unsigned)v; break;
-    case O_IDLE: c->a.opts.idle_us = (unsigned)v; break;
-    case O_MSGS: c->a.opts.stream_msgs = (unsigned)v; break;
-    case O_MEMB: c->a.opts.mem_bytes = (size_t)v; break;
-    case O_MEMR: c->a.opts.mem_reads = (unsigned)v; break;
-    case O_NOMEM: c->a.skip_memory = true; break;
-    case O_QUICK:
-        c->a.opts = (tpc_numa_opts){.rtt_rounds = 200, .idle_us = 30, .stream_msgs = 20000,
-                                    .mem_bytes = 1 << 20, .mem_reads = 100000};
+    case 'p':
+        c->a.placement = arg;
         break;
-    default: return -1;
+    case 'c':
+        c->a.cpus = arg;
+        break;
+    case 'n':
+        c->a.shards = (unsigned)v;
+        break;
+    case O_CMP:
+        c->compare = true, c->b.placement = arg;
+        break;
+    case O_CMPCPUS:
+        c->b.cpus = arg;
+        break;
+    case O_CMPSHARDS:
+        c->b.shards = (unsigned)v;
+        break;
+    case O_TOPO:
+        c->topology = arg;
+        break;
+    case O_JSON:
+        c->json = arg;
+        break;
+    case O_PLOTS:
+        c->dir = arg;
+        break;
+    case O_NOPLOTS:
+        c->plots = false;
+        break;
+    case O_ROUNDS:
+        c->a.opts.rtt_rounds = (unsigned)v;
+        break;
+    case O_IDLE:
+        c->a.opts.idle_us = (unsigned)v;
+        break;
+    case O_MSGS:
+        c->a.opts.stream_msgs = (unsigned)v;
+        break;
+    case O_MEMB:
+        c->a.opts.mem_bytes = (size_t)v;
+        break;
+    case O_MEMR:
+        c->a.opts.mem_reads = (unsigned)v;
+        break;
+    case O_NOMEM:
+        c->a.skip_memory = true;
+        break;
+    case O_QUICK:
+        c->a.opts = (tpc_numa_opts){.rtt_rounds = 200,
+                                    .idle_us = 30,
+                                    .stream_msgs = 20000,
+                                    .mem_bytes = 1 << 20,
+                                    .mem_reads = 100000};
+        break;
+    default:
+        return -1;
     }
     return 0;
 }
 
 static int parse(struct cli *c, int argc, char **argv)
 {
-    static const struct option longs[] = {
-        {"placement", 1, 0, 'p'},  {"cpus", 1, 0, 'c'},        {"shards", 1, 0, 'n'},
-        {"compare", 1, 0, O_CMP},  {"compare-cpus", 1, 0, O_CMPCPUS},
-        {"compare-shards", 1, 0, O_CMPSHARDS},                 {"topology", 1, 0, O_TOPO},
-        {"json", 1, 0, O_JSON},    {"plots", 1, 0, O_PLOTS},   {"no-plots", 0, 0, O_NOPLOTS},
-        {"rounds", 1, 0, O_ROUNDS}, {"idle-us", 1, 0, O_IDLE}, {"msgs", 1, 0, O_MSGS},
-        {"mem-bytes", 1, 0, O_MEMB}, {"mem-reads", 1, 0, O_MEMR},
-        {"no-memory", 0, 0, O_NOMEM}, {"quick", 0, 0, O_QUICK}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option longs[] = {{"placement", 1, 0, 'p'},
+                                          {"cpus", 1, 0, 'c'},
+                                          {"shards", 1, 0, 'n'},
+                                          {"compare", 1, 0, O_CMP},
+                                          {"compare-cpus", 1, 0, O_CMPCPUS},
+                                          {"compare-shards", 1, 0, O_CMPSHARDS},
+                                          {"topology", 1, 0, O_TOPO},
+                                          {"json", 1, 0, O_JSON},
+                                          {"plots", 1, 0, O_PLOTS},
+                                          {"no-plots", 0, 0, O_NOPLOTS},
+                                          {"rounds", 1, 0, O_ROUNDS},
+                                          {"idle-us", 1, 0, O_IDLE},
+                                          {"msgs", 1, 0, O_MSGS},
+                                          {"mem-bytes", 1, 0, O_MEMB},
+                                          {"mem-reads", 1, 0, O_MEMR},
+                                          {"no-memory", 0, 0, O_NOMEM},
+                                          {"quick", 0, 0, O_QUICK},
+                                          {"help", 0, 0, 'h'},
+                                          {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         if (opt == 'h') {
@@ -246,8 +306,8 @@ static int parse(struct cli *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    struct cli c = {.a = {.name = "", .placement = "pu"}, .plots = true, .json = "tpc-numa.json",
-                    .dir = "."};
+    struct cli c = {
+        .a = {.name = "", .placement = "pu"}, .plots = true, .json = "tpc-numa.json", .dir = "."};
     if (parse(&c, argc, argv) < 0)
         return 2;
     if (c.topology)
@@ -256,10 +316,12 @@ int main(int argc, char **argv)
     topo = topo && *topo ? topo : NULL;
     if (c.compare) {
         c.a.name = "A";
-        c.b = (struct run){.name = "B", .placement = c.b.placement,
+        c.b = (struct run){.name = "B",
+                           .placement = c.b.placement,
                            .cpus = c.b.cpus ? c.b.cpus : c.a.cpus,
                            .shards = c.b.shards ? c.b.shards : c.a.shards,
-                           .skip_memory = c.a.skip_memory, .opts = c.a.opts};
+                           .skip_memory = c.a.skip_memory,
+                           .opts = c.a.opts};
     }
     int rc = run_one(&c.a);
     if (rc == 0 && c.compare)

@@ -30,12 +30,12 @@ typedef enum tpc_topo_kind {
 /* One object of the topology tree. */
 typedef struct tpc_topo_obj {
     tpc_topo_kind kind;
-    int depth; /* in the tree: the machine is 0, its children 1 ... */
-    int index; /* PU and NUMA node: the OS index (CPU number, node number); others: the
-                * logical index among objects of that kind */
-    int level; /* caches: 1 for L1 ...; 0 otherwise */
-    int node;  /* the first NUMA node it is local to, -1 if unknown */
-    int shard; /* PU: the lowest shard placed on it, -1 if none; -1 otherwise */
+    int depth;      /* in the tree: the machine is 0, its children 1 ... */
+    int index;      /* PU and NUMA node: the OS index (CPU number, node number); others: the
+                     * logical index among objects of that kind */
+    int level;      /* caches: 1 for L1 ...; 0 otherwise */
+    int node;       /* the first NUMA node it is local to, -1 if unknown */
+    int shard;      /* PU: the lowest shard placed on it, -1 if none; -1 otherwise */
     uint64_t bytes; /* caches: size; NUMA nodes: local memory; 0 otherwise or unknown */
 } tpc_topo_obj;
 
