@@ -337,7 +337,7 @@ static void test_misuse(void **state)
     setenv("TPC_TOPOLOGY", "/nonexistent/topology.xml", 1);
     assert_int_equal(tpc_run(NULL, count_shards, NULL), -EINVAL);
     /* CPUs the simulated machine does not have. */
-    setenv("TPC_TOPOLOGY", "pack:2 core:2 pu:1", 1);
+    setenv("TPC_TOPOLOGY", "pack:2 [numa] core:2 pu:1", 1);
     tpc_config c = {.cpus = "0-7"};
     assert_int_equal(tpc_run(&c, count_shards, NULL), -EINVAL);
     unsetenv("TPC_TOPOLOGY");
