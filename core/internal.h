@@ -334,6 +334,10 @@ void tpc__topo_info(void *topo, tpc_topo_info *out);
 int tpc__topo_distance(void *topo, int a, int b);
 int tpc__topo_package(void *topo, int cpu);
 void *tpc__alloc_on(void *topo, bool bind, size_t size, int node);
+/* Runs fn(arg) on shard `shard` and returns its result (core/numa.c): in the caller's fiber on
+ * its own shard, else in a fiber spawned there and joined, so that fn has returned before this
+ * does, also when the caller is cancelled (then -ECANCELED): arg may be on the caller's stack. */
+int tpc__numa_run_on(int shard, tpc_fiber_fn fn, void *arg);
 /* Up to max page addresses spread over the shard's stack slabs (guard pages left out); returns
  * how many (core/stack.c). */
 int tpc__stack_sample(struct tpc__shard *s, void **pages, int max);

@@ -1,6 +1,8 @@
 /* The NUMA kit's matrices (include/tpc/numa.h): round trips, one-way streams, and memory
  * latency and bandwidth per shard and node. The caller's fiber runs each cell on the row's shard
- * (tpc_call_on), one at a time, so a cell has its pair of shards to itself. */
+ * (in a fiber there, joined: tpc__numa_run_on), one at a time, so a cell has its pair of shards
+ * to itself. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -128,10 +130,8 @@ int tpc_numa_rtt(const tpc_numa_opts *opts, bool busy, tpc_numa_lat *out)
     for (unsigned i = 0; rc == 0 && i < n; i++)
         for (unsigned j = 0; rc == 0 && j < n; j++) {
             struct rtt_cell c = {.o = &o, .to = (int)j, .busy = busy};
-            int result = 0;
             atomic_init(&c.stop, 0);
-            rc = tpc_call_on((int)i, rtt_here, &c, &result);
-            rc = rc < 0 ? rc : result;
+            rc = tpc__numa_run_on((int)i, rtt_here, &c);
             out[i * n + j] = c.lat;
         }
     return rc;
@@ -139,42 +139,52 @@ int tpc_numa_rtt(const tpc_numa_opts *opts, bool busy, tpc_numa_lat *out)
 
 /* ---- Streams ---- */
 
+/* On the heap: if the sender is cancelled with messages still in the ring, they run later and
+ * count into it; a last message behind them frees it then (stream_release). */
 struct stream_cell {
-    const struct opts *o;
+    unsigned msgs;
     int to;
-    unsigned received; /* written on the target only */
+    unsigned received;   /* written on the target only */
+    _Atomic bool all_in; /* the target has run the last message */
     double rate;
 };
 
 static void count(void *arg)
 {
-    ((struct stream_cell *)arg)->received++;
+    struct stream_cell *c = arg;
+    if (++c->received == c->msgs)
+        atomic_store_explicit(&c->all_in, true, memory_order_release);
 }
 
-static int received(void *arg)
+static void stream_free(void *arg)
 {
-    return (int)((struct stream_cell *)arg)->received;
+    free(arg);
+}
+
+/* A fiber of the sender's shard, not cancelled: the message it sends to the target runs after
+ * every message the cancelled sender got out, and frees the cell. Only a runtime that stops
+ * before it gets out leaves the cell behind. */
+static int stream_release(void *arg)
+{
+    struct stream_cell *c = arg;
+    tpc_submit_to(c->to, stream_free, c);
+    return 0;
 }
 
 static int stream_here(void *arg)
 {
     struct stream_cell *c = arg;
-    bool self = c->to == tpc_shard_id();
     uint64_t t0 = tpc__clock_ns();
-    int rc = 0, got = 0;
-    for (unsigned k = 0; rc == 0 && k < c->o->msgs; k++)
+    int rc = 0;
+    for (unsigned k = 0; rc == 0 && k < c->msgs; k++)
         if ((rc = tpc_submit_to(c->to, count, c)) == 0 && (k & 255) == 255)
             rc = breathe();
-    /* Messages between two shards run in order: once a call behind them has read the count,
-     * it is final (on its own shard a call runs at once, so yield until they have run). */
-    while (rc == 0 && (unsigned)got < c->o->msgs) {
-        if (self && (rc = tpc_yield()) == 0)
-            got = (int)c->received;
-        else if (!self)
-            rc = tpc_call_on(c->to, received, c, &got);
-    }
+    while (rc == 0 && !atomic_load_explicit(&c->all_in, memory_order_acquire))
+        rc = tpc_yield(); /* the sender's shard runs what else it has (its own count if j == i) */
     uint64_t t = tpc__clock_ns() - t0;
-    c->rate = (double)c->o->msgs * 1e9 / (double)(t ? t : 1);
+    c->rate = (double)c->msgs * 1e9 / (double)(t ? t : 1);
+    if (rc < 0 && tpc_spawn(stream_release, c, NULL) < 0)
+        fprintf(stderr, "libtpc: tpc_numa_stream: a cell of %zu bytes left behind\n", sizeof(*c));
     return rc;
 }
 
@@ -185,11 +195,16 @@ int tpc_numa_stream(const tpc_numa_opts *opts, double *out)
     int rc = matrix_start(opts, out, &o, &n);
     for (unsigned i = 0; rc == 0 && i < n; i++)
         for (unsigned j = 0; rc == 0 && j < n; j++) {
-            struct stream_cell c = {.o = &o, .to = (int)j};
-            int result = 0;
-            rc = tpc_call_on((int)i, stream_here, &c, &result);
-            rc = rc < 0 ? rc : result;
-            out[i * n + j] = c.rate;
+            struct stream_cell *c = calloc(1, sizeof(*c));
+            if (!c)
+                return -ENOMEM;
+            c->msgs = o.msgs;
+            c->to = (int)j;
+            atomic_init(&c->all_in, false);
+            if ((rc = tpc__numa_run_on((int)i, stream_here, c)) == 0) {
+                out[i * n + j] = c->rate;
+                free(c);
+            } /* else stream_release frees it */
         }
     return rc;
 }
@@ -201,6 +216,7 @@ int tpc_numa_stream(const tpc_numa_opts *opts, double *out)
 struct mem_cell {
     const struct opts *o;
     char *buf;
+    size_t bytes;
     double lat_ns, gbps;
 };
 
@@ -238,27 +254,28 @@ static int mem_here(void *arg)
     struct mem_cell *c = arg;
     char *p = c->buf;
     uint64_t t0 = tpc__clock_ns();
-    for (unsigned k = 0; k < c->o->reads; k++) {
+    int rc = 0;
+    for (unsigned k = 0; rc == 0 && k < c->o->reads; k++) {
         p = *(char *volatile *)p;
         if ((k & 255) == 255)
-            breathe();
+            rc = breathe();
     }
     uint64_t t1 = tpc__clock_ns();
     c->lat_ns = (double)(t1 - t0) / c->o->reads;
     const size_t chunk = (size_t)1 << 20;
     uint64_t sum = (uintptr_t)p;
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t off = 0; off < c->o->bytes; off += chunk) {
+    for (int pass = 0; rc == 0 && pass < 2; pass++)
+        for (size_t off = 0; rc == 0 && off < c->bytes; off += chunk) {
             const uint64_t *w = (const uint64_t *)(c->buf + off);
-            size_t nw = (c->o->bytes - off < chunk ? c->o->bytes - off : chunk) / sizeof(*w);
+            size_t nw = (c->bytes - off < chunk ? c->bytes - off : chunk) / sizeof(*w);
             for (size_t i = 0; i < nw; i++)
                 sum += w[i];
-            breathe();
+            rc = breathe();
         }
     uint64_t t2 = tpc__clock_ns();
-    c->gbps = 2.0 * (double)c->o->bytes / (double)(t2 - t1 ? t2 - t1 : 1);
+    c->gbps = 2.0 * (double)c->bytes / (double)(t2 - t1 ? t2 - t1 : 1);
     atomic_store_explicit(&sink, sum, memory_order_relaxed); /* keeps the reads */
-    return 0;
+    return rc;
 }
 
 static int mem_column(const struct opts *o, int node, unsigned n, unsigned nn, unsigned k,
@@ -271,10 +288,8 @@ static int mem_column(const struct opts *o, int node, unsigned n, unsigned nn, u
         return -ENOMEM;
     int rc = chase_build(buf, bytes), found = tpc_mem_node(buf);
     for (unsigned i = 0; rc == 0 && i < n; i++) {
-        struct mem_cell c = {.o = o, .buf = buf};
-        int result = 0;
-        rc = tpc_call_on((int)i, mem_here, &c, &result);
-        rc = rc < 0 ? rc : result;
+        struct mem_cell c = {.o = o, .buf = buf, .bytes = bytes};
+        rc = tpc__numa_run_on((int)i, mem_here, &c);
         out[i * nn + k] = (tpc_numa_mem){node, found, c.lat_ns, c.gbps};
     }
     munmap(buf, bytes);

@@ -1,7 +1,6 @@
 /* The NUMA kit (include/tpc/numa.h): where shards sit and how far apart, memory on a shard's
  * node and where a shard's memory really is (move_pages(2)), and the matrices tpc-numa prints.
- * The hwloc reading lives in core/numa-topo.c. A matrix measures one cell at a time, run on the
- * row's shard through tpc_call_on, so that cells do not disturb each other. */
+ * The hwloc reading lives in core/numa-topo.c, the matrices in core/numa-matrix.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -229,11 +228,24 @@ static int locality_here(void *arg)
     return rc;
 }
 
+int tpc__numa_run_on(int shard, tpc_fiber_fn fn, void *arg)
+{
+    tpc_fiber *f;
+    int result = 0;
+    if (shard == tpc_shard_id())
+        return fn(arg);
+    int rc = tpc_spawn_on(shard, NULL, fn, arg, &f);
+    if (rc == 0)
+        rc = tpc_join(f, &result);
+    return rc < 0 ? rc : result;
+}
+
 int tpc_mem_locality_of(int shard, tpc_mem_locality *out)
 {
-    int rc, result = 0;
+    int rc;
     if (!shard_at(shard, &rc) || !out)
         return rc ? rc : -EINVAL;
-    rc = tpc_call_on(shard, locality_here, out, &result);
-    return rc < 0 ? rc : result;
+    if (!tpc__self->current)
+        return -EPERM;
+    return tpc__numa_run_on(shard, locality_here, out);
 }

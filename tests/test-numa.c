@@ -343,12 +343,63 @@ static void test_misuse(void **state)
     unsetenv("TPC_TOPOLOGY");
 }
 
+/* A measurement cancelled midway returns -ECANCELED at once and leaves nothing running or
+ * allocated (the sanitizers and valgrind check the second half). */
+enum { M_RTT_BUSY, M_RTT_ASLEEP, M_STREAM, M_MEMORY, M_N };
+static _Atomic int started;
+
+static int measure(void *arg)
+{
+    static const tpc_numa_opts big = {.rtt_rounds = 10000000,
+                                      .stream_msgs = 1000000000,
+                                      .mem_bytes = 16 << 20,
+                                      .mem_reads = 1000000000};
+    tpc_numa_lat l[4];
+    double d[4];
+    tpc_numa_mem m[2];
+    atomic_store(&started, 1);
+    switch ((int)(intptr_t)arg) {
+    case M_RTT_BUSY:
+        return tpc_numa_rtt(&big, true, l);
+    case M_RTT_ASLEEP:
+        return tpc_numa_rtt(&big, false, l);
+    case M_STREAM:
+        return tpc_numa_stream(&big, d);
+    default:
+        return tpc_numa_memory(&big, m, 2);
+    }
+}
+
+static int cancel_main(void *arg)
+{
+    (void)arg;
+    for (int what = 0; what < M_N; what++) {
+        tpc_fiber *f;
+        int r = 0;
+        atomic_store(&started, 0);
+        CHECK_EQ(tpc_spawn(measure, (void *)(intptr_t)what, &f), 0);
+        while (!atomic_load(&started))
+            tpc_yield();
+        CHECK_EQ(tpc_cancel(f), 0);
+        CHECK_EQ(tpc_join(f, &r), 0);
+        CHECK_EQ(r, -ECANCELED);
+    }
+    return 0;
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    run_main(2, cancel_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_synthetic),    cmocka_unit_test(test_xml_two_sockets),
         cmocka_unit_test(test_matrices),     cmocka_unit_test(test_locality_here),
         cmocka_unit_test(test_local_memory), cmocka_unit_test(test_misuse),
+        cmocka_unit_test(test_cancel),
     };
     return cmocka_run_group_tests_name("numa", tests, NULL, NULL);
 }
