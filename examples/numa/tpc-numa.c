@@ -252,9 +252,9 @@ static int option(struct cli *c, int opt, const char *arg)
         c->a.skip_memory = true;
         break;
     case O_QUICK:
-        c->a.opts = (tpc_numa_opts){.rtt_rounds = 200,
+        c->a.opts = (tpc_numa_opts){.rtt_rounds = 20,
                                     .idle_us = 30,
-                                    .stream_msgs = 20000,
+                                    .stream_msgs = 5000,
                                     .mem_bytes = 1 << 20,
                                     .mem_reads = 100000};
         break;
