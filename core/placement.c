@@ -209,9 +209,8 @@ static int wanted_cpus(const tpc_config *cfg, hwloc_topology_t t, bool fake, cpu
     cpu_set_t both;
     CPU_AND(&both, want, &allowed);
     if (!CPU_EQUAL(&both, want)) {
-        fprintf(stderr,
-                "libtpc: %s: CPU list '%s' names CPUs outside this process's affinity mask\n", src,
-                list);
+        fprintf(stderr, "libtpc: %s: CPU list '%s' names CPUs outside %s\n", src, list,
+                fake ? "the simulated machine (TPC_TOPOLOGY)" : "this process's affinity mask");
         return -EINVAL;
     }
     return 0;

@@ -120,18 +120,23 @@ typedef struct tpc_mem_locality {
     uint64_t reserved[4];
 } tpc_mem_locality;
 
-/* Measures shard `shard`'s memory locality (on that shard; suspends) into *out. Returns 0,
- * -EINVAL (bad shard, NULL out), -ENOSYS (no move_pages), -ENOMEM, or an error as tpc_call_on. */
+/* Measures shard `shard`'s memory locality (on that shard, in a fiber the caller waits for;
+ * suspends) into *out. Returns 0, -EINVAL (bad shard, NULL out), -ENOSYS (no move_pages),
+ * -ENOMEM, -EPERM outside a fiber, or an error as tpc_join (-ECANCELED ...). */
 TPC_EXTERN int tpc_mem_locality_of(int shard, tpc_mem_locality *out);
 
 /* ---- Matrices ----
  * Each measures one pair at a time, from a fiber of the row's shard, while the other shards
  * idle: run them when the program has nothing else to do. Results go to caller-owned arrays
  * of n x n cells (n = tpc_shard_count()), row-major: out[i * n + j] for shard i to shard j.
+ * Each cell runs in a fiber on the row's shard that the caller waits for (tpc_join): a cancelled
+ * caller (or one past its deadline) stops the measurement and returns once that fiber has.
  * They return 0, -EINVAL (NULL out, bad options), -ENOMEM, -EPERM outside a fiber, or an error
- * as tpc_call_on (-ECANCELED ...: a cancelled caller stops the measurement). */
+ * as tpc_spawn_on and tpc_join (-ECANCELED, -ETIMEDOUT, -ESHUTDOWN). */
 
-/* Sizes of the measurements; zero fields take the defaults. */
+/* Sizes of the measurements; zero fields take the defaults; NULL: all defaults. A value out of
+ * its bounds (rtt_rounds <= 10^7, idle_us <= 10^6, stream_msgs <= 10^9, mem_bytes in
+ * [64 KiB, 64 GiB], mem_reads <= 10^9) or a non-zero reserved word: -EINVAL. */
 typedef struct tpc_numa_opts {
     unsigned rtt_rounds;  /* round trips per ordered pair; 0: 2000 */
     unsigned idle_us;     /* target asleep: the pause before each round trip, long enough
