@@ -159,8 +159,8 @@ typedef struct tpc_numa_lat {
 TPC_EXTERN int tpc_numa_rtt(const tpc_numa_opts *opts, bool busy, tpc_numa_lat *out);
 
 /* One-way streams: shard i sends stream_msgs tpc_submit_to messages to j, each counted there;
- * messages per second until j has run the last. The diagonal is the same to itself (its run
- * queue). */
+ * messages per second until j has run the last, the median of three such streams. The diagonal is
+ * the same to itself (its run queue). */
 TPC_EXTERN int tpc_numa_stream(const tpc_numa_opts *opts, double *out);
 
 /* One cell of the memory matrix: shard i reading a buffer placed on a node. */
