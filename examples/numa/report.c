@@ -184,18 +184,19 @@ void print_run(FILE *f, const struct run *r, const char *topology)
     fprintf(f, "\n  (measured in %.2f s)\n", r->seconds);
 }
 
-/* One ratio matrix B / A over the shards both runs have, and its geometric mean. */
-static void ratio(FILE *f, const char *title, const struct run *a, const struct run *b,
+/* One ratio matrix B / A over the shards both runs have (columns: shards, or with `cols` > 0
+ * that many nodes), and its geometric mean. */
+static void ratio(FILE *f, const char *title, const struct run *a, const struct run *b, int cols,
                   double (*get)(const struct run *, int, int))
 {
-    int n = a->n < b->n ? a->n : b->n;
+    int n = a->n < b->n ? a->n : b->n, m = cols > 0 ? cols : n;
     double logsum = 0;
     int cells = 0;
     fprintf(f, "\n  %s, B / A:\n", title);
-    matrix_head(f, n, 8);
+    matrix_head(f, m, 8);
     for (int i = 0; i < n; i++) {
         fprintf(f, "  %7d", i);
-        for (int j = 0; j < n; j++) {
+        for (int j = 0; j < m; j++) {
             double x = get(a, i, j), y = get(b, i, j), q = x > 0 ? y / x : 0;
             fprintf(f, "%8.2f", q);
             if (q > 0)
@@ -206,6 +207,14 @@ static void ratio(FILE *f, const char *title, const struct run *a, const struct 
     fprintf(f, "  geometric mean %.2f\n", cells ? exp(logsum / cells) : 0);
 }
 
+static double mem_lat_of(const struct run *r, int i, int k)
+{
+    return r->mem[i * r->nn + k].lat_ns;
+}
+static double mem_bw_of(const struct run *r, int i, int k)
+{
+    return r->mem[i * r->nn + k].gbps;
+}
 static double busy_of(const struct run *r, int i, int j)
 {
     return (double)r->busy[i * r->n + j].median_ns;
@@ -224,9 +233,13 @@ void print_ratios(FILE *f, const struct run *a, const struct run *b)
     fprintf(f, "\n######## Comparison: B (%s, %d shards) against A (%s, %d shards) ########\n",
             b->placement, b->n, a->placement, a->n);
     fprintf(f, "  shards compared by index, 0 .. %d\n", (a->n < b->n ? a->n : b->n) - 1);
-    ratio(f, "round trip median, target busy", a, b, busy_of);
-    ratio(f, "round trip median, target asleep", a, b, asleep_of);
-    ratio(f, "stream messages/s", a, b, stream_of);
+    ratio(f, "round trip median, target busy", a, b, 0, busy_of);
+    ratio(f, "round trip median, target asleep", a, b, 0, asleep_of);
+    ratio(f, "stream messages/s", a, b, 0, stream_of);
+    if (!a->skip_memory && a->nn == b->nn) { /* columns: nodes, in the same order */
+        ratio(f, "memory latency (columns: nodes)", a, b, a->nn, mem_lat_of);
+        ratio(f, "memory bandwidth (columns: nodes)", a, b, a->nn, mem_bw_of);
+    }
 }
 
 /* ---- JSON ---- */

@@ -52,7 +52,8 @@ with tempfile.TemporaryDirectory() as tmp:
     # This machine, two placements compared.
     out = os.path.join(tmp, "here.json")
     p = run(["--quick", "--compare", "core", "--plots", tmp, "--json", out])
-    for s in SECTIONS + ["######## Comparison", "geometric mean", "JSON written to"]:
+    for s in SECTIONS + ["######## Comparison", "geometric mean", "memory latency (columns: nodes)",
+                         "JSON written to"]:
         assert s in p.stdout, f"no '{s}' in:\n{p.stdout}"
     doc = json.load(open(out))
     assert [r["name"] for r in doc["runs"]] == ["A", "B"]
