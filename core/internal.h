@@ -317,8 +317,30 @@ struct tpc__place {
     int core; /* hwloc logical index of its core, -1: unknown */
     int node; /* OS index of its NUMA node, -1: unknown */
 };
-int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place **places);
+/* Also gives the topology the places were taken from (an hwloc_topology_t, kept for the life of
+ * the process; NULL if none could be loaded) and whether it is a simulated one (TPC_TOPOLOGY:
+ * then the shards are not pinned and their memory is not bound). */
+int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place **places,
+                   void **topo, bool *fake);
 int tpc__pin_thread(int cpu, int node);
+
+/* The NUMA kit's reading of a runtime's topology (core/numa-topo.c; topo is rt->topo, never
+ * NULL here): include/tpc/numa.h says what each gives. tpc__topo_distance(topo, -1, -1) is 0 if
+ * the topology knows node distances, else -ENOENT. tpc__alloc_on maps size bytes whose pages
+ * go to `node` (bound if `bind` and the machine has more than one node); munmap frees it. */
+int tpc__topo_objs(void *topo, const int *shard_cpu, int nshards, tpc_topo_obj *out, int max);
+int tpc__topo_nodes(void *topo, int *nodes, int max);
+void tpc__topo_info(void *topo, tpc_topo_info *out);
+int tpc__topo_distance(void *topo, int a, int b);
+int tpc__topo_package(void *topo, int cpu);
+void *tpc__alloc_on(void *topo, bool bind, size_t size, int node);
+/* Runs fn(arg) on shard `shard` and returns its result (core/numa.c): in the caller's fiber on
+ * its own shard, else in a fiber spawned there and joined, so that fn has returned before this
+ * does, also when the caller is cancelled (then -ECANCELED): arg may be on the caller's stack. */
+int tpc__numa_run_on(int shard, tpc_fiber_fn fn, void *arg);
+/* Up to max page addresses spread over the shard's stack slabs (guard pages left out); returns
+ * how many (core/stack.c). */
+int tpc__stack_sample(struct tpc__shard *s, void **pages, int max);
 
 /* What the thread of shard `id` starts from: it allocates and fills in its shard itself. */
 struct tpc__thread {
@@ -330,6 +352,8 @@ struct tpc__thread {
 
 struct tpc_runtime {
     unsigned nshards;
+    void *topo;     /* the hwloc topology of the placement (core/placement.c), or NULL */
+    bool topo_fake; /* simulated (TPC_TOPOLOGY): shards not pinned, memory not bound */
     /* shards[i] is allocated by shard i's thread once pinned (so on its NUMA node), before the
      * start-up handshake; others read it only after the handshake. NULL if it never got that
      * far. */

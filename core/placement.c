@@ -4,6 +4,7 @@
 
 #include <hwloc.h>
 #include <sched.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,61 @@ static hwloc_topology_t topology(void)
 {
     pthread_once(&topo_once, topo_load);
     return topo;
+}
+
+/* Topologies loaded from TPC_TOPOLOGY (an hwloc XML file, or a synthetic description such as
+ * "pack:2 core:4 pu:2"), kept for the rest of the process like the real one: a runtime and its
+ * reports read them without a lock. */
+#define FAKE_MAX 16
+static struct {
+    char *src;
+    hwloc_topology_t t;
+} fakes[FAKE_MAX];
+static pthread_mutex_t fakes_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static hwloc_topology_t fake_load(const char *src)
+{
+    hwloc_topology_t t;
+    if (hwloc_topology_init(&t) != 0)
+        return NULL;
+    int rc = access(src, R_OK) == 0 ? hwloc_topology_set_xml(t, src)
+                                    : hwloc_topology_set_synthetic(t, src);
+    if (rc != 0 || hwloc_topology_load(t) != 0) {
+        hwloc_topology_destroy(t);
+        return NULL;
+    }
+    return t;
+}
+
+static hwloc_topology_t fake_topology(const char *src)
+{
+    hwloc_topology_t t = NULL;
+    pthread_mutex_lock(&fakes_lock);
+    int i = 0;
+    for (; i < FAKE_MAX && fakes[i].src; i++)
+        if (!strcmp(fakes[i].src, src)) {
+            t = fakes[i].t;
+            break;
+        }
+    if (!t && i < FAKE_MAX && (t = fake_load(src)) != NULL && (fakes[i].src = strdup(src)))
+        fakes[i].t = t;
+    else if (!t || i == FAKE_MAX)
+        fprintf(stderr, "libtpc: TPC_TOPOLOGY='%s': %s\n", src,
+                i == FAKE_MAX ? "too many topologies loaded in one process"
+                              : "neither a readable hwloc XML file nor a synthetic description "
+                                "hwloc accepts (such as \"pack:2 core:4 pu:2\")");
+    pthread_mutex_unlock(&fakes_lock);
+    return i == FAKE_MAX ? NULL : t;
+}
+
+/* The topology a runtime starting now works on: TPC_TOPOLOGY's if set (a simulation: shards
+ * are placed on its PUs but not pinned, memory is not bound), else this machine's. */
+static int topology_now(hwloc_topology_t *t, bool *fake)
+{
+    const char *src = getenv("TPC_TOPOLOGY");
+    *fake = src && *src;
+    *t = *fake ? fake_topology(src) : topology();
+    return *fake && !*t ? -EINVAL : 0;
 }
 
 /* Parses "0-3,8,10-11" into set. Returns 0 or -EINVAL. */
@@ -124,10 +180,16 @@ static int parse_policy(const tpc_config *cfg, int *policy)
 }
 
 /* The CPUs the shards may use: tpc_config.cpus, else TPC_CPUS, else the affinity mask. */
-static int wanted_cpus(const tpc_config *cfg, cpu_set_t *want)
+static int wanted_cpus(const tpc_config *cfg, hwloc_topology_t t, bool fake, cpu_set_t *want)
 {
     cpu_set_t allowed;
-    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+    if (fake) { /* a simulated machine: its PUs stand in for the affinity mask */
+        CPU_ZERO(&allowed);
+        hwloc_const_bitmap_t all = hwloc_topology_get_complete_cpuset(t);
+        unsigned c;
+        hwloc_bitmap_foreach_begin(c, all) if (c < CPU_SETSIZE) CPU_SET((int)c, &allowed);
+        hwloc_bitmap_foreach_end();
+    } else if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
         return -errno;
     const char *list = cfg->cpus;
     const char *src = "tpc_config.cpus";
@@ -147,9 +209,8 @@ static int wanted_cpus(const tpc_config *cfg, cpu_set_t *want)
     cpu_set_t both;
     CPU_AND(&both, want, &allowed);
     if (!CPU_EQUAL(&both, want)) {
-        fprintf(stderr,
-                "libtpc: %s: CPU list '%s' names CPUs outside this process's affinity mask\n", src,
-                list);
+        fprintf(stderr, "libtpc: %s: CPU list '%s' names CPUs outside %s\n", src, list,
+                fake ? "the simulated machine (TPC_TOPOLOGY)" : "this process's affinity mask");
         return -EINVAL;
     }
     return 0;
@@ -174,18 +235,20 @@ static int shard_count(const tpc_config *cfg, unsigned places, unsigned *n)
     return 0;
 }
 
-int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place **out)
+int tpc__placement(const tpc_config *cfg, unsigned *nshards, struct tpc__place **out,
+                   void **topo_out, bool *fake)
 {
     cpu_set_t want;
     int policy;
+    hwloc_topology_t t;
     int rc = parse_policy(cfg, &policy);
-    if (rc < 0 || (rc = wanted_cpus(cfg, &want)) < 0)
+    if (rc < 0 || (rc = topology_now(&t, fake)) < 0 || (rc = wanted_cpus(cfg, t, *fake, &want)) < 0)
         return rc;
+    *topo_out = t;
     int ncpu = CPU_COUNT(&want);
     struct tpc__place *places = calloc((size_t)ncpu + 1, sizeof(*places));
     if (!places)
         return -ENOMEM;
-    hwloc_topology_t t = topology();
     int k = t ? tpc__place_on(t, &want, policy, places, ncpu) : 0;
     if (k <= 0) { /* no topology, or it disagrees with the mask: plain OS order, one per CPU */
         k = 0;

@@ -44,7 +44,8 @@ static void *shard_thread(void *p)
 {
     struct tpc__thread *t = p;
     int err = 0;
-    if (t->place.cpu >= 0 && (err = tpc__pin_thread(t->place.cpu, t->place.node)) != 0)
+    if (t->place.cpu >= 0 && !t->rt->topo_fake &&
+        (err = tpc__pin_thread(t->place.cpu, t->place.node)) != 0)
         fprintf(stderr, "libtpc: shard %u: cannot pin to CPU %d: %s\n", t->id, t->place.cpu,
                 strerror(-err));
     struct tpc__shard *s = err ? NULL : shard_new(t->rt, t->id, &t->place);
@@ -319,8 +320,10 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     tpc_config c;
     unsigned n;
     struct tpc__place *places;
+    void *topo;
+    bool fake;
     int rc = tpc__config_resolve(config, &c);
-    if (rc < 0 || (rc = tpc__placement(&c, &n, &places)) < 0)
+    if (rc < 0 || (rc = tpc__placement(&c, &n, &places, &topo, &fake)) < 0)
         return rc;
     if (!config || !config->msg_slots)
         c.msg_slots = tpc__default_msg_slots(n);
@@ -334,6 +337,8 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     free(places);
     if (!rt)
         return -ENOMEM;
+    rt->topo = topo;
+    rt->topo_fake = fake;
     if ((rc = start_threads(rt)) < 0) {
         runtime_join(rt, &rt->oldmask);
         runtime_free(rt);

@@ -106,6 +106,22 @@ static void *slab_take(struct tpc__shard *s, size_t size)
     return guard + ps;
 }
 
+int tpc__stack_sample(struct tpc__shard *s, void **pages, int max)
+{
+    size_t ps = page_size(), size = s->rt->stack_size, slot = size + ps, total = 0;
+    for (struct tpc__slab *sl = s->slabs; sl; sl = sl->next)
+        total += sl->used * (size / ps);
+    size_t step = total > (size_t)max ? (total + (size_t)max - 1) / (size_t)max : 1;
+    size_t k = 0; /* index among the stacks' pages, guards left out */
+    int n = 0;
+    for (struct tpc__slab *sl = s->slabs; sl && n < max; sl = sl->next)
+        for (unsigned u = 0; u < sl->used; u++)
+            for (size_t off = 0; off < size && n < max; off += ps, k++)
+                if (k % step == 0)
+                    pages[n++] = sl->base + u * slot + ps + off;
+    return n;
+}
+
 static void slabs_free(struct tpc__shard *s)
 {
     while (s->slabs) {

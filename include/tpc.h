@@ -20,6 +20,7 @@ extern "C" {
 #include "tpc/io.h"
 #include "tpc/net.h"
 #include "tpc/metrics.h"
+#include "tpc/numa.h"
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@ pkgs=(gcc libc6-dev meson ninja-build pkg-config python3 liburing-dev libhwloc-d
       libinih-dev # examples/proxy: tpc-proxy reads its configuration file with it
       curl apache2-utils nghttp2-client wrk # tests/test-http-clients.c (skipped without them)
       gdb # tests/test-gdb.py: the gdb extension (skipped without it)
+      gnuplot-nox # tpc-numa's heat maps (examples/numa; it says so and goes on without)
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) # the aarch64 context switch test
 pkgs+=("$@") # callers may ask for more (the demo asks for wrk)
 

@@ -36,7 +36,8 @@ typedef struct tpc_config {
     const char *cpus;
     /* Placement policy. TPC_PLACE_PU (0): TPC_PLACEMENT from the environment ("pu", "core" or
      * "node"), else one shard per PU. Each pinned shard binds its memory to its NUMA node when
-     * the machine has more than one. */
+     * the machine has more than one. TPC_TOPOLOGY places shards on a simulated machine instead
+     * (tpc/numa.h). */
     tpc_placement placement;
     /* Default fiber stack size in bytes (rounded up to pages). 0: 128 KiB (256 KiB with ASan).
      * Minimum 16 KiB. */
