@@ -97,4 +97,8 @@ with tempfile.TemporaryDirectory() as tmp:
     p = run(["--topology", "frobnicate:2", "--quick", "--no-plots", "--json", os.path.join(tmp, "x.json")],
             want=1)
     assert "TPC_TOPOLOGY" in p.stderr, p.stderr
+    p = run(["--quick", "--plots", os.path.join(tmp, "no-such-dir")], want=2)  # before the run
+    assert "no-such-dir: No such file or directory" in p.stderr, p.stderr
+    p = run(["--quick", "--no-plots", "--json", os.path.join(tmp, "no-such-dir", "x.json")], want=1)
+    assert "cannot write" in p.stderr, p.stderr
 print("ok")

@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 #include "kit.h"
 
@@ -310,6 +311,10 @@ int main(int argc, char **argv)
         .a = {.name = "", .placement = "pu"}, .plots = true, .json = "tpc-numa.json", .dir = "."};
     if (parse(&c, argc, argv) < 0)
         return 2;
+    if (c.plots && access(c.dir, W_OK | X_OK) != 0) { /* said now, not after the whole run */
+        fprintf(stderr, "tpc-numa: --plots %s: %s\n", c.dir, strerror(errno));
+        return 2;
+    }
     if (c.topology)
         setenv("TPC_TOPOLOGY", c.topology, 1);
     const char *topo = getenv("TPC_TOPOLOGY");
@@ -337,9 +342,11 @@ int main(int argc, char **argv)
         print_ratios(stdout, &c.a, &c.b);
     }
     FILE *j = strcmp(c.json, "-") ? fopen(c.json, "w") : stdout;
-    if (!j)
+    int status = 0;
+    if (!j) {
         fprintf(stderr, "tpc-numa: cannot write %s: %s\n", c.json, strerror(errno));
-    else {
+        status = 1;
+    } else {
         json_write(j, c.compare ? (struct run[]){c.a, c.b} : &c.a, c.compare ? 2 : 1, topo);
         if (j != stdout) {
             fclose(j);
@@ -359,5 +366,5 @@ int main(int argc, char **argv)
     }
     run_free(&c.a);
     run_free(&c.b);
-    return 0;
+    return status;
 }
