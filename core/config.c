@@ -28,8 +28,8 @@ enum { POW2 = 1 }; /* the value must be a power of two */
       "a non-zero number of us up to 10000 (negative: off)")                                       \
     X(drain_ms, 5000, 1, 3600000, 0, NULL, "ms in [1, 3600000] (an hour)")                         \
     X(stall_ms, 25, -1000000, 60000, 0, "TPC_STALL_MS",                                            \
-      "a non-zero number of ms up to 60000 (negative: off)")                                      \
-    X(iowq_workers, 0, 1, 1024, 0, NULL, "a count in [1, 1024] (0: the kernel's default)")       \
+      "a non-zero number of ms up to 60000 (negative: off)")                                       \
+    X(iowq_workers, 0, 1, 1024, 0, NULL, "a count in [1, 1024] (0: the kernel's default)")         \
     X(registered_slots, 1024, 1, 16384, 0, NULL, "a count in [1, 16384]")
 
 static bool in_bounds(long long v, long long min, long long max, int flags)

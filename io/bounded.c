@@ -96,22 +96,27 @@ static struct tpc_pending *bounded_begin(int fd, int *f, unsigned char *flags, t
 
 ssize_t tpc_write_bounded(int fd, const void *buf, size_t len, int64_t offset, tpc_pending **late)
 {
+    if (late)
+        *late = NULL;
     TPC__CHECK_SUSPEND();
     if ((!buf && len) || offset < -1)
-        return late ? (*late = NULL, buf ? -EINVAL : -EFAULT) : -EINVAL;
+        return late && !buf ? -EFAULT : -EINVAL;
     int f, rc;
     unsigned char flags = 0;
     struct io_uring_sqe *sqe;
     struct tpc_pending *p = bounded_begin(fd, &f, &flags, late, &sqe, &rc);
     if (!p)
         return rc;
-    io_uring_prep_write(sqe, f, buf, tpc__io_len(len), offset < 0 ? (uint64_t)-1 : (uint64_t)offset);
+    io_uring_prep_write(sqe, f, buf, tpc__io_len(len),
+                        offset < 0 ? (uint64_t)-1 : (uint64_t)offset);
     sqe->flags |= flags;
     return bounded_run(tpc__self, p, sqe, late);
 }
 
 static int sync_bounded(int fd, unsigned how, tpc_pending **late)
 {
+    if (late)
+        *late = NULL;
     TPC__CHECK_SUSPEND();
     int f, rc;
     unsigned char flags = 0;

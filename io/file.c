@@ -339,8 +339,7 @@ ssize_t tpc_write_fixed(int fd, const void *buf, size_t len, int64_t offset, int
 
 static int io_runtime_init(struct tpc_runtime *rt, const tpc_config *c)
 {
-    int rc = tpc__iowq_check(c);
-    return rc < 0 ? rc : tpc__pool_init(rt, c->blocking_threads, c->blocking_queue);
+    return tpc__pool_init(rt, c->blocking_threads, c->blocking_queue);
 }
 
 static int io_shard_init(struct tpc__shard *s, void *state)

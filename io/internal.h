@@ -73,9 +73,8 @@ void tpc__registry_fini(struct tpc__io_shard *io);
 /* Bounded operations (io/bounded.c): frees those never released. */
 void tpc__pending_fini(struct tpc__io_shard *io);
 
-/* io-wq placement and bounds (io/iowq.c): checks tpc_config's fields at start (-EINVAL, said
- * on stderr), applies them on a shard's thread (a negative errno, said, fails the start). */
-int tpc__iowq_check(const tpc_config *c);
+/* io-wq placement and bounds (io/iowq.c): applies tpc_config's fields on a shard's thread; a
+ * negative errno (said on stderr: -EINVAL for a bad iowq_cpus) fails the start. */
 int tpc__iowq_setup(struct tpc__shard *s);
 
 /* The blocking helper pool (io/blocking.c), kept in rt->layer[TPC__IO_LAYER]. */

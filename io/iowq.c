@@ -51,14 +51,13 @@ static const char *iowq_spec(const tpc_config *c)
     return spec && *spec ? spec : "auto";
 }
 
-int tpc__iowq_check(const tpc_config *c)
+/* Says (once, from shard 0) why the setting is refused. */
+static int refuse(struct tpc__shard *s, const char *spec)
 {
-    const char *spec = iowq_spec(c);
-    cpu_set_t set;
-    if (!strcmp(spec, "auto") || !strcmp(spec, "shard") || parse_cpus(spec, &set) == 0)
-        return 0;
-    fprintf(stderr, "libtpc: %s '%s' is not a CPU list, \"auto\" or \"shard\"\n",
-            c->iowq_cpus && *c->iowq_cpus ? "tpc_config.iowq_cpus" : "TPC_IOWQ_CPUS", spec);
+    const tpc_config *c = &s->rt->config;
+    if (s->id == 0)
+        fprintf(stderr, "libtpc: %s '%s' is not a CPU list, \"auto\" or \"shard\"\n",
+                c->iowq_cpus && *c->iowq_cpus ? "tpc_config.iowq_cpus" : "TPC_IOWQ_CPUS", spec);
     return -EINVAL;
 }
 
@@ -90,7 +89,9 @@ int tpc__iowq_setup(struct tpc__shard *s)
         /* Best effort: a kernel or cpuset that refuses leaves the workers where they were. */
         if (auto_cpus(s, &set))
             io_uring_register_iowq_aff(&s->ring, sizeof(set), &set);
-    } else if (strcmp(spec, "shard") != 0 && parse_cpus(spec, &set) == 0) {
+    } else if (strcmp(spec, "shard") != 0) {
+        if (parse_cpus(spec, &set) < 0)
+            return refuse(s, spec);
         rc = io_uring_register_iowq_aff(&s->ring, sizeof(set), &set);
         if (rc < 0) {
             fprintf(stderr, "libtpc: shard %u: cannot put its io_uring workers on CPUs %s: %s\n",

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include "internal.h"
 
-#define GEN_MASK ((1u << (30 - TPC__SLOT_BITS)) - 1)
+#define GEN_MASK  ((1u << (30 - TPC__SLOT_BITS)) - 1)
 #define SLOT_MASK ((1u << TPC__SLOT_BITS) - 1)
 
 /* Creates the table in the kernel and its free list, on first use. */
@@ -69,7 +69,8 @@ static int slot_of(const struct tpc__reg_table *t, int handle)
 {
     if (handle < 0 || t->made <= 0)
         return -EBADF;
-    unsigned i = (unsigned)handle & SLOT_MASK, gen = ((unsigned)handle >> TPC__SLOT_BITS) & GEN_MASK;
+    unsigned i = (unsigned)handle & SLOT_MASK,
+             gen = ((unsigned)handle >> TPC__SLOT_BITS) & GEN_MASK;
     if (i >= t->n || !t->slot[i].used || t->slot[i].gen != gen)
         return -EBADF;
     return (int)i;
@@ -121,8 +122,8 @@ int tpc_buf_unregister(int handle)
     return 0;
 }
 
-struct tpc__reg_slot *tpc__io_buf(struct tpc__io_shard *io, int handle, const void *buf,
-                                  size_t len, unsigned *slot)
+struct tpc__reg_slot *tpc__io_buf(struct tpc__io_shard *io, int handle, const void *buf, size_t len,
+                                  unsigned *slot)
 {
     int i = slot_of(&io->bufs, handle);
     if (i < 0 || !buf)

@@ -405,7 +405,7 @@ static int direct_main(void *arg)
     CHECK_EQ(tpc_buf_unregister(hb), 0);
     CHECK_EQ(tpc_buf_unregister(hb), -EBADF);
     CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, hb), -EINVAL); /* given back */
-    CHECK_EQ(tpc_write_fixed(fd, a, 4096, 0, ha), 4096);  /* a is still there */
+    CHECK_EQ(tpc_write_fixed(fd, a, 4096, 0, ha), 4096);   /* a is still there */
     CHECK_EQ(tpc_buf_unregister(ha), 0);
     free(a);
     free(b);

@@ -1,0 +1,393 @@
+/* A storage engine's durable appends and what its commits do to its shard (issue 25):
+ *   file_durable_append[_METHOD]  group commit: 16 fibers each append a 100-byte record and wait
+ *                                 until it is durable; one committer fiber writes the records
+ *                                 gathered since its last commit as a new 4 KiB block at the
+ *                                 tail of an O_DIRECT segment and makes it durable; commits/s.
+ *                                 Against fio's O_DIRECT append of 4 KiB + fdatasync
+ *                                 (--rw=write --bs=4k --direct=1 --fdatasync=1, io_uring, a new
+ *                                 file, no preallocation) on the same disk, alternating. METHOD:
+ *         fdatasync               a new file, write (extends it) + tpc_fdatasync (fio's way)
+ *         falloc_fdatasync        a segment fallocated first: write (no longer extends) + sync
+ *         dsync                   a new file opened O_DSYNC: the write is the commit
+ *         falloc_dsync            fallocated segment, O_DSYNC
+ *         zeroed_fdatasync        a segment written with zeros first (overwrites), + fdatasync
+ *         zeroed_dsync            zeroed segment, O_DSYNC
+ *       no METHOD: the one docs/guide.md recommends (zeroed_dsync).
+ *   timer_late_committing[_iowq_shard]  while one fiber commits 8 KiB O_DIRECT appends with
+ *                                 fdatasync as fast as it can, another sleeps 1 ms over and over:
+ *                                 the 99th percentile of how late it wakes, us (timer tick
+ *                                 100 us). With libtpc's default io-wq placement, and with
+ *                                 iowq_cpus = "shard" (the kernel's default: the workers on the
+ *                                 shard's own CPU, as before).
+ * The shard runs on CPU 0 of a process allowed CPUs 0 and 1 (scripts/bench.sh: taskset -c 0,1),
+ * so the default placement puts the workers on CPU 1; fio is pinned to CPU 0 (its workers too).
+ * Each line also says how many io-wq workers ("iou-wrk") the run left behind: 0 means no
+ * operation of the run went to a worker. The files: TPC_BENCH_DIR (default /var/tmp).
+ * Usage: bench-storage [seconds per measurement [ID|all [rounds]]] */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tpc.h>
+#include <unistd.h>
+#include "bench.h"
+
+#define BLOCK      4096u
+#define SEGMENT    (256u << 20) /* preallocated segment: more than a run writes */
+#define WRITERS    16
+#define RECORD     100
+#define MAX_ROUNDS 99
+
+static const char *dir;
+static char path[512];
+static long seconds;
+static const char *only;
+static int rounds = 3;
+
+static const char *const methods[] = {"fdatasync",    "falloc_fdatasync", "dsync",
+                                      "falloc_dsync", "zeroed_fdatasync", "zeroed_dsync"};
+#define NMETHODS (sizeof(methods) / sizeof(methods[0]))
+#define BEST     5 /* zeroed_dsync: the default row */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* io-wq workers of this process now. */
+static int iowq_workers(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char p[300], comm[64] = "";
+        snprintf(p, sizeof(p), "/proc/self/task/%s/comm", de->d_name);
+        FILE *f = de->d_name[0] != '.' ? fopen(p, "r") : NULL;
+        if (f && fgets(comm, sizeof(comm), f) && !strncmp(comm, "iou-wrk", 7))
+            n++;
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* ---- Group commit ---- */
+
+static struct {
+    int fd, method;
+    bool dsync_open, stop;
+    uint64_t appended, durable, commits, records;
+    char *block;
+    tpc_event committed, work;
+    int64_t tail;
+} g;
+
+static int writer(void *arg)
+{
+    (void)arg;
+    while (!g.stop) {
+        uint64_t mine = ++g.appended; /* the record itself: copied into the next block */
+        tpc_event_set(&g.work);
+        while (g.durable < mine && !g.stop)
+            if (tpc_event_wait(&g.committed) < 0)
+                return 0;
+    }
+    return 0;
+}
+
+static int committer(void *arg)
+{
+    (void)arg;
+    uint64_t sent = 0;
+    bool dsync = strstr(methods[g.method], "dsync") && !strstr(methods[g.method], "fdatasync");
+    while (!g.stop) {
+        while (g.appended == sent && !g.stop) {
+            tpc_event_reset(&g.work);
+            tpc_event_wait(&g.work);
+        }
+        uint64_t upto = g.appended;
+        memset(g.block, (int)(upto & 0xff), (size_t)(upto - sent) * RECORD % BLOCK + 1);
+        if (tpc_write(g.fd, g.block, BLOCK, g.tail) != BLOCK)
+            return -EIO;
+        if (!dsync && tpc_fdatasync(g.fd) != 0)
+            return -EIO;
+        g.tail += BLOCK;
+        g.records += upto - sent;
+        g.commits++;
+        sent = g.durable = upto;
+        tpc_event_set(&g.committed);
+        tpc_event_reset(&g.committed);
+    }
+    return 0;
+}
+
+/* Lays the segment out as the method wants: new, fallocated or written with zeros. */
+static int segment(int method)
+{
+    tpc_unlink(path);
+    bool dsync = strstr(methods[method], "dsync") && !strstr(methods[method], "fdatasync");
+    int fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | (dsync ? O_DSYNC : 0), 0644);
+    if (fd < 0)
+        return fd;
+    int rc = 0;
+    if (!strncmp(methods[method], "falloc", 6))
+        rc = tpc_fallocate(fd, 0, 0, SEGMENT);
+    if (!strncmp(methods[method], "zeroed", 6)) {
+        char *z = tpc_alloc_aligned(BLOCK, 1 << 20);
+        memset(z, 0, 1 << 20);
+        for (uint32_t off = 0; off < SEGMENT && rc >= 0; off += 1 << 20)
+            rc = (int)tpc_write_full(fd, z, 1 << 20, off);
+        free(z);
+    }
+    if (rc >= 0)
+        rc = tpc_fsync(fd);
+    if (rc < 0) {
+        tpc_close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+static double our_append(int method, int *workers)
+{
+    memset(&g, 0, sizeof(g));
+    g.method = method;
+    g.fd = segment(method);
+    if (g.fd < 0)
+        return -1;
+    g.block = tpc_alloc_aligned(BLOCK, BLOCK);
+    tpc_event_init(&g.committed, false);
+    tpc_event_init(&g.work, false);
+    tpc_fiber *c, *w[WRITERS];
+    tpc_spawn(committer, NULL, &c);
+    for (int i = 0; i < WRITERS; i++)
+        tpc_spawn(writer, NULL, &w[i]);
+    uint64_t t0 = tpc_now_fresh();
+    tpc_sleep(seconds * 1000000000LL);
+    g.stop = true;
+    double t = (double)(tpc_now_fresh() - t0) / 1e9;
+    tpc_event_set(&g.work);
+    tpc_event_set(&g.committed);
+    int rc;
+    tpc_join(c, &rc);
+    for (int i = 0; i < WRITERS; i++)
+        tpc_join(w[i], NULL);
+    *workers = iowq_workers();
+    tpc_close(g.fd);
+    tpc_unlink(path);
+    free(g.block);
+    return rc < 0 ? -1 : (double)g.commits / t;
+}
+
+static double fio_append(void)
+{
+    char cmd[1024];
+    unlink(path);
+    snprintf(cmd, sizeof(cmd),
+             "fio --name=peer --ioengine=io_uring --cpus_allowed=0 --output-format=json "
+             "--filename=%s --rw=write --bs=4k --direct=1 --fdatasync=1 --iodepth=1 --size=1g "
+             "--fallocate=none --runtime=%ld --time_based 2>/dev/null",
+             path, seconds);
+    FILE *f = popen(cmd, "r");
+    if (!f)
+        return -1;
+    static char out[1 << 16];
+    size_t n = fread(out, 1, sizeof(out) - 1, f);
+    out[n] = 0;
+    unlink(path);
+    if (pclose(f) != 0)
+        return -1;
+    char *w = strstr(out, "\"write\" : {");
+    char *k = w ? strstr(w, "\"iops\"") : NULL;
+    char *colon = k ? strchr(k, ':') : NULL;
+    return colon ? strtod(colon + 1, NULL) : -1;
+}
+
+static void durable_append(int method)
+{
+    char id[96];
+    snprintf(id, sizeof(id), "file_durable_append_%s", methods[method]);
+    bool dflt = only && !strcmp(only, "file_durable_append");
+    if (only && strcmp(only, id) && !(dflt && method == BEST))
+        return;
+    double ours[MAX_ROUNDS], fio[MAX_ROUNDS], ratio[MAX_ROUNDS];
+    int workers = 0;
+    for (int r = 0; r < rounds; r++) {
+        ours[r] = our_append(method, &workers);
+        fio[r] = fio_append();
+        ratio[r] = fio[r] > 0 ? ours[r] / fio[r] : 0;
+    }
+    qsort(ours, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(fio, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    bench_report(dflt ? "file_durable_append" : id, ours[rounds / 2], "commits/s",
+                 "%s: %d fibers x %d-byte records, one 4 KiB O_DIRECT block per commit, shard "
+                 "on cpu 0 (io-wq default placement), median of %d x %ld s, alternating with "
+                 "fio io_uring 4 KiB append + fdatasync=1 on cpu 0: median %.0f commits/s; "
+                 "ratio of medians %.2f (per round %.2f-%.2f); io-wq workers left: %d%s",
+                 methods[method], WRITERS, RECORD, rounds, seconds, fio[rounds / 2],
+                 fio[rounds / 2] > 0 ? ours[rounds / 2] / fio[rounds / 2] : 0.0, ratio[0],
+                 ratio[rounds - 1], workers, ours[0] < 0 ? "; WRITE ERROR" : "");
+}
+
+/* ---- Timer lateness on a committing shard ---- */
+
+static struct {
+    bool stop;
+    uint64_t commits, n, late[1 << 16];
+} t;
+
+static int commit_loop(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char *b = tpc_alloc_aligned(BLOCK, 8192);
+    memset(b, 'c', 8192);
+    for (int64_t off = 0; !t.stop; off += 8192, t.commits++)
+        if (tpc_write(fd, b, 8192, off) != 8192 || tpc_fdatasync(fd) != 0)
+            break;
+    free(b);
+    return 0;
+}
+
+static int sleep_loop(void *arg)
+{
+    (void)arg;
+    while (!t.stop && t.n < sizeof(t.late) / sizeof(t.late[0])) {
+        uint64_t t0 = tpc_now_fresh();
+        if (tpc_sleep(1000000) < 0)
+            break;
+        t.late[t.n++] = tpc_now_fresh() - t0 - 1000000;
+    }
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The calling thread's time waiting for its CPU while runnable (ns), and its involuntary
+ * context switches: what competing threads cost it. */
+static void thread_sched(uint64_t *run_delay, uint64_t *involuntary)
+{
+    char line[256];
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    *run_delay = *involuntary = 0;
+    if (f && fgets(line, sizeof(line), f))
+        sscanf(line, "%*u %lu", run_delay);
+    if (f)
+        fclose(f);
+    f = fopen("/proc/thread-self/status", "r");
+    while (f && fgets(line, sizeof(line), f))
+        sscanf(line, "nonvoluntary_ctxt_switches: %lu", involuntary);
+    if (f)
+        fclose(f);
+}
+
+static int late_main(void *arg)
+{
+    double *out = arg; /* p50, p99, max (us), commits/s, workers, run delay ms/s, invol./s */
+    uint64_t d0, i0, d1, i1;
+    thread_sched(&d0, &i0);
+    memset(&t, 0, sizeof(t));
+    int fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0644);
+    if (fd < 0)
+        return 1;
+    tpc_fiber *c, *s;
+    tpc_spawn(commit_loop, (void *)(intptr_t)fd, &c);
+    tpc_spawn(sleep_loop, NULL, &s);
+    tpc_sleep(seconds * 1000000000LL);
+    out[4] = iowq_workers();
+    thread_sched(&d1, &i1);
+    out[5] = (double)(d1 - d0) / 1e6 / (double)seconds;
+    out[6] = (double)(i1 - i0) / (double)seconds;
+    t.stop = true;
+    tpc_join(c, NULL);
+    tpc_join(s, NULL);
+    tpc_close(fd);
+    tpc_unlink(path);
+    qsort(t.late, t.n, sizeof(t.late[0]), cmp_u64);
+    out[0] = t.n ? (double)t.late[t.n / 2] / 1e3 : -1;
+    out[1] = t.n ? (double)t.late[t.n * 99 / 100] / 1e3 : -1;
+    out[2] = t.n ? (double)t.late[t.n - 1] / 1e3 : -1;
+    out[3] = (double)t.commits / (double)seconds;
+    return 0;
+}
+
+static void timer_late(bool shard_cpu)
+{
+    const char *id = shard_cpu ? "timer_late_committing_iowq_shard" : "timer_late_committing";
+    if (only && strcmp(only, id))
+        return;
+    double p50[MAX_ROUNDS], p99[MAX_ROUNDS], max[MAX_ROUNDS], cps[MAX_ROUNDS], out[7] = {0};
+    double delay[MAX_ROUNDS], invol[MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+        tpc_config c = {.shards = 1,
+                        .cpus = "0",
+                        .timer_tick_ns = 100000,
+                        .iowq_cpus = shard_cpu ? "shard" : NULL};
+        if (tpc_run(&c, late_main, out) != 0)
+            out[0] = out[1] = out[2] = out[3] = -1;
+        p50[r] = out[0], p99[r] = out[1], max[r] = out[2], cps[r] = out[3];
+        delay[r] = out[5], invol[r] = out[6];
+    }
+    qsort(delay, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(invol, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(p50, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(p99, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(max, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(cps, (size_t)rounds, sizeof(double), cmp_double);
+    bench_report(id, p99[rounds / 2], "us",
+                 "99th percentile of how late a 1 ms sleep wakes while another fiber commits 8 "
+                 "KiB O_DIRECT appends + fdatasync, io-wq on %s, shard on cpu 0 of 0-1, timer "
+                 "tick 100 us, median of %d x %ld s: p50 %.0f us, max %.0f us (worst round "
+                 "%.0f), %.0f commits/s; the shard waited for its cpu %.1f ms/s, %.0f "
+                 "involuntary switches/s; io-wq workers: %.0f",
+                 shard_cpu ? "the shard's cpu (iowq_cpus \"shard\")" : "the default (cpu 1)",
+                 rounds, seconds, p50[rounds / 2], max[rounds / 2], max[rounds - 1],
+                 cps[rounds / 2], delay[rounds / 2], invol[rounds / 2], out[4]);
+}
+
+static int append_main(void *arg)
+{
+    (void)arg;
+    for (size_t m = 0; m < NMETHODS; m++)
+        durable_append((int)m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    seconds = bench_iters(argc, argv, 3);
+    dir = getenv("TPC_BENCH_DIR") ? getenv("TPC_BENCH_DIR") : "/var/tmp";
+    snprintf(path, sizeof(path), "%s/tpc-bench-storage.dat", dir);
+    if (argc > 2 && strcmp(argv[2], "all")) {
+        only = argv[2];
+        if (strncmp(only, "file_durable_append", 19) &&
+            strncmp(only, "timer_late_committing", 21)) {
+            fprintf(stderr, "bench-storage: unknown workload '%s'\n", only);
+            return 2;
+        }
+    }
+    if (argc > 3) {
+        rounds = atoi(argv[3]);
+        if (rounds < 1 || rounds > MAX_ROUNDS) {
+            fprintf(stderr, "bench-storage: rounds must be 1-%d\n", MAX_ROUNDS);
+            return 2;
+        }
+    }
+    if (system("fio --version >/dev/null 2>&1") != 0)
+        fprintf(stderr, "bench-storage: fio is not installed: the peer figures will read -1\n");
+    timer_late(true);
+    timer_late(false);
+    tpc_config c = {.shards = 1, .cpus = "0"};
+    return tpc_run(&c, append_main, NULL) == 0 ? 0 : 1;
+}
