@@ -21,9 +21,10 @@
  *                                 shard's own CPU, as before).
  * The shard runs on CPU 0 of a process allowed CPUs 0 and 1 (scripts/bench.sh: taskset -c 0,1),
  * so the default placement puts the workers on CPU 1; fio is pinned to CPU 0 (its workers too).
- * Each line also says how many io-wq workers ("iou-wrk") the run left behind: 0 means no
- * operation of the run went to a worker. The files: TPC_BENCH_DIR (default /var/tmp).
- * Usage: bench-storage [seconds per measurement [ID|all [rounds]]] */
+ * The durable append lines also give the io-wq workers' ("iou-wrk") context switches per
+ * commit: about 0 when no operation of the commit went to a worker, 1 or more when some did. The
+ * files: TPC_BENCH_DIR (default /var/tmp). Usage: bench-storage [seconds per measurement [ID|all
+ * [rounds]]] */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -57,20 +58,33 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* io-wq workers of this process now. */
-static int iowq_workers(void)
+/* io-wq workers of this process now, and the sum of their context switches (*switches): a
+ * worker switches at least once per operation handed to it. */
+static int iowq_workers(uint64_t *switches)
 {
     DIR *d = opendir("/proc/self/task");
     if (!d)
         return -1;
     int n = 0;
     struct dirent *de;
+    *switches = 0;
     while ((de = readdir(d))) {
-        char p[300], comm[64] = "";
+        char p[300], line[128] = "";
         snprintf(p, sizeof(p), "/proc/self/task/%s/comm", de->d_name);
         FILE *f = de->d_name[0] != '.' ? fopen(p, "r") : NULL;
-        if (f && fgets(comm, sizeof(comm), f) && !strncmp(comm, "iou-wrk", 7))
-            n++;
+        bool worker = f && fgets(line, sizeof(line), f) && !strncmp(line, "iou-wrk", 7);
+        if (f)
+            fclose(f);
+        if (!worker)
+            continue;
+        n++;
+        snprintf(p, sizeof(p), "/proc/self/task/%s/status", de->d_name);
+        f = fopen(p, "r");
+        unsigned long v;
+        while (f && fgets(line, sizeof(line), f))
+            if (sscanf(line, "voluntary_ctxt_switches: %lu", &v) == 1 ||
+                sscanf(line, "nonvoluntary_ctxt_switches: %lu", &v) == 1)
+                *switches += v;
         if (f)
             fclose(f);
     }
@@ -155,8 +169,9 @@ static int segment(int method)
     return fd;
 }
 
-static double our_append(int method, int *workers)
+static double our_append(int method, double *punts)
 {
+    uint64_t sw0, sw1;
     memset(&g, 0, sizeof(g));
     g.method = method;
     g.fd = segment(method);
@@ -166,6 +181,7 @@ static double our_append(int method, int *workers)
     tpc_event_init(&g.committed, false);
     tpc_event_init(&g.work, false);
     tpc_fiber *c, *w[WRITERS];
+    iowq_workers(&sw0);
     tpc_spawn(committer, NULL, &c);
     for (int i = 0; i < WRITERS; i++)
         tpc_spawn(writer, NULL, &w[i]);
@@ -179,7 +195,8 @@ static double our_append(int method, int *workers)
     tpc_join(c, &rc);
     for (int i = 0; i < WRITERS; i++)
         tpc_join(w[i], NULL);
-    *workers = iowq_workers();
+    iowq_workers(&sw1);
+    *punts = g.commits && sw1 > sw0 ? (double)(sw1 - sw0) / (double)g.commits : 0;
     tpc_close(g.fd);
     tpc_unlink(path);
     free(g.block);
@@ -217,10 +234,9 @@ static void durable_append(int method)
     bool dflt = only && !strcmp(only, "file_durable_append");
     if (only && strcmp(only, id) && !(dflt && method == BEST))
         return;
-    double ours[MAX_ROUNDS], fio[MAX_ROUNDS], ratio[MAX_ROUNDS];
-    int workers = 0;
+    double ours[MAX_ROUNDS], fio[MAX_ROUNDS], ratio[MAX_ROUNDS], punts = 0;
     for (int r = 0; r < rounds; r++) {
-        ours[r] = our_append(method, &workers);
+        ours[r] = our_append(method, &punts);
         fio[r] = fio_append();
         ratio[r] = fio[r] > 0 ? ours[r] / fio[r] : 0;
     }
@@ -231,10 +247,11 @@ static void durable_append(int method)
                  "%s: %d fibers x %d-byte records, one 4 KiB O_DIRECT block per commit, shard "
                  "on cpu 0 (io-wq default placement), median of %d x %ld s, alternating with "
                  "fio io_uring 4 KiB append + fdatasync=1 on cpu 0: median %.0f commits/s; "
-                 "ratio of medians %.2f (per round %.2f-%.2f); io-wq workers left: %d%s",
+                 "ratio of medians %.2f (per round %.2f-%.2f); io-wq worker switches per commit "
+                 "(last round): %.2f%s",
                  methods[method], WRITERS, RECORD, rounds, seconds, fio[rounds / 2],
                  fio[rounds / 2] > 0 ? ours[rounds / 2] / fio[rounds / 2] : 0.0, ratio[0],
-                 ratio[rounds - 1], workers, ours[0] < 0 ? "; WRITE ERROR" : "");
+                 ratio[rounds - 1], punts, ours[0] < 0 ? "; WRITE ERROR" : "");
 }
 
 /* ---- Timer lateness on a committing shard ---- */
@@ -305,7 +322,8 @@ static int late_main(void *arg)
     tpc_spawn(commit_loop, (void *)(intptr_t)fd, &c);
     tpc_spawn(sleep_loop, NULL, &s);
     tpc_sleep(seconds * 1000000000LL);
-    out[4] = iowq_workers();
+    uint64_t sw;
+    out[4] = iowq_workers(&sw);
     thread_sched(&d1, &i1);
     out[5] = (double)(d1 - d0) / 1e6 / (double)seconds;
     out[6] = (double)(i1 - i0) / (double)seconds;
