@@ -43,7 +43,7 @@ static inline struct tpc__io_shard *tpc__io_of(struct tpc__shard *s)
 /* Handles (io/registry.c): slot in bits 0-13, generation in bits 14-29; a registered file's
  * also has TPC__FILE_BIT, above every descriptor Linux hands out (at most 2^20). */
 #define TPC__SLOT_BITS 14
-#define TPC__FILE_BIT (1 << 30)
+#define TPC__FILE_BIT  (1 << 30)
 /* An fd argument, from a fiber: a plain descriptor (*sqe_fd = fd) or a registered file's handle
  * (*sqe_fd = its slot, IOSQE_FIXED_FILE added to *sqe_flags). Returns 0, or -EBADF for a handle
  * not registered on this shard. */
@@ -67,8 +67,8 @@ int tpc__io_file(int fd, int *sqe_fd, unsigned char *sqe_flags);
 #define TPC__IO_FD_END(sqe) (sqe->flags |= fflags_, tpc__io_run(s_, &io_, sqe))
 /* The registered buffer `handle` if buf..buf+len lies in it (its slot through *slot), else
  * NULL. */
-struct tpc__reg_slot *tpc__io_buf(struct tpc__io_shard *io, int handle, const void *buf,
-                                  size_t len, unsigned *slot);
+struct tpc__reg_slot *tpc__io_buf(struct tpc__io_shard *io, int handle, const void *buf, size_t len,
+                                  unsigned *slot);
 void tpc__registry_fini(struct tpc__io_shard *io);
 /* Bounded operations (io/bounded.c): frees those never released. */
 void tpc__pending_fini(struct tpc__io_shard *io);

@@ -76,7 +76,7 @@ static int slot_of(const struct tpc__reg_table *t, int handle)
     return (int)i;
 }
 
-int tpc_buf_register(void *base, size_t len)
+int tpc_buffer_register(void *base, size_t len)
 {
     struct tpc__shard *s = tpc__self;
     if (!s)
@@ -102,7 +102,7 @@ int tpc_buf_register(void *base, size_t len)
     return handle_of(t, i);
 }
 
-int tpc_buf_unregister(int handle)
+int tpc_buffer_unregister(int handle)
 {
     struct tpc__shard *s = tpc__self;
     if (!s)

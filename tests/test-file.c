@@ -388,7 +388,7 @@ static int direct_main(void *arg)
 
     /* Registered buffers (tests/test-storage.c has the table's sharing). */
     CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 0), -EINVAL); /* none registered yet */
-    int ha = tpc_buf_register(a, 8192), hb = tpc_buf_register(b, 8192);
+    int ha = tpc_buffer_register(a, 8192), hb = tpc_buffer_register(b, 8192);
     CHECK(ha >= 0 && hb >= 0 && ha != hb);
     memset(b, 0, 8192);
     for (int i = 0; i < 4096; i++)
@@ -400,13 +400,13 @@ static int direct_main(void *arg)
     CHECK_EQ(tpc_read_fixed(fd, b + 4096, 8192, 0, hb), -EINVAL); /* runs past buffer b */
     CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, -1), -EINVAL);        /* no such handle */
     CHECK_EQ(tpc_read_fixed(fd, b, 4096, -2, hb), -EINVAL);       /* bad offset */
-    CHECK_EQ(tpc_buf_register(NULL, 4096), -EINVAL);
-    CHECK_EQ(tpc_buf_register(a, 0), -EINVAL);
-    CHECK_EQ(tpc_buf_unregister(hb), 0);
-    CHECK_EQ(tpc_buf_unregister(hb), -EBADF);
+    CHECK_EQ(tpc_buffer_register(NULL, 4096), -EINVAL);
+    CHECK_EQ(tpc_buffer_register(a, 0), -EINVAL);
+    CHECK_EQ(tpc_buffer_unregister(hb), 0);
+    CHECK_EQ(tpc_buffer_unregister(hb), -EBADF);
     CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, hb), -EINVAL); /* given back */
     CHECK_EQ(tpc_write_fixed(fd, a, 4096, 0, ha), 4096);   /* a is still there */
-    CHECK_EQ(tpc_buf_unregister(ha), 0);
+    CHECK_EQ(tpc_buffer_unregister(ha), 0);
     free(a);
     free(b);
     CHECK_EQ(tpc_close(fd), 0);
@@ -423,8 +423,8 @@ static int direct_main(void *arg)
 static void test_direct(void **state)
 {
     (void)state;
-    assert_int_equal(tpc_buf_register(NULL, 0), -EPERM);
-    assert_int_equal(tpc_buf_unregister(0), -EPERM);
+    assert_int_equal(tpc_buffer_register(NULL, 0), -EPERM);
+    assert_int_equal(tpc_buffer_unregister(0), -EPERM);
     assert_int_equal(tpc_file_register(0), -EPERM);
     run_main(1, direct_main, NULL);
 }

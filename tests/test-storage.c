@@ -32,7 +32,7 @@ static void component_init(struct component *c, char fill)
     c->buf = tpc_alloc_aligned(4096, 8192);
     CHECK(c->buf != NULL);
     memset(c->buf, fill, 8192);
-    c->handle = tpc_buf_register(c->buf, 8192);
+    c->handle = tpc_buffer_register(c->buf, 8192);
     CHECK(c->handle >= 0);
 }
 
@@ -59,17 +59,17 @@ static int two_components_main(void *arg)
     CHECK(net.handle != engine.handle);
     component_round_trip(&engine, fd, 4096);
     component_round_trip(&net, fd, 8192);
-    CHECK_EQ(tpc_buf_unregister(engine.handle), 0);
+    CHECK_EQ(tpc_buffer_unregister(engine.handle), 0);
     component_round_trip(&net, fd, 0); /* the other one's going leaves it alone */
     /* The engine's handle is stale, also once its slot is taken again. */
-    int again = tpc_buf_register(engine.buf, 8192);
+    int again = tpc_buffer_register(engine.buf, 8192);
     CHECK(again >= 0 && again != engine.handle);
     CHECK_EQ(tpc_write_fixed(fd, engine.buf, 4096, 0, engine.handle), -EINVAL);
-    CHECK_EQ(tpc_buf_unregister(engine.handle), -EBADF);
-    CHECK_EQ(tpc_buf_unregister(again), 0);
-    CHECK_EQ(tpc_buf_unregister(net.handle), 0);
-    CHECK_EQ(tpc_buf_unregister(-1), -EBADF);
-    CHECK_EQ(tpc_buf_register(engine.buf, (1u << 30) + 1), -EINVAL);
+    CHECK_EQ(tpc_buffer_unregister(engine.handle), -EBADF);
+    CHECK_EQ(tpc_buffer_unregister(again), 0);
+    CHECK_EQ(tpc_buffer_unregister(net.handle), 0);
+    CHECK_EQ(tpc_buffer_unregister(-1), -EBADF);
+    CHECK_EQ(tpc_buffer_register(engine.buf, (1u << 30) + 1), -EINVAL);
     free(engine.buf);
     free(net.buf);
     tpc_close(fd);
@@ -107,7 +107,7 @@ static int inflight_main(void *arg)
     CHECK_EQ(pipe(pfd), 0);
     inflight.rd = pfd[0];
     inflight.buf = tpc_alloc_aligned(4096, 4096);
-    inflight.handle = tpc_buf_register(inflight.buf, 4096);
+    inflight.handle = tpc_buffer_register(inflight.buf, 4096);
     CHECK(inflight.handle >= 0);
     tpc_event_init(&inflight.started, false);
     tpc_fiber *f;
@@ -115,15 +115,15 @@ static int inflight_main(void *arg)
     CHECK_EQ(tpc_event_wait(&inflight.started), 0);
     loop_turns(2); /* its read is in the kernel, waiting for the pipe */
     char *other = tpc_alloc_aligned(4096, 4096);
-    int h = tpc_buf_register(other, 4096); /* a fixed read is in flight: fine */
+    int h = tpc_buffer_register(other, 4096); /* a fixed read is in flight: fine */
     CHECK(h >= 0);
-    CHECK_EQ(tpc_buf_unregister(inflight.handle), -EBUSY); /* the one in use stays */
-    CHECK_EQ(tpc_buf_unregister(h), 0);
+    CHECK_EQ(tpc_buffer_unregister(inflight.handle), -EBUSY); /* the one in use stays */
+    CHECK_EQ(tpc_buffer_unregister(h), 0);
     CHECK_EQ(write(pfd[1], "fixed", 5), 5);
     CHECK_EQ(tpc_join(f, NULL), 0);
     CHECK_EQ(inflight.got, 5);
     CHECK(memcmp(inflight.buf, "fixed", 5) == 0);
-    CHECK_EQ(tpc_buf_unregister(inflight.handle), 0);
+    CHECK_EQ(tpc_buffer_unregister(inflight.handle), 0);
     free(other);
     free(inflight.buf);
     close(pfd[0]);
@@ -143,14 +143,14 @@ static int full_main(void *arg)
 {
     (void)arg;
     char *b = tpc_alloc_aligned(4096, 3 * 4096);
-    int h0 = tpc_buf_register(b, 4096), h1 = tpc_buf_register(b + 4096, 4096);
+    int h0 = tpc_buffer_register(b, 4096), h1 = tpc_buffer_register(b + 4096, 4096);
     CHECK(h0 >= 0 && h1 >= 0);
-    CHECK_EQ(tpc_buf_register(b + 8192, 4096), -ENOSPC);
-    CHECK_EQ(tpc_buf_unregister(h0), 0);
-    int h2 = tpc_buf_register(b + 8192, 4096);
+    CHECK_EQ(tpc_buffer_register(b + 8192, 4096), -ENOSPC);
+    CHECK_EQ(tpc_buffer_unregister(h0), 0);
+    int h2 = tpc_buffer_register(b + 8192, 4096);
     CHECK(h2 >= 0);
-    CHECK_EQ(tpc_buf_unregister(h1), 0);
-    CHECK_EQ(tpc_buf_unregister(h2), 0);
+    CHECK_EQ(tpc_buffer_unregister(h1), 0);
+    CHECK_EQ(tpc_buffer_unregister(h2), 0);
     free(b);
     int f0 = tpc_file_register(0), f1 = tpc_file_register(1);
     CHECK(f0 >= 0 && f1 >= 0);
@@ -192,10 +192,10 @@ static int files_main(void *arg)
     CHECK_EQ(tpc_read_full(h, got, 16, 0), 16);
     CHECK(memcmp(got, "registered file!", 16) == 0);
     char *b = tpc_alloc_aligned(4096, 4096);
-    int bh = tpc_buf_register(b, 4096);
+    int bh = tpc_buffer_register(b, 4096);
     CHECK_EQ(tpc_read_fixed(h, b, 16, 0, bh), 16); /* a registered file and buffer */
     CHECK(memcmp(b, "registered file!", 16) == 0);
-    CHECK_EQ(tpc_buf_unregister(bh), 0);
+    CHECK_EQ(tpc_buffer_unregister(bh), 0);
     free(b);
     CHECK_EQ(tpc_file_unregister(h), 0);
     CHECK_EQ(tpc_read(h, got, 1, 0), -EBADF); /* given back */

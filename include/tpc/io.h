@@ -93,11 +93,11 @@ TPC_EXTERN void *tpc_alloc_aligned(size_t align, size_t size);
  * shard that made it until given back; a handle given back is refused (-EBADF) even after its
  * slot is reused.
  *
- * Registered buffers skip the kernel's page pinning on every operation. tpc_buf_register
+ * Registered buffers skip the kernel's page pinning on every operation. tpc_buffer_register
  * registers base..base+len (anonymous or huge-page memory, at most 1 GiB) and returns its
  * handle, or -EINVAL (NULL base, len 0 or above 1 GiB), -ENOSPC (every slot taken), -ENOMEM,
  * -EPERM outside a shard, or the kernel's error (-EOPNOTSUPP for file-backed memory).
- * tpc_buf_unregister gives it back: 0, -EBADF (not a handle of this shard's), -EBUSY while a
+ * tpc_buffer_unregister gives it back: 0, -EBADF (not a handle of this shard's), -EBUSY while a
  * fixed operation on it is in flight. tpc_read_fixed / tpc_write_fixed use buffer `buf_handle`,
  * and buf..buf+len must lie inside it (else -EINVAL, also for an unknown handle).
  *
@@ -110,8 +110,8 @@ TPC_EXTERN void *tpc_alloc_aligned(size_t align, size_t size);
  * the file until they finish). Returns the handle, -EBADF (fd < 0), -ENOSPC, -ENOMEM, -EPERM
  * outside a shard, or the kernel's error (-EBADF for a closed fd); tpc_file_unregister 0,
  * -EBADF. */
-TPC_EXTERN int tpc_buf_register(void *base, size_t len);
-TPC_EXTERN int tpc_buf_unregister(int buf_handle);
+TPC_EXTERN int tpc_buffer_register(void *base, size_t len);
+TPC_EXTERN int tpc_buffer_unregister(int buf_handle);
 TPC_EXTERN ssize_t tpc_read_fixed(int fd, void *buf, size_t len, int64_t offset, int buf_handle);
 TPC_EXTERN ssize_t tpc_write_fixed(int fd, const void *buf, size_t len, int64_t offset,
                                    int buf_handle);

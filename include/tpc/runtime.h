@@ -121,7 +121,7 @@ typedef struct tpc_config {
      * 0: the kernel's default (the smaller of the SQ size and 4 x the CPUs). At most 1024. */
     int32_t iowq_workers;
     /* Slots of each shard's tables of registered buffers and of registered files
-     * (tpc_buf_register, tpc_file_register), each created on its first use. 0: 1024. In
+     * (tpc_buffer_register, tpc_file_register), each created on its first use. 0: 1024. In
      * [1, 16384]. */
     uint32_t registered_slots;
     /* Room to grow without changing the struct's size: leave zero (a config initialised with
