@@ -27,6 +27,11 @@ static void pending_free(struct tpc_pending *p)
     free(p);
 }
 
+static void nothing(void *arg)
+{
+    (void)arg;
+}
+
 static void pending_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
 {
     (void)flags;
@@ -34,10 +39,15 @@ static void pending_complete(struct tpc__shard *s, struct tpc__op *op, int res, 
     s->inflight--;
     p->res = res;
     p->done = true;
+    if (p->w.fiber && p->w.fiber->wait == &p->w) {
+        tpc__wake(&p->w, 0); /* w.fiber is set only while a fiber waits (pending_park) */
+        return;
+    }
     if (p->released)
         pending_free(p);
-    else if (p->w.fiber && p->w.fiber->wait == &p->w)
-        tpc__wake(&p->w, 0); /* w.fiber is set only while a fiber waits (pending_park) */
+    /* Nobody to wake: a stopping shard that waited only for this must still see its loop
+     * come round (it would otherwise sleep with nothing left to wake it). */
+    tpc_defer(nothing, NULL);
 }
 
 /* Waits for p until it completes (returns its result, p freed) or the fiber is cancelled or
