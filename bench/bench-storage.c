@@ -1,30 +1,30 @@
-/* A storage engine's durable appends and what its commits do to its shard (issue 25):
- *   file_durable_append[_METHOD]  group commit: 16 fibers each append a 100-byte record and wait
- *                                 until it is durable; one committer fiber writes the records
- *                                 gathered since its last commit as a new 4 KiB block at the
- *                                 tail of an O_DIRECT segment and makes it durable; commits/s.
- *                                 Against fio's O_DIRECT append of 4 KiB + fdatasync
- *                                 (--rw=write --bs=4k --direct=1 --fdatasync=1, io_uring, a new
- *                                 file, no preallocation) on the same disk, alternating. METHOD:
- *         fdatasync               a new file, write (extends it) + tpc_fdatasync (fio's way)
- *         falloc_fdatasync        a segment fallocated first: write (no longer extends) + sync
- *         dsync                   a new file opened O_DSYNC: the write is the commit
- *         falloc_dsync            fallocated segment, O_DSYNC
- *         zeroed_fdatasync        a segment written with zeros first (overwrites), + fdatasync
- *         zeroed_dsync            zeroed segment, O_DSYNC
- *       no METHOD: the one docs/guide.md recommends (zeroed_dsync).
- *   timer_late_committing[_iowq_shard]  while one fiber commits 8 KiB O_DIRECT appends with
- *                                 fdatasync as fast as it can, another sleeps 1 ms over and over:
- *                                 the 99th percentile of how late it wakes, us (timer tick
- *                                 100 us). With libtpc's default io-wq placement, and with
- *                                 iowq_cpus = "shard" (the kernel's default: the workers on the
- *                                 shard's own CPU, as before).
+/* A storage engine's durable appends and what its commits do to its shard (issue 25).
+ *
+ * file_durable_append[_METHOD]: group commit. 16 fibers each append a 100-byte record and wait
+ * until it is durable; one committer fiber writes the records gathered since its last commit as
+ * a new 4 KiB block at the tail of an O_DIRECT segment and makes it durable; commits/s. Against
+ * fio's O_DIRECT append of 4 KiB + fdatasync (--rw=write --bs=4k --direct=1 --fdatasync=1,
+ * io_uring, a new file, no preallocation) on the same disk, alternating. METHOD:
+ *   fdatasync          a new file: write (extends it) + tpc_fdatasync, as fio does
+ *   falloc_fdatasync   a segment fallocated first: the write no longer extends it; + fdatasync
+ *   dsync              a new file opened O_DSYNC: the write is the commit
+ *   falloc_dsync       a fallocated segment, O_DSYNC
+ *   zeroed_fdatasync   a segment written with zeros first (overwrites) + fdatasync
+ *   zeroed_dsync       a zeroed segment, O_DSYNC
+ * Without METHOD: the one docs/guide.md recommends (zeroed_dsync). Each line also gives the
+ * io-wq workers' ("iou-wrk") context switches per commit: about 0 when no operation of a commit
+ * went to a worker, 1 or more when some did.
+ *
+ * timer_late_committing[_iowq_shard|_iowq_bounded]: while one fiber commits 8 KiB O_DIRECT
+ * appends + fdatasync as fast as it can, another sleeps 1 ms over and over: the 99th percentile
+ * of how late it wakes, in us (timer tick 100 us), with the shard's wait for its CPU and its
+ * involuntary switches. io-wq placed by default; with iowq_cpus "shard" (the kernel's default,
+ * libtpc's before); and "shard" with iowq_workers 1 (bounded instead of moved).
+ *
  * The shard runs on CPU 0 of a process allowed CPUs 0 and 1 (scripts/bench.sh: taskset -c 0,1),
  * so the default placement puts the workers on CPU 1; fio is pinned to CPU 0 (its workers too).
- * The durable append lines also give the io-wq workers' ("iou-wrk") context switches per
- * commit: about 0 when no operation of the commit went to a worker, 1 or more when some did. The
- * files: TPC_BENCH_DIR (default /var/tmp). Usage: bench-storage [seconds per measurement [ID|all
- * [rounds]]] */
+ * Files: TPC_BENCH_DIR (default /var/tmp).
+ * Usage: bench-storage [seconds per measurement [ID|all [rounds]]] */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -340,9 +340,15 @@ static int late_main(void *arg)
     return 0;
 }
 
-static void timer_late(bool shard_cpu)
+/* mode 0: the default placement; 1: iowq_cpus "shard"; 2: "shard" with one worker at most. */
+static void timer_late(int mode)
 {
-    const char *id = shard_cpu ? "timer_late_committing_iowq_shard" : "timer_late_committing";
+    static const char *const ids[] = {"timer_late_committing", "timer_late_committing_iowq_shard",
+                                      "timer_late_committing_iowq_bounded"};
+    static const char *const where[] = {"the default (cpu 1)",
+                                        "the shard's cpu (iowq_cpus \"shard\")",
+                                        "the shard's cpu, at most 1 (iowq_workers 1)"};
+    const char *id = ids[mode];
     if (only && strcmp(only, id))
         return;
     double p50[MAX_ROUNDS], p99[MAX_ROUNDS], max[MAX_ROUNDS], cps[MAX_ROUNDS], out[7] = {0};
@@ -351,7 +357,8 @@ static void timer_late(bool shard_cpu)
         tpc_config c = {.shards = 1,
                         .cpus = "0",
                         .timer_tick_ns = 100000,
-                        .iowq_cpus = shard_cpu ? "shard" : NULL};
+                        .iowq_cpus = mode ? "shard" : NULL,
+                        .iowq_workers = mode == 2 ? 1 : 0};
         if (tpc_run(&c, late_main, out) != 0)
             out[0] = out[1] = out[2] = out[3] = -1;
         p50[r] = out[0], p99[r] = out[1], max[r] = out[2], cps[r] = out[3];
@@ -369,8 +376,7 @@ static void timer_late(bool shard_cpu)
                  "tick 100 us, median of %d x %ld s: p50 %.0f us, max %.0f us (worst round "
                  "%.0f), %.0f commits/s; the shard waited for its cpu %.1f ms/s, %.0f "
                  "involuntary switches/s; io-wq workers: %.0f",
-                 shard_cpu ? "the shard's cpu (iowq_cpus \"shard\")" : "the default (cpu 1)",
-                 rounds, seconds, p50[rounds / 2], max[rounds / 2], max[rounds - 1],
+                 where[mode], rounds, seconds, p50[rounds / 2], max[rounds / 2], max[rounds - 1],
                  cps[rounds / 2], delay[rounds / 2], invol[rounds / 2], out[4]);
 }
 
@@ -404,8 +410,8 @@ int main(int argc, char **argv)
     }
     if (system("fio --version >/dev/null 2>&1") != 0)
         fprintf(stderr, "bench-storage: fio is not installed: the peer figures will read -1\n");
-    timer_late(true);
-    timer_late(false);
+    for (int mode = 0; mode < 3; mode++)
+        timer_late(mode);
     /* fio runs from the shard (popen), which then blocks on purpose: no stall reports. */
     tpc_config c = {.shards = 1, .cpus = "0", .stall_ms = -1};
     return tpc_run(&c, append_main, NULL) == 0 ? 0 : 1;
