@@ -20,6 +20,8 @@
  * of how late it wakes, in us (timer tick 100 us), with the shard's wait for its CPU and its
  * involuntary switches. io-wq placed by default; with iowq_cpus "shard" (the kernel's default,
  * libtpc's before); and "shard" with iowq_workers 1 (bounded instead of moved).
+ * timer_late_neighbour[_iowq_shard]: the same with a second shard on CPU 1 whose sleeps are
+ * measured: with no CPU free of shards, the default puts the workers on the neighbour's CPU.
  *
  * The shard runs on CPU 0 of a process allowed CPUs 0 and 1 (scripts/bench.sh: taskset -c 0,1),
  * so the default placement puts the workers on CPU 1; fio is pinned to CPU 0 (its workers too).
@@ -257,8 +259,8 @@ static void durable_append(int method)
 /* ---- Timer lateness on a committing shard ---- */
 
 static struct {
-    bool stop;
-    uint64_t commits, n, late[1 << 16];
+    volatile bool stop; /* read by the neighbour shard's sleeper too */
+    uint64_t commits, n, late[1 << 16], delay_ns, involuntary;
 } t;
 
 static int commit_loop(void *arg)
@@ -271,24 +273,6 @@ static int commit_loop(void *arg)
             break;
     free(b);
     return 0;
-}
-
-static int sleep_loop(void *arg)
-{
-    (void)arg;
-    while (!t.stop && t.n < sizeof(t.late) / sizeof(t.late[0])) {
-        uint64_t t0 = tpc_now_fresh();
-        if (tpc_sleep(1000000) < 0)
-            break;
-        t.late[t.n++] = tpc_now_fresh() - t0 - 1000000;
-    }
-    return 0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* The calling thread's time waiting for its CPU while runnable (ns), and its involuntary
@@ -309,29 +293,53 @@ static void thread_sched(uint64_t *run_delay, uint64_t *involuntary)
         fclose(f);
 }
 
+/* On the shard measured (the committing one, or its neighbour): 1 ms sleeps, and what the
+ * shard's thread waited for its CPU meanwhile. */
+static int sleep_loop(void *arg)
+{
+    (void)arg;
+    uint64_t d0, i0, d1, i1;
+    thread_sched(&d0, &i0);
+    while (!t.stop && t.n < sizeof(t.late) / sizeof(t.late[0])) {
+        uint64_t t0 = tpc_now_fresh();
+        if (tpc_sleep(1000000) < 0)
+            break;
+        t.late[t.n++] = tpc_now_fresh() - t0 - 1000000;
+    }
+    thread_sched(&d1, &i1);
+    t.delay_ns = d1 - d0;
+    t.involuntary = i1 - i0;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The committer on shard 0, the sleeper on shard `neighbour` (0 or 1). */
 static int late_main(void *arg)
 {
     double *out = arg; /* p50, p99, max (us), commits/s, workers, run delay ms/s, invol./s */
-    uint64_t d0, i0, d1, i1;
-    thread_sched(&d0, &i0);
-    memset(&t, 0, sizeof(t));
+    int neighbour = (int)out[7];
+    memset((void *)&t, 0, sizeof(t));
     int fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0644);
     if (fd < 0)
         return 1;
     tpc_fiber *c, *s;
     tpc_spawn(commit_loop, (void *)(intptr_t)fd, &c);
-    tpc_spawn(sleep_loop, NULL, &s);
+    tpc_spawn_on(neighbour, NULL, sleep_loop, NULL, &s);
     tpc_sleep(seconds * 1000000000LL);
     uint64_t sw;
     out[4] = iowq_workers(&sw);
-    thread_sched(&d1, &i1);
-    out[5] = (double)(d1 - d0) / 1e6 / (double)seconds;
-    out[6] = (double)(i1 - i0) / (double)seconds;
     t.stop = true;
     tpc_join(c, NULL);
     tpc_join(s, NULL);
     tpc_close(fd);
     tpc_unlink(path);
+    out[5] = (double)t.delay_ns / 1e6 / (double)seconds;
+    out[6] = (double)t.involuntary / (double)seconds;
     qsort(t.late, t.n, sizeof(t.late[0]), cmp_u64);
     out[0] = t.n ? (double)t.late[t.n / 2] / 1e3 : -1;
     out[1] = t.n ? (double)t.late[t.n * 99 / 100] / 1e3 : -1;
@@ -340,25 +348,31 @@ static int late_main(void *arg)
     return 0;
 }
 
-/* mode 0: the default placement; 1: iowq_cpus "shard"; 2: "shard" with one worker at most. */
+/* mode 0: the default placement; 1: iowq_cpus "shard"; 2: "shard" with one worker at most; 3
+ * and 4: as 0 and 1 with a second shard on CPU 1, whose sleeps are measured (the default then
+ * puts the workers on its CPU: no CPU is free of shards). */
 static void timer_late(int mode)
 {
     static const char *const ids[] = {"timer_late_committing", "timer_late_committing_iowq_shard",
-                                      "timer_late_committing_iowq_bounded"};
-    static const char *const where[] = {"the default (cpu 1)",
-                                        "the shard's cpu (iowq_cpus \"shard\")",
-                                        "the shard's cpu, at most 1 (iowq_workers 1)"};
+                                      "timer_late_committing_iowq_bounded", "timer_late_neighbour",
+                                      "timer_late_neighbour_iowq_shard"};
+    static const char *const where[] = {
+        "the default (cpu 1)", "the shard's cpu (iowq_cpus \"shard\")",
+        "the shard's cpu, at most 1 (iowq_workers 1)",
+        "the default (cpu 1: the neighbour's); the sleeps measured on the neighbour shard",
+        "the shard's cpu (iowq_cpus \"shard\"); the sleeps measured on the neighbour shard"};
     const char *id = ids[mode];
     if (only && strcmp(only, id))
         return;
-    double p50[MAX_ROUNDS], p99[MAX_ROUNDS], max[MAX_ROUNDS], cps[MAX_ROUNDS], out[7] = {0};
+    double p50[MAX_ROUNDS], p99[MAX_ROUNDS], max[MAX_ROUNDS], cps[MAX_ROUNDS], out[8] = {0};
     double delay[MAX_ROUNDS], invol[MAX_ROUNDS];
     for (int r = 0; r < rounds; r++) {
-        tpc_config c = {.shards = 1,
-                        .cpus = "0",
+        tpc_config c = {.shards = mode >= 3 ? 2 : 1,
+                        .cpus = mode >= 3 ? "0-1" : "0",
                         .timer_tick_ns = 100000,
-                        .iowq_cpus = mode ? "shard" : NULL,
+                        .iowq_cpus = mode == 1 || mode == 2 || mode == 4 ? "shard" : NULL,
                         .iowq_workers = mode == 2 ? 1 : 0};
+        out[7] = mode >= 3 ? 1 : 0;
         if (tpc_run(&c, late_main, out) != 0)
             out[0] = out[1] = out[2] = out[3] = -1;
         p50[r] = out[0], p99[r] = out[1], max[r] = out[2], cps[r] = out[3];
@@ -410,7 +424,7 @@ int main(int argc, char **argv)
     }
     if (system("fio --version >/dev/null 2>&1") != 0)
         fprintf(stderr, "bench-storage: fio is not installed: the peer figures will read -1\n");
-    for (int mode = 0; mode < 3; mode++)
+    for (int mode = 0; mode < 5; mode++)
         timer_late(mode);
     /* fio runs from the shard (popen), which then blocks on purpose: no stall reports. */
     tpc_config c = {.shards = 1, .cpus = "0", .stall_ms = -1};

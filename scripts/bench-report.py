@@ -128,6 +128,9 @@ WORKLOADS = [
      [("libtpc", "timer_late_committing_iowq_shard", None, None)]),
     ("timer_late_committing_iowq_bounded", "us", "storage",
      [("libtpc", "timer_late_committing_iowq_bounded", None, None)]),
+    ("timer_late_neighbour", "us", "storage", [("libtpc", "timer_late_neighbour", None, None)]),
+    ("timer_late_neighbour_iowq_shard", "us", "storage",
+     [("libtpc", "timer_late_neighbour_iowq_shard", None, None)]),
 ] + [("file_durable_append_" + _m, "commits/s", "storage",
       file("file_durable_append_" + _m, "commits/s"))
      for _m in ("fdatasync", "falloc_fdatasync", "dsync", "falloc_dsync", "zeroed_fdatasync",
