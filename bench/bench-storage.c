@@ -409,8 +409,7 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/tpc-bench-storage.dat", dir);
     if (argc > 2 && strcmp(argv[2], "all")) {
         only = argv[2];
-        if (strncmp(only, "file_durable_append", 19) &&
-            strncmp(only, "timer_late_committing", 21)) {
+        if (strncmp(only, "file_durable_append", 19) && strncmp(only, "timer_late_", 11)) {
             fprintf(stderr, "bench-storage: unknown workload '%s'\n", only);
             return 2;
         }
