@@ -39,8 +39,9 @@ static void pending_complete(struct tpc__shard *s, struct tpc__op *op, int res, 
     s->inflight--;
     p->res = res;
     p->done = true;
-    if (p->w.fiber && p->w.fiber->wait == &p->w) {
-        tpc__wake(&p->w, 0); /* w.fiber is set only while a fiber waits (pending_park) */
+    if (p->w.fiber) { /* a fiber waits, or was woken and has not run yet: it takes over */
+        if (p->w.fiber->wait == &p->w)
+            tpc__wake(&p->w, 0);
         return;
     }
     if (p->released)
@@ -51,12 +52,19 @@ static void pending_complete(struct tpc__shard *s, struct tpc__op *op, int res, 
 }
 
 /* Waits for p until it completes (returns its result, p freed) or the fiber is cancelled or
- * its deadline passes (returns -ECANCELED / -ETIMEDOUT, p left as it is, *gone false). */
+ * its deadline passes (returns -ECANCELED / -ETIMEDOUT, p left as it is, *gone false). If p
+ * was let go meanwhile (tpc_pending_release): -ECANCELED, and p is freed here if it completed
+ * (else at its completion). */
 static int pending_park(struct tpc_pending *p, bool *gone)
 {
     int rc = p->done ? 0 : tpc__park(NULL, &p->w);
-    p->w.fiber = NULL;
-    *gone = p->done;
+    p->w.fiber = NULL; /* from here on the completion handler frees a released p itself */
+    *gone = p->done || p->released;
+    if (p->released) {
+        if (p->done)
+            pending_free(p);
+        return -ECANCELED;
+    }
     if (!p->done)
         return rc < 0 ? rc : -ECANCELED;
     rc = p->res;
@@ -179,15 +187,20 @@ int tpc_pending_done(const tpc_pending *p)
 
 int tpc_pending_release(tpc_pending *p)
 {
+    if (!p)
+        return 0;
     int rc = pending_check(p);
     if (rc < 0)
         return rc;
-    if (p->w.fiber)
-        return -EBUSY; /* a fiber waits for it */
-    if (p->done)
-        pending_free(p);
-    else
+    if (p->w.fiber) { /* its waiter returns -ECANCELED and frees it if it has completed */
         p->released = true;
+        if (p->w.fiber->wait == &p->w)
+            tpc__wake(&p->w, -ECANCELED);
+    } else if (p->done) {
+        pending_free(p);
+    } else {
+        p->released = true;
+    }
     return 0;
 }
 

@@ -146,8 +146,9 @@ TPC_EXTERN int tpc_fdatasync_bounded(int fd, tpc_pending **late);
 TPC_EXTERN ssize_t tpc_pending_wait(tpc_pending *p);
 /* 1 once p's operation has completed, else 0; -EXDEV, -EPERM as above. Does not suspend. */
 TPC_EXTERN int tpc_pending_done(const tpc_pending *p);
-/* Lets p go: freed when its operation completes (at once if it has). Returns 0, -EBUSY while a
- * fiber waits for p, -EXDEV, -EPERM as above. */
+/* Lets p go: freed when its operation completes (at once if it has); a fiber waiting for it in
+ * tpc_pending_wait returns -ECANCELED. p must not be used again. Returns 0 (also for NULL),
+ * -EXDEV, -EPERM as above (p then kept). */
 TPC_EXTERN int tpc_pending_release(tpc_pending *p);
 
 /* Writes a one-line description of this shard's io_uring (setup flags and kernel features in
