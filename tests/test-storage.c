@@ -474,10 +474,11 @@ static int misuse_main(void *arg)
         CHECK_EQ(tpc_call_on(1, other_shard, late, &other), 0);
         CHECK_EQ(other, -EXDEV);
         busy.p = late;
+        busy.waited = 1; /* not returned yet */
         tpc_fiber *f;
         CHECK_EQ(tpc_spawn(busy_waiter, NULL, &f), 0);
-        tpc_yield(); /* it waits for the sync now */
-        bool waiting = !tpc_pending_done(late);
+        tpc_yield(); /* it waits for the sync now, or (slow machine) has its result: late freed */
+        bool waiting = busy.waited == 1;
         if (waiting) {
             CHECK_EQ(tpc_pending_wait(late), -EBUSY); /* one waiter at a time */
             CHECK_EQ(tpc_pending_release(late), 0);   /* the waiter is told, then it is gone */
