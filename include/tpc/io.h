@@ -107,8 +107,8 @@ TPC_EXTERN void *tpc_alloc_aligned(size_t align, size_t size);
  * tpc_write_fixed, tpc_fsync, tpc_fdatasync, tpc_fallocate and the bounded calls below take in
  * place of a descriptor (others refuse it: -EBADF). The registration holds its own reference to
  * the open file: closing fd does not end it, tpc_file_unregister does (operations in flight keep
- * the file until they finish). Returns the handle, -EBADF (fd < 0), -ENOSPC, -ENOMEM, -EPERM
- * outside a shard, or the kernel's error (-EBADF for a closed fd); tpc_file_unregister 0,
+ * the file until they finish). Returns the handle, -EBADF (fd < 0 or a handle), -ENOSPC, -ENOMEM,
+ * -EPERM outside a shard, or the kernel's error (-EBADF for a closed fd); tpc_file_unregister 0,
  * -EBADF. */
 TPC_EXTERN int tpc_buffer_register(void *base, size_t len);
 TPC_EXTERN int tpc_buffer_unregister(int buf_handle);
@@ -119,10 +119,10 @@ TPC_EXTERN int tpc_file_register(int fd);
 TPC_EXTERN int tpc_file_unregister(int file_handle);
 
 /* ---- Bounded durable operations ----
- * The kernel cannot cancel an operation that one of io_uring's workers has started: fsync and
- * fdatasync always, and O_DIRECT writes that extend a file (ext4) or miss nothing to block on
- * otherwise. tpc_write / tpc_fdatasync then wait for it past the fiber's deadline and return its
- * own result. These calls return at the deadline instead:
+ * The kernel cannot cancel an operation that one of io_uring's workers has started (fsync and
+ * fdatasync always; O_DIRECT writes that extend a file on ext4), nor an O_DIRECT write whose
+ * data went to the device. tpc_write / tpc_fdatasync then wait for it past the fiber's deadline
+ * and return its own result. These calls return at the deadline instead:
  *
  * They wait until the operation completes (its result returned, *late set to NULL) or the
  * fiber is cancelled or its deadline passes: then they return -ECANCELED / -ETIMEDOUT and store
@@ -141,10 +141,12 @@ TPC_EXTERN ssize_t tpc_write_bounded(int fd, const void *buf, size_t len, int64_
                                      tpc_pending **late);
 TPC_EXTERN int tpc_fsync_bounded(int fd, tpc_pending **late);
 TPC_EXTERN int tpc_fdatasync_bounded(int fd, tpc_pending **late);
-/* Returns p's result once it completes and frees p; -ECANCELED / -ETIMEDOUT (p kept), -EBUSY
- * while another fiber waits for p, -EXDEV for another shard's p, -EPERM outside a fiber. */
+/* Returns p's result once it completes and frees p; -ECANCELED / -ETIMEDOUT (p kept; also
+ * -ECANCELED when p is let go meanwhile), -EBUSY while another fiber waits for p, -EINVAL for
+ * NULL, -EXDEV for another shard's p, -EPERM outside a fiber. */
 TPC_EXTERN ssize_t tpc_pending_wait(tpc_pending *p);
-/* 1 once p's operation has completed, else 0; -EXDEV, -EPERM as above. Does not suspend. */
+/* 1 once p's operation has completed, else 0; -EINVAL, -EXDEV, -EPERM as above. Does not
+ * suspend. */
 TPC_EXTERN int tpc_pending_done(const tpc_pending *p);
 /* Lets p go: freed when its operation completes (at once if it has); a fiber waiting for it in
  * tpc_pending_wait returns -ECANCELED. p must not be used again. Returns 0 (also for NULL),
