@@ -28,7 +28,9 @@ enum { POW2 = 1 }; /* the value must be a power of two */
       "a non-zero number of us up to 10000 (negative: off)")                                       \
     X(drain_ms, 5000, 1, 3600000, 0, NULL, "ms in [1, 3600000] (an hour)")                         \
     X(stall_ms, 25, -1000000, 60000, 0, "TPC_STALL_MS",                                            \
-      "a non-zero number of ms up to 60000 (negative: off)")
+      "a non-zero number of ms up to 60000 (negative: off)")                                       \
+    X(iowq_workers, 0, 1, 1024, 0, NULL, "a count in [1, 1024] (0: the kernel's default)")         \
+    X(registered_slots, 1024, 1, 16384, 0, NULL, "a count in [1, 16384]")
 
 static bool in_bounds(long long v, long long min, long long max, int flags)
 {
@@ -53,6 +55,10 @@ static int from_env(const char *name, long long min, long long max, const char *
     *out = v;
     return 0;
 }
+
+/* New fields come out of `reserved`: the struct keeps its size (on LP64, where a pointer takes
+ * one reserved word). */
+_Static_assert(sizeof(void *) != 8 || sizeof(tpc_config) == 184, "tpc_config changed size");
 
 int tpc__config_resolve(const tpc_config *in, tpc_config *c)
 {

@@ -75,6 +75,12 @@ int tpc__pool_init(struct tpc_runtime *rt, unsigned threads, unsigned queue)
     return 0;
 }
 
+const cpu_set_t *tpc__pool_cpus(struct tpc_runtime *rt)
+{
+    struct tpc__pool *p = rt->layer[TPC__IO_LAYER];
+    return &p->cpus;
+}
+
 void tpc__pool_fini(struct tpc_runtime *rt)
 {
     struct tpc__pool *p = rt->layer[TPC__IO_LAYER];

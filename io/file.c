@@ -42,12 +42,12 @@ static ssize_t rw(int fd, void *buf, size_t len, int64_t offset, bool writing)
         return -EFAULT;
     if (offset < -1)
         return -EINVAL;
-    TPC__IO_BEGIN(sqe);
+    TPC__IO_BEGIN_FD(sqe, fd, f);
     if (writing)
-        io_uring_prep_write(sqe, fd, buf, tpc__io_len(len), io_off(offset));
+        io_uring_prep_write(sqe, f, buf, tpc__io_len(len), io_off(offset));
     else
-        io_uring_prep_read(sqe, fd, buf, tpc__io_len(len), io_off(offset));
-    int rc = TPC__IO_END(sqe);
+        io_uring_prep_read(sqe, f, buf, tpc__io_len(len), io_off(offset));
+    int rc = TPC__IO_FD_END(sqe);
     if (!writing)
         TPC__KERNEL_WROTE(buf, rc);
     return rc;
@@ -67,12 +67,12 @@ static ssize_t rwv(int fd, const struct iovec *iov, int iovcnt, int64_t offset, 
 {
     if ((!iov && iovcnt) || iovcnt < 0 || iovcnt > IOV_MAX || offset < -1)
         return -EINVAL;
-    TPC__IO_BEGIN(sqe);
+    TPC__IO_BEGIN_FD(sqe, fd, f);
     if (writing)
-        io_uring_prep_writev(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
+        io_uring_prep_writev(sqe, f, iov, (unsigned)iovcnt, io_off(offset));
     else
-        io_uring_prep_readv(sqe, fd, iov, (unsigned)iovcnt, io_off(offset));
-    int rc = TPC__IO_END(sqe);
+        io_uring_prep_readv(sqe, f, iov, (unsigned)iovcnt, io_off(offset));
+    int rc = TPC__IO_FD_END(sqe);
     if (!writing)
         tpc__kernel_wrote_iov(iov, iovcnt, rc);
     return rc;
@@ -139,25 +139,25 @@ ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset)
 
 int tpc_fsync(int fd)
 {
-    TPC__IO_BEGIN(sqe);
-    io_uring_prep_fsync(sqe, fd, 0);
-    return TPC__IO_END(sqe);
+    TPC__IO_BEGIN_FD(sqe, fd, f);
+    io_uring_prep_fsync(sqe, f, 0);
+    return TPC__IO_FD_END(sqe);
 }
 
 int tpc_fdatasync(int fd)
 {
-    TPC__IO_BEGIN(sqe);
-    io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
-    return TPC__IO_END(sqe);
+    TPC__IO_BEGIN_FD(sqe, fd, f);
+    io_uring_prep_fsync(sqe, f, IORING_FSYNC_DATASYNC);
+    return TPC__IO_FD_END(sqe);
 }
 
 int tpc_fallocate(int fd, int mode, int64_t offset, int64_t len)
 {
     if (offset < 0 || len <= 0)
         return -EINVAL;
-    TPC__IO_BEGIN(sqe);
-    io_uring_prep_fallocate(sqe, fd, mode, (uint64_t)offset, (uint64_t)len);
-    return TPC__IO_END(sqe);
+    TPC__IO_BEGIN_FD(sqe, fd, f);
+    io_uring_prep_fallocate(sqe, f, mode, (uint64_t)offset, (uint64_t)len);
+    return TPC__IO_FD_END(sqe);
 }
 
 static long ftruncate_blocking(void *arg)
@@ -294,90 +294,45 @@ void *tpc_alloc_aligned(size_t align, size_t size)
     return aligned_alloc(align, rounded ? rounded : align);
 }
 
-/* ---- Registered buffers ---- */
+/* ---- Registered buffers (the table is io/registry.c's) ---- */
 
-int tpc_buffers_unregister(void)
-{
-    struct tpc__shard *s = tpc__self;
-    if (!s)
-        return -EPERM;
-    struct tpc__io_shard *io = tpc__io_of(s);
-    if (io->fixed_inflight)
-        return -EBUSY;
-    if (!io->nfixed)
-        return 0;
-    int rc = io_uring_unregister_buffers(&s->ring);
-    free(io->fixed);
-    io->fixed = NULL;
-    io->nfixed = 0;
-    return rc;
-}
-
-int tpc_buffers_register(const struct iovec *iov, unsigned n)
-{
-    struct tpc__shard *s = tpc__self;
-    if (!s)
-        return -EPERM;
-    if (!iov || n == 0 || n > 16384)
-        return -EINVAL;
-    int rc = tpc_buffers_unregister();
-    if (rc < 0)
-        return rc;
-    struct iovec *copy = malloc(n * sizeof(*copy));
-    if (!copy)
-        return -ENOMEM;
-    memcpy(copy, iov, n * sizeof(*copy));
-    rc = io_uring_register_buffers(&s->ring, copy, n);
-    if (rc < 0) {
-        free(copy);
-        return rc;
-    }
-    tpc__io_of(s)->fixed = copy;
-    tpc__io_of(s)->nfixed = n;
-    return 0;
-}
-
-/* Checks that buf..buf+len lies in registered buffer `index`. */
-static bool in_fixed(const struct tpc__io_shard *io, const void *buf, size_t len, unsigned index)
-{
-    if (index >= io->nfixed || !buf)
-        return false;
-    const char *lo = io->fixed[index].iov_base, *p = buf;
-    return p >= lo && len <= io->fixed[index].iov_len &&
-           (size_t)(p - lo) <= io->fixed[index].iov_len - len;
-}
-
-static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned index, bool writing)
+static ssize_t rw_fixed(int fd, void *buf, size_t len, int64_t offset, int handle, bool writing)
 {
     TPC__CHECK_SUSPEND();
     struct tpc__shard *s = tpc__self;
-    struct tpc__io_shard *st = tpc__io_of(s);
-    if (offset < -1 || !in_fixed(st, buf, len, index))
+    unsigned idx;
+    struct tpc__reg_slot *b = tpc__io_buf(tpc__io_of(s), handle, buf, len, &idx);
+    if (offset < -1 || !b)
         return -EINVAL;
+    unsigned char flags = 0;
+    int f, rc = tpc__io_file(fd, &f, &flags);
+    if (rc < 0)
+        return rc;
     struct io_uring_sqe *sqe = tpc__sqe(s);
     if (!sqe)
         return -EAGAIN;
     if (writing)
-        io_uring_prep_write_fixed(sqe, fd, buf, tpc__io_len(len), io_off(offset), (int)index);
+        io_uring_prep_write_fixed(sqe, f, buf, tpc__io_len(len), io_off(offset), (int)idx);
     else
-        io_uring_prep_read_fixed(sqe, fd, buf, tpc__io_len(len), io_off(offset), (int)index);
+        io_uring_prep_read_fixed(sqe, f, buf, tpc__io_len(len), io_off(offset), (int)idx);
+    sqe->flags |= flags;
     struct tpc__io io;
-    st->fixed_inflight++;
-    int rc = tpc__io_run(s, &io, sqe);
-    st->fixed_inflight--;
+    b->inflight++; /* the slot cannot be given back meanwhile (b stays valid: no realloc) */
+    rc = tpc__io_run(s, &io, sqe);
+    b->inflight--;
     if (!writing)
         TPC__KERNEL_WROTE(buf, rc);
     return rc;
 }
 
-ssize_t tpc_read_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned index)
+ssize_t tpc_read_fixed(int fd, void *buf, size_t len, int64_t offset, int buf_handle)
 {
-    return rw_fixed(fd, buf, len, offset, index, false);
+    return rw_fixed(fd, buf, len, offset, buf_handle, false);
 }
 
-ssize_t tpc_write_fixed(int fd, const void *buf, size_t len, int64_t offset, unsigned index)
+ssize_t tpc_write_fixed(int fd, const void *buf, size_t len, int64_t offset, int buf_handle)
 {
-    return rw_fixed(fd, (void *)buf, len, offset, index, true);
+    return rw_fixed(fd, (void *)buf, len, offset, buf_handle, true);
 }
 
 /* ---- The layer's hooks (core/layer.h) ---- */
@@ -394,16 +349,16 @@ static int io_shard_init(struct tpc__shard *s, void *state)
     io->has_ftruncate = probe && io_uring_opcode_supported(probe, TPC__OP_FTRUNCATE);
     if (probe)
         io_uring_free_probe(probe);
-    return 0;
+    io->bufs.free_head = io->files.free_head = -1;
+    tpc__list_init(&io->pending);
+    return tpc__iowq_setup(s);
 }
 
 static void io_shard_fini(struct tpc__shard *s, void *state)
 {
     (void)s;
-    struct tpc__io_shard *io = state;
-    free(io->fixed); /* the ring's exit unregisters the buffers */
-    io->fixed = NULL;
-    io->nfixed = 0;
+    tpc__pending_fini(state);
+    tpc__registry_fini(state);
 }
 
 const struct tpc__layer tpc__io_layer = {

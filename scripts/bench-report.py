@@ -132,7 +132,23 @@ WORKLOADS = [
     ("echo_pingpong_cpu", "us/rtt", "net", net("net_echo_rtt_1_@_cpu", ECHO)),
     ("echo_100conn", "ops/s", "net", net("net_echo_rtt_100_@", ECHO)),
     ("file_seqwrite", "MB/s", "file", file("file_seqwrite", "MB/s")),
-]
+    # issue 25: bench/bench-storage.c (group commit against fio's append + fdatasync; how late a
+    # 1 ms sleep wakes on a committing shard, io-wq placed by default or on the shard's CPU)
+    ("file_durable_append", "commits/s", "storage",
+     file("file_durable_append", "commits/s")),
+    ("timer_late_committing", "us", "storage",
+     [("libtpc", "timer_late_committing", None, None)]),
+    ("timer_late_committing_iowq_shard", "us", "storage",
+     [("libtpc", "timer_late_committing_iowq_shard", None, None)]),
+    ("timer_late_committing_iowq_bounded", "us", "storage",
+     [("libtpc", "timer_late_committing_iowq_bounded", None, None)]),
+    ("timer_late_neighbour", "us", "storage", [("libtpc", "timer_late_neighbour", None, None)]),
+    ("timer_late_neighbour_iowq_shard", "us", "storage",
+     [("libtpc", "timer_late_neighbour_iowq_shard", None, None)]),
+] + [("file_durable_append_" + _m, "commits/s", "storage",
+      file("file_durable_append_" + _m, "commits/s"))
+     for _m in ("fdatasync", "falloc_fdatasync", "dsync", "falloc_dsync", "zeroed_fdatasync",
+                "zeroed_dsync")]
 # Settings other than the defaults, a row each, named by the id's suffix. The peers are the same.
 TUNED = {
     "-tuned": "libtpc's servers with TPC_SPIN_NS=-1 (no spinning before sleeping)",

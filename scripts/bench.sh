@@ -18,7 +18,8 @@
 #    the other (libtpc, peer, libtpc, peer ...): a warm-up round that is thrown away, then ROUNDS
 #    rounds, each process pinned with taskset (one-shard benchmarks on CPU 0; two-shard ones and
 #    their peers on CPUs 0 and 1). bench-file alternates with fio itself (one call per workload
-#    and round); bench/net.sh alternates the servers itself (one call per round, servers on CPU 0,
+#    and round), bench-storage likewise (its shard on CPU 0 of 0-1: its io-wq workers may go to
+#    CPU 1); bench/net.sh alternates the servers itself (one call per round, servers on CPU 0,
 #    load on CPU 1, in an order rotated from round to round).
 # 3. Prints one table (median, min–max and the ratio to libtpc, > 1 = libtpc wins) and writes
 #    bench/results/latest.json (a list of workload objects), latest-machine.json and latest.png.
@@ -83,6 +84,7 @@ groups=$(awk '{ print $1 }' <<<"$plan" | awk '!seen[$0]++' | tr '\n' ' ')
 wants() { [[ " $groups " == *" $1 "* ]]; }
 wants_id() { grep -qx "[a-z]* $1" <<<"$plan"; }
 file_ids=$(awk '$1 == "file" { print $2 }' <<<"$plan")
+storage_ids=$(awk '$1 == "storage" { print $2 }' <<<"$plan")
 net_http=false net_echo=false net_tuned=false
 grep -q '^net http' <<<"$plan" && net_http=true
 grep -q '^net echo' <<<"$plan" && net_echo=true
@@ -104,7 +106,8 @@ configure "$build"
 note "building libtpc, its benchmarks and the C peers in $build (-j$jobs)"
 ninja_build "$build"
 b=$build/bench
-for t in bench-core bench-timer bench-idle bench-xshard bench-file bench-uv-timer bench-uv-loop; do
+for t in bench-core bench-timer bench-idle bench-xshard bench-file bench-storage bench-uv-timer \
+    bench-uv-loop; do
     [ -x "$b/$t" ] || die "$b/$t was not built (libuv peers need libuv1-dev when meson configures)"
 done
 # LTO is not the shipped build: it has a row of its own (idle_loop-lto). Measured on the 2-core
@@ -210,6 +213,11 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
                 *) bid=${id}_direct ;;
                 esac
                 run "$r" file libtpc taskset -c 0 "$b/bench-file" "$fs" "$bid" 1
+            done
+            ;;
+        storage) # bench-storage: the shard on CPU 0, its io-wq workers free to use CPU 1
+            for id in $storage_ids; do
+                run "$r" storage libtpc taskset -c 0,1 "$b/bench-storage" "$fs" "$id" 1
             done
             ;;
         net) # net.sh runs each server once per call, in the order given

@@ -386,25 +386,27 @@ static int direct_main(void *arg)
     CHECK(memcmp(a, b, 8192) == 0);
     CHECK_EQ(tpc_read(fd, b + 1, 4096, 0), -EINVAL); /* misaligned: the kernel says so */
 
-    /* Registered buffers. */
-    struct iovec bufs[2] = {{.iov_base = a, .iov_len = 8192}, {.iov_base = b, .iov_len = 8192}};
+    /* Registered buffers (tests/test-storage.c has the table's sharing). */
     CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 0), -EINVAL); /* none registered yet */
-    CHECK_EQ(tpc_buffers_register(bufs, 2), 0);
+    int ha = tpc_buffer_register(a, 8192), hb = tpc_buffer_register(b, 8192);
+    CHECK(ha >= 0 && hb >= 0 && ha != hb);
     memset(b, 0, 8192);
     for (int i = 0; i < 4096; i++)
         a[i] = (char)(i * 13);
-    CHECK_EQ(tpc_write_fixed(fd, a, 4096, 4096, 0), 4096);
-    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 4096, 1), 4096);
+    CHECK_EQ(tpc_write_fixed(fd, a, 4096, 4096, ha), 4096);
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 4096, hb), 4096);
     CHECK(memcmp(a, b, 4096) == 0);
-    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 0), -EINVAL);        /* b is not in buffer 0 */
-    CHECK_EQ(tpc_read_fixed(fd, b + 4096, 8192, 0, 1), -EINVAL); /* runs past buffer 1 */
-    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 2), -EINVAL);        /* no buffer 2 */
-    CHECK_EQ(tpc_buffers_register(NULL, 1), -EINVAL);
-    CHECK_EQ(tpc_buffers_register(bufs, 1), 0); /* replaces the set */
-    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, 1), -EINVAL);
-    CHECK_EQ(tpc_buffers_unregister(), 0);
-    CHECK_EQ(tpc_buffers_unregister(), 0);
-    CHECK_EQ(tpc_read_fixed(fd, a, 4096, 0, 0), -EINVAL);
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, ha), -EINVAL);        /* b is not in buffer a */
+    CHECK_EQ(tpc_read_fixed(fd, b + 4096, 8192, 0, hb), -EINVAL); /* runs past buffer b */
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, -1), -EINVAL);        /* no such handle */
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, -2, hb), -EINVAL);       /* bad offset */
+    CHECK_EQ(tpc_buffer_register(NULL, 4096), -EINVAL);
+    CHECK_EQ(tpc_buffer_register(a, 0), -EINVAL);
+    CHECK_EQ(tpc_buffer_unregister(hb), 0);
+    CHECK_EQ(tpc_buffer_unregister(hb), -EBADF);
+    CHECK_EQ(tpc_read_fixed(fd, b, 4096, 0, hb), -EINVAL); /* given back */
+    CHECK_EQ(tpc_write_fixed(fd, a, 4096, 0, ha), 4096);   /* a is still there */
+    CHECK_EQ(tpc_buffer_unregister(ha), 0);
     free(a);
     free(b);
     CHECK_EQ(tpc_close(fd), 0);
@@ -421,7 +423,9 @@ static int direct_main(void *arg)
 static void test_direct(void **state)
 {
     (void)state;
-    assert_int_equal(tpc_buffers_register(NULL, 0), -EPERM);
+    assert_int_equal(tpc_buffer_register(NULL, 0), -EPERM);
+    assert_int_equal(tpc_buffer_unregister(0), -EPERM);
+    assert_int_equal(tpc_file_register(0), -EPERM);
     run_main(1, direct_main, NULL);
 }
 

@@ -45,6 +45,9 @@ TPC_EXTERN ssize_t tpc_writev(int fd, const struct iovec *iov, int iovcnt, int64
 TPC_EXTERN ssize_t tpc_read_full(int fd, void *buf, size_t len, int64_t offset);
 TPC_EXTERN ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset);
 
+/* fsync(2), fdatasync(2). io_uring always runs them on a worker thread, where they cannot be
+ * cancelled: past the fiber's deadline they still wait and return their own result (the
+ * bounded calls below return at the deadline). */
 TPC_EXTERN int tpc_fsync(int fd);
 TPC_EXTERN int tpc_fdatasync(int fd);
 /* fallocate(2). */
@@ -82,17 +85,73 @@ TPC_EXTERN int tpc_dio_align(int fd);
  * release with free(). NULL (errno set) when out of memory or align is not a power of two. */
 TPC_EXTERN void *tpc_alloc_aligned(size_t align, size_t size);
 
-/* ---- Registered buffers ----
- * Buffers registered with this shard's io_uring skip the kernel's page pinning on every
- * operation. tpc_buffers_register registers n buffers (replacing any earlier set of this
- * shard); tpc_read_fixed / tpc_write_fixed then use buffer `index`, and buf..buf+len must lie
- * inside it. Returns 0 or a negative errno (-EBUSY while fixed operations are in flight when
- * registering anew; -EINVAL for an index or range outside the registered buffers). */
-TPC_EXTERN int tpc_buffers_register(const struct iovec *iov, unsigned n);
-TPC_EXTERN int tpc_buffers_unregister(void);
-TPC_EXTERN ssize_t tpc_read_fixed(int fd, void *buf, size_t len, int64_t offset, unsigned index);
+/* ---- Registered buffers and files ----
+ * Each shard's io_uring has a table of registered buffers and one of registered files
+ * (tpc_config.registered_slots slots each, made on first use). Independent parts of a program
+ * take slots and give them back on their own: registering or giving back one never disturbs
+ * the others, nor operations in flight. A slot is named by a handle (an int >= 0), valid on the
+ * shard that made it until given back; a handle given back is refused (-EBADF) even after its
+ * slot is reused.
+ *
+ * Registered buffers skip the kernel's page pinning on every operation. tpc_buffer_register
+ * registers base..base+len (anonymous or huge-page memory, at most 1 GiB) and returns its
+ * handle, or -EINVAL (NULL base, len 0 or above 1 GiB), -ENOSPC (every slot taken), -ENOMEM,
+ * -EPERM outside a shard, or the kernel's error (-EOPNOTSUPP for file-backed memory).
+ * tpc_buffer_unregister gives it back: 0, -EBADF (not a handle of this shard's), -EBUSY while a
+ * fixed operation on it is in flight. tpc_read_fixed / tpc_write_fixed use buffer `buf_handle`,
+ * and buf..buf+len must lie inside it (else -EINVAL, also for an unknown handle).
+ *
+ * Registered files spare the kernel looking the descriptor up (and its reference counting) on
+ * every operation. tpc_file_register(fd) returns a handle (>= 2^30, above any descriptor) that
+ * tpc_read, tpc_write, tpc_readv, tpc_writev, tpc_read_full, tpc_write_full, tpc_read_fixed,
+ * tpc_write_fixed, tpc_fsync, tpc_fdatasync, tpc_fallocate and the bounded calls below take in
+ * place of a descriptor (others refuse it: -EBADF). The registration holds its own reference to
+ * the open file: closing fd does not end it, tpc_file_unregister does (operations in flight keep
+ * the file until they finish). Returns the handle, -EBADF (fd < 0 or a handle), -ENOSPC, -ENOMEM,
+ * -EPERM outside a shard, or the kernel's error (-EBADF for a closed fd); tpc_file_unregister 0,
+ * -EBADF. */
+TPC_EXTERN int tpc_buffer_register(void *base, size_t len);
+TPC_EXTERN int tpc_buffer_unregister(int buf_handle);
+TPC_EXTERN ssize_t tpc_read_fixed(int fd, void *buf, size_t len, int64_t offset, int buf_handle);
 TPC_EXTERN ssize_t tpc_write_fixed(int fd, const void *buf, size_t len, int64_t offset,
-                                   unsigned index);
+                                   int buf_handle);
+TPC_EXTERN int tpc_file_register(int fd);
+TPC_EXTERN int tpc_file_unregister(int file_handle);
+
+/* ---- Bounded durable operations ----
+ * The kernel cannot cancel an operation that one of io_uring's workers has started (fsync and
+ * fdatasync always; O_DIRECT writes that extend a file on ext4), nor an O_DIRECT write whose
+ * data went to the device. tpc_write / tpc_fdatasync then wait for it past the fiber's deadline
+ * and return its own result. These calls return at the deadline instead:
+ *
+ * They wait until the operation completes (its result returned, *late set to NULL) or the
+ * fiber is cancelled or its deadline passes: then they return -ECANCELED / -ETIMEDOUT and store
+ * in *late the operation, which goes on in the kernel (it is not cancelled: a commit that was
+ * late is still made). Collect it with tpc_pending_wait, which waits (with the fiber's deadline
+ * again: -ETIMEDOUT leaves it pending), returns the operation's result and frees it; or let it
+ * go with tpc_pending_release (freed when it completes, its result unseen). A write's buffer
+ * must stay untouched until the operation has completed (tpc_pending_done > 0, or
+ * tpc_pending_wait returned its result). Records never collected are freed when the shard
+ * stops, which waits for their operations first. If the fiber is already cancelled or past its
+ * deadline, nothing starts (-ECANCELED / -ETIMEDOUT, *late NULL). Other errors as tpc_write /
+ * tpc_fdatasync, and -EINVAL for a NULL late. docs/guide.md, "Bounded commits", shows the
+ * pattern of a storage engine's commit. */
+typedef struct tpc_pending tpc_pending;
+TPC_EXTERN ssize_t tpc_write_bounded(int fd, const void *buf, size_t len, int64_t offset,
+                                     tpc_pending **late);
+TPC_EXTERN int tpc_fsync_bounded(int fd, tpc_pending **late);
+TPC_EXTERN int tpc_fdatasync_bounded(int fd, tpc_pending **late);
+/* Returns p's result once it completes and frees p; -ECANCELED / -ETIMEDOUT (p kept; also
+ * -ECANCELED when p is let go meanwhile), -EBUSY while another fiber waits for p, -EINVAL for
+ * NULL, -EXDEV for another shard's p, -EPERM outside a fiber. */
+TPC_EXTERN ssize_t tpc_pending_wait(tpc_pending *p);
+/* 1 once p's operation has completed, else 0; -EINVAL, -EXDEV, -EPERM as above. Does not
+ * suspend. */
+TPC_EXTERN int tpc_pending_done(const tpc_pending *p);
+/* Lets p go: freed when its operation completes (at once if it has); a fiber waiting for it in
+ * tpc_pending_wait returns -ECANCELED. p must not be used again. Returns 0 (also for NULL),
+ * -EXDEV, -EPERM as above (p then kept). */
+TPC_EXTERN int tpc_pending_release(tpc_pending *p);
 
 /* Writes a one-line description of this shard's io_uring (setup flags and kernel features in
  * use, whether its fd is registered) to buf, like snprintf, and returns the line's length.

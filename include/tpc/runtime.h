@@ -109,10 +109,26 @@ typedef struct tpc_config {
      * stderr. */
     void (*stall_fn)(void *stall_arg, int shard, const char *report);
     void *stall_arg;
+    /* Where each shard's io_uring workers run (io-wq: the kernel threads that do what cannot
+     * be done without blocking: fsync and fdatasync always, buffered I/O that misses the page
+     * cache, O_DIRECT writes that extend a file on ext4). By default they inherit the shard's
+     * one CPU and compete with it. A CPU list such as "2-3" puts them there; "shard" leaves them
+     * on the shard's CPU (the kernel's default); NULL: TPC_IOWQ_CPUS from the environment, else
+     * "auto": the allowed CPUs that no shard is pinned to, or if every one has a shard, the
+     * other shards' CPUs (unpinned shards keep the kernel's default). docs/guide.md, "io_uring's
+     * workers", has the trade-off and figures. */
+    const char *iowq_cpus;
+    /* At most this many io-wq workers per shard for file work (the kernel's "bounded" workers).
+     * 0: the kernel's default (the smaller of the SQ size and 4 x the CPUs). At most 1024. */
+    int32_t iowq_workers;
+    /* Slots of each shard's tables of registered buffers and of registered files
+     * (tpc_buffer_register, tpc_file_register), each created on its first use. 0: 1024. In
+     * [1, 16384]. */
+    uint32_t registered_slots;
     /* Room to grow without changing the struct's size: leave zero (a config initialised with
      * `{...}` or memset is). Later versions give these bytes meanings; this one refuses a
      * config with any of them set (-EINVAL). */
-    uint64_t reserved[6];
+    uint64_t reserved[4];
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
