@@ -21,79 +21,30 @@
 #include <tpc.h>
 #include "../metrics-http.h"
 #include "config.h"
+#include "http.h"
+#include "proxy.h"
 
 #define REQ_MAX 8192
 
-/* Errors by kind, per shard. */
-enum {
-    E_CONNECT_REFUSED,
-    E_CONNECT_TIMEOUT,
-    E_CONNECT_OTHER,
-    E_NO_SERVER,
-    E_MAXCONN,
-    E_IDLE_TIMEOUT,
-    E_RESET,
-    E_CANCELLED,
-    E_RELAY_OTHER,
-    E_COUNT
-};
-static const char *const err_name[E_COUNT] = {"connect_refused", "connect_timeout", "connect_other",
-                                              "no_server",       "maxconn",         "idle_timeout",
-                                              "reset",           "cancelled",       "relay_other"};
-
-/* Counters of one shard: written by it, read by the stats listener on any shard. */
-typedef struct shard_counters {
-    atomic_ullong conns, bytes_in, bytes_out, errors[E_COUNT];
-    atomic_llong active;
-} shard_counters;
-static shard_counters counters[TPC_MAX_SHARDS];
-
-static void count(atomic_ullong *c, uint64_t n)
-{
-    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
-}
-
-/* A server's state in one generation. */
-typedef struct srv_rt {
-    atomic_int up;        /* written by its health check (shard 0), read by every shard */
-    int ok_run, fail_run; /* the health check's own */
-    atomic_llong *active; /* [shard]: connections relayed now, per shard (leastconn) */
-    atomic_ullong conns, errors, connect_ns, connects;
-} srv_rt;
-
-typedef struct gen {
-    px_config *cfg;
-    atomic_long refs;
-    srv_rt **srv;       /* [backend][server] */
-    atomic_ulong *rr;   /* [backend]: the round-robin cursor, shared by the shards */
-    tpc_fiber **checks; /* shard 0's health-check fibers */
-    unsigned nchecks;
-    unsigned id;
-} gen;
-
-static gen *shard_gen[TPC_MAX_SHARDS]; /* each shard's current generation (its reference) */
-static gen *current;                   /* shard 0's: it owns the health checks (a reference) */
-
-/* A frontend's listener: lives across generations while its name and address stay. */
-typedef struct fe_rt {
-    char name[PX_NAME_MAX];
-    tpc_addr listen; /* as configured (port 0 stays 0) */
-    bool handoff;
-    tpc_server *srv;
-    atomic_long live; /* connections now, all shards: maxconn */
-} fe_rt;
+const char *const err_name[E_COUNT] = {
+    "connect_refused", "connect_timeout", "connect_other", "no_server",      "maxconn",
+    "idle_timeout",    "reset",           "cancelled",     "relay_other",    "bad_request",
+    "head_too_large",  "request_timeout", "bad_response",  "server_timeout", "body_aborted"};
+shard_counters counters[TPC_MAX_SHARDS];
+gen *shard_gen[TPC_MAX_SHARDS];
+static gen *current; /* shard 0's: it owns the health checks (a reference) */
 
 #define FE_MAX 256
 static fe_rt *fes[FE_MAX];
 static unsigned nfes;
 static tpc_server *stats_srv;
 static const char *config_file;
-static bool log_conns;
-static int nshards;
+bool log_conns;
+int nshards;
 static tpc_mutex reload_lock; /* shard 0's: a reload and the drain, one at a time */
 static bool draining;
 
-static void gen_put(gen *g)
+void gen_put(gen *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
@@ -196,7 +147,7 @@ static uint64_t hash_addr(const tpc_addr *a)
 
 /* The servers to try, in order, into order[]: the balance's choice first, then the next
  * servers in turn; only servers up. Returns how many. */
-static unsigned candidates(gen *g, unsigned bi, const tpc_addr *peer, unsigned *order)
+unsigned candidates(gen *g, unsigned bi, const tpc_addr *peer, unsigned *order)
 {
     const px_backend *b = &g->cfg->backends[bi];
     srv_rt *rt = g->srv[bi];
@@ -229,7 +180,7 @@ static unsigned candidates(gen *g, unsigned bi, const tpc_addr *peer, unsigned *
 
 /* ---- A connection ---- */
 
-static px_frontend *frontend_of(gen *g, const char *name)
+px_frontend *frontend_of(gen *g, const char *name)
 {
     for (unsigned i = 0; i < g->cfg->nfrontends; i++)
         if (!strcmp(g->cfg->frontends[i].name, name))
@@ -361,9 +312,13 @@ static int health_check(void *arg)
         uint64_t next = tpc_now() + (uint64_t)b->check_interval_ns;
         tpc_deadline_set(b->check_interval_ns);
         int fd = tpc_connect(&sv->addr);
-        tpc_deadline_clear();
-        if (fd >= 0)
+        if (fd >= 0 && b->check == PX_CHECK_HTTP) {
+            int rc = http_check(fd, b->check_path, &sv->addr); /* within the same deadline */
             tpc_close(fd);
+            fd = rc < 0 ? rc : 0;
+        } else if (fd >= 0)
+            tpc_close(fd);
+        tpc_deadline_clear();
         if (fd == -ECANCELED || tpc_cancelled())
             break;
         bool up = atomic_load(&r->up);
@@ -472,6 +427,8 @@ static void stats_plain(strbuf *t, gen *g)
             total.bytes_out += load(&c->bytes_out);
             for (int e = 0; e < E_COUNT; e++)
                 total.errors[e] += load(&c->errors[e]);
+            total.upstream_new += load(&c->upstream_new);
+            total.upstream_reused += load(&c->upstream_reused);
             put(t, "shard %d:", i);
         } else
             put(t, "total:");
@@ -479,17 +436,32 @@ static void stats_plain(strbuf *t, gen *g)
             (long long)c->active, load(&c->bytes_in), load(&c->bytes_out));
         for (int e = 0; e < E_COUNT; e++)
             put(t, " %s %llu", err_name[e], load(&c->errors[e]));
-        put(t, "\n");
+        put(t, " upstream_new %llu upstream_reused %llu\n", load(&c->upstream_new),
+            load(&c->upstream_reused));
+    }
+    for (unsigned i = 0; i < nfes; i++) {
+        unsigned long long req = 0, resp[6] = {0};
+        for (int k = 0; k < nshards; k++) {
+            req += load(&fes[i]->http[k].requests);
+            for (int x = 0; x < 6; x++)
+                resp[x] += load(&fes[i]->http[k].responses[x]);
+        }
+        put(t, "frontend %s: mode %s requests %llu 1xx %llu 2xx %llu 3xx %llu 4xx %llu 5xx %llu\n",
+            fes[i]->name, fes[i]->mode == PX_MODE_HTTP ? "http" : "tcp", req, resp[1], resp[2],
+            resp[3], resp[4], resp[5]);
     }
     px_config *c = g->cfg;
     for (unsigned b = 0; b < c->nbackends; b++)
         for (unsigned s = 0; s < c->backends[b].nservers; s++) {
             srv_rt *r = &g->srv[b][s];
-            unsigned long long k = load(&r->connects);
-            put(t, "server %s/%s: %s active %ld connections %llu errors %llu connect_avg_us %llu\n",
+            unsigned long long k = load(&r->connects), q = load(&r->responses);
+            put(t,
+                "server %s/%s: %s active %ld connections %llu errors %llu connect_avg_us %llu "
+                "responses %llu response_avg_us %llu\n",
                 c->backends[b].name, c->backends[b].servers[s].name,
                 atomic_load(&r->up) ? "UP" : "DOWN", active_all(r), load(&r->conns),
-                load(&r->errors), k ? load(&r->connect_ns) / k / 1000 : 0);
+                load(&r->errors), k ? load(&r->connect_ns) / k / 1000 : 0, q,
+                q ? load(&r->response_ns) / q / 1000 : 0);
         }
 }
 
@@ -513,19 +485,49 @@ static void stats_prometheus(strbuf *t, gen *g)
         for (int e = 0; e < E_COUNT; e++)
             put(t, "tpc_proxy_errors_total{shard=\"%d\",kind=\"%s\"} %llu\n", i, err_name[e],
                 load(&counters[i].errors[e]));
+    put(t, "# TYPE tpc_proxy_upstream_connections_total counter\n");
+    for (int i = 0; i < nshards; i++) {
+        put(t, "tpc_proxy_upstream_connections_total{shard=\"%d\",kind=\"new\"} %llu\n", i,
+            load(&counters[i].upstream_new));
+        put(t, "tpc_proxy_upstream_connections_total{shard=\"%d\",kind=\"reused\"} %llu\n", i,
+            load(&counters[i].upstream_reused));
+    }
+    put(t, "# TYPE tpc_proxy_http_requests_total counter\n");
+    for (unsigned i = 0; i < nfes; i++) {
+        unsigned long long req = 0;
+        for (int k = 0; k < nshards; k++)
+            req += load(&fes[i]->http[k].requests);
+        put(t, "tpc_proxy_http_requests_total{frontend=\"%s\"} %llu\n", fes[i]->name, req);
+    }
+    put(t, "# TYPE tpc_proxy_http_responses_total counter\n");
+    for (unsigned i = 0; i < nfes; i++)
+        for (int x = 1; x < 6; x++) {
+            unsigned long long v = 0;
+            for (int k = 0; k < nshards; k++)
+                v += load(&fes[i]->http[k].responses[x]);
+            put(t, "tpc_proxy_http_responses_total{frontend=\"%s\",class=\"%dxx\"} %llu\n",
+                fes[i]->name, x, v);
+        }
     px_config *c = g->cfg;
-    static const char *const snames[] = {
-        "server_up",           "server_active_connections",  "server_connections_total",
-        "server_errors_total", "server_connect_seconds_sum", "server_connect_seconds_count"};
-    for (int m = 0; m < 6; m++) {
+    static const char *const snames[] = {"server_up",
+                                         "server_active_connections",
+                                         "server_connections_total",
+                                         "server_errors_total",
+                                         "server_connect_seconds_sum",
+                                         "server_connect_seconds_count",
+                                         "server_response_seconds_sum",
+                                         "server_response_seconds_count"};
+    for (int m = 0; m < 8; m++) {
         put(t, "# TYPE tpc_proxy_%s %s\n", snames[m], m < 2 ? "gauge" : "counter");
         for (unsigned b = 0; b < c->nbackends; b++)
             for (unsigned s = 0; s < c->backends[b].nservers; s++) {
                 srv_rt *r = &g->srv[b][s];
                 put(t, "tpc_proxy_%s{backend=\"%s\",server=\"%s\"} ", snames[m],
                     c->backends[b].name, c->backends[b].servers[s].name);
-                if (m == 4)
-                    put(t, "%.6f\n", (double)load(&r->connect_ns) / 1e9);
+                if (m == 4 || m == 6)
+                    put(t, "%.6f\n", (double)load(m == 4 ? &r->connect_ns : &r->response_ns) / 1e9);
+                else if (m == 7)
+                    put(t, "%llu\n", load(&r->responses));
                 else
                     put(t, "%lld\n",
                         m == 0   ? (long long)atomic_load(&r->up)
@@ -608,13 +610,19 @@ static fe_rt *fe_start(const px_frontend *f)
     snprintf(fe->name, sizeof(fe->name), "%s", f->name);
     fe->listen = f->listen;
     fe->handoff = f->handoff;
+    fe->mode = f->mode;
+    fe->http = calloc((size_t)nshards, sizeof(*fe->http));
     tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
-    int rc = tpc_server_start(&f->listen, &o, connection, fe, &fe->srv);
+    int rc = fe->http ? tpc_server_start(&f->listen, &o,
+                                         f->mode == PX_MODE_HTTP ? http_connection : connection, fe,
+                                         &fe->srv)
+                      : -ENOMEM;
     if (rc < 0) {
         char text[128];
         tpc_addr_format(&f->listen, text, sizeof(text));
         fprintf(stderr, "tpc-proxy: frontend %s cannot listen on %s: %s\n", f->name, text,
                 tpc_strerror(rc));
+        free(fe->http);
         free(fe);
         return NULL;
     }
@@ -629,6 +637,7 @@ static void fe_stop(fe_rt *fe)
     if (!fe)
         return;
     tpc_server_stop(fe->srv);
+    free(fe->http);
     free(fe);
 }
 
@@ -682,7 +691,7 @@ static int apply(px_config *c)
         const px_frontend *f = &c->frontends[i];
         for (unsigned j = 0; j < nfes; j++)
             if (!kept[j] && !strcmp(fes[j]->name, f->name) && fes[j]->handoff == f->handoff &&
-                same_addr(&fes[j]->listen, &f->listen)) {
+                fes[j]->mode == f->mode && same_addr(&fes[j]->listen, &f->listen)) {
                 next[i] = fes[j];
                 kept[j] = true;
             }
