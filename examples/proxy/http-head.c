@@ -33,9 +33,14 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     hh_msg *m = p->data;
     if (m->head_done)
         return 0; /* a trailer: passed on as body bytes */
+    if (m->too_many)
+        return 0;
     if (m->nfields == 0 || m->in_value) {
-        if (m->nfields == HH_FIELDS_MAX)
-            return fail(m, m->response ? 502 : 431, "too many header fields");
+        if (m->nfields == HH_FIELDS_MAX) { /* told at the end of the head, where whole and
+                                            * split input agree on what comes first */
+            m->too_many = true;
+            return 0;
+        }
         m->name[m->nfields] = (hh_span){(uint32_t)(at - m->base), 0};
         m->value[m->nfields] = (hh_span){0, 0};
         m->nfields++;
@@ -49,7 +54,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     hh_msg *m = p->data;
-    if (m->head_done || m->nfields == 0)
+    if (m->head_done || m->nfields == 0 || m->too_many)
         return 0;
     hh_span *s = &m->value[m->nfields - 1];
     if (!m->in_value) {
@@ -121,10 +126,12 @@ typedef struct name_arg {
     size_t n;
 } name_arg;
 
+/* Whether Connection's option t names the header a ("close" is an option, not a header
+ * name: a header called close stays, as the proxy's own Connection: close would name it). */
 static bool token_is(const char *t, size_t n, void *arg)
 {
     name_arg *a = arg;
-    return n == a->n && !strncasecmp(t, a->s, n);
+    return n == a->n && !strncasecmp(t, a->s, n) && !is(t, n, "close");
 }
 
 static bool count_token(const char *t, size_t n, void *arg)
@@ -222,6 +229,8 @@ static int on_headers_complete(http_parser *p)
     hh_msg *m = p->data;
     if (m->head_done)
         return 0;
+    if (m->too_many)
+        return fail(m, m->response ? 502 : 431, "too many header fields");
     if (classify_all(m) < 0)
         return -1;
     if (m->response) {
@@ -293,7 +302,7 @@ void hh_init(hh_msg *m, bool response, bool head_request)
     m->response = response;
     m->head_request = head_request;
     m->in_value = m->head_done = m->done = m->no_body = m->chunked = m->until_eof = false;
-    m->keep_alive = m->continue_100 = m->dechunk = m->in_body_pause = false;
+    m->keep_alive = m->continue_100 = m->dechunk = m->too_many = false;
     m->on_data = NULL;
     m->arg = NULL;
     m->body_bytes = 0;

@@ -54,17 +54,17 @@ typedef struct hh_msg {
     short status;    /* an error's status (400, 431, 501, 505; 502 for a response) */
     const char *why; /* and its reason */
     bool response;
-    bool head_request;  /* a response to HEAD: no body whatever the head says */
-    bool in_value;      /* the last head callback was a value */
-    bool head_done;     /* hh_head_feed returned HH_HEAD */
-    bool done;          /* the message is complete (head and body) */
-    bool no_body;       /* complete with its head */
-    bool chunked;       /* the body is chunked */
-    bool until_eof;     /* a response framed by the end of the stream */
-    bool keep_alive;    /* the sender keeps the connection (http_should_keep_alive) */
-    bool continue_100;  /* a request with Expect: 100-continue */
-    bool dechunk;       /* the body's data goes to on_data, not the bytes as they are */
-    bool in_body_pause; /* internal */
+    bool head_request; /* a response to HEAD: no body whatever the head says */
+    bool in_value;     /* the last head callback was a value */
+    bool head_done;    /* hh_head_feed returned HH_HEAD */
+    bool done;         /* the message is complete (head and body) */
+    bool no_body;      /* complete with its head */
+    bool chunked;      /* the body is chunked */
+    bool until_eof;    /* a response framed by the end of the stream */
+    bool keep_alive;   /* the sender keeps the connection (http_should_keep_alive) */
+    bool continue_100; /* a request with Expect: 100-continue */
+    bool dechunk;      /* the body's data goes to on_data, not the bytes as they are */
+    bool too_many;     /* more than HH_FIELDS_MAX headers */
     int (*on_data)(void *arg, const char *p, size_t n); /* dechunk: 0 or -1 (stops) */
     void *arg;
     uint64_t body_bytes; /* bytes of the body (framing included) taken by hh_body_feed */
