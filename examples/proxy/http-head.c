@@ -459,9 +459,21 @@ size_t hh_response_write(const hh_msg *m, const char *base, bool close, bool cli
                          bool dechunk, char *out, size_t cap)
 {
     writer w = {out, out + cap, false};
-    char line[24];
-    int n = snprintf(line, sizeof(line), "HTTP/1.1 %03u ", m->p.status_code % 1000);
-    put(&w, line, (size_t)n);
+    unsigned st = m->p.status_code % 1000;
+    char line[] = {'H',
+                   'T',
+                   'T',
+                   'P',
+                   '/',
+                   '1',
+                   '.',
+                   '1',
+                   ' ',
+                   (char)('0' + st / 100),
+                   (char)('0' + st / 10 % 10),
+                   (char)('0' + st % 10),
+                   ' '};
+    put(&w, line, sizeof(line));
     put(&w, base + m->target.off, m->target.len);
     put(&w, "\r\n", 2);
     for (unsigned i = 0; i < m->nfields; i++) {

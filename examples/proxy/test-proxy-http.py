@@ -126,6 +126,7 @@ class Backend:
     /204, /304         no body
     /never             reads the request and never answers
     /cut               Content-Length 1000 and 10 bytes, then closes
+    /drop              a keep-alive answer, then the connection closes
     anything else      "TAG METHOD PATH" (the request heads are kept in self.heads)"""
 
     def __init__(self, tag="a"):
@@ -184,6 +185,10 @@ class Backend:
             return False
         if path == "/cut":
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+            return False
+        if path == "/drop":  # keep-alive said, then closed: the proxy's pooled one goes stale
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndrop")
+            c.shutdown(socket.SHUT_RDWR)
             return False
         if path == "/eof":
             c.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
@@ -334,6 +339,18 @@ class HttpTest(unittest.TestCase):
         m = p.get("/metrics")
         self.assertRegex(m, r'tpc_proxy_upstream_connections_total\{shard="\d",kind="reused"\} 4')
         self.assertIn('tpc_proxy_http_requests_total{frontend="web"} 5', m)
+
+    def test_stale_pooled_connection_is_retried(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(request("/drop"))
+        self.assertEqual(read_response(r).body, b"drop")
+        for i in range(3):  # the pooled connection was closed by the server: a new one
+            c.sendall(request("/after%d" % i))
+            self.assertEqual(read_response(r).body, b"a GET /after%d" % i)
+        c.close()
+        self.assertEqual(p.counter("upstream_new"), 2)
+        self.assertEqual(p.counter("bad_response"), 0)
 
     def test_pipelining_answers_in_order(self):
         p = self.start()
