@@ -441,7 +441,7 @@ static int proxy_request(hconn *h)
             count(&h->sc->upstream_new, 1);
         }
         count(&r->conns, 1);
-        uint64_t t_sent = tpc_now();
+        uint64_t t_sent = tpc_now_fresh();
         x = exchange(h, ufd, reused, hlen, b0, (size_t)b0len, &streamed);
         if (x == XR_RETRY) {
             tpc_close(ufd);
@@ -450,7 +450,7 @@ static int proxy_request(hconn *h)
         }
         int rc = -1;
         if (x == XR_OK) {
-            count(&r->response_ns, tpc_now() - t_sent);
+            count(&r->response_ns, tpc_now_fresh() - t_sent);
             count(&r->responses, 1);
             bool reuse = false;
             rc = relay_response(h, ufd, &reuse);
