@@ -34,6 +34,35 @@ shard_counters counters[TPC_MAX_SHARDS];
 gen *shard_gen[TPC_MAX_SHARDS];
 static gen *current; /* shard 0's: it owns the health checks (a reference) */
 
+/* The frontends' HTTP counters, by name: they outlive a frontend's listener (a reload that
+ * keeps the name keeps the counts). Slots are added by shard 0 only and never removed, so the
+ * stats listener, on any shard, reads them without a lock (nfe_stats is published last). */
+typedef struct fe_stat {
+    char name[PX_NAME_MAX];
+    atomic_int mode, users; /* users: listeners now (0: not shown) */
+    fe_http *http;          /* [shard] */
+} fe_stat;
+#define FE_STATS_MAX 1024
+static fe_stat fe_stats[FE_STATS_MAX];
+static atomic_uint nfe_stats;
+
+static fe_stat *fe_stat_for(const char *name)
+{
+    unsigned n = atomic_load(&nfe_stats);
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp(fe_stats[i].name, name))
+            return &fe_stats[i];
+    if (n == FE_STATS_MAX)
+        return NULL;
+    fe_stat *st = &fe_stats[n];
+    st->http = calloc((size_t)nshards, sizeof(*st->http));
+    if (!st->http)
+        return NULL;
+    snprintf(st->name, sizeof(st->name), "%s", name);
+    atomic_store_explicit(&nfe_stats, n + 1, memory_order_release);
+    return st;
+}
+
 #define FE_MAX 256
 static fe_rt *fes[FE_MAX];
 static unsigned nfes;
@@ -439,16 +468,20 @@ static void stats_plain(strbuf *t, gen *g)
         put(t, " upstream_new %llu upstream_reused %llu\n", load(&c->upstream_new),
             load(&c->upstream_reused));
     }
-    for (unsigned i = 0; i < nfes; i++) {
+    unsigned nst = atomic_load_explicit(&nfe_stats, memory_order_acquire);
+    for (unsigned i = 0; i < nst; i++) {
+        fe_stat *st = &fe_stats[i];
+        if (!atomic_load(&st->users))
+            continue;
         unsigned long long req = 0, resp[6] = {0};
         for (int k = 0; k < nshards; k++) {
-            req += load(&fes[i]->http[k].requests);
+            req += load(&st->http[k].requests);
             for (int x = 0; x < 6; x++)
-                resp[x] += load(&fes[i]->http[k].responses[x]);
+                resp[x] += load(&st->http[k].responses[x]);
         }
         put(t, "frontend %s: mode %s requests %llu 1xx %llu 2xx %llu 3xx %llu 4xx %llu 5xx %llu\n",
-            fes[i]->name, fes[i]->mode == PX_MODE_HTTP ? "http" : "tcp", req, resp[1], resp[2],
-            resp[3], resp[4], resp[5]);
+            st->name, atomic_load(&st->mode) == PX_MODE_HTTP ? "http" : "tcp", req, resp[1],
+            resp[2], resp[3], resp[4], resp[5]);
     }
     px_config *c = g->cfg;
     for (unsigned b = 0; b < c->nbackends; b++)
@@ -492,21 +525,23 @@ static void stats_prometheus(strbuf *t, gen *g)
         put(t, "tpc_proxy_upstream_connections_total{shard=\"%d\",kind=\"reused\"} %llu\n", i,
             load(&counters[i].upstream_reused));
     }
+    unsigned nst = atomic_load_explicit(&nfe_stats, memory_order_acquire);
     put(t, "# TYPE tpc_proxy_http_requests_total counter\n");
-    for (unsigned i = 0; i < nfes; i++) {
+    for (unsigned i = 0; i < nst; i++) {
         unsigned long long req = 0;
-        for (int k = 0; k < nshards; k++)
-            req += load(&fes[i]->http[k].requests);
-        put(t, "tpc_proxy_http_requests_total{frontend=\"%s\"} %llu\n", fes[i]->name, req);
+        for (int k = 0; k < nshards && atomic_load(&fe_stats[i].users); k++)
+            req += load(&fe_stats[i].http[k].requests);
+        if (atomic_load(&fe_stats[i].users))
+            put(t, "tpc_proxy_http_requests_total{frontend=\"%s\"} %llu\n", fe_stats[i].name, req);
     }
     put(t, "# TYPE tpc_proxy_http_responses_total counter\n");
-    for (unsigned i = 0; i < nfes; i++)
-        for (int x = 1; x < 6; x++) {
+    for (unsigned i = 0; i < nst; i++)
+        for (int x = 1; x < 6 && atomic_load(&fe_stats[i].users); x++) {
             unsigned long long v = 0;
             for (int k = 0; k < nshards; k++)
-                v += load(&fes[i]->http[k].responses[x]);
+                v += load(&fe_stats[i].http[k].responses[x]);
             put(t, "tpc_proxy_http_responses_total{frontend=\"%s\",class=\"%dxx\"} %llu\n",
-                fes[i]->name, x, v);
+                fe_stats[i].name, x, v);
         }
     px_config *c = g->cfg;
     static const char *const snames[] = {"server_up",
@@ -611,7 +646,8 @@ static fe_rt *fe_start(const px_frontend *f)
     fe->listen = f->listen;
     fe->handoff = f->handoff;
     fe->mode = f->mode;
-    fe->http = calloc((size_t)nshards, sizeof(*fe->http));
+    fe_stat *st = fe_stat_for(f->name);
+    fe->http = st ? st->http : NULL;
     tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
     int rc = fe->http ? tpc_server_start(&f->listen, &o,
                                          f->mode == PX_MODE_HTTP ? http_connection : connection, fe,
@@ -622,10 +658,11 @@ static fe_rt *fe_start(const px_frontend *f)
         tpc_addr_format(&f->listen, text, sizeof(text));
         fprintf(stderr, "tpc-proxy: frontend %s cannot listen on %s: %s\n", f->name, text,
                 tpc_strerror(rc));
-        free(fe->http);
         free(fe);
         return NULL;
     }
+    atomic_store(&st->mode, f->mode);
+    atomic_fetch_add(&st->users, 1);
     print_addr("frontend", f->name, fe->srv);
     return fe;
 }
@@ -637,7 +674,9 @@ static void fe_stop(fe_rt *fe)
     if (!fe)
         return;
     tpc_server_stop(fe->srv);
-    free(fe->http);
+    fe_stat *st = fe_stat_for(fe->name);
+    if (st)
+        atomic_fetch_sub(&st->users, 1);
     free(fe);
 }
 

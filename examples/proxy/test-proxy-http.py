@@ -280,6 +280,12 @@ class Proxy:
     def stop(self):
         self.p.terminate()
         rc = self.p.wait(DEADLINE)
+        if rc != 0:  # a sanitizer's report, for one
+            time.sleep(0)
+            with self.cond:
+                while not self.lines or self.lines[-1] is not None:
+                    self.cond.wait(DEADLINE)
+                sys.stderr.write("".join(self.lines[:-1]))
         self.p.stdout.close()
         self.dir.cleanup()
         return rc
