@@ -88,13 +88,53 @@ typedef struct hconn {
     shard_counters *sc;
     fe_http *fh;
     tpc_addr peer;
-    char xff[128]; /* the client's address without port: X-Forwarded-For */
-    size_t cs, ce; /* client input not yet used: cbuf[cs..ce) */
-    size_t us, ue; /* server input: ubuf[us..ue) */
-    int kind;      /* the error kind of the last failure (E_COUNT: none) */
+    char xff[128];                       /* the client's address without port: X-Forwarded-For */
+    size_t cs, ce;                       /* client input not yet used: cbuf[cs..ce) */
+    size_t us, ue;                       /* server input: ubuf[us..ue) */
+    int kind;                            /* the error kind of the last failure (E_COUNT: none) */
+    struct hconn *idle_prev, *idle_next; /* in its shard's idle list (waiting, nothing read) */
     hh_msg req, resp;
     char cbuf[CBUF], ubuf[UBUF], out[OUTBUF];
 } hconn;
+
+/* Each shard's keep-alive connections waiting for a request with nothing read of it, which a
+ * drain closes at once (the others close after the response under way). */
+typedef struct shard_idle {
+    hconn *idle;
+    bool draining;
+} shard_idle;
+static shard_idle idles[TPC_MAX_SHARDS];
+
+static void idle_add(hconn *h)
+{
+    shard_idle *s = &idles[tpc_shard_id()];
+    h->idle_prev = NULL;
+    h->idle_next = s->idle;
+    if (s->idle)
+        s->idle->idle_prev = h;
+    s->idle = h;
+}
+
+static void idle_remove(hconn *h)
+{
+    shard_idle *s = &idles[tpc_shard_id()];
+    if (h->idle_prev)
+        h->idle_prev->idle_next = h->idle_next;
+    else
+        s->idle = h->idle_next;
+    if (h->idle_next)
+        h->idle_next->idle_prev = h->idle_prev;
+}
+
+int http_drain(void *arg)
+{
+    (void)arg;
+    shard_idle *s = &idles[tpc_shard_id()];
+    s->draining = true;
+    for (hconn *h = s->idle; h; h = h->idle_next)
+        tpc_sock_shutdown(h->cfd, SHUT_RD); /* its recv ends: the connection closes */
+    return 0;
+}
 
 static void fail_kind(hconn *h, int kind)
 {
@@ -193,9 +233,16 @@ static int read_request(hconn *h)
                          h->req.status == 431 ? E_HEAD_TOO_LARGE : E_BAD_REQUEST);
             return -1;
         }
+        bool idle = h->ce == 0;
+        if (idle && idles[tpc_shard_id()].draining)
+            return 0;
         tpc_deadline_set_at(first ? first + (uint64_t)h->f->http_request_ns
                                   : tpc_now() + (uint64_t)h->f->client_idle_ns);
+        if (idle)
+            idle_add(h);
         ssize_t n = tpc_recv(h->cfd, h->cbuf + h->ce, sizeof(h->cbuf) - h->ce, 0);
+        if (idle)
+            idle_remove(h);
         if (n > 0) {
             count(&h->sc->bytes_in, (uint64_t)n);
             if (!first)
@@ -340,7 +387,7 @@ static int relay_response(hconn *h, int ufd, bool *reuse)
     hh_msg *m = &h->resp;
     bool client_10 = h->req.p.http_minor == 0;
     bool dechunk = client_10 && m->chunked;
-    bool close = !h->req.keep_alive || m->until_eof || dechunk;
+    bool close = !h->req.keep_alive || m->until_eof || dechunk || idles[tpc_shard_id()].draining;
     count_response(h, m->p.status_code);
     size_t hlen = hh_response_write(m, h->ubuf, close, client_10, dechunk, h->out, sizeof(h->out));
     if (hlen == 0) {

@@ -789,6 +789,7 @@ static int drain(void *arg)
     int rc = tpc_mutex_lock(&reload_lock); /* one under way finishes first */
     printf("tpc-proxy: draining %u frontends\n", nfes);
     fflush(stdout);
+    tpc_on_all(http_drain, NULL); /* idle HTTP keep-alive connections close now */
     /* All frontends at once, each in a fiber: every listener closes now, and each frontend's
      * connections have the whole drain deadline. */
     stop_arg args[FE_MAX];

@@ -223,13 +223,13 @@ class Backend:
 class Proxy:
     """tpc-proxy on a configuration text; its output read line by line."""
 
-    def __init__(self, config):
+    def __init__(self, config, drain_ms=500):
         self.dir = tempfile.TemporaryDirectory()
         self.file = os.path.join(self.dir.name, "proxy.ini")
         with open(self.file, "w") as f:
             f.write(config)
         self.lines, self.cond = [], threading.Condition()
-        self.p = subprocess.Popen([PROXY, "-c", self.file, "--shards", "2", "--drain-ms", "500"],
+        self.p = subprocess.Popen([PROXY, "-c", self.file, "--shards", "2", "--drain-ms", str(drain_ms)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
         threading.Thread(target=self.read, daemon=True).start()
@@ -357,6 +357,18 @@ class HttpTest(unittest.TestCase):
         c.close()
         self.assertEqual(p.counter("upstream_new"), 2)
         self.assertEqual(p.counter("bad_response"), 0)
+
+    def test_drain_closes_idle_keepalive_connections_at_once(self):
+        self.backends = [Backend()]
+        p = Proxy(config(self.backends), drain_ms=30000)
+        c, r = p.connect()
+        c.sendall(request("/idle"))
+        self.assertEqual(read_response(r).body, b"a GET /idle")
+        t0 = time.monotonic()
+        self.assertEqual(p.stop(), 0)  # not the 30 s of the drain deadline
+        self.assertLess(time.monotonic() - t0, 10 * SLOW)
+        self.assertEqual(c.recv(1), b"")
+        c.close()
 
     def test_pipelining_answers_in_order(self):
         p = self.start()
