@@ -346,6 +346,7 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
     }
     h->us = h->ue = 0;
     hh_init(&h->resp, true, h->req.p.method == HTTP_HEAD);
+    bool got = false; /* a byte of a response (a 1xx one too) */
     for (;;) {
         int r = hh_head_feed(&h->resp, h->ubuf, h->ue);
         if (r == HH_ERROR)
@@ -367,6 +368,7 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
         ssize_t n = tpc_recv(ufd, h->ubuf + h->ue, sizeof(h->ubuf) - h->ue, 0);
         if (n > 0) {
             h->ue += (size_t)n;
+            got = true;
             continue;
         }
         if (n == -ECANCELED) {
@@ -375,7 +377,7 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
         }
         if (n == -ETIMEDOUT)
             return XR_504;
-        return reused && !*streamed && h->ue == 0 ? XR_RETRY : XR_502;
+        return reused && !*streamed && !got ? XR_RETRY : XR_502;
     }
 }
 

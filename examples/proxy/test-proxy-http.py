@@ -93,26 +93,29 @@ class Reader:
 
 
 class Response:
-    def __init__(self, status, headers, body, framing):
+    def __init__(self, status, headers, body, framing, informational):
         self.status, self.headers, self.body, self.framing = status, headers, body, framing
+        self.informational = informational  # the 1xx heads before it: [(status, headers)]
 
     def get(self, name):
         return dict(self.headers).get(name)
 
 
 def read_response(r, head_request=False, hasher=None):
+    informational = []
     while True:
         line, headers = r.head()
         status = int(line.split()[1])
         if status >= 200:
             break
+        informational.append((status, headers))
     parts = []
     sink = hasher.update if hasher else parts.append
     if head_request or status in (204, 304):
         framing = "none"
     else:
         framing = r.body(headers, sink, True)
-    return Response(status, headers, b"".join(parts), framing)
+    return Response(status, headers, b"".join(parts), framing, informational)
 
 
 class Backend:
@@ -124,6 +127,7 @@ class Backend:
     /eof               a body ended by closing (no Content-Length)
     /hop               a response with hop-by-hop headers
     /204, /304         no body
+    /early             a 103 Early Hints first
     /never             reads the request and never answers
     /cut               Content-Length 1000 and 10 bytes, then closes
     /drop              a keep-alive answer, then the connection closes
@@ -193,6 +197,8 @@ class Backend:
         if path == "/eof":
             c.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
             return False
+        if path == "/early":
+            c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
         if path in ("/204", "/304"):
             c.sendall(b"HTTP/1.1 %s Nothing\r\nX-Tag: %s\r\n\r\n" % (path[1:].encode(),
                                                                        self.tag.encode()))
@@ -472,6 +478,23 @@ class HttpTest(unittest.TestCase):
         self.assertIsNone(resp.get("transfer-encoding"))
         c.close()
         self.assertEqual(self.backends[0].heads[0][0], "GET /old HTTP/1.1")
+
+    def test_100_continue_and_1xx(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(b"POST /hash HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 5\r\n\r\n")
+        line, _ = r.head()  # the proxy's own, before the body is sent
+        self.assertEqual(line, "HTTP/1.1 100 Continue")
+        c.sendall(b"hello")
+        resp = read_response(r)
+        self.assertEqual(resp.body, (hashlib.sha256(b"hello").hexdigest() + " length").encode())
+        self.assertNotIn("expect", dict(self.backends[0].heads[0][1]))
+        c.sendall(request("/early"))  # a 1xx from the server goes to an HTTP/1.1 client
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.body), (200, b"a GET /early"))
+        self.assertEqual(resp.informational, [(103, [("link", "</s.css>")])])
+        c.close()
 
     def test_head_204_304_have_no_body(self):
         p = self.start()
