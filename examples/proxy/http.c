@@ -93,6 +93,9 @@ typedef struct hconn {
     size_t us, ue;                       /* server input: ubuf[us..ue) */
     int kind;                            /* the error kind of the last failure (E_COUNT: none) */
     struct hconn *idle_prev, *idle_next; /* in its shard's idle list (waiting, nothing read) */
+    tpc_rx *rx;                          /* the client's receive stream (NULL: plain tpc_recv) */
+    tpc_buf held;                        /* a chunk of it not yet copied whole into cbuf */
+    size_t held_off;
     hh_msg req, resp;
     char cbuf[CBUF], ubuf[UBUF], out[OUTBUF];
 } hconn;
@@ -134,6 +137,64 @@ int http_drain(void *arg)
     for (hconn *h = s->idle; h; h = h->idle_next)
         tpc_sock_shutdown(h->cfd, SHUT_RD); /* its recv ends: the connection closes */
     return 0;
+}
+
+/* ---- Receiving from the client ----
+ * Through a receive stream on a per-shard pool of provided buffers (tpc_rx): the kernel keeps
+ * one receive armed per connection instead of one per call, and idle connections hold no pool
+ * buffer. Each chunk is copied into cbuf (a head must be contiguous there) and given back at
+ * once. TPC_PROXY_RX=0 in the environment uses plain tpc_recv instead. */
+
+#define RX_BUFS     1024
+#define RX_BUF_SIZE 16384
+
+static tpc_bufpool *rx_pools[TPC_MAX_SHARDS];
+static int rx_mode = -1; /* 1: streams, 0: tpc_recv */
+
+static void rx_open(hconn *h)
+{
+    h->rx = NULL;
+    h->held.len = 0;
+    if (rx_mode < 0) {
+        const char *e = getenv("TPC_PROXY_RX");
+        rx_mode = !(e && !strcmp(e, "0"));
+    }
+    tpc_bufpool **p = &rx_pools[tpc_shard_id()];
+    if (!rx_mode || (!*p && tpc_bufpool_create(RX_BUFS, RX_BUF_SIZE, p) < 0))
+        return;
+    if (tpc_rx_open(h->cfd, *p, &h->rx) < 0)
+        h->rx = NULL;
+}
+
+static void rx_close(hconn *h)
+{
+    if (h->held.len)
+        tpc_buf_release(&h->held);
+    h->held.len = 0;
+    tpc_rx_close(h->rx);
+}
+
+/* Up to cap bytes from the client into dst: like tpc_recv. */
+static ssize_t client_recv(hconn *h, char *dst, size_t cap)
+{
+    if (!h->rx)
+        return tpc_recv(h->cfd, dst, cap, 0);
+    if (!h->held.len) {
+        ssize_t n = tpc_rx_next(h->rx, &h->held);
+        if (n <= 0) {
+            h->held.len = 0;
+            return n;
+        }
+        h->held_off = 0;
+    }
+    size_t n = h->held.len - h->held_off < cap ? h->held.len - h->held_off : cap;
+    memcpy(dst, h->held.data + h->held_off, n);
+    h->held_off += n;
+    if (h->held_off == h->held.len) {
+        tpc_buf_release(&h->held);
+        h->held.len = 0;
+    }
+    return (ssize_t)n;
 }
 
 static void fail_kind(hconn *h, int kind)
@@ -240,7 +301,7 @@ static int read_request(hconn *h)
                                   : tpc_now() + (uint64_t)h->f->client_idle_ns);
         if (idle)
             idle_add(h);
-        ssize_t n = tpc_recv(h->cfd, h->cbuf + h->ce, sizeof(h->cbuf) - h->ce, 0);
+        ssize_t n = client_recv(h, h->cbuf + h->ce, sizeof(h->cbuf) - h->ce);
         if (idle)
             idle_remove(h);
         if (n > 0) {
@@ -328,7 +389,7 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
         if (h->cs == h->ce) {
             h->cs = h->ce = 0;
             tpc_deadline_set_at(tpc_now() + (uint64_t)f->client_idle_ns);
-            ssize_t n = tpc_recv(h->cfd, h->cbuf, sizeof(h->cbuf), 0);
+            ssize_t n = client_recv(h, h->cbuf, sizeof(h->cbuf));
             if (n <= 0) {
                 fail_kind(h, n == -ECANCELED ? E_CANCELLED : E_BODY_ABORTED);
                 return XR_CLOSE;
@@ -588,8 +649,10 @@ int http_connection(int fd, void *arg)
     address_text(&h->peer, h->xff, sizeof(h->xff));
     tpc_sock_nodelay(fd, 1);
     atomic_fetch_add(&sc->active, 1);
+    rx_open(h);
     while (read_request(h) > 0 && proxy_request(h) == 0)
         ;
+    rx_close(h);
     atomic_fetch_sub(&sc->active, 1);
     if (log_conns) {
         printf("conn shard=%d frontend=%s client=%s mode=http result=%s\n", shard, fe->name, h->xff,
