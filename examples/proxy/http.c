@@ -23,8 +23,8 @@
 #define UBUF         (HH_HEAD_MAX + 16384) /* server input */
 #define JOIN_MAX     8192 /* first body bytes up to this are copied after the head: one send */
 #define OUTBUF       (HH_HEAD_MAX + HH_EXTRA + JOIN_MAX)
-#define POOL_SERVERS 64 /* servers with idle connections, per shard */
-#define POOL_PER     64 /* idle connections per server, per shard */
+#define POOL_SERVERS 64  /* servers with idle connections, per shard */
+#define POOL_PER     512 /* idle connections per server, per shard */
 
 /* ---- The per-shard pool of idle keep-alive connections to servers, by address ---- */
 
