@@ -186,6 +186,7 @@ static void section_start(parse *p, const char *section)
         b->check_interval_ns = 2 * S_NS;
         b->rise = 2;
         b->fall = 3;
+        snprintf(b->check_path, sizeof(b->check_path), "/");
         p->index = c->nbackends++;
         p->kind = SEC_BACKEND;
     }
@@ -207,6 +208,33 @@ static void duration(parse *p, const char *key, const char *value, int64_t *out)
     if (px_duration_parse(value, out) < 0 || *out == 0)
         error_at(p, p->line, "bad duration '%s' for %s in [%s] (expected 5s, 200ms, 1m ...)", value,
                  key, p->section);
+}
+
+/* route = HOST PATHPREFIX BACKEND */
+static void route_line(parse *p, px_frontend *f, const char *value)
+{
+    char host[PX_HOST_MAX + 1], prefix[PX_PATH_MAX + 1], backend[PX_NAME_MAX + 1], extra[2];
+    int n = sscanf(value, "%128s %256s %64s %1s", host, prefix, backend, extra);
+    if (n != 3 || strlen(host) >= PX_HOST_MAX || strlen(prefix) >= PX_PATH_MAX ||
+        strlen(backend) >= PX_NAME_MAX || prefix[0] != '/') {
+        error_at(p, p->line,
+                 "bad route '%s' in [%s] (expected HOST PATHPREFIX BACKEND: a host name or *, "
+                 "a path starting with /, a backend)",
+                 value, p->section);
+        return;
+    }
+    px_route *r = grow(f->routes, f->nroutes, sizeof(*r));
+    if (!r) {
+        error_at(p, p->line, "out of memory");
+        return;
+    }
+    f->routes = r;
+    r += f->nroutes++;
+    snprintf(r->host, sizeof(r->host), "%s", host);
+    snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
+    r->prefix_len = strlen(prefix);
+    snprintf(r->backend_name, sizeof(r->backend_name), "%s", backend);
+    r->line = p->line;
 }
 
 /* "NAME ADDR [weight=N]" */
@@ -255,11 +283,14 @@ static void frontend_key(parse *p, px_frontend *f, const char *key, const char *
 {
     if (!strcmp(key, "listen"))
         f->has_listen = parse_addr(p, key, value, &f->listen) || f->has_listen;
+    else if (!strcmp(key, "route"))
+        route_line(p, f, value);
     else if (!strcmp(key, "mode")) {
+        f->mode_line = p->line;
         if (!strcmp(value, "tcp"))
             f->mode = PX_MODE_TCP;
         else if (!strcmp(value, "http"))
-            error_at(p, p->line, "mode http in [%s] is not implemented yet", p->section);
+            f->mode = PX_MODE_HTTP;
         else
             error_at(p, p->line, "bad mode '%s' in [%s] (expected tcp or http)", value, p->section);
     } else if (!strcmp(key, "accept")) {
@@ -309,11 +340,23 @@ static void backend_key(parse *p, px_backend *b, const char *key, const char *va
     } else if (!strcmp(key, "check")) {
         if (!strcmp(value, "tcp"))
             b->check = PX_CHECK_TCP;
+        else if (!strcmp(value, "http"))
+            b->check = PX_CHECK_HTTP;
         else if (!strcmp(value, "none"))
             b->check = PX_CHECK_NONE;
         else
-            error_at(p, p->line, "bad check '%s' in [%s] (expected tcp or none)", value,
+            error_at(p, p->line, "bad check '%s' in [%s] (expected tcp, http or none)", value,
                      p->section);
+    } else if (!strcmp(key, "check_path")) {
+        bool ok = value[0] == '/' && strlen(value) < PX_PATH_MAX;
+        for (const char *c = value; ok && *c; c++)
+            ok = *c > ' ' && *c < 127;
+        if (ok)
+            snprintf(b->check_path, sizeof(b->check_path), "%s", value);
+        else
+            error_at(p, p->line,
+                     "bad check_path '%s' in [%s] (expected a path starting with /, no spaces)",
+                     value, p->section);
     } else if (!strcmp(key, "check_interval"))
         duration(p, key, value, &b->check_interval_ns);
     else if (!strcmp(key, "rise") || !strcmp(key, "fall")) {
@@ -373,6 +416,17 @@ static void validate(parse *p)
             else
                 f->backend = (unsigned)b;
         }
+        for (unsigned r = 0; r < f->nroutes; r++) {
+            px_route *rt = &f->routes[r];
+            int b = px_backend_find(c, rt->backend_name);
+            if (b < 0)
+                error_at(p, rt->line, "unknown backend '%s' in a route of [frontend %s]",
+                         rt->backend_name, f->name);
+            else
+                rt->backend = (unsigned)b;
+            if (f->mode != PX_MODE_HTTP)
+                error_at(p, rt->line, "route in [frontend %s] needs mode = http", f->name);
+        }
         for (unsigned j = 0; j < i && f->has_listen; j++)
             if (c->frontends[j].has_listen && same_addr(&f->listen, &c->frontends[j].listen))
                 error_at(p, f->line, "[frontend %s] listens where [frontend %s] does", f->name,
@@ -422,6 +476,8 @@ void px_config_free(px_config *c)
         return;
     for (unsigned i = 0; i < c->nbackends; i++)
         free(c->backends[i].servers);
+    for (unsigned i = 0; i < c->nfrontends; i++)
+        free(c->frontends[i].routes);
     free(c->backends);
     free(c->frontends);
     free(c);

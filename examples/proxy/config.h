@@ -13,7 +13,10 @@
 
 enum px_mode { PX_MODE_TCP, PX_MODE_HTTP };
 enum px_balance { PX_BAL_ROUNDROBIN, PX_BAL_LEASTCONN, PX_BAL_SOURCE };
-enum px_check { PX_CHECK_NONE, PX_CHECK_TCP };
+enum px_check { PX_CHECK_NONE, PX_CHECK_TCP, PX_CHECK_HTTP };
+
+#define PX_HOST_MAX 128
+#define PX_PATH_MAX 256
 
 typedef struct px_server {
     char name[PX_NAME_MAX];
@@ -30,8 +33,20 @@ typedef struct px_backend {
     int check; /* enum px_check */
     int64_t check_interval_ns;
     unsigned rise, fall;
+    char check_path[PX_PATH_MAX]; /* check = http: GET this (default "/") */
     int line;
 } px_backend;
+
+/* route = HOST PATHPREFIX BACKEND (HTTP mode): HOST is a name (compared without case, the
+ * request's port ignored) or *; PATHPREFIX starts with /. The first that matches wins. */
+typedef struct px_route {
+    char host[PX_HOST_MAX];
+    char prefix[PX_PATH_MAX];
+    size_t prefix_len;
+    char backend_name[PX_NAME_MAX];
+    unsigned backend; /* index into px_config.backends, once validated */
+    int line;
+} px_route;
 
 typedef struct px_frontend {
     char name[PX_NAME_MAX];
@@ -44,6 +59,9 @@ typedef struct px_frontend {
     char backend_name[PX_NAME_MAX];
     int backend_line;
     unsigned backend; /* index into px_config.backends, once validated */
+    px_route *routes; /* HTTP mode, in the order of the file */
+    unsigned nroutes;
+    int mode_line;
     int line;
 } px_frontend;
 

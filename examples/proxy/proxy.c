@@ -25,70 +25,47 @@
 #include <unistd.h>
 #include "../metrics-http.h"
 #include "config.h"
+#include "http.h"
+#include "proxy.h"
 
 #define REQ_MAX 8192
 
-/* Errors by kind, per shard. */
-enum {
-    E_CONNECT_REFUSED,
-    E_CONNECT_TIMEOUT,
-    E_CONNECT_OTHER,
-    E_NO_SERVER,
-    E_MAXCONN,
-    E_IDLE_TIMEOUT,
-    E_RESET,
-    E_CANCELLED,
-    E_RELAY_OTHER,
-    E_COUNT
-};
-static const char *const err_name[E_COUNT] = {"connect_refused", "connect_timeout", "connect_other",
-                                              "no_server",       "maxconn",         "idle_timeout",
-                                              "reset",           "cancelled",       "relay_other"};
+const char *const err_name[E_COUNT] = {
+    "connect_refused", "connect_timeout", "connect_other", "no_server",      "maxconn",
+    "idle_timeout",    "reset",           "cancelled",     "relay_other",    "bad_request",
+    "head_too_large",  "request_timeout", "bad_response",  "server_timeout", "body_aborted"};
+shard_counters counters[TPC_MAX_SHARDS];
+gen *shard_gen[TPC_MAX_SHARDS];
+static gen *current; /* shard 0's: it owns the health checks (a reference) */
 
-/* Counters of one shard: written by it, read by the stats listener on any shard. */
-typedef struct shard_counters {
-    atomic_ullong conns, bytes_in, bytes_out, errors[E_COUNT];
-    atomic_llong active;
-} shard_counters;
-static shard_counters counters[TPC_MAX_SHARDS];
-
-static void count(atomic_ullong *c, uint64_t n)
-{
-    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
-}
-
-/* A server's state in one generation. */
-typedef struct srv_rt {
-    atomic_int up;        /* written by its health check (shard 0), read by every shard */
-    int ok_run, fail_run; /* the health check's own */
-    atomic_llong *active; /* [shard]: connections relayed now, per shard (leastconn) */
-    atomic_ullong conns, errors, connect_ns, connects;
-} srv_rt;
-
-typedef struct gen {
-    px_config *cfg;
-    atomic_long refs;
-    srv_rt **srv;       /* [backend][server] */
-    atomic_ulong *rr;   /* [backend]: the round-robin cursor, shared by the shards */
-    tpc_fiber **checks; /* shard 0's health-check fibers */
-    unsigned nchecks;
-    unsigned id;
-} gen;
-
-static gen *shard_gen[TPC_MAX_SHARDS]; /* each shard's current generation (its reference) */
-static gen *current;                   /* shard 0's: it owns the health checks (a reference) */
-
-/* A frontend's listener: lives across generations while its name and address stay. */
-typedef struct relay_ctx relay_ctx;
-typedef struct fe_rt {
+/* The frontends' HTTP counters, by name: they outlive a frontend's listener (a reload that
+ * keeps the name keeps the counts). Slots are added by shard 0 only and never removed, so the
+ * stats listener, on any shard, reads them without a lock (nfe_stats is published last). */
+typedef struct fe_stat {
     char name[PX_NAME_MAX];
-    tpc_addr listen; /* as configured (port 0 stays 0) */
-    bool handoff;
-    tpc_server *srv;
-    atomic_long live;                  /* connections now, all shards: maxconn, and the drain */
-    atomic_long refs;                  /* its owner's and one per relay_ctx: the last frees */
-    relay_ctx *relays[TPC_MAX_SHARDS]; /* each shard's running relays (that shard's only) */
-} fe_rt;
+    atomic_int mode, users; /* users: listeners now (0: not shown) */
+    fe_http *http;          /* [shard] */
+} fe_stat;
+#define FE_STATS_MAX 1024
+static fe_stat fe_stats[FE_STATS_MAX];
+static atomic_uint nfe_stats;
+
+static fe_stat *fe_stat_for(const char *name)
+{
+    unsigned n = atomic_load(&nfe_stats);
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp(fe_stats[i].name, name))
+            return &fe_stats[i];
+    if (n == FE_STATS_MAX)
+        return NULL;
+    fe_stat *st = &fe_stats[n];
+    st->http = calloc((size_t)nshards, sizeof(*st->http));
+    if (!st->http)
+        return NULL;
+    snprintf(st->name, sizeof(st->name), "%s", name);
+    atomic_store_explicit(&nfe_stats, n + 1, memory_order_release);
+    return st;
+}
 
 /* An established connection, relayed in the background. */
 struct relay_ctx {
@@ -106,12 +83,12 @@ static fe_rt *fes[FE_MAX];
 static unsigned nfes;
 static tpc_server *stats_srv;
 static const char *config_file;
-static bool log_conns;
-static int nshards;
+bool log_conns;
+int nshards;
 static tpc_mutex reload_lock; /* shard 0's: a reload and the drain, one at a time */
 static bool draining;
 
-static void gen_put(gen *g)
+void gen_put(gen *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
@@ -214,7 +191,7 @@ static uint64_t hash_addr(const tpc_addr *a)
 
 /* The servers to try, in order, into order[]: the balance's choice first, then the next
  * servers in turn; only servers up. Returns how many. */
-static unsigned candidates(gen *g, unsigned bi, const tpc_addr *peer, unsigned *order)
+unsigned candidates(gen *g, unsigned bi, const tpc_addr *peer, unsigned *order)
 {
     const px_backend *b = &g->cfg->backends[bi];
     srv_rt *rt = g->srv[bi];
@@ -247,7 +224,7 @@ static unsigned candidates(gen *g, unsigned bi, const tpc_addr *peer, unsigned *
 
 /* ---- A connection ---- */
 
-static px_frontend *frontend_of(gen *g, const char *name)
+px_frontend *frontend_of(gen *g, const char *name)
 {
     for (unsigned i = 0; i < g->cfg->nfrontends; i++)
         if (!strcmp(g->cfg->frontends[i].name, name))
@@ -444,9 +421,13 @@ static int health_check(void *arg)
         uint64_t next = tpc_now() + (uint64_t)b->check_interval_ns;
         tpc_deadline_set(b->check_interval_ns);
         int fd = tpc_connect(&sv->addr);
-        tpc_deadline_clear();
-        if (fd >= 0)
+        if (fd >= 0 && b->check == PX_CHECK_HTTP) {
+            int rc = http_check(fd, b->check_path, &sv->addr); /* within the same deadline */
             tpc_close(fd);
+            fd = rc < 0 ? rc : 0;
+        } else if (fd >= 0)
+            tpc_close(fd);
+        tpc_deadline_clear();
         if (fd == -ECANCELED || tpc_cancelled())
             break;
         bool up = atomic_load(&r->up);
@@ -555,6 +536,8 @@ static void stats_plain(strbuf *t, gen *g)
             total.bytes_out += load(&c->bytes_out);
             for (int e = 0; e < E_COUNT; e++)
                 total.errors[e] += load(&c->errors[e]);
+            total.upstream_new += load(&c->upstream_new);
+            total.upstream_reused += load(&c->upstream_reused);
             put(t, "shard %d:", i);
         } else
             put(t, "total:");
@@ -562,17 +545,36 @@ static void stats_plain(strbuf *t, gen *g)
             (long long)c->active, load(&c->bytes_in), load(&c->bytes_out));
         for (int e = 0; e < E_COUNT; e++)
             put(t, " %s %llu", err_name[e], load(&c->errors[e]));
-        put(t, "\n");
+        put(t, " upstream_new %llu upstream_reused %llu\n", load(&c->upstream_new),
+            load(&c->upstream_reused));
+    }
+    unsigned nst = atomic_load_explicit(&nfe_stats, memory_order_acquire);
+    for (unsigned i = 0; i < nst; i++) {
+        fe_stat *st = &fe_stats[i];
+        if (!atomic_load(&st->users))
+            continue;
+        unsigned long long req = 0, resp[6] = {0};
+        for (int k = 0; k < nshards; k++) {
+            req += load(&st->http[k].requests);
+            for (int x = 0; x < 6; x++)
+                resp[x] += load(&st->http[k].responses[x]);
+        }
+        put(t, "frontend %s: mode %s requests %llu 1xx %llu 2xx %llu 3xx %llu 4xx %llu 5xx %llu\n",
+            st->name, atomic_load(&st->mode) == PX_MODE_HTTP ? "http" : "tcp", req, resp[1],
+            resp[2], resp[3], resp[4], resp[5]);
     }
     px_config *c = g->cfg;
     for (unsigned b = 0; b < c->nbackends; b++)
         for (unsigned s = 0; s < c->backends[b].nservers; s++) {
             srv_rt *r = &g->srv[b][s];
-            unsigned long long k = load(&r->connects);
-            put(t, "server %s/%s: %s active %ld connections %llu errors %llu connect_avg_us %llu\n",
+            unsigned long long k = load(&r->connects), q = load(&r->responses);
+            put(t,
+                "server %s/%s: %s active %ld connections %llu errors %llu connect_avg_us %llu "
+                "responses %llu response_avg_us %llu\n",
                 c->backends[b].name, c->backends[b].servers[s].name,
                 atomic_load(&r->up) ? "UP" : "DOWN", active_all(r), load(&r->conns),
-                load(&r->errors), k ? load(&r->connect_ns) / k / 1000 : 0);
+                load(&r->errors), k ? load(&r->connect_ns) / k / 1000 : 0, q,
+                q ? load(&r->response_ns) / q / 1000 : 0);
         }
 }
 
@@ -596,19 +598,51 @@ static void stats_prometheus(strbuf *t, gen *g)
         for (int e = 0; e < E_COUNT; e++)
             put(t, "tpc_proxy_errors_total{shard=\"%d\",kind=\"%s\"} %llu\n", i, err_name[e],
                 load(&counters[i].errors[e]));
+    put(t, "# TYPE tpc_proxy_upstream_connections_total counter\n");
+    for (int i = 0; i < nshards; i++) {
+        put(t, "tpc_proxy_upstream_connections_total{shard=\"%d\",kind=\"new\"} %llu\n", i,
+            load(&counters[i].upstream_new));
+        put(t, "tpc_proxy_upstream_connections_total{shard=\"%d\",kind=\"reused\"} %llu\n", i,
+            load(&counters[i].upstream_reused));
+    }
+    unsigned nst = atomic_load_explicit(&nfe_stats, memory_order_acquire);
+    put(t, "# TYPE tpc_proxy_http_requests_total counter\n");
+    for (unsigned i = 0; i < nst; i++) {
+        unsigned long long req = 0;
+        for (int k = 0; k < nshards && atomic_load(&fe_stats[i].users); k++)
+            req += load(&fe_stats[i].http[k].requests);
+        if (atomic_load(&fe_stats[i].users))
+            put(t, "tpc_proxy_http_requests_total{frontend=\"%s\"} %llu\n", fe_stats[i].name, req);
+    }
+    put(t, "# TYPE tpc_proxy_http_responses_total counter\n");
+    for (unsigned i = 0; i < nst; i++)
+        for (int x = 1; x < 6 && atomic_load(&fe_stats[i].users); x++) {
+            unsigned long long v = 0;
+            for (int k = 0; k < nshards; k++)
+                v += load(&fe_stats[i].http[k].responses[x]);
+            put(t, "tpc_proxy_http_responses_total{frontend=\"%s\",class=\"%dxx\"} %llu\n",
+                fe_stats[i].name, x, v);
+        }
     px_config *c = g->cfg;
-    static const char *const snames[] = {
-        "server_up",           "server_active_connections",  "server_connections_total",
-        "server_errors_total", "server_connect_seconds_sum", "server_connect_seconds_count"};
-    for (int m = 0; m < 6; m++) {
+    static const char *const snames[] = {"server_up",
+                                         "server_active_connections",
+                                         "server_connections_total",
+                                         "server_errors_total",
+                                         "server_connect_seconds_sum",
+                                         "server_connect_seconds_count",
+                                         "server_response_seconds_sum",
+                                         "server_response_seconds_count"};
+    for (int m = 0; m < 8; m++) {
         put(t, "# TYPE tpc_proxy_%s %s\n", snames[m], m < 2 ? "gauge" : "counter");
         for (unsigned b = 0; b < c->nbackends; b++)
             for (unsigned s = 0; s < c->backends[b].nservers; s++) {
                 srv_rt *r = &g->srv[b][s];
                 put(t, "tpc_proxy_%s{backend=\"%s\",server=\"%s\"} ", snames[m],
                     c->backends[b].name, c->backends[b].servers[s].name);
-                if (m == 4)
-                    put(t, "%.6f\n", (double)load(&r->connect_ns) / 1e9);
+                if (m == 4 || m == 6)
+                    put(t, "%.6f\n", (double)load(m == 4 ? &r->connect_ns : &r->response_ns) / 1e9);
+                else if (m == 7)
+                    put(t, "%llu\n", load(&r->responses));
                 else
                     put(t, "%lld\n",
                         m == 0   ? (long long)atomic_load(&r->up)
@@ -692,8 +726,14 @@ static fe_rt *fe_start(const px_frontend *f)
     atomic_init(&fe->refs, 1);
     fe->listen = f->listen;
     fe->handoff = f->handoff;
+    fe->mode = f->mode;
+    fe_stat *st = fe_stat_for(f->name);
+    fe->http = st ? st->http : NULL;
     tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
-    int rc = tpc_server_start(&f->listen, &o, connection, fe, &fe->srv);
+    int rc = fe->http ? tpc_server_start(&f->listen, &o,
+                                         f->mode == PX_MODE_HTTP ? http_connection : connection, fe,
+                                         &fe->srv)
+                      : -ENOMEM;
     if (rc < 0) {
         char text[128];
         tpc_addr_format(&f->listen, text, sizeof(text));
@@ -702,6 +742,8 @@ static fe_rt *fe_start(const px_frontend *f)
         free(fe);
         return NULL;
     }
+    atomic_store(&st->mode, f->mode);
+    atomic_fetch_add(&st->users, 1);
     print_addr("frontend", f->name, fe->srv);
     return fe;
 }
@@ -724,8 +766,11 @@ static void fe_stop(fe_rt *fe)
     if (!fe)
         return;
     tpc_server_stop(fe->srv); /* the connections still connecting (fibers) are done after it */
+    fe_stat *st = fe_stat_for(fe->name);
+    if (st)
+        atomic_fetch_sub(&st->users, 1);
     bool cut = false;
-    while (atomic_load(&fe->live) > 0) {
+    while (atomic_load(&fe->live) > 0) { /* (HTTP mode: none, its fibers were waited for) */
         int rc = tpc_sleep(5 * 1000 * 1000);
         if (rc == -ETIMEDOUT && !cut) { /* the deadline: the rest are cut */
             tpc_deadline_clear();
@@ -788,7 +833,7 @@ static int apply(px_config *c)
         const px_frontend *f = &c->frontends[i];
         for (unsigned j = 0; j < nfes; j++)
             if (!kept[j] && !strcmp(fes[j]->name, f->name) && fes[j]->handoff == f->handoff &&
-                same_addr(&fes[j]->listen, &f->listen)) {
+                fes[j]->mode == f->mode && same_addr(&fes[j]->listen, &f->listen)) {
                 next[i] = fes[j];
                 kept[j] = true;
             }
@@ -847,6 +892,7 @@ static int drain(void *arg)
     int rc = tpc_mutex_lock(&reload_lock); /* one under way finishes first */
     printf("tpc-proxy: draining %u frontends\n", nfes);
     fflush(stdout);
+    tpc_on_all(http_drain, NULL); /* idle HTTP keep-alive connections close now */
     /* All frontends at once, each in a fiber: every listener closes now, and each frontend's
      * connections have the whole drain deadline. */
     stop_arg args[FE_MAX];

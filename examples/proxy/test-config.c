@@ -82,6 +82,40 @@ static void good(void **state)
     px_config_free(c);
 }
 
+/* HTTP mode: routes in order, check = http with its path. */
+static void http_mode(void **state)
+{
+    (void)state;
+    px_config *c;
+    char errs[4096] = "";
+    int rc = load("[frontend web]\nlisten = 127.0.0.1:8000\nmode = http\nbackend = app\n"
+                  "route = api.example.com /v1/ api\n"
+                  "route = * /static/ files\n"
+                  "timeout_http_request = 2s\n"
+                  "[backend app]\nserver = a 127.0.0.1:9001\n"
+                  "[backend api]\nserver = a 127.0.0.1:9002\ncheck = http\n"
+                  "check_path = /health?full=1\n"
+                  "[backend files]\nserver = a 127.0.0.1:9003\ncheck = http\n",
+                  &c, errs, sizeof(errs));
+    assert_string_equal(errs, "");
+    assert_int_equal(rc, 0);
+    px_frontend *f = &c->frontends[0];
+    assert_int_equal(f->mode, PX_MODE_HTTP);
+    assert_true(f->http_request_ns == 2LL * 1000000000);
+    assert_int_equal(f->nroutes, 2);
+    assert_string_equal(f->routes[0].host, "api.example.com");
+    assert_string_equal(f->routes[0].prefix, "/v1/");
+    assert_int_equal(f->routes[0].backend, 1);
+    assert_string_equal(f->routes[1].host, "*");
+    assert_int_equal(f->routes[1].prefix_len, 8);
+    assert_int_equal(f->routes[1].backend, 2);
+    assert_int_equal(c->backends[1].check, PX_CHECK_HTTP);
+    assert_string_equal(c->backends[1].check_path, "/health?full=1");
+    assert_string_equal(c->backends[2].check_path, "/"); /* the default */
+    assert_int_equal(c->backends[0].check, PX_CHECK_TCP);
+    px_config_free(c);
+}
+
 static void expect(const char *text, int errors, const char *const lines[])
 {
     px_config *c = (px_config *)1;
@@ -136,9 +170,22 @@ static void bad(void **state)
                                  "F:13: no server in [backend empty]", NULL});
     expect("[frontend a]\nthis line has no equals sign\nlisten = 127.0.0.1:1\n", 2,
            (const char *const[]){"F:2: syntax error", "F:1: no backend in [frontend a]", NULL});
-    expect("[frontend a]\nmode = http\nlisten = 1.2.3.4:5\nbackend = b\n[backend b]\n"
-           "server = s 127.0.0.1:2\n",
-           1, (const char *const[]){"F:2: mode http in [frontend a] is not implemented yet", NULL});
+    expect(
+        "[frontend a]\nmode = http\nlisten = 1.2.3.4:5\nbackend = b\n"
+        "route = example.com /api nowhere\n"
+        "route = example.com api b\n"
+        "route = example.com /api\n"
+        "mode = gopher\n"
+        "[frontend t]\nlisten = 1.2.3.4:6\nbackend = b\nroute = * / b\n"
+        "[backend b]\nserver = s 127.0.0.1:2\ncheck = smoke\ncheck_path = health\n",
+        7,
+        (const char *const[]){"F:5: unknown backend 'nowhere' in a route of [frontend a]",
+                              "F:6: bad route 'example.com api b' in [frontend a]",
+                              "F:7: bad route 'example.com /api' in [frontend a]",
+                              "F:8: bad mode 'gopher' in [frontend a] (expected tcp or http)",
+                              "F:12: route in [frontend t] needs mode = http",
+                              "F:15: bad check 'smoke' in [backend b] (expected tcp, http or none)",
+                              "F:16: bad check_path 'health' in [backend b]", NULL});
     expect("", 1, (const char *const[]){"no [frontend NAME] section", NULL});
     char longer[1024];
     snprintf(longer, sizeof(longer),
@@ -184,10 +231,8 @@ static void durations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(good),
-        cmocka_unit_test(bad),
-        cmocka_unit_test(missing_file),
-        cmocka_unit_test(durations),
+        cmocka_unit_test(good),         cmocka_unit_test(http_mode), cmocka_unit_test(bad),
+        cmocka_unit_test(missing_file), cmocka_unit_test(durations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

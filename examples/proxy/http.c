@@ -1,0 +1,712 @@
+/* tpc-proxy's HTTP/1.1 mode (http.h, README.md).
+ *
+ * A fiber per client connection handles one request at a time: it reads the request head into
+ * its client buffer (bytes after it stay there: the body, or the next pipelined request), picks
+ * a backend by the routes and a server by the backend's balance, takes a keep-alive connection
+ * to that server from this shard's pool (or connects), sends the re-written head with the
+ * first body bytes in one call, streams the rest of the body, reads the response head, sends
+ * its re-written head with the first body bytes in one call, streams the rest, and puts the
+ * server connection back in the pool. Only then is the next request read. Buffers are fixed
+ * per connection (allocated once, with the connection), so a slow reader on either side slows
+ * the other down instead of making the proxy buffer. No allocation per request. */
+#include "http.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/uio.h>
+#include "http-head.h"
+#include "proxy.h"
+
+#define CBUF         (HH_HEAD_MAX + 16384) /* client input: a head and what follows it */
+#define UBUF         (HH_HEAD_MAX + 16384) /* server input */
+#define JOIN_MAX     8192 /* first body bytes up to this are copied after the head: one send */
+#define OUTBUF       (HH_HEAD_MAX + HH_EXTRA + JOIN_MAX)
+#define POOL_SERVERS 64  /* servers with idle connections, per shard */
+#define POOL_PER     512 /* idle connections per server, per shard */
+
+/* ---- The per-shard pool of idle keep-alive connections to servers, by address ---- */
+
+typedef struct pool_slot {
+    tpc_addr addr;
+    int n;
+    int fd[POOL_PER];
+} pool_slot;
+
+typedef struct shard_pool {
+    unsigned nslots;
+    pool_slot slot[POOL_SERVERS];
+} shard_pool;
+
+static shard_pool *pools[TPC_MAX_SHARDS]; /* each shard's own, made on first use */
+
+static bool same_addr(const tpc_addr *a, const tpc_addr *b)
+{
+    return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
+}
+
+static pool_slot *pool_find(const tpc_addr *a, bool add)
+{
+    shard_pool **pp = &pools[tpc_shard_id()];
+    if (!*pp && !(*pp = calloc(1, sizeof(**pp))))
+        return NULL;
+    shard_pool *p = *pp;
+    for (unsigned i = 0; i < p->nslots; i++)
+        if (same_addr(&p->slot[i].addr, a))
+            return &p->slot[i];
+    if (!add || p->nslots == POOL_SERVERS)
+        return NULL;
+    pool_slot *s = &p->slot[p->nslots++];
+    s->addr = *a;
+    s->n = 0;
+    return s;
+}
+
+static int pool_get(const tpc_addr *a)
+{
+    pool_slot *s = pools[tpc_shard_id()] ? pool_find(a, false) : NULL;
+    return s && s->n ? s->fd[--s->n] : -1;
+}
+
+static void pool_put(const tpc_addr *a, int fd)
+{
+    pool_slot *s = pool_find(a, true);
+    if (s && s->n < POOL_PER)
+        s->fd[s->n++] = fd;
+    else
+        tpc_close(fd);
+}
+
+/* ---- A client connection ---- */
+
+typedef struct hconn {
+    int cfd;
+    fe_rt *fe;
+    gen *g;
+    const px_frontend *f;
+    shard_counters *sc;
+    fe_http *fh;
+    tpc_addr peer;
+    char xff[128];                       /* the client's address without port: X-Forwarded-For */
+    size_t cs, ce;                       /* client input not yet used: cbuf[cs..ce) */
+    size_t us, ue;                       /* server input: ubuf[us..ue) */
+    int kind;                            /* the error kind of the last failure (E_COUNT: none) */
+    struct hconn *idle_prev, *idle_next; /* in its shard's idle list (waiting, nothing read) */
+    tpc_rx *rx;                          /* the client's receive stream (NULL: plain tpc_recv) */
+    tpc_buf held;                        /* a chunk of it not yet copied whole into cbuf */
+    size_t held_off;
+    hh_msg req, resp;
+    char cbuf[CBUF], ubuf[UBUF], out[OUTBUF];
+} hconn;
+
+/* Each shard's keep-alive connections waiting for a request with nothing read of it, which a
+ * drain closes at once (the others close after the response under way). */
+typedef struct shard_idle {
+    hconn *idle;
+    bool draining;
+} shard_idle;
+static shard_idle idles[TPC_MAX_SHARDS];
+
+static void idle_add(hconn *h)
+{
+    shard_idle *s = &idles[tpc_shard_id()];
+    h->idle_prev = NULL;
+    h->idle_next = s->idle;
+    if (s->idle)
+        s->idle->idle_prev = h;
+    s->idle = h;
+}
+
+static void idle_remove(hconn *h)
+{
+    shard_idle *s = &idles[tpc_shard_id()];
+    if (h->idle_prev)
+        h->idle_prev->idle_next = h->idle_next;
+    else
+        s->idle = h->idle_next;
+    if (h->idle_next)
+        h->idle_next->idle_prev = h->idle_prev;
+}
+
+int http_drain(void *arg)
+{
+    (void)arg;
+    shard_idle *s = &idles[tpc_shard_id()];
+    s->draining = true;
+    for (hconn *h = s->idle; h; h = h->idle_next)
+        tpc_sock_shutdown(h->cfd, SHUT_RD); /* its recv ends: the connection closes */
+    return 0;
+}
+
+/* ---- Receiving from the client ----
+ * With plain tpc_recv into cbuf; or, with TPC_PROXY_RX=1 in the environment, through a receive
+ * stream on a per-shard pool of provided buffers (tpc_rx: the kernel keeps one receive armed
+ * per connection instead of one per call), each chunk copied into cbuf (a head must be
+ * contiguous there) and given back at once. Measured alike (wrk, 64 connections: within the
+ * noise, recv a little ahead), so recv is the default. */
+
+#define RX_BUFS     1024
+#define RX_BUF_SIZE 16384
+
+static tpc_bufpool *rx_pools[TPC_MAX_SHARDS];
+static int rx_mode = -1; /* 1: streams, 0: tpc_recv */
+
+static void rx_open(hconn *h)
+{
+    h->rx = NULL;
+    h->held.len = 0;
+    if (rx_mode < 0) {
+        const char *e = getenv("TPC_PROXY_RX");
+        rx_mode = e && !strcmp(e, "1");
+    }
+    tpc_bufpool **p = &rx_pools[tpc_shard_id()];
+    if (!rx_mode || (!*p && tpc_bufpool_create(RX_BUFS, RX_BUF_SIZE, p) < 0))
+        return;
+    if (tpc_rx_open(h->cfd, *p, &h->rx) < 0)
+        h->rx = NULL;
+}
+
+static void rx_close(hconn *h)
+{
+    if (h->held.len)
+        tpc_buf_release(&h->held);
+    h->held.len = 0;
+    tpc_rx_close(h->rx);
+}
+
+/* Up to cap bytes from the client into dst: like tpc_recv. */
+static ssize_t client_recv(hconn *h, char *dst, size_t cap)
+{
+    if (!h->rx)
+        return tpc_recv(h->cfd, dst, cap, 0);
+    if (!h->held.len) {
+        ssize_t n = tpc_rx_next(h->rx, &h->held);
+        if (n <= 0) {
+            h->held.len = 0;
+            return n;
+        }
+        h->held_off = 0;
+    }
+    size_t n = h->held.len - h->held_off < cap ? h->held.len - h->held_off : cap;
+    memcpy(dst, h->held.data + h->held_off, n);
+    h->held_off += n;
+    if (h->held_off == h->held.len) {
+        tpc_buf_release(&h->held);
+        h->held.len = 0;
+    }
+    return (ssize_t)n;
+}
+
+static void fail_kind(hconn *h, int kind)
+{
+    count(&h->sc->errors[kind], 1);
+    h->kind = kind;
+}
+
+static void count_response(hconn *h, unsigned status)
+{
+    unsigned cls = status / 100;
+    count(&h->fh->responses[cls < 6 ? cls : 0], 1);
+}
+
+/* Sends every byte of iov[0..n) (which it advances) to fd, with `idle_ns` for each send. One
+ * buffer goes with a plain send, which costs the kernel less than a sendmsg. */
+static int send_all(int fd, struct iovec *iov, int n, int64_t idle_ns)
+{
+    while (n > 0) {
+        if (iov->iov_len == 0) {
+            iov++, n--;
+            continue;
+        }
+        tpc_deadline_set_at(tpc_now() + (uint64_t)idle_ns);
+        ssize_t k = n == 1 || iov[1].iov_len == 0 ? tpc_send(fd, iov->iov_base, iov->iov_len, 0)
+                                                  : tpc_sendv(fd, iov, n);
+        if (k < 0)
+            return (int)k;
+        while (k > 0) {
+            size_t step = (size_t)k < iov->iov_len ? (size_t)k : iov->iov_len;
+            iov->iov_base = (char *)iov->iov_base + step;
+            iov->iov_len -= step;
+            k -= (ssize_t)step;
+            if (iov->iov_len == 0)
+                iov++, n--;
+        }
+    }
+    return 0;
+}
+
+/* A head in h->out[0..hlen) and the first body bytes: a few are copied after the head, so
+ * that both go in one send of one buffer. */
+static void join(hconn *h, struct iovec iov[2])
+{
+    if (iov[0].iov_base == h->out && iov[1].iov_len && iov[1].iov_len <= JOIN_MAX &&
+        iov[0].iov_len + iov[1].iov_len <= sizeof(h->out)) {
+        memcpy(h->out + iov[0].iov_len, iov[1].iov_base, iov[1].iov_len);
+        iov[0].iov_len += iov[1].iov_len;
+        iov[1].iov_len = 0;
+    }
+}
+
+static int send_client(hconn *h, const void *p1, size_t n1, const void *p2, size_t n2)
+{
+    struct iovec iov[2] = {{(void *)p1, n1}, {(void *)p2, n2}};
+    join(h, iov);
+    int rc = send_all(h->cfd, iov, 2, h->f->client_idle_ns);
+    if (rc == 0)
+        count(&h->sc->bytes_out, n1 + n2);
+    return rc;
+}
+
+/* An error answer (the last on the connection). */
+static void answer(hconn *h, int status, const char *why)
+{
+    count_response(h, (unsigned)status);
+    size_t n = hh_error_write(status, why, h->req.p.method == HTTP_HEAD && h->req.head_done, h->out,
+                              sizeof(h->out));
+    send_client(h, h->out, n, NULL, 0);
+}
+
+static void answer_error(hconn *h, int status, const char *why, int kind)
+{
+    fail_kind(h, kind);
+    answer(h, status, why);
+}
+
+/* Reads the next request head into cbuf. 1: a head (h->req), 0: the client is gone or went
+ * idle (closed quietly), -1: answered with an error. */
+static int read_request(hconn *h)
+{
+    if (h->cs > 0) { /* what follows the last request moves to the front */
+        memmove(h->cbuf, h->cbuf + h->cs, h->ce - h->cs);
+        h->ce -= h->cs;
+        h->cs = 0;
+    }
+    hh_init(&h->req, false, false);
+    uint64_t first = h->ce ? tpc_now() : 0;
+    for (;;) {
+        int r = hh_head_feed(&h->req, h->cbuf, h->ce);
+        if (r == HH_HEAD) {
+            h->cs = h->req.head_len;
+            return 1;
+        }
+        if (r == HH_ERROR) {
+            answer_error(h, h->req.status, h->req.why,
+                         h->req.status == 431 ? E_HEAD_TOO_LARGE : E_BAD_REQUEST);
+            return -1;
+        }
+        bool idle = h->ce == 0;
+        if (idle && idles[tpc_shard_id()].draining)
+            return 0;
+        tpc_deadline_set_at(first ? first + (uint64_t)h->f->http_request_ns
+                                  : tpc_now() + (uint64_t)h->f->client_idle_ns);
+        if (idle)
+            idle_add(h);
+        ssize_t n = client_recv(h, h->cbuf + h->ce, sizeof(h->cbuf) - h->ce);
+        if (idle)
+            idle_remove(h);
+        if (n > 0) {
+            count(&h->sc->bytes_in, (uint64_t)n);
+            if (!first)
+                first = tpc_now();
+            h->ce += (size_t)n;
+            continue;
+        }
+        if (n == -ETIMEDOUT && first) {
+            answer_error(h, 408, "the request head did not come in time", E_REQUEST_TIMEOUT);
+            return -1;
+        }
+        if (n == -ETIMEDOUT)
+            fail_kind(h, E_IDLE_TIMEOUT);
+        else if (n == -ECANCELED)
+            fail_kind(h, E_CANCELLED);
+        else if (n < 0 && n != -ECONNRESET)
+            fail_kind(h, E_RESET);
+        return 0; /* (an end of stream mid-head: nothing to answer) */
+    }
+}
+
+/* The backend for the request: the first route whose host and path prefix match. */
+static unsigned route(const hconn *h)
+{
+    const px_frontend *f = h->f;
+    if (f->nroutes == 0)
+        return f->backend;
+    const char *t = h->cbuf + h->req.target.off, *host = NULL;
+    size_t tlen = h->req.target.len, hlen = 0;
+    if (tlen > 7 && (!strncasecmp(t, "http://", 7) || !strncasecmp(t, "https://", 8))) {
+        size_t skip = t[4] == ':' ? 7 : 8; /* absolute form: its authority is the host */
+        host = t + skip;
+        const char *slash = memchr(host, '/', tlen - skip);
+        hlen = slash ? (size_t)(slash - host) : tlen - skip;
+        t = slash ? slash : "/";
+        tlen = slash ? tlen - skip - hlen : 1;
+    } else {
+        int i = hh_find(&h->req, HK_HOST);
+        if (i >= 0)
+            host = hh_value(&h->req, h->cbuf, (unsigned)i, &hlen);
+    }
+    while (hlen && (host[hlen - 1] == ' ' || host[hlen - 1] == '\t'))
+        hlen--;
+    const char *colon = hlen && host[0] != '[' ? memchr(host, ':', hlen) : NULL;
+    if (hlen && host[0] == '[')
+        colon = memchr(host, ']', hlen) ? (const char *)memchr(host, ']', hlen) + 1 : NULL;
+    if (colon && colon < host + hlen && *colon == ':')
+        hlen = (size_t)(colon - host);
+    for (unsigned r = 0; r < f->nroutes; r++) {
+        const px_route *rt = &f->routes[r];
+        bool host_ok = (rt->host[0] == '*' && !rt->host[1]) ||
+                       (strlen(rt->host) == hlen && !strncasecmp(rt->host, host, hlen));
+        if (host_ok && rt->prefix_len <= tlen && !memcmp(rt->prefix, t, rt->prefix_len))
+            return rt->backend;
+    }
+    return f->backend;
+}
+
+enum { XR_OK, XR_RETRY, XR_CLOSE, XR_400, XR_502, XR_504 };
+
+/* Dechunked body data for an HTTP/1.0 client. */
+static int to_client(void *arg, const char *p, size_t n)
+{
+    hconn *h = arg;
+    return send_client(h, p, n, NULL, 0) < 0 ? -1 : 0;
+}
+
+/* Sends the request (head in out[0..hlen), the first body bytes cbuf[b0..b0+b0len)) to the
+ * server on ufd, streams the rest of the body, and reads the response head into ubuf.
+ * XR_RETRY: a reused connection failed before anything was taken from the client after the
+ * head's first bytes (the server had closed it): another connection may try again. */
+static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size_t b0len,
+                    bool *streamed)
+{
+    const px_frontend *f = h->f;
+    struct iovec iov[2] = {{h->out, hlen}, {h->cbuf + b0, b0len}};
+    join(h, iov);
+    int rc = send_all(ufd, iov, 2, f->server_idle_ns);
+    if (rc < 0)
+        return reused && !*streamed ? XR_RETRY : rc == -ETIMEDOUT ? XR_504 : XR_502;
+    while (!h->req.done) { /* the rest of the request body */
+        *streamed = true;
+        if (h->cs == h->ce) {
+            h->cs = h->ce = 0;
+            tpc_deadline_set_at(tpc_now() + (uint64_t)f->client_idle_ns);
+            ssize_t n = client_recv(h, h->cbuf, sizeof(h->cbuf));
+            if (n <= 0) {
+                fail_kind(h, n == -ECANCELED ? E_CANCELLED : E_BODY_ABORTED);
+                return XR_CLOSE;
+            }
+            count(&h->sc->bytes_in, (uint64_t)n);
+            h->ce = (size_t)n;
+        }
+        long used = hh_body_feed(&h->req, h->cbuf + h->cs, h->ce - h->cs);
+        if (used < 0)
+            return XR_400;
+        struct iovec b = {h->cbuf + h->cs, (size_t)used};
+        if (send_all(ufd, &b, 1, f->server_idle_ns) < 0)
+            return XR_502;
+        h->cs += (size_t)used;
+    }
+    h->us = h->ue = 0;
+    hh_init(&h->resp, true, h->req.p.method == HTTP_HEAD);
+    bool got = false; /* a byte of a response (a 1xx one too) */
+    for (;;) {
+        int r = hh_head_feed(&h->resp, h->ubuf, h->ue);
+        if (r == HH_ERROR)
+            return XR_502;
+        if (r == HH_HEAD && h->resp.p.status_code / 100 != 1)
+            return XR_OK;
+        if (r == HH_HEAD) { /* 1xx: passed on to an HTTP/1.1 client, then the real one */
+            size_t n =
+                hh_response_write(&h->resp, h->ubuf, false, false, false, h->out, sizeof(h->out));
+            if (h->req.p.http_minor >= 1 && n && send_client(h, h->out, n, NULL, 0) < 0)
+                return XR_CLOSE;
+            size_t len = h->resp.head_len;
+            memmove(h->ubuf, h->ubuf + len, h->ue - len);
+            h->ue -= len;
+            hh_init(&h->resp, true, h->req.p.method == HTTP_HEAD);
+            continue;
+        }
+        tpc_deadline_set_at(tpc_now() + (uint64_t)f->server_idle_ns);
+        ssize_t n = tpc_recv(ufd, h->ubuf + h->ue, sizeof(h->ubuf) - h->ue, 0);
+        if (n > 0) {
+            h->ue += (size_t)n;
+            got = true;
+            continue;
+        }
+        if (n == -ECANCELED) {
+            fail_kind(h, E_CANCELLED);
+            return XR_CLOSE;
+        }
+        if (n == -ETIMEDOUT)
+            return XR_504;
+        return reused && !*streamed && !got ? XR_RETRY : XR_502;
+    }
+}
+
+/* Sends the response (its head is in ubuf) to the client and streams its body. 0: the
+ * response is complete and the server connection may be reused (*reuse); -1: the client
+ * connection must close. */
+static int relay_response(hconn *h, int ufd, bool *reuse)
+{
+    hh_msg *m = &h->resp;
+    bool client_10 = h->req.p.http_minor == 0;
+    bool dechunk = client_10 && m->chunked;
+    bool close = !h->req.keep_alive || m->until_eof || dechunk || idles[tpc_shard_id()].draining;
+    count_response(h, m->p.status_code);
+    size_t hlen = hh_response_write(m, h->ubuf, close, client_10, dechunk, h->out, sizeof(h->out));
+    if (hlen == 0) {
+        answer_error(h, 502, "response head too large", E_BAD_RESPONSE);
+        return -1;
+    }
+    h->us = m->head_len;
+    long used = 0;
+    if (dechunk) {
+        m->dechunk = true;
+        m->on_data = to_client;
+        m->arg = h;
+        if (send_client(h, h->out, hlen, NULL, 0) < 0)
+            goto client_gone;
+    } else {
+        used = hh_body_feed(m, h->ubuf + h->us, h->ue - h->us);
+        if (used < 0)
+            goto server_bad;
+        if (send_client(h, h->out, hlen, h->ubuf + h->us, (size_t)used) < 0)
+            goto client_gone;
+        h->us += (size_t)used;
+    }
+    while (!m->done) {
+        if (h->us == h->ue) {
+            h->us = h->ue = 0;
+            tpc_deadline_set_at(tpc_now() + (uint64_t)h->f->server_idle_ns);
+            ssize_t n = tpc_recv(ufd, h->ubuf, sizeof(h->ubuf), 0);
+            if (n == 0 && hh_body_eof(m) == 0)
+                break;
+            if (n <= 0) {
+                fail_kind(h, n == -ECANCELED ? E_CANCELLED : E_BODY_ABORTED);
+                return -1;
+            }
+            h->ue = (size_t)n;
+        }
+        used = hh_body_feed(m, h->ubuf + h->us, h->ue - h->us);
+        if (used < 0)
+            goto server_bad;
+        if (!dechunk && send_client(h, h->ubuf + h->us, (size_t)used, NULL, 0) < 0)
+            goto client_gone;
+        h->us += (size_t)used;
+    }
+    *reuse = m->keep_alive && h->us == h->ue; /* (bytes after the response: not reused) */
+    return close ? -1 : 0;
+server_bad:
+    fail_kind(h, E_BODY_ABORTED); /* a malformed body mid-way: the client's answer is cut */
+    return -1;
+client_gone:
+    fail_kind(h, E_RESET);
+    return -1;
+}
+
+static int connect_error(int rc)
+{
+    return rc == -ECONNREFUSED ? E_CONNECT_REFUSED
+           : rc == -ETIMEDOUT  ? E_CONNECT_TIMEOUT
+           : rc == -ECANCELED  ? E_CANCELLED
+                               : E_CONNECT_OTHER;
+}
+
+/* One request, whose head is in h->req: forwarded to a server, its response to the client.
+ * 0: the next request may follow; -1: close the client connection. */
+static int proxy_request(hconn *h)
+{
+    count(&h->fh->requests, 1);
+    unsigned bi = route(h);
+    const px_backend *b = &h->g->cfg->backends[bi];
+    unsigned order[PX_SERVERS_MAX];
+    unsigned n = candidates(h->g, bi, &h->peer, order);
+    if (n == 0) {
+        answer_error(h, 503, "no server is available", E_NO_SERVER);
+        return -1;
+    }
+    size_t hlen = hh_request_write(&h->req, h->cbuf, h->xff, h->out, sizeof(h->out));
+    if (hlen == 0) {
+        answer_error(h, 431, "request head too large", E_HEAD_TOO_LARGE);
+        return -1;
+    }
+    if (h->req.continue_100 && !h->req.done &&
+        send_client(h, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0) < 0)
+        return -1;
+    size_t b0 = h->cs;
+    long b0len = hh_body_feed(&h->req, h->cbuf + h->cs, h->ce - h->cs);
+    if (b0len < 0) {
+        answer_error(h, 400, "malformed request body", E_BAD_REQUEST);
+        return -1;
+    }
+    h->cs += (size_t)b0len;
+    bool streamed = false;
+    int x = XR_502, kind = E_CONNECT_OTHER;
+    for (unsigned k = 0; k < n && !tpc_cancelled(); k++) {
+        const px_server *sv = &b->servers[order[k]];
+        srv_rt *r = &h->g->srv[bi][order[k]];
+        bool use_pool = true;
+        atomic_fetch_add(&r->active[tpc_shard_id()], 1);
+    again:;
+        int ufd = use_pool ? pool_get(&sv->addr) : -1;
+        bool reused = ufd >= 0;
+        if (reused)
+            count(&h->sc->upstream_reused, 1);
+        else {
+            uint64_t t0 = tpc_now_fresh();
+            tpc_deadline_set(h->f->server_connect_ns);
+            ufd = tpc_connect(&sv->addr);
+            if (ufd < 0) {
+                kind = connect_error(ufd);
+                count(&h->sc->errors[kind], 1);
+                count(&r->errors, 1);
+                atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
+                continue; /* the next server */
+            }
+            tpc_sock_nodelay(ufd, 1);
+            count(&r->connect_ns, tpc_now_fresh() - t0);
+            count(&r->connects, 1);
+            count(&h->sc->upstream_new, 1);
+        }
+        count(&r->conns, 1);
+        uint64_t t_sent = tpc_now_fresh();
+        x = exchange(h, ufd, reused, hlen, b0, (size_t)b0len, &streamed);
+        if (x == XR_RETRY) {
+            tpc_close(ufd);
+            use_pool = false;
+            goto again;
+        }
+        int rc = -1;
+        if (x == XR_OK) {
+            count(&r->response_ns, tpc_now_fresh() - t_sent);
+            count(&r->responses, 1);
+            bool reuse = false;
+            rc = relay_response(h, ufd, &reuse);
+            if (reuse) {
+                pool_put(&sv->addr, ufd);
+                ufd = -1;
+            }
+        } else if (x == XR_400)
+            answer_error(h, 400, "malformed request body", E_BAD_REQUEST);
+        else if (x == XR_502)
+            answer_error(h, 502, "the server closed or sent a malformed response", E_BAD_RESPONSE);
+        else if (x == XR_504)
+            answer_error(h, 504, "the server did not answer in time", E_SERVER_TIMEOUT);
+        if (ufd >= 0)
+            tpc_close(ufd);
+        atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
+        return rc;
+    }
+    if (kind == E_CANCELLED || tpc_cancelled())
+        return -1;
+    h->kind = kind; /* counted with each connect */
+    answer(h, 502, "no server could be reached");
+    return -1;
+}
+
+static void address_text(const tpc_addr *a, char *out, size_t size)
+{
+    char text[128];
+    if (tpc_addr_format(a, text, sizeof(text)) < 0 || a->sa.sa_family == AF_UNIX) {
+        snprintf(out, size, "unknown");
+        return;
+    }
+    char *start = text[0] == '[' ? text + 1 : text;
+    char *end = strrchr(start, text[0] == '[' ? ']' : ':');
+    if (end)
+        *end = '\0';
+    snprintf(out, size, "%s", start);
+}
+
+int http_connection(int fd, void *arg)
+{
+    fe_rt *fe = arg;
+    int shard = tpc_shard_id();
+    gen *g = shard_gen[shard];
+    atomic_fetch_add(&g->refs, 1); /* no suspension since it was read */
+    shard_counters *sc = &counters[shard];
+    count(&sc->conns, 1);
+    long live = atomic_fetch_add(&fe->live, 1) + 1;
+    px_frontend *f = frontend_of(g, fe->name);
+    hconn *h = NULL;
+    if (!f || live > (long)f->maxconn) {
+        count(&sc->errors[f ? E_MAXCONN : E_NO_SERVER], 1);
+        goto out;
+    }
+    h = malloc(sizeof(*h));
+    if (!h)
+        goto out;
+    h->cfd = fd;
+    h->fe = fe;
+    h->g = g;
+    h->f = f;
+    h->sc = sc;
+    h->fh = &fe->http[shard];
+    h->cs = h->ce = h->us = h->ue = 0;
+    h->kind = E_COUNT;
+    h->req.head_done = false;
+    if (tpc_sock_peer(fd, &h->peer) < 0)
+        memset(&h->peer, 0, sizeof(h->peer));
+    address_text(&h->peer, h->xff, sizeof(h->xff));
+    tpc_sock_nodelay(fd, 1);
+    atomic_fetch_add(&sc->active, 1);
+    rx_open(h);
+    while (read_request(h) > 0 && proxy_request(h) == 0)
+        ;
+    rx_close(h);
+    atomic_fetch_sub(&sc->active, 1);
+    if (log_conns) {
+        printf("conn shard=%d frontend=%s client=%s mode=http result=%s\n", shard, fe->name, h->xff,
+               h->kind == E_COUNT ? "ok" : err_name[h->kind]);
+        fflush(stdout);
+    }
+out:
+    free(h);
+    atomic_fetch_sub(&fe->live, 1);
+    gen_put(g);
+    return 0;
+}
+
+/* ---- check = http ---- */
+
+int http_check(int fd, const char *path, const tpc_addr *addr)
+{
+    char host[128] = "";
+    tpc_addr_format(addr, host, sizeof(host));
+    char req[PX_PATH_MAX + 256];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tpc-proxy-check\r\n"
+                     "Connection: close\r\n\r\n",
+                     path, host);
+    if (tpc_write_full(fd, req, (size_t)n, -1) != n)
+        return -EIO;
+    hh_msg *mp = malloc(sizeof(*mp));
+    char *buf = malloc(HH_HEAD_MAX);
+    int rc = -ENOMEM;
+    if (!mp || !buf)
+        goto out;
+    hh_init(mp, true, false);
+    size_t have = 0;
+    for (;;) {
+        int r = hh_head_feed(mp, buf, have);
+        if (r == HH_HEAD) {
+            unsigned st = mp->p.status_code;
+            rc = st >= 200 && st < 400 ? 0 : -EPROTO;
+            break;
+        }
+        if (r == HH_ERROR || have == HH_HEAD_MAX) {
+            rc = -EPROTO;
+            break;
+        }
+        ssize_t k = tpc_recv(fd, buf + have, HH_HEAD_MAX - have, 0);
+        if (k <= 0) {
+            rc = k == 0 ? -EPROTO : (int)k;
+            break;
+        }
+        have += (size_t)k;
+    }
+out:
+    free(mp);
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,632 @@
+#!/usr/bin/env python3
+"""tpc-proxy's HTTP mode end to end: the program (argv[1]) in front of HTTP/1.1 backends this
+test runs itself (threads on loopback, port 0), driven by raw sockets so that every byte on
+the wire is checked. Every wait polls for its condition up to a deadline; timing bounds have
+slack (TPC_TEST_SLOW multiplies them)."""
+import hashlib
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.request
+
+PROXY = None
+SLOW = 4 if os.environ.get("TPC_TEST_SLOW") else 1
+DEADLINE = 20 * SLOW
+BIG = 20 << 20
+
+
+def seeded(size, seed=7):
+    return random.Random(seed).randbytes(size)
+
+
+class Reader:
+    """Buffered reads of one socket: lines, exact counts, HTTP messages."""
+
+    def __init__(self, sock):
+        self.sock, self.buf = sock, b""
+
+    def fill(self):
+        d = self.sock.recv(1 << 18)
+        if not d:
+            raise EOFError
+        self.buf += d
+
+    def head(self):
+        while b"\r\n\r\n" not in self.buf:
+            self.fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            k, v = line.split(":", 1)
+            headers.append((k.strip().lower(), v.strip()))
+        return lines[0], headers
+
+    def exact(self, n, sink):
+        while n:
+            if not self.buf:
+                self.fill()
+            take = self.buf[:n]
+            self.buf = self.buf[len(take):]
+            sink(take)
+            n -= len(take)
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            self.fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def body(self, headers, sink, eof_ok):
+        """Reads a body framed by headers into sink; returns its framing."""
+        h = dict(headers)
+        if "chunked" in h.get("transfer-encoding", ""):
+            while True:
+                size = int(self.line().split(b";")[0], 16)
+                if size == 0:
+                    while self.line():
+                        pass
+                    return "chunked"
+                self.exact(size, sink)
+                self.line()
+        if "content-length" in h:
+            self.exact(int(h["content-length"]), sink)
+            return "length"
+        if not eof_ok:
+            return "none"
+        while True:
+            try:
+                self.fill()
+            except EOFError:
+                sink(self.buf)
+                self.buf = b""
+                return "eof"
+            sink(self.buf)
+            self.buf = b""
+
+
+class Response:
+    def __init__(self, status, headers, body, framing, informational):
+        self.status, self.headers, self.body, self.framing = status, headers, body, framing
+        self.informational = informational  # the 1xx heads before it: [(status, headers)]
+
+    def get(self, name):
+        return dict(self.headers).get(name)
+
+
+def read_response(r, head_request=False, hasher=None):
+    informational = []
+    while True:
+        line, headers = r.head()
+        status = int(line.split()[1])
+        if status >= 200:
+            break
+        informational.append((status, headers))
+    parts = []
+    sink = hasher.update if hasher else parts.append
+    if head_request or status in (204, 304):
+        framing = "none"
+    else:
+        framing = r.body(headers, sink, True)
+    return Response(status, headers, b"".join(parts), framing, informational)
+
+
+class Backend:
+    """An HTTP/1.1 server in threads. Answers by path:
+    /size/N[/chunked]  N seeded bytes (Content-Length, or chunked in 64 KB chunks)
+    /hash              the sha256 of the request body (and its framing)
+    /health            200 while self.healthy, else 503
+    /close             answers with Connection: close
+    /eof               a body ended by closing (no Content-Length)
+    /hop               a response with hop-by-hop headers
+    /204, /304         no body
+    /early             a 103 Early Hints first
+    /never             reads the request and never answers
+    /cut               Content-Length 1000 and 10 bytes, then closes
+    /drop              a keep-alive answer, then the connection closes
+    anything else      "TAG METHOD PATH" (the request heads are kept in self.heads)"""
+
+    def __init__(self, tag="a"):
+        self.tag, self.heads, self.accepted, self.healthy = tag, [], 0, True
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
+
+    def conn(self, c):
+        r = Reader(c)
+        try:
+            while self.one(c, r):
+                pass
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+    def one(self, c, r):
+        line, headers = r.head()
+        method, path, _ = line.split(" ")
+        with self.lock:
+            self.heads.append((line, headers))
+        h = hashlib.sha256()
+        framing = r.body(headers, h.update, False)
+        close = False
+        extra = b""
+        if path.startswith("/size/"):
+            n = int(path.split("/")[2])
+            data = seeded(n)
+            if path.endswith("/chunked"):
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for i in range(0, n, 65536):
+                    piece = data[i:i + 65536]
+                    c.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                c.sendall(b"0\r\nX-Trailer: yes\r\n\r\n")
+            else:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+                c.sendall(data)
+            return True
+        if path == "/never":
+            self.stopped.wait(DEADLINE * 2)  # until the test ends
+            return False
+        if path == "/cut":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+            return False
+        if path == "/drop":  # keep-alive said, then closed: the proxy's pooled one goes stale
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndrop")
+            c.shutdown(socket.SHUT_RDWR)
+            return False
+        if path == "/eof":
+            c.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+            return False
+        if path == "/early":
+            c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
+        if path in ("/204", "/304"):
+            c.sendall(b"HTTP/1.1 %s Nothing\r\nX-Tag: %s\r\n\r\n" % (path[1:].encode(),
+                                                                       self.tag.encode()))
+            return True
+        if path == "/hash":
+            body = ("%s %s" % (h.hexdigest(), framing)).encode()
+        elif path == "/health":
+            status = b"200 OK" if self.healthy else b"503 Down"
+            c.sendall(b"HTTP/1.1 %s\r\nContent-Length: 2\r\n\r\nok" % status)
+            return True
+        else:
+            body = ("%s %s %s" % (self.tag, method, path)).encode()
+        if path == "/close":
+            close, extra = True, b"Connection: close\r\n"
+        if path == "/hop":
+            extra = (b"Connection: X-Resp-Secret\r\nX-Resp-Secret: 1\r\nKeep-Alive: timeout=5"
+                     b"\r\nX-Kept: 1\r\n")
+        length = b"Content-Length: %d\r\n" % len(body)
+        c.sendall(b"HTTP/1.1 200 OK\r\n" + extra + length + b"\r\n" +
+                  (b"" if method == "HEAD" else body))
+        return not close
+
+    def close(self):
+        self.stopped.set()
+        self.sock.close()
+
+
+class Proxy:
+    """tpc-proxy on a configuration text; its output read line by line."""
+
+    def __init__(self, config, drain_ms=500):
+        self.dir = tempfile.TemporaryDirectory()
+        self.file = os.path.join(self.dir.name, "proxy.ini")
+        with open(self.file, "w") as f:
+            f.write(config)
+        self.lines, self.cond = [], threading.Condition()
+        self.p = subprocess.Popen([PROXY, "-c", self.file, "--shards", "2", "--drain-ms", str(drain_ms)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+        threading.Thread(target=self.read, daemon=True).start()
+        self.addr = self.wait_for(r"frontend \w+ listening on (\S+)").group(1)
+        self.stats = self.wait_for(r"stats http listening on (\S+)").group(1)
+        self.wait_for(r"running on")
+
+    def read(self):
+        for line in self.p.stdout:
+            with self.cond:
+                self.lines.append(line.decode(errors="replace"))
+                self.cond.notify_all()
+        with self.cond:
+            self.lines.append(None)
+            self.cond.notify_all()
+
+    def wait_for(self, pattern, timeout=DEADLINE):
+        end = time.monotonic() + timeout
+        with self.cond:
+            i = 0
+            while True:
+                while i < len(self.lines):
+                    if self.lines[i] is None:
+                        raise AssertionError("tpc-proxy ended before %r:\n%s" %
+                                             (pattern, "".join(self.lines[:-1])))
+                    m = re.search(pattern, self.lines[i])
+                    if m:
+                        return m
+                    i += 1
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("no %r within %ss:\n%s" %
+                                         (pattern, timeout, "".join(self.lines)))
+                self.cond.wait(left)
+
+    def connect(self):
+        host, port = self.addr.rsplit(":", 1)
+        c = socket.create_connection((host, int(port)), timeout=DEADLINE)
+        return c, Reader(c)
+
+    def get(self, path):
+        with urllib.request.urlopen("http://%s%s" % (self.stats, path), timeout=DEADLINE) as r:
+            return r.read().decode()
+
+    def counter(self, name):
+        return int(re.search(r"^total:.* %s (\d+)" % name, self.get("/stats"), re.M).group(1))
+
+    def stop(self):
+        self.p.terminate()
+        rc = self.p.wait(DEADLINE)
+        if rc != 0:  # a sanitizer's report, for one
+            time.sleep(0)
+            with self.cond:
+                while not self.lines or self.lines[-1] is not None:
+                    self.cond.wait(DEADLINE)
+                sys.stderr.write("".join(self.lines[:-1]))
+        self.p.stdout.close()
+        self.dir.cleanup()
+        return rc
+
+
+def config(backends, fe="", be="", check="none"):
+    text = "[frontend web]\nlisten = 127.0.0.1:0\nmode = http\nbackend = app\n" + fe
+    text += "[backend app]\ncheck = %s\n" % check + be
+    for i, b in enumerate(backends):
+        text += "server = s%d %s\n" % (i, b.addr)
+    return text + "[stats]\nlisten = 127.0.0.1:0\n"
+
+
+def request(path, method="GET", host="example.com", headers=(), body=b"", version="1.1"):
+    text = "%s %s HTTP/%s\r\nHost: %s\r\n" % (method, path, version, host)
+    for k, v in headers:
+        text += "%s: %s\r\n" % (k, v)
+    if body:
+        text += "Content-Length: %d\r\n" % len(body)
+    return text.encode() + b"\r\n" + body
+
+
+def until(cond, timeout=DEADLINE):
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met within %ss" % timeout)
+        time.sleep(0.02)
+
+
+class HttpTest(unittest.TestCase):
+    def setUp(self):
+        self.backends, self.proxy = [], None
+
+    def tearDown(self):
+        if self.proxy:
+            self.assertEqual(self.proxy.stop(), 0)
+        for b in self.backends:
+            b.close()
+
+    def start(self, n=1, **kw):
+        self.backends = [Backend(chr(ord("a") + i)) for i in range(n)]
+        self.proxy = Proxy(config(self.backends, **kw))
+        return self.proxy
+
+    def test_keepalive_reuses_server_connections(self):
+        p = self.start()
+        c, r = p.connect()
+        for i in range(5):
+            c.sendall(request("/k%d" % i))
+            resp = read_response(r)
+            self.assertEqual((resp.status, resp.body), (200, b"a GET /k%d" % i))
+        c.close()
+        self.assertEqual(self.backends[0].accepted, 1)
+        self.assertEqual(p.counter("upstream_new"), 1)
+        self.assertEqual(p.counter("upstream_reused"), 4)
+        m = p.get("/metrics")
+        self.assertRegex(m, r'tpc_proxy_upstream_connections_total\{shard="\d",kind="reused"\} 4')
+        self.assertIn('tpc_proxy_http_requests_total{frontend="web"} 5', m)
+
+    def test_stale_pooled_connection_is_retried(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(request("/drop"))
+        self.assertEqual(read_response(r).body, b"drop")
+        for i in range(3):  # the pooled connection was closed by the server: a new one
+            c.sendall(request("/after%d" % i))
+            self.assertEqual(read_response(r).body, b"a GET /after%d" % i)
+        c.close()
+        self.assertEqual(p.counter("upstream_new"), 2)
+        self.assertEqual(p.counter("bad_response"), 0)
+
+    def test_drain_closes_idle_keepalive_connections_at_once(self):
+        self.backends = [Backend()]
+        p = Proxy(config(self.backends), drain_ms=30000)
+        c, r = p.connect()
+        c.sendall(request("/idle"))
+        self.assertEqual(read_response(r).body, b"a GET /idle")
+        t0 = time.monotonic()
+        self.assertEqual(p.stop(), 0)  # not the 30 s of the drain deadline
+        self.assertLess(time.monotonic() - t0, 10 * SLOW)
+        self.assertEqual(c.recv(1), b"")
+        c.close()
+
+    def test_pipelining_answers_in_order(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(b"".join(request("/p%d" % i) for i in range(8)) +
+                  request("/hash", method="POST", body=b"x" * 5000) + request("/last"))
+        for i in range(8):
+            self.assertEqual(read_response(r).body, b"a GET /p%d" % i)
+        self.assertEqual(read_response(r).body,
+                         (hashlib.sha256(b"x" * 5000).hexdigest() + " length").encode())
+        self.assertEqual(read_response(r).body, b"a GET /last")
+        c.close()
+
+    def test_large_bodies_streamed_both_ways(self):
+        p = self.start()
+        c, r = p.connect()
+        data = seeded(BIG, 3)
+        want = hashlib.sha256(data).hexdigest()
+        c.sendall(request("/hash", method="POST", body=data))
+        self.assertEqual(read_response(r).body, (want + " length").encode())
+        c.sendall(b"PUT /hash HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, BIG, 1 << 20):
+            piece = data[i:i + (1 << 20)]
+            c.sendall(b"%x;ext=1\r\n%s\r\n" % (len(piece), piece))
+        c.sendall(b"0\r\nX-Trailer: t\r\n\r\n")
+        self.assertEqual(read_response(r).body, (want + " chunked").encode())
+        want = hashlib.sha256(seeded(BIG)).hexdigest()
+        for path, framing in (("/size/%d" % BIG, "length"), ("/size/%d/chunked" % BIG,
+                                                              "chunked")):
+            c.sendall(request(path))
+            h = hashlib.sha256()
+            resp = read_response(r, hasher=h)
+            self.assertEqual((resp.status, resp.framing, h.hexdigest()), (200, framing, want))
+        c.close()
+        self.assertEqual(p.counter("upstream_new"), 1)
+
+    def test_forwarded_for_and_hop_by_hop(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(request("/one", headers=[("Connection", "keep-alive, X-Secret"),
+                                           ("X-Secret", "s"), ("Keep-Alive", "timeout=9"),
+                                           ("TE", "trailers"), ("Upgrade", "websocket"),
+                                           ("Proxy-Connection", "keep-alive"),
+                                           ("Trailer", "X-T"), ("X-Other", "kept")]))
+        self.assertEqual(read_response(r).status, 200)
+        c.sendall(request("/two", headers=[("X-Forwarded-For", "10.0.0.1")]))
+        self.assertEqual(read_response(r).status, 200)
+        c.sendall(request("/hop"))
+        resp = read_response(r)
+        names = [k for k, _ in resp.headers]
+        self.assertEqual(resp.get("x-kept"), "1")
+        for hop in ("x-resp-secret", "keep-alive", "connection"):
+            self.assertNotIn(hop, names)
+        c.close()
+        (line1, h1), (line2, h2) = self.backends[0].heads[:2]
+        self.assertEqual(line1, "GET /one HTTP/1.1")
+        names = [k for k, _ in h1]
+        for hop in ("connection", "x-secret", "keep-alive", "te", "upgrade", "proxy-connection",
+                    "trailer"):
+            self.assertNotIn(hop, names)
+        self.assertEqual(dict(h1)["x-other"], "kept")
+        self.assertEqual(dict(h1)["x-forwarded-for"], "127.0.0.1")
+        self.assertEqual(dict(h2)["x-forwarded-for"], "10.0.0.1, 127.0.0.1")
+
+    def test_connection_close_both_ways(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(request("/close"))  # the server closes: the client connection stays
+        self.assertEqual(read_response(r).body, b"a GET /close")
+        c.sendall(request("/after"))
+        self.assertEqual(read_response(r).body, b"a GET /after")
+        self.assertEqual(p.counter("upstream_new"), 2)  # /close's connection not reused
+        c.sendall(request("/bye", headers=[("Connection", "close")]))
+        resp = read_response(r)
+        self.assertEqual((resp.body, resp.get("connection")), (b"a GET /bye", "close"))
+        self.assertEqual(c.recv(1), b"")  # and the proxy closes
+        c.close()
+        c, r = p.connect()  # a response to the end of the stream: passed on, then closed
+        c.sendall(request("/eof"))
+        resp = read_response(r)
+        self.assertEqual((resp.body, resp.framing), (b"until the end", "eof"))
+        c.close()
+
+    def test_http10_clients(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(b"GET /old HTTP/1.0\r\n\r\n")  # no Host, no keep-alive
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.body, resp.get("connection")),
+                         (200, b"a GET /old", "close"))
+        self.assertEqual(c.recv(1), b"")
+        c.close()
+        c, r = p.connect()
+        c.sendall(request("/ka", version="1.0", headers=[("Connection", "keep-alive")]))
+        resp = read_response(r)
+        self.assertEqual((resp.body, resp.get("connection")), (b"a GET /ka", "keep-alive"))
+        c.sendall(request("/size/100000/chunked", version="1.0",
+                          headers=[("Connection", "keep-alive")]))
+        resp = read_response(r)  # de-chunked for HTTP/1.0, ended by closing
+        self.assertEqual((resp.framing, resp.body), ("eof", seeded(100000)))
+        self.assertIsNone(resp.get("transfer-encoding"))
+        c.close()
+        self.assertEqual(self.backends[0].heads[0][0], "GET /old HTTP/1.1")
+
+    def test_100_continue_and_1xx(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(b"POST /hash HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 5\r\n\r\n")
+        line, _ = r.head()  # the proxy's own, before the body is sent
+        self.assertEqual(line, "HTTP/1.1 100 Continue")
+        c.sendall(b"hello")
+        resp = read_response(r)
+        self.assertEqual(resp.body, (hashlib.sha256(b"hello").hexdigest() + " length").encode())
+        self.assertNotIn("expect", dict(self.backends[0].heads[0][1]))
+        c.sendall(request("/early"))  # a 1xx from the server goes to an HTTP/1.1 client
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.body), (200, b"a GET /early"))
+        self.assertEqual(resp.informational, [(103, [("link", "</s.css>")])])
+        c.close()
+
+    def test_head_204_304_have_no_body(self):
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(request("/h", method="HEAD"))
+        resp = read_response(r, head_request=True)
+        self.assertEqual((resp.status, resp.get("content-length")), (200, "9"))  # "a HEAD /h"
+        for path in ("/204", "/304"):
+            c.sendall(request(path))
+            resp = read_response(r)
+            self.assertEqual((resp.status, resp.get("x-tag")), (int(path[1:]), "a"))
+        c.sendall(request("/next"))  # nothing was left over to be taken for a response
+        self.assertEqual(read_response(r).body, b"a GET /next")
+        c.close()
+
+    def test_routes_by_host_and_path(self):
+        self.backends = [Backend(t) for t in "abc"]
+        text = ("[frontend web]\nlisten = 127.0.0.1:0\nmode = http\nbackend = A\n"
+                "route = api.example.com /v1/ B\nroute = * /static/ C\n"
+                "route = API.example.com / C\n")
+        for name, b in zip("ABC", self.backends):
+            text += "[backend %s]\ncheck = none\nserver = s %s\n" % (name, b.addr)
+        self.proxy = p = Proxy(text + "[stats]\nlisten = 127.0.0.1:0\n")
+        c, r = p.connect()
+        for host, path, tag in (("api.example.com:8080", "/v1/x", "b"),
+                                ("api.example.com", "/v2", "c"), ("other", "/static/y", "c"),
+                                ("other", "/v1/x", "a"), ("Api.Example.Com", "/v1/", "b")):
+            c.sendall(request(path, host=host))
+            self.assertEqual(read_response(r).body, ("%s GET %s" % (tag, path)).encode())
+        c.sendall(b"GET http://api.example.com/v1/abs HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(read_response(r).body, b"b GET http://api.example.com/v1/abs")
+        c.close()
+
+    def expect_error(self, p, data, status, closes=True):
+        c, r = p.connect()
+        c.sendall(data)
+        resp = read_response(r)
+        self.assertEqual(resp.status, status)
+        if closes:
+            self.assertEqual(resp.get("connection"), "close")
+            self.assertEqual(c.recv(1), b"")
+        c.close()
+        return resp
+
+    def test_errors(self):
+        refused = socket.socket()
+        refused.bind(("127.0.0.1", 0))  # bound, not listening: connects are refused
+        self.backends = [Backend()]
+        text = config(self.backends, fe="timeout_server_idle = 300ms\n"
+                      "timeout_http_request = 300ms\nroute = * /refused/ dead\n")
+        text += "[backend dead]\ncheck = none\nserver = x 127.0.0.1:%d\n" % (
+            refused.getsockname()[1])
+        self.proxy = p = Proxy(text)
+        self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400)
+        self.expect_error(p, b"GET / HTTP/1.1\r\n\r\n", 400)  # no Host
+        self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)
+        self.expect_error(p, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                          b"Transfer-Encoding: chunked\r\n\r\n", 400)
+        self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
+                          431)
+        self.expect_error(p, request("/refused/x"), 502)
+        t0 = time.monotonic()
+        self.expect_error(p, request("/never"), 504)
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)
+        t0 = time.monotonic()
+        self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\n", 408)  # the head never ends
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)
+        c, r = p.connect()  # a body cut mid-way: the client connection closes
+        c.sendall(request("/cut"))
+        line, headers = r.head()
+        self.assertIn(" 200 ", line)
+        self.assertEqual(r.buf + recv_rest(c), b"0123456789")
+        c.close()
+        refused.close()
+        stats = p.get("/stats")
+        for kind, n in (("bad_request", 4), ("head_too_large", 1), ("server_timeout", 1),
+                        ("request_timeout", 1), ("connect_refused", 1), ("body_aborted", 1)):
+            self.assertRegex(stats, r"total:.* %s %d " % (kind, n))
+        self.assertRegex(stats, r"frontend web: mode http requests 3 1xx 0 2xx 1 3xx 0 "
+                                r"4xx 6 5xx 2")
+
+    def test_http_check_ejects_and_readmits(self):
+        p = self.start(2, check="http", be="check_interval = 50ms\nrise = 2\nfall = 2\n"
+                       "check_path = /health\n")
+        a, b = self.backends
+        a.healthy = False
+        p.wait_for(r"server app/s0 is DOWN")
+        c, r = p.connect()
+        for i in range(4):  # all on b
+            c.sendall(request("/x"))
+            self.assertEqual(read_response(r).body, b"b GET /x")
+        a.healthy = True
+        p.wait_for(r"server app/s0 is UP")
+        tags = set()
+        for i in range(4):
+            c.sendall(request("/x"))
+            tags.add(read_response(r).body[:1])
+        self.assertEqual(tags, {b"a", b"b"})
+        b.healthy = a.healthy = False
+        until(lambda: p.get("/stats").count(": DOWN") == 2)
+        c.sendall(request("/x"))
+        self.assertEqual(read_response(r).status, 503)
+        c.close()
+        self.assertIn("GET /health HTTP/1.1", [line for line, _ in a.heads])
+
+    def test_stats_response_classes_and_times(self):
+        p = self.start()
+        c, r = p.connect()
+        for path in ("/a", "/b", "/204"):
+            c.sendall(request(path))
+            read_response(r)
+        c.close()
+        self.expect_error(p, b"BAD\r\n\r\n", 400)
+        stats = p.get("/stats")
+        self.assertRegex(stats, r"frontend web: mode http requests 3 1xx 0 2xx 3 3xx 0 4xx 1 5xx 0")
+        self.assertRegex(stats, r"server app/s0: UP .* responses 3 response_avg_us \d+")
+        m = p.get("/metrics")
+        self.assertIn('tpc_proxy_http_responses_total{frontend="web",class="2xx"} 3', m)
+        self.assertIn('tpc_proxy_http_responses_total{frontend="web",class="4xx"} 1', m)
+        self.assertIn('tpc_proxy_server_response_seconds_count{backend="app",server="s0"} 3', m)
+        self.assertRegex(m, r'tpc_proxy_errors_total\{shard="\d",kind="bad_request"\} 1')
+
+
+def recv_rest(c):
+    out = b""
+    while True:
+        d = c.recv(65536)
+        if not d:
+            return out
+        out += d
+
+
+if __name__ == "__main__":
+    PROXY = sys.argv.pop(1)
+    unittest.main(verbosity=2)
