@@ -225,6 +225,7 @@ struct tpc__shard {
     struct tpc_runtime *rt;
     unsigned id;
     int cpu;        /* pinned OS CPU, or -1 */
+    int place_cpu;  /* its PU in the topology in use: cpu, or a simulated machine's (numa.h) */
     int core, node; /* its core (hwloc logical index) and NUMA node, or -1 */
     bool stopping;
     size_t nlive;   /* fibers that have not returned */

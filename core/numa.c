@@ -38,7 +38,7 @@ int tpc_topology_objs(tpc_topo_obj *out, int max)
     if (!cpu)
         return -ENOMEM;
     for (unsigned i = 0; i < rt->nshards; i++)
-        cpu[i] = rt->shards[i]->cpu;
+        cpu[i] = rt->shards[i]->place_cpu;
     rc = tpc__topo_objs(rt->topo, cpu, (int)rt->nshards, out, max);
     free(cpu);
     return rc;
@@ -77,7 +77,8 @@ int tpc_shard_place_of(int shard, tpc_shard_place *out)
     if (!s || !out)
         return s ? -EINVAL : rc;
     void *topo = s->rt->topo;
-    *out = (tpc_shard_place){s->cpu, s->core, s->node, topo ? tpc__topo_package(topo, s->cpu) : -1};
+    *out = (tpc_shard_place){s->place_cpu, s->core, s->node,
+                             topo ? tpc__topo_package(topo, s->place_cpu) : -1};
     return 0;
 }
 

@@ -214,7 +214,8 @@ static struct tpc__shard *shard_new(struct tpc_runtime *rt, unsigned id,
     memset(s, 0, sizeof(*s));
     s->rt = rt;
     s->id = id;
-    s->cpu = place->cpu;
+    s->cpu = rt->topo_fake ? -1 : place->cpu; /* a simulated machine's PUs are not pinned */
+    s->place_cpu = place->cpu;
     s->core = place->core;
     s->node = place->node;
     s->wake_fd = -1;
@@ -459,7 +460,10 @@ int tpc_topology_report(FILE *out)
     struct tpc_runtime *rt = self->rt;
     for (unsigned i = 0; i < rt->nshards; i++) {
         struct tpc__shard *s = rt->shards[i];
-        if (s->cpu < 0)
+        if (s->cpu < 0 && s->place_cpu >= 0)
+            fprintf(out, "shard %u: not pinned, on simulated PU %d, core %d, NUMA node %d\n", i,
+                    s->place_cpu, s->core, s->node);
+        else if (s->cpu < 0)
             fprintf(out, "shard %u: not pinned\n", i);
         else
             fprintf(out, "shard %u: cpu %d, core %d, NUMA node %d\n", i, s->cpu, s->core, s->node);

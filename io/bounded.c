@@ -27,11 +27,6 @@ static void pending_free(struct tpc_pending *p)
     free(p);
 }
 
-static void nothing(void *arg)
-{
-    (void)arg;
-}
-
 static void pending_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
 {
     (void)flags;
@@ -45,10 +40,7 @@ static void pending_complete(struct tpc__shard *s, struct tpc__op *op, int res, 
         return;
     }
     if (p->released)
-        pending_free(p);
-    /* Nobody to wake: a stopping shard that waited only for this must still see its loop
-     * come round (it would otherwise sleep with nothing left to wake it). */
-    tpc_defer(nothing, NULL);
+        pending_free(p); /* (a stopping shard that waited only for this leaves: core/shard.c) */
 }
 
 /* Waits for p until it completes (returns its result, p freed) or the fiber is cancelled or
@@ -162,20 +154,24 @@ static int pending_check(const tpc_pending *p)
 {
     if (!tpc__self)
         return -EPERM;
-    if (!p || p->released)
+    if (!p)
         return -EINVAL;
-    return p->shard == tpc__self ? 0 : -EXDEV;
+    if (p->shard != tpc__self)
+        return -EXDEV; /* (nothing else of p is read from another shard) */
+    return p->released ? -EINVAL : 0;
 }
 
 ssize_t tpc_pending_wait(tpc_pending *p)
 {
-    TPC__CHECK_SUSPEND();
     int rc = pending_check(p);
     if (rc < 0)
         return rc;
     if (p->w.fiber)
         return -EBUSY; /* another fiber waits for it */
     bool gone;
+    if (!p->done) { /* a result already there is handed over even to a cancelled fiber */
+        TPC__CHECK_SUSPEND();
+    }
     return pending_park(p, &gone);
 }
 

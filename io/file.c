@@ -349,7 +349,7 @@ static int io_shard_init(struct tpc__shard *s, void *state)
     io->has_ftruncate = probe && io_uring_opcode_supported(probe, TPC__OP_FTRUNCATE);
     if (probe)
         io_uring_free_probe(probe);
-    io->bufs.free_head = io->files.free_head = -1;
+    io->bufs.free_head = io->files.free_head = io->bufs.free_tail = io->files.free_tail = -1;
     tpc__list_init(&io->pending);
     return tpc__iowq_setup(s);
 }

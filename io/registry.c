@@ -4,10 +4,16 @@
  * unlike registering a whole set, never wait for the ring to be idle: operations in flight
  * keep the buffer or file they started with. A handle carries its slot and a generation, so
  * one that was given back (and maybe reused) is refused instead of reaching another
- * component's buffer. */
+ * component's buffer. Generations come from one counter for the whole process, so a handle
+ * taken to another shard (whose table has the same slot numbers) is refused there too, and
+ * given-back slots go to the end of the free list, so that reuse spreads over all of them:
+ * a stale handle matches again only after 65,535 registrations in the process. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include "internal.h"
+
+static _Atomic unsigned next_gen; /* every table's, every shard's */
 
 #define GEN_MASK  ((1u << (30 - TPC__SLOT_BITS)) - 1)
 #define SLOT_MASK ((1u << TPC__SLOT_BITS) - 1)
@@ -34,6 +40,7 @@ static int table_make(struct tpc__shard *s, struct tpc__reg_table *t, bool files
     for (unsigned i = 0; i < n; i++)
         t->slot[i].next_free = i + 1 < n ? (int)i + 1 : -1;
     t->free_head = 0;
+    t->free_tail = (int)n - 1;
     t->made = 1;
     return 0;
 }
@@ -45,8 +52,14 @@ static int slot_take(struct tpc__reg_table *t)
     if (i < 0)
         return -ENOSPC;
     t->free_head = t->slot[i].next_free;
+    if (t->free_head < 0)
+        t->free_tail = -1;
     t->slot[i].used = true;
-    t->slot[i].gen = (t->slot[i].gen + 1) & GEN_MASK;
+    unsigned gen;
+    do /* 0 is never given, so a zeroed slot matches no handle */
+        gen = atomic_fetch_add_explicit(&next_gen, 1, memory_order_relaxed) & GEN_MASK;
+    while (gen == 0 || gen == t->slot[i].gen);
+    t->slot[i].gen = gen;
     return i;
 }
 
@@ -55,8 +68,12 @@ static void slot_give(struct tpc__reg_table *t, int i)
     t->slot[i].used = false;
     t->slot[i].base = NULL;
     t->slot[i].len = 0;
-    t->slot[i].next_free = t->free_head;
-    t->free_head = i;
+    t->slot[i].next_free = -1; /* at the end: the slot longest free is taken first */
+    if (t->free_tail >= 0)
+        t->slot[t->free_tail].next_free = i;
+    else
+        t->free_head = i;
+    t->free_tail = i;
 }
 
 static int handle_of(const struct tpc__reg_table *t, int i)
@@ -64,10 +81,10 @@ static int handle_of(const struct tpc__reg_table *t, int i)
     return (int)(t->slot[i].gen << TPC__SLOT_BITS) | i;
 }
 
-/* The slot a handle names, or -EBADF. */
+/* The slot a handle names (without TPC__FILE_BIT), or -EBADF. */
 static int slot_of(const struct tpc__reg_table *t, int handle)
 {
-    if (handle < 0 || t->made <= 0)
+    if (handle < 0 || handle >= TPC__FILE_BIT || t->made <= 0)
         return -EBADF;
     unsigned i = (unsigned)handle & SLOT_MASK,
              gen = ((unsigned)handle >> TPC__SLOT_BITS) & GEN_MASK;
@@ -194,5 +211,5 @@ void tpc__registry_fini(struct tpc__io_shard *io)
 {
     free(io->bufs.slot); /* the ring's exit unregisters both tables */
     free(io->files.slot);
-    io->bufs = io->files = (struct tpc__reg_table){.free_head = -1};
+    io->bufs = io->files = (struct tpc__reg_table){.free_head = -1, .free_tail = -1};
 }

@@ -71,6 +71,7 @@ static int synthetic_main(void *arg)
     CHECK_EQ(p.core, 3);
     CHECK_EQ(p.node, 1);
     CHECK_EQ(p.package, 1);
+    CHECK_EQ(tpc_shard_cpu(), -ENOENT); /* a simulated PU: the thread is not pinned */
     CHECK_EQ(tpc_shard_node(1), 0);
     CHECK_EQ(tpc_shard_node(2), 1);
     CHECK_EQ(tpc_shard_distance(0, 1), 10); /* no SLIT: Linux's defaults */

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "kit.h"
 
@@ -432,9 +433,14 @@ static int heat_map(const struct run *r, const char *dir, const char *what, cons
     fclose(g);
     if (!run)
         return 0;
-    char cmd[2200];
-    snprintf(cmd, sizeof(cmd), "gnuplot '%s' 2>&1", gp);
-    return system(cmd) == 0 ? 1 : 0;
+    pid_t pid = fork(); /* gnuplot FILE, the path as one argument whatever it holds */
+    if (pid == 0) {
+        dup2(STDOUT_FILENO, STDERR_FILENO);
+        execlp("gnuplot", "gnuplot", gp, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
 int heat_maps(const struct run *r, const char *dir)

@@ -90,8 +90,10 @@ TPC_EXTERN void *tpc_alloc_aligned(size_t align, size_t size);
  * (tpc_config.registered_slots slots each, made on first use). Independent parts of a program
  * take slots and give them back on their own: registering or giving back one never disturbs
  * the others, nor operations in flight. A slot is named by a handle (an int >= 0), valid on the
- * shard that made it until given back; a handle given back is refused (-EBADF) even after its
- * slot is reused.
+ * shard that made it until given back; a handle given back, one of another shard's, and a
+ * file handle where a buffer handle goes (or the other way) are refused (-EBADF, or -EINVAL
+ * from the fixed calls). Generations come from one counter for the whole process, so a stale
+ * or foreign handle could match a slot again only after 65,535 registrations.
  *
  * Registered buffers skip the kernel's page pinning on every operation. tpc_buffer_register
  * registers base..base+len (anonymous or huge-page memory, at most 1 GiB) and returns its
