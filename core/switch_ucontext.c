@@ -5,8 +5,13 @@
 #include <stdlib.h>
 #include "context.h"
 
+/* Set on this thread while swapcontext runs (this backend's switch is slow anyway); cleared by
+ * whichever context resumes, or starts. */
+static __thread volatile sig_atomic_t in_switch;
+
 static void start(unsigned hi, unsigned lo, unsigned ahi, unsigned alo)
 {
+    in_switch = 0; /* a new context: the switch that started it is over */
     void (*entry)(void *) = (void (*)(void *))(((uintptr_t)hi << 32) | lo);
     void *arg = (void *)(((uintptr_t)ahi << 32) | alo);
     entry(arg);
@@ -23,9 +28,6 @@ void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *
     makecontext(&ctx->uc, (void (*)(void))start, 4, (unsigned)(e >> 32), (unsigned)e,
                 (unsigned)(a >> 32), (unsigned)a);
 }
-
-/* Set on this thread while swapcontext runs (this backend's switch is slow anyway). */
-static __thread volatile sig_atomic_t in_switch;
 
 void tpc__ctx_switch(tpc__ctx *from, tpc__ctx *to)
 {
