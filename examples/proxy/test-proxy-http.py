@@ -4,21 +4,16 @@ test runs itself (threads on loopback, port 0), driven by raw sockets so that ev
 the wire is checked. Every wait polls for its condition up to a deadline; timing bounds have
 slack (TPC_TEST_SLOW multiplies them)."""
 import hashlib
-import os
 import random
-import re
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 import urllib.request
 
-PROXY = None
-SLOW = 4 if os.environ.get("TPC_TEST_SLOW") else 1
-DEADLINE = 20 * SLOW
+import proxytest
+from proxytest import DEADLINE, SLOW, until
 BIG = 20 << 20
 
 
@@ -226,76 +221,15 @@ class Backend:
         self.sock.close()
 
 
-class Proxy:
-    """tpc-proxy on a configuration text; its output read line by line."""
+class Proxy(proxytest.Proxy):
+    """tpc-proxy in HTTP mode: connect() gives the socket and a Reader of it."""
 
     def __init__(self, config, drain_ms=500):
-        self.dir = tempfile.TemporaryDirectory()
-        self.file = os.path.join(self.dir.name, "proxy.ini")
-        with open(self.file, "w") as f:
-            f.write(config)
-        self.lines, self.cond = [], threading.Condition()
-        self.p = subprocess.Popen([PROXY, "-c", self.file, "--shards", "2", "--drain-ms", str(drain_ms)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
-        threading.Thread(target=self.read, daemon=True).start()
-        self.addr = self.wait_for(r"frontend \w+ listening on (\S+)").group(1)
-        self.stats = self.wait_for(r"stats http listening on (\S+)").group(1)
-        self.wait_for(r"running on")
-
-    def read(self):
-        for line in self.p.stdout:
-            with self.cond:
-                self.lines.append(line.decode(errors="replace"))
-                self.cond.notify_all()
-        with self.cond:
-            self.lines.append(None)
-            self.cond.notify_all()
-
-    def wait_for(self, pattern, timeout=DEADLINE):
-        end = time.monotonic() + timeout
-        with self.cond:
-            i = 0
-            while True:
-                while i < len(self.lines):
-                    if self.lines[i] is None:
-                        raise AssertionError("tpc-proxy ended before %r:\n%s" %
-                                             (pattern, "".join(self.lines[:-1])))
-                    m = re.search(pattern, self.lines[i])
-                    if m:
-                        return m
-                    i += 1
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise AssertionError("no %r within %ss:\n%s" %
-                                         (pattern, timeout, "".join(self.lines)))
-                self.cond.wait(left)
+        super().__init__(config, ("--drain-ms", str(drain_ms)))
 
     def connect(self):
-        host, port = self.addr.rsplit(":", 1)
-        c = socket.create_connection((host, int(port)), timeout=DEADLINE)
+        c = super().connect()
         return c, Reader(c)
-
-    def get(self, path):
-        with urllib.request.urlopen("http://%s%s" % (self.stats, path), timeout=DEADLINE) as r:
-            return r.read().decode()
-
-    def counter(self, name):
-        return int(re.search(r"^total:.* %s (\d+)" % name, self.get("/stats"), re.M).group(1))
-
-    def stop(self):
-        self.p.terminate()
-        rc = self.p.wait(DEADLINE)
-        if rc != 0:  # a sanitizer's report, for one
-            time.sleep(0)
-            with self.cond:
-                while not self.lines or self.lines[-1] is not None:
-                    self.cond.wait(DEADLINE)
-                sys.stderr.write("".join(self.lines[:-1]))
-        self.p.stdout.close()
-        self.dir.cleanup()
-        return rc
-
 
 def config(backends, fe="", be="", check="none"):
     text = "[frontend web]\nlisten = 127.0.0.1:0\nmode = http\nbackend = app\n" + fe
@@ -312,14 +246,6 @@ def request(path, method="GET", host="example.com", headers=(), body=b"", versio
     if body:
         text += "Content-Length: %d\r\n" % len(body)
     return text.encode() + b"\r\n" + body
-
-
-def until(cond, timeout=DEADLINE):
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met within %ss" % timeout)
-        time.sleep(0.02)
 
 
 class HttpTest(unittest.TestCase):
@@ -628,5 +554,5 @@ def recv_rest(c):
 
 
 if __name__ == "__main__":
-    PROXY = sys.argv.pop(1)
+    proxytest.PROXY = sys.argv.pop(1)
     unittest.main(verbosity=2)
