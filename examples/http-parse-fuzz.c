@@ -3,7 +3,7 @@
  * byte for byte, never write past the output buffer, and always make progress.
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I examples examples/http-parse-fuzz.c \
  *       examples/http-parse.c -lhttp_parser -o http-parse-fuzz && ./http-parse-fuzz -max_len=4096
- * Built without -fsanitize=fuzzer (-DHTTP_FUZZ_MAIN), it runs inputs from files of hex lines
+ * Linked with corpus-replay.c instead of libFuzzer, it runs inputs from files of hex lines
  * through the same checks: the suite does so with tests/http-parse-corpus.hex, the corpus of
  * the libFuzzer runs. */
 #include <stdint.h>
@@ -63,37 +63,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(pieces);
     return 0;
 }
-
-#ifdef HTTP_FUZZ_MAIN
-static int hex(int ch)
-{
-    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* Each argument is a file of inputs, one per line in hex ('#' lines are comments). */
-int main(int argc, char **argv)
-{
-    static char line[1 << 17];
-    static uint8_t buf[1 << 16];
-    long inputs = 0;
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "r");
-        if (!f) {
-            perror(argv[i]);
-            return 1;
-        }
-        while (fgets(line, sizeof(line), f)) {
-            if (line[0] == '#')
-                continue;
-            size_t n = 0;
-            for (char *p = line; hex(p[0]) >= 0 && hex(p[1]) >= 0 && n < sizeof(buf); p += 2)
-                buf[n++] = (uint8_t)(hex(p[0]) << 4 | hex(p[1]));
-            LLVMFuzzerTestOneInput(buf, n);
-            inputs++;
-        }
-        fclose(f);
-    }
-    printf("http-parse-fuzz: %ld inputs, answers alike whole and in pieces\n", inputs);
-    return inputs ? 0 : 1;
-}
-#endif

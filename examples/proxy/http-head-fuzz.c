@@ -10,7 +10,7 @@
  * - the body is framed exactly: the re-written head followed by the body bytes taken (as the
  *   proxy forwards them) parse again as one complete message, ending at the last byte.
  * Built into the fuzz configuration (tests/fuzz/meson.build, target fuzz-proxy-head; seeds in
- * tests/fuzz/corpus/proxy-head). Built with -DHH_FUZZ_MAIN it replays files of hex lines: the
+ * tests/fuzz/corpus/proxy-head). Linked with ../corpus-replay.c it replays files of hex lines: the
  * proxy-head-corpus test does so with http-head-corpus.hex. */
 #include <stdint.h>
 #include <stdio.h>
@@ -218,40 +218,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(pieces.body);
     return 0;
 }
-
-#ifdef HH_FUZZ_MAIN
-static int hex(int ch)
-{
-    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* Each argument is a file of inputs, one per line in hex ('#' lines are comments): the
- * proxy-head-corpus test replays http-head-corpus.hex through the same checks. */
-int main(int argc, char **argv)
-{
-    static char line[1 << 17];
-    static uint8_t buf[1 << 16];
-    long inputs = 0;
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "r");
-        if (!f) {
-            perror(argv[i]);
-            return 1;
-        }
-        while (fgets(line, sizeof(line), f)) {
-            if (line[0] == '#')
-                continue;
-            size_t n = 0;
-            for (char *p = line; hex(p[0]) >= 0 && hex(p[1]) >= 0 && n < sizeof(buf); p += 2)
-                buf[n++] = (uint8_t)(hex(p[0]) << 4 | hex(p[1]));
-            LLVMFuzzerTestOneInput(buf, n);
-            inputs++;
-        }
-        fclose(f);
-    }
-    printf("http-head-fuzz: %ld inputs, results alike whole and in pieces, heads well-formed, "
-           "bodies framed exactly\n",
-           inputs);
-    return inputs ? 0 : 1;
-}
-#endif
