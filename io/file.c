@@ -351,6 +351,7 @@ static int io_shard_init(struct tpc__shard *s, void *state)
         io_uring_free_probe(probe);
     io->bufs.free_head = io->files.free_head = io->bufs.free_tail = io->files.free_tail = -1;
     tpc__list_init(&io->pending);
+    tpc__list_init(&io->watches);
     return tpc__iowq_setup(s);
 }
 
@@ -368,6 +369,7 @@ const struct tpc__layer tpc__io_layer = {
     .runtime_fini = tpc__pool_fini,
     .shard_init = io_shard_init,
     .shard_fini = io_shard_fini,
+    .poll = tpc__watch_poll,
     .gauges = tpc__pool_gauges,
 };
 

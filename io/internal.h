@@ -32,8 +32,13 @@ struct tpc__reg_table {
 struct tpc__io_shard {
     struct tpc__reg_table bufs, files; /* io/registry.c */
     tpc_list pending;                  /* tpc_pending not yet released (io/bounded.c) */
+    tpc_list watches;                  /* tpc_watch waiting (io/watch.c) */
+    bool watches_stopped;              /* the shard stops: they were ended */
     bool has_ftruncate;                /* the kernel has IORING_OP_FTRUNCATE (Linux 6.9) */
 };
+
+/* The io layer's loop work: ends the waiting watches once the shard stops (io/watch.c). */
+bool tpc__watch_poll(struct tpc__shard *s, void *state);
 
 static inline struct tpc__io_shard *tpc__io_of(struct tpc__shard *s)
 {

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "helpers.h"
+#include "io/internal.h" /* tpc__self->nlive: the shard's live fibers */
 
 static char dir[64];
 
@@ -270,6 +271,117 @@ static void test_poll_readiness(void **state)
 {
     (void)state;
     run_main(1, readiness_main, NULL);
+}
+
+/* Readiness with no fiber (tpc_watch): told once, as a callback, with the events; a stop tells
+ * -ECANCELED never within the call; many watches hold no fiber; misuse; the runtime's stop. */
+struct watched {
+    int calls, res;
+    bool in_fiber;
+};
+
+static void on_ready(tpc_watch *w, int res, void *arg)
+{
+    (void)w;
+    struct watched *x = arg;
+    x->calls++;
+    x->res = res;
+    x->in_fiber = tpc_self() != NULL;
+}
+
+static bool told_all(const struct watched *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!x[i].calls)
+            return false;
+    return true;
+}
+
+static int watch_main(void *arg)
+{
+    (void)arg;
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    int live = (int)tpc__self->nlive;
+    struct watched x = {0};
+    tpc_watch *w = NULL;
+    CHECK_EQ(tpc_watch_start(p[0], POLLIN, on_ready, &x, &w), 0);
+    CHECK(w != NULL);
+    loop_turns(3);
+    CHECK_EQ(x.calls, 0); /* nothing to read yet */
+    CHECK_EQ((int)tpc__self->nlive, live);
+    CHECK_EQ(write(p[1], "a", 1), 1);
+    WAIT_UNTIL(x.calls > 0);
+    CHECK_EQ(x.calls, 1);
+    CHECK(x.res & POLLIN);
+    CHECK(!x.in_fiber); /* a callback */
+    /* Stopped: -ECANCELED, told later, once. */
+    struct watched y = {0};
+    int q[2];
+    CHECK_EQ(pipe(q), 0);
+    CHECK_EQ(tpc_watch_start(q[0], POLLIN, on_ready, &y, &w), 0);
+    loop_turns(1);
+    CHECK_EQ(tpc_watch_stop(w), 0);
+    CHECK_EQ(y.calls, 0); /* never within the call */
+    WAIT_UNTIL(y.calls > 0);
+    loop_turns(2);
+    CHECK_EQ(y.calls, 1);
+    CHECK_EQ(y.res, -ECANCELED);
+    /* A thousand waiting watches: no fiber each; all ready at once. */
+    enum { N = 1000 };
+    static struct watched many[N];
+    memset(many, 0, sizeof(many));
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(tpc_watch_start(q[0], POLLIN, on_ready, &many[i], NULL), 0);
+    CHECK_EQ((int)tpc__self->nlive, live);
+    CHECK_EQ(write(q[1], "b", 1), 1);
+    WAIT_UNTIL(told_all(many, N));
+    for (int i = 0; i < N; i++)
+        CHECK(many[i].calls == 1 && (many[i].res & POLLIN));
+    /* A hang-up is a readiness too. */
+    struct watched z = {0};
+    char c;
+    CHECK_EQ(read(q[0], &c, 1), 1);
+    CHECK_EQ(tpc_watch_start(q[0], POLLIN, on_ready, &z, NULL), 0);
+    close(q[1]);
+    WAIT_UNTIL(z.calls > 0);
+    CHECK(z.res & POLLHUP);
+    /* Misuse: nothing started, fn never runs. */
+    CHECK_EQ(tpc_watch_start(-1, POLLIN, on_ready, &z, NULL), -EBADF);
+    CHECK_EQ(tpc_watch_start(p[0], POLLIN, NULL, NULL, NULL), -EINVAL);
+    CHECK_EQ(tpc_watch_start(p[0], 0, on_ready, &z, NULL), -EINVAL);
+    CHECK_EQ(tpc_watch_stop(NULL), -EINVAL);
+    loop_turns(2);
+    CHECK_EQ(z.calls, 1);
+    close(p[0]), close(p[1]), close(q[0]);
+    return 0;
+}
+
+static void test_watch(void **state)
+{
+    (void)state;
+    assert_int_equal(tpc_watch_start(0, POLLIN, on_ready, NULL, NULL), -EPERM);
+    run_main(1, watch_main, NULL);
+}
+
+/* A watch still waiting when the runtime stops: told -ESHUTDOWN, and the runtime ends. */
+static struct watched at_stop;
+static int watch_stop_main(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(pipe(pfd), 0);
+    at_stop = (struct watched){0};
+    CHECK_EQ(tpc_watch_start(pfd[0], POLLIN, on_ready, &at_stop, NULL), 0);
+    return 0;
+}
+
+static void test_watch_at_shutdown(void **state)
+{
+    (void)state;
+    run_main(1, watch_stop_main, NULL);
+    assert_int_equal(at_stop.calls, 1);
+    assert_int_equal(at_stop.res, -ESHUTDOWN);
+    close(pfd[0]), close(pfd[1]);
 }
 
 /* A cancelled read: the pipe written afterwards leaves its buffer untouched, and the data is
@@ -574,6 +686,8 @@ int main(void)
         cmocka_unit_test(test_cq_overflow),
         cmocka_unit_test(test_direct),
         cmocka_unit_test(test_dio_align_kinds),
+        cmocka_unit_test(test_watch),
+        cmocka_unit_test(test_watch_at_shutdown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -71,6 +71,22 @@ TPC_EXTERN int tpc_mkdir(const char *path, mode_t mode);
  * libraries. */
 TPC_EXTERN int tpc_poll(int fd, short events);
 
+/* The same wait with no fiber: fn(w, result, arg) runs once, on this shard as a callback (it
+ * must not suspend), when fd is ready (result: the ready events, > 0), fails (a negative
+ * errno), is stopped with tpc_watch_stop (-ECANCELED: unless it became ready first) or when
+ * the runtime stops (-ESHUTDOWN: a shard does not leave while its watches wait, and ends them
+ * as it stops). A waiting watch costs about 100 bytes and one poll in the ring, so a program
+ * can keep many idle descriptors (keep-alive connections between requests) without a fiber's
+ * stack on each: fn typically spawns a fiber to handle what arrived. w (in *out, may be NULL)
+ * is valid until fn returns. Returns 0; -EBADF (fd < 0), -EINVAL (NULL fn, no events), -ENOMEM,
+ * -ESHUTDOWN, -EPERM outside a shard: then fn never runs. fd stays the caller's. */
+typedef struct tpc_watch tpc_watch;
+typedef void (*tpc_watch_fn)(tpc_watch *w, int result, void *arg);
+TPC_EXTERN int tpc_watch_start(int fd, short events, tpc_watch_fn fn, void *arg, tpc_watch **out);
+/* Ends a waiting watch: its fn runs with -ECANCELED (or its readiness, if that came first),
+ * never within this call. 0; -EINVAL for NULL; -EXDEV from another shard; -EPERM outside one. */
+TPC_EXTERN int tpc_watch_stop(tpc_watch *w);
+
 /* ---- O_DIRECT ---- */
 
 /* The alignment O_DIRECT needs for fd's buffers, offsets and lengths: what the filesystem
