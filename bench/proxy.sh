@@ -9,7 +9,8 @@
 # (utime+stime of it and its children from /proc/PID/stat), wrk's p50 and p99, then the user-space
 # memory per idle proxied connection: $IDLE_N connections opened through the proxy, each carrying
 # one request and answer and then left idle, the proxy's resident memory (Rss of
-# /proc/PID/smaps_rollup, itself and its children) before and after, divided by $IDLE_N.
+# /proc/PID/smaps_rollup, itself and its children) before and one second after, divided by
+# $IDLE_N.
 # Peers:
 # - HAProxy: nbthread 1; mode tcp, or mode http with option http-keep-alive, http-reuse always
 #   and option forwardfor; maxconn 9000.
@@ -241,6 +242,7 @@ run_idle() { # run_idle SERVER MODE PORT
     coproc IDLE { taskset -c 1 python3 "$here/idle-conns.py" "$p" "$idle_n" 2>&1; }
     read -r line <&"${IDLE[0]}" || true
     case $line in "ready "*) ;; *) die "idle-conns against $s ($m): $line" ;; esac
+    sleep 1 # idle, as such connections are: a proxy may settle them (tpc-proxy parks after 50 ms)
     r1=$(rss_kb)
     echo >&"${IDLE[1]}"
     wait "$IDLE_PID" 2>/dev/null || true

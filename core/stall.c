@@ -28,6 +28,7 @@
 #include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <fcntl.h>
 #include "internal.h"
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -206,6 +207,23 @@ static uint64_t thread_cpu_ns(pid_t tid)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The scheduler state of thread tid ('R': running or waiting for a CPU, 'S', 'D' ...), or 0. */
+static char thread_state(pid_t tid)
+{
+    char path[64], text[256];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    const char *end = strrchr(text, ')'); /* the name may hold spaces and parentheses */
+    return end && end[1] == ' ' ? end[2] : 0;
+}
+
 /* One look at shard s. Returns true if it is awake (running or about to). paused: the watchdog
  * itself was held up (below), so a counter that stood still says nothing. */
 static bool look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t stall_ms,
@@ -234,9 +252,6 @@ static bool look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t s
     uint64_t ms = (now - w->since) / 1000000;
     if (ms < w->next_ms)
         return true;
-    if (w->next_ms == stall_ms)
-        atomic_fetch_add_explicit(&s->n_stalls, 1, memory_order_relaxed);
-    w->next_ms *= 2;
     /* CPU time since the first look that saw the stall, scaled to the whole stall. */
     uint64_t cpu = thread_cpu_ns(s->tid), seen = now - w->cpu_at;
     uint64_t cpu_ms =
@@ -245,6 +260,18 @@ static bool look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t s
             : 0;
     if (cpu_ms > ms)
         cpu_ms = ms;
+    /* Mostly off the CPU while runnable: other threads had the CPU (a busy machine), not the
+     * program's code; not a stall of the shard's. (Off the CPU while blocked in a system call
+     * is one, and is reported.) The watch starts again. */
+    if (cpu_ms * 4 < ms && thread_state(s->tid) == 'R') {
+        w->since = now;
+        w->cpu_at = 0;
+        w->next_ms = stall_ms;
+        return true;
+    }
+    if (w->next_ms == stall_ms)
+        atomic_fetch_add_explicit(&s->n_stalls, 1, memory_order_relaxed);
+    w->next_ms *= 2;
     bool taken = snapshot(s);
     report(s, ms, cpu_ms, taken);
     if (taken)

@@ -275,7 +275,7 @@ static int idle_main(void *arg)
 {
     (void)arg;
     bound();
-    int64_t idle = 200 * MS * slow();
+    int64_t idle = 600 * MS * slow(); /* a trickle every 75 ms holds on a busy machine too */
     struct rig r;
     rig_open(&r);
     tpc_relay_opts o = {.idle_ns = idle};

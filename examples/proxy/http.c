@@ -8,14 +8,22 @@
  * its re-written head with the first body bytes in one call, streams the rest, and puts the
  * server connection back in the pool. Only then is the next request read. Buffers are fixed
  * per connection (allocated once, with the connection), so a slow reader on either side slows
- * the other down instead of making the proxy buffer. No allocation per request. */
+ * the other down instead of making the proxy buffer. No allocation per request.
+ *
+ * Idle keep-alive connections hold no fiber: a connection that has waited PARK_AFTER for its
+ * next request with nothing read gives back its buffers and its fiber, leaving a small hpark
+ * record and a tpc_watch on its socket (or the server's connection fiber returns TPC_CONN_KEEP);
+ * when bytes arrive, the watch spawns a fiber that takes the connection up again. Under load
+ * the next request comes well within PARK_AFTER, so a busy connection never pays for it. */
 #include "http.h"
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/uio.h>
+#include <unistd.h>
 #include "http-head.h"
 #include "proxy.h"
 
@@ -23,8 +31,9 @@
 #define UBUF         (HH_HEAD_MAX + 16384) /* server input */
 #define JOIN_MAX     8192 /* first body bytes up to this are copied after the head: one send */
 #define OUTBUF       (HH_HEAD_MAX + HH_EXTRA + JOIN_MAX)
-#define POOL_SERVERS 64  /* servers with idle connections, per shard */
-#define POOL_PER     512 /* idle connections per server, per shard */
+#define PARK_AFTER   (50 * 1000 * 1000LL) /* ns idle before a keep-alive connection parks */
+#define POOL_SERVERS 64                   /* servers with idle connections, per shard */
+#define POOL_PER     512                  /* idle connections per server, per shard */
 
 /* ---- The per-shard pool of idle keep-alive connections to servers, by address ---- */
 
@@ -93,8 +102,13 @@ typedef struct hconn {
     size_t us, ue;                       /* server input: ubuf[us..ue) */
     int kind;                            /* the error kind of the last failure (E_COUNT: none) */
     struct hconn *idle_prev, *idle_next; /* in its shard's idle list (waiting, nothing read) */
-    tpc_rx *rx;                          /* the client's receive stream (NULL: plain tpc_recv) */
-    tpc_buf held;                        /* a chunk of it not yet copied whole into cbuf */
+    uint64_t idle_since; /* tpc_now() when the wait for the next request began (0: none) */
+    bool owned;          /* parked once: the program owns cfd now (the server let go of it) */
+    bool resumed;        /* runs in a fiber a watch spawned (in its shard's resumed list) */
+    tpc_fiber *fiber;
+    struct hconn *res_prev, *res_next;
+    tpc_rx *rx;   /* the client's receive stream (NULL: plain tpc_recv) */
+    tpc_buf held; /* a chunk of it not yet copied whole into cbuf */
     size_t held_off;
     hh_msg req, resp;
     char cbuf[CBUF], ubuf[UBUF], out[OUTBUF];
@@ -107,6 +121,29 @@ typedef struct shard_idle {
     bool draining;
 } shard_idle;
 static shard_idle idles[TPC_MAX_SHARDS];
+
+/* Keep-alive connections parked (http_connection: park), and those taken up again. */
+typedef struct hpark {
+    int cfd;
+    fe_rt *fe;
+    gen *g;
+    const px_frontend *f;
+    shard_counters *sc;
+    fe_http *fh;
+    tpc_addr peer;
+    char xff[128];
+    uint64_t idle_since;
+    int why; /* E_IDLE_TIMEOUT when its idle timer ended the wait, else E_COUNT */
+    tpc_watch *w;
+    tpc_timer idle;
+    struct hpark *prev, *next; /* in its shard's parked list */
+} hpark;
+
+typedef struct shard_parked {
+    hpark *parked;
+    hconn *resumed; /* connections taken up again, in fibers of their own */
+} shard_parked;
+static shard_parked parkeds[TPC_MAX_SHARDS];
 
 static void idle_add(hconn *h)
 {
@@ -136,6 +173,8 @@ int http_drain(void *arg)
     s->draining = true;
     for (hconn *h = s->idle; h; h = h->idle_next)
         tpc_sock_shutdown(h->cfd, SHUT_RD); /* its recv ends: the connection closes */
+    for (hpark *p = parkeds[tpc_shard_id()].parked; p; p = p->next)
+        tpc_watch_stop(p->w); /* park_wake closes it (later: the list stays as it is here) */
     return 0;
 }
 
@@ -150,7 +189,7 @@ int http_drain(void *arg)
 #define RX_BUF_SIZE 16384
 
 static tpc_bufpool *rx_pools[TPC_MAX_SHARDS];
-static int rx_mode = -1; /* 1: streams, 0: tpc_recv */
+static _Atomic int rx_mode = -1; /* 1: streams, 0: tpc_recv (every shard reads it) */
 
 static void rx_open(hconn *h)
 {
@@ -298,13 +337,22 @@ static int read_request(hconn *h)
         bool idle = h->ce == 0;
         if (idle && idles[tpc_shard_id()].draining)
             return 0;
-        tpc_deadline_set_at(first ? first + (uint64_t)h->f->http_request_ns
-                                  : tpc_now() + (uint64_t)h->f->client_idle_ns);
+        if (idle && !h->idle_since)
+            h->idle_since = tpc_now();
+        uint64_t idle_end = h->idle_since + (uint64_t)h->f->client_idle_ns;
+        bool may_park = idle && !h->rx && tpc_now() + PARK_AFTER < idle_end;
+        tpc_deadline_set_at(first      ? first + (uint64_t)h->f->http_request_ns
+                            : may_park ? tpc_now() + PARK_AFTER
+                                       : idle_end);
         if (idle)
             idle_add(h);
         ssize_t n = client_recv(h, h->cbuf + h->ce, sizeof(h->cbuf) - h->ce);
         if (idle)
             idle_remove(h);
+        if (n == -ETIMEDOUT && may_park && tpc_now() < idle_end)
+            return 2; /* idle for PARK_AFTER: the caller parks the connection */
+        if (n > 0)
+            h->idle_since = 0;
         if (n > 0) {
             count(&h->sc->bytes_in, (uint64_t)n);
             if (!first)
@@ -618,6 +666,192 @@ static void address_text(const tpc_addr *a, char *out, size_t size)
     snprintf(out, size, "%s", start);
 }
 
+/* ---- Parked keep-alive connections: a record and a watch, no fiber, no buffers ---- */
+
+static void log_conn(int shard, const char *fe, const char *xff, int kind)
+{
+    if (!log_conns)
+        return;
+    printf("conn shard=%d frontend=%s client=%s mode=http result=%s\n", shard, fe, xff,
+           kind == E_COUNT ? "ok" : err_name[kind]);
+    fflush(stdout);
+}
+
+/* The end of a connection: its counts and references; closes cfd if the program owns it. */
+static void conn_end(int cfd, fe_rt *fe, gen *g, shard_counters *sc, bool owned)
+{
+    atomic_fetch_sub(&sc->active, 1);
+    if (owned)
+        close(cfd);
+    atomic_fetch_sub(&fe->live, 1);
+    gen_put(g);
+    if (owned)
+        fe_put(fe);
+}
+
+static void resumed_remove(hconn *h)
+{
+    shard_parked *sp = &parkeds[tpc_shard_id()];
+    if (h->res_prev)
+        h->res_prev->res_next = h->res_next;
+    else
+        sp->resumed = h->res_next;
+    if (h->res_next)
+        h->res_next->res_prev = h->res_prev;
+}
+
+static void finish(hconn *h)
+{
+    rx_close(h);
+    if (h->resumed)
+        resumed_remove(h);
+    log_conn(tpc_shard_id(), h->fe->name, h->xff, h->kind);
+    conn_end(h->cfd, h->fe, h->g, h->sc, h->owned);
+    free(h);
+}
+
+static void park_unlink(hpark *p)
+{
+    shard_parked *sp = &parkeds[tpc_shard_id()];
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        sp->parked = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+}
+
+static int serve(hconn *h);
+
+/* A watch's fiber: the connection taken up again with fresh buffers. */
+static int resume(void *arg)
+{
+    hpark *p = arg;
+    hconn *h = malloc(sizeof(*h));
+    if (!h) {
+        conn_end(p->cfd, p->fe, p->g, p->sc, true);
+        free(p);
+        return 0;
+    }
+    h->cfd = p->cfd;
+    h->fe = p->fe;
+    h->g = p->g;
+    h->f = p->f;
+    h->sc = p->sc;
+    h->fh = p->fh;
+    h->peer = p->peer;
+    memcpy(h->xff, p->xff, sizeof(h->xff));
+    free(p);
+    h->cs = h->ce = h->us = h->ue = 0;
+    h->kind = E_COUNT;
+    h->req.head_done = false;
+    h->rx = NULL;
+    h->held.len = 0;
+    h->idle_since = 0;
+    h->owned = h->resumed = true;
+    h->fiber = tpc_self();
+    shard_parked *sp = &parkeds[tpc_shard_id()];
+    h->res_prev = NULL;
+    h->res_next = sp->resumed;
+    if (sp->resumed)
+        sp->resumed->res_prev = h;
+    sp->resumed = h;
+    serve(h);
+    return 0;
+}
+
+/* The watch told: bytes (a fiber takes the connection up), or the end of the wait (the idle
+ * limit, a drain, an error, the runtime stopping): the connection closes. */
+static void park_wake(tpc_watch *w, int res, void *arg)
+{
+    (void)w;
+    hpark *p = arg;
+    park_unlink(p);
+    tpc_timer_stop(&p->idle);
+    if (res > 0 && !idles[tpc_shard_id()].draining) {
+        tpc_fiber_opts o = {.name = "http", .detached = true, .stack_size = 64 * 1024};
+        if (tpc_spawn_opts(&o, resume, p, NULL) == 0)
+            return;
+    }
+    if (p->why != E_COUNT)
+        count(&p->sc->errors[p->why], 1);
+    log_conn(tpc_shard_id(), p->fe->name, p->xff, p->why);
+    conn_end(p->cfd, p->fe, p->g, p->sc, true);
+    free(p);
+}
+
+static void park_idle(tpc_timer *t, void *arg)
+{
+    (void)t;
+    hpark *p = arg;
+    p->why = E_IDLE_TIMEOUT;
+    tpc_watch_stop(p->w);
+}
+
+/* Gives back h's fiber and buffers while the connection waits for its next request. 0, with h
+ * freed; or a negative errno, h untouched. */
+static int park(hconn *h)
+{
+    hpark *p = malloc(sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    *p = (hpark){.cfd = h->cfd,
+                 .fe = h->fe,
+                 .g = h->g,
+                 .f = h->f,
+                 .sc = h->sc,
+                 .fh = h->fh,
+                 .peer = h->peer,
+                 .idle_since = h->idle_since,
+                 .why = E_COUNT};
+    memcpy(p->xff, h->xff, sizeof(p->xff));
+    tpc_timer_init(&p->idle, park_idle, p);
+    int rc = tpc_watch_start(p->cfd, POLLIN, park_wake, p, &p->w);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    if (!h->owned)
+        atomic_fetch_add(&h->fe->refs, 1); /* the connection outlives its server's handler */
+    tpc_timer_start_at(&p->idle, p->idle_since + (uint64_t)p->f->client_idle_ns, 0);
+    shard_parked *sp = &parkeds[tpc_shard_id()];
+    p->prev = NULL;
+    p->next = sp->parked;
+    if (sp->parked)
+        sp->parked->prev = p;
+    sp->parked = p;
+    rx_close(h);
+    if (h->resumed)
+        resumed_remove(h);
+    free(h);
+    return 0;
+}
+
+/* Requests until the connection ends (1: it parked instead; h is gone either way). */
+static int serve(hconn *h)
+{
+    int r;
+    while ((r = read_request(h)) == 1 && proxy_request(h) == 0)
+        ;
+    if (r == 2 && park(h) == 0)
+        return 1;
+    finish(h);
+    return 0;
+}
+
+int http_cut(void *arg)
+{
+    fe_rt *fe = arg;
+    shard_parked *sp = &parkeds[tpc_shard_id()];
+    for (hconn *h = sp->resumed; h; h = h->res_next)
+        if (h->fe == fe)
+            tpc_cancel(h->fiber);
+    for (hpark *p = sp->parked; p; p = p->next)
+        if (p->fe == fe)
+            tpc_watch_stop(p->w); /* park_wake runs later: the list stays as it is here */
+    return 0;
+}
+
 int http_connection(int fd, void *arg)
 {
     fe_rt *fe = arg;
@@ -645,21 +879,15 @@ int http_connection(int fd, void *arg)
     h->cs = h->ce = h->us = h->ue = 0;
     h->kind = E_COUNT;
     h->req.head_done = false;
+    h->idle_since = 0;
+    h->owned = h->resumed = false;
     if (tpc_sock_peer(fd, &h->peer) < 0)
         memset(&h->peer, 0, sizeof(h->peer));
     address_text(&h->peer, h->xff, sizeof(h->xff));
     tpc_sock_nodelay(fd, 1);
     atomic_fetch_add(&sc->active, 1);
     rx_open(h);
-    while (read_request(h) > 0 && proxy_request(h) == 0)
-        ;
-    rx_close(h);
-    atomic_fetch_sub(&sc->active, 1);
-    if (log_conns) {
-        printf("conn shard=%d frontend=%s client=%s mode=http result=%s\n", shard, fe->name, h->xff,
-               h->kind == E_COUNT ? "ok" : err_name[h->kind]);
-        fflush(stdout);
-    }
+    return serve(h) ? TPC_CONN_KEEP : 0; /* parked: the program owns fd now */
 out:
     free(h);
     atomic_fetch_sub(&fe->live, 1);

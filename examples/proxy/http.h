@@ -11,6 +11,10 @@ int http_connection(int fd, void *arg);
  * close at once, and the others after the response under way (which says Connection: close). */
 int http_drain(void *arg);
 
+/* At a drain's deadline (tpc_on_all): the frontend's connections on the calling shard that
+ * parked once (their fibers are not the server's) are cut: cancelled, or closed if parked. */
+int http_cut(void *arg);
+
 /* check = http on a connected socket: "GET path" to the server at addr; 0 when the answer's
  * status is 2xx or 3xx, else a negative errno (-EPROTO for another status or a malformed
  * answer). The caller's deadline bounds it. */

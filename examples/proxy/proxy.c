@@ -14,6 +14,7 @@
  * Health checks run on shard 0, a fiber per server; the state they find is one atomic word per
  * server that the other shards only read. SIGHUP reloads the file; SIGTERM / SIGINT drain. */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -248,7 +249,7 @@ static int relay_error(int rc)
     }
 }
 
-static void fe_put(fe_rt *fe)
+void fe_put(fe_rt *fe)
 {
     if (atomic_fetch_sub(&fe->refs, 1) == 1)
         free(fe);
@@ -754,7 +755,7 @@ static int relays_cut(void *arg)
     fe_rt *fe = arg;
     for (relay_ctx *x = fe->relays[tpc_shard_id()]; x; x = x->next)
         tpc_relay_stop(x->h); /* relay_done runs later: the list stays as it is here */
-    return 0;
+    return http_cut(fe);
 }
 
 /* Stops a frontend: its listener closes at once, its connections get until the caller's
@@ -982,6 +983,9 @@ static int usage(const char *argv0)
 
 int main(int argc, char **argv)
 {
+    /* A connection's buffers (HTTP mode: about 90 KB while it is busy) come from mmap and go
+     * back to the kernel when it parks or ends, instead of staying in the heap at its peak. */
+    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
     tpc_config rc_config = {.drain = drain, .drain_ms = 5000};
     bool check = false;
     for (int i = 1; i < argc; i++) {

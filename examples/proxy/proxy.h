@@ -87,6 +87,7 @@ typedef struct fe_rt {
 } fe_rt;
 
 void gen_put(gen *g);
+void fe_put(fe_rt *fe); /* the last reference frees it */
 px_frontend *frontend_of(gen *g, const char *name);
 /* The servers of backend bi to try, in order (the balance's choice first, only servers up),
  * into order[]; returns how many. */

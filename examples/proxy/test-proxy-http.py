@@ -5,6 +5,7 @@ the wire is checked. Every wait polls for its condition up to a deadline; timing
 slack (TPC_TEST_SLOW multiplies them)."""
 import hashlib
 import random
+import re
 import socket
 import sys
 import threading
@@ -296,6 +297,48 @@ class HttpTest(unittest.TestCase):
         c, r = p.connect()
         c.sendall(request("/idle"))
         self.assertEqual(read_response(r).body, b"a GET /idle")
+        t0 = time.monotonic()
+        self.assertEqual(p.stop(), 0)  # not the 30 s of the drain deadline
+        self.assertLess(time.monotonic() - t0, 10 * SLOW)
+        self.assertEqual(c.recv(1), b"")
+        c.close()
+
+    def fibers(self, p):
+        return sum(int(n) for n in re.findall(r'^tpc_fibers\{shard="\d+"\} (\d+)', p.get("/metrics"),
+                                                 re.M))
+
+    def test_idle_keepalive_connections_park(self):
+        """An idle keep-alive connection gives back its fiber (it parks after 50 ms) and is taken
+        up again by its next request; a parked one still closes at its idle limit, and a drain
+        closes the parked ones at once."""
+        p = self.start(fe="timeout_client_idle = 2s\n")
+        base = self.fibers(p)
+        conns = []
+        for i in range(20):
+            c, r = p.connect()
+            c.sendall(request("/first%d" % i))
+            self.assertEqual(read_response(r).body, b"a GET /first%d" % i)
+            conns.append((c, r))
+        until(lambda: self.fibers(p) <= base)  # all 20 parked: no fiber holds any of them
+        for i, (c, r) in enumerate(conns):  # each taken up again, in order, on the same socket
+            c.sendall(request("/second%d" % i))
+            self.assertEqual(read_response(r).body, b"a GET /second%d" % i)
+        t0 = time.monotonic()
+        c, r = conns[0]
+        self.assertEqual(c.recv(1), b"")  # parked again, then closed at the idle limit
+        self.assertGreaterEqual(time.monotonic() - t0, 1.5)
+        until(lambda: p.counter("idle_timeout") >= 1)
+        for c, r in conns:
+            c.close()
+
+    def test_drain_closes_parked_connections_at_once(self):
+        self.backends = [Backend()]
+        p = Proxy(config(self.backends), drain_ms=30000)
+        base = self.fibers(p)
+        c, r = p.connect()
+        c.sendall(request("/idle"))
+        self.assertEqual(read_response(r).body, b"a GET /idle")
+        until(lambda: self.fibers(p) <= base)  # parked
         t0 = time.monotonic()
         self.assertEqual(p.stop(), 0)  # not the 30 s of the drain deadline
         self.assertLess(time.monotonic() - t0, 10 * SLOW)
