@@ -292,6 +292,9 @@ static int misuse_main(void *arg)
     o = small;
     o.rtt_rounds = 20000000;
     CHECK_EQ(tpc_numa_rtt(&o, false, l), -EINVAL);
+    o = small;
+    o.idle_us = 10001; /* a spin that long would be a stall */
+    CHECK_EQ(tpc_numa_rtt(&o, false, l), -EINVAL);
     CHECK_EQ(tpc_numa_rtt(&small, true, NULL), -EINVAL);
     CHECK_EQ(tpc_numa_stream(&small, NULL), -EINVAL);
     CHECK_EQ(tpc_numa_stream(&o, d), -EINVAL);

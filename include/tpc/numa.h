@@ -135,8 +135,9 @@ TPC_EXTERN int tpc_mem_locality_of(int shard, tpc_mem_locality *out);
  * as tpc_spawn_on and tpc_join (-ECANCELED, -ETIMEDOUT, -ESHUTDOWN). */
 
 /* Sizes of the measurements; zero fields take the defaults; NULL: all defaults. A value out of
- * its bounds (rtt_rounds <= 10^7, idle_us <= 10^6, stream_msgs <= 10^9, mem_bytes in
- * [64 KiB, 64 GiB], mem_reads <= 10^9) or a non-zero reserved word: -EINVAL. */
+ * its bounds (rtt_rounds <= 10^7, idle_us <= 10^4: a pause spun on the caller's shard, kept
+ * below the stall detector's threshold; stream_msgs <= 10^9, mem_bytes in [64 KiB, 64 GiB],
+ * mem_reads <= 10^9) or a non-zero reserved word: -EINVAL. */
 typedef struct tpc_numa_opts {
     unsigned rtt_rounds;  /* round trips per ordered pair; 0: 2000 */
     unsigned idle_us;     /* target asleep: the pause before each round trip, long enough
