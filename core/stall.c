@@ -197,6 +197,7 @@ struct watch {
     uint64_t cpu;     /* its thread's CPU time at the first look that saw it stuck, ns */
     uint64_t cpu_at;  /* when that was, ns; 0: not read yet */
     uint64_t next_ms; /* report when the stall reaches this long; doubles */
+    bool counted;     /* this stall is in n_stalls */
 };
 
 static uint64_t thread_cpu_ns(pid_t tid)
@@ -238,6 +239,7 @@ static bool look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t s
         w->since = now;
         w->cpu_at = 0;
         w->next_ms = stall_ms;
+        w->counted = false;
         return !asleep;
     }
     /* The same run phase since `since`: once it has lasted a time slice, tpc_maybe_yield
@@ -262,16 +264,13 @@ static bool look(struct tpc__shard *s, struct watch *w, uint64_t now, uint64_t s
         cpu_ms = ms;
     /* Mostly off the CPU while runnable: other threads had the CPU (a busy machine), not the
      * program's code; not a stall of the shard's. (Off the CPU while blocked in a system call
-     * is one, and is reported.) The watch starts again. */
-    if (cpu_ms * 4 < ms && thread_state(s->tid) == 'R') {
-        w->since = now;
-        w->cpu_at = 0;
-        w->next_ms = stall_ms;
+     * is one, and is reported.) */
+    w->next_ms *= 2; /* (not reported: looked at again at twice the time) */
+    if (cpu_ms * 4 < ms && thread_state(s->tid) == 'R')
         return true;
-    }
-    if (w->next_ms == stall_ms)
+    if (!w->counted) /* one stall, however many reports */
         atomic_fetch_add_explicit(&s->n_stalls, 1, memory_order_relaxed);
-    w->next_ms *= 2;
+    w->counted = true;
     bool taken = snapshot(s);
     report(s, ms, cpu_ms, taken);
     if (taken)
