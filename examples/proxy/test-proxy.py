@@ -416,7 +416,7 @@ class ProxyTest(unittest.TestCase):
         def refused():
             try:
                 p.connect().close()
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, ConnectionResetError):  # reset: raced the closing
                 return True
             return False
         until(refused)  # no new connections
