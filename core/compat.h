@@ -19,6 +19,9 @@
 /* IORING_FEAT_MIN_TIMEOUT (Linux 6.12): io_uring_getevents_arg's `pad` became the minimum
  * wait, in microseconds. */
 #define TPC__FEAT_MIN_TIMEOUT (1U << 15)
+/* Not a kernel feature bit: the byte limit of a multishot receive (IORING_RECV_MSHOT_LIM, Linux
+ * 6.16), which no feature flag announces; only fault injection's hidden-feature mask uses it. */
+#define TPC__FEAT_RECV_LIMIT (1U << 31)
 struct tpc__getevents_arg {
     uint64_t sigmask;
     uint32_t sigmask_sz;

@@ -12,12 +12,16 @@
  * Fairness. A stream counts the buffers it has queued and handed out (`owner` says whose a
  * buffer is, also after its stream has closed) and re-arms only while that is below the
  * pool's share (a quarter of its buffers, at least one); its handler's release re-arms it. The
- * bound is exact because each receive takes exactly one buffer: a multishot receive would fill
- * as many as the socket holds data for (the kernel loops until the socket is empty or the ring
- * is), so one peer that sends much and never reads, whose handler is stuck in a send, would
- * take the whole pool before the stream could stop it. The price is one SQE per chunk, which
- * goes out with the loop's other submissions (no extra kernel entry); after a chunk that
- * emptied the socket the next receive waits for data before trying (POLL_FIRST).
+ * receive in the ring is a multishot one limited to the bytes of the buffers the stream may
+ * still take (Linux 6.16's byte limit, IORING_RECV_MSHOT_LIM): it ends by itself when a sender
+ * fills the share with whole chunks, so one peer that sends much while its handler is stuck in
+ * a send takes no more than its share. Smaller chunks could take more buffers than their bytes
+ * suggest: a completion that reaches the share while the receive goes on cancels it, so the
+ * overshoot is at most what the kernel delivered before the loop saw it. One receive serves
+ * many chunks (an SQE and a poll arm per limit's worth of data instead of per chunk). A kernel
+ * without the limit refuses it (-EINVAL, once per process) and the streams then keep one
+ * single-shot receive in the ring per chunk, whose bound is exact; after a chunk that emptied
+ * the socket the next receive waits for data before trying (POLL_FIRST).
  *
  * A stream that finds no free SQE re-arms from a timer at the next loop iteration, so it is
  * never left waiting with nothing in the ring. */
@@ -27,6 +31,10 @@
 #include "internal.h"
 
 enum { IN_RING, QUEUED, HELD };
+
+/* Whether the kernel takes a byte limit on a multishot receive: 1 yes, 0 not yet known (tried
+ * as if it did), -1 no (it refused one). Per process: every ring has the same kernel. */
+static int mshot_limit;
 
 struct tpc_bufpool {
     struct tpc__shard *shard;
@@ -58,6 +66,7 @@ struct tpc_rx {
     bool close_done; /* and finished: freed once no fiber is inside and no buffer is held */
     bool inside;     /* a fiber is inside tpc_rx_next (woken or not) */
     bool poll_first; /* the last receive emptied the socket */
+    bool limited;    /* the receive in the ring is a multishot one with a byte limit */
     int err;
     /* Driven by callbacks (tpc__rx_hook, for net/relay.c) instead of a waiting fiber. */
     struct tpc__rx_hooks hooks;
@@ -190,6 +199,29 @@ static void rx_wake(tpc_rx *rx)
 }
 
 static void arm(tpc_rx *rx);
+static bool at_share(const tpc_rx *rx);
+
+#ifdef TPC_FAULT_INJECTION
+int tpc__rx_limit(int set)
+{
+    int was = __atomic_load_n(&mshot_limit, __ATOMIC_RELAXED);
+    __atomic_store_n(&mshot_limit, set, __ATOMIC_RELAXED);
+    return was;
+}
+#endif
+
+/* A limited receive's completion: false if it says the kernel has no byte limit. */
+static bool limit_known(int res)
+{
+    int known = __atomic_load_n(&mshot_limit, __ATOMIC_RELAXED);
+    if (known == 0 && res == -EINVAL) {
+        __atomic_store_n(&mshot_limit, -1, __ATOMIC_RELAXED);
+        return false;
+    }
+    if (known == 0 && res > 0)
+        __atomic_store_n(&mshot_limit, 1, __ATOMIC_RELAXED);
+    return known >= 0 || res != -EINVAL;
+}
 static void close_finish(tpc_rx *rx);
 
 static unsigned available(const tpc_bufpool *p)
@@ -242,6 +274,12 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
         return;
     }
     rx->poll_first = !(flags & IORING_CQE_F_SOCK_NONEMPTY);
+    if (rx->limited && !limit_known(res)) {
+        arm(rx); /* the kernel has no byte limit: single shots from now on */
+        return;
+    }
+    if ((flags & IORING_CQE_F_MORE) && at_share(rx))
+        tpc__multishot_cancel(s, &rx->ms); /* smaller chunks than the limit assumed */
     if (res == 0) {
         rx->eof = true;
     } else if (res == -ENOBUFS) {
@@ -261,10 +299,14 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
         rx_wake(rx);
 }
 
+static unsigned share(const tpc_rx *rx)
+{
+    return rx->hooks.share ? rx->hooks.share : rx->pool->share;
+}
+
 static bool at_share(const tpc_rx *rx)
 {
-    unsigned share = rx->hooks.share ? rx->hooks.share : rx->pool->share;
-    return rx->nqueued + rx->nheld >= share;
+    return rx->nqueued + rx->nheld >= share(rx);
 }
 
 /* Puts a receive in the ring unless one is there, the stream has ended, waits for buffers, has
@@ -280,11 +322,21 @@ static void arm(tpc_rx *rx)
         return;
     }
     io_uring_prep_recv(sqe, rx->fd, NULL, rx->hooks.len, 0); /* len 0: the buffer's */
+    rx->limited = __atomic_load_n(&mshot_limit, __ATOMIC_RELAXED) >= 0;
+    if (rx->limited) {
+        unsigned chunk = rx->hooks.len ? rx->hooks.len : (unsigned)rx->pool->size;
+        sqe->ioprio |= IORING_RECV_MULTISHOT;
+        sqe->file_index = (share(rx) - rx->nqueued - rx->nheld) * chunk; /* the uapi's optlen */
+#ifdef TPC_FAULT_INJECTION
+        if (tpc__fault_hidden_features() & TPC__FEAT_RECV_LIMIT)
+            sqe->ioprio &= ~IORING_RECV_MULTISHOT; /* a limit on a single shot: -EINVAL, as old */
+#endif
+    }
     if (rx->poll_first)
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = rx->pool->bgid;
-    tpc__multishot_arm(&rx->ms, sqe); /* a single shot: its completion has no F_MORE */
+    tpc__multishot_arm(&rx->ms, sqe);
 }
 
 static void retry_fire(tpc_timer *t, void *arg)

@@ -51,6 +51,11 @@ void tpc__rx_hook(tpc_rx *rx, const struct tpc__rx_hooks *h); /* NULL: unhooks *
 /* The next chunk without waiting: its length (> 0), 0 at end of stream, the stream's error, or
  * -EAGAIN when none is queued yet. */
 ssize_t tpc__rx_take(tpc_rx *rx, tpc_buf *b);
+#ifdef TPC_FAULT_INJECTION
+/* Sets whether the kernel takes a multishot receive's byte limit (1 yes, 0 unknown, -1 no) and
+ * returns what was known. */
+int tpc__rx_limit(int set);
+#endif
 /* Starts closing rx from anywhere on its shard, fiber or not; gone runs when it is done. Buffers
  * held from it stay valid until released. */
 void tpc__rx_close_async(tpc_rx *rx);

@@ -11,6 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 #include "helpers.h"
+#ifdef TPC_FAULT_INJECTION
+#include "net/internal.h" /* tpc__rx_limit, the fault hooks */
+#endif
 
 #define MS (1000 * 1000LL)
 
@@ -533,6 +536,78 @@ static void test_rx_share_and_order(void **state)
     run_main(1, rx_share_main, NULL);
 }
 
+/* A stream's receive serves many chunks, limited to the bytes of its share's buffers; chunks far
+ * smaller than a buffer would take a buffer each past the share, so reaching the share cancels
+ * the receive. A peer sending 400 single bytes, each reaped before the next is sent, to a
+ * stream that takes nothing: the stream holds its share and a few more at most (without the
+ * cancel it took the whole pool), and every byte arrives in order afterwards. */
+static int rx_small_chunks_main(void *arg)
+{
+    (void)arg;
+    tpc_bufpool *p;
+    tpc_rx *rx;
+    int a, b;
+    CHECK_EQ(tpc_bufpool_create(64, 16, &p), 0); /* a stream's share: 16 buffers */
+    tcp_pair(&a, &b);
+    int one = 1;
+    CHECK_EQ(setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
+    enum { N = 400 };
+    for (int i = 0; i < N; i++) {
+        char c = (char)('a' + i % 26);
+        CHECK_EQ(tpc_send(a, &c, 1, 0), 1);
+        loop_turns(2); /* the byte is received before the next is sent */
+        CHECK(tpc_bufpool_available(p) >= 64 - 16 - 4);
+        if (tpc_bufpool_available(p) < 64 - 16 - 4)
+            break;
+    }
+    char got[N];
+    size_t have = 0;
+    while (have < N) {
+        tpc_buf buf;
+        ssize_t n = tpc_rx_next(rx, &buf);
+        CHECK(n > 0 && (size_t)n <= N - have);
+        if (n <= 0 || (size_t)n > N - have)
+            break;
+        memcpy(got + have, buf.data, (size_t)n);
+        have += (size_t)n;
+        CHECK_EQ(tpc_buf_release(&buf), 0);
+    }
+    for (size_t i = 0; i < have; i++)
+        CHECK_EQ(got[i], (char)('a' + i % 26));
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    tpc_close(a);
+    tpc_close(b);
+    CHECK_EQ(tpc_bufpool_available(p), 64);
+    CHECK_EQ(tpc_bufpool_destroy(p), 0);
+    return 0;
+}
+
+static void test_rx_small_chunks_keep_share(void **state)
+{
+    (void)state;
+    run_main(1, rx_small_chunks_main, NULL);
+}
+
+/* A kernel without the byte limit (before Linux 6.16) refuses the first limited receive with
+ * -EINVAL: that is not the stream's error; the streams go on with one single-shot receive per
+ * chunk, and the process remembers. */
+static void test_rx_without_recv_limit(void **state)
+{
+    (void)state;
+#ifdef TPC_FAULT_INJECTION
+    int was = tpc__rx_limit(0);
+    tpc__fault_hide_features(TPC__FEAT_RECV_LIMIT);
+    run_main(1, rx_share_main, NULL);
+    CHECK_EQ(tpc__rx_limit(0), -1); /* it learnt the kernel's answer */
+    run_main(1, rx_small_chunks_main, NULL);
+    tpc__fault_hide_features(0);
+    tpc__rx_limit(was);
+#else
+    SKIP_IF(true, "fault injection is not built in (meson -Dfault_injection=true)");
+#endif
+}
+
 /* A callback cannot close an armed stream (that waits for the kernel); the stream goes on. */
 static int rx_callback_close_main(void *arg)
 {
@@ -1025,6 +1100,8 @@ int main(void)
         cmocka_unit_test(test_resolve),
         cmocka_unit_test(test_rx_deadline_loses_nothing),
         cmocka_unit_test(test_rx_share_and_order),
+        cmocka_unit_test(test_rx_small_chunks_keep_share),
+        cmocka_unit_test(test_rx_without_recv_limit),
         cmocka_unit_test(test_rx_close_from_callback_refused),
         cmocka_unit_test(test_rx_buffer_released_twice),
         cmocka_unit_test(test_rx_bad_arguments),
