@@ -18,6 +18,7 @@
 
 #define BUF_SIZE  16384 /* answers to send, and received bytes without buffer rings */
 #define LINGER_NS (1000LL * 1000 * 1000) /* after an error answer: reading on, at most */
+#define PARK_NS   (50LL * 1000 * 1000)   /* idle between requests this long: wait without a fiber */
 
 static atomic_long served[TPC_MAX_SHARDS];
 
@@ -84,7 +85,9 @@ static void linger(int fd, tpc_rx *rx, char *in)
 
 /* Serves one connection (tpc_server_start's fn: the server closes fd afterwards). A received
  * chunk is parsed where the kernel put it; the parser keeps its place between chunks, so
- * nothing is copied but the answers. */
+ * nothing is copied but the answers. A connection idle between two requests for PARK_NS gives
+ * back its fiber, stack and buffers (TPC_CONN_PARK) and is called again when bytes come: an
+ * idle keep-alive connection costs the server's small record, not a stack. */
 static int connection(int fd, void *arg)
 {
     (void)arg;
@@ -96,9 +99,23 @@ static int connection(int fd, void *arg)
     http_conn h;
     http_conn_init(&h);
     char *in = rx ? NULL : malloc(BUF_SIZE), *out = malloc(BUF_SIZE);
+    bool park = false;
     while ((rx || in) && out && !http_conn_closing(&h)) {
         tpc_buf chunk;
+        bool between = !h.begun; /* no request under way: nothing would be lost by parking */
+        if (between)
+            tpc_deadline_set(PARK_NS);
         ssize_t n = rx ? tpc_rx_next(rx, &chunk) : tpc_recv(fd, in, BUF_SIZE, 0);
+        if (between)
+            tpc_deadline_clear();
+        if (n == -ETIMEDOUT && between) {
+            if (!rx || tpc_rx_close_idle(rx) == 0) {
+                rx = NULL;
+                park = true;
+                break;
+            }
+            continue; /* a chunk came first */
+        }
         if (n <= 0)
             break; /* the peer closed, or an error, or the server stops */
         int rc = answer(fd, &h, out, rx ? chunk.data : in, (size_t)n);
@@ -112,7 +129,7 @@ static int connection(int fd, void *arg)
     tpc_rx_close(rx);
     free(in);
     free(out);
-    return 0;
+    return park ? TPC_CONN_PARK : 0;
 }
 
 static int pool_create(void *arg)

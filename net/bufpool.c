@@ -67,6 +67,7 @@ struct tpc_rx {
     bool inside;     /* a fiber is inside tpc_rx_next (woken or not) */
     bool poll_first; /* the last receive emptied the socket */
     bool limited;    /* the receive in the ring is a multishot one with a byte limit */
+    bool pausing;    /* tpc_rx_close_idle waits for the receive to end: no re-arm */
     int err;
     /* Driven by callbacks (tpc__rx_hook, for net/relay.c) instead of a waiting fiber. */
     struct tpc__rx_hooks hooks;
@@ -275,7 +276,8 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
     }
     rx->poll_first = !(flags & IORING_CQE_F_SOCK_NONEMPTY);
     if (rx->limited && !limit_known(res)) {
-        arm(rx); /* the kernel has no byte limit: single shots from now on */
+        arm(rx);     /* the kernel has no byte limit: single shots from now on */
+        rx_wake(rx); /* (tpc_rx_close_idle waits for this receive's end) */
         return;
     }
     if ((flags & IORING_CQE_F_MORE) && at_share(rx))
@@ -313,8 +315,8 @@ static bool at_share(const tpc_rx *rx)
  * its share of the pool, or waits for its retry. */
 static void arm(tpc_rx *rx)
 {
-    if (rx->ms.armed || rx->ms.closing || rx->eof || rx->err || rx->starved || at_share(rx) ||
-        tpc_timer_pending(&rx->retry))
+    if (rx->ms.armed || rx->ms.closing || rx->pausing || rx->eof || rx->err || rx->starved ||
+        at_share(rx) || tpc_timer_pending(&rx->retry))
         return;
     struct io_uring_sqe *sqe = tpc__sqe(rx->pool->shard);
     if (!sqe) {
@@ -490,6 +492,42 @@ static void close_finish(tpc_rx *rx)
     pool_retire(p);
     if (hooked && h.gone)
         h.gone(h.arg);
+}
+
+int tpc_rx_close_idle(tpc_rx *rx)
+{
+    TPC__CHECK_SUSPEND();
+    if (!rx)
+        return -EINVAL;
+    tpc_bufpool *p = rx->pool;
+    if (p->shard != tpc__self)
+        return -EXDEV;
+    if (rx->inside || rx->closed || rx->hooked)
+        return -EBUSY; /* another fiber waits on it or closes it; a relay's */
+    if (rx->nheld)
+        return -EBUSY; /* the caller holds chunks of it: release them first */
+    /* Stop the receive without dropping what it brings: rx_complete queues as usual, and arm
+     * refuses while `pausing`. The final completion wakes this fiber (it waits as tpc_rx_next's
+     * callers do, uninterruptibly: the kernel must let go before the stream can close). */
+    rx->pausing = true;
+    while (rx->head < 0 && rx->ms.armed) {
+        tpc__multishot_cancel(p->shard, &rx->ms);
+        struct tpc__wait w;
+        rx->waiter = &w;
+        rx->inside = true;
+        if (rx->ms.stopping)
+            tpc__park_hard(&w);
+        else
+            tpc_yield(); /* no free SQE for the cancel: let the loop submit and reap */
+        rx->waiter = NULL;
+        rx->inside = false;
+    }
+    rx->pausing = false;
+    if (rx->head >= 0) {
+        arm(rx); /* a chunk came first: the stream goes on */
+        return -EAGAIN;
+    }
+    return tpc_rx_close(rx); /* nothing in the ring, nothing queued: nothing is lost */
 }
 
 int tpc_rx_close(tpc_rx *rx)

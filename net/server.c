@@ -22,6 +22,7 @@
  *     connections) and to it (a loop started, the count reached zero) go through
  *     tpc__send_reply, which never fails or blocks (a full ring keeps them in a spare record of
  *     the server), so no error can leave a loop running unstopped or a waiter unwoken. */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,9 +41,10 @@ struct srv_shard {
     tpc_fiber *fiber; /* the accept loop, while it accepts (this shard only) */
     bool stop;        /* the loop is to end (this shard only) */
     tpc_list conns;   /* connections whose fn runs (this shard only) */
+    tpc_list parked;  /* connections waiting for bytes without a fiber (this shard only) */
     /* Spare records for messages that find their ring full (tpc__send_reply). */
-    struct tpc__pending stop_msg, cancel_msg; /* home -> this shard */
-    struct tpc__pending started_msg;          /* this shard -> home */
+    struct tpc__pending stop_msg, cancel_msg, unpark_msg; /* home -> this shard */
+    struct tpc__pending started_msg;                      /* this shard -> home */
 };
 
 struct tpc_server {
@@ -68,8 +70,10 @@ struct conn {
     tpc_server *srv;
     int fd;
     unsigned shard;
-    tpc_fiber *fiber;
-    tpc_list node; /* in its shard's conns while fn runs */
+    bool counted;     /* in its shard's `accepted` */
+    tpc_fiber *fiber; /* while fn runs */
+    tpc_watch *watch; /* while parked (TPC_CONN_PARK) */
+    tpc_list node;    /* in its shard's conns while fn runs, in `parked` while parked */
 };
 
 static void srv_unref(tpc_server *srv)
@@ -152,20 +156,54 @@ static void conn_drop(struct conn *c)
     free(c);
 }
 
+static void conn_start(void *arg);
+
+/* A parked connection's bytes came (or its peer closed): a fiber takes it up again. Or the
+ * watch was stopped (the server stops) or the runtime stops: it closes. */
+static void conn_ready(tpc_watch *w, int result, void *arg)
+{
+    (void)w;
+    struct conn *c = arg;
+    c->watch = NULL;
+    tpc__list_remove(&c->node);
+    if (result < 0)
+        conn_drop(c);
+    else
+        conn_start(c);
+}
+
+/* fn returned TPC_CONN_PARK: waits for readability with no fiber. False if it cannot (the
+ * server stops, or the watch cannot start): the connection then ends. */
+static bool conn_park(struct conn *c)
+{
+    if (atomic_load(&c->srv->stopping) ||
+        tpc_watch_start(c->fd, POLLIN | POLLRDHUP, conn_ready, c, &c->watch) < 0)
+        return false;
+    tpc__list_push(&c->srv->sh[c->shard].parked, &c->node);
+    return true;
+}
+
 static int conn_main(void *arg)
 {
     struct conn *c = arg;
     tpc_server *srv = c->srv;
     struct srv_shard *sh = &srv->sh[c->shard];
-    bool keep = false;
+    int rc = 0;
     if (!atomic_load(&srv->stopping)) { /* else accepted but not started: closed */
         c->fiber = tpc_self();
         tpc__list_push(&sh->conns, &c->node);
-        atomic_fetch_add_explicit(&sh->accepted, 1, memory_order_relaxed);
-        keep = srv->fn(c->fd, srv->arg) == TPC_CONN_KEEP;
+        if (!c->counted)
+            atomic_fetch_add_explicit(&sh->accepted, 1, memory_order_relaxed);
+        c->counted = true;
+        rc = srv->fn(c->fd, srv->arg);
         tpc__list_remove(&c->node);
+        c->fiber = NULL;
     }
-    if (!keep)
+    if (rc == TPC_CONN_PARK && conn_park(c)) {
+        srv_leave(srv); /* only fibers hold `active`; the record keeps its memory reference */
+        return 0;
+    }
+    if (rc != TPC_CONN_KEEP)
         conn_close(c->fd);
     atomic_fetch_sub(&sh->live, 1);
     srv_leave(srv);
@@ -197,6 +235,16 @@ static void conns_cancel(void *arg)
     struct srv_shard *sh = arg;
     for (tpc_list *n = sh->conns.next; n != &sh->conns; n = n->next)
         tpc_cancel(tpc__container_of(n, struct conn, node)->fiber);
+    srv_unref(sh->srv);
+}
+
+/* Closes the parked connections of this shard (the server stops: they are idle). Each watch's
+ * callback, which runs after this returns, closes its connection. */
+static void conns_unpark(void *arg)
+{
+    struct srv_shard *sh = arg;
+    for (tpc_list *n = sh->parked.next; n != &sh->parked; n = n->next)
+        tpc_watch_stop(tpc__container_of(n, struct conn, node)->watch);
     srv_unref(sh->srv);
 }
 
@@ -310,9 +358,11 @@ static void loop_start(void *arg)
 static int srv_shutdown(tpc_server *srv, bool grace)
 {
     atomic_store(&srv->stopping, true);
-    for (unsigned i = 0; i < srv->nshards; i++)
+    for (unsigned i = 0; i < srv->nshards; i++) {
         if (srv->sh[i].has_loop)
             srv_send(srv, i, loop_stop, &srv->sh[i], &srv->sh[i].stop_msg);
+        srv_send(srv, i, conns_unpark, &srv->sh[i], &srv->sh[i].unpark_msg);
+    }
     srv_leave(srv); /* the handle's */
     struct tpc__wait w;
     if (grace && tpc_deadline_get()) {
@@ -399,6 +449,7 @@ int tpc_server_start(const tpc_addr *a, const tpc_server_opts *opts, tpc_conn_fn
     for (unsigned i = 0; i < n; i++) {
         sh[i] = (struct srv_shard){.srv = srv, .id = i, .lfd = -1};
         tpc__list_init(&sh[i].conns);
+        tpc__list_init(&sh[i].parked);
     }
     int backlog = o.backlog ? o.backlog : TPC__SERVER_BACKLOG;
     int *fds = malloc(n * sizeof(*fds));

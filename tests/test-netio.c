@@ -7,6 +7,7 @@
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -589,6 +590,120 @@ static void test_rx_small_chunks_keep_share(void **state)
     run_main(1, rx_small_chunks_main, NULL);
 }
 
+/* tpc_rx_close_idle closes an idle stream and loses nothing: bytes sent afterwards wait in the
+ * socket; a queued chunk keeps the stream open (-EAGAIN) and is read; a held chunk is refused
+ * (-EBUSY) until released. */
+static int close_idle_cb_rc;
+static void close_idle_from_callback(void *arg)
+{
+    close_idle_cb_rc = tpc_rx_close_idle(arg);
+}
+
+static int rx_close_idle_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    CHECK_EQ(tpc_rx_close_idle(NULL), -EINVAL);
+    CHECK_EQ(tpc_defer(close_idle_from_callback, f.rx), 0);
+    loop_turns(2);
+    CHECK_EQ(close_idle_cb_rc, -EPERM);   /* it waits for the kernel: only a fiber can */
+    CHECK_EQ(tpc_rx_close_idle(f.rx), 0); /* nothing came: closed */
+    f.rx = NULL;
+    CHECK_EQ(tpc_bufpool_available(f.p), 8);
+    char got[8];
+    CHECK_EQ(tpc_send(f.a, "later", 5, 0), 5);
+    CHECK_EQ(tpc_recv(f.b, got, sizeof(got), 0), 5); /* it waited in the socket */
+    CHECK(!memcmp(got, "later", 5));
+
+    CHECK_EQ(tpc_rx_open(f.b, f.p, &f.rx), 0);
+    CHECK_EQ(tpc_send(f.a, "queued", 6, 0), 6);
+    WAIT_UNTIL(tpc_bufpool_available(f.p) < 8); /* a chunk is queued */
+    CHECK_EQ(tpc_rx_close_idle(f.rx), -EAGAIN);
+    tpc_buf b;
+    CHECK_EQ(tpc_rx_next(f.rx, &b), 6);
+    CHECK(!memcmp(b.data, "queued", 6));
+    CHECK_EQ(tpc_rx_close_idle(f.rx), -EBUSY); /* b is held */
+    CHECK_EQ(tpc_buf_release(&b), 0);
+    CHECK_EQ(tpc_rx_close_idle(f.rx), 0);
+    f.rx = NULL;
+    rx_teardown(&f);
+    return 0;
+}
+
+static void test_rx_close_idle(void **state)
+{
+    (void)state;
+    run_main(1, rx_close_idle_main, NULL);
+}
+
+/* Closing idle streams while bytes arrive at any moment: every byte is read exactly once, in
+ * order, either through a stream or, after a close, by the next stream. */
+struct trickle {
+    int fd, n;
+};
+
+static void *trickle_send(void *arg)
+{
+    struct trickle *t = arg;
+    for (int i = 0; i < t->n; i++) {
+        char c = (char)('a' + i % 26);
+        if (send(t->fd, &c, 1, MSG_NOSIGNAL) != 1)
+            break;
+        if (i % 8 == 0)
+            sched_yield();
+    }
+    return NULL;
+}
+
+static int rx_close_idle_race_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    CHECK_EQ(tpc_rx_close(f.rx), 0);
+    f.rx = NULL;
+    int one = 1;
+    CHECK_EQ(setsockopt(f.a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    struct trickle t = {.fd = f.a, .n = 3000};
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, trickle_send, &t), 0);
+    int have = 0, closes = 0;
+    while (have < t.n) {
+        tpc_rx *rx;
+        CHECK_EQ(tpc_rx_open(f.b, f.p, &rx), 0);
+        for (;;) {
+            int rc = tpc_rx_close_idle(rx);
+            if (rc == 0) {
+                closes++;
+                break;
+            }
+            CHECK_EQ(rc, -EAGAIN);
+            tpc_buf b;
+            ssize_t n = tpc_rx_next(rx, &b);
+            CHECK(n > 0);
+            if (n <= 0)
+                return 0;
+            for (ssize_t i = 0; i < n; i++, have++)
+                CHECK_EQ(b.data[i], (char)('a' + have % 26));
+            CHECK_EQ(tpc_buf_release(&b), 0);
+        }
+        if (have < t.n)
+            tpc_yield();
+    }
+    pthread_join(th, NULL);
+    CHECK_EQ(have, t.n);
+    CHECK(closes > 0);
+    rx_teardown(&f);
+    return 0;
+}
+
+static void test_rx_close_idle_race(void **state)
+{
+    (void)state;
+    run_main(1, rx_close_idle_race_main, NULL);
+}
+
 /* A kernel without the byte limit (before Linux 6.16) refuses the first limited receive with
  * -EINVAL: that is not the stream's error; the streams go on with one single-shot receive per
  * chunk, and the process remembers. */
@@ -1101,6 +1216,8 @@ int main(void)
         cmocka_unit_test(test_rx_deadline_loses_nothing),
         cmocka_unit_test(test_rx_share_and_order),
         cmocka_unit_test(test_rx_small_chunks_keep_share),
+        cmocka_unit_test(test_rx_close_idle),
+        cmocka_unit_test(test_rx_close_idle_race),
         cmocka_unit_test(test_rx_without_recv_limit),
         cmocka_unit_test(test_rx_close_from_callback_refused),
         cmocka_unit_test(test_rx_buffer_released_twice),

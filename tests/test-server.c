@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -1008,6 +1009,110 @@ static void test_server_cycles(void **state)
     run_main(2, cycles_main, NULL);
 }
 
+/* ---- Parked connections (TPC_CONN_PARK). ---- */
+
+static atomic_int park_calls, park_inside;
+
+/* Echoes one byte per call, then waits for the next without a fiber. */
+static int park_conn(int fd, void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&park_calls, 1);
+    atomic_fetch_add(&park_inside, 1);
+    char b;
+    ssize_t n = tpc_recv(fd, &b, 1, 0);
+    int rc = n == 1 && tpc_send(fd, &b, 1, 0) == 1 ? TPC_CONN_PARK : 0;
+    atomic_fetch_sub(&park_inside, 1);
+    return rc;
+}
+
+/* Connections whose handler parks them between bytes: no handler runs while they wait (each
+ * call returned), each byte calls the handler again on the same connection, a peer that
+ * closes a parked connection has it closed, and stopping the server closes the parked ones at
+ * once (their peers see the end). Both ways of spreading connections. */
+static int park_main(void *arg)
+{
+    (void)arg;
+    int base = count_fds();
+    for (int mode = 0; mode < 2; mode++) {
+        tpc_server_opts o = {.flags = mode ? TPC_SERVER_HANDOFF : 0};
+        tpc_addr a, at;
+        CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+        tpc_server *srv;
+        atomic_store(&park_calls, 0);
+        CHECK_EQ(tpc_server_start(&a, &o, park_conn, NULL, &srv), 0);
+        CHECK_EQ(tpc_server_addr(srv, &at), 0);
+        enum { N = 40, ROUNDS = 3 };
+        int c[N];
+        for (int i = 0; i < N; i++)
+            CHECK((c[i] = tpc_connect(&at)) >= 0);
+        for (int r = 0; r < ROUNDS; r++) {
+            for (int i = 0; i < N; i++) {
+                char b = (char)(i + r);
+                CHECK_EQ(tpc_send(c[i], &b, 1, 0), 1);
+                CHECK_EQ(tpc_recv(c[i], &b, 1, 0), 1);
+                CHECK_EQ(b, (char)(i + r));
+            }
+            WAIT_UNTIL(atomic_load(&park_inside) == 0); /* every handler returned: all parked */
+        }
+        CHECK_EQ(atomic_load(&park_calls), N * ROUNDS);
+        int open_fds = count_fds();
+        tpc_close(c[0]); /* a parked connection's peer closes: it is taken up, and closed */
+        WAIT_UNTIL(count_fds() == open_fds - 2);
+        CHECK_EQ(atomic_load(&park_calls), N * ROUNDS + 1);
+        CHECK_EQ(tpc_server_stop(srv), 0);
+        for (int i = 1; i < N; i++) { /* the parked ones were closed by the stop */
+            char b;
+            CHECK_EQ(tpc_recv(c[i], &b, 1, 0), 0);
+            tpc_close(c[i]);
+        }
+        CHECK_EQ(atomic_load(&park_calls), N * ROUNDS + 1); /* not taken up to be closed */
+        CHECK_EQ(count_fds(), base);
+    }
+    return 0;
+}
+
+static void test_server_park(void **state)
+{
+    (void)state;
+    run_main(2, park_main, NULL);
+}
+
+/* The runtime stops with connections parked and the server never stopped: they are closed
+ * and freed as the shards stop (LeakSanitizer, valgrind; the descriptors are counted). */
+static int park_at_shutdown_main(void *arg)
+{
+    int *peers = arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, park_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    for (int i = 0; i < 4; i++) {
+        char b = 'p';
+        CHECK((peers[i] = tpc_connect(&at)) >= 0);
+        CHECK_EQ(tpc_send(peers[i], &b, 1, 0), 1);
+        CHECK_EQ(tpc_recv(peers[i], &b, 1, 0), 1);
+    }
+    WAIT_UNTIL(atomic_load(&park_inside) == 0);
+    CHECK_EQ(tpc_shutdown(0), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    return 0;
+}
+
+static void test_server_park_at_shutdown(void **state)
+{
+    (void)state;
+    int fds = count_fds(), peers[4];
+    run_main(2, park_at_shutdown_main, peers);
+    for (int i = 0; i < 4; i++) {
+        char b;
+        assert_int_equal(recv(peers[i], &b, 1, 0), 0); /* the server's end was closed */
+        close(peers[i]);
+    }
+    assert_int_equal(count_fds(), fds);
+}
+
 /* ---- Out of descriptors under a server. ---- */
 
 static int server_emfile_main(void *arg)
@@ -1428,6 +1533,8 @@ int main(void)
         cmocka_unit_test(test_server_start_interrupted),
         cmocka_unit_test(test_server_stop_at_shutdown),
         cmocka_unit_test(test_server_cycles),
+        cmocka_unit_test(test_server_park),
+        cmocka_unit_test(test_server_park_at_shutdown),
         cmocka_unit_test(test_server_emfile),
         cmocka_unit_test(test_pool_fairness),
         cmocka_unit_test(test_10k_connections),

@@ -146,6 +146,13 @@ typedef struct tpc_server tpc_server;
  * be cancelled (its current or next wait returns -ECANCELED): it should then return. */
 typedef int (*tpc_conn_fn)(int fd, void *arg);
 #define TPC_CONN_KEEP 1
+/* fn returns TPC_CONN_PARK to wait for the connection's next bytes without a fiber: the server
+ * keeps fd and a small record (no stack), and calls fn(fd, arg) again, in a new fiber, when fd
+ * becomes readable (or the peer closes it). fn must have read everything it took from fd (a
+ * receive stream closed with tpc_rx_close_idle, say): what it keeps in its own memory is
+ * its business. A parked connection is closed when the server stops (at once: it is idle) or
+ * the runtime stops. */
+#define TPC_CONN_PARK 2
 
 #define TPC_SERVER_HANDOFF 1 /* one acceptor hands connections to the least-loaded shard */
 
@@ -246,6 +253,14 @@ TPC_EXTERN int tpc_buf_release(tpc_buf *b);
  * -EPERM (the kernel must be waited for outside a fiber), -EINVAL while another fiber closes
  * it. */
 TPC_EXTERN int tpc_rx_close(tpc_rx *rx);
+/* Closes rx if it is idle, losing nothing: its receive is taken out of the ring (waiting, in the
+ * calling fiber, for the kernel to let go), and if no chunk arrived meanwhile the stream closes
+ * as tpc_rx_close does; bytes that come later wait in the socket. For a connection about to
+ * wait for its next request without a fiber (TPC_CONN_PARK). Returns 0 (closed); -EAGAIN if a
+ * chunk is queued or arrived first (the stream stays open: read it); -EBUSY while the caller
+ * holds chunks of it, another fiber waits on it or closes it, or it is a relay's; -EINVAL for
+ * NULL; -EXDEV from another shard; -EPERM outside a fiber. Suspends. */
+TPC_EXTERN int tpc_rx_close_idle(tpc_rx *rx);
 
 /* ---- Zero-copy transfers ---- */
 
