@@ -119,6 +119,9 @@ WORKLOADS = [
     ("proxy_http_rps", "req/s", "proxy", proxy("proxy_http_@")),
     ("proxy_http_p99", "us", "proxy", proxy("proxy_http_@_p99")),
     ("proxy_http_idle_bytes", "bytes", "proxy", proxy("proxy_http_@_idle_bytes")),
+    ("idle_conn_bytes", "bytes", "idleconn",
+     [(impl, "idle_conn_bytes_" + name, None, None, "idleconn")
+      for impl, name in (("libtpc", "tpc"), ("tokio", "tokio"), ("nginx", "nginx"))]),
     # extras
     ("timers_1m_insert", "ns/op", "timer",
      [("libtpc", "timers_1m_insert", None, None), ("libuv", "timers_1m_insert", None, None)]),

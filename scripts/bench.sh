@@ -30,7 +30,8 @@
 # peers: "epoll tokio nginx libuv haproxy", or "epoll" with --quick; the echo workloads leave
 # out nginx and haproxy), JOBS, BUILD, BUILD_LTO, OUT (default bench/results), NET_SECONDS and
 # FILE_SECONDS (seconds per measurement), CORE_N, TIMER_N, IDLE_N, XSHARD_N (iterations),
-# PROXY_IDLE_N (idle connections for the proxies' memory per connection, bench/proxy.sh).
+# PROXY_IDLE_N (idle connections for the proxies' memory per connection, bench/proxy.sh),
+# IDLE_CONNS (idle keep-alive connections for idle_conn_bytes, bench/idle-conn.sh).
 # The helpers it shares with bench/net.sh are in bench/lib.sh.
 set -euo pipefail
 
@@ -59,13 +60,13 @@ if $quick; then
     rounds=${ROUNDS:-3} warmup=${WARMUP:-0} net_s=${NET_SECONDS:-1} file_s=${FILE_SECONDS:-1}
     net_peers=${NET_PEERS:-epoll}
     core_n=${CORE_N:-1000000} timer_n=${TIMER_N:-100000} idle_n=${IDLE_N:-500000}
-    proxy_idle_n=${PROXY_IDLE_N:-1000}
+    proxy_idle_n=${PROXY_IDLE_N:-1000} idle_conns=${IDLE_CONNS:-2000}
     xshard_n=${XSHARD_N:-2000000}
 else
     rounds=${ROUNDS:-5} warmup=${WARMUP:-1} net_s=${NET_SECONDS:-3} file_s=${FILE_SECONDS:-3}
     net_peers=${NET_PEERS:-epoll tokio nginx libuv haproxy}
     core_n=${CORE_N:-2000000} timer_n=${TIMER_N:-1000000} idle_n=${IDLE_N:-1000000}
-    proxy_idle_n=${PROXY_IDLE_N:-5000}
+    proxy_idle_n=${PROXY_IDLE_N:-5000} idle_conns=${IDLE_CONNS:-10000}
     xshard_n=${XSHARD_N:-10000000}
 fi
 for v in rounds net_s file_s core_n timer_n idle_n xshard_n; do
@@ -82,6 +83,11 @@ need_cpus_0_1 "one-shard runs on CPU 0, two-shard runs on CPUs 0 and 1"
 plan=$(python3 scripts/bench-report.py plan ${ids[@]+"${ids[@]}"}) || die "bad workload ids"
 groups=$(awk '{ print $1 }' <<<"$plan" | awk '!seen[$0]++' | tr '\n' ' ')
 wants() { [[ " $groups " == *" $1 "* ]]; }
+idle_servers() { # tpc-http and the peers asked for that idle-conn.sh knows
+    local s out=tpc
+    for s in $net_peers; do case $s in tokio | nginx) out+=" $s" ;; esac; done
+    echo "$out"
+}
 wants_id() { grep -qx "[a-z]* $1" <<<"$plan"; }
 file_ids=$(awk '$1 == "file" { print $2 }' <<<"$plan")
 storage_ids=$(awk '$1 == "storage" { print $2 }' <<<"$plan")
@@ -230,6 +236,10 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
             fi
             run "$r" net net env SECONDS="$ns" ROUNDS=1 BUILD="$build" JOBS="$jobs" \
                 NET_SERVERS="$http_servers" NET_ECHO_SERVERS="$echo_servers" bash bench/net.sh
+            ;;
+        idleconn) # idle-conn.sh: tpc-http, and the peers among tokio and nginx
+            run "$r" idleconn idleconn env ROUNDS=1 BUILD="$build" JOBS="$jobs" \
+                IDLE_CONNS="$idle_conns" IDLE_SERVERS="$(idle_servers)" bash bench/idle-conn.sh
             ;;
         proxy) # proxy.sh runs every proxy once per mode per call, in an order rotated by round
             run "$r" proxy proxy env PROXY_SECONDS="$ns" ROUNDS=1 PROXY_ROTATE="$r" \
