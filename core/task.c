@@ -387,7 +387,21 @@ static tpc_fiber *fiber_record(struct tpc__shard *s)
     } else if (!(f = malloc(sizeof(*f)))) {
         return NULL;
     }
-    memset(f, 0, offsetof(tpc_fiber, name));
+    /* The fields spawn does not set, one by one: a memset of the record's head compiles to a
+     * `rep stos`, whose start-up cost was a tenth of a spawn + join. */
+    f->task = (struct tpc__task){0};
+    f->state = TPC__F_READY;
+    f->cancelled = f->joined = false;
+    f->wait = f->joiner = NULL;
+    f->result = 0;
+    f->deadline = 0;
+    f->vg_stack = 0;
+#ifdef TPC_ASAN
+    f->asan_fake = NULL;
+#endif
+#ifdef TPC_TSAN
+    f->tsan_fiber = NULL;
+#endif
     f->remote = NULL;
     return f;
 }
