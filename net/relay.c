@@ -31,10 +31,11 @@ struct relay_dir {
     uint64_t in, out, dropped;
     int *from_err, *to_err;
     struct tpc__op send_op;
-    int forced;      /* fault injection: the send's result */
-    bool sending;    /* a send is in the ring */
-    bool cancelling; /* and a cancel of it */
-    bool ended;      /* its source ended and its destination was shut down */
+    int forced;         /* fault injection: the send's result */
+    bool sending;       /* a send is in the ring */
+    bool cancelling;    /* and a cancel of it */
+    bool wait_writable; /* the last send said -EAGAIN: the next waits for room first */
+    bool ended;         /* its source ended and its destination was shut down */
     bool closing, gone;
 };
 
@@ -96,6 +97,10 @@ static void send_complete(struct tpc__shard *s, struct tpc__op *op, int res, uns
         r->last = tpc_now();
         if (d->off == d->held.len)
             tpc_buf_release(&d->held);
+    } else if (res == -EAGAIN && !r->stopped) {
+        /* The kernel gave up on a send it had begun (io_uring caps a partial send's retries),
+         * or the destination is O_NONBLOCK: send the rest again once it is writable. */
+        d->wait_writable = true;
     } else if (res < 0 && !r->stopped) {
         *d->to_err = res;
         relay_end(r, res);
@@ -115,6 +120,9 @@ static bool send_held(struct relay_dir *d)
         return false;
     }
     io_uring_prep_send(sqe, d->to, d->held.data + d->off, d->held.len - d->off, MSG_NOSIGNAL);
+    if (d->wait_writable)
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    d->wait_writable = false;
     io_uring_sqe_set_data(sqe, &d->send_op);
 #ifdef TPC_FAULT_INJECTION
     d->forced = tpc__fault_inject(sqe);

@@ -2,6 +2,7 @@
  * go through the shard's io_uring (tpc__io_run, core/uring.c). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -203,10 +204,21 @@ int tpc_connect(const tpc_addr *a)
     return fd;
 }
 
-static ssize_t xfer(int fd, void *buf, size_t len, int flags, bool sending)
+/* -EAGAIN from a call that is to wait (no MSG_DONTWAIT, a descriptor without O_NONBLOCK) means
+ * no SQE was free, or the kernel gave up on a send it had begun (io_uring caps the retries of a
+ * partial send): neither is the caller's business. Passes through the loop, so that the ring
+ * drains and other fibers run, and returns 0 to try again, or why not (-EAGAIN as asked, or the
+ * fiber's cancel or deadline). */
+static int again(int fd, int flags)
 {
-    if (!buf && len)
-        return -EFAULT;
+    int fl;
+    if ((flags & MSG_DONTWAIT) || (fl = fcntl(fd, F_GETFL)) < 0 || (fl & O_NONBLOCK))
+        return -EAGAIN;
+    return tpc_sleep(0);
+}
+
+static ssize_t xfer_once(int fd, void *buf, size_t len, int flags, bool sending)
+{
     TPC__IO_BEGIN(sqe);
     if (sending)
         io_uring_prep_send(sqe, fd, buf, tpc__io_len(len), flags | MSG_NOSIGNAL);
@@ -215,6 +227,19 @@ static ssize_t xfer(int fd, void *buf, size_t len, int flags, bool sending)
     int rc = TPC__IO_END(sqe);
     if (!sending)
         TPC__KERNEL_WROTE(buf, rc);
+    return rc;
+}
+
+static ssize_t xfer(int fd, void *buf, size_t len, int flags, bool sending)
+{
+    if (!buf && len)
+        return -EFAULT;
+    ssize_t rc;
+    while ((rc = xfer_once(fd, buf, len, flags, sending)) == -EAGAIN) {
+        int why = again(fd, flags);
+        if (why < 0)
+            return why;
+    }
     return rc;
 }
 
@@ -245,7 +270,7 @@ int tpc_dgram(const tpc_addr *a)
 
 /* One sendmsg or recvmsg; the message header lives in this frame, which tpc__io_run keeps
  * alive until the kernel is done with it. */
-static ssize_t msg_io(int fd, struct iovec *iov, int iovcnt, tpc_addr *addr, bool sending)
+static ssize_t msg_io_once(int fd, struct iovec *iov, int iovcnt, tpc_addr *addr, bool sending)
 {
     TPC__IO_BEGIN(sqe);
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
@@ -269,6 +294,17 @@ static ssize_t msg_io(int fd, struct iovec *iov, int iovcnt, tpc_addr *addr, boo
             TPC__KERNEL_WROTE(&addr->sa, mh.msg_namelen);
             addr->len = mh.msg_namelen;
         }
+    }
+    return rc;
+}
+
+static ssize_t msg_io(int fd, struct iovec *iov, int iovcnt, tpc_addr *addr, bool sending)
+{
+    ssize_t rc;
+    while ((rc = msg_io_once(fd, iov, iovcnt, addr, sending)) == -EAGAIN) {
+        int why = again(fd, 0);
+        if (why < 0)
+            return why;
     }
     return rc;
 }

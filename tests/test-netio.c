@@ -704,6 +704,46 @@ static void test_rx_close_idle_race(void **state)
     run_main(1, rx_close_idle_race_main, NULL);
 }
 
+/* -EAGAIN from a send or receive that is to wait (no free SQE, or a send the kernel gave up
+ * on) is retried after a pass through the loop: the caller sees the bytes move. Asked not to
+ * wait (MSG_DONTWAIT, an O_NONBLOCK socket), it is the caller's. */
+#ifdef TPC_FAULT_INJECTION
+static int eagain_main(void *arg)
+{
+    (void)arg;
+    int a, b;
+    tcp_pair(&a, &b);
+    char buf[8];
+    tpc__fault_set(IORING_OP_SEND, EAGAIN, 0, 3);
+    CHECK_EQ(tpc_send(a, "retry", 5, 0), 5);
+    CHECK_EQ(tpc_recv(b, buf, sizeof(buf), 0), 5);
+    CHECK(!memcmp(buf, "retry", 5));
+    tpc__fault_set(IORING_OP_RECV, EAGAIN, 0, 2);
+    CHECK_EQ(tpc_send(a, "again", 5, 0), 5);
+    CHECK_EQ(tpc_recv(b, buf, sizeof(buf), 0), 5);
+    tpc__fault_set(IORING_OP_SEND, EAGAIN, 0, 1);
+    CHECK_EQ(tpc_send(a, "x", 1, MSG_DONTWAIT), -EAGAIN);
+    CHECK_EQ(fcntl(a, F_SETFL, fcntl(a, F_GETFL) | O_NONBLOCK), 0);
+    tpc__fault_set(IORING_OP_SEND, EAGAIN, 0, 1);
+    CHECK_EQ(tpc_send(a, "x", 1, 0), -EAGAIN);
+    tpc__fault_set(IORING_OP_SEND, 0, 0, 0);
+    tpc__fault_set(IORING_OP_RECV, 0, 0, 0);
+    tpc_close(a);
+    tpc_close(b);
+    return 0;
+}
+#endif
+
+static void test_send_recv_again(void **state)
+{
+    (void)state;
+#ifdef TPC_FAULT_INJECTION
+    run_main(1, eagain_main, NULL);
+#else
+    SKIP_IF(true, "fault injection is not built in (meson -Dfault_injection=true)");
+#endif
+}
+
 /* A kernel without the byte limit (before Linux 6.16) refuses the first limited receive with
  * -EINVAL: that is not the stream's error; the streams go on with one single-shot receive per
  * chunk, and the process remembers. */
@@ -1218,6 +1258,7 @@ int main(void)
         cmocka_unit_test(test_rx_small_chunks_keep_share),
         cmocka_unit_test(test_rx_close_idle),
         cmocka_unit_test(test_rx_close_idle_race),
+        cmocka_unit_test(test_send_recv_again),
         cmocka_unit_test(test_rx_without_recv_limit),
         cmocka_unit_test(test_rx_close_from_callback_refused),
         cmocka_unit_test(test_rx_buffer_released_twice),

@@ -63,7 +63,10 @@ TPC_EXTERN int tpc_accept(int fd, tpc_addr *peer);
  * listens; -ETIMEDOUT when the fiber's deadline passes first (the socket is closed). */
 TPC_EXTERN int tpc_connect(const tpc_addr *a);
 
-/* One receive or send (which may be short); recv returns 0 when the peer has closed its side. */
+/* One receive or send (which may be short); recv returns 0 when the peer has closed its side.
+ * They wait as blocking calls do: -EAGAIN only when asked not to (MSG_DONTWAIT, or an O_NONBLOCK
+ * socket); a full ring, or a send the kernel gave up on half-way, is retried after a pass through
+ * the shard's loop (as are tpc_sendv, tpc_recvv, tpc_sendto, tpc_recvfrom). */
 TPC_EXTERN ssize_t tpc_recv(int fd, void *buf, size_t len, int flags);
 TPC_EXTERN ssize_t tpc_send(int fd, const void *buf, size_t len, int flags);
 
