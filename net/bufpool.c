@@ -68,6 +68,7 @@ struct tpc_rx {
     bool poll_first; /* the last receive emptied the socket */
     bool limited;    /* the receive in the ring is a multishot one with a byte limit */
     bool pausing;    /* tpc_rx_close_idle waits for the receive to end: no re-arm */
+    int forced;      /* fault injection: the receive's result */
     int err;
     /* Driven by callbacks (tpc__rx_hook, for net/relay.c) instead of a waiting fiber. */
     struct tpc__rx_hooks hooks;
@@ -246,6 +247,10 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
 {
     tpc_rx *rx = tpc__container_of(op, tpc_rx, ms.op);
     tpc_bufpool *p = rx->pool;
+#ifdef TPC_FAULT_INJECTION
+    if (rx->forced) /* a no-op stood in for the receive (no buffer, no F_MORE) */
+        res = rx->forced, rx->forced = 0;
+#endif
     bool closing = tpc__multishot_seen(s, &rx->ms, flags);
     if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
@@ -291,6 +296,8 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
             rx->starved = true;
             tpc__list_push(&p->starved, &rx->starve_node);
         }
+    } else if (res == -EAGAIN) {
+        rx->poll_first = true; /* the kernel gave up on it (it does under load): wait, again */
     } else if (res < 0 && res != -ECANCELED) {
         rx->err = res;
     }
@@ -338,6 +345,10 @@ static void arm(tpc_rx *rx)
         sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = rx->pool->bgid;
+#ifdef TPC_FAULT_INJECTION
+    if ((rx->forced = tpc__fault_inject(sqe)) != 0)
+        sqe->flags &= (unsigned char)~IOSQE_BUFFER_SELECT; /* a no-op selects no buffer */
+#endif
     tpc__multishot_arm(&rx->ms, sqe);
 }
 

@@ -727,6 +727,21 @@ static int eagain_main(void *arg)
     tpc__fault_set(IORING_OP_SEND, EAGAIN, 0, 1);
     CHECK_EQ(tpc_send(a, "x", 1, 0), -EAGAIN);
     tpc__fault_set(IORING_OP_SEND, 0, 0, 0);
+    /* A receive stream's receive said -EAGAIN twice: it waits again, loses nothing, no error. */
+    CHECK_EQ(fcntl(a, F_SETFL, fcntl(a, F_GETFL) & ~O_NONBLOCK), 0);
+    tpc_bufpool *p;
+    tpc_rx *rx;
+    tpc_buf got;
+    CHECK_EQ(tpc_bufpool_create(8, 64, &p), 0);
+    tpc__fault_set(IORING_OP_RECV, EAGAIN, 0, 2);
+    CHECK_EQ(tpc_rx_open(b, p, &rx), 0);
+    loop_turns(3);
+    CHECK_EQ(tpc_send(a, "stream", 6, 0), 6);
+    CHECK_EQ(tpc_rx_next(rx, &got), 6);
+    CHECK(!memcmp(got.data, "stream", 6));
+    CHECK_EQ(tpc_buf_release(&got), 0);
+    CHECK_EQ(tpc_rx_close(rx), 0);
+    CHECK_EQ(tpc_bufpool_destroy(p), 0);
     tpc__fault_set(IORING_OP_RECV, 0, 0, 0);
     tpc_close(a);
     tpc_close(b);
