@@ -3,6 +3,10 @@
  *   file_randread_qdN_{buffered,direct}  random 4 KiB reads of a 1 GiB file by N fibers (one
  *                                       read in flight each), IOPS; fio --rw=randread
  *                                       --iodepth=N with the same block size and direct flag
+ *   file_randread_qdN_direct_fixed      the same at N = 32 and 128 with O_DIRECT, through a
+ *                                       registered file and buffers, against fio tuned as a
+ *                                       storage engine runs it: --iodepth_batch_submit=32
+ *                                       --iodepth_batch_complete_max=N --fixedbufs --registerfiles
  *   file_seqwrite                       a 256 MiB file overwritten in 1 MiB writes by one fiber,
  *                                       then one fdatasync, MB/s; fio --rw=write --bs=1m
  *                                       --end_fsync=1 on the same file (fio's --fdatasync=N
@@ -10,12 +14,11 @@
  * Each line gives the medians of three alternating rounds (ours, then fio; `rounds` changes
  * it) and their ratio; fio's median is in the conditions ("median N IOPS", "median N MB/s").
  * fio runs with its defaults otherwise (no registered files or buffers, no SQPOLL), as libtpc
- * does. Buffered runs start from a warm page cache on both sides (fio with --invalidate=0). The
- * files are kept between runs (TPC_BENCH_FILE, default /var/tmp/tpc-bench-1g.dat, and the same
- * name with .write appended).
- * Usage: bench-file [seconds per measurement [ID|all [rounds]]]
- *   ID: one of the ids above; scripts/bench.sh runs one ID per call with 1 round and alternates
- *   the calls itself */
+ * does, except in the _fixed rows. Buffered runs start from a warm page cache on both sides (fio
+ * with --invalidate=0). The files are kept between runs (TPC_BENCH_FILE, default
+ * /var/tmp/tpc-bench-1g.dat, and the same name with .write appended). Usage: bench-file [seconds
+ * per measurement [ID|all [rounds]]] ID: one of the ids above; scripts/bench.sh runs one ID per
+ * call with 1 round and alternates the calls itself */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -62,6 +65,7 @@ static double run_fio(const char *args, const char *section, const char *key)
 
 struct reader {
     int fd;
+    int buf_handle; /* a registered buffer holding buf, or -1 */
     uint64_t deadline;
     uint64_t rng;
     long ops;
@@ -73,7 +77,10 @@ static int read_loop(void *arg)
     struct reader *r = arg;
     while (tpc_now_fresh() < r->deadline) {
         uint64_t off = bench_rand(&r->rng) % (FILE_SIZE / BLOCK) * BLOCK;
-        if (tpc_read(r->fd, r->buf, BLOCK, (int64_t)off) != BLOCK)
+        ssize_t n = r->buf_handle >= 0
+                        ? tpc_read_fixed(r->fd, r->buf, BLOCK, (int64_t)off, r->buf_handle)
+                        : tpc_read(r->fd, r->buf, BLOCK, (int64_t)off);
+        if (n != BLOCK)
             return -1;
         r->ops++;
     }
@@ -118,22 +125,33 @@ static void warm(void)
         tpc_close(fd);
 }
 
-/* One measurement of ours: IOPS of `depth` fibers reading for `seconds`; negative on error. */
-static double our_randread(int depth, bool direct)
+/* One measurement of ours: IOPS of `depth` fibers reading for `seconds`; negative on error.
+ * fixed: through a registered file and one registered buffer for all the fibers' blocks, as a
+ * storage engine would read. */
+static double our_randread(int depth, bool direct, bool fixed)
 {
     int fd = tpc_open(path, O_RDONLY | (direct ? O_DIRECT : 0), 0);
     if (fd < 0) {
         fprintf(stderr, "bench-file: open %s: %s\n", path, tpc_strerror(fd));
         return -1;
     }
+    char *bufs = aligned_alloc(BLOCK, (size_t)depth * BLOCK);
+    int file = fd, buf_handle = -1;
+    if (fixed && ((file = tpc_file_register(fd)) < 0 ||
+                  (buf_handle = tpc_buffer_register(bufs, (size_t)depth * BLOCK)) < 0)) {
+        fprintf(stderr, "bench-file: registering: %s\n",
+                tpc_strerror(file < 0 ? file : buf_handle));
+        return -1;
+    }
     struct reader *rs = calloc((size_t)depth, sizeof(*rs));
     tpc_fiber **fs = calloc((size_t)depth, sizeof(*fs));
     uint64_t t0 = tpc_now_fresh();
     for (int i = 0; i < depth; i++) {
-        rs[i] = (struct reader){.fd = fd,
+        rs[i] = (struct reader){.fd = file,
+                                .buf_handle = buf_handle,
                                 .deadline = t0 + (uint64_t)seconds * 1000000000u,
-                                .rng = BENCH_SEED + (uint64_t)i * 7919 + t0};
-        rs[i].buf = aligned_alloc(BLOCK, BLOCK);
+                                .rng = BENCH_SEED + (uint64_t)i * 7919 + t0,
+                                .buf = bufs + (size_t)i * BLOCK};
         tpc_spawn(read_loop, &rs[i], &fs[i]);
     }
     long ops = 0;
@@ -143,10 +161,14 @@ static double our_randread(int depth, bool direct)
         tpc_join(fs[i], &res);
         bad |= res;
         ops += rs[i].ops;
-        free(rs[i].buf);
     }
     double t = (double)(tpc_now_fresh() - t0) / 1e9;
+    if (fixed) {
+        tpc_buffer_unregister(buf_handle);
+        tpc_file_unregister(file);
+    }
     tpc_close(fd);
+    free(bufs);
     free(rs);
     free(fs);
     return bad ? -1 : (double)ops / t;
@@ -158,22 +180,30 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* `rounds` alternating measurements of ours and fio's; reports the medians and their ratio. */
-static void randread(int depth, bool direct)
+/* `rounds` alternating measurements of ours and fio's; reports the medians and their ratio.
+ * fixed: ours with a registered file and buffers, against fio tuned as a storage engine would
+ * run it (batched submission and completion, registered buffers and files). */
+static void randread(int depth, bool direct, bool fixed)
 {
     double ours[MAX_ROUNDS], fio[MAX_ROUNDS], ratio[MAX_ROUNDS];
-    char args[512], id[64];
-    snprintf(id, sizeof(id), "file_randread_qd%d_%s", depth, direct ? "direct" : "buffered");
+    char args[512], id[64], tuned[160] = "";
+    snprintf(id, sizeof(id), "file_randread_qd%d_%s%s", depth, direct ? "direct" : "buffered",
+             fixed ? "_fixed" : "");
     if (only && strcmp(only, id))
         return;
+    if (fixed)
+        snprintf(tuned, sizeof(tuned),
+                 " --iodepth_batch_submit=%d --iodepth_batch_complete_max=%d --fixedbufs "
+                 "--registerfiles",
+                 depth < 32 ? depth : 32, depth);
     snprintf(args, sizeof(args),
              "--filename=%s --rw=randread --bs=4k --iodepth=%d --direct=%d --size=1g "
-             "--runtime=%ld --time_based --randrepeat=0 --invalidate=0",
-             path, depth, direct ? 1 : 0, seconds);
+             "--runtime=%ld --time_based --randrepeat=0 --invalidate=0%s",
+             path, depth, direct ? 1 : 0, seconds, tuned);
     for (int r = 0; r < rounds; r++) {
         if (!direct)
             warm();
-        ours[r] = our_randread(depth, direct);
+        ours[r] = our_randread(depth, direct, fixed);
         fio[r] = run_fio(args, "\"read\" : {", "\"iops\"");
         ratio[r] = fio[r] > 0 ? ours[r] / fio[r] : 0;
     }
@@ -181,10 +211,11 @@ static void randread(int depth, bool direct)
     qsort(fio, (size_t)rounds, sizeof(double), cmp_double);
     qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
     bench_report(id, ours[rounds / 2], "IOPS",
-                 "%d fibers x 1 read of 4 KiB, 1 GiB file, %s, cpu 0, median of %d x %ld s, "
-                 "alternating with fio io_uring iodepth=%d: median %.0f IOPS; ratio of medians "
+                 "%d fibers x 1 read of 4 KiB%s, 1 GiB file, %s, cpu 0, median of %d x %ld s, "
+                 "alternating with fio io_uring iodepth=%d%s: median %.0f IOPS; ratio of medians "
                  "%.2f (per round %.2f-%.2f)%s",
-                 depth, direct ? "O_DIRECT" : "page cache", rounds, seconds, depth, fio[rounds / 2],
+                 depth, fixed ? " (registered file and buffers)" : "",
+                 direct ? "O_DIRECT" : "page cache", rounds, seconds, depth, tuned, fio[rounds / 2],
                  fio[rounds / 2] > 0 ? ours[rounds / 2] / fio[rounds / 2] : 0.0, ratio[0],
                  ratio[rounds - 1], ours[0] < 0 ? "; READ ERRORS" : "");
 }
@@ -260,7 +291,9 @@ static int bench_main(void *arg)
     static const int depths[] = {1, 32, 128};
     for (int direct = 0; direct < 2; direct++)
         for (size_t i = 0; i < sizeof(depths) / sizeof(depths[0]); i++)
-            randread(depths[i], direct);
+            randread(depths[i], direct, false);
+    randread(32, true, true);
+    randread(128, true, true);
     seqwrite();
     return 0;
 }

@@ -108,6 +108,8 @@ WORKLOADS = [
     ("file_randread_qd1", "IOPS", "file", file("file_randread_qd1_direct")),
     ("file_randread_qd32", "IOPS", "file", file("file_randread_qd32_direct")),
     ("file_randread_qd128", "IOPS", "file", file("file_randread_qd128_direct")),
+    ("file_randread_qd32_fixed", "IOPS", "file", file("file_randread_qd32_direct_fixed")),
+    ("file_randread_qd128_fixed", "IOPS", "file", file("file_randread_qd128_direct_fixed")),
     ("file_randread_qd1_buffered", "IOPS", "file", file("file_randread_qd1_buffered")),
     ("file_randread_qd32_buffered", "IOPS", "file", file("file_randread_qd32_buffered")),
     ("file_randread_qd128_buffered", "IOPS", "file", file("file_randread_qd128_buffered")),

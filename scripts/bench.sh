@@ -216,6 +216,7 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
             for id in $file_ids; do
                 case $id in
                 file_randread_qd*_buffered | file_seqwrite) bid=$id ;;
+                file_randread_qd*_fixed) bid=${id%_fixed}_direct_fixed ;;
                 *) bid=${id}_direct ;;
                 esac
                 run "$r" file libtpc taskset -c 0 "$b/bench-file" "$fs" "$bid" 1
