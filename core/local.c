@@ -3,6 +3,7 @@
  * shard's own array: no lock, no hash. The destructors run on the shard's thread once its last
  * fiber has returned, and again (posing as the shard) for values set by messages run while the
  * runtime stopped. */
+#include <string.h>
 #include "internal.h"
 
 static _Atomic unsigned nkeys;
@@ -42,7 +43,8 @@ void *tpc_shard_get(int key)
 }
 
 /* Destroys s's values: each slot is cleared before its destructor runs, and a destructor that
- * sets a value again gets another round (at most four, as POSIX's thread keys). Values of keys
+ * sets a value again gets another round (four in all, as POSIX's thread keys; what the last
+ * round set is dropped). Values of keys
  * without a destructor are dropped. */
 void tpc__locals_fini(struct tpc__shard *s)
 {
@@ -62,4 +64,5 @@ void tpc__locals_fini(struct tpc__shard *s)
         if (!any)
             return;
     }
+    memset(s->locals, 0, sizeof(s->locals)); /* set again by the last round: dropped */
 }
