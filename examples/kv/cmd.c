@@ -17,7 +17,7 @@
 #define E_NOTFLOAT  "ERR value is not a valid float"
 
 typedef const char *const *argv_t;
-#define ARGS struct kv_db *db, size_t argc, const char **argv, const size_t *argl, struct sbuf *out
+#define ARGS        struct kv_db *db, size_t argc, const char **argv, const size_t *argl, struct sbuf *out
 #define UNUSED_ARGS (void)db, (void)argc, (void)argv, (void)argl, (void)out
 
 static int is(const char *a, size_t al, const char *word)
@@ -127,7 +127,11 @@ static int set_options(ARGS, int *nx, int *xx, int *get, int64_t *expire)
     for (size_t i = 3; i < argc; i++) {
         const char *a = argv[i];
         size_t l = argl[i];
-        int unit = is(a, l, "EX") ? 1 : is(a, l, "PX") ? 2 : is(a, l, "EXAT") ? 3 : is(a, l, "PXAT") ? 4 : 0;
+        int unit = is(a, l, "EX")     ? 1
+                   : is(a, l, "PX")   ? 2
+                   : is(a, l, "EXAT") ? 3
+                   : is(a, l, "PXAT") ? 4
+                                      : 0;
         if (is(a, l, "NX") && !*xx) {
             *nx = 1;
         } else if (is(a, l, "XX") && !*nx) {
@@ -149,7 +153,7 @@ static int set_options(ARGS, int *nx, int *xx, int *get, int64_t *expire)
             }
             int64_t ms = unit % 2 == 1 ? v * 1000 : v;
             if (unit >= 3)
-                ms = ms - wall_ms(); /* absolute: the time left */
+                ms = ms - wall_ms();               /* absolute: the time left */
             *expire = db->now + (ms > 0 ? ms : 0); /* passed already: the key goes at once */
             have_time = 1;
             i++;
@@ -395,7 +399,8 @@ static void expire_generic(ARGS, int64_t unit_ms)
         return;
     }
     if (v > INT64_MAX / unit_ms / 2 || v < INT64_MIN / unit_ms / 2) {
-        sb_errorf(out, "ERR invalid expire time in '%s' command", unit_ms == 1 ? "pexpire" : "expire");
+        sb_errorf(out, "ERR invalid expire time in '%s' command",
+                  unit_ms == 1 ? "pexpire" : "expire");
         return;
     }
     struct entry *e = db_lookup(db, argv[1], argl[1]);
@@ -1058,8 +1063,8 @@ static void c_zscore(ARGS)
 
 /* ---- The table ---- */
 
-#define K1 1, 1, 1
-#define KALL 1, -1, 1
+#define K1    1, 1, 1
+#define KALL  1, -1, 1
 #define KNONE 0, 0, 0
 static const struct command commands[] = {
     {"append", 3, F_WRITE, K1, c_append},

@@ -9,16 +9,16 @@
 #include "resp.h"
 
 enum {
-    F_WRITE = 1,   /* changes the keyspace */
-    F_CONN = 2,    /* about the connection or the server, no key: runs where it was read */
-    F_ALL = 4,     /* over every shard's keyspace (DBSIZE, FLUSHALL, SCAN, INFO) */
-    F_MULTI = 8,   /* several keys, possibly on several shards: atomic across them */
+    F_WRITE = 1, /* changes the keyspace */
+    F_CONN = 2,  /* about the connection or the server, no key: runs where it was read */
+    F_ALL = 4,   /* over every shard's keyspace (DBSIZE, FLUSHALL, SCAN, INFO) */
+    F_MULTI = 8, /* several keys, possibly on several shards: atomic across them */
 };
 
 /* What a handler works on: its shard's keyspace and clock. */
 struct kv_db {
     struct dict keys;
-    int64_t now;     /* ms, monotonic, read once per batch */
+    int64_t now;      /* ms, monotonic, read once per batch */
     uint64_t expired; /* keys removed because their time passed */
 };
 

@@ -28,7 +28,7 @@
 #include "cmd.h"
 #include "resp.h"
 
-#define BATCH_MAX      1024  /* commands parsed from one read before their replies go */
+#define BATCH_MAX      1024 /* commands parsed from one read before their replies go */
 #define REPLY_LIMIT    ((size_t)1 << 30)
 #define EXPIRE_TICK_NS (100 * 1000 * 1000)
 
@@ -234,8 +234,8 @@ struct conn {
 };
 
 /* Replies of the connection's own commands (PING, ECHO, SELECT, QUIT, COMMAND, CONFIG). */
-static void conn_command(struct conn *c, const struct command *cmd, size_t argc,
-                         const char **argv, const size_t *argl, struct sbuf *out)
+static void conn_command(struct conn *c, const struct command *cmd, size_t argc, const char **argv,
+                         const size_t *argl, struct sbuf *out)
 {
     const char *name = cmd->name;
     if (!strcmp(name, "ping")) {
@@ -263,7 +263,7 @@ static void conn_command(struct conn *c, const struct command *cmd, size_t argc,
             sb_int(out, 56);
         else
             sb_array(out, 0); /* COMMAND, COMMAND DOCS ...: no documentation here */
-    } else { /* config */
+    } else {                  /* config */
         static const char *params[][2] = {
             {"save", ""},       {"appendonly", "no"}, {"appendfsync", "everysec"},
             {"databases", "1"}, {"maxmemory", "0"},
@@ -632,7 +632,6 @@ static int on_all(struct conn *c, int op, const char *pat, size_t plen)
     return rc;
 }
 
-
 static int scan(struct conn *c, const char **argv, const size_t *argl, size_t argc)
 {
     struct sbuf *out = &c->local;
@@ -660,13 +659,15 @@ static int scan(struct conn *c, const char **argv, const size_t *argl, size_t ar
                 plen = 0;
         } else if (argl[i] == 5 && !strncasecmp(argv[i], "count", 5)) {
             if (resp_ll(argv[i + 1], argl[i + 1], &count) < 0 || count < 1) {
-                sb_error(out, count < 1 ? "ERR syntax error" : "ERR value is not an integer or out of range");
+                sb_error(out, count < 1 ? "ERR syntax error"
+                                        : "ERR value is not an integer or out of range");
                 return 0;
             }
         } else if (argl[i] == 4 && !strncasecmp(argv[i], "type", 4)) {
             static const char *names[] = {"", "string", "list", "hash", "set", "zset"};
             for (int t = 1; t < 6; t++)
-                if (strlen(names[t]) == argl[i + 1] && !strncasecmp(argv[i + 1], names[t], argl[i + 1]))
+                if (strlen(names[t]) == argl[i + 1] &&
+                    !strncasecmp(argv[i + 1], names[t], argl[i + 1]))
                     type = t;
             if (!type)
                 type = 99; /* an unknown type matches nothing */
@@ -733,7 +734,8 @@ static int barrier(struct conn *c, struct slot *s)
     } else if (!strcmp(name, "info")) {
         rc = info(c);
     } else if (!strcmp(name, "keys")) {
-        if ((rc = on_all(c, ALL_KEYS, argv[1], argl[1] == 1 && argv[1][0] == '*' ? 0 : argl[1])) == 0) {
+        if ((rc = on_all(c, ALL_KEYS, argv[1], argl[1] == 1 && argv[1][0] == '*' ? 0 : argl[1])) ==
+            0) {
             size_t n = 0;
             for (int i = 0; i < cfg.nshards; i++)
                 n += ((struct all_arg *)c->items[i].arg)->n;
@@ -800,7 +802,8 @@ static int execute(struct conn *c, size_t n)
     size_t i = 0;
     while (i < n && !c->quit) {
         size_t j = i;
-        while (j < n && !c->slots[j].barrier && !(c->slots[j].c && !strcmp(c->slots[j].c->name, "quit")))
+        while (j < n && !c->slots[j].barrier &&
+               !(c->slots[j].c && !strcmp(c->slots[j].c->name, "quit")))
             j++;
         if (j < n && !c->slots[j].barrier)
             j++; /* QUIT ends the run; what follows it is not run */

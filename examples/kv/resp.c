@@ -126,7 +126,7 @@ fail:
 
 static int unhex(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0'
+    return c >= '0' && c <= '9'   ? c - '0'
            : c >= 'a' && c <= 'f' ? c - 'a' + 10
            : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                   : -1;
@@ -147,8 +147,13 @@ static long unquote(char **pp, char *end, char *dst)
             p += 4;
         } else if (*p == '\\' && p + 1 < end && (q == '"' || p[1] == '\'')) {
             char c = p[1];
-            *d++ = q == '\'' ? c : c == 'n' ? '\n' : c == 'r' ? '\r' : c == 't' ? '\t'
-                                 : c == 'b' ? '\b' : c == 'a' ? '\a' : c;
+            *d++ = q == '\''  ? c
+                   : c == 'n' ? '\n'
+                   : c == 'r' ? '\r'
+                   : c == 't' ? '\t'
+                   : c == 'b' ? '\b'
+                   : c == 'a' ? '\a'
+                              : c;
             p += 2;
         } else if (*p == q) {
             p++;

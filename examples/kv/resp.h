@@ -46,7 +46,7 @@ void sb_put(struct sbuf *b, const void *p, size_t n);
 void sb_simple(struct sbuf *b, const char *s); /* +s\r\n */
 void sb_error(struct sbuf *b, const char *s);  /* -s\r\n (s starts with ERR, WRONGTYPE ...) */
 void sb_errorf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void sb_int(struct sbuf *b, long long v);     /* :v\r\n */
+void sb_int(struct sbuf *b, long long v); /* :v\r\n */
 void sb_bulk(struct sbuf *b, const void *p, size_t n);
 void sb_nil(struct sbuf *b); /* $-1\r\n */
 void sb_array(struct sbuf *b, long long n);
