@@ -122,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(whole.error == pieces.error, "whole and pieces disagree on an error");
     check(whole.ncmds == pieces.ncmds && whole.nargs == pieces.nargs,
           "whole and pieces disagree on the commands");
-    check(whole.len == pieces.len && memcmp(whole.bytes, pieces.bytes, whole.len) == 0,
+    check(whole.len == pieces.len && (!whole.len || !memcmp(whole.bytes, pieces.bytes, whole.len)),
           "whole and pieces disagree on the arguments");
     check(whole.consumed == pieces.consumed, "whole and pieces disagree on what was left");
     free(whole.bytes);

@@ -43,16 +43,24 @@ class Server:
             raise AssertionError("tpc-kv did not start: " + line + self.p.stdout.read().decode())
         self.port = int(m.group(1))
         self.out = []
-        threading.Thread(target=self.drain, daemon=True).start()
+        self.reader = threading.Thread(target=self.drain, daemon=True)
+        self.reader.start()
 
     def drain(self):
         for line in self.p.stdout:
             self.out.append(line.decode(errors="replace"))
 
     def stop(self):
+        """Stops the server (SIGTERM) and returns its exit status; fails on a sanitizer's
+        report in its output."""
         self.p.send_signal(signal.SIGTERM)
         rc = self.p.wait(timeout=DEADLINE)
+        self.reader.join(timeout=DEADLINE)
         self.p.stdout.close()
+        text = "".join(self.out)
+        for bad in ("Sanitizer", "runtime error", "LeakSanitizer", "libtpc: shard"):
+            if bad in text and not (bad == "libtpc: shard" and "stalled" in text):
+                raise AssertionError("tpc-kv reported a problem:\n" + text)
         return rc
 
 
