@@ -110,7 +110,7 @@ static void c_get(ARGS)
         sb_bulk(out, ((struct str *)e->val)->d, ((struct str *)e->val)->len);
 }
 
-static int64_t wall_ms(void)
+int64_t wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -420,6 +420,38 @@ static void expire_generic(ARGS, int64_t unit_ms)
         e->expire = at;
     }
     sb_int(out, 1);
+}
+
+/* EXPIREAT / PEXPIREAT: an absolute Unix time (what the log writes, so that a replay knows when
+ * a key goes whenever it runs). */
+static void expireat_generic(ARGS, int64_t unit_ms)
+{
+    (void)argc;
+    long long v;
+    if (resp_ll(argv[2], argl[2], &v) < 0 || v > INT64_MAX / unit_ms / 2 || v < 0) {
+        sb_error(out, E_NOTINT);
+        return;
+    }
+    struct entry *e = db_lookup(db, argv[1], argl[1]);
+    if (!e) {
+        sb_int(out, 0);
+        return;
+    }
+    int64_t left = v * unit_ms - wall_ms();
+    if (left <= 0)
+        dict_delete(&db->keys, e);
+    else
+        e->expire = db->now + left;
+    sb_int(out, 1);
+}
+
+static void c_expireat(ARGS)
+{
+    expireat_generic(db, argc, argv, argl, out, 1000);
+}
+static void c_pexpireat(ARGS)
+{
+    expireat_generic(db, argc, argv, argl, out, 1);
 }
 
 static void c_expire(ARGS)
@@ -1077,6 +1109,7 @@ static const struct command commands[] = {
     {"echo", 2, F_CONN, KNONE, NULL},
     {"exists", -2, F_MULTI, KALL, c_exists},
     {"expire", -3, F_WRITE, K1, c_expire},
+    {"expireat", 3, F_WRITE, K1, c_expireat},
     {"flushall", -1, F_ALL | F_WRITE, KNONE, NULL},
     {"flushdb", -1, F_ALL | F_WRITE, KNONE, NULL},
     {"get", 2, 0, K1, c_get},
@@ -1099,6 +1132,7 @@ static const struct command commands[] = {
     {"mset", -3, F_WRITE | F_MULTI, 1, -1, 2, c_mset},
     {"persist", 2, F_WRITE, K1, c_persist},
     {"pexpire", -3, F_WRITE, K1, c_pexpire},
+    {"pexpireat", 3, F_WRITE, K1, c_pexpireat},
     {"ping", -1, F_CONN, KNONE, NULL},
     {"pttl", 2, 0, K1, c_pttl},
     {"quit", -1, F_CONN, KNONE, NULL},

@@ -51,6 +51,9 @@ size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets);
 /* The part of a key that picks its shard: the first {...} with something inside, or all. */
 uint64_t key_slot_hash(const char *key, size_t klen);
 
+/* ms since the Unix epoch. */
+int64_t wall_ms(void);
+
 /* Glob-style matching as Redis's MATCH (*, ?, [...], \). */
 int glob_match(const char *pat, size_t plen, const char *s, size_t slen);
 

@@ -2,6 +2,7 @@
  * API.
  *
  *   tpc-kv [--port N] [--bind ADDR] [--shards N] [--max-bulk BYTES] [--max-args N]
+ *          [--appendonly yes|no] [--appendfsync always|everysec|no] [--dir DIR]
  *
  * Each key (or the part of it between the first braces, its {hashtag}) is owned by one shard,
  * picked by an xxhash of it; the shard keeps its keys in its own table (db.c), found through
@@ -18,13 +19,19 @@
  * locked, every other command on it waits: nobody sees half of an MSET.
  *
  * Expiry: lazily when a key is touched, and actively from a timer on every shard that walks a
- * few buckets of the table every 100 ms. */
+ * few buckets of the table every 100 ms.
+ *
+ * Durability (--appendonly yes): each shard appends the write commands it runs to its own log
+ * (aof.c), written by a fiber of its own; with appendfsync always a reply goes only once the
+ * fdatasync covering its commands has returned, and one sync covers every command appended
+ * before it (group commit). Start-up replays the logs. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include "tpc.h"
+#include "aof.h"
 #include "cmd.h"
 #include "resp.h"
 
@@ -39,7 +46,12 @@ static struct {
     int nshards;
     const char *bind;
     int port;
+    bool appendonly;
+    int appendfsync;
+    const char *dir;
 } cfg = {
+    .appendfsync = AOF_EVERYSEC,
+    .dir = ".",
     .lim = {.max_bulk = 512u << 20, .max_args = 1024 * 1024, .max_inline = 64 * 1024},
     .key = -1,
     .bind = "127.0.0.1",
@@ -53,7 +65,10 @@ struct shard {
     tpc_event unlocked; /* set while not locked */
     tpc_timer expire_timer;
     uint64_t expire_cursor;
+    struct aof aof;
 };
+
+static tpc_server *server; /* shard 0's */
 
 static struct shard *me(void)
 {
@@ -89,6 +104,7 @@ static void shard_destroy(void *p)
 {
     struct shard *sh = p;
     tpc_timer_stop(&sh->expire_timer);
+    aof_close(&sh->aof);
     dict_free(&sh->db.keys, true);
     tpc_event_destroy(&sh->unlocked);
     free(sh);
@@ -103,8 +119,121 @@ static int shard_init(void *arg)
     dict_init(&sh->db.keys);
     tpc_event_init(&sh->unlocked, true);
     tpc_timer_init(&sh->expire_timer, expire_tick, sh);
+    int rc = tpc_shard_set(cfg.key, sh);
+    if (rc < 0) {
+        free(sh);
+        return rc;
+    }
+    if (cfg.appendonly) {
+        if ((rc = aof_open(&sh->aof, cfg.dir, tpc_shard_id(), cfg.nshards, cfg.appendfsync,
+                           &sh->db)) < 0)
+            return rc; /* the destructor frees what was made */
+    } else {
+        sh->aof.fd = -1;
+        tpc_event_init(&sh->aof.work, false);
+        tpc_event_init(&sh->aof.progress, false);
+    }
     tpc_timer_start(&sh->expire_timer, EXPIRE_TICK_NS, EXPIRE_TICK_NS);
-    return tpc_shard_set(cfg.key, sh);
+    return 0;
+}
+
+static int shard_flush(void *arg) /* the drain of a clean stop: the log to disk */
+{
+    (void)arg;
+    return aof_flush(&me()->aof);
+}
+
+/* ---- What goes to the log ----
+ * A write command as run, except that relative times become absolute (a replay may come much
+ * later) and SPOP's random choice becomes the SREM of what it popped. Errors change nothing and
+ * are not logged. */
+
+/* The bulk strings of a reply (a bulk, or an array of them), as arguments from argv[from]. */
+static size_t reply_bulks(const char *r, size_t len, const char **argv, size_t *argl, size_t from,
+                          size_t max)
+{
+    size_t n = from;
+    const char *end = r + len;
+    if (*r == '*')
+        r = strchr(r, '\n') + 1;
+    while (r < end && *r == '$' && n < max) {
+        long long l = strtoll(r + 1, NULL, 10);
+        r = strchr(r, '\n') + 1;
+        if (l < 0)
+            break;
+        argv[n] = r;
+        argl[n++] = (size_t)l;
+        r += l + 2;
+    }
+    return n;
+}
+
+static void log_set(struct aof *a, size_t argc, const char **argv, const size_t *argl)
+{
+    const char **v = malloc(argc * sizeof(*v));
+    size_t *l = malloc(argc * sizeof(*l));
+    char nums[4][24];
+    int k = 0;
+    for (size_t i = 0; i < argc; i++) {
+        v[i] = argv[i];
+        l[i] = argl[i];
+        int unit = 0;
+        if (i >= 3 && i + 1 < argc && argl[i] == 2 && !strncasecmp(argv[i], "ex", 2))
+            unit = 1;
+        else if (i >= 3 && i + 1 < argc && argl[i] == 2 && !strncasecmp(argv[i], "px", 2))
+            unit = 2;
+        else if (i >= 3 && i + 1 < argc && argl[i] == 4 && !strncasecmp(argv[i], "exat", 4))
+            unit = 3;
+        if (unit && k < 4) {
+            long long t;
+            resp_ll(argv[i + 1], argl[i + 1], &t);
+            long long at = unit == 1 ? wall_ms() + t * 1000 : unit == 2 ? wall_ms() + t : t * 1000;
+            v[i] = "PXAT";
+            l[i] = 4;
+            l[i + 1] = (size_t)snprintf(nums[k], sizeof(nums[k]), "%lld", at);
+            v[i + 1] = nums[k++];
+            i++;
+        }
+    }
+    aof_append(a, argc, v, l);
+    free(v);
+    free(l);
+}
+
+static void log_write(struct shard *sh, const struct command *c, size_t argc, const char **argv,
+                      const size_t *argl, const char *reply, size_t rlen)
+{
+    if (sh->aof.fd < 0 || !(c->flags & F_WRITE) || (rlen && reply[0] == '-'))
+        return;
+    const char *name = c->name;
+    if (!strcmp(name, "set")) {
+        log_set(&sh->aof, argc, argv, argl);
+    } else if (!strcmp(name, "expire") || !strcmp(name, "pexpire")) {
+        long long t;
+        if (rlen < 2 || reply[1] != '1' || resp_ll(argv[2], argl[2], &t) < 0)
+            return; /* nothing changed */
+        char num[24];
+        const char *v[3] = {"PEXPIREAT", argv[1], num};
+        size_t l[3] = {9, argl[1], 0};
+        l[2] = (size_t)snprintf(num, sizeof(num), "%lld",
+                                (long long)wall_ms() + t * (name[0] == 'e' ? 1000 : 1));
+        aof_append(&sh->aof, 3, v, l);
+    } else if (!strcmp(name, "spop")) {
+        size_t max = rlen / 4 + 3; /* a bulk takes 6 bytes at least */
+        const char **v = malloc(max * sizeof(*v));
+        size_t *l = malloc(max * sizeof(*l));
+        v[0] = "SREM";
+        l[0] = 4;
+        v[1] = argv[1];
+        l[1] = argl[1];
+        size_t n = reply_bulks(reply, rlen, v, l, 2, max);
+        if (n > 2)
+            aof_append(&sh->aof, n, v, l);
+        free(v);
+        free(l);
+    } else {
+        aof_append(&sh->aof, argc, argv, argl);
+    }
 }
 
 /* ---- Batches: commands sent to their owner, with their arguments copied ---- */
@@ -200,6 +329,7 @@ static int batch_run(void *p)
         c->off = b->out.len;
         cmd_run(&sh->db, c->c, c->argc, argv, b->argl + c->a0, &b->out);
         c->len = b->out.len - c->off;
+        log_write(sh, c->c, c->argc, argv, b->argl + c->a0, b->out.p + c->off, c->len);
     }
     if (argv != argv_small)
         free(argv);
@@ -207,7 +337,7 @@ static int batch_run(void *p)
         sh->locked = false;
         tpc_event_set(&sh->unlocked);
     }
-    return 0;
+    return aof_wait(&sh->aof, sh->aof.appended); /* appendfsync always: synced first */
 }
 
 /* ---- A connection ---- */
@@ -368,12 +498,16 @@ static int run(struct conn *c, size_t from, size_t to)
             continue;
         }
         s->off = c->local.len;
-        if (s->owner < 0)
+        if (s->owner < 0) {
             conn_command(c, s->c, s->argc, argv, argl, &c->local);
-        else
-            cmd_run(&sh->db, s->c, s->argc, argv, argl, &c->local);
+            s->len = c->local.len - s->off;
+            continue;
+        }
+        cmd_run(&sh->db, s->c, s->argc, argv, argl, &c->local);
         s->len = c->local.len - s->off;
+        log_write(sh, s->c, s->argc, argv, argl, c->local.p + s->off, s->len);
     }
+    uint64_t logged = sh->aof.appended;
     if (nitems) {
         rc = tpc_call_many(c->items, nitems, batch_run, batch_free);
         if (rc < 0) { /* the call released the batches */
@@ -392,6 +526,8 @@ static int run(struct conn *c, size_t from, size_t to)
             }
         }
     }
+    if (rc == 0)
+        rc = aof_wait(&sh->aof, logged); /* appendfsync always: synced before the replies */
     if (rc == 0)
         rc = emit(c, from, to);
     for (size_t k = 0; k < nitems; k++) {
@@ -584,7 +720,8 @@ static int all_run(void *p)
         break;
     case ALL_FLUSH:
         dict_free(&sh->db.keys, true);
-        break;
+        aof_append(&sh->aof, 1, (const char *[]){"FLUSHALL"}, (size_t[]){8});
+        return aof_wait(&sh->aof, sh->aof.appended);
     case ALL_KEYS:
         do
             a->cursor = dict_scan(&sh->db.keys, a->cursor, collect_key, &k);
@@ -915,6 +1052,7 @@ static int kv_main(void *arg)
         fprintf(stderr, "tpc-kv: cannot listen on %s: %s\n", text, tpc_strerror(rc));
         return 1;
     }
+    server = srv;
     tpc_server_addr(srv, &a);
     tpc_addr_format(&a, text, sizeof(text));
     printf("tpc-kv: %d shards, listening on %s\n", cfg.nshards, text);
@@ -923,21 +1061,37 @@ static int kv_main(void *arg)
     tpc_event_init(&forever, false);
     tpc_event_wait(&forever); /* until the runtime stops (SIGINT, SIGTERM) */
     tpc_event_destroy(&forever);
-    tpc_server_stop(srv);
+    if (server)
+        tpc_server_stop(server);
     return 0;
+}
+
+/* A clean stop (SIGINT, SIGTERM): connections get 100 ms to finish what they do, then every
+ * shard writes and syncs what is left of its log. */
+static int kv_drain(void *arg)
+{
+    (void)arg;
+    if (server) {
+        tpc_deadline_set(100 * 1000 * 1000);
+        tpc_server_stop(server);
+        tpc_deadline_clear();
+        server = NULL;
+    }
+    return tpc_on_all(shard_flush, NULL);
 }
 
 static void usage(const char *argv0)
 {
     fprintf(stderr,
-            "usage: %s [--port N] [--bind ADDR] [--shards N] [--max-bulk BYTES] [--max-args N]\n",
+            "usage: %s [--port N] [--bind ADDR] [--shards N] [--max-bulk BYTES] [--max-args N]\n"
+            "          [--appendonly yes|no] [--appendfsync always|everysec|no] [--dir DIR]\n",
             argv0);
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    tpc_config rc_config = {0};
+    tpc_config rc_config = {.drain = kv_drain};
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
@@ -952,6 +1106,16 @@ int main(int argc, char **argv)
             cfg.lim.max_bulk = strtoull(v, NULL, 10);
         else if (!strcmp(argv[i], "--max-args"))
             cfg.lim.max_args = strtoull(v, NULL, 10);
+        else if (!strcmp(argv[i], "--dir"))
+            cfg.dir = v;
+        else if (!strcmp(argv[i], "--appendonly") && (!strcmp(v, "yes") || !strcmp(v, "no")))
+            cfg.appendonly = !strcmp(v, "yes");
+        else if (!strcmp(argv[i], "--appendfsync") && !strcmp(v, "always"))
+            cfg.appendfsync = AOF_ALWAYS;
+        else if (!strcmp(argv[i], "--appendfsync") && !strcmp(v, "everysec"))
+            cfg.appendfsync = AOF_EVERYSEC;
+        else if (!strcmp(argv[i], "--appendfsync") && !strcmp(v, "no"))
+            cfg.appendfsync = AOF_NO;
         else
             usage(argv[0]);
         i++;
