@@ -36,13 +36,17 @@ class Server:
         self.p = subprocess.Popen([KV, "--port", "0", "--shards", str(shards), *args],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
-        line = self.p.stdout.readline().decode()
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        self.out = []
+        while True:
+            line = self.p.stdout.readline().decode()
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if m or not line:
+                break
+            self.out.append(line)
         if not m:
             self.p.kill()
-            raise AssertionError("tpc-kv did not start: " + line + self.p.stdout.read().decode())
+            raise AssertionError("tpc-kv did not start: " + "".join(self.out))
         self.port = int(m.group(1))
-        self.out = []
         self.reader = threading.Thread(target=self.drain, daemon=True)
         self.reader.start()
 
@@ -394,6 +398,125 @@ class Test(unittest.TestCase):
         self.assertEqual(c.cmd("INCRBY", "wt", "1.5"), "ERR value is not an integer or out of range")
         self.assertEqual(c.cmd("QUIT"), "OK")
         self.assertRaises(EOFError, c.reply)
+
+
+class Durability(unittest.TestCase):
+    """--appendonly yes: what was acknowledged survives a restart, SIGKILL included."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+
+    def start(self, fsync="always", shards=2):
+        return Server(shards=shards, args=("--appendonly", "yes", "--appendfsync", fsync,
+                                           "--dir", self.dir.name))
+
+    def test_restart_keeps_writes(self):
+        for fsync in ("always", "everysec", "no"):
+            kv = self.start(fsync)
+            c = Conn(kv.port)
+            self.assertEqual(c.cmd("FLUSHALL"), "OK")
+            self.assertEqual(c.cmd("MSET", *sum([["m:%d" % i, str(i)] for i in range(20)], [])), "OK")
+            c.cmd("SET", "ttl", "v", "EX", "1000")
+            c.cmd("SET", "gone", "v", "PX", "1")
+            c.cmd("RPUSH", "l", "a", "b")
+            c.cmd("HSET", "h", "f", "v")
+            c.cmd("SADD", "s", "a", "b", "c")
+            popped = c.cmd("SPOP", "s")
+            c.cmd("ZADD", "z", "1", "a")
+            c.cmd("INCRBY", "n", "5")
+            c.close()
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))  # a clean stop flushes the logs
+            kv = self.start(fsync)
+            c = Conn(kv.port)
+            self.assertEqual(c.cmd("MGET", *["m:%d" % i for i in range(20)]),
+                             [str(i).encode() for i in range(20)], fsync)
+            self.assertTrue(990 <= c.cmd("TTL", "ttl") <= 1000)
+            self.assertIsNone(c.cmd("GET", "gone"))
+            self.assertEqual(c.cmd("LRANGE", "l", "0", "-1"), [b"a", b"b"])
+            self.assertEqual(c.cmd("HGET", "h", "f"), b"v")
+            self.assertEqual(sorted(c.cmd("SMEMBERS", "s") + [popped]), [b"a", b"b", b"c"])
+            self.assertEqual(c.cmd("ZSCORE", "z", "a"), b"1")
+            self.assertEqual(c.cmd("GET", "n"), b"5")
+            c.close()
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
+    def test_sigkill_loses_no_acknowledged_write(self):
+        kv = self.start("always", shards=3)
+        acked = {}
+        stop = threading.Event()
+
+        def load(w):
+            c = Conn(kv.port)
+            i = 0
+            try:
+                while not stop.is_set():
+                    # a pipeline of 8: the replies arrive after the sync of their batch
+                    c.send(b"".join(encode("SET", "k:%d:%d" % (w, i + j), i + j) for j in range(8)))
+                    for j in range(8):
+                        if c.reply() != "OK":
+                            return
+                        acked[(w, i + j)] = True
+                    i += 8
+            except (OSError, EOFError):
+                pass  # the server was killed
+            finally:
+                c.close()
+        ts = [threading.Thread(target=load, args=(w,)) for w in range(6)]
+        for t in ts:
+            t.start()
+        until(lambda: len(acked) >= 2000, "writes to be acknowledged")
+        kv.p.kill()  # SIGKILL in the middle of the load
+        kv.p.wait()
+        stop.set()
+        for t in ts:
+            t.join()
+        kv.p.stdout.close()
+        kv = self.start("always", shards=3)
+        c = Conn(kv.port)
+        missing = [k for k in acked if c.cmd("GET", "k:%d:%d" % k) != str(k[1]).encode()]
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        self.assertEqual(missing, [], "%d of %d acknowledged writes lost" % (len(missing), len(acked)))
+
+    def test_torn_and_corrupt_tails(self):
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        for i in range(50):
+            c.cmd("SET", "t:%d" % i, i)
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        logs = [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(2)]
+        sizes = [os.path.getsize(p) for p in logs]
+        with open(logs[0], "ab") as f:  # a record cut short, as by a crash mid-write
+            f.write(b"\x40\x00\x00\x00\x12\x34\x56\x78*3\r\n$3\r\nSET")
+        with open(logs[1], "r+b") as f:  # the last record's last byte damaged
+            f.seek(sizes[1] - 3)
+            f.write(b"#")
+        kv = self.start("always", shards=2)
+        text = "".join(kv.out)
+        self.assertIn("a torn record", text)
+        self.assertIn("checksum does not match", text)
+        c = Conn(kv.port)
+        have = sum(1 for i in range(50) if c.cmd("GET", "t:%d" % i) == str(i).encode())
+        self.assertEqual(have, 49)  # only the damaged record's key is gone
+        self.assertEqual(c.cmd("SET", "after", "1"), "OK")
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        kv = self.start("always", shards=2)
+        self.assertNotIn("cut off", "".join(kv.out))
+        c = Conn(kv.port)
+        self.assertEqual(c.cmd("GET", "after"), b"1")
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
+    def test_other_shard_count_refused(self):
+        kv = self.start("always", shards=2)
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        p = subprocess.run([KV, "--port", "0", "--shards", "3", "--appendonly", "yes",
+                            "--dir", self.dir.name], capture_output=True, timeout=DEADLINE)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"written by 2 shards: run with --shards 2", p.stderr)
 
 
 if __name__ == "__main__":
