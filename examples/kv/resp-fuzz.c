@@ -38,7 +38,7 @@ static void check(int cond, const char *what)
 static void record(struct result *r, const struct resp_args *a, size_t from)
 {
     for (size_t i = from; i < a->n; i++) {
-        check(a->argl[i] <= lim.max_bulk || a->argl[i] <= lim.max_inline, "argument too long");
+        check(a->argl[i] <= lim.max_bulk, "argument too long");
         r->bytes = realloc(r->bytes, r->len + 8 + a->argl[i]);
         uint64_t l = a->argl[i];
         memcpy(r->bytes + r->len, &l, 8);

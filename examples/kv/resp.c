@@ -197,15 +197,21 @@ static long parse_inline(char *buf, size_t len, const struct resp_limits *lim, s
                 *err = "Protocol error: unbalanced quotes in request";
                 goto fail;
             }
+            if ((size_t)n > lim->max_bulk)
+                goto too_long;
             args_push(a, dst, (size_t)n);
         } else {
             char *s = p;
             while (p < end && *p != ' ' && *p != '\t')
                 p++;
+            if ((size_t)(p - s) > lim->max_bulk)
+                goto too_long;
             args_push(a, s, (size_t)(p - s));
         }
     }
     return nl - buf + 1;
+too_long: /* an argument past the bulk limit, whatever its form */
+    *err = "Protocol error: invalid bulk length";
 fail:
     a->n = first;
     return -1;
