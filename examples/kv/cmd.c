@@ -1100,6 +1100,7 @@ static void c_zscore(ARGS)
 #define KNONE 0, 0, 0
 static const struct command commands[] = {
     {"append", 3, F_WRITE, K1, c_append},
+    {"bgrewriteaof", 1, F_ALL, KNONE, NULL},
     {"command", -1, F_CONN, KNONE, NULL},
     {"config", -2, F_CONN, KNONE, NULL},
     {"dbsize", 1, F_ALL, KNONE, NULL},

@@ -102,7 +102,9 @@ void dict_free(struct dict *d, bool values)
             }
         free(d->t[t]);
     }
+    uint32_t epoch = d->epoch; /* a log rewrite in progress goes on */
     dict_init(d);
+    d->epoch = epoch;
 }
 
 size_t dict_size(const struct dict *d)
@@ -195,6 +197,7 @@ struct entry *dict_add(struct dict *d, const void *key, size_t klen, uint64_t h)
     e->val = NULL;
     e->klen = (uint32_t)klen;
     e->type = 0;
+    e->epoch = d->epoch;
     memcpy(e->key, key, klen);
     e->key[klen] = 0;
     size_t b = h & (d->size[t] - 1);

@@ -41,6 +41,7 @@ struct entry {
     int64_t expire; /* monotonic ms; 0: none */
     void *val;      /* struct str / list / dict (hash: field -> str; set: member -> NULL) / zset */
     uint32_t klen;
+    uint32_t epoch; /* the log rewrite that has written it out (aof.c); new entries: the table's */
     uint8_t type;
     char key[];
 };
@@ -49,6 +50,7 @@ struct dict {
     struct entry **t[2];
     size_t size[2], used[2]; /* size: a power of two, or 0 */
     long rehash;             /* the next bucket of t[0] to move; -1: not rehashing */
+    uint32_t epoch;          /* given to the entries added */
 };
 
 uint64_t kv_hash(const void *p, size_t n);

@@ -3,6 +3,7 @@
  *
  *   tpc-kv [--port N] [--bind ADDR] [--shards N] [--max-bulk BYTES] [--max-args N]
  *          [--appendonly yes|no] [--appendfsync always|everysec|no] [--dir DIR]
+ *          [--auto-aof-rewrite-min-size BYTES]
  *
  * Each key (or the part of it between the first braces, its {hashtag}) is owned by one shard,
  * picked by an xxhash of it; the shard keeps its keys in its own table (db.c), found through
@@ -24,7 +25,9 @@
  * Durability (--appendonly yes): each shard appends the write commands it runs to its own log
  * (aof.c), written by a fiber of its own; with appendfsync always a reply goes only once the
  * fdatasync covering its commands has returned, and one sync covers every command appended
- * before it (group commit). Start-up replays the logs. */
+ * before it (group commit). Start-up replays the logs. A log is rewritten in the background
+ * (BGREWRITEAOF, or once it has doubled since the last rewrite and passed
+ * --auto-aof-rewrite-min-size, 64 MiB by default) while the shard goes on serving. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +52,9 @@ static struct {
     bool appendonly;
     int appendfsync;
     const char *dir;
+    uint64_t auto_rewrite_min;
 } cfg = {
+    .auto_rewrite_min = 64u << 20,
     .appendfsync = AOF_EVERYSEC,
     .dir = ".",
     .lim = {.max_bulk = 512u << 20, .max_args = 1024 * 1024, .max_inline = 64 * 1024},
@@ -128,8 +133,10 @@ static int shard_init(void *arg)
         if ((rc = aof_open(&sh->aof, cfg.dir, tpc_shard_id(), cfg.nshards, cfg.appendfsync,
                            &sh->db)) < 0)
             return rc; /* the destructor frees what was made */
+        sh->aof.auto_min = cfg.auto_rewrite_min;
     } else {
-        sh->aof.fd = -1;
+        sh->aof.fd = sh->aof.rw.fd = -1;
+        tpc_event_init(&sh->aof.rw.done, false);
         tpc_event_init(&sh->aof.work, false);
         tpc_event_init(&sh->aof.progress, false);
     }
@@ -166,6 +173,18 @@ static size_t reply_bulks(const char *r, size_t len, const char **argv, size_t *
         r += l + 2;
     }
     return n;
+}
+
+/* Before a write command runs: a log rewrite in progress writes its keys out first. */
+static void touch_keys(struct shard *sh, const struct command *c, size_t argc, const char **argv,
+                       const size_t *argl)
+{
+    if (!sh->aof.rw.on || !(c->flags & F_WRITE))
+        return;
+    size_t last = c->last < 0 ? argc - (size_t)(-c->last) : (size_t)c->last;
+    if (c->first)
+        for (size_t i = (size_t)c->first; i <= last && i < argc; i += (size_t)c->step)
+            aof_touch(&sh->aof, argv[i], argl[i]);
 }
 
 static void log_set(struct aof *a, size_t argc, const char **argv, const size_t *argl)
@@ -327,6 +346,7 @@ static int batch_run(void *p)
             d += b->argl[c->a0 + k];
         }
         c->off = b->out.len;
+        touch_keys(sh, c->c, c->argc, argv, b->argl + c->a0);
         cmd_run(&sh->db, c->c, c->argc, argv, b->argl + c->a0, &b->out);
         c->len = b->out.len - c->off;
         log_write(sh, c->c, c->argc, argv, b->argl + c->a0, b->out.p + c->off, c->len);
@@ -503,6 +523,7 @@ static int run(struct conn *c, size_t from, size_t to)
             s->len = c->local.len - s->off;
             continue;
         }
+        touch_keys(sh, s->c, s->argc, argv, argl);
         cmd_run(&sh->db, s->c, s->argc, argv, argl, &c->local);
         s->len = c->local.len - s->off;
         log_write(sh, s->c, s->argc, argv, argl, c->local.p + s->off, s->len);
@@ -667,7 +688,7 @@ static int multi(struct conn *c, struct slot *s)
 
 /* ---- Commands over every shard: DBSIZE, FLUSHALL, KEYS, SCAN, INFO ---- */
 
-enum { ALL_COUNT, ALL_FLUSH, ALL_KEYS, ALL_SCAN };
+enum { ALL_COUNT, ALL_FLUSH, ALL_KEYS, ALL_SCAN, ALL_REWRITE };
 
 struct all_arg {
     int op;
@@ -677,6 +698,7 @@ struct all_arg {
     long long count; /* SCAN COUNT */
     uint64_t cursor; /* SCAN: in and out */
     size_t n, expires;
+    uint64_t rewrites, rewriting, log_bytes;
     struct sbuf out; /* matching keys as bulk strings */
     char patbuf[];
 };
@@ -717,7 +739,13 @@ static int all_run(void *p)
     switch (a->op) {
     case ALL_COUNT:
         a->n = dict_size(&sh->db.keys);
+        a->rewrites = sh->aof.rw.rewrites;
+        a->rewriting = sh->aof.rw.on;
+        a->log_bytes = sh->aof.size;
         break;
+    case ALL_REWRITE:
+        rc = aof_rewrite_start(&sh->aof);
+        return rc == -EBUSY ? 0 : rc;
     case ALL_FLUSH:
         dict_free(&sh->db.keys, true);
         aof_append(&sh->aof, 1, (const char *[]){"FLUSHALL"}, (size_t[]){8});
@@ -843,14 +871,24 @@ static int info(struct conn *c)
     if (rc < 0)
         return rc;
     size_t keys = 0;
-    for (int i = 0; i < cfg.nshards; i++)
-        keys += ((struct all_arg *)c->items[i].arg)->n;
+    uint64_t rewrites = 0, rewriting = 0, log_bytes = 0;
+    for (int i = 0; i < cfg.nshards; i++) {
+        struct all_arg *a = c->items[i].arg;
+        keys += a->n;
+        rewrites += a->rewrites;
+        rewriting += a->rewriting;
+        log_bytes += a->log_bytes;
+    }
     on_all_free(c);
-    char text[512];
+    char text[1024];
     int n = snprintf(text, sizeof(text),
                      "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
-                     "tpc_kv_shards:%d\r\n\r\n# Keyspace\r\ndb0:keys=%zu,expires=0,avg_ttl=0\r\n",
-                     cfg.nshards, keys);
+                     "tpc_kv_shards:%d\r\n\r\n# Persistence\r\naof_enabled:%d\r\n"
+                     "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
+                     "aof_current_size:%llu\r\n\r\n"
+                     "# Keyspace\r\ndb0:keys=%zu,expires=0,avg_ttl=0\r\n",
+                     cfg.nshards, cfg.appendonly, rewriting > 0, (unsigned long long)rewrites,
+                     (unsigned long long)log_bytes, keys);
     sb_bulk(&c->local, text, (size_t)n);
     return 0;
 }
@@ -880,6 +918,11 @@ static int barrier(struct conn *c, struct slot *s)
             for (int i = 0; i < cfg.nshards; i++)
                 sb_put(&c->local, ((struct all_arg *)c->items[i].arg)->out.p,
                        ((struct all_arg *)c->items[i].arg)->out.len);
+            on_all_free(c);
+        }
+    } else if (!strcmp(name, "bgrewriteaof")) {
+        if ((rc = on_all(c, ALL_REWRITE, "", 0)) == 0) {
+            sb_simple(&c->local, "Background append only file rewriting started");
             on_all_free(c);
         }
     } else if (!strcmp(name, "dbsize")) {
@@ -1084,7 +1127,8 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--port N] [--bind ADDR] [--shards N] [--max-bulk BYTES] [--max-args N]\n"
-            "          [--appendonly yes|no] [--appendfsync always|everysec|no] [--dir DIR]\n",
+            "          [--appendonly yes|no] [--appendfsync always|everysec|no] [--dir DIR]\n"
+            "          [--auto-aof-rewrite-min-size BYTES]\n",
             argv0);
     exit(2);
 }
@@ -1108,6 +1152,8 @@ int main(int argc, char **argv)
             cfg.lim.max_args = strtoull(v, NULL, 10);
         else if (!strcmp(argv[i], "--dir"))
             cfg.dir = v;
+        else if (!strcmp(argv[i], "--auto-aof-rewrite-min-size"))
+            cfg.auto_rewrite_min = strtoull(v, NULL, 10);
         else if (!strcmp(argv[i], "--appendonly") && (!strcmp(v, "yes") || !strcmp(v, "no")))
             cfg.appendonly = !strcmp(v, "yes");
         else if (!strcmp(argv[i], "--appendfsync") && !strcmp(v, "always"))

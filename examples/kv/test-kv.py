@@ -510,6 +510,77 @@ class Durability(unittest.TestCase):
         c.close()
         self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
+    def test_rewrite_while_writing(self):
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        for r in range(20):  # overwrites: the log grows, the data does not
+            c.send(b"".join(encode("SET", "w:%d" % i, "%d-%d" % (r, i)) for i in range(200)))
+            for _ in range(200):
+                c.reply()
+        c.cmd("RPUSH", "w:list", *range(300))
+        c.cmd("HSET", "w:hash", *sum([["f%d" % i, i] for i in range(300)], []))
+        c.cmd("SADD", "w:set", *range(300))
+        c.cmd("ZADD", "w:zset", *sum([[i / 4, "m%d" % i] for i in range(300)], []))
+        c.cmd("SET", "w:ttl", "v", "EX", "1000")
+        logs = [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(2)]
+        before = sum(os.path.getsize(p) for p in logs)
+        for base in range(0, 20000, 1000):  # enough keys that the walk takes a while
+            c.send(b"".join(encode("SET", "w:c:%d" % i, 0) for i in range(base, base + 1000)))
+            for _ in range(1000):
+                c.reply()
+        stop = threading.Event()
+        counted = [0]
+        incrs = {}
+
+        def incr():  # writes go on while the logs are rewritten, over keys not yet written out
+            w = Conn(kv.port)
+            i = 0
+            while not stop.is_set():
+                keys = ["w:c:%d" % ((i * 7919 + j * 104729) % 20000) for j in range(16)]
+                w.send(b"".join(encode("INCR", k) for k in keys))
+                for k in keys:
+                    w.reply()
+                    incrs[k] = incrs.get(k, 0) + 1
+                w.cmd("INCR", "w:ctr")
+                w.cmd("LPUSH", "w:list2", "x")
+                counted[0] += 1
+                i += 1
+            w.close()
+        t = threading.Thread(target=incr)
+        t.start()
+        until(lambda: counted[0] > 20, "writes before the rewrite")
+        self.assertEqual(c.cmd("BGREWRITEAOF"), "Background append only file rewriting started")
+        info = lambda: dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n") if ":" in l)
+        until(lambda: info()["aof_rewrites"] == "2" and info()["aof_rewrite_in_progress"] == "0",
+              "both shards to rewrite their logs")
+        until(lambda: counted[0] > 100, "writes after the rewrite")
+        stop.set()
+        t.join()
+        after = sum(os.path.getsize(p) for p in logs)
+        self.assertLess(after, before + 20000 * 40)
+        n = counted[0]
+        self.assertEqual(c.cmd("GET", "w:ctr"), str(n).encode())
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        self.assertEqual(c.cmd("MGET", *["w:%d" % i for i in range(200)]),
+                         [("19-%d" % i).encode() for i in range(200)])
+        self.assertEqual(c.cmd("LRANGE", "w:list", "0", "-1"), [str(i).encode() for i in range(300)])
+        self.assertEqual(c.cmd("HLEN", "w:hash"), 300)
+        self.assertEqual(c.cmd("HGET", "w:hash", "f299"), b"299")
+        self.assertEqual(c.cmd("SCARD", "w:set"), 300)
+        self.assertEqual(c.cmd("ZRANGE", "w:zset", "0", "2", "WITHSCORES"),
+                         [b"m0", b"0", b"m1", b"0.25", b"m2", b"0.5"])
+        self.assertTrue(990 <= c.cmd("TTL", "w:ttl") <= 1000)
+        self.assertEqual(c.cmd("GET", "w:ctr"), str(n).encode())
+        self.assertEqual(c.cmd("LLEN", "w:list2"), n)
+        ctrs = c.cmd("MGET", *["w:c:%d" % i for i in range(20000)])
+        wrong = [i for i in range(20000) if ctrs[i] != str(incrs.get("w:c:%d" % i, 0)).encode()]
+        self.assertEqual(wrong, [])
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
     def test_other_shard_count_refused(self):
         kv = self.start("always", shards=2)
         self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
