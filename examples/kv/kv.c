@@ -881,14 +881,15 @@ static int info(struct conn *c)
     }
     on_all_free(c);
     char text[1024];
-    int n = snprintf(text, sizeof(text),
-                     "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
-                     "tpc_kv_shards:%d\r\n\r\n# Persistence\r\naof_enabled:%d\r\n"
-                     "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
-                     "aof_current_size:%llu\r\n\r\n"
-                     "# Keyspace\r\ndb0:keys=%zu,expires=0,avg_ttl=0\r\n",
-                     cfg.nshards, cfg.appendonly, rewriting > 0, (unsigned long long)rewrites,
-                     (unsigned long long)log_bytes, keys);
+    int n = snprintf(
+        text, sizeof(text),
+        "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+        "tpc_kv_shards:%d\r\ntpc_kv_connection_shard:%d\r\n\r\n# Persistence\r\naof_enabled:%d\r\n"
+        "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
+        "aof_current_size:%llu\r\n\r\n"
+        "# Keyspace\r\ndb0:keys=%zu,expires=0,avg_ttl=0\r\n",
+        cfg.nshards, tpc_shard_id(), cfg.appendonly, rewriting > 0, (unsigned long long)rewrites,
+        (unsigned long long)log_bytes, keys);
     sb_bulk(&c->local, text, (size_t)n);
     return 0;
 }
