@@ -262,11 +262,23 @@ void sb_put(struct sbuf *b, const void *p, size_t n)
     }
 }
 
+/* "<c><v>\r\n", formatted by hand: a reply of many elements writes one per element. */
 static void sb_line(struct sbuf *b, char c, long long v)
 {
-    char *p = sb_room(b, 24);
-    int n = snprintf(p, 24, "%c%lld\r\n", c, v);
-    b->len += (size_t)n;
+    char tmp[24], *end = tmp + sizeof(tmp), *q = end;
+    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+    do
+        *--q = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        *--q = '-';
+    size_t n = (size_t)(end - q);
+    char *p = sb_room(b, n + 3);
+    p[0] = c;
+    memcpy(p + 1, q, n);
+    p[n + 1] = '\r';
+    p[n + 2] = '\n';
+    b->len += n + 3;
 }
 
 void sb_simple(struct sbuf *b, const char *s)
