@@ -1172,6 +1172,12 @@ int main(int argc, char **argv)
     /* A command may hold a few bulks at their limit: the input buffer may hold twice one, and
      * more than the longest inline line. */
     cfg.query_limit = 2 * cfg.lim.max_bulk + (1u << 20);
+    /* A shard that has just answered does not keep polling for the next request (libtpc's
+     * default spin of 10 us): with many connections that each wait for their answer
+     * (redis-benchmark -P 1) the spin cost more CPU per request than it saved (docs/benchmarks.md).
+     * TPC_SPIN_NS still sets it. */
+    if (!getenv("TPC_SPIN_NS"))
+        rc_config.spin_ns = -1;
     cfg.key = tpc_shard_key_create(shard_destroy);
     if (cfg.key < 0)
         return 1;
