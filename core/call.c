@@ -20,6 +20,7 @@ struct tpc_remote {
     /* Set by the origin before sending. */
     tpc_fiber_fn fn; /* NULL: read the target's counters */
     void *arg;
+    tpc_release_fn release; /* owned calls: frees arg when the record goes, unless cleared */
     struct tpc__shard *origin;
     tpc_fiber_opts opts;
     char name[32];
@@ -62,6 +63,11 @@ static struct tpc_remote *remote_new(void)
 static void remote_free(struct tpc_remote *r)
 {
     struct tpc__shard *s = r->origin;
+    if (r->release) { /* an owned call nobody took its argument back from */
+        tpc_release_fn release = r->release;
+        r->release = NULL;
+        release(r->arg);
+    }
     if (r->cancelled && !r->cancel.sent) /* the fiber returned before its cancel could go */
         tpc__list_remove(&r->cancel.node);
     tpc__list_remove(&r->link);
@@ -81,7 +87,10 @@ void tpc__remotes_free(struct tpc__shard *s)
         while (!tpc__list_empty(lists[i])) {
             tpc_list *n = lists[i]->next;
             tpc__list_remove(n);
-            free(tpc__container_of(n, struct tpc_remote, link));
+            struct tpc_remote *r = tpc__container_of(n, struct tpc_remote, link);
+            if (r->release) /* never the case while replies reach the afterlife: a safety net */
+                r->release(r->arg);
+            free(r);
         }
     s->nremote_cache = 0;
 }
@@ -464,6 +473,150 @@ int tpc_stats(int shard, tpc_shard_stats *out)
     *out = r->stats;
     remote_free(r);
     return 0;
+}
+
+/* ---- Calls that own their argument ----
+ * The record carries `release`: remote_free calls it unless the caller took the argument back
+ * (cleared it) first. A caller that stops waiting marks the record released, so the reply, when
+ * it comes home, frees the record and with it the argument: after fn has returned, on the
+ * caller's shard (or in the afterlife, posing as it), exactly once. */
+
+static int owned_fail(tpc_release_fn release, void *arg, int rc)
+{
+    if (release)
+        release(arg);
+    return rc;
+}
+
+int tpc_call_owned(int shard, tpc_call_fn fn, void *arg, tpc_release_fn release, int *result)
+{
+    int rc = 0;
+    if (!tpc__self || !tpc__self->current)
+        rc = -EPERM;
+    else if ((rc = tpc__fiber_stopped(tpc__self->current)) == 0 && (rc = check_shard(shard)) == 0 &&
+             !fn)
+        rc = -EINVAL;
+    if (rc < 0)
+        return owned_fail(release, arg, rc);
+    if ((unsigned)shard == tpc__self->id) {
+        int v = fn(arg);
+        if (result)
+            *result = v;
+        return 0;
+    }
+    struct tpc_remote *r;
+    if ((rc = remote_send(shard, NULL, fn, arg, &r)) < 0)
+        return owned_fail(release, arg, rc);
+    r->release = release;
+    if ((rc = remote_await(r, true)) < 0)
+        return rc; /* abandoned: the reply frees r, and arg with it */
+    rc = r->rc;
+    if (rc == 0) {
+        r->release = NULL; /* fn ran: arg is the caller's again */
+        if (result)
+            *result = r->result;
+    }
+    remote_free(r); /* releases arg if fn never ran */
+    return rc;
+}
+
+static void release_free(void *p)
+{
+    free(p);
+}
+
+int tpc_call_copy(int shard, tpc_call_fn fn, const void *arg, size_t size, int *result)
+{
+    TPC__CHECK_SUSPEND();
+    if ((size && !arg) || !fn)
+        return -EINVAL;
+    void *copy = malloc(size ? size : 1);
+    if (!copy)
+        return -ENOMEM;
+    if (size)
+        memcpy(copy, arg, size);
+    int rc = tpc_call_owned(shard, fn, copy, release_free, result);
+    if (rc == 0)
+        free(copy);
+    return rc;
+}
+
+/* tpc_call_many's records: on the stack for a few calls. */
+#define MANY_STACK 16
+
+/* After an early return of tpc_call_many: items before `got` were collected (their records
+ * freed, their arguments the caller's); the rest are abandoned with their arguments. */
+static void many_abandon(tpc_call_item *items, struct tpc_remote **rs, size_t got, size_t n,
+                         tpc_release_fn release)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct tpc_remote *r = i < got ? NULL : rs[i];
+        if (!r) { /* collected, or never sent */
+            if (release)
+                release(items[i].arg);
+        } else if (r->done) {
+            remote_free(r);
+        } else {
+            r->released = true;
+        }
+    }
+}
+
+/* Sends every call; a call that could not be sent gets its error in items[i].err (its rs[i] stays
+ * NULL). Returns 0, or -ECANCELED / -ETIMEDOUT when the caller stopped waiting for ring room. */
+static int many_send(tpc_call_item *items, struct tpc_remote **rs, size_t n, tpc_call_fn fn,
+                     tpc_release_fn release)
+{
+    for (size_t i = 0; i < n; i++) {
+        items[i].err = 0;
+        items[i].result = 0;
+        int rc = check_shard(items[i].shard);
+        if (rc == 0)
+            rc = remote_send(items[i].shard, NULL, fn, items[i].arg, &rs[i]);
+        if (rc == -ECANCELED || rc == -ETIMEDOUT)
+            return rc;
+        if (rc < 0)
+            items[i].err = rc;
+        else
+            rs[i]->release = release;
+    }
+    return 0;
+}
+
+int tpc_call_many(tpc_call_item *items, size_t n, tpc_call_fn fn, tpc_release_fn release)
+{
+    int rc = 0;
+    if (!tpc__self || !tpc__self->current)
+        rc = -EPERM;
+    else if ((rc = tpc__fiber_stopped(tpc__self->current)) == 0 && (!fn || (n && !items)))
+        rc = -EINVAL;
+    struct tpc_remote *stack[MANY_STACK] = {0}, **rs = stack;
+    if (rc == 0 && n > MANY_STACK && !(rs = calloc(n, sizeof(*rs))))
+        rc = -ENOMEM;
+    if (rc < 0) {
+        for (size_t i = 0; release && items && i < n; i++)
+            release(items[i].arg);
+        return rc;
+    }
+    size_t got = 0;
+    if ((rc = many_send(items, rs, n, fn, release)) == 0)
+        for (; got < n; got++) {
+            struct tpc_remote *r = rs[got];
+            if (!r)
+                continue;
+            if ((rc = remote_await(r, false)) < 0)
+                break;
+            r->release = NULL; /* the reply came: the argument is the caller's again */
+            items[got].err = r->rc;
+            items[got].result = r->rc == 0 ? r->result : 0;
+            remote_free(r);
+            rs[got] = NULL;
+        }
+    if (rc < 0)
+        many_abandon(items, rs, got, n, release);
+    if (rs != stack)
+        free(rs);
+    return rc;
 }
 
 /* ---- From threads that are not shards. ----

@@ -272,9 +272,10 @@ struct tpc__shard {
     tpc_list remotes;       /* remote-fiber handles it spawned, not yet freed (call.c) */
     tpc_list remote_cache;  /* freed ones kept for reuse */
     unsigned nremote_cache;
-    tpc_list flushq;          /* struct tpc__flush to run at the next tpc__rings_flush */
-    tpc_list turn_waiters;    /* fibers in tpc__park_turn */
-    void *layer[TPC__LAYERS]; /* each layer's state (core/layer.h), on this shard's node */
+    tpc_list flushq;              /* struct tpc__flush to run at the next tpc__rings_flush */
+    tpc_list turn_waiters;        /* fibers in tpc__park_turn */
+    void *layer[TPC__LAYERS];     /* each layer's state (core/layer.h), on this shard's node */
+    void *locals[TPC_SHARD_KEYS]; /* the program's per-shard values (core/local.c) */
     /* The hooks the loop calls, gathered at start so that the hot path walks no table: the
      * layers with a poll (and their state), with a timeout, and the clock's arm and disarm. */
     unsigned npolls, ntimeouts;
@@ -478,6 +479,9 @@ unsigned tpc__io_class(unsigned opcode);
 
 /* The first tpc_maybe_yield of a shard: from now on the watchdog keeps its time slices. */
 void tpc__stall_want_slices(struct tpc__shard *s);
+
+/* Destroys the shard's per-shard values (core/local.c). */
+void tpc__locals_fini(struct tpc__shard *s);
 
 /* Stacks. */
 size_t tpc__page_round(size_t size);

@@ -87,6 +87,7 @@ static void *shard_thread(void *p)
         }
         tpc__shard_loop(s);
     }
+    tpc__locals_fini(s);
     tpc__fiber_free_all(s);
     tpc__stack_pool_drain(s);
     tpc__layers_shard_fini(s);
@@ -158,6 +159,9 @@ static void runtime_free(struct tpc_runtime *rt)
         struct tpc__shard *s = rt->shards[i];
         if (!s)
             continue;
+        tpc__self = s; /* values set in the afterlife: their destructors see their shard */
+        tpc__locals_fini(s);
+        tpc__self = NULL;
         tpc__layers_shard_free(s);
         tpc__inbox_free(s);
         tpc__remotes_free(s);

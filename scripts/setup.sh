@@ -8,6 +8,8 @@ pkgs=(gcc libc6-dev meson ninja-build pkg-config python3 liburing-dev libhwloc-d
       libclang-rt-14-dev # libFuzzer (tests/fuzz)
       libhttp-parser-dev # examples/http-parse.c: tpc-http's request parser
       libinih-dev # examples/proxy: tpc-proxy reads its configuration file with it
+      libxxhash-dev # examples/kv: tpc-kv hashes keys to their owning shard with it
+      redis-tools redis-server # examples/kv/test-kv.py: redis-cli, and redis-server to compare
       curl apache2-utils nghttp2-client wrk # tests/test-http-clients.c (skipped without them)
       gdb # tests/test-gdb.py: the gdb extension (skipped without it)
       gnuplot-nox # tpc-numa's heat maps (examples/numa; it says so and goes on without)

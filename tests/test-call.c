@@ -208,6 +208,302 @@ static void test_no_lost_wakeups(void **state)
     assert_int_equal(atomic_load(&round_trips), 4 * n);
 }
 
+/* ---- Calls that own their argument: tpc_call_owned, tpc_call_copy, tpc_call_many ----
+ * Every argument is released exactly once, and only after its fn has returned: an argument
+ * records fn's return (fn_done) and the release checks it, counts itself, and poisons the
+ * record so that a second release is caught (ASan sees the use after free as well). */
+struct owned {
+    int magic; /* OWNED_LIVE until released */
+    int value;
+    atomic_int *fn_done; /* set by fn when it returns */
+    int released_on;     /* the shard the release ran on */
+};
+#define OWNED_LIVE 0x5eed
+static atomic_int released, release_bad, fns_done;
+static int released_shard = -2;
+
+static struct owned *owned_new(int value)
+{
+    struct owned *o = calloc(1, sizeof(*o));
+    o->magic = OWNED_LIVE;
+    o->value = value;
+    return o;
+}
+
+static void owned_release(void *p)
+{
+    struct owned *o = p;
+    if (o->magic != OWNED_LIVE || (o->fn_done && !atomic_load(o->fn_done)))
+        atomic_fetch_add(&release_bad, 1);
+    o->magic = 0;
+    released_shard = tpc_shard_id();
+    atomic_fetch_add(&released, 1);
+    free(o);
+}
+
+static void owned_reset(void)
+{
+    atomic_store(&released, 0);
+    atomic_store(&release_bad, 0);
+    atomic_store(&fns_done, 0);
+    released_shard = -2;
+}
+
+static int owned_fn(void *p) /* doubles the value in place; returns the shard */
+{
+    struct owned *o = p;
+    o->value *= 2;
+    atomic_fetch_add(&fns_done, 1);
+    return tpc_shard_id();
+}
+
+static void owned_from_callback(void *arg)
+{
+    (void)arg;
+    CHECK_EQ(tpc_call_owned(1, owned_fn, owned_new(1), owned_release, NULL), -EPERM);
+    CHECK_EQ(tpc_call_copy(1, owned_fn, &(int){1}, sizeof(int), NULL), -EPERM);
+    tpc_call_item it = {.shard = 1, .arg = owned_new(1)};
+    CHECK_EQ(tpc_call_many(&it, 1, owned_fn, owned_release), -EPERM);
+}
+
+static int owned_basics_main(void *arg)
+{
+    (void)arg;
+    owned_reset();
+    int r = -1;
+    for (int sh = 0; sh < 2; sh++) { /* another shard, and the caller's own */
+        struct owned *o = owned_new(21);
+        CHECK_EQ(tpc_call_owned(sh, owned_fn, o, owned_release, &r), 0);
+        CHECK_EQ(r, sh);
+        CHECK_EQ(o->value, 42); /* fn ran: the argument is the caller's again */
+        CHECK_EQ(atomic_load(&released), 0);
+        free(o);
+    }
+    /* Misuse: an error, fn never runs, the argument is released at once, on the caller. */
+    CHECK_EQ(tpc_call_owned(2, owned_fn, owned_new(1), owned_release, &r), -EINVAL);
+    CHECK_EQ(tpc_call_owned(-1, owned_fn, owned_new(1), owned_release, &r), -EINVAL);
+    CHECK_EQ(tpc_call_owned(1, NULL, owned_new(1), owned_release, &r), -EINVAL);
+    CHECK_EQ(tpc_call_owned(1, my_shard, NULL, NULL, &r), 0); /* no release: fine */
+    CHECK_EQ(atomic_load(&released), 3);
+    CHECK_EQ(released_shard, 0);
+    CHECK_EQ(atomic_load(&fns_done), 2);
+    /* A cancelled caller: nothing is sent, the argument is released. */
+    CHECK_EQ(tpc_cancel(tpc_self()), 0);
+    CHECK_EQ(tpc_call_owned(1, owned_fn, owned_new(1), owned_release, &r), -ECANCELED);
+    CHECK_EQ(atomic_load(&released), 4);
+    CHECK_EQ(atomic_load(&fns_done), 2);
+    CHECK_EQ(tpc_defer(owned_from_callback, NULL), 0);
+    tpc_yield();
+    CHECK_EQ(atomic_load(&released), 6);
+    CHECK_EQ(atomic_load(&release_bad), 0);
+    return 0;
+}
+
+static void test_owned_basics(void **state)
+{
+    (void)state;
+    run_main(2, owned_basics_main, NULL);
+    assert_int_equal(tpc_call_owned(0, owned_fn, owned_new(1), owned_release, NULL), -EPERM);
+    assert_int_equal(atomic_load(&released), 7);
+    assert_int_equal(atomic_load(&release_bad), 0);
+}
+
+static int late_owned(void *p) /* runs once shard 1 is free again */
+{
+    struct owned *o = p;
+    o->value = 99;
+    if (o->fn_done)
+        atomic_store(o->fn_done, 1);
+    return 0;
+}
+
+/* The caller's deadline passes while its call waits behind a busy target: it returns at once,
+ * and the argument is released later, on the caller's shard, after fn has returned. */
+static atomic_int late_done;
+static int owned_deadline_main(void *arg)
+{
+    (void)arg;
+    owned_reset();
+    atomic_store(&late_done, 0);
+    atomic_store(&gave_up, 0);
+    CHECK_EQ(tpc_submit_to(1, busy_until_given_up, NULL), 0);
+    struct owned *o = owned_new(1);
+    o->fn_done = &late_done;
+    CHECK_EQ(tpc_deadline_set(10 * 1000 * 1000), 0);
+    CHECK_EQ(tpc_call_owned(1, late_owned, o, owned_release, NULL), -ETIMEDOUT);
+    CHECK_EQ(tpc_deadline_clear(), 0);
+    CHECK_EQ(atomic_load(&released), 0); /* fn has not run yet: the argument lives */
+    atomic_store(&gave_up, 1);
+    WAIT_UNTIL(atomic_load(&released) == 1);
+    CHECK_EQ(atomic_load(&late_done), 1);
+    CHECK_EQ(released_shard, 0);
+    CHECK_EQ(atomic_load(&release_bad), 0);
+    return 0;
+}
+
+static void test_owned_caller_gives_up(void **state)
+{
+    (void)state;
+    run_main(2, owned_deadline_main, NULL);
+}
+
+/* Shutdown while owned calls wait behind a busy target: each argument is released exactly once,
+ * after its fn ran or when it never will. */
+static int owned_shutdown_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&gave_up, 0);
+    CHECK_EQ(tpc_submit_to(1, busy_until_given_up, NULL), 0);
+    CHECK_EQ(tpc_spawn(stopper, NULL, NULL), 0);
+    CHECK_EQ(tpc_call_owned(1, owned_fn, owned_new(1), owned_release, NULL), -ECANCELED);
+    atomic_store(&gave_up, 1);
+    return 0;
+}
+
+static void test_owned_at_shutdown(void **state)
+{
+    (void)state;
+    owned_reset();
+    for (int i = 0; i < 3; i++)
+        run_main(2, owned_shutdown_main, NULL);
+    assert_int_equal(atomic_load(&released), 3);
+    assert_int_equal(atomic_load(&release_bad), 0);
+}
+
+struct pair {
+    int a, b;
+};
+static int sum_pair(void *p)
+{
+    struct pair *q = p;
+    int s = q->a + q->b;
+    q->a = 0; /* the copy's, lost */
+    return s;
+}
+
+static int copy_main(void *arg)
+{
+    (void)arg;
+    struct pair p = {.a = 40, .b = 2};
+    int r = -1;
+    CHECK_EQ(tpc_call_copy(1, sum_pair, &p, sizeof(p), &r), 0);
+    CHECK_EQ(r, 42);
+    CHECK_EQ(p.a, 40);
+    CHECK_EQ(tpc_call_copy(0, sum_pair, &p, sizeof(p), &r), 0);
+    CHECK_EQ(r, 42);
+    CHECK_EQ(p.a, 40);
+    CHECK_EQ(tpc_call_copy(1, sum_pair, NULL, sizeof(p), &r), -EINVAL);
+    CHECK_EQ(tpc_call_copy(1, NULL, &p, sizeof(p), &r), -EINVAL);
+    CHECK_EQ(tpc_call_copy(5, sum_pair, &p, sizeof(p), &r), -EINVAL); /* copy freed (ASan) */
+    /* A copy outlives a caller that gave up: the stack struct can go at once. */
+    atomic_store(&gave_up, 0);
+    atomic_store(&late_ran, 0);
+    CHECK_EQ(tpc_submit_to(1, busy_until_given_up, NULL), 0);
+    CHECK_EQ(tpc_deadline_set(10 * 1000 * 1000), 0);
+    CHECK_EQ(tpc_call_copy(1, late, &p, sizeof(p), &r), -ETIMEDOUT);
+    CHECK_EQ(tpc_deadline_clear(), 0);
+    atomic_store(&gave_up, 1);
+    WAIT_UNTIL(atomic_load(&late_ran));
+    return 0;
+}
+
+static void test_copy(void **state)
+{
+    (void)state;
+    run_main(2, copy_main, NULL);
+}
+
+static int many_main(void *arg)
+{
+    (void)arg;
+    owned_reset();
+    int n = tpc_shard_count();
+    tpc_call_item it[20];
+    for (int i = 0; i < 20; i++) /* every shard, several times (more than MANY_STACK) */
+        it[i] = (tpc_call_item){.shard = i % n, .arg = owned_new(i), .result = -7, .err = -7};
+    it[3].shard = n; /* a bad shard fails alone */
+    CHECK_EQ(tpc_call_many(it, 20, owned_fn, owned_release), 0);
+    for (int i = 0; i < 20; i++) {
+        struct owned *o = it[i].arg;
+        if (i == 3) {
+            CHECK_EQ(it[i].err, -EINVAL);
+            CHECK_EQ(o->value, 3);
+        } else {
+            CHECK_EQ(it[i].err, 0);
+            CHECK_EQ(it[i].result, i % n);
+            CHECK_EQ(o->value, 2 * i);
+        }
+        free(o);
+    }
+    CHECK_EQ(atomic_load(&released), 0);
+    CHECK_EQ(tpc_call_many(NULL, 0, owned_fn, owned_release), 0);
+    CHECK_EQ(tpc_call_many(NULL, 1, owned_fn, owned_release), -EINVAL);
+    it[0] = (tpc_call_item){.shard = 1, .arg = owned_new(0)};
+    it[1] = (tpc_call_item){.shard = 2, .arg = owned_new(0)};
+    CHECK_EQ(tpc_call_many(it, 2, NULL, owned_release), -EINVAL);
+    CHECK_EQ(atomic_load(&released), 2);
+    CHECK_EQ(atomic_load(&release_bad), 0);
+    return 0;
+}
+
+static void test_many(void **state)
+{
+    (void)state;
+    run_main(3, many_main, NULL);
+}
+
+/* The caller gives up while one target is busy: the calls that came back and the one still
+ * queued are all released, each once and after its fn. */
+static int many_deadline_main(void *arg)
+{
+    (void)arg;
+    owned_reset();
+    atomic_store(&late_done, 0);
+    atomic_store(&gave_up, 0);
+    CHECK_EQ(tpc_submit_to(2, busy_until_given_up, NULL), 0);
+    tpc_call_item it[3];
+    for (int i = 0; i < 3; i++)
+        it[i] = (tpc_call_item){.shard = i, .arg = owned_new(i)};
+    ((struct owned *)it[2].arg)->fn_done = &late_done;
+    CHECK_EQ(tpc_deadline_set(20 * 1000 * 1000), 0);
+    CHECK_EQ(tpc_call_many(it, 3, late_owned, owned_release), -ETIMEDOUT);
+    CHECK_EQ(tpc_deadline_clear(), 0);
+    CHECK(atomic_load(&released) <= 2); /* shard 2's argument waits for its fn */
+    atomic_store(&gave_up, 1);
+    WAIT_UNTIL(atomic_load(&released) == 3);
+    CHECK_EQ(atomic_load(&late_done), 1);
+    CHECK_EQ(atomic_load(&release_bad), 0);
+    return 0;
+}
+
+static void test_many_caller_gives_up(void **state)
+{
+    (void)state;
+    run_main(3, many_deadline_main, NULL);
+}
+
+static int many_shutdown_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&gave_up, 0);
+    CHECK_EQ(tpc_submit_to(1, busy_until_given_up, NULL), 0);
+    CHECK_EQ(tpc_spawn(stopper, NULL, NULL), 0);
+    tpc_call_item it[2] = {{.shard = 0, .arg = owned_new(0)}, {.shard = 1, .arg = owned_new(1)}};
+    CHECK_EQ(tpc_call_many(it, 2, owned_fn, owned_release), -ECANCELED);
+    atomic_store(&gave_up, 1);
+    return 0;
+}
+
+static void test_many_at_shutdown(void **state)
+{
+    (void)state;
+    owned_reset();
+    for (int i = 0; i < 3; i++)
+        run_main(2, many_shutdown_main, NULL);
+    assert_int_equal(atomic_load(&released), 6);
+    assert_int_equal(atomic_load(&release_bad), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +511,13 @@ int main(void)
         cmocka_unit_test(test_caller_gives_up),
         cmocka_unit_test(test_call_at_shutdown),
         cmocka_unit_test(test_no_lost_wakeups),
+        cmocka_unit_test(test_owned_basics),
+        cmocka_unit_test(test_owned_caller_gives_up),
+        cmocka_unit_test(test_owned_at_shutdown),
+        cmocka_unit_test(test_copy),
+        cmocka_unit_test(test_many),
+        cmocka_unit_test(test_many_caller_gives_up),
+        cmocka_unit_test(test_many_at_shutdown),
     };
     return cmocka_run_group_tests_name("call", tests, NULL, NULL);
 }

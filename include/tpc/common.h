@@ -28,4 +28,8 @@ typedef int (*tpc_fiber_fn)(void *arg);
 /* A callback task: runs once, to completion, on the shard's own stack. It may not suspend. */
 typedef void (*tpc_callback_fn)(void *arg);
 
+/* Frees (or otherwise lets go of) what a call or a buffer owned on the caller's behalf:
+ * tpc_call_owned's argument, a tpc_shard_key's values, tpc_wbuf_append_ref's bytes. */
+typedef void (*tpc_release_fn)(void *arg);
+
 #endif

@@ -265,6 +265,90 @@ TPC_EXTERN int tpc_rx_close(tpc_rx *rx);
  * NULL; -EXDEV from another shard; -EPERM outside a fiber. Suspends. */
 TPC_EXTERN int tpc_rx_close_idle(tpc_rx *rx);
 
+/* ---- Buffered reading and writing on a stream socket ----
+ * tpc_rbuf reads: it holds what was received and not yet consumed in one contiguous span, so
+ * that a protocol parses in place (tpc_rbuf_data), and receives more only when asked (fill, or
+ * line and need, which fill until they have what they want). tpc_wbuf writes: appends are
+ * copied (or, for large payloads, referenced) and go out together, many segments per sendmsg,
+ * when flushed. Both are bounded: a reader never holds more than `limit` bytes (a line or
+ * payload longer than that is refused with -EMSGSIZE, a fill into a full buffer with -ENOBUFS),
+ * a writer never more than `limit` pending bytes (an append past it fails with -ENOBUFS,
+ * appending nothing). limit 0: 1 MiB. Errors lose nothing: the bytes buffered stay buffered,
+ * so a call that failed with -ECANCELED or -ETIMEDOUT may be made again. Neither owns fd (close
+ * it yourself) and neither suspends except in fill, line, need and flush, which suspend as
+ * tpc_recv and tpc_sendv do and return their errors. One fiber at a time per buffer; the
+ * structs are embedded by the caller and their fields are private. For a plain send-all,
+ * tpc_write_full(fd, buf, len, -1) (tpc/io.h) works on sockets. */
+typedef struct tpc_rbuf {
+    int fd;
+    char *data;
+    size_t start, end, cap, limit, scan;
+    uint64_t reserved[2];
+} tpc_rbuf;
+
+/* Sets b up to read from fd; allocates nothing yet (the first fill takes 16 KiB, grown by
+ * doubling up to the limit). Returns 0, -EINVAL for NULL b, -EBADF for a negative fd. */
+TPC_EXTERN int tpc_rbuf_init(tpc_rbuf *b, int fd, size_t limit);
+/* Frees b's memory (NULL: no-op); unconsumed bytes are dropped. */
+TPC_EXTERN void tpc_rbuf_destroy(tpc_rbuf *b);
+/* One receive appended to the buffer. Returns the bytes received (> 0), 0 at end of stream,
+ * -ENOBUFS when limit bytes are buffered already (consume some first), -ENOMEM, or tpc_recv's
+ * error. */
+TPC_EXTERN ssize_t tpc_rbuf_fill(tpc_rbuf *b);
+/* The buffered bytes (peek): tpc_rbuf_len of them at tpc_rbuf_data, valid until the next call
+ * that fills, consumes or destroys. */
+TPC_EXTERN size_t tpc_rbuf_len(const tpc_rbuf *b);
+TPC_EXTERN const char *tpc_rbuf_data(const tpc_rbuf *b);
+/* Drops the first n buffered bytes. Returns 0, -EINVAL when fewer are buffered. An emptied
+ * buffer that had grown past 64 KiB is freed (a large message does not pin its memory). */
+TPC_EXTERN int tpc_rbuf_consume(tpc_rbuf *b, size_t n);
+/* Fills until a '\n' is buffered, then points *line at the buffered bytes (the line starts
+ * there) and returns the line's length with its '\n' (it stays buffered: consume it). Returns 0
+ * when the stream ends first (what came stays buffered), -EMSGSIZE when limit bytes are
+ * buffered without a '\n', -EINVAL for NULL arguments, or fill's errors. */
+TPC_EXTERN ssize_t tpc_rbuf_line(tpc_rbuf *b, const char **line);
+/* Fills until at least n bytes are buffered (exactly n bytes to read: read them at *data, then
+ * consume n). Returns n, 0 when the stream ends first, -EMSGSIZE when n > limit, -EINVAL, or
+ * fill's errors. */
+TPC_EXTERN ssize_t tpc_rbuf_need(tpc_rbuf *b, size_t n, const char **data);
+
+struct tpc__wseg;
+typedef struct tpc_wbuf {
+    int fd;
+    size_t limit, len, resv;
+    struct tpc__wseg *segs;
+    unsigned head, nsegs, capsegs;
+    char *spare;
+    uint64_t reserved[2];
+} tpc_wbuf;
+
+/* Sets w up to write to fd; allocates nothing yet. Returns 0, -EINVAL, -EBADF. */
+TPC_EXTERN int tpc_wbuf_init(tpc_wbuf *w, int fd, size_t limit);
+/* Frees w (NULL: no-op): pending bytes are dropped, and referenced ones released. */
+TPC_EXTERN void tpc_wbuf_destroy(tpc_wbuf *w);
+/* Bytes appended and not yet sent. */
+TPC_EXTERN size_t tpc_wbuf_pending(const tpc_wbuf *w);
+/* Copies n bytes to the end. Returns 0, -ENOBUFS (past the limit: nothing appended), -ENOMEM,
+ * -EINVAL. Does not send. */
+TPC_EXTERN int tpc_wbuf_append(tpc_wbuf *w, const void *p, size_t n);
+/* Appends n bytes at p without copying them: they must stay valid and unchanged until
+ * release(arg) (NULL: nothing to release) is called, exactly once, when they have been sent or
+ * when w is destroyed. Returns as tpc_wbuf_append; on an error release is not called (the
+ * caller keeps the bytes). */
+TPC_EXTERN int tpc_wbuf_append_ref(tpc_wbuf *w, const void *p, size_t n, tpc_release_fn release,
+                                   void *arg);
+/* Room for up to n bytes at the end, to write in place (formatting a number, say): *out points
+ * at it; tpc_wbuf_commit(w, used) then appends the first used bytes written there. No other call
+ * on w may come between the two. Returns 0, -ENOBUFS, -ENOMEM, -EINVAL; commit returns 0 or
+ * -EINVAL (used larger than reserved). */
+TPC_EXTERN int tpc_wbuf_reserve(tpc_wbuf *w, size_t n, void **out);
+TPC_EXTERN int tpc_wbuf_commit(tpc_wbuf *w, size_t used);
+/* Sends every pending byte (sendmsg over up to 64 segments at a time, again until done).
+ * Returns the bytes sent (0 with nothing pending), or the error that stopped it (-EPIPE,
+ * -ECONNRESET, -ECANCELED ...): the bytes sent before it are gone from w, the rest stay
+ * pending (tpc_wbuf_pending). */
+TPC_EXTERN ssize_t tpc_wbuf_flush(tpc_wbuf *w);
+
 /* ---- Zero-copy transfers ---- */
 
 /* One splice(2) of up to len bytes between fd_in and fd_out, one of which is a pipe; offsets

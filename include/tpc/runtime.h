@@ -244,6 +244,45 @@ TPC_EXTERN int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result);
  * first negative value fn returned (in shard order); or an error as tpc_call_on. */
 TPC_EXTERN int tpc_on_all(tpc_call_fn fn, void *arg);
 
+/* tpc_call_on for an argument the call owns, so that the caller may stop waiting without
+ * keeping arg alive: a batch of work built on the heap, say. The call takes arg whatever it
+ * returns. On 0, fn has returned and arg is the caller's again (read what fn left in it, then
+ * free it). On any error, release(arg) (NULL: nothing to release) is called exactly once, on
+ * the caller's shard: at once when fn never ran (-EINVAL, -EPERM, -ENOMEM, -ESHUTDOWN: the
+ * target could not start fn); when the caller was cancelled or its deadline passed while it
+ * waited (-ECANCELED / -ETIMEDOUT, returned at once), only after fn has returned on the target
+ * (while the runtime stops, possibly in tpc_wait's thread, posing as the caller's shard). On
+ * the caller's own shard fn runs at once in the caller's fiber, as tpc_call_on. Suspends;
+ * fibers only. */
+TPC_EXTERN int tpc_call_owned(int shard, tpc_call_fn fn, void *arg, tpc_release_fn release,
+                              int *result);
+
+/* tpc_call_on with a copy of size bytes at arg (size 0: fn gets a valid pointer to nothing):
+ * fn gets a pointer to the copy, which the call frees whatever happens, so that arg may be on
+ * the caller's stack even if the caller stops waiting. Returns as tpc_call_owned (-EINVAL also
+ * for a NULL arg with size > 0); fn's changes to the copy are lost. */
+TPC_EXTERN int tpc_call_copy(int shard, tpc_call_fn fn, const void *arg, size_t size, int *result);
+
+/* One call of tpc_call_many. */
+typedef struct tpc_call_item {
+    int shard;  /* in: where fn runs (the caller's own shard too, in a fiber of its own) */
+    void *arg;  /* in: its argument */
+    int result; /* out: fn's return value when err is 0, else 0 */
+    int err;    /* out: 0 when fn ran; else why it did not: -EINVAL (bad shard), -ENOMEM,
+                   -ESHUTDOWN */
+} tpc_call_item;
+
+/* A fan-out: runs fn(items[i].arg) on items[i].shard for every i at once (each in a fiber of its
+ * own; several items may name the same shard) and suspends until every one has returned or could
+ * not start. Returns 0 then, with each item's result and err filled in and every arg the
+ * caller's again. The call owns the args while it runs: on an error return (-ECANCELED /
+ * -ETIMEDOUT: the caller stopped waiting, at once; -ESHUTDOWN: a target stopped before it
+ * started fn; -EINVAL for a NULL fn, or NULL items with n > 0; -ENOMEM; -EPERM outside a fiber)
+ * it calls release (NULL: none) exactly once for every arg, each only after its fn has returned
+ * (or never will), and never touches items again. n == 0 returns 0 at once. */
+TPC_EXTERN int tpc_call_many(tpc_call_item *items, size_t n, tpc_call_fn fn,
+                             tpc_release_fn release);
+
 /* From a thread that is not a shard of any runtime (the thread that called tpc_start, a helper
  * thread, a foreign library's thread): runs fn(arg) in a fiber on shard `shard` of rt and
  * blocks this thread until it has returned, storing its result in *result (if not NULL).
@@ -253,6 +292,27 @@ TPC_EXTERN int tpc_on_all(tpc_call_fn fn, void *arg);
  * -ESHUTDOWN or completes, and tpc_wait waits for calls under way before it frees rt. */
 TPC_EXTERN int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, void *arg,
                                     int *result);
+
+/* ---- Per-shard storage: the program's own state, one value per shard ----
+ * A key is made once per process (from any thread, before or while runtimes run) and names a
+ * slot that every shard of every runtime has, NULL until that shard sets it. A shard reads and
+ * writes only its own slot, without locks: tpc_on_all(init, ...) is the usual way to fill each
+ * shard's. When a shard stops, after its last fiber has returned, each non-NULL value whose key
+ * has a destructor is cleared and passed to it, on the shard's thread (it may call what does not
+ * suspend: tpc_close, tpc_shard_id ...); a destructor that sets a slot again gets up to three
+ * more rounds. Values set by messages run while the runtime stops are destroyed when tpc_wait
+ * frees the runtime, on its thread. Keys are never deleted. */
+#define TPC_SHARD_KEYS 64
+
+/* Makes a key, with destructor (NULL: none) for its values. Returns the key (>= 0), or -EAGAIN
+ * when TPC_SHARD_KEYS keys exist. Does not suspend; callable from any thread. */
+TPC_EXTERN int tpc_shard_key_create(tpc_release_fn destructor);
+/* Sets the calling shard's value of key (replacing a value without destroying it). Returns 0,
+ * -EINVAL for a key that was not made, -EPERM outside a shard. */
+TPC_EXTERN int tpc_shard_set(int key, void *value);
+/* The calling shard's value of key; NULL when unset, outside a shard, or for a key that was not
+ * made. */
+TPC_EXTERN void *tpc_shard_get(int key);
 
 /* Per-shard counters, each written only by its shard. */
 typedef struct tpc_shard_stats {

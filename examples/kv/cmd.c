@@ -1,0 +1,1284 @@
+/* The commands that work on keys (cmd.h). Replies and errors are worded as Redis's. */
+#include "cmd.h"
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define E_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
+#define E_NOTINT    "ERR value is not an integer or out of range"
+#define E_SYNTAX    "ERR syntax error"
+#define E_OVERFLOW  "ERR increment or decrement would overflow"
+#define E_NOTFLOAT  "ERR value is not a valid float"
+
+typedef const char *const *argv_t;
+#define ARGS        struct kv_db *db, size_t argc, const char **argv, const size_t *argl, struct sbuf *out
+#define UNUSED_ARGS (void)db, (void)argc, (void)argv, (void)argl, (void)out
+
+static int is(const char *a, size_t al, const char *word)
+{
+    return strlen(word) == al && strncasecmp(a, word, al) == 0;
+}
+
+uint64_t key_slot_hash(const char *key, size_t klen)
+{
+    const char *open = memchr(key, '{', klen);
+    if (open) {
+        const char *close = memchr(open + 1, '}', klen - (size_t)(open + 1 - key));
+        if (close && close > open + 1)
+            return kv_hash(open + 1, (size_t)(close - open - 1));
+    }
+    return kv_hash(key, klen);
+}
+
+struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen)
+{
+    struct entry *e = dict_find(&db->keys, key, klen, kv_hash(key, klen));
+    if (e && e->expire && e->expire <= db->now) {
+        dict_delete(&db->keys, e);
+        db->expired++;
+        return NULL;
+    }
+    return e;
+}
+
+struct expire_walk {
+    struct kv_db *db;
+    size_t n;
+};
+static void expire_one(void *arg, struct entry *e)
+{
+    struct expire_walk *w = arg;
+    if (e->expire && e->expire <= w->db->now) {
+        dict_delete(&w->db->keys, e);
+        w->db->expired++;
+        w->n++;
+    }
+}
+
+size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets)
+{
+    struct expire_walk w = {db, 0};
+    for (int i = 0; i < buckets; i++) {
+        *cursor = dict_scan(&db->keys, *cursor, expire_one, &w);
+        if (*cursor == 0)
+            break;
+    }
+    return w.n;
+}
+
+/* A new entry for key of type t (the key must be absent). */
+static struct entry *db_add(struct kv_db *db, const char *key, size_t klen, uint8_t t, void *val)
+{
+    struct entry *e = dict_add(&db->keys, key, klen, kv_hash(key, klen));
+    e->type = t;
+    e->val = val;
+    return e;
+}
+
+/* The key's entry of type t, or NULL if absent; -1 in *bad (and the error written) if it has
+ * another type. */
+static struct entry *typed(ARGS, size_t i, uint8_t t, int *bad)
+{
+    (void)argc;
+    struct entry *e = db_lookup(db, argv[i], argl[i]);
+    *bad = 0;
+    if (e && e->type != t) {
+        sb_error(out, E_WRONGTYPE);
+        *bad = 1;
+        return NULL;
+    }
+    return e;
+}
+
+/* ---- Strings ---- */
+
+static void c_get(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_STRING, &bad);
+    if (bad)
+        return;
+    if (!e)
+        sb_nil(out);
+    else
+        sb_bulk(out, ((struct str *)e->val)->d, ((struct str *)e->val)->len);
+}
+
+int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Parses SET's options; returns 0, or -1 with the error written. *expire: 0 none, -1 keep. */
+static int set_options(ARGS, int *nx, int *xx, int *get, int64_t *expire)
+{
+    (void)db;
+    *nx = *xx = *get = 0;
+    *expire = 0;
+    int have_time = 0;
+    for (size_t i = 3; i < argc; i++) {
+        const char *a = argv[i];
+        size_t l = argl[i];
+        int unit = is(a, l, "EX")     ? 1
+                   : is(a, l, "PX")   ? 2
+                   : is(a, l, "EXAT") ? 3
+                   : is(a, l, "PXAT") ? 4
+                                      : 0;
+        if (is(a, l, "NX") && !*xx) {
+            *nx = 1;
+        } else if (is(a, l, "XX") && !*nx) {
+            *xx = 1;
+        } else if (is(a, l, "GET")) {
+            *get = 1;
+        } else if (is(a, l, "KEEPTTL") && !have_time) {
+            have_time = 1;
+            *expire = -1;
+        } else if (unit && !have_time && i + 1 < argc) {
+            long long v;
+            if (resp_ll(argv[i + 1], argl[i + 1], &v) < 0) {
+                sb_error(out, E_NOTINT);
+                return -1;
+            }
+            if (v <= 0 || (unit % 2 == 1 && v > INT64_MAX / 1000)) {
+                sb_errorf(out, "ERR invalid expire time in '%s' command", "set");
+                return -1;
+            }
+            int64_t ms = unit % 2 == 1 ? v * 1000 : v;
+            if (unit >= 3)
+                ms = ms - wall_ms();               /* absolute: the time left */
+            *expire = db->now + (ms > 0 ? ms : 0); /* passed already: the key goes at once */
+            have_time = 1;
+            i++;
+        } else {
+            sb_error(out, E_SYNTAX);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void c_set(ARGS)
+{
+    int nx, xx, get;
+    int64_t expire;
+    if (set_options(db, argc, argv, argl, out, &nx, &xx, &get, &expire) < 0)
+        return;
+    struct entry *e = db_lookup(db, argv[1], argl[1]);
+    if (get) {
+        if (e && e->type != T_STRING) {
+            sb_error(out, E_WRONGTYPE);
+            return;
+        }
+        if (e)
+            sb_bulk(out, ((struct str *)e->val)->d, ((struct str *)e->val)->len);
+        else
+            sb_nil(out);
+    }
+    if ((nx && e) || (xx && !e)) {
+        if (!get)
+            sb_nil(out);
+        return;
+    }
+    struct str *v = str_new(argv[2], argl[2]);
+    if (e) {
+        value_free(e->type, e->val);
+        e->type = T_STRING;
+        e->val = v;
+        if (expire != -1)
+            e->expire = expire;
+    } else {
+        e = db_add(db, argv[1], argl[1], T_STRING, v);
+        e->expire = expire > 0 ? expire : 0;
+    }
+    if (e->expire && e->expire <= db->now) {
+        dict_delete(&db->keys, e);
+        db->expired++;
+    }
+    if (!get)
+        sb_simple(out, "OK");
+}
+
+static void c_setnx(ARGS)
+{
+    (void)argc;
+    if (db_lookup(db, argv[1], argl[1])) {
+        sb_int(out, 0);
+        return;
+    }
+    db_add(db, argv[1], argl[1], T_STRING, str_new(argv[2], argl[2]));
+    sb_int(out, 1);
+}
+
+/* MSET on one shard: the pairs in order (a later pair of the same key wins). */
+static void c_mset(ARGS)
+{
+    if (argc % 2 == 0) {
+        sb_errorf(out, "ERR wrong number of arguments for '%s' command", "mset");
+        return;
+    }
+    for (size_t i = 1; i + 1 < argc; i += 2) {
+        struct entry *e = db_lookup(db, argv[i], argl[i]);
+        struct str *v = str_new(argv[i + 1], argl[i + 1]);
+        if (e) {
+            value_free(e->type, e->val);
+            e->type = T_STRING;
+            e->val = v;
+            e->expire = 0;
+        } else {
+            db_add(db, argv[i], argl[i], T_STRING, v);
+        }
+    }
+    sb_simple(out, "OK");
+}
+
+static void c_mget(ARGS)
+{
+    (void)argl;
+    sb_array(out, (long long)argc - 1);
+    for (size_t i = 1; i < argc; i++) {
+        struct entry *e = db_lookup(db, argv[i], argl[i]);
+        if (e && e->type == T_STRING)
+            sb_bulk(out, ((struct str *)e->val)->d, ((struct str *)e->val)->len);
+        else
+            sb_nil(out);
+    }
+}
+
+static void incr_by(ARGS, long long by)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_STRING, &bad);
+    if (bad)
+        return;
+    long long v = 0;
+    if (e && resp_ll(((struct str *)e->val)->d, ((struct str *)e->val)->len, &v) < 0) {
+        sb_error(out, E_NOTINT);
+        return;
+    }
+    if ((by > 0 && v > LLONG_MAX - by) || (by < 0 && v < LLONG_MIN - by)) {
+        sb_error(out, E_OVERFLOW);
+        return;
+    }
+    v += by;
+    char num[24];
+    int n = snprintf(num, sizeof(num), "%lld", v);
+    struct str *s = str_new(num, (size_t)n);
+    if (e) {
+        free(e->val);
+        e->val = s;
+    } else {
+        db_add(db, argv[1], argl[1], T_STRING, s);
+    }
+    sb_int(out, v);
+}
+
+static void c_incr(ARGS)
+{
+    incr_by(db, argc, argv, argl, out, 1);
+}
+static void c_decr(ARGS)
+{
+    incr_by(db, argc, argv, argl, out, -1);
+}
+static void c_incrby(ARGS)
+{
+    long long by;
+    if (resp_ll(argv[2], argl[2], &by) < 0) {
+        sb_error(out, E_NOTINT);
+        return;
+    }
+    incr_by(db, argc, argv, argl, out, by);
+}
+static void c_decrby(ARGS)
+{
+    long long by;
+    if (resp_ll(argv[2], argl[2], &by) < 0 || by == LLONG_MIN) {
+        sb_error(out, E_NOTINT);
+        return;
+    }
+    incr_by(db, argc, argv, argl, out, -by);
+}
+
+static void c_append(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_STRING, &bad);
+    if (bad)
+        return;
+    if (!e) {
+        db_add(db, argv[1], argl[1], T_STRING, str_new(argv[2], argl[2]));
+        sb_int(out, (long long)argl[2]);
+        return;
+    }
+    struct str *s = e->val;
+    if ((uint64_t)s->len + argl[2] > UINT32_MAX) {
+        sb_error(out, "ERR string exceeds maximum allowed size");
+        return;
+    }
+    struct str *n = realloc(s, sizeof(*s) + s->len + argl[2] + 1);
+    if (!n)
+        abort();
+    memcpy(n->d + n->len, argv[2], argl[2]);
+    n->len += (uint32_t)argl[2];
+    n->d[n->len] = 0;
+    e->val = n;
+    sb_int(out, n->len);
+}
+
+static void c_strlen(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_STRING, &bad);
+    if (!bad)
+        sb_int(out, e ? ((struct str *)e->val)->len : 0);
+}
+
+/* ---- Keys ---- */
+
+static void c_del(ARGS)
+{
+    long long n = 0;
+    for (size_t i = 1; i < argc; i++) {
+        struct entry *e = db_lookup(db, argv[i], argl[i]);
+        if (e) {
+            dict_delete(&db->keys, e);
+            n++;
+        }
+    }
+    sb_int(out, n);
+}
+
+static void c_exists(ARGS)
+{
+    long long n = 0;
+    for (size_t i = 1; i < argc; i++)
+        n += db_lookup(db, argv[i], argl[i]) != NULL;
+    sb_int(out, n);
+}
+
+static void c_type(ARGS)
+{
+    (void)argc;
+    static const char *names[] = {"none", "string", "list", "hash", "set", "zset"};
+    struct entry *e = db_lookup(db, argv[1], argl[1]);
+    sb_simple(out, names[e ? e->type : 0]);
+}
+
+static void expire_generic(ARGS, int64_t unit_ms)
+{
+    long long v;
+    if (resp_ll(argv[2], argl[2], &v) < 0) {
+        sb_error(out, E_NOTINT);
+        return;
+    }
+    int nx = 0, xx = 0, gt = 0, lt = 0;
+    for (size_t i = 3; i < argc; i++) {
+        if (is(argv[i], argl[i], "NX"))
+            nx = 1;
+        else if (is(argv[i], argl[i], "XX"))
+            xx = 1;
+        else if (is(argv[i], argl[i], "GT"))
+            gt = 1;
+        else if (is(argv[i], argl[i], "LT"))
+            lt = 1;
+        else {
+            sb_errorf(out, "ERR Unsupported option %.*s", (int)argl[i], argv[i]);
+            return;
+        }
+    }
+    if ((nx && (xx || gt || lt)) || (gt && lt)) {
+        sb_error(out, "ERR NX and XX, GT or LT options at the same time are not compatible");
+        return;
+    }
+    if (v > INT64_MAX / unit_ms / 2 || v < INT64_MIN / unit_ms / 2) {
+        sb_errorf(out, "ERR invalid expire time in '%s' command",
+                  unit_ms == 1 ? "pexpire" : "expire");
+        return;
+    }
+    struct entry *e = db_lookup(db, argv[1], argl[1]);
+    if (!e) {
+        sb_int(out, 0);
+        return;
+    }
+    int64_t at = db->now + v * unit_ms;
+    int64_t cur = e->expire ? e->expire : INT64_MAX; /* no expiry: infinite for GT / LT */
+    if ((nx && e->expire) || (xx && !e->expire) || (gt && at <= cur) || (lt && at >= cur)) {
+        sb_int(out, 0);
+        return;
+    }
+    if (at <= db->now) {
+        dict_delete(&db->keys, e);
+    } else {
+        e->expire = at;
+    }
+    sb_int(out, 1);
+}
+
+/* EXPIREAT / PEXPIREAT: an absolute Unix time (what the log writes, so that a replay knows when
+ * a key goes whenever it runs). */
+static void expireat_generic(ARGS, int64_t unit_ms)
+{
+    (void)argc;
+    long long v;
+    if (resp_ll(argv[2], argl[2], &v) < 0 || v > INT64_MAX / unit_ms / 2 || v < 0) {
+        sb_error(out, E_NOTINT);
+        return;
+    }
+    struct entry *e = db_lookup(db, argv[1], argl[1]);
+    if (!e) {
+        sb_int(out, 0);
+        return;
+    }
+    int64_t left = v * unit_ms - wall_ms();
+    if (left <= 0)
+        dict_delete(&db->keys, e);
+    else
+        e->expire = db->now + left;
+    sb_int(out, 1);
+}
+
+static void c_expireat(ARGS)
+{
+    expireat_generic(db, argc, argv, argl, out, 1000);
+}
+static void c_pexpireat(ARGS)
+{
+    expireat_generic(db, argc, argv, argl, out, 1);
+}
+
+static void c_expire(ARGS)
+{
+    expire_generic(db, argc, argv, argl, out, 1000);
+}
+static void c_pexpire(ARGS)
+{
+    expire_generic(db, argc, argv, argl, out, 1);
+}
+
+static void ttl_generic(ARGS, int64_t unit)
+{
+    (void)argc;
+    struct entry *e = db_lookup(db, argv[1], argl[1]);
+    if (!e)
+        sb_int(out, -2);
+    else if (!e->expire)
+        sb_int(out, -1);
+    else
+        sb_int(out, (e->expire - db->now + unit / 2) / unit);
+}
+static void c_ttl(ARGS)
+{
+    ttl_generic(db, argc, argv, argl, out, 1000);
+}
+static void c_pttl(ARGS)
+{
+    ttl_generic(db, argc, argv, argl, out, 1);
+}
+
+static void c_persist(ARGS)
+{
+    (void)argc;
+    struct entry *e = db_lookup(db, argv[1], argl[1]);
+    if (!e || !e->expire) {
+        sb_int(out, 0);
+        return;
+    }
+    e->expire = 0;
+    sb_int(out, 1);
+}
+
+/* ---- Lists ---- */
+
+static struct str *list_at(struct list *l, size_t i)
+{
+    return l->v[(l->head + i) % l->cap];
+}
+
+static void list_grow(struct list *l)
+{
+    size_t cap = l->cap ? l->cap * 2 : 4;
+    struct str **v = malloc(cap * sizeof(*v));
+    if (!v)
+        abort();
+    for (size_t i = 0; i < l->n; i++)
+        v[i] = list_at(l, i);
+    free(l->v);
+    l->v = v;
+    l->cap = cap;
+    l->head = 0;
+}
+
+static void push(ARGS, int left)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_LIST, &bad);
+    if (bad)
+        return;
+    if (!e)
+        e = db_add(db, argv[1], argl[1], T_LIST, calloc(1, sizeof(struct list)));
+    struct list *l = e->val;
+    for (size_t i = 2; i < argc; i++) {
+        if (l->n == l->cap)
+            list_grow(l);
+        struct str *s = str_new(argv[i], argl[i]);
+        if (left) {
+            l->head = (l->head + l->cap - 1) % l->cap;
+            l->v[l->head] = s;
+        } else {
+            l->v[(l->head + l->n) % l->cap] = s;
+        }
+        l->n++;
+    }
+    sb_int(out, (long long)l->n);
+}
+
+static void c_lpush(ARGS)
+{
+    push(db, argc, argv, argl, out, 1);
+}
+static void c_rpush(ARGS)
+{
+    push(db, argc, argv, argl, out, 0);
+}
+
+/* The optional count of LPOP, RPOP, SPOP, ZPOPMIN: 0 with none; -1 (error written) if bad. */
+static long long pop_count(ARGS, int *given)
+{
+    (void)db;
+    *given = argc > 2;
+    if (argc > 3) {
+        sb_error(out, E_SYNTAX);
+        return -1;
+    }
+    long long n = 1;
+    if (argc == 3 && (resp_ll(argv[2], argl[2], &n) < 0 || n < 0)) {
+        sb_error(out, "ERR value is out of range, must be positive");
+        return -1;
+    }
+    return n;
+}
+
+static void pop(ARGS, int left)
+{
+    int given;
+    long long n = pop_count(db, argc, argv, argl, out, &given);
+    if (n < 0)
+        return;
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_LIST, &bad);
+    if (bad)
+        return;
+    if (!e) {
+        if (given)
+            sb_array(out, -1);
+        else
+            sb_nil(out);
+        return;
+    }
+    struct list *l = e->val;
+    if ((size_t)n > l->n)
+        n = (long long)l->n;
+    if (given)
+        sb_array(out, n);
+    for (long long k = 0; k < n; k++) {
+        struct str *s;
+        if (left) {
+            s = l->v[l->head];
+            l->head = (l->head + 1) % l->cap;
+        } else {
+            s = list_at(l, l->n - 1);
+        }
+        l->n--;
+        sb_bulk(out, s->d, s->len);
+        free(s);
+    }
+    if (l->n == 0)
+        dict_delete(&db->keys, e);
+}
+
+static void c_lpop(ARGS)
+{
+    pop(db, argc, argv, argl, out, 1);
+}
+static void c_rpop(ARGS)
+{
+    pop(db, argc, argv, argl, out, 0);
+}
+
+/* Redis's range arithmetic: negative from the end, clamped; false when empty. */
+static int range(long long start, long long stop, size_t n, size_t *from, size_t *to)
+{
+    long long len = (long long)n;
+    if (start < 0)
+        start += len;
+    if (stop < 0)
+        stop += len;
+    if (start < 0)
+        start = 0;
+    if (start > stop || start >= len)
+        return 0;
+    if (stop >= len)
+        stop = len - 1;
+    *from = (size_t)start;
+    *to = (size_t)stop;
+    return 1;
+}
+
+static void c_lrange(ARGS)
+{
+    long long a, b;
+    if (resp_ll(argv[2], argl[2], &a) < 0 || resp_ll(argv[3], argl[3], &b) < 0) {
+        sb_error(out, E_NOTINT);
+        return;
+    }
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_LIST, &bad);
+    if (bad)
+        return;
+    size_t from, to;
+    if (!e || !range(a, b, ((struct list *)e->val)->n, &from, &to)) {
+        sb_array(out, 0);
+        return;
+    }
+    sb_array(out, (long long)(to - from + 1));
+    for (size_t i = from; i <= to; i++) {
+        struct str *s = list_at(e->val, i);
+        sb_bulk(out, s->d, s->len);
+    }
+}
+
+static void c_llen(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_LIST, &bad);
+    if (!bad)
+        sb_int(out, e ? (long long)((struct list *)e->val)->n : 0);
+}
+
+/* ---- Hashes and sets: a dict per key ---- */
+
+static struct dict *new_dict(void)
+{
+    struct dict *d = malloc(sizeof(*d));
+    if (!d)
+        abort();
+    dict_init(d);
+    return d;
+}
+
+static struct entry *member(struct dict *d, const char *m, size_t n)
+{
+    return dict_find(d, m, n, kv_hash(m, n));
+}
+
+static void c_hset(ARGS)
+{
+    if (argc % 2 != 0) {
+        sb_errorf(out, "ERR wrong number of arguments for '%s' command", "hset");
+        return;
+    }
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_HASH, &bad);
+    if (bad)
+        return;
+    if (!e)
+        e = db_add(db, argv[1], argl[1], T_HASH, new_dict());
+    long long added = 0;
+    for (size_t i = 2; i + 1 < argc; i += 2) {
+        struct entry *f = member(e->val, argv[i], argl[i]);
+        if (!f) {
+            f = dict_add(e->val, argv[i], argl[i], kv_hash(argv[i], argl[i]));
+            f->type = T_STRING;
+            added++;
+        } else {
+            free(f->val);
+        }
+        f->val = str_new(argv[i + 1], argl[i + 1]);
+    }
+    if (is(argv[0], argl[0], "HMSET"))
+        sb_simple(out, "OK");
+    else
+        sb_int(out, added);
+}
+
+static void c_hget(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_HASH, &bad);
+    if (bad)
+        return;
+    struct entry *f = e ? member(e->val, argv[2], argl[2]) : NULL;
+    if (f)
+        sb_bulk(out, ((struct str *)f->val)->d, ((struct str *)f->val)->len);
+    else
+        sb_nil(out);
+}
+
+/* HDEL and SREM: removes members; deletes the key once empty. */
+static void remove_members(ARGS, uint8_t t)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, t, &bad);
+    if (bad)
+        return;
+    long long n = 0;
+    for (size_t i = 2; e && i < argc; i++) {
+        struct entry *f = member(e->val, argv[i], argl[i]);
+        if (f) {
+            dict_delete(e->val, f);
+            n++;
+        }
+    }
+    if (e && dict_size(e->val) == 0)
+        dict_delete(&db->keys, e);
+    sb_int(out, n);
+}
+
+static void c_hdel(ARGS)
+{
+    remove_members(db, argc, argv, argl, out, T_HASH);
+}
+static void c_srem(ARGS)
+{
+    remove_members(db, argc, argv, argl, out, T_SET);
+}
+
+struct emit {
+    struct sbuf *out;
+    int values;
+};
+static void emit_member(void *arg, struct entry *f)
+{
+    struct emit *m = arg;
+    sb_bulk(m->out, f->key, f->klen);
+    if (m->values)
+        sb_bulk(m->out, ((struct str *)f->val)->d, ((struct str *)f->val)->len);
+}
+
+static void emit_all(struct dict *d, struct sbuf *out, int values)
+{
+    struct emit m = {out, values};
+    uint64_t c = 0;
+    do
+        c = dict_scan(d, c, emit_member, &m);
+    while (c);
+}
+
+static void c_hgetall(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_HASH, &bad);
+    if (bad)
+        return;
+    if (!e) {
+        sb_array(out, 0);
+        return;
+    }
+    sb_array(out, 2 * (long long)dict_size(e->val));
+    emit_all(e->val, out, 1);
+}
+
+static void c_hlen(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_HASH, &bad);
+    if (!bad)
+        sb_int(out, e ? (long long)dict_size(e->val) : 0);
+}
+
+static void c_hexists(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_HASH, &bad);
+    if (!bad)
+        sb_int(out, e && member(e->val, argv[2], argl[2]) ? 1 : 0);
+}
+
+static void c_sadd(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_SET, &bad);
+    if (bad)
+        return;
+    if (!e)
+        e = db_add(db, argv[1], argl[1], T_SET, new_dict());
+    long long added = 0;
+    for (size_t i = 2; i < argc; i++)
+        if (!member(e->val, argv[i], argl[i])) {
+            dict_add(e->val, argv[i], argl[i], kv_hash(argv[i], argl[i]));
+            added++;
+        }
+    sb_int(out, added);
+}
+
+static void c_smembers(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_SET, &bad);
+    if (bad)
+        return;
+    if (!e) {
+        sb_array(out, 0);
+        return;
+    }
+    sb_array(out, (long long)dict_size(e->val));
+    emit_all(e->val, out, 0);
+}
+
+static void c_sismember(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_SET, &bad);
+    if (!bad)
+        sb_int(out, e && member(e->val, argv[2], argl[2]) ? 1 : 0);
+}
+
+static void c_scard(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_SET, &bad);
+    if (!bad)
+        sb_int(out, e ? (long long)dict_size(e->val) : 0);
+}
+
+static void c_spop(ARGS)
+{
+    int given;
+    long long n = pop_count(db, argc, argv, argl, out, &given);
+    if (n < 0)
+        return;
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_SET, &bad);
+    if (bad)
+        return;
+    if (!e) {
+        if (given)
+            sb_array(out, 0);
+        else
+            sb_nil(out);
+        return;
+    }
+    struct dict *d = e->val;
+    if ((size_t)n > dict_size(d))
+        n = (long long)dict_size(d);
+    if (given)
+        sb_array(out, n);
+    for (long long k = 0; k < n; k++) {
+        struct entry *m = dict_random(d);
+        sb_bulk(out, m->key, m->klen);
+        dict_delete(d, m);
+    }
+    if (dict_size(d) == 0)
+        dict_delete(&db->keys, e);
+}
+
+/* ---- Sorted sets ---- */
+
+static int zcmp(double s, const char *m, size_t ml, const struct zitem *b)
+{
+    if (s != b->score)
+        return s < b->score ? -1 : 1;
+    size_t n = ml < b->m->len ? ml : b->m->len;
+    int c = memcmp(m, b->m->d, n);
+    return c ? c : ml < b->m->len ? -1 : ml > b->m->len;
+}
+
+static size_t zfind(struct zset *z, const char *m, size_t ml)
+{
+    for (size_t i = 0; i < z->n; i++)
+        if (z->v[i].m->len == ml && memcmp(z->v[i].m->d, m, ml) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+static void zremove_at(struct zset *z, size_t i)
+{
+    free(z->v[i].m);
+    memmove(z->v + i, z->v + i + 1, (z->n - i - 1) * sizeof(*z->v));
+    z->n--;
+}
+
+static void zinsert(struct zset *z, double s, const char *m, size_t ml)
+{
+    if (z->n == z->cap) {
+        z->cap = z->cap ? z->cap * 2 : 4;
+        z->v = realloc(z->v, z->cap * sizeof(*z->v));
+        if (!z->v)
+            abort();
+    }
+    size_t lo = 0, hi = z->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (zcmp(s, m, ml, &z->v[mid]) > 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    memmove(z->v + lo + 1, z->v + lo, (z->n - lo) * sizeof(*z->v));
+    z->v[lo] = (struct zitem){s, str_new(m, ml)};
+    z->n++;
+}
+
+static int parse_double(const char *p, size_t n, double *out)
+{
+    char tmp[64];
+    if (n == 0 || n >= sizeof(tmp) || isspace((unsigned char)p[0]))
+        return -1;
+    memcpy(tmp, p, n);
+    tmp[n] = 0;
+    char *end;
+    errno = 0;
+    double v = strtod(tmp, &end);
+    if (*end || isnan(v) || errno == ERANGE)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void c_zadd(ARGS)
+{
+    size_t i = 2;
+    int nx = 0, xx = 0, ch = 0;
+    for (; i < argc; i++) {
+        if (is(argv[i], argl[i], "NX"))
+            nx = 1;
+        else if (is(argv[i], argl[i], "XX"))
+            xx = 1;
+        else if (is(argv[i], argl[i], "CH"))
+            ch = 1;
+        else
+            break;
+    }
+    if (i == argc || (argc - i) % 2 != 0) {
+        sb_error(out, E_SYNTAX);
+        return;
+    }
+    if (nx && xx) {
+        sb_error(out, "ERR XX and NX options at the same time are not compatible");
+        return;
+    }
+    for (size_t k = i; k < argc; k += 2) {
+        double d;
+        if (parse_double(argv[k], argl[k], &d) < 0) {
+            sb_error(out, E_NOTFLOAT);
+            return;
+        }
+    }
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_ZSET, &bad);
+    if (bad)
+        return;
+    if (!e && xx) {
+        sb_int(out, 0);
+        return;
+    }
+    if (!e)
+        e = db_add(db, argv[1], argl[1], T_ZSET, calloc(1, sizeof(struct zset)));
+    struct zset *z = e->val;
+    long long added = 0, changed = 0;
+    for (size_t k = i; k < argc; k += 2) {
+        double d;
+        parse_double(argv[k], argl[k], &d);
+        size_t at = zfind(z, argv[k + 1], argl[k + 1]);
+        if (at != SIZE_MAX) {
+            if (nx || z->v[at].score == d)
+                continue;
+            zremove_at(z, at);
+            changed++;
+        } else if (xx) {
+            continue;
+        } else {
+            added++;
+        }
+        zinsert(z, d, argv[k + 1], argl[k + 1]);
+    }
+    if (z->n == 0)
+        dict_delete(&db->keys, e);
+    sb_int(out, ch ? added + changed : added);
+}
+
+static void sb_double(struct sbuf *out, double d)
+{
+    char num[64];
+    int n = snprintf(num, sizeof(num), "%.17g", d);
+    if (isinf(d))
+        n = snprintf(num, sizeof(num), "%s", d > 0 ? "inf" : "-inf");
+    sb_bulk(out, num, (size_t)n);
+}
+
+static void c_zpopmin(ARGS)
+{
+    int given;
+    long long n = pop_count(db, argc, argv, argl, out, &given);
+    if (n < 0)
+        return;
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_ZSET, &bad);
+    if (bad)
+        return;
+    struct zset *z = e ? e->val : NULL;
+    if (z && (size_t)n > z->n)
+        n = (long long)z->n;
+    if (!z)
+        n = 0;
+    sb_array(out, 2 * n);
+    for (long long k = 0; k < n; k++) {
+        sb_bulk(out, z->v[0].m->d, z->v[0].m->len);
+        sb_double(out, z->v[0].score);
+        zremove_at(z, 0);
+    }
+    if (z && z->n == 0)
+        dict_delete(&db->keys, e);
+}
+
+static void c_zrange(ARGS)
+{
+    long long a, b;
+    if (resp_ll(argv[2], argl[2], &a) < 0 || resp_ll(argv[3], argl[3], &b) < 0) {
+        sb_error(out, E_NOTINT);
+        return;
+    }
+    int scores = 0;
+    for (size_t i = 4; i < argc; i++) {
+        if (!is(argv[i], argl[i], "WITHSCORES")) {
+            sb_error(out, E_SYNTAX);
+            return;
+        }
+        scores = 1;
+    }
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_ZSET, &bad);
+    if (bad)
+        return;
+    size_t from, to;
+    if (!e || !range(a, b, ((struct zset *)e->val)->n, &from, &to)) {
+        sb_array(out, 0);
+        return;
+    }
+    struct zset *z = e->val;
+    sb_array(out, (long long)(to - from + 1) * (scores ? 2 : 1));
+    for (size_t i = from; i <= to; i++) {
+        sb_bulk(out, z->v[i].m->d, z->v[i].m->len);
+        if (scores)
+            sb_double(out, z->v[i].score);
+    }
+}
+
+static void c_zcard(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_ZSET, &bad);
+    if (!bad)
+        sb_int(out, e ? (long long)((struct zset *)e->val)->n : 0);
+}
+
+static void c_zscore(ARGS)
+{
+    int bad;
+    struct entry *e = typed(db, argc, argv, argl, out, 1, T_ZSET, &bad);
+    if (bad)
+        return;
+    size_t at = e ? zfind(e->val, argv[2], argl[2]) : SIZE_MAX;
+    if (at == SIZE_MAX)
+        sb_nil(out);
+    else
+        sb_double(out, ((struct zset *)e->val)->v[at].score);
+}
+
+/* ---- The table ---- */
+
+#define K1    1, 1, 1
+#define KALL  1, -1, 1
+#define KNONE 0, 0, 0
+static const struct command commands[] = {
+    {"append", 3, F_WRITE, K1, c_append},
+    {"bgrewriteaof", 1, F_ALL, KNONE, NULL},
+    {"command", -1, F_CONN, KNONE, NULL},
+    {"config", -2, F_CONN, KNONE, NULL},
+    {"dbsize", 1, F_ALL, KNONE, NULL},
+    {"decr", 2, F_WRITE, K1, c_decr},
+    {"decrby", 3, F_WRITE, K1, c_decrby},
+    {"del", -2, F_WRITE | F_MULTI, KALL, c_del},
+    {"echo", 2, F_CONN, KNONE, NULL},
+    {"exists", -2, F_MULTI, KALL, c_exists},
+    {"expire", -3, F_WRITE, K1, c_expire},
+    {"expireat", 3, F_WRITE, K1, c_expireat},
+    {"flushall", -1, F_ALL | F_WRITE, KNONE, NULL},
+    {"flushdb", -1, F_ALL | F_WRITE, KNONE, NULL},
+    {"get", 2, 0, K1, c_get},
+    {"hdel", -3, F_WRITE, K1, c_hdel},
+    {"hexists", 3, 0, K1, c_hexists},
+    {"hget", 3, 0, K1, c_hget},
+    {"hgetall", 2, 0, K1, c_hgetall},
+    {"hlen", 2, 0, K1, c_hlen},
+    {"hmset", -4, F_WRITE, K1, c_hset},
+    {"hset", -4, F_WRITE, K1, c_hset},
+    {"incr", 2, F_WRITE, K1, c_incr},
+    {"incrby", 3, F_WRITE, K1, c_incrby},
+    {"info", -1, F_ALL, KNONE, NULL},
+    {"keys", 2, F_ALL, KNONE, NULL},
+    {"llen", 2, 0, K1, c_llen},
+    {"lpop", -2, F_WRITE, K1, c_lpop},
+    {"lpush", -3, F_WRITE, K1, c_lpush},
+    {"lrange", 4, 0, K1, c_lrange},
+    {"mget", -2, F_MULTI, KALL, c_mget},
+    {"mset", -3, F_WRITE | F_MULTI, 1, -1, 2, c_mset},
+    {"persist", 2, F_WRITE, K1, c_persist},
+    {"pexpire", -3, F_WRITE, K1, c_pexpire},
+    {"pexpireat", 3, F_WRITE, K1, c_pexpireat},
+    {"ping", -1, F_CONN, KNONE, NULL},
+    {"pttl", 2, 0, K1, c_pttl},
+    {"quit", -1, F_CONN, KNONE, NULL},
+    {"rpop", -2, F_WRITE, K1, c_rpop},
+    {"rpush", -3, F_WRITE, K1, c_rpush},
+    {"sadd", -3, F_WRITE, K1, c_sadd},
+    {"scan", -2, F_ALL, KNONE, NULL},
+    {"scard", 2, 0, K1, c_scard},
+    {"select", 2, F_CONN, KNONE, NULL},
+    {"set", -3, F_WRITE, K1, c_set},
+    {"setnx", 3, F_WRITE, K1, c_setnx},
+    {"sismember", 3, 0, K1, c_sismember},
+    {"smembers", 2, 0, K1, c_smembers},
+    {"spop", -2, F_WRITE, K1, c_spop},
+    {"srem", -3, F_WRITE, K1, c_srem},
+    {"strlen", 2, 0, K1, c_strlen},
+    {"ttl", 2, 0, K1, c_ttl},
+    {"type", 2, 0, K1, c_type},
+    {"unlink", -2, F_WRITE | F_MULTI, KALL, c_del},
+    {"zadd", -4, F_WRITE, K1, c_zadd},
+    {"zcard", 2, 0, K1, c_zcard},
+    {"zpopmin", -2, F_WRITE, K1, c_zpopmin},
+    {"zrange", -4, 0, K1, c_zrange},
+    {"zscore", 3, 0, K1, c_zscore},
+};
+
+const struct command *cmd_lookup(const char *name, size_t len)
+{
+    char low[16];
+    if (len == 0 || len >= sizeof(low))
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        low[i] = (char)tolower((unsigned char)name[i]);
+    low[len] = 0;
+    size_t lo = 0, hi = sizeof(commands) / sizeof(commands[0]);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(low, commands[mid].name);
+        if (c == 0)
+            return &commands[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+int cmd_check(const struct command *c, size_t argc, struct sbuf *out)
+{
+    if ((c->arity > 0 && argc != (size_t)c->arity) || (c->arity < 0 && argc < (size_t)-c->arity)) {
+        sb_errorf(out, "ERR wrong number of arguments for '%s' command", c->name);
+        return -1;
+    }
+    return 0;
+}
+
+void cmd_unknown(size_t argc, const char **argv, const size_t *argl, struct sbuf *out)
+{
+    char msg[400];
+    int n = snprintf(msg, sizeof(msg), "ERR unknown command '%.*s', with args beginning with: ",
+                     (int)(argl[0] > 128 ? 128 : argl[0]), argv[0]);
+    for (size_t i = 1; i < argc && n < 300; i++)
+        n += snprintf(msg + n, sizeof(msg) - (size_t)n, "'%.*s' ",
+                      (int)(argl[i] > 64 ? 64 : argl[i]), argv[i]);
+    sb_errorf(out, "%s", msg);
+}
+
+size_t cmd_keys(const struct command *c, size_t argc, size_t *idx, size_t max)
+{
+    if (!c->first)
+        return 0;
+    size_t last = c->last < 0 ? argc - (size_t)(-c->last) : (size_t)c->last, n = 0;
+    for (size_t i = (size_t)c->first; i <= last && i < argc && n < max; i += (size_t)c->step)
+        idx[n++] = i;
+    return n;
+}
+
+void cmd_run(struct kv_db *db, const struct command *c, size_t argc, const char **argv,
+             const size_t *argl, struct sbuf *out)
+{
+    c->fn(db, argc, argv, argl, out);
+}
+
+int glob_match(const char *p, size_t pl, const char *s, size_t sl)
+{
+    while (pl) {
+        switch (*p) {
+        case '*':
+            while (pl > 1 && p[1] == '*')
+                p++, pl--;
+            if (pl == 1)
+                return 1;
+            for (size_t i = 0; i <= sl; i++)
+                if (glob_match(p + 1, pl - 1, s + i, sl - i))
+                    return 1;
+            return 0;
+        case '?':
+            if (!sl)
+                return 0;
+            s++, sl--;
+            break;
+        case '[': {
+            if (!sl)
+                return 0;
+            p++, pl--;
+            int neg = pl && *p == '^', hit = 0;
+            if (neg)
+                p++, pl--;
+            while (pl && *p != ']') {
+                if (*p == '\\' && pl > 1) {
+                    p++, pl--;
+                    hit |= *p == *s;
+                } else if (pl > 2 && p[1] == '-') {
+                    char a = p[0], b = p[2];
+                    if (a > b) {
+                        char t = a;
+                        a = b;
+                        b = t;
+                    }
+                    hit |= *s >= a && *s <= b;
+                    p += 2, pl -= 2;
+                } else {
+                    hit |= *p == *s;
+                }
+                p++, pl--;
+            }
+            if (!pl)
+                return 0; /* unterminated: no match */
+            if (hit == neg)
+                return 0;
+            s++, sl--;
+            break;
+        }
+        case '\\':
+            if (pl > 1)
+                p++, pl--;
+            /* fall through */
+        default:
+            if (!sl || *p != *s)
+                return 0;
+            s++, sl--;
+            break;
+        }
+        p++, pl--;
+    }
+    return sl == 0;
+}

@@ -1,0 +1,60 @@
+/* The commands: a table of names, arities and key positions, and the handlers that run on the
+ * shard owning the key(s). No libtpc here: kv.c routes and runs them. */
+#ifndef KV_CMD_H
+#define KV_CMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "db.h"
+#include "resp.h"
+
+enum {
+    F_WRITE = 1, /* changes the keyspace */
+    F_CONN = 2,  /* about the connection or the server, no key: runs where it was read */
+    F_ALL = 4,   /* over every shard's keyspace (DBSIZE, FLUSHALL, SCAN, INFO) */
+    F_MULTI = 8, /* several keys, possibly on several shards: atomic across them */
+};
+
+/* What a handler works on: its shard's keyspace and clock. */
+struct kv_db {
+    struct dict keys;
+    int64_t now;      /* ms, monotonic, read once per batch */
+    uint64_t expired; /* keys removed because their time passed */
+};
+
+struct command {
+    const char *name;
+    int arity; /* > 0: exactly; < 0: at least -arity (the name counts) */
+    int flags;
+    int first, last, step; /* key positions: first..last (last < 0: from the end), 0: none */
+    void (*fn)(struct kv_db *db, size_t argc, const char **argv, const size_t *argl,
+               struct sbuf *out);
+};
+
+/* The command named argv[0] (case-insensitive), or NULL. */
+const struct command *cmd_lookup(const char *name, size_t len);
+/* Checks the arity; writes Redis's error and returns -1 if wrong. */
+int cmd_check(const struct command *c, size_t argc, struct sbuf *out);
+/* The unknown command's error. */
+void cmd_unknown(size_t argc, const char **argv, const size_t *argl, struct sbuf *out);
+/* Key positions: the indices of argv that are keys, in order; returns how many (at most max). */
+size_t cmd_keys(const struct command *c, size_t argc, size_t *idx, size_t max);
+
+/* Runs c on db (the shard that owns its keys). */
+void cmd_run(struct kv_db *db, const struct command *c, size_t argc, const char **argv,
+             const size_t *argl, struct sbuf *out);
+
+/* The key's entry if it is there and not expired (an expired one is deleted on the way). */
+struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen);
+/* Deletes up to `budget` expired keys found from *cursor on (active expiry); returns how many. */
+size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets);
+/* The part of a key that picks its shard: the first {...} with something inside, or all. */
+uint64_t key_slot_hash(const char *key, size_t klen);
+
+/* ms since the Unix epoch. */
+int64_t wall_ms(void);
+
+/* Glob-style matching as Redis's MATCH (*, ?, [...], \). */
+int glob_match(const char *pat, size_t plen, const char *s, size_t slen);
+
+#endif

@@ -1,0 +1,79 @@
+/* One shard's keyspace: a hash table of keys with incremental rehashing (a resize moves a few
+ * buckets per operation and per timer tick, so no command waits on it), typed values, and
+ * expiry times. No libtpc here either: the tests drive it directly. */
+#ifndef KV_DB_H
+#define KV_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { T_STRING = 1, T_LIST, T_HASH, T_SET, T_ZSET };
+
+/* A string value. */
+struct str {
+    uint32_t len;
+    char d[];
+};
+struct str *str_new(const void *p, size_t n);
+
+/* A list: a ring of strings. */
+struct list {
+    struct str **v;
+    size_t head, n, cap;
+};
+
+/* A sorted set: members sorted by (score, member) in one array (inserts and lookups are linear:
+ * fine for small sets, a skip list is the next step). */
+struct zitem {
+    double score;
+    struct str *m;
+};
+struct zset {
+    struct zitem *v;
+    size_t n, cap;
+};
+
+/* A table entry: the key, and its value by type. */
+struct entry {
+    struct entry *next;
+    uint64_t hash;
+    int64_t expire; /* monotonic ms; 0: none */
+    void *val;      /* struct str / list / dict (hash: field -> str; set: member -> NULL) / zset */
+    uint32_t klen;
+    uint32_t epoch; /* the log rewrite that has written it out (aof.c); new entries: the table's */
+    uint8_t type;
+    char key[];
+};
+
+struct dict {
+    struct entry **t[2];
+    size_t size[2], used[2]; /* size: a power of two, or 0 */
+    long rehash;             /* the next bucket of t[0] to move; -1: not rehashing */
+    uint32_t epoch;          /* given to the entries added */
+};
+
+uint64_t kv_hash(const void *p, size_t n);
+
+void dict_init(struct dict *d);
+void dict_free(struct dict *d, bool values); /* values: free the entries' values too */
+size_t dict_size(const struct dict *d);
+struct entry *dict_find(struct dict *d, const void *key, size_t klen, uint64_t h);
+/* Adds a new entry (the key must not be there) and returns it, its value NULL. */
+struct entry *dict_add(struct dict *d, const void *key, size_t klen, uint64_t h);
+/* Unlinks e (found with dict_find) and frees it and its value. */
+void dict_delete(struct dict *d, struct entry *e);
+void dict_rehash_step(struct dict *d, int buckets);
+/* A random entry, or NULL when empty. */
+struct entry *dict_random(struct dict *d);
+/* SCAN over the table: calls fn for each entry of the buckets at cursor v, returns the next
+ * cursor (0: done). An entry present for the whole scan is seen at least once. */
+uint64_t dict_scan(struct dict *d, uint64_t v, void (*fn)(void *arg, struct entry *e), void *arg);
+
+void value_free(uint8_t type, void *val);
+size_t value_bytes(uint8_t type, const void *val); /* memory the value takes, roughly */
+
+/* ms on a monotonic clock. */
+int64_t kv_now_ms(void);
+
+#endif

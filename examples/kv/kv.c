@@ -1,0 +1,1186 @@
+/* tpc-kv: a sharded key-value server that speaks the Redis protocol (RESP2), on libtpc's public
+ * API.
+ *
+ *   tpc-kv [--port N] [--bind ADDR] [--shards N] [--max-bulk BYTES] [--max-args N]
+ *          [--appendonly yes|no] [--appendfsync always|everysec|no] [--dir DIR]
+ *          [--auto-aof-rewrite-min-size BYTES]
+ *
+ * Each key (or the part of it between the first braces, its {hashtag}) is owned by one shard,
+ * picked by an xxhash of it; the shard keeps its keys in its own table (db.c), found through
+ * libtpc's per-shard storage. Every shard accepts connections (tpc_server_start). A connection
+ * reads what the client sent, parses every whole command in it (resp.c), runs the commands of
+ * its own shard's keys at once and sends the others to their owners, one batch per owner, all
+ * batches at once (tpc_call_many, which owns the batches: a connection that goes away never
+ * leaves an owner pointing at freed memory), then writes the replies in the order of the
+ * commands and sends them together (tpc_wbuf).
+ *
+ * Commands over keys of several shards (MSET, MGET, DEL, EXISTS, UNLINK) are atomic: the
+ * connection locks each owner in ascending shard order (so two such commands never wait for each
+ * other in a cycle), then runs every owner's part and unlocks in one fan-out. While an owner is
+ * locked, every other command on it waits: nobody sees half of an MSET.
+ *
+ * Expiry: lazily when a key is touched, and actively from a timer on every shard that walks a
+ * few buckets of the table every 100 ms.
+ *
+ * Durability (--appendonly yes): each shard appends the write commands it runs to its own log
+ * (aof.c), written by a fiber of its own; with appendfsync always a reply goes only once the
+ * fdatasync covering its commands has returned, and one sync covers every command appended
+ * before it (group commit). Start-up replays the logs. A log is rewritten in the background
+ * (BGREWRITEAOF, or once it has doubled since the last rewrite and passed
+ * --auto-aof-rewrite-min-size, 64 MiB by default) while the shard goes on serving. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "tpc.h"
+#include "aof.h"
+#include "cmd.h"
+#include "resp.h"
+
+#define BATCH_MAX      1024 /* commands parsed from one read before their replies go */
+#define REPLY_LIMIT    ((size_t)1 << 30)
+#define EXPIRE_TICK_NS (100 * 1000 * 1000)
+
+static struct {
+    struct resp_limits lim;
+    size_t query_limit; /* a connection's input buffer: the longest command it may send */
+    int key;            /* the per-shard storage key of struct shard */
+    int nshards;
+    const char *bind;
+    int port;
+    bool appendonly;
+    int appendfsync;
+    const char *dir;
+    uint64_t auto_rewrite_min;
+} cfg = {
+    .auto_rewrite_min = 64u << 20,
+    .appendfsync = AOF_EVERYSEC,
+    .dir = ".",
+    .lim = {.max_bulk = 512u << 20, .max_args = 1024 * 1024, .max_inline = 64 * 1024},
+    .key = -1,
+    .bind = "127.0.0.1",
+    .port = 6379,
+};
+
+/* A shard's state. */
+struct shard {
+    struct kv_db db;
+    bool locked;        /* by a multi-shard command */
+    tpc_event unlocked; /* set while not locked */
+    tpc_timer expire_timer;
+    uint64_t expire_cursor;
+    struct aof aof;
+};
+
+static tpc_server *server; /* shard 0's */
+
+static struct shard *me(void)
+{
+    return tpc_shard_get(cfg.key);
+}
+
+static int owner_of(const char *key, size_t klen)
+{
+    return (int)((key_slot_hash(key, klen) >> 32) % (uint64_t)cfg.nshards);
+}
+
+/* Waits until no multi-shard command holds the shard. */
+static int wait_unlocked(struct shard *sh)
+{
+    while (sh->locked) {
+        int rc = tpc_event_wait(&sh->unlocked);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void expire_tick(tpc_timer *t, void *arg)
+{
+    (void)t;
+    struct shard *sh = arg;
+    sh->db.now = kv_now_ms();
+    db_expire_some(&sh->db, &sh->expire_cursor, 64);
+    dict_rehash_step(&sh->db.keys, 64);
+}
+
+static void shard_destroy(void *p)
+{
+    struct shard *sh = p;
+    tpc_timer_stop(&sh->expire_timer);
+    aof_close(&sh->aof);
+    dict_free(&sh->db.keys, true);
+    tpc_event_destroy(&sh->unlocked);
+    free(sh);
+}
+
+static int shard_init(void *arg)
+{
+    (void)arg;
+    struct shard *sh = calloc(1, sizeof(*sh));
+    if (!sh)
+        return -ENOMEM;
+    dict_init(&sh->db.keys);
+    tpc_event_init(&sh->unlocked, true);
+    tpc_timer_init(&sh->expire_timer, expire_tick, sh);
+    int rc = tpc_shard_set(cfg.key, sh);
+    if (rc < 0) {
+        free(sh);
+        return rc;
+    }
+    if (cfg.appendonly) {
+        if ((rc = aof_open(&sh->aof, cfg.dir, tpc_shard_id(), cfg.nshards, cfg.appendfsync,
+                           &sh->db)) < 0)
+            return rc; /* the destructor frees what was made */
+        sh->aof.auto_min = cfg.auto_rewrite_min;
+    } else {
+        sh->aof.fd = sh->aof.rw.fd = -1;
+        tpc_event_init(&sh->aof.rw.done, false);
+        tpc_event_init(&sh->aof.work, false);
+        tpc_event_init(&sh->aof.progress, false);
+    }
+    tpc_timer_start(&sh->expire_timer, EXPIRE_TICK_NS, EXPIRE_TICK_NS);
+    return 0;
+}
+
+static int shard_flush(void *arg) /* the drain of a clean stop: the log to disk */
+{
+    (void)arg;
+    return aof_flush(&me()->aof);
+}
+
+/* ---- What goes to the log ----
+ * A write command as run, except that relative times become absolute (a replay may come much
+ * later) and SPOP's random choice becomes the SREM of what it popped. Errors change nothing and
+ * are not logged. */
+
+/* The bulk strings of a reply (a bulk, or an array of them), as arguments from argv[from]. */
+static size_t reply_bulks(const char *r, size_t len, const char **argv, size_t *argl, size_t from,
+                          size_t max)
+{
+    size_t n = from;
+    const char *end = r + len;
+    if (*r == '*')
+        r = strchr(r, '\n') + 1;
+    while (r < end && *r == '$' && n < max) {
+        long long l = strtoll(r + 1, NULL, 10);
+        r = strchr(r, '\n') + 1;
+        if (l < 0)
+            break;
+        argv[n] = r;
+        argl[n++] = (size_t)l;
+        r += l + 2;
+    }
+    return n;
+}
+
+/* Before a write command runs: a log rewrite in progress writes its keys out first. */
+static void touch_keys(struct shard *sh, const struct command *c, size_t argc, const char **argv,
+                       const size_t *argl)
+{
+    if (!sh->aof.rw.on || !(c->flags & F_WRITE))
+        return;
+    size_t last = c->last < 0 ? argc - (size_t)(-c->last) : (size_t)c->last;
+    if (c->first)
+        for (size_t i = (size_t)c->first; i <= last && i < argc; i += (size_t)c->step)
+            aof_touch(&sh->aof, argv[i], argl[i]);
+}
+
+static void log_set(struct aof *a, size_t argc, const char **argv, const size_t *argl)
+{
+    const char **v = malloc(argc * sizeof(*v));
+    size_t *l = malloc(argc * sizeof(*l));
+    char nums[4][24];
+    int k = 0;
+    for (size_t i = 0; i < argc; i++) {
+        v[i] = argv[i];
+        l[i] = argl[i];
+        int unit = 0;
+        if (i >= 3 && i + 1 < argc && argl[i] == 2 && !strncasecmp(argv[i], "ex", 2))
+            unit = 1;
+        else if (i >= 3 && i + 1 < argc && argl[i] == 2 && !strncasecmp(argv[i], "px", 2))
+            unit = 2;
+        else if (i >= 3 && i + 1 < argc && argl[i] == 4 && !strncasecmp(argv[i], "exat", 4))
+            unit = 3;
+        if (unit && k < 4) {
+            long long t;
+            resp_ll(argv[i + 1], argl[i + 1], &t);
+            long long at = unit == 1 ? wall_ms() + t * 1000 : unit == 2 ? wall_ms() + t : t * 1000;
+            v[i] = "PXAT";
+            l[i] = 4;
+            l[i + 1] = (size_t)snprintf(nums[k], sizeof(nums[k]), "%lld", at);
+            v[i + 1] = nums[k++];
+            i++;
+        }
+    }
+    aof_append(a, argc, v, l);
+    free(v);
+    free(l);
+}
+
+static void log_write(struct shard *sh, const struct command *c, size_t argc, const char **argv,
+                      const size_t *argl, const char *reply, size_t rlen)
+{
+    if (sh->aof.fd < 0 || !(c->flags & F_WRITE) || (rlen && reply[0] == '-'))
+        return;
+    const char *name = c->name;
+    if (!strcmp(name, "set")) {
+        log_set(&sh->aof, argc, argv, argl);
+    } else if (!strcmp(name, "expire") || !strcmp(name, "pexpire")) {
+        long long t;
+        if (rlen < 2 || reply[1] != '1' || resp_ll(argv[2], argl[2], &t) < 0)
+            return; /* nothing changed */
+        char num[24];
+        const char *v[3] = {"PEXPIREAT", argv[1], num};
+        size_t l[3] = {9, argl[1], 0};
+        l[2] = (size_t)snprintf(num, sizeof(num), "%lld",
+                                (long long)wall_ms() + t * (name[0] == 'e' ? 1000 : 1));
+        aof_append(&sh->aof, 3, v, l);
+    } else if (!strcmp(name, "spop")) {
+        size_t max = rlen / 4 + 3; /* a bulk takes 6 bytes at least */
+        const char **v = malloc(max * sizeof(*v));
+        size_t *l = malloc(max * sizeof(*l));
+        v[0] = "SREM";
+        l[0] = 4;
+        v[1] = argv[1];
+        l[1] = argl[1];
+        size_t n = reply_bulks(reply, rlen, v, l, 2, max);
+        if (n > 2)
+            aof_append(&sh->aof, n, v, l);
+        free(v);
+        free(l);
+    } else {
+        aof_append(&sh->aof, argc, argv, argl);
+    }
+}
+
+/* ---- Batches: commands sent to their owner, with their arguments copied ---- */
+
+struct bcmd {
+    const struct command *c;
+    size_t a0, argc; /* its arguments: argl[a0 .. a0 + argc) */
+    size_t off, len; /* its reply in out */
+};
+
+struct batch {
+    bool txn; /* part of a multi-shard command: the owner is locked for it; unlock after */
+    struct bcmd *cmds;
+    size_t n, cap;
+    size_t *argl;
+    size_t nargs, capargs;
+    struct sbuf data; /* the arguments' bytes, back to back */
+    struct sbuf out;  /* the replies */
+};
+
+static void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n);
+    if (!p) {
+        fputs("tpc-kv: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static void batch_add(struct batch *b, const struct command *c, size_t argc, const char **argv,
+                      const size_t *argl)
+{
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 8;
+        b->cmds = xrealloc(b->cmds, b->cap * sizeof(*b->cmds));
+    }
+    if (b->capargs - b->nargs < argc) {
+        while (b->capargs - b->nargs < argc)
+            b->capargs = b->capargs ? b->capargs * 2 : 16;
+        b->argl = xrealloc(b->argl, b->capargs * sizeof(*b->argl));
+    }
+    b->cmds[b->n++] = (struct bcmd){.c = c, .a0 = b->nargs, .argc = argc};
+    for (size_t i = 0; i < argc; i++) {
+        b->argl[b->nargs++] = argl[i];
+        sb_put(&b->data, argv[i], argl[i]);
+    }
+}
+
+static void batch_free(void *p)
+{
+    struct batch *b = p;
+    free(b->cmds);
+    free(b->argl);
+    sb_free(&b->data);
+    sb_free(&b->out);
+    free(b);
+}
+
+static struct batch *batch_new(void)
+{
+    struct batch *b = calloc(1, sizeof(*b));
+    if (!b)
+        abort();
+    return b;
+}
+
+/* On the owner: runs the batch's commands in order, with no suspension between them. */
+static int batch_run(void *p)
+{
+    struct batch *b = p;
+    struct shard *sh = me();
+    if (!b->txn) {
+        int rc = wait_unlocked(sh);
+        if (rc < 0)
+            return rc;
+    }
+    sh->db.now = kv_now_ms();
+    const char *argv_small[16], **argv = argv_small;
+    size_t maxargs = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->cmds[i].argc > maxargs)
+            maxargs = b->cmds[i].argc;
+    if (maxargs > 16)
+        argv = xrealloc(NULL, maxargs * sizeof(*argv));
+    const char *d = b->data.p;
+    for (size_t i = 0; i < b->n; i++) {
+        struct bcmd *c = &b->cmds[i];
+        for (size_t k = 0; k < c->argc; k++) {
+            argv[k] = d;
+            d += b->argl[c->a0 + k];
+        }
+        c->off = b->out.len;
+        touch_keys(sh, c->c, c->argc, argv, b->argl + c->a0);
+        cmd_run(&sh->db, c->c, c->argc, argv, b->argl + c->a0, &b->out);
+        c->len = b->out.len - c->off;
+        log_write(sh, c->c, c->argc, argv, b->argl + c->a0, b->out.p + c->off, c->len);
+    }
+    if (argv != argv_small)
+        free(argv);
+    if (b->txn) {
+        sh->locked = false;
+        tpc_event_set(&sh->unlocked);
+    }
+    return aof_wait(&sh->aof, sh->aof.appended); /* appendfsync always: synced first */
+}
+
+/* ---- A connection ---- */
+
+struct slot {
+    const struct command *c; /* NULL: unknown command or wrong arity (reply made already) */
+    size_t a0, argc;         /* in conn.args */
+    int owner;               /* its shard; -1: the connection's own business, or a barrier */
+    bool barrier;            /* runs alone, after everything before it: F_ALL, multi-shard */
+    int src;                 /* its reply: -1 in conn.local, else in the batch of that shard */
+    size_t off, len;
+};
+
+struct conn {
+    int fd;
+    tpc_rbuf in;
+    tpc_wbuf out;
+    struct resp_args args;
+    struct slot *slots;
+    struct sbuf local; /* replies made here */
+    tpc_call_item *items;
+    struct batch **batches; /* by shard, for the run being sent */
+    bool quit;
+};
+
+/* Replies of the connection's own commands (PING, ECHO, SELECT, QUIT, COMMAND, CONFIG). */
+static void conn_command(struct conn *c, const struct command *cmd, size_t argc, const char **argv,
+                         const size_t *argl, struct sbuf *out)
+{
+    const char *name = cmd->name;
+    if (!strcmp(name, "ping")) {
+        if (argc > 2)
+            sb_errorf(out, "ERR wrong number of arguments for '%s' command", "ping");
+        else if (argc == 2)
+            sb_bulk(out, argv[1], argl[1]);
+        else
+            sb_simple(out, "PONG");
+    } else if (!strcmp(name, "echo")) {
+        sb_bulk(out, argv[1], argl[1]);
+    } else if (!strcmp(name, "select")) {
+        long long db;
+        if (resp_ll(argv[1], argl[1], &db) < 0)
+            sb_error(out, "ERR value is not an integer or out of range");
+        else if (db != 0)
+            sb_error(out, "ERR DB index is out of range");
+        else
+            sb_simple(out, "OK");
+    } else if (!strcmp(name, "quit")) {
+        sb_simple(out, "OK");
+        c->quit = true;
+    } else if (!strcmp(name, "command")) {
+        if (argc >= 2 && argl[1] == 5 && !strncasecmp(argv[1], "count", 5))
+            sb_int(out, 56);
+        else
+            sb_array(out, 0); /* COMMAND, COMMAND DOCS ...: no documentation here */
+    } else {                  /* config */
+        static const char *params[][2] = {
+            {"save", ""},       {"appendonly", "no"}, {"appendfsync", "everysec"},
+            {"databases", "1"}, {"maxmemory", "0"},
+        };
+        if (argc != 3 || argl[1] != 3 || strncasecmp(argv[1], "get", 3)) {
+            sb_error(out, "ERR only CONFIG GET is supported");
+            return;
+        }
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
+            n += (size_t)glob_match(argv[2], argl[2], params[i][0], strlen(params[i][0]));
+        sb_array(out, 2 * (long long)n);
+        for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
+            if (glob_match(argv[2], argl[2], params[i][0], strlen(params[i][0]))) {
+                sb_bulk(out, params[i][0], strlen(params[i][0]));
+                sb_bulk(out, params[i][1], strlen(params[i][1]));
+            }
+    }
+}
+
+/* Classifies the command of slot s: its owner, or the connection, or a barrier. */
+static void classify(struct conn *c, struct slot *s)
+{
+    const char **argv = c->args.argv + s->a0;
+    const size_t *argl = c->args.argl + s->a0;
+    s->owner = -1;
+    s->barrier = false;
+    s->src = -1;
+    s->off = c->local.len;
+    s->c = cmd_lookup(argv[0], argl[0]);
+    if (!s->c || cmd_check(s->c, s->argc, &c->local) < 0) {
+        if (!s->c)
+            cmd_unknown(s->argc, argv, argl, &c->local);
+        s->c = NULL; /* the error is its reply */
+        s->len = c->local.len - s->off;
+        return;
+    }
+    if (s->c->flags & F_CONN)
+        return;
+    if (s->c->flags & F_ALL) {
+        s->barrier = true;
+        return;
+    }
+    size_t idx[64];
+    size_t n = cmd_keys(s->c, s->argc, idx, 64);
+    s->owner = owner_of(argv[idx[0]], argl[idx[0]]);
+    if (s->c->flags & F_MULTI) {
+        /* All the keys on one shard: an ordinary command there. Else a barrier. */
+        size_t last = s->c->last < 0 ? s->argc - (size_t)(-s->c->last) : (size_t)s->c->last;
+        for (size_t i = (size_t)s->c->first; i <= last && i < s->argc; i += (size_t)s->c->step)
+            if (owner_of(argv[i], argl[i]) != s->owner) {
+                s->barrier = true;
+                s->owner = -1;
+                return;
+            }
+    }
+    (void)n;
+}
+
+/* Appends the replies of slots [from, to) in order. */
+static int emit(struct conn *c, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++) {
+        struct slot *s = &c->slots[i];
+        const struct sbuf *src = s->src < 0 ? &c->local : &c->batches[s->src]->out;
+        int rc = tpc_wbuf_append(&c->out, src->p + s->off, s->len);
+        if (rc == -ENOBUFS && (rc = (int)tpc_wbuf_flush(&c->out)) >= 0)
+            rc = tpc_wbuf_append(&c->out, src->p + s->off, s->len);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Runs slots [from, to), none a barrier: the local ones here, the others in one batch per owner,
+ * all owners at once; then appends the replies in order. */
+static int run(struct conn *c, size_t from, size_t to)
+{
+    int self = tpc_shard_id();
+    struct shard *sh = me();
+    size_t nitems = 0;
+    int rc = wait_unlocked(sh);
+    if (rc < 0)
+        return rc;
+    sh->db.now = kv_now_ms();
+    for (size_t i = from; i < to; i++) {
+        struct slot *s = &c->slots[i];
+        const char **argv = c->args.argv + s->a0;
+        const size_t *argl = c->args.argl + s->a0;
+        if (!s->c)
+            continue; /* its error was written by classify */
+        s->src = -1;
+        if (s->owner >= 0 && s->owner != self) {
+            struct batch **b = &c->batches[s->owner];
+            if (!*b) {
+                *b = batch_new();
+                c->items[nitems++] = (tpc_call_item){.shard = s->owner, .arg = *b};
+            }
+            s->src = s->owner;
+            s->off = (*b)->n; /* its index in the batch, for now */
+            batch_add(*b, s->c, s->argc, argv, argl);
+            continue;
+        }
+        s->off = c->local.len;
+        if (s->owner < 0) {
+            conn_command(c, s->c, s->argc, argv, argl, &c->local);
+            s->len = c->local.len - s->off;
+            continue;
+        }
+        touch_keys(sh, s->c, s->argc, argv, argl);
+        cmd_run(&sh->db, s->c, s->argc, argv, argl, &c->local);
+        s->len = c->local.len - s->off;
+        log_write(sh, s->c, s->argc, argv, argl, c->local.p + s->off, s->len);
+    }
+    uint64_t logged = sh->aof.appended;
+    if (nitems) {
+        rc = tpc_call_many(c->items, nitems, batch_run, batch_free);
+        if (rc < 0) { /* the call released the batches */
+            for (size_t k = 0; k < nitems; k++)
+                c->batches[c->items[k].shard] = NULL;
+            return rc;
+        }
+        for (size_t k = 0; rc == 0 && k < nitems; k++)
+            rc = c->items[k].err < 0 ? c->items[k].err : c->items[k].result;
+        for (size_t i = from; rc == 0 && i < to; i++) {
+            struct slot *s = &c->slots[i];
+            if (s->src >= 0) {
+                struct bcmd *bc = &c->batches[s->src]->cmds[s->off];
+                s->off = bc->off;
+                s->len = bc->len;
+            }
+        }
+    }
+    if (rc == 0)
+        rc = aof_wait(&sh->aof, logged); /* appendfsync always: synced before the replies */
+    if (rc == 0)
+        rc = emit(c, from, to);
+    for (size_t k = 0; k < nitems; k++) {
+        batch_free(c->batches[c->items[k].shard]);
+        c->batches[c->items[k].shard] = NULL;
+    }
+    return rc;
+}
+
+/* ---- Commands over several shards ---- */
+
+static int txn_lock(void *arg)
+{
+    (void)arg;
+    struct shard *sh = me();
+    int rc = wait_unlocked(sh);
+    if (rc < 0)
+        return rc;
+    sh->locked = true;
+    tpc_event_reset(&sh->unlocked);
+    return 0;
+}
+
+static void txn_unlock(void *arg)
+{
+    (void)arg;
+    struct shard *sh = me();
+    sh->locked = false;
+    tpc_event_set(&sh->unlocked);
+}
+
+static void batch_begin(struct batch *b, const struct command *c, const char *name, size_t nl)
+{
+    batch_add(b, c, 1, &name, &nl);
+}
+
+static void batch_arg(struct batch *b, const char *p, size_t n)
+{
+    if (b->nargs == b->capargs) {
+        b->capargs = b->capargs ? b->capargs * 2 : 16;
+        b->argl = xrealloc(b->argl, b->capargs * sizeof(*b->argl));
+    }
+    b->argl[b->nargs++] = n;
+    b->cmds[b->n - 1].argc++;
+    sb_put(&b->data, p, n);
+}
+
+static long long reply_int(const struct sbuf *out, size_t off)
+{
+    return out->p[off] == ':' ? strtoll(out->p + off + 1, NULL, 10) : 0;
+}
+
+/* MSET, MGET, DEL, UNLINK, EXISTS over keys of several shards, atomically: every owner is locked
+ * (in ascending shard order), then every owner runs its part and unlocks, all at once. MGET runs
+ * one single-key MGET per key so that the values can be put back in the keys' order. */
+static int multi(struct conn *c, struct slot *s)
+{
+    const char **argv = c->args.argv + s->a0;
+    const size_t *argl = c->args.argl + s->a0;
+    const struct command *cmd = s->c;
+    bool mset = !strcmp(cmd->name, "mset"), mget = !strcmp(cmd->name, "mget");
+    if (mset && s->argc % 2 == 0) {
+        s->off = c->local.len;
+        cmd_check(&(struct command){.name = "mset", .arity = 1}, 0, &c->local);
+        s->len = c->local.len - s->off;
+        return 0;
+    }
+    size_t step = mset ? 2 : 1, nitems = 0;
+    for (size_t i = 1; i < s->argc; i += step) {
+        int o = owner_of(argv[i], argl[i]);
+        struct batch **b = &c->batches[o];
+        if (!*b) {
+            *b = batch_new();
+            (*b)->txn = true;
+            c->items[nitems++] = (tpc_call_item){.shard = o, .arg = *b};
+        }
+        if (mget || (*b)->n == 0)
+            batch_begin(*b, cmd, argv[0], argl[0]);
+        batch_arg(*b, argv[i], argl[i]);
+        if (mset)
+            batch_arg(*b, argv[i + 1], argl[i + 1]);
+    }
+    int rc = 0;
+    for (int o = 0; o < cfg.nshards && rc == 0; o++) { /* lock, in ascending order */
+        if (!c->batches[o])
+            continue;
+        int r = 0;
+        rc = tpc_call_on(o, txn_lock, NULL, &r);
+        if (rc == 0 && r < 0)
+            rc = r;
+        if (rc < 0)
+            for (int u = 0; u < o; u++)
+                if (c->batches[u])
+                    tpc_submit_to(u, txn_unlock, NULL);
+    }
+    bool released = false; /* by tpc_call_many, which failed */
+    if (rc == 0) {
+        rc = tpc_call_many(c->items, nitems, batch_run, batch_free);
+        released = rc < 0;
+        for (size_t k = 0; rc == 0 && k < nitems; k++)
+            rc = c->items[k].err;
+    }
+    if (rc < 0) {
+        for (size_t k = 0; k < nitems; k++) {
+            if (!released)
+                batch_free(c->batches[c->items[k].shard]);
+            c->batches[c->items[k].shard] = NULL;
+        }
+        return rc;
+    }
+    s->src = -1;
+    s->off = c->local.len;
+    if (mset) {
+        sb_simple(&c->local, "OK");
+    } else if (mget) {
+        sb_array(&c->local, (long long)s->argc - 1);
+        size_t *next = calloc((size_t)cfg.nshards, sizeof(*next));
+        for (size_t i = 1; i < s->argc; i++) {
+            struct batch *b = c->batches[owner_of(argv[i], argl[i])];
+            struct bcmd *bc = &b->cmds[next[owner_of(argv[i], argl[i])]++];
+            sb_put(&c->local, b->out.p + bc->off + 4, bc->len - 4); /* without its "*1\r\n" */
+        }
+        free(next);
+    } else {
+        long long n = 0;
+        for (size_t k = 0; k < nitems; k++)
+            n += reply_int(&c->batches[c->items[k].shard]->out, 0);
+        sb_int(&c->local, n);
+    }
+    s->len = c->local.len - s->off;
+    for (size_t k = 0; k < nitems; k++) {
+        batch_free(c->batches[c->items[k].shard]);
+        c->batches[c->items[k].shard] = NULL;
+    }
+    return 0;
+}
+
+/* ---- Commands over every shard: DBSIZE, FLUSHALL, KEYS, SCAN, INFO ---- */
+
+enum { ALL_COUNT, ALL_FLUSH, ALL_KEYS, ALL_SCAN, ALL_REWRITE };
+
+struct all_arg {
+    int op;
+    const char *pat; /* MATCH / KEYS pattern (the connection's buffer: copied below) */
+    size_t plen;
+    int type;        /* SCAN TYPE, 0: any */
+    long long count; /* SCAN COUNT */
+    uint64_t cursor; /* SCAN: in and out */
+    size_t n, expires;
+    uint64_t rewrites, rewriting, log_bytes;
+    struct sbuf out; /* matching keys as bulk strings */
+    char patbuf[];
+};
+
+static void all_free(void *p)
+{
+    struct all_arg *a = p;
+    sb_free(&a->out);
+    free(a);
+}
+
+struct collect {
+    struct all_arg *a;
+    int64_t now;
+};
+
+static void collect_key(void *arg, struct entry *e)
+{
+    struct collect *k = arg;
+    if (e->expire && e->expire <= k->now)
+        return;
+    if (k->a->type && e->type != k->a->type)
+        return;
+    if (k->a->plen && !glob_match(k->a->pat, k->a->plen, e->key, e->klen))
+        return;
+    sb_bulk(&k->a->out, e->key, e->klen);
+    k->a->n++;
+}
+
+static int all_run(void *p)
+{
+    struct all_arg *a = p;
+    struct shard *sh = me();
+    int rc = wait_unlocked(sh);
+    if (rc < 0)
+        return rc;
+    struct collect k = {a, kv_now_ms()};
+    switch (a->op) {
+    case ALL_COUNT:
+        a->n = dict_size(&sh->db.keys);
+        a->rewrites = sh->aof.rw.rewrites;
+        a->rewriting = sh->aof.rw.on;
+        a->log_bytes = sh->aof.size;
+        break;
+    case ALL_REWRITE:
+        rc = aof_rewrite_start(&sh->aof);
+        return rc == -EBUSY ? 0 : rc;
+    case ALL_FLUSH:
+        dict_free(&sh->db.keys, true);
+        aof_append(&sh->aof, 1, (const char *[]){"FLUSHALL"}, (size_t[]){8});
+        return aof_wait(&sh->aof, sh->aof.appended);
+    case ALL_KEYS:
+        do
+            a->cursor = dict_scan(&sh->db.keys, a->cursor, collect_key, &k);
+        while (a->cursor);
+        break;
+    default: /* SCAN: at least COUNT buckets' worth, as Redis */
+        for (long long i = 0; i < a->count; i++)
+            if ((a->cursor = dict_scan(&sh->db.keys, a->cursor, collect_key, &k)) == 0)
+                break;
+        break;
+    }
+    return 0;
+}
+
+static struct all_arg *all_new(int op, const char *pat, size_t plen)
+{
+    struct all_arg *a = calloc(1, sizeof(*a) + plen + 1);
+    if (!a)
+        abort();
+    a->op = op;
+    memcpy(a->patbuf, pat, plen);
+    a->pat = a->patbuf;
+    a->plen = plen;
+    return a;
+}
+
+static void on_all_free(struct conn *c)
+{
+    for (int i = 0; i < cfg.nshards; i++)
+        all_free(c->items[i].arg);
+}
+
+/* Runs op on every shard; results in c->items[i].arg (ours on 0). */
+static int on_all(struct conn *c, int op, const char *pat, size_t plen)
+{
+    for (int i = 0; i < cfg.nshards; i++)
+        c->items[i] = (tpc_call_item){.shard = i, .arg = all_new(op, pat, plen)};
+    int rc = tpc_call_many(c->items, (size_t)cfg.nshards, all_run, all_free);
+    if (rc < 0)
+        return rc; /* the call released the arguments */
+    for (int i = 0; rc == 0 && i < cfg.nshards; i++)
+        rc = c->items[i].err < 0 ? c->items[i].err : c->items[i].result;
+    if (rc < 0)
+        on_all_free(c);
+    return rc;
+}
+
+static int scan(struct conn *c, const char **argv, const size_t *argl, size_t argc)
+{
+    struct sbuf *out = &c->local;
+    unsigned long long cursor;
+    char *end;
+    errno = 0;
+    cursor = strtoull(argv[1], &end, 10);
+    if (end != argv[1] + argl[1] || errno || argl[1] == 0) {
+        sb_error(out, "ERR invalid cursor");
+        return 0;
+    }
+    const char *pat = "";
+    size_t plen = 0;
+    long long count = 10;
+    int type = 0;
+    for (size_t i = 2; i < argc; i += 2) {
+        if (i + 1 >= argc) {
+            sb_error(out, "ERR syntax error");
+            return 0;
+        }
+        if (argl[i] == 5 && !strncasecmp(argv[i], "match", 5)) {
+            pat = argv[i + 1];
+            plen = argl[i + 1];
+            if (plen == 1 && pat[0] == '*')
+                plen = 0;
+        } else if (argl[i] == 5 && !strncasecmp(argv[i], "count", 5)) {
+            if (resp_ll(argv[i + 1], argl[i + 1], &count) < 0 || count < 1) {
+                sb_error(out, count < 1 ? "ERR syntax error"
+                                        : "ERR value is not an integer or out of range");
+                return 0;
+            }
+        } else if (argl[i] == 4 && !strncasecmp(argv[i], "type", 4)) {
+            static const char *names[] = {"", "string", "list", "hash", "set", "zset"};
+            for (int t = 1; t < 6; t++)
+                if (strlen(names[t]) == argl[i + 1] &&
+                    !strncasecmp(argv[i + 1], names[t], argl[i + 1]))
+                    type = t;
+            if (!type)
+                type = 99; /* an unknown type matches nothing */
+        } else {
+            sb_error(out, "ERR syntax error");
+            return 0;
+        }
+    }
+    int shard = (int)(cursor % (unsigned long long)cfg.nshards);
+    struct all_arg *a = all_new(ALL_SCAN, pat, plen);
+    a->cursor = cursor / (unsigned long long)cfg.nshards;
+    a->count = count;
+    a->type = type;
+    int r = 0;
+    int rc = tpc_call_owned(shard, all_run, a, all_free, &r);
+    if (rc < 0 || r < 0)
+        return rc < 0 ? rc : (all_free(a), r);
+    unsigned long long next = 0;
+    if (a->cursor)
+        next = a->cursor * (unsigned long long)cfg.nshards + (unsigned long long)shard;
+    else if (shard + 1 < cfg.nshards)
+        next = (unsigned long long)shard + 1;
+    char num[24];
+    int n = snprintf(num, sizeof(num), "%llu", next);
+    sb_array(out, 2);
+    sb_bulk(out, num, (size_t)n);
+    sb_array(out, (long long)a->n);
+    sb_put(out, a->out.p, a->out.len);
+    all_free(a);
+    return 0;
+}
+
+static int info(struct conn *c)
+{
+    int rc = on_all(c, ALL_COUNT, "", 0);
+    if (rc < 0)
+        return rc;
+    size_t keys = 0;
+    uint64_t rewrites = 0, rewriting = 0, log_bytes = 0;
+    for (int i = 0; i < cfg.nshards; i++) {
+        struct all_arg *a = c->items[i].arg;
+        keys += a->n;
+        rewrites += a->rewrites;
+        rewriting += a->rewriting;
+        log_bytes += a->log_bytes;
+    }
+    on_all_free(c);
+    char text[1024];
+    int n = snprintf(
+        text, sizeof(text),
+        "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+        "tpc_kv_shards:%d\r\ntpc_kv_connection_shard:%d\r\n\r\n# Persistence\r\naof_enabled:%d\r\n"
+        "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
+        "aof_current_size:%llu\r\n\r\n"
+        "# Keyspace\r\ndb0:keys=%zu,expires=0,avg_ttl=0\r\n",
+        cfg.nshards, tpc_shard_id(), cfg.appendonly, rewriting > 0, (unsigned long long)rewrites,
+        (unsigned long long)log_bytes, keys);
+    sb_bulk(&c->local, text, (size_t)n);
+    return 0;
+}
+
+/* A barrier: runs alone, its reply in c->local. */
+static int barrier(struct conn *c, struct slot *s)
+{
+    if (s->c->flags & F_MULTI)
+        return multi(c, s);
+    const char **argv = c->args.argv + s->a0;
+    const size_t *argl = c->args.argl + s->a0;
+    const char *name = s->c->name;
+    s->src = -1;
+    s->off = c->local.len;
+    int rc = 0;
+    if (!strcmp(name, "scan")) {
+        rc = scan(c, argv, argl, s->argc);
+    } else if (!strcmp(name, "info")) {
+        rc = info(c);
+    } else if (!strcmp(name, "keys")) {
+        if ((rc = on_all(c, ALL_KEYS, argv[1], argl[1] == 1 && argv[1][0] == '*' ? 0 : argl[1])) ==
+            0) {
+            size_t n = 0;
+            for (int i = 0; i < cfg.nshards; i++)
+                n += ((struct all_arg *)c->items[i].arg)->n;
+            sb_array(&c->local, (long long)n);
+            for (int i = 0; i < cfg.nshards; i++)
+                sb_put(&c->local, ((struct all_arg *)c->items[i].arg)->out.p,
+                       ((struct all_arg *)c->items[i].arg)->out.len);
+            on_all_free(c);
+        }
+    } else if (!strcmp(name, "bgrewriteaof")) {
+        if ((rc = on_all(c, ALL_REWRITE, "", 0)) == 0) {
+            sb_simple(&c->local, "Background append only file rewriting started");
+            on_all_free(c);
+        }
+    } else if (!strcmp(name, "dbsize")) {
+        if ((rc = on_all(c, ALL_COUNT, "", 0)) == 0) {
+            long long n = 0;
+            for (int i = 0; i < cfg.nshards; i++)
+                n += (long long)((struct all_arg *)c->items[i].arg)->n;
+            sb_int(&c->local, n);
+            on_all_free(c);
+        }
+    } else { /* flushall, flushdb */
+        if ((rc = on_all(c, ALL_FLUSH, "", 0)) == 0) {
+            sb_simple(&c->local, "OK");
+            on_all_free(c);
+        }
+    }
+    s->len = c->local.len - s->off;
+    return rc;
+}
+
+/* ---- The connection loop ---- */
+
+/* Parses every whole command buffered (at most BATCH_MAX). Returns how many, with *used the
+ * bytes they took and *need what the next one needs in all (0: unknown), or -1 after a protocol
+ * error (its reply is in c->local). */
+static long parse_all(struct conn *c, size_t *used, size_t *need)
+{
+    char *buf = (char *)tpc_rbuf_data(&c->in); /* ours: inline arguments unescape in place */
+    size_t len = tpc_rbuf_len(&c->in), n = 0;
+    *used = 0;
+    resp_args_clear(&c->args);
+    while (n < BATCH_MAX) {
+        size_t a0 = c->args.n;
+        const char *err;
+        long r = resp_parse(buf + *used, len - *used, &cfg.lim, &c->args, need, &err);
+        if (r < 0) {
+            sb_errorf(&c->local, "ERR %s", err);
+            return -1;
+        }
+        if (r == 0)
+            break;
+        *used += (size_t)r;
+        if (c->args.n == a0)
+            continue; /* an empty command */
+        c->slots[n] = (struct slot){.a0 = a0, .argc = c->args.n - a0};
+        classify(c, &c->slots[n]);
+        n++;
+    }
+    if (*need)
+        *need += *used; /* counted from the buffer's start */
+    return (long)n;
+}
+
+/* Runs n parsed commands: runs of ordinary ones, and the barriers alone, replies in order. */
+static int execute(struct conn *c, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !c->quit) {
+        size_t j = i;
+        while (j < n && !c->slots[j].barrier &&
+               !(c->slots[j].c && !strcmp(c->slots[j].c->name, "quit")))
+            j++;
+        if (j < n && !c->slots[j].barrier)
+            j++; /* QUIT ends the run; what follows it is not run */
+        int rc = j > i ? run(c, i, j) : 0;
+        if (rc < 0)
+            return rc;
+        if (j < n && c->slots[j].barrier && !c->quit) {
+            if ((rc = barrier(c, &c->slots[j])) < 0 || (rc = emit(c, j, j + 1)) < 0)
+                return rc;
+            j++;
+        }
+        i = j;
+    }
+    return 0;
+}
+
+static int serve(struct conn *c)
+{
+    for (;;) {
+        size_t used, need;
+        c->local.len = 0;
+        long n = parse_all(c, &used, &need);
+        if (n < 0) { /* a protocol error: say so, then close (as Redis) */
+            tpc_wbuf_append(&c->out, c->local.p, c->local.len);
+            tpc_wbuf_flush(&c->out);
+            return -EPROTO;
+        }
+        if (n > 0) {
+            int rc = execute(c, (size_t)n);
+            tpc_rbuf_consume(&c->in, used);
+            if (rc < 0)
+                return rc;
+            if (c->quit || tpc_rbuf_len(&c->in) == 0 || need == 0) {
+                ssize_t w = tpc_wbuf_flush(&c->out);
+                if (w < 0)
+                    return (int)w;
+            }
+            if (c->quit)
+                return 0;
+            continue;
+        }
+        tpc_rbuf_consume(&c->in, used); /* empty commands */
+        if (tpc_wbuf_pending(&c->out)) {
+            ssize_t w = tpc_wbuf_flush(&c->out);
+            if (w < 0)
+                return (int)w;
+        }
+        const char *p;
+        ssize_t r = need > used ? tpc_rbuf_need(&c->in, need - used, &p) : tpc_rbuf_fill(&c->in);
+        if (r == -EMSGSIZE || r == -ENOBUFS) {
+            c->local.len = 0;
+            sb_error(&c->local, "ERR Protocol error: request too large");
+            tpc_wbuf_append(&c->out, c->local.p, c->local.len);
+            tpc_wbuf_flush(&c->out);
+            return -EMSGSIZE;
+        }
+        if (r <= 0)
+            return (int)r;
+    }
+}
+
+static int conn_fn(int fd, void *arg)
+{
+    (void)arg;
+    struct conn c = {.fd = fd};
+    tpc_sock_nodelay(fd, 1);
+    c.slots = malloc(BATCH_MAX * sizeof(*c.slots));
+    c.items = malloc((size_t)cfg.nshards * sizeof(*c.items));
+    c.batches = calloc((size_t)cfg.nshards, sizeof(*c.batches));
+    if (!c.slots || !c.items || !c.batches || tpc_rbuf_init(&c.in, fd, cfg.query_limit) < 0 ||
+        tpc_wbuf_init(&c.out, fd, REPLY_LIMIT) < 0) {
+        free(c.slots);
+        free(c.items);
+        free(c.batches);
+        return 0;
+    }
+    serve(&c);
+    tpc_rbuf_destroy(&c.in);
+    tpc_wbuf_destroy(&c.out);
+    resp_args_free(&c.args);
+    sb_free(&c.local);
+    free(c.slots);
+    free(c.items);
+    free(c.batches);
+    return 0;
+}
+
+/* ---- Start-up ---- */
+
+static int kv_main(void *arg)
+{
+    (void)arg;
+    cfg.nshards = tpc_shard_count();
+    int rc = tpc_on_all(shard_init, NULL);
+    if (rc < 0) {
+        fprintf(stderr, "tpc-kv: cannot set up the shards: %s\n", tpc_strerror(rc));
+        return 1;
+    }
+    char text[128];
+    snprintf(text, sizeof(text), "%s:%d", cfg.bind, cfg.port);
+    tpc_addr a;
+    if (tpc_addr_parse(text, &a) < 0) {
+        fprintf(stderr, "tpc-kv: bad address %s\n", text);
+        return 2;
+    }
+    tpc_server *srv;
+    tpc_server_opts o = {.stack_size = 64 * 1024};
+    if ((rc = tpc_server_start(&a, &o, conn_fn, NULL, &srv)) < 0) {
+        fprintf(stderr, "tpc-kv: cannot listen on %s: %s\n", text, tpc_strerror(rc));
+        return 1;
+    }
+    server = srv;
+    tpc_server_addr(srv, &a);
+    tpc_addr_format(&a, text, sizeof(text));
+    printf("tpc-kv: %d shards, listening on %s\n", cfg.nshards, text);
+    fflush(stdout);
+    tpc_event forever;
+    tpc_event_init(&forever, false);
+    tpc_event_wait(&forever); /* until the runtime stops (SIGINT, SIGTERM) */
+    tpc_event_destroy(&forever);
+    if (server)
+        tpc_server_stop(server);
+    return 0;
+}
+
+/* A clean stop (SIGINT, SIGTERM): connections get 100 ms to finish what they do, then every
+ * shard writes and syncs what is left of its log. */
+static int kv_drain(void *arg)
+{
+    (void)arg;
+    if (server) {
+        tpc_deadline_set(100 * 1000 * 1000);
+        tpc_server_stop(server);
+        tpc_deadline_clear();
+        server = NULL;
+    }
+    return tpc_on_all(shard_flush, NULL);
+}
+
+static void usage(const char *argv0)
+{
+    fprintf(stderr,
+            "usage: %s [--port N] [--bind ADDR] [--shards N] [--max-bulk BYTES] [--max-args N]\n"
+            "          [--appendonly yes|no] [--appendfsync always|everysec|no] [--dir DIR]\n"
+            "          [--auto-aof-rewrite-min-size BYTES]\n",
+            argv0);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    tpc_config rc_config = {.drain = kv_drain};
+    for (int i = 1; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v)
+            usage(argv[0]);
+        if (!strcmp(argv[i], "--port"))
+            cfg.port = atoi(v);
+        else if (!strcmp(argv[i], "--bind"))
+            cfg.bind = v;
+        else if (!strcmp(argv[i], "--shards"))
+            rc_config.shards = (unsigned)atoi(v);
+        else if (!strcmp(argv[i], "--max-bulk"))
+            cfg.lim.max_bulk = strtoull(v, NULL, 10);
+        else if (!strcmp(argv[i], "--max-args"))
+            cfg.lim.max_args = strtoull(v, NULL, 10);
+        else if (!strcmp(argv[i], "--dir"))
+            cfg.dir = v;
+        else if (!strcmp(argv[i], "--auto-aof-rewrite-min-size"))
+            cfg.auto_rewrite_min = strtoull(v, NULL, 10);
+        else if (!strcmp(argv[i], "--appendonly") && (!strcmp(v, "yes") || !strcmp(v, "no")))
+            cfg.appendonly = !strcmp(v, "yes");
+        else if (!strcmp(argv[i], "--appendfsync") && !strcmp(v, "always"))
+            cfg.appendfsync = AOF_ALWAYS;
+        else if (!strcmp(argv[i], "--appendfsync") && !strcmp(v, "everysec"))
+            cfg.appendfsync = AOF_EVERYSEC;
+        else if (!strcmp(argv[i], "--appendfsync") && !strcmp(v, "no"))
+            cfg.appendfsync = AOF_NO;
+        else
+            usage(argv[0]);
+        i++;
+    }
+    if (cfg.port < 0 || cfg.port > 65535 || cfg.lim.max_bulk == 0 || cfg.lim.max_args == 0)
+        usage(argv[0]);
+    /* A command may hold a few bulks at their limit: the input buffer may hold twice one, and
+     * more than the longest inline line. */
+    cfg.query_limit = 2 * cfg.lim.max_bulk + (1u << 20);
+    /* A shard that has just answered does not keep polling for the next request (libtpc's
+     * default spin of 10 us): with many connections that each wait for their answer
+     * (redis-benchmark -P 1) the spin cost more CPU per request than it saved (docs/benchmarks.md).
+     * TPC_SPIN_NS still sets it. */
+    if (!getenv("TPC_SPIN_NS"))
+        rc_config.spin_ns = -1;
+    cfg.key = tpc_shard_key_create(shard_destroy);
+    if (cfg.key < 0)
+        return 1;
+    int rc = tpc_run(&rc_config, kv_main, NULL);
+    return rc < 0 ? 1 : rc;
+}

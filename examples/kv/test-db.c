@@ -1,0 +1,160 @@
+/* tpc-kv's keyspace and helpers without a runtime: the table through incremental rehashing
+ * (every key found at every step), SCAN's promise while the table grows under it, hashtags,
+ * glob patterns, integer parsing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include "cmd.h"
+#include "db.h"
+#include "resp.h"
+
+static size_t key(char *buf, int i)
+{
+    return (size_t)snprintf(buf, 32, "key:%d", i);
+}
+
+static struct entry *find(struct dict *d, int i)
+{
+    char k[32];
+    size_t n = key(k, i);
+    return dict_find(d, k, n, kv_hash(k, n));
+}
+
+static void test_rehash_finds_everything(void **state)
+{
+    (void)state;
+    struct dict d;
+    dict_init(&d);
+    int n = 20000;
+    bool rehashed = false;
+    for (int i = 0; i < n; i++) {
+        char k[32];
+        size_t l = key(k, i);
+        assert_null(dict_find(&d, k, l, kv_hash(k, l)));
+        struct entry *e = dict_add(&d, k, l, kv_hash(k, l));
+        e->type = T_STRING;
+        e->val = str_new(k, l);
+        rehashed |= d.rehash >= 0;
+        if (i % 997 == 0) /* mid-rehash too: every key so far is there */
+            for (int j = 0; j <= i; j++)
+                assert_non_null(find(&d, j));
+    }
+    assert_true(rehashed);
+    assert_int_equal(dict_size(&d), n);
+    for (int i = 0; i < n; i += 2)
+        dict_delete(&d, find(&d, i));
+    assert_int_equal(dict_size(&d), n / 2);
+    for (int i = 0; i < n; i++)
+        assert_true((find(&d, i) != NULL) == (i % 2 == 1));
+    for (int k = 0; k < 100; k++) {
+        struct entry *e = dict_random(&d);
+        assert_non_null(e);
+        assert_int_equal(atoi(e->key + 4) % 2, 1);
+    }
+    dict_free(&d, true);
+    assert_int_equal(dict_size(&d), 0);
+    assert_null(dict_random(&d));
+}
+
+static void mark(void *arg, struct entry *e)
+{
+    unsigned char *seen = arg;
+    seen[atoi(e->key + 4)]++;
+}
+
+/* Keys present from the start of a SCAN to its end are returned at least once, also when the
+ * table grows (and rehashes) between the calls. */
+static void test_scan_while_growing(void **state)
+{
+    (void)state;
+    struct dict d;
+    dict_init(&d);
+    int first = 1000, total = 30000, next = first;
+    for (int i = 0; i < first; i++) {
+        char k[32];
+        size_t l = key(k, i);
+        dict_add(&d, k, l, kv_hash(k, l));
+    }
+    unsigned char *seen = calloc((size_t)total, 1);
+    uint64_t c = 0;
+    int calls = 0;
+    do {
+        c = dict_scan(&d, c, mark, seen);
+        for (int k = 0; k < 20 && next < total; k++, next++) { /* grow between calls */
+            char kb[32];
+            size_t l = key(kb, next);
+            dict_add(&d, kb, l, kv_hash(kb, l));
+        }
+        calls++;
+    } while (c);
+    for (int i = 0; i < first; i++)
+        assert_true(seen[i] >= 1);
+    assert_true(calls > 10);
+    free(seen);
+    dict_free(&d, true);
+}
+
+static void test_hashtags(void **state)
+{
+    (void)state;
+    assert_true(key_slot_hash("{user}:a", 8) == key_slot_hash("{user}:b", 8));
+    assert_true(key_slot_hash("{user}:a", 8) == kv_hash("user", 4));
+    assert_true(key_slot_hash("{}x", 3) == kv_hash("{}x", 3));   /* empty tag: the whole key */
+    assert_true(key_slot_hash("a{b", 3) == kv_hash("a{b", 3));   /* unclosed: the whole key */
+    assert_true(key_slot_hash("a{b}{c}", 7) == kv_hash("b", 1)); /* the first tag */
+}
+
+static void test_glob(void **state)
+{
+    (void)state;
+#define G(p, s) glob_match(p, strlen(p), s, strlen(s))
+    assert_true(G("*", ""));
+    assert_true(G("k*", "key:1"));
+    assert_false(G("k*2", "key:1"));
+    assert_true(G("key:?", "key:1"));
+    assert_false(G("key:?", "key:10"));
+    assert_true(G("key:[0-4]", "key:3"));
+    assert_false(G("key:[^0-4]", "key:3"));
+    assert_true(G("key:[^0-4]", "key:7"));
+    assert_true(G("a\\*b", "a*b"));
+    assert_false(G("a\\*b", "axb"));
+    assert_false(G("key:[0-4", "key:3")); /* unterminated class: no match, no crash */
+#undef G
+}
+
+static void test_integers(void **state)
+{
+    (void)state;
+    long long v;
+    assert_int_equal(resp_ll("0", 1, &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(resp_ll("-12", 3, &v), 0);
+    assert_int_equal(v, -12);
+    assert_int_equal(resp_ll("9223372036854775807", 19, &v), 0);
+    assert_int_equal(resp_ll("-9223372036854775808", 20, &v), 0);
+    assert_true(v == INT64_MIN);
+    assert_int_equal(resp_ll("9223372036854775808", 19, &v), -1);
+    assert_int_equal(resp_ll("01", 2, &v), -1);
+    assert_int_equal(resp_ll("-0", 2, &v), -1);
+    assert_int_equal(resp_ll("+1", 2, &v), -1);
+    assert_int_equal(resp_ll(" 1", 2, &v), -1);
+    assert_int_equal(resp_ll("", 0, &v), -1);
+    assert_int_equal(resp_ll("1.5", 3, &v), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rehash_finds_everything),
+        cmocka_unit_test(test_scan_while_growing),
+        cmocka_unit_test(test_hashtags),
+        cmocka_unit_test(test_glob),
+        cmocka_unit_test(test_integers),
+    };
+    return cmocka_run_group_tests_name("kv-db", tests, NULL, NULL);
+}

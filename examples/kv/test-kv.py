@@ -1,0 +1,595 @@
+#!/usr/bin/env python3
+"""tpc-kv end to end: the server (argv[1]) on loopback, port 0, driven by raw sockets and by
+redis-cli, and compared with redis-server where both should answer the same (those cases are
+skipped when redis-server or redis-cli is missing). Every wait polls for its condition up to a
+deadline; TPC_TEST_SLOW stretches the deadlines."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+KV = None
+SLOW = 4 if os.environ.get("TPC_TEST_SLOW") else 1
+DEADLINE = 20 * SLOW
+
+
+def until(cond, what, timeout=DEADLINE):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Server:
+    """tpc-kv with `shards` shards on 127.0.0.1:0."""
+
+    def __init__(self, shards=3, args=()):
+        self.p = subprocess.Popen([KV, "--port", "0", "--shards", str(shards), *args],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+        self.out = []
+        while True:
+            line = self.p.stdout.readline().decode()
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            if m or not line:
+                break
+            self.out.append(line)
+        if not m:
+            self.p.kill()
+            raise AssertionError("tpc-kv did not start: " + "".join(self.out))
+        self.port = int(m.group(1))
+        self.reader = threading.Thread(target=self.drain, daemon=True)
+        self.reader.start()
+
+    def drain(self):
+        for line in self.p.stdout:
+            self.out.append(line.decode(errors="replace"))
+
+    def stop(self):
+        """Stops the server (SIGTERM) and returns its exit status; fails on a sanitizer's
+        report in its output."""
+        self.p.send_signal(signal.SIGTERM)
+        rc = self.p.wait(timeout=DEADLINE)
+        self.reader.join(timeout=DEADLINE)
+        self.p.stdout.close()
+        text = "".join(self.out)
+        for bad in ("Sanitizer", "runtime error", "LeakSanitizer", "libtpc: shard"):
+            if bad in text and not (bad == "libtpc: shard" and "stalled" in text):
+                raise AssertionError("tpc-kv reported a problem:\n" + text)
+        return rc
+
+
+class RedisServer:
+    """redis-server on a free port, without persistence, or None when it is missing."""
+
+    @staticmethod
+    def start():
+        exe = shutil.which("redis-server")
+        if not exe:
+            return None
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        d = tempfile.mkdtemp()
+        p = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", d],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r = RedisServer()
+        r.p, r.port = p, port
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        until(up, "redis-server to listen")
+        return r
+
+    def stop(self):
+        self.p.terminate()
+        self.p.wait(timeout=DEADLINE)
+
+
+def encode(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+class Conn:
+    """A raw RESP client: send bytes, read replies parsed (errors as RespError objects)."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        self.buf = b""
+
+    def close(self):
+        self.s.close()
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def _fill(self):
+        d = self.s.recv(1 << 20)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def reply(self):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            return RespError(rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            v, self.buf = self.buf[:n], self.buf[n + 2:]
+            return v
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise AssertionError("bad reply line %r" % line)
+
+    def cmd(self, *args):
+        self.send(encode(*args))
+        return self.reply()
+
+    def raw_reply_bytes(self, count):
+        """The raw bytes of `count` replies (for byte-exact comparison)."""
+        start = len(self.buf)
+        out = b""
+        for _ in range(count):
+            before = self.buf
+            self.reply()
+        return out
+
+
+class RespError(str):
+    pass
+
+
+# Commands whose replies are deterministic: tpc-kv and redis-server must answer each byte for
+# byte the same (SMEMBERS, HGETALL and SPOP orders differ by design and are left out).
+SAME = [
+    ["PING"], ["PING", "hi"], ["ECHO", "x y"], ["SELECT", "0"],
+    ["SET", "k", "v"], ["GET", "k"], ["GET", "nokey"], ["SET", "k", "w", "NX"], ["SET", "k", "w", "XX"],
+    ["SET", "k2", "w", "XX"], ["SET", "k", "v2", "GET"], ["SET", "n", "10"], ["INCR", "n"],
+    ["INCRBY", "n", "-30"], ["DECR", "n"], ["DECRBY", "n", "5"], ["INCR", "k"], ["INCRBY", "n", "x"],
+    ["SET", "big", "9223372036854775807"], ["INCR", "big"], ["APPEND", "k", "++"], ["STRLEN", "k"],
+    ["STRLEN", "nokey"], ["APPEND", "newk", "abc"], ["MSET", "a", "1", "b", "2"], ["MSET", "a"],
+    ["MGET", "a", "b", "nokey", "k"], ["EXISTS", "a", "b", "nokey", "a"], ["DEL", "a", "nokey"],
+    ["TYPE", "b"], ["TYPE", "nokey"], ["EXPIRE", "b", "100"], ["TTL", "b"], ["PERSIST", "b"],
+    ["TTL", "b"], ["TTL", "nokey"], ["PTTL", "nokey"], ["EXPIRE", "nokey", "10"], ["EXPIRE", "b", "x"],
+    ["LPUSH", "l", "a", "b", "c"], ["RPUSH", "l", "d"], ["LRANGE", "l", "0", "-1"],
+    ["LRANGE", "l", "1", "2"], ["LRANGE", "l", "-2", "100"], ["LRANGE", "l", "5", "1"], ["LLEN", "l"],
+    ["LPOP", "l"], ["RPOP", "l"], ["LPOP", "l", "5"], ["LPOP", "l"], ["LPOP", "l", "2"], ["TYPE", "l"],
+    ["LPUSH", "k", "x"], ["GET", "l"], ["HSET", "h", "f", "1", "g", "2"], ["HSET", "h", "f", "3"],
+    ["HGET", "h", "f"], ["HGET", "h", "nof"], ["HDEL", "h", "f", "nof"], ["HLEN", "h"],
+    ["HEXISTS", "h", "g"], ["HSET", "h", "f"], ["GET", "h"], ["SADD", "s", "a", "b", "a"],
+    ["SISMEMBER", "s", "a"], ["SISMEMBER", "s", "z"], ["SCARD", "s"], ["SREM", "s", "a", "z"],
+    ["SMEMBERS", "s"], ["ZADD", "z", "1", "a", "2", "b", "1.5", "c"], ["ZADD", "z", "3", "a"],
+    ["ZADD", "z", "NX", "9", "a", "4", "d"], ["ZADD", "z", "x", "a"], ["ZRANGE", "z", "0", "-1"],
+    ["ZRANGE", "z", "0", "1", "WITHSCORES"], ["ZSCORE", "z", "c"], ["ZCARD", "z"],
+    ["ZPOPMIN", "z"], ["ZPOPMIN", "z", "2"], ["ZPOPMIN", "nokey"], ["ZADD", "z", "0.1", "t"],
+    ["ZRANGE", "z", "0", "-1", "WITHSCORES"], ["GET"], ["NOSUCH", "a", "b"], ["SET", "k", "v", "EX", "0"],
+    ["SET", "k", "v", "EX", "x"], ["SET", "k", "v", "NX", "XX"], ["SETNX", "k", "z"], ["DBSIZE"],
+    ["FLUSHALL"], ["DBSIZE"], ["CONFIG", "GET", "appendonly"],
+]
+
+
+class Test(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.kv = Server(shards=3)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.kv.stop()
+        assert rc in (0, 128 + signal.SIGTERM), rc
+
+    def conn(self):
+        c = Conn(self.kv.port)
+        self.addCleanup(c.close)
+        return c
+
+    def test_same_answers_as_redis(self):
+        r = RedisServer.start()
+        if not r:
+            self.skipTest("redis-server is not installed")
+        self.addCleanup(r.stop)
+        ours, theirs = self.conn(), Conn(r.port)
+        self.addCleanup(theirs.close)
+        ours.cmd("FLUSHALL")
+        theirs.cmd("FLUSHALL")
+        for args in SAME:
+            a, b = ours.cmd(*args), theirs.cmd(*args)
+            if args[0] == "SMEMBERS":
+                a, b = sorted(a), sorted(b)
+            if isinstance(b, RespError) and args[0] in ("NOSUCH", "SET") and isinstance(a, RespError):
+                # unknown command and option errors: the same first word is enough
+                self.assertEqual(a.split()[0], b.split()[0], args)
+                continue
+            self.assertEqual(a, b, "%r: tpc-kv %r, redis-server %r" % (args, a, b))
+
+    def test_redis_cli(self):
+        cli = shutil.which("redis-cli")
+        if not cli:
+            self.skipTest("redis-cli is not installed")
+        run = lambda *a: subprocess.run([cli, "-p", str(self.kv.port), *a], capture_output=True,
+                                        timeout=DEADLINE, check=True).stdout.decode()
+        self.assertEqual(run("PING"), "PONG\n")
+        self.assertEqual(run("SET", "cli:k", "hello world"), "OK\n")
+        self.assertEqual(run("GET", "cli:k"), "hello world\n")
+        self.assertEqual(run("RPUSH", "cli:l", "a", "b"), "2\n")
+        self.assertEqual(run("LRANGE", "cli:l", "0", "-1"), "a\nb\n")
+        # A pipe of commands, one per line, as redis-cli reads them from stdin.
+        out = subprocess.run([cli, "-p", str(self.kv.port)], input=b"SET cli:x 1\nINCR cli:x\nGET cli:x\n",
+                             capture_output=True, timeout=DEADLINE, check=True).stdout.decode()
+        self.assertEqual(out, "OK\n2\n2\n")
+        # --scan walks every shard.
+        c = self.conn()
+        for i in range(50):
+            c.cmd("SET", "scan:%d" % i, i)
+        keys = run("--scan", "--pattern", "scan:*").split()
+        self.assertEqual(sorted(keys), sorted("scan:%d" % i for i in range(50)))
+
+    def test_inline_and_byte_at_a_time(self):
+        c = self.conn()
+        data = b"SET inl \"a b\\x41\"\r\nGET inl\r\n\r\n" + encode("GET", "inl") + b"PING\n"
+        for i in range(len(data)):
+            c.send(data[i:i + 1])
+        self.assertEqual(c.reply(), "OK")
+        self.assertEqual(c.reply(), b"a bA")
+        self.assertEqual(c.reply(), b"a bA")
+        self.assertEqual(c.reply(), "PONG")
+
+    def test_huge_pipeline_in_order(self):
+        c = self.conn()
+        n = 20000
+        out = b"".join(encode("SET", "p:%d" % (i % 97), i) + encode("GET", "p:%d" % (i % 97))
+                       for i in range(n))
+        t = threading.Thread(target=c.send, args=(out,))
+        t.start()
+        for i in range(n):
+            self.assertEqual(c.reply(), "OK")
+            self.assertEqual(c.reply(), str(i).encode())
+        t.join()
+
+    def test_large_values(self):
+        c = self.conn()
+        v = os.urandom(10 << 20)
+        t = threading.Thread(target=c.send, args=(encode("SET", "big", v),))
+        t.start()
+        self.assertEqual(c.reply(), "OK")
+        t.join()
+        self.assertEqual(c.cmd("STRLEN", "big"), len(v))
+        self.assertEqual(c.cmd("GET", "big"), v)
+        self.assertEqual(c.cmd("DEL", "big"), 1)
+
+    def test_concurrent_incr(self):
+        conns, per = 20, 500
+
+        def work():
+            c = Conn(self.kv.port)
+            for _ in range(per // 50):
+                c.send(encode("INCR", "ctr") * 50)
+                for _ in range(50):
+                    c.reply()
+            c.close()
+        self.conn().cmd("DEL", "ctr")
+        ts = [threading.Thread(target=work) for _ in range(conns)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        self.assertEqual(self.conn().cmd("GET", "ctr"), str(conns * per).encode())
+
+    def test_mset_is_atomic_across_shards(self):
+        keys = ["atom:%d" % i for i in range(12)]  # spread over the three shards
+        self.assertEqual(self.conn().cmd("MSET", *sum([[k, "0"] for k in keys], [])), "OK")
+        stop = threading.Event()
+        torn = []
+
+        def writer(w):
+            c = Conn(self.kv.port)
+            i = 0
+            while not stop.is_set():
+                i += 1
+                v = "%d-%d" % (w, i)
+                c.cmd("MSET", *sum([[k, v] for k in keys], []))
+            c.close()
+
+        def reader():
+            c = Conn(self.kv.port)
+            while not stop.is_set():
+                vals = c.cmd("MGET", *keys)
+                if len(set(vals)) != 1:
+                    torn.append(vals)
+                    break
+            c.close()
+        ts = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+        ts += [threading.Thread(target=reader) for _ in range(3)]
+        for t in ts:
+            t.start()
+        time.sleep(1.5)  # the workload's length
+        stop.set()
+        for t in ts:
+            t.join()
+        self.assertEqual(torn, [])
+        # DEL over the shards counts every key once, atomically too.
+        self.assertEqual(self.conn().cmd("DEL", *keys, "atom:none"), len(keys))
+
+    def test_hashtags_share_a_shard(self):
+        c = self.conn()
+        self.assertEqual(c.cmd("MSET", "{user1}:a", "1", "{user1}:b", "2"), "OK")
+        self.assertEqual(c.cmd("MGET", "{user1}:a", "{user1}:b"), [b"1", b"2"])
+
+    def test_expiry_lazy_and_active(self):
+        c = self.conn()
+        c.cmd("FLUSHALL")
+        self.assertEqual(c.cmd("SET", "e:lazy", "v", "PX", "50"), "OK")
+        pttl = c.cmd("PTTL", "e:lazy")
+        self.assertTrue(0 < pttl <= 50, pttl)
+        until(lambda: c.cmd("GET", "e:lazy") is None, "the key to expire")
+        for i in range(300):
+            c.cmd("SET", "e:%d" % i, "v", "PX", "30")
+        c.cmd("SET", "e:stays", "v")
+        # Nobody touches them: the shards' timers remove them.
+        until(lambda: c.cmd("DBSIZE") == 1, "active expiry")
+        self.assertEqual(c.cmd("EXISTS", "e:stays"), 1)
+
+    def test_limits(self):
+        kv = Server(shards=1, args=("--max-bulk", "1000", "--max-args", "10"))
+        try:
+            c = Conn(kv.port)
+            self.addCleanup(c.close)
+            self.assertEqual(c.cmd("SET", "k", "x" * 1000), "OK")
+            c.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1001\r\n")
+            self.assertIn("invalid bulk length", c.reply())
+            self.assertRaises(EOFError, c.reply)  # closed after a protocol error
+            c = Conn(kv.port)
+            self.addCleanup(c.close)
+            self.assertIn("invalid multibulk length", c.cmd(*["x"] * 11))
+            c = Conn(kv.port)
+            self.addCleanup(c.close)
+            c.send(b"GET " + b"x" * (70 * 1024))
+            self.assertIn("too big inline request", c.reply())
+            c = Conn(kv.port)
+            self.addCleanup(c.close)
+            c.send(b"*1\r\n$-3\r\n")
+            self.assertIn("invalid bulk length", c.reply())
+            c = Conn(kv.port)
+            self.addCleanup(c.close)
+            self.assertEqual(c.cmd("PING"), "PONG")  # the server lives on
+        finally:
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
+    def test_wrong_type_and_arity(self):
+        c = self.conn()
+        c.cmd("SET", "wt", "1")
+        self.assertTrue(c.cmd("LPUSH", "wt", "x").startswith("WRONGTYPE"))
+        self.assertEqual(c.cmd("HGET", "wt"), "ERR wrong number of arguments for 'hget' command")
+        self.assertEqual(c.cmd("INCRBY", "wt", "1.5"), "ERR value is not an integer or out of range")
+        self.assertEqual(c.cmd("QUIT"), "OK")
+        self.assertRaises(EOFError, c.reply)
+
+
+class Durability(unittest.TestCase):
+    """--appendonly yes: what was acknowledged survives a restart, SIGKILL included."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+
+    def start(self, fsync="always", shards=2):
+        return Server(shards=shards, args=("--appendonly", "yes", "--appendfsync", fsync,
+                                           "--dir", self.dir.name))
+
+    def test_restart_keeps_writes(self):
+        for fsync in ("always", "everysec", "no"):
+            kv = self.start(fsync)
+            c = Conn(kv.port)
+            self.assertEqual(c.cmd("FLUSHALL"), "OK")
+            self.assertEqual(c.cmd("MSET", *sum([["m:%d" % i, str(i)] for i in range(20)], [])), "OK")
+            c.cmd("SET", "ttl", "v", "EX", "1000")
+            c.cmd("SET", "gone", "v", "PX", "1")
+            c.cmd("RPUSH", "l", "a", "b")
+            c.cmd("HSET", "h", "f", "v")
+            c.cmd("SADD", "s", "a", "b", "c")
+            popped = c.cmd("SPOP", "s")
+            c.cmd("ZADD", "z", "1", "a")
+            c.cmd("INCRBY", "n", "5")
+            c.close()
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))  # a clean stop flushes the logs
+            kv = self.start(fsync)
+            c = Conn(kv.port)
+            self.assertEqual(c.cmd("MGET", *["m:%d" % i for i in range(20)]),
+                             [str(i).encode() for i in range(20)], fsync)
+            self.assertTrue(990 <= c.cmd("TTL", "ttl") <= 1000)
+            self.assertIsNone(c.cmd("GET", "gone"))
+            self.assertEqual(c.cmd("LRANGE", "l", "0", "-1"), [b"a", b"b"])
+            self.assertEqual(c.cmd("HGET", "h", "f"), b"v")
+            self.assertEqual(sorted(c.cmd("SMEMBERS", "s") + [popped]), [b"a", b"b", b"c"])
+            self.assertEqual(c.cmd("ZSCORE", "z", "a"), b"1")
+            self.assertEqual(c.cmd("GET", "n"), b"5")
+            c.close()
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
+    def test_sigkill_loses_no_acknowledged_write(self):
+        kv = self.start("always", shards=3)
+        acked = {}
+        stop = threading.Event()
+
+        def load(w):
+            c = Conn(kv.port)
+            i = 0
+            try:
+                while not stop.is_set():
+                    # a pipeline of 8: the replies arrive after the sync of their batch
+                    c.send(b"".join(encode("SET", "k:%d:%d" % (w, i + j), i + j) for j in range(8)))
+                    for j in range(8):
+                        if c.reply() != "OK":
+                            return
+                        acked[(w, i + j)] = True
+                    i += 8
+            except (OSError, EOFError):
+                pass  # the server was killed
+            finally:
+                c.close()
+        ts = [threading.Thread(target=load, args=(w,)) for w in range(6)]
+        for t in ts:
+            t.start()
+        until(lambda: len(acked) >= 2000, "writes to be acknowledged")
+        kv.p.kill()  # SIGKILL in the middle of the load
+        kv.p.wait()
+        stop.set()
+        for t in ts:
+            t.join()
+        kv.p.stdout.close()
+        kv = self.start("always", shards=3)
+        c = Conn(kv.port)
+        missing = [k for k in acked if c.cmd("GET", "k:%d:%d" % k) != str(k[1]).encode()]
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        self.assertEqual(missing, [], "%d of %d acknowledged writes lost" % (len(missing), len(acked)))
+
+    def test_torn_and_corrupt_tails(self):
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        for i in range(50):
+            c.cmd("SET", "t:%d" % i, i)
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        logs = [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(2)]
+        sizes = [os.path.getsize(p) for p in logs]
+        with open(logs[0], "ab") as f:  # a record cut short, as by a crash mid-write
+            f.write(b"\x40\x00\x00\x00\x12\x34\x56\x78*3\r\n$3\r\nSET")
+        with open(logs[1], "r+b") as f:  # the last record's last byte damaged
+            f.seek(sizes[1] - 3)
+            f.write(b"#")
+        kv = self.start("always", shards=2)
+        text = "".join(kv.out)
+        self.assertIn("a torn record", text)
+        self.assertIn("checksum does not match", text)
+        c = Conn(kv.port)
+        have = sum(1 for i in range(50) if c.cmd("GET", "t:%d" % i) == str(i).encode())
+        self.assertEqual(have, 49)  # only the damaged record's key is gone
+        self.assertEqual(c.cmd("SET", "after", "1"), "OK")
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        kv = self.start("always", shards=2)
+        self.assertNotIn("cut off", "".join(kv.out))
+        c = Conn(kv.port)
+        self.assertEqual(c.cmd("GET", "after"), b"1")
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
+    def test_rewrite_while_writing(self):
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        for r in range(20):  # overwrites: the log grows, the data does not
+            c.send(b"".join(encode("SET", "w:%d" % i, "%d-%d" % (r, i)) for i in range(200)))
+            for _ in range(200):
+                c.reply()
+        c.cmd("RPUSH", "w:list", *range(300))
+        c.cmd("HSET", "w:hash", *sum([["f%d" % i, i] for i in range(300)], []))
+        c.cmd("SADD", "w:set", *range(300))
+        c.cmd("ZADD", "w:zset", *sum([[i / 4, "m%d" % i] for i in range(300)], []))
+        c.cmd("SET", "w:ttl", "v", "EX", "1000")
+        logs = [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(2)]
+        before = sum(os.path.getsize(p) for p in logs)
+        for base in range(0, 20000, 1000):  # enough keys that the walk takes a while
+            c.send(b"".join(encode("SET", "w:c:%d" % i, 0) for i in range(base, base + 1000)))
+            for _ in range(1000):
+                c.reply()
+        stop = threading.Event()
+        counted = [0]
+        incrs = {}
+
+        def incr():  # writes go on while the logs are rewritten, over keys not yet written out
+            w = Conn(kv.port)
+            i = 0
+            while not stop.is_set():
+                keys = ["w:c:%d" % ((i * 7919 + j * 104729) % 20000) for j in range(16)]
+                w.send(b"".join(encode("INCR", k) for k in keys))
+                for k in keys:
+                    w.reply()
+                    incrs[k] = incrs.get(k, 0) + 1
+                w.cmd("INCR", "w:ctr")
+                w.cmd("LPUSH", "w:list2", "x")
+                counted[0] += 1
+                i += 1
+            w.close()
+        t = threading.Thread(target=incr)
+        t.start()
+        until(lambda: counted[0] > 20, "writes before the rewrite")
+        self.assertEqual(c.cmd("BGREWRITEAOF"), "Background append only file rewriting started")
+        info = lambda: dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n") if ":" in l)
+        until(lambda: info()["aof_rewrites"] == "2" and info()["aof_rewrite_in_progress"] == "0",
+              "both shards to rewrite their logs")
+        until(lambda: counted[0] > 100, "writes after the rewrite")
+        stop.set()
+        t.join()
+        after = sum(os.path.getsize(p) for p in logs)
+        self.assertLess(after, before + 20000 * 40)
+        n = counted[0]
+        self.assertEqual(c.cmd("GET", "w:ctr"), str(n).encode())
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        self.assertEqual(c.cmd("MGET", *["w:%d" % i for i in range(200)]),
+                         [("19-%d" % i).encode() for i in range(200)])
+        self.assertEqual(c.cmd("LRANGE", "w:list", "0", "-1"), [str(i).encode() for i in range(300)])
+        self.assertEqual(c.cmd("HLEN", "w:hash"), 300)
+        self.assertEqual(c.cmd("HGET", "w:hash", "f299"), b"299")
+        self.assertEqual(c.cmd("SCARD", "w:set"), 300)
+        self.assertEqual(c.cmd("ZRANGE", "w:zset", "0", "2", "WITHSCORES"),
+                         [b"m0", b"0", b"m1", b"0.25", b"m2", b"0.5"])
+        self.assertTrue(990 <= c.cmd("TTL", "w:ttl") <= 1000)
+        self.assertEqual(c.cmd("GET", "w:ctr"), str(n).encode())
+        self.assertEqual(c.cmd("LLEN", "w:list2"), n)
+        ctrs = c.cmd("MGET", *["w:c:%d" % i for i in range(20000)])
+        wrong = [i for i in range(20000) if ctrs[i] != str(incrs.get("w:c:%d" % i, 0)).encode()]
+        self.assertEqual(wrong, [])
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
+    def test_other_shard_count_refused(self):
+        kv = self.start("always", shards=2)
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        p = subprocess.run([KV, "--port", "0", "--shards", "3", "--appendonly", "yes",
+                            "--dir", self.dir.name], capture_output=True, timeout=DEADLINE)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"written by 2 shards: run with --shards 2", p.stderr)
+
+
+if __name__ == "__main__":
+    KV = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
