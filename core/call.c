@@ -269,6 +269,9 @@ static int remote_await(struct tpc_remote *r, bool abandon)
     tpc__rings_flush(tpc__self); /* about to wait: publish now, not at the loop's turn */
     int rc = tpc__park(NULL, &w);
     r->joiner = NULL;
+    if (rc < 0 && r->done)
+        rc = 0; /* the reply came after the cancel or deadline woke the caller, before it ran:
+                   it wins (abandoned now, the record would never be freed) */
     if (rc < 0 && abandon)
         r->released = true;
     return rc;

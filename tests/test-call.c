@@ -3,6 +3,7 @@
  * ASan and valgrind check that no record leaks or is used after it is freed. */
 #include <errno.h>
 #include "helpers.h"
+#include "core/rings.h" /* tpc__rings_ready */
 
 static int my_shard(void *arg)
 {
@@ -206,6 +207,63 @@ static void test_no_lost_wakeups(void **state)
     tpc_config c = {.shards = 4, .spin_ns = -1};
     run_expect(&c, wakeup_main, (void *)(intptr_t)n, 0);
     assert_int_equal(atomic_load(&round_trips), 4 * n);
+}
+
+/* A reply that lands after the caller's cancel woke it but before it ran again wins: the call
+ * returns fn's result. (The caller abandoned its record instead, which nobody freed, and the
+ * result was lost.) The order is forced: shard 1 has replied before the cancel, and 100 ready
+ * fibers queued ahead of the woken caller exceed a run phase's quota, so the loop drains the
+ * rings (the reply) before it runs the caller. */
+static atomic_int race_go;
+
+static int race_fn(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&race_go))
+        tpc_yield();
+    return 42;
+}
+
+static int race_caller(void *arg)
+{
+    int *out = arg;
+    out[0] = tpc_call_on(1, race_fn, NULL, &out[1]);
+    return 0;
+}
+
+static int nop_fiber(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static int reply_race_main(void *arg)
+{
+    (void)arg;
+    int out[2] = {-99, -99};
+    atomic_store(&race_go, 0);
+    tpc_fiber *c;
+    CHECK_EQ(tpc_spawn(race_caller, out, &c), 0);
+    loop_turns(3); /* it waits for shard 1 */
+    atomic_store(&race_go, 1);
+    int64_t until = t_now_ns() + t_wait_limit_ns();
+    while (!tpc__rings_ready(tpc__self) && t_now_ns() < until)
+        ; /* the reply is in this shard's ring: wait for it without letting the loop run */
+    CHECK(tpc__rings_ready(tpc__self));
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(tpc_spawn(nop_fiber, NULL, NULL), 0);
+    CHECK_EQ(tpc_cancel(c), 0);
+    CHECK_EQ(tpc_join(c, NULL), 0);
+    CHECK_EQ(out[0], 0);
+    CHECK_EQ(out[1], 42);
+    return 0;
+}
+
+static void test_reply_after_cancel_wins(void **state)
+{
+    (void)state;
+    tpc_config c = {.shards = 2, .spin_ns = -1};
+    run_expect(&c, reply_race_main, NULL, 0);
 }
 
 /* ---- Calls that own their argument: tpc_call_owned, tpc_call_copy, tpc_call_many ----
@@ -511,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_caller_gives_up),
         cmocka_unit_test(test_call_at_shutdown),
         cmocka_unit_test(test_no_lost_wakeups),
+        cmocka_unit_test(test_reply_after_cancel_wins),
         cmocka_unit_test(test_owned_basics),
         cmocka_unit_test(test_owned_caller_gives_up),
         cmocka_unit_test(test_owned_at_shutdown),
