@@ -49,6 +49,7 @@
 
 struct tpc__shard;
 struct tpc_runtime;
+struct tpc__ep;
 
 /* What a suspended fiber waits on. A waker unlinks it (if queued) and calls tpc__wake();
  * cancellation does the same with -ECANCELED. */
@@ -127,6 +128,7 @@ struct tpc__msg {
  * CQE. Every in-flight operation belongs to some waiting task or to the loop itself. */
 struct tpc__op {
     void (*complete)(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags);
+    void *ep; /* the epoll backend's record while it carries the operation out (core/epoll.c) */
 };
 
 struct tpc__stack {
@@ -243,6 +245,10 @@ struct tpc__shard {
     struct tpc__stack *nog_stacks; /* pooled unguarded stacks */
     unsigned nnog;
     struct io_uring ring;
+    struct tpc__ep *ep; /* the epoll backend's state (core/epoll.c); NULL: the shard runs io_uring */
+    /* The blocking pool, as the io layer leaves it here (tpc_blocking): where the epoll backend
+     * sends what only a helper thread can do. */
+    int (*blocking)(long (*fn)(void *), void *arg, long *result);
     bool ring_ok;
     bool ring_fd_registered;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */

@@ -19,6 +19,7 @@
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "epoll.h"
 #include "rings.h"
 #include "uring.h"
 
@@ -83,6 +84,8 @@ struct io_uring_sqe *tpc__sqe(struct tpc__shard *s)
     if (tpc__fault_no_sqe())
         return NULL;
 #endif
+    if (TPC_UNLIKELY(s->ep))
+        return tpc__ep_sqe(s);
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     if (!sqe) {
         if (io_uring_submit(&s->ring) > 0)
@@ -130,9 +133,20 @@ static void arm_signal(struct tpc__shard *s)
     io_uring_sqe_set_data(sqe, &s->sig_op);
 }
 
+/* Why io_uring_setup failed, and what to do about it. */
+static const char *ring_why(int rc)
+{
+    return rc == -EPERM    ? "io_uring is not permitted (check sysctl kernel.io_uring_disabled "
+                             "and seccomp filters)"
+           : rc == -ENOMEM ? "not enough lockable memory (raise RLIMIT_MEMLOCK with ulimit -l, "
+                             "or use fewer ring entries)"
+           : rc == -ENOSYS ? "this kernel has no io_uring (Linux >= 5.19 needed)"
+                           : "io_uring_setup failed";
+}
+
 /* Creates the shard's io_uring with the best flags this kernel takes, falling back one flag at a
- * time. Returns 0 or the kernel's error, having said why on stderr. */
-static int create_ring(struct tpc__shard *s)
+ * time. Returns 0 or the kernel's error, having said why on stderr unless `quiet`. */
+static int create_ring(struct tpc__shard *s, bool quiet)
 {
     /* TASKRUN_FLAG: the kernel flags the SQ ring when completions wait for this thread to enter
      * it, so a spinning shard notices them (spin_for_work). */
@@ -161,14 +175,9 @@ static int create_ring(struct tpc__shard *s)
             break;
     }
     if (rc < 0) {
-        const char *why = rc == -EPERM    ? "io_uring is not permitted (check sysctl "
-                                            "kernel.io_uring_disabled and seccomp filters)"
-                          : rc == -ENOMEM ? "not enough lockable memory (raise RLIMIT_MEMLOCK "
-                                            "with ulimit -l, or use fewer ring entries)"
-                          : rc == -ENOSYS ? "this kernel has no io_uring (Linux >= 5.19 needed)"
-                                          : "io_uring_setup failed";
-        fprintf(stderr, "libtpc: shard %u: cannot create its io_uring: %s: %s\n", s->id, why,
-                strerror(-rc));
+        if (!quiet)
+            fprintf(stderr, "libtpc: shard %u: cannot create its io_uring: %s: %s\n", s->id,
+                    ring_why(rc), strerror(-rc));
         return rc;
     }
     s->ring_ok = true;
@@ -185,7 +194,7 @@ static int create_ring(struct tpc__shard *s)
  * for and not possible. */
 static int check_coalescing(struct tpc__shard *s)
 {
-    if (s->poll_wait)
+    if (s->poll_wait || s->ep)
         s->coalesce_us = 0; /* ppoll() has no such wait */
     if (!s->coalesce_us || ((s->ring_features & TPC__FEAT_MIN_TIMEOUT) &&
                             (s->ring_flags & IORING_SETUP_DEFER_TASKRUN)))
@@ -197,6 +206,26 @@ static int check_coalescing(struct tpc__shard *s)
                 s->ring_features & TPC__FEAT_MIN_TIMEOUT ? "this ring has no DEFER_TASKRUN"
                                                          : "this kernel has no minimum wait");
     return -EOPNOTSUPP;
+}
+
+/* The backend (tpc_config.backend): io_uring, or epoll when asked for, or, in auto, when no
+ * ring can be set up at all; then one line per process says why (a silent fallback would hide
+ * a slowdown). */
+static int choose_backend(struct tpc__shard *s)
+{
+    tpc_backend b = s->rt->config.backend;
+    if (b != TPC_BACKEND_EPOLL) {
+        int rc = create_ring(s, b == TPC_BACKEND_AUTO);
+        if (rc == 0 || b == TPC_BACKEND_URING)
+            return rc;
+        static atomic_flag said = ATOMIC_FLAG_INIT;
+        if (!atomic_flag_test_and_set(&said))
+            fprintf(stderr,
+                    "libtpc: io_uring unavailable: %s: %s; running on the epoll backend instead "
+                    "(slower; TPC_BACKEND=uring makes this an error)\n",
+                    ring_why(rc), strerror(-rc));
+    }
+    return tpc__ep_init(s);
 }
 
 /* The shard's event sources: its io_uring, the eventfd other threads wake it through, and on
@@ -213,13 +242,15 @@ int tpc__shard_io_init(struct tpc__shard *s)
         fprintf(stderr, "libtpc: shard %u: eventfd: %s\n", s->id, strerror(errno));
         return rc;
     }
-    int rc = create_ring(s);
+    int rc = choose_backend(s);
     if (rc < 0 || (rc = check_coalescing(s)) < 0)
         return rc;
-    /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
-    s->ring_fd_registered = io_uring_register_ring_fd(&s->ring) == 1;
     s->wake_op.complete = wake_complete;
-    arm_wake(s);
+    if (!s->ep) {
+        /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
+        s->ring_fd_registered = io_uring_register_ring_fd(&s->ring) == 1;
+        arm_wake(s);
+    }
     if (s->id == 0 && s->rt->signals) {
         s->sig_fd = signalfd(-1, &s->rt->sigset, SFD_CLOEXEC);
         if (s->sig_fd < 0) {
@@ -230,7 +261,8 @@ int tpc__shard_io_init(struct tpc__shard *s)
         s->sig_op.complete = signal_complete;
         arm_signal(s);
     }
-    io_uring_submit(&s->ring);
+    if (!s->ep)
+        io_uring_submit(&s->ring);
     return 0;
 }
 
@@ -241,6 +273,10 @@ int tpc_features(char *buf, size_t size)
         return -EPERM;
     if (!buf && size)
         return -EINVAL;
+    if (s->ep)
+        return snprintf(buf, size, "epoll (%s), files on the blocking pool",
+                        s->rt->config.backend == TPC_BACKEND_EPOLL ? "asked for"
+                                                                   : "io_uring unavailable");
     static const struct {
         unsigned bit;
         const char *name;
@@ -273,6 +309,7 @@ int tpc_features(char *buf, size_t size)
 
 void tpc__shard_io_fini(struct tpc__shard *s)
 {
+    tpc__ep_fini(s);
     if (s->ring_ok) {
         RING_DESTROYING(&s->ring);
         io_uring_queue_exit(&s->ring); /* cancels the pending wake-up and signal reads */
@@ -415,6 +452,8 @@ static void reap(struct tpc__shard *s)
  * held in the kernel after the CQ ring overflowed (only an entry flushes them). */
 static inline bool io_pending(struct tpc__shard *s)
 {
+    if (TPC_UNLIKELY(s->ep))
+        return tpc__ep_pending(s);
     return io_uring_cq_ready(&s->ring) ||
            (IO_URING_READ_ONCE(*s->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
@@ -564,6 +603,11 @@ static inline bool stop_phase(struct tpc__shard *s)
  * rings without that flag, while I/O is out. */
 static inline void io_phase(struct tpc__shard *s, bool worked)
 {
+    if (TPC_UNLIKELY(s->ep)) {
+        tpc__ep_poll(s, worked || s->runq.head || s->submit_deferred);
+        s->submit_deferred = false;
+        return;
+    }
     unsigned queued = io_uring_sq_ready(&s->ring);
     bool submit = queued && (s->runq.head || (worked && s->spin_ns > 0) || s->submit_deferred);
     if (submit || io_pending(s) || (s->inflight && !(s->ring_flags & IORING_SETUP_TASKRUN_FLAG))) {
@@ -582,6 +626,10 @@ static inline void io_phase(struct tpc__shard *s, bool worked)
  * `timeout` ns (<= 0: none); then reaps. */
 static void block(struct tpc__shard *s, int64_t timeout)
 {
+    if (TPC_UNLIKELY(s->ep)) {
+        tpc__ep_block(s, timeout);
+        return;
+    }
     int rc;
     uint64_t slept = tpc__clock_ns();
     s->n_io_submitted += io_uring_sq_ready(&s->ring);

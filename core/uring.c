@@ -7,6 +7,7 @@
  * operation (IORING_OP_ASYNC_CANCEL) and then waits, uninterruptibly, for the operation's own
  * final completion. If the operation finished anyway (the cancel came too late), its result
  * is returned: a read that consumed data reports it rather than losing it. */
+#include "epoll.h"
 #include "uring.h"
 
 static void io_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
@@ -116,6 +117,8 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
         return forced;
     }
 #endif
+    if (TPC_UNLIKELY(s->ep))
+        return tpc__ep_run(s, io, sqe);
     io->op.complete = io_complete;
     io->done = false;
     io->w.fiber = NULL;

@@ -5,6 +5,7 @@
 #define TPC_CORE_URING_H
 
 #include "internal.h"
+#include "epoll.h"
 
 /* Linux's own cap for one read or write. */
 #define TPC_IO_MAX 0x7ffff000u

@@ -23,6 +23,8 @@ static int table_make(struct tpc__shard *s, struct tpc__reg_table *t, bool files
 {
     if (t->made)
         return t->made < 0 ? t->made : 0;
+    if (s->ep)
+        return t->made = -EOPNOTSUPP; /* the kernel's tables need an io_uring */
     unsigned n = s->rt->config.registered_slots;
     t->slot = calloc(n, sizeof(*t->slot));
     if (!t->slot)

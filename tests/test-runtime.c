@@ -23,7 +23,7 @@ static void test_exit_status(void **state)
     assert_int_equal(tpc_run(&c, return_arg, (void *)7), 7);
     assert_int_equal(tpc_run(NULL, return_arg, (void *)0), 0);
     assert_int_equal(tpc_run(&c, NULL, NULL), -EINVAL);
-    c.reserved[3] = 1; /* a field of a later version */
+    c.reserved[2] = 1; /* a field of a later version */
     assert_int_equal(tpc_run(&c, return_arg, (void *)7), -EINVAL);
 }
 

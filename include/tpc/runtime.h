@@ -23,6 +23,13 @@ typedef enum tpc_placement {
     TPC_PLACE_NODE,   /* one per NUMA node: its first allowed PU */
 } tpc_placement;
 
+/* The I/O backend a shard runs (tpc_config.backend). */
+typedef enum tpc_backend {
+    TPC_BACKEND_AUTO = 0, /* io_uring; epoll if no ring can be set up at all (said once) */
+    TPC_BACKEND_URING,    /* io_uring only: tpc_run fails if it cannot be set up */
+    TPC_BACKEND_EPOLL,    /* epoll: readiness and the blocking pool (docs/guide.md) */
+} tpc_backend;
+
 /* Runtime configuration. Zero-initialise it, then set what you need; every zero field takes its
  * default. Fields left zero fall back to the environment where noted. core/config.c holds the
  * defaults and bounds of the numeric fields in one table; docs/guide.md lists them. */
@@ -125,10 +132,17 @@ typedef struct tpc_config {
      * (tpc_buffer_register, tpc_file_register), each created on its first use. 0: 1024. In
      * [1, 16384]. */
     uint32_t registered_slots;
+    /* The I/O backend. TPC_BACKEND_AUTO (0): TPC_BACKEND from the environment ("auto",
+     * "uring" or "epoll"), else auto: io_uring, or, when the ring cannot be set up at all
+     * (io_uring disabled by sysctl or blocked by seccomp, as in default container profiles;
+     * not in the kernel; too little locked memory), epoll, printing once per process the cause
+     * and the fallback. TPC_BACKEND_URING turns that case into an error. docs/guide.md says
+     * what behaves differently on epoll. tpc_features() and tpc_shard_stats name the backend. */
+    tpc_backend backend;
     /* Room to grow without changing the struct's size: leave zero (a config initialised with
      * `{...}` or memset is). Later versions give these bytes meanings; this one refuses a
      * config with any of them set (-EINVAL). */
-    uint64_t reserved[4];
+    uint64_t reserved[3];
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
