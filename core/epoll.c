@@ -169,6 +169,10 @@ static int rw_nowait(struct ep_op *o, bool write, const struct iovec *iov, int c
     off_t off = (off_t)o->sqe.off;
     ssize_t n = write ? pwritev2(o->fd, iov, cnt, off, RWF_NOWAIT)
                       : preadv2(o->fd, iov, cnt, off, RWF_NOWAIT);
+    if (n < 0 && errno == ESPIPE && off == 0) { /* io_uring takes 0 for a stream: so do we */
+        o->sqe.off = (uint64_t)-1;
+        return rw_nowait(o, write, iov, cnt);
+    }
     if (n >= 0)
         return (int)n;
     if (errno != EOPNOTSUPP)
@@ -343,6 +347,17 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
 
 /* ---- The same on a helper thread, blocking (it touches only the record) ---- */
 
+static long rw_blocking(int fd, const struct io_uring_sqe *q, const struct iovec *iov, int cnt)
+{
+    bool write = q->opcode == IORING_OP_WRITE || q->opcode == IORING_OP_WRITEV ||
+                 q->opcode == IORING_OP_WRITE_FIXED;
+    off_t off = (off_t)q->off;
+    long r = write ? pwritev2(fd, iov, cnt, off, 0) : preadv2(fd, iov, cnt, off, 0);
+    if (r < 0 && errno == ESPIPE && off == 0)
+        r = write ? pwritev2(fd, iov, cnt, -1, 0) : preadv2(fd, iov, cnt, -1, 0);
+    return r;
+}
+
 static long run_blocking(void *arg)
 {
     struct ep_op *o = arg;
@@ -362,11 +377,7 @@ static long run_blocking(void *arg)
     case IORING_OP_WRITE:
     case IORING_OP_READ_FIXED:
     case IORING_OP_WRITE_FIXED:
-        if (q->opcode == IORING_OP_WRITE || q->opcode == IORING_OP_WRITEV ||
-            q->opcode == IORING_OP_WRITE_FIXED)
-            r = pwritev2(o->fd, iov, cnt, (off_t)q->off, 0);
-        else
-            r = preadv2(o->fd, iov, cnt, (off_t)q->off, 0);
+        r = rw_blocking(o->fd, q, iov, cnt);
         break;
     case IORING_OP_FSYNC:
         r = (q->fsync_flags & IORING_FSYNC_DATASYNC) ? fdatasync(o->fd) : fsync(o->fd);
