@@ -1,7 +1,9 @@
-/* When io_uring cannot be used, tpc_run fails with the errno and a message that names the cause
- * and the fix: ENOMEM, ENOSYS and EPERM forced through fault injection (when built in), as is a
- * kernel without the minimum wait that coalescing needs (EOPNOTSUPP), then a real EPERM from a
- * seccomp filter that refuses io_uring_setup (the last test here: a filter cannot be removed). */
+/* When io_uring cannot be used and TPC_BACKEND_URING is asked for, tpc_run fails with the errno
+ * and a message that names the cause and the fix: ENOMEM, ENOSYS and EPERM forced through fault
+ * injection (when built in), as is a kernel without the minimum wait that coalescing needs
+ * (EOPNOTSUPP), then a real EPERM from a seccomp filter that refuses io_uring_setup (the last
+ * test here: a filter cannot be removed), under which the default (auto) runs on epoll and
+ * says so once per process. tests/test-fallback.c serves HTTP that way. */
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -49,7 +51,7 @@ static void test_forced_setup_errors(void **state)
     } cases[] = {
         {ENOMEM, "RLIMIT_MEMLOCK"}, {ENOSYS, "no io_uring"}, {EPERM, "kernel.io_uring_disabled"}};
     char out[4096];
-    tpc_config c = {.shards = 2};
+    tpc_config c = {.shards = 2, .backend = TPC_BACKEND_URING};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         tpc__fault_setup(cases[i].err);
         assert_int_equal(run_capturing(&c, out, sizeof(out)), -cases[i].err);
@@ -86,10 +88,20 @@ static void test_seccomp_denies_io_uring(void **state)
     assert_int_equal(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
     assert_int_equal(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
     char out[4096];
-    tpc_config c = {.shards = 2};
+    tpc_config c = {.shards = 2, .backend = TPC_BACKEND_URING};
     assert_int_equal(run_capturing(&c, out, sizeof(out)), -EPERM);
     assert_non_null(strstr(out, "io_uring is not permitted"));
     assert_non_null(strstr(out, "seccomp"));
+    /* auto: epoll, said once per process with the cause, whatever the number of shards. */
+    unsetenv("TPC_BACKEND");
+    c.backend = TPC_BACKEND_AUTO;
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), 99);
+    const char *line = strstr(out, "io_uring unavailable: io_uring is not permitted");
+    assert_non_null(line);
+    assert_non_null(strstr(line, "running on the epoll backend"));
+    assert_null(strstr(line + 1, "io_uring unavailable"));
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), 99);
+    assert_null(strstr(out, "io_uring unavailable")); /* once per process */
 }
 
 int main(void)

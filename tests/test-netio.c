@@ -196,6 +196,7 @@ static int enters_main(void *arg)
 static void test_enters(void **state)
 {
     (void)state;
+    SKIP_IF(on_epoll(), "counts io_uring_enter calls");
     tpc_config c = {.shards = 1, .spin_ns = -1}; /* with a spin, it submits before spinning */
     run_config(&c, enters_main, NULL);
 }
@@ -360,6 +361,7 @@ static int no_op(void *arg)
 static void test_coalesce(void **state)
 {
     (void)state;
+    SKIP_IF(on_epoll(), "wake-up coalescing is io_uring's (ignored on epoll)");
     tpc_config c = {.shards = 1, .spin_ns = -1, .coalesce_us = 10000};
     /* test-engine checks the error itself */
     SKIP_IF(tpc_run(&c, no_op, NULL) == -EOPNOTSUPP, "coalescing needs Linux 6.12");
