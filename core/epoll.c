@@ -40,6 +40,7 @@ enum { RUN_DONE, RUN_WAIT, RUN_POOL };
 
 struct ep_op {
     tpc_list node;           /* in its descriptor's queue, or the retry list */
+    struct ep_op *hnext;     /* a loop operation: in the table by op (for a cancel) */
     struct io_uring_sqe sqe; /* the operation, copied */
     struct tpc__op *op;      /* told the result (loop operations); NULL: nobody */
     struct tpc__io *io;      /* a fiber's operation (on its stack), else NULL */
@@ -81,7 +82,9 @@ struct tpc__ep {
     struct ep_bufring *brs; /* by group id */
     unsigned nbrs;
     unsigned eager;
-    unsigned nwaiting; /* loop operations waiting (for the stop check) */
+    unsigned nwaiting;   /* loop operations waiting or on the pool */
+    struct ep_op **byop; /* loop operations by their op (a chained hash table) */
+    unsigned nbyop, mask;
     struct epoll_event ev[EP_EVENTS];
 };
 
@@ -134,6 +137,73 @@ static void unwait(struct tpc__ep *e, struct ep_op *o)
     o->waiting = false;
     if (!o->io)
         e->nwaiting--;
+}
+
+/* ---- Loop operations by their op, for a cancel (which names only the op) ---- */
+
+static unsigned op_hash(const struct tpc__ep *e, const struct tpc__op *op)
+{
+    uint64_t h = (uint64_t)(uintptr_t)op * 0x9e3779b97f4a7c15ull;
+    return (unsigned)(h >> 32) & e->mask;
+}
+
+/* Grows the table to keep chains short (without memory, the chains grow instead). */
+static void byop_grow(struct tpc__ep *e)
+{
+    unsigned n = e->mask ? 2 * (e->mask + 1) : 64;
+    struct ep_op **t = calloc(n, sizeof(*t));
+    if (!t)
+        return;
+    struct ep_op **old = e->byop;
+    unsigned oldn = e->mask ? e->mask + 1 : 0;
+    e->byop = t;
+    e->mask = n - 1;
+    for (unsigned i = 0; i < oldn; i++)
+        for (struct ep_op *o = old[i], *next; o; o = next) {
+            next = o->hnext;
+            unsigned h = op_hash(e, o->op);
+            o->hnext = t[h];
+            t[h] = o;
+        }
+    free(old);
+}
+
+static void byop_add(struct tpc__ep *e, struct ep_op *o)
+{
+    if (!o->op)
+        return;
+    if (e->nbyop >= 2 * (e->mask + 1) || !e->byop)
+        byop_grow(e);
+    if (!e->byop) {
+        o->op = NULL; /* out of memory: it cannot be cancelled, but it completes */
+        return;
+    }
+    unsigned h = op_hash(e, o->op);
+    o->hnext = e->byop[h];
+    e->byop[h] = o;
+    e->nbyop++;
+}
+
+static void byop_del(struct tpc__ep *e, struct ep_op *o)
+{
+    if (!o->op || !e->byop)
+        return;
+    for (struct ep_op **p = &e->byop[op_hash(e, o->op)]; *p; p = &(*p)->hnext)
+        if (*p == o) {
+            *p = o->hnext;
+            e->nbyop--;
+            return;
+        }
+}
+
+static struct ep_op *byop_find(struct tpc__ep *e, const struct tpc__op *op)
+{
+    if (!op || !e->byop)
+        return NULL;
+    for (struct ep_op *o = e->byop[op_hash(e, op)]; o; o = o->hnext)
+        if (o->op == op)
+            return o;
+    return NULL;
 }
 
 /* ---- Carrying out one operation, without blocking ---- */
@@ -440,8 +510,7 @@ static void loop_done(struct tpc__shard *s, struct ep_op *o, int res, unsigned f
 {
     if (o->sqe.opcode == IORING_OP_CONNECT)
         connect_restore(o);
-    if (o->op)
-        o->op->ep = NULL;
+    byop_del(s->ep, o);
     cq_push(s, o->op, res, flags);
     free(o);
 }
@@ -560,7 +629,7 @@ static int pool_fiber(void *arg)
  * done. */
 static void cancel_op(struct tpc__shard *s, struct tpc__op *target)
 {
-    struct ep_op *o = target ? target->ep : NULL;
+    struct ep_op *o = byop_find(s->ep, target);
     if (!o)
         return;
     if (o->pool_fiber) {
@@ -639,8 +708,7 @@ static void submit(struct tpc__shard *s)
         }
         *o = (struct ep_op){.sqe = *q, .op = op, .fd = q->fd, .saved_fl = -1};
         tpc__list_init(&o->node);
-        if (op)
-            op->ep = o;
+        byop_add(e, o);
         step(s, o, -1);
     }
     e->nsq = 0;
@@ -827,6 +895,7 @@ void tpc__ep_fini(struct tpc__shard *s)
     free(e->sq);
     free(e->cq);
     free(e->brs);
+    free(e->byop);
     free(e);
     s->ep = NULL;
 }

@@ -128,7 +128,6 @@ struct tpc__msg {
  * CQE. Every in-flight operation belongs to some waiting task or to the loop itself. */
 struct tpc__op {
     void (*complete)(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags);
-    void *ep; /* the epoll backend's record while it carries the operation out (core/epoll.c) */
 };
 
 struct tpc__stack {
