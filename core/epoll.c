@@ -278,8 +278,8 @@ static int accept_one(struct ep_op *o)
     if (fl >= 0 && !(fl & O_NONBLOCK))
         fcntl(o->fd, F_SETFL, fl | O_NONBLOCK);
     socklen_t *len = (socklen_t *)(uintptr_t)o->sqe.off;
-    int fd = accept4(o->fd, (struct sockaddr *)(uintptr_t)o->sqe.addr, len,
-                     (int)o->sqe.accept_flags);
+    int fd =
+        accept4(o->fd, (struct sockaddr *)(uintptr_t)o->sqe.addr, len, (int)o->sqe.accept_flags);
     return fd < 0 ? -errno : fd;
 }
 
@@ -378,7 +378,8 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
             return RUN_POOL;
         break;
     case IORING_OP_RECV:
-        r = (q->flags & IOSQE_BUFFER_SELECT) ? recv_select(e, o) : (int)recv(o->fd, buf, q->len, flags);
+        r = (q->flags & IOSQE_BUFFER_SELECT) ? recv_select(e, o)
+                                             : (int)recv(o->fd, buf, q->len, flags);
         if (!(q->flags & IOSQE_BUFFER_SELECT) && r < 0)
             r = -errno;
         break;
@@ -468,8 +469,7 @@ static long run_blocking(void *arg)
         r = unlinkat(o->fd, path, (int)q->unlink_flags);
         break;
     case IORING_OP_RENAMEAT:
-        r = renameat2(o->fd, path, (int)q->len, (const char *)(uintptr_t)q->off,
-                      q->rename_flags);
+        r = renameat2(o->fd, path, (int)q->len, (const char *)(uintptr_t)q->off, q->rename_flags);
         break;
     case IORING_OP_MKDIRAT:
         r = mkdirat(o->fd, path, (mode_t)q->len);

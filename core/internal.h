@@ -244,7 +244,8 @@ struct tpc__shard {
     struct tpc__stack *nog_stacks; /* pooled unguarded stacks */
     unsigned nnog;
     struct io_uring ring;
-    struct tpc__ep *ep; /* the epoll backend's state (core/epoll.c); NULL: the shard runs io_uring */
+    struct tpc__ep
+        *ep; /* the epoll backend's state (core/epoll.c); NULL: the shard runs io_uring */
     /* The blocking pool, as the io layer leaves it here (tpc_blocking): where the epoll backend
      * sends what only a helper thread can do. */
     int (*blocking)(long (*fn)(void *), void *arg, long *result);

@@ -26,7 +26,7 @@ struct tpc__reg_table {
     struct tpc__reg_slot *slot;
     unsigned n;
     int free_head, free_tail; /* the free list, taken at the head, given back at the tail */
-    int made; /* 0: not yet; 1: registered with the kernel; < 0: the error that prevented it */
+    int made;  /* 0: not yet; 1: registered with the kernel; < 0: the error that prevented it */
     bool dups; /* files on an epoll shard: each used slot holds a descriptor of its own */
 };
 

@@ -30,7 +30,7 @@ static int table_make(struct tpc__shard *s, struct tpc__reg_table *t, bool files
         return -ENOMEM; /* not remembered: may work next time */
     /* An epoll shard keeps the tables in user space only: a buffer is a checked range, a file a
      * descriptor of its own (core/epoll.c). */
-    int rc = s->ep  ? 0
+    int rc = s->ep   ? 0
              : files ? io_uring_register_files_sparse(&s->ring, n)
                      : io_uring_register_buffers_sparse(&s->ring, n);
     if (rc < 0) {
@@ -137,7 +137,8 @@ int tpc_buffer_unregister(int handle)
         return -EBUSY;
     struct iovec none = {NULL, 0};
     __u64 tag = 0;
-    int rc = s->ep ? 0 : io_uring_register_buffers_update_tag(&s->ring, (unsigned)i, &none, &tag, 1);
+    int rc =
+        s->ep ? 0 : io_uring_register_buffers_update_tag(&s->ring, (unsigned)i, &none, &tag, 1);
     if (rc < 0)
         return rc;
     slot_give(t, i);
@@ -197,8 +198,8 @@ int tpc_file_unregister(int handle)
     if (i < 0)
         return i;
     int none = -1; /* operations in flight keep their own reference to the file */
-    int rc = s->ep ? close(t->slot[i].fd), 0
-                   : io_uring_register_files_update(&s->ring, (unsigned)i, &none, 1);
+    int rc = s->ep ? close(t->slot[i].fd),
+        0          : io_uring_register_files_update(&s->ring, (unsigned)i, &none, 1);
     if (rc < 0)
         return rc;
     slot_give(t, i);

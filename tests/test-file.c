@@ -182,7 +182,7 @@ static int features_main(void *arg)
         CHECK(strstr(line, "io_uring") != NULL);
         CHECK(strstr(line, "NODROP") != NULL); /* every kernel this runs on has it */
     }
-    CHECK_EQ(tpc_features(line, 4), n);    /* truncated like snprintf, same length */
+    CHECK_EQ(tpc_features(line, 4), n); /* truncated like snprintf, same length */
     CHECK_EQ(strlen(line), 3);
     CHECK_EQ(tpc_features(NULL, 1), -EINVAL);
     return 0;

@@ -207,8 +207,9 @@ TPC_EXTERN int tpc_shard_count(void);
  * -EPERM outside a shard. */
 TPC_EXTERN int tpc_shard_cpu(void);
 
-/* Writes one line per shard to out: shard -> CPU (PU) -> core -> NUMA node, or "not pinned".
- * Returns 0, -EINVAL for a NULL out, -EPERM outside a shard. */
+/* Writes one line per shard to out: shard -> CPU (PU) -> core -> NUMA node, or "not pinned",
+ * then the I/O backend it runs ("io_uring" or "epoll"). Returns 0, -EINVAL for a NULL out,
+ * -EPERM outside a shard. */
 TPC_EXTERN int tpc_topology_report(FILE *out);
 
 /* ---- Work on other shards ----
@@ -285,6 +286,9 @@ typedef struct tpc_shard_stats {
     uint64_t io_enters;       /* the loop's kernel entries for I/O: submit-and-reap, sleep
                                * (ppoll too, under valgrind), submit on a full SQ ring */
     uint64_t stalls;          /* times the shard stayed away from its loop past stall_ms */
+    uint64_t backend;         /* the I/O backend it runs: TPC_BACKEND_URING or _EPOLL; on
+                               * epoll, io_submitted and io_completed count the operations the
+                               * backend carried out, io_enters its epoll_wait calls */
 } tpc_shard_stats;
 
 /* Reads shard `shard`'s counters into *out (by a message to that shard; suspends). Returns as
