@@ -274,9 +274,12 @@ static int rw(struct ep_op *o)
  * shard (another shard may take the connection first). */
 static int accept_one(struct ep_op *o)
 {
-    int fl = fcntl(o->fd, F_GETFL);
-    if (fl >= 0 && !(fl & O_NONBLOCK))
-        fcntl(o->fd, F_SETFL, fl | O_NONBLOCK);
+    if (o->saved_fl < 0) { /* once per operation (a multishot accept's lasts) */
+        int fl = fcntl(o->fd, F_GETFL);
+        if (fl >= 0 && !(fl & O_NONBLOCK))
+            fcntl(o->fd, F_SETFL, fl | O_NONBLOCK);
+        o->saved_fl = 0;
+    }
     socklen_t *len = (socklen_t *)(uintptr_t)o->sqe.off;
     int fd =
         accept4(o->fd, (struct sockaddr *)(uintptr_t)o->sqe.addr, len, (int)o->sqe.accept_flags);

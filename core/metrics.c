@@ -32,12 +32,14 @@ void tpc__stats_read(struct tpc__shard *s, tpc_shard_stats *out)
         .io_enters = s->n_io_enters,
         .stalls = atomic_load_explicit(&s->n_stalls, memory_order_relaxed),
         .backend = s->ep ? TPC_BACKEND_EPOLL : TPC_BACKEND_URING,
+        .cq_overflows = s->n_cq_overflows,
     };
 }
 
 /* The counters of tpc_shard_stats, in its order, then the gauges. */
-_Static_assert(sizeof(tpc_shard_stats) == (TPC__PUB_FIBERS + 2) * sizeof(uint64_t),
-               "tpc_shard_stats: the published counters, then stalls and the backend");
+_Static_assert(sizeof(tpc_shard_stats) == (TPC__PUB_FIBERS + 3) * sizeof(uint64_t),
+               "tpc_shard_stats: the published counters, then stalls, the backend and "
+               "cq_overflows");
 void tpc__metrics_publish(struct tpc__shard *s)
 {
     tpc_shard_stats st;

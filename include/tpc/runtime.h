@@ -289,6 +289,8 @@ typedef struct tpc_shard_stats {
     uint64_t backend;         /* the I/O backend it runs: TPC_BACKEND_URING or _EPOLL; on
                                * epoll, io_submitted and io_completed count the operations the
                                * backend carried out, io_enters its epoll_wait calls */
+    uint64_t cq_overflows;    /* times the loop found io_uring's completion queue overflowed
+                               * (the kernel kept the rest: nothing lost, flushed at once) */
 } tpc_shard_stats;
 
 /* Reads shard `shard`'s counters into *out (by a message to that shard; suspends). Returns as
