@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include "epoll.h"
 #include "rings.h"
@@ -215,22 +216,62 @@ static int check_coalescing(struct tpc__shard *s)
 /* The backend (tpc_config.backend): io_uring, or epoll when asked for, or, in auto, when no
  * ring can be set up at all; then one line per process says why (a silent fallback would hide
  * a slowdown). */
+static atomic_flag fallback_said = ATOMIC_FLAG_INIT;
+
+/* The oldest kernel whose io_uring has all the runtime uses (multishot accept, provided-buffer
+ * rings: Linux 5.19). Fills `why` and returns -ENOSYS on an older one. */
+#define MIN_MAJOR 5
+#define MIN_MINOR 19
+static int kernel_check(char *why, size_t size)
+{
+    struct utsname u;
+    const char *rel = uname(&u) == 0 ? u.release : "";
+#ifdef TPC_FAULT_INJECTION
+    if (tpc__fault_kernel())
+        rel = tpc__fault_kernel();
+#endif
+    int major = 0, minor = 0;
+    if (sscanf(rel, "%d.%d", &major, &minor) != 2 || major > MIN_MAJOR ||
+        (major == MIN_MAJOR && minor >= MIN_MINOR))
+        return 0; /* (an unreadable version: io_uring_setup will tell) */
+    snprintf(why, size,
+             "Linux %d.%d is older than %d.%d, the oldest whose io_uring libtpc supports "
+             "(multishot accept, buffer rings)",
+             major, minor, MIN_MAJOR, MIN_MINOR);
+    return -ENOSYS;
+}
+
 static int choose_backend(struct tpc__shard *s)
 {
     tpc_backend b = s->rt->config.backend;
     if (b != TPC_BACKEND_EPOLL) {
-        int rc = create_ring(s, b == TPC_BACKEND_AUTO);
-        if (rc == 0 || b == TPC_BACKEND_URING)
+        char why[160];
+        int rc = kernel_check(why, sizeof(why));
+        if (rc < 0 && b == TPC_BACKEND_URING) {
+            fprintf(stderr, "libtpc: shard %u: cannot use io_uring: %s\n", s->id, why);
             return rc;
-        static atomic_flag said = ATOMIC_FLAG_INIT;
-        if (!atomic_flag_test_and_set(&said))
+        }
+        if (rc == 0) {
+            rc = create_ring(s, b == TPC_BACKEND_AUTO);
+            if (rc == 0 || b == TPC_BACKEND_URING)
+                return rc;
+            snprintf(why, sizeof(why), "%s: %s", ring_why(rc), strerror(-rc));
+        }
+        if (!atomic_flag_test_and_set(&fallback_said))
             fprintf(stderr,
-                    "libtpc: io_uring unavailable: %s: %s; running on the epoll backend instead "
+                    "libtpc: io_uring unavailable: %s; running on the epoll backend instead "
                     "(slower; TPC_BACKEND=uring makes this an error)\n",
-                    ring_why(rc), strerror(-rc));
+                    why);
     }
     return tpc__ep_init(s);
 }
+
+#ifdef TPC_FAULT_INJECTION
+void tpc__fault_fallback_unsay(void)
+{
+    atomic_flag_clear(&fallback_said);
+}
+#endif
 
 /* The shard's event sources: its io_uring, the eventfd other threads wake it through, and on
  * shard 0 the signalfd of the runtime's stop signals. */

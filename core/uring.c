@@ -39,6 +39,18 @@ int tpc__fault_setup_err(void)
     return atomic_load(&setup_fault);
 }
 
+static _Atomic(const char *) fake_kernel;
+
+void tpc__fault_kernel_set(const char *release)
+{
+    atomic_store(&fake_kernel, release);
+}
+
+const char *tpc__fault_kernel(void)
+{
+    return atomic_load(&fake_kernel);
+}
+
 static _Atomic unsigned hidden_features;
 
 void tpc__fault_hide_features(unsigned mask)

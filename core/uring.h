@@ -102,6 +102,11 @@ unsigned tpc__fault_hidden_features(void);
 /* After `skip` more successful calls, the next `count` calls of tpc__sqe() on this thread find
  * no free SQE, as when the kernel will not take the queued ones. */
 void tpc__fault_sqe(unsigned skip, unsigned count);
+/* Every shard start reads kernel release `release` instead of uname's (NULL: uname's again). */
+void tpc__fault_kernel_set(const char *release);
+const char *tpc__fault_kernel(void);
+/* The next fallback to epoll is said on stderr again, as in a fresh process (core/shard.c). */
+void tpc__fault_fallback_unsay(void);
 /* The next `count` fiber spawns on this thread fail with -err (core/task.c). */
 void tpc__fault_spawn(int err, unsigned count);
 bool tpc__fault_no_sqe(void);

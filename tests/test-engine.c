@@ -8,6 +8,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -41,6 +42,16 @@ static int run_capturing(const tpc_config *c, char *out, size_t size)
     return rc;
 }
 
+#ifdef TPC_FAULT_INJECTION
+static int count(const char *text, const char *part)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, part)) != NULL; p++)
+        n++;
+    return n;
+}
+#endif
+
 static void test_forced_setup_errors(void **state)
 {
     (void)state;
@@ -60,6 +71,36 @@ static void test_forced_setup_errors(void **state)
     }
     tpc__fault_setup(0);
     assert_int_equal(tpc_run(&c, never, NULL), 99); /* and it works again */
+
+    /* auto: the same failure runs on epoll, said once for the process with its cause. */
+    const char *env = getenv("TPC_BACKEND");
+    char *saved = env ? strdup(env) : NULL;
+    unsetenv("TPC_BACKEND");
+    c.backend = TPC_BACKEND_AUTO;
+    tpc__fault_setup(ENOMEM);
+    tpc__fault_fallback_unsay();
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), 99);
+    assert_int_equal(count(out, "io_uring unavailable"), 1);
+    assert_non_null(strstr(out, "RLIMIT_MEMLOCK"));
+    assert_non_null(strstr(out, "running on the epoll backend"));
+    tpc__fault_setup(0);
+
+    /* A kernel older than the oldest supported: refused with uring, epoll with auto. */
+    tpc__fault_kernel_set("5.15.0-91-generic");
+    tpc__fault_fallback_unsay();
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), 99);
+    assert_non_null(strstr(out, "io_uring unavailable: Linux 5.15 is older than 5.19"));
+    c.backend = TPC_BACKEND_URING;
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), -ENOSYS);
+    assert_non_null(strstr(out, "Linux 5.15 is older than 5.19"));
+    assert_null(strstr(out, "epoll"));
+    tpc__fault_kernel_set("5.19.0");
+    assert_int_equal(tpc_run(&c, never, NULL), 99);
+    tpc__fault_kernel_set(NULL);
+    tpc__fault_fallback_unsay(); /* test_seccomp_denies_io_uring expects the line again */
+    if (saved)
+        setenv("TPC_BACKEND", saved, 1);
+    free(saved);
 
     /* Coalescing on a kernel older than 6.12, which lacks the minimum wait. */
     tpc__fault_hide_features(1U << 15); /* IORING_FEAT_MIN_TIMEOUT */
