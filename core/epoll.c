@@ -839,6 +839,18 @@ int tpc__ep_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
     return io->res;
 }
 
+int tpc__ep_offload(struct tpc__shard *s, struct io_uring_sqe *sqe)
+{
+    struct ep_op o = {.sqe = *sqe, .fd = sqe->fd, .saved_fl = -1};
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data(sqe, NULL);
+    if (o.sqe.flags & IOSQE_FIXED_FILE)
+        return -EOPNOTSUPP;
+    long r = 0;
+    int rc = s->blocking ? s->blocking(run_blocking, &o, &r) : -EOPNOTSUPP;
+    return rc < 0 ? rc : (int)r;
+}
+
 /* ---- Set-up ---- */
 
 int tpc__ep_init(struct tpc__shard *s)

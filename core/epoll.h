@@ -31,5 +31,9 @@ bool tpc__ep_pending(struct tpc__shard *s);
 int tpc__ep_buf_ring(struct tpc__shard *s, struct io_uring_buf_ring *br, unsigned entries,
                      unsigned bgid);
 void tpc__ep_buf_ring_drop(struct tpc__shard *s, unsigned bgid);
+/* On an io_uring shard whose kernel lacks sqe's opcode (a file or path call): runs it on the
+ * blocking pool from the calling fiber instead; sqe becomes a no-op nobody waits for. Returns
+ * the result, or -EOPNOTSUPP for an operation only the ring could do. */
+int tpc__ep_offload(struct tpc__shard *s, struct io_uring_sqe *sqe);
 
 #endif

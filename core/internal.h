@@ -249,6 +249,7 @@ struct tpc__shard {
     /* The blocking pool, as the io layer leaves it here (tpc_blocking): where the epoll backend
      * sends what only a helper thread can do. */
     int (*blocking)(long (*fn)(void *), void *arg, long *result);
+    bool ops_missing; /* the kernel lacks an opcode the runtime uses (core/uring.c) */
     bool ring_ok;
     bool ring_fd_registered;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */

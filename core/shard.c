@@ -253,6 +253,8 @@ static int choose_backend(struct tpc__shard *s)
         }
         if (rc == 0) {
             rc = create_ring(s, b == TPC_BACKEND_AUTO);
+            if (rc == 0)
+                tpc__probe_ops(s);
             if (rc == 0 || b == TPC_BACKEND_URING)
                 return rc;
             snprintf(why, sizeof(why), "%s: %s", ring_why(rc), strerror(-rc));
@@ -335,7 +337,7 @@ int tpc_features(char *buf, size_t size)
                 {IORING_FEAT_EXT_ARG, "EXT_ARG"},
                 {IORING_FEAT_RW_CUR_POS, "RW_CUR_POS"},
                 {TPC__FEAT_MIN_TIMEOUT, "MIN_TIMEOUT"}};
-    char line[256];
+    char line[512];
     int n = snprintf(line, sizeof(line), "io_uring %u entries, setup:", s->ring.sq.ring_entries);
     for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]); i++)
         if (s->ring_flags & setup[i].bit)
@@ -347,6 +349,12 @@ int tpc_features(char *buf, size_t size)
     if (s->coalesce_us)
         n += snprintf(line + n, sizeof(line) - (size_t)n, "; wake-ups coalesced over %u us",
                       s->coalesce_us);
+    if (s->ops_missing) {
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "; on the blocking pool:");
+        for (unsigned op = 0; op < 64; op++)
+            if (tpc__op_missing(op))
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " op%u", op);
+    }
     n += snprintf(line + n, sizeof(line) - (size_t)n, "; ring fd %s%s",
                   s->ring_fd_registered ? "registered" : "not registered",
                   s->poll_wait ? "; sleeps in ppoll (valgrind)" : "");
