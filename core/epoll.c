@@ -57,6 +57,11 @@ struct ep_op {
 
 struct ep_fd {
     tpc_list q[3]; /* waiting to read, to write, for either (a poll) */
+    /* A read found nothing (EAGAIN) and no edge for reading has come since: the next read
+     * waits without trying (the edge that data brings will retry it). Cleared by such an edge,
+     * and when the descriptor is added to the epoll set afresh (a new file under that
+     * number: its add reports data that is there already). */
+    bool rd_dry;
 };
 
 struct ep_cqe {
@@ -99,9 +104,11 @@ static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
         *c = malloc(EP_CHUNK * sizeof(**c));
         if (!*c)
             return NULL;
-        for (unsigned i = 0; i < EP_CHUNK; i++)
+        for (unsigned i = 0; i < EP_CHUNK; i++) {
             for (int d = 0; d < 3; d++)
                 tpc__list_init(&(*c)[i].q[d]);
+            (*c)[i].rd_dry = false;
+        }
     }
     return &(*c)[fd % EP_CHUNK];
 }
@@ -121,7 +128,9 @@ static int fd_wait(struct tpc__ep *e, struct ep_op *o, int known)
     if (fd_idle(f) && o->wfd != known) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.fd = o->wfd};
-        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, o->wfd, &ev) < 0 && errno != EEXIST)
+        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, o->wfd, &ev) == 0)
+            f->rd_dry = false;
+        else if (errno != EEXIST)
             return -errno;
     }
     tpc__list_push(&f->q[o->dir], &o->node);
@@ -583,13 +592,29 @@ static bool to_wait(struct tpc__shard *s, struct ep_op *o, int known, int *how)
 /* Tries o (not waiting) and, unless it waits again, ends it: a fiber's is handed back, a loop
  * operation's result queued for the loop's completions. A multishot accept takes what is
  * queued (edge-triggered: until EAGAIN), 16 at a time, the rest at the next turn. */
+static bool reads(const struct ep_op *o)
+{
+    unsigned op = o->sqe.opcode;
+    return op == IORING_OP_RECV || op == IORING_OP_RECVMSG || op == IORING_OP_READ ||
+           op == IORING_OP_READV || op == IORING_OP_ACCEPT;
+}
+
 static void step(struct tpc__shard *s, struct ep_op *o, int known)
 {
     struct tpc__ep *e = s->ep;
+    struct ep_fd *f = reads(o) ? fd_of(e, o->fd) : NULL;
     for (int round = 0;; round++) {
-        int how = attempt(e, o);
-        if (how == RUN_WAIT && to_wait(s, o, known, &how))
+        bool dry = f && f->rd_dry; /* nothing to read: skip the system call that says so */
+        int how = RUN_WAIT;
+        if (dry)
+            o->dir = DIR_RD, o->wfd = o->fd, o->cflags = 0;
+        else
+            how = attempt(e, o);
+        if (how == RUN_WAIT && to_wait(s, o, known, &how)) {
+            if (f && !dry && o->dir == DIR_RD)
+                f->rd_dry = true; /* after the add: data since then brings an edge */
             return;
+        }
         if (how == RUN_POOL && !to_pool(s, o))
             return;
         if (o->io) {
@@ -680,8 +705,10 @@ static void on_events(struct tpc__shard *s, int n)
         struct ep_fd *f = fd_of(e, fd);
         if (!f)
             continue;
-        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            f->rd_dry = false;
             retry(s, &f->q[DIR_RD], fd);
+        }
         if (m & (EPOLLOUT | EPOLLHUP | EPOLLERR))
             retry(s, &f->q[DIR_WR], fd);
         retry(s, &f->q[DIR_ANY], fd);
