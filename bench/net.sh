@@ -18,7 +18,8 @@
 # tpc-tuned adds TPC_SPIN_NS=-1 (no spinning before sleeping; NET_TPC_SPIN_NS to change), which
 # measured 4-18 % less CPU per plain request, since the next request rarely lands within the
 # 10 µs spin; tpc-co is tpc-tuned with wake-up coalescing as well (TPC_COALESCE_US, 50 µs unless
-# NET_TPC_COALESCE_US says otherwise); tpc-nostall (not in the default lists) is tpc with the stall
+# NET_TPC_COALESCE_US says otherwise); tpc-ep is tpc-tuned on the epoll backend (TPC_BACKEND=epoll:
+# what runs where io_uring cannot, against the raw epoll peer); tpc-nostall (not in the default lists) is tpc with the stall
 # detector off (TPC_STALL_MS=-1), to measure the detector's cost. The HTTP lines also give the system part of the CPU per
 # request and wrk's 99th percentile latency.
 # Builds what is missing: libtpc and the C peers in build/release (BUILD=dir to change),
@@ -27,8 +28,8 @@
 # scripts/setup.sh (apt-get).
 # nginx and haproxy run in the foreground from a config generated in a temporary directory (one
 # worker process; one thread). Environment: SECONDS, ROUNDS, BUILD, JOBS, PORT (first of the
-# ports used, 18080), NET_SERVERS (default "tpc tpc-tuned tpc-co epoll tokio nginx libuv
-# haproxy"), NET_ECHO_SERVERS ("tpc tpc-tuned tpc-co epoll tokio libuv"); set but empty, they
+# ports used, 18080), NET_SERVERS (default "tpc tpc-tuned tpc-co tpc-ep epoll tokio nginx libuv
+# haproxy"), NET_ECHO_SERVERS ("tpc tpc-tuned tpc-co tpc-ep epoll tokio libuv"); set but empty, they
 # select no server. scripts/bench.sh, the one driver of every benchmark, calls this once per
 # round with the servers in its rotated order; the helpers both use are in bench/lib.sh.
 set -euo pipefail
@@ -47,8 +48,8 @@ build=$(abs_path "${BUILD:-$repo/build/release}")
 port0=${PORT:-18080}
 tpc_spin=${NET_TPC_SPIN_NS:--1}
 tpc_coalesce=${NET_TPC_COALESCE_US:-50}
-read -ra http_servers <<<"${NET_SERVERS-tpc tpc-tuned tpc-co epoll tokio nginx libuv haproxy}"
-read -ra echo_servers <<<"${NET_ECHO_SERVERS-tpc tpc-tuned tpc-co epoll tokio libuv}"
+read -ra http_servers <<<"${NET_SERVERS-tpc tpc-tuned tpc-co tpc-ep epoll tokio nginx libuv haproxy}"
+read -ra echo_servers <<<"${NET_ECHO_SERVERS-tpc tpc-tuned tpc-co tpc-ep epoll tokio libuv}"
 # tpc-co needs the kernel's minimum wait (Linux 6.12): before that, leave it out.
 if ! kernel_at_least 6 12; then
     for list in http_servers echo_servers; do
@@ -224,6 +225,7 @@ start_server() {
         tpc-tuned) cmd+=(TPC_SPIN_NS="$tpc_spin") ;;
         tpc-co) cmd+=(TPC_SPIN_NS="$tpc_spin" TPC_COALESCE_US="$tpc_coalesce") ;;
         tpc-nostall) cmd+=(TPC_STALL_MS=-1) ;;
+        tpc-ep) cmd+=(TPC_SPIN_NS="$tpc_spin" TPC_BACKEND=epoll) ;;
         esac
         if [ "$kind" = http ]; then cmd+=("$tpc_http"); else cmd+=("$tpc_echo"); fi
         cmd+=(--shards 1 --listen "127.0.0.1:$port")
@@ -368,7 +370,7 @@ run_echo() { # run_echo NAME PORT CONNS
 
 port_of() { # a port per server and kind, so that no run meets the previous one's TIME_WAITs
     local i=0 s
-    for s in tpc epoll tokio nginx libuv haproxy tpc-co tpc-tuned; do
+    for s in tpc epoll tokio nginx libuv haproxy tpc-co tpc-tuned tpc-ep; do
         [ "$s" = "$1" ] && break
         i=$((i + 1))
     done
@@ -417,6 +419,7 @@ spin_of() {
     tpc-tuned) echo ", $spin_text" ;;
     tpc-co) echo ", $spin_text, TPC_COALESCE_US=$tpc_coalesce" ;;
     tpc-nostall) echo ", --shards 1, the stall detector off (TPC_STALL_MS=-1)" ;;
+    tpc-ep) echo ", $spin_text, the epoll backend (TPC_BACKEND=epoll)" ;;
     esac
 }
 for s in "${http_servers[@]}"; do
@@ -495,7 +498,7 @@ if [ "$rounds" -gt 1 ]; then
     for m in http_cpu "http_pipe${depth}_cpu"; do
         label=plain
         [ "$m" = http_cpu ] || label="pipe$depth"
-        for ours in tpc tpc-tuned tpc-co; do
+        for ours in tpc tpc-tuned tpc-co tpc-ep; do
             [[ " ${http_servers[*]} " == *" $ours "* ]] || continue
             line=""
             for s in "${http_servers[@]}"; do
@@ -515,6 +518,7 @@ echo "  measured 4-18 % more CPU per plain request here: the next request rarely
 echo "- tpc-co: tpc-tuned with wake-up coalescing (TPC_COALESCE_US=$tpc_coalesce, tpc_config.coalesce_us): a"
 echo "  sleeping shard wakes once per batch of completions; it costs latency where few requests"
 echo "  are in flight (see the echo lines with 1 connection). p99-ms: wrk's 99th percentile."
+echo "- tpc-ep: tpc-tuned on the epoll backend (TPC_BACKEND=epoll), as where io_uring cannot run."
 echo "- sys-us/req: the kernel's part of cpu-us/req (stime), mostly loopback TCP, which no server"
 echo "  avoids; the rest is the server's own user time."
 echo "- epoll-server: level-triggered epoll, one read per wakeup. uv-server: one libuv loop,"

@@ -56,6 +56,27 @@ static int from_env(const char *name, long long min, long long max, const char *
     return 0;
 }
 
+/* tpc_config.backend, or TPC_BACKEND when it is left 0 (auto). */
+static int resolve_backend(tpc_config *c)
+{
+    if ((unsigned)c->backend > TPC_BACKEND_EPOLL) {
+        fprintf(stderr, "libtpc: tpc_config.backend %d is not a tpc_backend\n", (int)c->backend);
+        return -EINVAL;
+    }
+    const char *env = getenv("TPC_BACKEND");
+    if (c->backend != TPC_BACKEND_AUTO || !env || !*env || !strcmp(env, "auto"))
+        return 0;
+    if (!strcmp(env, "uring") || !strcmp(env, "io_uring"))
+        c->backend = TPC_BACKEND_URING;
+    else if (!strcmp(env, "epoll"))
+        c->backend = TPC_BACKEND_EPOLL;
+    else {
+        fprintf(stderr, "libtpc: TPC_BACKEND='%s' is not auto, uring or epoll\n", env);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* New fields come out of `reserved`: the struct keeps its size (on LP64, where a pointer takes
  * one reserved word). */
 _Static_assert(sizeof(void *) != 8 || sizeof(tpc_config) == 184, "tpc_config changed size");
@@ -89,7 +110,7 @@ int tpc__config_resolve(const tpc_config *in, tpc_config *c)
     c->field = (__typeof__(c->field))(v ? v : (long long)(dflt));
     TPC__CONFIG_NUMBERS(X)
 #undef X
-    return 0;
+    return resolve_backend(c);
 }
 
 /* The default ring size for n shards: 1024 slots, halved until the n - 1 rings a shard receives

@@ -49,6 +49,7 @@
 
 struct tpc__shard;
 struct tpc_runtime;
+struct tpc__ep;
 
 /* What a suspended fiber waits on. A waker unlinks it (if queued) and calls tpc__wake();
  * cancellation does the same with -ECANCELED. */
@@ -243,6 +244,12 @@ struct tpc__shard {
     struct tpc__stack *nog_stacks; /* pooled unguarded stacks */
     unsigned nnog;
     struct io_uring ring;
+    struct tpc__ep
+        *ep; /* the epoll backend's state (core/epoll.c); NULL: the shard runs io_uring */
+    /* The blocking pool, as the io layer leaves it here (tpc_blocking): where the epoll backend
+     * sends what only a helper thread can do. */
+    int (*blocking)(long (*fn)(void *), void *arg, long *result);
+    bool ops_missing; /* the kernel lacks an opcode the runtime uses (core/uring.c) */
     bool ring_ok;
     bool ring_fd_registered;
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */
@@ -291,7 +298,8 @@ struct tpc__shard {
     unsigned ndirty;
     /* Counters, written only by this shard, read by tpc_stats(). */
     uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,
-        n_sleep_ns, n_io_submitted, n_io_completed, n_timers, n_accept_backoffs, n_io_enters;
+        n_sleep_ns, n_io_submitted, n_io_completed, n_timers, n_accept_backoffs, n_io_enters,
+        n_cq_overflows;
 
     /* Written by other threads. */
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;

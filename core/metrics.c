@@ -31,12 +31,15 @@ void tpc__stats_read(struct tpc__shard *s, tpc_shard_stats *out)
         .accept_backoffs = s->n_accept_backoffs,
         .io_enters = s->n_io_enters,
         .stalls = atomic_load_explicit(&s->n_stalls, memory_order_relaxed),
+        .backend = s->ep ? TPC_BACKEND_EPOLL : TPC_BACKEND_URING,
+        .cq_overflows = s->n_cq_overflows,
     };
 }
 
 /* The counters of tpc_shard_stats, in its order, then the gauges. */
-_Static_assert(sizeof(tpc_shard_stats) == (TPC__PUB_FIBERS + 1) * sizeof(uint64_t),
-               "tpc_shard_stats: the published counters, then stalls");
+_Static_assert(sizeof(tpc_shard_stats) == (TPC__PUB_FIBERS + 3) * sizeof(uint64_t),
+               "tpc_shard_stats: the published counters, then stalls, the backend and "
+               "cq_overflows");
 void tpc__metrics_publish(struct tpc__shard *s)
 {
     tpc_shard_stats st;
@@ -227,11 +230,21 @@ static void put_gauge(void *p, const char *name, const char *help, uint64_t v)
         put(g->o, "%-28s %llu\n", name, (unsigned long long)v);
 }
 
+/* "io_uring", "epoll", or "mixed" when some shards fell back and others did not (each shard's
+ * backend is set before the shards start, so any thread may read it). */
+static const char *backend_name(struct tpc_runtime *rt)
+{
+    unsigned epoll = 0;
+    for (unsigned i = 0; i < rt->nshards; i++)
+        epoll += rt->shards[i]->ep != NULL;
+    return epoll == 0 ? "io_uring" : epoll == rt->nshards ? "epoll" : "mixed";
+}
+
 static void prometheus(struct out *o, struct tpc_runtime *rt)
 {
     unsigned n = rt->nshards;
     put(o, "# HELP tpc_info libtpc's version and I/O backend.\n# TYPE tpc_info gauge\n");
-    put(o, "tpc_info{version=\"%s\",backend=\"io_uring\"} 1\n", tpc_version_string());
+    put(o, "tpc_info{version=\"%s\",backend=\"%s\"} 1\n", tpc_version_string(), backend_name(rt));
     put(o, "# HELP tpc_shards Shards of the runtime.\n# TYPE tpc_shards gauge\ntpc_shards %u\n", n);
     for (unsigned i = 0; i < TPC__PUB_N; i++) {
         put(o, "# HELP %s %s\n# TYPE %s %s\n", pubs[i].name, pubs[i].help, pubs[i].name,

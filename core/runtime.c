@@ -464,13 +464,15 @@ int tpc_topology_report(FILE *out)
     struct tpc_runtime *rt = self->rt;
     for (unsigned i = 0; i < rt->nshards; i++) {
         struct tpc__shard *s = rt->shards[i];
+        const char *io = s->ep ? "epoll" : "io_uring";
         if (s->cpu < 0 && s->place_cpu >= 0)
-            fprintf(out, "shard %u: not pinned, on simulated PU %d, core %d, NUMA node %d\n", i,
-                    s->place_cpu, s->core, s->node);
+            fprintf(out, "shard %u: not pinned, on simulated PU %d, core %d, NUMA node %d, %s\n", i,
+                    s->place_cpu, s->core, s->node, io);
         else if (s->cpu < 0)
-            fprintf(out, "shard %u: not pinned\n", i);
+            fprintf(out, "shard %u: not pinned, %s\n", i, io);
         else
-            fprintf(out, "shard %u: cpu %d, core %d, NUMA node %d\n", i, s->cpu, s->core, s->node);
+            fprintf(out, "shard %u: cpu %d, core %d, NUMA node %d, %s\n", i, s->cpu, s->core,
+                    s->node, io);
     }
     return 0;
 }

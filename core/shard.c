@@ -18,7 +18,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
+#include "epoll.h"
 #include "rings.h"
 #include "uring.h"
 
@@ -83,6 +85,8 @@ struct io_uring_sqe *tpc__sqe(struct tpc__shard *s)
     if (tpc__fault_no_sqe())
         return NULL;
 #endif
+    if (TPC_UNLIKELY(s->ep))
+        return tpc__ep_sqe(s);
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     if (!sqe) {
         if (io_uring_submit(&s->ring) > 0)
@@ -130,9 +134,20 @@ static void arm_signal(struct tpc__shard *s)
     io_uring_sqe_set_data(sqe, &s->sig_op);
 }
 
+/* Why io_uring_setup failed, and what to do about it. */
+static const char *ring_why(int rc)
+{
+    return rc == -EPERM    ? "io_uring is not permitted (check sysctl kernel.io_uring_disabled "
+                             "and seccomp filters)"
+           : rc == -ENOMEM ? "not enough lockable memory (raise RLIMIT_MEMLOCK with ulimit -l, "
+                             "or use fewer ring entries)"
+           : rc == -ENOSYS ? "this kernel has no io_uring (Linux >= 5.19 needed)"
+                           : "io_uring_setup failed";
+}
+
 /* Creates the shard's io_uring with the best flags this kernel takes, falling back one flag at a
- * time. Returns 0 or the kernel's error, having said why on stderr. */
-static int create_ring(struct tpc__shard *s)
+ * time. Returns 0 or the kernel's error, having said why on stderr unless `quiet`. */
+static int create_ring(struct tpc__shard *s, bool quiet)
 {
     /* TASKRUN_FLAG: the kernel flags the SQ ring when completions wait for this thread to enter
      * it, so a spinning shard notices them (spin_for_work). */
@@ -148,7 +163,11 @@ static int create_ring(struct tpc__shard *s)
     for (size_t i = s->poll_wait ? 1 : 0; i < sizeof(try_flags) / sizeof(try_flags[0]); i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof(p));
-        p.flags = try_flags[i];
+        /* A completion queue four times the submission queue (liburing's default is twice):
+         * multishot operations and receive streams complete more than they submit, and an
+         * overflow, though lossless (NODROP), costs the loop a flush (counted: cq_overflows). */
+        p.flags = try_flags[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = 4 * s->rt->ring_entries;
         rc = io_uring_queue_init_params(s->rt->ring_entries, &s->ring, &p);
 #ifdef TPC_FAULT_INJECTION
         int fault = tpc__fault_setup_err();
@@ -161,14 +180,9 @@ static int create_ring(struct tpc__shard *s)
             break;
     }
     if (rc < 0) {
-        const char *why = rc == -EPERM    ? "io_uring is not permitted (check sysctl "
-                                            "kernel.io_uring_disabled and seccomp filters)"
-                          : rc == -ENOMEM ? "not enough lockable memory (raise RLIMIT_MEMLOCK "
-                                            "with ulimit -l, or use fewer ring entries)"
-                          : rc == -ENOSYS ? "this kernel has no io_uring (Linux >= 5.19 needed)"
-                                          : "io_uring_setup failed";
-        fprintf(stderr, "libtpc: shard %u: cannot create its io_uring: %s: %s\n", s->id, why,
-                strerror(-rc));
+        if (!quiet)
+            fprintf(stderr, "libtpc: shard %u: cannot create its io_uring: %s: %s\n", s->id,
+                    ring_why(rc), strerror(-rc));
         return rc;
     }
     s->ring_ok = true;
@@ -185,7 +199,7 @@ static int create_ring(struct tpc__shard *s)
  * for and not possible. */
 static int check_coalescing(struct tpc__shard *s)
 {
-    if (s->poll_wait)
+    if (s->poll_wait || s->ep)
         s->coalesce_us = 0; /* ppoll() has no such wait */
     if (!s->coalesce_us || ((s->ring_features & TPC__FEAT_MIN_TIMEOUT) &&
                             (s->ring_flags & IORING_SETUP_DEFER_TASKRUN)))
@@ -198,6 +212,68 @@ static int check_coalescing(struct tpc__shard *s)
                                                          : "this kernel has no minimum wait");
     return -EOPNOTSUPP;
 }
+
+/* The backend (tpc_config.backend): io_uring, or epoll when asked for, or, in auto, when no
+ * ring can be set up at all; then one line per process says why (a silent fallback would hide
+ * a slowdown). */
+static atomic_flag fallback_said = ATOMIC_FLAG_INIT;
+
+/* The oldest kernel whose io_uring has all the runtime uses (multishot accept, provided-buffer
+ * rings: Linux 5.19). Fills `why` and returns -ENOSYS on an older one. */
+#define MIN_MAJOR 5
+#define MIN_MINOR 19
+static int kernel_check(char *why, size_t size)
+{
+    struct utsname u;
+    const char *rel = uname(&u) == 0 ? u.release : "";
+#ifdef TPC_FAULT_INJECTION
+    if (tpc__fault_kernel())
+        rel = tpc__fault_kernel();
+#endif
+    int major = 0, minor = 0;
+    if (sscanf(rel, "%d.%d", &major, &minor) != 2 || major > MIN_MAJOR ||
+        (major == MIN_MAJOR && minor >= MIN_MINOR))
+        return 0; /* (an unreadable version: io_uring_setup will tell) */
+    snprintf(why, size,
+             "Linux %d.%d is older than %d.%d, the oldest whose io_uring libtpc supports "
+             "(multishot accept, buffer rings)",
+             major, minor, MIN_MAJOR, MIN_MINOR);
+    return -ENOSYS;
+}
+
+static int choose_backend(struct tpc__shard *s)
+{
+    tpc_backend b = s->rt->config.backend;
+    if (b != TPC_BACKEND_EPOLL) {
+        char why[160];
+        int rc = kernel_check(why, sizeof(why));
+        if (rc < 0 && b == TPC_BACKEND_URING) {
+            fprintf(stderr, "libtpc: shard %u: cannot use io_uring: %s\n", s->id, why);
+            return rc;
+        }
+        if (rc == 0) {
+            rc = create_ring(s, b == TPC_BACKEND_AUTO);
+            if (rc == 0)
+                tpc__probe_ops(s);
+            if (rc == 0 || b == TPC_BACKEND_URING)
+                return rc;
+            snprintf(why, sizeof(why), "%s: %s", ring_why(rc), strerror(-rc));
+        }
+        if (!atomic_flag_test_and_set(&fallback_said))
+            fprintf(stderr,
+                    "libtpc: io_uring unavailable: %s; running on the epoll backend instead "
+                    "(slower; TPC_BACKEND=uring makes this an error)\n",
+                    why);
+    }
+    return tpc__ep_init(s);
+}
+
+#ifdef TPC_FAULT_INJECTION
+void tpc__fault_fallback_unsay(void)
+{
+    atomic_flag_clear(&fallback_said);
+}
+#endif
 
 /* The shard's event sources: its io_uring, the eventfd other threads wake it through, and on
  * shard 0 the signalfd of the runtime's stop signals. */
@@ -213,13 +289,15 @@ int tpc__shard_io_init(struct tpc__shard *s)
         fprintf(stderr, "libtpc: shard %u: eventfd: %s\n", s->id, strerror(errno));
         return rc;
     }
-    int rc = create_ring(s);
+    int rc = choose_backend(s);
     if (rc < 0 || (rc = check_coalescing(s)) < 0)
         return rc;
-    /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
-    s->ring_fd_registered = io_uring_register_ring_fd(&s->ring) == 1;
     s->wake_op.complete = wake_complete;
-    arm_wake(s);
+    if (!s->ep) {
+        /* The ring's own fd, registered: io_uring_enter skips the fd table lookup. */
+        s->ring_fd_registered = io_uring_register_ring_fd(&s->ring) == 1;
+        arm_wake(s);
+    }
     if (s->id == 0 && s->rt->signals) {
         s->sig_fd = signalfd(-1, &s->rt->sigset, SFD_CLOEXEC);
         if (s->sig_fd < 0) {
@@ -230,7 +308,8 @@ int tpc__shard_io_init(struct tpc__shard *s)
         s->sig_op.complete = signal_complete;
         arm_signal(s);
     }
-    io_uring_submit(&s->ring);
+    if (!s->ep)
+        io_uring_submit(&s->ring);
     return 0;
 }
 
@@ -241,6 +320,11 @@ int tpc_features(char *buf, size_t size)
         return -EPERM;
     if (!buf && size)
         return -EINVAL;
+    if (s->ep)
+        return snprintf(buf, size, "epoll (%s), files on the blocking pool%s",
+                        s->rt->config.backend == TPC_BACKEND_EPOLL ? "asked for"
+                                                                   : "io_uring unavailable",
+                        s->rt->config.coalesce_us > 0 ? "; coalesce_us ignored" : "");
     static const struct {
         unsigned bit;
         const char *name;
@@ -253,7 +337,7 @@ int tpc_features(char *buf, size_t size)
                 {IORING_FEAT_EXT_ARG, "EXT_ARG"},
                 {IORING_FEAT_RW_CUR_POS, "RW_CUR_POS"},
                 {TPC__FEAT_MIN_TIMEOUT, "MIN_TIMEOUT"}};
-    char line[256];
+    char line[512];
     int n = snprintf(line, sizeof(line), "io_uring %u entries, setup:", s->ring.sq.ring_entries);
     for (size_t i = 0; i < sizeof(setup) / sizeof(setup[0]); i++)
         if (s->ring_flags & setup[i].bit)
@@ -265,6 +349,12 @@ int tpc_features(char *buf, size_t size)
     if (s->coalesce_us)
         n += snprintf(line + n, sizeof(line) - (size_t)n, "; wake-ups coalesced over %u us",
                       s->coalesce_us);
+    if (s->ops_missing) {
+        n += snprintf(line + n, sizeof(line) - (size_t)n, "; on the blocking pool:");
+        for (unsigned op = 0; op < 64; op++)
+            if (tpc__op_missing(op))
+                n += snprintf(line + n, sizeof(line) - (size_t)n, " op%u", op);
+    }
     n += snprintf(line + n, sizeof(line) - (size_t)n, "; ring fd %s%s",
                   s->ring_fd_registered ? "registered" : "not registered",
                   s->poll_wait ? "; sleeps in ppoll (valgrind)" : "");
@@ -273,6 +363,7 @@ int tpc_features(char *buf, size_t size)
 
 void tpc__shard_io_fini(struct tpc__shard *s)
 {
+    tpc__ep_fini(s);
     if (s->ring_ok) {
         RING_DESTROYING(&s->ring);
         io_uring_queue_exit(&s->ring); /* cancels the pending wake-up and signal reads */
@@ -415,6 +506,8 @@ static void reap(struct tpc__shard *s)
  * held in the kernel after the CQ ring overflowed (only an entry flushes them). */
 static inline bool io_pending(struct tpc__shard *s)
 {
+    if (TPC_UNLIKELY(s->ep))
+        return tpc__ep_pending(s);
     return io_uring_cq_ready(&s->ring) ||
            (IO_URING_READ_ONCE(*s->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
@@ -564,6 +657,13 @@ static inline bool stop_phase(struct tpc__shard *s)
  * rings without that flag, while I/O is out. */
 static inline void io_phase(struct tpc__shard *s, bool worked)
 {
+    if (TPC_UNLIKELY(s->ep)) {
+        tpc__ep_poll(s, worked || s->runq.head || s->submit_deferred);
+        s->submit_deferred = false;
+        return;
+    }
+    if (TPC_UNLIKELY(IO_URING_READ_ONCE(*s->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW))
+        s->n_cq_overflows++; /* flushed by the entry below (io_pending) */
     unsigned queued = io_uring_sq_ready(&s->ring);
     bool submit = queued && (s->runq.head || (worked && s->spin_ns > 0) || s->submit_deferred);
     if (submit || io_pending(s) || (s->inflight && !(s->ring_flags & IORING_SETUP_TASKRUN_FLAG))) {
@@ -582,6 +682,10 @@ static inline void io_phase(struct tpc__shard *s, bool worked)
  * `timeout` ns (<= 0: none); then reaps. */
 static void block(struct tpc__shard *s, int64_t timeout)
 {
+    if (TPC_UNLIKELY(s->ep)) {
+        tpc__ep_block(s, timeout);
+        return;
+    }
     int rc;
     uint64_t slept = tpc__clock_ns();
     s->n_io_submitted += io_uring_sq_ready(&s->ring);

@@ -7,6 +7,7 @@
  * operation (IORING_OP_ASYNC_CANCEL) and then waits, uninterruptibly, for the operation's own
  * final completion. If the operation finished anyway (the cancel came too late), its result
  * is returned: a read that consumed data reports it rather than losing it. */
+#include "epoll.h"
 #include "uring.h"
 
 static void io_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
@@ -36,6 +37,18 @@ void tpc__fault_setup(int err)
 int tpc__fault_setup_err(void)
 {
     return atomic_load(&setup_fault);
+}
+
+static _Atomic(const char *) fake_kernel;
+
+void tpc__fault_kernel_set(const char *release)
+{
+    atomic_store(&fake_kernel, release);
+}
+
+const char *tpc__fault_kernel(void)
+{
+    return atomic_load(&fake_kernel);
 }
 
 static _Atomic unsigned hidden_features;
@@ -116,6 +129,10 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
         return forced;
     }
 #endif
+    if (TPC_UNLIKELY(s->ep))
+        return tpc__ep_run(s, io, sqe);
+    if (TPC_UNLIKELY(s->ops_missing) && tpc__op_missing(sqe->opcode))
+        return tpc__ep_offload(s, sqe); /* (a registered file's handle: -EOPNOTSUPP) */
     io->op.complete = io_complete;
     io->done = false;
     io->w.fiber = NULL;
@@ -143,6 +160,65 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
     while (!io->done)
         tpc__park_hard(&io->w);
     return io->res >= 0 ? io->res : rc;
+}
+
+/* ---- Opcodes the kernel lacks: probed once per process ---- */
+
+static uint64_t missing[4]; /* bit per opcode, written once before any shard runs I/O */
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static struct io_uring *probe_ring;
+
+#ifdef TPC_FAULT_INJECTION
+static _Atomic uint64_t hidden_ops;
+
+void tpc__fault_hide_opcodes(uint64_t mask)
+{
+    atomic_store(&hidden_ops, mask);
+}
+#endif
+
+/* The opcodes a shard may submit that the blocking pool can also carry out (core/epoll.c). */
+static const unsigned char offloadable[] = {
+    IORING_OP_READ,  IORING_OP_WRITE,     IORING_OP_READV,    IORING_OP_WRITEV,
+    IORING_OP_FSYNC, IORING_OP_FALLOCATE, TPC__OP_FTRUNCATE,  IORING_OP_OPENAT,
+    IORING_OP_STATX, IORING_OP_UNLINKAT,  IORING_OP_RENAMEAT, IORING_OP_MKDIRAT,
+};
+
+static void probe(void)
+{
+    struct io_uring_probe *p = io_uring_get_probe_ring(probe_ring);
+    for (size_t i = 0; i < sizeof(offloadable); i++) {
+        unsigned op = offloadable[i];
+        bool have = !p || io_uring_opcode_supported(p, (int)op); /* no probe: assume all */
+        if (!have)
+            missing[op / 64] |= 1ull << (op % 64);
+    }
+    if (p)
+        io_uring_free_probe(p);
+}
+
+bool tpc__op_missing(unsigned op)
+{
+#ifdef TPC_FAULT_INJECTION
+    if (op < 64 && (atomic_load(&hidden_ops) >> op & 1))
+        return true;
+#endif
+    return op < 256 && (missing[op / 64] >> (op % 64) & 1);
+}
+
+/* On the shard's thread, its ring made. The first shard of the process probes (the others
+ * wait for it in pthread_once). */
+void tpc__probe_ops(struct tpc__shard *s)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    probe_ring = &s->ring;
+    pthread_once(&probe_once, probe);
+    pthread_mutex_unlock(&lock);
+    s->ops_missing = (missing[0] | missing[1] | missing[2] | missing[3]) != 0;
+#ifdef TPC_FAULT_INJECTION
+    s->ops_missing |= atomic_load(&hidden_ops) != 0;
+#endif
 }
 
 /* ---- Multishot operations owned by objects (net/accept.c, net/bufpool.c) ---- */

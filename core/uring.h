@@ -5,6 +5,7 @@
 #define TPC_CORE_URING_H
 
 #include "internal.h"
+#include "epoll.h"
 
 /* Linux's own cap for one read or write. */
 #define TPC_IO_MAX 0x7ffff000u
@@ -77,6 +78,12 @@ void tpc__multishot_cancel(struct tpc__shard *s, struct tpc__multishot *m);
 /* From a fiber: ends m and waits, uninterruptibly, for its final completion. */
 void tpc__multishot_stop(struct tpc__shard *s, struct tpc__multishot *m);
 
+/* Opcodes this kernel lacks among those the blocking pool can carry out instead: probed once
+ * per process on the first ring (tpc__probe_ops sets s->ops_missing), and such an operation
+ * then runs on the pool (tpc__io_run). */
+void tpc__probe_ops(struct tpc__shard *s);
+bool tpc__op_missing(unsigned op);
+
 /* A free SQE (submitting queued ones once if the ring is full), or NULL. */
 struct io_uring_sqe *tpc__sqe(struct tpc__shard *s);
 /* Submits the operation prepared in sqe and suspends until it completes; returns its result.
@@ -101,6 +108,13 @@ unsigned tpc__fault_hidden_features(void);
 /* After `skip` more successful calls, the next `count` calls of tpc__sqe() on this thread find
  * no free SQE, as when the kernel will not take the queued ones. */
 void tpc__fault_sqe(unsigned skip, unsigned count);
+/* Every shard start reads kernel release `release` instead of uname's (NULL: uname's again). */
+void tpc__fault_kernel_set(const char *release);
+const char *tpc__fault_kernel(void);
+/* Opcodes (bit n: opcode n < 64) that the next runtimes' probes report missing (0: none). */
+void tpc__fault_hide_opcodes(uint64_t mask);
+/* The next fallback to epoll is said on stderr again, as in a fresh process (core/shard.c). */
+void tpc__fault_fallback_unsay(void);
 /* The next `count` fiber spawns on this thread fail with -err (core/task.c). */
 void tpc__fault_spawn(int err, unsigned count);
 bool tpc__fault_no_sqe(void);

@@ -345,10 +345,15 @@ static int io_runtime_init(struct tpc_runtime *rt, const tpc_config *c)
 static int io_shard_init(struct tpc__shard *s, void *state)
 {
     struct tpc__io_shard *io = state;
-    struct io_uring_probe *probe = io_uring_get_probe_ring(&s->ring);
-    io->has_ftruncate = probe && io_uring_opcode_supported(probe, TPC__OP_FTRUNCATE);
-    if (probe)
-        io_uring_free_probe(probe);
+    s->blocking = tpc_blocking; /* the epoll backend's way to files (core/epoll.c) */
+    if (s->ep) {
+        io->has_ftruncate = true; /* the blocking pool does it */
+    } else {
+        struct io_uring_probe *probe = io_uring_get_probe_ring(&s->ring);
+        io->has_ftruncate = probe && io_uring_opcode_supported(probe, TPC__OP_FTRUNCATE);
+        if (probe)
+            io_uring_free_probe(probe);
+    }
     io->bufs.free_head = io->files.free_head = io->bufs.free_tail = io->files.free_tail = -1;
     tpc__list_init(&io->pending);
     tpc__list_init(&io->watches);

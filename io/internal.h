@@ -17,6 +17,7 @@ struct tpc__reg_slot {
     uint32_t gen;      /* the generation part of the slot's handles */
     uint32_t inflight; /* buffers: fixed operations using it now */
     int next_free;     /* the table's free list, -1: end */
+    int fd;            /* files on an epoll shard: the registered file's own descriptor (a dup) */
     bool used;
 };
 
@@ -25,7 +26,8 @@ struct tpc__reg_table {
     struct tpc__reg_slot *slot;
     unsigned n;
     int free_head, free_tail; /* the free list, taken at the head, given back at the tail */
-    int made; /* 0: not yet; 1: registered with the kernel; < 0: the error that prevented it */
+    int made;  /* 0: not yet; 1: registered with the kernel; < 0: the error that prevented it */
+    bool dups; /* files on an epoll shard: each used slot holds a descriptor of its own */
 };
 
 /* Per shard. */

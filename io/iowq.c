@@ -85,6 +85,10 @@ int tpc__iowq_setup(struct tpc__shard *s)
     const char *spec = iowq_spec(c);
     cpu_set_t set;
     int rc = 0;
+    if (s->ep) /* no io_uring, no workers: only a bad list is refused */
+        return strcmp(spec, "auto") && strcmp(spec, "shard") && parse_cpus(spec, &set) < 0
+                   ? refuse(s, spec)
+                   : 0;
     if (!strcmp(spec, "auto")) {
         /* Best effort: a kernel or cpuset that refuses leaves the workers where they were. */
         if (auto_cpus(s, &set))

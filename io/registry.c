@@ -9,6 +9,7 @@
  * given-back slots go to the end of the free list, so that reuse spreads over all of them:
  * a stale handle matches again only after 65,535 registrations in the process. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include "internal.h"
@@ -27,8 +28,11 @@ static int table_make(struct tpc__shard *s, struct tpc__reg_table *t, bool files
     t->slot = calloc(n, sizeof(*t->slot));
     if (!t->slot)
         return -ENOMEM; /* not remembered: may work next time */
-    int rc = files ? io_uring_register_files_sparse(&s->ring, n)
-                   : io_uring_register_buffers_sparse(&s->ring, n);
+    /* An epoll shard keeps the tables in user space only: a buffer is a checked range, a file a
+     * descriptor of its own (core/epoll.c). */
+    int rc = s->ep   ? 0
+             : files ? io_uring_register_files_sparse(&s->ring, n)
+                     : io_uring_register_buffers_sparse(&s->ring, n);
     if (rc < 0) {
         free(t->slot);
         t->slot = NULL;
@@ -37,6 +41,7 @@ static int table_make(struct tpc__shard *s, struct tpc__reg_table *t, bool files
         return rc;
     }
     t->n = n;
+    t->dups = files && s->ep;
     for (unsigned i = 0; i < n; i++)
         t->slot[i].next_free = i + 1 < n ? (int)i + 1 : -1;
     t->free_head = 0;
@@ -109,7 +114,7 @@ int tpc_buffer_register(void *base, size_t len)
         return i;
     struct iovec iov = {base, len};
     __u64 tag = 0;
-    rc = io_uring_register_buffers_update_tag(&s->ring, (unsigned)i, &iov, &tag, 1);
+    rc = s->ep ? 0 : io_uring_register_buffers_update_tag(&s->ring, (unsigned)i, &iov, &tag, 1);
     if (rc < 0) {
         slot_give(t, i);
         return rc;
@@ -132,7 +137,8 @@ int tpc_buffer_unregister(int handle)
         return -EBUSY;
     struct iovec none = {NULL, 0};
     __u64 tag = 0;
-    int rc = io_uring_register_buffers_update_tag(&s->ring, (unsigned)i, &none, &tag, 1);
+    int rc =
+        s->ep ? 0 : io_uring_register_buffers_update_tag(&s->ring, (unsigned)i, &none, &tag, 1);
     if (rc < 0)
         return rc;
     slot_give(t, i);
@@ -167,7 +173,12 @@ int tpc_file_register(int fd)
     int i = slot_take(t);
     if (i < 0)
         return i;
-    rc = io_uring_register_files_update(&s->ring, (unsigned)i, &fd, 1);
+    if (s->ep) {
+        t->slot[i].fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        rc = t->slot[i].fd < 0 ? -errno : 0;
+    } else {
+        rc = io_uring_register_files_update(&s->ring, (unsigned)i, &fd, 1);
+    }
     if (rc < 0) {
         slot_give(t, i);
         return rc;
@@ -187,7 +198,8 @@ int tpc_file_unregister(int handle)
     if (i < 0)
         return i;
     int none = -1; /* operations in flight keep their own reference to the file */
-    int rc = io_uring_register_files_update(&s->ring, (unsigned)i, &none, 1);
+    int rc = s->ep ? close(t->slot[i].fd),
+        0          : io_uring_register_files_update(&s->ring, (unsigned)i, &none, 1);
     if (rc < 0)
         return rc;
     slot_give(t, i);
@@ -202,6 +214,10 @@ int tpc__io_file(int fd, int *sqe_fd, unsigned char *sqe_flags)
     int i = slot_of(&tpc__io_of(tpc__self)->files, fd & ~TPC__FILE_BIT);
     if (i < 0)
         return i;
+    if (tpc__self->ep) { /* epoll: the registered file's own descriptor */
+        *sqe_fd = tpc__io_of(tpc__self)->files.slot[i].fd;
+        return 0;
+    }
     *sqe_fd = i;
     *sqe_flags |= IOSQE_FIXED_FILE;
     return 0;
@@ -209,6 +225,9 @@ int tpc__io_file(int fd, int *sqe_fd, unsigned char *sqe_flags)
 
 void tpc__registry_fini(struct tpc__io_shard *io)
 {
+    for (unsigned i = 0; i < io->files.n; i++)
+        if (io->files.dups && io->files.slot[i].used)
+            close(io->files.slot[i].fd);
     free(io->bufs.slot); /* the ring's exit unregisters both tables */
     free(io->files.slot);
     io->bufs = io->files = (struct tpc__reg_table){.free_head = -1, .free_tail = -1};

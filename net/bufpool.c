@@ -138,7 +138,8 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
         goto fail;
     struct io_uring_buf_reg reg = {
         .ring_addr = (uintptr_t)p->br, .ring_entries = count, .bgid = p->bgid};
-    rc = io_uring_register_buf_ring(&s->ring, &reg, 0);
+    rc = s->ep ? tpc__ep_buf_ring(s, p->br, count, p->bgid)
+               : io_uring_register_buf_ring(&s->ring, &reg, 0);
     if (rc < 0)
         goto fail;
     io_uring_buf_ring_init(p->br);
@@ -162,7 +163,10 @@ static void pool_retire(tpc_bufpool *p)
 {
     if (!p->destroyed || p->nstreams || p->nheld)
         return;
-    io_uring_unregister_buf_ring(&p->shard->ring, p->bgid);
+    if (p->shard->ep)
+        tpc__ep_buf_ring_drop(p->shard, p->bgid);
+    else
+        io_uring_unregister_buf_ring(&p->shard->ring, p->bgid);
     /* The id goes back for the next pool (if the list cannot grow, it is simply not reused). */
     struct tpc__net_shard *s = tpc__net_of(p->shard);
     if (s->nfree_bgids == s->cap_free_bgids) {

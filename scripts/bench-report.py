@@ -55,7 +55,7 @@ ECHO = ("tpc", "epoll", "tokio", "libuv")
 
 def net(metric, servers=("tpc", "epoll", "tokio", "nginx", "libuv", "haproxy"), ours="tpc"):
     """net.sh prints one id per server: net_<metric> with the server's name spliced in. libtpc's
-    figure is server `ours`: tpc (the shipped defaults) or tpc-tuned."""
+    figure is server `ours`: tpc (the shipped defaults), tpc-tuned or tpc-ep (epoll)."""
     out = []
     for s in servers:
         if s == "tpc":
@@ -158,6 +158,7 @@ WORKLOADS = [
 TUNED = {
     "-tuned": "libtpc's servers with TPC_SPIN_NS=-1 (no spinning before sleeping)",
     "-lto": "bench-idle built with link-time optimisation (-Db_lto=true)",
+    "-epoll": "libtpc's servers on the epoll backend (TPC_BACKEND=epoll, TPC_SPIN_NS=-1)",
 }
 NET = {  # net workloads: id -> (metric, servers)
     "http_plain_cpu": ("net_http_@_cpu", None), "http_plain_rps": ("net_http_@", None),
@@ -169,8 +170,9 @@ NET = {  # net workloads: id -> (metric, servers)
 for _w in list(WORKLOADS):
     if _w[0] in NET:
         _m, _s = NET[_w[0]]
-        WORKLOADS.append((_w[0] + "-tuned", _w[1], "net",
-                          net(_m, _s, ours="tpc-tuned") if _s else net(_m, ours="tpc-tuned")))
+        for _suffix, _ours in (("-tuned", "tpc-tuned"), ("-epoll", "tpc-ep")):
+            WORKLOADS.append((_w[0] + _suffix, _w[1], "net",
+                              net(_m, _s, ours=_ours) if _s else net(_m, ours=_ours)))
 WORKLOADS.append(("idle_loop-lto", "ns/iteration", "idle",
                   [("libtpc", "idle_loop", r"^2 shards", None, "libtpc-lto"),
                    ("libuv", "idle_loop", None, None), ("tokio", "idle_loop", None, None)]))

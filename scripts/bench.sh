@@ -7,8 +7,9 @@
 #   scripts/bench.sh ID...        only those workload ids (scripts/bench-report.py plan lists them)
 # Headline rows measure libtpc's shipped defaults: a plain release build (-Dbuildtype=release)
 # and no TPC_* environment variable. A setting other than the defaults gets a row of its own
-# whose id says which: "-tuned" (the servers with TPC_SPIN_NS=-1: no spinning before sleeping)
-# and "-lto" (bench-idle built with -Db_lto=true). Every peer runs in both.
+# whose id says which: "-tuned" (the servers with TPC_SPIN_NS=-1: no spinning before sleeping),
+# "-epoll" (the same servers on the epoll backend, TPC_BACKEND=epoll) and "-lto" (bench-idle
+# built with -Db_lto=true). Every peer runs in both.
 # 1. Builds what is missing, with -j1 (JOBS=n): libtpc's release build in build/release (BUILD=dir)
 #    with its C benchmarks and the libuv/epoll peers; for idle_loop-lto, bench-idle with LTO in
 #    build/release-lto (BUILD_LTO=dir); and the Tokio peers (bench/peers/tokio*/build.sh, fat
@@ -91,10 +92,11 @@ idle_servers() { # tpc-http and the peers asked for that idle-conn.sh knows
 wants_id() { grep -qx "[a-z]* $1" <<<"$plan"; }
 file_ids=$(awk '$1 == "file" { print $2 }' <<<"$plan")
 storage_ids=$(awk '$1 == "storage" { print $2 }' <<<"$plan")
-net_http=false net_echo=false net_tuned=false
+net_http=false net_echo=false net_tuned=false net_epoll=false
 grep -q '^net http' <<<"$plan" && net_http=true
 grep -q '^net echo' <<<"$plan" && net_echo=true
 grep -q '^net .*-tuned$' <<<"$plan" && net_tuned=true
+grep -q '^net .*-epoll$' <<<"$plan" && net_epoll=true
 
 # ---------------------------------------------------------------------------------------------
 # Tools and builds
@@ -178,6 +180,7 @@ for p in "${http_peers[@]}"; do
 done
 ours=(tpc)
 $net_tuned && ours+=(tpc-tuned)
+$net_epoll && ours+=(tpc-ep)
 
 start=$(date +%s)
 note "groups: ${groups% }; $rounds rounds after $warmup warm-up round(s)"

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds libtpc and runs the whole cmocka suite five ways: release, ASan+UBSan, TSan (both with
-# fault injection built in, for tests/test-faults.c), the release build under valgrind, and the
+# Builds libtpc and runs the whole cmocka suite several ways: release, ASan+UBSan, TSan (both with
+# fault injection built in, for tests/test-faults.c), the release build under valgrind, the
+# release build on the epoll backend (TPC_BACKEND=epoll), and the
 # portable ucontext context-switch backend, and a shuffled build (each shard runs its ready tasks
 # in a seeded random order: code must not rely on an order the API does not promise); runs each libFuzzer target of tests/fuzz for a few
 # seconds (built with clang); then the
 # aarch64 context switch under qemu, an install + README-example check, and formatting. Prints each failing test's output, then one line
 # "N passed, N failed" counting test cases over all runs, and exits non-zero on any failure.
 #   scripts/test.sh            everything
-#   scripts/test.sh release    only the named configurations (release asan tsan valgrind ucontext
-#                              shuffle fuzz aarch64)
+#   scripts/test.sh release    only the named configurations (release asan tsan valgrind epoll
+#                              ucontext shuffle fuzz aarch64)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -16,7 +17,7 @@ root=$PWD
 bash scripts/setup.sh || exit 1
 
 configs=("$@")
-[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind ucontext shuffle fuzz)
+[ ${#configs[@]} -eq 0 ] && configs=(release asan tsan valgrind epoll ucontext shuffle fuzz)
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
@@ -45,11 +46,12 @@ for cfg in "${configs[@]}"; do
     asan) dir=build/asan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false -Dfault_injection=true) ;;
     tsan) dir=build/tsan setup_name=slow args=(-Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false -Dfault_injection=true) ;;
     valgrind) dir=build/release setup_name=valgrind args=(-Dbuildtype=release) ;;
+    epoll) dir=build/release setup_name=epoll args=(-Dbuildtype=release) ;;
     ucontext) dir=build/ucontext setup_name= args=(-Dbuildtype=release -Dcontext=ucontext) ;;
     shuffle) dir=build/shuffle setup_name= args=(-Dbuildtype=release -Dshuffle=true) ;;
     fuzz) dir=build/fuzz setup_name= args=(-Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=true -Dtests=false -Dbenchmarks=false -Dexamples=false) ;;
     aarch64) continue ;; # below
-    *) echo "unknown configuration '$cfg' (release asan tsan valgrind ucontext shuffle fuzz aarch64)" >&2; exit 2 ;;
+    *) echo "unknown configuration '$cfg' (release asan tsan valgrind epoll ucontext shuffle fuzz aarch64)" >&2; exit 2 ;;
     esac
     name=${dir#build/}
     echo "== $cfg: building"
@@ -173,7 +175,7 @@ fi
 
 total_p=$((${fmt_pass:-0} + ${aarch64_pass:-0} + ${install_pass:-0})) total_f=$fail_setup total_s=0
 for cfg in "${configs[@]}"; do
-    case $cfg in valgrind) d=build/release ;; *) d=build/$cfg ;; esac
+    case $cfg in valgrind | epoll) d=build/release ;; *) d=build/$cfg ;; esac
     [ -f "$d/counts-$cfg" ] || continue
     read -r p f s <"$d/counts-$cfg"
     total_p=$((total_p + p)) total_f=$((total_f + f)) total_s=$((total_s + s))

@@ -116,6 +116,14 @@ static inline void checks_reset(void)
         }                                                                                          \
     } while (0)
 
+/* True when the suite runs on the epoll backend (scripts/test.sh's `epoll` configuration): a
+ * case that checks io_uring itself skips there. */
+static inline bool on_epoll(void)
+{
+    const char *b = getenv("TPC_BACKEND");
+    return b && !strcmp(b, "epoll");
+}
+
 static inline bool under_valgrind(void)
 {
     return getenv("TPC_TEST_VALGRIND") != NULL;

@@ -1,11 +1,14 @@
-/* When io_uring cannot be used, tpc_run fails with the errno and a message that names the cause
- * and the fix: ENOMEM, ENOSYS and EPERM forced through fault injection (when built in), as is a
- * kernel without the minimum wait that coalescing needs (EOPNOTSUPP), then a real EPERM from a
- * seccomp filter that refuses io_uring_setup (the last test here: a filter cannot be removed). */
+/* When io_uring cannot be used and TPC_BACKEND_URING is asked for, tpc_run fails with the errno
+ * and a message that names the cause and the fix: ENOMEM, ENOSYS and EPERM forced through fault
+ * injection (when built in), as is a kernel without the minimum wait that coalescing needs
+ * (EOPNOTSUPP), then a real EPERM from a seccomp filter that refuses io_uring_setup (the last
+ * test here: a filter cannot be removed), under which the default (auto) runs on epoll and
+ * says so once per process. tests/test-fallback.c serves HTTP that way. */
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -39,6 +42,16 @@ static int run_capturing(const tpc_config *c, char *out, size_t size)
     return rc;
 }
 
+#ifdef TPC_FAULT_INJECTION
+static int count(const char *text, const char *part)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, part)) != NULL; p++)
+        n++;
+    return n;
+}
+#endif
+
 static void test_forced_setup_errors(void **state)
 {
     (void)state;
@@ -49,7 +62,7 @@ static void test_forced_setup_errors(void **state)
     } cases[] = {
         {ENOMEM, "RLIMIT_MEMLOCK"}, {ENOSYS, "no io_uring"}, {EPERM, "kernel.io_uring_disabled"}};
     char out[4096];
-    tpc_config c = {.shards = 2};
+    tpc_config c = {.shards = 2, .backend = TPC_BACKEND_URING};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         tpc__fault_setup(cases[i].err);
         assert_int_equal(run_capturing(&c, out, sizeof(out)), -cases[i].err);
@@ -58,6 +71,36 @@ static void test_forced_setup_errors(void **state)
     }
     tpc__fault_setup(0);
     assert_int_equal(tpc_run(&c, never, NULL), 99); /* and it works again */
+
+    /* auto: the same failure runs on epoll, said once for the process with its cause. */
+    const char *env = getenv("TPC_BACKEND");
+    char *saved = env ? strdup(env) : NULL;
+    unsetenv("TPC_BACKEND");
+    c.backend = TPC_BACKEND_AUTO;
+    tpc__fault_setup(ENOMEM);
+    tpc__fault_fallback_unsay();
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), 99);
+    assert_int_equal(count(out, "io_uring unavailable"), 1);
+    assert_non_null(strstr(out, "RLIMIT_MEMLOCK"));
+    assert_non_null(strstr(out, "running on the epoll backend"));
+    tpc__fault_setup(0);
+
+    /* A kernel older than the oldest supported: refused with uring, epoll with auto. */
+    tpc__fault_kernel_set("5.15.0-91-generic");
+    tpc__fault_fallback_unsay();
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), 99);
+    assert_non_null(strstr(out, "io_uring unavailable: Linux 5.15 is older than 5.19"));
+    c.backend = TPC_BACKEND_URING;
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), -ENOSYS);
+    assert_non_null(strstr(out, "Linux 5.15 is older than 5.19"));
+    assert_null(strstr(out, "epoll"));
+    tpc__fault_kernel_set("5.19.0");
+    assert_int_equal(tpc_run(&c, never, NULL), 99);
+    tpc__fault_kernel_set(NULL);
+    tpc__fault_fallback_unsay(); /* test_seccomp_denies_io_uring expects the line again */
+    if (saved)
+        setenv("TPC_BACKEND", saved, 1);
+    free(saved);
 
     /* Coalescing on a kernel older than 6.12, which lacks the minimum wait. */
     tpc__fault_hide_features(1U << 15); /* IORING_FEAT_MIN_TIMEOUT */
@@ -86,10 +129,20 @@ static void test_seccomp_denies_io_uring(void **state)
     assert_int_equal(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
     assert_int_equal(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
     char out[4096];
-    tpc_config c = {.shards = 2};
+    tpc_config c = {.shards = 2, .backend = TPC_BACKEND_URING};
     assert_int_equal(run_capturing(&c, out, sizeof(out)), -EPERM);
     assert_non_null(strstr(out, "io_uring is not permitted"));
     assert_non_null(strstr(out, "seccomp"));
+    /* auto: epoll, said once per process with the cause, whatever the number of shards. */
+    unsetenv("TPC_BACKEND");
+    c.backend = TPC_BACKEND_AUTO;
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), 99);
+    const char *line = strstr(out, "io_uring unavailable: io_uring is not permitted");
+    assert_non_null(line);
+    assert_non_null(strstr(line, "running on the epoll backend"));
+    assert_null(strstr(line + 1, "io_uring unavailable"));
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), 99);
+    assert_null(strstr(out, "io_uring unavailable")); /* once per process */
 }
 
 int main(void)

@@ -262,10 +262,42 @@ static void test_server_close_no_sqe(void **state)
     run_main(1, server_close_main, NULL);
 }
 
+/* A kernel without some opcodes (probed once per process; hidden here): those operations run on
+ * the blocking pool instead of failing, and tpc_features says which. */
+static int missing_main(void *arg)
+{
+    (void)arg;
+    char line[512];
+    CHECK(tpc_features(line, sizeof(line)) > 0);
+    CHECK(on_epoll() || strstr(line, "on the blocking pool: op3 op18 op21;") != NULL);
+    int fd = tpc_open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    CHECK_EQ(tpc_write(fd, "abc", 3, 0), 3); /* WRITE is there: through the ring */
+    CHECK_EQ(tpc_fsync(fd), 0);
+    struct statx st;
+    CHECK_EQ(tpc_statx(AT_FDCWD, path, 0, STATX_SIZE, &st), 0);
+    CHECK_EQ(st.stx_size, 3);
+    CHECK_EQ(tpc_statx(AT_FDCWD, "/nonexistent/x", 0, STATX_SIZE, &st), -ENOENT);
+    CHECK_EQ(tpc_close(fd), 0);
+    CHECK_EQ(tpc_unlink(path), 0);
+    return 0;
+}
+
+static void test_missing_opcodes(void **state)
+{
+    (void)state;
+    /* OPENAT (18), STATX (21), FSYNC (3) */
+    tpc__fault_hide_opcodes(1ull << IORING_OP_OPENAT | 1ull << IORING_OP_STATX |
+                            1ull << IORING_OP_FSYNC);
+    run_main(1, missing_main, NULL);
+    tpc__fault_hide_opcodes(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_missing_opcodes),
         cmocka_unit_test(test_no_sqe_for_cancel),
         cmocka_unit_test(test_rx_no_sqe),
         cmocka_unit_test(test_full_no_sqe),

@@ -23,8 +23,57 @@ static void test_exit_status(void **state)
     assert_int_equal(tpc_run(&c, return_arg, (void *)7), 7);
     assert_int_equal(tpc_run(NULL, return_arg, (void *)0), 0);
     assert_int_equal(tpc_run(&c, NULL, NULL), -EINVAL);
-    c.reserved[3] = 1; /* a field of a later version */
+    c.reserved[2] = 1; /* a field of a later version */
     assert_int_equal(tpc_run(&c, return_arg, (void *)7), -EINVAL);
+}
+
+/* ---- The I/O backend: asked for in tpc_config or TPC_BACKEND, and said by the stats, the
+ * features line and the topology report of every shard. ---- */
+static int backend_main(void *arg)
+{
+    int want = (int)(intptr_t)arg;
+    const char *name = want == TPC_BACKEND_EPOLL ? "epoll" : "io_uring";
+    for (int i = 0; i < tpc_shard_count(); i++) {
+        tpc_shard_stats st;
+        CHECK_EQ(tpc_stats(i, &st), 0);
+        CHECK_EQ(st.backend, (uint64_t)want);
+    }
+    char line[512];
+    CHECK(tpc_features(line, sizeof(line)) > 0);
+    CHECK_EQ(strncmp(line, name, strlen(name)), 0);
+    char report[1024] = "";
+    FILE *f = fmemopen(report, sizeof(report), "w");
+    CHECK_EQ(tpc_topology_report(f), 0);
+    fclose(f);
+    CHECK_EQ(strstr(report, ", epoll\n") != NULL, want == TPC_BACKEND_EPOLL);
+    CHECK_EQ(strstr(report, ", io_uring\n") != NULL, want == TPC_BACKEND_URING);
+    return 7;
+}
+
+static void test_backend_choice(void **state)
+{
+    (void)state;
+    const char *env = getenv("TPC_BACKEND");
+    char *saved = env ? strdup(env) : NULL;
+    tpc_config c = {.shards = 2, .backend = TPC_BACKEND_EPOLL};
+    assert_int_equal(tpc_run(&c, backend_main, (void *)(intptr_t)TPC_BACKEND_EPOLL), 7);
+    setenv("TPC_BACKEND", "epoll", 1);
+    c.backend = TPC_BACKEND_URING; /* the field wins over the environment */
+    assert_int_equal(tpc_run(&c, backend_main, (void *)(intptr_t)TPC_BACKEND_URING), 7);
+    c.backend = TPC_BACKEND_AUTO;
+    assert_int_equal(tpc_run(&c, backend_main, (void *)(intptr_t)TPC_BACKEND_EPOLL), 7);
+    setenv("TPC_BACKEND", "uring", 1);
+    assert_int_equal(tpc_run(&c, backend_main, (void *)(intptr_t)TPC_BACKEND_URING), 7);
+    setenv("TPC_BACKEND", "auto", 1); /* io_uring works here: no fallback */
+    assert_int_equal(tpc_run(&c, backend_main, (void *)(intptr_t)TPC_BACKEND_URING), 7);
+    setenv("TPC_BACKEND", "kqueue", 1);
+    assert_int_equal(tpc_run(&c, backend_main, NULL), -EINVAL);
+    unsetenv("TPC_BACKEND");
+    c.backend = (tpc_backend)3;
+    assert_int_equal(tpc_run(&c, backend_main, NULL), -EINVAL);
+    if (saved)
+        setenv("TPC_BACKEND", saved, 1);
+    free(saved);
 }
 
 /* ---- Every shard runs, knows who it is, and can be reached. ---- */
@@ -562,6 +611,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exit_status),
+        cmocka_unit_test(test_backend_choice),
         cmocka_unit_test(test_shards),
         cmocka_unit_test_setup(test_env_shards, clean_env),
         cmocka_unit_test_setup(test_env_cpus, clean_env),

@@ -347,6 +347,7 @@ static void test_iowq_placement(void **state)
     two_cpus(a, b);
     SKIP_IF(!b[0], "needs two CPUs");
     SKIP_IF(under_valgrind(), "valgrind runs io_uring's workers as it likes");
+    SKIP_IF(on_epoll(), "io_uring's workers: none on epoll");
     /* The kernel's default: on the shard's CPU only. */
     assert_int_equal(placement_in_child(a, "shard", 0), 1);
     /* The default: on a CPU that no shard runs on. */

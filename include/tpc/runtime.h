@@ -23,6 +23,13 @@ typedef enum tpc_placement {
     TPC_PLACE_NODE,   /* one per NUMA node: its first allowed PU */
 } tpc_placement;
 
+/* The I/O backend a shard runs (tpc_config.backend). */
+typedef enum tpc_backend {
+    TPC_BACKEND_AUTO = 0, /* io_uring; epoll if no ring can be set up at all (said once) */
+    TPC_BACKEND_URING,    /* io_uring only: tpc_run fails if it cannot be set up */
+    TPC_BACKEND_EPOLL,    /* epoll: readiness and the blocking pool (docs/guide.md) */
+} tpc_backend;
+
 /* Runtime configuration. Zero-initialise it, then set what you need; every zero field takes its
  * default. Fields left zero fall back to the environment where noted. core/config.c holds the
  * defaults and bounds of the numeric fields in one table; docs/guide.md lists them. */
@@ -125,10 +132,17 @@ typedef struct tpc_config {
      * (tpc_buffer_register, tpc_file_register), each created on its first use. 0: 1024. In
      * [1, 16384]. */
     uint32_t registered_slots;
+    /* The I/O backend. TPC_BACKEND_AUTO (0): TPC_BACKEND from the environment ("auto",
+     * "uring" or "epoll"), else auto: io_uring, or, when the ring cannot be set up at all
+     * (io_uring disabled by sysctl or blocked by seccomp, as in default container profiles;
+     * not in the kernel; too little locked memory), epoll, printing once per process the cause
+     * and the fallback. TPC_BACKEND_URING turns that case into an error. docs/guide.md says
+     * what behaves differently on epoll. tpc_features() and tpc_shard_stats name the backend. */
+    tpc_backend backend;
     /* Room to grow without changing the struct's size: leave zero (a config initialised with
      * `{...}` or memset is). Later versions give these bytes meanings; this one refuses a
      * config with any of them set (-EINVAL). */
-    uint64_t reserved[4];
+    uint64_t reserved[3];
 } tpc_config;
 
 /* Starts the runtime: one shard (an OS thread, pinned with hwloc when there are enough CPUs)
@@ -193,8 +207,9 @@ TPC_EXTERN int tpc_shard_count(void);
  * -EPERM outside a shard. */
 TPC_EXTERN int tpc_shard_cpu(void);
 
-/* Writes one line per shard to out: shard -> CPU (PU) -> core -> NUMA node, or "not pinned".
- * Returns 0, -EINVAL for a NULL out, -EPERM outside a shard. */
+/* Writes one line per shard to out: shard -> CPU (PU) -> core -> NUMA node, or "not pinned",
+ * then the I/O backend it runs ("io_uring" or "epoll"). Returns 0, -EINVAL for a NULL out,
+ * -EPERM outside a shard. */
 TPC_EXTERN int tpc_topology_report(FILE *out);
 
 /* ---- Work on other shards ----
@@ -331,6 +346,11 @@ typedef struct tpc_shard_stats {
     uint64_t io_enters;       /* the loop's kernel entries for I/O: submit-and-reap, sleep
                                * (ppoll too, under valgrind), submit on a full SQ ring */
     uint64_t stalls;          /* times the shard stayed away from its loop past stall_ms */
+    uint64_t backend;         /* the I/O backend it runs: TPC_BACKEND_URING or _EPOLL; on
+                               * epoll, io_submitted and io_completed count the operations the
+                               * backend carried out, io_enters its epoll_wait calls */
+    uint64_t cq_overflows;    /* times the loop found io_uring's completion queue overflowed
+                               * (the kernel kept the rest: nothing lost, flushed at once) */
 } tpc_shard_stats;
 
 /* Reads shard `shard`'s counters into *out (by a message to that shard; suspends). Returns as

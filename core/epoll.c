@@ -1,0 +1,981 @@
+/* The epoll backend: what a shard runs when it cannot have an io_uring (docs/design.md,
+ * "Backends").
+ *
+ * The seam is the SQE. Every operation in the runtime is prepared as a `struct io_uring_sqe`
+ * whose user_data is a `struct tpc__op`; on an epoll shard tpc__sqe hands out SQEs from a
+ * private array instead of the ring, so no caller changes, and this file carries each one out:
+ *   - sockets, pipes, eventfd, signalfd: a non-blocking attempt (MSG_DONTWAIT, RWF_NOWAIT, a
+ *     listener made O_NONBLOCK), and on EAGAIN a wait for readiness. Descriptors are added to
+ *     the shard's epoll set edge-triggered for reading and writing at the first wait (again at
+ *     each first wait: EEXIST is cheap, and a descriptor closed and reused behind our back is
+ *     added afresh); an edge retries every operation waiting on that descriptor;
+ *   - regular files and path calls (open, stat, sync...): the blocking pool, through the hook
+ *     the io layer leaves in s->blocking (a regular file read tries RWF_NOWAIT first);
+ *   - provided-buffer receives take a buffer from the pool's ring as the kernel would.
+ * A fiber's operation (tpc__ep_run) is tried at once in the fiber and waits on its own stack;
+ * an operation queued by an object (an acceptor, a receive stream, a watch, a relay's send, a
+ * bounded write) gets a heap record and completes, as on io_uring, from the loop's I/O phase.
+ * A cancel unlinks the waiting record before the call returns, so nothing touches the caller's
+ * memory afterwards; an operation on the blocking pool is waited for, as io_uring's would be. */
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include "epoll.h"
+#include "uring.h"
+
+#define EP_EVENTS    64
+#define EP_CHUNK     1024 /* descriptors per chunk of the table */
+#define EP_CHUNKS    1024 /* so descriptors below 2^20, Linux's own limit */
+#define EP_EAGER_MAX 64   /* operations a fiber completes at once before it yields */
+
+enum { DIR_RD, DIR_WR, DIR_ANY };
+enum { RUN_DONE, RUN_WAIT, RUN_POOL };
+
+struct ep_op {
+    tpc_list node;           /* in its descriptor's queue, or the retry list */
+    struct ep_op *hnext;     /* a loop operation: in the table by op (for a cancel) */
+    struct io_uring_sqe sqe; /* the operation, copied */
+    struct tpc__op *op;      /* told the result (loop operations); NULL: nobody */
+    struct tpc__io *io;      /* a fiber's operation (on its stack), else NULL */
+    tpc_fiber *pool_fiber;   /* runs it on the blocking pool */
+    int fd;
+    int wfd;      /* the descriptor it waits on (a splice: either side) */
+    int saved_fl; /* a connect: the socket's status flags to put back, -1: none */
+    int res;
+    unsigned cflags;
+    uint8_t dir;
+    bool waiting, done;
+    bool want_pool; /* a fiber's operation found it needs a helper: the fiber calls it */
+};
+
+struct ep_fd {
+    tpc_list q[3]; /* waiting to read, to write, for either (a poll) */
+    /* A read found nothing (EAGAIN) and no edge for reading has come since: the next read
+     * waits without trying (the edge that data brings will retry it). Cleared by such an edge,
+     * and when the descriptor is added to the epoll set afresh (a new file under that
+     * number: its add reports data that is there already). */
+    bool rd_dry;
+};
+
+struct ep_cqe {
+    struct tpc__op *op;
+    int res;
+    unsigned flags;
+};
+
+struct ep_bufring {
+    struct io_uring_buf_ring *br;
+    unsigned mask;
+    uint16_t head;
+};
+
+struct tpc__ep {
+    int epfd;
+    struct io_uring_sqe *sq;
+    unsigned nsq, capsq;
+    struct ep_fd *fds[EP_CHUNKS];
+    tpc_list again; /* edge-triggered: operations that must be tried again before a wait */
+    struct ep_cqe *cq;
+    unsigned ncq, capcq;
+    struct ep_bufring *brs; /* by group id */
+    unsigned nbrs;
+    unsigned eager;
+    unsigned nwaiting;   /* loop operations waiting or on the pool */
+    struct ep_op **byop; /* loop operations by their op (a chained hash table) */
+    unsigned nbyop, mask;
+    struct epoll_event ev[EP_EVENTS];
+};
+
+/* ---- Descriptors ---- */
+
+static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
+{
+    if (fd < 0 || fd >= EP_CHUNK * EP_CHUNKS)
+        return NULL;
+    struct ep_fd **c = &e->fds[fd / EP_CHUNK];
+    if (!*c) {
+        *c = malloc(EP_CHUNK * sizeof(**c));
+        if (!*c)
+            return NULL;
+        for (unsigned i = 0; i < EP_CHUNK; i++) {
+            for (int d = 0; d < 3; d++)
+                tpc__list_init(&(*c)[i].q[d]);
+            (*c)[i].rd_dry = false;
+        }
+    }
+    return &(*c)[fd % EP_CHUNK];
+}
+
+static bool fd_idle(const struct ep_fd *f)
+{
+    return tpc__list_empty(&f->q[0]) && tpc__list_empty(&f->q[1]) && tpc__list_empty(&f->q[2]);
+}
+
+/* Queues o on its descriptor, adding the descriptor to the epoll set if nothing waited on it.
+ * -EPERM: the descriptor cannot be polled (a regular file, a directory). */
+static int fd_wait(struct tpc__ep *e, struct ep_op *o, int known)
+{
+    struct ep_fd *f = fd_of(e, o->wfd);
+    if (!f)
+        return o->wfd < 0 ? -EBADF : -ENOMEM;
+    if (fd_idle(f) && o->wfd != known) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                                 .data.fd = o->wfd};
+        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, o->wfd, &ev) == 0)
+            f->rd_dry = false;
+        else if (errno != EEXIST)
+            return -errno;
+    }
+    tpc__list_push(&f->q[o->dir], &o->node);
+    o->waiting = true;
+    return 0;
+}
+
+static void unwait(struct tpc__ep *e, struct ep_op *o)
+{
+    if (!o->waiting)
+        return;
+    tpc__list_remove(&o->node);
+    o->waiting = false;
+    if (!o->io)
+        e->nwaiting--;
+}
+
+/* ---- Loop operations by their op, for a cancel (which names only the op) ---- */
+
+static unsigned op_hash(const struct tpc__ep *e, const struct tpc__op *op)
+{
+    uint64_t h = (uint64_t)(uintptr_t)op * 0x9e3779b97f4a7c15ull;
+    return (unsigned)(h >> 32) & e->mask;
+}
+
+/* Grows the table to keep chains short (without memory, the chains grow instead). */
+static void byop_grow(struct tpc__ep *e)
+{
+    unsigned n = e->mask ? 2 * (e->mask + 1) : 64;
+    struct ep_op **t = calloc(n, sizeof(*t));
+    if (!t)
+        return;
+    struct ep_op **old = e->byop;
+    unsigned oldn = e->mask ? e->mask + 1 : 0;
+    e->byop = t;
+    e->mask = n - 1;
+    for (unsigned i = 0; i < oldn; i++)
+        for (struct ep_op *o = old[i], *next; o; o = next) {
+            next = o->hnext;
+            unsigned h = op_hash(e, o->op);
+            o->hnext = t[h];
+            t[h] = o;
+        }
+    free(old);
+}
+
+static void byop_add(struct tpc__ep *e, struct ep_op *o)
+{
+    if (!o->op)
+        return;
+    if (e->nbyop >= 2 * (e->mask + 1) || !e->byop)
+        byop_grow(e);
+    if (!e->byop) {
+        o->op = NULL; /* out of memory: it cannot be cancelled, but it completes */
+        return;
+    }
+    unsigned h = op_hash(e, o->op);
+    o->hnext = e->byop[h];
+    e->byop[h] = o;
+    e->nbyop++;
+}
+
+static void byop_del(struct tpc__ep *e, struct ep_op *o)
+{
+    if (!o->op || !e->byop)
+        return;
+    for (struct ep_op **p = &e->byop[op_hash(e, o->op)]; *p; p = &(*p)->hnext)
+        if (*p == o) {
+            *p = o->hnext;
+            e->nbyop--;
+            return;
+        }
+}
+
+static struct ep_op *byop_find(struct tpc__ep *e, const struct tpc__op *op)
+{
+    if (!op || !e->byop)
+        return NULL;
+    for (struct ep_op *o = e->byop[op_hash(e, op)]; o; o = o->hnext)
+        if (o->op == op)
+            return o;
+    return NULL;
+}
+
+/* ---- Carrying out one operation, without blocking ---- */
+
+static struct ep_bufring *bufring(struct tpc__ep *e, unsigned bgid)
+{
+    return bgid < e->nbrs && e->brs[bgid].br ? &e->brs[bgid] : NULL;
+}
+
+/* A receive into a provided buffer: the next one in the group's ring, taken only if data came. */
+static int recv_select(struct tpc__ep *e, struct ep_op *o)
+{
+    struct ep_bufring *r = bufring(e, o->sqe.buf_group);
+    if (!r)
+        return -ENOBUFS;
+    uint16_t tail = __atomic_load_n(&r->br->tail, __ATOMIC_ACQUIRE);
+    if (tail == r->head)
+        return -ENOBUFS;
+    struct io_uring_buf *b = &r->br->bufs[r->head & r->mask];
+    size_t len = o->sqe.len && o->sqe.len < b->len ? o->sqe.len : b->len;
+    ssize_t n = recv(o->fd, (void *)(uintptr_t)b->addr, len, (int)o->sqe.msg_flags | MSG_DONTWAIT);
+    if (n <= 0)
+        return n < 0 ? -errno : 0;
+    r->head++;
+    o->cflags = IORING_CQE_F_BUFFER | ((unsigned)b->bid << IORING_CQE_BUFFER_SHIFT);
+    return (int)n;
+}
+
+/* A read or write of a descriptor at sqe.off (-1: its position), RWF_NOWAIT; EOPNOTSUPP
+ * (a descriptor without non-blocking reads) falls back to a poll and a plain call. */
+static int rw_nowait(struct ep_op *o, bool write, const struct iovec *iov, int cnt)
+{
+    off_t off = (off_t)o->sqe.off;
+    ssize_t n = write ? pwritev2(o->fd, iov, cnt, off, RWF_NOWAIT)
+                      : preadv2(o->fd, iov, cnt, off, RWF_NOWAIT);
+    if (n < 0 && errno == ESPIPE && off == 0) { /* io_uring takes 0 for a stream: so do we */
+        o->sqe.off = (uint64_t)-1;
+        return rw_nowait(o, write, iov, cnt);
+    }
+    if (n >= 0)
+        return (int)n;
+    if (errno != EOPNOTSUPP)
+        return -errno;
+    struct stat st;
+    if (fstat(o->fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+        return -EPERM; /* a file without RWF_NOWAIT: the pool */
+    struct pollfd p = {.fd = o->fd, .events = write ? POLLOUT : POLLIN};
+    if (poll(&p, 1, 0) <= 0)
+        return -EAGAIN;
+    n = write ? pwritev2(o->fd, iov, cnt, off, 0) : preadv2(o->fd, iov, cnt, off, 0);
+    return n < 0 ? -errno : (int)n;
+}
+
+static int rw(struct ep_op *o)
+{
+    const struct io_uring_sqe *q = &o->sqe;
+    bool vec = q->opcode == IORING_OP_READV || q->opcode == IORING_OP_WRITEV;
+    bool write = q->opcode == IORING_OP_WRITE || q->opcode == IORING_OP_WRITEV ||
+                 q->opcode == IORING_OP_WRITE_FIXED;
+    struct iovec one = {.iov_base = (void *)(uintptr_t)q->addr, .iov_len = q->len};
+    o->dir = write ? DIR_WR : DIR_RD;
+    if (vec)
+        return rw_nowait(o, write, (const struct iovec *)(uintptr_t)q->addr, (int)q->len);
+    return rw_nowait(o, write, &one, 1);
+}
+
+/* A listener is made non-blocking once, so that an accept after an edge never blocks the
+ * shard (another shard may take the connection first). */
+static int accept_one(struct ep_op *o)
+{
+    if (o->saved_fl < 0) { /* once per operation (a multishot accept's lasts) */
+        int fl = fcntl(o->fd, F_GETFL);
+        if (fl >= 0 && !(fl & O_NONBLOCK))
+            fcntl(o->fd, F_SETFL, fl | O_NONBLOCK);
+        o->saved_fl = 0;
+    }
+    socklen_t *len = (socklen_t *)(uintptr_t)o->sqe.off;
+    int fd =
+        accept4(o->fd, (struct sockaddr *)(uintptr_t)o->sqe.addr, len, (int)o->sqe.accept_flags);
+    return fd < 0 ? -errno : fd;
+}
+
+/* A connect: the socket is non-blocking for the call and put back as it was after. */
+static int connect_step(struct ep_op *o)
+{
+    o->dir = DIR_WR;
+    if (o->saved_fl < 0) {
+        int fl = fcntl(o->fd, F_GETFL);
+        if (fl < 0)
+            return -errno;
+        if (!(fl & O_NONBLOCK) && fcntl(o->fd, F_SETFL, fl | O_NONBLOCK) < 0)
+            return -errno;
+        o->saved_fl = fl;
+        if (connect(o->fd, (const struct sockaddr *)(uintptr_t)o->sqe.addr,
+                    (socklen_t)o->sqe.off) == 0)
+            return 0;
+        return errno == EINPROGRESS ? -EAGAIN : -errno;
+    }
+    struct pollfd p = {.fd = o->fd, .events = POLLOUT};
+    if (poll(&p, 1, 0) <= 0)
+        return -EAGAIN;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -errno;
+    return -err;
+}
+
+static void connect_restore(struct ep_op *o)
+{
+    if (o->saved_fl >= 0 && !(o->saved_fl & O_NONBLOCK))
+        fcntl(o->fd, F_SETFL, o->saved_fl);
+    o->saved_fl = -1;
+}
+
+static int poll_now(struct ep_op *o)
+{
+    struct pollfd p = {.fd = o->fd, .events = (short)o->sqe.poll32_events};
+    o->dir = DIR_ANY;
+    int n = poll(&p, 1, 0);
+    if (n < 0)
+        return -errno;
+    return n ? (p.revents & (POLLNVAL)) ? -EBADF : p.revents : -EAGAIN;
+}
+
+/* A splice, its pipe side non-blocking; it waits on whichever side is not ready. The socket
+ * side is checked for room first (SPLICE_F_NONBLOCK does not reach a socket). */
+static int splice_now(struct ep_op *o)
+{
+    const struct io_uring_sqe *q = &o->sqe;
+    int in = q->splice_fd_in, out = o->fd;
+    struct pollfd p[2] = {{.fd = in, .events = POLLIN}, {.fd = out, .events = POLLOUT}};
+    if (poll(p, 2, 0) < 0)
+        return -errno;
+    if (!(p[1].revents & (POLLOUT | POLLERR | POLLHUP))) {
+        o->dir = DIR_WR;
+        return -EAGAIN;
+    }
+    int64_t oi = (int64_t)q->splice_off_in, oo = (int64_t)q->off;
+    loff_t li = oi, lo = oo;
+    ssize_t n = splice(in, oi < 0 ? NULL : &li, out, oo < 0 ? NULL : &lo, q->len,
+                       q->splice_flags | SPLICE_F_NONBLOCK);
+    if (n >= 0)
+        return (int)n;
+    if (errno != EAGAIN)
+        return -errno;
+    o->wfd = in; /* waits for data on the source */
+    o->dir = DIR_RD;
+    return -EAGAIN;
+}
+
+/* One non-blocking attempt. RUN_DONE with o->res, RUN_WAIT (o->dir says for what), or
+ * RUN_POOL (only a helper thread can do it). */
+static int attempt(struct tpc__ep *e, struct ep_op *o)
+{
+    const struct io_uring_sqe *q = &o->sqe;
+    void *buf = (void *)(uintptr_t)q->addr;
+    int flags = (int)q->msg_flags | MSG_DONTWAIT;
+    int r;
+    o->cflags = 0;
+    o->dir = DIR_RD;
+    o->wfd = o->fd;
+    switch (q->opcode) {
+    case IORING_OP_NOP:
+        r = 0;
+        break;
+    case IORING_OP_READ:
+    case IORING_OP_WRITE:
+    case IORING_OP_READV:
+    case IORING_OP_WRITEV:
+    case IORING_OP_READ_FIXED:
+    case IORING_OP_WRITE_FIXED:
+        r = rw(o);
+        if (r == -EPERM)
+            return RUN_POOL;
+        break;
+    case IORING_OP_RECV:
+        r = (q->flags & IOSQE_BUFFER_SELECT) ? recv_select(e, o)
+                                             : (int)recv(o->fd, buf, q->len, flags);
+        if (!(q->flags & IOSQE_BUFFER_SELECT) && r < 0)
+            r = -errno;
+        break;
+    case IORING_OP_SEND:
+        o->dir = DIR_WR;
+        r = (int)send(o->fd, buf, q->len, flags);
+        r = r < 0 ? -errno : r;
+        break;
+    case IORING_OP_RECVMSG:
+    case IORING_OP_SENDMSG:
+        o->dir = q->opcode == IORING_OP_SENDMSG ? DIR_WR : DIR_RD;
+        r = (int)(q->opcode == IORING_OP_SENDMSG ? sendmsg(o->fd, buf, flags)
+                                                 : recvmsg(o->fd, buf, flags));
+        r = r < 0 ? -errno : r;
+        break;
+    case IORING_OP_ACCEPT:
+        r = accept_one(o);
+        break;
+    case IORING_OP_CONNECT:
+        r = connect_step(o);
+        break;
+    case IORING_OP_POLL_ADD:
+        r = poll_now(o);
+        break;
+    case IORING_OP_SPLICE:
+        r = splice_now(o);
+        break;
+    default: /* path calls, syncs, allocation: a helper thread does them */
+        return RUN_POOL;
+    }
+    if (r == -EAGAIN || r == -EWOULDBLOCK)
+        return RUN_WAIT;
+    o->res = r;
+    return RUN_DONE;
+}
+
+/* ---- The same on a helper thread, blocking (it touches only the record) ---- */
+
+static long rw_blocking(int fd, const struct io_uring_sqe *q, const struct iovec *iov, int cnt)
+{
+    bool write = q->opcode == IORING_OP_WRITE || q->opcode == IORING_OP_WRITEV ||
+                 q->opcode == IORING_OP_WRITE_FIXED;
+    off_t off = (off_t)q->off;
+    long r = write ? pwritev2(fd, iov, cnt, off, 0) : preadv2(fd, iov, cnt, off, 0);
+    if (r < 0 && errno == ESPIPE && off == 0)
+        r = write ? pwritev2(fd, iov, cnt, -1, 0) : preadv2(fd, iov, cnt, -1, 0);
+    return r;
+}
+
+static long run_blocking(void *arg)
+{
+    struct ep_op *o = arg;
+    const struct io_uring_sqe *q = &o->sqe;
+    const char *path = (const char *)(uintptr_t)q->addr;
+    struct iovec one = {.iov_base = (void *)(uintptr_t)q->addr, .iov_len = q->len};
+    const struct iovec *iov = &one;
+    int cnt = 1;
+    long r;
+    switch (q->opcode) {
+    case IORING_OP_READV:
+    case IORING_OP_WRITEV:
+        iov = (const struct iovec *)(uintptr_t)q->addr;
+        cnt = (int)q->len;
+        /* fall through */
+    case IORING_OP_READ:
+    case IORING_OP_WRITE:
+    case IORING_OP_READ_FIXED:
+    case IORING_OP_WRITE_FIXED:
+        r = rw_blocking(o->fd, q, iov, cnt);
+        break;
+    case IORING_OP_FSYNC:
+        r = (q->fsync_flags & IORING_FSYNC_DATASYNC) ? fdatasync(o->fd) : fsync(o->fd);
+        break;
+    case IORING_OP_FALLOCATE:
+        r = fallocate(o->fd, (int)q->len, (off_t)q->off, (off_t)q->addr);
+        break;
+    case TPC__OP_FTRUNCATE:
+        r = ftruncate(o->fd, (off_t)q->off);
+        break;
+    case IORING_OP_OPENAT:
+        r = openat(o->fd, path, (int)q->open_flags, (mode_t)q->len);
+        break;
+    case IORING_OP_STATX:
+        r = statx(o->fd, path, (int)q->statx_flags, q->len, (struct statx *)(uintptr_t)q->off);
+        break;
+    case IORING_OP_UNLINKAT:
+        r = unlinkat(o->fd, path, (int)q->unlink_flags);
+        break;
+    case IORING_OP_RENAMEAT:
+        r = renameat2(o->fd, path, (int)q->len, (const char *)(uintptr_t)q->off, q->rename_flags);
+        break;
+    case IORING_OP_MKDIRAT:
+        r = mkdirat(o->fd, path, (mode_t)q->len);
+        break;
+    default:
+        return -EOPNOTSUPP;
+    }
+    return r < 0 ? -errno : r;
+}
+
+/* ---- Completions ---- */
+
+static void cq_push(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
+{
+    struct tpc__ep *e = s->ep;
+    if (!op)
+        return;
+    if (e->ncq == e->capcq) {
+        unsigned cap = e->capcq ? 2 * e->capcq : 64;
+        struct ep_cqe *cq = realloc(e->cq, cap * sizeof(*cq));
+        if (!cq) {
+            fprintf(stderr, "libtpc: shard %u: out of memory for a completion\n", s->id);
+            abort(); /* a lost completion would hang its owner forever */
+        }
+        e->cq = cq;
+        e->capcq = cap;
+    }
+    e->cq[e->ncq++] = (struct ep_cqe){op, res, flags};
+}
+
+static bool multishot(const struct ep_op *o)
+{
+    return o->sqe.opcode == IORING_OP_ACCEPT && (o->sqe.ioprio & IORING_ACCEPT_MULTISHOT);
+}
+
+/* A loop operation's record is freed with its final completion. */
+static void loop_done(struct tpc__shard *s, struct ep_op *o, int res, unsigned flags)
+{
+    if (o->sqe.opcode == IORING_OP_CONNECT)
+        connect_restore(o);
+    byop_del(s->ep, o);
+    cq_push(s, o->op, res, flags);
+    free(o);
+}
+
+/* A fiber's operation is done: its record is on the fiber's stack. */
+static void fiber_done(struct ep_op *o)
+{
+    o->done = true;
+    struct tpc__io *io = o->io;
+    io->res = o->res;
+    io->done = true;
+    if (io->w.fiber && io->w.fiber->wait == &io->w)
+        tpc__wake(&io->w, 0);
+}
+
+static int pool_fiber(void *arg);
+
+/* Runs o, which needs a helper thread: in its fiber's own call (tpc__ep_run), or, for a loop
+ * operation, in a fiber started for it. False if it went to a fiber (it completes later). */
+static bool to_pool(struct tpc__shard *s, struct ep_op *o)
+{
+    if (o->sqe.opcode == IORING_OP_POLL_ADD) { /* a regular file is always ready */
+        o->res = (int)(o->sqe.poll32_events & (POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM));
+        return true;
+    }
+    if (o->io) {
+        if (s->current != o->io->w.fiber && o->io->w.fiber) {
+            o->want_pool = true; /* found in the loop: the fiber's call takes it up */
+            return true;
+        }
+        long r = 0;
+        int rc = s->blocking ? s->blocking(run_blocking, o, &r) : -EOPNOTSUPP;
+        o->res = rc < 0 ? rc : (int)r;
+        return true;
+    }
+    tpc_fiber *f;
+    int rc = tpc_spawn(pool_fiber, o, &f);
+    if (rc < 0) {
+        o->res = rc;
+        return true;
+    }
+    o->pool_fiber = f;
+    tpc_detach(f);
+    s->ep->nwaiting++;
+    return false;
+}
+
+/* Queues o to wait for its descriptor (`known`: one known to be in the epoll set). False if
+ * it cannot wait (o->res says why, or it went to the pool). */
+static bool to_wait(struct tpc__shard *s, struct ep_op *o, int known, int *how)
+{
+    int rc = fd_wait(s->ep, o, known);
+    if (rc == 0) {
+        if (!o->io)
+            s->ep->nwaiting++;
+        return true;
+    }
+    if (rc == -EPERM) { /* a regular file: never "ready" to epoll, only a helper can wait */
+        *how = RUN_POOL;
+        return false;
+    }
+    o->res = rc;
+    *how = RUN_DONE;
+    return false;
+}
+
+/* Tries o (not waiting) and, unless it waits again, ends it: a fiber's is handed back, a loop
+ * operation's result queued for the loop's completions. A multishot accept takes what is
+ * queued (edge-triggered: until EAGAIN), 16 at a time, the rest at the next turn. */
+static bool reads(const struct ep_op *o)
+{
+    unsigned op = o->sqe.opcode;
+    return op == IORING_OP_RECV || op == IORING_OP_RECVMSG || op == IORING_OP_READ ||
+           op == IORING_OP_READV || op == IORING_OP_ACCEPT;
+}
+
+static void step(struct tpc__shard *s, struct ep_op *o, int known)
+{
+    struct tpc__ep *e = s->ep;
+    struct ep_fd *f = reads(o) ? fd_of(e, o->fd) : NULL;
+    for (int round = 0;; round++) {
+        bool dry = f && f->rd_dry; /* nothing to read: skip the system call that says so */
+        int how = RUN_WAIT;
+        if (dry)
+            o->dir = DIR_RD, o->wfd = o->fd, o->cflags = 0;
+        else
+            how = attempt(e, o);
+        if (how == RUN_WAIT && to_wait(s, o, known, &how)) {
+            if (f && !dry && o->dir == DIR_RD)
+                f->rd_dry = true; /* after the add: data since then brings an edge */
+            return;
+        }
+        if (how == RUN_POOL && !to_pool(s, o))
+            return;
+        if (o->io) {
+            if (!o->want_pool)
+                fiber_done(o);
+            else if (o->io->w.fiber->wait == &o->io->w)
+                tpc__wake(&o->io->w, 0);
+            return;
+        }
+        if (!multishot(o) || o->res < 0)
+            break;
+        cq_push(s, o->op, o->res, IORING_CQE_F_MORE);
+        if (round == 15) {
+            tpc__list_push(&e->again, &o->node);
+            o->waiting = true;
+            e->nwaiting++;
+            return;
+        }
+    }
+    loop_done(s, o, o->res, o->cflags);
+}
+
+/* A loop operation that needs a helper thread runs in a fiber of its own. */
+static int pool_fiber(void *arg)
+{
+    struct ep_op *o = arg;
+    struct tpc__shard *s = tpc__self;
+    long r = 0;
+    int rc = s->blocking ? s->blocking(run_blocking, o, &r) : -EOPNOTSUPP;
+    s->ep->nwaiting--;
+    o->pool_fiber = NULL;
+    loop_done(s, o, rc < 0 ? rc : (int)r, 0);
+    return 0;
+}
+
+/* ---- Cancel, retries, events ---- */
+
+/* An IORING_OP_ASYNC_CANCEL of a loop operation: one waiting ends with -ECANCELED now; one on
+ * the blocking pool is cancelled there (dropped if still queued) and ends when its helper is
+ * done. */
+static void cancel_op(struct tpc__shard *s, struct tpc__op *target)
+{
+    struct ep_op *o = byop_find(s->ep, target);
+    if (!o)
+        return;
+    if (o->pool_fiber) {
+        tpc_cancel(o->pool_fiber);
+        return;
+    }
+    if (o->waiting) {
+        unwait(s->ep, o);
+        loop_done(s, o, -ECANCELED, 0);
+    }
+}
+
+/* Tries every operation of queue q again (an edge on descriptor fd). */
+static void retry(struct tpc__shard *s, tpc_list *q, int fd)
+{
+    if (tpc__list_empty(q))
+        return;
+    tpc_list todo = {q->next, q->prev};
+    todo.next->prev = todo.prev->next = &todo;
+    tpc__list_init(q);
+    tpc_list *n;
+    while ((n = tpc__list_first(&todo)) != NULL) {
+        struct ep_op *o = tpc__container_of(n, struct ep_op, node);
+        tpc__list_remove(n);
+        o->waiting = false;
+        if (!o->io)
+            s->ep->nwaiting--;
+        step(s, o, fd);
+    }
+}
+
+static void on_events(struct tpc__shard *s, int n)
+{
+    struct tpc__ep *e = s->ep;
+    for (int i = 0; i < n; i++) {
+        int fd = e->ev[i].data.fd;
+        uint32_t m = e->ev[i].events;
+        if (fd == s->wake_fd) {
+            uint64_t v;
+            ssize_t r = read(fd, &v, sizeof(v));
+            (void)r;
+            s->n_wakeups++;
+            continue;
+        }
+        struct ep_fd *f = fd_of(e, fd);
+        if (!f)
+            continue;
+        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            f->rd_dry = false;
+            retry(s, &f->q[DIR_RD], fd);
+        }
+        if (m & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+            retry(s, &f->q[DIR_WR], fd);
+        retry(s, &f->q[DIR_ANY], fd);
+    }
+}
+
+/* Carries out the SQEs queued since the last time, in order. */
+static void submit(struct tpc__shard *s)
+{
+    struct tpc__ep *e = s->ep;
+    for (unsigned i = 0; i < e->nsq; i++) {
+        const struct io_uring_sqe *q = &e->sq[i];
+        struct tpc__op *op = (struct tpc__op *)(uintptr_t)q->user_data;
+        if (q->opcode == IORING_OP_NOP && !op)
+            continue; /* taken back by tpc__ep_run */
+        s->n_io_submitted++;
+        if (q->opcode == IORING_OP_ASYNC_CANCEL) {
+            cancel_op(s, (struct tpc__op *)(uintptr_t)q->addr);
+            cq_push(s, op, 0, 0);
+            continue;
+        }
+        struct ep_op *o = malloc(sizeof(*o));
+        if (!o || (q->flags & IOSQE_FIXED_FILE)) {
+            free(o);
+            cq_push(s, op, o ? -EOPNOTSUPP : -ENOMEM, 0);
+            continue;
+        }
+        *o = (struct ep_op){.sqe = *q, .op = op, .fd = q->fd, .saved_fl = -1};
+        tpc__list_init(&o->node);
+        byop_add(e, o);
+        step(s, o, -1);
+    }
+    e->nsq = 0;
+}
+
+static void retry_again(struct tpc__shard *s)
+{
+    retry(s, &s->ep->again, -1);
+}
+
+static void deliver(struct tpc__shard *s)
+{
+    struct tpc__ep *e = s->ep;
+    for (unsigned i = 0; i < e->ncq; i++) { /* a completion may queue more: they run too */
+        struct ep_cqe c = e->cq[i];
+        s->n_io_completed++;
+        c.op->complete(s, c.op, c.res, c.flags);
+    }
+    e->ncq = 0;
+}
+
+/* ---- The loop's side ---- */
+
+bool tpc__ep_pending(struct tpc__shard *s)
+{
+    return s->ep->ncq || !tpc__list_empty(&s->ep->again);
+}
+
+void tpc__ep_poll(struct tpc__shard *s, bool poll)
+{
+    struct tpc__ep *e = s->ep;
+    submit(s);
+    retry_again(s);
+    if (poll) {
+        int n = epoll_wait(e->epfd, e->ev, EP_EVENTS, 0);
+        s->n_io_enters++;
+        if (n > 0)
+            on_events(s, n);
+    }
+    deliver(s);
+}
+
+void tpc__ep_block(struct tpc__shard *s, int64_t timeout)
+{
+    struct tpc__ep *e = s->ep;
+    uint64_t slept = tpc__clock_ns();
+    submit(s);
+    struct timespec ts = {.tv_sec = timeout / 1000000000, .tv_nsec = timeout % 1000000000};
+    if (tpc__ep_pending(s))
+        ts = (struct timespec){0, 0};
+    else if (timeout <= 0)
+        ts.tv_sec = -1; /* none */
+    /* epoll_pwait2 (Linux 5.11; valgrind 3.19 does not know it): nanoseconds. Else epoll_wait,
+     * in milliseconds rounded up. */
+    static _Atomic bool no_pwait2;
+    int n = -1;
+    errno = ENOSYS;
+    if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed))
+        n = epoll_pwait2(e->epfd, e->ev, EP_EVENTS, ts.tv_sec < 0 ? NULL : &ts, NULL);
+    if (n < 0 && errno == ENOSYS) {
+        atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
+        long long ms =
+            ts.tv_sec < 0 ? -1 : (ts.tv_sec * 1000000000LL + ts.tv_nsec + 999999) / 1000000;
+        n = epoll_wait(e->epfd, e->ev, EP_EVENTS, ms > INT32_MAX ? INT32_MAX : (int)ms);
+    }
+    int err = errno;
+    s->n_io_enters++;
+    atomic_store(&s->sleeping, 0);
+    s->submit_deferred = false;
+    s->n_sleep_ns += tpc__clock_ns() - slept;
+    if (n < 0 && err != EINTR) {
+        fprintf(stderr, "libtpc: shard %u: epoll_wait: %s\n", s->id, strerror(err));
+        abort();
+    }
+    if (n > 0)
+        on_events(s, n);
+    retry_again(s);
+    deliver(s);
+}
+
+struct io_uring_sqe *tpc__ep_sqe(struct tpc__shard *s)
+{
+    struct tpc__ep *e = s->ep;
+    if (e->nsq == e->capsq)
+        submit(s);
+    struct io_uring_sqe *q = &e->sq[e->nsq++];
+    memset(q, 0, sizeof(*q));
+    return q;
+}
+
+int tpc__ep_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *sqe)
+{
+    struct tpc__ep *e = s->ep;
+    struct ep_op o = {.sqe = *sqe, .io = io, .fd = sqe->fd, .saved_fl = -1};
+    tpc__list_init(&o.node);
+    if (e->nsq && sqe == &e->sq[e->nsq - 1]) /* taken back: this call carries it out */
+        e->nsq--;
+    else
+        sqe->opcode = IORING_OP_NOP, sqe->user_data = 0;
+    io->done = false;
+    io->w.fiber = NULL;
+    if (o.sqe.flags & IOSQE_FIXED_FILE)
+        return -EOPNOTSUPP;
+    uint64_t t0 = s->now;
+    step(s, &o, -1);
+    bool parked = false;
+    while (!io->done) {
+        parked = true;
+        int rc = tpc__park(NULL, &io->w);
+        if (io->done)
+            break;
+        if (o.want_pool) { /* the loop found a file: the pool from here */
+            o.want_pool = false;
+            to_pool(s, &o);
+            fiber_done(&o);
+            break;
+        }
+        if (rc < 0) { /* cancelled or past its deadline: nothing of it stays behind */
+            unwait(e, &o);
+            if (o.sqe.opcode == IORING_OP_CONNECT)
+                connect_restore(&o);
+            return rc;
+        }
+    }
+    if (o.sqe.opcode == IORING_OP_CONNECT)
+        connect_restore(&o);
+    tpc__hist_add(&s->m.io[tpc__io_class(o.sqe.opcode)], s->now - t0);
+    if (parked) {
+        e->eager = 0;
+    } else if (++e->eager >= EP_EAGER_MAX) { /* as a suspension would: let the others run */
+        e->eager = 0;
+        tpc_yield();
+    } else {
+        /* As after a suspension, tpc_now() moves on: a fiber whose operations keep completing
+         * at once would otherwise measure from a clock as old as the run phase. */
+        s->now = tpc__clock_ns();
+    }
+    return io->res;
+}
+
+int tpc__ep_offload(struct tpc__shard *s, struct io_uring_sqe *sqe)
+{
+    struct ep_op o = {.sqe = *sqe, .fd = sqe->fd, .saved_fl = -1};
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data(sqe, NULL);
+    if (o.sqe.flags & IOSQE_FIXED_FILE)
+        return -EOPNOTSUPP;
+    long r = 0;
+    int rc = s->blocking ? s->blocking(run_blocking, &o, &r) : -EOPNOTSUPP;
+    return rc < 0 ? rc : (int)r;
+}
+
+/* ---- Set-up ---- */
+
+int tpc__ep_init(struct tpc__shard *s)
+{
+    struct tpc__ep *e = calloc(1, sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    tpc__list_init(&e->again);
+    e->capsq = s->rt->ring_entries;
+    e->sq = calloc(e->capsq, sizeof(*e->sq));
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    int rc = e->epfd < 0 ? -errno : e->sq ? 0 : -ENOMEM;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = s->wake_fd};
+    if (rc == 0 && epoll_ctl(e->epfd, EPOLL_CTL_ADD, s->wake_fd, &ev) < 0)
+        rc = -errno;
+    s->ep = e;
+    if (rc < 0) {
+        fprintf(stderr, "libtpc: shard %u: cannot set up its epoll backend: %s\n", s->id,
+                strerror(-rc));
+        tpc__ep_fini(s);
+        return rc;
+    }
+    s->wake_armed = true; /* the eventfd is in the epoll set for good */
+    return 0;
+}
+
+/* Loop operations still queued when the shard ends (an acceptor or stream never closed) go
+ * without completion, as io_uring's do when the ring is torn down. */
+static void free_chunk(struct ep_fd *c)
+{
+    for (unsigned i = 0; i < EP_CHUNK; i++)
+        for (int d = 0; d < 3; d++)
+            while (!tpc__list_empty(&c[i].q[d])) {
+                struct ep_op *o = tpc__container_of(c[i].q[d].next, struct ep_op, node);
+                tpc__list_remove(&o->node);
+                if (!o->io)
+                    free(o);
+            }
+    free(c);
+}
+
+void tpc__ep_fini(struct tpc__shard *s)
+{
+    struct tpc__ep *e = s->ep;
+    if (!e)
+        return;
+    for (unsigned i = 0; i < EP_CHUNKS; i++)
+        if (e->fds[i])
+            free_chunk(e->fds[i]);
+    while (!tpc__list_empty(&e->again)) {
+        struct ep_op *o = tpc__container_of(e->again.next, struct ep_op, node);
+        tpc__list_remove(&o->node);
+        free(o);
+    }
+    if (e->epfd >= 0)
+        close(e->epfd);
+    free(e->sq);
+    free(e->cq);
+    free(e->brs);
+    free(e->byop);
+    free(e);
+    s->ep = NULL;
+}
+
+int tpc__ep_buf_ring(struct tpc__shard *s, struct io_uring_buf_ring *br, unsigned entries,
+                     unsigned bgid)
+{
+    struct tpc__ep *e = s->ep;
+    if (bgid >= e->nbrs) {
+        unsigned n = bgid + 16;
+        struct ep_bufring *b = realloc(e->brs, n * sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        memset(b + e->nbrs, 0, (n - e->nbrs) * sizeof(*b));
+        e->brs = b;
+        e->nbrs = n;
+    }
+    if (e->brs[bgid].br)
+        return -EEXIST;
+    e->brs[bgid] = (struct ep_bufring){.br = br, .mask = entries - 1, .head = 0};
+    return 0;
+}
+
+void tpc__ep_buf_ring_drop(struct tpc__shard *s, unsigned bgid)
+{
+    if (bgid < s->ep->nbrs)
+        s->ep->brs[bgid].br = NULL;
+}
