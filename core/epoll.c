@@ -798,7 +798,8 @@ void tpc__ep_block(struct tpc__shard *s, int64_t timeout)
     errno = ENOSYS;
     if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed))
         n = epoll_pwait2(e->epfd, e->ev, EP_EVENTS, ts.tv_sec < 0 ? NULL : &ts, NULL);
-    if (n < 0 && errno == ENOSYS) {
+    if (n < 0 && (errno == ENOSYS || errno == EPERM || errno == EINVAL)) {
+        /* Missing, or refused by a seccomp filter older than the call (EPERM): epoll_wait. */
         atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
         long long ms =
             ts.tv_sec < 0 ? -1 : (ts.tv_sec * 1000000000LL + ts.tv_nsec + 999999) / 1000000;

@@ -167,7 +167,9 @@ static int create_ring(struct tpc__shard *s, bool quiet)
          * multishot operations and receive streams complete more than they submit, and an
          * overflow, though lossless (NODROP), costs the loop a flush (counted: cq_overflows). */
         p.flags = try_flags[i] | IORING_SETUP_CQSIZE;
-        p.cq_entries = 4 * s->rt->ring_entries;
+        p.cq_entries = 4 * s->rt->ring_entries; /* (the kernel allows 65,536 at most) */
+        if (p.cq_entries > 65536)
+            p.cq_entries = 65536;
         rc = io_uring_queue_init_params(s->rt->ring_entries, &s->ring, &p);
 #ifdef TPC_FAULT_INJECTION
         int fault = tpc__fault_setup_err();
