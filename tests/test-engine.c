@@ -5,15 +5,13 @@
  * test here: a filter cannot be removed), under which the default (auto) runs on epoll and
  * says so once per process. tests/test-fallback.c serves HTTP that way. */
 #include <errno.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "helpers.h"
+#include "seccomp-deny.h"
 #include "core/uring.h"
 
 static int never(void *arg)
@@ -119,15 +117,7 @@ static void test_seccomp_denies_io_uring(void **state)
 {
     (void)state;
     SKIP_IF(under_valgrind(), "valgrind runs the client's system calls itself");
-    struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof(filter) / sizeof(filter[0]), .filter = filter};
-    assert_int_equal(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-    assert_int_equal(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+    assert_int_equal(t_deny_io_uring(), 0);
     char out[4096];
     tpc_config c = {.shards = 2, .backend = TPC_BACKEND_URING};
     assert_int_equal(run_capturing(&c, out, sizeof(out)), -EPERM);
