@@ -44,8 +44,11 @@
 #endif
 /* Tasks one run phase may run before the loop polls I/O, the inbox and timers. */
 #define TPC_PHASE_TASKS 64
-#define TPC_MIN_STACK   (16u * 1024)
-#define TPC_MAX_STACK   ((size_t)1 << 30)
+/* The spin before sleeping when tpc_config.spin_ns is left 0, while messages pass between
+ * shards (core/shard.c). */
+#define TPC__SPIN_AUTO_NS 10000
+#define TPC_MIN_STACK     (16u * 1024)
+#define TPC_MAX_STACK     ((size_t)1 << 30)
 
 struct tpc__shard;
 struct tpc_runtime;
@@ -223,6 +226,15 @@ struct tpc__shard {
 #endif
     int64_t spin_ns;      /* watch the inbox this long before sleeping; <= 0: never */
     uint32_t coalesce_us; /* hold wake-ups this long while completions gather; 0: off */
+    /* Left to the runtime (core/shard.c, "Adaptive batching"): spin only while messages pass
+     * between shards; batch wake-ups only while the measured load gains from it. */
+    bool spin_auto, batch_auto;
+    uint32_t batch_n, batch_us; /* arrivals the next sleeps wait for (0: wake on the first), and
+                                 * for how long at most */
+    uint64_t load_t0, load_c0, load_m0; /* the load window's start (ns), completions and
+                                         * messages then */
+    uint64_t active[4];             /* operations that completed in the window, hashed: 256 bits */
+    uint64_t spin_msgs, spin_until; /* messages counted at the last check; spin until (ns) */
     struct tpc_runtime *rt;
     unsigned id;
     int cpu;        /* pinned OS CPU, or -1 */
@@ -299,7 +311,7 @@ struct tpc__shard {
     /* Counters, written only by this shard, read by tpc_stats(). */
     uint64_t n_tasks, n_switches, n_loops, n_msgs_in, n_msgs_out, n_wakes_sent, n_wakeups,
         n_sleep_ns, n_io_submitted, n_io_completed, n_timers, n_accept_backoffs, n_io_enters,
-        n_cq_overflows;
+        n_cq_overflows, n_batched, n_spins;
 
     /* Written by other threads. */
     _Alignas(TPC_CACHELINE) _Atomic(struct tpc__msg *) inbox;

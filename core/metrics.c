@@ -33,13 +33,15 @@ void tpc__stats_read(struct tpc__shard *s, tpc_shard_stats *out)
         .stalls = atomic_load_explicit(&s->n_stalls, memory_order_relaxed),
         .backend = s->ep ? TPC_BACKEND_EPOLL : TPC_BACKEND_URING,
         .cq_overflows = s->n_cq_overflows,
+        .batched_sleeps = s->n_batched,
+        .spins = s->n_spins,
     };
 }
 
 /* The counters of tpc_shard_stats, in its order, then the gauges. */
-_Static_assert(sizeof(tpc_shard_stats) == (TPC__PUB_FIBERS + 3) * sizeof(uint64_t),
-               "tpc_shard_stats: the published counters, then stalls, the backend and "
-               "cq_overflows");
+_Static_assert(sizeof(tpc_shard_stats) == (TPC__PUB_FIBERS + 5) * sizeof(uint64_t),
+               "tpc_shard_stats: the published counters, then stalls, the backend, "
+               "cq_overflows, batched_sleeps and spins");
 void tpc__metrics_publish(struct tpc__shard *s)
 {
     tpc_shard_stats st;

@@ -229,7 +229,9 @@ static struct tpc__shard *shard_new(struct tpc_runtime *rt, unsigned id,
 #ifdef TPC_SHUFFLE
     s->shuffle_rng = (rt->shuffle_seed * 0x9e3779b97f4a7c15ull + id) | 1;
 #endif
-    s->spin_ns = c->spin_ns;
+    s->spin_auto = c->spin_ns == 0;
+    s->spin_ns = c->spin_ns ? c->spin_ns : TPC__SPIN_AUTO_NS;
+    s->batch_auto = c->coalesce_us == 0; /* until the ring says it cannot (core/shard.c) */
     s->coalesce_us = c->coalesce_us > 0 ? (uint32_t)c->coalesce_us : 0;
     s->msg_batch = rt->msg_slots / 2 < 256 ? rt->msg_slots / 2 : 256;
     tpc__queue_init(&s->runq);

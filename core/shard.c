@@ -32,6 +32,13 @@
 
 #define COALESCE_EVENTS  64 /* a coalesced wait ends early once this many completions wait */
 #define COALESCE_MIN_OPS 8  /* and needs this many operations out */
+/* Adaptive batching (sleep_phase): the load window, the batching window, and the share of the
+ * operations seen active that a batch may wait for. */
+#define LOAD_WINDOW_NS 1000000
+#define BATCH_MAX_US   200
+#define BATCH_SHARE    16
+/* An automatic spin goes on this long after the last message between shards. */
+#define SPIN_HOLD_NS 1000000
 
 #ifdef TPC_TSAN
 #include <sys/mman.h>
@@ -203,8 +210,10 @@ static int check_coalescing(struct tpc__shard *s)
 {
     if (s->poll_wait || s->ep)
         s->coalesce_us = 0; /* ppoll() has no such wait */
-    if (!s->coalesce_us || ((s->ring_features & TPC__FEAT_MIN_TIMEOUT) &&
-                            (s->ring_flags & IORING_SETUP_DEFER_TASKRUN)))
+    bool can = (s->ring_features & TPC__FEAT_MIN_TIMEOUT) &&
+               (s->ring_flags & IORING_SETUP_DEFER_TASKRUN) && !s->poll_wait && !s->ep;
+    s->batch_auto = s->batch_auto && can; /* adaptive batching needs the same, silently */
+    if (!s->coalesce_us || can)
         return 0;
     if (s->id == 0)
         fprintf(stderr,
@@ -351,6 +360,9 @@ int tpc_features(char *buf, size_t size)
     if (s->coalesce_us)
         n += snprintf(line + n, sizeof(line) - (size_t)n, "; wake-ups coalesced over %u us",
                       s->coalesce_us);
+    else if (s->batch_auto)
+        n += snprintf(line + n, sizeof(line) - (size_t)n,
+                      "; wake-ups batched under load (adaptive, up to %u us)", BATCH_MAX_US);
     if (s->ops_missing) {
         n += snprintf(line + n, sizeof(line) - (size_t)n, "; on the blocking pool:");
         for (unsigned op = 0; op < 64; op++)
@@ -471,6 +483,76 @@ void tpc__inbox_free(struct tpc__shard *s)
 
 /* ---- The loop. ---- */
 
+/* Adaptive batching. Batching wake-ups (the kernel holds a sleeping shard's wake-up until n
+ * completions wait or a window has passed) saves a wake-up and a kernel entry per completion
+ * under load, and costs each completion up to the window. It pays when many operations
+ * complete while the shard sleeps; it hurts a client that waits for each answer before it
+ * sends again over a few connections, which then spends the window idle. So a shard measures,
+ * over windows of LOAD_WINDOW_NS: the completions (their rate gives how many will come within
+ * a batching window), and how many distinct operations completed (hashed into 256 bits: with
+ * closed-loop clients, at most that many answers can be awaited at once). The next sleeps wait
+ * for 1/BATCH_SHARE of the operations seen active (a connection's receive and send are two),
+ * at most BATCH_MAX_US (fewer arrivals if the rate brings fewer in that time), if that is at
+ * least 2; else they wake on the first completion. A lone connection, or a few, never batch;
+ * ten thousand idle ones do not either (few are active). A shard that exchanged messages with
+ * other shards in the window does not batch: a message would wait with the completions, and
+ * those shards wait for it. A change of load takes effect at the next window. */
+static inline void note_active(struct tpc__shard *s, const void *op)
+{
+    unsigned h = (unsigned)(((uintptr_t)op * 0x9e3779b97f4a7c15ull) >> 56);
+    s->active[h >> 6] |= 1ull << (h & 63);
+}
+
+static void measure_load(struct tpc__shard *s, uint64_t now)
+{
+    uint64_t span = now - s->load_t0;
+    if (span < LOAD_WINDOW_NS)
+        return;
+    unsigned active = 0;
+    for (int i = 0; i < 4; i++) {
+        active += (unsigned)__builtin_popcountll(s->active[i]);
+        s->active[i] = 0;
+    }
+    /* Arrivals: about half the completions are of what the shard itself started just before
+     * (a server's sends, done within the kernel entry that submits them). */
+    uint64_t arrivals = (s->n_io_completed - s->load_c0) / 2;
+    uint64_t msgs = s->n_msgs_in + s->n_msgs_out;
+    uint64_t n = msgs == s->load_m0 ? active / BATCH_SHARE : 0, ns = 0;
+    if (n > COALESCE_EVENTS)
+        n = COALESCE_EVENTS;
+    if (n >= 2 && arrivals) {
+        ns = span * n / arrivals * 3 / 2; /* n arrivals' expected time, with slack */
+        if (ns > BATCH_MAX_US * 1000) {   /* then as many as that brings, if fewer */
+            ns = BATCH_MAX_US * 1000;
+            if (arrivals * ns / span < n)
+                n = arrivals * ns / span;
+        }
+    }
+    s->batch_n = n >= 2 ? (uint32_t)n : 0;
+    s->batch_us = (uint32_t)(ns / 1000);
+    s->load_t0 = now;
+    s->load_c0 = s->n_io_completed;
+    s->load_m0 = msgs;
+}
+
+/* Whether to spin before sleeping (tpc_config.spin_ns). A spin saves the wake-up of a message
+ * or reply that lands within it (~10 us on this project's VM), and burns the CPU it waits for
+ * otherwise; I/O completions rarely land that soon, so with spin_ns left to the runtime a shard
+ * spins only within SPIN_HOLD_NS of a message it sent or ran. */
+static inline bool want_spin(struct tpc__shard *s, bool worked)
+{
+    if (!worked || s->spin_ns <= 0)
+        return false;
+    if (!s->spin_auto)
+        return true;
+    uint64_t msgs = s->n_msgs_in + s->n_msgs_out;
+    if (msgs != s->spin_msgs) {
+        s->spin_msgs = msgs;
+        s->spin_until = s->now + SPIN_HOLD_NS;
+    }
+    return s->now < s->spin_until;
+}
+
 #define REAP_AHEAD 4
 
 static void reap(struct tpc__shard *s)
@@ -488,6 +570,7 @@ static void reap(struct tpc__shard *s)
         int res = cqe->res;
         unsigned flags = cqe->flags;
         s->n_io_completed++;
+        note_active(s, op);
         /* Advance before the callback so that it may submit and reap re-entrantly. */
         io_uring_cq_advance(&s->ring, 1);
         if (op)
@@ -528,16 +611,21 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
 {
     struct __kernel_timespec kts = {.tv_sec = timeout / 1000000000,
                                     .tv_nsec = timeout % 1000000000};
-    uint32_t min_us = s->coalesce_us;
-    if (timeout > 0 && (uint64_t)timeout < (uint64_t)min_us * 1000)
-        min_us = (uint32_t)(timeout / 1000); /* a timer due sooner ends the batch */
+    uint32_t min_us = s->coalesce_us, want = COALESCE_EVENTS;
     if (s->inflight + s->nmultishot < COALESCE_MIN_OPS)
         min_us = 0;
+    unsigned to_submit = tpc__sq_publish(&s->ring);
+    if (s->batch_n) { /* adaptive (measure_load); the sends it submits complete at once */
+        min_us = s->batch_us;
+        want = s->batch_n + to_submit;
+    }
+    if (timeout > 0 && (uint64_t)timeout < (uint64_t)min_us * 1000)
+        min_us = (uint32_t)(timeout / 1000); /* a timer due sooner ends the batch */
+    s->n_batched += min_us != 0;
     /* After the minimum wait the kernel only goes on sleeping (for the first completion) up to
      * a general timeout; without one it returns at once, empty-handed. */
     if (min_us && timeout <= 0)
         kts = (struct __kernel_timespec){.tv_sec = 3600};
-    unsigned to_submit = tpc__sq_publish(&s->ring);
     struct tpc__getevents_arg arg = {
         .sigmask_sz = _NSIG / 8,
         .min_wait_usec = min_us,
@@ -549,8 +637,8 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
         flags |= IORING_ENTER_REGISTERED_RING;
         fd = s->ring.enter_ring_fd;
     }
-    long rc = syscall(__NR_io_uring_enter, fd, to_submit, min_us ? COALESCE_EVENTS : 1, flags, &arg,
-                      sizeof(arg));
+    long rc =
+        syscall(__NR_io_uring_enter, fd, to_submit, min_us ? want : 1, flags, &arg, sizeof(arg));
     return rc < 0 ? -errno : (int)rc;
 }
 
@@ -564,6 +652,7 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
 static bool spin_for_work(struct tpc__shard *s, int64_t timeout)
 {
     uint64_t limit = (uint64_t)s->spin_ns;
+    s->n_spins++;
     if (timeout > 0 && (uint64_t)timeout < limit)
         limit = (uint64_t)timeout;
     uint64_t t0 = tpc__clock_ns();
@@ -667,7 +756,7 @@ static inline void io_phase(struct tpc__shard *s, bool worked)
     if (TPC_UNLIKELY(IO_URING_READ_ONCE(*s->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW))
         s->n_cq_overflows++; /* flushed by the entry below (io_pending) */
     unsigned queued = io_uring_sq_ready(&s->ring);
-    bool submit = queued && (s->runq.head || (worked && s->spin_ns > 0) || s->submit_deferred);
+    bool submit = queued && (s->runq.head || want_spin(s, worked) || s->submit_deferred);
     if (submit || io_pending(s) || (s->inflight && !(s->ring_flags & IORING_SETUP_TASKRUN_FLAG))) {
         int n = io_uring_submit_and_get_events(&s->ring);
         if (n > 0)
@@ -728,7 +817,7 @@ static inline void sleep_phase(struct tpc__shard *s, bool worked)
         return;
     if (TPC_UNLIKELY(s->stopping) && may_leave(s))
         return; /* the last work in flight ended in phases 4-5 (a layer's, with no fiber) */
-    if (worked && s->spin_ns > 0 && spin_for_work(s, timeout))
+    if (want_spin(s, worked) && spin_for_work(s, timeout))
         return;
     if (tpc__rings_cool(s))
         return;
@@ -738,6 +827,8 @@ static inline void sleep_phase(struct tpc__shard *s, bool worked)
         atomic_store(&s->sleeping, 0);
         return;
     }
+    if (s->batch_auto)
+        measure_load(s, s->now);
     tpc__metrics_publish(s);
     block(s, timeout);
 }

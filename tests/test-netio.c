@@ -406,6 +406,206 @@ static int no_op(void *arg)
     return 0;
 }
 
+/* Adaptive batching (tpc_config.coalesce_us left 0). A lone connection whose peer answers each
+ * message never batches; 64 connections kept busy by a closed-loop peer batch; once they stop,
+ * the lone connection goes back to a wake-up per completion within a few load windows (1 ms
+ * each). The peer is a thread: the shard echoes, the thread drives. */
+enum { BUSY_N = 64 };
+static int busy_fd[BUSY_N];     /* the thread's ends */
+static _Atomic int busy_rounds; /* rounds the thread is to drive over all BUSY_N */
+static int busy_done_fd;        /* the thread writes a byte here when it is done */
+
+static int echo_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[64];
+    for (;;) {
+        ssize_t n = tpc_recv(fd, buf, sizeof(buf), 0);
+        if (n <= 0)
+            return (int)n;
+        CHECK_EQ(tpc_send(fd, buf, (size_t)n, 0), n);
+    }
+}
+
+static void *busy_driver(void *arg)
+{
+    (void)arg;
+    int rounds = atomic_load(&busy_rounds);
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < BUSY_N; i++) { /* every connection has a message out ... */
+            CHECK_EQ(write(busy_fd[i], "m", 1), 1);
+            /* A client slower than the shard, as wrk is: the shard sleeps between arrivals
+             * (the pacing is the workload, not synchronisation). */
+            int64_t until = t_now_ns() + 3000;
+            while (t_now_ns() < until)
+                ;
+        }
+        for (int i = 0; i < BUSY_N; i++) { /* ... and the next waits for all the answers */
+            char c;
+            CHECK_EQ(read(busy_fd[i], &c, 1), 1);
+        }
+    }
+    CHECK_EQ(write(busy_done_fd, "d", 1), 1);
+    return NULL;
+}
+
+static void *lone_peer(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char c;
+    while (read(fd, &c, 1) == 1)
+        CHECK_EQ(write(fd, &c, 1), 1);
+    return NULL;
+}
+
+/* Round trips over the lone connection: n of them, or (n == 0) for at least ms milliseconds.
+ * Returns the shard's batched sleeps meanwhile. */
+static uint64_t lone_round_trips(int fd, int n, uint64_t ms)
+{
+    tpc_shard_stats a, b;
+    CHECK_EQ(tpc_stats(0, &a), 0);
+    uint64_t end = tpc_now_fresh() + ms * MS;
+    for (int i = 0; n ? i < n : tpc_now_fresh() < end; i++) {
+        char c = 'p';
+        CHECK_EQ(tpc_send(fd, &c, 1, 0), 1);
+        CHECK_EQ(tpc_recv(fd, &c, 1, 0), 1);
+    }
+    CHECK_EQ(tpc_stats(0, &b), 0);
+    return b.batched_sleeps - a.batched_sleeps;
+}
+
+static int adaptive_main(void *arg)
+{
+    bool can = *(bool *)arg;
+    char line[512];
+    CHECK(tpc_features(line, sizeof(line)) > 0);
+    CHECK_EQ(strstr(line, "wake-ups batched under load (adaptive") != NULL, can);
+    int lone[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, lone), 0);
+    pthread_t peer;
+    CHECK_EQ(pthread_create(&peer, NULL, lone_peer, (void *)(intptr_t)lone[1]), 0);
+    uint64_t quiet = lone_round_trips(lone[0], 2000, 0);
+    CHECK_EQ(quiet, 0);
+
+    int sv[BUSY_N][2];
+    tpc_fiber *f[BUSY_N];
+    for (int i = 0; i < BUSY_N; i++) {
+        CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv[i]), 0);
+        busy_fd[i] = sv[i][1];
+        CHECK_EQ(tpc_spawn(echo_conn, (void *)(intptr_t)sv[i][0], &f[i]), 0);
+    }
+    tpc_shard_stats a, b;
+    CHECK_EQ(tpc_stats(0, &a), 0);
+    uint64_t t0 = tpc_now_fresh();
+    atomic_store(&busy_rounds, getenv("TPC_TEST_SLOW") ? 100 : 200);
+    int done[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, done), 0);
+    busy_done_fd = done[1];
+    pthread_t driver;
+    CHECK_EQ(pthread_create(&driver, NULL, busy_driver, NULL), 0);
+    char d;
+    CHECK_EQ(tpc_recv(done[0], &d, 1, 0), 1); /* (a fiber polling a flag would keep the shard
+                                               * awake) */
+    tpc_close(done[0]);
+    close(done[1]);
+    uint64_t took = tpc_now_fresh() - t0;
+    CHECK_EQ(tpc_stats(0, &b), 0);
+    pthread_join(driver, NULL);
+    uint64_t busy = b.batched_sleeps - a.batched_sleeps;
+    /* Batching starts at the first load window's end; the load lasts several. */
+    if (can && took >= 5 * MS)
+        CHECK(busy > 0);
+    print_message("adaptive batching: 64 busy connections, %.1f ms: %llu batched sleeps, "
+                  "%.2f kernel entries a completion\n",
+                  (double)took / MS, (unsigned long long)busy,
+                  (double)(b.io_enters - a.io_enters) /
+                      (double)(b.io_completed - a.io_completed + 1));
+    for (int i = 0; i < BUSY_N; i++) {
+        close(sv[i][1]);
+        int r = -1;
+        CHECK_EQ(tpc_join(f[i], &r), 0);
+        CHECK_EQ(r, 0);
+        tpc_close(sv[i][0]);
+    }
+    /* The load is gone: within a few windows the lone connection wakes the shard for each
+     * completion again. */
+    (void)lone_round_trips(lone[0], 0, 10);
+    uint64_t after = lone_round_trips(lone[0], 1000, 0);
+    CHECK_EQ(after, 0);
+    print_message("adaptive batching: lone connection, batched sleeps before the load %llu, "
+                  "after %llu\n",
+                  (unsigned long long)quiet, (unsigned long long)after);
+    tpc_close(lone[0]);
+    pthread_join(peer, NULL);
+    return 0;
+}
+
+static void test_adaptive_batching(void **state)
+{
+    (void)state;
+    /* Adaptive batching is on wherever a fixed window could run; the check of the features
+     * line says so. */
+    tpc_config probe = {.shards = 1, .spin_ns = -1, .coalesce_us = 50};
+    bool can = !on_epoll() && !under_valgrind() && tpc_run(&probe, no_op, NULL) == 0;
+    tpc_config c = {.shards = 1};
+    run_config(&c, adaptive_main, &can);
+}
+
+/* The spin before sleeping, left to the runtime (spin_ns 0): none for I/O alone, a spin while
+ * messages pass between shards; an explicit spin_ns spins after any work, a negative one never. */
+static int ping(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static int spin_main(void *arg)
+{
+    int64_t spin = *(int64_t *)arg;
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pthread_t peer;
+    CHECK_EQ(pthread_create(&peer, NULL, lone_peer, (void *)(intptr_t)sv[1]), 0);
+    tpc_shard_stats a, b;
+    CHECK_EQ(tpc_stats(0, &a), 0);
+    (void)lone_round_trips(sv[0], 200, 0);
+    CHECK_EQ(tpc_stats(0, &b), 0);
+    uint64_t io_spins = b.spins - a.spins;
+    tpc_close(sv[0]);
+    pthread_join(peer, NULL);
+    CHECK_EQ(tpc_stats(1, &a), 0);
+    for (int i = 0; i < 200; i++) {
+        int r = -1;
+        CHECK_EQ(tpc_call_on(1, ping, NULL, &r), 0);
+    }
+    CHECK_EQ(tpc_stats(1, &b), 0);
+    uint64_t msg_spins = b.spins - a.spins;
+    if (spin == 0) {
+        CHECK_EQ(io_spins, 0);
+        CHECK(msg_spins > 0);
+    } else if (spin > 0) {
+        CHECK(io_spins > 0);
+        CHECK(msg_spins > 0);
+    } else {
+        CHECK_EQ(io_spins + msg_spins, 0);
+    }
+    print_message("spin_ns %lld: %llu spins over 200 I/O round trips, %llu on the callee of 200 "
+                  "calls\n",
+                  (long long)spin, (unsigned long long)io_spins, (unsigned long long)msg_spins);
+    return 0;
+}
+
+static void test_adaptive_spin(void **state)
+{
+    (void)state;
+    static const int64_t spins[] = {0, 5000, -1};
+    for (int i = 0; i < 3; i++) {
+        int64_t spin = spins[i];
+        tpc_config c = {.shards = 2, .spin_ns = spin};
+        run_config(&c, spin_main, &spin);
+    }
+}
+
 static void test_coalesce(void **state)
 {
     (void)state;
@@ -1335,6 +1535,8 @@ int main(void)
         cmocka_unit_test(test_forward_through_a_proxy),
         cmocka_unit_test(test_sendfile),
         cmocka_unit_test(test_splice_errors),
+        cmocka_unit_test(test_adaptive_batching),
+        cmocka_unit_test(test_adaptive_spin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,7 +67,10 @@ typedef struct tpc_config {
     bool no_signals;
     /* Before it sleeps, a shard that has just done some work keeps checking its rings for this
      * many ns, so that a reply arriving soon costs no wake-up. 0: TPC_SPIN_NS from the
-     * environment, else 10 us. Negative: never spin (lowest CPU use). */
+     * environment, else the runtime decides: 10 us within a millisecond of a message it sent to
+     * or ran from another shard (or thread), no spin otherwise (I/O completions rarely land that
+     * soon, and a spin costs the CPU it waits for). Positive: always this long. Negative: never
+     * spin (lowest CPU use). */
     int64_t spin_ns;
     /* Slots of each shard-to-shard message ring (one per ordered pair of shards, 16 bytes a
      * slot), a power of two in [2, 2^24]. A fiber sending to a full ring suspends until it has
@@ -78,18 +81,23 @@ typedef struct tpc_config {
     unsigned blocking_threads;
     /* Jobs tpc_blocking() queues before callers wait for room, at most 2^20. 0: 256. */
     unsigned blocking_queue;
-    /* Wake-up coalescing, in microseconds: a shard going to sleep with at least 8 operations
-     * out (a receive stream or accept counts as one) asks the kernel to hold its wake-up until
-     * this long has passed or 64 completions wait, whichever comes first (if none came in that
-     * time, the first one wakes it). Under load a shard then wakes and enters the kernel once
-     * per batch of completions instead of once per completion, which saves CPU per request.
-     * The price: every completion, and a message from another shard, may come up to this much
-     * later, so a client that waits for each answer before it sends again, over a few
-     * connections, gets fewer answers per second (docs/guide.md has figures). Timers still fire
-     * on time. 0: TPC_COALESCE_US from the environment, else off. Negative: off. In
-     * [-10000, 10000].
-     * Needs Linux 6.12 (IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN: else tpc_run
-     * returns -EOPNOTSUPP. Ignored under valgrind, where shards sleep in ppoll(). */
+    /* Wake-up batching, in microseconds: a shard going to sleep asks the kernel to hold its
+     * wake-up until a batch of completions waits or a window has passed, whichever comes first
+     * (if none came in that time, the first one wakes it). Under load a shard then wakes and
+     * enters the kernel once per batch of completions instead of once per completion, which
+     * saves CPU per request. The price: a completion, or a message from another shard, may come
+     * up to the window later, so a client that waits for each answer before it sends again,
+     * over a few connections, would get fewer answers per second. Timers still fire on time.
+     * 0: TPC_COALESCE_US from the environment, else adaptive: each millisecond the shard
+     * measures its completions and how many operations they came from, and batches (a 50 us
+     * window, waiting for fewer completions than an eighth of the operations active and than
+     * the window is expected to bring) only when at least 2 would gather; else it wakes for
+     * each completion (docs/guide.md has figures). Positive: a fixed window of this many us,
+     * with at least 8 operations out (a receive stream or accept counts as one), ending early
+     * at 64 completions. Negative: off. In [-10000, 10000].
+     * Needs Linux 6.12 (IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN: a fixed window
+     * then makes tpc_run return -EOPNOTSUPP, the adaptive one stays off. Off under valgrind,
+     * where shards sleep in ppoll(), and on the epoll backend. */
     int32_t coalesce_us;
     /* The drain phase of a graceful stop. A stop request (SIGINT or SIGTERM with the default
      * handling, or tpc_stop) first runs drain(drain_arg) as a fiber on the shard that took the
@@ -351,6 +359,9 @@ typedef struct tpc_shard_stats {
                                * backend carried out, io_enters its epoll_wait calls */
     uint64_t cq_overflows;    /* times the loop found io_uring's completion queue overflowed
                                * (the kernel kept the rest: nothing lost, flushed at once) */
+    uint64_t batched_sleeps;  /* sleeps in which the kernel held the wake-up for a batch of
+                               * completions (tpc_config.coalesce_us: fixed or adaptive) */
+    uint64_t spins;           /* times it spun before sleeping (tpc_config.spin_ns) */
 } tpc_shard_stats;
 
 /* Reads shard `shard`'s counters into *out (by a message to that shard; suspends). Returns as
