@@ -15,9 +15,11 @@
 # one round, the CPU per request of each of libtpc's servers over each peer's within each round
 # (median and range), which the VM's speed phases disturb less.
 # libtpc's servers: tpc is tpc-http/tpc-echo with the shipped defaults (no TPC_* variable);
-# tpc-tuned adds TPC_SPIN_NS=-1 (no spinning before sleeping; NET_TPC_SPIN_NS to change), which
-# measured 4-18 % less CPU per plain request, since the next request rarely lands within the
-# 10 µs spin; tpc-co is tpc-tuned with wake-up coalescing as well (TPC_COALESCE_US, 50 µs unless
+# tpc-nb is tpc with wake-up batching off (TPC_COALESCE_US=-1: a wake-up per completion), the
+# base of the adaptive batching's targets; tpc-tuned adds TPC_SPIN_NS=-1 (never spin before
+# sleeping; NET_TPC_SPIN_NS to change; by default a shard spins only while messages pass between
+# shards, which these one-shard servers never do); tpc-co is tpc-tuned with a fixed coalescing
+# window instead of the adaptive batching (TPC_COALESCE_US, 50 µs unless
 # NET_TPC_COALESCE_US says otherwise); tpc-ep is tpc-tuned on the epoll backend (TPC_BACKEND=epoll:
 # what runs where io_uring cannot, against the raw epoll peer); tpc-nostall (not in the default lists) is tpc with the stall
 # detector off (TPC_STALL_MS=-1), to measure the detector's cost. The HTTP lines also give the system part of the CPU per
@@ -30,7 +32,8 @@
 # worker process; one thread). Environment: SECONDS, ROUNDS, BUILD, JOBS, PORT (first of the
 # ports used, 18080), NET_SERVERS (default "tpc tpc-tuned tpc-co tpc-ep epoll tokio nginx libuv
 # haproxy"), NET_ECHO_SERVERS ("tpc tpc-tuned tpc-co tpc-ep epoll tokio libuv"); set but empty, they
-# select no server. scripts/bench.sh, the one driver of every benchmark, calls this once per
+# select no server; tpc-nb and tpc-nostall run when named; NET_ECHO_CONNS (the echo runs'
+# connection counts, "1 8 16 32 100"). scripts/bench.sh, the one driver of every benchmark, calls this once per
 # round with the servers in its rotated order; the helpers both use are in bench/lib.sh.
 set -euo pipefail
 
@@ -66,7 +69,7 @@ if ! kernel_at_least 6 12; then
 fi
 conns=64
 depth=16
-echo_conns=(1 100)
+read -ra echo_conns <<<"${NET_ECHO_CONNS:-1 8 16 32 100}"
 echo_bytes=64
 need_count SECONDS "$dur"
 need_count ROUNDS "$rounds"
@@ -225,6 +228,7 @@ start_server() {
         tpc-tuned) cmd+=(TPC_SPIN_NS="$tpc_spin") ;;
         tpc-co) cmd+=(TPC_SPIN_NS="$tpc_spin" TPC_COALESCE_US="$tpc_coalesce") ;;
         tpc-nostall) cmd+=(TPC_STALL_MS=-1) ;;
+        tpc-nb) cmd+=(TPC_COALESCE_US=-1) ;;
         tpc-ep) cmd+=(TPC_SPIN_NS="$tpc_spin" TPC_BACKEND=epoll) ;;
         esac
         if [ "$kind" = http ]; then cmd+=("$tpc_http"); else cmd+=("$tpc_echo"); fi
@@ -370,7 +374,7 @@ run_echo() { # run_echo NAME PORT CONNS
 
 port_of() { # a port per server and kind, so that no run meets the previous one's TIME_WAITs
     local i=0 s
-    for s in tpc epoll tokio nginx libuv haproxy tpc-co tpc-tuned tpc-ep; do
+    for s in tpc epoll tokio nginx libuv haproxy tpc-co tpc-tuned tpc-ep tpc-nb tpc-nostall; do
         [ "$s" = "$1" ] && break
         i=$((i + 1))
     done
@@ -419,6 +423,7 @@ spin_of() {
     tpc-tuned) echo ", $spin_text" ;;
     tpc-co) echo ", $spin_text, TPC_COALESCE_US=$tpc_coalesce" ;;
     tpc-nostall) echo ", --shards 1, the stall detector off (TPC_STALL_MS=-1)" ;;
+    tpc-nb) echo ", --shards 1, wake-up batching off (TPC_COALESCE_US=-1)" ;;
     tpc-ep) echo ", $spin_text, the epoll backend (TPC_BACKEND=epoll)" ;;
     esac
 }
@@ -498,7 +503,7 @@ if [ "$rounds" -gt 1 ]; then
     for m in http_cpu "http_pipe${depth}_cpu"; do
         label=plain
         [ "$m" = http_cpu ] || label="pipe$depth"
-        for ours in tpc tpc-tuned tpc-co tpc-ep; do
+        for ours in tpc tpc-nb tpc-tuned tpc-co tpc-ep; do
             [[ " ${http_servers[*]} " == *" $ours "* ]] || continue
             line=""
             for s in "${http_servers[@]}"; do
@@ -512,12 +517,13 @@ if [ "$rounds" -gt 1 ]; then
 fi
 echo
 echo "Notes:"
-echo "- tpc: libtpc's shipped defaults (a shard spins 10 us before it sleeps)."
-echo "- tpc-tuned: TPC_SPIN_NS=$tpc_spin (-1: never spin before sleeping). Spinning 3 or 10 us"
-echo "  measured 4-18 % more CPU per plain request here: the next request rarely comes within it."
-echo "- tpc-co: tpc-tuned with wake-up coalescing (TPC_COALESCE_US=$tpc_coalesce, tpc_config.coalesce_us): a"
-echo "  sleeping shard wakes once per batch of completions; it costs latency where few requests"
-echo "  are in flight (see the echo lines with 1 connection). p99-ms: wrk's 99th percentile."
+echo "- tpc: libtpc's shipped defaults: adaptive wake-up batching (a shard batches its wake-ups"
+echo "  only while many operations complete), a spin before sleeping only while shards exchange"
+echo "  messages (never here). tpc-nb: the same with batching off (TPC_COALESCE_US=-1)."
+echo "- tpc-tuned: TPC_SPIN_NS=$tpc_spin (-1: never spin before sleeping)."
+echo "- tpc-co: tpc-tuned with a fixed coalescing window (TPC_COALESCE_US=$tpc_coalesce) instead of the"
+echo "  adaptive one: it costs latency where few requests are in flight (the echo lines with 8-32"
+echo "  connections). p99-ms: wrk's 99th percentile."
 echo "- tpc-ep: tpc-tuned on the epoll backend (TPC_BACKEND=epoll), as where io_uring cannot run."
 echo "- sys-us/req: the kernel's part of cpu-us/req (stime), mostly loopback TCP, which no server"
 echo "  avoids; the rest is the server's own user time."

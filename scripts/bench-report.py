@@ -105,6 +105,10 @@ WORKLOADS = [
     ("http_pipelined_cpu", "us/req", "net", net("net_http_pipe16_@_cpu")),
     ("http_pipelined_rps", "req/s", "net", net("net_http_pipe16_@")),
     ("echo_pingpong", "ops/s", "net", net("net_echo_rtt_1_@", ECHO)),
+    ("echo_pingpong_cpu", "us/rtt", "net", net("net_echo_rtt_1_@_cpu", ECHO)),
+    ("echo_8conn", "ops/s", "net", net("net_echo_rtt_8_@", ECHO)),
+    ("echo_16conn", "ops/s", "net", net("net_echo_rtt_16_@", ECHO)),
+    ("echo_32conn", "ops/s", "net", net("net_echo_rtt_32_@", ECHO)),
     ("file_randread_qd1", "IOPS", "file", file("file_randread_qd1_direct")),
     ("file_randread_qd32", "IOPS", "file", file("file_randread_qd32_direct")),
     ("file_randread_qd128", "IOPS", "file", file("file_randread_qd128_direct")),
@@ -134,7 +138,6 @@ WORKLOADS = [
      [("libtpc", "xchan_stream", None, None), ("tokio", "tokio_xshard_stream", CROSSED, None)]),
     ("http_plain_sys", "us/req", "net", net("net_http_@_sys")),
     ("http_pipelined_sys", "us/req", "net", net("net_http_pipe16_@_sys")),
-    ("echo_pingpong_cpu", "us/rtt", "net", net("net_echo_rtt_1_@_cpu", ECHO)),
     ("echo_100conn", "ops/s", "net", net("net_echo_rtt_100_@", ECHO)),
     ("file_seqwrite", "MB/s", "file", file("file_seqwrite", "MB/s")),
     # issue 25: bench/bench-storage.c (group commit against fio's append + fdatasync; how late a
@@ -157,6 +160,7 @@ WORKLOADS = [
 # Settings other than the defaults, a row each, named by the id's suffix. The peers are the same.
 TUNED = {
     "-tuned": "libtpc's servers with TPC_SPIN_NS=-1 (no spinning before sleeping)",
+    "-nobatch": "libtpc's servers with wake-up batching off (TPC_COALESCE_US=-1)",
     "-lto": "bench-idle built with link-time optimisation (-Db_lto=true)",
     "-epoll": "libtpc's servers on the epoll backend (TPC_BACKEND=epoll, TPC_SPIN_NS=-1)",
 }
@@ -166,11 +170,13 @@ NET = {  # net workloads: id -> (metric, servers)
     "http_pipelined_rps": ("net_http_pipe16_@", None),
     "echo_pingpong": ("net_echo_rtt_1_@", ECHO), "echo_pingpong_cpu": ("net_echo_rtt_1_@_cpu", ECHO),
     "echo_100conn": ("net_echo_rtt_100_@", ECHO),
+    "echo_8conn": ("net_echo_rtt_8_@", ECHO), "echo_16conn": ("net_echo_rtt_16_@", ECHO),
+    "echo_32conn": ("net_echo_rtt_32_@", ECHO),
 }
 for _w in list(WORKLOADS):
     if _w[0] in NET:
         _m, _s = NET[_w[0]]
-        for _suffix, _ours in (("-tuned", "tpc-tuned"), ("-epoll", "tpc-ep")):
+        for _suffix, _ours in (("-tuned", "tpc-tuned"), ("-epoll", "tpc-ep"), ("-nobatch", "tpc-nb")):
             WORKLOADS.append((_w[0] + _suffix, _w[1], "net",
                               net(_m, _s, ours=_ours) if _s else net(_m, ours=_ours)))
 WORKLOADS.append(("idle_loop-lto", "ns/iteration", "idle",

@@ -8,6 +8,7 @@
 # Headline rows measure libtpc's shipped defaults: a plain release build (-Dbuildtype=release)
 # and no TPC_* environment variable. A setting other than the defaults gets a row of its own
 # whose id says which: "-tuned" (the servers with TPC_SPIN_NS=-1: no spinning before sleeping),
+# "-nobatch" (the same with wake-up batching off, TPC_COALESCE_US=-1),
 # "-epoll" (the same servers on the epoll backend, TPC_BACKEND=epoll) and "-lto" (bench-idle
 # built with -Db_lto=true). Every peer runs in both.
 # 1. Builds what is missing, with -j1 (JOBS=n): libtpc's release build in build/release (BUILD=dir)
@@ -92,11 +93,12 @@ idle_servers() { # tpc-http and the peers asked for that idle-conn.sh knows
 wants_id() { grep -qx "[a-z]* $1" <<<"$plan"; }
 file_ids=$(awk '$1 == "file" { print $2 }' <<<"$plan")
 storage_ids=$(awk '$1 == "storage" { print $2 }' <<<"$plan")
-net_http=false net_echo=false net_tuned=false net_epoll=false
+net_http=false net_echo=false net_tuned=false net_epoll=false net_nobatch=false
 grep -q '^net http' <<<"$plan" && net_http=true
 grep -q '^net echo' <<<"$plan" && net_echo=true
 grep -q '^net .*-tuned$' <<<"$plan" && net_tuned=true
 grep -q '^net .*-epoll$' <<<"$plan" && net_epoll=true
+grep -q '^net .*-nobatch$' <<<"$plan" && net_nobatch=true
 
 # ---------------------------------------------------------------------------------------------
 # Tools and builds
@@ -181,6 +183,7 @@ done
 ours=(tpc)
 $net_tuned && ours+=(tpc-tuned)
 $net_epoll && ours+=(tpc-ep)
+$net_nobatch && ours+=(tpc-nb)
 
 start=$(date +%s)
 note "groups: ${groups% }; $rounds rounds after $warmup warm-up round(s)"
