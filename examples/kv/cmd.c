@@ -1160,20 +1160,35 @@ static const struct command commands[] = {
     {"zscore", 3, 0, K1, c_zscore},
 };
 
+/* ASCII lower case: command names are letters, and the locale's tolower() costs a call. */
+static char fold(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
+}
+
 const struct command *cmd_lookup(const char *name, size_t len)
 {
+    /* Clients send the same command again and again (pipelines, benchmarks): the last one found
+     * on this thread is tried first. */
+    static _Thread_local const struct command *last;
+    static _Thread_local size_t last_len;
     char low[16];
     if (len == 0 || len >= sizeof(low))
         return NULL;
     for (size_t i = 0; i < len; i++)
-        low[i] = (char)tolower((unsigned char)name[i]);
+        low[i] = fold(name[i]);
     low[len] = 0;
+    if (last && last_len == len && !memcmp(low, last->name, len))
+        return last;
     size_t lo = 0, hi = sizeof(commands) / sizeof(commands[0]);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         int c = strcmp(low, commands[mid].name);
-        if (c == 0)
-            return &commands[mid];
+        if (c == 0) {
+            last = &commands[mid];
+            last_len = len;
+            return last;
+        }
         if (c < 0)
             hi = mid;
         else

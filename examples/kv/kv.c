@@ -82,6 +82,8 @@ static struct shard *me(void)
 
 static int owner_of(const char *key, size_t klen)
 {
+    if (cfg.nshards == 1)
+        return 0; /* no hash to compute */
     return (int)((key_slot_hash(key, klen) >> 32) % (uint64_t)cfg.nshards);
 }
 
@@ -189,8 +191,12 @@ static void touch_keys(struct shard *sh, const struct command *c, size_t argc, c
 
 static void log_set(struct aof *a, size_t argc, const char **argv, const size_t *argl)
 {
-    const char **v = malloc(argc * sizeof(*v));
-    size_t *l = malloc(argc * sizeof(*l));
+    const char *sv[8], **v = argc <= 8 ? sv : malloc(argc * sizeof(*v));
+    size_t sl[8], *l = argc <= 8 ? sl : malloc(argc * sizeof(*l));
+    if (!v || !l) {
+        fputs("tpc-kv: out of memory\n", stderr);
+        abort();
+    }
     char nums[4][24];
     int k = 0;
     for (size_t i = 0; i < argc; i++) {
@@ -215,8 +221,10 @@ static void log_set(struct aof *a, size_t argc, const char **argv, const size_t 
         }
     }
     aof_append(a, argc, v, l);
-    free(v);
-    free(l);
+    if (v != sv)
+        free(v);
+    if (l != sl)
+        free(l);
 }
 
 static void log_write(struct shard *sh, const struct command *c, size_t argc, const char **argv,
@@ -984,7 +992,8 @@ static int execute(struct conn *c, size_t n)
     while (i < n && !c->quit) {
         size_t j = i;
         while (j < n && !c->slots[j].barrier &&
-               !(c->slots[j].c && !strcmp(c->slots[j].c->name, "quit")))
+               !(c->slots[j].c && (c->slots[j].c->flags & F_CONN) &&
+                 !strcmp(c->slots[j].c->name, "quit")))
             j++;
         if (j < n && !c->slots[j].barrier)
             j++; /* QUIT ends the run; what follows it is not run */

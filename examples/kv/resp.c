@@ -66,6 +66,15 @@ int resp_ll(const char *p, size_t n, long long *out)
  * not complete, -1 if malformed or longer than 32 bytes. */
 static long header(const char *p, size_t len, long long *v)
 {
+    /* The common case in one pass: up to 18 digits without a leading zero, then CRLF. */
+    size_t i = 1;
+    unsigned long long x = 0;
+    while (i < len && i < 19 && p[i] >= '0' && p[i] <= '9')
+        x = x * 10 + (unsigned)(p[i++] - '0');
+    if (i > 1 && i + 1 < len && p[i] == '\r' && p[i + 1] == '\n' && (p[1] != '0' || i == 2)) {
+        *v = (long long)x;
+        return (long)i + 2;
+    }
     size_t max = len < 34 ? len : 34;
     const char *nl = memchr(p, '\n', max);
     if (!nl)
