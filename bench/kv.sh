@@ -4,8 +4,10 @@
 # group "kv" (ids kv_*).
 #   bash bench/kv.sh
 # Conditions: each server alone on CPU 0 (taskset), redis-benchmark on CPU 1; -c 50; each test
-# of redis-benchmark's default run on its own (-t NAME), first a short run that warms the
-# server and sizes the measured one to about KV_SECONDS, then the measured run, with the
+# of redis-benchmark's default run on its own (-t NAME), on redis-server then at once on tpc-kv
+# (both servers are up, each idle while the other is measured, so that each pair of figures
+# comes from the same minute of a shared machine), first a short run that warms the server and
+# sizes the measured one to about KV_SECONDS, then the measured run, with the
 # server's CPU time (the sum of its threads' run time, /proc/PID/task/*/schedstat, in ns) read
 # before and after it. Without persistence (redis-server --appendonly no --save ""), then with
 # --appendonly yes and each appendfsync of KV_FSYNC on both (a fresh directory each). Then the
@@ -16,7 +18,7 @@
 # Environment: KV_SECONDS (3; decimals allowed), KV_PIPELINE ("1 16"), KV_TESTS (the default
 # run's 19 tests), KV_FSYNC ("always everysec"; "" for none), KV_FSYNC_TESTS ("set incr lpush
 # mset"), KV_FSYNC_PIPELINE ("1 16"), KV_MEM_KEYS (1000000; 0 for none), KV_SERVERS ("redis
-# tpc"), KV_SHARDS (1), BUILD (build/release), PORT (18470).
+# tpc"), KV_SHARDS (1), BUILD (build/release), PORT (18470, and the ports after it).
 # Prints "bench ID VALUE UNIT | conditions" lines: per test kv_<test>_p<P>_<server> (req/s) and
 # ..._cpu (server CPU us/req); per pipeline depth over all its tests kv_p<P>_<server> (requests
 # over elapsed seconds) and kv_p<P>_<server>_cpu (server CPU over requests); the same prefixed
@@ -48,34 +50,45 @@ case $shards in
 esac
 
 dir=$(mktemp -d)
-pid=
-stop() {
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=
+declare -A pids ports
+n=0
+for server in "${servers[@]}"; do
+    ports[$server]=$((port + n))
+    n=$((n + 1))
+done
+stop() { # server
+    local p=${pids[$1]:-}
+    [ -n "$p" ] || return 0
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    pids[$1]=
 }
-trap 'stop; rm -rf "$dir"' EXIT
+stop_all() {
+    local s
+    for s in "${servers[@]}"; do stop "$s"; done
+}
+trap 'stop_all; rm -rf "$dir"' EXIT
 
 cpu_ns() { # the run time of every thread of $1, ns
     cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
 }
 rss_kib() { awk '$1 == "Rss:" { print $2 }' /proc/"$1"/smaps_rollup; }
 
-start() { # server fsync -> pid
-    rm -rf "$dir/data" && mkdir -p "$dir/data"
+start() { # server fsync: starts it on its port, in a fresh directory
+    local d=$dir/data-$1 p=${ports[$1]}
+    rm -rf "$d" && mkdir -p "$d"
     local persist=(--appendonly no)
     [ -n "$2" ] && persist=(--appendonly yes --appendfsync "$2")
     if [ "$1" = redis ]; then
-        taskset -c $server_cpus redis-server --port "$port" --bind 127.0.0.1 --save "" \
-            --dir "$dir/data" "${persist[@]}" >/dev/null 2>&1 &
+        taskset -c $server_cpus redis-server --port "$p" --bind 127.0.0.1 --save "" \
+            --dir "$d" "${persist[@]}" >/dev/null 2>&1 &
     else
-        TPC_CPUS=$server_cpus taskset -c $server_cpus "$kv" --port "$port" --shards "$shards" \
-            --dir "$dir/data" "${persist[@]}" >/dev/null 2>&1 &
+        TPC_CPUS=$server_cpus taskset -c $server_cpus "$kv" --port "$p" --shards "$shards" \
+            --dir "$d" "${persist[@]}" >/dev/null 2>&1 &
     fi
-    pid=$!
+    pids[$1]=$!
     for _ in $(seq 200); do
-        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+        redis-cli -p "$p" ping >/dev/null 2>&1 && return 0
         sleep 0.05
     done
     echo "kv.sh: $1 did not start" >&2
@@ -89,9 +102,9 @@ weight() { # how much slower than a SET a test is, roughly: sizes the warm-up ru
     esac
 }
 
-# bench TEST P -> "req/s requests elapsed_s cpu_ns"
+# bench SERVER TEST P -> "req/s requests elapsed_ms cpu_ns"
 bench() {
-    local t=$1 p=$2 n0 out r n c0 c1 s0 s1
+    local pid=${pids[$1]} port=${ports[$1]} t=$2 p=$3 n0 out r n c0 c1 s0 s1
     n0=$(((p == 1 ? 4000 : 40000) / $(weight "$t")))
     out=$(taskset -c $client_cpus redis-benchmark -p "$port" -c 50 -n "$n0" -P "$p" -t "$t" --csv -q 2>/dev/null | tail -1)
     r=$(awk -F'","' '{ gsub(/"/, "", $2); print $2 + 0 }' <<<"$out")
@@ -107,38 +120,45 @@ bench() {
 }
 
 declare -A rps cpu
-# series PREFIX FSYNC P TESTS...: one server start per server, every test, the lines
+# series PREFIX FSYNC P TESTS...: both servers up (each idle while the other is measured), each
+# test on one then the other, the lines
 series() {
-    local prefix=$1 fs=$2 p=$3 server t r n ms c us res totn totms totc cond
+    local prefix=$1 fs=$2 p=$3 server t r n ms c us res cond
+    declare -A totn totms totc
     shift 3
+    cond="-c 50 -P $p${fs:+, appendonly appendfsync $fs}, $where"
     for server in "${servers[@]}"; do
         start "$server" "$fs"
-        totn=0 totms=0 totc=0
-        cond="-c 50 -P $p${fs:+, appendonly appendfsync $fs}, $where"
-        for t in "$@"; do
-            res=$(bench "$t" "$p")
+        totn[$server]=0 totms[$server]=0 totc[$server]=0
+    done
+    for t in "$@"; do
+        for server in "${servers[@]}"; do
+            res=$(bench "$server" "$t" "$p")
             read -r r n ms c <<<"$res"
             us=$(awk -v c="$c" -v n="$n" 'BEGIN { printf "%.3f", c / 1000 / n }')
             rps[$prefix$t,$p,$server]=$r cpu[$prefix$t,$p,$server]=$us
             echo "bench ${prefix}${t}_p${p}_${server} $r req/s | $cond, -n $n"
             echo "bench ${prefix}${t}_p${p}_${server}_cpu $us us/req | $cond, -n $n"
-            totn=$((totn + n)) totms=$((totms + ms)) totc=$((totc + c))
+            totn[$server]=$((totn[$server] + n)) totms[$server]=$((totms[$server] + ms))
+            totc[$server]=$((totc[$server] + c))
         done
-        stop
-        echo "bench ${prefix}p${p}_${server} $(awk -v n=$totn -v ms=$totms 'BEGIN { printf "%.0f", n * 1000 / ms }') req/s | $cond, tests: $*"
-        echo "bench ${prefix}p${p}_${server}_cpu $(awk -v n=$totn -v c=$totc 'BEGIN { printf "%.3f", c / 1000 / n }') us/req | $cond, tests: $*"
+    done
+    stop_all
+    for server in "${servers[@]}"; do
+        echo "bench ${prefix}p${p}_${server} $(awk -v n=${totn[$server]} -v ms=${totms[$server]} 'BEGIN { printf "%.0f", n * 1000 / ms }') req/s | $cond, tests: $*"
+        echo "bench ${prefix}p${p}_${server}_cpu $(awk -v n=${totn[$server]} -v c=${totc[$server]} 'BEGIN { printf "%.3f", c / 1000 / n }') us/req | $cond, tests: $*"
     done
 }
 
 memory() { # server -> bytes per key
     start "$1" ""
-    local before after
+    local before after pid=${pids[$1]} port=${ports[$1]}
     before=$(rss_kib "$pid")
     awk -v n="$mem_keys" 'BEGIN { for (i = 0; i < n; i++) printf "*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d\r\n$3\r\nxxx\r\n", i }' |
         taskset -c $client_cpus redis-cli -p "$port" --pipe >/dev/null
     [ "$(redis-cli -p "$port" dbsize)" = "$mem_keys" ] || { echo "kv.sh: $1 did not take $mem_keys keys" >&2; exit 1; }
     after=$(rss_kib "$pid")
-    stop
+    stop "$1"
     echo "bench kv_mem_$1 $(((after - before) * 1024 / mem_keys)) bytes | $mem_keys keys key:%012d with 3-byte values, Rss after minus before, $where"
 }
 
