@@ -487,6 +487,10 @@ static void classify(struct conn *c, struct slot *s)
         s->barrier = true;
         return;
     }
+    if (cfg.nshards == 1) {
+        s->owner = 0; /* every key is here */
+        return;
+    }
     size_t idx[64];
     size_t n = cmd_keys(s->c, s->argc, idx, 64);
     s->owner = owner_of(argv[idx[0]], argl[idx[0]]);
@@ -503,15 +507,23 @@ static void classify(struct conn *c, struct slot *s)
     (void)n;
 }
 
+#define EMIT_RUN (64 * 1024) /* replies appended together, at most */
+
 /* Appends the replies of slots [from, to) in order. */
 static int emit(struct conn *c, size_t from, size_t to)
 {
-    for (size_t i = from; i < to; i++) {
+    for (size_t i = from; i < to;) {
         struct slot *s = &c->slots[i];
         const struct sbuf *src = s->src < 0 ? &c->local : &c->batches[s->src]->out;
-        int rc = tpc_wbuf_append(&c->out, src->p + s->off, s->len);
+        size_t off = s->off, len = s->len;
+        /* Replies that lie back to back in one buffer (a pipeline's, made here): one append. */
+        for (i++; i < to && c->slots[i].src == s->src && c->slots[i].off == off + len &&
+                  len + c->slots[i].len <= EMIT_RUN;
+             i++)
+            len += c->slots[i].len;
+        int rc = tpc_wbuf_append(&c->out, src->p + off, len);
         if (rc == -ENOBUFS && (rc = (int)tpc_wbuf_flush(&c->out)) >= 0)
-            rc = tpc_wbuf_append(&c->out, src->p + s->off, s->len);
+            rc = tpc_wbuf_append(&c->out, src->p + off, len);
         if (rc < 0)
             return rc;
     }
