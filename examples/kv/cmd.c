@@ -269,13 +269,17 @@ static void incr_by(ARGS, long long by)
     }
     v += by;
     char num[24];
-    int n = snprintf(num, sizeof(num), "%lld", v);
-    struct str *s = str_new(num, (size_t)n);
-    if (e) {
-        free(e->val);
-        e->val = s;
+    size_t n = resp_fmt_ll(num, v);
+    struct str *old = e ? e->val : NULL;
+    if (old && n <= old->len) { /* fits where the old number was */
+        memcpy(old->d, num, n);
+        old->d[n] = 0;
+        old->len = (uint32_t)n;
+    } else if (old) {
+        e->val = str_new(num, n);
+        free(old);
     } else {
-        db_add(db, argv[1], argl[1], T_STRING, s);
+        db_add(db, argv[1], argl[1], T_STRING, str_new(num, n));
     }
     sb_int(out, v);
 }

@@ -272,7 +272,7 @@ void sb_put(struct sbuf *b, const void *p, size_t n)
 }
 
 /* "<c><v>\r\n", formatted by hand: a reply of many elements writes one per element. */
-static void sb_line(struct sbuf *b, char c, long long v)
+size_t resp_fmt_ll(char out[24], long long v)
 {
     char tmp[24], *end = tmp + sizeof(tmp), *q = end;
     unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
@@ -282,6 +282,14 @@ static void sb_line(struct sbuf *b, char c, long long v)
     if (v < 0)
         *--q = '-';
     size_t n = (size_t)(end - q);
+    memcpy(out, q, n);
+    return n;
+}
+
+static void sb_line(struct sbuf *b, char c, long long v)
+{
+    char q[24];
+    size_t n = resp_fmt_ll(q, v);
     char *p = sb_room(b, n + 3);
     p[0] = c;
     memcpy(p + 1, q, n);

@@ -181,6 +181,8 @@ SAME = [
     ["SET", "k", "v"], ["GET", "k"], ["GET", "nokey"], ["SET", "k", "w", "NX"], ["SET", "k", "w", "XX"],
     ["SET", "k2", "w", "XX"], ["SET", "k", "v2", "GET"], ["SET", "n", "10"], ["INCR", "n"],
     ["INCRBY", "n", "-30"], ["DECR", "n"], ["DECRBY", "n", "5"], ["INCR", "k"], ["INCRBY", "n", "x"],
+    ["GET", "n"], ["INCRBY", "n", "1026"], ["GET", "n"], ["STRLEN", "n"], ["DECRBY", "n", "1000"],
+    ["GET", "n"], ["STRLEN", "n"], ["APPEND", "n", "7"], ["GET", "n"],
     ["SET", "big", "9223372036854775807"], ["INCR", "big"], ["APPEND", "k", "++"], ["STRLEN", "k"],
     ["STRLEN", "nokey"], ["APPEND", "newk", "abc"], ["MSET", "a", "1", "b", "2"], ["MSET", "a"],
     ["MGET", "a", "b", "nokey", "k"], ["EXISTS", "a", "b", "nokey", "a"], ["DEL", "a", "nokey"],
