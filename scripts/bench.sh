@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one driver for every benchmark against its peers (issue 7, issue 15):
 #   scripts/bench.sh              every workload, ROUNDS=5: about 25 minutes on the 2-core VM at
-#                                 load average 2-4, builds done (bench/README.md: how measured)
+#                                 load average 2-4, builds done (bench/README.md: how measured),
+#                                 and about 12 more for the kv group (2.5 minutes a round)
 #   scripts/bench.sh --quick      a subset with short runs, ROUNDS=3, no warm-up (about 2 minutes
 #                                 on an idle VM, 9 at load average 9)
 #   scripts/bench.sh ID...        only those workload ids (scripts/bench-report.py plan lists them)
