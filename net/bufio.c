@@ -9,6 +9,7 @@
 #define RBUF_MIN   (16u * 1024) /* the first allocation, and the least room one receive gets */
 #define WBUF_CHUNK (16u * 1024) /* a copy segment's size when appends are small */
 #define WBUF_IOV   64           /* segments per sendmsg */
+#define WBUF_SMALL 256u         /* the first size of a copy segment after a reference */
 #define BUF_LIMIT  ((size_t)1 << 20)
 
 int tpc_rbuf_init(tpc_rbuf *b, int fd, size_t limit)
@@ -176,6 +177,7 @@ int tpc_wbuf_init(tpc_wbuf *w, int fd, size_t limit)
 static void seg_drop(tpc_wbuf *w, struct tpc__wseg *g)
 {
     if (g->cap) {
+        w->mem -= g->cap;
         if (!w->spare && g->cap == WBUF_CHUNK)
             w->spare = g->base;
         else
@@ -196,7 +198,7 @@ void tpc_wbuf_destroy(tpc_wbuf *w)
     w->segs = NULL;
     w->spare = NULL;
     w->head = w->nsegs = w->capsegs = 0;
-    w->len = 0;
+    w->len = w->mem = 0;
 }
 
 size_t tpc_wbuf_pending(const tpc_wbuf *w)
@@ -229,29 +231,58 @@ static struct tpc__wseg *seg_push(tpc_wbuf *w)
     return g;
 }
 
-/* Room for n bytes at the end of a copy segment. */
-static char *wbuf_room(tpc_wbuf *w, size_t n)
+/* The free bytes at the end of the last segment if it is a copy (0 if none); *after_ref says
+ * whether the last segment is a reference. */
+static size_t tail_room(const tpc_wbuf *w, bool *after_ref)
 {
-    if (w->nsegs > w->head) {
-        struct tpc__wseg *g = &w->segs[w->nsegs - 1];
-        if (g->cap && g->base + g->cap - (g->p + g->len) >= (ptrdiff_t)n)
-            return g->p + g->len;
-    }
-    size_t cap = n > WBUF_CHUNK ? n : WBUF_CHUNK;
+    *after_ref = false;
+    if (w->nsegs == w->head)
+        return 0;
+    const struct tpc__wseg *g = &w->segs[w->nsegs - 1];
+    *after_ref = !g->cap;
+    return g->cap ? g->cap - (size_t)(g->p - g->base) - g->len : 0;
+}
+
+/* A new copy segment with room for n bytes, in *out: 0, -ENOBUFS (the chunks' memory would pass
+ * the limit, give or take one chunk) or -ENOMEM. A chunk that follows a reference starts small,
+ * so that copies between references do not take a whole chunk each. */
+static int wbuf_chunk(tpc_wbuf *w, size_t n, bool after_ref, char **out)
+{
+    size_t cap = n > WBUF_CHUNK                ? n
+                 : after_ref && n < WBUF_SMALL ? WBUF_SMALL
+                 : after_ref                   ? n
+                                               : WBUF_CHUNK;
+    size_t bound = w->limit > SIZE_MAX - WBUF_CHUNK ? SIZE_MAX : w->limit + WBUF_CHUNK;
+    if (w->mem > bound || cap > bound - w->mem)
+        return -ENOBUFS;
     char *mem = cap == WBUF_CHUNK && w->spare ? w->spare : malloc(cap);
     if (!mem)
-        return NULL;
+        return -ENOMEM;
     struct tpc__wseg *g = seg_push(w);
     if (!g) {
         if (mem != w->spare)
             free(mem);
-        return NULL;
+        return -ENOMEM;
     }
     if (mem == w->spare)
         w->spare = NULL;
     g->base = g->p = mem;
     g->cap = cap;
-    return mem;
+    w->mem += cap;
+    *out = mem;
+    return 0;
+}
+
+/* Room for n contiguous bytes at the end of a copy segment, in *out (wbuf_chunk's errors). */
+static int wbuf_room(tpc_wbuf *w, size_t n, char **out)
+{
+    bool after_ref;
+    if (tail_room(w, &after_ref) >= n) {
+        struct tpc__wseg *g = &w->segs[w->nsegs - 1];
+        *out = g->p + g->len;
+        return 0;
+    }
+    return wbuf_chunk(w, n, after_ref, out);
 }
 
 int tpc_wbuf_reserve(tpc_wbuf *w, size_t n, void **out)
@@ -260,9 +291,10 @@ int tpc_wbuf_reserve(tpc_wbuf *w, size_t n, void **out)
         return -EINVAL;
     if (n > w->limit - w->len)
         return -ENOBUFS;
-    char *p = wbuf_room(w, n ? n : 1);
-    if (!p)
-        return -ENOMEM;
+    char *p;
+    int rc = wbuf_room(w, n ? n : 1, &p);
+    if (rc < 0)
+        return rc;
     w->resv = n;
     *out = p;
     return 0;
@@ -288,13 +320,31 @@ int tpc_wbuf_append(tpc_wbuf *w, const void *p, size_t n)
         return -ENOBUFS;
     if (!n)
         return 0;
-    char *dst = wbuf_room(w, n);
-    if (!dst)
-        return -ENOMEM;
-    memcpy(dst, p, n);
+    /* What fits goes at the end of the last chunk, the rest in a new one: no chunk is left
+     * part empty, so that the chunks' memory stays close to the bytes pending. */
+    bool after_ref;
+    size_t k = tail_room(w, &after_ref);
+    k = k < n ? k : n;
+    if (k) {
+        struct tpc__wseg *g = &w->segs[w->nsegs - 1];
+        memcpy(g->p + g->len, p, k);
+        g->len += k;
+        w->len += k;
+    }
+    if (n > k) {
+        char *dst;
+        int rc = wbuf_chunk(w, n - k, after_ref, &dst);
+        if (rc < 0) { /* nothing appended: the first part is taken back */
+            if (k)
+                w->segs[w->nsegs - 1].len -= k;
+            w->len -= k;
+            return rc;
+        }
+        memcpy(dst, (const char *)p + k, n - k);
+        w->segs[w->nsegs - 1].len += n - k;
+        w->len += n - k;
+    }
     w->resv = 0;
-    w->segs[w->nsegs - 1].len += n;
-    w->len += n;
     return 0;
 }
 
@@ -348,9 +398,13 @@ ssize_t tpc_wbuf_flush(tpc_wbuf *w)
     while (w->len) {
         struct iovec iov[WBUF_IOV];
         int k = 0;
-        for (unsigned i = w->head; i < w->nsegs && k < WBUF_IOV; i++)
-            if (w->segs[i].len)
-                iov[k++] = (struct iovec){.iov_base = w->segs[i].p, .iov_len = w->segs[i].len};
+        size_t room = TPC_IO_MAX; /* what one send may carry: the rest goes in the next */
+        for (unsigned i = w->head; i < w->nsegs && k < WBUF_IOV && room; i++)
+            if (w->segs[i].len) {
+                size_t n = w->segs[i].len < room ? w->segs[i].len : room;
+                iov[k++] = (struct iovec){.iov_base = w->segs[i].p, .iov_len = n};
+                room -= n;
+            }
         ssize_t n = tpc_sendv(w->fd, iov, k);
         if (n < 0)
             return n;

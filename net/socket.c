@@ -352,6 +352,8 @@ static ssize_t vec_io(int fd, const struct iovec *iov, int iovcnt, bool sending)
             return -EINVAL; /* more than one call can move: split it */
         total += iov[i].iov_len;
     }
+    if (iovcnt == 1) /* a plain send or receive: no message header for the kernel to copy */
+        return xfer(fd, iov[0].iov_base, iov[0].iov_len, 0, sending);
     return msg_io(fd, (struct iovec *)iov, iovcnt, NULL, sending);
 }
 

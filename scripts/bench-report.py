@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 
-PEERS = ["tokio", "libuv", "epoll", "fio", "nginx", "haproxy"]
+PEERS = ["tokio", "libuv", "epoll", "fio", "nginx", "haproxy", "redis"]
 LOWER = {"ns", "ns/op", "ns/iteration", "us/req", "us/rtt", "ms", "us", "bytes"}  # lower is better
 VARIANT_RE = re.compile(r"^(.*?, drivers: [^,]+)")  # a line's variant: see the docstring
 # The Tokio cross-thread lines say how often A and B really ran on different threads; with a
@@ -69,6 +69,17 @@ def proxy(metric):
     """bench/proxy.sh prints proxy_<mode>_<proxy>[_suffix] for tpc-proxy, HAProxy and nginx."""
     return [(impl, metric.replace("@", name), None, None, "proxy")
             for impl, name in (("libtpc", "tpc"), ("haproxy", "haproxy"), ("nginx", "nginx"))]
+
+
+def kv(metric):
+    """bench/kv.sh prints <metric> with "@" replaced by tpc (tpc-kv) and redis (redis-server)."""
+    return [(impl, metric.replace("@", name), None, None, "kv")
+            for impl, name in (("libtpc", "tpc"), ("redis", "redis"))]
+
+
+# redis-benchmark's default run, the tests of bench/kv.sh
+KV_TESTS = ("ping_inline ping_mbulk set get incr lpush rpush lpop rpop sadd hset spop zadd "
+            "zpopmin lrange_100 lrange_300 lrange_500 lrange_600 mset").split()
 
 
 def file(bid, unit="IOPS"):
@@ -128,6 +139,17 @@ WORKLOADS = [
     ("idle_conn_bytes", "bytes", "idleconn",
      [(impl, "idle_conn_bytes_" + name, None, None, "idleconn")
       for impl, name in (("libtpc", "tpc"), ("tokio", "tokio"), ("nginx", "nginx"))]),
+    # issue 17: bench/kv.sh, tpc-kv against redis-server under redis-benchmark -c 50, all tests
+    # of its default run (per depth: every test's requests over their server CPU or elapsed time)
+    ("kv_p1_cpu", "us/req", "kv", kv("kv_p1_@_cpu")),
+    ("kv_p1_rps", "req/s", "kv", kv("kv_p1_@")),
+    ("kv_p16_cpu", "us/req", "kv", kv("kv_p16_@_cpu")),
+    ("kv_p16_rps", "req/s", "kv", kv("kv_p16_@")),
+    ("kv_always_p1_rps", "req/s", "kv", kv("kv_always_p1_@")),
+    ("kv_always_p16_rps", "req/s", "kv", kv("kv_always_p16_@")),
+    ("kv_everysec_p1_rps", "req/s", "kv", kv("kv_everysec_p1_@")),
+    ("kv_everysec_p16_rps", "req/s", "kv", kv("kv_everysec_p16_@")),
+    ("kv_mem_bytes", "bytes", "kv", kv("kv_mem_@")),
     # extras
     ("timers_1m_insert", "ns/op", "timer",
      [("libtpc", "timers_1m_insert", None, None), ("libuv", "timers_1m_insert", None, None)]),
@@ -157,6 +179,11 @@ WORKLOADS = [
       file("file_durable_append_" + _m, "commits/s"))
      for _m in ("fdatasync", "falloc_fdatasync", "dsync", "falloc_dsync", "zeroed_fdatasync",
                 "zeroed_dsync")]
+# tpc-kv per test: the server's CPU per request at each depth; with persistence, CPU per request
+WORKLOADS += [(f"kv_{_t}_p{_p}_cpu", "us/req", "kv", kv(f"kv_{_t}_p{_p}_@_cpu"))
+              for _p in (1, 16) for _t in KV_TESTS]
+WORKLOADS += [(f"kv_{_f}_p{_p}_cpu", "us/req", "kv", kv(f"kv_{_f}_p{_p}_@_cpu"))
+              for _f in ("always", "everysec") for _p in (1, 16)]
 # Settings other than the defaults, a row each, named by the id's suffix. The peers are the same.
 TUNED = {
     "-tuned": "libtpc's servers with TPC_SPIN_NS=-1 (no spinning before sleeping)",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one driver for every benchmark against its peers (issue 7, issue 15):
 #   scripts/bench.sh              every workload, ROUNDS=5: about 25 minutes on the 2-core VM at
-#                                 load average 2-4, builds done (bench/README.md: how measured)
+#                                 load average 2-4, builds done (bench/README.md: how measured),
+#                                 and about 12 more for the kv group (2.5 minutes a round)
 #   scripts/bench.sh --quick      a subset with short runs, ROUNDS=3, no warm-up (about 2 minutes
 #                                 on an idle VM, 9 at load average 9)
 #   scripts/bench.sh ID...        only those workload ids (scripts/bench-report.py plan lists them)
@@ -22,7 +23,9 @@
 #    their peers on CPUs 0 and 1). bench-file alternates with fio itself (one call per workload
 #    and round), bench-storage likewise (its shard on CPU 0 of 0-1: its io-wq workers may go to
 #    CPU 1); bench/net.sh alternates the servers itself (one call per round, servers on CPU 0,
-#    load on CPU 1, in an order rotated from round to round).
+#    load on CPU 1, in an order rotated from round to round); bench/kv.sh runs redis-server, then
+#    tpc-kv, per pipeline depth and appendfsync mode (about 2.5 minutes a round; the durable rows
+#    with SET and MSET only).
 # 3. Prints one table (median, min–max and the ratio to libtpc, > 1 = libtpc wins) and writes
 #    bench/results/latest.json (a list of workload objects), latest-machine.json and latest.png.
 #    The Tokio peers run every workload in several variants, one after the other in the same
@@ -33,7 +36,10 @@
 # out nginx and haproxy), JOBS, BUILD, BUILD_LTO, OUT (default bench/results), NET_SECONDS and
 # FILE_SECONDS (seconds per measurement), CORE_N, TIMER_N, IDLE_N, XSHARD_N (iterations),
 # PROXY_IDLE_N (idle connections for the proxies' memory per connection, bench/proxy.sh),
-# IDLE_CONNS (idle keep-alive connections for idle_conn_bytes, bench/idle-conn.sh).
+# IDLE_CONNS (idle keep-alive connections for idle_conn_bytes, bench/idle-conn.sh), KV_SECONDS
+# (seconds per redis-benchmark test in bench/kv.sh: 1, 0.5 with --quick) and KV_MEM_KEYS (keys
+# for kv_mem_bytes: 1000000, 100000 with --quick; measured in round 1 only: it does not vary).
+# The kv group (tpc-kv against redis-server) has no warm-up round: bench/kv.sh warms each test.
 # The helpers it shares with bench/net.sh are in bench/lib.sh.
 set -euo pipefail
 
@@ -64,12 +70,14 @@ if $quick; then
     core_n=${CORE_N:-1000000} timer_n=${TIMER_N:-100000} idle_n=${IDLE_N:-500000}
     proxy_idle_n=${PROXY_IDLE_N:-1000} idle_conns=${IDLE_CONNS:-2000}
     xshard_n=${XSHARD_N:-2000000}
+    kv_s=${KV_SECONDS:-0.5} kv_mem_keys=${KV_MEM_KEYS:-100000}
 else
     rounds=${ROUNDS:-5} warmup=${WARMUP:-1} net_s=${NET_SECONDS:-3} file_s=${FILE_SECONDS:-3}
     net_peers=${NET_PEERS:-epoll tokio nginx libuv haproxy}
     core_n=${CORE_N:-2000000} timer_n=${TIMER_N:-1000000} idle_n=${IDLE_N:-1000000}
     proxy_idle_n=${PROXY_IDLE_N:-5000} idle_conns=${IDLE_CONNS:-10000}
     xshard_n=${XSHARD_N:-10000000}
+    kv_s=${KV_SECONDS:-1} kv_mem_keys=${KV_MEM_KEYS:-1000000}
 fi
 for v in rounds net_s file_s core_n timer_n idle_n xshard_n; do
     need_count "$v" "${!v}"
@@ -111,6 +119,10 @@ if $net_http && wants net && [[ " $net_peers " == *" haproxy "* ]]; then
     need_tool haproxy haproxy
 fi
 need_libuv
+if wants kv; then
+    need_tool redis-server redis-server
+    need_tool redis-benchmark redis-tools
+fi
 
 configure "$build"
 note "building libtpc, its benchmarks and the C peers in $build (-j$jobs)"
@@ -251,6 +263,18 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
         proxy) # proxy.sh runs every proxy once per mode per call, in an order rotated by round
             run "$r" proxy proxy env PROXY_SECONDS="$ns" ROUNDS=1 PROXY_ROTATE="$r" \
                 BUILD="$build" JOBS="$jobs" IDLE_N="$proxy_idle_n" bash bench/proxy.sh
+            ;;
+        kv) # kv.sh: redis-server and tpc-kv, one after the other per depth and fsync mode
+            [ "$r" -gt 0 ] || continue
+            kv_fsync=""
+            for f in always everysec; do
+                grep -q "^kv kv_${f}_" <<<"$plan" && kv_fsync+="$f "
+            done
+            kv_mem=0
+            [ "$r" -eq 1 ] && wants_id kv_mem_bytes && kv_mem=$kv_mem_keys
+            run "$r" kv kv env KV_SECONDS="$kv_s" KV_FSYNC="$kv_fsync" KV_FSYNC_TESTS="set mset" \
+                KV_MEM_KEYS="$kv_mem" \
+                BUILD="$build" bash bench/kv.sh
             ;;
         esac
     done

@@ -1,8 +1,12 @@
 /* Buffered socket reading and writing (tpc_rbuf, tpc_wbuf) over Unix socket pairs: lines and
  * counted payloads that arrive in pieces, the limits (-EMSGSIZE, -ENOBUFS, nothing lost),
  * end of stream, a deadline in the middle of a line or a flush (the call may be made again),
- * references released exactly once, and misuse. */
+ * references released exactly once (also when sent in parts, over more than 64 segments), the
+ * writer's memory bounded when copies and references alternate, flushes larger than one send
+ * may carry, and misuse. */
 #include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "helpers.h"
@@ -350,12 +354,175 @@ static void test_flush_deadline(void **state)
     run_main(1, flush_deadline_main, NULL);
 }
 
+/* More segments than one sendmsg takes (150 references between copies: 300), sent in parts
+ * through small socket buffers: a deadline stops the first flush midway, and by then exactly
+ * the references whose last byte went out are released; the second flush sends the rest, in
+ * order, and releases every reference once. */
+static int segments_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&refs_released, 0);
+    int sv[2];
+    pair(sv);
+    CHECK_EQ(tpc_sock_buffers(sv[0], 4096, 0), 0);
+    CHECK_EQ(tpc_sock_buffers(sv[1], 0, 4096), 0);
+    enum { REFS = 150, REF_LEN = 1000 };
+    size_t total = REFS * (REF_LEN + 2), ends[REFS], off = 0;
+    char *refs = malloc(REFS * REF_LEN), *expect = malloc(total);
+    fill_pattern(refs, REFS * REF_LEN);
+    tpc_wbuf w;
+    CHECK_EQ(tpc_wbuf_init(&w, sv[0], 0), 0);
+    for (int i = 0; i < REFS; i++) {
+        CHECK_EQ(tpc_wbuf_append(&w, "ab", 2), 0);
+        memcpy(expect + off, "ab", 2);
+        off += 2;
+        CHECK_EQ(tpc_wbuf_append_ref(&w, refs + i * REF_LEN, REF_LEN, ref_release, NULL), 0);
+        memcpy(expect + off, refs + i * REF_LEN, REF_LEN);
+        off += REF_LEN;
+        ends[i] = off;
+    }
+    CHECK_EQ(tpc_wbuf_pending(&w), total);
+    CHECK_EQ(tpc_deadline_set(20 * 1000 * 1000), 0);
+    CHECK_EQ(tpc_wbuf_flush(&w), -ETIMEDOUT); /* the peer reads nothing yet */
+    CHECK_EQ(tpc_deadline_clear(), 0);
+    size_t sent = total - tpc_wbuf_pending(&w);
+    int whole = 0;
+    while (whole < REFS && ends[whole] <= sent)
+        whole++;
+    CHECK(sent > 0 && whole < REFS);
+    CHECK_EQ(atomic_load(&refs_released), whole);
+    struct sink k = {sv[1], total, malloc(total)};
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(sink_fn, &k, &f), 0);
+    CHECK_EQ(tpc_wbuf_flush(&w), (ssize_t)(total - sent));
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    CHECK(memcmp(k.got, expect, total) == 0);
+    CHECK_EQ(atomic_load(&refs_released), REFS);
+    tpc_wbuf_destroy(&w);
+    CHECK_EQ(atomic_load(&refs_released), REFS);
+    free(refs);
+    free(expect);
+    free(k.got);
+    tpc_close(sv[0]);
+    tpc_close(sv[1]);
+    return 0;
+}
+
+static void test_segments(void **state)
+{
+    (void)state;
+    run_main(1, segments_main, NULL);
+}
+
+/* Copies between references: each starts a chunk of its own, and the limit bounds those chunks'
+ * memory, not only the bytes pending (a chunk of 16 KiB per 1-byte copy took 16 MiB for 2,000
+ * pending bytes). With an 8 KiB limit -ENOBUFS comes after a few dozen pairs, appends nothing,
+ * and after a flush appends work again. */
+static int alternate_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&refs_released, 0);
+    int sv[2];
+    pair(sv);
+    tpc_wbuf w;
+    CHECK_EQ(tpc_wbuf_init(&w, sv[0], 8192), 0);
+    static const char ref[1] = {'r'};
+    int pairs = 0, rc = 0;
+    while (pairs < 1000) {
+        if ((rc = tpc_wbuf_append_ref(&w, ref, 1, ref_release, NULL)) < 0)
+            break;
+        if ((rc = tpc_wbuf_append(&w, "c", 1)) < 0)
+            break;
+        pairs++;
+    }
+    CHECK_EQ(rc, -ENOBUFS);
+    CHECK(pairs >= 16 && pairs <= 200);
+    size_t pending = tpc_wbuf_pending(&w);
+    CHECK(pending == (size_t)pairs * 2 || pending == (size_t)pairs * 2 + 1);
+    CHECK_EQ(tpc_wbuf_append(&w, "c", 1), -ENOBUFS); /* nothing appended */
+    CHECK_EQ(tpc_wbuf_pending(&w), pending);
+    struct sink k = {sv[1], pending, malloc(pending)};
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(sink_fn, &k, &f), 0);
+    CHECK_EQ(tpc_wbuf_flush(&w), (ssize_t)pending);
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    CHECK_EQ(atomic_load(&refs_released), (int)((pending + 1) / 2));
+    CHECK_EQ(tpc_wbuf_append(&w, "c", 1), 0);
+    CHECK_EQ(tpc_wbuf_append_ref(&w, ref, 1, ref_release, NULL), 0);
+    tpc_wbuf_destroy(&w);
+    free(k.got);
+    tpc_close(sv[0]);
+    tpc_close(sv[1]);
+    return 0;
+}
+
+static void test_alternate(void **state)
+{
+    (void)state;
+    run_main(1, alternate_main, NULL);
+}
+
+/* More pending than one send may carry (3 GiB of references to one untouched 1 GiB mapping):
+ * the flush sends at most 0x7ffff000 bytes a time instead of failing with -EINVAL before any
+ * I/O; the closed peer makes the first send fail with -EPIPE or -ECONNRESET, and nothing is
+ * lost. An append larger than PTRDIFF_MAX is compared as a size: refused, nothing written. */
+static int huge_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&refs_released, 0);
+    int sv[2];
+    pair(sv);
+    tpc_close(sv[1]);
+    size_t gib = (size_t)1 << 30;
+    void *m = mmap(NULL, gib, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    CHECK(m != MAP_FAILED);
+    tpc_wbuf w;
+    CHECK_EQ(tpc_wbuf_init(&w, sv[0], SIZE_MAX), 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(tpc_wbuf_append_ref(&w, m, gib, ref_release, NULL), 0);
+    ssize_t rc = tpc_wbuf_flush(&w);
+    CHECK(rc == -EPIPE || rc == -ECONNRESET);
+    CHECK_EQ(tpc_wbuf_pending(&w), 3 * gib);
+    CHECK_EQ(atomic_load(&refs_released), 0);
+    tpc_wbuf_destroy(&w);
+    CHECK_EQ(atomic_load(&refs_released), 3);
+    CHECK_EQ(tpc_wbuf_init(&w, sv[0], SIZE_MAX), 0);
+    CHECK_EQ(tpc_wbuf_append(&w, "x", 1), 0);
+    CHECK_EQ(tpc_wbuf_append(&w, m, (size_t)PTRDIFF_MAX + 10), -ENOMEM);
+    CHECK_EQ(tpc_wbuf_pending(&w), 1);
+    tpc_wbuf_destroy(&w);
+    munmap(m, gib);
+    tpc_close(sv[0]);
+    return 0;
+}
+
+static void test_huge(void **state)
+{
+    (void)state;
+    run_main(1, huge_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_lines),  cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_large),  cmocka_unit_test(test_read_deadline),
-        cmocka_unit_test(test_writer), cmocka_unit_test(test_flush_deadline),
+        cmocka_unit_test(test_lines),    cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_large),    cmocka_unit_test(test_read_deadline),
+        cmocka_unit_test(test_writer),   cmocka_unit_test(test_flush_deadline),
+        cmocka_unit_test(test_segments), cmocka_unit_test(test_alternate),
+        cmocka_unit_test(test_huge),
     };
     return cmocka_run_group_tests_name("bufio", tests, NULL, NULL);
+}
+
+/* test_huge asks for more memory than exists: the sanitizers' allocators return NULL as malloc
+ * does instead of stopping the program. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+    return "allocator_may_return_null=1";
 }

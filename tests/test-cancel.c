@@ -33,6 +33,13 @@ static int ret7(void *arg)
     return 7;
 }
 
+static int owned_released; /* the case's shard only */
+static void count_release(void *p)
+{
+    (void)p;
+    owned_released++;
+}
+
 static long job_ran;
 static long job(void *arg)
 {
@@ -107,6 +114,27 @@ static int walk(void *arg)
     CHECK_EQ(tpc_connect(&a), want);
     CHECK_EQ(tpc_resolve("127.0.0.1", "80", 0, &a, 1), want);
     CHECK_EQ(tpc_submit_to(0, xch_noop, NULL), 0); /* does not suspend on its own shard */
+    /* Calls that own their argument release it at once, here; nothing is sent. */
+    int owned = 0;
+    owned_released = 0;
+    CHECK_EQ(tpc_call_owned(0, ret7, &owned, count_release, NULL), want);
+    CHECK_EQ(owned_released, 1);
+    CHECK_EQ(tpc_call_copy(0, ret7, &owned, sizeof(owned), NULL), want);
+    tpc_call_item items[2] = {{.shard = 0, .arg = &owned}, {.shard = 0, .arg = &owned}};
+    CHECK_EQ(tpc_call_many(items, 2, ret7, count_release), want);
+    CHECK_EQ(owned_released, 3);
+    /* The buffered reader and writer: nothing taken, nothing lost. */
+    tpc_rbuf rb;
+    CHECK_EQ(tpc_rbuf_init(&rb, sv[0], 0), 0);
+    CHECK_EQ(tpc_rbuf_fill(&rb), want);
+    CHECK_EQ(tpc_rbuf_len(&rb), 0);
+    tpc_rbuf_destroy(&rb);
+    tpc_wbuf wb;
+    CHECK_EQ(tpc_wbuf_init(&wb, sv[0], 0), 0);
+    CHECK_EQ(tpc_wbuf_append(&wb, "y", 1), 0);
+    CHECK_EQ(tpc_wbuf_flush(&wb), want);
+    CHECK_EQ(tpc_wbuf_pending(&wb), 1);
+    tpc_wbuf_destroy(&wb);
     /* Nothing was taken: the 100 bytes are still there. */
     CHECK_EQ(recv(sv[0], buf, sizeof(buf), MSG_DONTWAIT), (ssize_t)sizeof(data));
 

@@ -269,13 +269,17 @@ static void incr_by(ARGS, long long by)
     }
     v += by;
     char num[24];
-    int n = snprintf(num, sizeof(num), "%lld", v);
-    struct str *s = str_new(num, (size_t)n);
-    if (e) {
-        free(e->val);
-        e->val = s;
+    size_t n = resp_fmt_ll(num, v);
+    struct str *old = e ? e->val : NULL;
+    if (old && n <= old->len) { /* fits where the old number was */
+        memcpy(old->d, num, n);
+        old->d[n] = 0;
+        old->len = (uint32_t)n;
+    } else if (old) {
+        e->val = str_new(num, n);
+        free(old);
     } else {
-        db_add(db, argv[1], argl[1], T_STRING, s);
+        db_add(db, argv[1], argl[1], T_STRING, str_new(num, n));
     }
     sb_int(out, v);
 }
@@ -1160,20 +1164,35 @@ static const struct command commands[] = {
     {"zscore", 3, 0, K1, c_zscore},
 };
 
+/* ASCII lower case: command names are letters, and the locale's tolower() costs a call. */
+static char fold(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
+}
+
 const struct command *cmd_lookup(const char *name, size_t len)
 {
+    /* Clients send the same command again and again (pipelines, benchmarks): the last one found
+     * on this thread is tried first. */
+    static _Thread_local const struct command *last;
+    static _Thread_local size_t last_len;
     char low[16];
     if (len == 0 || len >= sizeof(low))
         return NULL;
     for (size_t i = 0; i < len; i++)
-        low[i] = (char)tolower((unsigned char)name[i]);
+        low[i] = fold(name[i]);
     low[len] = 0;
+    if (last && last_len == len && !memcmp(low, last->name, len))
+        return last;
     size_t lo = 0, hi = sizeof(commands) / sizeof(commands[0]);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         int c = strcmp(low, commands[mid].name);
-        if (c == 0)
-            return &commands[mid];
+        if (c == 0) {
+            last = &commands[mid];
+            last_len = len;
+            return last;
+        }
         if (c < 0)
             hi = mid;
         else

@@ -17,7 +17,9 @@
  * Commands over keys of several shards (MSET, MGET, DEL, EXISTS, UNLINK) are atomic: the
  * connection locks each owner in ascending shard order (so two such commands never wait for each
  * other in a cycle), then runs every owner's part and unlocks in one fan-out. While an owner is
- * locked, every other command on it waits: nobody sees half of an MSET.
+ * locked, every other command on it waits: nobody sees half of an MSET. A lock carries the
+ * command's token: a command that stops waiting (its fiber cancelled, at shutdown) unlocks with
+ * it every owner it may have locked, and a lock that comes after its unlock is not taken.
  *
  * Expiry: lazily when a key is touched, and actively from a timer on every shard that walks a
  * few buckets of the table every 100 ms.
@@ -66,7 +68,10 @@ static struct {
 /* A shard's state. */
 struct shard {
     struct kv_db db;
-    bool locked;        /* by a multi-shard command */
+    uint64_t locked;      /* the token of the multi-shard command that holds it, 0: none */
+    uint64_t given_up[8]; /* tokens of commands that stopped waiting (the latest, a ring) */
+    unsigned ngiven_up;
+    uint64_t txn_seq;   /* this shard's tokens */
     tpc_event unlocked; /* set while not locked */
     tpc_timer expire_timer;
     uint64_t expire_cursor;
@@ -82,6 +87,8 @@ static struct shard *me(void)
 
 static int owner_of(const char *key, size_t klen)
 {
+    if (cfg.nshards == 1)
+        return 0; /* no hash to compute */
     return (int)((key_slot_hash(key, klen) >> 32) % (uint64_t)cfg.nshards);
 }
 
@@ -94,6 +101,22 @@ static int wait_unlocked(struct shard *sh)
             return rc;
     }
     return 0;
+}
+
+static void unlock_if(struct shard *sh, uint64_t token)
+{
+    if (sh->locked == token) {
+        sh->locked = 0;
+        tpc_event_set(&sh->unlocked);
+    }
+}
+
+static bool given_up(const struct shard *sh, uint64_t token)
+{
+    for (unsigned i = 0; i < 8; i++)
+        if (sh->given_up[i] == token)
+            return true;
+    return false;
 }
 
 static void expire_tick(tpc_timer *t, void *arg)
@@ -189,8 +212,12 @@ static void touch_keys(struct shard *sh, const struct command *c, size_t argc, c
 
 static void log_set(struct aof *a, size_t argc, const char **argv, const size_t *argl)
 {
-    const char **v = malloc(argc * sizeof(*v));
-    size_t *l = malloc(argc * sizeof(*l));
+    const char *sv[8], **v = argc <= 8 ? sv : malloc(argc * sizeof(*v));
+    size_t sl[8], *l = argc <= 8 ? sl : malloc(argc * sizeof(*l));
+    if (!v || !l) {
+        fputs("tpc-kv: out of memory\n", stderr);
+        abort();
+    }
     char nums[4][24];
     int k = 0;
     for (size_t i = 0; i < argc; i++) {
@@ -215,8 +242,10 @@ static void log_set(struct aof *a, size_t argc, const char **argv, const size_t 
         }
     }
     aof_append(a, argc, v, l);
-    free(v);
-    free(l);
+    if (v != sv)
+        free(v);
+    if (l != sl)
+        free(l);
 }
 
 static void log_write(struct shard *sh, const struct command *c, size_t argc, const char **argv,
@@ -264,7 +293,8 @@ struct bcmd {
 };
 
 struct batch {
-    bool txn; /* part of a multi-shard command: the owner is locked for it; unlock after */
+    bool txn;       /* part of a multi-shard command: the owner is locked for it; unlock after */
+    uint64_t token; /* the command's lock token */
     struct bcmd *cmds;
     size_t n, cap;
     size_t *argl;
@@ -329,6 +359,8 @@ static int batch_run(void *p)
         int rc = wait_unlocked(sh);
         if (rc < 0)
             return rc;
+    } else if (sh->locked != b->token) {
+        return -ECANCELED; /* its command stopped waiting and unlocked: not run */
     }
     sh->db.now = kv_now_ms();
     const char *argv_small[16], **argv = argv_small;
@@ -353,10 +385,8 @@ static int batch_run(void *p)
     }
     if (argv != argv_small)
         free(argv);
-    if (b->txn) {
-        sh->locked = false;
-        tpc_event_set(&sh->unlocked);
-    }
+    if (b->txn)
+        unlock_if(sh, b->token);
     return aof_wait(&sh->aof, sh->aof.appended); /* appendfsync always: synced first */
 }
 
@@ -457,6 +487,10 @@ static void classify(struct conn *c, struct slot *s)
         s->barrier = true;
         return;
     }
+    if (cfg.nshards == 1) {
+        s->owner = 0; /* every key is here */
+        return;
+    }
     size_t idx[64];
     size_t n = cmd_keys(s->c, s->argc, idx, 64);
     s->owner = owner_of(argv[idx[0]], argl[idx[0]]);
@@ -473,15 +507,23 @@ static void classify(struct conn *c, struct slot *s)
     (void)n;
 }
 
+#define EMIT_RUN (64 * 1024) /* replies appended together, at most */
+
 /* Appends the replies of slots [from, to) in order. */
 static int emit(struct conn *c, size_t from, size_t to)
 {
-    for (size_t i = from; i < to; i++) {
+    for (size_t i = from; i < to;) {
         struct slot *s = &c->slots[i];
         const struct sbuf *src = s->src < 0 ? &c->local : &c->batches[s->src]->out;
-        int rc = tpc_wbuf_append(&c->out, src->p + s->off, s->len);
+        size_t off = s->off, len = s->len;
+        /* Replies that lie back to back in one buffer (a pipeline's, made here): one append. */
+        for (i++; i < to && c->slots[i].src == s->src && c->slots[i].off == off + len &&
+                  len + c->slots[i].len <= EMIT_RUN;
+             i++)
+            len += c->slots[i].len;
+        int rc = tpc_wbuf_append(&c->out, src->p + off, len);
         if (rc == -ENOBUFS && (rc = (int)tpc_wbuf_flush(&c->out)) >= 0)
-            rc = tpc_wbuf_append(&c->out, src->p + s->off, s->len);
+            rc = tpc_wbuf_append(&c->out, src->p + off, len);
         if (rc < 0)
             return rc;
     }
@@ -562,22 +604,29 @@ static int run(struct conn *c, size_t from, size_t to)
 
 static int txn_lock(void *arg)
 {
-    (void)arg;
     struct shard *sh = me();
+    uint64_t token = (uint64_t)(uintptr_t)arg;
     int rc = wait_unlocked(sh);
     if (rc < 0)
         return rc;
-    sh->locked = true;
+    if (given_up(sh, token))
+        return -ECANCELED; /* its command is gone */
+    sh->locked = token;
     tpc_event_reset(&sh->unlocked);
     return 0;
 }
 
+/* A message from a command that stopped waiting: unlocks the owner if the command holds it, and
+ * remembers the token so that a lock request of it still queued is not taken. Messages run
+ * during the stop may come after the shard's state is gone. */
 static void txn_unlock(void *arg)
 {
-    (void)arg;
     struct shard *sh = me();
-    sh->locked = false;
-    tpc_event_set(&sh->unlocked);
+    uint64_t token = (uint64_t)(uintptr_t)arg;
+    if (!sh)
+        return;
+    unlock_if(sh, token);
+    sh->given_up[sh->ngiven_up++ % 8] = token;
 }
 
 static void batch_begin(struct batch *b, const struct command *c, const char *name, size_t nl)
@@ -617,12 +666,14 @@ static int multi(struct conn *c, struct slot *s)
         return 0;
     }
     size_t step = mset ? 2 : 1, nitems = 0;
+    uint64_t token = ((uint64_t)(tpc_shard_id() + 1) << 48) | ++me()->txn_seq;
     for (size_t i = 1; i < s->argc; i += step) {
         int o = owner_of(argv[i], argl[i]);
         struct batch **b = &c->batches[o];
         if (!*b) {
             *b = batch_new();
             (*b)->txn = true;
+            (*b)->token = token;
             c->items[nitems++] = (tpc_call_item){.shard = o, .arg = *b};
         }
         if (mget || (*b)->n == 0)
@@ -636,20 +687,23 @@ static int multi(struct conn *c, struct slot *s)
         if (!c->batches[o])
             continue;
         int r = 0;
-        rc = tpc_call_on(o, txn_lock, NULL, &r);
+        rc = tpc_call_on(o, txn_lock, (void *)(uintptr_t)token, &r);
         if (rc == 0 && r < 0)
             rc = r;
-        if (rc < 0)
-            for (int u = 0; u < o; u++)
+        if (rc < 0) /* those locked, and o, whose lock may still come: unlocked */
+            for (int u = 0; u <= o; u++)
                 if (c->batches[u])
-                    tpc_submit_to(u, txn_unlock, NULL);
+                    tpc_submit_to(u, txn_unlock, (void *)(uintptr_t)token);
     }
     bool released = false; /* by tpc_call_many, which failed */
     if (rc == 0) {
         rc = tpc_call_many(c->items, nitems, batch_run, batch_free);
         released = rc < 0;
         for (size_t k = 0; rc == 0 && k < nitems; k++)
-            rc = c->items[k].err;
+            rc = c->items[k].err < 0 ? c->items[k].err : c->items[k].result;
+        if (rc < 0) /* parts that did not run, or may still: their owners unlocked */
+            for (size_t k = 0; k < nitems; k++)
+                tpc_submit_to(c->items[k].shard, txn_unlock, (void *)(uintptr_t)token);
     }
     if (rc < 0) {
         for (size_t k = 0; k < nitems; k++) {
@@ -984,7 +1038,8 @@ static int execute(struct conn *c, size_t n)
     while (i < n && !c->quit) {
         size_t j = i;
         while (j < n && !c->slots[j].barrier &&
-               !(c->slots[j].c && !strcmp(c->slots[j].c->name, "quit")))
+               !(c->slots[j].c && (c->slots[j].c->flags & F_CONN) &&
+                 !strcmp(c->slots[j].c->name, "quit")))
             j++;
         if (j < n && !c->slots[j].barrier)
             j++; /* QUIT ends the run; what follows it is not run */

@@ -66,6 +66,15 @@ int resp_ll(const char *p, size_t n, long long *out)
  * not complete, -1 if malformed or longer than 32 bytes. */
 static long header(const char *p, size_t len, long long *v)
 {
+    /* The common case in one pass: up to 18 digits without a leading zero, then CRLF. */
+    size_t i = 1;
+    unsigned long long x = 0;
+    while (i < len && i < 19 && p[i] >= '0' && p[i] <= '9')
+        x = x * 10 + (unsigned)(p[i++] - '0');
+    if (i > 1 && i + 1 < len && p[i] == '\r' && p[i + 1] == '\n' && (p[1] != '0' || i == 2)) {
+        *v = (long long)x;
+        return (long)i + 2;
+    }
     size_t max = len < 34 ? len : 34;
     const char *nl = memchr(p, '\n', max);
     if (!nl)
@@ -263,7 +272,7 @@ void sb_put(struct sbuf *b, const void *p, size_t n)
 }
 
 /* "<c><v>\r\n", formatted by hand: a reply of many elements writes one per element. */
-static void sb_line(struct sbuf *b, char c, long long v)
+size_t resp_fmt_ll(char out[24], long long v)
 {
     char tmp[24], *end = tmp + sizeof(tmp), *q = end;
     unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
@@ -273,6 +282,14 @@ static void sb_line(struct sbuf *b, char c, long long v)
     if (v < 0)
         *--q = '-';
     size_t n = (size_t)(end - q);
+    memcpy(out, q, n);
+    return n;
+}
+
+static void sb_line(struct sbuf *b, char c, long long v)
+{
+    char q[24];
+    size_t n = resp_fmt_ll(q, v);
     char *p = sb_room(b, n + 3);
     p[0] = c;
     memcpy(p + 1, q, n);

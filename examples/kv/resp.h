@@ -54,5 +54,7 @@ void sb_array(struct sbuf *b, long long n);
 /* Reads a whole decimal integer (optional '-'; no spaces, no '+', no leading zeros other than
  * "0" itself; fits in long long). Returns 0 or -1. */
 int resp_ll(const char *p, size_t n, long long *out);
+/* Writes v in decimal at out (no terminating NUL); returns its length (at most 20). */
+size_t resp_fmt_ll(char out[24], long long v);
 
 #endif

@@ -84,8 +84,9 @@ TPC_EXTERN ssize_t tpc_recvfrom(int fd, void *buf, size_t len, tpc_addr *from);
  * in a cancelled fiber or past a deadline too. Returns 0, -EINVAL, or the kernel's error. */
 TPC_EXTERN int tpc_sock_shutdown(int fd, int how);
 
-/* Scatter/gather: one sendmsg or recvmsg over iovcnt buffers (at most IOV_MAX, together at
- * most 0x7ffff000 bytes, else -EINVAL); may be short like tpc_send / tpc_recv. */
+/* Scatter/gather: one sendmsg or recvmsg (a plain send or recv for one buffer) over iovcnt
+ * buffers (at most IOV_MAX, together at most 0x7ffff000 bytes, else -EINVAL); may be short like
+ * tpc_send / tpc_recv. */
 TPC_EXTERN ssize_t tpc_sendv(int fd, const struct iovec *iov, int iovcnt);
 TPC_EXTERN ssize_t tpc_recvv(int fd, const struct iovec *iov, int iovcnt);
 
@@ -272,13 +273,14 @@ TPC_EXTERN int tpc_rx_close_idle(tpc_rx *rx);
  * copied (or, for large payloads, referenced) and go out together, many segments per sendmsg,
  * when flushed. Both are bounded: a reader never holds more than `limit` bytes (a line or
  * payload longer than that is refused with -EMSGSIZE, a fill into a full buffer with -ENOBUFS),
- * a writer never more than `limit` pending bytes (an append past it fails with -ENOBUFS,
- * appending nothing). limit 0: 1 MiB. Errors lose nothing: the bytes buffered stay buffered,
- * so a call that failed with -ECANCELED or -ETIMEDOUT may be made again. Neither owns fd (close
- * it yourself) and neither suspends except in fill, line, need and flush, which suspend as
- * tpc_recv and tpc_sendv do and return their errors. One fiber at a time per buffer; the
- * structs are embedded by the caller and their fields are private. For a plain send-all,
- * tpc_write_full(fd, buf, len, -1) (tpc/io.h) works on sockets. */
+ * a writer never more than `limit` pending bytes, nor much more than `limit` bytes of memory
+ * for its copies (chunks of 16 KiB; a copy after a reference starts a small one): an append
+ * past either fails with -ENOBUFS, appending nothing (flush, then append again). limit 0: 1 MiB.
+ * Errors lose nothing: the bytes buffered stay buffered, so a call that failed with -ECANCELED or
+ * -ETIMEDOUT may be made again. Neither owns fd (close it yourself) and neither suspends except in
+ * fill, line, need and flush, which suspend as tpc_recv and tpc_sendv do and return their errors.
+ * One fiber at a time per buffer; the structs are embedded by the caller and their fields are
+ * private. For a plain send-all, tpc_write_full(fd, buf, len, -1) (tpc/io.h) works on sockets. */
 typedef struct tpc_rbuf {
     int fd;
     char *data;
@@ -319,7 +321,8 @@ typedef struct tpc_wbuf {
     struct tpc__wseg *segs;
     unsigned head, nsegs, capsegs;
     char *spare;
-    uint64_t reserved[2];
+    size_t mem; /* bytes of the copies' chunks held */
+    uint64_t reserved[1];
 } tpc_wbuf;
 
 /* Sets w up to write to fd; allocates nothing yet. Returns 0, -EINVAL, -EBADF. */
@@ -343,7 +346,8 @@ TPC_EXTERN int tpc_wbuf_append_ref(tpc_wbuf *w, const void *p, size_t n, tpc_rel
  * -EINVAL (used larger than reserved). */
 TPC_EXTERN int tpc_wbuf_reserve(tpc_wbuf *w, size_t n, void **out);
 TPC_EXTERN int tpc_wbuf_commit(tpc_wbuf *w, size_t used);
-/* Sends every pending byte (sendmsg over up to 64 segments at a time, again until done).
+/* Sends every pending byte (one sendmsg over up to 64 segments and 0x7ffff000 bytes at a time,
+ * a plain send for one segment; again until done).
  * Returns the bytes sent (0 with nothing pending), or the error that stopped it (-EPIPE,
  * -ECONNRESET, -ECANCELED ...): the bytes sent before it are gone from w, the rest stay
  * pending (tpc_wbuf_pending). */

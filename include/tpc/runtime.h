@@ -324,7 +324,10 @@ TPC_EXTERN int tpc_call_from_thread(tpc_runtime *rt, int shard, tpc_call_fn fn, 
  * has a destructor is cleared and passed to it, on the shard's thread (it may call what does not
  * suspend: tpc_close, tpc_shard_id ...); a destructor that sets a slot again gets up to three
  * more rounds. Values set by messages run while the runtime stops are destroyed when tpc_wait
- * frees the runtime, on its thread. Keys are never deleted. */
+ * frees the runtime, on its thread. A message that runs after its shard's destructors (a
+ * tpc_submit_to or a reply racing with the stop, run by tpc_wait) finds the slot NULL: callbacks
+ * that may be sent while the runtime stops must check what tpc_shard_get returns. Keys are
+ * never deleted. */
 #define TPC_SHARD_KEYS 64
 
 /* Makes a key, with destructor (NULL: none) for its values. Returns the key (>= 0), or -EAGAIN
