@@ -293,10 +293,15 @@ static ssize_t msg_io_once(int fd, struct iovec *iov, int iovcnt, tpc_addr *addr
         mh.msg_name = &addr->sa;
         mh.msg_namelen = addr->len;
     }
-    if (sending)
+    if (sending) {
         io_uring_prep_sendmsg(sqe, fd, &mh, MSG_NOSIGNAL);
-    else
+        sent_last = fd;
+    } else {
         io_uring_prep_recvmsg(sqe, fd, &mh, 0);
+        if (fd == sent_last)
+            sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+        sent_last = -1;
+    }
     int rc = TPC__IO_END(sqe);
     if (rc >= 0 && !sending) {
         tpc__kernel_wrote_iov(iov, iovcnt, rc);
