@@ -231,8 +231,8 @@ struct tpc__shard {
     bool spin_auto, batch_auto;
     uint32_t batch_n, batch_us; /* arrivals the next sleeps wait for (0: wake on the first), and
                                  * for how long at most */
-    uint64_t load_t0, load_c0, load_m0; /* the load window's start (ns), completions and
-                                         * messages then */
+    uint64_t load_t0, load_c0, load_m0, load_s0; /* the load window's start (ns), completions,
+                                                  * messages and sleep_ns then */
     uint64_t active[4];             /* operations that completed in the window, hashed: 256 bits */
     uint64_t spin_msgs, spin_until; /* messages counted at the last check; spin until (ns) */
     struct tpc_runtime *rt;

@@ -34,9 +34,10 @@
 #define COALESCE_MIN_OPS 8  /* and needs this many operations out */
 /* Adaptive batching (sleep_phase): the load window, the batching window, and the share of the
  * operations seen active that a batch may wait for. */
-#define LOAD_WINDOW_NS 1000000
-#define BATCH_MAX_US   200
-#define BATCH_SHARE    16
+#define LOAD_WINDOW_NS   1000000
+#define BATCH_MAX_US     200
+#define BATCH_SHARE      16
+#define BATCH_IDLE_SHARE 8 /* and a shard asleep for less than 1/8 of the window does not */
 /* An automatic spin goes on this long after the last message between shards. */
 #define SPIN_HOLD_NS 1000000
 
@@ -493,9 +494,12 @@ void tpc__inbox_free(struct tpc__shard *s)
  * closed-loop clients, at most that many answers can be awaited at once). The next sleeps wait
  * for 1/BATCH_SHARE of the operations seen active (a connection's receive and send are two),
  * at most BATCH_MAX_US (fewer arrivals if the rate brings fewer in that time), if that is at
- * least 2; else they wake on the first completion. A lone connection, or a few, never batch;
- * ten thousand idle ones do not either (few are active). A shard that exchanged messages with
- * other shards in the window does not batch: a message would wait with the completions, and
+ * least 2; else they wake on the first completion. A shard that slept less than 1/8 of the
+ * window does not batch either: it is nearly saturated, gathers completions while it works,
+ * and sleeps too seldom for batching to save anything, while a batch that waits the window out
+ * (the VM's timers fire tens of us late) leaves the CPU idle. A lone connection, or a few, never
+ * batch; ten thousand idle ones do not either (few are active). A shard that exchanged messages
+ * with other shards in the window does not batch: a message would wait with the completions, and
  * those shards wait for it. A change of load takes effect at the next window. */
 static inline void note_active(struct tpc__shard *s, const void *op)
 {
@@ -517,7 +521,8 @@ static void measure_load(struct tpc__shard *s, uint64_t now)
      * (a server's sends, done within the kernel entry that submits them). */
     uint64_t arrivals = (s->n_io_completed - s->load_c0) / 2;
     uint64_t msgs = s->n_msgs_in + s->n_msgs_out;
-    uint64_t n = msgs == s->load_m0 ? active / BATCH_SHARE : 0, ns = 0;
+    bool idle_enough = (s->n_sleep_ns - s->load_s0) * BATCH_IDLE_SHARE >= span;
+    uint64_t n = msgs == s->load_m0 && idle_enough ? active / BATCH_SHARE : 0, ns = 0;
     if (n > COALESCE_EVENTS)
         n = COALESCE_EVENTS;
     if (n >= 2 && arrivals) {
@@ -533,6 +538,7 @@ static void measure_load(struct tpc__shard *s, uint64_t now)
     s->load_t0 = now;
     s->load_c0 = s->n_io_completed;
     s->load_m0 = msgs;
+    s->load_s0 = s->n_sleep_ns;
 }
 
 /* Whether to spin before sleeping (tpc_config.spin_ns). A spin saves the wake-up of a message
@@ -597,6 +603,32 @@ static inline bool io_pending(struct tpc__shard *s)
            (IO_URING_READ_ONCE(*s->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
+/* Of the last n SQEs queued, those that complete within the io_uring_enter that submits them:
+ * sends (not those that wait for room first), cancels, messages to other rings. Their
+ * completions are there before the wait begins, so a batch waits for that many more. */
+static unsigned at_once(struct tpc__shard *s, unsigned n)
+{
+    const struct io_uring_sq *sq = &s->ring.sq;
+    unsigned k = 0;
+    for (unsigned i = sq->sqe_tail - n; i != sq->sqe_tail; i++) {
+        const struct io_uring_sqe *e = &sq->sqes[i & sq->ring_mask];
+        switch (e->opcode) {
+        case IORING_OP_SEND:
+        case IORING_OP_SENDMSG:
+            k += !(e->ioprio & IORING_RECVSEND_POLL_FIRST);
+            break;
+        case IORING_OP_ASYNC_CANCEL:
+        case IORING_OP_MSG_RING:
+        case IORING_OP_NOP:
+            k++;
+            break;
+        default:
+            break;
+        }
+    }
+    return k;
+}
+
 /* Submits what is queued and sleeps until a completion or `timeout` ns (<= 0: none): one
  * io_uring_enter, as liburing's submit-and-wait calls make it, with one more argument. With
  * coalescing (tpc_config.coalesce_us), the kernel holds the wake-up until coalesce_us has passed
@@ -615,9 +647,9 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
     if (s->inflight + s->nmultishot < COALESCE_MIN_OPS)
         min_us = 0;
     unsigned to_submit = tpc__sq_publish(&s->ring);
-    if (s->batch_n) { /* adaptive (measure_load); the sends it submits complete at once */
+    if (s->batch_n) { /* adaptive (measure_load) */
         min_us = s->batch_us;
-        want = s->batch_n + to_submit;
+        want = s->batch_n + at_once(s, to_submit);
     }
     if (timeout > 0 && (uint64_t)timeout < (uint64_t)min_us * 1000)
         min_us = (uint32_t)(timeout / 1000); /* a timer due sooner ends the batch */
