@@ -162,7 +162,9 @@ static struct claim_slot *table_slot(const struct table_ref *r, uint64_t i)
     return (struct claim_slot *)((char *)t->slot + i * words * 8);
 }
 
-/* Copies slot s out consistently; false if it holds no claim of this process. */
+/* Copies slot s out consistently (the fields with acquire loads, so that the state and generation
+ * read again after them tell whether a claim changed it meanwhile: a seqlock without a fence,
+ * which TSan does not model); false if it holds no claim of this process. */
 static bool slot_read(struct claim_slot *s, struct claim_view *v)
 {
     for (;;) {
@@ -170,27 +172,28 @@ static bool slot_read(struct claim_slot *s, struct claim_view *v)
         v->gen = atomic_load(&s->gen);
         if (v->state < SLOT_CLAIMING)
             return false;
-        uint64_t pid = atomic_load_explicit(&s->pid, memory_order_relaxed);
-        v->key = atomic_load_explicit(&s->key, memory_order_relaxed);
-        v->flags = atomic_load_explicit(&s->flags, memory_order_relaxed);
-        uint64_t w[2] = {atomic_load_explicit(&s->version[0], memory_order_relaxed),
-                         atomic_load_explicit(&s->version[1], memory_order_relaxed)};
+        uint64_t pid = atomic_load_explicit(&s->pid, memory_order_acquire);
+        v->key = atomic_load_explicit(&s->key, memory_order_acquire);
+        v->flags = atomic_load_explicit(&s->flags, memory_order_acquire);
+        uint64_t w[2] = {atomic_load_explicit(&s->version[0], memory_order_acquire),
+                         atomic_load_explicit(&s->version[1], memory_order_acquire)};
         memcpy(v->version, w, 16);
         v->version[16] = '\0';
         CPU_ZERO(&v->cpus);
         for (int i = 0; i < CPU_WORDS; i++) {
-            uint64_t bits = atomic_load_explicit(&s->cpus[i], memory_order_relaxed);
+            uint64_t bits = atomic_load_explicit(&s->cpus[i], memory_order_acquire);
             for (int b = 0; b < 64; b++)
                 if (bits >> b & 1)
                     CPU_SET(i * 64 + b, &v->cpus);
         }
-        atomic_thread_fence(memory_order_acquire);
         if (atomic_load(&s->state) == v->state && atomic_load(&s->gen) == v->gen)
             return pid == (uint64_t)getpid();
     }
 }
 
-/* Fills in a free slot of this copy's table with the claim and publishes it (CLAIMING).
+/* Fills in a free slot of this copy's table with the claim and publishes it (CLAIMING). The
+ * fields are release stores: a reader whose acquire load sees one of them then sees the slot's
+ * new state and generation too (slot_read).
  * NULL when the table cannot be made or is full. */
 static struct claim_slot *slot_claim(const cpu_set_t *cpus, bool share)
 {
@@ -211,18 +214,18 @@ static struct claim_slot *slot_claim(const cpu_set_t *cpus, bool share)
     uint64_t w[2] = {0, 0};
     const char *version = tpc_version_string();
     memcpy(w, version, strnlen(version, 16));
-    atomic_store_explicit(&s->pid, (uint64_t)getpid(), memory_order_relaxed);
+    atomic_store_explicit(&s->pid, (uint64_t)getpid(), memory_order_release);
     atomic_store_explicit(&s->key, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec,
-                          memory_order_relaxed);
-    atomic_store_explicit(&s->flags, share ? SLOT_SHARE : 0, memory_order_relaxed);
+                          memory_order_release);
+    atomic_store_explicit(&s->flags, share ? SLOT_SHARE : 0, memory_order_release);
     for (int i = 0; i < 2; i++)
-        atomic_store_explicit(&s->version[i], w[i], memory_order_relaxed);
+        atomic_store_explicit(&s->version[i], w[i], memory_order_release);
     for (int i = 0; i < CPU_WORDS; i++) {
         uint64_t bits = 0;
         for (int b = 0; b < 64; b++)
             if (CPU_ISSET(i * 64 + b, cpus))
                 bits |= 1ull << b;
-        atomic_store_explicit(&s->cpus[i], bits, memory_order_relaxed);
+        atomic_store_explicit(&s->cpus[i], bits, memory_order_release);
     }
     atomic_store(&s->state, SLOT_CLAIMING); /* then read the others: see the header */
     return s;
