@@ -365,6 +365,7 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     }
     rt->cpu_claim = claim;
     rt->topo = topo;
+    tpc__stall_prepare(&c);
     rt->topo_fake = fake;
     if ((rc = start_threads(rt)) < 0) {
         runtime_join(rt, &rt->oldmask);
