@@ -437,6 +437,9 @@ int tpc__config_resolve(const tpc_config *config, tpc_config *c);
  * on stderr. tpc__cpus_release(claim) gives the CPUs back (NULL: nothing). */
 int tpc__cpus_claim(const cpu_set_t *cpus, bool share, void **claim);
 void tpc__cpus_release(void *claim);
+/* tpc_close(fd) closed fd: an epoll shard that kept it in its epoll set adds it again at its
+ * next wait (core/epoll.c). Any thread. */
+void tpc__fd_closed(int fd);
 /* Bytes of incoming ring slots a shard may take with the default msg_slots. */
 #define TPC__RING_BUDGET ((size_t)1 << 20)
 unsigned tpc__default_msg_slots(unsigned nshards);
@@ -486,6 +489,9 @@ int tpc__spawn_main(struct tpc__shard *s);
 
 /* The stall detector (core/stall.c): a watchdog thread, started once the shards run and stopped
  * before they are joined. Returns 0 (also when stall_ms turns it off) or -errno. */
+/* Loads what a stall report needs (the unwinder: files opened, a library loaded) before any
+ * shard runs, so that no descriptor comes and goes behind the program's back later. */
+void tpc__stall_prepare(const tpc_config *c);
 int tpc__stall_start(struct tpc_runtime *rt);
 bool tpc__stall_off_by_default(void); /* under valgrind, where everything runs far slower */
 void tpc__stall_stop(struct tpc_runtime *rt);
