@@ -437,9 +437,6 @@ int tpc__config_resolve(const tpc_config *config, tpc_config *c);
  * on stderr. tpc__cpus_release(claim) gives the CPUs back (NULL: nothing). */
 int tpc__cpus_claim(const cpu_set_t *cpus, bool share, void **claim);
 void tpc__cpus_release(void *claim);
-/* tpc_close(fd) closed fd: an epoll shard that kept it in its epoll set adds it again at its
- * next wait (core/epoll.c). Any thread. */
-void tpc__fd_closed(int fd);
 /* Bytes of incoming ring slots a shard may take with the default msg_slots. */
 #define TPC__RING_BUDGET ((size_t)1 << 20)
 unsigned tpc__default_msg_slots(unsigned nshards);
