@@ -136,7 +136,8 @@ typedef struct tpc_config {
      * "uring" or "epoll"), else auto: io_uring, or, when the ring cannot be set up at all
      * (io_uring disabled by sysctl or blocked by seccomp, as in default container profiles;
      * not in the kernel; too little locked memory), epoll, printing once per process the cause
-     * and the fallback. TPC_BACKEND_URING turns that case into an error. docs/guide.md says
+     * and the fallback; any other setup error (out of descriptors, say) fails tpc_run.
+     * TPC_BACKEND_URING turns that case into an error. docs/guide.md says
      * what behaves differently on epoll. tpc_features() and tpc_shard_stats name the backend. */
     tpc_backend backend;
     /* One runtime per CPU: tpc_run refuses (-EBUSY, naming the other runtime's CPUs and
