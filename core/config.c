@@ -77,6 +77,20 @@ static int resolve_backend(tpc_config *c)
     return 0;
 }
 
+/* tpc_config.share_cpus, or TPC_SHARE_CPUS ("1" or "0") when it is false. */
+static int resolve_share(tpc_config *c)
+{
+    const char *env = getenv("TPC_SHARE_CPUS");
+    if (c->share_cpus || !env || !*env || !strcmp(env, "0"))
+        return 0;
+    if (strcmp(env, "1") != 0) {
+        fprintf(stderr, "libtpc: TPC_SHARE_CPUS='%s' is not 0 or 1\n", env);
+        return -EINVAL;
+    }
+    c->share_cpus = true;
+    return 0;
+}
+
 /* New fields come out of `reserved`: the struct keeps its size (on LP64, where a pointer takes
  * one reserved word). */
 _Static_assert(sizeof(void *) != 8 || sizeof(tpc_config) == 184, "tpc_config changed size");
@@ -110,7 +124,8 @@ int tpc__config_resolve(const tpc_config *in, tpc_config *c)
     c->field = (__typeof__(c->field))(v ? v : (long long)(dflt));
     TPC__CONFIG_NUMBERS(X)
 #undef X
-    return resolve_backend(c);
+    int rc = resolve_backend(c);
+    return rc < 0 ? rc : resolve_share(c);
 }
 
 /* The default ring size for n shards: 1024 slots, halved until the n - 1 rings a shard receives

@@ -7,6 +7,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <stdatomic.h>
@@ -399,6 +400,7 @@ struct tpc_runtime {
     _Atomic int stop;
     _Atomic int foreign_calls;     /* tpc_call_from_thread calls under way (core/runtime.c) */
     struct tpc_runtime *live_next; /* in the list of runtimes they may enter */
+    void *cpu_claim;               /* its CPUs, held until it is freed (core/cpuclaim.c) */
     int exit_status;
     bool signals; /* shard 0 turns `sigset` into a shutdown */
     sigset_t sigset;
@@ -440,6 +442,13 @@ void tpc__runtime_leave(struct tpc_runtime *rt);
  * where the field was left 0, then the default; checks bounds and the reserved space. Returns 0
  * or -EINVAL, having said why on stderr (core/config.c). */
 int tpc__config_resolve(const tpc_config *config, tpc_config *c);
+/* Claims CPUs `cpus` for a runtime about to start, against every runtime of this process, of
+ * any copy or version of libtpc (core/cpuclaim.c). Returns 0 with the claim in *claim (NULL when
+ * cpus is empty), -EBUSY when a runtime that did not share its CPUs holds one of them and
+ * `share` is false, -EAGAIN when this copy runs too many runtimes at once; each with a message
+ * on stderr. tpc__cpus_release(claim) gives the CPUs back (NULL: nothing). */
+int tpc__cpus_claim(const cpu_set_t *cpus, bool share, void **claim);
+void tpc__cpus_release(void *claim);
 /* Bytes of incoming ring slots a shard may take with the default msg_slots. */
 #define TPC__RING_BUDGET ((size_t)1 << 20)
 unsigned tpc__default_msg_slots(unsigned nshards);
@@ -489,6 +498,9 @@ int tpc__spawn_main(struct tpc__shard *s);
 
 /* The stall detector (core/stall.c): a watchdog thread, started once the shards run and stopped
  * before they are joined. Returns 0 (also when stall_ms turns it off) or -errno. */
+/* Loads what a stall report needs (the unwinder: files opened, a library loaded) before any
+ * shard runs, so that no descriptor comes and goes behind the program's back later. */
+void tpc__stall_prepare(const tpc_config *c);
 int tpc__stall_start(struct tpc_runtime *rt);
 bool tpc__stall_off_by_default(void); /* under valgrind, where everything runs far slower */
 void tpc__stall_stop(struct tpc_runtime *rt);

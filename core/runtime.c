@@ -152,6 +152,7 @@ void tpc__runtime_leave(struct tpc_runtime *rt)
 static void runtime_free(struct tpc_runtime *rt)
 {
     live_remove(rt);
+    tpc__cpus_release(rt->cpu_claim);
     tpc__rings_afterlife(rt);
     tpc__layers_runtime_fini(rt);
     tpc__rings_free(rt);
@@ -318,6 +319,19 @@ static int start_threads(struct tpc_runtime *rt)
     return rc;
 }
 
+/* Claims the CPUs the shards will be pinned to (none on a simulated machine), so that no other
+ * runtime of this process, of any copy of libtpc, runs on them unless one of them shares. */
+static int claim_cpus(const tpc_config *c, const struct tpc__place *places, unsigned n, bool fake,
+                      void **claim)
+{
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    for (unsigned i = 0; i < n && !fake; i++)
+        if (places[i].cpu >= 0 && places[i].cpu < CPU_SETSIZE)
+            CPU_SET(places[i].cpu, &cpus);
+    return tpc__cpus_claim(&cpus, c->share_cpus, claim);
+}
+
 int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_runtime **out)
 {
     if (tpc__self)
@@ -340,11 +354,20 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     struct sigaction old;
     if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
         signal(SIGPIPE, SIG_IGN);
+    void *claim;
+    if ((rc = claim_cpus(&c, places, n, fake, &claim)) < 0) {
+        free(places);
+        return rc;
+    }
     struct tpc_runtime *rt = runtime_new(&c, places, n, main_fn, arg);
     free(places);
-    if (!rt)
+    if (!rt) {
+        tpc__cpus_release(claim);
         return -ENOMEM;
+    }
+    rt->cpu_claim = claim;
     rt->topo = topo;
+    tpc__stall_prepare(&c);
     rt->topo_fake = fake;
     if ((rc = start_threads(rt)) < 0) {
         runtime_join(rt, &rt->oldmask);

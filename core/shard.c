@@ -226,8 +226,8 @@ static int check_coalescing(struct tpc__shard *s)
 }
 
 /* The backend (tpc_config.backend): io_uring, or epoll when asked for, or, in auto, when no
- * ring can be set up at all; then one line per process says why (a silent fallback would hide
- * a slowdown). */
+ * ring can be set up at all (EPERM, ENOSYS, ENOMEM, or a kernel too old); then one line per
+ * process says why (a silent fallback would hide a slowdown). Any other setup error fails. */
 static atomic_flag fallback_said = ATOMIC_FLAG_INIT;
 
 /* The oldest kernel whose io_uring has all the runtime uses (multishot accept, provided-buffer
@@ -269,6 +269,13 @@ static int choose_backend(struct tpc__shard *s)
                 tpc__probe_ops(s);
             if (rc == 0 || b == TPC_BACKEND_URING)
                 return rc;
+            if (rc != -EPERM && rc != -ENOSYS && rc != -ENOMEM) {
+                /* Not io_uring being unavailable (sysctl, seccomp, kernel, locked memory) but
+                 * an error of this run (out of descriptors, say): an error, not a switch. */
+                fprintf(stderr, "libtpc: shard %u: cannot create its io_uring: %s\n", s->id,
+                        strerror(-rc));
+                return rc;
+            }
             snprintf(why, sizeof(why), "%s: %s", ring_why(rc), strerror(-rc));
         }
         if (!atomic_flag_test_and_set(&fallback_said))

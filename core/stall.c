@@ -359,6 +359,12 @@ bool tpc__stall_off_by_default(void)
 #endif
 }
 
+void tpc__stall_prepare(const tpc_config *c)
+{
+    if (c->stall_ms > 0)
+        pthread_once(&handler_once, install_handler);
+}
+
 int tpc__stall_start(struct tpc_runtime *rt)
 {
     if (rt->config.stall_ms <= 0)

@@ -83,6 +83,15 @@ static void test_forced_setup_errors(void **state)
     assert_non_null(strstr(out, "running on the epoll backend"));
     tpc__fault_setup(0);
 
+    /* Any other setup error (out of descriptors, say) is an error of the run, not a reason
+     * to switch: auto fails too, and says so without a word of epoll. */
+    tpc__fault_setup(EMFILE);
+    tpc__fault_fallback_unsay();
+    assert_int_equal(run_capturing(&c, out, sizeof(out)), -EMFILE);
+    assert_non_null(strstr(out, "cannot create its io_uring"));
+    assert_null(strstr(out, "epoll"));
+    tpc__fault_setup(0);
+
     /* A kernel older than the oldest supported: refused with uring, epoll with auto. */
     tpc__fault_kernel_set("5.15.0-91-generic");
     tpc__fault_fallback_unsay();

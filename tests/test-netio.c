@@ -215,6 +215,62 @@ static void test_reused_descriptor_numbers(void **state)
     run_main(1, reuse_main, NULL);
 }
 
+/* Writes one byte to descriptor (intptr_t)arg: it runs once the receiving fiber has parked. */
+static int write_byte(void *arg)
+{
+    char c = 'y';
+    CHECK_EQ(write((int)(intptr_t)arg, &c, 1), 1);
+    return 0;
+}
+
+/* An accepted connection stays in the epoll set between waits (no epoll_ctl per wait), until
+ * tpc_close: then its number, taken by a new socket, is added again, and a receive on it that
+ * waits is woken by the data that comes. */
+static int accepted_reuse_main(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 3; round++) {
+        int a, b;
+        tcp_pair(&a, &b);
+        char c = 'x';
+        tpc_fiber *w;
+        CHECK_EQ(tpc_spawn(write_byte, (void *)(intptr_t)a, &w), 0);
+        CHECK_EQ(tpc_recv(b, &c, 1, 0), 1); /* waits: b goes into the epoll set */
+        CHECK_EQ(tpc_join(w, NULL), 0);
+        CHECK_EQ(tpc_spawn(write_byte, (void *)(intptr_t)a, &w), 0);
+        CHECK_EQ(tpc_recv(b, &c, 1, 0), 1); /* waits again: kept in the set */
+        CHECK_EQ(tpc_join(w, NULL), 0);
+        int number = b;
+        CHECK_EQ(tpc_close(b), 0);
+        tpc_close(a);
+        int sv[2];
+        CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        if (sv[1] == number) { /* the pair is symmetric: its end under that number reads */
+            sv[1] = sv[0];
+            sv[0] = number;
+        }
+        if (sv[0] != number) { /* the accepted socket's number, now free */
+            CHECK_EQ(dup2(sv[0], number), number);
+            close(sv[0]);
+        }
+        CHECK_EQ(tpc_spawn(write_byte, (void *)(intptr_t)sv[1], &w), 0);
+        tpc_deadline_set(t_wait_limit_ns());
+        CHECK_EQ(tpc_recv(number, &c, 1, 0), 1); /* waits on the new socket */
+        tpc_deadline_clear();
+        CHECK_EQ(c, 'y');
+        CHECK_EQ(tpc_join(w, NULL), 0);
+        tpc_close(number);
+        tpc_close(sv[1]);
+    }
+    return 0;
+}
+
+static void test_accepted_descriptor_reused(void **state)
+{
+    (void)state;
+    run_main(1, accepted_reuse_main, NULL);
+}
+
 static int enters_main(void *arg)
 {
     (void)arg;
@@ -1554,6 +1610,7 @@ int main(void)
         cmocka_unit_test(test_peer_reset),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_reused_descriptor_numbers),
+        cmocka_unit_test(test_accepted_descriptor_reused),
         cmocka_unit_test(test_enters),
         cmocka_unit_test(test_coalesce),
         cmocka_unit_test(test_resolve),

@@ -586,10 +586,11 @@ static void test_start_stop_many(void **state)
         assert_int_equal(tpc_run(&c, tiny, NULL), 3);
 }
 
-/* ---- Two runtimes at once from two threads. ---- */
+/* ---- Two runtimes at once from two threads, sharing their CPUs (tpc_config.share_cpus; without
+ * it the second is refused: tests/test-copies.c). ---- */
 static void *run_in_thread(void *arg)
 {
-    tpc_config c = {.shards = 2};
+    tpc_config c = {.shards = 2, .share_cpus = true};
     intptr_t rc = tpc_run(&c, count_shards, arg);
     return (void *)rc;
 }

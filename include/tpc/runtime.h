@@ -144,9 +144,18 @@ typedef struct tpc_config {
      * "uring" or "epoll"), else auto: io_uring, or, when the ring cannot be set up at all
      * (io_uring disabled by sysctl or blocked by seccomp, as in default container profiles;
      * not in the kernel; too little locked memory), epoll, printing once per process the cause
-     * and the fallback. TPC_BACKEND_URING turns that case into an error. docs/guide.md says
+     * and the fallback; any other setup error (out of descriptors, say) fails tpc_run.
+     * TPC_BACKEND_URING turns that case into an error. docs/guide.md says
      * what behaves differently on epoll. tpc_features() and tpc_shard_stats name the backend. */
     tpc_backend backend;
+    /* One runtime per CPU: tpc_run refuses (-EBUSY, naming the other runtime's CPUs and
+     * version) to pin a shard to a CPU that a shard of another runtime running in this process
+     * is pinned to, whichever copy or version of libtpc started it (a plugin's static copy, say;
+     * docs/design.md says how copies find each other). true: share them anyway, both ways (this
+     * runtime starts whatever else runs, and later runtimes may take its CPUs). false:
+     * TPC_SHARE_CPUS=1 from the environment shares too. Unpinned shards (more shards than CPUs,
+     * a simulated topology) claim no CPU. */
+    bool share_cpus;
     /* Room to grow without changing the struct's size: leave zero (a config initialised with
      * `{...}` or memset is). Later versions give these bytes meanings; this one refuses a
      * config with any of them set (-EINVAL). */
@@ -159,9 +168,10 @@ typedef struct tpc_config {
  * (its return value is the exit status) or when any fiber calls tpc_shutdown().
  * config may be NULL (all defaults). Returns the exit status (>= 0 when main_fn returns one),
  * or a negative errno when the runtime could not start (a message on stderr names the cause):
- * -EBUSY when called from inside a shard, -EINVAL for a bad config or environment value,
+ * -EBUSY when called from inside a shard or when another runtime of this process runs on one of
+ * its CPUs (tpc_config.share_cpus), -EINVAL for a bad config or environment value,
  * -EOPNOTSUPP for coalesce_us on a kernel without it.
- * Several runtimes may run at once from different threads. */
+ * Several runtimes may run at once from different threads, on different CPUs. */
 TPC_EXTERN int tpc_run(const tpc_config *config, tpc_fiber_fn main_fn, void *arg);
 
 /* tpc_run in two halves, so that the calling thread can do other things while the runtime runs
