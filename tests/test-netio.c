@@ -604,11 +604,11 @@ static int adaptive_main(void *arg)
     char d;
     CHECK_EQ(tpc_recv(done[0], &d, 1, 0), 1); /* (a fiber polling a flag would keep the shard
                                                * awake) */
-    tpc_close(done[0]);
-    close(done[1]);
     uint64_t took = tpc_now_fresh() - t0;
     CHECK_EQ(tpc_stats(0, &b), 0);
-    pthread_join(driver, NULL);
+    pthread_join(driver, NULL); /* before the close of what it wrote to */
+    tpc_close(done[0]);
+    close(done[1]);
     uint64_t busy = b.batched_sleeps - a.batched_sleeps;
     /* Batching starts at the first load window's end; the load lasts several. */
     if (can && took >= 5 * MS)
