@@ -217,24 +217,13 @@ static int again(int fd, int flags)
     return tpc_sleep(0);
 }
 
-/* The socket this thread last sent on. A receive on it right after is most likely the wait for
- * the answer, which has not come yet: the receive then waits for readiness before it tries
- * (POLL_FIRST), which saves the attempt bound to fail, a lock of the socket that the sender's
- * softirq may hold. */
-static __thread int sent_last = -1;
-
 static ssize_t xfer_once(int fd, void *buf, size_t len, int flags, bool sending)
 {
     TPC__IO_BEGIN(sqe);
-    if (sending) {
+    if (sending)
         io_uring_prep_send(sqe, fd, buf, tpc__io_len(len), flags | MSG_NOSIGNAL);
-        sent_last = fd;
-    } else {
+    else
         io_uring_prep_recv(sqe, fd, buf, tpc__io_len(len), flags);
-        if (fd == sent_last)
-            sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-        sent_last = -1;
-    }
     int rc = TPC__IO_END(sqe);
     if (!sending)
         TPC__KERNEL_WROTE(buf, rc);
@@ -293,15 +282,10 @@ static ssize_t msg_io_once(int fd, struct iovec *iov, int iovcnt, tpc_addr *addr
         mh.msg_name = &addr->sa;
         mh.msg_namelen = addr->len;
     }
-    if (sending) {
+    if (sending)
         io_uring_prep_sendmsg(sqe, fd, &mh, MSG_NOSIGNAL);
-        sent_last = fd;
-    } else {
+    else
         io_uring_prep_recvmsg(sqe, fd, &mh, 0);
-        if (fd == sent_last)
-            sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
-        sent_last = -1;
-    }
     int rc = TPC__IO_END(sqe);
     if (rc >= 0 && !sending) {
         tpc__kernel_wrote_iov(iov, iovcnt, rc);

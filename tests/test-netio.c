@@ -530,48 +530,6 @@ static uint64_t lone_round_trips(int fd, int n, uint64_t ms)
     return b.batched_sleeps - a.batched_sleeps;
 }
 
-/* A receive right after a send on the same socket waits for readiness before it tries
- * (net/socket.c): data that was already there, or that comes later, is still received, and
- * a send in between on another socket changes nothing. */
-static int recv_after_send_main(void *arg)
-{
-    (void)arg;
-    int sv[2], other[2];
-    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, other), 0);
-    char buf[8] = {0};
-    CHECK_EQ(write(sv[1], "abc", 3), 3); /* already there */
-    CHECK_EQ(tpc_send(sv[0], "x", 1, 0), 1);
-    CHECK_EQ(tpc_recv(sv[0], buf, sizeof(buf), 0), 3);
-    CHECK(memcmp(buf, "abc", 3) == 0);
-    CHECK_EQ(read(sv[1], buf, sizeof(buf)), 1); /* the "x" */
-    CHECK_EQ(buf[0], 'x');
-    pthread_t peer; /* comes later: the peer answers each byte */
-    CHECK_EQ(pthread_create(&peer, NULL, lone_peer, (void *)(intptr_t)sv[1]), 0);
-    for (int i = 0; i < 100; i++) {
-        char c = (char)('a' + i % 26), r = 0;
-        CHECK_EQ(tpc_send(sv[0], &c, 1, 0), 1);
-        if (i % 2)
-            CHECK_EQ(tpc_send(other[0], &c, 1, 0), 1);
-        CHECK_EQ(tpc_recv(sv[0], &r, 1, 0), 1);
-        CHECK_EQ(r, c);
-    }
-    tpc_close(sv[0]);
-    pthread_join(peer, NULL);
-    char drain[64];
-    CHECK_EQ(read(other[1], drain, sizeof(drain)), 50);
-    close(other[0]);
-    close(other[1]);
-    return 0;
-}
-
-static void test_recv_after_send(void **state)
-{
-    (void)state;
-    tpc_config c = {.shards = 1};
-    run_config(&c, recv_after_send_main, NULL);
-}
-
 static int adaptive_main(void *arg)
 {
     bool can = *(bool *)arg;
@@ -1634,7 +1592,6 @@ int main(void)
         cmocka_unit_test(test_forward_through_a_proxy),
         cmocka_unit_test(test_sendfile),
         cmocka_unit_test(test_splice_errors),
-        cmocka_unit_test(test_recv_after_send),
         cmocka_unit_test(test_adaptive_batching),
         cmocka_unit_test(test_adaptive_spin),
     };
