@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include "tpc.h"
 
@@ -127,6 +128,33 @@ static inline bool on_epoll(void)
 static inline bool under_valgrind(void)
 {
     return getenv("TPC_TEST_VALGRIND") != NULL;
+}
+
+/* stderr captured: t_capture_begin, the calls whose messages are wanted, then t_capture_end,
+ * which restores stderr and leaves what was written in out (NUL-terminated, cut to size). */
+struct t_capture {
+    FILE *tmp;
+    int saved;
+};
+
+static inline void t_capture_begin(struct t_capture *c)
+{
+    fflush(stderr);
+    c->tmp = tmpfile();
+    assert_non_null(c->tmp);
+    c->saved = dup(2);
+    dup2(fileno(c->tmp), 2);
+}
+
+static inline void t_capture_end(struct t_capture *c, char *out, size_t size)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    rewind(c->tmp);
+    size_t n = fread(out, 1, size - 1, c->tmp);
+    out[n] = 0;
+    fclose(c->tmp);
 }
 
 /* ---- Waiting for an event, never for a time. ----

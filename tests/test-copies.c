@@ -37,19 +37,10 @@ static int find_cpus(void **state)
 static int start_quoted(int (*start)(const char *, int, void **), const char *cpus, int share,
                         void **rt, char *msg, size_t size)
 {
-    fflush(stderr);
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    int saved = dup(2);
-    dup2(fileno(tmp), 2);
+    struct t_capture cap;
+    t_capture_begin(&cap);
     int rc = start(cpus, share, rt);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(msg, 1, size - 1, tmp);
-    msg[n] = '\0';
-    fclose(tmp);
+    t_capture_end(&cap, msg, size);
     return rc;
 }
 

@@ -23,19 +23,10 @@ static int never(void *arg)
 /* Runs tpc_run with stderr captured into out; returns tpc_run's result. */
 static int run_capturing(const tpc_config *c, char *out, size_t size)
 {
-    FILE *tmp = tmpfile();
-    assert_non_null(tmp);
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(fileno(tmp), 2);
+    struct t_capture cap;
+    t_capture_begin(&cap);
     int rc = tpc_run(c, never, NULL);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(out, 1, size - 1, tmp);
-    out[n] = 0;
-    fclose(tmp);
+    t_capture_end(&cap, out, size);
     fputs(out, stderr); /* still show it */
     return rc;
 }
