@@ -89,11 +89,11 @@ typedef struct tpc_config {
      * up to the window later, so a client that waits for each answer before it sends again,
      * over a few connections, would get fewer answers per second. Timers still fire on time.
      * 0: TPC_COALESCE_US from the environment, else adaptive: each millisecond the shard
-     * measures its completions and how many operations they came from, and batches (a 50 us
-     * window, waiting for fewer completions than an eighth of the operations active and than
-     * the window is expected to bring) only when at least 2 would gather; else it wakes for
-     * each completion (docs/guide.md has figures). Positive: a fixed window of this many us,
-     * with at least 8 operations out (a receive stream or accept counts as one), ending early
+     * measures its completions and how many operations they came from, and holds its
+     * wake-ups for the time a sixteenth of those operations take to complete (at most 200 us)
+     * when at least 2 would gather and it has idle time to trade; else it wakes for each
+     * completion (docs/guide.md has the rule and figures). Positive: a fixed window of this many
+     * us, with at least 8 operations out (a receive stream or accept counts as one), ending early
      * at 64 completions. Negative: off. In [-10000, 10000].
      * Needs Linux 6.12 (IORING_FEAT_MIN_TIMEOUT) and a ring with DEFER_TASKRUN: a fixed window
      * then makes tpc_run return -EOPNOTSUPP, the adaptive one stays off. Off under valgrind,
