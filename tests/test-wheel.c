@@ -265,6 +265,7 @@ static void test_wheel_ahead_links(void **state)
         t[i].due = 10;
         tpc__wheel_add(&w, &t[i]);
     }
+    assert_int_equal(tpc__wheel_next(&w), 10); /* places the staged ones */
     for (int i = 0; i < N - 1; i++)
         assert_ptr_equal(t[i].ahead, i + TPC_WHEEL_AHEAD < N - 1 ? &t[i + TPC_WHEEL_AHEAD] : NULL);
     /* The next arrival replaces t[N - 1 - AHEAD] in the ring: remove that one first. */
@@ -273,11 +274,61 @@ static void test_wheel_ahead_links(void **state)
     memset(gone, 0xA5, sizeof(*gone)); /* as if freed and reused */
     t[N - 1].due = 10;
     tpc__wheel_add(&w, &t[N - 1]);
+    assert_int_equal(tpc__wheel_next(&w), 10);
     for (size_t k = 0; k < sizeof(*gone); k++)
         assert_int_equal(((unsigned char *)gone)[k], 0xA5);
     memset(gone, 0, sizeof(*gone));
     assert_int_equal(tpc__wheel_advance(&w, 10, on_fire, NULL), N - 1);
     assert_int_equal(w.count, 0);
+}
+
+/* Started timers wait in a short array until the wheel looks at its slots or the array fills:
+ * one stopped there leaves no trace (the last one staged) or a hole; an overflowing array places
+ * what it holds; either way timers fire by due tick, then in start order. */
+static void test_wheel_staged(void **state)
+{
+    (void)state;
+    enum { N = TPC_WHEEL_STAGED + 5 };
+    static struct tpc__wheel w;
+    static struct tpc__timer t[N];
+    tpc__wheel_init(&w, 0);
+    memset(t, 0, sizeof(t));
+    for (int i = 0; i < 3; i++) {
+        t[i].due = 7;
+        tpc__wheel_add(&w, &t[i]);
+    }
+    assert_int_equal(w.nstaged, 3);
+    tpc__wheel_del(&w, &t[2]); /* the newest: popped */
+    assert_int_equal(w.nstaged, 2);
+    tpc__wheel_del(&w, &t[0]); /* a hole */
+    assert_int_equal(w.nstaged, 2);
+    assert_null(w.staged[0]);
+    assert_int_equal(w.count, 1);
+    assert_int_equal(tpc__wheel_next(&w), 7);
+    assert_int_equal(w.nstaged, 0);
+    assert_false(tpc__list_empty(&w.slots[0][7]));
+    nfired = 0;
+    struct tpc__timer *order[N];
+    memset(order, 0, sizeof(order));
+    assert_int_equal(tpc__wheel_advance(&w, 7, record_fire, order), 1);
+    assert_ptr_equal(order[0], &t[1]);
+    /* More than the array holds, due in falling ticks with pairs sharing one: the first
+     * TPC_WHEEL_STAGED are placed when the next arrives. */
+    for (int i = 0; i < N; i++) {
+        t[i].due = 100 - (uint64_t)(i / 2);
+        tpc__wheel_add(&w, &t[i]);
+    }
+    assert_int_equal(w.nstaged, N - TPC_WHEEL_STAGED);
+    assert_int_equal(w.count, N);
+    nfired = 0;
+    memset(order, 0, sizeof(order));
+    assert_int_equal(tpc__wheel_advance(&w, 100, record_fire, order), N);
+    int k = 0; /* earliest tick first, then start order */
+    for (uint64_t tick = 100 - (N - 1) / 2; tick <= 100; tick++)
+        for (int i = 0; i < N; i++)
+            if (t[i].due == tick)
+                assert_ptr_equal(order[k++], &t[i]);
+    assert_int_equal(k, N);
 }
 
 /* Timers on the heap that callbacks free as they fire, and stopped timers freed at once, mixed
@@ -322,7 +373,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wheel_model),         cmocka_unit_test(test_wheel_callbacks),
         cmocka_unit_test(test_wheel_cascade_order), cmocka_unit_test(test_wheel_ahead_links),
-        cmocka_unit_test(test_wheel_freed_timers),
+        cmocka_unit_test(test_wheel_freed_timers),  cmocka_unit_test(test_wheel_staged),
     };
     return cmocka_run_group_tests_name("wheel", tests, NULL, NULL);
 }

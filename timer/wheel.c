@@ -9,10 +9,11 @@
 #include "core/list.h"
 #include "wheel.h"
 
-#define SLOT_DUE (TPC_WHEEL_LEVELS * TPC_WHEEL_SLOTS) /* the due list; also "in no list" */
-#define SPAN(k)  ((uint64_t)1 << (TPC_WHEEL_BITS * (k)))
+#define SLOT_DUE    (TPC_WHEEL_LEVELS * TPC_WHEEL_SLOTS) /* the due list; also "in no list" */
+#define SLOT_STAGED (SLOT_DUE + 1)                       /* waiting in w->staged */
+#define SPAN(k)     ((uint64_t)1 << (TPC_WHEEL_BITS * (k)))
 
-_Static_assert(TPC_WHEEL_AHEAD <= 256 && TPC_WHEEL_LISTS <= 65536,
+_Static_assert(TPC_WHEEL_AHEAD <= 256 && TPC_WHEEL_STAGED <= 256 && TPC_WHEEL_LISTS < 65536,
                "tpc_timer.recent and .slot must hold a ring position and a list number");
 
 void tpc__wheel_init(struct tpc__wheel *w, uint64_t now)
@@ -88,11 +89,24 @@ static void place(struct tpc__wheel *w, struct tpc__timer *t, int cascading)
     w->occupied[k] |= (uint64_t)1 << i;
 }
 
+/* Places the staged timers, in start order. */
+static void unstage(struct tpc__wheel *w)
+{
+    for (unsigned i = 0; i < w->nstaged; i++)
+        if (w->staged[i])
+            place(w, w->staged[i], 0);
+    w->nstaged = 0;
+}
+
 void tpc__wheel_add(struct tpc__wheel *w, struct tpc__timer *t)
 {
     t->seq = w->seq++;
     w->count++;
-    place(w, t, 0);
+    if (w->nstaged == TPC_WHEEL_STAGED)
+        unstage(w);
+    t->slot = SLOT_STAGED;
+    t->recent = (uint8_t)w->nstaged;
+    w->staged[w->nstaged++] = t;
 }
 
 /* t may also be in a list taken out for firing: its slot's list is then another (or empty), so
@@ -100,8 +114,16 @@ void tpc__wheel_add(struct tpc__wheel *w, struct tpc__timer *t)
 void tpc__wheel_del(struct tpc__wheel *w, struct tpc__timer *t)
 {
     unsigned id = t->slot;
-    tpc__list_remove(&t->node);
     w->count--;
+    if (id == SLOT_STAGED) { /* the last one staged leaves no hole */
+        if (t->recent + 1u == w->nstaged)
+            w->nstaged--;
+        else
+            w->staged[t->recent] = NULL;
+        t->slot = SLOT_DUE;
+        return;
+    }
+    tpc__list_remove(&t->node);
     if (w->recent[id][t->recent] == t)
         w->recent[id][t->recent] = NULL;
     if (id < SLOT_DUE && tpc__list_empty(list_of(w, id))) {
@@ -131,8 +153,9 @@ static uint64_t next_slot_tick(const struct tpc__wheel *w)
     return best;
 }
 
-uint64_t tpc__wheel_next(const struct tpc__wheel *w)
+uint64_t tpc__wheel_next(struct tpc__wheel *w)
 {
+    unstage(w);
     return tpc__list_empty(&w->due) ? next_slot_tick(w) : w->now;
 }
 
@@ -232,10 +255,12 @@ size_t tpc__wheel_advance(struct tpc__wheel *w, uint64_t to, tpc__wheel_fire_fn 
 {
     tpc_list local;
     size_t fired = 0;
+    unstage(w);
     take(w, SLOT_DUE, &local);
     fired += fire_list(w, &local, fire, ctx);
     while (w->now < to) {
         /* Already-due timers that callbacks add wait for the next advance. */
+        unstage(w);
         uint64_t next = next_slot_tick(w);
         if (next > to) {
             w->now = to;

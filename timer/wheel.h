@@ -2,7 +2,10 @@
  * delete, cascading on advance, empty spans skipped with per-level occupancy bitmaps. Timers
  * further than 64^6 ticks away are clamped into the last level and re-placed when they cascade.
  * Each timer links to the one queued TPC_WHEEL_AHEAD after it in its list, so that walking a
- * list of timers scattered in memory keeps that many cache misses in flight.
+ * list of timers scattered in memory keeps that many cache misses in flight. A timer started
+ * waits in a short array until the wheel next looks at its slots (advance, next) or the array
+ * fills: most timeouts are stopped soon after they start, and one stopped there never touches
+ * the wheel's lists.
  * Pure data structure: no clock, no shard (tests drive it with a virtual clock). */
 #ifndef TPC_TIMER_WHEEL_H
 #define TPC_TIMER_WHEEL_H
@@ -19,6 +22,8 @@
 #define TPC_WHEEL_LISTS (TPC_WHEEL_LEVELS * TPC_WHEEL_SLOTS + 1)
 /* How far ahead (in timers of the same list) a walk prefetches. */
 #define TPC_WHEEL_AHEAD 16
+/* How many started timers wait to be placed. */
+#define TPC_WHEEL_STAGED 32
 
 /* A timer as the wheel keeps it: the inside of the public, opaque tpc_timer (timer/timer.c checks
  * that it fits). The wheel uses node, ahead, due, seq, slot and recent; the rest is the timer
@@ -34,7 +39,7 @@ struct tpc__timer {
     void *arg;
     void *shard;
     uint16_t slot;  /* where the wheel keeps it */
-    uint8_t recent; /* its place in the slot's ring of recent arrivals */
+    uint8_t recent; /* its place in the slot's ring of recent arrivals, or in `staged` */
     bool pending;
 };
 
@@ -51,6 +56,9 @@ struct tpc__wheel {
      * TPC_WHEEL_AHEAD before it, whose `ahead` then points to the new one. */
     uint8_t cursor[TPC_WHEEL_LISTS];
     struct tpc__timer *recent[TPC_WHEEL_LISTS][TPC_WHEEL_AHEAD];
+    /* Started, not yet placed, in start order (NULL: stopped there). */
+    unsigned nstaged;
+    struct tpc__timer *staged[TPC_WHEEL_STAGED];
 };
 
 typedef void (*tpc__wheel_fire_fn)(struct tpc__timer *t, void *ctx);
@@ -66,6 +74,6 @@ void tpc__wheel_del(struct tpc__wheel *w, struct tpc__timer *t);
 size_t tpc__wheel_advance(struct tpc__wheel *w, uint64_t to, tpc__wheel_fire_fn fire, void *ctx);
 /* The next tick at which advance has work: w->now when something is already due, UINT64_MAX
  * when the wheel is empty. */
-uint64_t tpc__wheel_next(const struct tpc__wheel *w);
+uint64_t tpc__wheel_next(struct tpc__wheel *w);
 
 #endif
