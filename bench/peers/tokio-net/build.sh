@@ -9,4 +9,4 @@ repo=$(cd "$here/../../.." && pwd)
 # tokio with rt, net and io-util: Debian names each feature as a virtual package that
 # librust-tokio-dev provides (net pulls in mio and socket2; io-util bytes and memchr).
 exec bash "$here/../cargo-build.sh" "$here" "${1:-$repo/build-tokio-net}" \
-    "cargo rustc librust-tokio-dev librust-tokio+net-dev librust-tokio+io-util-dev" tokio-server
+    "cargo rustc librust-tokio-dev librust-tokio+net-dev librust-tokio+io-util-dev librust-httparse-dev" tokio-server

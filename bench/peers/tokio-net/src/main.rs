@@ -5,7 +5,8 @@
 //!
 //! One tokio current_thread runtime (the closest tokio equivalent of one libtpc shard) with the
 //! I/O driver only, one task per connection, TCP_NODELAY on accepted sockets as tpc-http sets it.
-//! http answers as examples/http.c does: the same parsing rules, keep-alive, the answers to all
+//! http answers as examples/http.c does: requests parsed by httparse (hyper's parser; tpc-http
+//! uses Debian's http_parser) with tpc-http's rules on top, keep-alive, the answers to all
 //! complete requests of one read in one write_all (split only where tpc-http splits them, at
 //! 16 KiB), "Connection: close" and HTTP/1.0 close after the answer, 400 then close for a
 //! malformed request. echo writes back whatever it reads. SIGINT/SIGTERM end the process (no
@@ -24,10 +25,6 @@ enum Parse {
     Complete(usize),
     Incomplete,
     Bad,
-}
-
-fn find(hay: &[u8], b: u8) -> Option<usize> {
-    hay.iter().position(|&c| c == b)
 }
 
 /// A Content-Length value as examples/http.c reads it: digits only (RFC 9110: 1*DIGIT), at
@@ -50,60 +47,32 @@ fn content_length(s: &[u8], max: usize) -> Option<usize> {
     }
 }
 
-/// One request at the start of `p`, by the rules of examples/http.c's parse_request. Sets
-/// `close` when the connection must close after it.
+/// One request at the start of `p`, parsed by httparse (hyper's parser), with examples/http.c's
+/// rules on top: HTTP/1.0 closes unless "Connection" says otherwise, "Connection: close"
+/// closes, a Content-Length body (up to 16 KiB) is skipped, Transfer-Encoding is refused.
+/// Sets `close` when the connection must close after it.
 fn parse(p: &[u8], close: &mut bool) -> Parse {
-    let head = match p.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(i) => i + 4,
-        None if p.len() >= BUF_SIZE => return Parse::Bad,
-        None => return Parse::Incomplete,
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let head = match req.parse(p) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if p.len() >= BUF_SIZE => return Parse::Bad,
+        Ok(httparse::Status::Partial) => return Parse::Incomplete,
+        Err(_) => return Parse::Bad,
     };
-    // Request line: METHOD SP TARGET SP HTTP/1.x CRLF
-    let line_end = find(&p[..head], b'\r').unwrap();
-    let m_end = match find(&p[..line_end], b' ') {
-        Some(0) | None => return Parse::Bad,
-        Some(i) => i,
-    };
-    let t_end = match find(&p[m_end + 1..line_end], b' ') {
-        Some(0) | None => return Parse::Bad,
-        Some(i) => m_end + 1 + i,
-    };
-    if line_end - t_end != 9 || &p[t_end + 1..t_end + 8] != b"HTTP/1." {
-        return Parse::Bad;
-    }
-    let minor = p[t_end + 8];
-    if minor != b'0' && minor != b'1' {
-        return Parse::Bad;
-    }
-    if !p[..m_end].iter().all(|c| c.is_ascii_uppercase()) {
-        return Parse::Bad;
-    }
-    *close = minor == b'0';
+    *close = req.version != Some(1);
     let mut body: usize = 0;
-    let mut h = line_end + 2;
-    while h < head - 2 {
-        let h_end = h + find(&p[h..head], b'\r').unwrap();
-        let colon = match find(&p[h..h_end], b':') {
-            Some(0) | None => return Parse::Bad,
-            Some(i) => h + i,
-        };
-        let name = &p[h..colon];
-        let mut v = colon + 1;
-        while v < h_end && (p[v] == b' ' || p[v] == b'\t') {
-            v += 1;
-        }
-        let value = &p[v..h_end];
-        if name.eq_ignore_ascii_case(b"Connection") {
-            *close = value.eq_ignore_ascii_case(b"close");
-        } else if name.eq_ignore_ascii_case(b"Content-Length") {
-            body = match content_length(value, BUF_SIZE) {
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("Connection") {
+            *close = h.value.eq_ignore_ascii_case(b"close");
+        } else if h.name.eq_ignore_ascii_case("Content-Length") {
+            body = match content_length(h.value, BUF_SIZE) {
                 Some(n) => n,
                 None => return Parse::Bad,
             };
-        } else if name.eq_ignore_ascii_case(b"Transfer-Encoding") {
+        } else if h.name.eq_ignore_ascii_case("Transfer-Encoding") {
             return Parse::Bad; // no chunked bodies here
         }
-        h = h_end + 2;
     }
     let total = head + body;
     if total <= p.len() {
