@@ -24,6 +24,14 @@ void tpc__ctx_init(tpc__ctx *ctx, void *stack, size_t size, void (*entry)(void *
 /* Saves the current context in from and resumes to. */
 void tpc__ctx_switch(tpc__ctx *from, tpc__ctx *to);
 
+#if defined(__x86_64__) && !defined(TPC_CTX_UCONTEXT)
+/* Calls fn(arg) on the stack below stack_top (16-byte aligned) and returns when fn does; fn may
+ * suspend its fiber (switch_x86_64.S). Not on the other backends: TPC__CTX_CALL says whether it
+ * exists. */
+#define TPC__CTX_CALL 1
+void tpc__ctx_call(void *stack_top, void (*fn)(void *), void *arg);
+#endif
+
 /* For a signal handler on this thread: true if the signal interrupted a switch, given the
  * interrupted context (the handler's third argument). Half-way through a switch the stack
  * pointer already points at the other context's saved registers, which no unwinder can walk:

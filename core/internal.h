@@ -91,8 +91,10 @@ struct tpc_fiber {
     bool detached;
     bool joined;            /* a joiner exists */
     bool guard;             /* the stack has a guard page */
+    bool fresh;             /* spawned, never run yet */
     struct tpc__wait *wait; /* while WAITING: the record to wake */
     struct tpc__wait *joiner;
+    struct tpc_fiber *called; /* a child it joined before it started, running as its call */
     tpc_fiber_fn fn;
     void *arg;
     int result;

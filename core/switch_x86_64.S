@@ -40,6 +40,53 @@ tpc__ctx_switch:
 tpc__ctx_switch_end: /* where the switch ends: a signal taken in between cannot be unwound */
     .size   tpc__ctx_switch, .-tpc__ctx_switch
 
+/* void tpc__ctx_call(void *stack_top, void (*fn)(void *), void *arg)
+ * Calls fn(arg) on another stack (stack_top 16-byte aligned) and returns when fn returns, on
+ * the caller's stack: a fiber joined before it started runs as a call of its joiner (task.c),
+ * with no registers saved or restored and every return where the predictor expects it. fn may
+ * suspend its fiber and be resumed from anywhere: the caller's stack pointer waits in rbp, which
+ * every switch keeps. fn starts with the default MXCSR and x87 control word, as a new context
+ * does; the caller's are restored when it returns. */
+    .globl  tpc__ctx_call
+    .hidden tpc__ctx_call
+    .type   tpc__ctx_call, @function
+    .p2align 4
+tpc__ctx_call:
+    .cfi_startproc
+    pushq   %rbp
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset rbp, 0
+    subq    $8, %rsp
+    .cfi_adjust_cfa_offset 8
+    stmxcsr (%rsp)
+    fnstcw  4(%rsp)
+    movq    %rsp, %rbp
+    .cfi_def_cfa_register rbp
+    movq    %rdi, %rsp
+    movq    %rdx, %rdi
+    ldmxcsr tpc__ctx_fpu_default(%rip)
+    fldcw   tpc__ctx_fpu_default+4(%rip)
+    callq   *%rsi
+    movq    %rbp, %rsp
+    .cfi_def_cfa_register rsp
+    ldmxcsr (%rsp)
+    fldcw   4(%rsp)
+    addq    $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    popq    %rbp
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore rbp
+    ret
+    .cfi_endproc
+    .size   tpc__ctx_call, .-tpc__ctx_call
+
+    .section .rodata
+    .p2align 3
+tpc__ctx_fpu_default: /* MXCSR, x87 control word: what a new context starts with */
+    .long   0x1F80
+    .short  0x037F
+    .text
+
     .globl  tpc__ctx_trampoline
     .hidden tpc__ctx_trampoline
     .type   tpc__ctx_trampoline, @function

@@ -215,6 +215,7 @@ static void fiber_entry(void *p)
     __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
     reap_zombie(s); /* the fiber before may have returned straight into this one */
+    f->fresh = false;
     f->result = f->fn(f->arg);
     if (TPC_UNLIKELY(f->remote != NULL))
         tpc__remote_return(f);
@@ -393,6 +394,8 @@ static tpc_fiber *fiber_record(struct tpc__shard *s)
     f->state = TPC__F_READY;
     f->cancelled = f->joined = false;
     f->wait = f->joiner = NULL;
+    f->called = NULL;
+    f->fresh = true;
     f->result = 0;
     f->deadline = 0;
     f->vg_stack = 0;
@@ -476,6 +479,73 @@ int tpc_spawn(tpc_fiber_fn fn, void *arg, tpc_fiber **out)
     return spawn(NULL, fn, arg, out, __builtin_return_address(0));
 }
 
+#ifdef TPC__CTX_CALL
+/* A child joined before it ever ran, on its own stack, called by its joiner (tpc__ctx_call). */
+static void called_child(void *p)
+{
+    tpc_fiber *f = p;
+#ifdef TPC_ASAN
+    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
+    f->result = f->fn(f->arg);
+    f->state = TPC__F_DONE;
+#ifdef TPC_ASAN
+    /* Back to the joiner's stack; an exiting fiber passes no fake-stack slot (ASan frees it). */
+    tpc_fiber *parent = f->joiner->fiber;
+    __sanitizer_start_switch_fiber(NULL, parent->stack, parent->stack_size);
+#endif
+}
+
+/* Joins child f, which has not run yet and is next in the run queue, by calling it: what the
+ * switch to it and back would do (in the run phase's budget), without saving registers or
+ * mispredicted returns. The child
+ * may suspend like any fiber; the joiner waits meanwhile (a cancel of the joiner reaches the
+ * child, as a joiner's cancel does) and goes on as soon as the child returns. */
+static int join_by_call(struct tpc__shard *s, tpc_fiber *self, tpc_fiber *f, int *result)
+{
+    tpc__queue_pop(&s->runq);
+    f->task.queued = 0;
+    f->fresh = false;
+    struct tpc__wait w = {.fiber = self, .hard = true, .since = s->now};
+    tpc__list_init(&w.node);
+    self->wait = &w;
+    self->state = TPC__F_WAITING;
+    self->called = f;
+    f->joined = true;
+    f->joiner = &w;
+    f->state = TPC__F_RUNNING;
+    s->current = f;
+    s->n_switches++;
+    s->n_tasks++;
+    s->phase_left--; /* a turn of the run phase, as the switch would take */
+#ifdef TPC_ASAN
+    __sanitizer_start_switch_fiber(&self->asan_fake, f->stack, f->stack_size);
+#endif
+#ifdef TPC_TSAN
+    __tsan_switch_to_fiber(f->tsan_fiber, 0);
+#endif
+    tpc__ctx_call((void *)(((uintptr_t)f->stack + f->stack_size) & ~(uintptr_t)15), called_child,
+                  f);
+#ifdef TPC_TSAN
+    /* Here, not in called_child: its own function exit belongs to the child's fiber. */
+    __tsan_switch_to_fiber(self->tsan_fiber, 0);
+#endif
+#ifdef TPC_ASAN
+    __sanitizer_finish_switch_fiber(self->asan_fake, NULL, NULL);
+#endif
+    s->current = self;
+    self->state = TPC__F_RUNNING;
+    self->wait = NULL;
+    self->called = NULL;
+    release_stack(s, f);
+    s->nlive--;
+    if (result)
+        *result = f->result;
+    fiber_free(s, f);
+    return self->cancelled ? -ECANCELED : 0;
+}
+#endif
+
 int tpc_join(tpc_fiber *f, int *result)
 {
     TPC__CHECK_FIBER();
@@ -490,6 +560,12 @@ int tpc_join(tpc_fiber *f, int *result)
         return -EDEADLK;
     if (f->detached || f->joined)
         return -EINVAL;
+#ifdef TPC__CTX_CALL
+    tpc_fiber *self = s->current;
+    if (f->fresh && s->runq.head == &f->task.qnode && !f->remote && !self->deadline &&
+        !self->cancelled && tpc__phase_goes_on(s))
+        return join_by_call(s, self, f, result);
+#endif
     int rc = 0;
     if (f->state != TPC__F_DONE) {
         struct tpc__wait w;
@@ -550,6 +626,8 @@ int tpc_cancel(tpc_fiber *f)
     f->cancelled = true;
     if (f->state == TPC__F_WAITING && f->wait && !f->wait->hard)
         tpc__wake(f->wait, -ECANCELED);
+    if (f->called) /* it waits for a child running as its call: the child stops in its place */
+        tpc_cancel(f->called);
     return 0;
 }
 

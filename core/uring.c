@@ -162,6 +162,17 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
     return io->res >= 0 ? io->res : rc;
 }
 
+bool tpc__io_alone(struct tpc__shard *s, unsigned op)
+{
+#ifdef TPC_FAULT_INJECTION
+    if ((op < 64 && faults[op].count) || sqe_fail)
+        return false;
+#else
+    (void)op;
+#endif
+    return !s->ep && !s->runq.head && !io_uring_sq_ready(&s->ring);
+}
+
 /* ---- Opcodes the kernel lacks: probed once per process ---- */
 
 static uint64_t missing[4]; /* bit per opcode, written once before any shard runs I/O */

@@ -92,6 +92,12 @@ struct io_uring_sqe *tpc__sqe(struct tpc__shard *s);
  * after this returns: then returns -ECANCELED / -ETIMEDOUT, or the operation's result if it
  * completed anyway (nothing it did is lost). */
 int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *sqe);
+/* True when an operation with opcode `op` prepared now would go to the kernel by itself: an
+ * io_uring shard with nothing queued to run before its loop submits and no other SQE waiting
+ * (nor a fault armed for `op`). Then a socket send costs less as a non-blocking system call
+ * from the fiber: one kernel entry either way, without the suspend, the submission and the
+ * completion. */
+bool tpc__io_alone(struct tpc__shard *s, unsigned op);
 
 #ifdef TPC_FAULT_INJECTION
 /* Tests only (meson -Dfault_injection=true): the next `count` operations with io_uring opcode

@@ -487,11 +487,18 @@ def _queue_head(w, waiting_nodes):
     return None
 
 
+def _called(fi):
+    """The child a fiber runs as a call (a join of a child that had not started), or 0."""
+    return int(fi.f["called"]) if _has_field(fi.f.type.target(), "called") else 0
+
+
 def _wait_desc(fi, now, waiting_nodes, fibers):
     parts = []
     f = fi.f
     deadline = int(f["deadline"])
     w = fi.wait
+    if _called(fi):
+        parts.append("joins 0x%x, which runs as its call" % _called(fi))
     if w is not None:
         parts.append("w=0x%x" % int(w))
         wt = w.dereference()
@@ -573,7 +580,7 @@ it. -n leaves out where (no unwinding: faster with very many fibers)."""
             what = _wait_desc(fi, now, waiting_nodes, fibers)
             if fi.state == "ready" and _not_started(fi):
                 what.append("not started: %s" % fi.f["fn"].format_string(symbols=True))
-            elif not quick and not (unwound and fi.suspended()):
+            elif not quick and not (unwound and fi.suspended()) and not _called(fi):
                 try:
                     where = _where(fi)
                 except gdb.GdbError as e:
@@ -627,6 +634,10 @@ and stopped."""
             return
         if fi.state != "running" and not fi.suspended():
             gdb.write("  (returned: no stack)\n")
+            return
+        if _called(fi):  # its saved context is old: its frames lie under the child's
+            gdb.write("  (joins fiber 0x%x, which runs as its call: that fiber's backtrace ends "
+                      "in this one's frames)\n" % _called(fi))
             return
         if _not_started(fi):
             gdb.write("  (not started: it will run %s)\n" % fi.f["fn"].format_string(symbols=True))

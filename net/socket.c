@@ -230,17 +230,38 @@ static ssize_t xfer_once(int fd, void *buf, size_t len, int flags, bool sending)
     return rc;
 }
 
+/* A send the loop would submit by itself goes straight to the kernel, without waiting
+ * (tpc__io_alone): returns what it sent (len: all), or a negative errno that is the send's
+ * result, or 0 with nothing sent (not tried, or the socket's buffer is full). */
+static ssize_t send_now(int fd, const void *buf, size_t len, int flags)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s || !s->current || s->current->cancelled || s->current->deadline || fd < 0 ||
+        fd >= TPC__FILE_BIT || !len || !tpc__io_alone(s, IORING_OP_SEND))
+        return 0;
+    ssize_t n = send(fd, buf, tpc__io_len(len), flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0)
+        return n;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+}
+
 static ssize_t xfer(int fd, void *buf, size_t len, int flags, bool sending)
 {
     if (!buf && len)
         return -EFAULT;
-    ssize_t rc;
+    ssize_t sent = 0, rc;
+    if (sending) {
+        sent = send_now(fd, buf, len, flags);
+        if (sent < 0 || (size_t)sent == len || (sent > 0 && (flags & MSG_DONTWAIT)))
+            return sent;
+        buf = (char *)buf + sent, len -= (size_t)sent;
+    }
     while ((rc = xfer_once(fd, buf, len, flags, sending)) == -EAGAIN) {
         int why = again(fd, flags);
         if (why < 0)
-            return why;
+            return sent ? sent : why;
     }
-    return rc;
+    return rc < 0 && sent ? sent : rc + sent;
 }
 
 ssize_t tpc_recv(int fd, void *buf, size_t len, int flags)

@@ -85,6 +85,25 @@ static int receiver(void *arg)
     return rc == -ECANCELED ? 0 : 1;
 }
 
+static int callee(void *arg)
+{
+    (void)arg;
+    parked++;
+    return park_here_sleeping() == -ECANCELED ? 0 : 1;
+}
+
+/* Joins a child that has not run: the child runs as its call (core/task.c, join_by_call). */
+static int caller(void *arg)
+{
+    (void)arg;
+    tpc_fiber_opts o = {.name = "callee"};
+    tpc_fiber *f;
+    int r = 1;
+    if (tpc_spawn_opts(&o, callee, NULL, &f) < 0)
+        return 1;
+    return tpc_join(f, &r) == -ECANCELED && r == 0 ? 0 : 1;
+}
+
 static int finished(void *arg)
 {
     (void)arg;
@@ -94,21 +113,23 @@ static int finished(void *arg)
 static int main_fiber(void *arg)
 {
     (void)arg;
-    tpc_fiber *f[5];
+    tpc_fiber *f[5], *call;
     tpc_fiber_opts o[5] = {{.name = "sleeper"},
                            {.name = "locker"},
                            {.name = "receiver"},
                            {.name = "finished"},
-                           {.name = "fresh"}};
+                           {.name = "fresh"}},
+                   oc = {.name = "caller"};
     if (tpc_mutex_init(&lock) < 0 || tpc_mutex_lock(&lock) < 0)
         return 1;
     if (tpc_spawn_opts(&o[0], sleeper, NULL, &f[0]) < 0 ||
         tpc_spawn_opts(&o[1], locker, NULL, &f[1]) < 0 ||
         tpc_spawn_on(1, &o[2], receiver, NULL, &f[2]) < 0 ||
-        tpc_spawn_opts(&o[3], finished, NULL, &f[3]) < 0)
+        tpc_spawn_opts(&o[3], finished, NULL, &f[3]) < 0 ||
+        tpc_spawn_opts(&oc, caller, NULL, &call))
         return 1;
     gdb_sleeper = f[0];
-    while (parked < 3) /* the receiver on shard 1 too */
+    while (parked < 4) /* the receiver on shard 1 too */
         tpc_sleep(1000000);
     tpc_sleep(20000000); /* long enough for every one of them to have parked */
     if (tpc_spawn_opts(&o[4], finished, NULL, &f[4]) < 0)
@@ -122,6 +143,9 @@ static int main_fiber(void *arg)
     int bad = 0, r;
     tpc_cancel(f[0]);
     tpc_cancel(f[2]);
+    tpc_cancel(call); /* and so its callee */
+    if (tpc_join(call, &r) < 0 || r != 0)
+        bad++;
     tpc_mutex_unlock(&lock);
     for (int i = 0; i < 5; i++)
         if (tpc_join(f[i], &r) < 0 || r != (i >= 3 ? 7 : 0))

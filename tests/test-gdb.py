@@ -78,6 +78,7 @@ def main():
     for name, cmd in [("fibers", "tpc fibers"), ("bt-sleeper", "tpc bt gdb_sleeper"),
                       ("bt-locker", "tpc bt locker"), ("bt-receiver", "tpc bt receiver"),
                       ("bt-main", "tpc bt main"), ("bt-finished", "tpc bt finished"),
+                      ("bt-callee", "tpc bt callee"), ("bt-caller", "tpc bt caller"),
                       ("shards", "tpc shards"), ("after", "bt 2"), ("pause", "shell sleep 1.2"),
                       ("continue", "continue")]:
         cmds += ["echo @@%s\\n" % name, cmd]
@@ -104,6 +105,8 @@ def main():
             ("locker", 0, "waiting", [r"queued on 0x[0-9a-f]+ \(lock\)", "tpc_mutex_lock",
                                       "park_here_locking"]),
             ("finished", 0, "done", []),
+            ("caller", 0, "waiting", [r"joins 0x[0-9a-f]+, which runs as its call"]),
+            ("callee", 0, "waiting", ["in tpc_sleep", "park_here_sleeping"]),
             ("fresh", 0, "ready", ["not started"]),
             ("receiver", 1, "waiting", ["on the stack of 'receiver'", "tpc_chan_recv",
                                         "park_here_receiving"])]
@@ -125,7 +128,9 @@ def main():
     problems = []
     for sec, words in [("bt-sleeper", [r"tpc_sleep\w*", "park_here_sleeping", "sleeper"]),
                        ("bt-locker", ["tpc_mutex_lock", "park_here_locking", "locker"]),
-                       ("bt-receiver", ["tpc_chan_recv", "park_here_receiving", "receiver"])]:
+                       ("bt-receiver", ["tpc_chan_recv", "park_here_receiving", "receiver"]),
+                       # a child run as its joiner's call: its frames, then the joiner's
+                       ("bt-callee", ["park_here_sleeping", "callee", "tpc_join", "caller"])]:
         text = section(out, sec)
         problems += ["%s: no frame in %s" % (sec, w) for w in words
                      if not re.search(r"^#\d+ .*\b%s \(" % w, text, re.M)]
@@ -134,6 +139,8 @@ def main():
     text = section(out, "bt-main")
     checks.case("bt_running", [] if re.search(r"^#0 .*gdb_here", text, re.M)
                 and "main_fiber" in text else ["bt-main: " + text])
+    text = section(out, "bt-caller")
+    checks.case("bt_caller", [] if "runs as its call" in text else ["bt-caller: " + text])
     text = section(out, "bt-finished")
     checks.case("bt_done", [] if "no stack" in text else ["bt-finished: " + text])
 

@@ -12,9 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "helpers.h"
-#ifdef TPC_FAULT_INJECTION
-#include "net/internal.h" /* tpc__rx_limit, the fault hooks */
-#endif
+#include "net/internal.h" /* the shard's counters; tpc__rx_limit, the fault hooks */
 
 #define MS (1000 * 1000LL)
 
@@ -1061,6 +1059,102 @@ static void test_send_recv_again(void **state)
 #endif
 }
 
+/* A send the loop would submit by itself goes straight to the kernel, without a submission;
+ * what the socket cannot take at once goes on through the ring, and a blocking send still sends
+ * it all; MSG_DONTWAIT returns what went; errors are the send's own. */
+#define DIRECT_BIG (4 << 20)
+
+static int direct_reader(void *arg)
+{
+    int fd = *(int *)arg;
+    static unsigned char buf[65536];
+    size_t got = 0;
+    while (got < DIRECT_BIG) {
+        ssize_t n = tpc_recv(fd, buf, sizeof(buf), 0);
+        CHECK(n > 0);
+        if (n <= 0)
+            return -1;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != (unsigned char)((got + (size_t)i) * 7))
+                return -2;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static int send_direct_main(void *arg)
+{
+    (void)arg;
+    struct tpc__shard *s = tpc__self;
+    int a, b;
+    tcp_pair(&a, &b);
+    char buf[8];
+    loop_turns(2); /* nothing left to submit */
+    uint64_t before = s->n_io_submitted;
+    CHECK_EQ(tpc_send(a, "alone", 5, 0), 5);
+    if (!s->ep)                              /* (epoll makes every send at once, and counts it) */
+        CHECK_EQ(s->n_io_submitted, before); /* no submission */
+    CHECK_EQ(tpc_recv(b, buf, sizeof(buf), 0), 5);
+    CHECK(!memcmp(buf, "alone", 5));
+    /* Another fiber ready to run: the send goes with the ring's next submission. */
+    tpc_fiber *other;
+    CHECK_EQ(tpc_spawn(loop_turns_fn, (void *)(uintptr_t)1, &other), 0);
+    before = s->n_io_submitted;
+    CHECK_EQ(tpc_send(a, "queued", 6, 0), 6);
+    CHECK(s->ep || s->n_io_submitted > before);
+    CHECK_EQ(tpc_join(other, NULL), 0);
+    CHECK_EQ(tpc_recv(b, buf, sizeof(buf), 0), 6);
+    CHECK(!memcmp(buf, "queued", 6));
+    /* More than the socket takes: part at once, the rest through the ring, all in order. */
+    unsigned char *big = malloc(DIRECT_BIG);
+    CHECK(big != NULL);
+    for (size_t i = 0; i < DIRECT_BIG; i++)
+        big[i] = (unsigned char)(i * 7);
+    int small = 65536;
+    CHECK_EQ(setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    tpc_fiber *reader;
+    CHECK_EQ(tpc_spawn(direct_reader, &b, &reader), 0);
+    loop_turns(2); /* the reader waits in its receive, submitted */
+    before = s->n_io_submitted;
+    ssize_t sent = tpc_send(a, big, DIRECT_BIG, 0);
+    CHECK(sent > 0);
+    CHECK(s->ep || s->n_io_submitted > before); /* the rest went through the ring */
+    while (sent > 0 && sent < DIRECT_BIG) {     /* (a send may be short: io_uring's, epoll's) */
+        ssize_t w = tpc_send(a, big + sent, DIRECT_BIG - (size_t)sent, 0);
+        CHECK(w > 0);
+        sent = w > 0 ? sent + w : -1;
+    }
+    CHECK_EQ(sent, DIRECT_BIG);
+    int rc = -1;
+    CHECK_EQ(tpc_join(reader, &rc), 0);
+    CHECK_EQ(rc, 0);
+    /* Nobody reading: MSG_DONTWAIT returns what the socket took. */
+    loop_turns(2);
+    ssize_t part = tpc_send(a, big, DIRECT_BIG, MSG_DONTWAIT);
+    CHECK(part > 0 && part < DIRECT_BIG);
+    free(big);
+    /* The peer gone: the send's own error, and no SIGPIPE. */
+    tpc_close(b);
+    ssize_t w;
+    for (int i = 0; i < 100 && (w = tpc_send(a, "x", 1, 0)) == 1; i++)
+        loop_turns(1);
+    CHECK(w == -EPIPE || w == -ECONNRESET);
+    tpc_close(a);
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    loop_turns(2);
+    CHECK_EQ(tpc_send(p[1], "x", 1, 0), -ENOTSOCK);
+    close(p[0]);
+    close(p[1]);
+    return 0;
+}
+
+static void test_send_direct(void **state)
+{
+    (void)state;
+    run_main(1, send_direct_main, NULL);
+}
+
 /* A kernel without the byte limit (before Linux 6.16) refuses the first limited receive with
  * -EINVAL: that is not the stream's error; the streams go on with one single-shot receive per
  * chunk, and the process remembers. */
@@ -1578,6 +1672,7 @@ int main(void)
         cmocka_unit_test(test_rx_close_idle),
         cmocka_unit_test(test_rx_close_idle_race),
         cmocka_unit_test(test_send_recv_again),
+        cmocka_unit_test(test_send_direct),
         cmocka_unit_test(test_rx_without_recv_limit),
         cmocka_unit_test(test_rx_close_from_callback_refused),
         cmocka_unit_test(test_rx_buffer_released_twice),
