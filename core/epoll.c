@@ -338,8 +338,32 @@ static int poll_now(struct ep_op *o)
     return n ? (p.revents & (POLLNVAL)) ? -EBADF : p.revents : -EAGAIN;
 }
 
-/* A splice, its pipe side non-blocking; it waits on whichever side is not ready. The socket
- * side is checked for room first (SPLICE_F_NONBLOCK does not reach a socket). */
+/* Makes fd non-blocking for one call that would otherwise block the shard (a splice reads a
+ * socket as its file's O_NONBLOCK says, whatever SPLICE_F_NONBLOCK; a tty write waits for room):
+ * *saved gets the flags to put back with nb_put, -1 when there is nothing to put back. */
+static int nb_take(int fd, int *saved)
+{
+    *saved = -1;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if (fl & O_NONBLOCK)
+        return 0;
+    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    *saved = fl;
+    return 0;
+}
+
+static void nb_put(int fd, int saved)
+{
+    if (saved >= 0)
+        fcntl(fd, F_SETFL, saved);
+}
+
+/* A splice, both sides non-blocking for the call (put back after: the caller sees its
+ * descriptors as they were); it waits on whichever side is not ready. The destination is
+ * checked for room first, so that a full one is waited for rather than the source. */
 static int splice_now(struct ep_op *o)
 {
     const struct io_uring_sqe *q = &o->sqe;
@@ -351,14 +375,28 @@ static int splice_now(struct ep_op *o)
         o->dir = DIR_WR;
         return -EAGAIN;
     }
+    int fl_in, fl_out, rc = nb_take(in, &fl_in);
+    if (rc < 0)
+        return rc;
+    if ((rc = nb_take(out, &fl_out)) < 0) {
+        nb_put(in, fl_in);
+        return rc;
+    }
     int64_t oi = (int64_t)q->splice_off_in, oo = (int64_t)q->off;
     loff_t li = oi, lo = oo;
     ssize_t n = splice(in, oi < 0 ? NULL : &li, out, oo < 0 ? NULL : &lo, q->len,
                        q->splice_flags | SPLICE_F_NONBLOCK);
+    int err = errno;
+    nb_put(out, fl_out);
+    nb_put(in, fl_in);
     if (n >= 0)
         return (int)n;
-    if (errno != EAGAIN)
-        return -errno;
+    if (err != EAGAIN)
+        return -err;
+    if (poll(&p[1], 1, 0) == 0) { /* the destination filled meanwhile: wait for room */
+        o->dir = DIR_WR;
+        return -EAGAIN;
+    }
     o->wfd = in; /* waits for data on the source */
     o->dir = DIR_RD;
     return -EAGAIN;
