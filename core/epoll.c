@@ -603,6 +603,9 @@ static bool to_pool(struct tpc__shard *s, struct ep_op *o)
         return true;
     }
     o->pool_fiber = f;
+    /* A stop does not cancel it: as io_uring's, an operation in flight is cancelled only by
+     * its owner (cancel_op), so a bounded commit queued on the pool is still made. */
+    f->keep_at_stop = true;
     tpc_detach(f);
     s->ep->nwaiting++;
     return false;

@@ -91,6 +91,7 @@ struct tpc_fiber {
     bool detached;
     bool joined;            /* a joiner exists */
     bool guard;             /* the stack has a guard page */
+    bool keep_at_stop;      /* the runtime's own, finishing what a stop must not cancel */
     struct tpc__wait *wait; /* while WAITING: the record to wake */
     struct tpc__wait *joiner;
     tpc_fiber_fn fn;

@@ -144,11 +144,89 @@ static void test_splice_blocking_socket_uring(void **state)
     splice_blocking_socket(TPC_BACKEND_URING);
 }
 
+/* ---- A bounded commit queued on the blocking pool is made at stop ----
+ * The pool's one helper is held by another job; a bounded write queued behind it returns at its
+ * deadline and the runtime stops. As on io_uring, where a stop does not cancel an operation in
+ * the kernel, the write is still made: the helper is let go only once the stop has cancelled
+ * the fibers (a fiber spawned after the write's, woken by that cancel). */
+struct commit_case {
+    int fd;
+    t_count held, release;
+    bool skipped;
+};
+
+static long hold_helper(void *arg)
+{
+    struct commit_case *k = arg;
+    t_count_set(&k->held, 1);
+    t_count_wait(&k->release, 1); /* bounded */
+    return 0;
+}
+
+static int hold_fiber(void *arg)
+{
+    struct commit_case *k = arg;
+    CHECK_EQ(tpc_blocking(hold_helper, k, NULL), 0);
+    return 0;
+}
+
+static int releaser(void *arg)
+{
+    struct commit_case *k = arg;
+    tpc_sleep(3600ull * 1000000000); /* until the stop cancels it */
+    t_count_set(&k->release, 1);
+    return 0;
+}
+
+static int commit_main(void *arg)
+{
+    struct commit_case *k = arg;
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(hold_fiber, k, &f), 0);
+    CHECK_EQ(tpc_detach(f), 0);
+    WAIT_UNTIL(t_count_get(&k->held) == 1);
+    tpc_pending *late = NULL;
+    CHECK_EQ(tpc_deadline_set(1000000), 0); /* 1 ms: the helper is held */
+    ssize_t rc = tpc_write_bounded(k->fd, "commit", 6, 0, &late);
+    tpc_deadline_clear();
+    if (rc == 6 && !late) { /* written at once (a file system with RWF_NOWAIT writes) */
+        k->skipped = true;
+        t_count_set(&k->release, 1);
+        return 0;
+    }
+    CHECK_EQ(rc, -ETIMEDOUT);
+    CHECK(late != NULL);
+    CHECK_EQ(tpc_spawn(releaser, k, &f), 0);
+    CHECK_EQ(tpc_detach(f), 0);
+    return 0; /* the runtime stops with the write queued behind the held job */
+}
+
+static void test_bounded_commit_made_at_stop(void **state)
+{
+    (void)state;
+    struct commit_case k = {.held = T_COUNT_INIT, .release = T_COUNT_INIT};
+    char path[64];
+    snprintf(path, sizeof(path), "/var/tmp/tpc-test-epoll-%d", (int)getpid());
+    k.fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(k.fd >= 0);
+    unlink(path);
+    tpc_config c = backend_config(TPC_BACKEND_EPOLL);
+    c.blocking_threads = 1;
+    run_config(&c, commit_main, &k);
+    char got[8] = {0};
+    ssize_t n = pread(k.fd, got, sizeof(got), 0);
+    close(k.fd);
+    SKIP_IF(k.skipped, "the file system wrote at once (RWF_NOWAIT): nothing went to the pool");
+    assert_int_equal(n, 6);
+    assert_memory_equal(got, "commit", 6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_splice_blocking_socket_epoll),
         cmocka_unit_test(test_splice_blocking_socket_uring),
+        cmocka_unit_test(test_bounded_commit_made_at_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

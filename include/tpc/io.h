@@ -150,10 +150,11 @@ TPC_EXTERN int tpc_file_unregister(int file_handle);
  * go with tpc_pending_release (freed when it completes, its result unseen). A write's buffer
  * must stay untouched until the operation has completed (tpc_pending_done > 0, or
  * tpc_pending_wait returned its result). Records never collected are freed when the shard
- * stops, which waits for their operations first. If the fiber is already cancelled or past its
- * deadline, nothing starts (-ECANCELED / -ETIMEDOUT, *late NULL). Other errors as tpc_write /
- * tpc_fdatasync, and -EINVAL for a NULL late. docs/guide.md, "Bounded commits", shows the
- * pattern of a storage engine's commit. */
+ * stops, which waits for their operations first: a stop does not cancel them on either backend
+ * (on epoll, one still queued for the blocking pool runs). If the fiber is already cancelled or
+ * past its deadline, nothing starts (-ECANCELED / -ETIMEDOUT, *late NULL). Other errors as
+ * tpc_write / tpc_fdatasync, and -EINVAL for a NULL late. docs/guide.md, "Bounded commits", shows
+ * the pattern of a storage engine's commit. */
 typedef struct tpc_pending tpc_pending;
 TPC_EXTERN ssize_t tpc_write_bounded(int fd, const void *buf, size_t len, int64_t offset,
                                      tpc_pending **late);
