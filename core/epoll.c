@@ -53,6 +53,8 @@ struct ep_op {
     uint8_t dir;
     bool waiting, done;
     bool want_pool; /* a fiber's operation found it needs a helper: the fiber calls it */
+    bool fd_held;   /* fd is the pool job's own duplicate of orig_fd (fd_hold) */
+    int orig_fd;
 };
 
 struct ep_fd {
@@ -578,6 +580,46 @@ static void fiber_done(struct ep_op *o)
 
 static int pool_fiber(void *arg);
 
+/* A job for the blocking pool holds its own reference to the file, a duplicate of the
+ * descriptor taken on the shard when the job is queued: the caller's number may be closed and
+ * reused before a helper runs it (a bounded write returned at its deadline), and the job must
+ * never touch the new file. io_uring holds a reference to the file the same way. At the
+ * descriptor limit the duplicate fails: the operation fails with -EMFILE. */
+static int fd_hold(struct ep_op *o)
+{
+    if (o->fd < 0 || o->fd_held) /* AT_FDCWD for a path call */
+        return 0;
+    int d = fcntl(o->fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return -errno;
+    o->orig_fd = o->fd;
+    o->fd = d;
+    o->fd_held = true;
+    return 0;
+}
+
+static void fd_let_go(struct ep_op *o)
+{
+    if (!o->fd_held)
+        return;
+    close(o->fd);
+    o->fd = o->orig_fd;
+    o->fd_held = false;
+}
+
+/* Runs o on the blocking pool from the calling fiber, holding its file. */
+static int pool_run(struct tpc__shard *s, struct ep_op *o, long *r)
+{
+    if (!s->blocking)
+        return -EOPNOTSUPP;
+    int rc = fd_hold(o);
+    if (rc < 0)
+        return rc;
+    rc = s->blocking(run_blocking, o, r);
+    fd_let_go(o);
+    return rc;
+}
+
 /* Runs o, which needs a helper thread: in its fiber's own call (tpc__ep_run), or, for a loop
  * operation, in a fiber started for it. False if it went to a fiber (it completes later). */
 static bool to_pool(struct tpc__shard *s, struct ep_op *o)
@@ -592,12 +634,14 @@ static bool to_pool(struct tpc__shard *s, struct ep_op *o)
             return true;
         }
         long r = 0;
-        int rc = s->blocking ? s->blocking(run_blocking, o, &r) : -EOPNOTSUPP;
+        int rc = pool_run(s, o, &r);
         o->res = rc < 0 ? rc : (int)r;
         return true;
     }
     tpc_fiber *f;
-    int rc = tpc_spawn(pool_fiber, o, &f);
+    int rc = fd_hold(o); /* now: the fiber runs after others, which may close the number */
+    if (rc == 0 && (rc = tpc_spawn(pool_fiber, o, &f)) < 0)
+        fd_let_go(o);
     if (rc < 0) {
         o->res = rc;
         return true;
@@ -685,6 +729,7 @@ static int pool_fiber(void *arg)
     struct tpc__shard *s = tpc__self;
     long r = 0;
     int rc = s->blocking ? s->blocking(run_blocking, o, &r) : -EOPNOTSUPP;
+    fd_let_go(o);
     s->ep->nwaiting--;
     o->pool_fiber = NULL;
     loop_done(s, o, rc < 0 ? rc : (int)r, 0);
@@ -929,7 +974,7 @@ int tpc__ep_offload(struct tpc__shard *s, struct io_uring_sqe *sqe)
     if (o.sqe.flags & IOSQE_FIXED_FILE)
         return -EOPNOTSUPP;
     long r = 0;
-    int rc = s->blocking ? s->blocking(run_blocking, &o, &r) : -EOPNOTSUPP;
+    int rc = pool_run(s, &o, &r);
     return rc < 0 ? rc : (int)r;
 }
 

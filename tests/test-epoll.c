@@ -221,12 +221,79 @@ static void test_bounded_commit_made_at_stop(void **state)
     assert_memory_equal(got, "commit", 6);
 }
 
+/* ---- A pool job holds its file: a number closed and reused meanwhile is another file ----
+ * A bounded write waits for the held helper and returns at its deadline; the caller closes its
+ * descriptor and opens another file, which takes the same number. The write still goes to the
+ * first file (io_uring holds a reference to it; the pool's job holds a duplicate). */
+struct reuse_case {
+    struct commit_case c;
+    char path[2][64];
+    int other;
+};
+
+static int reuse_main(void *arg)
+{
+    struct reuse_case *k = arg;
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(hold_fiber, &k->c, &f), 0);
+    CHECK_EQ(tpc_detach(f), 0);
+    WAIT_UNTIL(t_count_get(&k->c.held) == 1);
+    tpc_pending *late = NULL;
+    CHECK_EQ(tpc_deadline_set(1000000), 0); /* 1 ms: the helper is held */
+    ssize_t rc = tpc_write_bounded(k->c.fd, "commit", 6, 0, &late);
+    tpc_deadline_clear();
+    if (rc == 6 && !late) { /* written at once (a file system with RWF_NOWAIT writes) */
+        k->c.skipped = true;
+        t_count_set(&k->c.release, 1);
+        return 0;
+    }
+    CHECK_EQ(rc, -ETIMEDOUT);
+    CHECK(late != NULL);
+    close(k->c.fd);
+    k->other = open(k->path[1], O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK_EQ(k->other, k->c.fd); /* the same number, another file */
+    t_count_set(&k->c.release, 1);
+    CHECK_EQ(tpc_pending_wait(late), 6);
+    return 0;
+}
+
+static void test_pool_job_holds_its_file(void **state)
+{
+    (void)state;
+    struct reuse_case k = {.c = {.held = T_COUNT_INIT, .release = T_COUNT_INIT}, .other = -1};
+    for (int i = 0; i < 2; i++)
+        snprintf(k.path[i], sizeof(k.path[i]), "/var/tmp/tpc-test-epoll-%d-%d", (int)getpid(), i);
+    k.c.fd = open(k.path[0], O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(k.c.fd >= 0);
+    tpc_config c = backend_config(TPC_BACKEND_EPOLL);
+    c.blocking_threads = 1;
+    run_config(&c, reuse_main, &k);
+    char got[2][8] = {{0}};
+    ssize_t n[2];
+    for (int i = 0; i < 2; i++) {
+        int fd = open(k.path[i], O_RDONLY | O_CLOEXEC);
+        n[i] = fd < 0 ? -1 : pread(fd, got[i], sizeof(got[i]), 0);
+        if (fd >= 0)
+            close(fd);
+        unlink(k.path[i]);
+    }
+    if (k.other >= 0)
+        close(k.other);
+    else
+        close(k.c.fd);
+    SKIP_IF(k.c.skipped, "the file system wrote at once (RWF_NOWAIT): nothing went to the pool");
+    assert_int_equal(n[1], 0); /* the new file untouched */
+    assert_int_equal(n[0], 6);
+    assert_memory_equal(got[0], "commit", 6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_splice_blocking_socket_epoll),
         cmocka_unit_test(test_splice_blocking_socket_uring),
         cmocka_unit_test(test_bounded_commit_made_at_stop),
+        cmocka_unit_test(test_pool_job_holds_its_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
