@@ -31,12 +31,13 @@
 #include "uring.h"
 
 #define EP_EVENTS    64
-#define EP_CHUNK     1024 /* descriptors per chunk of the table */
-#define EP_CHUNKS    1024 /* so descriptors below 2^20, Linux's own limit */
-#define EP_EAGER_MAX 64   /* operations a fiber completes at once before it yields */
+#define EP_CHUNK     1024    /* descriptors per chunk of the table */
+#define EP_CHUNKS    1024    /* so descriptors below 2^20, Linux's own limit */
+#define EP_EAGER_MAX 64      /* operations a fiber completes at once before it yields */
+#define EP_LATER_NS  1000000 /* how often operations with nothing to poll for are tried again */
 
 enum { DIR_RD, DIR_WR, DIR_ANY };
-enum { RUN_DONE, RUN_WAIT, RUN_POOL };
+enum { RUN_DONE, RUN_WAIT, RUN_POOL, RUN_LATER };
 
 struct ep_op {
     tpc_list node;           /* in its descriptor's queue, or the retry list */
@@ -52,6 +53,8 @@ struct ep_op {
     unsigned cflags;
     uint8_t dir;
     bool waiting, done;
+    bool later;     /* this attempt found nothing to poll for: try again in a while */
+    bool reconnect; /* a connect found the listener's backlog full: connect() again */
     bool want_pool; /* a fiber's operation found it needs a helper: the fiber calls it */
     bool fd_held;   /* fd is the pool job's own duplicate of orig_fd (fd_hold) */
     int orig_fd;
@@ -84,6 +87,8 @@ struct tpc__ep {
     unsigned nsq, capsq;
     struct ep_fd *fds[EP_CHUNKS];
     tpc_list again; /* edge-triggered: operations that must be tried again before a wait */
+    tpc_list later; /* operations with nothing to poll for, tried again every EP_LATER_NS */
+    uint64_t later_at;
     struct ep_cqe *cq;
     unsigned ncq, capcq;
     struct ep_bufring *brs; /* by group id */
@@ -297,7 +302,10 @@ static int accept_one(struct ep_op *o)
     return fd < 0 ? -errno : fd;
 }
 
-/* A connect: the socket is non-blocking for the call and put back as it was after. */
+/* A connect: the socket is non-blocking for the call and put back as it was after. A Unix
+ * socket whose listener's backlog is full fails with EAGAIN and nothing to poll for (room in
+ * the backlog wakes only blocked connects): it connects again every EP_LATER_NS, as io_uring's
+ * connect waits for room. */
 static int connect_step(struct ep_op *o)
 {
     o->dir = DIR_WR;
@@ -308,19 +316,24 @@ static int connect_step(struct ep_op *o)
         if (!(fl & O_NONBLOCK) && fcntl(o->fd, F_SETFL, fl | O_NONBLOCK) < 0)
             return -errno;
         o->saved_fl = fl;
-        if (connect(o->fd, (const struct sockaddr *)(uintptr_t)o->sqe.addr,
-                    (socklen_t)o->sqe.off) == 0)
-            return 0;
-        return errno == EINPROGRESS ? -EAGAIN : -errno;
+    } else if (!o->reconnect) {
+        struct pollfd p = {.fd = o->fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) <= 0)
+            return -EAGAIN;
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            return -errno;
+        return -err;
     }
-    struct pollfd p = {.fd = o->fd, .events = POLLOUT};
-    if (poll(&p, 1, 0) <= 0)
+    if (connect(o->fd, (const struct sockaddr *)(uintptr_t)o->sqe.addr, (socklen_t)o->sqe.off) == 0)
+        return 0;
+    if (errno == EAGAIN) {
+        o->reconnect = o->later = true;
         return -EAGAIN;
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        return -errno;
-    return -err;
+    }
+    o->reconnect = false;
+    return errno == EINPROGRESS ? -EAGAIN : -errno;
 }
 
 static void connect_restore(struct ep_op *o)
@@ -415,6 +428,7 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
     o->cflags = 0;
     o->dir = DIR_RD;
     o->wfd = o->fd;
+    o->later = false;
     switch (q->opcode) {
     case IORING_OP_NOP:
         r = 0;
@@ -463,7 +477,7 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
         return RUN_POOL;
     }
     if (r == -EAGAIN || r == -EWOULDBLOCK)
-        return RUN_WAIT;
+        return o->later ? RUN_LATER : RUN_WAIT;
     o->res = r;
     return RUN_DONE;
 }
@@ -674,6 +688,18 @@ static bool to_wait(struct tpc__shard *s, struct ep_op *o, int known, int *how)
     return false;
 }
 
+/* Queues o to be tried again in a while (RUN_LATER). */
+static void wait_later(struct tpc__shard *s, struct ep_op *o)
+{
+    struct tpc__ep *e = s->ep;
+    if (tpc__list_empty(&e->later))
+        e->later_at = tpc__clock_ns() + EP_LATER_NS;
+    tpc__list_push(&e->later, &o->node);
+    o->waiting = true;
+    if (!o->io)
+        e->nwaiting++;
+}
+
 /* Tries o (not waiting) and, unless it waits again, ends it: a fiber's is handed back, a loop
  * operation's result queued for the loop's completions. A multishot accept takes what is
  * queued (edge-triggered: until EAGAIN), 16 at a time, the rest at the next turn. */
@@ -695,6 +721,10 @@ static void step(struct tpc__shard *s, struct ep_op *o, int known)
             o->dir = DIR_RD, o->wfd = o->fd, o->cflags = 0;
         else
             how = attempt(e, o);
+        if (how == RUN_LATER) {
+            wait_later(s, o);
+            return;
+        }
         if (how == RUN_WAIT && to_wait(s, o, known, &how)) {
             if (f && !dry && o->dir == DIR_RD)
                 f->rd_dry = true; /* after the add: data since then brings an edge */
@@ -835,6 +865,26 @@ static void retry_again(struct tpc__shard *s)
     retry(s, &s->ep->again, -1);
 }
 
+/* The operations waiting with nothing to poll for, once their time has come. */
+static void retry_later(struct tpc__shard *s)
+{
+    struct tpc__ep *e = s->ep;
+    if (TPC_LIKELY(tpc__list_empty(&e->later)) || tpc__clock_ns() < e->later_at)
+        return;
+    retry(s, &e->later, -1); /* those still waiting queue again, due EP_LATER_NS from now */
+}
+
+/* A sleep's timeout, cut to the next retry of the operations waiting without a descriptor. */
+static int64_t later_timeout(struct tpc__ep *e, int64_t timeout)
+{
+    if (tpc__list_empty(&e->later))
+        return timeout;
+    int64_t left = (int64_t)(e->later_at - tpc__clock_ns());
+    if (left < 1)
+        left = 1;
+    return timeout <= 0 || timeout > left ? left : timeout;
+}
+
 static void deliver(struct tpc__shard *s)
 {
     struct tpc__ep *e = s->ep;
@@ -858,6 +908,7 @@ void tpc__ep_poll(struct tpc__shard *s, bool poll)
     struct tpc__ep *e = s->ep;
     submit(s);
     retry_again(s);
+    retry_later(s);
     if (poll) {
         int n = epoll_wait(e->epfd, e->ev, EP_EVENTS, 0);
         s->n_io_enters++;
@@ -872,6 +923,7 @@ void tpc__ep_block(struct tpc__shard *s, int64_t timeout)
     struct tpc__ep *e = s->ep;
     uint64_t slept = tpc__clock_ns();
     submit(s);
+    timeout = later_timeout(e, timeout);
     struct timespec ts = {.tv_sec = timeout / 1000000000, .tv_nsec = timeout % 1000000000};
     if (tpc__ep_pending(s))
         ts = (struct timespec){0, 0};
@@ -903,6 +955,7 @@ void tpc__ep_block(struct tpc__shard *s, int64_t timeout)
     if (n > 0)
         on_events(s, n);
     retry_again(s);
+    retry_later(s);
     deliver(s);
 }
 
@@ -986,6 +1039,7 @@ int tpc__ep_init(struct tpc__shard *s)
     if (!e)
         return -ENOMEM;
     tpc__list_init(&e->again);
+    tpc__list_init(&e->later);
     e->capsq = s->rt->ring_entries;
     e->sq = calloc(e->capsq, sizeof(*e->sq));
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -1027,11 +1081,13 @@ void tpc__ep_fini(struct tpc__shard *s)
     for (unsigned i = 0; i < EP_CHUNKS; i++)
         if (e->fds[i])
             free_chunk(e->fds[i]);
-    while (!tpc__list_empty(&e->again)) {
-        struct ep_op *o = tpc__container_of(e->again.next, struct ep_op, node);
-        tpc__list_remove(&o->node);
-        free(o);
-    }
+    for (tpc_list *l = &e->again; l; l = l == &e->again ? &e->later : NULL)
+        while (!tpc__list_empty(l)) {
+            struct ep_op *o = tpc__container_of(l->next, struct ep_op, node);
+            tpc__list_remove(&o->node);
+            if (!o->io)
+                free(o);
+        }
     if (e->epfd >= 0)
         close(e->epfd);
     free(e->sq);

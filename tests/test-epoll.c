@@ -287,6 +287,86 @@ static void test_pool_job_holds_its_file(void **state)
     assert_memory_equal(got[0], "commit", 6);
 }
 
+/* ---- A Unix connect on a full backlog waits for room, as on io_uring ---- */
+struct backlog_case {
+    int l;
+    tpc_addr a;
+    int filler[8];
+    int nfill;
+    atomic_bool accepted;
+};
+
+static int backlog_acceptor(void *arg)
+{
+    struct backlog_case *k = arg;
+    loop_turns(3); /* the connect is waiting by now */
+    int c = accept4(k->l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    CHECK(c >= 0);
+    atomic_store(&k->accepted, true);
+    if (c >= 0)
+        close(c);
+    return 0;
+}
+
+static int backlog_main(void *arg)
+{
+    struct backlog_case *k = arg;
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(backlog_acceptor, k, &f), 0);
+    int fd = tpc_connect(&k->a);
+    CHECK(fd >= 0);
+    CHECK(atomic_load(&k->accepted)); /* it returned once there was room */
+    struct sockaddr_un peer;
+    socklen_t len = sizeof(peer);
+    CHECK_EQ(getpeername(fd, (struct sockaddr *)&peer, &len), 0); /* connected */
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    if (fd >= 0)
+        close(fd);
+    return 0;
+}
+
+static void unix_backlog(tpc_backend b)
+{
+    struct backlog_case k = {0};
+    char text[108];
+    snprintf(text, sizeof(text), "unix:/tmp/tpc-test-epoll-%d.sock", (int)getpid());
+    assert_int_equal(tpc_addr_parse(text, &k.a), 0);
+    unlink(text + 5);
+    k.l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(k.l >= 0);
+    assert_int_equal(bind(k.l, &k.a.sa, k.a.len), 0);
+    assert_int_equal(listen(k.l, 0), 0);
+    for (; k.nfill < 8; k.nfill++) { /* fill the backlog */
+        int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        assert_true(c >= 0);
+        if (connect(c, &k.a.sa, k.a.len) < 0) {
+            assert_int_equal(errno, EAGAIN);
+            close(c);
+            break;
+        }
+        k.filler[k.nfill] = c;
+    }
+    assert_true(k.nfill > 0 && k.nfill < 8);
+    tpc_config c = backend_config(b);
+    run_config(&c, backlog_main, &k);
+    for (int i = 0; i < k.nfill; i++)
+        close(k.filler[i]);
+    close(k.l);
+    unlink(text + 5);
+}
+
+static void test_unix_connect_full_backlog_epoll(void **state)
+{
+    (void)state;
+    unix_backlog(TPC_BACKEND_EPOLL);
+}
+
+static void test_unix_connect_full_backlog_uring(void **state)
+{
+    (void)state;
+    unix_backlog(TPC_BACKEND_URING);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -294,6 +374,8 @@ int main(void)
         cmocka_unit_test(test_splice_blocking_socket_uring),
         cmocka_unit_test(test_bounded_commit_made_at_stop),
         cmocka_unit_test(test_pool_job_holds_its_file),
+        cmocka_unit_test(test_unix_connect_full_backlog_epoll),
+        cmocka_unit_test(test_unix_connect_full_backlog_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
