@@ -248,8 +248,13 @@ static int recv_select(struct tpc__ep *e, struct ep_op *o)
     return (int)n;
 }
 
+static int nb_take(int fd, int *saved);
+static void nb_put(int fd, int saved);
+
 /* A read or write of a descriptor at sqe.off (-1: its position), RWF_NOWAIT; EOPNOTSUPP
- * (a descriptor without non-blocking reads) falls back to a poll and a plain call. */
+ * (a descriptor without non-blocking reads and writes: a tty, a character device) falls back
+ * to a plain call with the descriptor made non-blocking for it (a tty's write would otherwise
+ * wait for a reader however ready poll said it was). */
 static int rw_nowait(struct ep_op *o, bool write, const struct iovec *iov, int cnt)
 {
     off_t off = (off_t)o->sqe.off;
@@ -266,11 +271,13 @@ static int rw_nowait(struct ep_op *o, bool write, const struct iovec *iov, int c
     struct stat st;
     if (fstat(o->fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
         return -EPERM; /* a file without RWF_NOWAIT: the pool */
-    struct pollfd p = {.fd = o->fd, .events = write ? POLLOUT : POLLIN};
-    if (poll(&p, 1, 0) <= 0)
-        return -EAGAIN;
+    int fl, rc = nb_take(o->fd, &fl);
+    if (rc < 0)
+        return rc;
     n = write ? pwritev2(o->fd, iov, cnt, off, 0) : preadv2(o->fd, iov, cnt, off, 0);
-    return n < 0 ? -errno : (int)n;
+    rc = n < 0 ? -errno : (int)n;
+    nb_put(o->fd, fl);
+    return rc;
 }
 
 static int rw(struct ep_op *o)

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <termios.h>
 #include "helpers.h"
 
 static tpc_config backend_config(tpc_backend b)
@@ -367,6 +368,64 @@ static void test_unix_connect_full_backlog_uring(void **state)
     unix_backlog(TPC_BACKEND_URING);
 }
 
+/* ---- A write to a tty (no RWF_NOWAIT) never blocks the shard ----
+ * Nobody reads the pty: a 1 MiB write takes what fits and returns its count, as a write to a
+ * full pipe or socket does on this backend, instead of waiting in write(2) for a reader. */
+#define TTY_LEN (1 << 20)
+
+struct tty_case {
+    int master, slave;
+    struct guard g;
+    char *buf;
+};
+
+static void drain_tty(struct guard *g) /* in the guard: reads until the writer has returned */
+{
+    char b[4096];
+    while (t_count_get(&g->ran) == 0) {
+        struct pollfd p = {.fd = g->fd, .events = POLLIN};
+        if (poll(&p, 1, 100) > 0 && read(g->fd, b, sizeof(b)) < 0)
+            break;
+    }
+}
+
+static int tty_main(void *arg)
+{
+    struct tty_case *k = arg;
+    int fl = fcntl(k->master, F_GETFL);
+    ssize_t n = tpc_write(k->master, k->buf, TTY_LEN, -1);
+    t_count_set(&k->g.ran, 1);
+    CHECK(!atomic_load(&k->g.fired));
+    CHECK(n > 0 && n < TTY_LEN); /* what fitted */
+    CHECK_EQ(fcntl(k->master, F_GETFL), fl);
+    return 0;
+}
+
+static void test_tty_write_never_blocks(void **state)
+{
+    (void)state;
+    struct tty_case k = {.buf = calloc(1, TTY_LEN)};
+    assert_non_null(k.buf);
+    k.master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    SKIP_IF(k.master < 0, "no pseudo-terminals");
+    assert_int_equal(grantpt(k.master), 0);
+    assert_int_equal(unlockpt(k.master), 0);
+    k.slave = open(ptsname(k.master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    assert_true(k.slave >= 0);
+    struct termios t;
+    assert_int_equal(tcgetattr(k.slave, &t), 0);
+    cfmakeraw(&t); /* no echo back to the master */
+    assert_int_equal(tcsetattr(k.slave, TCSANOW, &t), 0);
+    guard_start(&k.g, drain_tty, k.slave);
+    tpc_config c = backend_config(TPC_BACKEND_EPOLL);
+    c.stall_ms = -1; /* its report's signal would cut a blocked write short */
+    run_config(&c, tty_main, &k);
+    guard_end(&k.g);
+    close(k.slave);
+    close(k.master);
+    free(k.buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_pool_job_holds_its_file),
         cmocka_unit_test(test_unix_connect_full_backlog_epoll),
         cmocka_unit_test(test_unix_connect_full_backlog_uring),
+        cmocka_unit_test(test_tty_write_never_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
