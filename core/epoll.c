@@ -97,6 +97,7 @@ struct tpc__ep {
     unsigned nwaiting;   /* loop operations waiting or on the pool */
     struct ep_op **byop; /* loop operations by their op (a chained hash table) */
     unsigned nbyop, mask;
+    int npeeked; /* events in ev taken while the loop spun (tpc__ep_peek), not yet handled */
     struct epoll_event ev[EP_EVENTS];
 };
 
@@ -907,13 +908,35 @@ static void deliver(struct tpc__shard *s)
 
 bool tpc__ep_pending(struct tpc__shard *s)
 {
-    return s->ep->ncq || !tpc__list_empty(&s->ep->again);
+    return s->ep->ncq || !tpc__list_empty(&s->ep->again) || s->ep->npeeked;
+}
+
+bool tpc__ep_peek(struct tpc__shard *s)
+{
+    struct tpc__ep *e = s->ep;
+    if (!e->npeeked) {
+        int n = epoll_wait(e->epfd, e->ev, EP_EVENTS, 0);
+        s->n_io_enters++;
+        e->npeeked = n > 0 ? n : 0;
+    }
+    return e->npeeked != 0;
+}
+
+/* Events a spin took (tpc__ep_peek): handled before epoll is asked again (into the same array). */
+static void take_peeked(struct tpc__shard *s)
+{
+    int n = s->ep->npeeked;
+    if (TPC_UNLIKELY(n)) {
+        s->ep->npeeked = 0;
+        on_events(s, n);
+    }
 }
 
 void tpc__ep_poll(struct tpc__shard *s, bool poll)
 {
     struct tpc__ep *e = s->ep;
     submit(s);
+    take_peeked(s);
     retry_again(s);
     retry_later(s);
     if (poll) {
@@ -930,6 +953,7 @@ void tpc__ep_block(struct tpc__shard *s, int64_t timeout)
     struct tpc__ep *e = s->ep;
     uint64_t slept = tpc__clock_ns();
     submit(s);
+    take_peeked(s);
     timeout = later_timeout(e, timeout);
     struct timespec ts = {.tv_sec = timeout / 1000000000, .tv_nsec = timeout % 1000000000};
     if (tpc__ep_pending(s))
