@@ -1014,6 +1014,7 @@ int tpc__ep_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
     if (o.sqe.flags & IOSQE_FIXED_FILE)
         return -EOPNOTSUPP;
     uint64_t t0 = s->now;
+    s->n_io_submitted++; /* as a loop operation is counted (submit); completed as it ends */
     step(s, &o, -1);
     bool parked = false;
     while (!io->done) {
@@ -1031,12 +1032,14 @@ int tpc__ep_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
             unwait(e, &o);
             if (o.sqe.opcode == IORING_OP_CONNECT)
                 connect_restore(&o);
+            s->n_io_completed++;
             return rc;
         }
     }
     if (o.sqe.opcode == IORING_OP_CONNECT)
         connect_restore(&o);
     tpc__hist_add(&s->m.io[tpc__io_class(o.sqe.opcode)], s->now - t0);
+    s->n_io_completed++;
     if (parked) {
         e->eager = 0;
     } else if (++e->eager >= EP_EAGER_MAX) { /* as a suspension would: let the others run */

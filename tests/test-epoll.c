@@ -484,6 +484,43 @@ static void test_spin_sees_ready_descriptors(void **state)
     assert_true(k.took_ns < 3LL * SPIN_NS);
 }
 
+/* ---- A fiber's operations are counted in io_submitted and io_completed on both backends ---- */
+#define COUNTED_OPS 20
+
+static int counted_main(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    tpc_shard_stats a, b;
+    CHECK_EQ(tpc_stats(0, &a), 0);
+    for (int i = 0; i < COUNTED_OPS; i++) {
+        char c = (char)i;
+        CHECK_EQ(tpc_send(sv[0], &c, 1, 0), 1);
+        CHECK_EQ(tpc_recv(sv[1], &c, 1, 0), 1);
+    }
+    CHECK_EQ(tpc_stats(0, &b), 0);
+    CHECK(b.io_submitted - a.io_submitted >= 2 * COUNTED_OPS);
+    CHECK(b.io_completed - a.io_completed >= 2 * COUNTED_OPS);
+    close(sv[0]);
+    close(sv[1]);
+    return 0;
+}
+
+static void test_fiber_io_counted_epoll(void **state)
+{
+    (void)state;
+    tpc_config c = backend_config(TPC_BACKEND_EPOLL);
+    run_config(&c, counted_main, NULL);
+}
+
+static void test_fiber_io_counted_uring(void **state)
+{
+    (void)state;
+    tpc_config c = backend_config(TPC_BACKEND_URING);
+    run_config(&c, counted_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -495,6 +532,8 @@ int main(void)
         cmocka_unit_test(test_unix_connect_full_backlog_uring),
         cmocka_unit_test(test_tty_write_never_blocks),
         cmocka_unit_test(test_spin_sees_ready_descriptors),
+        cmocka_unit_test(test_fiber_io_counted_epoll),
+        cmocka_unit_test(test_fiber_io_counted_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
