@@ -32,7 +32,7 @@
 
 #define EP_EVENTS    64
 #define EP_CHUNK     1024    /* descriptors per chunk of the table */
-#define EP_CHUNKS    1024    /* so descriptors below 2^20, Linux's own limit */
+#define EP_CHUNKS    1024    /* so descriptors below 2^20, Linux's default fs.nr_open */
 #define EP_EAGER_MAX 64      /* operations a fiber completes at once before it yields */
 #define EP_LATER_NS  1000000 /* how often operations with nothing to poll for are tried again */
 
@@ -103,9 +103,18 @@ struct tpc__ep {
 
 /* ---- Descriptors ---- */
 
+/* The descriptors the table covers: an operation on one numbered at or above (possible only
+ * where fs.nr_open was raised past its default) fails with -EMFILE. Lowered by tests. */
+static unsigned fd_limit = EP_CHUNK * EP_CHUNKS;
+
+void tpc__ep_set_fd_limit(unsigned n)
+{
+    fd_limit = n && n < EP_CHUNK * EP_CHUNKS ? n : EP_CHUNK * EP_CHUNKS;
+}
+
 static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
 {
-    if (fd < 0 || fd >= EP_CHUNK * EP_CHUNKS)
+    if (fd < 0 || (unsigned)fd >= fd_limit)
         return NULL;
     struct ep_fd **c = &e->fds[fd / EP_CHUNK];
     if (!*c) {
@@ -132,9 +141,10 @@ static int fd_wait(struct tpc__ep *e, struct ep_op *o, int known)
 {
     struct ep_fd *f = fd_of(e, o->wfd);
     if (!f)
-        return o->wfd < 0 ? -EBADF : -ENOMEM;
+        return o->wfd < 0 ? -EBADF : (unsigned)o->wfd >= fd_limit ? -EMFILE : -ENOMEM;
     if (fd_idle(f) && o->wfd != known) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI |
+                                           EPOLLET, /* PRI: tpc_poll */
                                  .data.fd = o->wfd};
         if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, o->wfd, &ev) == 0)
             f->rd_dry = false;
@@ -437,6 +447,12 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
     o->dir = DIR_RD;
     o->wfd = o->fd;
     o->later = false;
+    if (TPC_UNLIKELY((o->fd >= 0 && (unsigned)o->fd >= fd_limit) ||
+                     (q->opcode == IORING_OP_SPLICE && (int)q->splice_fd_in >= 0 &&
+                      (unsigned)q->splice_fd_in >= fd_limit))) {
+        o->res = -EMFILE; /* beyond the table (fd_limit) */
+        return RUN_DONE;
+    }
     switch (q->opcode) {
     case IORING_OP_NOP:
         r = 0;

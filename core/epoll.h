@@ -39,4 +39,8 @@ void tpc__ep_buf_ring_drop(struct tpc__shard *s, unsigned bgid);
  * the result, or -EOPNOTSUPP for an operation only the ring could do. */
 int tpc__ep_offload(struct tpc__shard *s, struct io_uring_sqe *sqe);
 
+/* Tests only: the descriptor number from which operations fail with -EMFILE (0: the default,
+ * 2^20, the table's size). */
+void tpc__ep_set_fd_limit(unsigned n);
+
 #endif

@@ -8,11 +8,13 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <termios.h>
 #include "helpers.h"
+#include "core/epoll.h"
 
 static tpc_config backend_config(tpc_backend b)
 {
@@ -521,6 +523,110 @@ static void test_fiber_io_counted_uring(void **state)
     run_config(&c, counted_main, NULL);
 }
 
+/* ---- tpc_poll with POLLPRI: urgent data alone wakes it ----
+ * The socket's send buffer is full and no ordinary data waits, so the urgent byte is its only
+ * readiness: POLLPRI. */
+struct pri_case {
+    int tcp[2];
+};
+
+static int pri_sender(void *arg)
+{
+    struct pri_case *k = arg;
+    CHECK_EQ(send(k->tcp[1], "!", 1, MSG_OOB | MSG_NOSIGNAL), 1);
+    return 0;
+}
+
+static int pri_main(void *arg)
+{
+    struct pri_case *k = arg;
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(pri_sender, k, &f), 0); /* runs once the poll waits */
+    CHECK_EQ(tpc_deadline_set(5000000000), 0);
+    int r = tpc_poll(k->tcp[0], POLLPRI);
+    tpc_deadline_clear();
+    CHECK(r > 0 && (r & POLLPRI));
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    return 0;
+}
+
+static void pollpri(tpc_backend b)
+{
+    struct pri_case k;
+    tcp_pair(k.tcp);
+    int small = 4096;
+    setsockopt(k.tcp[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    setsockopt(k.tcp[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    char buf[4096] = {0};
+    while (send(k.tcp[0], buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) /* fill it */
+        ;
+    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    struct pollfd p = {.fd = k.tcp[0], .events = POLLIN | POLLOUT | POLLPRI};
+    assert_int_equal(poll(&p, 1, 0), 0); /* nothing ready */
+    tpc_config c = backend_config(b);
+    run_config(&c, pri_main, &k);
+    close(k.tcp[0]);
+    close(k.tcp[1]);
+}
+
+static void test_pollpri_epoll(void **state)
+{
+    (void)state;
+    pollpri(TPC_BACKEND_EPOLL);
+}
+
+static void test_pollpri_uring(void **state)
+{
+    (void)state;
+    pollpri(TPC_BACKEND_URING);
+}
+
+/* ---- A descriptor beyond the backend's table: -EMFILE ----
+ * The table covers descriptors below 2^20 (Linux's default fs.nr_open); the test lowers the
+ * limit to 1000 (tpc__ep_set_fd_limit) and uses a descriptor above it: every operation on it
+ * fails with -EMFILE, even one that could complete at once; those below work. */
+#define LOW_LIMIT 1000
+#define HIGH_FD   1050
+
+static int limit_main(void *arg)
+{
+    int *sv = arg;
+    char c;
+    CHECK_EQ(tpc_recv(HIGH_FD, &c, 1, 0), -EMFILE); /* a byte waits: refused all the same */
+    CHECK_EQ(tpc_poll(HIGH_FD, POLLIN), -EMFILE);
+    CHECK_EQ(tpc_send(HIGH_FD, "y", 1, 0), -EMFILE);
+    CHECK_EQ(tpc_recv(sv[0], &c, 1, 0), 1); /* the same socket under its low number */
+    CHECK_EQ(c, 'x');
+    return 0;
+}
+
+static void test_fd_beyond_table(void **state)
+{
+    (void)state;
+    struct rlimit rl, old;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    SKIP_IF(old.rlim_max <= HIGH_FD, "RLIMIT_NOFILE's hard limit is too low");
+    rl = old;
+    if (rl.rlim_cur <= HIGH_FD)
+        rl.rlim_cur = HIGH_FD + 1;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(dup3(sv[0], HIGH_FD, O_CLOEXEC), HIGH_FD);
+    assert_int_equal(write(sv[1], "x", 1), 1);
+    tpc__ep_set_fd_limit(LOW_LIMIT);
+    tpc_config c = backend_config(TPC_BACKEND_EPOLL);
+    checks_reset();
+    int rc = tpc_run(&c, limit_main, sv);
+    tpc__ep_set_fd_limit(0);
+    close(HIGH_FD);
+    close(sv[0]);
+    close(sv[1]);
+    setrlimit(RLIMIT_NOFILE, &old);
+    assert_no_check_failed();
+    assert_int_equal(rc, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -534,6 +640,9 @@ int main(void)
         cmocka_unit_test(test_spin_sees_ready_descriptors),
         cmocka_unit_test(test_fiber_io_counted_epoll),
         cmocka_unit_test(test_fiber_io_counted_uring),
+        cmocka_unit_test(test_pollpri_epoll),
+        cmocka_unit_test(test_pollpri_uring),
+        cmocka_unit_test(test_fd_beyond_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
