@@ -435,22 +435,54 @@ static int splice_now(struct ep_op *o)
     return -EAGAIN;
 }
 
+/* An operation on a descriptor beyond the table (fd_limit) fails before it is tried. */
+static bool beyond_table(const struct ep_op *o)
+{
+    const struct io_uring_sqe *q = &o->sqe;
+    return (o->fd >= 0 && (unsigned)o->fd >= fd_limit) ||
+           (q->opcode == IORING_OP_SPLICE && (int)q->splice_fd_in >= 0 &&
+            (unsigned)q->splice_fd_in >= fd_limit);
+}
+
+/* A socket's send or receive (MSG_DONTWAIT); a receive into a provided buffer takes one. */
+static int sock_io(struct tpc__ep *e, struct ep_op *o)
+{
+    const struct io_uring_sqe *q = &o->sqe;
+    void *buf = (void *)(uintptr_t)q->addr;
+    int flags = (int)q->msg_flags | MSG_DONTWAIT;
+    ssize_t r;
+    switch (q->opcode) {
+    case IORING_OP_RECV:
+        if (q->flags & IOSQE_BUFFER_SELECT)
+            return recv_select(e, o);
+        r = recv(o->fd, buf, q->len, flags);
+        break;
+    case IORING_OP_SEND:
+        o->dir = DIR_WR;
+        r = send(o->fd, buf, q->len, flags);
+        break;
+    case IORING_OP_SENDMSG:
+        o->dir = DIR_WR;
+        r = sendmsg(o->fd, buf, flags);
+        break;
+    default:
+        r = recvmsg(o->fd, buf, flags);
+    }
+    return r < 0 ? -errno : (int)r;
+}
+
 /* One non-blocking attempt. RUN_DONE with o->res, RUN_WAIT (o->dir says for what), or
  * RUN_POOL (only a helper thread can do it). */
 static int attempt(struct tpc__ep *e, struct ep_op *o)
 {
     const struct io_uring_sqe *q = &o->sqe;
-    void *buf = (void *)(uintptr_t)q->addr;
-    int flags = (int)q->msg_flags | MSG_DONTWAIT;
     int r;
     o->cflags = 0;
     o->dir = DIR_RD;
     o->wfd = o->fd;
     o->later = false;
-    if (TPC_UNLIKELY((o->fd >= 0 && (unsigned)o->fd >= fd_limit) ||
-                     (q->opcode == IORING_OP_SPLICE && (int)q->splice_fd_in >= 0 &&
-                      (unsigned)q->splice_fd_in >= fd_limit))) {
-        o->res = -EMFILE; /* beyond the table (fd_limit) */
+    if (TPC_UNLIKELY(beyond_table(o))) {
+        o->res = -EMFILE;
         return RUN_DONE;
     }
     switch (q->opcode) {
@@ -468,22 +500,10 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
             return RUN_POOL;
         break;
     case IORING_OP_RECV:
-        r = (q->flags & IOSQE_BUFFER_SELECT) ? recv_select(e, o)
-                                             : (int)recv(o->fd, buf, q->len, flags);
-        if (!(q->flags & IOSQE_BUFFER_SELECT) && r < 0)
-            r = -errno;
-        break;
     case IORING_OP_SEND:
-        o->dir = DIR_WR;
-        r = (int)send(o->fd, buf, q->len, flags);
-        r = r < 0 ? -errno : r;
-        break;
     case IORING_OP_RECVMSG:
     case IORING_OP_SENDMSG:
-        o->dir = q->opcode == IORING_OP_SENDMSG ? DIR_WR : DIR_RD;
-        r = (int)(q->opcode == IORING_OP_SENDMSG ? sendmsg(o->fd, buf, flags)
-                                                 : recvmsg(o->fd, buf, flags));
-        r = r < 0 ? -errno : r;
+        r = sock_io(e, o);
         break;
     case IORING_OP_ACCEPT:
         r = accept_one(o);
