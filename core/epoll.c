@@ -18,6 +18,7 @@
  * A cancel unlinks the waiting record before the call returns, so nothing touches the caller's
  * memory afterwards; an operation on the blocking pool is waited for, as io_uring's would be. */
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,8 @@ struct ep_op {
     uint8_t dir;
     bool waiting, done;
     bool later;     /* this attempt found nothing to poll for: try again in a while */
+    bool drained;   /* a receive got less than it asked for: nothing was left */
+    bool stream;    /* an accept: the listener is a stream socket */
     bool reconnect; /* a connect found the listener's backlog full: connect() again */
     bool want_pool; /* a fiber's operation found it needs a helper: the fiber calls it */
     bool fd_held;   /* fd is the pool job's own duplicate of orig_fd (fd_hold) */
@@ -67,6 +70,12 @@ struct ep_fd {
      * and when the descriptor is added to the epoll set afresh (a new file under that
      * number: its add reports data that is there already). */
     bool rd_dry;
+    /* A connection this shard accepted stays in the epoll set between waits (keep), once added
+     * (added), as long as tpc_close has not closed its number since (keep_gen: closes_of). */
+    bool keep, added;
+    bool stream; /* kept, and a TCP socket: a short read leaves it dry (sock_io, step) */
+    bool hup;    /* kept, and its end of stream, an error or urgent data came: never dry again */
+    uint32_t keep_gen;
 };
 
 struct ep_cqe {
@@ -112,6 +121,41 @@ void tpc__ep_set_fd_limit(unsigned n)
     fd_limit = n && n < EP_CHUNK * EP_CHUNKS ? n : EP_CHUNK * EP_CHUNKS;
 }
 
+/* tpc_close's count of closes per descriptor number, for the whole process (any thread may
+ * close), in chunks made when a shard first keeps a number of theirs (never freed). A wait on a
+ * kept descriptor skips the epoll_ctl that an add costs only while its number's count is what
+ * it was when it was accepted: a number closed with tpc_close and taken by another file is
+ * added afresh. */
+static _Atomic(_Atomic uint32_t *) closes[EP_CHUNKS];
+
+static _Atomic uint32_t *closes_chunk(unsigned c, bool make)
+{
+    _Atomic uint32_t *p = atomic_load_explicit(&closes[c], memory_order_acquire);
+    if (p || !make)
+        return p;
+    _Atomic uint32_t *n = calloc(EP_CHUNK, sizeof(*n)), *none = NULL;
+    if (n && !atomic_compare_exchange_strong(&closes[c], &none, n)) {
+        free(n); /* another shard made it first */
+        return none;
+    }
+    return n;
+}
+
+static uint32_t closes_of(int fd)
+{
+    _Atomic uint32_t *p = closes_chunk((unsigned)fd / EP_CHUNK, false);
+    return p ? atomic_load_explicit(&p[fd % EP_CHUNK], memory_order_acquire) : 0;
+}
+
+void tpc__fd_closing(int fd)
+{
+    if (fd < 0 || fd >= EP_CHUNK * EP_CHUNKS)
+        return;
+    _Atomic uint32_t *p = closes_chunk((unsigned)fd / EP_CHUNK, false);
+    if (p) /* before the close: whoever gets the number next sees the count moved */
+        atomic_fetch_add_explicit(&p[fd % EP_CHUNK], 1, memory_order_release);
+}
+
 static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
 {
     if (fd < 0 || (unsigned)fd >= fd_limit)
@@ -124,7 +168,7 @@ static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
         for (unsigned i = 0; i < EP_CHUNK; i++) {
             for (int d = 0; d < 3; d++)
                 tpc__list_init(&(*c)[i].q[d]);
-            (*c)[i].rd_dry = false;
+            (*c)[i].rd_dry = (*c)[i].keep = (*c)[i].added = false;
         }
     }
     return &(*c)[fd % EP_CHUNK];
@@ -142,7 +186,7 @@ static int fd_wait(struct tpc__ep *e, struct ep_op *o, int known)
     struct ep_fd *f = fd_of(e, o->wfd);
     if (!f)
         return o->wfd < 0 ? -EBADF : (unsigned)o->wfd >= fd_limit ? -EMFILE : -ENOMEM;
-    if (fd_idle(f) && o->wfd != known) {
+    if (fd_idle(f) && o->wfd != known && !(f->added && f->keep_gen == closes_of(o->wfd))) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI |
                                            EPOLLET, /* PRI: tpc_poll */
                                  .data.fd = o->wfd};
@@ -150,6 +194,8 @@ static int fd_wait(struct tpc__ep *e, struct ep_op *o, int known)
             f->rd_dry = false;
         else if (errno != EEXIST)
             return -errno;
+        f->added = f->keep && f->keep_gen == closes_of(o->wfd);
+        f->keep = f->added;
     }
     tpc__list_push(&f->q[o->dir], &o->node);
     o->waiting = true;
@@ -254,6 +300,7 @@ static int recv_select(struct tpc__ep *e, struct ep_op *o)
     ssize_t n = recv(o->fd, (void *)(uintptr_t)b->addr, len, (int)o->sqe.msg_flags | MSG_DONTWAIT);
     if (n <= 0)
         return n < 0 ? -errno : 0;
+    o->drained = (size_t)n < len && !(o->sqe.msg_flags & MSG_PEEK);
     r->head++;
     o->cflags = IORING_CQE_F_BUFFER | ((unsigned)b->bid << IORING_CQE_BUFFER_SHIFT);
     return (int)n;
@@ -309,10 +356,13 @@ static int rw(struct ep_op *o)
 static int accept_one(struct ep_op *o)
 {
     if (o->saved_fl < 0) { /* once per operation (a multishot accept's lasts) */
-        int fl = fcntl(o->fd, F_GETFL);
+        int fl = fcntl(o->fd, F_GETFL), type = 0;
         if (fl >= 0 && !(fl & O_NONBLOCK))
             fcntl(o->fd, F_SETFL, fl | O_NONBLOCK);
         o->saved_fl = 0;
+        socklen_t tl = sizeof(type); /* TCP: a short read leaves nothing (see keep) */
+        o->stream =
+            getsockopt(o->fd, SOL_SOCKET, SO_PROTOCOL, &type, &tl) == 0 && type == IPPROTO_TCP;
     }
     socklen_t *len = (socklen_t *)(uintptr_t)o->sqe.off;
     int fd =
@@ -435,6 +485,26 @@ static int splice_now(struct ep_op *o)
     return -EAGAIN;
 }
 
+/* A connection just accepted: kept in the epoll set from its first wait on (fd_wait). On a
+ * TCP connection (stream), a receive that got less than it asked for emptied the socket (TCP
+ * copies what is queued until the length is reached; data that lands meanwhile brings an edge
+ * when the call lets go of the socket), so the next receive waits for an edge without the
+ * system call that would say EAGAIN, as the raw epoll loop waits for EPOLLIN. Not Unix stream
+ * sockets, whose receives stop early at passed descriptors and at another writer's
+ * credentials, nor after an end of stream, an error or urgent data (a receive stops at the
+ * urgent mark), whose edge may have come before. */
+static void keep(struct tpc__ep *e, int fd, bool stream)
+{
+    struct ep_fd *f = fd_of(e, fd);
+    if (!f || !closes_chunk((unsigned)fd / EP_CHUNK, true))
+        return;
+    f->keep = true;
+    f->stream = stream;
+    f->hup = false;
+    f->added = f->rd_dry = false; /* a new file under the number */
+    f->keep_gen = closes_of(fd);
+}
+
 /* An operation on a descriptor beyond the table (fd_limit) fails before it is tried. */
 static bool beyond_table(const struct ep_op *o)
 {
@@ -456,6 +526,7 @@ static int sock_io(struct tpc__ep *e, struct ep_op *o)
         if (q->flags & IOSQE_BUFFER_SELECT)
             return recv_select(e, o);
         r = recv(o->fd, buf, q->len, flags);
+        o->drained = r > 0 && (size_t)r < q->len && !(flags & MSG_PEEK);
         break;
     case IORING_OP_SEND:
         o->dir = DIR_WR;
@@ -480,7 +551,7 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
     o->cflags = 0;
     o->dir = DIR_RD;
     o->wfd = o->fd;
-    o->later = false;
+    o->later = o->drained = false;
     if (TPC_UNLIKELY(beyond_table(o))) {
         o->res = -EMFILE;
         return RUN_DONE;
@@ -507,6 +578,8 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
         break;
     case IORING_OP_ACCEPT:
         r = accept_one(o);
+        if (r >= 0)
+            keep(e, r, o->stream);
         break;
     case IORING_OP_CONNECT:
         r = connect_step(o);
@@ -765,6 +838,12 @@ static void step(struct tpc__shard *s, struct ep_op *o, int known)
             o->dir = DIR_RD, o->wfd = o->fd, o->cflags = 0;
         else
             how = attempt(e, o);
+        /* A kept stream socket that a receive drained stays in the epoll set, where data
+         * that comes brings an edge: the next receive waits for it without trying. Not once
+         * its end of stream or an error came (its edge may be gone: a receive would end at
+         * once). */
+        if (o->drained && f && f->keep && f->stream && !f->hup && f->keep_gen == closes_of(o->fd))
+            f->rd_dry = true;
         if (how == RUN_LATER) {
             wait_later(s, o);
             return;
@@ -865,8 +944,9 @@ static void on_events(struct tpc__shard *s, int n)
         struct ep_fd *f = fd_of(e, fd);
         if (!f)
             continue;
-        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) {
             f->rd_dry = false;
+            f->hup |= (m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) != 0;
             retry(s, &f->q[DIR_RD], fd);
         }
         if (m & (EPOLLOUT | EPOLLHUP | EPOLLERR))

@@ -569,4 +569,8 @@ int tpc__fiber_stopped(tpc_fiber *f);
         }                                                                                          \
     } while (0)
 
+/* tpc_close, before it closes fd (from any thread): an epoll shard that keeps fd in its epoll
+ * set between waits (an accepted connection, core/epoll.c) adds it afresh at its next wait. */
+void tpc__fd_closing(int fd);
+
 #endif

@@ -627,6 +627,56 @@ static void test_fd_beyond_table(void **state)
     assert_int_equal(rc, 0);
 }
 
+/* ---- A receive that stops short at urgent data leaves the rest readable ----
+ * On epoll, a TCP connection the runtime accepted waits for an edge, without trying, after a
+ * receive that got less than it asked for (nothing is left). A receive that stops at the
+ * urgent mark is short with data left behind whose edge has come already: the next receive
+ * must still get it. (The same for an end of stream: tests/test-netio.c's test_sendfile.) */
+static int urgent_sender(void *arg)
+{
+    int a = (int)(intptr_t)arg;
+    CHECK_EQ(send(a, "ab", 2, MSG_NOSIGNAL), 2);
+    CHECK_EQ(send(a, "!", 1, MSG_OOB | MSG_NOSIGNAL), 1);
+    CHECK_EQ(send(a, "cd", 2, MSG_NOSIGNAL), 2);
+    return 0;
+}
+
+static int urgent_main(void *arg)
+{
+    (void)arg;
+    tpc_addr any, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &any), 0);
+    int l = tpc_listen(&any, 0, 0);
+    CHECK(l >= 0);
+    CHECK_EQ(tpc_sock_local(l, &at), 0);
+    int a = tpc_connect(&at), b = tpc_accept(l, NULL);
+    CHECK(a >= 0 && b >= 0);
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(urgent_sender, (void *)(intptr_t)a, &f), 0);
+    char got[8] = {0};
+    size_t have = 0;
+    CHECK_EQ(tpc_deadline_set(5000000000), 0);
+    while (have < 4) { /* "ab" (stopped at the mark), then "cd" */
+        ssize_t n = tpc_recv(b, got + have, sizeof(got) - have, 0);
+        CHECK(n > 0);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+    }
+    tpc_deadline_clear();
+    CHECK(!memcmp(got, "abcd", 4));
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    tpc_close(a), tpc_close(b), tpc_close(l);
+    return 0;
+}
+
+static void test_urgent_data_after_short_read(void **state)
+{
+    (void)state;
+    tpc_config c = backend_config(TPC_BACKEND_EPOLL);
+    run_config(&c, urgent_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -643,6 +693,7 @@ int main(void)
         cmocka_unit_test(test_pollpri_epoll),
         cmocka_unit_test(test_pollpri_uring),
         cmocka_unit_test(test_fd_beyond_table),
+        cmocka_unit_test(test_urgent_data_after_short_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,7 +25,10 @@
 TPC_EXTERN int tpc_openat(int dirfd, const char *path, int flags, mode_t mode);
 TPC_EXTERN int tpc_open(const char *path, int flags, mode_t mode);
 /* close(2), at once and from anywhere (a cancelled fiber, a callback, a timer, any thread):
- * clean-up never waits and never fails for the caller's state. Returns 0 or -EBADF. */
+ * clean-up never waits and never fails for the caller's state. Returns 0 or -EBADF. On the
+ * epoll backend, close connections that tpc_accept or an acceptor gave with it rather than
+ * close(2): they stay in their shard's epoll set between waits, and tpc_close tells the shards
+ * that the number may now name another file (docs/guide.md, the epoll backend). */
 TPC_EXTERN int tpc_close(int fd);
 
 /* One read or write, which may be short; returns the count (0 at end of file). */

@@ -56,7 +56,7 @@ TPC_EXTERN int tpc_listen(const tpc_addr *a, int backlog, int flags);
 TPC_EXTERN int tpc_listen_all(const tpc_addr *a, int backlog, int *fds);
 
 /* Waits for a connection on listener fd; returns its descriptor (close-on-exec) and stores the
- * peer's address in *peer if not NULL. */
+ * peer's address in *peer if not NULL. Close it with tpc_close (see there for why on epoll). */
 TPC_EXTERN int tpc_accept(int fd, tpc_addr *peer);
 
 /* Connects a new stream socket to a; returns its descriptor. -ECONNREFUSED when nobody
