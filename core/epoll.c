@@ -8,7 +8,8 @@
  *     listener made O_NONBLOCK), and on EAGAIN a wait for readiness. Descriptors are added to
  *     the shard's epoll set edge-triggered for reading and writing at the first wait (again at
  *     each first wait: EEXIST is cheap, and a descriptor closed and reused behind our back is
- *     added afresh); an edge retries every operation waiting on that descriptor;
+ *     added afresh; only connections the shard accepted stay, until tpc_close: keep); an edge
+ *     retries every operation waiting on that descriptor;
  *   - regular files and path calls (open, stat, sync...): the blocking pool, through the hook
  *     the io layer leaves in s->blocking (a regular file read tries RWF_NOWAIT first);
  *   - provided-buffer receives take a buffer from the pool's ring as the kernel would.
@@ -166,9 +167,9 @@ static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
         if (!*c)
             return NULL;
         for (unsigned i = 0; i < EP_CHUNK; i++) {
+            (*c)[i] = (struct ep_fd){.rd_dry = false};
             for (int d = 0; d < 3; d++)
                 tpc__list_init(&(*c)[i].q[d]);
-            (*c)[i].rd_dry = (*c)[i].keep = (*c)[i].added = false;
         }
     }
     return &(*c)[fd % EP_CHUNK];
