@@ -8,7 +8,8 @@
  *     listener made O_NONBLOCK), and on EAGAIN a wait for readiness. Descriptors are added to
  *     the shard's epoll set edge-triggered for reading and writing at the first wait (again at
  *     each first wait: EEXIST is cheap, and a descriptor closed and reused behind our back is
- *     added afresh); an edge retries every operation waiting on that descriptor;
+ *     added afresh; only tpc_server_start's connections stay, until tpc_close: keep); an edge
+ *     retries every operation waiting on that descriptor;
  *   - regular files and path calls (open, stat, sync...): the blocking pool, through the hook
  *     the io layer leaves in s->blocking (a regular file read tries RWF_NOWAIT first);
  *   - provided-buffer receives take a buffer from the pool's ring as the kernel would.
@@ -18,6 +19,7 @@
  * A cancel unlinks the waiting record before the call returns, so nothing touches the caller's
  * memory afterwards; an operation on the blocking pool is waited for, as io_uring's would be. */
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,12 +33,13 @@
 #include "uring.h"
 
 #define EP_EVENTS    64
-#define EP_CHUNK     1024 /* descriptors per chunk of the table */
-#define EP_CHUNKS    1024 /* so descriptors below 2^20, Linux's own limit */
-#define EP_EAGER_MAX 64   /* operations a fiber completes at once before it yields */
+#define EP_CHUNK     1024    /* descriptors per chunk of the table */
+#define EP_CHUNKS    1024    /* so descriptors below 2^20, Linux's default fs.nr_open */
+#define EP_EAGER_MAX 64      /* operations a fiber completes at once before it yields */
+#define EP_LATER_NS  1000000 /* how often operations with nothing to poll for are tried again */
 
 enum { DIR_RD, DIR_WR, DIR_ANY };
-enum { RUN_DONE, RUN_WAIT, RUN_POOL };
+enum { RUN_DONE, RUN_WAIT, RUN_POOL, RUN_LATER };
 
 struct ep_op {
     tpc_list node;           /* in its descriptor's queue, or the retry list */
@@ -52,7 +55,12 @@ struct ep_op {
     unsigned cflags;
     uint8_t dir;
     bool waiting, done;
+    bool later;     /* this attempt found nothing to poll for: try again in a while */
+    bool drained;   /* a receive got less than it asked for: nothing was left */
+    bool reconnect; /* a connect found the listener's backlog full: connect() again */
     bool want_pool; /* a fiber's operation found it needs a helper: the fiber calls it */
+    bool fd_held;   /* fd is the pool job's own duplicate of orig_fd (fd_hold) */
+    int orig_fd;
 };
 
 struct ep_fd {
@@ -62,6 +70,12 @@ struct ep_fd {
      * and when the descriptor is added to the epoll set afresh (a new file under that
      * number: its add reports data that is there already). */
     bool rd_dry;
+    /* A connection this shard accepted stays in the epoll set between waits (keep), once added
+     * (added), as long as tpc_close has not closed its number since (keep_gen: closes_of). */
+    bool keep, added;
+    bool stream; /* kept, and a TCP socket: a short read leaves it dry (sock_io, step) */
+    bool hup;    /* kept, and its end of stream, an error or urgent data came: never dry again */
+    uint32_t keep_gen;
 };
 
 struct ep_cqe {
@@ -82,6 +96,8 @@ struct tpc__ep {
     unsigned nsq, capsq;
     struct ep_fd *fds[EP_CHUNKS];
     tpc_list again; /* edge-triggered: operations that must be tried again before a wait */
+    tpc_list later; /* operations with nothing to poll for, tried again every EP_LATER_NS */
+    uint64_t later_at;
     struct ep_cqe *cq;
     unsigned ncq, capcq;
     struct ep_bufring *brs; /* by group id */
@@ -90,14 +106,59 @@ struct tpc__ep {
     unsigned nwaiting;   /* loop operations waiting or on the pool */
     struct ep_op **byop; /* loop operations by their op (a chained hash table) */
     unsigned nbyop, mask;
+    int npeeked; /* events in ev taken while the loop spun (tpc__ep_peek), not yet handled */
     struct epoll_event ev[EP_EVENTS];
 };
 
 /* ---- Descriptors ---- */
 
-static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
+/* The descriptors the table covers: an operation on one numbered at or above (possible only
+ * where fs.nr_open was raised past its default) fails with -EMFILE. Lowered by tests. */
+static unsigned fd_limit = EP_CHUNK * EP_CHUNKS;
+
+void tpc__ep_set_fd_limit(unsigned n)
+{
+    fd_limit = n && n < EP_CHUNK * EP_CHUNKS ? n : EP_CHUNK * EP_CHUNKS;
+}
+
+/* tpc_close's count of closes per descriptor number, for the whole process (any thread may
+ * close), in chunks made when a shard first keeps a number of theirs (never freed). A wait on a
+ * kept descriptor skips the epoll_ctl that an add costs only while its number's count is what
+ * it was when it was accepted: a number closed with tpc_close and taken by another file is
+ * added afresh. */
+static _Atomic(_Atomic uint32_t *) closes[EP_CHUNKS];
+
+static _Atomic uint32_t *closes_chunk(unsigned c, bool make)
+{
+    _Atomic uint32_t *p = atomic_load_explicit(&closes[c], memory_order_acquire);
+    if (p || !make)
+        return p;
+    _Atomic uint32_t *n = calloc(EP_CHUNK, sizeof(*n)), *none = NULL;
+    if (n && !atomic_compare_exchange_strong(&closes[c], &none, n)) {
+        free(n); /* another shard made it first */
+        return none;
+    }
+    return n;
+}
+
+static uint32_t closes_of(int fd)
+{
+    _Atomic uint32_t *p = closes_chunk((unsigned)fd / EP_CHUNK, false);
+    return p ? atomic_load_explicit(&p[fd % EP_CHUNK], memory_order_acquire) : 0;
+}
+
+void tpc__fd_closing(int fd)
 {
     if (fd < 0 || fd >= EP_CHUNK * EP_CHUNKS)
+        return;
+    _Atomic uint32_t *p = closes_chunk((unsigned)fd / EP_CHUNK, false);
+    if (p) /* before the close: whoever gets the number next sees the count moved */
+        atomic_fetch_add_explicit(&p[fd % EP_CHUNK], 1, memory_order_release);
+}
+
+static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
+{
+    if (fd < 0 || (unsigned)fd >= fd_limit)
         return NULL;
     struct ep_fd **c = &e->fds[fd / EP_CHUNK];
     if (!*c) {
@@ -105,9 +166,9 @@ static struct ep_fd *fd_of(struct tpc__ep *e, int fd)
         if (!*c)
             return NULL;
         for (unsigned i = 0; i < EP_CHUNK; i++) {
+            (*c)[i] = (struct ep_fd){.rd_dry = false};
             for (int d = 0; d < 3; d++)
                 tpc__list_init(&(*c)[i].q[d]);
-            (*c)[i].rd_dry = false;
         }
     }
     return &(*c)[fd % EP_CHUNK];
@@ -124,14 +185,17 @@ static int fd_wait(struct tpc__ep *e, struct ep_op *o, int known)
 {
     struct ep_fd *f = fd_of(e, o->wfd);
     if (!f)
-        return o->wfd < 0 ? -EBADF : -ENOMEM;
-    if (fd_idle(f) && o->wfd != known) {
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+        return o->wfd < 0 ? -EBADF : (unsigned)o->wfd >= fd_limit ? -EMFILE : -ENOMEM;
+    if (fd_idle(f) && o->wfd != known && !(f->added && f->keep_gen == closes_of(o->wfd))) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI |
+                                           EPOLLET, /* PRI: tpc_poll */
                                  .data.fd = o->wfd};
         if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, o->wfd, &ev) == 0)
             f->rd_dry = false;
         else if (errno != EEXIST)
             return -errno;
+        f->added = f->keep && f->keep_gen == closes_of(o->wfd);
+        f->keep = f->added;
     }
     tpc__list_push(&f->q[o->dir], &o->node);
     o->waiting = true;
@@ -236,13 +300,19 @@ static int recv_select(struct tpc__ep *e, struct ep_op *o)
     ssize_t n = recv(o->fd, (void *)(uintptr_t)b->addr, len, (int)o->sqe.msg_flags | MSG_DONTWAIT);
     if (n <= 0)
         return n < 0 ? -errno : 0;
+    o->drained = (size_t)n < len && !(o->sqe.msg_flags & MSG_PEEK);
     r->head++;
     o->cflags = IORING_CQE_F_BUFFER | ((unsigned)b->bid << IORING_CQE_BUFFER_SHIFT);
     return (int)n;
 }
 
+static int nb_take(int fd, int *saved);
+static void nb_put(int fd, int saved);
+
 /* A read or write of a descriptor at sqe.off (-1: its position), RWF_NOWAIT; EOPNOTSUPP
- * (a descriptor without non-blocking reads) falls back to a poll and a plain call. */
+ * (a descriptor without non-blocking reads and writes: a tty, a character device) falls back
+ * to a plain call with the descriptor made non-blocking for it (a tty's write would otherwise
+ * wait for a reader however ready poll said it was). */
 static int rw_nowait(struct ep_op *o, bool write, const struct iovec *iov, int cnt)
 {
     off_t off = (off_t)o->sqe.off;
@@ -259,11 +329,13 @@ static int rw_nowait(struct ep_op *o, bool write, const struct iovec *iov, int c
     struct stat st;
     if (fstat(o->fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
         return -EPERM; /* a file without RWF_NOWAIT: the pool */
-    struct pollfd p = {.fd = o->fd, .events = write ? POLLOUT : POLLIN};
-    if (poll(&p, 1, 0) <= 0)
-        return -EAGAIN;
+    int fl, rc = nb_take(o->fd, &fl);
+    if (rc < 0)
+        return rc;
     n = write ? pwritev2(o->fd, iov, cnt, off, 0) : preadv2(o->fd, iov, cnt, off, 0);
-    return n < 0 ? -errno : (int)n;
+    rc = n < 0 ? -errno : (int)n;
+    nb_put(o->fd, fl);
+    return rc;
 }
 
 static int rw(struct ep_op *o)
@@ -295,7 +367,10 @@ static int accept_one(struct ep_op *o)
     return fd < 0 ? -errno : fd;
 }
 
-/* A connect: the socket is non-blocking for the call and put back as it was after. */
+/* A connect: the socket is non-blocking for the call and put back as it was after. A Unix
+ * socket whose listener's backlog is full fails with EAGAIN and nothing to poll for (room in
+ * the backlog wakes only blocked connects): it connects again every EP_LATER_NS, as io_uring's
+ * connect waits for room. */
 static int connect_step(struct ep_op *o)
 {
     o->dir = DIR_WR;
@@ -306,19 +381,24 @@ static int connect_step(struct ep_op *o)
         if (!(fl & O_NONBLOCK) && fcntl(o->fd, F_SETFL, fl | O_NONBLOCK) < 0)
             return -errno;
         o->saved_fl = fl;
-        if (connect(o->fd, (const struct sockaddr *)(uintptr_t)o->sqe.addr,
-                    (socklen_t)o->sqe.off) == 0)
-            return 0;
-        return errno == EINPROGRESS ? -EAGAIN : -errno;
+    } else if (!o->reconnect) {
+        struct pollfd p = {.fd = o->fd, .events = POLLOUT};
+        if (poll(&p, 1, 0) <= 0)
+            return -EAGAIN;
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            return -errno;
+        return -err;
     }
-    struct pollfd p = {.fd = o->fd, .events = POLLOUT};
-    if (poll(&p, 1, 0) <= 0)
+    if (connect(o->fd, (const struct sockaddr *)(uintptr_t)o->sqe.addr, (socklen_t)o->sqe.off) == 0)
+        return 0;
+    if (errno == EAGAIN) {
+        o->reconnect = o->later = true;
         return -EAGAIN;
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        return -errno;
-    return -err;
+    }
+    o->reconnect = false;
+    return errno == EINPROGRESS ? -EAGAIN : -errno;
 }
 
 static void connect_restore(struct ep_op *o)
@@ -338,8 +418,32 @@ static int poll_now(struct ep_op *o)
     return n ? (p.revents & (POLLNVAL)) ? -EBADF : p.revents : -EAGAIN;
 }
 
-/* A splice, its pipe side non-blocking; it waits on whichever side is not ready. The socket
- * side is checked for room first (SPLICE_F_NONBLOCK does not reach a socket). */
+/* Makes fd non-blocking for one call that would otherwise block the shard (a splice reads a
+ * socket as its file's O_NONBLOCK says, whatever SPLICE_F_NONBLOCK; a tty write waits for room):
+ * *saved gets the flags to put back with nb_put, -1 when there is nothing to put back. */
+static int nb_take(int fd, int *saved)
+{
+    *saved = -1;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if (fl & O_NONBLOCK)
+        return 0;
+    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    *saved = fl;
+    return 0;
+}
+
+static void nb_put(int fd, int saved)
+{
+    if (saved >= 0)
+        fcntl(fd, F_SETFL, saved);
+}
+
+/* A splice, both sides non-blocking for the call (put back after: the caller sees its
+ * descriptors as they were); it waits on whichever side is not ready. The destination is
+ * checked for room first, so that a full one is waited for rather than the source. */
 static int splice_now(struct ep_op *o)
 {
     const struct io_uring_sqe *q = &o->sqe;
@@ -351,17 +455,100 @@ static int splice_now(struct ep_op *o)
         o->dir = DIR_WR;
         return -EAGAIN;
     }
+    int fl_in, fl_out, rc = nb_take(in, &fl_in);
+    if (rc < 0)
+        return rc;
+    if ((rc = nb_take(out, &fl_out)) < 0) {
+        nb_put(in, fl_in);
+        return rc;
+    }
     int64_t oi = (int64_t)q->splice_off_in, oo = (int64_t)q->off;
     loff_t li = oi, lo = oo;
     ssize_t n = splice(in, oi < 0 ? NULL : &li, out, oo < 0 ? NULL : &lo, q->len,
                        q->splice_flags | SPLICE_F_NONBLOCK);
+    int err = errno;
+    nb_put(out, fl_out);
+    nb_put(in, fl_in);
     if (n >= 0)
         return (int)n;
-    if (errno != EAGAIN)
-        return -errno;
+    if (err != EAGAIN)
+        return -err;
+    if (poll(&p[1], 1, 0) == 0) { /* the destination filled meanwhile: wait for room */
+        o->dir = DIR_WR;
+        return -EAGAIN;
+    }
     o->wfd = in; /* waits for data on the source */
     o->dir = DIR_RD;
     return -EAGAIN;
+}
+
+/* A connection that tpc_server_start owns (tpc__ep_keep): kept in the epoll set from its first
+ * wait on (fd_wait). On a
+ * TCP connection (stream), a receive that got less than it asked for emptied the socket (TCP
+ * copies what is queued until the length is reached; data that lands meanwhile brings an edge
+ * when the call lets go of the socket), so the next receive waits for an edge without the
+ * system call that would say EAGAIN, as the raw epoll loop waits for EPOLLIN. Not Unix stream
+ * sockets, whose receives stop early at passed descriptors and at another writer's
+ * credentials, nor after an end of stream, an error or urgent data (a receive stops at the
+ * urgent mark), whose edge may have come before. */
+static void keep(struct tpc__ep *e, int fd, bool stream)
+{
+    struct ep_fd *f = fd_of(e, fd);
+    if (!f || !closes_chunk((unsigned)fd / EP_CHUNK, true))
+        return;
+    f->keep = true;
+    f->stream = stream;
+    f->hup = false;
+    f->added = f->rd_dry = false; /* a new file under the number */
+    f->keep_gen = closes_of(fd);
+}
+
+void tpc__ep_keep(int fd)
+{
+    struct tpc__shard *s = tpc__self;
+    if (!s || !s->ep || fd < 0)
+        return;
+    int type = 0;
+    socklen_t tl = sizeof(type);
+    keep(s->ep, fd,
+         getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &type, &tl) == 0 && type == IPPROTO_TCP);
+}
+
+/* An operation on a descriptor beyond the table (fd_limit) fails before it is tried. */
+static bool beyond_table(const struct ep_op *o)
+{
+    const struct io_uring_sqe *q = &o->sqe;
+    return (o->fd >= 0 && (unsigned)o->fd >= fd_limit) ||
+           (q->opcode == IORING_OP_SPLICE && (int)q->splice_fd_in >= 0 &&
+            (unsigned)q->splice_fd_in >= fd_limit);
+}
+
+/* A socket's send or receive (MSG_DONTWAIT); a receive into a provided buffer takes one. */
+static int sock_io(struct tpc__ep *e, struct ep_op *o)
+{
+    const struct io_uring_sqe *q = &o->sqe;
+    void *buf = (void *)(uintptr_t)q->addr;
+    int flags = (int)q->msg_flags | MSG_DONTWAIT;
+    ssize_t r;
+    switch (q->opcode) {
+    case IORING_OP_RECV:
+        if (q->flags & IOSQE_BUFFER_SELECT)
+            return recv_select(e, o);
+        r = recv(o->fd, buf, q->len, flags);
+        o->drained = r > 0 && (size_t)r < q->len && !(flags & MSG_PEEK);
+        break;
+    case IORING_OP_SEND:
+        o->dir = DIR_WR;
+        r = send(o->fd, buf, q->len, flags);
+        break;
+    case IORING_OP_SENDMSG:
+        o->dir = DIR_WR;
+        r = sendmsg(o->fd, buf, flags);
+        break;
+    default:
+        r = recvmsg(o->fd, buf, flags);
+    }
+    return r < 0 ? -errno : (int)r;
 }
 
 /* One non-blocking attempt. RUN_DONE with o->res, RUN_WAIT (o->dir says for what), or
@@ -369,12 +556,15 @@ static int splice_now(struct ep_op *o)
 static int attempt(struct tpc__ep *e, struct ep_op *o)
 {
     const struct io_uring_sqe *q = &o->sqe;
-    void *buf = (void *)(uintptr_t)q->addr;
-    int flags = (int)q->msg_flags | MSG_DONTWAIT;
     int r;
     o->cflags = 0;
     o->dir = DIR_RD;
     o->wfd = o->fd;
+    o->later = o->drained = false;
+    if (TPC_UNLIKELY(beyond_table(o))) {
+        o->res = -EMFILE;
+        return RUN_DONE;
+    }
     switch (q->opcode) {
     case IORING_OP_NOP:
         r = 0;
@@ -390,22 +580,10 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
             return RUN_POOL;
         break;
     case IORING_OP_RECV:
-        r = (q->flags & IOSQE_BUFFER_SELECT) ? recv_select(e, o)
-                                             : (int)recv(o->fd, buf, q->len, flags);
-        if (!(q->flags & IOSQE_BUFFER_SELECT) && r < 0)
-            r = -errno;
-        break;
     case IORING_OP_SEND:
-        o->dir = DIR_WR;
-        r = (int)send(o->fd, buf, q->len, flags);
-        r = r < 0 ? -errno : r;
-        break;
     case IORING_OP_RECVMSG:
     case IORING_OP_SENDMSG:
-        o->dir = q->opcode == IORING_OP_SENDMSG ? DIR_WR : DIR_RD;
-        r = (int)(q->opcode == IORING_OP_SENDMSG ? sendmsg(o->fd, buf, flags)
-                                                 : recvmsg(o->fd, buf, flags));
-        r = r < 0 ? -errno : r;
+        r = sock_io(e, o);
         break;
     case IORING_OP_ACCEPT:
         r = accept_one(o);
@@ -423,7 +601,7 @@ static int attempt(struct tpc__ep *e, struct ep_op *o)
         return RUN_POOL;
     }
     if (r == -EAGAIN || r == -EWOULDBLOCK)
-        return RUN_WAIT;
+        return o->later ? RUN_LATER : RUN_WAIT;
     o->res = r;
     return RUN_DONE;
 }
@@ -540,6 +718,46 @@ static void fiber_done(struct ep_op *o)
 
 static int pool_fiber(void *arg);
 
+/* A job for the blocking pool holds its own reference to the file, a duplicate of the
+ * descriptor taken on the shard when the job is queued: the caller's number may be closed and
+ * reused before a helper runs it (a bounded write returned at its deadline), and the job must
+ * never touch the new file. io_uring holds a reference to the file the same way. At the
+ * descriptor limit the duplicate fails: the operation fails with -EMFILE. */
+static int fd_hold(struct ep_op *o)
+{
+    if (o->fd < 0 || o->fd_held) /* AT_FDCWD for a path call */
+        return 0;
+    int d = fcntl(o->fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return -errno;
+    o->orig_fd = o->fd;
+    o->fd = d;
+    o->fd_held = true;
+    return 0;
+}
+
+static void fd_let_go(struct ep_op *o)
+{
+    if (!o->fd_held)
+        return;
+    close(o->fd);
+    o->fd = o->orig_fd;
+    o->fd_held = false;
+}
+
+/* Runs o on the blocking pool from the calling fiber, holding its file. */
+static int pool_run(struct tpc__shard *s, struct ep_op *o, long *r)
+{
+    if (!s->blocking)
+        return -EOPNOTSUPP;
+    int rc = fd_hold(o);
+    if (rc < 0)
+        return rc;
+    rc = s->blocking(run_blocking, o, r);
+    fd_let_go(o);
+    return rc;
+}
+
 /* Runs o, which needs a helper thread: in its fiber's own call (tpc__ep_run), or, for a loop
  * operation, in a fiber started for it. False if it went to a fiber (it completes later). */
 static bool to_pool(struct tpc__shard *s, struct ep_op *o)
@@ -554,17 +772,22 @@ static bool to_pool(struct tpc__shard *s, struct ep_op *o)
             return true;
         }
         long r = 0;
-        int rc = s->blocking ? s->blocking(run_blocking, o, &r) : -EOPNOTSUPP;
+        int rc = pool_run(s, o, &r);
         o->res = rc < 0 ? rc : (int)r;
         return true;
     }
     tpc_fiber *f;
-    int rc = tpc_spawn(pool_fiber, o, &f);
+    int rc = fd_hold(o); /* now: the fiber runs after others, which may close the number */
+    if (rc == 0 && (rc = tpc_spawn(pool_fiber, o, &f)) < 0)
+        fd_let_go(o);
     if (rc < 0) {
         o->res = rc;
         return true;
     }
     o->pool_fiber = f;
+    /* A stop does not cancel it: as io_uring's, an operation in flight is cancelled only by
+     * its owner (cancel_op), so a bounded commit queued on the pool is still made. */
+    f->keep_at_stop = true;
     tpc_detach(f);
     s->ep->nwaiting++;
     return false;
@@ -589,6 +812,18 @@ static bool to_wait(struct tpc__shard *s, struct ep_op *o, int known, int *how)
     return false;
 }
 
+/* Queues o to be tried again in a while (RUN_LATER). */
+static void wait_later(struct tpc__shard *s, struct ep_op *o)
+{
+    struct tpc__ep *e = s->ep;
+    if (tpc__list_empty(&e->later))
+        e->later_at = tpc__clock_ns() + EP_LATER_NS;
+    tpc__list_push(&e->later, &o->node);
+    o->waiting = true;
+    if (!o->io)
+        e->nwaiting++;
+}
+
 /* Tries o (not waiting) and, unless it waits again, ends it: a fiber's is handed back, a loop
  * operation's result queued for the loop's completions. A multishot accept takes what is
  * queued (edge-triggered: until EAGAIN), 16 at a time, the rest at the next turn. */
@@ -610,6 +845,16 @@ static void step(struct tpc__shard *s, struct ep_op *o, int known)
             o->dir = DIR_RD, o->wfd = o->fd, o->cflags = 0;
         else
             how = attempt(e, o);
+        /* A kept stream socket that a receive drained stays in the epoll set, where data
+         * that comes brings an edge: the next receive waits for it without trying. Not once
+         * its end of stream or an error came (its edge may be gone: a receive would end at
+         * once). */
+        if (o->drained && f && f->keep && f->stream && !f->hup && f->keep_gen == closes_of(o->fd))
+            f->rd_dry = true;
+        if (how == RUN_LATER) {
+            wait_later(s, o);
+            return;
+        }
         if (how == RUN_WAIT && to_wait(s, o, known, &how)) {
             if (f && !dry && o->dir == DIR_RD)
                 f->rd_dry = true; /* after the add: data since then brings an edge */
@@ -644,6 +889,7 @@ static int pool_fiber(void *arg)
     struct tpc__shard *s = tpc__self;
     long r = 0;
     int rc = s->blocking ? s->blocking(run_blocking, o, &r) : -EOPNOTSUPP;
+    fd_let_go(o);
     s->ep->nwaiting--;
     o->pool_fiber = NULL;
     loop_done(s, o, rc < 0 ? rc : (int)r, 0);
@@ -705,8 +951,9 @@ static void on_events(struct tpc__shard *s, int n)
         struct ep_fd *f = fd_of(e, fd);
         if (!f)
             continue;
-        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) {
             f->rd_dry = false;
+            f->hup |= (m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) != 0;
             retry(s, &f->q[DIR_RD], fd);
         }
         if (m & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -749,6 +996,26 @@ static void retry_again(struct tpc__shard *s)
     retry(s, &s->ep->again, -1);
 }
 
+/* The operations waiting with nothing to poll for, once their time has come. */
+static void retry_later(struct tpc__shard *s)
+{
+    struct tpc__ep *e = s->ep;
+    if (TPC_LIKELY(tpc__list_empty(&e->later)) || tpc__clock_ns() < e->later_at)
+        return;
+    retry(s, &e->later, -1); /* those still waiting queue again, due EP_LATER_NS from now */
+}
+
+/* A sleep's timeout, cut to the next retry of the operations waiting without a descriptor. */
+static int64_t later_timeout(struct tpc__ep *e, int64_t timeout)
+{
+    if (tpc__list_empty(&e->later))
+        return timeout;
+    int64_t left = (int64_t)(e->later_at - tpc__clock_ns());
+    if (left < 1)
+        left = 1;
+    return timeout <= 0 || timeout > left ? left : timeout;
+}
+
 static void deliver(struct tpc__shard *s)
 {
     struct tpc__ep *e = s->ep;
@@ -764,14 +1031,37 @@ static void deliver(struct tpc__shard *s)
 
 bool tpc__ep_pending(struct tpc__shard *s)
 {
-    return s->ep->ncq || !tpc__list_empty(&s->ep->again);
+    return s->ep->ncq || !tpc__list_empty(&s->ep->again) || s->ep->npeeked;
+}
+
+bool tpc__ep_peek(struct tpc__shard *s)
+{
+    struct tpc__ep *e = s->ep;
+    if (!e->npeeked) {
+        int n = epoll_wait(e->epfd, e->ev, EP_EVENTS, 0);
+        s->n_io_enters++;
+        e->npeeked = n > 0 ? n : 0;
+    }
+    return e->npeeked != 0;
+}
+
+/* Events a spin took (tpc__ep_peek): handled before epoll is asked again (into the same array). */
+static void take_peeked(struct tpc__shard *s)
+{
+    int n = s->ep->npeeked;
+    if (TPC_UNLIKELY(n)) {
+        s->ep->npeeked = 0;
+        on_events(s, n);
+    }
 }
 
 void tpc__ep_poll(struct tpc__shard *s, bool poll)
 {
     struct tpc__ep *e = s->ep;
     submit(s);
+    take_peeked(s);
     retry_again(s);
+    retry_later(s);
     if (poll) {
         int n = epoll_wait(e->epfd, e->ev, EP_EVENTS, 0);
         s->n_io_enters++;
@@ -786,6 +1076,8 @@ void tpc__ep_block(struct tpc__shard *s, int64_t timeout)
     struct tpc__ep *e = s->ep;
     uint64_t slept = tpc__clock_ns();
     submit(s);
+    take_peeked(s);
+    timeout = later_timeout(e, timeout);
     struct timespec ts = {.tv_sec = timeout / 1000000000, .tv_nsec = timeout % 1000000000};
     if (tpc__ep_pending(s))
         ts = (struct timespec){0, 0};
@@ -817,6 +1109,7 @@ void tpc__ep_block(struct tpc__shard *s, int64_t timeout)
     if (n > 0)
         on_events(s, n);
     retry_again(s);
+    retry_later(s);
     deliver(s);
 }
 
@@ -844,6 +1137,7 @@ int tpc__ep_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
     if (o.sqe.flags & IOSQE_FIXED_FILE)
         return -EOPNOTSUPP;
     uint64_t t0 = s->now;
+    s->n_io_submitted++; /* as a loop operation is counted (submit); completed as it ends */
     step(s, &o, -1);
     bool parked = false;
     while (!io->done) {
@@ -861,12 +1155,14 @@ int tpc__ep_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
             unwait(e, &o);
             if (o.sqe.opcode == IORING_OP_CONNECT)
                 connect_restore(&o);
+            s->n_io_completed++;
             return rc;
         }
     }
     if (o.sqe.opcode == IORING_OP_CONNECT)
         connect_restore(&o);
     tpc__hist_add(&s->m.io[tpc__io_class(o.sqe.opcode)], s->now - t0);
+    s->n_io_completed++;
     if (parked) {
         e->eager = 0;
     } else if (++e->eager >= EP_EAGER_MAX) { /* as a suspension would: let the others run */
@@ -888,7 +1184,7 @@ int tpc__ep_offload(struct tpc__shard *s, struct io_uring_sqe *sqe)
     if (o.sqe.flags & IOSQE_FIXED_FILE)
         return -EOPNOTSUPP;
     long r = 0;
-    int rc = s->blocking ? s->blocking(run_blocking, &o, &r) : -EOPNOTSUPP;
+    int rc = pool_run(s, &o, &r);
     return rc < 0 ? rc : (int)r;
 }
 
@@ -900,6 +1196,7 @@ int tpc__ep_init(struct tpc__shard *s)
     if (!e)
         return -ENOMEM;
     tpc__list_init(&e->again);
+    tpc__list_init(&e->later);
     e->capsq = s->rt->ring_entries;
     e->sq = calloc(e->capsq, sizeof(*e->sq));
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -941,11 +1238,13 @@ void tpc__ep_fini(struct tpc__shard *s)
     for (unsigned i = 0; i < EP_CHUNKS; i++)
         if (e->fds[i])
             free_chunk(e->fds[i]);
-    while (!tpc__list_empty(&e->again)) {
-        struct ep_op *o = tpc__container_of(e->again.next, struct ep_op, node);
-        tpc__list_remove(&o->node);
-        free(o);
-    }
+    for (tpc_list *l = &e->again; l; l = l == &e->again ? &e->later : NULL)
+        while (!tpc__list_empty(l)) {
+            struct ep_op *o = tpc__container_of(l->next, struct ep_op, node);
+            tpc__list_remove(&o->node);
+            if (!o->io)
+                free(o);
+        }
     if (e->epfd >= 0)
         close(e->epfd);
     free(e->sq);

@@ -26,6 +26,9 @@ void tpc__ep_poll(struct tpc__shard *s, bool poll);
 void tpc__ep_block(struct tpc__shard *s, int64_t timeout);
 /* Completions or retries wait: the loop must not sleep. */
 bool tpc__ep_pending(struct tpc__shard *s);
+/* While the loop spins: asks epoll, without waiting, whether descriptors are ready (their
+ * events are kept for the next tpc__ep_poll or tpc__ep_block). True if so. */
+bool tpc__ep_peek(struct tpc__shard *s);
 /* A provided-buffer ring (net/bufpool.c) for receives with IOSQE_BUFFER_SELECT in group bgid:
  * the backend takes buffers from it as the kernel would. */
 int tpc__ep_buf_ring(struct tpc__shard *s, struct io_uring_buf_ring *br, unsigned entries,
@@ -35,5 +38,9 @@ void tpc__ep_buf_ring_drop(struct tpc__shard *s, unsigned bgid);
  * blocking pool from the calling fiber instead; sqe becomes a no-op nobody waits for. Returns
  * the result, or -EOPNOTSUPP for an operation only the ring could do. */
 int tpc__ep_offload(struct tpc__shard *s, struct io_uring_sqe *sqe);
+
+/* Tests only: the descriptor number from which operations fail with -EMFILE (0: the default,
+ * 2^20, the table's size). */
+void tpc__ep_set_fd_limit(unsigned n);
 
 #endif

@@ -92,6 +92,7 @@ struct tpc_fiber {
     bool joined;            /* a joiner exists */
     bool guard;             /* the stack has a guard page */
     bool fresh;             /* spawned, never run yet */
+    bool keep_at_stop;      /* the runtime's own, finishing what a stop must not cancel */
     struct tpc__wait *wait; /* while WAITING: the record to wake */
     struct tpc__wait *joiner;
     struct tpc_fiber *called; /* a child it joined before it started, running as its call */
@@ -569,5 +570,13 @@ int tpc__fiber_stopped(tpc_fiber *f);
                 return e_;                                                                         \
         }                                                                                          \
     } while (0)
+
+/* tpc_close, before it closes fd (from any thread): an epoll shard that keeps fd in its epoll
+ * set between waits (core/epoll.c) adds it afresh at its next wait. */
+void tpc__fd_closing(int fd);
+/* On an epoll shard, fd stays in its epoll set between waits until tpc_close closes it: for
+ * descriptors the runtime owns and closes with tpc_close (tpc_server_start's connections), as
+ * a number closed with close(2) and taken by another file would not be added again. */
+void tpc__ep_keep(int fd);
 
 #endif

@@ -672,6 +672,10 @@ static bool spin_for_work(struct tpc__shard *s, int64_t timeout)
         limit = (uint64_t)timeout;
     uint64_t t0 = tpc__clock_ns();
     do {
+        /* On epoll, readiness is not in memory the loop can watch: ask at each clock read (a
+         * system call every SPIN_CHECKS checks, a few microseconds apart). */
+        if (TPC_UNLIKELY(s->ep) && tpc__ep_peek(s))
+            return true;
         for (int i = 0; i < SPIN_CHECKS; i++) {
             if (atomic_load_explicit(&s->inbox, memory_order_relaxed) || tpc__rings_ready(s) ||
                 io_pending(s) ||

@@ -392,7 +392,7 @@ static tpc_fiber *fiber_record(struct tpc__shard *s)
      * `rep stos`, whose start-up cost was a tenth of a spawn + join. */
     f->task = (struct tpc__task){0};
     f->state = TPC__F_READY;
-    f->cancelled = f->joined = false;
+    f->cancelled = f->joined = f->keep_at_stop = false;
     f->wait = f->joiner = NULL;
     f->called = NULL;
     f->fresh = true;
@@ -727,7 +727,8 @@ void tpc__fiber_cancel_all(struct tpc__shard *s)
     for (tpc_list *n = s->fibers.next; n != &s->fibers;) {
         tpc_fiber *f = tpc__container_of(n, tpc_fiber, all);
         n = n->next; /* waking does not free, but keep the walk independent of it */
-        tpc_cancel(f);
+        if (!f->keep_at_stop)
+            tpc_cancel(f);
     }
 }
 

@@ -33,6 +33,7 @@ int tpc_close(int fd)
 {
     if (fd < 0)
         return -EBADF;
+    tpc__fd_closing(fd);
     return close(fd) == 0 || errno == EINTR ? 0 : -errno; /* Linux frees fd even on EINTR */
 }
 

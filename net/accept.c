@@ -69,13 +69,13 @@ static void accept_complete(struct tpc__shard *s, struct tpc__op *op, int res, u
     tpc_acceptor *a = tpc__container_of(op, tpc_acceptor, ms.op);
     if (tpc__multishot_seen(s, &a->ms, flags)) { /* closing */
         if (res >= 0)
-            close(res);
+            tpc_close(res); /* (tpc_close: on epoll the number may be kept, core/epoll.c) */
         return;
     }
     if (res >= 0) {
         a->backoff = 0;
         if (!push(a, res)) {
-            close(res); /* out of memory: the connection is refused rather than lost silently */
+            tpc_close(res); /* out of memory: the connection is refused rather than lost silently */
             res = -ENOMEM;
         } else {
             wake_first(a);
@@ -214,7 +214,7 @@ int tpc_acceptor_close(tpc_acceptor *a)
     tpc_timer_stop(&a->retry);
     tpc__multishot_stop(a->shard, &a->ms);
     for (; a->qlen; a->qlen--, a->qhead = (a->qhead + 1) % a->qcap)
-        close(a->q[a->qhead]);
+        tpc_close(a->q[a->qhead]);
     free(a->q);
     a->q = NULL;
     a->close_done = true;

@@ -151,7 +151,7 @@ static void conn_close(int fd)
 static void conn_drop(struct conn *c)
 {
     atomic_fetch_sub(&c->srv->sh[c->shard].live, 1);
-    close(c->fd); /* refused: the peer sees the connection close */
+    tpc_close(c->fd); /* refused: the peer sees the connection close */
     srv_unref(c->srv);
     free(c);
 }
@@ -221,6 +221,7 @@ static void conn_start(void *arg)
         conn_drop(c);
         return;
     }
+    tpc__ep_keep(c->fd); /* the server closes it, with tpc_close: on epoll it stays in the set */
     tpc_fiber_opts o = {.name = "connection", .detached = true, .stack_size = c->srv->stack_size};
     if (tpc_spawn_opts(&o, conn_main, c, NULL) < 0) {
         srv_leave(c->srv);
@@ -268,7 +269,7 @@ static void dispatch(tpc_server *srv, unsigned self, int fd)
 {
     struct conn *c = atomic_load(&srv->stopping) ? NULL : malloc(sizeof(*c));
     if (!c) {
-        close(fd); /* stopping, or out of memory: the peer sees the connection close */
+        tpc_close(fd); /* stopping, or out of memory: the peer sees the connection close */
         return;
     }
     unsigned to = srv->handoff ? least_loaded(srv) : self;

@@ -32,7 +32,9 @@ static int pipe_get(struct tpc__shard *sh, int p[2])
         p[1] = s->pipes[s->npipes][1];
         return 0;
     }
-    return pipe2(p, O_CLOEXEC) == 0 ? 0 : -errno;
+    /* On epoll the backend makes a splice's descriptors non-blocking for the call: these are
+     * made so once. */
+    return pipe2(p, O_CLOEXEC | (sh->ep ? O_NONBLOCK : 0)) == 0 ? 0 : -errno;
 }
 
 static void pipe_put(struct tpc__shard *sh, int p[2], bool empty)

@@ -682,7 +682,7 @@ static void conn_end(int cfd, fe_rt *fe, gen *g, shard_counters *sc, bool owned)
 {
     atomic_fetch_sub(&sc->active, 1);
     if (owned)
-        close(cfd);
+        tpc_close(cfd); /* (tpc_close: on epoll an accepted number is kept) */
     atomic_fetch_sub(&fe->live, 1);
     gen_put(g);
     if (owned)

@@ -281,8 +281,8 @@ static void relay_done(tpc_relay_handle *h, int rc, const tpc_relay_stats *st, v
     }
     atomic_fetch_sub(&sc->active, 1);
     atomic_fetch_sub(&x->r->active[tpc_shard_id()], 1);
-    close(x->bfd);
-    close(x->fd);
+    tpc_close(x->bfd);
+    tpc_close(x->fd); /* (tpc_close: on epoll an accepted number is kept) */
     log_conn(x->fe, x->peer_text, x->srv_name, st->a_to_b, st->b_to_a, result);
     relay_ctx **head = &x->fe->relays[tpc_shard_id()];
     if (x->prev)

@@ -25,7 +25,9 @@
 TPC_EXTERN int tpc_openat(int dirfd, const char *path, int flags, mode_t mode);
 TPC_EXTERN int tpc_open(const char *path, int flags, mode_t mode);
 /* close(2), at once and from anywhere (a cancelled fiber, a callback, a timer, any thread):
- * clean-up never waits and never fails for the caller's state. Returns 0 or -EBADF. */
+ * clean-up never waits and never fails for the caller's state. Returns 0 or -EBADF. On the
+ * epoll backend it also tells the shards that the number may now name another file (the
+ * connections of tpc_server_start stay in their shard's epoll set between waits). */
 TPC_EXTERN int tpc_close(int fd);
 
 /* One read or write, which may be short; returns the count (0 at end of file). */
@@ -150,10 +152,11 @@ TPC_EXTERN int tpc_file_unregister(int file_handle);
  * go with tpc_pending_release (freed when it completes, its result unseen). A write's buffer
  * must stay untouched until the operation has completed (tpc_pending_done > 0, or
  * tpc_pending_wait returned its result). Records never collected are freed when the shard
- * stops, which waits for their operations first. If the fiber is already cancelled or past its
- * deadline, nothing starts (-ECANCELED / -ETIMEDOUT, *late NULL). Other errors as tpc_write /
- * tpc_fdatasync, and -EINVAL for a NULL late. docs/guide.md, "Bounded commits", shows the
- * pattern of a storage engine's commit. */
+ * stops, which waits for their operations first: a stop does not cancel them on either backend
+ * (on epoll, one still queued for the blocking pool runs). If the fiber is already cancelled or
+ * past its deadline, nothing starts (-ECANCELED / -ETIMEDOUT, *late NULL). Other errors as
+ * tpc_write / tpc_fdatasync, and -EINVAL for a NULL late. docs/guide.md, "Bounded commits", shows
+ * the pattern of a storage engine's commit. */
 typedef struct tpc_pending tpc_pending;
 TPC_EXTERN ssize_t tpc_write_bounded(int fd, const void *buf, size_t len, int64_t offset,
                                      tpc_pending **late);

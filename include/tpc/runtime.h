@@ -360,7 +360,8 @@ typedef struct tpc_shard_stats {
     uint64_t wakeups_sent;    /* sleeping shards it woke */
     uint64_t wakeups;         /* times it was woken from sleep by another thread */
     uint64_t sleep_ns;        /* time spent asleep */
-    uint64_t io_submitted;    /* io_uring submissions (the runtime's own included) */
+    uint64_t io_submitted;    /* io_uring submissions (the runtime's own included; a lone
+                               * socket send made straight from its fiber is not one) */
     uint64_t io_completed;    /* io_uring completions (the runtime's own included) */
     uint64_t timers;          /* timer callbacks fired (sleeps and deadlines included) */
     uint64_t accept_backoffs; /* acceptors that ran out of descriptors or memory and paused */
@@ -369,7 +370,9 @@ typedef struct tpc_shard_stats {
     uint64_t stalls;          /* times the shard stayed away from its loop past stall_ms */
     uint64_t backend;         /* the I/O backend it runs: TPC_BACKEND_URING or _EPOLL; on
                                * epoll, io_submitted and io_completed count the operations the
-                               * backend carried out, io_enters its epoll_wait calls */
+                               * backend carried out (a fiber's and the runtime's own, each
+                               * once however often it was tried), io_enters its epoll_wait
+                               * calls */
     uint64_t cq_overflows;    /* times the loop found io_uring's completion queue overflowed
                                * (the kernel kept the rest: nothing lost, flushed at once) */
     uint64_t batched_sleeps;  /* sleeps in which the kernel held the wake-up for a batch of
