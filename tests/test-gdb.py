@@ -105,7 +105,6 @@ def main():
             ("locker", 0, "waiting", [r"queued on 0x[0-9a-f]+ \(lock\)", "tpc_mutex_lock",
                                       "park_here_locking"]),
             ("finished", 0, "done", []),
-            ("caller", 0, "waiting", [r"joins 0x[0-9a-f]+, which runs as its call"]),
             ("callee", 0, "waiting", ["in tpc_sleep", "park_here_sleeping"]),
             ("fresh", 0, "ready", ["not started"]),
             ("receiver", 1, "waiting", ["on the stack of 'receiver'", "tpc_chan_recv",
@@ -129,8 +128,7 @@ def main():
     for sec, words in [("bt-sleeper", [r"tpc_sleep\w*", "park_here_sleeping", "sleeper"]),
                        ("bt-locker", ["tpc_mutex_lock", "park_here_locking", "locker"]),
                        ("bt-receiver", ["tpc_chan_recv", "park_here_receiving", "receiver"]),
-                       # a child run as its joiner's call: its frames, then the joiner's
-                       ("bt-callee", ["park_here_sleeping", "callee", "tpc_join", "caller"])]:
+                       ("bt-callee", ["park_here_sleeping", "callee"])]:
         text = section(out, sec)
         problems += ["%s: no frame in %s" % (sec, w) for w in words
                      if not re.search(r"^#\d+ .*\b%s \(" % w, text, re.M)]
@@ -139,8 +137,21 @@ def main():
     text = section(out, "bt-main")
     checks.case("bt_running", [] if re.search(r"^#0 .*gdb_here", text, re.M)
                 and "main_fiber" in text else ["bt-main: " + text])
-    text = section(out, "bt-caller")
-    checks.case("bt_caller", [] if "runs as its call" in text else ["bt-caller: " + text])
+    # The caller joined its callee before it ran: on x86_64's assembly backend the callee runs
+    # as its call (core/task.c, join_by_call), elsewhere (ucontext, aarch64; a shuffled run
+    # queue may put another fiber first) the caller parks in tpc_join as any joiner.
+    row = fiber_row(fibers, "caller")
+    called = row is not None and "which runs as its call" in row[2]
+    problems = [] if row is not None and row[:2] == (0, "waiting") else ["caller: %r" % (row,)]
+    text, callee = section(out, "bt-caller"), section(out, "bt-callee")
+    if called:
+        problems += [] if "runs as its call" in text else ["bt-caller: " + text]
+        problems += ["bt-callee: no frame in %s (into the joiner's frames)" % w
+                     for w in ["tpc_join", "caller"]
+                     if not re.search(r"^#\d+ .*\b%s \(" % w, callee, re.M)]
+    elif not re.search(r"^#\d+ .*\btpc_join \(", text, re.M):
+        problems.append("bt-caller (a parked joiner): no frame in tpc_join: " + text)
+    checks.case("bt_caller", problems)
     text = section(out, "bt-finished")
     checks.case("bt_done", [] if "no stack" in text else ["bt-finished: " + text])
 
