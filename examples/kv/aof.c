@@ -87,6 +87,8 @@ static int write_round(struct aof *a, bool sync)
     if (rc == 0) {
         a->written = upto;
         a->size += out.len;
+        if (a->dsync) /* the write was the sync: one hand-off to io_uring's workers, not two */
+            a->synced = upto;
     }
     if (rc == 0 && (sync || a->mode == AOF_ALWAYS) && a->synced < a->written) {
         rc = tpc_fdatasync(a->fd);
@@ -265,7 +267,9 @@ int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, s
     tpc_event_init(&a->progress, false);
     char path[4096];
     snprintf(path, sizeof(path), "%s/tpc-kv-%d.aof", dir, shard);
-    int fd = tpc_open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    a->dsync = mode == AOF_ALWAYS;
+    int fd =
+        tpc_open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | (a->dsync ? O_DSYNC : 0), 0644);
     if (fd < 0) {
         fprintf(stderr, "tpc-kv: cannot open %s: %s\n", path, tpc_strerror(fd));
         return fd;
@@ -496,7 +500,8 @@ static int rewrite_switch(struct aof *a)
     tpc_close(a->fd);
     a->fd = a->rw.fd;
     a->rw.fd = -1;
-    a->buf.len = 0; /* in the new file already */
+    a->dsync = false; /* the new log has no O_DSYNC: a sync per round from now on */
+    a->buf.len = 0;   /* in the new file already */
     a->written = a->synced = a->appended;
     a->size = a->base_size = fstat(a->fd, &st) == 0 ? (uint64_t)st.st_size : a->size;
     a->rw.rewrites++;

@@ -12,6 +12,7 @@ enum { AOF_NO, AOF_EVERYSEC, AOF_ALWAYS };
 struct aof {
     int fd; /* -1: off */
     int mode;
+    bool dsync; /* fd is O_DSYNC (appendfsync always): each write is synced as it completes */
     int shard;
     struct sbuf buf, spare; /* records appended, not yet handed to the kernel; the writer's */
     uint64_t appended;      /* bytes appended since start-up */
