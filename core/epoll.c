@@ -491,27 +491,21 @@ static int splice_now(struct ep_op *o)
  * sockets, whose receives stop early at passed descriptors and at another writer's
  * credentials, nor after an end of stream, an error or urgent data (a receive stops at the
  * urgent mark), whose edge may have come before. */
-static void keep(struct tpc__ep *e, int fd, bool stream)
-{
-    struct ep_fd *f = fd_of(e, fd);
-    if (!f || !closes_chunk((unsigned)fd / EP_CHUNK, true))
-        return;
-    f->keep = true;
-    f->stream = stream;
-    f->hup = false;
-    f->added = f->rd_dry = false; /* a new file under the number */
-    f->keep_gen = closes_of(fd);
-}
-
 void tpc__ep_keep(int fd)
 {
     struct tpc__shard *s = tpc__self;
-    if (!s || !s->ep || fd < 0)
+    struct ep_fd *f = s && s->ep && fd >= 0 ? fd_of(s->ep, fd) : NULL;
+    if (!f || !closes_chunk((unsigned)fd / EP_CHUNK, true))
         return;
+    if (f->keep && f->keep_gen == closes_of(fd))
+        return; /* kept already, the same file (a connection resumed after a park) */
     int type = 0;
     socklen_t tl = sizeof(type);
-    keep(s->ep, fd,
-         getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &type, &tl) == 0 && type == IPPROTO_TCP);
+    f->keep = true;
+    f->stream = getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &type, &tl) == 0 && type == IPPROTO_TCP;
+    f->hup = false;
+    f->added = f->rd_dry = false; /* a new file under the number */
+    f->keep_gen = closes_of(fd);
 }
 
 /* An operation on a descriptor beyond the table (fd_limit) fails before it is tried. */
