@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh [SECONDS [TARGET...]]   default 600 s each, every target
 # Builds them with clang (ASan+UBSan) in build/fuzz, runs each with one job per CPU from the
 # committed seeds (new inputs go to build/fuzz/corpus-TARGET), and prints the executions done.
-# A finding stops that target; libFuzzer leaves the input as crash-* in the current directory.
+# A finding stops that target; libFuzzer leaves the input (crash-*, slow-unit-*, ...) in
+# build/fuzz/findings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,12 +19,12 @@ fi
 ninja -C build/fuzz >/dev/null
 jobs=$(nproc)
 for t in "${targets[@]}"; do
-    mkdir -p "build/fuzz/corpus-$t"
+    mkdir -p "build/fuzz/corpus-$t" build/fuzz/findings
     log=build/fuzz/fuzz-$t.log
     echo "fuzz-$t: $seconds s, $jobs jobs"
     status=0
     build/fuzz/tests/fuzz/fuzz-"$t" -max_total_time="$seconds" -jobs="$jobs" -workers="$jobs" \
-        -print_final_stats=1 "build/fuzz/corpus-$t" "tests/fuzz/corpus/$t" >"$log" 2>&1 || status=$?
+        -print_final_stats=1 -artifact_prefix=build/fuzz/findings/ "build/fuzz/corpus-$t" "tests/fuzz/corpus/$t" >"$log" 2>&1 || status=$?
     runs=$(cat fuzz-*.log 2>/dev/null | sed -n 's/^stat::number_of_executed_units: *//p' |
         awk '{s += $1} END {print s + 0}')
     rm -f fuzz-*.log
