@@ -242,12 +242,18 @@ static int on_message_complete(http_parser *p)
 {
     http_conn *c = p->data;
     bool keep_open = http_should_keep_alive(p);
-    const char *a = !keep_open ? OK_CLOSE : p->http_minor == 0 ? OK_KEEP10 : OK_KEEP;
-    size_t n = !keep_open           ? sizeof(OK_CLOSE)
-               : p->http_minor == 0 ? sizeof(OK_KEEP10)
-                                    : sizeof(OK_KEEP);
-    n -= c->is_head ? sizeof(BODY) : 1;
-    put(c, a, n);
+    if (keep_open && p->http_minor != 0 && !c->is_head) {
+        /* The common answer, with its size known here: the compiler copies it with a few
+         * vector moves, where a size chosen at run time became a `rep movs` (5 % of the CPU
+         * of pipelined requests on an Intel VM). */
+        put(c, OK_KEEP, sizeof(OK_KEEP) - 1);
+    } else {
+        const char *a = !keep_open ? OK_CLOSE : p->http_minor == 0 ? OK_KEEP10 : OK_KEEP;
+        size_t n = !keep_open           ? sizeof(OK_CLOSE)
+                   : p->http_minor == 0 ? sizeof(OK_KEEP10)
+                                        : sizeof(OK_KEEP);
+        put(c, a, n - (c->is_head ? sizeof(BODY) : 1));
+    }
     c->answered++;
     c->begun = false;
     if (!keep_open)
