@@ -38,6 +38,7 @@
 #define BATCH_MAX_US     200
 #define BATCH_SHARE      16
 #define BATCH_IDLE_SHARE 8 /* and a shard asleep for less than 1/8 of the window does not */
+#define BATCH_LATE_SHARE 4 /* a batch ends at 4 times the completions it expects */
 /* An automatic spin goes on this long after the last message between shards. */
 #define SPIN_HOLD_NS 1000000
 
@@ -499,10 +500,10 @@ void tpc__inbox_free(struct tpc__shard *s)
  * over windows of LOAD_WINDOW_NS: the completions (their rate gives how many will come within
  * a batching window), and how many distinct operations completed (hashed into 256 bits: with
  * closed-loop clients, at most that many answers can be awaited at once). The next sleeps hold
- * the wake-up until n, 1/BATCH_SHARE of the operations seen active (a connection's receive
- * and send are two), have completed, or for as long as n take at the measured rate with half
- * again as slack (at most BATCH_MAX_US), whichever comes first, if n is at least 2; else they
- * wake on the first completion. A shard that slept less than 1/8 of the
+ * the wake-up for as long as n, 1/BATCH_SHARE of the operations seen active (a connection's
+ * receive and send are two), take to complete at the measured rate, with half again as slack,
+ * at most BATCH_MAX_US (or until BATCH_LATE_SHARE * n have completed: sleep_in_kernel), if n
+ * is at least 2; else they wake on the first completion. A shard that slept less than 1/8 of the
  * window does not batch either: it is nearly saturated, gathers completions while it works,
  * and sleeps too seldom for batching to save anything, while a batch that waits the window out
  * (the VM's timers fire tens of us late) leaves the CPU idle. A lone connection, or a few, never
@@ -649,11 +650,13 @@ static int sleep_in_kernel(struct tpc__shard *s, int64_t timeout)
         flags |= IORING_ENTER_REGISTERED_RING;
         fd = s->ring.enter_ring_fd;
     }
-    /* An adaptive batch also ends at its n-th completion: where the window's timer fires late
-     * (this project's Intel VM: ~100 us after a 20 us window), a batch that only the window
-     * ended gathered every connection's request, and the clients fell into step with it (echo,
-     * 32 connections: 150k against 270k round trips/s without batching). */
-    unsigned wait_nr = !min_us ? 1 : s->batch_n ? s->batch_n : COALESCE_EVENTS;
+    /* The window ends an adaptive batch (its own timer wakes the shard more cheaply than a
+     * completion from another CPU), or BATCH_LATE_SHARE times the n completions it expects:
+     * where the timer fires late (this project's Intel VM: ~100 us after a 20 us window), a
+     * batch that only the window ended gathered every connection's request, and the clients
+     * fell into step with it (echo, 32 connections: 150k against 270k round trips/s without
+     * batching). */
+    unsigned wait_nr = !min_us ? 1 : s->batch_n ? s->batch_n * BATCH_LATE_SHARE : COALESCE_EVENTS;
     long rc = syscall(__NR_io_uring_enter, fd, to_submit, wait_nr, flags, &arg, sizeof(arg));
     return rc < 0 ? -errno : (int)rc;
 }
