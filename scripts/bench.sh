@@ -230,14 +230,14 @@ for ((r = 1 - warmup; r <= rounds; r++)); do
             run "$r" xshard tokio taskset -c 0,1 "$tokio_dir/bench-tokio-xshard" "$xshard_n"
             run "$r" xshard libuv taskset -c 0,1 "$b/bench-uv-loop" 1 rtt
             ;;
-        file) # bench-file runs ours, then fio, once each per call
+        file) # bench-file runs ours and fio once each per call (file_seqwrite: fio first in odd rounds)
             for id in $file_ids; do
                 case $id in
                 file_randread_qd*_buffered | file_seqwrite) bid=$id ;;
                 file_randread_qd*_fixed) bid=${id%_fixed}_direct_fixed ;;
                 *) bid=${id}_direct ;;
                 esac
-                run "$r" file libtpc taskset -c 0 "$b/bench-file" "$fs" "$bid" 1
+                run "$r" file libtpc env BENCH_ROUND="$r" taskset -c 0 "$b/bench-file" "$fs" "$bid" 1
             done
             ;;
         storage) # bench-storage: the shard on CPU 0, its io-wq workers free to use CPU 1
