@@ -20,8 +20,9 @@ struct io_uring_sqe *tpc__ep_sqe(struct tpc__shard *s);
  * the blocking pool; the same cancellation and deadline contract. */
 int tpc__ep_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *sqe);
 /* The loop's I/O phase: carries out queued SQEs, retries, polls epoll without blocking when
- * `poll` (the loop is busy), and delivers completions. */
-void tpc__ep_poll(struct tpc__shard *s, bool poll);
+ * `poll` (tasks are ready), or when `worked` unless the last call left epoll alone (the sleep
+ * that usually follows asks it), and delivers completions. */
+void tpc__ep_poll(struct tpc__shard *s, bool poll, bool worked);
 /* The loop's sleep: as tpc__ep_poll, blocking in epoll_wait up to `timeout` ns (<= 0: none). */
 void tpc__ep_block(struct tpc__shard *s, int64_t timeout);
 /* Completions or retries wait: the loop must not sleep. */

@@ -772,7 +772,7 @@ static inline bool stop_phase(struct tpc__shard *s)
 static inline void io_phase(struct tpc__shard *s, bool worked)
 {
     if (TPC_UNLIKELY(s->ep)) {
-        tpc__ep_poll(s, worked || s->runq.head || s->submit_deferred);
+        tpc__ep_poll(s, s->runq.head || s->submit_deferred, worked);
         s->submit_deferred = false;
         return;
     }
