@@ -1105,13 +1105,13 @@ static void c_zscore(ARGS)
 static const struct command commands[] = {
     {"append", 3, F_WRITE, K1, c_append},
     {"bgrewriteaof", 1, F_ALL, KNONE, NULL},
-    {"command", -1, F_CONN, KNONE, NULL},
-    {"config", -2, F_CONN, KNONE, NULL},
+    {"command", -1, F_CONN, KNONE, NULL, OP_COMMAND},
+    {"config", -2, F_CONN, KNONE, NULL, OP_CONFIG},
     {"dbsize", 1, F_ALL, KNONE, NULL},
     {"decr", 2, F_WRITE, K1, c_decr},
     {"decrby", 3, F_WRITE, K1, c_decrby},
     {"del", -2, F_WRITE | F_MULTI, KALL, c_del},
-    {"echo", 2, F_CONN, KNONE, NULL},
+    {"echo", 2, F_CONN, KNONE, NULL, OP_ECHO},
     {"exists", -2, F_MULTI, KALL, c_exists},
     {"expire", -3, F_WRITE, K1, c_expire},
     {"expireat", 3, F_WRITE, K1, c_expireat},
@@ -1138,15 +1138,15 @@ static const struct command commands[] = {
     {"persist", 2, F_WRITE, K1, c_persist},
     {"pexpire", -3, F_WRITE, K1, c_pexpire},
     {"pexpireat", 3, F_WRITE, K1, c_pexpireat},
-    {"ping", -1, F_CONN, KNONE, NULL},
+    {"ping", -1, F_CONN, KNONE, NULL, OP_PING},
     {"pttl", 2, 0, K1, c_pttl},
-    {"quit", -1, F_CONN, KNONE, NULL},
+    {"quit", -1, F_CONN, KNONE, NULL, OP_QUIT},
     {"rpop", -2, F_WRITE, K1, c_rpop},
     {"rpush", -3, F_WRITE, K1, c_rpush},
     {"sadd", -3, F_WRITE, K1, c_sadd},
     {"scan", -2, F_ALL, KNONE, NULL},
     {"scard", 2, 0, K1, c_scard},
-    {"select", 2, F_CONN, KNONE, NULL},
+    {"select", 2, F_CONN, KNONE, NULL, OP_SELECT},
     {"set", -3, F_WRITE, K1, c_set},
     {"setnx", 3, F_WRITE, K1, c_setnx},
     {"sismember", 3, 0, K1, c_sismember},
@@ -1182,8 +1182,13 @@ const struct command *cmd_lookup(const char *name, size_t len)
     for (size_t i = 0; i < len; i++)
         low[i] = fold(name[i]);
     low[len] = 0;
-    if (last && last_len == len && !memcmp(low, last->name, len))
-        return last;
+    if (last && last_len == len) { /* (a loop: a call to memcmp cost 3 % of PING's CPU) */
+        size_t i = 0;
+        while (i < len && low[i] == last->name[i])
+            i++;
+        if (i == len)
+            return last;
+    }
     size_t lo = 0, hi = sizeof(commands) / sizeof(commands[0]);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;

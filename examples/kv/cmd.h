@@ -15,6 +15,10 @@ enum {
     F_MULTI = 8, /* several keys, possibly on several shards: atomic across them */
 };
 
+/* Which of the connection's own commands (F_CONN) it is: tested per command, so an integer
+ * rather than its name. */
+enum { OP_NONE, OP_PING, OP_ECHO, OP_SELECT, OP_QUIT, OP_COMMAND, OP_CONFIG };
+
 /* What a handler works on: its shard's keyspace and clock. */
 struct kv_db {
     struct dict keys;
@@ -29,6 +33,7 @@ struct command {
     int first, last, step; /* key positions: first..last (last < 0: from the end), 0: none */
     void (*fn)(struct kv_db *db, size_t argc, const char **argv, const size_t *argl,
                struct sbuf *out);
+    int op; /* OP_*: F_CONN commands only */
 };
 
 /* The command named argv[0] (case-insensitive), or NULL. */

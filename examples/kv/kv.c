@@ -417,17 +417,19 @@ struct conn {
 static void conn_command(struct conn *c, const struct command *cmd, size_t argc, const char **argv,
                          const size_t *argl, struct sbuf *out)
 {
-    const char *name = cmd->name;
-    if (!strcmp(name, "ping")) {
+    switch (cmd->op) {
+    case OP_PING:
         if (argc > 2)
             sb_errorf(out, "ERR wrong number of arguments for '%s' command", "ping");
         else if (argc == 2)
             sb_bulk(out, argv[1], argl[1]);
         else
             sb_simple(out, "PONG");
-    } else if (!strcmp(name, "echo")) {
+        break;
+    case OP_ECHO:
         sb_bulk(out, argv[1], argl[1]);
-    } else if (!strcmp(name, "select")) {
+        break;
+    case OP_SELECT: {
         long long db;
         if (resp_ll(argv[1], argl[1], &db) < 0)
             sb_error(out, "ERR value is not an integer or out of range");
@@ -435,15 +437,19 @@ static void conn_command(struct conn *c, const struct command *cmd, size_t argc,
             sb_error(out, "ERR DB index is out of range");
         else
             sb_simple(out, "OK");
-    } else if (!strcmp(name, "quit")) {
+        break;
+    }
+    case OP_QUIT:
         sb_simple(out, "OK");
         c->quit = true;
-    } else if (!strcmp(name, "command")) {
+        break;
+    case OP_COMMAND:
         if (argc >= 2 && argl[1] == 5 && !strncasecmp(argv[1], "count", 5))
             sb_int(out, 56);
         else
             sb_array(out, 0); /* COMMAND, COMMAND DOCS ...: no documentation here */
-    } else {                  /* config */
+        break;
+    default: { /* OP_CONFIG */
         static const char *params[][2] = {
             {"save", ""},       {"appendonly", "no"}, {"appendfsync", "everysec"},
             {"databases", "1"}, {"maxmemory", "0"},
@@ -461,6 +467,7 @@ static void conn_command(struct conn *c, const struct command *cmd, size_t argc,
                 sb_bulk(out, params[i][0], strlen(params[i][0]));
                 sb_bulk(out, params[i][1], strlen(params[i][1]));
             }
+    }
     }
 }
 
@@ -1037,9 +1044,7 @@ static int execute(struct conn *c, size_t n)
     size_t i = 0;
     while (i < n && !c->quit) {
         size_t j = i;
-        while (j < n && !c->slots[j].barrier &&
-               !(c->slots[j].c && (c->slots[j].c->flags & F_CONN) &&
-                 !strcmp(c->slots[j].c->name, "quit")))
+        while (j < n && !c->slots[j].barrier && !(c->slots[j].c && c->slots[j].c->op == OP_QUIT))
             j++;
         if (j < n && !c->slots[j].barrier)
             j++; /* QUIT ends the run; what follows it is not run */
