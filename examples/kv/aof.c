@@ -198,7 +198,7 @@ static size_t replay(struct aof *a, const char *path, char *buf, size_t len, str
         }
         const struct command *c = cmd_lookup(args.argv[0], args.argl[0]);
         if (!c || !c->fn) {
-            if (!strcmp(c ? c->name : "", "flushall") || !strcmp(c ? c->name : "", "flushdb")) {
+            if (c && (c->op == OP_FLUSHALL || c->op == OP_FLUSHDB)) {
                 dict_free(&db->keys, true);
             } else {
                 why = "a record with an unknown command";

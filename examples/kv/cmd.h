@@ -15,9 +15,35 @@ enum {
     F_MULTI = 8, /* several keys, possibly on several shards: atomic across them */
 };
 
-/* Which of the connection's own commands (F_CONN) it is: tested per command, so an integer
- * rather than its name. */
-enum { OP_NONE, OP_PING, OP_ECHO, OP_SELECT, OP_QUIT, OP_COMMAND, OP_CONFIG };
+/* The commands that some code treats apart (kv.c: the connection's own, the barriers, what the
+ * log writes differently; aof.c: the flushes): tested per command, so an integer rather than
+ * the name. */
+enum {
+    OP_NONE,
+    /* F_CONN */
+    OP_PING,
+    OP_ECHO,
+    OP_SELECT,
+    OP_QUIT,
+    OP_COMMAND,
+    OP_CONFIG,
+    /* F_ALL */
+    OP_SCAN,
+    OP_INFO,
+    OP_KEYS,
+    OP_BGREWRITEAOF,
+    OP_DBSIZE,
+    OP_FLUSHALL,
+    OP_FLUSHDB,
+    /* F_MULTI */
+    OP_MSET,
+    OP_MGET,
+    /* logged as other commands */
+    OP_SET,
+    OP_EXPIRE,
+    OP_PEXPIRE,
+    OP_SPOP,
+};
 
 /* What a handler works on: its shard's keyspace and clock. */
 struct kv_db {
@@ -33,7 +59,7 @@ struct command {
     int first, last, step; /* key positions: first..last (last < 0: from the end), 0: none */
     void (*fn)(struct kv_db *db, size_t argc, const char **argv, const size_t *argl,
                struct sbuf *out);
-    int op; /* OP_*: F_CONN commands only */
+    int op; /* OP_*, or OP_NONE */
 };
 
 /* The command named argv[0] (case-insensitive), or NULL. */

@@ -253,10 +253,9 @@ static void log_write(struct shard *sh, const struct command *c, size_t argc, co
 {
     if (sh->aof.fd < 0 || !(c->flags & F_WRITE) || (rlen && reply[0] == '-'))
         return;
-    const char *name = c->name;
-    if (!strcmp(name, "set")) {
+    if (c->op == OP_SET) {
         log_set(&sh->aof, argc, argv, argl);
-    } else if (!strcmp(name, "expire") || !strcmp(name, "pexpire")) {
+    } else if (c->op == OP_EXPIRE || c->op == OP_PEXPIRE) {
         long long t;
         if (rlen < 2 || reply[1] != '1' || resp_ll(argv[2], argl[2], &t) < 0)
             return; /* nothing changed */
@@ -264,9 +263,9 @@ static void log_write(struct shard *sh, const struct command *c, size_t argc, co
         const char *v[3] = {"PEXPIREAT", argv[1], num};
         size_t l[3] = {9, argl[1], 0};
         l[2] = (size_t)snprintf(num, sizeof(num), "%lld",
-                                (long long)wall_ms() + t * (name[0] == 'e' ? 1000 : 1));
+                                (long long)wall_ms() + t * (c->op == OP_EXPIRE ? 1000 : 1));
         aof_append(&sh->aof, 3, v, l);
-    } else if (!strcmp(name, "spop")) {
+    } else if (c->op == OP_SPOP) {
         size_t max = rlen / 4 + 3; /* a bulk takes 6 bytes at least */
         const char **v = malloc(max * sizeof(*v));
         size_t *l = malloc(max * sizeof(*l));
@@ -665,7 +664,7 @@ static int multi(struct conn *c, struct slot *s)
     const char **argv = c->args.argv + s->a0;
     const size_t *argl = c->args.argl + s->a0;
     const struct command *cmd = s->c;
-    bool mset = !strcmp(cmd->name, "mset"), mget = !strcmp(cmd->name, "mget");
+    bool mset = cmd->op == OP_MSET, mget = cmd->op == OP_MGET;
     if (mset && s->argc % 2 == 0) {
         s->off = c->local.len;
         cmd_check(&(struct command){.name = "mset", .arity = 1}, 0, &c->local);
@@ -962,15 +961,15 @@ static int barrier(struct conn *c, struct slot *s)
         return multi(c, s);
     const char **argv = c->args.argv + s->a0;
     const size_t *argl = c->args.argl + s->a0;
-    const char *name = s->c->name;
+    int op = s->c->op;
     s->src = -1;
     s->off = c->local.len;
     int rc = 0;
-    if (!strcmp(name, "scan")) {
+    if (op == OP_SCAN) {
         rc = scan(c, argv, argl, s->argc);
-    } else if (!strcmp(name, "info")) {
+    } else if (op == OP_INFO) {
         rc = info(c);
-    } else if (!strcmp(name, "keys")) {
+    } else if (op == OP_KEYS) {
         if ((rc = on_all(c, ALL_KEYS, argv[1], argl[1] == 1 && argv[1][0] == '*' ? 0 : argl[1])) ==
             0) {
             size_t n = 0;
@@ -982,12 +981,12 @@ static int barrier(struct conn *c, struct slot *s)
                        ((struct all_arg *)c->items[i].arg)->out.len);
             on_all_free(c);
         }
-    } else if (!strcmp(name, "bgrewriteaof")) {
+    } else if (op == OP_BGREWRITEAOF) {
         if ((rc = on_all(c, ALL_REWRITE, "", 0)) == 0) {
             sb_simple(&c->local, "Background append only file rewriting started");
             on_all_free(c);
         }
-    } else if (!strcmp(name, "dbsize")) {
+    } else if (op == OP_DBSIZE) {
         if ((rc = on_all(c, ALL_COUNT, "", 0)) == 0) {
             long long n = 0;
             for (int i = 0; i < cfg.nshards; i++)

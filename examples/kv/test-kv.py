@@ -427,6 +427,10 @@ class Durability(unittest.TestCase):
             popped = c.cmd("SPOP", "s")
             c.cmd("ZADD", "z", "1", "a")
             c.cmd("INCRBY", "n", "5")
+            c.cmd("SET", "e", "v")
+            self.assertEqual(c.cmd("EXPIRE", "e", "2000"), 1)  # logged as PEXPIREAT, seconds
+            c.cmd("SET", "pe", "v")
+            self.assertEqual(c.cmd("PEXPIRE", "pe", "3000000"), 1)  # milliseconds
             c.close()
             self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))  # a clean stop flushes the logs
             kv = self.start(fsync)
@@ -440,6 +444,16 @@ class Durability(unittest.TestCase):
             self.assertEqual(sorted(c.cmd("SMEMBERS", "s") + [popped]), [b"a", b"b", b"c"])
             self.assertEqual(c.cmd("ZSCORE", "z", "a"), b"1")
             self.assertEqual(c.cmd("GET", "n"), b"5")
+            self.assertTrue(1990 <= c.cmd("TTL", "e") <= 2000)
+            self.assertTrue(2990 <= c.cmd("TTL", "pe") <= 3000)
+            self.assertEqual(c.cmd("FLUSHDB"), "OK")  # replayed at the next start: nothing left
+            c.cmd("SET", "after", "v")
+            c.close()
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+            kv = self.start(fsync)
+            c = Conn(kv.port)
+            self.assertEqual(c.cmd("DBSIZE"), 1, fsync)
+            self.assertEqual(c.cmd("GET", "after"), b"v")
             c.close()
             self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
