@@ -12,11 +12,25 @@ enum { AOF_NO, AOF_EVERYSEC, AOF_ALWAYS };
 struct aof {
     int fd; /* -1: off */
     int mode;
-    bool dsync; /* fd is O_DSYNC (appendfsync always): each write is synced as it completes */
+    /* appendfsync always: the file is O_DIRECT | O_DSYNC, written a block at a time into space
+     * written with zeros ahead of it, so that each write is the commit and needs no metadata
+     * (no io-wq worker, no journal commit). Where O_DIRECT cannot be had, the file is O_DSYNC
+     * (dsync), each write again the commit. */
+    bool direct, dsync;
+    char *blk; /* direct: the tail block's bytes, then the round's records (aligned) */
+    size_t blk_cap;
+    char *zeros;     /* direct: ZERO_CHUNK bytes of zeros (aligned), the zeroer's */
+    uint64_t zeroed; /* direct: the file is zeros from the end of the records up to here */
+    bool zeroing;    /* direct: the zeroer's write is out */
+    bool zero_hold;  /* direct: the zeroer starts no write (a rewrite is switching files) */
+    tpc_event zwork; /* direct: set when the zeroer may have work */
+    tpc_event zdone; /* direct: pulsed after each of the zeroer's writes */
+    tpc_fiber *zeroer;
     int shard;
     struct sbuf buf, spare; /* records appended, not yet handed to the kernel; the writer's */
     uint64_t appended;      /* bytes appended since start-up */
     uint64_t written, synced;
+    uint64_t writes;    /* rounds that wrote records */
     int err;            /* the first write or sync error: nothing is acknowledged after it */
     tpc_event work;     /* set while buf holds something */
     tpc_event progress; /* pulsed after each write (and sync) */
@@ -26,7 +40,7 @@ struct aof {
     struct kv_db *db;
     int nshards;
     char path[4096];
-    uint64_t size;      /* of the file, as written */
+    uint64_t size;      /* of the records written (the file may go on with zeros) */
     uint64_t base_size; /* after the last rewrite (or at start-up) */
     uint64_t auto_min;  /* rewrite once the file is this big and twice base_size; 0: never */
     /* A rewrite in progress: every key written out once, as the commands that rebuild it,

@@ -758,7 +758,8 @@ struct all_arg {
     long long count; /* SCAN COUNT */
     uint64_t cursor; /* SCAN: in and out */
     size_t n, expires;
-    uint64_t rewrites, rewriting, log_bytes;
+    uint64_t rewrites, rewriting, log_bytes, log_writes;
+    bool log_direct;
     struct sbuf out; /* matching keys as bulk strings */
     char patbuf[];
 };
@@ -802,6 +803,8 @@ static int all_run(void *p)
         a->rewrites = sh->aof.rw.rewrites;
         a->rewriting = sh->aof.rw.on;
         a->log_bytes = sh->aof.size;
+        a->log_writes = sh->aof.writes;
+        a->log_direct = sh->aof.direct;
         break;
     case ALL_REWRITE:
         rc = aof_rewrite_start(&sh->aof);
@@ -931,10 +934,12 @@ static int info(struct conn *c)
     if (rc < 0)
         return rc;
     size_t keys = 0;
-    uint64_t rewrites = 0, rewriting = 0, log_bytes = 0;
+    uint64_t rewrites = 0, rewriting = 0, log_bytes = 0, log_writes = 0, direct = 0;
     for (int i = 0; i < cfg.nshards; i++) {
         struct all_arg *a = c->items[i].arg;
         keys += a->n;
+        log_writes += a->log_writes;
+        direct += a->log_direct;
         rewrites += a->rewrites;
         rewriting += a->rewriting;
         log_bytes += a->log_bytes;
@@ -946,10 +951,11 @@ static int info(struct conn *c)
         "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
         "tpc_kv_shards:%d\r\ntpc_kv_connection_shard:%d\r\n\r\n# Persistence\r\naof_enabled:%d\r\n"
         "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
-        "aof_current_size:%llu\r\n\r\n"
+        "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n\r\n"
         "# Keyspace\r\ndb0:keys=%zu,expires=0,avg_ttl=0\r\n",
         cfg.nshards, tpc_shard_id(), cfg.appendonly, rewriting > 0, (unsigned long long)rewrites,
-        (unsigned long long)log_bytes, keys);
+        (unsigned long long)log_bytes, (unsigned long long)log_writes, (unsigned long long)direct,
+        keys);
     sb_bulk(&c->local, text, (size_t)n);
     return 0;
 }

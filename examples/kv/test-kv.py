@@ -170,6 +170,36 @@ class Conn:
         return out
 
 
+def log_records(path):
+    """The records of a tpc-kv log as (offset, size) pairs: after the 16-byte header, each
+    record is a 4-byte length, a 4-byte checksum and the payload. A log written with
+    appendfsync always has pad records too (length 0xffffffff: the records go on at the next
+    4 KiB boundary) and ends with zeros (a record of length 0)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    off, out = 16, []
+    while off + 8 <= len(data):
+        n = int.from_bytes(data[off : off + 4], "little")
+        if n == 0:
+            break
+        if n == 0xFFFFFFFF:
+            off = (off + 8 + 4095) // 4096 * 4096
+            continue
+        out.append((off, 8 + n))
+        off += 8 + n
+    return out
+
+
+def records_end(path):
+    """Where the last record of a tpc-kv log ends."""
+    off, size = log_records(path)[-1]
+    return off + size
+
+
+def record_bytes(path):
+    return sum(size for _, size in log_records(path))
+
+
 class RespError(str):
     pass
 
@@ -522,33 +552,41 @@ class Durability(unittest.TestCase):
         self.assertEqual(missing, [], "%d of %d acknowledged writes lost" % (len(missing), len(acked)))
 
     def test_torn_and_corrupt_tails(self):
-        kv = self.start("always", shards=2)
+        kv = self.start("always", shards=3)
         c = Conn(kv.port)
         for i in range(50):
             c.cmd("SET", "t:%d" % i, i)
         c.close()
         self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
-        logs = [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(2)]
-        sizes = [os.path.getsize(p) for p in logs]
-        with open(logs[0], "ab") as f:  # a record cut short, as by a crash mid-write
+        logs = [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(3)]
+        ends = [records_end(p) for p in logs]
+        with open(logs[0], "r+b") as f:  # a record cut short, as by a crash mid-append
+            f.truncate(ends[0])
+            f.seek(ends[0])
             f.write(b"\x40\x00\x00\x00\x12\x34\x56\x78*3\r\n$3\r\nSET")
         with open(logs[1], "r+b") as f:  # the last record's last byte damaged
-            f.seek(sizes[1] - 3)
+            f.seek(ends[1] - 3)
             f.write(b"#")
-        kv = self.start("always", shards=2)
+        with open(logs[2], "r+b") as f:  # a stale block past the zeros, as by a torn write
+            f.seek(ends[2] + 5000)
+            f.write(b"stale")
+        kv = self.start("always", shards=3)
         text = "".join(kv.out)
         self.assertIn("a torn record", text)
         self.assertIn("checksum does not match", text)
+        self.assertIn("not zeros after the zeros", text)
         c = Conn(kv.port)
         have = sum(1 for i in range(50) if c.cmd("GET", "t:%d" % i) == str(i).encode())
         self.assertEqual(have, 49)  # only the damaged record's key is gone
-        self.assertEqual(c.cmd("SET", "after", "1"), "OK")
+        for i in range(50):  # new records after what was cut off, on every shard
+            self.assertEqual(c.cmd("SET", "after:%d" % i, i), "OK")
         c.close()
         self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
-        kv = self.start("always", shards=2)
+        kv = self.start("always", shards=3)
         self.assertNotIn("cut off", "".join(kv.out))
         c = Conn(kv.port)
-        self.assertEqual(c.cmd("GET", "after"), b"1")
+        for i in range(50):
+            self.assertEqual(c.cmd("GET", "after:%d" % i), str(i).encode())
         c.close()
         self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
@@ -565,7 +603,7 @@ class Durability(unittest.TestCase):
         c.cmd("ZADD", "w:zset", *sum([[i / 4, "m%d" % i] for i in range(300)], []))
         c.cmd("SET", "w:ttl", "v", "EX", "1000")
         logs = [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(2)]
-        before = sum(os.path.getsize(p) for p in logs)
+        before = sum(record_bytes(p) for p in logs)
         for base in range(0, 20000, 1000):  # enough keys that the walk takes a while
             c.send(b"".join(encode("SET", "w:c:%d" % i, 0) for i in range(base, base + 1000)))
             for _ in range(1000):
@@ -598,7 +636,7 @@ class Durability(unittest.TestCase):
         until(lambda: counted[0] > 100, "writes after the rewrite")
         stop.set()
         t.join()
-        after = sum(os.path.getsize(p) for p in logs)
+        after = sum(record_bytes(p) for p in logs)
         self.assertLess(after, before + 20000 * 40)
         n = counted[0]
         self.assertEqual(c.cmd("GET", "w:ctr"), str(n).encode())
