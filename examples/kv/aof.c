@@ -88,9 +88,11 @@ int aof_wait(struct aof *a, uint64_t upto)
 
 /* Direct: writes p[0..len) as a round of its own at a->size (a block boundary), followed by a
  * pad record that sends replay on to the next boundary, where the next round goes. Each round
- * starts a block of its own rather than writing the last round's block again: on this project's
- * VM, rounds that wrote the same block twice in a row took 1.6 x as long. Returns 0 or a negative
- * errno. */
+ * starts a block of its own rather than writing the last round's block again, so that no write
+ * ever goes over records already acknowledged (a torn write then loses only what it was writing);
+ * the cost is up to a block of log per round, which compaction takes back. (Measured against
+ * rewriting the last block, 3 alternating rounds of redis-benchmark SET -P 1 -c 50: the same
+ * within the noise, 47-82k requests/s for both.) Returns 0 or a negative errno. */
 static int direct_write(struct aof *a, const char *p, size_t len)
 {
     size_t pad = len % BLOCK ? 8 : 0; /* (a header; in the last 7 bytes of a block it spills) */
