@@ -447,6 +447,13 @@ class Durability(unittest.TestCase):
         for fsync in ("always", "everysec", "no"):
             kv = self.start(fsync)
             c = Conn(kv.port)
+            info = dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n") if ":" in l)
+            try:  # with always, each shard writes its log O_DIRECT where the filesystem can
+                os.close(os.open(os.path.join(self.dir.name, "tpc-kv-0.aof"), os.O_RDWR | os.O_DIRECT))
+                direct = 2 if fsync == "always" else 0
+            except OSError:
+                direct = 0
+            self.assertEqual(info["tpc_kv_aof_direct_shards"], str(direct), fsync)
             self.assertEqual(c.cmd("FLUSHALL"), "OK")
             self.assertEqual(c.cmd("MSET", *sum([["m:%d" % i, str(i)] for i in range(20)], [])), "OK")
             c.cmd("SET", "ttl", "v", "EX", "1000")
