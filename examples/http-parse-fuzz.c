@@ -1,6 +1,7 @@
 /* libFuzzer target for tpc-http's request parser (http-parse.c on http_parser): any input, fed
- * whole and fed in pieces (sizes taken from the input's first byte), must give the same answers
- * byte for byte, never write past the output buffer, and always make progress.
+ * whole and fed in pieces (sizes taken from the input's first byte), and fed whole with the
+ * fast path off (http_parser for every request), must give the same answers byte for byte,
+ * never write past the output buffer, and always make progress.
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I examples examples/http-parse-fuzz.c \
  *       examples/http-parse.c -lhttp_parser -o http-parse-fuzz && ./http-parse-fuzz -max_len=4096
  * Linked with corpus-replay.c instead of libFuzzer, it runs inputs from files of hex lines
@@ -59,6 +60,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t b = run(in, len, piece, pieces, cap);
     if (a != b || memcmp(whole, pieces, a))
         abort(); /* the answers depend on how the input arrives */
+    http_fast_path = false;
+    b = run(in, len, len ? len : 1, pieces, cap);
+    http_fast_path = true;
+    if (a != b || memcmp(whole, pieces, a))
+        abort(); /* the fast path answers otherwise than http_parser */
     free(whole);
     free(pieces);
     return 0;

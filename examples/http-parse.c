@@ -272,6 +272,27 @@ static const http_parser_settings settings = {
     .on_message_complete = on_message_complete,
 };
 
+/* Byte classes, one bit each: a token character (RFC 9110 tchar), a request-target byte the
+ * fast path takes (the unreserved and sub-delims of RFC 3986, '/', ':', '@', '?', '%'; no '#',
+ * nothing above 0x7e), and a header value byte it takes (printable ASCII, space, tab). */
+enum { C_TOKEN = 1, C_TARGET = 2, C_VALUE = 4 };
+static unsigned char classes[256];
+static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
+
+static void set_classes(void)
+{
+    for (int ch = 0; ch < 256; ch++) {
+        bool alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (alnum || (ch && strchr("!#$%&'*+-.^_`|~", ch)))
+            classes[ch] |= C_TOKEN;
+        if (alnum || (ch && strchr("-._~!$&'()*+,;=/:@?%", ch)))
+            classes[ch] |= C_TARGET;
+        if ((ch >= 0x20 && ch < 0x7f) || ch == '\t')
+            classes[ch] |= C_VALUE;
+    }
+}
+
 static pthread_once_t limits_once = PTHREAD_ONCE_INIT;
 
 static void set_limits(void)
@@ -282,6 +303,7 @@ static void set_limits(void)
 void http_conn_init(http_conn *c)
 {
     pthread_once(&limits_once, set_limits);
+    pthread_once(&classes_once, set_classes);
     memset(c, 0, sizeof(*c));
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
@@ -289,8 +311,7 @@ void http_conn_init(http_conn *c)
 
 static bool tchar(unsigned char ch)
 {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+    return classes[ch] & C_TOKEN;
 }
 
 /* After http_parser found no method it knows: reads on through the method token. A token
@@ -309,6 +330,78 @@ static size_t scan_method(http_conn *c, const char *in, size_t len)
     else if (i < len)
         put_error(c, 400, "malformed request line");
     return len;
+}
+
+bool http_fast_path = true;
+
+/* Whether the header name n[0..len) starts with `lower` (lower case letters and '-'), case
+ * aside. */
+static bool name_starts(const char *n, size_t len, const char *lower, size_t llen)
+{
+    if (len < llen)
+        return false;
+    for (size_t i = 0; i < llen; i++)
+        if ((n[i] | 0x20) != lower[i])
+            return false;
+    return true;
+}
+
+/* The fast path: answers, without http_parser, each whole request at the head of in[] that is
+ * of the commonest kind: "GET /target HTTP/1.1", then header lines of token names and printable
+ * values, exactly one Host, and none of the headers that change how a request is framed or
+ * answered (Content-Length, Transfer-Encoding, Connection, Proxy-Connection, Upgrade, Expect).
+ * Those get the answer http_parser's path gives them; it stops at the first request it does not
+ * take (or not whole yet) and leaves it to http_parser, which is then at the start of a
+ * message as well. Returns the bytes consumed. The fuzz target checks that the answers are the
+ * same with the fast path and without. */
+static size_t fast(http_conn *c, const char *in, size_t len)
+{
+    size_t used = 0;
+    while (c->out_cap - c->out_len >= HTTP_ANSWER_MAX) {
+        const char *p = in + used, *end = in + len, *q = p + 4;
+        if (end - p < 18 || memcmp(p, "GET /", 5))
+            break;
+        while (q < end && (classes[(unsigned char)*q] & C_TARGET))
+            q++;
+        if (end - q < 11 || memcmp(q, " HTTP/1.1\r\n", 11))
+            break;
+        q += 11;
+        int hosts = 0;
+        bool whole = false;
+        while (end - q >= 2 && q - p < HTTP_MAX_HEAD / 2) {
+            if (q[0] == '\r') {
+                whole = q[1] == '\n';
+                q += 2;
+                break;
+            }
+            const char *name = q;
+            while (q < end && tchar((unsigned char)*q))
+                q++;
+            size_t n = (size_t)(q - name);
+            if (q == end || *q != ':' || n == 0)
+                break;
+            /* Names that only start like the headers http_parser frames by are left to it
+             * too: it takes some of them for those headers. */
+            if (name_starts(name, n, "content-length", 14) ||
+                name_starts(name, n, "transfer-encoding", 17) ||
+                name_starts(name, n, "connection", 10) ||
+                name_starts(name, n, "proxy-connection", 16) ||
+                name_starts(name, n, "upgrade", 7) || name_starts(name, n, "expect", 6))
+                break;
+            hosts += n == 4 && name_starts(name, n, "host", 4);
+            for (q++; q < end && (classes[(unsigned char)*q] & C_VALUE); q++)
+                ;
+            if (end - q < 2 || q[0] != '\r' || q[1] != '\n')
+                break;
+            q += 2;
+        }
+        if (!whole || hosts != 1)
+            break;
+        put(c, OK_KEEP, sizeof(OK_KEEP) - 1);
+        c->answered++;
+        used = (size_t)(q - in);
+    }
+    return used;
 }
 
 static int status_of(enum http_errno e, const char **why)
@@ -339,12 +432,15 @@ size_t http_conn_feed(http_conn *c, const char *in, size_t len, char *out, size_
     c->out = out;
     c->out_len = *out_len;
     c->out_cap = cap;
-    size_t used;
+    size_t used = 0;
     if (c->scan_method) {
         used = scan_method(c, in, len);
-    } else {
+    } else if (http_fast_path && !c->begun && (used = fast(c, in, len)) == len) {
+        /* all answered */
+    } else if (c->out_cap - c->out_len >= HTTP_ANSWER_MAX) {
+        size_t fed = used;
         http_parser_pause(&c->parser, 0);
-        used = http_parser_execute(&c->parser, &settings, in, len);
+        used += http_parser_execute(&c->parser, &settings, in + fed, len - fed);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_INVALID_METHOD) {
             c->scan_method = true; /* http_parser stopped at the first byte it did not expect */

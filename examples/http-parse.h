@@ -3,7 +3,10 @@
  * and meant for tpc-proxy's HTTP mode too. Parsing is Debian's http_parser 2.9 (libhttp-parser-
  * dev), a streaming parser: input may arrive in any pieces, down to one byte at a time, and is
  * never copied. This file adds what RFC 9112 asks of a server on top of it and writes the
- * answers; it does no I/O.
+ * answers; it does no I/O. A fast path answers the commonest request, a whole GET over HTTP/1.1
+ * with plain headers, without http_parser (its bytes are scanned once; 0.38 against 0.44 us of
+ * server CPU a request with 16 pipelined, tpc-http, 2026-12-05); anything else goes to
+ * http_parser, and the fuzz target checks that both answer alike.
  *
  * What it accepts and what it answers (one answer per request, in order; pipelining is fine):
  * - GET, HEAD, POST, PUT, DELETE, OPTIONS and PATCH get 200 "Hello, World!" (HEAD: the same
@@ -72,6 +75,10 @@ void http_conn_init(http_conn *c);
  * written. Send whatever out holds before waiting for more input: a 100 Continue may be in it. */
 size_t http_conn_feed(http_conn *c, const char *in, size_t len, char *out, size_t *out_len,
                       size_t cap);
+
+/* Whether the commonest requests (a GET over HTTP/1.1 with plain headers) are answered without
+ * http_parser (true by default; the fuzz target compares the answers with it off). */
+extern bool http_fast_path;
 
 static inline bool http_conn_closing(const http_conn *c)
 {
