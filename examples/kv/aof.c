@@ -90,9 +90,10 @@ int aof_wait(struct aof *a, uint64_t upto)
  * pad record that sends replay on to the next boundary, where the next round goes. Each round
  * starts a block of its own rather than writing the last round's block again, so that no write
  * ever goes over records already acknowledged (a torn write then loses only what it was writing);
- * the cost is up to a block of log per round, which compaction takes back. (Measured against
- * rewriting the last block, 3 alternating rounds of redis-benchmark SET -P 1 -c 50: the same
- * within the noise, 47-82k requests/s for both.) Returns 0 or a negative errno. */
+ * the cost is up to a block of log per round, which compaction takes back, and perhaps a little
+ * speed: 4 alternating rounds of redis-benchmark SET -P 1 -c 50 gave 61-68k requests/s, against
+ * 62-72k when each round wrote the last round's block again (redis-server: 59-79k in the same
+ * rounds). Returns 0 or a negative errno. */
 static int direct_write(struct aof *a, const char *p, size_t len)
 {
     size_t pad = len % BLOCK ? 8 : 0; /* (a header; in the last 7 bytes of a block it spills) */
