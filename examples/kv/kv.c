@@ -162,6 +162,8 @@ static int shard_init(void *arg)
         tpc_event_init(&sh->aof.rw.done, false);
         tpc_event_init(&sh->aof.work, false);
         tpc_event_init(&sh->aof.progress, false);
+        tpc_event_init(&sh->aof.zwork, false);
+        tpc_event_init(&sh->aof.zdone, false);
     }
     tpc_timer_start(&sh->expire_timer, EXPIRE_TICK_NS, EXPIRE_TICK_NS);
     return 0;
