@@ -27,9 +27,9 @@
 #define HDR_LEN 16
 #define VERSION 1
 
-#define BLOCK      4096u        /* the unit of a direct write */
-#define ZERO_CHUNK (256u << 10) /* one write of the zeroer */
-#define ZERO_AHEAD (4u << 20)   /* how far ahead of the records the zeroer keeps the zeros */
+#define BLOCK      4096u      /* the unit of a direct write */
+#define ZERO_CHUNK (1u << 20) /* one write of the zeroer: each one a journal commit */
+#define ZERO_AHEAD (8u << 20) /* how far ahead of the records the zeroer keeps the zeros */
 /* A pad record: no payload; the records go on at the first block boundary after its header. */
 #define PAD_LEN 0xffffffffu
 #define PAD_SUM 0x21444150u /* "PAD!" */
