@@ -200,6 +200,15 @@ def record_bytes(path):
     return sum(size for _, size in log_records(path))
 
 
+def info_direct(test):
+    """Whether the test's directory takes O_DIRECT (then tpc-kv's always logs are direct)."""
+    try:
+        os.close(os.open(os.path.join(test.dir.name, "probe"), os.O_RDWR | os.O_CREAT | os.O_DIRECT))
+        return True
+    except OSError:
+        return False
+
+
 class RespError(str):
     pass
 
@@ -667,6 +676,41 @@ class Durability(unittest.TestCase):
         self.assertEqual(wrong, [])
         c.close()
         self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
+    def test_commit_sizes_around_a_block(self):
+        """With appendfsync always each commit starts a 4 KiB block and ends with a pad record;
+        commits whose records end 0, 1, 3, 7, 8 bytes before a block boundary (the pad's header
+        spills into the next block under 8) or span several blocks survive a restart, and
+        writes after the restart follow them."""
+        kv = self.start("always", shards=1)
+        c = Conn(kv.port)
+        # SET pad:k<d> <v bytes>: a record of 8 + 33 + 2 + v bytes with a 2-digit key suffix
+        # and a 4-digit value length (see log_records): 4096 - room = v + 43
+        sizes, rooms = {}, (0, 1, 3, 7, 8, 9)
+        for i, room in enumerate(rooms):
+            v = 4096 - room - 43
+            sizes["pad:k%02d" % i] = v
+        sizes["pad:k90"] = 9000  # a commit over three blocks
+        for k, v in sizes.items():
+            self.assertEqual(c.cmd("SET", k, k[-1] * v), "OK")  # one commit each
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        log = os.path.join(self.dir.name, "tpc-kv-0.aof")
+        recs = log_records(log)
+        ends = sorted((off + n) % 4096 for off, n in recs[-len(sizes):-1])
+        if info_direct(self):
+            self.assertEqual(ends, sorted((4096 - r) % 4096 for r in rooms))  # as intended
+        for round_ in range(2):
+            kv = self.start("always", shards=1)
+            self.assertNotIn("cut off", "".join(kv.out))
+            c = Conn(kv.port)
+            for k, v in sizes.items():
+                self.assertEqual(c.cmd("GET", k), (k[-1] * v).encode(), k)
+            self.assertEqual(c.cmd("SET", "after:%d" % round_, "x"), "OK")
+            if round_:
+                self.assertEqual(c.cmd("GET", "after:0"), b"x")
+            c.close()
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
     def test_other_shard_count_refused(self):
         kv = self.start("always", shards=2)
