@@ -654,11 +654,13 @@ static int rewrite_switch(struct aof *a)
     /* Nothing came in since the sync: the new file holds every record, synced. The zeroer
      * holds off meanwhile (its writes are for the old file's offsets). */
     a->zero_hold = true;
-    while (a->zeroing)
-        tpc_event_wait(&a->zdone);
+    int rc = 0;
+    while (a->zeroing && rc == 0)
+        rc = tpc_event_wait(&a->zdone); /* (-ECANCELED: the writer is being stopped) */
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.rewrite", a->path);
-    int rc = rename(tmp, a->path) < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = rename(tmp, a->path) < 0 ? -errno : 0;
     struct stat st;
     if (rc == 0) {
         tpc_close(a->fd);
