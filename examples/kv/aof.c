@@ -181,7 +181,7 @@ static int write_round(struct aof *a, bool sync)
         a->written = upto;
         if (!a->direct) /* (direct_write counts its padding too) */
             a->size += out.len;
-        if (a->direct || a->dsync) /* the write was the sync */
+        if (a->mode == AOF_ALWAYS) /* the file is O_DSYNC: the write was the sync */
             a->synced = upto;
     }
     if (rc == 0 && (sync || a->mode == AOF_ALWAYS) && a->synced < a->written) {
@@ -393,7 +393,6 @@ static int reopen(struct aof *a)
     tpc_close(a->fd);
     a->fd = fd;
     a->direct = direct;
-    a->dsync = !direct;
     a->zeroed = (a->size + BLOCK - 1) / BLOCK * BLOCK;
     size_t head = a->size % BLOCK;
     if (!direct || !head)
@@ -410,18 +409,23 @@ static int reopen(struct aof *a)
     return rc;
 }
 
-int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, struct kv_db *db)
+void aof_off(struct aof *a)
 {
     memset(a, 0, sizeof(*a));
     a->fd = -1;
     a->rw.fd = -1;
-    a->mode = mode;
-    a->shard = shard;
     tpc_event_init(&a->work, false);
     tpc_event_init(&a->progress, false);
     tpc_event_init(&a->zwork, false);
     tpc_event_init(&a->zdone, false);
     tpc_event_init(&a->rw.done, false);
+}
+
+int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, struct kv_db *db)
+{
+    aof_off(a);
+    a->mode = mode;
+    a->shard = shard;
     snprintf(a->path, sizeof(a->path), "%s/tpc-kv-%d.aof", dir, shard);
     int fd = tpc_open(a->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {

@@ -12,12 +12,12 @@ enum { AOF_NO, AOF_EVERYSEC, AOF_ALWAYS };
 struct aof {
     int fd; /* -1: off */
     int mode;
-    /* appendfsync always: the file is O_DIRECT | O_DSYNC, written a block at a time into space
-     * written with zeros ahead of it, so that each write is the commit and needs no metadata
-     * (no io-wq worker, no journal commit). Where O_DIRECT cannot be had, the file is O_DSYNC
-     * (dsync), each write again the commit. */
-    bool direct, dsync;
-    char *blk; /* direct: the tail block's bytes, then the round's records (aligned) */
+    /* appendfsync always: the file is O_DSYNC, so that each write is the commit; and where the
+     * filesystem allows it O_DIRECT too (direct), written a block at a time into space written
+     * with zeros ahead of it, so that the commit needs no metadata (no io-wq worker, no journal
+     * commit). */
+    bool direct;
+    char *blk; /* direct: a round's records, its pad record and zeros (aligned) */
     size_t blk_cap;
     char *zeros;     /* direct: ZERO_CHUNK bytes of zeros (aligned), the zeroer's */
     uint64_t zeroed; /* direct: the file is zeros from the end of the records up to here */
@@ -40,7 +40,8 @@ struct aof {
     struct kv_db *db;
     int nshards;
     char path[4096];
-    uint64_t size;      /* of the records written (the file may go on with zeros) */
+    uint64_t size;      /* of the log as written: records (and in a direct log the padding of
+                         * each round: where the next round goes); zeros may follow */
     uint64_t base_size; /* after the last rewrite (or at start-up) */
     uint64_t auto_min;  /* rewrite once the file is this big and twice base_size; 0: never */
     /* A rewrite in progress: every key written out once, as the commands that rebuild it,
@@ -57,6 +58,8 @@ struct aof {
     } rw;
 };
 
+/* A log that is off (fd -1), ready for aof_close: what aof_open does first. */
+void aof_off(struct aof *a);
 /* Opens (or creates) DIR/tpc-kv-<shard>.aof, checks it was written by as many shards, replays
  * it into db (stopping at a torn or corrupt tail, which it reports and cuts off), and starts the
  * writer fiber. Returns 0 or a negative errno (having said why on stderr). */

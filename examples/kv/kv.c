@@ -158,12 +158,7 @@ static int shard_init(void *arg)
             return rc; /* the destructor frees what was made */
         sh->aof.auto_min = cfg.auto_rewrite_min;
     } else {
-        sh->aof.fd = sh->aof.rw.fd = -1;
-        tpc_event_init(&sh->aof.rw.done, false);
-        tpc_event_init(&sh->aof.work, false);
-        tpc_event_init(&sh->aof.progress, false);
-        tpc_event_init(&sh->aof.zwork, false);
-        tpc_event_init(&sh->aof.zdone, false);
+        aof_off(&sh->aof);
     }
     tpc_timer_start(&sh->expire_timer, EXPIRE_TICK_NS, EXPIRE_TICK_NS);
     return 0;
