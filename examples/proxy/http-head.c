@@ -147,8 +147,11 @@ static bool not_chunked(const char *t, size_t n, void *arg)
     return !is(t, n, "chunked");
 }
 
-/* The headers' kinds; those that Connection names become hop-by-hop. Checks what every head
- * must satisfy. */
+/* The headers' kinds; those that Connection names become hop-by-hop, but for the ones the
+ * proxy reads itself (Host, Content-Length, Transfer-Encoding, Expect): dropping a header that
+ * frames the body while still framing by it would pass the body on as the next message (a
+ * smuggled request), so "Connection: content-length" leaves Content-Length in place, as it
+ * must be for every hop. Checks what every head must satisfy. */
 static int classify_all(hh_msg *m)
 {
     int bad = m->response ? 502 : 400;
@@ -171,7 +174,7 @@ static int classify_all(hh_msg *m)
             continue;
         for (unsigned i = 0; i < m->nfields; i++) {
             name_arg a = {m->base + m->name[i].off, m->name[i].len};
-            if (m->kind[i] != HK_CONNECTION &&
+            if ((m->kind[i] == HK_OTHER || m->kind[i] == HK_XFF) &&
                 each_token(m->base + m->value[c].off, m->value[c].len, token_is, &a))
                 m->kind[i] = HK_HOP;
         }

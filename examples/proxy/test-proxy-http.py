@@ -127,6 +127,7 @@ class Backend:
     /never             reads the request and never answers
     /cut               Content-Length 1000 and 10 bytes, then closes
     /drop              a keep-alive answer, then the connection closes
+    /unframe           Connection naming Content-Length; a body like a second response
     anything else      "TAG METHOD PATH" (the request heads are kept in self.heads)"""
 
     def __init__(self, tag="a"):
@@ -209,6 +210,9 @@ class Backend:
             body = ("%s %s %s" % (self.tag, method, path)).encode()
         if path == "/close":
             close, extra = True, b"Connection: close\r\n"
+        if path == "/unframe":  # a body that looks like a second response
+            body = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbad"
+            extra = b"Connection: content-length, transfer-encoding\r\n"
         if path == "/hop":
             extra = (b"Connection: X-Resp-Secret\r\nX-Resp-Secret: 1\r\nKeep-Alive: timeout=5"
                      b"\r\nX-Kept: 1\r\n")
@@ -418,6 +422,34 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(dict(h1)["x-other"], "kept")
         self.assertEqual(dict(h1)["x-forwarded-for"], "127.0.0.1")
         self.assertEqual(dict(h2)["x-forwarded-for"], "10.0.0.1, 127.0.0.1")
+
+    def test_connection_cannot_unframe_a_message(self):
+        # A Connection option naming a header that frames the body must not drop it: the body
+        # would reach the next hop as a message of its own (a smuggled request or response).
+        p = self.start()
+        c, r = p.connect()
+        hidden = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        c.sendall(request("/hash", method="POST", body=hidden,
+                          headers=[("Connection", "content-length")]))
+        resp = read_response(r)
+        self.assertEqual(resp.body.decode(), hashlib.sha256(hidden).hexdigest() + " length")
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(hidden), hidden)
+        c.sendall(b"PUT /hash HTTP/1.1\r\nHost: h\r\nConnection: transfer-encoding\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+        resp = read_response(r)
+        self.assertEqual(resp.body.decode(), hashlib.sha256(hidden).hexdigest() + " chunked")
+        c.sendall(request("/unframe"))
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.framing), (200, "length"))
+        self.assertEqual(resp.body, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbad")
+        c.sendall(request("/after"))
+        self.assertEqual(read_response(r).body, b"a GET /after")
+        c.close()
+        lines = [line for line, _ in self.backends[0].heads]
+        self.assertEqual(lines, ["POST /hash HTTP/1.1", "PUT /hash HTTP/1.1",
+                                 "GET /unframe HTTP/1.1", "GET /after HTTP/1.1"])
+        self.assertEqual(dict(self.backends[0].heads[0][1]).get("content-length"),
+                         str(len(hidden)))
 
     def test_connection_close_both_ways(self):
         p = self.start()
