@@ -31,9 +31,10 @@
 #define UBUF         (HH_HEAD_MAX + 16384) /* server input */
 #define JOIN_MAX     8192 /* first body bytes up to this are copied after the head: one send */
 #define OUTBUF       (HH_HEAD_MAX + HH_EXTRA + JOIN_MAX)
-#define PARK_AFTER   (50 * 1000 * 1000LL) /* ns idle before a keep-alive connection parks */
-#define POOL_SERVERS 64                   /* servers with idle connections, per shard */
-#define POOL_PER     512                  /* idle connections per server, per shard */
+#define PARK_AFTER   (50 * 1000 * 1000LL)  /* ns idle before a keep-alive connection parks */
+#define POOL_SERVERS 64                    /* servers with idle connections, per shard */
+#define POOL_PER     512                   /* idle connections per server, per shard */
+#define POOL_CHECK   (100 * 1000 * 1000LL) /* ns idle after which a pooled one is checked */
 
 /* ---- The per-shard pool of idle keep-alive connections to servers, by address ---- */
 
@@ -41,6 +42,7 @@ typedef struct pool_slot {
     tpc_addr addr;
     int n;
     int fd[POOL_PER];
+    uint64_t since[POOL_PER]; /* tpc_now() when fd[i] went idle */
 } pool_slot;
 
 typedef struct shard_pool {
@@ -66,25 +68,70 @@ static pool_slot *pool_find(const tpc_addr *a, bool add)
             return &p->slot[i];
     if (!add || p->nslots == POOL_SERVERS)
         return NULL;
-    pool_slot *s = &p->slot[p->nslots++];
+    pool_slot *s = NULL;
+    for (unsigned i = 0; i < p->nslots && !s; i++) /* one left empty (a server gone by reload) */
+        s = p->slot[i].n == 0 ? &p->slot[i] : NULL;
+    if (!s && p->nslots == POOL_SERVERS)
+        return NULL;
+    if (!s)
+        s = &p->slot[p->nslots++];
     s->addr = *a;
     s->n = 0;
     return s;
 }
 
-static int pool_get(const tpc_addr *a)
+/* Whether a pooled connection may carry a request: nothing arrived on it while it was idle
+ * (not the server's close, not a stray answer such as an idle server's 408, which would be
+ * taken for the next request's response). */
+static bool pool_usable(int fd)
+{
+    char c;
+    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+           (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* An idle connection to the server at a, or -1. The most recently used comes first; one idle
+ * for more than POOL_CHECK, or any for a request that must not be sent twice (check), is
+ * looked at first (one system call): under load a connection goes back to work within
+ * microseconds, and a server closes or speaks on an idle one after seconds. */
+static int pool_get(const tpc_addr *a, bool check)
 {
     pool_slot *s = pools[tpc_shard_id()] ? pool_find(a, false) : NULL;
-    return s && s->n ? s->fd[--s->n] : -1;
+    while (s && s->n) {
+        int fd = s->fd[--s->n];
+        if ((!check && tpc_now() - s->since[s->n] < (uint64_t)POOL_CHECK) || pool_usable(fd))
+            return fd;
+        tpc_close(fd);
+    }
+    return -1;
 }
 
 static void pool_put(const tpc_addr *a, int fd)
 {
     pool_slot *s = pool_find(a, true);
-    if (s && s->n < POOL_PER)
+    if (s && s->n < POOL_PER) {
+        s->since[s->n] = tpc_now();
         s->fd[s->n++] = fd;
-    else
+    } else {
         tpc_close(fd);
+    }
+}
+
+/* RFC 9110 9.2.2: a request that may be sent again when a connection fails before any
+ * answer (nginx and HAProxy retry only these, too). */
+static bool idempotent(const hh_msg *m)
+{
+    switch (m->p.method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* ---- A client connection ---- */
@@ -423,10 +470,13 @@ static int to_client(void *arg, const char *p, size_t n)
 /* Sends the request (head in out[0..hlen), the first body bytes cbuf[b0..b0+b0len)) to the
  * server on ufd, streams the rest of the body, and reads the response head into ubuf.
  * XR_RETRY: a reused connection failed before anything was taken from the client after the
- * head's first bytes (the server had closed it): another connection may try again. */
+ * head's first bytes (the server had closed it) and the request is idempotent: another
+ * connection may try again. A request that is not gets the 502 (the server may have acted
+ * on it). */
 static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size_t b0len,
                     bool *streamed)
 {
+    reused = reused && idempotent(&h->req); /* from here: whether a failure may be retried */
     const px_frontend *f = h->f;
     struct iovec iov[2] = {{h->out, hlen}, {h->cbuf + b0, b0len}};
     join(h, iov);
@@ -596,7 +646,7 @@ static int proxy_request(hconn *h)
         bool use_pool = true;
         atomic_fetch_add(&r->active[tpc_shard_id()], 1);
     again:;
-        int ufd = use_pool ? pool_get(&sv->addr) : -1;
+        int ufd = use_pool ? pool_get(&sv->addr, !idempotent(&h->req)) : -1;
         bool reused = ufd >= 0;
         if (reused)
             count(&h->sc->upstream_reused, 1);

@@ -128,10 +128,13 @@ class Backend:
     /cut               Content-Length 1000 and 10 bytes, then closes
     /drop              a keep-alive answer, then the connection closes
     /unframe           Connection naming Content-Length; a body like a second response
+    /mute-next         answered; the next request on the connection is read, never answered
+    /late              answered, then a stray 408 on the idle connection (self.late is set)
     anything else      "TAG METHOD PATH" (the request heads are kept in self.heads)"""
 
     def __init__(self, tag="a"):
         self.tag, self.heads, self.accepted, self.healthy = tag, [], 0, True
+        self.late = threading.Event()
         self.lock, self.stopped = threading.Lock(), threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -151,6 +154,7 @@ class Backend:
 
     def conn(self, c):
         r = Reader(c)
+        r.mute = False
         try:
             while self.one(c, r):
                 pass
@@ -166,8 +170,18 @@ class Backend:
             self.heads.append((line, headers))
         h = hashlib.sha256()
         framing = r.body(headers, h.update, False)
+        if r.mute:  # read, perhaps acted on, never answered
+            return False
         close = False
         extra = b""
+        if path == "/mute-next":
+            r.mute = True
+        if path == "/late":  # answered, then an idle server's 408 and its close
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+            time.sleep(0.05)
+            c.sendall(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+            self.late.set()
+            return True  # (the connection stays open: only the stray answer tells)
         if path.startswith("/size/"):
             n = int(path.split("/")[2])
             data = seeded(n)
@@ -294,6 +308,48 @@ class HttpTest(unittest.TestCase):
         c.close()
         self.assertEqual(p.counter("upstream_new"), 2)
         self.assertEqual(p.counter("bad_response"), 0)
+
+    def test_pooled_connection_is_checked_before_use(self):
+        # A non-idempotent request on a connection the server has closed: checked first, so a
+        # new connection carries it (not a 502, not sent twice).
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(request("/drop"))
+        self.assertEqual(read_response(r).body, b"drop")
+        c.sendall(request("/hash", method="POST", body=b"once"))
+        self.assertEqual(read_response(r).body.decode(),
+                         hashlib.sha256(b"once").hexdigest() + " length")
+        # A stray answer on an idle pooled connection is not taken for the next response.
+        c.sendall(request("/late"))
+        self.assertEqual(read_response(r).body, b"late")
+        self.assertTrue(self.backends[0].late.wait(DEADLINE))
+        time.sleep(0.15)  # idle past the pool's check age (100 ms): a bound, not a sync
+        c.sendall(request("/next"))
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.body), (200, b"a GET /next"))
+        c.close()
+        lines = [line for line, _ in self.backends[0].heads]
+        self.assertEqual(lines.count("POST /hash HTTP/1.1"), 1)
+        self.assertEqual(p.counter("upstream_new"), 3)
+        self.assertEqual(p.counter("bad_response"), 0)
+
+    def test_only_idempotent_requests_are_retried(self):
+        # The server reads a request on a reused connection and closes without answering: a
+        # GET goes again on a new connection, a POST gets the 502 (the server may have acted).
+        p = self.start()
+        c, r = p.connect()
+        c.sendall(request("/mute-next"))
+        self.assertEqual(read_response(r).body, b"a GET /mute-next")
+        c.sendall(request("/get"))
+        self.assertEqual(read_response(r).body, b"a GET /get")
+        c.sendall(request("/mute-next"))
+        self.assertEqual(read_response(r).body, b"a GET /mute-next")
+        c.sendall(request("/post", method="POST", body=b"x"))
+        self.assertEqual(read_response(r).status, 502)
+        c.close()
+        lines = [line for line, _ in self.backends[0].heads]
+        self.assertEqual(lines.count("GET /get HTTP/1.1"), 2)
+        self.assertEqual(lines.count("POST /post HTTP/1.1"), 1)
 
     def test_drain_closes_idle_keepalive_connections_at_once(self):
         self.backends = [Backend()]
