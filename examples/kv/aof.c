@@ -48,6 +48,22 @@ static uint32_t get32(const char *p)
 
 static void rewrite_end(struct aof *a, int rc);
 
+/* Syncs the directory that holds path: a file made or renamed there survives a crash. */
+static int sync_dir(const char *path)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    int fd = tpc_open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fd;
+    int rc = tpc_fsync(fd);
+    tpc_close(fd);
+    return rc;
+}
+
 /* One record: length, checksum, the command as a RESP array. Returns its size. */
 static size_t frame(struct sbuf *b, size_t argc, const char **argv, const size_t *argl)
 {
@@ -269,7 +285,8 @@ void aof_close(struct aof *a)
     tpc_event_destroy(&a->zdone);
 }
 
-/* Runs the records of buf[HDR_LEN..len) into db; returns where the valid ones end. */
+/* Runs the records of buf[HDR_LEN..len) into db (db->loading: nothing expires on the way);
+ * returns where the valid ones end. */
 static size_t replay(struct aof *a, const char *path, char *buf, size_t len, struct kv_db *db)
 {
     struct resp_limits lim = {.max_bulk = UINT32_MAX, .max_args = 1u << 30, .max_inline = 0};
@@ -348,7 +365,8 @@ static int load(struct aof *a, const char *path, int nshards, struct kv_db *db)
         put32(hdr + 8, VERSION);
         put32(hdr + 12, (uint32_t)nshards);
         ssize_t n = tpc_write_full(a->fd, hdr, HDR_LEN, -1);
-        return n < 0 ? (int)n : tpc_fdatasync(a->fd);
+        int rc = n < 0 ? (int)n : tpc_fdatasync(a->fd);
+        return rc < 0 ? rc : sync_dir(path);
     }
     char *buf = malloc(len);
     if (!buf)
@@ -364,7 +382,11 @@ static int load(struct aof *a, const char *path, int nshards, struct kv_db *db)
         rc = -EINVAL;
     }
     if (rc == 0) {
+        db->loading = true; /* a key whose time passed may be made persistent later on */
         size_t end = replay(a, path, buf, (size_t)n, db);
+        db->loading = false;
+        db->now = kv_now_ms();
+        db_expire_all(db);
         if (end < (size_t)n && (rc = tpc_ftruncate(a->fd, (int64_t)end)) == 0)
             rc = tpc_fdatasync(a->fd);
     }
@@ -641,24 +663,22 @@ int aof_rewrite_start(struct aof *a)
 }
 
 /* In the writer: catches the new file up with the records appended meanwhile, syncs it, and
- * switches once a sync passed with nothing new. */
+ * switches to it. Records that come in while it does so (during the write, the sync or the wait
+ * for the zeroer) are not in the new file: they become the first records the writer appends
+ * to it, and are acknowledged only then. (It used to go round until a sync passed with nothing
+ * new: under a steady load of writes that do not wait for their sync, it never switched while
+ * the old log stood still, and what came in during the wait for the zeroer was dropped.) */
 static int rewrite_switch(struct aof *a)
 {
-    for (;;) {
-        int rc = rw_write(a, &a->rw.cmds);
-        if (rc == 0)
-            rc = tpc_fdatasync(a->rw.fd);
-        if (rc < 0) {
-            rewrite_end(a, rc);
-            return rc;
-        }
-        if (a->rw.cmds.len == 0)
-            break;
+    int rc = rw_write(a, &a->rw.cmds);
+    if (rc == 0)
+        rc = tpc_fdatasync(a->rw.fd);
+    if (rc < 0) {
+        rewrite_end(a, rc);
+        return rc;
     }
-    /* Nothing came in since the sync: the new file holds every record, synced. The zeroer
-     * holds off meanwhile (its writes are for the old file's offsets). */
+    /* The zeroer holds off meanwhile (its writes are for the old file's offsets). */
     a->zero_hold = true;
-    int rc = 0;
     while (a->zeroing && rc == 0)
         rc = tpc_event_wait(&a->zdone); /* (-ECANCELED: the writer is being stopped) */
     char tmp[4200];
@@ -670,11 +690,20 @@ static int rewrite_switch(struct aof *a)
         tpc_close(a->fd);
         a->fd = a->rw.fd;
         a->rw.fd = -1;
-        a->buf.len = 0; /* in the new file already */
-        a->written = a->synced = a->appended;
+        /* the old log's pending records are in the new file but for the last ones (rw.cmds) */
+        struct sbuf rest = a->rw.cmds;
+        a->rw.cmds = a->buf;
+        a->rw.cmds.len = 0;
+        a->buf = rest;
+        a->written = a->synced = a->appended - rest.len;
+        tpc_event_reset(&a->work);
+        if (rest.len)
+            tpc_event_set(&a->work);
         a->size = a->base_size = fstat(a->fd, &st) == 0 ? (uint64_t)st.st_size : a->size;
         a->rw.rewrites++;
-        if ((rc = reopen(a)) < 0 && !a->err) { /* the new file stays, written by a's fd */
+        if ((rc = reopen(a)) == 0)
+            rc = sync_dir(a->path); /* the rename itself survives a crash */
+        if (rc < 0 && !a->err) {    /* the new file stays, written by a's fd */
             a->err = rc;
             fprintf(stderr,
                     "tpc-kv: shard %d: cannot reopen its log after a rewrite: %s (writes "

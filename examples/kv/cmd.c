@@ -39,7 +39,7 @@ uint64_t key_slot_hash(const char *key, size_t klen)
 struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen)
 {
     struct entry *e = dict_find(&db->keys, key, klen, kv_hash(key, klen));
-    if (e && e->expire && e->expire <= db->now) {
+    if (e && e->expire && e->expire <= db->now && !db->loading) {
         dict_delete(&db->keys, e);
         db->expired++;
         return NULL;
@@ -59,6 +59,17 @@ static void expire_one(void *arg, struct entry *e)
         w->db->expired++;
         w->n++;
     }
+}
+
+/* Every key whose time has passed goes (after a log's replay). */
+size_t db_expire_all(struct kv_db *db)
+{
+    struct expire_walk w = {db, 0};
+    uint64_t cursor = 0;
+    do
+        cursor = dict_scan(&db->keys, cursor, expire_one, &w);
+    while (cursor);
+    return w.n;
 }
 
 size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets)
@@ -198,7 +209,7 @@ static void c_set(ARGS)
         e = db_add(db, argv[1], argl[1], T_STRING, v);
         e->expire = expire > 0 ? expire : 0;
     }
-    if (e->expire && e->expire <= db->now) {
+    if (e->expire && e->expire <= db->now && !db->loading) {
         dict_delete(&db->keys, e);
         db->expired++;
     }
@@ -418,11 +429,10 @@ static void expire_generic(ARGS, int64_t unit_ms)
         sb_int(out, 0);
         return;
     }
-    if (at <= db->now) {
+    if (at <= db->now && !db->loading)
         dict_delete(&db->keys, e);
-    } else {
-        e->expire = at;
-    }
+    else
+        e->expire = at > 0 ? at : 1;
     sb_int(out, 1);
 }
 
@@ -442,10 +452,10 @@ static void expireat_generic(ARGS, int64_t unit_ms)
         return;
     }
     int64_t left = v * unit_ms - wall_ms();
-    if (left <= 0)
+    if (left <= 0 && !db->loading)
         dict_delete(&db->keys, e);
     else
-        e->expire = db->now + left;
+        e->expire = db->now + left > 0 ? db->now + left : 1; /* (0: no expiry) */
     sb_int(out, 1);
 }
 

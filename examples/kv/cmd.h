@@ -50,6 +50,7 @@ struct kv_db {
     struct dict keys;
     int64_t now;      /* ms, monotonic, read once per batch */
     uint64_t expired; /* keys removed because their time passed */
+    bool loading;     /* replaying a log: nothing expires (as Redis), db_expire_all after */
 };
 
 struct command {
@@ -79,6 +80,7 @@ void cmd_run(struct kv_db *db, const struct command *c, size_t argc, const char 
 struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen);
 /* Deletes up to `budget` expired keys found from *cursor on (active expiry); returns how many. */
 size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets);
+size_t db_expire_all(struct kv_db *db);
 /* The part of a key that picks its shard: the first {...} with something inside, or all. */
 uint64_t key_slot_hash(const char *key, size_t klen);
 
