@@ -1252,67 +1252,62 @@ void cmd_run(struct kv_db *db, const struct command *c, size_t argc, const char 
     c->fn(db, argc, argv, argl, out);
 }
 
+/* The pattern token at p (not '*': a character, \x, ?, or a class) against the character c:
+ * its length in the pattern if it matches, 0 if not (a class without its ']' never matches). */
+static size_t glob_one(const char *p, size_t pl, char c)
+{
+    if (*p == '?')
+        return 1;
+    if (*p == '\\' && pl > 1)
+        return p[1] == c ? 2 : 0;
+    if (*p != '[')
+        return *p == c ? 1 : 0;
+    size_t i = 1;
+    int neg = i < pl && p[i] == '^', hit = 0;
+    i += (size_t)neg;
+    for (; i < pl && p[i] != ']'; i++) {
+        if (p[i] == '\\' && i + 1 < pl) {
+            hit |= p[++i] == c;
+        } else if (i + 2 < pl && p[i + 1] == '-') {
+            char a = p[i] < p[i + 2] ? p[i] : p[i + 2], b = p[i] < p[i + 2] ? p[i + 2] : p[i];
+            hit |= c >= a && c <= b;
+            i += 2;
+        } else {
+            hit |= p[i] == c;
+        }
+    }
+    return i < pl && hit != neg ? i + 1 : 0;
+}
+
+/* Redis's glob (KEYS, SCAN MATCH, CONFIG GET): every token but '*' matches one character, so
+ * on a mismatch only the last '*' need take one character more: at most pattern x string
+ * steps, no recursion (a pattern of many stars against a long key used to take exponential
+ * time, and one of thousands of stars the whole stack). */
 int glob_match(const char *p, size_t pl, const char *s, size_t sl)
 {
-    while (pl) {
-        switch (*p) {
-        case '*':
-            while (pl > 1 && p[1] == '*')
-                p++, pl--;
-            if (pl == 1)
+    size_t pi = 0, si = 0, star = SIZE_MAX, mark = 0;
+    while (si < sl) {
+        if (pi < pl && p[pi] == '*') {
+            while (pi < pl && p[pi] == '*')
+                pi++;
+            if (pi == pl)
                 return 1;
-            for (size_t i = 0; i <= sl; i++)
-                if (glob_match(p + 1, pl - 1, s + i, sl - i))
-                    return 1;
+            star = pi;
+            mark = si;
+            continue;
+        }
+        size_t k = pi < pl ? glob_one(p + pi, pl - pi, s[si]) : 0;
+        if (k) {
+            pi += k;
+            si++;
+        } else if (star == SIZE_MAX) {
             return 0;
-        case '?':
-            if (!sl)
-                return 0;
-            s++, sl--;
-            break;
-        case '[': {
-            if (!sl)
-                return 0;
-            p++, pl--;
-            int neg = pl && *p == '^', hit = 0;
-            if (neg)
-                p++, pl--;
-            while (pl && *p != ']') {
-                if (*p == '\\' && pl > 1) {
-                    p++, pl--;
-                    hit |= *p == *s;
-                } else if (pl > 2 && p[1] == '-') {
-                    char a = p[0], b = p[2];
-                    if (a > b) {
-                        char t = a;
-                        a = b;
-                        b = t;
-                    }
-                    hit |= *s >= a && *s <= b;
-                    p += 2, pl -= 2;
-                } else {
-                    hit |= *p == *s;
-                }
-                p++, pl--;
-            }
-            if (!pl)
-                return 0; /* unterminated: no match */
-            if (hit == neg)
-                return 0;
-            s++, sl--;
-            break;
+        } else {
+            pi = star;
+            si = ++mark;
         }
-        case '\\':
-            if (pl > 1)
-                p++, pl--;
-            /* fall through */
-        default:
-            if (!sl || *p != *s)
-                return 0;
-            s++, sl--;
-            break;
-        }
-        p++, pl--;
     }
-    return sl == 0;
+    while (pi < pl && p[pi] == '*')
+        pi++;
+    return pi == pl;
 }

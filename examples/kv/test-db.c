@@ -124,7 +124,27 @@ static void test_glob(void **state)
     assert_true(G("a\\*b", "a*b"));
     assert_false(G("a\\*b", "axb"));
     assert_false(G("key:[0-4", "key:3")); /* unterminated class: no match, no crash */
+    assert_true(G("*[ab]*\\?", "xxbyy?"));
+    assert_false(G("*[ab]*\\?", "xxbyyz"));
+    assert_true(G("a*b*c", "aXbYbZc"));
+    assert_false(G("a*b*c", "aXbYbZ"));
+    assert_true(G("**x", "yyx"));
+    assert_true(G("[\\]]", "]"));
+    assert_true(G("[z-a]", "m")); /* a range written backwards */
 #undef G
+    /* Patterns that take exponential time (or a frame per star) to a naive matcher: each is
+     * pattern x string steps here. */
+    char key[5001], pat[10001];
+    memset(key, 'a', 100);
+    key[100] = 0;
+    assert_false(glob_match("a*a*a*a*a*a*a*a*a*a*a*b", 23, key, 100));
+    memset(key, 'a', 5000);
+    key[5000] = 0;
+    for (int i = 0; i < 5000; i++)
+        pat[2 * i] = '*', pat[2 * i + 1] = 'a';
+    assert_true(glob_match(pat, 10000, key, 5000));
+    pat[9999] = 'b';
+    assert_false(glob_match(pat, 10000, key, 5000));
 }
 
 static void test_integers(void **state)
