@@ -163,6 +163,10 @@ static int set_options(ARGS, int *nx, int *xx, int *get, int64_t *expire)
                 return -1;
             }
             int64_t ms = unit % 2 == 1 ? v * 1000 : v;
+            if (unit < 3 && ms > INT64_MAX - wall_ms()) { /* (the log writes it as a wall time) */
+                sb_errorf(out, "ERR invalid expire time in '%s' command", "set");
+                return -1;
+            }
             if (unit >= 3)
                 ms = ms - wall_ms();               /* absolute: the time left */
             *expire = db->now + (ms > 0 ? ms : 0); /* passed already: the key goes at once */
@@ -228,11 +232,22 @@ static void c_setnx(ARGS)
     sb_int(out, 1);
 }
 
+/* Redis's arity error, naming the command as called (lower case: HMSET's is 'hmset'). */
+static void arity_error(struct sbuf *out, const char *name, size_t len)
+{
+    char n[32];
+    size_t k = len < sizeof(n) - 1 ? len : sizeof(n) - 1;
+    for (size_t i = 0; i < k; i++)
+        n[i] = (char)tolower((unsigned char)name[i]);
+    n[k] = 0;
+    sb_errorf(out, "ERR wrong number of arguments for '%s' command", n);
+}
+
 /* MSET on one shard: the pairs in order (a later pair of the same key wins). */
 static void c_mset(ARGS)
 {
     if (argc % 2 == 0) {
-        sb_errorf(out, "ERR wrong number of arguments for '%s' command", "mset");
+        arity_error(out, argv[0], argl[0]);
         return;
     }
     for (size_t i = 1; i + 1 < argc; i += 2) {
@@ -315,8 +330,12 @@ static void c_incrby(ARGS)
 static void c_decrby(ARGS)
 {
     long long by;
-    if (resp_ll(argv[2], argl[2], &by) < 0 || by == LLONG_MIN) {
+    if (resp_ll(argv[2], argl[2], &by) < 0) {
         sb_error(out, E_NOTINT);
+        return;
+    }
+    if (by == LLONG_MIN) {
+        sb_error(out, "ERR decrement would overflow");
         return;
     }
     incr_by(db, argc, argv, argl, out, -by);
@@ -442,8 +461,13 @@ static void expireat_generic(ARGS, int64_t unit_ms)
 {
     (void)argc;
     long long v;
-    if (resp_ll(argv[2], argl[2], &v) < 0 || v > INT64_MAX / unit_ms / 2 || v < 0) {
+    if (resp_ll(argv[2], argl[2], &v) < 0) {
         sb_error(out, E_NOTINT);
+        return;
+    }
+    if (v > INT64_MAX / unit_ms / 2 || v < INT64_MIN / unit_ms / 2) {
+        sb_errorf(out, "ERR invalid expire time in '%s' command",
+                  unit_ms == 1 ? "pexpireat" : "expireat");
         return;
     }
     struct entry *e = db_lookup(db, argv[1], argl[1]);
@@ -582,6 +606,10 @@ static long long pop_count(ARGS, int *given)
 
 static void pop(ARGS, int left)
 {
+    if (argc > 3) { /* (SPOP and ZPOPMIN say syntax error, as Redis) */
+        arity_error(out, argv[0], argl[0]);
+        return;
+    }
     int given;
     long long n = pop_count(db, argc, argv, argl, out, &given);
     if (n < 0)
@@ -696,7 +724,7 @@ static struct entry *member(struct dict *d, const char *m, size_t n)
 static void c_hset(ARGS)
 {
     if (argc % 2 != 0) {
-        sb_errorf(out, "ERR wrong number of arguments for '%s' command", "hset");
+        arity_error(out, argv[0], argl[0]);
         return;
     }
     int bad;
@@ -1178,6 +1206,11 @@ static const struct command commands[] = {
 static char fold(char c)
 {
     return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
+}
+
+size_t cmd_count(void)
+{
+    return sizeof(commands) / sizeof(commands[0]);
 }
 
 const struct command *cmd_lookup(const char *name, size_t len)

@@ -81,6 +81,8 @@ struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen);
 /* Deletes up to `budget` expired keys found from *cursor on (active expiry); returns how many. */
 size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets);
 size_t db_expire_all(struct kv_db *db);
+/* How many commands there are (COMMAND COUNT). */
+size_t cmd_count(void);
 /* The part of a key that picks its shard: the first {...} with something inside, or all. */
 uint64_t key_slot_hash(const char *key, size_t klen);
 

@@ -31,6 +31,7 @@
  * (BGREWRITEAOF, or once it has doubled since the last rewrite and passed
  * --auto-aof-rewrite-min-size, 64 MiB by default) while the shard goes on serving. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,7 +231,8 @@ static void log_set(struct aof *a, size_t argc, const char **argv, const size_t 
         if (unit && k < 4) {
             long long t;
             resp_ll(argv[i + 1], argl[i + 1], &t);
-            long long at = unit == 1 ? wall_ms() + t * 1000 : unit == 2 ? wall_ms() + t : t * 1000;
+            long long ms = unit == 1 ? t * 1000 : t, now = wall_ms();
+            long long at = unit == 3 ? t * 1000 : ms > LLONG_MAX - now ? LLONG_MAX : now + ms;
             v[i] = "PXAT";
             l[i] = 4;
             l[i + 1] = (size_t)snprintf(nums[k], sizeof(nums[k]), "%lld", at);
@@ -441,25 +443,36 @@ static void conn_command(struct conn *c, const struct command *cmd, size_t argc,
         break;
     case OP_COMMAND:
         if (argc >= 2 && argl[1] == 5 && !strncasecmp(argv[1], "count", 5))
-            sb_int(out, 56);
+            sb_int(out, (long long)cmd_count());
         else
             sb_array(out, 0); /* COMMAND, COMMAND DOCS ...: no documentation here */
         break;
     default: { /* OP_CONFIG */
-        static const char *params[][2] = {
-            {"save", ""},       {"appendonly", "no"}, {"appendfsync", "everysec"},
-            {"databases", "1"}, {"maxmemory", "0"},
+        static const char *fsyncs[] = {
+            [AOF_ALWAYS] = "always", [AOF_EVERYSEC] = "everysec", [AOF_NO] = "no"};
+        const char *params[][2] = {
+            {"save", ""},
+            {"appendonly", cfg.appendonly ? "yes" : "no"},
+            {"appendfsync", fsyncs[cfg.appendfsync]},
+            {"databases", "1"},
+            {"maxmemory", "0"},
+            {"dir", cfg.dir},
         };
-        if (argc != 3 || argl[1] != 3 || strncasecmp(argv[1], "get", 3)) {
-            sb_error(out, "ERR only CONFIG GET is supported");
+        enum { NPARAMS = sizeof(params) / sizeof(params[0]) };
+        if (argc < 3 || argl[1] != 3 || strncasecmp(argv[1], "get", 3)) {
+            sb_error(out, argc < 3 && argl[1] == 3 && !strncasecmp(argv[1], "get", 3)
+                              ? "ERR wrong number of arguments for 'config|get' command"
+                              : "ERR only CONFIG GET is supported");
             return;
         }
+        bool hit[NPARAMS] = {false}; /* each once, whatever matches it (as Redis 7) */
         size_t n = 0;
-        for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
-            n += (size_t)glob_match(argv[2], argl[2], params[i][0], strlen(params[i][0]));
+        for (size_t i = 0; i < NPARAMS; i++)
+            for (size_t k = 2; k < argc && !hit[i]; k++)
+                n += hit[i] = glob_match(argv[k], argl[k], params[i][0], strlen(params[i][0]));
         sb_array(out, 2 * (long long)n);
-        for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
-            if (glob_match(argv[2], argl[2], params[i][0], strlen(params[i][0]))) {
+        for (size_t i = 0; i < NPARAMS; i++)
+            if (hit[i]) {
                 sb_bulk(out, params[i][0], strlen(params[i][0]));
                 sb_bulk(out, params[i][1], strlen(params[i][1]));
             }

@@ -240,7 +240,14 @@ SAME = [
     ["ZPOPMIN", "z"], ["ZPOPMIN", "z", "2"], ["ZPOPMIN", "nokey"], ["ZADD", "z", "0.1", "t"],
     ["ZRANGE", "z", "0", "-1", "WITHSCORES"], ["GET"], ["NOSUCH", "a", "b"], ["SET", "k", "v", "EX", "0"],
     ["SET", "k", "v", "EX", "x"], ["SET", "k", "v", "NX", "XX"], ["SETNX", "k", "z"], ["DBSIZE"],
-    ["FLUSHALL"], ["DBSIZE"], ["CONFIG", "GET", "appendonly"],
+    ["SET", "k", "v", "PX", "9223372036854775807"], ["GET", "k"], ["SET", "e", "v"],
+    ["EXPIREAT", "e", "-1"], ["EXISTS", "e"], ["SET", "e", "v"], ["PEXPIREAT", "e", "-5"],
+    ["EXISTS", "e"], ["SET", "e", "v"], ["EXPIREAT", "e", "9223372036854775807"], ["EXPIRE", "e", "-5"],
+    ["EXISTS", "e"], ["DECRBY", "n", "-9223372036854775808"], ["LPOP", "l", "1", "2"],
+    ["RPOP", "l", "1", "2"], ["SPOP", "s", "1", "2"], ["ZPOPMIN", "z", "1", "2"], ["HMSET", "h", "f"],
+    ["HMSET", "hm", "f", "1", "g", "2"], ["HGET", "hm", "g"], ["SET", "a" * 60, "1"],
+    ["KEYS", "a*a*a*a*a*a*a*a*a*a*a*a*b"], ["KEYS", "a*a*a*a*a*a*a*a*a*a*a*a"],
+    ["FLUSHALL"], ["DBSIZE"], ["CONFIG", "GET", "appendonly"], ["CONFIG", "GET", "appendfsync"],
 ]
 
 
@@ -463,6 +470,10 @@ class Durability(unittest.TestCase):
             except OSError:
                 direct = 0
             self.assertEqual(info["tpc_kv_aof_direct_shards"], str(direct), fsync)
+            got = c.cmd("CONFIG", "GET", "appendonly", "append*", "dir")  # each once
+            self.assertEqual(dict(zip(got[::2], got[1::2])), {
+                b"appendonly": b"yes", b"appendfsync": fsync.encode(), b"dir": self.dir.name.encode()})
+            self.assertEqual(len(got), 6)
             self.assertEqual(c.cmd("FLUSHALL"), "OK")
             self.assertEqual(c.cmd("MSET", *sum([["m:%d" % i, str(i)] for i in range(20)], [])), "OK")
             c.cmd("SET", "ttl", "v", "EX", "1000")
