@@ -409,6 +409,7 @@ struct conn {
     tpc_call_item *items;
     struct batch **batches; /* by shard, for the run being sent */
     bool quit;
+    const char *perr; /* a protocol error after the commands parsed (they run first) */
 };
 
 /* Replies of the connection's own commands (PING, ECHO, SELECT, QUIT, COMMAND, CONFIG). */
@@ -1023,8 +1024,8 @@ static int barrier(struct conn *c, struct slot *s)
 /* ---- The connection loop ---- */
 
 /* Parses every whole command buffered (at most BATCH_MAX). Returns how many, with *used the
- * bytes they took and *need what the next one needs in all (0: unknown), or -1 after a protocol
- * error (its reply is in c->local). */
+ * bytes they took and *need what the next one needs in all (0: unknown); a protocol error ends
+ * the parse and is kept in c->perr, answered after the commands before it. */
 static long parse_all(struct conn *c, size_t *used, size_t *need)
 {
     char *buf = (char *)tpc_rbuf_data(&c->in); /* ours: inline arguments unescape in place */
@@ -1036,8 +1037,9 @@ static long parse_all(struct conn *c, size_t *used, size_t *need)
         const char *err;
         long r = resp_parse(buf + *used, len - *used, &cfg.lim, &c->args, need, &err);
         if (r < 0) {
-            sb_errorf(&c->local, "ERR %s", err);
-            return -1;
+            c->perr = err; /* the commands before it run and are answered first, as in Redis */
+            *need = 0;
+            break;
         }
         if (r == 0)
             break;
@@ -1082,24 +1084,27 @@ static int serve(struct conn *c)
         size_t used, need;
         c->local.len = 0;
         long n = parse_all(c, &used, &need);
-        if (n < 0) { /* a protocol error: say so, then close (as Redis) */
-            tpc_wbuf_append(&c->out, c->local.p, c->local.len);
-            tpc_wbuf_flush(&c->out);
-            return -EPROTO;
-        }
         if (n > 0) {
             int rc = execute(c, (size_t)n);
             tpc_rbuf_consume(&c->in, used);
             if (rc < 0)
                 return rc;
-            if (c->quit || tpc_rbuf_len(&c->in) == 0 || need == 0) {
+            if (!c->perr && (c->quit || tpc_rbuf_len(&c->in) == 0 || need == 0)) {
                 ssize_t w = tpc_wbuf_flush(&c->out);
                 if (w < 0)
                     return (int)w;
             }
             if (c->quit)
                 return 0;
-            continue;
+            if (!c->perr)
+                continue;
+        }
+        if (c->perr) { /* a protocol error: say so, then close (as Redis) */
+            c->local.len = 0;
+            sb_errorf(&c->local, "ERR %s", c->perr);
+            tpc_wbuf_append(&c->out, c->local.p, c->local.len);
+            tpc_wbuf_flush(&c->out);
+            return -EPROTO;
         }
         tpc_rbuf_consume(&c->in, used); /* empty commands */
         if (tpc_wbuf_pending(&c->out)) {

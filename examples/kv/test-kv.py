@@ -434,6 +434,14 @@ class Test(unittest.TestCase):
             self.assertIn("invalid bulk length", c.reply())
             c = Conn(kv.port)
             self.addCleanup(c.close)
+            # Commands before a protocol error in the same read run and are answered first.
+            c.send(encode("SET", "pe", "1") + encode("INCR", "pe") + b"*x\r\n" + encode("INCR", "pe"))
+            self.assertEqual((c.reply(), c.reply()), ("OK", 2))
+            self.assertIn("invalid multibulk length", c.reply())
+            self.assertRaises(EOFError, c.reply)
+            c = Conn(kv.port)
+            self.addCleanup(c.close)
+            self.assertEqual(c.cmd("GET", "pe"), b"2")
             self.assertEqual(c.cmd("PING"), "PONG")  # the server lives on
         finally:
             self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
