@@ -411,6 +411,13 @@ class Test(unittest.TestCase):
         # Nobody touches them: the shards' timers remove them.
         until(lambda: c.cmd("DBSIZE") == 1, "active expiry")
         self.assertEqual(c.cmd("EXISTS", "e:stays"), 1)
+        # A large table: each tick walks a share of it (64 buckets a tick took minutes here).
+        for base in range(0, 100000, 10000):
+            c.send(b"".join(encode("SET", "e:%d" % i, "v", "PX", "100")
+                            for i in range(base, base + 10000)))
+            for _ in range(10000):
+                c.reply()
+        until(lambda: c.cmd("DBSIZE") == 1, "active expiry of 100,000 keys")
 
     def test_limits(self):
         kv = Server(shards=1, args=("--max-bulk", "1000", "--max-args", "10"))
