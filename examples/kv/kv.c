@@ -655,6 +655,38 @@ static void txn_unlock(void *arg)
     sh->given_up[sh->ngiven_up++ % 8] = token;
 }
 
+/* A token for a command over several shards: unique over the process. */
+static uint64_t txn_token(void)
+{
+    return ((uint64_t)(tpc_shard_id() + 1) << 48) | ++me()->txn_seq;
+}
+
+/* Locks the shards o for which want(o, arg) in ascending order (every command over several
+ * shards locks in this order: no deadlock) for token. On failure the ones it may have locked are
+ * unlocked, and the error returned. */
+static int lock_owners(uint64_t token, bool (*want)(int o, void *arg), void *arg)
+{
+    int rc = 0;
+    for (int o = 0; o < cfg.nshards && rc == 0; o++) {
+        if (!want(o, arg))
+            continue;
+        int r = 0;
+        rc = tpc_call_on(o, txn_lock, (void *)(uintptr_t)token, &r);
+        if (rc == 0 && r < 0)
+            rc = r;
+        if (rc < 0) /* those locked, and o, whose lock may still come: unlocked */
+            for (int u = 0; u <= o; u++)
+                if (want(u, arg))
+                    tpc_submit_to(u, txn_unlock, (void *)(uintptr_t)token);
+    }
+    return rc;
+}
+
+static bool has_batch(int o, void *arg)
+{
+    return ((struct conn *)arg)->batches[o] != NULL;
+}
+
 static void batch_begin(struct batch *b, const struct command *c, const char *name, size_t nl)
 {
     batch_add(b, c, 1, &name, &nl);
@@ -692,7 +724,7 @@ static int multi(struct conn *c, struct slot *s)
         return 0;
     }
     size_t step = mset ? 2 : 1, nitems = 0;
-    uint64_t token = ((uint64_t)(tpc_shard_id() + 1) << 48) | ++me()->txn_seq;
+    uint64_t token = txn_token();
     for (size_t i = 1; i < s->argc; i += step) {
         int o = owner_of(argv[i], argl[i]);
         struct batch **b = &c->batches[o];
@@ -708,19 +740,7 @@ static int multi(struct conn *c, struct slot *s)
         if (mset)
             batch_arg(*b, argv[i + 1], argl[i + 1]);
     }
-    int rc = 0;
-    for (int o = 0; o < cfg.nshards && rc == 0; o++) { /* lock, in ascending order */
-        if (!c->batches[o])
-            continue;
-        int r = 0;
-        rc = tpc_call_on(o, txn_lock, (void *)(uintptr_t)token, &r);
-        if (rc == 0 && r < 0)
-            rc = r;
-        if (rc < 0) /* those locked, and o, whose lock may still come: unlocked */
-            for (int u = 0; u <= o; u++)
-                if (c->batches[u])
-                    tpc_submit_to(u, txn_unlock, (void *)(uintptr_t)token);
-    }
+    int rc = lock_owners(token, has_batch, c);
     bool released = false; /* by tpc_call_many, which failed */
     if (rc == 0) {
         rc = tpc_call_many(c->items, nitems, batch_run, batch_free);
@@ -772,6 +792,7 @@ enum { ALL_COUNT, ALL_FLUSH, ALL_KEYS, ALL_SCAN, ALL_REWRITE };
 
 struct all_arg {
     int op;
+    uint64_t token;  /* FLUSHALL, KEYS, DBSIZE: every shard is locked for it (0: none) */
     const char *pat; /* MATCH / KEYS pattern (the connection's buffer: copied below) */
     size_t plen;
     int type;        /* SCAN TYPE, 0: any */
@@ -809,13 +830,26 @@ static void collect_key(void *arg, struct entry *e)
     k->a->n++;
 }
 
+static int all_op(struct shard *sh, struct all_arg *a);
+
+/* On each shard: op, alone (the shard locked for the command's token, or not locked). */
 static int all_run(void *p)
 {
     struct all_arg *a = p;
     struct shard *sh = me();
-    int rc = wait_unlocked(sh);
+    if (a->token && sh->locked != a->token)
+        return -ECANCELED; /* the command stopped waiting and unlocked: not run */
+    int rc = a->token ? 0 : wait_unlocked(sh);
     if (rc < 0)
         return rc;
+    rc = all_op(sh, a);
+    unlock_if(sh, a->token);
+    return rc;
+}
+
+static int all_op(struct shard *sh, struct all_arg *a)
+{
+    int rc;
     struct collect k = {a, kv_now_ms()};
     switch (a->op) {
     case ALL_COUNT:
@@ -865,17 +899,36 @@ static void on_all_free(struct conn *c)
         all_free(c->items[i].arg);
 }
 
-/* Runs op on every shard; results in c->items[i].arg (ours on 0). */
+static bool every(int o, void *arg)
+{
+    (void)o, (void)arg;
+    return true;
+}
+
+/* Runs op on every shard; results in c->items[i].arg (ours on 0). FLUSHALL, KEYS and DBSIZE
+ * (and INFO) lock every shard first, as a multi-shard MSET does its owners: they see all of an
+ * MSET or none of it (a FLUSHALL between its parts would leave half of it for good). */
 static int on_all(struct conn *c, int op, const char *pat, size_t plen)
 {
-    for (int i = 0; i < cfg.nshards; i++)
+    uint64_t token = 0;
+    int rc;
+    if (op == ALL_FLUSH || op == ALL_KEYS || op == ALL_COUNT) {
+        token = txn_token();
+        if ((rc = lock_owners(token, every, NULL)) < 0)
+            return rc;
+    }
+    for (int i = 0; i < cfg.nshards; i++) {
         c->items[i] = (tpc_call_item){.shard = i, .arg = all_new(op, pat, plen)};
-    int rc = tpc_call_many(c->items, (size_t)cfg.nshards, all_run, all_free);
-    if (rc < 0)
-        return rc; /* the call released the arguments */
+        ((struct all_arg *)c->items[i].arg)->token = token;
+    }
+    rc = tpc_call_many(c->items, (size_t)cfg.nshards, all_run, all_free);
+    bool released = rc < 0; /* the call released the arguments */
     for (int i = 0; rc == 0 && i < cfg.nshards; i++)
         rc = c->items[i].err < 0 ? c->items[i].err : c->items[i].result;
-    if (rc < 0)
+    if (rc < 0 && token) /* parts that did not run, or may still: their shards unlocked */
+        for (int i = 0; i < cfg.nshards; i++)
+            tpc_submit_to(i, txn_unlock, (void *)(uintptr_t)token);
+    if (rc < 0 && !released)
         on_all_free(c);
     return rc;
 }

@@ -393,6 +393,29 @@ class Test(unittest.TestCase):
         # DEL over the shards counts every key once, atomically too.
         self.assertEqual(self.conn().cmd("DEL", *keys, "atom:none"), len(keys))
 
+    def test_flushall_and_keys_see_all_of_an_mset_or_none(self):
+        keys = ["atomf:%d" % i for i in range(12)]  # spread over the three shards
+        stop = threading.Event()
+
+        def writer():
+            c = Conn(self.kv.port)
+            while not stop.is_set():
+                c.cmd("MSET", *sum([[k, "v"] for k in keys], []))
+            c.close()
+        ts = [threading.Thread(target=writer) for _ in range(2)]
+        for t in ts:
+            t.start()
+        c = self.conn()
+        try:
+            for _ in range(300):  # a FLUSHALL between an MSET's parts would leave some keys
+                self.assertEqual(c.cmd("FLUSHALL"), "OK")
+                self.assertIn(c.cmd("EXISTS", *keys), (0, len(keys)))
+                self.assertIn(len(c.cmd("KEYS", "atomf:*")), (0, len(keys)))
+        finally:
+            stop.set()
+            for t in ts:
+                t.join()
+
     def test_hashtags_share_a_shard(self):
         c = self.conn()
         self.assertEqual(c.cmd("MSET", "{user1}:a", "1", "{user1}:b", "2"), "OK")
