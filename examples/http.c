@@ -69,20 +69,6 @@ static int answer(int fd, http_conn *h, char *out, const char *in, size_t len)
     return out_len ? send_all(fd, out, out_len) : 0;
 }
 
-/* After an error answer the client may still be sending: closing now, with its bytes unread,
- * would reset the connection and could destroy the answer before the client reads it. So stop
- * sending, and read on (discarding) until the client closes, for a second at most. */
-static void linger(int fd, tpc_rx *rx, char *in)
-{
-    tpc_sock_shutdown(fd, SHUT_WR);
-    tpc_deadline_set(LINGER_NS);
-    tpc_buf b;
-    while (rx ? tpc_rx_next(rx, &b) > 0 && tpc_buf_release(&b) == 0
-              : tpc_recv(fd, in, BUF_SIZE, 0) > 0)
-        ;
-    tpc_deadline_clear();
-}
-
 /* Serves one connection (tpc_server_start's fn: the server closes fd afterwards). A received
  * chunk is parsed where the kernel put it; the parser keeps its place between chunks, so
  * nothing is copied but the answers. A connection idle between two requests for PARK_NS gives
@@ -129,9 +115,9 @@ static int connection(int fd, void *arg)
         if (rc < 0)
             break;
     }
-    if (http_conn_failed(&h)) /* an error answer went out */
-        linger(fd, rx, in ? in : out);
     tpc_rx_close(rx);
+    if (http_conn_failed(&h)) /* an error answer went out: the client may still be sending */
+        tpc_sock_linger(fd, LINGER_NS);
     free(in);
     return park ? TPC_CONN_PARK : 0;
 }

@@ -385,6 +385,26 @@ int tpc_sock_shutdown(int fd, int how)
     return shutdown(fd, how) == 0 ? 0 : -errno;
 }
 
+int tpc_sock_linger(int fd, int64_t timeout_ns)
+{
+    TPC__CHECK_SUSPEND();
+    if (timeout_ns < 0)
+        return -EINVAL;
+    if (shutdown(fd, SHUT_WR) < 0)
+        return -errno;
+    uint64_t saved = tpc_deadline_get();
+    tpc_deadline_set(timeout_ns);
+    char buf[2048]; /* (discarded: small, on the caller's stack) */
+    ssize_t n;
+    while ((n = tpc_recv(fd, buf, sizeof(buf), 0)) > 0)
+        ;
+    if (saved)
+        tpc_deadline_set_at(saved);
+    else
+        tpc_deadline_clear();
+    return (int)n;
+}
+
 static int setopt(int fd, int level, int name, int v)
 {
     return setsockopt(fd, level, name, &v, sizeof(v)) == 0 ? 0 : -errno;

@@ -125,6 +125,72 @@ static void test_peer_reset(void **state)
     run_main(1, peer_reset_main, NULL);
 }
 
+/* tpc_sock_linger: the client sent bytes the server never reads (a plain close would reset the
+ * connection, and the client's kernel would drop the answer it had not read yet); with a
+ * linger the client reads the whole answer and then the end of the stream, and its close ends
+ * the linger (0). A client that neither closes nor stops: -ETIMEDOUT at the timeout. The
+ * caller's deadline is left as it was; misuse is refused. */
+struct linger_peer {
+    int fd;
+    size_t got;
+    ssize_t end;
+};
+
+static int linger_client(void *arg)
+{
+    struct linger_peer *p = arg;
+    char buf[4096];
+    ssize_t n;
+    while ((n = tpc_recv(p->fd, buf, sizeof(buf), 0)) > 0)
+        p->got += (size_t)n;
+    p->end = n;
+    tpc_close(p->fd);
+    return 0;
+}
+
+static int linger_main(void *arg)
+{
+    (void)arg;
+    static char junk[32 * 1024], answer[256 * 1024];
+    memset(answer, 'a', sizeof(answer));
+    int a, b;
+    tcp_pair(&a, &b);
+    CHECK_EQ(send(a, junk, sizeof(junk), MSG_DONTWAIT), (ssize_t)sizeof(junk)); /* never read */
+    struct linger_peer p = {.fd = a};
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(linger_client, &p, &f), 0);
+    CHECK_EQ(tpc_write_full(b, answer, sizeof(answer), -1), (ssize_t)sizeof(answer));
+    CHECK_EQ(tpc_deadline_set(60 * 1000 * MS), 0);
+    uint64_t deadline = tpc_deadline_get();
+    CHECK_EQ(tpc_sock_linger(b, 10 * 1000 * MS), 0);
+    CHECK_EQ(tpc_deadline_get(), deadline);
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    CHECK_EQ(p.got, sizeof(answer));
+    CHECK_EQ(p.end, 0);
+    tpc_close(b);
+    tpc_deadline_clear();
+
+    tcp_pair(&a, &b); /* a peer that stays: the timeout, and no deadline left behind */
+    uint64_t t0 = tpc_now();
+    CHECK_EQ(tpc_sock_linger(b, 50 * MS), -ETIMEDOUT);
+    CHECK(tpc_now() - t0 >= 40 * MS);
+    CHECK_EQ(tpc_deadline_get(), 0);
+    CHECK_EQ(tpc_sock_linger(b, -1), -EINVAL);
+    tpc_close(a);
+    tpc_close(b);
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK_EQ(tpc_sock_linger(s, MS), -ENOTCONN);
+    close(s);
+    return 0;
+}
+
+static void test_sock_linger(void **state)
+{
+    (void)state;
+    run_main(1, linger_main, NULL);
+    assert_int_equal(tpc_sock_linger(0, MS), -EPERM); /* outside a fiber */
+}
+
 /* Connect timeout: a listener whose backlog is full drops new SYNs, so the connect waits until
  * the fiber's deadline. */
 static int connect_timeout_main(void *arg)
@@ -1697,6 +1763,7 @@ int main(void)
         cmocka_unit_test(test_splice_errors),
         cmocka_unit_test(test_adaptive_batching),
         cmocka_unit_test(test_adaptive_spin),
+        cmocka_unit_test(test_sock_linger),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

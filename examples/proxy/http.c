@@ -31,10 +31,11 @@
 #define UBUF         (HH_HEAD_MAX + 16384) /* server input */
 #define JOIN_MAX     8192 /* first body bytes up to this are copied after the head: one send */
 #define OUTBUF       (HH_HEAD_MAX + HH_EXTRA + JOIN_MAX)
-#define PARK_AFTER   (50 * 1000 * 1000LL)  /* ns idle before a keep-alive connection parks */
-#define POOL_SERVERS 64                    /* servers with idle connections, per shard */
-#define POOL_PER     512                   /* idle connections per server, per shard */
-#define POOL_CHECK   (100 * 1000 * 1000LL) /* ns idle after which a pooled one is checked */
+#define PARK_AFTER   (50 * 1000 * 1000LL)   /* ns idle before a keep-alive connection parks */
+#define LINGER_NS    (2000 * 1000 * 1000LL) /* a lingering close reads on for this long, at most */
+#define POOL_SERVERS 64                     /* servers with idle connections, per shard */
+#define POOL_PER     512                    /* idle connections per server, per shard */
+#define POOL_CHECK   (100 * 1000 * 1000LL)  /* ns idle after which a pooled one is checked */
 
 /* ---- The per-shard pool of idle keep-alive connections to servers, by address ---- */
 
@@ -144,10 +145,11 @@ typedef struct hconn {
     shard_counters *sc;
     fe_http *fh;
     tpc_addr peer;
-    char xff[128];                       /* the client's address without port: X-Forwarded-For */
-    size_t cs, ce;                       /* client input not yet used: cbuf[cs..ce) */
-    size_t us, ue;                       /* server input: ubuf[us..ue) */
-    int kind;                            /* the error kind of the last failure (E_COUNT: none) */
+    char xff[128]; /* the client's address without port: X-Forwarded-For */
+    size_t cs, ce; /* client input not yet used: cbuf[cs..ce) */
+    size_t us, ue; /* server input: ubuf[us..ue) */
+    int kind;      /* the error kind of the last failure (E_COUNT: none) */
+    bool linger;   /* the proxy answered last and closes: the client may still be sending */
     struct hconn *idle_prev, *idle_next; /* in its shard's idle list (waiting, nothing read) */
     uint64_t idle_since; /* tpc_now() when the wait for the next request began (0: none) */
     bool owned;          /* parked once: the program owns cfd now (the server let go of it) */
@@ -350,7 +352,7 @@ static void answer(hconn *h, int status, const char *why)
     count_response(h, (unsigned)status);
     size_t n = hh_error_write(status, why, h->req.p.method == HTTP_HEAD && h->req.head_done, h->out,
                               sizeof(h->out));
-    send_client(h, h->out, n, NULL, 0);
+    h->linger = send_client(h, h->out, n, NULL, 0) == 0;
 }
 
 static void answer_error(hconn *h, int status, const char *why, int kind)
@@ -593,6 +595,7 @@ static int relay_response(hconn *h, int ufd, bool *reuse)
         h->us += (size_t)used;
     }
     *reuse = m->keep_alive && h->us == h->ue; /* (bytes after the response: not reused) */
+    h->linger = close;
     return close ? -1 : 0;
 server_bad:
     fail_kind(h, E_BODY_ABORTED); /* a malformed body mid-way: the client's answer is cut */
@@ -750,9 +753,14 @@ static void resumed_remove(hconn *h)
         h->res_next->res_prev = h->res_prev;
 }
 
+/* The end of a connection. One the proxy closes after its answer gets a lingering close: a
+ * client still sending (pipelined requests after a Connection: close, the rest of a head too
+ * large) would otherwise get a reset that can destroy the answer before it reads it. */
 static void finish(hconn *h)
 {
     rx_close(h);
+    if (h->linger && !tpc_cancelled())
+        tpc_sock_linger(h->cfd, LINGER_NS);
     if (h->resumed)
         resumed_remove(h);
     log_conn(tpc_shard_id(), h->fe->name, h->xff, h->kind);
@@ -794,6 +802,7 @@ static int resume(void *arg)
     free(p);
     h->cs = h->ce = h->us = h->ue = 0;
     h->kind = E_COUNT;
+    h->linger = false;
     h->req.head_done = false;
     h->rx = NULL;
     h->held.len = 0;
@@ -928,6 +937,7 @@ int http_connection(int fd, void *arg)
     h->fh = &fe->http[shard];
     h->cs = h->ce = h->us = h->ue = 0;
     h->kind = E_COUNT;
+    h->linger = false;
     h->req.head_done = false;
     h->idle_since = 0;
     h->owned = h->resumed = false;

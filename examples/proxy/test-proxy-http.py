@@ -507,6 +507,39 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(dict(self.backends[0].heads[0][1]).get("content-length"),
                          str(len(hidden)))
 
+    def test_close_lingers_for_a_client_still_sending(self):
+        # The proxy closes after its answer while the client has sent more: without a lingering
+        # close the unread bytes make the kernel reset the connection, and the reset destroys
+        # what the client has not read yet.
+        p = self.start()
+        c, r = p.connect()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)  # a small window
+        more = request("/after") * 3000  # ~100 KB of pipelined requests behind the close
+        c.sendall(request("/size/2000000", headers=[("Connection", "close")]) + more[:60000])
+        h = hashlib.sha256()
+        resp = read_response(r, hasher=h)
+        self.assertEqual((resp.status, resp.get("connection")), (200, "close"))
+        self.assertEqual(h.hexdigest(), hashlib.sha256(seeded(2000000)).hexdigest())
+        self.assertEqual(c.recv(1), b"")
+        c.close()
+        # A head far over the limit: the 431 reaches a client that is still sending it.
+        c, r = p.connect()
+        head = b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X-Big: " + b"x" * (400 << 10) + b"\r\n\r\n"
+        sent = []
+
+        def send():
+            try:
+                c.sendall(head)
+                sent.append(True)
+            except OSError as e:
+                sent.append(e)
+        t = threading.Thread(target=send)
+        t.start()
+        self.assertEqual(read_response(r).status, 431)
+        t.join()
+        self.assertEqual(sent, [True])  # read on (and discarded), not reset
+        c.close()
+
     def test_connection_close_both_ways(self):
         p = self.start()
         c, r = p.connect()

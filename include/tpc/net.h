@@ -84,6 +84,19 @@ TPC_EXTERN ssize_t tpc_recvfrom(int fd, void *buf, size_t len, tpc_addr *from);
  * in a cancelled fiber or past a deadline too. Returns 0, -EINVAL, or the kernel's error. */
 TPC_EXTERN int tpc_sock_shutdown(int fd, int how);
 
+/* The first half of a graceful close, for a server about to close a connection whose peer may
+ * still be sending (after an error answer, or a Connection: close with more requests behind
+ * it): ends the sending side (shutdown SHUT_WR: the peer reads all that was sent, then the end
+ * of the stream), then reads and discards what the peer still sends until it closes its side,
+ * for up to timeout_ns whatever the caller's deadline (which it leaves as it was). Why: closing a
+ * socket with unread input makes Linux send a reset, and a reset makes the peer's kernel drop
+ * what it had received but its program not yet read, the answer included. Returns 0 when the
+ * peer closed, -ETIMEDOUT when it was still sending at timeout_ns, -ECANCELED if the caller is
+ * cancelled, -EINVAL for a negative timeout, -EPERM outside a fiber, or the socket's error
+ * (-ENOTCONN: already shut down or never connected). Does not close fd. Not for a socket read
+ * through a tpc_rx: tpc_rx_close it first. Suspends. */
+TPC_EXTERN int tpc_sock_linger(int fd, int64_t timeout_ns);
+
 /* Scatter/gather: one sendmsg or recvmsg (a plain send or recv for one buffer) over iovcnt
  * buffers (at most IOV_MAX, together at most 0x7ffff000 bytes, else -EINVAL); may be short like
  * tpc_send / tpc_recv. */
