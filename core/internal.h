@@ -142,6 +142,18 @@ struct tpc__stack {
     size_t size;
 };
 
+/* Guarded stacks of one size, carved from slabs (core/stack.c): the first class is the runtime's
+ * default size, the others go to the first sizes asked for (0: not yet). */
+#define TPC__STACK_CLASSES 4
+struct tpc__stack_class {
+    size_t size;
+    struct tpc__stack *hot; /* pooled, most recently used first */
+    unsigned nhot;
+    struct tpc__stack *cold; /* past stack_cache, their pages given back */
+    unsigned ncold;
+    struct tpc__slab *slabs;
+};
+
 /* A stalled shard's state, taken by the stall signal's handler on the shard's thread for the
  * watchdog to report (core/stall.c). */
 #define TPC__STALL_FRAMES 32
@@ -252,12 +264,8 @@ struct tpc__shard {
     struct tpc__callback *cb_free; /* callback task free list (linked through qnode) */
     tpc_fiber *free_fibers;        /* recycled fiber records (linked through task.qnode) */
     unsigned nfree_fibers;
-    struct tpc__stack *stacks; /* pooled default-size stacks */
-    unsigned nstacks;
-    struct tpc__stack *cold_stacks; /* the same past stack_cache, their pages given back */
-    unsigned ncold;
-    struct tpc__slab *slabs;       /* where default-size stacks come from (core/stack.c) */
-    struct tpc__stack *nog_stacks; /* pooled unguarded stacks */
+    struct tpc__stack_class stk[TPC__STACK_CLASSES]; /* guarded stacks by size (core/stack.c) */
+    struct tpc__stack *nog_stacks;                   /* pooled unguarded stacks */
     unsigned nnog;
     struct io_uring ring;
     struct tpc__ep
@@ -367,6 +375,8 @@ int tpc__numa_run_on(int shard, tpc_fiber_fn fn, void *arg);
 /* Up to max page addresses spread over the shard's stack slabs (guard pages left out); returns
  * how many (core/stack.c). */
 int tpc__stack_sample(struct tpc__shard *s, void **pages, int max);
+/* Stacks the shard keeps for reuse, all kinds. */
+unsigned tpc__stacks_pooled(const struct tpc__shard *s);
 
 /* What the thread of shard `id` starts from: it allocates and fills in its shard itself. */
 struct tpc__thread {

@@ -49,7 +49,7 @@ void tpc__metrics_publish(struct tpc__shard *s)
     const uint64_t *c = &st.tasks; /* every field is a uint64_t, in TPC__PUB_* order */
     for (unsigned i = 0; i < TPC__PUB_FIBERS; i++)
         atomic_store_explicit(&s->m.pub[i], c[i], memory_order_relaxed);
-    const uint64_t g[] = {s->nlive, s->inflight, s->nmultishot, s->nstacks + s->ncold + s->nnog};
+    const uint64_t g[] = {s->nlive, s->inflight, s->nmultishot, tpc__stacks_pooled(s)};
     for (unsigned i = TPC__PUB_FIBERS; i < TPC__PUB_N; i++)
         atomic_store_explicit(&s->m.pub[i], g[i - TPC__PUB_FIBERS], memory_order_relaxed);
 }

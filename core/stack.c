@@ -1,4 +1,4 @@
-/* Fiber stacks: mmap'd with a guard page below (default-size ones carved from slabs), pooled
+/* Fiber stacks: mmap'd with a guard page below (carved from slabs, a class per size), pooled
  * per shard (LIFO, so the most recently used, cache-warm stack is reused first), and a SIGSEGV
  * handler on an alternate signal stack that names the fiber whose stack overflowed into its
  * guard page. */
@@ -52,7 +52,7 @@ size_t tpc__page_round(size_t size)
     return (size + ps - 1) & ~(ps - 1);
 }
 
-/* ---- Slabs: default-size guarded stacks, SLAB_STACKS to a mapping. ----
+/* ---- Slabs: guarded stacks of one size, SLAB_STACKS to a mapping. ----
  * One mapping per stack costs a munmap (and its TLB shootdown on every CPU the process runs
  * on) per stack at shutdown, and two kernel mappings per stack with the guard page: Linux
  * allows 65,530 mappings per process by default. A slab holds SLAB_STACKS stacks, each with its
@@ -60,13 +60,17 @@ size_t tpc__page_round(size_t size)
  * split the mapping; elsewhere mprotect puts them in (the old cost in mappings, one munmap per
  * slab). Stacks of a slab are never unmapped one by one: a freed stack goes to the pool, and
  * past the pool's size its pages are given back to the kernel (MADV_DONTNEED) but for the top
- * one, which holds its free-list record. Slabs are unmapped when the shard exits. */
+ * one, which holds its free-list record. Slabs are unmapped when the shard exits. Each size
+ * has its slabs and pools (a class): the default size, and the first TPC__STACK_CLASSES - 1
+ * other sizes asked for (a server's connections, say); a size beyond those gets a mapping of
+ * its own per stack, its guard put in the same way. */
 #define SLAB_STACKS 16
 
 struct tpc__slab {
     struct tpc__slab *next;
     char *base;
     size_t len;
+    size_t size;   /* of each stack (the guard page below it not counted) */
     unsigned used; /* slots handed out so far */
 };
 
@@ -81,10 +85,26 @@ static int guard_install(char *page, size_t ps)
     return mprotect(page, ps, PROT_NONE) == 0 ? 0 : -ENOMEM;
 }
 
-static void *slab_take(struct tpc__shard *s, size_t size)
+/* The class of guarded stacks of size (page-rounded), made if add and a class is free; or NULL. */
+static struct tpc__stack_class *class_of(struct tpc__shard *s, size_t size, bool add)
 {
-    size_t ps = page_size(), slot = size + ps;
-    struct tpc__slab *sl = s->slabs;
+    struct tpc__stack_class *c = s->stk;
+    if (size == s->rt->stack_size) {
+        c->size = size;
+        return c;
+    }
+    for (unsigned i = 1; i < TPC__STACK_CLASSES; i++)
+        if (c[i].size == size || (add && c[i].size == 0)) {
+            c[i].size = size;
+            return &c[i];
+        }
+    return NULL;
+}
+
+static void *slab_take(struct tpc__stack_class *c)
+{
+    size_t ps = page_size(), slot = c->size + ps;
+    struct tpc__slab *sl = c->slabs;
     if (!sl || sl->used == SLAB_STACKS) {
         if (!(sl = malloc(sizeof(*sl))))
             return NULL;
@@ -95,9 +115,10 @@ static void *slab_take(struct tpc__shard *s, size_t size)
             free(sl);
             return NULL;
         }
+        sl->size = c->size;
         sl->used = 0;
-        sl->next = s->slabs;
-        s->slabs = sl;
+        sl->next = c->slabs;
+        c->slabs = sl;
     }
     char *guard = sl->base + (size_t)sl->used * slot;
     if (guard_install(guard, ps) < 0)
@@ -108,40 +129,44 @@ static void *slab_take(struct tpc__shard *s, size_t size)
 
 int tpc__stack_sample(struct tpc__shard *s, void **pages, int max)
 {
-    size_t ps = page_size(), size = s->rt->stack_size, slot = size + ps, total = 0;
-    for (struct tpc__slab *sl = s->slabs; sl; sl = sl->next)
-        total += sl->used * (size / ps);
+    size_t ps = page_size(), total = 0;
+    for (unsigned i = 0; i < TPC__STACK_CLASSES; i++)
+        for (struct tpc__slab *sl = s->stk[i].slabs; sl; sl = sl->next)
+            total += sl->used * (sl->size / ps);
     size_t step = total > (size_t)max ? (total + (size_t)max - 1) / (size_t)max : 1;
     size_t k = 0; /* index among the stacks' pages, guards left out */
     int n = 0;
-    for (struct tpc__slab *sl = s->slabs; sl && n < max; sl = sl->next)
-        for (unsigned u = 0; u < sl->used; u++)
-            for (size_t off = 0; off < size && n < max; off += ps, k++)
-                if (k % step == 0)
-                    pages[n++] = sl->base + u * slot + ps + off;
+    for (unsigned i = 0; i < TPC__STACK_CLASSES; i++)
+        for (struct tpc__slab *sl = s->stk[i].slabs; sl && n < max; sl = sl->next)
+            for (unsigned u = 0; u < sl->used; u++)
+                for (size_t off = 0; off < sl->size && n < max; off += ps, k++)
+                    if (k % step == 0)
+                        pages[n++] = sl->base + u * (sl->size + ps) + ps + off;
     return n;
 }
 
-static void slabs_free(struct tpc__shard *s)
+unsigned tpc__stacks_pooled(const struct tpc__shard *s)
 {
-    while (s->slabs) {
-        struct tpc__slab *sl = s->slabs;
-        s->slabs = sl->next;
-        munmap(sl->base, sl->len);
-        free(sl);
-    }
+    unsigned n = s->nnog;
+    for (unsigned i = 0; i < TPC__STACK_CLASSES; i++)
+        n += s->stk[i].nhot + s->stk[i].ncold;
+    return n;
 }
 
 int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack)
 {
     size_t ps = page_size();
     size = (size + ps - 1) & ~(ps - 1);
-    void *p = guard ? pop(&s->stacks, &s->nstacks, size) : pop(&s->nog_stacks, &s->nnog, size);
-    if (!p && guard && size == s->rt->stack_size)
-        p = pop(&s->cold_stacks, &s->ncold, size);
-    if (!p && guard && size == s->rt->stack_size && !(p = slab_take(s, size)))
-        return -ENOMEM;
-    if (p) {
+    struct tpc__stack_class *c = guard ? class_of(s, size, true) : NULL;
+    void *p;
+    if (c) {
+        if (!(p = pop(&c->hot, &c->nhot, size)) && !(p = pop(&c->cold, &c->ncold, size)) &&
+            !(p = slab_take(c)))
+            return -ENOMEM;
+        *stack = p;
+        return 0;
+    }
+    if (!guard && (p = pop(&s->nog_stacks, &s->nnog, size))) {
         *stack = p;
         return 0;
     }
@@ -150,7 +175,7 @@ int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (base == MAP_FAILED)
         return -ENOMEM;
-    if (guard && mprotect(base, ps, PROT_NONE) != 0) {
+    if (guard && guard_install(base, ps) != 0) {
         munmap(base, size + ps);
         return -ENOMEM;
     }
@@ -173,14 +198,15 @@ void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
     /* Frames of a fiber that exited by switching away stay poisoned: clear them for reuse. */
     ASAN_UNPOISON_MEMORY_REGION(stack, size);
 #endif
-    if (guard && size == s->rt->stack_size) { /* from a slab */
+    struct tpc__stack_class *c = guard ? class_of(s, size, false) : NULL;
+    if (c) { /* from a slab (a class, once made, stays: its stacks all came from it) */
         if (atomic_load_explicit(&s->left, memory_order_relaxed))
             return; /* the shard is exiting: its slabs go whole */
-        if (s->nstacks < s->rt->stack_cache) {
-            push(&s->stacks, &s->nstacks, stack, size);
+        if (c->nhot < s->rt->stack_cache) {
+            push(&c->hot, &c->nhot, stack, size);
         } else {
             madvise(stack, size - page_size(), MADV_DONTNEED);
-            push(&s->cold_stacks, &s->ncold, stack, size);
+            push(&c->cold, &c->ncold, stack, size);
         }
         return;
     }
@@ -196,9 +222,17 @@ void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
 
 void tpc__stack_pool_drain(struct tpc__shard *s)
 {
-    s->stacks = s->cold_stacks = NULL; /* in the slabs */
-    s->nstacks = s->ncold = 0;
-    slabs_free(s);
+    for (unsigned i = 0; i < TPC__STACK_CLASSES; i++) {
+        struct tpc__stack_class *c = &s->stk[i];
+        c->hot = c->cold = NULL; /* in the slabs */
+        c->nhot = c->ncold = 0;
+        while (c->slabs) {
+            struct tpc__slab *sl = c->slabs;
+            c->slabs = sl->next;
+            munmap(sl->base, sl->len);
+            free(sl);
+        }
+    }
     void *p;
     size_t size;
     while (s->nog_stacks && (size = s->nog_stacks->size, p = pop(&s->nog_stacks, &s->nnog, size)))

@@ -60,6 +60,13 @@ def _container(ptr, tname, member):
     return gdb.Value(int(ptr) - _field_offset(t, member)).cast(t.pointer())
 
 
+def _stack_classes(s):
+    """How many stack classes a shard has (the length of its stk array)."""
+    t = s["stk"].type.strip_typedefs()
+    lo, hi = t.range()
+    return hi - lo + 1
+
+
 def _walk(head):
     """The nodes (tpc_list *) of the circular list whose head is the tpc_list `head`."""
     h = int(head.address)
@@ -736,7 +743,8 @@ Usage: tpc shards"""
             nf += 1
         gdb.write("  fibers: %d (%s), %d not returned; %d records and %d stacks pooled\n"
                   % (nf, ", ".join("%d %s" % (counts[k], k) for k in STATES),
-                     int(s["nlive"]), int(s["nfree_fibers"]), int(s["nstacks"])))
+                     int(s["nlive"]), int(s["nfree_fibers"]),
+                     sum(int(s["stk"][i]["nhot"]) for i in range(_stack_classes(s)))))
         fibers = callbacks = 0
         q = s["runq"]["head"]
         task_ptr = _type("struct tpc__task").pointer()

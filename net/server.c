@@ -51,6 +51,7 @@ struct tpc_server {
     tpc_conn_fn fn;
     void *arg;
     size_t stack_size;
+    bool no_guard;
     bool handoff;
     unsigned nshards, home, rr;
     tpc_addr addr;
@@ -222,7 +223,10 @@ static void conn_start(void *arg)
         return;
     }
     tpc__ep_keep(c->fd); /* the server closes it, with tpc_close: on epoll it stays in the set */
-    tpc_fiber_opts o = {.name = "connection", .detached = true, .stack_size = c->srv->stack_size};
+    tpc_fiber_opts o = {.name = "connection",
+                        .detached = true,
+                        .stack_size = c->srv->stack_size,
+                        .no_guard = c->srv->no_guard};
     if (tpc_spawn_opts(&o, conn_main, c, NULL) < 0) {
         srv_leave(c->srv);
         conn_drop(c);
@@ -441,6 +445,7 @@ int tpc_server_start(const tpc_addr *a, const tpc_server_opts *opts, tpc_conn_fn
     *srv = (tpc_server){.fn = fn,
                         .arg = arg,
                         .stack_size = o.stack_size,
+                        .no_guard = o.no_guard,
                         .handoff = (o.flags & TPC_SERVER_HANDOFF) || a->sa.sa_family == AF_UNIX,
                         .nshards = n,
                         .home = self->id,

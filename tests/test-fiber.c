@@ -588,9 +588,11 @@ static void test_join_by_call(void **state)
 }
 
 /* ---- Stacks cost few kernel mappings. ----
- * Default-size stacks come 16 to a mapping, their guard pages put in without splitting it where
+ * Guarded stacks come 16 to a mapping, their guard pages put in without splitting it where
  * the kernel has MADV_GUARD_INSTALL (Linux 6.13): thousands of fibers fit under the default
- * limit of 65,530 mappings. Elsewhere (or under valgrind) a guard still splits the mapping. */
+ * limit of 65,530 mappings. Elsewhere (or under valgrind) a guard still splits the mapping. The
+ * default size and the first three other sizes asked for have slabs of their own; a fifth size
+ * gets a mapping per stack (its guard put in the same way). */
 enum { MANY = 2048 };
 
 static int count_maps(void)
@@ -623,13 +625,14 @@ static int park_on(void *arg)
 
 static int maps_main(void *arg)
 {
-    (void)arg;
+    size_t size = (size_t)(uintptr_t)arg; /* 0: the default */
     static tpc_fiber *f[MANY];
     tpc_event e;
     tpc_event_init(&e, false);
     int before = count_maps();
+    tpc_fiber_opts o = {.stack_size = size};
     for (int i = 0; i < MANY; i++)
-        CHECK_EQ(tpc_spawn(park_on, &e, &f[i]), 0);
+        CHECK_EQ(tpc_spawn_opts(&o, park_on, &e, &f[i]), 0);
     tpc_yield(); /* all of them run and park */
     int grew = count_maps() - before;
 #if defined(__SANITIZE_THREAD__)
@@ -641,7 +644,8 @@ static int maps_main(void *arg)
         CHECK(grew <= MANY / 8); /* 128 slabs, and a little else */
     else if (exact)
         CHECK(grew <= 2 * MANY + 64);
-    printf("%d parked fibers: %d more mappings\n", MANY, grew);
+    printf("%d parked fibers with %zu KiB stacks: %d more mappings\n", MANY,
+           (size ? size : 128 * 1024) >> 10, grew);
     CHECK_EQ(tpc_event_set(&e), 0);
     for (int i = 0; i < MANY; i++)
         CHECK_EQ(tpc_join(f[i], NULL), 0);
@@ -649,10 +653,29 @@ static int maps_main(void *arg)
     return 0;
 }
 
+static int sizes_main(void *arg)
+{
+    (void)arg;
+    static const size_t sizes[] = {0, 64 * 1024, 256 * 1024, 40 * 1024};
+    for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        CHECK_EQ(maps_main((void *)(uintptr_t)sizes[i]), 0);
+    /* a fifth size: no class left, a mapping per stack, guarded all the same */
+    tpc_fiber_opts o = {.stack_size = 48 * 1024};
+    tpc_fiber *f;
+    tpc_event e;
+    tpc_event_init(&e, false);
+    CHECK_EQ(tpc_spawn_opts(&o, park_on, &e, &f), 0);
+    tpc_yield();
+    CHECK_EQ(tpc_event_set(&e), 0);
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    CHECK_EQ(tpc_event_destroy(&e), 0);
+    return 0;
+}
+
 static void test_stacks_share_mappings(void **state)
 {
     (void)state;
-    run_main(1, maps_main, NULL);
+    run_main(1, sizes_main, NULL);
 }
 
 int main(void)

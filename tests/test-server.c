@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "helpers.h"
+#include "core/internal.h" /* a connection fiber's stack: its size and guard */
 
 /* This executable is linked with -Wl,--wrap=calloc (tests/meson.build): a test makes the next
  * calloc of its thread fail, as under memory pressure. */
@@ -500,6 +501,53 @@ static void test_server_reuseport(void **state)
 {
     (void)state;
     run_main(2, server_main, (void *)0);
+}
+
+/* tpc_server_opts.stack_size and no_guard reach the connection fibers. */
+struct stack_seen {
+    tpc_event ran;
+    bool guard;
+    size_t size;
+};
+
+static int stack_conn(int fd, void *arg)
+{
+    (void)fd;
+    struct stack_seen *s = arg;
+    s->guard = tpc__self->current->guard;
+    s->size = tpc__self->current->stack_size;
+    tpc_event_set(&s->ran);
+    return 0;
+}
+
+static int server_stack_main(void *arg)
+{
+    (void)arg;
+    for (int no_guard = 0; no_guard < 2; no_guard++) {
+        tpc_addr a, at;
+        CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+        struct stack_seen seen = {.guard = no_guard}; /* the opposite of what it must see */
+        tpc_event_init(&seen.ran, false);
+        tpc_server *srv;
+        tpc_server_opts o = {.stack_size = 48 * 1024, .no_guard = no_guard};
+        CHECK_EQ(tpc_server_start(&a, &o, stack_conn, &seen, &srv), 0);
+        CHECK_EQ(tpc_server_addr(srv, &at), 0);
+        int fd = tpc_connect(&at);
+        CHECK(fd >= 0);
+        CHECK_EQ(tpc_event_wait(&seen.ran), 0);
+        CHECK_EQ(seen.guard, !no_guard);
+        CHECK_EQ(seen.size, 48 * 1024);
+        tpc_close(fd);
+        CHECK_EQ(tpc_server_stop(srv), 0);
+        tpc_event_destroy(&seen.ran);
+    }
+    return 0;
+}
+
+static void test_server_stack_options(void **state)
+{
+    (void)state;
+    run_main(1, server_stack_main, NULL);
 }
 
 /* Hand-off: long-lived connections end up evenly spread, whatever the kernel's hash says. */
@@ -1524,6 +1572,7 @@ int main(void)
         cmocka_unit_test(test_acceptor_pause),
         cmocka_unit_test(test_emfile),
         cmocka_unit_test(test_server_reuseport),
+        cmocka_unit_test(test_server_stack_options),
         cmocka_unit_test(test_server_handoff),
         cmocka_unit_test(test_server_errors),
         cmocka_unit_test(test_server_opts),

@@ -177,6 +177,7 @@ typedef struct tpc_server_opts {
     int backlog;       /* listen backlog, 0: 4096 (the kernel caps it at net.core.somaxconn) */
     int flags;         /* TPC_SERVER_HANDOFF, or 0 */
     size_t stack_size; /* of connection fibers: 0 (the runtime's default), or 16 KiB to 1 GiB */
+    bool no_guard;     /* connection fibers without a guard page (tpc_fiber_opts.no_guard) */
 } tpc_server_opts;
 
 /* Listens on a and runs fn(fd, arg) in a new detached fiber for each connection (opts may be

@@ -24,9 +24,11 @@ typedef struct tpc_fiber_opts {
     const char *name;  /* Shown in diagnostics such as a stack overflow report; copied
                           (first 31 bytes). NULL: "fiber". */
     bool detached;     /* The fiber frees itself when it returns; it cannot be joined. */
-    bool no_guard;     /* No guard page under the stack: an overflow is not caught. For very
-                          many small fibers: Linux limits a process to vm.max_map_count mappings
-                          (65530 by default) and each guarded stack takes two. */
+    bool no_guard;     /* No guard page under the stack: an overflow is not caught. Guarded
+                          stacks come 16 to a mapping, their guards put in without splitting it
+                          (MADV_GUARD_INSTALL, Linux 6.13); on older kernels each guarded stack
+                          takes two of the vm.max_map_count mappings a process may hold (65530
+                          by default), and many small fibers may want to go without. */
 } tpc_fiber_opts;
 
 /* Spawns fiber fn(arg) on the current shard, queued at the tail of the run queue (the caller
