@@ -155,6 +155,10 @@ typedef struct hconn {
     bool owned;          /* parked once: the program owns cfd now (the server let go of it) */
     bool resumed;        /* runs in a fiber a watch spawned (in its shard's resumed list) */
     tpc_fiber *fiber;
+    tpc_fiber *pump; /* sends the rest of a request body while the response is read */
+    int pump_rc;     /* its result: XR_OK, or why it stopped */
+    bool pump_done;
+    int pump_ufd;
     struct hconn *res_prev, *res_next;
     tpc_rx *rx;   /* the client's receive stream (NULL: plain tpc_recv) */
     tpc_buf held; /* a chunk of it not yet copied whole into cbuf */
@@ -469,8 +473,62 @@ static int to_client(void *arg, const char *p, size_t n)
     return send_client(h, p, n, NULL, 0) < 0 ? -1 : 0;
 }
 
+/* The rest of a request body, client to server, in a fiber of its own beside the one that reads
+ * the response: a server may answer before it has the whole body (a 413, a 401, a response it
+ * streams while it reads), and must not wait for the proxy to finish sending first. A failure
+ * on the client's side (it went, or sent a malformed body) shuts the server connection down, so
+ * that the response's reader stops waiting. */
+static int body_pump(void *arg)
+{
+    hconn *h = arg;
+    const px_frontend *f = h->f;
+    int rc = XR_OK;
+    while (!h->req.done && rc == XR_OK) {
+        if (h->cs == h->ce) {
+            h->cs = h->ce = 0;
+            tpc_deadline_set_at(tpc_now() + (uint64_t)f->client_idle_ns);
+            ssize_t n = client_recv(h, h->cbuf, sizeof(h->cbuf));
+            if (n <= 0) {
+                if (n != -ECANCELED) /* (cancelled: the response's side decides and says) */
+                    fail_kind(h, E_BODY_ABORTED);
+                rc = XR_CLOSE;
+                break;
+            }
+            count(&h->sc->bytes_in, (uint64_t)n);
+            h->ce = (size_t)n;
+        }
+        long used = hh_body_feed(&h->req, h->cbuf + h->cs, h->ce - h->cs);
+        if (used < 0) {
+            rc = XR_400;
+            break;
+        }
+        struct iovec b = {h->cbuf + h->cs, (size_t)used};
+        if (send_all(h->pump_ufd, &b, 1, f->server_idle_ns) < 0)
+            rc = XR_502; /* the server went: its response (if any) tells the rest */
+        h->cs += (size_t)used;
+    }
+    if (rc == XR_CLOSE || rc == XR_400)
+        tpc_sock_shutdown(h->pump_ufd, SHUT_RDWR);
+    h->pump_rc = rc;
+    h->pump_done = true;
+    return 0;
+}
+
+/* Ends the body pump (cancel: now, else once it has sent all); its result (XR_OK: none ran). */
+static int pump_end(hconn *h, bool cancel)
+{
+    if (!h->pump)
+        return XR_OK;
+    if (cancel && !h->pump_done)
+        tpc_cancel(h->pump);
+    tpc_join(h->pump, NULL);
+    h->pump = NULL;
+    return h->pump_rc;
+}
+
 /* Sends the request (head in out[0..hlen), the first body bytes cbuf[b0..b0+b0len)) to the
- * server on ufd, streams the rest of the body, and reads the response head into ubuf.
+ * server on ufd, starts the body pump for the rest of the body, and reads the response head
+ * into ubuf.
  * XR_RETRY: a reused connection failed before anything was taken from the client after the
  * head's first bytes (the server had closed it) and the request is idempotent: another
  * connection may try again. A request that is not gets the 502 (the server may have acted
@@ -485,26 +543,16 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
     int rc = send_all(ufd, iov, 2, f->server_idle_ns);
     if (rc < 0)
         return reused && !*streamed ? XR_RETRY : rc == -ETIMEDOUT ? XR_504 : XR_502;
-    while (!h->req.done) { /* the rest of the request body */
+    if (!h->req.done) { /* the rest of the request body, beside the response */
         *streamed = true;
-        if (h->cs == h->ce) {
-            h->cs = h->ce = 0;
-            tpc_deadline_set_at(tpc_now() + (uint64_t)f->client_idle_ns);
-            ssize_t n = client_recv(h, h->cbuf, sizeof(h->cbuf));
-            if (n <= 0) {
-                fail_kind(h, n == -ECANCELED ? E_CANCELLED : E_BODY_ABORTED);
-                return XR_CLOSE;
-            }
-            count(&h->sc->bytes_in, (uint64_t)n);
-            h->ce = (size_t)n;
-        }
-        long used = hh_body_feed(&h->req, h->cbuf + h->cs, h->ce - h->cs);
-        if (used < 0)
-            return XR_400;
-        struct iovec b = {h->cbuf + h->cs, (size_t)used};
-        if (send_all(ufd, &b, 1, f->server_idle_ns) < 0)
+        h->pump_ufd = ufd;
+        h->pump_done = false;
+        h->pump_rc = XR_OK;
+        tpc_fiber_opts o = {.name = "body", .stack_size = 64 * 1024};
+        if (tpc_spawn_opts(&o, body_pump, h, &h->pump) < 0) {
+            h->pump = NULL;
             return XR_502;
-        h->cs += (size_t)used;
+        }
     }
     h->us = h->ue = 0;
     hh_init(&h->resp, true, h->req.p.method == HTTP_HEAD);
@@ -683,16 +731,31 @@ static int proxy_request(hconn *h)
             count(&r->responses, 1);
             bool reuse = false;
             rc = relay_response(h, ufd, &reuse);
+            if (h->pump) { /* the body goes on while the server keeps the connection */
+                bool cancel = rc < 0 || !reuse, sent_all = h->pump_done && h->pump_rc == XR_OK;
+                int p = pump_end(h, cancel);
+                if (p != XR_OK || (cancel && !sent_all)) { /* the client's body not all taken */
+                    reuse = false;
+                    h->linger = true;
+                    rc = -1;
+                }
+            }
             if (reuse) {
                 pool_put(&sv->addr, ufd);
                 ufd = -1;
             }
-        } else if (x == XR_400)
-            answer_error(h, 400, "malformed request body", E_BAD_REQUEST);
-        else if (x == XR_502)
-            answer_error(h, 502, "the server closed or sent a malformed response", E_BAD_RESPONSE);
-        else if (x == XR_504)
-            answer_error(h, 504, "the server did not answer in time", E_SERVER_TIMEOUT);
+        } else {
+            int p = pump_end(h, true);
+            if (p == XR_400 || p == XR_CLOSE) /* the client's side failed first */
+                x = p;
+            if (x == XR_400)
+                answer_error(h, 400, "malformed request body", E_BAD_REQUEST);
+            else if (x == XR_502)
+                answer_error(h, 502, "the server closed or sent a malformed response",
+                             E_BAD_RESPONSE);
+            else if (x == XR_504)
+                answer_error(h, 504, "the server did not answer in time", E_SERVER_TIMEOUT);
+        } /* (XR_CLOSE: the client went, or its body stopped coming: nothing to answer) */
         if (ufd >= 0)
             tpc_close(ufd);
         atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
@@ -803,6 +866,7 @@ static int resume(void *arg)
     h->cs = h->ce = h->us = h->ue = 0;
     h->kind = E_COUNT;
     h->linger = false;
+    h->pump = NULL;
     h->req.head_done = false;
     h->rx = NULL;
     h->held.len = 0;
@@ -938,6 +1002,7 @@ int http_connection(int fd, void *arg)
     h->cs = h->ce = h->us = h->ue = 0;
     h->kind = E_COUNT;
     h->linger = false;
+    h->pump = NULL;
     h->req.head_done = false;
     h->idle_since = 0;
     h->owned = h->resumed = false;

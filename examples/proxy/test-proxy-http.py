@@ -128,13 +128,15 @@ class Backend:
     /cut               Content-Length 1000 and 10 bytes, then closes
     /drop              a keep-alive answer, then the connection closes
     /unframe           Connection naming Content-Length; a body like a second response
+    /early413          a 413 before the body is read, then a graceful close
+    /echo-stream       the request body echoed (chunked) while it is still coming
     /mute-next         answered; the next request on the connection is read, never answered
     /late              answered, then a stray 408 on the idle connection (self.late is set)
     anything else      "TAG METHOD PATH" (the request heads are kept in self.heads)"""
 
     def __init__(self, tag="a"):
         self.tag, self.heads, self.accepted, self.healthy = tag, [], 0, True
-        self.late = threading.Event()
+        self.late, self.dropped = threading.Event(), threading.Event()
         self.lock, self.stopped = threading.Lock(), threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -168,6 +170,17 @@ class Backend:
         method, path, _ = line.split(" ")
         with self.lock:
             self.heads.append((line, headers))
+        if path == "/early413":  # answered before the body is read, then closed (gracefully)
+            c.sendall(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+            c.shutdown(socket.SHUT_WR)
+            while c.recv(1 << 16):
+                pass
+            return False
+        if path == "/echo-stream":  # the body echoed as it comes, chunk by chunk
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            r.body(headers, lambda d: c.sendall(b"%x\r\n%s\r\n" % (len(d), d)), False)
+            c.sendall(b"0\r\n\r\n")
+            return True
         h = hashlib.sha256()
         framing = r.body(headers, h.update, False)
         if r.mute:  # read, perhaps acted on, never answered
@@ -204,6 +217,7 @@ class Backend:
         if path == "/drop":  # keep-alive said, then closed: the proxy's pooled one goes stale
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndrop")
             c.shutdown(socket.SHUT_RDWR)
+            self.dropped.set()
             return False
         if path == "/eof":
             c.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
@@ -316,6 +330,7 @@ class HttpTest(unittest.TestCase):
         c, r = p.connect()
         c.sendall(request("/drop"))
         self.assertEqual(read_response(r).body, b"drop")
+        self.assertTrue(self.backends[0].dropped.wait(DEADLINE))  # closed before the POST
         c.sendall(request("/hash", method="POST", body=b"once"))
         self.assertEqual(read_response(r).body.decode(),
                          hashlib.sha256(b"once").hexdigest() + " length")
@@ -539,6 +554,42 @@ class HttpTest(unittest.TestCase):
         t.join()
         self.assertEqual(sent, [True])  # read on (and discarded), not reset
         c.close()
+
+    def test_response_while_the_body_is_still_coming(self):
+        # The server answers before it has read the body: the answer reaches the client (it was a
+        # 502 once the proxy's send of the body failed), and a server that streams its response
+        # while it reads the body is not held up by a proxy that sends the whole body first.
+        p = self.start(fe="timeout_server_idle = 3s\n")
+        c, r = p.connect()
+        big = seeded(10 << 20)
+        sent = []
+
+        def send(data):
+            try:
+                c.sendall(data)
+                sent.append(True)
+            except OSError as e:
+                sent.append(e)
+        t = threading.Thread(target=send, args=(request("/early413", method="POST", body=big),))
+        t.start()
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.body), (413, b"big"))
+        self.assertEqual(c.recv(1), b"")  # the body was not all taken: the connection closes
+        t.join()
+        c.close()
+        c, r = p.connect()
+        data = seeded(20 << 20, seed=3)
+        t = threading.Thread(target=send, args=(request("/echo-stream", method="POST", body=data),))
+        t.start()
+        h = hashlib.sha256()
+        resp = read_response(r, hasher=h)
+        t.join()
+        self.assertEqual((resp.status, resp.framing), (200, "chunked"))
+        self.assertEqual(h.hexdigest(), hashlib.sha256(data).hexdigest())
+        c.sendall(request("/after"))  # the connection goes on
+        self.assertEqual(read_response(r).body, b"a GET /after")
+        c.close()
+        self.assertEqual(p.counter("bad_response"), 0)
 
     def test_connection_close_both_ways(self):
         p = self.start()
