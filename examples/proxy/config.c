@@ -379,6 +379,11 @@ static int handler(void *user, const char *section, const char *key, const char 
         frontend_key(p, &p->c->frontends[p->index], key, value);
     else if (p->kind == SEC_BACKEND)
         backend_key(p, &p->c->backends[p->index], key, value);
+    else if (p->kind == SEC_NONE)
+        error_at(p, p->line,
+                 "'%s' outside any section (a key goes under [frontend NAME], "
+                 "[backend NAME] or [stats])",
+                 key);
     else if (!strcmp(key, "listen")) {
         if (parse_addr(p, key, value, &p->c->stats_listen))
             p->c->has_stats = true;

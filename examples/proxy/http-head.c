@@ -86,7 +86,7 @@ static int classify(const char *s, size_t n)
     case 6:
         return is(s, n, "expect") ? HK_EXPECT : HK_OTHER;
     case 7:
-        return is(s, n, "trailer") || is(s, n, "upgrade") ? HK_HOP : HK_OTHER;
+        return is(s, n, "upgrade") ? HK_HOP : HK_OTHER; /* (Trailer is end to end, RFC 9110) */
     case 10:
         return is(s, n, "connection") ? HK_CONNECTION : is(s, n, "keep-alive") ? HK_HOP : HK_OTHER;
     case 14:

@@ -29,7 +29,7 @@ enum hh_result { HH_ERROR = -1, HH_NEED = 0, HH_HEAD = 1 };
 /* What a header is, for the proxy. */
 enum hh_kind {
     HK_OTHER,
-    HK_HOP, /* Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade: dropped */
+    HK_HOP, /* Keep-Alive, Proxy-Connection, TE, Upgrade: dropped */
     HK_CONNECTION,
     HK_TRANSFER_ENCODING,
     HK_CONTENT_LENGTH,

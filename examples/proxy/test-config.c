@@ -187,6 +187,12 @@ static void bad(void **state)
                               "F:15: bad check 'smoke' in [backend b] (expected tcp, http or none)",
                               "F:16: bad check_path 'health' in [backend b]", NULL});
     expect("", 1, (const char *const[]){"no [frontend NAME] section", NULL});
+    expect("listen = 127.0.0.1:9\n[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n"
+           "[backend b]\nserver = s 127.0.0.1:2\n",
+           1,
+           (const char *const[]){"F:1: 'listen' outside any section (a key goes under [frontend "
+                                 "NAME], [backend NAME] or [stats])",
+                                 NULL});
     char longer[1024];
     snprintf(longer, sizeof(longer),
              "[frontend a]\nlisten = 127.0.0.1:1\nbackend = %0300d\n[backend b]\n"
