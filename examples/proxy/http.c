@@ -883,15 +883,16 @@ static int resume(void *arg)
     return 0;
 }
 
-/* The watch told: bytes (a fiber takes the connection up), or the end of the wait (the idle
- * limit, a drain, an error, the runtime stopping): the connection closes. */
+/* The watch told: bytes (a fiber takes the connection up: during a drain too, the request
+ * then answered with Connection: close), or the end of the wait (the idle limit, a drain, an
+ * error, the runtime stopping): the connection closes. */
 static void park_wake(tpc_watch *w, int res, void *arg)
 {
     (void)w;
     hpark *p = arg;
     park_unlink(p);
     tpc_timer_stop(&p->idle);
-    if (res > 0 && !idles[tpc_shard_id()].draining) {
+    if (res > 0) {
         tpc_fiber_opts o = {.name = "http", .detached = true, .stack_size = 64 * 1024};
         if (tpc_spawn_opts(&o, resume, p, NULL) == 0)
             return;
