@@ -1095,7 +1095,7 @@ static long parse_all(struct conn *c, size_t *used, size_t *need)
     *used = 0;
     resp_args_clear(&c->args);
     while (n < BATCH_MAX) {
-        size_t a0 = c->args.n;
+        size_t a0 = c->args.n - c->args.resume.done; /* (a partial command's progress: at 0) */
         const char *err;
         long r = resp_parse(buf + *used, len - *used, &cfg.lim, &c->args, need, &err);
         if (r < 0) {

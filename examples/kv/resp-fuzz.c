@@ -80,22 +80,23 @@ static void run(const uint8_t *data, size_t size, size_t piece, struct result *r
     for (;;) {
         size_t need;
         const char *err;
-        size_t from = a.n;
+        resp_args_clear(&a); /* (as the connection does: a partial command's progress stays) */
         long n = resp_parse(buf + off, have - off, &lim, &a, &need, &err);
         if (n < 0) {
-            check(a.n == from, "a failed parse appended arguments");
+            check(a.n == 0 && a.resume.done == 0, "a failed parse left arguments");
             r->error = 1;
             break;
         }
         if (n > 0) {
             check((size_t)n <= have - off, "parse took more than buffered");
-            record(r, &a, from);
-            roundtrip(&a, from);
+            check(a.resume.done == 0, "a whole command left progress behind");
+            record(r, &a, 0);
+            roundtrip(&a, 0);
             r->ncmds++;
             off += (size_t)n;
             continue;
         }
-        check(a.n == from, "a partial parse appended arguments");
+        check(a.n == a.resume.done, "a partial parse appended arguments");
         check(need == 0 || need > have - off, "need is not beyond what is buffered");
         if (have == size)
             break;

@@ -8,7 +8,7 @@
 
 void resp_args_clear(struct resp_args *a)
 {
-    a->n = 0;
+    a->n = a->resume.done;
 }
 
 void resp_args_free(struct resp_args *a)
@@ -18,6 +18,7 @@ void resp_args_free(struct resp_args *a)
     a->argv = NULL;
     a->argl = NULL;
     a->n = a->cap = 0;
+    a->resume.done = 0;
 }
 
 static void args_push(struct resp_args *a, const char *p, size_t n)
@@ -88,16 +89,26 @@ static long header(const char *p, size_t len, long long *v)
 static long parse_multibulk(char *buf, size_t len, const struct resp_limits *lim,
                             struct resp_args *a, size_t *need, const char **err)
 {
-    long long count;
-    long h = header(buf, len, &count);
-    if (h < 0 || (h > 0 && count > (long long)lim->max_args)) {
-        *err = "Protocol error: invalid multibulk length";
-        return -1;
+    long long count, i = 0;
+    size_t pos, first = a->n, at;
+    if (a->resume.done) { /* this command, parsed up to resume.pos before */
+        count = a->resume.count;
+        pos = a->resume.pos;
+        i = (long long)a->resume.done;
+        first = 0;
+        a->resume.done = 0;
+    } else {
+        long h = header(buf, len, &count);
+        if (h < 0 || (h > 0 && count > (long long)lim->max_args)) {
+            *err = "Protocol error: invalid multibulk length";
+            return -1;
+        }
+        if (h == 0)
+            return 0;
+        pos = (size_t)h;
     }
-    if (h == 0)
-        return 0;
-    size_t pos = (size_t)h, first = a->n;
-    for (long long i = 0; i < count; i++) {
+    for (; i < count; i++) {
+        at = pos;
         if (pos == len)
             goto partial;
         if (buf[pos] != '$') {
@@ -121,11 +132,19 @@ static long parse_multibulk(char *buf, size_t len, const struct resp_limits *lim
             *err = "Protocol error: expected CRLF after bulk";
             goto fail;
         }
-        args_push(a, buf + pos, (size_t)bl);
+        args_push(a, (const char *)(uintptr_t)pos, (size_t)bl); /* an offset, until the end */
         pos += (size_t)bl + 2;
     }
+    for (size_t k = first; k < a->n; k++)
+        a->argv[k] = buf + (uintptr_t)a->argv[k];
     return (long)pos;
 partial:
+    if (first == 0 && i > 0) { /* the first command: its progress stays (resp.h) */
+        a->resume.count = count;
+        a->resume.done = (size_t)i;
+        a->resume.pos = at;
+        return 0;
+    }
     a->n = first;
     return 0;
 fail:

@@ -14,13 +14,23 @@ struct resp_limits {
 };
 
 /* The arguments of the commands parsed so far (pointers into the parsed buffer): a parse
- * appends one command's arguments. Reset with resp_args_clear; free with resp_args_free. */
+ * appends one command's arguments. Reset with resp_args_clear; free with resp_args_free.
+ * A multibulk command that is only partly there when it is the first parsed into a (n == 0)
+ * keeps what was parsed of it (resume: its arguments so far, as offsets from its start), so
+ * that the next parse of it, with more bytes, goes on where this one stopped: a command of many
+ * arguments that comes in small pieces is parsed once, not once per piece. */
 struct resp_args {
     const char **argv;
     size_t *argl;
     size_t n, cap;
+    struct {
+        long long count; /* its argument count */
+        size_t done;     /* arguments parsed (argv[0..done)), 0: nothing kept */
+        size_t pos;      /* where the next argument's header begins */
+    } resume;
 };
 
+/* Drops the commands parsed; keeps a partial command's progress (see above). */
 void resp_args_clear(struct resp_args *a);
 void resp_args_free(struct resp_args *a);
 
@@ -30,7 +40,9 @@ void resp_args_free(struct resp_args *a);
  * a blank line or "*0", adds no argument); 0 when buf holds only part of a command, with *need
  * set to the whole command's length if it is known yet (a bulk's length says it), else 0; or -1
  * for a protocol error, with *err pointing at Redis's message (the connection then closes).
- * Nothing is appended unless the whole command is there. */
+ * Nothing is appended unless the whole command is there, but for the progress kept of a partial
+ * first command: the next call must then pass the same command at buf (more of it), after
+ * resp_args_clear. */
 long resp_parse(char *buf, size_t len, const struct resp_limits *lim, struct resp_args *a,
                 size_t *need, const char **err);
 

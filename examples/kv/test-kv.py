@@ -102,11 +102,11 @@ class RedisServer:
 
 
 def encode(*args):
-    out = b"*%d\r\n" % len(args)
+    parts = [b"*%d\r\n" % len(args)]
     for a in args:
         a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
 
 
 class Conn:
@@ -392,6 +392,19 @@ class Test(unittest.TestCase):
         self.assertEqual(torn, [])
         # DEL over the shards counts every key once, atomically too.
         self.assertEqual(self.conn().cmd("DEL", *keys, "atom:none"), len(keys))
+
+    def test_big_command_in_small_pieces(self):
+        # 200,001 arguments (3.9 MB) arriving 1 KB at a time: each piece goes on where the last
+        # stopped (re-parsed from its start each time, this took minutes).
+        c = self.conn()
+        c.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cmd = encode("MSET", *[a for i in range(100000) for a in ("big:%d" % i, "v")])
+        for i in range(0, len(cmd), 1024):
+            c.send(cmd[i:i + 1024])
+            time.sleep(0.0002)  # paced, so that the server reads it a piece at a time
+        self.assertEqual(c.reply(), "OK")
+        self.assertEqual(c.cmd("MGET", "big:0", "big:99999"), [b"v", b"v"])
+        self.assertEqual(c.cmd("DEL", *["big:%d" % i for i in range(100000)]), 100000)
 
     def test_flushall_and_keys_see_all_of_an_mset_or_none(self):
         keys = ["atomf:%d" % i for i in range(12)]  # spread over the three shards
