@@ -193,6 +193,11 @@ int tpc_bufpool_destroy(tpc_bufpool *p)
     return 0;
 }
 
+unsigned tpc__bufpool_count(const tpc_bufpool *p)
+{
+    return p->count;
+}
+
 int tpc_bufpool_available(const tpc_bufpool *p)
 {
     return p ? (int)(p->count - p->nheld - p->nqueued) : -EINVAL;

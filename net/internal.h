@@ -17,16 +17,19 @@
 #define TPC__SERVER_BACKLOG 4096
 
 /* Per shard. */
+#define TPC__RELAY_POOLS 16 /* relay pools a shard makes at most (net/relay.c) */
+
 struct tpc__net_shard {
     uint16_t next_bgid;   /* provided-buffer group id for the next pool (net/bufpool.c) */
     uint16_t *free_bgids; /* ids of destroyed pools, for reuse */
     unsigned nfree_bgids, cap_free_bgids;
     unsigned npipes; /* cached empty pipes (net/splice.c) */
     int pipes[TPC__PIPE_CACHE][2];
-    char *fwd_scratch;       /* tpc_forward's read buffer, never held across a suspension */
-    tpc_bufpool *relay_pool; /* the relays' buffers (net/relay.c), made on first use */
-    tpc_list relays;         /* relays started with tpc_relay_start, running */
-    bool relays_stopped;     /* the shard stops: they were ended */
+    char *fwd_scratch; /* tpc_forward's read buffer, never held across a suspension */
+    tpc_bufpool *relay_pools[TPC__RELAY_POOLS]; /* the relays' buffers (net/relay.c), on use */
+    unsigned nrelay_pools;
+    tpc_list relays;     /* relays started with tpc_relay_start, running */
+    bool relays_stopped; /* the shard stops: they were ended */
 };
 
 static inline struct tpc__net_shard *tpc__net_of(struct tpc__shard *s)
@@ -56,9 +59,15 @@ ssize_t tpc__rx_take(tpc_rx *rx, tpc_buf *b);
  * returns what was known. */
 int tpc__rx_limit(int set);
 #endif
+/* Sets the chunks of each relay pool made from now on (0: the default) and returns the old (for
+ * tests: a small pool is soon taken whole). */
+unsigned tpc__relay_chunks(unsigned set);
 /* Starts closing rx from anywhere on its shard, fiber or not; gone runs when it is done. Buffers
  * held from it stay valid until released. */
 void tpc__rx_close_async(tpc_rx *rx);
+
+/* How many buffers the pool has. */
+unsigned tpc__bufpool_count(const tpc_bufpool *p);
 
 /* The net layer's loop work: ends the running relays once the shard stops (net/relay.c). */
 bool tpc__relay_poll(struct tpc__shard *s, void *state);

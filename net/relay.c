@@ -7,7 +7,8 @@
  * submitted with the loop's other SQEs: no system call of its own), and the buffer goes back to
  * the pool when the send has taken it all. A direction queues and holds at most RELAY_SHARE
  * chunks, so a destination that stops reading holds at most that much of the pool, and the
- * socket holds the rest (the source's sender sees its window close).
+ * socket holds the rest (the source's sender sees its window close). A shard makes more pools
+ * as stuck directions take them (relay_pool).
  *
  * The end: both sources at end of stream (each destination shut down for writing as its source
  * ended), a socket's error, the idle limit, or a stop (the caller's cancellation or deadline,
@@ -268,12 +269,42 @@ static void relay_retry(tpc_timer *t, void *arg)
     pump(&r->d[1]);
 }
 
+static _Atomic unsigned pool_chunks = RELAY_POOL;
+
+unsigned tpc__relay_chunks(unsigned set)
+{
+    return atomic_exchange(&pool_chunks, set ? set : RELAY_POOL);
+}
+
+/* The pool a new relay takes its buffers from: the newest with a quarter of its chunks free,
+ * else a new one (up to TPC__RELAY_POOLS), else the one with the most free. Directions whose
+ * destinations stopped reading hold RELAY_SHARE chunks each: enough of them take a whole pool,
+ * and the relays on it then wait for buffers (the starved ones are armed again as chunks come
+ * back); new relays go to a pool that has room. */
 static tpc_bufpool *relay_pool(struct tpc__shard *s, int *err)
 {
     struct tpc__net_shard *ns = tpc__net_of(s);
-    if (!ns->relay_pool)
-        *err = tpc_bufpool_create(RELAY_POOL, RELAY_BUF, &ns->relay_pool);
-    return ns->relay_pool;
+    tpc_bufpool *best = NULL;
+    int most = -1;
+    for (unsigned i = ns->nrelay_pools; i-- > 0;) {
+        tpc_bufpool *p = ns->relay_pools[i];
+        int free = tpc_bufpool_available(p);
+        if (free >= (int)(tpc__bufpool_count(p) / 4))
+            return p;
+        if (free > most) {
+            most = free;
+            best = p;
+        }
+    }
+    if (ns->nrelay_pools < TPC__RELAY_POOLS) {
+        tpc_bufpool *p;
+        int rc = tpc_bufpool_create(atomic_load(&pool_chunks), RELAY_BUF, &p);
+        if (rc == 0)
+            return ns->relay_pools[ns->nrelay_pools++] = p;
+        if (!best)
+            *err = rc;
+    }
+    return best;
 }
 
 /* Sets r up and starts both directions. On error nothing is left running. */

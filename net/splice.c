@@ -54,8 +54,9 @@ void tpc__net_shard_fini(struct tpc__shard *sh, void *state)
 {
     (void)sh;
     struct tpc__net_shard *s = state;
-    tpc_bufpool_destroy(s->relay_pool); /* every relay has ended: the loop waited for them */
-    s->relay_pool = NULL;
+    for (unsigned i = 0; i < s->nrelay_pools; i++) /* every relay has ended: the loop waited */
+        tpc_bufpool_destroy(s->relay_pools[i]);
+    s->nrelay_pools = 0;
     free(s->free_bgids);
     s->free_bgids = NULL;
     s->nfree_bgids = s->cap_free_bgids = 0;

@@ -10,7 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "helpers.h"
-#include "io/internal.h" /* tpc__self->nlive (the shard's live fibers); the fault hooks */
+#include "io/internal.h"  /* tpc__self->nlive (the shard's live fibers); the fault hooks */
+#include "net/internal.h" /* the shard's relay pools */
 
 #define MS (1000 * 1000LL)
 
@@ -755,6 +756,80 @@ static void test_relay_start_both_ways(void **state)
     run_main(1, bg_both_ways_main, NULL);
 }
 
+/* Relays whose destinations stopped reading hold their share of the chunks each; once they hold
+ * a pool's worth, a new relay still carries bytes at once: it takes its buffers from a pool with
+ * room (there was one pool a shard: the new relay waited, with every other relay of the shard,
+ * until one of the stuck ones ended). */
+static int fill_until_stuck(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    static char junk[64 * 1024];
+    while (tpc_send(fd, junk, sizeof(junk), 0) > 0)
+        ;
+    return 0;
+}
+
+static int held(struct tpc__net_shard *ns)
+{
+    int n = 0;
+    for (unsigned i = 0; i < ns->nrelay_pools; i++)
+        n +=
+            (int)tpc__bufpool_count(ns->relay_pools[i]) - tpc_bufpool_available(ns->relay_pools[i]);
+    return n;
+}
+
+static int stalled_main(void *arg)
+{
+    (void)arg;
+    bound();
+    enum { STALLED = 8, CHUNKS = 16 }; /* 8 directions x 2 chunks: a pool of 16's worth */
+    unsigned old = tpc__relay_chunks(CHUNKS);
+    struct tpc__net_shard *ns = tpc__net_of(tpc__self);
+    CHECK_EQ(ns->nrelay_pools, 0);
+    struct rig r[STALLED + 1];
+    struct bg g[STALLED + 1];
+    tpc_relay_handle *h[STALLED + 1];
+    tpc_fiber *fill[STALLED];
+    for (int i = 0; i < STALLED; i++) {
+        rig_open(&r[i]);
+        int small = 4096;
+        CHECK_EQ(setsockopt(r[i].cl, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+        CHECK_EQ(setsockopt(r[i].a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+        g[i] = (struct bg){.a = r[i].a, .b = r[i].b};
+        CHECK_EQ(tpc_relay_start(r[i].a, r[i].b, NULL, bg_done, &g[i], &h[i]), 0);
+        CHECK_EQ(tpc_spawn(fill_until_stuck, (void *)(intptr_t)r[i].sv, &fill[i]), 0);
+    }
+    WAIT_UNTIL(held(ns) == 2 * STALLED); /* each stuck direction holds its share: a pool's worth */
+    rig_open(&r[STALLED]);
+    g[STALLED] = (struct bg){.a = r[STALLED].a, .b = r[STALLED].b};
+    CHECK_EQ(tpc_relay_start(r[STALLED].a, r[STALLED].b, NULL, bg_done, &g[STALLED], &h[STALLED]),
+             0);
+    char buf[6];
+    CHECK_EQ(tpc_send(r[STALLED].cl, "ping", 4, 0), 4);
+    CHECK_EQ(tpc_read_full(r[STALLED].sv, buf, 4, -1), 4);
+    CHECK_EQ(tpc_send(r[STALLED].sv, "pong!", 5, 0), 5);
+    CHECK_EQ(tpc_read_full(r[STALLED].cl, buf, 5, -1), 5);
+    CHECK(!memcmp(buf, "pong!", 5));
+    for (int i = 0; i <= STALLED; i++) {
+        CHECK_EQ(tpc_relay_stop(h[i]), 0);
+        WAIT_UNTIL(g[i].calls == 1);
+        close(r[i].cl);
+        close(r[i].sv);
+    }
+    for (int i = 0; i < STALLED; i++) {
+        tpc_cancel(fill[i]);
+        CHECK_EQ(tpc_join(fill[i], NULL), 0);
+    }
+    tpc__relay_chunks(old);
+    return 0;
+}
+
+static void test_relay_pool_taken_by_stuck_directions(void **state)
+{
+    (void)state;
+    run_main(1, stalled_main, NULL);
+}
+
 /* Many idle relays cost no fiber; tpc_relay_stop ends one (done: -ECANCELED, the other side
  * sees its socket close); the idle limit ends another; misuse is refused. */
 static int bg_stop_main(void *arg)
@@ -948,6 +1023,7 @@ int main(void)
         cmocka_unit_test(test_relay_start_both_ways),
         cmocka_unit_test(test_relay_start_stop),
         cmocka_unit_test(test_relay_start_at_shutdown),
+        cmocka_unit_test(test_relay_pool_taken_by_stuck_directions),
     };
     return cmocka_run_group_tests(tests, warm_up, NULL);
 }
