@@ -149,8 +149,8 @@ struct tpc__stack_class {
     size_t size;
     struct tpc__stack *hot; /* pooled, most recently used first */
     unsigned nhot;
-    struct tpc__stack *cold; /* past stack_cache, their pages given back */
-    unsigned ncold;
+    void **cold; /* past stack_cache: their pages all given back, so listed here, not in them */
+    unsigned ncold, cap_cold;
     struct tpc__slab *slabs;
 };
 

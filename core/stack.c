@@ -59,8 +59,10 @@ size_t tpc__page_round(size_t size)
  * guard page below it. Where the kernel has MADV_GUARD_INSTALL (Linux 6.13) the guards do not
  * split the mapping; elsewhere mprotect puts them in (the old cost in mappings, one munmap per
  * slab). Stacks of a slab are never unmapped one by one: a freed stack goes to the pool, and
- * past the pool's size its pages are given back to the kernel (MADV_DONTNEED) but for the top
- * one, which holds its free-list record. Slabs are unmapped when the shard exits. Each size
+ * past the pool's size its pages are given back to the kernel (MADV_DONTNEED, all of them: it
+ * is listed in an array, not by a record in its top page, which kept 4 KiB resident per stack
+ * and made a proxy's parked connection cost 1 KB more). Slabs are unmapped when the shard
+ * exits. Each size
  * has its slabs and pools (a class): the default size, and the first TPC__STACK_CLASSES - 1
  * other sizes asked for (a server's connections, say); a size beyond those gets a mapping of
  * its own per stack, its guard put in the same way. */
@@ -160,7 +162,7 @@ int tpc__stack_alloc(struct tpc__shard *s, size_t size, bool guard, void **stack
     struct tpc__stack_class *c = guard ? class_of(s, size, true) : NULL;
     void *p;
     if (c) {
-        if (!(p = pop(&c->hot, &c->nhot, size)) && !(p = pop(&c->cold, &c->ncold, size)) &&
+        if (!(p = pop(&c->hot, &c->nhot, size)) && !(p = c->ncold ? c->cold[--c->ncold] : NULL) &&
             !(p = slab_take(c)))
             return -ENOMEM;
         *stack = p;
@@ -202,11 +204,19 @@ void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
     if (c) { /* from a slab (a class, once made, stays: its stacks all came from it) */
         if (atomic_load_explicit(&s->left, memory_order_relaxed))
             return; /* the shard is exiting: its slabs go whole */
-        if (c->nhot < s->rt->stack_cache) {
+        if (c->ncold == c->cap_cold) {
+            unsigned cap = c->cap_cold ? 2 * c->cap_cold : 64;
+            void **v = realloc(c->cold, cap * sizeof(*v));
+            if (v) {
+                c->cold = v;
+                c->cap_cold = cap;
+            }
+        }
+        if (c->nhot < s->rt->stack_cache || c->ncold == c->cap_cold) { /* (no room: kept hot) */
             push(&c->hot, &c->nhot, stack, size);
         } else {
-            madvise(stack, size - page_size(), MADV_DONTNEED);
-            push(&c->cold, &c->ncold, stack, size);
+            madvise(stack, size, MADV_DONTNEED);
+            c->cold[c->ncold++] = stack;
         }
         return;
     }
@@ -224,8 +234,10 @@ void tpc__stack_pool_drain(struct tpc__shard *s)
 {
     for (unsigned i = 0; i < TPC__STACK_CLASSES; i++) {
         struct tpc__stack_class *c = &s->stk[i];
-        c->hot = c->cold = NULL; /* in the slabs */
-        c->nhot = c->ncold = 0;
+        c->hot = NULL; /* in the slabs */
+        free(c->cold);
+        c->cold = NULL;
+        c->nhot = c->ncold = c->cap_cold = 0;
         while (c->slabs) {
             struct tpc__slab *sl = c->slabs;
             c->slabs = sl->next;
