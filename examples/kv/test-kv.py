@@ -393,6 +393,19 @@ class Test(unittest.TestCase):
         # DEL over the shards counts every key once, atomically too.
         self.assertEqual(self.conn().cmd("DEL", *keys, "atom:none"), len(keys))
 
+    def test_info_memory(self):
+        c = self.conn()
+        c.cmd("FLUSHALL")
+        for base in range(0, 60000, 10000):
+            c.send(b"".join(encode("SET", "mem:%012d" % i, "xxx") for i in range(base, base + 10000)))
+            for _ in range(10000):
+                c.reply()
+        info = dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n") if ":" in l)
+        per_key = float(info["tpc_kv_bytes_per_key"])
+        self.assertTrue(60 < per_key < 1000, per_key)  # ~120 at a million keys, more overhead here
+        self.assertGreater(int(info["used_memory"]), 60000 * 60)
+        c.cmd("FLUSHALL")
+
     def test_big_command_in_small_pieces(self):
         # 200,001 arguments (3.9 MB) arriving 1 KB at a time: each piece goes on where the last
         # stopped (re-parsed from its start each time, this took minutes).
