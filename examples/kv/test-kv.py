@@ -109,6 +109,11 @@ def encode(*args):
     return b"".join(parts)
 
 
+def info(c):
+    """INFO's fields as a dict of strings."""
+    return dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n") if ":" in l)
+
+
 class Conn:
     """A raw RESP client: send bytes, read replies parsed (errors as RespError objects)."""
 
@@ -400,10 +405,10 @@ class Test(unittest.TestCase):
             c.send(b"".join(encode("SET", "mem:%012d" % i, "xxx") for i in range(base, base + 10000)))
             for _ in range(10000):
                 c.reply()
-        info = dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n") if ":" in l)
-        per_key = float(info["tpc_kv_bytes_per_key"])
+        got = info(c)
+        per_key = float(got["tpc_kv_bytes_per_key"])
         self.assertTrue(60 < per_key < 1000, per_key)  # ~120 at a million keys, more overhead here
-        self.assertGreater(int(info["used_memory"]), 60000 * 60)
+        self.assertGreater(int(got["used_memory"]), 60000 * 60)
         c.cmd("FLUSHALL")
 
     def test_big_command_in_small_pieces(self):
@@ -527,13 +532,13 @@ class Durability(unittest.TestCase):
         for fsync in ("always", "everysec", "no"):
             kv = self.start(fsync)
             c = Conn(kv.port)
-            info = dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n") if ":" in l)
+            fields = info(c)
             try:  # with always, each shard writes its log O_DIRECT where the filesystem can
                 os.close(os.open(os.path.join(self.dir.name, "tpc-kv-0.aof"), os.O_RDWR | os.O_DIRECT))
                 direct = 2 if fsync == "always" else 0
             except OSError:
                 direct = 0
-            self.assertEqual(info["tpc_kv_aof_direct_shards"], str(direct), fsync)
+            self.assertEqual(fields["tpc_kv_aof_direct_shards"], str(direct), fsync)
             got = c.cmd("CONFIG", "GET", "appendonly", "append*", "dir")  # each once
             self.assertEqual(dict(zip(got[::2], got[1::2])), {
                 b"appendonly": b"yes", b"appendfsync": fsync.encode(), b"dir": self.dir.name.encode()})
@@ -699,13 +704,11 @@ class Durability(unittest.TestCase):
             for t in ts:
                 t.start()
             c = Conn(kv.port)
-            info = lambda: dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n")
-                                if ":" in l)
             for r in range(1, 6):
                 until(lambda: sum(acked) > 50000 * r, "writes between rewrites")
                 self.assertEqual(c.cmd("BGREWRITEAOF"),
                                  "Background append only file rewriting started")
-                until(lambda: info()["aof_rewrites"] == str(r), "rewrite %d (%s)" % (r, fsync))
+                until(lambda: info(c)["aof_rewrites"] == str(r), "rewrite %d (%s)" % (r, fsync))
             c.close()
             if fsync == "always":
                 kv.p.kill()  # in the middle of the load: every acknowledged INCR must be there
@@ -806,8 +809,7 @@ class Durability(unittest.TestCase):
         t.start()
         until(lambda: counted[0] > 20, "writes before the rewrite")
         self.assertEqual(c.cmd("BGREWRITEAOF"), "Background append only file rewriting started")
-        info = lambda: dict(l.split(":", 1) for l in c.cmd("INFO").decode().split("\r\n") if ":" in l)
-        until(lambda: info()["aof_rewrites"] == "2" and info()["aof_rewrite_in_progress"] == "0",
+        until(lambda: info(c)["aof_rewrites"] == "2" and info(c)["aof_rewrite_in_progress"] == "0",
               "both shards to rewrite their logs")
         until(lambda: counted[0] > 100, "writes after the rewrite")
         stop.set()
