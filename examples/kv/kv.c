@@ -1004,11 +1004,24 @@ static int scan(struct conn *c, const char **argv, const size_t *argl, size_t ar
 
 static size_t start_memory; /* the allocator's bytes in use when the server started to serve */
 
-/* The allocator's bytes in use, every thread's arena together (glibc's mallinfo2). */
-static size_t used_memory(void)
+/* The allocator's bytes in use, every thread's arena together (glibc's mallinfo2); where
+ * another allocator serves malloc (a sanitizer's) mallinfo2 knows nothing: the resident set
+ * then, and *what says which. */
+static size_t used_memory(const char **what)
 {
     struct mallinfo2 m = mallinfo2();
-    return m.uordblks + m.hblkhd;
+    size_t n = m.uordblks + m.hblkhd;
+    *what = "libc";
+    if (n)
+        return n;
+    *what = "rss";
+    unsigned long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f && fscanf(f, "%*u %lu", &pages) != 1)
+        pages = 0;
+    if (f)
+        fclose(f);
+    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
 static int info(struct conn *c)
@@ -1029,21 +1042,22 @@ static int info(struct conn *c)
     }
     on_all_free(c);
     char text[1280];
-    size_t used = used_memory();
-    double per_key = keys ? (double)(used > start_memory ? used - start_memory : 0) / (double)keys : 0;
+    const char *allocator;
+    size_t used = used_memory(&allocator);
+    double per_key =
+        keys ? (double)(used > start_memory ? used - start_memory : 0) / (double)keys : 0;
     int n = snprintf(
         text, sizeof(text),
         "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
         "tpc_kv_shards:%d\r\ntpc_kv_connection_shard:%d\r\n\r\n"
-        "# Memory\r\nused_memory:%zu\r\ntpc_kv_bytes_per_key:%.1f\r\n\r\n"
+        "# Memory\r\nused_memory:%zu\r\nmem_allocator:%s\r\ntpc_kv_bytes_per_key:%.1f\r\n\r\n"
         "# Persistence\r\naof_enabled:%d\r\n"
         "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
         "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n\r\n"
         "# Keyspace\r\ndb0:keys=%zu,expires=0,avg_ttl=0\r\n",
-        cfg.nshards, tpc_shard_id(), used, per_key, cfg.appendonly, rewriting > 0,
-        (unsigned long long)rewrites,
-        (unsigned long long)log_bytes, (unsigned long long)log_writes, (unsigned long long)direct,
-        keys);
+        cfg.nshards, tpc_shard_id(), used, allocator, per_key, cfg.appendonly, rewriting > 0,
+        (unsigned long long)rewrites, (unsigned long long)log_bytes, (unsigned long long)log_writes,
+        (unsigned long long)direct, keys);
     sb_bulk(&c->local, text, (size_t)n);
     return 0;
 }
@@ -1235,7 +1249,8 @@ static int kv_main(void *arg)
 {
     (void)arg;
     cfg.nshards = tpc_shard_count();
-    start_memory = used_memory(); /* (before the logs are replayed: their keys count) */
+    const char *allocator;
+    start_memory = used_memory(&allocator); /* (before the logs are replayed: their keys count) */
     int rc = tpc_on_all(shard_init, NULL);
     if (rc < 0) {
         fprintf(stderr, "tpc-kv: cannot set up the shards: %s\n", tpc_strerror(rc));

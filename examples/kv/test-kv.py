@@ -407,8 +407,12 @@ class Test(unittest.TestCase):
                 c.reply()
         got = info(c)
         per_key = float(got["tpc_kv_bytes_per_key"])
-        self.assertTrue(60 < per_key < 1000, per_key)  # ~120 at a million keys, more overhead here
-        self.assertGreater(int(got["used_memory"]), 60000 * 60)
+        if got["mem_allocator"] == "libc":  # (under a sanitizer: its allocator, the Rss)
+            self.assertTrue(60 < per_key < 1000, per_key)  # ~120 at a million keys
+            self.assertGreater(int(got["used_memory"]), 60000 * 60)
+        else:
+            self.assertEqual(got["mem_allocator"], "rss")
+            self.assertGreater(per_key, 0)
         c.cmd("FLUSHALL")
 
     def test_big_command_in_small_pieces(self):
