@@ -6,6 +6,7 @@ slack (TPC_TEST_SLOW multiplies them)."""
 import hashlib
 import random
 import re
+import signal
 import socket
 import sys
 import threading
@@ -594,6 +595,52 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(read_response(r).body, b"a GET /after")
         c.close()
         self.assertEqual(p.counter("bad_response"), 0)
+
+    def test_reload_under_keepalive_load(self):
+        # SIGHUP under a load of keep-alive clients: no request fails; connections established
+        # before it (parked ones too) go on with the old configuration, new ones take the new.
+        self.backends = [Backend("a"), Backend("b")]
+        self.proxy = p = Proxy(config(self.backends[:1]))
+        c, r = p.connect()
+        c.sendall(request("/before"))
+        self.assertEqual(read_response(r).body, b"a GET /before")
+        stop, failures, done = threading.Event(), [], [0]
+
+        def client():
+            k, kr = p.connect()
+            while not stop.is_set():
+                try:
+                    k.sendall(request("/load"))
+                    resp = read_response(kr)
+                    if resp.status != 200:
+                        failures.append(resp.status)
+                    done[0] += 1
+                except (OSError, EOFError) as e:  # a fresh connection, and the failure counted
+                    failures.append(repr(e))
+                    k.close()
+                    k, kr = p.connect()
+            k.close()
+        ts = [threading.Thread(target=client) for _ in range(4)]
+        for t in ts:
+            t.start()
+        until(lambda: done[0] > 200)  # requests before the reload
+        mark = p.mark()
+        p.write(config(self.backends[1:]))
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"reload done", mark)
+        n = done[0]
+        until(lambda: done[0] > n + 200)  # and after it
+        stop.set()
+        for t in ts:
+            t.join()
+        self.assertEqual(failures, [])
+        c.sendall(request("/after"))  # established before: the old configuration
+        self.assertEqual(read_response(r).body, b"a GET /after")
+        d, dr = p.connect()  # new: the new one
+        d.sendall(request("/new"))
+        self.assertEqual(read_response(dr).body, b"b GET /new")
+        d.close()
+        c.close()
 
     def test_connection_close_both_ways(self):
         p = self.start()
