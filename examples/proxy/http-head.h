@@ -87,7 +87,7 @@ int hh_body_eof(hh_msg *m);
 
 /* The re-written request head for the server, into out[0..cap): "METHOD TARGET HTTP/1.1",
  * the headers but hop-by-hop ones (Connection and those it names, Keep-Alive, Proxy-
- * Connection, TE, Trailer, Upgrade) and Expect: 100-continue, with `xff` (the client's
+ * Connection, TE, Upgrade) and Expect: 100-continue, with `xff` (the client's
  * address) appended to the last X-Forwarded-For or in one of its own, and Host added (empty)
  * to an HTTP/1.0 request without one. Returns its length, or 0 if it does not fit. */
 size_t hh_request_write(const hh_msg *m, const char *base, const char *xff, char *out, size_t cap);

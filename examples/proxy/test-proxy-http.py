@@ -758,6 +758,8 @@ class HttpTest(unittest.TestCase):
                           b"Transfer-Encoding: chunked\r\n\r\n", 400)
         self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
                           431)
+        self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\n" +
+                          b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n", 431)
         self.expect_error(p, request("/refused/x"), 502)
         t0 = time.monotonic()
         self.expect_error(p, request("/never"), 504)
@@ -773,11 +775,11 @@ class HttpTest(unittest.TestCase):
         c.close()
         refused.close()
         stats = p.get("/stats")
-        for kind, n in (("bad_request", 4), ("head_too_large", 1), ("server_timeout", 1),
+        for kind, n in (("bad_request", 4), ("head_too_large", 2), ("server_timeout", 1),
                         ("request_timeout", 1), ("connect_refused", 1), ("body_aborted", 1)):
             self.assertRegex(stats, r"total:.* %s %d " % (kind, n))
         self.assertRegex(stats, r"frontend web: mode http requests 3 1xx 0 2xx 1 3xx 0 "
-                                r"4xx 6 5xx 2")
+                                r"4xx 7 5xx 2")
 
     def test_http_check_ejects_and_readmits(self):
         p = self.start(2, check="http", be="check_interval = 50ms\nrise = 2\nfall = 2\n"
