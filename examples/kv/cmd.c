@@ -985,10 +985,15 @@ static int parse_double(const char *p, size_t n, double *out)
     return 0;
 }
 
+static void sb_double(struct sbuf *out, double d);
+
+/* ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member ..., as Redis 7: GT / LT update an existing
+ * member only to a greater / lesser score (new members are added all the same); INCR adds to
+ * the score of its one member and answers the new score (nil when a condition held it back). */
 static void c_zadd(ARGS)
 {
     size_t i = 2;
-    int nx = 0, xx = 0, ch = 0;
+    int nx = 0, xx = 0, ch = 0, gt = 0, lt = 0, incr = 0;
     for (; i < argc; i++) {
         if (is(argv[i], argl[i], "NX"))
             nx = 1;
@@ -996,6 +1001,12 @@ static void c_zadd(ARGS)
             xx = 1;
         else if (is(argv[i], argl[i], "CH"))
             ch = 1;
+        else if (is(argv[i], argl[i], "GT"))
+            gt = 1;
+        else if (is(argv[i], argl[i], "LT"))
+            lt = 1;
+        else if (is(argv[i], argl[i], "INCR"))
+            incr = 1;
         else
             break;
     }
@@ -1005,6 +1016,14 @@ static void c_zadd(ARGS)
     }
     if (nx && xx) {
         sb_error(out, "ERR XX and NX options at the same time are not compatible");
+        return;
+    }
+    if ((gt && nx) || (lt && nx) || (gt && lt)) {
+        sb_error(out, "ERR GT, LT, and/or NX options at the same time are not compatible");
+        return;
+    }
+    if (incr && argc - i > 2) {
+        sb_error(out, "ERR INCR option supports a single increment-element pair");
         return;
     }
     for (size_t k = i; k < argc; k += 2) {
@@ -1019,19 +1038,36 @@ static void c_zadd(ARGS)
     if (bad)
         return;
     if (!e && xx) {
-        sb_int(out, 0);
+        if (incr)
+            sb_nil(out);
+        else
+            sb_int(out, 0);
         return;
     }
     if (!e)
         e = db_add(db, argv[1], argl[1], T_ZSET, calloc(1, sizeof(struct zset)));
     struct zset *z = e->val;
     long long added = 0, changed = 0;
+    double last = 0;
+    bool done = false; /* INCR: the member's score was set */
     for (size_t k = i; k < argc; k += 2) {
         double d;
         parse_double(argv[k], argl[k], &d);
         size_t at = zfind(z, argv[k + 1], argl[k + 1]);
         if (at != SIZE_MAX) {
-            if (nx || z->v[at].score == d)
+            double cur = z->v[at].score;
+            if (incr) {
+                d += cur;
+                if (isnan(d)) {
+                    sb_error(out, "ERR resulting score is not a number (NaN)");
+                    return;
+                }
+            }
+            if (nx || (gt && d <= cur) || (lt && d >= cur))
+                continue;
+            done = true;
+            last = d;
+            if (d == cur)
                 continue;
             zremove_at(z, at);
             changed++;
@@ -1039,12 +1075,19 @@ static void c_zadd(ARGS)
             continue;
         } else {
             added++;
+            done = true;
+            last = d;
         }
         zinsert(z, d, argv[k + 1], argl[k + 1]);
     }
     if (z->n == 0)
         dict_delete(&db->keys, e);
-    sb_int(out, ch ? added + changed : added);
+    if (!incr)
+        sb_int(out, ch ? added + changed : added);
+    else if (done)
+        sb_double(out, last);
+    else
+        sb_nil(out);
 }
 
 static void sb_double(struct sbuf *out, double d)
@@ -1081,36 +1124,87 @@ static void c_zpopmin(ARGS)
         dict_delete(&db->keys, e);
 }
 
+/* A score bound of ZRANGE ... BYSCORE: a float, "(" before it for an open bound. */
+static int score_bound(const char *p, size_t n, double *v, bool *open)
+{
+    *open = n > 0 && p[0] == '(';
+    return parse_double(p + *open, n - *open, v);
+}
+
+/* ZRANGE key start stop [BYSCORE] [REV] [LIMIT offset count] [WITHSCORES], as Redis 7 (BYLEX
+ * is not served: a syntax error). */
 static void c_zrange(ARGS)
 {
-    long long a, b;
-    if (resp_ll(argv[2], argl[2], &a) < 0 || resp_ll(argv[3], argl[3], &b) < 0) {
-        sb_error(out, E_NOTINT);
-        return;
-    }
-    int scores = 0;
+    int scores = 0, byscore = 0, rev = 0, limit = 0;
+    long long offset = 0, count = -1;
     for (size_t i = 4; i < argc; i++) {
-        if (!is(argv[i], argl[i], "WITHSCORES")) {
+        if (is(argv[i], argl[i], "WITHSCORES")) {
+            scores = 1;
+        } else if (is(argv[i], argl[i], "BYSCORE")) {
+            byscore = 1;
+        } else if (is(argv[i], argl[i], "REV")) {
+            rev = 1;
+        } else if (is(argv[i], argl[i], "LIMIT") && i + 2 < argc) {
+            if (resp_ll(argv[i + 1], argl[i + 1], &offset) < 0 ||
+                resp_ll(argv[i + 2], argl[i + 2], &count) < 0) {
+                sb_error(out, E_NOTINT);
+                return;
+            }
+            limit = 1;
+            i += 2;
+        } else {
             sb_error(out, E_SYNTAX);
             return;
         }
-        scores = 1;
+    }
+    if (limit && !byscore) {
+        sb_error(out, "ERR syntax error, LIMIT is only supported in combination with either "
+                      "BYSCORE or BYLEX");
+        return;
+    }
+    const char *lo = argv[rev && byscore ? 3 : 2], *hi = argv[rev && byscore ? 2 : 3];
+    size_t lol = argl[rev && byscore ? 3 : 2], hil = argl[rev && byscore ? 2 : 3];
+    long long a = 0, b = 0;
+    double min = 0, max = 0;
+    bool minx = false, maxx = false;
+    if (byscore &&
+        (score_bound(lo, lol, &min, &minx) < 0 || score_bound(hi, hil, &max, &maxx) < 0)) {
+        sb_error(out, "ERR min or max is not a float");
+        return;
+    }
+    if (!byscore && (resp_ll(argv[2], argl[2], &a) < 0 || resp_ll(argv[3], argl[3], &b) < 0)) {
+        sb_error(out, E_NOTINT);
+        return;
     }
     int bad;
     struct entry *e = typed(db, argc, argv, argl, out, 1, T_ZSET, &bad);
     if (bad)
         return;
-    size_t from, to;
-    if (!e || !range(a, b, ((struct zset *)e->val)->n, &from, &to)) {
-        sb_array(out, 0);
-        return;
+    struct zset *z = e ? e->val : NULL;
+    size_t from = 0, to = 0, n = 0; /* positions in the direction asked: from..to, n of them */
+    if (z && !byscore && range(a, b, z->n, &from, &to)) {
+        n = to - from + 1;
+    } else if (z && byscore && offset >= 0) {
+        /* the members within the bounds, in ascending positions first..last */
+        size_t first = 0, last = z->n;
+        while (first < z->n && (z->v[first].score < min || (minx && z->v[first].score == min)))
+            first++;
+        while (last > first &&
+               (z->v[last - 1].score > max || (maxx && z->v[last - 1].score == max)))
+            last--;
+        size_t within = last - first;
+        n = (size_t)offset < within ? within - (size_t)offset : 0;
+        if (count >= 0 && (size_t)count < n)
+            n = (size_t)count;
+        from = rev ? z->n - last + (size_t)offset : first + (size_t)offset;
     }
-    struct zset *z = e->val;
-    sb_array(out, (long long)(to - from + 1) * (scores ? 2 : 1));
-    for (size_t i = from; i <= to; i++) {
-        sb_bulk(out, z->v[i].m->d, z->v[i].m->len);
+    sb_array(out, (long long)n * (scores ? 2 : 1));
+    for (size_t k = 0; k < n; k++) {
+        size_t pos = from + k;
+        const struct zitem *it = &z->v[rev ? z->n - 1 - pos : pos];
+        sb_bulk(out, it->m->d, it->m->len);
         if (scores)
-            sb_double(out, z->v[i].score);
+            sb_double(out, it->score);
     }
 }
 
