@@ -604,6 +604,19 @@ class Durability(unittest.TestCase):
             c.close()
             self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
+    def test_group_commit(self):
+        # appendfsync always: 400 writes that arrive together are acknowledged after a few log
+        # writes (each its own sync), not one each.
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        before = int(info(c)["tpc_kv_aof_writes"])
+        c.send(b"".join(encode("SET", "gc:%d" % i, i) for i in range(400)))
+        self.assertEqual([c.reply() for _ in range(400)], ["OK"] * 400)
+        rounds = int(info(c)["tpc_kv_aof_writes"]) - before
+        self.assertTrue(1 <= rounds <= 40, rounds)
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
     def test_replay_expires_nothing_on_the_way(self):
         # Keys whose first time passed before the restart but that later records kept (PERSIST,
         # a later PEXPIRE) are there after it; one that INCR changed after its time was set is
