@@ -132,6 +132,7 @@ class Backend:
     /cut               Content-Length 1000 and 10 bytes, then closes
     /drop              a keep-alive answer, then the connection closes
     /unframe           Connection naming Content-Length; a body like a second response
+    /held              answered once self.release is set
     /early413          a 413 before the body is read, then a graceful close
     /echo-stream       the request body echoed (chunked) while it is still coming
     /mute-next         answered; the next request on the connection is read, never answered
@@ -141,6 +142,7 @@ class Backend:
     def __init__(self, tag="a"):
         self.tag, self.heads, self.accepted, self.healthy = tag, [], 0, True
         self.late, self.dropped = threading.Event(), threading.Event()
+        self.release = threading.Event()
         self.lock, self.stopped = threading.Lock(), threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -211,6 +213,10 @@ class Backend:
             else:
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
                 c.sendall(data)
+            return True
+        if path == "/held":  # answered once the test lets it
+            self.release.wait(DEADLINE)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld")
             return True
         if path == "/never":
             self.stopped.wait(DEADLINE * 2)  # until the test ends
@@ -420,6 +426,30 @@ class HttpTest(unittest.TestCase):
         until(lambda: p.counter("idle_timeout") >= 1)
         for c, r in conns:
             c.close()
+
+    def test_drain_finishes_a_request_in_flight(self):
+        # SIGTERM while a request waits for its server: the answer still comes, with
+        # Connection: close, and then the connection closes and the proxy exits.
+        self.backends = [Backend()]
+        p = Proxy(config(self.backends), drain_ms=30000)
+        c, r = p.connect()
+        c.sendall(request("/held"))
+        until(lambda: any(line == "GET /held HTTP/1.1" for line, _ in self.backends[0].heads))
+        p.p.send_signal(signal.SIGTERM)
+
+        def closed():  # the listeners close once every shard is draining
+            try:
+                p.connect()[0].close()
+            except ConnectionRefusedError:
+                return True
+            return False
+        until(closed)
+        self.backends[0].release.set()
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.body, resp.get("connection")), (200, b"held", "close"))
+        self.assertEqual(c.recv(1), b"")
+        self.assertEqual(p.stop(sig=None), 0)
+        c.close()
 
     def test_drain_closes_parked_connections_at_once(self):
         self.backends = [Backend()]
