@@ -62,10 +62,9 @@ size_t tpc__page_round(size_t size)
  * past the pool's size its pages are given back to the kernel (MADV_DONTNEED, all of them: it
  * is listed in an array, not by a record in its top page, which kept 4 KiB resident per stack
  * and made a proxy's parked connection cost 1 KB more). Slabs are unmapped when the shard
- * exits. Each size
- * has its slabs and pools (a class): the default size, and the first TPC__STACK_CLASSES - 1
- * other sizes asked for (a server's connections, say); a size beyond those gets a mapping of
- * its own per stack, its guard put in the same way. */
+ * exits. Each size has its slabs and pools (a class): the default size, and the first
+ * TPC__STACK_CLASSES - 1 other sizes asked for (a server's connections, say); a size beyond
+ * those gets a mapping of its own per stack, its guard put in the same way. */
 #define SLAB_STACKS 16
 
 struct tpc__slab {
@@ -92,7 +91,8 @@ static struct tpc__stack_class *class_of(struct tpc__shard *s, size_t size, bool
 {
     struct tpc__stack_class *c = s->stk;
     if (size == s->rt->stack_size) {
-        c->size = size;
+        if (!c->size) /* (once: no store on every spawn) */
+            c->size = size;
         return c;
     }
     for (unsigned i = 1; i < TPC__STACK_CLASSES; i++)
@@ -194,6 +194,20 @@ static void push(struct tpc__stack **list, unsigned *n, void *stack, size_t size
     (*n)++;
 }
 
+/* Room in c's list of cold stacks for one more (the list grows only as stacks go cold). */
+static bool cold_room(struct tpc__stack_class *c)
+{
+    if (c->ncold < c->cap_cold)
+        return true;
+    unsigned cap = c->cap_cold ? 2 * c->cap_cold : 64;
+    void **v = realloc(c->cold, cap * sizeof(*v));
+    if (!v)
+        return false;
+    c->cold = v;
+    c->cap_cold = cap;
+    return true;
+}
+
 void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
 {
 #ifdef TPC_ASAN
@@ -204,15 +218,7 @@ void tpc__stack_free(struct tpc__shard *s, void *stack, size_t size, bool guard)
     if (c) { /* from a slab (a class, once made, stays: its stacks all came from it) */
         if (atomic_load_explicit(&s->left, memory_order_relaxed))
             return; /* the shard is exiting: its slabs go whole */
-        if (c->ncold == c->cap_cold) {
-            unsigned cap = c->cap_cold ? 2 * c->cap_cold : 64;
-            void **v = realloc(c->cold, cap * sizeof(*v));
-            if (v) {
-                c->cold = v;
-                c->cap_cold = cap;
-            }
-        }
-        if (c->nhot < s->rt->stack_cache || c->ncold == c->cap_cold) { /* (no room: kept hot) */
+        if (c->nhot < s->rt->stack_cache || !cold_room(c)) { /* (no room: kept hot) */
             push(&c->hot, &c->nhot, stack, size);
         } else {
             madvise(stack, size, MADV_DONTNEED);
