@@ -22,6 +22,10 @@
 /* Not a kernel feature bit: the byte limit of a multishot receive (IORING_RECV_MSHOT_LIM, Linux
  * 6.16), which no feature flag announces; only fault injection's hidden-feature mask uses it. */
 #define TPC__FEAT_RECV_LIMIT (1U << 31)
+/* IORING_FEAT_NO_IOWAIT and IORING_ENTER_NO_IOWAIT (Linux 6.15): a wait in io_uring_enter that
+ * the kernel does not count as I/O wait (it does, since 6.5, while any operation is out). */
+#define TPC__FEAT_NO_IOWAIT  (1U << 17)
+#define TPC__ENTER_NO_IOWAIT (1U << 7)
 struct tpc__getevents_arg {
     uint64_t sigmask;
     uint32_t sigmask_sz;

@@ -279,6 +279,7 @@ struct tpc__shard {
     unsigned ring_flags, ring_features; /* setup flags it got, IORING_FEAT_* */
     bool poll_wait;                     /* sleep in ppoll() on the ring fd (under valgrind) */
     unsigned inflight;    /* ops submitted and not completed, the wake-up read excluded */
+    unsigned inflight_rw; /* of those, reads, writes and syncs: the shard's sleep is I/O wait */
     unsigned nmultishot;  /* multishot ops (accept, receive streams) in the ring */
     bool wake_armed;      /* the eventfd read is in the ring */
     bool submit_deferred; /* SQEs wait for the sleeping io_uring_enter (core/shard.c) */

@@ -15,6 +15,7 @@ static void io_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
     (void)flags;
     struct tpc__io *io = tpc__container_of(op, struct tpc__io, op);
     s->inflight--;
+    s->inflight_rw -= io->rw;
     io->res = res;
     io->done = true;
     if (io->w.fiber && io->w.fiber->wait == &io->w)
@@ -123,6 +124,7 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
         io->op.complete = io_complete;
         io->done = false;
         io->w.fiber = NULL;
+        io->rw = false;
         s->inflight++;
         while (!io->done) /* a no-op: completes at the loop's next reap */
             tpc__park_hard(&io->w);
@@ -142,6 +144,8 @@ int tpc__io_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
      * that resumes this fiber (core/metrics.c). */
     uint64_t t0 = s->now;
     unsigned cls = tpc__io_class(sqe->opcode);
+    io->rw = cls == TPC__IOC_READ || cls == TPC__IOC_WRITE || cls == TPC__IOC_SYNC;
+    s->inflight_rw += io->rw;
     int rc = tpc__park(NULL, &io->w);
     if (io->done) {
         tpc__hist_add(&s->m.io[cls], s->now - t0);

@@ -55,6 +55,7 @@ struct tpc__io {
     struct tpc__wait w;
     int res;
     bool done;
+    bool rw; /* a read, write or sync: counted in inflight_rw */
 };
 /* An operation that stays in the ring across many completions (a multishot accept or recv),
  * owned by an object rather than by a waiting fiber (core/uring.c). Not counted in `inflight`. */

@@ -32,6 +32,7 @@ static void pending_complete(struct tpc__shard *s, struct tpc__op *op, int res, 
     (void)flags;
     struct tpc_pending *p = tpc__container_of(op, struct tpc_pending, op);
     s->inflight--;
+    s->inflight_rw--;
     p->res = res;
     p->done = true;
     if (p->w.fiber) { /* a fiber waits, or was woken and has not run yet: it takes over */
@@ -75,6 +76,7 @@ static int bounded_run(struct tpc__shard *s, struct tpc_pending *p, struct io_ur
     tpc__list_push(&tpc__io_of(s)->pending, &p->node);
     io_uring_sqe_set_data(sqe, &p->op);
     s->inflight++;
+    s->inflight_rw++; /* a write or a sync */
     bool gone;
     int rc = pending_park(p, &gone);
     if (!gone)

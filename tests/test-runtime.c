@@ -5,7 +5,9 @@
 #include <sched.h>
 #include <string.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <time.h>
 #include "helpers.h"
@@ -550,6 +552,106 @@ static void *idle_observer(void *arg)
     return NULL;
 }
 
+/* /proc/stat's idle and iowait ticks of one CPU. */
+static int cpu_ticks(int cpu, unsigned long long *idle, unsigned long long *iowait)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return -1;
+    char line[512], name[16];
+    snprintf(name, sizeof(name), "cpu%d ", cpu);
+    int rc = -1;
+    while (fgets(line, sizeof(line), f))
+        if (!strncmp(line, name, strlen(name)) &&
+            sscanf(line + strlen(name), "%*u %*u %*u %llu %llu", idle, iowait) == 2) {
+            rc = 0;
+            break;
+        }
+    fclose(f);
+    return rc;
+}
+
+static int wait_for_byte(void *arg)
+{
+    char b;
+    int *fd = arg;
+    return fd[1] ? (int)tpc_read(fd[0], &b, 1, -1) : (int)tpc_recv(fd[0], &b, 1, 0);
+}
+
+/* The share of its CPU's idle time that the pinned shard's sleep shows as I/O wait, over
+ * 400 ms; -1 if the CPU was busy with something else most of the time. */
+static double iowait_share(int cpu)
+{
+    unsigned long long i0, w0, i1, w1;
+    tpc_sleep(20 * 1000000);
+    if (cpu_ticks(cpu, &i0, &w0) < 0)
+        return -1;
+    tpc_sleep(400 * 1000000);
+    if (cpu_ticks(cpu, &i1, &w1) < 0)
+        return -1;
+    unsigned long long idle = i1 - i0, wait = w1 - w0;
+    return idle + wait < 20 ? -1 : (double)wait / (double)(idle + wait);
+}
+
+static int iowait_main(void *arg)
+{
+    double *share = arg;
+    char feat[512];
+    if (tpc_features(feat, sizeof(feat)) < 0 || !strstr(feat, "NO_IOWAIT"))
+        return 1;
+    int cpu = tpc_shard_cpu(), sv[2], p[2];
+    if (cpu < 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 || pipe(p) < 0)
+        return 2;
+    /* A receive out (and the shard's own wake-up read, always): not I/O wait. */
+    int on_sock[2] = {sv[0], 0}, on_pipe[2] = {p[0], 1};
+    tpc_fiber *a, *b;
+    if (tpc_spawn(wait_for_byte, on_sock, &a) < 0)
+        return 3;
+    share[0] = iowait_share(cpu);
+    /* A read out as well (a storage engine's): I/O wait. */
+    if (tpc_spawn(wait_for_byte, on_pipe, &b) < 0)
+        return 3;
+    share[1] = iowait_share(cpu);
+    int ra = -1, rb = -1;
+    if (write(sv[1], "x", 1) != 1 || write(p[1], "y", 1) != 1 || tpc_join(a, &ra) < 0 ||
+        tpc_join(b, &rb) < 0 || ra != 1 || rb != 1)
+        return 4;
+    close(sv[0]);
+    close(sv[1]);
+    close(p[0]);
+    close(p[1]);
+    return 0;
+}
+
+/* A shard asleep with only sockets (and its wake-up) out is idle, not in I/O wait: Linux 6.5
+ * counts every io_uring wait with an operation out as I/O wait, so an idle server showed its CPU
+ * 100 % in iowait (top's wa, vmstat's b); with a read, write or sync out it is I/O wait, as a
+ * thread blocked in read(2) would be. Needs IORING_FEAT_NO_IOWAIT (Linux 6.15). */
+static void test_idle_shard_is_not_iowait(void **state)
+{
+    (void)state;
+    SKIP_IF(on_epoll() || under_valgrind(), "io_uring's wait accounting, not under valgrind");
+    cpu_set_t set;
+    sched_getaffinity(0, sizeof(set), &set);
+    int cpu = -1;
+    for (int c = CPU_SETSIZE - 1; c >= 0 && cpu < 0; c--)
+        if (CPU_ISSET(c, &set))
+            cpu = c;
+    char cpus[16];
+    snprintf(cpus, sizeof(cpus), "%d", cpu);
+    tpc_config c = {.shards = 1, .cpus = cpus};
+    double share[2] = {-1, -1};
+    int rc = tpc_run(&c, iowait_main, share);
+    SKIP_IF(rc == 1, "this kernel has no IORING_FEAT_NO_IOWAIT (Linux 6.15)");
+    assert_int_equal(rc, 0);
+    SKIP_IF(share[0] < 0 || share[1] < 0, "the CPU was busy with other work");
+    if (share[0] > 0.25 || share[1] < 0.5)
+        fprintf(stderr, "iowait share: %.2f with a receive out, %.2f with a read\n", share[0],
+                share[1]);
+    assert_true(share[0] <= 0.25);
+    assert_true(share[1] >= 0.5);
+}
+
 static void test_idle_sleeps(void **state)
 {
     (void)state;
@@ -623,6 +725,7 @@ int main(void)
         cmocka_unit_test(test_submit_during_shutdown),
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_idle_sleeps),
+        cmocka_unit_test(test_idle_shard_is_not_iowait),
         cmocka_unit_test(test_start_stop_many),
         cmocka_unit_test(test_two_runtimes),
     };
