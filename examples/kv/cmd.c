@@ -202,14 +202,23 @@ static void c_set(ARGS)
             sb_nil(out);
         return;
     }
-    struct str *v = str_new(argv[2], argl[2]);
-    if (e) {
+    struct str *old = e && e->type == T_STRING ? e->val : NULL;
+    if (old && argl[2] <= old->len && old->len - argl[2] <= 8) {
+        /* A string overwritten by one of about its size (a counter, a fixed-size record):
+         * in place, without a free and a malloc (a tenth of a SET's CPU in user space). */
+        memcpy(old->d, argv[2], argl[2]);
+        old->d[argl[2]] = 0;
+        old->len = (uint32_t)argl[2];
+        if (expire != -1)
+            e->expire = expire;
+    } else if (e) {
         value_free(e->type, e->val);
         e->type = T_STRING;
-        e->val = v;
+        e->val = str_new(argv[2], argl[2]);
         if (expire != -1)
             e->expire = expire;
     } else {
+        struct str *v = str_new(argv[2], argl[2]);
         e = db_add(db, argv[1], argl[1], T_STRING, v);
         e->expire = expire > 0 ? expire : 0;
     }
@@ -307,7 +316,7 @@ static void incr_by(ARGS, long long by)
     } else {
         db_add(db, argv[1], argl[1], T_STRING, str_new(num, n));
     }
-    sb_int(out, v);
+    sb_int_text(out, num, n);
 }
 
 static void c_incr(ARGS)

@@ -21,20 +21,24 @@ void resp_args_free(struct resp_args *a)
     a->resume.done = 0;
 }
 
-static void args_push(struct resp_args *a, const char *p, size_t n)
+static void args_grow(struct resp_args *a)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 64;
-        const char **v = realloc(a->argv, cap * sizeof(*v));
-        size_t *l = v ? realloc(a->argl, cap * sizeof(*l)) : NULL;
-        if (!v || !l) {
-            fputs("tpc-kv: out of memory\n", stderr);
-            abort();
-        }
-        a->argv = v;
-        a->argl = l;
-        a->cap = cap;
+    size_t cap = a->cap ? a->cap * 2 : 64;
+    const char **v = realloc(a->argv, cap * sizeof(*v));
+    size_t *l = v ? realloc(a->argl, cap * sizeof(*l)) : NULL;
+    if (!v || !l) {
+        fputs("tpc-kv: out of memory\n", stderr);
+        abort();
     }
+    a->argv = v;
+    a->argl = l;
+    a->cap = cap;
+}
+
+static inline void args_push(struct resp_args *a, const char *p, size_t n)
+{
+    if (__builtin_expect(a->n == a->cap, 0))
+        args_grow(a);
     a->argv[a->n] = p;
     a->argl[a->n++] = n;
 }
@@ -48,12 +52,14 @@ int resp_ll(const char *p, size_t n, long long *out)
     i += (size_t)neg;
     if (i == n || (p[i] == '0' && n - i > 1) || (neg && p[i] == '0'))
         return -1;
+    /* Up to 19 digits cannot overflow an unsigned 64-bit accumulator (10^19 - 1 < 2^64): the
+     * range is checked once, at the end. 20 digits are past any long long. */
+    if (n - i > 19)
+        return -1;
     unsigned long long v = 0;
     for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        unsigned d = (unsigned)(p[i] - '0');
-        if (v > (ULLONG_MAX - d) / 10)
+        unsigned d = (unsigned char)p[i] - (unsigned)'0';
+        if (d > 9)
             return -1;
         v = v * 10 + d;
     }
@@ -67,7 +73,19 @@ int resp_ll(const char *p, size_t n, long long *out)
  * not complete, -1 if malformed or longer than 32 bytes. */
 static long header(const char *p, size_t len, long long *v)
 {
-    /* The common case in one pass: up to 18 digits without a leading zero, then CRLF. */
+    /* One or two digits (a command's count, a key's or short value's length) at a glance. */
+    if (len >= 5) {
+        unsigned d1 = (unsigned char)p[1] - (unsigned)'0', d2 = (unsigned char)p[2] - (unsigned)'0';
+        if (d1 <= 9 && p[2] == '\r' && p[3] == '\n') {
+            *v = d1;
+            return 4;
+        }
+        if (d1 - 1 <= 8 && d2 <= 9 && p[3] == '\r' && p[4] == '\n') {
+            *v = d1 * 10 + d2;
+            return 5;
+        }
+    }
+    /* Then up to 18 digits without a leading zero, then CRLF, in one pass. */
     size_t i = 1;
     unsigned long long x = 0;
     while (i < len && i < 19 && p[i] >= '0' && p[i] <= '9')
@@ -290,14 +308,35 @@ void sb_put(struct sbuf *b, const void *p, size_t n)
     }
 }
 
-/* "<c><v>\r\n", formatted by hand: a reply of many elements writes one per element. */
+/* Decimal digits of u, written backwards ending at end, two at a time; returns where they start. */
+static char *fmt_u64(char *end, unsigned long long u)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324"
+                                   "25262728293031323334353637383940414243444546474849"
+                                   "50515253545556575859606162636465666768697071727374"
+                                   "75767778798081828384858687888990919293949596979899";
+    while (u >= 100) {
+        unsigned r = (unsigned)(u % 100);
+        u /= 100;
+        end -= 2;
+        end[0] = pairs[2 * r];
+        end[1] = pairs[2 * r + 1];
+    }
+    if (u >= 10) {
+        end -= 2;
+        end[0] = pairs[2 * u];
+        end[1] = pairs[2 * u + 1];
+    } else {
+        *--end = (char)('0' + u);
+    }
+    return end;
+}
+
 size_t resp_fmt_ll(char out[24], long long v)
 {
-    char tmp[24], *end = tmp + sizeof(tmp), *q = end;
+    char tmp[24], *end = tmp + sizeof(tmp);
     unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-    do
-        *--q = (char)('0' + u % 10);
-    while ((u /= 10) != 0);
+    char *q = fmt_u64(end, u);
     if (v < 0)
         *--q = '-';
     size_t n = (size_t)(end - q);
@@ -305,13 +344,28 @@ size_t resp_fmt_ll(char out[24], long long v)
     return n;
 }
 
+/* "<c><v>\r\n", formatted in place: a reply of many elements writes one per element. */
 static void sb_line(struct sbuf *b, char c, long long v)
 {
-    char q[24];
-    size_t n = resp_fmt_ll(q, v);
-    char *p = sb_room(b, n + 3);
+    char *p = sb_room(b, 24);
+    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+    char tmp[24], *end = tmp + sizeof(tmp), *q = fmt_u64(end, u);
+    if (v < 0)
+        *--q = '-';
+    size_t n = (size_t)(end - q);
     p[0] = c;
-    memcpy(p + 1, q, n);
+    for (size_t i = 0; i < n; i++) /* (at most 20: a loop, not a call) */
+        p[1 + i] = q[i];
+    p[n + 1] = '\r';
+    p[n + 2] = '\n';
+    b->len += n + 3;
+}
+
+void sb_int_text(struct sbuf *b, const char *digits, size_t n)
+{
+    char *p = sb_room(b, n + 3);
+    p[0] = ':';
+    memcpy(p + 1, digits, n);
     p[n + 1] = '\r';
     p[n + 2] = '\n';
     b->len += n + 3;
@@ -319,9 +373,13 @@ static void sb_line(struct sbuf *b, char c, long long v)
 
 void sb_simple(struct sbuf *b, const char *s)
 {
-    sb_put(b, "+", 1);
-    sb_put(b, s, strlen(s));
-    sb_put(b, "\r\n", 2);
+    size_t n = strlen(s);
+    char *p = sb_room(b, n + 3);
+    p[0] = '+';
+    memcpy(p + 1, s, n);
+    p[n + 1] = '\r';
+    p[n + 2] = '\n';
+    b->len += n + 3;
 }
 
 void sb_error(struct sbuf *b, const char *s)
@@ -351,9 +409,14 @@ void sb_int(struct sbuf *b, long long v)
 
 void sb_bulk(struct sbuf *b, const void *p, size_t n)
 {
+    sb_room(b, n + 26); /* the header's 23 at most, the bytes, CRLF: one check */
     sb_line(b, '$', (long long)n);
-    sb_put(b, p, n);
-    sb_put(b, "\r\n", 2);
+    char *d = b->p + b->len;
+    if (n)
+        memcpy(d, p, n);
+    d[n] = '\r';
+    d[n + 1] = '\n';
+    b->len += n + 2;
 }
 
 void sb_nil(struct sbuf *b)

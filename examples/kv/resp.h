@@ -59,6 +59,8 @@ void sb_simple(struct sbuf *b, const char *s); /* +s\r\n */
 void sb_error(struct sbuf *b, const char *s);  /* -s\r\n (s starts with ERR, WRONGTYPE ...) */
 void sb_errorf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sb_int(struct sbuf *b, long long v); /* :v\r\n */
+/* :digits\r\n, for an integer already formatted (resp_fmt_ll). */
+void sb_int_text(struct sbuf *b, const char *digits, size_t n);
 void sb_bulk(struct sbuf *b, const void *p, size_t n);
 void sb_nil(struct sbuf *b); /* $-1\r\n */
 void sb_array(struct sbuf *b, long long n);

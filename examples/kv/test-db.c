@@ -1,6 +1,7 @@
 /* tpc-kv's keyspace and helpers without a runtime: the table through incremental rehashing
  * (every key found at every step), SCAN's promise while the table grows under it, hashtags,
  * glob patterns, integer parsing. */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -165,6 +166,64 @@ static void test_integers(void **state)
     assert_int_equal(resp_ll(" 1", 2, &v), -1);
     assert_int_equal(resp_ll("", 0, &v), -1);
     assert_int_equal(resp_ll("1.5", 3, &v), -1);
+    assert_int_equal(resp_ll("9999999999999999999", 19, &v), -1);  /* 19 digits, past the range */
+    assert_int_equal(resp_ll("18446744073709551616", 20, &v), -1); /* 2^64: would wrap */
+    assert_int_equal(resp_ll("-9223372036854775809", 20, &v), -1);
+    assert_int_equal(resp_ll("-99999999999999999999", 21, &v), -1); /* past 20 characters */
+    assert_int_equal(resp_ll("12a", 3, &v), -1);
+    assert_int_equal(resp_ll("1/", 2, &v), -1); /* the characters on either side of the digits */
+    assert_int_equal(resp_ll("1:", 2, &v), -1);
+}
+
+/* Integers written (resp_fmt_ll, and the reply lines :n, $n) read back as they were, at every
+ * length and at the ends of the range. */
+static void test_integer_replies(void **state)
+{
+    (void)state;
+    long long cases[] = {
+        0,  1,  9,   10,  99,   100,       101,       999,           1000,         65535,
+        -1, -9, -10, -99, -100, LLONG_MAX, LLONG_MIN, LLONG_MAX - 1, LLONG_MIN + 1};
+    long long p10 = 1;
+    char buf[24], want[32];
+    for (int d = 0; d < 19; d++, p10 *= 10) {
+        for (int k = -1; k <= 1; k++) {
+            long long vs[2] = {p10 + k, -(p10 + k)};
+            for (int j = 0; j < 2; j++) {
+                size_t n = resp_fmt_ll(buf, vs[j]);
+                snprintf(want, sizeof(want), "%lld", vs[j]);
+                assert_int_equal(n, strlen(want));
+                assert_memory_equal(buf, want, n);
+                long long back;
+                assert_int_equal(resp_ll(buf, n, &back), 0);
+                assert_true(back == vs[j]);
+            }
+        }
+    }
+    struct sbuf b = {0};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        b.len = 0;
+        sb_int(&b, cases[i]);
+        snprintf(want, sizeof(want), ":%lld\r\n", cases[i]);
+        assert_int_equal(b.len, strlen(want));
+        assert_memory_equal(b.p, want, b.len);
+        size_t n = resp_fmt_ll(buf, cases[i]);
+        b.len = 0;
+        sb_int_text(&b, buf, n);
+        assert_memory_equal(b.p, want, b.len);
+    }
+    /* A bulk reply whose header and bytes cross the buffer's growth. */
+    for (size_t n = 0; n < 600; n += 37) {
+        char data[600];
+        memset(data, 'a' + (int)(n % 26), n);
+        b.len = 0;
+        sb_bulk(&b, data, n);
+        int h = snprintf(want, sizeof(want), "$%zu\r\n", n);
+        assert_int_equal(b.len, (size_t)h + n + 2);
+        assert_memory_equal(b.p, want, (size_t)h);
+        assert_memory_equal(b.p + h, data, n);
+        assert_memory_equal(b.p + h + n, "\r\n", 2);
+    }
+    sb_free(&b);
 }
 
 int main(void)
@@ -175,6 +234,7 @@ int main(void)
         cmocka_unit_test(test_hashtags),
         cmocka_unit_test(test_glob),
         cmocka_unit_test(test_integers),
+        cmocka_unit_test(test_integer_replies),
     };
     return cmocka_run_group_tests_name("kv-db", tests, NULL, NULL);
 }
