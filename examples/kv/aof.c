@@ -79,15 +79,62 @@ static size_t frame(struct sbuf *b, size_t argc, const char **argv, const size_t
     return b->len - start;
 }
 
-void aof_append(struct aof *a, size_t argc, const char **argv, const size_t *argl)
+void aof_append_tagged(struct aof *a, const struct aof_tag *tag, size_t argc, const char **argv,
+                       const size_t *argl)
 {
     if (a->fd < 0)
         return;
-    size_t n = frame(&a->buf, argc, argv, argl);
+    size_t n;
+    if (tag) {
+        const char *sv[8], **v = argc + 3 <= 8 ? sv : malloc((argc + 3) * sizeof(*v));
+        size_t sl[8], *l = argc + 3 <= 8 ? sl : malloc((argc + 3) * sizeof(*l));
+        if (!v || !l) {
+            fputs("tpc-kv: out of memory\n", stderr);
+            abort();
+        }
+        char num[24];
+        v[0] = "TXN";
+        l[0] = 3;
+        v[1] = num;
+        l[1] = resp_fmt_ll(num, (long long)tag->stamp);
+        v[2] = tag->owners;
+        l[2] = strlen(tag->owners);
+        memcpy(v + 3, argv, argc * sizeof(*v));
+        memcpy(l + 3, argl, argc * sizeof(*l));
+        n = frame(&a->buf, argc + 3, v, l);
+        if (v != sv)
+            free(v);
+        if (l != sl)
+            free(l);
+    } else {
+        n = frame(&a->buf, argc, argv, argl);
+    }
     if (a->rw.on)
         sb_put(&a->rw.cmds, a->buf.p + a->buf.len - n, n);
     a->appended += n;
     tpc_event_set(&a->work);
+}
+
+void aof_append(struct aof *a, size_t argc, const char **argv, const size_t *argl)
+{
+    aof_append_tagged(a, NULL, argc, argv, argl);
+}
+
+int aof_settle(struct aof *a)
+{
+    if (a->fd < 0)
+        return 0;
+    uint64_t upto = a->appended;
+    bool sync = a->mode != AOF_NO;
+    if (sync && a->want_sync < upto)
+        a->want_sync = upto;
+    tpc_event_set(&a->work);
+    while ((a->written < upto || (sync && a->synced < upto)) && !a->err) {
+        int rc = tpc_event_wait(&a->progress);
+        if (rc < 0)
+            return rc;
+    }
+    return a->err;
 }
 
 int aof_wait(struct aof *a, uint64_t upto)
@@ -229,7 +276,8 @@ static int writer(void *arg)
                 return 0;
             continue;
         }
-        if (!a->rw.on && a->auto_min && a->size >= a->auto_min && a->size >= 2 * a->base_size)
+        if (!a->rw.on && !a->rw.starting && a->auto_min && a->size >= a->auto_min &&
+            a->size >= 2 * a->base_size)
             aof_rewrite_start(a);
         if (!a->buf.len) {
             if (a->mode == AOF_EVERYSEC && a->synced < a->written)
@@ -239,7 +287,8 @@ static int writer(void *arg)
             if (rc == -ECANCELED)
                 return 0;
         }
-        bool sync = a->mode == AOF_EVERYSEC && tpc_now() - a->last_sync_ns >= 1000000000ull;
+        bool sync = (a->mode == AOF_EVERYSEC && tpc_now() - a->last_sync_ns >= 1000000000ull) ||
+                    a->want_sync > a->synced;
         if (write_round(a, sync) == -ECANCELED)
             return 0;
     }
@@ -266,7 +315,7 @@ int aof_flush(struct aof *a)
 
 void aof_close(struct aof *a)
 {
-    if (a->rw.on) /* a rewrite cut short by the stop */
+    if (a->rw.on || a->rw.starting) /* a rewrite cut short by the stop */
         rewrite_end(a, -ECANCELED);
     sb_free(&a->rw.out);
     sb_free(&a->rw.cmds);
@@ -285,19 +334,34 @@ void aof_close(struct aof *a)
     tpc_event_destroy(&a->zdone);
 }
 
-/* Runs the records of buf[HDR_LEN..len) into db (db->loading: nothing expires on the way);
- * returns where the valid ones end. */
-static size_t replay(struct aof *a, const char *path, char *buf, size_t len, struct kv_db *db)
+static bool is(const char *p, size_t n, const char *word)
+{
+    return n == strlen(word) && !memcmp(p, word, n);
+}
+
+static int stamp_of(const char *p, size_t n, uint64_t *out)
+{
+    long long v;
+    if (resp_ll(p, n, &v) < 0 || v <= 0)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+/* Calls fn on each record of buf[HDR_LEN..len) in order, while each is whole, its checksum holds
+ * and fn takes it (returns NULL); stops at the first that is not, saying why in *why. Returns
+ * where the records taken end; *count is how many. */
+typedef const char *(*record_fn)(void *arg, size_t argc, const char **argv, const size_t *argl);
+static size_t walk(char *buf, size_t len, record_fn fn, void *arg, const char **why, size_t *count)
 {
     struct resp_limits lim = {.max_bulk = UINT32_MAX, .max_args = 1u << 30, .max_inline = 0};
     struct resp_args args = {0};
-    struct sbuf scratch = {0};
-    size_t off = HDR_LEN, records = 0;
-    const char *why = NULL;
-    db->now = kv_now_ms();
+    size_t off = HDR_LEN;
+    *why = NULL;
+    *count = 0;
     while (off < len) {
         if (len - off < 8) {
-            why = "a torn record header";
+            *why = "a torn record header";
             break;
         }
         uint32_t n = get32(buf + off), sum = get32(buf + off + 4);
@@ -310,15 +374,15 @@ static size_t replay(struct aof *a, const char *path, char *buf, size_t len, str
             while (z < len && !buf[z])
                 z++;
             if (z < len)
-                why = "bytes that are not zeros after the zeros that end the records";
+                *why = "bytes that are not zeros after the zeros that end the records";
             break;
         }
         if (len - off - 8 < n) {
-            why = "a torn record";
+            *why = "a torn record";
             break;
         }
         if (XXH32(buf + off + 8, n, 0) != sum) {
-            why = "a record whose checksum does not match";
+            *why = "a record whose checksum does not match";
             break;
         }
         size_t need;
@@ -326,35 +390,242 @@ static size_t replay(struct aof *a, const char *path, char *buf, size_t len, str
         resp_args_clear(&args);
         if (n == 0 || buf[off + 8] != '*' ||
             resp_parse(buf + off + 8, n, &lim, &args, &need, &err) != (long)n || !args.n) {
-            why = "a record that is not a command";
+            *why = "a record that is not a command";
             break;
         }
-        const struct command *c = cmd_lookup(args.argv[0], args.argl[0]);
-        if (!c || !c->fn) {
-            if (c && (c->op == OP_FLUSHALL || c->op == OP_FLUSHDB)) {
-                dict_free(&db->keys, true);
-            } else {
-                why = "a record with an unknown command";
-                break;
-            }
-        } else {
-            scratch.len = 0;
-            cmd_run(db, c, args.n, args.argv, args.argl, &scratch);
-        }
+        if ((*why = fn(arg, args.n, args.argv, args.argl)) != NULL)
+            break;
         off += 8 + n;
-        records++;
+        ++*count;
     }
+    resp_args_free(&args);
+    return off;
+}
+
+struct replay {
+    struct kv_db *db;
+    struct sbuf scratch;
+    const struct aof_verdict *v;
+    uint64_t *left_out; /* stamps of the parts not replayed */
+    size_t nleft_out, capleft_out;
+};
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static bool has_stamp(const uint64_t *v, size_t n, uint64_t stamp)
+{
+    return n && bsearch(&stamp, v, n, sizeof(*v), cmp_u64);
+}
+
+static const char *apply(void *arg, size_t argc, const char **argv, const size_t *argl)
+{
+    struct replay *r = arg;
+    uint64_t stamp;
+    if (is(argv[0], argl[0], "TXN")) {
+        if (argc < 4 || stamp_of(argv[1], argl[1], &stamp) < 0)
+            return "a TXN record that is not one";
+        if (!has_stamp(r->v ? r->v->dropped : NULL, r->v ? r->v->n : 0, stamp))
+            return apply(arg, argc - 3, argv + 3, argl + 3);
+        if (r->nleft_out == r->capleft_out) {
+            r->capleft_out = r->capleft_out ? 2 * r->capleft_out : 8;
+            r->left_out = realloc(r->left_out, r->capleft_out * sizeof(*r->left_out));
+            if (!r->left_out)
+                abort();
+        }
+        if (!has_stamp(r->v->aborted, r->v->naborted, stamp)) /* (else said before) */
+            r->left_out[r->nleft_out++] = stamp;
+        return NULL;
+    }
+    if (is(argv[0], argl[0], "CUT") || is(argv[0], argl[0], "TXNABORT"))
+        return argc == 2 && stamp_of(argv[1], argl[1], &stamp) == 0
+                   ? NULL
+                   : "a CUT or TXNABORT that is not one";
+    const struct command *c = cmd_lookup(argv[0], argl[0]);
+    if (!c || !c->fn) {
+        if (!c || (c->op != OP_FLUSHALL && c->op != OP_FLUSHDB))
+            return "a record with an unknown command";
+        dict_free(&r->db->keys, true);
+        return NULL;
+    }
+    r->scratch.len = 0;
+    cmd_run(r->db, c, argc, argv, argl, &r->scratch);
+    return NULL;
+}
+
+/* Runs the records of buf[HDR_LEN..len) into db (db->loading: nothing expires on the way), but
+ * the parts of multi-shard commands v drops; returns where the valid records end. */
+static size_t replay(struct aof *a, const char *path, char *buf, size_t len, struct kv_db *db,
+                     struct replay *r)
+{
+    const char *why;
+    size_t records;
+    r->db = db;
+    db->now = kv_now_ms();
+    size_t off = walk(buf, len, apply, r, &why, &records);
     if (why)
         fprintf(stderr,
                 "tpc-kv: shard %d: %s: %zu records replayed, then %s at offset %zu: the %zu bytes "
                 "from there on are cut off\n",
                 a->shard, path, records, why, off, len - off);
-    resp_args_free(&args);
-    sb_free(&scratch);
+    sb_free(&r->scratch);
     return off;
 }
 
-static int load(struct aof *a, const char *path, int nshards, struct kv_db *db)
+/* ---- Reading every log before any is replayed (aof.h) ---- */
+
+static const char *collect(void *arg, size_t argc, const char **argv, const size_t *argl)
+{
+    struct aof_scan *s = arg;
+    uint64_t stamp;
+    bool txn = is(argv[0], argl[0], "TXN"), cut = is(argv[0], argl[0], "CUT"),
+         abort_ = is(argv[0], argl[0], "TXNABORT");
+    if (!txn && !cut && !abort_)
+        return NULL;
+    if (argc < (txn ? 4u : 2u) || stamp_of(argv[1], argl[1], &stamp) < 0)
+        return "a TXN, CUT or TXNABORT record that is not one";
+    if (stamp > s->max_stamp)
+        s->max_stamp = stamp;
+    if (cut) {
+        s->cut = stamp;
+    } else if (abort_) {
+        if (s->naborted == s->capaborted) {
+            s->capaborted = s->capaborted ? 2 * s->capaborted : 8;
+            s->aborted = realloc(s->aborted, s->capaborted * sizeof(*s->aborted));
+        }
+        if (!s->aborted)
+            abort();
+        s->aborted[s->naborted++] = stamp;
+    } else {
+        if (s->n == s->cap) {
+            s->cap = s->cap ? 2 * s->cap : 16;
+            s->txns = realloc(s->txns, s->cap * sizeof(*s->txns));
+        }
+        char *owners = s->txns ? strndup(argv[2], argl[2]) : NULL;
+        if (!owners)
+            abort();
+        s->txns[s->n++] = (struct aof_txn){stamp, owners};
+    }
+    return NULL;
+}
+
+static int cmp_txn(const void *x, const void *y)
+{
+    return cmp_u64(&((const struct aof_txn *)x)->stamp, &((const struct aof_txn *)y)->stamp);
+}
+
+int aof_scan(const char *dir, int shard, struct aof_scan *s)
+{
+    memset(s, 0, sizeof(*s));
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/tpc-kv-%d.aof", dir, shard);
+    int fd = tpc_open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd == -ENOENT)
+        return 0;
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    int rc = fstat(fd, &st) < 0 ? -errno : 0;
+    char *buf = rc == 0 ? malloc((size_t)st.st_size + 1) : NULL;
+    if (rc == 0 && !buf)
+        rc = -ENOMEM;
+    ssize_t n = rc == 0 ? tpc_read_full(fd, buf, (size_t)st.st_size, 0) : 0;
+    if (n < 0)
+        rc = (int)n;
+    tpc_close(fd);
+    if (rc == 0 && n >= HDR_LEN && !memcmp(buf, MAGIC, 8)) { /* (aof_open judges the rest) */
+        const char *why;
+        size_t records;
+        walk(buf, (size_t)n, collect, s, &why, &records);
+        if (s->n)
+            qsort(s->txns, s->n, sizeof(*s->txns), cmp_txn);
+        if (s->naborted)
+            qsort(s->aborted, s->naborted, sizeof(*s->aborted), cmp_u64);
+    }
+    free(buf);
+    return rc;
+}
+
+void aof_scan_free(struct aof_scan *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->txns[i].owners);
+    free(s->txns);
+    free(s->aborted);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Whether the log of scan p holds its part of the command stamped `stamp`: a TXN record of it,
+ * or a CUT past it (the part folded into the keys by a rewrite). */
+static bool part_in(const struct aof_scan *p, uint64_t stamp)
+{
+    struct aof_txn key = {.stamp = stamp};
+    return p->cut > stamp || (p->n && bsearch(&key, p->txns, p->n, sizeof(key), cmp_txn));
+}
+
+int aof_decide(const struct aof_scan *scans, int nshards, struct aof_verdict *v)
+{
+    memset(v, 0, sizeof(*v));
+    size_t cap = 0;
+    for (int i = 0; i < nshards; i++) {
+        if (scans[i].max_stamp >= v->clock)
+            v->clock = scans[i].max_stamp + 1;
+        for (size_t k = 0; k < scans[i].n; k++) {
+            uint64_t stamp = scans[i].txns[k].stamp;
+            const char *o = scans[i].txns[k].owners;
+            bool whole = true, all = !strcmp(o, "*");
+            for (int j = 0; j < nshards && whole; j++)
+                whole = !has_stamp(scans[j].aborted, scans[j].naborted, stamp);
+            if (!whole) { /* (a TXNABORT: said at an earlier start) */
+                uint64_t *d = realloc(v->aborted, (v->naborted + 1) * sizeof(*d));
+                if (!d)
+                    return -ENOMEM;
+                v->aborted = d;
+                v->aborted[v->naborted++] = stamp;
+            }
+            for (int p = 0; all && p < nshards && whole; p++)
+                whole = p == i || part_in(&scans[p], stamp);
+            while (!all && whole && *o) {
+                char *end;
+                long p = strtol(o, &end, 10);
+                if (end == o || p < 0 || p >= nshards || (*end && *end != ','))
+                    whole = false; /* not a list of this many shards' */
+                else
+                    whole = p == i || part_in(&scans[p], stamp);
+                o = *end ? end + 1 : end;
+            }
+            if (whole)
+                continue;
+            if (v->n == cap) {
+                cap = cap ? 2 * cap : 8;
+                uint64_t *d = realloc(v->dropped, cap * sizeof(*d));
+                if (!d)
+                    return -ENOMEM;
+                v->dropped = d;
+            }
+            v->dropped[v->n++] = stamp;
+        }
+    }
+    if (v->n)
+        qsort(v->dropped, v->n, sizeof(*v->dropped), cmp_u64);
+    if (v->naborted)
+        qsort(v->aborted, v->naborted, sizeof(*v->aborted), cmp_u64);
+    if (!v->clock)
+        v->clock = 1;
+    return 0;
+}
+
+void aof_verdict_free(struct aof_verdict *v)
+{
+    free(v->dropped);
+    free(v->aborted);
+    memset(v, 0, sizeof(*v));
+}
+
+static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, struct replay *r)
 {
     struct stat st;
     if (fstat(a->fd, &st) < 0)
@@ -383,7 +654,7 @@ static int load(struct aof *a, const char *path, int nshards, struct kv_db *db)
     }
     if (rc == 0) {
         db->loading = true; /* a key whose time passed may be made persistent later on */
-        size_t end = replay(a, path, buf, (size_t)n, db);
+        size_t end = replay(a, path, buf, (size_t)n, db, r);
         db->loading = false;
         db->now = kv_now_ms();
         db_expire_all(db);
@@ -443,11 +714,13 @@ void aof_off(struct aof *a)
     tpc_event_init(&a->rw.done, false);
 }
 
-int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, struct kv_db *db)
+int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, struct kv_db *db,
+             const struct aof_verdict *v, const struct aof_hooks *hooks)
 {
     aof_off(a);
     a->mode = mode;
     a->shard = shard;
+    a->hooks = hooks;
     snprintf(a->path, sizeof(a->path), "%s/tpc-kv-%d.aof", dir, shard);
     int fd = tpc_open(a->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -455,7 +728,8 @@ int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, s
         return fd;
     }
     a->fd = fd;
-    int rc = load(a, a->path, nshards, db);
+    struct replay r = {.v = v};
+    int rc = load(a, a->path, nshards, db, &r);
     struct stat st;
     if (rc == 0)
         rc = fstat(fd, &st) == 0 ? 0 : -errno;
@@ -463,6 +737,20 @@ int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, s
         a->size = a->base_size = (uint64_t)st.st_size;
         rc = reopen(a);
     }
+    if (rc == 0 && r.nleft_out) { /* said for good, before anything else is appended */
+        fprintf(stderr,
+                "tpc-kv: shard %d: %s: %zu parts of commands over several shards left out: "
+                "not every other owner's log has its part (a crash or a stop came between "
+                "the owners' writes)\n",
+                shard, a->path, r.nleft_out);
+        for (size_t i = 0; i < r.nleft_out; i++) {
+            char num[24];
+            size_t l = resp_fmt_ll(num, (long long)r.left_out[i]);
+            aof_append(a, 2, (const char *[]){"TXNABORT", num}, (size_t[]){8, l});
+        }
+        rc = write_round(a, a->mode != AOF_NO);
+    }
+    free(r.left_out);
     if (rc < 0) {
         if (rc != -EINVAL)
             fprintf(stderr, "tpc-kv: cannot read %s: %s\n", a->path, tpc_strerror(rc));
@@ -603,7 +891,7 @@ static void rewrite_end(struct aof *a, int rc)
     if (a->rw.fd >= 0 && rc < 0)
         tpc_close(a->rw.fd);
     a->rw.fd = -1;
-    a->rw.on = a->rw.ready = false;
+    a->rw.on = a->rw.ready = a->rw.starting = false;
     a->rw.err = rc;
     sb_free(&a->rw.out);
     sb_free(&a->rw.cmds);
@@ -613,8 +901,26 @@ static void rewrite_end(struct aof *a, int rc)
 static int rewriter(void *arg)
 {
     struct aof *a = arg;
-    uint64_t cursor = 0;
+    uint64_t cursor = 0, cut = 0;
     int rc = 0, steps = 0;
+    /* The cut: from the moment no multi-shard command holds the shard, every key present is
+     * "not yet written out" and every record appended is kept; both at once, no suspension. */
+    if (a->hooks && (rc = a->hooks->begin(a, &cut)) < 0) {
+        rewrite_end(a, rc);
+        return 0;
+    }
+    if (a->stopping) {
+        rewrite_end(a, -ECANCELED);
+        return 0;
+    }
+    a->db->keys.epoch++;
+    a->rw.starting = false;
+    a->rw.on = true;
+    if (cut) {
+        char num[24];
+        size_t l = resp_fmt_ll(num, (long long)cut);
+        frame(&a->rw.out, 2, (const char *[]){"CUT", num}, (size_t[]){3, l});
+    }
     do {
         cursor = dict_scan(&a->db->keys, cursor, dump_cb, a);
         if (a->rw.out.len >= (1u << 20))
@@ -625,6 +931,12 @@ static int rewriter(void *arg)
             rc = -ECANCELED;
     } while (cursor && rc == 0);
     while (rc == 0 && a->rw.out.len) /* keys touched while the last part was written */
+        rc = rw_write(a, &a->rw.out);
+    /* The parts this rewrite folded into the keys: their commands' other parts are in the other
+     * shards' logs, which must keep them through a crash once this log no longer does. */
+    if (rc == 0 && a->hooks)
+        rc = a->hooks->settle_others(a);
+    while (rc == 0 && a->rw.out.len) /* keys touched meanwhile */
         rc = rw_write(a, &a->rw.out);
     if (rc < 0) {
         rewrite_end(a, rc);
@@ -639,7 +951,7 @@ int aof_rewrite_start(struct aof *a)
 {
     if (a->fd < 0)
         return 0;
-    if (a->rw.on)
+    if (a->rw.on || a->rw.starting)
         return -EBUSY;
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.rewrite", a->path);
@@ -650,10 +962,9 @@ int aof_rewrite_start(struct aof *a)
     put32(hdr + 8, VERSION);
     put32(hdr + 12, (uint32_t)a->nshards);
     a->rw.fd = fd;
-    a->rw.on = true;
+    a->rw.starting = true; /* on once the rewriter has its cut */
     a->rw.ready = false;
     tpc_event_reset(&a->rw.done);
-    a->db->keys.epoch++; /* every key present is now "not yet written out" */
     sb_put(&a->rw.out, hdr, HDR_LEN);
     tpc_fiber_opts o = {.name = "aof-rewrite", .stack_size = 64 * 1024, .detached = true};
     int rc = tpc_spawn_opts(&o, rewriter, a, NULL);

@@ -9,6 +9,67 @@
 
 enum { AOF_NO, AOF_EVERYSEC, AOF_ALWAYS };
 
+struct aof;
+
+/* Commands over several shards (MSET, DEL, UNLINK, FLUSHALL) are all-or-nothing across a crash.
+ * Each owner logs its part as one record
+ *     TXN <stamp> <owners> <command ...>
+ * where stamp is the command's place on a process-wide clock (taken once every owner is locked
+ * for it) and owners lists them ("0,2", or "*" for all). A rewritten log begins with
+ *     CUT <stamp>
+ * the clock when its rewrite began, its shard unlocked: a command stamped before it had run its
+ * part there, and the rewrite folded that part into the keys. At start-up every log is read
+ * first (aof_scan), and a command is replayed only if each owner's log has its part or a CUT
+ * past its stamp; else none of its parts is (a crash came between the owners' writes, or it was
+ * cut short at a stop), and each log that held a part gets a TXNABORT <stamp> record, so that a
+ * later rewrite elsewhere cannot make it look whole. */
+struct aof_tag {
+    uint64_t stamp;
+    const char *owners;
+};
+
+/* What a shard's log holds of multi-shard commands, read before any log is replayed. */
+struct aof_txn {
+    uint64_t stamp;
+    char *owners; /* as written */
+};
+struct aof_scan {
+    uint64_t cut;         /* the log's CUT, 0: none (a log never rewritten) */
+    struct aof_txn *txns; /* its TXN records, by stamp */
+    size_t n, cap;
+    uint64_t *aborted; /* its TXNABORT records */
+    size_t naborted, capaborted;
+    uint64_t max_stamp; /* the largest stamp or cut it holds */
+};
+
+/* The decision over every log: the stamps of commands not replayed (sorted), and where the clock
+ * of multi-shard commands goes on from. */
+struct aof_verdict {
+    uint64_t *dropped;
+    size_t n;
+    uint64_t *aborted; /* of those, the ones a TXNABORT already drops (said before) */
+    size_t naborted;
+    uint64_t clock;
+};
+
+/* Reads DIR/tpc-kv-<shard>.aof (if there is one) up to its first torn or corrupt record into
+ * *s. Returns 0 or a negative errno. */
+int aof_scan(const char *dir, int shard, struct aof_scan *s);
+void aof_scan_free(struct aof_scan *s);
+/* Decides over the scans of every shard's log (aof.h's top comment). Returns 0 or -ENOMEM. */
+int aof_decide(const struct aof_scan *scans, int nshards, struct aof_verdict *v);
+void aof_verdict_free(struct aof_verdict *v);
+
+/* What a rewrite needs from the program (kv.c): begin waits until no multi-shard command holds
+ * the shard, then, without suspending after that, returns the clock's next stamp (the CUT);
+ * settle_others makes every other shard's log durable up to what it holds (once no multi-shard
+ * command holds that shard), so that no command whose part this rewrite folds can lose its
+ * other parts in a crash after the new log replaces the old. */
+struct aof_hooks {
+    int (*begin)(struct aof *a, uint64_t *cut);
+    int (*settle_others)(struct aof *a);
+};
+
 struct aof {
     int fd; /* -1: off */
     int mode;
@@ -39,6 +100,8 @@ struct aof {
     tpc_fiber *writer;
     struct kv_db *db;
     int nshards;
+    const struct aof_hooks *hooks;
+    uint64_t want_sync; /* aof_settle: sync up to here now (not at the next second) */
     char path[4096];
     uint64_t size;      /* of the log as written: records (and in a direct log the padding of
                          * each round: where the next round goes); zeros may follow */
@@ -51,6 +114,7 @@ struct aof {
         int fd;           /* the new file */
         struct sbuf out;  /* keys written out, not yet in the new file */
         struct sbuf cmds; /* records appended since the rewrite began */
+        bool starting;    /* the rewriter waits for its cut (aof_hooks.begin) */
         bool ready;       /* every key is out: the writer may switch */
         tpc_event done;   /* set when the rewrite has switched or failed */
         int err;
@@ -61,12 +125,19 @@ struct aof {
 /* A log that is off (fd -1), ready for aof_close: what aof_open does first. */
 void aof_off(struct aof *a);
 /* Opens (or creates) DIR/tpc-kv-<shard>.aof, checks it was written by as many shards, replays
- * it into db (stopping at a torn or corrupt tail, which it reports and cuts off), and starts the
- * writer fiber. Returns 0 or a negative errno (having said why on stderr). */
-int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, struct kv_db *db);
+ * it into db (stopping at a torn or corrupt tail, which it reports and cuts off; leaving out the
+ * parts of the multi-shard commands v drops, and logging that it did), and starts the writer
+ * fiber. Returns 0 or a negative errno (having said why on stderr). */
+int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, struct kv_db *db,
+             const struct aof_verdict *v, const struct aof_hooks *hooks);
 /* Appends one command as a record (the command as run, its relative times made absolute by the
- * caller). */
+ * caller); with a tag, as a part of a multi-shard command. */
 void aof_append(struct aof *a, size_t argc, const char **argv, const size_t *argl);
+void aof_append_tagged(struct aof *a, const struct aof_tag *tag, size_t argc, const char **argv,
+                       const size_t *argl);
+/* Waits until everything appended so far is written, and synced unless appendfsync is no.
+ * Returns 0 or the log's error. */
+int aof_settle(struct aof *a);
 /* With appendfsync always: waits until every byte appended up to `upto` is synced (one sync
  * covers every record appended before it: group commit). Otherwise returns at once. Returns 0 or
  * the log's error. */

@@ -33,6 +33,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +83,10 @@ struct shard {
 };
 
 static tpc_server *server; /* shard 0's */
+
+/* The clock of multi-shard writes (aof.h): a command's stamp, taken once every owner is locked
+ * for it, and a rewrite's cut. Shared by the shards: one atomic add per such command. */
+static _Atomic uint64_t txn_clock = 1;
 
 static struct shard *me(void)
 {
@@ -149,9 +155,42 @@ static void shard_destroy(void *p)
     free(sh);
 }
 
-static int shard_init(void *arg)
+/* ---- What a log rewrite needs (aof.h, struct aof_hooks) ---- */
+
+static int rewrite_begin(struct aof *a, uint64_t *cut)
+{
+    struct shard *sh = (struct shard *)((char *)a - offsetof(struct shard, aof));
+    int rc = wait_unlocked(sh);
+    if (rc == 0) /* (no suspension from the check to here) */
+        *cut = atomic_fetch_add(&txn_clock, 1);
+    return rc;
+}
+
+static int settle(void *arg)
 {
     (void)arg;
+    struct shard *sh = me();
+    int rc = wait_unlocked(sh); /* a command stamped before the cut runs its part here first */
+    return rc < 0 ? rc : aof_settle(&sh->aof);
+}
+
+static int rewrite_settle_others(struct aof *a)
+{
+    for (int o = 0; o < cfg.nshards; o++) {
+        if (o == a->shard)
+            continue;
+        int r = 0, rc = tpc_call_on(o, settle, NULL, &r);
+        if (rc < 0 || (rc = r) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static const struct aof_hooks rewrite_hooks = {rewrite_begin, rewrite_settle_others};
+
+static int shard_init(void *arg)
+{
+    const struct aof_verdict *verdict = arg;
     struct shard *sh = calloc(1, sizeof(*sh));
     if (!sh)
         return -ENOMEM;
@@ -164,8 +203,8 @@ static int shard_init(void *arg)
         return rc;
     }
     if (cfg.appendonly) {
-        if ((rc = aof_open(&sh->aof, cfg.dir, tpc_shard_id(), cfg.nshards, cfg.appendfsync,
-                           &sh->db)) < 0)
+        if ((rc = aof_open(&sh->aof, cfg.dir, tpc_shard_id(), cfg.nshards, cfg.appendfsync, &sh->db,
+                           verdict, &rewrite_hooks)) < 0)
             return rc; /* the destructor frees what was made */
         sh->aof.auto_min = cfg.auto_rewrite_min;
     } else {
@@ -173,6 +212,16 @@ static int shard_init(void *arg)
     }
     tpc_timer_start(&sh->expire_timer, EXPIRE_TICK_NS, EXPIRE_TICK_NS);
     return 0;
+}
+
+static int shard_scan(void *arg)
+{
+    struct aof_scan *scans = arg;
+    int rc = aof_scan(cfg.dir, tpc_shard_id(), &scans[tpc_shard_id()]);
+    if (rc < 0)
+        fprintf(stderr, "tpc-kv: cannot read the log of shard %d in %s: %s\n", tpc_shard_id(),
+                cfg.dir, tpc_strerror(rc));
+    return rc;
 }
 
 static int shard_flush(void *arg) /* the drain of a clean stop: the log to disk */
@@ -258,7 +307,7 @@ static void log_set(struct aof *a, size_t argc, const char **argv, const size_t 
 }
 
 static void log_write(struct shard *sh, const struct command *c, size_t argc, const char **argv,
-                      const size_t *argl, const char *reply, size_t rlen)
+                      const size_t *argl, const char *reply, size_t rlen, const struct aof_tag *tag)
 {
     if (sh->aof.fd < 0 || !(c->flags & F_WRITE) || (rlen && reply[0] == '-'))
         return;
@@ -288,7 +337,7 @@ static void log_write(struct shard *sh, const struct command *c, size_t argc, co
         free(v);
         free(l);
     } else {
-        aof_append(&sh->aof, argc, argv, argl);
+        aof_append_tagged(&sh->aof, tag, argc, argv, argl);
     }
 }
 
@@ -303,6 +352,7 @@ struct bcmd {
 struct batch {
     bool txn;       /* part of a multi-shard command: the owner is locked for it; unlock after */
     uint64_t token; /* the command's lock token */
+    struct aof_tag tag; /* a multi-shard write's part: its stamp and owners (its own copy) */
     struct bcmd *cmds;
     size_t n, cap;
     size_t *argl;
@@ -343,6 +393,7 @@ static void batch_add(struct batch *b, const struct command *c, size_t argc, con
 static void batch_free(void *p)
 {
     struct batch *b = p;
+    free((char *)b->tag.owners);
     free(b->cmds);
     free(b->argl);
     sb_free(&b->data);
@@ -389,7 +440,8 @@ static int batch_run(void *p)
         touch_keys(sh, c->c, c->argc, argv, b->argl + c->a0);
         cmd_run(&sh->db, c->c, c->argc, argv, b->argl + c->a0, &b->out);
         c->len = b->out.len - c->off;
-        log_write(sh, c->c, c->argc, argv, b->argl + c->a0, b->out.p + c->off, c->len);
+        log_write(sh, c->c, c->argc, argv, b->argl + c->a0, b->out.p + c->off, c->len,
+                  b->tag.stamp ? &b->tag : NULL);
     }
     if (argv != argv_small)
         free(argv);
@@ -595,7 +647,7 @@ static int run(struct conn *c, size_t from, size_t to)
         touch_keys(sh, s->c, s->argc, argv, argl);
         cmd_run(&sh->db, s->c, s->argc, argv, argl, &c->local);
         s->len = c->local.len - s->off;
-        log_write(sh, s->c, s->argc, argv, argl, c->local.p + s->off, s->len);
+        log_write(sh, s->c, s->argc, argv, argl, c->local.p + s->off, s->len, NULL);
     }
     uint64_t logged = sh->aof.appended;
     if (nitems) {
@@ -743,6 +795,26 @@ static int multi(struct conn *c, struct slot *s)
     }
     int rc = lock_owners(token, has_batch, c);
     bool released = false; /* by tpc_call_many, which failed */
+    if (rc == 0 && (cmd->flags & F_WRITE) && cfg.appendonly) {
+        /* Every owner locked: the stamp orders this command against the rewrites' cuts. */
+        size_t cap = (size_t)cfg.nshards * 12 + 2, ol = 0;
+        char *owners = malloc(cap);
+        if (!owners)
+            abort();
+        for (int o = 0; o < cfg.nshards; o++)
+            if (c->batches[o])
+                ol += (size_t)snprintf(owners + ol, cap - ol, "%s%d", ol ? "," : "", o);
+        if (nitems == (size_t)cfg.nshards)
+            strcpy(owners, "*"); /* every shard */
+        uint64_t stamp = atomic_fetch_add(&txn_clock, 1);
+        for (size_t k = 0; k < nitems; k++) {
+            struct batch *b = c->batches[c->items[k].shard];
+            b->tag = (struct aof_tag){.stamp = stamp, .owners = strdup(owners)};
+            if (!b->tag.owners)
+                abort();
+        }
+        free(owners);
+    }
     if (rc == 0) {
         rc = tpc_call_many(c->items, nitems, batch_run, batch_free);
         released = rc < 0;
@@ -794,6 +866,7 @@ enum { ALL_COUNT, ALL_FLUSH, ALL_KEYS, ALL_SCAN, ALL_REWRITE };
 struct all_arg {
     int op;
     uint64_t token;  /* FLUSHALL, KEYS, DBSIZE: every shard is locked for it (0: none) */
+    uint64_t stamp;  /* FLUSHALL with more than one shard: its stamp (aof.h), 0: none */
     const char *pat; /* MATCH / KEYS pattern (the connection's buffer: copied below) */
     size_t plen;
     int type;        /* SCAN TYPE, 0: any */
@@ -856,7 +929,7 @@ static int all_op(struct shard *sh, struct all_arg *a)
     case ALL_COUNT:
         a->n = dict_size(&sh->db.keys);
         a->rewrites = sh->aof.rw.rewrites;
-        a->rewriting = sh->aof.rw.on;
+        a->rewriting = sh->aof.rw.on || sh->aof.rw.starting;
         a->log_bytes = sh->aof.size;
         a->log_writes = sh->aof.writes;
         a->log_direct = sh->aof.direct;
@@ -866,7 +939,8 @@ static int all_op(struct shard *sh, struct all_arg *a)
         return rc == -EBUSY ? 0 : rc;
     case ALL_FLUSH:
         dict_free(&sh->db.keys, true);
-        aof_append(&sh->aof, 1, (const char *[]){"FLUSHALL"}, (size_t[]){8});
+        aof_append_tagged(&sh->aof, a->stamp ? &(struct aof_tag){a->stamp, "*"} : NULL, 1,
+                          (const char *[]){"FLUSHALL"}, (size_t[]){8});
         return aof_wait(&sh->aof, sh->aof.appended);
     case ALL_KEYS:
         do
@@ -911,16 +985,19 @@ static bool every(int o, void *arg)
  * MSET or none of it (a FLUSHALL between its parts would leave half of it for good). */
 static int on_all(struct conn *c, int op, const char *pat, size_t plen)
 {
-    uint64_t token = 0;
+    uint64_t token = 0, stamp = 0;
     int rc;
     if (op == ALL_FLUSH || op == ALL_KEYS || op == ALL_COUNT) {
         token = txn_token();
         if ((rc = lock_owners(token, every, NULL)) < 0)
             return rc;
     }
+    if (op == ALL_FLUSH && cfg.nshards > 1 && cfg.appendonly)
+        stamp = atomic_fetch_add(&txn_clock, 1);
     for (int i = 0; i < cfg.nshards; i++) {
         c->items[i] = (tpc_call_item){.shard = i, .arg = all_new(op, pat, plen)};
         ((struct all_arg *)c->items[i].arg)->token = token;
+        ((struct all_arg *)c->items[i].arg)->stamp = stamp;
     }
     rc = tpc_call_many(c->items, (size_t)cfg.nshards, all_run, all_free);
     bool released = rc < 0; /* the call released the arguments */
@@ -1251,7 +1328,25 @@ static int kv_main(void *arg)
     cfg.nshards = tpc_shard_count();
     const char *allocator;
     start_memory = used_memory(&allocator); /* (before the logs are replayed: their keys count) */
-    int rc = tpc_on_all(shard_init, NULL);
+    /* Every log is read before any is replayed: a command over several shards is replayed
+     * only if every owner's log has its part (aof.h). */
+    struct aof_verdict verdict = {0};
+    int rc = 0;
+    if (cfg.appendonly) {
+        struct aof_scan *scans = calloc((size_t)cfg.nshards, sizeof(*scans));
+        if (!scans)
+            return 1;
+        rc = tpc_on_all(shard_scan, scans);
+        if (rc == 0)
+            rc = aof_decide(scans, cfg.nshards, &verdict);
+        for (int i = 0; i < cfg.nshards; i++)
+            aof_scan_free(&scans[i]);
+        free(scans);
+        atomic_store(&txn_clock, verdict.clock);
+    }
+    if (rc == 0)
+        rc = tpc_on_all(shard_init, &verdict);
+    aof_verdict_free(&verdict);
     if (rc < 0) {
         fprintf(stderr, "tpc-kv: cannot set up the shards: %s\n", tpc_strerror(rc));
         return 1;

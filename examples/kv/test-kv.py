@@ -558,9 +558,10 @@ class Durability(unittest.TestCase):
         self.dir = tempfile.TemporaryDirectory()
         self.addCleanup(self.dir.cleanup)
 
-    def start(self, fsync="always", shards=2):
+    def start(self, fsync="always", shards=2, min_rewrite=None):
+        more = ("--auto-aof-rewrite-min-size", str(min_rewrite)) if min_rewrite else ()
         return Server(shards=shards, args=("--appendonly", "yes", "--appendfsync", fsync,
-                                           "--dir", self.dir.name))
+                                           "--dir", self.dir.name, *more))
 
     def test_restart_keeps_writes(self):
         for fsync in ("always", "everysec", "no"):
@@ -920,6 +921,72 @@ class Durability(unittest.TestCase):
                 self.assertEqual(c.cmd("GET", "after:0"), b"x")
             c.close()
             self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
+    def test_multi_shard_writes_whole_after_a_crash(self):
+        """An MSET over several shards whose part one log lost (a crash between the owners'
+        writes) is left out on every shard at start-up, and stays out after that log alone is
+        rewritten (the others hold a TXNABORT for it); one that every log holds stays, its folded
+        part counted by the rewritten log's CUT."""
+        def logs():
+            return [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(3)]
+        kv = self.start("everysec", shards=3)
+        c = Conn(kv.port)
+        sizes = [os.path.getsize(p) for p in logs()]
+        for i in range(200):  # which shard owns hashtag {h}: the log that grows
+            c.cmd("SET", "{h}:%d" % i, "x" * 40)
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        grew = [os.path.getsize(p) - sizes[i] for i, p in enumerate(logs())]
+        h = grew.index(max(grew))
+        keys = ["{h}:m"] + ["m:%d" % i for i in range(12)]
+        kv = self.start("everysec", shards=3)
+        c = Conn(kv.port)
+        self.assertEqual(c.cmd("MSET", *sum([[k, "1"] for k in keys], [])), "OK")
+        self.assertEqual(c.cmd("MSET", *sum([[k, "2"] for k in keys], [])), "OK")
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        owners = []
+        for i, p in enumerate(logs()):
+            off, size = log_records(p)[-1]
+            with open(p, "rb") as f:
+                f.seek(off)
+                last = f.read(size)
+            if b"TXN" in last and b"MSET" in last:
+                owners.append(i)
+        self.assertIn(h, owners)
+        self.assertGreater(len(owners), 1, "the keys fell on one shard")
+        with open(logs()[h], "r+b") as f:  # {h}'s part of the second MSET lost
+            f.truncate(log_records(logs()[h])[-1][0])
+        kv = self.start("everysec", shards=3, min_rewrite=64 * 1024)
+        text = "".join(kv.out)
+        self.assertEqual(text.count("left out"), len(owners) - 1, text)
+        c = Conn(kv.port)
+        self.assertEqual([c.cmd("GET", k) for k in keys], [b"1"] * len(keys))
+        for i in range(3000):  # {h}'s log alone grows past the rewrite size
+            c.cmd("SET", "{h}:%d" % i, "y" * 100)
+        until(lambda: info(c)["aof_rewrites"] != "0" and info(c)["aof_rewrite_in_progress"] == "0",
+              "{h}'s log rewritten")
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        for i, p in enumerate(logs()):  # the rewritten log begins with its CUT, the others not
+            with open(p, "rb") as f:
+                head = f.read(64)
+            self.assertEqual(b"CUT" in head, i == h, i)
+        kv = self.start("everysec", shards=3)
+        self.assertNotIn("left out", "".join(kv.out))  # said once, and TXNABORT keeps it so
+        c = Conn(kv.port)
+        self.assertEqual([c.cmd("GET", k) for k in keys], [b"1"] * len(keys))
+        # A multi-shard FLUSHALL and DEL come back whole too.
+        self.assertEqual(c.cmd("DEL", *keys[1:]), len(keys) - 1)
+        self.assertEqual(c.cmd("FLUSHALL"), "OK")
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        kv = self.start("everysec", shards=3)
+        self.assertNotIn("left out", "".join(kv.out))
+        c = Conn(kv.port)
+        self.assertEqual(c.cmd("DBSIZE"), 0)
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
     def test_other_shard_count_refused(self):
         kv = self.start("always", shards=2)
