@@ -448,7 +448,7 @@ static const char *apply(void *arg, size_t argc, const char **argv, const size_t
     if (!c || !c->fn) {
         if (!c || (c->op != OP_FLUSHALL && c->op != OP_FLUSHDB))
             return "a record with an unknown command";
-        dict_free(&r->db->keys, true);
+        db_flush(r->db);
         return NULL;
     }
     r->scratch.len = 0;

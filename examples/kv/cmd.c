@@ -36,11 +36,29 @@ uint64_t key_slot_hash(const char *key, size_t klen)
     return kv_hash(key, klen);
 }
 
+void db_set_expire(struct kv_db *db, struct entry *e, int64_t at)
+{
+    db->expires += (at != 0) - (e->expire != 0);
+    e->expire = at;
+}
+
+void db_del(struct kv_db *db, struct entry *e)
+{
+    db->expires -= e->expire != 0;
+    dict_delete(&db->keys, e);
+}
+
+void db_flush(struct kv_db *db)
+{
+    dict_free(&db->keys, true);
+    db->expires = 0;
+}
+
 struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen)
 {
     struct entry *e = dict_find(&db->keys, key, klen, kv_hash(key, klen));
     if (e && e->expire && e->expire <= db->now && !db->loading) {
-        dict_delete(&db->keys, e);
+        db_del(db, e);
         db->expired++;
         return NULL;
     }
@@ -55,7 +73,7 @@ static void expire_one(void *arg, struct entry *e)
 {
     struct expire_walk *w = arg;
     if (e->expire && e->expire <= w->db->now) {
-        dict_delete(&w->db->keys, e);
+        db_del(w->db, e);
         w->db->expired++;
         w->n++;
     }
@@ -210,20 +228,20 @@ static void c_set(ARGS)
         old->d[argl[2]] = 0;
         old->len = (uint32_t)argl[2];
         if (expire != -1)
-            e->expire = expire;
+            db_set_expire(db, e, expire);
     } else if (e) {
         value_free(e->type, e->val);
         e->type = T_STRING;
         e->val = str_new(argv[2], argl[2]);
         if (expire != -1)
-            e->expire = expire;
+            db_set_expire(db, e, expire);
     } else {
         struct str *v = str_new(argv[2], argl[2]);
         e = db_add(db, argv[1], argl[1], T_STRING, v);
-        e->expire = expire > 0 ? expire : 0;
+        db_set_expire(db, e, expire > 0 ? expire : 0);
     }
     if (e->expire && e->expire <= db->now && !db->loading) {
-        dict_delete(&db->keys, e);
+        db_del(db, e);
         db->expired++;
     }
     if (!get)
@@ -266,7 +284,7 @@ static void c_mset(ARGS)
             value_free(e->type, e->val);
             e->type = T_STRING;
             e->val = v;
-            e->expire = 0;
+            db_set_expire(db, e, 0);
         } else {
             db_add(db, argv[i], argl[i], T_STRING, v);
         }
@@ -392,7 +410,7 @@ static void c_del(ARGS)
     for (size_t i = 1; i < argc; i++) {
         struct entry *e = db_lookup(db, argv[i], argl[i]);
         if (e) {
-            dict_delete(&db->keys, e);
+            db_del(db, e);
             n++;
         }
     }
@@ -458,9 +476,9 @@ static void expire_generic(ARGS, int64_t unit_ms)
         return;
     }
     if (at <= db->now && !db->loading)
-        dict_delete(&db->keys, e);
+        db_del(db, e);
     else
-        e->expire = at > 0 ? at : 1;
+        db_set_expire(db, e, at > 0 ? at : 1);
     sb_int(out, 1);
 }
 
@@ -486,9 +504,9 @@ static void expireat_generic(ARGS, int64_t unit_ms)
     }
     int64_t left = v * unit_ms - wall_ms();
     if (left <= 0 && !db->loading)
-        dict_delete(&db->keys, e);
+        db_del(db, e);
     else
-        e->expire = db->now + left > 0 ? db->now + left : 1; /* (0: no expiry) */
+        db_set_expire(db, e, db->now + left > 0 ? db->now + left : 1); /* (0: no expiry) */
     sb_int(out, 1);
 }
 
@@ -538,7 +556,7 @@ static void c_persist(ARGS)
         sb_int(out, 0);
         return;
     }
-    e->expire = 0;
+    db_set_expire(db, e, 0);
     sb_int(out, 1);
 }
 
@@ -652,7 +670,7 @@ static void pop(ARGS, int left)
         free(s);
     }
     if (l->n == 0)
-        dict_delete(&db->keys, e);
+        db_del(db, e);
 }
 
 static void c_lpop(ARGS)
@@ -789,7 +807,7 @@ static void remove_members(ARGS, uint8_t t)
         }
     }
     if (e && dict_size(e->val) == 0)
-        dict_delete(&db->keys, e);
+        db_del(db, e);
     sb_int(out, n);
 }
 
@@ -928,7 +946,7 @@ static void c_spop(ARGS)
         dict_delete(d, m);
     }
     if (dict_size(d) == 0)
-        dict_delete(&db->keys, e);
+        db_del(db, e);
 }
 
 /* ---- Sorted sets ---- */
@@ -1090,7 +1108,7 @@ static void c_zadd(ARGS)
         zinsert(z, d, argv[k + 1], argl[k + 1]);
     }
     if (z->n == 0)
-        dict_delete(&db->keys, e);
+        db_del(db, e);
     if (!incr)
         sb_int(out, ch ? added + changed : added);
     else if (done)
@@ -1130,7 +1148,7 @@ static void c_zpopmin(ARGS)
         zremove_at(z, 0);
     }
     if (z && z->n == 0)
-        dict_delete(&db->keys, e);
+        db_del(db, e);
 }
 
 /* A score bound of ZRANGE ... BYSCORE: a float, "(" before it for an open bound. */

@@ -50,6 +50,7 @@ struct kv_db {
     struct dict keys;
     int64_t now;      /* ms, monotonic, read once per batch */
     uint64_t expired; /* keys removed because their time passed */
+    size_t expires;   /* keys with a time (db_set_expire, db_del, db_flush keep it) */
     bool loading;     /* replaying a log: nothing expires (as Redis), db_expire_all after */
 };
 
@@ -77,6 +78,10 @@ void cmd_run(struct kv_db *db, const struct command *c, size_t argc, const char 
              const size_t *argl, struct sbuf *out);
 
 /* The key's entry if it is there and not expired (an expired one is deleted on the way). */
+/* A key's time (0: none), its removal, and every key's removal, keeping db->expires. */
+void db_set_expire(struct kv_db *db, struct entry *e, int64_t at);
+void db_del(struct kv_db *db, struct entry *e);
+void db_flush(struct kv_db *db);
 struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen);
 /* Deletes up to `budget` expired keys found from *cursor on (active expiry); returns how many. */
 size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets);

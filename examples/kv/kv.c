@@ -928,6 +928,7 @@ static int all_op(struct shard *sh, struct all_arg *a)
     switch (a->op) {
     case ALL_COUNT:
         a->n = dict_size(&sh->db.keys);
+        a->expires = sh->db.expires;
         a->rewrites = sh->aof.rw.rewrites;
         a->rewriting = sh->aof.rw.on || sh->aof.rw.starting;
         a->log_bytes = sh->aof.size;
@@ -938,7 +939,7 @@ static int all_op(struct shard *sh, struct all_arg *a)
         rc = aof_rewrite_start(&sh->aof);
         return rc == -EBUSY ? 0 : rc;
     case ALL_FLUSH:
-        dict_free(&sh->db.keys, true);
+        db_flush(&sh->db);
         aof_append_tagged(&sh->aof, a->stamp ? &(struct aof_tag){a->stamp, "*"} : NULL, 1,
                           (const char *[]){"FLUSHALL"}, (size_t[]){8});
         return aof_wait(&sh->aof, sh->aof.appended);
@@ -1106,11 +1107,12 @@ static int info(struct conn *c)
     int rc = on_all(c, ALL_COUNT, "", 0);
     if (rc < 0)
         return rc;
-    size_t keys = 0;
+    size_t keys = 0, expires = 0;
     uint64_t rewrites = 0, rewriting = 0, log_bytes = 0, log_writes = 0, direct = 0;
     for (int i = 0; i < cfg.nshards; i++) {
         struct all_arg *a = c->items[i].arg;
         keys += a->n;
+        expires += a->expires;
         log_writes += a->log_writes;
         direct += a->log_direct;
         rewrites += a->rewrites;
@@ -1131,10 +1133,10 @@ static int info(struct conn *c)
         "# Persistence\r\naof_enabled:%d\r\n"
         "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
         "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n\r\n"
-        "# Keyspace\r\ndb0:keys=%zu,expires=0,avg_ttl=0\r\n",
+        "# Keyspace\r\ndb0:keys=%zu,expires=%zu,avg_ttl=0\r\n",
         cfg.nshards, tpc_shard_id(), used, allocator, per_key, cfg.appendonly, rewriting > 0,
         (unsigned long long)rewrites, (unsigned long long)log_bytes, (unsigned long long)log_writes,
-        (unsigned long long)direct, keys);
+        (unsigned long long)direct, keys, expires);
     sb_bulk(&c->local, text, (size_t)n);
     return 0;
 }
