@@ -1158,17 +1158,58 @@ static int score_bound(const char *p, size_t n, double *v, bool *open)
     return parse_double(p + *open, n - *open, v);
 }
 
-/* ZRANGE key start stop [BYSCORE] [REV] [LIMIT offset count] [WITHSCORES], as Redis 7 (BYLEX
- * is not served: a syntax error). */
+/* A member bound of ZRANGE ... BYLEX: "-", "+", or "[" / "(" (closed / open) before the member.
+ * Returns -1 for anything else. kind: -1 below every member, 1 above every one, 0 the member. */
+static int lex_bound(const char *p, size_t n, int *kind, bool *open)
+{
+    *kind = 0;
+    *open = false;
+    if (n == 1 && (p[0] == '-' || p[0] == '+')) {
+        *kind = p[0] == '-' ? -1 : 1;
+        return 0;
+    }
+    if (n == 0 || (p[0] != '[' && p[0] != '('))
+        return -1;
+    *open = p[0] == '(';
+    return 0;
+}
+
+/* memcmp order, a prefix first. */
+static int lex_cmp(const struct str *m, const char *p, size_t n)
+{
+    int c = memcmp(m->d, p, m->len < n ? m->len : n);
+    return c ? c : (m->len > n) - (m->len < n);
+}
+
+/* Whether member m is past (above) the lower bound lo / below the upper bound hi of a BYLEX. */
+static bool lex_above(const struct str *m, int kind, bool open, const char *p, size_t n)
+{
+    if (kind)
+        return kind < 0;
+    int c = lex_cmp(m, p + 1, n - 1);
+    return open ? c > 0 : c >= 0;
+}
+static bool lex_below(const struct str *m, int kind, bool open, const char *p, size_t n)
+{
+    if (kind)
+        return kind > 0;
+    int c = lex_cmp(m, p + 1, n - 1);
+    return open ? c < 0 : c <= 0;
+}
+
+/* ZRANGE key start stop [BYSCORE | BYLEX] [REV] [LIMIT offset count] [WITHSCORES], as Redis 7.
+ * BYLEX, like Redis, expects members of one score (they are then in member order). */
 static void c_zrange(ARGS)
 {
-    int scores = 0, byscore = 0, rev = 0, limit = 0;
+    int scores = 0, byscore = 0, bylex = 0, rev = 0, limit = 0;
     long long offset = 0, count = -1;
     for (size_t i = 4; i < argc; i++) {
         if (is(argv[i], argl[i], "WITHSCORES")) {
             scores = 1;
         } else if (is(argv[i], argl[i], "BYSCORE")) {
             byscore = 1;
+        } else if (is(argv[i], argl[i], "BYLEX")) {
+            bylex = 1;
         } else if (is(argv[i], argl[i], "REV")) {
             rev = 1;
         } else if (is(argv[i], argl[i], "LIMIT") && i + 2 < argc) {
@@ -1184,22 +1225,37 @@ static void c_zrange(ARGS)
             return;
         }
     }
-    if (limit && !byscore) {
+    if (byscore && bylex) {
+        sb_error(out, E_SYNTAX);
+        return;
+    }
+    if (limit && !byscore && !bylex) {
         sb_error(out, "ERR syntax error, LIMIT is only supported in combination with either "
                       "BYSCORE or BYLEX");
         return;
     }
-    const char *lo = argv[rev && byscore ? 3 : 2], *hi = argv[rev && byscore ? 2 : 3];
-    size_t lol = argl[rev && byscore ? 3 : 2], hil = argl[rev && byscore ? 2 : 3];
+    if (bylex && scores) {
+        sb_error(out, "ERR syntax error, WITHSCORES not supported in combination with BYLEX");
+        return;
+    }
+    bool swap = rev && (byscore || bylex);
+    const char *lo = argv[swap ? 3 : 2], *hi = argv[swap ? 2 : 3];
+    size_t lol = argl[swap ? 3 : 2], hil = argl[swap ? 2 : 3];
     long long a = 0, b = 0;
     double min = 0, max = 0;
     bool minx = false, maxx = false;
+    int lok = 0, hik = 0;
     if (byscore &&
         (score_bound(lo, lol, &min, &minx) < 0 || score_bound(hi, hil, &max, &maxx) < 0)) {
         sb_error(out, "ERR min or max is not a float");
         return;
     }
-    if (!byscore && (resp_ll(argv[2], argl[2], &a) < 0 || resp_ll(argv[3], argl[3], &b) < 0)) {
+    if (bylex && (lex_bound(lo, lol, &lok, &minx) < 0 || lex_bound(hi, hil, &hik, &maxx) < 0)) {
+        sb_error(out, "ERR min or max not valid string range item");
+        return;
+    }
+    if (!byscore && !bylex &&
+        (resp_ll(argv[2], argl[2], &a) < 0 || resp_ll(argv[3], argl[3], &b) < 0)) {
         sb_error(out, E_NOTINT);
         return;
     }
@@ -1209,16 +1265,23 @@ static void c_zrange(ARGS)
         return;
     struct zset *z = e ? e->val : NULL;
     size_t from = 0, to = 0, n = 0; /* positions in the direction asked: from..to, n of them */
-    if (z && !byscore && range(a, b, z->n, &from, &to)) {
+    if (z && !byscore && !bylex && range(a, b, z->n, &from, &to)) {
         n = to - from + 1;
-    } else if (z && byscore && offset >= 0) {
+    } else if (z && (byscore || bylex) && offset >= 0) {
         /* the members within the bounds, in ascending positions first..last */
         size_t first = 0, last = z->n;
-        while (first < z->n && (z->v[first].score < min || (minx && z->v[first].score == min)))
-            first++;
-        while (last > first &&
-               (z->v[last - 1].score > max || (maxx && z->v[last - 1].score == max)))
-            last--;
+        if (byscore) {
+            while (first < z->n && (z->v[first].score < min || (minx && z->v[first].score == min)))
+                first++;
+            while (last > first &&
+                   (z->v[last - 1].score > max || (maxx && z->v[last - 1].score == max)))
+                last--;
+        } else {
+            while (first < z->n && !lex_above(z->v[first].m, lok, minx, lo, lol))
+                first++;
+            while (last > first && !lex_below(z->v[last - 1].m, hik, maxx, hi, hil))
+                last--;
+        }
         size_t within = last - first;
         n = (size_t)offset < within ? within - (size_t)offset : 0;
         if (count >= 0 && (size_t)count < n)

@@ -280,6 +280,18 @@ SAME = [
     ["ZRANGE", "zz", "1", "4", "BYSCORE", "LIMIT", "-1", "2"],
     ["ZRANGE", "zz", "1", "9", "BYSCORE", "LIMIT", "1", "-1"], ["ZRANGE", "zz", "(5", "(5", "BYSCORE"],
     ["ZRANGE", "zz3", "0", "-1", "BYSCORE"], ["ZRANGE", "zz", "0", "x"],
+    ["ZADD", "lx", "0", "b", "0", "a", "0", "ab", "0", "c", "0", "d", "0", "e", "0", ""],
+    ["ZRANGE", "lx", "-", "+", "BYLEX"], ["ZRANGE", "lx", "[b", "(d", "BYLEX"],
+    ["ZRANGE", "lx", "(a", "[c", "BYLEX"], ["ZRANGE", "lx", "[a", "[a", "BYLEX"],
+    ["ZRANGE", "lx", "(a", "(ab", "BYLEX"], ["ZRANGE", "lx", "[", "(b", "BYLEX"],
+    ["ZRANGE", "lx", "+", "-", "BYLEX", "REV"], ["ZRANGE", "lx", "[d", "[b", "BYLEX", "REV"],
+    ["ZRANGE", "lx", "-", "+", "BYLEX", "LIMIT", "1", "3"],
+    ["ZRANGE", "lx", "+", "-", "BYLEX", "REV", "LIMIT", "2", "2"],
+    ["ZRANGE", "lx", "+", "-", "BYLEX"], ["ZRANGE", "lx", "-", "-", "BYLEX"],
+    ["ZRANGE", "lx", "[z", "+", "BYLEX"], ["ZRANGE", "lx", "b", "+", "BYLEX"],
+    ["ZRANGE", "lx", "-", "c", "BYLEX"], ["ZRANGE", "lx", "-", "+", "BYLEX", "WITHSCORES"],
+    ["ZRANGE", "lx", "-", "+", "BYLEX", "BYSCORE"], ["ZRANGE", "nolx", "-", "+", "BYLEX"],
+    ["ZRANGE", "lx", "-", "+", "BYLEX", "LIMIT", "-1", "2"],
     ["FLUSHALL"], ["DBSIZE"], ["CONFIG", "GET", "appendonly"], ["CONFIG", "GET", "appendfsync"],
 ]
 
