@@ -25,7 +25,7 @@
 
 #define MAGIC   "TPCKVAOF"
 #define HDR_LEN 16
-#define VERSION 1
+#define VERSION 2 /* 2: TXN, CUT and TXNABORT records may appear (1 is read, and raised to 2) */
 
 #define BLOCK      4096u      /* the unit of a direct write */
 #define ZERO_CHUNK (1u << 20) /* one write of the zeroer: each one a journal commit */
@@ -125,11 +125,10 @@ int aof_settle(struct aof *a)
     if (a->fd < 0)
         return 0;
     uint64_t upto = a->appended;
-    bool sync = a->mode != AOF_NO;
-    if (sync && a->want_sync < upto)
+    if (a->want_sync < upto) /* (appendfsync no too: a rewrite elsewhere relies on it) */
         a->want_sync = upto;
     tpc_event_set(&a->work);
-    while ((a->written < upto || (sync && a->synced < upto)) && !a->err) {
+    while ((a->written < upto || a->synced < upto) && !a->err) {
         int rc = tpc_event_wait(&a->progress);
         if (rc < 0)
             return rc;
@@ -408,7 +407,41 @@ struct replay {
     const struct aof_verdict *v;
     uint64_t *left_out; /* stamps of the parts not replayed */
     size_t nleft_out, capleft_out;
+    uint64_t *aborted; /* this log's TXNABORT records */
+    size_t naborted, capaborted;
 };
+
+static void push_stamp(uint64_t **v, size_t *n, size_t *cap, uint64_t stamp)
+{
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 8;
+        *v = realloc(*v, *cap * sizeof(**v));
+        if (!*v)
+            abort();
+    }
+    (*v)[(*n)++] = stamp;
+}
+
+/* Why a record cannot be replayed, or NULL: the scan and the replay take the same records, so
+ * that the scan never counts a part that start-up then cuts off. */
+static const char *check_record(size_t argc, const char **argv, const size_t *argl)
+{
+    uint64_t stamp;
+    if (is(argv[0], argl[0], "TXN")) {
+        if (argc < 4 || stamp_of(argv[1], argl[1], &stamp) < 0 || is(argv[3], argl[3], "TXN") ||
+            is(argv[3], argl[3], "CUT") || is(argv[3], argl[3], "TXNABORT"))
+            return "a TXN record that is not one";
+        return check_record(argc - 3, argv + 3, argl + 3);
+    }
+    if (is(argv[0], argl[0], "CUT") || is(argv[0], argl[0], "TXNABORT"))
+        return argc == 2 && stamp_of(argv[1], argl[1], &stamp) == 0
+                   ? NULL
+                   : "a CUT or TXNABORT record that is not one";
+    const struct command *c = cmd_lookup(argv[0], argl[0]);
+    if (!c || (!c->fn && c->op != OP_FLUSHALL && c->op != OP_FLUSHDB))
+        return "a record with an unknown command";
+    return NULL;
+}
 
 static int cmp_u64(const void *x, const void *y)
 {
@@ -424,30 +457,26 @@ static bool has_stamp(const uint64_t *v, size_t n, uint64_t stamp)
 static const char *apply(void *arg, size_t argc, const char **argv, const size_t *argl)
 {
     struct replay *r = arg;
-    uint64_t stamp;
+    uint64_t stamp = 0;
+    const char *why = check_record(argc, argv, argl);
+    if (why)
+        return why;
     if (is(argv[0], argl[0], "TXN")) {
-        if (argc < 4 || stamp_of(argv[1], argl[1], &stamp) < 0)
-            return "a TXN record that is not one";
+        stamp_of(argv[1], argl[1], &stamp);
         if (!has_stamp(r->v ? r->v->dropped : NULL, r->v ? r->v->n : 0, stamp))
             return apply(arg, argc - 3, argv + 3, argl + 3);
-        if (r->nleft_out == r->capleft_out) {
-            r->capleft_out = r->capleft_out ? 2 * r->capleft_out : 8;
-            r->left_out = realloc(r->left_out, r->capleft_out * sizeof(*r->left_out));
-            if (!r->left_out)
-                abort();
-        }
-        if (!has_stamp(r->v->aborted, r->v->naborted, stamp)) /* (else said before) */
-            r->left_out[r->nleft_out++] = stamp;
+        push_stamp(&r->left_out, &r->nleft_out, &r->capleft_out, stamp);
         return NULL;
     }
-    if (is(argv[0], argl[0], "CUT") || is(argv[0], argl[0], "TXNABORT"))
-        return argc == 2 && stamp_of(argv[1], argl[1], &stamp) == 0
-                   ? NULL
-                   : "a CUT or TXNABORT that is not one";
+    if (is(argv[0], argl[0], "TXNABORT")) {
+        stamp_of(argv[1], argl[1], &stamp);
+        push_stamp(&r->aborted, &r->naborted, &r->capaborted, stamp);
+        return NULL;
+    }
+    if (is(argv[0], argl[0], "CUT"))
+        return NULL;
     const struct command *c = cmd_lookup(argv[0], argl[0]);
-    if (!c || !c->fn) {
-        if (!c || (c->op != OP_FLUSHALL && c->op != OP_FLUSHDB))
-            return "a record with an unknown command";
+    if (!c->fn) { /* FLUSHALL, FLUSHDB */
         db_flush(r->db);
         return NULL;
     }
@@ -481,6 +510,9 @@ static const char *collect(void *arg, size_t argc, const char **argv, const size
 {
     struct aof_scan *s = arg;
     uint64_t stamp;
+    const char *why = check_record(argc, argv, argl);
+    if (why)
+        return why;
     bool txn = is(argv[0], argl[0], "TXN"), cut = is(argv[0], argl[0], "CUT"),
          abort_ = is(argv[0], argl[0], "TXNABORT");
     if (!txn && !cut && !abort_)
@@ -492,13 +524,7 @@ static const char *collect(void *arg, size_t argc, const char **argv, const size
     if (cut) {
         s->cut = stamp;
     } else if (abort_) {
-        if (s->naborted == s->capaborted) {
-            s->capaborted = s->capaborted ? 2 * s->capaborted : 8;
-            s->aborted = realloc(s->aborted, s->capaborted * sizeof(*s->aborted));
-        }
-        if (!s->aborted)
-            abort();
-        s->aborted[s->naborted++] = stamp;
+        push_stamp(&s->aborted, &s->naborted, &s->capaborted, stamp);
     } else {
         if (s->n == s->cap) {
             s->cap = s->cap ? 2 * s->cap : 16;
@@ -579,13 +605,6 @@ int aof_decide(const struct aof_scan *scans, int nshards, struct aof_verdict *v)
             bool whole = true, all = !strcmp(o, "*");
             for (int j = 0; j < nshards && whole; j++)
                 whole = !has_stamp(scans[j].aborted, scans[j].naborted, stamp);
-            if (!whole) { /* (a TXNABORT: said at an earlier start) */
-                uint64_t *d = realloc(v->aborted, (v->naborted + 1) * sizeof(*d));
-                if (!d)
-                    return -ENOMEM;
-                v->aborted = d;
-                v->aborted[v->naborted++] = stamp;
-            }
             for (int p = 0; all && p < nshards && whole; p++)
                 whole = p == i || part_in(&scans[p], stamp);
             while (!all && whole && *o) {
@@ -611,8 +630,6 @@ int aof_decide(const struct aof_scan *scans, int nshards, struct aof_verdict *v)
     }
     if (v->n)
         qsort(v->dropped, v->n, sizeof(*v->dropped), cmp_u64);
-    if (v->naborted)
-        qsort(v->aborted, v->naborted, sizeof(*v->aborted), cmp_u64);
     if (!v->clock)
         v->clock = 1;
     return 0;
@@ -621,8 +638,22 @@ int aof_decide(const struct aof_scan *scans, int nshards, struct aof_verdict *v)
 void aof_verdict_free(struct aof_verdict *v)
 {
     free(v->dropped);
-    free(v->aborted);
     memset(v, 0, sizeof(*v));
+}
+
+/* A version 1 log is raised to VERSION before anything new is appended: a tpc-kv that knows
+ * only version 1 then refuses the log rather than cutting it off at the first new record. */
+static int raise_version(const char *path)
+{
+    int fd = tpc_open(path, O_WRONLY | O_CLOEXEC, 0); /* (not O_APPEND: a write in place) */
+    if (fd < 0)
+        return fd;
+    char v[4];
+    put32(v, VERSION);
+    ssize_t n = tpc_write(fd, v, 4, 8);
+    int rc = n < 0 ? (int)n : n != 4 ? -EIO : tpc_fdatasync(fd);
+    tpc_close(fd);
+    return rc;
 }
 
 static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, struct replay *r)
@@ -644,7 +675,8 @@ static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, 
         return -ENOMEM;
     ssize_t n = tpc_read_full(a->fd, buf, len, 0);
     int rc = n < 0 ? (int)n : 0;
-    if (rc == 0 && ((size_t)n < HDR_LEN || memcmp(buf, MAGIC, 8) || get32(buf + 8) != VERSION)) {
+    if (rc == 0 && ((size_t)n < HDR_LEN || memcmp(buf, MAGIC, 8) ||
+                    (get32(buf + 8) != VERSION && get32(buf + 8) != 1))) {
         fprintf(stderr, "tpc-kv: %s is not a tpc-kv log\n", path);
         rc = -EINVAL;
     } else if (rc == 0 && get32(buf + 12) != (uint32_t)nshards) {
@@ -660,6 +692,8 @@ static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, 
         db_expire_all(db);
         if (end < (size_t)n && (rc = tpc_ftruncate(a->fd, (int64_t)end)) == 0)
             rc = tpc_fdatasync(a->fd);
+        if (rc == 0 && get32(buf + 8) != VERSION)
+            rc = raise_version(path);
     }
     free(buf);
     return rc;
@@ -737,19 +771,28 @@ int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, s
         a->size = a->base_size = (uint64_t)st.st_size;
         rc = reopen(a);
     }
-    if (rc == 0 && r.nleft_out) { /* said for good, before anything else is appended */
+    /* Each part left out gets a TXNABORT in this log unless it has one: said for good, before
+     * anything else is appended (a TXNABORT in another log may go with that log's rewrite). */
+    size_t said = 0;
+    if (r.naborted)
+        qsort(r.aborted, r.naborted, sizeof(*r.aborted), cmp_u64);
+    for (size_t i = 0; rc == 0 && i < r.nleft_out; i++) {
+        if (has_stamp(r.aborted, r.naborted, r.left_out[i]))
+            continue;
+        char num[24];
+        size_t l = resp_fmt_ll(num, (long long)r.left_out[i]);
+        aof_append(a, 2, (const char *[]){"TXNABORT", num}, (size_t[]){8, l});
+        said++;
+    }
+    if (said) {
         fprintf(stderr,
                 "tpc-kv: shard %d: %s: %zu parts of commands over several shards left out: "
                 "not every other owner's log has its part (a crash or a stop came between "
                 "the owners' writes)\n",
-                shard, a->path, r.nleft_out);
-        for (size_t i = 0; i < r.nleft_out; i++) {
-            char num[24];
-            size_t l = resp_fmt_ll(num, (long long)r.left_out[i]);
-            aof_append(a, 2, (const char *[]){"TXNABORT", num}, (size_t[]){8, l});
-        }
-        rc = write_round(a, a->mode != AOF_NO);
+                shard, a->path, said);
+        rc = write_round(a, true);
     }
+    free(r.aborted);
     free(r.left_out);
     if (rc < 0) {
         if (rc != -EINVAL)
@@ -1006,7 +1049,6 @@ static int rewrite_switch(struct aof *a)
         a->rw.cmds = a->buf;
         a->rw.cmds.len = 0;
         a->buf = rest;
-        a->written = a->synced = a->appended - rest.len;
         tpc_event_reset(&a->work);
         if (rest.len)
             tpc_event_set(&a->work);
@@ -1014,7 +1056,11 @@ static int rewrite_switch(struct aof *a)
         a->rw.rewrites++;
         if ((rc = reopen(a)) == 0)
             rc = sync_dir(a->path); /* the rename itself survives a crash */
-        if (rc < 0 && !a->err) {    /* the new file stays, written by a's fd */
+        /* Only now is what the new file holds durable where the log is: an aof_wait that came
+         * during reopen or the directory's sync waits until here. */
+        if (rc == 0)
+            a->written = a->synced = a->appended - rest.len;
+        if (rc < 0 && !a->err) { /* the new file stays, written by a's fd */
             a->err = rc;
             fprintf(stderr,
                     "tpc-kv: shard %d: cannot reopen its log after a rewrite: %s (writes "

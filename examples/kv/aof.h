@@ -47,8 +47,6 @@ struct aof_scan {
 struct aof_verdict {
     uint64_t *dropped;
     size_t n;
-    uint64_t *aborted; /* of those, the ones a TXNABORT already drops (said before) */
-    size_t naborted;
     uint64_t clock;
 };
 
@@ -135,7 +133,7 @@ int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, s
 void aof_append(struct aof *a, size_t argc, const char **argv, const size_t *argl);
 void aof_append_tagged(struct aof *a, const struct aof_tag *tag, size_t argc, const char **argv,
                        const size_t *argl);
-/* Waits until everything appended so far is written, and synced unless appendfsync is no.
+/* Waits until everything appended so far is written and synced (whatever appendfsync says).
  * Returns 0 or the log's error. */
 int aof_settle(struct aof *a);
 /* With appendfsync always: waits until every byte appended up to `upto` is synced (one sync

@@ -816,11 +816,18 @@ static int multi(struct conn *c, struct slot *s)
         free(owners);
     }
     if (rc == 0) {
+        bool stamped = c->batches[c->items[0].shard]->tag.stamp != 0;
         rc = tpc_call_many(c->items, nitems, batch_run, batch_free);
         released = rc < 0;
+        /* A stamped write that stopped waiting (cancelled, its deadline) is left to finish: every
+         * part was sent and runs, its owner still locked for it, and unlocks. Unlocked now, an
+         * owner whose part had not run yet would not run it, and might then take a rewrite's cut
+         * past the stamp: its log would claim a part it never ran, the others' logs hold theirs,
+         * and the next start would replay the command torn. */
+        bool finishing = stamped && (rc == -ECANCELED || rc == -ETIMEDOUT);
         for (size_t k = 0; rc == 0 && k < nitems; k++)
             rc = c->items[k].err < 0 ? c->items[k].err : c->items[k].result;
-        if (rc < 0) /* parts that did not run, or may still: their owners unlocked */
+        if (rc < 0 && !finishing) /* parts that did not run, or may still: owners unlocked */
             for (size_t k = 0; k < nitems; k++)
                 tpc_submit_to(c->items[k].shard, txn_unlock, (void *)(uintptr_t)token);
     }
@@ -1002,9 +1009,10 @@ static int on_all(struct conn *c, int op, const char *pat, size_t plen)
     }
     rc = tpc_call_many(c->items, (size_t)cfg.nshards, all_run, all_free);
     bool released = rc < 0; /* the call released the arguments */
+    bool finishing = stamp && (rc == -ECANCELED || rc == -ETIMEDOUT); /* (as multi()'s) */
     for (int i = 0; rc == 0 && i < cfg.nshards; i++)
         rc = c->items[i].err < 0 ? c->items[i].err : c->items[i].result;
-    if (rc < 0 && token) /* parts that did not run, or may still: their shards unlocked */
+    if (rc < 0 && token && !finishing) /* parts that did not run, or may: shards unlocked */
         for (int i = 0; i < cfg.nshards; i++)
             tpc_submit_to(i, txn_unlock, (void *)(uintptr_t)token);
     if (rc < 0 && !released)
