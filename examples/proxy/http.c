@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include "http-head.h"
@@ -166,6 +167,88 @@ typedef struct hconn {
     hh_msg req, resp;
     char cbuf[CBUF], ubuf[UBUF], out[OUTBUF];
 } hconn;
+
+/* Busy connections' records (hconn, about 90 KB: three buffers) come from per-shard slabs of
+ * HSLAB records in one mapping, not malloc: as mappings of their own (glibc's mmap threshold)
+ * each busy connection took one of the 65,530 a process may have, and each start and end was an
+ * mmap and a munmap; from the heap, a burst's peak stayed resident. A freed record stays warm for
+ * the next connection up to HWARM of them a shard; past that its pages go back to the kernel
+ * (MADV_DONTNEED) and it waits, cold, for a burst. */
+#define HSLAB 16
+#define HWARM 64
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h> /* a freed record is poisoned: ASan still sees its misuse */
+#define HCONN_POISON(h)   ASAN_POISON_MEMORY_REGION(h, sizeof(hconn))
+#define HCONN_UNPOISON(h) ASAN_UNPOISON_MEMORY_REGION(h, sizeof(hconn))
+#else
+#define HCONN_POISON(h)   ((void)(h))
+#define HCONN_UNPOISON(h) ((void)(h))
+#endif
+typedef struct hpool {
+    hconn **warm, **cold;
+    size_t nwarm, ncold, capcold;
+} hpool;
+static hpool hpools[TPC_MAX_SHARDS];
+static size_t hconn_size; /* sizeof(hconn) in whole pages (mmap's and madvise's unit) */
+
+static hconn *hconn_take(void)
+{
+    hpool *hp = &hpools[tpc_shard_id()];
+    if (hp->nwarm)
+        return hp->warm[--hp->nwarm];
+    if (!hp->ncold) {
+        if (!hconn_size) {
+            size_t page = (size_t)sysconf(_SC_PAGESIZE);
+            hconn_size = (sizeof(hconn) + page - 1) / page * page;
+        }
+        if (!hp->warm && !(hp->warm = malloc(HWARM * sizeof(*hp->warm))))
+            return NULL;
+        if (hp->capcold < HSLAB) {
+            hconn **c = realloc(hp->cold, HSLAB * sizeof(*c));
+            if (!c)
+                return NULL;
+            hp->cold = c;
+            hp->capcold = HSLAB;
+        }
+        char *m = mmap(NULL, hconn_size * HSLAB, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        for (size_t i = HSLAB; i-- > 0;)
+            hp->cold[hp->ncold++] = (hconn *)(m + i * hconn_size);
+    }
+    return hp->cold[--hp->ncold];
+}
+
+static hconn *hconn_new(void)
+{
+    hconn *h = hconn_take();
+    if (h)
+        HCONN_UNPOISON(h);
+    return h;
+}
+
+static void hconn_free(hconn *h)
+{
+    if (!h)
+        return;
+    HCONN_POISON(h);
+    hpool *hp = &hpools[tpc_shard_id()];
+    if (hp->nwarm < HWARM) {
+        hp->warm[hp->nwarm++] = h;
+        return;
+    }
+    if (hp->ncold == hp->capcold) {
+        size_t cap = hp->capcold * 2;
+        hconn **c = realloc(hp->cold, cap * sizeof(*c));
+        if (!c) /* kept out of the pool: lost to reuse (and resident), not to the process */
+            return;
+        hp->cold = c;
+        hp->capcold = cap;
+    }
+    madvise(h, hconn_size, MADV_DONTNEED);
+    hp->cold[hp->ncold++] = h;
+}
 
 /* Each shard's keep-alive connections waiting for a request with nothing read of it, which a
  * drain closes at once (the others close after the response under way). */
@@ -828,7 +911,7 @@ static void finish(hconn *h)
         resumed_remove(h);
     log_conn(tpc_shard_id(), h->fe->name, h->xff, h->kind);
     conn_end(h->cfd, h->fe, h->g, h->sc, h->owned);
-    free(h);
+    hconn_free(h);
 }
 
 static void park_unlink(hpark *p)
@@ -848,7 +931,7 @@ static int serve(hconn *h);
 static int resume(void *arg)
 {
     hpark *p = arg;
-    hconn *h = malloc(sizeof(*h));
+    hconn *h = hconn_new();
     if (!h) {
         conn_end(p->cfd, p->fe, p->g, p->sc, true);
         free(p);
@@ -947,7 +1030,7 @@ static int park(hconn *h)
     rx_close(h);
     if (h->resumed)
         resumed_remove(h);
-    free(h);
+    hconn_free(h);
     return 0;
 }
 
@@ -991,7 +1074,7 @@ int http_connection(int fd, void *arg)
         count(&sc->errors[f ? E_MAXCONN : E_NO_SERVER], 1);
         goto out;
     }
-    h = malloc(sizeof(*h));
+    h = hconn_new();
     if (!h)
         goto out;
     h->cfd = fd;
@@ -1015,7 +1098,7 @@ int http_connection(int fd, void *arg)
     rx_open(h);
     return serve(h) ? TPC_CONN_KEEP : 0; /* parked: the program owns fd now */
 out:
-    free(h);
+    hconn_free(h);
     atomic_fetch_sub(&fe->live, 1);
     gen_put(g);
     return 0;

@@ -14,7 +14,6 @@
  * Health checks run on shard 0, a fiber per server; the state they find is one atomic word per
  * server that the other shards only read. SIGHUP reloads the file; SIGTERM / SIGINT drain. */
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -983,9 +982,6 @@ static int usage(const char *argv0)
 
 int main(int argc, char **argv)
 {
-    /* A connection's buffers (HTTP mode: about 90 KB while it is busy) come from mmap and go
-     * back to the kernel when it parks or ends, instead of staying in the heap at its peak. */
-    mallopt(M_MMAP_THRESHOLD, 64 * 1024);
     tpc_config rc_config = {.drain = drain, .drain_ms = 5000};
     bool check = false;
     for (int i = 1; i < argc; i++) {

@@ -450,6 +450,38 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(p.stop(sig=None), 0)
         c.close()
 
+    def test_busy_connections_share_mappings(self):
+        """300 connections, each with a request its server holds: their records (about 90 KB
+        each) come from per-shard slabs, 16 to a mapping, not a mapping each (a process may have
+        65,530), and every answer then arrives."""
+        self.backends = [Backend()]
+        p = Proxy(config(self.backends))
+
+        def maps():
+            with open("/proc/%d/maps" % p.p.pid) as f:
+                return sum(1 for _ in f)
+        c, r = p.connect()  # what the first request of a shard makes once
+        c.sendall(request("/warm"))
+        read_response(r)
+        c.close()
+        base = maps()
+        conns = []
+        for i in range(300):
+            c, r = p.connect()
+            c.sendall(request("/held"))
+            conns.append((c, r))
+
+        def held():
+            with self.backends[0].lock:
+                return sum(1 for line, _ in self.backends[0].heads if line == "GET /held HTTP/1.1")
+        until(lambda: held() == 300)
+        grown = maps() - base
+        self.backends[0].release.set()
+        for c, r in conns:
+            self.assertEqual(read_response(r).body, b"held")
+            c.close()
+        self.assertLess(grown, 75, "mappings grew by %d for 300 busy connections" % grown)
+
     def test_drain_closes_parked_connections_at_once(self):
         self.backends = [Backend()]
         p = Proxy(config(self.backends), drain_ms=30000)
