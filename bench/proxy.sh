@@ -18,7 +18,9 @@
 #   libnginx-mod-stream), or http { proxy_pass } to an upstream with keepalive 64,
 #   proxy_http_version 1.1, Connection "" and X-Forwarded-For; worker_connections 19000.
 # - tpc-proxy: frontend mode tcp or http, one backend server, check none.
-# Environment: PROXY_SERVERS ("tpc haproxy nginx"), PROXY_MODES ("tcp http"), PROXY_SECONDS
+# Mode close: the HTTP configuration, and wrk sends Connection: close (a connection per request,
+# as from clients that do not keep connections: each one accepted, proxied and closed).
+# Environment: PROXY_SERVERS ("tpc haproxy nginx"), PROXY_MODES ("tcp http close"), PROXY_SECONDS
 # (per wrk run, 5), ROUNDS (3), CONNS (64), IDLE_N (5000; 0: no memory measurement),
 # PROXY_ROTATE (added to the round that rotates the order: scripts/bench.sh passes its round),
 # BUILD (build/release), PORT (base port, 18300), JOBS.
@@ -33,7 +35,7 @@ repo=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
 
 servers=(${PROXY_SERVERS:-tpc haproxy nginx})
-modes=(${PROXY_MODES:-tcp http})
+modes=(${PROXY_MODES:-tcp http close})
 dur=${PROXY_SECONDS:-5}
 rounds=${ROUNDS:-3}
 conns=${CONNS:-64}
@@ -57,7 +59,7 @@ for s in "${servers[@]}"; do
     esac
 done
 for m in "${modes[@]}"; do
-    case $m in tcp | http) ;; *) die "unknown mode '$m' (tcp http)" ;; esac
+    case $m in tcp | http | close) ;; *) die "unknown mode '$m' (tcp http close)" ;; esac
 done
 [ -f "$build/build.ninja" ] || configure "$build" -Dbuildtype=release
 ninja_build "$build" examples/tpc-http examples/proxy/tpc-proxy
@@ -163,7 +165,7 @@ EOF
 
 start_proxy() { # start_proxy SERVER MODE PORT
     local cmd log=$tmp/$1-$2.log
-    cmd=$(conf "$1" "$2" "$3")
+    cmd=$(conf "$1" "${2/close/http}" "$3")
     port_open "$3" && die "port $3 is already in use (PORT=n picks other ports)"
     # shellcheck disable=SC2086 # the command line is words
     taskset -c 0 $cmd >>"$log" 2>&1 &
@@ -216,9 +218,10 @@ to_us() { # wrk's "2.05ms" as µs
 }
 
 run_wrk() { # run_wrk SERVER MODE PORT
-    local s=$1 m=$2 p=$3 out before after rps reqs
+    local s=$1 m=$2 p=$3 out before after rps reqs extra=()
+    [ "$m" = close ] && extra=(-H "Connection: close")
     before=$(cpu_us)
-    out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "http://127.0.0.1:$p/" 2>&1) ||
+    out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "${extra[@]}" "http://127.0.0.1:$p/" 2>&1) ||
         die "wrk failed against $s ($m): $out"
     after=$(cpu_us)
     kill -0 "$proxy_pid" 2>/dev/null || die "$s ($m) exited during wrk: $out"
@@ -237,7 +240,7 @@ run_wrk() { # run_wrk SERVER MODE PORT
 
 run_idle() { # run_idle SERVER MODE PORT
     local s=$1 m=$2 p=$3 r0 r1 line
-    [ "$idle_n" -gt 0 ] || return 0
+    [ "$idle_n" -gt 0 ] && [ "$m" != close ] || return 0 # (close: the http mode's figure)
     r0=$(rss_kb)
     coproc IDLE { taskset -c 1 python3 "$here/idle-conns.py" "$p" "$idle_n" 2>&1; }
     read -r line <&"${IDLE[0]}" || true
@@ -274,7 +277,8 @@ for m in "${modes[@]}"; do
             v=$(median "$m$k" "$s")
             [ -n "$v" ] || continue
             case $k in
-            "") u=req/s c="keep-alive requests through the proxy" ;;
+            "") u=req/s c="keep-alive requests through the proxy"
+                [ "$m" = close ] && c="requests through the proxy, a connection each" ;;
             _cpu) u=us/req c="the proxy's utime+stime per request" ;;
             _p50 | _p99) u=us c="wrk's ${k#_} latency" ;;
             _idle) u=bytes c="proxy Rss per idle proxied connection, $idle_n connections" ;;

@@ -136,6 +136,8 @@ WORKLOADS = [
     ("proxy_http_rps", "req/s", "proxy", proxy("proxy_http_@")),
     ("proxy_http_p99", "us", "proxy", proxy("proxy_http_@_p99")),
     ("proxy_http_idle_bytes", "bytes", "proxy", proxy("proxy_http_@_idle_bytes")),
+    ("proxy_close_cpu", "us/req", "proxy", proxy("proxy_close_@_cpu")),
+    ("proxy_close_rps", "req/s", "proxy", proxy("proxy_close_@")),
     ("idle_conn_bytes", "bytes", "idleconn",
      [(impl, "idle_conn_bytes_" + name, None, None, "idleconn")
       for impl, name in (("libtpc", "tpc"), ("tokio", "tokio"), ("nginx", "nginx"))]),
