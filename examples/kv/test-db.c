@@ -185,7 +185,7 @@ static void test_integer_replies(void **state)
         -1, -9, -10, -99, -100, LLONG_MAX, LLONG_MIN, LLONG_MAX - 1, LLONG_MIN + 1};
     long long p10 = 1;
     char buf[24], want[32];
-    for (int d = 0; d < 19; d++, p10 *= 10) {
+    for (int d = 0; d < 19; d++, p10 = d < 19 ? p10 * 10 : p10) {
         for (int k = -1; k <= 1; k++) {
             long long vs[2] = {p10 + k, -(p10 + k)};
             for (int j = 0; j < 2; j++) {
