@@ -187,9 +187,9 @@ typedef struct hconn {
 typedef struct hpool {
     hconn **warm, **cold;
     size_t nwarm, ncold, capcold;
+    size_t size; /* sizeof(hconn) in whole pages (mmap's and madvise's unit) */
 } hpool;
 static hpool hpools[TPC_MAX_SHARDS];
-static size_t hconn_size; /* sizeof(hconn) in whole pages (mmap's and madvise's unit) */
 
 static hconn *hconn_take(void)
 {
@@ -197,9 +197,9 @@ static hconn *hconn_take(void)
     if (hp->nwarm)
         return hp->warm[--hp->nwarm];
     if (!hp->ncold) {
-        if (!hconn_size) {
+        if (!hp->size) {
             size_t page = (size_t)sysconf(_SC_PAGESIZE);
-            hconn_size = (sizeof(hconn) + page - 1) / page * page;
+            hp->size = (sizeof(hconn) + page - 1) / page * page;
         }
         if (!hp->warm && !(hp->warm = malloc(HWARM * sizeof(*hp->warm))))
             return NULL;
@@ -210,12 +210,12 @@ static hconn *hconn_take(void)
             hp->cold = c;
             hp->capcold = HSLAB;
         }
-        char *m = mmap(NULL, hconn_size * HSLAB, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        char *m = mmap(NULL, hp->size * HSLAB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
         if (m == MAP_FAILED)
             return NULL;
         for (size_t i = HSLAB; i-- > 0;)
-            hp->cold[hp->ncold++] = (hconn *)(m + i * hconn_size);
+            hp->cold[hp->ncold++] = (hconn *)(m + i * hp->size);
     }
     return hp->cold[--hp->ncold];
 }
@@ -246,7 +246,7 @@ static void hconn_free(hconn *h)
         hp->cold = c;
         hp->capcold = cap;
     }
-    madvise(h, hconn_size, MADV_DONTNEED);
+    madvise(h, hp->size, MADV_DONTNEED);
     hp->cold[hp->ncold++] = h;
 }
 
