@@ -797,9 +797,9 @@ class Durability(unittest.TestCase):
             for t in ts:
                 t.start()
             c = Conn(kv.port)
-            until(lambda: sum(acked.values()) >= 3000, "MSETs acknowledged (%s)" % fsync)
+            until(lambda: sum(acked.values()) >= 3000 // SLOW, "MSETs acknowledged (%s)" % fsync)
             self.assertEqual(c.cmd("BGREWRITEAOF"), "Background append only file rewriting started")
-            until(lambda: sum(acked.values()) >= 6000, "more MSETs (%s)" % fsync)
+            until(lambda: sum(acked.values()) >= 6000 // SLOW, "more MSETs (%s)" % fsync)
             c.close()
             kv.p.kill()  # SIGKILL in the middle of the load (and perhaps of a rewrite)
             kv.p.wait()
