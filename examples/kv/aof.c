@@ -1049,6 +1049,7 @@ static int rewrite_switch(struct aof *a)
         a->rw.cmds = a->buf;
         a->rw.cmds.len = 0;
         a->buf = rest;
+        uint64_t durable = a->appended - rest.len; /* (before anything suspends: appends go on) */
         tpc_event_reset(&a->work);
         if (rest.len)
             tpc_event_set(&a->work);
@@ -1059,7 +1060,7 @@ static int rewrite_switch(struct aof *a)
         /* Only now is what the new file holds durable where the log is: an aof_wait that came
          * during reopen or the directory's sync waits until here. */
         if (rc == 0)
-            a->written = a->synced = a->appended - rest.len;
+            a->written = a->synced = durable;
         if (rc < 0 && !a->err) { /* the new file stays, written by a's fd */
             a->err = rc;
             fprintf(stderr,

@@ -352,6 +352,8 @@ struct bcmd {
 struct batch {
     bool txn;       /* part of a multi-shard command: the owner is locked for it; unlock after */
     uint64_t token; /* the command's lock token */
+    int owner;      /* the shard it runs on */
+    bool ran;       /* batch_run began (read by batch_release, after the call let it go) */
     struct aof_tag tag; /* a multi-shard write's part: its stamp and owners (its own copy) */
     struct bcmd *cmds;
     size_t n, cap;
@@ -393,6 +395,8 @@ static void batch_add(struct batch *b, const struct command *c, size_t argc, con
 static void batch_free(void *p)
 {
     struct batch *b = p;
+    if (!b)
+        return;
     free((char *)b->tag.owners);
     free(b->cmds);
     free(b->argl);
@@ -413,6 +417,7 @@ static struct batch *batch_new(void)
 static int batch_run(void *p)
 {
     struct batch *b = p;
+    b->ran = true;
     struct shard *sh = me();
     if (!b->txn) {
         int rc = wait_unlocked(sh);
@@ -448,6 +453,31 @@ static int batch_run(void *p)
     if (b->txn)
         unlock_if(sh, b->token);
     return aof_wait(&sh->aof, sh->aof.appended); /* appendfsync always: synced first */
+}
+
+/* A stamped part that the caller stopped waiting for before it was sent (or could start) still
+ * runs, on its owner, which stays locked for it until then: a stamped command is finished, never
+ * half dropped (an owner unlocked without its part could take a rewrite's cut past the stamp,
+ * and the next start would replay the other parts alone). */
+static int batch_detached(void *p)
+{
+    batch_run(p);
+    batch_free(p);
+    return 0;
+}
+
+static void txn_unlock(void *arg);
+
+static void batch_release(void *p)
+{
+    struct batch *b = p;
+    tpc_fiber_opts o = {.name = "kv-part", .detached = true};
+    if (b->ran || !b->tag.stamp) {
+        batch_free(b);
+    } else if (tpc_spawn_on(b->owner, &o, batch_detached, b, NULL) < 0) {
+        tpc_submit_to(b->owner, txn_unlock, (void *)(uintptr_t)b->token); /* (a stop) */
+        batch_free(b);
+    }
 }
 
 /* ---- A connection ---- */
@@ -785,6 +815,7 @@ static int multi(struct conn *c, struct slot *s)
             *b = batch_new();
             (*b)->txn = true;
             (*b)->token = token;
+            (*b)->owner = o;
             c->items[nitems++] = (tpc_call_item){.shard = o, .arg = *b};
         }
         if (mget || (*b)->n == 0)
@@ -816,18 +847,19 @@ static int multi(struct conn *c, struct slot *s)
         free(owners);
     }
     if (rc == 0) {
+        /* A stamped write is finished whatever its caller does (batch_release): every part
+         * runs on its owner, which stays locked for it until then. */
         bool stamped = c->batches[c->items[0].shard]->tag.stamp != 0;
-        rc = tpc_call_many(c->items, nitems, batch_run, batch_free);
+        rc = tpc_call_many(c->items, nitems, batch_run, stamped ? batch_release : batch_free);
         released = rc < 0;
-        /* A stamped write that stopped waiting (cancelled, its deadline) is left to finish: every
-         * part was sent and runs, its owner still locked for it, and unlocks. Unlocked now, an
-         * owner whose part had not run yet would not run it, and might then take a rewrite's cut
-         * past the stamp: its log would claim a part it never ran, the others' logs hold theirs,
-         * and the next start would replay the command torn. */
-        bool finishing = stamped && (rc == -ECANCELED || rc == -ETIMEDOUT);
+        for (size_t k = 0; rc == 0 && stamped && k < nitems; k++)
+            if (c->items[k].err < 0) { /* could not start there: run it there all the same */
+                batch_release(c->batches[c->items[k].shard]);
+                c->batches[c->items[k].shard] = NULL;
+            }
         for (size_t k = 0; rc == 0 && k < nitems; k++)
             rc = c->items[k].err < 0 ? c->items[k].err : c->items[k].result;
-        if (rc < 0 && !finishing) /* parts that did not run, or may still: owners unlocked */
+        if (rc < 0 && !stamped) /* parts that did not run, or may still: owners unlocked */
             for (size_t k = 0; k < nitems; k++)
                 tpc_submit_to(c->items[k].shard, txn_unlock, (void *)(uintptr_t)token);
     }
@@ -874,6 +906,8 @@ struct all_arg {
     int op;
     uint64_t token;  /* FLUSHALL, KEYS, DBSIZE: every shard is locked for it (0: none) */
     uint64_t stamp;  /* FLUSHALL with more than one shard: its stamp (aof.h), 0: none */
+    int shard;       /* where it runs */
+    bool ran;        /* all_run began (read by all_release, after the call let it go) */
     const char *pat; /* MATCH / KEYS pattern (the connection's buffer: copied below) */
     size_t plen;
     int type;        /* SCAN TYPE, 0: any */
@@ -889,6 +923,8 @@ struct all_arg {
 static void all_free(void *p)
 {
     struct all_arg *a = p;
+    if (!a)
+        return;
     sb_free(&a->out);
     free(a);
 }
@@ -917,6 +953,7 @@ static int all_op(struct shard *sh, struct all_arg *a);
 static int all_run(void *p)
 {
     struct all_arg *a = p;
+    a->ran = true;
     struct shard *sh = me();
     if (a->token && sh->locked != a->token)
         return -ECANCELED; /* the command stopped waiting and unlocked: not run */
@@ -926,6 +963,27 @@ static int all_run(void *p)
     rc = all_op(sh, a);
     unlock_if(sh, a->token);
     return rc;
+}
+
+/* A stamped FLUSHALL's part is finished on its shard whatever its caller does (as
+ * batch_release). */
+static int all_detached(void *p)
+{
+    all_run(p);
+    all_free(p);
+    return 0;
+}
+
+static void all_release(void *p)
+{
+    struct all_arg *a = p;
+    tpc_fiber_opts o = {.name = "kv-flush-part", .detached = true};
+    if (a->ran || !a->stamp) {
+        all_free(a);
+    } else if (tpc_spawn_on(a->shard, &o, all_detached, a, NULL) < 0) {
+        tpc_submit_to(a->shard, txn_unlock, (void *)(uintptr_t)a->token); /* (a stop) */
+        all_free(a);
+    }
 }
 
 static int all_op(struct shard *sh, struct all_arg *a)
@@ -1006,13 +1064,18 @@ static int on_all(struct conn *c, int op, const char *pat, size_t plen)
         c->items[i] = (tpc_call_item){.shard = i, .arg = all_new(op, pat, plen)};
         ((struct all_arg *)c->items[i].arg)->token = token;
         ((struct all_arg *)c->items[i].arg)->stamp = stamp;
+        ((struct all_arg *)c->items[i].arg)->shard = i;
     }
-    rc = tpc_call_many(c->items, (size_t)cfg.nshards, all_run, all_free);
+    rc = tpc_call_many(c->items, (size_t)cfg.nshards, all_run, stamp ? all_release : all_free);
     bool released = rc < 0; /* the call released the arguments */
-    bool finishing = stamp && (rc == -ECANCELED || rc == -ETIMEDOUT); /* (as multi()'s) */
+    for (int i = 0; rc == 0 && stamp && i < cfg.nshards; i++)
+        if (c->items[i].err < 0) { /* could not start there: run it there all the same */
+            all_release(c->items[i].arg);
+            c->items[i].arg = NULL;
+        }
     for (int i = 0; rc == 0 && i < cfg.nshards; i++)
         rc = c->items[i].err < 0 ? c->items[i].err : c->items[i].result;
-    if (rc < 0 && token && !finishing) /* parts that did not run, or may: shards unlocked */
+    if (rc < 0 && token && !stamp) /* parts that did not run, or may: shards unlocked */
         for (int i = 0; i < cfg.nshards; i++)
             tpc_submit_to(i, txn_unlock, (void *)(uintptr_t)token);
     if (rc < 0 && !released)
