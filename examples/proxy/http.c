@@ -238,15 +238,15 @@ static void hconn_free(hconn *h)
         hp->warm[hp->nwarm++] = h;
         return;
     }
+    madvise(h, hp->size, MADV_DONTNEED);
     if (hp->ncold == hp->capcold) {
         size_t cap = hp->capcold * 2;
         hconn **c = realloc(hp->cold, cap * sizeof(*c));
-        if (!c) /* kept out of the pool: lost to reuse (and resident), not to the process */
+        if (!c) /* kept out of the pool (its pages given back): lost to reuse only */
             return;
         hp->cold = c;
         hp->capcold = cap;
     }
-    madvise(h, hp->size, MADV_DONTNEED);
     hp->cold[hp->ncold++] = h;
 }
 
