@@ -361,32 +361,30 @@ static void sb_line(struct sbuf *b, char c, long long v)
     b->len += n + 3;
 }
 
-void sb_int_text(struct sbuf *b, const char *digits, size_t n)
+/* "<c><text>\r\n" with one room check. */
+static void sb_text(struct sbuf *b, char c, const char *s, size_t n)
 {
     char *p = sb_room(b, n + 3);
-    p[0] = ':';
-    memcpy(p + 1, digits, n);
-    p[n + 1] = '\r';
-    p[n + 2] = '\n';
-    b->len += n + 3;
-}
-
-void sb_simple(struct sbuf *b, const char *s)
-{
-    size_t n = strlen(s);
-    char *p = sb_room(b, n + 3);
-    p[0] = '+';
+    p[0] = c;
     memcpy(p + 1, s, n);
     p[n + 1] = '\r';
     p[n + 2] = '\n';
     b->len += n + 3;
 }
 
+void sb_int_text(struct sbuf *b, const char *digits, size_t n)
+{
+    sb_text(b, ':', digits, n);
+}
+
+void sb_simple(struct sbuf *b, const char *s)
+{
+    sb_text(b, '+', s, strlen(s));
+}
+
 void sb_error(struct sbuf *b, const char *s)
 {
-    sb_put(b, "-", 1);
-    sb_put(b, s, strlen(s));
-    sb_put(b, "\r\n", 2);
+    sb_text(b, '-', s, strlen(s));
 }
 
 void sb_errorf(struct sbuf *b, const char *fmt, ...)
