@@ -468,16 +468,25 @@ static int batch_detached(void *p)
 
 static void txn_unlock(void *arg);
 
+/* Runs run(arg) (which unlocks shard for token, and frees arg after) on shard in a fiber of its
+ * own; if it cannot (a stop), unlocks the shard and frees arg. */
+static void finish_part(int shard, tpc_fiber_fn run, void *arg, uint64_t token,
+                        void (*free_fn)(void *))
+{
+    tpc_fiber_opts o = {.name = "kv-part", .detached = true};
+    if (tpc_spawn_on(shard, &o, run, arg, NULL) < 0) {
+        tpc_submit_to(shard, txn_unlock, (void *)(uintptr_t)token);
+        free_fn(arg);
+    }
+}
+
 static void batch_release(void *p)
 {
     struct batch *b = p;
-    tpc_fiber_opts o = {.name = "kv-part", .detached = true};
-    if (b->ran || !b->tag.stamp) {
+    if (b->ran || !b->tag.stamp)
         batch_free(b);
-    } else if (tpc_spawn_on(b->owner, &o, batch_detached, b, NULL) < 0) {
-        tpc_submit_to(b->owner, txn_unlock, (void *)(uintptr_t)b->token); /* (a stop) */
-        batch_free(b);
-    }
+    else
+        finish_part(b->owner, batch_detached, b, b->token, batch_free);
 }
 
 /* ---- A connection ---- */
@@ -977,13 +986,10 @@ static int all_detached(void *p)
 static void all_release(void *p)
 {
     struct all_arg *a = p;
-    tpc_fiber_opts o = {.name = "kv-flush-part", .detached = true};
-    if (a->ran || !a->stamp) {
+    if (a->ran || !a->stamp)
         all_free(a);
-    } else if (tpc_spawn_on(a->shard, &o, all_detached, a, NULL) < 0) {
-        tpc_submit_to(a->shard, txn_unlock, (void *)(uintptr_t)a->token); /* (a stop) */
-        all_free(a);
-    }
+    else
+        finish_part(a->shard, all_detached, a, a->token, all_free);
 }
 
 static int all_op(struct shard *sh, struct all_arg *a)

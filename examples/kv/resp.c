@@ -332,13 +332,18 @@ static char *fmt_u64(char *end, unsigned long long u)
     return end;
 }
 
-size_t resp_fmt_ll(char out[24], long long v)
+/* v in decimal, written backwards ending at end (at most 20 bytes); returns where it starts. */
+static char *fmt_ll(char *end, long long v)
 {
-    char tmp[24], *end = tmp + sizeof(tmp);
-    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-    char *q = fmt_u64(end, u);
+    char *q = fmt_u64(end, v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v);
     if (v < 0)
         *--q = '-';
+    return q;
+}
+
+size_t resp_fmt_ll(char out[24], long long v)
+{
+    char tmp[24], *end = tmp + sizeof(tmp), *q = fmt_ll(end, v);
     size_t n = (size_t)(end - q);
     memcpy(out, q, n);
     return n;
@@ -348,10 +353,7 @@ size_t resp_fmt_ll(char out[24], long long v)
 static void sb_line(struct sbuf *b, char c, long long v)
 {
     char *p = sb_room(b, 24);
-    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
-    char tmp[24], *end = tmp + sizeof(tmp), *q = fmt_u64(end, u);
-    if (v < 0)
-        *--q = '-';
+    char tmp[24], *end = tmp + sizeof(tmp), *q = fmt_ll(end, v);
     size_t n = (size_t)(end - q);
     p[0] = c;
     for (size_t i = 0; i < n; i++) /* (at most 20: a loop, not a call) */
