@@ -571,7 +571,12 @@ int aof_scan(const char *dir, int shard, struct aof_scan *s)
         if (s->naborted)
             qsort(s->aborted, s->naborted, sizeof(*s->aborted), cmp_u64);
     }
-    free(buf);
+    if (rc == 0) {
+        s->log = buf;
+        s->len = (size_t)n;
+    } else {
+        free(buf);
+    }
     return rc;
 }
 
@@ -581,6 +586,7 @@ void aof_scan_free(struct aof_scan *s)
         free(s->txns[i].owners);
     free(s->txns);
     free(s->aborted);
+    free(s->log);
     memset(s, 0, sizeof(*s));
 }
 
@@ -656,7 +662,10 @@ static int raise_version(const char *path)
     return rc;
 }
 
-static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, struct replay *r)
+/* Replays the log open at a->fd; scan's bytes of it, if they are all of it, rather than read
+ * them again (and takes them). */
+static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, struct replay *r,
+                struct aof_scan *scan)
 {
     struct stat st;
     if (fstat(a->fd, &st) < 0)
@@ -670,10 +679,17 @@ static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, 
         int rc = n < 0 ? (int)n : tpc_fdatasync(a->fd);
         return rc < 0 ? rc : sync_dir(path);
     }
-    char *buf = malloc(len);
-    if (!buf)
+    char *buf;
+    ssize_t n;
+    if (scan && scan->log && scan->len == len) {
+        buf = scan->log;
+        n = (ssize_t)len;
+        scan->log = NULL;
+    } else if ((buf = malloc(len))) {
+        n = tpc_read_full(a->fd, buf, len, 0);
+    } else {
         return -ENOMEM;
-    ssize_t n = tpc_read_full(a->fd, buf, len, 0);
+    }
     int rc = n < 0 ? (int)n : 0;
     if (rc == 0 && ((size_t)n < HDR_LEN || memcmp(buf, MAGIC, 8) ||
                     (get32(buf + 8) != VERSION && get32(buf + 8) != 1))) {
@@ -689,7 +705,8 @@ static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, 
         size_t end = replay(a, path, buf, (size_t)n, db, r);
         db->loading = false;
         db->now = kv_now_ms();
-        db_expire_all(db);
+        if (db->expires)
+            db_expire_all(db);
         if (end < (size_t)n && (rc = tpc_ftruncate(a->fd, (int64_t)end)) == 0)
             rc = tpc_fdatasync(a->fd);
         if (rc == 0 && get32(buf + 8) != VERSION)
@@ -749,7 +766,7 @@ void aof_off(struct aof *a)
 }
 
 int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, struct kv_db *db,
-             const struct aof_verdict *v, const struct aof_hooks *hooks)
+             const struct aof_verdict *v, struct aof_scan *scan, const struct aof_hooks *hooks)
 {
     aof_off(a);
     a->mode = mode;
@@ -763,7 +780,7 @@ int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, s
     }
     a->fd = fd;
     struct replay r = {.v = v};
-    int rc = load(a, a->path, nshards, db, &r);
+    int rc = load(a, a->path, nshards, db, &r, scan);
     struct stat st;
     if (rc == 0)
         rc = fstat(fd, &st) == 0 ? 0 : -errno;

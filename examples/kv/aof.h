@@ -40,6 +40,8 @@ struct aof_scan {
     uint64_t *aborted; /* its TXNABORT records */
     size_t naborted, capaborted;
     uint64_t max_stamp; /* the largest stamp or cut it holds */
+    char *log;          /* the log as read (NULL: none), for aof_open to replay */
+    size_t len;
 };
 
 /* The decision over every log: the stamps of commands not replayed (sorted), and where the clock
@@ -51,7 +53,7 @@ struct aof_verdict {
 };
 
 /* Reads DIR/tpc-kv-<shard>.aof (if there is one) up to its first torn or corrupt record into
- * *s. Returns 0 or a negative errno. */
+ * *s, keeping the bytes read for aof_open. Returns 0 or a negative errno. */
 int aof_scan(const char *dir, int shard, struct aof_scan *s);
 void aof_scan_free(struct aof_scan *s);
 /* Decides over the scans of every shard's log (aof.h's top comment). Returns 0 or -ENOMEM. */
@@ -125,9 +127,11 @@ void aof_off(struct aof *a);
 /* Opens (or creates) DIR/tpc-kv-<shard>.aof, checks it was written by as many shards, replays
  * it into db (stopping at a torn or corrupt tail, which it reports and cuts off; leaving out the
  * parts of the multi-shard commands v drops, and logging that it did), and starts the writer
- * fiber. Returns 0 or a negative errno (having said why on stderr). */
+ * fiber. scan, if not NULL, is this log's aof_scan: its bytes are replayed (and taken: scan->log
+ * is then NULL) rather than read again. Returns 0 or a negative errno (having said why on
+ * stderr). */
 int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, struct kv_db *db,
-             const struct aof_verdict *v, const struct aof_hooks *hooks);
+             const struct aof_verdict *v, struct aof_scan *scan, const struct aof_hooks *hooks);
 /* Appends one command as a record (the command as run, its relative times made absolute by the
  * caller); with a tag, as a part of a multi-shard command. */
 void aof_append(struct aof *a, size_t argc, const char **argv, const size_t *argl);

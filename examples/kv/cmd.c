@@ -68,14 +68,21 @@ struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen)
 struct expire_walk {
     struct kv_db *db;
     size_t n;
+    int64_t ttl_sum; /* what the keys with a time that stay have left */
+    size_t ttl_n;
 };
 static void expire_one(void *arg, struct entry *e)
 {
     struct expire_walk *w = arg;
-    if (e->expire && e->expire <= w->db->now) {
+    if (!e->expire)
+        return;
+    if (e->expire <= w->db->now) {
         db_del(w->db, e);
         w->db->expired++;
         w->n++;
+    } else {
+        w->ttl_sum += e->expire - w->db->now;
+        w->ttl_n++;
     }
 }
 
@@ -92,11 +99,17 @@ size_t db_expire_all(struct kv_db *db)
 
 size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets)
 {
-    struct expire_walk w = {db, 0};
+    struct expire_walk w = {db, 0, 0, 0};
     for (int i = 0; i < buckets; i++) {
         *cursor = dict_scan(&db->keys, *cursor, expire_one, &w);
         if (*cursor == 0)
             break;
+    }
+    if (!db->expires) {
+        db->avg_ttl = 0;
+    } else if (w.ttl_n) { /* each walk moves it a fiftieth of the way, a first one all of it */
+        int64_t avg = w.ttl_sum / (int64_t)w.ttl_n;
+        db->avg_ttl = db->avg_ttl ? db->avg_ttl / 50 * 49 + avg / 50 : avg;
     }
     return w.n;
 }

@@ -51,6 +51,7 @@ struct kv_db {
     int64_t now;      /* ms, monotonic, read once per batch */
     uint64_t expired; /* keys removed because their time passed */
     size_t expires;   /* keys with a time (db_set_expire, db_del, db_flush keep it) */
+    int64_t avg_ttl;  /* ms: what those keys have left, averaged over active expiry's walks */
     bool loading;     /* replaying a log: nothing expires (as Redis), db_expire_all after */
 };
 
@@ -83,7 +84,8 @@ void db_set_expire(struct kv_db *db, struct entry *e, int64_t at);
 void db_del(struct kv_db *db, struct entry *e);
 void db_flush(struct kv_db *db);
 struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen);
-/* Deletes up to `budget` expired keys found from *cursor on (active expiry); returns how many. */
+/* Active expiry: deletes the expired keys of `buckets` buckets from *cursor on and returns how
+ * many; what the others seen have left moves avg_ttl (a running average, as Redis keeps it). */
 size_t db_expire_some(struct kv_db *db, uint64_t *cursor, int buckets);
 size_t db_expire_all(struct kv_db *db);
 /* How many commands there are (COMMAND COUNT). */

@@ -188,9 +188,15 @@ static int rewrite_settle_others(struct aof *a)
 
 static const struct aof_hooks rewrite_hooks = {rewrite_begin, rewrite_settle_others};
 
+/* What start-up read of the logs, for each shard to replay its own. */
+struct start {
+    struct aof_verdict verdict;
+    struct aof_scan *scans; /* by shard (NULL: no logs) */
+};
+
 static int shard_init(void *arg)
 {
-    const struct aof_verdict *verdict = arg;
+    struct start *st = arg;
     struct shard *sh = calloc(1, sizeof(*sh));
     if (!sh)
         return -ENOMEM;
@@ -204,7 +210,7 @@ static int shard_init(void *arg)
     }
     if (cfg.appendonly) {
         if ((rc = aof_open(&sh->aof, cfg.dir, tpc_shard_id(), cfg.nshards, cfg.appendfsync, &sh->db,
-                           verdict, &rewrite_hooks)) < 0)
+                           &st->verdict, &st->scans[tpc_shard_id()], &rewrite_hooks)) < 0)
             return rc; /* the destructor frees what was made */
         sh->aof.auto_min = cfg.auto_rewrite_min;
     } else {
@@ -923,6 +929,7 @@ struct all_arg {
     long long count; /* SCAN COUNT */
     uint64_t cursor; /* SCAN: in and out */
     size_t n, expires;
+    int64_t avg_ttl;
     uint64_t rewrites, rewriting, log_bytes, log_writes;
     bool log_direct;
     struct sbuf out; /* matching keys as bulk strings */
@@ -1000,6 +1007,7 @@ static int all_op(struct shard *sh, struct all_arg *a)
     case ALL_COUNT:
         a->n = dict_size(&sh->db.keys);
         a->expires = sh->db.expires;
+        a->avg_ttl = sh->db.avg_ttl;
         a->rewrites = sh->aof.rw.rewrites;
         a->rewriting = sh->aof.rw.on || sh->aof.rw.starting;
         a->log_bytes = sh->aof.size;
@@ -1185,11 +1193,13 @@ static int info(struct conn *c)
     if (rc < 0)
         return rc;
     size_t keys = 0, expires = 0;
+    double ttl = 0; /* the shards' averages weighed by their keys with a time */
     uint64_t rewrites = 0, rewriting = 0, log_bytes = 0, log_writes = 0, direct = 0;
     for (int i = 0; i < cfg.nshards; i++) {
         struct all_arg *a = c->items[i].arg;
         keys += a->n;
         expires += a->expires;
+        ttl += (double)a->avg_ttl * (double)a->expires;
         log_writes += a->log_writes;
         direct += a->log_direct;
         rewrites += a->rewrites;
@@ -1210,10 +1220,11 @@ static int info(struct conn *c)
         "# Persistence\r\naof_enabled:%d\r\n"
         "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
         "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n\r\n"
-        "# Keyspace\r\ndb0:keys=%zu,expires=%zu,avg_ttl=0\r\n",
+        "# Keyspace\r\ndb0:keys=%zu,expires=%zu,avg_ttl=%lld\r\n",
         cfg.nshards, tpc_shard_id(), used, allocator, per_key, cfg.appendonly, rewriting > 0,
         (unsigned long long)rewrites, (unsigned long long)log_bytes, (unsigned long long)log_writes,
-        (unsigned long long)direct, keys, expires);
+        (unsigned long long)direct, keys, expires,
+        expires ? (long long)(ttl / (double)expires) : 0);
     sb_bulk(&c->local, text, (size_t)n);
     return 0;
 }
@@ -1409,23 +1420,22 @@ static int kv_main(void *arg)
     start_memory = used_memory(&allocator); /* (before the logs are replayed: their keys count) */
     /* Every log is read before any is replayed: a command over several shards is replayed
      * only if every owner's log has its part (aof.h). */
-    struct aof_verdict verdict = {0};
+    struct start st = {0};
     int rc = 0;
     if (cfg.appendonly) {
-        struct aof_scan *scans = calloc((size_t)cfg.nshards, sizeof(*scans));
-        if (!scans)
+        if (!(st.scans = calloc((size_t)cfg.nshards, sizeof(*st.scans))))
             return 1;
-        rc = tpc_on_all(shard_scan, scans);
+        rc = tpc_on_all(shard_scan, st.scans);
         if (rc == 0)
-            rc = aof_decide(scans, cfg.nshards, &verdict);
-        for (int i = 0; i < cfg.nshards; i++)
-            aof_scan_free(&scans[i]);
-        free(scans);
-        atomic_store(&txn_clock, verdict.clock);
+            rc = aof_decide(st.scans, cfg.nshards, &st.verdict);
+        atomic_store(&txn_clock, st.verdict.clock);
     }
     if (rc == 0)
-        rc = tpc_on_all(shard_init, &verdict);
-    aof_verdict_free(&verdict);
+        rc = tpc_on_all(shard_init, &st);
+    for (int i = 0; st.scans && i < cfg.nshards; i++)
+        aof_scan_free(&st.scans[i]);
+    free(st.scans);
+    aof_verdict_free(&st.verdict);
     if (rc < 0) {
         fprintf(stderr, "tpc-kv: cannot set up the shards: %s\n", tpc_strerror(rc));
         return 1;

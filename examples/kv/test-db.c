@@ -1,6 +1,6 @@
 /* tpc-kv's keyspace and helpers without a runtime: the table through incremental rehashing
  * (every key found at every step), SCAN's promise while the table grows under it, hashtags,
- * glob patterns, integer parsing. */
+ * glob patterns, integer parsing, active expiry. */
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -226,6 +226,49 @@ static void test_integer_replies(void **state)
     sb_free(&b);
 }
 
+static void run(struct kv_db *db, struct sbuf *out, size_t argc, const char **argv)
+{
+    size_t argl[8];
+    for (size_t i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    const struct command *c = cmd_lookup(argv[0], argl[0]);
+    assert_non_null(c);
+    out->len = 0;
+    cmd_run(db, c, argc, argv, argl, out);
+}
+
+/* Active expiry deletes what has expired and keeps, for INFO's avg_ttl, the running average of
+ * what the keys with a time that stay have left. */
+static void test_active_expiry_and_avg_ttl(void **state)
+{
+    (void)state;
+    struct kv_db db = {0};
+    struct sbuf out = {0};
+    dict_init(&db.keys);
+    db.now = 1000;
+    run(&db, &out, 5, (const char *[]){"SET", "a", "v", "PX", "1000"});
+    run(&db, &out, 5, (const char *[]){"SET", "b", "v", "PX", "3000"});
+    run(&db, &out, 5, (const char *[]){"SET", "c", "v", "PX", "10"});
+    run(&db, &out, 3, (const char *[]){"SET", "d", "v"});
+    assert_int_equal(db.expires, 3);
+    db.now = 1100;
+    uint64_t cursor = 0;
+    assert_int_equal(db_expire_some(&db, &cursor, 1 << 10), 1); /* c */
+    assert_int_equal(cursor, 0);
+    assert_int_equal(db.expires, 2);
+    assert_int_equal(dict_size(&db.keys), 3);
+    assert_int_equal(db.avg_ttl, (900 + 2900) / 2);
+    db.now = 1600; /* a and b now have 400 and 2400 left: the average moves a fiftieth */
+    assert_int_equal(db_expire_some(&db, &cursor, 1 << 10), 0);
+    assert_int_equal(db.avg_ttl, 1900 / 50 * 49 + 1400 / 50);
+    run(&db, &out, 3, (const char *[]){"DEL", "a", "b"});
+    assert_int_equal(db.expires, 0);
+    db_expire_some(&db, &cursor, 1 << 10);
+    assert_int_equal(db.avg_ttl, 0);
+    sb_free(&out);
+    dict_free(&db.keys, true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_glob),
         cmocka_unit_test(test_integers),
         cmocka_unit_test(test_integer_replies),
+        cmocka_unit_test(test_active_expiry_and_avg_ttl),
     };
     return cmocka_run_group_tests_name("kv-db", tests, NULL, NULL);
 }

@@ -488,6 +488,11 @@ class Test(unittest.TestCase):
                 continue
             self.assertEqual(mine, want, step)
         until(lambda: info(ours)["db0"].split(",")[:2] == ["keys=4", "expires=1"], "i expired")
+        # avg_ttl: what d (the one key left with a time) has left, in ms, once active expiry saw it
+        left = lambda: int(info(ours)["db0"].split("avg_ttl=")[1])
+        until(lambda: left() > 0, "active expiry's walk came by d")
+        want = (99999999999 - time.time()) * 1000
+        self.assertTrue(0.99 * want <= left() <= want + 1000, (left(), want))
         self.assertEqual(ours.cmd("FLUSHALL"), "OK")
         self.assertEqual(info(ours)["db0"].split(",")[:2], ["keys=0", "expires=0"])
 
