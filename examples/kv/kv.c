@@ -174,16 +174,21 @@ static int settle(void *arg)
     return rc < 0 ? rc : aof_settle(&sh->aof);
 }
 
-static int rewrite_settle_others(struct aof *a)
+static int rewrite_settle_others(struct aof *a) /* (all at once: each waits on its disk) */
 {
-    for (int o = 0; o < cfg.nshards; o++) {
-        if (o == a->shard)
-            continue;
-        int r = 0, rc = tpc_call_on(o, settle, NULL, &r);
-        if (rc < 0 || (rc = r) < 0)
-            return rc;
-    }
-    return 0;
+    if (cfg.nshards == 1)
+        return 0;
+    tpc_call_item *items = calloc((size_t)cfg.nshards - 1, sizeof(*items));
+    if (!items)
+        return -ENOMEM;
+    for (int o = 0, i = 0; o < cfg.nshards; o++)
+        if (o != a->shard)
+            items[i++].shard = o;
+    int rc = tpc_call_many(items, (size_t)cfg.nshards - 1, settle, NULL);
+    for (int i = 0; rc == 0 && i < cfg.nshards - 1; i++)
+        rc = items[i].err < 0 ? items[i].err : items[i].result < 0 ? items[i].result : 0;
+    free(items);
+    return rc;
 }
 
 static const struct aof_hooks rewrite_hooks = {rewrite_begin, rewrite_settle_others};
