@@ -159,13 +159,16 @@ int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Parses SET's options; returns 0, or -1 with the error written. *expire: 0 none, -1 keep. */
+/* Parses SET's options; returns 0, or -1 with the error written. *expire: 0 none, -1 keep. As
+ * Redis: an option may come again (a time of the same kind: the last one counts), the time is
+ * checked once every option is known. */
 static int set_options(ARGS, int *nx, int *xx, int *get, int64_t *expire)
 {
     (void)db;
     *nx = *xx = *get = 0;
     *expire = 0;
-    int have_time = 0;
+    int kind = 0; /* 1 EX, 2 PX, 3 EXAT, 4 PXAT, 5 KEEPTTL */
+    size_t at = 0;
     for (size_t i = 3; i < argc; i++) {
         const char *a = argv[i];
         size_t l = argl[i];
@@ -180,34 +183,37 @@ static int set_options(ARGS, int *nx, int *xx, int *get, int64_t *expire)
             *xx = 1;
         } else if (is(a, l, "GET")) {
             *get = 1;
-        } else if (is(a, l, "KEEPTTL") && !have_time) {
-            have_time = 1;
-            *expire = -1;
-        } else if (unit && !have_time && i + 1 < argc) {
-            long long v;
-            if (resp_ll(argv[i + 1], argl[i + 1], &v) < 0) {
-                sb_error(out, E_NOTINT);
-                return -1;
-            }
-            if (v <= 0 || (unit % 2 == 1 && v > INT64_MAX / 1000)) {
-                sb_errorf(out, "ERR invalid expire time in '%s' command", "set");
-                return -1;
-            }
-            int64_t ms = unit % 2 == 1 ? v * 1000 : v;
-            if (unit < 3 && ms > INT64_MAX - wall_ms()) { /* (the log writes it as a wall time) */
-                sb_errorf(out, "ERR invalid expire time in '%s' command", "set");
-                return -1;
-            }
-            if (unit >= 3)
-                ms = ms - wall_ms();               /* absolute: the time left */
-            *expire = db->now + (ms > 0 ? ms : 0); /* passed already: the key goes at once */
-            have_time = 1;
-            i++;
+        } else if (is(a, l, "KEEPTTL") && (!kind || kind == 5)) {
+            kind = 5;
+        } else if (unit && (!kind || kind == unit) && i + 1 < argc) {
+            kind = unit;
+            at = ++i;
         } else {
             sb_error(out, E_SYNTAX);
             return -1;
         }
     }
+    if (kind == 5)
+        *expire = -1;
+    if (!kind || kind == 5)
+        return 0;
+    long long v;
+    if (resp_ll(argv[at], argl[at], &v) < 0) {
+        sb_error(out, E_NOTINT);
+        return -1;
+    }
+    if (v <= 0 || (kind % 2 == 1 && v > INT64_MAX / 1000)) {
+        sb_errorf(out, "ERR invalid expire time in '%s' command", "set");
+        return -1;
+    }
+    int64_t ms = kind % 2 == 1 ? v * 1000 : v, wall = wall_ms();
+    if (kind < 3 && ms > INT64_MAX - wall) { /* (the log writes it as a wall time) */
+        sb_errorf(out, "ERR invalid expire time in '%s' command", "set");
+        return -1;
+    }
+    if (kind >= 3)
+        ms = ms > wall ? ms - wall : 0;                            /* absolute: the time left */
+    *expire = ms > INT64_MAX - db->now ? INT64_MAX : db->now + ms; /* 0 left: it goes at once */
     return 0;
 }
 
@@ -446,13 +452,10 @@ static void c_type(ARGS)
     sb_simple(out, names[e ? e->type : 0]);
 }
 
-static void expire_generic(ARGS, int64_t unit_ms)
+/* EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT as Redis 7: the options first, then the time (in unit_ms;
+ * absolute: a Unix time), then the key. A time that passed deletes the key. */
+static void expire_generic(ARGS, int64_t unit_ms, bool absolute)
 {
-    long long v;
-    if (resp_ll(argv[2], argl[2], &v) < 0) {
-        sb_error(out, E_NOTINT);
-        return;
-    }
     int nx = 0, xx = 0, gt = 0, lt = 0;
     for (size_t i = 3; i < argc; i++) {
         if (is(argv[i], argl[i], "NX"))
@@ -468,46 +471,24 @@ static void expire_generic(ARGS, int64_t unit_ms)
             return;
         }
     }
-    if ((nx && (xx || gt || lt)) || (gt && lt)) {
+    if (nx && (xx || gt || lt)) {
         sb_error(out, "ERR NX and XX, GT or LT options at the same time are not compatible");
         return;
     }
-    if (v > INT64_MAX / unit_ms / 2 || v < INT64_MIN / unit_ms / 2) {
-        sb_errorf(out, "ERR invalid expire time in '%s' command",
-                  unit_ms == 1 ? "pexpire" : "expire");
+    if (gt && lt) {
+        sb_error(out, "ERR GT and LT options at the same time are not compatible");
         return;
     }
-    struct entry *e = db_lookup(db, argv[1], argl[1]);
-    if (!e) {
-        sb_int(out, 0);
-        return;
-    }
-    int64_t at = db->now + v * unit_ms;
-    int64_t cur = e->expire ? e->expire : INT64_MAX; /* no expiry: infinite for GT / LT */
-    if ((nx && e->expire) || (xx && !e->expire) || (gt && at <= cur) || (lt && at >= cur)) {
-        sb_int(out, 0);
-        return;
-    }
-    if (at <= db->now && !db->loading)
-        db_del(db, e);
-    else
-        db_set_expire(db, e, at > 0 ? at : 1);
-    sb_int(out, 1);
-}
-
-/* EXPIREAT / PEXPIREAT: an absolute Unix time (what the log writes, so that a replay knows when
- * a key goes whenever it runs). */
-static void expireat_generic(ARGS, int64_t unit_ms)
-{
-    (void)argc;
     long long v;
     if (resp_ll(argv[2], argl[2], &v) < 0) {
         sb_error(out, E_NOTINT);
         return;
     }
-    if (v > INT64_MAX / unit_ms / 2 || v < INT64_MIN / unit_ms / 2) {
-        sb_errorf(out, "ERR invalid expire time in '%s' command",
-                  unit_ms == 1 ? "pexpireat" : "expireat");
+    int64_t wall = wall_ms();
+    if (v > INT64_MAX / unit_ms || v < INT64_MIN / unit_ms ||
+        (!absolute && v * unit_ms > INT64_MAX - wall)) {
+        sb_errorf(out, "ERR invalid expire time in '%s%s%s' command", unit_ms == 1 ? "p" : "",
+                  "expire", absolute ? "at" : "");
         return;
     }
     struct entry *e = db_lookup(db, argv[1], argl[1]);
@@ -515,30 +496,38 @@ static void expireat_generic(ARGS, int64_t unit_ms)
         sb_int(out, 0);
         return;
     }
-    int64_t left = v * unit_ms - wall_ms();
-    if (left <= 0 && !db->loading)
+    int64_t ms = v * unit_ms; /* from now, or a Unix time */
+    int64_t left = !absolute ? ms : ms > wall ? ms - wall : 0;
+    bool passed = absolute ? ms <= wall : ms <= 0;
+    int64_t at = passed ? db->now : left > INT64_MAX - db->now ? INT64_MAX : db->now + left;
+    int64_t cur = e->expire ? e->expire : INT64_MAX; /* no expiry: infinite for GT / LT */
+    if ((nx && e->expire) || (xx && !e->expire) || (gt && at <= cur) || (lt && at >= cur)) {
+        sb_int(out, 0);
+        return;
+    }
+    if (passed && !db->loading)
         db_del(db, e);
     else
-        db_set_expire(db, e, db->now + left > 0 ? db->now + left : 1); /* (0: no expiry) */
+        db_set_expire(db, e, at > 0 ? at : 1); /* (0: no expiry) */
     sb_int(out, 1);
 }
 
 static void c_expireat(ARGS)
 {
-    expireat_generic(db, argc, argv, argl, out, 1000);
+    expire_generic(db, argc, argv, argl, out, 1000, true);
 }
 static void c_pexpireat(ARGS)
 {
-    expireat_generic(db, argc, argv, argl, out, 1);
+    expire_generic(db, argc, argv, argl, out, 1, true);
 }
 
 static void c_expire(ARGS)
 {
-    expire_generic(db, argc, argv, argl, out, 1000);
+    expire_generic(db, argc, argv, argl, out, 1000, false);
 }
 static void c_pexpire(ARGS)
 {
-    expire_generic(db, argc, argv, argl, out, 1);
+    expire_generic(db, argc, argv, argl, out, 1, false);
 }
 
 static void ttl_generic(ARGS, int64_t unit)
@@ -1009,19 +998,37 @@ static void zinsert(struct zset *z, double s, const char *m, size_t ml)
     z->n++;
 }
 
-static int parse_double(const char *p, size_t n, double *out)
+/* strtod over n bytes (copied: arguments are not NUL-terminated); *end_ok whether it took
+ * them all. */
+static double to_double(const char *p, size_t n, bool *end_ok)
 {
-    char tmp[64];
-    if (n == 0 || n >= sizeof(tmp) || isspace((unsigned char)p[0]))
-        return -1;
-    memcpy(tmp, p, n);
-    tmp[n] = 0;
+    char tmp[128], *buf = n < sizeof(tmp) ? tmp : malloc(n + 1);
+    if (!buf) {
+        *end_ok = false;
+        return 0;
+    }
+    memcpy(buf, p, n);
+    buf[n] = 0;
     char *end;
     errno = 0;
-    double v = strtod(tmp, &end);
-    if (*end || isnan(v) || errno == ERANGE)
+    double v = strtod(buf, &end);
+    *end_ok = end == buf + n;
+    if (buf != tmp)
+        free(buf);
+    return v;
+}
+
+/* A score as Redis reads one (string2d): the whole text a number, not NaN, no overflow to an
+ * infinity and no underflow to zero (a subnormal will do). */
+static int parse_double(const char *p, size_t n, double *out)
+{
+    if (n == 0 || isspace((unsigned char)p[0]))
         return -1;
-    *out = v;
+    bool all;
+    double v = to_double(p, n, &all);
+    if (!all || isnan(v) || (errno == ERANGE && (isinf(v) || v == 0)))
+        return -1;
+    *out = v + 0.0; /* (-0 is 0, as Redis answers it) */
     return 0;
 }
 
@@ -1165,10 +1172,13 @@ static void c_zpopmin(ARGS)
 }
 
 /* A score bound of ZRANGE ... BYSCORE: a float, "(" before it for an open bound. */
+/* A score bound as Redis reads one: strtod's, whatever it overflows to ("(" alone is "(0"). */
 static int score_bound(const char *p, size_t n, double *v, bool *open)
 {
     *open = n > 0 && p[0] == '(';
-    return parse_double(p + *open, n - *open, v);
+    bool all;
+    *v = to_double(p + *open, n - *open, &all);
+    return all && !isnan(*v) ? 0 : -1;
 }
 
 /* A member bound of ZRANGE ... BYLEX: "-", "+", or "[" / "(" (closed / open) before the member.
@@ -1349,7 +1359,7 @@ static const struct command commands[] = {
     {"echo", 2, F_CONN, KNONE, NULL, OP_ECHO},
     {"exists", -2, F_MULTI, KALL, c_exists},
     {"expire", -3, F_WRITE, K1, c_expire, OP_EXPIRE},
-    {"expireat", 3, F_WRITE, K1, c_expireat},
+    {"expireat", -3, F_WRITE, K1, c_expireat},
     {"flushall", -1, F_ALL | F_WRITE, KNONE, NULL, OP_FLUSHALL},
     {"flushdb", -1, F_ALL | F_WRITE, KNONE, NULL, OP_FLUSHDB},
     {"get", 2, 0, K1, c_get},
@@ -1372,7 +1382,7 @@ static const struct command commands[] = {
     {"mset", -3, F_WRITE | F_MULTI, 1, -1, 2, c_mset, OP_MSET},
     {"persist", 2, F_WRITE, K1, c_persist},
     {"pexpire", -3, F_WRITE, K1, c_pexpire, OP_PEXPIRE},
-    {"pexpireat", 3, F_WRITE, K1, c_pexpireat},
+    {"pexpireat", -3, F_WRITE, K1, c_pexpireat},
     {"ping", -1, F_CONN, KNONE, NULL, OP_PING},
     {"pttl", 2, 0, K1, c_pttl},
     {"quit", -1, F_CONN, KNONE, NULL, OP_QUIT},
@@ -1433,6 +1443,8 @@ const struct command *cmd_lookup(const char *name, size_t len)
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         int c = strcmp(low, commands[mid].name);
+        if (c == 0 && strlen(commands[mid].name) != len)
+            return NULL; /* a NUL inside the name */
         if (c == 0) {
             last = &commands[mid];
             last_len = len;

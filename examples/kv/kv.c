@@ -30,6 +30,7 @@
  * before it (group commit). Start-up replays the logs. A log is rewritten in the background
  * (BGREWRITEAOF, or once it has doubled since the last rewrite and passed
  * --auto-aof-rewrite-min-size, 64 MiB by default) while the shard goes on serving. */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
@@ -278,6 +279,9 @@ static void touch_keys(struct shard *sh, const struct command *c, size_t argc, c
             aof_touch(&sh->aof, argv[i], argl[i]);
 }
 
+/* SET as the log writes it: its time (the last EX, PX, EXAT or PXAT: set_options let through
+ * only one kind) as one PXAT, a wall time, so that a replay knows when the key goes whenever it
+ * runs; the other options as given. */
 static void log_set(struct aof *a, size_t argc, const char **argv, const size_t *argl)
 {
     const char *sv[8], **v = argc <= 8 ? sv : malloc(argc * sizeof(*v));
@@ -286,31 +290,34 @@ static void log_set(struct aof *a, size_t argc, const char **argv, const size_t 
         fputs("tpc-kv: out of memory\n", stderr);
         abort();
     }
-    char nums[4][24];
-    int k = 0;
+    size_t n = 0, t = 0;
+    int unit = 0;
     for (size_t i = 0; i < argc; i++) {
-        v[i] = argv[i];
-        l[i] = argl[i];
-        int unit = 0;
-        if (i >= 3 && i + 1 < argc && argl[i] == 2 && !strncasecmp(argv[i], "ex", 2))
-            unit = 1;
-        else if (i >= 3 && i + 1 < argc && argl[i] == 2 && !strncasecmp(argv[i], "px", 2))
-            unit = 2;
-        else if (i >= 3 && i + 1 < argc && argl[i] == 4 && !strncasecmp(argv[i], "exat", 4))
-            unit = 3;
-        if (unit && k < 4) {
-            long long t;
-            resp_ll(argv[i + 1], argl[i + 1], &t);
-            long long ms = unit == 1 ? t * 1000 : t, now = wall_ms();
-            long long at = unit == 3 ? t * 1000 : ms > LLONG_MAX - now ? LLONG_MAX : now + ms;
-            v[i] = "PXAT";
-            l[i] = 4;
-            l[i + 1] = (size_t)snprintf(nums[k], sizeof(nums[k]), "%lld", at);
-            v[i + 1] = nums[k++];
-            i++;
+        int u = 0;
+        if (i >= 3 && i + 1 < argc && argl[i] == 2)
+            u = !strncasecmp(argv[i], "ex", 2) ? 1 : !strncasecmp(argv[i], "px", 2) ? 2 : 0;
+        else if (i >= 3 && i + 1 < argc && argl[i] == 4)
+            u = !strncasecmp(argv[i], "exat", 4) ? 3 : !strncasecmp(argv[i], "pxat", 4) ? 4 : 0;
+        if (u) {
+            unit = u;
+            t = ++i;
+        } else {
+            v[n] = argv[i];
+            l[n++] = argl[i];
         }
     }
-    aof_append(a, argc, v, l);
+    char num[24];
+    if (unit) {
+        long long x, now = wall_ms();
+        resp_ll(argv[t], argl[t], &x); /* (set_options checked it, and that it does not overflow) */
+        long long ms = unit == 1 ? x * 1000 : x;
+        long long at = unit == 4 ? x : unit == 3 ? ms : ms > LLONG_MAX - now ? LLONG_MAX : now + ms;
+        v[n] = "PXAT";
+        l[n++] = 4;
+        v[n] = num;
+        l[n++] = (size_t)snprintf(num, sizeof(num), "%lld", at);
+    }
+    aof_append(a, n, v, l);
     if (v != sv)
         free(v);
     if (l != sl)
@@ -554,12 +561,27 @@ static void conn_command(struct conn *c, const struct command *cmd, size_t argc,
         sb_simple(out, "OK");
         c->quit = true;
         break;
-    case OP_COMMAND:
-        if (argc >= 2 && argl[1] == 5 && !strncasecmp(argv[1], "count", 5))
+    case OP_COMMAND: {
+        static const char *subs[] = {"count", "docs", "info", "list", "help"};
+        int sub = argc < 2 ? 1 : -1;
+        for (int i = 0; i < 5 && argc >= 2; i++)
+            if (argl[1] == strlen(subs[i]) && !strncasecmp(argv[1], subs[i], argl[1]))
+                sub = i;
+        if (sub < 0)
+            sb_errorf(out, "ERR unknown subcommand '%.*s'. Try COMMAND HELP.",
+                      (int)(argl[1] < 128 ? argl[1] : 128), argv[1]);
+        else if ((sub == 0 || sub == 4) && argc > 2)
+            sb_errorf(out, "ERR wrong number of arguments for 'command|%s' command", subs[sub]);
+        else if (sub == 0)
             sb_int(out, (long long)cmd_count());
-        else
+        else if (sub == 4) {
+            sb_array(out, 2);
+            sb_simple(out, "COMMAND COUNT: how many commands there are.");
+            sb_simple(out, "COMMAND [DOCS|INFO|LIST]: an empty list (no documentation here).");
+        } else
             sb_array(out, 0); /* COMMAND, COMMAND DOCS ...: no documentation here */
         break;
+    }
     default: { /* OP_CONFIG */
         static const char *fsyncs[] = {
             [AOF_ALWAYS] = "always", [AOF_EVERYSEC] = "everysec", [AOF_NO] = "no"};
@@ -572,21 +594,51 @@ static void conn_command(struct conn *c, const struct command *cmd, size_t argc,
             {"dir", cfg.dir},
         };
         enum { NPARAMS = sizeof(params) / sizeof(params[0]) };
-        if (argc < 3 || argl[1] != 3 || strncasecmp(argv[1], "get", 3)) {
-            sb_error(out, argc < 3 && argl[1] == 3 && !strncasecmp(argv[1], "get", 3)
-                              ? "ERR wrong number of arguments for 'config|get' command"
-                              : "ERR only CONFIG GET is supported");
+        bool get = argl[1] == 3 && !strncasecmp(argv[1], "get", 3);
+        if (argl[1] == 9 && !strncasecmp(argv[1], "resetstat", 9) && argc == 2) {
+            sb_simple(out, "OK"); /* (no statistics to reset) */
             return;
         }
-        bool hit[NPARAMS] = {false}; /* each once, whatever matches it (as Redis 7) */
-        size_t n = 0;
-        for (size_t i = 0; i < NPARAMS; i++)
-            for (size_t k = 2; k < argc && !hit[i]; k++)
-                n += hit[i] = glob_match(argv[k], argl[k], params[i][0], strlen(params[i][0]));
+        if ((argl[1] == 3 && !strncasecmp(argv[1], "set", 3)) ||
+            (argl[1] == 7 && !strncasecmp(argv[1], "rewrite", 7))) {
+            sb_error(out, "ERR only CONFIG GET is supported");
+            return;
+        }
+        if (!get || argc < 3) {
+            if (get)
+                sb_error(out, "ERR wrong number of arguments for 'config|get' command");
+            else
+                sb_errorf(out, "ERR unknown subcommand '%.*s'. Try CONFIG HELP.",
+                          (int)(argl[1] < 128 ? argl[1] : 128), argv[1]);
+            return;
+        }
+        /* Each once, whatever matches it, case aside (as Redis 7): a pattern answers with the
+         * parameter's name, a plain name with its own spelling. */
+        const char *name[NPARAMS] = {NULL};
+        size_t namel[NPARAMS], n = 0;
+        for (size_t k = 2; k < argc; k++) {
+            bool glob = memchr(argv[k], '*', argl[k]) || memchr(argv[k], '?', argl[k]) ||
+                        memchr(argv[k], '[', argl[k]);
+            char *low = glob ? malloc(argl[k] + 1) : NULL;
+            for (size_t j = 0; low && j < argl[k]; j++)
+                low[j] = (char)tolower((unsigned char)argv[k][j]);
+            for (size_t i = 0; i < NPARAMS; i++) {
+                size_t pl = strlen(params[i][0]);
+                if (name[i] || (glob && !low))
+                    continue;
+                if (glob ? glob_match(low, argl[k], params[i][0], pl)
+                         : argl[k] == pl && !strncasecmp(argv[k], params[i][0], pl)) {
+                    name[i] = glob ? params[i][0] : argv[k];
+                    namel[i] = glob ? pl : argl[k];
+                    n++;
+                }
+            }
+            free(low);
+        }
         sb_array(out, 2 * (long long)n);
         for (size_t i = 0; i < NPARAMS; i++)
-            if (hit[i]) {
-                sb_bulk(out, params[i][0], strlen(params[i][0]));
+            if (name[i]) {
+                sb_bulk(out, name[i], namel[i]);
                 sb_bulk(out, params[i][1], strlen(params[i][1]));
             }
     }
@@ -928,7 +980,7 @@ struct all_arg {
     uint64_t stamp;  /* FLUSHALL with more than one shard: its stamp (aof.h), 0: none */
     int shard;       /* where it runs */
     bool ran;        /* all_run began (read by all_release, after the call let it go) */
-    const char *pat; /* MATCH / KEYS pattern (the connection's buffer: copied below) */
+    const char *pat; /* MATCH / KEYS pattern, copied (NULL: every key) */
     size_t plen;
     int type;        /* SCAN TYPE, 0: any */
     long long count; /* SCAN COUNT */
@@ -962,7 +1014,7 @@ static void collect_key(void *arg, struct entry *e)
         return;
     if (k->a->type && e->type != k->a->type)
         return;
-    if (k->a->plen && !glob_match(k->a->pat, k->a->plen, e->key, e->klen))
+    if (k->a->pat && !glob_match(k->a->pat, k->a->plen, e->key, e->klen))
         return;
     sb_bulk(&k->a->out, e->key, e->klen);
     k->a->n++;
@@ -1047,9 +1099,11 @@ static struct all_arg *all_new(int op, const char *pat, size_t plen)
     if (!a)
         abort();
     a->op = op;
-    memcpy(a->patbuf, pat, plen);
-    a->pat = a->patbuf;
-    a->plen = plen;
+    if (pat) { /* (NULL: every key) */
+        memcpy(a->patbuf, pat, plen);
+        a->pat = a->patbuf;
+        a->plen = plen;
+    }
     return a;
 }
 
@@ -1113,7 +1167,7 @@ static int scan(struct conn *c, const char **argv, const size_t *argl, size_t ar
         sb_error(out, "ERR invalid cursor");
         return 0;
     }
-    const char *pat = "";
+    const char *pat = NULL; /* every key */
     size_t plen = 0;
     long long count = 10;
     int type = 0;
@@ -1126,7 +1180,7 @@ static int scan(struct conn *c, const char **argv, const size_t *argl, size_t ar
             pat = argv[i + 1];
             plen = argl[i + 1];
             if (plen == 1 && pat[0] == '*')
-                plen = 0;
+                pat = NULL;
         } else if (argl[i] == 5 && !strncasecmp(argv[i], "count", 5)) {
             if (resp_ll(argv[i + 1], argl[i + 1], &count) < 0 || count < 1) {
                 sb_error(out, count < 1 ? "ERR syntax error"
@@ -1194,7 +1248,7 @@ static size_t used_memory(const char **what)
 
 static int info(struct conn *c)
 {
-    int rc = on_all(c, ALL_COUNT, "", 0);
+    int rc = on_all(c, ALL_COUNT, NULL, 0);
     if (rc < 0)
         return rc;
     size_t keys = 0, expires = 0;
@@ -1250,8 +1304,8 @@ static int barrier(struct conn *c, struct slot *s)
     } else if (op == OP_INFO) {
         rc = info(c);
     } else if (op == OP_KEYS) {
-        if ((rc = on_all(c, ALL_KEYS, argv[1], argl[1] == 1 && argv[1][0] == '*' ? 0 : argl[1])) ==
-            0) {
+        const char *pat = argl[1] == 1 && argv[1][0] == '*' ? NULL : argv[1];
+        if ((rc = on_all(c, ALL_KEYS, pat, argl[1])) == 0) {
             size_t n = 0;
             for (int i = 0; i < cfg.nshards; i++)
                 n += ((struct all_arg *)c->items[i].arg)->n;
@@ -1262,20 +1316,24 @@ static int barrier(struct conn *c, struct slot *s)
             on_all_free(c);
         }
     } else if (op == OP_BGREWRITEAOF) {
-        if ((rc = on_all(c, ALL_REWRITE, "", 0)) == 0) {
+        if ((rc = on_all(c, ALL_REWRITE, NULL, 0)) == 0) {
             sb_simple(&c->local, "Background append only file rewriting started");
             on_all_free(c);
         }
     } else if (op == OP_DBSIZE) {
-        if ((rc = on_all(c, ALL_COUNT, "", 0)) == 0) {
+        if ((rc = on_all(c, ALL_COUNT, NULL, 0)) == 0) {
             long long n = 0;
             for (int i = 0; i < cfg.nshards; i++)
                 n += (long long)((struct all_arg *)c->items[i].arg)->n;
             sb_int(&c->local, n);
             on_all_free(c);
         }
-    } else { /* flushall, flushdb */
-        if ((rc = on_all(c, ALL_FLUSH, "", 0)) == 0) {
+    } else if (s->argc > 2 ||
+               (s->argc == 2 && !(argl[1] == 4 && !strncasecmp(argv[1], "sync", 4)) &&
+                !(argl[1] == 5 && !strncasecmp(argv[1], "async", 5)))) {
+        sb_error(&c->local, "ERR syntax error"); /* (FLUSHALL [ASYNC | SYNC]: both flush now) */
+    } else {                                     /* flushall, flushdb */
+        if ((rc = on_all(c, ALL_FLUSH, NULL, 0)) == 0) {
             sb_simple(&c->local, "OK");
             on_all_free(c);
         }
