@@ -7,7 +7,7 @@
  * per-buffer `next` array: no allocation per completion) until tpc_rx_next hands it to the
  * caller, who gives it back with tpc_buf_release. When the pool is empty the kernel ends the
  * receive with -ENOBUFS (the data stays in the socket); the stream then waits in the pool's
- * starved list and is re-armed when a buffer comes back.
+ * starved list and is re-armed when a buffer comes back (one stream per buffer: unstarve).
  *
  * Fairness. A stream counts the buffers it has queued and handed out (`owner` says whose a
  * buffer is, also after its stream has closed) and re-arms only while that is below the
@@ -51,8 +51,9 @@ struct tpc_bufpool {
     uint8_t *state;
     unsigned share; /* buffers one stream may have queued and held: count / 4, at least 1 */
     unsigned nheld, nqueued, nstreams;
-    bool destroyed;   /* tpc_bufpool_destroy has run: gone once no stream or buffer uses it */
-    tpc_list starved; /* streams waiting for a free buffer, oldest first */
+    unsigned promised; /* starved streams armed again whose receive has not completed yet */
+    bool destroyed;    /* tpc_bufpool_destroy has run: gone once no stream or buffer uses it */
+    tpc_list starved;  /* streams waiting for a free buffer, oldest first */
 };
 
 struct tpc_rx {
@@ -62,6 +63,7 @@ struct tpc_rx {
     int head, tail;          /* queued buffer ids, -1: none */
     unsigned nqueued, nheld; /* its share of the pool */
     bool eof, starved;
+    bool promised;   /* armed again by unstarve: counts in the pool's promised till it completes */
     bool closed;     /* tpc_rx_close has begun: a waiter leaves with -ECANCELED */
     bool close_done; /* and finished: freed once no fiber is inside and no buffer is held */
     bool inside;     /* a fiber is inside tpc_rx_next (woken or not) */
@@ -240,15 +242,29 @@ static unsigned available(const tpc_bufpool *p)
     return p->count - p->nheld - p->nqueued;
 }
 
-/* Buffers came back: arm starved streams, oldest first, while there are free buffers. */
+static void unpromise(tpc_rx *rx)
+{
+    if (rx->promised) {
+        rx->promised = false;
+        rx->pool->promised--;
+    }
+}
+
+/* Buffers came back: arm starved streams, oldest first, one per free buffer that no stream armed
+ * before it is about to take (arming every starved stream for one buffer made all but one of
+ * them fail again: a storm of receives when many starve). */
 static void unstarve(tpc_bufpool *p)
 {
     tpc_list *n;
-    while (available(p) > 0 && (n = tpc__list_first(&p->starved))) {
+    while (available(p) > p->promised && (n = tpc__list_first(&p->starved))) {
         tpc_rx *rx = tpc__container_of(n, tpc_rx, starve_node);
         tpc__list_remove(n);
         rx->starved = false;
+        rx->promised = true;
+        p->promised++;
         arm(rx); /* (or its retry timer will) */
+        if (!rx->ms.armed && !tpc_timer_pending(&rx->retry))
+            unpromise(rx); /* it wants none after all (at its share, ended, closing) */
     }
 }
 
@@ -261,6 +277,10 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
         res = rx->forced, rx->forced = 0;
 #endif
     bool closing = tpc__multishot_seen(s, &rx->ms, flags);
+    bool was_promised = rx->promised;
+    unpromise(rx);
+    if (was_promised && !(flags & IORING_CQE_F_BUFFER))
+        unstarve(p); /* the buffer it was armed for is there for another */
     if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         if (closing || res <= 0) {
@@ -289,7 +309,7 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
         return;
     }
     rx->poll_first = !(flags & IORING_CQE_F_SOCK_NONEMPTY);
-    if (rx->limited && !limit_known(res)) {
+    if (rx->limited && !s->ep && !limit_known(res)) { /* (what io_uring's kernel takes) */
         arm(rx);     /* the kernel has no byte limit: single shots from now on */
         rx_wake(rx); /* (tpc_rx_close_idle waits for this receive's end) */
         return;
@@ -302,8 +322,9 @@ static void rx_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsig
         /* The ring was empty when the kernel looked. If a buffer has come back since (its
          * release found this stream not yet starved), simply re-arm below. */
         if (!rx->starved && available(p) == 0) {
-            rx->starved = true;
-            tpc__list_push(&p->starved, &rx->starve_node);
+            rx->starved = true; /* at the back; at the front if it was armed for a buffer that
+                                   another stream's receive took first */
+            tpc__list_push(was_promised ? p->starved.next : &p->starved, &rx->starve_node);
         }
     } else if (res == -EAGAIN) {
         rx->poll_first = true; /* the kernel gave up on it (it does under load): wait, again */
@@ -342,9 +363,10 @@ static void arm(tpc_rx *rx)
     io_uring_prep_recv(sqe, rx->fd, NULL, rx->hooks.len, 0); /* len 0: the buffer's */
     rx->limited = __atomic_load_n(&mshot_limit, __ATOMIC_RELAXED) >= 0;
     if (rx->limited) {
-        unsigned chunk = rx->hooks.len ? rx->hooks.len : (unsigned)rx->pool->size;
+        uint64_t chunk = rx->hooks.len ? rx->hooks.len : rx->pool->size;
+        uint64_t limit = (share(rx) - rx->nqueued - rx->nheld) * chunk;
         sqe->ioprio |= IORING_RECV_MULTISHOT;
-        sqe->file_index = (share(rx) - rx->nqueued - rx->nheld) * chunk; /* the uapi's optlen */
+        sqe->file_index = limit < UINT32_MAX ? (uint32_t)limit : UINT32_MAX; /* uapi's optlen */
 #ifdef TPC_FAULT_INJECTION
         if (tpc__fault_hidden_features() & TPC__FEAT_RECV_LIMIT)
             sqe->ioprio &= ~IORING_RECV_MULTISHOT; /* a limit on a single shot: -EINVAL, as old */
@@ -410,6 +432,11 @@ int tpc_buf_release(tpc_buf *b)
 
 int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out)
 {
+    return tpc__rx_open(fd, p, NULL, out);
+}
+
+int tpc__rx_open(int fd, tpc_bufpool *p, const struct tpc__rx_hooks *h, tpc_rx **out)
+{
     if (!tpc__self)
         return -EPERM;
     if (fd < 0 || !p || !out || p->destroyed)
@@ -426,6 +453,8 @@ int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out)
     tpc__list_init(&rx->starve_node);
     tpc_timer_init(&rx->retry, retry_fire, rx);
     p->nstreams++;
+    if (h)
+        tpc__rx_hook(rx, h); /* before the first receive: its limit is the hooks' share */
     arm(rx);
     *out = rx;
     return 0;
@@ -502,6 +531,7 @@ static void close_finish(tpc_rx *rx)
     }
     if (rx->starved)
         tpc__list_remove(&rx->starve_node);
+    unpromise(rx);
     p->nstreams--;
     tpc_timer_stop(&rx->retry);
     rx->close_done = true;
@@ -570,6 +600,11 @@ int tpc_rx_close(tpc_rx *rx)
     tpc__multishot_stop(p->shard, &rx->ms);
     close_finish(rx);
     return 0;
+}
+
+bool tpc__rx_starved_empty(const tpc_rx *rx)
+{
+    return rx->starved && !rx->nqueued && !rx->nheld && !rx->ms.armed;
 }
 
 void tpc__rx_hook(tpc_rx *rx, const struct tpc__rx_hooks *h)

@@ -8,7 +8,8 @@
  * the pool when the send has taken it all. A direction queues and holds at most RELAY_SHARE
  * chunks, so a destination that stops reading holds at most that much of the pool, and the
  * socket holds the rest (the source's sender sees its window close). A shard makes more pools
- * as stuck directions take them (relay_pool).
+ * as stuck directions take them (relay_pool), and a direction that finds its pool empty while
+ * it holds nothing moves to one with room (move_pool).
  *
  * The end: both sources at end of stream (each destination shut down for writing as its source
  * ended), a socket's error, the idle limit, or a stop (the caller's cancellation or deadline,
@@ -26,6 +27,7 @@
 struct relay_dir {
     struct tpc_relay_handle *r;
     tpc_rx *rx;
+    tpc_bufpool *pool; /* rx's */
     int from, to;
     tpc_buf held; /* the chunk being sent (pool_ NULL: none) */
     size_t off;   /* how much of it has gone */
@@ -44,6 +46,7 @@ struct tpc_relay_handle {
     struct relay_dir d[2]; /* a to b, b to a */
     struct tpc__shard *shard;
     int64_t idle;  /* ns; 0: no limit */
+    unsigned len;  /* bytes a receive takes (0: a whole chunk) */
     uint64_t last; /* tpc_now() when a byte was last delivered, either way */
     tpc_timer idle_timer;
     tpc_timer retry; /* no free SQE: at the next loop iteration */
@@ -59,6 +62,19 @@ struct tpc_relay_handle {
 
 static void finish_check(struct tpc_relay_handle *r);
 static void pump(struct relay_dir *d);
+static tpc_bufpool *relay_pool(struct tpc__shard *s, int *err);
+static void dir_ready(void *arg);
+static void dir_gone(void *arg);
+
+static struct tpc__rx_hooks dir_hooks(struct relay_dir *d)
+{
+    return (struct tpc__rx_hooks){.ready = dir_ready,
+                                  .gone = dir_gone,
+                                  .arg = d,
+                                  .share = RELAY_SHARE,
+                                  .len = d->r->len,
+                                  .dropped = &d->dropped};
+}
 
 /* Ends the relay for `why` (the first reason wins): no chunk goes out any more, a send the
  * destination holds up is cancelled, and the end goes on in finish_check. */
@@ -172,13 +188,41 @@ static void pump(struct relay_dir *d)
     }
 }
 
+/* A direction whose pool ran out of buffers while it held none moves to a pool with room, as a
+ * new relay would: stuck directions elsewhere on its pool may hold its buffers for as long as
+ * their destinations do not read. Its bytes wait in the socket meanwhile: nothing is lost. */
+static void move_pool(struct relay_dir *d)
+{
+    struct tpc_relay_handle *r = d->r;
+    if (r->stopped || d->ended || d->held.pool_ || !tpc__rx_starved_empty(d->rx))
+        return;
+    int err = 0;
+    tpc_bufpool *p = relay_pool(r->shard, &err);
+    if (!p || p == d->pool || tpc_bufpool_available(p) < (int)(tpc__bufpool_count(p) / 4))
+        return;
+    tpc__rx_hook(d->rx, NULL);
+    tpc__rx_close_async(d->rx); /* (at once: nothing of it is in the ring) */
+    d->rx = NULL;
+    d->pool = p;
+    struct tpc__rx_hooks h = dir_hooks(d);
+    int rc = tpc__rx_open(d->from, p, &h, &d->rx);
+    if (rc < 0) {
+        d->rx = NULL;
+        d->closing = d->gone = true; /* no stream to close */
+        *d->from_err = rc;
+        relay_end(r, rc);
+    }
+}
+
 static void dir_ready(void *arg)
 {
     struct relay_dir *d = arg;
-    if (d->r->stopped)
+    if (d->r->stopped) {
         finish_check(d->r);
-    else
-        pump(d);
+        return;
+    }
+    pump(d);
+    move_pool(d);
 }
 
 static void dir_gone(void *arg)
@@ -195,16 +239,20 @@ static void finish_check(struct tpc_relay_handle *r)
 {
     if (r->finished || !r->stopped)
         return;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2; i++) { /* first, both: nothing more is read from either socket, and a
+                                     buffer released to an open stream would re-arm it */
         struct relay_dir *d = &r->d[i];
-        if (d->sending)
-            return;        /* its completion comes back here */
-        if (!d->closing) { /* first: a buffer released to an open stream would re-arm it */
+        if (!d->closing) {
             d->closing = true;
             tpc__rx_close_async(d->rx); /* gone may come back here at once */
             if (r->finished)
                 return;
         }
+    }
+    for (int i = 0; i < 2; i++) {
+        struct relay_dir *d = &r->d[i];
+        if (d->sending)
+            return; /* its completion comes back here */
         if (d->held.pool_)
             tpc_buf_release(&d->held); /* what it held is dropped (counted: in - out) */
         if (!d->gone)
@@ -323,6 +371,7 @@ static int relay_init(struct tpc_relay_handle *r, int a, int b, const tpc_relay_
         return rc;
     size_t chunk = opts && opts->chunk ? opts->chunk : RELAY_BUF;
     r->shard = s;
+    r->len = chunk < RELAY_BUF ? (unsigned)chunk : 0;
     r->idle = opts ? opts->idle_ns : 0;
     r->last = tpc_now();
     tpc_timer_init(&r->idle_timer, relay_idle, r);
@@ -334,15 +383,10 @@ static int relay_init(struct tpc_relay_handle *r, int a, int b, const tpc_relay_
         d->send_op.complete = send_complete;
         d->from_err = i == 0 ? &r->st.a_err : &r->st.b_err;
         d->to_err = i == 0 ? &r->st.b_err : &r->st.a_err;
-        if ((rc = tpc_rx_open(d->from, pool, &d->rx)) < 0)
+        d->pool = pool;
+        struct tpc__rx_hooks h = dir_hooks(d);
+        if ((rc = tpc__rx_open(d->from, pool, &h, &d->rx)) < 0)
             break;
-        struct tpc__rx_hooks h = {.ready = dir_ready,
-                                  .gone = dir_gone,
-                                  .arg = d,
-                                  .share = RELAY_SHARE,
-                                  .len = chunk < RELAY_BUF ? (unsigned)chunk : 0,
-                                  .dropped = &d->dropped};
-        tpc__rx_hook(d->rx, &h);
     }
     if (rc < 0) { /* the stream opened goes quietly: r may be gone before the kernel lets go */
         for (int i = 0; i < 2; i++)

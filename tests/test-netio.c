@@ -911,6 +911,73 @@ static void test_rx_share_and_order(void **state)
     run_main(1, rx_share_main, NULL);
 }
 
+/* Buffers that come back to a pool whose streams starved are given out one per buffer: a
+ * release arms one starved stream, not every one of them (each but one then failed again, a
+ * storm of receives for every buffer that came back), and every starved stream gets its bytes
+ * as buffers come back. Four streams hold the pool's 8 buffers; 32 more have a byte waiting. */
+static int rx_unstarve_main(void *arg)
+{
+    (void)arg;
+    enum { HOGS = 4, K = 32 };
+    tpc_bufpool *p;
+    CHECK_EQ(tpc_bufpool_create(8, 16, &p), 0); /* a stream's share: 2 */
+    int ha[HOGS], hb[HOGS], va[K], vb[K];
+    tpc_rx *hrx[HOGS], *vrx[K];
+    tpc_buf hbuf[HOGS][2];
+    for (int i = 0; i < HOGS; i++) {
+        tcp_pair(&ha[i], &hb[i]);
+        CHECK_EQ(tpc_rx_open(hb[i], p, &hrx[i]), 0);
+        for (int k = 0; k < 2; k++) {
+            CHECK_EQ(tpc_send(ha[i], "0123456789abcdef", 16, 0), 16);
+            CHECK_EQ(tpc_rx_next(hrx[i], &hbuf[i][k]), 16);
+        }
+    }
+    CHECK_EQ(tpc_bufpool_available(p), 0);
+    for (int i = 0; i < K; i++)
+        tcp_pair(&va[i], &vb[i]);
+    uint64_t c0 = tpc__self->n_io_completed;
+    for (int i = 0; i < K; i++)
+        CHECK_EQ(tpc_rx_open(vb[i], p, &vrx[i]), 0);
+    WAIT_UNTIL(tpc__self->n_io_completed - c0 >= K); /* each found the pool empty */
+    for (int i = 0; i < K; i++)
+        CHECK_EQ(tpc_send(va[i], "x", 1, 0), 1);
+    loop_turns(2);
+    uint64_t c1 = tpc__self->n_io_completed;
+    CHECK_EQ(tpc_buf_release(&hbuf[0][0]), 0);
+    WAIT_UNTIL(tpc_bufpool_available(p) == 0); /* a victim took it */
+    loop_turns(4);
+    CHECK(tpc__self->n_io_completed - c1 <= 4);
+    CHECK_EQ(tpc_buf_release(&hbuf[0][1]), 0);
+    for (int i = 1; i < HOGS; i++)
+        for (int k = 0; k < 2; k++)
+            CHECK_EQ(tpc_buf_release(&hbuf[i][k]), 0);
+    for (int i = 0; i < K; i++) { /* every one gets its byte */
+        tpc_buf b;
+        CHECK_EQ(tpc_rx_next(vrx[i], &b), 1);
+        CHECK(b.data && b.data[0] == 'x');
+        CHECK_EQ(tpc_buf_release(&b), 0);
+    }
+    for (int i = 0; i < K; i++) {
+        CHECK_EQ(tpc_rx_close(vrx[i]), 0);
+        tpc_close(va[i]);
+        tpc_close(vb[i]);
+    }
+    for (int i = 0; i < HOGS; i++) {
+        CHECK_EQ(tpc_rx_close(hrx[i]), 0);
+        tpc_close(ha[i]);
+        tpc_close(hb[i]);
+    }
+    CHECK_EQ(tpc_bufpool_available(p), 8);
+    CHECK_EQ(tpc_bufpool_destroy(p), 0);
+    return 0;
+}
+
+static void test_rx_unstarve_one_per_buffer(void **state)
+{
+    (void)state;
+    run_main(1, rx_unstarve_main, NULL);
+}
+
 /* A stream's receive serves many chunks, limited to the bytes of its share's buffers; chunks far
  * smaller than a buffer would take a buffer each past the share, so reaching the share cancels
  * the receive. A peer sending 400 single bytes, each reaped before the next is sent, to a
@@ -1743,6 +1810,7 @@ int main(void)
         cmocka_unit_test(test_rx_deadline_loses_nothing),
         cmocka_unit_test(test_rx_share_and_order),
         cmocka_unit_test(test_rx_small_chunks_keep_share),
+        cmocka_unit_test(test_rx_unstarve_one_per_buffer),
         cmocka_unit_test(test_rx_close_idle),
         cmocka_unit_test(test_rx_close_idle_race),
         cmocka_unit_test(test_send_recv_again),

@@ -830,6 +830,128 @@ static void test_relay_pool_taken_by_stuck_directions(void **state)
     run_main(1, stalled_main, NULL);
 }
 
+/* Relays already on a pool that other relays' stuck directions hold whole carry on: a direction
+ * that finds the pool empty, holding nothing, moves to a pool with room (it waited until a
+ * stuck relay ended: a minute of a proxy's idle limit, or for good behind a slow reader). Four
+ * streams hold the relays' pool here. */
+static int victims_main(void *arg)
+{
+    (void)arg;
+    bound();
+    enum { CHUNKS = 16, HOGS = 4, VICTIMS = 4 }; /* a stream's share: a quarter, 4 chunks */
+    unsigned old = tpc__relay_chunks(CHUNKS);
+    struct tpc__net_shard *ns = tpc__net_of(tpc__self);
+    struct rig v[VICTIMS];
+    struct bg g[VICTIMS];
+    tpc_relay_handle *h[VICTIMS];
+    for (int i = 0; i < VICTIMS; i++) {
+        rig_open(&v[i]);
+        g[i] = (struct bg){.a = v[i].a, .b = v[i].b};
+        CHECK_EQ(tpc_relay_start(v[i].a, v[i].b, NULL, bg_done, &g[i], &h[i]), 0);
+    }
+    CHECK_EQ(ns->nrelay_pools, 1);
+    tpc_bufpool *pool = ns->relay_pools[0];
+    int ha[HOGS], hb[HOGS];
+    tpc_rx *hrx[HOGS];
+    tpc_buf hbuf[HOGS][CHUNKS / 4];
+    static char junk[CHUNKS / 4 * 16 * 1024];
+    for (int i = 0; i < HOGS; i++) {
+        tcp_pair(&ha[i], &hb[i]);
+        CHECK_EQ(tpc_rx_open(hb[i], pool, &hrx[i]), 0);
+        CHECK_EQ(tpc_write_full(ha[i], junk, sizeof(junk), -1), (ssize_t)sizeof(junk));
+        size_t got = 0;
+        for (int k = 0; k < CHUNKS / 4; k++) {
+            ssize_t n = tpc_rx_next(hrx[i], &hbuf[i][k]);
+            CHECK(n > 0);
+            got += n > 0 ? (size_t)n : 0;
+        }
+        (void)got;
+    }
+    CHECK_EQ(tpc_bufpool_available(pool), 0);
+    char buf[6];
+    for (int i = 0; i < VICTIMS; i++) {
+        CHECK_EQ(tpc_send(v[i].cl, "ping", 4, 0), 4);
+        CHECK_EQ(tpc_read_full(v[i].sv, buf, 4, -1), 4);
+        CHECK_EQ(tpc_send(v[i].sv, "pong!", 5, 0), 5);
+        CHECK_EQ(tpc_read_full(v[i].cl, buf, 5, -1), 5);
+        CHECK(!memcmp(buf, "pong!", 5));
+    }
+    CHECK_EQ(tpc_bufpool_available(pool), 0); /* the hogs' still */
+    CHECK_EQ(ns->nrelay_pools, 2);
+    for (int i = 0; i < VICTIMS; i++) {
+        CHECK_EQ(tpc_relay_stop(h[i]), 0);
+        WAIT_UNTIL(g[i].calls == 1);
+        CHECK_EQ(g[i].st.a_to_b, 4);
+        CHECK_EQ(g[i].st.b_to_a, 5);
+        close(v[i].cl);
+        close(v[i].sv);
+    }
+    for (int i = 0; i < HOGS; i++) {
+        for (int k = 0; k < CHUNKS / 4; k++)
+            CHECK_EQ(tpc_buf_release(&hbuf[i][k]), 0);
+        CHECK_EQ(tpc_rx_close(hrx[i]), 0);
+        close(ha[i]);
+        close(hb[i]);
+    }
+    tpc__relay_chunks(old);
+    return 0;
+}
+
+static void test_relay_moves_off_a_full_pool(void **state)
+{
+    (void)state;
+    run_main(1, victims_main, NULL);
+}
+
+/* A relay started with bytes already waiting (the client sent its request while the proxy
+ * connected to the server) and a destination that does not read holds its share of the pool,
+ * 2 chunks, from its first receive on (that receive took the pool's default share, up to 16 of
+ * 64 chunks, before the relay's own came into force); with a smaller chunk, its bytes. */
+static int first_share_main(void *arg)
+{
+    (void)arg;
+    bound();
+    unsigned old = tpc__relay_chunks(64);
+    struct tpc__net_shard *ns = tpc__net_of(tpc__self);
+    static char junk[1 << 20];
+    size_t chunks[2] = {0, 1000};
+    for (int k = 0; k < 2; k++) {
+        struct rig r;
+        rig_open(&r);
+        int small = 4096;
+        CHECK_EQ(setsockopt(r.b, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+        CHECK_EQ(setsockopt(r.sv, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+        size_t sent = 0;
+        ssize_t n;
+        while (sent < sizeof(junk) &&
+               (n = send(r.cl, junk, sizeof(junk) - sent, MSG_DONTWAIT | MSG_NOSIGNAL)) > 0)
+            sent += (size_t)n;
+        CHECK(sent >= 64 * 1024);
+        struct bg g = {.a = r.a, .b = r.b};
+        tpc_relay_opts o = {.chunk = chunks[k]};
+        tpc_relay_handle *h;
+        CHECK_EQ(tpc_relay_start(r.a, r.b, &o, bg_done, &g, &h), 0);
+        WAIT_UNTIL(held(ns) >= 2);
+        loop_turns(8);
+        CHECK(held(ns) <= 2);
+        CHECK_EQ(tpc_relay_stop(h), 0);
+        WAIT_UNTIL(g.calls == 1);
+        CHECK(g.st.a_to_b > 0);
+        if (chunks[k]) /* what was sent went in chunks of at most 1000 bytes: 2 of them held */
+            CHECK(g.st.a_to_b_unsent <= 2 * chunks[k]);
+        close(r.cl);
+        close(r.sv);
+    }
+    tpc__relay_chunks(old);
+    return 0;
+}
+
+static void test_relay_first_receive_keeps_share(void **state)
+{
+    (void)state;
+    run_main(1, first_share_main, NULL);
+}
+
 /* Many idle relays cost no fiber; tpc_relay_stop ends one (done: -ECANCELED, the other side
  * sees its socket close); the idle limit ends another; misuse is refused. */
 static int bg_stop_main(void *arg)
@@ -1024,6 +1146,8 @@ int main(void)
         cmocka_unit_test(test_relay_start_stop),
         cmocka_unit_test(test_relay_start_at_shutdown),
         cmocka_unit_test(test_relay_pool_taken_by_stuck_directions),
+        cmocka_unit_test(test_relay_moves_off_a_full_pool),
+        cmocka_unit_test(test_relay_first_receive_keeps_share),
     };
     return cmocka_run_group_tests(tests, warm_up, NULL);
 }
