@@ -1246,7 +1246,9 @@ static size_t used_memory(const char **what)
     return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-static int info(struct conn *c)
+/* INFO [section ...]: every section, or those named (case aside; "all", "everything" and
+ * "default" name every one), as Redis. */
+static int info(struct conn *c, const char **argv, const size_t *argl, size_t argc)
 {
     int rc = on_all(c, ALL_COUNT, NULL, 0);
     if (rc < 0)
@@ -1266,25 +1268,42 @@ static int info(struct conn *c)
         log_bytes += a->log_bytes;
     }
     on_all_free(c);
-    char text[1280];
     const char *allocator;
     size_t used = used_memory(&allocator);
     double per_key =
         keys ? (double)(used > start_memory ? used - start_memory : 0) / (double)keys : 0;
-    int n = snprintf(
-        text, sizeof(text),
-        "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
-        "tpc_kv_shards:%d\r\ntpc_kv_connection_shard:%d\r\n\r\n"
-        "# Memory\r\nused_memory:%zu\r\nmem_allocator:%s\r\ntpc_kv_bytes_per_key:%.1f\r\n\r\n"
-        "# Persistence\r\naof_enabled:%d\r\n"
-        "aof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
-        "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n\r\n"
-        "# Keyspace\r\ndb0:keys=%zu,expires=%zu,avg_ttl=%lld\r\n",
-        cfg.nshards, tpc_shard_id(), used, allocator, per_key, cfg.appendonly, rewriting > 0,
-        (unsigned long long)rewrites, (unsigned long long)log_bytes, (unsigned long long)log_writes,
-        (unsigned long long)direct, keys, expires,
-        expires ? (long long)(ttl / (double)expires) : 0);
-    sb_bulk(&c->local, text, (size_t)n);
+    char sec[4][320];
+    static const char *names[4] = {"server", "memory", "persistence", "keyspace"};
+    snprintf(sec[0], sizeof(sec[0]),
+             "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+             "tpc_kv_shards:%d\r\ntpc_kv_connection_shard:%d\r\n",
+             cfg.nshards, tpc_shard_id());
+    snprintf(sec[1], sizeof(sec[1]),
+             "# Memory\r\nused_memory:%zu\r\nmem_allocator:%s\r\ntpc_kv_bytes_per_key:%.1f\r\n",
+             used, allocator, per_key);
+    snprintf(
+        sec[2], sizeof(sec[2]),
+        "# Persistence\r\naof_enabled:%d\r\naof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
+        "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n",
+        cfg.appendonly, rewriting > 0, (unsigned long long)rewrites, (unsigned long long)log_bytes,
+        (unsigned long long)log_writes, (unsigned long long)direct);
+    snprintf(sec[3], sizeof(sec[3]), "# Keyspace\r\ndb0:keys=%zu,expires=%zu,avg_ttl=%lld\r\n",
+             keys, expires, expires ? (long long)(ttl / (double)expires) : 0);
+    bool want[4] = {argc < 2, argc < 2, argc < 2, argc < 2};
+    for (size_t k = 1; k < argc; k++)
+        for (int i = 0; i < 4; i++) {
+            bool every = (argl[k] == 3 && !strncasecmp(argv[k], "all", 3)) ||
+                         (argl[k] == 10 && !strncasecmp(argv[k], "everything", 10)) ||
+                         (argl[k] == 7 && !strncasecmp(argv[k], "default", 7));
+            want[i] |=
+                every || (argl[k] == strlen(names[i]) && !strncasecmp(argv[k], names[i], argl[k]));
+        }
+    char text[1300];
+    size_t n = 0;
+    for (int i = 0; i < 4; i++)
+        if (want[i])
+            n += (size_t)snprintf(text + n, sizeof(text) - n, "%s%s", n ? "\r\n" : "", sec[i]);
+    sb_bulk(&c->local, text, n);
     return 0;
 }
 
@@ -1302,7 +1321,7 @@ static int barrier(struct conn *c, struct slot *s)
     if (op == OP_SCAN) {
         rc = scan(c, argv, argl, s->argc);
     } else if (op == OP_INFO) {
-        rc = info(c);
+        rc = info(c, argv, argl, s->argc);
     } else if (op == OP_KEYS) {
         const char *pat = argl[1] == 1 && argv[1][0] == '*' ? NULL : argv[1];
         if ((rc = on_all(c, ALL_KEYS, pat, argl[1])) == 0) {

@@ -528,6 +528,18 @@ class Test(unittest.TestCase):
         self.assertEqual(ours.cmd("FLUSHALL"), "OK")
         self.assertEqual(info(ours)["db0"].split(",")[:2], ["keys=0", "expires=0"])
 
+    def test_info_sections(self):
+        # INFO names the sections it answers (as Redis): all of them, or those asked for
+        c = self.conn()
+        heads = lambda *a: [l for l in c.cmd("INFO", *a).decode().split("\r\n") if l.startswith("#")]
+        every = ["# Server", "# Memory", "# Persistence", "# Keyspace"]
+        self.assertEqual(heads(), every)
+        self.assertEqual(heads("keyspace"), ["# Keyspace"])
+        self.assertEqual(heads("MEMORY", "server"), ["# Server", "# Memory"])
+        self.assertEqual(heads("everything"), every)
+        self.assertEqual(c.cmd("INFO", "nosuch"), b"")
+        self.assertTrue(c.cmd("INFO", "keyspace").startswith(b"# Keyspace\r\ndb0:keys="))
+
     def test_big_command_in_small_pieces(self):
         # 200,001 arguments (3.9 MB) arriving 1 KB at a time: each piece goes on where the last
         # stopped (re-parsed from its start each time, this took minutes).
