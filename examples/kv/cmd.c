@@ -52,6 +52,7 @@ void db_flush(struct kv_db *db)
 {
     dict_free(&db->keys, true);
     db->expires = 0;
+    db->avg_ttl = 0; /* (as Redis: the next walk starts it afresh) */
 }
 
 struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen)
