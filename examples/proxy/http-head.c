@@ -305,6 +305,7 @@ void hh_init(hh_msg *m, bool response, bool head_request)
     m->response = response;
     m->head_request = head_request;
     m->in_value = m->head_done = m->done = m->no_body = m->chunked = m->until_eof = false;
+    m->ck = (struct hh_chunks){0};
     m->keep_alive = m->continue_100 = m->dechunk = m->too_many = false;
     m->on_data = NULL;
     m->arg = NULL;
@@ -363,15 +364,158 @@ int hh_head_feed(hh_msg *m, const char *base, size_t have)
     return HH_HEAD;
 }
 
+enum {
+    CK_SIZE,
+    CK_SIZE1,
+    CK_EXT,
+    CK_SIZE_LF,
+    CK_DATA,
+    CK_DATA_CR,
+    CK_DATA_LF,
+    CK_TLINE,
+    CK_TRAILER,
+    CK_TRAILER_LF,
+    CK_END_LF,
+    CK_DONE
+};
+
+static int hexval(unsigned char c)
+{
+    return c >= '0' && c <= '9'                     ? c - '0'
+           : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
+                                                    : -1;
+}
+
+/* Of in[0..len), how many bytes the chunked body still takes (all, or up to its last LF), or -1
+ * for framing RFC 9112 does not allow (http-head.h). */
+static long chunks_scan(struct hh_chunks *c, const char *in, size_t len)
+{
+    size_t i = 0;
+    while (i < len && c->st != CK_DONE) {
+        unsigned char ch = (unsigned char)in[i];
+        switch (c->st) {
+        case CK_SIZE: /* the first digit */
+        case CK_SIZE1: {
+            int v = hexval(ch);
+            if (v >= 0) {
+                if (c->left >> 59)
+                    return -1; /* a size past 2^63 */
+                c->left = c->left << 4 | (uint64_t)v;
+                c->st = CK_SIZE1;
+            } else if (c->st == CK_SIZE1 && (ch == ';' || ch == ' ' || ch == '\t')) {
+                c->st = CK_EXT;
+            } else if (c->st == CK_SIZE1 && ch == '\r') {
+                c->st = CK_SIZE_LF;
+            } else {
+                return -1;
+            }
+            break;
+        }
+        case CK_EXT: /* extensions: visible bytes, SP and HTAB, up to CR */
+            if (ch == '\r')
+                c->st = CK_SIZE_LF;
+            else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                return -1;
+            break;
+        case CK_SIZE_LF:
+            if (ch != '\n')
+                return -1;
+            c->line = 0;
+            c->st = c->left ? CK_DATA : CK_TLINE;
+            break;
+        case CK_DATA: {
+            size_t n = len - i < c->left ? len - i : (size_t)c->left;
+            c->left -= n;
+            i += n;
+            if (!c->left)
+                c->st = CK_DATA_CR;
+            continue;
+        }
+        case CK_DATA_CR:
+            if (ch != '\r')
+                return -1;
+            c->st = CK_DATA_LF;
+            break;
+        case CK_DATA_LF:
+            if (ch != '\n')
+                return -1;
+            c->st = CK_SIZE;
+            c->line = 0;
+            break;
+        case CK_TLINE: /* a trailer line's first byte, or the CR of the empty line */
+            if (ch == '\r') {
+                c->st = CK_END_LF;
+                break;
+            }
+            if (++c->tlines > HH_FIELDS_MAX)
+                return -1;
+            c->nlen = 0;
+            c->name_done = false;
+            c->st = CK_TRAILER;
+            /* fall through */
+        case CK_TRAILER:
+            if (ch == '\r') {
+                if (!c->name_done)
+                    return -1; /* no colon */
+                c->st = CK_TRAILER_LF;
+            } else if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+                return -1;
+            } else if (!c->name_done) {
+                if (ch == ':') {
+                    c->name_done = true;
+                    if (c->nlen == 0 || is(c->name, c->nlen, "content-length") ||
+                        is(c->name, c->nlen, "transfer-encoding") || is(c->name, c->nlen, "host"))
+                        return -1; /* (no framing, no routing in a trailer) */
+                } else if (!tchar(ch)) {
+                    return -1;
+                } else if (c->nlen < sizeof(c->name)) {
+                    c->name[c->nlen++] = (char)ch;
+                } else {
+                    c->nlen = sizeof(c->name); /* longer than any name looked for */
+                }
+            }
+            break;
+        case CK_TRAILER_LF:
+            if (ch != '\n')
+                return -1;
+            c->st = CK_TLINE;
+            break;
+        case CK_END_LF:
+            if (ch != '\n')
+                return -1;
+            c->st = CK_DONE;
+            break;
+        }
+        i++;
+        if (c->st == CK_SIZE1 || c->st == CK_EXT || c->st == CK_SIZE_LF) {
+            if (++c->line > HH_HEAD_MAX)
+                return -1; /* a size line (its extensions) past the head's limit */
+        } else if (c->st == CK_TRAILER || c->st == CK_TRAILER_LF || c->st == CK_TLINE ||
+                   c->st == CK_END_LF) {
+            if (++c->tbytes > HH_HEAD_MAX)
+                return -1;
+        }
+    }
+    return (long)i;
+}
+
 long hh_body_feed(hh_msg *m, const char *in, size_t len)
 {
     if (m->done || len == 0)
         return 0;
+    if (m->chunked) { /* (what http_parser then reads must end where this says) */
+        long n = chunks_scan(&m->ck, in, len);
+        if (n < 0)
+            return -1;
+        len = (size_t)n;
+    }
     http_parser_pause(&m->p, 0);
     size_t used = http_parser_execute(&m->p, &settings, in, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&m->p);
     if (e != HPE_OK && e != HPE_PAUSED)
         return -1;
+    if (m->chunked && (used != len || m->done != (m->ck.st == CK_DONE)))
+        return -1; /* the two readings differ */
     m->body_bytes += used;
     return (long)used;
 }

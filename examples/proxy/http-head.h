@@ -68,6 +68,16 @@ typedef struct hh_msg {
     int (*on_data)(void *arg, const char *p, size_t n); /* dechunk: 0 or -1 (stops) */
     void *arg;
     uint64_t body_bytes; /* bytes of the body (framing included) taken by hh_body_feed */
+    struct hh_chunks {   /* chunked framing, read strictly (RFC 9112 7.1) before http_parser */
+        uint8_t st;
+        bool name_done;  /* a trailer line: past its name */
+        uint8_t nlen;    /* its name's length so far (18: longer than any looked for) */
+        char name[18];   /* and its start, lower case */
+        uint64_t left;   /* a chunk's size, then its data still to come */
+        uint32_t line;   /* bytes of the current size line or trailer line */
+        uint32_t tbytes; /* of the trailer section */
+        uint32_t tlines;
+    } ck;
 } hh_msg;
 
 /* A request, or a response (head_request: the answer to a HEAD request). */
@@ -79,7 +89,12 @@ void hh_init(hh_msg *m, bool response, bool head_request);
 int hh_head_feed(hh_msg *m, const char *base, size_t have);
 
 /* The body: of in[0..len), the bytes that belong to the message (all, unless it ends inside);
- * m->done once it is complete. -1: malformed framing, or on_data failed. */
+ * m->done once it is complete. -1: malformed framing, or on_data failed. Chunked framing is
+ * read as RFC 9112 writes it (CRLF and nothing else ends a line, CRLF after each chunk's data,
+ * a size line and a trailer line within HH_HEAD_MAX, trailers within HH_HEAD_MAX and
+ * HH_FIELDS_MAX, none that frames a message), because the bytes are passed on as they are: a
+ * server that reads them as the RFC does then sees the same message (http_parser 2.9 lets
+ * through a bare LF in an extension, any two bytes after a chunk's data, any byte after CR). */
 long hh_body_feed(hh_msg *m, const char *in, size_t len);
 
 /* The sender closed the stream: 0 when that ends the message (m->done), else -1. */

@@ -131,6 +131,7 @@ class Backend:
     /early             a 103 Early Hints first
     /never             reads the request and never answers
     /cut               Content-Length 1000 and 10 bytes, then closes
+    /badchunks/N       a chunked body framed as RFC 9112 does not allow (N: 0 to 2)
     /drop              a keep-alive answer, then the connection closes
     /unframe           Connection naming Content-Length; a body like a second response
     /held              answered once self.release is set
@@ -231,6 +232,12 @@ class Backend:
             return False
         if path == "/eof":
             c.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+            return False
+        if path.startswith("/badchunks/"):  # chunked framing only a lenient reader takes
+            bodies = [b"5\r\nhelloXY0\r\n\r\n", b"5;\nabc\r\nhello\r\n0\r\n\r\n",
+                      b"5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n"]
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                      bodies[int(path.split("/")[2])])
             return False
         if path == "/early":
             c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
@@ -590,6 +597,42 @@ class HttpTest(unittest.TestCase):
                                  "GET /unframe HTTP/1.1", "GET /after HTTP/1.1"])
         self.assertEqual(dict(self.backends[0].heads[0][1]).get("content-length"),
                          str(len(hidden)))
+
+    def test_chunked_framing_is_strict(self):
+        # Chunked bytes are passed on as they are, so framing that a lenient reader takes and a
+        # strict one reads otherwise (a bare LF ending an extension, any two bytes after a
+        # chunk's data, a bare CR) must not pass: the request behind it would reach the server
+        # as one of its own (smuggled past routing), or a response would desync a connection.
+        p = self.start()
+        hidden = b"GET /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\n"
+        post = b"POST /hash HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        bad = [b"57;\n" + b"a" * 85 + b"\r\n\r\n0\r\n\r\n" + hidden + b"\r\n0\r\n\r\n",
+               b"5\r\nhelloXY0\r\n\r\n", b"5\rXhello\r\n0\r\n\r\n", b"5\nhello\r\n0\r\n\r\n",
+               b"5;" + b"e" * 20000 + b"\r\nhello\r\n0\r\n\r\n", b"g\r\nhello\r\n0\r\n\r\n",
+               b"0\r\nContent-Length: 5\r\n\r\n", b"0\r\nTransfer-Encoding: chunked\r\n\r\n",
+               b"0\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",
+               b"0\r\nX: " + b"v" * 20000 + b"\r\n\r\n", b"0\r\nNo colon\r\n\r\n",
+               b"1" * 17 + b"\r\n"]
+        for body in bad:
+            c, r = p.connect()
+            c.sendall(post + body)
+            self.assertEqual(read_response(r).status, 400, body[:40])
+            c.close()
+        self.assertNotIn("GET /smuggled HTTP/1.1", [line for line, _ in self.backends[0].heads])
+        c, r = p.connect()  # what RFC 9112 allows passes, extensions and trailers too
+        good = b"5;name=val ; x\r\nhello\r\n6\r\n world\r\n0;last\r\nX-T: 1\r\nX-U:\t2\r\n\r\n"
+        c.sendall(post + good)
+        resp = read_response(r)
+        self.assertEqual(resp.body.decode(), hashlib.sha256(b"hello world").hexdigest() + " chunked")
+        for n in range(3):  # and a response so framed is cut, not passed on
+            c.sendall(request("/badchunks/%d" % n))
+            with self.assertRaises((EOFError, ConnectionError)):
+                read_response(r)
+            c.close()
+            c, r = p.connect()
+        c.sendall(request("/after"))
+        self.assertEqual(read_response(r).body, b"a GET /after")
+        c.close()
 
     def test_close_lingers_for_a_client_still_sending(self):
         # The proxy closes after its answer while the client has sent more: without a lingering
