@@ -167,8 +167,27 @@ static void check_rewritten(const result *res, const uint8_t *in, size_t len, bo
         if (xff != (xff_before ? xff_before : 1) || host != 1 || !v || vlen < strlen(XFF) ||
             memcmp(v + vlen - strlen(XFF), XFF, strlen(XFF)))
             abort(); /* the client's address, last in the last X-Forwarded-For */
-        if (m.p.method != orig.p.method || m.target.len != orig.target.len ||
-            memcmp(res->out + m.target.off, copy + orig.target.off, m.target.len))
+        hh_span auth, rest;
+        const char *want = copy + orig.target.off, *got = res->out + m.target.off;
+        size_t wlen = orig.target.len;
+        if (hh_absolute(&orig, copy, &auth, &rest)) { /* origin form, the authority as Host */
+            int hi = hh_find(&m, HK_HOST);
+            size_t hlen;
+            const char *hv = hi >= 0 ? hh_value(&m, res->out, (unsigned)hi, &hlen) : NULL;
+            if (!hv || hlen != auth.len || memcmp(hv, copy + auth.off, hlen))
+                abort();
+            bool slash = rest.len && copy[rest.off] == '/';
+            if (!slash && (m.target.len == 0 || got[0] != '/'))
+                abort();
+            want = copy + rest.off;
+            wlen = rest.len;
+            got += !slash;
+            if (m.target.len != wlen + !slash)
+                abort();
+        } else if (m.target.len != wlen) {
+            abort();
+        }
+        if (m.p.method != orig.p.method || memcmp(got, want, wlen))
             abort();
     } else if (m.p.status_code != orig.p.status_code) {
         abort();

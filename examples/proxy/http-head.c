@@ -199,6 +199,15 @@ static int check_request(hh_msg *m, http_parser *p)
         return fail(m, 505, "only HTTP/1.0 and HTTP/1.1 are served");
     if (p->method == HTTP_CONNECT)
         return fail(m, 501, "CONNECT is not served");
+    for (uint32_t i = 0; i < m->target.len; i++) { /* visible ASCII only (RFC 9112 3.2) */
+        unsigned char ch = (unsigned char)m->base[m->target.off + i];
+        if (ch <= 0x20 || ch >= 0x7f)
+            return fail(m, 400, "malformed request target");
+    }
+    hh_span auth, rest;
+    if (m->target.len && m->base[m->target.off] != '/' && m->base[m->target.off] != '*' &&
+        !hh_absolute(m, m->base, &auth, &rest))
+        return fail(m, 400, "malformed request target");
     unsigned hosts = 0, te = 0, cl = 0;
     for (unsigned i = 0; i < m->nfields; i++) {
         hosts += m->kind[i] == HK_HOST;
@@ -566,12 +575,41 @@ static void put_field(writer *w, const hh_msg *m, const char *base, unsigned i)
     put(w, base + m->value[i].off, m->value[i].len);
 }
 
+bool hh_absolute(const hh_msg *m, const char *base, hh_span *auth, hh_span *rest)
+{
+    const char *t = base + m->target.off;
+    size_t n = m->target.len, skip = n >= 7 && !strncasecmp(t, "http://", 7)    ? 7
+                                     : n >= 8 && !strncasecmp(t, "https://", 8) ? 8
+                                                                                : 0;
+    if (!skip)
+        return false;
+    size_t a = skip, e = skip;
+    while (e < n && t[e] != '/' && t[e] != '?' && t[e] != '#')
+        e++;
+    for (size_t i = skip; i < e; i++) /* (userinfo, deprecated: not part of the host) */
+        if (t[i] == '@')
+            a = i + 1;
+    if (a == e)
+        return false; /* no host */
+    *auth = (hh_span){m->target.off + (uint32_t)a, (uint32_t)(e - a)};
+    *rest = (hh_span){m->target.off + (uint32_t)e, (uint32_t)(n - e)};
+    return true;
+}
+
 size_t hh_request_write(const hh_msg *m, const char *base, const char *xff, char *out, size_t cap)
 {
     writer w = {out, out + cap, false};
     puts_(&w, http_method_str((enum http_method)m->p.method));
     put(&w, " ", 1);
-    put(&w, base + m->target.off, m->target.len);
+    hh_span auth, rest;
+    bool absolute = hh_absolute(m, base, &auth, &rest);
+    if (absolute) { /* to the server in origin form, its Host the target's (RFC 9112 3.2.2) */
+        if (rest.len == 0 || base[rest.off] != '/')
+            put(&w, "/", 1);
+        put(&w, base + rest.off, rest.len);
+    } else {
+        put(&w, base + m->target.off, m->target.len);
+    }
     put(&w, " HTTP/1.1\r\n", 11);
     int last_xff = -1;
     bool host = false;
@@ -579,9 +617,15 @@ size_t hh_request_write(const hh_msg *m, const char *base, const char *xff, char
         last_xff = m->kind[i] == HK_XFF ? (int)i : last_xff;
         host |= m->kind[i] == HK_HOST;
     }
+    if (absolute) {
+        put(&w, "Host: ", 6);
+        put(&w, base + auth.off, auth.len);
+        put(&w, "\r\n", 2);
+        host = true;
+    }
     for (unsigned i = 0; i < m->nfields; i++) {
         int k = m->kind[i];
-        if (k == HK_HOP || k == HK_CONNECTION || k == HK_EXPECT)
+        if (k == HK_HOP || k == HK_CONNECTION || k == HK_EXPECT || (absolute && k == HK_HOST))
             continue;
         put_field(&w, m, base, i);
         if ((int)i == last_xff) {

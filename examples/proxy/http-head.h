@@ -100,12 +100,18 @@ long hh_body_feed(hh_msg *m, const char *in, size_t len);
 /* The sender closed the stream: 0 when that ends the message (m->done), else -1. */
 int hh_body_eof(hh_msg *m);
 
-/* The re-written request head for the server, into out[0..cap): "METHOD TARGET HTTP/1.1",
- * the headers but hop-by-hop ones (Connection and those it names, Keep-Alive, Proxy-
+/* The re-written request head for the server, into out[0..cap): "METHOD TARGET HTTP/1.1"
+ * (an absolute-form target in origin form, and Host then the target's authority in place of
+ * the client's), the headers but hop-by-hop ones (Connection and those it names, Keep-Alive, Proxy-
  * Connection, TE, Upgrade) and Expect: 100-continue, with `xff` (the client's
  * address) appended to the last X-Forwarded-For or in one of its own, and Host added (empty)
  * to an HTTP/1.0 request without one. Returns its length, or 0 if it does not fit. */
 size_t hh_request_write(const hh_msg *m, const char *base, const char *xff, char *out, size_t cap);
+
+/* Whether a request's target is in absolute form ("http://host:port/path?query", https too):
+ * then *auth is its authority (without userinfo) and *rest what follows it (path and query,
+ * perhaps empty). */
+bool hh_absolute(const hh_msg *m, const char *base, hh_span *auth, hh_span *rest);
 
 /* The re-written response head for the client: "HTTP/1.1 STATUS REASON", the headers but
  * hop-by-hop ones (Transfer-Encoding too when dechunk), then "Connection: close" when close,

@@ -36,7 +36,6 @@
 #define LINGER_NS    (2000 * 1000 * 1000LL) /* a lingering close reads on for this long, at most */
 #define POOL_SERVERS 64                     /* servers with idle connections, per shard */
 #define POOL_PER     512                    /* idle connections per server, per shard */
-#define POOL_CHECK   (100 * 1000 * 1000LL)  /* ns idle after which a pooled one is checked */
 
 /* ---- The per-shard pool of idle keep-alive connections to servers, by address ---- */
 
@@ -44,7 +43,6 @@ typedef struct pool_slot {
     tpc_addr addr;
     int n;
     int fd[POOL_PER];
-    uint64_t since[POOL_PER]; /* tpc_now() when fd[i] went idle */
 } pool_slot;
 
 typedef struct shard_pool {
@@ -92,16 +90,16 @@ static bool pool_usable(int fd)
            (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-/* An idle connection to the server at a, or -1. The most recently used comes first; one idle
- * for more than POOL_CHECK, or any for a request that must not be sent twice (check), is
- * looked at first (one system call): under load a connection goes back to work within
- * microseconds, and a server closes or speaks on an idle one after seconds. */
-static int pool_get(const tpc_addr *a, bool check)
+/* An idle connection to the server at a, or -1. The most recently used comes first, each looked
+ * at before use (one system call): a server that spoke on it while it was idle, even
+ * milliseconds after its last answer (a stray second response), would have its words taken
+ * for the next client's response. */
+static int pool_get(const tpc_addr *a)
 {
     pool_slot *s = pools[tpc_shard_id()] ? pool_find(a, false) : NULL;
     while (s && s->n) {
         int fd = s->fd[--s->n];
-        if ((!check && tpc_now() - s->since[s->n] < (uint64_t)POOL_CHECK) || pool_usable(fd))
+        if (pool_usable(fd))
             return fd;
         tpc_close(fd);
     }
@@ -112,7 +110,6 @@ static void pool_put(const tpc_addr *a, int fd)
 {
     pool_slot *s = pool_find(a, true);
     if (s && s->n < POOL_PER) {
-        s->since[s->n] = tpc_now();
         s->fd[s->n++] = fd;
     } else {
         tpc_close(fd);
@@ -518,13 +515,12 @@ static unsigned route(const hconn *h)
         return f->backend;
     const char *t = h->cbuf + h->req.target.off, *host = NULL;
     size_t tlen = h->req.target.len, hlen = 0;
-    if (tlen > 7 && (!strncasecmp(t, "http://", 7) || !strncasecmp(t, "https://", 8))) {
-        size_t skip = t[4] == ':' ? 7 : 8; /* absolute form: its authority is the host */
-        host = t + skip;
-        const char *slash = memchr(host, '/', tlen - skip);
-        hlen = slash ? (size_t)(slash - host) : tlen - skip;
-        t = slash ? slash : "/";
-        tlen = slash ? tlen - skip - hlen : 1;
+    hh_span auth, rest;
+    if (hh_absolute(&h->req, h->cbuf, &auth, &rest)) { /* its authority is the host */
+        host = h->cbuf + auth.off;
+        hlen = auth.len;
+        t = rest.len && h->cbuf[rest.off] == '/' ? h->cbuf + rest.off : "/";
+        tlen = rest.len && h->cbuf[rest.off] == '/' ? rest.len : 1;
     } else {
         int i = hh_find(&h->req, HK_HOST);
         if (i >= 0)
@@ -780,7 +776,7 @@ static int proxy_request(hconn *h)
         bool use_pool = true;
         atomic_fetch_add(&r->active[tpc_shard_id()], 1);
     again:;
-        int ufd = use_pool ? pool_get(&sv->addr, !idempotent(&h->req)) : -1;
+        int ufd = use_pool ? pool_get(&sv->addr) : -1;
         bool reused = ufd >= 0;
         if (reused)
             count(&h->sc->upstream_reused, 1);
