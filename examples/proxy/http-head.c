@@ -323,8 +323,19 @@ void hh_init(hh_msg *m, bool response, bool head_request)
     m->p.data = m;
 }
 
-static int head_error(hh_msg *m, enum http_errno e)
+/* have: the bytes of the head there are (an unknown method is told from a malformed request
+ * line once the space after it has come: until then, HH_NEED). */
+static int head_error(hh_msg *m, enum http_errno e, size_t have)
 {
+    if (!m->status && !m->response && e == HPE_INVALID_METHOD) {
+        size_t i = 0;
+        while (i < have && tchar((unsigned char)m->base[i]))
+            i++;
+        if (i == have)
+            return HH_NEED;
+        if (i > 0 && m->base[i] == ' ') /* a method, not one of http_parser's: RFC 9110 9.1 */
+            fail(m, 501, "method not implemented (http_parser's list only)");
+    }
     if (!m->status) {
         if (m->response)
             fail(m, 502, "a malformed response head");
@@ -355,7 +366,7 @@ int hh_head_feed(hh_msg *m, const char *base, size_t have)
     enum http_errno e = HTTP_PARSER_ERRNO(&m->p);
     if (e != HPE_PAUSED) {
         if (e != HPE_OK)
-            return head_error(m, e);
+            return head_error(m, e, have);
         m->fed += (uint32_t)used;
         return hh_head_feed(m, base, have); /* 431 if it is full */
     }
@@ -367,7 +378,7 @@ int hh_head_feed(hh_msg *m, const char *base, size_t have)
     http_parser_execute(&m->p, &settings, "\n", 1);
     e = HTTP_PARSER_ERRNO(&m->p);
     if (e != HPE_OK && e != HPE_PAUSED)
-        return head_error(m, e);
+        return head_error(m, e, have);
     if (m->done)
         m->no_body = true;
     return HH_HEAD;

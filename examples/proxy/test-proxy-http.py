@@ -876,6 +876,7 @@ class HttpTest(unittest.TestCase):
         self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400)
         self.expect_error(p, b"GET / HTTP/1.1\r\n\r\n", 400)  # no Host
         self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)
+        self.expect_error(p, b"FOO /a HTTP/1.1\r\nHost: a\r\n\r\n", 501)  # (not in the parser's list)
         for target in (b"/a\tb", b"/a\x0cb", b"/caf\xc3\xa9", b"/a\x7fb", b"noslash", b"http:///x"):
             self.expect_error(p, b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target, 400)
         self.expect_error(p, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
@@ -899,11 +900,11 @@ class HttpTest(unittest.TestCase):
         c.close()
         refused.close()
         stats = p.get("/stats")
-        for kind, n in (("bad_request", 10), ("head_too_large", 2), ("server_timeout", 1),
+        for kind, n in (("bad_request", 11), ("head_too_large", 2), ("server_timeout", 1),
                         ("request_timeout", 1), ("connect_refused", 1), ("body_aborted", 1)):
             self.assertRegex(stats, r"total:.* %s %d " % (kind, n))
         self.assertRegex(stats, r"frontend web: mode http requests 3 1xx 0 2xx 1 3xx 0 "
-                                r"4xx 13 5xx 2")
+                                r"4xx 13 5xx 3")
 
     def test_http_check_ejects_and_readmits(self):
         p = self.start(2, check="http", be="check_interval = 50ms\nrise = 2\nfall = 2\n"
