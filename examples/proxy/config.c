@@ -26,6 +26,7 @@ typedef struct parse {
     bool stats_seen;
     bool header;     /* the reader saw a [section] line not yet handled */
     int header_line; /* its line */
+    int read_err;    /* errno of a failed read (a directory, say), 0: none */
 } parse;
 
 static void error_at(parse *p, int line, const char *fmt, ...)
@@ -41,12 +42,20 @@ static void error_at(parse *p, int line, const char *fmt, ...)
     va_end(ap);
 }
 
+/* libinih's limit on a section's name (its MAX_SECTION, less the NUL): a longer one it cuts. */
+#define INI_SECTION_MAX 49
+
 /* One line for libinih, counted. A line longer than libinih's buffer is an error here, and
- * the rest of it is dropped (libinih would read it as a line of its own). */
+ * the rest of it is dropped (libinih would read it as a line of its own). Indentation is taken
+ * away (libinih would read an indented line as the previous value's continuation), and so is a
+ * UTF-8 byte order mark before the first line. */
 static char *reader(char *str, int num, void *stream)
 {
     parse *p = stream;
+    errno = 0;
     char *s = fgets(str, num, p->in);
+    if (!s && ferror(p->in))
+        p->read_err = errno ? errno : EIO;
     if (s) {
         p->line++;
         size_t n = strlen(s);
@@ -57,10 +66,20 @@ static char *reader(char *str, int num, void *stream)
                 ;
             s[0] = '\0'; /* an empty line for libinih */
         }
-        const char *t = s + strspn(s, " \t");
-        if (*t == '[') {
+        size_t skip = p->line == 1 && !strncmp(s, "\xEF\xBB\xBF", 3) ? 3 : 0;
+        skip += strspn(s + skip, " \t");
+        if (skip)
+            memmove(s, s + skip, strlen(s + skip) + 1);
+        if (*s == '[') {
             p->header = true;
             p->header_line = p->line;
+            const char *end = strchr(s, ']');
+            if (end && end - s - 1 > INI_SECTION_MAX) {
+                error_at(p, p->line, "section name too long (at most %d characters in [ ])",
+                         INI_SECTION_MAX);
+                p->header = false;
+                s[0] = '\0';
+            }
         }
     }
     return s;
@@ -119,6 +138,13 @@ static void *grow(void *base, unsigned n, size_t size)
     return p;
 }
 
+/* Names go into logs, stats and Prometheus labels as they are: letters, digits and - _ . : */
+static bool name_ok(const char *name)
+{
+    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") ==
+           strlen(name);
+}
+
 /* A "[kind NAME]" header: a new frontend or backend. */
 static void section_start(parse *p, const char *section)
 {
@@ -143,6 +169,11 @@ static void section_start(parse *p, const char *section)
     }
     if (strlen(name) >= PX_NAME_MAX) {
         error_at(p, p->header_line, "name too long in [%s]", section);
+        p->kind = SEC_BAD;
+        return;
+    }
+    if (!name_ok(name)) {
+        error_at(p, p->header_line, "bad name in [%s] (letters, digits and - _ . : only)", section);
         p->kind = SEC_BAD;
         return;
     }
@@ -250,6 +281,11 @@ static void server_line(parse *p, px_backend *b, const char *value)
     px_server s = {.weight = 1, .line = p->line};
     if (strlen(name) >= PX_NAME_MAX) {
         error_at(p, p->line, "server name too long in [%s]", p->section);
+        return;
+    }
+    if (!name_ok(name)) {
+        error_at(p, p->line, "bad server name '%s' in [%s] (letters, digits and - _ . : only)",
+                 name, p->section);
         return;
     }
     snprintf(s.name, sizeof(s.name), "%s", name);
@@ -462,11 +498,14 @@ int px_config_load(const char *file, px_config **out, FILE *errs)
     }
     int rc = ini_parse_stream(reader, &p, handler, &p);
     fclose(p.in);
-    if (rc > 0)
+    if (p.read_err)
+        error_at(&p, p.line, "cannot read: %s", strerror(p.read_err));
+    else if (rc > 0)
         error_at(&p, rc, "syntax error (expected [section], key = value, or a ; or # comment)");
     else if (rc < 0)
         error_at(&p, 0, "cannot read");
-    validate(&p);
+    if (!p.read_err)
+        validate(&p);
     if (p.errors) {
         px_config_free(p.c);
         return p.errors;

@@ -1102,7 +1102,7 @@ out:
 
 /* ---- check = http ---- */
 
-int http_check(int fd, const char *path, const tpc_addr *addr)
+int http_check(int fd, const char *path, const tpc_addr *addr, char *why, size_t whylen)
 {
     char host[128] = "";
     tpc_addr_format(addr, host, sizeof(host));
@@ -1125,15 +1125,20 @@ int http_check(int fd, const char *path, const tpc_addr *addr)
         if (r == HH_HEAD) {
             unsigned st = mp->p.status_code;
             rc = st >= 200 && st < 400 ? 0 : -EPROTO;
+            if (rc < 0)
+                snprintf(why, whylen, "HTTP status %u", st);
             break;
         }
         if (r == HH_ERROR || have == HH_HEAD_MAX) {
             rc = -EPROTO;
+            snprintf(why, whylen, "%s", r == HH_ERROR ? mp->why : "response head too large");
             break;
         }
         ssize_t k = tpc_recv(fd, buf + have, HH_HEAD_MAX - have, 0);
         if (k <= 0) {
             rc = k == 0 ? -EPROTO : (int)k;
+            if (k == 0)
+                snprintf(why, whylen, "closed before a whole response head");
             break;
         }
         have += (size_t)k;

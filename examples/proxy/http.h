@@ -17,7 +17,7 @@ int http_cut(void *arg);
 
 /* check = http on a connected socket: "GET path" to the server at addr; 0 when the answer's
  * status is 2xx or 3xx, else a negative errno (-EPROTO for another status or a malformed
- * answer). The caller's deadline bounds it. */
-int http_check(int fd, const char *path, const tpc_addr *addr);
+ * answer, said in why[0..whylen): "HTTP status 500", ...). The caller's deadline bounds it. */
+int http_check(int fd, const char *path, const tpc_addr *addr, char *why, size_t whylen);
 
 #endif

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <tpc.h>
 #include <unistd.h>
 #include "../metrics-http.h"
@@ -160,14 +162,20 @@ static long active_all(const srv_rt *r)
     return n;
 }
 
-/* The server that owns weighted slot `slot` (in [0, total weight)). */
-static unsigned by_slot(const px_backend *b, uint64_t slot)
+/* The server up that owns weighted slot `slot` of the servers up (in [0, their total weight)):
+ * a server down gives its share to the others in proportion to their weights. 0 if none is. */
+static unsigned by_slot(const px_backend *b, const srv_rt *rt, uint64_t slot)
 {
-    unsigned total = 0;
+    uint64_t total = 0;
     for (unsigned s = 0; s < b->nservers; s++)
-        total += b->servers[s].weight;
+        if (atomic_load_explicit(&rt[s].up, memory_order_relaxed))
+            total += b->servers[s].weight;
+    if (total == 0)
+        return 0;
     slot %= total;
     for (unsigned s = 0; s < b->nservers; s++) {
+        if (!atomic_load_explicit(&rt[s].up, memory_order_relaxed))
+            continue;
         if (slot < b->servers[s].weight)
             return s;
         slot -= b->servers[s].weight;
@@ -198,9 +206,9 @@ unsigned candidates(gen *g, unsigned bi, const tpc_addr *peer, unsigned *order)
     unsigned first = 0;
     uint64_t turn = atomic_fetch_add_explicit(&g->rr[bi], 1, memory_order_relaxed);
     if (b->balance == PX_BAL_ROUNDROBIN)
-        first = by_slot(b, turn);
+        first = by_slot(b, rt, turn);
     else if (b->balance == PX_BAL_SOURCE)
-        first = by_slot(b, hash_addr(peer));
+        first = by_slot(b, rt, hash_addr(peer));
     else { /* leastconn: fewest active per weight on this shard, ties in turn */
         long best_n = -1;
         unsigned best_w = 1;
@@ -421,8 +429,9 @@ static int health_check(void *arg)
         uint64_t next = tpc_now() + (uint64_t)b->check_interval_ns;
         tpc_deadline_set(b->check_interval_ns);
         int fd = tpc_connect(&sv->addr);
+        char why[96] = ""; /* an HTTP check's reason (else the errno's) */
         if (fd >= 0 && b->check == PX_CHECK_HTTP) {
-            int rc = http_check(fd, b->check_path, &sv->addr); /* within the same deadline */
+            int rc = http_check(fd, b->check_path, &sv->addr, why, sizeof(why)); /* (deadline) */
             tpc_close(fd);
             fd = rc < 0 ? rc : 0;
         } else if (fd >= 0)
@@ -443,7 +452,7 @@ static int health_check(void *arg)
             if (up && (unsigned)++r->fail_run >= b->fall) {
                 atomic_store(&r->up, 0);
                 printf("tpc-proxy: server %s/%s is DOWN (%s)\n", b->name, sv->name,
-                       tpc_strerror(fd));
+                       why[0] ? why : tpc_strerror(fd));
                 fflush(stdout);
             }
         }
@@ -717,6 +726,26 @@ static void print_addr(const char *what, const char *name, tpc_server *srv)
     fflush(stdout);
 }
 
+/* A Unix socket's file, or NULL (another family, or an abstract name). */
+static const char *unix_path(const tpc_addr *a)
+{
+    const struct sockaddr_un *u = (const struct sockaddr_un *)&a->sa;
+    return a->sa.sa_family == AF_UNIX && u->sun_path[0] ? u->sun_path : NULL;
+}
+
+/* A Unix socket's file that nobody listens on any more (left by a crash, say) goes before its
+ * frontend listens there; one that somebody does listen on stays (the listen then fails). */
+static void unlink_stale(const tpc_addr *a)
+{
+    const char *path = unix_path(a);
+    int fd = path ? socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    if (fd < 0)
+        return;
+    if (connect(fd, &a->sa, a->len) < 0 && errno == ECONNREFUSED)
+        unlink(path);
+    close(fd);
+}
+
 static fe_rt *fe_start(const px_frontend *f)
 {
     fe_rt *fe = calloc(1, sizeof(*fe));
@@ -729,6 +758,7 @@ static fe_rt *fe_start(const px_frontend *f)
     fe->mode = f->mode;
     fe_stat *st = fe_stat_for(f->name);
     fe->http = st ? st->http : NULL;
+    unlink_stale(&f->listen);
     tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
     int rc = fe->http ? tpc_server_start(&f->listen, &o,
                                          f->mode == PX_MODE_HTTP ? http_connection : connection, fe,
@@ -765,7 +795,9 @@ static void fe_stop(fe_rt *fe)
 {
     if (!fe)
         return;
-    tpc_server_stop(fe->srv); /* the connections still connecting (fibers) are done after it */
+    tpc_server_stop(fe->srv);   /* the connections still connecting (fibers) are done after it */
+    if (unix_path(&fe->listen)) /* its file goes with it (as nginx's does) */
+        unlink(unix_path(&fe->listen));
     fe_stat *st = fe_stat_for(fe->name);
     if (st)
         atomic_fetch_sub(&st->users, 1);

@@ -203,6 +203,48 @@ static void bad(void **state)
                                  "F:6: unknown key 'foo' in [backend b]", NULL});
 }
 
+/* Indented files (as HAProxy's are written) and a byte order mark load as plain ones; a section
+ * name longer than libinih keeps and a directory are told as such. */
+static void layout(void **state)
+{
+    (void)state;
+    px_config *c;
+    char errs[2048] = "";
+    int rc = load("\xEF\xBB\xBF; saved by an editor that marks UTF-8\n"
+                  "[frontend web]\n"
+                  "    listen = 127.0.0.1:8000\n"
+                  "\tbackend = app\n"
+                  "  [backend app]\n"
+                  "    server = a 127.0.0.1:9001 weight=2\n",
+                  &c, errs, sizeof(errs));
+    assert_string_equal(errs, "");
+    assert_int_equal(rc, 0);
+    assert_int_equal(c->nfrontends, 1);
+    assert_int_equal(c->nbackends, 1);
+    assert_int_equal(c->backends[0].nservers, 1);
+    assert_int_equal(c->backends[0].servers[0].weight, 2);
+    px_config_free(c);
+    char longer[512];
+    snprintf(longer, sizeof(longer),
+             "[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n[backend %042d]\n"
+             "server = s 127.0.0.1:2\n",
+             7);
+    memset(errs, 0, sizeof(errs));
+    assert_true(load(longer, &c, errs, sizeof(errs)) > 0);
+    assert_non_null(strstr(errs, "F:4: section name too long (at most 49 characters in [ ])"));
+    memset(errs, 0, sizeof(errs)); /* names go into Prometheus labels as they are */
+    assert_true(load("[frontend we\"b]\nlisten = 127.0.0.1:1\nbackend = b\n[backend b]\n"
+                     "server = a\\b 127.0.0.1:2\n",
+                     &c, errs, sizeof(errs)) > 0);
+    assert_non_null(
+        strstr(errs, "F:1: bad name in [frontend we\"b] (letters, digits and - _ . : only)"));
+    assert_non_null(strstr(errs, "F:5: bad server name 'a\\b' in [backend b]"));
+    FILE *e = fmemopen(errs, sizeof(errs), "w");
+    assert_true(px_config_load("/tmp", &c, e) > 0);
+    fclose(e);
+    assert_non_null(strstr(errs, "/tmp:0: cannot read: Is a directory"));
+}
+
 static void missing_file(void **state)
 {
     (void)state;
@@ -238,7 +280,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good),         cmocka_unit_test(http_mode), cmocka_unit_test(bad),
-        cmocka_unit_test(missing_file), cmocka_unit_test(durations),
+        cmocka_unit_test(missing_file), cmocka_unit_test(durations), cmocka_unit_test(layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -911,7 +911,7 @@ class HttpTest(unittest.TestCase):
                        "check_path = /health\n")
         a, b = self.backends
         a.healthy = False
-        p.wait_for(r"server app/s0 is DOWN")
+        p.wait_for(r"server app/s0 is DOWN \(HTTP status 503\)")  # (the reason said)
         c, r = p.connect()
         for i in range(4):  # all on b
             c.sendall(request("/x"))

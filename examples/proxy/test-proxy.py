@@ -283,6 +283,40 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(got.count(b"A"), 6)
         self.assertEqual(got.count(b"B"), 2)
 
+    def test_weights_with_a_server_down(self):
+        # A server down gives its share to the others by their weights (it went to the next
+        # server in the file: 1:2:3 with the third down was 2:1, not 1:2).
+        bs = [self.backend("tag", t) for t in (b"A", b"B", b"C")]
+        text = config(bs, check="tcp", extra_be="check_interval = 50ms\nrise = 1\nfall = 1\n")
+        for i, w in enumerate((1, 2, 3)):
+            text = text.replace("server = s%d %s" % (i, bs[i].addr),
+                                "server = s%d %s weight=%d" % (i, bs[i].addr, w))
+        self.proxy = p = Proxy(text)
+        mark = p.mark()
+        bs[2].close()
+        p.wait_for(r"server app/s2 is DOWN", mark)
+        got = [recv_all(p.connect()) for _ in range(30)]
+        self.assertEqual((got.count(b"A"), got.count(b"B"), got.count(b"C")), (10, 20, 0))
+
+    def test_unix_socket_frontend(self):
+        # A Unix socket's file goes with its frontend (the next start found it in use), and a
+        # stale one (nobody listening: a crash left it) is taken over.
+        b = self.backend("tag", b"A")
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "px.sock")
+            stale = socket.socket(socket.AF_UNIX)
+            stale.bind(path)
+            stale.close()  # (the file stays)
+            text = config([b]).replace("listen = 127.0.0.1:0\nbackend", "listen = unix:%s\nbackend" % path)
+            for _ in range(2):
+                p = Proxy(text)
+                c = socket.socket(socket.AF_UNIX)
+                c.settimeout(DEADLINE)
+                c.connect(path)
+                self.assertEqual(recv_all(c), b"A")
+                self.assertEqual(p.stop(), 0)
+                self.assertFalse(os.path.exists(path))
+
     def test_source(self):
         bs = [self.backend("tag", t) for t in (b"A", b"B", b"C")]
         p = self.start(bs, balance="source")
