@@ -89,6 +89,10 @@ bool log_conns;
 int nshards;
 static tpc_mutex reload_lock; /* shard 0's: a reload and the drain, one at a time */
 static bool draining;
+static _Atomic uint64_t drain_at; /* the drain's deadline (tpc_now), 0: none */
+static _Atomic unsigned retiring; /* frontends a reload removed whose connections go on */
+#define RETIRE_MAX 64
+static tpc_fiber *retirers[RETIRE_MAX]; /* shard 0's: their fibers, for the drain to cancel */
 
 void gen_put(gen *g)
 {
@@ -804,7 +808,8 @@ static void fe_stop(fe_rt *fe)
     bool cut = false;
     while (atomic_load(&fe->live) > 0) { /* (HTTP mode: none, its fibers were waited for) */
         int rc = tpc_sleep(5 * 1000 * 1000);
-        if (rc == -ETIMEDOUT && !cut) { /* the deadline: the rest are cut */
+        uint64_t at = atomic_load(&drain_at); /* (a retired frontend's: the drain's deadline) */
+        if ((rc == -ETIMEDOUT || (at && tpc_now() >= at)) && !cut) { /* the rest are cut */
             tpc_deadline_clear();
             tpc_on_all(relays_cut, fe);
             cut = true;
@@ -815,10 +820,17 @@ static void fe_stop(fe_rt *fe)
     fe_put(fe);
 }
 
-static int retire(void *arg)
+static int retire(void *arg) /* (counted in retiring by its spawner) */
 {
+    int slot = -1;
+    for (int i = 0; i < RETIRE_MAX && slot < 0; i++)
+        if (!retirers[i])
+            retirers[slot = i] = tpc_self();
     tpc_deadline_set(24LL * 3600 * 1000 * 1000 * 1000); /* established connections finish */
     fe_stop(arg);
+    if (slot >= 0)
+        retirers[slot] = NULL;
+    atomic_fetch_sub(&retiring, 1);
     return 0;
 }
 
@@ -888,8 +900,11 @@ static int apply(px_config *c)
     for (unsigned j = 0; j < nfes; j++)
         if (!kept[j]) {
             tpc_fiber_opts o = {.stack_size = 64 * 1024, .name = "retire", .detached = true};
-            if (tpc_spawn_opts(&o, retire, fes[j], NULL) < 0)
+            atomic_fetch_add(&retiring, 1);
+            if (tpc_spawn_opts(&o, retire, fes[j], NULL) < 0) {
+                atomic_fetch_sub(&retiring, 1);
                 fe_stop(fes[j]); /* no fiber: at once */
+            }
         }
     nfes = c->nfrontends < FE_MAX ? c->nfrontends : FE_MAX;
     memcpy(fes, next, sizeof(fes[0]) * nfes);
@@ -930,6 +945,7 @@ static int drain(void *arg)
     stop_arg args[FE_MAX];
     tpc_fiber *f[FE_MAX];
     unsigned n = nfes;
+    atomic_store(&drain_at, tpc_deadline_get()); /* frontends a reload removed: cut then too */
     for (unsigned i = 0; i < n; i++) {
         args[i] = (stop_arg){fes[i], tpc_deadline_get()};
         fes[i] = NULL; /* taken out first: a shutdown meanwhile does not stop it twice */
@@ -943,6 +959,16 @@ static int drain(void *arg)
     for (unsigned i = 0; i < n; i++)
         if (f[i])
             tpc_join(f[i], NULL); /* at the deadline: cancels it, which cuts its connections */
+    /* Frontends a reload removed: their connections get the same deadline, then are cut. */
+    while (atomic_load(&retiring) > 0 && tpc_sleep(5 * 1000 * 1000) == 0)
+        ;
+    for (int i = 0; i < RETIRE_MAX; i++)
+        if (retirers[i])
+            tpc_cancel(retirers[i]);
+    tpc_deadline_clear();
+    while (atomic_load(&retiring) > 0)
+        if (tpc_sleep(5 * 1000 * 1000) == -ECANCELED)
+            break;
     if (rc == 0)
         tpc_mutex_unlock(&reload_lock);
     return 0;

@@ -9,6 +9,7 @@ import random
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -457,6 +458,30 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(c.recv(1), b"")
         self.assertEqual(p.stop(sig=None), 0)
         c.close()
+
+    def test_drain_finishes_a_request_of_a_removed_frontend(self):
+        # The same for a frontend that a reload removed while the request was in flight: the
+        # drain waits for it too (it was cut at once).
+        self.backends = [Backend()]
+        text = config(self.backends)
+        p = Proxy(text, drain_ms=30000)
+        c, r = p.connect()
+        c.sendall(request("/held"))
+        until(lambda: any(line == "GET /held HTTP/1.1" for line, _ in self.backends[0].heads))
+        mark = p.mark()
+        p.write(text.replace("[frontend web]", "[frontend renamed]"))
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"reload done", mark)
+        mark = p.mark()
+        p.p.send_signal(signal.SIGTERM)
+        p.wait_for("draining", mark)
+        with self.assertRaises(subprocess.TimeoutExpired):  # a bound: it left within ms
+            p.p.wait(0.5)
+        self.backends[0].release.set()
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.body), (200, b"held"))
+        c.close()
+        self.assertEqual(p.stop(sig=None), 0)
 
     def test_busy_connections_share_mappings(self):
         """300 connections, each with a request its server holds: their records (about 90 KB

@@ -462,6 +462,31 @@ class ProxyTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 5 * SLOW)
         self.proxy = None
 
+    def test_drain_after_a_reload_removed_the_frontend(self):
+        # A connection of a frontend that a reload removed goes on through a drain, as one of a
+        # current frontend does (the drain cut it at once and the process left).
+        b = self.backend("echo")
+        text = config([b])
+        p = self.start([b], args=("--drain-ms", str(10000 * SLOW)))
+        c = p.connect()
+        c.sendall(b"before")
+        self.assertEqual(c.recv(6), b"before")
+        mark = p.mark()
+        p.write(text.replace("[frontend web]", "[frontend other]"))
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"reload done", mark)
+        mark = p.mark()
+        p.p.send_signal(signal.SIGTERM)
+        p.wait_for("draining", mark)
+        c.sendall(b"after")  # the established one goes on
+        self.assertEqual(c.recv(5), b"after")
+        self.assertIsNone(p.p.poll())  # and the process waits for it
+        c.close()
+        t0 = time.monotonic()
+        self.assertEqual(p.stop(None), 0)  # exits once it has finished, before the deadline
+        self.assertLess(time.monotonic() - t0, 5 * SLOW)
+        self.proxy = None
+
     def test_drain_two_frontends(self):
         b = self.backend("echo")
         text = config([b]) + "[frontend other]\nlisten = 127.0.0.1:0\nbackend = app\n"
