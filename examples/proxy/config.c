@@ -291,6 +291,12 @@ static void server_line(parse *p, px_backend *b, const char *value)
     snprintf(s.name, sizeof(s.name), "%s", name);
     if (!parse_addr(p, "server", addr, &s.addr))
         return;
+    if ((s.addr.sa.sa_family == AF_INET && !s.addr.in4.sin_port) ||
+        (s.addr.sa.sa_family == AF_INET6 && !s.addr.in6.sin6_port)) {
+        error_at(p, p->line, "server '%s' in [%s] has port 0 (nothing listens there)", name,
+                 p->section);
+        return;
+    }
     if (n == 3 && (strncmp(opt, "weight=", 7) || parse_uint(opt + 7, 1, 256, &s.weight) < 0)) {
         error_at(p, p->line, "bad server option '%s' in [%s] (expected weight=1..256)", opt,
                  p->section);

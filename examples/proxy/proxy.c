@@ -750,6 +750,30 @@ static void unlink_stale(const tpc_addr *a)
     close(fd);
 }
 
+static bool same_addr(const tpc_addr *a, const tpc_addr *b);
+
+/* Whether another process listens on a's TCP port: the listeners share a port among shards
+ * with SO_REUSEPORT, so a second tpc-proxy (same user) would bind there too and take half of
+ * the connections; a bind without it tells (nginx and HAProxy refuse to start). Addresses this
+ * process listens on already (a reload) and port 0 are not looked at. */
+static bool taken_elsewhere(const tpc_addr *a)
+{
+    if (a->sa.sa_family != AF_INET && a->sa.sa_family != AF_INET6)
+        return false;
+    if (a->sa.sa_family == AF_INET ? !a->in4.sin_port : !a->in6.sin6_port)
+        return false;
+    for (unsigned i = 0; i < nfes; i++)
+        if (fes[i] && same_addr(&fes[i]->listen, a))
+            return false;
+    int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0)
+        return false;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    bool taken = bind(fd, &a->sa, a->len) < 0 && errno == EADDRINUSE;
+    close(fd);
+    return taken;
+}
+
 static fe_rt *fe_start(const px_frontend *f)
 {
     fe_rt *fe = calloc(1, sizeof(*fe));
@@ -764,10 +788,12 @@ static fe_rt *fe_start(const px_frontend *f)
     fe->http = st ? st->http : NULL;
     unlink_stale(&f->listen);
     tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
-    int rc = fe->http ? tpc_server_start(&f->listen, &o,
-                                         f->mode == PX_MODE_HTTP ? http_connection : connection, fe,
-                                         &fe->srv)
-                      : -ENOMEM;
+    int rc = !fe->http ? -ENOMEM
+             : taken_elsewhere(&f->listen)
+                 ? -EADDRINUSE
+                 : tpc_server_start(&f->listen, &o,
+                                    f->mode == PX_MODE_HTTP ? http_connection : connection, fe,
+                                    &fe->srv);
     if (rc < 0) {
         char text[128];
         tpc_addr_format(&f->listen, text, sizeof(text));
@@ -1038,6 +1064,15 @@ static int usage(const char *argv0)
     return 2;
 }
 
+/* A whole number from lo to hi, or -1. */
+static long number(const char *text, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    return errno || end == text || *end || v < lo || v > hi ? -1 : v;
+}
+
 int main(int argc, char **argv)
 {
     tpc_config rc_config = {.drain = drain, .drain_ms = 5000};
@@ -1047,10 +1082,11 @@ int main(int argc, char **argv)
             config_file = argv[++i];
         else if (!strcmp(argv[i], "--check"))
             check = true;
-        else if (!strcmp(argv[i], "--shards") && i + 1 < argc)
-            rc_config.shards = (unsigned)atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--drain-ms") && i + 1 < argc)
-            rc_config.drain_ms = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--shards") && i + 1 < argc && number(argv[i + 1], 1, 4096) > 0)
+            rc_config.shards = (unsigned)number(argv[++i], 1, 4096);
+        else if (!strcmp(argv[i], "--drain-ms") && i + 1 < argc &&
+                 number(argv[i + 1], 1, 86400000) > 0)
+            rc_config.drain_ms = (unsigned)number(argv[++i], 1, 86400000);
         else if (!strcmp(argv[i], "--log"))
             log_conns = true;
         else

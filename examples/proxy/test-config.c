@@ -239,6 +239,11 @@ static void layout(void **state)
     assert_non_null(
         strstr(errs, "F:1: bad name in [frontend we\"b] (letters, digits and - _ . : only)"));
     assert_non_null(strstr(errs, "F:5: bad server name 'a\\b' in [backend b]"));
+    memset(errs, 0, sizeof(errs));
+    assert_true(load("[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n[backend b]\n"
+                     "server = s 127.0.0.1:0\n",
+                     &c, errs, sizeof(errs)) > 0);
+    assert_non_null(strstr(errs, "F:5: server 's' in [backend b] has port 0"));
     FILE *e = fmemopen(errs, sizeof(errs), "w");
     assert_true(px_config_load("/tmp", &c, e) > 0);
     fclose(e);

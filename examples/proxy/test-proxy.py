@@ -248,6 +248,10 @@ class ProxyTest(unittest.TestCase):
             self.assertEqual(r.returncode, 1)
             err = r.stderr.decode()
             self.assertIn("%s:4: unknown key 'foo' in [frontend x]" % bad, err)
+            for args in (("--shards", "abc"), ("--drain-ms", "0"), ("--shards",)):  # usage: 2
+                r = subprocess.run([PROXY, "-c", good, *args], capture_output=True, timeout=DEADLINE)
+                self.assertEqual(r.returncode, 2, args)
+                self.assertIn(b"usage:", r.stderr)
             self.assertIn("%s:3: unknown backend 'nope' in [frontend x]" % bad, err)
 
     def test_roundrobin(self):
@@ -297,6 +301,21 @@ class ProxyTest(unittest.TestCase):
         p.wait_for(r"server app/s2 is DOWN", mark)
         got = [recv_all(p.connect()) for _ in range(30)]
         self.assertEqual((got.count(b"A"), got.count(b"B"), got.count(b"C")), (10, 20, 0))
+
+    def test_second_instance_refused(self):
+        # A second tpc-proxy on an address the first listens on does not start (the listeners'
+        # SO_REUSEPORT let it bind there too and take half of the connections).
+        b = self.backend("tag", b"A")
+        p = self.start([b])
+        text = config([b]).replace("listen = 127.0.0.1:0\nbackend", "listen = %s\nbackend" % p.addr)
+        with tempfile.TemporaryDirectory() as d:
+            f = os.path.join(d, "second.ini")
+            with open(f, "w") as out:
+                out.write(text)
+            r = subprocess.run([PROXY, "-c", f], capture_output=True, timeout=DEADLINE)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"cannot listen on %s: address already in use" % p.addr.encode(), r.stderr)
+        self.assertEqual(recv_all(p.connect()), b"A")
 
     def test_unix_socket_frontend(self):
         # A Unix socket's file goes with its frontend (the next start found it in use), and a
