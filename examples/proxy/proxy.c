@@ -344,6 +344,12 @@ static int connect_backend(gen *g, const px_frontend *f, const tpc_addr *peer, s
         count(&(*r)->errors, 1);
         atomic_fetch_sub(&(*r)->active[tpc_shard_id()], 1);
         *result = err_name[kind];
+        snprintf(srv_name, PX_NAME_MAX, "%s", b->servers[order[k]].name); /* (the last tried) */
+        if (log_conns && k + 1 < n) {
+            printf("conn frontend=%s server=%s result=%s: trying the next server\n", f->name,
+                   srv_name, *result);
+            fflush(stdout);
+        }
     }
     return -1;
 }

@@ -389,10 +389,23 @@ class ProxyTest(unittest.TestCase):
 
     def test_refused_next_server(self):
         dead, live = self.backend("refuse"), self.backend("tag", b"B")
-        p = self.start([dead, live])
+        p = self.start([dead, live], args=("--log",))
+        mark = p.mark()
         for _ in range(4):
             self.assertEqual(recv_all(p.connect()), b"B")
         self.assertGreaterEqual(p.counter("connect_refused"), 1)
+        # the log names the server that refused, and the one that carried the connection
+        p.wait_for(r"conn frontend=web server=s0 result=connect_refused: trying the next server",
+                   mark)
+        p.wait_for(r"conn shard=\d frontend=web client=\S+ server=s1 up=0 down=1 result=ok", mark)
+        p.stop()
+        self.proxy = None
+        dead2 = self.backend("refuse")
+        p = self.proxy = self.start([dead2], args=("--log",))
+        mark = p.mark()
+        self.assertEqual(recv_all(p.connect()), b"")
+        p.wait_for(r"conn shard=\d frontend=web client=\S+ server=s0 up=0 down=0 "
+                   r"result=connect_refused", mark)
 
     def test_connect_timeout(self):
         hole, live = self.backend("blackhole"), self.backend("tag", b"B")
