@@ -1015,11 +1015,16 @@ static int proxy_main(void *arg)
         return 1;
     if (c->has_stats) {
         tpc_server_opts o = {.stack_size = 64 * 1024};
-        int rc = tpc_server_start(&c->stats_listen, &o, stats_conn, NULL, &stats_srv);
-        if (rc < 0)
-            fprintf(stderr, "tpc-proxy: cannot serve stats: %s\n", tpc_strerror(rc));
-        else
-            print_addr("stats", "http", stats_srv);
+        int rc = taken_elsewhere(&c->stats_listen)
+                     ? -EADDRINUSE
+                     : tpc_server_start(&c->stats_listen, &o, stats_conn, NULL, &stats_srv);
+        if (rc < 0) { /* (as a frontend's: the operator asked for it) */
+            char text[128];
+            tpc_addr_format(&c->stats_listen, text, sizeof(text));
+            fprintf(stderr, "tpc-proxy: [stats] cannot listen on %s: %s\n", text, tpc_strerror(rc));
+            return 1;
+        }
+        print_addr("stats", "http", stats_srv);
     }
     printf("tpc-proxy: running on %d shards\n", nshards);
     fflush(stdout);

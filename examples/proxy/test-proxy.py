@@ -316,6 +316,14 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn(b"cannot listen on %s: address already in use" % p.addr.encode(), r.stderr)
         self.assertEqual(recv_all(p.connect()), b"A")
+        with tempfile.TemporaryDirectory() as d:  # the same for [stats]
+            f = os.path.join(d, "second.ini")
+            with open(f, "w") as out:
+                out.write(config([b]).replace("[stats]\nlisten = 127.0.0.1:0", "[stats]\nlisten = %s" % p.stats))
+            r = subprocess.run([PROXY, "-c", f], capture_output=True, timeout=DEADLINE)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"[stats] cannot listen on %s: address already in use" % p.stats.encode(),
+                      r.stderr)
 
     def test_unix_socket_frontend(self):
         # A Unix socket's file goes with its frontend (the next start found it in use), and a
