@@ -365,7 +365,13 @@ static size_t walk(char *buf, size_t len, record_fn fn, void *arg, const char **
         }
         uint32_t n = get32(buf + off), sum = get32(buf + off + 4);
         if (n == PAD_LEN && sum == PAD_SUM) {
-            off = (off + 8 + BLOCK - 1) / BLOCK * BLOCK;
+            size_t next = (off + 8 + BLOCK - 1) / BLOCK * BLOCK;
+            if (next > len) { /* its filler cut (the log ends here: what is appended next must
+                                 not land where the pad says to skip) */
+                *why = "a pad record cut short";
+                break;
+            }
+            off = next;
             continue;
         }
         if (n == 0 && sum == 0) { /* the zeros a direct log lays ahead of its records */
@@ -563,6 +569,7 @@ int aof_scan(const char *dir, int shard, struct aof_scan *s)
         rc = (int)n;
     tpc_close(fd);
     if (rc == 0 && n >= HDR_LEN && !memcmp(buf, MAGIC, 8)) { /* (aof_open judges the rest) */
+        s->nshards = get32(buf + 12);
         const char *why;
         size_t records;
         walk(buf, (size_t)n, collect, s, &why, &records);
@@ -1013,16 +1020,19 @@ int aof_rewrite_start(struct aof *a)
         return 0;
     if (a->rw.on || a->rw.starting)
         return -EBUSY;
+    a->rw.starting = true; /* (before the open suspends: a second start in between is refused,
+                              or both wrote the one file, a header each) on once it has its cut */
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.rewrite", a->path);
     int fd = tpc_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0)
+    if (fd < 0) {
+        a->rw.starting = false;
         return fd;
+    }
     char hdr[HDR_LEN] = MAGIC;
     put32(hdr + 8, VERSION);
     put32(hdr + 12, (uint32_t)a->nshards);
     a->rw.fd = fd;
-    a->rw.starting = true; /* on once the rewriter has its cut */
     a->rw.ready = false;
     tpc_event_reset(&a->rw.done);
     sb_put(&a->rw.out, hdr, HDR_LEN);

@@ -42,6 +42,7 @@ struct aof_scan {
     uint64_t max_stamp; /* the largest stamp or cut it holds */
     char *log;          /* the log as read (NULL: none), for aof_open to replay */
     size_t len;
+    uint32_t nshards; /* the shard count its header says (0: none read) */
 };
 
 /* The decision over every log: the stamps of commands not replayed (sorted), and where the clock

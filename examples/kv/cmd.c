@@ -59,6 +59,8 @@ struct entry *db_lookup(struct kv_db *db, const char *key, size_t klen)
 {
     struct entry *e = dict_find(&db->keys, key, klen, kv_hash(key, klen));
     if (e && e->expire && e->expire <= db->now && !db->loading) {
+        if (db->expiring)
+            db->expiring(db->expiring_arg, e);
         db_del(db, e);
         db->expired++;
         return NULL;
@@ -78,6 +80,8 @@ static void expire_one(void *arg, struct entry *e)
     if (!e->expire)
         return;
     if (e->expire <= w->db->now) {
+        if (w->db->expiring && !w->db->loading)
+            w->db->expiring(w->db->expiring_arg, e);
         db_del(w->db, e);
         w->db->expired++;
         w->n++;

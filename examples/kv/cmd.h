@@ -52,7 +52,12 @@ struct kv_db {
     uint64_t expired; /* keys removed because their time passed */
     size_t expires;   /* keys with a time (db_set_expire, db_del, db_flush keep it) */
     int64_t avg_ttl;  /* ms: what those keys have left, averaged over active expiry's walks */
-    bool loading;     /* replaying a log: nothing expires (as Redis), db_expire_all after */
+    /* Called with a key whose time passed, just before it goes (lazily or by active expiry;
+     * not while loading): the log writes a DEL, so that a replay sees the commands after it
+     * on the key as they ran (Redis logs the same). NULL: none. */
+    void (*expiring)(void *arg, const struct entry *e);
+    void *expiring_arg;
+    bool loading; /* replaying a log: nothing expires (as Redis), db_expire_all after */
 };
 
 struct command {

@@ -200,6 +200,14 @@ struct start {
     struct aof_scan *scans; /* by shard (NULL: no logs) */
 };
 
+/* A key whose time passed goes from the log too (cmd.h, kv_db.expiring). */
+static void log_expired(void *arg, const struct entry *e)
+{
+    struct shard *sh = arg;
+    if (sh->aof.fd >= 0)
+        aof_append(&sh->aof, 2, (const char *[]){"DEL", e->key}, (size_t[]){3, e->klen});
+}
+
 static int shard_init(void *arg)
 {
     struct start *st = arg;
@@ -208,6 +216,8 @@ static int shard_init(void *arg)
         return -ENOMEM;
     dict_init(&sh->db.keys);
     tpc_event_init(&sh->unlocked, true);
+    sh->db.expiring = log_expired; /* (after the replay: nothing expires while it runs) */
+    sh->db.expiring_arg = sh;
     tpc_timer_init(&sh->expire_timer, expire_tick, sh);
     int rc = tpc_shard_set(cfg.key, sh);
     if (rc < 0) {
@@ -1508,6 +1518,20 @@ static int kv_main(void *arg)
         if (!(st.scans = calloc((size_t)cfg.nshards, sizeof(*st.scans))))
             return 1;
         rc = tpc_on_all(shard_scan, st.scans);
+        int present = 0, same = 0;
+        for (int i = 0; rc == 0 && i < cfg.nshards; i++) {
+            present += st.scans[i].log != NULL;
+            same += st.scans[i].nshards == (uint32_t)cfg.nshards;
+        }
+        if (rc == 0 && present && present < cfg.nshards && same == present) {
+            fprintf(stderr, "tpc-kv: %s has the logs of %d of %d shards; missing:", cfg.dir,
+                    present, cfg.nshards);
+            for (int i = 0; i < cfg.nshards; i++)
+                if (!st.scans[i].log)
+                    fprintf(stderr, " tpc-kv-%d.aof", i);
+            fprintf(stderr, " (restore it, or remove every log to start empty): not starting\n");
+            rc = -ENOENT;
+        }
         if (rc == 0)
             rc = aof_decide(st.scans, cfg.nshards, &st.verdict);
         atomic_store(&txn_clock, st.verdict.clock);
