@@ -379,6 +379,8 @@ struct bcmd {
 
 struct batch {
     bool txn;       /* part of a multi-shard command: the owner is locked for it; unlock after */
+    bool hold;      /* and with appendfsync always, the owner stays locked after its part: the
+                       command unlocks every owner once every part is synced (multi) */
     uint64_t token; /* the command's lock token */
     int owner;      /* the shard it runs on */
     bool ran;       /* batch_run began (read by batch_release, after the call let it go) */
@@ -478,7 +480,7 @@ static int batch_run(void *p)
     }
     if (argv != argv_small)
         free(argv);
-    if (b->txn)
+    if (b->txn && !b->hold)
         unlock_if(sh, b->token);
     return aof_wait(&sh->aof, sh->aof.appended); /* appendfsync always: synced first */
 }
@@ -489,8 +491,11 @@ static int batch_run(void *p)
  * and the next start would replay the other parts alone). */
 static int batch_detached(void *p)
 {
-    batch_run(p);
-    batch_free(p);
+    struct batch *b = p;
+    batch_run(b);
+    if (b->hold) /* (nobody waits for the others: as soon as its own part is synced) */
+        unlock_if(me(), b->token);
+    batch_free(b);
     return 0;
 }
 
@@ -511,6 +516,8 @@ static void finish_part(int shard, tpc_fiber_fn run, void *arg, uint64_t token,
 static void batch_release(void *p)
 {
     struct batch *b = p;
+    if (b->ran && b->hold) /* its caller stopped waiting: nobody unlocks all at once */
+        tpc_submit_to(b->owner, txn_unlock, (void *)(uintptr_t)b->token);
     if (b->ran || !b->tag.stamp)
         batch_free(b);
     else
@@ -925,6 +932,10 @@ static int multi(struct conn *c, struct slot *s)
             b->tag = (struct aof_tag){.stamp = stamp, .owners = strdup(owners)};
             if (!b->tag.owners)
                 abort();
+            /* With always, no owner serves another command (and acknowledges it) on the keys
+             * of this one before every part is on disk: a crash between would drop the
+             * command whole (aof.h) under a write that depended on it. */
+            b->hold = cfg.appendfsync == AOF_ALWAYS;
         }
         free(owners);
     }
@@ -939,6 +950,9 @@ static int multi(struct conn *c, struct slot *s)
                 batch_release(c->batches[c->items[k].shard]);
                 c->batches[c->items[k].shard] = NULL;
             }
+        for (size_t k = 0; !released && k < nitems; k++) /* every part synced: all unlocked */
+            if (c->batches[c->items[k].shard] && c->batches[c->items[k].shard]->hold)
+                tpc_submit_to(c->items[k].shard, txn_unlock, (void *)(uintptr_t)token);
         for (size_t k = 0; rc == 0 && k < nitems; k++)
             rc = c->items[k].err < 0 ? c->items[k].err : c->items[k].result;
         if (rc < 0 && !stamped) /* parts that did not run, or may still: owners unlocked */

@@ -1057,6 +1057,36 @@ class Durability(unittest.TestCase):
         c.close()
         self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
+    def test_multi_shard_write_seen_only_once_on_disk(self):
+        # With always, an owner of an MSET over several shards serves no other command on its
+        # keys before every part is on disk: a reader that saw the MSET's value (or a write
+        # acknowledged on it) must find it after a crash (one owner's log behind another's,
+        # the crash between, dropped the MSET whole under what was seen).
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        paths = [os.path.join(self.dir.name, "tpc-kv-%d.aof" % i) for i in range(2)]
+
+        def shard_of(key):
+            before = [record_bytes(p) for p in paths]
+            c.cmd("SET", key, "x" * 5000)
+            grew = [record_bytes(p) - b for p, b in zip(paths, before)]
+            return 0 if grew[0] > grew[1] else 1
+        ka = "a"
+        kb = next(k for k in ("b%d" % i for i in range(64)) if shard_of(k) != shard_of(ka))
+        self.assertEqual(c.cmd("MSET", ka, "10", kb, "10"), "OK")
+        big, mset = Conn(kv.port), Conn(kv.port)
+        big.send(encode("SET", "{%s}big" % kb, b"z" * (32 << 20)))  # kb's owner: its log behind
+        until(lambda: c.cmd("EXISTS", "{%s}big" % kb) == 1, "the big value is in")
+        mset.send(encode("MSET", ka, "20", kb, "20"))
+        until(lambda: c.cmd("GET", ka) == b"20", "the MSET's value seen")
+        kv.p.kill()
+        kv.p.wait(timeout=DEADLINE)
+        kv = self.start("always", shards=2)
+        c = Conn(kv.port)
+        self.assertEqual((c.cmd("GET", ka), c.cmd("GET", kb)), (b"20", b"20"))
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
     def test_concurrent_rewrites_one_file(self):
         # Two BGREWRITEAOF at once (two connections, one loop turn): one rewrite, not two into
         # the one file (a second header there cut every record after it at the next start).
