@@ -24,9 +24,12 @@ typedef struct parse {
     int kind;                      /* SEC_... */
     unsigned index;                /* of the frontend or backend being read */
     bool stats_seen;
-    bool header;     /* the reader saw a [section] line not yet handled */
-    int header_line; /* its line */
-    int read_err;    /* errno of a failed read (a directory, say), 0: none */
+    bool header;       /* the reader saw a [section] line not yet handled */
+    int header_line;   /* its line */
+    int read_err;      /* errno of a failed read (a directory, say), 0: none */
+    char seen[24][24]; /* the keys of the section so far (server and route may repeat) */
+    int seen_line[24];
+    int nseen;
 } parse;
 
 static void error_at(parse *p, int line, const char *fmt, ...)
@@ -413,10 +416,23 @@ static int handler(void *user, const char *section, const char *key, const char 
     parse *p = user;
     if (p->header) {
         p->header = false;
+        p->nseen = 0;
         section_start(p, section);
     }
     if (p->kind == SEC_BAD)
         return 1; /* reported with its header */
+    if (p->kind != SEC_NONE && strcmp(key, "server") && strcmp(key, "route")) {
+        for (int i = 0; i < p->nseen; i++)
+            if (!strcmp(p->seen[i], key)) {
+                error_at(p, p->line, "duplicate key '%s' in [%s] (first on line %d)", key,
+                         p->section, p->seen_line[i]);
+                return 1;
+            }
+        if (p->nseen < 24 && strlen(key) < sizeof(p->seen[0])) {
+            strcpy(p->seen[p->nseen], key);
+            p->seen_line[p->nseen++] = p->line;
+        }
+    }
     if (p->kind == SEC_FRONTEND)
         frontend_key(p, &p->c->frontends[p->index], key, value);
     else if (p->kind == SEC_BACKEND)

@@ -182,11 +182,16 @@ static void bad(void **state)
         (const char *const[]){"F:5: unknown backend 'nowhere' in a route of [frontend a]",
                               "F:6: bad route 'example.com api b' in [frontend a]",
                               "F:7: bad route 'example.com /api' in [frontend a]",
-                              "F:8: bad mode 'gopher' in [frontend a] (expected tcp or http)",
+                              "F:8: duplicate key 'mode' in [frontend a] (first on line 2)",
                               "F:12: route in [frontend t] needs mode = http",
                               "F:15: bad check 'smoke' in [backend b] (expected tcp, http or none)",
                               "F:16: bad check_path 'health' in [backend b]", NULL});
     expect("", 1, (const char *const[]){"no [frontend NAME] section", NULL});
+    expect("[frontend a]\nmode = gopher\nlisten = 1.2.3.4:5\nbackend = b\n[backend b]\n"
+           "server = s 127.0.0.1:2\n",
+           1,
+           (const char *const[]){"F:2: bad mode 'gopher' in [frontend a] (expected tcp or http)",
+                                 NULL});
     expect("listen = 127.0.0.1:9\n[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n"
            "[backend b]\nserver = s 127.0.0.1:2\n",
            1,
@@ -239,6 +244,13 @@ static void layout(void **state)
     assert_non_null(
         strstr(errs, "F:1: bad name in [frontend we\"b] (letters, digits and - _ . : only)"));
     assert_non_null(strstr(errs, "F:5: bad server name 'a\\b' in [backend b]"));
+    memset(errs, 0, sizeof(errs)); /* a key given twice (server and route may repeat) */
+    assert_true(load("[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\nlisten = 127.0.0.1:2\n"
+                     "[backend b]\nserver = s 127.0.0.1:2\nserver = t 127.0.0.1:3\n"
+                     "check = none\ncheck = tcp\n",
+                     &c, errs, sizeof(errs)) == 2);
+    assert_non_null(strstr(errs, "F:4: duplicate key 'listen' in [frontend a] (first on line 2)"));
+    assert_non_null(strstr(errs, "F:9: duplicate key 'check' in [backend b] (first on line 8)"));
     memset(errs, 0, sizeof(errs));
     assert_true(load("[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n[backend b]\n"
                      "server = s 127.0.0.1:0\n",
