@@ -72,7 +72,7 @@ typedef struct hh_msg {
         uint8_t st;
         bool name_done;  /* a trailer line: past its name */
         uint8_t nlen;    /* its name's length so far (18: longer than any looked for) */
-        char name[18];   /* and its start, lower case */
+        char name[18];   /* and its start, as written */
         uint64_t left;   /* a chunk's size, then its data still to come */
         uint32_t line;   /* bytes of the current size line or trailer line */
         uint32_t tbytes; /* of the trailer section */

@@ -756,7 +756,10 @@ static void unlink_stale(const tpc_addr *a)
     close(fd);
 }
 
-static bool same_addr(const tpc_addr *a, const tpc_addr *b);
+static bool same_addr(const tpc_addr *a, const tpc_addr *b)
+{
+    return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
+}
 
 /* Whether another process listens on a's TCP port: the listeners share a port among shards
  * with SO_REUSEPORT, so a second tpc-proxy (same user) would bind there too and take half of
@@ -831,9 +834,10 @@ static void fe_stop(fe_rt *fe)
 {
     if (!fe)
         return;
-    tpc_server_stop(fe->srv);   /* the connections still connecting (fibers) are done after it */
-    if (unix_path(&fe->listen)) /* its file goes with it (as nginx's does) */
-        unlink(unix_path(&fe->listen));
+    tpc_server_stop(fe->srv); /* the connections still connecting (fibers) are done after it */
+    const char *path = unix_path(&fe->listen);
+    if (path) /* its file goes with it (as nginx's does) */
+        unlink(path);
     fe_stat *st = fe_stat_for(fe->name);
     if (st)
         atomic_fetch_sub(&st->users, 1);
@@ -864,11 +868,6 @@ static int retire(void *arg) /* (counted in retiring by its spawner) */
         retirers[slot] = NULL;
     atomic_fetch_sub(&retiring, 1);
     return 0;
-}
-
-static bool same_addr(const tpc_addr *a, const tpc_addr *b)
-{
-    return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
 }
 
 /* A reload keeps what the checks know of a server that stays (same backend, name and
@@ -1088,16 +1087,18 @@ int main(int argc, char **argv)
 {
     tpc_config rc_config = {.drain = drain, .drain_ms = 5000};
     bool check = false;
+    long v;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-c") && i + 1 < argc)
             config_file = argv[++i];
         else if (!strcmp(argv[i], "--check"))
             check = true;
-        else if (!strcmp(argv[i], "--shards") && i + 1 < argc && number(argv[i + 1], 1, 4096) > 0)
-            rc_config.shards = (unsigned)number(argv[++i], 1, 4096);
+        else if (!strcmp(argv[i], "--shards") && i + 1 < argc &&
+                 (v = number(argv[++i], 1, 4096)) > 0)
+            rc_config.shards = (unsigned)v;
         else if (!strcmp(argv[i], "--drain-ms") && i + 1 < argc &&
-                 number(argv[i + 1], 1, 86400000) > 0)
-            rc_config.drain_ms = (unsigned)number(argv[++i], 1, 86400000);
+                 (v = number(argv[++i], 1, 86400000)) > 0)
+            rc_config.drain_ms = (unsigned)v;
         else if (!strcmp(argv[i], "--log"))
             log_conns = true;
         else
