@@ -362,7 +362,9 @@ class Test(unittest.TestCase):
                 if cursor == b"0":
                     break
             self.assertEqual(got, [b""])
-            self.assertTrue(c.cmd("GET\0x", "a").startswith("ERR unknown command"))
+        # (redis-server's answer depends on its hash seed: its lookup hashes the whole name
+        # and compares it as a C string)
+        self.assertTrue(ours.cmd("GET\0x", "a").startswith("ERR unknown command"))
 
     def test_redis_cli(self):
         cli = shutil.which("redis-cli")
