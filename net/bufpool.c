@@ -54,7 +54,16 @@ struct tpc_bufpool {
     unsigned promised; /* starved streams armed again whose receive has not completed yet */
     bool destroyed;    /* tpc_bufpool_destroy has run: gone once no stream or buffer uses it */
     tpc_list starved;  /* streams waiting for a free buffer, oldest first */
+    size_t mem_bytes;  /* mem's mapping */
+    tpc_timer unused;  /* no stream open and no buffer held since it started: trim */
 };
+
+/* How long a pool goes unused (no stream open on it, no buffer held) before its pages go back to
+ * the system: after a burst of traffic a shard's pools would otherwise keep every page the
+ * kernel ever received into. No receive can write into an unused pool, so the pages can go
+ * while its buffers stay in the ring; the next receive into one faults a zeroed page back in. */
+static int64_t trim_after = 1000000000; /* (tests shorten it: tpc__bufpool_trim_after) */
+static void trim(tpc_timer *t, void *arg);
 
 struct tpc_rx {
     struct tpc__multishot ms; /* the receive in the ring (one at a time) */
@@ -92,7 +101,9 @@ static void pool_free(tpc_bufpool *p)
 {
     if (p->br)
         munmap(p->br, p->br_bytes);
-    free(p->mem);
+    if (p->mem)
+        munmap(p->mem, p->mem_bytes);
+    tpc_timer_stop(&p->unused);
     free(p->next);
     free(p->len);
     free(p->gen);
@@ -125,18 +136,20 @@ int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out)
     tpc__list_init(&p->starved);
     p->br_bytes = tpc__page_round(count * sizeof(struct io_uring_buf));
     p->br = mmap(NULL, p->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    p->mem = malloc((size_t)count * size);
+    p->mem_bytes = tpc__page_round((size_t)count * size); /* (a mapping of its own: trimmed) */
+    p->mem = mmap(NULL, p->mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    tpc_timer_init(&p->unused, trim, p);
     p->next = malloc(count * sizeof(*p->next));
     p->len = malloc(count * sizeof(*p->len));
     p->gen = calloc(count, sizeof(*p->gen));
     p->owner = calloc(count, sizeof(*p->owner));
     p->state = calloc(count, 1);
     int rc = -ENOMEM;
-    if (p->br == MAP_FAILED) {
+    if (p->br == MAP_FAILED)
         p->br = NULL;
-        goto fail;
-    }
-    if (!p->mem || !p->next || !p->len || !p->gen || !p->owner || !p->state)
+    if (p->mem == MAP_FAILED)
+        p->mem = NULL;
+    if (!p->br || !p->mem || !p->next || !p->len || !p->gen || !p->owner || !p->state)
         goto fail;
     struct io_uring_buf_reg reg = {
         .ring_addr = (uintptr_t)p->br, .ring_entries = count, .bgid = p->bgid};
@@ -160,11 +173,31 @@ fail:
     return rc;
 }
 
-/* Gives a destroyed pool back to the kernel once nothing uses it any more. */
-static void pool_retire(tpc_bufpool *p)
+static void trim(tpc_timer *t, void *arg)
 {
-    if (!p->destroyed || p->nstreams || p->nheld)
+    (void)t;
+    tpc_bufpool *p = arg;
+    if (!p->nstreams && !p->nheld)
+        madvise(p->mem, p->mem_bytes, MADV_DONTNEED); /* (it cannot fail on a mapping of ours) */
+}
+
+int64_t tpc__bufpool_trim_after(int64_t ns)
+{
+    int64_t was = trim_after;
+    trim_after = ns >= 0 ? ns : 1000000000;
+    return was;
+}
+
+/* A stream closed or a buffer came back: once nothing uses the pool, a destroyed pool goes back
+ * to the kernel, a live one starts the wait before its pages do. */
+static void pool_unused(tpc_bufpool *p)
+{
+    if (p->nstreams || p->nheld)
         return;
+    if (!p->destroyed) {
+        tpc_timer_start(&p->unused, trim_after, 0);
+        return;
+    }
     if (p->shard->ep)
         tpc__ep_buf_ring_drop(p->shard, p->bgid);
     else
@@ -191,7 +224,7 @@ int tpc_bufpool_destroy(tpc_bufpool *p)
     if (p->destroyed)
         return -EINVAL;
     p->destroyed = true;
-    pool_retire(p); /* now, or when the last stream closes or the last buffer comes back */
+    pool_unused(p); /* now, or when the last stream closes or the last buffer comes back */
     return 0;
 }
 
@@ -426,7 +459,7 @@ int tpc_buf_release(tpc_buf *b)
         arm(rx); /* it may have stopped at its share */
     else
         rx_maybe_free(rx);
-    pool_retire(p);
+    pool_unused(p);
     return 0;
 }
 
@@ -453,6 +486,7 @@ int tpc__rx_open(int fd, tpc_bufpool *p, const struct tpc__rx_hooks *h, tpc_rx *
     tpc__list_init(&rx->starve_node);
     tpc_timer_init(&rx->retry, retry_fire, rx);
     p->nstreams++;
+    tpc_timer_stop(&p->unused);
     if (h)
         tpc__rx_hook(rx, h); /* before the first receive: its limit is the hooks' share */
     arm(rx);
@@ -539,7 +573,7 @@ static void close_finish(tpc_rx *rx)
     bool hooked = rx->hooked;
     rx_maybe_free(rx); /* else when the last fiber leaves or the last buffer comes back */
     unstarve(p);       /* buffers came back */
-    pool_retire(p);
+    pool_unused(p);
     if (hooked && h.gone)
         h.gone(h.arg);
 }

@@ -72,6 +72,9 @@ void tpc__rx_close_async(tpc_rx *rx);
 
 /* How many buffers the pool has. */
 unsigned tpc__bufpool_count(const tpc_bufpool *p);
+/* Sets how long a pool stays unused before its pages go (ns; negative: the default, 1 s) and
+ * returns the old value. Process-wide; for tests, set while no shard runs. */
+int64_t tpc__bufpool_trim_after(int64_t ns);
 
 /* The net layer's loop work: ends the running relays once the shard stops (net/relay.c). */
 bool tpc__relay_poll(struct tpc__shard *s, void *state);

@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "helpers.h"
 #include "net/internal.h" /* the shard's counters; tpc__rx_limit, the fault hooks */
@@ -1414,6 +1415,82 @@ static void test_rx_close_gives_queued_back(void **state)
     run_main(1, rx_close_queued_main, NULL);
 }
 
+/* Whether the page holding p is in memory. */
+static bool resident(const void *p)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    unsigned char in = 0;
+    CHECK_EQ(mincore((void *)((uintptr_t)p & ~(page - 1)), 1, &in), 0);
+    return in & 1;
+}
+
+enum { TRIM_TOUCH = 16 };
+
+/* Receives from a to the stream until TRIM_TOUCH chunks have come, recording where each was. */
+static void touch_pool(int a, tpc_rx *rx, char **where)
+{
+    static char block[48 * 1024];
+    for (int i = 0; i < TRIM_TOUCH; i++) {
+        CHECK_EQ(tpc_send(a, block, sizeof(block), 0), (ssize_t)sizeof(block));
+        tpc_buf b;
+        CHECK(tpc_rx_next(rx, &b) > 0);
+        where[i] = b.data;
+        CHECK(resident(b.data)); /* the kernel wrote into it */
+        size_t have = b.len;
+        CHECK_EQ(tpc_buf_release(&b), 0);
+        while (have < sizeof(block) && tpc_rx_next(rx, &b) > 0) { /* the rest of the block */
+            have += b.len;
+            CHECK_EQ(tpc_buf_release(&b), 0);
+        }
+    }
+}
+
+/* A pool that no stream uses gives its pages back, and a receive after that gets zeroed pages
+ * filled as usual; a pool with a stream open (idle) keeps them. */
+static int rx_trim_main(void *arg)
+{
+    (void)arg;
+    tpc_bufpool *kept, *trimmed;
+    CHECK_EQ(tpc_bufpool_create(8, 64 * 1024, &kept), 0);
+    CHECK_EQ(tpc_bufpool_create(8, 64 * 1024, &trimmed), 0);
+    int a1, b1, a2, b2;
+    tcp_pair(&a1, &b1);
+    tcp_pair(&a2, &b2);
+    tpc_rx *r1, *r2;
+    CHECK_EQ(tpc_rx_open(b1, kept, &r1), 0);
+    CHECK_EQ(tpc_rx_open(b2, trimmed, &r2), 0);
+    char *in_kept[TRIM_TOUCH], *in_trimmed[TRIM_TOUCH];
+    touch_pool(a1, r1, in_kept);
+    touch_pool(a2, r2, in_trimmed);
+    CHECK_EQ(tpc_rx_close(r2), 0); /* `trimmed` is unused from here */
+    for (int i = 0; i < TRIM_TOUCH; i++)
+        WAIT_UNTIL(!resident(in_trimmed[i]));
+    for (int i = 0; i < TRIM_TOUCH; i++)
+        CHECK(resident(in_kept[i])); /* its stream is open: used since before the other's end */
+    CHECK_EQ(tpc_rx_open(b2, trimmed, &r2), 0);
+    CHECK_EQ(tpc_send(a2, "again", 5, 0), 5);
+    tpc_buf b;
+    CHECK_EQ(tpc_rx_next(r2, &b), 5);
+    CHECK(!memcmp(b.data, "again", 5));
+    CHECK_EQ(tpc_buf_release(&b), 0);
+    CHECK_EQ(tpc_rx_close(r2), 0);
+    CHECK_EQ(tpc_rx_close(r1), 0);
+    CHECK_EQ(tpc_bufpool_available(kept), 8);
+    CHECK_EQ(tpc_bufpool_available(trimmed), 8);
+    CHECK_EQ(tpc_bufpool_destroy(kept), 0);
+    CHECK_EQ(tpc_bufpool_destroy(trimmed), 0);
+    tpc_close(a1), tpc_close(b1), tpc_close(a2), tpc_close(b2);
+    return 0;
+}
+
+static void test_rx_unused_pool_gives_pages_back(void **state)
+{
+    (void)state;
+    int64_t was = tpc__bufpool_trim_after(20 * MS);
+    run_main(1, rx_trim_main, NULL);
+    tpc__bufpool_trim_after(was);
+}
+
 /* The end of the stream is 0, and stays 0. */
 static int rx_end_main(void *arg)
 {
@@ -1820,6 +1897,7 @@ int main(void)
         cmocka_unit_test(test_rx_buffer_released_twice),
         cmocka_unit_test(test_rx_bad_arguments),
         cmocka_unit_test(test_rx_close_gives_queued_back),
+        cmocka_unit_test(test_rx_unused_pool_gives_pages_back),
         cmocka_unit_test(test_rx_end_of_stream),
         cmocka_unit_test(test_rx_peer_reset),
         cmocka_unit_test(test_rx_starved_stream_goes_on),

@@ -234,9 +234,11 @@ typedef struct tpc_buf {
  * pool's buffers (count / 4, at least 1), queued and handed out together; at that point it
  * stops receiving (the data waits in the socket) until its caller releases one of them, so a
  * peer whose handler is stuck (say in a send to a peer that never reads) cannot starve the
- * other streams. Returns 0, -EINVAL, -ENOMEM, -ENOSPC (65535 pools live on this shard; a
- * destroyed pool's id is reused), the kernel's error if it has no buffer rings (before Linux
- * 5.19), -EPERM outside a shard. */
+ * other streams. Memory: the buffers are one mapping whose pages come as the kernel first
+ * receives into them; once the pool has had no stream open and no buffer held for a second,
+ * its pages go back to the system (a receive after that faults in zeroed ones). Returns 0, -EINVAL,
+ * -ENOMEM, -ENOSPC (65535 pools live on this shard; a destroyed pool's id is reused), the kernel's
+ * error if it has no buffer rings (before Linux 5.19), -EPERM outside a shard. */
 TPC_EXTERN int tpc_bufpool_create(unsigned count, size_t size, tpc_bufpool **out);
 /* Releases the pool (NULL: no-op): no stream opens on it any more (tpc_rx_open: -EINVAL), the
  * streams open on it go on, and it is freed once the last of them is closed and the last
