@@ -895,13 +895,13 @@ static void dump_entry(struct aof *a, struct entry *e)
         const struct zset *z = e->val;
         argv[0] = "ZADD";
         argl[0] = 4;
-        for (size_t i = 0; i < z->n;) {
+        for (const struct znode *x = zset_first(z); x;) {
             size_t n = 2;
-            for (int k = 0; i < z->n && k < 64; i++, k++) {
-                argl[n] = (size_t)snprintf(nums[k], sizeof(nums[k]), "%.17g", z->v[i].score);
+            for (int k = 0; x && k < 64; x = x->lv[0].fwd, k++) {
+                argl[n] = (size_t)snprintf(nums[k], sizeof(nums[k]), "%.17g", x->score);
                 argv[n++] = nums[k];
-                argv[n] = z->v[i].m->d;
-                argl[n++] = z->v[i].m->len;
+                argv[n] = x->e->key;
+                argl[n++] = x->e->klen;
             }
             frame(b, n, argv, argl);
         }

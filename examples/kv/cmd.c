@@ -958,51 +958,6 @@ static void c_spop(ARGS)
 
 /* ---- Sorted sets ---- */
 
-static int zcmp(double s, const char *m, size_t ml, const struct zitem *b)
-{
-    if (s != b->score)
-        return s < b->score ? -1 : 1;
-    size_t n = ml < b->m->len ? ml : b->m->len;
-    int c = memcmp(m, b->m->d, n);
-    return c ? c : ml < b->m->len ? -1 : ml > b->m->len;
-}
-
-static size_t zfind(struct zset *z, const char *m, size_t ml)
-{
-    for (size_t i = 0; i < z->n; i++)
-        if (z->v[i].m->len == ml && memcmp(z->v[i].m->d, m, ml) == 0)
-            return i;
-    return SIZE_MAX;
-}
-
-static void zremove_at(struct zset *z, size_t i)
-{
-    free(z->v[i].m);
-    memmove(z->v + i, z->v + i + 1, (z->n - i - 1) * sizeof(*z->v));
-    z->n--;
-}
-
-static void zinsert(struct zset *z, double s, const char *m, size_t ml)
-{
-    if (z->n == z->cap) {
-        z->cap = z->cap ? z->cap * 2 : 4;
-        z->v = realloc(z->v, z->cap * sizeof(*z->v));
-        if (!z->v)
-            abort();
-    }
-    size_t lo = 0, hi = z->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (zcmp(s, m, ml, &z->v[mid]) > 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    memmove(z->v + lo + 1, z->v + lo, (z->n - lo) * sizeof(*z->v));
-    z->v[lo] = (struct zitem){s, str_new(m, ml)};
-    z->n++;
-}
-
 /* strtod over n bytes (copied: arguments are not NUL-terminated); *end_ok whether it took
  * them all. */
 static double to_double(const char *p, size_t n, bool *end_ok)
@@ -1097,7 +1052,7 @@ static void c_zadd(ARGS)
         return;
     }
     if (!e)
-        e = db_add(db, argv[1], argl[1], T_ZSET, calloc(1, sizeof(struct zset)));
+        e = db_add(db, argv[1], argl[1], T_ZSET, zset_new());
     struct zset *z = e->val;
     long long added = 0, changed = 0;
     double last = 0;
@@ -1105,9 +1060,9 @@ static void c_zadd(ARGS)
     for (size_t k = i; k < argc; k += 2) {
         double d;
         parse_double(argv[k], argl[k], &d);
-        size_t at = zfind(z, argv[k + 1], argl[k + 1]);
-        if (at != SIZE_MAX) {
-            double cur = z->v[at].score;
+        struct znode *x = zset_find(z, argv[k + 1], argl[k + 1]);
+        if (x) {
+            double cur = x->score;
             if (incr) {
                 d += cur;
                 if (isnan(d)) {
@@ -1121,16 +1076,14 @@ static void c_zadd(ARGS)
             last = d;
             if (d == cur)
                 continue;
-            zremove_at(z, at);
+            zset_rescore(z, x, d);
             changed++;
-        } else if (xx) {
-            continue;
-        } else {
+        } else if (!xx) {
+            zset_add(z, d, argv[k + 1], argl[k + 1]);
             added++;
             done = true;
             last = d;
         }
-        zinsert(z, d, argv[k + 1], argl[k + 1]);
     }
     if (z->n == 0)
         db_del(db, e);
@@ -1168,9 +1121,10 @@ static void c_zpopmin(ARGS)
         n = 0;
     sb_array(out, 2 * n);
     for (long long k = 0; k < n; k++) {
-        sb_bulk(out, z->v[0].m->d, z->v[0].m->len);
-        sb_double(out, z->v[0].score);
-        zremove_at(z, 0);
+        struct znode *x = zset_first(z);
+        sb_bulk(out, x->e->key, x->e->klen);
+        sb_double(out, x->score);
+        zset_remove(z, x);
     }
     if (z && z->n == 0)
         db_del(db, e);
@@ -1202,27 +1156,49 @@ static int lex_bound(const char *p, size_t n, int *kind, bool *open)
     return 0;
 }
 
-/* memcmp order, a prefix first. */
-static int lex_cmp(const struct str *m, const char *p, size_t n)
-{
-    int c = memcmp(m->d, p, m->len < n ? m->len : n);
-    return c ? c : (m->len > n) - (m->len < n);
-}
+/* A bound of a ZRANGE BYSCORE (v, open) or BYLEX (kind, open, the bound's bytes p, n). */
+struct zbound {
+    double v;
+    int kind;
+    bool open;
+    const char *p;
+    size_t n;
+};
 
-/* Whether member m is past (above) the lower bound lo / below the upper bound hi of a BYLEX. */
-static bool lex_above(const struct str *m, int kind, bool open, const char *p, size_t n)
+/* Whether a node is short of a lower bound / within an upper bound: each holds for a prefix of
+ * the set's order, which zset_count_while counts. BYLEX compares members in memcmp order, a
+ * prefix first. */
+static bool below_min(const struct znode *x, const void *arg)
 {
-    if (kind)
-        return kind < 0;
-    int c = lex_cmp(m, p + 1, n - 1);
-    return open ? c > 0 : c >= 0;
+    const struct zbound *b = arg;
+    return x->score < b->v || (b->open && x->score == b->v);
 }
-static bool lex_below(const struct str *m, int kind, bool open, const char *p, size_t n)
+static bool within_max(const struct znode *x, const void *arg)
 {
-    if (kind)
-        return kind > 0;
-    int c = lex_cmp(m, p + 1, n - 1);
-    return open ? c < 0 : c <= 0;
+    const struct zbound *b = arg;
+    return x->score < b->v || (!b->open && x->score == b->v);
+}
+static int lex_cmp(const struct znode *x, const struct zbound *b)
+{
+    size_t xl = x->e->klen, n = b->n - 1;
+    int c = memcmp(x->e->key, b->p + 1, xl < n ? xl : n);
+    return c ? c : (xl > n) - (xl < n);
+}
+static bool lex_below_min(const struct znode *x, const void *arg)
+{
+    const struct zbound *b = arg;
+    if (b->kind)
+        return b->kind > 0;
+    int c = lex_cmp(x, b);
+    return b->open ? c <= 0 : c < 0;
+}
+static bool lex_within_max(const struct znode *x, const void *arg)
+{
+    const struct zbound *b = arg;
+    if (b->kind)
+        return b->kind > 0;
+    int c = lex_cmp(x, b);
+    return b->open ? c < 0 : c <= 0;
 }
 
 /* ZRANGE key start stop [BYSCORE | BYLEX] [REV] [LIMIT offset count] [WITHSCORES], as Redis 7.
@@ -1267,18 +1243,16 @@ static void c_zrange(ARGS)
         return;
     }
     bool swap = rev && (byscore || bylex);
-    const char *lo = argv[swap ? 3 : 2], *hi = argv[swap ? 2 : 3];
-    size_t lol = argl[swap ? 3 : 2], hil = argl[swap ? 2 : 3];
+    struct zbound lo = {.p = argv[swap ? 3 : 2], .n = argl[swap ? 3 : 2]};
+    struct zbound hi = {.p = argv[swap ? 2 : 3], .n = argl[swap ? 2 : 3]};
     long long a = 0, b = 0;
-    double min = 0, max = 0;
-    bool minx = false, maxx = false;
-    int lok = 0, hik = 0;
-    if (byscore &&
-        (score_bound(lo, lol, &min, &minx) < 0 || score_bound(hi, hil, &max, &maxx) < 0)) {
+    if (byscore && (score_bound(lo.p, lo.n, &lo.v, &lo.open) < 0 ||
+                    score_bound(hi.p, hi.n, &hi.v, &hi.open) < 0)) {
         sb_error(out, "ERR min or max is not a float");
         return;
     }
-    if (bylex && (lex_bound(lo, lol, &lok, &minx) < 0 || lex_bound(hi, hil, &hik, &maxx) < 0)) {
+    if (bylex && (lex_bound(lo.p, lo.n, &lo.kind, &lo.open) < 0 ||
+                  lex_bound(hi.p, hi.n, &hi.kind, &hi.open) < 0)) {
         sb_error(out, "ERR min or max not valid string range item");
         return;
     }
@@ -1296,33 +1270,21 @@ static void c_zrange(ARGS)
     if (z && !byscore && !bylex && range(a, b, z->n, &from, &to)) {
         n = to - from + 1;
     } else if (z && (byscore || bylex) && offset >= 0) {
-        /* the members within the bounds, in ascending positions first..last */
-        size_t first = 0, last = z->n;
-        if (byscore) {
-            while (first < z->n && (z->v[first].score < min || (minx && z->v[first].score == min)))
-                first++;
-            while (last > first &&
-                   (z->v[last - 1].score > max || (maxx && z->v[last - 1].score == max)))
-                last--;
-        } else {
-            while (first < z->n && !lex_above(z->v[first].m, lok, minx, lo, lol))
-                first++;
-            while (last > first && !lex_below(z->v[last - 1].m, hik, maxx, hi, hil))
-                last--;
-        }
-        size_t within = last - first;
+        /* the members within the bounds, in ascending ranks first..last - 1 */
+        size_t first = zset_count_while(z, byscore ? below_min : lex_below_min, &lo);
+        size_t last = zset_count_while(z, byscore ? within_max : lex_within_max, &hi);
+        size_t within = last > first ? last - first : 0;
         n = (size_t)offset < within ? within - (size_t)offset : 0;
         if (count >= 0 && (size_t)count < n)
             n = (size_t)count;
         from = rev ? z->n - last + (size_t)offset : first + (size_t)offset;
     }
     sb_array(out, (long long)n * (scores ? 2 : 1));
-    for (size_t k = 0; k < n; k++) {
-        size_t pos = from + k;
-        const struct zitem *it = &z->v[rev ? z->n - 1 - pos : pos];
-        sb_bulk(out, it->m->d, it->m->len);
+    const struct znode *x = n ? zset_at(z, rev ? z->n - 1 - from : from) : NULL;
+    for (size_t k = 0; k < n; k++, x = rev ? x->back : x->lv[0].fwd) {
+        sb_bulk(out, x->e->key, x->e->klen);
         if (scores)
-            sb_double(out, it->score);
+            sb_double(out, x->score);
     }
 }
 
@@ -1340,11 +1302,11 @@ static void c_zscore(ARGS)
     struct entry *e = typed(db, argc, argv, argl, out, 1, T_ZSET, &bad);
     if (bad)
         return;
-    size_t at = e ? zfind(e->val, argv[2], argl[2]) : SIZE_MAX;
-    if (at == SIZE_MAX)
+    const struct znode *x = e ? zset_find(e->val, argv[2], argl[2]) : NULL;
+    if (!x)
         sb_nil(out);
     else
-        sb_double(out, ((struct zset *)e->val)->v[at].score);
+        sb_double(out, x->score);
 }
 
 /* ---- The table ---- */

@@ -60,13 +60,9 @@ void value_free(uint8_t type, void *val)
     case T_SET:
         dict_free(val, true);
         break;
-    case T_ZSET: {
-        struct zset *z = val;
-        for (size_t i = 0; i < z->n; i++)
-            free(z->v[i].m);
-        free(z->v);
+    case T_ZSET:
+        zset_release(val);
         break;
-    }
     default:
         break;
     }
@@ -83,8 +79,7 @@ size_t value_bytes(uint8_t type, const void *val)
     case T_LIST:
         return sizeof(struct list) + ((const struct list *)val)->cap * sizeof(void *);
     case T_ZSET:
-        return sizeof(struct zset) + ((const struct zset *)val)->cap * sizeof(struct zitem) +
-               ((const struct zset *)val)->n * 24;
+        return zset_bytes(val);
     default:
         return 64 * dict_size(val);
     }

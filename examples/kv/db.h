@@ -23,17 +23,6 @@ struct list {
     size_t head, n, cap;
 };
 
-/* A sorted set: members sorted by (score, member) in one array (inserts and lookups are linear:
- * fine for small sets, a skip list is the next step). */
-struct zitem {
-    double score;
-    struct str *m;
-};
-struct zset {
-    struct zitem *v;
-    size_t n, cap;
-};
-
 /* A table entry: the key, and its value by type. */
 struct entry {
     struct entry *next;
@@ -69,6 +58,45 @@ struct entry *dict_random(struct dict *d);
 /* SCAN over the table: calls fn for each entry of the buckets at cursor v, returns the next
  * cursor (0: done). An entry present for the whole scan is seen at least once. */
 uint64_t dict_scan(struct dict *d, uint64_t v, void (*fn)(void *arg, struct entry *e), void *arg);
+
+/* A sorted set (zset.c): a skip list of nodes ordered by (score, member), each link counting the
+ * nodes it passes over, and a dict from member to node. Every operation is O(log n) but a walk. */
+struct znode {
+    double score;
+    struct entry *e;    /* the member's entry in `members`: e->key, e->klen; e->val is the node */
+    struct znode *back; /* the node before, NULL for the first */
+    uint8_t levels;
+    struct zlevel {
+        struct znode *fwd;
+        size_t span; /* nodes from this one to fwd (to the end past the last) */
+    } lv[];
+};
+struct zset {
+    struct dict members;
+    struct znode *head; /* no member: its links lead into every level */
+    struct znode *tail;
+    size_t n;
+    int level; /* levels in use */
+};
+
+struct zset *zset_new(void);
+void zset_release(struct zset *z); /* frees what z holds, not z */
+size_t zset_bytes(const struct zset *z);
+struct znode *zset_find(struct zset *z, const char *m, size_t ml);
+/* Adds member m (not in z yet) with its score. */
+struct znode *zset_add(struct zset *z, double score, const char *m, size_t ml);
+void zset_rescore(struct zset *z, struct znode *x, double score);
+void zset_remove(struct zset *z, struct znode *x);
+static inline struct znode *zset_first(const struct zset *z)
+{
+    return z->head->lv[0].fwd;
+}
+/* The node of 0-based rank `rank` in order, NULL past the end. */
+struct znode *zset_at(const struct zset *z, size_t rank);
+/* How many nodes from the first on satisfy pred (which must hold for a prefix of the order and
+ * for nothing after it: a bound), in O(log n). */
+size_t zset_count_while(const struct zset *z, bool (*pred)(const struct znode *, const void *),
+                        const void *arg);
 
 void value_free(uint8_t type, void *val);
 size_t value_bytes(uint8_t type, const void *val); /* memory the value takes, roughly */

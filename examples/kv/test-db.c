@@ -269,6 +269,93 @@ static void test_active_expiry_and_avg_ttl(void **state)
     dict_free(&db.keys, true);
 }
 
+/* A sorted set's skip list after each of thousands of random adds, rescores and removals:
+ * ordered by (score, member) both ways, every link's span the nodes it passes, each rank found
+ * by zset_at, and bounds counted by zset_count_while; members found through the table. */
+static int member_of(const struct znode *x)
+{
+    return atoi(x->e->key + 1);
+}
+
+static bool score_below(const struct znode *x, const void *arg)
+{
+    return x->score < *(const double *)arg;
+}
+
+static void check_zset(const struct zset *z, const double *score, const bool *in, int universe)
+{
+    size_t n = 0;
+    const struct znode *prev = NULL;
+    for (const struct znode *x = zset_first(z); x; prev = x, x = x->lv[0].fwd, n++) {
+        assert_ptr_equal(x->back, prev);
+        assert_ptr_equal(zset_at(z, n), x);
+        assert_true(in[member_of(x)]);
+        assert_true(x->score == score[member_of(x)]);
+        if (prev) {
+            int c = strcmp(prev->e->key, x->e->key);
+            assert_true(prev->score < x->score || (prev->score == x->score && c < 0));
+        }
+    }
+    assert_int_equal(n, z->n);
+    assert_ptr_equal(z->tail, prev);
+    assert_null(zset_at(z, n));
+    for (int i = 0; i < z->level; i++) { /* spans: every link, every level */
+        size_t rank = 0;
+        for (const struct znode *x = z->head; x->lv[i].fwd; x = x->lv[i].fwd) {
+            rank += x->lv[i].span;
+            assert_ptr_equal(zset_at(z, rank - 1), x->lv[i].fwd);
+        }
+    }
+    size_t members = 0;
+    for (int m = 0; m < universe; m++)
+        members += in[m];
+    assert_int_equal(members, z->n);
+    for (double b = -1; b <= 11; b += 0.5) {
+        size_t below = 0;
+        for (const struct znode *x = zset_first(z); x; x = x->lv[0].fwd)
+            below += x->score < b;
+        assert_int_equal(zset_count_while(z, score_below, &b), below);
+    }
+}
+
+static void test_sorted_set_invariants(void **state)
+{
+    (void)state;
+    enum { UNIVERSE = 600, STEPS = 6000 };
+    static double score[UNIVERSE];
+    static bool in[UNIVERSE];
+    struct zset *z = zset_new();
+    unsigned seed = 7;
+    for (int step = 0; step < STEPS; step++) {
+        int m = (int)(rand_r(&seed) % UNIVERSE);
+        char name[16];
+        int len = snprintf(name, sizeof(name), "m%d", m);
+        double s = (double)(rand_r(&seed) % 21) / 2; /* many ties: member order decides */
+        struct znode *x = zset_find(z, name, (size_t)len);
+        assert_true((x != NULL) == in[m]);
+        if (!x) {
+            zset_add(z, s, name, (size_t)len);
+            in[m] = true;
+        } else if (rand_r(&seed) % 3) {
+            zset_rescore(z, x, s);
+        } else {
+            zset_remove(z, x);
+            in[m] = false;
+        }
+        score[m] = s;
+        if (step % 500 == 0 || step == STEPS - 1)
+            check_zset(z, score, in, UNIVERSE);
+    }
+    while (zset_first(z)) { /* empty it from the front, as ZPOPMIN does */
+        in[member_of(zset_first(z))] = false;
+        zset_remove(z, zset_first(z));
+    }
+    check_zset(z, score, in, UNIVERSE);
+    assert_int_equal(z->level, 1);
+    zset_release(z);
+    free(z);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_integers),
         cmocka_unit_test(test_integer_replies),
         cmocka_unit_test(test_active_expiry_and_avg_ttl),
+        cmocka_unit_test(test_sorted_set_invariants),
     };
     return cmocka_run_group_tests_name("kv-db", tests, NULL, NULL);
 }

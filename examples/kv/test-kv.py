@@ -4,6 +4,7 @@ redis-cli, and compared with redis-server where both should answer the same (tho
 skipped when redis-server or redis-cli is missing). Every wait polls for its condition up to a
 deadline; TPC_TEST_SLOW stretches the deadlines."""
 import os
+import random
 import re
 import shutil
 import signal
@@ -365,6 +366,117 @@ class Test(unittest.TestCase):
         # (redis-server's answer depends on its hash seed: its lookup hashes the whole name
         # and compares it as a C string)
         self.assertTrue(ours.cmd("GET\0x", "a").startswith("ERR unknown command"))
+
+    def test_sorted_sets_as_redis(self):
+        """Random ZADD (every option), ZPOPMIN, ZRANGE (ranks, BYSCORE, BYLEX, REV, LIMIT,
+        WITHSCORES), ZSCORE and ZCARD on sets of up to a few thousand members with many equal
+        scores, pipelined to tpc-kv and redis-server: the same answers byte for byte."""
+        r = RedisServer.start()
+        if not r:
+            self.skipTest("redis-server is not installed")
+        self.addCleanup(r.stop)
+        ours, theirs = self.conn(), Conn(r.port)
+        self.addCleanup(theirs.close)
+        rnd = random.Random(1717)
+        scores = ["0", "1", "-1", "2.5", "1e3", "-inf", "+inf", "0.1", "7"]
+
+        def score():
+            return rnd.choice(scores) if rnd.random() < 0.6 else "%.3f" % rnd.uniform(-50, 50)
+
+        def member():
+            return "m%d" % rnd.randrange(3000)
+
+        def bound_score():
+            b = rnd.choice(scores + ["%.2f" % rnd.uniform(-60, 60)])
+            return ("(" if rnd.random() < 0.3 else "") + b
+
+        def bound_lex():
+            if rnd.random() < 0.1:
+                return rnd.choice(["-", "+"])
+            return rnd.choice("[(") + "m%d" % rnd.randrange(3000)
+
+        def command():
+            k = rnd.random()
+            key = rnd.choice(["za", "zb"])
+            if k < 0.35:
+                opts = rnd.choice([[], [], ["NX"], ["XX"], ["GT"], ["LT"], ["CH"], ["GT", "CH"],
+                                   ["XX", "LT"], ["INCR"], ["NX", "INCR"], ["GT", "INCR"]])
+                pairs = 1 if "INCR" in opts else rnd.randint(1, 40)
+                args = ["ZADD", key] + opts
+                for _ in range(pairs):
+                    args += [score(), member()]
+                return args
+            if k < 0.45:  # every score 0: BYLEX's ground
+                return ["ZADD", "lex"] + sum([["0", member()] for _ in range(rnd.randint(1, 30))], [])
+            if k < 0.5:
+                return ["ZPOPMIN", key] + ([str(rnd.randint(0, 25))] if rnd.random() < 0.7 else [])
+            if k < 0.62:
+                args = ["ZRANGE", key, str(rnd.randint(-60, 60)), str(rnd.randint(-60, 200))]
+                return args + (["REV"] if rnd.random() < 0.3 else []) + \
+                    (["WITHSCORES"] if rnd.random() < 0.5 else [])
+            if k < 0.8:
+                args = ["ZRANGE", key, bound_score(), bound_score(), "BYSCORE"]
+                if rnd.random() < 0.4:
+                    args.append("REV")
+                if rnd.random() < 0.5:
+                    args += ["LIMIT", str(rnd.randint(0, 40)), str(rnd.randint(-1, 40))]
+                return args + (["WITHSCORES"] if rnd.random() < 0.5 else [])
+            if k < 0.9:
+                args = ["ZRANGE", "lex", bound_lex(), bound_lex(), "BYLEX"]
+                if rnd.random() < 0.4:
+                    args.append("REV")
+                if rnd.random() < 0.5:
+                    args += ["LIMIT", str(rnd.randint(0, 40)), str(rnd.randint(-1, 40))]
+                return args
+            if k < 0.97:
+                return ["ZSCORE", key, member()]
+            return ["ZCARD", rnd.choice(["za", "zb", "lex"])]
+
+        for c in (ours, theirs):
+            c.cmd("DEL", "za", "zb", "lex")
+        for batch in range(40):
+            cmds = [command() for _ in range(100)]
+            out = b"".join(encode(*a) for a in cmds)
+            ours.send(out)
+            theirs.send(out)
+            for a in cmds:
+                got, want = ours.reply(), theirs.reply()
+                self.assertEqual(got, want, "%r: tpc-kv %r, redis-server %r" % (a, got, want))
+        self.assertEqual(ours.cmd("ZCARD", "lex"), theirs.cmd("ZCARD", "lex"))
+        self.assertGreater(ours.cmd("ZCARD", "lex"), 500)
+
+    def test_big_sorted_set(self):
+        """A sorted set of 200,000 members is built, read and emptied in O(log n) steps per member:
+        with a linear insert or pop it took minutes (each member moved every other)."""
+        c = self.conn()
+        n, per = 200000, 1000
+        t0 = time.monotonic()
+        for start in range(0, n, per):
+            args = ["ZADD", "big:z"]
+            for i in range(start, start + per):
+                args += [str((i * 7919) % n), "m%06d" % i]
+            c.send(encode(*args))
+        for start in range(0, n, per):
+            self.assertEqual(c.reply(), per)
+        self.assertEqual(c.cmd("ZCARD", "big:z"), n)
+        # score (i * 7919) % n is a permutation of 0..n-1: rank k holds score k
+        for k in (0, 1, n // 2, n - 1):
+            got = c.cmd("ZRANGE", "big:z", str(k), str(k), "WITHSCORES")
+            self.assertEqual(got[1], str(k).encode(), k)
+            self.assertEqual(c.cmd("ZSCORE", "big:z", got[0]), got[1])
+        self.assertEqual(len(c.cmd("ZRANGE", "big:z", "1000", "(1100", "BYSCORE")), 100)
+        self.assertEqual(c.cmd("ZRANGE", "big:z", "+inf", "-inf", "BYSCORE", "REV", "LIMIT",
+                               str(n - 3), "10", "WITHSCORES")[1::2], [b"2", b"1", b"0"])
+        popped = 0
+        while popped < n:
+            c.send(b"".join(encode("ZPOPMIN", "big:z", per) for _ in range(20)))
+            for _ in range(20):
+                got = c.reply()
+                self.assertEqual(got[1::2], [str(popped + j).encode() for j in range(per)])
+                popped += per
+        self.assertEqual(c.cmd("EXISTS", "big:z"), 0)
+        elapsed = time.monotonic() - t0
+        self.assertLess(elapsed, 30 * SLOW, "200,000 members in and out took %.1f s" % elapsed)
 
     def test_redis_cli(self):
         cli = shutil.which("redis-cli")
