@@ -107,6 +107,31 @@ size_t dict_size(const struct dict *d)
     return d->used[0] + d->used[1];
 }
 
+/* Starts moving the entries into a table of `size` buckets, a few buckets per operation. */
+static void resize(struct dict *d, size_t size)
+{
+    d->t[1] = calloc(size, sizeof(struct entry *));
+    if (!d->t[1]) {
+        fputs("tpc-kv: out of memory\n", stderr);
+        abort();
+    }
+    d->size[1] = size;
+    d->rehash = 0;
+}
+
+/* A table an eighth full or less shrinks to one half full or less: memory goes with the keys,
+ * and a walk (SCAN, SPOP's random pick, expiry) does not cross empty buckets by the million
+ * after mass deletions. */
+static void shrink(struct dict *d)
+{
+    if (d->rehash >= 0 || d->size[0] <= 4 || d->used[0] > d->size[0] / 8)
+        return;
+    size_t size = 4;
+    while (size < 2 * d->used[0])
+        size *= 2;
+    resize(d, size);
+}
+
 /* Moves up to n buckets of t[0] into t[1] (visiting at most 10 n empty ones). */
 void dict_rehash_step(struct dict *d, int n)
 {
@@ -139,6 +164,7 @@ done:
     d->t[1] = NULL;
     d->size[1] = d->used[1] = 0;
     d->rehash = -1;
+    shrink(d); /* keys went while it moved: again, smaller */
 }
 
 static void expand(struct dict *d)
@@ -152,16 +178,8 @@ static void expand(struct dict *d)
         d->size[0] = 4;
         return;
     }
-    if (d->used[0] < d->size[0])
-        return;
-    size_t size = d->size[0] * 2;
-    d->t[1] = calloc(size, sizeof(struct entry *));
-    if (!d->t[1]) {
-        fputs("tpc-kv: out of memory\n", stderr);
-        abort();
-    }
-    d->size[1] = size;
-    d->rehash = 0;
+    if (d->used[0] >= d->size[0])
+        resize(d, d->size[0] * 2);
 }
 
 struct entry *dict_find(struct dict *d, const void *key, size_t klen, uint64_t h)
@@ -213,6 +231,7 @@ void dict_delete(struct dict *d, struct entry *e)
                 d->used[t]--;
                 value_free(e->type, e->val);
                 free(e);
+                shrink(d);
                 return;
             }
     }
@@ -222,6 +241,8 @@ struct entry *dict_random(struct dict *d)
 {
     if (dict_size(d) == 0)
         return NULL;
+    if (d->rehash >= 0)
+        dict_rehash_step(d, 1); /* (SPOP's pick and removal find nothing: the move goes on) */
     for (;;) {
         int t = d->rehash >= 0 && (rand() & 1) ? 1 : 0;
         if (!d->size[t])

@@ -68,6 +68,49 @@ static void mark(void *arg, struct entry *e)
     seen[atoi(e->key + 4)]++;
 }
 
+/* A table emptied to a few keys shrinks (a scan then crosses a few buckets, not 32,768), while
+ * every key stays found, scanned and picked at random on the way. */
+static void test_table_shrinks(void **state)
+{
+    (void)state;
+    struct dict d;
+    dict_init(&d);
+    int n = 20000, keep = 10;
+    for (int i = 0; i < n; i++) {
+        char k[32];
+        size_t l = key(k, i);
+        struct entry *e = dict_add(&d, k, l, kv_hash(k, l));
+        e->type = T_STRING;
+        e->val = str_new(k, l);
+    }
+    while (d.rehash >= 0)
+        dict_rehash_step(&d, 100);
+    size_t big = d.size[0];
+    assert_true(big >= (size_t)n);
+    bool shrinking = false;
+    for (int i = keep; i < n; i++) {
+        dict_delete(&d, find(&d, i));
+        shrinking |= d.rehash >= 0 && d.size[1] < d.size[0];
+    }
+    assert_true(shrinking);
+    for (int round = 0; d.rehash >= 0 || round < 3; round++) { /* rehashing, then after */
+        unsigned char seen[64] = {0};
+        uint64_t cursor = 0;
+        do
+            cursor = dict_scan(&d, cursor, mark, seen);
+        while (cursor);
+        for (int i = 0; i < keep; i++) {
+            assert_true(seen[i] >= 1); /* (twice is allowed while it moves) */
+            assert_non_null(find(&d, i));
+        }
+        struct entry *e = dict_random(&d);
+        assert_true(atoi(e->key + 4) < keep);
+    }
+    assert_true(d.size[0] <= 8 * (size_t)keep); /* (an eighth full or more) */
+    assert_int_equal(dict_size(&d), keep);
+    dict_free(&d, true);
+}
+
 /* Keys present from the start of a SCAN to its end are returned at least once, also when the
  * table grows (and rehashes) between the calls. */
 static void test_scan_while_growing(void **state)
@@ -361,6 +404,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rehash_finds_everything),
         cmocka_unit_test(test_scan_while_growing),
+        cmocka_unit_test(test_table_shrinks),
         cmocka_unit_test(test_hashtags),
         cmocka_unit_test(test_glob),
         cmocka_unit_test(test_integers),
