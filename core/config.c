@@ -21,6 +21,7 @@ enum { POW2 = 1 }; /* the value must be a power of two */
     X(timer_tick_ns, 1000000, 10000, 1000000000, 0, NULL, "ns in [10 us, 1 s]")                    \
     X(spin_ns, 0, -1000000000, 1000000000, 0, "TPC_SPIN_NS",                                       \
       "a non-zero number of ns within a second (negative: never spin)")                            \
+    /* (msg_slots and stall_ms: tpc_start puts in the run's default, core/runtime.c) */            \
     X(msg_slots, 1024, 2, 1 << 24, POW2, NULL, "a power of two in [2, 2^24]")                      \
     X(blocking_threads, 4, 1, 256, 0, NULL, "a count in [1, 256]")                                 \
     X(blocking_queue, 256, 1, 1 << 20, 0, NULL, "a count in [1, 2^20]")                            \

@@ -1,5 +1,6 @@
 /* File and descriptor I/O (include/tpc/io.h): each call prepares one SQE and waits for it with
- * tpc__io_run (core/uring.c), which handles cancellation and deadlines. */
+ * tpc__io_run (core/uring.c), which handles cancellation and deadlines. A new opcode needs its
+ * case in core/epoll.c too (the backend without io_uring), or it is -EOPNOTSUPP there. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>

@@ -1,5 +1,6 @@
 /* Sockets (include/tpc/net.h): address parsing and formatting, and stream sockets whose waits
- * go through the shard's io_uring (tpc__io_run, core/uring.c). */
+ * go through the shard's io_uring (tpc__io_run, core/uring.c). A new opcode needs its case in
+ * core/epoll.c too (the backend without io_uring), or it is -EOPNOTSUPP there. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

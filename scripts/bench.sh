@@ -9,8 +9,8 @@
 # Headline rows measure libtpc's shipped defaults: a plain release build (-Dbuildtype=release)
 # and no TPC_* environment variable. A setting other than the defaults gets a row of its own
 # whose id says which: "-tuned" (the servers with TPC_SPIN_NS=-1: no spinning before sleeping),
-# "-nobatch" (the same with wake-up batching off, TPC_COALESCE_US=-1),
-# "-epoll" (the same servers on the epoll backend, TPC_BACKEND=epoll) and "-lto" (bench-idle
+# "-nobatch" (the shipped defaults with wake-up batching off, TPC_COALESCE_US=-1),
+# "-epoll" (the -tuned servers on the epoll backend, TPC_BACKEND=epoll) and "-lto" (bench-idle
 # built with -Db_lto=true). Every peer runs in both.
 # 1. Builds what is missing, with -j1 (JOBS=n): libtpc's release build in build/release (BUILD=dir)
 #    with its C benchmarks and the libuv/epoll peers; for idle_loop-lto, bench-idle with LTO in

@@ -11,7 +11,7 @@ bash scripts/setup.sh
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(addr wheel ring http)
+[ ${#targets[@]} -eq 0 ] && targets=(addr wheel ring http proxy-head kv-resp)
 if [ ! -f build/fuzz/build.ninja ]; then
     CC=clang meson setup build/fuzz -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
         -Db_lundef=false -Dfuzz=true -Dtests=false -Dbenchmarks=false -Dexamples=false >/dev/null

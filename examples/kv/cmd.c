@@ -17,8 +17,7 @@
 #define E_NOTFLOAT  "ERR value is not a valid float"
 
 typedef const char *const *argv_t;
-#define ARGS        struct kv_db *db, size_t argc, const char **argv, const size_t *argl, struct sbuf *out
-#define UNUSED_ARGS (void)db, (void)argc, (void)argv, (void)argl, (void)out
+#define ARGS struct kv_db *db, size_t argc, const char **argv, const size_t *argl, struct sbuf *out
 
 static int is(const char *a, size_t al, const char *word)
 {
