@@ -147,6 +147,27 @@ static bool not_chunked(const char *t, size_t n, void *arg)
     return !is(t, n, "chunked");
 }
 
+static bool last_is_chunked(const char *t, size_t n, void *arg)
+{
+    *(bool *)arg = is(t, n, "chunked");
+    return false;
+}
+
+/* The transfer codings of m's Transfer-Encoding headers: whether any is not chunked, and
+ * (*last_chunked) whether chunked is the last. */
+static bool te_codings(const hh_msg *m, bool *last_chunked)
+{
+    bool other = false;
+    *last_chunked = false;
+    for (unsigned i = 0; i < m->nfields; i++)
+        if (m->kind[i] == HK_TRANSFER_ENCODING) {
+            const char *v = m->base + m->value[i].off;
+            other |= each_token(v, m->value[i].len, not_chunked, NULL);
+            each_token(v, m->value[i].len, last_is_chunked, last_chunked);
+        }
+    return other;
+}
+
 /* The headers' kinds; those that Connection names become hop-by-hop, but for the ones the
  * proxy reads itself (Host, Content-Length, Transfer-Encoding, Expect): dropping a header that
  * frames the body while still framing by it would pass the body on as the next message (a
@@ -212,21 +233,22 @@ static int check_request(hh_msg *m, http_parser *p)
     for (unsigned i = 0; i < m->nfields; i++) {
         hosts += m->kind[i] == HK_HOST;
         cl += m->kind[i] == HK_CONTENT_LENGTH;
-        if (m->kind[i] == HK_TRANSFER_ENCODING) {
-            const char *v = m->base + m->value[i].off;
-            unsigned n = 0;
-            each_token(v, m->value[i].len, count_token, &n);
-            if (each_token(v, m->value[i].len, not_chunked, NULL))
-                return fail(m, 501, "transfer coding not implemented (only chunked is)");
-            te += n;
-        }
-        if (m->kind[i] == HK_EXPECT) {
-            if (p->http_minor >= 1 && is_100_continue(m->base + m->value[i].off, m->value[i].len))
+        if (m->kind[i] == HK_TRANSFER_ENCODING)
+            each_token(m->base + m->value[i].off, m->value[i].len, count_token, &te);
+        /* Expect: 100-continue is the proxy's to answer; another expectation goes on, but not
+         * from an HTTP/1.0 client, which cannot have one (RFC 9110 10.1.1): dropped. */
+        if (m->kind[i] == HK_EXPECT && p->http_minor >= 1) {
+            if (is_100_continue(m->base + m->value[i].off, m->value[i].len))
                 m->continue_100 = true;
             else
-                m->kind[i] = HK_OTHER; /* passed on */
+                m->kind[i] = HK_OTHER;
         }
     }
+    bool last_chunked = false, other = te && te_codings(m, &last_chunked);
+    if (te && !last_chunked) /* the body's length unknown: RFC 9112 6.3 says 400 */
+        return fail(m, 400, "chunked must be the last transfer coding of a request");
+    if (other)
+        return fail(m, 501, "transfer coding not implemented (only chunked is)");
     if (p->http_minor >= 1 ? hosts != 1 : hosts > 1)
         return fail(m, 400, "an HTTP/1.1 request needs exactly one Host header");
     if (te && (p->http_minor == 0 || te != 1 || cl || !(p->flags & F_CHUNKED)))
@@ -257,6 +279,8 @@ static int on_headers_complete(http_parser *p)
     unsigned status = p->status_code;
     m->no_body =
         m->response && (m->head_request || status / 100 == 1 || status == 204 || status == 304);
+    bool last_chunked;
+    m->te_other = m->response && te_codings(m, &last_chunked);
     m->chunked = !m->no_body && (p->flags & F_CHUNKED);
     m->until_eof = m->response && !m->no_body && !m->chunked && p->content_length == ULLONG_MAX;
     if (m->no_body)
@@ -678,9 +702,14 @@ size_t hh_response_write(const hh_msg *m, const char *base, bool close, bool cli
     put(&w, line, sizeof(line));
     put(&w, base + m->target.off, m->target.len);
     put(&w, "\r\n", 2);
+    /* Transfer-Encoding never goes to an HTTP/1.0 client (RFC 9112 6.1; a HEAD or 304 answer
+     * carries it without a body), nor a length to a 1xx or 204 (RFC 9110 8.6). */
+    bool unframed = st / 100 == 1 || st == 204;
     for (unsigned i = 0; i < m->nfields; i++) {
         int k = m->kind[i];
-        if (k == HK_HOP || k == HK_CONNECTION || (dechunk && k == HK_TRANSFER_ENCODING))
+        if (k == HK_HOP || k == HK_CONNECTION ||
+            (k == HK_TRANSFER_ENCODING && (client_10 || dechunk || unframed)) ||
+            (k == HK_CONTENT_LENGTH && unframed))
             continue;
         put_field(&w, m, base, i);
         put(&w, "\r\n", 2);

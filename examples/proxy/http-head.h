@@ -61,6 +61,7 @@ typedef struct hh_msg {
     bool no_body;      /* complete with its head */
     bool chunked;      /* the body is chunked */
     bool until_eof;    /* a response framed by the end of the stream */
+    bool te_other;     /* a response with a transfer coding other than chunked */
     bool keep_alive;   /* the sender keeps the connection (http_should_keep_alive) */
     bool continue_100; /* a request with Expect: 100-continue */
     bool dechunk;      /* the body's data goes to on_data, not the bytes as they are */

@@ -148,6 +148,7 @@ typedef struct hconn {
     size_t us, ue; /* server input: ubuf[us..ue) */
     int kind;      /* the error kind of the last failure (E_COUNT: none) */
     bool linger;   /* the proxy answered last and closes: the client may still be sending */
+    bool abort;    /* a response cut short: the client gets a reset, not an end that looks whole */
     struct hconn *idle_prev, *idle_next; /* in its shard's idle list (waiting, nothing read) */
     uint64_t idle_since; /* tpc_now() when the wait for the next request began (0: none) */
     bool owned;          /* parked once: the program owns cfd now (the server let go of it) */
@@ -156,6 +157,7 @@ typedef struct hconn {
     tpc_fiber *pump; /* sends the rest of a request body while the response is read */
     int pump_rc;     /* its result: XR_OK, or why it stopped */
     bool pump_done;
+    uint64_t pump_done_at; /* tpc_now() when it was done */
     int pump_ufd;
     struct hconn *res_prev, *res_next;
     tpc_rx *rx;   /* the client's receive stream (NULL: plain tpc_recv) */
@@ -543,7 +545,9 @@ static unsigned route(const hconn *h)
     return f->backend;
 }
 
-enum { XR_OK, XR_RETRY, XR_CLOSE, XR_400, XR_502, XR_504 };
+/* How a request's exchange ended. XR_STOPPED: the body pump was stopped by the response's side,
+ * which decides what the client is told. */
+enum { XR_OK, XR_RETRY, XR_CLOSE, XR_400, XR_502, XR_504, XR_STOPPED };
 
 /* Dechunked body data for an HTTP/1.0 client. */
 static int to_client(void *arg, const char *p, size_t n)
@@ -567,9 +571,12 @@ static int body_pump(void *arg)
             h->cs = h->ce = 0;
             tpc_deadline_set_at(tpc_now() + (uint64_t)f->client_idle_ns);
             ssize_t n = client_recv(h, h->cbuf, sizeof(h->cbuf));
+            if (n == -ECANCELED) {
+                rc = XR_STOPPED;
+                break;
+            }
             if (n <= 0) {
-                if (n != -ECANCELED) /* (cancelled: the response's side decides and says) */
-                    fail_kind(h, E_BODY_ABORTED);
+                fail_kind(h, E_BODY_ABORTED);
                 rc = XR_CLOSE;
                 break;
             }
@@ -582,14 +589,16 @@ static int body_pump(void *arg)
             break;
         }
         struct iovec b = {h->cbuf + h->cs, (size_t)used};
-        if (send_all(h->pump_ufd, &b, 1, f->server_idle_ns) < 0)
-            rc = XR_502; /* the server went: its response (if any) tells the rest */
+        int s = send_all(h->pump_ufd, &b, 1, f->server_idle_ns);
+        if (s < 0) /* the server went: its response (if any) tells the rest */
+            rc = s == -ECANCELED ? XR_STOPPED : XR_502;
         h->cs += (size_t)used;
     }
     if (rc == XR_CLOSE || rc == XR_400)
         tpc_sock_shutdown(h->pump_ufd, SHUT_RDWR);
     h->pump_rc = rc;
     h->pump_done = true;
+    h->pump_done_at = tpc_now();
     return 0;
 }
 
@@ -635,7 +644,8 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
     }
     h->us = h->ue = 0;
     hh_init(&h->resp, true, h->req.p.method == HTTP_HEAD);
-    bool got = false; /* a byte of a response (a 1xx one too) */
+    bool got = false;   /* a byte of a response (a 1xx one too) */
+    uint64_t until = 0; /* the wait's deadline when not an idle period from now */
     for (;;) {
         int r = hh_head_feed(&h->resp, h->ubuf, h->ue);
         if (r == HH_ERROR)
@@ -653,7 +663,8 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
             hh_init(&h->resp, true, h->req.p.method == HTTP_HEAD);
             continue;
         }
-        tpc_deadline_set_at(tpc_now() + (uint64_t)f->server_idle_ns);
+        tpc_deadline_set_at(until ? until : tpc_now() + (uint64_t)f->server_idle_ns);
+        until = 0;
         ssize_t n = tpc_recv(ufd, h->ubuf + h->ue, sizeof(h->ubuf) - h->ue, 0);
         if (n > 0) {
             h->ue += (size_t)n;
@@ -664,6 +675,14 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
             fail_kind(h, E_CANCELLED);
             return XR_CLOSE;
         }
+        /* The server's idle clock starts once it has the whole request, as nginx's read timeout
+         * does: an upload that lasts longer is no timeout (the pump's own waits are bounded). */
+        if (n == -ETIMEDOUT && h->pump && !h->pump_done)
+            continue;
+        if (n == -ETIMEDOUT && h->pump && tpc_now() < h->pump_done_at + f->server_idle_ns) {
+            until = h->pump_done_at + (uint64_t)f->server_idle_ns;
+            continue;
+        }
         if (n == -ETIMEDOUT)
             return XR_504;
         return reused && !*streamed && !got ? XR_RETRY : XR_502;
@@ -671,14 +690,21 @@ static int exchange(hconn *h, int ufd, bool reused, size_t hlen, size_t b0, size
 }
 
 /* Sends the response (its head is in ubuf) to the client and streams its body. 0: the
- * response is complete and the server connection may be reused (*reuse); -1: the client
- * connection must close. */
+ * response is complete (the server connection may be reused: *reuse); 1: complete, and the
+ * client connection closes after it (as its head said); -1: failed, the client connection
+ * must close. A server that will not keep its connection and has not taken the whole request
+ * body may never take the rest: the client is told that the connection closes. */
 static int relay_response(hconn *h, int ufd, bool *reuse)
 {
     hh_msg *m = &h->resp;
     bool client_10 = h->req.p.http_minor == 0;
     bool dechunk = client_10 && m->chunked;
-    bool close = !h->req.keep_alive || m->until_eof || dechunk || idles[tpc_shard_id()].draining;
+    bool close = !h->req.keep_alive || m->until_eof || dechunk || idles[tpc_shard_id()].draining ||
+                 (h->pump && !h->pump_done && !m->keep_alive);
+    if (dechunk && m->te_other) { /* chunked taken off would leave gzip (say) unsaid */
+        answer_error(h, 502, "a transfer coding an HTTP/1.0 client cannot be sent", E_BAD_RESPONSE);
+        return -1;
+    }
     count_response(h, m->p.status_code);
     size_t hlen = hh_response_write(m, h->ubuf, close, client_10, dechunk, h->out, sizeof(h->out));
     if (hlen == 0) {
@@ -710,6 +736,7 @@ static int relay_response(hconn *h, int ufd, bool *reuse)
                 break;
             if (n <= 0) {
                 fail_kind(h, n == -ECANCELED ? E_CANCELLED : E_BODY_ABORTED);
+                h->abort = n != -ECANCELED;
                 return -1;
             }
             h->ue = (size_t)n;
@@ -723,9 +750,10 @@ static int relay_response(hconn *h, int ufd, bool *reuse)
     }
     *reuse = m->keep_alive && h->us == h->ue; /* (bytes after the response: not reused) */
     h->linger = close;
-    return close ? -1 : 0;
+    return close ? 1 : 0;
 server_bad:
     fail_kind(h, E_BODY_ABORTED); /* a malformed body mid-way: the client's answer is cut */
+    h->abort = true;
     return -1;
 client_gone:
     fail_kind(h, E_RESET);
@@ -809,13 +837,13 @@ static int proxy_request(hconn *h)
             count(&r->response_ns, tpc_now_fresh() - t_sent);
             count(&r->responses, 1);
             bool reuse = false;
-            rc = relay_response(h, ufd, &reuse);
-            if (h->pump) { /* the body goes on while the server keeps the connection */
-                bool cancel = rc < 0 || !reuse, sent_all = h->pump_done && h->pump_rc == XR_OK;
-                int p = pump_end(h, cancel);
-                if (p != XR_OK || (cancel && !sent_all)) { /* the client's body not all taken */
+            int sent = relay_response(h, ufd, &reuse);
+            rc = sent == 0 ? 0 : -1;
+            if (h->pump) { /* the body goes on after a whole response: the server may want it */
+                int p = pump_end(h, sent < 0);
+                if (p != XR_OK) { /* the client's body not all taken */
                     reuse = false;
-                    h->linger = true;
+                    h->linger = !h->abort;
                     rc = -1;
                 }
             }
@@ -901,8 +929,12 @@ static void resumed_remove(hconn *h)
 static void finish(hconn *h)
 {
     rx_close(h);
-    if (h->linger && !tpc_cancelled())
+    if (h->abort) { /* a reset: a body ended by the close must not look whole */
+        struct linger now = {1, 0};
+        setsockopt(h->cfd, SOL_SOCKET, SO_LINGER, &now, sizeof(now));
+    } else if (h->linger && !tpc_cancelled()) {
         tpc_sock_linger(h->cfd, LINGER_NS);
+    }
     if (h->resumed)
         resumed_remove(h);
     log_conn(tpc_shard_id(), h->fe->name, h->xff, h->kind);
@@ -944,7 +976,7 @@ static int resume(void *arg)
     free(p);
     h->cs = h->ce = h->us = h->ue = 0;
     h->kind = E_COUNT;
-    h->linger = false;
+    h->linger = h->abort = false;
     h->pump = NULL;
     h->req.head_done = false;
     h->rx = NULL;
@@ -1081,7 +1113,7 @@ int http_connection(int fd, void *arg)
     h->fh = &fe->http[shard];
     h->cs = h->ce = h->us = h->ue = 0;
     h->kind = E_COUNT;
-    h->linger = false;
+    h->linger = h->abort = false;
     h->pump = NULL;
     h->req.head_done = false;
     h->idle_since = 0;

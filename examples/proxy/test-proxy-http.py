@@ -9,6 +9,7 @@ import random
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -140,12 +141,18 @@ class Backend:
     /echo-stream       the request body echoed (chunked) while it is still coming
     /mute-next         answered; the next request on the connection is read, never answered
     /late              answered, then a stray 408 on the idle connection (self.late is set)
+    /hang-up           reads the head, closes without an answer
+    /early-then-read   a 202 at once, then the whole body read (its sha256: self.read_hash)
+    /eof-reset         a body ended by the close, "hello", then a reset
+    /gzip-chunked      Transfer-Encoding: gzip, chunked
+    /204-length        a 204 with a Content-Length
     anything else      "TAG METHOD PATH" (the request heads are kept in self.heads)"""
 
     def __init__(self, tag="a"):
         self.tag, self.heads, self.accepted, self.healthy = tag, [], 0, True
         self.late, self.dropped = threading.Event(), threading.Event()
-        self.release = threading.Event()
+        self.release, self.read_done = threading.Event(), threading.Event()
+        self.read_hash = None
         self.lock, self.stopped = threading.Lock(), threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -184,6 +191,15 @@ class Backend:
             c.shutdown(socket.SHUT_WR)
             self.stopped.wait(DEADLINE * 2)  # until the test ends
             return False
+        if path == "/hang-up":
+            return False
+        if path == "/early-then-read":  # answered at once; the body is read all the same
+            c.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok")
+            h = hashlib.sha256()
+            r.body(headers, h.update, False)
+            self.read_hash = h.hexdigest()
+            self.read_done.set()
+            return True
         if path == "/echo-stream":  # the body echoed as it comes, chunk by chunk
             c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             r.body(headers, lambda d: c.sendall(b"%x\r\n%s\r\n" % (len(d), d)), False)
@@ -234,6 +250,17 @@ class Backend:
         if path == "/eof":
             c.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
             return False
+        if path == "/eof-reset":
+            c.sendall(b"HTTP/1.1 200 OK\r\n\r\nhello")
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        if path == "/gzip-chunked":
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                      b"5\r\nhello\r\n0\r\n\r\n")
+            return True
+        if path == "/204-length":
+            c.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+            return True
         if path.startswith("/badchunks/"):  # chunked framing only a lenient reader takes
             bodies = [b"5\r\nhelloXY0\r\n\r\n", b"5;\nabc\r\nhello\r\n0\r\n\r\n",
                       b"5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n"]
@@ -726,6 +753,7 @@ class HttpTest(unittest.TestCase):
         t.start()
         resp = read_response(r)
         self.assertEqual((resp.status, resp.body), (413, b"big"))
+        self.assertEqual(resp.get("connection"), "close")  # said before it happens
         self.assertEqual(c.recv(1), b"")  # the body was not all taken: the connection closes
         t.join()
         c.close()
@@ -742,6 +770,82 @@ class HttpTest(unittest.TestCase):
         self.assertEqual(read_response(r).body, b"a GET /after")
         c.close()
         self.assertEqual(p.counter("bad_response"), 0)
+
+    def test_uploads_longer_than_the_server_idle_time(self):
+        # The server's idle clock starts once it has the whole request: a body that takes
+        # longer than timeout_server_idle to come is no 504. A server that hangs up on a body
+        # still coming is the client's 502, not a bare close.
+        p = self.start(fe="timeout_server_idle = 1s\n")
+        c, r = p.connect()
+        body = seeded(20000)
+        c.sendall(b"POST /hash HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 2000):  # 2.5 s of a slow client, 2.5 server idle times
+            c.sendall(body[i:i + 2000])
+            time.sleep(0.25)
+        resp = read_response(r)
+        self.assertEqual(resp.body, (hashlib.sha256(body).hexdigest() + " length").encode())
+        c.close()
+        c, r = p.connect()
+        c.sendall(b"POST /hang-up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nx")
+        resp = read_response(r)
+        self.assertEqual((resp.status, resp.get("connection")), (502, "close"))
+        c.close()
+        self.assertEqual(p.counter("server_timeout"), 0)
+
+    def test_early_answer_then_the_whole_body(self):
+        # A server that answers at once and reads the body after gets all of it, also when the
+        # client said Connection: close (the proxy closed after the answer and cut the body).
+        for version, headers in (("1.1", [("Connection", "close")]), ("1.0", [])):
+            p = self.start()
+            b = self.backends[0]
+            c, r = p.connect()
+            body = seeded(3 << 20, seed=5)
+            t = threading.Thread(target=c.sendall, args=(
+                request("/early-then-read", method="POST", body=body, version=version,
+                        headers=headers),))
+            t.start()
+            resp = read_response(r)
+            self.assertEqual((resp.status, resp.get("connection")), (202, "close"))
+            self.assertTrue(b.read_done.wait(DEADLINE))
+            self.assertEqual(b.read_hash, hashlib.sha256(body).hexdigest(), version)
+            t.join()
+            self.assertEqual(c.recv(1), b"")
+            c.close()
+            self.assertEqual(p.stop(), 0)
+            b.close()
+            self.proxy, self.backends = None, []
+
+    def test_cut_responses_are_not_ended_cleanly(self):
+        # A body framed by the close and cut by the server (here a reset) reaches the client
+        # as a reset: a clean end would make it look whole. A coding an HTTP/1.0 client cannot
+        # be told of is a 502; 1xx and 204 answers carry no framing, nor does anything to an
+        # HTTP/1.0 client carry Transfer-Encoding.
+        p = self.start()
+        for version in ("1.1", "1.0"):
+            c, r = p.connect()
+            c.sendall(request("/eof-reset", version=version))
+            line, _ = r.head()
+            self.assertIn(" 200 ", line)
+            got, reset = recv_to_reset(c)
+            self.assertTrue(reset, version)
+            self.assertTrue(b"hello".startswith(r.buf + got))
+            c.close()
+        c, r = p.connect()
+        c.sendall(request("/gzip-chunked"))  # an HTTP/1.1 client gets it as it is
+        resp = read_response(r)
+        self.assertEqual((resp.get("transfer-encoding"), resp.body), ("gzip, chunked", b"hello"))
+        c.close()
+        self.expect_error(p, request("/gzip-chunked", version="1.0"), 502)
+        c, r = p.connect()
+        c.sendall(request("/204-length"))
+        line, headers = r.head()
+        self.assertIn(" 204 ", line)
+        self.assertNotIn("content-length", dict(headers))
+        c.sendall(request("/size/100/chunked", method="HEAD", version="1.0",
+                          headers=[("Connection", "keep-alive")]))
+        line, headers = r.head()
+        self.assertNotIn("transfer-encoding", dict(headers))
+        c.close()
 
     def test_reload_under_keepalive_load(self):
         # SIGHUP under a load of keep-alive clients: no request fails; connections established
@@ -840,6 +944,11 @@ class HttpTest(unittest.TestCase):
         resp = read_response(r)
         self.assertEqual(resp.body, (hashlib.sha256(b"hello").hexdigest() + " length").encode())
         self.assertNotIn("expect", dict(self.backends[0].heads[0][1]))
+        c2, r2 = p.connect()  # HTTP/1.0 has no expectations: dropped, not passed on
+        c2.sendall(request("/e10", version="1.0", headers=[("Expect", "something")]))
+        self.assertEqual(read_response(r2).body, b"a GET /e10")
+        self.assertNotIn("expect", dict(self.backends[0].heads[-1][1]))
+        c2.close()
         c.sendall(request("/early"))  # a 1xx from the server goes to an HTTP/1.1 client
         resp = read_response(r)
         self.assertEqual((resp.status, resp.body), (200, b"a GET /early"))
@@ -906,6 +1015,10 @@ class HttpTest(unittest.TestCase):
             self.expect_error(p, b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % target, 400)
         self.expect_error(p, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
                           b"Transfer-Encoding: chunked\r\n\r\n", 400)
+        self.expect_error(p, b"POST / HTTP/1.1\r\nHost: a\r\n"  # chunked not last: no length
+                          b"Transfer-Encoding: chunked, gzip\r\n\r\n", 400)
+        self.expect_error(p, b"POST / HTTP/1.1\r\nHost: a\r\n"
+                          b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501)
         self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 20000 + b"\r\n\r\n",
                           431)
         self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\n" +
@@ -917,19 +1030,21 @@ class HttpTest(unittest.TestCase):
         t0 = time.monotonic()
         self.expect_error(p, b"GET / HTTP/1.1\r\nHost: a\r\n", 408)  # the head never ends
         self.assertLess(time.monotonic() - t0, 5 * SLOW)
-        c, r = p.connect()  # a body cut mid-way: the client connection closes
+        c, r = p.connect()  # a body cut mid-way: the client connection is reset, not ended
         c.sendall(request("/cut"))
         line, headers = r.head()
         self.assertIn(" 200 ", line)
-        self.assertEqual(r.buf + recv_rest(c), b"0123456789")
+        got, reset = recv_to_reset(c)
+        self.assertTrue(reset)
+        self.assertTrue(b"0123456789".startswith(r.buf + got), r.buf + got)
         c.close()
         refused.close()
         stats = p.get("/stats")
-        for kind, n in (("bad_request", 11), ("head_too_large", 2), ("server_timeout", 1),
+        for kind, n in (("bad_request", 13), ("head_too_large", 2), ("server_timeout", 1),
                         ("request_timeout", 1), ("connect_refused", 1), ("body_aborted", 1)):
             self.assertRegex(stats, r"total:.* %s %d " % (kind, n))
         self.assertRegex(stats, r"frontend web: mode http requests 3 1xx 0 2xx 1 3xx 0 "
-                                r"4xx 13 5xx 3")
+                                r"4xx 14 5xx 4")
 
     def test_http_check_ejects_and_readmits(self):
         p = self.start(2, check="http", be="check_interval = 50ms\nrise = 2\nfall = 2\n"
@@ -971,6 +1086,19 @@ class HttpTest(unittest.TestCase):
         self.assertIn('tpc_proxy_http_responses_total{frontend="web",class="4xx"} 1', m)
         self.assertIn('tpc_proxy_server_response_seconds_count{backend="app",server="s0"} 3', m)
         self.assertRegex(m, r'tpc_proxy_errors_total\{shard="\d",kind="bad_request"\} 1')
+
+
+def recv_to_reset(c):
+    """What arrives until the end: (bytes, whether it was a reset rather than a clean end)."""
+    out = b""
+    while True:
+        try:
+            d = c.recv(65536)
+        except ConnectionResetError:
+            return out, True
+        if not d:
+            return out, False
+        out += d
 
 
 def recv_rest(c):
