@@ -553,6 +553,8 @@ void tpc__inbox_free(struct tpc__shard *s);
 #define TPC__CHECK_SHARD(obj)                                                                      \
     do {                                                                                           \
         struct tpc__shard *s_ = tpc__self;                                                         \
+        if (TPC_UNLIKELY(!(obj)))                                                                  \
+            return -EINVAL;                                                                        \
         if (TPC_UNLIKELY(!s_))                                                                     \
             return -EPERM;                                                                         \
         if (TPC_UNLIKELY((obj)->shard != s_))                                                      \

@@ -312,6 +312,8 @@ static int start_threads(struct tpc_runtime *rt)
         rt->start_err = -rc;
     while (rt->started < rt->nthreads)
         pthread_cond_wait(&rt->cond, &rt->lock);
+    if (!rt->start_err) /* before the shards run main_fn, which may hand rt to other threads */
+        live_add(rt);
     rt->go = true;
     pthread_cond_broadcast(&rt->cond);
     rc = rt->start_err;
@@ -376,7 +378,6 @@ int tpc_start(const tpc_config *config, tpc_fiber_fn main_fn, void *arg, tpc_run
     }
     if (tpc__stall_start(rt) < 0)
         fputs("libtpc: cannot start the stall detector's thread; running without it\n", stderr);
-    live_add(rt);
     *out = rt;
     return 0;
 }

@@ -89,6 +89,8 @@ static int obj_destroy(tpc_list *waiters, void **shard)
 
 int tpc_mutex_init(tpc_mutex *pub)
 {
+    if (!pub)
+        return -EINVAL;
     struct mutex *m = (void *)pub;
     m->owner = NULL;
     return obj_init(&m->waiters, &m->shard);
@@ -146,6 +148,8 @@ int tpc_mutex_destroy(tpc_mutex *pub)
 
 int tpc_sem_init(tpc_sem *pub, uint64_t count)
 {
+    if (!pub)
+        return -EINVAL;
     struct sem *s = (void *)pub;
     s->count = count;
     return obj_init(&s->waiters, &s->shard);
@@ -192,7 +196,7 @@ int tpc_sem_release(tpc_sem *pub, uint64_t n)
 uint64_t tpc_sem_value(const tpc_sem *pub)
 {
     const struct sem *s = (const void *)pub;
-    return s->count;
+    return s ? s->count : 0;
 }
 
 int tpc_sem_destroy(tpc_sem *pub)
@@ -206,6 +210,8 @@ int tpc_sem_destroy(tpc_sem *pub)
 
 int tpc_event_init(tpc_event *pub, bool set)
 {
+    if (!pub)
+        return -EINVAL;
     struct event *e = (void *)pub;
     e->set = set;
     return obj_init(&e->waiters, &e->shard);
@@ -242,7 +248,7 @@ int tpc_event_wait(tpc_event *pub)
 bool tpc_event_is_set(const tpc_event *pub)
 {
     const struct event *e = (const void *)pub;
-    return e->set;
+    return e && e->set;
 }
 
 int tpc_event_destroy(tpc_event *pub)
@@ -256,6 +262,8 @@ int tpc_event_destroy(tpc_event *pub)
 
 int tpc_wg_init(tpc_waitgroup *pub)
 {
+    if (!pub)
+        return -EINVAL;
     struct waitgroup *wg = (void *)pub;
     wg->count = 0;
     return obj_init(&wg->waiters, &wg->shard);
@@ -301,6 +309,8 @@ int tpc_wg_destroy(tpc_waitgroup *pub)
 
 int tpc_chan_init(tpc_chan *pub, size_t capacity)
 {
+    if (!pub)
+        return -EINVAL;
     struct chan *c = (void *)pub;
     if (!tpc__self)
         return -EPERM;
@@ -352,6 +362,8 @@ int tpc_chan_tryrecv(tpc_chan *pub, void **out)
 {
     struct chan *c = (void *)pub;
     TPC__CHECK_SHARD(c);
+    if (!out)
+        return -EINVAL;
     struct tpc__wait *w = first_waiter(&c->senders);
     if (c->len) {
         *out = c->buf[c->head];
@@ -377,6 +389,8 @@ int tpc_chan_recv(tpc_chan *pub, void **out)
 {
     struct chan *c = (void *)pub;
     TPC__CHECK_SHARD(c);
+    if (!out)
+        return -EINVAL;
     TPC__CHECK_SUSPEND();
     int rc = tpc_chan_tryrecv(pub, out);
     if (rc != -EAGAIN)
@@ -401,7 +415,7 @@ int tpc_chan_close(tpc_chan *pub)
 size_t tpc_chan_len(const tpc_chan *pub)
 {
     const struct chan *c = (const void *)pub;
-    return c->len;
+    return c ? c->len : 0;
 }
 
 int tpc_chan_destroy(tpc_chan *pub)

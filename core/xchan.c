@@ -250,11 +250,11 @@ int tpc_xchan_send(tpc_xchan *c, void *value)
 
 int tpc_xchan_recv(tpc_xchan *c, void **value)
 {
+    if (!value)
+        return -EINVAL; /* (before enter: it binds the receiving end to this shard) */
     int rc = enter(c, RX);
     if (rc < 0)
         return rc;
-    if (!value)
-        return -EINVAL;
     bool held = false;
     for (;;) {
         if (c->chead != c->tail_cache ||

@@ -31,6 +31,7 @@ static void tell(tpc_watch *w, int res)
     tpc__list_remove(&w->node);
     tpc_timer_stop(&w->later);
     w->shard->inflight--;
+    w->stopped = true; /* a tpc_watch_stop from fn finds it told: a no-op */
     w->fn(w, res, w->arg);
     free(w);
 }

@@ -621,8 +621,8 @@ int tpc_rx_close(tpc_rx *rx)
     tpc_bufpool *p = rx->pool;
     if (p->shard != tpc__self)
         return tpc__self ? -EXDEV : -EPERM;
-    if (rx->closed)
-        return -EINVAL; /* another fiber is closing it */
+    if (rx->closed || rx->pausing)
+        return -EINVAL; /* another fiber is closing it (tpc_rx_close_idle: it closes or goes on) */
     if (rx->ms.armed && !tpc__self->current)
         return -EPERM; /* the kernel must be waited for: that takes a fiber */
     rx->closed = true;

@@ -62,6 +62,7 @@ struct tpc_server {
     /* The home shard's. */
     unsigned nstarting;       /* loops that have not reported yet */
     bool done;                /* `active` reached zero */
+    bool stop_begun;          /* tpc_server_stop has been called: a second call is refused */
     struct tpc__wait *waiter; /* start or stop, waiting for one of the two above */
     struct tpc__pending zero_msg;
     struct srv_shard *sh;
@@ -526,6 +527,9 @@ int tpc_server_stop(tpc_server *srv)
         return -EINVAL;
     if (srv->home != tpc__self->id)
         return -EXDEV;
+    if (srv->stop_begun)
+        return -EINVAL; /* another fiber stops it: it returns once every fn has */
+    srv->stop_begun = true;
     return srv_shutdown(srv, true);
 }
 

@@ -293,6 +293,14 @@ static void on_ready(tpc_watch *w, int res, void *arg)
     x->in_fiber = tpc_self() != NULL;
 }
 
+/* fn stops its own watch, as a handler that is done with it might: a no-op (w is told). */
+static int self_stop_rc = 1;
+static void on_ready_stop(tpc_watch *w, int res, void *arg)
+{
+    on_ready(w, res, arg);
+    self_stop_rc = tpc_watch_stop(w);
+}
+
 static bool told_all(const struct watched *x, int n)
 {
     for (int i = 0; i < n; i++)
@@ -350,6 +358,13 @@ static int watch_main(void *arg)
     close(q[1]);
     WAIT_UNTIL(z.calls > 0);
     CHECK(z.res & POLLHUP);
+    /* fn stopping its own watch: 0, and nothing more (it was freed under a timer once). */
+    struct watched v = {0};
+    CHECK_EQ(tpc_watch_start(p[0], POLLIN, on_ready_stop, &v, NULL), 0);
+    WAIT_UNTIL(v.calls > 0); /* (p[0] still holds the byte written above) */
+    loop_turns(3);
+    CHECK_EQ(v.calls, 1);
+    CHECK_EQ(self_stop_rc, 0);
     /* Misuse: nothing started, fn never runs. */
     CHECK_EQ(tpc_watch_start(-1, POLLIN, on_ready, &z, NULL), -EBADF);
     CHECK_EQ(tpc_watch_start(p[0], POLLIN, NULL, NULL, NULL), -EINVAL);

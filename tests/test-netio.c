@@ -1073,6 +1073,41 @@ static int rx_close_idle_main(void *arg)
     return 0;
 }
 
+/* A close while another fiber is inside tpc_rx_close_idle is refused: that fiber closes the
+ * stream (or it goes on); the close took the stream from under it, which then waited for good. */
+static int close_idle_rc = 1, close_idle_done;
+static int close_idle_fiber(void *arg)
+{
+    close_idle_rc = tpc_rx_close_idle(arg);
+    close_idle_done = 1;
+    return 0;
+}
+
+static int rx_close_during_close_idle_main(void *arg)
+{
+    (void)arg;
+    struct rx_setup f;
+    rx_setup(&f);
+    loop_turns(2); /* the receive in the ring */
+    tpc_fiber *a;
+    CHECK_EQ(tpc_spawn(close_idle_fiber, f.rx, &a), 0);
+    tpc_yield(); /* a runs first and waits for the kernel to let go */
+    CHECK(!close_idle_done);
+    if (!close_idle_done)
+        CHECK_EQ(tpc_rx_close(f.rx), -EINVAL);
+    CHECK_EQ(tpc_join(a, NULL), 0);
+    CHECK_EQ(close_idle_rc, 0);
+    f.rx = NULL;
+    rx_teardown(&f);
+    return 0;
+}
+
+static void test_rx_close_during_close_idle(void **state)
+{
+    (void)state;
+    run_main(1, rx_close_during_close_idle_main, NULL);
+}
+
 static void test_rx_close_idle(void **state)
 {
     (void)state;
@@ -1889,6 +1924,7 @@ int main(void)
         cmocka_unit_test(test_rx_small_chunks_keep_share),
         cmocka_unit_test(test_rx_unstarve_one_per_buffer),
         cmocka_unit_test(test_rx_close_idle),
+        cmocka_unit_test(test_rx_close_during_close_idle),
         cmocka_unit_test(test_rx_close_idle_race),
         cmocka_unit_test(test_send_recv_again),
         cmocka_unit_test(test_send_direct),

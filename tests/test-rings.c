@@ -411,6 +411,35 @@ static void *helper_thread(void *arg)
     return (void *)bad;
 }
 
+/* A thread that main_fn starts calls in at once: the runtime takes the call (it was refused
+ * with -ESHUTDOWN until tpc_start had listed it, after the shards ran main_fn). */
+static void *early_caller(void *arg)
+{
+    int res = -1;
+    int rc = tpc_call_from_thread(arg, 0, in_fiber_on, (void *)(intptr_t)3, &res);
+    return (void *)(intptr_t)(rc == 0 && res == 3 ? 0 : rc ? rc : -1);
+}
+
+static int calls_in_at_once(void *arg)
+{
+    (void)arg;
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, early_caller, tpc_runtime_self()), 0);
+    void *rc = (void *)1;
+    /* Its call runs on this shard: sleep (the loop turns) until its thread has finished. */
+    while (pthread_tryjoin_np(th, &rc) != 0)
+        tpc_sleep(100 * 1000);
+    CHECK_EQ((intptr_t)rc, 0);
+    return 0;
+}
+
+static void test_call_from_thread_at_start(void **state)
+{
+    (void)state;
+    for (int i = 0; i < (slow() ? 5 : 40); i++)
+        run_main(1, calls_in_at_once, NULL);
+}
+
 static void test_call_from_thread(void **state)
 {
     (void)state;
@@ -590,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_remote_misuse_and_unjoined_handle),
         cmocka_unit_test(test_remote_cancel_full_ring),
         cmocka_unit_test(test_call_from_thread),
+        cmocka_unit_test(test_call_from_thread_at_start),
         cmocka_unit_test(test_no_lost_wakeups_stream),
         cmocka_unit_test(test_backpressure_between_sleeps),
     };

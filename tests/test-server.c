@@ -874,6 +874,40 @@ static int stop_waits_main(void *arg)
     return 0;
 }
 
+/* Two stops at once: the second is refused (it dropped the handle's count again and
+ * returned while a handler ran, and the first then waited for good); the first returns once
+ * every handler has. */
+static int stopper(void *arg)
+{
+    return tpc_server_stop(arg);
+}
+
+static int stop_twice_main(void *arg)
+{
+    (void)arg;
+    int c[2];
+    struct app *app = calloc(1, sizeof(*app));
+    tpc_server *srv = two_held(app, c);
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(stopper, srv, &f), 0);
+    tpc_yield(); /* the first stop is under way */
+    CHECK_EQ(tpc_server_stop(srv), -EINVAL);
+    int rc = -1;
+    CHECK_EQ(tpc_join(f, &rc), 0);
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(atomic_load(&app->returned), 2);
+    free(app);
+    for (int i = 0; i < 2; i++)
+        tpc_close(c[i]);
+    return 0;
+}
+
+static void test_server_stop_twice(void **state)
+{
+    (void)state;
+    run_main(2, stop_twice_main, NULL);
+}
+
 static void test_server_stop_waits(void **state)
 {
     (void)state;
@@ -1578,6 +1612,7 @@ int main(void)
         cmocka_unit_test(test_server_opts),
         cmocka_unit_test(test_server_no_late_start),
         cmocka_unit_test(test_server_stop_waits),
+        cmocka_unit_test(test_server_stop_twice),
         cmocka_unit_test(test_server_stop_errors),
         cmocka_unit_test(test_server_start_interrupted),
         cmocka_unit_test(test_server_stop_at_shutdown),

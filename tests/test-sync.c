@@ -367,6 +367,26 @@ static int misuse_main(void *arg)
     void *v;
     CHECK_EQ(tpc_chan_recv(&shared_ch, &v), 0);
     CHECK_EQ((intptr_t)v, 5);
+    /* NULL objects and outs: -EINVAL, no crash (they dereferenced NULL). */
+    CHECK_EQ(tpc_mutex_init(NULL), -EINVAL);
+    CHECK_EQ(tpc_mutex_lock(NULL), -EINVAL);
+    CHECK_EQ(tpc_mutex_unlock(NULL), -EINVAL);
+    CHECK_EQ(tpc_sem_init(NULL, 1), -EINVAL);
+    CHECK_EQ(tpc_sem_acquire(NULL), -EINVAL);
+    CHECK_EQ(tpc_sem_value(NULL), 0);
+    CHECK_EQ(tpc_event_init(NULL, false), -EINVAL);
+    CHECK_EQ(tpc_event_wait(NULL), -EINVAL);
+    CHECK(!tpc_event_is_set(NULL));
+    CHECK_EQ(tpc_wg_init(NULL), -EINVAL);
+    CHECK_EQ(tpc_wg_wait(NULL), -EINVAL);
+    CHECK_EQ(tpc_chan_init(NULL, 1), -EINVAL);
+    CHECK_EQ(tpc_chan_send(NULL, NULL), -EINVAL);
+    CHECK_EQ(tpc_chan_len(NULL), 0);
+    CHECK_EQ(tpc_chan_trysend(&shared_ch, (void *)1), 0);
+    CHECK_EQ(tpc_chan_tryrecv(&shared_ch, NULL), -EINVAL);
+    CHECK_EQ(tpc_chan_recv(&shared_ch, NULL), -EINVAL);
+    CHECK_EQ(tpc_chan_len(&shared_ch), 1); /* the value stays */
+    CHECK_EQ(tpc_chan_recv(&shared_ch, &v), 0);
     tpc_chan_destroy(&shared_ch);
     tpc_event_destroy(&shared_ev);
     return 0;

@@ -247,6 +247,8 @@ static int order_main(void *arg)
     CHECK_EQ(tpc_timer_start(&tm[0], -1, 0), -EINVAL);
     CHECK_EQ(tpc_timer_start(&tm[0], 1, -5), -EINVAL);
     CHECK_EQ(tpc_timer_init(&tm[0], NULL, NULL), -EINVAL);
+    CHECK_EQ(tpc_timer_start(NULL, 1, 0), -EINVAL); /* (was -EXDEV) */
+    CHECK_EQ(tpc_timer_stop(NULL), -EINVAL);
     CHECK(!tpc_timer_pending(&tm[0]));
     return 0;
 }

@@ -175,6 +175,7 @@ static int edges_main(void *arg)
     CHECK_EQ(tpc_xchan_send(NULL, NULL), -EINVAL);
     void *v;
     CHECK_EQ(tpc_xchan_recv(NULL, &v), -EINVAL);
+    CHECK_EQ(tpc_xchan_recv(c, NULL), -EINVAL); /* (it bound the receiving end here first) */
     CHECK_EQ(tpc_defer(in_callback, c), 0);
     tpc_yield();
 

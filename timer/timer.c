@@ -134,9 +134,11 @@ const struct tpc__layer tpc__timer_layer = {
 
 #define CHECK_TIMER(pub)                                                                           \
     do {                                                                                           \
+        if (!(pub))                                                                                \
+            return -EINVAL;                                                                        \
         if (!tpc__self)                                                                            \
             return -EPERM;                                                                         \
-        if (!(pub) || inside(pub)->shard != tpc__self)                                             \
+        if (inside(pub)->shard != tpc__self)                                                       \
             return -EXDEV;                                                                         \
     } while (0)
 

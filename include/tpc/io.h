@@ -86,7 +86,8 @@ typedef struct tpc_watch tpc_watch;
 typedef void (*tpc_watch_fn)(tpc_watch *w, int result, void *arg);
 TPC_EXTERN int tpc_watch_start(int fd, short events, tpc_watch_fn fn, void *arg, tpc_watch **out);
 /* Ends a waiting watch: its fn runs with -ECANCELED (or its readiness, if that came first),
- * never within this call. 0; -EINVAL for NULL; -EXDEV from another shard; -EPERM outside one. */
+ * never within this call; from fn itself, a no-op (it is being told). 0; -EINVAL for NULL;
+ * -EXDEV from another shard; -EPERM outside one. */
 TPC_EXTERN int tpc_watch_stop(tpc_watch *w);
 
 /* ---- O_DIRECT ---- */

@@ -210,7 +210,8 @@ TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uin
  * freed then; a fn that does not return when cancelled holds it up. The same holds while the
  * runtime stops. Frees the handle. Returns 0, or the first error an acceptor ended with (the
  * server is stopped either way). Call from a fiber of the starting shard: -EXDEV from another
- * shard, -EPERM outside a fiber, -EINVAL for NULL (the handle stays valid on these errors). */
+ * shard, -EPERM outside a fiber, -EINVAL for NULL or while another fiber stops it (the
+ * handle stays valid on these errors, until that stop returns). */
 TPC_EXTERN int tpc_server_stop(tpc_server *srv);
 
 /* ---- Receiving into a shared buffer pool (multishot recv, provided buffers) ---- */
@@ -271,7 +272,7 @@ TPC_EXTERN int tpc_buf_release(tpc_buf *b);
  * not close fd. Buffers the caller holds stay held and valid; the memory goes once the last of
  * them is released and the waiter has left. Returns 0. Misuse leaves rx untouched: -EXDEV,
  * -EPERM (the kernel must be waited for outside a fiber), -EINVAL while another fiber closes
- * it. */
+ * it (tpc_rx_close or tpc_rx_close_idle). */
 TPC_EXTERN int tpc_rx_close(tpc_rx *rx);
 /* Closes rx if it is idle, losing nothing: its receive is taken out of the ring (waiting, in the
  * calling fiber, for the kernel to let go), and if no chunk arrived meanwhile the stream closes

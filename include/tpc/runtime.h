@@ -267,7 +267,10 @@ typedef int (*tpc_call_fn)(void *arg);
  * caller's fiber. Calls may nest freely (A calls B, which calls A): replies never wait for
  * room. If the caller is cancelled or its deadline passes while it waits, this returns
  * -ECANCELED / -ETIMEDOUT at once; fn still runs (or has run) and its result is dropped, so arg
- * must stay valid until fn has returned. Returns 0, -EINVAL (bad shard, NULL fn), -ENOMEM,
+ * must stay valid until fn has returned; but if that happens while the call still waits for
+ * room in the target's full inbox (a target far behind), the call is withdrawn and fn never
+ * runs. The two cannot be told apart here: an arg that fn frees or that must outlive fn wants
+ * tpc_call_owned, which knows. Returns 0, -EINVAL (bad shard, NULL fn), -ENOMEM,
  * -ESHUTDOWN (also when the target stopped before it could start fn), -EPERM outside a fiber. */
 TPC_EXTERN int tpc_call_on(int shard, tpc_call_fn fn, void *arg, int *result);
 
@@ -284,7 +287,8 @@ TPC_EXTERN int tpc_on_all(tpc_call_fn fn, void *arg);
  * the caller's shard: at once when fn never ran (-EINVAL, -EPERM, -ENOMEM, -ESHUTDOWN: the
  * target could not start fn); when the caller was cancelled or its deadline passed while it
  * waited (-ECANCELED / -ETIMEDOUT, returned at once), only after fn has returned on the target
- * (while the runtime stops, possibly in tpc_wait's thread, posing as the caller's shard). On
+ * (while the runtime stops, possibly in tpc_wait's thread, posing as the caller's shard), or at
+ * once if the call was still waiting for room in the target's inbox (withdrawn: fn never runs). On
  * the caller's own shard fn runs at once in the caller's fiber, as tpc_call_on. Suspends;
  * fibers only. */
 TPC_EXTERN int tpc_call_owned(int shard, tpc_call_fn fn, void *arg, tpc_release_fn release,

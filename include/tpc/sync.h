@@ -9,7 +9,9 @@
  * Calls that wait suspend the calling fiber; they return -ECANCELED if it is cancelled while
  * waiting (having taken nothing), and -EPERM outside a fiber. The try_ forms never suspend and
  * may be called from callback tasks too, except the mutex's: a mutex is owned by a fiber, so
- * tpc_mutex_trylock and tpc_mutex_unlock return -EPERM from a callback task. */
+ * tpc_mutex_trylock and tpc_mutex_unlock return -EPERM from a callback task. A NULL object (or
+ * a NULL out for a channel's receive) is -EINVAL; the queries (tpc_sem_value, tpc_event_is_set,
+ * tpc_chan_len) answer 0 / false for it. */
 #ifndef TPC_SYNC_H
 #define TPC_SYNC_H
 
