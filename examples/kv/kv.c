@@ -70,10 +70,17 @@ static struct {
     .port = 6379,
 };
 
+/* A lock request waiting for its turn (on its fiber's stack). */
+struct locker {
+    struct locker *next;
+    tpc_event turn; /* set when it is first in line and the shard may be free */
+};
+
 /* A shard's state. */
 struct shard {
     struct kv_db db;
-    uint64_t locked;      /* the token of the multi-shard command that holds it, 0: none */
+    uint64_t locked; /* the token of the multi-shard command that holds it, 0: none */
+    struct locker *lk_head, *lk_tail; /* lock requests in arrival order */
     uint64_t given_up[8]; /* tokens of commands that stopped waiting (the latest, a ring) */
     unsigned ngiven_up;
     uint64_t txn_seq;   /* this shard's tokens */
@@ -112,11 +119,21 @@ static int wait_unlocked(struct shard *sh)
     return 0;
 }
 
+/* The first lock request in line, if any, gets its turn. Only it is woken: waking every one
+ * (they waited on `unlocked` with the other commands) made each unlock wake thousands of
+ * requests under many connections, all but one to wait again. */
+static void next_turn(struct shard *sh)
+{
+    if (!sh->locked && sh->lk_head)
+        tpc_event_set(&sh->lk_head->turn);
+}
+
 static void unlock_if(struct shard *sh, uint64_t token)
 {
     if (sh->locked == token) {
         sh->locked = 0;
-        tpc_event_set(&sh->unlocked);
+        tpc_event_set(&sh->unlocked); /* the other commands first (they are woken first) */
+        next_turn(sh);
     }
 }
 
@@ -136,14 +153,26 @@ static void expire_tick(tpc_timer *t, void *arg)
     (void)t;
     struct shard *sh = arg;
     sh->db.now = kv_now_ms();
-    size_t buckets = (sh->db.keys.size[0] + sh->db.keys.size[1]) / 100;
+    dict_rehash_step(&sh->db.keys, 64);
+    if (!sh->db
+             .expires) { /* nothing can expire: no walk (with 12 M keys it took a third of a CPU) */
+        sh->db.avg_ttl = 0;
+        return;
+    }
+    /* A hundredth of the table, again while a quarter of what was walked went, within 1 ms: the
+     * clock is read every 256 buckets, so a big table's walk cannot overrun it. */
+    size_t buckets = (sh->db.keys.size[0] + sh->db.keys.size[1]) / 100, walked = 0, gone = 0;
     if (buckets < 64)
         buckets = 64;
     uint64_t t0 = tpc_now_fresh();
-    while (db_expire_some(&sh->db, &sh->expire_cursor, (int)buckets) >= buckets / 4 &&
-           tpc_now_fresh() - t0 < 1000 * 1000)
-        ;
-    dict_rehash_step(&sh->db.keys, 64);
+    do {
+        gone += db_expire_some(&sh->db, &sh->expire_cursor, 256);
+        if ((walked += 256) >= buckets) {
+            if (gone < buckets / 4)
+                break;
+            walked = gone = 0;
+        }
+    } while (tpc_now_fresh() - t0 < 1000 * 1000);
 }
 
 static void shard_destroy(void *p)
@@ -804,11 +833,35 @@ static int txn_lock(void *arg)
 {
     struct shard *sh = me();
     uint64_t token = (uint64_t)(uintptr_t)arg;
-    int rc = wait_unlocked(sh);
-    if (rc < 0)
-        return rc;
-    if (given_up(sh, token))
+    if (sh->locked || sh->lk_head) { /* in line, in arrival order */
+        struct locker l = {.next = NULL};
+        tpc_event_init(&l.turn, false);
+        if (sh->lk_tail)
+            sh->lk_tail->next = &l;
+        else
+            sh->lk_head = &l;
+        sh->lk_tail = &l;
+        int rc = 0;
+        while (rc == 0 && (sh->locked || sh->lk_head != &l)) {
+            rc = tpc_event_wait(&l.turn);
+            tpc_event_reset(&l.turn);
+        }
+        struct locker **pp = &sh->lk_head, *prev = NULL; /* out of the line */
+        while (*pp != &l)
+            prev = *pp, pp = &(*pp)->next;
+        *pp = l.next;
+        if (sh->lk_tail == &l)
+            sh->lk_tail = prev;
+        tpc_event_destroy(&l.turn);
+        if (rc < 0) {
+            next_turn(sh); /* (its turn, if it had come, goes on) */
+            return rc;
+        }
+    }
+    if (given_up(sh, token)) {
+        next_turn(sh);
         return -ECANCELED; /* its command is gone */
+    }
     sh->locked = token;
     tpc_event_reset(&sh->unlocked);
     return 0;
@@ -1250,17 +1303,9 @@ static int scan(struct conn *c, const char **argv, const size_t *argl, size_t ar
 
 static size_t start_memory; /* the allocator's bytes in use when the server started to serve */
 
-/* The allocator's bytes in use, every thread's arena together (glibc's mallinfo2); where
- * another allocator serves malloc (a sanitizer's) mallinfo2 knows nothing: the resident set
- * then, and *what says which. */
-static size_t used_memory(const char **what)
+/* The process's resident memory (/proc/self/statm). */
+static size_t rss_bytes(void)
 {
-    struct mallinfo2 m = mallinfo2();
-    size_t n = m.uordblks + m.hblkhd;
-    *what = "libc";
-    if (n)
-        return n;
-    *what = "rss";
     unsigned long pages = 0;
     FILE *f = fopen("/proc/self/statm", "r");
     if (f && fscanf(f, "%*u %lu", &pages) != 1)
@@ -1268,6 +1313,31 @@ static size_t used_memory(const char **what)
     if (f)
         fclose(f);
     return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* The allocator's bytes in use, every thread's arena together (glibc's mallinfo2); where
+ * another allocator serves malloc (a sanitizer's) mallinfo2 knows nothing: the resident set
+ * then, and *what says which. mallinfo2 walks every free chunk (60-130 ms on a heap that lost
+ * a million keys, the shard stopped meanwhile): a shard asks it at most once a second. */
+static size_t used_memory(const char **what)
+{
+    static _Thread_local size_t last;
+    static _Thread_local uint64_t last_at;
+    static _Thread_local const char *last_what;
+    uint64_t now = tpc_self() ? tpc_now() : 0;
+    if (last_what && now && now - last_at < 1000 * 1000 * 1000) {
+        *what = last_what;
+        return last;
+    }
+    struct mallinfo2 m = mallinfo2();
+    size_t n = m.uordblks + m.hblkhd;
+    *what = "libc";
+    if (!n) {
+        *what = "rss";
+        n = rss_bytes();
+    }
+    last = n, last_at = now, last_what = *what;
+    return n;
 }
 
 /* INFO [section ...]: every section, or those named (case aside; "all", "everything" and
@@ -1292,27 +1362,7 @@ static int info(struct conn *c, const char **argv, const size_t *argl, size_t ar
         log_bytes += a->log_bytes;
     }
     on_all_free(c);
-    const char *allocator;
-    size_t used = used_memory(&allocator);
-    double per_key =
-        keys ? (double)(used > start_memory ? used - start_memory : 0) / (double)keys : 0;
-    char sec[4][320];
     static const char *names[4] = {"server", "memory", "persistence", "keyspace"};
-    snprintf(sec[0], sizeof(sec[0]),
-             "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
-             "tpc_kv_shards:%d\r\ntpc_kv_connection_shard:%d\r\n",
-             cfg.nshards, tpc_shard_id());
-    snprintf(sec[1], sizeof(sec[1]),
-             "# Memory\r\nused_memory:%zu\r\nmem_allocator:%s\r\ntpc_kv_bytes_per_key:%.1f\r\n",
-             used, allocator, per_key);
-    snprintf(
-        sec[2], sizeof(sec[2]),
-        "# Persistence\r\naof_enabled:%d\r\naof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
-        "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n",
-        cfg.appendonly, rewriting > 0, (unsigned long long)rewrites, (unsigned long long)log_bytes,
-        (unsigned long long)log_writes, (unsigned long long)direct);
-    snprintf(sec[3], sizeof(sec[3]), "# Keyspace\r\ndb0:keys=%zu,expires=%zu,avg_ttl=%lld\r\n",
-             keys, expires, expires ? (long long)(ttl / (double)expires) : 0);
     bool want[4] = {argc < 2, argc < 2, argc < 2, argc < 2};
     for (size_t k = 1; k < argc; k++)
         for (int i = 0; i < 4; i++) {
@@ -1322,6 +1372,27 @@ static int info(struct conn *c, const char **argv, const size_t *argl, size_t ar
             want[i] |=
                 every || (argl[k] == strlen(names[i]) && !strncasecmp(argv[k], names[i], argl[k]));
         }
+    const char *allocator = "libc";
+    size_t used = want[1] ? used_memory(&allocator) : 0; /* (only when asked: it walks the heap) */
+    double per_key =
+        keys ? (double)(used > start_memory ? used - start_memory : 0) / (double)keys : 0;
+    char sec[4][320];
+    snprintf(sec[0], sizeof(sec[0]),
+             "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n"
+             "tpc_kv_shards:%d\r\ntpc_kv_connection_shard:%d\r\n",
+             cfg.nshards, tpc_shard_id());
+    snprintf(sec[1], sizeof(sec[1]),
+             "# Memory\r\nused_memory:%zu\r\nused_memory_rss:%zu\r\nmem_allocator:%s\r\n"
+             "tpc_kv_bytes_per_key:%.1f\r\n",
+             used, want[1] ? rss_bytes() : 0, allocator, per_key);
+    snprintf(
+        sec[2], sizeof(sec[2]),
+        "# Persistence\r\naof_enabled:%d\r\naof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
+        "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n",
+        cfg.appendonly, rewriting > 0, (unsigned long long)rewrites, (unsigned long long)log_bytes,
+        (unsigned long long)log_writes, (unsigned long long)direct);
+    snprintf(sec[3], sizeof(sec[3]), "# Keyspace\r\ndb0:keys=%zu,expires=%zu,avg_ttl=%lld\r\n",
+             keys, expires, expires ? (long long)(ttl / (double)expires) : 0);
     char text[1300];
     size_t n = 0;
     for (int i = 0; i < 4; i++)
@@ -1442,6 +1513,17 @@ static int execute(struct conn *c, size_t n)
     return 0;
 }
 
+/* What one pipeline needed and a connection keeps no longer: reply space past 1 MiB, argument
+ * arrays past 64 Ki entries (a 300 MB reply or a million-key command left an idle connection
+ * holding it until it closed). */
+static void conn_trim(struct conn *c)
+{
+    if (c->local.cap > (1u << 20))
+        sb_free(&c->local);
+    if (c->args.cap > (1u << 16) && !c->args.resume.done)
+        resp_args_free(&c->args);
+}
+
 static int serve(struct conn *c)
 {
     for (;;) {
@@ -1451,9 +1533,12 @@ static int serve(struct conn *c)
         if (n > 0) {
             int rc = execute(c, (size_t)n);
             tpc_rbuf_consume(&c->in, used);
+            conn_trim(c);
             if (rc < 0)
                 return rc;
-            if (!c->perr && (c->quit || tpc_rbuf_len(&c->in) == 0 || need == 0)) {
+            /* After QUIT nothing more is read (as Redis): not even a protocol error that
+             * came after it, which held back the replies before it. */
+            if (c->quit || (!c->perr && (tpc_rbuf_len(&c->in) == 0 || need == 0))) {
                 ssize_t w = tpc_wbuf_flush(&c->out);
                 if (w < 0)
                     return (int)w;

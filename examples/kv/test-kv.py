@@ -719,6 +719,46 @@ class Test(unittest.TestCase):
                 c.reply()
         until(lambda: c.cmd("DBSIZE") == 1, "active expiry of 100,000 keys")
 
+    def test_quit_then_garbage(self):
+        """Nothing after QUIT is read, not even a protocol error: the replies before it go out
+        (they were all lost, the SET run all the same)."""
+        want = None
+        r = RedisServer.start()
+        if r:
+            self.addCleanup(r.stop)
+        for port in ([r.port] if r else []) + [self.kv.port]:
+            s = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+            s.sendall(b"SET quit:k 1\r\nPING\r\nQUIT\r\n*x\r\n")
+            got = b""
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                got += d
+            s.close()
+            if want is None:
+                want = got  # redis-server's, when it is there
+            self.assertEqual(got, want if r else b"+OK\r\n+PONG\r\n+OK\r\n")
+        self.assertEqual(self.conn().cmd("GET", "quit:k"), b"1")
+
+    def test_connection_gives_back_a_big_pipeline(self):
+        """A connection that once answered a big pipeline does not keep its reply space."""
+        c = self.conn()
+        if info(c).get("mem_allocator") != "libc":
+            self.skipTest("the allocator's figures are not glibc's (a sanitizer's malloc)")
+        c.cmd("SET", "bigp", "v" * (1 << 20))
+        before = int(info(c)["used_memory"])
+        c.send(b"".join(encode("GET", "bigp") for _ in range(100)))  # 100 MiB of replies
+        for _ in range(100):
+            self.assertEqual(len(c.reply()), 1 << 20)
+        end = time.monotonic()
+
+        def fresh():  # a shard reads the allocator's figures at most once a second
+            return time.monotonic() - end > 1.2
+        until(fresh, "INFO's memory figures to be read again")
+        self.assertLess(int(info(c)["used_memory"]), before + (20 << 20))
+        c.cmd("DEL", "bigp")
+
     def test_limits(self):
         kv = Server(shards=1, args=("--max-bulk", "1000", "--max-args", "10"))
         try:
