@@ -734,7 +734,28 @@ static void classify(struct conn *c, struct slot *s)
     (void)n;
 }
 
-#define EMIT_RUN (64 * 1024) /* replies appended together, at most */
+#define EMIT_RUN   (64 * 1024)        /* replies appended together, at most */
+#define EMIT_SLICE ((size_t)64 << 20) /* pending reply bytes a connection holds, about */
+#define RUN_MAX    64                 /* commands run (and their replies built) together */
+
+/* Appends n bytes of replies, in slices: a reply bigger than the writer's limit (an MGET of a
+ * thousand 1 MiB values) goes out as it is flushed (it closed the connection without a word),
+ * and past EMIT_SLICE pending the writer is flushed (the client then paces the reading). */
+static int emit_bytes(struct conn *c, const char *p, size_t n)
+{
+    while (n) {
+        size_t k = n < EMIT_SLICE ? n : EMIT_SLICE;
+        int rc = tpc_wbuf_append(&c->out, p, k);
+        if (rc == -ENOBUFS && (rc = (int)tpc_wbuf_flush(&c->out)) >= 0)
+            rc = tpc_wbuf_append(&c->out, p, k);
+        if (rc < 0)
+            return rc;
+        if (tpc_wbuf_pending(&c->out) > EMIT_SLICE && (rc = (int)tpc_wbuf_flush(&c->out)) < 0)
+            return rc;
+        p += k, n -= k;
+    }
+    return 0;
+}
 
 /* Appends the replies of slots [from, to) in order. */
 static int emit(struct conn *c, size_t from, size_t to)
@@ -748,9 +769,7 @@ static int emit(struct conn *c, size_t from, size_t to)
                   len + c->slots[i].len <= EMIT_RUN;
              i++)
             len += c->slots[i].len;
-        int rc = tpc_wbuf_append(&c->out, src->p + off, len);
-        if (rc == -ENOBUFS && (rc = (int)tpc_wbuf_flush(&c->out)) >= 0)
-            rc = tpc_wbuf_append(&c->out, src->p + off, len);
+        int rc = emit_bytes(c, src->p + off, len);
         if (rc < 0)
             return rc;
     }
@@ -1495,10 +1514,14 @@ static int execute(struct conn *c, size_t n)
 {
     size_t i = 0;
     while (i < n && !c->quit) {
+        /* At most RUN_MAX commands' replies are built at once (1,024 GETs of a 1 MiB value
+         * held a GiB a connection); the ones before are out in the writer by then. */
+        c->local.len = 0;
         size_t j = i;
-        while (j < n && !c->slots[j].barrier && !(c->slots[j].c && c->slots[j].c->op == OP_QUIT))
+        while (j < n && j - i < RUN_MAX && !c->slots[j].barrier &&
+               !(c->slots[j].c && c->slots[j].c->op == OP_QUIT))
             j++;
-        if (j < n && !c->slots[j].barrier)
+        if (j < n && c->slots[j].c && c->slots[j].c->op == OP_QUIT)
             j++; /* QUIT ends the run; what follows it is not run */
         int rc = j > i ? run(c, i, j) : 0;
         if (rc < 0)
