@@ -333,13 +333,18 @@ class Test(unittest.TestCase):
         self.addCleanup(c.close)
         return c
 
-    def test_same_answers_as_redis(self):
+    def with_redis(self):
+        """A connection to tpc-kv and one to a fresh redis-server (the test skipped without)."""
         r = RedisServer.start()
         if not r:
             self.skipTest("redis-server is not installed")
         self.addCleanup(r.stop)
-        ours, theirs = self.conn(), Conn(r.port)
+        theirs = Conn(r.port)
         self.addCleanup(theirs.close)
+        return self.conn(), theirs
+
+    def test_same_answers_as_redis(self):
+        ours, theirs = self.with_redis()
         ours.cmd("FLUSHALL")
         theirs.cmd("FLUSHALL")
         for args in SAME:
@@ -371,12 +376,7 @@ class Test(unittest.TestCase):
         """Random ZADD (every option), ZPOPMIN, ZRANGE (ranks, BYSCORE, BYLEX, REV, LIMIT,
         WITHSCORES), ZSCORE and ZCARD on sets of up to a few thousand members with many equal
         scores, pipelined to tpc-kv and redis-server: the same answers byte for byte."""
-        r = RedisServer.start()
-        if not r:
-            self.skipTest("redis-server is not installed")
-        self.addCleanup(r.stop)
-        ours, theirs = self.conn(), Conn(r.port)
-        self.addCleanup(theirs.close)
+        ours, theirs = self.with_redis()
         rnd = random.Random(1717)
         scores = ["0", "1", "-1", "2.5", "1e3", "-inf", "+inf", "0.1", "7"]
 
@@ -606,12 +606,7 @@ class Test(unittest.TestCase):
     def test_info_counts_keys_with_a_time(self):
         """INFO's keyspace line counts the keys that have a time, as redis-server's does, through
         every command that gives, changes or takes one (on three shards, and over MSET/DEL)."""
-        r = RedisServer.start()
-        if not r:
-            self.skipTest("redis-server is not installed")
-        self.addCleanup(r.stop)
-        ours, theirs = self.conn(), Conn(r.port)
-        self.addCleanup(theirs.close)
+        ours, theirs = self.with_redis()
         steps = [
             ["FLUSHALL"], ["SET", "a", "1", "EX", "100"], ["SET", "b", "1", "PX", "100000"],
             ["SET", "c", "1"], ["EXPIRE", "c", "100"], ["PEXPIRE", "c", "200000"],
