@@ -426,9 +426,10 @@ int tpc_on_all(tpc_call_fn fn, void *arg)
     if (!rs)
         return -ENOMEM;
     unsigned sent = 0;
-    for (; sent < n && rc == 0; sent++)
-        rc = remote_send((int)sent, NULL, fn, arg, &rs[sent]);
-    if (rc < 0)
+    int send_err = 0; /* a send that failed: those sent before it are still waited for */
+    for (; sent < n && !send_err; sent++)
+        send_err = remote_send((int)sent, NULL, fn, arg, &rs[sent]);
+    if (send_err < 0)
         sent--;
     int first = 0, err = 0; /* the first fn result < 0; the first target that could not start */
     for (unsigned i = 0; i < sent; i++) {
@@ -436,7 +437,7 @@ int tpc_on_all(tpc_call_fn fn, void *arg)
         int jr = rc < 0 ? rc : remote_await(r, true); /* on an early return, r is abandoned */
         if (jr < 0) {
             rc = jr;
-            if (!r->released) /* a send failed: the rest were never waited for */
+            if (!r->released) /* the caller stopped waiting: the rest are not waited for */
                 tpc__remote_detach(r);
             continue;
         }
@@ -448,7 +449,7 @@ int tpc_on_all(tpc_call_fn fn, void *arg)
         remote_free(r);
     }
     free(rs);
-    return rc < 0 ? rc : err < 0 ? err : first;
+    return rc < 0 ? rc : send_err < 0 ? send_err : err < 0 ? err : first;
 }
 
 int tpc_stats(int shard, tpc_shard_stats *out)

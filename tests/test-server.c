@@ -23,10 +23,11 @@
 void *__real_calloc(size_t n, size_t size);
 void *__wrap_calloc(size_t n, size_t size);
 static __thread bool fail_next_calloc;
+static __thread int fail_calloc_in; /* > 0: the calloc that many calls on fails */
 
 void *__wrap_calloc(size_t n, size_t size)
 {
-    if (fail_next_calloc) {
+    if (fail_next_calloc || (fail_calloc_in > 0 && --fail_calloc_in == 0)) {
         fail_next_calloc = false;
         return NULL;
     }
@@ -949,6 +950,49 @@ static int stop_nomem(void *arg)
     return 0;
 }
 
+/* tpc_on_all whose send to a shard fails (a calloc, here the 1st to the 4th of its callocs; the
+ * test lives in this file for its calloc wrapper):
+ * whatever failed, no fn it started is still running when it returns (it returned at once,
+ * with the arg of a started fn still in use). */
+static _Atomic int on_all_started[2], on_all_done[2];
+static int slow_everywhere(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&on_all_started[tpc_shard_id()], 1);
+    tpc_sleep(20 * MS);
+    atomic_fetch_add(&on_all_done[tpc_shard_id()], 1);
+    return 0;
+}
+
+static int on_all_nomem_main(void *arg)
+{
+    (void)arg;
+    for (int k = 1; k <= 4; k++) {
+        fail_calloc_in = k;
+        int rc = tpc_on_all(slow_everywhere, NULL);
+        fail_calloc_in = 0;
+        CHECK(rc == 0 || rc == -ENOMEM);
+        int started[2], done[2];
+        for (int i = 0; i < 2; i++) {
+            started[i] = atomic_load(&on_all_started[i]);
+            done[i] = atomic_load(&on_all_done[i]);
+            CHECK_EQ(started[i], done[i]);
+        }
+        tpc_sleep(3 * 20 * MS); /* a fn left behind would start or end meanwhile */
+        for (int i = 0; i < 2; i++) {
+            CHECK_EQ(atomic_load(&on_all_started[i]), started[i]);
+            CHECK_EQ(atomic_load(&on_all_done[i]), done[i]);
+        }
+    }
+    return 0;
+}
+
+static void test_on_all_waits_after_a_failed_send(void **state)
+{
+    (void)state;
+    run_main(2, on_all_nomem_main, NULL);
+}
+
 static int stop_errors_main(void *arg)
 {
     (void)arg;
@@ -1613,6 +1657,7 @@ int main(void)
         cmocka_unit_test(test_server_no_late_start),
         cmocka_unit_test(test_server_stop_waits),
         cmocka_unit_test(test_server_stop_twice),
+        cmocka_unit_test(test_on_all_waits_after_a_failed_send),
         cmocka_unit_test(test_server_stop_errors),
         cmocka_unit_test(test_server_start_interrupted),
         cmocka_unit_test(test_server_stop_at_shutdown),
