@@ -754,6 +754,28 @@ class Test(unittest.TestCase):
         self.assertLess(int(info(c)["used_memory"]), before + (20 << 20))
         c.cmd("DEL", "bigp")
 
+    def test_scan_of_a_table_emptied(self):
+        """A table that lost nearly all its keys is scanned in few calls: tables shrink, and a
+        call walks on until COUNT keys or ten times COUNT buckets (it walked COUNT buckets:
+        thousands of calls for five keys)."""
+        c = self.conn()
+        c.send(b"".join(encode("SET", "sparse:%d" % i, 1) for i in range(30000)))
+        for _ in range(30000):
+            c.reply()
+        c.send(b"".join(encode("DEL", "sparse:%d" % i) for i in range(5, 30000)))
+        for _ in range(5, 30000):
+            c.reply()
+        seen, calls, cursor = set(), 0, b"0"
+        while True:
+            cursor, keys = c.cmd("SCAN", cursor, "MATCH", "sparse:*", "COUNT", "10")
+            seen.update(keys)
+            calls += 1
+            if cursor == b"0":
+                break
+        self.assertEqual(seen, {b"sparse:%d" % i for i in range(5)})
+        self.assertLess(calls, 400, calls)
+        c.cmd("DEL", *("sparse:%d" % i for i in range(5)))
+
     def test_limits(self):
         kv = Server(shards=1, args=("--max-bulk", "1000", "--max-args", "10"))
         try:
