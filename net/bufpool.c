@@ -62,8 +62,16 @@ struct tpc_bufpool {
  * the system: after a burst of traffic a shard's pools would otherwise keep every page the
  * kernel ever received into. No receive can write into an unused pool, so the pages can go
  * while its buffers stay in the ring; the next receive into one faults a zeroed page back in. */
-static int64_t trim_after = 1000000000; /* (tests shorten it: tpc__bufpool_trim_after) */
-static void trim(tpc_timer *t, void *arg);
+#define TRIM_AFTER_NS 1000000000
+static int64_t trim_after = TRIM_AFTER_NS; /* (tests shorten it: tpc__bufpool_trim_after) */
+
+static void trim(tpc_timer *t, void *arg)
+{
+    (void)t;
+    tpc_bufpool *p = arg;
+    if (!p->nstreams && !p->nheld)
+        madvise(p->mem, p->mem_bytes, MADV_DONTNEED); /* (it cannot fail on a mapping of ours) */
+}
 
 struct tpc_rx {
     struct tpc__multishot ms; /* the receive in the ring (one at a time) */
@@ -173,18 +181,10 @@ fail:
     return rc;
 }
 
-static void trim(tpc_timer *t, void *arg)
-{
-    (void)t;
-    tpc_bufpool *p = arg;
-    if (!p->nstreams && !p->nheld)
-        madvise(p->mem, p->mem_bytes, MADV_DONTNEED); /* (it cannot fail on a mapping of ours) */
-}
-
 int64_t tpc__bufpool_trim_after(int64_t ns)
 {
     int64_t was = trim_after;
-    trim_after = ns >= 0 ? ns : 1000000000;
+    trim_after = ns >= 0 ? ns : TRIM_AFTER_NS;
     return was;
 }
 
