@@ -475,7 +475,7 @@ class HttpTest(unittest.TestCase):
         def closed():  # the listeners close once every shard is draining
             try:
                 p.connect()[0].close()
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, ConnectionResetError):  # (reset: caught mid-close)
                 return True
             return False
         until(closed)
