@@ -1338,17 +1338,9 @@ static size_t rss_bytes(void)
 /* The allocator's bytes in use, every thread's arena together (glibc's mallinfo2); where
  * another allocator serves malloc (a sanitizer's) mallinfo2 knows nothing: the resident set
  * then, and *what says which. mallinfo2 walks every free chunk (60-130 ms on a heap that lost
- * a million keys, the shard stopped meanwhile): a shard asks it at most once a second. */
+ * a million keys): INFO asks only for its memory section. */
 static size_t used_memory(const char **what)
 {
-    static _Thread_local size_t last;
-    static _Thread_local uint64_t last_at;
-    static _Thread_local const char *last_what;
-    uint64_t now = tpc_self() ? tpc_now() : 0;
-    if (last_what && now && now - last_at < 1000 * 1000 * 1000) {
-        *what = last_what;
-        return last;
-    }
     struct mallinfo2 m = mallinfo2();
     size_t n = m.uordblks + m.hblkhd;
     *what = "libc";
@@ -1356,7 +1348,6 @@ static size_t used_memory(const char **what)
         *what = "rss";
         n = rss_bytes();
     }
-    last = n, last_at = now, last_what = *what;
     return n;
 }
 
