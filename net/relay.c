@@ -373,7 +373,7 @@ static int relay_init(struct tpc_relay_handle *r, int a, int b, const tpc_relay_
     r->shard = s;
     r->len = chunk < RELAY_BUF ? (unsigned)chunk : 0;
     r->idle = opts ? opts->idle_ns : 0;
-    r->last = tpc_now();
+    r->last = tpc_now_fresh(); /* the limit counts from this call, not the loop turn's clock */
     tpc_timer_init(&r->idle_timer, relay_idle, r);
     tpc_timer_init(&r->retry, relay_retry, r);
     int fds[2] = {a, b};
