@@ -413,7 +413,7 @@ class HttpTest(unittest.TestCase):
 
     def test_drain_closes_idle_keepalive_connections_at_once(self):
         self.backends = [Backend()]
-        p = Proxy(config(self.backends), drain_ms=30000)
+        self.proxy = p = Proxy(config(self.backends), drain_ms=30000)
         c, r = p.connect()
         c.sendall(request("/idle"))
         self.assertEqual(read_response(r).body, b"a GET /idle")
@@ -466,7 +466,7 @@ class HttpTest(unittest.TestCase):
         # SIGTERM while a request waits for its server: the answer still comes, with
         # Connection: close, and then the connection closes and the proxy exits.
         self.backends = [Backend()]
-        p = Proxy(config(self.backends), drain_ms=30000)
+        self.proxy = p = Proxy(config(self.backends), drain_ms=30000)
         c, r = p.connect()
         c.sendall(request("/held"))
         until(lambda: any(line == "GET /held HTTP/1.1" for line, _ in self.backends[0].heads))
@@ -491,7 +491,7 @@ class HttpTest(unittest.TestCase):
         # drain waits for it too (it was cut at once).
         self.backends = [Backend()]
         text = config(self.backends)
-        p = Proxy(text, drain_ms=30000)
+        self.proxy = p = Proxy(text, drain_ms=30000)
         c, r = p.connect()
         c.sendall(request("/held"))
         until(lambda: any(line == "GET /held HTTP/1.1" for line, _ in self.backends[0].heads))
@@ -517,7 +517,7 @@ class HttpTest(unittest.TestCase):
         if os.environ.get("TPC_TEST_SLOW") or os.environ.get("TPC_TEST_VALGRIND"):
             self.skipTest("a sanitizer or valgrind maps memory its own way")
         self.backends = [Backend()]
-        p = Proxy(config(self.backends))
+        self.proxy = p = Proxy(config(self.backends))
 
         def maps():
             with open("/proc/%d/maps" % p.p.pid) as f:
@@ -546,7 +546,7 @@ class HttpTest(unittest.TestCase):
 
     def test_drain_closes_parked_connections_at_once(self):
         self.backends = [Backend()]
-        p = Proxy(config(self.backends), drain_ms=30000)
+        self.proxy = p = Proxy(config(self.backends), drain_ms=30000)
         base = self.steady_fibers(p)
         c, r = p.connect()
         c.sendall(request("/idle"))
