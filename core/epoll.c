@@ -61,6 +61,7 @@ struct ep_op {
     bool want_pool; /* a fiber's operation found it needs a helper: the fiber calls it */
     bool fd_held;   /* fd is the pool job's own duplicate of orig_fd (fd_hold) */
     int orig_fd;
+    uint32_t moved; /* a send or receive with MSG_WAITALL: the bytes moved so far */
 };
 
 struct ep_fd {
@@ -518,30 +519,42 @@ static bool beyond_table(const struct ep_op *o)
             (unsigned)q->splice_fd_in >= fd_limit);
 }
 
-/* A socket's send or receive (MSG_DONTWAIT); a receive into a provided buffer takes one. */
+/* A socket's send or receive (MSG_DONTWAIT); a receive into a provided buffer takes one. With
+ * the caller's MSG_WAITALL, as io_uring: a short one waits for the rest, and the result counts
+ * every byte moved (an error or the end of stream after some: their count). */
 static int sock_io(struct tpc__ep *e, struct ep_op *o)
 {
     const struct io_uring_sqe *q = &o->sqe;
-    void *buf = (void *)(uintptr_t)q->addr;
+    char *buf = (char *)(uintptr_t)q->addr + o->moved;
     int flags = (int)q->msg_flags | MSG_DONTWAIT;
+    size_t len = q->len - o->moved;
     ssize_t r;
     switch (q->opcode) {
     case IORING_OP_RECV:
         if (q->flags & IOSQE_BUFFER_SELECT)
             return recv_select(e, o);
-        r = recv(o->fd, buf, q->len, flags);
-        o->drained = r > 0 && (size_t)r < q->len && !(flags & MSG_PEEK);
-        break;
+        r = recv(o->fd, buf, len, flags);
+        o->drained = r > 0 && (size_t)r < len && !(flags & MSG_PEEK);
+        goto all;
     case IORING_OP_SEND:
         o->dir = DIR_WR;
-        r = send(o->fd, buf, q->len, flags);
-        break;
+        r = send(o->fd, buf, len, flags);
+    all:
+        if (!(q->msg_flags & MSG_WAITALL))
+            break;
+        if (r > 0 && (size_t)r < len) {
+            o->moved += (uint32_t)r;
+            return -EAGAIN; /* the rest when the socket is ready */
+        }
+        if (o->moved && r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return (int)o->moved;
+        return r < 0 ? -errno : (int)(r + o->moved);
     case IORING_OP_SENDMSG:
         o->dir = DIR_WR;
-        r = sendmsg(o->fd, buf, flags);
+        r = sendmsg(o->fd, (const struct msghdr *)(uintptr_t)q->addr, flags);
         break;
     default:
-        r = recvmsg(o->fd, buf, flags);
+        r = recvmsg(o->fd, (struct msghdr *)(uintptr_t)q->addr, flags);
     }
     return r < 0 ? -errno : (int)r;
 }
@@ -829,17 +842,32 @@ static bool reads(const struct ep_op *o)
            op == IORING_OP_READV || op == IORING_OP_ACCEPT;
 }
 
+/* A send or receive the caller asked not to wait (MSG_DONTWAIT): -EAGAIN, as io_uring says. */
+static bool dontwait(const struct ep_op *o)
+{
+    unsigned op = o->sqe.opcode;
+    return (op == IORING_OP_RECV || op == IORING_OP_SEND || op == IORING_OP_RECVMSG ||
+            op == IORING_OP_SENDMSG) &&
+           (o->sqe.msg_flags & MSG_DONTWAIT);
+}
+
 static void step(struct tpc__shard *s, struct ep_op *o, int known)
 {
     struct tpc__ep *e = s->ep;
     struct ep_fd *f = reads(o) ? fd_of(e, o->fd) : NULL;
+    bool nowait = dontwait(o);
     for (int round = 0;; round++) {
-        bool dry = f && f->rd_dry; /* nothing to read: skip the system call that says so */
+        /* nothing to read: skip the system call that says so (unless the caller will not wait) */
+        bool dry = f && f->rd_dry && !nowait;
         int how = RUN_WAIT;
         if (dry)
             o->dir = DIR_RD, o->wfd = o->fd, o->cflags = 0;
         else
             how = attempt(e, o);
+        if (how == RUN_WAIT && nowait) { /* MSG_DONTWAIT: what moved, or -EAGAIN */
+            o->res = o->moved ? (int)o->moved : -EAGAIN;
+            how = RUN_DONE;
+        }
         /* A kept stream socket that a receive drained stays in the epoll set, where data
          * that comes brings an edge: the next receive waits for it without trying. Not once
          * its end of stream or an error came (its edge may be gone: a receive would end at
@@ -1160,7 +1188,7 @@ int tpc__ep_run(struct tpc__shard *s, struct tpc__io *io, struct io_uring_sqe *s
             if (o.sqe.opcode == IORING_OP_CONNECT)
                 connect_restore(&o);
             s->n_io_completed++;
-            return rc;
+            return o.moved ? (int)o.moved : rc; /* (MSG_WAITALL: the bytes it moved) */
         }
     }
     if (o.sqe.opcode == IORING_OP_CONNECT)

@@ -192,6 +192,57 @@ static void test_sock_linger(void **state)
     assert_int_equal(tpc_sock_linger(0, MS), -EPERM); /* outside a fiber */
 }
 
+/* The flags of tpc_send / tpc_recv, the same on every backend: MSG_DONTWAIT returns -EAGAIN at
+ * once where the call would wait; MSG_WAITALL waits for the whole length (the epoll backend
+ * returned what the first receive got). */
+static int send_later(void *arg)
+{
+    loop_turns(3); /* the receive below is waiting by then, with 5 of its 10 bytes */
+    CHECK_EQ(tpc_send((int)(intptr_t)arg, "world", 5, 0), 5);
+    return 0;
+}
+
+static int flags_main(void *arg)
+{
+    (void)arg;
+    tpc_deadline_set(t_wait_limit_ns());
+    int a, b;
+    tcp_pair(&a, &b);
+    char buf[16];
+    CHECK_EQ(tpc_recv(b, buf, sizeof(buf), MSG_DONTWAIT), -EAGAIN);
+    int small = 4096;
+    CHECK_EQ(setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+    CHECK_EQ(setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    static char junk[64 * 1024];
+    ssize_t n, sent = 0;
+    while ((n = tpc_send(a, junk, sizeof(junk), MSG_DONTWAIT)) > 0)
+        sent += n;
+    CHECK_EQ(n, -EAGAIN); /* full: the call returned instead of waiting for room */
+    CHECK(sent > 0);
+    while (sent > 0 && (n = tpc_recv(b, junk, sizeof(junk), 0)) > 0)
+        sent -= n;
+    CHECK_EQ(sent, 0);
+    CHECK_EQ(tpc_send(a, "hello", 5, 0), 5);
+    tpc_fiber *f;
+    CHECK_EQ(tpc_spawn(send_later, (void *)(intptr_t)a, &f), 0);
+    CHECK_EQ(tpc_recv(b, buf, 10, MSG_WAITALL), 10);
+    CHECK(!memcmp(buf, "helloworld", 10));
+    CHECK_EQ(tpc_join(f, NULL), 0);
+    /* Cut short by the deadline: the bytes it moved, not -ETIMEDOUT. */
+    CHECK_EQ(tpc_send(a, "hello", 5, 0), 5);
+    tpc_deadline_set(50 * MS);
+    CHECK_EQ(tpc_recv(b, buf, 10, MSG_WAITALL), 5);
+    tpc_close(a);
+    tpc_close(b);
+    return 0;
+}
+
+static void test_send_recv_flags(void **state)
+{
+    (void)state;
+    run_main(1, flags_main, NULL);
+}
+
 /* Connect timeout: a listener whose backlog is full drops new SYNs, so the connect waits until
  * the fiber's deadline. */
 static int connect_timeout_main(void *arg)
@@ -1946,6 +1997,7 @@ int main(void)
         cmocka_unit_test(test_adaptive_batching),
         cmocka_unit_test(test_adaptive_spin),
         cmocka_unit_test(test_sock_linger),
+        cmocka_unit_test(test_send_recv_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,10 +63,13 @@ TPC_EXTERN int tpc_accept(int fd, tpc_addr *peer);
  * listens; -ETIMEDOUT when the fiber's deadline passes first (the socket is closed). */
 TPC_EXTERN int tpc_connect(const tpc_addr *a);
 
-/* One receive or send (which may be short); recv returns 0 when the peer has closed its side.
- * They wait as blocking calls do: -EAGAIN only when asked not to (MSG_DONTWAIT, or an O_NONBLOCK
- * socket); a full ring, or a send the kernel gave up on half-way, is retried after a pass through
- * the shard's loop (as are tpc_sendv, tpc_recvv, tpc_sendto, tpc_recvfrom). */
+/* One receive or send (which may be short, unless MSG_WAITALL asks for the whole length); recv
+ * returns 0 when the peer has closed its side. They wait as blocking calls do, a socket's
+ * O_NONBLOCK notwithstanding: -EAGAIN at once only when asked not to wait (MSG_DONTWAIT; an
+ * O_NONBLOCK socket may see -EAGAIN where the kernel gives up on a send half-way). A full ring, or
+ * a send the kernel gave up on, is retried after a pass through the shard's loop (as are
+ * tpc_sendv, tpc_recvv, tpc_sendto, tpc_recvfrom). With MSG_WAITALL, a call cut short by the
+ * fiber's cancel or deadline returns the bytes it moved, if any. */
 TPC_EXTERN ssize_t tpc_recv(int fd, void *buf, size_t len, int flags);
 TPC_EXTERN ssize_t tpc_send(int fd, const void *buf, size_t len, int flags);
 
