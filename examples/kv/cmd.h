@@ -42,6 +42,7 @@ enum {
     OP_SET,
     OP_EXPIRE,
     OP_PEXPIRE,
+    OP_EXPIREAT, /* and PEXPIREAT */
     OP_SPOP,
 };
 

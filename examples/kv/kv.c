@@ -363,17 +363,34 @@ static void log_set(struct aof *a, size_t argc, const char **argv, const size_t 
         free(l);
 }
 
+/* A command that gave its key a time already past deleted it (SET ... PXAT, EXPIRE and the
+ * like, as Redis): it goes to the log as the DEL it was, not as a time that a replay (which
+ * expires nothing until its end) would keep the key alive under for the commands after it. */
+static bool logged_as_del(struct shard *sh, const char *key, size_t klen)
+{
+    if (dict_find(&sh->db.keys, key, klen, kv_hash(key, klen)))
+        return false;
+    aof_append(&sh->aof, 2, (const char *[]){"DEL", key}, (size_t[]){3, klen});
+    return true;
+}
+
 static void log_write(struct shard *sh, const struct command *c, size_t argc, const char **argv,
                       const size_t *argl, const char *reply, size_t rlen, const struct aof_tag *tag)
 {
     if (sh->aof.fd < 0 || !(c->flags & F_WRITE) || (rlen && reply[0] == '-'))
         return;
     if (c->op == OP_SET) {
-        log_set(&sh->aof, argc, argv, argl);
+        if (!logged_as_del(sh, argv[1], argl[1]))
+            log_set(&sh->aof, argc, argv, argl);
+    } else if (c->op == OP_EXPIREAT) {
+        if (rlen >= 2 && reply[1] == '1' && !logged_as_del(sh, argv[1], argl[1]))
+            aof_append(&sh->aof, argc, argv, argl);
     } else if (c->op == OP_EXPIRE || c->op == OP_PEXPIRE) {
         long long t;
         if (rlen < 2 || reply[1] != '1' || resp_ll(argv[2], argl[2], &t) < 0)
             return; /* nothing changed */
+        if (logged_as_del(sh, argv[1], argl[1]))
+            return;
         char num[24];
         const char *v[3] = {"PEXPIREAT", argv[1], num};
         size_t l[3] = {9, argl[1], 0};

@@ -886,6 +886,41 @@ class Durability(unittest.TestCase):
             c.close()
             self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
+    def test_times_already_past_replay_as_deletes(self):
+        """A command that gives its key a time already past deletes it, and the log says so:
+        a replay (which expires nothing until its end) saw the commands after it act on a key
+        that was gone when they ran (logged as the time, it came back 11, v and nil)."""
+        kv = self.start("always", shards=1)
+        c = Conn(kv.port)
+        c.cmd("SET", "c", "10")
+        self.assertEqual(c.cmd("EXPIRE", "c", "0"), 1)
+        self.assertEqual(c.cmd("INCR", "c"), 1)  # a new key
+        self.assertEqual(c.cmd("PERSIST", "c"), 0)
+        self.assertEqual(c.cmd("SET", "s", "v", "PXAT", "1"), "OK")
+        self.assertEqual(c.cmd("EXISTS", "s"), 0)
+        c.cmd("SET", "k", "v")
+        self.assertEqual(c.cmd("PEXPIRE", "k", "-5"), 1)
+        self.assertEqual(c.cmd("SET", "k", "v2", "KEEPTTL"), "OK")
+        c.cmd("SET", "at", "v")
+        self.assertEqual(c.cmd("PEXPIREAT", "at", "1"), 1)
+        self.assertEqual(c.cmd("RPUSH", "at", "x"), 1)
+        want = {"c": b"1", "s": None, "k": b"v2"}
+        for k, v in want.items():
+            self.assertEqual(c.cmd("GET", k), v, k)
+        self.assertEqual(c.cmd("TTL", "k"), -1)
+        c.close()
+        kv.p.kill()  # SIGKILL: the log as it was acknowledged
+        kv.p.wait()
+        kv.p.stdout.close()
+        kv = self.start("always", shards=1)
+        c = Conn(kv.port)
+        for k, v in want.items():
+            self.assertEqual(c.cmd("GET", k), v, k)
+        self.assertEqual(c.cmd("TTL", "k"), -1)
+        self.assertEqual(c.cmd("LRANGE", "at", "0", "-1"), [b"x"])
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+
     def test_group_commit(self):
         # appendfsync always: 400 writes that arrive together are acknowledged after a few log
         # writes (each its own sync), not one each.
