@@ -16,6 +16,7 @@
 #include "aof.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,15 @@ static uint32_t get32(const char *p)
 }
 
 static void rewrite_end(struct aof *a, int rc);
+
+/* Logs that cannot be written now, over every shard (write commands are refused meanwhile), and
+ * the last such error. */
+static _Atomic int failing_logs, last_failure;
+
+int aof_failing(void)
+{
+    return atomic_load(&failing_logs) ? atomic_load(&last_failure) : 0;
+}
 
 /* Syncs the directory that holds path: a file made or renamed there survives a crash. */
 static int sync_dir(const char *path)
@@ -136,16 +146,18 @@ int aof_settle(struct aof *a)
     return a->err;
 }
 
-int aof_wait(struct aof *a, uint64_t upto)
+int aof_wait(struct aof *a, uint64_t upto, bool own)
 {
     if (a->fd < 0 || a->mode != AOF_ALWAYS)
         return 0;
-    while (a->synced < upto && !a->err) {
+    while (a->synced < upto && !a->fatal) {
+        if (a->err && !own)
+            return 0; /* (the writes' own clients wait for the retries) */
         int rc = tpc_event_wait(&a->progress);
         if (rc < 0)
             return rc;
     }
-    return a->err;
+    return a->synced < upto ? a->err : 0;
 }
 
 /* Direct: writes p[0..len) as a round of its own at a->size (a block boundary), followed by a
@@ -223,6 +235,32 @@ static int zeroer(void *arg)
     return err;
 }
 
+/* A write that failed (a full disk, an I/O error): its records stay, first in line, and the
+ * writer tries again each second; meanwhile write commands are refused (aof_failing). A failed
+ * sync is for good: what the kernel could not write back it may have dropped. */
+static void write_failed(struct aof *a, struct sbuf *out, int rc)
+{
+    bool fatal = !out; /* (out: the records the write failed to hand over, to keep) */
+    if (out) {
+        sb_put(out, a->buf.p, a->buf.len); /* what came meanwhile goes after them */
+        a->buf.len = 0;
+        struct sbuf t = a->buf;
+        a->buf = *out;
+        *out = t;
+        if (!a->direct && ftruncate(a->fd, (off_t)a->size) < 0)
+            fatal = true, rc = -errno; /* a record cut short stays: nothing may follow it */
+    }
+    atomic_store(&last_failure, rc);
+    if (!a->err) {
+        atomic_fetch_add(&failing_logs, 1);
+        fprintf(stderr, "tpc-kv: shard %d: cannot %s its log: %s (write commands are refused %s)\n",
+                a->shard, fatal ? "sync" : "write", tpc_strerror(rc),
+                fatal ? "from now on" : "until it can; trying again each second");
+    }
+    a->err = rc;
+    a->fatal = fatal;
+}
+
 /* One round: hands what was appended to the kernel, and syncs as the mode says. */
 static int write_round(struct aof *a, bool sync)
 {
@@ -236,7 +274,20 @@ static int write_round(struct aof *a, bool sync)
         rc = direct_write(a, out.p, out.len);
     } else if (out.len) {
         ssize_t n = tpc_write_full(a->fd, out.p, out.len, -1);
-        rc = n < 0 ? (int)n : (size_t)n < out.len ? -EIO : 0;
+        rc = n < 0 ? (int)n : (size_t)n < out.len ? -ENOSPC : 0; /* (short: no room) */
+    }
+    if (rc < 0 && rc != -ECANCELED) {
+        write_failed(a, &out, rc);
+        out.len = 0;
+        a->spare = out;
+        tpc_event_set(&a->progress);
+        tpc_event_reset(&a->progress);
+        return rc;
+    }
+    if (rc == 0 && a->err && !a->fatal) {
+        a->err = 0;
+        atomic_fetch_sub(&failing_logs, 1);
+        fprintf(stderr, "tpc-kv: shard %d: its log is written again\n", a->shard);
     }
     if (rc == 0) {
         a->writes += out.len > 0;
@@ -254,11 +305,8 @@ static int write_round(struct aof *a, bool sync)
     }
     out.len = 0;
     a->spare = out;
-    if (rc < 0 && rc != -ECANCELED && !a->err) {
-        a->err = rc;
-        fprintf(stderr, "tpc-kv: shard %d: cannot write its log: %s (writes fail from now on)\n",
-                a->shard, tpc_strerror(rc));
-    }
+    if (rc < 0 && rc != -ECANCELED) /* the sync: its records were handed over, but are lost */
+        write_failed(a, NULL, rc);
     tpc_event_set(&a->progress);
     tpc_event_reset(&a->progress);
     return rc;
@@ -269,7 +317,15 @@ static int rewrite_switch(struct aof *a);
 static int writer(void *arg)
 {
     struct aof *a = arg;
-    while (!a->stopping && !a->err) {
+    while (!a->stopping && !a->fatal) {
+        if (a->err) { /* a write failed: again in a second (or at the stop) */
+            for (int i = 0; i < 10 && !a->stopping; i++)
+                if (tpc_sleep(100 * 1000 * 1000) == -ECANCELED)
+                    return 0;
+            if (write_round(a, true) == -ECANCELED)
+                return 0;
+            continue;
+        }
         if (a->rw.on && a->rw.ready) {
             if (rewrite_switch(a) == -ECANCELED)
                 return 0;
@@ -309,7 +365,7 @@ int aof_flush(struct aof *a)
         tpc_join(a->zeroer, NULL);
         a->zeroer = NULL;
     }
-    return a->err ? a->err : write_round(a, a->mode != AOF_NO);
+    return a->fatal ? a->err : write_round(a, a->mode != AOF_NO); /* (a failed one: again) */
 }
 
 void aof_close(struct aof *a)
@@ -1088,12 +1144,9 @@ static int rewrite_switch(struct aof *a)
          * during reopen or the directory's sync waits until here. */
         if (rc == 0)
             a->written = a->synced = durable;
-        if (rc < 0 && !a->err) { /* the new file stays, written by a's fd */
-            a->err = rc;
-            fprintf(stderr,
-                    "tpc-kv: shard %d: cannot reopen its log after a rewrite: %s (writes "
-                    "fail from now on)\n",
-                    a->shard, tpc_strerror(rc));
+        if (rc < 0 && !a->fatal) { /* the new file stays, written by a's fd */
+            fprintf(stderr, "tpc-kv: shard %d: cannot reopen its log after a rewrite:\n", a->shard);
+            write_failed(a, NULL, rc);
         }
         rc = 0;
     }

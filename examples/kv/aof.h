@@ -93,7 +93,8 @@ struct aof {
     uint64_t appended;      /* bytes appended since start-up */
     uint64_t written, synced;
     uint64_t writes;    /* rounds that wrote records */
-    int err;            /* the first write or sync error: nothing is acknowledged after it */
+    int err;            /* a write or sync error: records wait (write commands are refused) */
+    bool fatal;         /* a sync's or a reopen's: for good (a write's is tried again) */
     tpc_event work;     /* set while buf holds something */
     tpc_event progress; /* pulsed after each write (and sync) */
     uint64_t last_sync_ns;
@@ -142,9 +143,14 @@ void aof_append_tagged(struct aof *a, const struct aof_tag *tag, size_t argc, co
  * Returns 0 or the log's error. */
 int aof_settle(struct aof *a);
 /* With appendfsync always: waits until every byte appended up to `upto` is synced (one sync
- * covers every record appended before it: group commit). Otherwise returns at once. Returns 0 or
- * the log's error. */
-int aof_wait(struct aof *a, uint64_t upto);
+ * covers every record appended before it: group commit). Otherwise returns at once. While the
+ * log cannot be written, a caller with records of its own (`own`) waits for the writer's
+ * retries, and one without returns at once (a read is answered). Returns 0 or the log's error
+ * (one that is for good). */
+int aof_wait(struct aof *a, uint64_t upto, bool own);
+/* 0, or the last error of a log that cannot be written now (any shard's): write commands are
+ * refused meanwhile ("MISCONF", as Redis). */
+int aof_failing(void);
 /* Before a write command changes key: during a rewrite, a key not yet written out is written
  * out as it is now (the command that follows is kept with the others). */
 void aof_touch(struct aof *a, const char *key, size_t klen);

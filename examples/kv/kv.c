@@ -503,6 +503,7 @@ static int batch_run(void *p)
         return -ECANCELED; /* its command stopped waiting and unlocked: not run */
     }
     sh->db.now = kv_now_ms();
+    uint64_t appended = sh->aof.appended;
     const char *argv_small[16], **argv = argv_small;
     size_t maxargs = 0;
     for (size_t i = 0; i < b->n; i++)
@@ -528,7 +529,8 @@ static int batch_run(void *p)
         free(argv);
     if (b->txn && !b->hold)
         unlock_if(sh, b->token);
-    return aof_wait(&sh->aof, sh->aof.appended); /* appendfsync always: synced first */
+    /* appendfsync always: synced first */
+    return aof_wait(&sh->aof, sh->aof.appended, sh->aof.appended != appended);
 }
 
 /* A stamped part that the caller stopped waiting for before it was sent (or could start) still
@@ -725,6 +727,13 @@ static void classify(struct conn *c, struct slot *s)
         s->len = c->local.len - s->off;
         return;
     }
+    int failing;
+    if ((s->c->flags & F_WRITE) && (failing = aof_failing()) != 0) { /* as Redis words it */
+        sb_errorf(&c->local, "MISCONF Errors writing to the AOF file: %s", tpc_strerror(failing));
+        s->c = NULL;
+        s->len = c->local.len - s->off;
+        return;
+    }
     if (s->c->flags & F_CONN)
         return;
     if (s->c->flags & F_ALL) {
@@ -804,6 +813,7 @@ static int run(struct conn *c, size_t from, size_t to)
     if (rc < 0)
         return rc;
     sh->db.now = kv_now_ms();
+    uint64_t appended = sh->aof.appended;
     for (size_t i = from; i < to; i++) {
         struct slot *s = &c->slots[i];
         const char **argv = c->args.argv + s->a0;
@@ -853,7 +863,7 @@ static int run(struct conn *c, size_t from, size_t to)
         }
     }
     if (rc == 0)
-        rc = aof_wait(&sh->aof, logged); /* appendfsync always: synced before the replies */
+        rc = aof_wait(&sh->aof, logged, logged != appended); /* always: synced, then replies */
     if (rc == 0)
         rc = emit(c, from, to);
     for (size_t k = 0; k < nitems; k++) {
@@ -1191,7 +1201,7 @@ static int all_op(struct shard *sh, struct all_arg *a)
         db_flush(&sh->db);
         aof_append_tagged(&sh->aof, a->stamp ? &(struct aof_tag){a->stamp, "*"} : NULL, 1,
                           (const char *[]){"FLUSHALL"}, (size_t[]){8});
-        return aof_wait(&sh->aof, sh->aof.appended);
+        return aof_wait(&sh->aof, sh->aof.appended, true);
     case ALL_KEYS:
         do
             a->cursor = dict_scan(&sh->db.keys, a->cursor, collect_key, &k);
@@ -1416,9 +1426,10 @@ static int info(struct conn *c, const char **argv, const size_t *argl, size_t ar
     snprintf(
         sec[2], sizeof(sec[2]),
         "# Persistence\r\naof_enabled:%d\r\naof_rewrite_in_progress:%d\r\naof_rewrites:%llu\r\n"
-        "aof_current_size:%llu\r\ntpc_kv_aof_writes:%llu\r\ntpc_kv_aof_direct_shards:%llu\r\n",
+        "aof_current_size:%llu\r\naof_last_write_status:%s\r\ntpc_kv_aof_writes:%llu\r\n"
+        "tpc_kv_aof_direct_shards:%llu\r\n",
         cfg.appendonly, rewriting > 0, (unsigned long long)rewrites, (unsigned long long)log_bytes,
-        (unsigned long long)log_writes, (unsigned long long)direct);
+        aof_failing() ? "err" : "ok", (unsigned long long)log_writes, (unsigned long long)direct);
     snprintf(sec[3], sizeof(sec[3]), "# Keyspace\r\ndb0:keys=%zu,expires=%zu,avg_ttl=%lld\r\n",
              keys, expires, expires ? (long long)(ttl / (double)expires) : 0);
     char text[1300];

@@ -5,6 +5,7 @@ skipped when redis-server or redis-cli is missing). Every wait polls for its con
 deadline; TPC_TEST_SLOW stretches the deadlines."""
 import os
 import random
+import resource
 import re
 import shutil
 import signal
@@ -33,10 +34,10 @@ def until(cond, what, timeout=DEADLINE):
 class Server:
     """tpc-kv with `shards` shards on 127.0.0.1:0."""
 
-    def __init__(self, shards=3, args=()):
+    def __init__(self, shards=3, args=(), preexec_fn=None):
         self.p = subprocess.Popen([KV, "--port", "0", "--shards", str(shards), *args],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
         self.out = []
         while True:
             line = self.p.stdout.readline().decode()
@@ -822,10 +823,74 @@ class Durability(unittest.TestCase):
         self.dir = tempfile.TemporaryDirectory()
         self.addCleanup(self.dir.cleanup)
 
-    def start(self, fsync="always", shards=2, min_rewrite=None):
+    def start(self, fsync="always", shards=2, min_rewrite=None, preexec_fn=None):
         more = ("--auto-aof-rewrite-min-size", str(min_rewrite)) if min_rewrite else ()
         return Server(shards=shards, args=("--appendonly", "yes", "--appendfsync", fsync,
-                                           "--dir", self.dir.name, *more))
+                                           "--dir", self.dir.name, *more), preexec_fn=preexec_fn)
+
+    def test_a_log_that_cannot_be_written(self):
+        """A log write that fails (here the file size limit, as a full disk would): write
+        commands are refused with MISCONF while reads go on; the writer tries again each second
+        and, once it can, every write acknowledged (or, with always, waiting for its reply) is
+        in the log. It had given up for good: every later write lost, or every command refused."""
+        limit = 3 << 20
+
+        def small_files():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: EFBIG
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        value = "v" * (256 << 10)
+        for fsync in ("everysec", "always"):
+            shutil.rmtree(self.dir.name)
+            os.mkdir(self.dir.name)
+            kv = self.start(fsync, shards=1, preexec_fn=small_files)
+            c, other = Conn(kv.port), Conn(kv.port)
+            acked = []
+            for i in range(64):  # everysec: acknowledged before the log's write
+                c.send(encode("SET", "k%d" % i, value))
+                if fsync == "always" and i > 4:  # its write may be the one that failed
+                    got = []
+                    t = threading.Thread(target=lambda: got.append(c.reply()))
+                    t.start()
+                    until(lambda: got or info(other)["aof_last_write_status"] == "err",
+                          "a reply or the log's failure")
+                    if not got:
+                        break
+                    t.join()
+                    reply = got[0]
+                else:
+                    reply = c.reply()
+                if isinstance(reply, RespError):
+                    self.assertTrue(reply.startswith("MISCONF Errors writing to the AOF"), reply)
+                    break
+                self.assertEqual(reply, "OK")
+                acked.append(i)
+            until(lambda: info(other)["aof_last_write_status"] == "err", "the log's failure")
+            self.assertEqual(other.cmd("PING"), "PONG")
+            self.assertEqual(other.cmd("GET", "k0"), value.encode())
+            refused = other.cmd("SET", "refused", "x")
+            self.assertTrue(isinstance(refused, RespError) and refused.startswith("MISCONF"),
+                            refused)
+            resource.prlimit(kv.p.pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            until(lambda: info(other)["aof_last_write_status"] == "ok", "the log written again")
+            if fsync == "always" and t.is_alive():  # the write that waited is answered now
+                t.join(DEADLINE)
+                self.assertEqual(got, ["OK"])
+                acked.append(i)
+            self.assertEqual(other.cmd("SET", "after", "x"), "OK")
+            c.close()
+            other.close()
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+            self.assertIn("trying again each second", "".join(kv.out))
+            kv = self.start(fsync, shards=1)
+            c = Conn(kv.port)
+            self.assertGreater(len(acked), 4)
+            for i in acked:
+                self.assertEqual(c.cmd("STRLEN", "k%d" % i), len(value), (fsync, i))
+            self.assertEqual(c.cmd("GET", "after"), b"x")
+            self.assertIsNone(c.cmd("GET", "refused"))
+            c.close()
+            self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
 
     def test_restart_keeps_writes(self):
         for fsync in ("always", "everysec", "no"):
