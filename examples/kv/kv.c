@@ -1103,6 +1103,8 @@ struct all_arg {
     uint64_t stamp;  /* FLUSHALL with more than one shard: its stamp (aof.h), 0: none */
     int shard;       /* where it runs */
     bool ran;        /* all_run began (read by all_release, after the call let it go) */
+    bool hold;       /* a stamped FLUSHALL with always: the shard stays locked after its part,
+                        until every part is synced (as a multi-shard MSET's owners) */
     const char *pat; /* MATCH / KEYS pattern, copied (NULL: every key) */
     size_t plen;
     int type;        /* SCAN TYPE, 0: any */
@@ -1157,7 +1159,8 @@ static int all_run(void *p)
     if (rc < 0)
         return rc;
     rc = all_op(sh, a);
-    unlock_if(sh, a->token);
+    if (!a->hold)
+        unlock_if(sh, a->token);
     return rc;
 }
 
@@ -1165,14 +1168,19 @@ static int all_run(void *p)
  * batch_release). */
 static int all_detached(void *p)
 {
-    all_run(p);
-    all_free(p);
+    struct all_arg *a = p;
+    all_run(a);
+    if (a->hold) /* (nobody waits for the others: as soon as its own part is synced) */
+        unlock_if(me(), a->token);
+    all_free(a);
     return 0;
 }
 
 static void all_release(void *p)
 {
     struct all_arg *a = p;
+    if (a->ran && a->hold) /* its caller stopped waiting: nobody unlocks all at once */
+        tpc_submit_to(a->shard, txn_unlock, (void *)(uintptr_t)a->token);
     if (a->ran || !a->stamp)
         all_free(a);
     else
@@ -1262,6 +1270,7 @@ static int on_all(struct conn *c, int op, const char *pat, size_t plen)
         ((struct all_arg *)c->items[i].arg)->token = token;
         ((struct all_arg *)c->items[i].arg)->stamp = stamp;
         ((struct all_arg *)c->items[i].arg)->shard = i;
+        ((struct all_arg *)c->items[i].arg)->hold = stamp && cfg.appendfsync == AOF_ALWAYS;
     }
     rc = tpc_call_many(c->items, (size_t)cfg.nshards, all_run, stamp ? all_release : all_free);
     bool released = rc < 0; /* the call released the arguments */
@@ -1270,6 +1279,9 @@ static int on_all(struct conn *c, int op, const char *pat, size_t plen)
             all_release(c->items[i].arg);
             c->items[i].arg = NULL;
         }
+    for (int i = 0; !released && i < cfg.nshards; i++) /* every part synced: all unlocked */
+        if (c->items[i].arg && ((struct all_arg *)c->items[i].arg)->hold)
+            tpc_submit_to(i, txn_unlock, (void *)(uintptr_t)token);
     for (int i = 0; rc == 0 && i < cfg.nshards; i++)
         rc = c->items[i].err < 0 ? c->items[i].err : c->items[i].result;
     if (rc < 0 && token && !stamp) /* parts that did not run, or may: shards unlocked */
