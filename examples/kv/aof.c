@@ -727,6 +727,34 @@ static int raise_version(const char *path)
 
 /* Replays the log open at a->fd; scan's bytes of it, if they are all of it, rather than read
  * them again (and takes them). */
+/* What start-up cuts off a log, unless it is only zeros (the space ahead of a direct log's
+ * rounds), goes to PATH.cut-OFFSET first: a torn round after a crash, or the records behind a
+ * corrupt one, which an operator may still want (the cut itself is for the log to go on from
+ * valid records). Returns 0, or why it could not be kept (then nothing is cut: start-up fails). */
+static int keep_cut(const char *path, const char *p, size_t len, size_t off)
+{
+    while (len && !p[len - 1])
+        len--;
+    if (!len)
+        return 0;
+    char name[4200];
+    snprintf(name, sizeof(name), "%s.cut-%zu", path, off);
+    int fd = tpc_open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ssize_t n = fd < 0 ? fd : tpc_write_full(fd, p, len, 0);
+    int rc = n < 0 ? (int)n : (size_t)n < len ? -ENOSPC : tpc_fdatasync(fd);
+    if (fd >= 0)
+        tpc_close(fd);
+    if (rc == 0)
+        rc = sync_dir(name);
+    if (rc < 0)
+        fprintf(stderr, "tpc-kv: cannot keep what is cut off %s in %s: %s (nothing cut)\n", path,
+                name, tpc_strerror(rc));
+    else
+        fprintf(stderr, "tpc-kv: %s: the %zu bytes cut off (up to the zeros) are kept in %s\n",
+                path, len, name);
+    return rc;
+}
+
 static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, struct replay *r,
                 struct aof_scan *scan)
 {
@@ -770,7 +798,9 @@ static int load(struct aof *a, const char *path, int nshards, struct kv_db *db, 
         db->now = kv_now_ms();
         if (db->expires)
             db_expire_all(db);
-        if (end < (size_t)n && (rc = tpc_ftruncate(a->fd, (int64_t)end)) == 0)
+        if (end < (size_t)n)
+            rc = keep_cut(path, buf + end, (size_t)n - end, end);
+        if (end < (size_t)n && rc == 0 && (rc = tpc_ftruncate(a->fd, (int64_t)end)) == 0)
             rc = tpc_fdatasync(a->fd);
         if (rc == 0 && get32(buf + 8) != VERSION)
             rc = raise_version(path);

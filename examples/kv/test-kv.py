@@ -1220,6 +1220,11 @@ class Durability(unittest.TestCase):
         self.assertIn("a torn record", text)
         self.assertIn("checksum does not match", text)
         self.assertIn("not zeros after the zeros", text)
+        cuts = sorted(f for f in os.listdir(self.dir.name) if ".cut-" in f)
+        self.assertEqual(len(cuts), 3, cuts)  # what was cut off is kept, each log's
+        kept = b"".join(open(os.path.join(self.dir.name, f), "rb").read() for f in cuts)
+        for part in (b"*3\r\n$3\r\nSET", b"#", b"stale"):
+            self.assertIn(part, kept)
         c = Conn(kv.port)
         have = sum(1 for i in range(50) if c.cmd("GET", "t:%d" % i) == str(i).encode())
         self.assertEqual(have, 49)  # only the damaged record's key is gone
