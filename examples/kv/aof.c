@@ -932,6 +932,10 @@ int aof_open(struct aof *a, const char *dir, int shard, int nshards, int mode, s
  * the log) catches up the new file with the records, syncs it, and once none came in meanwhile,
  * renames it over the log and goes on with it. */
 
+/* A rewrite's record of a list, hash, set or sorted set takes elements up to about this many
+ * bytes (and 128 arguments): a record's length is 32 bits. */
+#define DUMP_BYTES (64u << 20)
+
 static void dump_entry(struct aof *a, struct entry *e)
 {
     struct sbuf *b = &a->rw.out;
@@ -946,11 +950,11 @@ static void dump_entry(struct aof *a, struct entry *e)
     } else if (e->type == T_LIST) {
         const struct list *l = e->val;
         for (size_t i = 0; i < l->n;) {
-            size_t n = 2;
-            for (; i < l->n && n < 130; i++, n++) {
+            size_t n = 2, bytes = 0;
+            for (; i < l->n && n < 130 && bytes < DUMP_BYTES; i++, n++) {
                 const struct str *s = l->v[(l->head + i) % l->cap];
                 argv[n] = s->d;
-                argl[n] = s->len;
+                bytes += argl[n] = s->len;
             }
             argv[0] = "RPUSH";
             argl[0] = 5;
@@ -960,19 +964,19 @@ static void dump_entry(struct aof *a, struct entry *e)
         struct dict *d = e->val;
         argv[0] = e->type == T_HASH ? "HSET" : "SADD";
         argl[0] = 4;
-        size_t n = 2;
+        size_t n = 2, bytes = 0;
         for (int t = 0; t < 2; t++)
             for (size_t k = 0; k < d->size[t]; k++)
                 for (struct entry *f = d->t[t][k]; f; f = f->next) {
                     argv[n] = f->key;
-                    argl[n++] = f->klen;
+                    bytes += argl[n++] = f->klen;
                     if (e->type == T_HASH) {
                         argv[n] = ((struct str *)f->val)->d;
-                        argl[n++] = ((struct str *)f->val)->len;
+                        bytes += argl[n++] = ((struct str *)f->val)->len;
                     }
-                    if (n >= 128) {
+                    if (n >= 128 || bytes >= DUMP_BYTES) {
                         frame(b, n, argv, argl);
-                        n = 2;
+                        n = 2, bytes = 0;
                     }
                 }
         if (n > 2)
@@ -982,12 +986,12 @@ static void dump_entry(struct aof *a, struct entry *e)
         argv[0] = "ZADD";
         argl[0] = 4;
         for (const struct znode *x = zset_first(z); x;) {
-            size_t n = 2;
-            for (int k = 0; x && k < 64; x = x->lv[0].fwd, k++) {
+            size_t n = 2, bytes = 0;
+            for (int k = 0; x && k < 64 && bytes < DUMP_BYTES; x = x->lv[0].fwd, k++) {
                 argl[n] = (size_t)snprintf(nums[k], sizeof(nums[k]), "%.17g", x->score);
                 argv[n++] = nums[k];
                 argv[n] = x->e->key;
-                argl[n++] = x->e->klen;
+                bytes += argl[n++] = x->e->klen;
             }
             frame(b, n, argv, argl);
         }

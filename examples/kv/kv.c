@@ -1784,6 +1784,10 @@ int main(int argc, char **argv)
             usage(argv[0]);
         i++;
     }
+    if (cfg.lim.max_bulk > (1u << 30)) { /* (a command fits a log record's 32-bit length) */
+        fprintf(stderr, "tpc-kv: --max-bulk is at most 1073741824 (1 GiB)\n");
+        return 2;
+    }
     if (cfg.port < 0 || cfg.port > 65535 || cfg.lim.max_bulk == 0 || cfg.lim.max_args == 0)
         usage(argv[0]);
     /* A command may hold a few bulks at their limit: the input buffer may hold twice one, and

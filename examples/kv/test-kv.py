@@ -773,6 +773,11 @@ class Test(unittest.TestCase):
         c.cmd("DEL", *("sparse:%d" % i for i in range(5)))
 
     def test_limits(self):
+        # A bulk limit past 1 GiB is refused: a command must fit a log record (32-bit length).
+        p = subprocess.run([KV, "--port", "0", "--max-bulk", str((1 << 30) + 1)],
+                           capture_output=True, timeout=DEADLINE)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"--max-bulk is at most 1073741824", p.stderr)
         kv = Server(shards=1, args=("--max-bulk", "1000", "--max-args", "10"))
         try:
             c = Conn(kv.port)
