@@ -77,6 +77,7 @@ struct ep_fd {
     bool stream; /* kept, and a TCP socket: a short read leaves it dry (sock_io, step) */
     bool hup;    /* kept, and its end of stream, an error or urgent data came: never dry again */
     uint32_t keep_gen;
+    ino_t ino; /* kept: its socket's inode */
 };
 
 struct ep_cqe {
@@ -499,15 +500,30 @@ void tpc__ep_keep(int fd)
     struct ep_fd *f = s && s->ep && fd >= 0 ? fd_of(s->ep, fd) : NULL;
     if (!f || !closes_chunk((unsigned)fd / EP_CHUNK, true))
         return;
-    if (f->keep && f->keep_gen == closes_of(fd))
+    struct stat st; /* (a number closed with close(2) and taken again: another inode) */
+    if (fstat(fd, &st) < 0)
+        return;
+    if (f->keep && f->keep_gen == closes_of(fd) && f->ino == st.st_ino)
         return; /* kept already, the same file (a connection resumed after a park) */
     int type = 0;
     socklen_t tl = sizeof(type);
     f->keep = true;
+    f->ino = st.st_ino;
     f->stream = getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &type, &tl) == 0 && type == IPPROTO_TCP;
     f->hup = false;
     f->added = f->rd_dry = false; /* a new file under the number */
     f->keep_gen = closes_of(fd);
+}
+
+/* The connection is the program's now (its handler returned TPC_CONN_KEEP): it may close it
+ * with close(2), which tpc_close's count does not see, so nothing is assumed of the number
+ * from here on (a file that gets it next is added to the epoll set as any other). */
+void tpc__ep_unkeep(int fd)
+{
+    struct tpc__shard *s = tpc__self;
+    struct ep_fd *f = s && s->ep && fd >= 0 ? fd_of(s->ep, fd) : NULL;
+    if (f)
+        f->keep = f->added = f->rd_dry = f->hup = false;
 }
 
 /* An operation on a descriptor beyond the table (fd_limit) fails before it is tried. */

@@ -591,5 +591,6 @@ void tpc__fd_closing(int fd);
  * descriptors the runtime owns and closes with tpc_close (tpc_server_start's connections), as
  * a number closed with close(2) and taken by another file would not be added again. */
 void tpc__ep_keep(int fd);
+void tpc__ep_unkeep(int fd);
 
 #endif

@@ -207,6 +207,8 @@ static int conn_main(void *arg)
     }
     if (rc != TPC_CONN_KEEP)
         conn_close(c->fd);
+    else
+        tpc__ep_unkeep(c->fd); /* (the program may close it with close(2)) */
     atomic_fetch_sub(&sh->live, 1);
     srv_leave(srv);
     srv_unref(srv);

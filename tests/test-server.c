@@ -504,6 +504,49 @@ static void test_server_reuseport(void **state)
     run_main(2, server_main, (void *)0);
 }
 
+/* A handler that returns TPC_CONN_KEEP owns the connection and may close it with close(2): the
+ * next connection, which gets the same number, is served (on epoll it stayed "kept" and its
+ * receive waited for good). */
+static int close_keep_conn(int fd, void *arg)
+{
+    (void)arg;
+    char b[8];
+    ssize_t n = tpc_recv(fd, b, sizeof(b), 0);
+    if (n > 0)
+        CHECK_EQ(tpc_send(fd, b, (size_t)n, 0), n);
+    close(fd);
+    return TPC_CONN_KEEP;
+}
+
+static int close_keep_main(void *arg)
+{
+    (void)arg;
+    tpc_deadline_set(t_wait_limit_ns());
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, NULL, close_keep_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    for (int i = 0; i < 3; i++) {
+        int c = tpc_connect(&at);
+        CHECK(c >= 0);
+        loop_turns(4); /* the handler waits in its receive first */
+        char b[8];
+        CHECK_EQ(tpc_send(c, "ping", 4, 0), 4);
+        CHECK_EQ(tpc_recv(c, b, sizeof(b), 0), 4);
+        CHECK_EQ(tpc_recv(c, b, sizeof(b), 0), 0);
+        tpc_close(c);
+    }
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    return 0;
+}
+
+static void test_server_keep_then_close(void **state)
+{
+    (void)state;
+    run_main(1, close_keep_main, NULL);
+}
+
 /* tpc_server_opts.stack_size and no_guard reach the connection fibers. */
 struct stack_seen {
     tpc_event ran;
@@ -1650,6 +1693,7 @@ int main(void)
         cmocka_unit_test(test_acceptor_pause),
         cmocka_unit_test(test_emfile),
         cmocka_unit_test(test_server_reuseport),
+        cmocka_unit_test(test_server_keep_then_close),
         cmocka_unit_test(test_server_stack_options),
         cmocka_unit_test(test_server_handoff),
         cmocka_unit_test(test_server_errors),

@@ -162,7 +162,8 @@ typedef struct tpc_server tpc_server;
 
 /* Serves one connection. The server closes fd after it returns: fn must not close it, unless
  * it returns TPC_CONN_KEEP, which hands fd over to the program (say to tpc_relay_start): the
- * server then leaves it open and counts the connection as ended. When the server stops, fn may
+ * server then leaves it open and counts the connection as ended; the program closes it (with
+ * tpc_close or close(2), in fn or later). When the server stops, fn may
  * be cancelled (its current or next wait returns -ECANCELED): it should then return. */
 typedef int (*tpc_conn_fn)(int fd, void *arg);
 #define TPC_CONN_KEEP 1
