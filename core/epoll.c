@@ -312,6 +312,22 @@ static int recv_select(struct tpc__ep *e, struct ep_op *o)
 static int nb_take(int fd, int *saved);
 static void nb_put(int fd, int saved);
 
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+    size_t t = 0;
+    for (int i = 0; i < cnt; i++)
+        t += iov[i].iov_len;
+    return t;
+}
+
+/* A read or write at an offset came back short on a regular file that goes on past where it
+ * stopped (RWF_NOWAIT did what needed no waiting): not the end of the file. */
+static bool short_of_file(int fd, off_t at)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && at < st.st_size;
+}
+
 /* A read or write of a descriptor at sqe.off (-1: its position), RWF_NOWAIT; EOPNOTSUPP
  * (a descriptor without non-blocking reads and writes: a tty, a character device) falls back
  * to a plain call with the descriptor made non-blocking for it (a tty's write would otherwise
@@ -319,12 +335,17 @@ static void nb_put(int fd, int saved);
 static int rw_nowait(struct ep_op *o, bool write, const struct iovec *iov, int cnt)
 {
     off_t off = (off_t)o->sqe.off;
+    int status = fcntl(o->fd, F_GETFL);
+    if (status >= 0 && (status & O_DIRECT))
+        return -EPERM; /* RWF_NOWAIT does not keep it off the device: the pool */
     ssize_t n = write ? pwritev2(o->fd, iov, cnt, off, RWF_NOWAIT)
                       : preadv2(o->fd, iov, cnt, off, RWF_NOWAIT);
     if (n < 0 && errno == ESPIPE && off == 0) { /* io_uring takes 0 for a stream: so do we */
         o->sqe.off = (uint64_t)-1;
         return rw_nowait(o, write, iov, cnt);
     }
+    if (n >= 0 && off >= 0 && (size_t)n < iov_total(iov, cnt) && short_of_file(o->fd, off + n))
+        return -EPERM; /* part of a file was cached: the pool reads it whole, as io_uring does */
     if (n >= 0)
         return (int)n;
     if (errno != EOPNOTSUPP)
