@@ -627,8 +627,7 @@ int aof_scan(const char *dir, int shard, struct aof_scan *s)
     if (rc == 0 && n >= HDR_LEN && !memcmp(buf, MAGIC, 8)) { /* (aof_open judges the rest) */
         s->nshards = get32(buf + 12);
         const char *why;
-        size_t records;
-        walk(buf, (size_t)n, collect, s, &why, &records);
+        walk(buf, (size_t)n, collect, s, &why, &s->records);
         if (s->n)
             qsort(s->txns, s->n, sizeof(*s->txns), cmp_txn);
         if (s->naborted)

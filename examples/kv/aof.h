@@ -43,6 +43,7 @@ struct aof_scan {
     char *log;          /* the log as read (NULL: none), for aof_open to replay */
     size_t len;
     uint32_t nshards; /* the shard count its header says (0: none read) */
+    size_t records;   /* whole records it holds */
 };
 
 /* The decision over every log: the stamps of commands not replayed (sorted), and where the clock

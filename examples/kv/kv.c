@@ -1672,12 +1672,23 @@ static int kv_main(void *arg)
         if (!(st.scans = calloc((size_t)cfg.nshards, sizeof(*st.scans))))
             return 1;
         rc = tpc_on_all(shard_scan, st.scans);
-        int present = 0, same = 0;
+        int present = 0;
+        size_t records = 0;
         for (int i = 0; rc == 0 && i < cfg.nshards; i++) {
-            present += st.scans[i].log != NULL;
-            same += st.scans[i].nshards == (uint32_t)cfg.nshards;
+            struct aof_scan *sc = &st.scans[i];
+            present += sc->log != NULL;
+            records += sc->records;
+            if (rc == 0 && sc->nshards && sc->nshards != (uint32_t)cfg.nshards) {
+                /* (before any shard makes a log of its own with this count) */
+                fprintf(stderr,
+                        "tpc-kv: %s/tpc-kv-%d.aof was written by %u shards: run with "
+                        "--shards %u\n",
+                        cfg.dir, i, sc->nshards, sc->nshards);
+                rc = -EINVAL;
+            }
         }
-        if (rc == 0 && present && present < cfg.nshards && same == present) {
+        /* (logs with no record yet: a first start cut short between the shards' creations) */
+        if (rc == 0 && present && present < cfg.nshards && records) {
             fprintf(stderr, "tpc-kv: %s has the logs of %d of %d shards; missing:", cfg.dir,
                     present, cfg.nshards);
             for (int i = 0; i < cfg.nshards; i++)

@@ -1326,7 +1326,26 @@ class Durability(unittest.TestCase):
         with self.assertRaises(AssertionError) as e:
             self.start("everysec", shards=2)
         self.assertIn("has the logs of 1 of 2 shards; missing: tpc-kv-1.aof", str(e.exception))
-        os.unlink(os.path.join(self.dir.name, "tpc-kv-0.aof"))
+        # Another shard count is refused before any shard makes a log with it (a third shard
+        # wrote tpc-kv-2.aof, and the next start then refused that).
+        with self.assertRaises(AssertionError) as e:
+            self.start("everysec", shards=3)
+        self.assertIn("tpc-kv-0.aof was written by 2 shards: run with --shards 2", str(e.exception))
+        self.assertEqual(sorted(os.listdir(self.dir.name)), ["tpc-kv-0.aof"])
+        # Logs with no record yet (a first start cut short between the shards' creations of
+        # theirs): a start, not a refusal for good.
+        log0 = os.path.join(self.dir.name, "tpc-kv-0.aof")
+        with open(log0, "rb") as f:
+            header = f.read(16)
+        with open(log0, "wb") as f:
+            f.write(header)
+        kv = self.start("everysec", shards=2)
+        c = Conn(kv.port)
+        self.assertEqual(c.cmd("DBSIZE"), 0)
+        c.close()
+        self.assertIn(kv.stop(), (0, 128 + signal.SIGTERM))
+        os.unlink(log0)
+        os.unlink(os.path.join(self.dir.name, "tpc-kv-1.aof"))
         kv = self.start("everysec", shards=2)  # every log removed: an empty start
         c = Conn(kv.port)
         self.assertEqual(c.cmd("DBSIZE"), 0)
