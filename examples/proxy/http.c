@@ -802,7 +802,7 @@ static int proxy_request(hconn *h)
         const px_server *sv = &b->servers[order[k]];
         srv_rt *r = &h->g->srv[bi][order[k]];
         bool use_pool = true;
-        atomic_fetch_add(&r->active[tpc_shard_id()], 1);
+        atomic_fetch_add(&r->c->active[tpc_shard_id()], 1);
     again:;
         int ufd = use_pool ? pool_get(&sv->addr) : -1;
         bool reused = ufd >= 0;
@@ -815,16 +815,16 @@ static int proxy_request(hconn *h)
             if (ufd < 0) {
                 kind = connect_error(ufd);
                 count(&h->sc->errors[kind], 1);
-                count(&r->errors, 1);
-                atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
+                count(&r->c->errors, 1);
+                atomic_fetch_sub(&r->c->active[tpc_shard_id()], 1);
                 continue; /* the next server */
             }
             tpc_sock_nodelay(ufd, 1);
-            count(&r->connect_ns, tpc_now_fresh() - t0);
-            count(&r->connects, 1);
+            count(&r->c->connect_ns, tpc_now_fresh() - t0);
+            count(&r->c->connects, 1);
             count(&h->sc->upstream_new, 1);
         }
-        count(&r->conns, 1);
+        count(&r->c->conns, 1);
         uint64_t t_sent = tpc_now_fresh();
         x = exchange(h, ufd, reused, hlen, b0, (size_t)b0len, &streamed);
         if (x == XR_RETRY) {
@@ -834,8 +834,8 @@ static int proxy_request(hconn *h)
         }
         int rc = -1;
         if (x == XR_OK) {
-            count(&r->response_ns, tpc_now_fresh() - t_sent);
-            count(&r->responses, 1);
+            count(&r->c->response_ns, tpc_now_fresh() - t_sent);
+            count(&r->c->responses, 1);
             bool reuse = false;
             int sent = relay_response(h, ufd, &reuse);
             rc = sent == 0 ? 0 : -1;
@@ -865,7 +865,7 @@ static int proxy_request(hconn *h)
         } /* (XR_CLOSE: the client went, or its body stopped coming: nothing to answer) */
         if (ufd >= 0)
             tpc_close(ufd);
-        atomic_fetch_sub(&r->active[tpc_shard_id()], 1);
+        atomic_fetch_sub(&r->c->active[tpc_shard_id()], 1);
         return rc;
     }
     if (kind == E_CANCELLED || tpc_cancelled())

@@ -94,6 +94,12 @@ static _Atomic unsigned retiring; /* frontends a reload removed whose connection
 #define RETIRE_MAX 64
 static tpc_fiber *retirers[RETIRE_MAX]; /* shard 0's: their fibers, for the drain to cancel */
 
+static void counts_put(srv_counts *c)
+{
+    if (c && atomic_fetch_sub(&c->refs, 1) == 1)
+        free(c);
+}
+
 void gen_put(gen *g)
 {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
@@ -101,7 +107,7 @@ void gen_put(gen *g)
     px_config *c = g->cfg;
     for (unsigned b = 0; b < c->nbackends; b++) {
         for (unsigned s = 0; s < c->backends[b].nservers; s++)
-            free(g->srv[b][s].active);
+            counts_put(g->srv[b][s].c);
         free(g->srv[b]);
     }
     free(g->srv);
@@ -131,9 +137,10 @@ static gen *gen_new(px_config *c)
         for (unsigned s = 0; s < c->backends[b].nservers; s++) {
             srv_rt *r = &g->srv[b][s];
             atomic_init(&r->up, 1); /* up until its checks say otherwise */
-            r->active = calloc((size_t)nshards, sizeof(*r->active));
-            if (!r->active)
+            r->c = calloc(1, sizeof(*r->c) + (size_t)nshards * sizeof(r->c->active[0]));
+            if (!r->c)
                 goto fail;
+            atomic_init(&r->c->refs, 1);
         }
     }
     return g;
@@ -142,7 +149,7 @@ fail:
     if (g->srv)
         for (unsigned b = 0; b < c->nbackends; b++) {
             for (unsigned s = 0; g->srv[b] && s < c->backends[b].nservers; s++)
-                free(g->srv[b][s].active);
+                counts_put(g->srv[b][s].c);
             free(g->srv[b]);
         }
     free(g->srv);
@@ -155,14 +162,14 @@ fail:
 
 static long active_here(const srv_rt *r)
 {
-    return (long)atomic_load_explicit(&r->active[tpc_shard_id()], memory_order_relaxed);
+    return (long)atomic_load_explicit(&r->c->active[tpc_shard_id()], memory_order_relaxed);
 }
 
 static long active_all(const srv_rt *r)
 {
     long n = 0;
     for (int i = 0; i < nshards; i++)
-        n += (long)atomic_load_explicit(&r->active[i], memory_order_relaxed);
+        n += (long)atomic_load_explicit(&r->c->active[i], memory_order_relaxed);
     return n;
 }
 
@@ -291,7 +298,7 @@ static void relay_done(tpc_relay_handle *h, int rc, const tpc_relay_stats *st, v
         result = err_name[relay_error(rc)];
     }
     atomic_fetch_sub(&sc->active, 1);
-    atomic_fetch_sub(&x->r->active[tpc_shard_id()], 1);
+    atomic_fetch_sub(&x->r->c->active[tpc_shard_id()], 1);
     tpc_close(x->bfd);
     tpc_close(x->fd); /* (tpc_close: on epoll an accepted number is kept) */
     log_conn(x->fe, x->peer_text, x->srv_name, st->a_to_b, st->b_to_a, result);
@@ -324,14 +331,14 @@ static int connect_backend(gen *g, const px_frontend *f, const tpc_addr *peer, s
     for (unsigned k = 0; k < n && !tpc_cancelled(); k++) {
         *r = &g->srv[f->backend][order[k]];
         /* a connect under way counts as load for leastconn */
-        atomic_fetch_add(&(*r)->active[tpc_shard_id()], 1);
+        atomic_fetch_add(&(*r)->c->active[tpc_shard_id()], 1);
         uint64_t t0 = tpc_now_fresh();
         tpc_deadline_set(f->server_connect_ns);
         int bfd = tpc_connect(&b->servers[order[k]].addr);
         tpc_deadline_clear();
         if (bfd >= 0) {
-            count(&(*r)->connect_ns, tpc_now_fresh() - t0);
-            count(&(*r)->connects, 1);
+            count(&(*r)->c->connect_ns, tpc_now_fresh() - t0);
+            count(&(*r)->c->connects, 1);
             snprintf(srv_name, PX_NAME_MAX, "%s", b->servers[order[k]].name);
             return bfd;
         }
@@ -341,8 +348,8 @@ static int connect_backend(gen *g, const px_frontend *f, const tpc_addr *peer, s
         if (bfd == -ECANCELED)
             kind = E_CANCELLED;
         count(&sc->errors[kind], 1);
-        count(&(*r)->errors, 1);
-        atomic_fetch_sub(&(*r)->active[tpc_shard_id()], 1);
+        count(&(*r)->c->errors, 1);
+        atomic_fetch_sub(&(*r)->c->active[tpc_shard_id()], 1);
         *result = err_name[kind];
         snprintf(srv_name, PX_NAME_MAX, "%s", b->servers[order[k]].name); /* (the last tried) */
         if (log_conns && k + 1 < n) {
@@ -387,7 +394,7 @@ static int connection(int fd, void *arg)
     x->bfd = connect_backend(g, f, &peer, &x->r, x->srv_name, &result);
     if (x->bfd < 0)
         goto out;
-    count(&x->r->conns, 1);
+    count(&x->r->c->conns, 1);
     atomic_fetch_add(&sc->active, 1);
     tpc_sock_nodelay(fd, 1);
     tpc_sock_nodelay(x->bfd, 1);
@@ -411,7 +418,7 @@ static int connection(int fd, void *arg)
     count(&sc->errors[relay_error(rc)], 1);
     result = err_name[relay_error(rc)];
     atomic_fetch_sub(&sc->active, 1);
-    atomic_fetch_sub(&x->r->active[tpc_shard_id()], 1);
+    atomic_fetch_sub(&x->r->c->active[tpc_shard_id()], 1);
     tpc_close(x->bfd);
 out:
     log_conn(fe, x ? x->peer_text : "?", x ? x->srv_name : "-", 0, 0, result);
@@ -586,14 +593,14 @@ static void stats_plain(strbuf *t, gen *g)
     for (unsigned b = 0; b < c->nbackends; b++)
         for (unsigned s = 0; s < c->backends[b].nservers; s++) {
             srv_rt *r = &g->srv[b][s];
-            unsigned long long k = load(&r->connects), q = load(&r->responses);
+            unsigned long long k = load(&r->c->connects), q = load(&r->c->responses);
             put(t,
                 "server %s/%s: %s active %ld connections %llu errors %llu connect_avg_us %llu "
                 "responses %llu response_avg_us %llu\n",
                 c->backends[b].name, c->backends[b].servers[s].name,
-                atomic_load(&r->up) ? "UP" : "DOWN", active_all(r), load(&r->conns),
-                load(&r->errors), k ? load(&r->connect_ns) / k / 1000 : 0, q,
-                q ? load(&r->response_ns) / q / 1000 : 0);
+                atomic_load(&r->up) ? "UP" : "DOWN", active_all(r), load(&r->c->conns),
+                load(&r->c->errors), k ? load(&r->c->connect_ns) / k / 1000 : 0, q,
+                q ? load(&r->c->response_ns) / q / 1000 : 0);
         }
 }
 
@@ -659,16 +666,17 @@ static void stats_prometheus(strbuf *t, gen *g)
                 put(t, "tpc_proxy_%s{backend=\"%s\",server=\"%s\"} ", snames[m],
                     c->backends[b].name, c->backends[b].servers[s].name);
                 if (m == 4 || m == 6)
-                    put(t, "%.6f\n", (double)load(m == 4 ? &r->connect_ns : &r->response_ns) / 1e9);
+                    put(t, "%.6f\n",
+                        (double)load(m == 4 ? &r->c->connect_ns : &r->c->response_ns) / 1e9);
                 else if (m == 7)
-                    put(t, "%llu\n", load(&r->responses));
+                    put(t, "%llu\n", load(&r->c->responses));
                 else
                     put(t, "%lld\n",
                         m == 0   ? (long long)atomic_load(&r->up)
                         : m == 1 ? (long long)active_all(r)
-                        : m == 2 ? (long long)load(&r->conns)
-                        : m == 3 ? (long long)load(&r->errors)
-                                 : (long long)load(&r->connects));
+                        : m == 2 ? (long long)load(&r->c->conns)
+                        : m == 3 ? (long long)load(&r->c->errors)
+                                 : (long long)load(&r->c->connects));
             }
     }
 }
@@ -870,9 +878,11 @@ static int retire(void *arg) /* (counted in retiring by its spawner) */
     return 0;
 }
 
-/* A reload keeps what the checks know of a server that stays (same backend, name and
- * address): a server found down does not come back into the rotation with the new file. */
-static void carry_health(gen *to, const gen *from)
+/* A reload keeps what it knows of a server that stays (same backend, name and address): its
+ * counters, shared with the old generation's connections (leastconn counts them), and, where
+ * the new file checks it, what the checks found (a server found down does not come back into
+ * the rotation with the new file; with checks off it is up, as nothing would bring it back). */
+static void carry_state(gen *to, const gen *from)
 {
     for (unsigned b = 0; b < to->cfg->nbackends; b++) {
         const px_backend *nb = &to->cfg->backends[b];
@@ -883,6 +893,11 @@ static void carry_health(gen *to, const gen *from)
                 if (!strcmp(old->servers[t].name, nb->servers[s].name) &&
                     same_addr(&old->servers[t].addr, &nb->servers[s].addr)) {
                     srv_rt *r = &to->srv[b][s], *o = &from->srv[ob][t];
+                    counts_put(r->c);
+                    atomic_fetch_add(&o->c->refs, 1);
+                    r->c = o->c;
+                    if (nb->check == PX_CHECK_NONE)
+                        break;
                     atomic_store(&r->up, atomic_load(&o->up));
                     r->ok_run = o->ok_run;
                     r->fail_run = o->fail_run;
@@ -916,7 +931,7 @@ static int apply(px_config *c)
             rc = -EADDRNOTAVAIL;
     }
     if (current)
-        carry_health(g, current);
+        carry_state(g, current);
     if (rc == 0)
         rc = checks_start(g);
     if (rc == 0)

@@ -43,13 +43,20 @@ static inline void count(atomic_ullong *c, uint64_t n)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
+/* A server's counters, shared by the generations it stays in (same backend, name and
+ * address): a reload loses neither its figures nor leastconn's count of its connections. */
+typedef struct srv_counts {
+    atomic_long refs; /* the generations that hold it */
+    atomic_ullong conns, errors, connect_ns, connects;
+    atomic_ullong response_ns, responses; /* HTTP mode: request sent to response head */
+    atomic_llong active[];                /* [shard]: connections relayed now (leastconn) */
+} srv_counts;
+
 /* A server's state in one generation. */
 typedef struct srv_rt {
     atomic_int up;        /* written by its health check (shard 0), read by every shard */
     int ok_run, fail_run; /* the health check's own */
-    atomic_llong *active; /* [shard]: connections relayed now, per shard (leastconn) */
-    atomic_ullong conns, errors, connect_ns, connects;
-    atomic_ullong response_ns, responses; /* HTTP mode: request sent to response head */
+    srv_counts *c;
 } srv_rt;
 
 typedef struct gen {

@@ -369,6 +369,27 @@ class ProxyTest(unittest.TestCase):
         for c in held + more:
             c.close()
 
+    def test_reload_keeps_server_counters(self):
+        """A reload keeps a server's counters (they went back to 0 at each SIGHUP) and leastconn
+        still counts the connections made before it."""
+        a, b = self.backend("tagecho", b"A"), self.backend("tagecho", b"B")
+        p = self.start([a, b], balance="leastconn", args=("--shards", "1"))
+        held = [p.connect() for _ in range(2)]
+        tags = [c.recv(1) for c in held]
+        self.assertEqual(sorted(tags), [b"A", b"B"])
+        held[tags.index(b"B")].close()
+        until(lambda: "server app/s1: UP active 0 connections 1 " in p.get("/stats"))
+        mark = p.mark()
+        p.p.send_signal(signal.SIGHUP)  # the same file
+        p.wait_for(r"reload done", mark)
+        text = p.get("/stats")
+        self.assertIn("server app/s0: UP active 1 connections 1 ", text)
+        self.assertIn("server app/s1: UP active 0 connections 1 ", text)
+        c = p.connect()
+        self.assertEqual(c.recv(1), b"B")  # A still holds the connection from before
+        for x in held + [c]:
+            x.close()
+
     def test_bulk_both_ways(self):
         size = 100 << 20  # each way at once, SHA-256 checked, each ended by a half-close
         b = self.backend("sinksource", size=size)
@@ -470,6 +491,16 @@ class ProxyTest(unittest.TestCase):
         p.wait_for(r"reload done", mark)
         self.assertIn("server app/s1: DOWN", p.get("/stats"))
         self.assertEqual([recv_all(p.connect()) for _ in range(4)], [b"A"] * 4)
+        checks = "check_interval = 100ms\nrise = 2\nfall = 2\n"
+        mark = p.mark()
+        p.write(config([a, b], check="none"))  # checks off: up (nothing else would bring it back)
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"reload done", mark)
+        self.assertIn("server app/s1: UP", p.get("/stats"))
+        mark = p.mark()
+        p.write(config([a, b], check="tcp", extra_be=checks))  # on again: down again
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"server app/s1 is DOWN", mark)
         mark = p.mark()
         self.backend("tag", b"B", port=port)
         p.wait_for(r"server app/s1 is UP", mark)
