@@ -1136,8 +1136,9 @@ out:
 
 int http_check(int fd, const char *path, const tpc_addr *addr, char *why, size_t whylen)
 {
-    char host[128] = "";
-    tpc_addr_format(addr, host, sizeof(host));
+    char host[128] = "localhost"; /* a Unix socket's path is no host */
+    if (addr->sa.sa_family != AF_UNIX)
+        tpc_addr_format(addr, host, sizeof(host));
     char req[PX_PATH_MAX + 256];
     int n = snprintf(req, sizeof(req),
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tpc-proxy-check\r\n"
@@ -1154,6 +1155,13 @@ int http_check(int fd, const char *path, const tpc_addr *addr, char *why, size_t
     size_t have = 0;
     for (;;) {
         int r = hh_head_feed(mp, buf, have);
+        if (r == HH_HEAD && mp->p.status_code >= 100 && mp->p.status_code < 200 &&
+            mp->p.status_code != 101) { /* an interim answer (100 Continue): the next head */
+            have -= mp->head_len;
+            memmove(buf, buf + mp->head_len, have);
+            hh_init(mp, true, false);
+            continue;
+        }
         if (r == HH_HEAD) {
             unsigned st = mp->p.status_code;
             rc = st >= 200 && st < 400 ? 0 : -EPROTO;

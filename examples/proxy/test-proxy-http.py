@@ -125,7 +125,7 @@ class Backend:
     """An HTTP/1.1 server in threads. Answers by path:
     /size/N[/chunked]  N seeded bytes (Content-Length, or chunked in 64 KB chunks)
     /hash              the sha256 of the request body (and its framing)
-    /health            200 while self.healthy, else 503
+    /health            200 while self.healthy, else 503 (after a 103 Early Hints)
     /close             answers with Connection: close
     /eof               a body ended by closing (no Content-Length)
     /hop               a response with hop-by-hop headers
@@ -275,9 +275,10 @@ class Backend:
             return True
         if path == "/hash":
             body = ("%s %s" % (h.hexdigest(), framing)).encode()
-        elif path == "/health":
+        elif path == "/health":  # an interim answer first, which a client must skip
             status = b"200 OK" if self.healthy else b"503 Down"
-            c.sendall(b"HTTP/1.1 %s\r\nContent-Length: 2\r\n\r\nok" % status)
+            c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+                      b"HTTP/1.1 %s\r\nContent-Length: 2\r\n\r\nok" % status)
             return True
         else:
             body = ("%s %s %s" % (self.tag, method, path)).encode()
