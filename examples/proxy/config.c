@@ -24,6 +24,8 @@ typedef struct parse {
     int kind;                      /* SEC_... */
     unsigned index;                /* of the frontend or backend being read */
     bool stats_seen;
+    int stats_line;    /* the line of a [stats] header, 0: none */
+    bool stats_listen; /* [stats] has a listen key */
     bool header;       /* the reader saw a [section] line not yet handled */
     int header_line;   /* its line */
     int read_err;      /* errno of a failed read (a directory, say), 0: none */
@@ -77,12 +79,23 @@ static char *reader(char *str, int num, void *stream)
             p->header = true;
             p->header_line = p->line;
             const char *end = strchr(s, ']');
-            if (end && end - s - 1 > INI_SECTION_MAX) {
+            if (!end) { /* (libinih took it for a header all the same) */
+                error_at(p, p->line, "section header without ]");
+                p->header = false;
+                s[0] = '\0';
+            } else if (end - s == 6 && !strncmp(s, "[stats", 6)) {
+                p->stats_line = p->line; /* (a [stats] with no key runs no handler) */
+            } else if (end - s - 1 > INI_SECTION_MAX) {
                 error_at(p, p->line, "section name too long (at most %d characters in [ ])",
                          INI_SECTION_MAX);
                 p->header = false;
                 s[0] = '\0';
             }
+        } else if (*s && *s != ';' && *s != '#' && *s != '\n' && *s != '\r' && !strpbrk(s, "=:")) {
+            /* every such line said (libinih says only the first) */
+            error_at(p, p->line,
+                     "syntax error (expected [section], key = value, or a ; or # comment)");
+            s[0] = '\0';
         }
     }
     return s;
@@ -443,6 +456,7 @@ static int handler(void *user, const char *section, const char *key, const char 
                  "[backend NAME] or [stats])",
                  key);
     else if (!strcmp(key, "listen")) {
+        p->stats_listen = true;
         if (parse_addr(p, key, value, &p->c->stats_listen))
             p->c->has_stats = true;
     } else
@@ -456,6 +470,14 @@ static bool same_addr(const tpc_addr *a, const tpc_addr *b)
     if ((a->sa.sa_family == AF_INET && a->in4.sin_port == 0) ||
         (a->sa.sa_family == AF_INET6 && a->in6.sin6_port == 0))
         return false;
+    if (a->sa.sa_family == AF_INET && b->sa.sa_family == AF_INET &&
+        a->in4.sin_port == b->in4.sin_port &&
+        (a->in4.sin_addr.s_addr == INADDR_ANY || b->in4.sin_addr.s_addr == INADDR_ANY))
+        return true; /* a wildcard takes the port on every address */
+    if (a->sa.sa_family == AF_INET6 && b->sa.sa_family == AF_INET6 &&
+        a->in6.sin6_port == b->in6.sin6_port &&
+        (IN6_IS_ADDR_UNSPECIFIED(&a->in6.sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&b->in6.sin6_addr)))
+        return true;
     return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
 }
 
@@ -463,6 +485,11 @@ static bool same_addr(const tpc_addr *a, const tpc_addr *b)
 static void validate(parse *p)
 {
     px_config *c = p->c;
+    if (p->stats_line && !p->stats_listen)
+        error_at(p, p->stats_line, "no listen address in [stats]");
+    if (c->nfrontends > PX_FRONTENDS_MAX)
+        error_at(p, c->frontends[PX_FRONTENDS_MAX].line, "more than %d frontends",
+                 PX_FRONTENDS_MAX);
     if (c->nfrontends == 0)
         error_at(p, p->line, "no [frontend NAME] section");
     for (unsigned i = 0; i < c->nfrontends; i++) {

@@ -13,6 +13,8 @@
 
 enum px_mode { PX_MODE_TCP, PX_MODE_HTTP };
 enum px_balance { PX_BAL_ROUNDROBIN, PX_BAL_LEASTCONN, PX_BAL_SOURCE };
+#define PX_FRONTENDS_MAX 256 /* frontends a file may have */
+
 enum px_check { PX_CHECK_NONE, PX_CHECK_TCP, PX_CHECK_HTTP };
 
 #define PX_HOST_MAX 128

@@ -80,7 +80,7 @@ struct relay_ctx {
     char peer_text[80], srv_name[PX_NAME_MAX];
 };
 
-#define FE_MAX 256
+#define FE_MAX PX_FRONTENDS_MAX
 static fe_rt *fes[FE_MAX];
 static unsigned nfes;
 static tpc_server *stats_srv;

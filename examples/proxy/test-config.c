@@ -170,6 +170,27 @@ static void bad(void **state)
                                  "F:13: no server in [backend empty]", NULL});
     expect("[frontend a]\nthis line has no equals sign\nlisten = 127.0.0.1:1\n", 2,
            (const char *const[]){"F:2: syntax error", "F:1: no backend in [frontend a]", NULL});
+    /* Every syntax error is said, not the first alone; a header without ] is one (libinih took
+     * it for a header, and the errors that followed from that hid it). */
+    const char *ok_rest = "[backend b]\nserver = s 127.0.0.1:2\n";
+    char text[512];
+    snprintf(text, sizeof(text),
+             "[frontend a]\nbad one\nlisten = 127.0.0.1:1\nbad two\nbackend = b\n%s", ok_rest);
+    expect(text, 2, (const char *const[]){"F:2: syntax error", "F:4: syntax error", NULL});
+    expect("[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n[backend b\nserver = s 127.0.0.1:2\n",
+           3,
+           (const char *const[]){"F:4: section header without ]",
+                                 "F:5: unknown key 'server' in [frontend a]", NULL});
+    /* [stats] with nothing to listen on; a wildcard address and another on its port. */
+    snprintf(text, sizeof(text), "[frontend a]\nlisten = 127.0.0.1:1\nbackend = b\n%s[stats]\n",
+             ok_rest);
+    expect(text, 1, (const char *const[]){"F:6: no listen address in [stats]", NULL});
+    snprintf(text, sizeof(text),
+             "[frontend a]\nlisten = 0.0.0.0:7\nbackend = b\n"
+             "[frontend c]\nlisten = 127.0.0.1:7\nbackend = b\n%s",
+             ok_rest);
+    expect(text, 1,
+           (const char *const[]){"F:4: [frontend c] listens where [frontend a] does", NULL});
     expect(
         "[frontend a]\nmode = http\nlisten = 1.2.3.4:5\nbackend = b\n"
         "route = example.com /api nowhere\n"
