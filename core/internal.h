@@ -526,8 +526,8 @@ unsigned tpc__io_class(unsigned opcode);
 /* The first tpc_maybe_yield of a shard: from now on the watchdog keeps its time slices. */
 void tpc__stall_want_slices(struct tpc__shard *s);
 
-/* Destroys the shard's per-shard values (core/local.c). */
-void tpc__locals_fini(struct tpc__shard *s);
+/* Destroys the shard's per-shard values (core/local.c); true if a destructor ran. */
+bool tpc__locals_fini(struct tpc__shard *s);
 
 /* Stacks. */
 size_t tpc__page_round(size_t size);

@@ -46,8 +46,9 @@ void *tpc_shard_get(int key)
  * sets a value again gets another round (four in all, as POSIX's thread keys; what the last
  * round set is dropped). Values of keys
  * without a destructor are dropped. */
-void tpc__locals_fini(struct tpc__shard *s)
+bool tpc__locals_fini(struct tpc__shard *s)
 {
+    bool ran = false;
     for (int round = 0; round < 4; round++) {
         bool any = false;
         for (unsigned k = 0; k < TPC_SHARD_KEYS; k++) {
@@ -58,11 +59,12 @@ void tpc__locals_fini(struct tpc__shard *s)
             tpc_release_fn d = atomic_load_explicit(&dtors[k], memory_order_acquire);
             if (d) {
                 d(v);
-                any = true;
+                any = ran = true;
             }
         }
         if (!any)
-            return;
+            return ran;
     }
     memset(s->locals, 0, sizeof(s->locals)); /* set again by the last round: dropped */
+    return ran;
 }

@@ -488,6 +488,18 @@ void tpc__rings_afterlife(struct tpc_runtime *rt)
             tpc__rings_flush(s);
             tpc__self = NULL;
         }
+        /* Once the messages are all run: the destructors of the per-shard values they set,
+         * while the rings are there for what those send (a channel's close tells its peer). */
+        for (unsigned i = 0; !moved && i < rt->nshards; i++) {
+            struct tpc__shard *s = rt->shards[i];
+            if (!s)
+                continue;
+            tpc__self = s;
+            moved |= tpc__locals_fini(s);
+            if (s->bell)
+                tpc__rings_flush(s);
+            tpc__self = NULL;
+        }
     }
     for (unsigned i = 0; i < rt->nshards; i++)
         if (rt->shards[i])

@@ -762,6 +762,10 @@ static inline bool stop_phase(struct tpc__shard *s)
     if (!s->stopping) {
         s->stopping = true;
         tpc__fiber_cancel_all(s);
+        /* From now on a stop signal takes its default action: a fiber that ignores its
+         * cancellation cannot hold the process against the operator's next SIGTERM. */
+        if (s->rt->signals)
+            pthread_sigmask(SIG_UNBLOCK, &s->rt->sigset, NULL);
     }
     return may_leave(s);
 }

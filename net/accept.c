@@ -140,6 +140,8 @@ int tpc_acceptor_open(int fd, tpc_acceptor **out)
         return -EPERM;
     if (fd < 0 || !out)
         return -EINVAL;
+    if (s->stopping) /* (also: a message run after its shard left, whose ring is gone) */
+        return -ESHUTDOWN;
     tpc_acceptor *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;

@@ -198,6 +198,10 @@ static void pool_unused(tpc_bufpool *p)
         tpc_timer_start(&p->unused, trim_after, 0);
         return;
     }
+    if (!p->shard->ep && !p->shard->ring_ok) { /* run after its shard left: the ring went */
+        pool_free(p);
+        return;
+    }
     if (p->shard->ep)
         tpc__ep_buf_ring_drop(p->shard, p->bgid);
     else
@@ -386,8 +390,8 @@ static bool at_share(const tpc_rx *rx)
 static void arm(tpc_rx *rx)
 {
     if (rx->ms.armed || rx->ms.closing || rx->pausing || rx->eof || rx->err || rx->starved ||
-        at_share(rx) || tpc_timer_pending(&rx->retry))
-        return;
+        at_share(rx) || tpc_timer_pending(&rx->retry) || rx->pool->shard->stopping)
+        return; /* (stopping: nothing new, and after the shard left its ring is gone) */
     struct io_uring_sqe *sqe = tpc__sqe(rx->pool->shard);
     if (!sqe) {
         tpc_timer_start(&rx->retry, 0, 0); /* no SQE free now: at the next loop iteration */
@@ -476,6 +480,8 @@ int tpc__rx_open(int fd, tpc_bufpool *p, const struct tpc__rx_hooks *h, tpc_rx *
         return -EINVAL;
     if (p->shard != tpc__self)
         return -EXDEV;
+    if (tpc__self->stopping) /* (also: a message run after its shard left, whose ring is gone) */
+        return -ESHUTDOWN;
     tpc_rx *rx = calloc(1, sizeof(*rx));
     if (!rx)
         return -ENOMEM;

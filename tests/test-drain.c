@@ -1,9 +1,17 @@
 /* The graceful stop in two phases: a stop request (SIGTERM, tpc_stop) runs the drain hook while
  * every shard still runs and answers calls, bounded by drain_ms, then cancels what is left. */
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <poll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "helpers.h"
 
@@ -293,6 +301,171 @@ static void test_handler_helpers_end_first(void **state)
     assert_int_equal(atomic_load(&helpers_running), 0);
 }
 
+/* ---- A message that reaches a shard after it left its loop ----
+ * It runs on tpc_wait's thread (the "afterlife"), as its shard: what it opens there is refused
+ * with -ESHUTDOWN (an acceptor or receive stream armed itself on the shard's ring, which was
+ * gone: SIGSEGV), and a per-shard value it sets is destroyed while the rings still carry what
+ * the destructor sends (a cross-shard channel's close wrote into freed rings: SIGBUS). Shard 2
+ * sends the message and then spins, without running its loop, until shard 0's thread is gone. */
+static atomic_int late_tid0, late_main_done, late_sent, late_ran, late_dtor_ran, late_waiting;
+static atomic_int late_lfd = -1, late_acceptor_rc = 1, late_rx_rc = 1;
+static int late_key;
+static tpc_xchan *late_chan;
+static tpc_bufpool *late_pool;
+
+static bool thread_alive(int tid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%d", tid);
+    return access(path, F_OK) == 0;
+}
+
+static void late_dtor(void *v)
+{
+    atomic_store(&late_dtor_ran, 1);
+    tpc_xchan_close(v); /* tells the other end, through the rings */
+}
+
+static void late_msg(void *arg)
+{
+    (void)arg;
+    atomic_store(&late_ran, 1);
+    tpc_acceptor *a = NULL;
+    int rc = tpc_acceptor_open(atomic_load(&late_lfd), &a);
+    atomic_store(&late_acceptor_rc, rc);
+    if (rc == 0)
+        tpc_acceptor_close(a);
+    tpc_rx *rx = NULL;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+        rc = tpc_rx_open(sv[0], late_pool, &rx);
+        atomic_store(&late_rx_rc, rc);
+        if (rc == 0)
+            tpc_rx_close(rx);
+        close(sv[0]);
+        close(sv[1]);
+    }
+    CHECK_EQ(tpc_bufpool_destroy(late_pool), 0);
+    tpc_shard_set(late_key, late_chan);
+}
+
+static int late_receiver(void *arg) /* shard 1: waits on the channel until the stop cancels it */
+{
+    (void)arg;
+    void *v;
+    atomic_store(&late_waiting, 1);
+    tpc_xchan_recv(late_chan, &v);
+    return 0;
+}
+
+static int late_sender(void *arg) /* shard 2 */
+{
+    (void)arg;
+    CHECK_EQ(tpc_submit_to(0, late_msg, NULL), 0);
+    atomic_store(&late_sent, 1);
+    int64_t until = t_now_ns() + t_wait_limit_ns();
+    while (!atomic_load(&late_main_done) && t_now_ns() < until)
+        ;
+    while (thread_alive(atomic_load(&late_tid0)) && t_now_ns() < until)
+        ;
+    return 0;
+}
+
+static int late_main(void *arg)
+{
+    (void)arg;
+    atomic_store(&late_tid0, (int)syscall(SYS_gettid));
+    CHECK_EQ(tpc_bufpool_create(8, 4096, &late_pool), 0);
+    CHECK_EQ(tpc_xchan_create(4, &late_chan), 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, late_receiver, NULL, NULL), 0);
+    WAIT_UNTIL(atomic_load(&late_waiting));
+    CHECK_EQ(tpc_spawn_on(2, NULL, late_sender, NULL, NULL), 0);
+    WAIT_UNTIL(atomic_load(&late_sent));
+    atomic_store(&late_main_done, 1);
+    return 0; /* the stop: shard 0 leaves before the message is read */
+}
+
+static void test_message_after_the_shard_left(void **state)
+{
+    (void)state;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    atomic_store(&late_lfd, fd);
+    late_key = tpc_shard_key_create(late_dtor);
+    assert_true(late_key >= 0);
+    tpc_config c = {.shards = 3, .no_signals = true, .stall_ms = -1};
+    run_expect(&c, late_main, NULL, 0);
+    assert_int_equal(atomic_load(&late_ran), 1);
+    assert_int_equal(atomic_load(&late_acceptor_rc), -ESHUTDOWN);
+    assert_int_equal(atomic_load(&late_rx_rc), -ESHUTDOWN);
+    assert_int_equal(atomic_load(&late_dtor_ran), 1);
+    close(fd);
+}
+
+/* Once the stop is under way, a fiber that ignores its cancellation holds its shard; the next
+ * SIGTERM ends the process (it was read by nobody, and only SIGKILL ended it). In a child
+ * process: the test's own would end with it. */
+static int stubborn_pipe = -1;
+
+static int stubborn(void *arg)
+{
+    (void)arg;
+    bool told = false;
+    for (;;)
+        if (tpc_sleep(1000 * 1000) < 0 && !told) { /* cancelled: ignored */
+            told = true;
+            if (write(stubborn_pipe, "c", 1) != 1)
+                abort();
+        }
+    return 0;
+}
+
+static int stubborn_main(void *arg)
+{
+    (void)arg;
+    if (tpc_spawn(stubborn, NULL, NULL) < 0 || kill(getpid(), SIGTERM) < 0)
+        abort();
+    tpc_sleep(INT64_MAX / 2);
+    return 0;
+}
+
+static void test_signal_after_the_stop_ends_the_process(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        stubborn_pipe = p[1];
+        tpc_config c = {.shards = 1, .stall_ms = -1};
+        tpc_run(&c, stubborn_main, NULL);
+        _exit(3); /* (never: the stubborn fiber holds the runtime) */
+    }
+    close(p[1]);
+    struct pollfd pf = {.fd = p[0], .events = POLLIN};
+    assert_int_equal(poll(&pf, 1, (int)(t_wait_limit_ns() / 1000000)), 1); /* it was cancelled */
+    char ch;
+    assert_int_equal(read(p[0], &ch, 1), 1);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    int status = 0;
+    int64_t until = t_now_ns() + t_wait_limit_ns();
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && t_now_ns() < until)
+        poll(NULL, 0, 10);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("a SIGTERM after the stop did not end the process");
+    }
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGTERM);
+    close(p[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +475,8 @@ int main(void)
         cmocka_unit_test(test_tpc_stop),
         cmocka_unit_test(test_shutdown_busy_echo_server),
         cmocka_unit_test(test_handler_helpers_end_first),
+        cmocka_unit_test(test_message_after_the_shard_left),
+        cmocka_unit_test(test_signal_after_the_stop_ends_the_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -62,8 +62,10 @@ typedef struct tpc_config {
     /* By default SIGINT and SIGTERM start tpc_stop(128 + signal number), for each of the two
      * whose disposition is the default when tpc_run starts (a handler of yours is left alone).
      * The runtime blocks them in the calling thread and the shards while it runs and reads them
-     * through shard 0's io_uring; threads you created earlier should block them too. true: leave
-     * both signals alone. */
+     * through shard 0's io_uring; threads you created earlier should block them too. Once the
+     * stop proper is under way (after the drain), each shard unblocks them: one more ends the
+     * process (their default action), so that a fiber that ignores its cancellation cannot hold
+     * it against the operator. true: leave both signals alone. */
     bool no_signals;
     /* Before it sleeps, a shard that has just done some work keeps checking its rings for this
      * many ns, so that a reply arriving soon costs no wake-up. 0: TPC_SPIN_NS from the

@@ -496,6 +496,12 @@ void tpc__callbacks_free(struct tpc__shard *s)
     (void)s;
 }
 
+bool tpc__locals_fini(struct tpc__shard *s)
+{
+    (void)s;
+    return false;
+}
+
 /* ---- The checks after every operation. ---- */
 
 static uint64_t stamp[RING_MODEL_MSGS], nstamp;
