@@ -139,7 +139,8 @@ typedef struct tpc_acceptor tpc_acceptor;
  * out of descriptors (EMFILE, ENFILE) or memory, it retries from a timer that backs off from
  * 10 ms to 1 s, so it never spins a CPU and recovers by itself once descriptors are free; each
  * pause counts in tpc_shard_stats.accept_backoffs. Owned by the calling shard; the listener
- * stays the caller's. Returns 0, -EINVAL, -ENOMEM, -EPERM outside a shard. */
+ * stays the caller's. Returns 0, -EINVAL, -ENOMEM, -ESHUTDOWN while the runtime stops, -EPERM
+ * outside a shard. */
 TPC_EXTERN int tpc_acceptor_open(int fd, tpc_acceptor **out);
 /* Waits for the next connection and returns its descriptor (close-on-exec). -ECANCELED /
  * -ETIMEDOUT when the fiber is cancelled or its deadline passes (a connection accepted later
@@ -255,7 +256,7 @@ TPC_EXTERN int tpc_bufpool_available(const tpc_bufpool *p);
 
 /* Starts receiving from stream socket fd into pool p: one receive at a time stays in the ring
  * and takes a buffer when data arrives. Returns 0, -EINVAL, -ENOMEM, -EXDEV (p is another
- * shard's), -EPERM outside a shard. */
+ * shard's), -ESHUTDOWN while the runtime stops, -EPERM outside a shard. */
 TPC_EXTERN int tpc_rx_open(int fd, tpc_bufpool *p, tpc_rx **out);
 /* Waits for the next chunk received, in order, and returns its length (> 0) with *b
  * describing it; the caller holds the buffer until tpc_buf_release. Returns 0 at end of
