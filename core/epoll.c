@@ -823,16 +823,16 @@ static bool to_pool(struct tpc__shard *s, struct ep_op *o)
     }
     tpc_fiber *f;
     int rc = fd_hold(o); /* now: the fiber runs after others, which may close the number */
-    if (rc == 0 && (rc = tpc_spawn(pool_fiber, o, &f)) < 0)
+    /* A stop does not cancel it, nor keep it from starting: as io_uring's, an operation in
+     * flight is cancelled only by its owner (cancel_op), so a bounded commit queued on the pool
+     * as the stop comes is still made. */
+    if (rc == 0 && (rc = tpc__spawn_keep(pool_fiber, o, &f)) < 0)
         fd_let_go(o);
     if (rc < 0) {
         o->res = rc;
         return true;
     }
     o->pool_fiber = f;
-    /* A stop does not cancel it: as io_uring's, an operation in flight is cancelled only by
-     * its owner (cancel_op), so a bounded commit queued on the pool is still made. */
-    f->keep_at_stop = true;
     tpc_detach(f);
     s->ep->nwaiting++;
     return false;

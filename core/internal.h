@@ -526,6 +526,10 @@ unsigned tpc__io_class(unsigned opcode);
 /* The first tpc_maybe_yield of a shard: from now on the watchdog keeps its time slices. */
 void tpc__stall_want_slices(struct tpc__shard *s);
 
+/* A fiber of the runtime's own that finishes what a stop must not cancel (keep_at_stop): spawned
+ * on a stopping shard too. */
+int tpc__spawn_keep(tpc_fiber_fn fn, void *arg, tpc_fiber **out);
+
 /* Destroys the shard's per-shard values (core/local.c); true if a destructor ran. */
 bool tpc__locals_fini(struct tpc__shard *s);
 

@@ -410,14 +410,15 @@ static tpc_fiber *fiber_record(struct tpc__shard *s)
 }
 
 static inline __attribute__((always_inline)) int spawn(const tpc_fiber_opts *opts, tpc_fiber_fn fn,
-                                                       void *arg, tpc_fiber **out, const void *site)
+                                                       void *arg, tpc_fiber **out, const void *site,
+                                                       bool at_stop)
 {
     struct tpc__shard *s = tpc__self;
     if (!s)
         return -EPERM;
     if (!fn)
         return -EINVAL;
-    if (s->stopping)
+    if (s->stopping && !at_stop)
         return -ESHUTDOWN;
 #ifdef TPC_FAULT_INJECTION
     if (spawn_fault_count) {
@@ -471,12 +472,23 @@ static inline __attribute__((always_inline)) int spawn(const tpc_fiber_opts *opt
 
 int tpc_spawn_opts(const tpc_fiber_opts *opts, tpc_fiber_fn fn, void *arg, tpc_fiber **out)
 {
-    return spawn(opts, fn, arg, out, __builtin_return_address(0));
+    return spawn(opts, fn, arg, out, __builtin_return_address(0), false);
 }
 
 int tpc_spawn(tpc_fiber_fn fn, void *arg, tpc_fiber **out)
 {
-    return spawn(NULL, fn, arg, out, __builtin_return_address(0));
+    return spawn(NULL, fn, arg, out, __builtin_return_address(0), false);
+}
+
+int tpc__spawn_keep(tpc_fiber_fn fn, void *arg, tpc_fiber **out)
+{
+    tpc_fiber *f = NULL;
+    int rc = spawn(NULL, fn, arg, &f, __builtin_return_address(0), true);
+    if (rc == 0) {
+        f->keep_at_stop = true;
+        *out = f;
+    }
+    return rc;
 }
 
 #ifdef TPC__CTX_CALL
