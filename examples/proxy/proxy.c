@@ -693,14 +693,21 @@ static int stats_conn(int fd, void *arg)
     bool prom = !strncmp(req, "GET /metrics ", 13);
     if (prom) {
         stats_prometheus(&body, g);
+        /* The runtime's own: the counters may gain digits between the measure and the text (on
+         * other shards), so room to spare, and again with more if it was cut short. */
         ssize_t need = tpc_metrics_format(NULL, 0, TPC_METRICS_PROMETHEUS);
-        if (need > 0) {
-            put(&body, "%*s", (int)need, ""); /* room */
-            body.len -= (size_t)need;
-            ssize_t n =
-                tpc_metrics_format(body.p + body.len, body.cap - body.len, TPC_METRICS_PROMETHEUS);
-            if (n > 0)
-                body.len += (size_t)n < body.cap - body.len ? (size_t)n : body.cap - body.len - 1;
+        for (int tries = 0; need > 0 && tries < 4; tries++) {
+            size_t room = (size_t)need + 4096, before = body.len;
+            put(&body, "%*s", (int)room, ""); /* (it leaves room for a NUL after) */
+            if (body.len != before + room)
+                break; /* (out of memory) */
+            body.len = before;
+            ssize_t n = tpc_metrics_format(body.p + body.len, room + 1, TPC_METRICS_PROMETHEUS);
+            if (n >= 0 && (size_t)n <= room) {
+                body.len += (size_t)n;
+                break;
+            }
+            need = n;
         }
     } else if (!strncmp(req, "GET /stats ", 11))
         stats_plain(&body, g);
