@@ -399,7 +399,7 @@ bool tpc__rings_owe(struct tpc__shard *s)
     struct tpc_runtime *rt = s->rt;
     for (unsigned j = 0; j < rt->nshards; j++)
         if (j != s->id && !tpc__list_empty(&s->out[j]->pending) &&
-            !atomic_load_explicit(&rt->shards[j]->left, memory_order_acquire))
+            !atomic_load(&rt->shards[j]->left)) /* (seq_cst: against sleep_phase's sleeping) */
             return true;
     return false;
 }

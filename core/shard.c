@@ -852,8 +852,10 @@ static inline void sleep_phase(struct tpc__shard *s, bool worked)
     if (tpc__rings_cool(s))
         return;
     atomic_store(&s->sleeping, 1);
+    /* (stopping: a shard this one owed messages may have left, and woken it, since the check
+     * above, finding it not yet asleep: leave_loop stores `left`, then wakes.) */
     if (atomic_load(&s->inbox) || tpc__rings_rung(s) ||
-        (atomic_load(&s->rt->stop) && !s->stopping)) {
+        (atomic_load(&s->rt->stop) && !s->stopping) || (s->stopping && may_leave(s))) {
         atomic_store(&s->sleeping, 0);
         return;
     }
