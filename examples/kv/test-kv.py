@@ -56,6 +56,12 @@ class Server:
         for line in self.p.stdout:
             self.out.append(line.decode(errors="replace"))
 
+    def kill_if_running(self):
+        """A case that failed before it stopped its server leaves no process behind."""
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
     def stop(self):
         """Stops the server (SIGTERM) and returns its exit status; fails on a sanitizer's
         report in its output."""
@@ -779,6 +785,7 @@ class Test(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn(b"--max-bulk is at most 1073741824", p.stderr)
         kv = Server(shards=1, args=("--max-bulk", "1000", "--max-args", "10"))
+        self.addCleanup(kv.kill_if_running)
         try:
             c = Conn(kv.port)
             self.addCleanup(c.close)
@@ -830,8 +837,10 @@ class Durability(unittest.TestCase):
 
     def start(self, fsync="always", shards=2, min_rewrite=None, preexec_fn=None):
         more = ("--auto-aof-rewrite-min-size", str(min_rewrite)) if min_rewrite else ()
-        return Server(shards=shards, args=("--appendonly", "yes", "--appendfsync", fsync,
-                                           "--dir", self.dir.name, *more), preexec_fn=preexec_fn)
+        kv = Server(shards=shards, args=("--appendonly", "yes", "--appendfsync", fsync,
+                                         "--dir", self.dir.name, *more), preexec_fn=preexec_fn)
+        self.addCleanup(kv.kill_if_running)
+        return kv
 
     def test_a_log_that_cannot_be_written(self):
         """A log write that fails (here the file size limit, as a full disk would): write
