@@ -442,7 +442,7 @@ class HttpTest(unittest.TestCase):
         up again by its next request; a parked one still closes at its idle limit, and a drain
         closes the parked ones at once."""
         p = self.start(fe="timeout_client_idle = 2s\n")
-        base = self.fibers(p)
+        base = self.steady_fibers(p)  # (not at once: shards start theirs late)
         conns = []
         for i in range(20):
             c, r = p.connect()
