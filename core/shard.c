@@ -96,6 +96,8 @@ struct io_uring_sqe *tpc__sqe(struct tpc__shard *s)
 #endif
     if (TPC_UNLIKELY(s->ep))
         return tpc__ep_sqe(s);
+    if (TPC_UNLIKELY(!s->ring_ok)) /* a message run after its shard left: the ring is gone */
+        return NULL;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     if (!sqe) {
         if (io_uring_submit(&s->ring) > 0)

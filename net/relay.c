@@ -466,6 +466,22 @@ int tpc_relay_stop(tpc_relay_handle *r)
     return 0;
 }
 
+int tpc_relay_progress(const tpc_relay_handle *r, tpc_relay_stats *out)
+{
+    if (!r || !out)
+        return -EINVAL;
+    if (r->shard != tpc__self)
+        return tpc__self ? -EXDEV : -EPERM;
+    const struct relay_dir *ab = &r->d[0], *ba = &r->d[1];
+    *out = (tpc_relay_stats){.a_to_b = ab->out,
+                             .b_to_a = ba->out,
+                             .a_to_b_unsent = ab->in - ab->out,
+                             .b_to_a_unsent = ba->in - ba->out,
+                             .a_err = r->st.a_err,
+                             .b_err = r->st.b_err};
+    return 0;
+}
+
 bool tpc__relay_poll(struct tpc__shard *s, void *state)
 {
     struct tpc__net_shard *ns = state;

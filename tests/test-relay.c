@@ -6,6 +6,8 @@
  * The rig: client `cl` -- TCP -- `a` [tpc_relay(a, b)] `b` -- TCP -- `sv` server. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -1027,6 +1029,70 @@ static void test_relay_start_stop(void **state)
     run_main(1, bg_stop_main, NULL);
 }
 
+/* A running relay's counts so far: they move with the bytes, while the relay lasts; from
+ * another shard or a plain thread the call is refused, and NULL is -EINVAL. */
+static tpc_relay_handle *progress_h;
+static int progress_elsewhere(void *arg)
+{
+    (void)arg;
+    tpc_relay_stats st;
+    return tpc_relay_progress(progress_h, &st);
+}
+
+static void *progress_thread(void *arg)
+{
+    (void)arg;
+    tpc_relay_stats st;
+    return (void *)(intptr_t)tpc_relay_progress(progress_h, &st);
+}
+
+static int progress_main(void *arg)
+{
+    (void)arg;
+    struct rig r;
+    rig_open(&r);
+    struct bg g = {.a = r.a, .b = r.b};
+    CHECK_EQ(tpc_relay_start(r.a, r.b, NULL, bg_done, &g, &progress_h), 0);
+    tpc_relay_stats st;
+    CHECK_EQ(tpc_relay_progress(progress_h, &st), 0);
+    CHECK_EQ(st.a_to_b + st.b_to_a + st.a_to_b_unsent + st.b_to_a_unsent, 0);
+    static char buf[100000];
+    memset(buf, 'u', sizeof(buf));
+    CHECK_EQ(tpc_send(r.cl, buf, 70000, MSG_WAITALL), 70000);
+    CHECK_EQ(tpc_recv(r.sv, buf, 70000, MSG_WAITALL), 70000);
+    WAIT_UNTIL(tpc_relay_progress(progress_h, &st) == 0 && st.a_to_b == 70000);
+    CHECK_EQ(tpc_send(r.sv, buf, 1234, MSG_WAITALL), 1234);
+    CHECK_EQ(tpc_recv(r.cl, buf, 1234, MSG_WAITALL), 1234);
+    WAIT_UNTIL(tpc_relay_progress(progress_h, &st) == 0 && st.b_to_a == 1234);
+    CHECK_EQ(st.a_to_b, 70000);
+    CHECK_EQ(st.a_to_b_unsent + st.b_to_a_unsent, 0);
+    CHECK_EQ(g.calls, 0); /* still running */
+    int res = 0;
+    CHECK_EQ(tpc_call_on(1, progress_elsewhere, NULL, &res), 0);
+    CHECK_EQ(res, -EXDEV);
+    pthread_t t;
+    void *tres = NULL;
+    CHECK_EQ(pthread_create(&t, NULL, progress_thread, NULL), 0);
+    CHECK_EQ(pthread_join(t, &tres), 0);
+    CHECK_EQ((int)(intptr_t)tres, -EPERM);
+    CHECK_EQ(tpc_relay_progress(NULL, &st), -EINVAL);
+    CHECK_EQ(tpc_relay_progress(progress_h, NULL), -EINVAL);
+    CHECK_EQ(tpc_relay_stop(progress_h), 0);
+    WAIT_UNTIL(g.calls > 0);
+    CHECK_EQ(g.rc, -ECANCELED);
+    CHECK_EQ(g.st.a_to_b, 70000); /* done's counts agree with the last progress */
+    CHECK_EQ(g.st.b_to_a, 1234);
+    close(r.cl);
+    close(r.sv);
+    return 0;
+}
+
+static void test_relay_progress(void **state)
+{
+    (void)state;
+    run_main(2, progress_main, NULL);
+}
+
 /* A relay still running when the runtime stops: the shard ends it (done: -ESHUTDOWN) and leaves;
  * nothing hangs, nothing leaks. */
 static struct bg shut_g;
@@ -1149,6 +1215,7 @@ int main(void)
         cmocka_unit_test(test_relay_misuse),
         cmocka_unit_test(test_relay_start_both_ways),
         cmocka_unit_test(test_relay_start_stop),
+        cmocka_unit_test(test_relay_progress),
         cmocka_unit_test(test_relay_start_at_shutdown),
         cmocka_unit_test(test_relay_pool_taken_by_stuck_directions),
         cmocka_unit_test(test_relay_moves_off_a_full_pool),

@@ -76,9 +76,15 @@ struct relay_ctx {
     srv_rt *r;
     int fd, bfd;
     tpc_relay_handle *h;
-    relay_ctx *prev, *next; /* in fe->relays[shard] */
+    relay_ctx *prev, *next;   /* in fe->relays[shard] */
+    relay_ctx *sprev, *snext; /* in shard_relays[shard] (every frontend's, old ones' too) */
+    uint64_t up, down;        /* bytes already in the counters (relays_fold, relay_done) */
     char peer_text[80], srv_name[PX_NAME_MAX];
 };
+
+/* Each shard's running relays, whatever their frontend: their bytes are counted as they go
+ * (relays_fold, before the statistics are shown), not only when the connection ends. */
+static relay_ctx *shard_relays[TPC_MAX_SHARDS];
 
 #define FE_MAX PX_FRONTENDS_MAX
 static fe_rt *fes[FE_MAX];
@@ -290,8 +296,8 @@ static void relay_done(tpc_relay_handle *h, int rc, const tpc_relay_stats *st, v
     (void)h;
     relay_ctx *x = arg;
     shard_counters *sc = &counters[tpc_shard_id()];
-    count(&sc->bytes_in, st->a_to_b);
-    count(&sc->bytes_out, st->b_to_a);
+    count(&sc->bytes_in, st->a_to_b - x->up);
+    count(&sc->bytes_out, st->b_to_a - x->down);
     const char *result = "ok";
     if (rc < 0) {
         count(&sc->errors[relay_error(rc)], 1);
@@ -309,6 +315,12 @@ static void relay_done(tpc_relay_handle *h, int rc, const tpc_relay_stats *st, v
         *head = x->next;
     if (x->next)
         x->next->prev = x->prev;
+    if (x->sprev)
+        x->sprev->snext = x->snext;
+    else
+        shard_relays[tpc_shard_id()] = x->snext;
+    if (x->snext)
+        x->snext->sprev = x->sprev;
     atomic_fetch_sub(&x->fe->live, 1);
     fe_put(x->fe);
     gen_put(x->g);
@@ -412,6 +424,11 @@ static int connection(int fd, void *arg)
         if (*head)
             (*head)->prev = x;
         *head = x;
+        relay_ctx **all = &shard_relays[tpc_shard_id()];
+        x->snext = *all;
+        if (*all)
+            (*all)->sprev = x;
+        *all = x;
         return TPC_CONN_KEEP; /* relay_done closes fd, and the rest */
     }
     atomic_fetch_sub(&fe->refs, 1); /* the owner's stays: not the last */
@@ -681,6 +698,24 @@ static void stats_prometheus(strbuf *t, gen *g)
     }
 }
 
+/* Counts the bytes this shard's running relays moved since the last fold: a long connection's
+ * traffic shows while it lasts. */
+static int relays_fold(void *arg)
+{
+    (void)arg;
+    shard_counters *sc = &counters[tpc_shard_id()];
+    for (relay_ctx *x = shard_relays[tpc_shard_id()]; x; x = x->snext) {
+        tpc_relay_stats st;
+        if (tpc_relay_progress(x->h, &st) < 0)
+            continue;
+        count(&sc->bytes_in, st.a_to_b - x->up);
+        count(&sc->bytes_out, st.b_to_a - x->down);
+        x->up = st.a_to_b;
+        x->down = st.b_to_a;
+    }
+    return 0;
+}
+
 static int stats_conn(int fd, void *arg)
 {
     (void)arg;
@@ -691,6 +726,8 @@ static int stats_conn(int fd, void *arg)
     gen *g = shard_gen[tpc_shard_id()];
     atomic_fetch_add(&g->refs, 1);
     bool prom = !strncmp(req, "GET /metrics ", 13);
+    if (prom || !strncmp(req, "GET /stats ", 11))
+        tpc_on_all(relays_fold, NULL); /* (a shard that cannot answer: its last fold stands) */
     if (prom) {
         stats_prometheus(&body, g);
         /* The runtime's own: the counters may gain digits between the measure and the text (on

@@ -117,6 +117,16 @@ def recv_hash(c):
         n += len(d)
 
 
+def recv_exactly(c, n):
+    out = b""
+    while len(out) < n:
+        part = c.recv(n - len(out))
+        if not part:
+            break
+        out += part
+    return out
+
+
 def recv_all(c):
     """Everything c receives up to its end of stream; then closes c."""
     out = b""
@@ -405,6 +415,24 @@ class ProxyTest(unittest.TestCase):
         self.assertEqual(b.digest.get(timeout=DEADLINE),
                          (hashlib.sha256(seeded(size, 1)).hexdigest(), size))
         until(lambda: p.counter("bytes_in") == size and p.counter("bytes_out") == size)
+
+    def test_bytes_counted_while_connections_last(self):
+        # /stats and /metrics count a long connection's bytes as they pass, not when it ends
+        b = self.backend("echo")
+        p = self.start([b])
+        c = p.connect()
+        c.sendall(b"y" * 50000)
+        self.assertEqual(recv_exactly(c, 50000), b"y" * 50000)
+        until(lambda: p.counter("bytes_in") == 50000 and p.counter("bytes_out") == 50000)
+        c.sendall(b"z" * 7)
+        self.assertEqual(recv_exactly(c, 7), b"z" * 7)
+        until(lambda: 'tpc_proxy_bytes_in_total{shard="' in p.get("/metrics") and
+              sum(int(v) for v in re.findall(r'^tpc_proxy_bytes_out_total\{shard="\d+"\} (\d+)',
+                                             p.get("/metrics"), re.M)) == 50007)
+        c.close()  # the rest at the end: counted once
+        until(lambda: re.search(r"^total: connections 1 active 0 ", p.get("/stats"), re.M))
+        self.assertEqual(p.counter("bytes_in"), 50007)
+        self.assertEqual(p.counter("bytes_out"), 50007)
 
     def test_half_close(self):
         b = self.backend("halfclose")

@@ -467,6 +467,12 @@ TPC_EXTERN int tpc_relay_start(int a, int b, const tpc_relay_opts *opts, tpc_rel
  * or after this returns). Call from its shard: 0, -EINVAL for NULL, -EXDEV from another shard,
  * -EPERM outside a shard. */
 TPC_EXTERN int tpc_relay_stop(tpc_relay_handle *r);
+/* A running relay's counts so far, into *out: the bytes delivered each way, the bytes read and
+ * not yet delivered (*_unsent: on their way, at most two chunks a direction), the socket errors
+ * seen. A program that shows its traffic while connections last (a proxy's statistics) reads
+ * them here rather than waiting for done. Call from its shard, before done has run: 0, -EINVAL
+ * for NULL, -EXDEV from another shard, -EPERM outside a shard. */
+TPC_EXTERN int tpc_relay_progress(const tpc_relay_handle *r, tpc_relay_stats *out);
 
 /* Sends up to len bytes of file, from *offset (advanced by what was sent; NULL: the file's own
  * position), to socket sock through a pipe. Returns the bytes sent, fewer at end of file or if

@@ -287,7 +287,9 @@ TPC_EXTERN int tpc_on_all(tpc_call_fn fn, void *arg);
  * returns. On 0, fn has returned and arg is the caller's again (read what fn left in it, then
  * free it). On any error, release(arg) (NULL: nothing to release) is called exactly once, on
  * the caller's shard: at once when fn never ran (-EINVAL, -EPERM, -ENOMEM, -ESHUTDOWN: the
- * target could not start fn); when the caller was cancelled or its deadline passed while it
+ * target could not start fn; but when the target left with the request still unread in its
+ * inbox, -ESHUTDOWN returns first and release runs as the runtime stops, in tpc_wait's thread);
+ * when the caller was cancelled or its deadline passed while it
  * waited (-ECANCELED / -ETIMEDOUT, returned at once), only after fn has returned on the target
  * (while the runtime stops, possibly in tpc_wait's thread, posing as the caller's shard), or at
  * once if the call was still waiting for room in the target's inbox (withdrawn: fn never runs). On
