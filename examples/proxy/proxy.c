@@ -502,6 +502,7 @@ static int checks_start(gen *g)
     unsigned n = 0;
     for (unsigned b = 0; b < c->nbackends; b++)
         n += c->backends[b].nservers;
+    free(g->checks); /* (started again after a failed reload) */
     g->checks = calloc(n ? n : 1, sizeof(*g->checks));
     if (!g->checks)
         return -ENOMEM;
@@ -974,8 +975,10 @@ static int apply(px_config *c)
         if (!next[i] && !(next[i] = started[i] = fe_start(f)))
             rc = -EADDRNOTAVAIL;
     }
-    if (current)
+    if (current) { /* the old checks end first: nothing they find after the carry is lost */
+        checks_stop(current);
         carry_state(g, current);
+    }
     if (rc == 0)
         rc = checks_start(g);
     if (rc == 0)
@@ -985,6 +988,8 @@ static int apply(px_config *c)
         for (unsigned i = 0; i < c->nfrontends && i < FE_MAX; i++)
             fe_stop(started[i]);
         gen_put(g);
+        if (current && checks_start(current) < 0)
+            fputs("tpc-proxy: cannot restart the health checks\n", stderr);
         return rc;
     }
     for (unsigned j = 0; j < nfes; j++)
@@ -998,10 +1003,8 @@ static int apply(px_config *c)
         }
     nfes = c->nfrontends < FE_MAX ? c->nfrontends : FE_MAX;
     memcpy(fes, next, sizeof(fes[0]) * nfes);
-    if (current) {
-        checks_stop(current);
+    if (current)
         gen_put(current);
-    }
     current = g;
     return 0;
 }

@@ -536,6 +536,26 @@ class ProxyTest(unittest.TestCase):
         self.assertIn('tpc_proxy_server_up{backend="app",server="s1"} 1', p.get("/metrics"))
         self.assertIn("\ntpc_shards 2\n", p.get("/metrics"))  # the runtime's own metrics
 
+    def test_health_checks_go_on_after_a_failed_reload(self):
+        # a reload that fails when it starts a frontend (its address taken) leaves the old
+        # configuration's health checks running: a server that goes away is still found down
+        a, b = self.backend("tag", b"A"), self.backend("tag", b"B")
+        checks = "check_interval = 100ms\nrise = 2\nfall = 2\n"
+        p = self.start([a, b], check="tcp", extra_be=checks)
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        mark = p.mark()
+        p.write(config([a, b], check="tcp", extra_be=checks) +
+                "[frontend other]\nlisten = 127.0.0.1:%d\nbackend = app\n" %
+                taken.getsockname()[1])
+        p.p.send_signal(signal.SIGHUP)
+        p.wait_for(r"reload failed: the old configuration stays", mark)
+        taken.close()
+        b.close()
+        p.wait_for(r"server app/s1 is DOWN", mark)
+        self.assertEqual([recv_all(p.connect()) for _ in range(4)], [b"A"] * 4)
+
     def test_drain(self):
         b = self.backend("echo")
         p = self.start([b], args=("--drain-ms", str(10000 * SLOW)))
