@@ -948,12 +948,13 @@ static void dump_entry(struct aof *a, struct entry *e)
         frame(b, 3, (const char *[]){"SET", e->key, s->d}, (size_t[]){3, e->klen, s->len});
     } else if (e->type == T_LIST) {
         const struct list *l = e->val;
+        struct list_it it;
+        list_seek(l, 0, &it);
         for (size_t i = 0; i < l->n;) {
             size_t n = 2, bytes = 0;
             for (; i < l->n && n < 130 && bytes < DUMP_BYTES; i++, n++) {
-                const struct str *s = l->v[(l->head + i) % l->cap];
-                argv[n] = s->d;
-                bytes += argl[n] = s->len;
+                list_next(&it, &argv[n], &argl[n]);
+                bytes += argl[n];
             }
             argv[0] = "RPUSH";
             argl[0] = 5;

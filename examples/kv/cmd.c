@@ -568,25 +568,6 @@ static void c_persist(ARGS)
 
 /* ---- Lists ---- */
 
-static struct str *list_at(struct list *l, size_t i)
-{
-    return l->v[(l->head + i) % l->cap];
-}
-
-static void list_grow(struct list *l)
-{
-    size_t cap = l->cap ? l->cap * 2 : 4;
-    struct str **v = malloc(cap * sizeof(*v));
-    if (!v)
-        abort();
-    for (size_t i = 0; i < l->n; i++)
-        v[i] = list_at(l, i);
-    free(l->v);
-    l->v = v;
-    l->cap = cap;
-    l->head = 0;
-}
-
 static void push(ARGS, int left)
 {
     int bad;
@@ -596,18 +577,8 @@ static void push(ARGS, int left)
     if (!e)
         e = db_add(db, argv[1], argl[1], T_LIST, calloc(1, sizeof(struct list)));
     struct list *l = e->val;
-    for (size_t i = 2; i < argc; i++) {
-        if (l->n == l->cap)
-            list_grow(l);
-        struct str *s = str_new(argv[i], argl[i]);
-        if (left) {
-            l->head = (l->head + l->cap - 1) % l->cap;
-            l->v[l->head] = s;
-        } else {
-            l->v[(l->head + l->n) % l->cap] = s;
-        }
-        l->n++;
-    }
+    for (size_t i = 2; i < argc; i++)
+        list_push(l, argv[i], argl[i], left);
     sb_int(out, (long long)l->n);
 }
 
@@ -664,16 +635,11 @@ static void pop(ARGS, int left)
     if (given)
         sb_array(out, n);
     for (long long k = 0; k < n; k++) {
-        struct str *s;
-        if (left) {
-            s = l->v[l->head];
-            l->head = (l->head + 1) % l->cap;
-        } else {
-            s = list_at(l, l->n - 1);
-        }
-        l->n--;
-        sb_bulk(out, s->d, s->len);
-        free(s);
+        const char *d;
+        size_t len;
+        list_end(l, left, &d, &len);
+        sb_bulk(out, d, len);
+        list_pop(l, left);
     }
     if (l->n == 0)
         db_del(db, e);
@@ -724,10 +690,12 @@ static void c_lrange(ARGS)
         return;
     }
     sb_array(out, (long long)(to - from + 1));
-    for (size_t i = from; i <= to; i++) {
-        struct str *s = list_at(e->val, i);
-        sb_bulk(out, s->d, s->len);
-    }
+    struct list_it it;
+    list_seek(e->val, from, &it);
+    const char *d;
+    size_t len;
+    for (size_t i = from; i <= to && list_next(&it, &d, &len); i++)
+        sb_bulk(out, d, len);
 }
 
 static void c_llen(ARGS)

@@ -49,13 +49,9 @@ void value_free(uint8_t type, void *val)
     if (!val)
         return;
     switch (type) {
-    case T_LIST: {
-        struct list *l = val;
-        for (size_t i = 0; i < l->n; i++)
-            free(l->v[(l->head + i) % l->cap]);
-        free(l->v);
+    case T_LIST:
+        list_release(val);
         break;
-    }
     case T_HASH:
     case T_SET:
         dict_free(val, true);
@@ -77,7 +73,7 @@ size_t value_bytes(uint8_t type, const void *val)
     case T_STRING:
         return sizeof(struct str) + ((const struct str *)val)->len + 1;
     case T_LIST:
-        return sizeof(struct list) + ((const struct list *)val)->cap * sizeof(void *);
+        return sizeof(struct list) + ((const struct list *)val)->bytes;
     case T_ZSET:
         return zset_bytes(val);
     default:

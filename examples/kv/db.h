@@ -17,11 +17,35 @@ struct str {
 };
 struct str *str_new(const void *p, size_t n);
 
-/* A list: a ring of strings. */
-struct list {
-    struct str **v;
-    size_t head, n, cap;
+/* A list (list.c): its elements packed end to end in nodes of about a page, each framed by its
+ * length before and after it, so that both ends are read and cut in O(1) and an element costs
+ * its bytes and two more (up to 254 bytes), not an allocation of its own. */
+struct lnode {
+    struct lnode *prev, *next;
+    uint32_t start, end; /* the elements lie in d[start, end) */
+    uint32_t cap, count;
+    unsigned char d[];
 };
+struct list {
+    struct lnode *head, *tail;
+    size_t n;     /* elements */
+    size_t bytes; /* the nodes' memory */
+};
+/* A position in a list, for walking it forwards. */
+struct list_it {
+    struct lnode *node; /* NULL: past the end */
+    uint32_t off;
+};
+void list_push(struct list *l, const void *d, size_t n, bool at_head);
+/* The first (at_head) or last element, without taking it: false when the list is empty. Its
+ * bytes stay valid until the list changes. */
+bool list_end(const struct list *l, bool at_head, const char **d, size_t *n);
+void list_pop(struct list *l, bool at_head); /* removes that element */
+/* Places *it on element i (0-based; past the end: list_next says false at once). */
+void list_seek(const struct list *l, size_t i, struct list_it *it);
+/* The element at *it, moving it on: false past the end. */
+bool list_next(struct list_it *it, const char **d, size_t *n);
+void list_release(struct list *l); /* frees the elements, not l */
 
 /* A table entry: the key, and its value by type. */
 struct entry {

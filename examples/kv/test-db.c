@@ -399,6 +399,110 @@ static void test_sorted_set_invariants(void **state)
     free(z);
 }
 
+/* A list against a model: thousands of random pushes and pops at both ends, elements of 0 to
+ * 9,000 bytes (one-byte and five-byte frames, nodes of their own), every position read through
+ * list_seek/list_next and both ends through list_end; the nodes' bytes and counts agree. */
+enum { LMODEL_MAX = 4096 };
+static struct lmodel {
+    unsigned len, seed;
+} lmodel[2 * LMODEL_MAX];
+static size_t lm_head = LMODEL_MAX, lm_tail = LMODEL_MAX; /* [head, tail) */
+
+static void fill(char *buf, unsigned len, unsigned seed)
+{
+    for (unsigned i = 0; i < len; i++)
+        buf[i] = (char)(seed + i * 31);
+}
+
+static void check_list(const struct list *l)
+{
+    static char want[9000];
+    assert_int_equal(l->n, lm_tail - lm_head);
+    size_t count = 0, bytes = 0;
+    for (const struct lnode *x = l->head; x; x = x->next) {
+        assert_true(x->count > 0);
+        assert_true(x->start < x->end && x->end <= x->cap);
+        assert_ptr_equal(x->next ? x->next->prev : l->tail, x);
+        count += x->count;
+        bytes += sizeof(*x) + x->cap;
+    }
+    assert_int_equal(count, l->n);
+    assert_int_equal(bytes, l->bytes);
+    for (size_t from = 0; from < l->n; from += 1 + l->n / 7) {
+        struct list_it it;
+        list_seek(l, from, &it);
+        const char *d;
+        size_t n;
+        for (size_t i = lm_head + from; i < lm_tail; i++) {
+            assert_true(list_next(&it, &d, &n));
+            fill(want, lmodel[i].len, lmodel[i].seed);
+            assert_int_equal(n, lmodel[i].len);
+            assert_memory_equal(d, want, n);
+        }
+        assert_false(list_next(&it, &d, &n));
+    }
+    struct list_it it;
+    list_seek(l, l->n, &it);
+    const char *d;
+    size_t n;
+    assert_false(list_next(&it, &d, &n));
+    for (int head = 0; head < 2 && l->n; head++) {
+        assert_true(list_end(l, head, &d, &n));
+        const struct lmodel *m = &lmodel[head ? lm_head : lm_tail - 1];
+        fill(want, m->len, m->seed);
+        assert_int_equal(n, m->len);
+        assert_memory_equal(d, want, n);
+    }
+}
+
+static void test_list_against_a_model(void **state)
+{
+    (void)state;
+    static char buf[9000];
+    struct list l = {0};
+    unsigned seed = 11;
+    for (int step = 0; step < 20000; step++) {
+        unsigned r = (unsigned)rand_r(&seed);
+        bool head = r & 1;
+        bool grow = lm_tail - lm_head < 50 || (r >> 1) % 5 < 3;
+        if (grow && lm_head > 0 && lm_tail < 2 * LMODEL_MAX) {
+            unsigned k = (r >> 4) % 100;
+            unsigned len = k < 80   ? (r >> 12) % 20
+                           : k < 95 ? 200 + (r >> 12) % 200
+                                    : 4000 + (r >> 12) % 5000;
+            struct lmodel m = {len, r};
+            fill(buf, len, r);
+            list_push(&l, buf, len, head);
+            lmodel[head ? --lm_head : lm_tail++] = m;
+        } else if (lm_tail > lm_head) {
+            list_pop(&l, head);
+            if (head)
+                lm_head++;
+            else
+                lm_tail--;
+        }
+        if (step % 1000 == 0)
+            check_list(&l);
+    }
+    check_list(&l);
+    while (l.n) {
+        list_pop(&l, false);
+        lm_tail--;
+    }
+    check_list(&l);
+    assert_null(l.head);
+    assert_null(l.tail);
+    assert_int_equal(l.bytes, 0);
+    const char *d;
+    size_t n;
+    assert_false(list_end(&l, true, &d, &n));
+    list_pop(&l, true); /* (nothing: no harm) */
+    list_push(&l, "x", 1, true);
+    list_release(&l);
+    assert_int_equal(l.n, 0);
+    assert_null(l.head);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -411,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_integer_replies),
         cmocka_unit_test(test_active_expiry_and_avg_ttl),
         cmocka_unit_test(test_sorted_set_invariants),
+        cmocka_unit_test(test_list_against_a_model),
     };
     return cmocka_run_group_tests_name("kv-db", tests, NULL, NULL);
 }
