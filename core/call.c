@@ -264,6 +264,8 @@ static int remote_await(struct tpc_remote *r, bool abandon)
         r->released = true;
         return -ESHUTDOWN;
     }
+    if (r->done) /* the reply came during remote_orphaned's turn: nothing would wake a park */
+        return 0;
     struct tpc__wait w;
     r->joiner = &w;
     tpc__rings_flush(tpc__self); /* about to wait: publish now, not at the loop's turn */

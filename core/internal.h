@@ -115,6 +115,8 @@ struct tpc_fiber {
     struct tpc_remote *remote;
     unsigned remote_origin;
     const void *spawn_site; /* the spawning call's return address, for the stall report */
+    uint64_t serial;        /* this spawn's number on its shard (> 0): records are recycled, serials
+                               not, so a mutex knows its owner even after the owner returned */
 };
 
 struct tpc__callback {
@@ -263,6 +265,7 @@ struct tpc__shard {
     tpc_list fibers;
     struct tpc__callback *cb_free; /* callback task free list (linked through qnode) */
     tpc_fiber *free_fibers;        /* recycled fiber records (linked through task.qnode) */
+    uint64_t fiber_serial;         /* the last spawn's serial */
     unsigned nfree_fibers;
     struct tpc__stack_class stk[TPC__STACK_CLASSES]; /* guarded stacks by size (core/stack.c) */
     struct tpc__stack *nog_stacks;                   /* pooled unguarded stacks */

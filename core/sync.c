@@ -11,7 +11,7 @@
 struct mutex {
     tpc_list waiters;
     void *shard;
-    tpc_fiber *owner;
+    uint64_t owner; /* the owning fiber's serial; 0: none (a record may be reused by then) */
 };
 
 struct sem {
@@ -92,7 +92,7 @@ int tpc_mutex_init(tpc_mutex *pub)
     if (!pub)
         return -EINVAL;
     struct mutex *m = (void *)pub;
-    m->owner = NULL;
+    m->owner = 0;
     return obj_init(&m->waiters, &m->shard);
 }
 
@@ -101,7 +101,7 @@ int tpc_mutex_trylock(tpc_mutex *pub)
     struct mutex *m = (void *)pub;
     TPC__CHECK_SHARD(m);
     TPC__CHECK_FIBER();
-    tpc_fiber *self = tpc__self->current;
+    uint64_t self = tpc__self->current->serial;
     if (m->owner == self)
         return -EDEADLK;
     if (m->owner)
@@ -126,10 +126,10 @@ int tpc_mutex_unlock(tpc_mutex *pub)
 {
     struct mutex *m = (void *)pub;
     TPC__CHECK_SHARD(m);
-    if (!m->owner || m->owner != tpc__self->current)
+    if (!m->owner || !tpc__self->current || m->owner != tpc__self->current->serial)
         return -EPERM;
     struct tpc__wait *w = first_waiter(&m->waiters);
-    m->owner = w ? w->fiber : NULL;
+    m->owner = w ? w->fiber->serial : 0;
     if (w)
         tpc__wake(w, 0);
     return 0;

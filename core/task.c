@@ -406,6 +406,7 @@ static tpc_fiber *fiber_record(struct tpc__shard *s)
     f->tsan_fiber = NULL;
 #endif
     f->remote = NULL;
+    f->serial = ++s->fiber_serial;
     return f;
 }
 

@@ -90,6 +90,48 @@ static void test_mutex_cancel(void **state)
     run_main(1, mutex_cancel_main, NULL);
 }
 
+/* A fiber that returns holding a mutex keeps it (a bug of the program's, the waiters wait on),
+ * and the next fiber that gets its recycled record is not taken for the owner: it cannot
+ * unlock it, and is told it is busy (it was told -EDEADLK, and its unlock succeeded). */
+static int mx_trylock(void *arg)
+{
+    return tpc_mutex_trylock(arg);
+}
+
+static int mx_unlock(void *arg)
+{
+    return tpc_mutex_unlock(arg);
+}
+
+static int mutex_owner_returned_main(void *arg)
+{
+    (void)arg;
+    tpc_mutex m;
+    CHECK_EQ(tpc_mutex_init(&m), 0);
+    tpc_fiber *f;
+    int r = -1;
+    CHECK_EQ(tpc_spawn(mx_lock_only, &m, &f), 0);
+    CHECK_EQ(tpc_join(f, &r), 0);
+    CHECK_EQ(r, 0); /* it returned holding m */
+    tpc_fiber *g;
+    CHECK_EQ(tpc_spawn(mx_trylock, &m, &g), 0);
+    CHECK(g == f); /* the same record, recycled */
+    CHECK_EQ(tpc_join(g, &r), 0);
+    CHECK_EQ(r, -EBUSY);
+    CHECK_EQ(tpc_spawn(mx_unlock, &m, &g), 0);
+    CHECK_EQ(tpc_join(g, &r), 0);
+    CHECK_EQ(r, -EPERM);
+    CHECK_EQ(tpc_mutex_trylock(&m), -EBUSY);
+    CHECK_EQ(tpc_mutex_unlock(&m), -EPERM);
+    return 0;
+}
+
+static void test_mutex_owner_returned(void **state)
+{
+    (void)state;
+    run_main(1, mutex_owner_returned_main, NULL);
+}
+
 /* ---- Semaphore ---- */
 static tpc_sem *sem_shared;
 static int sem_taker(void *arg)
@@ -416,9 +458,13 @@ static void test_misuse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mutex),     cmocka_unit_test(test_mutex_cancel),
-        cmocka_unit_test(test_semaphore), cmocka_unit_test(test_event_and_waitgroup),
-        cmocka_unit_test(test_channel),   cmocka_unit_test(test_misuse),
+        cmocka_unit_test(test_mutex),
+        cmocka_unit_test(test_mutex_cancel),
+        cmocka_unit_test(test_mutex_owner_returned),
+        cmocka_unit_test(test_semaphore),
+        cmocka_unit_test(test_event_and_waitgroup),
+        cmocka_unit_test(test_channel),
+        cmocka_unit_test(test_misuse),
     };
     return cmocka_run_group_tests_name("sync", tests, NULL, NULL);
 }

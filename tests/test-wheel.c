@@ -331,6 +331,44 @@ static void test_wheel_staged(void **state)
     assert_int_equal(k, N);
 }
 
+/* Timers already overdue when the wheel places them fire by due tick, then start order, as the
+ * slots' timers do (the due list fired them in start order: a timer overdue by 50 ticks after
+ * one overdue by 1). */
+static void test_wheel_overdue_in_due_order(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    static struct tpc__wheel w;
+    static struct tpc__timer t[N];
+    tpc__wheel_init(&w, 1000);
+    memset(t, 0, sizeof(t));
+    for (int i = 0; i < N; i++) { /* overdue by 1 .. 20 ticks, falling, pairs sharing a tick */
+        t[i].due = 1000 - 1 - (uint64_t)((N - 1 - i) / 2);
+        if (i % 3 == 0)
+            t[i].due = 1000 - 50 + (uint64_t)i; /* and some later-started ones due earlier */
+        tpc__wheel_add(&w, &t[i]);
+    }
+    struct tpc__timer *order[N];
+    memset(order, 0, sizeof(order));
+    nfired = 0;
+    assert_int_equal(tpc__wheel_advance(&w, 1000, record_fire, order), N);
+    for (int k = 1; k < N; k++) {
+        assert_true(order[k - 1]->due <= order[k]->due);
+        if (order[k - 1]->due == order[k]->due)
+            assert_true(order[k - 1] < order[k]); /* start order: t[] in the order started */
+    }
+    /* In order already: nothing moves. */
+    for (int i = 0; i < N; i++) {
+        t[i].due = 2000 - (uint64_t)(N - i);
+        tpc__wheel_add(&w, &t[i]);
+    }
+    memset(order, 0, sizeof(order));
+    nfired = 0;
+    assert_int_equal(tpc__wheel_advance(&w, 2000, record_fire, order), N);
+    for (int i = 0; i < N; i++)
+        assert_ptr_equal(order[i], &t[i]);
+}
+
 /* Timers on the heap that callbacks free as they fire, and stopped timers freed at once, mixed
  * with new arrivals in the same slots: under ASan, a write into a freed timer is reported. */
 static struct tpc__wheel w3;
@@ -371,9 +409,13 @@ static void test_wheel_freed_timers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wheel_model),         cmocka_unit_test(test_wheel_callbacks),
-        cmocka_unit_test(test_wheel_cascade_order), cmocka_unit_test(test_wheel_ahead_links),
-        cmocka_unit_test(test_wheel_freed_timers),  cmocka_unit_test(test_wheel_staged),
+        cmocka_unit_test(test_wheel_model),
+        cmocka_unit_test(test_wheel_callbacks),
+        cmocka_unit_test(test_wheel_cascade_order),
+        cmocka_unit_test(test_wheel_ahead_links),
+        cmocka_unit_test(test_wheel_freed_timers),
+        cmocka_unit_test(test_wheel_staged),
+        cmocka_unit_test(test_wheel_overdue_in_due_order),
     };
     return cmocka_run_group_tests_name("wheel", tests, NULL, NULL);
 }

@@ -11,12 +11,13 @@ struct wheel_ref {
     uint64_t due, seq;
 };
 
-/* Already-due timers first, then by due tick, then by start order (qsort's sign). */
+/* Already-due timers first, then by due tick (the already-due ones too), then by start order
+ * (qsort's sign). */
 static inline int wheel_ref_order(const struct wheel_ref *x, const struct wheel_ref *y)
 {
     if (x->immediate != y->immediate)
         return x->immediate ? -1 : 1;
-    if (!x->immediate && x->due != y->due)
+    if (x->due != y->due)
         return x->due < y->due ? -1 : 1;
     return x->seq < y->seq ? -1 : (x->seq > y->seq);
 }

@@ -45,6 +45,13 @@ static inline void prefetch_timer(const struct tpc__timer *t)
     }
 }
 
+/* Firing order: by due tick, then start order (within a level-0 slot every timer has the same
+ * due tick, so there it is start order alone). */
+static inline bool fires_before(const struct tpc__timer *a, const struct tpc__timer *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
 /* Queues t at the tail of list id, and makes the timer queued TPC_WHEEL_AHEAD before it (if
  * still there) point to it. A list is walked once, when it is fired or cascaded, and in a large
  * one consecutive timers sit anywhere in memory (1M timers started in one pass are 88 MB, met
@@ -57,9 +64,12 @@ static inline void prefetch_timer(const struct tpc__timer *t)
 static void enqueue(struct tpc__wheel *w, struct tpc__timer *t, unsigned id)
 {
     tpc_list *l = list_of(w, id);
-    /* Level-0 slots fire in start order: note one that a cascade appended out of order. */
+    /* Level-0 slots fire in start order: note one that a cascade appended out of order. The due
+     * list (timers already due when placed) fires by due tick, then start order. */
     if (id < TPC_WHEEL_SLOTS && !tpc__list_empty(l) && timer_of(l->prev)->seq > t->seq)
         w->unsorted |= (uint64_t)1 << id;
+    else if (id == SLOT_DUE && !tpc__list_empty(l) && !fires_before(timer_of(l->prev), t))
+        w->due_unsorted = true;
     tpc__list_push(l, &t->node);
     unsigned c = w->cursor[id];
     struct tpc__timer *back = w->recent[id][c];
@@ -159,14 +169,14 @@ uint64_t tpc__wheel_next(struct tpc__wheel *w)
     return tpc__list_empty(&w->due) ? next_slot_tick(w) : w->now;
 }
 
-/* Sorts a list by start order. The first pass walks it all with prefetching, so that the merge
- * passes (if it is out of order) find the timers in cache. */
-static void sort_by_seq(tpc_list *l)
+/* Sorts a list in firing order (fires_before). The first pass walks it all with prefetching, so
+ * that the merge passes (if it is out of order) find the timers in cache. */
+static void sort_timers(tpc_list *l)
 {
     int sorted = 1;
     for (tpc_list *n = l->next; n != l; n = n->next) {
         prefetch_timer(timer_of(n)->ahead);
-        if (n->next != l && timer_of(n)->seq > timer_of(n->next)->seq)
+        if (n->next != l && fires_before(timer_of(n->next), timer_of(n)))
             sorted = 0;
     }
     if (sorted)
@@ -192,8 +202,7 @@ static void sort_by_seq(tpc_list *l)
                     e = q, q = q->next, qsize--;
                 } else if (!qsize || !q) {
                     e = p, p = p->next, psize--;
-                } else if (tpc__container_of(p, struct tpc__timer, node)->seq <=
-                           tpc__container_of(q, struct tpc__timer, node)->seq) {
+                } else if (!fires_before(timer_of(q), timer_of(p))) {
                     e = p, p = p->next, psize--;
                 } else {
                     e = q, q = q->next, qsize--;
@@ -257,6 +266,10 @@ size_t tpc__wheel_advance(struct tpc__wheel *w, uint64_t to, tpc__wheel_fire_fn 
     size_t fired = 0;
     unstage(w);
     take(w, SLOT_DUE, &local);
+    if (w->due_unsorted) {
+        w->due_unsorted = false;
+        sort_timers(&local);
+    }
     fired += fire_list(w, &local, fire, ctx);
     while (w->now < to) {
         /* Already-due timers that callbacks add wait for the next advance. */
@@ -291,7 +304,7 @@ size_t tpc__wheel_advance(struct tpc__wheel *w, uint64_t to, tpc__wheel_fire_fn 
             take(w, i, &local);
             if (w->unsorted & bit) {
                 w->unsorted &= ~bit;
-                sort_by_seq(&local);
+                sort_timers(&local);
             }
             fired += fire_list(w, &local, fire, ctx);
         }

@@ -49,6 +49,7 @@ struct tpc__wheel {
     size_t count; /* pending timers */
     uint64_t occupied[TPC_WHEEL_LEVELS];
     uint64_t unsorted; /* level-0 slots where a timer was queued behind a newer one */
+    bool due_unsorted; /* the due list: a timer queued behind one due later, or as late and newer */
     tpc_list due;      /* added already due: fire at the next advance */
     tpc_list slots[TPC_WHEEL_LEVELS][TPC_WHEEL_SLOTS];
     /* Per list, the last TPC_WHEEL_AHEAD timers queued that are still there (NULL where one

@@ -1,13 +1,17 @@
 /* Shard-local synchronisation between fibers of one shard: channel, semaphore, mutex, event,
  * wait group. No atomics: an object belongs to the shard that initialised it, and any call from
- * another shard returns -EXDEV. Waiters are served in FIFO order.
+ * another shard returns -EXDEV (as does any call on a destroyed object); the queries
+ * (tpc_sem_value, tpc_event_is_set, tpc_chan_len) do not check, and read unsynchronised from
+ * another thread. Waiters are served in FIFO order.
  *
  * Objects are embedded by the caller: init, use, destroy. Their contents are private (only their
  * size is part of the ABI). destroy returns -EBUSY (and does nothing) while fibers wait on the
  * object.
  *
- * Calls that wait suspend the calling fiber; they return -ECANCELED if it is cancelled while
- * waiting (having taken nothing), and -EPERM outside a fiber. The try_ forms never suspend and
+ * Calls that wait suspend the calling fiber; they return -ECANCELED if it is cancelled (before
+ * or while waiting, having taken nothing), -ETIMEDOUT once its deadline (tpc_deadline_set) has
+ * passed, and -EPERM outside a fiber; both are checked first, so even a wait that would return
+ * at once returns them. The try_ forms never suspend and
  * may be called from callback tasks too, except the mutex's: a mutex is owned by a fiber, so
  * tpc_mutex_trylock and tpc_mutex_unlock return -EPERM from a callback task. A NULL object (or
  * a NULL out for a channel's receive) is -EINVAL; the queries (tpc_sem_value, tpc_event_is_set,
@@ -63,7 +67,8 @@ typedef struct tpc_event {
 TPC_EXTERN int tpc_event_init(tpc_event *e, bool set);
 TPC_EXTERN int tpc_event_set(tpc_event *e);
 TPC_EXTERN int tpc_event_reset(tpc_event *e);
-/* Returns 0 at once if set; otherwise suspends until tpc_event_set(). */
+/* Returns 0 at once if set (a cancelled fiber, or one past its deadline, gets -ECANCELED /
+ * -ETIMEDOUT first); otherwise suspends until tpc_event_set(). */
 TPC_EXTERN int tpc_event_wait(tpc_event *e);
 TPC_EXTERN bool tpc_event_is_set(const tpc_event *e);
 TPC_EXTERN int tpc_event_destroy(tpc_event *e);
@@ -79,7 +84,8 @@ TPC_EXTERN int tpc_wg_init(tpc_waitgroup *wg);
 TPC_EXTERN int tpc_wg_add(tpc_waitgroup *wg, int64_t n);
 /* tpc_wg_add(wg, -1). */
 TPC_EXTERN int tpc_wg_done(tpc_waitgroup *wg);
-/* Suspends until the counter is zero (returns at once if it is). */
+/* Suspends until the counter is zero (returns 0 at once if it is, after the cancel and deadline
+ * checks above). */
 TPC_EXTERN int tpc_wg_wait(tpc_waitgroup *wg);
 TPC_EXTERN int tpc_wg_destroy(tpc_waitgroup *wg);
 

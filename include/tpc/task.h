@@ -11,7 +11,8 @@
  *
  * Cancellation is cooperative. After tpc_cancel(f), the suspension f is in (or its next one)
  * returns -ECANCELED, and so does every later suspension of f: the fiber is expected to unwind
- * and return. tpc_yield() still yields when cancelled. */
+ * and return. tpc_yield() still yields when cancelled, and tpc_join still waits for the child
+ * to end (it cancels it first) before it returns -ECANCELED. */
 #ifndef TPC_TASK_H
 #define TPC_TASK_H
 

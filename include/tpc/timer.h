@@ -52,7 +52,8 @@ struct tpc_timer {
 };
 
 /* Prepares t to call fn(t, arg) on this shard's loop (a callback: it must not suspend).
- * Returns 0, -EINVAL for a NULL fn, -EPERM outside a shard. */
+ * Returns 0, -EINVAL for a NULL fn, -EPERM outside a shard. Not on a pending timer: stop it
+ * first (the wheel still holds it, and init forgets that). */
 TPC_EXTERN int tpc_timer_init(tpc_timer *t, tpc_timer_fn fn, void *arg);
 /* (Re)starts t to fire after `after` ns, then every `period` ns if period > 0. Starting a pending
  * timer restarts it. A timer may start, restart or stop itself from its own callback. Returns 0,

@@ -43,7 +43,7 @@ TPC_EXTERN int tpc_xchan_recv(tpc_xchan *c, void **value);
 TPC_EXTERN int tpc_xchan_close(tpc_xchan *c);
 
 /* Closes the channel and drops one end; the second call frees it. Returns 0, -EINVAL, -EPERM
- * outside a shard. */
+ * outside a shard, -EXDEV for a channel of another runtime (then nothing is released). */
 TPC_EXTERN int tpc_xchan_release(tpc_xchan *c);
 
 #endif
