@@ -557,8 +557,10 @@ static bool beyond_table(const struct ep_op *o)
 }
 
 /* A socket's send or receive (MSG_DONTWAIT); a receive into a provided buffer takes one. With
- * the caller's MSG_WAITALL, as io_uring: a short one waits for the rest, and the result counts
- * every byte moved (an error or the end of stream after some: their count). */
+ * the caller's MSG_WAITALL, as io_uring: a short one is tried again at once (the end of stream
+ * or an error may wait behind the bytes, with no edge to come for them), waits for the rest
+ * only when the socket has nothing, and the result counts every byte moved (an error or the
+ * end of stream after some: their count). */
 static int sock_io(struct tpc__ep *e, struct ep_op *o)
 {
     const struct io_uring_sqe *q = &o->sqe;
@@ -579,11 +581,17 @@ static int sock_io(struct tpc__ep *e, struct ep_op *o)
     all:
         if (!(q->msg_flags & MSG_WAITALL))
             break;
-        if (r > 0 && (size_t)r < len) {
+        while (r > 0 && (size_t)r < len) {
             o->moved += (uint32_t)r;
-            return -EAGAIN; /* the rest when the socket is ready */
+            buf += r;
+            len -= (size_t)r;
+            r = q->opcode == IORING_OP_RECV ? recv(o->fd, buf, len, flags)
+                                            : send(o->fd, buf, len, flags);
         }
-        if (o->moved && r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+        o->drained = false; /* (a receive that found nothing says so: EAGAIN) */
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return -EAGAIN; /* the rest when the socket is ready */
+        if (o->moved && r < 0)
             return (int)o->moved;
         return r < 0 ? -errno : (int)(r + o->moved);
     case IORING_OP_SENDMSG:

@@ -10,6 +10,7 @@
  * flight before it stops). */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include "internal.h"
 
 struct tpc_pending {
@@ -19,6 +20,10 @@ struct tpc_pending {
     struct tpc__shard *shard;
     int res;
     bool done, released;
+    /* On a pipe, socket or character device: it may never complete (nobody reads), so a
+     * stopping shard cancels it (tpc__pending_poll). A file's write is never cancelled: the
+     * stop waits for it, as a durable write must be made. */
+    bool endless, cancelled;
 };
 
 static void pending_free(struct tpc_pending *p)
@@ -35,6 +40,8 @@ static void pending_complete(struct tpc__shard *s, struct tpc__op *op, int res, 
     s->inflight_rw--;
     p->res = res;
     p->done = true;
+    if (p->endless && !p->cancelled)
+        tpc__io_of(s)->nendless--;
     if (p->w.fiber) { /* a fiber waits, or was woken and has not run yet: it takes over */
         if (p->w.fiber->wait == &p->w)
             tpc__wake(&p->w, 0);
@@ -77,6 +84,8 @@ static int bounded_run(struct tpc__shard *s, struct tpc_pending *p, struct io_ur
     io_uring_sqe_set_data(sqe, &p->op);
     s->inflight++;
     s->inflight_rw++; /* a write or a sync */
+    if (p->endless)
+        tpc__io_of(s)->nendless++;
     bool gone;
     int rc = pending_park(p, &gone);
     if (!gone)
@@ -98,6 +107,9 @@ static struct tpc_pending *bounded_begin(int fd, int *f, unsigned char *flags, t
     *rc = -ENOMEM;
     if (!p)
         return NULL;
+    struct stat st; /* (a registered file is taken for a file) */
+    p->endless = fd >= 0 && fd < TPC__FILE_BIT && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) &&
+                 !S_ISBLK(st.st_mode);
     *rc = -EAGAIN;
     if (!(*sqe = tpc__sqe(tpc__self))) {
         free(p);
@@ -200,6 +212,27 @@ int tpc_pending_release(tpc_pending *p)
         p->released = true;
     }
     return 0;
+}
+
+bool tpc__pending_poll(struct tpc__shard *s, struct tpc__io_shard *io)
+{
+    if (TPC_LIKELY(!s->stopping || !io->nendless))
+        return false;
+    bool sent = false;
+    for (tpc_list *n = io->pending.next; n != &io->pending && io->nendless; n = n->next) {
+        struct tpc_pending *p = tpc__container_of(n, struct tpc_pending, node);
+        if (!p->endless || p->done || p->cancelled)
+            continue;
+        struct io_uring_sqe *sqe = tpc__sqe(s);
+        if (!sqe)
+            break; /* at the next turn */
+        io_uring_prep_cancel(sqe, &p->op, 0);
+        io_uring_sqe_set_data(sqe, NULL); /* its own completion is not waited for */
+        p->cancelled = true;
+        io->nendless--;
+        sent = true;
+    }
+    return sent;
 }
 
 void tpc__pending_fini(struct tpc__io_shard *io)

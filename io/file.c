@@ -369,6 +369,12 @@ static void io_shard_fini(struct tpc__shard *s, void *state)
     tpc__registry_fini(state);
 }
 
+static bool io_poll(struct tpc__shard *s, void *state)
+{
+    bool watches = tpc__watch_poll(s, state);
+    return tpc__pending_poll(s, state) || watches;
+}
+
 const struct tpc__layer tpc__io_layer = {
     .name = "io",
     .state_size = sizeof(struct tpc__io_shard),
@@ -376,7 +382,7 @@ const struct tpc__layer tpc__io_layer = {
     .runtime_fini = tpc__pool_fini,
     .shard_init = io_shard_init,
     .shard_fini = io_shard_fini,
-    .poll = tpc__watch_poll,
+    .poll = io_poll,
     .gauges = tpc__pool_gauges,
 };
 

@@ -36,11 +36,14 @@ struct tpc__io_shard {
     tpc_list pending;                  /* tpc_pending not yet released (io/bounded.c) */
     tpc_list watches;                  /* tpc_watch waiting (io/watch.c) */
     bool watches_stopped;              /* the shard stops: they were ended */
-    bool has_ftruncate;                /* the kernel has IORING_OP_FTRUNCATE (Linux 6.9) */
+    unsigned nendless;  /* pending operations on pipes and sockets, not done nor cancelled */
+    bool has_ftruncate; /* the kernel has IORING_OP_FTRUNCATE (Linux 6.9) */
 };
 
-/* The io layer's loop work: ends the waiting watches once the shard stops (io/watch.c). */
+/* The io layer's loop work once the shard stops: ends the waiting watches (io/watch.c) and
+ * cancels the bounded operations on pipes and sockets (io/bounded.c). */
 bool tpc__watch_poll(struct tpc__shard *s, void *state);
+bool tpc__pending_poll(struct tpc__shard *s, struct tpc__io_shard *io);
 
 static inline struct tpc__io_shard *tpc__io_of(struct tpc__shard *s)
 {

@@ -53,6 +53,8 @@ struct tpc__rx_hooks {
 void tpc__rx_hook(tpc_rx *rx, const struct tpc__rx_hooks *h); /* NULL: unhooks */
 /* tpc_rx_open with hooks (NULL: none) in place before its first receive is armed. */
 int tpc__rx_open(int fd, tpc_bufpool *p, const struct tpc__rx_hooks *h, tpc_rx **out);
+/* tpc_listen_all; share: join sockets that listen on the address already (TPC_SERVER_SHARE). */
+int tpc__listen_all(const tpc_addr *a, int backlog, int *fds, bool share);
 /* Whether rx waits for a buffer of its pool (none was free) holding and queuing none. */
 bool tpc__rx_starved_empty(const tpc_rx *rx);
 /* The next chunk without waiting: its length (> 0), 0 at end of stream, the stream's error, or

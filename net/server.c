@@ -421,7 +421,10 @@ static void await_reports(tpc_server *srv)
 
 static int check_opts(const tpc_addr *a, const tpc_server_opts *o, tpc_conn_fn fn, tpc_server **out)
 {
-    if (!a || !fn || !out || (o->flags & ~TPC_SERVER_HANDOFF) || o->backlog < 0)
+    if (!a || !fn || !out || (o->flags & ~(TPC_SERVER_HANDOFF | TPC_SERVER_SHARE)) ||
+        (o->flags & (TPC_SERVER_HANDOFF | TPC_SERVER_SHARE)) ==
+            (TPC_SERVER_HANDOFF | TPC_SERVER_SHARE) ||
+        o->backlog < 0)
         return -EINVAL;
     if (o->stack_size && (o->stack_size < TPC_MIN_STACK || o->stack_size > TPC_MAX_STACK))
         return -EINVAL; /* every connection's spawn would fail */
@@ -470,7 +473,7 @@ int tpc_server_start(const tpc_addr *a, const tpc_server_opts *opts, tpc_conn_fn
     if (srv->handoff)
         rc = fds[self->id] = tpc_listen(a, backlog, 0);
     else
-        rc = tpc_listen_all(a, backlog, fds);
+        rc = tpc__listen_all(a, backlog, fds, o.flags & TPC_SERVER_SHARE);
     if (rc >= 0)
         rc = tpc_sock_local(fds[srv->handoff ? self->id : 0], &srv->addr);
     if (rc < 0)
@@ -531,6 +534,10 @@ int tpc_server_stop(tpc_server *srv)
         return -EXDEV;
     if (srv->stop_begun)
         return -EINVAL; /* another fiber stops it: it returns once every fn has */
+    struct srv_shard *sh = &srv->sh[srv->home];
+    for (tpc_list *n = sh->conns.next; n != &sh->conns; n = n->next)
+        if (tpc__container_of(n, struct conn, node)->fiber == tpc_self())
+            return -EDEADLK; /* one of its own handlers: stop would wait for it to return */
     srv->stop_begun = true;
     return srv_shutdown(srv, true);
 }

@@ -140,13 +140,30 @@ int tpc_listen(const tpc_addr *a, int backlog, int flags)
     return fd;
 }
 
-int tpc_listen_all(const tpc_addr *a, int backlog, int *fds)
+/* Whether a socket listens on a's port already (any owner, SO_REUSEPORT or not): a bind with
+ * SO_REUSEADDR alone fails then, and only then (connections in TIME_WAIT do not stop it). */
+static bool listened_on(const tpc_addr *a)
+{
+    if (a->sa.sa_family == AF_INET ? !a->in4.sin_port : !a->in6.sin6_port)
+        return false; /* port 0: the kernel picks a free one */
+    int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0)
+        return false;
+    bool taken = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+                 bind(fd, &a->sa, a->len) < 0 && errno == EADDRINUSE;
+    close(fd);
+    return taken;
+}
+
+int tpc__listen_all(const tpc_addr *a, int backlog, int *fds, bool share)
 {
     struct tpc__shard *self = tpc__self;
     if (!self)
         return -EPERM;
     if (!valid(a) || a->sa.sa_family == AF_UNIX || !fds)
         return -EINVAL;
+    if (!share && listened_on(a))
+        return -EADDRINUSE; /* (SO_REUSEPORT would join it: another program's, or our own) */
     tpc_addr at = *a;
     unsigned n = self->rt->nshards;
     for (unsigned i = 0; i < n; i++) {
@@ -166,6 +183,11 @@ int tpc_listen_all(const tpc_addr *a, int backlog, int *fds)
         fds[i] = fd;
     }
     return 0;
+}
+
+int tpc_listen_all(const tpc_addr *a, int backlog, int *fds)
+{
+    return tpc__listen_all(a, backlog, fds, false);
 }
 
 int tpc_accept(int fd, tpc_addr *peer)

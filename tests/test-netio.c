@@ -202,6 +202,15 @@ static int send_later(void *arg)
     return 0;
 }
 
+static int send_and_end_later(void *arg)
+{
+    loop_turns(3);
+    int fd = (int)(intptr_t)arg;
+    CHECK_EQ(write(fd, "abc", 3), 3); /* (plain calls: the two in one go) */
+    CHECK_EQ(shutdown(fd, SHUT_WR), 0);
+    return 0;
+}
+
 static int flags_main(void *arg)
 {
     (void)arg;
@@ -232,6 +241,16 @@ static int flags_main(void *arg)
     CHECK_EQ(tpc_send(a, "hello", 5, 0), 5);
     tpc_deadline_set(50 * MS);
     CHECK_EQ(tpc_recv(b, buf, 10, MSG_WAITALL), 5);
+    /* Fewer bytes than asked for, then the end of stream, while the call waits: the bytes at
+     * once (the epoll backend took them at the edge, waited for another that would never come:
+     * until the deadline, here the limit's whole wait). */
+    tpc_deadline_set(t_wait_limit_ns());
+    CHECK_EQ(tpc_spawn(send_and_end_later, (void *)(intptr_t)a, &f), 0);
+    int64_t t0 = t_now_ns();
+    CHECK_EQ(tpc_recv(b, buf, 10, MSG_WAITALL), 3);
+    CHECK(t_now_ns() - t0 < t_wait_limit_ns() / 2);
+    CHECK_EQ(tpc_recv(b, buf, 10, MSG_WAITALL), 0);
+    CHECK_EQ(tpc_join(f, NULL), 0);
     tpc_close(a);
     tpc_close(b);
     return 0;

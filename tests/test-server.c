@@ -720,7 +720,9 @@ static int opts_main(void *arg)
     }
     tpc_server_opts neg = {.backlog = -1};
     CHECK_EQ(tpc_server_start(&a, &neg, echo_conn, NULL, &srv), -EINVAL);
-    tpc_server_opts flags = {.flags = TPC_SERVER_HANDOFF | 2};
+    tpc_server_opts flags = {.flags = TPC_SERVER_HANDOFF | 4};
+    CHECK_EQ(tpc_server_start(&a, &flags, echo_conn, NULL, &srv), -EINVAL);
+    flags.flags = TPC_SERVER_HANDOFF | TPC_SERVER_SHARE; /* one listener of its own: no sharing */
     CHECK_EQ(tpc_server_start(&a, &flags, echo_conn, NULL, &srv), -EINVAL);
     /* The smallest stack allowed serves. */
     tpc_server_opts small = {.stack_size = 16 * 1024};
@@ -1066,6 +1068,70 @@ static void test_server_stop_errors(void **state)
 {
     (void)state;
     run_main(2, stop_errors_main, NULL);
+}
+
+/* An address another socket listens on is -EADDRINUSE, SO_REUSEPORT or not (the server joined
+ * it: a second copy of a program took half of the first one's connections); TPC_SERVER_SHARE
+ * joins on purpose. */
+static int addr_in_use_main(void *arg)
+{
+    (void)arg;
+    tpc_addr any, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &any), 0);
+    int other = tpc_listen(&any, 0, TPC_LISTEN_REUSEPORT); /* as another program's would */
+    CHECK(other >= 0);
+    CHECK_EQ(tpc_sock_local(other, &at), 0);
+    tpc_server *srv = NULL;
+    CHECK_EQ(tpc_server_start(&at, NULL, echo_conn, NULL, &srv), -EADDRINUSE);
+    int fds[2] = {-1, -1};
+    CHECK_EQ(tpc_listen_all(&at, 0, fds), -EADDRINUSE);
+    tpc_server_opts o = {.flags = TPC_SERVER_SHARE};
+    CHECK_EQ(tpc_server_start(&at, &o, echo_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    o.flags = 8; /* unknown */
+    CHECK_EQ(tpc_server_start(&at, &o, echo_conn, NULL, &srv), -EINVAL);
+    tpc_close(other);
+    CHECK_EQ(tpc_server_start(&at, NULL, echo_conn, NULL, &srv), 0); /* free again */
+    CHECK_EQ(echo_client(&at), 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    return 0;
+}
+
+static void test_server_address_in_use(void **state)
+{
+    (void)state;
+    run_main(2, addr_in_use_main, NULL);
+}
+
+/* A handler that stops its own server is told -EDEADLK (stop waits for every handler to
+ * return: the process hung), and the server goes on until a fiber of its own stops it. */
+static tpc_server *self_stop_srv;
+static _Atomic int self_stop_rc = 1;
+static int self_stopping_conn(int fd, void *arg)
+{
+    (void)arg;
+    atomic_store(&self_stop_rc, tpc_server_stop(self_stop_srv));
+    return echo_conn(fd, NULL);
+}
+
+static int self_stop_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    CHECK_EQ(tpc_server_start(&a, NULL, self_stopping_conn, NULL, &self_stop_srv), 0);
+    CHECK_EQ(tpc_server_addr(self_stop_srv, &at), 0);
+    CHECK_EQ(echo_client(&at), 0);
+    CHECK_EQ(atomic_load(&self_stop_rc), -EDEADLK);
+    CHECK_EQ(echo_client(&at), 0); /* still serving */
+    CHECK_EQ(tpc_server_stop(self_stop_srv), 0);
+    return 0;
+}
+
+static void test_server_stop_from_its_handler(void **state)
+{
+    (void)state;
+    run_main(1, self_stop_main, NULL);
 }
 
 /* A start whose caller's deadline passes while the shards start accepting fails with
@@ -1703,6 +1769,8 @@ int main(void)
         cmocka_unit_test(test_server_stop_twice),
         cmocka_unit_test(test_on_all_waits_after_a_failed_send),
         cmocka_unit_test(test_server_stop_errors),
+        cmocka_unit_test(test_server_stop_from_its_handler),
+        cmocka_unit_test(test_server_address_in_use),
         cmocka_unit_test(test_server_start_interrupted),
         cmocka_unit_test(test_server_stop_at_shutdown),
         cmocka_unit_test(test_server_cycles),

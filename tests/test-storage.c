@@ -571,6 +571,46 @@ static void test_bounded_write_at_stop(void **state)
     unlink(at_stop_path);
 }
 
+/* A bounded write to a pipe nobody reads never completes: the stop cancels it (the runtime
+ * waited for it for good), one released and one left to the stop; a file's write at the stop is
+ * still made (test_bounded_write_at_stop). */
+static int pipe_rfd = -1;
+
+static int endless_main(void *arg)
+{
+    (void)arg;
+    int p[2];
+    CHECK_EQ(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    static char junk[65536];
+    while (write(p[1], junk, sizeof(junk)) > 0)
+        ;
+    CHECK_EQ(fcntl(p[1], F_SETFL, 0), 0); /* full, and blocking again */
+    pipe_rfd = p[0];
+    for (int i = 0; i < 2; i++) {
+        tpc_pending *late = NULL;
+        tpc_deadline_set(20 * 1000 * 1000);
+        CHECK_EQ(tpc_write_bounded(p[1], junk, 4096, -1, &late), -ETIMEDOUT);
+        tpc_deadline_clear();
+        CHECK(late != NULL);
+        if (i == 0)
+            CHECK_EQ(tpc_pending_release(late), 0);
+        CHECK_EQ(tpc_pending_done(i == 0 ? NULL : late), i == 0 ? -EINVAL : 0);
+    }
+    tpc_close(p[1]);
+    return 0; /* the runtime stops with both writes waiting for room */
+}
+
+static void test_bounded_write_to_a_pipe_nobody_reads(void **state)
+{
+    (void)state;
+    int fds = count_fds();
+    alarm(60); /* a stop that waits for good: the process ends (SIGALRM) */
+    run_main(1, endless_main, NULL);
+    alarm(0);
+    close(pipe_rfd);
+    assert_int_equal(count_fds(), fds);
+}
+
 /* Misuse: a clear error, nothing started. */
 static struct {
     tpc_pending *p;
@@ -669,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_bounded_write_deadline),
         cmocka_unit_test(test_bounded_released_and_forgotten),
         cmocka_unit_test(test_bounded_write_at_stop),
+        cmocka_unit_test(test_bounded_write_to_a_pipe_nobody_reads),
         cmocka_unit_test(test_bounded_misuse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

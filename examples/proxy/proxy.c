@@ -814,26 +814,15 @@ static bool same_addr(const tpc_addr *a, const tpc_addr *b)
     return a->len == b->len && !memcmp(&a->sa, &b->sa, a->len);
 }
 
-/* Whether another process listens on a's TCP port: the listeners share a port among shards
- * with SO_REUSEPORT, so a second tpc-proxy (same user) would bind there too and take half of
- * the connections; a bind without it tells (nginx and HAProxy refuse to start). Addresses this
- * process listens on already (a reload) and port 0 are not looked at. */
-static bool taken_elsewhere(const tpc_addr *a)
+/* Whether one of this program's frontends listens on a: a frontend that replaces it (a
+ * reload that changes its mode) listens beside it until it retires; any other listener there
+ * is another program's, and the start fails (-EADDRINUSE). */
+static bool ours(const tpc_addr *a)
 {
-    if (a->sa.sa_family != AF_INET && a->sa.sa_family != AF_INET6)
-        return false;
-    if (a->sa.sa_family == AF_INET ? !a->in4.sin_port : !a->in6.sin6_port)
-        return false;
     for (unsigned i = 0; i < nfes; i++)
         if (fes[i] && same_addr(&fes[i]->listen, a))
-            return false;
-    int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    if (fd < 0)
-        return false;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    bool taken = bind(fd, &a->sa, a->len) < 0 && errno == EADDRINUSE;
-    close(fd);
-    return taken;
+            return true;
+    return false;
 }
 
 static fe_rt *fe_start(const px_frontend *f)
@@ -849,13 +838,14 @@ static fe_rt *fe_start(const px_frontend *f)
     fe_stat *st = fe_stat_for(f->name);
     fe->http = st ? st->http : NULL;
     unlink_stale(&f->listen);
-    tpc_server_opts o = {.stack_size = 64 * 1024, .flags = f->handoff ? TPC_SERVER_HANDOFF : 0};
+    tpc_server_opts o = {.stack_size = 64 * 1024,
+                         .flags = f->handoff         ? TPC_SERVER_HANDOFF
+                                  : ours(&f->listen) ? TPC_SERVER_SHARE
+                                                     : 0};
     int rc = !fe->http ? -ENOMEM
-             : taken_elsewhere(&f->listen)
-                 ? -EADDRINUSE
-                 : tpc_server_start(&f->listen, &o,
-                                    f->mode == PX_MODE_HTTP ? http_connection : connection, fe,
-                                    &fe->srv);
+                       : tpc_server_start(&f->listen, &o,
+                                          f->mode == PX_MODE_HTTP ? http_connection : connection,
+                                          fe, &fe->srv);
     if (rc < 0) {
         char text[128];
         tpc_addr_format(&f->listen, text, sizeof(text));
@@ -1076,9 +1066,7 @@ static int proxy_main(void *arg)
         return 1;
     if (c->has_stats) {
         tpc_server_opts o = {.stack_size = 64 * 1024};
-        int rc = taken_elsewhere(&c->stats_listen)
-                     ? -EADDRINUSE
-                     : tpc_server_start(&c->stats_listen, &o, stats_conn, NULL, &stats_srv);
+        int rc = tpc_server_start(&c->stats_listen, &o, stats_conn, NULL, &stats_srv);
         if (rc < 0) { /* (as a frontend's: the operator asked for it) */
             char text[128];
             tpc_addr_format(&c->stats_listen, text, sizeof(text));

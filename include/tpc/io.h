@@ -154,7 +154,8 @@ TPC_EXTERN int tpc_file_unregister(int file_handle);
  * must stay untouched until the operation has completed (tpc_pending_done > 0, or
  * tpc_pending_wait returned its result). Records never collected are freed when the shard
  * stops, which waits for their operations first: a stop does not cancel them on either backend
- * (on epoll, one still queued for the blocking pool runs). If the fiber is already cancelled or
+ * (on epoll, one still queued for the blocking pool runs), except a write to a pipe, socket or
+ * character device, which may never complete (nobody reads): the stop cancels it. If the fiber is already cancelled or
  * past its deadline, nothing starts (-ECANCELED / -ETIMEDOUT, *late NULL). Other errors as
  * tpc_write / tpc_fdatasync, and -EINVAL for a NULL late. docs/guide.md, "Bounded commits", shows
  * the pattern of a storage engine's commit. */

@@ -52,7 +52,9 @@ TPC_EXTERN int tpc_listen(const tpc_addr *a, int backlog, int flags);
  * entries). With port 0 the kernel's choice for the first is used for all. Each shard then
  * accepts on its own fds[i]. tpc_server_start does this (and the accepting) for you; see there
  * for when to hand connections out from one acceptor instead. Returns 0 or a negative errno
- * (then no listener is left open). Does not suspend. */
+ * (then no listener is left open): -EADDRINUSE also when a socket listens on the address
+ * already, even with SO_REUSEPORT (which would have joined it; tpc_listen with
+ * TPC_LISTEN_REUSEPORT shares on purpose). Does not suspend. */
 TPC_EXTERN int tpc_listen_all(const tpc_addr *a, int backlog, int *fds);
 
 /* Waits for a connection on listener fd; returns its descriptor (close-on-exec) and stores the
@@ -177,10 +179,15 @@ typedef int (*tpc_conn_fn)(int fd, void *arg);
 #define TPC_CONN_PARK 2
 
 #define TPC_SERVER_HANDOFF 1 /* one acceptor hands connections to the least-loaded shard */
+/* Without HANDOFF: listen beside sockets that listen on the address already with SO_REUSEPORT
+ * (another copy of the program taking over in a restart, or a server of this one replacing
+ * another on the same address); the kernel then spreads connections over all of them. Without
+ * this flag such an address is -EADDRINUSE. Not with HANDOFF (-EINVAL). */
+#define TPC_SERVER_SHARE 2
 
 typedef struct tpc_server_opts {
     int backlog;       /* listen backlog, 0: 4096 (the kernel caps it at net.core.somaxconn) */
-    int flags;         /* TPC_SERVER_HANDOFF, or 0 */
+    int flags;         /* TPC_SERVER_HANDOFF, TPC_SERVER_SHARE, or 0 */
     size_t stack_size; /* of connection fibers: 0 (the runtime's default), or 16 KiB to 1 GiB */
     bool no_guard;     /* connection fibers without a guard page (tpc_fiber_opts.no_guard) */
 } tpc_server_opts;
@@ -215,8 +222,10 @@ TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uin
  * freed then; a fn that does not return when cancelled holds it up. The same holds while the
  * runtime stops. Frees the handle. Returns 0, or the first error an acceptor ended with (the
  * server is stopped either way). Call from a fiber of the starting shard: -EXDEV from another
- * shard, -EPERM outside a fiber, -EINVAL for NULL or while another fiber stops it (the
- * handle stays valid on these errors, until that stop returns). */
+ * shard, -EPERM outside a fiber, -EINVAL for NULL or while another fiber stops it, -EDEADLK
+ * from one of the server's own handlers (stop waits for them: a handler that wants the server
+ * stopped asks another fiber to stop it) (the handle stays valid on these errors, until that
+ * stop returns). */
 TPC_EXTERN int tpc_server_stop(tpc_server *srv);
 
 /* ---- Receiving into a shared buffer pool (multishot recv, provided buffers) ---- */
