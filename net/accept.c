@@ -24,6 +24,7 @@ struct tpc_acceptor {
     int lfd;
     bool single; /* the kernel has no multishot accept: one accept at a time */
     int err;     /* the listener's error, reported once the queue is empty */
+    int forced;  /* fault injection: the accept's result */
     int *q;      /* ring of accepted descriptors */
     unsigned qhead, qlen, qcap;
     tpc_list waiters;
@@ -39,6 +40,25 @@ static void arm(tpc_acceptor *a);
 static bool out_of_resources(int err)
 {
     return err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM;
+}
+
+/* An error of the connection being accepted, not of the listener (accept(2): "treat them like
+ * EAGAIN by retrying"): that connection is gone, the next one is accepted. */
+static bool connection_error(int err)
+{
+    switch (err) {
+    case -ECONNABORTED:
+    case -EPROTO:
+    case -ENETDOWN:
+    case -ENOPROTOOPT:
+    case -EHOSTDOWN:
+    case -ENONET:
+    case -EHOSTUNREACH:
+    case -ENETUNREACH:
+        return true;
+    default:
+        return false;
+    }
 }
 
 static void wake_first(tpc_acceptor *a)
@@ -67,6 +87,10 @@ static bool push(tpc_acceptor *a, int fd)
 static void accept_complete(struct tpc__shard *s, struct tpc__op *op, int res, unsigned flags)
 {
     tpc_acceptor *a = tpc__container_of(op, tpc_acceptor, ms.op);
+#ifdef TPC_FAULT_INJECTION
+    if (a->forced) /* a no-op stood in for the accept (no F_MORE) */
+        res = a->forced, a->forced = 0;
+#endif
     if (tpc__multishot_seen(s, &a->ms, flags)) { /* closing */
         if (res >= 0)
             tpc_close(res); /* (tpc_close: on epoll the number may be kept, core/epoll.c) */
@@ -100,7 +124,7 @@ static void accept_complete(struct tpc__shard *s, struct tpc__op *op, int res, u
             tpc_timer_start(&a->retry, a->backoff, 0);
         return;
     }
-    if (res < 0 && res != -ECANCELED && res != -EINTR && res != -EAGAIN) {
+    if (res < 0 && res != -ECANCELED && res != -EINTR && res != -EAGAIN && !connection_error(res)) {
         a->err = res; /* the listener is unusable: report it, do not retry */
         tpc_list *n;
         while ((n = tpc__list_first(&a->waiters)))
@@ -124,6 +148,9 @@ static void arm(tpc_acceptor *a)
         io_uring_prep_accept(sqe, a->lfd, NULL, NULL, SOCK_CLOEXEC);
     else
         io_uring_prep_multishot_accept(sqe, a->lfd, NULL, NULL, SOCK_CLOEXEC);
+#ifdef TPC_FAULT_INJECTION
+    a->forced = tpc__fault_inject(sqe);
+#endif
     tpc__multishot_arm(&a->ms, sqe);
 }
 

@@ -348,12 +348,23 @@ int tpc_wbuf_append(tpc_wbuf *w, const void *p, size_t n)
     return 0;
 }
 
+/* A reference shorter than this is copied (and released at once): each reference costs a
+ * segment, so the limit on pending bytes also bounds the segments (at most one per WBUF_REF_MIN
+ * bytes), and a copy of a few bytes is cheaper than a segment anyway. */
+#define WBUF_REF_MIN 256
+
 int tpc_wbuf_append_ref(tpc_wbuf *w, const void *p, size_t n, tpc_release_fn release, void *arg)
 {
     if (!w || (!p && n))
         return -EINVAL;
     if (n > w->limit - w->len)
         return -ENOBUFS;
+    if (n && n < WBUF_REF_MIN) {
+        int rc = tpc_wbuf_append(w, p, n);
+        if (rc == 0 && release)
+            release(arg);
+        return rc;
+    }
     struct tpc__wseg *g = seg_push(w);
     if (!g)
         return -ENOMEM;

@@ -278,13 +278,26 @@ static int writer_main(void *arg)
     CHECK_EQ(atomic_load(&refs_released), 1); /* a failed append_ref does not release */
     /* Destroy drops what is pending and releases its references, once. */
     CHECK_EQ(tpc_wbuf_append(&w, "x", 1), 0);
-    CHECK_EQ(tpc_wbuf_append_ref(&w, ref, 10, ref_release, ref), 0);
+    CHECK_EQ(tpc_wbuf_append_ref(&w, ref, 1000, ref_release, ref), 0);
     CHECK_EQ(tpc_wbuf_append_ref(&w, ref, 0, ref_release, ref), 0); /* empty: released at once */
     CHECK_EQ(atomic_load(&refs_released), 2);
     tpc_wbuf_destroy(&w);
     CHECK_EQ(atomic_load(&refs_released), 3);
     tpc_wbuf_destroy(&w);
     CHECK_EQ(atomic_load(&refs_released), 3);
+    /* Short references are copied and released at once: a million 1-byte ones stay within the
+     * limit's memory (each took a 48-byte segment: 48 MiB of bookkeeping for 1 MiB of bytes). */
+    CHECK_EQ(tpc_wbuf_init(&w, sv[0], 1u << 20), 0);
+    atomic_store(&refs_released, 0);
+    for (int i = 0; i < (1 << 20); i++)
+        CHECK_EQ(tpc_wbuf_append_ref(&w, ref + (i % 255), 1, ref_release, ref), 0);
+    CHECK_EQ(atomic_load(&refs_released), 1 << 20);
+    CHECK_EQ(tpc_wbuf_pending(&w), 1u << 20);
+    CHECK(w.capsegs <= 64);
+    CHECK_EQ(tpc_wbuf_append_ref(&w, ref, 1, ref_release, ref), -ENOBUFS); /* full */
+    CHECK_EQ(atomic_load(&refs_released), 1 << 20);
+    tpc_wbuf_destroy(&w);
+    atomic_store(&refs_released, 3);
     /* Misuse. */
     CHECK_EQ(tpc_wbuf_init(NULL, 1, 0), -EINVAL);
     CHECK_EQ(tpc_wbuf_init(&w, -1, 0), -EBADF);
@@ -416,7 +429,8 @@ static void test_segments(void **state)
 
 /* Copies between references: each starts a chunk of its own, and the limit bounds those chunks'
  * memory, not only the bytes pending (a chunk of 16 KiB per 1-byte copy took 16 MiB for 2,000
- * pending bytes). With an 8 KiB limit -ENOBUFS comes after a few dozen pairs, appends nothing,
+ * pending bytes; references under 256 bytes are now copies themselves). With an 8 KiB limit
+ * -ENOBUFS comes within 31 pairs of a 256-byte reference and a 1-byte copy, appends nothing,
  * and after a flush appends work again. */
 static int alternate_main(void *arg)
 {
@@ -426,29 +440,36 @@ static int alternate_main(void *arg)
     pair(sv);
     tpc_wbuf w;
     CHECK_EQ(tpc_wbuf_init(&w, sv[0], 8192), 0);
-    static const char ref[1] = {'r'};
-    int pairs = 0, rc = 0;
+    static char ref[256];
+    memset(ref, 'r', sizeof(ref));
+    int pairs = 0, rc = 0, refs = 0;
+    size_t appended = 0;
     while (pairs < 1000) {
-        if ((rc = tpc_wbuf_append_ref(&w, ref, 1, ref_release, NULL)) < 0)
+        if ((rc = tpc_wbuf_append_ref(&w, ref, sizeof(ref), ref_release, NULL)) < 0)
             break;
+        refs++;
+        appended += sizeof(ref);
         if ((rc = tpc_wbuf_append(&w, "c", 1)) < 0)
             break;
+        appended++;
         pairs++;
     }
     CHECK_EQ(rc, -ENOBUFS);
-    CHECK(pairs >= 16 && pairs <= 200);
+    CHECK(pairs >= 4 && pairs <= 31);
     size_t pending = tpc_wbuf_pending(&w);
-    CHECK(pending == (size_t)pairs * 2 || pending == (size_t)pairs * 2 + 1);
-    CHECK_EQ(tpc_wbuf_append(&w, "c", 1), -ENOBUFS); /* nothing appended */
+    CHECK_EQ(pending, appended);
+    CHECK(pending <= 8192);
+    CHECK(w.mem <= 8192 + 16 * 1024); /* the chunks' memory: the limit and one chunk at most */
+    CHECK_EQ(tpc_wbuf_append_ref(&w, ref, sizeof(ref), ref_release, NULL), -ENOBUFS);
     CHECK_EQ(tpc_wbuf_pending(&w), pending);
     struct sink k = {sv[1], pending, malloc(pending)};
     tpc_fiber *f;
     CHECK_EQ(tpc_spawn(sink_fn, &k, &f), 0);
     CHECK_EQ(tpc_wbuf_flush(&w), (ssize_t)pending);
     CHECK_EQ(tpc_join(f, NULL), 0);
-    CHECK_EQ(atomic_load(&refs_released), (int)((pending + 1) / 2));
+    CHECK_EQ(atomic_load(&refs_released), refs);
     CHECK_EQ(tpc_wbuf_append(&w, "c", 1), 0);
-    CHECK_EQ(tpc_wbuf_append_ref(&w, ref, 1, ref_release, NULL), 0);
+    CHECK_EQ(tpc_wbuf_append_ref(&w, ref, sizeof(ref), ref_release, NULL), 0);
     tpc_wbuf_destroy(&w);
     free(k.got);
     tpc_close(sv[0]);

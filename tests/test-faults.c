@@ -293,6 +293,44 @@ static void test_missing_opcodes(void **state)
     tpc__fault_hide_opcodes(0);
 }
 
+/* An accept that fails with an error of the connection being accepted (accept(2): ECONNABORTED,
+ * EPROTO, ENETDOWN ... "treat them like EAGAIN") leaves the acceptor accepting: the next
+ * connection comes (it took the error for the listener's and stopped for good). */
+static int accept_errors_main(void *arg)
+{
+    (void)arg;
+    static const int errs[] = {ECONNABORTED, EPROTO, ENETUNREACH};
+    for (unsigned i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+        tpc_addr any, at;
+        CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &any), 0);
+        int lfd = tpc_listen(&any, 0, 0);
+        CHECK(lfd >= 0);
+        CHECK_EQ(tpc_sock_local(lfd, &at), 0);
+        tpc__fault_set(IORING_OP_ACCEPT, errs[i], 0, 1);
+        tpc_acceptor *a;
+        CHECK_EQ(tpc_acceptor_open(lfd, &a), 0);
+        int c = tpc_connect(&at);
+        CHECK(c >= 0);
+        tpc_deadline_set(t_wait_limit_ns());
+        int fd = tpc_acceptor_next(a);
+        tpc_deadline_clear();
+        CHECK(fd >= 0);
+        tpc__fault_set(IORING_OP_ACCEPT, 0, 0, 0);
+        if (fd >= 0)
+            tpc_close(fd);
+        tpc_close(c);
+        CHECK_EQ(tpc_acceptor_close(a), 0);
+        tpc_close(lfd);
+    }
+    return 0;
+}
+
+static void test_accept_connection_errors(void **state)
+{
+    (void)state;
+    run_main(1, accept_errors_main, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_rx_no_sqe),
         cmocka_unit_test(test_full_no_sqe),
         cmocka_unit_test(test_server_close_no_sqe),
+        cmocka_unit_test(test_accept_connection_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,7 +43,9 @@ TPC_EXTERN ssize_t tpc_writev(int fd, const struct iovec *iov, int iovcnt, int64
  * through the shard's loop, so that other fibers run and the ring drains; a cancel or the
  * deadline ends the retries (-ECANCELED / -ETIMEDOUT, or the count moved before). On sockets
  * and pipes (offset -1) they are the send-all and receive-exactly-n calls:
- * tpc_write_full(sock, buf, len, -1) returns len once every byte is sent. */
+ * tpc_write_full(sock, buf, len, -1) returns len once every byte is sent (a write to a socket
+ * whose peer closed raises SIGPIPE if the program installed a handler for it, as write(2)
+ * does; tpc_send(sock, buf, len, MSG_WAITALL) never does). */
 TPC_EXTERN ssize_t tpc_read_full(int fd, void *buf, size_t len, int64_t offset);
 TPC_EXTERN ssize_t tpc_write_full(int fd, const void *buf, size_t len, int64_t offset);
 
@@ -155,10 +157,10 @@ TPC_EXTERN int tpc_file_unregister(int file_handle);
  * tpc_pending_wait returned its result). Records never collected are freed when the shard
  * stops, which waits for their operations first: a stop does not cancel them on either backend
  * (on epoll, one still queued for the blocking pool runs), except a write to a pipe, socket or
- * character device, which may never complete (nobody reads): the stop cancels it. If the fiber is already cancelled or
- * past its deadline, nothing starts (-ECANCELED / -ETIMEDOUT, *late NULL). Other errors as
- * tpc_write / tpc_fdatasync, and -EINVAL for a NULL late. docs/guide.md, "Bounded commits", shows
- * the pattern of a storage engine's commit. */
+ * character device, which may never complete (nobody reads): the stop cancels it. If the fiber is
+ * already cancelled or past its deadline, nothing starts (-ECANCELED / -ETIMEDOUT, *late NULL).
+ * Other errors as tpc_write / tpc_fdatasync, and -EINVAL for a NULL late. docs/guide.md, "Bounded
+ * commits", shows the pattern of a storage engine's commit. */
 typedef struct tpc_pending tpc_pending;
 TPC_EXTERN ssize_t tpc_write_bounded(int fd, const void *buf, size_t len, int64_t offset,
                                      tpc_pending **late);

@@ -96,7 +96,8 @@ TPC_EXTERN int tpc_sock_shutdown(int fd, int how);
  * for up to timeout_ns whatever the caller's deadline (which it leaves as it was). Why: closing a
  * socket with unread input makes Linux send a reset, and a reset makes the peer's kernel drop
  * what it had received but its program not yet read, the answer included. Returns 0 when the
- * peer closed, -ETIMEDOUT when it was still sending at timeout_ns, -ECANCELED if the caller is
+ * peer closed, -ETIMEDOUT when it had not closed by timeout_ns (still sending, or silent),
+ * -ECANCELED if the caller is
  * cancelled, -EINVAL for a negative timeout, -EPERM outside a fiber, or the socket's error
  * (-ENOTCONN: already shut down or never connected). Does not close fd. Not for a socket read
  * through a tpc_rx: tpc_rx_close it first. Suspends. */
@@ -218,14 +219,15 @@ TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uin
  * its listener. Running handlers get until the caller's deadline (tpc_deadline_set) to return
  * by themselves, a grace period; without a deadline, once it has passed, or if the caller is
  * cancelled, they are cancelled (their current or next wait returns -ECANCELED). stop returns
- * when every fn has returned and every descriptor of the server is closed, so `arg` may be
- * freed then; a fn that does not return when cancelled holds it up. The same holds while the
- * runtime stops. Frees the handle. Returns 0, or the first error an acceptor ended with (the
- * server is stopped either way). Call from a fiber of the starting shard: -EXDEV from another
- * shard, -EPERM outside a fiber, -EINVAL for NULL or while another fiber stops it, -EDEADLK
- * from one of the server's own handlers (stop waits for them: a handler that wants the server
- * stopped asks another fiber to stop it) (the handle stays valid on these errors, until that
- * stop returns). */
+ * when every fn has returned and every descriptor of the server is closed (but for a connection
+ * TPC_SERVER_HANDOFF was handing to a shard that has not taken it yet: that shard closes it,
+ * without calling fn, when it next runs its messages), so `arg` may be freed then; a fn that does
+ * not return when cancelled holds it up. The same holds while the runtime stops. Frees the handle.
+ * Returns 0, or the first error an acceptor ended with (the server is stopped either way). Call
+ * from a fiber of the starting shard: -EXDEV from another shard, -EPERM outside a fiber, -EINVAL
+ * for NULL or while another fiber stops it, -EDEADLK from one of the server's own handlers (stop
+ * waits for them: a handler that wants the server stopped asks another fiber to stop it) (the
+ * handle stays valid on these errors, until that stop returns). */
 TPC_EXTERN int tpc_server_stop(tpc_server *srv);
 
 /* ---- Receiving into a shared buffer pool (multishot recv, provided buffers) ---- */
@@ -311,7 +313,7 @@ TPC_EXTERN int tpc_rx_close_idle(tpc_rx *rx);
  * -ETIMEDOUT may be made again. Neither owns fd (close it yourself) and neither suspends except in
  * fill, line, need and flush, which suspend as tpc_recv and tpc_sendv do and return their errors.
  * One fiber at a time per buffer; the structs are embedded by the caller and their fields are
- * private. For a plain send-all, tpc_write_full(fd, buf, len, -1) (tpc/io.h) works on sockets. */
+ * private. For a plain send-all, tpc_send(fd, buf, len, MSG_WAITALL). */
 typedef struct tpc_rbuf {
     int fd;
     char *data;
@@ -342,7 +344,7 @@ TPC_EXTERN int tpc_rbuf_consume(tpc_rbuf *b, size_t n);
 TPC_EXTERN ssize_t tpc_rbuf_line(tpc_rbuf *b, const char **line);
 /* Fills until at least n bytes are buffered (exactly n bytes to read: read them at *data, then
  * consume n). Returns n, 0 when the stream ends first, -EMSGSIZE when n > limit, -EINVAL, or
- * fill's errors. */
+ * fill's errors. n = 0 returns 0 at once (nothing to wait for: not the stream's end). */
 TPC_EXTERN ssize_t tpc_rbuf_need(tpc_rbuf *b, size_t n, const char **data);
 
 struct tpc__wseg;
@@ -367,8 +369,10 @@ TPC_EXTERN size_t tpc_wbuf_pending(const tpc_wbuf *w);
 TPC_EXTERN int tpc_wbuf_append(tpc_wbuf *w, const void *p, size_t n);
 /* Appends n bytes at p without copying them: they must stay valid and unchanged until
  * release(arg) (NULL: nothing to release) is called, exactly once, when they have been sent or
- * when w is destroyed. Returns as tpc_wbuf_append; on an error release is not called (the
- * caller keeps the bytes). */
+ * when w is destroyed. Fewer than 256 bytes are copied instead and released at once (so that
+ * the limit bounds the writer's bookkeeping too: a reference costs a segment of about 48
+ * bytes). Returns as tpc_wbuf_append; on an error release is not called (the caller keeps the
+ * bytes). */
 TPC_EXTERN int tpc_wbuf_append_ref(tpc_wbuf *w, const void *p, size_t n, tpc_release_fn release,
                                    void *arg);
 /* Room for up to n bytes at the end, to write in place (formatting a number, say): *out points

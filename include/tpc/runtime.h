@@ -193,9 +193,9 @@ TPC_EXTERN int tpc_wait(tpc_runtime *rt);
  * blocks every asynchronous signal in its thread while it waits. Threads you created yourself
  * must block the signals too, or they may take them: best, block them in the main thread before
  * tpc_start and the shards inherit the mask. A signal is read by one waiter only. Signals of a
- * waited-for kind still pending when the runtime stops are discarded. SIGPIPE is ignored while
- * the runtime runs (a write to a closed pipe or socket returns -EPIPE), so waiting for it
- * returns nothing.
+ * waited-for kind still pending when the runtime stops are discarded. SIGPIPE, at its default
+ * action, is ignored while the runtime runs (a write to a closed pipe or socket returns -EPIPE),
+ * so waiting for it returns nothing; a handler the program installed is left in place.
  * Returns 0; -EINVAL (NULL or empty set, or SIGKILL, SIGSTOP, or a synchronous signal such as
  * SIGSEGV in it); -EBUSY for SIGINT or SIGTERM while the runtime turns them into a shutdown
  * (set tpc_config.no_signals to handle them yourself); -ECANCELED / -ETIMEDOUT; -EPERM outside
