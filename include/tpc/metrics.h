@@ -14,8 +14,8 @@
  *                          connect, sync, poll, other), from the run phase that submitted it
  *                          to the run phase that resumed the fiber
  *   call round trip        tpc_call_on to another shard, from the call to its return
- * Gauges: live fibers, I/O operations in flight, multishot operations, messages waiting for
- * room in a full ring, pooled stacks, the blocking pool's queue and helpers. */
+ * Gauges: live fibers, I/O operations in flight, multishot operations, messages in a shard's
+ * incoming rings not yet run, pooled stacks, the blocking pool's queue and helpers. */
 #ifndef TPC_METRICS_H
 #define TPC_METRICS_H
 
