@@ -4,6 +4,12 @@
 # a few seconds and prints requests/s and the requests each shard served.
 #   scripts/demo.sh [numbers per shard...]      DEMO_SECONDS=n: the wrk run's length (default 5)
 set -euo pipefail
+case "${1:-}" in
+-h | --help)
+    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh wrk
 if [ ! -f build/release/build.ninja ]; then
