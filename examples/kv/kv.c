@@ -32,6 +32,7 @@
  * --auto-aof-rewrite-min-size, 64 MiB by default) while the shard goes on serving. */
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdatomic.h>
@@ -1814,5 +1815,7 @@ int main(int argc, char **argv)
     if (cfg.key < 0)
         return 1;
     int rc = tpc_run(&rc_config, kv_main, NULL);
-    return rc < 0 ? 1 : rc;
+    /* A stop by SIGINT or SIGTERM that went through cleanly is a success (as redis-server's:
+     * a service manager reads 143 as a failure). */
+    return rc == 128 + SIGINT || rc == 128 + SIGTERM ? 0 : rc < 0 ? 1 : rc;
 }
