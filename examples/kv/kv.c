@@ -32,9 +32,9 @@
  * --auto-aof-rewrite-min-size, 64 MiB by default) while the shard goes on serving. */
 #include <ctype.h>
 #include <errno.h>
-#include <signal.h>
 #include <limits.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
