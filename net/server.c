@@ -360,6 +360,31 @@ static void loop_start(void *arg)
 
 /* ---- Start and stop. ---- */
 
+static void recheck(tpc_timer *t, void *w)
+{
+    (void)t;
+    tpc__wake(w, 0);
+}
+
+/* Waits until every shard has ended the connections it was sent: those whose fn ran are gone
+ * by now, but a connection on its way to a busy shard (TPC_SERVER_HANDOFF) or parked (closing
+ * now) holds no `active`, only its shard's `live`. A timer looks again every millisecond; a
+ * shard that has left (the runtime ends) is not waited for: what it was sent runs as the
+ * runtime ends. */
+static void await_connections(tpc_server *srv)
+{
+    struct tpc__shard *s = tpc__self;
+    for (unsigned i = 0; i < srv->nshards; i++)
+        while (atomic_load(&srv->sh[i].live) > 0 &&
+               !atomic_load_explicit(&s->rt->shards[i]->left, memory_order_acquire)) {
+            struct tpc__wait w;
+            tpc_timer tm;
+            s->arm(s, &tm, tpc_now() + 1000000, recheck, &w);
+            tpc__park_hard(&w);
+            s->disarm(s, &tm);
+        }
+}
+
 /* Stops srv and waits until none of its loops and connections runs, then drops the handle's
  * references. Running handlers get until the caller's deadline when `grace` (none: cancelled
  * at once). Returns 0 or the first error a loop ended with. */
@@ -392,6 +417,7 @@ static int srv_shutdown(tpc_server *srv, bool grace)
             srv->waiter = NULL;
         }
     }
+    await_connections(srv);
     int first = 0;
     for (unsigned i = 0; i < srv->nshards && !first; i++)
         first = srv->sh[i].err;

@@ -1070,6 +1070,67 @@ static void test_server_stop_errors(void **state)
     run_main(2, stop_errors_main, NULL);
 }
 
+/* Stop waits for connections still on their way to a busy shard (TPC_SERVER_HANDOFF): when it
+ * returns every server-side descriptor is closed (those handed to the busy shard were still
+ * open, closed only when it next ran its messages). */
+static _Atomic int hog_running;
+static int hog(void *arg)
+{
+    (void)arg;
+    atomic_store(&hog_running, 1);
+    int64_t until = t_now_ns() + 300 * MS; /* busy: its messages wait */
+    while (t_now_ns() < until)
+        ;
+    return 0;
+}
+
+static int sleeping_conn(int fd, void *arg)
+{
+    (void)fd;
+    (void)arg;
+    tpc_sleep(60LL * 1000 * MS); /* until the stop cancels it */
+    return 0;
+}
+
+static int handoff_stop_main(void *arg)
+{
+    (void)arg;
+    tpc_addr a, at;
+    CHECK_EQ(tpc_addr_parse("127.0.0.1:0", &a), 0);
+    tpc_server_opts o = {.flags = TPC_SERVER_HANDOFF};
+    tpc_server *srv;
+    CHECK_EQ(tpc_server_start(&a, &o, sleeping_conn, NULL, &srv), 0);
+    CHECK_EQ(tpc_server_addr(srv, &at), 0);
+    tpc_fiber *h;
+    atomic_store(&hog_running, 0);
+    CHECK_EQ(tpc_spawn_on(1, NULL, hog, NULL, &h), 0);
+    WAIT_UNTIL(atomic_load(&hog_running));
+    enum { N = 8 };
+    int c[N];
+    for (int i = 0; i < N; i++)
+        CHECK((c[i] = tpc_connect(&at)) >= 0);
+    long live0 = 0, live1 = 0; /* every connection handed out: half of them to the busy shard */
+    WAIT_UNTIL(tpc_server_load(srv, 0, &live0, NULL) == 0 &&
+               tpc_server_load(srv, 1, &live1, NULL) == 0 && live0 + live1 == N);
+    CHECK(live1 > 0);
+    CHECK_EQ(tpc_server_stop(srv), 0);
+    int open = 0;
+    for (int i = 0; i < N; i++) {
+        struct pollfd p = {.fd = c[i], .events = POLLIN | POLLRDHUP};
+        open += poll(&p, 1, 0) == 0; /* no end of stream: the server's end is open */
+        close(c[i]);
+    }
+    CHECK_EQ(open, 0);
+    CHECK_EQ(tpc_join(h, NULL), 0);
+    return 0;
+}
+
+static void test_server_stop_waits_for_handoffs_on_their_way(void **state)
+{
+    (void)state;
+    run_main(2, handoff_stop_main, NULL);
+}
+
 /* An address another socket listens on is -EADDRINUSE, SO_REUSEPORT or not (the server joined
  * it: a second copy of a program took half of the first one's connections); TPC_SERVER_SHARE
  * joins on purpose. */
@@ -1771,6 +1832,7 @@ int main(void)
         cmocka_unit_test(test_server_stop_errors),
         cmocka_unit_test(test_server_stop_from_its_handler),
         cmocka_unit_test(test_server_address_in_use),
+        cmocka_unit_test(test_server_stop_waits_for_handoffs_on_their_way),
         cmocka_unit_test(test_server_start_interrupted),
         cmocka_unit_test(test_server_stop_at_shutdown),
         cmocka_unit_test(test_server_cycles),

@@ -219,9 +219,9 @@ TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uin
  * its listener. Running handlers get until the caller's deadline (tpc_deadline_set) to return
  * by themselves, a grace period; without a deadline, once it has passed, or if the caller is
  * cancelled, they are cancelled (their current or next wait returns -ECANCELED). stop returns
- * when every fn has returned and every descriptor of the server is closed (but for a connection
- * TPC_SERVER_HANDOFF was handing to a shard that has not taken it yet: that shard closes it,
- * without calling fn, when it next runs its messages), so `arg` may be freed then; a fn that does
+ * when every fn has returned and every descriptor of the server is closed (a connection still
+ * on its way to a busy shard, with TPC_SERVER_HANDOFF, included: that shard closes it), so `arg`
+ * may be freed then; a fn that does
  * not return when cancelled holds it up. The same holds while the runtime stops. Frees the handle.
  * Returns 0, or the first error an acceptor ended with (the server is stopped either way). Call
  * from a fiber of the starting shard: -EXDEV from another shard, -EPERM outside a fiber, -EINVAL
