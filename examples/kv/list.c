@@ -2,8 +2,9 @@
  * length before and after its bytes, so that either end is read and cut without a pointer or an
  * allocation per element. A node fills from the end it was made for: a push at the tail writes
  * after its last element, a push at the head before its first; a full node (or a node whose
- * free space is at the other end) gets a new neighbour. An element too big for a node gets a
- * node of its own size.
+ * free space is at the other end) gets a new neighbour. A list's first node starts as small as
+ * its element and grows, so that a short list costs little more than its bytes. An element too
+ * big for a node gets a node of its own size.
  *
  * The frame: a length under 255 is one byte before and one after (an element of 3 bytes takes
  * 5); a longer one is 0xff and 4 bytes before, the 4 bytes and 0xff after. */
@@ -64,9 +65,11 @@ static void write_frame(unsigned char *p, const void *d, size_t n)
     p[n + 9] = 255;
 }
 
+/* A list's first node starts the size of what it holds and grows (node_grow) to LIST_NODE, so
+ * that a short list costs its bytes, not a page; the nodes after it start whole. */
 static struct lnode *node_new(struct list *l, size_t need, bool at_head)
 {
-    size_t cap = need > LIST_NODE ? need : LIST_NODE;
+    size_t cap = need > LIST_NODE ? need : l->head ? LIST_NODE : (need + 15) & ~(size_t)15;
     struct lnode *x = malloc(sizeof(*x) + cap);
     if (!x)
         abort();
@@ -94,6 +97,38 @@ static struct lnode *node_new(struct list *l, size_t need, bool at_head)
     return x;
 }
 
+/* Gives x room for need more bytes at the end it fills (at_head: before its elements), up to
+ * LIST_NODE: its elements move to the other end of the larger node. Returns x where it now is. */
+static struct lnode *node_grow(struct list *l, struct lnode *x, size_t need, bool at_head)
+{
+    uint32_t used = x->end - x->start;
+    size_t cap = 2 * (size_t)x->cap;
+    if (cap < used + need)
+        cap = used + need;
+    if (cap > LIST_NODE)
+        cap = LIST_NODE;
+    if (at_head || x->start) /* (elements to move: first where they stay valid) */
+        memmove(x->d, x->d + x->start, used);
+    struct lnode *y = realloc(x, sizeof(*y) + cap);
+    if (!y)
+        abort();
+    l->bytes += cap - y->cap;
+    y->cap = (uint32_t)cap;
+    y->start = at_head ? y->cap - used : 0;
+    y->end = y->start + used;
+    if (at_head)
+        memmove(y->d + y->start, y->d, used);
+    if (y->prev)
+        y->prev->next = y;
+    else
+        l->head = y;
+    if (y->next)
+        y->next->prev = y;
+    else
+        l->tail = y;
+    return y;
+}
+
 static void node_drop(struct list *l, struct lnode *x)
 {
     if (x->prev)
@@ -112,14 +147,15 @@ void list_push(struct list *l, const void *d, size_t n, bool at_head)
 {
     size_t need = frame_size(n);
     struct lnode *x = at_head ? l->head : l->tail;
+    bool room = x && (at_head ? x->start >= need : x->cap - x->end >= need);
+    if (x && !room && x->cap < LIST_NODE && x->end - x->start + need <= LIST_NODE)
+        x = node_grow(l, x, need, at_head), room = true;
+    if (!room)
+        x = node_new(l, need, at_head);
     if (at_head) {
-        if (!x || x->start < need)
-            x = node_new(l, need, true);
         x->start -= (uint32_t)need;
         write_frame(x->d + x->start, d, n);
     } else {
-        if (!x || x->cap - x->end < need)
-            x = node_new(l, need, false);
         write_frame(x->d + x->end, d, n);
         x->end += (uint32_t)need;
     }

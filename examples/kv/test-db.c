@@ -496,8 +496,21 @@ static void test_list_against_a_model(void **state)
     const char *d;
     size_t n;
     assert_false(list_end(&l, true, &d, &n));
-    list_pop(&l, true); /* (nothing: no harm) */
-    list_push(&l, "x", 1, true);
+    list_pop(&l, true);          /* (nothing: no harm) */
+    list_push(&l, "x", 1, true); /* a short list costs its bytes, not a page */
+    assert_true(l.bytes <= sizeof(struct lnode) + 16);
+    list_push(&l, "yz", 2, false);
+    list_push(&l, "w", 1, true);
+    assert_true(l.bytes <= sizeof(struct lnode) + 64);
+    assert_ptr_equal(l.head, l.tail);
+    struct list_it it;
+    list_seek(&l, 0, &it);
+    const char *want[] = {"w", "x", "yz"};
+    for (int i = 0; i < 3; i++) {
+        assert_true(list_next(&it, &d, &n));
+        assert_int_equal(n, strlen(want[i]));
+        assert_memory_equal(d, want[i], n);
+    }
     list_release(&l);
     assert_int_equal(l.n, 0);
     assert_null(l.head);
