@@ -1741,6 +1741,9 @@ static int kv_main(void *arg)
 
 /* A clean stop (SIGINT, SIGTERM): connections get 100 ms to finish what they do, then every
  * shard writes and syncs what is left of its log. */
+/* The stop's last log writes failed (or were cut short): the exit status says so. */
+static atomic_bool stop_unclean;
+
 static int kv_drain(void *arg)
 {
     (void)arg;
@@ -1750,7 +1753,13 @@ static int kv_drain(void *arg)
         tpc_deadline_clear();
         server = NULL;
     }
-    return tpc_on_all(shard_flush, NULL);
+    int rc = tpc_on_all(shard_flush, NULL);
+    if (rc < 0) { /* (each shard said why) */
+        atomic_store(&stop_unclean, true);
+        fprintf(stderr, "tpc-kv: the logs were not all written at the stop: %s\n",
+                tpc_strerror(rc));
+    }
+    return rc;
 }
 
 static void usage(const char *argv0)
@@ -1816,6 +1825,8 @@ int main(int argc, char **argv)
         return 1;
     int rc = tpc_run(&rc_config, kv_main, NULL);
     /* A stop by SIGINT or SIGTERM that went through cleanly is a success (as redis-server's:
-     * a service manager reads 143 as a failure). */
+     * a service manager reads 143 as a failure); one whose last log writes failed is not. */
+    if (atomic_load(&stop_unclean))
+        return 1;
     return rc == 128 + SIGINT || rc == 128 + SIGTERM ? 0 : rc < 0 ? 1 : rc;
 }

@@ -842,6 +842,24 @@ class Durability(unittest.TestCase):
         self.addCleanup(kv.kill_if_running)
         return kv
 
+    def test_a_stop_whose_log_cannot_be_written_fails(self):
+        """SIGTERM while the log cannot be written (the file size limit, as a full disk): the
+        stop says so and exits 1, not 0 (a clean stop's status): the last writes are not on
+        disk."""
+        def small_files():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+        kv = self.start("everysec", shards=1, preexec_fn=small_files)
+        c = Conn(kv.port)
+        value = "v" * (256 << 10)
+        for i in range(16):
+            if isinstance(c.cmd("SET", "k%d" % i, value), RespError):
+                break
+        until(lambda: info(c)["aof_last_write_status"] == "err", "the log's failure")
+        c.close()
+        self.assertEqual(kv.stop(), 1)
+        self.assertIn("the logs were not all written at the stop", "".join(kv.out))
+
     def test_a_log_that_cannot_be_written(self):
         """A log write that fails (here the file size limit, as a full disk would): write
         commands are refused with MISCONF while reads go on; the writer tries again each second
