@@ -450,7 +450,7 @@ static int check_opts(const tpc_addr *a, const tpc_server_opts *o, tpc_conn_fn f
     if (!a || !fn || !out || (o->flags & ~(TPC_SERVER_HANDOFF | TPC_SERVER_SHARE)) ||
         (o->flags & (TPC_SERVER_HANDOFF | TPC_SERVER_SHARE)) ==
             (TPC_SERVER_HANDOFF | TPC_SERVER_SHARE) ||
-        o->backlog < 0)
+        ((o->flags & TPC_SERVER_SHARE) && a->sa.sa_family == AF_UNIX) || o->backlog < 0)
         return -EINVAL;
     if (o->stack_size && (o->stack_size < TPC_MIN_STACK || o->stack_size > TPC_MAX_STACK))
         return -EINVAL; /* every connection's spawn would fail */

@@ -140,19 +140,39 @@ int tpc_listen(const tpc_addr *a, int backlog, int flags)
     return fd;
 }
 
-/* Whether a socket listens on a's port already (any owner, SO_REUSEPORT or not): a bind with
- * SO_REUSEADDR alone fails then, and only then (connections in TIME_WAIT do not stop it). */
+/* Whether a socket listens on exactly a's address and port already (in this network namespace,
+ * any process): the listeners SO_REUSEPORT would join. Read from /proc/net/tcp[6] (state 0A is
+ * LISTEN; addresses as the kernel's words in hex, ports in hex); without /proc, no. Other
+ * addresses on the port (0.0.0.0 against 127.0.0.1, or [::] against 0.0.0.0) are left alone:
+ * a program may listen on both. */
 static bool listened_on(const tpc_addr *a)
 {
-    if (a->sa.sa_family == AF_INET ? !a->in4.sin_port : !a->in6.sin6_port)
+    bool v4 = a->sa.sa_family == AF_INET;
+    unsigned want_port = ntohs(v4 ? a->in4.sin_port : a->in6.sin6_port);
+    if (!want_port)
         return false; /* port 0: the kernel picks a free one */
-    int fd = socket(a->sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    if (fd < 0)
+    FILE *f = fopen(v4 ? "/proc/net/tcp" : "/proc/net/tcp6", "re");
+    if (!f)
         return false;
-    bool taken = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-                 bind(fd, &a->sa, a->len) < 0 && errno == EADDRINUSE;
-    close(fd);
-    return taken;
+    char line[512], addr[40];
+    unsigned port, state;
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, " %*u: %39[0-9A-Fa-f]:%x %*s %x", addr, &port, &state) != 3 ||
+            state != 0x0A || port != want_port || strlen(addr) != (v4 ? 8u : 32u))
+            continue;
+        uint32_t word[4];
+        for (int i = 0; i < (v4 ? 1 : 4); i++) {
+            char part[9];
+            memcpy(part, addr + 8 * i, 8);
+            part[8] = 0;
+            word[i] = (uint32_t)strtoul(part, NULL, 16);
+        }
+        found = v4 ? word[0] == a->in4.sin_addr.s_addr
+                   : !memcmp(word, a->in6.sin6_addr.s6_addr, sizeof(word));
+    }
+    fclose(f);
+    return found;
 }
 
 int tpc__listen_all(const tpc_addr *a, int backlog, int *fds, bool share)

@@ -52,8 +52,8 @@ TPC_EXTERN int tpc_listen(const tpc_addr *a, int backlog, int flags);
  * entries). With port 0 the kernel's choice for the first is used for all. Each shard then
  * accepts on its own fds[i]. tpc_server_start does this (and the accepting) for you; see there
  * for when to hand connections out from one acceptor instead. Returns 0 or a negative errno
- * (then no listener is left open): -EADDRINUSE also when a socket listens on the address
- * already, even with SO_REUSEPORT (which would have joined it; tpc_listen with
+ * (then no listener is left open): -EADDRINUSE also when a socket listens on the same address
+ * and port already, even with SO_REUSEPORT (which would have joined it; tpc_listen with
  * TPC_LISTEN_REUSEPORT shares on purpose). Does not suspend. */
 TPC_EXTERN int tpc_listen_all(const tpc_addr *a, int backlog, int *fds);
 
@@ -180,10 +180,11 @@ typedef int (*tpc_conn_fn)(int fd, void *arg);
 #define TPC_CONN_PARK 2
 
 #define TPC_SERVER_HANDOFF 1 /* one acceptor hands connections to the least-loaded shard */
-/* Without HANDOFF: listen beside sockets that listen on the address already with SO_REUSEPORT
- * (another copy of the program taking over in a restart, or a server of this one replacing
- * another on the same address); the kernel then spreads connections over all of them. Without
- * this flag such an address is -EADDRINUSE. Not with HANDOFF (-EINVAL). */
+/* Without HANDOFF: listen beside sockets that listen on the same address and port already with
+ * SO_REUSEPORT (another copy of the program taking over in a restart, or a server of this one
+ * replacing another on the same address); the kernel then spreads connections over all of
+ * them. Without this flag such an address is -EADDRINUSE (another address on the same port,
+ * 0.0.0.0 beside 127.0.0.1 or [::], is not). Not with HANDOFF or a Unix socket (-EINVAL). */
 #define TPC_SERVER_SHARE 2
 
 typedef struct tpc_server_opts {
@@ -220,8 +221,9 @@ TPC_EXTERN int tpc_server_load(const tpc_server *srv, int shard, long *live, uin
  * by themselves, a grace period; without a deadline, once it has passed, or if the caller is
  * cancelled, they are cancelled (their current or next wait returns -ECANCELED). stop returns
  * when every fn has returned and every descriptor of the server is closed (a connection still
- * on its way to a busy shard, with TPC_SERVER_HANDOFF, included: that shard closes it), so `arg`
- * may be freed then; a fn that does
+ * on its way to a busy shard, with TPC_SERVER_HANDOFF, included: that shard closes it; but not
+ * one sent to a shard that has left as the runtime ends: it is closed as the runtime ends), so
+ * `arg` may be freed then; a fn that does
  * not return when cancelled holds it up. The same holds while the runtime stops. Frees the handle.
  * Returns 0, or the first error an acceptor ended with (the server is stopped either way). Call
  * from a fiber of the starting shard: -EXDEV from another shard, -EPERM outside a fiber, -EINVAL
