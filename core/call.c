@@ -307,28 +307,18 @@ int tpc__remote_cancel(struct tpc_remote *r)
     return 0;
 }
 
-static void recheck(tpc_timer *t, void *w)
-{
-    (void)t;
-    tpc__wake(w, 0);
-}
-
 /* Waits for r's result uninterruptibly (the caller is cancelled already). The result wakes it;
  * a timer looks again every millisecond for the one case where no result will come: the target
  * stopped after this shard sent the request and before it polled its rings. Returns false
  * then. */
 static bool await_hard(struct tpc_remote *r)
 {
-    struct tpc__shard *s = tpc__self;
     while (!r->done) {
         if (remote_orphaned(r))
             return false;
         struct tpc__wait w;
-        tpc_timer tm;
         r->joiner = &w;
-        s->arm(s, &tm, tpc_now() + 1000000, recheck, &w);
-        tpc__park_hard(&w);
-        s->disarm(s, &tm);
+        tpc__park_hard_until(&w, tpc_now() + 1000000);
         r->joiner = NULL;
     }
     return true;

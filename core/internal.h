@@ -502,6 +502,8 @@ void tpc__wake(struct tpc__wait *w, int result);
 /* Suspends until tpc__wake(w): cancellation and deadlines do not interrupt it. For the short
  * wait between asking the kernel to cancel an operation and its final completion. */
 void tpc__park_hard(struct tpc__wait *w);
+/* tpc__park_hard, also woken (0) at `until` (ns): for a wait that looks again now and then. */
+void tpc__park_hard_until(struct tpc__wait *w, uint64_t until);
 /* Suspends, uninterruptibly, until the loop has been round once more and polled its rings. */
 void tpc__park_turn(void);
 void tpc__run_fiber(struct tpc__shard *s, tpc_fiber *f);

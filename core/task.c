@@ -331,6 +331,16 @@ void tpc__park_hard(struct tpc__wait *w)
     f->wait = NULL;
 }
 
+void tpc__park_hard_until(struct tpc__wait *w, uint64_t until)
+{
+    struct tpc__shard *s = tpc__self;
+    tpc_timer tm;
+    w->timeout_result = 0;
+    s->arm(s, &tm, until, park_timeout, w);
+    tpc__park_hard(w);
+    s->disarm(s, &tm);
+}
+
 void tpc__park_turn(void)
 {
     struct tpc__wait w;

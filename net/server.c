@@ -360,12 +360,6 @@ static void loop_start(void *arg)
 
 /* ---- Start and stop. ---- */
 
-static void recheck(tpc_timer *t, void *w)
-{
-    (void)t;
-    tpc__wake(w, 0);
-}
-
 /* Waits until every shard has ended the connections it was sent: those whose fn ran are gone
  * by now, but a connection on its way to a busy shard (TPC_SERVER_HANDOFF) or parked (closing
  * now) holds no `active`, only its shard's `live`. A timer looks again every millisecond; a
@@ -378,10 +372,7 @@ static void await_connections(tpc_server *srv)
         while (atomic_load(&srv->sh[i].live) > 0 &&
                !atomic_load_explicit(&s->rt->shards[i]->left, memory_order_acquire)) {
             struct tpc__wait w;
-            tpc_timer tm;
-            s->arm(s, &tm, tpc_now() + 1000000, recheck, &w);
-            tpc__park_hard(&w);
-            s->disarm(s, &tm);
+            tpc__park_hard_until(&w, tpc_now() + 1000000);
         }
 }
 
