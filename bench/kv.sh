@@ -18,7 +18,9 @@
 # Environment: KV_SECONDS (3; decimals allowed), KV_PIPELINE ("1 16"), KV_TESTS (the default
 # run's 19 tests), KV_FSYNC ("always everysec"; "" for none), KV_FSYNC_TESTS ("set incr lpush
 # mset"), KV_FSYNC_PIPELINE ("1 16"), KV_MEM_KEYS (1000000; 0 for none), KV_SERVERS ("redis
-# tpc"), KV_SHARDS (1), BUILD (build/release), PORT (18470, and the ports after it).
+# tpc"), KV_SHARDS (1), BUILD (build/release), PORT (18470, and the ports after it), TCP_FLOOR
+# (1: perf samples the server during each measured run; _tcp rows give the part of its CPU in the
+# kernel's TCP stack, and a table the best ratio that floor allows: bench/lib.sh).
 # Prints "bench ID VALUE UNIT | conditions" lines: per test kv_<test>_p<P>_<server> (req/s) and
 # ..._cpu (server CPU us/req); per pipeline depth over all its tests kv_p<P>_<server> (requests
 # over elapsed seconds) and kv_p<P>_<server>_cpu (server CPU over requests); the same prefixed
@@ -26,6 +28,9 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bench_name=kv.sh
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 build=${BUILD:-$repo/build/release}
 kv=$build/examples/kv/tpc-kv
 port=${PORT:-18470}
@@ -41,6 +46,7 @@ shards=${KV_SHARDS:-1}
 for tool in redis-server redis-benchmark redis-cli taskset awk; do
     command -v $tool >/dev/null || { echo "kv.sh: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 done
+floor_need
 [ -x "$kv" ] || { echo "kv.sh: build $kv first (ninja -C $build)" >&2; exit 1; }
 awk -v s="$seconds" 'BEGIN { exit !(s + 0 > 0) }' || { echo "kv.sh: KV_SECONDS must be > 0" >&2; exit 1; }
 case $shards in
@@ -50,6 +56,7 @@ case $shards in
 esac
 
 dir=$(mktemp -d)
+tmp=$dir # lib.sh's floor_* write there
 declare -A pids ports
 n=0
 for server in "${servers[@]}"; do
@@ -102,51 +109,61 @@ weight() { # how much slower than a SET a test is, roughly: sizes the warm-up ru
     esac
 }
 
-# bench SERVER TEST P -> "req/s requests elapsed_ms cpu_ns"
+# bench SERVER TEST P -> "req/s requests elapsed_ms cpu_ns [tcp_share]" (the share: TCP_FLOOR=1)
 bench() {
     local pid=${pids[$1]} port=${ports[$1]} t=$2 p=$3 n0 out r n c0 c1 s0 s1
     n0=$(((p == 1 ? 4000 : 40000) / $(weight "$t")))
     out=$(taskset -c $client_cpus redis-benchmark -p "$port" -c 50 -n "$n0" -P "$p" -t "$t" --csv -q 2>/dev/null | tail -1)
     r=$(awk -F'","' '{ gsub(/"/, "", $2); print $2 + 0 }' <<<"$out")
     n=$(awk -v r="$r" -v s="$seconds" -v n0="$n0" 'BEGIN { n = int(r * s); if (n < n0) n = n0; print n }')
+    floor_start "$server_cpus" "$pid"
     c0=$(cpu_ns "$pid")
     s0=$(date +%s%N)
     out=$(taskset -c $client_cpus redis-benchmark -p "$port" -c 50 -n "$n" -P "$p" -t "$t" --csv -q 2>/dev/null | tail -1)
     s1=$(date +%s%N)
     c1=$(cpu_ns "$pid")
+    floor_stop
     r=$(awk -F'","' '{ gsub(/"/, "", $2); print $2 + 0 }' <<<"$out")
     [ "${r%.*}" -gt 0 ] 2>/dev/null || { echo "kv.sh: redis-benchmark -t $t -P $p failed: $out" >&2; exit 1; }
-    echo "$r $n $(((s1 - s0) / 1000000)) $((c1 - c0))"
+    echo "$r $n $(((s1 - s0) / 1000000)) $((c1 - c0)) $floor_share"
 }
 
-declare -A rps cpu
+declare -A rps cpu tcpc
 # series PREFIX FSYNC P TESTS...: both servers up (each idle while the other is measured), each
 # test on one then the other, the lines
 series() {
-    local prefix=$1 fs=$2 p=$3 server t r n ms c us res cond
-    declare -A totn totms totc
+    local prefix=$1 fs=$2 p=$3 server t r n ms c f us res cond
+    declare -A totn totms totc tott
     shift 3
     cond="-c 50 -P $p${fs:+, appendonly appendfsync $fs}, $where"
     for server in "${servers[@]}"; do
         start "$server" "$fs"
-        totn[$server]=0 totms[$server]=0 totc[$server]=0
+        totn[$server]=0 totms[$server]=0 totc[$server]=0 tott[$server]=0
     done
     for t in "$@"; do
         for server in "${servers[@]}"; do
             res=$(bench "$server" "$t" "$p")
-            read -r r n ms c <<<"$res"
+            read -r r n ms c f <<<"$res"
             us=$(awk -v c="$c" -v n="$n" 'BEGIN { printf "%.3f", c / 1000 / n }')
             rps[$prefix$t,$p,$server]=$r cpu[$prefix$t,$p,$server]=$us
             echo "bench ${prefix}${t}_p${p}_${server} $r req/s | $cond, -n $n"
             echo "bench ${prefix}${t}_p${p}_${server}_cpu $us us/req | $cond, -n $n"
             totn[$server]=$((totn[$server] + n)) totms[$server]=$((totms[$server] + ms))
             totc[$server]=$((totc[$server] + c))
+            if [ -n "$f" ]; then
+                tott[$server]=$(awk -v t="${tott[$server]}" -v c="$c" -v f="$f" 'BEGIN { printf "%.0f", t + c * f }')
+                echo "bench ${prefix}${t}_p${p}_${server}_tcp $(awk -v c="$c" -v f="$f" -v n="$n" 'BEGIN { printf "%.3f", c * f / 1000 / n }') us/req | the kernel TCP stack's part of the CPU (TCP_FLOOR=1, perf), $cond, -n $n"
+            fi
         done
     done
     stop_all
     for server in "${servers[@]}"; do
-        echo "bench ${prefix}p${p}_${server} $(awk -v n=${totn[$server]} -v ms=${totms[$server]} 'BEGIN { printf "%.0f", n * 1000 / ms }') req/s | $cond, tests: $*"
-        echo "bench ${prefix}p${p}_${server}_cpu $(awk -v n=${totn[$server]} -v c=${totc[$server]} 'BEGIN { printf "%.3f", c / 1000 / n }') us/req | $cond, tests: $*"
+        echo "bench ${prefix}p${p}_${server} $(awk -v n="${totn[$server]}" -v ms="${totms[$server]}" 'BEGIN { printf "%.0f", n * 1000 / ms }') req/s | $cond, tests: $*"
+        echo "bench ${prefix}p${p}_${server}_cpu $(awk -v n="${totn[$server]}" -v c="${totc[$server]}" 'BEGIN { printf "%.3f", c / 1000 / n }') us/req | $cond, tests: $*"
+        cpu[${prefix}all,$p,$server]=$(awk -v n="${totn[$server]}" -v c="${totc[$server]}" 'BEGIN { printf "%.3f", c / 1000 / n }')
+        [ "$tcp_floor" = 1 ] || continue
+        tcpc[${prefix}all,$p,$server]=$(awk -v n="${totn[$server]}" -v c="${tott[$server]}" 'BEGIN { printf "%.3f", c / 1000 / n }')
+        echo "bench ${prefix}p${p}_${server}_tcp ${tcpc[${prefix}all,$p,$server]} us/req | the kernel TCP stack's part of the CPU (TCP_FLOOR=1, perf), $cond, tests: $*"
     done
 }
 
@@ -190,4 +207,17 @@ for fs in "${fsyncs[@]}"; do
     for p in "${fsync_pipelines[@]}"; do
         for t in "${fsync_tests[@]}"; do row "kv_${fs}_$t" "$p"; done
     done
+done
+floor_kv() { # floor_kv PREFIX P: lib.sh's floor table from this script's figures
+    local -A results=()
+    local s
+    for s in tpc redis; do
+        results[cpu|$s]=${cpu[$1all,$2,$s]:-} results[tcp|$s]=${tcpc[$1all,$2,$s]:-}
+    done
+    median() { echo "${results[$1|$2]}"; }
+    floor_table "${1%_} -P $2, all its tests" cpu tcp tpc redis
+}
+for p in "${pipelines[@]}"; do floor_kv kv_ "$p"; done
+for fs in "${fsyncs[@]}"; do
+    for p in "${fsync_pipelines[@]}"; do floor_kv "kv_${fs}_" "$p"; done
 done

@@ -105,7 +105,72 @@ bench_tmp() { # bench_tmp PREFIX: a temporary directory in $tmp, removed when th
 bench_exit() {
     local rc=$?
     trap - EXIT INT TERM
+    [ -z "${floor_pid:-}" ] || kill -INT "$floor_pid" 2>/dev/null || true
     if declare -F bench_on_exit >/dev/null; then bench_on_exit "$rc"; fi
     rm -rf "$tmp"
     exit $rc
+}
+
+# ---------------------------------------------------------------------------------------------
+# TCP_FLOOR=1: the share of each measured server's CPU spent in the kernel's TCP stack, sampled
+# by perf during the run (bench/tcp-share.py says what counts). A run's CPU per request times that
+# share is the part no user-space design removes; the scripts print it as a _tcp row and a
+# table of the best ratio the lowest such floor leaves against each peer. Off by default: perf
+# costs the sampled server a few per cent of CPU.
+
+tcp_floor=${TCP_FLOOR:-0}
+floor_pid="" floor_pids=""
+
+floor_need() { # installs perf (linux-perf) when TCP_FLOOR=1
+    [ "$tcp_floor" = 1 ] || return 0
+    need_tool perf linux-perf
+    need_tool python3 python3-minimal
+}
+
+floor_start() { # floor_start CPUS PID...: perf samples CPUS (call chains) in the background;
+    # floor_stop keeps the samples of those processes. A system-wide record of the server's CPUs
+    # rather than perf -p: per-task events cost each context switch of the task, which would
+    # charge a server that sleeps and wakes often more than one that does not.
+    [ "$tcp_floor" = 1 ] || return 0
+    local cpus=$1
+    shift
+    floor_pids=$(echo "$@" | tr -s ' ' ',')
+    perf record -q -g -F 250 -C "$cpus" -o "$tmp/floor.data" >"$tmp/floor.log" 2>&1 &
+    floor_pid=$!
+}
+
+floor_stop() { # sets floor_share to the share (0 to 1) of the recorded samples that were TCP
+    # work (not in $(...): perf must be waited for by the shell that started it)
+    floor_share=""
+    [ "$tcp_floor" = 1 ] && [ -n "$floor_pid" ] || return 0
+    kill -INT "$floor_pid" 2>/dev/null || true
+    wait "$floor_pid" 2>/dev/null || true
+    floor_pid=""
+    floor_share=$(perf script -i "$tmp/floor.data" --pid="$floor_pids" 2>/dev/null |
+        python3 "$repo/bench/tcp-share.py" | cut -d' ' -f1) \
+        || die "perf recorded nothing of $floor_pids ($(tr '\n' ' ' <"$tmp/floor.log"))"
+}
+
+floor_table() { # floor_table TITLE CPU_METRIC TCP_METRIC SERVER...: uses the script's median
+    [ "$tcp_floor" = 1 ] || return 0
+    local title=$1 cpu=$2 tcpm=$3 s c t low="" ours
+    shift 3
+    ours=$(median "$cpu" "$1")
+    for s in "$@"; do
+        t=$(median "$tcpm" "$s")
+        [ -n "$t" ] || continue
+        if [ -z "$low" ] || awk -v a="$t" -v b="$low" 'BEGIN { exit !(a < b) }'; then low=$t; fi
+    done
+    [ -n "$low" ] || return 0
+    echo
+    echo "$title: CPU per request, its TCP-stack part (perf) and what the lowest floor ($low us) allows"
+    printf '%-10s %10s %10s %7s %16s %16s\n' server cpu-us/req tcp-us/req share "now vs $1" "best vs $1"
+    for s in "$@"; do
+        c=$(median "$cpu" "$s") t=$(median "$tcpm" "$s")
+        [ -n "$c" ] && [ -n "$t" ] || continue
+        awk -v s="$s" -v c="$c" -v t="$t" -v o="$ours" -v low="$low" 'BEGIN {
+            printf "%-10s %10.2f %10.2f %6.0f%% %15.2fx %15.2fx\n", s, c, t, 100 * t / c, o / c, low / c }'
+    done
+    echo "(now: $1's CPU per request over the server's; best: the lowest TCP floor over the server's,"
+    echo " the least CPU per request $1 could need relative to it if everything above the TCP stack cost nothing)"
 }

@@ -33,7 +33,9 @@
 # ports used, 18080), NET_SERVERS (default "tpc tpc-tuned tpc-co tpc-ep epoll tokio nginx libuv
 # haproxy"), NET_ECHO_SERVERS ("tpc tpc-tuned tpc-co tpc-ep epoll tokio libuv"); set but empty, they
 # select no server; tpc-nb and tpc-nostall run when named; NET_ECHO_CONNS (the echo runs'
-# connection counts, "1 8 16 32 100"). scripts/bench.sh, the one driver of every benchmark, calls this once per
+# connection counts, "1 8 16 32 100"), TCP_FLOOR (1: perf samples the server during each HTTP
+# run; _tcp rows give the part of its CPU in the kernel's TCP stack, and a table the best ratio
+# that floor allows: bench/lib.sh). scripts/bench.sh, the one driver of every benchmark, calls this once per
 # round with the servers in its rotated order; the helpers both use are in bench/lib.sh.
 set -euo pipefail
 
@@ -79,6 +81,7 @@ need_count ROUNDS "$rounds"
 
 need_cpus_0_1 "server on 0, load generator on 1"
 need_tool wrk wrk
+floor_need
 nginx_bin="" haproxy_bin="" want_libuv=false
 for s in ${http_servers[@]+"${http_servers[@]}"}; do
     case $s in
@@ -330,10 +333,13 @@ run_wrk() { # run_wrk NAME PORT plain|pipe
     else
         metric=http
     fi
+    # shellcheck disable=SC2046 # the pids are words
+    floor_start 0 "$server_pid" $(children_of "$server_pid")
     read -r before before_sys < <(cpu_us)
     out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "http://127.0.0.1:$port/" "${args[@]}" 2>&1) \
         || die "wrk failed against $name: $out"
     read -r after after_sys < <(cpu_us)
+    floor_stop
     kill -0 "$server_pid" 2>/dev/null || die "$name exited during wrk: $out"
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
     reqs=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
@@ -344,6 +350,7 @@ run_wrk() { # run_wrk NAME PORT plain|pipe
     [ -z "$errs" ] || notes[$name]="${notes[$name]:-}wrk ($how):$errs "
     add "$metric" "$name" "$rps"
     add "${metric}_cpu" "$name" "$(awk -v c=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
+    [ -z "$floor_share" ] || add "${metric}_tcp" "$name" "$(awk -v c=$((after - before)) -v n="$reqs" -v f="$floor_share" 'BEGIN { printf "%.3f", c * f / n }')"
     add "${metric}_sys" "$name" "$(awk -v c=$((after_sys - before_sys)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
     # wrk's 99th percentile latency ("99%   2.05ms"), in microseconds; wrk cannot time
     # pipelined requests (it prints 0 for the upper percentiles), so plain ones only
@@ -434,6 +441,9 @@ for s in "${http_servers[@]}"; do
     emit "net_http_$s" http "$s" req/s "1 request per write, $base"
     emit "net_http_${s}_cpu" http_cpu "$s" us/req "1 request per write, $cpu_text, $base"
     emit "net_http_${s}_sys" http_sys "$s" us/req "1 request per write, the stime part only, $base"
+    emit "net_http_${s}_tcp" http_tcp "$s" us/req "1 request per write, the kernel TCP stack's part (TCP_FLOOR=1, perf), $base"
+    emit "net_http_pipe${depth}_${s}_tcp" "http_pipe${depth}_tcp" "$s" us/req \
+        "$depth requests per write, the kernel TCP stack's part (TCP_FLOOR=1, perf), $base"
     emit "net_http_${s}_p99" http_p99 "$s" us "1 request per write, wrk's 99th percentile latency, $base"
     emit "net_http_pipe${depth}_$s" "http_pipe$depth" "$s" req/s "$depth requests per write, $base"
     emit "net_http_pipe${depth}_${s}_cpu" "http_pipe${depth}_cpu" "$s" us/req \
@@ -493,6 +503,8 @@ for c in "${echo_conns[@]}"; do
             "$(median "${m}_cpu" "$s")" "$(ratio "${m}_cpu" "$s" epoll)" "$(ratio "${m}_cpu" "$s" tpc)"
     done
 done
+floor_table "HTTP plaintext" http_cpu http_tcp "${http_servers[@]}"
+floor_table "HTTP pipelined $depth deep" "http_pipe${depth}_cpu" "http_pipe${depth}_tcp" "${http_servers[@]}"
 paired() { # paired METRIC OURS PEER: "median min max" of the per-round ratios ours / peer
     awk -v a="${results[$1|$2]:-}" -v b="${results[$1|$3]:-}" 'BEGIN {
         na = split(a, x, " "); nb = split(b, y, " ")

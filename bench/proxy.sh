@@ -23,7 +23,9 @@
 # Environment: PROXY_SERVERS ("tpc haproxy nginx"), PROXY_MODES ("tcp http close"), PROXY_SECONDS
 # (per wrk run, 5), ROUNDS (3), CONNS (64), IDLE_N (5000; 0: no memory measurement),
 # PROXY_ROTATE (added to the round that rotates the order: scripts/bench.sh passes its round),
-# BUILD (build/release), PORT (base port, 18300), JOBS.
+# BUILD (build/release), PORT (base port, 18300), JOBS, TCP_FLOOR (1: perf samples the proxy
+# during each wrk run; _tcp rows give the part of its CPU in the kernel's TCP stack, and a table
+# the best ratio that floor allows: bench/lib.sh).
 # Prints "bench proxy_<mode>_<server>[_cpu|_p50|_p99|_idle_bytes] VALUE UNIT | conditions" lines
 # (scripts/bench.sh's group "proxy" reads them), then a table with ratios to tpc.
 set -euo pipefail
@@ -47,6 +49,7 @@ case $idle_n in '' | *[!0-9]*) die "IDLE_N must be a whole number (got '$idle_n'
 need_cpus_0_1 "the proxy on CPU 0, backend and load on CPU 1"
 need_tool wrk wrk
 need_tool python3 python3-minimal
+floor_need
 for s in "${servers[@]}"; do
     case $s in
     tpc) ;;
@@ -220,10 +223,13 @@ to_us() { # wrk's "2.05ms" as µs
 run_wrk() { # run_wrk SERVER MODE PORT
     local s=$1 m=$2 p=$3 out before after rps reqs extra=()
     [ "$m" = close ] && extra=(-H "Connection: close")
+    # shellcheck disable=SC2046 # the pids are words
+    floor_start 0 "$proxy_pid" $(children_of "$proxy_pid")
     before=$(cpu_us)
     out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" --latency "${extra[@]}" "http://127.0.0.1:$p/" 2>&1) ||
         die "wrk failed against $s ($m): $out"
     after=$(cpu_us)
+    floor_stop
     kill -0 "$proxy_pid" 2>/dev/null || die "$s ($m) exited during wrk: $out"
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
     reqs=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' <<<"$out")
@@ -233,6 +239,7 @@ run_wrk() { # run_wrk SERVER MODE PORT
     fi
     add "${m}" "$s" "$rps"
     add "${m}_cpu" "$s" "$(awk -v c=$((after - before)) -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')"
+    [ -z "$floor_share" ] || add "${m}_tcp" "$s" "$(awk -v c=$((after - before)) -v n="$reqs" -v f="$floor_share" 'BEGIN { printf "%.3f", c * f / n }')"
     add "${m}_p50" "$s" "$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")"
     add "${m}_p99" "$s" "$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
     note "  $s $m: $rps req/s, $((after - before)) us CPU for $reqs requests"
@@ -273,13 +280,14 @@ sysinfo="$(nproc --all) cpus, $(uname -r)"
 base="proxy on cpu 0, tpc-http backend and wrk -t1 -c$conns -d${dur}s on cpu 1, median of $rounds rounds, $sysinfo"
 for m in "${modes[@]}"; do
     for s in "${servers[@]}"; do
-        for k in "" _cpu _p50 _p99 _idle; do
+        for k in "" _cpu _tcp _p50 _p99 _idle; do
             v=$(median "$m$k" "$s")
             [ -n "$v" ] || continue
             case $k in
             "") u=req/s c="keep-alive requests through the proxy"
                 [ "$m" = close ] && c="requests through the proxy, a connection each" ;;
             _cpu) u=us/req c="the proxy's utime+stime per request" ;;
+            _tcp) u=us/req c="the part of that CPU in the kernel's TCP stack (TCP_FLOOR=1, perf)" ;;
             _p50 | _p99) u=us c="wrk's ${k#_} latency" ;;
             _idle) u=bytes c="proxy Rss per idle proxied connection, $idle_n connections" ;;
             esac
@@ -305,4 +313,7 @@ for m in "${modes[@]}"; do
             "$(median "${m}_p50" "$s")" "$(median "${m}_p99" "$s")" "$(median "${m}_idle" "$s")" \
             "$(ratio "${m}_idle" "$s")"
     done
+done
+for m in "${modes[@]}"; do
+    floor_table "$m mode" "${m}_cpu" "${m}_tcp" "${servers[@]}"
 done
