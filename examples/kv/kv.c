@@ -1739,11 +1739,11 @@ static int kv_main(void *arg)
     return 0;
 }
 
-/* A clean stop (SIGINT, SIGTERM): connections get 100 ms to finish what they do, then every
- * shard writes and syncs what is left of its log. */
 /* The stop's last log writes failed (or were cut short): the exit status says so. */
 static atomic_bool stop_unclean;
 
+/* A clean stop (SIGINT, SIGTERM): connections get 100 ms to finish what they do, then every
+ * shard writes and syncs what is left of its log. */
 static int kv_drain(void *arg)
 {
     (void)arg;
