@@ -8,7 +8,8 @@
  *
  * With appendfsync always the file is opened O_DIRECT | O_DSYNC and each round is one write of
  * whole blocks starting at a block boundary: its records, then a pad record (replay goes on at
- * the next boundary) and zeros. A zeroer fiber keeps the file written with zeros a few MiB ahead
+ * the next boundary) and zeros; a few rounds may be out at once, acknowledged in order ("Rounds"
+ * below). A zeroer fiber keeps the file written with zeros a few MiB ahead
  * of the rounds, so that a round overwrites space the filesystem has allocated and written
  * already: the write is then the commit, with no metadata to journal and nothing handed to
  * io_uring's workers (docs/guide.md, "Durable appends"). Replay stops at the zeros (a record of
@@ -160,52 +161,170 @@ int aof_wait(struct aof *a, uint64_t upto, bool own)
     return a->synced < upto ? a->err : 0;
 }
 
-/* Direct: writes p[0..len) as a round of its own at a->size (a block boundary), followed by a
- * pad record that sends replay on to the next boundary, where the next round goes. Each round
- * starts a block of its own rather than writing the last round's block again, so that no write
- * ever goes over records already acknowledged (a torn write then loses only what it was writing);
- * the cost is up to a block of log per round, which compaction takes back, and perhaps a little
- * speed: 4 alternating rounds of redis-benchmark SET -P 1 -c 50 gave 61-68k requests/s, against
- * 62-72k when each round wrote the last round's block again (redis-server: 59-79k in the same
- * rounds). Returns 0 or a negative errno. */
-static int direct_write(struct aof *a, const char *p, size_t len)
+/* ---- Rounds (direct) ----
+ * A round is one write of whole blocks at a->size (a block boundary): its records, then a pad
+ * record that sends replay on to the next boundary, where the next round goes. Each round starts
+ * a block of its own rather than writing the last round's block again, so that no write ever goes
+ * over records already acknowledged (a torn write then loses only what it was writing); the cost
+ * is up to a block of log per round, which compaction takes back.
+ *
+ * Up to AOF_ROUNDS rounds are out at once: a round takes its place in the file when it goes out
+ * (a->size moves on at once), a fiber of its own writes it, and written and synced move on only
+ * over rounds that are written with every round before them. So a record is acknowledged only
+ * once every record before it is on disk too, and a crash that kept a later round but not an
+ * earlier one loses only records nobody was told about: replay stops at the earlier round's
+ * zeros. With one round out at a time, the next round waited for the last one's completion,
+ * which comes through the disk's interrupt and the block layer's flush worker on whichever CPU
+ * takes them (on this project's VM the client's); with more out, the next rounds go to the disk
+ * meanwhile (docs/benchmarks.md, "appendfsync always": 5-8 % more requests a second at
+ * redis-benchmark -P 1). A round whose write fails stays out, first in
+ * line, and the writer writes it again in place each second (write commands are refused
+ * meanwhile: aof_failing); rounds behind it wait for it. */
+
+static void say_failing(struct aof *a, int rc, bool fatal);
+static void say_recovered(struct aof *a);
+
+/* Takes the rounds at the head that are written: written and synced move on over them. */
+static void rounds_advance(struct aof *a)
 {
-    size_t pad = len % BLOCK ? 8 : 0; /* (a header; in the last 7 bytes of a block it spills) */
-    size_t span = (len + pad + BLOCK - 1) / BLOCK * BLOCK;
-    if (span > a->blk_cap) {
-        size_t cap = a->blk_cap ? a->blk_cap : 16 * BLOCK;
+    bool moved = false;
+    while (a->r_out && a->round[a->r_first].done && !a->round[a->r_first].rc) {
+        struct aof_round *r = &a->round[a->r_first];
+        if (r->upto > a->synced) {
+            a->written = a->synced = r->upto;
+            a->writes++;
+        }
+        a->r_first = (a->r_first + 1) % AOF_ROUNDS;
+        a->r_out--;
+        moved = true;
+    }
+    if (!moved)
+        return;
+    bool failing = false;
+    for (unsigned i = 0; i < a->r_out; i++)
+        failing |= a->round[(a->r_first + i) % AOF_ROUNDS].rc != 0;
+    if (a->err && !a->fatal && !failing)
+        say_recovered(a);
+    tpc_event_set(&a->progress);
+    tpc_event_reset(&a->progress);
+}
+
+static int round_write(struct aof_round *r)
+{
+    ssize_t n = tpc_write_full(r->a->fd, r->blk, r->span, (int64_t)r->at);
+    return n < 0 ? (int)n : (size_t)n < r->span ? -EIO : 0;
+}
+
+static int round_fn(void *arg)
+{
+    struct aof_round *r = arg;
+    struct aof *a = r->a;
+    r->rc = round_write(r);
+    if (r->rc && r->rc != -ECANCELED) {
+        say_failing(a, r->rc, false);
+        tpc_event_set(&a->work); /* the writer tries it again (no write command comes now) */
+    }
+    r->done = true;
+    rounds_advance(a);
+    tpc_event_set(&a->r_done);
+    tpc_event_reset(&a->r_done);
+    return 0;
+}
+
+/* Starts round r's fiber (again, for one that failed). */
+static int round_start(struct aof_round *r)
+{
+    r->rc = 0;
+    r->done = false;
+    tpc_fiber_opts o = {.name = "aof-round", .stack_size = 64 * 1024, .detached = true};
+    int rc = tpc_spawn_opts(&o, round_fn, r, NULL);
+    if (rc < 0) { /* as a failed write: the writer tries it again */
+        r->rc = rc;
+        r->done = true;
+        say_failing(r->a, rc, false);
+    }
+    return rc;
+}
+
+/* Sends src's bytes out as a round, once one of the AOF_ROUNDS is free, and empties src (what is
+ * appended to it while this waits goes too); records: src is a->buf (written and synced move on
+ * once it is written), else the tail block written again at an opening. Returns 0 or a negative
+ * errno (-ENOMEM, -ECANCELED) with nothing sent. */
+static int round_send(struct aof *a, struct sbuf *src, bool records)
+{
+    size_t len, pad, span;
+    for (;;) { /* nothing suspends from the last look at src to its emptying */
+        if (a->r_out && a->round[a->r_first].done && a->round[a->r_first].rc)
+            return a->round[a->r_first].rc; /* (the writer's to try again) */
+        len = src->len;
+        pad = len % BLOCK ? 8 : 0; /* (a header; in the last 7 bytes of a block it spills) */
+        span = (len + pad + BLOCK - 1) / BLOCK * BLOCK;
+        /* Never beside the zeroer's write: past the zeros, this write extends the file itself. */
+        tpc_event *e = a->r_out == AOF_ROUNDS                     ? &a->r_done
+                       : a->size + span > a->zeroed && a->zeroing ? &a->zdone
+                                                                  : NULL;
+        if (!e)
+            break;
+        int rc = tpc_event_wait(e);
+        if (rc < 0)
+            return rc;
+    }
+    struct aof_round *r = &a->round[(a->r_first + a->r_out) % AOF_ROUNDS];
+    if (span > r->cap) {
+        size_t cap = r->cap ? r->cap : 16 * BLOCK;
         while (cap < span)
             cap *= 2;
         char *b = tpc_alloc_aligned(BLOCK, cap);
         if (!b)
             return -ENOMEM;
-        free(a->blk);
-        a->blk = b;
-        a->blk_cap = cap;
+        free(r->blk);
+        r->blk = b;
+        r->cap = cap;
     }
-    memcpy(a->blk, p, len);
-    memset(a->blk + len, 0, span - len);
+    memcpy(r->blk, src->p, len);
+    memset(r->blk + len, 0, span - len);
     if (pad) {
-        put32(a->blk + len, PAD_LEN);
-        put32(a->blk + len + 4, PAD_SUM);
+        put32(r->blk + len, PAD_LEN);
+        put32(r->blk + len + 4, PAD_SUM);
     }
-    uint64_t at = a->size;
-    /* Never beside the zeroer's write: past the zeros, this write extends the file itself. */
-    while (at + span > a->zeroed && a->zeroing) {
-        int rc = tpc_event_wait(&a->zdone);
+    src->len = 0;
+    r->a = a;
+    r->upto = records ? a->appended : 0;
+    r->at = a->size;
+    r->span = span;
+    if (r->at + span > a->zeroed)
+        a->zeroed = r->at + span; /* before the write: the zeroer starts after it */
+    a->size = r->at + span;
+    a->r_out++;
+    round_start(r);
+    if (a->zeroed - a->size < ZERO_AHEAD / 2)
+        tpc_event_set(&a->zwork);
+    return 0;
+}
+
+/* Waits until every round out is written: a failed one is written again here, once. Returns 0,
+ * or the error of the first round that could not be written (it stays out). */
+static int rounds_settle(struct aof *a)
+{
+    for (;;) {
+        unsigned busy = 0;
+        for (unsigned i = 0; i < a->r_out; i++)
+            busy += !a->round[(a->r_first + i) % AOF_ROUNDS].done;
+        if (!busy)
+            break;
+        int rc = tpc_event_wait(&a->r_done);
         if (rc < 0)
             return rc;
     }
-    if (at + span > a->zeroed)
-        a->zeroed = at + span; /* before the write: the zeroer starts after it */
-    ssize_t n = tpc_write_full(a->fd, a->blk, span, (int64_t)at);
-    if (n < 0)
-        return (int)n;
-    if ((size_t)n < span)
-        return -EIO;
-    a->size = at + span;
-    if (a->zeroed - a->size < ZERO_AHEAD / 2)
-        tpc_event_set(&a->zwork);
+    while (a->r_out) {
+        struct aof_round *r = &a->round[a->r_first];
+        if (r->rc && (r->rc = round_write(r)) != 0) {
+            if (r->rc != -ECANCELED)
+                say_failing(a, r->rc, false);
+            return r->rc;
+        }
+        rounds_advance(a);
+    }
     return 0;
 }
 
@@ -235,6 +354,28 @@ static int zeroer(void *arg)
     return err;
 }
 
+/* A log that cannot be written: write commands are refused (aof_failing) until it can, or, when
+ * fatal, from now on. */
+static void say_failing(struct aof *a, int rc, bool fatal)
+{
+    atomic_store(&last_failure, rc);
+    if (!a->err) {
+        atomic_fetch_add(&failing_logs, 1);
+        fprintf(stderr, "tpc-kv: shard %d: cannot %s its log: %s (write commands are refused %s)\n",
+                a->shard, fatal ? "sync" : "write", tpc_strerror(rc),
+                fatal ? "from now on" : "until it can; trying again each second");
+    }
+    a->err = rc;
+    a->fatal = fatal;
+}
+
+static void say_recovered(struct aof *a)
+{
+    a->err = 0;
+    atomic_fetch_sub(&failing_logs, 1);
+    fprintf(stderr, "tpc-kv: shard %d: its log is written again\n", a->shard);
+}
+
 /* A write that failed (a full disk, an I/O error): its records stay, first in line, and the
  * writer tries again each second; meanwhile write commands are refused (aof_failing). A failed
  * sync is for good: what the kernel could not write back it may have dropped. */
@@ -247,32 +388,40 @@ static void write_failed(struct aof *a, struct sbuf *out, int rc)
         struct sbuf t = a->buf;
         a->buf = *out;
         *out = t;
-        if (!a->direct && ftruncate(a->fd, (off_t)a->size) < 0)
+        if (ftruncate(a->fd, (off_t)a->size) < 0)
             fatal = true, rc = -errno; /* a record cut short stays: nothing may follow it */
     }
-    atomic_store(&last_failure, rc);
-    if (!a->err) {
-        atomic_fetch_add(&failing_logs, 1);
-        fprintf(stderr, "tpc-kv: shard %d: cannot %s its log: %s (write commands are refused %s)\n",
-                a->shard, fatal ? "sync" : "write", tpc_strerror(rc),
-                fatal ? "from now on" : "until it can; trying again each second");
-    }
-    a->err = rc;
-    a->fatal = fatal;
+    say_failing(a, rc, fatal);
 }
 
-/* One round: hands what was appended to the kernel, and syncs as the mode says. */
+/* Direct: sends what was appended out as a round; settle: first and then waits until every
+ * round out is written (rounds_settle). */
+static int direct_round(struct aof *a, bool settle)
+{
+    int rc = settle ? rounds_settle(a) : 0;
+    tpc_event_reset(&a->work);
+    if (rc == 0 && a->buf.len)
+        rc = round_send(a, &a->buf, true);
+    if (rc == 0 && settle)
+        rc = rounds_settle(a);
+    if (a->buf.len)
+        tpc_event_set(&a->work);
+    return rc;
+}
+
+/* One round: hands what was appended to the kernel, and syncs as the mode says (direct: and
+ * waits for every round out). */
 static int write_round(struct aof *a, bool sync)
 {
+    if (a->direct)
+        return direct_round(a, true);
     struct sbuf out = a->buf;
     a->buf = a->spare;
     a->buf.len = 0;
     tpc_event_reset(&a->work);
     uint64_t upto = a->appended;
     int rc = 0;
-    if (out.len && a->direct) {
-        rc = direct_write(a, out.p, out.len);
-    } else if (out.len) {
+    if (out.len) {
         ssize_t n = tpc_write_full(a->fd, out.p, out.len, -1);
         rc = n < 0 ? (int)n : (size_t)n < out.len ? -ENOSPC : 0; /* (short: no room) */
     }
@@ -284,16 +433,12 @@ static int write_round(struct aof *a, bool sync)
         tpc_event_reset(&a->progress);
         return rc;
     }
-    if (rc == 0 && a->err && !a->fatal) {
-        a->err = 0;
-        atomic_fetch_sub(&failing_logs, 1);
-        fprintf(stderr, "tpc-kv: shard %d: its log is written again\n", a->shard);
-    }
+    if (rc == 0 && a->err && !a->fatal)
+        say_recovered(a);
     if (rc == 0) {
         a->writes += out.len > 0;
         a->written = upto;
-        if (!a->direct) /* (direct_write counts its padding too) */
-            a->size += out.len;
+        a->size += out.len;
         if (a->mode == AOF_ALWAYS) /* the file is O_DSYNC: the write was the sync */
             a->synced = upto;
     }
@@ -344,7 +489,7 @@ static int writer(void *arg)
         }
         bool sync = (a->mode == AOF_EVERYSEC && tpc_now() - a->last_sync_ns >= 1000000000ull) ||
                     a->want_sync > a->synced;
-        if (write_round(a, sync) == -ECANCELED)
+        if ((a->direct ? direct_round(a, false) : write_round(a, sync)) == -ECANCELED)
             return 0;
     }
     return 0;
@@ -380,9 +525,13 @@ void aof_close(struct aof *a)
     a->fd = -1;
     sb_free(&a->buf);
     sb_free(&a->spare);
-    free(a->blk);
+    for (int i = 0; i < AOF_ROUNDS; i++) {
+        free(a->round[i].blk);
+        a->round[i].blk = NULL;
+    }
     free(a->zeros);
-    a->blk = a->zeros = NULL;
+    a->zeros = NULL;
+    tpc_event_destroy(&a->r_done);
     tpc_event_destroy(&a->work);
     tpc_event_destroy(&a->progress);
     tpc_event_destroy(&a->zwork);
@@ -840,9 +989,10 @@ static int reopen(struct aof *a)
         return -ENOMEM;
     ssize_t n = tpc_read_full(fd, b, BLOCK, (int64_t)(a->size - head));
     a->size -= head;
-    int rc = n < 0 ? (int)n : n != (ssize_t)head ? -EIO : direct_write(a, b, head);
+    struct sbuf tail = {.p = b, .len = head};
+    int rc = n < 0 ? (int)n : n != (ssize_t)head ? -EIO : round_send(a, &tail, false);
     free(b);
-    return rc;
+    return rc ? rc : rounds_settle(a);
 }
 
 void aof_off(struct aof *a)
@@ -854,6 +1004,7 @@ void aof_off(struct aof *a)
     tpc_event_init(&a->progress, false);
     tpc_event_init(&a->zwork, false);
     tpc_event_init(&a->zdone, false);
+    tpc_event_init(&a->r_done, false);
     tpc_event_init(&a->rw.done, false);
 }
 
@@ -1141,7 +1292,10 @@ int aof_rewrite_start(struct aof *a)
  * the old log stood still, and what came in during the wait for the zeroer was dropped.) */
 static int rewrite_switch(struct aof *a)
 {
-    int rc = rw_write(a, &a->rw.cmds);
+    int rc = a->direct ? rounds_settle(a) : 0; /* (a failure: the writer tries again) */
+    if (rc < 0)
+        return rc;
+    rc = rw_write(a, &a->rw.cmds);
     if (rc == 0)
         rc = tpc_fdatasync(a->rw.fd);
     if (rc < 0) {

@@ -9,6 +9,8 @@
 
 enum { AOF_NO, AOF_EVERYSEC, AOF_ALWAYS };
 
+#define AOF_ROUNDS 4 /* direct rounds out at once */
+
 struct aof;
 
 /* Commands over several shards (MSET, DEL, UNLINK, FLUSHALL) are all-or-nothing across a crash.
@@ -80,14 +82,27 @@ struct aof {
      * with zeros ahead of it, so that the commit needs no metadata (no io-wq worker, no journal
      * commit). */
     bool direct;
-    char *blk; /* direct: a round's records, its pad record and zeros (aligned) */
-    size_t blk_cap;
-    char *zeros;     /* direct: ZERO_CHUNK bytes of zeros (aligned), the zeroer's */
-    uint64_t zeroed; /* direct: the file is zeros from the end of the records up to here */
-    bool zeroing;    /* direct: the zeroer's write is out */
-    bool zero_hold;  /* direct: the zeroer starts no write (a rewrite is switching files) */
-    tpc_event zwork; /* direct: set when the zeroer may have work */
-    tpc_event zdone; /* direct: pulsed after each of the zeroer's writes */
+    /* direct: rounds out at once, a ring of AOF_ROUNDS from r_first: while one round is with the
+     * disk the next one goes out, each written by a fiber of its own at an offset taken when it
+     * went out, and acknowledged in order (aof.c, "Rounds") */
+    struct aof_round {
+        struct aof *a;
+        char *blk; /* its records, its pad record and zeros (aligned) */
+        size_t cap, span;
+        uint64_t at;   /* where in the file */
+        uint64_t upto; /* written and synced up to here once it is written (0: no records) */
+        int rc;        /* 0: written; else why not */
+        bool done;     /* its fiber has returned */
+    } round[AOF_ROUNDS];
+    unsigned r_first, r_out; /* the oldest round out; rounds out */
+    unsigned r_failing;      /* rounds whose write failed, trying again each second */
+    tpc_event r_done;        /* pulsed as each round's fiber returns */
+    char *zeros;             /* direct: ZERO_CHUNK bytes of zeros (aligned), the zeroer's */
+    uint64_t zeroed;         /* direct: the file is zeros from the end of the records up to here */
+    bool zeroing;            /* direct: the zeroer's write is out */
+    bool zero_hold;          /* direct: the zeroer starts no write (a rewrite is switching files) */
+    tpc_event zwork;         /* direct: set when the zeroer may have work */
+    tpc_event zdone;         /* direct: pulsed after each of the zeroer's writes */
     tpc_fiber *zeroer;
     int shard;
     struct sbuf buf, spare; /* records appended, not yet handed to the kernel; the writer's */

@@ -1031,6 +1031,36 @@ class Durability(unittest.TestCase):
         c.close()
         self.assertEqual(kv.stop(), 0)
 
+    def test_rounds_out_at_once_lose_nothing(self):
+        """appendfsync always with many connections sending deep pipelines at once: rounds go
+        out while others are still with the disk (up to four), so commands arrive while the
+        writer waits for a free one. Every command is answered, in order, and every answered
+        one is there after a restart (a writer that took a round's bytes before it waited
+        dropped what came meanwhile, and acknowledged it with the next round)."""
+        kv = self.start("always", shards=1)
+        conns = [Conn(kv.port) for _ in range(16)]
+        before = int(info(conns[0])["tpc_kv_aof_writes"])
+        for wave in range(3):
+            for n, c in enumerate(conns):
+                c.send(b"".join(encode("SET", "r:%d:%d:%d" % (wave, n, i), "v%d" % i)
+                                for i in range(300)))
+            for c in conns:
+                self.assertEqual([c.reply() for _ in range(300)], ["OK"] * 300)
+        rounds = int(info(conns[0])["tpc_kv_aof_writes"]) - before
+        self.assertGreaterEqual(rounds, 2)
+        for c in conns:
+            c.close()
+        self.assertEqual(kv.stop(), 0)
+        kv = self.start("always", shards=1)
+        c = Conn(kv.port)
+        c.send(b"".join(encode("GET", "r:%d:%d:%d" % (w, n, i))
+                        for w in range(3) for n in range(16) for i in range(300)))
+        got = [c.reply() for _ in range(3 * 16 * 300)]
+        want = [("v%d" % i).encode() for w in range(3) for n in range(16) for i in range(300)]
+        self.assertEqual(sum(g != x for g, x in zip(got, want)), 0)
+        c.close()
+        self.assertEqual(kv.stop(), 0)
+
     def test_replay_expires_nothing_on_the_way(self):
         # Keys whose first time passed before the restart but that later records kept (PERSIST,
         # a later PEXPIRE) are there after it; one that INCR changed after its time was set is
