@@ -184,6 +184,17 @@ int aof_wait(struct aof *a, uint64_t upto, bool own)
 static void say_failing(struct aof *a, int rc, bool fatal);
 static void say_recovered(struct aof *a);
 
+/* A round's write (or its start) failed: write commands are refused from now on, the writer tries
+ * again (it may wait on work: no write command comes now), and a fiber waiting for progress
+ * that need not wait for the round (aof_wait of a read, aof_settle) hears of it. */
+static void round_failed(struct aof *a, int rc)
+{
+    say_failing(a, rc, false);
+    tpc_event_set(&a->work);
+    tpc_event_set(&a->progress);
+    tpc_event_reset(&a->progress);
+}
+
 /* Takes the rounds at the head that are written: written and synced move on over them. */
 static void rounds_advance(struct aof *a)
 {
@@ -220,36 +231,36 @@ static int round_fn(void *arg)
     struct aof_round *r = arg;
     struct aof *a = r->a;
     r->rc = round_write(r);
-    if (r->rc && r->rc != -ECANCELED) {
-        say_failing(a, r->rc, false);
-        tpc_event_set(&a->work); /* the writer tries it again (no write command comes now) */
-    }
     r->done = true;
+    if (r->rc && r->rc != -ECANCELED)
+        round_failed(a, r->rc);
     rounds_advance(a);
     tpc_event_set(&a->r_done);
     tpc_event_reset(&a->r_done);
     return 0;
 }
 
-/* Starts round r's fiber (again, for one that failed). */
-static int round_start(struct aof_round *r)
+/* Starts round r's fiber; one that cannot start counts as a failed write (the writer tries the
+ * round again). */
+static void round_start(struct aof_round *r)
 {
     r->rc = 0;
     r->done = false;
     tpc_fiber_opts o = {.name = "aof-round", .stack_size = 64 * 1024, .detached = true};
     int rc = tpc_spawn_opts(&o, round_fn, r, NULL);
-    if (rc < 0) { /* as a failed write: the writer tries it again */
+    if (rc < 0) {
         r->rc = rc;
         r->done = true;
-        say_failing(r->a, rc, false);
+        round_failed(r->a, rc);
     }
-    return rc;
 }
 
 /* Sends src's bytes out as a round, once one of the AOF_ROUNDS is free, and empties src (what is
  * appended to it while this waits goes too); records: src is a->buf (written and synced move on
- * once it is written), else the tail block written again at an opening. Returns 0 or a negative
- * errno (-ENOMEM, -ECANCELED) with nothing sent. */
+ * once it is written), else the tail block written again at an opening. Returns 0 (sent: its
+ * write may still fail, or its fiber not start, which round_failed reports), or with nothing
+ * sent -ENOMEM, -ECANCELED, or the error of the failed round at the head (the writer's to try
+ * again first). */
 static int round_send(struct aof *a, struct sbuf *src, bool records)
 {
     size_t len, pad, span;
@@ -320,7 +331,7 @@ static int rounds_settle(struct aof *a)
         struct aof_round *r = &a->round[a->r_first];
         if (r->rc && (r->rc = round_write(r)) != 0) {
             if (r->rc != -ECANCELED)
-                say_failing(a, r->rc, false);
+                round_failed(a, r->rc);
             return r->rc;
         }
         rounds_advance(a);
@@ -404,6 +415,8 @@ static int direct_round(struct aof *a, bool settle)
         rc = round_send(a, &a->buf, true);
     if (rc == 0 && settle)
         rc = rounds_settle(a);
+    if (rc < 0 && rc != -ECANCELED && !a->err) /* (-ENOMEM: the writer tries again each second) */
+        round_failed(a, rc);
     if (a->buf.len)
         tpc_event_set(&a->work);
     return rc;

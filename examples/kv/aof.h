@@ -92,11 +92,10 @@ struct aof {
         uint64_t at;   /* where in the file */
         uint64_t upto; /* written and synced up to here once it is written (0: no records) */
         int rc;        /* 0: written; else why not */
-        bool done;     /* its fiber has returned */
+        bool done;     /* its write is over (or its fiber could not start) */
     } round[AOF_ROUNDS];
     unsigned r_first, r_out; /* the oldest round out; rounds out */
-    unsigned r_failing;      /* rounds whose write failed, trying again each second */
-    tpc_event r_done;        /* pulsed as each round's fiber returns */
+    tpc_event r_done;        /* pulsed as each round's write is over */
     char *zeros;             /* direct: ZERO_CHUNK bytes of zeros (aligned), the zeroer's */
     uint64_t zeroed;         /* direct: the file is zeros from the end of the records up to here */
     bool zeroing;            /* direct: the zeroer's write is out */

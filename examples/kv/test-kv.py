@@ -924,6 +924,74 @@ class Durability(unittest.TestCase):
             c.close()
             self.assertEqual(kv.stop(), 0)
 
+    def test_reads_go_on_while_a_round_fails(self):
+        """appendfsync always: a read that waits for the records appended before it is answered
+        when their round's write fails (as a read that comes after the failure is), not only
+        once the log can be written again. (A failed round told nobody waiting for progress.)"""
+        limit = 16 << 20
+
+        def small_files():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: EFBIG
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        kv = self.start("always", shards=1, preexec_fn=small_files)
+        if not info_direct(self):
+            kv.stop()
+            self.skipTest("no O_DIRECT in the test's directory")
+        a, b, other = Conn(kv.port), Conn(kv.port), Conn(kv.port)
+        self.assertEqual(a.cmd("SET", "k0", "v0"), "OK")
+        # The SET's round writes 16 MiB, tens of milliseconds, before it meets the limit; the
+        # round takes its place in the file as it goes out, so once the log's size says so the
+        # GET comes while the write is out, and waits for it.
+        value = "v" * (20 << 20)
+        a.send(encode("SET", "big", value))
+        until(lambda: int(info(other)["aof_current_size"]) > (20 << 20), "the round out")
+        b.send(encode("GET", "k0"))
+        got = []
+        t = threading.Thread(target=lambda: got.append(b.reply()), daemon=True)
+        t.start()
+        until(lambda: info(other)["aof_last_write_status"] == "err", "the log's failure")
+        t.join(DEADLINE)
+        self.assertEqual(got, [b"v0"])
+        self.assertEqual(info(other)["aof_last_write_status"], "err")  # answered meanwhile
+        resource.prlimit(kv.p.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        self.assertEqual(a.reply(), "OK")  # the round, written again once it can be
+        self.assertEqual(other.cmd("STRLEN", "big"), len(value))
+        for c in (a, b, other):
+            c.close()
+        self.assertEqual(kv.stop(), 0)
+
+    def test_a_round_without_memory(self):
+        """appendfsync always: a round whose buffer cannot be had (memory ran out) counts as a
+        failed write: write commands are refused, the shard goes on answering, the writer tries
+        again each second, and a stop says the log was not all written. (The writer went round
+        without ever yielding: the shard stalled, PING unanswered.)"""
+        preload = os.environ.get("KV_NOMEM_PRELOAD")
+        if not preload:
+            self.skipTest("no preload (a sanitizer's build)")
+
+        def nomem():
+            os.environ["LD_PRELOAD"] = preload
+            os.environ["KV_TEST_NOMEM"] = "1"
+        kv = self.start("always", shards=1, preexec_fn=nomem)
+        if not info_direct(self):
+            kv.stop()
+            self.skipTest("no O_DIRECT in the test's directory")
+        a, other = Conn(kv.port), Conn(kv.port)
+        self.assertEqual(a.cmd("SET", "small", "x"), "OK")  # a round of a block is had
+        a.send(encode("SET", "big", "v" * (2 << 20)))  # its round's 2 MiB are not
+        until(lambda: info(other)["aof_last_write_status"] == "err", "the log's failure")
+        self.assertEqual(other.cmd("PING"), "PONG")
+        self.assertEqual(other.cmd("GET", "small"), b"x")
+        refused = other.cmd("SET", "refused", "x")
+        self.assertTrue(isinstance(refused, RespError) and refused.startswith("MISCONF"), refused)
+        a.close()
+        other.close()
+        self.assertEqual(kv.stop(), 1)
+        out = "".join(kv.out)
+        self.assertIn("cannot write its log", out)
+        self.assertIn("the logs were not all written at the stop", out)
+
     def test_restart_keeps_writes(self):
         for fsync in ("always", "everysec", "no"):
             kv = self.start(fsync)
