@@ -176,17 +176,17 @@ int aof_wait(struct aof *a, uint64_t upto, bool own)
  * zeros. With one round out at a time, the next round waited for the last one's completion,
  * which comes through the disk's interrupt and the block layer's flush worker on whichever CPU
  * takes them (on this project's VM the client's); with more out, the next rounds go to the disk
- * meanwhile (docs/benchmarks.md, "appendfsync always": 5-8 % more requests a second at
- * redis-benchmark -P 1). A round whose write fails stays out, first in
- * line, and the writer writes it again in place each second (write commands are refused
- * meanwhile: aof_failing); rounds behind it wait for it. */
+ * meanwhile (docs/benchmarks.md, "tpc-kv: log rounds out at once": 1.08x the requests a second
+ * at redis-benchmark -P 1). A round whose write fails stays out, first in line, and the writer
+ * writes it again in place each second (write commands are refused meanwhile: aof_failing);
+ * rounds behind it wait for it. */
 
 static void say_failing(struct aof *a, int rc, bool fatal);
 static void say_recovered(struct aof *a);
 
-/* A round's write (or its start) failed: write commands are refused from now on, the writer tries
- * again (it may wait on work: no write command comes now), and a fiber waiting for progress
- * that need not wait for the round (aof_wait of a read, aof_settle) hears of it. */
+/* A round's write (or its start) failed: write commands are refused until it is written, the
+ * writer tries again (it may wait on work: no write command comes now), and a fiber waiting for
+ * progress that need not wait for the round (aof_wait of a read, aof_settle) hears of it. */
 static void round_failed(struct aof *a, int rc)
 {
     say_failing(a, rc, false);
