@@ -429,13 +429,15 @@ class HttpTest(unittest.TestCase):
                                                  re.M))
 
     def steady_fibers(self, p):
-        """The fiber count once it holds still over five readings in a row: the stats port
-        answers before every shard has started all its fibers."""
+        """The fiber count once it holds still over five readings in a row (the stats port
+        answers before every shard has started all its fibers), the highest of those and ten
+        more readings: a reading now and then counts one fewer (in shuffled builds, runs of
+        five such readings were seen, and a count taken from them stayed one short)."""
         seen = []
         while len(seen) < 5 or len(set(seen[-5:])) > 1:
             seen.append(self.fibers(p))
             self.assertLess(len(seen), 200, "the fiber count never settled: %s" % seen[-10:])
-        return seen[-1]
+        return max(seen[-5:] + [self.fibers(p) for _ in range(10)])
 
     def test_idle_keepalive_connections_park(self):
         """An idle keep-alive connection gives back its fiber (it parks after 50 ms) and is taken
