@@ -431,8 +431,10 @@ class HttpTest(unittest.TestCase):
     def steady_fibers(self, p):
         """The fiber count once it holds still over five readings in a row (the stats port
         answers before every shard has started all its fibers), the highest of those and ten
-        more readings: a reading now and then counts one fewer (in shuffled builds, runs of
-        five such readings were seen, and a count taken from them stayed one short)."""
+        more readings. A shard publishes its gauges every 64 loop iterations and before it
+        sleeps (core/metrics.c), so the stats request's own fiber is in some readings and not
+        in others; in shuffled builds runs of five readings without it were seen, and a count
+        taken from them stayed one short."""
         seen = []
         while len(seen) < 5 or len(set(seen[-5:])) > 1:
             seen.append(self.fibers(p))
