@@ -186,9 +186,12 @@ static void say_recovered(struct aof *a);
 
 /* A round's write (or its start) failed: write commands are refused until it is written, the
  * writer tries again (it may wait on work: no write command comes now), and a fiber waiting for
- * progress that need not wait for the round (aof_wait of a read, aof_settle) hears of it. */
+ * progress that need not wait for the round (aof_wait of a read, aof_settle) hears of it. A
+ * cancelled write (the runtime stopping) is no failure: aof_flush writes it again. */
 static void round_failed(struct aof *a, int rc)
 {
+    if (rc == -ECANCELED)
+        return;
     say_failing(a, rc, false);
     tpc_event_set(&a->work);
     tpc_event_set(&a->progress);
@@ -232,7 +235,7 @@ static int round_fn(void *arg)
     struct aof *a = r->a;
     r->rc = round_write(r);
     r->done = true;
-    if (r->rc && r->rc != -ECANCELED)
+    if (r->rc)
         round_failed(a, r->rc);
     rounds_advance(a);
     tpc_event_set(&a->r_done);
@@ -299,7 +302,6 @@ static int round_send(struct aof *a, struct sbuf *src, bool records)
         put32(r->blk + len + 4, PAD_SUM);
     }
     src->len = 0;
-    r->a = a;
     r->upto = records ? a->appended : 0;
     r->at = a->size;
     r->span = span;
@@ -330,8 +332,7 @@ static int rounds_settle(struct aof *a)
     while (a->r_out) {
         struct aof_round *r = &a->round[a->r_first];
         if (r->rc && (r->rc = round_write(r)) != 0) {
-            if (r->rc != -ECANCELED)
-                round_failed(a, r->rc);
+            round_failed(a, r->rc);
             return r->rc;
         }
         rounds_advance(a);
@@ -415,7 +416,7 @@ static int direct_round(struct aof *a, bool settle)
         rc = round_send(a, &a->buf, true);
     if (rc == 0 && settle)
         rc = rounds_settle(a);
-    if (rc < 0 && rc != -ECANCELED && !a->err) /* (-ENOMEM: the writer tries again each second) */
+    if (rc < 0 && !a->err) /* (-ENOMEM: the writer tries again each second) */
         round_failed(a, rc);
     if (a->buf.len)
         tpc_event_set(&a->work);
@@ -1018,6 +1019,8 @@ void aof_off(struct aof *a)
     tpc_event_init(&a->zwork, false);
     tpc_event_init(&a->zdone, false);
     tpc_event_init(&a->r_done, false);
+    for (int i = 0; i < AOF_ROUNDS; i++)
+        a->round[i].a = a;
     tpc_event_init(&a->rw.done, false);
 }
 

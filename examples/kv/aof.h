@@ -86,8 +86,8 @@ struct aof {
      * disk the next one goes out, each written by a fiber of its own at an offset taken when it
      * went out, and acknowledged in order (aof.c, "Rounds") */
     struct aof_round {
-        struct aof *a;
-        char *blk; /* its records, its pad record and zeros (aligned) */
+        struct aof *a; /* its log (set once, by aof_off) */
+        char *blk;     /* its records, its pad record and zeros (aligned) */
         size_t cap, span;
         uint64_t at;   /* where in the file */
         uint64_t upto; /* written and synced up to here once it is written (0: no records) */
